@@ -1,0 +1,234 @@
+package events
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// State is the whole health state of one proxy: a fold of its stream.
+// It is a plain value; Evolve returns a new one.
+type State struct {
+	ProxyID        string
+	Source         string
+	URLRedacted    string
+	HasCredentials bool
+	// Added is true once ProxyAdded has been applied.
+	Added   bool
+	Removed bool
+	Paused  bool
+
+	Health               pb.HealthState
+	ConsecutiveSuccesses uint32
+	ConsecutiveFailures  uint32
+	RecoveryAttempt      uint32
+	PassiveFailures      uint32
+	TotalChecks          uint64
+	TotalFailures        uint64
+
+	AddedAt      time.Time
+	LastCheckAt  time.Time
+	LastChangeAt time.Time
+
+	LastErrorClass pb.FailureClass
+	LastError      string
+	LastStatusCode uint32
+	LastLatency    Latency
+
+	// StreamSeq and Seq are the stream and global sequence numbers of the
+	// last envelope applied.
+	StreamSeq uint64
+	Seq       uint64
+}
+
+// Latency is the breakdown of one check.
+type Latency struct {
+	Connect, FirstByte, Total time.Duration
+}
+
+func (l Latency) toPB() *pb.Latency {
+	return &pb.Latency{ConnectNs: int64(l.Connect), FirstByteNs: int64(l.FirstByte), TotalNs: int64(l.Total)}
+}
+
+// LatencyFromPB converts a journaled latency (nil-safe).
+func LatencyFromPB(l *pb.Latency) Latency {
+	return Latency{Connect: time.Duration(l.GetConnectNs()), FirstByte: time.Duration(l.GetFirstByteNs()), Total: time.Duration(l.GetTotalNs())}
+}
+
+// NewState returns the state of a proxy before its ProxyAdded event.
+func NewState(proxyID string) State { return State{ProxyID: proxyID} }
+
+// Usable reports whether the proxy should carry traffic: healthy or
+// degraded, and not removed. Pausing stops checks, not traffic: a paused
+// proxy keeps its last known health.
+func (s State) Usable() bool {
+	return !s.Removed && (s.Health == pb.HealthState_HEALTH_STATE_HEALTHY || s.Health == pb.HealthState_HEALTH_STATE_DEGRADED)
+}
+
+// ToSnapshot captures the state for fast recovery.
+func ToSnapshot(s State) *pb.ProxySnapshot {
+	return &pb.ProxySnapshot{
+		ProxyId:              s.ProxyID,
+		StreamSeq:            s.StreamSeq,
+		Seq:                  s.Seq,
+		Source:               s.Source,
+		UrlRedacted:          s.URLRedacted,
+		HasCredentials:       s.HasCredentials,
+		State:                s.Health,
+		Paused:               s.Paused,
+		Removed:              s.Removed,
+		ConsecutiveSuccesses: s.ConsecutiveSuccesses,
+		ConsecutiveFailures:  s.ConsecutiveFailures,
+		RecoveryAttempt:      s.RecoveryAttempt,
+		PassiveFailures:      s.PassiveFailures,
+		TotalChecks:          s.TotalChecks,
+		TotalFailures:        s.TotalFailures,
+		AddedUnixNano:        unixNano(s.AddedAt),
+		LastCheckUnixNano:    unixNano(s.LastCheckAt),
+		LastChangeUnixNano:   unixNano(s.LastChangeAt),
+		LastErrorClass:       s.LastErrorClass,
+		LastError:            s.LastError,
+		LastStatusCode:       s.LastStatusCode,
+		LastLatency:          s.LastLatency.toPB(),
+	}
+}
+
+// FromSnapshot restores a state captured by ToSnapshot.
+func FromSnapshot(p *pb.ProxySnapshot) State {
+	return State{
+		ProxyID:              p.GetProxyId(),
+		StreamSeq:            p.GetStreamSeq(),
+		Seq:                  p.GetSeq(),
+		Source:               p.GetSource(),
+		URLRedacted:          p.GetUrlRedacted(),
+		HasCredentials:       p.GetHasCredentials(),
+		Added:                p.GetStreamSeq() > 0,
+		Health:               p.GetState(),
+		Paused:               p.GetPaused(),
+		Removed:              p.GetRemoved(),
+		ConsecutiveSuccesses: p.GetConsecutiveSuccesses(),
+		ConsecutiveFailures:  p.GetConsecutiveFailures(),
+		RecoveryAttempt:      p.GetRecoveryAttempt(),
+		PassiveFailures:      p.GetPassiveFailures(),
+		TotalChecks:          p.GetTotalChecks(),
+		TotalFailures:        p.GetTotalFailures(),
+		AddedAt:              fromUnixNano(p.GetAddedUnixNano()),
+		LastCheckAt:          fromUnixNano(p.GetLastCheckUnixNano()),
+		LastChangeAt:         fromUnixNano(p.GetLastChangeUnixNano()),
+		LastErrorClass:       p.GetLastErrorClass(),
+		LastError:            p.GetLastError(),
+		LastStatusCode:       p.GetLastStatusCode(),
+		LastLatency:          LatencyFromPB(p.GetLastLatency()),
+	}
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// At returns an envelope's timestamp.
+func At(env *pb.Envelope) time.Time { return fromUnixNano(env.GetAtUnixNano()) }
+
+// StateName is the lowercase API name of a health state: "unknown",
+// "healthy", "degraded", "unhealthy", "recovering", "failed".
+func StateName(s pb.HealthState) string {
+	n, ok := pb.HealthState_name[int32(s)]
+	if !ok {
+		return fmt.Sprintf("state_%d", int32(s))
+	}
+	return strings.ToLower(strings.TrimPrefix(n, "HEALTH_STATE_"))
+}
+
+// ParseState is the inverse of StateName.
+func ParseState(name string) (pb.HealthState, bool) {
+	v, ok := pb.HealthState_value["HEALTH_STATE_"+strings.ToUpper(name)]
+	return pb.HealthState(v), ok
+}
+
+// States lists every health state in display order.
+var States = []pb.HealthState{
+	pb.HealthState_HEALTH_STATE_UNKNOWN, pb.HealthState_HEALTH_STATE_HEALTHY,
+	pb.HealthState_HEALTH_STATE_DEGRADED, pb.HealthState_HEALTH_STATE_UNHEALTHY,
+	pb.HealthState_HEALTH_STATE_RECOVERING, pb.HealthState_HEALTH_STATE_FAILED,
+}
+
+// ClassName is the lowercase API name of a failure class, e.g. "timeout",
+// "proxy_auth_required"; "" for success.
+func ClassName(c pb.FailureClass) string {
+	if c == pb.FailureClass_FAILURE_CLASS_UNSPECIFIED {
+		return ""
+	}
+	n, ok := pb.FailureClass_name[int32(c)]
+	if !ok {
+		return fmt.Sprintf("class_%d", int32(c))
+	}
+	return strings.ToLower(strings.TrimPrefix(n, "FAILURE_CLASS_"))
+}
+
+// ParseClass is the inverse of ClassName.
+func ParseClass(name string) (pb.FailureClass, bool) {
+	if name == "" {
+		return pb.FailureClass_FAILURE_CLASS_UNSPECIFIED, false
+	}
+	v, ok := pb.FailureClass_value["FAILURE_CLASS_"+strings.ToUpper(name)]
+	return pb.FailureClass(v), ok
+}
+
+// TypeName is the audit name of an envelope's event: proxy_added,
+// proxy_removed, check_succeeded, check_failed, state_changed, proxy_paused,
+// proxy_resumed, passive_failure, passive_success, proxy_revived,
+// pool_degraded, pool_recovered; "unknown" for an event this version does not
+// know.
+func TypeName(env *pb.Envelope) string {
+	switch env.GetEvent().(type) {
+	case *pb.Envelope_ProxyAdded:
+		return "proxy_added"
+	case *pb.Envelope_ProxyRemoved:
+		return "proxy_removed"
+	case *pb.Envelope_CheckSucceeded:
+		return "check_succeeded"
+	case *pb.Envelope_CheckFailed:
+		return "check_failed"
+	case *pb.Envelope_StateChanged:
+		return "state_changed"
+	case *pb.Envelope_ProxyPaused:
+		return "proxy_paused"
+	case *pb.Envelope_ProxyResumed:
+		return "proxy_resumed"
+	case *pb.Envelope_PassiveFailureReported:
+		return "passive_failure"
+	case *pb.Envelope_PassiveSuccessReported:
+		return "passive_success"
+	case *pb.Envelope_ProxyRevived:
+		return "proxy_revived"
+	case *pb.Envelope_PoolDegraded:
+		return "pool_degraded"
+	case *pb.Envelope_PoolRecovered:
+		return "pool_recovered"
+	}
+	return "unknown"
+}
+
+// TypeNames lists every name TypeName returns for a known event.
+var TypeNames = []string{
+	"proxy_added", "proxy_removed", "check_succeeded", "check_failed", "state_changed",
+	"proxy_paused", "proxy_resumed", "passive_failure", "passive_success", "proxy_revived",
+	"pool_degraded", "pool_recovered",
+}
+
+// Clone deep-copies an envelope (envelopes are shared by pointer between the
+// journal, subscribers and projections; treat them as immutable).
+func Clone(env *pb.Envelope) *pb.Envelope { return proto.Clone(env).(*pb.Envelope) }

@@ -1,0 +1,160 @@
+// Package clock is the time source of proxyhealth's shell: the real clock in
+// production, a manually advanced fake in tests. The pure core (package
+// events) never reads time; actors read it only through a Clock.
+package clock
+
+import (
+	"container/heap"
+	"sync"
+	"time"
+)
+
+// Clock tells the time and runs functions later.
+type Clock interface {
+	// Now returns the current time.
+	Now() time.Time
+	// AfterFunc calls f in its own goroutine after d. Stop prevents the call
+	// if it has not started.
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a pending AfterFunc.
+type Timer interface {
+	// Stop prevents the timer from firing; it reports whether it did.
+	Stop() bool
+}
+
+// Real is the system clock.
+type Real struct{}
+
+// Now returns time.Now().
+func (Real) Now() time.Time { return time.Now() }
+
+// AfterFunc wraps time.AfterFunc (no goroutine until it fires).
+func (Real) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+// Fake is a clock that only moves when told to. Timers fire synchronously,
+// in due order, inside Advance (or Set), on the caller's goroutine, after
+// the fake's lock is released, so a fired function may use the clock.
+type Fake struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers timerHeap
+	seq    uint64
+}
+
+// NewFake returns a fake clock set to start.
+func NewFake(start time.Time) *Fake { return &Fake{now: start} }
+
+// Now returns the fake time.
+func (c *Fake) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// AfterFunc registers f to run when the fake time reaches now+d. A d ≤ 0
+// still waits for the next Advance (even Advance(0)).
+func (c *Fake) AfterFunc(d time.Duration, f func()) Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	t := &fakeTimer{c: c, when: c.now.Add(d), f: f, seq: c.seq, index: -1}
+	heap.Push(&c.timers, t)
+	return t
+}
+
+// Advance moves the time forward by d, firing every timer that falls due,
+// in order, with Now() equal to each timer's due time while it runs.
+func (c *Fake) Advance(d time.Duration) {
+	c.mu.Lock()
+	end := c.now.Add(d)
+	c.mu.Unlock()
+	c.runUntil(end)
+}
+
+// Set moves the time to t (never backwards), firing due timers.
+func (c *Fake) Set(t time.Time) { c.runUntil(t) }
+
+func (c *Fake) runUntil(end time.Time) {
+	for {
+		c.mu.Lock()
+		if len(c.timers) == 0 || c.timers[0].when.After(end) {
+			if end.After(c.now) {
+				c.now = end
+			}
+			c.mu.Unlock()
+			return
+		}
+		t := heap.Pop(&c.timers).(*fakeTimer)
+		if t.when.After(c.now) {
+			c.now = t.when
+		}
+		c.mu.Unlock()
+		t.f()
+	}
+}
+
+// Pending returns the number of timers not yet fired or stopped.
+func (c *Fake) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
+}
+
+// NextDue returns the due time of the earliest pending timer.
+func (c *Fake) NextDue() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.timers) == 0 {
+		return time.Time{}, false
+	}
+	return c.timers[0].when, true
+}
+
+type fakeTimer struct {
+	c     *Fake
+	when  time.Time
+	f     func()
+	seq   uint64
+	index int
+}
+
+func (t *fakeTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	if t.index < 0 {
+		return false
+	}
+	heap.Remove(&t.c.timers, t.index)
+	return true
+}
+
+type timerHeap []*fakeTimer
+
+func (h timerHeap) Len() int { return len(h) }
+func (h timerHeap) Less(i, j int) bool {
+	if h[i].when.Equal(h[j].when) {
+		return h[i].seq < h[j].seq
+	}
+	return h[i].when.Before(h[j].when)
+}
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+func (h *timerHeap) Push(x any) {
+	t := x.(*fakeTimer)
+	t.index = len(*h)
+	*h = append(*h, t)
+}
+func (h *timerHeap) Pop() any {
+	old := *h
+	n := len(old)
+	t := old[n-1]
+	old[n-1] = nil
+	t.index = -1
+	*h = old[:n-1]
+	return t
+}
