@@ -144,6 +144,7 @@ func (d *decider) change(to pb.HealthState, attempt uint32, reason string) {
 // not apply return an error wrapping one of the Err* values.
 func Decide(s State, cmd Command, cfg Config) ([]*pb.Envelope, error) {
 	d := &decider{s: s, at: unixNano(cmd.at())}
+	cmd = sanitize(cmd)
 	if add, ok := cmd.(Add); ok {
 		if s.Added && !s.Removed {
 			return nil, fmt.Errorf("%w: %s", ErrAlreadyAdded, s.ProxyID)
@@ -170,8 +171,8 @@ func Decide(s State, cmd Command, cfg Config) ([]*pb.Envelope, error) {
 			d.change(recovering, s.RecoveryAttempt+1, fmt.Sprintf("cooldown expired, recovery attempt %d", s.RecoveryAttempt+1))
 		}
 	case PassiveOutcome:
-		if s.Health == failed {
-			break
+		if s.Health == failed || s.Health == unhealthy {
+			break // already out of rotation; passive signals only confirm it
 		}
 		if !c.OK {
 			d.emit(&pb.Envelope{Event: &pb.Envelope_PassiveFailureReported{PassiveFailureReported: &pb.PassiveFailureReported{
@@ -240,8 +241,13 @@ func (d *decider) checkCompleted(r CheckResult, cfg Config) error {
 		Class: r.Class, StatusCode: r.StatusCode, Message: msg, Latency: lat,
 	}}})
 	if r.Class == tooSlow {
-		if d.s.Health == unknown || d.s.Health == healthy {
+		switch d.s.Health {
+		case unknown, healthy:
 			d.change(degraded, d.s.RecoveryAttempt, "slower than the latency ceiling")
+		case recovering:
+			// It answers: usable but slow, like any slow proxy (otherwise a
+			// slow proxy would be re-probed on probation for ever).
+			d.change(degraded, d.s.RecoveryAttempt, "recovered, but slower than the latency ceiling")
 		}
 		return nil
 	}
@@ -261,6 +267,33 @@ func (d *decider) checkCompleted(r CheckResult, cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// MaxReasonLen bounds operator-supplied reasons and URLs in events.
+const MaxReasonLen = 1024
+
+// sanitize makes every text field of a command valid, bounded UTF-8: a
+// string proto3 cannot marshal would make the journal append fail.
+func sanitize(cmd Command) Command {
+	t := func(s string) string { return truncateUTF8(s, MaxReasonLen) }
+	switch c := cmd.(type) {
+	case Add:
+		c.URLRedacted, c.Source, c.ConfigRef = t(c.URLRedacted), t(c.Source), t(c.ConfigRef)
+		return c
+	case Pause:
+		c.Reason = t(c.Reason)
+		return c
+	case Resume:
+		c.Reason = t(c.Reason)
+		return c
+	case Revive:
+		c.Reason = t(c.Reason)
+		return c
+	case Remove:
+		c.Reason = t(c.Reason)
+		return c
+	}
+	return cmd
 }
 
 // truncateUTF8 makes s valid UTF-8 (invalid bytes become U+FFFD) and cuts it
@@ -395,8 +428,8 @@ func NextCheckAt(s State, cfg Config, r float64) (time.Time, bool) {
 	var d time.Duration
 	switch s.Health {
 	case unknown:
-		if !s.LastChangeAt.Before(s.LastCheckAt) {
-			return time.Time{}, true // revived (or re-added) after its last check
+		if s.ConsecutiveSuccesses == 0 && s.ConsecutiveFailures == 0 {
+			return time.Time{}, true // revived or re-added: not checked since
 		}
 		d = jittered(cfg.SuspectInterval, cfg.Jitter, r)
 	case recovering:

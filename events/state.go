@@ -180,11 +180,11 @@ func ClassName(c pb.FailureClass) string {
 
 // ParseClass is the inverse of ClassName.
 func ParseClass(name string) (pb.FailureClass, bool) {
-	if name == "" {
+	v, ok := pb.FailureClass_value["FAILURE_CLASS_"+strings.ToUpper(name)]
+	if !ok || v == 0 {
 		return pb.FailureClass_FAILURE_CLASS_UNSPECIFIED, false
 	}
-	v, ok := pb.FailureClass_value["FAILURE_CLASS_"+strings.ToUpper(name)]
-	return pb.FailureClass(v), ok
+	return pb.FailureClass(v), true
 }
 
 // TypeName is the audit name of an envelope's event: proxy_added,
