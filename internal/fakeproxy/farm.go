@@ -1,0 +1,419 @@
+package fakeproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Errors returned by the farm.
+var (
+	// ErrClosed is returned by Set and SetCredentials after Close.
+	ErrClosed = errors.New("fakeproxy: farm is closed")
+	// ErrBadIndex is returned for a proxy index outside [0, Len()).
+	ErrBadIndex = errors.New("fakeproxy: proxy index out of range")
+	// ErrFDLimit is returned by Start when the process cannot open enough
+	// file descriptors for the requested number of proxies.
+	ErrFDLimit = errors.New("fakeproxy: file descriptor limit too low")
+)
+
+// Option configures a Farm.
+type Option func(*options)
+
+type options struct {
+	body     string
+	seed     uint64
+	seeded   bool
+	user     string
+	pass     string
+	scheme   string
+	behavior Behavior
+}
+
+// WithBody sets the body served by OK responses (default "ok").
+func WithBody(body string) Option { return func(o *options) { o.body = body } }
+
+// WithSeed seeds the random source used by Flaky, for reproducible runs.
+func WithSeed(seed uint64) Option { return func(o *options) { o.seed, o.seeded = seed, true } }
+
+// WithCredentials gives every proxy the credentials that AuthRequired (or
+// RequireAuth) behaviors demand; SetCredentials overrides them per proxy.
+func WithCredentials(user, pass string) Option {
+	return func(o *options) { o.user, o.pass = user, pass }
+}
+
+// WithScheme sets the scheme URL reports (default "http"). Every proxy
+// speaks all protocols whatever the scheme.
+func WithScheme(scheme string) Option { return func(o *options) { o.scheme = scheme } }
+
+// WithBehavior sets every proxy's initial behavior (default OK).
+func WithBehavior(b Behavior) Option { return func(o *options) { o.behavior = b } }
+
+// Stats are the checks one proxy received. A check is one accepted TCP
+// connection (connections refused while the proxy is in Refuse are not
+// seen and not counted).
+type Stats struct {
+	// Checks is the number of accepted connections.
+	Checks uint64
+	// First and Last are the accept times of the first and last check.
+	First, Last time.Time
+	// MinInterval is the shortest time between two consecutive checks
+	// (zero with fewer than two checks).
+	MinInterval time.Duration
+}
+
+// Farm is a set of fake proxies listening on 127.0.0.1. All methods are
+// safe for concurrent use.
+type Farm struct {
+	opts      options
+	proxies   []*proxy
+	done      chan struct{}
+	closeOnce sync.Once
+	closed    atomic.Bool
+	wg        sync.WaitGroup
+	total     atomic.Uint64
+
+	rngMu sync.Mutex
+	rng   *rand.Rand
+
+	okBody, wrongBody []byte
+	tlsServer         *tls.Config
+}
+
+type proxy struct {
+	f    *Farm
+	addr string // "127.0.0.1:port", fixed for the farm's lifetime
+
+	mu        sync.Mutex
+	ln        net.Listener // nil while refusing or closed
+	behavior  Behavior
+	authValue string // expected Proxy-Authorization value
+	user      string
+	pass      string
+	hasCreds  bool
+	conns     map[net.Conn]struct{}
+	stats     Stats
+}
+
+// Start opens n fake proxies on 127.0.0.1 random ports. ctx bounds the
+// start-up only; the farm runs until Close. It raises the soft
+// RLIMIT_NOFILE towards the hard limit if n listeners (plus headroom for
+// connections) would not fit, and fails with ErrFDLimit if they cannot.
+func Start(ctx context.Context, n int, opts ...Option) (*Farm, error) {
+	if n < 0 {
+		return nil, fmt.Errorf("fakeproxy: Start: n = %d, want >= 0", n)
+	}
+	o := options{body: "ok", scheme: "http"}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := ensureFDs(uint64(n) + 512); err != nil {
+		return nil, err
+	}
+	tc, err := serverTLS()
+	if err != nil {
+		return nil, err
+	}
+	seed := o.seed
+	if !o.seeded {
+		seed = rand.Uint64()
+	}
+	f := &Farm{
+		opts:      o,
+		done:      make(chan struct{}),
+		rng:       rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		okBody:    []byte(o.body),
+		wrongBody: []byte("fakeproxy: wrong content"),
+		tlsServer: tc,
+		proxies:   make([]*proxy, n),
+	}
+	for i := range f.proxies {
+		ln, err := listen(ctx)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("fakeproxy: open listener %d of %d: %w", i+1, n, err)
+		}
+		p := &proxy{f: f, addr: ln.Addr().String(), behavior: o.behavior}
+		p.setCreds(o.user, o.pass, o.user != "" || o.pass != "")
+		f.proxies[i] = p
+		if o.behavior.kind == kindRefuse {
+			ln.Close()
+			continue
+		}
+		p.ln = ln
+		f.wg.Add(1)
+		go p.acceptLoop(ln)
+	}
+	return f, nil
+}
+
+// Len returns the number of proxies.
+func (f *Farm) Len() int { return len(f.proxies) }
+
+// Addr returns proxy i's "127.0.0.1:port".
+func (f *Farm) Addr(i int) string { return f.proxies[i].addr }
+
+// URL returns proxy i's URL with the farm's scheme (WithScheme), e.g.
+// "http://127.0.0.1:40001". It carries no credentials.
+func (f *Farm) URL(i int) string { return f.opts.scheme + "://" + f.proxies[i].addr }
+
+// URLWith returns proxy i's URL with the given scheme and, if user is not
+// empty, credentials (not escaped: use URL-safe test credentials).
+func (f *Farm) URLWith(i int, scheme, user, pass string) string {
+	if user == "" {
+		return scheme + "://" + f.proxies[i].addr
+	}
+	if pass == "" {
+		return scheme + "://" + user + "@" + f.proxies[i].addr
+	}
+	return scheme + "://" + user + ":" + pass + "@" + f.proxies[i].addr
+}
+
+// Behavior returns proxy i's current behavior.
+func (f *Farm) Behavior(i int) Behavior {
+	p := f.proxies[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.behavior
+}
+
+// Set changes proxy i's behavior for connections accepted from now on
+// (connections in progress keep the behavior they started with). Switching
+// to Refuse closes the listener; switching away from it re-opens the
+// listener on the same port. Re-opening fails (and the proxy stays in
+// Refuse) if another socket took the port in the meantime — unlikely on
+// loopback, but possible.
+func (f *Farm) Set(i int, b Behavior) error {
+	if i < 0 || i >= len(f.proxies) {
+		return fmt.Errorf("%w: %d (farm has %d)", ErrBadIndex, i, len(f.proxies))
+	}
+	p := f.proxies[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f.closed.Load() {
+		return ErrClosed
+	}
+	switch {
+	case b.kind == kindRefuse && p.ln != nil:
+		p.ln.Close()
+		p.ln = nil
+	case b.kind != kindRefuse && p.ln == nil:
+		ln, err := net.Listen("tcp", p.addr)
+		if err != nil {
+			return fmt.Errorf("fakeproxy: re-open proxy %d on %s: %w (the port was taken while refusing)", i, p.addr, err)
+		}
+		p.ln = ln
+		f.wg.Add(1)
+		go p.acceptLoop(ln)
+	}
+	p.behavior = b
+	return nil
+}
+
+// SetAll sets every proxy's behavior; it stops at the first error.
+func (f *Farm) SetAll(b Behavior) error {
+	for i := range f.proxies {
+		if err := f.Set(i, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetCredentials sets the credentials proxy i demands when its behavior
+// requires authentication.
+func (f *Farm) SetCredentials(i int, user, pass string) error {
+	if i < 0 || i >= len(f.proxies) {
+		return fmt.Errorf("%w: %d (farm has %d)", ErrBadIndex, i, len(f.proxies))
+	}
+	if f.closed.Load() {
+		return ErrClosed
+	}
+	p := f.proxies[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setCreds(user, pass, true)
+	return nil
+}
+
+func (p *proxy) setCreds(user, pass string, has bool) {
+	p.user, p.pass, p.hasCreds = user, pass, has
+	p.authValue = ""
+	if has {
+		p.authValue = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	}
+}
+
+// Checks returns the number of checks (accepted connections) proxy i
+// received.
+func (f *Farm) Checks(i int) uint64 { return f.Stats(i).Checks }
+
+// Stats returns proxy i's check statistics.
+func (f *Farm) Stats(i int) Stats {
+	p := f.proxies[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}
+
+// ResetStats clears every proxy's statistics (not TotalChecks).
+func (f *Farm) ResetStats() {
+	for _, p := range f.proxies {
+		p.mu.Lock()
+		p.stats = Stats{}
+		p.mu.Unlock()
+	}
+}
+
+// TotalChecks returns the number of checks all proxies received since
+// Start.
+func (f *Farm) TotalChecks() uint64 { return f.total.Load() }
+
+// RootCAs returns a pool with the CA that signed the farm's TLS
+// certificate, which is valid for localhost, 127.0.0.1, ::1,
+// proxyhealth.test and *.proxyhealth.test.
+func (f *Farm) RootCAs() *x509.CertPool { return testCA.pool }
+
+// CACertPEM returns the test CA certificate in PEM form (for other
+// processes, e.g. curl --cacert).
+func (f *Farm) CACertPEM() []byte { return append([]byte(nil), testCA.pem...) }
+
+// ClientTLSConfig returns a client TLS configuration trusting the farm's
+// CA, suitable for probe.Config.TLSConfig.
+func (f *Farm) ClientTLSConfig() *tls.Config { return &tls.Config{RootCAs: testCA.pool} }
+
+// Close stops every listener, closes every open connection and waits for
+// all the farm's goroutines to exit. It is idempotent.
+func (f *Farm) Close() {
+	f.closeOnce.Do(func() {
+		f.closed.Store(true)
+		close(f.done)
+		for _, p := range f.proxies {
+			if p == nil {
+				continue
+			}
+			p.mu.Lock()
+			if p.ln != nil {
+				p.ln.Close()
+				p.ln = nil
+			}
+			for c := range p.conns {
+				c.Close()
+			}
+			p.mu.Unlock()
+		}
+		f.wg.Wait()
+	})
+}
+
+// Ports are picked by the farm rather than by the kernel: bind(port 0)
+// searches the ephemeral range linearly and becomes very slow with
+// thousands of listeners (about 0.5 ms each at 10,000 on Linux), and
+// listeners inside the ephemeral range also take ports away from outgoing
+// connections. The farm scans [portLo, portHi), below Linux's default
+// ephemeral range, from a random point, with a process-wide cursor; ports
+// in use are skipped. If the whole range is busy it falls back to port 0.
+const portLo, portHi = 10000, 32768
+
+var portCursor atomic.Uint32
+
+func init() { portCursor.Store(uint32(rand.IntN(portHi - portLo))) }
+
+func listen(ctx context.Context) (net.Listener, error) {
+	var lc net.ListenConfig
+	for range portHi - portLo {
+		port := portLo + int(portCursor.Add(1)%(portHi-portLo))
+		ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			return ln, nil
+		}
+		if ctx.Err() != nil || !errors.Is(err, syscall.EADDRINUSE) && !errors.Is(err, syscall.EACCES) {
+			return nil, err
+		}
+	}
+	return lc.Listen(ctx, "tcp", "127.0.0.1:0")
+}
+
+func (p *proxy) acceptLoop(ln net.Listener) {
+	defer p.f.wg.Done()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Transient (e.g. EMFILE): back off briefly unless closing.
+			select {
+			case <-p.f.done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			continue
+		}
+		now := time.Now()
+		p.f.total.Add(1)
+		p.mu.Lock()
+		if p.f.closed.Load() {
+			p.mu.Unlock()
+			c.Close()
+			return
+		}
+		st := &p.stats
+		if st.Checks > 0 {
+			if d := now.Sub(st.Last); st.MinInterval == 0 || d < st.MinInterval {
+				st.MinInterval = d
+			}
+		} else {
+			st.First = now
+		}
+		st.Checks++
+		st.Last = now
+		b := p.behavior
+		if p.conns == nil {
+			p.conns = make(map[net.Conn]struct{})
+		}
+		p.conns[c] = struct{}{}
+		sess := session{f: p.f, b: b, authValue: p.authValue, user: p.user, pass: p.pass, hasCreds: p.hasCreds}
+		p.mu.Unlock()
+		p.f.wg.Add(1)
+		go p.serve(c, sess)
+	}
+}
+
+func (p *proxy) serve(c net.Conn, s session) {
+	defer p.f.wg.Done()
+	defer func() {
+		c.Close()
+		p.mu.Lock()
+		delete(p.conns, c)
+		p.mu.Unlock()
+	}()
+	s.run(c)
+}
+
+// flip returns true with probability prob.
+func (f *Farm) flip(prob float64) (fail bool, reset bool) {
+	f.rngMu.Lock()
+	defer f.rngMu.Unlock()
+	if f.rng.Float64() >= prob {
+		return false, false
+	}
+	return true, f.rng.IntN(2) == 0
+}
+
+// String describes the farm, e.g. "fakeproxy.Farm(3 proxies)".
+func (f *Farm) String() string { return "fakeproxy.Farm(" + strconv.Itoa(len(f.proxies)) + " proxies)" }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package fakeproxy
+
+const raceEnabled = false

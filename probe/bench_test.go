@@ -1,0 +1,216 @@
+package probe
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+)
+
+// The benchmarks run each check against a fakeproxy farm, either in this
+// process (farm=inproc: ns/op and the cpu metric include the farm's own
+// work) or in a child process (farm=child: the cpu-µs/op metric, from
+// getrusage(RUSAGE_SELF), is the client side alone).
+
+const childFarmEnv = "PROBE_BENCH_CHILD_FARM"
+
+// runChildFarm serves a one-proxy farm until stdin closes; it prints the
+// proxy address and the CA certificate (PEM) on stdout.
+func runChildFarm() {
+	f, err := fakeproxy.Start(context.Background(), 1)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("%s\n%s", f.Addr(0), f.CACertPEM())
+	fmt.Println("END")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	f.Close()
+}
+
+type benchFarm struct {
+	addr string
+	tls  *tls.Config
+}
+
+func startBenchFarm(b *testing.B, child bool) benchFarm {
+	b.Helper()
+	if !child {
+		f := startFarm(b, 1)
+		return benchFarm{addr: f.Addr(0), tls: f.ClientTLSConfig()}
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
+	cmd.Env = append(os.Environ(), childFarmEnv+"=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
+	sc := bufio.NewScanner(stdout)
+	var lines []string
+	for sc.Scan() && sc.Text() != "END" {
+		lines = append(lines, sc.Text())
+	}
+	if len(lines) < 2 {
+		b.Fatalf("child farm printed %q", lines)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(strings.Join(lines[1:], "\n"))) {
+		b.Fatal("child farm CA not parsable")
+	}
+	return benchFarm{addr: lines[0], tls: &tls.Config{RootCAs: pool}}
+}
+
+// cpuTimes returns the process's user and system CPU time.
+func cpuTimes() (user, sys time.Duration) {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
+}
+
+// runBench runs fn b.N times and reports process CPU per op: user (Go code
+// and runtime) and sys (kernel; on loopback this includes TCP work done on
+// behalf of the peer, e.g. SYN and segment delivery, in the sender's
+// syscall).
+func runBench(b *testing.B, fn func() error) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	u0, s0 := cpuTimes()
+	for b.Loop() {
+		if err := fn(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	u1, s1 := cpuTimes()
+	n := float64(b.N)
+	b.ReportMetric(float64((u1-u0).Nanoseconds())/n/1e3, "user-µs/op")
+	b.ReportMetric(float64((s1-s0).Nanoseconds())/n/1e3, "sys-µs/op")
+	b.ReportMetric(float64((u1-u0+s1-s0).Nanoseconds())/n/1e3, "cpu-µs/op")
+}
+
+func benchCheck(b *testing.B, scheme, target string) {
+	for _, child := range []bool{false, true} {
+		name := "farm=inproc"
+		if child {
+			name = "farm=child"
+		}
+		b.Run(name, func(b *testing.B) {
+			f := startBenchFarm(b, child)
+			c := newChecker(b, Config{TargetURL: target, TLSConfig: f.tls})
+			p := MustParseProxyURL(scheme + "://" + f.addr)
+			ctx := context.Background()
+			runBench(b, func() error {
+				if r := c.Check(ctx, p); !r.OK() {
+					return fmt.Errorf("check failed: %+v", r)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// BenchmarkCheckHTTP: HTTP proxy, HEAD of an http target (absolute form).
+func BenchmarkCheckHTTP(b *testing.B) { benchCheck(b, "http", "http://bench.proxyhealth.test/") }
+
+// BenchmarkCheckCONNECT: HTTP proxy, CONNECT + TLS (session resumption
+// after the first check) + HEAD.
+func BenchmarkCheckCONNECT(b *testing.B) {
+	benchCheck(b, "http", "https://bench.proxyhealth.test/")
+}
+
+// BenchmarkCheckSOCKS5: SOCKS5 (remote DNS), HEAD of an http target.
+func BenchmarkCheckSOCKS5(b *testing.B) { benchCheck(b, "socks5h", "http://bench.proxyhealth.test/") }
+
+// BenchmarkCheckTCPConnect: connect-only mode.
+func BenchmarkCheckTCPConnect(b *testing.B) {
+	for _, child := range []bool{false, true} {
+		b.Run(fmt.Sprintf("child=%v", child), func(b *testing.B) {
+			f := startBenchFarm(b, child)
+			c := newChecker(b, Config{Mode: ModeTCPConnect})
+			p := MustParseProxyURL("http://" + f.addr)
+			runBench(b, func() error {
+				if r := c.Check(context.Background(), p); !r.OK() {
+					return fmt.Errorf("check failed: %+v", r)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// BenchmarkNetHTTPBaseline does what BenchmarkCheckHTTP does with net/http:
+// a Transport with Proxy and no keep-alives, HEAD, status check.
+func BenchmarkNetHTTPBaseline(b *testing.B) {
+	for _, child := range []bool{false, true} {
+		name := "farm=inproc"
+		if child {
+			name = "farm=child"
+		}
+		b.Run(name, func(b *testing.B) {
+			f := startBenchFarm(b, child)
+			u, _ := url.Parse("http://" + f.addr)
+			tr := &http.Transport{Proxy: http.ProxyURL(u), DisableKeepAlives: true}
+			defer tr.CloseIdleConnections()
+			client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+			req, _ := http.NewRequest("HEAD", "http://bench.proxyhealth.test/", nil)
+			runBench(b, func() error {
+				resp, err := client.Do(req)
+				if err != nil {
+					return err
+				}
+				resp.Body.Close()
+				if resp.StatusCode/100 != 2 {
+					return fmt.Errorf("status %d", resp.StatusCode)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// BenchmarkCheckHTTPParallel runs BenchmarkCheckHTTP's check from 32
+// goroutines at once against a child-process farm, as the engine does;
+// cpu-µs/op is client-side CPU per check under concurrency.
+func BenchmarkCheckHTTPParallel(b *testing.B) {
+	f := startBenchFarm(b, true)
+	c := newChecker(b, Config{TargetURL: "http://bench.proxyhealth.test/"})
+	p := MustParseProxyURL("http://" + f.addr)
+	b.ReportAllocs()
+	b.SetParallelism(16) // x GOMAXPROCS goroutines
+	u0, s0 := cpuTimes()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if r := c.Check(context.Background(), p); !r.OK() {
+				b.Errorf("check failed: %+v", r)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	u1, s1 := cpuTimes()
+	n := float64(b.N)
+	b.ReportMetric(float64((u1-u0).Nanoseconds())/n/1e3, "user-µs/op")
+	b.ReportMetric(float64((s1-s0).Nanoseconds())/n/1e3, "sys-µs/op")
+	b.ReportMetric(float64((u1-u0+s1-s0).Nanoseconds())/n/1e3, "cpu-µs/op")
+}

@@ -1,0 +1,346 @@
+package probe
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrBadConfig is wrapped by every error Config.Validate, ParseStatusRanges,
+// ParseMode and NewChecker return for an invalid configuration.
+var ErrBadConfig = errors.New("probe: bad check config")
+
+// Defaults applied by Config.WithDefaults.
+const (
+	// DefaultTargetURL is fetched through the proxy when TargetURL is empty;
+	// it answers 204 No Content.
+	DefaultTargetURL = "http://www.gstatic.com/generate_204"
+	// DefaultTimeout bounds one whole check.
+	DefaultTimeout = 5 * time.Second
+	// MaxBodyBytes is how much of the response body is read and matched
+	// against BodyPattern.
+	MaxBodyBytes = 64 << 10
+	// MaxHeaderBytes bounds the status line plus headers of one response;
+	// larger responses fail with class PROTOCOL.
+	MaxHeaderBytes = 16 << 10
+	// UserAgent is sent unless Headers sets one.
+	UserAgent = "proxyhealth/0.1"
+)
+
+// Mode selects what a check does.
+type Mode int
+
+const (
+	// ModeAuto speaks the proxy's protocol (from its URL scheme) and fetches
+	// TargetURL through it.
+	ModeAuto Mode = iota
+	// ModeTCPConnect only opens (and closes) a TCP connection to the proxy.
+	ModeTCPConnect
+)
+
+// String returns "auto" or "tcp-connect".
+func (m Mode) String() string {
+	switch m {
+	case ModeAuto:
+		return "auto"
+	case ModeTCPConnect:
+		return "tcp-connect"
+	}
+	return "Mode(" + strconv.Itoa(int(m)) + ")"
+}
+
+// ParseMode parses "auto" (or "") and "tcp-connect".
+func ParseMode(s string) (Mode, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "auto":
+		return ModeAuto, nil
+	case "tcp-connect", "tcp":
+		return ModeTCPConnect, nil
+	}
+	return 0, fmt.Errorf("%w: Mode %q: want \"auto\" or \"tcp-connect\"", ErrBadConfig, s)
+}
+
+// StatusRange is an inclusive range of HTTP status codes.
+type StatusRange struct{ Min, Max int }
+
+// Contains reports whether code is in the range.
+func (r StatusRange) Contains(code int) bool { return code >= r.Min && code <= r.Max }
+
+// String returns "200-299", or "301" for a single code.
+func (r StatusRange) String() string {
+	if r.Min == r.Max {
+		return strconv.Itoa(r.Min)
+	}
+	return strconv.Itoa(r.Min) + "-" + strconv.Itoa(r.Max)
+}
+
+// ParseStatusRanges parses a comma-separated list of codes and inclusive
+// ranges such as "200-299,301". Codes must be within 100-599.
+func ParseStatusRanges(s string) ([]StatusRange, error) {
+	var out []StatusRange
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		first, err1 := strconv.Atoi(strings.TrimSpace(lo))
+		last, err2 := first, error(nil)
+		if isRange {
+			last, err2 = strconv.Atoi(strings.TrimSpace(hi))
+		}
+		if part == "" || err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("%w: ExpectedStatus %q: bad element %q; want codes or ranges like \"200-299,301\"", ErrBadConfig, s, part)
+		}
+		r := StatusRange{first, last}
+		if err := r.validate(); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (r StatusRange) validate() error {
+	if r.Min < 100 || r.Max > 599 || r.Min > r.Max {
+		return fmt.Errorf("%w: ExpectedStatus range %d-%d: want 100 <= min <= max <= 599", ErrBadConfig, r.Min, r.Max)
+	}
+	return nil
+}
+
+// Header is one extra request header sent to the target.
+type Header struct{ Name, Value string }
+
+// Config says how to check a proxy. The zero value is valid and means:
+// HEAD DefaultTargetURL through the proxy, expect 2xx, 5 s timeout.
+type Config struct {
+	// TargetURL is fetched through the proxy; http or https. Default
+	// DefaultTargetURL. It must not carry credentials or a fragment.
+	TargetURL string
+	// Method is HEAD or GET. Default HEAD, or GET when BodyPattern is set.
+	Method string
+	// ExpectedStatus lists the status codes that count as success.
+	// Default 200-299.
+	ExpectedStatus []StatusRange
+	// BodyPattern, if set, is a regular expression (Go syntax) that must
+	// match the first MaxBodyBytes of the response body; a miss is class
+	// CONTENT_MISMATCH. Requires GET.
+	BodyPattern string
+	// LatencyCeiling, if positive, turns an otherwise successful check whose
+	// Total exceeds it into class TOO_SLOW. Zero means no ceiling.
+	LatencyCeiling time.Duration
+	// Timeout bounds a whole check (dial, handshakes, request, response).
+	// Default DefaultTimeout. The context passed to Check can shorten it.
+	Timeout time.Duration
+	// Headers are extra request headers sent to the target. Host,
+	// Connection, Content-Length, Transfer-Encoding and Proxy-Authorization
+	// are managed by the checker and may not be set; User-Agent may be
+	// overridden.
+	Headers []Header
+	// ReuseConnections is reserved: connection reuse is not supported yet
+	// and Validate rejects true. Every check opens a fresh connection and
+	// sends "Connection: close".
+	ReuseConnections bool
+	// Mode selects the kind of check. Default ModeAuto.
+	Mode Mode
+	// TLSConfig is the base TLS configuration used both to verify https
+	// targets and to reach https:// (TLS-wrapped) proxies; ServerName is set
+	// per connection. Nil means the system roots. Tests set RootCAs (or, for
+	// a quick hack, InsecureSkipVerify). If it has no ClientSessionCache the
+	// checker adds a small LRU cache so repeated checks can resume TLS
+	// sessions with the target.
+	TLSConfig *tls.Config
+}
+
+// WithDefaults returns a copy of c with every zero field set to its default
+// and Method upper-cased. It does not validate.
+func (c Config) WithDefaults() Config {
+	if c.TargetURL == "" {
+		c.TargetURL = DefaultTargetURL
+	}
+	c.Method = strings.ToUpper(strings.TrimSpace(c.Method))
+	if c.Method == "" {
+		c.Method = "HEAD"
+		if c.BodyPattern != "" {
+			c.Method = "GET"
+		}
+	}
+	if len(c.ExpectedStatus) == 0 {
+		c.ExpectedStatus = []StatusRange{{200, 299}}
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	return c
+}
+
+// Validate checks c (after WithDefaults) and returns an error wrapping
+// ErrBadConfig that names the offending field and value.
+func (c Config) Validate() error {
+	_, err := c.compile()
+	return err
+}
+
+// target is a parsed TargetURL.
+type target struct {
+	https    bool
+	host     string // without brackets, lowercase
+	port     uint16
+	hostPort string // for CONNECT and Host
+	hostHdr  string // Host header value (port omitted when default)
+	absolute string // absolute-form request target
+	origin   string // origin-form request target (path?query)
+}
+
+type compiled struct {
+	cfg     Config
+	target  target
+	re      *regexp.Regexp
+	headers []Header
+	hasUA   bool
+}
+
+func (c Config) compile() (*compiled, error) {
+	c = c.WithDefaults()
+	bad := func(field string, value any, want string) error {
+		return fmt.Errorf("%w: %s %v: %s", ErrBadConfig, field, value, want)
+	}
+	out := &compiled{cfg: c}
+	t, err := parseTarget(c.TargetURL)
+	if err != nil {
+		return nil, bad("TargetURL", strconv.Quote(c.TargetURL), err.Error())
+	}
+	out.target = t
+	switch c.Method {
+	case "HEAD", "GET":
+	default:
+		return nil, bad("Method", strconv.Quote(c.Method), "want HEAD or GET")
+	}
+	for _, r := range c.ExpectedStatus {
+		if err := r.validate(); err != nil {
+			return nil, err
+		}
+	}
+	if c.BodyPattern != "" {
+		if c.Method != "GET" {
+			return nil, bad("BodyPattern", strconv.Quote(c.BodyPattern), "needs Method GET (HEAD responses have no body)")
+		}
+		re, err := regexp.Compile(c.BodyPattern)
+		if err != nil {
+			return nil, bad("BodyPattern", strconv.Quote(c.BodyPattern), "not a valid regular expression: "+err.Error())
+		}
+		out.re = re
+	}
+	if c.LatencyCeiling < 0 {
+		return nil, bad("LatencyCeiling", c.LatencyCeiling, "want >= 0 (0 = no ceiling)")
+	}
+	if c.Timeout < 0 {
+		return nil, bad("Timeout", c.Timeout, "want > 0 (0 = default 5s)")
+	}
+	for _, h := range c.Headers {
+		if !isToken(h.Name) {
+			return nil, bad("Headers", strconv.Quote(h.Name), "header name must be a non-empty HTTP token")
+		}
+		if strings.ContainsAny(h.Value, "\r\n\x00") {
+			return nil, bad("Headers", strconv.Quote(h.Name), "header value must not contain CR, LF or NUL")
+		}
+		switch strings.ToLower(h.Name) {
+		case "host", "connection", "content-length", "transfer-encoding", "proxy-authorization":
+			return nil, bad("Headers", strconv.Quote(h.Name), "managed by the checker; remove it")
+		case "user-agent":
+			out.hasUA = true
+		}
+		out.headers = append(out.headers, h)
+	}
+	if c.ReuseConnections {
+		return nil, bad("ReuseConnections", true, "connection reuse is not supported yet; set it to false")
+	}
+	if c.Mode != ModeAuto && c.Mode != ModeTCPConnect {
+		return nil, bad("Mode", c.Mode, "want ModeAuto or ModeTCPConnect")
+	}
+	return out, nil
+}
+
+func parseTarget(s string) (target, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return target{}, errors.New("not a URL: " + err.Error())
+	}
+	var t target
+	switch u.Scheme {
+	case "http":
+	case "https":
+		t.https = true
+	default:
+		return target{}, errors.New("scheme must be http or https")
+	}
+	if u.User != nil {
+		return target{}, errors.New("must not contain credentials")
+	}
+	if u.Fragment != "" {
+		return target{}, errors.New("must not contain a fragment")
+	}
+	if u.Hostname() == "" {
+		return target{}, errors.New("empty host")
+	}
+	if u.Opaque != "" {
+		return target{}, errors.New("must be an absolute URL like http://host/path")
+	}
+	t.host = strings.ToLower(u.Hostname())
+	port := 80
+	if t.https {
+		port = 443
+	}
+	hostHdr := t.host
+	if strings.IndexByte(t.host, ':') >= 0 {
+		hostHdr = "[" + t.host + "]"
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return target{}, errors.New("bad port " + strconv.Quote(p))
+		}
+		if n != port {
+			hostHdr = net.JoinHostPort(t.host, p)
+		}
+		port = n
+	}
+	t.port = uint16(port)
+	t.hostPort = net.JoinHostPort(t.host, strconv.Itoa(port))
+	t.hostHdr = hostHdr
+	t.origin = u.EscapedPath()
+	if t.origin == "" {
+		t.origin = "/"
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		t.origin += "?" + u.RawQuery
+	}
+	scheme := "http://"
+	if t.https {
+		scheme = "https://"
+	}
+	t.absolute = scheme + hostHdr + t.origin
+	return t, nil
+}
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !tokenChar(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func tokenChar(c byte) bool {
+	if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}

@@ -1,0 +1,131 @@
+package probe
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestParseProxyURLValid(t *testing.T) {
+	cases := []struct {
+		in, redacted, scheme, hostPort string
+		user, pass                     string
+	}{
+		{"10.0.0.7:3128", "http://10.0.0.7:3128", "http", "10.0.0.7:3128", "", ""},
+		{"http://Proxy.Example.COM:8080/", "http://proxy.example.com:8080", "http", "proxy.example.com:8080", "", ""},
+		{"HTTP://proxy.example.com", "http://proxy.example.com:80", "http", "proxy.example.com:80", "", ""},
+		{"https://p.example", "https://p.example:443", "https", "p.example:443", "", ""},
+		{"socks5://u:p@127.0.0.1:1080", "socks5://127.0.0.1:1080", "socks5", "127.0.0.1:1080", "u", "p"},
+		{"socks5h://h", "socks5h://h:1080", "socks5h", "h:1080", "", ""},
+		{"socks4://uid@[::1]:1080", "socks4://[::1]:1080", "socks4", "[::1]:1080", "uid", ""},
+		{"socks4a://[2001:DB8::1]", "socks4a://[2001:db8::1]:1080", "socks4a", "[2001:db8::1]:1080", "", ""},
+		{"http://us%40er:p%3Ass@h:08080", "http://h:8080", "http", "h:8080", "us@er", "p:ss"},
+		{"http://user:p@ss/w#rd?@h:1", "http://h:1", "http", "h:1", "user", "p@ss/w#rd?"},
+		{"  http://h:1  ", "http://h:1", "http", "h:1", "", ""},
+	}
+	for _, tc := range cases {
+		p, err := ParseProxyURL(tc.in)
+		if err != nil {
+			t.Errorf("ParseProxyURL(%q): %v", tc.in, err)
+			continue
+		}
+		u, pw := p.RevealCredentials()
+		if p.Redacted() != tc.redacted || p.Scheme() != tc.scheme || p.HostPort() != tc.hostPort || u != tc.user || pw != tc.pass {
+			t.Errorf("ParseProxyURL(%q) = %s %s %s %q %q, want %s %s %s %q %q", tc.in,
+				p.Redacted(), p.Scheme(), p.HostPort(), u, pw, tc.redacted, tc.scheme, tc.hostPort, tc.user, tc.pass)
+		}
+		if p.HasCredentials() != (tc.user != "") {
+			t.Errorf("%q: HasCredentials = %v", tc.in, p.HasCredentials())
+		}
+	}
+}
+
+func TestParseProxyURLInvalid(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"", "empty"},
+		{"ftp://h:1", `unsupported scheme "ftp"`},
+		{"h", "port required"},
+		{"http://h:0", `bad port "0"`},
+		{"http://h:65536", `bad port "65536"`},
+		{"http://h:+80", `bad port "+80"`},
+		{"http://h:", "empty port"},
+		{"http://:80", "empty host"},
+		{"http://h:80/path", `path "/path"`},
+		{"http://h:80/?q=1", "queries"},
+		{"http://h:80#f", "fragments"},
+		{"http://::1:80", "brackets"},
+		{"http://[::1:80", "missing ']'"},
+		{"http://[zz]:80", "invalid IPv6"},
+		{"http://h h:80", "invalid character"},
+		{"socks4://u:secretpw@h:1", "user ID only"},
+		{"http://:secretpw@h:1", "user name is empty"},
+		{"http://u:secret%zzpw@h:1", "percent-encoding"},
+		{"socks5://u:" + strings.Repeat("x", 256) + "@h:1", "255 bytes"},
+	}
+	for _, tc := range cases {
+		_, err := ParseProxyURL(tc.in)
+		if err == nil {
+			t.Errorf("ParseProxyURL(%q) succeeded, want error containing %q", tc.in, tc.want)
+			continue
+		}
+		msg := err.Error()
+		if !errors.Is(err, ErrBadProxyURL) || !strings.Contains(msg, tc.want) || !strings.Contains(msg, "socks4a") {
+			t.Errorf("ParseProxyURL(%q) error %q: want ErrBadProxyURL, %q and the allowed forms", tc.in, msg, tc.want)
+		}
+		if strings.Contains(msg, "secret") || strings.Contains(msg, "xxxx") {
+			t.Errorf("ParseProxyURL(%q) error leaks credentials: %q", tc.in, msg)
+		}
+	}
+}
+
+func TestProxyURLNeverLeaks(t *testing.T) {
+	p := MustParseProxyURL("socks5://alice:hunter2@proxy.example:1080")
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "proxy", p)
+	j, _ := json.Marshal(struct{ P ProxyURL }{p})
+	outs := []string{
+		fmt.Sprint(p), fmt.Sprintf("%v %+v %#v %s %q", p, p, p, p, p), buf.String(), string(j),
+		fmt.Sprintf("%v", []ProxyURL{p}), fmt.Sprintf("%+v", struct{ P ProxyURL }{p}),
+	}
+	for _, s := range outs {
+		if strings.Contains(s, "hunter2") || strings.Contains(s, "alice") {
+			t.Errorf("credentials leaked: %s", s)
+		}
+		if !strings.Contains(s, "socks5://proxy.example:1080") {
+			t.Errorf("redacted URL missing: %s", s)
+		}
+	}
+}
+
+func TestProxyURLID(t *testing.T) {
+	a := MustParseProxyURL("http://u:p@H:8080/")
+	b := MustParseProxyURL("http://h:8080")
+	c := MustParseProxyURL("socks5://h:8080")
+	if a.ID() != b.ID() || a.ID() == c.ID() {
+		t.Errorf("IDs: %s %s %s", a.ID(), b.ID(), c.ID())
+	}
+	if !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(a.ID()) {
+		t.Errorf("ID %q is not 16 hex digits", a.ID())
+	}
+	if a.ID() != "09ac6ec9effef083" { // sha256("http://h:8080")[:8] in hex
+		t.Errorf("ID = %s", a.ID())
+	}
+	var zero ProxyURL
+	if !zero.IsZero() || a.IsZero() {
+		t.Error("IsZero")
+	}
+}
+
+func TestMustParseProxyURLPanics(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("no panic")
+		}
+	}()
+	MustParseProxyURL("ftp://x")
+}
