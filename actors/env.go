@@ -1,0 +1,129 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/internal/clock"
+	"github.com/proxyhealth/proxyhealth/journal"
+)
+
+// Defaults of Env.
+const (
+	// DefaultSnapshotEvery is how many events a proxy appends between
+	// snapshots.
+	DefaultSnapshotEvery = 100
+	// DefaultAppendTimeout bounds one journal append seen from an actor;
+	// past it the actor restarts and recovers from the journal.
+	DefaultAppendTimeout = time.Minute
+)
+
+// ErrStopping is returned to commands that reach a proxy actor after the
+// engine began to stop.
+var ErrStopping = errors.New("actors: engine stopping")
+
+// CheckFunc runs one active check of a proxy. It must honour ctx and return
+// (never panic on purpose; a panic is caught and escalated to the proxy's
+// supervisor). The proxy's URL, credentials and probe config live in the
+// closure, never in a message that could be logged.
+type CheckFunc func(ctx context.Context) events.CheckResult
+
+// Env is what all proxy actors of one engine (one cluster member) share.
+// Build it once; its fields must not change afterwards.
+type Env struct {
+	// Journal receives every event. Required.
+	Journal journal.Journal
+	// Clock schedules checks and timestamps events. Default clock.Real.
+	Clock clock.Clock
+	// Limiter bounds checks in flight. Default NewLimiter(DefaultConcurrency).
+	Limiter *Limiter
+	// Logger receives warnings about failing appends, panics and zombies.
+	// Default: discard.
+	Logger *slog.Logger
+	// SnapshotEvery is the number of events between snapshots. Default 100.
+	SnapshotEvery uint64
+	// AppendTimeout bounds one append. Default 1 minute.
+	AppendTimeout time.Duration
+	// Checking, if set, is told when a proxy's check starts and ends (the
+	// "checking" flag is not journaled). It must not block.
+	Checking func(proxyID string, checking bool)
+
+	// ctx is cancelled by CancelChecks: it cancels probes in flight.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// work counts goroutines started on behalf of actors (probes, appends);
+	// gate makes "no new work after CancelChecks" race-free.
+	gate     sync.Mutex
+	draining bool
+	work     sync.WaitGroup
+}
+
+// Init fills in defaults. Call it once before spawning actors.
+func (e *Env) Init() error {
+	if e.Journal == nil {
+		return errors.New("actors: Env.Journal is required")
+	}
+	if e.Clock == nil {
+		e.Clock = clock.Real{}
+	}
+	if e.Limiter == nil {
+		e.Limiter = NewLimiter(DefaultConcurrency)
+	}
+	if e.Logger == nil {
+		e.Logger = slog.New(slog.DiscardHandler)
+	}
+	if e.SnapshotEvery == 0 {
+		e.SnapshotEvery = DefaultSnapshotEvery
+	}
+	if e.AppendTimeout <= 0 {
+		e.AppendTimeout = DefaultAppendTimeout
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	return nil
+}
+
+// CancelChecks cancels every probe in flight and makes actors stop starting
+// new ones. Used at shutdown, before Wait.
+func (e *Env) CancelChecks() {
+	e.gate.Lock()
+	e.draining = true
+	e.gate.Unlock()
+	e.cancel()
+}
+
+// begin registers a goroutine about to start on behalf of an actor; it
+// returns false once the engine is stopping.
+func (e *Env) begin() bool {
+	e.gate.Lock()
+	defer e.gate.Unlock()
+	if e.draining {
+		return false
+	}
+	e.work.Add(1)
+	return true
+}
+
+// Wait blocks until every probe and append goroutine started by actors has
+// finished, or ctx ends.
+func (e *Env) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { e.work.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *Env) stopping() bool { return e.ctx.Err() != nil }
+
+func (e *Env) checking(id string, on bool) {
+	if e.Checking != nil {
+		e.Checking(id, on)
+	}
+}

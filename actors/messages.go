@@ -1,0 +1,105 @@
+package actors
+
+import (
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/events"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// ProxySpec is everything a proxy actor knows about its proxy besides its
+// journal stream. It is rebuilt from configuration (never from a parent's
+// in-memory state), so the actor can run as a cluster virtual actor whose
+// identity is ID.
+type ProxySpec struct {
+	// ID is the proxy's stable ID (16 hex digits of the redacted URL's
+	// sha256); the actor is spawned under this name.
+	ID string
+	// Source is the named group the proxy belongs to.
+	Source string
+	// URLRedacted is the proxy URL without credentials.
+	URLRedacted string
+	// HasCredentials is true when the real URL carries user:pass.
+	HasCredentials bool
+	// ConfigRef names the check configuration for auditors.
+	ConfigRef string
+	// Health drives the state machine.
+	Health events.Config
+	// Timeout of one check; a check running longer than 2× it is a zombie:
+	// cancelled and recorded as a timeout.
+	Timeout time.Duration
+	// Check runs one check.
+	Check CheckFunc
+}
+
+// Commands accepted by a proxy actor. Each is answered with a *Reply once
+// its events (if any) are durable and applied. Send them with RequestFuture.
+type (
+	// Pause stops the proxy's checks.
+	Pause struct{ Reason string }
+	// Resume restarts the proxy's checks on its schedule.
+	Resume struct{ Reason string }
+	// Revive brings a failed (or unhealthy/recovering) proxy back to unknown.
+	Revive struct{ Reason string }
+	// Remove ends the proxy's stream and stops the actor.
+	Remove struct{ Reason string }
+	// Passive reports the outcome of real traffic through the proxy.
+	Passive struct {
+		OK    bool
+		Class pb.FailureClass
+	}
+	// Reconfigure replaces the proxy's spec (hot reload): thresholds,
+	// intervals and the check function; the ID and source must not change.
+	Reconfigure struct{ Spec ProxySpec }
+	// Sync is answered when every command received before it is durable
+	// and applied.
+	Sync struct{}
+	// GetState asks for a *StateReply; it is answered at once, even while an
+	// append is in flight (with the last committed state).
+	GetState struct{}
+)
+
+// Reply answers a command.
+type Reply struct {
+	// Err is nil on success; it wraps an events.Err* value when the command
+	// did not apply, or the journal's error.
+	Err error
+	// Events is the number of events the command produced.
+	Events int
+}
+
+// StateReply answers GetState.
+type StateReply struct {
+	State events.State
+	// Checking is true while a check is in flight (or waiting for a
+	// limiter slot).
+	Checking bool
+	// NextCheckAt is when the next check is due (zero if none scheduled).
+	NextCheckAt time.Time
+	// Busy is true while an append is in flight or commands are queued
+	// behind it.
+	Busy bool
+	// Stopped is true once the actor stopped working (removed, or the
+	// engine is stopping).
+	Stopped bool
+}
+
+// internal messages
+type (
+	checkDue    struct{ gen uint64 }
+	slotGranted struct{ gen uint64 }
+	probeDone   struct {
+		gen    uint64
+		result events.CheckResult
+	}
+	probePanicked struct {
+		gen   uint64
+		value any
+	}
+	zombie        struct{ gen uint64 }
+	appendOutcome struct {
+		seqs    []uint64
+		err     error
+		snapped bool
+	}
+)

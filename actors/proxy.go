@@ -1,0 +1,448 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/internal/clock"
+	"github.com/proxyhealth/proxyhealth/journal"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// ProxyProps returns the props of a proxy actor. Spawn it with the name
+// spec.ID. On (re)start the actor recovers its state from its latest
+// snapshot plus the rest of its stream; a new proxy journals ProxyAdded.
+func ProxyProps(env *Env, spec ProxySpec) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return &proxyActor{env: env, spec: spec} })
+}
+
+// pending is a command waiting for the append in flight.
+type pending struct {
+	cmd   events.Command
+	reply *actor.PID // nil: nobody waits
+	sync  bool       // a Sync marker: reply only
+}
+
+// proxyActor is the shell around one proxy's state machine. All fields are
+// owned by the actor's mailbox; goroutines it starts only send messages.
+type proxyActor struct {
+	env  *Env
+	spec ProxySpec
+
+	state    events.State
+	lastSnap uint64 // stream seq of the latest snapshot
+
+	// persistence: one append in flight at a time; commands that arrive
+	// meanwhile wait in queue and are decided after the commit, in order.
+	persisting bool
+	queue      []pending
+
+	// schedule
+	timer clock.Timer
+	due   time.Time
+	gen   uint64 // invalidates stale timers
+
+	// the check in flight
+	checking    bool
+	checkGen    uint64
+	ticket      *Ticket
+	cancelProbe context.CancelFunc
+	zombieTimer clock.Timer
+
+	stopAfterCheck bool
+	stopped        bool
+}
+
+func (a *proxyActor) log() *slog.Logger {
+	return a.env.Logger.With(slog.String("proxy_id", a.spec.ID), slog.String("source", a.spec.Source))
+}
+
+// Receive implements actor.Actor.
+func (a *proxyActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.recover(ctx)
+	case *actor.Stopping, *actor.Restarting:
+		a.halt()
+	case *checkDue:
+		a.onCheckDue(ctx, m)
+	case *slotGranted:
+		a.onSlotGranted(ctx, m)
+	case *probeDone:
+		a.onProbeDone(ctx, m)
+	case *probePanicked:
+		if m.gen == a.checkGen && a.checking {
+			a.endCheck()
+			panic(fmt.Errorf("actors: probe of proxy %s panicked: %v", a.spec.ID, m.value))
+		}
+	case *zombie:
+		a.onZombie(ctx, m)
+	case *GetState:
+		ctx.Respond(&StateReply{State: a.state, Checking: a.checking, NextCheckAt: a.due, Busy: a.persisting || len(a.queue) > 0, Stopped: a.stopped})
+	case *Sync:
+		a.submit(ctx, pending{reply: ctx.Sender(), sync: true})
+	case *Pause:
+		a.command(ctx, events.Pause{At: a.now(), Reason: m.Reason})
+	case *Resume:
+		a.command(ctx, events.Resume{At: a.now(), Reason: m.Reason})
+	case *Revive:
+		a.command(ctx, events.Revive{At: a.now(), Reason: m.Reason})
+	case *Remove:
+		a.command(ctx, events.Remove{At: a.now(), Reason: m.Reason})
+	case *Passive:
+		a.command(ctx, events.PassiveOutcome{At: a.now(), OK: m.OK, Class: m.Class})
+	case *Reconfigure:
+		if m.Spec.ID != a.spec.ID || m.Spec.Source != a.spec.Source {
+			a.respond(ctx, ctx.Sender(), &Reply{Err: fmt.Errorf("actors: reconfigure of %s cannot change its ID or source", a.spec.ID)})
+			return
+		}
+		a.spec = m.Spec
+		a.command(ctx, events.ConfigChanged{At: a.now()})
+	}
+}
+
+func (a *proxyActor) now() time.Time { return a.env.Clock.Now() }
+
+// recover rebuilds the state from the journal: snapshot, then the stream.
+// A journal that cannot be read panics, so the supervisor retries with
+// backoff.
+func (a *proxyActor) recover(ctx actor.Context) {
+	j := a.env.Journal
+	rctx := a.env.ctx
+	st := events.NewState(a.spec.ID)
+	snap, err := j.LoadSnapshot(rctx, a.spec.ID)
+	switch {
+	case err == nil:
+		st = events.FromSnapshot(snap)
+		a.lastSnap = st.StreamSeq
+	case errors.Is(err, journal.ErrNoSnapshot):
+	case errors.Is(err, journal.ErrClosed), a.env.stopping():
+		a.stopped = true
+		return
+	default:
+		panic(fmt.Errorf("actors: load snapshot of proxy %s: %w", a.spec.ID, err))
+	}
+	for env, err := range j.ReadStream(rctx, a.spec.ID, st.StreamSeq+1) {
+		if err != nil {
+			if errors.Is(err, journal.ErrClosed) || a.env.stopping() {
+				a.stopped = true
+				return
+			}
+			panic(fmt.Errorf("actors: replay stream of proxy %s: %w", a.spec.ID, err))
+		}
+		st = events.Evolve(st, env)
+	}
+	a.state = st
+	if !st.Added || st.Removed {
+		a.submit(ctx, pending{cmd: events.Add{
+			At: a.now(), URLRedacted: a.spec.URLRedacted, Source: a.spec.Source,
+			ConfigRef: a.spec.ConfigRef, HasCredentials: a.spec.HasCredentials,
+		}})
+		return
+	}
+	a.schedule(ctx)
+}
+
+// halt cancels everything the actor started; used on Stopping and
+// Restarting. Timers are not owned by the actor system, so this is the only
+// place they die.
+func (a *proxyActor) halt() {
+	a.stopped = true
+	if a.timer != nil {
+		a.timer.Stop()
+		a.timer = nil
+	}
+	if a.checking {
+		a.endCheck()
+	}
+}
+
+// endCheck releases everything held by the check in flight and invalidates
+// its late messages.
+func (a *proxyActor) endCheck() {
+	a.checking = false
+	a.checkGen++
+	if a.ticket != nil {
+		a.ticket.Release()
+		a.ticket = nil
+	}
+	if a.cancelProbe != nil {
+		a.cancelProbe()
+		a.cancelProbe = nil
+	}
+	if a.zombieTimer != nil {
+		a.zombieTimer.Stop()
+		a.zombieTimer = nil
+	}
+	a.env.checking(a.spec.ID, false)
+}
+
+func (a *proxyActor) command(ctx actor.Context, cmd events.Command) {
+	a.submit(ctx, pending{cmd: cmd, reply: ctx.Sender()})
+}
+
+func (a *proxyActor) respond(ctx actor.Context, to *actor.PID, r *Reply) {
+	if to != nil {
+		ctx.Send(to, r)
+	}
+}
+
+// submit decides a command now, or queues it behind the append in flight.
+func (a *proxyActor) submit(ctx actor.Context, p pending) {
+	if a.persisting {
+		a.queue = append(a.queue, p)
+		return
+	}
+	a.decide(ctx, p)
+}
+
+// decide runs the pure core and persists what it returns. Commands that
+// produce nothing are answered at once.
+func (a *proxyActor) decide(ctx actor.Context, p pending) {
+	if p.sync {
+		a.respond(ctx, p.reply, &Reply{})
+		a.drain(ctx)
+		return
+	}
+	if a.stopped {
+		a.respond(ctx, p.reply, &Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
+		return
+	}
+	evs, err := events.Decide(a.state, p.cmd, a.spec.Health)
+	if err != nil && p.reply == nil {
+		a.log().Warn("command rejected", slog.String("command", fmt.Sprintf("%T", p.cmd)), slog.Any("error", err))
+	}
+	if err != nil || len(evs) == 0 {
+		a.respond(ctx, p.reply, &Reply{Err: err})
+		a.schedule(ctx)
+		a.drain(ctx)
+		return
+	}
+	a.persist(ctx, evs, p)
+}
+
+// persist appends the events with explicit stream seqs (so a concurrent
+// writer of the same stream is detected), and applies them only when the
+// journal says they are durable. The mailbox keeps serving queries
+// meanwhile.
+func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
+	for i, e := range evs {
+		e.StreamSeq = a.state.StreamSeq + uint64(i) + 1
+	}
+	if !a.env.begin() {
+		a.respond(ctx, p.reply, &Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
+		a.stopped = true
+		a.failQueue(ctx, ErrStopping)
+		return
+	}
+	candidate := events.Fold(a.state, evs...)
+	snapshot := candidate.StreamSeq-a.lastSnap >= a.env.SnapshotEvery
+	a.persisting = true
+
+	sys := ctx.ActorSystem()
+	j := a.env.Journal
+	f := actor.NewFuture(sys, a.env.AppendTimeout)
+	go func() {
+		defer a.env.work.Done()
+		out := &appendOutcome{}
+		out.seqs, out.err = j.Append(context.Background(), evs)
+		if out.err == nil && snapshot {
+			candidate.Seq = out.seqs[len(out.seqs)-1]
+			// A failed snapshot only costs a longer replay next time.
+			out.snapped = j.SaveSnapshot(context.Background(), events.ToSnapshot(candidate)) == nil
+		}
+		sys.Root.Send(f.PID(), out)
+	}()
+	self := a
+	ctx.ReenterAfter(f, func(res any, err error) {
+		if ctx.Actor() != self {
+			return // a restarted incarnation recovers from the journal instead
+		}
+		a.committed(ctx, evs, p, res, err)
+	})
+}
+
+func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending, res any, err error) {
+	a.persisting = false
+	out, _ := res.(*appendOutcome)
+	if err == nil && out != nil {
+		err = out.err
+	}
+	if err != nil {
+		a.respond(ctx, p.reply, &Reply{Err: err})
+		if errors.Is(err, journal.ErrClosed) || a.env.stopping() {
+			a.stopped = true
+			a.failQueue(ctx, err)
+			return
+		}
+		a.failQueue(ctx, err)
+		// Restart: the new incarnation recovers from the journal, whatever
+		// part of this append did or did not land.
+		panic(fmt.Errorf("actors: append events of proxy %s: %w", a.spec.ID, err))
+	}
+	for i, e := range evs {
+		e.Seq = out.seqs[i]
+	}
+	a.state = events.Fold(a.state, evs...)
+	if out.snapped {
+		a.lastSnap = a.state.StreamSeq
+	}
+	a.respond(ctx, p.reply, &Reply{Events: len(evs)})
+	if a.state.Removed {
+		a.retire(ctx)
+		return
+	}
+	a.schedule(ctx)
+	a.drain(ctx)
+}
+
+func (a *proxyActor) failQueue(ctx actor.Context, err error) {
+	for _, q := range a.queue {
+		a.respond(ctx, q.reply, &Reply{Err: err})
+	}
+	a.queue = nil
+}
+
+// drain decides queued commands until one needs an append.
+func (a *proxyActor) drain(ctx actor.Context) {
+	for !a.persisting && len(a.queue) > 0 {
+		p := a.queue[0]
+		a.queue = a.queue[1:]
+		a.decide(ctx, p)
+	}
+}
+
+// retire stops a removed proxy once nothing of it is in flight.
+func (a *proxyActor) retire(ctx actor.Context) {
+	if a.timer != nil {
+		a.timer.Stop()
+		a.timer = nil
+	}
+	for _, q := range a.queue {
+		if q.sync {
+			a.respond(ctx, q.reply, &Reply{})
+		} else {
+			a.respond(ctx, q.reply, &Reply{Err: fmt.Errorf("%w: %s", events.ErrRemoved, a.spec.ID)})
+		}
+	}
+	a.queue = nil
+	if a.checking {
+		// Let the probe goroutine deliver its (ignored) result first, so
+		// nothing is sent to a dead mailbox.
+		a.cancelProbe()
+		a.stopAfterCheck = true
+		return
+	}
+	a.stopped = true
+	ctx.Stop(ctx.Self())
+}
+
+// schedule arms the timer for the next check from the state machine's
+// NextCheckAt, with a jitter sample derived from the proxy's ID and stream
+// position (deterministic across restarts).
+func (a *proxyActor) schedule(ctx actor.Context) {
+	if a.timer != nil {
+		a.timer.Stop()
+		a.timer = nil
+	}
+	a.due = time.Time{}
+	if a.checking || a.persisting || a.stopped || a.env.stopping() {
+		return
+	}
+	at, ok := events.NextCheckAt(a.state, a.spec.Health, events.JitterSample(a.spec.ID, a.state.TotalChecks))
+	if !ok {
+		return
+	}
+	now := a.now()
+	if at.Before(now) {
+		at = now
+	}
+	a.due = at
+	a.gen++
+	gen, self, sys := a.gen, ctx.Self(), ctx.ActorSystem()
+	a.timer = a.env.Clock.AfterFunc(at.Sub(now), func() { sys.Root.Send(self, &checkDue{gen: gen}) })
+}
+
+func (a *proxyActor) onCheckDue(ctx actor.Context, m *checkDue) {
+	if m.gen != a.gen || a.checking || a.persisting || a.stopped || a.env.stopping() {
+		return // stale, or schedule() runs again after the append
+	}
+	a.timer = nil
+	if a.state.Health == pb.HealthState_HEALTH_STATE_UNHEALTHY {
+		// Journal the move to recovering first; the probe follows at once.
+		a.submit(ctx, pending{cmd: events.CooldownExpired{At: a.now()}})
+		return
+	}
+	a.checking = true
+	a.checkGen++
+	a.env.checking(a.spec.ID, true)
+	gen, self, sys := a.checkGen, ctx.Self(), ctx.ActorSystem()
+	a.ticket = a.env.Limiter.Acquire(a.due, func(*Ticket) { sys.Root.Send(self, &slotGranted{gen: gen}) })
+}
+
+func (a *proxyActor) onSlotGranted(ctx actor.Context, m *slotGranted) {
+	if m.gen != a.checkGen || !a.checking {
+		return
+	}
+	if !a.env.begin() {
+		a.endCheck()
+		return
+	}
+	pctx, cancel := context.WithCancel(a.env.ctx)
+	a.cancelProbe = cancel
+	gen, self, sys, check := a.checkGen, ctx.Self(), ctx.ActorSystem(), a.spec.Check
+	go func() {
+		defer a.env.work.Done()
+		defer func() {
+			if v := recover(); v != nil {
+				sys.Root.Send(self, &probePanicked{gen: gen, value: v})
+			}
+		}()
+		sys.Root.Send(self, &probeDone{gen: gen, result: check(pctx)})
+	}()
+	if a.spec.Timeout > 0 {
+		a.zombieTimer = a.env.Clock.AfterFunc(2*a.spec.Timeout, func() { sys.Root.Send(self, &zombie{gen: gen}) })
+	}
+}
+
+func (a *proxyActor) onProbeDone(ctx actor.Context, m *probeDone) {
+	if m.gen != a.checkGen || !a.checking {
+		return
+	}
+	a.endCheck()
+	if a.stopAfterCheck {
+		a.stopped = true
+		ctx.Stop(ctx.Self())
+		return
+	}
+	if a.stopped || a.env.stopping() {
+		return // shutting down: a cancelled probe is not an observation
+	}
+	a.submit(ctx, pending{cmd: events.CheckCompleted{At: a.now(), Result: m.result}})
+}
+
+// onZombie records a check that outlived twice its timeout as a timeout and
+// frees its limiter slot; the probe goroutine's late result is ignored.
+func (a *proxyActor) onZombie(ctx actor.Context, m *zombie) {
+	if m.gen != a.checkGen || !a.checking {
+		return
+	}
+	a.log().Warn("check outlived twice its timeout; cancelled", slog.Duration("timeout", a.spec.Timeout))
+	a.endCheck()
+	if a.stopAfterCheck {
+		a.stopped = true
+		ctx.Stop(ctx.Self())
+		return
+	}
+	a.submit(ctx, pending{cmd: events.CheckCompleted{At: a.now(), Result: events.CheckResult{
+		Class:   pb.FailureClass_FAILURE_CLASS_TIMEOUT,
+		Message: fmt.Sprintf("check exceeded twice its timeout (%v) and was cancelled", a.spec.Timeout),
+		Latency: events.Latency{Total: 2 * a.spec.Timeout},
+	}}})
+}

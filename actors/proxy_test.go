@@ -1,0 +1,454 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/journal"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// The dead-letter throttle goroutine is protoactor's own: it lives for the
+// throttle interval (1 s) after a message reaches a stopped actor, which
+// TestRemoveStopsTheActorAndRejectsLaterCommands does on purpose
+// (../shared/notes/protoactor-go.md §5).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+}
+
+func TestDeadProxyBecomesUnhealthyInExactlyThresholdChecks(t *testing.T) {
+	for _, threshold := range []uint32{1, 3, 5} {
+		t.Run("threshold="+string(rune('0'+threshold)), func(t *testing.T) {
+			h := newHarness(t, nil)
+			cfg := noJitter()
+			cfg.UnhealthyThreshold = threshold
+			s := &script{}
+			pid := h.spawn("p1", cfg, s)
+			h.step(pid)
+			if st := h.idle(pid); st.State.Health != pb.HealthState_HEALTH_STATE_HEALTHY {
+				t.Fatalf("after first success: %s", events.StateName(st.State.Health))
+			}
+			s.set(fail)
+			for i := uint32(1); i <= threshold; i++ {
+				h.step(pid)
+				st := h.idle(pid)
+				want := pb.HealthState_HEALTH_STATE_DEGRADED
+				if i == threshold {
+					want = pb.HealthState_HEALTH_STATE_UNHEALTHY
+				}
+				if st.State.Health != want {
+					t.Fatalf("after %d failures: %s, want %s", i, events.StateName(st.State.Health), events.StateName(want))
+				}
+			}
+			want := []string{"unknown>healthy", "healthy>degraded", "degraded>unhealthy"}
+			if threshold == 1 {
+				want = []string{"unknown>healthy", "healthy>unhealthy"}
+			}
+			if got := transitions(h.stream("p1")); !reflect.DeepEqual(got, want) {
+				t.Fatalf("transitions %v, want %v", got, want)
+			}
+			if got := s.calls.Load(); got != int64(threshold)+1 {
+				t.Fatalf("%d checks, want %d", got, threshold+1)
+			}
+		})
+	}
+}
+
+func TestBackoffFollowsCooldownDoublingCappedAndFailsAfterMaxAttempts(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := noJitter()
+	cfg.MaxRecoveryAttempts = 7
+	s := &script{results: []events.CheckResult{fail}}
+	pid := h.spawn("p1", cfg, s)
+	var times []time.Time
+	for range 3 { // unknown → degraded → degraded → unhealthy
+		times = append(times, h.step(pid))
+	}
+	if st := h.idle(pid); st.State.Health != pb.HealthState_HEALTH_STATE_UNHEALTHY {
+		t.Fatalf("state %s", events.StateName(st.State.Health))
+	}
+	for range 7 {
+		times = append(times, h.step(pid))
+	}
+	var gaps []time.Duration
+	for i := 3; i < len(times); i++ {
+		gaps = append(gaps, times[i].Sub(times[i-1]))
+	}
+	want := []time.Duration{60 * time.Second, 120 * time.Second, 240 * time.Second, 480 * time.Second, 960 * time.Second, 1920 * time.Second, time.Hour}
+	if !reflect.DeepEqual(gaps, want) {
+		t.Fatalf("recovery gaps %v, want %v", gaps, want)
+	}
+	st := h.idle(pid)
+	if st.State.Health != pb.HealthState_HEALTH_STATE_FAILED || st.State.RecoveryAttempt != 7 {
+		t.Fatalf("after 7 failed recoveries: %s attempt %d", events.StateName(st.State.Health), st.State.RecoveryAttempt)
+	}
+	if !st.NextCheckAt.IsZero() {
+		t.Fatalf("failed proxy still scheduled at %v", st.NextCheckAt)
+	}
+	calls := s.calls.Load()
+	h.clk.Advance(48 * time.Hour)
+	h.idle(pid)
+	if s.calls.Load() != calls {
+		t.Fatal("a failed proxy was checked")
+	}
+
+	// Revive brings it back: unknown, checked at once, healthy on success.
+	s.set(ok)
+	if r := h.request(pid, &Revive{Reason: "test"}).(*Reply); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	h.step(pid)
+	if st := h.idle(pid); st.State.Health != pb.HealthState_HEALTH_STATE_HEALTHY || st.State.RecoveryAttempt != 0 {
+		t.Fatalf("after revive: %s attempt %d", events.StateName(st.State.Health), st.State.RecoveryAttempt)
+	}
+}
+
+func TestRecoveringProxyComesBack(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := noJitter()
+	s := &script{results: []events.CheckResult{ok, fail, fail, fail, fail, ok, ok}}
+	pid := h.spawn("p1", cfg, s)
+	for range 7 {
+		h.step(pid)
+	}
+	st := h.idle(pid)
+	if st.State.Health != pb.HealthState_HEALTH_STATE_HEALTHY || st.State.RecoveryAttempt != 0 {
+		t.Fatalf("state %s attempt %d", events.StateName(st.State.Health), st.State.RecoveryAttempt)
+	}
+	want := []string{"unknown>healthy", "healthy>degraded", "degraded>unhealthy",
+		"unhealthy>recovering", "recovering>unhealthy", "unhealthy>recovering", "recovering>healthy"}
+	if got := transitions(h.stream("p1")); !reflect.DeepEqual(got, want) {
+		t.Fatalf("transitions\n got %v\nwant %v", got, want)
+	}
+}
+
+// A proxy failing 5 % of its checks at random must almost never be marked
+// unhealthy: over 10,000 checks, less than 1 % of them may find it so.
+func TestFlakyProxyStaysOutOfUnhealthy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 checks")
+	}
+	h := newHarness(t, nil)
+	rng := rand.New(rand.NewPCG(42, 6))
+	s := &script{}
+	var mu sync.Mutex
+	s.hook = func(context.Context, int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		if rng.Float64() < 0.05 {
+			s.set(fail)
+		} else {
+			s.set(ok)
+		}
+	}
+	pid := h.spawn("flaky", events.DefaultConfig(), s)
+	const checks = 10_000
+	unhealthy := 0
+	for range checks {
+		h.step(pid)
+		switch h.idle(pid).State.Health {
+		case pb.HealthState_HEALTH_STATE_UNHEALTHY, pb.HealthState_HEALTH_STATE_RECOVERING, pb.HealthState_HEALTH_STATE_FAILED:
+			unhealthy++
+		}
+	}
+	rate := float64(unhealthy) / checks
+	t.Logf("%d checks, %d found the proxy unhealthy/recovering (%.3f %%)", checks, unhealthy, rate*100)
+	if rate >= 0.01 {
+		t.Fatalf("false-positive rate %.3f %% ≥ 1 %%", rate*100)
+	}
+}
+
+func TestPanickingProbeIsRestartedAndStateSurvives(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := noJitter()
+	s := &script{results: []events.CheckResult{ok, fail}}
+	pid := h.spawn("p1", cfg, s)
+	h.step(pid)
+	h.step(pid)
+	before := h.idle(pid).State
+	if before.Health != pb.HealthState_HEALTH_STATE_DEGRADED {
+		t.Fatalf("state %s", events.StateName(before.Health))
+	}
+	s.hook = func(_ context.Context, n int64) {
+		if n == 3 {
+			panic("probe exploded")
+		}
+	}
+	// Fire the timer: the probe panics, the supervisor restarts the actor,
+	// which recovers from the journal and checks again.
+	st := h.idle(pid)
+	h.clk.Set(st.NextCheckAt)
+	poll(t, "restart and re-check", func() bool { return s.calls.Load() >= 3 })
+	after := h.idle(pid).State
+	if after.Health != pb.HealthState_HEALTH_STATE_DEGRADED || after.ConsecutiveFailures != before.ConsecutiveFailures || after.StreamSeq != before.StreamSeq {
+		t.Fatalf("state after restart %+v\nbefore %+v", after, before)
+	}
+	h.step(pid) // the next check runs normally
+	if got := h.idle(pid).State.TotalChecks; got != before.TotalChecks+1 {
+		t.Fatalf("total checks %d, want %d", got, before.TotalChecks+1)
+	}
+}
+
+func TestPauseStopsChecksAndResumeRestartsThem(t *testing.T) {
+	h := newHarness(t, nil)
+	s := &script{}
+	pid := h.spawn("p1", noJitter(), s)
+	h.step(pid)
+	if r := h.request(pid, &Pause{Reason: "maintenance"}).(*Reply); r.Err != nil || r.Events != 1 {
+		t.Fatalf("pause: %+v", r)
+	}
+	if r := h.request(pid, &Pause{}).(*Reply); r.Err != nil || r.Events != 0 {
+		t.Fatalf("second pause should be a no-op: %+v", r)
+	}
+	st := h.idle(pid)
+	if !st.State.Paused || !st.NextCheckAt.IsZero() {
+		t.Fatalf("paused %v next %v", st.State.Paused, st.NextCheckAt)
+	}
+	calls := s.calls.Load()
+	h.clk.Advance(time.Hour)
+	h.idle(pid)
+	if s.calls.Load() != calls {
+		t.Fatal("paused proxy was checked")
+	}
+	if r := h.request(pid, &Resume{}).(*Reply); r.Err != nil || r.Events != 1 {
+		t.Fatalf("resume: %+v", r)
+	}
+	// Overdue after an hour: checked at once.
+	st = h.idle(pid)
+	if !st.NextCheckAt.Equal(h.clk.Now()) {
+		t.Fatalf("next check %v, want now %v", st.NextCheckAt, h.clk.Now())
+	}
+	h.step(pid)
+	if s.calls.Load() != calls+1 {
+		t.Fatalf("calls %d, want %d", s.calls.Load(), calls+1)
+	}
+}
+
+// blockingJournal holds appends until released, to observe the actor while
+// an append is in flight.
+type blockingJournal struct {
+	journal.Journal
+	gate chan struct{}
+	hold bool
+	mu   sync.Mutex
+}
+
+func (b *blockingJournal) Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error) {
+	b.mu.Lock()
+	hold := b.hold
+	b.mu.Unlock()
+	if hold {
+		<-b.gate
+	}
+	return b.Journal.Append(ctx, envs)
+}
+
+func TestQueriesAnsweredWhileAppendInFlightAndCommandsDecidedInOrder(t *testing.T) {
+	bj := &blockingJournal{Journal: journal.NewMem(), gate: make(chan struct{})}
+	h := newHarness(t, bj)
+	s := &script{}
+	pid := h.spawn("p1", noJitter(), s)
+	h.step(pid)
+
+	bj.mu.Lock()
+	bj.hold = true
+	bj.mu.Unlock()
+	pause := h.sys.Root.RequestFuture(pid, &Pause{Reason: "1"}, 5*time.Second)
+	resume := h.sys.Root.RequestFuture(pid, &Resume{Reason: "2"}, 5*time.Second)
+	pause2 := h.sys.Root.RequestFuture(pid, &Pause{Reason: "3"}, 5*time.Second)
+	// The mailbox still answers queries, with the last committed state.
+	poll(t, "append in flight", func() bool { return h.state(pid).Busy })
+	if st := h.state(pid); st.State.Paused {
+		t.Fatal("pause applied before its commit")
+	}
+	bj.mu.Lock()
+	bj.hold = false
+	bj.mu.Unlock()
+	close(bj.gate)
+	for _, f := range []interface{ Result() (any, error) }{pause, resume, pause2} {
+		res, err := f.Result()
+		if err != nil || res.(*Reply).Err != nil || res.(*Reply).Events != 1 {
+			t.Fatalf("reply %v %v", res, err)
+		}
+	}
+	var reasons []string
+	for _, e := range h.stream("p1") {
+		if p := e.GetProxyPaused(); p != nil {
+			reasons = append(reasons, "pause:"+p.GetReason())
+		}
+		if r := e.GetProxyResumed(); r != nil {
+			reasons = append(reasons, "resume:"+r.GetReason())
+		}
+	}
+	if want := []string{"pause:1", "resume:2", "pause:3"}; !slices.Equal(reasons, want) {
+		t.Fatalf("journal order %v, want %v", reasons, want)
+	}
+}
+
+func TestZombieCheckIsCancelledAndRecordedAsTimeout(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := noJitter()
+	cfg.Timeout = 5 * time.Second
+	release := make(chan struct{})
+	s := &script{}
+	s.hook = func(ctx context.Context, n int64) {
+		if n == 2 {
+			<-release // ignores ctx: a misbehaving prober
+		}
+	}
+	pid := h.spawn("p1", cfg, s)
+	h.step(pid)
+	st := h.idle(pid)
+	h.clk.Set(st.NextCheckAt)
+	poll(t, "check in flight", func() bool { return s.calls.Load() == 2 })
+	if h.env.Limiter.InFlight() != 1 {
+		t.Fatalf("in flight %d", h.env.Limiter.InFlight())
+	}
+	h.clk.Advance(2 * cfg.Timeout)
+	st = h.idle(pid)
+	if st.State.LastErrorClass != pb.FailureClass_FAILURE_CLASS_TIMEOUT || !strings.Contains(st.State.LastError, "twice its timeout") {
+		t.Fatalf("last error %v %q", st.State.LastErrorClass, st.State.LastError)
+	}
+	if h.env.Limiter.InFlight() != 0 {
+		t.Fatal("zombie kept its limiter slot")
+	}
+	close(release)
+	h.step(pid) // the late result was ignored; checks go on
+	if got := h.idle(pid).State.TotalChecks; got != 3 {
+		t.Fatalf("total checks %d, want 3", got)
+	}
+}
+
+func TestRecoveryFromSnapshotAndStreamEqualsLiveState(t *testing.T) {
+	j := journal.NewMem()
+	h := newHarness(t, j)
+	h.env.SnapshotEvery = 5
+	s := &script{results: []events.CheckResult{ok, fail, ok, ok, fail, fail, fail, fail, ok, fail}}
+	pid := h.spawn("p1", noJitter(), s)
+	for range 10 {
+		h.step(pid)
+	}
+	live := h.idle(pid).State
+	snap, err := j.LoadSnapshot(context.Background(), "p1")
+	if err != nil {
+		t.Fatalf("no snapshot after %d events: %v", live.StreamSeq, err)
+	}
+	if snap.GetStreamSeq() == 0 || snap.GetStreamSeq() > live.StreamSeq {
+		t.Fatalf("snapshot at %d, live at %d", snap.GetStreamSeq(), live.StreamSeq)
+	}
+	// Stop the actor and start a new one under the same name: it recovers.
+	if err := h.sys.Root.StopFuture(pid).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	pid2 := h.spawn("p1", noJitter(), s)
+	got := h.idle(pid2).State
+	if !reflect.DeepEqual(got, live) {
+		t.Fatalf("recovered\n%+v\nlive\n%+v", got, live)
+	}
+	full := events.Fold(events.NewState("p1"), h.stream("p1")...)
+	if !reflect.DeepEqual(full, live) {
+		t.Fatalf("fold of the stream\n%+v\nlive\n%+v", full, live)
+	}
+}
+
+func TestRemoveStopsTheActorAndRejectsLaterCommands(t *testing.T) {
+	h := newHarness(t, nil)
+	s := &script{}
+	pid := h.spawn("p1", noJitter(), s)
+	h.step(pid)
+	if r := h.request(pid, &Remove{Reason: "gone"}).(*Reply); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	_, err := h.sys.Root.RequestFuture(pid, &GetState{}, 200*time.Millisecond).Result()
+	if err == nil {
+		t.Fatal("removed actor still answers")
+	}
+	envs := h.stream("p1")
+	if envs[len(envs)-1].GetProxyRemoved() == nil {
+		t.Fatalf("last event %s", events.TypeName(envs[len(envs)-1]))
+	}
+	// Re-adding the same proxy continues its stream.
+	pid = h.spawn("p1", noJitter(), s)
+	if st := h.idle(pid).State; st.Removed || st.Health != pb.HealthState_HEALTH_STATE_UNKNOWN {
+		t.Fatalf("re-added state %+v", st)
+	}
+}
+
+func TestPassiveFailuresTriggerImmediateReprobe(t *testing.T) {
+	h := newHarness(t, nil)
+	s := &script{}
+	pid := h.spawn("p1", noJitter(), s)
+	h.step(pid)
+	st := h.idle(pid)
+	due := st.NextCheckAt
+	for i := range 3 {
+		if r := h.request(pid, &Passive{Class: pb.FailureClass_FAILURE_CLASS_TIMEOUT}).(*Reply); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		st = h.idle(pid)
+		if i < 2 && !st.NextCheckAt.Equal(due) {
+			t.Fatalf("after %d passive failures next check moved to %v", i+1, st.NextCheckAt)
+		}
+	}
+	if !st.NextCheckAt.Equal(h.clk.Now()) {
+		t.Fatalf("after 3 passive failures next check %v, want now", st.NextCheckAt)
+	}
+	h.step(pid)
+	if st := h.idle(pid); st.State.PassiveFailures != 0 || st.NextCheckAt.Equal(h.clk.Now()) {
+		t.Fatalf("after re-probe passive=%d next=%v", st.State.PassiveFailures, st.NextCheckAt)
+	}
+}
+
+type failingJournal struct {
+	journal.Journal
+	mu   sync.Mutex
+	fail int
+}
+
+func (f *failingJournal) Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error) {
+	f.mu.Lock()
+	if f.fail > 0 {
+		f.fail--
+		f.mu.Unlock()
+		return nil, errors.New("disk full")
+	}
+	f.mu.Unlock()
+	return f.Journal.Append(ctx, envs)
+}
+
+func TestFailedAppendRestartsActorWhichRecovers(t *testing.T) {
+	fj := &failingJournal{Journal: journal.NewMem()}
+	h := newHarness(t, fj)
+	s := &script{}
+	pid := h.spawn("p1", noJitter(), s)
+	h.step(pid)
+	before := h.idle(pid).State
+	fj.mu.Lock()
+	fj.fail = 1
+	fj.mu.Unlock()
+	st := h.idle(pid)
+	h.clk.Set(st.NextCheckAt)
+	poll(t, "failed append", func() bool {
+		fj.mu.Lock()
+		defer fj.mu.Unlock()
+		return fj.fail == 0
+	})
+	after := h.idle(pid).State
+	if after.StreamSeq != before.StreamSeq || after.TotalChecks != before.TotalChecks {
+		t.Fatalf("an event that was not journaled was applied: %+v", after)
+	}
+	h.step(pid)
+	if got := h.idle(pid).State.TotalChecks; got != before.TotalChecks+1 {
+		t.Fatalf("checks after recovery %d", got)
+	}
+}

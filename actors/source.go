@@ -1,0 +1,115 @@
+package actors
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// Source actor messages.
+type (
+	// SpawnProxy asks a source to start a proxy actor; answered with a
+	// *Spawned.
+	SpawnProxy struct{ Spec ProxySpec }
+	// Spawned answers SpawnProxy.
+	Spawned struct {
+		PID *actor.PID
+		Err error
+	}
+)
+
+// RestartBackoff is a one-for-one supervisor strategy that restarts a
+// failed child after a delay that doubles with each failure inside Window
+// (Min, 2·Min, 4·Min … capped at Max), and stops it after more than
+// MaxRestarts failures in Window. (protoactor's own
+// ExponentialBackoffStrategy grows linearly and has no cap.)
+type RestartBackoff struct {
+	Min, Max    time.Duration
+	MaxRestarts int
+	Window      time.Duration
+	Logger      *slog.Logger
+	// AfterFunc delays the restart; default time.AfterFunc. Tests inject
+	// a fake clock's.
+	AfterFunc func(time.Duration, func())
+}
+
+// DefaultRestartBackoff: 100ms doubling to 10s, at most 10 restarts a minute.
+func DefaultRestartBackoff(log *slog.Logger) *RestartBackoff {
+	return &RestartBackoff{Min: 100 * time.Millisecond, Max: 10 * time.Second, MaxRestarts: 10, Window: time.Minute, Logger: log}
+}
+
+var _ actor.SupervisorStrategy = (*RestartBackoff)(nil)
+
+// HandleFailure implements actor.SupervisorStrategy.
+func (s *RestartBackoff) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, _ any) {
+	n := rs.NumberOfFailures(s.Window)
+	rs.Fail()
+	log := s.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if n >= s.MaxRestarts {
+		log.Error("proxy actor keeps failing; stopped until the engine restarts or the proxy is re-added",
+			slog.String("actor", child.GetId()), slog.Int("failures", n+1), slog.Duration("window", s.Window), slog.Any("reason", reason))
+		sup.StopChildren(child)
+		return
+	}
+	d := s.Min
+	for i := 0; i < n && d < s.Max; i++ {
+		d *= 2
+	}
+	d = min(d, s.Max)
+	log.Warn("proxy actor failed; restarting from the journal",
+		slog.String("actor", child.GetId()), slog.Duration("after", d), slog.Any("reason", reason))
+	after := s.AfterFunc
+	if after == nil {
+		after = func(d time.Duration, f func()) { time.AfterFunc(d, f) }
+	}
+	after(d, func() { sup.RestartChildren(child) })
+}
+
+// SourceProps returns the props of a source actor: the supervisor of its
+// proxies' actors (one-for-one, restart with backoff).
+func SourceProps(env *Env, name string, strategy actor.SupervisorStrategy) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &sourceActor{env: env, name: name, children: map[string]*actor.PID{}, byPID: map[string]string{}}
+	}, actor.WithSupervisor(strategy))
+}
+
+// sourceActor owns the set of its proxies' actors.
+type sourceActor struct {
+	env      *Env
+	name     string
+	children map[string]*actor.PID // proxy ID → PID
+	byPID    map[string]string     // PID.Id → proxy ID
+}
+
+func (s *sourceActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *SpawnProxy:
+		if m.Spec.Source != s.name {
+			ctx.Respond(&Spawned{Err: fmt.Errorf("actors: proxy %s belongs to source %q, not %q", m.Spec.ID, m.Spec.Source, s.name)})
+			return
+		}
+		if pid, ok := s.children[m.Spec.ID]; ok {
+			ctx.Respond(&Spawned{PID: pid, Err: fmt.Errorf("actors: proxy %s already running in source %q", m.Spec.ID, s.name)})
+			return
+		}
+		pid, err := ctx.SpawnNamed(ProxyProps(s.env, m.Spec), m.Spec.ID)
+		if err != nil {
+			ctx.Respond(&Spawned{Err: fmt.Errorf("actors: spawn proxy %s: %w", m.Spec.ID, err)})
+			return
+		}
+		ctx.Watch(pid)
+		s.children[m.Spec.ID] = pid
+		s.byPID[pid.GetId()] = m.Spec.ID
+		ctx.Respond(&Spawned{PID: pid})
+	case *actor.Terminated:
+		if id, ok := s.byPID[m.Who.GetId()]; ok {
+			delete(s.byPID, m.Who.GetId())
+			delete(s.children, id)
+		}
+	}
+}

@@ -1,0 +1,441 @@
+package journal
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+var _ Journal = (*Bolt)(nil)
+
+// SchemaVersion is the journal file layout version this package writes and
+// reads. OpenBolt refuses files with a newer version.
+const SchemaVersion = 1
+
+// Bucket and meta key names of the file layout (schema version 1):
+//
+//	events    big-endian uint64 seq -> marshalled Envelope (with seq, stream_seq)
+//	streams   proxy_id 0x00 big-endian uint64 stream_seq -> big-endian uint64 seq
+//	heads     proxy_id -> big-endian uint64 stream head
+//	snapshots proxy_id -> marshalled ProxySnapshot (the latest only)
+//	meta      "schema" -> big-endian uint64 version; "first" -> first retained seq
+var (
+	bucketEvents    = []byte("events")
+	bucketStreams   = []byte("streams")
+	bucketHeads     = []byte("heads")
+	bucketSnapshots = []byte("snapshots")
+	bucketMeta      = []byte("meta")
+	allBuckets      = [][]byte{bucketEvents, bucketStreams, bucketHeads, bucketSnapshots, bucketMeta}
+
+	metaSchema = []byte("schema")
+	metaFirst  = []byte("first")
+)
+
+// DefaultLockTimeout is how long OpenBolt waits for another process to
+// release the journal file.
+const DefaultLockTimeout = time.Second
+
+// DefaultMaxBatchEvents caps how many events one group commit writes.
+const DefaultMaxBatchEvents = 8192
+
+// BoltOption configures OpenBolt.
+type BoltOption func(*boltOptions)
+
+type boltOptions struct {
+	lockTimeout time.Duration
+	readOnly    bool
+	maxBatch    int
+	noSync      bool
+}
+
+// WithLockTimeout sets how long OpenBolt waits for the file lock held by
+// another process before failing with ErrLocked (default 1 s; must be > 0).
+func WithLockTimeout(d time.Duration) BoltOption {
+	return func(o *boltOptions) {
+		if d > 0 {
+			o.lockTimeout = d
+		}
+	}
+}
+
+// WithReadOnly opens the journal read-only: writes return ErrReadOnly. The
+// file must exist. bbolt takes a shared lock, so a read-only open still
+// fails with ErrLocked while a writer (a running proxyhealth) holds the
+// file.
+func WithReadOnly() BoltOption {
+	return func(o *boltOptions) { o.readOnly = true }
+}
+
+// WithMaxBatchEvents caps how many events one group commit (one
+// transaction, one fsync) writes (default 8192). A single Append larger than
+// the cap is still committed whole, alone.
+func WithMaxBatchEvents(n int) BoltOption {
+	return func(o *boltOptions) {
+		if n > 0 {
+			o.maxBatch = n
+		}
+	}
+}
+
+// WithUnsafeNoSync disables fsync. UNSAFE: a crash or power loss can lose
+// acknowledged events or corrupt the file. For tests that need speed only;
+// never use it for a real journal.
+func WithUnsafeNoSync() BoltOption {
+	return func(o *boltOptions) { o.noSync = true }
+}
+
+// Bolt is the durable Journal, backed by one bbolt file. Appends from all
+// goroutines are group-committed by a single writer goroutine: every
+// pending Append is written in one transaction with one fsync.
+type Bolt struct {
+	db       *bolt.DB
+	path     string
+	readOnly bool
+
+	head    atomic.Uint64
+	first   atomic.Uint64
+	headsMu sync.RWMutex
+	heads   map[string]uint64 // stream heads, written only by the writer
+
+	// commitMu is held around every write transaction together with the
+	// publication of its in-memory effects (head, first, heads), so that
+	// Check sees the file and the memory agree.
+	commitMu sync.Mutex
+	retainMu sync.Mutex // one Retain at a time
+
+	reqs       chan *request
+	stop       chan struct{} // closed by Close: the writer drains and exits
+	writerDone chan struct{}
+	closeCh    chan struct{} // closed when the journal is closed
+	closed     atomic.Bool
+	closeOnce  sync.Once
+	closeErr   error
+	note       *notifier
+}
+
+// OpenBolt opens or creates the journal file at path.
+//
+// It fails with an error wrapping ErrLocked when another process holds the
+// file, ErrNotJournal for a file that is not a proxyhealth journal,
+// ErrSchemaVersion for a journal written by a newer proxyhealth and ErrCorrupt
+// when the journal's structure is damaged.
+func OpenBolt(path string, opts ...BoltOption) (*Bolt, error) {
+	o := boltOptions{lockTimeout: DefaultLockTimeout, maxBatch: DefaultMaxBatchEvents}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.readOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("journal: open %s read-only: %w", path, err)
+		}
+	}
+	db, err := openDB(path, &bolt.Options{
+		Timeout:  o.lockTimeout,
+		ReadOnly: o.readOnly,
+		NoSync:   o.noSync,
+		// The map freelist stays fast on large files. The freelist is
+		// synced: with NoFreelistSync bbolt rebuilds it at open by walking
+		// every page, which is slow on a large journal and panics on a
+		// damaged one.
+		FreelistType: bolt.FreelistMapType,
+		NoStatistics: true,
+	})
+	if err != nil {
+		return nil, openError(path, o, err)
+	}
+	b := &Bolt{
+		db:         db,
+		path:       path,
+		readOnly:   o.readOnly,
+		heads:      make(map[string]uint64),
+		closeCh:    make(chan struct{}),
+		stop:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+		note:       newNotifier(),
+	}
+	if err := b.load(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if o.readOnly {
+		close(b.writerDone)
+		return b, nil
+	}
+	b.reqs = make(chan *request, 1024)
+	w := newWriter(b, o.maxBatch)
+	go w.run()
+	return b, nil
+}
+
+// openDB opens the bbolt file, turning a panic on a damaged file into an
+// error.
+func openDB(path string, opts *bolt.Options) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: %s is damaged: bbolt panicked while opening it: %v", ErrCorrupt, path, r)
+		}
+	}()
+	return bolt.Open(path, 0o600, opts)
+}
+
+// view runs a read transaction, turning a bbolt panic on a damaged page
+// into an error wrapping ErrCorrupt and "not open" into ErrClosed.
+func (b *Bolt) view(fn func(*bolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: damaged page: %v; run a check", ErrCorrupt, b.path, r)
+		}
+	}()
+	return b.dbErr(b.db.View(fn))
+}
+
+// update is view for a write transaction.
+func (b *Bolt) update(fn func(*bolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: damaged page: %v; run a check", ErrCorrupt, b.path, r)
+		}
+	}()
+	return b.dbErr(b.db.Update(fn))
+}
+
+// openError turns a bbolt open error into one of the journal's.
+func openError(path string, o boltOptions, err error) error {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return fmt.Errorf("%w: %s: could not lock the file within %v; another proxyhealth probably uses this journal (stop it, or use another data directory): %v",
+			ErrLocked, path, o.lockTimeout, err)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch),
+		errors.Is(err, berrors.ErrChecksum):
+		return fmt.Errorf("%w: %s is not a bbolt database or its header is damaged (%v); check the path, or move the file away to start a new journal",
+			ErrNotJournal, path, err)
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("journal: open %s: %w", path, err)
+	default:
+		return fmt.Errorf("%w: open %s: %v", ErrNotJournal, path, err)
+	}
+}
+
+// load verifies the layout (initialising a new file) and loads the head,
+// the first retained seq and the stream heads.
+func (b *Bolt) load() error {
+	fresh := false
+	err := b.view(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta) != nil {
+			return nil
+		}
+		var other []string
+		_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			other = append(other, fmt.Sprintf("%q", name))
+			return nil
+		})
+		switch {
+		case len(other) > 0:
+			return fmt.Errorf("%w: %s is a bbolt database with buckets %v but not the journal's; check the path", ErrNotJournal, b.path, other)
+		case b.readOnly:
+			return fmt.Errorf("%w: %s is an empty bbolt database, no journal was ever written to it", ErrNotJournal, b.path)
+		}
+		fresh = true
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if fresh {
+		err := b.update(func(tx *bolt.Tx) error {
+			for _, name := range allBuckets {
+				if _, err := tx.CreateBucket(name); err != nil {
+					return err
+				}
+			}
+			return tx.Bucket(bucketMeta).Put(metaSchema, binary.BigEndian.AppendUint64(nil, SchemaVersion))
+		})
+		if err != nil {
+			return fmt.Errorf("journal: initialise new journal %s: %w", b.path, err)
+		}
+	}
+	return b.view(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		v := meta.Get(metaSchema)
+		if len(v) != 8 {
+			return fmt.Errorf("%w: %s has no valid schema version (%x); it was not written by proxyhealth or is damaged", ErrNotJournal, b.path, v)
+		}
+		switch ver := binary.BigEndian.Uint64(v); {
+		case ver > SchemaVersion:
+			return fmt.Errorf("%w: %s has schema version %d, this proxyhealth reads only up to version %d; upgrade proxyhealth",
+				ErrSchemaVersion, b.path, ver, SchemaVersion)
+		case ver == 0:
+			return fmt.Errorf("%w: %s has schema version 0", ErrCorrupt, b.path)
+		}
+		for _, name := range allBuckets {
+			if tx.Bucket(name) == nil {
+				return fmt.Errorf("%w: %s lacks the %q bucket; restore a backup or run a check", ErrCorrupt, b.path, name)
+			}
+		}
+		first, err := readFirst(tx)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
+		}
+		b.first.Store(first)
+		b.head.Store(first - 1)
+		if k, _ := tx.Bucket(bucketEvents).Cursor().Last(); k != nil {
+			if len(k) != 8 {
+				return fmt.Errorf("%w: %s: event key %x is not 8 bytes", ErrCorrupt, b.path, k)
+			}
+			b.head.Store(binary.BigEndian.Uint64(k))
+		}
+		return tx.Bucket(bucketHeads).ForEach(func(k, v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("%w: %s: stream head of proxy %q is %d bytes, want 8", ErrCorrupt, b.path, k, len(v))
+			}
+			b.heads[string(k)] = binary.BigEndian.Uint64(v)
+			return nil
+		})
+	})
+}
+
+// readFirst returns the first retained seq recorded in meta (1 if none).
+func readFirst(tx *bolt.Tx) (uint64, error) {
+	v := tx.Bucket(bucketMeta).Get(metaFirst)
+	switch {
+	case v == nil:
+		return 1, nil
+	case len(v) != 8 || binary.BigEndian.Uint64(v) == 0:
+		return 0, fmt.Errorf("first retained seq %x is invalid", v)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// Path returns the journal file's path.
+func (b *Bolt) Path() string { return b.path }
+
+// Head implements Journal.
+func (b *Bolt) Head() uint64 { return b.head.Load() }
+
+// First implements Journal.
+func (b *Bolt) First() uint64 { return b.first.Load() }
+
+// StreamHead implements Journal.
+func (b *Bolt) StreamHead(proxyID string) uint64 {
+	b.headsMu.RLock()
+	defer b.headsMu.RUnlock()
+	return b.heads[proxyID]
+}
+
+// Subscribe implements Journal.
+func (b *Bolt) Subscribe(from uint64) *Subscription { return newSubscription(b, from) }
+
+func (b *Bolt) commits() <-chan struct{} { return b.note.wait() }
+func (b *Bolt) done() <-chan struct{}    { return b.closeCh }
+
+// Append implements Journal. Concurrent Appends are group-committed.
+func (b *Bolt) Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error) {
+	if err := b.writable(ctx); err != nil {
+		return nil, err
+	}
+	if err := validateEnvelopes(envs); err != nil {
+		return nil, err
+	}
+	if len(envs) == 0 {
+		return []uint64{}, nil
+	}
+	r := &request{envs: envs, done: make(chan struct{})}
+	if len(envs) == 1 {
+		r.seqs = r.seq1[:0]
+	} else {
+		r.seqs = make([]uint64, 0, len(envs))
+	}
+	if err := b.submit(ctx, r); err != nil {
+		return nil, err
+	}
+	return r.seqs, nil
+}
+
+// SaveSnapshot implements Journal. Snapshots are group-committed with
+// appends.
+func (b *Bolt) SaveSnapshot(ctx context.Context, s *pb.ProxySnapshot) error {
+	if err := b.writable(ctx); err != nil {
+		return err
+	}
+	if err := validateSnapshot(s, ^uint64(0)); err != nil {
+		return err
+	}
+	return b.submit(ctx, &request{snap: s, done: make(chan struct{})})
+}
+
+// writable reports why a write cannot start.
+func (b *Bolt) writable(ctx context.Context) error {
+	switch {
+	case b.closed.Load():
+		return ErrClosed
+	case b.readOnly:
+		return fmt.Errorf("%w: %s", ErrReadOnly, b.path)
+	}
+	return ctx.Err()
+}
+
+// submit hands r to the writer and waits for its commit.
+func (b *Bolt) submit(ctx context.Context, r *request) error {
+	select {
+	case b.reqs <- r:
+	case <-b.stop:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-r.done:
+		return r.err
+	case <-b.writerDone:
+		select {
+		case <-r.done:
+			return r.err
+		default:
+			return ErrClosed // queued after the writer's final drain
+		}
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(reqPending, reqAbandoned) {
+			return ctx.Err() // the writer will skip it
+		}
+		// The writer is committing it: the outcome is one fsync away.
+		<-r.done
+		return r.err
+	}
+}
+
+// Close implements Journal: it stops accepting writes, commits those
+// already accepted, stops the writer and closes the file. Subscriptions
+// return ErrClosed. It is idempotent.
+func (b *Bolt) Close() error {
+	b.closeOnce.Do(func() {
+		b.closed.Store(true)
+		if !b.readOnly {
+			close(b.stop)
+		}
+		<-b.writerDone
+		close(b.closeCh)
+		if err := b.db.Close(); err != nil {
+			b.closeErr = fmt.Errorf("journal: close %s: %w", b.path, err)
+		}
+	})
+	return b.closeErr
+}
+
+// dbErr maps bbolt's "not open" to ErrClosed.
+func (b *Bolt) dbErr(err error) error {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}

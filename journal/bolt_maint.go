@@ -1,0 +1,299 @@
+package journal
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// retainChunk is how many events one Retain transaction deletes at most.
+const retainChunk = 8192
+
+// errNothing rolls back a transaction that found nothing to do.
+var errNothing = errors.New("nothing to do")
+
+// Retain implements Journal. It deletes in transactions of up to 8192
+// events, so appends interleave with a long retention run; ctx is checked
+// between them.
+func (b *Bolt) Retain(ctx context.Context, cutoff time.Time) (int, error) {
+	if err := b.writable(ctx); err != nil {
+		return 0, err
+	}
+	b.retainMu.Lock()
+	defer b.retainMu.Unlock()
+	limit := cutoff.UnixNano()
+	total := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		n, more, err := b.retainOnce(limit)
+		total += n
+		if err != nil || !more {
+			return total, err
+		}
+	}
+}
+
+// retainOnce deletes one chunk of the prefix to retain. more reports that
+// the chunk was full and the next might delete more.
+func (b *Bolt) retainOnce(limit int64) (n int, more bool, err error) {
+	var newFirst uint64
+	b.commitMu.Lock()
+	defer b.commitMu.Unlock()
+	err = b.update(func(tx *bolt.Tx) error {
+		events, streams := tx.Bucket(bucketEvents), tx.Bucket(bucketStreams)
+		snaps := tx.Bucket(bucketSnapshots)
+		covered := make(map[string]uint64) // proxy -> snapshot stream_seq
+		var keys, skeys [][]byte
+		c := events.Cursor()
+		k, v := c.First()
+		for ; k != nil && len(keys) < retainChunk; k, v = c.Next() {
+			h, err := decodeHeader(v)
+			if err != nil || len(k) != 8 {
+				return fmt.Errorf("%w: %s: event %x cannot be decoded (%v); run a check", ErrCorrupt, b.path, k, err)
+			}
+			if h.at >= limit {
+				break
+			}
+			if len(h.proxyID) > 0 {
+				cov, ok := covered[string(h.proxyID)]
+				if !ok {
+					cov, err = snapshotCoverage(snaps, h.proxyID)
+					if err != nil {
+						return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
+					}
+					covered[string(h.proxyID)] = cov
+				}
+				if h.streamSeq > cov {
+					break // the proxy could not be recovered without it
+				}
+				skeys = append(skeys, appendStreamKey(nil, string(h.proxyID), h.streamSeq))
+			}
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		if len(keys) == 0 {
+			return errNothing
+		}
+		more = len(keys) == retainChunk && k != nil
+		for _, key := range keys {
+			if err := events.Delete(key); err != nil {
+				return err
+			}
+		}
+		for _, key := range skeys {
+			if err := streams.Delete(key); err != nil {
+				return err
+			}
+		}
+		newFirst = binary.BigEndian.Uint64(keys[len(keys)-1]) + 1
+		n = len(keys)
+		return tx.Bucket(bucketMeta).Put(metaFirst, binary.BigEndian.AppendUint64(nil, newFirst))
+	})
+	if errors.Is(err, errNothing) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("journal: retain in %s: %w", b.path, b.dbErr(err))
+	}
+	b.first.Store(newFirst)
+	return n, more, nil
+}
+
+// snapshotCoverage returns the stream_seq a proxy's snapshot covers (0 when
+// it has none).
+func snapshotCoverage(snaps *bolt.Bucket, proxyID []byte) (uint64, error) {
+	v := snaps.Get(proxyID)
+	if v == nil {
+		return 0, nil
+	}
+	var s pb.ProxySnapshot
+	if err := proto.Unmarshal(v, &s); err != nil {
+		return 0, fmt.Errorf("snapshot of proxy %s cannot be decoded: %v", proxyID, err)
+	}
+	return s.GetStreamSeq(), nil
+}
+
+// Check implements Journal. It runs in one transaction and holds the write
+// lock while it runs (appends wait), except on a read-only journal. Besides
+// the journal's invariants it runs bbolt's page-level consistency check.
+func (b *Bolt) Check(ctx context.Context) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var p problems
+	check := func(tx *bolt.Tx) error {
+		if err := b.checkTx(ctx, tx, &p); err != nil {
+			return err
+		}
+		for err := range tx.Check() {
+			p.add("bbolt: %v", err)
+		}
+		return errNothing // never commit
+	}
+	var err error
+	if b.readOnly {
+		err = b.view(check)
+	} else {
+		b.commitMu.Lock()
+		err = b.update(check)
+		b.commitMu.Unlock()
+	}
+	if err != nil && !errors.Is(err, errNothing) {
+		return b.dbErr(err)
+	}
+	return p.err(b.path)
+}
+
+// checkTx verifies the journal's invariants within tx.
+func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
+	if v := tx.Bucket(bucketMeta).Get(metaSchema); len(v) != 8 || binary.BigEndian.Uint64(v) != SchemaVersion {
+		p.add("schema version is %x, want %d", v, SchemaVersion)
+	}
+	first, err := readFirst(tx)
+	if err != nil {
+		p.add("%v", err)
+		first = 1
+	}
+	if f := b.First(); f != first {
+		p.add("first retained seq is %d in the file but %d in memory", first, f)
+	}
+	stats := make(map[string]*streamStat)
+	var e pb.Envelope
+	next, n := first, 0
+	err = tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
+		if n++; n%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if len(k) != 8 {
+			p.add("event key %x is not 8 bytes", k)
+			return nil
+		}
+		seq := binary.BigEndian.Uint64(k)
+		switch {
+		case seq < next && n == 1:
+			p.add("event %d precedes the first retained seq %d", seq, first)
+		case seq < next:
+			p.add("event key %d out of order", seq)
+		case seq == next+1:
+			p.add("event %d is missing", next)
+		case seq > next:
+			p.add("events %d..%d are missing", next, seq-1)
+		}
+		next = seq + 1
+		e.Reset()
+		if err := unmarshalEnvelope(v, &e, seq); err != nil {
+			p.add("%v", err)
+			return nil
+		}
+		id := e.GetProxyId()
+		if id == "" {
+			if e.GetStreamSeq() != 0 {
+				p.add("pool-level event %d has stream_seq %d", seq, e.GetStreamSeq())
+			}
+			return nil
+		}
+		st := stats[id]
+		if st == nil {
+			st = &streamStat{}
+			stats[id] = st
+		}
+		st.addEvent(p, id, seq, e.GetStreamSeq())
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if h := b.Head(); next-1 != h {
+		p.add("the last event is %d but the head is %d", next-1, h)
+	}
+	if err := b.checkStreams(ctx, tx, p, stats); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketSnapshots).ForEach(func(k, v []byte) error {
+		var s pb.ProxySnapshot
+		if err := proto.Unmarshal(v, &s); err != nil {
+			p.add("snapshot of proxy %q cannot be decoded: %v", k, err)
+			return nil
+		}
+		if s.GetProxyId() != string(k) {
+			p.add("snapshot stored under proxy %q names proxy %q", k, s.GetProxyId())
+		}
+		if h := b.StreamHead(string(k)); s.GetStreamSeq() > h {
+			p.add("snapshot of proxy %q covers stream_seq %d beyond the stream head %d", k, s.GetStreamSeq(), h)
+		}
+		return nil
+	})
+}
+
+// checkStreams compares the stream index and the stream heads with the
+// streams seen in the events.
+func (b *Bolt) checkStreams(ctx context.Context, tx *bolt.Tx, p *problems, stats map[string]*streamStat) error {
+	index := make(map[string]*streamStat)
+	n := 0
+	err := tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
+		if n++; n%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		proxy, s, ok := parseStreamKey(k)
+		if !ok || len(v) != 8 {
+			p.add("stream index entry %x -> %x is malformed", k, v)
+			return nil
+		}
+		st := index[string(proxy)]
+		if st == nil {
+			st = &streamStat{}
+			index[string(proxy)] = st
+		}
+		st.addEvent(p, string(proxy), binary.BigEndian.Uint64(v), s)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	fileHeads := make(map[string]uint64)
+	err = tx.Bucket(bucketHeads).ForEach(func(k, v []byte) error {
+		if len(v) != 8 {
+			p.add("stream head of proxy %q is %d bytes, want 8", k, len(v))
+			return nil
+		}
+		fileHeads[string(k)] = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for id, idx := range index {
+		compareStreams(p, id, stats[id], idx, fileHeads[id])
+	}
+	for id := range stats {
+		if index[id] == nil {
+			p.add("proxy %s has events but no stream index entries", id)
+		}
+	}
+	b.headsMu.RLock()
+	defer b.headsMu.RUnlock()
+	for id, h := range fileHeads {
+		if m := b.heads[id]; m != h {
+			p.add("proxy %s: stream head is %d in the file but %d in memory", id, h, m)
+		}
+	}
+	if len(b.heads) != len(fileHeads) {
+		p.add("%d stream heads in memory but %d in the file", len(b.heads), len(fileHeads))
+	}
+	return nil
+}

@@ -1,0 +1,316 @@
+package journal_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/journal/journaltest"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+func openBolt(t *testing.T, path string, opts ...journal.BoltOption) *journal.Bolt {
+	t.Helper()
+	j, err := journal.OpenBolt(path, opts...)
+	if err != nil {
+		t.Fatalf("OpenBolt: %v", err)
+	}
+	return j
+}
+
+// rawUpdate closes j and modifies its file with bbolt directly.
+func rawUpdate(t *testing.T, j journal.Journal, fn func(tx *bolt.Tx) error) string {
+	t.Helper()
+	path := j.(*journal.Bolt).Path()
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(fn); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+// TestBoltContract runs the contract suite without fsync: the suite tests
+// semantics (reopening within the process does not depend on fsync), and
+// thousands of fsyncs would make it slow on a busy disk. The benchmarks
+// and the other tests use fsync.
+func TestBoltContract(t *testing.T) {
+	journaltest.Run(t, journaltest.Harness{
+		Open: func(t *testing.T) journal.Journal {
+			return openBolt(t, filepath.Join(t.TempDir(), "journal.db"), journal.WithUnsafeNoSync())
+		},
+		Reopen: func(t *testing.T, old journal.Journal) journal.Journal {
+			path := old.(*journal.Bolt).Path()
+			if err := old.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return openBolt(t, path, journal.WithUnsafeNoSync())
+		},
+		Damage: func(t *testing.T, j journal.Journal) journal.Journal {
+			mid := j.Head()/2 + 1 // a proxy event: its stream index entry dangles
+			path := rawUpdate(t, j, func(tx *bolt.Tx) error {
+				return tx.Bucket([]byte("events")).Delete(seqKey(mid))
+			})
+			return openBolt(t, path, journal.WithUnsafeNoSync())
+		},
+	})
+}
+
+// TestBoltConcurrentDurable is the suite's concurrent append test with
+// fsync on, smaller: group commit under real commits.
+func TestBoltConcurrentDurable(t *testing.T) {
+	j := openBolt(t, filepath.Join(t.TempDir(), "journal.db"))
+	defer j.Close()
+	const goroutines, calls = 8, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			for c := range calls {
+				envs := []*pb.Envelope{journaltest.Succeeded(journaltest.ProxyID(g%3), time.Duration(c)*time.Second)}
+				if c%2 == 0 {
+					envs = append(envs, journaltest.Failed(journaltest.ProxyID(g), time.Duration(c)*time.Second))
+				}
+				if _, err := j.Append(context.Background(), envs); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if want := uint64(goroutines * (calls + calls/2)); j.Head() != want {
+		t.Fatalf("Head = %d, want %d", j.Head(), want)
+	}
+	if err := j.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	path := j.Path()
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j2 := openBolt(t, path)
+	defer j2.Close()
+	if n := len(journaltest.ReadAll(t, j2, 1)); n != goroutines*(calls+calls/2) {
+		t.Fatalf("after reopen %d events", n)
+	}
+}
+
+func fillN(t *testing.T, j journal.Journal, n int) {
+	t.Helper()
+	for i := range n {
+		journaltest.Append(t, j, journaltest.Succeeded(journaltest.ProxyID(i%3), time.Duration(i)*time.Second))
+	}
+}
+
+func TestBoltGarbageValue(t *testing.T) {
+	j := openBolt(t, filepath.Join(t.TempDir(), "journal.db"))
+	fillN(t, j, 20)
+	path := rawUpdate(t, j, func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("events")).Put(seqKey(10), []byte{0xff, 0xff, 0xff, 0x01})
+	})
+	j = openBolt(t, path)
+	defer j.Close()
+	err := j.Check(context.Background())
+	if !errors.Is(err, journal.ErrCorrupt) || !strings.Contains(err.Error(), "event 10") {
+		t.Fatalf("Check = %v; want ErrCorrupt naming event 10", err)
+	}
+	var readErr error
+	for _, err := range j.Read(context.Background(), 1) {
+		readErr = err
+	}
+	if !errors.Is(readErr, journal.ErrCorrupt) {
+		t.Fatalf("Read over the garbage yielded %v, want ErrCorrupt", readErr)
+	}
+}
+
+func TestBoltDamagedIndex(t *testing.T) {
+	j := openBolt(t, filepath.Join(t.TempDir(), "journal.db"))
+	fillN(t, j, 20)
+	p := journaltest.ProxyID(1)
+	// Point stream_seq 2 of proxy 1 at another of its events.
+	path := rawUpdate(t, j, func(tx *bolt.Tx) error {
+		k := append(append([]byte(p), 0), seqKey(2)...)
+		return tx.Bucket([]byte("streams")).Put(k, seqKey(11))
+	})
+	j = openBolt(t, path)
+	defer j.Close()
+	if err := j.Check(context.Background()); !errors.Is(err, journal.ErrCorrupt) || !strings.Contains(err.Error(), p) {
+		t.Fatalf("Check = %v; want ErrCorrupt naming proxy %s", err, p)
+	}
+	var readErr error
+	for _, err := range j.ReadStream(context.Background(), p, 1) {
+		readErr = err
+	}
+	if !errors.Is(readErr, journal.ErrCorrupt) {
+		t.Fatalf("ReadStream over the damaged index yielded %v, want ErrCorrupt", readErr)
+	}
+}
+
+func TestBoltNotJournal(t *testing.T) {
+	dir := t.TempDir()
+	random := make([]byte, 64<<10)
+	_, _ = rand.Read(random)
+	cases := map[string][]byte{
+		"random.db": random,
+		"small.db":  random[:100],
+		"text.db":   []byte(strings.Repeat("not a journal\n", 1000)),
+	}
+	for name, content := range cases {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		j, err := journal.OpenBolt(path)
+		if err == nil {
+			j.Close()
+			t.Fatalf("%s: OpenBolt succeeded", name)
+		}
+		if !errors.Is(err, journal.ErrNotJournal) || !strings.Contains(err.Error(), path) {
+			t.Fatalf("%s: OpenBolt = %v; want ErrNotJournal naming the file", name, err)
+		}
+	}
+	// A bbolt file of something else.
+	path := filepath.Join(dir, "other.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("users")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := journal.OpenBolt(path); !errors.Is(err, journal.ErrNotJournal) || !strings.Contains(err.Error(), "users") {
+		t.Fatalf("OpenBolt of another bbolt file = %v; want ErrNotJournal naming its buckets", err)
+	}
+}
+
+func TestBoltLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal.db")
+	j := openBolt(t, path)
+	defer j.Close()
+	for name, opts := range map[string][]journal.BoltOption{
+		"read-write": {journal.WithLockTimeout(50 * time.Millisecond)},
+		"read-only":  {journal.WithLockTimeout(50 * time.Millisecond), journal.WithReadOnly()},
+	} {
+		start := time.Now()
+		j2, err := journal.OpenBolt(path, opts...)
+		if err == nil {
+			j2.Close()
+			t.Fatalf("%s: second OpenBolt succeeded", name)
+		}
+		if !errors.Is(err, journal.ErrLocked) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "another proxyhealth") {
+			t.Fatalf("%s: second OpenBolt = %v; want ErrLocked naming the file", name, err)
+		}
+		// Not an assertion on speed: a hang would show up as a test timeout.
+		t.Logf("%s: gave up after %v: %v", name, time.Since(start), err)
+	}
+}
+
+func TestBoltSchemaVersion(t *testing.T) {
+	j := openBolt(t, filepath.Join(t.TempDir(), "journal.db"))
+	path := rawUpdate(t, j, func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("meta")).Put([]byte("schema"), seqKey(7))
+	})
+	_, err := journal.OpenBolt(path)
+	if !errors.Is(err, journal.ErrSchemaVersion) || !strings.Contains(err.Error(), "version 7") || !strings.Contains(err.Error(), "version 1") {
+		t.Fatalf("OpenBolt = %v; want ErrSchemaVersion naming versions 7 and 1", err)
+	}
+}
+
+func TestBoltReadOnly(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal.db")
+	if _, err := journal.OpenBolt(path, journal.WithReadOnly()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("read-only OpenBolt of a missing file = %v, want fs.ErrNotExist", err)
+	}
+	j := openBolt(t, path)
+	fillN(t, j, 30)
+	p := journaltest.ProxyID(1)
+	if err := j.SaveSnapshot(ctx, journaltest.Snapshot(p, 5, 14)); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro := openBolt(t, path, journal.WithReadOnly())
+	defer ro.Close()
+	if ro.Head() != 30 || ro.StreamHead(p) != 10 {
+		t.Fatalf("read-only Head %d StreamHead %d, want 30 10", ro.Head(), ro.StreamHead(p))
+	}
+	if n := len(journaltest.ReadAll(t, ro, 1)); n != 30 {
+		t.Fatalf("read-only Read yielded %d envelopes", n)
+	}
+	if n := len(journaltest.ReadStreamAll(t, ro, p, 3)); n != 8 {
+		t.Fatalf("read-only ReadStream yielded %d envelopes", n)
+	}
+	if _, err := ro.LoadSnapshot(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := ro.Check(ctx); err != nil {
+		t.Fatalf("read-only Check: %v", err)
+	}
+	_, err := ro.Append(ctx, []*pb.Envelope{journaltest.Succeeded(p, 0)})
+	if !errors.Is(err, journal.ErrReadOnly) {
+		t.Fatalf("read-only Append = %v, want ErrReadOnly", err)
+	}
+	if err := ro.SaveSnapshot(ctx, journaltest.Snapshot(p, 5, 14)); !errors.Is(err, journal.ErrReadOnly) {
+		t.Fatalf("read-only SaveSnapshot = %v, want ErrReadOnly", err)
+	}
+	if _, err := ro.Retain(ctx, time.Now()); !errors.Is(err, journal.ErrReadOnly) {
+		t.Fatalf("read-only Retain = %v, want ErrReadOnly", err)
+	}
+	// Two read-only opens share the file.
+	ro2 := openBolt(t, path, journal.WithReadOnly())
+	if err := ro2.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBoltInvalidUTF8FailsAlone(t *testing.T) {
+	j := openBolt(t, filepath.Join(t.TempDir(), "journal.db"))
+	defer j.Close()
+	p := journaltest.ProxyID(1)
+	bad := journaltest.Failed(p, 0)
+	bad.GetCheckFailed().Message = "bad \xff byte"
+	good := journaltest.Succeeded(p, 0)
+	_, err := j.Append(context.Background(), []*pb.Envelope{good, bad})
+	if !errors.Is(err, journal.ErrInvalidEvent) {
+		t.Fatalf("Append with invalid UTF-8 = %v, want ErrInvalidEvent", err)
+	}
+	if good.GetSeq() != 0 || good.GetStreamSeq() != 0 || j.Head() != 0 || j.StreamHead(p) != 0 {
+		t.Fatalf("the failed call left traces: seq %d stream_seq %d head %d stream head %d",
+			good.GetSeq(), good.GetStreamSeq(), j.Head(), j.StreamHead(p))
+	}
+	if seqs := journaltest.Append(t, j, good); seqs[0] != 1 || good.GetStreamSeq() != 1 {
+		t.Fatalf("retry got seq %d stream_seq %d, want 1 1", seqs[0], good.GetStreamSeq())
+	}
+	if err := j.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

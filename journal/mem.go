@@ -1,0 +1,381 @@
+package journal
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+var _ Journal = (*Mem)(nil)
+
+// Mem is an in-memory Journal with the same semantics as Bolt, minus
+// durability: for tests and for embedding without a data directory. It
+// stores and returns copies, so callers may keep and modify what they pass
+// in and get back.
+type Mem struct {
+	mu      sync.RWMutex
+	first   uint64         // seq of events[0]
+	events  []*pb.Envelope // events[i].Seq == first+i
+	streams map[string]*memStream
+	heads   map[string]uint64
+	snaps   map[string]*pb.ProxySnapshot
+	closed  bool
+	closeCh chan struct{}
+	note    *notifier
+}
+
+// memStream is one proxy's retained stream: seqs[i] is the global seq of
+// stream_seq first+i.
+type memStream struct {
+	first uint64
+	seqs  []uint64
+}
+
+// NewMem returns an empty in-memory journal.
+func NewMem() *Mem {
+	return &Mem{
+		first:   1,
+		streams: make(map[string]*memStream),
+		heads:   make(map[string]uint64),
+		snaps:   make(map[string]*pb.ProxySnapshot),
+		closeCh: make(chan struct{}),
+		note:    newNotifier(),
+	}
+}
+
+func (m *Mem) headLocked() uint64 { return m.first + uint64(len(m.events)) - 1 }
+
+// Append implements Journal.
+func (m *Mem) Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := validateEnvelopes(envs); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	local := make(map[string]uint64, 1)
+	streamSeqs, err := assignStreams(envs, func(p string) uint64 { return m.heads[p] }, local, make([]uint64, 0, len(envs)))
+	if err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	seqs := make([]uint64, len(envs))
+	next := m.headLocked() + 1
+	for i, e := range envs {
+		e.Seq = next + uint64(i)
+		if p := e.GetProxyId(); p != "" {
+			e.StreamSeq = streamSeqs[i]
+			st := m.streams[p]
+			if st == nil {
+				st = &memStream{first: e.StreamSeq}
+				m.streams[p] = st
+			}
+			st.seqs = append(st.seqs, e.Seq)
+		}
+		seqs[i] = e.Seq
+		m.events = append(m.events, proto.CloneOf(e))
+	}
+	for p, h := range local {
+		m.heads[p] = h
+	}
+	m.mu.Unlock()
+	if len(envs) > 0 {
+		m.note.broadcast()
+	}
+	return seqs, nil
+}
+
+// Read implements Journal.
+func (m *Mem) Read(ctx context.Context, from uint64) iter.Seq2[*pb.Envelope, error] {
+	end := m.Head()
+	return func(yield func(*pb.Envelope, error) bool) {
+		next := max(from, 1)
+		var buf []*pb.Envelope
+		for next <= end {
+			if err := ctx.Err(); err != nil {
+				yield(nil, err)
+				return
+			}
+			var err error
+			buf, err = m.readRange(next, end, readChunk, buf[:0])
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if len(buf) == 0 {
+				return
+			}
+			next = buf[len(buf)-1].GetSeq() + 1
+			for i, e := range buf {
+				buf[i] = nil
+				if !yield(e, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// readRange copies up to max envelopes with from <= seq <= end.
+func (m *Mem) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Envelope, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return dst, ErrClosed
+	}
+	from = max(from, m.first)
+	end = min(end, m.headLocked())
+	for s := from; s <= end && len(dst) < n; s++ {
+		dst = append(dst, proto.CloneOf(m.events[s-m.first]))
+	}
+	return dst, nil
+}
+
+// readCommitted implements feed.
+func (m *Mem) readCommitted(from uint64, n int, dst []*pb.Envelope) ([]*pb.Envelope, error) {
+	return m.readRange(from, ^uint64(0), n, dst)
+}
+
+func (m *Mem) commits() <-chan struct{} { return m.note.wait() }
+func (m *Mem) done() <-chan struct{}    { return m.closeCh }
+
+// ReadStream implements Journal.
+func (m *Mem) ReadStream(ctx context.Context, proxyID string, from uint64) iter.Seq2[*pb.Envelope, error] {
+	end := m.StreamHead(proxyID)
+	return func(yield func(*pb.Envelope, error) bool) {
+		next := max(from, 1)
+		var buf []*pb.Envelope
+		for next <= end {
+			if err := ctx.Err(); err != nil {
+				yield(nil, err)
+				return
+			}
+			buf = buf[:0]
+			m.mu.RLock()
+			if m.closed {
+				m.mu.RUnlock()
+				yield(nil, ErrClosed)
+				return
+			}
+			st := m.streams[proxyID]
+			if st != nil {
+				next = max(next, st.first)
+				for ; next <= end && next-st.first < uint64(len(st.seqs)) && len(buf) < readChunk; next++ {
+					buf = append(buf, proto.CloneOf(m.events[st.seqs[next-st.first]-m.first]))
+				}
+			}
+			m.mu.RUnlock()
+			if len(buf) == 0 {
+				return
+			}
+			for i, e := range buf {
+				buf[i] = nil
+				if !yield(e, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Head implements Journal.
+func (m *Mem) Head() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.headLocked()
+}
+
+// First implements Journal.
+func (m *Mem) First() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.first
+}
+
+// StreamHead implements Journal.
+func (m *Mem) StreamHead(proxyID string) uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.heads[proxyID]
+}
+
+// Subscribe implements Journal.
+func (m *Mem) Subscribe(from uint64) *Subscription { return newSubscription(m, from) }
+
+// SaveSnapshot implements Journal.
+func (m *Mem) SaveSnapshot(ctx context.Context, s *pb.ProxySnapshot) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	if err := validateSnapshot(s, m.heads[s.GetProxyId()]); err != nil {
+		return err
+	}
+	m.snaps[s.GetProxyId()] = proto.CloneOf(s)
+	return nil
+}
+
+// LoadSnapshot implements Journal.
+func (m *Mem) LoadSnapshot(ctx context.Context, proxyID string) (*pb.ProxySnapshot, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	s, ok := m.snaps[proxyID]
+	if !ok {
+		return nil, fmt.Errorf("%w for proxy %s", ErrNoSnapshot, proxyID)
+	}
+	return proto.CloneOf(s), nil
+}
+
+// Retain implements Journal.
+func (m *Mem) Retain(ctx context.Context, cutoff time.Time) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0, ErrClosed
+	}
+	limit := cutoff.UnixNano()
+	n := 0
+	for n < len(m.events) {
+		e := m.events[n]
+		if e.GetAtUnixNano() >= limit {
+			break
+		}
+		if p := e.GetProxyId(); p != "" {
+			if s := m.snaps[p]; s == nil || s.GetStreamSeq() < e.GetStreamSeq() {
+				break
+			}
+			st := m.streams[p]
+			st.seqs = st.seqs[1:]
+			st.first++
+		}
+		n++
+	}
+	clear(m.events[:n])
+	m.events = m.events[n:]
+	m.first += uint64(n)
+	return n, nil
+}
+
+// Check implements Journal.
+func (m *Mem) Check(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return ErrClosed
+	}
+	var p problems
+	stats := make(map[string]*streamStat)
+	for i, e := range m.events {
+		want := m.first + uint64(i)
+		if e.GetSeq() != want {
+			p.add("record %d holds seq %d", want, e.GetSeq())
+			continue
+		}
+		id := e.GetProxyId()
+		if id == "" {
+			if e.GetStreamSeq() != 0 {
+				p.add("pool-level event seq %d has stream_seq %d", want, e.GetStreamSeq())
+			}
+			continue
+		}
+		st := stats[id]
+		if st == nil {
+			st = &streamStat{}
+			stats[id] = st
+		}
+		st.addEvent(&p, id, want, e.GetStreamSeq())
+	}
+	for id, ms := range m.streams {
+		var idx streamStat
+		for i, seq := range ms.seqs {
+			idx.addEvent(&p, id, seq, ms.first+uint64(i))
+		}
+		compareStreams(&p, id, stats[id], &idx, m.heads[id])
+	}
+	for id := range stats {
+		if _, ok := m.streams[id]; !ok {
+			p.add("proxy %s has events but no stream index", id)
+		}
+	}
+	for id, s := range m.snaps {
+		if s.GetProxyId() != id {
+			p.add("snapshot under proxy %s names proxy %q", id, s.GetProxyId())
+		}
+	}
+	return p.err("in-memory journal")
+}
+
+// CorruptForTest damages the journal for tests of Check: it overwrites the
+// stored event with the given seq with a copy that claims another seq, as if
+// the storage had mixed up records. It exists only for the contract test
+// suite (journaltest); never call it otherwise.
+func (m *Mem) CorruptForTest(seq uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if seq < m.first || seq > m.headLocked() {
+		return
+	}
+	bad := proto.CloneOf(m.events[seq-m.first])
+	bad.Seq = seq + 1<<32
+	m.events[seq-m.first] = bad
+}
+
+// Close implements Journal. It is idempotent.
+func (m *Mem) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.closed {
+		m.closed = true
+		close(m.closeCh)
+	}
+	return nil
+}
+
+// compareStreams reports disagreement between a stream's events (ev, may
+// be nil), its index entries (idx) and its recorded head.
+func compareStreams(p *problems, id string, ev, idx *streamStat, head uint64) {
+	if ev == nil {
+		ev = &streamStat{}
+	}
+	switch {
+	case ev.count != idx.count:
+		p.add("proxy %s: stream index has %d entries but %d events are retained", id, idx.count, ev.count)
+	case ev.count > 0 && (ev.first != idx.first || ev.last != idx.last):
+		p.add("proxy %s: stream index covers stream_seq %d..%d but the events cover %d..%d", id, idx.first, idx.last, ev.first, ev.last)
+	case ev.sum != idx.sum:
+		p.add("proxy %s: stream index entries point at the wrong events", id)
+	}
+	if ev.count > 0 && head != ev.last {
+		p.add("proxy %s: stream head is %d but the last event has stream_seq %d", id, head, ev.last)
+	}
+	if (ev.count > 0 || idx.count > 0) && head == 0 {
+		p.add("proxy %s has events but no stream head", id)
+	}
+}

@@ -1,0 +1,209 @@
+package journal
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// MaxProxyIDLen is the longest proxy_id the journal accepts, in bytes.
+// Proxy IDs are normally 16 hex digits.
+const MaxProxyIDLen = 255
+
+// validateProxyID reports whether id can be used as a stream key.
+func validateProxyID(id string) error {
+	if len(id) > MaxProxyIDLen {
+		return fmt.Errorf("proxy_id is %d bytes long, at most %d allowed", len(id), MaxProxyIDLen)
+	}
+	if strings.IndexByte(id, 0) >= 0 {
+		return fmt.Errorf("proxy_id %q contains a NUL byte", id)
+	}
+	return nil
+}
+
+// validateEnvelopes checks what can be checked without the journal's state:
+// every envelope carries an event, no preset seq, and a stream_seq only with
+// a proxy_id.
+func validateEnvelopes(envs []*pb.Envelope) error {
+	for i, e := range envs {
+		switch {
+		case e == nil:
+			return fmt.Errorf("%w: envelope %d is nil", ErrInvalidEvent, i)
+		case e.GetEvent() == nil:
+			return fmt.Errorf("%w: envelope %d (proxy_id %q) has no event", ErrInvalidEvent, i, e.GetProxyId())
+		case e.GetSeq() != 0:
+			return fmt.Errorf("%w: envelope %d has seq %d preset; the journal assigns seq, leave it 0", ErrInvalidEvent, i, e.GetSeq())
+		case e.GetStreamSeq() != 0 && e.GetProxyId() == "":
+			return fmt.Errorf("%w: envelope %d has stream_seq %d but no proxy_id; pool-level events have no stream", ErrInvalidEvent, i, e.GetStreamSeq())
+		}
+		if err := validateProxyID(e.GetProxyId()); err != nil {
+			return fmt.Errorf("%w: envelope %d: %v", ErrInvalidEvent, i, err)
+		}
+	}
+	return nil
+}
+
+// validateSnapshot checks a snapshot against the proxy's stream head.
+func validateSnapshot(s *pb.ProxySnapshot, streamHead uint64) error {
+	if s == nil {
+		return fmt.Errorf("%w: snapshot is nil", ErrInvalidSnapshot)
+	}
+	if s.GetProxyId() == "" {
+		return fmt.Errorf("%w: snapshot has no proxy_id", ErrInvalidSnapshot)
+	}
+	if err := validateProxyID(s.GetProxyId()); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidSnapshot, err)
+	}
+	if s.GetStreamSeq() > streamHead {
+		return fmt.Errorf("%w: snapshot of proxy %s covers stream_seq %d but the stream head is %d; snapshot only committed events",
+			ErrInvalidSnapshot, s.GetProxyId(), s.GetStreamSeq(), streamHead)
+	}
+	return nil
+}
+
+// assignStreams computes the stream seq of every envelope of one Append call
+// without modifying the envelopes. head returns a proxy's stream head
+// including earlier calls of the same commit; local is an empty scratch map
+// that receives the call's new heads when it succeeds. The stream seqs (0 for
+// pool-level events) are appended to out.
+func assignStreams(envs []*pb.Envelope, head func(string) uint64, local map[string]uint64, out []uint64) ([]uint64, error) {
+	for i, e := range envs {
+		p := e.GetProxyId()
+		if p == "" {
+			out = append(out, 0)
+			continue
+		}
+		h, ok := local[p]
+		if !ok {
+			h = head(p)
+		}
+		want := h + 1
+		if s := e.GetStreamSeq(); s != 0 && s != want {
+			return out, fmt.Errorf("%w: proxy %s: envelope %d has stream_seq %d but the next stream_seq is %d (stream head %d); another writer appended to this stream, reload it and decide again",
+				ErrStreamConflict, p, i, s, want, h)
+		}
+		local[p] = want
+		out = append(out, want)
+	}
+	return out, nil
+}
+
+// appendSeqKey appends the 8-byte big-endian key of a global seq.
+func appendSeqKey(dst []byte, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(dst, seq)
+}
+
+// appendStreamKey appends the stream index key proxy_id + 0x00 + stream_seq.
+func appendStreamKey(dst []byte, proxyID string, streamSeq uint64) []byte {
+	dst = append(dst, proxyID...)
+	dst = append(dst, 0)
+	return binary.BigEndian.AppendUint64(dst, streamSeq)
+}
+
+// parseStreamKey splits a stream index key.
+func parseStreamKey(k []byte) (proxyID []byte, streamSeq uint64, ok bool) {
+	if len(k) < 10 || k[len(k)-9] != 0 {
+		return nil, 0, false
+	}
+	return k[:len(k)-9], binary.BigEndian.Uint64(k[len(k)-8:]), true
+}
+
+// header is the part of an envelope that retention needs.
+type header struct {
+	seq       uint64
+	streamSeq uint64
+	at        int64
+	proxyID   []byte // aliases the record
+}
+
+// decodeHeader reads seq, stream_seq, at_unix_nano and proxy_id from a
+// marshalled Envelope without decoding the event.
+func decodeHeader(b []byte) (header, error) {
+	var h header
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return h, protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			h.seq, n = protowire.ConsumeVarint(b)
+		case num == 2 && typ == protowire.VarintType:
+			h.streamSeq, n = protowire.ConsumeVarint(b)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			h.at = int64(v)
+		case num == 4 && typ == protowire.BytesType:
+			h.proxyID, n = protowire.ConsumeBytes(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return h, protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return h, nil
+}
+
+// problems collects the findings of Check.
+type problems struct {
+	list  []string
+	total int
+}
+
+const maxProblems = 20
+
+func (p *problems) add(format string, args ...any) {
+	p.total++
+	if len(p.list) < maxProblems {
+		p.list = append(p.list, fmt.Sprintf(format, args...))
+	}
+}
+
+// err returns nil or an error wrapping ErrCorrupt listing the problems.
+func (p *problems) err(what string) error {
+	if p.total == 0 {
+		return nil
+	}
+	msg := strings.Join(p.list, "; ")
+	if p.total > len(p.list) {
+		msg += fmt.Sprintf("; and %d more", p.total-len(p.list))
+	}
+	return fmt.Errorf("%w: %s: %d problem(s): %s", ErrCorrupt, what, p.total, msg)
+}
+
+// streamStat accumulates what Check knows about one proxy's stream.
+type streamStat struct {
+	count       uint64
+	first, last uint64 // stream seqs
+	sum         uint64 // order-independent hash of (seq, stream_seq) pairs
+}
+
+// pairHash mixes a (seq, stream_seq) pair (splitmix64 finaliser) so that the
+// sum over a stream detects an index entry pointing at the wrong event.
+func pairHash(seq, streamSeq uint64) uint64 {
+	z := seq*0x9e3779b97f4a7c15 ^ (streamSeq + 0x632be59bd9b4e019)
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// addEvent records an event of the stream, which must follow the previous.
+func (s *streamStat) addEvent(p *problems, proxyID string, seq, streamSeq uint64) {
+	if s.count > 0 && streamSeq != s.last+1 {
+		p.add("proxy %s: event seq %d has stream_seq %d, expected %d", proxyID, seq, streamSeq, s.last+1)
+	}
+	if s.count == 0 {
+		s.first = streamSeq
+	}
+	s.count++
+	s.last = streamSeq
+	s.sum += pairHash(seq, streamSeq)
+}

@@ -1,0 +1,91 @@
+package journal
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+func testEnvelope(proxyID string, streamSeq uint64) *pb.Envelope {
+	return &pb.Envelope{
+		AtUnixNano: 1_736_164_800_000_000_000,
+		ProxyId:    proxyID,
+		StreamSeq:  streamSeq,
+		Source:     "default",
+		Event: &pb.Envelope_CheckSucceeded{CheckSucceeded: &pb.CheckSucceeded{
+			Latency: &pb.Latency{TotalNs: 61_234_567}, StatusCode: 200,
+		}},
+	}
+}
+
+func newRequest(envs ...*pb.Envelope) *request {
+	return &request{envs: envs, done: make(chan struct{})}
+}
+
+// TestGroupCommitIsolatesFailures commits one crafted batch: the requests
+// that fail validation fail alone, the others commit together.
+func TestGroupCommitIsolatesFailures(t *testing.T) {
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	const a, c = "00000000000000aa", "00000000000000cc"
+	good1 := newRequest(testEnvelope(a, 0), testEnvelope(c, 0))
+	conflict := newRequest(testEnvelope(c, 0), testEnvelope(a, 1)) // a/1 is taken by good1
+	explicit := newRequest(testEnvelope(a, 2))                     // counts good1 in the same batch
+	badSnap := &request{snap: &pb.ProxySnapshot{ProxyId: c, StreamSeq: 5}, done: make(chan struct{})}
+	okSnap := &request{snap: &pb.ProxySnapshot{ProxyId: a, StreamSeq: 2}, done: make(chan struct{})}
+	abandoned := newRequest(testEnvelope(a, 0))
+	abandoned.state.Store(reqAbandoned)
+	good2 := newRequest(testEnvelope(c, 0))
+	sub := b.Subscribe(1)
+	defer sub.Close()
+
+	w := newWriter(b, 100) // the running writer is idle: no requests
+	w.commit([]*request{good1, conflict, explicit, badSnap, okSnap, abandoned, good2})
+
+	for name, r := range map[string]*request{"good1": good1, "conflict": conflict, "explicit": explicit, "badSnap": badSnap, "okSnap": okSnap, "good2": good2} {
+		select {
+		case <-r.done:
+		default:
+			t.Fatalf("%s was not acknowledged", name)
+		}
+	}
+	if good1.err != nil || explicit.err != nil || okSnap.err != nil || good2.err != nil {
+		t.Fatalf("valid requests failed: %v, %v, %v, %v", good1.err, explicit.err, okSnap.err, good2.err)
+	}
+	if !errors.Is(conflict.err, ErrStreamConflict) || !errors.Is(badSnap.err, ErrInvalidSnapshot) {
+		t.Fatalf("conflict: %v; bad snapshot: %v", conflict.err, badSnap.err)
+	}
+	for _, e := range conflict.envs {
+		if e.GetSeq() != 0 {
+			t.Fatalf("the conflicting request's envelope got seq %d", e.GetSeq())
+		}
+	}
+	if conflict.envs[1].GetStreamSeq() != 1 || conflict.envs[0].GetStreamSeq() != 0 {
+		t.Fatal("the conflicting request's stream seqs were modified")
+	}
+	if abandoned.envs[0].GetSeq() != 0 {
+		t.Fatal("the abandoned request was written")
+	}
+	if got := [...]uint64{good1.seqs[0], good1.seqs[1], explicit.seqs[0], good2.seqs[0]}; got != [...]uint64{1, 2, 3, 4} {
+		t.Fatalf("seqs %v, want 1 2 3 4", got)
+	}
+	if b.Head() != 4 || b.StreamHead(a) != 2 || b.StreamHead(c) != 2 {
+		t.Fatalf("Head %d, StreamHead a %d c %d; want 4 2 2", b.Head(), b.StreamHead(a), b.StreamHead(c))
+	}
+	if err := b.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	envs, err := sub.NextBatch(context.Background(), 10)
+	if err != nil || len(envs) != 4 {
+		t.Fatalf("subscription got %d envelopes, %v; want 4", len(envs), err)
+	}
+	if s, err := b.LoadSnapshot(context.Background(), a); err != nil || s.GetStreamSeq() != 2 {
+		t.Fatalf("snapshot %v, %v", s, err)
+	}
+}
