@@ -1,0 +1,58 @@
+# proxyhealth — `make test` runs every test; `make demo` shows a live pool.
+GO       ?= go
+PROTOC   ?= protoc
+BIN      := bin/proxyhealth
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+PROTO_SRC := proto/proxyhealth/v1/events.proto
+# Packages whose tests run under the race detector: all of them today.
+# (protoactor's cluster/remote code races inside the library; tests that use
+# it will live in packages listed in NORACE_PKGS.)
+NORACE_PKGS :=
+RACE_PKGS := $(shell $(GO) list ./... $(foreach p,$(NORACE_PKGS),| grep -v $(p)))
+
+.PHONY: all build test test-short bench bench-e2e proto verify demo fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/proxyhealth
+
+test:
+	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
+	$(if $(NORACE_PKGS),$(GO) test -count=1 -timeout 10m $(NORACE_PKGS))
+	$(GO) build -o /dev/null ./examples/...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+# Micro-benchmarks (journal, probe, projections) and the end-to-end ones.
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=1x -count=1 ./journal/ -bench='Append|Replay' -benchtime=2s
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./probe/ ./events/
+	$(MAKE) bench-e2e
+
+bench-e2e:
+	$(GO) test -run='^$$' -bench=E2E -benchtime=1x -count=1 -timeout 20m .
+
+proto:
+	$(PROTOC) -I proto --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
+		--go_out=proto --go_opt=paths=source_relative $(PROTO_SRC)
+
+verify:
+	@echo "gofmt"; test -z "$$(gofmt -l . | tee /dev/stderr)"
+	@echo "go vet"; $(GO) vet ./...
+	@echo "go mod tidy"; $(GO) mod tidy -diff
+	@echo "generated protobuf"; tmp=$$(mktemp -d); \
+		$(PROTOC) -I proto --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
+			--go_out=$$tmp --go_opt=paths=source_relative $(PROTO_SRC) && \
+		diff -r -q $$tmp/proxyhealth proto/proxyhealth --exclude='*.proto' >/dev/null || \
+		{ echo "generated .pb.go is out of date: run make proto"; rm -rf $$tmp; exit 1; }; rm -rf $$tmp
+
+demo: build
+	./$(BIN) demo
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzReadResponse -fuzztime=60s ./probe/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,232 @@
+package proxyhealth_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+)
+
+// The end-to-end benchmarks run the fake proxy farm in a child process (this
+// test binary re-executed as TestFarmProcess), so that the CPU and memory
+// measured are the engine's alone. Run them with `make bench-e2e`.
+
+const farmEnv = "PROXYHEALTH_FARM_PROXIES"
+
+// TestFarmProcess is the child: it serves N fake proxies until its stdin
+// closes, printing their URLs, then answering "count" with the number of
+// checks served. It does nothing in a normal test run.
+func TestFarmProcess(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv(farmEnv))
+	if n == 0 {
+		t.Skip("helper process for the end-to-end benchmarks")
+	}
+	farm, err := fakeproxy.Start(context.Background(), n)
+	if err != nil {
+		fmt.Println("ERR", err)
+		return
+	}
+	defer farm.Close()
+	out := bufio.NewWriter(os.Stdout)
+	for i := range n {
+		fmt.Fprintln(out, farm.URL(i))
+	}
+	fmt.Fprintln(out, "READY")
+	out.Flush()
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		if in.Text() == "count" {
+			fmt.Fprintln(out, farm.TotalChecks())
+			out.Flush()
+		}
+	}
+}
+
+type farmProc struct {
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Scanner
+	urls []string
+}
+
+func startFarmProcess(b *testing.B, n int) *farmProc {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFarmProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), farmEnv+"="+strconv.Itoa(n))
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	p := &farmProc{cmd: cmd, in: in, out: bufio.NewScanner(stdout)}
+	b.Cleanup(func() { in.Close(); _ = cmd.Wait() })
+	for p.out.Scan() {
+		line := p.out.Text()
+		if line == "READY" {
+			return p
+		}
+		if strings.HasPrefix(line, "ERR") {
+			b.Fatal(line)
+		}
+		if strings.HasPrefix(line, "http://") {
+			p.urls = append(p.urls, line)
+		}
+	}
+	b.Fatalf("farm process ended: %v", p.out.Err())
+	return nil
+}
+
+func (p *farmProc) checks(b *testing.B) uint64 {
+	fmt.Fprintln(p.in, "count")
+	for p.out.Scan() {
+		if n, err := strconv.ParseUint(p.out.Text(), 10, 64); err == nil {
+			return n
+		}
+	}
+	b.Fatal("farm process did not answer")
+	return 0
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func rssMiB() float64 {
+	raw, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// checkedProxies counts distinct proxies with at least one check result in
+// the committed event stream.
+func waitFirstSweep(b *testing.B, sub *proxyhealth.Subscription, n int, deadline time.Duration) {
+	seen := make(map[string]struct{}, n)
+	timeout := time.After(deadline)
+	for len(seen) < n {
+		select {
+		case env, ok := <-sub.C:
+			if !ok {
+				b.Fatalf("subscription closed: %v", sub.Err())
+			}
+			switch events.TypeName(env) {
+			case "check_succeeded", "check_failed":
+				seen[env.GetProxyId()] = struct{}{}
+			}
+		case <-timeout:
+			b.Fatalf("first sweep incomplete after %v: %d of %d proxies checked", deadline, len(seen), n)
+		}
+	}
+}
+
+func e2eConfig(b *testing.B, urls []string, interval time.Duration) proxyhealth.Config {
+	h := events.DefaultConfig()
+	h.Interval = interval
+	return proxyhealth.Config{
+		DataDir:          b.TempDir(),
+		Concurrency:      1000,
+		SubscriberBuffer: 1 << 20,
+		Sources:          []proxyhealth.SourceConfig{{Name: "farm", Health: h, Probe: farmProbe(), Proxies: urls}},
+	}
+}
+
+// BenchmarkE2EFirstSweep: 10,000 fake proxies, concurrency 1000, journal on:
+// time from Open until every proxy has been checked once. Target ≤ 10 s.
+func BenchmarkE2EFirstSweep(b *testing.B) {
+	const n = 10_000
+	farm := startFarmProcess(b, n)
+	for range b.N {
+		cfg := e2eConfig(b, farm.urls, time.Hour)
+		start := time.Now()
+		cpu0 := cpuTime()
+		// Subscribe before the first event: open with no proxies, then add.
+		src := cfg.Sources[0]
+		cfg.Sources[0].Proxies = nil
+		e, err := proxyhealth.Open(context.Background(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sub := e.Subscribe()
+		if err := e.ReconfigureSource(context.Background(), src); err != nil {
+			b.Fatal(err)
+		}
+		waitFirstSweep(b, sub, n, 2*time.Minute)
+		elapsed := time.Since(start)
+		b.ReportMetric(elapsed.Seconds(), "sweep-s")
+		b.ReportMetric(float64((cpuTime() - cpu0).Milliseconds()), "cpu-ms")
+		b.ReportMetric(rssMiB(), "rss-MiB")
+		sub.Close()
+		if err := e.Close(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkE2ESteadyState: 10,000 fake proxies checked every 10 s with the
+// journal on; after the first sweep and one interval of settling, the
+// engine's CPU time over a 30 s window divided by the checks the farm
+// served. Target ≤ 200 CPU-ms per 1,000 checks (goal ≤ 100); RSS ≤ 100 MiB.
+func BenchmarkE2ESteadyState(b *testing.B) {
+	const n = 10_000
+	window := 30 * time.Second
+	if s := os.Getenv("PROXYHEALTH_BENCH_WINDOW"); s != "" {
+		if d, err := time.ParseDuration(s); err == nil {
+			window = d
+		}
+	}
+	farm := startFarmProcess(b, n)
+	for range b.N {
+		cfg := e2eConfig(b, farm.urls, 10*time.Second)
+		e, err := proxyhealth.Open(context.Background(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(12 * time.Second) // first sweep, then settle onto the schedule
+		c0, cpu0 := farm.checks(b), cpuTime()
+		time.Sleep(window)
+		c1, cpu1 := farm.checks(b), cpuTime()
+		checks := c1 - c0
+		cpu := cpu1 - cpu0
+		b.ReportMetric(float64(checks)/window.Seconds(), "checks/s")
+		b.ReportMetric(float64(cpu.Milliseconds())/(float64(checks)/1000), "cpu-ms/1k-checks")
+		b.ReportMetric(rssMiB(), "rss-MiB")
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
+		b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines")
+		if os.Getenv("PROXYHEALTH_BENCH_HEAPPROFILE") != "" {
+			f, _ := os.Create(os.Getenv("PROXYHEALTH_BENCH_HEAPPROFILE"))
+			_ = pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+		if err := e.Close(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

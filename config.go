@@ -1,0 +1,160 @@
+package proxyhealth
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/actors"
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/internal/clock"
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/probe"
+)
+
+// DefaultSource is the name of the source used when none is given.
+const DefaultSource = "default"
+
+// Config configures an Engine. The zero value is usable: an in-memory
+// journal, no proxies, the documented defaults.
+type Config struct {
+	// DataDir holds journal.db (and, with projections, view.db). Empty
+	// means an in-memory journal: nothing survives Close.
+	DataDir string
+	// Sources are the named groups of proxies, each with its own check
+	// config. More can be added later with AddSource.
+	Sources []SourceConfig
+	// Concurrency is the maximum number of checks in flight. Default 1000.
+	Concurrency int
+	// SnapshotEvery is how many events a proxy appends between snapshots.
+	// Default 100.
+	SnapshotEvery int
+	// Retention is how long journal events are kept. Default 7 days.
+	// Negative disables retention.
+	Retention time.Duration
+	// Logger receives the engine's warnings. Default: silent.
+	Logger *slog.Logger
+	// SubscriberBuffer is the channel size of each Subscribe; a subscriber
+	// that falls this far behind is dropped. Default 4096.
+	SubscriberBuffer int
+	// Clock is the time source; tests inject a fake. Default: real time.
+	Clock clock.Clock
+	// ProbeOptions are passed to every probe.NewChecker (e.g. a custom
+	// dialer).
+	ProbeOptions []probe.Option
+}
+
+// SourceConfig is a named group of proxies with its own check config.
+type SourceConfig struct {
+	// Name identifies the source: letters, digits, '.', '_' and '-', at most
+	// 64 bytes. Default "default".
+	Name string
+	// Health is the state machine config (thresholds, intervals). The zero
+	// value means events.DefaultConfig().
+	Health events.Config
+	// Probe is how proxies are checked. The zero value means HEAD
+	// probe.DefaultTargetURL, expect 2xx, 5 s timeout.
+	Probe probe.Config
+	// Proxies are proxy URLs (http, https, socks4, socks4a, socks5,
+	// socks5h; bare host:port means http), optionally with user:pass@.
+	Proxies []string
+}
+
+// Errors of the engine. Match with errors.Is.
+var (
+	ErrBadConfig     = errors.New("proxyhealth: invalid config")
+	ErrClosed        = errors.New("proxyhealth: engine closed")
+	ErrUnknownProxy  = errors.New("proxyhealth: unknown proxy")
+	ErrUnknownSource = errors.New("proxyhealth: unknown source")
+	ErrDuplicate     = errors.New("proxyhealth: duplicate proxy")
+)
+
+var sourceName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+func (c Config) withDefaults() Config {
+	if c.Concurrency == 0 {
+		c.Concurrency = actors.DefaultConcurrency
+	}
+	if c.SnapshotEvery == 0 {
+		c.SnapshotEvery = actors.DefaultSnapshotEvery
+	}
+	if c.Retention == 0 {
+		c.Retention = journal.DefaultRetention
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.SubscriberBuffer == 0 {
+		c.SubscriberBuffer = 4096
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	return c
+}
+
+func (s SourceConfig) withDefaults() SourceConfig {
+	if s.Name == "" {
+		s.Name = DefaultSource
+	}
+	if s.Health == (events.Config{}) {
+		s.Health = events.DefaultConfig()
+	}
+	s.Probe = s.Probe.WithDefaults()
+	s.Health.Timeout = s.Probe.Timeout
+	return s
+}
+
+// Validate reports the first problem in the config, naming the field, the
+// value and what is allowed. Proxy URLs are checked too (credentials never
+// appear in the error).
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.Concurrency < 1 {
+		return fmt.Errorf("%w: concurrency = %d; must be at least 1", ErrBadConfig, c.Concurrency)
+	}
+	if c.SnapshotEvery < 1 {
+		return fmt.Errorf("%w: snapshot_every = %d; must be at least 1", ErrBadConfig, c.SnapshotEvery)
+	}
+	if c.SubscriberBuffer < 1 {
+		return fmt.Errorf("%w: subscriber_buffer = %d; must be at least 1", ErrBadConfig, c.SubscriberBuffer)
+	}
+	seenSource := map[string]bool{}
+	seenProxy := map[string]string{}
+	for i, s := range c.Sources {
+		s = s.withDefaults()
+		if err := s.validate(); err != nil {
+			return fmt.Errorf("sources[%d]: %w", i, err)
+		}
+		if seenSource[s.Name] {
+			return fmt.Errorf("%w: sources[%d]: source %q defined twice", ErrBadConfig, i, s.Name)
+		}
+		seenSource[s.Name] = true
+		for j, raw := range s.Proxies {
+			u, err := probe.ParseProxyURL(raw)
+			if err != nil {
+				return fmt.Errorf("%w: source %q proxies[%d]: %w", ErrBadConfig, s.Name, j, err)
+			}
+			if prev, dup := seenProxy[u.ID()]; dup {
+				return fmt.Errorf("%w: %s appears twice (source %q and %q)", ErrDuplicate, u.Redacted(), prev, s.Name)
+			}
+			seenProxy[u.ID()] = s.Name
+		}
+	}
+	return nil
+}
+
+func (s SourceConfig) validate() error {
+	if !sourceName.MatchString(s.Name) {
+		return fmt.Errorf("%w: source name %q; use 1-64 letters, digits, '.', '_' or '-'", ErrBadConfig, s.Name)
+	}
+	if err := s.Health.Validate(); err != nil {
+		return fmt.Errorf("%w: source %q: %w", ErrBadConfig, s.Name, err)
+	}
+	if err := s.Probe.Validate(); err != nil {
+		return fmt.Errorf("%w: source %q: %w", ErrBadConfig, s.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,593 @@
+package proxyhealth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/proxyhealth/proxyhealth/actors"
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/probe"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// JournalFile is the journal's file name inside Config.DataDir.
+const JournalFile = "journal.db"
+
+// Engine monitors pools of proxies. Every proxy is a supervised actor that
+// schedules its own checks and journals every result before acting on it.
+// All methods are safe for concurrent use.
+type Engine struct {
+	cfg     Config
+	journal journal.Journal
+	sys     *actor.ActorSystem
+	env     *actors.Env
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	closed  bool
+	sources map[string]*source
+	proxies map[string]*proxy
+
+	checkMu  sync.Mutex
+	checking map[string]struct{}
+
+	subs     *fanout
+	bg       sync.WaitGroup
+	bgCancel context.CancelFunc
+	retain   *retainer
+}
+
+type source struct {
+	cfg     SourceConfig
+	checker *probe.Checker
+	pid     *actor.PID
+	version int
+}
+
+type proxy struct {
+	url    probe.ProxyURL
+	source string
+	pid    *actor.PID
+}
+
+// Open starts an engine: it opens (or creates) the journal, starts the
+// actor system and one actor per configured proxy. Each proxy resumes its
+// state from the journal before its first new check. Open returns when every
+// configured proxy is running and its ProxyAdded (for new ones) is durable.
+func Open(ctx context.Context, cfg Config) (*Engine, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var j journal.Journal
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("proxyhealth: create data directory: %w", err)
+		}
+		b, err := journal.OpenBolt(filepath.Join(cfg.DataDir, JournalFile))
+		if err != nil {
+			return nil, err
+		}
+		j = b
+	} else {
+		j = journal.NewMem()
+	}
+	e := &Engine{
+		cfg:      cfg,
+		journal:  j,
+		log:      cfg.Logger,
+		sources:  map[string]*source{},
+		proxies:  map[string]*proxy{},
+		checking: map[string]struct{}{},
+	}
+	e.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With(slog.String("component", "protoactor"))
+	}))
+	e.env = &actors.Env{
+		Journal:       j,
+		Clock:         cfg.Clock,
+		Limiter:       actors.NewLimiter(cfg.Concurrency),
+		Logger:        cfg.Logger,
+		SnapshotEvery: uint64(cfg.SnapshotEvery),
+		Checking:      e.setChecking,
+	}
+	if err := e.env.Init(); err != nil {
+		_ = j.Close()
+		return nil, err
+	}
+	bgCtx, cancel := context.WithCancel(context.Background())
+	e.bgCancel = cancel
+	e.subs = newFanout(j, cfg.SubscriberBuffer, cfg.Logger)
+	e.bg.Add(1)
+	go func() { defer e.bg.Done(); e.subs.run(bgCtx) }()
+	if cfg.Retention > 0 {
+		e.retain = newRetainer(e, cfg.Retention)
+	}
+	for _, sc := range cfg.Sources {
+		if err := e.AddSource(ctx, sc); err != nil {
+			_ = e.Close(context.WithoutCancel(ctx))
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// Journal returns the engine's journal (read it, subscribe to it; do not
+// append to it).
+func (e *Engine) Journal() journal.Journal { return e.journal }
+
+// AddSource starts a new source and its proxies.
+func (e *Engine) AddSource(ctx context.Context, sc SourceConfig) error {
+	sc = sc.withDefaults()
+	if err := sc.validate(); err != nil {
+		return err
+	}
+	checker, err := probe.NewChecker(sc.Probe, e.cfg.ProbeOptions...)
+	if err != nil {
+		return fmt.Errorf("%w: source %q: %w", ErrBadConfig, sc.Name, err)
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	if _, ok := e.sources[sc.Name]; ok {
+		e.mu.Unlock()
+		return fmt.Errorf("%w: source %q already exists", ErrBadConfig, sc.Name)
+	}
+	strategy := actors.DefaultRestartBackoff(e.log)
+	strategy.AfterFunc = func(d time.Duration, f func()) { e.cfg.Clock.AfterFunc(d, f) }
+	pid, err := e.sys.Root.SpawnNamed(actors.SourceProps(e.env, sc.Name, strategy), "source-"+sc.Name)
+	if err != nil {
+		e.mu.Unlock()
+		return fmt.Errorf("proxyhealth: start source %q: %w", sc.Name, err)
+	}
+	src := &source{cfg: sc, checker: checker, pid: pid, version: 1}
+	e.sources[sc.Name] = src
+	e.mu.Unlock()
+	_, err = e.addProxies(ctx, sc.Name, sc.Proxies)
+	return err
+}
+
+// AddProxy adds a proxy to a source ("" means "default") and returns its
+// ID once its ProxyAdded event is durable. The proxy is checked as soon as
+// the concurrency limit allows.
+func (e *Engine) AddProxy(ctx context.Context, sourceName, rawURL string) (string, error) {
+	ids, err := e.addProxies(ctx, sourceName, []string{rawURL})
+	if err != nil {
+		return "", err
+	}
+	return ids[0], nil
+}
+
+func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []string) ([]string, error) {
+	if sourceName == "" {
+		sourceName = DefaultSource
+	}
+	urls := make([]probe.ProxyURL, len(raws))
+	for i, raw := range raws {
+		u, err := probe.ParseProxyURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
+		}
+		urls[i] = u
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	src, ok := e.sources[sourceName]
+	if !ok {
+		e.mu.Unlock()
+		return nil, fmt.Errorf("%w: %q", ErrUnknownSource, sourceName)
+	}
+	for i, u := range urls {
+		if p, dup := e.proxies[u.ID()]; dup {
+			for _, v := range urls[:i] {
+				delete(e.proxies, v.ID())
+			}
+			e.mu.Unlock()
+			return nil, fmt.Errorf("%w: %s is already monitored in source %q", ErrDuplicate, u.Redacted(), p.source)
+		}
+		e.proxies[u.ID()] = &proxy{url: u, source: sourceName}
+	}
+	specs := make([]actors.ProxySpec, len(urls))
+	for i, u := range urls {
+		specs[i] = e.spec(src, u)
+	}
+	srcPID := src.pid
+	e.mu.Unlock()
+
+	ids := make([]string, len(urls))
+	futures := make([]*actor.Future, len(urls))
+	for i, s := range specs {
+		ids[i] = s.ID
+		futures[i] = e.sys.Root.RequestFuture(srcPID, &actors.SpawnProxy{Spec: s}, requestTimeout(ctx))
+	}
+	var errs []error
+	syncs := make([]*actor.Future, len(urls))
+	for i, f := range futures {
+		res, err := await(ctx, f)
+		if err == nil {
+			sp := res.(*actors.Spawned)
+			err = sp.Err
+			if err == nil {
+				e.mu.Lock()
+				e.proxies[ids[i]].pid = sp.PID
+				e.mu.Unlock()
+				syncs[i] = e.sys.Root.RequestFuture(sp.PID, &actors.Sync{}, requestTimeout(ctx))
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("add %s: %w", urls[i].Redacted(), err))
+		}
+	}
+	for i, f := range syncs {
+		if f == nil {
+			continue
+		}
+		if res, err := await(ctx, f); err != nil {
+			errs = append(errs, fmt.Errorf("add %s: %w", urls[i].Redacted(), err))
+		} else if r := res.(*actors.Reply); r.Err != nil {
+			errs = append(errs, fmt.Errorf("add %s: %w", urls[i].Redacted(), r.Err))
+		}
+	}
+	return ids, errors.Join(errs...)
+}
+
+// spec builds a proxy actor's spec. Credentials stay inside the check
+// closure.
+func (e *Engine) spec(src *source, u probe.ProxyURL) actors.ProxySpec {
+	checker := src.checker
+	return actors.ProxySpec{
+		ID:             u.ID(),
+		Source:         src.cfg.Name,
+		URLRedacted:    u.Redacted(),
+		HasCredentials: u.HasCredentials(),
+		ConfigRef:      fmt.Sprintf("%s@v%d", src.cfg.Name, src.version),
+		Health:         src.cfg.Health,
+		Timeout:        src.cfg.Probe.Timeout,
+		Check: func(ctx context.Context) events.CheckResult {
+			r := checker.Check(ctx, u)
+			return events.CheckResult{
+				Class:      r.Class,
+				StatusCode: uint32(max(r.StatusCode, 0)),
+				Message:    r.Message,
+				Latency:    events.Latency{Connect: r.Connect, FirstByte: r.FirstByte, Total: r.Total},
+			}
+		},
+	}
+}
+
+// ReconfigureSource applies a new check config to a running source (hot
+// reload) and adds/removes proxies so that the source holds exactly
+// sc.Proxies. Proxies keep their state; new thresholds apply at once.
+func (e *Engine) ReconfigureSource(ctx context.Context, sc SourceConfig) error {
+	sc = sc.withDefaults()
+	if err := sc.validate(); err != nil {
+		return err
+	}
+	checker, err := probe.NewChecker(sc.Probe, e.cfg.ProbeOptions...)
+	if err != nil {
+		return fmt.Errorf("%w: source %q: %w", ErrBadConfig, sc.Name, err)
+	}
+	want := map[string]string{}
+	for i, raw := range sc.Proxies {
+		u, err := probe.ParseProxyURL(raw)
+		if err != nil {
+			return fmt.Errorf("%w: source %q proxies[%d]: %w", ErrBadConfig, sc.Name, i, err)
+		}
+		want[u.ID()] = raw
+	}
+	e.mu.Lock()
+	src, ok := e.sources[sc.Name]
+	if !ok {
+		e.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrUnknownSource, sc.Name)
+	}
+	src.cfg, src.checker = sc, checker
+	src.version++
+	var remove []string
+	var reconf []*actor.Future
+	for id, p := range e.proxies {
+		if p.source != sc.Name {
+			continue
+		}
+		if _, keep := want[id]; !keep {
+			remove = append(remove, id)
+			continue
+		}
+		delete(want, id)
+		if p.pid != nil {
+			reconf = append(reconf, e.sys.Root.RequestFuture(p.pid, &actors.Reconfigure{Spec: e.spec(src, p.url)}, requestTimeout(ctx)))
+		}
+	}
+	e.mu.Unlock()
+	var errs []error
+	errs = append(errs, awaitReplies(ctx, reconf))
+	for _, id := range remove {
+		errs = append(errs, e.RemoveProxy(ctx, id))
+	}
+	add := make([]string, 0, len(want))
+	for _, raw := range want {
+		add = append(add, raw)
+	}
+	sort.Strings(add)
+	if len(add) > 0 {
+		_, err := e.addProxies(ctx, sc.Name, add)
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// RemoveProxy journals the proxy's removal and stops its actor.
+func (e *Engine) RemoveProxy(ctx context.Context, id string) error {
+	p, err := e.lookup(id)
+	if err != nil {
+		return err
+	}
+	if err := e.command(ctx, p.pid, &actors.Remove{Reason: "removed by operator"}); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	delete(e.proxies, id)
+	e.mu.Unlock()
+	e.setChecking(id, false)
+	return nil
+}
+
+// Revive brings a failed (or unhealthy/recovering) proxy back to unknown;
+// it is checked at once.
+func (e *Engine) Revive(ctx context.Context, id string) error {
+	p, err := e.lookup(id)
+	if err != nil {
+		return err
+	}
+	return e.command(ctx, p.pid, &actors.Revive{Reason: "revived by operator"})
+}
+
+// Pause stops the checks of every proxy of a source ("" means all
+// sources). Checks in flight finish and are recorded.
+func (e *Engine) Pause(ctx context.Context, sourceName string) error {
+	return e.broadcast(ctx, sourceName, func() any { return &actors.Pause{Reason: "paused by operator"} })
+}
+
+// Resume restarts the checks paused by Pause; overdue proxies are checked
+// at once.
+func (e *Engine) Resume(ctx context.Context, sourceName string) error {
+	return e.broadcast(ctx, sourceName, func() any { return &actors.Resume{Reason: "resumed by operator"} })
+}
+
+func (e *Engine) broadcast(ctx context.Context, sourceName string, msg func() any) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	if _, ok := e.sources[sourceName]; sourceName != "" && !ok {
+		e.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrUnknownSource, sourceName)
+	}
+	var fs []*actor.Future
+	for _, p := range e.proxies {
+		if (sourceName == "" || p.source == sourceName) && p.pid != nil {
+			fs = append(fs, e.sys.Root.RequestFuture(p.pid, msg(), requestTimeout(ctx)))
+		}
+	}
+	e.mu.Unlock()
+	return awaitReplies(ctx, fs)
+}
+
+// ReportOutcome feeds a passive signal from real traffic: ok=false with a
+// failure class counts towards an immediate re-probe (after
+// PassiveFailureThreshold consecutive failures, default 3). It never blocks.
+func (e *Engine) ReportOutcome(id string, ok bool, class pb.FailureClass) error {
+	p, err := e.lookup(id)
+	if err != nil {
+		return err
+	}
+	if !ok && class == pb.FailureClass_FAILURE_CLASS_UNSPECIFIED {
+		class = pb.FailureClass_FAILURE_CLASS_OTHER
+	}
+	e.sys.Root.Send(p.pid, &actors.Passive{OK: ok, Class: class})
+	return nil
+}
+
+// ProxyStatus is one proxy's live state, straight from its actor.
+type ProxyStatus struct {
+	ID          string
+	URL         string // without credentials
+	Source      string
+	State       events.State
+	Checking    bool
+	NextCheckAt time.Time
+}
+
+// Proxy returns a proxy's live state.
+func (e *Engine) Proxy(ctx context.Context, id string) (ProxyStatus, error) {
+	p, err := e.lookup(id)
+	if err != nil {
+		return ProxyStatus{}, err
+	}
+	res, err := await(ctx, e.sys.Root.RequestFuture(p.pid, &actors.GetState{}, requestTimeout(ctx)))
+	if err != nil {
+		return ProxyStatus{}, fmt.Errorf("proxyhealth: query proxy %s: %w", id, err)
+	}
+	r := res.(*actors.StateReply)
+	return ProxyStatus{ID: id, URL: p.url.Redacted(), Source: p.source, State: r.State, Checking: r.Checking, NextCheckAt: r.NextCheckAt}, nil
+}
+
+// ProxyIDs lists the IDs of the monitored proxies, sorted.
+func (e *Engine) ProxyIDs() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ids := make([]string, 0, len(e.proxies))
+	for id := range e.proxies {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Sources lists the source names, sorted.
+func (e *Engine) Sources() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	names := make([]string, 0, len(e.sources))
+	for n := range e.sources {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Checking reports whether a check of the proxy is in flight (or waiting
+// for a concurrency slot), and how many are.
+func (e *Engine) Checking(id string) (bool, int) {
+	e.checkMu.Lock()
+	defer e.checkMu.Unlock()
+	_, ok := e.checking[id]
+	return ok, len(e.checking)
+}
+
+func (e *Engine) setChecking(id string, on bool) {
+	e.checkMu.Lock()
+	if on {
+		e.checking[id] = struct{}{}
+	} else {
+		delete(e.checking, id)
+	}
+	e.checkMu.Unlock()
+}
+
+func (e *Engine) lookup(id string) (*proxy, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrClosed
+	}
+	p, ok := e.proxies[id]
+	if !ok || p.pid == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownProxy, id)
+	}
+	return p, nil
+}
+
+func (e *Engine) command(ctx context.Context, pid *actor.PID, msg any) error {
+	res, err := await(ctx, e.sys.Root.RequestFuture(pid, msg, requestTimeout(ctx)))
+	if err != nil {
+		return err
+	}
+	return res.(*actors.Reply).Err
+}
+
+// Close stops every check (probes in flight are cancelled), waits for
+// appends in flight, stops the actors, flushes and closes the journal. No
+// goroutine is left behind. It is idempotent.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	srcs := make([]*actor.PID, 0, len(e.sources))
+	for _, s := range e.sources {
+		srcs = append(srcs, s.pid)
+	}
+	e.mu.Unlock()
+
+	if e.retain != nil {
+		e.retain.stop()
+	}
+	// 1. No new checks; cancel probes in flight. 2. Wait for every probe
+	// and append goroutine, so their results reach live mailboxes.
+	e.env.CancelChecks()
+	var errs []error
+	if err := e.env.Wait(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("proxyhealth: close: waiting for checks and appends: %w", err))
+	}
+	// 3. Stop the actors (children first, by their parents), cancelling
+	// their timers.
+	for _, pid := range srcs {
+		if err := e.sys.Root.PoisonFuture(pid).Wait(); err != nil {
+			errs = append(errs, fmt.Errorf("proxyhealth: close: stop source %s: %w", pid.GetId(), err))
+		}
+	}
+	// 4. Flush and close the journal; the fan-out ends with it.
+	if err := e.journal.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("proxyhealth: close journal: %w", err))
+	}
+	e.bgCancel()
+	e.bg.Wait()
+	e.subs.closeAll()
+	e.sys.Shutdown()
+	return errors.Join(errs...)
+}
+
+// requestTimeout is the actor-request timeout derived from ctx.
+func requestTimeout(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d), time.Millisecond)
+	}
+	return time.Minute
+}
+
+// await waits for a future or ctx.
+func await(ctx context.Context, f *actor.Future) (any, error) {
+	if ctx.Done() == nil {
+		return f.Result()
+	}
+	type result struct {
+		v   any
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() { v, err := f.Result(); ch <- result{v, err} }()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func awaitReplies(ctx context.Context, fs []*actor.Future) error {
+	var errs []error
+	for _, f := range fs {
+		res, err := await(ctx, f)
+		if err == nil {
+			err = res.(*actors.Reply).Err
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// minLevel filters a handler to records at or above a level (protoactor is
+// chatty at Info).
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(a), h.min}
+}
+func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.min} }

@@ -1,0 +1,396 @@
+package proxyhealth_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/internal/clock"
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/probe"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func startFarm(t testing.TB, n int, opts ...fakeproxy.Option) *fakeproxy.Farm {
+	t.Helper()
+	f, err := fakeproxy.Start(context.Background(), n, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
+
+// farmProbe checks through the farm: the target is served by the fake proxy
+// itself, so any host works.
+func farmProbe() probe.Config {
+	return probe.Config{TargetURL: "http://probe.test/generate_204", Timeout: 2 * time.Second}
+}
+
+func fastHealth() events.Config {
+	c := events.DefaultConfig()
+	c.Interval = 200 * time.Millisecond
+	c.SuspectInterval = 100 * time.Millisecond
+	c.RecoveryCooldown = 200 * time.Millisecond
+	c.MaxRecoveryCooldown = time.Second
+	return c
+}
+
+func open(t *testing.T, cfg proxyhealth.Config) *proxyhealth.Engine {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	e, err := proxyhealth.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := e.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return e
+}
+
+func waitState(t *testing.T, e *proxyhealth.Engine, id string, want pb.HealthState) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, err := e.Proxy(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State.Health == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy %s is %s, want %s", id, events.StateName(st.State.Health), events.StateName(want))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestEngineDetectsDeadProxiesAndResumesAfterRestart(t *testing.T) {
+	farm := startFarm(t, 4)
+	dir := t.TempDir()
+	urls := []string{farm.URL(0), farm.URL(1), farm.URL(2), farm.URL(3)}
+	cfg := proxyhealth.Config{
+		DataDir: dir,
+		Sources: []proxyhealth.SourceConfig{{Name: "lab", Health: fastHealth(), Probe: farmProbe(), Proxies: urls}},
+	}
+	e := open(t, cfg)
+	ids := e.ProxyIDs()
+	if len(ids) != 4 {
+		t.Fatalf("ids %v", ids)
+	}
+	for _, id := range ids {
+		waitState(t, e, id, pb.HealthState_HEALTH_STATE_HEALTHY)
+	}
+	if err := farm.Set(2, fakeproxy.Refuse()); err != nil {
+		t.Fatal(err)
+	}
+	dead := probe.MustParseProxyURL(urls[2]).ID()
+	waitState(t, e, dead, pb.HealthState_HEALTH_STATE_UNHEALTHY)
+	before, err := e.Proxy(context.Background(), dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reopen with a frozen fake clock: no check can run, so what we see is
+	// what was recovered from the journal.
+	cfg.Clock = clock.NewFake(time.Now())
+	e2 := open(t, cfg)
+	after, err := e2.Proxy(context.Background(), dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.State.Health != pb.HealthState_HEALTH_STATE_UNHEALTHY || after.State.TotalChecks < before.State.TotalChecks {
+		t.Fatalf("after restart %s with %d checks; before %s with %d", events.StateName(after.State.Health), after.State.TotalChecks,
+			events.StateName(before.State.Health), before.State.TotalChecks)
+	}
+	if err := e2.Journal().Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEngineRejectsBadInputNamingTheValue(t *testing.T) {
+	e := open(t, proxyhealth.Config{Clock: clock.NewFake(t0), Sources: []proxyhealth.SourceConfig{{Name: "a", Probe: farmProbe()}}})
+	ctx := context.Background()
+	cases := []struct {
+		url, source string
+		want        error
+		mention     string
+	}{
+		{"ftp://1.2.3.4:21", "a", proxyhealth.ErrBadConfig, "ftp"},
+		{"http://user:s3cret@[::1", "a", proxyhealth.ErrBadConfig, ""},
+		{"http://127.0.0.1:8080", "nope", proxyhealth.ErrUnknownSource, "nope"},
+	}
+	for _, c := range cases {
+		_, err := e.AddProxy(ctx, c.source, c.url)
+		if !errors.Is(err, c.want) {
+			t.Errorf("AddProxy(%q, %q) = %v, want %v", c.source, c.url, err, c.want)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("error leaks the password: %v", err)
+		}
+		if c.mention != "" && !strings.Contains(err.Error(), c.mention) {
+			t.Errorf("error %q does not name %q", err, c.mention)
+		}
+	}
+	if _, err := e.AddProxy(ctx, "a", "http://127.0.0.1:8080"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.AddProxy(ctx, "a", "http://u:p@127.0.0.1:8080/"); !errors.Is(err, proxyhealth.ErrDuplicate) {
+		t.Fatalf("duplicate (same proxy with credentials) = %v", err)
+	}
+	if err := e.Revive(ctx, "0000000000000000"); !errors.Is(err, proxyhealth.ErrUnknownProxy) {
+		t.Fatalf("unknown proxy = %v", err)
+	}
+	bad := proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "bad name!"}}}
+	if _, err := proxyhealth.Open(ctx, bad); !errors.Is(err, proxyhealth.ErrBadConfig) || !strings.Contains(err.Error(), "bad name!") {
+		t.Fatalf("bad source name: %v", err)
+	}
+	h := events.DefaultConfig()
+	h.UnhealthyThreshold = 0
+	bad = proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "x", Health: h}}}
+	if _, err := proxyhealth.Open(ctx, bad); !errors.Is(err, proxyhealth.ErrBadConfig) || !strings.Contains(err.Error(), "unhealthy_threshold") {
+		t.Fatalf("bad threshold: %v", err)
+	}
+}
+
+func TestCredentialsNeverReachTheJournal(t *testing.T) {
+	farm := startFarm(t, 1, fakeproxy.WithCredentials("alice", "hunter2-secret"), fakeproxy.WithBehavior(fakeproxy.AuthRequired()))
+	dir := t.TempDir()
+	e := open(t, proxyhealth.Config{DataDir: dir, Sources: []proxyhealth.SourceConfig{{Health: fastHealth(), Probe: farmProbe()}}})
+	ctx := context.Background()
+	good := farm.URLWith(0, "http", "alice", "hunter2-secret")
+	id, err := e.AddProxy(ctx, "", good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, e, id, pb.HealthState_HEALTH_STATE_HEALTHY)
+	st, _ := e.Proxy(ctx, id)
+	if strings.Contains(st.URL, "hunter2") || !st.State.HasCredentials {
+		t.Fatalf("status %+v", st)
+	}
+	if err := e.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, proxyhealth.JournalFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte("hunter2")) || bytes.Contains(raw, []byte("alice")) {
+		t.Fatal("credentials found in journal.db")
+	}
+}
+
+func TestPauseResumePerSourceAndSubscribe(t *testing.T) {
+	farm := startFarm(t, 2)
+	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{
+		{Name: "a", Health: fastHealth(), Probe: farmProbe(), Proxies: []string{farm.URL(0)}},
+		{Name: "b", Health: fastHealth(), Probe: farmProbe(), Proxies: []string{farm.URL(1)}},
+	}})
+	ctx := context.Background()
+	sub := e.Subscribe()
+	defer sub.Close()
+	for _, id := range e.ProxyIDs() {
+		waitState(t, e, id, pb.HealthState_HEALTH_STATE_HEALTHY)
+	}
+	if err := e.Pause(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Pause(ctx, "nope"); !errors.Is(err, proxyhealth.ErrUnknownSource) {
+		t.Fatalf("pause unknown source: %v", err)
+	}
+	a := probe.MustParseProxyURL(farm.URL(0)).ID()
+	b := probe.MustParseProxyURL(farm.URL(1)).ID()
+	// Let any check in flight land, then count.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := e.Proxy(ctx, a)
+		if st.State.Paused && !st.Checking {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("source a did not pause")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	n0, m0 := farm.Checks(0), farm.Checks(1)
+	poll(t, "source b keeps being checked", func() bool { return farm.Checks(1) >= m0+3 })
+	if farm.Checks(0) != n0 {
+		t.Fatalf("paused proxy checked %d more times", farm.Checks(0)-n0)
+	}
+	if err := e.Resume(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "source a checked again", func() bool { return farm.Checks(0) > n0 })
+
+	// The subscription saw the pause and resume of a, only as committed events.
+	seen := map[string]bool{}
+	timeout := time.After(5 * time.Second)
+	for !seen["proxy_paused"] || !seen["proxy_resumed"] {
+		select {
+		case env := <-sub.C:
+			if env.GetProxyId() == a {
+				seen[events.TypeName(env)] = true
+			}
+			if env.GetProxyId() == b && events.TypeName(env) == "proxy_paused" {
+				t.Fatal("source b was paused")
+			}
+		case <-timeout:
+			t.Fatalf("subscription saw %v", seen)
+		}
+	}
+}
+
+func TestSlowSubscriberIsDroppedWithoutBlockingTheEngine(t *testing.T) {
+	farm := startFarm(t, 3)
+	e := open(t, proxyhealth.Config{SubscriberBuffer: 64, Sources: []proxyhealth.SourceConfig{{Health: fastHealth(), Probe: farmProbe()}}})
+	slow := e.Subscribe()
+	fast := e.Subscribe()
+	defer fast.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range fast.C {
+		}
+	}()
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := e.AddProxy(ctx, "", farm.URL(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll(t, "slow subscriber dropped", func() bool { return errors.Is(slow.Err(), proxyhealth.ErrSlowSubscriber) })
+	for _, id := range e.ProxyIDs() {
+		waitState(t, e, id, pb.HealthState_HEALTH_STATE_HEALTHY)
+	}
+	if fast.Err() != nil {
+		t.Fatalf("fast subscriber: %v", fast.Err())
+	}
+	fast.Close()
+	<-done
+}
+
+func TestPassiveFailuresTriggerAnImmediateReprobe(t *testing.T) {
+	farm := startFarm(t, 1)
+	h := fastHealth()
+	h.Interval = time.Hour // only the passive signal can cause a second check soon
+	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Health: h, Probe: farmProbe(), Proxies: []string{farm.URL(0)}}}})
+	id := e.ProxyIDs()[0]
+	waitState(t, e, id, pb.HealthState_HEALTH_STATE_HEALTHY)
+	n := farm.Checks(0)
+	for range 3 {
+		if err := e.ReportOutcome(id, false, pb.FailureClass_FAILURE_CLASS_TIMEOUT); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll(t, "re-probe after 3 passive failures", func() bool { return farm.Checks(0) > n })
+}
+
+func TestReconfigureSourceHotReloadsWithoutRestart(t *testing.T) {
+	farm := startFarm(t, 3)
+	sc := proxyhealth.SourceConfig{Name: "s", Health: fastHealth(), Probe: farmProbe(), Proxies: []string{farm.URL(0), farm.URL(1)}}
+	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{sc}})
+	for _, id := range e.ProxyIDs() {
+		waitState(t, e, id, pb.HealthState_HEALTH_STATE_HEALTHY)
+	}
+	keep := probe.MustParseProxyURL(farm.URL(1)).ID()
+	before, _ := e.Proxy(context.Background(), keep)
+	sc.Proxies = []string{farm.URL(1), farm.URL(2)}
+	sc.Health.UnhealthyThreshold = 1
+	if err := e.ReconfigureSource(context.Background(), sc); err != nil {
+		t.Fatal(err)
+	}
+	ids := e.ProxyIDs()
+	want := []string{probe.MustParseProxyURL(farm.URL(1)).ID(), probe.MustParseProxyURL(farm.URL(2)).ID()}
+	if len(ids) != 2 || !(ids[0] == want[0] && ids[1] == want[1] || ids[0] == want[1] && ids[1] == want[0]) {
+		t.Fatalf("ids %v, want %v", ids, want)
+	}
+	after, _ := e.Proxy(context.Background(), keep)
+	if after.State.TotalChecks < before.State.TotalChecks {
+		t.Fatal("kept proxy lost its state")
+	}
+	// The new threshold (1) applies: one refused check makes it unhealthy.
+	_ = farm.Set(1, fakeproxy.Refuse())
+	waitState(t, e, keep, pb.HealthState_HEALTH_STATE_UNHEALTHY)
+	var removed bool
+	for env, err := range e.Journal().ReadStream(context.Background(), probe.MustParseProxyURL(farm.URL(0)).ID(), 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		removed = removed || env.GetProxyRemoved() != nil
+	}
+	if !removed {
+		t.Fatal("proxy dropped from the config was not journaled as removed")
+	}
+}
+
+func TestCloseWhileChecksAreInFlight(t *testing.T) {
+	farm := startFarm(t, 20, fakeproxy.WithBehavior(fakeproxy.Blackhole()))
+	urls := make([]string, 20)
+	for i := range urls {
+		urls[i] = farm.URL(i)
+	}
+	p := farmProbe()
+	p.Timeout = time.Minute
+	e, err := proxyhealth.Open(context.Background(), proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Health: fastHealth(), Probe: p, Proxies: urls}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "checks in flight", func() bool { _, n := e.Checking(""); return n == 20 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.AddProxy(ctx, "", "http://127.0.0.1:1"); !errors.Is(err, proxyhealth.ErrClosed) {
+		t.Fatalf("after close: %v", err)
+	}
+}
+
+func TestJournalLockedByAnotherEngine(t *testing.T) {
+	dir := t.TempDir()
+	open(t, proxyhealth.Config{DataDir: dir})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := proxyhealth.Open(ctx, proxyhealth.Config{DataDir: dir})
+	if !errors.Is(err, journal.ErrLocked) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("second engine on the same data dir: %v", err)
+	}
+}
+
+func poll(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
