@@ -12,6 +12,7 @@ import (
 	"github.com/proxyhealth/proxyhealth/internal/clock"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
+	"github.com/proxyhealth/proxyhealth/projections"
 )
 
 // DefaultSource is the name of the source used when none is given.
@@ -44,6 +45,23 @@ type Config struct {
 	// ProbeOptions are passed to every probe.NewChecker (e.g. a custom
 	// dialer).
 	ProbeOptions []probe.Option
+
+	// DisableView turns off the SQLite view (DataDir/view.db), which is kept
+	// by default whenever DataDir is set.
+	DisableView bool
+	// PoolThreshold is the healthy percentage below which a PoolDegraded
+	// event is journaled (default 50); PoolMargin the hysteresis in points
+	// before PoolRecovered (default 10).
+	PoolThreshold, PoolMargin float64
+	// DisablePoolMonitor turns off PoolDegraded/PoolRecovered events.
+	DisablePoolMonitor bool
+	// Webhooks receive notifications (proxy_down, proxy_recovered,
+	// pool_degraded, pool_recovered) as JSON POSTs, with retries; a dead
+	// webhook never slows the engine.
+	Webhooks []projections.WebhookOptions
+	// OnNotification callbacks are called with every notification, in
+	// order; they must return quickly.
+	OnNotification []func(projections.Notification)
 }
 
 // SourceConfig is a named group of proxies with its own check config.

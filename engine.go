@@ -41,6 +41,7 @@ type Engine struct {
 	checkMu  sync.Mutex
 	checking map[string]struct{}
 
+	proj     *projected
 	subs     *fanout
 	bg       sync.WaitGroup
 	bgCancel context.CancelFunc
@@ -102,6 +103,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		Checking:      e.setChecking,
 	}
 	if err := e.env.Init(); err != nil {
+		_ = j.Close()
+		return nil, err
+	}
+	if err := e.startProjections(ctx); err != nil {
+		_ = e.proj.stop(context.WithoutCancel(ctx))
 		_ = j.Close()
 		return nil, err
 	}
@@ -469,6 +475,9 @@ func (e *Engine) setChecking(id string, on bool) {
 		delete(e.checking, id)
 	}
 	e.checkMu.Unlock()
+	if e.proj != nil && e.proj.live != nil {
+		e.proj.live.SetChecking(id, on)
+	}
 }
 
 func (e *Engine) lookup(id string) (*proxy, error) {
@@ -525,7 +534,11 @@ func (e *Engine) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("proxyhealth: close: stop source %s: %w", pid.GetId(), err))
 		}
 	}
-	// 4. Flush and close the journal; the fan-out ends with it.
+	// 4. Stop the projections (the view's offset is durable per batch).
+	if err := e.proj.stop(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("proxyhealth: close projections: %w", err))
+	}
+	// 5. Flush and close the journal; the fan-out ends with it.
 	if err := e.journal.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("proxyhealth: close journal: %w", err))
 	}

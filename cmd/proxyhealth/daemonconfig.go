@@ -1,0 +1,280 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/probe"
+)
+
+// runSettings are the command-line settings of `proxyhealth run`. Check
+// settings given here override the config file for every source.
+type runSettings struct {
+	fs          *flagSet
+	proxies     stringsFlag
+	config      string
+	data        string
+	listen      string
+	token       string
+	logFormat   *choiceFlag
+	logLevel    string
+	concurrency int
+	retention   time.Duration
+
+	interval, timeout, recoveryCooldown time.Duration
+	checkURL                            string
+	unhealthy, healthy, maxRecovery     uint
+}
+
+func (r *runSettings) register(fs *flagSet) {
+	r.fs = fs
+	d := events.DefaultConfig()
+	fs.Var(&r.proxies, "proxies", "proxy list `FILE` (repeatable): one URL a line; the source is named after the file without its extension, or use NAME=FILE")
+	fs.StringVar(&r.config, "config", "", "YAML config `FILE` (sources with their proxies and check settings); flags override it")
+	fs.StringVar(&r.data, "data", defaultData, "data `DIR` holding journal.db and view.db")
+	fs.StringVar(&r.listen, "listen", defaultListen, "`ADDR` of the HTTP API, metrics and dashboard")
+	fs.StringVar(&r.token, "token", "", "bearer `TOKEN` required by the API (default $PROXYHEALTH_TOKEN); required on a non-loopback --listen")
+	r.logFormat = newChoice("text", "text", "json")
+	fs.Var(r.logFormat, "log-format", "log `FORMAT` on stderr: text or json")
+	fs.StringVar(&r.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
+	fs.IntVar(&r.concurrency, "concurrency", 1000, "maximum checks in flight")
+	r.retention = 7 * 24 * time.Hour
+	fs.Var(durationFlag{&r.retention}, "retention", "how long journal events are kept (`DURATION`); the per-proxy history of the live status covers 24h")
+	r.interval, r.timeout, r.recoveryCooldown = d.Interval, probe.DefaultTimeout, d.RecoveryCooldown
+	fs.Var(durationFlag{&r.interval}, "interval", "`DURATION` between checks of a healthy proxy (at least 100ms)")
+	fs.Var(durationFlag{&r.timeout}, "timeout", "`DURATION` of one check")
+	fs.StringVar(&r.checkURL, "check-url", probe.DefaultTargetURL, "`URL` fetched through each proxy (http or https)")
+	fs.UintVar(&r.unhealthy, "unhealthy-threshold", uint(d.UnhealthyThreshold), "consecutive failures that make a proxy unhealthy")
+	fs.UintVar(&r.healthy, "healthy-threshold", uint(d.HealthyThreshold), "consecutive successes that make a proxy healthy again")
+	fs.Var(durationFlag{&r.recoveryCooldown}, "recovery-cooldown", "base wait (`DURATION`) of an unhealthy proxy before a recovery probe, doubled per attempt")
+	fs.UintVar(&r.maxRecovery, "max-recovery-attempts", uint(d.MaxRecoveryAttempts), "failed recoveries before a proxy is marked failed (0 = never give up)")
+}
+
+// overrides returns the check settings given on the command line.
+func (r *runSettings) overrides() (checkSettings, error) {
+	var o checkSettings
+	dur := func(name string, v time.Duration) *duration {
+		if !r.fs.isSet(name) {
+			return nil
+		}
+		d := duration(v)
+		return &d
+	}
+	o.Interval, o.Timeout, o.RecoveryCooldown = dur("interval", r.interval), dur("timeout", r.timeout), dur("recovery-cooldown", r.recoveryCooldown)
+	if r.fs.isSet("check-url") {
+		o.CheckURL = &r.checkURL
+	}
+	for _, u := range []struct {
+		name string
+		v    uint
+		dst  **uint32
+	}{{"unhealthy-threshold", r.unhealthy, &o.UnhealthyThreshold}, {"healthy-threshold", r.healthy, &o.HealthyThreshold},
+		{"max-recovery-attempts", r.maxRecovery, &o.MaxRecoveryAttempts}} {
+		if !r.fs.isSet(u.name) {
+			continue
+		}
+		if u.v > 1<<20 {
+			return o, &configError{"--" + u.name, fmt.Sprintf("%d is too large", u.v)}
+		}
+		v := uint32(u.v)
+		*u.dst = &v
+	}
+	return o, nil
+}
+
+// daemonConfig is everything the daemon needs, from flags and the file.
+type daemonConfig struct {
+	engine    proxyhealth.Config
+	listen    string
+	logFormat string
+	logLevel  slog.Level
+	token     string
+}
+
+// load reads the config file and proxy lists and merges them with the
+// flags. Every problem is a *configError; nothing is started.
+func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
+	fc := &fileConfig{}
+	base := "."
+	if r.config != "" {
+		var err error
+		if fc, err = readConfigFile(r.config); err != nil {
+			return daemonConfig{}, err
+		}
+		base = filepath.Dir(r.config)
+	}
+	rel := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	dc := daemonConfig{listen: defaultListen, logFormat: "text"}
+	dc.engine.DataDir = defaultData
+	switch {
+	case r.fs.isSet("data"):
+		dc.engine.DataDir = r.data
+	case fc.Data != "":
+		dc.engine.DataDir = rel(fc.Data)
+	}
+	switch {
+	case r.fs.isSet("listen"):
+		dc.listen = r.listen
+	case fc.Listen != "":
+		dc.listen = fc.Listen
+	}
+	dc.engine.Concurrency = 1000
+	switch {
+	case r.fs.isSet("concurrency"):
+		dc.engine.Concurrency = r.concurrency
+	case fc.Concurrency != 0:
+		dc.engine.Concurrency = fc.Concurrency
+	}
+	if dc.engine.Concurrency < 1 {
+		return dc, &configError{"concurrency", fmt.Sprintf("%d; must be at least 1", dc.engine.Concurrency)}
+	}
+	dc.engine.Retention = r.retention
+	if !r.fs.isSet("retention") && fc.Retention != nil {
+		dc.engine.Retention = time.Duration(*fc.Retention)
+	}
+	if dc.engine.Retention <= 0 {
+		dc.engine.Retention = -1 // keep everything
+	}
+	switch {
+	case r.fs.isSet("log-format"):
+		dc.logFormat = r.logFormat.value
+	case fc.LogFormat != "":
+		if fc.LogFormat != "text" && fc.LogFormat != "json" {
+			return dc, &configError{r.config, fmt.Sprintf("log_format %q: want text or json", fc.LogFormat)}
+		}
+		dc.logFormat = fc.LogFormat
+	}
+	lvl, err := parseLevel(r.logLevel)
+	if err != nil {
+		return dc, &configError{"--log-level", err.Error()}
+	}
+	dc.logLevel = lvl
+	dc.token = r.token
+	if dc.token == "" {
+		dc.token = getenv("PROXYHEALTH_TOKEN")
+	}
+	if !isLoopback(dc.listen) && dc.token == "" {
+		return dc, &configError{"--listen " + dc.listen, "not a loopback address: set --token or PROXYHEALTH_TOKEN so that the API is not open to the network"}
+	}
+
+	over, err := r.overrides()
+	if err != nil {
+		return dc, err
+	}
+	byName := map[string]int{}
+	defWhere := "defaults"
+	if r.config != "" {
+		defWhere = r.config + ": defaults"
+	}
+	newSource := func(name string, own *checkSettings, where string) (proxyhealth.SourceConfig, error) {
+		sc := proxyhealth.SourceConfig{Name: name, Health: events.DefaultConfig()}
+		for _, l := range []struct {
+			s     *checkSettings
+			where string
+		}{{&fc.Defaults, defWhere}, {own, where}, {&over, "command line"}} {
+			if l.s == nil {
+				continue
+			}
+			if err := l.s.apply(&sc.Health, &sc.Probe, base); err != nil {
+				return sc, &configError{l.where, strings.TrimPrefix(err.Error(), "probe: ")}
+			}
+		}
+		// A short interval (down to 100ms, for tests and demos) brings the
+		// suspect re-probe interval down with it.
+		if sc.Health.SuspectInterval > sc.Health.Interval {
+			sc.Health.SuspectInterval = sc.Health.Interval
+		}
+		return sc, nil
+	}
+	for i, sf := range fc.Sources {
+		where := fmt.Sprintf("%s:%d", r.config, sf.line)
+		if !sourceNameRE.MatchString(sf.Name) {
+			return dc, &configError{where, fmt.Sprintf("sources[%d]: name %q; use 1-64 letters, digits, '.', '_' or '-'", i, sf.Name)}
+		}
+		if _, dup := byName[sf.Name]; dup {
+			return dc, &configError{where, fmt.Sprintf("source %q is defined twice", sf.Name)}
+		}
+		sc, err := newSource(sf.Name, &sf.checkSettings, where)
+		if err != nil {
+			return dc, err
+		}
+		for _, p := range sf.Proxies {
+			if _, err := probe.ParseProxyURL(p.value); err != nil {
+				return dc, &configError{fmt.Sprintf("%s:%d", r.config, p.line), strings.TrimPrefix(err.Error(), "probe: ")}
+			}
+			sc.Proxies = append(sc.Proxies, p.value)
+		}
+		for _, pf := range sf.ProxyFiles {
+			list, err := readProxyFile(rel(pf))
+			if err != nil {
+				return dc, err
+			}
+			sc.Proxies = append(sc.Proxies, list...)
+		}
+		byName[sf.Name] = len(dc.engine.Sources)
+		dc.engine.Sources = append(dc.engine.Sources, sc)
+	}
+	for _, v := range r.proxies {
+		pa, err := parseProxiesArg(v)
+		if err != nil {
+			return dc, err
+		}
+		list, err := readProxyFile(pa.path)
+		if err != nil {
+			return dc, err
+		}
+		if i, ok := byName[pa.source]; ok {
+			dc.engine.Sources[i].Proxies = append(dc.engine.Sources[i].Proxies, list...)
+			continue
+		}
+		sc, err := newSource(pa.source, nil, "--proxies "+v)
+		if err != nil {
+			return dc, err
+		}
+		sc.Proxies = list
+		byName[pa.source] = len(dc.engine.Sources)
+		dc.engine.Sources = append(dc.engine.Sources, sc)
+	}
+	// A "default" source always exists, so that POST /v1/proxies without a
+	// source works.
+	if _, ok := byName[proxyhealth.DefaultSource]; !ok {
+		sc, err := newSource(proxyhealth.DefaultSource, nil, "defaults")
+		if err != nil {
+			return dc, err
+		}
+		dc.engine.Sources = append(dc.engine.Sources, sc)
+	}
+	if err := dc.engine.Validate(); err != nil {
+		where := r.config
+		if where == "" {
+			where = "configuration"
+		}
+		return dc, &configError{where, strings.TrimPrefix(err.Error(), "proxyhealth: ")}
+	}
+	return dc, nil
+}
+
+// isLoopback reports whether a listen address only accepts local
+// connections.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/httpapi"
+)
+
+var dashboardRE = regexp.MustCompile(`dashboard: (http://127\.0\.0\.1:\d+)/\n`)
+
+// startDemo runs `proxyhealth demo` and returns it with its base URL.
+func startDemo(t *testing.T, args ...string) (*proc, string) {
+	t.Helper()
+	p := startBin(t, nil, append([]string{"demo", "--listen", "127.0.0.1:0"}, args...)...)
+	base := p.waitOutput("dashboard URL", false, func(s string) (string, bool) {
+		m := dashboardRE.FindStringSubmatch(s)
+		if m == nil {
+			return "", false
+		}
+		return m[1], true
+	})
+	return p, base
+}
+
+func TestDemo(t *testing.T) {
+	p, base := startDemo(t, "--proxies", "40")
+	pool := waitPool(t, base, "live with problems", func(p httpapi.Pool) bool {
+		return p.Total == 40 && p.Healthy > 0 && p.Unhealthy+p.Failed+p.Recovering > 0 && len(p.Sources) == 3
+	})
+	t.Logf("demo pool: %+v", pool.Counts)
+	p.waitOutput("summary lines", false, func(s string) (string, bool) {
+		return "", strings.Count(s, "% healthy · seq ") >= 2
+	})
+	p.signal(syscall.SIGINT)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("SIGINT: exit %d\n%s\n%s", code, p.stdout, p.stderr)
+	}
+	if !strings.HasSuffix(p.stdout.String(), "demo stopped\n") {
+		t.Errorf("stdout does not end with the stop line:\n%s", p.stdout)
+	}
+	if p.stderr.String() != "" {
+		t.Errorf("stderr: %s", p.stderr)
+	}
+}
+
+func TestDemoDuration(t *testing.T) {
+	data := t.TempDir()
+	r := runBin(t, "demo", "--listen", "127.0.0.1:0", "--proxies", "10", "--duration", "1500ms", "--data", data, "--quiet")
+	if r.code != 0 || !strings.Contains(r.stdout, "dashboard: http://127.0.0.1:") || strings.Contains(r.stdout, "% healthy") {
+		t.Fatalf("demo --duration: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runBin(t, "journal", "verify", "--data", data); r.code != 0 {
+		t.Errorf("the demo's journal: %d %q", r.code, r.stderr)
+	}
+}

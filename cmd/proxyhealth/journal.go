@@ -1,0 +1,363 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"iter"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/probe"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+const journalUsage = `Usage: proxyhealth journal replay|verify|stats --data DIR [flags]
+
+The journal (DIR/journal.db) is the audit trail: every check, decision and
+operator action, in order, with a global sequence number.
+
+  replay   prints events, one a line (text, or JSON lines with seq, at,
+           proxy_id, source, type and the event's fields)
+  verify   checks the journal's integrity; exit 0 only if it is clean
+  stats    counts by type, size and time span
+
+The journal is opened read-only. While a daemon runs on the same data
+directory the file is locked (bbolt allows no reader beside its writer);
+stop the daemon, or ask it through its API (proxyhealth status --server,
+GET /v1/events with Last-Event-ID: 0 to stream the whole journal).`
+
+const journalExamples = `  proxyhealth journal replay --data ./proxyhealth-data --type state_changed --since 1h
+  proxyhealth journal replay --data ./proxyhealth-data --proxy socks5://10.0.0.7:1080 --format json
+  proxyhealth journal replay --data ./proxyhealth-data --source residential --since 2025-03-04 --until 2025-03-05
+  proxyhealth journal verify --data ./proxyhealth-data
+  proxyhealth journal stats --data ./proxyhealth-data --format json`
+
+func runJournal(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "proxyhealth journal: missing subcommand: replay, verify or stats (see 'proxyhealth journal --help')")
+		return exitUsage
+	}
+	switch args[0] {
+	case "replay":
+		return journalReplay(ctx, args[1:], stdout, stderr)
+	case "verify":
+		return journalVerify(ctx, args[1:], stdout, stderr)
+	case "stats":
+		return journalStats(ctx, args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fs := newFlagSet("journal", journalUsage, journalExamples, stdout, stderr)
+		fs.printUsage()
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "proxyhealth journal: unknown subcommand %q: use replay, verify or stats (see 'proxyhealth journal --help')\n", args[0])
+	return exitUsage
+}
+
+// openJournalRO opens DIR/journal.db read-only, with errors that say what
+// to do.
+func openJournalRO(dir string) (*journal.Bolt, error) {
+	path := journalPath(dir)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no journal at %s: is --data the daemon's data directory?", path)
+	}
+	j, err := journal.OpenBolt(path, journal.WithReadOnly(), journal.WithLockTimeout(500*time.Millisecond))
+	if errors.Is(err, journal.ErrLocked) {
+		return nil, fmt.Errorf("%s is locked by a running proxyhealth (bbolt allows no reader beside the writer): stop the daemon first, or ask it with 'proxyhealth status --server URL' or GET /v1/events (Last-Event-ID: 0 streams the whole journal)", path)
+	}
+	return j, err
+}
+
+func journalReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("journal replay", journalUsage, journalExamples, stdout, stderr)
+	data := fs.String("data", defaultData, "data `DIR` holding journal.db")
+	proxy := fs.String("proxy", "", "only the events of this proxy (`ID or URL`)")
+	source := fs.String("source", "", "only the events of this `SOURCE`")
+	types := fs.String("type", "", "only these event `TYPES`, comma-separated: "+strings.Join(events.TypeNames, ", "))
+	since := fs.String("since", "", "only events at or after `TIME` (RFC 3339 or 2006-01-02) or DURATION ago (90m)")
+	until := fs.String("until", "", "only events before `TIME` (or DURATION ago)")
+	format := newChoice("text", "text", "json")
+	fs.Var(format, "format", "output `FORMAT`: text or json (JSON lines)")
+	pos, code, ok := fs.parse(args)
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		return fs.fail("unexpected argument %q", pos[0])
+	}
+	now := time.Now()
+	var from, to time.Time
+	var err error
+	if *since != "" {
+		if from, err = parseTimeArg(*since, now); err != nil {
+			return fs.fail("--since: %v", err)
+		}
+	}
+	if *until != "" {
+		if to, err = parseTimeArg(*until, now); err != nil {
+			return fs.fail("--until: %v", err)
+		}
+	}
+	var want []string
+	if *types != "" {
+		for t := range strings.SplitSeq(*types, ",") {
+			t = strings.TrimSpace(t)
+			if !slices.Contains(events.TypeNames, t) {
+				return fs.fail("--type: %q is not an event type; use %s", t, strings.Join(events.TypeNames, ", "))
+			}
+			want = append(want, t)
+		}
+	}
+	proxyID := *proxy
+	if proxyID != "" && !isHexID(proxyID) {
+		u, err := probe.ParseProxyURL(proxyID)
+		if err != nil {
+			return fs.fail("--proxy: want a proxy ID or URL: %s", strings.TrimPrefix(err.Error(), "probe: "))
+		}
+		proxyID = u.ID()
+	}
+	j, err := openJournalRO(*data)
+	if err != nil {
+		fmt.Fprintf(stderr, "proxyhealth journal replay: %v\n", err)
+		return exitFailure
+	}
+	defer j.Close()
+
+	var seq iter.Seq2[*pb.Envelope, error]
+	if proxyID != "" {
+		seq = j.ReadStream(ctx, proxyID, 1)
+	} else {
+		seq = j.Read(ctx, 1)
+	}
+	w := bufio.NewWriterSize(stdout, 64<<10)
+	defer w.Flush()
+	enc := json.NewEncoder(w)
+	for env, err := range seq {
+		if err != nil {
+			w.Flush()
+			fmt.Fprintf(stderr, "proxyhealth journal replay: %v\n", err)
+			return exitFailure
+		}
+		at := events.At(env)
+		if (!from.IsZero() && at.Before(from)) || (!to.IsZero() && !at.Before(to)) ||
+			(*source != "" && env.GetSource() != *source) || (len(want) > 0 && !slices.Contains(want, events.TypeName(env))) {
+			continue
+		}
+		r := events.RecordOf(env)
+		if format.value == "json" {
+			if err := enc.Encode(r); err != nil {
+				return exitFailure // stdout closed (e.g. | head)
+			}
+			continue
+		}
+		if _, err := fmt.Fprintln(w, textRecord(r)); err != nil {
+			return exitFailure
+		}
+	}
+	return exitOK
+}
+
+// textRecord formats an event for people, one line.
+func textRecord(r events.Record) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s  %6d  ", r.At, r.Seq)
+	if r.ProxyID != "" {
+		fmt.Fprintf(&b, "%s %-12s ", r.ProxyID, r.Source)
+	} else {
+		fmt.Fprintf(&b, "%-16s %-12s ", "pool", r.Source)
+	}
+	fmt.Fprintf(&b, "%-15s ", r.Type)
+	lat := func() string {
+		if r.LatencyMS == nil {
+			return ""
+		}
+		return " in " + fmtMS(*r.LatencyMS)
+	}
+	switch r.Type {
+	case "proxy_added":
+		b.WriteString(r.URL)
+		if r.HasCredentials {
+			b.WriteString(" (with credentials)")
+		}
+	case "check_succeeded":
+		fmt.Fprintf(&b, "status %d%s", r.StatusCode, lat())
+	case "check_failed":
+		b.WriteString(r.ErrorClass)
+		if r.StatusCode != 0 {
+			fmt.Fprintf(&b, " status %d", r.StatusCode)
+		}
+		b.WriteString(lat())
+		if r.Message != "" {
+			b.WriteString(": " + r.Message)
+		}
+	case "state_changed":
+		fmt.Fprintf(&b, "%s -> %s", r.From, r.To)
+		if r.Reason != "" {
+			b.WriteString(" (" + r.Reason + ")")
+		}
+	case "passive_failure":
+		fmt.Fprintf(&b, "%s, %d in a row", r.ErrorClass, r.Consecutive)
+	case "pool_degraded", "pool_recovered":
+		if r.Healthy != nil && r.Total != nil && r.HealthyPct != nil && r.ThresholdPct != nil {
+			fmt.Fprintf(&b, "%d/%d healthy (%.1f%%, threshold %.1f%%)", *r.Healthy, *r.Total, *r.HealthyPct, *r.ThresholdPct)
+		}
+	default:
+		b.WriteString(r.Reason)
+	}
+	return strings.TrimRight(b.String(), " ")
+}
+
+func isHexID(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func journalVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("journal verify", journalUsage, journalExamples, stdout, stderr)
+	data := fs.String("data", defaultData, "data `DIR` holding journal.db")
+	pos, code, ok := fs.parse(args)
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		return fs.fail("unexpected argument %q", pos[0])
+	}
+	j, err := openJournalRO(*data)
+	if err != nil {
+		fmt.Fprintf(stderr, "proxyhealth journal verify: %v\n", err)
+		return exitFailure
+	}
+	defer j.Close()
+	if err := j.Check(ctx); err != nil {
+		fmt.Fprintf(stderr, "proxyhealth journal verify: %s is damaged: %v\n", j.Path(), err)
+		return exitFailure
+	}
+	n := uint64(0)
+	if j.Head() >= j.First() {
+		n = j.Head() - j.First() + 1
+	}
+	fmt.Fprintf(stdout, "journal OK: %s, %d events (seq %d to %d)\n", j.Path(), n, j.First(), j.Head())
+	return exitOK
+}
+
+// journalStatsOut is the output of journal stats.
+type journalStatsOut struct {
+	Path      string         `json:"path"`
+	SizeBytes int64          `json:"size_bytes"`
+	Events    uint64         `json:"events"`
+	FirstSeq  uint64         `json:"first_seq"`
+	HeadSeq   uint64         `json:"head_seq"`
+	FirstAt   *time.Time     `json:"first_at"`
+	LastAt    *time.Time     `json:"last_at"`
+	Span      string         `json:"span"`
+	Proxies   int            `json:"proxies"`
+	Sources   []string       `json:"sources"`
+	ByType    map[string]int `json:"by_type"`
+}
+
+func journalStats(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("journal stats", journalUsage, journalExamples, stdout, stderr)
+	data := fs.String("data", defaultData, "data `DIR` holding journal.db")
+	format := newChoice("text", "text", "json")
+	fs.Var(format, "format", "output `FORMAT`: text or json")
+	pos, code, ok := fs.parse(args)
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		return fs.fail("unexpected argument %q", pos[0])
+	}
+	j, err := openJournalRO(*data)
+	if err != nil {
+		fmt.Fprintf(stderr, "proxyhealth journal stats: %v\n", err)
+		return exitFailure
+	}
+	defer j.Close()
+	out := journalStatsOut{Path: j.Path(), FirstSeq: j.First(), HeadSeq: j.Head(), ByType: map[string]int{}}
+	if st, err := os.Stat(j.Path()); err == nil {
+		out.SizeBytes = st.Size()
+	}
+	proxies, sources := map[string]bool{}, map[string]bool{}
+	var first, last time.Time
+	for env, err := range j.Read(ctx, 1) {
+		if err != nil {
+			fmt.Fprintf(stderr, "proxyhealth journal stats: %v\n", err)
+			return exitFailure
+		}
+		out.Events++
+		out.ByType[events.TypeName(env)]++
+		if id := env.GetProxyId(); id != "" {
+			proxies[id] = true
+		}
+		if s := env.GetSource(); s != "" {
+			sources[s] = true
+		}
+		at := events.At(env)
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	out.Proxies = len(proxies)
+	for s := range sources {
+		out.Sources = append(out.Sources, s)
+	}
+	slices.Sort(out.Sources)
+	if !first.IsZero() {
+		f, l := first.UTC(), last.UTC()
+		out.FirstAt, out.LastAt = &f, &l
+		out.Span = l.Sub(f).Round(time.Millisecond).String()
+	}
+	if format.value == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out)
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "journal   %s (%s)\n", out.Path, fmtBytes(out.SizeBytes))
+	fmt.Fprintf(stdout, "events    %d (seq %d to %d)\n", out.Events, out.FirstSeq, out.HeadSeq)
+	if out.FirstAt != nil {
+		fmt.Fprintf(stdout, "span      %s to %s (%s)\n", out.FirstAt.Format(time.RFC3339), out.LastAt.Format(time.RFC3339), out.Span)
+	}
+	fmt.Fprintf(stdout, "proxies   %d in %d sources (%s)\n", out.Proxies, len(out.Sources), strings.Join(out.Sources, ", "))
+	fmt.Fprintln(stdout, "by type:")
+	for _, t := range events.TypeNames {
+		if n := out.ByType[t]; n > 0 {
+			fmt.Fprintf(stdout, "  %-16s %d\n", t, n)
+		}
+	}
+	if n := out.ByType["unknown"]; n > 0 {
+		fmt.Fprintf(stdout, "  %-16s %d\n", "unknown", n)
+	}
+	return exitOK
+}
+
+// fmtBytes formats a size for people.
+func fmtBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

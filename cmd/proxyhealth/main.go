@@ -1,0 +1,22 @@
+// Command proxyhealth monitors pools of HTTP, HTTPS and SOCKS proxies.
+//
+// Run "proxyhealth --help" for the commands, "proxyhealth demo" to see a
+// live pool of fake proxies in the browser.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

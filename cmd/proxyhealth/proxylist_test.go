@@ -1,0 +1,72 @@
+package main
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseProxyList(t *testing.T) {
+	in := "\ufeff# comment\n\nhttp://10.0.0.1:3128\n  socks5://u:p@10.0.0.2:1080   # inline comment\n10.0.0.3:8080\nhttps://10.0.0.4\nsocks4://10.0.0.5:1080\n\t# indented comment\n"
+	got, err := parseProxyList("list.txt", strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"http://10.0.0.1:3128", "socks5://u:p@10.0.0.2:1080", "10.0.0.3:8080", "https://10.0.0.4", "socks4://10.0.0.5:1080"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+}
+
+func TestParseProxyListErrors(t *testing.T) {
+	for _, c := range []struct{ in, where, substr string }{
+		{"http://10.0.0.1:3128\nftp://user:hunter2@10.0.0.2:21\n", "list.txt:2", "scheme"},
+		{"# c\n\n10.0.0.1\n", "list.txt:3", "port"},
+		{"10.0.0.1:80\nhttp://a:b@10.0.0.1:80\n", "list.txt:2", "line 1"},
+		{"http://10.0.0.1:80 http://10.0.0.2:80\n", "list.txt:1", "one proxy URL per line"},
+		{"http://10.0.0.1:80/?x=1\n", "list.txt:1", ""},
+		{strings.Repeat("a", maxProxyLine+10) + "\n", "list.txt:1", "longer"},
+	} {
+		_, err := parseProxyList("list.txt", strings.NewReader(c.in))
+		if err == nil {
+			t.Errorf("%q: no error", c.in[:min(len(c.in), 40)])
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), c.where+": ") || !strings.Contains(err.Error(), c.substr) {
+			t.Errorf("error %q, want %q...%q", err, c.where, c.substr)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error %q leaks the password", err)
+		}
+		if !errors.Is(err, errConfig) {
+			t.Errorf("error %v is not a config error", err)
+		}
+	}
+}
+
+func TestParseProxiesArg(t *testing.T) {
+	for _, c := range []struct{ in, source, path string }{
+		{"lists/residential.txt", "residential", "lists/residential.txt"},
+		{"dc=lists/x.txt", "dc", "lists/x.txt"},
+		{"/abs/dc.v2.list", "dc.v2", "/abs/dc.v2.list"},
+	} {
+		pa, err := parseProxiesArg(c.in)
+		if err != nil || pa.source != c.source || pa.path != c.path {
+			t.Errorf("%q: %+v %v", c.in, pa, err)
+		}
+	}
+	if _, err := parseProxiesArg("my list.txt"); err == nil || !strings.Contains(err.Error(), "NAME=") {
+		t.Errorf("bad source name from file: %v", err)
+	}
+	if _, err := parseProxiesArg("dc="); err == nil {
+		t.Error("dc= accepted")
+	}
+}
+
+func TestReadProxyFileMissing(t *testing.T) {
+	_, err := readProxyFile("testdata/nope.txt")
+	if err == nil || !strings.HasPrefix(err.Error(), "testdata/nope.txt: ") || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing file: %v", err)
+	}
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/probe"
+)
+
+const testTarget = "http://target.proxyhealth.test/"
+
+// runArgs are the daemon flags of the tests: fast checks against the farm.
+func runArgs(data string, extra ...string) []string {
+	return append([]string{"run", "--data", data, "--listen", "127.0.0.1:0", "--log-format", "json",
+		"--interval", "200ms", "--timeout", "1s", "--check-url", testTarget, "--unhealthy-threshold", "2"}, extra...)
+}
+
+func proxyIDs(t *testing.T, base, query string) map[string]httpapi.Proxy {
+	t.Helper()
+	var l httpapi.ProxyList
+	getJSON(t, base+"/v1/proxies?limit=1000&"+query, &l)
+	out := map[string]httpapi.Proxy{}
+	for _, p := range l.Proxies {
+		out[p.ID] = p
+	}
+	return out
+}
+
+func id(raw string) string { return probe.MustParseProxyURL(raw).ID() }
+
+func TestRunBadProxyLineStartsNothing(t *testing.T) {
+	dir := t.TempDir()
+	list := writeFile(t, dir, "list.txt", "# pool\n10.0.0.1:3128\nsocks5://u:topsecret@10.0.0.2\n10.0.0.3\n")
+	data := filepath.Join(dir, "data")
+	r := runBin(t, "run", "--proxies", list, "--data", data, "--listen", "127.0.0.1:0")
+	if r.code != 2 {
+		t.Fatalf("exit %d, want 2; stderr %q", r.code, r.stderr)
+	}
+	oneLine(t, "bad proxy line", r.stderr)
+	if !strings.Contains(r.stderr, list+":4: ") || strings.Contains(r.stderr, "topsecret") {
+		t.Errorf("stderr %q, want %s:4: reason, without credentials", r.stderr, list)
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Errorf("the data directory was created (%v): start-up must not begin before the config is valid", err)
+	}
+	r = runBin(t, "run", "--listen", "0.0.0.0:0", "--data", data)
+	if r.code != 2 || !strings.Contains(r.stderr, "PROXYHEALTH_TOKEN") {
+		t.Errorf("non-loopback listen without token: %d %q", r.code, r.stderr)
+	}
+}
+
+// TestRunLifecycle runs the daemon against a farm: API, SIGHUP reload
+// (added, removed, API additions kept, bad file ignored), SIGTERM, journal
+// verify and replay, and a restart that resumes the state from the journal.
+func TestRunLifecycle(t *testing.T) {
+	farm, err := fakeproxy.Start(t.Context(), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer farm.Close()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	list := writeFile(t, dir, "pool.txt", farm.URL(0)+"\n"+farm.URL(1)+"\n"+farm.URL(2)+"\n")
+
+	p := startBin(t, nil, runArgs(data, "--proxies", list)...)
+	base := p.apiURL()
+	waitPool(t, base, "3 healthy", func(p httpapi.Pool) bool { return p.Healthy == 3 && p.Sources["pool"].Total == 3 })
+
+	// A proxy added through the API survives reloads.
+	resp, err := http.Post(base+"/v1/proxies", "application/json", strings.NewReader(`{"url":"`+farm.URL(4)+`","source":"pool"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /v1/proxies: %s", resp.Status)
+	}
+
+	// Reload: proxy 0 leaves, proxy 3 arrives.
+	writeFile(t, dir, "pool.txt", farm.URL(1)+"\n"+farm.URL(2)+"\n"+farm.URL(3)+"\n")
+	p.signal(syscall.SIGHUP)
+	waitPool(t, base, "reloaded", func(pl httpapi.Pool) bool {
+		ids := proxyIDs(t, base, "")
+		_, has0 := ids[id(farm.URL(0))]
+		_, has3 := ids[id(farm.URL(3))]
+		_, has4 := ids[id(farm.URL(4))]
+		return !has0 && has3 && has4 && pl.Total == 4 && pl.Healthy == 4
+	})
+
+	// A bad file on reload is logged and the running config kept.
+	writeFile(t, dir, "pool.txt", farm.URL(1)+"\nnot a proxy\n")
+	p.signal(syscall.SIGHUP)
+	p.waitOutput("reload failure", true, func(s string) (string, bool) {
+		return "", strings.Contains(s, "reload failed") && strings.Contains(s, "pool.txt:2: ")
+	})
+	if pl := getPool(t, base); pl.Total != 4 {
+		t.Errorf("after a bad reload: %+v", pl)
+	}
+	writeFile(t, dir, "pool.txt", farm.URL(1)+"\n"+farm.URL(2)+"\n"+farm.URL(3)+"\n")
+
+	// Graceful stop.
+	before := getPool(t, base)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("SIGTERM: exit %d\n%s", code, p.stderr)
+	}
+	if !strings.Contains(p.stderr.String(), `"msg":"stopped"`) {
+		t.Errorf("no stop log line:\n%s", p.stderr)
+	}
+
+	r := runBin(t, "journal", "verify", "--data", data)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "journal OK") {
+		t.Fatalf("journal verify after SIGTERM: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	r = runBin(t, "journal", "replay", "--data", data, "--type", "proxy_removed", "--format", "json")
+	var rec events.Record
+	if r.code != 0 || json.Unmarshal([]byte(strings.TrimSpace(r.stdout)), &rec) != nil || rec.ProxyID != id(farm.URL(0)) || rec.Source != "pool" {
+		t.Errorf("replay of the removal: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+
+	// Restart with a long interval: the states come from the journal,
+	// before any new check.
+	checks := farm.TotalChecks()
+	p2 := startBin(t, nil, "run", "--data", data, "--listen", "127.0.0.1:0", "--log-format", "json",
+		"--interval", "1h", "--check-url", testTarget, "--proxies", list)
+	base2 := p2.apiURL()
+	after := waitPool(t, base2, "caught up with the journal", func(pl httpapi.Pool) bool { return pl.JournalSeq >= before.JournalSeq && pl.Total == 4 })
+	if after.Healthy != 4 {
+		t.Errorf("after the restart: %+v, want the 4 proxies healthy from the journal", after)
+	}
+	if ids := proxyIDs(t, base2, ""); ids[id(farm.URL(4))].State != "healthy" {
+		t.Errorf("the proxy added through the API was not resumed: %+v", ids)
+	}
+	if !strings.Contains(p2.stderr.String(), "resumed proxies added through the API") {
+		t.Errorf("no resume log line:\n%s", p2.stderr)
+	}
+	if n := farm.TotalChecks(); n != checks {
+		t.Errorf("%d checks after the restart, want none (interval 1h, state from the journal)", n-checks)
+	}
+	p2.signal(syscall.SIGINT)
+	if code := p2.wait(30 * time.Second); code != 0 {
+		t.Fatalf("SIGINT: exit %d\n%s", code, p2.stderr)
+	}
+}
+
+func TestRunJournalLocked(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	p := startBin(t, nil, "run", "--data", data, "--listen", "127.0.0.1:0", "--log-format", "json")
+	base := p.apiURL()
+	for _, args := range [][]string{{"journal", "verify", "--data", data}, {"journal", "stats", "--data", data}, {"rebuild", "--data", data}} {
+		r := runBin(t, args...)
+		if r.code != 1 || !strings.Contains(r.stderr, "locked by a running proxyhealth") {
+			t.Errorf("%v while the daemon runs: %d %q", args, r.code, r.stderr)
+		}
+		oneLine(t, args[0], r.stderr)
+	}
+	// A second daemon on the same data directory is refused.
+	r := runBin(t, "run", "--data", data, "--listen", "127.0.0.1:0")
+	if r.code != 1 || !strings.Contains(r.stderr, "another proxyhealth") {
+		t.Errorf("second daemon: %d %q", r.code, r.stderr)
+	}
+	// status --data reads view.db, which the daemon keeps.
+	waitPool(t, base, "up", func(httpapi.Pool) bool { return true })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r = runBin(t, "status", "--data", data, "--format", "json")
+		if r.code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status --data while the daemon runs: %d %q", r.code, r.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+// TestRunConfigReload reloads a YAML config: a source disappears, another
+// appears, a check setting changes.
+func TestRunConfigReload(t *testing.T) {
+	farm, err := fakeproxy.Start(t.Context(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer farm.Close()
+	dir := t.TempDir()
+	yaml := func(srcs string) string {
+		return "data: data\nlisten: 127.0.0.1:0\nlog_format: json\ndefaults:\n  interval: 200ms\n  check_url: " + testTarget + "\nsources:\n" + srcs
+	}
+	cfg := writeFile(t, dir, "ph.yaml", yaml("  - name: a\n    proxies: ['"+farm.URL(0)+"']\n  - name: b\n    proxies: ['"+farm.URL(1)+"']\n"))
+	p := startBin(t, nil, "run", "--config", cfg)
+	base := p.apiURL()
+	waitPool(t, base, "a and b healthy", func(pl httpapi.Pool) bool {
+		return pl.Sources["a"].Healthy == 1 && pl.Sources["b"].Healthy == 1
+	})
+	if _, err := os.Stat(filepath.Join(dir, "data", "journal.db")); err != nil {
+		t.Errorf("data is relative to the config file: %v", err)
+	}
+	writeFile(t, dir, "ph.yaml", yaml("  - name: a\n    proxies: ['"+farm.URL(0)+"']\n    latency_ceiling: 1ns\n  - name: c\n    proxies: ['"+farm.URL(2)+"', '"+farm.URL(1)+"']\n"))
+	p.signal(syscall.SIGHUP)
+	waitPool(t, base, "b gone, c with 2 healthy, a degraded by the 1ns ceiling", func(pl httpapi.Pool) bool {
+		_, hasB := pl.Sources["b"]
+		return !hasB && pl.Sources["c"].Healthy == 2 && pl.Sources["a"].Degraded == 1
+	})
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.stderr)
+	}
+}

@@ -1,0 +1,102 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// benchServer is a server over n proxies in 4 sources, each with one
+// check and one state change.
+func benchServer(b *testing.B, n int) (*httpapi.Server, *journal.Mem) {
+	b.Helper()
+	j := journal.NewMem()
+	live := projections.NewLive(projections.LiveOptions{})
+	var envs []*pb.Envelope
+	at := t0
+	for i := range n {
+		id, src := fmt.Sprintf("%016x", i), fmt.Sprintf("src%d", i%4)
+		for _, e := range []*pb.Envelope{addedEnv(id, src, fmt.Sprintf("http://10.%d.%d.%d:3128", i>>16&255, i>>8&255, i&255)),
+			okEnv(id, src, time.Duration(i%50+1)*time.Millisecond), changeEnv(id, src, unknown, healthy)} {
+			at = at.Add(time.Millisecond)
+			e.AtUnixNano = at.UnixNano()
+			envs = append(envs, e)
+		}
+	}
+	if _, err := j.Append(context.Background(), envs); err != nil {
+		b.Fatal(err)
+	}
+	live.Apply(envs...)
+	srv := httpapi.New(&fakeEngine{j: j}, httpapi.Options{Status: live})
+	b.Cleanup(func() { srv.Close(); _ = j.Close() })
+	return srv, j
+}
+
+func benchGET(b *testing.B, h http.Handler, path string) {
+	req := httptest.NewRequest("GET", path, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusOK {
+			b.Fatalf("%s: %d %s", path, w.Code, w.Body)
+		}
+	}
+}
+
+// BenchmarkPool measures GET /v1/pool over 10,000 proxies.
+func BenchmarkPool(b *testing.B) {
+	srv, _ := benchServer(b, 10000)
+	benchGET(b, srv, "/v1/pool")
+}
+
+// BenchmarkListProxies measures a 100-proxy page of GET /v1/proxies over
+// 10,000 proxies, filtered by source.
+func BenchmarkListProxies(b *testing.B) {
+	srv, _ := benchServer(b, 10000)
+	benchGET(b, srv, "/v1/proxies?source=src2&limit=100&offset=1000")
+}
+
+// BenchmarkEventsReplay measures an SSE client resuming from the start of
+// a 30,000-event journal, over loopback HTTP, until it has read every
+// event.
+func BenchmarkEventsReplay(b *testing.B) {
+	srv, j := benchServer(b, 10000)
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	head := j.Head()
+	b.ReportAllocs()
+	for b.Loop() {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", hs.URL+"/v1/events", nil)
+		req.Header.Set("Last-Event-ID", "0")
+		resp, err := hs.Client().Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := bufio.NewReaderSize(resp.Body, 64<<10)
+		want := fmt.Sprintf("id: %d\n", head)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				b.Fatal(err)
+			}
+			if strings.HasPrefix(line, want) {
+				break
+			}
+		}
+		cancel()
+		resp.Body.Close()
+	}
+	b.ReportMetric(float64(head)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}

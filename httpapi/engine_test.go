@@ -1,0 +1,139 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/probe"
+	"github.com/proxyhealth/proxyhealth/projections"
+)
+
+// TestRealEngine serves a real engine checking a fake proxy farm, with the
+// live status fed from the engine's journal like the daemon does.
+func TestRealEngine(t *testing.T) {
+	ctx := t.Context()
+	farm, err := fakeproxy.Start(ctx, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer farm.Close()
+	if err := farm.Set(3, fakeproxy.Refuse()); err != nil {
+		t.Fatal(err)
+	}
+	health := events.DefaultConfig()
+	health.Interval, health.SuspectInterval, health.RecoveryCooldown = 200*time.Millisecond, 100*time.Millisecond, time.Hour
+	health.UnhealthyThreshold = 2
+	src := proxyhealth.SourceConfig{
+		Name: "farm", Health: health,
+		Probe:   probe.Config{TargetURL: "http://target.proxyhealth.test/", Timeout: 2 * time.Second},
+		Proxies: []string{farm.URL(0), farm.URL(1), farm.URL(3)},
+	}
+	eng, err := proxyhealth.Open(ctx, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := projections.NewLive(projections.LiveOptions{Config: func(string) events.Config { return health }})
+	var feeder sync.WaitGroup
+	sub := eng.Journal().Subscribe(1)
+	feeder.Add(1)
+	go func() {
+		defer feeder.Done()
+		for {
+			batch, err := sub.NextBatch(context.Background(), 512)
+			if err != nil {
+				return
+			}
+			live.Apply(batch...)
+		}
+	}()
+	srv := httpapi.New(eng, httpapi.Options{Status: live})
+	hs := httptest.NewServer(srv)
+	defer func() {
+		srv.Close()
+		hs.Close()
+		if err := eng.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+		sub.Close()
+		feeder.Wait()
+	}()
+	f := &fixture{t: t, http: hs, srv: srv}
+
+	waitPool := func(what string, ok func(httpapi.Pool) bool) httpapi.Pool {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			var p httpapi.Pool
+			f.getJSON("/v1/pool", &p)
+			if ok(p) {
+				return p
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pool never %s: %+v", what, p)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitPool("2 healthy and 1 unhealthy", func(p httpapi.Pool) bool { return p.Healthy == 2 && p.Unhealthy == 1 && p.Total == 3 })
+
+	code, body := f.do("POST", "/v1/proxies", `{"url":"`+farm.URLWith(2, "socks5h", "", "")+`","source":"farm"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("add: %d %s", code, body)
+	}
+	code, body = f.do("POST", "/v1/proxies", `{"url":"`+farm.URL(0)+`","source":"farm"}`)
+	wantError(t, "duplicate", code, body, http.StatusConflict, "already monitored")
+	code, body = f.do("POST", "/v1/proxies", `{"url":"10.1.1.1:1","source":"nope"}`)
+	wantError(t, "unknown source", code, body, http.StatusNotFound, "nope")
+	waitPool("3 healthy", func(p httpapi.Pool) bool { return p.Healthy == 3 && p.Total == 4 })
+
+	dead := probe.MustParseProxyURL(farm.URL(3)).ID()
+	code, body = f.do("POST", "/v1/proxies/"+dead+"/revive", "")
+	if code != http.StatusOK {
+		t.Fatalf("revive: %d %s", code, body)
+	}
+	healthyID := probe.MustParseProxyURL(farm.URL(0)).ID()
+	code, body = f.do("POST", "/v1/proxies/"+healthyID+"/revive", "")
+	wantError(t, "revive a healthy proxy", code, body, http.StatusConflict, "nothing to revive")
+
+	if code, body = f.do("POST", "/v1/pause?source=farm", ""); code != http.StatusOK {
+		t.Fatalf("pause: %d %s", code, body)
+	}
+	waitPool("paused", func(p httpapi.Pool) bool { return p.Paused == 4 })
+	code, body = f.do("POST", "/v1/pause?source=zz", "")
+	wantError(t, "pause unknown source", code, body, http.StatusNotFound, "zz")
+	if code, body = f.do("POST", "/v1/resume", ""); code != http.StatusOK {
+		t.Fatalf("resume: %d %s", code, body)
+	}
+	if code, body = f.do("DELETE", "/v1/proxies/"+url0(farm), ""); code != http.StatusOK {
+		t.Fatalf("delete by URL: %d %s", code, body)
+	}
+	waitPool("3 proxies after the delete", func(p httpapi.Pool) bool { return p.Total == 3 && p.Paused == 0 })
+	code, body = f.do("DELETE", "/v1/proxies/"+healthyID, "")
+	wantError(t, "delete twice", code, body, http.StatusNotFound, healthyID)
+
+	var d httpapi.ProxyDetail
+	id2 := probe.MustParseProxyURL(farm.URL(1)).ID()
+	f.getJSON("/v1/proxies/"+id2, &d)
+	if d.State != "healthy" || len(d.History) == 0 || len(d.StateChanges) == 0 || d.LatencyMS <= 0 {
+		t.Errorf("proxy detail %+v", d)
+	}
+	raw, _ := json.Marshal(d)
+	if strings.Contains(string(raw), "user") {
+		t.Errorf("detail leaks something: %s", raw)
+	}
+}
+
+// url0 is the farm's proxy 0 URL, path-escaped.
+func url0(farm *fakeproxy.Farm) string {
+	return strings.ReplaceAll(strings.ReplaceAll(farm.URL(0), ":", "%3A"), "/", "%2F")
+}

@@ -1,0 +1,183 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/probe"
+	"github.com/proxyhealth/proxyhealth/projections"
+)
+
+func (s *Server) pool(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, PoolOf(s.status.Summary()))
+}
+
+func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := projections.ListFilter{State: q.Get("state"), Source: q.Get("source")}
+	if f.State != "" {
+		if _, ok := events.ParseState(f.State); !ok {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("state=%q is not a state; use unknown, healthy, degraded, unhealthy, recovering or failed", f.State))
+			return
+		}
+	}
+	limit, ok := intParam(w, q.Get("limit"), "limit", DefaultListLimit, 0, MaxListLimit)
+	if !ok {
+		return
+	}
+	offset, ok := intParam(w, q.Get("offset"), "offset", 0, 0, 1<<31-1)
+	if !ok {
+		return
+	}
+	total, views := s.status.List(f, offset, limit)
+	out := ProxyList{Total: total, Proxies: make([]Proxy, len(views))}
+	for i, v := range views {
+		out.Proxies[i] = ProxyOf(v)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// intParam parses an optional integer query parameter within [lo, hi].
+func intParam(w http.ResponseWriter, raw, name string, def, lo, hi int) (int, bool) {
+	if raw == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < lo || n > hi {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s=%q: want an integer from %d to %d", name, raw, lo, hi))
+		return 0, false
+	}
+	return n, true
+}
+
+// proxyID resolves the {id} path value (see resolveID).
+func proxyID(r *http.Request) string { return resolveID(r.PathValue("id")) }
+
+// resolveID accepts a proxy ID or a proxy URL (path-escaped in paths),
+// whose ID is derived like the engine does.
+func resolveID(id string) string {
+	if u, err := probe.ParseProxyURL(id); err == nil && !isHexID(id) {
+		return u.ID()
+	}
+	return id
+}
+
+func isHexID(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) getProxy(w http.ResponseWriter, r *http.Request) {
+	id := proxyID(r)
+	v, ok := s.status.Proxy(id)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no proxy %q; list them with GET /v1/proxies", id))
+		return
+	}
+	d := ProxyDetail{Proxy: ProxyOf(v), History: []Check{}, StateChanges: []StateChange{}}
+	for _, c := range s.status.History(id, time.Time{}) {
+		d.History = append(d.History, checkOf(c))
+	}
+	for _, c := range s.status.StateChanges(id, MaxStateChanges) {
+		d.StateChanges = append(d.StateChanges, stateChangeOf(c))
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+// AddRequest is the body of POST /v1/proxies.
+type AddRequest struct {
+	// URL is the proxy URL, optionally with user:pass@ (never echoed).
+	URL string `json:"url"`
+	// Source is the source to add it to; "" means "default".
+	Source string `json:"source"`
+}
+
+// AddResponse is the body of a successful POST /v1/proxies.
+type AddResponse struct {
+	ID     string `json:"id"`
+	URL    string `json:"url"`
+	Source string `json:"source"`
+}
+
+func (s *Server) addProxy(w http.ResponseWriter, r *http.Request) {
+	var req AddRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if req.URL == "" {
+		writeError(w, http.StatusBadRequest, `missing "url": send {"url": "http://host:port", "source": "name"}`)
+		return
+	}
+	u, err := probe.ParseProxyURL(req.URL)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	id, err := s.eng.AddProxy(r.Context(), req.Source, req.URL)
+	if err != nil {
+		s.engineError(w, r, err)
+		return
+	}
+	src := req.Source
+	if src == "" {
+		src = "default"
+	}
+	w.Header().Set("Location", "/v1/proxies/"+id)
+	writeJSON(w, http.StatusCreated, AddResponse{ID: id, URL: u.Redacted(), Source: src})
+}
+
+// ActionResponse is the body of a successful delete, revive, pause or
+// resume.
+type ActionResponse struct {
+	// Status is "removed", "revived", "paused" or "resumed".
+	Status string `json:"status"`
+	ID     string `json:"id,omitempty"`
+	// Source is the source paused or resumed; empty means every source.
+	Source string `json:"source,omitempty"`
+}
+
+func (s *Server) removeProxy(w http.ResponseWriter, r *http.Request) {
+	id := proxyID(r)
+	if err := s.eng.RemoveProxy(r.Context(), id); err != nil {
+		s.engineError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ActionResponse{Status: "removed", ID: id})
+}
+
+func (s *Server) revive(w http.ResponseWriter, r *http.Request) {
+	id := proxyID(r)
+	if err := s.eng.Revive(r.Context(), id); err != nil {
+		s.engineError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ActionResponse{Status: "revived", ID: id})
+}
+
+func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
+	src := r.URL.Query().Get("source")
+	if err := s.eng.Pause(r.Context(), src); err != nil {
+		s.engineError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ActionResponse{Status: "paused", Source: src})
+}
+
+func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
+	src := r.URL.Query().Get("source")
+	if err := s.eng.Resume(r.Context(), src); err != nil {
+		s.engineError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ActionResponse{Status: "resumed", Source: src})
+}

@@ -1,0 +1,201 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// *proxyhealth.Engine is what the daemon passes to New.
+var _ httpapi.Engine = (*proxyhealth.Engine)(nil)
+
+// *projections.Live is what the daemon passes as Options.Status.
+var _ httpapi.Status = (*projections.Live)(nil)
+
+var t0 = time.Date(2025, 3, 4, 5, 0, 0, 0, time.UTC)
+
+// fakeEngine records commands and answers them with err (if set).
+type fakeEngine struct {
+	j   journal.Journal
+	mu  sync.Mutex
+	log []string
+	err error
+}
+
+func (f *fakeEngine) record(s string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.log = append(f.log, s)
+	return f.err
+}
+
+func (f *fakeEngine) calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.log...)
+}
+
+func (f *fakeEngine) AddProxy(_ context.Context, source, raw string) (string, error) {
+	return "0123456789abcdef", f.record("add " + source + " " + raw)
+}
+func (f *fakeEngine) RemoveProxy(_ context.Context, id string) error { return f.record("remove " + id) }
+func (f *fakeEngine) Revive(_ context.Context, id string) error      { return f.record("revive " + id) }
+func (f *fakeEngine) Pause(_ context.Context, src string) error      { return f.record("pause " + src) }
+func (f *fakeEngine) Resume(_ context.Context, src string) error     { return f.record("resume " + src) }
+func (f *fakeEngine) Journal() journal.Journal                       { return f.j }
+
+// fixture is a server on a Mem journal whose live status is fed by the
+// test.
+type fixture struct {
+	t    *testing.T
+	j    *journal.Mem
+	live *projections.Live
+	eng  *fakeEngine
+	srv  *httpapi.Server
+	http *httptest.Server
+	at   time.Time
+}
+
+func newFixture(t *testing.T, opts httpapi.Options) *fixture {
+	t.Helper()
+	j := journal.NewMem()
+	cfg := events.DefaultConfig()
+	live := projections.NewLive(projections.LiveOptions{Config: func(string) events.Config { return cfg }})
+	eng := &fakeEngine{j: j}
+	opts.Status = live
+	srv := httpapi.New(eng, opts)
+	hs := httptest.NewServer(srv)
+	f := &fixture{t: t, j: j, live: live, eng: eng, srv: srv, http: hs, at: t0}
+	t.Cleanup(func() {
+		srv.Close()
+		hs.Close()
+		_ = j.Close()
+	})
+	return f
+}
+
+// append commits envelopes and applies them to the live status.
+func (f *fixture) append(envs ...*pb.Envelope) {
+	f.t.Helper()
+	for _, e := range envs {
+		f.at = f.at.Add(time.Second)
+		e.AtUnixNano = f.at.UnixNano()
+	}
+	if _, err := f.j.Append(context.Background(), envs); err != nil {
+		f.t.Fatal(err)
+	}
+	f.live.Apply(envs...)
+}
+
+func env(id, src string) *pb.Envelope { return &pb.Envelope{ProxyId: id, Source: src} }
+
+func addedEnv(id, src, url string) *pb.Envelope {
+	e := env(id, src)
+	e.Event = &pb.Envelope_ProxyAdded{ProxyAdded: &pb.ProxyAdded{UrlRedacted: url, Source: src}}
+	return e
+}
+
+func okEnv(id, src string, lat time.Duration) *pb.Envelope {
+	e := env(id, src)
+	e.Event = &pb.Envelope_CheckSucceeded{CheckSucceeded: &pb.CheckSucceeded{StatusCode: 204, Latency: &pb.Latency{TotalNs: int64(lat)}}}
+	return e
+}
+
+func failEnv(id, src string, class pb.FailureClass) *pb.Envelope {
+	e := env(id, src)
+	e.Event = &pb.Envelope_CheckFailed{CheckFailed: &pb.CheckFailed{Class: class, Message: "boom", Latency: &pb.Latency{TotalNs: int64(time.Second)}}}
+	return e
+}
+
+func changeEnv(id, src string, from, to pb.HealthState) *pb.Envelope {
+	e := env(id, src)
+	e.Event = &pb.Envelope_StateChanged{StateChanged: &pb.StateChanged{From: from, To: to, Reason: fmt.Sprintf("%v to %v", from, to)}}
+	return e
+}
+
+const (
+	unknown   = pb.HealthState_HEALTH_STATE_UNKNOWN
+	healthy   = pb.HealthState_HEALTH_STATE_HEALTHY
+	degraded  = pb.HealthState_HEALTH_STATE_DEGRADED
+	unhealthy = pb.HealthState_HEALTH_STATE_UNHEALTHY
+)
+
+// seedPool adds three proxies: p1 healthy (a), p2 degraded (a), p3
+// healthy (b).
+func (f *fixture) seedPool() {
+	f.append(
+		addedEnv("p1", "a", "http://10.0.0.1:3128"), okEnv("p1", "a", 10*time.Millisecond), changeEnv("p1", "a", unknown, healthy),
+		addedEnv("p2", "a", "socks5://10.0.0.2:1080"), okEnv("p2", "a", 30*time.Millisecond), changeEnv("p2", "a", unknown, healthy),
+		failEnv("p2", "a", pb.FailureClass_FAILURE_CLASS_TIMEOUT), changeEnv("p2", "a", healthy, degraded),
+		addedEnv("p3", "b", "http://10.0.0.3:8080"), okEnv("p3", "b", 20*time.Millisecond), changeEnv("p3", "b", unknown, healthy),
+	)
+}
+
+// do sends a request and returns the status code and body.
+func (f *fixture) do(method, path, body string, hdr ...string) (int, string) {
+	f.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, f.http.URL+path, rd)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := f.http.Client().Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// getJSON GETs path, expects 200 and decodes into v.
+func (f *fixture) getJSON(path string, v any) {
+	f.t.Helper()
+	code, body := f.do("GET", path, "")
+	if code != http.StatusOK {
+		f.t.Fatalf("GET %s: %d %s", path, code, body)
+	}
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		f.t.Fatalf("GET %s: %v in %s", path, err, body)
+	}
+}
+
+// wantError checks a JSON error response.
+func wantError(t *testing.T, what string, code int, body string, wantCode int, substr string) {
+	t.Helper()
+	if code != wantCode {
+		t.Errorf("%s: status %d, want %d (%s)", what, code, wantCode, body)
+		return
+	}
+	var e httpapi.ErrorBody
+	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" {
+		t.Errorf("%s: body %q is not a JSON error", what, body)
+		return
+	}
+	if !strings.Contains(e.Error, substr) {
+		t.Errorf("%s: error %q does not mention %q", what, e.Error, substr)
+	}
+}

@@ -1,0 +1,81 @@
+package httpapi_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/httpapi"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// scrapeUntil scrapes /metrics until every line in want appears.
+func (f *fixture) scrapeUntil(want ...string) string {
+	f.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := f.do("GET", "/metrics", "")
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(body, "\n"+w+"\n") {
+				missing = w
+				break
+			}
+		}
+		if code == 200 && missing == "" {
+			return body
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("metrics never showed %q (status %d):\n%s", missing, code, body)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	f := newFixture(t, httpapi.Options{})
+	f.seedPool()
+	body := f.scrapeUntil(
+		`proxyhealth_checks_total{class="",result="success"} 3`,
+		`proxyhealth_checks_total{class="timeout",result="failure"} 1`,
+		`proxyhealth_check_latency_seconds_count{result="success"} 3`,
+		`proxyhealth_events_total{type="state_changed"} 4`,
+		`proxyhealth_state_changes_total{from="healthy",to="degraded"} 1`,
+		`proxyhealth_proxies{source="a",state="healthy"} 1`,
+		`proxyhealth_proxies{source="a",state="degraded"} 1`,
+		`proxyhealth_proxies{source="b",state="healthy"} 1`,
+		`proxyhealth_proxies_paused{source="a"} 0`,
+		`proxyhealth_journal_head_seq 11`,
+		`proxyhealth_projection_seq 11`,
+		`proxyhealth_projection_lag_events 0`,
+		`proxyhealth_metrics_seq 11`,
+	)
+	for _, name := range []string{"proxyhealth_event_delivery_seconds_bucket", "proxyhealth_journal_append_seconds_bucket",
+		"proxyhealth_journal_batch_events_bucket", "proxyhealth_source_latency_seconds", "proxyhealth_pool_health_percentage",
+		"go_goroutines", "process_"} {
+		if !strings.Contains(body, name) {
+			t.Errorf("no %s in the metrics", name)
+		}
+	}
+	// The latency histogram has the check latencies: 10, 30 and 20 ms
+	// passed, a 1 s failure.
+	for _, w := range []string{
+		`proxyhealth_check_latency_seconds_bucket{result="success",le="0.025"} 2`,
+		`proxyhealth_check_latency_seconds_bucket{result="failure",le="0.5"} 0`,
+		`proxyhealth_check_latency_seconds_bucket{result="failure",le="1"} 1`,
+	} {
+		if !strings.Contains(body, w) {
+			t.Errorf("no %q", w)
+		}
+	}
+
+	// Events committed but not applied to the live status are the
+	// projection lag.
+	if _, err := f.j.Append(t.Context(), []*pb.Envelope{okEnv("p1", "a", time.Millisecond), okEnv("p1", "a", time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	f.scrapeUntil(`proxyhealth_projection_lag_events 2`, `proxyhealth_journal_head_seq 13`)
+
+	f.srv.ObserveJournalCommit(40, 3*time.Millisecond)
+	f.scrapeUntil(`proxyhealth_journal_batch_events_count 1`, `proxyhealth_journal_append_seconds_count 1`)
+}

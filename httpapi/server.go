@@ -1,0 +1,283 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections"
+)
+
+// Defaults of Options.
+const (
+	// DefaultMaxBodyBytes bounds request bodies.
+	DefaultMaxBodyBytes = 64 << 10
+	// DefaultHeartbeat is the interval of SSE heartbeat comments.
+	DefaultHeartbeat = 15 * time.Second
+	// DefaultListLimit is the page size of GET /v1/proxies without ?limit=.
+	DefaultListLimit = 100
+	// MaxListLimit is the largest accepted ?limit=.
+	MaxListLimit = 10000
+	// MaxStateChanges is how many recent transitions GET /v1/proxies/{id}
+	// returns.
+	MaxStateChanges = 16
+)
+
+// Engine is what the API needs from the engine; *proxyhealth.Engine
+// implements it.
+type Engine interface {
+	AddProxy(ctx context.Context, source, rawURL string) (string, error)
+	RemoveProxy(ctx context.Context, id string) error
+	Revive(ctx context.Context, id string) error
+	Pause(ctx context.Context, source string) error
+	Resume(ctx context.Context, source string) error
+	Journal() journal.Journal
+}
+
+// Status is the live pool status the read endpoints serve;
+// *projections.Live implements it.
+type Status interface {
+	Summary() projections.Summary
+	List(f projections.ListFilter, offset, limit int) (int, []projections.ProxyView)
+	Proxy(id string) (projections.ProxyView, bool)
+	History(id string, since time.Time) []projections.CheckRecord
+	StateChanges(id string, n int) []projections.StateChange
+}
+
+// liveProvider is an engine that owns its live projection.
+type liveProvider interface{ Live() *projections.Live }
+
+// Options configures New.
+type Options struct {
+	// Status is the live status. When nil, New uses the engine's Live()
+	// if it has one; otherwise New panics.
+	Status Status
+	// Token, when not empty, requires "Authorization: Bearer Token" on
+	// every endpoint except /healthz and the dashboard page.
+	Token string
+	// MaxBodyBytes bounds request bodies (default 64 KiB).
+	MaxBodyBytes int64
+	// Heartbeat is the interval of SSE heartbeat comments (default 15 s).
+	Heartbeat time.Duration
+	// Version is reported by /healthz and the dashboard.
+	Version string
+	// Logger receives request errors (5xx). Nil means silent.
+	Logger *slog.Logger
+	// Now returns the current time (default time.Now); tests inject one.
+	Now func() time.Time
+}
+
+// Server is the API's http.Handler. Close it to end event streams and
+// stop the metrics follower.
+type Server struct {
+	eng     Engine
+	status  Status
+	opts    Options
+	mux     *http.ServeMux
+	metrics *metrics
+	log     *slog.Logger
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New returns the API handler. It starts one goroutine that follows the
+// journal for the metrics; it ends with Close or when the journal closes.
+func New(eng Engine, opts Options) *Server {
+	if opts.Status == nil {
+		lp, ok := eng.(liveProvider)
+		if !ok {
+			panic("httpapi: Options.Status is nil and the engine has no Live()")
+		}
+		opts.Status = lp.Live()
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = DefaultHeartbeat
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{eng: eng, status: opts.Status, opts: opts, log: log}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.metrics = newMetrics(eng.Journal(), opts.Status)
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.metrics.follow(s.ctx) }()
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /{$}", s.dashboard)
+	mux.Handle("GET /metrics", s.auth(s.metrics.handler()))
+	mux.Handle("GET /v1/pool", s.auth(http.HandlerFunc(s.pool)))
+	mux.Handle("GET /v1/proxies", s.auth(http.HandlerFunc(s.listProxies)))
+	mux.Handle("GET /v1/proxies/{id}", s.auth(http.HandlerFunc(s.getProxy)))
+	mux.Handle("POST /v1/proxies", s.auth(http.HandlerFunc(s.addProxy)))
+	mux.Handle("DELETE /v1/proxies/{id}", s.auth(http.HandlerFunc(s.removeProxy)))
+	mux.Handle("POST /v1/proxies/{id}/revive", s.auth(http.HandlerFunc(s.revive)))
+	mux.Handle("POST /v1/pause", s.auth(http.HandlerFunc(s.pause)))
+	mux.Handle("POST /v1/resume", s.auth(http.HandlerFunc(s.resume)))
+	mux.Handle("GET /v1/events", s.auth(http.HandlerFunc(s.events)))
+	mux.HandleFunc("/", s.notFound)
+	s.mux = mux
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+	}
+	// Wrong method on a known path: the mux answers 405 in plain text;
+	// catch it to answer JSON.
+	if _, pattern := s.mux.Handler(r); pattern == "/" {
+		if allowed := s.allowedMethods(r); allowed != "" {
+			w.Header().Set("Allow", allowed)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, allowed))
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// allowedMethods returns the methods the mux accepts for r's path.
+func (s *Server) allowedMethods(r *http.Request) string {
+	var ok []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, p := s.mux.Handler(probe); p != "" && p != "/" {
+			ok = append(ok, m)
+		}
+	}
+	return strings.Join(ok, ", ")
+}
+
+// Close ends every open event stream and stops the metrics follower. It
+// is idempotent. Call it before http.Server.Shutdown, which otherwise waits
+// for event streams that never end by themselves.
+func (s *Server) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// ObserveJournalCommit records one journal group commit (events written
+// and the time from the first request to the fsync) in the
+// proxyhealth_journal_append_seconds and proxyhealth_journal_batch_events
+// histograms. The journal does not report commits yet; whoever can see them
+// calls this.
+func (s *Server) ObserveJournalCommit(events int, d time.Duration) {
+	s.metrics.appendLatency.Observe(d.Seconds())
+	s.metrics.batchSize.Observe(float64(events))
+}
+
+// auth requires the bearer token when one is configured.
+func (s *Server) auth(h http.Handler) http.Handler {
+	if s.opts.Token == "" {
+		return h
+	}
+	want := []byte("Bearer " + s.opts.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="proxyhealth"`)
+			msg := "missing bearer token: send Authorization: Bearer TOKEN (the --token or PROXYHEALTH_TOKEN of the server)"
+			if len(got) > 0 {
+				msg = "invalid bearer token"
+			}
+			writeError(w, http.StatusUnauthorized, msg)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": s.opts.Version})
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+}
+
+// writeJSON writes v as JSON with status code.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, ErrorBody{Error: msg})
+}
+
+// engineError answers an engine error with the fitting status code.
+func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, proxyhealth.ErrUnknownProxy), errors.Is(err, proxyhealth.ErrUnknownSource):
+		code = http.StatusNotFound
+	case errors.Is(err, proxyhealth.ErrDuplicate), errors.Is(err, events.ErrNotRevivable),
+		errors.Is(err, events.ErrRemoved):
+		code = http.StatusConflict
+	case errors.Is(err, proxyhealth.ErrBadConfig):
+		code = http.StatusBadRequest
+	case errors.Is(err, proxyhealth.ErrClosed), errors.Is(err, journal.ErrClosed):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusServiceUnavailable
+	}
+	if code >= 500 {
+		s.log.Error("request failed", slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
+	}
+	writeError(w, code, err.Error())
+}
+
+// decodeBody decodes a JSON request body into v, rejecting unknown fields,
+// trailing data and bodies over the limit.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data after the JSON object")
+	}
+	if err == nil {
+		return true
+	}
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit))
+		return false
+	}
+	if errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, "empty request body; send a JSON object")
+		return false
+	}
+	writeError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+	return false
+}

@@ -1,0 +1,151 @@
+package httpapi
+
+import (
+	"math"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/projections"
+)
+
+// Counts are the counts of a set of proxies, in the order of the API.
+// Checking and Paused are flags that overlap the six state counts.
+type Counts struct {
+	Total            int     `json:"total"`
+	Healthy          int     `json:"healthy"`
+	Degraded         int     `json:"degraded"`
+	Unhealthy        int     `json:"unhealthy"`
+	Recovering       int     `json:"recovering"`
+	Failed           int     `json:"failed"`
+	Unknown          int     `json:"unknown"`
+	Checking         int     `json:"checking"`
+	HealthPercentage float64 `json:"health_percentage"`
+	Paused           int     `json:"paused"`
+}
+
+// SourceCounts are one source's counts and the mean latency of its proxies.
+type SourceCounts struct {
+	Counts
+	// AvgLatencyMS is the mean of the source's proxies' latency averages
+	// (passed checks only); 0 when none has passed a check.
+	AvgLatencyMS float64 `json:"avg_latency_ms"`
+}
+
+// Pool is the body of GET /v1/pool.
+type Pool struct {
+	Counts
+	Sources map[string]SourceCounts `json:"sources"`
+	// JournalSeq is the journal seq the numbers reflect.
+	JournalSeq uint64 `json:"journal_seq"`
+	// UpdatedAt is the time of that event; null before the first.
+	UpdatedAt *time.Time `json:"updated_at"`
+}
+
+// Proxy is one proxy in GET /v1/proxies.
+type Proxy struct {
+	ID string `json:"id"`
+	// URL never carries credentials.
+	URL                  string     `json:"url"`
+	Source               string     `json:"source"`
+	State                string     `json:"state"`
+	ConsecutiveFailures  uint32     `json:"consecutive_failures"`
+	ConsecutiveSuccesses uint32     `json:"consecutive_successes"`
+	LastCheckAt          *time.Time `json:"last_check_at"`
+	// LastErrorClass is the class of the last failed check ("" if none
+	// ever failed); it is kept after later successes.
+	LastErrorClass string `json:"last_error_class"`
+	// LatencyMS is the moving average (EWMA, alpha 0.2) of the total
+	// latency of passed checks; 0 before the first passed check.
+	LatencyMS float64 `json:"latency_ms"`
+	// SuccessRate1h is the share (0..1) of passed checks in the last hour.
+	SuccessRate1h float64 `json:"success_rate_1h"`
+	// NextCheckAt is when the next check is due; null when none is
+	// scheduled (paused, failed).
+	NextCheckAt *time.Time `json:"next_check_at"`
+}
+
+// ProxyList is the body of GET /v1/proxies.
+type ProxyList struct {
+	// Total is the number of proxies matching the filter (all pages).
+	Total   int     `json:"total"`
+	Proxies []Proxy `json:"proxies"`
+}
+
+// Check is one check result in a proxy's history.
+type Check struct {
+	At         time.Time `json:"at"`
+	OK         bool      `json:"ok"`
+	ErrorClass string    `json:"error_class,omitempty"`
+	StatusCode uint32    `json:"status_code,omitempty"`
+	LatencyMS  float64   `json:"latency_ms"`
+}
+
+// StateChange is one health transition of a proxy.
+type StateChange struct {
+	Seq             uint64    `json:"seq"`
+	At              time.Time `json:"at"`
+	From            string    `json:"from"`
+	To              string    `json:"to"`
+	Reason          string    `json:"reason"`
+	RecoveryAttempt uint32    `json:"recovery_attempt,omitempty"`
+}
+
+// ProxyDetail is the body of GET /v1/proxies/{id}.
+type ProxyDetail struct {
+	Proxy
+	// History holds the check results of the last 24 h, newest first (at
+	// most the projection's per-proxy cap).
+	History []Check `json:"history"`
+	// StateChanges are the most recent transitions, newest first.
+	StateChanges []StateChange `json:"state_changes"`
+}
+
+// PoolOf converts a projections summary to the API's pool body.
+func PoolOf(s projections.Summary) Pool {
+	p := Pool{Counts: countsOf(s.Counts), Sources: make(map[string]SourceCounts, len(s.Sources)), JournalSeq: s.Seq, UpdatedAt: timePtr(s.UpdatedAt)}
+	for _, src := range s.Sources {
+		p.Sources[src.Name] = SourceCounts{Counts: countsOf(src.Counts), AvgLatencyMS: ms(src.AvgLatency)}
+	}
+	return p
+}
+
+func countsOf(c projections.Counts) Counts {
+	return Counts{
+		Total: c.Total, Healthy: c.Healthy, Degraded: c.Degraded, Unhealthy: c.Unhealthy,
+		Recovering: c.Recovering, Failed: c.Failed, Unknown: c.Unknown, Checking: c.Checking,
+		HealthPercentage: round(c.HealthPercentage, 2), Paused: c.Paused,
+	}
+}
+
+// ProxyOf converts a projections view to the API's proxy.
+func ProxyOf(v projections.ProxyView) Proxy {
+	return Proxy{
+		ID: v.ID, URL: v.URLRedacted, Source: v.Source, State: v.State,
+		ConsecutiveFailures: v.ConsecutiveFailures, ConsecutiveSuccesses: v.ConsecutiveSuccesses,
+		LastCheckAt: timePtr(v.LastCheckAt), LastErrorClass: v.LastErrorClass,
+		LatencyMS: ms(v.LatencyEWMA), SuccessRate1h: round(v.SuccessRate1h, 4), NextCheckAt: timePtr(v.NextCheckAt),
+	}
+}
+
+func checkOf(c projections.CheckRecord) Check {
+	return Check{At: c.At, OK: c.OK, ErrorClass: c.Class, StatusCode: c.StatusCode, LatencyMS: ms(c.Latency)}
+}
+
+func stateChangeOf(c projections.StateChange) StateChange {
+	return StateChange{Seq: c.Seq, At: c.At, From: c.From, To: c.To, Reason: c.Reason, RecoveryAttempt: c.RecoveryAttempt}
+}
+
+// ms converts a duration to milliseconds, to the microsecond.
+func ms(d time.Duration) float64 { return round(float64(d)/1e6, 3) }
+
+func round(x float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(x*p) / p
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

@@ -1,0 +1,309 @@
+package projections
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/projections/internal/fold"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// Defaults of LiveOptions.
+const (
+	// DefaultHistoryWindow is how far back History reaches.
+	DefaultHistoryWindow = 24 * time.Hour
+	// DefaultHistoryCap is how many check results are kept per proxy.
+	DefaultHistoryCap = 64
+	// DefaultStateChangeCap is how many transitions are kept per proxy.
+	DefaultStateChangeCap = 16
+	// EWMAAlpha is the weight of the newest sample in the latency EWMA.
+	EWMAAlpha = 0.2
+)
+
+// LiveOptions configures NewLive. The zero value is valid.
+type LiveOptions struct {
+	// Config returns the health config of a source; it is used for
+	// ProxyView.NextCheckAt (left zero when Config is nil).
+	Config func(source string) events.Config
+	// Clock returns "now" for the success-rate and history windows. When nil,
+	// now is the time of the newest applied event, so that a rebuild gives
+	// the same answers as the live run.
+	Clock func() time.Time
+	// Snapshots loads a proxy's latest snapshot (journal.Journal's
+	// LoadSnapshot fits). It is consulted when an event arrives for a proxy
+	// whose ProxyAdded was deleted by journal retention; without it such a
+	// proxy is shown with only what its retained events say. It must be fast
+	// (a local read): the feeder calls it.
+	Snapshots func(ctx context.Context, proxyID string) (*pb.ProxySnapshot, error)
+	// HistoryWindow bounds History (default 24 h before now).
+	HistoryWindow time.Duration
+	// HistoryCap bounds the check results kept per proxy (default 64).
+	HistoryCap int
+	// StateChangeCap bounds the transitions kept per proxy (default 16).
+	StateChangeCap int
+}
+
+func (o LiveOptions) withDefaults() LiveOptions {
+	if o.HistoryWindow <= 0 {
+		o.HistoryWindow = DefaultHistoryWindow
+	}
+	if o.HistoryCap <= 0 {
+		o.HistoryCap = DefaultHistoryCap
+	}
+	if o.StateChangeCap <= 0 {
+		o.StateChangeCap = DefaultStateChangeCap
+	}
+	return o
+}
+
+// Live is the in-memory projection of the journal: the status of every proxy
+// and of the pool, kept up to date by one feeder goroutine calling Apply in
+// seq order. Queries are safe concurrently with Apply; they hold a read lock
+// only for short, bounded critical sections, so they never hold up the feeder
+// for long. Aggregates are maintained incrementally: Summary costs
+// O(sources), not O(proxies).
+type Live struct {
+	opts LiveOptions
+
+	mu       sync.RWMutex
+	entries  map[string]*entry // written only by the feeder, under mu
+	all      []*entry          // every entry, unsorted; entry.idx is the position
+	members  uint64            // bumped whenever a proxy appears or disappears
+	global   agg
+	sources  map[string]*agg
+	names    []string // sorted source names
+	pending  map[string]struct{}
+	seq      uint64
+	lastAt   int64 // time of the last applied event
+	newestAt int64 // newest event time applied
+	pool     poolStatus
+
+	sorted   atomic.Pointer[sortedIndex]
+	nSources atomic.Int64 // len(names), readable without mu
+}
+
+// poolStatus is the last pool-level event.
+type poolStatus struct {
+	degraded   bool
+	at         int64
+	pct, thres float64
+}
+
+// sortedIndex is an immutable list of entries sorted by ID, valid for the
+// membership version it was built at.
+type sortedIndex struct {
+	version uint64
+	entries []*entry
+}
+
+// NewLive returns an empty live projection.
+func NewLive(opts LiveOptions) *Live {
+	return &Live{
+		opts:    opts.withDefaults(),
+		entries: make(map[string]*entry),
+		sources: make(map[string]*agg),
+		pending: make(map[string]struct{}),
+	}
+}
+
+// Apply folds committed envelopes into the projection, in seq order.
+// Envelopes with a seq at or below the last applied one (and envelopes
+// without a seq, which were never committed) are ignored, so re-applying is
+// harmless. Apply must be called from one goroutine at a time.
+func (l *Live) Apply(envs ...*pb.Envelope) {
+	for _, env := range envs {
+		l.apply(env)
+	}
+}
+
+func (l *Live) apply(env *pb.Envelope) {
+	seq := env.GetSeq()
+	if seq == 0 || seq <= l.seq { // l.seq is written only by the feeder
+		return
+	}
+	id := env.GetProxyId()
+	var base events.State
+	var skip bool
+	if id != "" && l.entries[id] == nil { // the feeder is the only writer of entries
+		var err error
+		base, skip, err = fold.Base(context.Background(), l.opts.Snapshots, env)
+		if err != nil {
+			base, skip, _ = fold.Base(context.Background(), nil, env)
+		}
+	}
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seq = seq
+	at := env.GetAtUnixNano()
+	l.lastAt = at
+	l.newestAt = max(l.newestAt, at)
+	switch e := env.GetEvent().(type) {
+	case *pb.Envelope_PoolDegraded:
+		l.pool = poolStatus{degraded: true, at: at, pct: e.PoolDegraded.GetHealthyPercentage(), thres: e.PoolDegraded.GetThresholdPercentage()}
+		return
+	case *pb.Envelope_PoolRecovered:
+		l.pool = poolStatus{degraded: false, at: at, pct: e.PoolRecovered.GetHealthyPercentage(), thres: e.PoolRecovered.GetThresholdPercentage()}
+		return
+	}
+	if id == "" {
+		return
+	}
+	e := l.entries[id]
+	isNew := e == nil
+	covered := skip
+	if isNew {
+		e = &entry{id: id, st: base, hourLast: noBucket, fineLast: noBucket}
+	} else {
+		covered = fold.Covered(e.st, env)
+		l.contribute(e, -1)
+	}
+	l.record(e, env, covered)
+	if e.st.Removed {
+		if !isNew {
+			l.drop(e)
+		}
+		return
+	}
+	if isNew {
+		e.idx = len(l.all)
+		l.all = append(l.all, e)
+		l.entries[id] = e
+		l.members++
+		if _, ok := l.pending[id]; ok {
+			e.checking = true
+			delete(l.pending, id)
+		}
+	}
+	l.contribute(e, 1)
+}
+
+// record folds env into e (unless covered) and keeps its history.
+func (l *Live) record(e *entry, env *pb.Envelope, covered bool) {
+	at := env.GetAtUnixNano()
+	switch ev := env.GetEvent().(type) {
+	case *pb.Envelope_CheckSucceeded:
+		lat := time.Duration(ev.CheckSucceeded.GetLatency().GetTotalNs())
+		l.check(e, at, checkRecord{ok: true, status: clampStatus(ev.CheckSucceeded.GetStatusCode()), latUS: micros(lat)})
+		if !covered {
+			if e.hasEWMA {
+				e.ewma = time.Duration(EWMAAlpha*float64(lat) + (1-EWMAAlpha)*float64(e.ewma))
+			} else {
+				e.ewma, e.hasEWMA = lat, true
+			}
+		}
+	case *pb.Envelope_CheckFailed:
+		f := ev.CheckFailed
+		l.check(e, at, checkRecord{class: uint8(min(f.GetClass(), 255)), status: clampStatus(f.GetStatusCode()), latUS: micros(time.Duration(f.GetLatency().GetTotalNs()))})
+	case *pb.Envelope_StateChanged:
+		c := ev.StateChanged
+		e.changes.push(stateChange{at: at, seq: env.GetSeq(), reason: c.GetReason(), attempt: c.GetRecoveryAttempt(),
+			from: uint8(stateIndex(c.GetFrom())), to: uint8(stateIndex(c.GetTo()))}, l.opts.StateChangeCap)
+	case *pb.Envelope_ProxyAdded:
+		if !covered { // a re-added proxy starts afresh
+			e.hist, e.changes = ring[checkRecord]{}, ring[stateChange]{}
+			e.hourLast, e.fineLast = noBucket, noBucket
+			e.hasEWMA, e.ewma = false, 0
+		}
+	}
+	if !covered {
+		e.st = events.Evolve(e.st, env)
+	}
+	if e.src == nil || e.src.name != e.st.Source {
+		e.src = l.sourceAgg(e.st.Source)
+	}
+	switch env.GetEvent().(type) {
+	case *pb.Envelope_CheckSucceeded, *pb.Envelope_CheckFailed:
+		l.global.lastCheck = max(l.global.lastCheck, at)
+		e.src.lastCheck = max(e.src.lastCheck, at)
+	}
+}
+
+func (l *Live) check(e *entry, at int64, r checkRecord) {
+	r.at = at
+	e.hist.push(r, l.opts.HistoryCap)
+	addRate(e.hourly[:], &e.hourLast, hourWidth, at, r.ok)
+	addRate(e.fine[:], &e.fineLast, fineWidth, at, r.ok)
+}
+
+func clampStatus(c uint32) uint16 { return uint16(min(c, 65535)) }
+
+func micros(d time.Duration) uint32 {
+	if d <= 0 {
+		return 0
+	}
+	return uint32(min(d/time.Microsecond, 1<<32-1))
+}
+
+// contribute adds (1) or removes (-1) e from the pool and source counts.
+func (l *Live) contribute(e *entry, sign int) {
+	l.global.add(e, sign)
+	e.src.add(e, sign)
+}
+
+// drop forgets a removed proxy.
+func (l *Live) drop(e *entry) {
+	e.removed = true
+	last := l.all[len(l.all)-1]
+	l.all[e.idx] = last
+	last.idx = e.idx
+	l.all[len(l.all)-1] = nil
+	l.all = l.all[:len(l.all)-1]
+	delete(l.entries, e.id)
+	delete(l.pending, e.id)
+	l.members++
+}
+
+func (l *Live) sourceAgg(name string) *agg {
+	a := l.sources[name]
+	if a == nil {
+		a = &agg{name: name}
+		l.sources[name] = a
+		i, _ := slices.BinarySearch(l.names, name)
+		l.names = slices.Insert(l.names, i, name)
+		l.nSources.Store(int64(len(l.names)))
+	}
+	return a
+}
+
+// SetChecking sets a proxy's "checking" flag (a check in flight), which is
+// not journaled: the engine reports it. A flag set for a proxy the
+// projection has not seen yet is applied when its ProxyAdded arrives.
+func (l *Live) SetChecking(proxyID string, on bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.entries[proxyID]
+	if e == nil {
+		if on {
+			l.pending[proxyID] = struct{}{}
+		} else {
+			delete(l.pending, proxyID)
+		}
+		return
+	}
+	if e.checking == on {
+		return
+	}
+	l.contribute(e, -1)
+	e.checking = on
+	l.contribute(e, 1)
+}
+
+// Seq returns the seq of the last applied envelope.
+func (l *Live) Seq() uint64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.seq
+}
+
+// now returns the reference time of the windows; mu must be held.
+func (l *Live) now() int64 {
+	if l.opts.Clock != nil {
+		return l.opts.Clock().UnixNano()
+	}
+	return l.newestAt
+}

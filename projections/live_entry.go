@@ -1,0 +1,213 @@
+package projections
+
+import (
+	"math"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/events"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// numStates is the number of health states counted by the projections.
+const numStates = 6
+
+// stateIndex maps a health state to its counter; values this version does
+// not know count as unknown, so that the counts always add up to the total.
+func stateIndex(h pb.HealthState) int {
+	if h < 0 || int(h) >= numStates {
+		return 0
+	}
+	return int(h)
+}
+
+// entry is one proxy in the live projection. Every field except id, idx and
+// src is guarded by Live.mu; id never changes.
+type entry struct {
+	id       string
+	st       events.State
+	src      *agg
+	idx      int // position in Live.all
+	checking bool
+	removed  bool
+	hasEWMA  bool
+	ewma     time.Duration
+
+	hist    ring[checkRecord]
+	changes ring[stateChange]
+
+	hourLast, fineLast int64 // bucket numbers of the newest slots
+	hourly             [hourlySlots]rateSlot
+	fine               [fineSlots]rateSlot
+}
+
+// checkRecord is one compact check result (16 bytes).
+type checkRecord struct {
+	at     int64
+	latUS  uint32 // total latency, microseconds, saturating
+	status uint16
+	class  uint8
+	ok     bool
+}
+
+// stateChange is one compact transition.
+type stateChange struct {
+	at       int64
+	seq      uint64
+	reason   string
+	attempt  uint32
+	from, to uint8
+}
+
+// ring is a bounded buffer that overwrites its oldest element.
+type ring[T any] struct {
+	buf   []T
+	start int
+}
+
+// push appends v, dropping the oldest element when limit are held.
+func (r *ring[T]) push(v T, limit int) {
+	if limit <= 0 {
+		return
+	}
+	if len(r.buf) < limit {
+		if len(r.buf) == cap(r.buf) { // grow exactly, never past limit
+			nb := make([]T, len(r.buf), min(max(2*len(r.buf), 4), limit))
+			copy(nb, r.buf)
+			r.buf = nb
+		}
+		r.buf = append(r.buf, v)
+		return
+	}
+	r.buf[r.start] = v
+	r.start = (r.start + 1) % len(r.buf)
+}
+
+// len returns the number of elements held.
+func (r *ring[T]) len() int { return len(r.buf) }
+
+// at returns the i-th newest element (0 = newest).
+func (r *ring[T]) at(i int) T { return r.buf[(r.start+len(r.buf)-1-i)%len(r.buf)] }
+
+// Success-rate buckets: the last 24 hours in hourly buckets and the last hour
+// in five-minute buckets.
+const (
+	hourlySlots = 24
+	fineSlots   = 12
+	hourWidth   = int64(time.Hour)
+	fineWidth   = int64(5 * time.Minute)
+	noBucket    = math.MinInt64
+)
+
+// rateSlot counts the checks of one bucket.
+type rateSlot struct{ ok, total uint32 }
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+func slotOf(bucket int64, n int) int {
+	m := bucket % int64(n)
+	if m < 0 {
+		m += int64(n)
+	}
+	return int(m)
+}
+
+// addRate counts one check at time at into the ring of buckets whose newest
+// bucket number is *last. Checks older than the ring are ignored.
+func addRate(slots []rateSlot, last *int64, width, at int64, ok bool) {
+	b := floorDiv(at, width)
+	n := int64(len(slots))
+	switch {
+	case *last == noBucket || b-*last >= n:
+		clear(slots)
+		*last = b
+	case b > *last:
+		for k := *last + 1; k <= b; k++ {
+			slots[slotOf(k, len(slots))] = rateSlot{}
+		}
+		*last = b
+	case b <= *last-n:
+		return
+	}
+	s := &slots[slotOf(b, len(slots))]
+	s.total++
+	if ok {
+		s.ok++
+	}
+}
+
+// sumRate adds up the buckets of the window of len(slots) buckets ending
+// with the bucket that holds now.
+func sumRate(slots []rateSlot, last, width, now int64) (ok, total uint32) {
+	if last == noBucket {
+		return 0, 0
+	}
+	nb := floorDiv(now, width)
+	n := int64(len(slots))
+	for k := max(last-n+1, nb-n+1); k <= min(last, nb); k++ {
+		s := slots[slotOf(k, len(slots))]
+		ok += s.ok
+		total += s.total
+	}
+	return ok, total
+}
+
+// agg holds the incrementally maintained counts of a set of proxies (the
+// whole pool, or one source).
+type agg struct {
+	name      string
+	states    [numStates]int
+	checking  int
+	paused    int
+	total     int
+	latSum    time.Duration
+	latN      int
+	lastCheck int64
+}
+
+// add adds (sign 1) or removes (sign -1) one proxy's contribution.
+func (a *agg) add(e *entry, sign int) {
+	a.total += sign
+	a.states[stateIndex(e.st.Health)] += sign
+	if e.checking {
+		a.checking += sign
+	}
+	if e.st.Paused {
+		a.paused += sign
+	}
+	if e.hasEWMA {
+		a.latSum += time.Duration(sign) * e.ewma
+		a.latN += sign
+	}
+}
+
+func (a *agg) counts() Counts {
+	c := Counts{
+		Unknown: a.states[0], Healthy: a.states[1], Degraded: a.states[2],
+		Unhealthy: a.states[3], Recovering: a.states[4], Failed: a.states[5],
+		Checking: a.checking, Paused: a.paused, Total: a.total,
+	}
+	if a.total > 0 {
+		c.HealthPercentage = float64(a.states[1]) * 100 / float64(a.total)
+	}
+	return c
+}
+
+func (a *agg) avgLatency() time.Duration {
+	if a.latN == 0 {
+		return 0
+	}
+	return a.latSum / time.Duration(a.latN)
+}
+
+func timeOrZero(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}

@@ -1,0 +1,329 @@
+package projections
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/events"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// ProxyView is the live status of one proxy.
+type ProxyView struct {
+	ID          string `json:"id"`
+	URLRedacted string `json:"url_redacted"`
+	Source      string `json:"source"`
+	// State is the lowercase health state: unknown, healthy, degraded,
+	// unhealthy, recovering or failed.
+	State string `json:"state"`
+	// Checking is true while a check is in flight (reported by the engine).
+	Checking bool `json:"checking"`
+	Paused   bool `json:"paused"`
+
+	ConsecutiveSuccesses uint32 `json:"consecutive_successes"`
+	ConsecutiveFailures  uint32 `json:"consecutive_failures"`
+	RecoveryAttempt      uint32 `json:"recovery_attempt"`
+	TotalChecks          uint64 `json:"total_checks"`
+	TotalFailures        uint64 `json:"total_failures"`
+
+	AddedAt      time.Time `json:"added_at,omitzero"`
+	LastCheckAt  time.Time `json:"last_check_at,omitzero"`
+	LastChangeAt time.Time `json:"last_change_at,omitzero"`
+	// LastErrorClass and LastError describe the last failed check (they are
+	// kept after later successes).
+	LastErrorClass string `json:"last_error_class,omitempty"`
+	LastError      string `json:"last_error,omitempty"`
+	LastStatusCode uint32 `json:"last_status_code,omitempty"`
+	// LastLatency is the total latency of the last check, passed or failed.
+	LastLatency time.Duration `json:"last_latency_ns"`
+	// LatencyEWMA is the exponentially weighted moving average (alpha 0.2)
+	// of the total latency of passed checks; zero before the first one.
+	LatencyEWMA time.Duration `json:"latency_ewma_ns,omitempty"`
+
+	// SuccessRate1h and SuccessRate24h are the shares (0..1) of passed
+	// checks over the last hour (12 five-minute buckets) and the last 24
+	// hours (24 hourly buckets), each window ending with the bucket holding
+	// now; 0 when Checks1h / Checks24h is 0.
+	SuccessRate1h  float64 `json:"success_rate_1h"`
+	Checks1h       uint32  `json:"checks_1h"`
+	SuccessRate24h float64 `json:"success_rate_24h"`
+	Checks24h      uint32  `json:"checks_24h"`
+
+	// NextCheckAt is when the proxy is due for its next check (a time at or
+	// before now means "now"); zero when it is not scheduled (paused,
+	// failed) or when LiveOptions.Config is nil. The jitter sample is 0.5,
+	// the middle of the jitter range.
+	NextCheckAt time.Time `json:"next_check_at,omitzero"`
+	// Seq is the global seq of the proxy's last event.
+	Seq uint64 `json:"seq"`
+}
+
+// Counts are the counts of a set of proxies. Total is always the sum of the
+// six state counts; Checking and Paused are flags that overlap them.
+type Counts struct {
+	Unknown    int `json:"unknown"`
+	Healthy    int `json:"healthy"`
+	Degraded   int `json:"degraded"`
+	Unhealthy  int `json:"unhealthy"`
+	Recovering int `json:"recovering"`
+	Failed     int `json:"failed"`
+	Checking   int `json:"checking"`
+	Paused     int `json:"paused"`
+	Total      int `json:"total"`
+	// HealthPercentage is Healthy / Total × 100, 0 when Total is 0.
+	HealthPercentage float64 `json:"health_percentage"`
+}
+
+// SourceSummary is the status of one source.
+type SourceSummary struct {
+	Name string `json:"name"`
+	Counts
+	// AvgLatency is the mean of the latency EWMAs of the source's proxies
+	// that have one; 0 when none has.
+	AvgLatency time.Duration `json:"avg_latency_ns"`
+	// LastCheckAt is the time of the newest check in the source.
+	LastCheckAt time.Time `json:"last_check_at,omitzero"`
+}
+
+// Summary is the status of the whole pool.
+type Summary struct {
+	Counts
+	AvgLatency  time.Duration `json:"avg_latency_ns"`
+	LastCheckAt time.Time     `json:"last_check_at,omitzero"`
+	// Seq is the journal seq applied; UpdatedAt the time of that event.
+	Seq       uint64    `json:"seq"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	// PoolDegraded reflects the last PoolDegraded/PoolRecovered event.
+	PoolDegraded bool `json:"pool_degraded"`
+	// Sources lists the sources with at least one proxy, by name.
+	Sources []SourceSummary `json:"sources"`
+}
+
+// Summary returns the pool's aggregates in O(sources), with one
+// allocation made before taking the read lock.
+func (l *Live) Summary() Summary {
+	src := make([]SourceSummary, 0, l.nSources.Load()+1)
+	l.mu.RLock()
+	s := Summary{
+		Counts:       l.global.counts(),
+		AvgLatency:   l.global.avgLatency(),
+		LastCheckAt:  timeOrZero(l.global.lastCheck),
+		Seq:          l.seq,
+		UpdatedAt:    timeOrZero(l.lastAt),
+		PoolDegraded: l.pool.degraded,
+	}
+	for _, n := range l.names {
+		if a := l.sources[n]; a.total > 0 {
+			src = append(src, SourceSummary{Name: n, Counts: a.counts(), AvgLatency: a.avgLatency(), LastCheckAt: timeOrZero(a.lastCheck)})
+		}
+	}
+	l.mu.RUnlock()
+	s.Sources = src
+	return s
+}
+
+// Proxy returns the status of one proxy; false if it is unknown or removed.
+func (l *Live) Proxy(id string) (ProxyView, bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	e := l.entries[id]
+	if e == nil {
+		return ProxyView{}, false
+	}
+	return l.view(e, l.now()), true
+}
+
+// view builds e's ProxyView; mu must be held.
+func (l *Live) view(e *entry, now int64) ProxyView {
+	s := &e.st
+	v := ProxyView{
+		ID: e.id, URLRedacted: s.URLRedacted, Source: s.Source, State: events.StateName(s.Health),
+		Checking: e.checking, Paused: s.Paused,
+		ConsecutiveSuccesses: s.ConsecutiveSuccesses, ConsecutiveFailures: s.ConsecutiveFailures,
+		RecoveryAttempt: s.RecoveryAttempt, TotalChecks: s.TotalChecks, TotalFailures: s.TotalFailures,
+		AddedAt: s.AddedAt, LastCheckAt: s.LastCheckAt, LastChangeAt: s.LastChangeAt,
+		LastErrorClass: events.ClassName(s.LastErrorClass), LastError: s.LastError, LastStatusCode: s.LastStatusCode,
+		LastLatency: s.LastLatency.Total, Seq: s.Seq,
+	}
+	if e.hasEWMA {
+		v.LatencyEWMA = e.ewma
+	}
+	var ok uint32
+	ok, v.Checks1h = sumRate(e.fine[:], e.fineLast, fineWidth, now)
+	v.SuccessRate1h = ratio(ok, v.Checks1h)
+	ok, v.Checks24h = sumRate(e.hourly[:], e.hourLast, hourWidth, now)
+	v.SuccessRate24h = ratio(ok, v.Checks24h)
+	if l.opts.Config != nil {
+		if t, sched := events.NextCheckAt(*s, l.opts.Config(s.Source), 0.5); sched {
+			if t.IsZero() || t.UnixNano() < now {
+				t = timeOrZero(now)
+			}
+			v.NextCheckAt = t
+		}
+	}
+	return v
+}
+
+func ratio(ok, total uint32) float64 {
+	if total == 0 {
+		return 0
+	}
+	return float64(ok) / float64(total)
+}
+
+// ListFilter selects proxies; empty fields match everything.
+type ListFilter struct {
+	// State is a lowercase state name ("healthy", …); an unknown name
+	// matches nothing.
+	State string
+	// Source is a source name.
+	Source string
+}
+
+// listChunk bounds how many entries List examines per read-lock hold.
+const listChunk = 2048
+
+// List returns the number of proxies matching f and the page of at most
+// limit of them, sorted by ID, after skipping offset. limit <= 0 returns
+// only the total. The scan takes the read lock in short chunks, so a page
+// taken while events are applied may mix states from consecutive events;
+// total comes from the incremental counts.
+func (l *Live) List(f ListFilter, offset, limit int) (int, []ProxyView) {
+	want := -1
+	if f.State != "" {
+		h, ok := events.ParseState(f.State)
+		if !ok {
+			return 0, nil
+		}
+		want = stateIndex(h)
+	}
+	offset = max(offset, 0)
+
+	l.mu.RLock()
+	total := l.countLocked(f.Source, want)
+	ver := l.members
+	idx := l.sorted.Load()
+	var snap []*entry
+	if limit > 0 && offset < total && (idx == nil || idx.version != ver) {
+		snap = slices.Clone(l.all)
+	}
+	l.mu.RUnlock()
+	if limit <= 0 || offset >= total {
+		return total, nil
+	}
+	if snap != nil {
+		slices.SortFunc(snap, func(a, b *entry) int { return cmp.Compare(a.id, b.id) })
+		idx = &sortedIndex{version: ver, entries: snap}
+		l.sorted.Store(idx)
+	}
+
+	out := make([]ProxyView, 0, min(limit, total-offset))
+	matched := 0
+	for i := 0; i < len(idx.entries) && len(out) < limit; i += listChunk {
+		l.mu.RLock()
+		now := l.now()
+		for _, e := range idx.entries[i:min(i+listChunk, len(idx.entries))] {
+			if e.removed || (want >= 0 && stateIndex(e.st.Health) != want) || (f.Source != "" && e.st.Source != f.Source) {
+				continue
+			}
+			if matched >= offset {
+				out = append(out, l.view(e, now))
+				if len(out) == limit {
+					break
+				}
+			}
+			matched++
+		}
+		l.mu.RUnlock()
+	}
+	return total, out
+}
+
+// countLocked returns the number of proxies in source (any if "") in state
+// index want (any if < 0); mu must be held.
+func (l *Live) countLocked(source string, want int) int {
+	a := &l.global
+	if source != "" {
+		if a = l.sources[source]; a == nil {
+			return 0
+		}
+	}
+	if want < 0 {
+		return a.total
+	}
+	return a.states[want]
+}
+
+// CheckRecord is one check result in a proxy's history.
+type CheckRecord struct {
+	At time.Time `json:"at"`
+	OK bool      `json:"ok"`
+	// Class is the failure class ("" when OK).
+	Class      string `json:"class,omitempty"`
+	StatusCode uint32 `json:"status_code,omitempty"`
+	// Latency is the total latency, to the microsecond.
+	Latency time.Duration `json:"latency_ns"`
+}
+
+// History returns a proxy's check results since the given time, newest
+// first. It holds at most LiveOptions.HistoryCap results per proxy and never
+// reaches further back than LiveOptions.HistoryWindow before now.
+func (l *Live) History(id string, since time.Time) []CheckRecord {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	e := l.entries[id]
+	if e == nil {
+		return nil
+	}
+	from := l.now() - int64(l.opts.HistoryWindow)
+	if !since.IsZero() {
+		from = max(from, since.UnixNano())
+	}
+	var out []CheckRecord
+	for i := range e.hist.len() {
+		r := e.hist.at(i)
+		if r.at < from {
+			continue // entries are in arrival order; times may interleave slightly
+		}
+		out = append(out, CheckRecord{
+			At: time.Unix(0, r.at).UTC(), OK: r.ok, Class: events.ClassName(pb.FailureClass(r.class)),
+			StatusCode: uint32(r.status), Latency: time.Duration(r.latUS) * time.Microsecond,
+		})
+	}
+	return out
+}
+
+// StateChange is one health transition of a proxy.
+type StateChange struct {
+	Seq             uint64    `json:"seq"`
+	At              time.Time `json:"at"`
+	From            string    `json:"from"`
+	To              string    `json:"to"`
+	Reason          string    `json:"reason"`
+	RecoveryAttempt uint32    `json:"recovery_attempt"`
+}
+
+// StateChanges returns up to n of a proxy's most recent transitions, newest
+// first (n <= 0: all those kept, at most LiveOptions.StateChangeCap).
+func (l *Live) StateChanges(id string, n int) []StateChange {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	e := l.entries[id]
+	if e == nil {
+		return nil
+	}
+	k := e.changes.len()
+	if n > 0 {
+		k = min(k, n)
+	}
+	out := make([]StateChange, 0, k)
+	for i := range k {
+		c := e.changes.at(i)
+		out = append(out, StateChange{
+			Seq: c.seq, At: time.Unix(0, c.at).UTC(), Reason: c.reason, RecoveryAttempt: c.attempt,
+			From: events.StateName(pb.HealthState(c.from)), To: events.StateName(pb.HealthState(c.to)),
+		})
+	}
+	return out
+}

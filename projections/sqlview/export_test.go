@@ -1,0 +1,9 @@
+package sqlview
+
+// SetBeforeCommitHook installs a hook run before each batch commit; an error
+// aborts the batch (tests simulate crashes with it).
+func SetBeforeCommitHook(v *View, f func() error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.a.testHookBeforeCommit = f
+}

@@ -1,0 +1,207 @@
+package sqlview
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/proxyhealth/proxyhealth/journal"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// RebuildFile builds a fresh view of journal j and atomically puts it at
+// path, replacing whatever file is there without reading it (this is what
+// `proxyhealth rebuild` runs; no View may have path open). The new view is
+// built in path + ".tmp" and renamed into place only when complete, so a
+// crash mid-rebuild leaves the old file intact.
+func RebuildFile(ctx context.Context, path string, j journal.Journal, opts Options) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("sqlview: view path %s: %w", path, err)
+	}
+	o := opts.withDefaults()
+	tmp := abs + ".tmp"
+	if err := build(ctx, tmp, j, o); err != nil {
+		removeDB(tmp)
+		return err
+	}
+	return install(tmp, abs)
+}
+
+// Rebuild replaces the view's content with a fresh replay of the journal
+// from its first retained event, built aside and swapped in atomically (see
+// RebuildFile). The result is identical to what incremental application
+// produces. DB handles obtained before are closed.
+func (v *View) Rebuild(ctx context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return ErrClosed
+	}
+	tmp := v.path + ".tmp"
+	if err := build(ctx, tmp, v.j, v.opts); err != nil {
+		removeDB(tmp)
+		return err
+	}
+	if err := v.db.Close(); err != nil {
+		removeDB(tmp)
+		return fmt.Errorf("sqlview: close %s before replacing it: %w", v.path, err)
+	}
+	installErr := install(tmp, v.path)
+	if err := v.open(ctx); err != nil {
+		v.closed = true
+		return errors.Join(installErr, err)
+	}
+	return installErr
+}
+
+// build writes a complete view of j into the fresh file tmp, tuned for
+// bulk loading: no rollback journal and no fsync while writing (the file is
+// private until renamed), secondary indexes created at the end, and one
+// fsync before returning.
+func build(ctx context.Context, tmp string, j journal.Journal, o Options) error {
+	removeDB(tmp)
+	db, err := sql.Open("sqlite3", dsn(tmp, "_journal_mode=OFF&_synchronous=OFF&_busy_timeout=5000"))
+	if err != nil {
+		return fmt.Errorf("sqlview: create %s: %w", tmp, err)
+	}
+	db.SetMaxOpenConns(1)
+	defer db.Close()
+	if err := execAll(ctx, db, "PRAGMA cache_size = -65536", "PRAGMA temp_store = MEMORY", "PRAGMA threads = 2"); err != nil {
+		return err
+	}
+	if err := execAll(ctx, db, tables...); err != nil {
+		return err
+	}
+	a := &applier{db: db, load: j.LoadSnapshot, opts: o, cache: map[string]*proxyRow{}, deferProxies: true}
+	first, head := j.First(), j.Head()
+	var total, done uint64
+	if head >= first {
+		total = head - first + 1
+	}
+	progress := func() {
+		if o.Progress != nil {
+			o.Progress(done, total)
+		}
+	}
+	progress()
+	// Read and decode the journal in one goroutine while SQLite writes in
+	// this one.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan []*pb.Envelope, 2)
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(batches)
+		readErr = readBatches(rctx, j, first, head, batches)
+	}()
+	var applyErr error
+	for batch := range batches {
+		if applyErr != nil {
+			continue // drain until the reader sees the cancellation
+		}
+		if applyErr = a.applyBatch(ctx, batch, false); applyErr != nil {
+			cancel()
+			continue
+		}
+		done += uint64(len(batch))
+		progress()
+	}
+	wg.Wait()
+	if applyErr != nil {
+		return applyErr
+	}
+	if readErr != nil {
+		return fmt.Errorf("sqlview: rebuild: read the journal: %w", readErr)
+	}
+	if err := a.flushProxies(ctx); err != nil {
+		return err
+	}
+	if err := a.prune(ctx, db, a.newest); err != nil {
+		return err
+	}
+	if err := execAll(ctx, db, indexes...); err != nil {
+		return err
+	}
+	if err := execAll(ctx, db, fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion), "PRAGMA journal_mode = WAL"); err != nil {
+		return err
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("sqlview: close %s: %w", tmp, err)
+	}
+	return syncFile(tmp)
+}
+
+// readBatches sends the journal's events from first to head in batches.
+func readBatches(ctx context.Context, j journal.Journal, first, head uint64, out chan<- []*pb.Envelope) error {
+	batch := make([]*pb.Envelope, 0, rebuildBatchSize)
+	send := func() error {
+		select {
+		case out <- batch:
+			batch = make([]*pb.Envelope, 0, rebuildBatchSize)
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for e, err := range j.Read(ctx, first) {
+		if err != nil {
+			return err
+		}
+		if e.GetSeq() > head {
+			break
+		}
+		if batch = append(batch, e); len(batch) == rebuildBatchSize {
+			if err := send(); err != nil {
+				return err
+			}
+		}
+	}
+	if len(batch) > 0 {
+		return send()
+	}
+	return nil
+}
+
+// install renames the finished tmp over path. The old file's WAL and
+// shared-memory files are removed first: they must never be paired with
+// the new file (a crash in between leaves the old file consistent, only
+// older, and the view catches up from its own offset).
+func install(tmp, path string) error {
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if err := os.Remove(path + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("sqlview: remove the old %s%s: %w", path, suffix, err)
+		}
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("sqlview: install the rebuilt view %s: %w", path, err)
+	}
+	return syncFile(filepath.Dir(path))
+}
+
+// removeDB removes a database file and its companions, ignoring errors.
+func removeDB(path string) {
+	for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
+		os.Remove(path + suffix)
+	}
+}
+
+// syncFile fsyncs a file or directory.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("sqlview: sync %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sqlview: sync %s: %w", path, err)
+	}
+	return nil
+}

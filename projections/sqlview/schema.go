@@ -1,0 +1,156 @@
+package sqlview
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// SchemaVersion is the view schema this package writes, stored in
+// PRAGMA user_version.
+const SchemaVersion = 1
+
+// OffsetName is the projection_offsets row of this view.
+const OffsetName = "sqlview"
+
+// TimeLayout is how times are stored: RFC 3339, UTC, always nine fractional
+// digits, so that text order is time order and SQLite's date functions
+// accept them.
+const TimeLayout = "2006-01-02T15:04:05.000000000Z"
+
+// formatTime renders unix nanoseconds with TimeLayout.
+func formatTime(n int64) string { return time.Unix(0, n).UTC().Format(TimeLayout) }
+
+// nullTime is formatTime, or NULL for 0.
+func nullTime(n int64) sql.NullString {
+	if n == 0 {
+		return sql.NullString{}
+	}
+	return sql.NullString{String: formatTime(n), Valid: true}
+}
+
+// tables are created before the data is written.
+var tables = []string{
+	`CREATE TABLE proxies (
+	id                    TEXT PRIMARY KEY,
+	url_redacted          TEXT NOT NULL,
+	source                TEXT NOT NULL,
+	state                 TEXT NOT NULL,
+	paused                INTEGER NOT NULL,
+	has_credentials       INTEGER NOT NULL,
+	consecutive_successes INTEGER NOT NULL,
+	consecutive_failures  INTEGER NOT NULL,
+	passive_failures      INTEGER NOT NULL,
+	recovery_attempt      INTEGER NOT NULL,
+	total_checks          INTEGER NOT NULL,
+	total_failures        INTEGER NOT NULL,
+	last_check_at         TEXT,
+	last_check_unix_ms    INTEGER,
+	last_change_at        TEXT,
+	last_error_class      TEXT NOT NULL,
+	last_error            TEXT NOT NULL,
+	last_status_code      INTEGER NOT NULL,
+	last_latency_ms       REAL,
+	latency_ewma_ms       REAL,
+	added_at              TEXT,
+	updated_seq           INTEGER NOT NULL,
+	state_pb              BLOB NOT NULL
+) WITHOUT ROWID`,
+	`CREATE TABLE check_history (
+	seq           INTEGER PRIMARY KEY,
+	proxy_id      TEXT NOT NULL,
+	at            TEXT NOT NULL,
+	ok            INTEGER NOT NULL,
+	class         TEXT NOT NULL,
+	status_code   INTEGER NOT NULL,
+	connect_ms    REAL NOT NULL,
+	first_byte_ms REAL NOT NULL,
+	total_ms      REAL NOT NULL,
+	message       TEXT NOT NULL
+)`,
+	`CREATE TABLE state_changes (
+	seq              INTEGER PRIMARY KEY,
+	proxy_id         TEXT NOT NULL,
+	at               TEXT NOT NULL,
+	from_state       TEXT NOT NULL,
+	to_state         TEXT NOT NULL,
+	reason           TEXT NOT NULL,
+	recovery_attempt INTEGER NOT NULL
+)`,
+	`CREATE TABLE pool_events (
+	seq         INTEGER PRIMARY KEY,
+	at          TEXT NOT NULL,
+	type        TEXT NOT NULL,
+	healthy_pct REAL NOT NULL,
+	threshold   REAL NOT NULL,
+	healthy     INTEGER NOT NULL,
+	total       INTEGER NOT NULL
+)`,
+	`CREATE TABLE projection_offsets (
+	name                TEXT PRIMARY KEY,
+	seq                 INTEGER NOT NULL,
+	newest_at_unix_nano INTEGER NOT NULL
+) WITHOUT ROWID`,
+	`CREATE VIEW sources AS SELECT
+	source,
+	COUNT(*)                                            AS total,
+	SUM(state = 'unknown')                              AS unknown,
+	SUM(state = 'healthy')                              AS healthy,
+	SUM(state = 'degraded')                             AS degraded,
+	SUM(state = 'unhealthy')                            AS unhealthy,
+	SUM(state = 'recovering')                           AS recovering,
+	SUM(state = 'failed')                               AS failed,
+	SUM(paused)                                         AS paused,
+	ROUND(100.0 * SUM(state = 'healthy') / COUNT(*), 2) AS health_percentage,
+	AVG(latency_ewma_ms)                                AS avg_latency_ms,
+	MAX(last_check_at)                                  AS last_check_at
+FROM proxies GROUP BY source`,
+}
+
+// indexes are created after a rebuild has written the data.
+var indexes = []string{
+	`CREATE INDEX proxies_state_source ON proxies(state, source)`,
+	`CREATE INDEX proxies_source_state ON proxies(source, state)`,
+	`CREATE INDEX check_history_proxy_at ON check_history(proxy_id, at)`,
+	`CREATE INDEX check_history_at ON check_history(at)`,
+	`CREATE INDEX state_changes_proxy_at ON state_changes(proxy_id, at)`,
+	`CREATE INDEX state_changes_at ON state_changes(at)`,
+}
+
+// requiredObjects must exist in a valid view.
+var requiredObjects = []string{"proxies", "check_history", "state_changes", "pool_events", "projection_offsets", "sources"}
+
+// execAll runs statements in order.
+func execAll(ctx context.Context, db execer, stmts ...string) error {
+	for _, s := range stmts {
+		if _, err := db.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("sqlview: %.40s…: %w", s, err)
+		}
+	}
+	return nil
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// createSchema creates the whole schema (tables, view, indexes) and sets
+// the schema version, in one transaction.
+func createSchema(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := execAll(ctx, tx, tables...); err != nil {
+		return err
+	}
+	if err := execAll(ctx, tx, indexes...); err != nil {
+		return err
+	}
+	if err := execAll(ctx, tx, fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
