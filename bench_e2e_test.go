@@ -11,6 +11,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/journal"
 )
 
 // The end-to-end benchmarks run the fake proxy farm in a child process (this
@@ -149,10 +151,11 @@ func e2eConfig(b *testing.B, urls []string, interval time.Duration) proxyhealth.
 	h := events.DefaultConfig()
 	h.Interval = interval
 	return proxyhealth.Config{
-		DataDir:          b.TempDir(),
-		Concurrency:      1000,
-		SubscriberBuffer: 1 << 20,
-		Sources:          []proxyhealth.SourceConfig{{Name: "farm", Health: h, Probe: farmProbe(), Proxies: urls}},
+		DataDir:            b.TempDir(),
+		Concurrency:        1000,
+		JournalCommitDelay: delayFromEnv(),
+		SubscriberBuffer:   1 << 20,
+		Sources:            []proxyhealth.SourceConfig{{Name: "farm", Health: h, Probe: farmProbe(), Proxies: urls}},
 	}
 }
 
@@ -203,14 +206,35 @@ func BenchmarkE2ESteadyState(b *testing.B) {
 	farm := startFarmProcess(b, n)
 	for range b.N {
 		cfg := e2eConfig(b, farm.urls, 10*time.Second)
+		var commits, committed atomic.Int64
+		cfg.OnJournalCommit = func(c journal.CommitStats) { commits.Add(1); committed.Add(int64(c.Events)) }
 		e, err := proxyhealth.Open(context.Background(), cfg)
 		if err != nil {
 			b.Fatal(err)
 		}
 		time.Sleep(12 * time.Second) // first sweep, then settle onto the schedule
-		c0, cpu0 := farm.checks(b), cpuTime()
+		c0, cpu0, k0, n0 := farm.checks(b), cpuTime(), commits.Load(), committed.Load()
+		if path := os.Getenv("PROXYHEALTH_BENCH_ALLOCPROFILE"); path != "" {
+			runtime.MemProfileRate = 64 << 10
+			defer func() {
+				f, _ := os.Create(path)
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}()
+		}
+		if path := os.Getenv("PROXYHEALTH_BENCH_CPUPROFILE"); path != "" {
+			f, err := os.Create(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = pprof.StartCPUProfile(f)
+			defer f.Close()
+		}
 		time.Sleep(window)
-		c1, cpu1 := farm.checks(b), cpuTime()
+		pprof.StopCPUProfile()
+		c1, cpu1, k1, n1 := farm.checks(b), cpuTime(), commits.Load(), committed.Load()
+		b.ReportMetric(float64(k1-k0)/window.Seconds(), "commits/s")
+		b.ReportMetric(float64(n1-n0)/float64(max(k1-k0, 1)), "events/commit")
 		checks := c1 - c0
 		cpu := cpu1 - cpu0
 		b.ReportMetric(float64(checks)/window.Seconds(), "checks/s")
@@ -220,6 +244,13 @@ func BenchmarkE2ESteadyState(b *testing.B) {
 		runtime.ReadMemStats(&ms)
 		b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
 		b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines")
+		if os.Getenv("PROXYHEALTH_BENCH_MEMDEBUG") != "" {
+			b.Logf("memstats: sys %d MiB, heap sys %d, inuse %d, idle %d, released %d, stacks %d, other %d", ms.Sys>>20, ms.HeapSys>>20, ms.HeapInuse>>20, ms.HeapIdle>>20, ms.HeapReleased>>20, ms.StackInuse>>20, (ms.OtherSys+ms.GCSys+ms.MSpanSys+ms.MCacheSys+ms.BuckHashSys)>>20)
+			raw, _ := os.ReadFile("/proc/self/smaps_rollup")
+			b.Logf("smaps_rollup:\n%s", raw)
+			maps, _ := os.ReadFile("/proc/self/smaps")
+			_ = os.WriteFile("/tmp/smaps.txt", maps, 0o644)
+		}
 		if os.Getenv("PROXYHEALTH_BENCH_HEAPPROFILE") != "" {
 			f, _ := os.Create(os.Getenv("PROXYHEALTH_BENCH_HEAPPROFILE"))
 			_ = pprof.WriteHeapProfile(f)
@@ -229,4 +260,10 @@ func BenchmarkE2ESteadyState(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// delayFromEnv lets a benchmark run try another journal commit delay.
+func delayFromEnv() time.Duration {
+	d, _ := time.ParseDuration(os.Getenv("PROXYHEALTH_BENCH_COMMIT_DELAY"))
+	return d
 }

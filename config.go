@@ -62,6 +62,13 @@ type Config struct {
 	// OnNotification callbacks are called with every notification, in
 	// order; they must return quickly.
 	OnNotification []func(projections.Notification)
+	// OnJournalCommit, if set, is called after every group commit of the
+	// bbolt journal (for metrics); it must return quickly.
+	OnJournalCommit func(journal.CommitStats)
+	// JournalCommitDelay is how long the journal lingers for more appends
+	// before committing a small batch (default journal.DefaultCommitDelay,
+	// 2 ms; negative commits at once).
+	JournalCommitDelay time.Duration
 }
 
 // SourceConfig is a named group of proxies with its own check config.

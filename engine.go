@@ -75,7 +75,14 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 			return nil, fmt.Errorf("proxyhealth: create data directory: %w", err)
 		}
-		b, err := journal.OpenBolt(filepath.Join(cfg.DataDir, JournalFile))
+		opts := []journal.BoltOption{}
+		if cfg.OnJournalCommit != nil {
+			opts = append(opts, journal.WithCommitObserver(cfg.OnJournalCommit))
+		}
+		if cfg.JournalCommitDelay != 0 {
+			opts = append(opts, journal.WithCommitDelay(max(cfg.JournalCommitDelay, 0)))
+		}
+		b, err := journal.OpenBolt(filepath.Join(cfg.DataDir, JournalFile), opts...)
 		if err != nil {
 			return nil, err
 		}

@@ -102,7 +102,8 @@ func (s *sourceActor) Receive(ctx actor.Context) {
 			ctx.Respond(&Spawned{Err: fmt.Errorf("actors: spawn proxy %s: %w", m.Spec.ID, err)})
 			return
 		}
-		ctx.Watch(pid)
+		// No Watch: a parent is told of its children's termination anyway,
+		// and watching costs every child a watcher set.
 		s.children[m.Spec.ID] = pid
 		s.byPID[pid.GetId()] = m.Spec.ID
 		ctx.Respond(&Spawned{PID: pid})

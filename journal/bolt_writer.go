@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -74,6 +75,9 @@ type writer struct {
 	puts     []put
 	arena    []byte
 	marshal  proto.MarshalOptions
+	delay    time.Duration     // linger for small batches
+	timer    *time.Timer       // reused linger timer
+	observer func(CommitStats) // optional metrics hook
 }
 
 // The writer's arena for keys and values starts at initialArena bytes and
@@ -133,6 +137,28 @@ gather:
 			break gather
 		}
 	}
+	// A small batch lingers a little for more (one fsync for many appends),
+	// unless the journal is closing.
+	if w.delay > 0 && n < commitDelayBelow {
+		if w.timer == nil {
+			w.timer = time.NewTimer(w.delay)
+		} else {
+			w.timer.Reset(w.delay)
+		}
+	linger:
+		for n < w.maxBatch {
+			select {
+			case r := <-w.b.reqs:
+				w.batch = append(w.batch, r)
+				n += r.size()
+			case <-w.timer.C:
+				break linger
+			case <-w.b.stop:
+				w.timer.Stop()
+				break linger
+			}
+		}
+	}
 	w.commit(w.batch)
 	clear(w.batch)
 }
@@ -171,8 +197,14 @@ func (w *writer) commit(batch []*request) {
 	}
 	var err error
 	if len(w.puts) > 0 {
+		start := time.Now()
 		b.commitMu.Lock()
 		err = b.update(w.write)
+		if w.observer != nil {
+			defer func(events, reqs int) {
+				w.observer(CommitStats{Events: events, Requests: reqs, Duration: time.Since(start), Err: err})
+			}(len(w.undo), len(taken))
+		}
 		if err == nil {
 			if len(w.overlay) > 0 {
 				b.headsMu.Lock()

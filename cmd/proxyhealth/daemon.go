@@ -8,10 +8,12 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
 )
 
@@ -31,6 +33,13 @@ type daemon struct {
 // startDaemon opens the engine and serves the API on ln. On error, ln is
 // closed and nothing is left running.
 func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, token string, log *slog.Logger) (*daemon, error) {
+	// The journal reports each group commit to the metrics, once they exist.
+	var metrics atomic.Pointer[httpapi.Server]
+	cfg.OnJournalCommit = func(c journal.CommitStats) {
+		if s := metrics.Load(); s != nil && c.Err == nil {
+			s.ObserveJournalCommit(c.Events, c.Duration)
+		}
+	}
 	eng, err := proxyhealth.Open(ctx, cfg)
 	if err != nil {
 		_ = ln.Close()
@@ -39,6 +48,7 @@ func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, t
 	d := &daemon{eng: eng, api: &trackingEngine{Engine: eng, added: map[string]addedProxy{}}, log: log, served: make(chan error, 1)}
 	d.status = eng.Live()
 	d.srv = httpapi.New(d.api, httpapi.Options{Status: d.status, Token: token, Version: version, Logger: log})
+	metrics.Store(d.srv)
 	d.hs = &http.Server{
 		Handler:           d.srv,
 		ReadHeaderTimeout: 10 * time.Second,

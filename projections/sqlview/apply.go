@@ -42,6 +42,52 @@ type applier struct {
 	// testHookBeforeCommit, when set, runs before each commit; an error
 	// aborts the batch (tests use it to simulate a crash).
 	testHookBeforeCommit func() error
+
+	// prepared caches the statements prepared on db, so that a small batch
+	// does not pay for parsing seven statements again.
+	prepared   *stmts
+	preparedDB *sql.DB
+}
+
+// prepareOnce prepares the statements on the database once (again after
+// Rebuild replaced the handle). Call it before BeginTx: the view's database
+// has a single connection, which a transaction holds.
+func (a *applier) prepareOnce(ctx context.Context) error {
+	if a.prepared == nil || a.preparedDB != a.db {
+		if a.prepared != nil {
+			a.prepared.close()
+			a.prepared = nil
+		}
+		var s stmts
+		for _, p := range s.targets() {
+			st, err := a.db.PrepareContext(ctx, p.text)
+			if err != nil {
+				s.close()
+				return fmt.Errorf("sqlview: prepare: %w", err)
+			}
+			*p.dst = st
+		}
+		a.prepared, a.preparedDB = &s, a.db
+	}
+	return nil
+}
+
+// statements binds the prepared statements to tx.
+func (a *applier) statements(ctx context.Context, tx *sql.Tx) (*stmts, error) {
+	var bound stmts
+	src, dst := a.prepared.targets(), bound.targets()
+	for i := range src {
+		*dst[i].dst = tx.StmtContext(ctx, *src[i].dst)
+	}
+	return &bound, nil
+}
+
+// closeStatements releases the cached statements (before closing db).
+func (a *applier) closeStatements() {
+	if a.prepared != nil {
+		a.prepared.close()
+		a.prepared, a.preparedDB = nil, nil
+	}
 }
 
 var marshalOpts = proto.MarshalOptions{Deterministic: true}
@@ -80,20 +126,13 @@ const (
 	sqlPruneChanges = `DELETE FROM state_changes WHERE at < ?`
 )
 
-func prepare(ctx context.Context, tx *sql.Tx) (*stmts, error) {
-	var s stmts
-	for _, p := range []struct {
-		dst  **sql.Stmt
-		text string
-	}{{&s.check, sqlInsertCheck}, {&s.change, sqlInsertChange}, {&s.pool, sqlInsertPool}, {&s.upsert, sqlUpsertProxy}, {&s.update, sqlUpdateProxy}, {&s.del, sqlDeleteProxy}, {&s.offset, sqlSetOffset}} {
-		st, err := tx.PrepareContext(ctx, p.text)
-		if err != nil {
-			s.close()
-			return nil, fmt.Errorf("sqlview: prepare: %w", err)
-		}
-		*p.dst = st
-	}
-	return &s, nil
+type stmtTarget struct {
+	dst  **sql.Stmt
+	text string
+}
+
+func (s *stmts) targets() []stmtTarget {
+	return []stmtTarget{{&s.check, sqlInsertCheck}, {&s.change, sqlInsertChange}, {&s.pool, sqlInsertPool}, {&s.upsert, sqlUpsertProxy}, {&s.update, sqlUpdateProxy}, {&s.del, sqlDeleteProxy}, {&s.offset, sqlSetOffset}}
 }
 
 func (s *stmts) close() {
@@ -120,6 +159,9 @@ func (a *applier) applyBatch(ctx context.Context, envs []*pb.Envelope, prune boo
 	if len(todo) == 0 {
 		return nil
 	}
+	if err := a.prepareOnce(ctx); err != nil {
+		return err
+	}
 	tx, err := a.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlview: begin: %w", err)
@@ -129,7 +171,7 @@ func (a *applier) applyBatch(ctx context.Context, envs []*pb.Envelope, prune boo
 			tx.Rollback()
 		}
 	}()
-	st, err := prepare(ctx, tx)
+	st, err := a.statements(ctx, tx)
 	if err != nil {
 		return err
 	}

@@ -47,6 +47,9 @@ func (v *View) Rebuild(ctx context.Context) error {
 		removeDB(tmp)
 		return err
 	}
+	if v.a != nil {
+		v.a.closeStatements()
+	}
 	if err := v.db.Close(); err != nil {
 		removeDB(tmp)
 		return fmt.Errorf("sqlview: close %s before replacing it: %w", v.path, err)

@@ -77,7 +77,14 @@ type Options struct {
 	Logger *slog.Logger
 	// Now names moved-aside files (default time.Now).
 	Now func() time.Time
+	// Linger is how long Run waits to fill up a small batch before
+	// applying it (default 100 ms; negative applies at once). The view then
+	// trails the journal by at most about that much.
+	Linger time.Duration
 }
+
+// DefaultLinger is the default Options.Linger.
+const DefaultLinger = 500 * time.Millisecond
 
 func (o Options) withDefaults() Options {
 	if o.BatchSize <= 0 {
@@ -94,6 +101,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Linger == 0 {
+		o.Linger = DefaultLinger
 	}
 	return o
 }
@@ -369,6 +379,7 @@ func (v *View) Run(ctx context.Context) error {
 		if err != nil {
 			err = fmt.Errorf("sqlview: tail the journal for %s: %w", v.path, err)
 		} else {
+			batch = v.linger(ctx, sub, batch)
 			err = v.apply(ctx, batch)
 		}
 		if err != nil {
@@ -380,6 +391,25 @@ func (v *View) Run(ctx context.Context) error {
 	}
 }
 
+// linger tops a small batch up with what arrives within Options.Linger, so
+// that a trickle of events costs one transaction per linger period instead
+// of one per event.
+func (v *View) linger(ctx context.Context, sub *journal.Subscription, batch []*pb.Envelope) []*pb.Envelope {
+	if v.opts.Linger <= 0 || len(batch) >= v.opts.BatchSize {
+		return batch
+	}
+	lctx, cancel := context.WithTimeout(ctx, v.opts.Linger)
+	defer cancel()
+	for len(batch) < v.opts.BatchSize {
+		more, err := sub.NextBatch(lctx, v.opts.BatchSize-len(batch))
+		if err != nil {
+			break // the linger ended (or the journal closed: the next read says so)
+		}
+		batch = append(batch, more...)
+	}
+	return batch
+}
+
 // Close closes the view. Stop Run first. Idempotent.
 func (v *View) Close() error {
 	v.mu.Lock()
@@ -388,5 +418,8 @@ func (v *View) Close() error {
 		return nil
 	}
 	v.closed = true
+	if v.a != nil {
+		v.a.closeStatements()
+	}
 	return v.db.Close()
 }
