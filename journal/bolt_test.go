@@ -58,21 +58,21 @@ func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) 
 func TestBoltContract(t *testing.T) {
 	journaltest.Run(t, journaltest.Harness{
 		Open: func(t *testing.T) journal.Journal {
-			return openBolt(t, filepath.Join(t.TempDir(), "journal.db"), journal.WithUnsafeNoSync())
+			return openBolt(t, filepath.Join(t.TempDir(), "journal.db"), journal.WithUnsafeNoSync(), journal.WithCommitDelay(time.Millisecond))
 		},
 		Reopen: func(t *testing.T, old journal.Journal) journal.Journal {
 			path := old.(*journal.Bolt).Path()
 			if err := old.Close(); err != nil {
 				t.Fatal(err)
 			}
-			return openBolt(t, path, journal.WithUnsafeNoSync())
+			return openBolt(t, path, journal.WithUnsafeNoSync(), journal.WithCommitDelay(time.Millisecond))
 		},
 		Damage: func(t *testing.T, j journal.Journal) journal.Journal {
 			mid := j.Head()/2 + 1 // a proxy event: its stream index entry dangles
 			path := rawUpdate(t, j, func(tx *bolt.Tx) error {
 				return tx.Bucket([]byte("events")).Delete(seqKey(mid))
 			})
-			return openBolt(t, path, journal.WithUnsafeNoSync())
+			return openBolt(t, path, journal.WithUnsafeNoSync(), journal.WithCommitDelay(time.Millisecond))
 		},
 	})
 }
@@ -313,4 +313,44 @@ func TestBoltInvalidUTF8FailsAlone(t *testing.T) {
 	if err := j.Check(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A small batch lingers for more appends: concurrent single-event appends
+// share commits, and the observer sees every event exactly once.
+func TestBoltCommitDelayGroupsAppendsAndObserverCounts(t *testing.T) {
+	var mu sync.Mutex
+	var commits, events int
+	j := openBolt(t, filepath.Join(t.TempDir(), "journal.db"),
+		journal.WithCommitDelay(20*time.Millisecond),
+		journal.WithCommitObserver(func(c journal.CommitStats) {
+			mu.Lock()
+			defer mu.Unlock()
+			if c.Err != nil || c.Duration <= 0 {
+				t.Errorf("commit stats %+v", c)
+			}
+			commits++
+			events += c.Events
+		}))
+	defer j.Close()
+	const appenders = 50
+	var wg sync.WaitGroup
+	for i := range appenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := j.Append(context.Background(), []*pb.Envelope{journaltest.Succeeded(journaltest.ProxyID(i), time.Millisecond)}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if events != appenders {
+		t.Fatalf("observer saw %d events, want %d", events, appenders)
+	}
+	if commits >= appenders {
+		t.Fatalf("%d commits for %d concurrent appends: no grouping", commits, appenders)
+	}
+	t.Logf("%d appends in %d commits", appenders, commits)
 }
