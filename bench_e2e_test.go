@@ -195,6 +195,8 @@ func BenchmarkE2EFirstSweep(b *testing.B) {
 // journal on; after the first sweep and one interval of settling, the
 // engine's CPU time over a 30 s window divided by the checks the farm
 // served. Target ≤ 200 CPU-ms per 1,000 checks (goal ≤ 100); RSS ≤ 100 MiB.
+// view=false runs the engine without the SQLite view (live status, pool
+// monitor and notifier stay on); view=true adds it.
 func BenchmarkE2ESteadyState(b *testing.B) {
 	const n = 10_000
 	window := 30 * time.Second
@@ -204,8 +206,16 @@ func BenchmarkE2ESteadyState(b *testing.B) {
 		}
 	}
 	farm := startFarmProcess(b, n)
+	// journal only (the actor/probe/journal path), then with the SQLite view.
+	for _, view := range []bool{false, true} {
+		b.Run(fmt.Sprintf("view=%v", view), func(b *testing.B) { steadyState(b, farm, window, view) })
+	}
+}
+
+func steadyState(b *testing.B, farm *farmProc, window time.Duration, view bool) {
 	for range b.N {
 		cfg := e2eConfig(b, farm.urls, 10*time.Second)
+		cfg.DisableView = !view
 		var commits, committed atomic.Int64
 		cfg.OnJournalCommit = func(c journal.CommitStats) { commits.Add(1); committed.Add(int64(c.Events)) }
 		e, err := proxyhealth.Open(context.Background(), cfg)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -383,13 +384,34 @@ func (a *proxyActor) onCheckDue(ctx actor.Context, m *checkDue) {
 	a.checkGen++
 	a.env.checking(a.spec.ID, true)
 	gen, self, sys := a.checkGen, ctx.Self(), ctx.ActorSystem()
-	a.ticket = a.env.Limiter.Acquire(a.due, func(*Ticket) { sys.Root.Send(self, &slotGranted{gen: gen}) })
+	// A slot granted at once (inside Acquire, on this goroutine) starts the
+	// probe directly; one granted later arrives as a message.
+	var inline atomic.Bool
+	inline.Store(true)
+	grantedNow := false
+	a.ticket = a.env.Limiter.Acquire(a.due, func(*Ticket) {
+		if inline.Load() {
+			grantedNow = true
+			return
+		}
+		sys.Root.Send(self, &slotGranted{gen: gen})
+	})
+	inline.Store(false)
+	if grantedNow {
+		a.startProbe(ctx)
+	}
 }
 
 func (a *proxyActor) onSlotGranted(ctx actor.Context, m *slotGranted) {
 	if m.gen != a.checkGen || !a.checking {
 		return
 	}
+	a.startProbe(ctx)
+}
+
+// startProbe runs the check in its own goroutine; its result comes back as
+// a probeDone message (or probePanicked), and a zombie timer bounds it.
+func (a *proxyActor) startProbe(ctx actor.Context) {
 	if !a.env.begin() {
 		a.endCheck()
 		return

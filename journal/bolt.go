@@ -15,6 +15,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 var _ Journal = (*Bolt)(nil)
@@ -27,7 +28,8 @@ const SchemaVersion = 1
 //
 //	events    big-endian uint64 seq -> marshalled Envelope (with seq, stream_seq)
 //	streams   proxy_id 0x00 big-endian uint64 stream_seq -> big-endian uint64 seq
-//	heads     proxy_id -> big-endian uint64 stream head
+//	heads     unused since the first release: heads are derived at open
+//	          from streams (and snapshots), see deriveHeads
 //	snapshots proxy_id -> marshalled ProxySnapshot (the latest only)
 //	meta      "schema" -> big-endian uint64 version; "first" -> first retained seq
 var (
@@ -335,14 +337,57 @@ func (b *Bolt) load() error {
 			}
 			b.head.Store(binary.BigEndian.Uint64(k))
 		}
-		return tx.Bucket(bucketHeads).ForEach(func(k, v []byte) error {
-			if len(v) != 8 {
-				return fmt.Errorf("%w: %s: stream head of proxy %q is %d bytes, want 8", ErrCorrupt, b.path, k, len(v))
-			}
-			b.heads[string(k)] = binary.BigEndian.Uint64(v)
-			return nil
-		})
+		heads, err := deriveHeads(tx)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
+		}
+		b.heads = heads
+		return nil
 	})
+}
+
+// deriveHeads computes every proxy's stream head from the file: the last
+// stream-index entry of each proxy, or its snapshot's stream seq when
+// retention deleted the entries (retention never deletes events that a
+// snapshot does not cover). Heads are not written per commit: that would
+// dirty one more randomly placed page for every event. It costs one seek per
+// proxy at open.
+func deriveHeads(tx *bolt.Tx) (map[string]uint64, error) {
+	heads := make(map[string]uint64)
+	c := tx.Bucket(bucketStreams).Cursor()
+	k, _ := c.First()
+	for k != nil {
+		proxy, _, ok := parseStreamKey(k)
+		if !ok {
+			return nil, fmt.Errorf("stream index key %x is malformed", k)
+		}
+		next := append(append(make([]byte, 0, len(proxy)+1), proxy...), 0x01)
+		nk, _ := c.Seek(next)
+		var last []byte
+		if nk == nil {
+			last, _ = c.Last()
+		} else {
+			last, _ = c.Prev()
+		}
+		if _, seq, ok := parseStreamKey(last); ok {
+			heads[string(proxy)] = seq
+		}
+		if nk == nil {
+			break
+		}
+		k, _ = c.Seek(next)
+	}
+	err := tx.Bucket(bucketSnapshots).ForEach(func(id, v []byte) error {
+		var snap pb.ProxySnapshot
+		if err := proto.Unmarshal(v, &snap); err != nil {
+			return fmt.Errorf("snapshot of proxy %q is not decodable: %v", id, err)
+		}
+		if s := snap.GetStreamSeq(); s > heads[string(id)] {
+			heads[string(id)] = s
+		}
+		return nil
+	})
+	return heads, err
 }
 
 // readFirst returns the first retained seq recorded in meta (1 if none).

@@ -2,7 +2,6 @@ package journal
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"runtime"
 	"slices"
@@ -190,11 +189,6 @@ func (w *writer) commit(batch []*request) {
 		}
 	}
 	defer w.reset(taken)
-	for p, h := range w.overlay {
-		k := w.bytes(func(a []byte) []byte { return append(a, p...) })
-		v := w.bytes(func(a []byte) []byte { return binary.BigEndian.AppendUint64(a, h) })
-		w.puts = append(w.puts, put{putHead, k, v})
-	}
 	var err error
 	if len(w.puts) > 0 {
 		start := time.Now()
