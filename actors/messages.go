@@ -97,7 +97,10 @@ type (
 		value any
 	}
 	zombie        struct{ gen uint64 }
-	appendOutcome struct {
+	appendDone struct {
+		owner   *proxyActor // the incarnation that appended
+		evs     []*pb.Envelope
+		p       pending
 		seqs    []uint64
 		err     error
 		snapped bool

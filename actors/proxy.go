@@ -84,6 +84,8 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 		}
 	case *zombie:
 		a.onZombie(ctx, m)
+	case *appendDone:
+		a.onAppendDone(ctx, m)
 	case *GetState:
 		ctx.Respond(&StateReply{State: a.state, Checking: a.checking, NextCheckAt: a.due, Busy: a.persisting || len(a.queue) > 0, Stopped: a.stopped})
 	case *Sync:
@@ -230,8 +232,11 @@ func (a *proxyActor) decide(ctx actor.Context, p pending) {
 
 // persist appends the events with explicit stream seqs (so a concurrent
 // writer of the same stream is detected), and applies them only when the
-// journal says they are durable. The mailbox keeps serving queries
-// meanwhile.
+// journal says they are durable: the append runs in a goroutine whose
+// appendDone message comes back through the mailbox, which keeps serving
+// queries meanwhile (commands wait in the queue). An append that outlives
+// AppendTimeout fails; the actor then restarts and recovers from the
+// journal, whatever part of it landed.
 func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 	for i, e := range evs {
 		e.StreamSeq = a.state.StreamSeq + uint64(i) + 1
@@ -246,33 +251,34 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 	snapshot := candidate.StreamSeq-a.lastSnap >= a.env.SnapshotEvery
 	a.persisting = true
 
-	sys := ctx.ActorSystem()
-	j := a.env.Journal
-	f := actor.NewFuture(sys, a.env.AppendTimeout)
+	sys, self, j, timeout := ctx.ActorSystem(), ctx.Self(), a.env.Journal, a.env.AppendTimeout
 	go func() {
 		defer a.env.work.Done()
-		out := &appendOutcome{}
-		out.seqs, out.err = j.Append(context.Background(), evs)
-		if out.err == nil && snapshot {
-			candidate.Seq = out.seqs[len(out.seqs)-1]
+		done := &appendDone{owner: a, evs: evs, p: p}
+		actx, cancel := context.WithTimeout(context.Background(), timeout)
+		done.seqs, done.err = j.Append(actx, evs)
+		cancel()
+		if done.err == nil && snapshot {
+			candidate.Seq = done.seqs[len(done.seqs)-1]
 			// A failed snapshot only costs a longer replay next time.
-			out.snapped = j.SaveSnapshot(context.Background(), events.ToSnapshot(candidate)) == nil
+			done.snapped = j.SaveSnapshot(context.Background(), events.ToSnapshot(candidate)) == nil
 		}
-		sys.Root.Send(f.PID(), out)
+		sys.Root.Send(self, done)
 	}()
-	self := a
-	ctx.ReenterAfter(f, func(res any, err error) {
-		if ctx.Actor() != self {
-			return // a restarted incarnation recovers from the journal instead
-		}
-		a.committed(ctx, evs, p, res, err)
-	})
 }
 
-func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending, res any, err error) {
+// onAppendDone applies a commit, unless the actor restarted meanwhile (the
+// new incarnation recovered from the journal instead).
+func (a *proxyActor) onAppendDone(ctx actor.Context, m *appendDone) {
+	if m.owner != a {
+		return
+	}
+	a.committed(ctx, m.evs, m.p, m, nil)
+}
+
+func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending, out *appendDone, err error) {
 	a.persisting = false
-	out, _ := res.(*appendOutcome)
-	if err == nil && out != nil {
+	if err == nil {
 		err = out.err
 	}
 	if err != nil {
