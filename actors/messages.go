@@ -96,7 +96,7 @@ type (
 		gen   uint64
 		value any
 	}
-	zombie        struct{ gen uint64 }
+	zombie     struct{ gen uint64 }
 	appendDone struct {
 		owner   *proxyActor // the incarnation that appended
 		evs     []*pb.Envelope
