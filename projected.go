@@ -10,6 +10,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/probe"
 	"github.com/proxyhealth/proxyhealth/projections"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
@@ -55,6 +56,22 @@ func (e *Engine) startProjections(ctx context.Context) error {
 		}
 	}
 	p.live.Apply(batch...)
+	// Proxies quiet for longer than the retention period have no events
+	// left, only their snapshot.
+	for _, sc := range cfg.Sources {
+		for _, raw := range sc.Proxies {
+			u, err := probe.ParseProxyURL(raw)
+			if err != nil {
+				continue // Validate already refused it
+			}
+			if _, known := p.live.Proxy(u.ID()); known {
+				continue
+			}
+			if snap, err := j.LoadSnapshot(ctx, u.ID()); err == nil {
+				p.live.Seed(snap)
+			}
+		}
+	}
 
 	if cfg.DataDir != "" && !cfg.DisableView {
 		v, err := sqlview.OpenView(ctx, filepath.Join(cfg.DataDir, ViewFile), j, sqlview.Options{
@@ -117,8 +134,9 @@ func (p *projected) feedLive(ctx context.Context, j journal.Journal, from uint64
 	}
 }
 
-// stop ends the projections; the view's offset is durable with each batch,
-// so whatever it had not applied it catches up at the next start.
+// stop ends the projections (the journal must still be open). The view
+// catches up first; had it not (a crash), its offset, durable with each
+// batch, would let it catch up at the next start.
 func (p *projected) stop(ctx context.Context) error {
 	if p == nil || p.cancel == nil {
 		return nil
@@ -130,7 +148,9 @@ func (p *projected) stop(ctx context.Context) error {
 		errs = append(errs, p.notifier.Close(ctx))
 	}
 	if p.view != nil {
-		errs = append(errs, p.view.Close())
+		// The journal is still open: bring the view up to date, so that a
+		// cleanly stopped engine leaves a current view.db behind.
+		errs = append(errs, p.view.CatchUp(ctx), p.view.Close())
 	}
 	return errors.Join(errs...)
 }

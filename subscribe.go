@@ -3,10 +3,12 @@ package proxyhealth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth/actors"
 	"github.com/proxyhealth/proxyhealth/journal"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -125,6 +127,21 @@ func (f *fanout) run(ctx context.Context) {
 	}
 }
 
+// ApplyRetention deletes journal events older than Config.Retention (it
+// runs by itself hourly). It first has every proxy snapshot its state, so
+// that quiet proxies (failed, paused) do not hold back the deletion; then
+// it deletes the oldest events as a contiguous prefix, never one a snapshot
+// does not cover. It returns how many events were deleted.
+func (e *Engine) ApplyRetention(ctx context.Context) (int, error) {
+	if e.cfg.Retention <= 0 {
+		return 0, nil
+	}
+	if err := e.broadcast(ctx, "", func() any { return &actors.SnapshotNow{} }); err != nil {
+		return 0, fmt.Errorf("proxyhealth: snapshot proxies before retention: %w", err)
+	}
+	return e.journal.Retain(ctx, e.cfg.Clock.Now().Add(-e.cfg.Retention))
+}
+
 // retainer deletes journal events older than the retention period, once an
 // hour (and once at start), on the engine's clock.
 type retainer struct {
@@ -165,12 +182,11 @@ func (r *retainer) run() {
 	defer r.busy.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cutoff := r.e.cfg.Clock.Now().Add(-r.period)
-	n, err := r.e.journal.Retain(ctx, cutoff)
-	if err != nil && !errors.Is(err, journal.ErrClosed) {
+	n, err := r.e.ApplyRetention(ctx)
+	if err != nil && !errors.Is(err, journal.ErrClosed) && !errors.Is(err, ErrClosed) {
 		r.e.log.Warn("journal retention failed; will retry", slog.Any("error", err))
 	} else if n > 0 {
-		r.e.log.Info("journal retention", slog.Int("deleted", n), slog.Time("cutoff", cutoff))
+		r.e.log.Info("journal retention", slog.Int("deleted", n))
 	}
 	r.arm(retainEvery)
 }

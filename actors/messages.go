@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"github.com/asynkron/protoactor-go/actor"
+
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/events"
@@ -57,6 +59,11 @@ type (
 	// GetState asks for a *StateReply; it is answered at once, even while an
 	// append is in flight (with the last committed state).
 	GetState struct{}
+	// SnapshotNow asks the proxy to snapshot its committed state if its
+	// latest snapshot is older; answered with a *Reply once it is durable.
+	// Retention runs it first, so that quiet proxies (failed, paused) do
+	// not hold back the deletion of old events.
+	SnapshotNow struct{}
 )
 
 // Reply answers a command.
@@ -96,7 +103,13 @@ type (
 		gen   uint64
 		value any
 	}
-	zombie     struct{ gen uint64 }
+	zombie       struct{ gen uint64 }
+	snapshotDone struct {
+		owner *proxyActor
+		seq   uint64
+		err   error
+		reply *actor.PID
+	}
 	appendDone struct {
 		owner   *proxyActor // the incarnation that appended
 		evs     []*pb.Envelope

@@ -86,6 +86,13 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 		a.onZombie(ctx, m)
 	case *appendDone:
 		a.onAppendDone(ctx, m)
+	case *SnapshotNow:
+		a.snapshotNow(ctx)
+	case *snapshotDone:
+		if m.owner == a && m.err == nil && m.seq > a.lastSnap {
+			a.lastSnap = m.seq
+		}
+		a.respond(ctx, m.reply, &Reply{Err: m.err})
 	case *GetState:
 		ctx.Respond(&StateReply{State: a.state, Checking: a.checking, NextCheckAt: a.due, Busy: a.persisting || len(a.queue) > 0, Stopped: a.stopped})
 	case *Sync:
@@ -264,6 +271,27 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 			done.snapped = j.SaveSnapshot(context.Background(), events.ToSnapshot(candidate)) == nil
 		}
 		sys.Root.Send(self, done)
+	}()
+}
+
+// snapshotNow saves the committed state as the proxy's snapshot, unless the
+// latest snapshot already covers it.
+func (a *proxyActor) snapshotNow(ctx actor.Context) {
+	reply := ctx.Sender()
+	if a.state.StreamSeq == 0 || a.state.StreamSeq <= a.lastSnap {
+		a.respond(ctx, reply, &Reply{})
+		return
+	}
+	if !a.env.begin() {
+		a.respond(ctx, reply, &Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
+		return
+	}
+	snap, seq := events.ToSnapshot(a.state), a.state.StreamSeq
+	sys, self, j, owner := ctx.ActorSystem(), ctx.Self(), a.env.Journal, a
+	go func() {
+		defer a.env.work.Done()
+		err := j.SaveSnapshot(context.Background(), snap)
+		sys.Root.Send(self, &snapshotDone{owner: owner, seq: seq, err: err, reply: reply})
 	}()
 }
 

@@ -182,6 +182,33 @@ func (l *Live) apply(env *pb.Envelope) {
 	l.contribute(e, 1)
 }
 
+// Seed adds proxies known only from their snapshots: proxies whose every
+// event journal retention deleted (a proxy quiet for longer than the
+// retention period). Proxies already known, and removed ones, are skipped.
+// Like Apply, it must be called from the feeder (before it starts, or on
+// its goroutine).
+func (l *Live) Seed(snaps ...*pb.ProxySnapshot) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, snap := range snaps {
+		id := snap.GetProxyId()
+		if id == "" || l.entries[id] != nil || snap.GetRemoved() {
+			continue
+		}
+		e := &entry{id: id, st: events.FromSnapshot(snap), hourLast: noBucket, fineLast: noBucket}
+		e.src = l.sourceAgg(e.st.Source)
+		e.idx = len(l.all)
+		l.all = append(l.all, e)
+		l.entries[id] = e
+		l.members++
+		if _, ok := l.pending[id]; ok {
+			e.checking = true
+			delete(l.pending, id)
+		}
+		l.contribute(e, 1)
+	}
+}
+
 // record folds env into e (unless covered) and keeps its history.
 func (l *Live) record(e *entry, env *pb.Envelope, covered bool) {
 	at := env.GetAtUnixNano()
