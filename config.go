@@ -15,6 +15,9 @@ import (
 	"github.com/proxyhealth/proxyhealth/projections"
 )
 
+// DefaultJournalCommitDelay is the default Config.JournalCommitDelay.
+const DefaultJournalCommitDelay = 10 * time.Millisecond
+
 // DefaultSource is the name of the source used when none is given.
 const DefaultSource = "default"
 
@@ -66,8 +69,9 @@ type Config struct {
 	// bbolt journal (for metrics); it must return quickly.
 	OnJournalCommit func(journal.CommitStats)
 	// JournalCommitDelay is how long the journal lingers for more appends
-	// before committing a small batch (default journal.DefaultCommitDelay,
-	// 2 ms; negative commits at once).
+	// before committing a small batch (default 10 ms; negative commits at
+	// once). Proxy actors do not wait on it: they keep answering while their
+	// append is in flight.
 	JournalCommitDelay time.Duration
 }
 
@@ -113,6 +117,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SubscriberBuffer == 0 {
 		c.SubscriberBuffer = 4096
+	}
+	if c.JournalCommitDelay == 0 {
+		c.JournalCommitDelay = DefaultJournalCommitDelay
 	}
 	if c.Clock == nil {
 		c.Clock = clock.Real{}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -79,9 +81,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		if cfg.OnJournalCommit != nil {
 			opts = append(opts, journal.WithCommitObserver(cfg.OnJournalCommit))
 		}
-		if cfg.JournalCommitDelay != 0 {
-			opts = append(opts, journal.WithCommitDelay(max(cfg.JournalCommitDelay, 0)))
-		}
+		opts = append(opts, journal.WithCommitDelay(max(cfg.JournalCommitDelay, 0)))
 		b, err := journal.OpenBolt(filepath.Join(cfg.DataDir, JournalFile), opts...)
 		if err != nil {
 			return nil, err
@@ -445,24 +445,14 @@ func (e *Engine) Proxy(ctx context.Context, id string) (ProxyStatus, error) {
 func (e *Engine) ProxyIDs() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	ids := make([]string, 0, len(e.proxies))
-	for id := range e.proxies {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
+	return slices.Sorted(maps.Keys(e.proxies))
 }
 
 // Sources lists the source names, sorted.
 func (e *Engine) Sources() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	names := make([]string, 0, len(e.sources))
-	for n := range e.sources {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(e.sources))
 }
 
 // Checking reports whether a check of the proxy is in flight (or waiting

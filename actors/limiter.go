@@ -79,6 +79,12 @@ func (t *Ticket) Release() {
 		return
 	}
 	l.inflight--
+	l.grantWaiters()
+}
+
+// grantWaiters hands free slots to the oldest waiters; it is called with
+// l.mu held and releases it before calling their grant functions.
+func (l *Limiter) grantWaiters() {
 	var next []*Ticket
 	for l.inflight < l.max && len(l.waiting) > 0 {
 		n := heap.Pop(&l.waiting).(*Ticket)
@@ -114,17 +120,7 @@ func (l *Limiter) SetMax(max int) {
 	}
 	l.mu.Lock()
 	l.max = max
-	var next []*Ticket
-	for l.inflight < l.max && len(l.waiting) > 0 {
-		n := heap.Pop(&l.waiting).(*Ticket)
-		n.granted = true
-		l.inflight++
-		next = append(next, n)
-	}
-	l.mu.Unlock()
-	for _, n := range next {
-		n.grant(n)
-	}
+	l.grantWaiters()
 }
 
 type waitHeap []*Ticket

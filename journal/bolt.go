@@ -63,9 +63,10 @@ type boltOptions struct {
 	observer    func(CommitStats)
 }
 
-// DefaultCommitDelay is how long the writer waits for more appends when a
-// commit would carry fewer than commitDelayBelow events.
-const DefaultCommitDelay = 10 * time.Millisecond
+// DefaultCommitDelay is the writer's default linger: none. The engine,
+// whose appends come from many independent actors and can wait, sets 10 ms
+// (proxyhealth.Config.JournalCommitDelay).
+const DefaultCommitDelay = 0
 
 // commitDelayBelow: batches at least this large commit at once.
 const commitDelayBelow = 256
@@ -83,9 +84,11 @@ type CommitStats struct {
 }
 
 // WithCommitDelay sets how long the writer lingers for more appends when a
-// batch is small (default DefaultCommitDelay; 0 commits at once). A few
-// milliseconds turn many one-event fsyncs into one, at the cost of that
-// much latency per append.
+// batch is small and appends come from several callers (default
+// DefaultCommitDelay, none). With many independent appenders (hundreds of
+// actors each appending now and then) a few milliseconds turn many
+// one-event fsyncs into one, at the cost of that much latency per append;
+// with a few closed-loop appenders it only adds latency.
 func WithCommitDelay(d time.Duration) BoltOption {
 	return func(o *boltOptions) {
 		if d >= 0 {

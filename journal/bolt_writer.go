@@ -77,6 +77,7 @@ type writer struct {
 	delay    time.Duration     // linger for small batches
 	timer    *time.Timer       // reused linger timer
 	observer func(CommitStats) // optional metrics hook
+	lastReqs int               // requests in the previous commit
 }
 
 // The writer's arena for keys and values starts at initialArena bytes and
@@ -136,9 +137,12 @@ gather:
 			break gather
 		}
 	}
-	// A small batch lingers a little for more (one fsync for many appends),
-	// unless the journal is closing.
-	if w.delay > 0 && n < commitDelayBelow {
+	// With a commit delay, a small batch lingers for more (one fsync for
+	// many appends) when appends come from several writers (this batch or
+	// the last one had more than one request); a lone sequential appender
+	// is never delayed.
+	concurrent := len(w.batch) > 1 || w.lastReqs > 1
+	if w.delay > 0 && n < commitDelayBelow && concurrent {
 		if w.timer == nil {
 			w.timer = time.NewTimer(w.delay)
 		} else {
@@ -158,6 +162,7 @@ gather:
 			}
 		}
 	}
+	w.lastReqs = len(w.batch)
 	w.commit(w.batch)
 	clear(w.batch)
 }

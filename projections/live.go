@@ -170,16 +170,21 @@ func (l *Live) apply(env *pb.Envelope) {
 		return
 	}
 	if isNew {
-		e.idx = len(l.all)
-		l.all = append(l.all, e)
-		l.entries[id] = e
-		l.members++
-		if _, ok := l.pending[id]; ok {
-			e.checking = true
-			delete(l.pending, id)
-		}
+		l.insert(e)
 	}
 	l.contribute(e, 1)
+}
+
+// insert registers a new entry (with l.mu held).
+func (l *Live) insert(e *entry) {
+	e.idx = len(l.all)
+	l.all = append(l.all, e)
+	l.entries[e.id] = e
+	l.members++
+	if _, ok := l.pending[e.id]; ok {
+		e.checking = true
+		delete(l.pending, e.id)
+	}
 }
 
 // Seed adds proxies known only from their snapshots: proxies whose every
@@ -197,14 +202,7 @@ func (l *Live) Seed(snaps ...*pb.ProxySnapshot) {
 		}
 		e := &entry{id: id, st: events.FromSnapshot(snap), hourLast: noBucket, fineLast: noBucket}
 		e.src = l.sourceAgg(e.st.Source)
-		e.idx = len(l.all)
-		l.all = append(l.all, e)
-		l.entries[id] = e
-		l.members++
-		if _, ok := l.pending[id]; ok {
-			e.checking = true
-			delete(l.pending, id)
-		}
+		l.insert(e)
 		l.contribute(e, 1)
 	}
 }
