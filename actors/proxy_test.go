@@ -443,12 +443,14 @@ func TestFailedAppendRestartsActorWhichRecovers(t *testing.T) {
 		defer fj.mu.Unlock()
 		return fj.fail == 0
 	})
+	// Whatever ran after the restart, the actor's state is exactly the fold
+	// of what the journal holds: the failed append left no trace.
 	after := h.idle(pid).State
-	if after.StreamSeq != before.StreamSeq || after.TotalChecks != before.TotalChecks {
-		t.Fatalf("an event that was not journaled was applied: %+v", after)
+	if full := events.Fold(events.NewState("p1"), h.stream("p1")...); !reflect.DeepEqual(after, full) {
+		t.Fatalf("actor state\n%+v\nfold of the journal\n%+v", after, full)
 	}
 	h.step(pid)
-	if got := h.idle(pid).State.TotalChecks; got != before.TotalChecks+1 {
-		t.Fatalf("checks after recovery %d", got)
+	if got := h.idle(pid).State.TotalChecks; got <= before.TotalChecks {
+		t.Fatalf("no check recorded after recovery: %d", got)
 	}
 }
