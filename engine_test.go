@@ -448,6 +448,15 @@ func TestRetentionWithQuietProxiesAndRestart(t *testing.T) {
 	if _, err := e.Journal().LoadSnapshot(ctx, quiet); err != nil {
 		t.Fatalf("quiet proxy has no snapshot: %v", err)
 	}
+	// Quiesce: pause everything and let checks in flight land, so that the
+	// state read below is the last one journaled.
+	if err := e.Pause(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "no check in flight", func() bool { _, n := e.Checking(""); return n == 0 })
+	if err := e.Pause(ctx, ""); err != nil { // a no-op that waits for pending appends
+		t.Fatal(err)
+	}
 	before := map[string]events.State{}
 	for _, id := range ids {
 		st, err := e.Proxy(ctx, id)
