@@ -94,8 +94,13 @@ func (s *sourceActor) Receive(ctx actor.Context) {
 			return
 		}
 		if pid, ok := s.children[m.Spec.ID]; ok {
-			ctx.Respond(&Spawned{PID: pid, Err: fmt.Errorf("actors: proxy %s already running in source %q", m.Spec.ID, s.name)})
-			return
+			if _, alive := ctx.ActorSystem().ProcessRegistry.GetLocal(pid.GetId()); alive {
+				ctx.Respond(&Spawned{PID: pid, Err: fmt.Errorf("actors: proxy %s already running in source %q", m.Spec.ID, s.name)})
+				return
+			}
+			// It stopped (removed) and its Terminated is still on its way.
+			delete(s.byPID, pid.GetId())
+			delete(s.children, m.Spec.ID)
 		}
 		pid, err := ctx.SpawnNamed(ProxyProps(s.env, m.Spec), m.Spec.ID)
 		if err != nil {
@@ -108,6 +113,9 @@ func (s *sourceActor) Receive(ctx actor.Context) {
 		s.byPID[pid.GetId()] = m.Spec.ID
 		ctx.Respond(&Spawned{PID: pid})
 	case *actor.Terminated:
+		if _, alive := ctx.ActorSystem().ProcessRegistry.GetLocal(m.Who.GetId()); alive {
+			return // a late notice about a previous actor of a re-added proxy
+		}
 		if id, ok := s.byPID[m.Who.GetId()]; ok {
 			delete(s.byPID, m.Who.GetId())
 			delete(s.children, id)
