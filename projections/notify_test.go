@@ -91,7 +91,7 @@ func poolEnv(degraded bool, pct float64) *pb.Envelope {
 
 func TestNotifierOncePerEpisode(t *testing.T) {
 	j := journal.NewMem()
-	defer j.Close()
+	t.Cleanup(func() { j.Close() }) // after the notifier's cleanup (LIFO)
 	p := newPool(t, j, 2)
 	n, stop := runNotifier(t, j, projections.NotifierOptions{})
 	defer stop()
@@ -125,7 +125,7 @@ func TestNotifierOncePerEpisode(t *testing.T) {
 
 func TestNotifierRestartKeepsEpisodes(t *testing.T) {
 	j := journal.NewMem()
-	defer j.Close()
+	t.Cleanup(func() { j.Close() }) // after the notifier's cleanup (LIFO)
 	p := newPool(t, j, 1)
 	p.set(0, healthy)
 	n, stop := runNotifier(t, j, projections.NotifierOptions{})
@@ -178,7 +178,7 @@ func TestNotificationJSON(t *testing.T) {
 
 func TestSubscriberDropsOldest(t *testing.T) {
 	j := journal.NewMem()
-	defer j.Close()
+	t.Cleanup(func() { j.Close() }) // after the notifier's cleanup (LIFO)
 	n, stop := runNotifier(t, j, projections.NotifierOptions{SubscriberBuffer: 2})
 	defer stop()
 	c, cancel := n.Subscribe()
@@ -201,7 +201,7 @@ func TestSubscriberDropsOldest(t *testing.T) {
 
 func TestCallbacksRecoverPanics(t *testing.T) {
 	j := journal.NewMem()
-	defer j.Close()
+	t.Cleanup(func() { j.Close() }) // after the notifier's cleanup (LIFO)
 	var mu sync.Mutex
 	var seen []string
 	n, stop := runNotifier(t, j, projections.NotifierOptions{Callbacks: []func(projections.Notification){
@@ -257,7 +257,7 @@ func (h *hookServer) received() []projections.Notification {
 
 func TestWebhookDelivery(t *testing.T) {
 	j := journal.NewMem()
-	defer j.Close()
+	t.Cleanup(func() { j.Close() }) // after the notifier's cleanup (LIFO)
 	srv := newHookServer(t, nil)
 	defer srv.Close()
 	p := newPool(t, j, 1)
@@ -295,7 +295,7 @@ func TestWebhookDelivery(t *testing.T) {
 
 func TestWebhookRetriesServerErrors(t *testing.T) {
 	j := journal.NewMem()
-	defer j.Close()
+	t.Cleanup(func() { j.Close() }) // after the notifier's cleanup (LIFO)
 	srv := newHookServer(t, func(calls int, w http.ResponseWriter, r *http.Request) bool {
 		if calls <= 2 {
 			w.WriteHeader(http.StatusInternalServerError)
@@ -331,7 +331,7 @@ func TestWebhookRetriesServerErrors(t *testing.T) {
 // request. Close then cancels the stuck request.
 func TestBlackholeWebhookDoesNotDelayOthers(t *testing.T) {
 	j := journal.NewMem()
-	defer j.Close()
+	t.Cleanup(func() { j.Close() }) // after the notifier's cleanup (LIFO)
 	release := make(chan struct{})
 	hole := newHookServer(t, func(_ int, _ http.ResponseWriter, r *http.Request) bool {
 		select {
@@ -378,7 +378,7 @@ func TestBlackholeWebhookDoesNotDelayOthers(t *testing.T) {
 
 func TestWebhookQueueDropsOldest(t *testing.T) {
 	j := journal.NewMem()
-	defer j.Close()
+	t.Cleanup(func() { j.Close() }) // after the notifier's cleanup (LIFO)
 	release := make(chan struct{})
 	srv := newHookServer(t, func(calls int, _ http.ResponseWriter, _ *http.Request) bool {
 		if calls == 1 {
@@ -412,7 +412,7 @@ func TestWebhookQueueDropsOldest(t *testing.T) {
 // TestWebhookURLSecretsNeverLogged: errors and logs show scheme://host only.
 func TestWebhookURLSecretsNeverLogged(t *testing.T) {
 	j := journal.NewMem()
-	defer j.Close()
+	t.Cleanup(func() { j.Close() }) // after the notifier's cleanup (LIFO)
 	var buf bytes.Buffer
 	var mu sync.Mutex
 	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, nil))
