@@ -23,23 +23,20 @@ import (
 )
 
 // The end-to-end benchmarks run the fake proxy farm in a child process (this
-// test binary re-executed as TestFarmProcess), so that the CPU and memory
-// measured are the engine's alone. Run them with `make bench-e2e`.
+// test binary re-executed with PROXYHEALTH_FARM_PROXIES set, which TestMain
+// turns into the farm), so that the CPU and memory measured are the
+// engine's alone. Run them with `make bench-e2e`.
 
 const farmEnv = "PROXYHEALTH_FARM_PROXIES"
 
-// TestFarmProcess is the child: it serves N fake proxies until its stdin
-// closes, printing their URLs, then answering "count" with the number of
-// checks served. It does nothing in a normal test run.
-func TestFarmProcess(t *testing.T) {
-	n, _ := strconv.Atoi(os.Getenv(farmEnv))
-	if n == 0 {
-		t.Skip("helper process for the end-to-end benchmarks")
-	}
+// runFarmProcess is the child (see TestMain): it serves N fake proxies
+// until its stdin closes, printing their URLs, then answering "count" with
+// the number of checks served. It returns the process's exit code.
+func runFarmProcess(n int) int {
 	farm, err := fakeproxy.Start(context.Background(), n)
 	if err != nil {
 		fmt.Println("ERR", err)
-		return
+		return 1
 	}
 	defer farm.Close()
 	out := bufio.NewWriter(os.Stdout)
@@ -55,6 +52,7 @@ func TestFarmProcess(t *testing.T) {
 			out.Flush()
 		}
 	}
+	return 0
 }
 
 type farmProc struct {
@@ -66,7 +64,7 @@ type farmProc struct {
 
 func startFarmProcess(b *testing.B, n int) *farmProc {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFarmProcess$", "-test.count=1")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), farmEnv+"="+strconv.Itoa(n))
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,12 +18,19 @@ import (
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/clock"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// The end-to-end benchmarks re-execute this binary as their proxy farm.
+	if n, _ := strconv.Atoi(os.Getenv(farmEnv)); n > 0 {
+		os.Exit(runFarmProcess(n))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -70,20 +79,16 @@ func open(t *testing.T, cfg proxyhealth.Config) *proxyhealth.Engine {
 
 func waitState(t *testing.T, e *proxyhealth.Engine, id string, want pb.HealthState) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		st, err := e.Proxy(context.Background(), id)
-		if err != nil {
+	var st proxyhealth.ProxyStatus
+	testutil.EventuallyExplain(t, 15*time.Second, func() bool {
+		var err error
+		if st, err = e.Proxy(context.Background(), id); err != nil {
 			t.Fatal(err)
 		}
-		if st.State.Health == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy %s is %s, want %s", id, events.StateName(st.State.Health), events.StateName(want))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return st.State.Health == want
+	}, func() string {
+		return fmt.Sprintf("proxy %s to be %s (it is %s)", id, events.StateName(want), events.StateName(st.State.Health))
+	})
 }
 
 func TestEngineDetectsDeadProxiesAndResumesAfterRestart(t *testing.T) {
@@ -228,17 +233,10 @@ func TestPauseResumePerSourceAndSubscribe(t *testing.T) {
 	a := probe.MustParseProxyURL(farm.URL(0)).ID()
 	b := probe.MustParseProxyURL(farm.URL(1)).ID()
 	// Let any check in flight land, then count.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	poll(t, "source a paused with no check in flight", func() bool {
 		st, _ := e.Proxy(ctx, a)
-		if st.State.Paused && !st.Checking {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("source a did not pause")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return st.State.Paused && !st.Checking
+	})
 	n0, m0 := farm.Checks(0), farm.Checks(1)
 	poll(t, "source b keeps being checked", func() bool { return farm.Checks(1) >= m0+3 })
 	if farm.Checks(0) != n0 {
@@ -386,13 +384,7 @@ func TestJournalLockedByAnotherEngine(t *testing.T) {
 
 func poll(t *testing.T, what string, f func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 15*time.Second, what, f)
 }
 
 // Retention deletes week-old events even when a proxy has been quiet

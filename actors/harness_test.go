@@ -13,6 +13,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/clock"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -145,13 +146,7 @@ func (h *harness) state(pid *actor.PID) *StateReply {
 // poll calls f until it returns true or the deadline passes.
 func poll(t *testing.T, what string, f func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
+	testutil.Eventually(t, 10*time.Second, what, f)
 }
 
 // idle waits until the actor has nothing in flight.

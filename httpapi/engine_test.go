@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/probe"
 	"github.com/proxyhealth/proxyhealth/projections"
 )
@@ -71,18 +73,13 @@ func TestRealEngine(t *testing.T) {
 
 	waitPool := func(what string, ok func(httpapi.Pool) bool) httpapi.Pool {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			var p httpapi.Pool
+		var p httpapi.Pool
+		testutil.EventuallyExplain(t, 15*time.Second, func() bool {
+			p = httpapi.Pool{}
 			f.getJSON("/v1/pool", &p)
-			if ok(p) {
-				return p
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("pool never %s: %+v", what, p)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return ok(p)
+		}, func() string { return fmt.Sprintf("the pool to be %s: %+v", what, p) })
+		return p
 	}
 	waitPool("2 healthy and 1 unhealthy", func(p httpapi.Pool) bool { return p.Healthy == 2 && p.Unhealthy == 1 && p.Total == 3 })
 

@@ -1,35 +1,33 @@
 package httpapi_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
 // scrapeUntil scrapes /metrics until every line in want appears.
 func (f *fixture) scrapeUntil(want ...string) string {
 	f.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, body := f.do("GET", "/metrics", "")
-		missing := ""
+	var code int
+	var body, missing string
+	testutil.EventuallyExplain(f.t, 10*time.Second, func() bool {
+		code, body = f.do("GET", "/metrics", "")
+		missing = ""
 		for _, w := range want {
 			if !strings.Contains(body, "\n"+w+"\n") {
 				missing = w
 				break
 			}
 		}
-		if code == 200 && missing == "" {
-			return body
-		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("metrics never showed %q (status %d):\n%s", missing, code, body)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return code == 200 && missing == ""
+	}, func() string { return fmt.Sprintf("metrics to show %q (status %d):\n%s", missing, code, body) })
+	return body
 }
 
 func TestMetrics(t *testing.T) {

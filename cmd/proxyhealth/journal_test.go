@@ -13,6 +13,7 @@ import (
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/probe"
 )
 
@@ -46,20 +47,13 @@ func makeData(t *testing.T) testData {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.Eventually(t, 20*time.Second, "the refusing proxy to become unhealthy", func() bool {
 		st, err := eng.Proxy(ctx, id(td.dead))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.State.Health.String() == "HEALTH_STATE_UNHEALTHY" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the refusing proxy never became unhealthy: %+v", st.State)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return st.State.Health.String() == "HEALTH_STATE_UNHEALTHY"
+	})
 	if err := eng.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}

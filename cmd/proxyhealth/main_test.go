@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
 
 // bin is the proxyhealth binary built once for the tests that run it.
@@ -149,25 +150,24 @@ func (p *proc) wait(d time.Duration) int {
 // waitOutput polls the process's output until match finds something.
 func (p *proc) waitOutput(what string, stderr bool, match func(string) (string, bool)) string {
 	p.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var v string
+	testutil.EventuallyExplain(p.t, 30*time.Second, func() bool {
 		buf := p.stdout
 		if stderr {
 			buf = p.stderr
 		}
-		if v, ok := match(buf.String()); ok {
-			return v
+		var ok bool
+		if v, ok = match(buf.String()); ok {
+			return true
 		}
 		select {
 		case <-p.done:
 			p.t.Fatalf("process exited (%d) before %s\nstdout:\n%s\nstderr:\n%s", p.code, what, p.stdout, p.stderr)
 		default:
 		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("no %s after 30s\nstdout:\n%s\nstderr:\n%s", what, p.stdout, p.stderr)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false
+	}, func() string { return fmt.Sprintf("%s\nstdout:\n%s\nstderr:\n%s", what, p.stdout, p.stderr) })
+	return v
 }
 
 // apiURL waits for the daemon's JSON start log line and returns its API URL.
@@ -212,17 +212,12 @@ func getJSON(t *testing.T, url string, v any) {
 // waitPool polls /v1/pool until ok.
 func waitPool(t *testing.T, base, what string, ok func(httpapi.Pool) bool) httpapi.Pool {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		p := getPool(t, base)
-		if ok(p) {
-			return p
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pool never %s: %+v", what, p)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var p httpapi.Pool
+	testutil.EventuallyExplain(t, 30*time.Second, func() bool {
+		p = getPool(t, base)
+		return ok(p)
+	}, func() string { return fmt.Sprintf("the pool to be %s: %+v", what, p) })
+	return p
 }
 
 // writeFile writes a file in dir and returns its path.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/probe"
 )
 
@@ -171,17 +173,10 @@ func TestRunJournalLocked(t *testing.T) {
 	}
 	// status --data reads view.db, which the daemon keeps.
 	waitPool(t, base, "up", func(httpapi.Pool) bool { return true })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.EventuallyExplain(t, 20*time.Second, func() bool {
 		r = runBin(t, "status", "--data", data, "--format", "json")
-		if r.code == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status --data while the daemon runs: %d %q", r.code, r.stderr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return r.code == 0
+	}, func() string { return fmt.Sprintf("status --data while the daemon runs: %d %q", r.code, r.stderr) })
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
 
 func startFarm(t testing.TB, n int, opts ...Option) *Farm {
@@ -436,11 +438,5 @@ func TestManyProxies(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 5s")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "the condition", cond)
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
@@ -103,13 +104,7 @@ func rebuilt(t testing.TB, j journal.Journal, dir string) string {
 // waitFor polls cond until it holds or 20 s pass.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
-	}
+	testutil.Eventually(t, 20*time.Second, what, cond)
 }
 
 // emptyView creates an empty view file (schema only) at path.
