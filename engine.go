@@ -40,9 +40,6 @@ type Engine struct {
 	sources map[string]*source
 	proxies map[string]*proxy
 
-	checkMu  sync.Mutex
-	checking map[string]struct{}
-
 	proj     *projected
 	subs     *fanout
 	bg       sync.WaitGroup
@@ -91,12 +88,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		j = journal.NewMem()
 	}
 	e := &Engine{
-		cfg:      cfg,
-		journal:  j,
-		log:      cfg.Logger,
-		sources:  map[string]*source{},
-		proxies:  map[string]*proxy{},
-		checking: map[string]struct{}{},
+		cfg:     cfg,
+		journal: j,
+		log:     cfg.Logger,
+		sources: map[string]*source{},
+		proxies: map[string]*proxy{},
 	}
 	e.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With(slog.String("component", "protoactor"))
@@ -457,25 +453,14 @@ func (e *Engine) Sources() []string {
 
 // Checking reports whether a check of the proxy is in flight (or waiting
 // for a concurrency slot), and how many are.
+// The flag lives in the live status, which the actors keep informed.
 func (e *Engine) Checking(id string) (bool, int) {
-	e.checkMu.Lock()
-	defer e.checkMu.Unlock()
-	_, ok := e.checking[id]
-	return ok, len(e.checking)
+	v, _ := e.proj.live.Proxy(id)
+	return v.Checking, e.proj.live.Summary().Checking
 }
 
-func (e *Engine) setChecking(id string, on bool) {
-	e.checkMu.Lock()
-	if on {
-		e.checking[id] = struct{}{}
-	} else {
-		delete(e.checking, id)
-	}
-	e.checkMu.Unlock()
-	if e.proj != nil && e.proj.live != nil {
-		e.proj.live.SetChecking(id, on)
-	}
-}
+// setChecking is the actors' Env.Checking hook.
+func (e *Engine) setChecking(id string, on bool) { e.proj.live.SetChecking(id, on) }
 
 func (e *Engine) lookup(id string) (*proxy, error) {
 	e.mu.Lock()

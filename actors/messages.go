@@ -83,8 +83,8 @@ type StateReply struct {
 	Checking bool
 	// NextCheckAt is when the next check is due (zero if none scheduled).
 	NextCheckAt time.Time
-	// Busy is true while an append is in flight or commands are queued
-	// behind it.
+	// Busy is true while an append or a snapshot is in flight, or commands
+	// are queued behind an append.
 	Busy bool
 	// Stopped is true once the actor stopped working (removed, or the
 	// engine is stopping).
@@ -111,11 +111,10 @@ type (
 		reply *actor.PID
 	}
 	appendDone struct {
-		owner   *proxyActor // the incarnation that appended
-		evs     []*pb.Envelope
-		p       pending
-		seqs    []uint64
-		err     error
-		snapped bool
+		owner *proxyActor // the incarnation that appended
+		evs   []*pb.Envelope
+		p     pending
+		seqs  []uint64
+		err   error
 	}
 )

@@ -56,8 +56,9 @@ type proxyActor struct {
 	cancelProbe context.CancelFunc
 	zombieTimer clock.Timer
 
-	stopAfterCheck bool
-	stopped        bool
+	retiring bool // removed: stop once nothing is in flight
+	stopped  bool
+	snapping int // snapshot saves in flight
 }
 
 func (a *proxyActor) log() *slog.Logger {
@@ -87,14 +88,18 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 	case *appendDone:
 		a.onAppendDone(ctx, m)
 	case *SnapshotNow:
-		a.snapshotNow(ctx)
+		a.saveSnapshot(ctx, ctx.Sender())
 	case *snapshotDone:
-		if m.owner == a && m.err == nil && m.seq > a.lastSnap {
-			a.lastSnap = m.seq
+		if m.owner == a {
+			a.snapping--
+			if m.err == nil && m.seq > a.lastSnap {
+				a.lastSnap = m.seq
+			}
 		}
 		a.respond(ctx, m.reply, &Reply{Err: m.err})
+		a.stopWhenIdle(ctx)
 	case *GetState:
-		ctx.Respond(&StateReply{State: a.state, Checking: a.checking, NextCheckAt: a.due, Busy: a.persisting || len(a.queue) > 0, Stopped: a.stopped})
+		ctx.Respond(&StateReply{State: a.state, Checking: a.checking, NextCheckAt: a.due, Busy: a.persisting || len(a.queue) > 0 || a.snapping > 0, Stopped: a.stopped})
 	case *Sync:
 		a.submit(ctx, pending{reply: ctx.Sender(), sync: true})
 	case *Pause:
@@ -254,8 +259,6 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 		a.failQueue(ctx, ErrStopping)
 		return
 	}
-	candidate := events.Fold(a.state, evs...)
-	snapshot := candidate.StreamSeq-a.lastSnap >= a.env.SnapshotEvery
 	a.persisting = true
 
 	sys, self, j, timeout := ctx.ActorSystem(), ctx.Self(), a.env.Journal, a.env.AppendTimeout
@@ -265,19 +268,15 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 		actx, cancel := context.WithTimeout(context.Background(), timeout)
 		done.seqs, done.err = j.Append(actx, evs)
 		cancel()
-		if done.err == nil && snapshot {
-			candidate.Seq = done.seqs[len(done.seqs)-1]
-			// A failed snapshot only costs a longer replay next time.
-			done.snapped = j.SaveSnapshot(context.Background(), events.ToSnapshot(candidate)) == nil
-		}
 		sys.Root.Send(self, done)
 	}()
 }
 
-// snapshotNow saves the committed state as the proxy's snapshot, unless the
-// latest snapshot already covers it.
-func (a *proxyActor) snapshotNow(ctx actor.Context) {
-	reply := ctx.Sender()
+// saveSnapshot saves the committed state as the proxy's snapshot, unless
+// the latest snapshot already covers it, and answers reply (if any) once it
+// is durable. It runs every SnapshotEvery events and on SnapshotNow. A
+// failed snapshot only costs a longer replay next time.
+func (a *proxyActor) saveSnapshot(ctx actor.Context, reply *actor.PID) {
 	if a.state.StreamSeq == 0 || a.state.StreamSeq <= a.lastSnap {
 		a.respond(ctx, reply, &Reply{})
 		return
@@ -286,6 +285,7 @@ func (a *proxyActor) snapshotNow(ctx actor.Context) {
 		a.respond(ctx, reply, &Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
 		return
 	}
+	a.snapping++
 	snap, seq := events.ToSnapshot(a.state), a.state.StreamSeq
 	sys, self, j, owner := ctx.ActorSystem(), ctx.Self(), a.env.Journal, a
 	go func() {
@@ -325,8 +325,8 @@ func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending,
 		e.Seq = out.seqs[i]
 	}
 	a.state = events.Fold(a.state, evs...)
-	if out.snapped {
-		a.lastSnap = a.state.StreamSeq
+	if a.state.StreamSeq-a.lastSnap >= a.env.SnapshotEvery {
+		a.saveSnapshot(ctx, nil)
 	}
 	a.respond(ctx, p.reply, &Reply{Events: len(evs)})
 	if a.state.Removed {
@@ -368,14 +368,24 @@ func (a *proxyActor) retire(ctx actor.Context) {
 	}
 	a.queue = nil
 	if a.checking {
-		// Let the probe goroutine deliver its (ignored) result first, so
-		// nothing is sent to a dead mailbox.
 		a.cancelProbe()
-		a.stopAfterCheck = true
-		return
 	}
-	a.stopped = true
-	ctx.Stop(ctx.Self())
+	a.retiring = true
+	a.stopWhenIdle(ctx)
+}
+
+// stopWhenIdle stops a retiring actor once no probe or snapshot goroutine
+// can still send to it, so nothing reaches a dead mailbox. It reports
+// whether the actor is retiring.
+func (a *proxyActor) stopWhenIdle(ctx actor.Context) bool {
+	if !a.retiring {
+		return false
+	}
+	if !a.checking && a.snapping == 0 && !a.stopped {
+		a.stopped = true
+		ctx.Stop(ctx.Self())
+	}
+	return true
 }
 
 // schedule arms the timer for the next check from the state machine's
@@ -472,9 +482,7 @@ func (a *proxyActor) onProbeDone(ctx actor.Context, m *probeDone) {
 		return
 	}
 	a.endCheck()
-	if a.stopAfterCheck {
-		a.stopped = true
-		ctx.Stop(ctx.Self())
+	if a.stopWhenIdle(ctx) {
 		return
 	}
 	if a.stopped || a.env.stopping() {
@@ -491,9 +499,7 @@ func (a *proxyActor) onZombie(ctx actor.Context, m *zombie) {
 	}
 	a.log().Warn("check outlived twice its timeout; cancelled", slog.Duration("timeout", a.spec.Timeout))
 	a.endCheck()
-	if a.stopAfterCheck {
-		a.stopped = true
-		ctx.Stop(ctx.Self())
+	if a.stopWhenIdle(ctx) {
 		return
 	}
 	a.submit(ctx, pending{cmd: events.CheckCompleted{At: a.now(), Result: events.CheckResult{
