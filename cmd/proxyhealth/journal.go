@@ -76,6 +76,17 @@ func openJournalRO(dir string) (*journal.Bolt, error) {
 	return j, err
 }
 
+// openJournalFor opens the journal for command cmd, printing the reason on
+// stderr when it cannot.
+func openJournalFor(cmd, dir string, stderr io.Writer) (*journal.Bolt, bool) {
+	j, err := openJournalRO(dir)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+		return nil, false
+	}
+	return j, true
+}
+
 func journalReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("journal replay", journalUsage, journalExamples, stdout, stderr)
 	data := fs.String("data", defaultData, "data `DIR` holding journal.db")
@@ -124,9 +135,8 @@ func journalReplay(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		proxyID = u.ID()
 	}
-	j, err := openJournalRO(*data)
-	if err != nil {
-		fmt.Fprintf(stderr, "proxyhealth journal replay: %v\n", err)
+	j, ok := openJournalFor("proxyhealth journal replay", *data, stderr)
+	if !ok {
 		return exitFailure
 	}
 	defer j.Close()
@@ -237,9 +247,8 @@ func journalVerify(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(pos) > 0 {
 		return fs.fail("unexpected argument %q", pos[0])
 	}
-	j, err := openJournalRO(*data)
-	if err != nil {
-		fmt.Fprintf(stderr, "proxyhealth journal verify: %v\n", err)
+	j, ok := openJournalFor("proxyhealth journal verify", *data, stderr)
+	if !ok {
 		return exitFailure
 	}
 	defer j.Close()
@@ -282,9 +291,8 @@ func journalStats(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if len(pos) > 0 {
 		return fs.fail("unexpected argument %q", pos[0])
 	}
-	j, err := openJournalRO(*data)
-	if err != nil {
-		fmt.Fprintf(stderr, "proxyhealth journal stats: %v\n", err)
+	j, ok := openJournalFor("proxyhealth journal stats", *data, stderr)
+	if !ok {
 		return exitFailure
 	}
 	defer j.Close()

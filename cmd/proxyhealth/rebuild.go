@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 )
 
@@ -23,9 +24,6 @@ view intact. Stop the daemon first (it holds the journal and the view).`
 const rebuildExamples = `  proxyhealth rebuild --data ./proxyhealth-data
   sqlite3 ./proxyhealth-data/view.db 'SELECT * FROM sources'`
 
-// viewFile is the SQLite view's file name inside the data directory.
-const viewFile = "view.db"
-
 func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("rebuild", rebuildUsage, rebuildExamples, stdout, stderr)
 	data := fs.String("data", defaultData, "data `DIR` holding journal.db and view.db")
@@ -37,16 +35,15 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if len(pos) > 0 {
 		return fs.fail("unexpected argument %q", pos[0])
 	}
-	j, err := openJournalRO(*data)
-	if err != nil {
-		fmt.Fprintf(stderr, "proxyhealth rebuild: %v\n", err)
+	j, ok := openJournalFor("proxyhealth rebuild", *data, stderr)
+	if !ok {
 		return exitFailure
 	}
 	defer j.Close()
-	path := filepath.Join(*data, viewFile)
+	path := filepath.Join(*data, proxyhealth.ViewFile)
 	bar := newProgress(stderr, isTerminal(stderr) && !*quiet)
 	start := time.Now()
-	err = sqlview.RebuildFile(ctx, path, j, sqlview.Options{Progress: bar.update})
+	err := sqlview.RebuildFile(ctx, path, j, sqlview.Options{Progress: bar.update})
 	bar.done()
 	if err != nil {
 		fmt.Fprintf(stderr, "proxyhealth rebuild: %v\n", err)

@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/projections"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
@@ -156,7 +157,7 @@ func unwrapURLError(err error) error {
 // poolFromData reads the pool summary from a data directory: from view.db
 // (readable while a daemon runs), or, without one, by folding the journal.
 func poolFromData(ctx context.Context, dir string) (httpapi.Pool, error) {
-	path := filepath.Join(dir, viewFile)
+	path := filepath.Join(dir, proxyhealth.ViewFile)
 	if _, err := os.Stat(path); err == nil {
 		return poolFromView(ctx, path)
 	}
