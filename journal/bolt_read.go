@@ -25,32 +25,9 @@ const readChunk = 4096
 // events deleted by a concurrent Retain are skipped.
 func (b *Bolt) Read(ctx context.Context, from uint64) iter.Seq2[*pb.Envelope, error] {
 	end := b.Head()
-	return func(yield func(*pb.Envelope, error) bool) {
-		next := max(from, 1)
-		var buf []*pb.Envelope
-		for next <= end {
-			if err := ctx.Err(); err != nil {
-				yield(nil, err)
-				return
-			}
-			var err error
-			buf, err = b.readRange(next, end, readChunk, buf[:0])
-			if err != nil {
-				yield(nil, err)
-				return
-			}
-			if len(buf) == 0 {
-				return
-			}
-			next = buf[len(buf)-1].GetSeq() + 1
-			for i, e := range buf {
-				buf[i] = nil
-				if !yield(e, nil) {
-					return
-				}
-			}
-		}
-	}
+	return chunks(ctx, from, end, (*pb.Envelope).GetSeq, func(next uint64, dst []*pb.Envelope) ([]*pb.Envelope, error) {
+		return b.readRange(next, end, readChunk, dst)
+	})
 }
 
 // readCommitted implements feed.
@@ -162,32 +139,9 @@ func unmarshalEnvelope(v []byte, e *pb.Envelope, seq uint64) error {
 // event.
 func (b *Bolt) ReadStream(ctx context.Context, proxyID string, from uint64) iter.Seq2[*pb.Envelope, error] {
 	end := b.StreamHead(proxyID)
-	return func(yield func(*pb.Envelope, error) bool) {
-		next := max(from, 1)
-		var buf []*pb.Envelope
-		for next <= end {
-			if err := ctx.Err(); err != nil {
-				yield(nil, err)
-				return
-			}
-			var err error
-			buf, err = b.readStreamRange(proxyID, next, end, readChunk, buf[:0])
-			if err != nil {
-				yield(nil, err)
-				return
-			}
-			if len(buf) == 0 {
-				return
-			}
-			next = buf[len(buf)-1].GetStreamSeq() + 1
-			for i, e := range buf {
-				buf[i] = nil
-				if !yield(e, nil) {
-					return
-				}
-			}
-		}
-	}
+	return chunks(ctx, from, end, (*pb.Envelope).GetStreamSeq, func(next uint64, dst []*pb.Envelope) ([]*pb.Envelope, error) {
+		return b.readStreamRange(proxyID, next, end, readChunk, dst)
+	})
 }
 
 // readStreamRange decodes up to n envelopes of a proxy with from <=

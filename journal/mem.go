@@ -99,32 +99,9 @@ func (m *Mem) Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error)
 // Read implements Journal.
 func (m *Mem) Read(ctx context.Context, from uint64) iter.Seq2[*pb.Envelope, error] {
 	end := m.Head()
-	return func(yield func(*pb.Envelope, error) bool) {
-		next := max(from, 1)
-		var buf []*pb.Envelope
-		for next <= end {
-			if err := ctx.Err(); err != nil {
-				yield(nil, err)
-				return
-			}
-			var err error
-			buf, err = m.readRange(next, end, readChunk, buf[:0])
-			if err != nil {
-				yield(nil, err)
-				return
-			}
-			if len(buf) == 0 {
-				return
-			}
-			next = buf[len(buf)-1].GetSeq() + 1
-			for i, e := range buf {
-				buf[i] = nil
-				if !yield(e, nil) {
-					return
-				}
-			}
-		}
-	}
+	return chunks(ctx, from, end, (*pb.Envelope).GetSeq, func(next uint64, dst []*pb.Envelope) ([]*pb.Envelope, error) {
+		return m.readRange(next, end, readChunk, dst)
+	})
 }
 
 // readRange copies up to max envelopes with from <= seq <= end.

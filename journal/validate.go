@@ -1,8 +1,10 @@
 package journal
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
+	"iter"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -206,4 +208,39 @@ func (s *streamStat) addEvent(p *problems, proxyID string, seq, streamSeq uint64
 	s.count++
 	s.last = streamSeq
 	s.sum += pairHash(seq, streamSeq)
+}
+
+// chunks turns a chunked reader into the iterator of Read and ReadStream:
+// read(next, dst) returns up to readChunk envelopes from position next on
+// (appended to dst); pos gives an envelope's position, so that the next
+// chunk starts after the last one returned. Envelopes are yielded one by
+// one; the iteration stops at the first error, at ctx's end, after end, or
+// when a chunk comes back empty.
+func chunks(ctx context.Context, from, end uint64, pos func(*pb.Envelope) uint64,
+	read func(next uint64, dst []*pb.Envelope) ([]*pb.Envelope, error)) iter.Seq2[*pb.Envelope, error] {
+	return func(yield func(*pb.Envelope, error) bool) {
+		next := max(from, 1)
+		var buf []*pb.Envelope
+		for next <= end {
+			if err := ctx.Err(); err != nil {
+				yield(nil, err)
+				return
+			}
+			var err error
+			if buf, err = read(next, buf[:0]); err != nil {
+				yield(nil, err)
+				return
+			}
+			if len(buf) == 0 {
+				return
+			}
+			next = pos(buf[len(buf)-1]) + 1
+			for i, e := range buf {
+				buf[i] = nil
+				if !yield(e, nil) {
+					return
+				}
+			}
+		}
+	}
 }
