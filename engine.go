@@ -528,6 +528,7 @@ func (e *Engine) Close(ctx context.Context) error {
 	e.bg.Wait()
 	e.subs.closeAll()
 	e.sys.Shutdown()
+	e.env.Close()
 	return errors.Join(errs...)
 }
 

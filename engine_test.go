@@ -29,7 +29,10 @@ func TestMain(m *testing.M) {
 	if n, _ := strconv.Atoi(os.Getenv(farmEnv)); n > 0 {
 		os.Exit(runFarmProcess(n))
 	}
-	goleak.VerifyTestMain(m)
+	// protoactor's dead-letter log throttle lives 1 s after a dead letter
+	// (../shared/notes/protoactor-go.md §5); at Close a check slot freed by
+	// one stopping actor can be granted to another that already stopped.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
 }
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/clock"
 	"github.com/proxyhealth/proxyhealth/journal"
@@ -60,6 +62,9 @@ type Env struct {
 	gate     sync.Mutex
 	draining bool
 	work     sync.WaitGroup
+	// pool runs that work, and the actors' mailboxes, on reused
+	// goroutines.
+	pool workers
 }
 
 // Init fills in defaults. Call it once before spawning actors.
@@ -95,8 +100,9 @@ func (e *Env) CancelChecks() {
 	e.cancel()
 }
 
-// begin registers a goroutine about to start on behalf of an actor; it
-// returns false once the engine is stopping.
+// begin registers work about to start on behalf of an actor (run it with
+// e.pool.run and call e.work.Done when it ends); it returns false once the
+// engine is stopping.
 func (e *Env) begin() bool {
 	e.gate.Lock()
 	defer e.gate.Unlock()
@@ -107,8 +113,8 @@ func (e *Env) begin() bool {
 	return true
 }
 
-// Wait blocks until every probe and append goroutine started by actors has
-// finished, or ctx ends.
+// Wait blocks until every probe, append and snapshot started by actors has
+// finished, or ctx ends. Call it after CancelChecks.
 func (e *Env) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { e.work.Wait(); close(done) }()
@@ -119,6 +125,16 @@ func (e *Env) Wait(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// Dispatcher is the dispatcher of the engine's actors: it runs their
+// mailboxes on the Env's pooled goroutines. ProxyProps and SourceProps use
+// it.
+func (e *Env) Dispatcher() actor.Dispatcher { return &e.pool }
+
+// Close waits for the Env's pooled goroutines to exit. Call it last, after
+// Wait and after the actor system shut down; a message sent to a mailbox
+// later still runs, on a goroutine of its own.
+func (e *Env) Close() { e.pool.close() }
 
 func (e *Env) stopping() bool { return e.ctx.Err() != nil }
 

@@ -63,6 +63,7 @@ func (h *harness) close() {
 	_ = h.sys.Root.PoisonFuture(h.src).Wait()
 	_ = h.j.Close()
 	h.sys.Shutdown()
+	h.env.Close()
 }
 
 // script is a CheckFunc returning scripted results (the last one repeats).

@@ -20,7 +20,7 @@ import (
 // spec.ID. On (re)start the actor recovers its state from its latest
 // snapshot plus the rest of its stream; a new proxy journals ProxyAdded.
 func ProxyProps(env *Env, spec ProxySpec) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &proxyActor{env: env, spec: spec} })
+	return actor.PropsFromProducer(func() actor.Actor { return &proxyActor{env: env, spec: spec} }, actor.WithDispatcher(env.Dispatcher()))
 }
 
 // pending is a command waiting for the append in flight.
@@ -244,7 +244,7 @@ func (a *proxyActor) decide(ctx actor.Context, p pending) {
 
 // persist appends the events with explicit stream seqs (so a concurrent
 // writer of the same stream is detected), and applies them only when the
-// journal says they are durable: the append runs in a goroutine whose
+// journal says they are durable: the append runs on a pooled goroutine whose
 // appendDone message comes back through the mailbox, which keeps serving
 // queries meanwhile (commands wait in the queue). An append that outlives
 // AppendTimeout fails; the actor then restarts and recovers from the
@@ -262,14 +262,14 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 	a.persisting = true
 
 	sys, self, j, timeout := ctx.ActorSystem(), ctx.Self(), a.env.Journal, a.env.AppendTimeout
-	go func() {
+	a.env.pool.run(func() {
 		defer a.env.work.Done()
 		done := &appendDone{owner: a, evs: evs, p: p}
 		actx, cancel := context.WithTimeout(context.Background(), timeout)
 		done.seqs, done.err = j.Append(actx, evs)
 		cancel()
 		sys.Root.Send(self, done)
-	}()
+	})
 }
 
 // saveSnapshot saves the committed state as the proxy's snapshot, unless
@@ -288,11 +288,11 @@ func (a *proxyActor) saveSnapshot(ctx actor.Context, reply *actor.PID) {
 	a.snapping++
 	snap, seq := events.ToSnapshot(a.state), a.state.StreamSeq
 	sys, self, j, owner := ctx.ActorSystem(), ctx.Self(), a.env.Journal, a
-	go func() {
+	a.env.pool.run(func() {
 		defer a.env.work.Done()
 		err := j.SaveSnapshot(context.Background(), snap)
 		sys.Root.Send(self, &snapshotDone{owner: owner, seq: seq, err: err, reply: reply})
-	}()
+	})
 }
 
 // onAppendDone applies a commit, unless the actor restarted meanwhile (the
@@ -453,7 +453,7 @@ func (a *proxyActor) onSlotGranted(ctx actor.Context, m *slotGranted) {
 	a.startProbe(ctx)
 }
 
-// startProbe runs the check in its own goroutine; its result comes back as
+// startProbe runs the check on a pooled goroutine; its result comes back as
 // a probeDone message (or probePanicked), and a zombie timer bounds it.
 func (a *proxyActor) startProbe(ctx actor.Context) {
 	if !a.env.begin() {
@@ -463,7 +463,7 @@ func (a *proxyActor) startProbe(ctx actor.Context) {
 	pctx, cancel := context.WithCancel(a.env.ctx)
 	a.cancelProbe = cancel
 	gen, self, sys, check := a.checkGen, ctx.Self(), ctx.ActorSystem(), a.spec.Check
-	go func() {
+	a.env.pool.run(func() {
 		defer a.env.work.Done()
 		defer func() {
 			if v := recover(); v != nil {
@@ -471,7 +471,7 @@ func (a *proxyActor) startProbe(ctx actor.Context) {
 			}
 		}()
 		sys.Root.Send(self, &probeDone{gen: gen, result: check(pctx)})
-	}()
+	})
 	if a.spec.Timeout > 0 {
 		a.zombieTimer = a.env.Clock.AfterFunc(2*a.spec.Timeout, func() { sys.Root.Send(self, &zombie{gen: gen}) })
 	}

@@ -75,7 +75,7 @@ func (s *RestartBackoff) HandleFailure(sys *actor.ActorSystem, sup actor.Supervi
 func SourceProps(env *Env, name string, strategy actor.SupervisorStrategy) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &sourceActor{env: env, name: name, children: map[string]*actor.PID{}, byPID: map[string]string{}}
-	}, actor.WithSupervisor(strategy))
+	}, actor.WithSupervisor(strategy), actor.WithDispatcher(env.Dispatcher()))
 }
 
 // sourceActor owns the set of its proxies' actors.

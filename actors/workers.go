@@ -1,0 +1,106 @@
+package actors
+
+import (
+	"sync"
+	"time"
+)
+
+// workerIdle is how long a pooled goroutine may stay idle before it exits.
+const workerIdle = 2 * time.Second
+
+// workers is a pool of goroutines that run the actors' mailboxes (as their
+// protoactor dispatcher) and what actors hand off their mailbox: probes,
+// appends and snapshot saves. protoactor's default dispatcher and a plain
+// `go` per probe start a goroutine for every message burst and every check,
+// and each new 2 KiB stack then grows (inside net.Dial, inside Receive);
+// reusing goroutines saves both. Idle workers are kept last-in first-out, so the pool shrinks
+// to what the load needs: after the first sweep of a large pool, the
+// workers that are not needed any more go stale at the bottom of the stack
+// and exit.
+type workers struct {
+	mu     sync.Mutex
+	idle   []*worker // most recently idle last
+	closed bool
+	live   sync.WaitGroup
+}
+
+type worker struct {
+	jobs  chan func() // buffered 1; nil job: exit
+	since time.Time   // when it became idle
+}
+
+// run runs f on an idle worker, or on a new one. It never blocks. After
+// close it runs f on a plain goroutine, so a late message still reaches its
+// mailbox.
+func (p *workers) run(f func()) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		go f()
+		return
+	}
+	if n := len(p.idle); n > 0 {
+		w := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.retireStale()
+		p.mu.Unlock()
+		w.jobs <- f
+		return
+	}
+	p.live.Add(1)
+	p.mu.Unlock()
+	w := &worker{jobs: make(chan func(), 1)}
+	go w.loop(p, f)
+}
+
+// retireStale tells the worker idle the longest to exit if it has been idle
+// for more than workerIdle. Called with p.mu held, once per job: the pool
+// shrinks as fast as it is used, without a timer or a sweeper goroutine.
+func (p *workers) retireStale() {
+	if len(p.idle) == 0 || time.Since(p.idle[0].since) < workerIdle {
+		return
+	}
+	w := p.idle[0]
+	p.idle[0] = nil
+	p.idle = p.idle[1:]
+	w.jobs <- nil
+}
+
+func (w *worker) loop(p *workers, f func()) {
+	defer p.live.Done()
+	for f != nil {
+		f()
+		f = nil // do not keep the job's closure alive while idle
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return
+		}
+		w.since = time.Now()
+		p.idle = append(p.idle, w)
+		p.mu.Unlock()
+		f = <-w.jobs
+	}
+}
+
+// close stops the idle workers and makes busy ones exit when their job
+// ends; then it waits for all of them.
+func (p *workers) close() {
+	p.mu.Lock()
+	p.closed = true
+	for _, w := range p.idle {
+		w.jobs <- nil
+	}
+	p.idle = nil
+	p.mu.Unlock()
+	p.live.Wait()
+}
+
+// Schedule implements actor.Dispatcher: a mailbox with messages runs on a
+// pooled goroutine.
+func (p *workers) Schedule(fn func()) { p.run(fn) }
+
+// Throughput implements actor.Dispatcher: the messages a mailbox processes
+// before it yields (protoactor's default).
+func (p *workers) Throughput() int { return 300 }

@@ -1,0 +1,77 @@
+package actors
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
+)
+
+func idleWorkers(p *workers) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
+
+// TestWorkersReuseAndShrink: a burst grows the pool; later jobs reuse the
+// most recently idle worker; a worker idle past workerIdle is retired by the
+// next job; close stops the rest (goleak checks that they exited).
+func TestWorkersReuseAndShrink(t *testing.T) {
+	var p workers
+	release := make(chan struct{})
+	var started, ran sync.WaitGroup
+	const burst = 8
+	started.Add(burst)
+	ran.Add(burst)
+	for range burst {
+		p.run(func() { started.Done(); <-release; ran.Done() })
+	}
+	started.Wait() // all 8 run at once: 8 workers
+	close(release)
+	ran.Wait()
+	testutil.Eventually(t, 5*time.Second, "workers did not become idle", func() bool { return idleWorkers(&p) == burst })
+
+	// The most recently idle worker takes the next job: the pool does not grow.
+	var n atomic.Int64
+	for range 100 {
+		done := make(chan struct{})
+		p.run(func() { n.Add(1); close(done) })
+		<-done
+		testutil.Eventually(t, 5*time.Second, "worker did not return to the pool", func() bool { return idleWorkers(&p) == burst })
+	}
+	if n.Load() != 100 {
+		t.Fatalf("ran %d jobs, want 100", n.Load())
+	}
+
+	// Age the bottom worker: the next job retires it.
+	p.mu.Lock()
+	p.idle[0].since = time.Now().Add(-2 * workerIdle)
+	p.mu.Unlock()
+	done := make(chan struct{})
+	p.run(func() { close(done) })
+	<-done
+	testutil.Eventually(t, 5*time.Second, "stale worker was not retired", func() bool { return idleWorkers(&p) == burst-1 })
+
+	p.close()
+	if idleWorkers(&p) != 0 {
+		t.Fatalf("%d idle workers after close", idleWorkers(&p))
+	}
+	// After close a job still runs, on a goroutine of its own.
+	late := make(chan struct{})
+	p.run(func() { close(late) })
+	<-late
+}
+
+// TestWorkersDispatcher: actors run on the pool as their dispatcher.
+func TestWorkersDispatcher(t *testing.T) {
+	var p workers
+	if p.Throughput() <= 0 {
+		t.Fatalf("throughput %d", p.Throughput())
+	}
+	done := make(chan struct{})
+	p.Schedule(func() { close(done) })
+	<-done
+	p.close()
+}
