@@ -21,13 +21,17 @@ var errNothing = errors.New("nothing to do")
 
 // Retain implements Journal. It deletes in transactions of up to 8192
 // events, so appends interleave with a long retention run; ctx is checked
-// between them.
+// between them. It first checkpoints the stream heads: events after the
+// checkpoint are what the next open scans, so they are never deleted.
 func (b *Bolt) Retain(ctx context.Context, cutoff time.Time) (int, error) {
 	if err := b.writable(ctx); err != nil {
 		return 0, err
 	}
 	b.retainMu.Lock()
 	defer b.retainMu.Unlock()
+	if err := b.submit(ctx, &request{ckpt: true, done: make(chan struct{})}); err != nil {
+		return 0, fmt.Errorf("journal: retain in %s: checkpoint the stream heads: %w", b.path, err)
+	}
 	limit := cutoff.UnixNano()
 	total := 0
 	for {
@@ -49,10 +53,13 @@ func (b *Bolt) retainOnce(limit int64) (n int, more bool, err error) {
 	b.commitMu.Lock()
 	defer b.commitMu.Unlock()
 	err = b.update(func(tx *bolt.Tx) error {
-		events, streams := tx.Bucket(bucketEvents), tx.Bucket(bucketStreams)
-		snaps := tx.Bucket(bucketSnapshots)
+		events, snaps := tx.Bucket(bucketEvents), tx.Bucket(bucketSnapshots)
+		through, err := readSeq(tx, metaHeadsThrough, 0)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
+		}
 		covered := make(map[string]uint64) // proxy -> snapshot stream_seq
-		var keys, skeys [][]byte
+		var keys [][]byte
 		c := events.Cursor()
 		k, v := c.First()
 		for ; k != nil && len(keys) < retainChunk; k, v = c.Next() {
@@ -60,7 +67,7 @@ func (b *Bolt) retainOnce(limit int64) (n int, more bool, err error) {
 			if err != nil || len(k) != 8 {
 				return fmt.Errorf("%w: %s: event %x cannot be decoded (%v); run a check", ErrCorrupt, b.path, k, err)
 			}
-			if h.at >= limit {
+			if h.at >= limit || h.seq > through {
 				break
 			}
 			if len(h.proxyID) > 0 {
@@ -75,7 +82,6 @@ func (b *Bolt) retainOnce(limit int64) (n int, more bool, err error) {
 				if h.streamSeq > cov {
 					break // the proxy could not be recovered without it
 				}
-				skeys = append(skeys, appendStreamKey(nil, string(h.proxyID), h.streamSeq))
 			}
 			keys = append(keys, append([]byte(nil), k...))
 		}
@@ -85,11 +91,6 @@ func (b *Bolt) retainOnce(limit int64) (n int, more bool, err error) {
 		more = len(keys) == retainChunk && k != nil
 		for _, key := range keys {
 			if err := events.Delete(key); err != nil {
-				return err
-			}
-		}
-		for _, key := range skeys {
-			if err := streams.Delete(key); err != nil {
 				return err
 			}
 		}
@@ -168,6 +169,10 @@ func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
 	if f := b.First(); f != first {
 		p.add("first retained seq is %d in the file but %d in memory", first, f)
 	}
+	through, err := readSeq(tx, metaHeadsThrough, 0)
+	if err != nil {
+		p.add("%v", err)
+	}
 	stats := make(map[string]*streamStat)
 	var e pb.Envelope
 	next, n := first, 0
@@ -210,7 +215,10 @@ func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
 			st = &streamStat{}
 			stats[id] = st
 		}
-		st.addEvent(p, id, seq, e.GetStreamSeq())
+		st.addEvent(p, id, seq, e.GetStreamSeq(), e.GetPrevSeq(), first)
+		if seq <= through {
+			st.ckptStream, st.ckptSeq = st.last, st.lastSeq
+		}
 		return nil
 	})
 	if err != nil {
@@ -219,9 +227,10 @@ func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
 	if h := b.Head(); next-1 != h {
 		p.add("the last event is %d but the head is %d", next-1, h)
 	}
-	if err := b.checkStreams(ctx, tx, p, stats); err != nil {
-		return err
+	if through > next-1 {
+		p.add("the stream heads are checkpointed through event %d, beyond the last event %d", through, next-1)
 	}
+	b.checkHeads(tx, p, stats, first)
 	return tx.Bucket(bucketSnapshots).ForEach(func(k, v []byte) error {
 		var s pb.ProxySnapshot
 		if err := proto.Unmarshal(v, &s); err != nil {
@@ -238,55 +247,44 @@ func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
 	})
 }
 
-// checkStreams compares the stream index and the stream heads with the
-// streams seen in the events.
-func (b *Bolt) checkStreams(ctx context.Context, tx *bolt.Tx, p *problems, stats map[string]*streamStat) error {
-	index := make(map[string]*streamStat)
-	n := 0
-	err := tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
-		if n++; n%4096 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		proxy, s, ok := parseStreamKey(k)
-		if !ok || len(v) != 8 {
-			p.add("stream index entry %x -> %x is malformed", k, v)
-			return nil
-		}
-		st := index[string(proxy)]
-		if st == nil {
-			st = &streamStat{}
-			index[string(proxy)] = st
-		}
-		st.addEvent(p, string(proxy), binary.BigEndian.Uint64(v), s)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	fileHeads, err := deriveHeads(tx)
-	if err != nil {
-		p.add("stream heads: %v", err)
-		fileHeads = map[string]uint64{}
-	}
-	for id, idx := range index {
-		compareStreams(p, id, stats[id], idx, fileHeads[id])
-	}
-	for id := range stats {
-		if index[id] == nil {
-			p.add("proxy %s has events but no stream index entries", id)
-		}
-	}
+// checkHeads compares the stream heads in memory and in the checkpoint
+// with the streams seen in the events.
+func (b *Bolt) checkHeads(tx *bolt.Tx, p *problems, stats map[string]*streamStat, first uint64) {
 	b.headsMu.RLock()
 	defer b.headsMu.RUnlock()
-	for id, h := range fileHeads {
-		if m := b.heads[id]; m != h {
-			p.add("proxy %s: stream head is %d in the file but %d in memory", id, h, m)
+	for id, st := range stats {
+		if h := b.heads[id]; h.seq != st.last || h.last != st.lastSeq {
+			p.add("proxy %s: stream head is stream_seq %d at event %d, but the stream ends with stream_seq %d at event %d", id, h.seq, h.last, st.last, st.lastSeq)
 		}
 	}
-	if len(b.heads) != len(fileHeads) {
-		p.add("%d stream heads in memory but %d in the file", len(b.heads), len(fileHeads))
+	for id, h := range b.heads {
+		if stats[id] == nil && h.last >= first {
+			p.add("proxy %s: stream head points at event %d, which is retained but not an event of this proxy", id, h.last)
+		}
 	}
-	return nil
+	ckpt := make(map[string]bool)
+	_ = tx.Bucket(bucketHeads).ForEach(func(k, v []byte) error {
+		id := string(k)
+		ckpt[id] = true
+		h, ok := parseHead(v)
+		if !ok {
+			p.add("checkpointed stream head of proxy %q is malformed (%x)", k, v)
+			return nil
+		}
+		st := stats[id]
+		switch {
+		case st != nil && st.ckptSeq != 0 && (h.seq != st.ckptStream || h.last != st.ckptSeq):
+			p.add("proxy %s: checkpointed stream head is stream_seq %d at event %d, but the events say stream_seq %d at event %d", id, h.seq, h.last, st.ckptStream, st.ckptSeq)
+		case (st == nil || st.ckptSeq == 0) && h.last >= first:
+			p.add("proxy %s: checkpointed stream head points at event %d, which is retained but not an event of this proxy before the checkpoint", id, h.last)
+		case b.heads[id].seq < h.seq:
+			p.add("proxy %s: checkpointed stream head %d is ahead of the head %d", id, h.seq, b.heads[id].seq)
+		}
+		return nil
+	})
+	for id, st := range stats {
+		if st.ckptSeq != 0 && !ckpt[id] {
+			p.add("proxy %s has events before the heads checkpoint but no checkpointed head", id)
+		}
+	}
 }

@@ -1,7 +1,6 @@
 package journal
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -134,60 +133,124 @@ func unmarshalEnvelope(v []byte, e *pb.Envelope, seq uint64) error {
 	return nil
 }
 
-// ReadStream implements Journal. Like Read it uses short read transactions.
+// ReadStream implements Journal. It follows the stream's prev_seq chain
+// back from the head to find its events (reading only their headers), then
+// decodes them in order, in chunks of short read transactions like Read.
 // If from was deleted by retention, it starts at the proxy's first retained
 // event.
 func (b *Bolt) ReadStream(ctx context.Context, proxyID string, from uint64) iter.Seq2[*pb.Envelope, error] {
-	end := b.StreamHead(proxyID)
-	return chunks(ctx, from, end, (*pb.Envelope).GetStreamSeq, func(next uint64, dst []*pb.Envelope) ([]*pb.Envelope, error) {
-		return b.readStreamRange(proxyID, next, end, readChunk, dst)
-	})
+	head := b.streamHead(proxyID)
+	return func(yield func(*pb.Envelope, error) bool) {
+		from := max(from, 1)
+		if from > head.seq {
+			return
+		}
+		seqs, err := b.streamSeqs(ctx, proxyID, head, from)
+		if err != nil {
+			yield(nil, err)
+			return
+		}
+		var buf []*pb.Envelope
+		for len(seqs) > 0 {
+			if err := ctx.Err(); err != nil {
+				yield(nil, err)
+				return
+			}
+			n := min(len(seqs), readChunk)
+			if buf, err = b.readSeqs(proxyID, seqs[:n], buf[:0]); err != nil {
+				yield(nil, err)
+				return
+			}
+			seqs = seqs[n:]
+			for i, e := range buf {
+				buf[i] = nil
+				if !yield(e, nil) {
+					return
+				}
+			}
+		}
+	}
 }
 
-// readStreamRange decodes up to n envelopes of a proxy with from <=
-// stream_seq <= end in one read transaction.
-func (b *Bolt) readStreamRange(proxyID string, from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Envelope, error) {
+// walkChunk is how many links of a stream one read transaction follows.
+const walkChunk = 1 << 16
+
+// streamSeqs returns the global seqs of a proxy's retained events with
+// stream_seq from..head.seq, in stream order.
+func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, from uint64) ([]uint64, error) {
+	var seqs []uint64 // newest first
+	cur, want := head.last, head.seq
+	for cur != 0 && want >= from {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if b.closed.Load() {
+			return nil, ErrClosed
+		}
+		err := b.view(func(tx *bolt.Tx) error {
+			first, err := readFirst(tx)
+			if err != nil {
+				return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
+			}
+			events := tx.Bucket(bucketEvents)
+			var key [8]byte
+			for n := 0; n < walkChunk && cur != 0 && want >= from; n++ {
+				if cur < first {
+					cur = 0 // the older events were deleted by retention
+					return nil
+				}
+				v := events.Get(appendSeqKey(key[:0], cur))
+				if v == nil {
+					return fmt.Errorf("%w: %s: proxy %s: stream_seq %d should be event %d, which is missing; run a check", ErrCorrupt, b.path, proxyID, want, cur)
+				}
+				h, err := decodeHeader(v)
+				if err != nil {
+					return fmt.Errorf("%w: %s: event %d cannot be decoded: %v", ErrCorrupt, b.path, cur, err)
+				}
+				if string(h.proxyID) != proxyID || h.streamSeq != want || h.seq != cur {
+					return fmt.Errorf("%w: %s: proxy %s: stream_seq %d should be event %d, which holds proxy %q stream_seq %d; run a check",
+						ErrCorrupt, b.path, proxyID, want, cur, h.proxyID, h.streamSeq)
+				}
+				seqs = append(seqs, cur)
+				cur, want = h.prevSeq, want-1
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	slices.Reverse(seqs)
+	return seqs, nil
+}
+
+// readSeqs decodes the events with the given seqs, which streamSeqs found
+// for proxyID, in one read transaction. Events deleted by a concurrent
+// Retain are skipped.
+func (b *Bolt) readSeqs(proxyID string, seqs []uint64, dst []*pb.Envelope) ([]*pb.Envelope, error) {
 	if b.closed.Load() {
 		return dst, ErrClosed
 	}
-	start := len(dst)
 	err := b.view(func(tx *bolt.Tx) error {
+		first, err := readFirst(tx)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
+		}
 		events := tx.Bucket(bucketEvents)
-		c := tx.Bucket(bucketStreams).Cursor()
-		prefix := append([]byte(proxyID), 0)
-		next := from
-		for k, v := c.Seek(appendStreamKey(nil, proxyID, from)); k != nil && len(dst)-start < n; k, v = c.Next() {
-			if !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
-				break
+		var key [8]byte
+		for _, seq := range seqs {
+			if seq < first {
+				continue
 			}
-			s := binary.BigEndian.Uint64(k[len(prefix):])
-			if s > end {
-				break
-			}
-			if s != next {
-				if len(dst) > start {
-					return fmt.Errorf("%w: %s: proxy %s: stream index lacks stream_seq %d (next is %d); run a check", ErrCorrupt, b.path, proxyID, next, s)
-				}
-				next = s // the events before were deleted by retention
-			}
-			if len(v) != 8 {
-				return fmt.Errorf("%w: %s: proxy %s: stream index entry %d is %d bytes, want 8", ErrCorrupt, b.path, proxyID, s, len(v))
-			}
-			seq := binary.BigEndian.Uint64(v)
-			rec := events.Get(v)
-			if rec == nil {
-				return fmt.Errorf("%w: %s: proxy %s: stream_seq %d points at event %d, which is missing; run a check", ErrCorrupt, b.path, proxyID, s, seq)
+			v := events.Get(appendSeqKey(key[:0], seq))
+			if v == nil {
+				return fmt.Errorf("%w: %s: proxy %s: event %d is missing; run a check", ErrCorrupt, b.path, proxyID, seq)
 			}
 			e := new(pb.Envelope)
-			if err := unmarshalEnvelope(rec, e, seq); err != nil {
+			if err := unmarshalEnvelope(v, e, seq); err != nil {
 				return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 			}
-			if e.GetProxyId() != proxyID || e.GetStreamSeq() != s {
-				return fmt.Errorf("%w: %s: proxy %s: stream_seq %d points at event %d of proxy %q stream_seq %d; run a check",
-					ErrCorrupt, b.path, proxyID, s, seq, e.GetProxyId(), e.GetStreamSeq())
-			}
 			dst = append(dst, e)
-			next++
 		}
 		return nil
 	})

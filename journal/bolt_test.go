@@ -8,12 +8,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/journal/journaltest"
@@ -149,14 +151,34 @@ func TestBoltGarbageValue(t *testing.T) {
 	}
 }
 
-func TestBoltDamagedIndex(t *testing.T) {
+// rewriteEvent changes one stored event with fn (inside a raw transaction).
+func rewriteEvent(t *testing.T, tx *bolt.Tx, seq uint64, fn func(*pb.Envelope)) error {
+	t.Helper()
+	b := tx.Bucket([]byte("events"))
+	var e pb.Envelope
+	if err := proto.Unmarshal(b.Get(seqKey(seq)), &e); err != nil {
+		return err
+	}
+	fn(&e)
+	v, err := proto.Marshal(&e)
+	if err != nil {
+		return err
+	}
+	return b.Put(seqKey(seq), v)
+}
+
+func TestBoltDamagedChain(t *testing.T) {
 	j := openBolt(t, filepath.Join(t.TempDir(), "journal.db"))
-	fillN(t, j, 20)
+	fillN(t, j, 20) // proxy 1: seqs 2, 5, 8, … 20 are its stream_seqs 1…7
 	p := journaltest.ProxyID(1)
-	// Point stream_seq 2 of proxy 1 at another of its events.
+	// Point stream_seq 3 of proxy 1 back at its stream_seq 1, skipping 2.
 	path := rawUpdate(t, j, func(tx *bolt.Tx) error {
-		k := append(append([]byte(p), 0), seqKey(2)...)
-		return tx.Bucket([]byte("streams")).Put(k, seqKey(11))
+		return rewriteEvent(t, tx, 8, func(e *pb.Envelope) {
+			if e.GetProxyId() != p || e.GetStreamSeq() != 3 || e.GetPrevSeq() != 5 {
+				t.Fatalf("event 8 is %v, want proxy %s stream_seq 3 prev_seq 5", e, p)
+			}
+			e.PrevSeq = 2
+		})
 	})
 	j = openBolt(t, path)
 	defer j.Close()
@@ -167,8 +189,161 @@ func TestBoltDamagedIndex(t *testing.T) {
 	for _, err := range j.ReadStream(context.Background(), p, 1) {
 		readErr = err
 	}
-	if !errors.Is(readErr, journal.ErrCorrupt) {
-		t.Fatalf("ReadStream over the damaged index yielded %v, want ErrCorrupt", readErr)
+	if !errors.Is(readErr, journal.ErrCorrupt) || !strings.Contains(readErr.Error(), "event 2") {
+		t.Fatalf("ReadStream over the damaged chain yielded %v, want ErrCorrupt naming event 2", readErr)
+	}
+}
+
+// TestBoltHeadsRecoveredAfterCrash: a journal whose heads checkpoint is
+// missing (as after a crash before the first checkpoint) gets its stream
+// heads back from the events at open.
+func TestBoltHeadsRecoveredAfterCrash(t *testing.T) {
+	j := openBolt(t, filepath.Join(t.TempDir(), "journal.db"))
+	fillN(t, j, 20)
+	want := map[string]uint64{}
+	for i := range 3 {
+		want[journaltest.ProxyID(i)] = j.StreamHead(journaltest.ProxyID(i))
+	}
+	path := rawUpdate(t, j, func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket([]byte("heads")); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket([]byte("heads")); err != nil {
+			return err
+		}
+		return tx.Bucket([]byte("meta")).Delete([]byte("heads_through"))
+	})
+	j = openBolt(t, path)
+	for id, h := range want {
+		if got := j.StreamHead(id); got != h {
+			t.Errorf("proxy %s: stream head %d after reopening, want %d", id, got, h)
+		}
+	}
+	if err := j.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The stream continues where it was, and Close checkpoints the heads.
+	journaltest.Append(t, j, journaltest.Succeeded(journaltest.ProxyID(1), time.Hour))
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = openBolt(t, path)
+	defer j.Close()
+	if got := j.StreamHead(journaltest.ProxyID(1)); got != want[journaltest.ProxyID(1)]+1 {
+		t.Fatalf("stream head %d, want %d", got, want[journaltest.ProxyID(1)]+1)
+	}
+	if err := j.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBoltMigratesSchemaV1 builds a schema version 1 file (stream index,
+// no prev_seq, a proxy whose events retention deleted but whose snapshot
+// remains) and opens it: writable, it is upgraded in place and keeps every
+// event; read-only, it is refused with what to do.
+func TestBoltMigratesSchemaV1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, gone := journaltest.ProxyID(1), journaltest.ProxyID(2), journaltest.ProxyID(3)
+	err = db.Update(func(tx *bolt.Tx) error {
+		bk := map[string]*bolt.Bucket{}
+		for _, name := range []string{"events", "streams", "heads", "snapshots", "meta"} {
+			if bk[name], err = tx.CreateBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		// Events 1 and 2 were deleted by retention (first = 3); they were
+		// proxy gone's stream_seqs 1 and 2, covered by its snapshot.
+		stream := map[string]uint64{}
+		order := []string{a, b, a, "", b, a}
+		for i, id := range order {
+			seq := uint64(i + 3)
+			e := journaltest.Succeeded(id, time.Duration(seq)*time.Second)
+			if id == "" {
+				e = &pb.Envelope{AtUnixNano: int64(seq), Event: &pb.Envelope_PoolDegraded{PoolDegraded: &pb.PoolDegraded{}}}
+			} else {
+				stream[id]++
+				e.StreamSeq = stream[id]
+				k := append(append([]byte(id), 0), seqKey(e.StreamSeq)...)
+				if err := bk["streams"].Put(k, seqKey(seq)); err != nil {
+					return err
+				}
+			}
+			e.Seq = seq
+			v, err := proto.Marshal(e)
+			if err != nil {
+				return err
+			}
+			if err := bk["events"].Put(seqKey(seq), v); err != nil {
+				return err
+			}
+		}
+		snap, _ := proto.Marshal(&pb.ProxySnapshot{ProxyId: gone, StreamSeq: 2})
+		if err := bk["snapshots"].Put([]byte(gone), snap); err != nil {
+			return err
+		}
+		if err := bk["meta"].Put([]byte("first"), seqKey(3)); err != nil {
+			return err
+		}
+		return bk["meta"].Put([]byte("schema"), seqKey(1))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = journal.OpenBolt(path, journal.WithReadOnly())
+	if !errors.Is(err, journal.ErrSchemaVersion) || !strings.Contains(err.Error(), "proxyhealth run") {
+		t.Fatalf("read-only OpenBolt of a version 1 file = %v; want ErrSchemaVersion saying how to upgrade", err)
+	}
+
+	j := openBolt(t, path)
+	if err := j.Check(context.Background()); err != nil {
+		t.Fatalf("Check after the upgrade: %v", err)
+	}
+	if j.First() != 3 || j.Head() != 8 {
+		t.Fatalf("first %d head %d after the upgrade, want 3 and 8", j.First(), j.Head())
+	}
+	for id, want := range map[string][]uint64{a: {3, 5, 8}, b: {4, 7}, gone: nil} {
+		var got []uint64
+		prev := uint64(0)
+		for e, err := range j.ReadStream(context.Background(), id, 1) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.GetPrevSeq() != prev {
+				t.Errorf("proxy %s: event %d has prev_seq %d, want %d", id, e.GetSeq(), e.GetPrevSeq(), prev)
+			}
+			prev = e.GetSeq()
+			got = append(got, e.GetSeq())
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("proxy %s: stream %v after the upgrade, want %v", id, got, want)
+		}
+	}
+	if h := j.StreamHead(gone); h != 2 {
+		t.Errorf("proxy %s: stream head %d, want 2 (from its snapshot)", gone, h)
+	}
+	// Appends continue every stream.
+	journaltest.Append(t, j, journaltest.Succeeded(gone, time.Hour), journaltest.Succeeded(a, time.Hour))
+	if j.StreamHead(gone) != 3 || j.StreamHead(a) != 4 {
+		t.Fatalf("stream heads %d and %d after appending, want 3 and 4", j.StreamHead(gone), j.StreamHead(a))
+	}
+	if err := j.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro := openBolt(t, path, journal.WithReadOnly())
+	defer ro.Close()
+	if err := ro.Check(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -238,8 +413,8 @@ func TestBoltSchemaVersion(t *testing.T) {
 		return tx.Bucket([]byte("meta")).Put([]byte("schema"), seqKey(7))
 	})
 	_, err := journal.OpenBolt(path)
-	if !errors.Is(err, journal.ErrSchemaVersion) || !strings.Contains(err.Error(), "version 7") || !strings.Contains(err.Error(), "version 1") {
-		t.Fatalf("OpenBolt = %v; want ErrSchemaVersion naming versions 7 and 1", err)
+	if !errors.Is(err, journal.ErrSchemaVersion) || !strings.Contains(err.Error(), "version 7") || !strings.Contains(err.Error(), "version 2") {
+		t.Fatalf("OpenBolt = %v; want ErrSchemaVersion naming versions 7 and 2", err)
 	}
 }
 

@@ -23,10 +23,12 @@ const (
 	reqAbandoned
 )
 
-// request is one Append or SaveSnapshot waiting for the writer.
+// request is one Append, SaveSnapshot or heads checkpoint waiting for the
+// writer.
 type request struct {
 	envs  []*pb.Envelope
 	snap  *pb.ProxySnapshot
+	ckpt  bool // checkpoint the stream heads with this commit
 	state atomic.Uint32
 	done  chan struct{} // closed by the writer after the commit
 	seqs  []uint64
@@ -35,7 +37,7 @@ type request struct {
 }
 
 func (r *request) size() int {
-	if r.snap != nil {
+	if r.snap != nil || r.ckpt {
 		return 1
 	}
 	return len(r.envs)
@@ -50,34 +52,40 @@ type put struct {
 
 const (
 	putEvent uint8 = iota
-	putStream
 	putHead
 	putSnapshot
+	putMeta
 )
 
 // undo restores an envelope's fields when its commit fails.
 type undo struct {
 	env       *pb.Envelope
 	streamSeq uint64
+	prevSeq   uint64
 }
 
 // writer owns all appends: it drains pending requests into one transaction.
 type writer struct {
-	b        *Bolt
-	maxBatch int
-	batch    []*request
-	overlay  map[string]uint64 // stream heads after the commit
-	local    map[string]uint64 // one request's new heads
-	streams  []uint64          // stream seqs of the current request
-	undo     []undo
-	taken    []*request
-	puts     []put
-	arena    []byte
-	marshal  proto.MarshalOptions
-	delay    time.Duration     // linger for small batches
-	timer    *time.Timer       // reused linger timer
-	observer func(CommitStats) // optional metrics hook
-	lastReqs int               // requests in the previous commit
+	b         *Bolt
+	maxBatch  int
+	batch     []*request
+	overlay   map[string]streamHead // stream heads after the commit
+	local     map[string]uint64     // one request's new stream seqs
+	localLast map[string]uint64     // one request's last event per proxy
+	streams   []uint64              // stream seqs of the current request
+	headSeq   func(string) uint64   // stream seq of headOf, for assignStreams
+	// heads changed since the last checkpoint, and the events since
+	dirty     map[string]struct{}
+	sinceCkpt int
+	undo      []undo
+	taken     []*request
+	puts      []put
+	arena     []byte
+	marshal   proto.MarshalOptions
+	delay     time.Duration     // linger for small batches
+	timer     *time.Timer       // reused linger timer
+	observer  func(CommitStats) // optional metrics hook
+	lastReqs  int               // requests in the previous commit
 }
 
 // The writer's arena for keys and values starts at initialArena bytes and
@@ -88,13 +96,22 @@ const (
 )
 
 func newWriter(b *Bolt, maxBatch int) *writer {
-	return &writer{
-		b:        b,
-		maxBatch: maxBatch,
-		overlay:  make(map[string]uint64),
-		local:    make(map[string]uint64),
-		arena:    make([]byte, 0, initialArena),
+	w := &writer{
+		b:         b,
+		maxBatch:  maxBatch,
+		overlay:   make(map[string]streamHead),
+		local:     make(map[string]uint64),
+		localLast: make(map[string]uint64),
+		dirty:     b.unckpt,
+		sinceCkpt: b.unckptEvents,
+		arena:     make([]byte, 0, initialArena),
 	}
+	b.unckpt = nil
+	if w.dirty == nil {
+		w.dirty = make(map[string]struct{})
+	}
+	w.headSeq = func(p string) uint64 { return w.headOf(p).seq }
+	return w
 }
 
 // run is the writer goroutine. On stop it commits everything queued, then
@@ -111,6 +128,10 @@ func (w *writer) run() {
 				case r := <-w.b.reqs:
 					w.collect(r)
 				default:
+					// A last checkpoint, so that the next open scans nothing.
+					if len(w.dirty) > 0 {
+						w.commit([]*request{{ckpt: true, done: make(chan struct{})}})
+					}
 					return
 				}
 			}
@@ -168,7 +189,7 @@ gather:
 }
 
 // headOf is a proxy's stream head including the batch so far.
-func (w *writer) headOf(p string) uint64 {
+func (w *writer) headOf(p string) streamHead {
 	if h, ok := w.overlay[p]; ok {
 		return h
 	}
@@ -182,18 +203,25 @@ func (w *writer) commit(batch []*request) {
 	w.puts, w.undo, w.arena = w.puts[:0], w.undo[:0], w.arena[:0]
 	next := b.head.Load() + 1
 	taken := w.taken[:0]
+	ckpt := false
 	for _, r := range batch {
 		if !r.state.CompareAndSwap(reqPending, reqTaken) {
 			continue // abandoned by its caller; nobody waits for it
 		}
 		taken = append(taken, r)
-		if r.snap != nil {
+		switch {
+		case r.ckpt:
+			ckpt = true
+		case r.snap != nil:
 			w.prepareSnapshot(r)
-		} else {
+		default:
 			next = w.prepareAppend(r, next)
 		}
 	}
 	defer w.reset(taken)
+	if ckpt = ckpt || w.sinceCkpt+len(w.undo) >= checkpointEvery; ckpt {
+		w.prepareCheckpoint(next - 1)
+	}
 	var err error
 	if len(w.puts) > 0 {
 		start := time.Now()
@@ -213,13 +241,22 @@ func (w *writer) commit(batch []*request) {
 				b.headsMu.Unlock()
 			}
 			b.head.Store(next - 1)
+			if ckpt {
+				clear(w.dirty)
+				w.sinceCkpt = 0
+			} else {
+				for p := range w.overlay {
+					w.dirty[p] = struct{}{}
+				}
+				w.sinceCkpt += len(w.undo)
+			}
 		}
 		b.commitMu.Unlock()
 	}
 	if err != nil {
 		err = fmt.Errorf("journal: commit to %s failed, nothing of it was written: %w", b.path, b.dbErr(err))
 		for _, u := range w.undo {
-			u.env.Seq, u.env.StreamSeq = 0, u.streamSeq
+			u.env.Seq, u.env.StreamSeq, u.env.PrevSeq = 0, u.streamSeq, u.prevSeq
 		}
 	}
 	for _, r := range taken {
@@ -250,8 +287,9 @@ func (w *writer) reset(taken []*request) {
 // A request that fails leaves no trace in the batch.
 func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 	clear(w.local)
+	clear(w.localLast)
 	var err error
-	w.streams, err = assignStreams(r.envs, w.headOf, w.local, w.streams[:0])
+	w.streams, err = assignStreams(r.envs, w.headSeq, w.local, w.streams[:0])
 	if err != nil {
 		r.err = err
 		return next
@@ -259,11 +297,17 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 	putsMark, undoMark, arenaMark := len(w.puts), len(w.undo), len(w.arena)
 	seq := next
 	for i, e := range r.envs {
-		w.undo = append(w.undo, undo{e, e.StreamSeq})
+		w.undo = append(w.undo, undo{e, e.StreamSeq, e.PrevSeq})
 		e.Seq = seq
 		p := e.GetProxyId()
 		if p != "" {
 			e.StreamSeq = w.streams[i]
+			prev, ok := w.localLast[p]
+			if !ok {
+				prev = w.headOf(p).last
+			}
+			e.PrevSeq = prev
+			w.localLast[p] = seq
 		}
 		k := w.bytes(func(a []byte) []byte { return appendSeqKey(a, seq) })
 		var merr error
@@ -274,21 +318,17 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 		if merr != nil {
 			// E.g. a string field that is not valid UTF-8.
 			for _, u := range w.undo[undoMark:] {
-				u.env.Seq, u.env.StreamSeq = 0, u.streamSeq
+				u.env.Seq, u.env.StreamSeq, u.env.PrevSeq = 0, u.streamSeq, u.prevSeq
 			}
 			w.puts, w.undo, w.arena = w.puts[:putsMark], w.undo[:undoMark], w.arena[:arenaMark]
 			r.err = fmt.Errorf("%w: envelope %d (proxy_id %q) cannot be encoded: %v", ErrInvalidEvent, i, p, merr)
 			return next
 		}
 		w.puts = append(w.puts, put{putEvent, k, v})
-		if p != "" {
-			sk := w.bytes(func(a []byte) []byte { return appendStreamKey(a, p, e.StreamSeq) })
-			w.puts = append(w.puts, put{putStream, sk, k})
-		}
 		seq++
 	}
 	for p, h := range w.local {
-		w.overlay[p] = h
+		w.overlay[p] = streamHead{h, w.localLast[p]}
 	}
 	for s := next; s < seq; s++ {
 		r.seqs = append(r.seqs, s)
@@ -300,7 +340,7 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 // queues its put.
 func (w *writer) prepareSnapshot(r *request) {
 	p := r.snap.GetProxyId()
-	if err := validateSnapshot(r.snap, w.headOf(p)); err != nil {
+	if err := validateSnapshot(r.snap, w.headOf(p).seq); err != nil {
 		r.err = err
 		return
 	}
@@ -317,6 +357,29 @@ func (w *writer) prepareSnapshot(r *request) {
 	w.puts = append(w.puts, put{putSnapshot, k, v})
 }
 
+// prepareCheckpoint queues the puts of a heads checkpoint as of seq
+// through: every head changed since the last checkpoint, in this batch or
+// before.
+func (w *writer) prepareCheckpoint(through uint64) {
+	for p := range w.dirty {
+		if _, ok := w.overlay[p]; !ok {
+			w.putHead(p, w.headOf(p))
+		}
+	}
+	for p, h := range w.overlay {
+		w.putHead(p, h)
+	}
+	k := w.bytes(func(a []byte) []byte { return append(a, metaHeadsThrough...) })
+	v := w.bytes(func(a []byte) []byte { return appendSeqKey(a, through) })
+	w.puts = append(w.puts, put{putMeta, k, v})
+}
+
+func (w *writer) putHead(p string, h streamHead) {
+	k := w.bytes(func(a []byte) []byte { return append(a, p...) })
+	v := w.bytes(func(a []byte) []byte { return appendHead(a, h) })
+	w.puts = append(w.puts, put{putHead, k, v})
+}
+
 // bytes appends to the arena with f and returns what f added, capped so
 // later appends never write into it. If the arena grows, earlier slices
 // keep the old array, which stays valid.
@@ -330,20 +393,22 @@ func (w *writer) bytes(f func([]byte) []byte) []byte {
 func (w *writer) write(tx *bolt.Tx) error {
 	buckets := [4]*bolt.Bucket{
 		putEvent:    tx.Bucket(bucketEvents),
-		putStream:   tx.Bucket(bucketStreams),
 		putHead:     tx.Bucket(bucketHeads),
 		putSnapshot: tx.Bucket(bucketSnapshots),
+		putMeta:     tx.Bucket(bucketMeta),
 	}
 	buckets[putEvent].FillPercent = 1.0 // keys are appended in order
+	// Events are queued in key order; a checkpoint's heads are sorted so
+	// that bbolt visits each page once.
 	slices.SortStableFunc(w.puts, func(a, b put) int {
-		if a.bucket != b.bucket || a.bucket != putStream {
+		if a.bucket != b.bucket || a.bucket != putHead {
 			return int(a.bucket) - int(b.bucket)
 		}
 		return bytes.Compare(a.k, b.k)
 	})
 	for _, p := range w.puts {
 		if err := buckets[p.bucket].Put(p.k, p.v); err != nil {
-			return fmt.Errorf("put into %s: %w", [...]string{"events", "streams", "heads", "snapshots"}[p.bucket], err)
+			return fmt.Errorf("put into %s: %w", [...]string{"events", "heads", "snapshots", "meta"}[p.bucket], err)
 		}
 	}
 	return nil

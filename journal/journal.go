@@ -61,12 +61,14 @@ const DefaultRetention = 7 * 24 * time.Hour
 // use.
 type Journal interface {
 	// Append makes the envelopes durable as one atomic unit and returns the
-	// global seq assigned to each, in order. It fills in Seq and, for
-	// envelopes with a proxy_id and StreamSeq 0, StreamSeq. An envelope that
-	// already carries a StreamSeq must be exactly the proxy's stream head + 1
-	// (counting the envelopes before it in the same call), otherwise nothing
-	// of the call is written and the error wraps ErrStreamConflict. The
-	// envelopes must not be modified by the caller until Append returns.
+	// global seq assigned to each, in order. It fills in Seq, PrevSeq (for
+	// envelopes with a proxy_id: the seq of the stream's previous envelope)
+	// and, for envelopes with a proxy_id and StreamSeq 0, StreamSeq. An
+	// envelope that already carries a StreamSeq must be exactly the proxy's
+	// stream head + 1 (counting the envelopes before it in the same call),
+	// otherwise nothing of the call is written and the error wraps
+	// ErrStreamConflict. The envelopes must not be modified by the caller
+	// until Append returns.
 	// When ctx ends before the commit, Append returns ctx.Err() and the
 	// events may or may not have been committed.
 	Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error)

@@ -31,10 +31,12 @@ type Mem struct {
 }
 
 // memStream is one proxy's retained stream: seqs[i] is the global seq of
-// stream_seq first+i.
+// stream_seq first+i; last is the global seq of its newest event, retained
+// or not.
 type memStream struct {
 	first uint64
 	seqs  []uint64
+	last  uint64
 }
 
 // NewMem returns an empty in-memory journal.
@@ -81,7 +83,9 @@ func (m *Mem) Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error)
 				st = &memStream{first: e.StreamSeq}
 				m.streams[p] = st
 			}
+			e.PrevSeq = st.last
 			st.seqs = append(st.seqs, e.Seq)
+			st.last = e.Seq
 		}
 		seqs[i] = e.Seq
 		m.events = append(m.events, proto.CloneOf(e))
@@ -287,14 +291,31 @@ func (m *Mem) Check(ctx context.Context) error {
 			st = &streamStat{}
 			stats[id] = st
 		}
-		st.addEvent(&p, id, want, e.GetStreamSeq())
+		st.addEvent(&p, id, want, e.GetStreamSeq(), e.GetPrevSeq(), m.first)
 	}
 	for id, ms := range m.streams {
-		var idx streamStat
-		for i, seq := range ms.seqs {
-			idx.addEvent(&p, id, seq, ms.first+uint64(i))
+		ev := stats[id]
+		if ev == nil {
+			ev = &streamStat{}
 		}
-		compareStreams(&p, id, stats[id], &idx, m.heads[id])
+		if uint64(len(ms.seqs)) != ev.count {
+			p.add("proxy %s: stream index has %d entries but %d events are retained", id, len(ms.seqs), ev.count)
+		}
+		for i, seq := range ms.seqs {
+			if seq < m.first || seq > m.headLocked() {
+				p.add("proxy %s: stream index entry %d points at event %d, which is not retained", id, ms.first+uint64(i), seq)
+				continue
+			}
+			if e := m.events[seq-m.first]; e.GetProxyId() != id || e.GetStreamSeq() != ms.first+uint64(i) {
+				p.add("proxy %s: stream index entry %d points at event %d of proxy %q stream_seq %d", id, ms.first+uint64(i), seq, e.GetProxyId(), e.GetStreamSeq())
+			}
+		}
+		if h := m.heads[id]; ev.count > 0 && h != ev.last {
+			p.add("proxy %s: stream head is %d but the last event has stream_seq %d", id, h, ev.last)
+		}
+		if ev.count > 0 && ms.last != ev.lastSeq {
+			p.add("proxy %s: the stream's last event is %d but %d is recorded", id, ev.lastSeq, ms.last)
+		}
 	}
 	for id := range stats {
 		if _, ok := m.streams[id]; !ok {
@@ -333,26 +354,4 @@ func (m *Mem) Close() error {
 		close(m.closeCh)
 	}
 	return nil
-}
-
-// compareStreams reports disagreement between a stream's events (ev, may
-// be nil), its index entries (idx) and its recorded head.
-func compareStreams(p *problems, id string, ev, idx *streamStat, head uint64) {
-	if ev == nil {
-		ev = &streamStat{}
-	}
-	switch {
-	case ev.count != idx.count:
-		p.add("proxy %s: stream index has %d entries but %d events are retained", id, idx.count, ev.count)
-	case ev.count > 0 && (ev.first != idx.first || ev.last != idx.last):
-		p.add("proxy %s: stream index covers stream_seq %d..%d but the events cover %d..%d", id, idx.first, idx.last, ev.first, ev.last)
-	case ev.sum != idx.sum:
-		p.add("proxy %s: stream index entries point at the wrong events", id)
-	}
-	if ev.count > 0 && head != ev.last {
-		p.add("proxy %s: stream head is %d but the last event has stream_seq %d", id, head, ev.last)
-	}
-	if (ev.count > 0 || idx.count > 0) && head == 0 {
-		p.add("proxy %s has events but no stream head", id)
-	}
 }

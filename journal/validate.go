@@ -99,31 +99,18 @@ func appendSeqKey(dst []byte, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(dst, seq)
 }
 
-// appendStreamKey appends the stream index key proxy_id + 0x00 + stream_seq.
-func appendStreamKey(dst []byte, proxyID string, streamSeq uint64) []byte {
-	dst = append(dst, proxyID...)
-	dst = append(dst, 0)
-	return binary.BigEndian.AppendUint64(dst, streamSeq)
-}
-
-// parseStreamKey splits a stream index key.
-func parseStreamKey(k []byte) (proxyID []byte, streamSeq uint64, ok bool) {
-	if len(k) < 10 || k[len(k)-9] != 0 {
-		return nil, 0, false
-	}
-	return k[:len(k)-9], binary.BigEndian.Uint64(k[len(k)-8:]), true
-}
-
-// header is the part of an envelope that retention needs.
+// header is the part of an envelope that retention, stream reads and the
+// stream heads at open need.
 type header struct {
 	seq       uint64
 	streamSeq uint64
+	prevSeq   uint64
 	at        int64
 	proxyID   []byte // aliases the record
 }
 
-// decodeHeader reads seq, stream_seq, at_unix_nano and proxy_id from a
-// marshalled Envelope without decoding the event.
+// decodeHeader reads seq, stream_seq, prev_seq, at_unix_nano and proxy_id
+// from a marshalled Envelope without decoding the event.
 func decodeHeader(b []byte) (header, error) {
 	var h header
 	for len(b) > 0 {
@@ -143,6 +130,8 @@ func decodeHeader(b []byte) (header, error) {
 			h.at = int64(v)
 		case num == 4 && typ == protowire.BytesType:
 			h.proxyID, n = protowire.ConsumeBytes(b)
+		case num == 6 && typ == protowire.VarintType:
+			h.prevSeq, n = protowire.ConsumeVarint(b)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
@@ -181,33 +170,36 @@ func (p *problems) err(what string) error {
 	return fmt.Errorf("%w: %s: %d problem(s): %s", ErrCorrupt, what, p.total, msg)
 }
 
-// streamStat accumulates what Check knows about one proxy's stream.
+// streamStat accumulates what Check knows about one proxy's retained
+// stream, in global order.
 type streamStat struct {
 	count       uint64
 	first, last uint64 // stream seqs
-	sum         uint64 // order-independent hash of (seq, stream_seq) pairs
+	lastSeq     uint64 // global seq of the last event
+	// the last event at or before the heads checkpoint (Bolt)
+	ckptStream, ckptSeq uint64
 }
 
-// pairHash mixes a (seq, stream_seq) pair (splitmix64 finaliser) so that the
-// sum over a stream detects an index entry pointing at the wrong event.
-func pairHash(seq, streamSeq uint64) uint64 {
-	z := seq*0x9e3779b97f4a7c15 ^ (streamSeq + 0x632be59bd9b4e019)
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	return z ^ (z >> 31)
-}
-
-// addEvent records an event of the stream, which must follow the previous.
-func (s *streamStat) addEvent(p *problems, proxyID string, seq, streamSeq uint64) {
-	if s.count > 0 && streamSeq != s.last+1 {
+// addEvent records the next retained event of the stream: its stream_seq
+// must follow the previous one and its prev_seq must point at it. The
+// stream's first retained event points at nothing (stream_seq 1) or at an
+// event deleted by retention (before first).
+func (s *streamStat) addEvent(p *problems, proxyID string, seq, streamSeq, prevSeq, first uint64) {
+	switch {
+	case s.count > 0 && streamSeq != s.last+1:
 		p.add("proxy %s: event seq %d has stream_seq %d, expected %d", proxyID, seq, streamSeq, s.last+1)
+	case s.count > 0 && prevSeq != s.lastSeq:
+		p.add("proxy %s: event seq %d has prev_seq %d, but the stream's previous event is %d", proxyID, seq, prevSeq, s.lastSeq)
+	case s.count == 0 && streamSeq == 1 && prevSeq != 0:
+		p.add("proxy %s: event seq %d starts the stream but has prev_seq %d", proxyID, seq, prevSeq)
+	case s.count == 0 && streamSeq > 1 && prevSeq >= first:
+		p.add("proxy %s: event seq %d (stream_seq %d) has prev_seq %d, which is retained but is not an event of this stream", proxyID, seq, streamSeq, prevSeq)
 	}
 	if s.count == 0 {
 		s.first = streamSeq
 	}
 	s.count++
-	s.last = streamSeq
-	s.sum += pairHash(seq, streamSeq)
+	s.last, s.lastSeq = streamSeq, seq
 }
 
 // chunks turns a chunked reader into the iterator of Read and ReadStream:

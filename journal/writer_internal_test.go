@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -87,5 +89,76 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 	}
 	if s, err := b.LoadSnapshot(context.Background(), a); err != nil || s.GetStreamSeq() != 2 {
 		t.Fatalf("snapshot %v, %v", s, err)
+	}
+}
+
+// TestHeadsCheckpoint: after checkpointEvery events the writer writes the
+// stream heads and the seq they are current through, so that an open scans
+// only the events after it; Close writes a last one.
+func TestHeadsCheckpoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal.db")
+	b, err := OpenBolt(path, WithUnsafeNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{"00000000000000aa", "00000000000000bb", "00000000000000cc"}
+	const perCall = 1000
+	calls := checkpointEvery/perCall + 1
+	for i := range calls {
+		envs := make([]*pb.Envelope, perCall)
+		for k := range envs {
+			envs[k] = testEnvelope(ids[(i*perCall+k)%len(ids)], 0)
+		}
+		if _, err := b.Append(context.Background(), envs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkpoint := func() (through uint64, heads map[string]streamHead) {
+		t.Helper()
+		heads = map[string]streamHead{}
+		err := b.view(func(tx *bolt.Tx) error {
+			var err error
+			if through, err = readSeq(tx, metaHeadsThrough, 0); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketHeads).ForEach(func(k, v []byte) error {
+				h, _ := parseHead(v)
+				heads[string(k)] = h
+				return nil
+			})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return through, heads
+	}
+	through, heads := checkpoint()
+	if through < checkpointEvery || through > uint64(calls*perCall) || len(heads) != len(ids) {
+		t.Fatalf("checkpoint through %d with %d heads after %d events; want one past %d events, with %d heads", through, len(heads), calls*perCall, checkpointEvery, len(ids))
+	}
+	for id, h := range heads {
+		if h.last > through || h.seq == 0 {
+			t.Fatalf("checkpointed head of %s is %+v, beyond the checkpoint %d or empty", id, h, through)
+		}
+	}
+	if err := b.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err = OpenBolt(path, WithReadOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	through, heads = checkpoint()
+	if through != b.Head() {
+		t.Fatalf("after Close the heads are checkpointed through %d, want the head %d", through, b.Head())
+	}
+	for id, h := range heads {
+		if h != b.streamHead(id) {
+			t.Fatalf("checkpointed head of %s is %+v, want %+v", id, h, b.streamHead(id))
+		}
 	}
 }

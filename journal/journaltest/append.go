@@ -145,6 +145,20 @@ func (s *suite) streamSeqs(t *testing.T) {
 	if got[4].GetSeq() != 6 {
 		t.Fatalf("stream_seq 5 has seq %d, want 6", got[4].GetSeq())
 	}
+	// Each envelope links to the previous one of its stream (the pool-level
+	// event at seq 5 is skipped), and Append fills prev_seq in.
+	if e4.GetPrevSeq() != 3 {
+		t.Fatalf("Append left prev_seq %d on the caller's envelope, want 3", e4.GetPrevSeq())
+	}
+	for i, e := range got {
+		want := uint64(0)
+		if i > 0 {
+			want = got[i-1].GetSeq()
+		}
+		if e.GetPrevSeq() != want {
+			t.Fatalf("stream_seq %d (seq %d) has prev_seq %d, want %d", e.GetStreamSeq(), e.GetSeq(), e.GetPrevSeq(), want)
+		}
+	}
 	if n := len(ReadStreamAll(t, j, ProxyID(99), 1)); n != 0 {
 		t.Fatalf("ReadStream of an unknown proxy yielded %d envelopes", n)
 	}

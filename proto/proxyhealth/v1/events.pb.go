@@ -189,6 +189,11 @@ type Envelope struct {
 	ProxyId string `protobuf:"bytes,4,opt,name=proxy_id,json=proxyId,proto3" json:"proxy_id,omitempty"`
 	// The source (named group) the proxy belongs to.
 	Source string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	// The global seq of the previous envelope of the same proxy's stream,
+	// assigned by the journal on append; zero for a stream's first envelope
+	// and for pool-level events. The journal follows this chain backwards
+	// from a proxy's head to read its stream, so it keeps no per-event index.
+	PrevSeq uint64 `protobuf:"varint,6,opt,name=prev_seq,json=prevSeq,proto3" json:"prev_seq,omitempty"`
 	// Types that are valid to be assigned to Event:
 	//
 	//	*Envelope_ProxyAdded
@@ -271,6 +276,13 @@ func (x *Envelope) GetSource() string {
 		return x.Source
 	}
 	return ""
+}
+
+func (x *Envelope) GetPrevSeq() uint64 {
+	if x != nil {
+		return x.PrevSeq
+	}
+	return 0
 }
 
 func (x *Envelope) GetEvent() isEnvelope_Event {
@@ -1428,7 +1440,7 @@ var File_proxyhealth_v1_events_proto protoreflect.FileDescriptor
 
 const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1bproxyhealth/v1/events.proto\x12\x0eproxyhealth.v1\"\x90\b\n" +
+	"\x1bproxyhealth/v1/events.proto\x12\x0eproxyhealth.v1\"\xab\b\n" +
 	"\bEnvelope\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1d\n" +
 	"\n" +
@@ -1436,7 +1448,8 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\fat_unix_nano\x18\x03 \x01(\x03R\n" +
 	"atUnixNano\x12\x19\n" +
 	"\bproxy_id\x18\x04 \x01(\tR\aproxyId\x12\x16\n" +
-	"\x06source\x18\x05 \x01(\tR\x06source\x12=\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\x12\x19\n" +
+	"\bprev_seq\x18\x06 \x01(\x04R\aprevSeq\x12=\n" +
 	"\vproxy_added\x18\n" +
 	" \x01(\v2\x1a.proxyhealth.v1.ProxyAddedH\x00R\n" +
 	"proxyAdded\x12C\n" +
