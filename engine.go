@@ -48,10 +48,11 @@ type Engine struct {
 }
 
 type source struct {
-	cfg     SourceConfig
-	checker *probe.Checker
-	pid     *actor.PID
-	version int
+	cfg       SourceConfig
+	checker   *probe.Checker
+	pid       *actor.PID
+	version   int
+	configRef string // name@vVERSION, for auditors
 }
 
 type proxy struct {
@@ -161,7 +162,7 @@ func (e *Engine) AddSource(ctx context.Context, sc SourceConfig) error {
 		e.mu.Unlock()
 		return fmt.Errorf("proxyhealth: start source %q: %w", sc.Name, err)
 	}
-	src := &source{cfg: sc, checker: checker, pid: pid, version: 1}
+	src := &source{cfg: sc, checker: checker, pid: pid, version: 1, configRef: sc.Name + "@v1"}
 	e.sources[sc.Name] = src
 	e.mu.Unlock()
 	_, err = e.addProxies(ctx, sc.Name, sc.Proxies)
@@ -201,6 +202,7 @@ func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []strin
 		e.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrUnknownSource, sourceName)
 	}
+	added := make([]*proxy, len(urls))
 	for i, u := range urls {
 		if p, dup := e.proxies[u.ID()]; dup {
 			for _, v := range urls[:i] {
@@ -209,66 +211,60 @@ func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []strin
 			e.mu.Unlock()
 			return nil, fmt.Errorf("%w: %s is already monitored in source %q", ErrDuplicate, u.Redacted(), p.source)
 		}
-		e.proxies[u.ID()] = &proxy{url: u, source: sourceName}
+		added[i] = &proxy{url: u, source: sourceName}
+		e.proxies[u.ID()] = added[i]
 	}
 	specs := make([]actors.ProxySpec, len(urls))
-	for i, u := range urls {
-		specs[i] = e.spec(src, u)
+	ids := make([]string, len(urls))
+	for i, p := range added {
+		specs[i] = e.spec(src, p)
+		ids[i] = specs[i].ID
 	}
 	srcPID := src.pid
 	e.mu.Unlock()
 
-	ids := make([]string, len(urls))
-	futures := make([]*actor.Future, len(urls))
-	for i, s := range specs {
-		ids[i] = s.ID
-		futures[i] = e.sys.Root.RequestFuture(srcPID, &actors.SpawnProxy{Spec: s}, requestTimeout(ctx))
+	// One request spawns them all; one fan-out waits until each has
+	// journaled its ProxyAdded (Sync).
+	res, err := await(ctx, e.sys.Root.RequestFuture(srcPID, &actors.SpawnProxies{Specs: specs}, requestTimeout(ctx)))
+	if err != nil {
+		return ids, fmt.Errorf("add %d proxies to source %q: %w", len(urls), sourceName, err)
 	}
 	var errs []error
-	syncs := make([]*actor.Future, len(urls))
-	for i, f := range futures {
-		res, err := await(ctx, f)
-		if err == nil {
-			sp := res.(*actors.Spawned)
-			err = sp.Err
-			if err == nil {
-				e.mu.Lock()
-				e.proxies[ids[i]].pid = sp.PID
-				e.mu.Unlock()
-				syncs[i] = e.sys.Root.RequestFuture(sp.PID, &actors.Sync{}, requestTimeout(ctx))
-			}
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("add %s: %w", urls[i].Redacted(), err))
-		}
-	}
-	for i, f := range syncs {
-		if f == nil {
+	syncs := make([]request, 0, len(urls))
+	for i, sp := range res.(*actors.SpawnedProxies).Results {
+		if sp.Err != nil {
+			errs = append(errs, fmt.Errorf("add %s: %w", urls[i].Redacted(), sp.Err))
 			continue
 		}
-		if res, err := await(ctx, f); err != nil {
+		e.mu.Lock()
+		added[i].pid = sp.PID
+		e.mu.Unlock()
+		syncs = append(syncs, request{id: ids[i], pid: sp.PID, msg: &actors.Sync{}})
+	}
+	failed := e.requestAll(ctx, syncs)
+	for i, id := range ids {
+		if err := failed[id]; err != nil {
 			errs = append(errs, fmt.Errorf("add %s: %w", urls[i].Redacted(), err))
-		} else if r := res.(*actors.Reply); r.Err != nil {
-			errs = append(errs, fmt.Errorf("add %s: %w", urls[i].Redacted(), r.Err))
 		}
 	}
 	return ids, errors.Join(errs...)
 }
 
 // spec builds a proxy actor's spec. Credentials stay inside the check
-// closure.
-func (e *Engine) spec(src *source, u probe.ProxyURL) actors.ProxySpec {
-	checker := src.checker
+// closure, which shares the proxy's parsed URL (it never changes) instead of
+// copying it.
+func (e *Engine) spec(src *source, p *proxy) actors.ProxySpec {
+	checker, u := src.checker, &p.url
 	return actors.ProxySpec{
 		ID:             u.ID(),
 		Source:         src.cfg.Name,
 		URLRedacted:    u.Redacted(),
 		HasCredentials: u.HasCredentials(),
-		ConfigRef:      fmt.Sprintf("%s@v%d", src.cfg.Name, src.version),
+		ConfigRef:      src.configRef,
 		Health:         src.cfg.Health,
 		Timeout:        src.cfg.Probe.Timeout,
 		Check: func(ctx context.Context) events.CheckResult {
-			r := checker.Check(ctx, u)
+			r := checker.Check(ctx, *u)
 			return events.CheckResult{
 				Class:      r.Class,
 				StatusCode: uint32(max(r.StatusCode, 0)),
@@ -307,8 +303,9 @@ func (e *Engine) ReconfigureSource(ctx context.Context, sc SourceConfig) error {
 	}
 	src.cfg, src.checker = sc, checker
 	src.version++
+	src.configRef = fmt.Sprintf("%s@v%d", sc.Name, src.version)
 	var remove []string
-	var reconf []*actor.Future
+	var reconf []request
 	for id, p := range e.proxies {
 		if p.source != sc.Name {
 			continue
@@ -319,12 +316,14 @@ func (e *Engine) ReconfigureSource(ctx context.Context, sc SourceConfig) error {
 		}
 		delete(want, id)
 		if p.pid != nil {
-			reconf = append(reconf, e.sys.Root.RequestFuture(p.pid, &actors.Reconfigure{Spec: e.spec(src, p.url)}, requestTimeout(ctx)))
+			reconf = append(reconf, request{id: id, pid: p.pid, msg: &actors.Reconfigure{Spec: e.spec(src, p)}})
 		}
 	}
 	e.mu.Unlock()
 	var errs []error
-	errs = append(errs, awaitReplies(ctx, reconf))
+	for _, err := range e.requestAll(ctx, reconf) {
+		errs = append(errs, err)
+	}
 	for _, id := range remove {
 		errs = append(errs, e.RemoveProxy(ctx, id))
 	}
@@ -388,14 +387,18 @@ func (e *Engine) broadcast(ctx context.Context, sourceName string, msg func() an
 		e.mu.Unlock()
 		return fmt.Errorf("%w: %q", ErrUnknownSource, sourceName)
 	}
-	var fs []*actor.Future
-	for _, p := range e.proxies {
+	var reqs []request
+	for id, p := range e.proxies {
 		if (sourceName == "" || p.source == sourceName) && p.pid != nil {
-			fs = append(fs, e.sys.Root.RequestFuture(p.pid, msg(), requestTimeout(ctx)))
+			reqs = append(reqs, request{id: id, pid: p.pid, msg: msg()})
 		}
 	}
 	e.mu.Unlock()
-	return awaitReplies(ctx, fs)
+	var errs []error
+	for _, err := range e.requestAll(ctx, reqs) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // ReportOutcome feeds a passive signal from real traffic: ok=false with a
@@ -557,20 +560,6 @@ func await(ctx context.Context, f *actor.Future) (any, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-}
-
-func awaitReplies(ctx context.Context, fs []*actor.Future) error {
-	var errs []error
-	for _, f := range fs {
-		res, err := await(ctx, f)
-		if err == nil {
-			err = res.(*actors.Reply).Err
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // minLevel filters a handler to records at or above a level (protoactor is

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,6 +29,11 @@ func TestMain(m *testing.M) {
 	// The end-to-end benchmarks re-execute this binary as their proxy farm.
 	if n, _ := strconv.Atoi(os.Getenv(farmEnv)); n > 0 {
 		os.Exit(runFarmProcess(n))
+	}
+	// A finer heap profile for the e2e benchmarks' PROXYHEALTH_BENCH_HEAPPROFILE
+	// (the rate must be set before the first allocation it should see).
+	if r, _ := strconv.Atoi(os.Getenv("PROXYHEALTH_BENCH_MEMPROFILERATE")); r > 0 {
+		runtime.MemProfileRate = r
 	}
 	// protoactor's dead-letter log throttle lives 1 s after a dead letter
 	// (../shared/notes/protoactor-go.md §5); at Close a check slot freed by

@@ -73,6 +73,9 @@ type Reply struct {
 	Err error
 	// Events is the number of events the command produced.
 	Events int
+	// Proxy is the ID of the proxy that answers, so that one receiver can
+	// gather the replies of many proxies.
+	Proxy string
 }
 
 // StateReply answers GetState.

@@ -204,6 +204,7 @@ func (a *proxyActor) command(ctx actor.Context, cmd events.Command) {
 
 func (a *proxyActor) respond(ctx actor.Context, to *actor.PID, r *Reply) {
 	if to != nil {
+		r.Proxy = a.spec.ID
 		ctx.Send(to, r)
 	}
 }
@@ -244,11 +245,14 @@ func (a *proxyActor) decide(ctx actor.Context, p pending) {
 
 // persist appends the events with explicit stream seqs (so a concurrent
 // writer of the same stream is detected), and applies them only when the
-// journal says they are durable: the append runs on a pooled goroutine whose
-// appendDone message comes back through the mailbox, which keeps serving
-// queries meanwhile (commands wait in the queue). An append that outlives
-// AppendTimeout fails; the actor then restarts and recovers from the
-// journal, whatever part of it landed.
+// journal says they are durable: the commit comes back through the mailbox
+// as an appendDone message, and the mailbox keeps serving queries meanwhile
+// (commands wait in the queue). A journal that implements
+// journal.AsyncAppender reports the commit through a callback, so an
+// append in flight costs no goroutine; with any other journal the append
+// runs on a pooled goroutine and fails after AppendTimeout. A failed append
+// restarts the actor, which recovers from the journal, whatever part of it
+// landed.
 func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 	for i, e := range evs {
 		e.StreamSeq = a.state.StreamSeq + uint64(i) + 1
@@ -261,10 +265,19 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 	}
 	a.persisting = true
 
-	sys, self, j, timeout := ctx.ActorSystem(), ctx.Self(), a.env.Journal, a.env.AppendTimeout
+	sys, self, j := ctx.ActorSystem(), ctx.Self(), a.env.Journal
+	done := &appendDone{owner: a, evs: evs, p: p}
+	if aj, ok := j.(journal.AsyncAppender); ok {
+		aj.AppendAsync(evs, func(seqs []uint64, err error) {
+			done.seqs, done.err = seqs, err
+			sys.Root.Send(self, done)
+			a.env.work.Done()
+		})
+		return
+	}
+	timeout := a.env.AppendTimeout
 	a.env.pool.run(func() {
 		defer a.env.work.Done()
-		done := &appendDone{owner: a, evs: evs, p: p}
 		actx, cancel := context.WithTimeout(context.Background(), timeout)
 		done.seqs, done.err = j.Append(actx, evs)
 		cancel()

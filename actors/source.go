@@ -18,6 +18,12 @@ type (
 		PID *actor.PID
 		Err error
 	}
+	// SpawnProxies asks a source to start many proxy actors; answered with
+	// a *SpawnedProxies. One request for a whole pool spares the engine a
+	// future (and a process registry entry) per proxy.
+	SpawnProxies struct{ Specs []ProxySpec }
+	// SpawnedProxies answers SpawnProxies: Results[i] is for Specs[i].
+	SpawnedProxies struct{ Results []Spawned }
 )
 
 // RestartBackoff is a one-for-one supervisor strategy that restarts a
@@ -89,29 +95,14 @@ type sourceActor struct {
 func (s *sourceActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *SpawnProxy:
-		if m.Spec.Source != s.name {
-			ctx.Respond(&Spawned{Err: fmt.Errorf("actors: proxy %s belongs to source %q, not %q", m.Spec.ID, m.Spec.Source, s.name)})
-			return
+		r := s.spawn(ctx, m.Spec)
+		ctx.Respond(&r)
+	case *SpawnProxies:
+		out := &SpawnedProxies{Results: make([]Spawned, len(m.Specs))}
+		for i, spec := range m.Specs {
+			out.Results[i] = s.spawn(ctx, spec)
 		}
-		if pid, ok := s.children[m.Spec.ID]; ok {
-			if _, alive := ctx.ActorSystem().ProcessRegistry.GetLocal(pid.GetId()); alive {
-				ctx.Respond(&Spawned{PID: pid, Err: fmt.Errorf("actors: proxy %s already running in source %q", m.Spec.ID, s.name)})
-				return
-			}
-			// It stopped (removed) and its Terminated is still on its way.
-			delete(s.byPID, pid.GetId())
-			delete(s.children, m.Spec.ID)
-		}
-		pid, err := ctx.SpawnNamed(ProxyProps(s.env, m.Spec), m.Spec.ID)
-		if err != nil {
-			ctx.Respond(&Spawned{Err: fmt.Errorf("actors: spawn proxy %s: %w", m.Spec.ID, err)})
-			return
-		}
-		// No Watch: a parent is told of its children's termination anyway,
-		// and watching costs every child a watcher set.
-		s.children[m.Spec.ID] = pid
-		s.byPID[pid.GetId()] = m.Spec.ID
-		ctx.Respond(&Spawned{PID: pid})
+		ctx.Respond(out)
 	case *actor.Terminated:
 		if _, alive := ctx.ActorSystem().ProcessRegistry.GetLocal(m.Who.GetId()); alive {
 			return // a late notice about a previous actor of a re-added proxy
@@ -121,4 +112,28 @@ func (s *sourceActor) Receive(ctx actor.Context) {
 			delete(s.children, id)
 		}
 	}
+}
+
+// spawn starts one proxy actor named by its ID.
+func (s *sourceActor) spawn(ctx actor.Context, spec ProxySpec) Spawned {
+	if spec.Source != s.name {
+		return Spawned{Err: fmt.Errorf("actors: proxy %s belongs to source %q, not %q", spec.ID, spec.Source, s.name)}
+	}
+	if pid, ok := s.children[spec.ID]; ok {
+		if _, alive := ctx.ActorSystem().ProcessRegistry.GetLocal(pid.GetId()); alive {
+			return Spawned{PID: pid, Err: fmt.Errorf("actors: proxy %s already running in source %q", spec.ID, s.name)}
+		}
+		// It stopped (removed) and its Terminated is still on its way.
+		delete(s.byPID, pid.GetId())
+		delete(s.children, spec.ID)
+	}
+	pid, err := ctx.SpawnNamed(ProxyProps(s.env, spec), spec.ID)
+	if err != nil {
+		return Spawned{Err: fmt.Errorf("actors: spawn proxy %s: %w", spec.ID, err)}
+	}
+	// No Watch: a parent is told of its children's termination anyway, and
+	// watching costs every child a watcher set.
+	s.children[spec.ID] = pid
+	s.byPID[pid.GetId()] = spec.ID
+	return Spawned{PID: pid}
 }

@@ -22,6 +22,11 @@ type workers struct {
 	idle   []*worker // most recently idle last
 	closed bool
 	live   sync.WaitGroup
+	// max bounds the workers (0: no bound); jobs beyond it wait in queue,
+	// first in first out. Only for jobs that never wait on one another.
+	max   int
+	count int
+	queue []func()
 }
 
 type worker struct {
@@ -48,6 +53,12 @@ func (p *workers) run(f func()) {
 		w.jobs <- f
 		return
 	}
+	if p.max > 0 && p.count >= p.max {
+		p.queue = append(p.queue, f)
+		p.mu.Unlock()
+		return
+	}
+	p.count++
 	p.live.Add(1)
 	p.mu.Unlock()
 	w := &worker{jobs: make(chan func(), 1)}
@@ -64,6 +75,7 @@ func (p *workers) retireStale() {
 	w := p.idle[0]
 	p.idle[0] = nil
 	p.idle = p.idle[1:]
+	p.count--
 	w.jobs <- nil
 }
 
@@ -73,7 +85,15 @@ func (w *worker) loop(p *workers, f func()) {
 		f()
 		f = nil // do not keep the job's closure alive while idle
 		p.mu.Lock()
+		if len(p.queue) > 0 {
+			f = p.queue[0]
+			p.queue[0] = nil
+			p.queue = p.queue[1:]
+			p.mu.Unlock()
+			continue
+		}
 		if p.closed {
+			p.count--
 			p.mu.Unlock()
 			return
 		}
@@ -92,6 +112,7 @@ func (p *workers) close() {
 	for _, w := range p.idle {
 		w.jobs <- nil
 	}
+	p.count -= len(p.idle)
 	p.idle = nil
 	p.mu.Unlock()
 	p.live.Wait()

@@ -75,3 +75,66 @@ func TestWorkersDispatcher(t *testing.T) {
 	<-done
 	p.close()
 }
+
+// TestWorkersBounded: with max set, at most max jobs run at once; the rest
+// wait and run first in first out.
+func TestWorkersBounded(t *testing.T) {
+	p := workers{max: 2}
+	release := make(chan struct{})
+	var running, peak atomic.Int64
+	var mu sync.Mutex
+	var order []int
+	var wg sync.WaitGroup
+	const n = 10
+	wg.Add(n)
+	for i := range n {
+		p.run(func() {
+			if r := running.Add(1); r > peak.Load() {
+				peak.Store(r)
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			if i < 2 {
+				<-release // the first two hold both workers
+			}
+			running.Add(-1)
+			wg.Done()
+		})
+	}
+	p.mu.Lock()
+	queued, count := len(p.queue), p.count
+	p.mu.Unlock()
+	if queued != n-2 || count != 2 {
+		t.Fatalf("%d queued and %d workers, want %d and 2", queued, count, n-2)
+	}
+	close(release)
+	wg.Wait()
+	if peak.Load() > 2 {
+		t.Fatalf("%d jobs ran at once, max 2", peak.Load())
+	}
+	p.close()
+
+	// With one worker the order is observable: first in, first out.
+	one := workers{max: 1}
+	order = order[:0]
+	gate := make(chan struct{})
+	wg.Add(n)
+	for i := range n {
+		one.run(func() {
+			if i == 0 {
+				<-gate
+			}
+			order = append(order, i) // one worker: no race
+			wg.Done()
+		})
+	}
+	close(gate)
+	wg.Wait()
+	for k, i := range order {
+		if i != k {
+			t.Fatalf("jobs ran in order %v, want first in first out", order)
+		}
+	}
+	one.close()
+}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -531,4 +532,43 @@ func TestBoltCommitDelayGroupsAppendsAndObserverCounts(t *testing.T) {
 		t.Fatalf("%d commits for %d concurrent appends: no grouping", commits, appenders)
 	}
 	t.Logf("%d appends in %d commits", appenders, commits)
+}
+
+// TestBoltAppendAsyncRacingClose: every AppendAsync racing Close is
+// answered exactly once, committed or ErrClosed; nothing is left waiting.
+func TestBoltAppendAsyncRacingClose(t *testing.T) {
+	j := openBolt(t, filepath.Join(t.TempDir(), "journal.db"), journal.WithUnsafeNoSync())
+	var calls, committed sync.WaitGroup
+	var answered, failed atomic.Int64
+	const n = 2000
+	calls.Add(n)
+	committed.Add(n)
+	for i := range n {
+		go func() {
+			defer calls.Done()
+			j.AppendAsync([]*pb.Envelope{journaltest.Succeeded(journaltest.ProxyID(i%7), 0)}, func(_ []uint64, err error) {
+				answered.Add(1)
+				if err != nil {
+					if !errors.Is(err, journal.ErrClosed) {
+						t.Errorf("AppendAsync: %v", err)
+					}
+					failed.Add(1)
+				}
+				committed.Done()
+			})
+		}()
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	calls.Wait()
+	committed.Wait()
+	if answered.Load() != n {
+		t.Fatalf("%d answers for %d calls", answered.Load(), n)
+	}
+	j = openBolt(t, j.Path(), journal.WithReadOnly())
+	defer j.Close()
+	if got := int64(j.Head()); got != n-failed.Load() {
+		t.Fatalf("%d events in the journal, %d appends answered without error", got, n-failed.Load())
+	}
 }

@@ -30,7 +30,8 @@ type request struct {
 	snap  *pb.ProxySnapshot
 	ckpt  bool // checkpoint the stream heads with this commit
 	state atomic.Uint32
-	done  chan struct{} // closed by the writer after the commit
+	done  chan struct{}                  // closed by the writer after the commit
+	cb    func(seqs []uint64, err error) // or, for AppendAsync, called
 	seqs  []uint64
 	seq1  [1]uint64 // backing for seqs of single-event appends
 	err   error
@@ -263,7 +264,14 @@ func (w *writer) commit(batch []*request) {
 		if err != nil && r.err == nil {
 			r.err, r.seqs = err, nil
 		}
-		close(r.done)
+		if r.cb != nil {
+			if r.err != nil {
+				r.seqs = nil
+			}
+			r.cb(r.seqs, r.err)
+		} else {
+			close(r.done)
+		}
 	}
 	if err == nil && len(w.undo) > 0 {
 		b.note.broadcast()

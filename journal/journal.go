@@ -117,3 +117,17 @@ type Journal interface {
 	// Close stops the journal after committing appends already accepted.
 	Close() error
 }
+
+// AsyncAppender is implemented by journals that can acknowledge an append
+// through a callback, so that a caller with many appends in flight (the
+// proxy actors) does not park a goroutine on each. Bolt and Mem implement
+// it.
+type AsyncAppender interface {
+	// AppendAsync is Append without a context: done is called exactly
+	// once with what Append would return, after the commit (or at once,
+	// on the caller's goroutine, when the call is invalid or the journal
+	// is closed). It may block while the writer's queue is full. done may
+	// run on the journal's writer goroutine: it must return quickly and
+	// must not call the journal.
+	AppendAsync(envs []*pb.Envelope, done func(seqs []uint64, err error))
+}

@@ -12,7 +12,10 @@ import (
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
-var _ Journal = (*Mem)(nil)
+var (
+	_ Journal       = (*Mem)(nil)
+	_ AsyncAppender = (*Mem)(nil)
+)
 
 // Mem is an in-memory Journal with the same semantics as Bolt, minus
 // durability: for tests and for embedding without a data directory. It
@@ -98,6 +101,12 @@ func (m *Mem) Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error)
 		m.note.broadcast()
 	}
 	return seqs, nil
+}
+
+// AppendAsync implements AsyncAppender: the in-memory journal commits at
+// once, so done runs before AppendAsync returns.
+func (m *Mem) AppendAsync(envs []*pb.Envelope, done func([]uint64, error)) {
+	done(m.Append(context.Background(), envs))
 }
 
 // Read implements Journal.

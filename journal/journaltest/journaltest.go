@@ -36,6 +36,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("AppendOrder", s.appendOrder)
 	t.Run("ConcurrentAppendsGapFree", s.concurrentAppends)
 	t.Run("StreamSeqs", s.streamSeqs)
+	t.Run("AppendAsync", s.appendAsync)
 	t.Run("StreamConflict", s.streamConflict)
 	t.Run("InvalidEvents", s.invalidEvents)
 	t.Run("ReadFromMiddle", s.readFromMiddle)
