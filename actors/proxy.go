@@ -20,8 +20,15 @@ import (
 // spec.ID. On (re)start the actor recovers its state from its latest
 // snapshot plus the rest of its stream; a new proxy journals ProxyAdded.
 func ProxyProps(env *Env, spec ProxySpec) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &proxyActor{env: env, spec: spec} }, actor.WithDispatcher(env.Dispatcher()))
+	return actor.PropsFromProducer(func() actor.Actor { return &proxyActor{env: env, spec: spec} },
+		actor.WithDispatcher(env.Dispatcher()), actor.WithMailbox(proxyMailbox))
 }
+
+// proxyMailbox is protoactor's lock-free unbounded mailbox: an empty one is
+// two queue stubs, where the default mailbox preallocates a ring of ten
+// messages (about 200 bytes more per proxy, 2 MB at 10,000), and a proxy's
+// mailbox is empty nearly all the time.
+var proxyMailbox = actor.UnboundedLockfree()
 
 // pending is a command waiting for the append in flight.
 type pending struct {
@@ -424,7 +431,7 @@ func (a *proxyActor) schedule(ctx actor.Context) {
 	a.due = at
 	a.gen++
 	gen, self, sys := a.gen, ctx.Self(), ctx.ActorSystem()
-	a.timer = a.env.Clock.AfterFunc(at.Sub(now), func() { sys.Root.Send(self, &checkDue{gen: gen}) })
+	a.timer = a.env.after(at.Sub(now), func() { sys.Root.Send(self, &checkDue{gen: gen}) })
 }
 
 func (a *proxyActor) onCheckDue(ctx actor.Context, m *checkDue) {
