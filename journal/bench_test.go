@@ -28,6 +28,11 @@ func cpuTime() time.Duration {
 // benchProxies is how many proxies the benchmarks spread events over.
 const benchProxies = 1000
 
+// snapshotEvery is the proxy actors' default snapshot interval
+// (actors.DefaultSnapshotEvery): a restarting actor reads at most that many
+// events after its snapshot.
+const snapshotEvery = 100
+
 // BenchmarkAppend measures durable appends (fsync on) with concurrent
 // appenders, like proxy actors: appender g owns the proxies g, g+appenders,
 // ... of benchProxies and each call carries batch events of one proxy (an
@@ -219,8 +224,18 @@ func BenchmarkReplay(b *testing.B) {
 }
 
 // BenchmarkReadStream measures ReadStream of one proxy's whole stream
-// (replayEvents/benchProxies envelopes) in the replay journal.
-func BenchmarkReadStream(b *testing.B) {
+// (replayEvents/benchProxies envelopes) in the replay journal: an auditor
+// reading a proxy's history.
+func BenchmarkReadStream(b *testing.B) { benchReadStream(b, 1) }
+
+// BenchmarkReadStreamTail measures ReadStream of the last 100 events of a
+// proxy's stream: what a proxy actor reads after its snapshot when it
+// (re)starts.
+func BenchmarkReadStreamTail(b *testing.B) {
+	benchReadStream(b, replayEvents/benchProxies-snapshotEvery+1)
+}
+
+func benchReadStream(b *testing.B, from uint64) {
 	path := replayJournal(b)
 	j, err := journal.OpenBolt(path, journal.WithReadOnly())
 	if err != nil {
@@ -228,6 +243,7 @@ func BenchmarkReadStream(b *testing.B) {
 	}
 	defer j.Close()
 	ctx := context.Background()
+	want := replayEvents/benchProxies - int(from) + 1
 	b.ReportAllocs()
 	var events, i int
 	start, cpu0 := time.Now(), cpuTime()
@@ -235,14 +251,14 @@ func BenchmarkReadStream(b *testing.B) {
 		p := journaltest.ProxyID(i % benchProxies)
 		i++
 		n := 0
-		for _, err := range j.ReadStream(ctx, p, 1) {
+		for _, err := range j.ReadStream(ctx, p, from) {
 			if err != nil {
 				b.Fatal(err)
 			}
 			n++
 		}
-		if n != replayEvents/benchProxies {
-			b.Fatalf("stream of %s has %d events", p, n)
+		if n != want {
+			b.Fatalf("stream of %s from %d has %d events, want %d", p, from, n, want)
 		}
 		events += n
 	}
