@@ -143,7 +143,11 @@ func dsn(path, params string) string {
 	return (&url.URL{Scheme: "file", Path: path}).String() + "?" + params
 }
 
-const viewParams = "_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=5000&_foreign_keys=off&_cache_size=-65536"
+// viewParams: an 8 MiB page cache holds the incremental view's working set
+// (the proxies table and the tail of the history) at 10,000 proxies; 64 MiB
+// cost about 12 MiB more RSS there for no measurable speed (rebuilds set
+// their own, larger cache).
+const viewParams = "_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=5000&_foreign_keys=off&_cache_size=-8192"
 
 // OpenView opens (or creates) the view file at path for journal j and
 // checks it: schema version, structure, and an offset within the journal's
