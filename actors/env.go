@@ -69,6 +69,8 @@ type Env struct {
 	// block, so more would add goroutines, not parallelism).
 	pool     workers
 	dispatch workers
+	// sched runs the actors' timers when Clock is the real clock.
+	sched *clock.Scheduler
 }
 
 // Init fills in defaults. Call it once before spawning actors.
@@ -93,6 +95,9 @@ func (e *Env) Init() error {
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.dispatch.max = dispatchWorkers
+	if _, real := e.Clock.(clock.Real); real {
+		e.sched = clock.NewScheduler()
+	}
 	return nil
 }
 
@@ -142,27 +147,34 @@ const dispatchWorkers = 64
 // it.
 func (e *Env) Dispatcher() actor.Dispatcher { return &e.dispatch }
 
-// Close waits for the Env's pooled goroutines to exit. Call it last, after
+// Close waits for the Env's pooled goroutines and its timer goroutine to
+// exit. Call it last, after
 // Wait and after the actor system shut down; a message sent to a mailbox
 // later still runs, on a goroutine of its own.
 func (e *Env) Close() {
 	e.pool.close()
 	e.dispatch.close()
+	if e.sched != nil {
+		e.sched.Close()
+	}
 }
 
-// after schedules f (which only sends a message) like Clock.AfterFunc. On
-// the real clock a timer that is due already is not armed: f runs at once,
-// where a timer would start a goroutine to run it. A new pool's first
-// checks are all due at once, and 10,000 goroutines started together left
-// 10,000 goroutine descriptors that the runtime keeps for good. It returns
-// nil when f ran. (The fake clock keeps its rule: due timers fire on the
-// next Advance.)
+// after schedules f, which only sends a message, like Clock.AfterFunc. On
+// the real clock the actors' timers share one goroutine (clock.Scheduler)
+// instead of starting one per firing timer, and a timer that is due
+// already is not armed: f runs at once. Thousands of goroutines started
+// together (a new pool's first checks, timers lined up after a pause) left
+// their descriptors live for good. It returns nil when f ran. (The fake
+// clock keeps its rule: due timers fire on the next Advance.)
 func (e *Env) after(d time.Duration, f func()) clock.Timer {
-	if _, real := e.Clock.(clock.Real); real && d <= 0 {
+	if e.sched == nil {
+		return e.Clock.AfterFunc(d, f)
+	}
+	if d <= 0 {
 		f()
 		return nil
 	}
-	return e.Clock.AfterFunc(d, f)
+	return e.sched.AfterFunc(d, f)
 }
 
 func (e *Env) stopping() bool { return e.ctx.Err() != nil }

@@ -493,7 +493,7 @@ func (a *proxyActor) startProbe(ctx actor.Context) {
 		sys.Root.Send(self, &probeDone{gen: gen, result: check(pctx)})
 	})
 	if a.spec.Timeout > 0 {
-		a.zombieTimer = a.env.Clock.AfterFunc(2*a.spec.Timeout, func() { sys.Root.Send(self, &zombie{gen: gen}) })
+		a.zombieTimer = a.env.after(2*a.spec.Timeout, func() { sys.Root.Send(self, &zombie{gen: gen}) })
 	}
 }
 

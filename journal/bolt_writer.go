@@ -87,6 +87,8 @@ type writer struct {
 	timer     *time.Timer       // reused linger timer
 	observer  func(CommitStats) // optional metrics hook
 	lastReqs  int               // requests in the previous commit
+	// commits since the mapped pages were last released
+	sinceRelease int
 }
 
 // The writer's arena for keys and values starts at initialArena bytes and
@@ -276,7 +278,15 @@ func (w *writer) commit(batch []*request) {
 	if err == nil && len(w.undo) > 0 {
 		b.note.broadcast()
 	}
+	if w.sinceRelease++; w.sinceRelease >= releaseEvery {
+		w.sinceRelease = 0
+		_ = b.releaseMapped() // only memory accounting is at stake
+	}
 }
+
+// releaseEvery is how many commits the writer makes between two
+// releaseMapped calls (a few seconds at the engine's commit rate).
+const releaseEvery = 256
 
 // reset drops the references of a finished commit, so that the envelopes
 // of callers and oversized buffers are not kept alive.

@@ -59,7 +59,7 @@ func (c *Fake) AfterFunc(d time.Duration, f func()) Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.seq++
-	t := &fakeTimer{c: c, when: c.now.Add(d), f: f, seq: c.seq, index: -1}
+	t := &fakeTimer{mu: &c.mu, h: &c.timers, when: c.now.Add(d), f: f, seq: c.seq, index: -1}
 	heap.Push(&c.timers, t)
 	return t
 }
@@ -112,8 +112,11 @@ func (c *Fake) NextDue() (time.Time, bool) {
 	return c.timers[0].when, true
 }
 
+// fakeTimer is a timer of a Fake or a Scheduler: an entry in its owner's
+// heap, guarded by its owner's mutex.
 type fakeTimer struct {
-	c     *Fake
+	mu    *sync.Mutex
+	h     *timerHeap
 	when  time.Time
 	f     func()
 	seq   uint64
@@ -121,12 +124,12 @@ type fakeTimer struct {
 }
 
 func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.index < 0 {
 		return false
 	}
-	heap.Remove(&t.c.timers, t.index)
+	heap.Remove(t.h, t.index)
 	return true
 }
 
@@ -157,4 +160,97 @@ func (h *timerHeap) Pop() any {
 	t.index = -1
 	*h = old[:n-1]
 	return t
+}
+
+// Scheduler is the real clock with a single timer goroutine: its AfterFunc
+// callbacks run one after another on that goroutine, where time.AfterFunc
+// starts a goroutine for each. Timers that fire together (thousands, when
+// a pool's checks line up, or after a pause) then cost no burst of
+// goroutines, whose descriptors the runtime would keep for good. Callbacks
+// must return quickly and must not block. Close stops it.
+type Scheduler struct {
+	mu     sync.Mutex
+	timers timerHeap
+	seq    uint64
+	due    []*fakeTimer
+	wake   chan struct{}
+	done   chan struct{}
+	exited chan struct{}
+}
+
+// NewScheduler starts a scheduler.
+func NewScheduler() *Scheduler {
+	s := &Scheduler{wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
+	go s.run()
+	return s
+}
+
+// Now returns time.Now().
+func (s *Scheduler) Now() time.Time { return time.Now() }
+
+// AfterFunc runs f on the scheduler's goroutine after d. After Close, f
+// never runs.
+func (s *Scheduler) AfterFunc(d time.Duration, f func()) Timer {
+	s.mu.Lock()
+	s.seq++
+	t := &fakeTimer{mu: &s.mu, h: &s.timers, when: time.Now().Add(d), f: f, seq: s.seq, index: -1}
+	heap.Push(&s.timers, t)
+	first := t.index == 0
+	s.mu.Unlock()
+	if first {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+	return t
+}
+
+func (s *Scheduler) run() {
+	defer close(s.exited)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		now := time.Now()
+		for len(s.timers) > 0 && !s.timers[0].when.After(now) {
+			s.due = append(s.due, heap.Pop(&s.timers).(*fakeTimer))
+		}
+		wait := time.Hour
+		if len(s.timers) > 0 {
+			wait = s.timers[0].when.Sub(now)
+		}
+		due := s.due
+		s.mu.Unlock()
+		if len(due) > 0 {
+			for i, t := range due {
+				due[i] = nil
+				t.f()
+			}
+			s.mu.Lock()
+			s.due = due[:0]
+			s.mu.Unlock()
+			continue
+		}
+		timer.Reset(wait)
+		select {
+		case <-timer.C:
+		case <-s.wake:
+		case <-s.done:
+			return
+		}
+	}
+}
+
+// Pending returns the number of timers not yet fired or stopped.
+func (s *Scheduler) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.timers)
+}
+
+// Close stops the scheduler's goroutine; pending timers never fire.
+func (s *Scheduler) Close() {
+	close(s.done)
+	<-s.exited
 }
