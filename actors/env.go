@@ -148,9 +148,8 @@ const dispatchWorkers = 64
 func (e *Env) Dispatcher() actor.Dispatcher { return &e.dispatch }
 
 // Close waits for the Env's pooled goroutines and its timer goroutine to
-// exit. Call it last, after
-// Wait and after the actor system shut down; a message sent to a mailbox
-// later still runs, on a goroutine of its own.
+// exit. Call it last, after Wait and after the actor system shut down; a
+// message sent to a mailbox later still runs, on a goroutine of its own.
 func (e *Env) Close() {
 	e.pool.close()
 	e.dispatch.close()
