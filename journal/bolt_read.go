@@ -37,14 +37,7 @@ func (b *Bolt) readCommitted(from uint64, n int, dst []*pb.Envelope) ([]*pb.Enve
 // readRange decodes up to n envelopes with from <= seq <= end in one read
 // transaction, starting at the first retained seq if from was deleted.
 func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Envelope, error) {
-	if b.closed.Load() {
-		return dst, ErrClosed
-	}
-	err := b.view(func(tx *bolt.Tx) error {
-		first, err := readFirst(tx)
-		if err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
-		}
+	err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
 		next := max(from, first)
 		if next > end {
 			return nil
@@ -58,7 +51,7 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Env
 		vals := slices.Grow((*vp)[:0], count)[:count] // point into the mmap: valid during tx
 		*vp = vals
 		var key [8]byte
-		c := tx.Bucket(bucketEvents).Cursor()
+		c := events.Cursor()
 		k, v := c.Seek(appendSeqKey(key[:0], next))
 		for i := range vals {
 			if k == nil || binary.BigEndian.Uint64(k) != next+uint64(i) {
@@ -76,6 +69,21 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Env
 		return nil
 	})
 	return dst, err
+}
+
+// viewEvents runs fn in a read transaction with the events bucket and the
+// first retained seq; ErrClosed once the journal is closed.
+func (b *Bolt) viewEvents(fn func(events *bolt.Bucket, first uint64) error) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	return b.view(func(tx *bolt.Tx) error {
+		first, err := readFirst(tx)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
+		}
+		return fn(tx.Bucket(bucketEvents), first)
+	})
 }
 
 // valsPool recycles the slices of raw records of readRange.
@@ -184,15 +192,7 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if b.closed.Load() {
-			return nil, ErrClosed
-		}
-		err := b.view(func(tx *bolt.Tx) error {
-			first, err := readFirst(tx)
-			if err != nil {
-				return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
-			}
-			events := tx.Bucket(bucketEvents)
+		err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
 			var key [8]byte
 			for n := 0; n < walkChunk && cur != 0 && want >= from; n++ {
 				if cur < first {
@@ -228,15 +228,7 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 // for proxyID, in one read transaction. Events deleted by a concurrent
 // Retain are skipped.
 func (b *Bolt) readSeqs(proxyID string, seqs []uint64, dst []*pb.Envelope) ([]*pb.Envelope, error) {
-	if b.closed.Load() {
-		return dst, ErrClosed
-	}
-	err := b.view(func(tx *bolt.Tx) error {
-		first, err := readFirst(tx)
-		if err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
-		}
-		events := tx.Bucket(bucketEvents)
+	err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
 		var key [8]byte
 		for _, seq := range seqs {
 			if seq < first {
