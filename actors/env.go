@@ -160,20 +160,14 @@ func (e *Env) Close() {
 
 // after schedules f, which only sends a message, like Clock.AfterFunc. On
 // the real clock the actors' timers share one goroutine (clock.Scheduler)
-// instead of starting one per firing timer, and a timer that is due
-// already is not armed: f runs at once. Thousands of goroutines started
-// together (a new pool's first checks, timers lined up after a pause) left
-// their descriptors live for good. It returns nil when f ran. (The fake
-// clock keeps its rule: due timers fire on the next Advance.)
+// instead of starting one per firing timer: thousands of goroutines
+// started together (a new pool's first checks, all due at once; timers
+// lined up after a pause) left their descriptors live for good.
 func (e *Env) after(d time.Duration, f func()) clock.Timer {
-	if e.sched == nil {
-		return e.Clock.AfterFunc(d, f)
+	if e.sched != nil {
+		return e.sched.AfterFunc(d, f)
 	}
-	if d <= 0 {
-		f()
-		return nil
-	}
-	return e.sched.AfterFunc(d, f)
+	return e.Clock.AfterFunc(d, f)
 }
 
 func (e *Env) stopping() bool { return e.ctx.Err() != nil }
