@@ -307,7 +307,9 @@ func TestWebhookRetriesServerErrors(t *testing.T) {
 	n, stop := runNotifier(t, j, projections.NotifierOptions{Webhooks: []projections.WebhookOptions{{URL: srv.URL, BackoffBase: time.Millisecond, BackoffMax: 4 * time.Millisecond}}})
 	defer stop()
 	j.Append(context.Background(), []*pb.Envelope{poolEnv(true, 10)})
-	poll(t, "delivery after retries", func() bool { return len(srv.received()) == 1 })
+	// The server records the request before the notifier reads the answer:
+	// wait for the notifier's count, not only the server's.
+	poll(t, "delivery after retries", func() bool { return len(srv.received()) == 1 && n.Stats().Webhooks[0].Delivered == 1 })
 	if s := n.Stats().Webhooks[0]; s.Delivered != 1 || s.Retries != 2 || s.Failed != 0 {
 		t.Fatalf("stats %+v", s)
 	}
