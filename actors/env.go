@@ -22,6 +22,14 @@ const (
 	// DefaultAppendTimeout bounds one journal append seen from an actor;
 	// past it the actor restarts and recovers from the journal.
 	DefaultAppendTimeout = time.Minute
+	// TimerSlack is how late the actors' timers (a proxy's next check, a
+	// zombie deadline) may fire on the real clock, so that timers due close
+	// together fire in one wake-up (clock.Scheduler). With 10,000 proxies
+	// checked every 10 s, one timer per millisecond woke an idle thread
+	// each time; coalescing them into 25 ms ticks cut the engine's CPU per
+	// check from 215 to 126 CPU-ms per 1,000 checks (BenchmarkE2ESteadyState).
+	// Checks are seconds apart: 25 ms late is lost in their jitter.
+	TimerSlack = 25 * time.Millisecond
 )
 
 // ErrStopping is returned to commands that reach a proxy actor after the
@@ -96,7 +104,7 @@ func (e *Env) Init() error {
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.dispatch.max = dispatchWorkers
 	if _, real := e.Clock.(clock.Real); real {
-		e.sched = clock.NewScheduler()
+		e.sched = clock.NewScheduler(TimerSlack)
 	}
 	return nil
 }

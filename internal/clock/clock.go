@@ -168,19 +168,35 @@ func (h *timerHeap) Pop() any {
 // a pool's checks line up, or after a pause) then cost no burst of
 // goroutines, whose descriptors the runtime would keep for good. Callbacks
 // must return quickly and must not block. Close stops it.
+//
+// A scheduler with a slack coalesces timers like the kernel's timer slack:
+// time is cut into ticks of the slack's length, and every timer fires at the
+// end of the tick it falls due in, together with the others due in that
+// tick. A timer never fires early and at most one slack late (plus the
+// operating system's own lateness). Waking up once for a batch instead of
+// once per timer is what makes many evenly spread timers cheap: each
+// wake-up of an idle thread costs more CPU than the work a health check's
+// timer starts.
 type Scheduler struct {
 	mu     sync.Mutex
 	timers timerHeap
 	seq    uint64
 	due    []*fakeTimer
+	slack  time.Duration
+	epoch  time.Time // start of the first tick
 	wake   chan struct{}
 	done   chan struct{}
 	exited chan struct{}
+	// wakeups counts the batches fired (for tests).
+	wakeups uint64
 }
 
-// NewScheduler starts a scheduler.
-func NewScheduler() *Scheduler {
-	s := &Scheduler{wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
+// NewScheduler starts a scheduler whose timers fire at most slack late so
+// that timers due close together fire in one wake-up; slack <= 0 fires
+// every timer as soon as it is due.
+func NewScheduler(slack time.Duration) *Scheduler {
+	s := &Scheduler{slack: max(slack, 0), epoch: time.Now(),
+		wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
 	go s.run()
 	return s
 }
@@ -188,8 +204,9 @@ func NewScheduler() *Scheduler {
 // Now returns time.Now().
 func (s *Scheduler) Now() time.Time { return time.Now() }
 
-// AfterFunc runs f on the scheduler's goroutine after d. After Close, f
-// never runs.
+// AfterFunc runs f on the scheduler's goroutine after d (at the end of the
+// tick d falls in, when the scheduler has a slack). After Close, f never
+// runs.
 func (s *Scheduler) AfterFunc(d time.Duration, f func()) Timer {
 	s.mu.Lock()
 	s.seq++
@@ -206,6 +223,21 @@ func (s *Scheduler) AfterFunc(d time.Duration, f func()) Timer {
 	return t
 }
 
+// fireAt returns when a timer due at when fires: the end of its tick.
+func (s *Scheduler) fireAt(when time.Time) time.Time {
+	if s.slack <= 0 {
+		return when
+	}
+	d := when.Sub(s.epoch) // monotonic; rounded up to a whole tick
+	switch r := d % s.slack; {
+	case r > 0:
+		d += s.slack - r
+	case r < 0:
+		d -= r
+	}
+	return s.epoch.Add(d)
+}
+
 func (s *Scheduler) run() {
 	defer close(s.exited)
 	timer := time.NewTimer(time.Hour)
@@ -213,14 +245,17 @@ func (s *Scheduler) run() {
 	for {
 		s.mu.Lock()
 		now := time.Now()
-		for len(s.timers) > 0 && !s.timers[0].when.After(now) {
+		for len(s.timers) > 0 && !s.fireAt(s.timers[0].when).After(now) {
 			s.due = append(s.due, heap.Pop(&s.timers).(*fakeTimer))
 		}
 		wait := time.Hour
 		if len(s.timers) > 0 {
-			wait = s.timers[0].when.Sub(now)
+			wait = s.fireAt(s.timers[0].when).Sub(now)
 		}
 		due := s.due
+		if len(due) > 0 {
+			s.wakeups++
+		}
 		s.mu.Unlock()
 		if len(due) > 0 {
 			for i, t := range due {

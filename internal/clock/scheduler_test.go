@@ -10,7 +10,7 @@ import (
 // stopped timer never fires; a callback may schedule again; Close ends the
 // goroutine (goleak) and pending timers never fire.
 func TestScheduler(t *testing.T) {
-	s := NewScheduler()
+	s := NewScheduler(0)
 	var mu sync.Mutex
 	var got []int
 	done := make(chan struct{})
@@ -55,7 +55,7 @@ func TestScheduler(t *testing.T) {
 
 // TestSchedulerBurst: many timers due at once all fire.
 func TestSchedulerBurst(t *testing.T) {
-	s := NewScheduler()
+	s := NewScheduler(0)
 	defer s.Close()
 	const n = 10000
 	var wg sync.WaitGroup
@@ -64,4 +64,70 @@ func TestSchedulerBurst(t *testing.T) {
 		s.AfterFunc(0, wg.Done)
 	}
 	wg.Wait()
+}
+
+// TestSchedulerSlack: with a slack, timers due within one tick fire together
+// at its end, never before they are due.
+func TestSchedulerSlack(t *testing.T) {
+	const slack = 200 * time.Millisecond
+	s := NewScheduler(slack)
+	defer s.Close()
+	type fired struct {
+		due, at time.Time
+	}
+	var mu sync.Mutex
+	var got []fired
+	var wg sync.WaitGroup
+	var dues []time.Time
+	for _, d := range []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 30 * time.Millisecond, 0, -time.Second} {
+		wg.Add(1)
+		due := time.Now().Add(d)
+		dues = append(dues, due)
+		s.AfterFunc(d, func() {
+			mu.Lock()
+			got = append(got, fired{due: due, at: time.Now()})
+			mu.Unlock()
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, f := range got {
+		if f.at.Before(f.due) {
+			t.Errorf("a timer due at %v fired %v early", f.due, f.due.Sub(f.at))
+		}
+		if tick := s.fireAt(f.due); f.at.Before(tick) {
+			t.Errorf("a timer fired %v before the end of its tick", tick.Sub(f.at))
+		}
+	}
+	// Timers in one tick fire in one wake-up.
+	ticks := map[time.Time]bool{}
+	for _, due := range dues {
+		ticks[s.fireAt(due)] = true
+	}
+	s.mu.Lock()
+	wakeups := s.wakeups
+	s.mu.Unlock()
+	if wakeups != uint64(len(ticks)) {
+		t.Errorf("%d wake-ups for timers in %d ticks", wakeups, len(ticks))
+	}
+}
+
+// TestSchedulerFireAt: due times are rounded up to the end of their tick.
+func TestSchedulerFireAt(t *testing.T) {
+	s := &Scheduler{slack: 25 * time.Millisecond, epoch: time.Unix(1000, 0)}
+	for _, c := range []struct{ off, want time.Duration }{
+		{0, 0}, {1, 25 * time.Millisecond}, {25 * time.Millisecond, 25 * time.Millisecond},
+		{26 * time.Millisecond, 50 * time.Millisecond}, {-time.Millisecond, 0},
+		{-30 * time.Millisecond, -25 * time.Millisecond},
+	} {
+		if got := s.fireAt(s.epoch.Add(c.off)).Sub(s.epoch); got != c.want {
+			t.Errorf("fireAt(epoch%+v) = epoch%+v, want epoch%+v", c.off, got, c.want)
+		}
+	}
+	s.slack = 0
+	if at := s.epoch.Add(7); !s.fireAt(at).Equal(at) {
+		t.Error("without slack a timer fires when due")
+	}
 }
