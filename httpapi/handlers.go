@@ -84,8 +84,13 @@ func (s *Server) getProxy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no proxy %q; list them with GET /v1/proxies", id))
 		return
 	}
+	checks, err := s.history.Checks(r.Context(), id, time.Time{})
+	if err != nil {
+		s.engineError(w, r, err)
+		return
+	}
 	d := ProxyDetail{Proxy: ProxyOf(v), History: []Check{}, StateChanges: []StateChange{}}
-	for _, c := range s.status.History(id, time.Time{}) {
+	for _, c := range checks {
 		d.History = append(d.History, checkOf(c))
 	}
 	for _, c := range s.status.StateChanges(id, MaxStateChanges) {

@@ -77,9 +77,13 @@ func newFixture(t *testing.T, opts httpapi.Options) *fixture {
 	live := projections.NewLive(projections.LiveOptions{Config: func(string) events.Config { return cfg }})
 	eng := &fakeEngine{j: j}
 	opts.Status = live
+	f := &fixture{t: t, j: j, live: live, eng: eng, at: t0}
+	if opts.Now == nil {
+		opts.Now = func() time.Time { return f.at } // the time of the last event
+	}
 	srv := httpapi.New(eng, opts)
 	hs := httptest.NewServer(srv)
-	f := &fixture{t: t, j: j, live: live, eng: eng, srv: srv, http: hs, at: t0}
+	f.srv, f.http = srv, hs
 	t.Cleanup(func() {
 		srv.Close()
 		hs.Close()

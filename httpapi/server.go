@@ -51,7 +51,6 @@ type Status interface {
 	Summary() projections.Summary
 	List(f projections.ListFilter, offset, limit int) (int, []projections.ProxyView)
 	Proxy(id string) (projections.ProxyView, bool)
-	History(id string, since time.Time) []projections.CheckRecord
 	StateChanges(id string, n int) []projections.StateChange
 }
 
@@ -83,6 +82,7 @@ type Options struct {
 type Server struct {
 	eng     Engine
 	status  Status
+	history *projections.History
 	opts    Options
 	mux     *http.ServeMux
 	metrics *metrics
@@ -116,7 +116,8 @@ func New(eng Engine, opts Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{eng: eng, status: opts.Status, opts: opts, log: log}
+	s := &Server{eng: eng, status: opts.Status, opts: opts, log: log,
+		history: projections.NewHistory(eng.Journal(), projections.HistoryOptions{Clock: opts.Now})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(eng.Journal(), opts.Status)
 	s.wg.Add(1)

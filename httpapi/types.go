@@ -93,7 +93,7 @@ type StateChange struct {
 type ProxyDetail struct {
 	Proxy
 	// History holds the check results of the last 24 h, newest first (at
-	// most the projection's per-proxy cap).
+	// most projections.DefaultHistoryCap), read from the journal.
 	History []Check `json:"history"`
 	// StateChanges are the most recent transitions, newest first.
 	StateChanges []StateChange `json:"state_changes"`

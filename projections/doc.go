@@ -19,13 +19,14 @@
 // Live is fed by one goroutine (Apply, in seq order, idempotent) and
 // queried concurrently. Counts per state, checking and paused flags, and
 // latency sums are kept per source and for the pool, incrementally, so
-// Summary is O(sources). "Now", for the success-rate windows and History,
-// is the time of the newest applied event (deterministic), unless
-// LiveOptions.Clock is set. Per proxy it keeps at most HistoryCap (64)
-// compact check results (16 bytes each), StateChangeCap (16) transitions,
-// and success counts in 24 hourly and 12 five-minute buckets, so memory is
-// bounded whatever the check rate (about 3 KB per proxy when full). Removed
-// proxies are forgotten.
+// Summary is O(sources). "Now", for the success-rate windows, is the time
+// of the newest applied event (deterministic), unless LiveOptions.Clock is
+// set. Per proxy it keeps at most StateChangeCap (16) transitions and
+// success counts in 24 hourly and 12 five-minute buckets, so memory is
+// bounded whatever the check rate. Removed proxies are forgotten.
+//
+// History reads a proxy's recent check results from the journal on request
+// rather than keeping a copy of them in memory.
 //
 // # view.db (package sqlview)
 //

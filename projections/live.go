@@ -14,10 +14,6 @@ import (
 
 // Defaults of LiveOptions.
 const (
-	// DefaultHistoryWindow is how far back History reaches.
-	DefaultHistoryWindow = 24 * time.Hour
-	// DefaultHistoryCap is how many check results are kept per proxy.
-	DefaultHistoryCap = 64
 	// DefaultStateChangeCap is how many transitions are kept per proxy.
 	DefaultStateChangeCap = 16
 	// EWMAAlpha is the weight of the newest sample in the latency EWMA.
@@ -29,7 +25,7 @@ type LiveOptions struct {
 	// Config returns the health config of a source; it is used for
 	// ProxyView.NextCheckAt (left zero when Config is nil).
 	Config func(source string) events.Config
-	// Clock returns "now" for the success-rate and history windows. When nil,
+	// Clock returns "now" for the success-rate windows. When nil,
 	// now is the time of the newest applied event, so that a rebuild gives
 	// the same answers as the live run.
 	Clock func() time.Time
@@ -39,21 +35,11 @@ type LiveOptions struct {
 	// proxy is shown with only what its retained events say. It must be fast
 	// (a local read): the feeder calls it.
 	Snapshots func(ctx context.Context, proxyID string) (*pb.ProxySnapshot, error)
-	// HistoryWindow bounds History (default 24 h before now).
-	HistoryWindow time.Duration
-	// HistoryCap bounds the check results kept per proxy (default 64).
-	HistoryCap int
 	// StateChangeCap bounds the transitions kept per proxy (default 16).
 	StateChangeCap int
 }
 
 func (o LiveOptions) withDefaults() LiveOptions {
-	if o.HistoryWindow <= 0 {
-		o.HistoryWindow = DefaultHistoryWindow
-	}
-	if o.HistoryCap <= 0 {
-		o.HistoryCap = DefaultHistoryCap
-	}
 	if o.StateChangeCap <= 0 {
 		o.StateChangeCap = DefaultStateChangeCap
 	}
@@ -213,7 +199,7 @@ func (l *Live) record(e *entry, env *pb.Envelope, covered bool) {
 	switch ev := env.GetEvent().(type) {
 	case *pb.Envelope_CheckSucceeded:
 		lat := time.Duration(ev.CheckSucceeded.GetLatency().GetTotalNs())
-		l.check(e, at, checkRecord{ok: true, status: clampStatus(ev.CheckSucceeded.GetStatusCode()), latUS: micros(lat)})
+		l.check(e, at, true)
 		if !covered {
 			if e.hasEWMA {
 				e.ewma = time.Duration(EWMAAlpha*float64(lat) + (1-EWMAAlpha)*float64(e.ewma))
@@ -222,15 +208,14 @@ func (l *Live) record(e *entry, env *pb.Envelope, covered bool) {
 			}
 		}
 	case *pb.Envelope_CheckFailed:
-		f := ev.CheckFailed
-		l.check(e, at, checkRecord{class: uint8(min(f.GetClass(), 255)), status: clampStatus(f.GetStatusCode()), latUS: micros(time.Duration(f.GetLatency().GetTotalNs()))})
+		l.check(e, at, false)
 	case *pb.Envelope_StateChanged:
 		c := ev.StateChanged
 		e.changes.push(stateChange{at: at, seq: env.GetSeq(), reason: c.GetReason(), attempt: c.GetRecoveryAttempt(),
 			from: uint8(stateIndex(c.GetFrom())), to: uint8(stateIndex(c.GetTo()))}, l.opts.StateChangeCap)
 	case *pb.Envelope_ProxyAdded:
 		if !covered { // a re-added proxy starts afresh
-			e.hist, e.changes = ring[checkRecord]{}, ring[stateChange]{}
+			e.changes = ring[stateChange]{}
 			e.hourLast, e.fineLast = noBucket, noBucket
 			e.hasEWMA, e.ewma = false, 0
 		}
@@ -248,20 +233,10 @@ func (l *Live) record(e *entry, env *pb.Envelope, covered bool) {
 	}
 }
 
-func (l *Live) check(e *entry, at int64, r checkRecord) {
-	r.at = at
-	e.hist.push(r, l.opts.HistoryCap)
-	addRate(e.hourly[:], &e.hourLast, hourWidth, at, r.ok)
-	addRate(e.fine[:], &e.fineLast, fineWidth, at, r.ok)
-}
-
-func clampStatus(c uint32) uint16 { return uint16(min(c, 65535)) }
-
-func micros(d time.Duration) uint32 {
-	if d <= 0 {
-		return 0
-	}
-	return uint32(min(d/time.Microsecond, 1<<32-1))
+// check counts one check result in the success-rate buckets.
+func (l *Live) check(e *entry, at int64, ok bool) {
+	addRate(e.hourly[:], &e.hourLast, hourWidth, at, ok)
+	addRate(e.fine[:], &e.fineLast, fineWidth, at, ok)
 }
 
 // contribute adds (1) or removes (-1) e from the pool and source counts.

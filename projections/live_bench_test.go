@@ -248,9 +248,6 @@ func BenchmarkLiveMemory(b *testing.B) {
 		if l.Summary().Total != benchProxies {
 			b.Fatal("wrong total")
 		}
-		if n := len(l.History(gen.ID(1), time.Time{})); n < 20 {
-			b.Fatalf("history of %d", n)
-		}
 		if n := len(l.StateChanges(gen.ID(1), 0)); n != projections.DefaultStateChangeCap {
 			b.Fatalf("state changes %d", n)
 		}

@@ -32,21 +32,11 @@ type entry struct {
 	hasEWMA  bool
 	ewma     time.Duration
 
-	hist    ring[checkRecord]
 	changes ring[stateChange]
 
 	hourLast, fineLast int64 // bucket numbers of the newest slots
 	hourly             [hourlySlots]rateSlot
 	fine               [fineSlots]rateSlot
-}
-
-// checkRecord is one compact check result (16 bytes).
-type checkRecord struct {
-	at     int64
-	latUS  uint32 // total latency, microseconds, saturating
-	status uint16
-	class  uint8
-	ok     bool
 }
 
 // stateChange is one compact transition.

@@ -255,45 +255,6 @@ func (l *Live) countLocked(source string, want int) int {
 	return a.states[want]
 }
 
-// CheckRecord is one check result in a proxy's history.
-type CheckRecord struct {
-	At time.Time `json:"at"`
-	OK bool      `json:"ok"`
-	// Class is the failure class ("" when OK).
-	Class      string `json:"class,omitempty"`
-	StatusCode uint32 `json:"status_code,omitempty"`
-	// Latency is the total latency, to the microsecond.
-	Latency time.Duration `json:"latency_ns"`
-}
-
-// History returns a proxy's check results since the given time, newest
-// first. It holds at most LiveOptions.HistoryCap results per proxy and never
-// reaches further back than LiveOptions.HistoryWindow before now.
-func (l *Live) History(id string, since time.Time) []CheckRecord {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	e := l.entries[id]
-	if e == nil {
-		return nil
-	}
-	from := l.now() - int64(l.opts.HistoryWindow)
-	if !since.IsZero() {
-		from = max(from, since.UnixNano())
-	}
-	var out []CheckRecord
-	for i := range e.hist.len() {
-		r := e.hist.at(i)
-		if r.at < from {
-			continue // entries are in arrival order; times may interleave slightly
-		}
-		out = append(out, CheckRecord{
-			At: time.Unix(0, r.at).UTC(), OK: r.ok, Class: events.ClassName(pb.FailureClass(r.class)),
-			StatusCode: uint32(r.status), Latency: time.Duration(r.latUS) * time.Microsecond,
-		})
-	}
-	return out
-}
-
 // StateChange is one health transition of a proxy.
 type StateChange struct {
 	Seq             uint64    `json:"seq"`

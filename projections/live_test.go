@@ -130,7 +130,7 @@ func TestLiveRemoveAndReAdd(t *testing.T) {
 	s.add(added("b"))
 	l.Apply(s.out...)
 	v, found := l.Proxy("p")
-	if !found || v.Source != "b" || v.State != "unknown" || v.TotalChecks != 0 || v.LatencyEWMA != 0 || len(l.History("p", time.Time{})) != 0 {
+	if !found || v.Source != "b" || v.State != "unknown" || v.TotalChecks != 0 || v.LatencyEWMA != 0 {
 		t.Fatalf("re-added proxy %+v", v)
 	}
 	if err := checkInvariants(l); err != nil {
@@ -161,9 +161,8 @@ func TestLiveIdempotentAndBatchingIndependent(t *testing.T) {
 		t.Fatal("views differ")
 	}
 	for _, v := range va {
-		if !reflect.DeepEqual(a.History(v.ID, time.Time{}), b.History(v.ID, time.Time{})) ||
-			!reflect.DeepEqual(a.StateChanges(v.ID, 0), b.StateChanges(v.ID, 0)) {
-			t.Fatalf("history of %s differs", v.ID)
+		if !reflect.DeepEqual(a.StateChanges(v.ID, 0), b.StateChanges(v.ID, 0)) {
+			t.Fatalf("state changes of %s differ", v.ID)
 		}
 	}
 	if err := checkInvariants(a); err != nil {
@@ -200,8 +199,8 @@ func TestLiveIdempotentAndBatchingIndependent(t *testing.T) {
 	}
 }
 
-func TestLiveRatesAndHistoryWindows(t *testing.T) {
-	l := projections.NewLive(projections.LiveOptions{HistoryCap: 10})
+func TestLiveRateWindows(t *testing.T) {
+	l := projections.NewLive(projections.LiveOptions{})
 	s := newScript("p", t0).add(added("a"))
 	// One check every 7 minutes for 30 hours: failures first, then passes.
 	var times []time.Time
@@ -237,26 +236,11 @@ func TestLiveRatesAndHistoryWindows(t *testing.T) {
 	if v.Checks1h != n1 || v.SuccessRate1h != float64(g1)/float64(n1) || v.Checks24h != n24 || v.SuccessRate24h != float64(g24)/float64(n24) {
 		t.Errorf("rates: 1h %v/%d want %d/%d; 24h %v/%d want %d/%d", v.SuccessRate1h, v.Checks1h, g1, n1, v.SuccessRate24h, v.Checks24h, g24, n24)
 	}
-	h := l.History("p", time.Time{})
-	if len(h) != 10 || !h[0].At.Equal(times[len(times)-1]) || !h[0].OK || h[0].Latency != 50*time.Millisecond {
-		t.Fatalf("history %+v", h)
-	}
-	for i := 1; i < len(h); i++ {
-		if !h[i].At.Before(h[i-1].At) {
-			t.Fatal("history not newest first")
-		}
-	}
-	if h := l.History("p", now.Add(-15*time.Minute)); len(h) != 3 {
-		t.Errorf("since 15 min: %d records", len(h))
-	}
-	if h := l.History("p", t0.Add(-time.Hour)); len(h) != 10 {
-		t.Errorf("since long ago: %d records", len(h))
-	}
 
 	// A fixed clock far ahead: every window is empty.
 	late := projections.NewLive(projections.LiveOptions{Clock: func() time.Time { return now.Add(48 * time.Hour) }})
 	late.Apply(s.out...)
-	if v, _ := late.Proxy("p"); v.Checks24h != 0 || v.Checks1h != 0 || len(late.History("p", time.Time{})) != 0 {
+	if v, _ := late.Proxy("p"); v.Checks24h != 0 || v.Checks1h != 0 {
 		t.Errorf("windows not empty 48h later: %+v", v)
 	}
 }
@@ -277,9 +261,6 @@ func TestLiveRatesAtHighCheckRate(t *testing.T) {
 	v, _ := l.Proxy("p")
 	if v.SuccessRate1h != 0.75 || v.SuccessRate24h != 0.75 || v.Checks24h != 2*3600*20 {
 		t.Errorf("rates %v (%d) %v (%d)", v.SuccessRate1h, v.Checks1h, v.SuccessRate24h, v.Checks24h)
-	}
-	if n := len(l.History("p", time.Time{})); n != projections.DefaultHistoryCap {
-		t.Errorf("history holds %d records, cap %d", n, projections.DefaultHistoryCap)
 	}
 }
 
@@ -361,7 +342,6 @@ func TestLiveConcurrentQueries(t *testing.T) {
 				}
 				_, page := l.List(projections.ListFilter{State: "healthy"}, i%50, 10)
 				for _, v := range page {
-					l.History(v.ID, time.Time{})
 					l.StateChanges(v.ID, 3)
 					l.Proxy(v.ID)
 				}
