@@ -79,6 +79,45 @@ type Env struct {
 	dispatch workers
 	// sched runs the actors' timers when Clock is the real clock.
 	sched *clock.Scheduler
+
+	// specs holds the current spec of every proxy actor by proxy ID, and
+	// proxyProps is the one Props all proxy actors are spawned with: an
+	// actor (new, or restarted by its supervisor) looks its spec up by the
+	// name it was spawned with, so a restart picks up the spec of the last
+	// Reconfigure, and the 10,000 actors of a large pool share one Props.
+	// It is also how a cluster virtual actor, which only has an identity,
+	// would find its spec.
+	specs      specRegistry
+	proxyProps *actor.Props
+}
+
+// specRegistry maps proxy IDs to their current spec. Specs are immutable
+// once registered: a change registers a new one.
+type specRegistry struct {
+	mu sync.RWMutex
+	m  map[string]*ProxySpec
+}
+
+func (r *specRegistry) get(id string) (*ProxySpec, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	s, ok := r.m[id]
+	return s, ok
+}
+
+func (r *specRegistry) put(s *ProxySpec) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[string]*ProxySpec)
+	}
+	r.m[s.ID] = s
+}
+
+func (r *specRegistry) delete(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.m, id)
 }
 
 // Init fills in defaults. Call it once before spawning actors.
@@ -106,6 +145,8 @@ func (e *Env) Init() error {
 	if _, real := e.Clock.(clock.Real); real {
 		e.sched = clock.NewScheduler(TimerSlack)
 	}
+	e.proxyProps = actor.PropsFromProducer(func() actor.Actor { return &proxyActor{env: e} },
+		actor.WithDispatcher(e.Dispatcher()), actor.WithMailbox(proxyMailbox))
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -15,14 +16,6 @@ import (
 	"github.com/proxyhealth/proxyhealth/journal"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
-
-// ProxyProps returns the props of a proxy actor. Spawn it with the name
-// spec.ID. On (re)start the actor recovers its state from its latest
-// snapshot plus the rest of its stream; a new proxy journals ProxyAdded.
-func ProxyProps(env *Env, spec ProxySpec) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &proxyActor{env: env, spec: spec} },
-		actor.WithDispatcher(env.Dispatcher()), actor.WithMailbox(proxyMailbox))
-}
 
 // proxyMailbox is protoactor's lock-free unbounded mailbox: an empty one is
 // two queue stubs, where the default mailbox preallocates a ring of ten
@@ -37,11 +30,14 @@ type pending struct {
 	sync  bool       // a Sync marker: reply only
 }
 
-// proxyActor is the shell around one proxy's state machine. All fields are
+// proxyActor is the shell around one proxy's state machine. It is spawned
+// with Env.proxyProps under the name spec.ID, after the spec was registered
+// in Env.specs. On (re)start it recovers its state from its latest
+// snapshot plus the rest of its stream; a new proxy journals ProxyAdded. All fields are
 // owned by the actor's mailbox; goroutines it starts only send messages.
 type proxyActor struct {
 	env  *Env
-	spec ProxySpec
+	spec *ProxySpec // registered in env.specs; replaced, never changed
 
 	state    events.State
 	lastSnap uint64 // stream seq of the latest snapshot
@@ -76,6 +72,9 @@ func (a *proxyActor) log() *slog.Logger {
 func (a *proxyActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		if !a.lookup(ctx) {
+			return
+		}
 		a.recover(ctx)
 	case *actor.Stopping, *actor.Restarting:
 		a.halt()
@@ -124,12 +123,31 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 			a.respond(ctx, ctx.Sender(), &Reply{Err: fmt.Errorf("actors: reconfigure of %s cannot change its ID or source", a.spec.ID)})
 			return
 		}
-		a.spec = m.Spec
+		spec := m.Spec
+		a.spec = &spec
+		a.env.specs.put(a.spec) // a restart starts from this spec
 		a.command(ctx, events.ConfigChanged{At: a.now()})
 	}
 }
 
 func (a *proxyActor) now() time.Time { return a.env.Clock.Now() }
+
+// lookup finds the actor's spec by the name it was spawned with (the
+// proxy ID, the last element of its PID's path). Without one (never
+// registered, or the proxy was removed meanwhile) the actor stops.
+func (a *proxyActor) lookup(ctx actor.Context) bool {
+	id := ctx.Self().GetId()
+	id = id[strings.LastIndexByte(id, '/')+1:]
+	spec, ok := a.env.specs.get(id)
+	if !ok {
+		a.env.Logger.Warn("proxy actor has no spec; stopping it", slog.String("actor", ctx.Self().GetId()))
+		a.stopped = true
+		ctx.Stop(ctx.Self())
+		return false
+	}
+	a.spec = spec
+	return true
+}
 
 // recover rebuilds the state from the journal: snapshot, then the stream.
 // A journal that cannot be read panics, so the supervisor retries with

@@ -200,6 +200,46 @@ func TestPanickingProbeIsRestartedAndStateSurvives(t *testing.T) {
 	}
 }
 
+// TestRestartKeepsTheReconfiguredSpec: an actor restarted by its
+// supervisor after a hot reload checks with the new spec (its check
+// function and config), not with the one it was first spawned with.
+func TestRestartKeepsTheReconfiguredSpec(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := noJitter()
+	old := &script{}
+	pid := h.spawn("p1", cfg, old)
+	h.step(pid)
+
+	cfg2 := noJitter()
+	cfg2.Interval = 3 * cfg.Interval
+	repl := &script{}
+	repl.hook = func(_ context.Context, n int64) {
+		if n == 1 {
+			panic("probe exploded")
+		}
+	}
+	spec := ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Health: cfg2, Timeout: cfg2.Timeout, Check: repl.check}
+	if r := h.request(pid, &Reconfigure{Spec: spec}).(*Reply); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	oldCalls := old.calls.Load()
+	// The next check panics and the supervisor restarts the actor; its
+	// next checks use the new check function and interval.
+	h.clk.Set(h.idle(pid).NextCheckAt)
+	poll(t, "the panicking check", func() bool { return repl.calls.Load() >= 1 })
+	first := h.step(pid)
+	second := h.step(pid)
+	if got := second.Sub(first); got != cfg2.Interval {
+		t.Errorf("interval after the restart %v, want the reconfigured %v", got, cfg2.Interval)
+	}
+	if n := repl.calls.Load(); n != 3 {
+		t.Errorf("the new check function ran %d times, want 3 (one panic, two checks)", n)
+	}
+	if n := old.calls.Load(); n != oldCalls {
+		t.Errorf("the old check function ran %d more times after the reconfigure", n-oldCalls)
+	}
+}
+
 func TestPauseStopsChecksAndResumeRestartsThem(t *testing.T) {
 	h := newHarness(t, nil)
 	s := &script{}

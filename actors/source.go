@@ -3,6 +3,7 @@ package actors
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -80,7 +81,7 @@ func (s *RestartBackoff) HandleFailure(sys *actor.ActorSystem, sup actor.Supervi
 // proxies' actors (one-for-one, restart with backoff).
 func SourceProps(env *Env, name string, strategy actor.SupervisorStrategy) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &sourceActor{env: env, name: name, children: map[string]*actor.PID{}, byPID: map[string]string{}}
+		return &sourceActor{env: env, name: name, children: map[string]*actor.PID{}}
 	}, actor.WithSupervisor(strategy), actor.WithDispatcher(env.Dispatcher()))
 }
 
@@ -88,8 +89,7 @@ func SourceProps(env *Env, name string, strategy actor.SupervisorStrategy) *acto
 type sourceActor struct {
 	env      *Env
 	name     string
-	children map[string]*actor.PID // proxy ID → PID
-	byPID    map[string]string     // PID.Id → proxy ID
+	children map[string]*actor.PID // proxy ID → PID; the PID's last path element is the ID
 }
 
 func (s *sourceActor) Receive(ctx actor.Context) {
@@ -107,9 +107,11 @@ func (s *sourceActor) Receive(ctx actor.Context) {
 		if _, alive := ctx.ActorSystem().ProcessRegistry.GetLocal(m.Who.GetId()); alive {
 			return // a late notice about a previous actor of a re-added proxy
 		}
-		if id, ok := s.byPID[m.Who.GetId()]; ok {
-			delete(s.byPID, m.Who.GetId())
+		id := m.Who.GetId()
+		id = id[strings.LastIndexByte(id, '/')+1:]
+		if pid, ok := s.children[id]; ok && pid.GetId() == m.Who.GetId() {
 			delete(s.children, id)
+			s.env.specs.delete(id)
 		}
 	}
 }
@@ -124,16 +126,16 @@ func (s *sourceActor) spawn(ctx actor.Context, spec ProxySpec) Spawned {
 			return Spawned{PID: pid, Err: fmt.Errorf("actors: proxy %s already running in source %q", spec.ID, s.name)}
 		}
 		// It stopped (removed) and its Terminated is still on its way.
-		delete(s.byPID, pid.GetId())
 		delete(s.children, spec.ID)
 	}
-	pid, err := ctx.SpawnNamed(ProxyProps(s.env, spec), spec.ID)
+	s.env.specs.put(&spec)
+	pid, err := ctx.SpawnNamed(s.env.proxyProps, spec.ID)
 	if err != nil {
+		s.env.specs.delete(spec.ID)
 		return Spawned{Err: fmt.Errorf("actors: spawn proxy %s: %w", spec.ID, err)}
 	}
 	// No Watch: a parent is told of its children's termination anyway, and
 	// watching costs every child a watcher set.
 	s.children[spec.ID] = pid
-	s.byPID[pid.GetId()] = spec.ID
 	return Spawned{PID: pid}
 }
