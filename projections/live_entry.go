@@ -61,7 +61,7 @@ func (r *ring[T]) push(v T, limit int) {
 	}
 	if len(r.buf) < limit {
 		if len(r.buf) == cap(r.buf) { // grow exactly, never past limit
-			nb := make([]T, len(r.buf), min(max(2*len(r.buf), 4), limit))
+			nb := make([]T, len(r.buf), min(max(2*len(r.buf), 1), limit))
 			copy(nb, r.buf)
 			r.buf = nb
 		}
