@@ -22,6 +22,7 @@ import (
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
+	"github.com/proxyhealth/proxyhealth/projections"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -142,6 +143,15 @@ func TestEngineDetectsDeadProxiesAndResumesAfterRestart(t *testing.T) {
 	if after.State.Health != pb.HealthState_HEALTH_STATE_UNHEALTHY || after.State.TotalChecks < before.State.TotalChecks {
 		t.Fatalf("after restart %s with %d checks; before %s with %d", events.StateName(after.State.Health), after.State.TotalChecks,
 			events.StateName(before.State.Health), before.State.TotalChecks)
+	}
+	// The dead proxy's history, read back from the journal: its newest
+	// results are the refusals, and it holds every check since it was added.
+	hist, err := e2.History().Checks(context.Background(), dead, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uint64(len(hist)) != min(after.State.TotalChecks, projections.DefaultHistoryCap) || hist[0].OK || hist[0].Class != "refused" {
+		t.Fatalf("history of the dead proxy (%d checks): %+v", after.State.TotalChecks, hist)
 	}
 	if err := e2.Journal().Check(context.Background()); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ const ViewFile = "view.db"
 // SQLite view (with a data directory), the pool monitor and the notifier.
 type projected struct {
 	live     *projections.Live
+	history  *projections.History
 	view     *sqlview.View
 	monitor  *projections.PoolMonitor
 	notifier *projections.Notifier
@@ -39,6 +40,7 @@ func (e *Engine) startProjections(ctx context.Context) error {
 	p := &projected{}
 	e.proj = p
 	p.live = projections.NewLive(projections.LiveOptions{Config: e.healthConfig, Snapshots: j.LoadSnapshot})
+	p.history = projections.NewHistory(j, projections.HistoryOptions{Clock: cfg.Clock.Now})
 	// Catch up synchronously: Open returns with the status of every proxy.
 	head := j.Head()
 	batch := make([]*pb.Envelope, 0, 4096)
@@ -156,8 +158,12 @@ func (p *projected) stop(ctx context.Context) error {
 }
 
 // Live returns the live pool status: counts per state and source, per-proxy
-// views, histories. Its queries never block the engine.
+// views and recent transitions. Its queries never block the engine.
 func (e *Engine) Live() *projections.Live { return e.proj.live }
+
+// History returns the reader of the proxies' check histories (the last 64
+// results within 24 h), which reads them from the journal.
+func (e *Engine) History() *projections.History { return e.proj.history }
 
 // ViewPath returns the path of the SQLite view kept by the engine, or ""
 // without a data directory (or with Config.DisableView).

@@ -57,6 +57,12 @@ type Status interface {
 // liveProvider is an engine that owns its live projection.
 type liveProvider interface{ Live() *projections.Live }
 
+// historyProvider is an engine that offers a check history reader (on the
+// engine's clock).
+type historyProvider interface {
+	History() *projections.History
+}
+
 // Options configures New.
 type Options struct {
 	// Status is the live status. When nil, New uses the engine's Live()
@@ -116,8 +122,12 @@ func New(eng Engine, opts Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{eng: eng, status: opts.Status, opts: opts, log: log,
-		history: projections.NewHistory(eng.Journal(), projections.HistoryOptions{Clock: opts.Now})}
+	s := &Server{eng: eng, status: opts.Status, opts: opts, log: log}
+	if hp, ok := eng.(historyProvider); ok {
+		s.history = hp.History()
+	} else {
+		s.history = projections.NewHistory(eng.Journal(), projections.HistoryOptions{Clock: opts.Now})
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(eng.Journal(), opts.Status)
 	s.wg.Add(1)
