@@ -114,10 +114,14 @@ func (r *specRegistry) put(s *ProxySpec) {
 	r.m[s.ID] = s
 }
 
-func (r *specRegistry) delete(id string) {
+// delete forgets a proxy's spec if it belongs to source: a proxy moved to
+// another source meanwhile keeps its new spec.
+func (r *specRegistry) delete(id, source string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.m, id)
+	if s, ok := r.m[id]; ok && s.Source == source {
+		delete(r.m, id)
+	}
 }
 
 // Init fills in defaults. Call it once before spawning actors.

@@ -495,3 +495,20 @@ func TestFailedAppendRestartsActorWhichRecovers(t *testing.T) {
 		t.Fatalf("no check recorded after recovery: %d", got)
 	}
 }
+
+// TestSpecRegistryKeepsAMovedProxysSpec: the late end of a proxy's actor in
+// its old source does not drop the spec it was registered with in its new
+// one.
+func TestSpecRegistryKeepsAMovedProxysSpec(t *testing.T) {
+	var r specRegistry
+	r.put(&ProxySpec{ID: "p1", Source: "a"})
+	r.put(&ProxySpec{ID: "p1", Source: "b"}) // moved: removed from a, added to b
+	r.delete("p1", "a")                      // a's Terminated arrives late
+	if s, ok := r.get("p1"); !ok || s.Source != "b" {
+		t.Fatalf("spec after the old source's delete: %+v, %v", s, ok)
+	}
+	r.delete("p1", "b")
+	if _, ok := r.get("p1"); ok {
+		t.Fatal("spec still registered after its own source dropped it")
+	}
+}

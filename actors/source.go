@@ -111,7 +111,7 @@ func (s *sourceActor) Receive(ctx actor.Context) {
 		id = id[strings.LastIndexByte(id, '/')+1:]
 		if pid, ok := s.children[id]; ok && pid.GetId() == m.Who.GetId() {
 			delete(s.children, id)
-			s.env.specs.delete(id)
+			s.env.specs.delete(id, s.name)
 		}
 	}
 }
@@ -131,7 +131,7 @@ func (s *sourceActor) spawn(ctx actor.Context, spec ProxySpec) Spawned {
 	s.env.specs.put(&spec)
 	pid, err := ctx.SpawnNamed(s.env.proxyProps, spec.ID)
 	if err != nil {
-		s.env.specs.delete(spec.ID)
+		s.env.specs.delete(spec.ID, s.name)
 		return Spawned{Err: fmt.Errorf("actors: spawn proxy %s: %w", spec.ID, err)}
 	}
 	// No Watch: a parent is told of its children's termination anyway, and
