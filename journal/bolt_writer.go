@@ -87,15 +87,26 @@ type writer struct {
 	timer     *time.Timer       // reused linger timer
 	observer  func(CommitStats) // optional metrics hook
 	lastReqs  int               // requests in the previous commit
-	// commits since the mapped pages were last released
-	sinceRelease int
+	// commits since the mapped pages were last released and the buffers
+	// trimmed, and how many commits that happens after (releaseEvery; tests
+	// lower it); the largest arena, batch and overlay used since; the
+	// overlay's largest size since it was made
+	sinceRelease, releaseEvery int
+	peakArena, peakEntries     int
+	peakOverlay, overlaySize   int
 }
 
 // The writer's arena for keys and values starts at initialArena bytes and
-// is dropped after a commit that grew it beyond maxArena.
+// is dropped after a commit that grew it beyond maxArena. Every releaseEvery
+// commits, the per-batch buffers (arena, puts, undo records, the overlay
+// map) that are more than twice as large as the largest batch of that
+// period needed are dropped too: a steady pool commits a few dozen events
+// at a time, and a start-up burst of thousands must not leave its buffers
+// allocated for good, while a sustained burst keeps them.
 const (
-	initialArena = 1 << 20
+	initialArena = 64 << 10
 	maxArena     = 16 << 20
+	minEntries   = 64
 )
 
 func newWriter(b *Bolt, maxBatch int) *writer {
@@ -108,6 +119,8 @@ func newWriter(b *Bolt, maxBatch int) *writer {
 		dirty:     b.unckpt,
 		sinceCkpt: b.unckptEvents,
 		arena:     make([]byte, 0, initialArena),
+
+		releaseEvery: releaseEvery,
 	}
 	b.unckpt = nil
 	if w.dirty == nil {
@@ -278,19 +291,24 @@ func (w *writer) commit(batch []*request) {
 	if err == nil && len(w.undo) > 0 {
 		b.note.broadcast()
 	}
-	if w.sinceRelease++; w.sinceRelease >= releaseEvery {
+	if w.sinceRelease++; w.sinceRelease >= w.releaseEvery {
 		w.sinceRelease = 0
 		_ = b.releaseMapped() // only memory accounting is at stake
+		w.trim()
 	}
 }
 
 // releaseEvery is how many commits the writer makes between two
-// releaseMapped calls (a few seconds at the engine's commit rate).
+// releaseMapped and trim calls (a few seconds at the engine's commit rate).
 const releaseEvery = 256
 
 // reset drops the references of a finished commit, so that the envelopes
 // of callers and oversized buffers are not kept alive.
 func (w *writer) reset(taken []*request) {
+	w.peakArena = max(w.peakArena, len(w.arena))
+	w.peakEntries = max(w.peakEntries, len(w.puts), len(taken))
+	w.peakOverlay = max(w.peakOverlay, len(w.overlay))
+	w.overlaySize = max(w.overlaySize, len(w.overlay))
 	clear(taken)
 	w.taken = taken[:0]
 	clear(w.undo)
@@ -298,6 +316,21 @@ func (w *writer) reset(taken []*request) {
 	if cap(w.arena) > maxArena {
 		w.arena = make([]byte, 0, initialArena)
 	}
+}
+
+// trim drops the per-batch buffers that the last releaseEvery commits did not
+// need (see initialArena).
+func (w *writer) trim() {
+	if cap(w.arena) > 2*max(w.peakArena, initialArena) {
+		w.arena = make([]byte, 0, initialArena)
+	}
+	if n := 2 * max(w.peakEntries, minEntries); cap(w.puts) > n || cap(w.undo) > n || cap(w.taken) > n {
+		w.puts, w.undo, w.taken = nil, nil, nil
+	}
+	if w.overlaySize > 2*max(w.peakOverlay, minEntries) { // a cleared map keeps its buckets
+		w.overlay, w.overlaySize = make(map[string]streamHead), w.peakOverlay
+	}
+	w.peakArena, w.peakEntries, w.peakOverlay = 0, 0, 0
 }
 
 // prepareAppend validates r's stream seqs against the batch so far and, if

@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -194,6 +195,54 @@ func TestReleaseMapped(t *testing.T) {
 	}
 	if n != len(envs) || last != uint64(len(envs)) {
 		t.Fatalf("read %d events before and up to stream_seq %d after releasing the mapped pages, want %d", n, last, len(envs))
+	}
+	if err := b.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWriterTrimsBurstBuffers: the buffers a burst grew are dropped after
+// releaseEvery small commits, and kept while the batches stay large.
+func TestWriterTrimsBurstBuffers(t *testing.T) {
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	w := newWriter(b, 100_000)
+	w.releaseEvery = 4
+	burst := func(n int) {
+		t.Helper()
+		reqs := make([]*request, n)
+		for i := range reqs {
+			reqs[i] = newRequest(testEnvelope(fmt.Sprintf("%016x", i), 0))
+		}
+		w.commit(reqs)
+		for _, r := range reqs {
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+		}
+	}
+	burst(5000)
+	bigArena, bigPuts := cap(w.arena), cap(w.puts)
+	if bigArena <= 2*initialArena || bigPuts <= 2*minEntries {
+		t.Fatalf("the burst did not grow the buffers (arena %d, puts %d)", bigArena, bigPuts)
+	}
+	// A sustained burst keeps them.
+	for range w.releaseEvery {
+		burst(5000)
+	}
+	if cap(w.arena) < bigArena/2 || cap(w.puts) < bigPuts/2 {
+		t.Errorf("buffers dropped during a sustained burst: arena %d, puts %d", cap(w.arena), cap(w.puts))
+	}
+	// Small commits only: dropped within releaseEvery commits, and the
+	// overlay map is replaced.
+	for range 2 * w.releaseEvery {
+		burst(3)
+	}
+	if cap(w.arena) > initialArena || cap(w.puts) > 2*minEntries || cap(w.undo) > 2*minEntries || w.overlaySize > 2*minEntries {
+		t.Errorf("burst buffers kept: arena %d, puts %d, undo %d, overlay size %d", cap(w.arena), cap(w.puts), cap(w.undo), w.overlaySize)
 	}
 	if err := b.Check(context.Background()); err != nil {
 		t.Fatal(err)
