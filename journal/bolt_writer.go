@@ -67,14 +67,13 @@ type undo struct {
 
 // writer owns all appends: it drains pending requests into one transaction.
 type writer struct {
-	b         *Bolt
-	maxBatch  int
-	batch     []*request
-	overlay   map[string]streamHead // stream heads after the commit
-	local     map[string]uint64     // one request's new stream seqs
-	localLast map[string]uint64     // one request's last event per proxy
-	streams   []uint64              // stream seqs of the current request
-	headSeq   func(string) uint64   // stream seq of headOf, for assignStreams
+	b        *Bolt
+	maxBatch int
+	batch    []*request
+	overlay  map[string]streamHead   // stream heads after the commit
+	local    map[string]streamHead   // one request's new stream heads
+	pos      []streamPos             // stream positions of the current request
+	head     func(string) streamHead // headOf, for assignStreams
 	// heads changed since the last checkpoint, and the events since
 	dirty     map[string]struct{}
 	sinceCkpt int
@@ -114,8 +113,7 @@ func newWriter(b *Bolt, maxBatch int) *writer {
 		b:         b,
 		maxBatch:  maxBatch,
 		overlay:   make(map[string]streamHead),
-		local:     make(map[string]uint64),
-		localLast: make(map[string]uint64),
+		local:     make(map[string]streamHead),
 		dirty:     b.unckpt,
 		sinceCkpt: b.unckptEvents,
 		arena:     make([]byte, 0, initialArena),
@@ -126,7 +124,7 @@ func newWriter(b *Bolt, maxBatch int) *writer {
 	if w.dirty == nil {
 		w.dirty = make(map[string]struct{})
 	}
-	w.headSeq = func(p string) uint64 { return w.headOf(p).seq }
+	w.head = w.headOf
 	return w
 }
 
@@ -338,9 +336,8 @@ func (w *writer) trim() {
 // A request that fails leaves no trace in the batch.
 func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 	clear(w.local)
-	clear(w.localLast)
 	var err error
-	w.streams, err = assignStreams(r.envs, w.headSeq, w.local, w.streams[:0])
+	w.pos, err = assignStreams(r.envs, next, w.head, w.local, w.pos[:0])
 	if err != nil {
 		r.err = err
 		return next
@@ -352,13 +349,7 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 		e.Seq = seq
 		p := e.GetProxyId()
 		if p != "" {
-			e.StreamSeq = w.streams[i]
-			prev, ok := w.localLast[p]
-			if !ok {
-				prev = w.headOf(p).last
-			}
-			e.PrevSeq = prev
-			w.localLast[p] = seq
+			e.StreamSeq, e.PrevSeq = w.pos[i].streamSeq, w.pos[i].prevSeq
 		}
 		k := w.bytes(func(a []byte) []byte { return appendSeqKey(a, seq) })
 		var merr error
@@ -379,7 +370,7 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 		seq++
 	}
 	for p, h := range w.local {
-		w.overlay[p] = streamHead{h, w.localLast[p]}
+		w.overlay[p] = h
 	}
 	for s := next; s < seq; s++ {
 		r.seqs = append(r.seqs, s)

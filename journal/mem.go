@@ -56,6 +56,15 @@ func NewMem() *Mem {
 
 func (m *Mem) headLocked() uint64 { return m.first + uint64(len(m.events)) - 1 }
 
+// streamHead is a proxy's stream head; call it with m.mu held.
+func (m *Mem) streamHead(p string) streamHead {
+	h := streamHead{seq: m.heads[p]}
+	if st := m.streams[p]; st != nil {
+		h.last = st.last
+	}
+	return h
+}
+
 // Append implements Journal.
 func (m *Mem) Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error) {
 	if err := ctx.Err(); err != nil {
@@ -69,24 +78,23 @@ func (m *Mem) Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error)
 		m.mu.Unlock()
 		return nil, ErrClosed
 	}
-	local := make(map[string]uint64, 1)
-	streamSeqs, err := assignStreams(envs, func(p string) uint64 { return m.heads[p] }, local, make([]uint64, 0, len(envs)))
+	next := m.headLocked() + 1
+	local := make(map[string]streamHead, 1)
+	pos, err := assignStreams(envs, next, m.streamHead, local, make([]streamPos, 0, len(envs)))
 	if err != nil {
 		m.mu.Unlock()
 		return nil, err
 	}
 	seqs := make([]uint64, len(envs))
-	next := m.headLocked() + 1
 	for i, e := range envs {
 		e.Seq = next + uint64(i)
 		if p := e.GetProxyId(); p != "" {
-			e.StreamSeq = streamSeqs[i]
+			e.StreamSeq, e.PrevSeq = pos[i].streamSeq, pos[i].prevSeq
 			st := m.streams[p]
 			if st == nil {
 				st = &memStream{first: e.StreamSeq}
 				m.streams[p] = st
 			}
-			e.PrevSeq = st.last
 			st.seqs = append(st.seqs, e.Seq)
 			st.last = e.Seq
 		}
@@ -94,7 +102,7 @@ func (m *Mem) Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error)
 		m.events = append(m.events, proto.CloneOf(e))
 	}
 	for p, h := range local {
-		m.heads[p] = h
+		m.heads[p] = h.seq
 	}
 	m.mu.Unlock()
 	if len(envs) > 0 {

@@ -67,29 +67,34 @@ func validateSnapshot(s *pb.ProxySnapshot, streamHead uint64) error {
 	return nil
 }
 
-// assignStreams computes the stream seq of every envelope of one Append call
-// without modifying the envelopes. head returns a proxy's stream head
-// including earlier calls of the same commit; local is an empty scratch map
-// that receives the call's new heads when it succeeds. The stream seqs (0 for
-// pool-level events) are appended to out.
-func assignStreams(envs []*pb.Envelope, head func(string) uint64, local map[string]uint64, out []uint64) ([]uint64, error) {
+// streamPos is where an envelope goes in its proxy's stream: its stream
+// seq, and the global seq of the stream's previous event (prev_seq).
+type streamPos struct{ streamSeq, prevSeq uint64 }
+
+// assignStreams computes the stream position of every envelope of one
+// Append call, whose first envelope takes global seq first, without
+// modifying the envelopes. head returns a proxy's stream head including
+// earlier calls of the same commit; local is an empty scratch map that
+// receives the call's new heads when it succeeds. One position per
+// envelope is appended to out (zero for pool-level events).
+func assignStreams(envs []*pb.Envelope, first uint64, head func(string) streamHead, local map[string]streamHead, out []streamPos) ([]streamPos, error) {
 	for i, e := range envs {
 		p := e.GetProxyId()
 		if p == "" {
-			out = append(out, 0)
+			out = append(out, streamPos{})
 			continue
 		}
 		h, ok := local[p]
 		if !ok {
 			h = head(p)
 		}
-		want := h + 1
+		want := h.seq + 1
 		if s := e.GetStreamSeq(); s != 0 && s != want {
 			return out, fmt.Errorf("%w: proxy %s: envelope %d has stream_seq %d but the next stream_seq is %d (stream head %d); another writer appended to this stream, reload it and decide again",
-				ErrStreamConflict, p, i, s, want, h)
+				ErrStreamConflict, p, i, s, want, h.seq)
 		}
-		local[p] = want
-		out = append(out, want)
+		local[p] = streamHead{seq: want, last: first + uint64(i)}
+		out = append(out, streamPos{streamSeq: want, prevSeq: h.last})
 	}
 	return out, nil
 }
