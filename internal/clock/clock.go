@@ -37,10 +37,8 @@ func (Real) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d
 // in due order, inside Advance (or Set), on the caller's goroutine, after
 // the fake's lock is released, so a fired function may use the clock.
 type Fake struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers timerHeap
-	seq    uint64
+	timerQueue // its mu also guards now
+	now        time.Time
 }
 
 // NewFake returns a fake clock set to start.
@@ -58,10 +56,7 @@ func (c *Fake) Now() time.Time {
 func (c *Fake) AfterFunc(d time.Duration, f func()) Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.seq++
-	t := &fakeTimer{mu: &c.mu, h: &c.timers, when: c.now.Add(d), f: f, seq: c.seq, index: -1}
-	heap.Push(&c.timers, t)
-	return t
+	return c.add(c.now.Add(d), f)
 }
 
 // Advance moves the time forward by d, firing every timer that falls due,
@@ -95,13 +90,6 @@ func (c *Fake) runUntil(end time.Time) {
 	}
 }
 
-// Pending returns the number of timers not yet fired or stopped.
-func (c *Fake) Pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.timers)
-}
-
 // NextDue returns the due time of the earliest pending timer.
 func (c *Fake) NextDue() (time.Time, bool) {
 	c.mu.Lock()
@@ -112,11 +100,31 @@ func (c *Fake) NextDue() (time.Time, bool) {
 	return c.timers[0].when, true
 }
 
-// fakeTimer is a timer of a Fake or a Scheduler: an entry in its owner's
-// heap, guarded by its owner's mutex.
+// timerQueue holds the pending timers of a Fake or a Scheduler.
+type timerQueue struct {
+	mu     sync.Mutex
+	timers timerHeap
+	seq    uint64 // orders timers due at the same time
+}
+
+// add queues f to run at when; call it with q.mu held.
+func (q *timerQueue) add(when time.Time, f func()) *fakeTimer {
+	q.seq++
+	t := &fakeTimer{q: q, when: when, f: f, seq: q.seq, index: -1}
+	heap.Push(&q.timers, t)
+	return t
+}
+
+// Pending returns the number of timers not yet fired or stopped.
+func (q *timerQueue) Pending() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.timers)
+}
+
+// fakeTimer is a timer of a Fake or a Scheduler: an entry in its queue.
 type fakeTimer struct {
-	mu    *sync.Mutex
-	h     *timerHeap
+	q     *timerQueue
 	when  time.Time
 	f     func()
 	seq   uint64
@@ -124,12 +132,12 @@ type fakeTimer struct {
 }
 
 func (t *fakeTimer) Stop() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.q.mu.Lock()
+	defer t.q.mu.Unlock()
 	if t.index < 0 {
 		return false
 	}
-	heap.Remove(t.h, t.index)
+	heap.Remove(&t.q.timers, t.index)
 	return true
 }
 
@@ -178,9 +186,7 @@ func (h *timerHeap) Pop() any {
 // wake-up of an idle thread costs more CPU than the work a health check's
 // timer starts.
 type Scheduler struct {
-	mu     sync.Mutex
-	timers timerHeap
-	seq    uint64
+	timerQueue
 	due    []*fakeTimer
 	slack  time.Duration
 	epoch  time.Time // start of the first tick
@@ -209,9 +215,7 @@ func (s *Scheduler) Now() time.Time { return time.Now() }
 // runs.
 func (s *Scheduler) AfterFunc(d time.Duration, f func()) Timer {
 	s.mu.Lock()
-	s.seq++
-	t := &fakeTimer{mu: &s.mu, h: &s.timers, when: time.Now().Add(d), f: f, seq: s.seq, index: -1}
-	heap.Push(&s.timers, t)
+	t := s.add(time.Now().Add(d), f)
 	first := t.index == 0
 	s.mu.Unlock()
 	if first {
@@ -275,13 +279,6 @@ func (s *Scheduler) run() {
 			return
 		}
 	}
-}
-
-// Pending returns the number of timers not yet fired or stopped.
-func (s *Scheduler) Pending() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.timers)
 }
 
 // Close stops the scheduler's goroutine; pending timers never fire.
