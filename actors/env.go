@@ -77,8 +77,10 @@ type Env struct {
 	// block, so more would add goroutines, not parallelism).
 	pool     workers
 	dispatch workers
-	// sched runs the actors' timers when Clock is the real clock.
-	sched *clock.Scheduler
+	// sched runs the actors' timers when Clock is the real clock; timers is
+	// sched then, Clock otherwise.
+	sched  *clock.Scheduler
+	timers clock.Clock
 
 	// specs holds the current spec of every proxy actor by proxy ID, and
 	// proxyProps is the one Props all proxy actors are spawned with: an
@@ -146,8 +148,10 @@ func (e *Env) Init() error {
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.dispatch.max = dispatchWorkers
+	e.timers = e.Clock
 	if _, real := e.Clock.(clock.Real); real {
 		e.sched = clock.NewScheduler(TimerSlack)
+		e.timers = e.sched
 	}
 	e.proxyProps = actor.PropsFromProducer(func() actor.Actor { return &proxyActor{env: e} },
 		actor.WithDispatcher(e.Dispatcher()), actor.WithMailbox(proxyMailbox))
@@ -216,12 +220,7 @@ func (e *Env) Close() {
 // instead of starting one per firing timer: thousands of goroutines
 // started together (a new pool's first checks, all due at once; timers
 // lined up after a pause) left their descriptors live for good.
-func (e *Env) after(d time.Duration, f func()) clock.Timer {
-	if e.sched != nil {
-		return e.sched.AfterFunc(d, f)
-	}
-	return e.Clock.AfterFunc(d, f)
-}
+func (e *Env) after(d time.Duration, f func()) clock.Timer { return e.timers.AfterFunc(d, f) }
 
 func (e *Env) stopping() bool { return e.ctx.Err() != nil }
 

@@ -32,9 +32,9 @@ type pending struct {
 
 // proxyActor is the shell around one proxy's state machine. It is spawned
 // with Env.proxyProps under the name spec.ID, after the spec was registered
-// in Env.specs. On (re)start it recovers its state from its latest
-// snapshot plus the rest of its stream; a new proxy journals ProxyAdded. All fields are
-// owned by the actor's mailbox; goroutines it starts only send messages.
+// in Env.specs. On (re)start it recovers its state from its latest snapshot
+// plus the rest of its stream; a new proxy journals ProxyAdded. All fields
+// are owned by the actor's mailbox; goroutines it starts only send messages.
 type proxyActor struct {
 	env  *Env
 	spec *ProxySpec // registered in env.specs; replaced, never changed
@@ -136,9 +136,7 @@ func (a *proxyActor) now() time.Time { return a.env.Clock.Now() }
 // proxy ID, the last element of its PID's path). Without one (never
 // registered, or the proxy was removed meanwhile) the actor stops.
 func (a *proxyActor) lookup(ctx actor.Context) bool {
-	id := ctx.Self().GetId()
-	id = id[strings.LastIndexByte(id, '/')+1:]
-	spec, ok := a.env.specs.get(id)
+	spec, ok := a.env.specs.get(proxyIDOf(ctx.Self()))
 	if !ok {
 		a.env.Logger.Warn("proxy actor has no spec; stopping it", slog.String("actor", ctx.Self().GetId()))
 		a.stopped = true
@@ -147,6 +145,13 @@ func (a *proxyActor) lookup(ctx actor.Context) bool {
 	}
 	a.spec = spec
 	return true
+}
+
+// proxyIDOf returns the proxy ID a proxy actor was spawned with: the last
+// element of its PID's path (its source is the parent).
+func proxyIDOf(pid *actor.PID) string {
+	id := pid.GetId()
+	return id[strings.LastIndexByte(id, '/')+1:]
 }
 
 // recover rebuilds the state from the journal: snapshot, then the stream.

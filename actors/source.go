@@ -3,7 +3,6 @@ package actors
 import (
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -107,8 +106,7 @@ func (s *sourceActor) Receive(ctx actor.Context) {
 		if _, alive := ctx.ActorSystem().ProcessRegistry.GetLocal(m.Who.GetId()); alive {
 			return // a late notice about a previous actor of a re-added proxy
 		}
-		id := m.Who.GetId()
-		id = id[strings.LastIndexByte(id, '/')+1:]
+		id := proxyIDOf(m.Who)
 		if pid, ok := s.children[id]; ok && pid.GetId() == m.Who.GetId() {
 			delete(s.children, id)
 			s.env.specs.delete(id, s.name)
