@@ -320,10 +320,7 @@ func (e *Engine) ReconfigureSource(ctx context.Context, sc SourceConfig) error {
 		}
 	}
 	e.mu.Unlock()
-	var errs []error
-	for _, err := range e.requestAll(ctx, reconf) {
-		errs = append(errs, err)
-	}
+	errs := slices.Collect(maps.Values(e.requestAll(ctx, reconf)))
 	for _, id := range remove {
 		errs = append(errs, e.RemoveProxy(ctx, id))
 	}
@@ -394,11 +391,7 @@ func (e *Engine) broadcast(ctx context.Context, sourceName string, msg func() an
 		}
 	}
 	e.mu.Unlock()
-	var errs []error
-	for _, err := range e.requestAll(ctx, reqs) {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return errors.Join(slices.Collect(maps.Values(e.requestAll(ctx, reqs)))...)
 }
 
 // ReportOutcome feeds a passive signal from real traffic: ok=false with a
