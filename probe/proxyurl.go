@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrBadProxyURL is wrapped by every error ParseProxyURL returns.
@@ -68,29 +70,36 @@ type ProxyURL struct {
 // may be empty or "/"; queries and fragments are rejected.
 //
 // The last '@' in the input separates the credentials from the host, so
-// passwords containing unescaped '@', '/', '?' or '#' still parse.
-// Errors wrap ErrBadProxyURL and show the input with credentials replaced by
-// "REDACTED".
+// passwords containing unescaped '@', '/', '?', '#' or even "://" still
+// parse.
+//
+// Errors wrap ErrBadProxyURL and never contain the credentials nor more of
+// the input than a short excerpt (at most MaxErrorExcerpt characters) of the
+// form scheme://REDACTED@host:port, without path, query or fragment. When the
+// input does not look like a proxy URL at all (say, a line of a file that is
+// not a proxy list), no excerpt is shown.
 func ParseProxyURL(s string) (ProxyURL, error) {
 	in := strings.TrimSpace(s)
-	scheme, rest, hasScheme := strings.Cut(in, "://")
-	if !hasScheme {
-		scheme, rest = SchemeHTTP, in
+	scheme, rest, hasScheme := SchemeHTTP, in, false
+	// Only a scheme-like prefix counts as a scheme: "user:pa://ss@h:1"
+	// (no scheme, a password containing "://") must not show "user:pa".
+	if i := strings.Index(in, "://"); i >= 0 && schemeRE.MatchString(in[:i]) {
+		scheme, rest, hasScheme = in[:i], in[i+3:], true
 	}
 	var userinfo string
 	hasUserinfo := false
 	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
 		userinfo, rest, hasUserinfo = rest[:at], rest[at+1:], true
 	}
-	// shown is the input with credentials removed, for error messages.
-	shown := rest
-	if hasUserinfo {
-		shown = "REDACTED@" + rest
+	authority, tail := rest, ""
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority, tail = rest[:i], rest[i:]
 	}
-	if hasScheme {
-		shown = scheme + "://" + shown
-	}
+	shown := excerpt(scheme, hasScheme, hasUserinfo, authority, tail)
 	bad := func(format string, args ...any) (ProxyURL, error) {
+		if shown == "" {
+			return ProxyURL{}, fmt.Errorf("%w (input not shown: it does not look like a proxy URL): %s; %s", ErrBadProxyURL, fmt.Sprintf(format, args...), allowedProxyForm)
+		}
 		return ProxyURL{}, fmt.Errorf("%w %q: %s; %s", ErrBadProxyURL, shown, fmt.Sprintf(format, args...), allowedProxyForm)
 	}
 	if in == "" {
@@ -102,19 +111,14 @@ func ParseProxyURL(s string) (ProxyURL, error) {
 	default:
 		return bad("unsupported scheme %q", scheme)
 	}
-	// Split authority from path, query and fragment.
-	authority := rest
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		authority = rest[:i]
-		tail := rest[i:]
-		switch {
-		case strings.ContainsRune(tail, '#'):
-			return bad("fragments are not allowed")
-		case strings.ContainsRune(tail, '?'):
-			return bad("queries are not allowed")
-		case tail != "/":
-			return bad("path %q is not allowed (only an empty path or \"/\")", tail)
-		}
+	switch {
+	case tail == "", tail == "/":
+	case strings.ContainsRune(tail, '#'):
+		return bad("fragments are not allowed")
+	case strings.ContainsRune(tail, '?'):
+		return bad("queries are not allowed")
+	default:
+		return bad("a path is not allowed (only an empty path or \"/\")")
 	}
 	host, port, err := splitHostPort(authority)
 	if err != nil {
@@ -174,6 +178,54 @@ func defaultPort(scheme string) string {
 	}
 }
 
+// MaxErrorExcerpt bounds the excerpt of the input that ParseProxyURL's
+// errors show.
+const MaxErrorExcerpt = 60
+
+// schemeRE matches what may be a URL scheme (RFC 3986, at most 16 bytes).
+var schemeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]{0,15}$`)
+
+// hostPortRE matches an authority that may be shown in an error: host
+// characters, an optional bracketed IPv6 address and an all-digit port.
+// Anything else (a password without '@', a line of /etc/shadow) is not
+// shown.
+var hostPortRE = regexp.MustCompile(`^(?:\[[0-9A-Fa-f:.%]*\]?|[A-Za-z0-9._-]*)(?::[0-9]*)?$`)
+
+// excerpt returns what an error may show of a proxy URL: at most
+// MaxErrorExcerpt characters of scheme://REDACTED@host:port, or "" when the
+// authority does not look like host:port.
+func excerpt(scheme string, hasScheme, hasUserinfo bool, authority, tail string) string {
+	if !hostPortRE.MatchString(authority) || (authority == "" && !hasScheme) {
+		return ""
+	}
+	var b strings.Builder
+	if hasScheme {
+		b.WriteString(scheme + "://")
+	}
+	if hasUserinfo {
+		b.WriteString("REDACTED@")
+	}
+	b.WriteString(authority)
+	if tail != "" && tail != "/" {
+		b.WriteString(tail[:1] + "…")
+	}
+	shown := b.String()
+	if n := utf8.RuneCountInString(shown); n > MaxErrorExcerpt {
+		r := []rune(shown)
+		shown = string(r[:MaxErrorExcerpt-1]) + "…"
+	}
+	return shown
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
 // splitHostPort splits and validates "host[:port]"; port may be empty.
 func splitHostPort(a string) (host, port string, err error) {
 	if a == "" {
@@ -188,7 +240,7 @@ func splitHostPort(a string) (host, port string, err error) {
 		after := a[end+1:]
 		if after != "" {
 			if after[0] != ':' {
-				return "", "", fmt.Errorf("unexpected %q after IPv6 address", after)
+				return "", "", errors.New("unexpected characters after the IPv6 address")
 			}
 			port = after[1:]
 			if port == "" {
@@ -197,7 +249,7 @@ func splitHostPort(a string) (host, port string, err error) {
 		}
 		addr, perr := netip.ParseAddr(strings.Replace(host, "%25", "%", 1))
 		if perr != nil || !addr.Is6() {
-			return "", "", fmt.Errorf("invalid IPv6 address %q", host)
+			return "", "", errors.New("invalid IPv6 address")
 		}
 		host = strings.ToLower(addr.String())
 	} else {
@@ -217,15 +269,18 @@ func splitHostPort(a string) (host, port string, err error) {
 		for i := 0; i < len(host); i++ {
 			c := host[i]
 			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
-				return "", "", fmt.Errorf("invalid character %q in host", c)
+				return "", "", errors.New("invalid character in host (allowed: letters, digits, '.', '-', '_')")
 			}
 		}
 		host = strings.ToLower(host)
 	}
 	if port != "" {
 		n, perr := strconv.Atoi(port)
-		if perr != nil || n < 1 || n > 65535 || port[0] < '0' || port[0] > '9' {
-			return "", "", fmt.Errorf("bad port %q (want 1-65535)", port)
+		if perr != nil || n < 1 || n > 65535 || !allDigits(port) {
+			if allDigits(port) && len(port) <= 10 {
+				return "", "", fmt.Errorf("bad port %q (want 1-65535)", port)
+			}
+			return "", "", errors.New("bad port (want a number from 1 to 65535)")
 		}
 		port = strconv.Itoa(n) // normalise "08080" to "8080"
 	}
