@@ -36,6 +36,14 @@ const (
 // engine began to stop.
 var ErrStopping = errors.New("actors: engine stopping")
 
+// ErrJournalFailing wraps the journal's error in the reply to a command
+// whose events the journal did not commit: nothing of it was written and
+// nothing was applied. The actor goes on (it does not restart): a check
+// whose result could not be journaled is not announced and the next check
+// follows after a backoff; a proxy whose ProxyAdded could not be journaled
+// stops (it was never added).
+var ErrJournalFailing = errors.New("actors: the journal did not commit the events; nothing was written")
+
 // CheckFunc runs one active check of a proxy. It must honour ctx and return
 // (never panic on purpose; a panic is caught and escalated to the proxy's
 // supervisor). The proxy's URL, credentials and probe config live in the
@@ -63,6 +71,10 @@ type Env struct {
 	// Checking, if set, is told when a proxy's check starts and ends (the
 	// "checking" flag is not journaled). It must not block.
 	Checking func(proxyID string, checking bool)
+	// Abandoned, if set, is told when a proxy actor stops because the
+	// journal did not take its ProxyAdded (so the proxy was never added;
+	// pid is the actor that stopped). It must not block.
+	Abandoned func(proxyID string, pid *actor.PID)
 
 	// ctx is cancelled by CancelChecks: it cancels probes in flight.
 	ctx    context.Context

@@ -62,6 +62,11 @@ type proxyActor struct {
 	retiring bool // removed: stop once nothing is in flight
 	stopped  bool
 	snapping int // snapshot saves in flight
+
+	// appends the journal refused in a row, and when the next check may
+	// run (zero: on schedule); see appendFailed.
+	appendFailures int
+	retryAt        time.Time
 }
 
 func (a *proxyActor) log() *slog.Logger {
@@ -353,17 +358,16 @@ func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending,
 		err = out.err
 	}
 	if err != nil {
-		a.respond(ctx, p.reply, &Reply{Err: err})
 		if errors.Is(err, journal.ErrClosed) || a.env.stopping() {
+			a.respond(ctx, p.reply, &Reply{Err: err})
 			a.stopped = true
 			a.failQueue(ctx, err)
 			return
 		}
-		a.failQueue(ctx, err)
-		// Restart: the new incarnation recovers from the journal, whatever
-		// part of this append did or did not land.
-		panic(fmt.Errorf("actors: append events of proxy %s: %w", a.spec.ID, err))
+		a.appendFailed(ctx, p, err)
+		return
 	}
+	a.appendFailures, a.retryAt = 0, time.Time{}
 	for i, e := range evs {
 		e.Seq = out.seqs[i]
 	}
@@ -378,6 +382,53 @@ func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending,
 	}
 	a.schedule(ctx)
 	a.drain(ctx)
+}
+
+// appendFailed handles an append the journal did not commit (disk full, I/O
+// error): nothing of it was written, so the committed state stays as it is
+// and nothing is announced. The requester and every queued command are
+// told (ErrJournalFailing); nothing is retried behind their back, so an
+// error answer always means "not applied". A proxy that was being added
+// stops: it was never added. Any other proxy goes on checking: the next
+// check follows after a backoff (the suspect interval, doubling up to the
+// check interval), so the proxy is checked again within one interval of
+// the journal taking writes again. The actor does not restart: a full disk
+// is the engine's condition (Engine.Health), not this proxy's fault.
+func (a *proxyActor) appendFailed(ctx actor.Context, p pending, err error) {
+	err = fmt.Errorf("%w: proxy %s: %w", ErrJournalFailing, a.spec.ID, err)
+	a.respond(ctx, p.reply, &Reply{Err: err})
+	a.failQueue(ctx, err)
+	a.appendFailures++
+	if !a.state.Added || a.state.Removed {
+		a.log().Warn("the journal did not take the proxy's ProxyAdded; the proxy is not added", slog.Any("error", err))
+		a.stopped = true
+		if a.env.Abandoned != nil {
+			a.env.Abandoned(a.spec.ID, ctx.Self())
+		}
+		ctx.Stop(ctx.Self())
+		return
+	}
+	if a.appendFailures == 1 {
+		a.log().Warn("the journal did not take the proxy's events; checking goes on, results are recorded again once the journal takes writes", slog.Any("error", err))
+	}
+	a.retryAt = a.now().Add(appendRetryDelay(a.spec.Health, a.appendFailures, events.JitterSample(a.spec.ID, a.state.TotalChecks+uint64(a.appendFailures))))
+	a.schedule(ctx)
+}
+
+// appendRetryDelay is the wait before the next check after n appends in a
+// row failed: the suspect interval (at least a second) doubled n-1 times,
+// capped at the check interval, then shortened by up to 10 % by the
+// jitter sample (in [0, 1)) so that a pool does not retry in step and
+// never waits longer than one interval.
+func appendRetryDelay(cfg events.Config, n int, r float64) time.Duration {
+	d := max(cfg.SuspectInterval, time.Second)
+	for i := 1; i < n && d < cfg.Interval; i++ {
+		d *= 2
+	}
+	if cfg.Interval > 0 {
+		d = min(d, cfg.Interval)
+	}
+	return d - time.Duration(float64(d)*0.1*r)
 }
 
 func (a *proxyActor) failQueue(ctx actor.Context, err error) {
@@ -448,6 +499,9 @@ func (a *proxyActor) schedule(ctx actor.Context) {
 		return
 	}
 	now := a.now()
+	if at.Before(a.retryAt) {
+		at = a.retryAt
+	}
 	if at.Before(now) {
 		at = now
 	}

@@ -9,9 +9,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/goleak"
 
 	"github.com/proxyhealth/proxyhealth/events"
@@ -467,7 +469,10 @@ func (f *failingJournal) Append(ctx context.Context, envs []*pb.Envelope) ([]uin
 	return f.Journal.Append(ctx, envs)
 }
 
-func TestFailedAppendRestartsActorWhichRecovers(t *testing.T) {
+// TestFailedAppendLeavesNoTraceAndChecksGoOn: an append the journal
+// refuses changes nothing (the state stays the fold of the journal), and
+// the next check follows after the backoff.
+func TestFailedAppendLeavesNoTraceAndChecksGoOn(t *testing.T) {
 	fj := &failingJournal{Journal: journal.NewMem()}
 	h := newHarness(t, fj)
 	s := &script{}
@@ -484,15 +489,117 @@ func TestFailedAppendRestartsActorWhichRecovers(t *testing.T) {
 		defer fj.mu.Unlock()
 		return fj.fail == 0
 	})
-	// Whatever ran after the restart, the actor's state is exactly the fold
-	// of what the journal holds: the failed append left no trace.
 	after := h.idle(pid).State
 	if full := events.Fold(events.NewState("p1"), h.stream("p1")...); !reflect.DeepEqual(after, full) {
 		t.Fatalf("actor state\n%+v\nfold of the journal\n%+v", after, full)
 	}
+	if after.TotalChecks != before.TotalChecks {
+		t.Fatalf("a check whose result was not journaled was applied: %d checks, want %d", after.TotalChecks, before.TotalChecks)
+	}
 	h.step(pid)
 	if got := h.idle(pid).State.TotalChecks; got <= before.TotalChecks {
-		t.Fatalf("no check recorded after recovery: %d", got)
+		t.Fatalf("no check recorded after the journal came back: %d", got)
+	}
+}
+
+// TestJournalOutageNeverStopsChecks is the regression test of a disk-full
+// episode that stopped most proxy actors for good: every failed append
+// restarted the actor, and more than 10 failures a minute made the
+// supervisor stop it. Now the actor keeps checking through any number of
+// failures, with the backoff capped at the check interval, and records
+// results again at its next check once the journal takes writes.
+func TestJournalOutageNeverStopsChecks(t *testing.T) {
+	fj := &failingJournal{Journal: journal.NewMem()}
+	h := newHarness(t, fj)
+	s := &script{}
+	cfg := noJitter()
+	pid := h.spawn("p1", cfg, s)
+	h.step(pid)
+	recorded := h.idle(pid).State.TotalChecks
+	const failures = 25 // well past the supervisor's 10 restarts a minute
+	fj.mu.Lock()
+	fj.fail = failures
+	fj.mu.Unlock()
+	var last time.Time
+	for i := 0; ; i++ {
+		st := h.idle(pid)
+		fj.mu.Lock()
+		left := fj.fail
+		fj.mu.Unlock()
+		if left == 0 {
+			break
+		}
+		if i > 4*failures {
+			t.Fatalf("only %d of %d failing appends were attempted", failures-left, failures)
+		}
+		if st.Stopped || st.NextCheckAt.IsZero() {
+			t.Fatalf("after %d failed appends the actor stopped checking (stopped %v, next %v)", failures-left, st.Stopped, st.NextCheckAt)
+		}
+		if !last.IsZero() {
+			if gap := st.NextCheckAt.Sub(last); gap > cfg.Interval {
+				t.Fatalf("retry gap %v is longer than the check interval %v", gap, cfg.Interval)
+			}
+		}
+		last = st.NextCheckAt
+		h.clk.Set(st.NextCheckAt)
+	}
+	st := h.idle(pid)
+	if st.State.TotalChecks != recorded {
+		t.Fatalf("results that were never journaled were applied: %d checks, want %d", st.State.TotalChecks, recorded)
+	}
+	if st.Stopped || st.NextCheckAt.IsZero() || st.NextCheckAt.Sub(h.clk.Now()) > cfg.Interval {
+		t.Fatalf("after the outage: stopped %v, next check %v (now %v)", st.Stopped, st.NextCheckAt, h.clk.Now())
+	}
+	h.step(pid)
+	if got := h.idle(pid).State.TotalChecks; got != recorded+1 {
+		t.Fatalf("checks recorded after the outage: %d, want %d", got, recorded+1)
+	}
+	if full := events.Fold(events.NewState("p1"), h.stream("p1")...); !reflect.DeepEqual(h.idle(pid).State, full) {
+		t.Fatalf("actor state differs from the fold of the journal")
+	}
+}
+
+// TestFailedAddIsNotAppliedLater: a proxy whose ProxyAdded the journal
+// refused stops and is never added behind the requester's back (an error
+// answer means "not applied"; before, the restarted actor journaled the
+// add again after the caller had been told it failed).
+func TestFailedAddIsNotAppliedLater(t *testing.T) {
+	fj := &failingJournal{Journal: journal.NewMem(), fail: 1}
+	h := newHarness(t, fj)
+	var abandoned atomic.Pointer[string]
+	h.env.Abandoned = func(id string, _ *actor.PID) { abandoned.Store(&id) }
+	spec := ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Health: noJitter(), Timeout: time.Second, Check: (&script{}).check}
+	res := h.request(h.src, &SpawnProxy{Spec: spec}).(*Spawned)
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	r, err := h.sys.Root.RequestFuture(res.PID, &Sync{}, 5*time.Second).Result()
+	if err == nil {
+		if rep := r.(*Reply); !errors.Is(rep.Err, ErrJournalFailing) {
+			t.Fatalf("sync after a refused ProxyAdded: %v, want ErrJournalFailing", rep.Err)
+		}
+	}
+	poll(t, "the proxy reported as abandoned", func() bool { p := abandoned.Load(); return p != nil && *p == "p1" })
+	poll(t, "the actor stopped", func() bool {
+		_, alive := h.sys.ProcessRegistry.GetLocal(res.PID.GetId())
+		return !alive
+	})
+	h.clk.Advance(time.Hour)
+	if got := h.stream("p1"); len(got) != 0 {
+		t.Fatalf("the refused add was journaled later: %v", got)
+	}
+}
+
+func TestAppendRetryDelayDoublesUpToTheInterval(t *testing.T) {
+	cfg := events.DefaultConfig() // suspect 1 s, interval 30 s
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second}
+	for i, w := range want {
+		if got := appendRetryDelay(cfg, i+1, 0); got != w {
+			t.Errorf("failure %d: %v, want %v", i+1, got, w)
+		}
+		if got := appendRetryDelay(cfg, i+1, 0.999999); got < w*9/10 || got > w {
+			t.Errorf("failure %d: jittered delay %v outside [90 %%, 100 %%] of %v", i+1, got, w)
+		}
 	}
 }
 
