@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -222,6 +223,16 @@ func OpenBolt(path string, opts ...BoltOption) (*Bolt, error) {
 			return nil, fmt.Errorf("journal: open %s read-only: %w", path, err)
 		}
 	}
+	// A read-only open reads the whole tree before bbolt maps the file, so
+	// that nothing bbolt reads later can fault; a writable one reads the
+	// branch pages and the headers of the events' leaves (see walkDepth).
+	depth := walkBranches
+	if o.readOnly {
+		depth = walkFull
+	}
+	if err := precheck(path, depth, o); err != nil {
+		return nil, err
+	}
 	db, err := openDB(path, &bolt.Options{
 		Timeout:  o.lockTimeout,
 		ReadOnly: o.readOnly,
@@ -261,36 +272,73 @@ func OpenBolt(path string, opts ...BoltOption) (*Bolt, error) {
 	return b, nil
 }
 
-// openDB opens the bbolt file, turning a panic on a damaged file into an
-// error.
+// precheck refuses an existing file that bbolt must not map: empty
+// (ErrEmpty), not bbolt (ErrNotJournal) or structurally damaged
+// (ErrCorrupt). A missing file passes (a writable open creates it).
+func precheck(path string, depth walkDepth, o boltOptions) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) && !o.readOnly {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("journal: open %s: %w", path, err)
+	}
+	defer f.Close()
+	// While another process writes the file it is in flux: wait for its
+	// lock like bbolt would, and report ErrLocked the same way.
+	if !sharedLock(f, o.lockTimeout) {
+		return openError(path, o, berrors.ErrTimeout)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("journal: open %s: %w", path, err)
+	}
+	_, err = inspect(f, st.Size(), path, depth)
+	return err
+}
+
+// openDB opens the bbolt file, turning a panic or a memory fault on a
+// damaged file into an error.
 func openDB(path string, opts *bolt.Options) (db *bolt.DB, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			db, err = nil, fmt.Errorf("%w: %s is damaged: bbolt panicked while opening it: %v", ErrCorrupt, path, r)
-		}
-	}()
+	defer guard(&err, func(r any) error {
+		db = nil
+		return fmt.Errorf("%w: %s is damaged: bbolt failed while opening it: %v; run 'proxyhealth journal verify'", ErrCorrupt, path, r)
+	})()
 	return bolt.Open(path, 0o600, opts)
 }
 
-// view runs a read transaction, turning a bbolt panic on a damaged page
-// into an error wrapping ErrCorrupt and "not open" into ErrClosed.
-func (b *Bolt) view(fn func(*bolt.Tx) error) (err error) {
-	defer func() {
+// guard makes memory faults of the calling goroutine panics
+// (debug.SetPanicOnFault: bbolt reads the file through mmap, and a page
+// beyond the end of a truncated file faults) and returns the deferred
+// function that turns a panic into *err = conv(r). Use as
+// defer guard(&err, conv)().
+func guard(err *error, conv func(r any) error) func() {
+	prev := debug.SetPanicOnFault(true)
+	return func() {
+		debug.SetPanicOnFault(prev)
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %s: damaged page: %v; run a check", ErrCorrupt, b.path, r)
+			*err = conv(r)
 		}
-	}()
+	}
+}
+
+// view runs a read transaction, turning a bbolt panic or a memory fault on
+// a damaged page into an error wrapping ErrCorrupt and "not open" into
+// ErrClosed.
+func (b *Bolt) view(fn func(*bolt.Tx) error) (err error) {
+	defer guard(&err, b.damaged)()
 	return b.dbErr(b.db.View(fn))
 }
 
 // update is view for a write transaction.
 func (b *Bolt) update(fn func(*bolt.Tx) error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %s: damaged page: %v; run a check", ErrCorrupt, b.path, r)
-		}
-	}()
+	defer guard(&err, b.damaged)()
 	return b.dbErr(b.db.Update(fn))
+}
+
+// damaged is the error of a bbolt panic or fault.
+func (b *Bolt) damaged(r any) error {
+	return fmt.Errorf("%w: %s: damaged page: %v; run 'proxyhealth journal verify'", ErrCorrupt, b.path, r)
 }
 
 // openError turns a bbolt open error into one of the journal's.

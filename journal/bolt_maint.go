@@ -123,8 +123,10 @@ func snapshotCoverage(snaps *bolt.Bucket, proxyID []byte) (uint64, error) {
 }
 
 // Check implements Journal. It runs in one transaction and holds the write
-// lock while it runs (appends wait), except on a read-only journal. Besides
-// the journal's invariants it runs bbolt's page-level consistency check.
+// lock while it runs (appends wait), except on a read-only journal. It
+// first walks the file's page structure with plain reads (so that a
+// damaged page is reported, not faulted on), then checks the journal's
+// invariants and runs bbolt's page-level consistency check.
 func (b *Bolt) Check(ctx context.Context) error {
 	if b.closed.Load() {
 		return ErrClosed
@@ -142,12 +144,25 @@ func (b *Bolt) Check(ctx context.Context) error {
 		}
 		return errNothing // never commit
 	}
+	// First the structure, with plain reads: bbolt's own check follows
+	// every page id it finds and would fault on a damaged one.
+	walk := func() error {
+		l, err := inspectFile(b.path, walkFull)
+		if err == nil && l.metaDamage != "" {
+			return fmt.Errorf("%w: %s: %s; the journal itself is intact", ErrCorrupt, b.path, l.metaDamage)
+		}
+		return err
+	}
 	var err error
 	if b.readOnly {
-		err = b.view(check)
+		if err = walk(); err == nil {
+			err = b.view(check)
+		}
 	} else {
 		b.commitMu.Lock()
-		err = b.update(check)
+		if err = walk(); err == nil {
+			err = b.update(check)
+		}
 		b.commitMu.Unlock()
 	}
 	if err != nil && !errors.Is(err, errNothing) {

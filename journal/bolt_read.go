@@ -110,7 +110,12 @@ func decodeAll(out []*pb.Envelope, vals [][]byte, first uint64) error {
 	half := len(out) / 2
 	var wg sync.WaitGroup
 	var err1 error
-	wg.Go(func() { err1 = decode(0, half) })
+	wg.Go(func() {
+		// vals point into bbolt's mmap: a fault here must not kill the
+		// process (see guard).
+		defer guard(&err1, func(r any) error { return fmt.Errorf("decoding faulted: %v", r) })()
+		err1 = decode(0, half)
+	})
 	err2 := decode(half, len(out))
 	wg.Wait()
 	if err1 != nil {

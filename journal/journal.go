@@ -37,6 +37,11 @@ var (
 	// ErrCorrupt reports damage found by Check or while reading: a gap in the
 	// sequence, an undecodable record, an index that disagrees with the events.
 	ErrCorrupt = errors.New("journal: corrupt")
+	// ErrEmpty is returned by OpenBolt (writable or read-only) for an
+	// existing journal file of 0 bytes: it holds no data, so it is not
+	// silently started over. Restore the file from a backup, or delete it
+	// to start a new journal deliberately.
+	ErrEmpty = errors.New("journal: file is empty")
 	// ErrLocked is returned by OpenBolt when another process holds the file.
 	ErrLocked = errors.New("journal: locked by another process")
 	// ErrNotJournal is returned by OpenBolt for a file that is not a
