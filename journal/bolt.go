@@ -95,6 +95,7 @@ type boltOptions struct {
 	noSync      bool
 	delay       time.Duration
 	observer    func(CommitStats)
+	fault       func() error
 }
 
 // DefaultCommitDelay is the writer's default linger: none. The engine,
@@ -135,6 +136,19 @@ func WithCommitDelay(d time.Duration) BoltOption {
 // it must return quickly (update a metric).
 func WithCommitObserver(f func(CommitStats)) BoltOption {
 	return func(o *boltOptions) { o.observer = f }
+}
+
+// WithCommitFault is for fault-injection tests: the writer calls f in each
+// group commit's transaction, after the batch's puts and just before bbolt
+// commits, and a non-nil error fails that commit exactly as a failed bbolt
+// commit does: the transaction is rolled back (nothing is written), every
+// request of the batch gets the error (wrapped, so errors.Is finds it),
+// the CommitStats observer sees it in Err, Head and the stream heads do not
+// move, and the next commit proceeds normally. f runs on the writer
+// goroutine. Retain's deletions are not affected. Never use it outside
+// tests.
+func WithCommitFault(f func() error) BoltOption {
+	return func(o *boltOptions) { o.fault = f }
 }
 
 // WithLockTimeout sets how long OpenBolt waits for the file lock held by
@@ -267,7 +281,7 @@ func OpenBolt(path string, opts ...BoltOption) (*Bolt, error) {
 	}
 	b.reqs = make(chan *request, 1024)
 	w := newWriter(b, o.maxBatch)
-	w.delay, w.observer = o.delay, o.observer
+	w.delay, w.observer, w.fault = o.delay, o.observer, o.fault
 	go w.run()
 	return b, nil
 }

@@ -85,6 +85,7 @@ type writer struct {
 	delay     time.Duration     // linger for small batches
 	timer     *time.Timer       // reused linger timer
 	observer  func(CommitStats) // optional metrics hook
+	fault     func() error      // WithCommitFault
 	lastReqs  int               // requests in the previous commit
 	// commits since the mapped pages were last released and the buffers
 	// trimmed, and how many commits that happens after (releaseEvery; tests
@@ -451,6 +452,11 @@ func (w *writer) write(tx *bolt.Tx) error {
 	for _, p := range w.puts {
 		if err := buckets[p.bucket].Put(p.k, p.v); err != nil {
 			return fmt.Errorf("put into %s: %w", [...]string{"events", "heads", "snapshots", "meta"}[p.bucket], err)
+		}
+	}
+	if w.fault != nil {
+		if err := w.fault(); err != nil {
+			return fmt.Errorf("injected commit fault: %w", err)
 		}
 	}
 	return nil
