@@ -24,19 +24,26 @@ var (
 )
 
 // SchemaVersion is the journal file layout version this package writes and
-// reads. OpenBolt refuses files with a newer version and upgrades version 1
-// files when it opens them writable (see migrateV1).
-const SchemaVersion = 2
+// reads. OpenBolt refuses files with a newer version; it upgrades version 1
+// and 2 files when it opens them writable (see migrateV1 and migrateV2),
+// and reads version 2 files read-only as they are.
+const SchemaVersion = 3
 
-// Bucket and meta key names of the file layout (schema version 2):
+// Bucket and meta key names of the file layout (schema version 3):
 //
-//	events    big-endian uint64 seq -> marshalled Envelope (with seq,
-//	          stream_seq and prev_seq, the seq of the stream's previous event)
+//	events    big-endian uint64 seq -> record (see record.go: 0x00, CRC-32C,
+//	          marshalled Envelope with seq, stream_seq and prev_seq, the seq
+//	          of the stream's previous event)
 //	heads     proxy_id -> big-endian uint64 stream_seq + uint64 seq of the
 //	          proxy's last event, as of the checkpoint in meta
-//	snapshots proxy_id -> marshalled ProxySnapshot (the latest only)
+//	snapshots proxy_id -> record of the marshalled ProxySnapshot (the
+//	          latest only)
 //	meta      "schema" -> big-endian uint64 version; "first" -> first retained
-//	          seq; "heads_through" -> the seq up to which heads is current
+//	          seq; "heads_through" -> the seq up to which heads is current;
+//	          "crc_from" -> the first seq written with a checksum
+//
+// Version 2 was the same without checksums (records were the bare
+// marshalled messages, and there was no crc_from).
 //
 // There is no per-event stream index: a proxy's stream is the chain of
 // prev_seq links from its head, so an append writes only sequential keys.
@@ -194,6 +201,10 @@ type Bolt struct {
 	db       *bolt.DB
 	path     string
 	readOnly bool
+	// the file's schema version and first checksummed seq (noCRC for a
+	// version 2 file opened read-only), set by load
+	schemaVer uint64
+	crcFrom   uint64
 
 	head    atomic.Uint64
 	first   atomic.Uint64
@@ -404,7 +415,11 @@ func (b *Bolt) load() error {
 					return err
 				}
 			}
-			return tx.Bucket(bucketMeta).Put(metaSchema, binary.BigEndian.AppendUint64(nil, SchemaVersion))
+			meta := tx.Bucket(bucketMeta)
+			if err := meta.Put(metaCRCFrom, appendSeqKey(nil, 1)); err != nil {
+				return err
+			}
+			return meta.Put(metaSchema, binary.BigEndian.AppendUint64(nil, SchemaVersion))
 		})
 		if err != nil {
 			return fmt.Errorf("journal: initialise new journal %s: %w", b.path, err)
@@ -422,7 +437,15 @@ func (b *Bolt) load() error {
 		if err := b.migrateV1(); err != nil {
 			return err
 		}
+		ver = 2
 	}
+	if ver == 2 && !b.readOnly {
+		if err := b.migrateV2(); err != nil {
+			return err
+		}
+		ver = 3
+	}
+	b.schemaVer, b.crcFrom = ver, noCRC
 	return b.view(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if tx.Bucket(name) == nil {
@@ -433,6 +456,13 @@ func (b *Bolt) load() error {
 		if err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 		}
+		if ver >= 3 {
+			v := tx.Bucket(bucketMeta).Get(metaCRCFrom)
+			if len(v) != 8 || binary.BigEndian.Uint64(v) == 0 {
+				return fmt.Errorf("%w: %s: the first checksummed seq (meta crc_from) is missing or invalid (%x); run 'proxyhealth journal salvage'", ErrCorrupt, b.path, v)
+			}
+			b.crcFrom = binary.BigEndian.Uint64(v)
+		}
 		b.first.Store(first)
 		b.head.Store(first - 1)
 		if k, _ := tx.Bucket(bucketEvents).Cursor().Last(); k != nil {
@@ -441,7 +471,7 @@ func (b *Bolt) load() error {
 			}
 			b.head.Store(binary.BigEndian.Uint64(k))
 		}
-		heads, moved, scanned, err := loadHeads(tx)
+		heads, moved, scanned, err := loadHeads(tx, b.crcFrom)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 		}
@@ -472,7 +502,7 @@ func (b *Bolt) schema() (ver uint64, err error) {
 // loadHeads reads the heads checkpoint and brings it up to date with the
 // events committed after it; it also returns the proxies whose heads it
 // moved (not yet checkpointed) and how many events it scanned.
-func loadHeads(tx *bolt.Tx) (heads map[string]streamHead, moved map[string]struct{}, scanned int, err error) {
+func loadHeads(tx *bolt.Tx, crcFrom uint64) (heads map[string]streamHead, moved map[string]struct{}, scanned int, err error) {
 	heads = make(map[string]streamHead)
 	moved = make(map[string]struct{})
 	err = tx.Bucket(bucketHeads).ForEach(func(k, v []byte) error {
@@ -493,9 +523,12 @@ func loadHeads(tx *bolt.Tx) (heads map[string]streamHead, moved map[string]struc
 	c := tx.Bucket(bucketEvents).Cursor()
 	for k, v := c.Seek(appendSeqKey(nil, through+1)); k != nil; k, v = c.Next() {
 		scanned++
-		h, err := decodeHeader(v)
-		if err != nil || len(k) != 8 {
-			return nil, nil, 0, fmt.Errorf("event %x cannot be decoded (%v)", k, err)
+		if len(k) != 8 {
+			return nil, nil, 0, fmt.Errorf("event key %x is not 8 bytes", k)
+		}
+		h, err := eventHeader(v, binary.BigEndian.Uint64(k), crcFrom)
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("event %d cannot be decoded (%v)", binary.BigEndian.Uint64(k), err)
 		}
 		if len(h.proxyID) == 0 {
 			continue

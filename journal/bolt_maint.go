@@ -8,7 +8,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -63,8 +62,11 @@ func (b *Bolt) retainOnce(limit int64) (n int, more bool, err error) {
 		c := events.Cursor()
 		k, v := c.First()
 		for ; k != nil && len(keys) < retainChunk; k, v = c.Next() {
-			h, err := decodeHeader(v)
-			if err != nil || len(k) != 8 {
+			if len(k) != 8 {
+				return fmt.Errorf("%w: %s: event key %x is not 8 bytes; run a check", ErrCorrupt, b.path, k)
+			}
+			h, err := eventHeader(v, binary.BigEndian.Uint64(k), b.crcFrom)
+			if err != nil {
 				return fmt.Errorf("%w: %s: event %x cannot be decoded (%v); run a check", ErrCorrupt, b.path, k, err)
 			}
 			if h.at >= limit || h.seq > through {
@@ -116,8 +118,8 @@ func snapshotCoverage(snaps *bolt.Bucket, proxyID []byte) (uint64, error) {
 		return 0, nil
 	}
 	var s pb.ProxySnapshot
-	if err := proto.Unmarshal(v, &s); err != nil {
-		return 0, fmt.Errorf("snapshot of proxy %s cannot be decoded: %v", proxyID, err)
+	if err := unmarshalSnapshot(v, proxyID, &s); err != nil {
+		return 0, err
 	}
 	return s.GetStreamSeq(), nil
 }
@@ -173,8 +175,13 @@ func (b *Bolt) Check(ctx context.Context) error {
 
 // checkTx verifies the journal's invariants within tx.
 func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
-	if v := tx.Bucket(bucketMeta).Get(metaSchema); len(v) != 8 || binary.BigEndian.Uint64(v) != SchemaVersion {
-		p.add("schema version is %x, want %d", v, SchemaVersion)
+	if v := tx.Bucket(bucketMeta).Get(metaSchema); len(v) != 8 || binary.BigEndian.Uint64(v) != b.schemaVer {
+		p.add("schema version is %x, want %d", v, b.schemaVer)
+	}
+	if b.schemaVer >= 3 {
+		if v := tx.Bucket(bucketMeta).Get(metaCRCFrom); len(v) != 8 || binary.BigEndian.Uint64(v) != b.crcFrom {
+			p.add("the first checksummed seq (meta crc_from) is %x, but %d was read at open", v, b.crcFrom)
+		}
 	}
 	first, err := readFirst(tx)
 	if err != nil {
@@ -214,7 +221,7 @@ func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
 		}
 		next = seq + 1
 		e.Reset()
-		if err := unmarshalEnvelope(v, &e, seq); err != nil {
+		if err := unmarshalEnvelope(v, &e, seq, b.crcFrom); err != nil {
 			p.add("%v", err)
 			return nil
 		}
@@ -248,8 +255,8 @@ func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
 	b.checkHeads(tx, p, stats, first)
 	return tx.Bucket(bucketSnapshots).ForEach(func(k, v []byte) error {
 		var s pb.ProxySnapshot
-		if err := proto.Unmarshal(v, &s); err != nil {
-			p.add("snapshot of proxy %q cannot be decoded: %v", k, err)
+		if err := unmarshalSnapshot(v, k, &s); err != nil {
+			p.add("%v", err)
 			return nil
 		}
 		if s.GetProxyId() != string(k) {

@@ -62,7 +62,7 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Env
 		}
 		start := len(dst)
 		dst = slices.Grow(dst, count)[:start+count]
-		if err := decodeAll(dst[start:], vals, next); err != nil {
+		if err := decodeAll(dst[start:], vals, next, b.crcFrom); err != nil {
 			dst = dst[:start]
 			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 		}
@@ -94,11 +94,11 @@ var valsPool = sync.Pool{New: func() any { return new([][]byte) }}
 const parallelDecodeMin = 1024
 
 // decodeAll decodes vals[i] into a new out[i], which must hold seq first+i.
-func decodeAll(out []*pb.Envelope, vals [][]byte, first uint64) error {
+func decodeAll(out []*pb.Envelope, vals [][]byte, first, crcFrom uint64) error {
 	decode := func(lo, hi int) error {
 		for i := lo; i < hi; i++ {
 			out[i] = new(pb.Envelope)
-			if err := unmarshalEnvelope(vals[i], out[i], first+uint64(i)); err != nil {
+			if err := unmarshalEnvelope(vals[i], out[i], first+uint64(i), crcFrom); err != nil {
 				return err
 			}
 		}
@@ -133,11 +133,15 @@ func (b *Bolt) missing(want uint64, k []byte) error {
 	return fmt.Errorf("%w: %s: event %d is missing (the next stored key is %x); run a check", ErrCorrupt, b.path, want, k)
 }
 
-// unmarshalEnvelope decodes a record into a zero e and verifies it holds
-// seq.
-func unmarshalEnvelope(v []byte, e *pb.Envelope, seq uint64) error {
+// unmarshalEnvelope verifies the record of event seq (its checksum, see
+// eventPayload) and decodes it into a zero e, verifying it holds seq.
+func unmarshalEnvelope(v []byte, e *pb.Envelope, seq, crcFrom uint64) error {
+	p, err := eventPayload(v, seq, crcFrom)
+	if err != nil {
+		return err
+	}
 	// Merge skips resetting e, which is new.
-	if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(v, e); err != nil {
+	if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(p, e); err != nil {
 		return fmt.Errorf("event %d cannot be decoded: %v", seq, err)
 	}
 	if e.GetSeq() != seq {
@@ -208,7 +212,7 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 				if v == nil {
 					return fmt.Errorf("%w: %s: proxy %s: stream_seq %d should be event %d, which is missing; run a check", ErrCorrupt, b.path, proxyID, want, cur)
 				}
-				h, err := decodeHeader(v)
+				h, err := eventHeader(v, cur, b.crcFrom)
 				if err != nil {
 					return fmt.Errorf("%w: %s: event %d cannot be decoded: %v", ErrCorrupt, b.path, cur, err)
 				}
@@ -244,7 +248,7 @@ func (b *Bolt) readSeqs(proxyID string, seqs []uint64, dst []*pb.Envelope) ([]*p
 				return fmt.Errorf("%w: %s: proxy %s: event %d is missing; run a check", ErrCorrupt, b.path, proxyID, seq)
 			}
 			e := new(pb.Envelope)
-			if err := unmarshalEnvelope(v, e, seq); err != nil {
+			if err := unmarshalEnvelope(v, e, seq, b.crcFrom); err != nil {
 				return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 			}
 			dst = append(dst, e)
@@ -269,8 +273,8 @@ func (b *Bolt) LoadSnapshot(ctx context.Context, proxyID string) (*pb.ProxySnaps
 			return fmt.Errorf("%w for proxy %s", ErrNoSnapshot, proxyID)
 		}
 		s = new(pb.ProxySnapshot)
-		if err := proto.Unmarshal(v, s); err != nil {
-			return fmt.Errorf("%w: %s: snapshot of proxy %s cannot be decoded: %v", ErrCorrupt, b.path, proxyID, err)
+		if err := unmarshalSnapshot(v, []byte(proxyID), s); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 		}
 		return nil
 	})

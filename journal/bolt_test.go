@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -157,7 +158,7 @@ func rewriteEvent(t *testing.T, tx *bolt.Tx, seq uint64, fn func(*pb.Envelope)) 
 	t.Helper()
 	b := tx.Bucket([]byte("events"))
 	var e pb.Envelope
-	if err := proto.Unmarshal(b.Get(seqKey(seq)), &e); err != nil {
+	if err := proto.Unmarshal(journal.RecordPayload(b.Get(seqKey(seq))), &e); err != nil {
 		return err
 	}
 	fn(&e)
@@ -165,7 +166,7 @@ func rewriteEvent(t *testing.T, tx *bolt.Tx, seq uint64, fn func(*pb.Envelope)) 
 	if err != nil {
 		return err
 	}
-	return b.Put(seqKey(seq), v)
+	return b.Put(seqKey(seq), journal.FrameRecord(v))
 }
 
 func TestBoltDamagedChain(t *testing.T) {
@@ -414,8 +415,8 @@ func TestBoltSchemaVersion(t *testing.T) {
 		return tx.Bucket([]byte("meta")).Put([]byte("schema"), seqKey(7))
 	})
 	_, err := journal.OpenBolt(path)
-	if !errors.Is(err, journal.ErrSchemaVersion) || !strings.Contains(err.Error(), "version 7") || !strings.Contains(err.Error(), "version 2") {
-		t.Fatalf("OpenBolt = %v; want ErrSchemaVersion naming versions 7 and 2", err)
+	if !errors.Is(err, journal.ErrSchemaVersion) || !strings.Contains(err.Error(), "version 7") || !strings.Contains(err.Error(), fmt.Sprintf("version %d", journal.SchemaVersion)) {
+		t.Fatalf("OpenBolt = %v; want ErrSchemaVersion naming versions 7 and %d", err, journal.SchemaVersion)
 	}
 }
 

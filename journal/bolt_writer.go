@@ -355,9 +355,10 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 		k := w.bytes(func(a []byte) []byte { return appendSeqKey(a, seq) })
 		var merr error
 		v := w.bytes(func(a []byte) []byte {
-			a, merr = w.marshal.MarshalAppend(a, e)
+			a, merr = w.marshal.MarshalAppend(beginRecord(a), e)
 			return a
 		})
+		finishRecord(v)
 		if merr != nil {
 			// E.g. a string field that is not valid UTF-8.
 			for _, u := range w.undo[undoMark:] {
@@ -389,9 +390,10 @@ func (w *writer) prepareSnapshot(r *request) {
 	}
 	var merr error
 	v := w.bytes(func(a []byte) []byte {
-		a, merr = w.marshal.MarshalAppend(a, r.snap)
+		a, merr = w.marshal.MarshalAppend(beginRecord(a), r.snap)
 		return a
 	})
+	finishRecord(v)
 	if merr != nil {
 		r.err = fmt.Errorf("%w: cannot be marshalled: %v", ErrInvalidSnapshot, merr)
 		return

@@ -18,7 +18,8 @@ var bucketStreamsV1 = []byte("streams")
 // migrateChunk is how many events migrateV1 rewrites per cursor pass.
 const migrateChunk = 4096
 
-// migrateV1 upgrades a schema version 1 journal to version 2 in one
+// migrateV1 upgrades a schema version 1 journal to version 2 (then
+// migrateV2 takes it to 3) in one
 // transaction, so a crash leaves either the old or the new file: it sets
 // every event's prev_seq, writes the stream heads checkpoint (from the
 // events, and from the snapshots of proxies whose events retention
@@ -49,7 +50,7 @@ func (b *Bolt) migrateV1() error {
 				}
 				seq := binary.BigEndian.Uint64(k)
 				var e pb.Envelope
-				if err := unmarshalEnvelope(v, &e, seq); err != nil {
+				if err := unmarshalEnvelope(v, &e, seq, noCRC); err != nil {
 					return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 				}
 				if id := e.GetProxyId(); id != "" {
@@ -105,10 +106,36 @@ func (b *Bolt) migrateV1() error {
 		if err := meta.Put(metaHeadsThrough, appendSeqKey(nil, head)); err != nil {
 			return err
 		}
+		return meta.Put(metaSchema, binary.BigEndian.AppendUint64(nil, 2))
+	})
+	if err != nil {
+		return fmt.Errorf("journal: upgrade %s from schema version 1 to 2 (nothing was changed): %w", b.path, err)
+	}
+	return nil
+}
+
+// migrateV2 upgrades a schema version 2 journal to version 3 in one small
+// transaction: the existing records stay as they are (without checksum),
+// and every event from the head + 1 on is written with one (meta
+// crc_from).
+func (b *Bolt) migrateV2() error {
+	err := b.update(func(tx *bolt.Tx) error {
+		var head uint64
+		if k, _ := tx.Bucket(bucketEvents).Cursor().Last(); len(k) == 8 {
+			head = binary.BigEndian.Uint64(k)
+		}
+		from := head + 1
+		if first, err := readFirst(tx); err == nil {
+			from = max(from, first)
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(metaCRCFrom, appendSeqKey(nil, from)); err != nil {
+			return err
+		}
 		return meta.Put(metaSchema, binary.BigEndian.AppendUint64(nil, SchemaVersion))
 	})
 	if err != nil {
-		return fmt.Errorf("journal: upgrade %s from schema version 1 to %d (nothing was changed): %w", b.path, SchemaVersion, err)
+		return fmt.Errorf("journal: upgrade %s from schema version 2 to %d (nothing was changed): %w", b.path, SchemaVersion, err)
 	}
 	return nil
 }
