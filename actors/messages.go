@@ -25,6 +25,9 @@ type ProxySpec struct {
 	HasCredentials bool
 	// ConfigRef names the check configuration for auditors.
 	ConfigRef string
+	// Origin is how the proxy came in (configuration or run time); it is
+	// journaled with its ProxyAdded.
+	Origin pb.ProxyOrigin
 	// Health drives the state machine.
 	Health events.Config
 	// Timeout of one check; a check running longer than 2× it is a zombie:

@@ -192,7 +192,7 @@ func (a *proxyActor) recover(ctx actor.Context) {
 	if !st.Added || st.Removed {
 		a.submit(ctx, pending{cmd: events.Add{
 			At: a.now(), URLRedacted: a.spec.URLRedacted, Source: a.spec.Source,
-			ConfigRef: a.spec.ConfigRef, HasCredentials: a.spec.HasCredentials,
+			ConfigRef: a.spec.ConfigRef, HasCredentials: a.spec.HasCredentials, Origin: a.spec.Origin,
 		}})
 		return
 	}

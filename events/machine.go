@@ -30,6 +30,8 @@ type Add struct {
 	Source         string
 	ConfigRef      string
 	HasCredentials bool
+	// Origin is how the proxy came in (configuration or run time).
+	Origin pb.ProxyOrigin
 }
 
 // CheckResult is the outcome of one active check. Class
@@ -152,6 +154,7 @@ func Decide(s State, cmd Command, cfg Config) ([]*pb.Envelope, error) {
 		d.s.Source = add.Source
 		d.emit(&pb.Envelope{Event: &pb.Envelope_ProxyAdded{ProxyAdded: &pb.ProxyAdded{
 			UrlRedacted: add.URLRedacted, Source: add.Source, CheckConfigRef: add.ConfigRef, HasCredentials: add.HasCredentials,
+			Origin: add.Origin,
 		}}})
 		return d.out, nil
 	}
@@ -352,6 +355,7 @@ func evolve(s State, env *pb.Envelope, seqs bool) State {
 		s.Source = e.ProxyAdded.GetSource()
 		s.URLRedacted = e.ProxyAdded.GetUrlRedacted()
 		s.HasCredentials = e.ProxyAdded.GetHasCredentials()
+		s.Origin = e.ProxyAdded.GetOrigin()
 		s.AddedAt = at
 		s.Health = unknown
 	case *pb.Envelope_ProxyRemoved:

@@ -16,6 +16,8 @@ type State struct {
 	Source         string
 	URLRedacted    string
 	HasCredentials bool
+	// Origin is how the proxy came in (its latest ProxyAdded).
+	Origin pb.ProxyOrigin
 	// Added is true once ProxyAdded has been applied.
 	Added   bool
 	Removed bool
@@ -77,6 +79,7 @@ func ToSnapshot(s State) *pb.ProxySnapshot {
 		Source:               s.Source,
 		UrlRedacted:          s.URLRedacted,
 		HasCredentials:       s.HasCredentials,
+		Origin:               s.Origin,
 		State:                s.Health,
 		Paused:               s.Paused,
 		Removed:              s.Removed,
@@ -105,6 +108,7 @@ func FromSnapshot(p *pb.ProxySnapshot) State {
 		Source:               p.GetSource(),
 		URLRedacted:          p.GetUrlRedacted(),
 		HasCredentials:       p.GetHasCredentials(),
+		Origin:               p.GetOrigin(),
 		Added:                p.GetStreamSeq() > 0,
 		Health:               p.GetState(),
 		Paused:               p.GetPaused(),

@@ -174,6 +174,58 @@ func (FailureClass) EnumDescriptor() ([]byte, []int) {
 	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{1}
 }
 
+// ProxyOrigin is how a proxy came to be monitored. A restarted engine
+// resumes the proxies added at run time (the configuration lists the
+// others).
+type ProxyOrigin int32
+
+const (
+	ProxyOrigin_PROXY_ORIGIN_UNSPECIFIED ProxyOrigin = 0
+	ProxyOrigin_PROXY_ORIGIN_CONFIG      ProxyOrigin = 1
+	ProxyOrigin_PROXY_ORIGIN_API         ProxyOrigin = 2
+)
+
+// Enum value maps for ProxyOrigin.
+var (
+	ProxyOrigin_name = map[int32]string{
+		0: "PROXY_ORIGIN_UNSPECIFIED",
+		1: "PROXY_ORIGIN_CONFIG",
+		2: "PROXY_ORIGIN_API",
+	}
+	ProxyOrigin_value = map[string]int32{
+		"PROXY_ORIGIN_UNSPECIFIED": 0,
+		"PROXY_ORIGIN_CONFIG":      1,
+		"PROXY_ORIGIN_API":         2,
+	}
+)
+
+func (x ProxyOrigin) Enum() *ProxyOrigin {
+	p := new(ProxyOrigin)
+	*p = x
+	return p
+}
+
+func (x ProxyOrigin) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ProxyOrigin) Descriptor() protoreflect.EnumDescriptor {
+	return file_proxyhealth_v1_events_proto_enumTypes[2].Descriptor()
+}
+
+func (ProxyOrigin) Type() protoreflect.EnumType {
+	return &file_proxyhealth_v1_events_proto_enumTypes[2]
+}
+
+func (x ProxyOrigin) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ProxyOrigin.Descriptor instead.
+func (ProxyOrigin) EnumDescriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
 // Envelope is one journal record.
 type Envelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -488,8 +540,12 @@ type ProxyAdded struct {
 	CheckConfigRef string `protobuf:"bytes,3,opt,name=check_config_ref,json=checkConfigRef,proto3" json:"check_config_ref,omitempty"`
 	// Whether the proxy URL carries credentials (they are never stored).
 	HasCredentials bool `protobuf:"varint,4,opt,name=has_credentials,json=hasCredentials,proto3" json:"has_credentials,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How the proxy came in: listed in the configuration, or added at run
+	// time (API, Engine.AddProxy). Unspecified in journals written before
+	// the field existed.
+	Origin        ProxyOrigin `protobuf:"varint,5,opt,name=origin,proto3,enum=proxyhealth.v1.ProxyOrigin" json:"origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProxyAdded) Reset() {
@@ -548,6 +604,13 @@ func (x *ProxyAdded) GetHasCredentials() bool {
 		return x.HasCredentials
 	}
 	return false
+}
+
+func (x *ProxyAdded) GetOrigin() ProxyOrigin {
+	if x != nil {
+		return x.Origin
+	}
+	return ProxyOrigin_PROXY_ORIGIN_UNSPECIFIED
 }
 
 // ProxyRemoved ends a proxy's stream.
@@ -1248,6 +1311,7 @@ type ProxySnapshot struct {
 	LastStatusCode       uint32       `protobuf:"varint,20,opt,name=last_status_code,json=lastStatusCode,proto3" json:"last_status_code,omitempty"`
 	AddedUnixNano        int64        `protobuf:"varint,21,opt,name=added_unix_nano,json=addedUnixNano,proto3" json:"added_unix_nano,omitempty"`
 	HasCredentials       bool         `protobuf:"varint,22,opt,name=has_credentials,json=hasCredentials,proto3" json:"has_credentials,omitempty"`
+	Origin               ProxyOrigin  `protobuf:"varint,23,opt,name=origin,proto3,enum=proxyhealth.v1.ProxyOrigin" json:"origin,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -1436,6 +1500,13 @@ func (x *ProxySnapshot) GetHasCredentials() bool {
 	return false
 }
 
+func (x *ProxySnapshot) GetOrigin() ProxyOrigin {
+	if x != nil {
+		return x.Origin
+	}
+	return ProxyOrigin_PROXY_ORIGIN_UNSPECIFIED
+}
+
 var File_proxyhealth_v1_events_proto protoreflect.FileDescriptor
 
 const file_proxyhealth_v1_events_proto_rawDesc = "" +
@@ -1464,13 +1535,14 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\rpool_degraded\x18\x13 \x01(\v2\x1c.proxyhealth.v1.PoolDegradedH\x00R\fpoolDegraded\x12F\n" +
 	"\x0epool_recovered\x18\x14 \x01(\v2\x1d.proxyhealth.v1.PoolRecoveredH\x00R\rpoolRecovered\x12b\n" +
 	"\x18passive_success_reported\x18\x15 \x01(\v2&.proxyhealth.v1.PassiveSuccessReportedH\x00R\x16passiveSuccessReportedB\a\n" +
-	"\x05event\"\x9a\x01\n" +
+	"\x05event\"\xcf\x01\n" +
 	"\n" +
 	"ProxyAdded\x12!\n" +
 	"\furl_redacted\x18\x01 \x01(\tR\vurlRedacted\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12(\n" +
 	"\x10check_config_ref\x18\x03 \x01(\tR\x0echeckConfigRef\x12'\n" +
-	"\x0fhas_credentials\x18\x04 \x01(\bR\x0ehasCredentials\"&\n" +
+	"\x0fhas_credentials\x18\x04 \x01(\bR\x0ehasCredentials\x123\n" +
+	"\x06origin\x18\x05 \x01(\x0e2\x1b.proxyhealth.v1.ProxyOriginR\x06origin\"&\n" +
 	"\fProxyRemoved\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"g\n" +
 	"\aLatency\x12\x1d\n" +
@@ -1512,7 +1584,7 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\x12healthy_percentage\x18\x01 \x01(\x01R\x11healthyPercentage\x121\n" +
 	"\x14threshold_percentage\x18\x02 \x01(\x01R\x13thresholdPercentage\x12\x18\n" +
 	"\ahealthy\x18\x03 \x01(\rR\ahealthy\x12\x14\n" +
-	"\x05total\x18\x04 \x01(\rR\x05total\"\x85\a\n" +
+	"\x05total\x18\x04 \x01(\rR\x05total\"\xba\a\n" +
 	"\rProxySnapshot\x12\x19\n" +
 	"\bproxy_id\x18\x01 \x01(\tR\aproxyId\x12\x1d\n" +
 	"\n" +
@@ -1538,7 +1610,8 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\flast_latency\x18\x13 \x01(\v2\x17.proxyhealth.v1.LatencyR\vlastLatency\x12(\n" +
 	"\x10last_status_code\x18\x14 \x01(\rR\x0elastStatusCode\x12&\n" +
 	"\x0fadded_unix_nano\x18\x15 \x01(\x03R\raddedUnixNano\x12'\n" +
-	"\x0fhas_credentials\x18\x16 \x01(\bR\x0ehasCredentials*\xae\x01\n" +
+	"\x0fhas_credentials\x18\x16 \x01(\bR\x0ehasCredentials\x123\n" +
+	"\x06origin\x18\x17 \x01(\x0e2\x1b.proxyhealth.v1.ProxyOriginR\x06origin*\xae\x01\n" +
 	"\vHealthState\x12\x18\n" +
 	"\x14HEALTH_STATE_UNKNOWN\x10\x00\x12\x18\n" +
 	"\x14HEALTH_STATE_HEALTHY\x10\x01\x12\x19\n" +
@@ -1559,7 +1632,11 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\x16FAILURE_CLASS_PROTOCOL\x10\t\x12\x1a\n" +
 	"\x16FAILURE_CLASS_TOO_SLOW\x10\n" +
 	"\x12\x17\n" +
-	"\x13FAILURE_CLASS_OTHER\x10\vBGZEgithub.com/proxyhealth/proxyhealth/proto/proxyhealth/v1;proxyhealthv1b\x06proto3"
+	"\x13FAILURE_CLASS_OTHER\x10\v*Z\n" +
+	"\vProxyOrigin\x12\x1c\n" +
+	"\x18PROXY_ORIGIN_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13PROXY_ORIGIN_CONFIG\x10\x01\x12\x14\n" +
+	"\x10PROXY_ORIGIN_API\x10\x02BGZEgithub.com/proxyhealth/proxyhealth/proto/proxyhealth/v1;proxyhealthv1b\x06proto3"
 
 var (
 	file_proxyhealth_v1_events_proto_rawDescOnce sync.Once
@@ -1573,54 +1650,57 @@ func file_proxyhealth_v1_events_proto_rawDescGZIP() []byte {
 	return file_proxyhealth_v1_events_proto_rawDescData
 }
 
-var file_proxyhealth_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_proxyhealth_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_proxyhealth_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_proxyhealth_v1_events_proto_goTypes = []any{
 	(HealthState)(0),               // 0: proxyhealth.v1.HealthState
 	(FailureClass)(0),              // 1: proxyhealth.v1.FailureClass
-	(*Envelope)(nil),               // 2: proxyhealth.v1.Envelope
-	(*ProxyAdded)(nil),             // 3: proxyhealth.v1.ProxyAdded
-	(*ProxyRemoved)(nil),           // 4: proxyhealth.v1.ProxyRemoved
-	(*Latency)(nil),                // 5: proxyhealth.v1.Latency
-	(*CheckSucceeded)(nil),         // 6: proxyhealth.v1.CheckSucceeded
-	(*CheckFailed)(nil),            // 7: proxyhealth.v1.CheckFailed
-	(*StateChanged)(nil),           // 8: proxyhealth.v1.StateChanged
-	(*ProxyPaused)(nil),            // 9: proxyhealth.v1.ProxyPaused
-	(*ProxyResumed)(nil),           // 10: proxyhealth.v1.ProxyResumed
-	(*PassiveFailureReported)(nil), // 11: proxyhealth.v1.PassiveFailureReported
-	(*PassiveSuccessReported)(nil), // 12: proxyhealth.v1.PassiveSuccessReported
-	(*ProxyRevived)(nil),           // 13: proxyhealth.v1.ProxyRevived
-	(*PoolDegraded)(nil),           // 14: proxyhealth.v1.PoolDegraded
-	(*PoolRecovered)(nil),          // 15: proxyhealth.v1.PoolRecovered
-	(*ProxySnapshot)(nil),          // 16: proxyhealth.v1.ProxySnapshot
+	(ProxyOrigin)(0),               // 2: proxyhealth.v1.ProxyOrigin
+	(*Envelope)(nil),               // 3: proxyhealth.v1.Envelope
+	(*ProxyAdded)(nil),             // 4: proxyhealth.v1.ProxyAdded
+	(*ProxyRemoved)(nil),           // 5: proxyhealth.v1.ProxyRemoved
+	(*Latency)(nil),                // 6: proxyhealth.v1.Latency
+	(*CheckSucceeded)(nil),         // 7: proxyhealth.v1.CheckSucceeded
+	(*CheckFailed)(nil),            // 8: proxyhealth.v1.CheckFailed
+	(*StateChanged)(nil),           // 9: proxyhealth.v1.StateChanged
+	(*ProxyPaused)(nil),            // 10: proxyhealth.v1.ProxyPaused
+	(*ProxyResumed)(nil),           // 11: proxyhealth.v1.ProxyResumed
+	(*PassiveFailureReported)(nil), // 12: proxyhealth.v1.PassiveFailureReported
+	(*PassiveSuccessReported)(nil), // 13: proxyhealth.v1.PassiveSuccessReported
+	(*ProxyRevived)(nil),           // 14: proxyhealth.v1.ProxyRevived
+	(*PoolDegraded)(nil),           // 15: proxyhealth.v1.PoolDegraded
+	(*PoolRecovered)(nil),          // 16: proxyhealth.v1.PoolRecovered
+	(*ProxySnapshot)(nil),          // 17: proxyhealth.v1.ProxySnapshot
 }
 var file_proxyhealth_v1_events_proto_depIdxs = []int32{
-	3,  // 0: proxyhealth.v1.Envelope.proxy_added:type_name -> proxyhealth.v1.ProxyAdded
-	4,  // 1: proxyhealth.v1.Envelope.proxy_removed:type_name -> proxyhealth.v1.ProxyRemoved
-	6,  // 2: proxyhealth.v1.Envelope.check_succeeded:type_name -> proxyhealth.v1.CheckSucceeded
-	7,  // 3: proxyhealth.v1.Envelope.check_failed:type_name -> proxyhealth.v1.CheckFailed
-	8,  // 4: proxyhealth.v1.Envelope.state_changed:type_name -> proxyhealth.v1.StateChanged
-	9,  // 5: proxyhealth.v1.Envelope.proxy_paused:type_name -> proxyhealth.v1.ProxyPaused
-	10, // 6: proxyhealth.v1.Envelope.proxy_resumed:type_name -> proxyhealth.v1.ProxyResumed
-	11, // 7: proxyhealth.v1.Envelope.passive_failure_reported:type_name -> proxyhealth.v1.PassiveFailureReported
-	13, // 8: proxyhealth.v1.Envelope.proxy_revived:type_name -> proxyhealth.v1.ProxyRevived
-	14, // 9: proxyhealth.v1.Envelope.pool_degraded:type_name -> proxyhealth.v1.PoolDegraded
-	15, // 10: proxyhealth.v1.Envelope.pool_recovered:type_name -> proxyhealth.v1.PoolRecovered
-	12, // 11: proxyhealth.v1.Envelope.passive_success_reported:type_name -> proxyhealth.v1.PassiveSuccessReported
-	5,  // 12: proxyhealth.v1.CheckSucceeded.latency:type_name -> proxyhealth.v1.Latency
-	1,  // 13: proxyhealth.v1.CheckFailed.class:type_name -> proxyhealth.v1.FailureClass
-	5,  // 14: proxyhealth.v1.CheckFailed.latency:type_name -> proxyhealth.v1.Latency
-	0,  // 15: proxyhealth.v1.StateChanged.from:type_name -> proxyhealth.v1.HealthState
-	0,  // 16: proxyhealth.v1.StateChanged.to:type_name -> proxyhealth.v1.HealthState
-	1,  // 17: proxyhealth.v1.PassiveFailureReported.class:type_name -> proxyhealth.v1.FailureClass
-	0,  // 18: proxyhealth.v1.ProxySnapshot.state:type_name -> proxyhealth.v1.HealthState
-	1,  // 19: proxyhealth.v1.ProxySnapshot.last_error_class:type_name -> proxyhealth.v1.FailureClass
-	5,  // 20: proxyhealth.v1.ProxySnapshot.last_latency:type_name -> proxyhealth.v1.Latency
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	4,  // 0: proxyhealth.v1.Envelope.proxy_added:type_name -> proxyhealth.v1.ProxyAdded
+	5,  // 1: proxyhealth.v1.Envelope.proxy_removed:type_name -> proxyhealth.v1.ProxyRemoved
+	7,  // 2: proxyhealth.v1.Envelope.check_succeeded:type_name -> proxyhealth.v1.CheckSucceeded
+	8,  // 3: proxyhealth.v1.Envelope.check_failed:type_name -> proxyhealth.v1.CheckFailed
+	9,  // 4: proxyhealth.v1.Envelope.state_changed:type_name -> proxyhealth.v1.StateChanged
+	10, // 5: proxyhealth.v1.Envelope.proxy_paused:type_name -> proxyhealth.v1.ProxyPaused
+	11, // 6: proxyhealth.v1.Envelope.proxy_resumed:type_name -> proxyhealth.v1.ProxyResumed
+	12, // 7: proxyhealth.v1.Envelope.passive_failure_reported:type_name -> proxyhealth.v1.PassiveFailureReported
+	14, // 8: proxyhealth.v1.Envelope.proxy_revived:type_name -> proxyhealth.v1.ProxyRevived
+	15, // 9: proxyhealth.v1.Envelope.pool_degraded:type_name -> proxyhealth.v1.PoolDegraded
+	16, // 10: proxyhealth.v1.Envelope.pool_recovered:type_name -> proxyhealth.v1.PoolRecovered
+	13, // 11: proxyhealth.v1.Envelope.passive_success_reported:type_name -> proxyhealth.v1.PassiveSuccessReported
+	2,  // 12: proxyhealth.v1.ProxyAdded.origin:type_name -> proxyhealth.v1.ProxyOrigin
+	6,  // 13: proxyhealth.v1.CheckSucceeded.latency:type_name -> proxyhealth.v1.Latency
+	1,  // 14: proxyhealth.v1.CheckFailed.class:type_name -> proxyhealth.v1.FailureClass
+	6,  // 15: proxyhealth.v1.CheckFailed.latency:type_name -> proxyhealth.v1.Latency
+	0,  // 16: proxyhealth.v1.StateChanged.from:type_name -> proxyhealth.v1.HealthState
+	0,  // 17: proxyhealth.v1.StateChanged.to:type_name -> proxyhealth.v1.HealthState
+	1,  // 18: proxyhealth.v1.PassiveFailureReported.class:type_name -> proxyhealth.v1.FailureClass
+	0,  // 19: proxyhealth.v1.ProxySnapshot.state:type_name -> proxyhealth.v1.HealthState
+	1,  // 20: proxyhealth.v1.ProxySnapshot.last_error_class:type_name -> proxyhealth.v1.FailureClass
+	6,  // 21: proxyhealth.v1.ProxySnapshot.last_latency:type_name -> proxyhealth.v1.Latency
+	2,  // 22: proxyhealth.v1.ProxySnapshot.origin:type_name -> proxyhealth.v1.ProxyOrigin
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_proxyhealth_v1_events_proto_init() }
@@ -1647,7 +1727,7 @@ func file_proxyhealth_v1_events_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proxyhealth_v1_events_proto_rawDesc), len(file_proxyhealth_v1_events_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
