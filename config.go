@@ -79,11 +79,33 @@ type Config struct {
 	// OnJournalCommit, if set, is called after every group commit of the
 	// bbolt journal (for metrics); it must return quickly.
 	OnJournalCommit func(journal.CommitStats)
+	// ResumeAddedProxies makes Open check again the proxies that were
+	// added at run time (AddProxy, the API) before a restart, with their
+	// journaled state; those with credentials get them from
+	// DataDir/credentials.json (CredentialsFile). Proxies the journal
+	// knows but that nobody would check any more (their source is not
+	// configured, the configuration no longer lists them, or their
+	// credentials were not kept) are journaled as removed with the reason,
+	// so the status never shows a proxy as checked when it is not. Off by
+	// default (an embedding program that adds sources after Open would
+	// lose their state); the daemon turns it on.
+	ResumeAddedProxies bool
+	// StartFresh lets Open start on a journal that cannot back the data
+	// directory's other files: an existing but empty journal.db (it is
+	// replaced by a new one) or a SQLite view ahead of the journal (it is
+	// moved aside and rebuilt). Without it Open refuses, since either means
+	// history was lost (a truncated or replaced file) and starting over
+	// would hide it.
+	StartFresh bool
 	// JournalCommitDelay is how long the journal lingers for more appends
 	// before committing a small batch (default 10 ms; negative commits at
 	// once). Proxy actors do not wait on it: they keep answering while their
 	// append is in flight.
 	JournalCommitDelay time.Duration
+
+	// journalOptions are extra options of the bbolt journal (tests inject
+	// faults with them; see export_test.go).
+	journalOptions []journal.BoltOption
 }
 
 // SourceConfig is a named group of proxies with its own check config.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,6 +42,8 @@ type Engine struct {
 	proxies map[string]*proxy
 
 	proj     *projected
+	jhealth  journalHealth
+	creds    *credentials // nil without a data directory
 	subs     *fanout
 	bg       sync.WaitGroup
 	bgCancel context.CancelFunc
@@ -58,6 +61,7 @@ type source struct {
 type proxy struct {
 	url    probe.ProxyURL
 	source string
+	origin pb.ProxyOrigin
 	pid    *actor.PID
 }
 
@@ -70,16 +74,36 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	e := &Engine{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		sources: map[string]*source{},
+		proxies: map[string]*proxy{},
+	}
 	var j journal.Journal
 	if cfg.DataDir != "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		// 0700 whatever the umask: the directory holds the audit trail
+		// and, for run-time proxies, credentials.
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("proxyhealth: create data directory: %w", err)
 		}
-		opts := []journal.BoltOption{}
-		if cfg.OnJournalCommit != nil {
-			opts = append(opts, journal.WithCommitObserver(cfg.OnJournalCommit))
+		if err := checkJournalFile(cfg); err != nil {
+			return nil, err
 		}
+		creds, err := openCredentials(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		e.creds = creds
+		observe := cfg.OnJournalCommit
+		opts := []journal.BoltOption{journal.WithCommitObserver(func(c journal.CommitStats) {
+			e.jhealth.observe(c, cfg.Clock.Now())
+			if observe != nil {
+				observe(c)
+			}
+		})}
 		opts = append(opts, journal.WithCommitDelay(max(cfg.JournalCommitDelay, 0)))
+		opts = append(opts, cfg.journalOptions...)
 		b, err := journal.OpenBolt(filepath.Join(cfg.DataDir, JournalFile), opts...)
 		if err != nil {
 			return nil, err
@@ -88,13 +112,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	} else {
 		j = journal.NewMem()
 	}
-	e := &Engine{
-		cfg:     cfg,
-		journal: j,
-		log:     cfg.Logger,
-		sources: map[string]*source{},
-		proxies: map[string]*proxy{},
-	}
+	e.journal = j
 	e.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With(slog.String("component", "protoactor"))
 	}))
@@ -105,6 +123,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		Logger:        cfg.Logger,
 		SnapshotEvery: uint64(cfg.SnapshotEvery),
 		Checking:      e.setChecking,
+		Abandoned:     e.abandoned,
 	}
 	if err := e.env.Init(); err != nil {
 		_ = j.Close()
@@ -125,6 +144,12 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	for _, sc := range cfg.Sources {
 		if err := e.AddSource(ctx, sc); err != nil {
+			_ = e.Close(context.WithoutCancel(ctx))
+			return nil, err
+		}
+	}
+	if cfg.ResumeAddedProxies {
+		if err := e.resumeAdded(ctx); err != nil {
 			_ = e.Close(context.WithoutCancel(ctx))
 			return nil, err
 		}
@@ -165,22 +190,29 @@ func (e *Engine) AddSource(ctx context.Context, sc SourceConfig) error {
 	src := &source{cfg: sc, checker: checker, pid: pid, version: 1, configRef: sc.Name + "@v1"}
 	e.sources[sc.Name] = src
 	e.mu.Unlock()
-	_, err = e.addProxies(ctx, sc.Name, sc.Proxies)
+	_, err = e.addProxies(ctx, sc.Name, sc.Proxies, pb.ProxyOrigin_PROXY_ORIGIN_CONFIG)
 	return err
 }
 
 // AddProxy adds a proxy to a source ("" means "default") and returns its
 // ID once its ProxyAdded event is durable. The proxy is checked as soon as
 // the concurrency limit allows.
+//
+// It is a run-time addition (origin "api" in its ProxyAdded): with
+// Config.ResumeAddedProxies a restarted engine checks it again, and with a
+// data directory a URL with credentials is kept in CredentialsFile (mode
+// 0600) for that, never in the journal. An error wrapping
+// ErrJournalFailing means nothing was added; one wrapping
+// ErrOutcomeUnknown means ctx ended before the journal said.
 func (e *Engine) AddProxy(ctx context.Context, sourceName, rawURL string) (string, error) {
-	ids, err := e.addProxies(ctx, sourceName, []string{rawURL})
+	ids, err := e.addProxies(ctx, sourceName, []string{rawURL}, pb.ProxyOrigin_PROXY_ORIGIN_API)
 	if err != nil {
 		return "", err
 	}
 	return ids[0], nil
 }
 
-func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []string) ([]string, error) {
+func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []string, origin pb.ProxyOrigin) ([]string, error) {
 	if sourceName == "" {
 		sourceName = DefaultSource
 	}
@@ -211,7 +243,7 @@ func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []strin
 			e.mu.Unlock()
 			return nil, fmt.Errorf("%w: %s is already monitored in source %q", ErrDuplicate, u.Redacted(), p.source)
 		}
-		added[i] = &proxy{url: u, source: sourceName}
+		added[i] = &proxy{url: u, source: sourceName, origin: origin}
 		e.proxies[u.ID()] = added[i]
 	}
 	specs := make([]actors.ProxySpec, len(urls))
@@ -222,6 +254,28 @@ func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []strin
 	}
 	srcPID := src.pid
 	e.mu.Unlock()
+
+	// A run-time proxy's credentials are durable before it is added.
+	var kept []string
+	if e.creds != nil && origin == pb.ProxyOrigin_PROXY_ORIGIN_API {
+		for i, u := range urls {
+			if !u.HasCredentials() {
+				continue
+			}
+			if err := e.creds.put(ids[i], raws[i]); err != nil {
+				e.mu.Lock()
+				for _, p := range added {
+					if e.proxies[p.url.ID()] == p {
+						delete(e.proxies, p.url.ID())
+					}
+				}
+				e.mu.Unlock()
+				_ = e.creds.drop(kept...)
+				return nil, fmt.Errorf("proxyhealth: add %s: keep its credentials: %w", u.Redacted(), err)
+			}
+			kept = append(kept, ids[i])
+		}
+	}
 
 	// One request spawns them all; one fan-out waits until each has
 	// journaled its ProxyAdded (Sync).
@@ -247,6 +301,24 @@ func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []strin
 			errs = append(errs, fmt.Errorf("add %s: %w", urls[i].Redacted(), err))
 		}
 	}
+	// A proxy whose ProxyAdded did not become durable is not added: its
+	// actor stopped (see actors.ErrJournalFailing), and nothing of it is
+	// applied later. One whose outcome is unknown (the caller stopped
+	// waiting) stays until its actor says (Env.Abandoned).
+	e.mu.Lock()
+	for i, id := range ids {
+		err := failed[id]
+		if res.(*actors.SpawnedProxies).Results[i].Err != nil {
+			err = res.(*actors.SpawnedProxies).Results[i].Err
+		}
+		if err != nil && !errors.Is(err, ErrOutcomeUnknown) && e.proxies[id] == added[i] {
+			delete(e.proxies, id)
+			if slices.Contains(kept, id) {
+				_ = e.creds.drop(id)
+			}
+		}
+	}
+	e.mu.Unlock()
 	return ids, errors.Join(errs...)
 }
 
@@ -260,6 +332,7 @@ func (e *Engine) spec(src *source, p *proxy) actors.ProxySpec {
 		Source:         src.cfg.Name,
 		URLRedacted:    u.Redacted(),
 		HasCredentials: u.HasCredentials(),
+		Origin:         p.origin,
 		ConfigRef:      src.configRef,
 		Health:         src.cfg.Health,
 		Timeout:        src.cfg.Probe.Timeout,
@@ -330,7 +403,7 @@ func (e *Engine) ReconfigureSource(ctx context.Context, sc SourceConfig) error {
 	}
 	sort.Strings(add)
 	if len(add) > 0 {
-		_, err := e.addProxies(ctx, sc.Name, add)
+		_, err := e.addProxies(ctx, sc.Name, add, pb.ProxyOrigin_PROXY_ORIGIN_CONFIG)
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -349,6 +422,11 @@ func (e *Engine) RemoveProxy(ctx context.Context, id string) error {
 	delete(e.proxies, id)
 	e.mu.Unlock()
 	e.setChecking(id, false)
+	if e.creds != nil {
+		if err := e.creds.drop(id); err != nil {
+			e.log.Warn("the proxy was removed, but its credentials could not be dropped from the credentials file", slog.String("proxy_id", id), slog.Any("error", err))
+		}
+	}
 	return nil
 }
 
@@ -440,6 +518,20 @@ func (e *Engine) ProxyIDs() []string {
 	return slices.Sorted(maps.Keys(e.proxies))
 }
 
+// RunTimeProxies lists the proxies added at run time (AddProxy, or resumed
+// as such by Config.ResumeAddedProxies): proxy ID → source.
+func (e *Engine) RunTimeProxies() map[string]string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := map[string]string{}
+	for id, p := range e.proxies {
+		if p.origin == pb.ProxyOrigin_PROXY_ORIGIN_API {
+			out[id] = p.source
+		}
+	}
+	return out
+}
+
 // Sources lists the source names, sorted.
 func (e *Engine) Sources() []string {
 	e.mu.Lock()
@@ -453,6 +545,16 @@ func (e *Engine) Sources() []string {
 func (e *Engine) Checking(id string) (bool, int) {
 	v, _ := e.proj.live.Proxy(id)
 	return v.Checking, e.proj.live.Summary().Checking
+}
+
+// abandoned is the actors' Env.Abandoned hook: the proxy's actor stopped
+// because its ProxyAdded was never journaled, so the engine forgets it.
+func (e *Engine) abandoned(id string, pid *actor.PID) {
+	e.mu.Lock()
+	if p, ok := e.proxies[id]; ok && (p.pid == nil || p.pid.Equal(pid)) {
+		delete(e.proxies, id)
+	}
+	e.mu.Unlock()
 }
 
 // setChecking is the actors' Env.Checking hook.
@@ -471,12 +573,25 @@ func (e *Engine) lookup(id string) (*proxy, error) {
 	return p, nil
 }
 
+// command sends one command to a proxy actor and waits for its answer. An
+// error that wraps ErrOutcomeUnknown means the caller stopped waiting
+// before the actor answered: the command may still apply.
 func (e *Engine) command(ctx context.Context, pid *actor.PID, msg any) error {
 	res, err := await(ctx, e.sys.Root.RequestFuture(pid, msg, requestTimeout(ctx)))
 	if err != nil {
-		return err
+		if errors.Is(err, actor.ErrDeadLetter) {
+			return fmt.Errorf("%w: proxy %s: its actor is not running", ErrUnknownProxy, proxyIDOfPID(pid))
+		}
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	}
 	return res.(*actors.Reply).Err
+}
+
+// proxyIDOfPID is the proxy ID a proxy actor's PID names (the last element
+// of its path).
+func proxyIDOfPID(pid *actor.PID) string {
+	id := pid.GetId()
+	return id[strings.LastIndexByte(id, '/')+1:]
 }
 
 // Close stops every check (probes in flight are cancelled), waits for

@@ -100,12 +100,12 @@ func (e *Engine) requestAll(ctx context.Context, reqs []request) map[string]erro
 			}
 		case <-ctx.Done():
 			for id := range pending {
-				errs[id] = ctx.Err()
+				errs[id] = fmt.Errorf("%w: proxy %s: %w", ErrOutcomeUnknown, id, ctx.Err())
 			}
 			return errs
 		case <-expired:
 			for id := range pending {
-				errs[id] = fmt.Errorf("proxyhealth: no answer from proxy %s within %v", id, timeout)
+				errs[id] = fmt.Errorf("%w: no answer from proxy %s within %v", ErrOutcomeUnknown, id, timeout)
 			}
 			return errs
 		}

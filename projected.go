@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/internal/clock"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
 	"github.com/proxyhealth/proxyhealth/projections"
@@ -30,6 +32,17 @@ type projected struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	states map[string]*projState // by name, for Engine.Health
+}
+
+// projState is one projection's condition, kept by run.
+type projState struct {
+	state string
+	err   string
+	since time.Time
+	seq   func() uint64 // nil: no offset
 }
 
 // startProjections builds every projection before any actor runs, so that
@@ -103,25 +116,93 @@ func (e *Engine) startProjections(ctx context.Context) error {
 
 	rctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
-	p.run("live status", cfg.Logger, func() error { return p.feedLive(rctx, j, head+1) })
+	// The live status resumes after a failed read from where it stopped.
+	p.run(rctx, "live status", p.live.Seq, cfg.Logger, func() error { return p.feedLive(rctx, j, p.live.Seq()+1) }, cfg.Clock)
 	if p.view != nil {
-		p.run("sqlite view", cfg.Logger, func() error { return p.view.Run(rctx) })
+		p.run(rctx, "sqlite view", p.view.Offset, cfg.Logger, func() error { return p.view.Run(rctx) }, nil)
 	}
 	if p.monitor != nil {
-		p.run("pool monitor", cfg.Logger, func() error { return p.monitor.Run(rctx) })
+		p.run(rctx, "pool monitor", nil, cfg.Logger, func() error { return p.monitor.Run(rctx) }, nil)
 	}
-	p.run("notifier", cfg.Logger, func() error { return p.notifier.Run(rctx) })
+	p.run(rctx, "notifier", nil, cfg.Logger, func() error { return p.notifier.Run(rctx) }, nil)
 	return nil
 }
 
-func (p *projected) run(name string, log *slog.Logger, f func() error) {
+// Retry delays of a projection that ended with an error (restartable ones
+// only: the live status).
+const (
+	projRetryMin = time.Second
+	projRetryMax = 30 * time.Second
+)
+
+// run runs a projection on its own goroutine and keeps its condition for
+// Engine.Health. A projection that ends with an error is reported as
+// stopped; with a clock it is restarted after a delay that doubles up to
+// projRetryMax, and reported as failing meanwhile.
+func (p *projected) run(ctx context.Context, name string, seq func() uint64, log *slog.Logger, f func() error, clk clock.Clock) {
+	st := &projState{state: ProjectionRunning, seq: seq}
+	p.mu.Lock()
+	if p.states == nil {
+		p.states = map[string]*projState{}
+	}
+	p.states[name] = st
+	p.mu.Unlock()
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		if err := f(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, journal.ErrClosed) {
-			log.Error("projection stopped", slog.String("projection", name), slog.Any("error", err))
+		delay := projRetryMin
+		for {
+			err := f()
+			if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, journal.ErrClosed) {
+				return
+			}
+			p.mu.Lock()
+			if st.state == ProjectionRunning {
+				st.since = time.Now()
+			}
+			st.err = err.Error()
+			st.state = ProjectionStopped
+			if clk != nil {
+				st.state = ProjectionFailing
+			}
+			p.mu.Unlock()
+			if clk == nil {
+				log.Error("projection stopped", slog.String("projection", name), slog.Any("error", err))
+				return
+			}
+			log.Error("projection failed; retrying", slog.String("projection", name), slog.Duration("after", delay), slog.Any("error", err))
+			wake := make(chan struct{})
+			t := clk.AfterFunc(delay, func() { close(wake) })
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-wake:
+			}
+			delay = min(2*delay, projRetryMax)
+			p.mu.Lock()
+			st.state, st.err, st.since = ProjectionRunning, "", time.Time{}
+			p.mu.Unlock()
 		}
 	}()
+}
+
+// health reports every projection's condition; head is the journal's.
+func (p *projected) health(head uint64) []ProjectionHealth {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]ProjectionHealth, 0, len(p.states))
+	for name, st := range p.states {
+		h := ProjectionHealth{Name: name, State: st.state, Error: st.err, Since: st.since}
+		if st.seq != nil {
+			h.Seq = st.seq()
+			if head > h.Seq {
+				h.Lag = head - h.Seq
+			}
+		}
+		out = append(out, h)
+	}
+	return out
 }
 
 func (p *projected) feedLive(ctx context.Context, j journal.Journal, from uint64) error {
@@ -134,6 +215,21 @@ func (p *projected) feedLive(ctx context.Context, j journal.Journal, from uint64
 		}
 		p.live.Apply(batch...)
 	}
+}
+
+// waitLive waits until the live status has applied the journal up to seq
+// (or ctx ends).
+func (p *projected) waitLive(ctx context.Context, seq uint64) error {
+	for d := 50 * time.Microsecond; p.live.Seq() < seq; d = min(2*d, 5*time.Millisecond) {
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("proxyhealth: the live status did not catch up with the journal (seq %d of %d): %w", p.live.Seq(), seq, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // stop ends the projections (the journal must still be open). The view

@@ -1,0 +1,160 @@
+package proxyhealth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// ErrHistoryLost is returned by Open when the journal cannot back the data
+// directory: journal.db exists but is empty, or the SQLite view has applied
+// more events than the journal holds. Either means history was lost (a
+// truncated, replaced or older file); restore the journal from a backup, or
+// start over deliberately with Config.StartFresh.
+var ErrHistoryLost = errors.New("proxyhealth: the journal lost history")
+
+// checkJournalFile refuses an existing, empty journal file unless the
+// config says to start fresh (then the empty file is replaced).
+func checkJournalFile(cfg Config) error {
+	path := filepath.Join(cfg.DataDir, JournalFile)
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() != 0 {
+		return nil // missing: a new journal; otherwise the journal validates it
+	}
+	if !cfg.StartFresh {
+		return fmt.Errorf("%w: %s is empty (0 bytes): the events it held are gone (the file was truncated or replaced). Restore it from a backup, or start a new journal deliberately with --start-fresh (Config.StartFresh)", ErrHistoryLost, path)
+	}
+	cfg.Logger.Warn("starting a new journal in place of an empty journal file (start fresh)", slog.String("file", path))
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("proxyhealth: replace the empty %s: %w", path, err)
+	}
+	return nil
+}
+
+// resumeAdded checks again the proxies that were added at run time before
+// a restart (Config.ResumeAddedProxies), and journals the removal of every
+// proxy the journal knows that nobody would check any more, with the
+// reason. It runs inside Open, before any command can arrive, so a pause
+// or resume right after Open reaches every proxy.
+func (e *Engine) resumeAdded(ctx context.Context) error {
+	_, all := e.proj.live.List(projections.ListFilter{}, 0, 1<<30)
+	e.mu.Lock()
+	var idle []projections.ProxyView
+	for _, v := range all {
+		if _, running := e.proxies[v.ID]; !running {
+			idle = append(idle, v)
+		}
+	}
+	configured := map[string]bool{}
+	for name := range e.sources {
+		configured[name] = true
+	}
+	e.mu.Unlock()
+
+	resume := map[string][]string{} // source → URLs
+	var errs []error
+	for _, v := range idle {
+		st, err := e.foldStream(ctx, v.ID)
+		if err != nil {
+			return fmt.Errorf("proxyhealth: read the journal of proxy %s: %w", v.ID, err)
+		}
+		if !st.Added || st.Removed {
+			continue
+		}
+		var reason, raw string
+		switch {
+		case !configured[st.Source]:
+			reason = fmt.Sprintf("not resumed at start-up: its source %q is not configured", st.Source)
+		case st.Origin == pb.ProxyOrigin_PROXY_ORIGIN_CONFIG:
+			reason = "not resumed at start-up: the configuration no longer lists it"
+		case st.HasCredentials:
+			var u string
+			ok := e.creds != nil
+			if ok {
+				u, ok = e.creds.get(v.ID)
+			}
+			if !ok {
+				reason = fmt.Sprintf("not resumed at start-up: it was added at run time with credentials, which %s does not hold; add it again", CredentialsFile)
+				break
+			}
+			raw = u
+		default:
+			raw = st.URLRedacted
+		}
+		if reason != "" {
+			if err := e.removeIdle(ctx, st, reason); err != nil {
+				errs = append(errs, err)
+			}
+			e.log.Warn("a proxy of the journal is no longer monitored", slog.String("proxy_id", v.ID),
+				slog.String("url", st.URLRedacted), slog.String("source", st.Source), slog.String("reason", reason))
+			continue
+		}
+		resume[st.Source] = append(resume[st.Source], raw)
+	}
+	n := 0
+	for _, src := range slices.Sorted(maps.Keys(resume)) {
+		ids, err := e.addProxies(ctx, src, resume[src], pb.ProxyOrigin_PROXY_ORIGIN_API)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("proxyhealth: resume the run-time proxies of source %q: %w", src, err))
+		}
+		n += len(ids)
+	}
+	if n > 0 {
+		e.log.Info("resumed proxies added at run time before the restart", slog.Int("proxies", n))
+	}
+	// The live status shows the removals before Open returns.
+	if err := e.proj.waitLive(ctx, e.journal.Head()); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// foldStream is a proxy's state as its journal tells it: its latest
+// snapshot and the rest of its stream.
+func (e *Engine) foldStream(ctx context.Context, id string) (events.State, error) {
+	st := events.NewState(id)
+	snap, err := e.journal.LoadSnapshot(ctx, id)
+	switch {
+	case err == nil:
+		st = events.FromSnapshot(snap)
+	case !errors.Is(err, journal.ErrNoSnapshot):
+		return st, err
+	}
+	for env, err := range e.journal.ReadStream(ctx, id, st.StreamSeq+1) {
+		if err != nil {
+			return st, err
+		}
+		st = events.Evolve(st, env)
+	}
+	return st, nil
+}
+
+// removeIdle journals the removal of a proxy that has no actor (the pure
+// core decides; the stream seq is explicit, so a concurrent writer of the
+// stream would make the append fail instead of forking the stream).
+func (e *Engine) removeIdle(ctx context.Context, st events.State, reason string) error {
+	evs, err := events.Decide(st, events.Remove{At: e.cfg.Clock.Now(), Reason: reason}, events.DefaultConfig())
+	if err != nil {
+		return fmt.Errorf("proxyhealth: remove proxy %s: %w", st.ProxyID, err)
+	}
+	for i, env := range evs {
+		env.StreamSeq = st.StreamSeq + uint64(i) + 1
+	}
+	if _, err := e.journal.Append(ctx, evs); err != nil {
+		return fmt.Errorf("proxyhealth: journal the removal of proxy %s: %w", st.ProxyID, err)
+	}
+	if e.creds != nil {
+		_ = e.creds.drop(st.ProxyID)
+	}
+	return nil
+}
