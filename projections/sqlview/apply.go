@@ -307,7 +307,7 @@ func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*p
 	if cur == nil {
 		base, skip, err := fold.Base(ctx, a.load, env)
 		if err != nil {
-			return fmt.Errorf("sqlview: load the snapshot of proxy %s: %w", id, err)
+			return fmt.Errorf("%w: load the snapshot of proxy %s: %w", ErrJournal, id, err)
 		}
 		next.st = base
 		if skip {

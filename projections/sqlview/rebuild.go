@@ -35,31 +35,43 @@ func RebuildFile(ctx context.Context, path string, j journal.Journal, opts Optio
 // Rebuild replaces the view's content with a fresh replay of the journal
 // from its first retained event, built aside and swapped in atomically (see
 // RebuildFile). The result is identical to what incremental application
-// produces. DB handles obtained before are closed.
+// produces. DB handles obtained before are closed. Status reports
+// StateRebuilding meanwhile; if the new file cannot be opened, the view is
+// left failing and Run (or CatchUp) retries.
 func (v *View) Rebuild(ctx context.Context) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
 		return ErrClosed
 	}
+	v.smu.Lock()
+	saved := v.status
+	v.status.State = StateRebuilding
+	if saved.State == StateRunning {
+		v.status.Since = v.opts.Now()
+	}
+	v.smu.Unlock()
 	tmp := v.path + ".tmp"
 	if err := build(ctx, tmp, v.j, v.opts); err != nil {
 		removeDB(tmp)
+		v.smu.Lock()
+		v.status.State, v.status.Since = saved.State, saved.Since
+		v.smu.Unlock()
 		return err
 	}
-	if v.a != nil {
-		v.a.closeStatements()
+	v.closeDB()
+	v.rebuild = nil
+	err := install(tmp, v.path)
+	if err == nil {
+		err = v.open(ctx)
 	}
-	if err := v.db.Close(); err != nil {
-		removeDB(tmp)
-		return fmt.Errorf("sqlview: close %s before replacing it: %w", v.path, err)
+	if err != nil {
+		v.broken = true
+		v.noteFailure(err, false)
+		return err
 	}
-	installErr := install(tmp, v.path)
-	if err := v.open(ctx); err != nil {
-		v.closed = true
-		return errors.Join(installErr, err)
-	}
-	return installErr
+	v.noteRunning()
+	return nil
 }
 
 // build writes a complete view of j into the fresh file tmp, tuned for
@@ -68,6 +80,11 @@ func (v *View) Rebuild(ctx context.Context) error {
 // fsync before returning.
 func build(ctx context.Context, tmp string, j journal.Journal, o Options) error {
 	removeDB(tmp)
+	// Create the file private to the user whatever the umask; SQLite gives
+	// the -wal and -shm files the database file's mode.
+	if err := createPrivate(tmp); err != nil {
+		return err
+	}
 	db, err := sql.Open("sqlite3", dsn(tmp, "_journal_mode=OFF&_synchronous=OFF&_busy_timeout=5000"))
 	if err != nil {
 		return fmt.Errorf("sqlview: create %s: %w", tmp, err)
@@ -122,7 +139,7 @@ func build(ctx context.Context, tmp string, j journal.Journal, o Options) error 
 		return applyErr
 	}
 	if readErr != nil {
-		return fmt.Errorf("sqlview: rebuild: read the journal: %w", readErr)
+		return fmt.Errorf("%w: rebuild %s: %w", ErrJournal, tmp, readErr)
 	}
 	if err := a.flushProxies(ctx); err != nil {
 		return err
@@ -205,6 +222,23 @@ func syncFile(path string) error {
 	defer f.Close()
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("sqlview: sync %s: %w", path, err)
+	}
+	return nil
+}
+
+// createPrivate creates the empty file path with mode 0600, whatever the
+// umask.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("sqlview: create %s: %w", path, err)
+	}
+	err = f.Chmod(0o600)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sqlview: create %s: %w", path, err)
 	}
 	return nil
 }

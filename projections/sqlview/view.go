@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +27,6 @@ import (
 	"github.com/mattn/go-sqlite3"
 
 	"github.com/proxyhealth/proxyhealth/journal"
-	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
 // Sentinel errors; the returned errors wrap them with the file and detail.
@@ -34,7 +34,7 @@ var (
 	// ErrViewVersion: the view was written by a newer proxyhealth.
 	ErrViewVersion = errors.New("sqlview: unsupported view schema version")
 	// ErrViewCorrupt: the file is not SQLite, not a proxyhealth view, or
-	// damaged.
+	// damaged (SQLITE_CORRUPT, SQLITE_NOTADB, a failed quick_check).
 	ErrViewCorrupt = errors.New("sqlview: view database is corrupt or not a proxyhealth view")
 	// ErrViewAhead: the view claims events the journal does not have (it
 	// belongs to another journal, or the journal lost data).
@@ -42,6 +42,12 @@ var (
 	// ErrViewBehind: events the view has not applied were deleted by journal
 	// retention; only a rebuild can make the view consistent again.
 	ErrViewBehind = errors.New("sqlview: view is behind the journal's retention")
+	// ErrViewReplaced: the view's path no longer names the file the view
+	// has open (it was deleted, renamed or replaced while open).
+	ErrViewReplaced = errors.New("sqlview: view file was deleted or replaced while open")
+	// ErrJournal: reading the journal failed. This is not a failure of the
+	// view; Run retries it like one, and Status reports it with Journal set.
+	ErrJournal = errors.New("sqlview: reading the journal failed")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("sqlview: view closed")
 )
@@ -51,14 +57,22 @@ const (
 	DefaultBatchSize            = 2000
 	DefaultHistoryRetention     = 24 * time.Hour
 	DefaultStateChangeRetention = 7 * 24 * time.Hour
-	rebuildBatchSize            = 20000
+	// DefaultRetryMin is the default Options.RetryMin.
+	DefaultRetryMin = time.Second
+	// DefaultRetryMax is the default Options.RetryMax.
+	DefaultRetryMax = 30 * time.Second
+	// DefaultCheckInterval is the default Options.CheckInterval.
+	DefaultCheckInterval = 5 * time.Second
+	rebuildBatchSize     = 20000
 )
 
 // Options configures OpenView and Rebuild. The zero value is valid.
 type Options struct {
-	// RebuildIfInvalid makes OpenView move an invalid view file aside
+	// RebuildIfInvalid makes the view move an unusable file aside
 	// (view.db.bad-<UTC timestamp>) and rebuild it from the journal instead
-	// of failing.
+	// of failing: at OpenView, and while Run or CatchUp work (a file found
+	// corrupt, replaced by something that is not a valid view, or behind
+	// the journal's retention).
 	RebuildIfInvalid bool
 	// Progress, if set, is called during rebuilds with the number of events
 	// applied so far and the number to apply.
@@ -71,16 +85,27 @@ type Options struct {
 	HistoryRetention time.Duration
 	// StateChangeRetention is the same for state_changes (default 7 days).
 	StateChangeRetention time.Duration
-	// VerifyIntegrity runs PRAGMA quick_check on open (O(file size)).
-	VerifyIntegrity bool
-	// Logger receives rebuild notices; nil is silent.
+	// SkipIntegrityCheck leaves out the PRAGMA quick_check that OpenView
+	// runs on an existing file (about 0.3 s per 170 MiB of view, that is
+	// 1,000,000 check results, from the page cache).
+	SkipIntegrityCheck bool
+	// Logger receives rebuild and failure notices; nil is silent.
 	Logger *slog.Logger
-	// Now names moved-aside files (default time.Now).
+	// Now names moved-aside files and dates failures (default time.Now).
 	Now func() time.Time
 	// Linger is how long Run waits to fill up a small batch before
-	// applying it (default 100 ms; negative applies at once). The view then
+	// applying it (default 500 ms; negative applies at once). The view then
 	// trails the journal by at most about that much.
 	Linger time.Duration
+	// RetryMin is how long Run waits before its first retry after a failure
+	// (default 1 s); each further failed attempt doubles the wait, up to
+	// RetryMax (default 30 s). A failure that calls for a rebuild is
+	// retried at once the first time.
+	RetryMin, RetryMax time.Duration
+	// CheckInterval is how often Run, while no events arrive, checks that
+	// the view's path still names the file it has open (default 5 s; it
+	// also checks before every batch).
+	CheckInterval time.Duration
 }
 
 // DefaultLinger is the default Options.Linger.
@@ -105,21 +130,43 @@ func (o Options) withDefaults() Options {
 	if o.Linger == 0 {
 		o.Linger = DefaultLinger
 	}
+	if o.RetryMin <= 0 {
+		o.RetryMin = DefaultRetryMin
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = DefaultRetryMax
+	}
+	o.RetryMax = max(o.RetryMax, o.RetryMin)
+	if o.CheckInterval <= 0 {
+		o.CheckInterval = DefaultCheckInterval
+	}
 	return o
 }
 
 // View is an open view.db kept in step with a journal. Its methods are safe
-// for concurrent use; batches, rebuilds and Close are serialised.
+// for concurrent use; batches, reopening, rebuilds and Close are
+// serialised.
 type View struct {
 	path string
 	j    journal.Journal
 	opts Options
 
-	mu     sync.Mutex
-	db     *sql.DB
-	a      *applier
-	closed bool
-	offset atomic.Uint64
+	mu sync.Mutex
+	// db and a are nil while the view has no usable handle (a failed
+	// reopen or rebuild); file is the identity of the file db has open.
+	db   *sql.DB
+	a    *applier
+	file os.FileInfo
+	// broken: the handle failed; reopen it before the next batch.
+	// rebuild: the failure calls for moving the file aside and rebuilding.
+	broken  bool
+	rebuild error
+	closed  bool
+	hook    func() error // run before each batch commit (tests)
+	offset  atomic.Uint64
+
+	smu    sync.Mutex
+	status Status
 }
 
 // driverName is mattn/go-sqlite3 with a connect hook that sets the
@@ -147,48 +194,47 @@ func dsn(path, params string) string {
 // (the proxies table and the tail of the history) at 10,000 proxies; 64 MiB
 // cost about 12 MiB more RSS there for no measurable speed (rebuilds set
 // their own, larger cache).
-const viewParams = "_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=5000&_foreign_keys=off&_cache_size=-8192"
+const viewParams = "_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=5000&_foreign_keys=off&_cache_size=-8192&mode=rw"
 
 // OpenView opens (or creates) the view file at path for journal j and
-// checks it: schema version, structure, and an offset within the journal's
-// retained range. A missing file is built from the journal. An invalid file
-// is an error wrapping ErrViewVersion, ErrViewCorrupt, ErrViewAhead or
-// ErrViewBehind, unless opts.RebuildIfInvalid is set. Call CatchUp or Run to
-// apply the events committed since.
+// checks it: schema version, structure, PRAGMA quick_check (unless
+// Options.SkipIntegrityCheck), an offset within the journal's retained
+// range, and a real write (a transaction on projection_offsets). A missing
+// file is built from the journal, private to the user (0600, as are its
+// -wal and -shm). Call CatchUp or Run to apply the events committed since.
+//
+// An invalid file is an error wrapping ErrViewVersion, ErrViewCorrupt,
+// ErrViewAhead or ErrViewBehind, unless opts.RebuildIfInvalid is set: then
+// it is moved aside and rebuilt, and the cause logged. A file that cannot
+// be opened, built or written for now (a full disk, a read-only file or
+// file system, an I/O error, a lock held elsewhere) is not an error:
+// OpenView returns the view in the StateFailing state, Status says why, and
+// Run (or the next CatchUp) retries. Only an invalid file without
+// RebuildIfInvalid, a failure to read the journal, and the end of ctx make
+// OpenView fail.
 func OpenView(ctx context.Context, path string, j journal.Journal, opts Options) (*View, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("sqlview: view path %s: %w", path, err)
 	}
-	v := &View{path: abs, j: j, opts: opts.withDefaults()}
-	if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
-		if err := RebuildFile(ctx, abs, j, opts); err != nil {
-			return nil, err
-		}
-	}
-	err = v.open(ctx)
-	if err == nil {
+	v := &View{path: abs, j: j, opts: opts.withDefaults(), status: Status{State: StateRunning}}
+	err = v.reopen(ctx)
+	switch {
+	case err == nil:
 		return v, nil
-	}
-	if !opts.RebuildIfInvalid || !invalid(err) {
+	case ctx.Err() != nil, unusable(err), errors.Is(err, ErrJournal):
 		return nil, err
 	}
-	bad := fmt.Sprintf("%s.bad-%s", abs, v.opts.Now().UTC().Format("20060102T150405.000Z"))
-	if mvErr := moveAside(abs, bad); mvErr != nil {
-		return nil, fmt.Errorf("sqlview: %v; moving it aside failed: %w", err, mvErr)
-	}
-	v.opts.Logger.Warn("view database invalid; moved aside and rebuilding from the journal", "error", err, "moved_to", bad)
-	if err := RebuildFile(ctx, abs, j, opts); err != nil {
-		return nil, err
-	}
-	if err := v.open(ctx); err != nil {
-		return nil, err
-	}
+	v.broken = true
+	v.noteFailure(err, false)
 	return v, nil
 }
 
-func invalid(err error) bool {
-	return errors.Is(err, ErrViewVersion) || errors.Is(err, ErrViewCorrupt) || errors.Is(err, ErrViewAhead) || errors.Is(err, ErrViewBehind)
+// unusable reports whether err means the file itself is unusable (as
+// opposed to failing for now): only moving it aside and rebuilding helps.
+func unusable(err error) bool {
+	return errors.Is(err, ErrViewVersion) || errors.Is(err, ErrViewCorrupt) || errors.Is(err, ErrViewAhead) ||
+		errors.Is(err, ErrViewBehind) || errors.Is(err, ErrViewReplaced)
 }
 
 // moveAside renames path (and its WAL) to bad; the shared-memory file is
@@ -206,37 +252,160 @@ func moveAside(path, bad string) error {
 	return nil
 }
 
-// open opens v.path, validates it and loads the state cache.
+// reopen closes the view's handle and opens v.path afresh from its durable
+// offset: it builds a missing file from the journal, and with
+// RebuildIfInvalid moves an unusable file aside and rebuilds it (at once
+// when v.rebuild says the last failure calls for it). Call with v.mu held
+// (or before v is shared).
+func (v *View) reopen(ctx context.Context) error {
+	v.closeDB()
+	cause := v.rebuild
+	v.rebuild = nil
+	if cause == nil || !v.opts.RebuildIfInvalid {
+		err := v.openPath(ctx)
+		if err == nil || !v.opts.RebuildIfInvalid || !unusable(err) {
+			return err
+		}
+		cause = err
+	}
+	return v.rebuildAside(ctx, cause)
+}
+
+// openPath opens v.path, building it from the journal first if it is
+// missing.
+func (v *View) openPath(ctx context.Context) error {
+	if _, err := os.Lstat(v.path); errors.Is(err, os.ErrNotExist) {
+		if v.file != nil {
+			v.opts.Logger.Warn("SQLite view file missing (deleted or renamed while open); rebuilding it from the journal", "path", v.path)
+			v.noteRebuilding(fmt.Errorf("%w: %s is missing; rebuilding it from the journal", ErrViewReplaced, v.path))
+		}
+		if err := RebuildFile(ctx, v.path, v.j, v.opts); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return fmt.Errorf("sqlview: %s: %w", v.path, err)
+	}
+	return v.open(ctx)
+}
+
+// rebuildAside moves whatever file is at v.path aside and rebuilds the
+// view from the journal.
+func (v *View) rebuildAside(ctx context.Context, cause error) error {
+	if _, err := os.Lstat(v.path); err == nil {
+		bad := fmt.Sprintf("%s.bad-%s", v.path, v.opts.Now().UTC().Format("20060102T150405.000Z"))
+		if err := moveAside(v.path, bad); err != nil {
+			return fmt.Errorf("sqlview: %v; moving it aside to %s failed: %w", cause, bad, err)
+		}
+		v.opts.Logger.Warn("SQLite view unusable; moved aside and rebuilding from the journal", "error", cause, "moved_to", bad)
+	} else {
+		v.opts.Logger.Warn("SQLite view unusable and its file is gone; rebuilding from the journal", "error", cause)
+	}
+	v.noteRebuilding(cause)
+	if err := RebuildFile(ctx, v.path, v.j, v.opts); err != nil {
+		return err
+	}
+	return v.open(ctx)
+}
+
+// open opens v.path, validates it, proves it writable and loads the state
+// cache. The integrity check runs only on a file the view has not had open
+// before.
 func (v *View) open(ctx context.Context) error {
+	before, err := os.Stat(v.path)
+	if err != nil {
+		return fmt.Errorf("sqlview: %s: %w", v.path, err)
+	}
+	verify := !v.opts.SkipIntegrityCheck && (v.file == nil || !os.SameFile(before, v.file))
 	db, err := sql.Open(driverName, dsn(v.path, viewParams))
 	if err != nil {
 		return fmt.Errorf("sqlview: open %s: %w", v.path, err)
 	}
-	a := &applier{db: db, load: v.j.LoadSnapshot, opts: v.opts}
-	if err := v.validate(ctx, db, a); err != nil {
+	a := &applier{db: db, load: v.j.LoadSnapshot, opts: v.opts, testHookBeforeCommit: v.hook}
+	err = v.validate(ctx, db, a, verify)
+	if err == nil {
+		err = v.probeWrite(ctx, db)
+	}
+	if err == nil {
+		if after, serr := os.Stat(v.path); serr != nil || !os.SameFile(before, after) {
+			err = fmt.Errorf("%w: %s changed while it was being opened", ErrViewReplaced, v.path)
+		}
+	}
+	if err != nil {
 		db.Close()
 		return err
 	}
-	v.db, v.a = db, a
+	v.db, v.a, v.file = db, a, before
+	v.broken = false
 	v.offset.Store(a.offset)
 	return nil
 }
 
-// classify turns SQLite's "not a database" and "malformed" errors into
-// ErrViewCorrupt.
+// closeDB closes the view's handle, if any.
+func (v *View) closeDB() {
+	if v.a != nil {
+		v.a.closeStatements()
+	}
+	if v.db != nil {
+		v.db.Close()
+	}
+	v.db, v.a = nil, nil
+}
+
+// probeWrite proves that the file can be written now: a transaction that
+// inserts and deletes a row of projection_offsets (net no change, but the
+// page is written to the WAL at commit; rewriting a row with the same
+// values would not write anything).
+func (v *View) probeWrite(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return v.classify("write test: begin", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, sqlSetOffset, OffsetName+".probe", int64(0), int64(0)); err != nil {
+		return v.classify("write test", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM projection_offsets WHERE name = ?`, OffsetName+".probe"); err != nil {
+		return v.classify("write test", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return v.classify("write test: commit", err)
+	}
+	return nil
+}
+
+// classify wraps a SQLite error with the file, what was being done and
+// what to do about it: "not a database" and "malformed" become
+// ErrViewCorrupt, "database moved" ErrViewReplaced.
 func (v *View) classify(what string, err error) error {
 	var se sqlite3.Error
-	if errors.As(err, &se) && (se.Code == sqlite3.ErrNotADB || se.Code == sqlite3.ErrCorrupt) {
-		return fmt.Errorf("%w: %s: %s: %v; run `proxyhealth rebuild` to rebuild it from the journal", ErrViewCorrupt, v.path, what, err)
+	if !errors.As(err, &se) {
+		return fmt.Errorf("sqlview: %s: %s: %w", v.path, what, err)
 	}
-	return fmt.Errorf("sqlview: %s: %s: %w", v.path, what, err)
+	var hint string
+	switch {
+	case se.Code == sqlite3.ErrNotADB || se.Code == sqlite3.ErrCorrupt:
+		return fmt.Errorf("%w: %s: %s: %v; run `proxyhealth rebuild` to rebuild it from the journal", ErrViewCorrupt, v.path, what, err)
+	case se.ExtendedCode == sqlite3.ErrReadonlyDbMoved:
+		return fmt.Errorf("%w: %s: %s: %v", ErrViewReplaced, v.path, what, err)
+	case se.Code == sqlite3.ErrFull:
+		hint = "free space on its file system"
+	case se.Code == sqlite3.ErrReadonly || se.Code == sqlite3.ErrPerm || se.Code == sqlite3.ErrCantOpen || se.Code == sqlite3.ErrAuth:
+		hint = "make the file and its directory writable by this process"
+	case se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked:
+		hint = "another process holds a lock on it; stop it"
+	case se.Code == sqlite3.ErrIoErr:
+		hint = "check the disk"
+	default:
+		return fmt.Errorf("sqlview: %s: %s: %w", v.path, what, err)
+	}
+	return fmt.Errorf("sqlview: %s: %s: %w (%s; the view retries on its own)", v.path, what, err, hint)
 }
 
 func (v *View) corrupt(format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s; run `proxyhealth rebuild` to rebuild it from the journal", ErrViewCorrupt, v.path, fmt.Sprintf(format, args...))
 }
 
-func (v *View) validate(ctx context.Context, db *sql.DB, a *applier) error {
+func (v *View) validate(ctx context.Context, db *sql.DB, a *applier, verify bool) error {
 	var version int
 	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
 		return v.classify("read the schema version", err)
@@ -277,13 +446,13 @@ func (v *View) validate(ctx context.Context, db *sql.DB, a *applier) error {
 			return v.corrupt("table or view %q is missing", name)
 		}
 	}
-	if v.opts.VerifyIntegrity {
-		var res string
-		if err := db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&res); err != nil {
-			return v.classify("integrity check", err)
-		}
-		if res != "ok" {
-			return v.corrupt("integrity check: %s", res)
+	if verify {
+		if err := quickCheck(ctx, db); err != nil {
+			var se sqlite3.Error
+			if errors.As(err, &se) {
+				return v.classify("integrity check", err)
+			}
+			return v.corrupt("integrity check: %v", err)
 		}
 	}
 	if err := a.loadCache(ctx); err != nil {
@@ -294,6 +463,33 @@ func (v *View) validate(ctx context.Context, db *sql.DB, a *applier) error {
 		return v.corrupt("load the proxies: %v", err)
 	}
 	return v.checkOffset(a.offset)
+}
+
+// quickCheck runs PRAGMA quick_check and returns its first findings as an
+// error.
+func quickCheck(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, "PRAGMA quick_check(5)")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var found []string
+	for rows.Next() {
+		var res string
+		if err := rows.Scan(&res); err != nil {
+			return err
+		}
+		if res != "ok" {
+			found = append(found, res)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(found) > 0 {
+		return errors.New(strings.Join(found, "; "))
+	}
+	return nil
 }
 
 // checkOffset verifies that offset lies within the journal.
@@ -317,113 +513,10 @@ func (v *View) Path() string { return v.path }
 func (v *View) Offset() uint64 { return v.offset.Load() }
 
 // DB returns the database handle for read queries. Do not write through it.
-// Rebuild replaces the handle: fetch it again afterwards.
+// Rebuilds and recoveries replace the handle: fetch it again afterwards. It
+// is nil while the view has no usable file (see Status).
 func (v *View) DB() *sql.DB {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.db
-}
-
-// apply applies one batch under the lock.
-func (v *View) apply(ctx context.Context, envs []*pb.Envelope) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.closed {
-		return ErrClosed
-	}
-	if err := v.a.applyBatch(ctx, envs, true); err != nil {
-		return err
-	}
-	v.offset.Store(v.a.offset)
-	return nil
-}
-
-// CatchUp applies every event from the view's offset to the journal's
-// current head.
-func (v *View) CatchUp(ctx context.Context) error {
-	for {
-		from := v.Offset() + 1
-		if from > v.j.Head() {
-			return nil
-		}
-		batch := make([]*pb.Envelope, 0, v.opts.BatchSize)
-		for e, err := range v.j.Read(ctx, from) {
-			if err != nil {
-				return fmt.Errorf("sqlview: read the journal from seq %d: %w", from, err)
-			}
-			batch = append(batch, e)
-			if len(batch) == v.opts.BatchSize {
-				break
-			}
-		}
-		if len(batch) == 0 {
-			return nil
-		}
-		if err := v.apply(ctx, batch); err != nil {
-			return err
-		}
-	}
-}
-
-// Run keeps the view in step with the journal until ctx ends: it catches up,
-// then tails the journal, applying whatever has arrived (up to BatchSize
-// events) in one transaction at a time. It returns nil when ctx ends, and an
-// error when the journal closes or the view cannot be written.
-func (v *View) Run(ctx context.Context) error {
-	if err := v.CatchUp(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	sub := v.j.Subscribe(v.Offset() + 1)
-	defer sub.Close()
-	for {
-		batch, err := sub.NextBatch(ctx, v.opts.BatchSize)
-		if err != nil {
-			err = fmt.Errorf("sqlview: tail the journal for %s: %w", v.path, err)
-		} else {
-			batch = v.linger(ctx, sub, batch)
-			err = v.apply(ctx, batch)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-	}
-}
-
-// linger tops a small batch up with what arrives within Options.Linger, so
-// that a trickle of events costs one transaction per linger period instead
-// of one per event.
-func (v *View) linger(ctx context.Context, sub *journal.Subscription, batch []*pb.Envelope) []*pb.Envelope {
-	if v.opts.Linger <= 0 || len(batch) >= v.opts.BatchSize {
-		return batch
-	}
-	lctx, cancel := context.WithTimeout(ctx, v.opts.Linger)
-	defer cancel()
-	for len(batch) < v.opts.BatchSize {
-		more, err := sub.NextBatch(lctx, v.opts.BatchSize-len(batch))
-		if err != nil {
-			break // the linger ended (or the journal closed: the next read says so)
-		}
-		batch = append(batch, more...)
-	}
-	return batch
-}
-
-// Close closes the view. Stop Run first. Idempotent.
-func (v *View) Close() error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.closed {
-		return nil
-	}
-	v.closed = true
-	if v.a != nil {
-		v.a.closeStatements()
-	}
-	return v.db.Close()
 }

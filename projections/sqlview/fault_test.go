@@ -1,0 +1,459 @@
+package sqlview_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections/sqlview"
+)
+
+// mountTmpfs mounts a tmpfs of the given size (e.g. "4m") on a fresh
+// directory and unmounts it when the test ends. It skips the test when
+// mounting is not possible (not root), unless PROXYHEALTH_REQUIRE_ALL=1.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "tmpfs")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
+		if os.Getenv("PROXYHEALTH_REQUIRE_ALL") == "1" {
+			t.Fatalf("mount a tmpfs on %s (needs root): %v", dir, err)
+		}
+		t.Skipf("cannot mount a tmpfs on %s (needs root; set PROXYHEALTH_REQUIRE_ALL=1 to fail instead): %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// remount makes the tmpfs at dir read-only or read-write.
+func remount(t *testing.T, dir string, readOnly bool) {
+	t.Helper()
+	flags := uintptr(syscall.MS_REMOUNT)
+	if readOnly {
+		flags |= syscall.MS_RDONLY
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", flags, ""); err != nil {
+		t.Fatalf("remount %s (read-only %v): %v", dir, readOnly, err)
+	}
+}
+
+// fillDisk writes a file into dir until the file system is full and
+// returns its path.
+func fillDisk(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill %s: %v", dir, err)
+			}
+			return p
+		}
+	}
+}
+
+// running is a View.Run in the background.
+type running struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+func startRun(t *testing.T, v *sqlview.View) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan struct{})}
+	go func() { defer close(r.done); r.err = v.Run(ctx) }()
+	t.Cleanup(func() { r.stop() })
+	return r
+}
+
+// stop ends Run and returns its error.
+func (r *running) stop() error {
+	r.cancel()
+	<-r.done
+	return r.err
+}
+
+// ended reports whether Run has returned.
+func (r *running) ended() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// caughtUp waits until the view has applied the journal's head, failing
+// at once if Run ends.
+func caughtUp(t *testing.T, r *running, v *sqlview.View, j journal.Journal) {
+	t.Helper()
+	waitFor(t, "the view to catch up with the journal", func() bool {
+		if r.ended() {
+			t.Fatalf("Run ended: %v", r.err)
+		}
+		return v.Offset() == j.Head()
+	})
+}
+
+// TestRunSurvivesDiskFull: a full disk stops the view's batches; Run
+// keeps retrying (Status says failing, with the cause), and once space is
+// back the view catches up by itself and equals a rebuild.
+func TestRunSurvivesDiskFull(t *testing.T) {
+	dir := mountTmpfs(t, "16m")
+	j := journal.NewMem()
+	defer j.Close()
+	fill(t, j, 51, 20, 300)
+	path := filepath.Join(dir, "view.db")
+	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{BatchSize: 50, Linger: -1, Logger: testLogger(t), RetryMin: time.Millisecond, RetryMax: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	r := startRun(t, v)
+	caughtUp(t, r, v, j)
+	if st := v.Status(); st.State != sqlview.StateRunning || st.Err != "" || st.Failures != 0 || !st.Since.IsZero() || st.Offset != j.Head() {
+		t.Fatalf("status before the fault: %+v", st)
+	}
+
+	filler := fillDisk(t, dir)
+	fill(t, j, 52, 20, 3000)
+	var st sqlview.Status
+	waitFor(t, "the view to report the full disk", func() bool {
+		if r.ended() {
+			t.Fatalf("Run ended: %v", r.err)
+		}
+		st = v.Status()
+		return st.State == sqlview.StateFailing && st.Failures >= 2
+	})
+	if !strings.Contains(st.Err, "full") || !strings.Contains(st.Err, path) || st.Journal || st.Since.IsZero() || st.Offset >= j.Head() {
+		t.Fatalf("status on the full disk: %+v", st)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp(t, r, v, j)
+	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
+	if end := v.Status(); end.Err != "" || !end.Since.IsZero() || end.Failures < st.Failures || end.Offset != j.Head() {
+		t.Fatalf("status after recovery: %+v", end)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRunRetriesFailedBatches: batches that fail before their commit (an
+// injected fault) are retried from the durable offset; nothing is lost or
+// applied twice.
+func TestRunRetriesFailedBatches(t *testing.T) {
+	j := journal.NewMem()
+	defer j.Close()
+	fill(t, j, 61, 20, 300)
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{BatchSize: 40, Linger: -1, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	var mu sync.Mutex
+	failures := 3
+	sqlview.SetBeforeCommitHook(v, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if failures > 0 {
+			failures--
+			return errors.New("injected I/O error")
+		}
+		return nil
+	})
+	r := startRun(t, v)
+	fill(t, j, 62, 20, 1000)
+	caughtUp(t, r, v, j)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// corruptTable overwrites the root page of table (and nothing else) of the
+// closed or checkpointed view file at path with garbage.
+func corruptTable(t *testing.T, path, table string) {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root, pageSize int64
+	err = db.QueryRow("SELECT rootpage FROM sqlite_master WHERE name = ?", table).Scan(&root)
+	if err == nil {
+		err = db.QueryRow("PRAGMA page_size").Scan(&pageSize)
+	}
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	junk := make([]byte, pageSize)
+	for i := range junk {
+		junk[i] = byte(i*31 + 7)
+	}
+	if _, err := f.WriteAt(junk, (root-1)*pageSize); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkpoint copies the view's WAL into its file with a connection of its
+// own (another process would do the same).
+func checkpoint(t *testing.T, path string) {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var busy, logged, done int
+	if err := db.QueryRow("PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logged, &done); err != nil || busy != 0 {
+		t.Fatalf("checkpoint: busy %d, %v", busy, err)
+	}
+}
+
+// badFiles lists the moved-aside files next to path.
+func badFiles(t *testing.T, path string) []string {
+	t.Helper()
+	bad, err := filepath.Glob(path + ".bad-*[0-9Z]")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bad
+}
+
+// TestCorruptClosedViewIsRebuilt: damage in a table that opening does not
+// read (check_history) is found by the integrity check at open; the file
+// is moved aside and rebuilt.
+func TestCorruptClosedViewIsRebuilt(t *testing.T) {
+	ctx := context.Background()
+	j := journal.NewMem()
+	defer j.Close()
+	fill(t, j, 71, 20, 3000)
+	path := filepath.Join(t.TempDir(), "view.db")
+	rebuildAt(t, path, j)
+	corruptTable(t, path, "check_history")
+	fill(t, j, 72, 20, 300)
+	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if err := v.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if bad := badFiles(t, path); len(bad) != 1 {
+		t.Fatalf("moved-aside files: %v", bad)
+	}
+	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCorruptionWhileRunning: damage written into the file while Run
+// tails the journal makes the next batch fail with SQLITE_CORRUPT; the
+// view moves the file aside, rebuilds it and carries on.
+func TestCorruptionWhileRunning(t *testing.T) {
+	j := journal.NewMem()
+	defer j.Close()
+	fill(t, j, 81, 20, 3000)
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	r := startRun(t, v)
+	caughtUp(t, r, v, j)
+	checkpoint(t, path)
+	corruptTable(t, path, "check_history")
+	fill(t, j, 82, 20, 500)
+	caughtUp(t, r, v, j)
+	if bad := badFiles(t, path); len(bad) != 1 {
+		t.Fatalf("moved-aside files: %v", bad)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFileDeletedWhileRunning: view.db removed while Run holds it open is
+// noticed and rebuilt at its path.
+func TestFileDeletedWhileRunning(t *testing.T) {
+	j := journal.NewMem()
+	defer j.Close()
+	fill(t, j, 91, 20, 500)
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	r := startRun(t, v)
+	caughtUp(t, r, v, j)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, j, 92, 20, 500)
+	caughtUp(t, r, v, j)
+	waitFor(t, "view.db to be back", func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	})
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFileReplacedWhileRunning: another file renamed over view.db while
+// Run holds the old one open is moved aside and the view rebuilt.
+func TestFileReplacedWhileRunning(t *testing.T) {
+	j := journal.NewMem()
+	defer j.Close()
+	fill(t, j, 93, 20, 500)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "view.db")
+	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	r := startRun(t, v)
+	caughtUp(t, r, v, j)
+	other := filepath.Join(dir, "other.db")
+	if err := os.WriteFile(other, []byte("not the view"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, path); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, j, 94, 20, 500)
+	caughtUp(t, r, v, j)
+	waitFor(t, "the replacement to be moved aside", func() bool { return len(badFiles(t, path)) == 1 })
+	if b, err := os.ReadFile(badFiles(t, path)[0]); err != nil || string(b) != "not the view" {
+		t.Fatalf("moved-aside file: %q, %v", b, err)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOpenReadOnlyFileSystem: a view on a read-only file system opens in
+// a failing state (the write probe fails) instead of pretending to work;
+// Run catches up as soon as the file system is writable again.
+func TestOpenReadOnlyFileSystem(t *testing.T) {
+	dir := mountTmpfs(t, "8m")
+	j := journal.NewMem()
+	defer j.Close()
+	fill(t, j, 101, 20, 300)
+	path := filepath.Join(dir, "view.db")
+	rebuildAt(t, path, j)
+	fill(t, j, 102, 20, 300)
+	remount(t, dir, true)
+	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	r := startRun(t, v)
+	remount(t, dir, false)
+	caughtUp(t, r, v, j)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFileModes: view.db, its WAL and shared memory, and the rebuild's
+// view.db.tmp are private (0600) under a umask of 022.
+func TestFileModes(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	j := journal.NewMem()
+	defer j.Close()
+	fill(t, j, 111, 20, 300)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "view.db")
+	var tmpMode os.FileMode
+	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{Progress: func(done, total uint64) {
+		if fi, err := os.Stat(path + ".tmp"); err == nil {
+			tmpMode = fi.Mode().Perm()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	fill(t, j, 112, 20, 300)
+	if err := v.CatchUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if tmpMode != 0o600 {
+		t.Errorf("view.db.tmp mode %v, want 0600", tmpMode)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", filepath.Base(p), fi.Mode().Perm())
+		}
+	}
+}
+
+// testLogger logs to the test's log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tlog struct{ t *testing.T }
+
+func (w tlog) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }

@@ -1,0 +1,375 @@
+package sqlview
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/journal"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// State is what the view is doing, as reported by Status.
+type State string
+
+// The states of a view.
+const (
+	// StateRunning: the last attempt to open, apply or catch up succeeded.
+	StateRunning State = "running"
+	// StateFailing: the view cannot be updated for now (or the journal
+	// cannot be read); Run retries with backoff.
+	StateFailing State = "failing"
+	// StateRebuilding: the file was unusable (corrupt, deleted, replaced,
+	// invalid) and is being rebuilt from the journal.
+	StateRebuilding State = "rebuilding"
+)
+
+// Status is a snapshot of the view's health.
+type Status struct {
+	// State is running, failing or rebuilding.
+	State State
+	// Err is the error of the current failure episode ("" while running).
+	// It names the file and the cause; the view holds no credentials.
+	Err string
+	// Journal is set when Err is about reading the journal, not about the
+	// view.
+	Journal bool
+	// Since is when the current failure episode began (zero while
+	// running).
+	Since time.Time
+	// Failures counts the failed attempts since OpenView.
+	Failures uint64
+	// Rebuilds counts the files moved aside or found missing and rebuilt
+	// since OpenView (those rebuilt by OpenView itself not included).
+	Rebuilds uint64
+	// Offset is the seq of the last journal event applied to the view;
+	// the view's lag is the journal's head minus Offset.
+	Offset uint64
+}
+
+// Status returns the view's current status. It is cheap, never blocks on
+// a batch or a rebuild, and is safe for concurrent use.
+func (v *View) Status() Status {
+	v.smu.Lock()
+	s := v.status
+	v.smu.Unlock()
+	s.Offset = v.offset.Load()
+	return s
+}
+
+// noteFailure records a failed attempt and logs it: the first of an
+// episode at Error, the others at Warn.
+func (v *View) noteFailure(err error, journalFault bool) {
+	v.smu.Lock()
+	first := v.status.State == StateRunning
+	if first {
+		v.status.Since = v.opts.Now()
+	}
+	v.status.State, v.status.Err, v.status.Journal = StateFailing, err.Error(), journalFault
+	v.status.Failures++
+	n := v.status.Failures
+	v.smu.Unlock()
+	if first {
+		v.opts.Logger.Error("SQLite view failing; retrying with backoff", "path", v.path, "error", err, "journal", journalFault)
+	} else {
+		v.opts.Logger.Warn("SQLite view still failing", "path", v.path, "error", err, "journal", journalFault, "failures", n)
+	}
+}
+
+// noteRebuilding records the start of a rebuild of an unusable file.
+func (v *View) noteRebuilding(cause error) {
+	v.smu.Lock()
+	defer v.smu.Unlock()
+	if v.status.State == StateRunning {
+		v.status.Since = v.opts.Now()
+	}
+	v.status.State, v.status.Err, v.status.Journal = StateRebuilding, cause.Error(), false
+	v.status.Rebuilds++
+}
+
+// noteRunning records that the view works again.
+func (v *View) noteRunning() {
+	v.smu.Lock()
+	if v.status.State == StateRunning {
+		v.smu.Unlock()
+		return
+	}
+	since := v.status.Since
+	v.status.State, v.status.Err, v.status.Journal, v.status.Since = StateRunning, "", false, time.Time{}
+	v.smu.Unlock()
+	v.opts.Logger.Info("SQLite view working again", "path", v.path, "offset", v.offset.Load(), "down_for", v.opts.Now().Sub(since).Round(time.Millisecond))
+}
+
+// fail records err as a failure of the view's file: the handle is reopened
+// before the next batch, and rebuilt first if err calls for it.
+func (v *View) fail(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return err // interrupted, not failed: the transaction rolled back
+	}
+	if errors.Is(err, ErrJournal) {
+		v.noteFailure(err, true)
+		return err
+	}
+	v.broken = true
+	if unusable(err) {
+		v.rebuild = err
+	}
+	v.noteFailure(err, false)
+	return err
+}
+
+// checkFile verifies that v.path still names the file the view has open.
+func (v *View) checkFile() error {
+	fi, err := os.Stat(v.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%w: %s no longer exists", ErrViewReplaced, v.path)
+	case err != nil:
+		return fmt.Errorf("sqlview: %s: %w", v.path, err)
+	case !os.SameFile(fi, v.file):
+		return fmt.Errorf("%w: %s is no longer the file the view opened", ErrViewReplaced, v.path)
+	}
+	return nil
+}
+
+// ensureOpen reopens the view if its handle failed.
+func (v *View) ensureOpen(ctx context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return ErrClosed
+	}
+	if !v.broken && v.db != nil {
+		return nil
+	}
+	if err := v.reopen(ctx); err != nil {
+		if v.opts.RebuildIfInvalid && unusable(err) {
+			v.rebuild = err
+		}
+		if ctx.Err() == nil {
+			v.broken = true
+			v.noteFailure(err, errors.Is(err, ErrJournal))
+		}
+		return err
+	}
+	return nil
+}
+
+// apply applies one batch under the lock.
+func (v *View) apply(ctx context.Context, envs []*pb.Envelope) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return ErrClosed
+	}
+	if v.broken || v.db == nil {
+		return fmt.Errorf("sqlview: %s: not reopened after a failure", v.path) // ensureOpen first
+	}
+	if err := v.checkFile(); err != nil {
+		return v.fail(ctx, err)
+	}
+	if err := v.a.applyBatch(ctx, envs, true); err != nil {
+		if !errors.Is(err, ErrJournal) && !errors.Is(err, ErrViewBehind) {
+			err = v.classify(fmt.Sprintf("apply events %d to %d", envs[0].GetSeq(), envs[len(envs)-1].GetSeq()), err)
+		}
+		return v.fail(ctx, err)
+	}
+	v.offset.Store(v.a.offset)
+	return nil
+}
+
+// CatchUp applies every event from the view's offset to the journal's
+// current head. A view that failed before is reopened (and rebuilt, if
+// its file is unusable and Options.RebuildIfInvalid is set) first. Errors
+// reading the journal wrap ErrJournal.
+func (v *View) CatchUp(ctx context.Context) error {
+	if err := v.catchUp(ctx); err != nil {
+		return err
+	}
+	v.noteRunning()
+	return nil
+}
+
+func (v *View) catchUp(ctx context.Context) error {
+	for {
+		if err := v.ensureOpen(ctx); err != nil {
+			return err
+		}
+		from := v.Offset() + 1
+		if from > v.j.Head() {
+			return nil
+		}
+		batch := make([]*pb.Envelope, 0, v.opts.BatchSize)
+		for e, err := range v.j.Read(ctx, from) {
+			if err != nil {
+				err = fmt.Errorf("%w: read from seq %d for %s: %w", ErrJournal, from, v.path, err)
+				if ctx.Err() == nil && !errors.Is(err, journal.ErrClosed) {
+					v.noteFailure(err, true)
+				}
+				return err
+			}
+			batch = append(batch, e)
+			if len(batch) == v.opts.BatchSize {
+				break
+			}
+		}
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := v.apply(ctx, batch); err != nil {
+			return err
+		}
+	}
+}
+
+// Run keeps the view in step with the journal until ctx ends: it catches
+// up, then tails the journal, applying whatever has arrived (up to
+// BatchSize events) in one transaction at a time.
+//
+// A failure does not end Run: it is recorded (Status), and Run waits
+// (Options.RetryMin, doubling up to RetryMax) and starts again from the
+// view's durable offset, reopening the file; an unusable file is moved
+// aside and rebuilt (with RebuildIfInvalid). Run returns nil when ctx ends,
+// an error wrapping ErrJournal and journal.ErrClosed when the journal
+// closes, and ErrClosed when the view is closed.
+func (v *View) Run(ctx context.Context) error {
+	delay := v.opts.RetryMin
+	streak := 0 // consecutive attempts without progress
+	for {
+		before := v.Offset()
+		reached, err := v.runOnce(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, ErrClosed), errors.Is(err, journal.ErrClosed):
+			return err
+		}
+		if reached || v.Offset() > before {
+			streak, delay = 0, v.opts.RetryMin
+		}
+		streak++
+		wait := delay
+		if streak == 1 && unusable(err) && v.opts.RebuildIfInvalid {
+			wait = 0 // rebuild now; back off if that fails too
+		} else {
+			delay = min(2*delay, v.opts.RetryMax)
+		}
+		if !sleep(ctx, wait) {
+			return nil
+		}
+	}
+}
+
+// sleep waits for d or the end of ctx (false).
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// runOnce catches up and tails the journal until something fails; reached
+// says whether the view caught up (was running) before that.
+func (v *View) runOnce(ctx context.Context) (reached bool, err error) {
+	if err := v.CatchUp(ctx); err != nil {
+		return false, err
+	}
+	sub := v.j.Subscribe(v.Offset() + 1)
+	defer sub.Close()
+	for {
+		batch, err := v.next(ctx, sub)
+		if err != nil {
+			return true, err
+		}
+		batch = v.linger(ctx, sub, batch)
+		if err := v.apply(ctx, batch); err != nil {
+			return true, err
+		}
+	}
+}
+
+// next waits for the next batch, checking every CheckInterval meanwhile
+// that the file is still in place.
+func (v *View) next(ctx context.Context, sub *journal.Subscription) ([]*pb.Envelope, error) {
+	for {
+		ictx, cancel := context.WithTimeout(ctx, v.opts.CheckInterval)
+		batch, err := sub.NextBatch(ictx, v.opts.BatchSize)
+		cancel()
+		switch {
+		case err == nil:
+			return batch, nil
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case errors.Is(err, context.DeadlineExceeded):
+			if err := v.checkIdle(ctx); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		err = fmt.Errorf("%w: tail the journal for %s: %w", ErrJournal, v.path, err)
+		if !errors.Is(err, journal.ErrClosed) {
+			v.noteFailure(err, true)
+		}
+		return nil, err
+	}
+}
+
+// checkIdle checks, between batches, that the file is still in place.
+func (v *View) checkIdle(ctx context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return ErrClosed
+	}
+	if err := v.checkFile(); err != nil {
+		return v.fail(ctx, err)
+	}
+	return nil
+}
+
+// linger tops a small batch up with what arrives within Options.Linger, so
+// that a trickle of events costs one transaction per linger period instead
+// of one per event.
+func (v *View) linger(ctx context.Context, sub *journal.Subscription, batch []*pb.Envelope) []*pb.Envelope {
+	if v.opts.Linger <= 0 || len(batch) >= v.opts.BatchSize {
+		return batch
+	}
+	lctx, cancel := context.WithTimeout(ctx, v.opts.Linger)
+	defer cancel()
+	for len(batch) < v.opts.BatchSize {
+		more, err := sub.NextBatch(lctx, v.opts.BatchSize-len(batch))
+		if err != nil {
+			break // the linger ended (or the journal closed: the next read says so)
+		}
+		batch = append(batch, more...)
+	}
+	return batch
+}
+
+// Close closes the view. Stop Run first. Idempotent.
+func (v *View) Close() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return nil
+	}
+	v.closed = true
+	if v.a != nil {
+		v.a.closeStatements()
+	}
+	var err error
+	if v.db != nil {
+		err = v.db.Close()
+	}
+	v.db, v.a = nil, nil
+	return err
+}
