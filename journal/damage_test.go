@@ -44,7 +44,8 @@ var validJournal = sync.OnceValues(func() ([]byte, error) {
 			return nil, err
 		}
 		if i%100 == 99 {
-			if err := j.SaveSnapshot(ctx, journaltest.Snapshot(p, j.StreamHead(p), j.Head())); err != nil {
+			q := journaltest.ProxyID(i / 100 % 20)
+			if err := j.SaveSnapshot(ctx, journaltest.Snapshot(q, j.StreamHead(q), j.Head())); err != nil {
 				return nil, err
 			}
 		}
