@@ -79,16 +79,18 @@ func snapshotPayload(v []byte, proxyID []byte) ([]byte, error) {
 }
 
 func checkRecord(v []byte, what string, seq uint64) ([]byte, error) {
-	name := what
-	if seq != 0 {
-		name = fmt.Sprintf("%s %d", what, seq)
+	name := func() string {
+		if seq == 0 {
+			return what
+		}
+		return fmt.Sprintf("%s %d", what, seq)
 	}
 	if len(v) < recordHeader {
-		return nil, fmt.Errorf("%s: record of %d bytes is shorter than its header", name, len(v))
+		return nil, fmt.Errorf("%s: record of %d bytes is shorter than its header", name(), len(v))
 	}
 	p := v[recordHeader:]
 	if want, got := binary.BigEndian.Uint32(v[1:]), crc32.Checksum(p, castagnoli); want != got {
-		return nil, fmt.Errorf("%s fails its checksum (stored %08x, computed %08x): the record is damaged", name, want, got)
+		return nil, fmt.Errorf("%s fails its checksum (stored %08x, computed %08x): the record is damaged", name(), want, got)
 	}
 	return p, nil
 }
