@@ -4,17 +4,20 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"iter"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
 // mountTmpfs mounts a tmpfs of the given size (e.g. "4m") on a fresh
@@ -194,6 +197,10 @@ func TestRunRetriesFailedBatches(t *testing.T) {
 	r := startRun(t, v)
 	fill(t, j, 62, 20, 1000)
 	caughtUp(t, r, v, j)
+	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
+	if st := v.Status(); st.Failures != 3 || st.Err != "" || st.Journal || st.Rebuilds != 0 || st.Offset != j.Head() {
+		t.Fatalf("status after recovery: %+v", st)
+	}
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -270,11 +277,18 @@ func TestCorruptClosedViewIsRebuilt(t *testing.T) {
 	rebuildAt(t, path, j)
 	corruptTable(t, path, "check_history")
 	fill(t, j, 72, 20, 300)
-	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true})
+	if _, err := sqlview.OpenView(ctx, path, j, sqlview.Options{}); !errors.Is(err, sqlview.ErrViewCorrupt) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("open without RebuildIfInvalid: %v", err)
+	}
+	var logged strings.Builder
+	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer v.Close()
+	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "integrity check") {
+		t.Errorf("log: %s", logged.String())
+	}
 	if err := v.CatchUp(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -308,6 +322,10 @@ func TestCorruptionWhileRunning(t *testing.T) {
 	if bad := badFiles(t, path); len(bad) != 1 {
 		t.Fatalf("moved-aside files: %v", bad)
 	}
+	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
+	if st := v.Status(); st.Rebuilds != 1 || st.Failures == 0 {
+		t.Fatalf("status after the rebuild: %+v", st)
+	}
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -323,11 +341,19 @@ func TestFileDeletedWhileRunning(t *testing.T) {
 	defer j.Close()
 	fill(t, j, 91, 20, 500)
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1})
+	var vp atomic.Pointer[sqlview.View]
+	var seen atomic.Value
+	progress := func(done, total uint64) {
+		if v := vp.Load(); v != nil {
+			seen.Store(v.Status())
+		}
+	}
+	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1, Progress: progress})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer v.Close()
+	vp.Store(v)
 	r := startRun(t, v)
 	caughtUp(t, r, v, j)
 	if err := os.Remove(path); err != nil {
@@ -339,6 +365,14 @@ func TestFileDeletedWhileRunning(t *testing.T) {
 		_, err := os.Stat(path)
 		return err == nil
 	})
+	during, _ := seen.Load().(sqlview.Status)
+	if during.State != sqlview.StateRebuilding || !strings.Contains(during.Err, "missing") || during.Since.IsZero() {
+		t.Errorf("status during the rebuild: %+v", during)
+	}
+	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
+	if st := v.Status(); st.Rebuilds != 1 || st.Failures != 1 || st.Offset != j.Head() {
+		t.Errorf("status after the rebuild: %+v", st)
+	}
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -395,11 +429,17 @@ func TestOpenReadOnlyFileSystem(t *testing.T) {
 	rebuildAt(t, path, j)
 	fill(t, j, 102, 20, 300)
 	remount(t, dir, true)
-	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1})
+	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer v.Close()
+	if st := v.Status(); st.State != sqlview.StateFailing || !strings.Contains(st.Err, path) || st.Failures != 1 || st.Since.IsZero() {
+		t.Fatalf("status on the read-only file system: %+v", st)
+	}
+	if err := v.CatchUp(context.Background()); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("CatchUp on the read-only file system: %v", err)
+	}
 	r := startRun(t, v)
 	remount(t, dir, false)
 	caughtUp(t, r, v, j)
@@ -457,3 +497,166 @@ func testLogger(t *testing.T) *slog.Logger {
 type tlog struct{ t *testing.T }
 
 func (w tlog) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+
+// TestOpenProbesWrites: a view another process holds the write lock of
+// can be read but not written; OpenView finds out with its write test and
+// returns the view failing; Run catches up once the lock is gone.
+func TestOpenProbesWrites(t *testing.T) {
+	ctx := context.Background()
+	j := journal.NewMem()
+	defer j.Close()
+	fill(t, j, 121, 20, 300)
+	path := filepath.Join(t.TempDir(), "view.db")
+	rebuildAt(t, path, j)
+	fill(t, j, 122, 20, 300)
+	other, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conn, err := other.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{SkipIntegrityCheck: true, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	st := v.Status()
+	if st.State != sqlview.StateFailing || !strings.Contains(st.Err, path) || !strings.Contains(st.Err, "write test") || !strings.Contains(st.Err, "locked") {
+		t.Fatalf("status with the lock held elsewhere: %+v", st)
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	r := startRun(t, v)
+	caughtUp(t, r, v, j)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestValidReplacementIsAdopted: a valid view renamed over view.db while
+// Run holds the old file (what `proxyhealth rebuild` does) is opened and
+// caught up, not moved aside.
+func TestValidReplacementIsAdopted(t *testing.T) {
+	j := journal.NewMem()
+	defer j.Close()
+	fill(t, j, 131, 20, 500)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "view.db")
+	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	r := startRun(t, v)
+	caughtUp(t, r, v, j)
+	fill(t, j, 132, 20, 200)
+	caughtUp(t, r, v, j)
+	if err := sqlview.RebuildFile(context.Background(), path, j, sqlview.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, j, 133, 20, 500)
+	caughtUp(t, r, v, j)
+	if bad := badFiles(t, path); len(bad) != 0 {
+		t.Fatalf("moved-aside files: %v", bad)
+	}
+	if st := v.Status(); st.Rebuilds != 0 || st.Failures != 1 {
+		t.Fatalf("status: %+v", st)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIdleViewNoticesDeletion: with no events arriving, Run still notices
+// within CheckInterval that view.db was deleted, and rebuilds it.
+func TestIdleViewNoticesDeletion(t *testing.T) {
+	j := journal.NewMem()
+	defer j.Close()
+	fill(t, j, 141, 20, 300)
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, CheckInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	r := startRun(t, v)
+	caughtUp(t, r, v, j)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "view.db to be rebuilt", func() bool {
+		_, err := os.Stat(path)
+		return err == nil && v.Status().State == sqlview.StateRunning && v.Status().Rebuilds == 1
+	})
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flakyJournal fails Read while fail is set.
+type flakyJournal struct {
+	journal.Journal
+	fail atomic.Bool
+}
+
+func (f *flakyJournal) Read(ctx context.Context, from uint64) iter.Seq2[*pb.Envelope, error] {
+	if f.fail.Load() {
+		return func(yield func(*pb.Envelope, error) bool) { yield(nil, errors.New("injected journal read error")) }
+	}
+	return f.Journal.Read(ctx, from)
+}
+
+// TestJournalErrorsAreTheJournals: a failing journal read is reported as
+// such (ErrJournal, Status.Journal), retried, and does not touch the file.
+func TestJournalErrorsAreTheJournals(t *testing.T) {
+	ctx := context.Background()
+	mem := journal.NewMem()
+	defer mem.Close()
+	j := &flakyJournal{Journal: mem}
+	fill(t, j, 151, 20, 300)
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	fill(t, j, 152, 20, 300)
+	j.fail.Store(true)
+	if err := v.CatchUp(ctx); !errors.Is(err, sqlview.ErrJournal) || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("CatchUp: %v", err)
+	}
+	if st := v.Status(); st.State != sqlview.StateFailing || !st.Journal || !strings.Contains(st.Err, "injected") {
+		t.Fatalf("status: %+v", st)
+	}
+	r := startRun(t, v)
+	waitFor(t, "Run to retry", func() bool { return v.Status().Failures >= 3 })
+	j.fail.Store(false)
+	caughtUp(t, r, v, j)
+	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
+	if st := v.Status(); st.Journal || st.Rebuilds != 0 || len(badFiles(t, path)) != 0 {
+		t.Fatalf("status: %+v", st)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -113,8 +113,8 @@ func (v *View) fail(ctx context.Context, err error) error {
 		return err
 	}
 	v.broken = true
-	if unusable(err) {
-		v.rebuild = err
+	if unusable(err) && !errors.Is(err, ErrViewReplaced) {
+		v.rebuild = err // a replaced file is reopened: it may be a valid view
 	}
 	v.noteFailure(err, false)
 	return err
@@ -145,7 +145,7 @@ func (v *View) ensureOpen(ctx context.Context) error {
 		return nil
 	}
 	if err := v.reopen(ctx); err != nil {
-		if v.opts.RebuildIfInvalid && unusable(err) {
+		if unusable(err) && !errors.Is(err, ErrViewReplaced) {
 			v.rebuild = err
 		}
 		if ctx.Err() == nil {
