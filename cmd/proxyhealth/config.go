@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -29,15 +31,31 @@ const (
 )
 
 // fileConfig is the YAML config file (see testdata/example.yaml for every
-// field, documented with its default).
+// field, documented with its default). Pointers are nil when the file does
+// not set the field, so that an explicit zero can be refused.
 type fileConfig struct {
-	Data        string        `yaml:"data"`
-	Listen      string        `yaml:"listen"`
-	Concurrency int           `yaml:"concurrency"`
+	Data        *string       `yaml:"data"`
+	Listen      *string       `yaml:"listen"`
+	Concurrency *int          `yaml:"concurrency"`
 	Retention   *duration     `yaml:"retention"`
-	LogFormat   string        `yaml:"log_format"`
+	LogFormat   *string       `yaml:"log_format"`
 	Defaults    checkSettings `yaml:"defaults"`
 	Sources     []sourceFile  `yaml:"sources"`
+
+	// path is the file's name; lines maps the path of every key and list
+	// item ("retention", "sources[1].interval", "sources[1].proxies[0]")
+	// to its line.
+	path  string
+	lines map[string]int
+}
+
+// where returns "FILE:LINE" of a key path, or "FILE" when the line is not
+// known.
+func (fc *fileConfig) where(key string) string {
+	if l, ok := fc.lines[key]; ok {
+		return fmt.Sprintf("%s:%d", fc.path, l)
+	}
+	return fc.path
 }
 
 // sourceFile is one source of the config file.
@@ -46,17 +64,6 @@ type sourceFile struct {
 	checkSettings `yaml:",inline"`
 	Proxies       []lineString `yaml:"proxies"`
 	ProxyFiles    []string     `yaml:"proxy_files"`
-	line          int
-}
-
-// UnmarshalYAML records the line of the source.
-func (s *sourceFile) UnmarshalYAML(n *yaml.Node) error {
-	type plain sourceFile
-	if err := n.Decode((*plain)(s)); err != nil {
-		return err
-	}
-	s.line = n.Line
-	return nil
 }
 
 // checkSettings are the per-source check settings; nil means "not set
@@ -75,17 +82,146 @@ type checkSettings struct {
 	Headers                 map[string]string `yaml:"headers"`
 	CAFile                  *string           `yaml:"ca_file"`
 	InsecureSkipVerify      *bool             `yaml:"insecure_skip_verify"`
-	HealthyThreshold        *uint32           `yaml:"healthy_threshold"`
-	UnhealthyThreshold      *uint32           `yaml:"unhealthy_threshold"`
+	HealthyThreshold        *int              `yaml:"healthy_threshold"`
+	UnhealthyThreshold      *int              `yaml:"unhealthy_threshold"`
 	FirstSuccessHealthy     *bool             `yaml:"first_success_healthy"`
 	RecoveryCooldown        *duration         `yaml:"recovery_cooldown"`
 	MaxRecoveryCooldown     *duration         `yaml:"max_recovery_cooldown"`
-	MaxRecoveryAttempts     *uint32           `yaml:"max_recovery_attempts"`
-	PassiveFailureThreshold *uint32           `yaml:"passive_failure_threshold"`
+	MaxRecoveryAttempts     *int              `yaml:"max_recovery_attempts"`
+	PassiveFailureThreshold *int              `yaml:"passive_failure_threshold"`
 }
 
-// apply sets the fields of c that are set in s. base is the directory
-// relative file names (ca_file) are resolved against.
+// maxCount bounds the thresholds and max_recovery_attempts.
+const maxCount = 1 << 20
+
+// settingsLayer is one layer of check settings (the file's defaults, a
+// source, the command line) and how its errors name a field.
+type settingsLayer struct {
+	s *checkSettings
+	// fc and prefix ("defaults.", "sources[1].") name the fields of a
+	// config file; with fc nil the layer is the command line and a field
+	// is named after its flag (--interval).
+	fc     *fileConfig
+	prefix string
+}
+
+// errorf is the error of a field: "FILE:LINE: sources[1].interval 10ms:
+// must be at least 100ms", or "--interval: 10ms: must be at least 100ms".
+func (l settingsLayer) errorf(field string, value any, rule string) error {
+	v := ""
+	if value != nil {
+		v = fmt.Sprint(value)
+	}
+	if l.fc == nil {
+		return &configError{"--" + strings.ReplaceAll(field, "_", "-"), strings.TrimPrefix(v+": "+rule, ": ")}
+	}
+	return &configError{l.fc.where(l.prefix + field), strings.TrimSpace(l.prefix+field+" "+v) + ": " + rule}
+}
+
+// validate checks every field the layer sets against its accepted range
+// (what events.Config.Validate and probe.Config.Validate accept, without
+// the engine's silent defaults for zero values). Settings that depend on
+// each other are checked once the layers are merged (checkMerged).
+func (l settingsLayer) validate() error {
+	s := l.s
+	for _, d := range []struct {
+		field string
+		v     *duration
+		min   time.Duration
+		rule  string
+	}{
+		{"interval", s.Interval, events.MinInterval, "must be at least 100ms"},
+		{"suspect_interval", s.SuspectInterval, events.MinInterval, "must be at least 100ms"},
+		{"timeout", s.Timeout, time.Nanosecond, "must be more than 0s (e.g. 5s)"},
+		{"latency_ceiling", s.LatencyCeiling, 0, "must be 0s (no ceiling) or more"},
+		{"recovery_cooldown", s.RecoveryCooldown, time.Nanosecond, "must be more than 0s (e.g. 1m)"},
+		{"max_recovery_cooldown", s.MaxRecoveryCooldown, time.Nanosecond, "must be more than 0s (e.g. 1h)"},
+	} {
+		if d.v != nil && time.Duration(*d.v) < d.min {
+			return l.errorf(d.field, *d.v, d.rule)
+		}
+	}
+	if s.Jitter != nil && !(*s.Jitter >= 0 && *s.Jitter <= 0.5) { // also refuses NaN
+		return l.errorf("jitter", *s.Jitter, "must be between 0 and 0.5")
+	}
+	for _, n := range []struct {
+		field string
+		v     *int
+		min   int
+	}{
+		{"healthy_threshold", s.HealthyThreshold, 1}, {"unhealthy_threshold", s.UnhealthyThreshold, 1},
+		{"max_recovery_attempts", s.MaxRecoveryAttempts, 0}, {"passive_failure_threshold", s.PassiveFailureThreshold, 1},
+	} {
+		if n.v != nil && (*n.v < n.min || *n.v > maxCount) {
+			rule := fmt.Sprintf("must be between %d and %d", n.min, maxCount)
+			if n.min == 0 {
+				rule += " (0 = never give up)"
+			}
+			return l.errorf(n.field, *n.v, rule)
+		}
+	}
+	if s.CheckURL != nil && (*s.CheckURL == "" || (probe.Config{TargetURL: *s.CheckURL}).Validate() != nil) {
+		// The URL is not shown: it may carry credentials.
+		return l.errorf("check_url", "(not shown)", "want an absolute http or https URL without credentials or fragment, e.g. "+probe.DefaultTargetURL)
+	}
+	if s.Method != nil {
+		if m := strings.ToUpper(strings.TrimSpace(*s.Method)); m != "HEAD" && m != "GET" {
+			return l.errorf("method", short(*s.Method), "want HEAD or GET")
+		}
+	}
+	if s.ExpectedStatus != nil {
+		if _, err := probe.ParseStatusRanges(*s.ExpectedStatus); err != nil {
+			return l.errorf("expected_status", short(*s.ExpectedStatus), "want status codes or inclusive ranges from 100 to 599, like 200-299,301")
+		}
+	}
+	if s.Mode != nil {
+		if _, err := probe.ParseMode(*s.Mode); err != nil || strings.TrimSpace(*s.Mode) == "" {
+			return l.errorf("mode", short(*s.Mode), "want auto or tcp-connect")
+		}
+	}
+	if s.BodyPattern != nil {
+		if _, err := regexp.Compile(*s.BodyPattern); err != nil {
+			return l.errorf("body_pattern", short(*s.BodyPattern), "not a valid regular expression (Go syntax): "+strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		}
+	}
+	if len(s.Headers) > 0 {
+		var p probe.Config
+		s.applyHeaders(&p)
+		if err := p.Validate(); err != nil {
+			return l.errorf("headers", nil, strings.TrimPrefix(err.Error(), probe.ErrBadConfig.Error()+": Headers "))
+		}
+	}
+	if s.CAFile != nil && *s.CAFile == "" {
+		return l.errorf("ca_file", `""`, "want the path of a PEM file")
+	}
+	return nil
+}
+
+// short quotes a value of the config file for an error, cut to 40
+// characters.
+func short(s string) string {
+	if r := []rune(s); len(r) > 40 {
+		s = string(r[:39]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// applyHeaders sets p.Headers from s.Headers, sorted by name.
+func (s *checkSettings) applyHeaders(p *probe.Config) {
+	names := make([]string, 0, len(s.Headers))
+	for n := range s.Headers {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	p.Headers = nil
+	for _, n := range names {
+		p.Headers = append(p.Headers, probe.Header{Name: n, Value: s.Headers[n]})
+	}
+}
+
+// apply sets the fields of c that are set in s, which validate accepted.
+// base is the directory relative file names (ca_file) are resolved
+// against.
 func (s *checkSettings) apply(h *events.Config, p *probe.Config, base string) error {
 	set := func(dst *time.Duration, v *duration) {
 		if v != nil {
@@ -103,11 +239,11 @@ func (s *checkSettings) apply(h *events.Config, p *probe.Config, base string) er
 	}
 	for _, u := range []struct {
 		dst *uint32
-		v   *uint32
+		v   *int
 	}{{&h.HealthyThreshold, s.HealthyThreshold}, {&h.UnhealthyThreshold, s.UnhealthyThreshold},
 		{&h.MaxRecoveryAttempts, s.MaxRecoveryAttempts}, {&h.PassiveFailureThreshold, s.PassiveFailureThreshold}} {
-		if u.v != nil {
-			*u.dst = *u.v
+		if u.v != nil && *u.v >= 0 && *u.v <= maxCount {
+			*u.dst = uint32(*u.v)
 		}
 	}
 	if s.FirstSuccessHealthy != nil {
@@ -137,15 +273,7 @@ func (s *checkSettings) apply(h *events.Config, p *probe.Config, base string) er
 		p.Mode = m
 	}
 	if len(s.Headers) > 0 {
-		names := make([]string, 0, len(s.Headers))
-		for n := range s.Headers {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		p.Headers = nil
-		for _, n := range names {
-			p.Headers = append(p.Headers, probe.Header{Name: n, Value: s.Headers[n]})
-		}
+		s.applyHeaders(p)
 	}
 	if s.CAFile != nil || s.InsecureSkipVerify != nil {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -191,7 +319,7 @@ func parseDuration(s string) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration (e.g. 500ms, 30s, 5m, 7d)", s)
+		return 0, fmt.Errorf("%s is not a duration (e.g. 500ms, 30s, 5m, 7d)", short(s))
 	}
 	return d, nil
 }
@@ -260,37 +388,285 @@ type yamlLineError struct {
 
 func (e *yamlLineError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
 
-var yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+var (
+	yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+	// yamlTypeRE matches yaml's type errors, which quote the start of the
+	// value: "cannot unmarshal !!str `hunter2` into int".
+	yamlTypeRE = regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `.*`)? into (.+)$")
+)
 
-// yamlError turns a yaml error into "FILE:LINE: reason" (the first one).
-func yamlError(path string, err error) error {
+// yamlError turns a yaml error into "FILE:LINE: reason" (the first one),
+// without the content of the file.
+func (fc *fileConfig) yamlError(err error) error {
 	var le *yamlLineError
 	if errors.As(err, &le) {
-		return &configError{fmt.Sprintf("%s:%d", path, le.line), le.msg}
+		return &configError{fmt.Sprintf("%s:%d", fc.path, le.line), le.msg}
 	}
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
 		err = errors.New(strings.TrimSpace(te.Errors[0]))
 	}
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		return &configError{path + ":" + m[1], strings.ReplaceAll(m[2], "main.", "")}
+	m := yamlLineRE.FindStringSubmatch(msg)
+	if m == nil {
+		return &configError{fc.path, msg}
 	}
-	return &configError{path, msg}
+	where, reason := fc.path+":"+m[1], m[2]
+	if t := yamlTypeRE.FindStringSubmatch(reason); t != nil {
+		line, _ := strconv.Atoi(m[1])
+		reason = fmt.Sprintf("want %s, not %s", yamlKindOf(t[2]), yamlTagName(t[1]))
+		if key := fc.keyAt(line); key != "" {
+			reason = key + ": " + reason
+		}
+	}
+	return &configError{where, strings.ReplaceAll(reason, "main.", "")}
 }
 
-// readConfigFile reads and decodes the YAML config file. Unknown fields
-// are errors.
+// keyAt returns the key path whose key or value is on line ("" when none).
+func (fc *fileConfig) keyAt(line int) string {
+	best := ""
+	for k, l := range fc.lines {
+		// The longest path is the innermost key.
+		if l == line && (len(k) > len(best) || len(k) == len(best) && k < best) {
+			best = k
+		}
+	}
+	return best
+}
+
+// yamlTagName names a YAML tag for an error.
+func yamlTagName(tag string) string {
+	switch tag {
+	case "str":
+		return "a string"
+	case "int":
+		return "a whole number"
+	case "float":
+		return "a number"
+	case "bool":
+		return "true or false"
+	case "seq":
+		return "a list"
+	case "map":
+		return "a mapping (key: value)"
+	case "null":
+		return "an empty value"
+	}
+	return "a " + tag
+}
+
+// yamlKindOf names what a Go type wants in YAML, for an error.
+func yamlKindOf(goType string) string {
+	t := strings.TrimPrefix(goType, "*")
+	switch {
+	case strings.HasPrefix(t, "[]"):
+		return "a list"
+	case strings.HasPrefix(t, "map["), strings.HasPrefix(t, "main."):
+		return "a mapping (key: value)"
+	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"):
+		return "a whole number"
+	case strings.HasPrefix(t, "float"):
+		return "a number"
+	case t == "bool":
+		return "true or false"
+	case t == "string":
+		return "a string"
+	}
+	return "a " + t
+}
+
+// readConfigFile reads and decodes the YAML config file. Unknown keys, at
+// any level, are errors naming the key, its line and the closest known key.
 func readConfigFile(path string) (*fileConfig, error) {
+	fc := &fileConfig{path: path, lines: map[string]int{}}
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &configError{path, fmt.Sprintf("cannot read the config file: %v", unwrapPathError(err))}
 	}
-	var fc fileConfig
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(raw)).Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fc, nil // an empty file
+		}
+		return nil, fc.yamlError(err)
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return fc, nil // only comments
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, &configError{fmt.Sprintf("%s:%d", path, root.Line),
+			"not a YAML mapping of settings (key: value lines); is this a proxyhealth config file? See testdata/example.yaml in the sources"}
+	}
+	if err := fc.checkKeys(root, reflect.TypeFor[fileConfig](), "", 0); err != nil {
+		return nil, err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
-	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlError(path, err)
+	if err := dec.Decode(fc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fc.yamlError(err)
 	}
-	return &fc, nil
+	return fc, nil
+}
+
+var (
+	unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+	// keyLikeRE matches what may be shown of an unknown key.
+	keyLikeRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,40}$`)
+)
+
+// checkKeys walks the YAML tree n, which decodes into a t, records the line
+// of every key and list item in fc.lines, and refuses the first key t does
+// not have.
+func (fc *fileConfig) checkKeys(n *yaml.Node, t reflect.Type, path string, depth int) error {
+	if depth > 64 {
+		return &configError{fmt.Sprintf("%s:%d", fc.path, n.Line), "nested too deeply"}
+	}
+	if n.Kind == yaml.AliasNode {
+		if n.Alias == nil {
+			return nil
+		}
+		return fc.checkKeys(n.Alias, t, path, depth+1)
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return nil // a scalar type of ours (duration, lineString)
+	}
+	join := func(key string) string {
+		if path == "" {
+			return key
+		}
+		return path + "." + key
+	}
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := yamlFields(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Value == "<<" && k.Tag == "!!merge" { // "<<: *defaults"
+				merged := []*yaml.Node{v}
+				if v.Kind == yaml.SequenceNode {
+					merged = v.Content
+				}
+				for _, m := range merged {
+					if err := fc.checkKeys(m, t, path, depth+1); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			ft, ok := fields[k.Value]
+			if !ok {
+				return fc.unknownKey(k, path, fields)
+			}
+			fc.lines[join(k.Value)] = k.Line
+			if err := fc.checkKeys(v, ft, join(k.Value), depth+1); err != nil {
+				return err
+			}
+		}
+	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := join(n.Content[i].Value)
+			fc.lines[k] = n.Content[i].Line
+			if err := fc.checkKeys(n.Content[i+1], t.Elem(), k, depth+1); err != nil {
+				return err
+			}
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, c := range n.Content {
+			k := fmt.Sprintf("%s[%d]", path, i)
+			fc.lines[k] = c.Line
+			if err := fc.checkKeys(c, t.Elem(), k, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// unknownKey is the error of a key the config file does not know.
+func (fc *fileConfig) unknownKey(k *yaml.Node, path string, fields map[string]reflect.Type) error {
+	where := "at the top level"
+	if path != "" {
+		where = "in " + path
+	}
+	if !keyLikeRE.MatchString(k.Value) {
+		// Not shown: it may be a line of some other file.
+		msg := "unknown key (not shown: not a setting name) " + where
+		if path == "" {
+			msg += "; is this a proxyhealth config file? See testdata/example.yaml in the sources"
+		}
+		return &configError{fmt.Sprintf("%s:%d", fc.path, k.Line), msg}
+	}
+	msg := fmt.Sprintf("unknown key %q %s", k.Value, where)
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	if s := closest(k.Value, names); s != "" {
+		msg += "; did you mean " + s + "?"
+	} else {
+		msg += "; known keys: " + strings.Join(names, ", ")
+	}
+	return &configError{fmt.Sprintf("%s:%d", fc.path, k.Line), msg}
+}
+
+// yamlFields maps the YAML keys of struct t (with its inline structs) to
+// their types.
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for f := range t.Fields() {
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		switch {
+		case opts == "inline":
+			maps.Copy(out, yamlFields(f.Type))
+		case name != "" && name != "-" && f.IsExported():
+			out[name] = f.Type
+		}
+	}
+	return out
+}
+
+// closest returns the known name nearest to key, or "" when none is near:
+// at most a third of the key's length in edits (case, '-' and '_' aside).
+func closest(key string, known []string) string {
+	norm := func(s string) string { return strings.ReplaceAll(strings.ToLower(s), "-", "_") }
+	best, bestD := "", len(key)/3+1
+	for _, k := range known {
+		if d := editDistance(norm(key), norm(k)); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	if len(a) > 256 || len(b) > 256 {
+		return max(len(a), len(b))
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

@@ -78,11 +78,11 @@ func TestFlagsOverrideConfig(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range []struct{ name, yaml, want string }{
-		{"unknown.yaml", "listen: 127.0.0.1:1\nsauces: []\n", "unknown.yaml:2: field sauces not found"},
+		{"unknown.yaml", "listen: 127.0.0.1:1\nsauces: []\n", "unknown.yaml:2: unknown key \"sauces\" at the top level; did you mean sources?"},
 		{"baddur.yaml", "defaults:\n  interval: soon\n", "baddur.yaml:2: \"soon\" is not a duration"},
 		{"badurl.yaml", "sources:\n  - name: a\n    proxies:\n      - 10.0.0.1:80\n      - gopher://10.0.0.2:70\n", "badurl.yaml:5: "},
 		{"dup.yaml", "sources:\n  - name: a\n  - name: a\n", "dup.yaml:3: source \"a\" is defined twice"},
-		{"badname.yaml", "sources:\n  - name: 'a b'\n", "badname.yaml:2: sources[0]: name"},
+		{"badname.yaml", "sources:\n  - name: 'a b'\n", "badname.yaml:2: sources[0].name \"a b\": use 1-64"},
 		{"syntax.yaml", "sources: [\n", "syntax.yaml"},
 		{"status.yaml", "defaults:\n  expected_status: 200-199\n", "status.yaml"},
 		{"fast.yaml", "defaults:\n  interval: 10ms\n", "interval"},
@@ -137,5 +137,146 @@ func TestProxiesFlagSources(t *testing.T) {
 	}
 	if err != nil && strings.Contains(err.Error(), "pw9999") {
 		t.Errorf("credentials in %v", err)
+	}
+}
+
+// TestConfigUnknownKeysAtEveryLevel checks that a misspelt key is refused
+// wherever it is (it was silently ignored inside a source), naming the
+// file, the line, where it is and the closest known key.
+func TestConfigUnknownKeysAtEveryLevel(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ name, yaml, want string }{
+		{"source.yaml", "sources:\n  - name: a\n  - name: b\n    intervall: 5s\n",
+			`source.yaml:4: unknown key "intervall" in sources[1]; did you mean interval?`},
+		{"defaults.yaml", "defaults:\n  timout: 1s\n", `defaults.yaml:2: unknown key "timout" in defaults; did you mean timeout?`},
+		{"flow.yaml", "sources: [{name: a, proxy_file: [x.txt]}]\n", `flow.yaml:1: unknown key "proxy_file" in sources[0]; did you mean proxy_files?`},
+		{"case.yaml", "sources:\n  - name: a\n    Suspect-Interval: 1s\n", `case.yaml:3: unknown key "Suspect-Interval" in sources[0]; did you mean suspect_interval?`},
+		{"far.yaml", "sources:\n  - name: a\n    colour: blue\n", `far.yaml:3: unknown key "colour" in sources[0]; known keys: body_pattern, ca_file,`},
+		{"merge.yaml", "base: &b\n  intervall: 5s\nsources:\n  - name: a\n    <<: *b\n", `merge.yaml:1: unknown key "base" at the top level`},
+		{"merge2.yaml", "defaults: &b\n  interval: 5s\n  jiter: 0.1\nsources:\n  - name: a\n    <<: *b\n", `merge2.yaml:3: unknown key "jiter" in defaults; did you mean jitter?`},
+	} {
+		path := writeFile(t, dir, c.name, c.yaml)
+		_, err := loadArgs(t, nil, "--config", path)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v\nwant %q", c.name, err, c.want)
+		}
+	}
+	// Known keys, anchors and merge keys still load.
+	path := writeFile(t, dir, "ok.yaml", "defaults: &d\n  interval: 5s\nsources:\n  - name: a\n    <<: *d\n    headers: {X-Anything: v}\n")
+	dc, err := loadArgs(t, nil, "--config", path)
+	if err != nil || dc.engine.Sources[0].Health.Interval != 5*time.Second {
+		t.Errorf("valid config: %v %+v", err, dc.engine.Sources)
+	}
+}
+
+// TestConfigOutOfRange checks that every out-of-range value is refused,
+// naming the file and line (or the flag), the field and the accepted range,
+// including the zero values the engine would silently replace by a
+// default.
+func TestConfigOutOfRange(t *testing.T) {
+	dir := t.TempDir()
+	src := "sources:\n  - name: a\n  - name: b\n"
+	for _, c := range []struct{ name, yaml, want string }{
+		{"ret-neg.yaml", "retention: -1h\n", "ret-neg.yaml:1: retention -1h0m0s: must be at least 1h"},
+		{"ret-zero.yaml", "listen: 127.0.0.1:1\nretention: 0s\n", "ret-zero.yaml:2: retention 0s: must be at least 1h"},
+		{"conc-zero.yaml", "concurrency: 0\n", "conc-zero.yaml:1: concurrency 0: must be at least 1"},
+		{"conc-neg.yaml", "concurrency: -3\n", "conc-neg.yaml:1: concurrency -3: must be at least 1"},
+		{"conc-str.yaml", "concurrency: lots\n", "conc-str.yaml:1: concurrency: want a whole number, not a string"},
+		{"interval.yaml", src + "    interval: 10ms\n", "interval.yaml:4: sources[1].interval 10ms: must be at least 100ms"},
+		{"def-timeout.yaml", "defaults:\n  timeout: 0s\n", "def-timeout.yaml:2: defaults.timeout 0s: must be more than 0s"},
+		{"timeout.yaml", src + "    timeout: -1s\n", "timeout.yaml:4: sources[1].timeout -1s: must be more than 0s"},
+		{"jitter.yaml", src + "    jitter: 0.9\n", "jitter.yaml:4: sources[1].jitter 0.9: must be between 0 and 0.5"},
+		{"nan.yaml", src + "    jitter: .nan\n", "nan.yaml:4: sources[1].jitter NaN: must be between 0 and 0.5"},
+		{"healthy.yaml", src + "    healthy_threshold: 0\n", "healthy.yaml:4: sources[1].healthy_threshold 0: must be between 1 and 1048576"},
+		{"unhealthy.yaml", src + "    unhealthy_threshold: -1\n", "unhealthy.yaml:4: sources[1].unhealthy_threshold -1: must be between 1 and 1048576"},
+		{"passive.yaml", "defaults:\n  passive_failure_threshold: 0\n", "passive.yaml:2: defaults.passive_failure_threshold 0: must be between 1"},
+		{"attempts.yaml", src + "    max_recovery_attempts: -2\n", "attempts.yaml:4: sources[1].max_recovery_attempts -2: must be between 0 and 1048576 (0 = never give up)"},
+		{"cooldown.yaml", src + "    recovery_cooldown: 0s\n", "cooldown.yaml:4: sources[1].recovery_cooldown 0s: must be more than 0s"},
+		{"cooldown-max.yaml", src + "    recovery_cooldown: 2h\n", "cooldown-max.yaml:4: sources[1].recovery_cooldown 2h0m0s: must not exceed max_recovery_cooldown (1h0m0s)"},
+		{"max-cooldown.yaml", src + "    max_recovery_cooldown: 10s\n", "max-cooldown.yaml:4: sources[1].max_recovery_cooldown 10s: must be at least recovery_cooldown (1m0s)"},
+		{"suspect.yaml", src + "    interval: 5s\n    suspect_interval: 10s\n", "suspect.yaml:5: sources[1].suspect_interval 10s: must not exceed interval (5s)"},
+		{"ceiling.yaml", src + "    latency_ceiling: -1s\n", "ceiling.yaml:4: sources[1].latency_ceiling -1s: must be 0s (no ceiling) or more"},
+		{"url-empty.yaml", src + "    check_url: ''\n", "url-empty.yaml:4: sources[1].check_url (not shown): want an absolute http or https URL"},
+		{"url-creds.yaml", src + "    check_url: http://u:hunter2@example.com/\n", "url-creds.yaml:4: sources[1].check_url (not shown)"},
+		{"method.yaml", src + "    method: PUT\n", `method.yaml:4: sources[1].method "PUT": want HEAD or GET`},
+		{"mode.yaml", src + "    mode: ''\n", `mode.yaml:4: sources[1].mode "": want auto or tcp-connect`},
+		{"status.yaml", src + "    expected_status: 200-700\n", `status.yaml:4: sources[1].expected_status "200-700": want status codes`},
+		{"head-body.yaml", src + "    method: HEAD\n    body_pattern: ok\n", "head-body.yaml:3: sources[1]: probe: bad check config: BodyPattern"},
+		{"header.yaml", src + "    headers: {Host: x}\n", `header.yaml:4: sources[1].headers: "Host": managed by the checker`},
+		{"logfmt.yaml", "log_format: xml\n", `logfmt.yaml:1: log_format "xml": want text or json`},
+		{"listen.yaml", "listen: nope\n", `listen.yaml:1: listen "nope": want HOST:PORT`},
+		{"data.yaml", "data: ''\n", `data.yaml:1: data "": want a directory`},
+		{"notmap.yaml", "just some text with a secret\n", "notmap.yaml:1: not a YAML mapping"},
+		{"shadow.yaml", "root:$y$j9T$secretsecret:19700:0:99999:7:::\n", "shadow.yaml:1: unknown key (not shown: not a setting name) at the top level; is this a proxyhealth config file?"},
+	} {
+		path := writeFile(t, dir, c.name, c.yaml)
+		_, err := loadArgs(t, nil, "--config", path)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v\nwant %q", c.name, err, c.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "lots") || strings.Contains(err.Error(), "secret")) {
+			t.Errorf("%s: error %v shows the file's content", c.name, err)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--retention", "0"}, "--retention: 0s: must be at least 1h"},
+		{[]string{"--concurrency", "0"}, "--concurrency: 0: must be at least 1"},
+		{[]string{"--interval", "10ms"}, "--interval: 10ms: must be at least 100ms"},
+		{[]string{"--timeout", "0s"}, "--timeout: 0s: must be more than 0s"},
+		{[]string{"--healthy-threshold", "0"}, "--healthy-threshold: 0: must be between 1 and 1048576"},
+		{[]string{"--recovery-cooldown", "2h"}, "--recovery-cooldown: 2h0m0s: must not exceed max_recovery_cooldown (1h0m0s)"},
+	} {
+		_, err := loadArgs(t, nil, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v\nwant %q", c.args, err, c.want)
+		}
+	}
+	// A shorter interval set closer to the source still lowers the
+	// suspect interval of the defaults (documented in example.yaml).
+	path := writeFile(t, dir, "lower.yaml", "defaults:\n  suspect_interval: 1s\nsources:\n  - name: a\n    interval: 500ms\n")
+	dc, err := loadArgs(t, nil, "--config", path)
+	if err != nil || dc.engine.Sources[0].Health.SuspectInterval != 500*time.Millisecond {
+		t.Errorf("interval below the defaults' suspect_interval: %v %+v", err, dc.engine.Sources)
+	}
+}
+
+// TestProxyListContentNotEchoed points every way of naming a proxy list
+// (--proxies, proxy_files:, proxies:) at content that is not a proxy list,
+// or at proxy URLs with credentials, and checks that errors give the
+// position and at most a short redacted excerpt.
+func TestProxyListContentNotEchoed(t *testing.T) {
+	dir := t.TempDir()
+	shadow := writeFile(t, dir, "shadow", "root:$y$j9T$Zk3xSaltSalt$HashHashHash:19700:0:99999:7:::\ndaemon:*:19700:0:99999:7:::\n")
+	creds := writeFile(t, dir, "creds.txt", "10.0.0.1:80\nsocks5://alice:S3cretPw@10.0.0.2:99999\n")
+	long := writeFile(t, dir, "long.txt", "http://"+strings.Repeat("h", 200)+".example:0\n")
+	secrets := []string{"root", "j9T", "Zk3xSalt", "HashHash", "19700", "alice", "S3cretPw", "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--proxies", "s=" + shadow}, shadow + ":1: bad proxy URL (input not shown"},
+		{[]string{"--config", writeFile(t, dir, "files.yaml", "sources:\n  - name: a\n    proxy_files: ["+shadow+"]\n")}, shadow + ":1: bad proxy URL (input not shown"},
+		{[]string{"--config", writeFile(t, dir, "inline.yaml", "sources:\n  - name: a\n    proxies:\n      - 10.0.0.1:80\n      - 'root:$y$j9T$Zk3xSaltSalt$HashHashHash:19700:0:99999:7:::'\n")},
+			"inline.yaml:5: sources[0].proxies[1]: bad proxy URL (input not shown"},
+		{[]string{"--config", writeFile(t, dir, "inline2.yaml", "sources:\n  - name: a\n    proxies:\n      - root:$y$j9T$Zk3xSaltSalt$HashHashHash:19700:0:99999:7:::\n")},
+			"inline2.yaml:4: want a proxy URL string"},
+		{[]string{"--proxies", creds}, creds + `:2: bad proxy URL "socks5://REDACTED@10.0.0.2:99999": bad port "99999"`},
+		{[]string{"--config", writeFile(t, dir, "creds.yaml", "sources:\n  - name: a\n    proxies: ['socks5://alice:S3cretPw@10.0.0.2:99999']\n")},
+			`creds.yaml:3: sources[0].proxies[0]: bad proxy URL "socks5://REDACTED@10.0.0.2:99999"`},
+		{[]string{"--proxies", long}, long + `:1: bad proxy URL "http://hhhh`},
+	} {
+		_, err := loadArgs(t, nil, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v\nwant %q", c.args, err, c.want)
+			continue
+		}
+		for _, s := range secrets {
+			if strings.Contains(err.Error(), s) {
+				t.Errorf("%q: error %q shows %q", c.args, err, s)
+			}
+		}
 	}
 }

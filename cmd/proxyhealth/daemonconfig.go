@@ -73,16 +73,16 @@ func (r *runSettings) overrides() (checkSettings, error) {
 	for _, u := range []struct {
 		name string
 		v    uint
-		dst  **uint32
+		dst  **int
 	}{{"unhealthy-threshold", r.unhealthy, &o.UnhealthyThreshold}, {"healthy-threshold", r.healthy, &o.HealthyThreshold},
 		{"max-recovery-attempts", r.maxRecovery, &o.MaxRecoveryAttempts}} {
 		if !r.fs.isSet(u.name) {
 			continue
 		}
-		if u.v > 1<<20 {
-			return o, &configError{"--" + u.name, fmt.Sprintf("%d is too large", u.v)}
+		if u.v > maxCount {
+			return o, &configError{"--" + u.name, fmt.Sprintf("%d: must be at most %d", u.v, maxCount)}
 		}
-		v := uint32(u.v)
+		v := int(u.v)
 		*u.dst = &v
 	}
 	return o, nil
@@ -97,8 +97,14 @@ type daemonConfig struct {
 	token     string
 }
 
+// minRetention is the shortest journal retention accepted.
+const minRetention = time.Hour
+
 // load reads the config file and proxy lists and merges them with the
-// flags. Every problem is a *configError; nothing is started.
+// flags. Every problem is a *configError naming the file and line (or the
+// flag) and the field; nothing is started. It refuses at least what
+// proxyhealth.Config.Validate refuses, and also the zero and negative
+// values the engine would silently replace with a default.
 func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 	fc := &fileConfig{}
 	base := "."
@@ -115,45 +121,58 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 		}
 		return filepath.Join(base, p)
 	}
+	// bad is the error of a top-level setting, from its flag or the file.
+	bad := func(flag, key string, value any, rule string) error {
+		if r.fs.isSet(flag) {
+			return &configError{"--" + flag, fmt.Sprintf("%v: %s", value, rule)}
+		}
+		return &configError{fc.where(key), fmt.Sprintf("%s %v: %s", key, value, rule)}
+	}
 	dc := daemonConfig{listen: defaultListen, logFormat: "text"}
 	dc.engine.DataDir = defaultData
 	switch {
 	case r.fs.isSet("data"):
 		dc.engine.DataDir = r.data
-	case fc.Data != "":
-		dc.engine.DataDir = rel(fc.Data)
+	case fc.Data != nil:
+		if *fc.Data == "" {
+			return dc, bad("data", "data", `""`, "want a directory (default "+defaultData+")")
+		}
+		dc.engine.DataDir = rel(*fc.Data)
 	}
 	switch {
 	case r.fs.isSet("listen"):
 		dc.listen = r.listen
-	case fc.Listen != "":
-		dc.listen = fc.Listen
+	case fc.Listen != nil:
+		dc.listen = *fc.Listen
+	}
+	if _, _, err := net.SplitHostPort(dc.listen); err != nil {
+		return dc, bad("listen", "listen", short(dc.listen), "want HOST:PORT, e.g. "+defaultListen)
 	}
 	dc.engine.Concurrency = 1000
 	switch {
 	case r.fs.isSet("concurrency"):
 		dc.engine.Concurrency = r.concurrency
-	case fc.Concurrency != 0:
-		dc.engine.Concurrency = fc.Concurrency
+	case fc.Concurrency != nil:
+		dc.engine.Concurrency = *fc.Concurrency
 	}
 	if dc.engine.Concurrency < 1 {
-		return dc, &configError{"concurrency", fmt.Sprintf("%d; must be at least 1", dc.engine.Concurrency)}
+		return dc, bad("concurrency", "concurrency", dc.engine.Concurrency, "must be at least 1 (checks in flight)")
 	}
 	dc.engine.Retention = r.retention
 	if !r.fs.isSet("retention") && fc.Retention != nil {
 		dc.engine.Retention = time.Duration(*fc.Retention)
 	}
-	if dc.engine.Retention <= 0 {
-		dc.engine.Retention = -1 // keep everything
+	if dc.engine.Retention < minRetention {
+		return dc, bad("retention", "retention", duration(dc.engine.Retention), "must be at least 1h (e.g. 7d; write 3650d to keep ten years)")
 	}
 	switch {
 	case r.fs.isSet("log-format"):
 		dc.logFormat = r.logFormat.value
-	case fc.LogFormat != "":
-		if fc.LogFormat != "text" && fc.LogFormat != "json" {
-			return dc, &configError{r.config, fmt.Sprintf("log_format %q: want text or json", fc.LogFormat)}
+	case fc.LogFormat != nil:
+		if *fc.LogFormat != "text" && *fc.LogFormat != "json" {
+			return dc, bad("log-format", "log_format", short(*fc.LogFormat), "want text or json")
 		}
-		dc.logFormat = fc.LogFormat
+		dc.logFormat = *fc.LogFormat
 	}
 	lvl, err := parseLevel(r.logLevel)
 	if err != nil {
@@ -172,46 +191,68 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 	if err != nil {
 		return dc, err
 	}
-	byName := map[string]int{}
-	defWhere := "defaults"
-	if r.config != "" {
-		defWhere = r.config + ": defaults"
+	defaults := settingsLayer{s: &fc.Defaults, fc: fc, prefix: "defaults."}
+	command := settingsLayer{s: &over}
+	for _, l := range []settingsLayer{defaults, command} {
+		if err := l.validate(); err != nil {
+			return dc, err
+		}
 	}
-	newSource := func(name string, own *checkSettings, where string) (proxyhealth.SourceConfig, error) {
+	byName := map[string]int{}
+	// newSource merges the layers of check settings of one source: the
+	// file's defaults, the source's own (nil for --proxies and the default
+	// source), the command line.
+	newSource := func(name string, own *settingsLayer, label, where string) (proxyhealth.SourceConfig, error) {
 		sc := proxyhealth.SourceConfig{Name: name, Health: events.DefaultConfig()}
-		for _, l := range []struct {
-			s     *checkSettings
-			where string
-		}{{&fc.Defaults, defWhere}, {own, where}, {&over, "command line"}} {
-			if l.s == nil {
-				continue
-			}
+		layers := []settingsLayer{defaults}
+		if own != nil {
+			layers = append(layers, *own)
+		}
+		layers = append(layers, command)
+		for _, l := range layers {
 			if err := l.s.apply(&sc.Health, &sc.Probe, base); err != nil {
-				return sc, &configError{l.where, strings.TrimPrefix(err.Error(), "probe: ")}
+				lw := "command line"
+				if l.fc != nil {
+					lw = l.fc.where(strings.TrimSuffix(l.prefix, "."))
+				}
+				return sc, &configError{lw, l.prefix + strings.TrimPrefix(err.Error(), "probe: ")}
 			}
 		}
-		// A short interval (down to 100ms, for tests and demos) brings the
-		// suspect re-probe interval down with it.
-		if sc.Health.SuspectInterval > sc.Health.Interval {
-			sc.Health.SuspectInterval = sc.Health.Interval
+		if err := checkMerged(layers, &sc); err != nil {
+			return sc, err
+		}
+		// What the engine checks, for what the layers could not check
+		// alone (e.g. body_pattern with method HEAD).
+		h := sc.Health
+		h.Timeout = sc.Probe.WithDefaults().Timeout
+		if err := h.Validate(); err != nil {
+			return sc, &configError{where, label + ": " + err.Error()}
+		}
+		if err := sc.Probe.Validate(); err != nil {
+			return sc, &configError{where, label + ": " + err.Error()}
 		}
 		return sc, nil
 	}
 	for i, sf := range fc.Sources {
-		where := fmt.Sprintf("%s:%d", r.config, sf.line)
+		label := fmt.Sprintf("sources[%d]", i)
+		where := fc.where(label)
 		if !sourceNameRE.MatchString(sf.Name) {
-			return dc, &configError{where, fmt.Sprintf("sources[%d]: name %q; use 1-64 letters, digits, '.', '_' or '-'", i, sf.Name)}
+			return dc, &configError{fc.where(label + ".name"), fmt.Sprintf("%s.name %s: use 1-64 letters, digits, '.', '_' or '-'", label, short(sf.Name))}
 		}
 		if _, dup := byName[sf.Name]; dup {
 			return dc, &configError{where, fmt.Sprintf("source %q is defined twice", sf.Name)}
 		}
-		sc, err := newSource(sf.Name, &sf.checkSettings, where)
+		own := settingsLayer{s: &sf.checkSettings, fc: fc, prefix: label + "."}
+		if err := own.validate(); err != nil {
+			return dc, err
+		}
+		sc, err := newSource(sf.Name, &own, label, where)
 		if err != nil {
 			return dc, err
 		}
-		for _, p := range sf.Proxies {
+		for j, p := range sf.Proxies {
 			if _, err := probe.ParseProxyURL(p.value); err != nil {
-				return dc, &configError{fmt.Sprintf("%s:%d", r.config, p.line), strings.TrimPrefix(err.Error(), "probe: ")}
+				return dc, &configError{fmt.Sprintf("%s:%d", r.config, p.line), fmt.Sprintf("%s.proxies[%d]: %s", label, j, strings.TrimPrefix(err.Error(), "probe: "))}
 			}
 			sc.Proxies = append(sc.Proxies, p.value)
 		}
@@ -238,7 +279,7 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 			dc.engine.Sources[i].Proxies = append(dc.engine.Sources[i].Proxies, list...)
 			continue
 		}
-		sc, err := newSource(pa.source, nil, "--proxies "+v)
+		sc, err := newSource(pa.source, nil, "source "+pa.source, "--proxies "+v)
 		if err != nil {
 			return dc, err
 		}
@@ -249,7 +290,11 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 	// A "default" source always exists, so that POST /v1/proxies without a
 	// source works.
 	if _, ok := byName[proxyhealth.DefaultSource]; !ok {
-		sc, err := newSource(proxyhealth.DefaultSource, nil, "defaults")
+		where := "defaults"
+		if r.config != "" {
+			where = r.config
+		}
+		sc, err := newSource(proxyhealth.DefaultSource, nil, "defaults", where)
 		if err != nil {
 			return dc, err
 		}
@@ -263,6 +308,43 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 		return dc, &configError{where, strings.TrimPrefix(err.Error(), "proxyhealth: ")}
 	}
 	return dc, nil
+}
+
+// checkMerged checks the settings of a source that depend on each other,
+// once its layers are merged into sc, and names the field of the layer that
+// set the offending value.
+func checkMerged(layers []settingsLayer, sc *proxyhealth.SourceConfig) error {
+	// last returns the index of the last layer that sets a field, -1 for
+	// the built-in default.
+	last := func(set func(*checkSettings) bool) int {
+		for i := len(layers) - 1; i >= 0; i-- {
+			if set(layers[i].s) {
+				return i
+			}
+		}
+		return -1
+	}
+	h := &sc.Health
+	if h.SuspectInterval > h.Interval {
+		si := last(func(s *checkSettings) bool { return s.SuspectInterval != nil })
+		ii := last(func(s *checkSettings) bool { return s.Interval != nil })
+		if si >= 0 && si >= ii {
+			return layers[si].errorf("suspect_interval", duration(h.SuspectInterval), fmt.Sprintf("must not exceed interval (%v)", duration(h.Interval)))
+		}
+		// A shorter interval set closer to the source (down to 100ms, for
+		// tests and demos) brings the suspect re-probe interval down with
+		// it.
+		h.SuspectInterval = h.Interval
+	}
+	if h.MaxRecoveryCooldown < h.RecoveryCooldown {
+		ri := last(func(s *checkSettings) bool { return s.RecoveryCooldown != nil })
+		mi := last(func(s *checkSettings) bool { return s.MaxRecoveryCooldown != nil })
+		if mi > ri {
+			return layers[mi].errorf("max_recovery_cooldown", duration(h.MaxRecoveryCooldown), fmt.Sprintf("must be at least recovery_cooldown (%v)", duration(h.RecoveryCooldown)))
+		}
+		return layers[ri].errorf("recovery_cooldown", duration(h.RecoveryCooldown), fmt.Sprintf("must not exceed max_recovery_cooldown (%v); raise that too", duration(h.MaxRecoveryCooldown)))
+	}
+	return nil
 }
 
 // isLoopback reports whether a listen address only accepts local

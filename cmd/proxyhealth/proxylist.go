@@ -35,11 +35,22 @@ func (e *configError) Unwrap() error { return errConfig }
 // maxProxyLine bounds one line of a proxy list.
 const maxProxyLine = 64 << 10
 
+// shortURL is the redacted form of u for an error, cut to
+// probe.MaxErrorExcerpt characters.
+func shortURL(u probe.ProxyURL) string {
+	if r := []rune(u.Redacted()); len(r) > probe.MaxErrorExcerpt {
+		return string(r[:probe.MaxErrorExcerpt-1]) + "…"
+	}
+	return u.Redacted()
+}
+
 // parseProxyList reads a proxy list: one URL a line (http://, https://,
 // socks5://, socks5h://, socks4://, socks4a://, optional user:pass@; a bare
 // host:port means http://), '#' comments (whole lines, or after a space),
 // blank lines ignored. Errors are "NAME:LINE: reason" and never show
-// credentials.
+// credentials, nor more of a line than a short redacted excerpt of what
+// looks like a proxy URL (see probe.ParseProxyURL): a file that is not a
+// proxy list is not echoed.
 func parseProxyList(name string, r io.Reader) ([]string, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), maxProxyLine)
@@ -68,7 +79,7 @@ func parseProxyList(name string, r io.Reader) ([]string, error) {
 			return nil, &configError{fmt.Sprintf("%s:%d", name, line), strings.TrimPrefix(err.Error(), "probe: ")}
 		}
 		if prev, dup := seen[u.ID()]; dup {
-			return nil, &configError{fmt.Sprintf("%s:%d", name, line), fmt.Sprintf("%s is already listed on line %d", u.Redacted(), prev)}
+			return nil, &configError{fmt.Sprintf("%s:%d", name, line), fmt.Sprintf("%s is already listed on line %d", shortURL(u), prev)}
 		}
 		seen[u.ID()] = line
 		out = append(out, text)

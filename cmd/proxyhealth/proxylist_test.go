@@ -70,3 +70,26 @@ func TestReadProxyFileMissing(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+// TestParseProxyListDoesNotEchoOtherFiles checks that a file that is not a
+// proxy list (here a line of /etc/shadow) is refused with its position
+// only, and that a duplicate with a long host name is shown cut short.
+func TestParseProxyListDoesNotEchoOtherFiles(t *testing.T) {
+	_, err := parseProxyList("/etc/shadow", strings.NewReader("root:$y$j9T$Zk3xSalt$HashHash:19700:0:99999:7:::\n"))
+	if err == nil || !strings.HasPrefix(err.Error(), "/etc/shadow:1: bad proxy URL (input not shown") {
+		t.Errorf("shadow line: %v", err)
+	}
+	for _, s := range []string{"root", "Zk3xSalt", "HashHash", "19700"} {
+		if err != nil && strings.Contains(err.Error(), s) {
+			t.Errorf("error %q shows %q", err, s)
+		}
+	}
+	host := strings.Repeat("h", 200) + ".example:80"
+	_, err = parseProxyList("list.txt", strings.NewReader(host+"\nhttp://u:pw@"+host+"\n"))
+	if err == nil || !strings.HasPrefix(err.Error(), "list.txt:2: http://hhh") || !strings.Contains(err.Error(), "… is already listed on line 1") {
+		t.Errorf("duplicate: %v", err)
+	}
+	if err != nil && strings.Count(err.Error(), "h") > 80 {
+		t.Errorf("duplicate error not cut short: %v", err)
+	}
+}
