@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"net/http"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
@@ -64,20 +66,33 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if *token == "" {
 		*token = os.Getenv("PROXYHEALTH_TOKEN")
 	}
-	var get func(context.Context) (httpapi.Pool, error)
+	// get returns the pool, and with --data what was found of the journal
+	// beside the view.
+	var get func(context.Context) (httpapi.Pool, *dataCheck, error)
 	if *data != "" {
-		get = func(ctx context.Context) (httpapi.Pool, error) { return poolFromData(ctx, *data) }
+		get = func(ctx context.Context) (httpapi.Pool, *dataCheck, error) { return poolFromData(ctx, *data) }
 	} else {
 		u, err := url.Parse(*server)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fs.fail("--server %q: want a URL like http://127.0.0.1:9480", *server)
 		}
 		client := &http.Client{Timeout: statusHTTPTimeout}
-		get = func(ctx context.Context) (httpapi.Pool, error) { return poolFromServer(ctx, client, u, *token) }
+		get = func(ctx context.Context) (httpapi.Pool, *dataCheck, error) {
+			p, err := poolFromServer(ctx, client, u, *token)
+			return p, nil, err
+		}
 	}
 	term := isTerminal(stdout)
+	lastWarning := ""
 	for first := true; ; first = false {
-		p, err := get(ctx)
+		p, dc, err := get(ctx)
+		if dc != nil && dc.warning != "" && dc.warning != lastWarning {
+			// Once per change, so that --watch does not repeat it.
+			fmt.Fprintf(stderr, "proxyhealth status: %s\n", dc.warning)
+		}
+		if dc != nil {
+			lastWarning = dc.warning
+		}
 		if err != nil {
 			if ctx.Err() != nil && !first {
 				return exitOK
@@ -100,9 +115,15 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 				_ = enc.Encode(p)
 			} else {
 				printPoolTable(stdout, p, time.Now())
+				if dc != nil {
+					fmt.Fprintf(stdout, "\ndata     %s\n", dc.summary)
+				}
 			}
 		}
 		if !*watch {
+			if dc != nil && dc.fatal {
+				return exitFailure
+			}
 			return exitOK
 		}
 		select {
@@ -154,14 +175,167 @@ func unwrapURLError(err error) error {
 	return err
 }
 
+// dataCheck is what status --data found of the journal beside the view.
+type dataCheck struct {
+	// summary is one line on the view and the journal, for the table.
+	summary string
+	// warning, if set, is printed on stderr: the journal is locked,
+	// missing, empty, damaged or behind the view.
+	warning string
+	// fatal is set when the journal cannot back the view (the numbers
+	// shown have no journal behind them): status exits non-zero.
+	fatal bool
+}
+
+// journalLockWait is how long status waits for the journal's lock before
+// deciding that a daemon holds it.
+const journalLockWait = 500 * time.Millisecond
+
+// journalFound is the state of DIR/journal.db as status --data found it.
+type journalFound struct {
+	path        string
+	j           *journal.Bolt // open read-only when readable; the caller closes it
+	missing     bool
+	zeroBytes   bool
+	locked      bool
+	err         error // damaged, or unreadable (permissions, schema)
+	damaged     bool
+	head, first uint64
+}
+
+// inspectJournal opens DIR/journal.db read-only, if it can, and reports
+// its head.
+func inspectJournal(ctx context.Context, dir string) journalFound {
+	f := journalFound{path: filepath.Join(dir, proxyhealth.JournalFile)}
+	fi, err := os.Stat(f.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		f.missing = true
+		return f
+	case err != nil:
+		f.err = err
+		return f
+	case fi.Size() == 0:
+		f.zeroBytes = true
+		return f
+	}
+	j, err := journal.OpenBolt(f.path, journal.WithReadOnly(), journal.WithLockTimeout(journalLockWait))
+	switch {
+	case errors.Is(err, journal.ErrLocked):
+		f.locked = true
+		return f
+	case errors.Is(err, journal.ErrCorrupt), errors.Is(err, journal.ErrNotJournal):
+		f.err, f.damaged = err, true
+		return f
+	case err != nil:
+		f.err = err
+		return f
+	}
+	f.head, f.first = j.Head(), j.First()
+	if f.head > 0 {
+		// The newest event must be readable: a cheap sign that the file
+		// was not cut short.
+		for _, err := range j.Read(ctx, f.head) {
+			if err != nil && ctx.Err() == nil {
+				_ = j.Close()
+				f.err, f.damaged = err, true
+				return f
+			}
+			break
+		}
+	}
+	f.j = j
+	return f
+}
+
+// judge compares the journal with the view's offset (viewSeq, the last
+// journal seq the view applied).
+func (f journalFound) judge(dir string, viewSeq uint64) *dataCheck {
+	d := &dataCheck{}
+	view := fmt.Sprintf("view.db at seq %d", viewSeq)
+	rebuild := fmt.Sprintf("'proxyhealth rebuild --data %s'", dir)
+	switch {
+	case f.locked:
+		d.summary = view + " · journal.db locked by a running daemon"
+		d.warning = fmt.Sprintf("%s is locked: a proxyhealth daemon is running on %s, so these numbers come from view.db alone (seq %d, kept up to date by the daemon). For the daemon's live status use 'proxyhealth status --server URL' (default %s)",
+			f.path, dir, viewSeq, "http://"+defaultListen)
+	case f.zeroBytes:
+		d.summary = view + " · journal.db empty (0 bytes)"
+		d.warning = fmt.Sprintf("%s is empty (0 bytes): the events behind the view (seq %d) are gone, the file was truncated or replaced, and proxyhealth run refuses to start on it. Restore journal.db from a backup, or start over deliberately with 'proxyhealth run --start-fresh'",
+			f.path, viewSeq)
+		d.fatal = true
+	case f.missing:
+		d.summary = view + " · no journal.db"
+		if viewSeq > 0 {
+			d.warning = fmt.Sprintf("no journal at %s: nothing backs the view (seq %d); the journal was deleted or --data is not the daemon's data directory. Restore journal.db from a backup", f.path, viewSeq)
+			d.fatal = true
+		} else {
+			d.warning = fmt.Sprintf("no journal at %s yet (the view is empty too)", f.path)
+		}
+	case f.damaged:
+		d.summary = view + " · journal.db damaged"
+		d.warning = fmt.Sprintf("the journal cannot be read, so nothing backs the view (seq %d): %v (details: 'proxyhealth journal verify --data %s')", viewSeq, f.err, dir)
+		d.fatal = true
+	case f.err != nil:
+		d.summary = view + " · journal.db unreadable"
+		d.warning = fmt.Sprintf("the journal could not be checked against the view (seq %d): %v", viewSeq, f.err)
+	case f.head < viewSeq:
+		d.summary = fmt.Sprintf("%s · journal.db head seq %d, behind the view", view, f.head)
+		what := fmt.Sprintf("ends at seq %d", f.head)
+		if f.head == 0 {
+			what = "holds no event"
+		}
+		d.warning = fmt.Sprintf("%s %s but the view is at seq %d: the journal lost history (truncated, replaced or an older copy), so it cannot back the view, and proxyhealth run refuses to start on it. Restore journal.db from a backup; or rebuild the view from what the journal holds with %s",
+			f.path, what, viewSeq, rebuild)
+		d.fatal = true
+	case f.head > 0 && viewSeq+1 < f.first:
+		d.summary = fmt.Sprintf("%s · journal.db seq %d-%d, the view is behind its retention", view, f.first, f.head)
+		d.warning = fmt.Sprintf("the view (seq %d) is behind the journal's retention (first kept seq %d): events %d-%d are gone, so the view cannot catch up. Rebuild it with %s",
+			viewSeq, f.first, viewSeq+1, f.first-1, rebuild)
+		d.fatal = true
+	case f.head == viewSeq:
+		d.summary = fmt.Sprintf("%s · journal.db head seq %d (up to date)", view, f.head)
+	default:
+		d.summary = fmt.Sprintf("%s · journal.db head seq %d (%d events not yet in the view; a running daemon applies them)", view, f.head, f.head-viewSeq)
+	}
+	return d
+}
+
 // poolFromData reads the pool summary from a data directory: from view.db
-// (readable while a daemon runs), or, without one, by folding the journal.
-func poolFromData(ctx context.Context, dir string) (httpapi.Pool, error) {
+// (readable while a daemon runs), checked against the journal's head; or,
+// without a view, by folding the journal.
+func poolFromData(ctx context.Context, dir string) (httpapi.Pool, *dataCheck, error) {
 	path := filepath.Join(dir, proxyhealth.ViewFile)
 	if _, err := os.Stat(path); err == nil {
-		return poolFromView(ctx, path)
+		p, err := poolFromView(ctx, path)
+		if err != nil {
+			return p, nil, err
+		}
+		f := inspectJournal(ctx, dir)
+		if f.j != nil {
+			_ = f.j.Close()
+		}
+		return p, f.judge(dir, p.JournalSeq), nil
 	}
-	return poolFromJournal(ctx, dir)
+	f := inspectJournal(ctx, dir)
+	switch {
+	case f.missing:
+		return httpapi.Pool{}, nil, fmt.Errorf("no journal at %s and no view: is --data the daemon's data directory?", f.path)
+	case f.locked:
+		return httpapi.Pool{}, nil, fmt.Errorf("%s is locked by a running proxyhealth and there is no view.db to read beside it: ask the daemon with 'proxyhealth status --server URL'", f.path)
+	case f.zeroBytes:
+		return httpapi.Pool{}, nil, fmt.Errorf("%s is empty (0 bytes): the events it held are gone (the file was truncated or replaced), and proxyhealth run refuses to start on it. Restore it from a backup, or start over deliberately with 'proxyhealth run --start-fresh'", f.path)
+	case f.damaged:
+		return httpapi.Pool{}, nil, fmt.Errorf("the journal cannot be read: %w (details: 'proxyhealth journal verify --data %s')", f.err, dir)
+	case f.err != nil:
+		return httpapi.Pool{}, nil, fmt.Errorf("cannot read the journal: %w", f.err)
+	}
+	defer f.j.Close()
+	p, err := poolFromJournal(ctx, f.j)
+	if err != nil {
+		return p, nil, err
+	}
+	return p, &dataCheck{summary: fmt.Sprintf("no view.db · folded journal.db up to seq %d", f.head)}, nil
 }
 
 // poolFromView queries view.db (read-only).
@@ -218,14 +392,9 @@ func poolFromView(ctx context.Context, path string) (httpapi.Pool, error) {
 	return p, nil
 }
 
-// poolFromJournal computes the pool summary by folding the journal
-// (read-only).
-func poolFromJournal(ctx context.Context, dir string) (httpapi.Pool, error) {
-	j, err := openJournalRO(dir)
-	if err != nil {
-		return httpapi.Pool{}, err
-	}
-	defer j.Close()
+// poolFromJournal computes the pool summary by folding the journal (open
+// read-only).
+func poolFromJournal(ctx context.Context, j *journal.Bolt) (httpapi.Pool, error) {
 	live := projections.NewLive(projections.LiveOptions{Snapshots: j.LoadSnapshot})
 	batch := make([]*pb.Envelope, 0, 1024)
 	for env, err := range j.Read(ctx, 1) {

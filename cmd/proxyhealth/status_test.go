@@ -3,15 +3,22 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/journal"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
 func TestStatusFromData(t *testing.T) {
@@ -51,7 +58,10 @@ func TestStatusFromServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := startDaemon(t.Context(), proxyhealth.Config{DataDir: td.dir, Sources: []proxyhealth.SourceConfig{{Name: "a"}, {Name: "b"}}},
+	// The daemon's configuration lists the journal's proxies (a proxy the
+	// configuration no longer lists is removed at start-up).
+	d, err := startDaemon(t.Context(), proxyhealth.Config{DataDir: td.dir, Sources: []proxyhealth.SourceConfig{
+		{Name: "a", Proxies: []string{td.healthy1, td.healthy2}}, {Name: "b", Proxies: []string{td.dead}}}},
 		ln, "tok", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -92,4 +102,157 @@ func TestStatusFromServer(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "no daemon answers") {
 		t.Errorf("no daemon: %d %q", r.code, r.stderr)
 	}
+}
+
+// copyData copies the files of a data directory into a new one.
+func copyData(t *testing.T, from string) string {
+	t.Helper()
+	to := t.TempDir()
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return to
+}
+
+// writeShortJournal replaces dir's journal.db by one holding only the
+// first n events of the original: a journal that lost history.
+func writeShortJournal(t *testing.T, dir string, n int) {
+	t.Helper()
+	path := filepath.Join(dir, proxyhealth.JournalFile)
+	src, err := journal.OpenBolt(path, journal.WithReadOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var envs []*pb.Envelope
+	for env, err := range src.Read(t.Context(), 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(envs) == n {
+			break
+		}
+		c := proto.Clone(env).(*pb.Envelope)
+		c.Seq, c.PrevSeq = 0, 0
+		envs = append(envs, c)
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := journal.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(envs) > 0 {
+		if _, err := dst.Append(t.Context(), envs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStatusDataChecksJournal checks that status --data reports the
+// journal's head beside the view's seq, and says so (exiting non-zero)
+// when the journal cannot back the view: missing, empty, damaged or
+// behind; and that a journal locked by a running daemon gives a warning
+// suggesting --server while the view is still reported.
+func TestStatusDataChecksJournal(t *testing.T) {
+	td := makeData(t)
+	if r := runBin(t, "rebuild", "--data", td.dir); r.code != 0 {
+		t.Fatalf("rebuild: %d %q", r.code, r.stderr)
+	}
+	r := runBin(t, "status", "--data", td.dir, "--format", "json")
+	var p httpapi.Pool
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &p) != nil || p.JournalSeq < 6 || r.stderr != "" {
+		t.Fatalf("status --data: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	seq := p.JournalSeq
+	r = runBin(t, "status", "--data", td.dir)
+	if want := fmt.Sprintf("view.db at seq %d · journal.db head seq %d (up to date)", seq, seq); r.code != 0 || !strings.Contains(r.stdout, want) {
+		t.Errorf("status --data, journal up to date: %d %q, want %q", r.code, r.stdout, want)
+	}
+
+	for _, c := range []struct {
+		name    string
+		damage  func(t *testing.T, dir string)
+		code    int
+		summary string // in the table
+		stderr  string
+	}{
+		{"missing", func(t *testing.T, dir string) {
+			if err := os.Remove(filepath.Join(dir, proxyhealth.JournalFile)); err != nil {
+				t.Fatal(err)
+			}
+		}, 1, "no journal.db", "no journal at"},
+		{"zero bytes", func(t *testing.T, dir string) {
+			if err := os.Truncate(filepath.Join(dir, proxyhealth.JournalFile), 0); err != nil {
+				t.Fatal(err)
+			}
+		}, 1, "journal.db empty (0 bytes)", "is empty (0 bytes)"},
+		{"no event", func(t *testing.T, dir string) { writeShortJournal(t, dir, 0) }, 1,
+			"journal.db head seq 0, behind the view", fmt.Sprintf("holds no event but the view is at seq %d", seq)},
+		{"behind", func(t *testing.T, dir string) { writeShortJournal(t, dir, 3) }, 1,
+			"journal.db head seq 3, behind the view", fmt.Sprintf("ends at seq 3 but the view is at seq %d", seq)},
+		{"truncated", func(t *testing.T, dir string) {
+			if err := os.Truncate(filepath.Join(dir, proxyhealth.JournalFile), 4096); err != nil {
+				t.Fatal(err)
+			}
+		}, 1, "journal.db damaged", "the journal cannot be read"},
+		{"not a journal", func(t *testing.T, dir string) {
+			writeFile(t, dir, proxyhealth.JournalFile, strings.Repeat("not a journal\n", 4096))
+		}, 1, "journal.db damaged", "the journal cannot be read"},
+	} {
+		dir := copyData(t, td.dir)
+		c.damage(t, dir)
+		for _, format := range []string{"table", "json"} {
+			r := runBin(t, "status", "--data", dir, "--format", format)
+			if r.code != c.code || !strings.Contains(r.stderr, c.stderr) {
+				t.Errorf("%s (%s): exit %d, stderr %q; want exit %d and %q", c.name, format, r.code, r.stderr, c.code, c.stderr)
+			}
+			oneLine(t, c.name, r.stderr)
+			if format == "table" && !strings.Contains(r.stdout, c.summary) {
+				t.Errorf("%s: table %q has no %q", c.name, r.stdout, c.summary)
+			}
+			var p httpapi.Pool
+			if format == "json" && (json.Unmarshal([]byte(r.stdout), &p) != nil || p.JournalSeq != seq || p.Total != 3) {
+				t.Errorf("%s: the view's numbers are still shown: %q", c.name, r.stdout)
+			}
+		}
+	}
+
+	// A running daemon holds the journal's lock: status says so, suggests
+	// --server, and reports from the view.
+	dir := copyData(t, td.dir)
+	j, err := journal.OpenBolt(filepath.Join(dir, proxyhealth.JournalFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := j.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	r = runBin(t, "status", "--data", dir, "--format", "json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &p) != nil || p.JournalSeq != seq || p.Total != 3 ||
+		!strings.Contains(r.stderr, "is locked") || !strings.Contains(r.stderr, "status --server") {
+		t.Errorf("journal locked: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	oneLine(t, "locked", r.stderr)
 }
