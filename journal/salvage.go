@@ -56,6 +56,9 @@ type SalvageReport struct {
 	// fail their checksum or cannot be decoded, with no intact copy
 	// elsewhere in the file.
 	DamagedRecords int
+	// Damage is what the structural check of the source found ("" when
+	// its page structure is sound: the damage is in records).
+	Damage string
 	// SkippedSnapshots counts the proxies whose snapshot was left out
 	// because it covers events that were not copied.
 	SkippedSnapshots int
@@ -114,6 +117,9 @@ func Salvage(ctx context.Context, src, dst string) (*SalvageReport, error) {
 		return nil, err
 	}
 	rep := &SalvageReport{Source: src, Dest: dst, RetainedFrom: sc.first}
+	if _, err := inspect(f, st.Size(), src, walkFull); err != nil {
+		rep.Damage = err.Error()
+	}
 	plan := sc.plan(rep)
 	if err := writeSalvaged(ctx, dst, plan); err != nil {
 		_ = os.Remove(dst)

@@ -32,7 +32,7 @@ func commands() []command {
 		{"demo", "monitor a built-in farm of fake proxies and open the dashboard (no config)", runDemo},
 		{"status", "show the pool summary from a running daemon or a data directory", runStatus},
 		{"check", "check one proxy once and show the latency breakdown", runCheck},
-		{"journal", "audit trail: replay, verify or summarise the event journal", runJournal},
+		{"journal", "audit trail: replay, verify, summarise or salvage the event journal", runJournal},
 		{"rebuild", "rebuild view.db from the journal", runRebuild},
 		{"version", "print the version", runVersion},
 	}

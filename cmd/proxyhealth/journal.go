@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"iter"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -20,15 +21,23 @@ import (
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
-const journalUsage = `Usage: proxyhealth journal replay|verify|stats --data DIR [flags]
+const journalUsage = `Usage: proxyhealth journal replay|verify|stats|salvage --data DIR [flags]
 
 The journal (DIR/journal.db) is the audit trail: every check, decision and
 operator action, in order, with a global sequence number.
 
   replay   prints events, one a line (text, or JSON lines with seq, at,
            proxy_id, source, type and the event's fields)
-  verify   checks the journal's integrity; exit 0 only if it is clean
+  verify   checks the journal's integrity (page structure, every record's
+           checksum, gap-free sequences and streams); exit 0 only if it
+           is clean
   stats    counts by type, size and time span
+  salvage  copies every intact event of a damaged journal into a new
+           journal file (--out, default DIR/journal.salvaged.db): the
+           longest gap-free run from the first retained event, with the
+           snapshots and stream heads it needs; it reports what it could
+           not copy and never modifies journal.db. Then move journal.db
+           aside and the new file into its place.
 
 The journal is opened read-only. While a daemon runs on the same data
 directory the file is locked (bbolt allows no reader beside its writer);
@@ -39,11 +48,12 @@ const journalExamples = `  proxyhealth journal replay --data ./proxyhealth-data 
   proxyhealth journal replay --data ./proxyhealth-data --proxy socks5://10.0.0.7:1080 --format json
   proxyhealth journal replay --data ./proxyhealth-data --source residential --since 2025-03-04 --until 2025-03-05
   proxyhealth journal verify --data ./proxyhealth-data
-  proxyhealth journal stats --data ./proxyhealth-data --format json`
+  proxyhealth journal stats --data ./proxyhealth-data --format json
+  proxyhealth journal salvage --data ./proxyhealth-data --out ./journal.salvaged.db`
 
 func runJournal(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "proxyhealth journal: missing subcommand: replay, verify or stats (see 'proxyhealth journal --help')")
+		fmt.Fprintln(stderr, "proxyhealth journal: missing subcommand: replay, verify, stats or salvage (see 'proxyhealth journal --help')")
 		return exitUsage
 	}
 	switch args[0] {
@@ -53,12 +63,14 @@ func runJournal(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return journalVerify(ctx, args[1:], stdout, stderr)
 	case "stats":
 		return journalStats(ctx, args[1:], stdout, stderr)
+	case "salvage":
+		return journalSalvage(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fs := newFlagSet("journal", journalUsage, journalExamples, stdout, stderr)
 		fs.printUsage()
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "proxyhealth journal: unknown subcommand %q: use replay, verify or stats (see 'proxyhealth journal --help')\n", args[0])
+	fmt.Fprintf(stderr, "proxyhealth journal: unknown subcommand %q: use replay, verify, stats or salvage (see 'proxyhealth journal --help')\n", args[0])
 	return exitUsage
 }
 
@@ -254,6 +266,9 @@ func journalVerify(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer j.Close()
 	if err := j.Check(ctx); err != nil {
 		fmt.Fprintf(stderr, "proxyhealth journal verify: %s is damaged: %v\n", j.Path(), err)
+		if errors.Is(err, journal.ErrCorrupt) {
+			fmt.Fprintf(stderr, "To copy every intact event into a new journal: proxyhealth journal salvage --data %s\n", *data)
+		}
 		return exitFailure
 	}
 	n := uint64(0)
@@ -368,4 +383,68 @@ func fmtBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+func journalSalvage(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("journal salvage", journalUsage, journalExamples, stdout, stderr)
+	data := fs.String("data", defaultData, "data `DIR` holding the damaged journal.db (only read)")
+	out := fs.String("out", "", "the new journal `FILE` to write; it must not exist (default DIR/journal.salvaged.db)")
+	pos, code, ok := fs.parse(args)
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		return fs.fail("unexpected argument %q", pos[0])
+	}
+	src := journalPath(*data)
+	dst := *out
+	if dst == "" {
+		dst = filepath.Join(*data, "journal.salvaged.db")
+	}
+	if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(stderr, "proxyhealth journal salvage: no journal at %s: is --data the daemon's data directory?\n", src)
+		return exitFailure
+	}
+	rep, err := journal.Salvage(ctx, src, dst)
+	if err != nil {
+		fmt.Fprintf(stderr, "proxyhealth journal salvage: %v\n", err)
+		if errors.Is(err, journal.ErrLocked) {
+			fmt.Fprintln(stderr, "Stop the daemon that uses this data directory first.")
+		}
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "salvaged %d events (seq %d to %d) of %d proxies and %d snapshots from %s into %s\n",
+		rep.Events, rep.First, rep.Last, rep.Proxies, rep.Snapshots, rep.Source, rep.Dest)
+	if rep.Damage != "" {
+		fmt.Fprintf(stdout, "damage found: %s\n", rep.Damage)
+	}
+	if rep.StopReason != "" {
+		fmt.Fprintf(stdout, "stopped: %s\n", rep.StopReason)
+	}
+	if rep.LostEvents > 0 {
+		ranges := make([]string, 0, min(len(rep.Lost), 10))
+		for i, r := range rep.Lost {
+			if i == 10 {
+				ranges = append(ranges, fmt.Sprintf("and %d more ranges", len(rep.Lost)-10))
+				break
+			}
+			ranges = append(ranges, r.String())
+		}
+		fmt.Fprintf(stdout, "NOT copied: %d intact events after the damage (seq %s): seqs and streams must be gap-free\n", rep.LostEvents, strings.Join(ranges, ", "))
+	}
+	if rep.DamagedRecords > 0 {
+		fmt.Fprintf(stdout, "damaged records: %d (checksum or decoding failed)\n", rep.DamagedRecords)
+	}
+	if rep.SkippedSnapshots > 0 {
+		fmt.Fprintf(stdout, "snapshots left out: %d (they cover events that were not copied; those proxies recover from their events)\n", rep.SkippedSnapshots)
+	}
+	live := journalPath(*data)
+	fmt.Fprintf(stdout, `
+The salvaged journal passes 'proxyhealth journal verify'. Next, with the daemon stopped:
+  mv %[1]s %[1]s.damaged
+  mv %[2]s %[1]s
+  proxyhealth rebuild --data %[3]s    # the SQLite view must follow the journal
+Keep %[1]s.damaged until you no longer need what could not be copied.
+`, live, dst, *data)
+	return exitOK
 }

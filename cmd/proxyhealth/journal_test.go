@@ -14,6 +14,8 @@ import (
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/journal/journaltest"
 	"github.com/proxyhealth/proxyhealth/probe"
 )
 
@@ -181,5 +183,97 @@ func TestJournalVerifyAndStats(t *testing.T) {
 	writeFile(t, other, "journal.db", strings.Repeat("not bbolt ", 1000))
 	if r := runBin(t, "journal", "verify", "--data", other); r.code != 1 || !strings.Contains(r.stderr, "not a") {
 		t.Errorf("verify of a non-journal: %d %q", r.code, r.stderr)
+	}
+}
+
+// writeJournal writes a journal of n events of 10 proxies into dir.
+func writeJournal(t *testing.T, dir string, n int) {
+	t.Helper()
+	j, err := journal.OpenBolt(journalPath(dir), journal.WithUnsafeNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		journaltest.Append(t, j, journaltest.Succeeded(journaltest.ProxyID(i%10), time.Duration(i)*time.Second))
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestJournalVerifyDamagedNeverCrashes: a journal truncated at 8192 or
+// 65536 bytes made verify die with SIGSEGV inside bbolt; a 0-byte one
+// made it fail with "bad file descriptor".
+func TestJournalVerifyDamagedNeverCrashes(t *testing.T) {
+	good := t.TempDir()
+	writeJournal(t, good, 3000)
+	raw, err := os.ReadFile(journalPath(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{0, 8192, 65536} {
+		dir := t.TempDir()
+		if err := os.WriteFile(journalPath(dir), raw[:size], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, sub := range []string{"verify", "stats", "replay"} {
+			r := runBin(t, "journal", sub, "--data", dir)
+			if r.code != 1 || strings.Contains(r.stderr, "SIGSEGV") || strings.Contains(r.stderr, "goroutine ") {
+				t.Fatalf("journal %s of a journal truncated at %d: exit %d, %s", sub, size, r.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, journalPath(dir)) {
+				t.Errorf("journal %s of a journal truncated at %d does not name the file: %s", sub, size, r.stderr)
+			}
+			want := "salvage"
+			if size == 0 {
+				want = "holds no data"
+			}
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("journal %s of a journal truncated at %d: %q, want it to say %q", sub, size, r.stderr, want)
+			}
+		}
+	}
+}
+
+// TestJournalSalvage: salvage copies the intact events of a damaged
+// journal into a new file that verifies, and leaves the original alone.
+func TestJournalSalvage(t *testing.T) {
+	dir := t.TempDir()
+	writeJournal(t, dir, 3000)
+	raw, err := os.ReadFile(journalPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(journalPath(dir), raw[:65536], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := runBin(t, "journal", "salvage", "--data", dir)
+	if r.code != 0 {
+		t.Fatalf("salvage: exit %d: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{"salvaged ", "journal.salvaged.db", "mv " + journalPath(dir), "proxyhealth rebuild"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("salvage output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	t.Log(r.stdout)
+	if after, _ := os.ReadFile(journalPath(dir)); len(after) != 65536 || string(after) != string(raw[:65536]) {
+		t.Fatal("salvage modified the damaged journal")
+	}
+	out := filepath.Join(dir, "journal.salvaged.db")
+	moved := t.TempDir()
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, moved, "journal.db", string(data))
+	if r := runBin(t, "journal", "verify", "--data", moved); r.code != 0 || !strings.Contains(r.stdout, "journal OK") {
+		t.Fatalf("verify of the salvaged journal: exit %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := runBin(t, "journal", "salvage", "--data", dir); r.code != 1 || !strings.Contains(r.stderr, "exists") {
+		t.Fatalf("salvage onto an existing file: exit %d %s", r.code, r.stderr)
+	}
+	if r := runBin(t, "journal", "salvage", "--data", t.TempDir()); r.code != 1 || !strings.Contains(r.stderr, "no journal") {
+		t.Fatalf("salvage without a journal: exit %d %s", r.code, r.stderr)
 	}
 }
