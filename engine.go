@@ -127,11 +127,14 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	if err := e.env.Init(); err != nil {
 		_ = j.Close()
+		e.sys.Shutdown()
 		return nil, err
 	}
 	if err := e.startProjections(ctx); err != nil {
 		_ = e.proj.stop(context.WithoutCancel(ctx))
 		_ = j.Close()
+		e.sys.Shutdown()
+		e.env.Close()
 		return nil, err
 	}
 	bgCtx, cancel := context.WithCancel(context.Background())

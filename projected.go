@@ -43,6 +43,21 @@ type projState struct {
 	err   string
 	since time.Time
 	seq   func() uint64 // nil: no offset
+	// status, if set, reports the condition of a projection that retries
+	// by itself (the SQLite view); it overrides state while running.
+	status func() (state, err string, since time.Time)
+}
+
+// viewStatus maps the SQLite view's own status.
+func (p *projected) viewStatus() (string, string, time.Time) {
+	s := p.view.Status()
+	switch s.State {
+	case sqlview.StateFailing:
+		return ProjectionFailing, s.Err, s.Since
+	case sqlview.StateRebuilding:
+		return ProjectionRebuilding, s.Err, s.Since
+	}
+	return ProjectionRunning, "", time.Time{}
 }
 
 // startProjections builds every projection before any actor runs, so that
@@ -89,7 +104,15 @@ func (e *Engine) startProjections(ctx context.Context) error {
 	}
 
 	if cfg.DataDir != "" && !cfg.DisableView {
-		v, err := sqlview.OpenView(ctx, filepath.Join(cfg.DataDir, ViewFile), j, sqlview.Options{
+		path := filepath.Join(cfg.DataDir, ViewFile)
+		// A view ahead of its journal means the journal lost history
+		// (truncated, replaced, restored from an older copy): say so
+		// instead of quietly rebuilding the view from what is left.
+		if seq, exists, err := sqlview.PeekOffset(ctx, path); err == nil && exists && seq > j.Head() && !cfg.StartFresh {
+			return fmt.Errorf("%w: %s has applied events up to seq %d, but %s ends at seq %d: the journal lost events (truncated, replaced or restored from an older copy). Restore the journal from a backup, or start over deliberately with --start-fresh (Config.StartFresh: the view is moved aside and rebuilt from the journal as it is)",
+				ErrHistoryLost, path, seq, filepath.Join(cfg.DataDir, JournalFile), j.Head())
+		}
+		v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{
 			RebuildIfInvalid: true, BatchSize: 4000, Logger: cfg.Logger,
 		})
 		if err != nil {
@@ -119,7 +142,7 @@ func (e *Engine) startProjections(ctx context.Context) error {
 	// The live status resumes after a failed read from where it stopped.
 	p.run(rctx, "live status", p.live.Seq, cfg.Logger, func() error { return p.feedLive(rctx, j, p.live.Seq()+1) }, cfg.Clock)
 	if p.view != nil {
-		p.run(rctx, "sqlite view", p.view.Offset, cfg.Logger, func() error { return p.view.Run(rctx) }, nil)
+		p.run(rctx, "sqlite view", p.view.Offset, cfg.Logger, func() error { return p.view.Run(rctx) }, nil, p.viewStatus)
 	}
 	if p.monitor != nil {
 		p.run(rctx, "pool monitor", nil, cfg.Logger, func() error { return p.monitor.Run(rctx) }, nil)
@@ -139,8 +162,12 @@ const (
 // Engine.Health. A projection that ends with an error is reported as
 // stopped; with a clock it is restarted after a delay that doubles up to
 // projRetryMax, and reported as failing meanwhile.
-func (p *projected) run(ctx context.Context, name string, seq func() uint64, log *slog.Logger, f func() error, clk clock.Clock) {
+func (p *projected) run(ctx context.Context, name string, seq func() uint64, log *slog.Logger, f func() error, clk clock.Clock,
+	status ...func() (string, string, time.Time)) {
 	st := &projState{state: ProjectionRunning, seq: seq}
+	if len(status) > 0 {
+		st.status = status[0]
+	}
 	p.mu.Lock()
 	if p.states == nil {
 		p.states = map[string]*projState{}
@@ -194,6 +221,9 @@ func (p *projected) health(head uint64) []ProjectionHealth {
 	out := make([]ProjectionHealth, 0, len(p.states))
 	for name, st := range p.states {
 		h := ProjectionHealth{Name: name, State: st.state, Error: st.err, Since: st.since}
+		if st.status != nil && st.state == ProjectionRunning {
+			h.State, h.Error, h.Since = st.status()
+		}
 		if st.seq != nil {
 			h.Seq = st.seq()
 			if head > h.Seq {

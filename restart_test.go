@@ -255,3 +255,40 @@ func TestDataDirectoryIsPrivate(t *testing.T) {
 		}
 	}
 }
+
+// TestViewAheadOfTheJournalIsRefusedUnlessStartingFresh: a journal replaced
+// by an older copy (or truncated) left the view ahead of it; the view was
+// quietly moved aside and rebuilt from what was left. Now Open refuses,
+// naming both files and what to do, unless StartFresh says so.
+func TestViewAheadOfTheJournalIsRefusedUnlessStartingFresh(t *testing.T) {
+	farm := startFarm(t, 2)
+	dir := t.TempDir()
+	cfg := proxyhealth.Config{
+		DataDir: dir,
+		Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe(), Proxies: []string{farm.URL(0), farm.URL(1)}}},
+	}
+	e := open(t, cfg)
+	closeEngine(t, e)
+	journalPath := filepath.Join(dir, proxyhealth.JournalFile)
+	old, err := os.ReadFile(journalPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e = open(t, cfg)
+	start := e.Journal().Head()
+	poll(t, "more events", func() bool { return e.Journal().Head() > start+10 })
+	closeEngine(t, e)
+	if err := os.WriteFile(journalPath, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = proxyhealth.Open(ctx, cfg)
+	if !errors.Is(err, proxyhealth.ErrHistoryLost) || !strings.Contains(err.Error(), proxyhealth.ViewFile) || !strings.Contains(err.Error(), "--start-fresh") {
+		t.Fatalf("Open with the view ahead of the journal: %v; want ErrHistoryLost naming the view and --start-fresh", err)
+	}
+	cfg.StartFresh = true
+	e2 := open(t, cfg)
+	caughtUp(t, e2, "sqlite view")
+}
