@@ -257,7 +257,10 @@ func splitHostPort(a string) (host, port string, err error) {
 		if i := strings.LastIndexByte(a, ':'); i >= 0 {
 			host, port = a[:i], a[i+1:]
 			if strings.IndexByte(host, ':') >= 0 {
-				return "", "", errors.New("IPv6 addresses must be in brackets, e.g. [::1]:1080")
+				if strings.Trim(host, "0123456789abcdefABCDEF:.") == "" {
+					return "", "", errors.New("IPv6 addresses must be in brackets, e.g. [::1]:1080")
+				}
+				return "", "", errors.New("more than one ':' in host:port")
 			}
 			if port == "" {
 				return "", "", errors.New("empty port after ':'")

@@ -58,6 +58,9 @@ func TestParseProxyURLErrorsShowNoSecrets(t *testing.T) {
 				t.Errorf("ParseProxyURL(%q) error shows %q: %s", tc.in, s, msg)
 			}
 		}
+		if strings.HasPrefix(tc.in, "root:") && !strings.Contains(msg, "more than one ':'") {
+			t.Errorf("ParseProxyURL(%q) error %q: want \"more than one ':'\", not a hint about IPv6", tc.in, msg)
+		}
 		if tc.excerpt == "" {
 			if !strings.Contains(msg, "input not shown") {
 				t.Errorf("ParseProxyURL(%q) error %q: want no excerpt, and say so", tc.in, msg)
