@@ -203,6 +203,7 @@ func TestConfigOutOfRange(t *testing.T) {
 		{"status.yaml", src + "    expected_status: 200-700\n", `status.yaml:4: sources[1].expected_status "200-700": want status codes`},
 		{"head-body.yaml", src + "    method: HEAD\n    body_pattern: ok\n", "head-body.yaml:3: sources[1]: probe: bad check config: BodyPattern"},
 		{"header.yaml", src + "    headers: {Host: x}\n", `header.yaml:4: sources[1].headers: "Host": managed by the checker`},
+		{"cafile.yaml", src + "    ca_file: missing.pem\n", "cafile.yaml:4: sources[1].ca_file: no such file"},
 		{"logfmt.yaml", "log_format: xml\n", `logfmt.yaml:1: log_format "xml": want text or json`},
 		{"listen.yaml", "listen: nope\n", `listen.yaml:1: listen "nope": want HOST:PORT`},
 		{"data.yaml", "data: ''\n", `data.yaml:1: data "": want a directory`},

@@ -213,7 +213,9 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 			if err := l.s.apply(&sc.Health, &sc.Probe, base); err != nil {
 				lw := "command line"
 				if l.fc != nil {
-					lw = l.fc.where(strings.TrimSuffix(l.prefix, "."))
+					// The error starts with the field ("ca_file: ...").
+					field, _, _ := strings.Cut(err.Error(), ":")
+					lw = l.fc.where(l.prefix + strings.Fields(field + " x")[0])
 				}
 				return sc, &configError{lw, l.prefix + strings.TrimPrefix(err.Error(), "probe: ")}
 			}
