@@ -115,15 +115,17 @@ func TestSalvageDamagedRecord(t *testing.T) {
 	}
 }
 
-// TestSalvageDamagedCopies salvages the 400 damaged copies of
-// TestDamagedJournalsNeverCrash: each either fails with one of the
-// journal's errors or yields a journal that passes the check and holds a
-// gap-free run of the original events, unchanged.
+// TestSalvageDamagedCopies salvages 100 of the damaged copies of
+// TestDamagedJournalsNeverCrash (every third seed: all kinds of damage):
+// each either fails with one of the journal's errors or yields a journal
+// that passes the check and holds a gap-free run of the original events,
+// unchanged.
 func TestSalvageDamagedCopies(t *testing.T) {
 	data, orig := originalEvents(t)
 	dir := t.TempDir()
 	copied, failed := 0, 0
-	for seed := range uint64(400) {
+	for i := range uint64(100) {
+		seed := 3 * i
 		src, dst := filepath.Join(dir, "journal.db"), filepath.Join(dir, "salvaged.db")
 		_ = os.Remove(dst)
 		if err := os.WriteFile(src, journaltest.Damage(data, seed), 0o600); err != nil {
@@ -143,7 +145,7 @@ func TestSalvageDamagedCopies(t *testing.T) {
 			t.Fatalf("seed %d", seed)
 		}
 	}
-	t.Logf("400 damaged copies: %d events copied in all, %d salvages failed", copied, failed)
+	t.Logf("100 damaged copies: %d events copied in all, %d salvages failed", copied, failed)
 }
 
 // TestSalvageAfterRetention: a journal whose oldest events were deleted
