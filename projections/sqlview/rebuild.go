@@ -63,7 +63,7 @@ func (v *View) Rebuild(ctx context.Context) error {
 	v.rebuild = nil
 	err := install(tmp, v.path)
 	if err == nil {
-		err = v.open(ctx)
+		err = v.open(ctx, true)
 	}
 	if err != nil {
 		v.broken = true

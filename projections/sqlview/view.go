@@ -8,6 +8,12 @@
 // Events are applied in batches, each in one transaction that also stores
 // the journal offset, so every event is applied exactly once, whatever
 // crashes.
+//
+// The view never stops on a failure of its own: Run records it (Status),
+// backs off and starts again from the durable offset, and moves a file
+// that turned out corrupt, deleted, replaced or invalid aside and rebuilds
+// it. Its files (view.db, -wal, -shm, the rebuild's view.db.tmp) are
+// created 0600.
 package sqlview
 
 import (
@@ -282,10 +288,11 @@ func (v *View) openPath(ctx context.Context) error {
 		if err := RebuildFile(ctx, v.path, v.j, v.opts); err != nil {
 			return err
 		}
+		return v.open(ctx, true)
 	} else if err != nil {
 		return fmt.Errorf("sqlview: %s: %w", v.path, err)
 	}
-	return v.open(ctx)
+	return v.open(ctx, false)
 }
 
 // rebuildAside moves whatever file is at v.path aside and rebuilds the
@@ -304,18 +311,18 @@ func (v *View) rebuildAside(ctx context.Context, cause error) error {
 	if err := RebuildFile(ctx, v.path, v.j, v.opts); err != nil {
 		return err
 	}
-	return v.open(ctx)
+	return v.open(ctx, true)
 }
 
 // open opens v.path, validates it, proves it writable and loads the state
 // cache. The integrity check runs only on a file the view has not had open
-// before.
-func (v *View) open(ctx context.Context) error {
+// before and did not just build.
+func (v *View) open(ctx context.Context, built bool) error {
 	before, err := os.Stat(v.path)
 	if err != nil {
 		return fmt.Errorf("sqlview: %s: %w", v.path, err)
 	}
-	verify := !v.opts.SkipIntegrityCheck && (v.file == nil || !os.SameFile(before, v.file))
+	verify := !built && !v.opts.SkipIntegrityCheck && (v.file == nil || !os.SameFile(before, v.file))
 	db, err := sql.Open(driverName, dsn(v.path, viewParams))
 	if err != nil {
 		return fmt.Errorf("sqlview: open %s: %w", v.path, err)
