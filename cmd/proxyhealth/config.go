@@ -414,7 +414,14 @@ func (fc *fileConfig) yamlError(err error) error {
 	where, reason := fc.path+":"+m[1], m[2]
 	if t := yamlTypeRE.FindStringSubmatch(reason); t != nil {
 		line, _ := strconv.Atoi(m[1])
-		reason = fmt.Sprintf("want %s, not %s", yamlKindOf(t[2]), yamlTagName(t[1]))
+		want, got := yamlKindOf(t[2]), yamlTagName(t[1])
+		reason = fmt.Sprintf("want %s, not %s", want, got)
+		switch {
+		case want == got:
+			reason = "number out of range"
+		case want == "a whole number" && got == "a number":
+			reason = "want a whole number (no fraction, not too large)"
+		}
 		if key := fc.keyAt(line); key != "" {
 			reason = key + ": " + reason
 		}

@@ -182,6 +182,7 @@ func TestConfigOutOfRange(t *testing.T) {
 		{"conc-zero.yaml", "concurrency: 0\n", "conc-zero.yaml:1: concurrency 0: must be at least 1"},
 		{"conc-neg.yaml", "concurrency: -3\n", "conc-neg.yaml:1: concurrency -3: must be at least 1"},
 		{"conc-str.yaml", "concurrency: lots\n", "conc-str.yaml:1: concurrency: want a whole number, not a string"},
+		{"conc-huge.yaml", "concurrency: 99999999999999999999\n", "conc-huge.yaml:1: concurrency: want a whole number (no fraction, not too large)"},
 		{"interval.yaml", src + "    interval: 10ms\n", "interval.yaml:4: sources[1].interval 10ms: must be at least 100ms"},
 		{"def-timeout.yaml", "defaults:\n  timeout: 0s\n", "def-timeout.yaml:2: defaults.timeout 0s: must be more than 0s"},
 		{"timeout.yaml", src + "    timeout: -1s\n", "timeout.yaml:4: sources[1].timeout -1s: must be more than 0s"},
