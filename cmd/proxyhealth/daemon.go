@@ -33,6 +33,20 @@ type daemon struct {
 // startDaemon opens the engine and serves the API on ln. On error, ln is
 // closed and nothing is left running.
 func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, token string, log *slog.Logger) (*daemon, error) {
+	d, err := openDaemon(ctx, cfg, token, log)
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	d.serve(ln)
+	return d, nil
+}
+
+// openDaemon opens the engine (proxies added through the API before a
+// restart are resumed inside it: Config.ResumeAddedProxies) and builds the
+// API; serve starts answering.
+func openDaemon(ctx context.Context, cfg proxyhealth.Config, token string, log *slog.Logger) (*daemon, error) {
+	cfg.ResumeAddedProxies = true
 	// The journal reports each group commit to the metrics, once they exist.
 	var metrics atomic.Pointer[httpapi.Server]
 	cfg.OnJournalCommit = func(c journal.CommitStats) {
@@ -42,10 +56,16 @@ func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, t
 	}
 	eng, err := proxyhealth.Open(ctx, cfg)
 	if err != nil {
-		_ = ln.Close()
 		return nil, err
 	}
 	d := &daemon{eng: eng, api: &trackingEngine{Engine: eng, added: map[string]addedProxy{}}, log: log, served: make(chan error, 1)}
+	// A reload keeps the run-time proxies; kept proxies are named by their
+	// redacted URL (same ID: the engine keeps the credentials it has).
+	for id, src := range eng.RunTimeProxies() {
+		if v, ok := eng.Live().Proxy(id); ok {
+			d.api.added[id] = addedProxy{source: src, raw: v.URLRedacted}
+		}
+	}
 	d.status = eng.Live()
 	d.srv = httpapi.New(d.api, httpapi.Options{Status: d.status, Token: token, Version: version, Logger: log})
 	metrics.Store(d.srv)
@@ -55,9 +75,13 @@ func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, t
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	return d, nil
+}
+
+// serve starts answering on ln.
+func (d *daemon) serve(ln net.Listener) {
 	d.url = "http://" + ln.Addr().String() + "/"
 	go func() { d.served <- d.hs.Serve(ln) }()
-	return d, nil
 }
 
 // stop shuts the HTTP server down, then closes the engine (checks in
@@ -117,70 +141,4 @@ func (t *trackingEngine) RemoveProxy(ctx context.Context, id string) error {
 		t.mu.Unlock()
 	}
 	return err
-}
-
-// resumeAPIProxies restarts the proxies that the journal still has but the
-// configuration does not list (proxies added through the API before a
-// restart), so that API additions survive restarts. Proxies added with
-// credentials cannot be resumed (the journal never holds credentials): they
-// are logged, to be configured again.
-func (d *daemon) resumeAPIProxies(ctx context.Context) {
-	head := d.eng.Journal().Head()
-	deadline := time.Now().Add(time.Minute)
-	for d.status.Seq() < head {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			d.log.Warn("the live status did not catch up with the journal in time; proxies added through the API before the restart are not resumed")
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	running := map[string]bool{}
-	for _, id := range d.eng.ProxyIDs() {
-		running[id] = true
-	}
-	sources := map[string]bool{}
-	for _, s := range d.eng.Sources() {
-		sources[s] = true
-	}
-	_, all := d.status.List(projections.ListFilter{}, 0, 1<<30)
-	resumed := 0
-	for _, v := range all {
-		if running[v.ID] || v.URLRedacted == "" {
-			continue
-		}
-		creds, known := d.hadCredentials(ctx, v.ID)
-		switch {
-		case !sources[v.Source]:
-			d.log.Warn("the journal has a proxy of a source that is not configured; not resumed", slog.String("proxy_id", v.ID), slog.String("url", v.URLRedacted), slog.String("source", v.Source))
-		case creds || !known:
-			d.log.Warn("a proxy added with credentials through the API cannot be resumed after a restart (credentials are never journaled); add it again or list it in the config", slog.String("proxy_id", v.ID), slog.String("url", v.URLRedacted), slog.String("source", v.Source))
-		default:
-			if _, err := d.api.AddProxy(ctx, v.Source, v.URLRedacted); err != nil {
-				d.log.Warn("could not resume a proxy added through the API", slog.String("proxy_id", v.ID), slog.Any("error", err))
-				continue
-			}
-			resumed++
-		}
-	}
-	if resumed > 0 {
-		d.log.Info("resumed proxies added through the API before the restart", slog.Int("proxies", resumed))
-	}
-}
-
-// hadCredentials reports whether the proxy was added with credentials,
-// from its ProxyAdded event or, if retention deleted it, its snapshot.
-func (d *daemon) hadCredentials(ctx context.Context, id string) (creds, known bool) {
-	j := d.eng.Journal()
-	for env, err := range j.ReadStream(ctx, id, 1) {
-		if err == nil {
-			if a := env.GetProxyAdded(); a != nil {
-				return a.GetHasCredentials(), true
-			}
-		}
-		break
-	}
-	if s, err := j.LoadSnapshot(ctx, id); err == nil {
-		return s.GetHasCredentials(), true
-	}
-	return false, false
 }

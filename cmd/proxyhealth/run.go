@@ -71,15 +71,20 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	d, err := startDaemon(ctx, dc.engine, ln, dc.token, log)
+	log.Info("proxyhealth starting", slog.String("version", version), slog.String("listen", ln.Addr().String()),
+		slog.String("data", dc.engine.DataDir), slog.Int("sources", len(dc.engine.Sources)))
+	d, err := openDaemon(ctx, dc.engine, dc.token, log)
 	if err != nil {
+		_ = ln.Close()
 		fmt.Fprintf(stderr, "proxyhealth run: %v\n", err)
 		return exitFailure
 	}
-	d.resumeAPIProxies(ctx)
-	log.Info("proxyhealth started", slog.String("version", version), slog.String("api", d.url),
+	// "started" comes before the API answers: a client that reaches
+	// /healthz finds the line already logged.
+	log.Info("proxyhealth started", slog.String("version", version), slog.String("api", "http://"+ln.Addr().String()+"/"),
 		slog.String("data", dc.engine.DataDir), slog.Int("sources", len(dc.engine.Sources)),
 		slog.Int("proxies", len(d.eng.ProxyIDs())), slog.Uint64("journal_seq", d.eng.Journal().Head()))
+	d.serve(ln)
 
 	cur := dc
 	failed := false
@@ -100,9 +105,12 @@ loop:
 	log.Info("stopping", slog.Duration("timeout", runShutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), runShutdownTimeout)
 	defer cancel()
+	err = d.stop(sctx)
+	// The head after the journal's last commit (read before the stop, it
+	// missed what the stop flushed).
 	head := d.eng.Journal().Head()
-	if err := d.stop(sctx); err != nil {
-		log.Error("stopped with errors", slog.Any("error", err))
+	if err != nil {
+		log.Error("stopped with errors", slog.Uint64("journal_seq", head), slog.Any("error", err))
 		return exitFailure
 	}
 	log.Info("stopped", slog.Uint64("journal_seq", head))

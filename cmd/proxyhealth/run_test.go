@@ -142,7 +142,7 @@ func TestRunLifecycle(t *testing.T) {
 	if ids := proxyIDs(t, base2, ""); ids[id(farm.URL(4))].State != "healthy" {
 		t.Errorf("the proxy added through the API was not resumed: %+v", ids)
 	}
-	if !strings.Contains(p2.stderr.String(), "resumed proxies added through the API") {
+	if !strings.Contains(p2.stderr.String(), "resumed proxies added at run time before the restart") {
 		t.Errorf("no resume log line:\n%s", p2.stderr)
 	}
 	if n := farm.TotalChecks(); n != checks {
