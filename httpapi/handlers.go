@@ -3,6 +3,7 @@ package httpapi
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -12,7 +13,11 @@ import (
 )
 
 func (s *Server) pool(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, PoolOf(s.status.Summary()))
+	p := PoolOf(s.status.Summary())
+	if h, ok := s.health(); ok {
+		p.Journal, p.Projections = healthOf(h)
+	}
+	writeJSON(w, http.StatusOK, p)
 }
 
 func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
@@ -86,7 +91,7 @@ func (s *Server) getProxy(w http.ResponseWriter, r *http.Request) {
 	}
 	checks, err := s.history.Checks(r.Context(), id, time.Time{})
 	if err != nil {
-		s.engineError(w, r, err)
+		s.engineError(w, r, err, proxyCheck(id))
 		return
 	}
 	d := ProxyDetail{Proxy: ProxyOf(v), History: []Check{}, StateChanges: []StateChange{}}
@@ -130,7 +135,7 @@ func (s *Server) addProxy(w http.ResponseWriter, r *http.Request) {
 	}
 	id, err := s.eng.AddProxy(r.Context(), req.Source, req.URL)
 	if err != nil {
-		s.engineError(w, r, err)
+		s.engineError(w, r, err, proxyCheck(u.ID()))
 		return
 	}
 	src := req.Source
@@ -154,7 +159,7 @@ type ActionResponse struct {
 func (s *Server) removeProxy(w http.ResponseWriter, r *http.Request) {
 	id := proxyID(r)
 	if err := s.eng.RemoveProxy(r.Context(), id); err != nil {
-		s.engineError(w, r, err)
+		s.engineError(w, r, err, proxyCheck(id))
 		return
 	}
 	writeJSON(w, http.StatusOK, ActionResponse{Status: "removed", ID: id})
@@ -163,7 +168,7 @@ func (s *Server) removeProxy(w http.ResponseWriter, r *http.Request) {
 func (s *Server) revive(w http.ResponseWriter, r *http.Request) {
 	id := proxyID(r)
 	if err := s.eng.Revive(r.Context(), id); err != nil {
-		s.engineError(w, r, err)
+		s.engineError(w, r, err, proxyCheck(id))
 		return
 	}
 	writeJSON(w, http.StatusOK, ActionResponse{Status: "revived", ID: id})
@@ -172,7 +177,7 @@ func (s *Server) revive(w http.ResponseWriter, r *http.Request) {
 func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
 	src := r.URL.Query().Get("source")
 	if err := s.eng.Pause(r.Context(), src); err != nil {
-		s.engineError(w, r, err)
+		s.engineError(w, r, err, sourceCheck(src))
 		return
 	}
 	writeJSON(w, http.StatusOK, ActionResponse{Status: "paused", Source: src})
@@ -181,8 +186,20 @@ func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
 func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 	src := r.URL.Query().Get("source")
 	if err := s.eng.Resume(r.Context(), src); err != nil {
-		s.engineError(w, r, err)
+		s.engineError(w, r, err, sourceCheck(src))
 		return
 	}
 	writeJSON(w, http.StatusOK, ActionResponse{Status: "resumed", Source: src})
+}
+
+// proxyCheck is the request that shows a proxy's state after a command.
+func proxyCheck(id string) string { return "GET /v1/proxies/" + url.PathEscape(id) }
+
+// sourceCheck is the request that shows whether a pause or resume of src
+// ("" for all sources) took effect.
+func sourceCheck(src string) string {
+	if src == "" {
+		return `GET /v1/proxies (each proxy's "paused")`
+	}
+	return "GET /v1/proxies?source=" + url.QueryEscape(src) + ` (each proxy's "paused")`
 }

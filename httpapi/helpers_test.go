@@ -23,6 +23,10 @@ import (
 // *proxyhealth.Engine is what the daemon passes to New.
 var _ httpapi.Engine = (*proxyhealth.Engine)(nil)
 
+// *proxyhealth.Engine reports its health, which /healthz, /v1/pool and
+// /metrics serve (the server finds it by this method).
+var _ interface{ Health() proxyhealth.Health } = (*proxyhealth.Engine)(nil)
+
 // *projections.Live is what the daemon passes as Options.Status.
 var _ httpapi.Status = (*projections.Live)(nil)
 
@@ -72,6 +76,13 @@ type fixture struct {
 
 func newFixture(t *testing.T, opts httpapi.Options) *fixture {
 	t.Helper()
+	return newFixtureWith(t, opts, func(e *fakeEngine) httpapi.Engine { return e })
+}
+
+// newFixtureWith is newFixture with the engine the server sees made from
+// the fake engine by wrap.
+func newFixtureWith(t *testing.T, opts httpapi.Options, wrap func(*fakeEngine) httpapi.Engine) *fixture {
+	t.Helper()
 	j := journal.NewMem()
 	cfg := events.DefaultConfig()
 	live := projections.NewLive(projections.LiveOptions{Config: func(string) events.Config { return cfg }})
@@ -81,7 +92,7 @@ func newFixture(t *testing.T, opts httpapi.Options) *fixture {
 	if opts.Now == nil {
 		opts.Now = func() time.Time { return f.at } // the time of the last event
 	}
-	srv := httpapi.New(eng, opts)
+	srv := httpapi.New(wrap(eng), opts)
 	hs := httptest.NewServer(srv)
 	f.srv, f.http = srv, hs
 	t.Cleanup(func() {
@@ -149,8 +160,23 @@ func (f *fixture) seedPool() {
 	)
 }
 
-// do sends a request and returns the status code and body.
+// do sends a request and returns the status code and body. A request
+// with a body is sent as "Content-Type: application/json" unless hdr sets
+// a Content-Type (an empty value sends none); the pseudo-header "Host"
+// sets the request's Host.
 func (f *fixture) do(method, path, body string, hdr ...string) (int, string) {
+	f.t.Helper()
+	resp := f.doResp(method, path, body, hdr...)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// doResp is do returning the response (the caller closes its body).
+func (f *fixture) doResp(method, path, body string, hdr ...string) *http.Response {
 	f.t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -160,19 +186,24 @@ func (f *fixture) do(method, path, body string, hdr ...string) (int, string) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
+		switch {
+		case hdr[i] == "Host":
+			req.Host = hdr[i+1]
+		case hdr[i+1] == "":
+			req.Header.Del(hdr[i])
+		default:
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
 	}
 	resp, err := f.http.Client().Do(req)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	return resp
 }
 
 // getJSON GETs path, expects 200 and decodes into v.
@@ -191,7 +222,7 @@ func (f *fixture) getJSON(path string, v any) {
 func wantError(t *testing.T, what string, code int, body string, wantCode int, substr string) {
 	t.Helper()
 	if code != wantCode {
-		t.Errorf("%s: status %d, want %d (%s)", what, code, wantCode, body)
+		t.Errorf("%s: status %d, want %d (%.300s)", what, code, wantCode, body)
 		return
 	}
 	var e httpapi.ErrorBody
@@ -201,5 +232,49 @@ func wantError(t *testing.T, what string, code int, body string, wantCode int, s
 	}
 	if !strings.Contains(e.Error, substr) {
 		t.Errorf("%s: error %q does not mention %q", what, e.Error, substr)
+	}
+}
+
+// healthEngine is a fake engine that reports the health the test sets.
+type healthEngine struct {
+	*fakeEngine
+	hmu sync.Mutex
+	h   proxyhealth.Health
+}
+
+func (e *healthEngine) Health() proxyhealth.Health {
+	e.hmu.Lock()
+	defer e.hmu.Unlock()
+	return e.h
+}
+
+func (e *healthEngine) setHealth(h proxyhealth.Health) {
+	e.hmu.Lock()
+	defer e.hmu.Unlock()
+	e.h = h
+}
+
+// newHealthFixture is a fixture whose engine reports health (healthy at
+// first, with two running projections).
+func newHealthFixture(t *testing.T, opts httpapi.Options) (*fixture, *healthEngine) {
+	t.Helper()
+	var he *healthEngine
+	f := newFixtureWith(t, opts, func(e *fakeEngine) httpapi.Engine {
+		he = &healthEngine{fakeEngine: e, h: healthyHealth()}
+		return he
+	})
+	return f, he
+}
+
+// healthyHealth is an engine whose journal takes writes and whose
+// projections run.
+func healthyHealth() proxyhealth.Health {
+	return proxyhealth.Health{
+		OK:      true,
+		Journal: proxyhealth.JournalHealth{Head: 11, LastCommitAt: t0.Add(11 * time.Second)},
+		Projections: []proxyhealth.ProjectionHealth{
+			{Name: "live status", State: proxyhealth.ProjectionRunning, Seq: 11},
+			{Name: "sqlite view", State: proxyhealth.ProjectionRunning, Seq: 11},
+		},
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
@@ -16,11 +17,12 @@ import (
 
 // metrics holds the Prometheus registry. Counters and histograms are
 // derived from the committed event stream (follow); gauges are read from
-// the live status at scrape time.
+// the live status and the engine's health at scrape time.
 type metrics struct {
 	reg    *prometheus.Registry
 	j      journal.Journal
 	status Status
+	health func() (proxyhealth.Health, bool)
 	now    func() time.Time
 	sub    *journal.Subscription // from the head at New
 
@@ -34,9 +36,9 @@ type metrics struct {
 	followedSeq   prometheus.Gauge
 }
 
-func newMetrics(j journal.Journal, status Status) *metrics {
+func newMetrics(j journal.Journal, status Status, health func() (proxyhealth.Health, bool)) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(), j: j, status: status, now: time.Now, sub: j.Subscribe(j.Head() + 1),
+		reg: prometheus.NewRegistry(), j: j, status: status, health: health, now: time.Now, sub: j.Subscribe(j.Head() + 1),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "proxyhealth_checks_total",
 			Help: "Active checks journaled since this process started, by result (success, failure) and failure class (empty for success).",
@@ -140,13 +142,24 @@ var (
 	descFirst = prometheus.NewDesc("proxyhealth_journal_first_seq",
 		"Lowest retained journal seq.", nil, nil)
 	descLiveSeq = prometheus.NewDesc("proxyhealth_projection_seq",
-		"Journal seq applied by the live status projection.", nil, nil)
+		"Journal seq applied by the live status that the API serves.", nil, nil)
 	descLag = prometheus.NewDesc("proxyhealth_projection_lag_events",
-		"Committed journal events not yet applied by the live status projection (journal head minus projection seq).", nil, nil)
+		"Committed journal events not yet applied by a projection (journal head minus the projection's seq; 0 for projections without an offset), as the engine reports it.", []string{"projection"}, nil)
+	descUp = prometheus.NewDesc("proxyhealth_projection_up",
+		"1 while a projection follows the journal (running), 0 while it is failing, rebuilding or stopped.", []string{"projection"}, nil)
+	descJournalFailing = prometheus.NewDesc("proxyhealth_journal_failing",
+		"1 from a failed journal commit until the next successful one (check results are not recorded meanwhile), else 0.", nil, nil)
+	descCommitFailures = prometheus.NewDesc("proxyhealth_journal_commit_failures_total",
+		"Journal commits that failed since the engine started.", nil, nil)
 )
 
+// liveStatusProjection names the live status in proxyhealth_projection_lag_events
+// when the engine does not report its health.
+const liveStatusProjection = "live status"
+
 func (statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descProxies, descChecking, descPaused, descSourceLatency, descHealthPct, descHead, descFirst, descLiveSeq, descLag} {
+	for _, d := range []*prometheus.Desc{descProxies, descChecking, descPaused, descSourceLatency, descHealthPct, descHead, descFirst,
+		descLiveSeq, descLag, descUp, descJournalFailing, descCommitFailures} {
 		ch <- d
 	}
 }
@@ -173,9 +186,28 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descHead, float64(head))
 	gauge(descFirst, float64(c.m.j.First()))
 	gauge(descLiveSeq, float64(s.Seq))
-	lag := 0.0
-	if head > s.Seq {
-		lag = float64(head - s.Seq)
+	h, ok := c.m.health()
+	if !ok {
+		// An engine without health: the lag of the live status served.
+		lag := 0.0
+		if head > s.Seq {
+			lag = float64(head - s.Seq)
+		}
+		gauge(descLag, lag, liveStatusProjection)
+		return
 	}
-	gauge(descLag, lag)
+	for _, p := range h.Projections {
+		gauge(descLag, float64(p.Lag), p.Name)
+		up := 0.0
+		if p.State == proxyhealth.ProjectionRunning {
+			up = 1
+		}
+		gauge(descUp, up, p.Name)
+	}
+	failing := 0.0
+	if h.Journal.Failing {
+		failing = 1
+	}
+	gauge(descJournalFailing, failing)
+	ch <- prometheus.MustNewConstMetric(descCommitFailures, prometheus.CounterValue, float64(h.Journal.FailedCommits))
 }

@@ -45,7 +45,7 @@ func TestMetrics(t *testing.T) {
 		`proxyhealth_proxies_paused{source="a"} 0`,
 		`proxyhealth_journal_head_seq 11`,
 		`proxyhealth_projection_seq 11`,
-		`proxyhealth_projection_lag_events 0`,
+		`proxyhealth_projection_lag_events{projection="live status"} 0`,
 		`proxyhealth_metrics_seq 11`,
 	)
 	for _, name := range []string{"proxyhealth_event_delivery_seconds_bucket", "proxyhealth_journal_append_seconds_bucket",
@@ -72,7 +72,7 @@ func TestMetrics(t *testing.T) {
 	if _, err := f.j.Append(t.Context(), []*pb.Envelope{okEnv("p1", "a", time.Millisecond), okEnv("p1", "a", time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
-	f.scrapeUntil(`proxyhealth_projection_lag_events 2`, `proxyhealth_journal_head_seq 13`)
+	f.scrapeUntil(`proxyhealth_projection_lag_events{projection="live status"} 2`, `proxyhealth_journal_head_seq 13`)
 
 	f.srv.ObserveJournalCommit(40, 3*time.Millisecond)
 	f.scrapeUntil(`proxyhealth_journal_batch_events_count 1`, `proxyhealth_journal_append_seconds_count 1`)

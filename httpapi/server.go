@@ -63,6 +63,13 @@ type historyProvider interface {
 	History() *projections.History
 }
 
+// healthProvider is an engine that reports its own condition (journal
+// writes, projections); *proxyhealth.Engine is one. Without it /healthz
+// always answers ok and /v1/pool has no journal or projections.
+type healthProvider interface {
+	Health() proxyhealth.Health
+}
+
 // Options configures New.
 type Options struct {
 	// Status is the live status. When nil, New uses the engine's Live()
@@ -81,6 +88,14 @@ type Options struct {
 	Logger *slog.Logger
 	// Now returns the current time (default time.Now); tests inject one.
 	Now func() time.Time
+	// AllowedHosts are the host names (or IP addresses) besides loopback
+	// ones and the listen address by which clients reach the server, as
+	// sent in the Host header: "proxyhealth.internal" (any port),
+	// ".example.net" (example.net and every subdomain) or "*" (any host:
+	// only behind a reverse proxy that checks the Host itself). Requests
+	// for any other host are refused with 421; see the package
+	// documentation.
+	AllowedHosts []string
 }
 
 // Server is the API's http.Handler. Close it to end event streams and
@@ -89,6 +104,8 @@ type Server struct {
 	eng     Engine
 	status  Status
 	history *projections.History
+	health  func() (proxyhealth.Health, bool) // false: the engine does not report it
+	hosts   hostPolicy
 	opts    Options
 	mux     *http.ServeMux
 	metrics *metrics
@@ -122,14 +139,18 @@ func New(eng Engine, opts Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{eng: eng, status: opts.Status, opts: opts, log: log}
+	s := &Server{eng: eng, status: opts.Status, opts: opts, log: log, hosts: newHostPolicy(opts.AllowedHosts)}
+	s.health = func() (proxyhealth.Health, bool) { return proxyhealth.Health{}, false }
+	if hp, ok := eng.(healthProvider); ok {
+		s.health = func() (proxyhealth.Health, bool) { return hp.Health(), true }
+	}
 	if hp, ok := eng.(historyProvider); ok {
 		s.history = hp.History()
 	} else {
 		s.history = projections.NewHistory(eng.Journal(), projections.HistoryOptions{Clock: opts.Now})
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.metrics = newMetrics(eng.Journal(), opts.Status)
+	s.metrics = newMetrics(eng.Journal(), opts.Status, s.health)
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.metrics.follow(s.ctx) }()
 
@@ -151,9 +172,14 @@ func New(eng Engine, opts Options) *Server {
 	return s
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. Every request passes the Host check
+// (421) and every state-changing one the cross-origin checks (403, 415)
+// before anything else, the token included.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if !s.checkHost(w, r) || !s.checkCrossOrigin(w, r) {
+		return
+	}
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
 	}
@@ -200,15 +226,24 @@ func (s *Server) ObserveJournalCommit(events int, d time.Duration) {
 	s.metrics.batchSize.Observe(float64(events))
 }
 
+// authorized reports whether r carries the bearer token (true when none
+// is configured).
+func (s *Server) authorized(r *http.Request) bool {
+	if s.opts.Token == "" {
+		return true
+	}
+	want := []byte("Bearer " + s.opts.Token)
+	return subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) == 1
+}
+
 // auth requires the bearer token when one is configured.
 func (s *Server) auth(h http.Handler) http.Handler {
 	if s.opts.Token == "" {
 		return h
 	}
-	want := []byte("Bearer " + s.opts.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		if !s.authorized(r) {
+			got := r.Header.Get("Authorization")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="proxyhealth"`)
 			msg := "missing bearer token: send Authorization: Bearer TOKEN (the --token or PROXYHEALTH_TOKEN of the server)"
 			if len(got) > 0 {
@@ -219,10 +254,6 @@ func (s *Server) auth(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": s.opts.Version})
 }
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
@@ -247,10 +278,26 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, ErrorBody{Error: msg})
 }
 
+// journalRetryAfter is the Retry-After (seconds) of a command the
+// journal refused.
+const journalRetryAfter = "10"
+
 // engineError answers an engine error with the fitting status code.
-func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error) {
+// check names the request that shows whether a command took effect (for
+// an unknown outcome), e.g. "GET /v1/proxies/ID".
+func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error, check string) {
 	code := http.StatusInternalServerError
+	msg := err.Error()
 	switch {
+	case errors.Is(err, proxyhealth.ErrOutcomeUnknown):
+		// Before the context cases: it usually wraps a context error.
+		code = http.StatusGatewayTimeout
+		msg = fmt.Sprintf("the outcome is unknown: the request ended before the journal said whether the command was written (%s); "+
+			"%s to see whether it took effect before you retry", msg, check)
+	case errors.Is(err, proxyhealth.ErrJournalFailing):
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", journalRetryAfter)
+		msg = fmt.Sprintf("nothing was applied: the journal cannot write (%s); retry later, GET /healthz shows when it takes writes again", msg)
 	case errors.Is(err, proxyhealth.ErrUnknownProxy), errors.Is(err, proxyhealth.ErrUnknownSource):
 		code = http.StatusNotFound
 	case errors.Is(err, proxyhealth.ErrDuplicate), errors.Is(err, events.ErrNotRevivable),
@@ -266,7 +313,7 @@ func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error) 
 	if code >= 500 {
 		s.log.Error("request failed", slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
 	}
-	writeError(w, code, err.Error())
+	writeError(w, code, msg)
 }
 
 // decodeBody decodes a JSON request body into v, rejecting unknown fields,

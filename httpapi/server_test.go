@@ -66,7 +66,7 @@ func TestListProxies(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := sorted([]string{"id", "url", "source", "state", "consecutive_failures", "consecutive_successes",
-		"last_check_at", "last_error_class", "latency_ms", "success_rate_1h", "next_check_at"})
+		"last_check_at", "last_error_class", "latency_ms", "success_rate_1h", "next_check_at", "paused"})
 	if raw.Total != 3 || len(raw.Proxies) != 3 || !reflect.DeepEqual(sortedKeys(raw.Proxies[0]), want) {
 		t.Fatalf("list: %s", body)
 	}
@@ -276,7 +276,7 @@ func TestDashboardPage(t *testing.T) {
 	}
 	for _, id := range []string{"count-total", "count-healthy", "count-degraded", "count-unhealthy", "count-recovering",
 		"count-failed", "count-unknown", "count-checking", "count-paused", "health-percentage", "chart-health",
-		"chart-latency", "changes-list", "sources-body", "journal-seq"} {
+		"chart-latency", "changes-list", "sources-body", "journal-seq", "health-banner"} {
 		if !strings.Contains(page, `id="`+id+`"`) {
 			t.Errorf("dashboard has no element id=%q", id)
 		}

@@ -38,6 +38,11 @@ type Pool struct {
 	JournalSeq uint64 `json:"journal_seq"`
 	// UpdatedAt is the time of that event; null before the first.
 	UpdatedAt *time.Time `json:"updated_at"`
+	// Journal is the journal's write condition and Projections the
+	// condition of each fold of the journal, sorted by name; both are
+	// absent when the engine does not report its health.
+	Journal     *JournalStatus     `json:"journal,omitempty"`
+	Projections []ProjectionStatus `json:"projections,omitempty"`
 }
 
 // Proxy is one proxy in GET /v1/proxies.
@@ -61,6 +66,9 @@ type Proxy struct {
 	// NextCheckAt is when the next check is due; null when none is
 	// scheduled (paused, failed).
 	NextCheckAt *time.Time `json:"next_check_at"`
+	// Paused is true while the proxy is paused (POST /v1/pause): it is
+	// not checked and keeps its last state until resumed.
+	Paused bool `json:"paused"`
 }
 
 // ProxyList is the body of GET /v1/proxies.
@@ -123,6 +131,7 @@ func ProxyOf(v projections.ProxyView) Proxy {
 		ConsecutiveFailures: v.ConsecutiveFailures, ConsecutiveSuccesses: v.ConsecutiveSuccesses,
 		LastCheckAt: timePtr(v.LastCheckAt), LastErrorClass: v.LastErrorClass,
 		LatencyMS: ms(v.LatencyEWMA), SuccessRate1h: round(v.SuccessRate1h, 4), NextCheckAt: timePtr(v.NextCheckAt),
+		Paused: v.Paused,
 	}
 }
 
