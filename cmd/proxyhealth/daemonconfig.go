@@ -26,6 +26,7 @@ type runSettings struct {
 	logLevel    string
 	concurrency int
 	retention   time.Duration
+	startFresh  bool
 
 	interval, timeout, recoveryCooldown time.Duration
 	checkURL                            string
@@ -40,6 +41,7 @@ func (r *runSettings) register(fs *flagSet) {
 	fs.StringVar(&r.data, "data", defaultData, "data `DIR` holding journal.db and view.db")
 	fs.StringVar(&r.listen, "listen", defaultListen, "`ADDR` of the HTTP API, metrics and dashboard")
 	fs.StringVar(&r.token, "token", "", "bearer `TOKEN` required by the API (default $PROXYHEALTH_TOKEN); required on a non-loopback --listen")
+	fs.BoolVar(&r.startFresh, "start-fresh", false, "start even though journal.db is empty or behind view.db (history was lost): a new journal replaces the empty file and the view is rebuilt; without it such a start is refused")
 	r.logFormat = newChoice("text", "text", "json")
 	fs.Var(r.logFormat, "log-format", "log `FORMAT` on stderr: text or json")
 	fs.StringVar(&r.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
@@ -180,6 +182,7 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 	}
 	dc.logLevel = lvl
 	dc.token = r.token
+	dc.engine.StartFresh = r.startFresh
 	if dc.token == "" {
 		dc.token = getenv("PROXYHEALTH_TOKEN")
 	}

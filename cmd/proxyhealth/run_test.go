@@ -215,3 +215,39 @@ func TestRunConfigReload(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, p.stderr)
 	}
 }
+
+// TestRunRefusesAnEmptyJournalUnlessStartingFresh: a 0-byte journal.db
+// (10,582 events of history truncated away) was silently started over.
+func TestRunRefusesAnEmptyJournalUnlessStartingFresh(t *testing.T) {
+	farm, err := fakeproxy.Start(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(farm.Close)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	list := writeFile(t, dir, "list.txt", farm.URL(0)+"\n")
+	p := startBin(t, nil, runArgs(data, "--proxies", list)...)
+	waitPool(t, p.apiURL(), "a check", func(pl httpapi.Pool) bool { return pl.JournalSeq > 2 })
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if err := os.Truncate(filepath.Join(data, "journal.db"), 0); err != nil {
+		t.Fatal(err)
+	}
+	r := runBin(t, runArgs(data, "--proxies", list)...)
+	if r.code != 1 || !strings.Contains(r.stderr, "journal.db is empty") || !strings.Contains(r.stderr, "--start-fresh") {
+		t.Fatalf("run on an empty journal: exit %d, stderr %q; want 1 and a message naming the file and --start-fresh", r.code, r.stderr)
+	}
+	v := runBin(t, "journal", "verify", "--data", data)
+	if v.code == 0 || strings.Contains(v.stderr, "bad file descriptor") || !strings.Contains(v.stderr+v.stdout, "empty") {
+		t.Fatalf("journal verify on an empty journal: exit %d, %q %q", v.code, v.stdout, v.stderr)
+	}
+	p = startBin(t, nil, runArgs(data, "--proxies", list, "--start-fresh")...)
+	waitPool(t, p.apiURL(), "a fresh start", func(pl httpapi.Pool) bool { return pl.Total == 1 })
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
