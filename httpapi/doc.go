@@ -52,8 +52,10 @@
 //	421       the Host header is not a name of this server (see Browsers below)
 //	500       unexpected engine error (logged to Options.Logger)
 //	503       the engine is closing; or the journal cannot write: nothing of the
-//	          command was applied, retry after the Retry-After seconds (GET /healthz
-//	          tells when the journal takes writes again); or /healthz: not healthy
+//	          command was applied (for pause and resume: to the proxies the error
+//	          names; the others took it), retry after the Retry-After seconds
+//	          (GET /healthz tells when the journal takes writes again); or
+//	          /healthz: not healthy
 //	504       the outcome is unknown: the request ended (client gone, deadline)
 //	          before the journal said whether the command was written; GET the
 //	          proxy (or /v1/proxies?source= for pause/resume) to find out before

@@ -71,7 +71,7 @@ func (p hostPolicy) allows(host string, local net.Addr) bool {
 			return true
 		}
 		if tcp, ok := local.(*net.TCPAddr); ok {
-			if l, ok := netip.AddrFromSlice(tcp.IP); ok && l.Unmap() == a {
+			if l, ok := netip.AddrFromSlice(tcp.IP); ok && l.Unmap() == a.WithZone("") {
 				return true
 			}
 		}

@@ -192,14 +192,26 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ActionResponse{Status: "resumed", Source: src})
 }
 
-// proxyCheck is the request that shows a proxy's state after a command.
-func proxyCheck(id string) string { return "GET /v1/proxies/" + url.PathEscape(id) }
+// commandTarget is what a command acts on, for the messages of its
+// errors.
+type commandTarget struct {
+	// check is the request that shows whether the command took effect.
+	check string
+	// many is true for commands to many proxies (pause, resume), which
+	// some proxies may take and others not.
+	many bool
+}
 
-// sourceCheck is the request that shows whether a pause or resume of src
-// ("" for all sources) took effect.
-func sourceCheck(src string) string {
+// proxyCheck is the target of a command to one proxy.
+func proxyCheck(id string) commandTarget {
+	return commandTarget{check: "GET /v1/proxies/" + url.PathEscape(id)}
+}
+
+// sourceCheck is the target of a pause or resume of src ("" for all
+// sources).
+func sourceCheck(src string) commandTarget {
 	if src == "" {
-		return `GET /v1/proxies (each proxy's "paused")`
+		return commandTarget{check: `GET /v1/proxies (each proxy's "paused")`, many: true}
 	}
-	return "GET /v1/proxies?source=" + url.QueryEscape(src) + ` (each proxy's "paused")`
+	return commandTarget{check: "GET /v1/proxies?source=" + url.QueryEscape(src) + ` (each proxy's "paused")`, many: true}
 }

@@ -185,14 +185,24 @@ func TestProxyPaused(t *testing.T) {
 // unknown answers 504 and says how to find out.
 func TestJournalErrors(t *testing.T) {
 	f := newFixture(t, httpapi.Options{})
-	f.eng.err = fmt.Errorf("pause source %q: %w: write journal.db: no space left on device", "a", proxyhealth.ErrJournalFailing)
-	resp := f.doResp("POST", "/v1/pause?source=a", "")
 	var e httpapi.ErrorBody
-	_ = json.NewDecoder(resp.Body).Decode(&e)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
-		!strings.Contains(e.Error, "nothing was applied") || !strings.Contains(e.Error, "no space left") {
-		t.Errorf("journal failing: %d Retry-After %q %q", resp.StatusCode, resp.Header.Get("Retry-After"), e.Error)
+	for _, c := range []struct{ method, path, body, want string }{
+		{"POST", "/v1/proxies", `{"url":"10.0.0.9:3128"}`, "nothing was applied: the journal cannot write"},
+		{"POST", "/v1/proxies/p1/revive", "", "nothing was applied: the journal cannot write"},
+		{"DELETE", "/v1/proxies/p1", "", "nothing was applied: the journal cannot write"},
+		// A pause goes to many proxies: those the error names did not
+		// take it, the others did.
+		{"POST", "/v1/pause?source=a", "", "nothing was applied to the proxies named here, any other proxy took the command"},
+	} {
+		f.eng.err = fmt.Errorf("proxy p1: %w: write journal.db: no space left on device", proxyhealth.ErrJournalFailing)
+		resp := f.doResp(c.method, c.path, c.body)
+		e = httpapi.ErrorBody{}
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+			!strings.Contains(e.Error, c.want) || !strings.Contains(e.Error, "no space left") {
+			t.Errorf("%s %s, journal failing: %d Retry-After %q %q", c.method, c.path, resp.StatusCode, resp.Header.Get("Retry-After"), e.Error)
+		}
 	}
 
 	for _, c := range []struct{ method, path, body, hint string }{

@@ -282,10 +282,9 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 // journal refused.
 const journalRetryAfter = "10"
 
-// engineError answers an engine error with the fitting status code.
-// check names the request that shows whether a command took effect (for
-// an unknown outcome), e.g. "GET /v1/proxies/ID".
-func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error, check string) {
+// engineError answers an engine error with the fitting status code; t
+// tells what the command acted on and how to see whether it took effect.
+func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error, t commandTarget) {
 	code := http.StatusInternalServerError
 	msg := err.Error()
 	switch {
@@ -293,7 +292,12 @@ func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error, 
 		// Before the context cases: it usually wraps a context error.
 		code = http.StatusGatewayTimeout
 		msg = fmt.Sprintf("the outcome is unknown: the request ended before the journal said whether the command was written (%s); "+
-			"%s to see whether it took effect before you retry", msg, check)
+			"%s to see whether it took effect before you retry", msg, t.check)
+	case errors.Is(err, proxyhealth.ErrJournalFailing) && t.many:
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", journalRetryAfter)
+		msg = fmt.Sprintf("the journal cannot write: nothing was applied to the proxies named here, any other proxy took the command (%s); "+
+			"retry later (GET /healthz shows when the journal takes writes again), %s shows where it took effect", msg, t.check)
 	case errors.Is(err, proxyhealth.ErrJournalFailing):
 		code = http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", journalRetryAfter)
