@@ -81,7 +81,24 @@ func TestRealEngine(t *testing.T) {
 		}, func() string { return fmt.Sprintf("the pool to be %s: %+v", what, p) })
 		return p
 	}
-	waitPool("2 healthy and 1 unhealthy", func(p httpapi.Pool) bool { return p.Healthy == 2 && p.Unhealthy == 1 && p.Total == 3 })
+	p := waitPool("2 healthy and 1 unhealthy", func(p httpapi.Pool) bool { return p.Healthy == 2 && p.Unhealthy == 1 && p.Total == 3 })
+	// The real engine reports its health: /healthz, the pool and the
+	// metrics show it.
+	if p.Journal == nil || p.Journal.Status != "ok" || p.Journal.Head == 0 || len(p.Projections) == 0 {
+		t.Fatalf("pool health of a real engine: %+v %+v", p.Journal, p.Projections)
+	}
+	var hz httpapi.Healthz
+	f.getJSON("/healthz", &hz)
+	if hz.Status != "ok" || hz.Journal == nil || len(hz.Projections) != len(p.Projections) {
+		t.Errorf("/healthz of a real engine: %+v", hz)
+	}
+	for _, pr := range hz.Projections {
+		if pr.State != "running" {
+			t.Errorf("projection %+v is not running", pr)
+		}
+	}
+	f.scrapeUntil(`proxyhealth_journal_failing 0`, `proxyhealth_journal_commit_failures_total 0`,
+		fmt.Sprintf(`proxyhealth_projection_up{projection=%q} 1`, p.Projections[0].Name))
 
 	code, body := f.do("POST", "/v1/proxies", `{"url":"`+farm.URLWith(2, "socks5h", "", "")+`","source":"farm"}`)
 	if code != http.StatusCreated {
