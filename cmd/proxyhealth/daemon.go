@@ -33,7 +33,7 @@ type daemon struct {
 // startDaemon opens the engine and serves the API on ln. On error, ln is
 // closed and nothing is left running.
 func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, token string, log *slog.Logger) (*daemon, error) {
-	d, err := openDaemon(ctx, cfg, token, log)
+	d, err := openDaemon(ctx, cfg, httpapi.Options{Token: token}, log)
 	if err != nil {
 		_ = ln.Close()
 		return nil, err
@@ -45,7 +45,8 @@ func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, t
 // openDaemon opens the engine (proxies added through the API before a
 // restart are resumed inside it: Config.ResumeAddedProxies) and builds the
 // API; serve starts answering.
-func openDaemon(ctx context.Context, cfg proxyhealth.Config, token string, log *slog.Logger) (*daemon, error) {
+// api gives the API's token and allowed host names; the rest is filled in.
+func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options, log *slog.Logger) (*daemon, error) {
 	cfg.ResumeAddedProxies = true
 	// The journal reports each group commit to the metrics, once they exist.
 	var metrics atomic.Pointer[httpapi.Server]
@@ -67,7 +68,8 @@ func openDaemon(ctx context.Context, cfg proxyhealth.Config, token string, log *
 		}
 	}
 	d.status = eng.Live()
-	d.srv = httpapi.New(d.api, httpapi.Options{Status: d.status, Token: token, Version: version, Logger: log})
+	api.Status, api.Version, api.Logger = d.status, version, log
+	d.srv = httpapi.New(d.api, api)
 	metrics.Store(d.srv)
 	d.hs = &http.Server{
 		Handler:           d.srv,

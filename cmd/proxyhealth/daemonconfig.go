@@ -27,6 +27,7 @@ type runSettings struct {
 	concurrency int
 	retention   time.Duration
 	startFresh  bool
+	allowHosts  stringsFlag
 
 	interval, timeout, recoveryCooldown time.Duration
 	checkURL                            string
@@ -41,6 +42,7 @@ func (r *runSettings) register(fs *flagSet) {
 	fs.StringVar(&r.data, "data", defaultData, "data `DIR` holding journal.db and view.db")
 	fs.StringVar(&r.listen, "listen", defaultListen, "`ADDR` of the HTTP API, metrics and dashboard")
 	fs.StringVar(&r.token, "token", "", "bearer `TOKEN` required by the API (default $PROXYHEALTH_TOKEN); required on a non-loopback --listen")
+	fs.Var(&r.allowHosts, "allow-host", "also answer API requests whose Host is `NAME` (repeatable; NAME matches any port, .example.net a domain and its subdomains); loopback names and the listen address are always allowed, other names get 421 (protection against DNS rebinding)")
 	fs.BoolVar(&r.startFresh, "start-fresh", false, "start even though journal.db is empty or behind view.db (history was lost): a new journal replaces the empty file and the view is rebuilt; without it such a start is refused")
 	r.logFormat = newChoice("text", "text", "json")
 	fs.Var(r.logFormat, "log-format", "log `FORMAT` on stderr: text or json")
@@ -97,6 +99,8 @@ type daemonConfig struct {
 	logFormat string
 	logLevel  slog.Level
 	token     string
+	// allowHosts are the extra Host names the API answers to.
+	allowHosts []string
 }
 
 // minRetention is the shortest journal retention accepted.
@@ -183,6 +187,7 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 	dc.logLevel = lvl
 	dc.token = r.token
 	dc.engine.StartFresh = r.startFresh
+	dc.allowHosts = r.allowHosts
 	if dc.token == "" {
 		dc.token = getenv("PROXYHEALTH_TOKEN")
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/probe"
 )
 
@@ -73,7 +74,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
 	log.Info("proxyhealth starting", slog.String("version", version), slog.String("listen", ln.Addr().String()),
 		slog.String("data", dc.engine.DataDir), slog.Int("sources", len(dc.engine.Sources)))
-	d, err := openDaemon(ctx, dc.engine, dc.token, log)
+	d, err := openDaemon(ctx, dc.engine, httpapi.Options{Token: dc.token, AllowedHosts: dc.allowHosts}, log)
 	if err != nil {
 		_ = ln.Close()
 		fmt.Fprintf(stderr, "proxyhealth run: %v\n", err)

@@ -251,3 +251,31 @@ func TestRunRefusesAnEmptyJournalUnlessStartingFresh(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+// TestRunAllowHost: the daemon answers only to loopback names, its listen
+// address and --allow-host names (a web page reaching it through DNS
+// rebinding gets 421).
+func TestRunAllowHost(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	p := startBin(t, nil, "run", "--data", data, "--listen", "127.0.0.1:0", "--log-format", "json", "--allow-host", "proxyhealth.internal")
+	base := p.apiURL()
+	for host, want := range map[string]int{"proxyhealth.internal:9480": 200, "evil.example": 421, "localhost": 200} {
+		req, err := http.NewRequest("GET", base+"/healthz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("Host %s: %d, want %d", host, res.StatusCode, want)
+		}
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
