@@ -107,7 +107,7 @@ func BenchmarkIncremental(b *testing.B) {
 
 // BenchmarkQuickCheck measures PRAGMA quick_check on a view of 1,000,000
 // realistic events over 10,000 proxies (what OpenView runs with
-// Options.VerifyIntegrity), on a fresh connection each time.
+// Options.IntegrityCheck), on a fresh connection each time.
 func BenchmarkQuickCheck(b *testing.B) {
 	j := realisticMem(b)
 	path := filepath.Join(b.TempDir(), "view.db")
@@ -130,5 +130,33 @@ func BenchmarkQuickCheck(b *testing.B) {
 	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/check")
 	if fi, err := os.Stat(path); err == nil {
 		b.ReportMetric(float64(fi.Size())/(1<<20), "MiB")
+	}
+}
+
+// BenchmarkOpenView opens (and closes) a view of 1,000,000 realistic
+// events over 10,000 proxies, with and without the integrity check.
+func BenchmarkOpenView(b *testing.B) {
+	j := realisticMem(b)
+	path := filepath.Join(b.TempDir(), "view.db")
+	if err := sqlview.RebuildFile(context.Background(), path, j, sqlview.Options{}); err != nil {
+		b.Fatal(err)
+	}
+	for _, check := range []struct {
+		name string
+		c    sqlview.IntegrityCheck
+	}{{"check", sqlview.CheckAlways}, {"no-check", sqlview.CheckNever}} {
+		b.Run(check.name, func(b *testing.B) {
+			for range b.N {
+				v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{IntegrityCheck: check.c})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if st := v.Status(); st.State != sqlview.StateRunning {
+					b.Fatalf("status %+v", st)
+				}
+				v.Close()
+			}
+			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/open")
+		})
 	}
 }

@@ -265,39 +265,113 @@ func badFiles(t *testing.T, path string) []string {
 	return bad
 }
 
+// crashImage puts at path a copy of a fresh view of j as a crash leaves
+// it: the file and a -wal file with content (written through another
+// connection, copied while that connection is open).
+func crashImage(t *testing.T, path string, j journal.Journal) {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "view.db")
+	rebuildAt(t, src, j)
+	db, err := sql.Open("sqlite3", "file:"+src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{"INSERT INTO projection_offsets VALUES ('x', 0, 0)", "DELETE FROM projection_offsets WHERE name = 'x'"} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, suffix := range []string{"", "-wal"} {
+		b, err := os.ReadFile(src + suffix)
+		if err != nil || (suffix == "-wal" && len(b) == 0) {
+			t.Fatalf("read %s%s: %d bytes, %v", src, suffix, len(b), err)
+		}
+		if err := os.WriteFile(path+suffix, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestCorruptClosedViewIsRebuilt: damage in a table that opening does not
-// read (check_history) is found by the integrity check at open; the file
-// is moved aside and rebuilt.
+// read (check_history) is found by the integrity check at open after a
+// crash (by default) or always (CheckAlways), and the file is moved aside
+// and rebuilt; in a file closed cleanly, by default, it is found by the
+// first batch that reads it, and the next attempt rebuilds the file.
 func TestCorruptClosedViewIsRebuilt(t *testing.T) {
 	ctx := context.Background()
 	j := journal.NewMem()
 	defer j.Close()
 	fill(t, j, 71, 20, 3000)
-	path := filepath.Join(t.TempDir(), "view.db")
-	rebuildAt(t, path, j)
-	corruptTable(t, path, "check_history")
-	fill(t, j, 72, 20, 300)
-	if _, err := sqlview.OpenView(ctx, path, j, sqlview.Options{}); !errors.Is(err, sqlview.ErrViewCorrupt) || !strings.Contains(err.Error(), path) {
-		t.Fatalf("open without RebuildIfInvalid: %v", err)
+	check := func(t *testing.T, v *sqlview.View, path string) {
+		t.Helper()
+		if err := v.CatchUp(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if bad := badFiles(t, path); len(bad) != 1 {
+			t.Fatalf("moved-aside files: %v", bad)
+		}
+		if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+			t.Fatal(err)
+		}
 	}
-	var logged strings.Builder
-	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "integrity check") {
-		t.Errorf("log: %s", logged.String())
-	}
-	if err := v.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if bad := badFiles(t, path); len(bad) != 1 {
-		t.Fatalf("moved-aside files: %v", bad)
-	}
-	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
-		t.Fatal(err)
-	}
+	t.Run("at open after a crash", func(t *testing.T) {
+		refused := filepath.Join(t.TempDir(), "view.db")
+		crashImage(t, refused, j)
+		corruptTable(t, refused, "check_history")
+		if _, err := sqlview.OpenView(ctx, refused, j, sqlview.Options{}); !errors.Is(err, sqlview.ErrViewCorrupt) || !strings.Contains(err.Error(), refused) {
+			t.Fatalf("open without RebuildIfInvalid: %v", err)
+		}
+		path := filepath.Join(t.TempDir(), "view.db")
+		crashImage(t, path, j)
+		corruptTable(t, path, "check_history")
+		var logged strings.Builder
+		v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close()
+		if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "integrity check") {
+			t.Errorf("log: %s", logged.String())
+		}
+		check(t, v, path)
+	})
+	t.Run("at open always", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "view.db")
+		rebuildAt(t, path, j)
+		corruptTable(t, path, "check_history")
+		v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true, IntegrityCheck: sqlview.CheckAlways})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close()
+		if bad := badFiles(t, path); len(bad) != 1 {
+			t.Fatalf("moved-aside files after OpenView: %v", bad)
+		}
+		fill(t, j, 72, 20, 300)
+		check(t, v, path)
+	})
+	t.Run("by a batch", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "view.db")
+		rebuildAt(t, path, j)
+		corruptTable(t, path, "check_history")
+		fill(t, j, 73, 20, 300)
+		v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close()
+		if err := v.CatchUp(ctx); !errors.Is(err, sqlview.ErrViewCorrupt) {
+			t.Fatalf("first CatchUp: %v", err)
+		}
+		if st := v.Status(); st.State != sqlview.StateFailing || !strings.Contains(st.Err, "malformed") {
+			t.Fatalf("status: %+v", st)
+		}
+		check(t, v, path)
+		if st := v.Status(); st.State != sqlview.StateRunning || st.Rebuilds != 1 || st.Failures != 1 {
+			t.Fatalf("status: %+v", st)
+		}
+	})
 }
 
 // TestCorruptionWhileRunning: damage written into the file while Run
@@ -522,7 +596,7 @@ func TestOpenProbesWrites(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		t.Fatal(err)
 	}
-	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{SkipIntegrityCheck: true, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
+	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{IntegrityCheck: sqlview.CheckNever, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
