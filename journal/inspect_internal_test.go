@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -65,6 +67,33 @@ func BenchmarkInspect(b *testing.B) {
 				b.Fatal(err)
 			}
 			j.Close()
+		}
+	})
+}
+
+// BenchmarkRecordChecksum measures what the record checksum costs per
+// event: framing a typical envelope on append, verifying it on read.
+func BenchmarkRecordChecksum(b *testing.B) {
+	e := testEnvelope("00000000000000aa", 7)
+	e.Seq, e.PrevSeq = 123456, 123400
+	payload, err := proto.Marshal(e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("envelope of %d bytes", len(payload))
+	rec := frameRecord(payload)
+	buf := make([]byte, 0, 256)
+	b.Run("frame", func(b *testing.B) {
+		for b.Loop() {
+			buf = append(beginRecord(buf[:0]), payload...)
+			finishRecord(buf)
+		}
+	})
+	b.Run("verify", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := eventPayload(rec, 123456, 1); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }

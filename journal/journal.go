@@ -114,7 +114,8 @@ type Journal interface {
 	Retain(ctx context.Context, cutoff time.Time) (int, error)
 
 	// Check verifies the journal: gap-free global seqs from First to Head,
-	// every record decodable with a seq matching its key, per-proxy streams
+	// every record decodable (Bolt: and passing its CRC-32C checksum, and
+	// every page of the file sound) with a seq matching its key, per-proxy streams
 	// gap-free and consistent with the events, snapshots decodable. Damage
 	// is reported as an error wrapping ErrCorrupt that lists what was found.
 	Check(ctx context.Context) error
