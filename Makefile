@@ -55,6 +55,7 @@ demo: build
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzReadResponse -fuzztime=60s ./probe/
+	$(GO) test -run='^$$' -fuzz=FuzzDamagedJournal -fuzztime=60s ./journal/
 
 clean:
 	rm -rf bin
