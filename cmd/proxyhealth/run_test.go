@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -277,5 +278,77 @@ func TestRunAllowHost(t *testing.T) {
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
+	}
+}
+
+// logRecords returns the JSON log records of a daemon's stderr with the
+// given message.
+func logRecords(t *testing.T, stderr, msg string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for line := range strings.SplitSeq(stderr, "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == msg {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// TestRunLogLinesTellTheTruth: the "started" line is logged before the API
+// answers (it came after /healthz already answered), and the "stopped"
+// line reports the journal's head after the last commit (it reported the
+// head from before the stop flushed the appends in flight: 23302 of 25494).
+func TestRunLogLinesTellTheTruth(t *testing.T) {
+	farm, err := fakeproxy.Start(t.Context(), 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(farm.Close)
+	dir := t.TempDir()
+	var lines strings.Builder
+	for i := range farm.Len() {
+		lines.WriteString(farm.URL(i) + "\n")
+	}
+	list := writeFile(t, dir, "list.txt", lines.String())
+	data := filepath.Join(dir, "data")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	args := append(runArgs(data, "--proxies", list), "--listen", addr, "--interval", "100ms")
+	p := startBin(t, nil, args...)
+	// The first answer of /healthz finds the "started" line already logged.
+	testutil.EventuallyExplain(t, 30*time.Second, func() bool {
+		res, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		if len(logRecords(t, p.stderr.String(), "proxyhealth started")) == 0 {
+			t.Fatalf("/healthz answered %d before the \"proxyhealth started\" line:\n%s", res.StatusCode, p.stderr)
+		}
+		return true
+	}, func() string { return "the API to answer" })
+	waitPool(t, "http://"+addr, "checks recorded", func(pl httpapi.Pool) bool { return pl.JournalSeq > 500 })
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	stopped := logRecords(t, p.stderr.String(), "stopped")
+	if len(stopped) != 1 {
+		t.Fatalf("stopped lines: %v\n%s", stopped, p.stderr)
+	}
+	r := runBin(t, "journal", "stats", "--data", data, "--format", "json")
+	var stats struct {
+		Last uint64 `json:"head_seq"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &stats) != nil {
+		t.Fatalf("journal stats: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if got := uint64(stopped[0]["journal_seq"].(float64)); got != stats.Last || got == 0 {
+		t.Fatalf("the stopped line says journal_seq=%d; the journal's head is %d", got, stats.Last)
 	}
 }
