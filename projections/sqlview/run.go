@@ -41,8 +41,8 @@ type Status struct {
 	Since time.Time
 	// Failures counts the failed attempts since OpenView.
 	Failures uint64
-	// Rebuilds counts the files moved aside or found missing and rebuilt
-	// since OpenView (those rebuilt by OpenView itself not included).
+	// Rebuilds counts the attempts to rebuild a file found unusable or
+	// missing since OpenView (not those made by OpenView itself).
 	Rebuilds uint64
 	// Offset is the seq of the last journal event applied to the view;
 	// the view's lag is the journal's head minus Offset.
@@ -236,17 +236,18 @@ func (v *View) catchUp(ctx context.Context) error {
 // closes, and ErrClosed when the view is closed.
 func (v *View) Run(ctx context.Context) error {
 	delay := v.opts.RetryMin
-	streak := 0 // consecutive attempts without progress
+	streak := 0 // consecutive failed attempts
 	for {
-		before := v.Offset()
-		reached, err := v.runOnce(ctx)
+		before, start := v.Offset(), time.Now()
+		err := v.runOnce(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, ErrClosed), errors.Is(err, journal.ErrClosed):
 			return err
 		}
-		if reached || v.Offset() > before {
+		if v.Offset() > before || time.Since(start) >= v.opts.RetryMax {
+			// The attempt applied events or ran for a while: a new episode.
 			streak, delay = 0, v.opts.RetryMin
 		}
 		streak++
@@ -277,22 +278,21 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// runOnce catches up and tails the journal until something fails; reached
-// says whether the view caught up (was running) before that.
-func (v *View) runOnce(ctx context.Context) (reached bool, err error) {
+// runOnce catches up and tails the journal until something fails.
+func (v *View) runOnce(ctx context.Context) error {
 	if err := v.CatchUp(ctx); err != nil {
-		return false, err
+		return err
 	}
 	sub := v.j.Subscribe(v.Offset() + 1)
 	defer sub.Close()
 	for {
 		batch, err := v.next(ctx, sub)
 		if err != nil {
-			return true, err
+			return err
 		}
 		batch = v.linger(ctx, sub, batch)
 		if err := v.apply(ctx, batch); err != nil {
-			return true, err
+			return err
 		}
 	}
 }
