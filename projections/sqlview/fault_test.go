@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -726,6 +728,79 @@ func TestJournalErrorsAreTheJournals(t *testing.T) {
 	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
 	if st := v.Status(); st.Journal || st.Rebuilds != 0 || len(badFiles(t, path)) != 0 {
 		t.Fatalf("status: %+v", st)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRunRebuildsWhenLeftBehind: while the view was failing, retention
+// deleted events it had not applied; once it can write again, Run finds
+// the gap (ErrViewBehind) and rebuilds instead of failing for ever.
+func TestRunRebuildsWhenLeftBehind(t *testing.T) {
+	ctx := context.Background()
+	j := journal.NewMem()
+	defer j.Close()
+	sim := gen.NewSim(181, 10)
+	sim.JumpProb = 0
+	if _, err := j.Append(ctx, sim.Events(300)); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true, Linger: -1, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	var broken atomic.Bool
+	broken.Store(true)
+	sqlview.SetBeforeCommitHook(v, func() error {
+		if broken.Load() {
+			return errors.New("injected I/O error")
+		}
+		return nil
+	})
+	r := startRun(t, v)
+	sim.Now = sim.Now.Add(time.Hour)
+	if _, err := j.Append(ctx, sim.Events(600)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the view to fail", func() bool { return v.Status().Failures >= 2 })
+	// Snapshot every proxy at the head, then retain away what the view
+	// has not applied.
+	states := map[string]events.State{}
+	var cut time.Time
+	for e, err := range j.Read(ctx, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.GetSeq() == 500 {
+			cut = events.At(e)
+		}
+		if id := e.GetProxyId(); id != "" {
+			s, ok := states[id]
+			if !ok {
+				s = events.NewState(id)
+			}
+			states[id] = events.Evolve(s, e)
+		}
+	}
+	for _, s := range states {
+		if err := j.SaveSnapshot(ctx, events.ToSnapshot(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := j.Retain(ctx, cut); err != nil || uint64(n) <= v.Offset() {
+		t.Fatalf("retained %d (view at %d): %v", n, v.Offset(), err)
+	}
+	broken.Store(false)
+	caughtUp(t, r, v, j)
+	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
+	if st := v.Status(); st.Rebuilds != 1 || len(badFiles(t, path)) != 1 {
+		t.Fatalf("status %+v, moved aside %v", st, badFiles(t, path))
 	}
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
