@@ -796,6 +796,13 @@ func TestRunRebuildsWhenLeftBehind(t *testing.T) {
 	if n, err := j.Retain(ctx, cut); err != nil || uint64(n) <= v.Offset() {
 		t.Fatalf("retained %d (view at %d): %v", n, v.Offset(), err)
 	}
+	// An attempt under way may have read the events before they were
+	// deleted; the one after it has not.
+	f := v.Status().Failures
+	waitFor(t, "an attempt that started after the retention", func() bool {
+		st := v.Status()
+		return st.Failures >= f+2 || st.Rebuilds > 0
+	})
 	broken.Store(false)
 	caughtUp(t, r, v, j)
 	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
