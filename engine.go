@@ -233,6 +233,16 @@ func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []strin
 		return nil, ErrClosed
 	}
 	src, ok := e.sources[sourceName]
+	if !ok && sourceName == DefaultSource {
+		// The documented default source exists from its first use, with
+		// the default check settings.
+		e.mu.Unlock()
+		if err := e.AddSource(ctx, SourceConfig{Name: DefaultSource}); err != nil && !errors.Is(err, ErrBadConfig) {
+			return nil, err
+		}
+		e.mu.Lock()
+		src, ok = e.sources[sourceName]
+	}
 	if !ok {
 		e.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrUnknownSource, sourceName)
@@ -441,6 +451,26 @@ func (e *Engine) Revive(ctx context.Context, id string) error {
 		return err
 	}
 	return e.command(ctx, p.pid, &actors.Revive{Reason: "revived by operator"})
+}
+
+// PauseProxy stops one proxy's checks (journaled as ProxyPaused); a check
+// in flight finishes and is recorded.
+func (e *Engine) PauseProxy(ctx context.Context, id string) error {
+	p, err := e.lookup(id)
+	if err != nil {
+		return err
+	}
+	return e.command(ctx, p.pid, &actors.Pause{Reason: "paused by operator"})
+}
+
+// ResumeProxy restarts one proxy's checks (journaled as ProxyResumed); an
+// overdue proxy is checked at once.
+func (e *Engine) ResumeProxy(ctx context.Context, id string) error {
+	p, err := e.lookup(id)
+	if err != nil {
+		return err
+	}
+	return e.command(ctx, p.pid, &actors.Resume{Reason: "resumed by operator"})
 }
 
 // Pause stops the checks of every proxy of a source ("" means all

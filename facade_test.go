@@ -1,0 +1,128 @@
+package proxyhealth_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/proxyhealth/proxyhealth"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// TestReadJournalFilters: the filters of GET /v1/journal and `journal
+// replay`, and paging by seq.
+func TestReadJournalFilters(t *testing.T) {
+	farm := startFarm(t, 3)
+	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{
+		{Name: "a", Health: fastHealth(), Probe: farmProbe(), Proxies: []string{farm.URL(0), farm.URL(1)}},
+		{Name: "b", Health: fastHealth(), Probe: farmProbe(), Proxies: []string{farm.URL(2)}},
+	}})
+	poll(t, "some checks", func() bool { return e.Journal().Head() > 40 })
+	ctx := context.Background()
+	collect := func(f proxyhealth.JournalFilter) []*pb.Envelope {
+		t.Helper()
+		var out []*pb.Envelope
+		for env, err := range e.ReadJournal(ctx, f) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, env)
+		}
+		return out
+	}
+	id, err := proxyhealth.ResolveProxyID(farm.URL(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, env := range collect(proxyhealth.JournalFilter{Proxy: farm.URL(1)}) {
+		if env.GetProxyId() != id {
+			t.Fatalf("proxy filter let through %s", env.GetProxyId())
+		}
+	}
+	for _, env := range collect(proxyhealth.JournalFilter{Source: "b", Types: []string{"proxy_added"}}) {
+		if env.GetSource() != "b" || env.GetProxyAdded() == nil {
+			t.Fatalf("source+type filter let through %v", env)
+		}
+	}
+	// Pages of 7 by seq cover everything exactly once, in order.
+	var last uint64
+	seen := 0
+	for {
+		page := collect(proxyhealth.JournalFilter{After: last, Limit: 7})
+		if len(page) == 0 {
+			break
+		}
+		if len(page) > 7 {
+			t.Fatalf("page of %d", len(page))
+		}
+		for _, env := range page {
+			if env.GetSeq() != last+1 {
+				t.Fatalf("seq %d after %d", env.GetSeq(), last)
+			}
+			last = env.GetSeq()
+			seen++
+		}
+		if last >= 40 {
+			break
+		}
+	}
+	if seen < 40 {
+		t.Fatalf("paged through %d events", seen)
+	}
+	if err := (proxyhealth.JournalFilter{Types: []string{"nope"}}).Validate(); !errors.Is(err, proxyhealth.ErrBadConfig) {
+		t.Fatalf("bad type: %v", err)
+	}
+}
+
+// TestPauseOneProxy: per-proxy pause and resume, journaled.
+func TestPauseOneProxy(t *testing.T) {
+	farm := startFarm(t, 2)
+	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe(), Proxies: []string{farm.URL(0), farm.URL(1)}}}})
+	ctx := context.Background()
+	id0, _ := proxyhealth.ResolveProxyID(farm.URL(0))
+	id1, _ := proxyhealth.ResolveProxyID(farm.URL(1))
+	if err := e.PauseProxy(ctx, id0); err != nil {
+		t.Fatal(err)
+	}
+	s0, _ := e.Proxy(ctx, id0)
+	s1, _ := e.Proxy(ctx, id1)
+	if !s0.State.Paused || s1.State.Paused {
+		t.Fatalf("paused: %v %v", s0.State.Paused, s1.State.Paused)
+	}
+	if err := e.ResumeProxy(ctx, id0); err != nil {
+		t.Fatal(err)
+	}
+	if s0, _ = e.Proxy(ctx, id0); s0.State.Paused {
+		t.Fatal("still paused after ResumeProxy")
+	}
+	if err := e.PauseProxy(ctx, "0000000000000000"); !errors.Is(err, proxyhealth.ErrUnknownProxy) {
+		t.Fatalf("unknown proxy: %v", err)
+	}
+	n := 0
+	for env, err := range e.ReadJournal(ctx, proxyhealth.JournalFilter{Proxy: id0, Types: []string{"proxy_paused", "proxy_resumed"}}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		_ = env
+	}
+	if n != 2 {
+		t.Fatalf("%d pause/resume events journaled, want 2", n)
+	}
+}
+
+// TestDefaultSourceExistsFromFirstUse: AddProxy without a source uses the
+// documented default source, created on first use (it answered "unknown
+// source").
+func TestDefaultSourceExistsFromFirstUse(t *testing.T) {
+	farm := startFarm(t, 1)
+	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe()}}})
+	id, err := e.AddProxy(context.Background(), "", farm.URL(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.Proxy(context.Background(), id)
+	if err != nil || st.Source != proxyhealth.DefaultSource {
+		t.Fatalf("proxy %+v, %v", st, err)
+	}
+}
