@@ -1,0 +1,88 @@
+package proxyhealth_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth"
+)
+
+func TestReconcile(t *testing.T) {
+	farm := startFarm(t, 5)
+	ids := make([]string, 5)
+	for i := range ids {
+		ids[i], _ = proxyhealth.ResolveProxyID(farm.URL(i))
+	}
+	src := func(name string, idx ...int) proxyhealth.SourceConfig {
+		sc := proxyhealth.SourceConfig{Name: name, Health: fastHealth(), Probe: farmProbe()}
+		for _, i := range idx {
+			sc.Proxies = append(sc.Proxies, farm.URL(i))
+		}
+		return sc
+	}
+	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{src("a", 0, 1), src("b", 2)}})
+	ctx := context.Background()
+	if _, err := e.AddProxy(ctx, "a", farm.URL(3)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.AddProxy(ctx, "", farm.URL(4)); err != nil {
+		t.Fatal(err)
+	}
+
+	// A bad configuration changes nothing.
+	before := e.ProxyIDs()
+	if _, err := e.Reconcile(ctx, []proxyhealth.SourceConfig{src("a", 0), {Name: "bad name"}}); !errors.Is(err, proxyhealth.ErrBadConfig) {
+		t.Fatalf("bad config: %v", err)
+	}
+	if got := e.ProxyIDs(); !slices.Equal(got, before) {
+		t.Fatalf("a refused reconcile changed the proxies: %v → %v", before, got)
+	}
+
+	// a keeps u0 with new settings (and its run-time u3), u1 moves to c, b
+	// goes away, the default source keeps its run-time proxy.
+	a := src("a", 0)
+	a.Health.Interval = 300 * time.Millisecond
+	diff, err := e.Reconcile(ctx, []proxyhealth.SourceConfig{a, src("c", 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sorted := func(s ...string) []string { slices.Sort(s); return s }
+	if want := sorted(ids[1]); !slices.Equal(diff.Added, want) {
+		t.Errorf("added %v, want %v", diff.Added, want)
+	}
+	if want := sorted(ids[1], ids[2]); !slices.Equal(diff.Removed, want) {
+		t.Errorf("removed %v, want %v", diff.Removed, want)
+	}
+	if want := sorted(ids[0], ids[3]); !slices.Equal(diff.Changed, want) {
+		t.Errorf("changed %v, want %v", diff.Changed, want)
+	}
+	if got, want := e.ProxyIDs(), sorted(ids[0], ids[1], ids[3], ids[4]); !slices.Equal(got, want) {
+		t.Fatalf("proxies %v, want %v", got, want)
+	}
+	for i, want := range map[int]string{0: "a", 1: "c", 3: "a", 4: proxyhealth.DefaultSource} {
+		st, err := e.Proxy(ctx, ids[i])
+		if err != nil || st.Source != want {
+			t.Errorf("proxy %d: %+v %v, want source %s", i, st, err, want)
+		}
+	}
+	if rt := e.RunTimeProxies(); len(rt) != 2 || rt[ids[3]] != "a" || rt[ids[4]] != proxyhealth.DefaultSource {
+		t.Errorf("run-time proxies %v", rt)
+	}
+
+	// The same configuration again changes nothing.
+	diff, err = e.Reconcile(ctx, []proxyhealth.SourceConfig{a, src("c", 1)})
+	if err != nil || len(diff.Added)+len(diff.Removed)+len(diff.Changed) != 0 {
+		t.Fatalf("second reconcile: %+v %v", diff, err)
+	}
+	// A run-time proxy that the configuration now lists is a configured one.
+	diff, err = e.Reconcile(ctx, []proxyhealth.SourceConfig{src("a", 0, 3), src("c", 1)})
+	if err != nil || len(diff.Added)+len(diff.Removed) != 0 {
+		t.Fatalf("listing a run-time proxy: %+v %v", diff, err)
+	}
+	if _, rt := e.RunTimeProxies()[ids[3]]; rt {
+		t.Error("a listed proxy is still a run-time one")
+	}
+}
