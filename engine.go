@@ -123,6 +123,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		Logger:        cfg.Logger,
 		SnapshotEvery: uint64(cfg.SnapshotEvery),
 		Checking:      e.setChecking,
+		Scheduled:     e.setNextCheck,
 		Abandoned:     e.abandoned,
 	}
 	if err := e.env.Init(); err != nil {
@@ -589,6 +590,9 @@ func (e *Engine) abandoned(id string, pid *actor.PID) {
 	}
 	e.mu.Unlock()
 }
+
+// setNextCheck is the actors' Env.Scheduled hook.
+func (e *Engine) setNextCheck(id string, due time.Time) { e.proj.live.SetNextCheck(id, due) }
 
 // setChecking is the actors' Env.Checking hook.
 func (e *Engine) setChecking(id string, on bool) { e.proj.live.SetChecking(id, on) }

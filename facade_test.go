@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/proxyhealth/proxyhealth"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
@@ -124,5 +125,37 @@ func TestDefaultSourceExistsFromFirstUse(t *testing.T) {
 	st, err := e.Proxy(context.Background(), id)
 	if err != nil || st.Source != proxyhealth.DefaultSource {
 		t.Fatalf("proxy %+v, %v", st, err)
+	}
+}
+
+// TestNextCheckAtIsTheActorsDueTime: the live status shows the due time the
+// proxy's actor armed (it showed a recomputation with a fixed jitter
+// sample, which was never the real schedule).
+func TestNextCheckAtIsTheActorsDueTime(t *testing.T) {
+	farm := startFarm(t, 3)
+	h := fastHealth()
+	h.Interval = time.Hour // one check, then a long, jittered wait
+	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a", Health: h, Probe: farmProbe(), Proxies: []string{farm.URL(0), farm.URL(1), farm.URL(2)}}}})
+	ctx := context.Background()
+	for _, id := range e.ProxyIDs() {
+		poll(t, "the first check", func() bool {
+			v, _ := e.Live().Proxy(id)
+			return v.TotalChecks > 0 && !v.NextCheckAt.IsZero()
+		})
+		st, err := e.Proxy(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := e.Live().Proxy(id)
+		if !v.NextCheckAt.Equal(st.NextCheckAt) {
+			t.Errorf("proxy %s: live status says next check at %v, its actor %v", id, v.NextCheckAt, st.NextCheckAt)
+		}
+	}
+	// Paused: nothing scheduled.
+	if err := e.Pause(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range e.ProxyIDs() {
+		poll(t, "a paused proxy to show no next check", func() bool { v, _ := e.Live().Proxy(id); return v.NextCheckAt.IsZero() })
 	}
 }

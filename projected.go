@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/clock"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
@@ -67,7 +66,7 @@ func (e *Engine) startProjections(ctx context.Context) error {
 	cfg, j := e.cfg, e.journal
 	p := &projected{}
 	e.proj = p
-	p.live = projections.NewLive(projections.LiveOptions{Config: e.healthConfig, Snapshots: j.LoadSnapshot})
+	p.live = projections.NewLive(projections.LiveOptions{Snapshots: j.LoadSnapshot})
 	p.history = projections.NewHistory(j, projections.HistoryOptions{Clock: cfg.Clock.Now})
 	// Catch up synchronously: Open returns with the status of every proxy.
 	head := j.Head()
@@ -314,13 +313,4 @@ func (e *Engine) PoolShare() (projections.PoolShare, bool) {
 // when the subscriber falls behind; call cancel to unsubscribe.
 func (e *Engine) Notifications() (<-chan projections.Notification, func()) {
 	return e.proj.notifier.Subscribe()
-}
-
-func (e *Engine) healthConfig(source string) events.Config {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if s, ok := e.sources[source]; ok {
-		return s.cfg.Health
-	}
-	return events.DefaultConfig()
 }

@@ -71,6 +71,10 @@ type Env struct {
 	// Checking, if set, is told when a proxy's check starts and ends (the
 	// "checking" flag is not journaled). It must not block.
 	Checking func(proxyID string, checking bool)
+	// Scheduled, if set, is told a proxy's next due time whenever it
+	// changes (zero: no check scheduled, as when paused or failed). It
+	// must not block.
+	Scheduled func(proxyID string, due time.Time)
 	// Abandoned, if set, is told when a proxy actor stops because the
 	// journal did not take its ProxyAdded (so the proxy was never added;
 	// pid is the actor that stopped). It must not block.

@@ -48,9 +48,10 @@ type proxyActor struct {
 	queue      []pending
 
 	// schedule
-	timer clock.Timer
-	due   time.Time
-	gen   uint64 // invalidates stale timers
+	timer    clock.Timer
+	due      time.Time
+	reported time.Time // the due time last told to Env.Scheduled
+	gen      uint64    // invalidates stale timers
 
 	// the check in flight
 	checking    bool
@@ -496,6 +497,7 @@ func (a *proxyActor) schedule(ctx actor.Context) {
 	}
 	at, ok := events.NextCheckAt(a.state, a.spec.Health, events.JitterSample(a.spec.ID, a.state.TotalChecks))
 	if !ok {
+		a.report(time.Time{})
 		return
 	}
 	now := a.now()
@@ -506,9 +508,20 @@ func (a *proxyActor) schedule(ctx actor.Context) {
 		at = now
 	}
 	a.due = at
+	a.report(at)
 	a.gen++
 	gen, self, sys := a.gen, ctx.Self(), ctx.ActorSystem()
 	a.timer = a.env.after(at.Sub(now), func() { sys.Root.Send(self, &checkDue{gen: gen}) })
+}
+
+// report tells the engine the proxy's next due time when it changed (the
+// live status shows it; nothing is journaled).
+func (a *proxyActor) report(due time.Time) {
+	if due.Equal(a.reported) || a.env.Scheduled == nil {
+		return
+	}
+	a.reported = due
+	a.env.Scheduled(a.spec.ID, due)
 }
 
 func (a *proxyActor) onCheckDue(ctx actor.Context, m *checkDue) {

@@ -22,9 +22,6 @@ const (
 
 // LiveOptions configures NewLive. The zero value is valid.
 type LiveOptions struct {
-	// Config returns the health config of a source; it is used for
-	// ProxyView.NextCheckAt (left zero when Config is nil).
-	Config func(source string) events.Config
 	// Clock returns "now" for the success-rate windows. When nil,
 	// now is the time of the newest applied event, so that a rebuild gives
 	// the same answers as the live run.
@@ -62,7 +59,7 @@ type Live struct {
 	global   agg
 	sources  map[string]*agg
 	names    []string // sorted source names
-	pending  map[string]struct{}
+	pending  map[string]pendingFlags // flags reported before the proxy's ProxyAdded was applied
 	seq      uint64
 	lastAt   int64 // time of the last applied event
 	newestAt int64 // newest event time applied
@@ -92,7 +89,7 @@ func NewLive(opts LiveOptions) *Live {
 		opts:    opts.withDefaults(),
 		entries: make(map[string]*entry),
 		sources: make(map[string]*agg),
-		pending: make(map[string]struct{}),
+		pending: make(map[string]pendingFlags),
 	}
 }
 
@@ -167,8 +164,8 @@ func (l *Live) insert(e *entry) {
 	l.all = append(l.all, e)
 	l.entries[e.id] = e
 	l.members++
-	if _, ok := l.pending[e.id]; ok {
-		e.checking = true
+	if p, ok := l.pending[e.id]; ok {
+		e.checking, e.next = p.checking, p.next
 		delete(l.pending, e.id)
 	}
 }
@@ -278,11 +275,9 @@ func (l *Live) SetChecking(proxyID string, on bool) {
 	defer l.mu.Unlock()
 	e := l.entries[proxyID]
 	if e == nil {
-		if on {
-			l.pending[proxyID] = struct{}{}
-		} else {
-			delete(l.pending, proxyID)
-		}
+		p := l.pending[proxyID]
+		p.checking = on
+		l.setPending(proxyID, p)
 		return
 	}
 	if e.checking == on {
@@ -291,6 +286,41 @@ func (l *Live) SetChecking(proxyID string, on bool) {
 	l.contribute(e, -1)
 	e.checking = on
 	l.contribute(e, 1)
+}
+
+// pendingFlags are the flags the engine reported for a proxy whose
+// ProxyAdded the feeder has not applied yet.
+type pendingFlags struct {
+	checking bool
+	next     int64 // unix ns; 0: none
+}
+
+func (l *Live) setPending(id string, p pendingFlags) {
+	if p == (pendingFlags{}) {
+		delete(l.pending, id)
+	} else {
+		l.pending[id] = p
+	}
+}
+
+// SetNextCheck records when the proxy's actor will check it next (its real
+// due time; zero when none is scheduled: paused, failed, or a check in
+// flight). Like the checking flag it is reported by the engine, not
+// journaled, and shows as ProxyView.NextCheckAt.
+func (l *Live) SetNextCheck(proxyID string, at time.Time) {
+	var n int64
+	if !at.IsZero() {
+		n = at.UnixNano()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e := l.entries[proxyID]; e != nil {
+		e.next = n
+		return
+	}
+	p := l.pending[proxyID]
+	p.next = n
+	l.setPending(proxyID, p)
 }
 
 // Seq returns the seq of the last applied envelope.

@@ -29,6 +29,7 @@ type entry struct {
 	idx      int // position in Live.all
 	checking bool
 	removed  bool
+	next     int64 // the next check's due time (unix ns) as the engine reported it; 0: none
 	hasEWMA  bool
 	ewma     time.Duration
 

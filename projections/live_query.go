@@ -50,10 +50,11 @@ type ProxyView struct {
 	SuccessRate24h float64 `json:"success_rate_24h"`
 	Checks24h      uint32  `json:"checks_24h"`
 
-	// NextCheckAt is when the proxy is due for its next check (a time at or
-	// before now means "now"); zero when it is not scheduled (paused,
-	// failed) or when LiveOptions.Config is nil. The jitter sample is 0.5,
-	// the middle of the jitter range.
+	// NextCheckAt is when the proxy's actor will check it next: its real
+	// due time, jitter and backoff included, as the engine reports it (Live.
+	// SetNextCheck; a time before now means it waits for a check slot).
+	// Zero when none is scheduled (paused, failed, a check in flight) and
+	// in a status folded offline, where no actor runs.
 	NextCheckAt time.Time `json:"next_check_at,omitzero"`
 	// Seq is the global seq of the proxy's last event.
 	Seq uint64 `json:"seq"`
@@ -154,13 +155,8 @@ func (l *Live) view(e *entry, now int64) ProxyView {
 	v.SuccessRate1h = ratio(ok, v.Checks1h)
 	ok, v.Checks24h = sumRate(e.hourly[:], e.hourLast, hourWidth, now)
 	v.SuccessRate24h = ratio(ok, v.Checks24h)
-	if l.opts.Config != nil {
-		if t, sched := events.NextCheckAt(*s, l.opts.Config(s.Source), 0.5); sched {
-			if t.IsZero() || t.UnixNano() < now {
-				t = timeOrZero(now)
-			}
-			v.NextCheckAt = t
-		}
+	if e.next != 0 {
+		v.NextCheckAt = time.Unix(0, e.next).UTC()
 	}
 	return v
 }

@@ -31,8 +31,7 @@ func added(src string) *pb.ProxyAdded {
 }
 
 func TestLiveProxyView(t *testing.T) {
-	cfg := events.DefaultConfig()
-	l := projections.NewLive(projections.LiveOptions{Config: func(string) events.Config { return cfg }})
+	l := projections.NewLive(projections.LiveOptions{})
 	s := newScript("p1", t0).add(added("a")).add(ok(100)).add(change(unknown, healthy)).add(ok(200)).add(fail(timeout)).add(change(healthy, degraded))
 	l.Apply(s.out...)
 
@@ -56,21 +55,31 @@ func TestLiveProxyView(t *testing.T) {
 		t.Errorf("rates 1h %v/%d 24h %v/%d", v.SuccessRate1h, v.Checks1h, v.SuccessRate24h, v.Checks24h)
 	}
 	st := events.Fold(events.NewState("p1"), s.out...)
-	want, _ := events.NextCheckAt(st, cfg, 0.5)
-	if !v.NextCheckAt.Equal(want) || v.NextCheckAt.IsZero() {
-		t.Errorf("NextCheckAt = %v, want %v", v.NextCheckAt, want)
-	}
 	if v.LastCheckAt != st.LastCheckAt || v.Seq != 6 {
 		t.Errorf("LastCheckAt %v seq %d", v.LastCheckAt, v.Seq)
 	}
 	if _, found := l.Proxy("nope"); found {
 		t.Error("unknown proxy found")
 	}
-	// Without a config, NextCheckAt stays zero.
+	// NextCheckAt is what the engine reports, nothing else: zero until then.
+	if !v.NextCheckAt.IsZero() {
+		t.Errorf("NextCheckAt before any report = %v", v.NextCheckAt)
+	}
+	due := t0.Add(17 * time.Second)
+	l.SetNextCheck("p1", due)
+	if v, _ := l.Proxy("p1"); !v.NextCheckAt.Equal(due) {
+		t.Errorf("NextCheckAt = %v, want the reported %v", v.NextCheckAt, due)
+	}
+	l.SetNextCheck("p1", time.Time{})
+	if v, _ := l.Proxy("p1"); !v.NextCheckAt.IsZero() {
+		t.Errorf("NextCheckAt after an unscheduled report = %v", v.NextCheckAt)
+	}
+	// A report that comes before the proxy's ProxyAdded is applied is kept.
 	l2 := projections.NewLive(projections.LiveOptions{})
+	l2.SetNextCheck("p1", due)
 	l2.Apply(s.out...)
-	if v, _ := l2.Proxy("p1"); !v.NextCheckAt.IsZero() {
-		t.Errorf("NextCheckAt without config = %v", v.NextCheckAt)
+	if v, _ := l2.Proxy("p1"); !v.NextCheckAt.Equal(due) {
+		t.Errorf("NextCheckAt reported early = %v, want %v", v.NextCheckAt, due)
 	}
 }
 
@@ -322,7 +331,7 @@ func TestLiveList(t *testing.T) {
 // TestLiveConcurrentQueries runs readers against the feeder (for -race).
 func TestLiveConcurrentQueries(t *testing.T) {
 	envs := committed(t, 11, 100, 20000)
-	l := projections.NewLive(projections.LiveOptions{Config: func(string) events.Config { return events.DefaultConfig() }})
+	l := projections.NewLive(projections.LiveOptions{})
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	for r := range 4 {
