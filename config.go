@@ -29,6 +29,21 @@ const DefaultJournalCommitDelay = 10 * time.Millisecond
 // settings.
 const RecommendedGCPercent = 50
 
+// Clock tells the time and runs functions later: the engine's only time
+// source (timers of checks, backoffs, retention). The default is the
+// system clock; tests inject a fake one.
+type Clock interface {
+	// Now returns the current time.
+	Now() time.Time
+	// AfterFunc calls f in its own goroutine after d; the Timer's Stop
+	// prevents the call if it has not started.
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a pending Clock.AfterFunc: Stop prevents it from firing and
+// reports whether it did (*time.Timer fits).
+type Timer = interface{ Stop() bool }
+
 // DefaultSource is the name of the source used when none is given.
 const DefaultSource = "default"
 
@@ -55,7 +70,7 @@ type Config struct {
 	// that falls this far behind is dropped. Default 4096.
 	SubscriberBuffer int
 	// Clock is the time source; tests inject a fake. Default: real time.
-	Clock clock.Clock
+	Clock Clock
 	// ProbeOptions are passed to every probe.NewChecker (e.g. a custom
 	// dialer).
 	ProbeOptions []probe.Option

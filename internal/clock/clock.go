@@ -18,11 +18,11 @@ type Clock interface {
 	AfterFunc(d time.Duration, f func()) Timer
 }
 
-// Timer is a pending AfterFunc.
-type Timer interface {
-	// Stop prevents the timer from firing; it reports whether it did.
-	Stop() bool
-}
+// Timer is a pending AfterFunc: Stop prevents it from firing and reports
+// whether it did. It is an alias of an unnamed interface type, so that
+// proxyhealth.Timer (the same alias) is the same type and the clocks here
+// satisfy proxyhealth.Clock without the facade naming this package.
+type Timer = interface{ Stop() bool }
 
 // Real is the system clock.
 type Real struct{}
