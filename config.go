@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"regexp"
 	"time"
 
@@ -200,6 +201,21 @@ func (c Config) Validate() error {
 	}
 	if c.SubscriberBuffer < 1 {
 		return fmt.Errorf("%w: subscriber_buffer = %d; must be at least 1", ErrBadConfig, c.SubscriberBuffer)
+	}
+	if c.DataDir != "" {
+		if fi, err := os.Stat(c.DataDir); err == nil && !fi.IsDir() {
+			return fmt.Errorf("%w: data_dir %q is a file, not a directory", ErrBadConfig, c.DataDir)
+		}
+	}
+	if !c.DisablePoolMonitor {
+		if err := (projections.PoolMonitorOptions{Threshold: c.PoolThreshold, Margin: c.PoolMargin}).Validate(); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadConfig, err)
+		}
+	}
+	for i, w := range c.Webhooks {
+		if err := projections.ValidateWebhook(i, w); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadConfig, err)
+		}
 	}
 	seenSource := map[string]bool{}
 	seenProxy := map[string]string{}

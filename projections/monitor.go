@@ -107,6 +107,12 @@ type monProxy struct {
 	streamSeq uint64
 }
 
+// Validate reports what NewPoolMonitor would refuse.
+func (o PoolMonitorOptions) Validate() error {
+	_, err := o.withDefaults()
+	return err
+}
+
 // NewPoolMonitor returns a monitor of the pool journaled in j.
 func NewPoolMonitor(j journal.Journal, opts PoolMonitorOptions) (*PoolMonitor, error) {
 	o, err := opts.withDefaults()

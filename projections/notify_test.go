@@ -3,6 +3,9 @@ package projections_test
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -454,4 +457,47 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestWebhookSignature: with a secret, every body carries its HMAC-SHA256
+// (the receiver recomputes it); without one, no signature header.
+func TestWebhookSignature(t *testing.T) {
+	j := journal.NewMem()
+	t.Cleanup(func() { j.Close() })
+	var mu sync.Mutex
+	var sigs, bodies []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		sigs, bodies = append(sigs, r.Header.Get(projections.SignatureHeader)), append(bodies, string(body))
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	p := newPool(t, j, 1)
+	p.set(0, healthy)
+	_, stop := runNotifier(t, j, projections.NotifierOptions{Webhooks: []projections.WebhookOptions{
+		{URL: srv.URL + "/signed", Secret: "k3y"}, {URL: srv.URL + "/plain"}}})
+	defer stop()
+	p.set(0, unhealthy)
+	poll(t, "both deliveries", func() bool { mu.Lock(); defer mu.Unlock(); return len(sigs) == 2 })
+	mu.Lock()
+	defer mu.Unlock()
+	signed := 0
+	for i, sig := range sigs {
+		if sig == "" {
+			continue
+		}
+		signed++
+		m := hmac.New(sha256.New, []byte("k3y"))
+		m.Write([]byte(bodies[i]))
+		if want := "sha256=" + hex.EncodeToString(m.Sum(nil)); sig != want {
+			t.Errorf("signature %q, want %q", sig, want)
+		}
+	}
+	if signed != 1 {
+		t.Errorf("%d signed deliveries, want 1 (only the webhook with a secret)", signed)
+	}
+	if err := projections.ValidateWebhook(0, projections.WebhookOptions{URL: "ftp://x"}); !errors.Is(err, projections.ErrBadOption) {
+		t.Errorf("ValidateWebhook(ftp) = %v", err)
+	}
 }

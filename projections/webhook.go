@@ -3,6 +3,9 @@ package projections
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +50,52 @@ type WebhookOptions struct {
 	// min(base·2^(attempt−1), max), of which a random half is jitter
 	// (defaults 500 ms and 30 s).
 	BackoffBase, BackoffMax time.Duration
+	// Secret, when set, signs every body: the request carries
+	// "X-Proxyhealth-Signature: sha256=<hex HMAC-SHA256 of the body with
+	// Secret as the key>", so the receiver can tell it came from this
+	// engine and was not changed. Never logged.
+	Secret string
+}
+
+// SignatureHeader is the header that carries a webhook body's HMAC-SHA256
+// signature (WebhookOptions.Secret).
+const SignatureHeader = "X-Proxyhealth-Signature"
+
+// Sign returns the SignatureHeader value of body under secret.
+func Sign(secret string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// ValidateWebhook reports what NewNotifier would refuse in the i-th
+// webhook's options (the error never shows more of the URL than
+// scheme://host).
+func ValidateWebhook(i int, o WebhookOptions) error {
+	_, err := webhookTarget(i, o)
+	return err
+}
+
+// webhookTarget checks o and returns the webhook's scheme://host.
+func webhookTarget(i int, o WebhookOptions) (string, error) {
+	u, err := url.Parse(o.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		target := "URL does not parse" // the parse error would quote the URL
+		if err == nil {
+			target = u.Scheme + "://" + u.Host
+		}
+		return "", fmt.Errorf("%w: webhook %d (%s): the URL must be http:// or https:// with a host", ErrBadOption, i, target)
+	}
+	target := u.Scheme + "://" + u.Host
+	for _, t := range o.Types {
+		if !notificationTypes[t] {
+			return "", fmt.Errorf("%w: webhook %d (%s): unknown notification type %q (known: proxy_down, proxy_recovered, pool_degraded, pool_recovered)", ErrBadOption, i, target, t)
+		}
+	}
+	if o.Timeout < 0 || o.QueueSize < 0 || o.MaxAttempts < 0 || o.BackoffBase < 0 || o.BackoffMax < 0 {
+		return "", fmt.Errorf("%w: webhook %d (%s): timeout, queue size, attempts and backoffs must not be negative", ErrBadOption, i, target)
+	}
+	return target, nil
 }
 
 // WebhookStats are one webhook's delivery counters.
@@ -100,15 +149,10 @@ type webhookItem struct {
 var notificationTypes = map[string]bool{NotifyProxyDown: true, NotifyProxyRecovered: true, NotifyPoolDegraded: true, NotifyPoolRecovered: true}
 
 func newWebhook(i int, o WebhookOptions, client *http.Client, log *slog.Logger) (*webhook, error) {
-	u, err := url.Parse(o.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		target := "URL does not parse" // the parse error would quote the URL
-		if err == nil {
-			target = u.Scheme + "://" + u.Host
-		}
-		return nil, fmt.Errorf("%w: webhook %d (%s): the URL must be http:// or https:// with a host", ErrBadOption, i, target)
+	target, err := webhookTarget(i, o)
+	if err != nil {
+		return nil, err
 	}
-	target := u.Scheme + "://" + u.Host
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultWebhookTimeout
 	}
@@ -125,10 +169,7 @@ func newWebhook(i int, o WebhookOptions, client *http.Client, log *slog.Logger) 
 		o.BackoffMax = max(DefaultWebhookBackoffMax, o.BackoffBase)
 	}
 	var types map[string]bool
-	for _, t := range o.Types {
-		if !notificationTypes[t] {
-			return nil, fmt.Errorf("%w: webhook %d (%s): unknown notification type %q (known: proxy_down, proxy_recovered, pool_degraded, pool_recovered)", ErrBadOption, i, target, t)
-		}
+	for _, t := range o.Types { // validated by webhookTarget
 		if types == nil {
 			types = map[string]bool{}
 		}
@@ -263,6 +304,9 @@ func (w *webhook) post(it webhookItem) (retry bool, err error) {
 	req.Header.Set("X-Proxyhealth-Seq", strconv.FormatUint(it.seq, 10))
 	for k, v := range w.o.Headers {
 		req.Header.Set(k, v)
+	}
+	if w.o.Secret != "" {
+		req.Header.Set(SignatureHeader, Sign(w.o.Secret, it.body))
 	}
 	resp, err := w.client.Do(req)
 	if err != nil {
