@@ -58,7 +58,7 @@ type Live struct {
 	members  uint64            // bumped whenever a proxy appears or disappears
 	global   agg
 	sources  map[string]*agg
-	names    []string // sorted source names
+	names    []string                // sorted source names
 	pending  map[string]pendingFlags // flags reported before the proxy's ProxyAdded was applied
 	seq      uint64
 	lastAt   int64 // time of the last applied event
