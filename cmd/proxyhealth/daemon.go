@@ -21,19 +21,33 @@ import (
 // by run and demo).
 type daemon struct {
 	eng    *proxyhealth.Engine
-	api    *trackingEngine
-	status *projections.Live // the engine's live status
+	api    *proxyhealth.Engine // the engine as the API sees it
+	status *projections.Live   // the engine's live status
 	srv    *httpapi.Server
 	hs     *http.Server
 	url    string
 	log    *slog.Logger
 	served chan error // the HTTP server's end
+
+	// reloadMu serialises reloads (SIGHUP and POST /v1/reload) and guards
+	// cur. settings is nil in the demo, which has no config to reload.
+	reloadMu sync.Mutex
+	settings *runSettings
+	getenv   func(string) string
+	cur      daemonConfig // the running configuration
+}
+
+// reloadable is where a daemon's configuration comes from.
+type reloadable struct {
+	settings *runSettings        // the command line, with the config file's name
+	getenv   func(string) string // the environment (PROXYHEALTH_TOKEN, secret_env)
+	running  daemonConfig        // the configuration the daemon starts with
 }
 
 // startDaemon opens the engine and serves the API on ln. On error, ln is
 // closed and nothing is left running.
 func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, token string, log *slog.Logger) (*daemon, error) {
-	d, err := openDaemon(ctx, cfg, httpapi.Options{Token: token}, log)
+	d, err := openDaemon(ctx, cfg, httpapi.Options{Token: token}, log, nil)
 	if err != nil {
 		_ = ln.Close()
 		return nil, err
@@ -46,7 +60,10 @@ func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, t
 // restart are resumed inside it: Config.ResumeAddedProxies) and builds the
 // API; serve starts answering.
 // api gives the API's token and allowed host names; the rest is filled in.
-func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options, log *slog.Logger) (*daemon, error) {
+// With rl, SIGHUP and POST /v1/reload re-read the configuration rl names;
+// without it (the demo) there is nothing to reload and the API answers
+// POST /v1/reload with 501.
+func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options, log *slog.Logger, rl *reloadable) (*daemon, error) {
 	cfg.ResumeAddedProxies = true
 	// The journal reports each group commit to the metrics, once they exist.
 	var metrics atomic.Pointer[httpapi.Server]
@@ -59,13 +76,9 @@ func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{eng: eng, api: &trackingEngine{Engine: eng, added: map[string]addedProxy{}}, log: log, served: make(chan error, 1)}
-	// A reload keeps the run-time proxies; kept proxies are named by their
-	// redacted URL (same ID: the engine keeps the credentials it has).
-	for id, src := range eng.RunTimeProxies() {
-		if v, ok := eng.Live().Proxy(id); ok {
-			d.api.added[id] = addedProxy{source: src, raw: v.URLRedacted}
-		}
+	d := &daemon{eng: eng, api: eng, log: log, served: make(chan error, 1)}
+	if rl != nil {
+		d.settings, d.getenv, d.cur = rl.settings, rl.getenv, rl.running
 	}
 	d.status = eng.Live()
 	api.Status, api.Version, api.Logger = d.status, version, log
@@ -104,43 +117,4 @@ func (d *daemon) stop(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// addedProxy is a proxy added through the API.
-type addedProxy struct {
-	source string
-	raw    string // may carry credentials: memory only, never logged
-}
-
-// trackingEngine is the engine as the API sees it: it remembers the
-// proxies added through the API so that a config reload keeps them.
-type trackingEngine struct {
-	*proxyhealth.Engine
-	mu    sync.Mutex
-	added map[string]addedProxy
-}
-
-// AddProxy adds a proxy and remembers it.
-func (t *trackingEngine) AddProxy(ctx context.Context, source, raw string) (string, error) {
-	id, err := t.Engine.AddProxy(ctx, source, raw)
-	if err == nil {
-		if source == "" {
-			source = proxyhealth.DefaultSource
-		}
-		t.mu.Lock()
-		t.added[id] = addedProxy{source: source, raw: raw}
-		t.mu.Unlock()
-	}
-	return id, err
-}
-
-// RemoveProxy removes a proxy and forgets it.
-func (t *trackingEngine) RemoveProxy(ctx context.Context, id string) error {
-	err := t.Engine.RemoveProxy(ctx, id)
-	if err == nil {
-		t.mu.Lock()
-		delete(t.added, id)
-		t.mu.Unlock()
-	}
-	return err
 }

@@ -10,12 +10,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"syscall"
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
-	"github.com/proxyhealth/proxyhealth/probe"
 )
 
 const runUsage = `Usage: proxyhealth run [--proxies [NAME=]FILE]... [--config FILE] [flags]
@@ -74,7 +74,8 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
 	log.Info("proxyhealth starting", slog.String("version", version), slog.String("listen", ln.Addr().String()),
 		slog.String("data", dc.engine.DataDir), slog.Int("sources", len(dc.engine.Sources)))
-	d, err := openDaemon(ctx, dc.engine, httpapi.Options{Token: dc.token, AllowedHosts: dc.allowHosts}, log)
+	d, err := openDaemon(ctx, dc.engine, httpapi.Options{Token: dc.token, AllowedHosts: dc.allowHosts}, log,
+		&reloadable{settings: &rs, getenv: os.Getenv, running: dc})
 	if err != nil {
 		_ = ln.Close()
 		fmt.Fprintf(stderr, "proxyhealth run: %v\n", err)
@@ -87,7 +88,6 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		slog.Int("proxies", len(d.eng.ProxyIDs())), slog.Uint64("journal_seq", d.eng.Journal().Head()))
 	d.serve(ln)
 
-	cur := dc
 	failed := false
 loop:
 	for {
@@ -95,7 +95,8 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-hup:
-			cur = d.reload(ctx, &rs, cur)
+			// Logged by reloadConfig.
+			_, _ = d.reloadConfig(ctx)
 		case err := <-d.served:
 			log.Error("the HTTP server stopped", slog.Any("error", err))
 			d.served <- err
@@ -121,115 +122,96 @@ loop:
 	return exitOK
 }
 
-// reload re-reads the config file and proxy lists and applies them:
-// changed sources are reconfigured, new ones added, missing ones emptied.
-// Proxies added through the API stay. On error the running configuration
-// is kept.
-func (d *daemon) reload(ctx context.Context, rs *runSettings, cur daemonConfig) daemonConfig {
+// errNoConfig is the error of a reload in a daemon started without a
+// configuration to re-read (the demo).
+var errNoConfig = errors.New("proxyhealth: this daemon has no configuration file or proxy lists to reload")
+
+// reloadConfig re-reads the config file and proxy lists and applies them
+// with Engine.Reconcile (SIGHUP and POST /v1/reload): changed sources are
+// reconfigured, new ones added, missing ones emptied, proxies added
+// through the API kept, a proxy may move between sources. A file that
+// does not load keeps the running configuration: the error wraps
+// proxyhealth.ErrBadConfig and names FILE:LINE. Settings that only apply
+// at start-up are reported in a warning and kept.
+func (d *daemon) reloadConfig(ctx context.Context) (proxyhealth.ReconcileDiff, error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	log := d.log
-	next, err := rs.load(os.Getenv)
+	if d.settings == nil {
+		return proxyhealth.ReconcileDiff{}, errNoConfig
+	}
+	cur := d.cur
+	next, err := d.settings.load(d.getenv)
 	if err != nil {
 		log.Error("reload failed; keeping the running configuration", slog.Any("error", err))
-		return cur
+		return proxyhealth.ReconcileDiff{}, fmt.Errorf("%w: %w", proxyhealth.ErrBadConfig, err)
 	}
 	next.engine.Logger = cur.engine.Logger
+	for _, c := range restartSettings(cur, next) {
+		log.Warn("setting changed; it applies after a restart", c...)
+	}
+	next.keepStartupSettings(cur)
+	diff, err := d.eng.Reconcile(ctx, next.engine.Sources)
+	if err != nil && errors.Is(err, proxyhealth.ErrBadConfig) {
+		// Validated before anything changed: the running configuration
+		// stays.
+		log.Error("reload failed; keeping the running configuration", slog.Any("error", err))
+		return diff, err
+	}
+	d.cur = next
+	if err != nil {
+		log.Error("reload applied with errors", slog.Any("error", err),
+			slog.Int("added", len(diff.Added)), slog.Int("removed", len(diff.Removed)), slog.Int("changed", len(diff.Changed)))
+		return diff, err
+	}
+	log.Info("configuration reloaded", slog.Int("sources", len(d.eng.Sources())), slog.Int("proxies", len(d.eng.ProxyIDs())),
+		slog.Int("added", len(diff.Added)), slog.Int("removed", len(diff.Removed)), slog.Int("changed", len(diff.Changed)),
+		slog.Any("added_ids", firstIDs(diff.Added)), slog.Any("removed_ids", firstIDs(diff.Removed)), slog.Any("changed_ids", firstIDs(diff.Changed)))
+	return diff, nil
+}
+
+// maxLoggedIDs bounds the proxy IDs a reload's log line lists per kind.
+const maxLoggedIDs = 20
+
+// firstIDs returns at most maxLoggedIDs IDs, and "…" when there are more.
+func firstIDs(ids []string) []string {
+	if len(ids) <= maxLoggedIDs {
+		return ids
+	}
+	return append(ids[:maxLoggedIDs:maxLoggedIDs], fmt.Sprintf("… %d more", len(ids)-maxLoggedIDs))
+}
+
+// restartSettings lists the settings that differ between the running and
+// the reloaded configuration but only apply at start-up, as log
+// attributes. Webhooks are named, never shown (their URLs and secrets may
+// hold credentials).
+func restartSettings(cur, next daemonConfig) [][]any {
+	var out [][]any
 	for _, c := range []struct{ name, was, is string }{
 		{"data", cur.engine.DataDir, next.engine.DataDir}, {"listen", cur.listen, next.listen},
 		{"concurrency", fmt.Sprint(cur.engine.Concurrency), fmt.Sprint(next.engine.Concurrency)},
 		{"retention", fmt.Sprint(cur.engine.Retention), fmt.Sprint(next.engine.Retention)},
 		{"log_format", cur.logFormat, next.logFormat},
+		{"pool.degraded_threshold", fmt.Sprint(cur.engine.PoolThreshold), fmt.Sprint(next.engine.PoolThreshold)},
+		{"pool.recovery_margin", fmt.Sprint(cur.engine.PoolMargin), fmt.Sprint(next.engine.PoolMargin)},
 	} {
 		if c.was != c.is {
-			log.Warn("setting changed; it applies after a restart", slog.String("setting", c.name), slog.String("running", c.was), slog.String("configured", c.is))
+			out = append(out, []any{slog.String("setting", c.name), slog.String("running", c.was), slog.String("configured", c.is)})
 		}
 	}
-	next.engine.DataDir, next.listen, next.engine.Concurrency, next.engine.Retention, next.logFormat =
-		cur.engine.DataDir, cur.listen, cur.engine.Concurrency, cur.engine.Retention, cur.logFormat
-
-	// Keep the proxies added through the API (unless their source went
-	// away or the files now list them).
-	wantIDs := map[string]string{} // proxy ID -> source
-	idx := map[string]int{}
-	for i, sc := range next.engine.Sources {
-		idx[sc.Name] = i
-		for _, raw := range sc.Proxies {
-			wantIDs[mustID(raw)] = sc.Name
-		}
+	if !reflect.DeepEqual(cur.engine.Webhooks, next.engine.Webhooks) {
+		out = append(out, []any{slog.String("setting", "webhooks"), slog.Int("running", len(cur.engine.Webhooks)), slog.Int("configured", len(next.engine.Webhooks))})
 	}
-	d.api.mu.Lock()
-	for id, a := range d.api.added {
-		i, ok := idx[a.source]
-		_, listed := wantIDs[id]
-		if !ok || listed {
-			delete(d.api.added, id)
-			continue
-		}
-		next.engine.Sources[i].Proxies = append(next.engine.Sources[i].Proxies, a.raw)
-		wantIDs[id] = a.source
-	}
-	d.api.mu.Unlock()
-
-	// Pass 1: shrink every running source to the proxies it keeps, so that
-	// a proxy moving between sources is free to be added in pass 2. Kept
-	// proxies are named by their redacted URL: same ID, and the engine keeps
-	// the credentials it has.
-	running := map[string]bool{}
-	for _, name := range d.eng.Sources() {
-		running[name] = true
-	}
-	members := map[string][]string{} // source -> redacted URLs
-	for _, id := range d.eng.ProxyIDs() {
-		ps, err := d.eng.Proxy(ctx, id)
-		if err != nil {
-			continue // removed meanwhile
-		}
-		members[ps.Source] = append(members[ps.Source], ps.URL)
-	}
-	var errs []error
-	for name, urls := range members {
-		keep := proxyhealth.SourceConfig{Name: name}
-		if i, ok := idx[name]; ok {
-			keep.Health, keep.Probe = next.engine.Sources[i].Health, next.engine.Sources[i].Probe
-		}
-		for _, u := range urls {
-			if wantIDs[mustID(u)] == name {
-				keep.Proxies = append(keep.Proxies, u)
-			}
-		}
-		if len(keep.Proxies) != len(urls) {
-			errs = append(errs, d.eng.ReconfigureSource(ctx, keep))
-		}
-	}
-	// Pass 2: every configured source gets its settings and proxies.
-	before := len(d.eng.ProxyIDs())
-	for _, sc := range next.engine.Sources {
-		if running[sc.Name] {
-			errs = append(errs, d.eng.ReconfigureSource(ctx, sc))
-		} else {
-			errs = append(errs, d.eng.AddSource(ctx, sc))
-		}
-	}
-	// Sources gone from the config: nothing left to check.
-	for name := range running {
-		if _, ok := idx[name]; !ok {
-			errs = append(errs, d.eng.ReconfigureSource(ctx, proxyhealth.SourceConfig{Name: name}))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		log.Error("reload applied with errors", slog.Any("error", err))
-	}
-	log.Info("configuration reloaded", slog.Int("sources", len(next.engine.Sources)),
-		slog.Int("proxies", len(d.eng.ProxyIDs())), slog.Int("proxies_before", before))
-	return next
+	return out
 }
 
-// mustID returns the ID of an already validated proxy URL.
-func mustID(raw string) string {
-	u, err := probe.ParseProxyURL(raw)
-	if err != nil {
-		return ""
-	}
-	return u.ID()
+// keepStartupSettings replaces the settings that only apply at start-up
+// with the running ones.
+func (dc *daemonConfig) keepStartupSettings(running daemonConfig) {
+	dc.engine.DataDir, dc.listen, dc.engine.Concurrency, dc.engine.Retention, dc.logFormat =
+		running.engine.DataDir, running.listen, running.engine.Concurrency, running.engine.Retention, running.logFormat
+	dc.engine.PoolThreshold, dc.engine.PoolMargin, dc.engine.Webhooks =
+		running.engine.PoolThreshold, running.engine.PoolMargin, running.engine.Webhooks
 }
 
 func unwrapOpError(err error) error {

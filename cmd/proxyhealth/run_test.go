@@ -184,10 +184,12 @@ func TestRunJournalLocked(t *testing.T) {
 	}
 }
 
-// TestRunConfigReload reloads a YAML config: a source disappears, another
-// appears, a check setting changes.
+// TestRunConfigReload reloads a YAML config on SIGHUP: a source
+// disappears, another appears, a proxy moves between them, a check setting
+// changes, a proxy added through the API stays; the log line gives the
+// diff.
 func TestRunConfigReload(t *testing.T) {
-	farm, err := fakeproxy.Start(t.Context(), 3)
+	farm, err := fakeproxy.Start(t.Context(), 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,12 +207,28 @@ func TestRunConfigReload(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "data", "journal.db")); err != nil {
 		t.Errorf("data is relative to the config file: %v", err)
 	}
+	resp, err := http.Post(base+"/v1/proxies", "application/json", strings.NewReader(`{"url":"`+farm.URL(3)+`","source":"a"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /v1/proxies: %s", resp.Status)
+	}
 	writeFile(t, dir, "ph.yaml", yaml("  - name: a\n    proxies: ['"+farm.URL(0)+"']\n    latency_ceiling: 1ns\n  - name: c\n    proxies: ['"+farm.URL(2)+"', '"+farm.URL(1)+"']\n"))
 	p.signal(syscall.SIGHUP)
-	waitPool(t, base, "b gone, c with 2 healthy, a degraded by the 1ns ceiling", func(pl httpapi.Pool) bool {
+	waitPool(t, base, "b gone, c with 2 healthy, a (with the API's proxy) degraded by the 1ns ceiling", func(pl httpapi.Pool) bool {
 		_, hasB := pl.Sources["b"]
-		return !hasB && pl.Sources["c"].Healthy == 2 && pl.Sources["a"].Degraded == 1
+		return !hasB && pl.Sources["c"].Healthy == 2 && pl.Sources["a"].Degraded == 2 && pl.Total == 4
 	})
+	if src := proxyIDs(t, base, "")[id(farm.URL(3))].Source; src != "a" {
+		t.Errorf("the proxy added through the API is in source %q after the reload, want a", src)
+	}
+	// farm 1 and 2 added to c, farm 1 removed from b, farm 0 and 3 changed.
+	reloaded := logRecords(t, p.stderr.String(), "configuration reloaded")
+	if len(reloaded) != 1 || reloaded[0]["added"] != 2.0 || reloaded[0]["removed"] != 1.0 || reloaded[0]["changed"] != 2.0 {
+		t.Errorf("reload log lines %v", reloaded)
+	}
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit %d\n%s", code, p.stderr)
@@ -320,18 +338,28 @@ func TestRunLogLinesTellTheTruth(t *testing.T) {
 	ln.Close()
 	args := append(runArgs(data, "--proxies", list), "--listen", addr, "--interval", "100ms")
 	p := startBin(t, nil, args...)
-	// The first answer of /healthz finds the "started" line already logged.
+	// The "started" line is logged before the first answer of /healthz
+	// (compared by time: the child's stderr reaches the test through a
+	// pipe, later than the HTTP answer may).
+	var answered time.Time
 	testutil.EventuallyExplain(t, 30*time.Second, func() bool {
 		res, err := http.Get("http://" + addr + "/healthz")
 		if err != nil {
 			return false
 		}
+		answered = time.Now()
 		res.Body.Close()
-		if len(logRecords(t, p.stderr.String(), "proxyhealth started")) == 0 {
-			t.Fatalf("/healthz answered %d before the \"proxyhealth started\" line:\n%s", res.StatusCode, p.stderr)
-		}
 		return true
 	}, func() string { return "the API to answer" })
+	p.apiURL()
+	started := logRecords(t, p.stderr.String(), "proxyhealth started")
+	at, err := time.Parse(time.RFC3339Nano, started[0]["time"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !at.Before(answered) {
+		t.Fatalf("/healthz answered at %v, before the \"proxyhealth started\" line (%v)", answered.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano))
+	}
 	waitPool(t, "http://"+addr, "checks recorded", func(pl httpapi.Pool) bool { return pl.JournalSeq > 500 })
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(30 * time.Second); code != 0 {

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
+)
+
+// startTestDaemon loads run's flags, opens the daemon in this process and
+// serves it on loopback; the test's cleanup stops it.
+func startTestDaemon(t *testing.T, logs *syncBuffer, args ...string) *daemon {
+	t.Helper()
+	fs := newFlagSet("run", runUsage, runExamples, nil, nil)
+	rs := &runSettings{}
+	rs.register(fs)
+	if _, code, ok := fs.parse(args); !ok {
+		t.Fatalf("parse %q: exit %d", args, code)
+	}
+	getenv := func(string) string { return "" }
+	dc, err := rs.load(getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	dc.engine.Logger = log
+	d, err := openDaemon(t.Context(), dc.engine, httpapi.Options{}, log, &reloadable{settings: rs, getenv: getenv, running: dc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := d.stop(ctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return d
+}
+
+// sourceOf returns the source of a monitored proxy ("" when it is not
+// monitored).
+func sourceOf(t *testing.T, d *daemon, proxyID string) string {
+	t.Helper()
+	if !slices.Contains(d.eng.ProxyIDs(), proxyID) {
+		return ""
+	}
+	ps, err := d.eng.Proxy(t.Context(), proxyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps.Source
+}
+
+// TestReloadConfigReconciles: the daemon's reload is one Engine.Reconcile
+// call that answers with the diff (POST /v1/reload's answer): a proxy
+// moves between sources, a source disappears, a changed setting marks the
+// source's kept proxies changed, proxies added through the API stay, and a
+// bad file changes nothing and names FILE:LINE.
+func TestReloadConfigReconciles(t *testing.T) {
+	farm, err := fakeproxy.Start(t.Context(), 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(farm.Close)
+	dir := t.TempDir()
+	yaml := func(srcs string) string {
+		return "data: data\nlisten: 127.0.0.1:0\ndefaults:\n  interval: 200ms\n  check_url: " + testTarget + "\nsources:\n" + srcs
+	}
+	cfg := writeFile(t, dir, "ph.yaml", yaml("  - name: a\n    proxies: ['"+farm.URL(0)+"', '"+farm.URL(1)+"']\n  - name: b\n    proxies: ['"+farm.URL(2)+"']\n"))
+	var logs syncBuffer
+	d := startTestDaemon(t, &logs, "--config", cfg)
+	ctx := t.Context()
+	if _, err := d.api.AddProxy(ctx, "a", farm.URL(3)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.api.AddProxy(ctx, "", farm.URL(4)); err != nil {
+		t.Fatal(err)
+	}
+
+	// farm 1 moves from a to c, b goes away with farm 2, a's checks change.
+	writeFile(t, dir, "ph.yaml", yaml("  - name: a\n    proxies: ['"+farm.URL(0)+"']\n    latency_ceiling: 1ns\n  - name: c\n    proxies: ['"+farm.URL(1)+"']\n"))
+	diff, err := d.reloadConfig(ctx)
+	if err != nil {
+		t.Fatalf("reload: %v\n%s", err, logs.String())
+	}
+	sorted := func(ids ...string) []string { slices.Sort(ids); return ids }
+	want := proxyhealth.ReconcileDiff{
+		Added:   []string{id(farm.URL(1))},
+		Removed: sorted(id(farm.URL(1)), id(farm.URL(2))),
+		Changed: sorted(id(farm.URL(0)), id(farm.URL(3))),
+	}
+	if !slices.Equal(diff.Added, want.Added) || !slices.Equal(diff.Removed, want.Removed) || !slices.Equal(diff.Changed, want.Changed) {
+		t.Errorf("diff %+v\nwant %+v", diff, want)
+	}
+	for i, src := range map[int]string{0: "a", 1: "c", 2: "", 3: "a", 4: proxyhealth.DefaultSource} {
+		if got := sourceOf(t, d, id(farm.URL(i))); got != src {
+			t.Errorf("farm %d: source %q, want %q", i, got, src)
+		}
+	}
+	if !strings.Contains(logs.String(), `"msg":"configuration reloaded"`) || !strings.Contains(logs.String(), `"added":1,"removed":2,"changed":2`) {
+		t.Errorf("no reload log line with the diff:\n%s", logs.String())
+	}
+
+	// A bad file: nothing changes, the error names FILE:LINE.
+	before := d.eng.ProxyIDs()
+	writeFile(t, dir, "ph.yaml", yaml("  - name: a\n    proxies: ['"+farm.URL(0)+"', 'gopher://10.0.0.1:70']\n"))
+	diff, err = d.reloadConfig(ctx)
+	if !errors.Is(err, proxyhealth.ErrBadConfig) || !strings.Contains(err.Error(), cfg+":8: ") {
+		t.Errorf("bad file: %v, want ErrBadConfig naming %s:8", err, cfg)
+	}
+	if len(diff.Added)+len(diff.Removed)+len(diff.Changed) != 0 || !slices.Equal(d.eng.ProxyIDs(), before) {
+		t.Errorf("a bad file changed something: %+v, proxies %v, were %v", diff, d.eng.ProxyIDs(), before)
+	}
+
+	// A restart-only setting is reported and kept.
+	writeFile(t, dir, "ph.yaml", "concurrency: 7\n"+yaml("  - name: a\n    proxies: ['"+farm.URL(0)+"']\n    latency_ceiling: 1ns\n  - name: c\n    proxies: ['"+farm.URL(1)+"', '"+farm.URL(5)+"']\n"))
+	diff, err = d.reloadConfig(ctx)
+	if err != nil || !slices.Equal(diff.Added, []string{id(farm.URL(5))}) || len(diff.Removed)+len(diff.Changed) != 0 {
+		t.Errorf("third reload: %+v %v", diff, err)
+	}
+	if !strings.Contains(logs.String(), `"setting":"concurrency","running":"1000","configured":"7"`) || d.cur.engine.Concurrency != 1000 {
+		t.Errorf("restart-only setting: concurrency %d\n%s", d.cur.engine.Concurrency, logs.String())
+	}
+	testutil.Eventually(t, 20*time.Second, "the moved proxy to be checked in its new source", func() bool {
+		v, ok := d.status.Proxy(id(farm.URL(1)))
+		return ok && v.Source == "c" && v.State == "healthy"
+	})
+}
+
+// TestReloadConfigWithoutConfig: the demo has nothing to reload.
+func TestReloadConfigWithoutConfig(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	d, err := openDaemon(t.Context(), proxyhealth.Config{DataDir: filepath.Join(t.TempDir(), "data")}, httpapi.Options{}, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.serve(ln)
+	if _, err := d.reloadConfig(t.Context()); !errors.Is(err, errNoConfig) {
+		t.Errorf("reload without a config: %v", err)
+	}
+	if err := d.stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
