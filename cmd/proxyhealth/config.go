@@ -41,6 +41,8 @@ type fileConfig struct {
 	LogFormat   *string       `yaml:"log_format"`
 	Defaults    checkSettings `yaml:"defaults"`
 	Sources     []sourceFile  `yaml:"sources"`
+	Webhooks    []webhookFile `yaml:"webhooks"`
+	Pool        poolFile      `yaml:"pool"`
 
 	// path is the file's name; lines maps the path of every key and list
 	// item ("retention", "sources[1].interval", "sources[1].proxies[0]")
@@ -64,6 +66,23 @@ type sourceFile struct {
 	checkSettings `yaml:",inline"`
 	Proxies       []lineString `yaml:"proxies"`
 	ProxyFiles    []string     `yaml:"proxy_files"`
+}
+
+// webhookFile is one webhook of the config file. The URL and the secret
+// may hold credentials: no error or log shows more of the URL than
+// scheme://host, nor anything of the secret.
+type webhookFile struct {
+	URL       *string   `yaml:"url"`
+	Events    []string  `yaml:"events"`
+	Secret    *string   `yaml:"secret"`
+	SecretEnv *string   `yaml:"secret_env"`
+	Timeout   *duration `yaml:"timeout"`
+}
+
+// poolFile is the pool monitor's section of the config file.
+type poolFile struct {
+	DegradedThreshold *float64 `yaml:"degraded_threshold"`
+	RecoveryMargin    *float64 `yaml:"recovery_margin"`
 }
 
 // checkSettings are the per-source check settings; nil means "not set

@@ -7,6 +7,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/probe"
+	"github.com/proxyhealth/proxyhealth/projections"
 )
 
 // loadArgs parses run's flags and loads the configuration.
@@ -278,6 +279,87 @@ func TestProxyListContentNotEchoed(t *testing.T) {
 		for _, s := range secrets {
 			if strings.Contains(err.Error(), s) {
 				t.Errorf("%q: error %q shows %q", c.args, err, s)
+			}
+		}
+	}
+}
+
+// TestConfigWebhooksAndPool: webhooks: and pool: reach the engine's
+// config (the YAML refused both keys).
+func TestConfigWebhooksAndPool(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, "hooks.yaml", `webhooks:
+  - url: https://user:hunter2@hooks.example.com/x?token=abc
+    events: [proxy_down, pool_degraded, proxy_down]
+    timeout: 2s
+    secret: hunter2
+  - url: http://127.0.0.1:9/all
+    secret_env: HOOK_SECRET
+pool:
+  degraded_threshold: 75.5
+  recovery_margin: 5
+`)
+	dc, err := loadArgs(t, map[string]string{"HOOK_SECRET": "from-env"}, "--config", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := dc.engine.Webhooks
+	if len(w) != 2 || w[0].URL != "https://user:hunter2@hooks.example.com/x?token=abc" || strings.Join(w[0].Types, ",") != "proxy_down,pool_degraded" ||
+		w[0].Timeout != 2*time.Second || w[0].Secret != "hunter2" ||
+		w[1].URL != "http://127.0.0.1:9/all" || w[1].Types != nil || w[1].Timeout != 0 || w[1].Secret != "from-env" {
+		t.Errorf("webhooks %+v", w)
+	}
+	if dc.engine.PoolThreshold != 75.5 || dc.engine.PoolMargin != 5 {
+		t.Errorf("pool %v %v", dc.engine.PoolThreshold, dc.engine.PoolMargin)
+	}
+	// A margin of 0 means none (the engine's zero value means its default).
+	dc, err = loadArgs(t, nil, "--config", writeFile(t, dir, "zero.yaml", "pool:\n  recovery_margin: 0\n"))
+	if err != nil || dc.engine.PoolMargin >= 0 || dc.engine.PoolThreshold != 0 {
+		t.Errorf("recovery_margin 0: %v %v %v", dc.engine.PoolThreshold, dc.engine.PoolMargin, err)
+	}
+	// The example documents the defaults.
+	dc, err = loadArgs(t, nil, "--config", "testdata/example.yaml")
+	if err != nil || dc.engine.PoolThreshold != projections.DefaultPoolThreshold || dc.engine.PoolMargin != projections.DefaultPoolMargin || len(dc.engine.Webhooks) != 0 {
+		t.Errorf("example pool: %v %v %v", dc.engine.PoolThreshold, dc.engine.PoolMargin, err)
+	}
+}
+
+// TestConfigWebhookErrors: every webhook and pool error names FILE:LINE
+// and the field, and never shows a secret or more of a URL than
+// scheme://host.
+func TestConfigWebhookErrors(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"HOOK_SECRET": "envsecret-xyzzy"}
+	for _, c := range []struct{ name, yaml, want string }{
+		{"unknown.yaml", "webhooks:\n  - url: http://h.example/\n    secrte: hunter2\n", `unknown.yaml:3: unknown key "secrte" in webhooks[0]; did you mean secret?`},
+		{"nourl.yaml", "webhooks:\n  - events: [proxy_down]\n", "nourl.yaml:2: webhooks[0]: url is required"},
+		{"scheme.yaml", "webhooks:\n  - url: ftp://u:hunter2@files.example/x\n", "scheme.yaml:2: webhooks[0].url: (ftp://files.example) want an http:// or https:// URL"},
+		{"badurl.yaml", "webhooks:\n  - url: 'http://hunter2@[::1'\n", "badurl.yaml:2: webhooks[0].url: not a URL (not shown"},
+		{"event.yaml", "webhooks:\n  - url: http://h.example/\n    events:\n      - proxy_down\n      - proxy_up\n", `event.yaml:5: webhooks[0].events[1] "proxy_up": not a notification type; want proxy_down, proxy_recovered, pool_degraded, pool_recovered`},
+		{"noevents.yaml", "webhooks:\n  - url: http://h.example/\n    events: []\n", "noevents.yaml:3: webhooks[0].events: an empty list sends nothing"},
+		{"timeout.yaml", "webhooks:\n  - url: http://h.example/\n  - url: http://h.example/\n    timeout: 0s\n", "timeout.yaml:4: webhooks[1].timeout: 0s: must be more than 0s and at most 5m0s"},
+		{"long.yaml", "webhooks:\n  - url: http://h.example/\n    timeout: 1h\n", "long.yaml:3: webhooks[0].timeout: 1h0m0s: must be more than 0s"},
+		{"emptysecret.yaml", "webhooks:\n  - url: http://h.example/\n    secret: ''\n", "emptysecret.yaml:3: webhooks[0].secret: is empty"},
+		{"both.yaml", "webhooks:\n  - url: http://h.example/\n    secret: hunter2\n    secret_env: HOOK_SECRET\n", "both.yaml:4: webhooks[0].secret_env: set secret or secret_env, not both"},
+		{"unset.yaml", "webhooks:\n  - url: http://h.example/\n    secret_env: NOT_SET_HERE\n", "unset.yaml:3: webhooks[0].secret_env: the environment variable NOT_SET_HERE is not set or empty"},
+		{"envname.yaml", "webhooks:\n  - url: http://h.example/\n    secret_env: 'a b'\n", `envname.yaml:3: webhooks[0].secret_env: "a b": want the name of an environment variable`},
+		{"secrettype.yaml", "webhooks:\n  - url: http://h.example/\n    secret: [hunter2]\n", "secrettype.yaml:3: webhooks[0].secret: want a string, not a list"},
+		{"notalist.yaml", "webhooks:\n  url: http://h.example/\n", "notalist.yaml:2: want a list, not a mapping"},
+		{"threshold.yaml", "pool:\n  degraded_threshold: 0\n", "threshold.yaml:2: pool.degraded_threshold 0: must be more than 0 and at most 100"},
+		{"high.yaml", "pool:\n  degraded_threshold: 100.5\n", "high.yaml:2: pool.degraded_threshold 100.5: must be more than 0"},
+		{"nan.yaml", "pool:\n  degraded_threshold: .nan\n", "nan.yaml:2: pool.degraded_threshold NaN: must be more than 0"},
+		{"margin.yaml", "pool:\n  degraded_threshold: 40\n  recovery_margin: -1\n", "margin.yaml:3: pool.recovery_margin -1: must be between 0 and 100"},
+		{"poolkey.yaml", "pool:\n  threshold: 40\n", `poolkey.yaml:2: unknown key "threshold" in pool`},
+	} {
+		path := writeFile(t, dir, c.name, c.yaml)
+		_, err := loadArgs(t, env, "--config", path)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v\nwant %q", c.name, err, c.want)
+			continue
+		}
+		for _, secret := range []string{"hunter2", "envsecret-xyzzy", "token=abc", "/x"} {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("%s: the error shows %q: %v", c.name, secret, err)
 			}
 		}
 	}

@@ -4,13 +4,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/probe"
+	"github.com/proxyhealth/proxyhealth/projections"
 )
 
 // runSettings are the command-line settings of `proxyhealth run`. Check
@@ -195,6 +199,13 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 		return dc, &configError{"--listen " + dc.listen, "not a loopback address: set --token or PROXYHEALTH_TOKEN so that the API is not open to the network"}
 	}
 
+	if dc.engine.Webhooks, err = fc.webhooks(getenv); err != nil {
+		return dc, err
+	}
+	if dc.engine.PoolThreshold, dc.engine.PoolMargin, err = fc.pool(); err != nil {
+		return dc, err
+	}
+
 	over, err := r.overrides()
 	if err != nil {
 		return dc, err
@@ -369,4 +380,120 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// notificationTypes are the notification types a webhook may ask for.
+var notificationTypes = []string{projections.NotifyProxyDown, projections.NotifyProxyRecovered, projections.NotifyPoolDegraded, projections.NotifyPoolRecovered}
+
+// maxWebhookTimeout bounds a webhook's timeout: each webhook delivers one
+// notification at a time, so a longer wait only lets its queue overflow.
+const maxWebhookTimeout = 5 * time.Minute
+
+// webhooks checks the file's webhooks and turns them into the engine's
+// options. Errors name the field and its line; they show at most the
+// URL's scheme://host and nothing of a secret.
+func (fc *fileConfig) webhooks(getenv func(string) string) ([]proxyhealth.WebhookConfig, error) {
+	var out []proxyhealth.WebhookConfig
+	for i, w := range fc.Webhooks {
+		label := fmt.Sprintf("webhooks[%d]", i)
+		errorf := func(field, format string, args ...any) error {
+			key := label
+			if field != "" {
+				key += "." + field
+			}
+			return &configError{fc.where(key), key + ": " + fmt.Sprintf(format, args...)}
+		}
+		if w.URL == nil || strings.TrimSpace(*w.URL) == "" {
+			return nil, errorf("", "url is required (the http:// or https:// URL receiving the notifications as JSON POSTs)")
+		}
+		u, err := url.Parse(*w.URL)
+		if err != nil {
+			return nil, errorf("url", "not a URL (not shown: it may hold credentials); want http:// or https:// with a host")
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
+			target := "not shown"
+			if u.Scheme != "" && u.Host != "" {
+				target = u.Scheme + "://" + u.Host
+			}
+			return nil, errorf("url", "(%s) want an http:// or https:// URL with a host", target)
+		}
+		o := proxyhealth.WebhookConfig{URL: *w.URL}
+		if w.Events != nil && len(w.Events) == 0 {
+			return nil, errorf("events", "an empty list sends nothing; leave events out to send every type (%s)", strings.Join(notificationTypes, ", "))
+		}
+		for j, e := range w.Events {
+			if !slices.Contains(notificationTypes, e) {
+				return nil, &configError{fc.where(fmt.Sprintf("%s.events[%d]", label, j)),
+					fmt.Sprintf("%s.events[%d] %s: not a notification type; want %s", label, j, short(e), strings.Join(notificationTypes, ", "))}
+			}
+			if !slices.Contains(o.Types, e) {
+				o.Types = append(o.Types, e)
+			}
+		}
+		if w.Timeout != nil {
+			if d := time.Duration(*w.Timeout); d <= 0 || d > maxWebhookTimeout {
+				return nil, errorf("timeout", "%v: must be more than 0s and at most %v (default %v)", *w.Timeout, duration(maxWebhookTimeout), duration(projections.DefaultWebhookTimeout))
+			}
+			o.Timeout = time.Duration(*w.Timeout)
+		}
+		secret, err := w.secret(getenv, errorf)
+		if err != nil {
+			return nil, err
+		}
+		o.Secret = secret
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// secret returns the webhook's secret, from secret or from the
+// environment variable secret_env names ("" when neither is set).
+func (w webhookFile) secret(getenv func(string) string, errorf func(field, format string, args ...any) error) (string, error) {
+	switch {
+	case w.Secret != nil && w.SecretEnv != nil:
+		return "", errorf("secret_env", "set secret or secret_env, not both")
+	case w.Secret != nil:
+		if *w.Secret == "" {
+			return "", errorf("secret", "is empty; leave it out for unsigned notifications")
+		}
+		return *w.Secret, nil
+	case w.SecretEnv != nil:
+		name := *w.SecretEnv
+		if !envNameRE.MatchString(name) {
+			return "", errorf("secret_env", "%s: want the name of an environment variable (letters, digits and '_')", short(name))
+		}
+		v := getenv(name)
+		if v == "" {
+			return "", errorf("secret_env", "the environment variable %s is not set or empty", name)
+		}
+		return v, nil
+	}
+	return "", nil
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+
+// pool checks the pool monitor's settings and returns them as the engine
+// takes them (0 means the engine's default; a margin of 0 is passed as
+// a negative one, which the engine takes as no margin).
+func (fc *fileConfig) pool() (threshold, margin float64, err error) {
+	p := fc.Pool
+	if t := p.DegradedThreshold; t != nil {
+		if !(*t > 0 && *t <= 100) {
+			return 0, 0, &configError{fc.where("pool.degraded_threshold"),
+				fmt.Sprintf("pool.degraded_threshold %v: must be more than 0 and at most 100 (healthy percentage; default %v)", *t, projections.DefaultPoolThreshold)}
+		}
+		threshold = *t
+	}
+	if m := p.RecoveryMargin; m != nil {
+		if !(*m >= 0 && *m <= 100) {
+			return 0, 0, &configError{fc.where("pool.recovery_margin"),
+				fmt.Sprintf("pool.recovery_margin %v: must be between 0 and 100 (percentage points; default %v)", *m, projections.DefaultPoolMargin)}
+		}
+		margin = *m
+		if margin == 0 {
+			margin = -1
+		}
+	}
+	return threshold, margin, nil
 }
