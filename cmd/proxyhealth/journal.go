@@ -9,15 +9,17 @@ import (
 	"io"
 	"io/fs"
 	"iter"
+	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
-	"github.com/proxyhealth/proxyhealth/probe"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -99,12 +101,104 @@ func openJournalFor(cmd, dir string, stderr io.Writer) (*journal.Bolt, bool) {
 	return j, true
 }
 
+// journalFlags are the flags replay and stats share: where the journal
+// is (--data, or --server with --token).
+type journalFlags struct {
+	fs     *flagSet
+	data   *string
+	server *string
+	token  *string
+}
+
+func addJournalFlags(fs *flagSet) journalFlags {
+	return journalFlags{
+		fs:     fs,
+		data:   fs.String("data", defaultData, "data `DIR` holding journal.db"),
+		server: fs.String("server", "", "read the journal of the daemon at `URL` (GET /v1/journal, page by page) instead of --data; works while the daemon runs"),
+		token:  fs.String("token", "", "bearer `TOKEN` of the daemon, with --server (default $PROXYHEALTH_TOKEN)"),
+	}
+}
+
+// source returns the daemon's base URL (nil: read --data), or a usage
+// error.
+func (jf journalFlags) source() (*url.URL, error) {
+	if *jf.server == "" {
+		if jf.fs.isSet("token") {
+			return nil, errors.New("--token goes with --server")
+		}
+		return nil, nil
+	}
+	if jf.fs.isSet("data") {
+		return nil, errors.New("use --server or --data, not both")
+	}
+	u, err := url.Parse(*jf.server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--server %s: want a URL like http://%s", short(*jf.server), defaultListen)
+	}
+	if *jf.token == "" {
+		*jf.token = os.Getenv("PROXYHEALTH_TOKEN")
+	}
+	return u, nil
+}
+
+// records yields the journal's records that f selects, in seq order, from
+// the daemon at server or (server nil) from the data directory.
+func (jf journalFlags) records(ctx context.Context, server *url.URL, f proxyhealth.JournalFilter) iter.Seq2[proxyhealth.Record, error] {
+	if server != nil {
+		return serverJournal(ctx, server, *jf.token, f)
+	}
+	return func(yield func(proxyhealth.Record, error) bool) {
+		j, err := openJournalRO(*jf.data)
+		if err != nil {
+			yield(proxyhealth.Record{}, err)
+			return
+		}
+		defer j.Close()
+		for env, err := range readFiltered(ctx, j, f) {
+			if err != nil {
+				yield(proxyhealth.Record{}, err)
+				return
+			}
+			if !yield(proxyhealth.RecordOf(env), nil) {
+				return
+			}
+		}
+	}
+}
+
+// readFiltered yields the events of j that f selects (f.Proxy is an ID),
+// like Engine.ReadJournal.
+func readFiltered(ctx context.Context, j journal.Journal, f proxyhealth.JournalFilter) iter.Seq2[*pb.Envelope, error] {
+	return func(yield func(*pb.Envelope, error) bool) {
+		var seq iter.Seq2[*pb.Envelope, error]
+		if f.Proxy != "" {
+			seq = j.ReadStream(ctx, f.Proxy, 1)
+		} else {
+			seq = j.Read(ctx, max(j.First(), f.After+1))
+		}
+		for env, err := range seq {
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			at := events.At(env)
+			if env.GetSeq() <= f.After || (!f.Since.IsZero() && at.Before(f.Since)) || (!f.Until.IsZero() && !at.Before(f.Until)) ||
+				(f.Source != "" && env.GetSource() != f.Source) || (len(f.Types) > 0 && !slices.Contains(f.Types, events.TypeName(env))) {
+				continue
+			}
+			if !yield(env, nil) {
+				return
+			}
+		}
+	}
+}
+
 func journalReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("journal replay", journalUsage, journalExamples, stdout, stderr)
-	data := fs.String("data", defaultData, "data `DIR` holding journal.db")
+	jf := addJournalFlags(fs)
 	proxy := fs.String("proxy", "", "only the events of this proxy (`ID or URL`)")
 	source := fs.String("source", "", "only the events of this `SOURCE`")
-	types := fs.String("type", "", "only these event `TYPES`, comma-separated: "+strings.Join(events.TypeNames, ", "))
+	types := fs.String("type", "", "only these event `TYPES`, comma-separated: "+strings.Join(proxyhealth.EventTypes, ", "))
 	since := fs.String("since", "", "only events at or after `TIME` (RFC 3339 or 2006-01-02) or DURATION ago (90m)")
 	until := fs.String("until", "", "only events before `TIME` (or DURATION ago)")
 	format := newChoice("text", "text", "json")
@@ -116,64 +210,49 @@ func journalReplay(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(pos) > 0 {
 		return fs.fail("unexpected argument %q", pos[0])
 	}
+	server, err := jf.source()
+	if err != nil {
+		return fs.fail("%v", err)
+	}
+	f := proxyhealth.JournalFilter{Source: *source}
 	now := time.Now()
-	var from, to time.Time
-	var err error
 	if *since != "" {
-		if from, err = parseTimeArg(*since, now); err != nil {
+		if f.Since, err = parseTimeArg(*since, now); err != nil {
 			return fs.fail("--since: %v", err)
 		}
 	}
 	if *until != "" {
-		if to, err = parseTimeArg(*until, now); err != nil {
+		if f.Until, err = parseTimeArg(*until, now); err != nil {
 			return fs.fail("--until: %v", err)
 		}
 	}
-	var want []string
 	if *types != "" {
 		for t := range strings.SplitSeq(*types, ",") {
 			t = strings.TrimSpace(t)
-			if !slices.Contains(events.TypeNames, t) {
-				return fs.fail("--type: %q is not an event type; use %s", t, strings.Join(events.TypeNames, ", "))
+			if !slices.Contains(proxyhealth.EventTypes, t) {
+				return fs.fail("--type: %q is not an event type; use %s", t, strings.Join(proxyhealth.EventTypes, ", "))
 			}
-			want = append(want, t)
+			f.Types = append(f.Types, t)
 		}
 	}
-	proxyID := *proxy
-	if proxyID != "" && !isHexID(proxyID) {
-		u, err := probe.ParseProxyURL(proxyID)
-		if err != nil {
-			return fs.fail("--proxy: want a proxy ID or URL: %s", strings.TrimPrefix(err.Error(), "probe: "))
+	if *proxy != "" {
+		if f.Proxy, err = proxyhealth.ResolveProxyID(*proxy); err != nil {
+			return fs.fail("--proxy: %s", strings.TrimPrefix(err.Error(), "probe: "))
 		}
-		proxyID = u.ID()
 	}
-	j, ok := openJournalFor("proxyhealth journal replay", *data, stderr)
-	if !ok {
-		return exitFailure
+	if err := f.Validate(); err != nil {
+		return fs.fail("%s", strings.TrimPrefix(err.Error(), proxyhealth.ErrBadConfig.Error()+": "))
 	}
-	defer j.Close()
 
-	var seq iter.Seq2[*pb.Envelope, error]
-	if proxyID != "" {
-		seq = j.ReadStream(ctx, proxyID, 1)
-	} else {
-		seq = j.Read(ctx, 1)
-	}
 	w := bufio.NewWriterSize(stdout, 64<<10)
 	defer w.Flush()
 	enc := json.NewEncoder(w)
-	for env, err := range seq {
+	for r, err := range jf.records(ctx, server, f) {
 		if err != nil {
 			w.Flush()
 			fmt.Fprintf(stderr, "proxyhealth journal replay: %v\n", err)
 			return exitFailure
 		}
-		at := events.At(env)
-		if (!from.IsZero() && at.Before(from)) || (!to.IsZero() && !at.Before(to)) ||
-			(*source != "" && env.GetSource() != *source) || (len(want) > 0 && !slices.Contains(want, events.TypeName(env))) {
-			continue
-		}
-		r := events.RecordOf(env)
 		if format.value == "json" {
 			if err := enc.Encode(r); err != nil {
 				return exitFailure // stdout closed (e.g. | head)
@@ -188,7 +267,7 @@ func journalReplay(ctx context.Context, args []string, stdout, stderr io.Writer)
 }
 
 // textRecord formats an event for people, one line.
-func textRecord(r events.Record) string {
+func textRecord(r proxyhealth.Record) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s  %6d  ", r.At, r.Seq)
 	if r.ProxyID != "" {
@@ -237,18 +316,6 @@ func textRecord(r events.Record) string {
 	return strings.TrimRight(b.String(), " ")
 }
 
-func isHexID(s string) bool {
-	if len(s) != 16 {
-		return false
-	}
-	for _, c := range s {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 func journalVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("journal verify", journalUsage, journalExamples, stdout, stderr)
 	data := fs.String("data", defaultData, "data `DIR` holding journal.db")
@@ -281,8 +348,11 @@ func journalVerify(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 // journalStatsOut is the output of journal stats.
 type journalStatsOut struct {
-	Path      string         `json:"path"`
-	SizeBytes int64          `json:"size_bytes"`
+	// Path is the journal file, or the daemon's GET /v1/journal URL.
+	Path string `json:"path"`
+	// SizeBytes is the file's size (absent with --server: the API does
+	// not report it).
+	SizeBytes *int64         `json:"size_bytes,omitempty"`
 	Events    uint64         `json:"events"`
 	FirstSeq  uint64         `json:"first_seq"`
 	HeadSeq   uint64         `json:"head_seq"`
@@ -296,7 +366,7 @@ type journalStatsOut struct {
 
 func journalStats(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("journal stats", journalUsage, journalExamples, stdout, stderr)
-	data := fs.String("data", defaultData, "data `DIR` holding journal.db")
+	jf := addJournalFlags(fs)
 	format := newChoice("text", "text", "json")
 	fs.Var(format, "format", "output `FORMAT`: text or json")
 	pos, code, ok := fs.parse(args)
@@ -306,31 +376,53 @@ func journalStats(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if len(pos) > 0 {
 		return fs.fail("unexpected argument %q", pos[0])
 	}
-	j, ok := openJournalFor("proxyhealth journal stats", *data, stderr)
-	if !ok {
-		return exitFailure
+	server, err := jf.source()
+	if err != nil {
+		return fs.fail("%v", err)
 	}
-	defer j.Close()
-	out := journalStatsOut{Path: j.Path(), FirstSeq: j.First(), HeadSeq: j.Head(), ByType: map[string]int{}}
-	if st, err := os.Stat(j.Path()); err == nil {
-		out.SizeBytes = st.Size()
+	out := journalStatsOut{ByType: map[string]int{}}
+	if server != nil {
+		out.Path = server.JoinPath("/v1/journal").String()
+	} else {
+		// The file's numbers, before the events are counted (the file
+		// is closed meanwhile: records opens it again).
+		j, ok := openJournalFor("proxyhealth journal stats", *jf.data, stderr)
+		if !ok {
+			return exitFailure
+		}
+		out.Path, out.FirstSeq, out.HeadSeq = j.Path(), j.First(), j.Head()
+		if st, err := os.Stat(j.Path()); err == nil {
+			size := st.Size()
+			out.SizeBytes = &size
+		}
+		_ = j.Close()
 	}
 	proxies, sources := map[string]bool{}, map[string]bool{}
 	var first, last time.Time
-	for env, err := range j.Read(ctx, 1) {
+	for r, err := range jf.records(ctx, server, proxyhealth.JournalFilter{}) {
 		if err != nil {
 			fmt.Fprintf(stderr, "proxyhealth journal stats: %v\n", err)
 			return exitFailure
 		}
+		if out.Events == 0 && server != nil {
+			out.FirstSeq = r.Seq
+		}
 		out.Events++
-		out.ByType[events.TypeName(env)]++
-		if id := env.GetProxyId(); id != "" {
-			proxies[id] = true
+		if server != nil {
+			out.HeadSeq = r.Seq
 		}
-		if s := env.GetSource(); s != "" {
-			sources[s] = true
+		out.ByType[r.Type]++
+		if r.ProxyID != "" {
+			proxies[r.ProxyID] = true
 		}
-		at := events.At(env)
+		if r.Source != "" {
+			sources[r.Source] = true
+		}
+		at, err := time.Parse(time.RFC3339Nano, r.At)
+		if err != nil {
+			fmt.Fprintf(stderr, "proxyhealth journal stats: event %d: time %s: %v\n", r.Seq, short(r.At), err)
+			return exitFailure
+		}
 		if first.IsZero() || at.Before(first) {
 			first = at
 		}
@@ -339,10 +431,7 @@ func journalStats(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 	}
 	out.Proxies = len(proxies)
-	for s := range sources {
-		out.Sources = append(out.Sources, s)
-	}
-	slices.Sort(out.Sources)
+	out.Sources = slices.Sorted(maps.Keys(sources))
 	if !first.IsZero() {
 		f, l := first.UTC(), last.UTC()
 		out.FirstAt, out.LastAt = &f, &l
@@ -354,14 +443,18 @@ func journalStats(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		_ = enc.Encode(out)
 		return exitOK
 	}
-	fmt.Fprintf(stdout, "journal   %s (%s)\n", out.Path, fmtBytes(out.SizeBytes))
+	size := "size not reported by the API"
+	if out.SizeBytes != nil {
+		size = fmtBytes(*out.SizeBytes)
+	}
+	fmt.Fprintf(stdout, "journal   %s (%s)\n", out.Path, size)
 	fmt.Fprintf(stdout, "events    %d (seq %d to %d)\n", out.Events, out.FirstSeq, out.HeadSeq)
 	if out.FirstAt != nil {
 		fmt.Fprintf(stdout, "span      %s to %s (%s)\n", out.FirstAt.Format(time.RFC3339), out.LastAt.Format(time.RFC3339), out.Span)
 	}
 	fmt.Fprintf(stdout, "proxies   %d in %d sources (%s)\n", out.Proxies, len(out.Sources), strings.Join(out.Sources, ", "))
 	fmt.Fprintln(stdout, "by type:")
-	for _, t := range events.TypeNames {
+	for _, t := range proxyhealth.EventTypes {
 		if n := out.ByType[t]; n > 0 {
 			fmt.Fprintf(stdout, "  %-16s %d\n", t, n)
 		}

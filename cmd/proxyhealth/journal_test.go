@@ -126,8 +126,13 @@ func TestJournalReplay(t *testing.T) {
 	if r.code != 0 || strings.Count(r.stdout, "\n") != 2 || !strings.Contains(r.stdout, "socks5h://127.0.0.1") || !strings.Contains(r.stdout, "(with credentials)") {
 		t.Errorf("text replay of source a: %q", r.stdout)
 	}
-	if r := runBin(t, "journal", "replay", "--data", td.dir, "--since", "1h", "--until", "2000-01-01"); r.code != 0 || r.stdout != "" {
-		t.Errorf("empty window: %d %q", r.code, r.stdout)
+	// A window that ends before it starts is a mistake, said as such
+	// (GET /v1/journal refuses it too).
+	if r := runBin(t, "journal", "replay", "--data", td.dir, "--since", "1h", "--until", "2000-01-01"); r.code != 2 || r.stdout != "" || !strings.Contains(r.stderr, "is not before until") {
+		t.Errorf("empty window: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runBin(t, "journal", "replay", "--data", td.dir, "--since", "2000-01-01", "--until", "2000-01-02"); r.code != 0 || r.stdout != "" {
+		t.Errorf("a window without events: %d %q %q", r.code, r.stdout, r.stderr)
 	}
 	if r := runBin(t, "journal", "replay", "--data", td.dir, "--since", "1h"); r.code != 0 || strings.Count(r.stdout, "\n") != len(recs) {
 		t.Errorf("--since 1h: %d lines, want %d", strings.Count(r.stdout, "\n"), len(recs))
@@ -149,7 +154,7 @@ func TestJournalVerifyAndStats(t *testing.T) {
 		t.Fatalf("stats: %d %q %q", r.code, r.stdout, r.stderr)
 	}
 	if st.Proxies != 3 || len(st.Sources) != 2 || st.ByType["proxy_added"] != 3 || st.ByType["state_changed"] < 3 ||
-		st.Events != st.HeadSeq || st.SizeBytes == 0 || st.FirstAt == nil || st.Span == "" {
+		st.Events != st.HeadSeq || st.SizeBytes == nil || *st.SizeBytes == 0 || st.FirstAt == nil || st.Span == "" {
 		t.Errorf("stats %+v", st)
 	}
 	r = runBin(t, "journal", "stats", "--data", td.dir)
