@@ -21,6 +21,7 @@ import (
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
 	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
 // The end-to-end benchmarks run the fake proxy farm in a child process (this
@@ -218,7 +219,9 @@ func steadyState(b *testing.B, farm *farmProc, window time.Duration, view bool) 
 	daemonGC(b)
 	for range b.N {
 		cfg := e2eConfig(b, farm.urls, 10*time.Second)
-		cfg.DisableView = !view
+		if view {
+			cfg.Projections = append(cfg.Projections, sqliteview.New())
+		}
 		var commits, committed atomic.Int64
 		cfg.OnJournalCommit = func(c journal.CommitStats) { commits.Add(1); committed.Add(int64(c.Events)) }
 		e, err := proxyhealth.Open(context.Background(), cfg)

@@ -76,9 +76,11 @@ type Config struct {
 	// dialer).
 	ProbeOptions []probe.Option
 
-	// DisableView turns off the SQLite view (DataDir/view.db), which is kept
-	// by default whenever DataDir is set.
-	DisableView bool
+	// Projections are folds of the journal kept outside the engine's
+	// memory, opened and run by the engine (see Projection): the SQLite
+	// view is one (sqliteview.New, which the daemon registers). None by
+	// default, so that an embedding program links no SQLite.
+	Projections []ProjectionSpec
 	// PoolThreshold is the healthy percentage below which a PoolDegraded
 	// event is journaled (default 50); PoolMargin the hysteresis in points
 	// before PoolRecovered (default 10).
@@ -211,6 +213,13 @@ func (c Config) Validate() error {
 		if err := (projections.PoolMonitorOptions{Threshold: c.PoolThreshold, Margin: c.PoolMargin}).Validate(); err != nil {
 			return fmt.Errorf("%w: %w", ErrBadConfig, err)
 		}
+	}
+	seenProj := map[string]bool{}
+	for i, p := range c.Projections {
+		if p.Name == "" || p.Open == nil || seenProj[p.Name] {
+			return fmt.Errorf("%w: projections[%d] (%q): a projection needs a unique name and an Open function", ErrBadConfig, i, p.Name)
+		}
+		seenProj[p.Name] = true
 	}
 	for i, w := range c.Webhooks {
 		if err := projections.ValidateWebhook(i, w); err != nil {

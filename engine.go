@@ -161,9 +161,10 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// Journal returns the engine's journal (read it, subscribe to it; do not
-// append to it).
-func (e *Engine) Journal() journal.Journal { return e.journal }
+// Journal returns a read-only view of the engine's journal: read it,
+// subscribe to it, check it; its writes fail with journal.ErrReadOnly (only
+// the engine appends) and its Close does nothing.
+func (e *Engine) Journal() journal.Journal { return journal.ReadOnly(e.journal) }
 
 // AddSource starts a new source and its proxies.
 func (e *Engine) AddSource(ctx context.Context, sc SourceConfig) error {

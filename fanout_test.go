@@ -15,7 +15,7 @@ import (
 // exist fails with ErrUnknownProxy; one that never answers fails when ctx
 // ends; the fan-out leaves no registry entry behind.
 func TestFanOut(t *testing.T) {
-	e, err := Open(context.Background(), Config{DataDir: t.TempDir(), DisableView: true})
+	e, err := Open(context.Background(), Config{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -13,19 +12,15 @@ import (
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
 	"github.com/proxyhealth/proxyhealth/projections"
-	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
-
-// ViewFile is the SQLite view's file name inside Config.DataDir.
-const ViewFile = "view.db"
 
 // projected runs the folds of the journal: the live status (always), the
 // SQLite view (with a data directory), the pool monitor and the notifier.
 type projected struct {
 	live     *projections.Live
 	history  *projections.History
-	view     *sqlview.View
+	extra    []namedProjection // Config.Projections, opened
 	monitor  *projections.PoolMonitor
 	notifier *projections.Notifier
 
@@ -47,16 +42,10 @@ type projState struct {
 	status func() (state, err string, since time.Time)
 }
 
-// viewStatus maps the SQLite view's own status.
-func (p *projected) viewStatus() (string, string, time.Time) {
-	s := p.view.Status()
-	switch s.State {
-	case sqlview.StateFailing:
-		return ProjectionFailing, s.Err, s.Since
-	case sqlview.StateRebuilding:
-		return ProjectionRebuilding, s.Err, s.Since
-	}
-	return ProjectionRunning, "", time.Time{}
+// namedProjection is an opened Config.Projections entry.
+type namedProjection struct {
+	name string
+	p    Projection
 }
 
 // startProjections builds every projection before any actor runs, so that
@@ -102,22 +91,14 @@ func (e *Engine) startProjections(ctx context.Context) error {
 		}
 	}
 
-	if cfg.DataDir != "" && !cfg.DisableView {
-		path := filepath.Join(cfg.DataDir, ViewFile)
-		// A view ahead of its journal means the journal lost history
-		// (truncated, replaced, restored from an older copy): say so
-		// instead of quietly rebuilding the view from what is left.
-		if seq, exists, err := sqlview.PeekOffset(ctx, path); err == nil && exists && seq > j.Head() && !cfg.StartFresh {
-			return fmt.Errorf("%w: %s has applied events up to seq %d, but %s ends at seq %d: the journal lost events (truncated, replaced or restored from an older copy). Restore the journal from a backup, or start over deliberately with --start-fresh (Config.StartFresh: the view is moved aside and rebuilt from the journal as it is)",
-				ErrHistoryLost, path, seq, filepath.Join(cfg.DataDir, JournalFile), j.Head())
-		}
-		v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{
-			RebuildIfInvalid: true, BatchSize: 4000, Logger: cfg.Logger,
-		})
+	for _, spec := range cfg.Projections {
+		x, err := spec.Open(ctx, ProjectionEnv{DataDir: cfg.DataDir, Journal: journal.ReadOnly(j), Logger: cfg.Logger, StartFresh: cfg.StartFresh})
 		if err != nil {
-			return fmt.Errorf("proxyhealth: open the SQLite view: %w", err)
+			return fmt.Errorf("proxyhealth: open the %s: %w", spec.Name, err)
 		}
-		p.view = v
+		if x != nil {
+			p.extra = append(p.extra, namedProjection{spec.Name, x})
+		}
 	}
 	if !cfg.DisablePoolMonitor {
 		m, err := projections.NewPoolMonitor(j, projections.PoolMonitorOptions{
@@ -140,8 +121,12 @@ func (e *Engine) startProjections(ctx context.Context) error {
 	p.cancel = cancel
 	// The live status resumes after a failed read from where it stopped.
 	p.run(rctx, "live status", p.live.Seq, cfg.Logger, func() error { return p.feedLive(rctx, j, p.live.Seq()+1) }, cfg.Clock)
-	if p.view != nil {
-		p.run(rctx, "sqlite view", p.view.Offset, cfg.Logger, func() error { return p.view.Run(rctx) }, nil, p.viewStatus)
+	for _, x := range p.extra {
+		var status []func() (string, string, time.Time)
+		if r, ok := x.p.(ProjectionReporter); ok {
+			status = append(status, r.Condition)
+		}
+		p.run(rctx, x.name, x.p.Offset, cfg.Logger, func() error { return x.p.Run(rctx) }, nil, status...)
 	}
 	if p.monitor != nil {
 		p.run(rctx, "pool monitor", nil, cfg.Logger, func() error { return p.monitor.Run(rctx) }, nil)
@@ -265,19 +250,27 @@ func (p *projected) waitLive(ctx context.Context, seq uint64) error {
 // catches up first; had it not (a crash), its offset, durable with each
 // batch, would let it catch up at the next start.
 func (p *projected) stop(ctx context.Context) error {
-	if p == nil || p.cancel == nil {
+	if p == nil {
 		return nil
 	}
-	p.cancel()
-	p.wg.Wait()
 	var errs []error
-	if p.notifier != nil {
-		errs = append(errs, p.notifier.Close(ctx))
+	if p.cancel != nil {
+		p.cancel()
+		p.wg.Wait()
+		if p.notifier != nil {
+			errs = append(errs, p.notifier.Close(ctx))
+		}
+		// The journal is still open: bring the registered projections up
+		// to date, so that a cleanly stopped engine leaves a current
+		// view.db behind.
+		for _, x := range p.extra {
+			if err := x.p.CatchUp(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("catch up the %s: %w", x.name, err))
+			}
+		}
 	}
-	if p.view != nil {
-		// The journal is still open: bring the view up to date, so that a
-		// cleanly stopped engine leaves a current view.db behind.
-		errs = append(errs, p.view.CatchUp(ctx), p.view.Close())
+	for _, x := range p.extra { // opened, perhaps never started
+		errs = append(errs, x.p.Close())
 	}
 	return errors.Join(errs...)
 }
@@ -289,15 +282,6 @@ func (e *Engine) Live() *projections.Live { return e.proj.live }
 // History returns the reader of the proxies' check histories (the last 64
 // results within 24 h), which reads them from the journal.
 func (e *Engine) History() *projections.History { return e.proj.history }
-
-// ViewPath returns the path of the SQLite view kept by the engine, or ""
-// without a data directory (or with Config.DisableView).
-func (e *Engine) ViewPath() string {
-	if e.proj.view == nil {
-		return ""
-	}
-	return e.proj.view.Path()
-}
 
 // PoolShare returns the pool monitor's view of the pool (healthy share,
 // degraded or not); ok is false when the monitor is disabled.

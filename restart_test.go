@@ -13,6 +13,7 @@ import (
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
 func closeEngine(t *testing.T, e *proxyhealth.Engine) {
@@ -94,7 +95,7 @@ func TestRunTimeProxyWithCredentialsIsCheckedAfterARestart(t *testing.T) {
 	farm := startFarm(t, 1, fakeproxy.WithCredentials("alice", "hunter2-secret"), fakeproxy.WithBehavior(fakeproxy.AuthRequired()))
 	dir := t.TempDir()
 	cfg := proxyhealth.Config{
-		DataDir: dir, ResumeAddedProxies: true,
+		DataDir: dir, ResumeAddedProxies: true, Projections: []proxyhealth.ProjectionSpec{sqliteview.New()},
 		Sources: []proxyhealth.SourceConfig{{Health: fastHealth(), Probe: farmProbe()}},
 	}
 	e := open(t, cfg)
@@ -114,7 +115,7 @@ func TestRunTimeProxyWithCredentialsIsCheckedAfterARestart(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Fatalf("%s has mode %v, want 0600", credPath, fi.Mode().Perm())
 	}
-	for _, f := range []string{proxyhealth.JournalFile, proxyhealth.ViewFile} {
+	for _, f := range []string{proxyhealth.JournalFile, sqliteview.File} {
 		raw, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
@@ -228,7 +229,7 @@ func TestDataDirectoryIsPrivate(t *testing.T) {
 	old := syscall.Umask(0o022)
 	defer syscall.Umask(old)
 	dir := filepath.Join(t.TempDir(), "data")
-	e := open(t, proxyhealth.Config{DataDir: dir, Sources: []proxyhealth.SourceConfig{{Health: fastHealth(), Probe: farmProbe()}}})
+	e := open(t, proxyhealth.Config{DataDir: dir, Projections: []proxyhealth.ProjectionSpec{sqliteview.New()}, Sources: []proxyhealth.SourceConfig{{Health: fastHealth(), Probe: farmProbe()}}})
 	ctx := context.Background()
 	if _, err := e.AddProxy(ctx, "", "http://u:p@127.0.0.1:9"); err != nil {
 		t.Fatal(err)
@@ -264,7 +265,7 @@ func TestViewAheadOfTheJournalIsRefusedUnlessStartingFresh(t *testing.T) {
 	farm := startFarm(t, 2)
 	dir := t.TempDir()
 	cfg := proxyhealth.Config{
-		DataDir: dir,
+		DataDir: dir, Projections: []proxyhealth.ProjectionSpec{sqliteview.New()},
 		Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe(), Proxies: []string{farm.URL(0), farm.URL(1)}}},
 	}
 	e := open(t, cfg)
@@ -285,7 +286,7 @@ func TestViewAheadOfTheJournalIsRefusedUnlessStartingFresh(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_, err = proxyhealth.Open(ctx, cfg)
-	if !errors.Is(err, proxyhealth.ErrHistoryLost) || !strings.Contains(err.Error(), proxyhealth.ViewFile) || !strings.Contains(err.Error(), "--start-fresh") {
+	if !errors.Is(err, proxyhealth.ErrHistoryLost) || !strings.Contains(err.Error(), sqliteview.File) || !strings.Contains(err.Error(), "--start-fresh") {
 		t.Fatalf("Open with the view ahead of the journal: %v; want ErrHistoryLost naming the view and --start-fresh", err)
 	}
 	cfg.StartFresh = true

@@ -15,6 +15,7 @@ import (
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
+	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
 // noLeak fails the test when a goroutine outlives a failed Open (the
@@ -109,7 +110,7 @@ func TestFailedOpenLeavesNothingRunning(t *testing.T) {
 		},
 		"view ahead of the journal": func(t *testing.T) proxyhealth.Config {
 			dir := t.TempDir()
-			cfg := proxyhealth.Config{DataDir: dir, Sources: src}
+			cfg := proxyhealth.Config{DataDir: dir, Sources: src, Projections: []proxyhealth.ProjectionSpec{sqliteview.New()}}
 			e := open(t, cfg)
 			closeEngine(t, e)
 			if err := os.Remove(filepath.Join(dir, proxyhealth.JournalFile)); err != nil {

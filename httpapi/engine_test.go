@@ -44,7 +44,7 @@ func TestRealEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	live := projections.NewLive(projections.LiveOptions{Config: func(string) events.Config { return health }})
+	live := projections.NewLive(projections.LiveOptions{})
 	var feeder sync.WaitGroup
 	sub := eng.Journal().Subscribe(1)
 	feeder.Add(1)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
@@ -84,8 +83,7 @@ func newFixture(t *testing.T, opts httpapi.Options) *fixture {
 func newFixtureWith(t *testing.T, opts httpapi.Options, wrap func(*fakeEngine) httpapi.Engine) *fixture {
 	t.Helper()
 	j := journal.NewMem()
-	cfg := events.DefaultConfig()
-	live := projections.NewLive(projections.LiveOptions{Config: func(string) events.Config { return cfg }})
+	live := projections.NewLive(projections.LiveOptions{})
 	eng := &fakeEngine{j: j}
 	opts.Status = live
 	f := &fixture{t: t, j: j, live: live, eng: eng, at: t0}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/events"
@@ -71,6 +72,9 @@ func TestListProxies(t *testing.T) {
 		t.Fatalf("list: %s", body)
 	}
 
+	// next_check_at is the due time the engine reports for the proxy.
+	due := t0.Add(42 * time.Second)
+	f.live.SetNextCheck("p2", due)
 	var l httpapi.ProxyList
 	f.getJSON("/v1/proxies?state=degraded", &l)
 	if l.Total != 1 || len(l.Proxies) != 1 {
@@ -78,7 +82,7 @@ func TestListProxies(t *testing.T) {
 	}
 	p := l.Proxies[0]
 	if p.ID != "p2" || p.URL != "socks5://10.0.0.2:1080" || p.State != "degraded" || p.ConsecutiveFailures != 1 ||
-		p.LastErrorClass != "timeout" || p.LatencyMS != 30 || p.SuccessRate1h != 0.5 || p.LastCheckAt == nil || p.NextCheckAt == nil {
+		p.LastErrorClass != "timeout" || p.LatencyMS != 30 || p.SuccessRate1h != 0.5 || p.LastCheckAt == nil || p.NextCheckAt == nil || !p.NextCheckAt.Equal(due) {
 		t.Errorf("p2 %+v", p)
 	}
 	f.getJSON("/v1/proxies?source=a&limit=1&offset=1", &l)

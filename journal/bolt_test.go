@@ -573,3 +573,36 @@ func TestBoltAppendAsyncRacingClose(t *testing.T) {
 		t.Fatalf("%d events in the journal, %d appends answered without error", got, n-failed.Load())
 	}
 }
+
+// TestReadOnlyView: the view the engine hands out reads everything and
+// writes nothing.
+func TestReadOnlyView(t *testing.T) {
+	ctx := context.Background()
+	j := journal.NewMem()
+	defer j.Close()
+	p1 := journaltest.ProxyID(1)
+	journaltest.Append(t, j, journaltest.Succeeded(p1, 0))
+	ro := journal.ReadOnly(j)
+	if _, err := ro.Append(ctx, []*pb.Envelope{journaltest.Succeeded(p1, 1)}); !errors.Is(err, journal.ErrReadOnly) {
+		t.Fatalf("Append = %v", err)
+	}
+	if err := ro.SaveSnapshot(ctx, journaltest.Snapshot(p1, 1, 1)); !errors.Is(err, journal.ErrReadOnly) {
+		t.Fatalf("SaveSnapshot = %v", err)
+	}
+	if _, err := ro.Retain(ctx, time.Now()); !errors.Is(err, journal.ErrReadOnly) {
+		t.Fatalf("Retain = %v", err)
+	}
+	if err := ro.Close(); err != nil || ro.Head() != 1 || j.Head() != 1 {
+		t.Fatalf("Close %v, head %d", err, ro.Head())
+	}
+	n := 0
+	for _, err := range ro.Read(ctx, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 1 || ro.StreamHead(p1) != 1 {
+		t.Fatalf("read %d events, stream head %d", n, ro.StreamHead(p1))
+	}
+}

@@ -9,8 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/projections/sqlview"
+	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
 const rebuildUsage = `Usage: proxyhealth rebuild --data DIR
@@ -40,10 +39,10 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitFailure
 	}
 	defer j.Close()
-	path := filepath.Join(*data, proxyhealth.ViewFile)
+	path := filepath.Join(*data, sqliteview.File)
 	bar := newProgress(stderr, isTerminal(stderr) && !*quiet)
 	start := time.Now()
-	err := sqlview.RebuildFile(ctx, path, j, sqlview.Options{Progress: bar.update})
+	err := sqliteview.Rebuild(ctx, *data, j, bar.update)
 	bar.done()
 	if err != nil {
 		fmt.Fprintf(stderr, "proxyhealth rebuild: %v\n", err)

@@ -24,6 +24,7 @@ import (
 	"github.com/proxyhealth/proxyhealth/projections"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
 const statusUsage = `Usage: proxyhealth status [--server URL | --data DIR] [--watch] [--format table|json]
@@ -305,7 +306,7 @@ func (f journalFound) judge(dir string, viewSeq uint64) *dataCheck {
 // (readable while a daemon runs), checked against the journal's head; or,
 // without a view, by folding the journal.
 func poolFromData(ctx context.Context, dir string) (httpapi.Pool, *dataCheck, error) {
-	path := filepath.Join(dir, proxyhealth.ViewFile)
+	path := filepath.Join(dir, sqliteview.File)
 	if _, err := os.Stat(path); err == nil {
 		p, err := poolFromView(ctx, path)
 		if err != nil {
