@@ -149,8 +149,8 @@ func (l settingsLayer) validate() error {
 		min   time.Duration
 		rule  string
 	}{
-		{"interval", s.Interval, events.MinInterval, "must be at least 100ms"},
-		{"suspect_interval", s.SuspectInterval, events.MinInterval, "must be at least 100ms"},
+		{"interval", s.Interval, events.MinInterval, "must be at least " + duration(events.MinInterval).String()},
+		{"suspect_interval", s.SuspectInterval, events.MinInterval, "must be at least " + duration(events.MinInterval).String()},
 		{"timeout", s.Timeout, time.Nanosecond, "must be more than 0s (e.g. 5s)"},
 		{"latency_ceiling", s.LatencyCeiling, 0, "must be 0s (no ceiling) or more"},
 		{"recovery_cooldown", s.RecoveryCooldown, time.Nanosecond, "must be more than 0s (e.g. 1m)"},

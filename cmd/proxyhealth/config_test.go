@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/actors"
+	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/probe"
 	"github.com/proxyhealth/proxyhealth/projections"
@@ -361,6 +364,34 @@ func TestConfigWebhookErrors(t *testing.T) {
 			if strings.Contains(err.Error(), secret) {
 				t.Errorf("%s: the error shows %q: %v", c.name, secret, err)
 			}
+		}
+	}
+}
+
+// TestDefaultsAreTheEngines: the flag defaults are the engine's, not
+// restated numbers (the root package does not export the concurrency
+// default, so this test holds the two together).
+func TestDefaultsAreTheEngines(t *testing.T) {
+	if defaultConcurrency != actors.DefaultConcurrency {
+		t.Errorf("defaultConcurrency %d, the engine's %d", defaultConcurrency, actors.DefaultConcurrency)
+	}
+	dc, err := loadArgs(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dc.engine.Retention != journal.DefaultRetention || dc.engine.Concurrency != actors.DefaultConcurrency {
+		t.Errorf("retention %v, concurrency %d", dc.engine.Retention, dc.engine.Concurrency)
+	}
+	sc := dc.engine.Sources[0]
+	if p := sc.Probe.WithDefaults(); sc.Health != proxyhealth.DefaultHealthConfig() || p.Timeout != probe.DefaultTimeout || p.TargetURL != probe.DefaultTargetURL {
+		t.Errorf("default source %+v", sc)
+	}
+	// The source-name rule is the engine's.
+	for name, ok := range map[string]bool{"a.b_c-1": true, "": false, "a b": false, strings.Repeat("x", 65): false, "ümlaut": false} {
+		err := checkSourceName(name)
+		engine := proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: name}}}.Validate()
+		if (err == nil) != ok || (name != "" && (engine == nil) != ok) {
+			t.Errorf("source name %q: %v (engine: %v)", name, err, engine)
 		}
 	}
 }

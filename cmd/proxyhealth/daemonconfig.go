@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
 	"github.com/proxyhealth/proxyhealth/projections"
 )
@@ -40,7 +42,7 @@ type runSettings struct {
 
 func (r *runSettings) register(fs *flagSet) {
 	r.fs = fs
-	d := events.DefaultConfig()
+	d := proxyhealth.DefaultHealthConfig()
 	fs.Var(&r.proxies, "proxies", "proxy list `FILE` (repeatable): one URL a line; the source is named after the file without its extension, or use NAME=FILE")
 	fs.StringVar(&r.config, "config", "", "YAML config `FILE` (sources with their proxies and check settings); flags override it")
 	fs.StringVar(&r.data, "data", defaultData, "data `DIR` holding journal.db and view.db")
@@ -51,11 +53,11 @@ func (r *runSettings) register(fs *flagSet) {
 	r.logFormat = newChoice("text", "text", "json")
 	fs.Var(r.logFormat, "log-format", "log `FORMAT` on stderr: text or json")
 	fs.StringVar(&r.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
-	fs.IntVar(&r.concurrency, "concurrency", 1000, "maximum checks in flight")
-	r.retention = 7 * 24 * time.Hour
+	fs.IntVar(&r.concurrency, "concurrency", defaultConcurrency, "maximum checks in flight")
+	r.retention = journal.DefaultRetention
 	fs.Var(durationFlag{&r.retention}, "retention", "how long journal events are kept (`DURATION`); the per-proxy history of the live status covers 24h")
 	r.interval, r.timeout, r.recoveryCooldown = d.Interval, probe.DefaultTimeout, d.RecoveryCooldown
-	fs.Var(durationFlag{&r.interval}, "interval", "`DURATION` between checks of a healthy proxy (at least 100ms)")
+	fs.Var(durationFlag{&r.interval}, "interval", "`DURATION` between checks of a healthy proxy (at least "+duration(events.MinInterval).String()+")")
 	fs.Var(durationFlag{&r.timeout}, "timeout", "`DURATION` of one check")
 	fs.StringVar(&r.checkURL, "check-url", probe.DefaultTargetURL, "`URL` fetched through each proxy (http or https)")
 	fs.UintVar(&r.unhealthy, "unhealthy-threshold", uint(d.UnhealthyThreshold), "consecutive failures that make a proxy unhealthy")
@@ -105,6 +107,30 @@ type daemonConfig struct {
 	token     string
 	// allowHosts are the extra Host names the API answers to.
 	allowHosts []string
+}
+
+// defaultConcurrency is the engine's default Config.Concurrency
+// (actors.DefaultConcurrency, which the root package does not export;
+// TestDefaultsAreTheEngines checks that they agree).
+const defaultConcurrency = 1000
+
+// checkSourceName applies the engine's rule for source names (the one
+// proxyhealth.Config.Validate applies) and returns the rule when name
+// breaks it.
+func checkSourceName(name string) error {
+	if name == "" {
+		return errors.New("a name is required")
+	}
+	err := proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: name}}}.Validate()
+	if err == nil {
+		return nil
+	}
+	// "...: source name "x y"; use 1-64 letters, ...": the rule.
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "; "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	return errors.New(msg)
 }
 
 // minRetention is the shortest journal retention accepted.
@@ -158,7 +184,7 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 	if _, _, err := net.SplitHostPort(dc.listen); err != nil {
 		return dc, bad("listen", "listen", short(dc.listen), "want HOST:PORT, e.g. "+defaultListen)
 	}
-	dc.engine.Concurrency = 1000
+	dc.engine.Concurrency = defaultConcurrency
 	switch {
 	case r.fs.isSet("concurrency"):
 		dc.engine.Concurrency = r.concurrency
@@ -173,7 +199,7 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 		dc.engine.Retention = time.Duration(*fc.Retention)
 	}
 	if dc.engine.Retention < minRetention {
-		return dc, bad("retention", "retention", duration(dc.engine.Retention), "must be at least 1h (e.g. 7d; write 3650d to keep ten years)")
+		return dc, bad("retention", "retention", duration(dc.engine.Retention), "must be at least "+duration(minRetention).String()+" (e.g. 7d; write 3650d to keep ten years)")
 	}
 	switch {
 	case r.fs.isSet("log-format"):
@@ -222,7 +248,7 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 	// file's defaults, the source's own (nil for --proxies and the default
 	// source), the command line.
 	newSource := func(name string, own *settingsLayer, label, where string) (proxyhealth.SourceConfig, error) {
-		sc := proxyhealth.SourceConfig{Name: name, Health: events.DefaultConfig()}
+		sc := proxyhealth.SourceConfig{Name: name, Health: proxyhealth.DefaultHealthConfig()}
 		layers := []settingsLayer{defaults}
 		if own != nil {
 			layers = append(layers, *own)
@@ -257,8 +283,8 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 	for i, sf := range fc.Sources {
 		label := fmt.Sprintf("sources[%d]", i)
 		where := fc.where(label)
-		if !sourceNameRE.MatchString(sf.Name) {
-			return dc, &configError{fc.where(label + ".name"), fmt.Sprintf("%s.name %s: use 1-64 letters, digits, '.', '_' or '-'", label, short(sf.Name))}
+		if err := checkSourceName(sf.Name); err != nil {
+			return dc, &configError{fc.where(label + ".name"), fmt.Sprintf("%s.name %s: %v", label, short(sf.Name), err)}
 		}
 		if _, dup := byName[sf.Name]; dup {
 			return dc, &configError{where, fmt.Sprintf("source %q is defined twice", sf.Name)}
