@@ -1,0 +1,174 @@
+package proxyhealth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// Errors of opening a data directory's journal. They are the journal's
+// sentinels, so errors.Is matches either name.
+var (
+	// ErrJournalLocked: another process (a running daemon) holds the
+	// journal. Ask it through its API instead.
+	ErrJournalLocked = journal.ErrLocked
+	// ErrJournalCorrupt: the journal is damaged; the error names the file,
+	// what is wrong and the last good seq it found. SalvageJournal copies
+	// what is intact into a new file.
+	ErrJournalCorrupt = journal.ErrCorrupt
+	// ErrNotAJournal: the file is not a proxyhealth journal.
+	ErrNotAJournal = journal.ErrNotJournal
+	// ErrJournalEmpty: the journal file exists but holds nothing (it was
+	// truncated or replaced).
+	ErrJournalEmpty = journal.ErrEmpty
+)
+
+// StatusReader is the live pool status, read-only: what Engine.Status and
+// Archive.Status return. Queries never block the engine.
+type StatusReader interface {
+	// Summary is the pool: counts per state and source.
+	Summary() Summary
+	// List returns the proxies that f selects, a page of them (offset,
+	// limit) and how many there are in all.
+	List(f ListFilter, offset, limit int) (total int, page []ProxyView)
+	// Proxy returns one proxy's status.
+	Proxy(id string) (ProxyView, bool)
+	// StateChanges returns a proxy's latest transitions, newest first.
+	StateChanges(id string, n int) []StateChange
+	// Seq is the seq of the last journal event the status reflects.
+	Seq() uint64
+}
+
+var _ StatusReader = (*projections.Live)(nil)
+
+// Archive is a data directory opened read-only, for audits and reports
+// while no engine runs on it (bbolt lets one process hold the journal: a
+// running daemon makes OpenArchive fail with ErrJournalLocked; ask its API
+// instead). It reads the journal with the same code as the engine, so the
+// status and histories it gives are the ones a restarted engine would show,
+// except what only a running engine knows (checks in flight, next checks).
+type Archive struct {
+	dir     string
+	path    string
+	j       journal.Journal
+	history *projections.History
+
+	once sync.Once
+	live *projections.Live
+	err  error
+}
+
+// ArchiveOptions configures OpenArchive; the zero value is fine.
+type ArchiveOptions struct {
+	// LockTimeout is how long to wait for a journal another process holds
+	// (default 500 ms).
+	LockTimeout time.Duration
+}
+
+// OpenArchive opens dir's journal read-only. A missing journal is an error
+// wrapping os.ErrNotExist; a damaged one wraps ErrJournalCorrupt, an empty
+// one ErrJournalEmpty, one held by a running daemon ErrJournalLocked.
+func OpenArchive(ctx context.Context, dir string, opts ArchiveOptions) (*Archive, error) {
+	path := filepath.Join(dir, JournalFile)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("proxyhealth: no journal at %s: %w", path, err)
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = 500 * time.Millisecond
+	}
+	b, err := journal.OpenBolt(path, journal.WithReadOnly(), journal.WithLockTimeout(opts.LockTimeout))
+	if err != nil {
+		return nil, err
+	}
+	return &Archive{dir: dir, path: path, j: b, history: projections.NewHistory(b, projections.HistoryOptions{})}, nil
+}
+
+// Path is the journal file's path.
+func (a *Archive) Path() string { return a.path }
+
+// Head is the seq of the journal's last event (0 when it has none).
+func (a *Archive) Head() uint64 { return a.j.Head() }
+
+// First is the seq of the oldest event retention kept (Head()+1 when the
+// journal has none).
+func (a *Archive) First() uint64 { return a.j.First() }
+
+// Status folds the journal into the pool's status (on first use; it reads
+// the whole journal once). Nothing is checking or scheduled in an archive:
+// Checking and NextCheckAt stay zero.
+func (a *Archive) Status(ctx context.Context) (StatusReader, error) {
+	a.once.Do(func() {
+		live := projections.NewLive(projections.LiveOptions{Snapshots: a.j.LoadSnapshot})
+		batch := make([]*pb.Envelope, 0, 4096)
+		for env, err := range a.j.Read(ctx, a.j.First()) {
+			if err != nil {
+				a.err = fmt.Errorf("proxyhealth: fold %s: %w", a.path, err)
+				return
+			}
+			if batch = append(batch, env); len(batch) == cap(batch) {
+				live.Apply(batch...)
+				batch = batch[:0]
+			}
+		}
+		live.Apply(batch...)
+		a.live = live
+	})
+	if a.err != nil {
+		return nil, a.err
+	}
+	return a.live, nil
+}
+
+// ReadJournal yields the journal events that f selects, in seq order
+// (bounded memory).
+func (a *Archive) ReadJournal(ctx context.Context, f JournalFilter) iter.Seq2[*pb.Envelope, error] {
+	return filterJournal(ctx, a.j, f)
+}
+
+// History returns a proxy's check results since the given time (at most
+// the last 64, within the last 24 h), newest first.
+func (a *Archive) History(ctx context.Context, id string, since time.Time) ([]CheckRecord, error) {
+	return a.history.Checks(ctx, id, since)
+}
+
+// Verify checks the journal: its file structure, every record's checksum,
+// gap-free seqs, every stream's chain. Damage wraps ErrJournalCorrupt and
+// names what was found.
+func (a *Archive) Verify(ctx context.Context) error { return a.j.Check(ctx) }
+
+// Close releases the journal.
+func (a *Archive) Close() error { return a.j.Close() }
+
+// SalvageReport says what SalvageJournal copied and what it could not.
+type SalvageReport = journal.SalvageReport
+
+// SalvageJournal copies every intact event of dir's journal (the longest
+// unbroken run from the first retained seq, with the snapshots consistent
+// with it) into a new journal file out, which must not exist. The damaged
+// file is only read. The report says what could not be copied.
+func SalvageJournal(ctx context.Context, dir, out string) (*SalvageReport, error) {
+	if out == "" {
+		return nil, errors.New("proxyhealth: salvage: name the new journal file")
+	}
+	return journal.Salvage(ctx, filepath.Join(dir, JournalFile), out)
+}
+
+// Status returns the live pool status, read-only (what Live returns,
+// without the methods that feed it).
+func (e *Engine) Status() StatusReader { return e.proj.live }
+
+// CheckHistory returns a proxy's check results since the given time (at
+// most the last 64, within the last 24 h on the engine's clock), newest
+// first, read from the journal.
+func (e *Engine) CheckHistory(ctx context.Context, id string, since time.Time) ([]CheckRecord, error) {
+	return e.proj.history.Checks(ctx, id, since)
+}
