@@ -3,6 +3,7 @@ package proxyhealth_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,5 +158,35 @@ func TestNextCheckAtIsTheActorsDueTime(t *testing.T) {
 	}
 	for _, id := range e.ProxyIDs() {
 		poll(t, "a paused proxy to show no next check", func() bool { v, _ := e.Live().Proxy(id); return v.NextCheckAt.IsZero() })
+	}
+}
+
+// TestTailReplaysThenFollows: Tail gives the journal from a seq, then what
+// commits after, exactly once and in order.
+func TestTailReplaysThenFollows(t *testing.T) {
+	farm := startFarm(t, 2)
+	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe(), Proxies: []string{farm.URL(0), farm.URL(1)}}}})
+	poll(t, "some events", func() bool { return e.JournalHead() > 5 })
+	tail := e.Tail(3)
+	defer tail.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	want, target := uint64(3), e.JournalHead()+3 // and a few that commit later
+	for want <= target {
+		env, err := tail.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if env.GetSeq() != want {
+			t.Fatalf("seq %d, want %d", env.GetSeq(), want)
+		}
+		want++
+	}
+	if _, err := proxyhealth.ParseProxy("http://u:secret@[::1"); err == nil || !errors.Is(err, proxyhealth.ErrBadConfig) || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("ParseProxy of a bad URL: %v", err)
+	}
+	info, err := proxyhealth.ParseProxy("socks5://u:secret@127.0.0.1:1080")
+	if err != nil || !info.HasCredentials || strings.Contains(info.Redacted, "secret") || info.ID == "" {
+		t.Fatalf("ParseProxy: %+v %v", info, err)
 	}
 }
