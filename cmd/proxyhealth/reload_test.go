@@ -3,9 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,7 +27,7 @@ import (
 
 // startTestDaemon loads run's flags, opens the daemon in this process and
 // serves it on loopback; the test's cleanup stops it.
-func startTestDaemon(t *testing.T, logs *syncBuffer, args ...string) *daemon {
+func startTestDaemon(t *testing.T, logs *syncBuffer, env map[string]string, args ...string) *daemon {
 	t.Helper()
 	fs := newFlagSet("run", runUsage, runExamples, nil, nil)
 	rs := &runSettings{}
@@ -28,7 +35,7 @@ func startTestDaemon(t *testing.T, logs *syncBuffer, args ...string) *daemon {
 	if _, code, ok := fs.parse(args); !ok {
 		t.Fatalf("parse %q: exit %d", args, code)
 	}
-	getenv := func(string) string { return "" }
+	getenv := func(k string) string { return env[k] }
 	dc, err := rs.load(getenv)
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +92,7 @@ func TestReloadConfigReconciles(t *testing.T) {
 	}
 	cfg := writeFile(t, dir, "ph.yaml", yaml("  - name: a\n    proxies: ['"+farm.URL(0)+"', '"+farm.URL(1)+"']\n  - name: b\n    proxies: ['"+farm.URL(2)+"']\n"))
 	var logs syncBuffer
-	d := startTestDaemon(t, &logs, "--config", cfg)
+	d := startTestDaemon(t, &logs, nil, "--config", cfg)
 	ctx := t.Context()
 	if _, err := d.api.AddProxy(ctx, "a", farm.URL(3)); err != nil {
 		t.Fatal(err)
@@ -162,5 +169,70 @@ func TestReloadConfigWithoutConfig(t *testing.T) {
 	}
 	if err := d.stop(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRunWebhooksFromYAML: a webhook and the pool threshold of the config
+// file reach the engine: with degraded_threshold 60, one of two proxies
+// down degrades the pool (the default 50 would not), and the webhook gets
+// proxy_down and pool_degraded, signed with the secret from secret_env.
+func TestRunWebhooksFromYAML(t *testing.T) {
+	farm, err := fakeproxy.Start(t.Context(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(farm.Close)
+	type delivery struct {
+		body      []byte
+		signature string
+	}
+	got := make(chan delivery, 16)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		select {
+		case got <- delivery{body, r.Header.Get("X-Proxyhealth-Signature")}:
+		default:
+		}
+	}))
+	t.Cleanup(hook.Close)
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "ph.yaml", "data: data\ndefaults:\n  interval: 200ms\n  unhealthy_threshold: 2\n  check_url: "+testTarget+
+		"\nsources:\n  - name: a\n    proxies: ['"+farm.URL(0)+"', '"+farm.URL(1)+"']\n"+
+		"pool:\n  degraded_threshold: 60\nwebhooks:\n  - url: "+hook.URL+"/hook?token=abc\n    events: [proxy_down, pool_degraded]\n    secret_env: HOOK_SECRET\n    timeout: 2s\n")
+	var logs syncBuffer
+	d := startTestDaemon(t, &logs, map[string]string{"HOOK_SECRET": "s3cret-hook"}, "--config", cfg)
+	testutil.Eventually(t, 20*time.Second, "two healthy proxies", func() bool { return d.status.Summary().Healthy == 2 })
+	if err := farm.Set(0, fakeproxy.Refuse()); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	deadline := time.After(30 * time.Second)
+	for !seen["proxy_down"] || !seen["pool_degraded"] {
+		select {
+		case dl := <-got:
+			var n struct {
+				Type    string `json:"type"`
+				ProxyID string `json:"proxy_id"`
+			}
+			if err := json.Unmarshal(dl.body, &n); err != nil {
+				t.Fatalf("webhook body %q: %v", dl.body, err)
+			}
+			mac := hmac.New(sha256.New, []byte("s3cret-hook"))
+			mac.Write(dl.body)
+			if want := "sha256=" + hex.EncodeToString(mac.Sum(nil)); dl.signature != want {
+				t.Errorf("%s: signature %q, want %q", n.Type, dl.signature, want)
+			}
+			if n.Type != "proxy_down" && n.Type != "pool_degraded" {
+				t.Errorf("webhook got %s, which its events do not list", n.Type)
+			}
+			seen[n.Type] = true
+		case <-deadline:
+			t.Fatalf("webhook deliveries: %v\n%s", seen, logs.String())
+		}
+	}
+	for _, secret := range []string{"s3cret-hook", "token=abc"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("the log shows %q:\n%s", secret, logs.String())
+		}
 	}
 }
