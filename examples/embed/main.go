@@ -1,6 +1,7 @@
 // Command embed shows proxyhealth embedded in a Go program: it monitors the
 // proxies given as arguments and prints every state change, as committed to
-// the journal, until interrupted.
+// the journal, until interrupted. It uses the root package alone and builds
+// without cgo (CGO_ENABLED=0).
 //
 //	go run ./examples/embed http://127.0.0.1:3128 socks5://user:pass@127.0.0.1:1080
 package main
@@ -14,8 +15,6 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/probe"
 )
 
 func main() {
@@ -26,13 +25,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	health := events.DefaultConfig()
+	health := proxyhealth.DefaultHealthConfig()
 	health.Interval = 10 * time.Second
 	eng, err := proxyhealth.Open(ctx, proxyhealth.Config{
 		Sources: []proxyhealth.SourceConfig{{
 			Name:    "example",
 			Health:  health,
-			Probe:   probe.Config{TargetURL: "http://www.gstatic.com/generate_204", Timeout: 3 * time.Second},
+			Probe:   proxyhealth.ProbeConfig{TargetURL: "http://www.gstatic.com/generate_204", Timeout: 3 * time.Second},
 			Proxies: os.Args[1:],
 		}},
 	})
@@ -48,7 +47,7 @@ func main() {
 				fmt.Fprintln(os.Stderr, "subscription ended:", sub.Err())
 				return
 			}
-			if r := events.RecordOf(env); r.Type == "state_changed" {
+			if r := proxyhealth.RecordOf(env); r.Type == "state_changed" {
 				fmt.Printf("%s %s %s → %s (%s)\n", r.At, r.ProxyID, r.From, r.To, r.Reason)
 			}
 		case <-ctx.Done():
