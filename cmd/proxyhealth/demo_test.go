@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"regexp"
 	"strings"
 	"syscall"
@@ -32,6 +34,21 @@ func TestDemo(t *testing.T) {
 		return p.Total == 40 && p.Healthy > 0 && p.Unhealthy+p.Failed+p.Recovering > 0 && len(p.Sources) == 3
 	})
 	t.Logf("demo pool: %+v", pool.Counts)
+
+	// POST /v1/proxies without a source: the documented default source is
+	// created on first use (the demo configures none).
+	resp, err := http.Post(base+"/v1/proxies", "application/json", strings.NewReader(`{"url":"http://127.0.0.1:1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /v1/proxies without a source: %s %s", resp.Status, body)
+	}
+	if added := proxyIDs(t, base, "source=default"); len(added) != 1 || added[id("http://127.0.0.1:1")].Source != "default" {
+		t.Errorf("the default source holds %v", added)
+	}
 	p.waitOutput("summary lines", false, func(s string) (string, bool) {
 		return "", strings.Count(s, "% healthy · seq ") >= 2
 	})
