@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -68,10 +70,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		*token = os.Getenv("PROXYHEALTH_TOKEN")
 	}
 	// get returns the pool, and with --data what was found of the journal
-	// beside the view.
+	// beside the view; paused lists the paused proxies (at most
+	// maxPausedShown+1) when the pool has any.
 	var get func(context.Context) (httpapi.Pool, *dataCheck, error)
+	var paused func(context.Context, httpapi.Pool) ([]httpapi.Proxy, error)
 	if *data != "" {
 		get = func(ctx context.Context) (httpapi.Pool, *dataCheck, error) { return poolFromData(ctx, *data) }
+		paused = func(ctx context.Context, _ httpapi.Pool) ([]httpapi.Proxy, error) { return pausedFromData(ctx, *data) }
 	} else {
 		u, err := url.Parse(*server)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -81,6 +86,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		get = func(ctx context.Context) (httpapi.Pool, *dataCheck, error) {
 			p, err := poolFromServer(ctx, client, u, *token)
 			return p, nil, err
+		}
+		paused = func(ctx context.Context, p httpapi.Pool) ([]httpapi.Proxy, error) {
+			return pausedFromServer(ctx, client, u, *token, p)
 		}
 	}
 	term := isTerminal(stdout)
@@ -116,6 +124,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 				_ = enc.Encode(p)
 			} else {
 				printPoolTable(stdout, p, time.Now())
+				if p.Paused > 0 {
+					list, err := paused(ctx, p)
+					if err != nil {
+						fmt.Fprintf(stderr, "proxyhealth status: listing the paused proxies: %v\n", err)
+					}
+					printPaused(stdout, p.Paused, list)
+				}
 				if dc != nil {
 					fmt.Fprintf(stdout, "\ndata     %s\n", dc.summary)
 				}
@@ -133,6 +148,170 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		case <-time.After(interval):
 		}
 	}
+}
+
+// maxPausedShown bounds the paused proxies status lists.
+const maxPausedShown = 20
+
+// printPaused lists the paused proxies (n in all): an operator who paused
+// a few and forgot them finds which, and how to resume them.
+func printPaused(w io.Writer, n int, list []httpapi.Proxy) {
+	fmt.Fprintf(w, "\npaused   %d %s, not checked until resumed (POST /v1/proxies/{id}/resume; POST /v1/resume resumes all)\n", n, plural(n, "proxy", "proxies"))
+	if len(list) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSOURCE\tSTATE\tURL")
+	for i, p := range list {
+		if i == maxPausedShown {
+			break
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.ID, p.Source, p.State, p.URL)
+	}
+	_ = tw.Flush()
+	if n > maxPausedShown {
+		fmt.Fprintf(w, "(and %d more; --format json and GET /v1/proxies show each proxy's \"paused\")\n", n-maxPausedShown)
+	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// pausedFromServer lists the paused proxies of a daemon (at most
+// maxPausedShown+1), reading GET /v1/proxies of the sources that have any.
+func pausedFromServer(ctx context.Context, client *http.Client, base *url.URL, token string, p httpapi.Pool) ([]httpapi.Proxy, error) {
+	var out []httpapi.Proxy
+	for _, name := range slices.Sorted(maps.Keys(p.Sources)) {
+		if p.Sources[name].Paused == 0 {
+			continue
+		}
+		for offset := 0; ; {
+			u := base.JoinPath("/v1/proxies")
+			u.RawQuery = url.Values{"source": {name}, "limit": {strconv.Itoa(httpapi.MaxListLimit)}, "offset": {strconv.Itoa(offset)}}.Encode()
+			var l httpapi.ProxyList
+			if err := getAPI(ctx, client, u, token, &l); err != nil {
+				return out, err
+			}
+			for _, px := range l.Proxies {
+				if px.Paused {
+					out = append(out, px)
+				}
+			}
+			offset += len(l.Proxies)
+			if len(out) > maxPausedShown {
+				return out, nil
+			}
+			if len(l.Proxies) == 0 || offset >= l.Total {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// getAPI GETs a JSON answer of the daemon into v.
+func getAPI(ctx context.Context, client *http.Client, u *url.URL, token string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("GET %s: %v", u.Path, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("reading the answer of %s: %w", u.Path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e httpapi.ErrorBody
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s: %s: %s", u.Path, resp.Status, e.Error)
+		}
+		return fmt.Errorf("%s: %s", u.Path, resp.Status)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%s: %w", u.Path, err)
+	}
+	return nil
+}
+
+// pausedFromData lists the paused proxies of a data directory (at most
+// maxPausedShown+1): from view.db, or by folding the journal.
+func pausedFromData(ctx context.Context, dir string) ([]httpapi.Proxy, error) {
+	path := filepath.Join(dir, sqliteview.File)
+	if _, err := os.Stat(path); err == nil {
+		return pausedFromView(ctx, path)
+	}
+	j, err := openJournalRO(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer j.Close()
+	live, err := foldJournal(ctx, j)
+	if err != nil {
+		return nil, err
+	}
+	var out []httpapi.Proxy
+	for offset := 0; ; offset += listPage {
+		_, views := live.List(projections.ListFilter{}, offset, listPage)
+		for _, v := range views {
+			if v.Paused {
+				out = append(out, httpapi.ProxyOf(v))
+			}
+		}
+		if len(out) > maxPausedShown || len(views) < listPage {
+			return out, nil
+		}
+	}
+}
+
+// listPage is the page size of pausedFromData's walk of the live status.
+const listPage = 4096
+
+// pausedFromView queries view.db (read-only) for the paused proxies.
+func pausedFromView(ctx context.Context, path string) ([]httpapi.Proxy, error) {
+	db, err := openViewRO(path)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, "SELECT id, url_redacted, source, state FROM proxies WHERE paused ORDER BY id LIMIT ?", maxPausedShown+1)
+	if err != nil {
+		return nil, fmt.Errorf("query %s: %w", path, err)
+	}
+	defer rows.Close()
+	var out []httpapi.Proxy
+	for rows.Next() {
+		var p httpapi.Proxy
+		if err := rows.Scan(&p.ID, &p.URL, &p.Source, &p.State); err != nil {
+			return out, fmt.Errorf("query %s: %w", path, err)
+		}
+		p.Paused = true
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// openViewRO opens view.db read-only.
+func openViewRO(path string) (*sql.DB, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("sqlite3", (&url.URL{Scheme: "file", Path: abs}).String()+"?mode=ro&_busy_timeout=5000")
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
 }
 
 // poolFromServer asks a daemon for GET /v1/pool.
@@ -341,13 +520,9 @@ func poolFromData(ctx context.Context, dir string) (httpapi.Pool, *dataCheck, er
 
 // poolFromView queries view.db (read-only).
 func poolFromView(ctx context.Context, path string) (httpapi.Pool, error) {
-	abs, err := filepath.Abs(path)
+	db, err := openViewRO(path)
 	if err != nil {
 		return httpapi.Pool{}, err
-	}
-	db, err := sql.Open("sqlite3", (&url.URL{Scheme: "file", Path: abs}).String()+"?mode=ro&_busy_timeout=5000")
-	if err != nil {
-		return httpapi.Pool{}, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer db.Close()
 	p := httpapi.Pool{Sources: map[string]httpapi.SourceCounts{}}
@@ -396,11 +571,20 @@ func poolFromView(ctx context.Context, path string) (httpapi.Pool, error) {
 // poolFromJournal computes the pool summary by folding the journal (open
 // read-only).
 func poolFromJournal(ctx context.Context, j *journal.Bolt) (httpapi.Pool, error) {
+	live, err := foldJournal(ctx, j)
+	if err != nil {
+		return httpapi.Pool{}, err
+	}
+	return httpapi.PoolOf(live.Summary()), nil
+}
+
+// foldJournal folds the journal (open read-only) into a live status.
+func foldJournal(ctx context.Context, j *journal.Bolt) (*projections.Live, error) {
 	live := projections.NewLive(projections.LiveOptions{Snapshots: j.LoadSnapshot})
 	batch := make([]*pb.Envelope, 0, 1024)
 	for env, err := range j.Read(ctx, 1) {
 		if err != nil {
-			return httpapi.Pool{}, err
+			return nil, err
 		}
 		batch = append(batch, env)
 		if len(batch) == cap(batch) {
@@ -409,7 +593,7 @@ func poolFromJournal(ctx context.Context, j *journal.Bolt) (httpapi.Pool, error)
 		}
 	}
 	live.Apply(batch...)
-	return httpapi.PoolOf(live.Summary()), nil
+	return live, nil
 }
 
 // printPoolTable prints the summary and the per-source table.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -255,4 +256,69 @@ func TestStatusDataChecksJournal(t *testing.T) {
 		t.Errorf("journal locked: %d %q %q", r.code, r.stdout, r.stderr)
 	}
 	oneLine(t, "locked", r.stderr)
+}
+
+// TestStatusListsPausedProxies: status shows which proxies are paused
+// (it only counted them per source), from a daemon, from view.db and from
+// the journal alone.
+func TestStatusListsPausedProxies(t *testing.T) {
+	td := makeData(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := startDaemon(t.Context(), proxyhealth.Config{DataDir: td.dir, Sources: []proxyhealth.SourceConfig{
+		{Name: "a", Proxies: []string{td.healthy1, td.healthy2}}, {Name: "b", Proxies: []string{td.dead}}}},
+		ln, "", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = d.stop(context.Background())
+		}
+	}()
+	if err := d.eng.PauseProxy(t.Context(), id(td.dead)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.eng.PauseProxy(t.Context(), id(td.healthy2)); err != nil {
+		t.Fatal(err)
+	}
+	check := func(how string, r result) {
+		t.Helper()
+		if r.code != 0 {
+			t.Fatalf("%s: %d %q", how, r.code, r.stderr)
+		}
+		_, list, ok := strings.Cut(r.stdout, "\npaused   2 proxies, not checked until resumed")
+		if !ok {
+			t.Fatalf("%s: no paused section:\n%s", how, r.stdout)
+		}
+		for _, want := range []string{id(td.dead) + "  b       unhealthy  " + td.dead, id(td.healthy2) + "  a       healthy    socks5h://127.0.0.1:"} {
+			if !strings.Contains(list, want) {
+				t.Errorf("%s: no line %q in\n%s", how, want, list)
+			}
+		}
+		if strings.Contains(list, id(td.healthy1)) || strings.Contains(list, "user") {
+			t.Errorf("%s: lists a proxy that is not paused, or credentials:\n%s", how, list)
+		}
+	}
+	server := strings.TrimSuffix(d.url, "/")
+	var r result
+	testutil.EventuallyExplain(t, 20*time.Second, func() bool {
+		r = runBin(t, "status", "--server", server)
+		return strings.Contains(r.stdout, "\npaused   2 proxies")
+	}, func() string {
+		return fmt.Sprintf("status --server to list 2 paused proxies: %q %q", r.stdout, r.stderr)
+	})
+	check("--server", r)
+	stopped = true
+	if err := d.stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	check("--data with view.db", runBin(t, "status", "--data", td.dir))
+	if err := os.Remove(filepath.Join(td.dir, "view.db")); err != nil {
+		t.Fatal(err)
+	}
+	check("--data without view.db", runBin(t, "status", "--data", td.dir))
 }
