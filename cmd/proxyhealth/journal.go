@@ -24,6 +24,7 @@ import (
 )
 
 const journalUsage = `Usage: proxyhealth journal replay|verify|stats|salvage --data DIR [flags]
+       proxyhealth journal replay|stats --server URL [--token TOKEN] [flags]
 
 The journal (DIR/journal.db) is the audit trail: every check, decision and
 operator action, in order, with a global sequence number.
@@ -42,15 +43,18 @@ operator action, in order, with a global sequence number.
            aside and the new file into its place.
 
 The journal is opened read-only. While a daemon runs on the same data
-directory the file is locked (bbolt allows no reader beside its writer);
-stop the daemon, or ask it through its API (proxyhealth status --server,
-GET /v1/events with Last-Event-ID: 0 to stream the whole journal).`
+directory the file is locked (bbolt allows no reader beside its writer):
+replay and stats then read it from the daemon with --server URL (GET
+/v1/journal, page by page; same output), verify and salvage need the
+daemon stopped.`
 
 const journalExamples = `  proxyhealth journal replay --data ./proxyhealth-data --type state_changed --since 1h
   proxyhealth journal replay --data ./proxyhealth-data --proxy socks5://10.0.0.7:1080 --format json
   proxyhealth journal replay --data ./proxyhealth-data --source residential --since 2025-03-04 --until 2025-03-05
   proxyhealth journal verify --data ./proxyhealth-data
   proxyhealth journal stats --data ./proxyhealth-data --format json
+  proxyhealth journal replay --server http://127.0.0.1:9480 --type proxy_paused,proxy_resumed --since 24h
+  PROXYHEALTH_TOKEN=s3cret proxyhealth journal stats --server http://10.0.0.2:9480
   proxyhealth journal salvage --data ./proxyhealth-data --out ./journal.salvaged.db`
 
 func runJournal(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -85,7 +89,7 @@ func openJournalRO(dir string) (*journal.Bolt, error) {
 	}
 	j, err := journal.OpenBolt(path, journal.WithReadOnly(), journal.WithLockTimeout(500*time.Millisecond))
 	if errors.Is(err, journal.ErrLocked) {
-		return nil, fmt.Errorf("%s is locked by a running proxyhealth (bbolt allows no reader beside the writer): stop the daemon first, or ask it with 'proxyhealth status --server URL' or GET /v1/events (Last-Event-ID: 0 streams the whole journal)", path)
+		return nil, fmt.Errorf("%s is locked by a running proxyhealth (bbolt allows no reader beside the writer): replay and stats can ask the daemon instead (--server URL, default listen %s); verify, salvage and rebuild need it stopped", path, defaultListen)
 	}
 	return j, err
 }
