@@ -133,6 +133,12 @@ func checkSourceName(name string) error {
 	return errors.New(msg)
 }
 
+// proxyURLError is the reason of a proxyhealth.ParseProxy error, without
+// the package prefixes.
+func proxyURLError(err error) string {
+	return strings.TrimPrefix(strings.TrimPrefix(err.Error(), proxyhealth.ErrBadConfig.Error()+": "), "probe: ")
+}
+
 // minRetention is the shortest journal retention accepted.
 const minRetention = time.Hour
 
@@ -298,8 +304,8 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 			return dc, err
 		}
 		for j, p := range sf.Proxies {
-			if _, err := probe.ParseProxyURL(p.value); err != nil {
-				return dc, &configError{fmt.Sprintf("%s:%d", r.config, p.line), fmt.Sprintf("%s.proxies[%d]: %s", label, j, strings.TrimPrefix(err.Error(), "probe: "))}
+			if _, err := proxyhealth.ParseProxy(p.value); err != nil {
+				return dc, &configError{fmt.Sprintf("%s:%d", r.config, p.line), fmt.Sprintf("%s.proxies[%d]: %s", label, j, proxyURLError(err))}
 			}
 			sc.Proxies = append(sc.Proxies, p.value)
 		}
@@ -409,7 +415,7 @@ func isLoopback(addr string) bool {
 }
 
 // notificationTypes are the notification types a webhook may ask for.
-var notificationTypes = []string{projections.NotifyProxyDown, projections.NotifyProxyRecovered, projections.NotifyPoolDegraded, projections.NotifyPoolRecovered}
+var notificationTypes = []string{proxyhealth.NotifyProxyDown, proxyhealth.NotifyProxyRecovered, proxyhealth.NotifyPoolDegraded, proxyhealth.NotifyPoolRecovered}
 
 // maxWebhookTimeout bounds a webhook's timeout: each webhook delivers one
 // notification at a time, so a longer wait only lets its queue overflow.

@@ -12,10 +12,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
-	"github.com/proxyhealth/proxyhealth/probe"
-	"github.com/proxyhealth/proxyhealth/projections"
 )
 
 const demoUsage = `Usage: proxyhealth demo [flags]
@@ -92,7 +89,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer farm.Close()
 	sc := newDemoScripts(farm, *seed)
-	cfg := proxyhealth.Config{DataDir: dir, Sources: sc.sources(farm), Logger: log}
+	srcs, err := sc.sources(farm)
+	if err != nil {
+		_ = ln.Close()
+		fmt.Fprintf(stderr, "proxyhealth demo: %v\n", err)
+		return exitFailure
+	}
+	cfg := proxyhealth.Config{DataDir: dir, Sources: srcs, Logger: log}
 	d, err := startDaemon(ctx, cfg, ln, "", log)
 	if err != nil {
 		fmt.Fprintf(stderr, "proxyhealth demo: %v\n", err)
@@ -212,11 +215,11 @@ func (s *demoScripts) set(i int, b fakeproxy.Behavior, bad bool) {
 }
 
 // sources splits the farm into three sources with different schemes.
-func (s *demoScripts) sources(farm *fakeproxy.Farm) []proxyhealth.SourceConfig {
-	health := events.DefaultConfig()
+func (s *demoScripts) sources(farm *fakeproxy.Farm) ([]proxyhealth.SourceConfig, error) {
+	health := proxyhealth.DefaultHealthConfig()
 	health.Interval, health.SuspectInterval = time.Second, 200*time.Millisecond
 	health.RecoveryCooldown, health.MaxRecoveryCooldown, health.MaxRecoveryAttempts = 2*time.Second, 8*time.Second, 3
-	base := probe.Config{TargetURL: demoTarget, Timeout: 800 * time.Millisecond, LatencyCeiling: 300 * time.Millisecond}
+	base := proxyhealth.ProbeConfig{TargetURL: demoTarget, Timeout: 800 * time.Millisecond, LatencyCeiling: 300 * time.Millisecond}
 	secure := base
 	secure.TLSConfig = farm.ClientTLSConfig()
 	srcs := []proxyhealth.SourceConfig{
@@ -237,9 +240,13 @@ func (s *demoScripts) sources(farm *fakeproxy.Farm) []proxyhealth.SourceConfig {
 		}
 		u := farm.URLWith(i, scheme, "", "")
 		srcs[k].Proxies = append(srcs[k].Proxies, u)
-		s.ids[i] = probe.MustParseProxyURL(u).ID()
+		info, err := proxyhealth.ParseProxy(u)
+		if err != nil {
+			return nil, fmt.Errorf("the fake proxy %d: %w", i, err)
+		}
+		s.ids[i] = info.ID
 	}
-	return srcs
+	return srcs, nil
 }
 
 // start runs the scripts until stop.
@@ -311,7 +318,7 @@ func (s *demoScripts) step(now time.Time) {
 
 // reviveFixed revives the failed proxies whose fake works again.
 func (s *demoScripts) reviveFixed(ctx context.Context, d *daemon) {
-	_, failed := d.status.List(projections.ListFilter{State: "failed"}, 0, 10000)
+	_, failed := d.status.List(proxyhealth.ListFilter{State: "failed"}, 0, 10000)
 	s.mu.Lock()
 	byID := make(map[string]bool, len(s.ids))
 	for i, id := range s.ids {

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -185,9 +184,9 @@ func readFiltered(ctx context.Context, j journal.Journal, f proxyhealth.JournalF
 				yield(nil, err)
 				return
 			}
-			at := events.At(env)
+			at := proxyhealth.EventTime(env)
 			if env.GetSeq() <= f.After || (!f.Since.IsZero() && at.Before(f.Since)) || (!f.Until.IsZero() && !at.Before(f.Until)) ||
-				(f.Source != "" && env.GetSource() != f.Source) || (len(f.Types) > 0 && !slices.Contains(f.Types, events.TypeName(env))) {
+				(f.Source != "" && env.GetSource() != f.Source) || (len(f.Types) > 0 && !slices.Contains(f.Types, proxyhealth.EventType(env))) {
 				continue
 			}
 			if !yield(env, nil) {
