@@ -505,6 +505,23 @@ func (w webhookFile) secret(getenv func(string) string, errorf func(field, forma
 
 var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 
+// poolThreshold and poolMargin are the values the engine applies for
+// Config.PoolThreshold and PoolMargin (0: the default; a negative margin:
+// none).
+func poolThreshold(t float64) float64 {
+	if t == 0 {
+		return projections.DefaultPoolThreshold
+	}
+	return t
+}
+
+func poolMargin(m float64) float64 {
+	if m == 0 {
+		return projections.DefaultPoolMargin
+	}
+	return max(m, 0)
+}
+
 // pool checks the pool monitor's settings and returns them as the engine
 // takes them (0 means the engine's default; a margin of 0 is passed as
 // a negative one, which the engine takes as no margin).

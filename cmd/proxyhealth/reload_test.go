@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,8 +27,8 @@ import (
 )
 
 // startTestDaemon loads run's flags, opens the daemon in this process and
-// serves it on loopback; the test's cleanup stops it.
-func startTestDaemon(t *testing.T, logs *syncBuffer, env map[string]string, args ...string) *daemon {
+// serves it on loopback; the test's cleanup stops it, unless stop did.
+func startTestDaemon(t *testing.T, logs *syncBuffer, env map[string]string, args ...string) (d *daemon, stop func()) {
 	t.Helper()
 	fs := newFlagSet("run", runUsage, runExamples, nil, nil)
 	rs := &runSettings{}
@@ -42,7 +43,7 @@ func startTestDaemon(t *testing.T, logs *syncBuffer, env map[string]string, args
 	}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	dc.engine.Logger = log
-	d, err := openDaemon(t.Context(), dc.engine, httpapi.Options{}, log, &reloadable{settings: rs, getenv: getenv, running: dc})
+	d, err = openDaemon(t.Context(), dc.engine, httpapi.Options{}, log, &reloadable{settings: rs, getenv: getenv, running: dc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,14 +52,18 @@ func startTestDaemon(t *testing.T, logs *syncBuffer, env map[string]string, args
 		t.Fatal(err)
 	}
 	d.serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := d.stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
-	return d
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := d.stop(ctx); err != nil {
+				t.Errorf("stop: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return d, stop
 }
 
 // sourceOf returns the source of a monitored proxy ("" when it is not
@@ -92,7 +97,7 @@ func TestReloadConfigReconciles(t *testing.T) {
 	}
 	cfg := writeFile(t, dir, "ph.yaml", yaml("  - name: a\n    proxies: ['"+farm.URL(0)+"', '"+farm.URL(1)+"']\n  - name: b\n    proxies: ['"+farm.URL(2)+"']\n"))
 	var logs syncBuffer
-	d := startTestDaemon(t, &logs, nil, "--config", cfg)
+	d, _ := startTestDaemon(t, &logs, nil, "--config", cfg)
 	ctx := t.Context()
 	if _, err := d.api.AddProxy(ctx, "a", farm.URL(3)); err != nil {
 		t.Fatal(err)
@@ -137,12 +142,13 @@ func TestReloadConfigReconciles(t *testing.T) {
 	}
 
 	// A restart-only setting is reported and kept.
-	writeFile(t, dir, "ph.yaml", "concurrency: 7\n"+yaml("  - name: a\n    proxies: ['"+farm.URL(0)+"']\n    latency_ceiling: 1ns\n  - name: c\n    proxies: ['"+farm.URL(1)+"', '"+farm.URL(5)+"']\n"))
+	writeFile(t, dir, "ph.yaml", "concurrency: 7\npool:\n  recovery_margin: 0\n"+yaml("  - name: a\n    proxies: ['"+farm.URL(0)+"']\n    latency_ceiling: 1ns\n  - name: c\n    proxies: ['"+farm.URL(1)+"', '"+farm.URL(5)+"']\n"))
 	diff, err = d.reloadConfig(ctx)
 	if err != nil || !slices.Equal(diff.Added, []string{id(farm.URL(5))}) || len(diff.Removed)+len(diff.Changed) != 0 {
 		t.Errorf("third reload: %+v %v", diff, err)
 	}
-	if !strings.Contains(logs.String(), `"setting":"concurrency","running":"1000","configured":"7"`) || d.cur.engine.Concurrency != 1000 {
+	if !strings.Contains(logs.String(), `"setting":"concurrency","running":"1000","configured":"7"`) || d.cur.engine.Concurrency != 1000 ||
+		!strings.Contains(logs.String(), `"setting":"pool.recovery_margin","running":"10","configured":"0"`) || d.cur.engine.PoolMargin != 0 {
 		t.Errorf("restart-only setting: concurrency %d\n%s", d.cur.engine.Concurrency, logs.String())
 	}
 	testutil.Eventually(t, 20*time.Second, "the moved proxy to be checked in its new source", func() bool {
@@ -200,7 +206,7 @@ func TestRunWebhooksFromYAML(t *testing.T) {
 		"\nsources:\n  - name: a\n    proxies: ['"+farm.URL(0)+"', '"+farm.URL(1)+"']\n"+
 		"pool:\n  degraded_threshold: 60\nwebhooks:\n  - url: "+hook.URL+"/hook?token=abc\n    events: [proxy_down, pool_degraded]\n    secret_env: HOOK_SECRET\n    timeout: 2s\n")
 	var logs syncBuffer
-	d := startTestDaemon(t, &logs, map[string]string{"HOOK_SECRET": "s3cret-hook"}, "--config", cfg)
+	d, _ := startTestDaemon(t, &logs, map[string]string{"HOOK_SECRET": "s3cret-hook"}, "--config", cfg)
 	testutil.Eventually(t, 20*time.Second, "two healthy proxies", func() bool { return d.status.Summary().Healthy == 2 })
 	if err := farm.Set(0, fakeproxy.Refuse()); err != nil {
 		t.Fatal(err)

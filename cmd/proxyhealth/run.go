@@ -30,9 +30,12 @@ socks4://, socks4a://, optional user:pass@; a bare host:port means http://),
 exit code 2. Check settings given as flags override the config file for
 every source.
 
-Signals: SIGHUP reloads the config file and proxy lists (sources and proxies
-added, removed or changed without a restart; a bad file is logged and the
-running configuration kept). SIGINT/SIGTERM stop gracefully (checks in
+Signals: SIGHUP (or POST /v1/reload, which answers the diff) reloads the
+config file and proxy lists: sources and proxies added, removed, moved or
+changed without a restart, proxies added through the API kept; a bad file
+is logged (POST /v1/reload: 400 naming FILE:LINE) and the running
+configuration kept. listen, data, concurrency, retention, log_format, pool
+and webhooks apply after a restart. SIGINT/SIGTERM stop gracefully (checks in
 flight are cancelled, the journal is flushed, exit 0). A restart with the
 same --data resumes every proxy's state from the journal.`
 
@@ -151,7 +154,11 @@ func (d *daemon) reloadConfig(ctx context.Context) (proxyhealth.ReconcileDiff, e
 		log.Warn("setting changed; it applies after a restart", c...)
 	}
 	next.keepStartupSettings(cur)
-	diff, err := d.eng.Reconcile(ctx, next.engine.Sources)
+	// Once started, the reload runs to its end: a client that hangs up on
+	// POST /v1/reload must not leave it half applied.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reloadTimeout)
+	defer cancel()
+	diff, err := d.eng.Reconcile(actx, next.engine.Sources)
 	if err != nil && errors.Is(err, proxyhealth.ErrBadConfig) {
 		// Validated before anything changed: the running configuration
 		// stays.
@@ -169,6 +176,9 @@ func (d *daemon) reloadConfig(ctx context.Context) (proxyhealth.ReconcileDiff, e
 		slog.Any("added_ids", firstIDs(diff.Added)), slog.Any("removed_ids", firstIDs(diff.Removed)), slog.Any("changed_ids", firstIDs(diff.Changed)))
 	return diff, nil
 }
+
+// reloadTimeout bounds the application of a reloaded configuration.
+const reloadTimeout = 2 * time.Minute
 
 // maxLoggedIDs bounds the proxy IDs a reload's log line lists per kind.
 const maxLoggedIDs = 20
@@ -192,8 +202,8 @@ func restartSettings(cur, next daemonConfig) [][]any {
 		{"concurrency", fmt.Sprint(cur.engine.Concurrency), fmt.Sprint(next.engine.Concurrency)},
 		{"retention", fmt.Sprint(cur.engine.Retention), fmt.Sprint(next.engine.Retention)},
 		{"log_format", cur.logFormat, next.logFormat},
-		{"pool.degraded_threshold", fmt.Sprint(cur.engine.PoolThreshold), fmt.Sprint(next.engine.PoolThreshold)},
-		{"pool.recovery_margin", fmt.Sprint(cur.engine.PoolMargin), fmt.Sprint(next.engine.PoolMargin)},
+		{"pool.degraded_threshold", fmt.Sprint(poolThreshold(cur.engine.PoolThreshold)), fmt.Sprint(poolThreshold(next.engine.PoolThreshold))},
+		{"pool.recovery_margin", fmt.Sprint(poolMargin(cur.engine.PoolMargin)), fmt.Sprint(poolMargin(next.engine.PoolMargin))},
 	} {
 		if c.was != c.is {
 			out = append(out, []any{slog.String("setting", c.name), slog.String("running", c.was), slog.String("configured", c.is)})
