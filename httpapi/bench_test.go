@@ -37,7 +37,10 @@ func benchServer(b *testing.B, n int) (*httpapi.Server, *journal.Mem) {
 		b.Fatal(err)
 	}
 	live.Apply(envs...)
-	srv := httpapi.New(&fakeEngine{j: j}, httpapi.Options{Status: live})
+	srv, err := httpapi.New(&fakeEngine{j: j}, httpapi.Options{Status: live})
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(func() { srv.Close(); _ = j.Close() })
 	return srv, j
 }

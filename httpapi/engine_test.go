@@ -58,7 +58,10 @@ func TestRealEngine(t *testing.T) {
 			live.Apply(batch...)
 		}
 	}()
-	srv := httpapi.New(eng, httpapi.Options{Status: live})
+	srv, err := httpapi.New(eng, httpapi.Options{Status: live})
+	if err != nil {
+		t.Fatal(err)
+	}
 	hs := httptest.NewServer(srv)
 	defer func() {
 		srv.Close()

@@ -1,12 +1,14 @@
 package httpapi
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/probe"
 	"github.com/proxyhealth/proxyhealth/projections"
@@ -147,7 +149,7 @@ func (s *Server) addProxy(w http.ResponseWriter, r *http.Request) {
 }
 
 // ActionResponse is the body of a successful delete, revive, pause or
-// resume.
+// resume (of a source or the pool: Source; of one proxy: ID).
 type ActionResponse struct {
 	// Status is "removed", "revived", "paused" or "resumed".
 	Status string `json:"status"`
@@ -190,6 +192,47 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, ActionResponse{Status: "resumed", Source: src})
+}
+
+func (s *Server) pauseProxy(w http.ResponseWriter, r *http.Request) {
+	id := proxyID(r)
+	if err := s.eng.PauseProxy(r.Context(), id); err != nil {
+		s.engineError(w, r, err, proxyCheck(id))
+		return
+	}
+	writeJSON(w, http.StatusOK, ActionResponse{Status: "paused", ID: id})
+}
+
+func (s *Server) resumeProxy(w http.ResponseWriter, r *http.Request) {
+	id := proxyID(r)
+	if err := s.eng.ResumeProxy(r.Context(), id); err != nil {
+		s.engineError(w, r, err, proxyCheck(id))
+		return
+	}
+	writeJSON(w, http.StatusOK, ActionResponse{Status: "resumed", ID: id})
+}
+
+// reload runs Options.Reload and answers the diff it applied.
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Reload == nil {
+		writeError(w, http.StatusNotImplemented, "this server has no configuration to reload (Options.Reload is not set: the demo, or an embedding program that did not provide it)")
+		return
+	}
+	diff, err := s.opts.Reload(r.Context())
+	if errors.Is(err, proxyhealth.ErrBadConfig) {
+		writeError(w, http.StatusBadRequest, err.Error()+"; the running configuration is unchanged: fix the file and reload again")
+		return
+	}
+	if err != nil {
+		s.engineError(w, r, err, commandTarget{check: "GET /v1/proxies", many: true})
+		return
+	}
+	for _, l := range []*[]string{&diff.Added, &diff.Removed, &diff.Changed} {
+		if *l == nil {
+			*l = []string{}
+		}
+	}
+	writeJSON(w, http.StatusOK, diff)
 }
 
 // commandTarget is what a command acts on, for the messages of its

@@ -5,14 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
@@ -33,10 +36,12 @@ var t0 = time.Date(2025, 3, 4, 5, 0, 0, 0, time.UTC)
 
 // fakeEngine records commands and answers them with err (if set).
 type fakeEngine struct {
-	j   journal.Journal
-	mu  sync.Mutex
-	log []string
-	err error
+	j       journal.Journal
+	mu      sync.Mutex
+	log     []string
+	err     error
+	filters []proxyhealth.JournalFilter
+	readErr *readFailure
 }
 
 func (f *fakeEngine) record(s string) error {
@@ -60,6 +65,56 @@ func (f *fakeEngine) Revive(_ context.Context, id string) error      { return f.
 func (f *fakeEngine) Pause(_ context.Context, src string) error      { return f.record("pause " + src) }
 func (f *fakeEngine) Resume(_ context.Context, src string) error     { return f.record("resume " + src) }
 func (f *fakeEngine) Journal() journal.Journal                       { return f.j }
+func (f *fakeEngine) PauseProxy(_ context.Context, id string) error {
+	return f.record("pause-proxy " + id)
+}
+func (f *fakeEngine) ResumeProxy(_ context.Context, id string) error {
+	return f.record("resume-proxy " + id)
+}
+
+// ReadJournal records the filter and yields the journal's events after
+// f.After, of f.Types, up to f.Limit (the rest of the filter is the
+// engine's business: the tests of GET /v1/journal check what reaches it).
+func (f *fakeEngine) ReadJournal(ctx context.Context, flt proxyhealth.JournalFilter) iter.Seq2[*pb.Envelope, error] {
+	f.mu.Lock()
+	f.filters = append(f.filters, flt)
+	readErr := f.readErr
+	f.mu.Unlock()
+	return func(yield func(*pb.Envelope, error) bool) {
+		n := 0
+		for env, err := range f.j.Read(ctx, flt.After+1) {
+			if err == nil && readErr != nil && n == readErr.after {
+				err = readErr.err
+			}
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if len(flt.Types) > 0 && !slices.Contains(flt.Types, events.TypeName(env)) {
+				continue
+			}
+			if !yield(env, nil) {
+				return
+			}
+			if n++; flt.Limit > 0 && n >= flt.Limit {
+				return
+			}
+		}
+	}
+}
+
+// readFailure makes ReadJournal fail after yielding after events.
+type readFailure struct {
+	after int
+	err   error
+}
+
+// journalFilters returns the filters ReadJournal was called with.
+func (f *fakeEngine) journalFilters() []proxyhealth.JournalFilter {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]proxyhealth.JournalFilter(nil), f.filters...)
+}
 
 // fixture is a server on a Mem journal whose live status is fed by the
 // test.
@@ -70,6 +125,7 @@ type fixture struct {
 	eng  *fakeEngine
 	srv  *httpapi.Server
 	http *httptest.Server
+	atMu sync.Mutex
 	at   time.Time
 }
 
@@ -88,9 +144,12 @@ func newFixtureWith(t *testing.T, opts httpapi.Options, wrap func(*fakeEngine) h
 	opts.Status = live
 	f := &fixture{t: t, j: j, live: live, eng: eng, at: t0}
 	if opts.Now == nil {
-		opts.Now = func() time.Time { return f.at } // the time of the last event
+		opts.Now = f.now // the time of the last event
 	}
-	srv := httpapi.New(wrap(eng), opts)
+	srv, err := httpapi.New(wrap(eng), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	hs := httptest.NewServer(srv)
 	f.srv, f.http = srv, hs
 	t.Cleanup(func() {
@@ -101,12 +160,21 @@ func newFixtureWith(t *testing.T, opts httpapi.Options, wrap func(*fakeEngine) h
 	return f
 }
 
+// now is the time of the last event appended (the server's clock).
+func (f *fixture) now() time.Time {
+	f.atMu.Lock()
+	defer f.atMu.Unlock()
+	return f.at
+}
+
 // append commits envelopes and applies them to the live status.
 func (f *fixture) append(envs ...*pb.Envelope) {
 	f.t.Helper()
 	for _, e := range envs {
+		f.atMu.Lock()
 		f.at = f.at.Add(time.Second)
 		e.AtUnixNano = f.at.UnixNano()
+		f.atMu.Unlock()
 	}
 	if _, err := f.j.Append(context.Background(), envs); err != nil {
 		f.t.Fatal(err)
@@ -156,6 +224,10 @@ func (f *fixture) seedPool() {
 		failEnv("p2", "a", pb.FailureClass_FAILURE_CLASS_TIMEOUT), changeEnv("p2", "a", healthy, degraded),
 		addedEnv("p3", "b", "http://10.0.0.3:8080"), okEnv("p3", "b", 20*time.Millisecond), changeEnv("p3", "b", unknown, healthy),
 	)
+	// The engine's actors report their next check; here the test does.
+	for _, id := range []string{"p1", "p2", "p3"} {
+		f.live.SetNextCheck(id, f.now().Add(30*time.Second))
+	}
 }
 
 // do sends a request and returns the status code and body. A request
@@ -197,7 +269,9 @@ func (f *fixture) doResp(method, path, body string, hdr ...string) *http.Respons
 			req.Header.Set(hdr[i], hdr[i+1])
 		}
 	}
-	resp, err := f.http.Client().Do(req)
+	c := *f.http.Client()
+	c.Timeout = 30 * time.Second // the whole exchange, body included: no test waits forever
+	resp, err := c.Do(req)
 	if err != nil {
 		f.t.Fatal(err)
 	}

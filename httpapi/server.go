@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
 // Defaults of Options.
@@ -42,6 +44,13 @@ type Engine interface {
 	Revive(ctx context.Context, id string) error
 	Pause(ctx context.Context, source string) error
 	Resume(ctx context.Context, source string) error
+	// PauseProxy and ResumeProxy pause and resume one proxy (journaled
+	// per proxy).
+	PauseProxy(ctx context.Context, id string) error
+	ResumeProxy(ctx context.Context, id string) error
+	// ReadJournal yields the journal events f selects, in seq order, at
+	// the reader's pace (GET /v1/journal streams them).
+	ReadJournal(ctx context.Context, f proxyhealth.JournalFilter) iter.Seq2[*pb.Envelope, error]
 	Journal() journal.Journal
 }
 
@@ -70,10 +79,21 @@ type healthProvider interface {
 	Health() proxyhealth.Health
 }
 
+// notificationProvider is an engine that derives once-per-episode
+// notifications (proxy_down, proxy_recovered, pool_degraded,
+// pool_recovered); *proxyhealth.Engine is one. Without it /v1/events
+// carries journal events only.
+type notificationProvider interface {
+	Notifications() (<-chan projections.Notification, func())
+}
+
+// ErrBadOptions is returned by New for Options it cannot serve with.
+var ErrBadOptions = errors.New("httpapi: bad options")
+
 // Options configures New.
 type Options struct {
 	// Status is the live status. When nil, New uses the engine's Live()
-	// if it has one; otherwise New panics.
+	// if it has one; otherwise New returns an error (ErrBadOptions).
 	Status Status
 	// Token, when not empty, requires "Authorization: Bearer Token" on
 	// every endpoint except /healthz and the dashboard page.
@@ -96,6 +116,18 @@ type Options struct {
 	// for any other host are refused with 421; see the package
 	// documentation.
 	AllowedHosts []string
+	// Reload re-reads the configuration and applies it (the daemon reads
+	// its config file and calls Engine.Reconcile), for POST /v1/reload.
+	// An error wrapping proxyhealth.ErrBadConfig answers 400 with its
+	// text (the running configuration must then be unchanged); nil
+	// answers POST /v1/reload with 501.
+	Reload func(ctx context.Context) (proxyhealth.ReconcileDiff, error)
+	// PoolHistoryInterval is how often the pool summary is sampled for
+	// GET /v1/pool/history (default 10 s); PoolHistoryWindow is how far
+	// back the samples go (default 1 h). At most MaxPoolHistorySamples
+	// samples are kept.
+	PoolHistoryInterval time.Duration
+	PoolHistoryWindow   time.Duration
 }
 
 // Server is the API's http.Handler. Close it to end event streams and
@@ -109,28 +141,48 @@ type Server struct {
 	opts    Options
 	mux     *http.ServeMux
 	metrics *metrics
-	log     *slog.Logger
+	// metricsH serves the metrics registry.
+	metricsH http.Handler
+	log      *slog.Logger
+	// notifications subscribes to the engine's notifications; nil when
+	// the engine has none.
+	notifications func() (<-chan projections.Notification, func())
+	poolHist      *poolHistory
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-// New returns the API handler. It starts one goroutine that follows the
-// journal for the metrics; it ends with Close or when the journal closes.
-func New(eng Engine, opts Options) *Server {
+// New returns the API handler. It starts two goroutines: one follows the
+// journal for the metrics (it ends with Close or when the journal closes),
+// one samples the pool summary for GET /v1/pool/history (it ends with
+// Close). Options it cannot serve with are an error wrapping ErrBadOptions.
+func New(eng Engine, opts Options) (*Server, error) {
+	if eng == nil {
+		return nil, fmt.Errorf("%w: the engine is nil", ErrBadOptions)
+	}
 	if opts.Status == nil {
 		lp, ok := eng.(liveProvider)
 		if !ok {
-			panic("httpapi: Options.Status is nil and the engine has no Live()")
+			return nil, fmt.Errorf("%w: Options.Status is nil and the engine has no Live() to use instead; pass the live status", ErrBadOptions)
 		}
 		opts.Status = lp.Live()
 	}
-	if opts.MaxBodyBytes <= 0 {
+	if opts.MaxBodyBytes < 0 || opts.Heartbeat < 0 || opts.PoolHistoryInterval < 0 || opts.PoolHistoryWindow < 0 {
+		return nil, fmt.Errorf("%w: MaxBodyBytes, Heartbeat, PoolHistoryInterval and PoolHistoryWindow must not be negative (0 means the default)", ErrBadOptions)
+	}
+	if opts.MaxBodyBytes == 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	if opts.Heartbeat <= 0 {
+	if opts.Heartbeat == 0 {
 		opts.Heartbeat = DefaultHeartbeat
+	}
+	if opts.PoolHistoryInterval == 0 {
+		opts.PoolHistoryInterval = DefaultPoolHistoryInterval
+	}
+	if opts.PoolHistoryWindow == 0 {
+		opts.PoolHistoryWindow = DefaultPoolHistoryWindow
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -149,27 +201,28 @@ func New(eng Engine, opts Options) *Server {
 	} else {
 		s.history = projections.NewHistory(eng.Journal(), projections.HistoryOptions{Clock: opts.Now})
 	}
+	if np, ok := eng.(notificationProvider); ok {
+		s.notifications = np.Notifications
+	}
+	s.poolHist = newPoolHistory(opts.PoolHistoryInterval, opts.PoolHistoryWindow)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(eng.Journal(), opts.Status, s.health)
-	s.wg.Add(1)
+	s.metricsH = s.metrics.handler()
+	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.metrics.follow(s.ctx) }()
+	go func() { defer s.wg.Done(); s.samplePool(s.ctx) }()
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /{$}", s.dashboard)
-	mux.Handle("GET /metrics", s.auth(s.metrics.handler()))
-	mux.Handle("GET /v1/pool", s.auth(http.HandlerFunc(s.pool)))
-	mux.Handle("GET /v1/proxies", s.auth(http.HandlerFunc(s.listProxies)))
-	mux.Handle("GET /v1/proxies/{id}", s.auth(http.HandlerFunc(s.getProxy)))
-	mux.Handle("POST /v1/proxies", s.auth(http.HandlerFunc(s.addProxy)))
-	mux.Handle("DELETE /v1/proxies/{id}", s.auth(http.HandlerFunc(s.removeProxy)))
-	mux.Handle("POST /v1/proxies/{id}/revive", s.auth(http.HandlerFunc(s.revive)))
-	mux.Handle("POST /v1/pause", s.auth(http.HandlerFunc(s.pause)))
-	mux.Handle("POST /v1/resume", s.auth(http.HandlerFunc(s.resume)))
-	mux.Handle("GET /v1/events", s.auth(http.HandlerFunc(s.events)))
+	for _, rt := range s.routes() {
+		path := rt.Path
+		if path == "/" {
+			path = "/{$}"
+		}
+		mux.Handle(rt.Method+" "+path, s.handler(rt))
+	}
 	mux.HandleFunc("/", s.notFound)
 	s.mux = mux
-	return s
+	return s, nil
 }
 
 // ServeHTTP implements http.Handler. Every request passes the Host check
@@ -321,14 +374,10 @@ func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error, 
 }
 
 // decodeBody decodes a JSON request body into v, rejecting unknown fields,
-// trailing data and bodies over the limit.
+// trailing data and bodies over the limit; false means the request was
+// answered.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil && dec.More() {
-		err = errors.New("trailing data after the JSON object")
-	}
+	err := decodeJSON(r.Body, v)
 	if err == nil {
 		return true
 	}
@@ -340,6 +389,34 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 		writeError(w, http.StatusBadRequest, "empty request body; send a JSON object")
 		return false
 	}
-	writeError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+	writeError(w, http.StatusBadRequest, err.Error())
 	return false
+}
+
+// decodeJSON decodes exactly one JSON value from r into v, refusing
+// unknown object fields (the error names them) and anything after the
+// value.
+func decodeJSON(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return err
+		}
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			return err
+		}
+		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return fmt.Errorf("unknown field %s in the JSON body", f)
+		}
+		return fmt.Errorf("invalid JSON body: %w", err)
+	}
+	// A second value (or garbage) after the first is refused, not ignored.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			return err
+		}
+		return errors.New("invalid JSON body: trailing data after the JSON object; send one object")
+	}
+	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -25,11 +26,24 @@ const sseWriteTimeout = 30 * time.Second
 // sseBatch is how many events are read from the journal per write.
 const sseBatch = 256
 
+// notificationTypes are the notification names /v1/events sends as SSE
+// event names (see projections.Notification).
+var notificationTypes = []string{
+	projections.NotifyProxyDown, projections.NotifyProxyRecovered,
+	projections.NotifyPoolDegraded, projections.NotifyPoolRecovered,
+}
+
+// maxPendingNotifications bounds the notifications an event stream holds
+// until it has read the journal event that caused them.
+const maxPendingNotifications = 256
+
 // eventFilter selects the events a stream sends.
 type eventFilter struct {
 	types  []string
 	source string
 	proxy  string
+	// notify are the notification types sent (none when empty).
+	notify []string
 }
 
 func (f eventFilter) match(env *pb.Envelope) bool {
@@ -40,6 +54,18 @@ func (f eventFilter) match(env *pb.Envelope) bool {
 		return false
 	}
 	return f.proxy == "" || env.GetProxyId() == f.proxy
+}
+
+// matchNote applies the source and proxy filters (pool notifications have
+// neither, like pool events) and ?notify= to a notification.
+func (f eventFilter) matchNote(n projections.Notification) bool {
+	if !slices.Contains(f.notify, n.Type) {
+		return false
+	}
+	if f.source != "" && n.Source != f.source {
+		return false
+	}
+	return f.proxy == "" || n.ProxyID == f.proxy
 }
 
 // parseEventQuery reads Last-Event-ID (header or ?last_event_id=) and the
@@ -53,7 +79,7 @@ func parseEventQuery(r *http.Request, head uint64) (from uint64, f eventFilter, 
 	if last != "" {
 		n, perr := strconv.ParseUint(strings.TrimSpace(last), 10, 64)
 		if perr != nil {
-			return 0, f, fmt.Errorf("%s %q: want the seq of the last event received (an unsigned integer)", what, last)
+			return 0, f, fmt.Errorf("%s %q: want the seq of the last event received (an unsigned integer)", what, limit(last))
 		}
 		from = n + 1
 	}
@@ -62,9 +88,22 @@ func parseEventQuery(r *http.Request, head uint64) (from uint64, f eventFilter, 
 		for name := range strings.SplitSeq(t, ",") {
 			name = strings.TrimSpace(name)
 			if !slices.Contains(events.TypeNames, name) {
-				return 0, f, fmt.Errorf("type=%q is not an event type; use %s", name, strings.Join(events.TypeNames, ", "))
+				return 0, f, fmt.Errorf("type=%q is not an event type; use %s", limit(name), strings.Join(events.TypeNames, ", "))
 			}
 			f.types = append(f.types, name)
+		}
+	}
+	f.notify = notificationTypes
+	if n, ok := q["notify"]; ok {
+		f.notify = nil
+		for name := range strings.SplitSeq(n[0], ",") {
+			switch name = strings.TrimSpace(name); {
+			case name == "none" || name == "":
+			case slices.Contains(notificationTypes, name):
+				f.notify = append(f.notify, name)
+			default:
+				return 0, f, fmt.Errorf("notify=%q is not a notification; use %s, or none", limit(name), strings.Join(notificationTypes, ", "))
+			}
 		}
 	}
 	f.source = q.Get("source")
@@ -74,7 +113,14 @@ func parseEventQuery(r *http.Request, head uint64) (from uint64, f eventFilter, 
 	return from, f, nil
 }
 
-// events streams committed journal events as Server-Sent Events.
+// batchResult is one read of an event stream's journal subscription.
+type batchResult struct {
+	batch []*pb.Envelope
+	err   error
+}
+
+// events streams committed journal events, and the notifications derived
+// from them, as Server-Sent Events.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	j := s.eng.Journal()
 	from, filter, err := parseEventQuery(r, j.Head())
@@ -94,8 +140,36 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	stop := context.AfterFunc(s.ctx, cancel)
 	defer stop()
 
+	// Notifications first: one caused by an event this stream reads is
+	// then not missed.
+	var notes <-chan projections.Notification
+	if s.notifications != nil && len(filter.notify) > 0 {
+		c, unsubscribe := s.notifications()
+		defer unsubscribe()
+		notes = c
+	}
+
 	sub := j.Subscribe(from)
 	defer sub.Close()
+	// The reader goroutine reads the subscription one batch ahead, so the
+	// handler can wait for events, notifications and the heartbeat at once.
+	batches := make(chan batchResult)
+	readerDone := make(chan struct{})
+	defer func() { cancel(); <-readerDone }() // before sub.Close
+	go func() {
+		defer close(readerDone)
+		for {
+			b, err := sub.NextBatch(ctx, sseBatch)
+			select {
+			case batches <- batchResult{b, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 
 	var buf bytes.Buffer
 	buf.WriteString("retry: 2000\n: proxyhealth event stream\n")
@@ -106,38 +180,68 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if !s.flushSSE(rc, w, &buf) {
 		return
 	}
+	heartbeat := time.NewTimer(s.opts.Heartbeat)
+	defer heartbeat.Stop()
+	read := from - 1 // the last journal seq this stream has read
+	var pending []projections.Notification
+	dropped := 0
 	for {
-		wait, cancelWait := context.WithTimeout(ctx, s.opts.Heartbeat)
-		batch, err := sub.NextBatch(wait, sseBatch)
-		cancelWait()
-		switch {
-		case err == nil:
-		case ctx.Err() != nil, errors.Is(err, journal.ErrClosed):
+		select {
+		case <-ctx.Done():
 			return
-		case errors.Is(err, context.DeadlineExceeded):
+		case <-heartbeat.C:
 			buf.WriteString(": heartbeat\n\n")
+		case n, ok := <-notes:
+			if !ok { // the engine closed
+				return
+			}
+			if n.Seq < from || !filter.matchNote(n) {
+				continue
+			}
+			if len(pending) == maxPendingNotifications {
+				pending = pending[1:]
+				dropped++
+			}
+			pending = append(pending, n)
+		case res := <-batches:
+			switch {
+			case res.err == nil:
+			case ctx.Err() != nil, errors.Is(res.err, journal.ErrClosed):
+				return
+			default:
+				s.log.Warn("event stream: reading the journal failed", slog.Any("error", res.err))
+				fmt.Fprintf(&buf, "event: error\ndata: %s\n\n", jsonString(res.err.Error()))
+				s.flushSSE(rc, w, &buf)
+				return
+			}
+			for _, env := range res.batch {
+				read = env.GetSeq()
+				if !filter.match(env) {
+					continue
+				}
+				data, err := json.Marshal(events.RecordOf(env))
+				if err != nil {
+					continue
+				}
+				fmt.Fprintf(&buf, "id: %d\ndata: %s\n\n", env.GetSeq(), data)
+			}
+		}
+		// Notifications follow the event that caused them.
+		if dropped > 0 {
+			fmt.Fprintf(&buf, ": %d notifications dropped: this stream fell behind\n\n", dropped)
+			dropped = 0
+		}
+		for len(pending) > 0 && pending[0].Seq <= read {
+			if data, err := json.Marshal(pending[0]); err == nil {
+				fmt.Fprintf(&buf, "event: %s\ndata: %s\n\n", pending[0].Type, data)
+			}
+			pending = pending[1:]
+		}
+		if buf.Len() > 0 {
 			if !s.flushSSE(rc, w, &buf) {
 				return
 			}
-			continue
-		default:
-			s.log.Warn("event stream: reading the journal failed", slog.Any("error", err))
-			fmt.Fprintf(&buf, "event: error\ndata: %s\n\n", jsonString(err.Error()))
-			s.flushSSE(rc, w, &buf)
-			return
-		}
-		for _, env := range batch {
-			if !filter.match(env) {
-				continue
-			}
-			data, err := json.Marshal(events.RecordOf(env))
-			if err != nil {
-				continue
-			}
-			fmt.Fprintf(&buf, "id: %d\ndata: %s\n\n", env.GetSeq(), data)
-		}
-		if buf.Len() > 0 && !s.flushSSE(rc, w, &buf) {
-			return
+			heartbeat.Reset(s.opts.Heartbeat)
 		}
 	}
 }

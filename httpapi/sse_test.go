@@ -21,11 +21,13 @@ type sseClient struct {
 	resp   *http.Response
 	r      *bufio.Reader
 	cancel context.CancelFunc
+	lastID uint64 // the last id nextNamed saw
 }
 
 // sseMsg is one message or comment of a stream.
 type sseMsg struct {
 	id      uint64
+	event   string // "" for journal events (SSE's default "message")
 	data    string
 	comment string
 }
@@ -70,6 +72,8 @@ func (c *sseClient) next() sseMsg {
 			if m.data != "" || m.comment != "" {
 				return m
 			}
+		case strings.HasPrefix(line, "event: "):
+			m.event = line[7:]
 		case strings.HasPrefix(line, "id: "):
 			m.id, _ = strconv.ParseUint(line[4:], 10, 64)
 		case strings.HasPrefix(line, "data: "):
@@ -85,7 +89,7 @@ func (c *sseClient) nextEvent() (uint64, events.Record) {
 	c.t.Helper()
 	for {
 		m := c.next()
-		if m.data == "" {
+		if m.data == "" || m.event != "" {
 			continue
 		}
 		var r events.Record

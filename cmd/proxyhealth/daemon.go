@@ -84,7 +84,9 @@ func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options
 	}
 	d.status = eng.Live()
 	api.Status, api.Version, api.Logger = d.status, version, log
-	d.srv = httpapi.New(d.api, api)
+	if d.srv, err = httpapi.New(d.api, api); err != nil {
+		return nil, errors.Join(fmt.Errorf("start the HTTP API: %w", err), eng.Close(ctx))
+	}
 	metrics.Store(d.srv)
 	d.hs = &http.Server{
 		Handler:           d.srv,
