@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -147,6 +148,49 @@ func TestRealEngine(t *testing.T) {
 	raw, _ := json.Marshal(d)
 	if strings.Contains(string(raw), "user") {
 		t.Errorf("detail leaks something: %s", raw)
+	}
+
+	// One proxy paused and resumed: journaled for that proxy only, and
+	// read back through GET /v1/journal like `journal replay` prints it.
+	head := eng.Journal().Head()
+	if code, body := f.do("POST", "/v1/proxies/"+id2+"/pause", ""); code != http.StatusOK {
+		t.Fatalf("pause one: %d %s", code, body)
+	}
+	waitPool("one paused", func(p httpapi.Pool) bool { return p.Paused == 1 })
+	f.getJSON("/v1/proxies/"+id2, &d)
+	if !d.Paused {
+		t.Errorf("%s is not paused: %+v", id2, d.Proxy)
+	}
+	if code, body := f.do("POST", "/v1/proxies/"+id2+"/resume", ""); code != http.StatusOK {
+		t.Fatalf("resume one: %d %s", code, body)
+	}
+	waitPool("none paused", func(p httpapi.Pool) bool { return p.Paused == 0 })
+	lines, _ := f.journalPage(fmt.Sprintf("?type=proxy_paused,proxy_resumed&since=1h&after=%d", head))
+	var want []string
+	for env, err := range eng.ReadJournal(ctx, proxyhealth.JournalFilter{Types: []string{"proxy_paused", "proxy_resumed"}, After: head}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(proxyhealth.RecordOf(env))
+		want = append(want, string(b))
+	}
+	if len(lines) != 2 || !reflect.DeepEqual(lines, want) || !strings.Contains(lines[0], id2) || !strings.Contains(lines[1], id2) {
+		t.Errorf("GET /v1/journal gave\n%s\nwant the pause and the resume of %s:\n%s", strings.Join(lines, "\n"), id2, strings.Join(want, "\n"))
+	}
+	code, body = f.do("POST", "/v1/proxies/0000000000000000/pause", "")
+	wantError(t, "pause an unknown proxy", code, body, http.StatusNotFound, "0000000000000000")
+
+	// The engine's notifications reach the event stream: proxy 1 starts
+	// refusing and goes down.
+	c := f.stream("?type=state_changed&notify=proxy_down")
+	c.next() // greeting
+	if err := farm.Set(1, fakeproxy.Refuse()); err != nil {
+		t.Fatal(err)
+	}
+	m, last := c.nextNamed()
+	var n projections.Notification
+	if err := json.Unmarshal([]byte(m.data), &n); err != nil || m.event != "proxy_down" || n.ProxyID != id2 || last < n.Seq {
+		t.Errorf("notification %+v (%v), after event %d", m, err, last)
 	}
 }
 

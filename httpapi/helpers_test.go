@@ -29,6 +29,12 @@ var _ httpapi.Engine = (*proxyhealth.Engine)(nil)
 // /metrics serve (the server finds it by this method).
 var _ interface{ Health() proxyhealth.Health } = (*proxyhealth.Engine)(nil)
 
+// *proxyhealth.Engine has notifications, which /v1/events sends as named
+// events (the server finds them by this method).
+var _ interface {
+	Notifications() (<-chan projections.Notification, func())
+} = (*proxyhealth.Engine)(nil)
+
 // *projections.Live is what the daemon passes as Options.Status.
 var _ httpapi.Status = (*projections.Live)(nil)
 
