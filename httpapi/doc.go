@@ -5,31 +5,58 @@
 // e.g. *proxyhealth.Engine) and a live status (Options.Status, e.g.
 // *projections.Live):
 //
-//	srv := httpapi.New(eng, httpapi.Options{Status: live, Token: token})
+//	srv, err := httpapi.New(eng, httpapi.Options{Status: live, Token: token})
+//	if err != nil {
+//		return err // wraps ErrBadOptions
+//	}
 //	defer srv.Close()
 //	http.ListenAndServe("127.0.0.1:9480", srv)
 //
 // An engine that also has Health() proxyhealth.Health (*proxyhealth.Engine
 // does) has its condition served by /healthz, GET /v1/pool, /metrics and
-// the dashboard; without it (test fakes) /healthz always answers ok.
+// the dashboard; without it (test fakes) /healthz always answers ok. One
+// that has Notifications() (*proxyhealth.Engine does) has them sent on
+// /v1/events.
 //
 // # Endpoints
 //
 //	GET    /                     the dashboard (one embedded page, no external assets)
 //	GET    /v1/pool              pool summary: counts by state, per source, journal seq,
 //	                             the journal's write condition and each projection's
+//	GET    /v1/pool/history      the pool's counts over the last hour (see Pool history)
 //	GET    /v1/proxies           ?state=&source=&limit=&offset= (limit default 100, max 10000)
 //	GET    /v1/proxies/{id}      one proxy (id, or its URL, path-escaped) with history and state changes
-//	POST   /v1/proxies           {"url": "...", "source": "..."} adds a proxy (201)
+//	POST   /v1/proxies           {"url": "...", "source": "..."} adds a proxy (201); without
+//	                             "source" to the source "default", created on first use
 //	DELETE /v1/proxies/{id}      removes a proxy
 //	POST   /v1/proxies/{id}/revive
-//	POST   /v1/pause, /v1/resume ?source= (all sources when absent)
-//	GET    /v1/events            Server-Sent Events of committed journal events
+//	POST   /v1/proxies/{id}/pause, /v1/proxies/{id}/resume
+//	                             pauses or resumes one proxy (journaled as its proxy_paused,
+//	                             proxy_resumed): {"status": "paused", "id": "..."}
+//	POST   /v1/pause, /v1/resume ?source= (all sources when absent): every proxy of the source
+//	POST   /v1/reload            re-reads the configuration (see Reload)
+//	GET    /v1/events            Server-Sent Events of committed journal events and notifications
+//	GET    /v1/journal           the journal as JSON lines, a page at a time (see Journal)
 //	GET    /metrics              Prometheus metrics (names prefixed proxyhealth_)
 //	GET    /healthz              the engine's condition, never authenticated
 //
+// Endpoints() lists them with the query parameters each accepts.
+//
 // Every proxy in /v1/proxies and /v1/proxies/{id} has "paused": true while
-// it is paused (not checked, keeping its last state until resumed).
+// it is paused (not checked, keeping its last state until resumed), by
+// itself or with its source.
+//
+// # Strict requests
+//
+// A query parameter an endpoint does not accept is refused with 400 naming
+// it (and saying what the endpoint accepts), on every endpoint, before
+// anything is done: POST /v1/pause?proxy=ID used to be taken as
+// POST /v1/pause and paused the whole pool; now it answers 400 and points
+// to POST /v1/proxies/{id}/pause. So is a parameter given twice and a
+// malformed query string. A JSON body is exactly one object without
+// unknown fields (400 naming the field, or "trailing data"); the commands
+// that take no body (pause, resume, revive, delete, reload) accept none,
+// white space or {}, and refuse a body with fields the same way.
 //
 // Every error is JSON {"error": "..."} with a fitting status code; request
 // bodies are limited to Options.MaxBodyBytes (64 KiB by default). With
@@ -41,7 +68,10 @@
 // # Status codes
 //
 //	200, 201  done (201: a proxy was added)
-//	400       invalid request (query parameter, JSON body, proxy URL, config)
+//	400       invalid request: unknown, repeated or invalid query parameter, unknown
+//	          JSON field or trailing data, proxy URL; POST /v1/reload: the new
+//	          configuration is invalid (the error names file:line; the running
+//	          configuration stays)
 //	401       missing or wrong bearer token
 //	403       cross-origin command from a web page (see Browsers below)
 //	404       no such endpoint, proxy or source
@@ -50,7 +80,9 @@
 //	413       request body larger than Options.MaxBodyBytes
 //	415       command without "Content-Type: application/json"
 //	421       the Host header is not a name of this server (see Browsers below)
-//	500       unexpected engine error (logged to Options.Logger)
+//	500       unexpected engine error (logged to Options.Logger); POST /v1/reload:
+//	          the configuration could not be read or applied
+//	501       POST /v1/reload on a server without Options.Reload (the demo)
 //	503       the engine is closing; or the journal cannot write: nothing of the
 //	          command was applied (for pause and resume: to the proxies the error
 //	          names; the others took it), retry after the Retry-After seconds
@@ -60,6 +92,9 @@
 //	          before the journal said whether the command was written; GET the
 //	          proxy (or /v1/proxies?source= for pause/resume) to find out before
 //	          retrying
+//
+// GET /v1/journal answers 200 once its first line is ready; an error
+// after that cuts the response off (no final chunk), see Journal.
 //
 // # Engine health
 //
@@ -145,6 +180,93 @@
 // ?source= filter the stream (ids stay the journal seqs, so resuming works
 // the same). A comment line is sent every Options.Heartbeat (15 s) so that
 // proxies and clients can tell an idle stream from a dead one.
+//
+// # Notifications on the event stream
+//
+// Besides the journal events, /v1/events sends the engine's
+// once-per-episode notifications (projections.Notification) as SSE events
+// named after their type, with the notification's JSON as data and no id:
+//
+//	event: proxy_down
+//	data: {"type":"proxy_down","at":"…","seq":42,"proxy_id":"…","url":"http://10.0.0.7:3128","source":"main","from":"degraded","to":"unhealthy","reason":"…"}
+//
+// The types are proxy_down, proxy_recovered,
+// pool_degraded and pool_recovered; EventSource clients receive them with
+// addEventListener("proxy_down", …), while onmessage keeps receiving the
+// journal events only. ?notify=proxy_down,pool_degraded selects some,
+// ?notify=none turns them off (default: all four); ?source= and ?proxy=
+// apply to them as to the journal events (pool notifications have no
+// source, like pool events); ?type= applies to journal events only.
+//
+// "seq" is the journal seq of the event that caused the notification, and
+// the notification is sent after that event's place in the stream (after
+// the event itself when the filter passes it). Notifications carry no SSE
+// id, so they never move a client's Last-Event-ID, and they are live
+// only: a client that reconnects with Last-Event-ID gets the journal
+// events it missed (state_changed, pool_degraded, pool_recovered, from
+// which the episodes can be told) but not the notifications of that time;
+// those that must not be missed belong in a webhook. A notification whose
+// seq is at or before the client's Last-Event-ID is not sent again. A
+// stream that falls behind drops its oldest notifications and says so in
+// a comment line.
+//
+// # Journal
+//
+// GET /v1/journal reads the journal while the daemon runs (the bbolt file
+// is locked by the daemon, so `proxyhealth journal replay --data` cannot).
+// It answers "Content-Type: application/x-ndjson": JSON lines, one event a
+// line, exactly what `proxyhealth journal replay --format json` prints
+// (proxyhealth.Record), in seq order. Filters, all optional:
+//
+//	proxy=ID or URL     one proxy's events (credentials in a URL are ignored)
+//	type=a,b            event types (proxyhealth.EventTypes)
+//	source=NAME         one source's events
+//	since=, until=      since <= at < until; RFC 3339, 2006-01-02T15:04:05 or
+//	                    2006-01-02 (the server's time zone, like the CLI), or a
+//	                    duration meaning that long ago (90m, 24h)
+//	after=SEQ           only events with seq > SEQ: the paging cursor
+//	limit=N             at most N lines (default 1000, 1 to 10000; 400 above)
+//
+// Paging: a page with exactly limit lines may have a next one; ask for it
+// with after= the seq of the page's last line, until a page is shorter
+// than limit (possibly empty). A full page also carries that seq in the
+// HTTP trailer X-Next-After (the page is streamed, so it cannot be a
+// header; Go's client has it in Response.Trailer once the body is read,
+// curl -i prints it after the body); a short page has none. Events
+// deleted by retention are skipped (the first line is then the first
+// retained event after the cursor).
+//
+// The page is streamed as the journal is read and flushed every 256
+// lines, so the server holds at most those whatever the limit, and a
+// filter that matches few events reads the journal without holding
+// anything. A read error before the first line answers with its status
+// code (503 when the journal is closed); after it, the response is cut off
+// without its final chunk, so a client sees a broken transfer, never a
+// short page it could take for the end. Auth is that of the other read
+// endpoints.
+//
+// # Reload
+//
+// POST /v1/reload calls Options.Reload (the daemon re-reads its config
+// file and applies it with Engine.Reconcile, like SIGHUP) and answers 200
+// {"added": [IDs], "removed": [IDs], "changed": [IDs]} (lists, never
+// null; changed are kept proxies whose check settings changed). An error
+// wrapping proxyhealth.ErrBadConfig answers 400 with its text, which names
+// the file and line, and the running configuration stays as it was; other
+// errors answer 500 (503/504 for journal failures, as for other commands).
+// Without Options.Reload the endpoint answers 501.
+//
+// # Pool history
+//
+// GET /v1/pool/history answers {"interval_seconds": 10, "window_seconds":
+// 3600, "samples": [{"at", "total", "healthy", "degraded", "unhealthy",
+// "recovering", "failed", "unknown", "checking", "health_percentage",
+// "paused", "journal_seq"}, …]}, oldest first: the pool summary sampled
+// by the server every Options.PoolHistoryInterval (10 s) for the last
+// Options.PoolHistoryWindow (1 h), in a ring of at most
+// MaxPoolHistorySamples, from the server's start (not from the journal:
+// a restarted daemon starts a new series). The dashboard draws it on open,
+// then adds its own sample every second.
 //
 // # Metrics
 //

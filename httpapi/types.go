@@ -66,8 +66,9 @@ type Proxy struct {
 	// NextCheckAt is when the next check is due; null when none is
 	// scheduled (paused, failed).
 	NextCheckAt *time.Time `json:"next_check_at"`
-	// Paused is true while the proxy is paused (POST /v1/pause): it is
-	// not checked and keeps its last state until resumed.
+	// Paused is true while the proxy is paused (POST
+	// /v1/proxies/{id}/pause, or POST /v1/pause for its source): it is not
+	// checked and keeps its last state until resumed.
 	Paused bool `json:"paused"`
 }
 
