@@ -81,6 +81,7 @@ func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options
 	d := &daemon{eng: eng, api: eng, log: log, served: make(chan error, 1)}
 	if rl != nil {
 		d.settings, d.getenv, d.cur = rl.settings, rl.getenv, rl.running
+		api.Reload = d.reloadConfig
 	}
 	d.status = eng.Live()
 	api.Status, api.Version, api.Logger = d.status, version, log

@@ -49,6 +49,10 @@ func TestDemo(t *testing.T) {
 	if added := proxyIDs(t, base, "source=default"); len(added) != 1 || added[id("http://127.0.0.1:1")].Source != "default" {
 		t.Errorf("the default source holds %v", added)
 	}
+	// The demo has no configuration to reload.
+	if code, body := postReload(t, base); code != http.StatusNotImplemented {
+		t.Errorf("POST /v1/reload in the demo: %d %s", code, body)
+	}
 	p.waitOutput("summary lines", false, func(s string) (string, bool) {
 		return "", strings.Count(s, "% healthy · seq ") >= 2
 	})

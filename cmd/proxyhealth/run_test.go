@@ -3,10 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -229,6 +231,34 @@ func TestRunConfigReload(t *testing.T) {
 	if len(reloaded) != 1 || reloaded[0]["added"] != 2.0 || reloaded[0]["removed"] != 1.0 || reloaded[0]["changed"] != 2.0 {
 		t.Errorf("reload log lines %v", reloaded)
 	}
+
+	// POST /v1/reload does what SIGHUP does and answers the diff: farm 2
+	// moves back to a (removed from c, added to a), a's setting is back
+	// (farm 0 and 3 changed).
+	writeFile(t, dir, "ph.yaml", yaml("  - name: a\n    proxies: ['"+farm.URL(0)+"', '"+farm.URL(2)+"']\n  - name: c\n    proxies: ['"+farm.URL(1)+"']\n"))
+	code, body := postReload(t, base)
+	var diff struct{ Added, Removed, Changed []string }
+	if code != http.StatusOK || json.Unmarshal(body, &diff) != nil {
+		t.Fatalf("POST /v1/reload: %d %s", code, body)
+	}
+	sorted := func(ids ...string) []string { slices.Sort(ids); return ids }
+	if !slices.Equal(diff.Added, []string{id(farm.URL(2))}) || !slices.Equal(diff.Removed, []string{id(farm.URL(2))}) ||
+		!slices.Equal(diff.Changed, sorted(id(farm.URL(0)), id(farm.URL(3)))) {
+		t.Errorf("POST /v1/reload answered %s", body)
+	}
+	if src := proxyIDs(t, base, "")[id(farm.URL(2))].Source; src != "a" {
+		t.Errorf("after POST /v1/reload farm 2 is in %q", src)
+	}
+	// A bad file: 400 naming FILE:LINE, nothing changes.
+	before := proxyIDs(t, base, "")
+	writeFile(t, dir, "ph.yaml", yaml("  - name: a\n    proxies: ['"+farm.URL(0)+"', 'gopher://10.0.0.1:70']\n"))
+	code, body = postReload(t, base)
+	if code != http.StatusBadRequest || !strings.Contains(string(body), cfg+":9: ") || !strings.Contains(string(body), "unchanged") {
+		t.Errorf("POST /v1/reload of a bad file: %d %s", code, body)
+	}
+	if after := proxyIDs(t, base, ""); len(after) != len(before) {
+		t.Errorf("a bad reload changed the proxies: %d, were %d", len(after), len(before))
+	}
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit %d\n%s", code, p.stderr)
@@ -297,6 +327,21 @@ func TestRunAllowHost(t *testing.T) {
 	if code := p.wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
+}
+
+// postReload sends POST /v1/reload and returns the status and body.
+func postReload(t *testing.T, base string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Post(base+"/v1/reload", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body
 }
 
 // logRecords returns the JSON log records of a daemon's stderr with the
