@@ -21,7 +21,7 @@ import (
 // journalPageSize is the limit= of each GET /v1/journal request: the
 // largest page the API serves. A full page means there may be more.
 // Tests lower it to exercise the paging.
-var journalPageSize = 10000
+var journalPageSize = httpapi.MaxJournalLimit
 
 // journalPageTimeout bounds one page's request and answer.
 const journalPageTimeout = 2 * time.Minute

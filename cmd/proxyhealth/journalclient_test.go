@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
 
 // fakeJournalAPI serves GET /v1/journal as documented (JSON lines of
@@ -222,5 +224,57 @@ func TestJournalFromServerErrors(t *testing.T) {
 		if r := cli(t, args...); r.code != 2 || r.stderr == "" {
 			t.Errorf("%v: %+v", args, r)
 		}
+	}
+}
+
+// TestJournalFromRealDaemon: replay --server against the daemon's own GET
+// /v1/journal, in small pages, while it runs; after it stopped, the offline
+// replay of the same filters begins with exactly what the daemon served
+// (the journal only grows).
+func TestJournalFromRealDaemon(t *testing.T) {
+	farm, err := fakeproxy.Start(t.Context(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(farm.Close)
+	if err := farm.Set(2, fakeproxy.Refuse()); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	list := writeFile(t, dir, "pool.txt", farm.URL(0)+"\n"+farm.URLWith(1, "socks5h", "user", "pw")+"\n"+farm.URL(2)+"\n")
+	var logs syncBuffer
+	data := dir + "/data"
+	d, stop := startTestDaemon(t, &logs, nil, "--data", data, "--proxies", list, "--interval", "100ms", "--timeout", "1s",
+		"--check-url", testTarget, "--unhealthy-threshold", "2")
+	testutil.Eventually(t, 20*time.Second, "some history", func() bool {
+		s := d.status.Summary()
+		return s.Seq > 60 && s.Unhealthy == 1
+	})
+	server := strings.TrimSuffix(d.url, "/")
+	defer func(n int) { journalPageSize = n }(journalPageSize)
+	journalPageSize = 7
+	filters := [][]string{nil, {"--type", "state_changed,proxy_added"}, {"--proxy", farm.URLWith(1, "socks5h", "user", "pw")}, {"--source", "pool", "--type", "check_failed"}}
+	var online []result
+	for _, f := range filters {
+		r := cli(t, append([]string{"journal", "replay", "--format", "json", "--server", server}, f...)...)
+		if r.code != 0 || r.stdout == "" {
+			t.Fatalf("%v: %+v", f, r)
+		}
+		online = append(online, r)
+	}
+	st := cli(t, "journal", "stats", "--server", server, "--format", "json")
+	var stats journalStatsOut
+	if st.code != 0 || json.Unmarshal([]byte(st.stdout), &stats) != nil || stats.Events < 60 || stats.FirstSeq != 1 || stats.Proxies != 3 {
+		t.Errorf("stats --server: %+v", st)
+	}
+	stop()
+	for i, f := range filters {
+		off := cli(t, append([]string{"journal", "replay", "--format", "json", "--data", data}, f...)...)
+		if off.code != 0 || !strings.HasPrefix(off.stdout, online[i].stdout) {
+			t.Errorf("%v: the daemon served\n%s\nthe journal holds\n%s", f, online[i].stdout, off.stdout)
+		}
+	}
+	if strings.Contains(logs.String(), "pw@") {
+		t.Errorf("credentials in the log:\n%s", logs.String())
 	}
 }
