@@ -19,12 +19,13 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/probe"
 )
 
 // Defaults of the daemon (the engine's defaults are documented in
-// events.DefaultConfig and probe.Config).
+// proxyhealth.DefaultHealthConfig and proxyhealth.ProbeConfig).
 const (
 	defaultData   = "./proxyhealth-data"
 	defaultListen = "127.0.0.1:9480"
@@ -179,7 +180,7 @@ func (l settingsLayer) validate() error {
 			return l.errorf(n.field, *n.v, rule)
 		}
 	}
-	if s.CheckURL != nil && (*s.CheckURL == "" || (probe.Config{TargetURL: *s.CheckURL}).Validate() != nil) {
+	if s.CheckURL != nil && (*s.CheckURL == "" || (proxyhealth.ProbeConfig{TargetURL: *s.CheckURL}).Validate() != nil) {
 		// The URL is not shown: it may carry credentials.
 		return l.errorf("check_url", "(not shown)", "want an absolute http or https URL without credentials or fragment, e.g. "+probe.DefaultTargetURL)
 	}
@@ -204,7 +205,7 @@ func (l settingsLayer) validate() error {
 		}
 	}
 	if len(s.Headers) > 0 {
-		var p probe.Config
+		var p proxyhealth.ProbeConfig
 		s.applyHeaders(&p)
 		if err := p.Validate(); err != nil {
 			return l.errorf("headers", nil, strings.TrimPrefix(err.Error(), probe.ErrBadConfig.Error()+": Headers "))
@@ -226,7 +227,7 @@ func short(s string) string {
 }
 
 // applyHeaders sets p.Headers from s.Headers, sorted by name.
-func (s *checkSettings) applyHeaders(p *probe.Config) {
+func (s *checkSettings) applyHeaders(p *proxyhealth.ProbeConfig) {
 	names := make([]string, 0, len(s.Headers))
 	for n := range s.Headers {
 		names = append(names, n)
@@ -241,7 +242,7 @@ func (s *checkSettings) applyHeaders(p *probe.Config) {
 // apply sets the fields of c that are set in s, which validate accepted.
 // base is the directory relative file names (ca_file) are resolved
 // against.
-func (s *checkSettings) apply(h *events.Config, p *probe.Config, base string) error {
+func (s *checkSettings) apply(h *proxyhealth.HealthConfig, p *proxyhealth.ProbeConfig, base string) error {
 	set := func(dst *time.Duration, v *duration) {
 		if v != nil {
 			*dst = time.Duration(*v)

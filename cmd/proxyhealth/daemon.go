@@ -13,7 +13,6 @@ import (
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
-	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
 	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
@@ -69,7 +68,7 @@ func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options
 	cfg.Projections = append(cfg.Projections, sqliteview.New()) // the daemon keeps the SQLite view
 	// The journal reports each group commit to the metrics, once they exist.
 	var metrics atomic.Pointer[httpapi.Server]
-	cfg.OnJournalCommit = func(c journal.CommitStats) {
+	cfg.OnJournalCommit = func(c proxyhealth.CommitStats) {
 		if s := metrics.Load(); s != nil && c.Err == nil {
 			s.ObserveJournalCommit(c.Events, c.Duration)
 		}

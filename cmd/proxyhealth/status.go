@@ -262,7 +262,7 @@ func pausedFromData(ctx context.Context, dir string) ([]httpapi.Proxy, error) {
 	}
 	var out []httpapi.Proxy
 	for offset := 0; ; offset += listPage {
-		_, views := live.List(projections.ListFilter{}, offset, listPage)
+		_, views := live.List(proxyhealth.ListFilter{}, offset, listPage)
 		for _, v := range views {
 			if v.Paused {
 				out = append(out, httpapi.ProxyOf(v))
