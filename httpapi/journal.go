@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -103,8 +104,12 @@ func (s *Server) journal(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	// Server.Close ends a long read too (http.Server.Shutdown waits for it).
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(s.ctx, cancel)()
 	rc := http.NewResponseController(w)
-	bw := bufio.NewWriterSize(w, 32<<10)
+	bw := bufio.NewWriterSize(deadlineWriter{w, rc}, 32<<10)
 	enc := json.NewEncoder(bw)
 	started := false
 	start := func() {
@@ -116,8 +121,8 @@ func (s *Server) journal(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	}
 	flush := func() bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 		err := bw.Flush()
+		_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 		if err == nil {
 			err = rc.Flush()
 		}
@@ -128,7 +133,7 @@ func (s *Server) journal(w http.ResponseWriter, r *http.Request) {
 		last    uint64
 		readErr error
 	)
-	for env, err := range s.eng.ReadJournal(r.Context(), f) {
+	for env, err := range s.eng.ReadJournal(ctx, f) {
 		if err != nil {
 			readErr = err
 			break
@@ -144,6 +149,9 @@ func (s *Server) journal(w http.ResponseWriter, r *http.Request) {
 		if n%journalFlushEvery == 0 && !flush() {
 			return
 		}
+	}
+	if readErr == nil && ctx.Err() != nil {
+		readErr = ctx.Err() // an iterator that stopped without saying why
 	}
 	if readErr != nil {
 		if !started {
@@ -167,4 +175,17 @@ func (s *Server) journal(w http.ResponseWriter, r *http.Request) {
 	if n == f.Limit {
 		w.Header().Set(NextAfterTrailer, strconv.FormatUint(last, 10))
 	}
+}
+
+// deadlineWriter gives every write to the client sseWriteTimeout, so a
+// client that stopped reading does not hold its handler forever, and a
+// slow read of the journal between writes does not count against it.
+type deadlineWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
+	return d.w.Write(p)
 }

@@ -369,6 +369,39 @@ func TestJournalStreams(t *testing.T) {
 	}
 }
 
+// TestJournalEndsWithServer: Server.Close ends a page still being read
+// (http.Server.Shutdown waits for handlers), and the client sees it cut
+// off, not a short page.
+func TestJournalEndsWithServer(t *testing.T) {
+	var g *gatedEngine
+	f := newFixtureWith(t, httpapi.Options{}, func(e *fakeEngine) httpapi.Engine {
+		g = &gatedEngine{fakeEngine: e, n: 300, release: make(chan struct{})}
+		return g
+	})
+	defer close(g.release)
+	var envs []*pb.Envelope
+	for range 400 {
+		envs = append(envs, okEnv("p1", "a", time.Millisecond))
+	}
+	f.append(envs...)
+	resp := f.doResp("GET", "/v1/journal", "")
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for range 256 {
+		if !sc.Scan() {
+			t.Fatalf("the page ended early: %v", sc.Err())
+		}
+	}
+	f.srv.Close()
+	n := 256
+	for sc.Scan() {
+		n++
+	}
+	if !errors.Is(sc.Err(), io.ErrUnexpectedEOF) || n != 300 {
+		t.Errorf("after Close: %d lines, error %v; want the 300 read lines and a cut-off body (unexpected EOF)", n, sc.Err())
+	}
+}
+
 // TestJournalReadError: an error before the first line is a JSON error
 // with its status; one after it cuts the response off, so a client cannot
 // take a broken page for a short (last) one.
