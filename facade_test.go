@@ -190,3 +190,15 @@ func TestTailReplaysThenFollows(t *testing.T) {
 		t.Fatalf("ParseProxy: %+v %v", info, err)
 	}
 }
+
+// TestCheckProxyOnce: a one-off check through the facade.
+func TestCheckProxyOnce(t *testing.T) {
+	farm := startFarm(t, 1)
+	r, err := proxyhealth.CheckProxy(context.Background(), farm.URL(0), farmProbe())
+	if err != nil || !r.OK || r.Proxy.ID == "" || r.Total <= 0 || r.Config.Timeout != farmProbe().Timeout {
+		t.Fatalf("check: %+v %v", r, err)
+	}
+	if _, err := proxyhealth.CheckProxy(context.Background(), "gopher://u:secret@127.0.0.1:1", farmProbe()); err == nil || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("bad URL: %v", err)
+	}
+}
