@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth/actors"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
@@ -18,6 +19,11 @@ const (
 	DefaultTargetURL = probe.DefaultTargetURL
 	// DefaultTimeout bounds one whole check by default.
 	DefaultTimeout = probe.DefaultTimeout
+	// DefaultConcurrency is the default bound of checks in flight.
+	DefaultConcurrency = actors.DefaultConcurrency
+	// DefaultSnapshotEvery is how many events a proxy appends between
+	// snapshots by default.
+	DefaultSnapshotEvery = actors.DefaultSnapshotEvery
 	// MinInterval is the smallest check and suspect interval.
 	MinInterval = events.MinInterval
 	// DefaultRetention is how long journal events are kept by default.
