@@ -98,6 +98,11 @@ func (a *Archive) Path() string { return a.path }
 // Head is the seq of the journal's last event (0 when it has none).
 func (a *Archive) Head() uint64 { return a.j.Head() }
 
+// Journal is a read-only view of the archive's journal (to rebuild a
+// projection from it, as sqliteview.Rebuild does). Close the Archive, not
+// the view.
+func (a *Archive) Journal() journal.Journal { return journal.ReadOnly(a.j) }
+
 // First is the seq of the oldest event retention kept (Head()+1 when the
 // journal has none).
 func (a *Archive) First() uint64 { return a.j.First() }
