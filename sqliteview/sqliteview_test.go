@@ -1,0 +1,84 @@
+package sqliteview_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/sqliteview"
+)
+
+func TestMain(m *testing.M) {
+	// protoactor's dead-letter log throttle (../shared/notes/protoactor-go.md §5).
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+}
+
+// TestTheViewFollowsTheEngine: registered, the view is kept in
+// DataDir/view.db, reported in Health, caught up at Close; Rebuild and
+// Offset work on the data directory afterwards; without a data directory
+// there is no view.
+func TestTheViewFollowsTheEngine(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	cfg := proxyhealth.Config{DataDir: dir, Projections: []proxyhealth.ProjectionSpec{sqliteview.New()},
+		Sources: []proxyhealth.SourceConfig{{Name: "a", Proxies: []string{"127.0.0.1:9"}}}}
+	e, err := proxyhealth.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range e.Health().Projections {
+		found = found || p.Name == sqliteview.Name
+	}
+	if !found {
+		t.Errorf("the view is not in Health: %+v", e.Health().Projections)
+	}
+	if err := e.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	head := e.JournalHead()
+	seq, exists, err := sqliteview.Offset(ctx, dir)
+	if err != nil || !exists || seq != head {
+		t.Fatalf("Offset = %d %v %v; the journal's head is %d", seq, exists, err, head)
+	}
+	if err := os.Remove(filepath.Join(dir, sqliteview.File)); err != nil {
+		t.Fatal(err)
+	}
+	a, err := proxyhealth.OpenArchive(ctx, dir, proxyhealth.ArchiveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls int
+	err = sqliteview.Rebuild(ctx, dir, a.Journal(), func(done, total uint64) { calls++ })
+	a.Close()
+	if err != nil || calls == 0 {
+		t.Fatalf("Rebuild: %v (%d progress calls)", err, calls)
+	}
+	if seq, exists, err := sqliteview.Offset(ctx, dir); err != nil || !exists || seq != head {
+		t.Fatalf("after Rebuild: Offset = %d %v %v, want %d", seq, exists, err, head)
+	}
+
+	// No data directory: no view, nothing reported.
+	mem, err := proxyhealth.Open(ctx, proxyhealth.Config{Projections: []proxyhealth.ProjectionSpec{sqliteview.New()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range mem.Health().Projections {
+		if p.Name == sqliteview.Name {
+			t.Errorf("an engine without a data directory reports a view: %+v", p)
+		}
+	}
+	if err := mem.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := sqliteview.Offset(ctx, t.TempDir()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Offset without a view: %v", err)
+	}
+}
