@@ -18,7 +18,7 @@ import (
 func TestHostCheck(t *testing.T) {
 	f := newFixture(t, httpapi.Options{})
 	f.seedPool()
-	for _, p := range []string{"/", "/healthz", "/metrics", "/v1/pool", "/v1/proxies", "/v1/proxies/p1", "/v1/events", "/nope"} {
+	for _, p := range []string{"/", "/healthz", "/metrics", "/v1/pool", "/v1/proxies", "/v1/proxies/" + p1, "/v1/events", "/nope"} {
 		code, body := f.doNoStream("GET", p, "Host", "evil.example")
 		wantError(t, "GET "+p+" with Host evil.example", code, body, http.StatusMisdirectedRequest, "AllowedHosts")
 		code, body = f.doNoStream("GET", p, "Host", "evil.example:"+port(f))
@@ -123,8 +123,8 @@ func TestCrossOrigin(t *testing.T) {
 				[]string{"Origin", "http://evil.example", "Content-Type", "text/plain"}, 403, "Origin"},
 			{"JSON add from another origin", "POST", "/v1/proxies", `{"url":"10.66.66.66:80"}`, []string{"Origin", "http://evil.example"}, 403, "Origin"},
 			{"another port of localhost", "POST", "/v1/resume", "", []string{"Origin", "http://localhost:8080", "Sec-Fetch-Site", "same-site"}, 403, "localhost:8080"},
-			{"opaque origin", "DELETE", "/v1/proxies/p1", "", []string{"Origin", "null"}, 403, "null"},
-			{"cross-site without Origin", "POST", "/v1/proxies/p1/revive", "", []string{"Sec-Fetch-Site", "cross-site"}, 403, "cross-site"},
+			{"opaque origin", "DELETE", "/v1/proxies/" + p1, "", []string{"Origin", "null"}, 403, "null"},
+			{"cross-site without Origin", "POST", "/v1/proxies/" + p1 + "/revive", "", []string{"Sec-Fetch-Site", "cross-site"}, 403, "cross-site"},
 			{"text/plain without Origin", "POST", "/v1/proxies", `{"url":"10.66.66.66:80"}`, []string{"Content-Type", "text/plain"}, 415, "application/json"},
 			{"form without Origin", "POST", "/v1/pause", "a=b", []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, "application/json"},
 			{"body without Content-Type", "POST", "/v1/proxies", `{"url":"10.66.66.66:80"}`, []string{"Content-Type", ""}, 415, "Content-Type"},
@@ -141,10 +141,10 @@ func TestCrossOrigin(t *testing.T) {
 			name, method, path, body string
 			hdr                      []string
 		}{
-			{"the dashboard's revive", "POST", "/v1/proxies/p1/revive", "", []string{"Origin", self, "Sec-Fetch-Site", "same-origin", "Content-Type", "application/json"}},
+			{"the dashboard's revive", "POST", "/v1/proxies/" + p1 + "/revive", "", []string{"Origin", self, "Sec-Fetch-Site", "same-origin", "Content-Type", "application/json"}},
 			{"same-origin add", "POST", "/v1/proxies", `{"url":"10.0.0.7:80"}`, []string{"Origin", self, "Content-Type", "application/json; charset=utf-8"}},
 			{"curl pause without a body", "POST", "/v1/pause", "", nil},
-			{"CLI delete", "DELETE", "/v1/proxies/p1", "", nil},
+			{"CLI delete", "DELETE", "/v1/proxies/" + p1, "", nil},
 			{"JSON add without Origin", "POST", "/v1/proxies", `{"url":"10.0.0.8:80"}`, nil},
 			{"typed in the address bar", "POST", "/v1/resume", "", []string{"Sec-Fetch-Site", "none", "Content-Type", "application/json"}},
 		} {

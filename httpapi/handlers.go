@@ -6,12 +6,10 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/probe"
-	"github.com/proxyhealth/proxyhealth/projections"
 )
 
 func (s *Server) pool(w http.ResponseWriter, _ *http.Request) {
@@ -24,9 +22,9 @@ func (s *Server) pool(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := projections.ListFilter{State: q.Get("state"), Source: q.Get("source")}
+	f := proxyhealth.ListFilter{State: q.Get("state"), Source: q.Get("source")}
 	if f.State != "" {
-		if _, ok := events.ParseState(f.State); !ok {
+		if _, ok := proxyhealth.ParseState(f.State); !ok {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("state=%q is not a state; use unknown, healthy, degraded, unhealthy, recovering or failed", f.State))
 			return
 		}
@@ -60,38 +58,35 @@ func intParam(w http.ResponseWriter, raw, name string, def, lo, hi int) (int, bo
 	return n, true
 }
 
-// proxyID resolves the {id} path value (see resolveID).
-func proxyID(r *http.Request) string { return resolveID(r.PathValue("id")) }
-
-// resolveID accepts a proxy ID or a proxy URL (path-escaped in paths),
-// whose ID is derived like the engine does.
-func resolveID(id string) string {
-	if u, err := probe.ParseProxyURL(id); err == nil && !isHexID(id) {
-		return u.ID()
-	}
-	return id
-}
-
-func isHexID(s string) bool {
-	if len(s) != 16 {
-		return false
-	}
-	for _, c := range s {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
+// proxyID resolves the {id} path value, a proxy ID or a proxy URL
+// (path-escaped), to the proxy's ID like the engine does
+// (proxyhealth.ResolveProxyID). Neither is no proxy: false, answered with
+// 404.
+func proxyID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	raw := r.PathValue("id")
+	id, err := proxyhealth.ResolveProxyID(raw)
+	if err != nil {
+		shown := strconv.Quote(limit(raw))
+		if strings.Contains(raw, "@") { // it may hold credentials
+			shown = "(a URL with user info, not shown)"
 		}
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no proxy %s: it is neither a proxy ID (16 hex digits) nor a proxy URL; list them with GET /v1/proxies", shown))
+		return "", false
 	}
-	return true
+	return id, true
 }
 
 func (s *Server) getProxy(w http.ResponseWriter, r *http.Request) {
-	id := proxyID(r)
+	id, ok := proxyID(w, r)
+	if !ok {
+		return
+	}
 	v, ok := s.status.Proxy(id)
 	if !ok {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no proxy %q; list them with GET /v1/proxies", id))
 		return
 	}
-	checks, err := s.history.Checks(r.Context(), id, time.Time{})
+	checks, err := s.eng.CheckHistory(r.Context(), id, time.Time{})
 	if err != nil {
 		s.engineError(w, r, err, proxyCheck(id))
 		return
@@ -130,14 +125,16 @@ func (s *Server) addProxy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `missing "url": send {"url": "http://host:port", "source": "name"}`)
 		return
 	}
-	u, err := probe.ParseProxyURL(req.URL)
+	u, err := proxyhealth.ParseProxy(req.URL)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		// The URL is the request, not a configuration file: no
+		// "invalid config" prefix.
+		writeError(w, http.StatusBadRequest, strings.TrimPrefix(err.Error(), proxyhealth.ErrBadConfig.Error()+": "))
 		return
 	}
 	id, err := s.eng.AddProxy(r.Context(), req.Source, req.URL)
 	if err != nil {
-		s.engineError(w, r, err, proxyCheck(u.ID()))
+		s.engineError(w, r, err, proxyCheck(u.ID))
 		return
 	}
 	src := req.Source
@@ -145,7 +142,7 @@ func (s *Server) addProxy(w http.ResponseWriter, r *http.Request) {
 		src = "default"
 	}
 	w.Header().Set("Location", "/v1/proxies/"+id)
-	writeJSON(w, http.StatusCreated, AddResponse{ID: id, URL: u.Redacted(), Source: src})
+	writeJSON(w, http.StatusCreated, AddResponse{ID: id, URL: u.Redacted, Source: src})
 }
 
 // ActionResponse is the body of a successful delete, revive, pause or
@@ -159,7 +156,10 @@ type ActionResponse struct {
 }
 
 func (s *Server) removeProxy(w http.ResponseWriter, r *http.Request) {
-	id := proxyID(r)
+	id, ok := proxyID(w, r)
+	if !ok {
+		return
+	}
 	if err := s.eng.RemoveProxy(r.Context(), id); err != nil {
 		s.engineError(w, r, err, proxyCheck(id))
 		return
@@ -168,7 +168,10 @@ func (s *Server) removeProxy(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) revive(w http.ResponseWriter, r *http.Request) {
-	id := proxyID(r)
+	id, ok := proxyID(w, r)
+	if !ok {
+		return
+	}
 	if err := s.eng.Revive(r.Context(), id); err != nil {
 		s.engineError(w, r, err, proxyCheck(id))
 		return
@@ -195,7 +198,10 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) pauseProxy(w http.ResponseWriter, r *http.Request) {
-	id := proxyID(r)
+	id, ok := proxyID(w, r)
+	if !ok {
+		return
+	}
 	if err := s.eng.PauseProxy(r.Context(), id); err != nil {
 		s.engineError(w, r, err, proxyCheck(id))
 		return
@@ -204,7 +210,10 @@ func (s *Server) pauseProxy(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) resumeProxy(w http.ResponseWriter, r *http.Request) {
-	id := proxyID(r)
+	id, ok := proxyID(w, r)
+	if !ok {
+		return
+	}
 	if err := s.eng.ResumeProxy(r.Context(), id); err != nil {
 		s.engineError(w, r, err, proxyCheck(id))
 		return

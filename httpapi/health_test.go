@@ -158,7 +158,7 @@ func TestHealthMetrics(t *testing.T) {
 func TestProxyPaused(t *testing.T) {
 	f := newFixture(t, httpapi.Options{})
 	f.seedPool()
-	pause := env("p2", "a")
+	pause := env(p2, "a")
 	pause.Event = &pb.Envelope_ProxyPaused{ProxyPaused: &pb.ProxyPaused{}}
 	f.append(pause)
 	var l httpapi.ProxyList
@@ -167,14 +167,14 @@ func TestProxyPaused(t *testing.T) {
 	for _, p := range l.Proxies {
 		got[p.ID] = p.Paused
 	}
-	if want := map[string]bool{"p1": false, "p2": true, "p3": false}; !reflect.DeepEqual(got, want) {
+	if want := map[string]bool{p1: false, p2: true, p3: false}; !reflect.DeepEqual(got, want) {
 		t.Errorf("paused flags %v, want %v", got, want)
 	}
-	_, body := f.do("GET", "/v1/proxies/p2", "")
+	_, body := f.do("GET", "/v1/proxies/"+p2, "")
 	if !strings.Contains(body, `"paused":true`) {
 		t.Errorf("detail of a paused proxy: %s", body)
 	}
-	_, body = f.do("GET", "/v1/proxies/p1", "")
+	_, body = f.do("GET", "/v1/proxies/"+p1, "")
 	if !strings.Contains(body, `"paused":false`) {
 		t.Errorf("detail of a running proxy: %s", body)
 	}
@@ -188,13 +188,13 @@ func TestJournalErrors(t *testing.T) {
 	var e httpapi.ErrorBody
 	for _, c := range []struct{ method, path, body, want string }{
 		{"POST", "/v1/proxies", `{"url":"10.0.0.9:3128"}`, "nothing was applied: the journal cannot write"},
-		{"POST", "/v1/proxies/p1/revive", "", "nothing was applied: the journal cannot write"},
-		{"DELETE", "/v1/proxies/p1", "", "nothing was applied: the journal cannot write"},
+		{"POST", "/v1/proxies/" + p1 + "/revive", "", "nothing was applied: the journal cannot write"},
+		{"DELETE", "/v1/proxies/" + p1, "", "nothing was applied: the journal cannot write"},
 		// A pause goes to many proxies: those the error names did not
 		// take it, the others did.
 		{"POST", "/v1/pause?source=a", "", "nothing was applied to the proxies named here, any other proxy took the command"},
 	} {
-		f.eng.err = fmt.Errorf("proxy p1: %w: write journal.db: no space left on device", proxyhealth.ErrJournalFailing)
+		f.eng.err = fmt.Errorf("proxy %s: %w: write journal.db: no space left on device", p1, proxyhealth.ErrJournalFailing)
 		resp := f.doResp(c.method, c.path, c.body)
 		e = httpapi.ErrorBody{}
 		_ = json.NewDecoder(resp.Body).Decode(&e)
@@ -207,8 +207,8 @@ func TestJournalErrors(t *testing.T) {
 
 	for _, c := range []struct{ method, path, body, hint string }{
 		{"POST", "/v1/proxies", `{"url":"10.0.0.9:3128"}`, "GET /v1/proxies/" + probe.MustParseProxyURL("10.0.0.9:3128").ID()},
-		{"DELETE", "/v1/proxies/p1", "", "GET /v1/proxies/p1"},
-		{"POST", "/v1/proxies/p1/revive", "", "GET /v1/proxies/p1"},
+		{"DELETE", "/v1/proxies/" + p1, "", "GET /v1/proxies/" + p1},
+		{"POST", "/v1/proxies/" + p1 + "/revive", "", "GET /v1/proxies/" + p1},
 		{"POST", "/v1/pause?source=a", "", "GET /v1/proxies?source=a"},
 		{"POST", "/v1/resume", "", "GET /v1/proxies"},
 	} {

@@ -43,6 +43,7 @@ var t0 = time.Date(2025, 3, 4, 5, 0, 0, 0, time.UTC)
 // fakeEngine records commands and answers them with err (if set).
 type fakeEngine struct {
 	j       journal.Journal
+	now     func() time.Time // the clock of CheckHistory (nil: time.Now)
 	mu      sync.Mutex
 	log     []string
 	err     error
@@ -70,7 +71,13 @@ func (f *fakeEngine) RemoveProxy(_ context.Context, id string) error { return f.
 func (f *fakeEngine) Revive(_ context.Context, id string) error      { return f.record("revive " + id) }
 func (f *fakeEngine) Pause(_ context.Context, src string) error      { return f.record("pause " + src) }
 func (f *fakeEngine) Resume(_ context.Context, src string) error     { return f.record("resume " + src) }
-func (f *fakeEngine) Journal() journal.Journal                       { return f.j }
+
+// JournalHead, Tail and CheckHistory read the fake's journal.
+func (f *fakeEngine) JournalHead() uint64                { return f.j.Head() }
+func (f *fakeEngine) Tail(from uint64) httpapi.EventTail { return f.j.Subscribe(from) }
+func (f *fakeEngine) CheckHistory(ctx context.Context, id string, since time.Time) ([]proxyhealth.CheckRecord, error) {
+	return projections.NewHistory(f.j, projections.HistoryOptions{Clock: f.now}).Checks(ctx, id, since)
+}
 func (f *fakeEngine) PauseProxy(_ context.Context, id string) error {
 	return f.record("pause-proxy " + id)
 }
@@ -152,6 +159,7 @@ func newFixtureWith(t *testing.T, opts httpapi.Options, wrap func(*fakeEngine) h
 	if opts.Now == nil {
 		opts.Now = f.now // the time of the last event
 	}
+	eng.now = opts.Now
 	srv, err := httpapi.New(wrap(eng), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -225,13 +233,13 @@ const (
 // healthy (b).
 func (f *fixture) seedPool() {
 	f.append(
-		addedEnv("p1", "a", "http://10.0.0.1:3128"), okEnv("p1", "a", 10*time.Millisecond), changeEnv("p1", "a", unknown, healthy),
-		addedEnv("p2", "a", "socks5://10.0.0.2:1080"), okEnv("p2", "a", 30*time.Millisecond), changeEnv("p2", "a", unknown, healthy),
-		failEnv("p2", "a", pb.FailureClass_FAILURE_CLASS_TIMEOUT), changeEnv("p2", "a", healthy, degraded),
-		addedEnv("p3", "b", "http://10.0.0.3:8080"), okEnv("p3", "b", 20*time.Millisecond), changeEnv("p3", "b", unknown, healthy),
+		addedEnv(p1, "a", "http://10.0.0.1:3128"), okEnv(p1, "a", 10*time.Millisecond), changeEnv(p1, "a", unknown, healthy),
+		addedEnv(p2, "a", "socks5://10.0.0.2:1080"), okEnv(p2, "a", 30*time.Millisecond), changeEnv(p2, "a", unknown, healthy),
+		failEnv(p2, "a", pb.FailureClass_FAILURE_CLASS_TIMEOUT), changeEnv(p2, "a", healthy, degraded),
+		addedEnv(p3, "b", "http://10.0.0.3:8080"), okEnv(p3, "b", 20*time.Millisecond), changeEnv(p3, "b", unknown, healthy),
 	)
 	// The engine's actors report their next check; here the test does.
-	for _, id := range []string{"p1", "p2", "p3"} {
+	for _, id := range []string{p1, p2, p3} {
 		f.live.SetNextCheck(id, f.now().Add(30*time.Second))
 	}
 }
@@ -356,3 +364,12 @@ func healthyHealth() proxyhealth.Health {
 		},
 	}
 }
+
+// The fake proxies' IDs (real IDs: 16 hex digits, as the API resolves
+// them).
+const (
+	p1 = "00000000000000a1"
+	p2 = "00000000000000a2"
+	p3 = "00000000000000a3"
+	p9 = "00000000000000a9"
+)

@@ -10,8 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/journal"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -20,11 +18,12 @@ import (
 // the live status and the engine's health at scrape time.
 type metrics struct {
 	reg    *prometheus.Registry
-	j      journal.Journal
+	ctx    context.Context // the server's: ends with Server.Close
+	eng    Engine
 	status Status
 	health func() (proxyhealth.Health, bool)
 	now    func() time.Time
-	sub    *journal.Subscription // from the head at New
+	tail   EventTail // from the head at New
 
 	checks        *prometheus.CounterVec
 	checkLatency  *prometheus.HistogramVec
@@ -36,9 +35,9 @@ type metrics struct {
 	followedSeq   prometheus.Gauge
 }
 
-func newMetrics(j journal.Journal, status Status, health func() (proxyhealth.Health, bool)) *metrics {
+func newMetrics(ctx context.Context, eng Engine, tail func(from uint64) EventTail, status Status, health func() (proxyhealth.Health, bool)) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(), j: j, status: status, health: health, now: time.Now, sub: j.Subscribe(j.Head() + 1),
+		reg: prometheus.NewRegistry(), ctx: ctx, eng: eng, status: status, health: health, now: time.Now, tail: tail(eng.JournalHead() + 1),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "proxyhealth_checks_total",
 			Help: "Active checks journaled since this process started, by result (success, failure) and failure class (empty for success).",
@@ -89,9 +88,9 @@ func (m *metrics) handler() http.Handler {
 // follow counts the events committed from now on until ctx ends or the
 // journal closes.
 func (m *metrics) follow(ctx context.Context) {
-	defer m.sub.Close()
+	defer m.tail.Close()
 	for {
-		batch, err := m.sub.NextBatch(ctx, 1024)
+		batch, err := m.tail.NextBatch(ctx, 1024)
 		if err != nil {
 			return
 		}
@@ -103,9 +102,9 @@ func (m *metrics) follow(ctx context.Context) {
 }
 
 func (m *metrics) count(env *pb.Envelope, now time.Time) {
-	m.eventsTotal.WithLabelValues(events.TypeName(env)).Inc()
+	m.eventsTotal.WithLabelValues(proxyhealth.EventType(env)).Inc()
 	m.followedSeq.Set(float64(env.GetSeq()))
-	if d := now.Sub(events.At(env)); d >= 0 {
+	if d := now.Sub(proxyhealth.EventTime(env)); d >= 0 {
 		m.delivery.Observe(d.Seconds())
 	}
 	switch e := env.GetEvent().(type) {
@@ -113,10 +112,10 @@ func (m *metrics) count(env *pb.Envelope, now time.Time) {
 		m.checks.WithLabelValues("success", "").Inc()
 		m.checkLatency.WithLabelValues("success").Observe(seconds(e.CheckSucceeded.GetLatency()))
 	case *pb.Envelope_CheckFailed:
-		m.checks.WithLabelValues("failure", events.ClassName(e.CheckFailed.GetClass())).Inc()
+		m.checks.WithLabelValues("failure", proxyhealth.ClassName(e.CheckFailed.GetClass())).Inc()
 		m.checkLatency.WithLabelValues("failure").Observe(seconds(e.CheckFailed.GetLatency()))
 	case *pb.Envelope_StateChanged:
-		m.transitions.WithLabelValues(events.StateName(e.StateChanged.GetFrom()), events.StateName(e.StateChanged.GetTo())).Inc()
+		m.transitions.WithLabelValues(proxyhealth.StateName(e.StateChanged.GetFrom()), proxyhealth.StateName(e.StateChanged.GetTo())).Inc()
 	}
 }
 
@@ -165,7 +164,7 @@ func (statusCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
-	head := c.m.j.Head()
+	head := c.m.eng.JournalHead()
 	s := c.m.status.Summary()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
@@ -184,7 +183,9 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descHealthPct, s.HealthPercentage)
 	gauge(descHead, float64(head))
-	gauge(descFirst, float64(c.m.j.First()))
+	if first, err := journalFirst(c.m.ctx, c.m.eng); err == nil {
+		gauge(descFirst, float64(first))
+	}
 	gauge(descLiveSeq, float64(s.Seq))
 	h, ok := c.m.health()
 	if !ok {

@@ -69,7 +69,7 @@ func TestMetrics(t *testing.T) {
 
 	// Events committed but not applied to the live status are the
 	// projection lag.
-	if _, err := f.j.Append(t.Context(), []*pb.Envelope{okEnv("p1", "a", time.Millisecond), okEnv("p1", "a", time.Millisecond)}); err != nil {
+	if _, err := f.j.Append(t.Context(), []*pb.Envelope{okEnv(p1, "a", time.Millisecond), okEnv(p1, "a", time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
 	f.scrapeUntil(`proxyhealth_projection_lag_events{projection="live status"} 2`, `proxyhealth_journal_head_seq 13`)

@@ -56,7 +56,7 @@ func TestUnknownQueryParameters(t *testing.T) {
 	f := newFixture(t, httpapi.Options{})
 	f.seedPool()
 	for _, e := range everyEndpoint {
-		path := strings.ReplaceAll(e.path, "{id}", "p1") + "?bogus_param=1"
+		path := strings.ReplaceAll(e.path, "{id}", p1) + "?bogus_param=1"
 		body := ""
 		if e.method == "POST" && e.path == "/v1/proxies" {
 			body = `{"url":"http://10.9.9.9:3128"}`
@@ -97,7 +97,7 @@ func TestUnknownBodyFields(t *testing.T) {
 		if e.method == "GET" || e.path == "/v1/proxies" {
 			continue
 		}
-		path := strings.ReplaceAll(e.path, "{id}", "p1")
+		path := strings.ReplaceAll(e.path, "{id}", p1)
 		code, resp := f.do(e.method, path, `{"proxy":"p1"}`)
 		wantError(t, e.method+" "+path+" with a field", code, resp, http.StatusBadRequest, `unknown field "proxy"`)
 		code, resp = f.do(e.method, path, `{} {}`)
@@ -107,7 +107,7 @@ func TestUnknownBodyFields(t *testing.T) {
 		t.Errorf("the engine was called for refused requests: %v", calls)
 	}
 	for _, body := range []string{"{}", " {}\n", ""} {
-		if code, resp := f.do("POST", "/v1/proxies/p1/pause", body); code != http.StatusOK {
+		if code, resp := f.do("POST", "/v1/proxies/"+p1+"/pause", body); code != http.StatusOK {
 			t.Errorf("pause with body %q: %d %s", body, code, resp)
 		}
 	}
@@ -120,8 +120,8 @@ func TestPauseResumeOneProxy(t *testing.T) {
 	f.seedPool()
 	var a httpapi.ActionResponse
 	for _, c := range []struct{ path, status, call string }{
-		{"/v1/proxies/p1/pause", "paused", "pause-proxy p1"},
-		{"/v1/proxies/p1/resume", "resumed", "resume-proxy p1"},
+		{"/v1/proxies/" + p1 + "/pause", "paused", "pause-proxy " + p1},
+		{"/v1/proxies/" + p1 + "/resume", "resumed", "resume-proxy " + p1},
 		{"/v1/proxies/" + url.PathEscape("http://10.0.0.1:3128") + "/pause", "paused", "pause-proxy " + probeID("http://10.0.0.1:3128")},
 	} {
 		code, body := f.do("POST", c.path, "")
@@ -140,14 +140,14 @@ func TestPauseResumeOneProxy(t *testing.T) {
 		code   int
 		substr string
 	}{
-		{fmt.Errorf("%w: p9", proxyhealth.ErrUnknownProxy), http.StatusNotFound, "p9"},
+		{fmt.Errorf("%w: %s", proxyhealth.ErrUnknownProxy, p9), http.StatusNotFound, p9},
 		{fmt.Errorf("%w: disk full", proxyhealth.ErrJournalFailing), http.StatusServiceUnavailable, "nothing was applied"},
-		{fmt.Errorf("%w: %w", proxyhealth.ErrOutcomeUnknown, context.Canceled), http.StatusGatewayTimeout, "GET /v1/proxies/p9"},
+		{fmt.Errorf("%w: %w", proxyhealth.ErrOutcomeUnknown, context.Canceled), http.StatusGatewayTimeout, "GET /v1/proxies/" + p9},
 	} {
 		f.eng.mu.Lock()
 		f.eng.err = c.err
 		f.eng.mu.Unlock()
-		code, body := f.do("POST", "/v1/proxies/p9/resume", "")
+		code, body := f.do("POST", "/v1/proxies/"+p9+"/resume", "")
 		wantError(t, c.err.Error(), code, body, c.code, c.substr)
 	}
 }
@@ -333,9 +333,9 @@ func TestJournalStreams(t *testing.T) {
 	})
 	var envs []*pb.Envelope
 	for range 1000 {
-		envs = append(envs, okEnv("p1", "a", time.Millisecond))
+		envs = append(envs, okEnv(p1, "a", time.Millisecond))
 	}
-	f.append(addedEnv("p1", "a", "http://10.0.0.1:3128"))
+	f.append(addedEnv(p1, "a", "http://10.0.0.1:3128"))
 	f.append(envs...)
 	resp := f.doResp("GET", "/v1/journal?limit=1001", "")
 	defer resp.Body.Close()
@@ -381,7 +381,7 @@ func TestJournalEndsWithServer(t *testing.T) {
 	defer close(g.release)
 	var envs []*pb.Envelope
 	for range 400 {
-		envs = append(envs, okEnv("p1", "a", time.Millisecond))
+		envs = append(envs, okEnv(p1, "a", time.Millisecond))
 	}
 	f.append(envs...)
 	resp := f.doResp("GET", "/v1/journal", "")
@@ -521,9 +521,9 @@ func TestEventsNotifications(t *testing.T) {
 	none := f.stream("?notify=none")
 	none.next()
 
-	f.append(failEnv("p2", "a", pb.FailureClass_FAILURE_CLASS_TIMEOUT), changeEnv("p2", "a", degraded, unhealthy)) // 12, 13
-	f.append(changeEnv("p3", "b", healthy, unhealthy))                                                             // 14
-	f.append(changeEnv("p2", "a", unhealthy, healthy))                                                             // 15
+	f.append(failEnv(p2, "a", pb.FailureClass_FAILURE_CLASS_TIMEOUT), changeEnv(p2, "a", degraded, unhealthy)) // 12, 13
+	f.append(changeEnv(p3, "b", healthy, unhealthy))                                                           // 14
+	f.append(changeEnv(p2, "a", unhealthy, healthy))                                                           // 15
 
 	type note struct {
 		Type     string `json:"type"`
@@ -540,7 +540,7 @@ func TestEventsNotifications(t *testing.T) {
 		}
 		return n, last
 	}
-	for _, w := range []note{{Type: "proxy_down", Seq: 13, ProxyID: "p2"}, {Type: "proxy_down", Seq: 14, ProxyID: "p3"}, {Type: "proxy_recovered", Seq: 15, ProxyID: "p2"}} {
+	for _, w := range []note{{Type: "proxy_down", Seq: 13, ProxyID: p2}, {Type: "proxy_down", Seq: 14, ProxyID: p3}, {Type: "proxy_recovered", Seq: 15, ProxyID: p2}} {
 		n, last := read(all)
 		if n.Type != w.Type || n.Seq != w.Seq || n.ProxyID != w.ProxyID || n.URL == "" {
 			t.Errorf("all: got %+v, want %+v", n, w)
@@ -551,14 +551,14 @@ func TestEventsNotifications(t *testing.T) {
 	}
 	// Source a only, journal events of type check_failed only.
 	n, last := read(onlyA)
-	if n.Type != "proxy_down" || n.ProxyID != "p2" || last != 12 { // check_failed 12 passes the filter, state_changed 13 not
+	if n.Type != "proxy_down" || n.ProxyID != p2 || last != 12 { // check_failed 12 passes the filter, state_changed 13 not
 		t.Errorf("filtered: %+v after %d", n, last)
 	}
-	if n, _ = read(onlyA); n.Type != "proxy_recovered" || n.ProxyID != "p2" {
+	if n, _ = read(onlyA); n.Type != "proxy_recovered" || n.ProxyID != p2 {
 		t.Errorf("filtered: %+v, want p2's recovery (p3 is in source b)", n)
 	}
 	// notify=none sends the journal events only.
-	f.append(okEnv("p1", "a", time.Millisecond)) // 16
+	f.append(okEnv(p1, "a", time.Millisecond)) // 16
 	for {
 		m := none.next()
 		if m.event != "" {
@@ -592,8 +592,8 @@ func TestPoolHistory(t *testing.T) {
 		t.Errorf("history %+v", h)
 	}
 	// Samples older than the window are not served.
-	f.append(okEnv("p1", "a", time.Millisecond))
-	f.append(okEnv("p1", "a", time.Millisecond)) // the server's clock moves 2 s past every sample
+	f.append(okEnv(p1, "a", time.Millisecond))
+	f.append(okEnv(p1, "a", time.Millisecond)) // the server's clock moves 2 s past every sample
 	testutil.EventuallyExplain(t, 10*time.Second, func() bool {
 		h = httpapi.PoolHistory{}
 		f.getJSON("/v1/pool/history", &h)

@@ -15,9 +15,6 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/journal"
-	"github.com/proxyhealth/proxyhealth/projections"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -37,7 +34,8 @@ const (
 )
 
 // Engine is what the API needs from the engine; *proxyhealth.Engine
-// implements it.
+// implements it. Besides these methods the engine must follow its journal
+// with a Tail method (see EventTail); New checks it.
 type Engine interface {
 	AddProxy(ctx context.Context, source, rawURL string) (string, error)
 	RemoveProxy(ctx context.Context, id string) error
@@ -49,27 +47,60 @@ type Engine interface {
 	PauseProxy(ctx context.Context, id string) error
 	ResumeProxy(ctx context.Context, id string) error
 	// ReadJournal yields the journal events f selects, in seq order, at
-	// the reader's pace (GET /v1/journal streams them).
+	// the reader's pace (GET /v1/journal streams them; the event stream
+	// and the metrics read the oldest retained seq with it).
 	ReadJournal(ctx context.Context, f proxyhealth.JournalFilter) iter.Seq2[*pb.Envelope, error]
-	Journal() journal.Journal
+	// JournalHead is the seq of the last committed event.
+	JournalHead() uint64
+	// CheckHistory returns a proxy's check results since a time, newest
+	// first (GET /v1/proxies/{id}).
+	CheckHistory(ctx context.Context, id string, since time.Time) ([]proxyhealth.CheckRecord, error)
+}
+
+// EventTail follows the committed journal from a seq: the events already
+// committed, then new ones as they commit, each once and in order (the
+// event stream and the metrics read it). *proxyhealth.Tail is one.
+//
+// The engine passed to New provides it with a method
+// Tail(from uint64) *proxyhealth.Tail (*proxyhealth.Engine has it) or
+// Tail(from uint64) EventTail (for engines of one's own, e.g. test fakes);
+// New refuses an engine with neither (ErrBadOptions).
+type EventTail interface {
+	// NextBatch waits for at least one event (or ctx) and returns up to
+	// max; after the engine closed it returns an error wrapping
+	// proxyhealth.ErrJournalClosed.
+	NextBatch(ctx context.Context, max int) ([]*pb.Envelope, error)
+	// Close ends the tail.
+	Close()
+}
+
+// tailOf returns the engine's Tail method as a function returning an
+// EventTail; false when it has none.
+func tailOf(eng Engine) (func(from uint64) EventTail, bool) {
+	switch e := eng.(type) {
+	case interface {
+		Tail(from uint64) *proxyhealth.Tail
+	}:
+		return func(from uint64) EventTail { return e.Tail(from) }, true
+	case interface{ Tail(from uint64) EventTail }:
+		return e.Tail, true
+	}
+	return nil, false
 }
 
 // Status is the live pool status the read endpoints serve;
-// *projections.Live implements it.
+// proxyhealth.StatusReader (what Engine.Status returns) is one.
 type Status interface {
-	Summary() projections.Summary
-	List(f projections.ListFilter, offset, limit int) (int, []projections.ProxyView)
-	Proxy(id string) (projections.ProxyView, bool)
-	StateChanges(id string, n int) []projections.StateChange
+	Summary() proxyhealth.Summary
+	List(f proxyhealth.ListFilter, offset, limit int) (int, []proxyhealth.ProxyView)
+	Proxy(id string) (proxyhealth.ProxyView, bool)
+	StateChanges(id string, n int) []proxyhealth.StateChange
 }
 
-// liveProvider is an engine that owns its live projection.
-type liveProvider interface{ Live() *projections.Live }
-
-// historyProvider is an engine that offers a check history reader (on the
-// engine's clock).
-type historyProvider interface {
-	History() *projections.History
+// statusProvider is an engine that serves its live status;
+// *proxyhealth.Engine is one.
+type statusProvider interface {
+	Status() proxyhealth.StatusReader
 }
 
 // healthProvider is an engine that reports its own condition (journal
@@ -84,7 +115,7 @@ type healthProvider interface {
 // pool_recovered); *proxyhealth.Engine is one. Without it /v1/events
 // carries journal events only.
 type notificationProvider interface {
-	Notifications() (<-chan projections.Notification, func())
+	Notifications() (<-chan proxyhealth.Notification, func())
 }
 
 // ErrBadOptions is returned by New for Options it cannot serve with.
@@ -92,8 +123,9 @@ var ErrBadOptions = errors.New("httpapi: bad options")
 
 // Options configures New.
 type Options struct {
-	// Status is the live status. When nil, New uses the engine's Live()
-	// if it has one; otherwise New returns an error (ErrBadOptions).
+	// Status is the live status. When nil, New uses the engine's
+	// Status() if it has one (*proxyhealth.Engine has); otherwise New
+	// returns an error (ErrBadOptions).
 	Status Status
 	// Token, when not empty, requires "Authorization: Bearer Token" on
 	// every endpoint except /healthz and the dashboard page.
@@ -134,8 +166,8 @@ type Options struct {
 // stop the metrics follower.
 type Server struct {
 	eng     Engine
+	tail    func(from uint64) EventTail
 	status  Status
-	history *projections.History
 	health  func() (proxyhealth.Health, bool) // false: the engine does not report it
 	hosts   hostPolicy
 	opts    Options
@@ -146,7 +178,7 @@ type Server struct {
 	log      *slog.Logger
 	// notifications subscribes to the engine's notifications; nil when
 	// the engine has none.
-	notifications func() (<-chan projections.Notification, func())
+	notifications func() (<-chan proxyhealth.Notification, func())
 	poolHist      *poolHistory
 
 	ctx    context.Context // cancelled by Close
@@ -162,12 +194,16 @@ func New(eng Engine, opts Options) (*Server, error) {
 	if eng == nil {
 		return nil, fmt.Errorf("%w: the engine is nil", ErrBadOptions)
 	}
+	tail, ok := tailOf(eng)
+	if !ok {
+		return nil, fmt.Errorf("%w: the engine has no Tail(from uint64) *proxyhealth.Tail (or Tail(from uint64) httpapi.EventTail) to follow its journal with", ErrBadOptions)
+	}
 	if opts.Status == nil {
-		lp, ok := eng.(liveProvider)
+		sp, ok := eng.(statusProvider)
 		if !ok {
-			return nil, fmt.Errorf("%w: Options.Status is nil and the engine has no Live() to use instead; pass the live status", ErrBadOptions)
+			return nil, fmt.Errorf("%w: Options.Status is nil and the engine has no Status() to use instead; pass the live status", ErrBadOptions)
 		}
-		opts.Status = lp.Live()
+		opts.Status = sp.Status()
 	}
 	if opts.MaxBodyBytes < 0 || opts.Heartbeat < 0 || opts.PoolHistoryInterval < 0 || opts.PoolHistoryWindow < 0 {
 		return nil, fmt.Errorf("%w: MaxBodyBytes, Heartbeat, PoolHistoryInterval and PoolHistoryWindow must not be negative (0 means the default)", ErrBadOptions)
@@ -191,22 +227,17 @@ func New(eng Engine, opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{eng: eng, status: opts.Status, opts: opts, log: log, hosts: newHostPolicy(opts.AllowedHosts)}
+	s := &Server{eng: eng, tail: tail, status: opts.Status, opts: opts, log: log, hosts: newHostPolicy(opts.AllowedHosts)}
 	s.health = func() (proxyhealth.Health, bool) { return proxyhealth.Health{}, false }
 	if hp, ok := eng.(healthProvider); ok {
 		s.health = func() (proxyhealth.Health, bool) { return hp.Health(), true }
-	}
-	if hp, ok := eng.(historyProvider); ok {
-		s.history = hp.History()
-	} else {
-		s.history = projections.NewHistory(eng.Journal(), projections.HistoryOptions{Clock: opts.Now})
 	}
 	if np, ok := eng.(notificationProvider); ok {
 		s.notifications = np.Notifications
 	}
 	s.poolHist = newPoolHistory(opts.PoolHistoryInterval, opts.PoolHistoryWindow)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.metrics = newMetrics(eng.Journal(), opts.Status, s.health)
+	s.metrics = newMetrics(s.ctx, eng, tail, opts.Status, s.health)
 	s.metricsH = s.metrics.handler()
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.metrics.follow(s.ctx) }()
@@ -357,12 +388,12 @@ func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error, 
 		msg = fmt.Sprintf("nothing was applied: the journal cannot write (%s); retry later, GET /healthz shows when it takes writes again", msg)
 	case errors.Is(err, proxyhealth.ErrUnknownProxy), errors.Is(err, proxyhealth.ErrUnknownSource):
 		code = http.StatusNotFound
-	case errors.Is(err, proxyhealth.ErrDuplicate), errors.Is(err, events.ErrNotRevivable),
-		errors.Is(err, events.ErrRemoved):
+	case errors.Is(err, proxyhealth.ErrDuplicate), errors.Is(err, proxyhealth.ErrNotRevivable),
+		errors.Is(err, proxyhealth.ErrRemoved):
 		code = http.StatusConflict
 	case errors.Is(err, proxyhealth.ErrBadConfig):
 		code = http.StatusBadRequest
-	case errors.Is(err, proxyhealth.ErrClosed), errors.Is(err, journal.ErrClosed):
+	case errors.Is(err, proxyhealth.ErrClosed), errors.Is(err, proxyhealth.ErrJournalClosed):
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusServiceUnavailable
@@ -419,4 +450,21 @@ func decodeJSON(r io.Reader, v any) error {
 		return errors.New("invalid JSON body: trailing data after the JSON object; send one object")
 	}
 	return nil
+}
+
+// journalFirst is the seq of the oldest event journal retention kept: the
+// first one ReadJournal yields, or the head + 1 when the journal holds
+// none.
+func journalFirst(ctx context.Context, eng Engine) (uint64, error) {
+	head := eng.JournalHead()
+	for env, err := range eng.ReadJournal(ctx, proxyhealth.JournalFilter{Limit: 1}) {
+		if err != nil {
+			return 0, err
+		}
+		return env.GetSeq(), nil
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return head + 1, nil
 }

@@ -74,19 +74,19 @@ func TestListProxies(t *testing.T) {
 
 	// next_check_at is the due time the engine reports for the proxy.
 	due := t0.Add(42 * time.Second)
-	f.live.SetNextCheck("p2", due)
+	f.live.SetNextCheck(p2, due)
 	var l httpapi.ProxyList
 	f.getJSON("/v1/proxies?state=degraded", &l)
 	if l.Total != 1 || len(l.Proxies) != 1 {
 		t.Fatalf("state=degraded: %+v", l)
 	}
 	p := l.Proxies[0]
-	if p.ID != "p2" || p.URL != "socks5://10.0.0.2:1080" || p.State != "degraded" || p.ConsecutiveFailures != 1 ||
+	if p.ID != p2 || p.URL != "socks5://10.0.0.2:1080" || p.State != "degraded" || p.ConsecutiveFailures != 1 ||
 		p.LastErrorClass != "timeout" || p.LatencyMS != 30 || p.SuccessRate1h != 0.5 || p.LastCheckAt == nil || p.NextCheckAt == nil || !p.NextCheckAt.Equal(due) {
 		t.Errorf("p2 %+v", p)
 	}
 	f.getJSON("/v1/proxies?source=a&limit=1&offset=1", &l)
-	if l.Total != 2 || len(l.Proxies) != 1 || l.Proxies[0].ID != "p2" {
+	if l.Total != 2 || len(l.Proxies) != 1 || l.Proxies[0].ID != p2 {
 		t.Errorf("source=a page 2: %+v", l)
 	}
 	f.getJSON("/v1/proxies?source=nope", &l)
@@ -107,8 +107,8 @@ func TestGetProxy(t *testing.T) {
 	f := newFixture(t, httpapi.Options{})
 	f.seedPool()
 	var d httpapi.ProxyDetail
-	f.getJSON("/v1/proxies/p2", &d)
-	if d.ID != "p2" || d.State != "degraded" || len(d.History) != 2 || len(d.StateChanges) != 2 {
+	f.getJSON("/v1/proxies/"+p2, &d)
+	if d.ID != p2 || d.State != "degraded" || len(d.History) != 2 || len(d.StateChanges) != 2 {
 		t.Fatalf("detail %+v", d)
 	}
 	if h := d.History[0]; h.OK || h.ErrorClass != "timeout" || h.LatencyMS != 1000 {
@@ -121,7 +121,7 @@ func TestGetProxy(t *testing.T) {
 		t.Errorf("newest state change %+v", c)
 	}
 	var raw map[string]any
-	_, body := f.do("GET", "/v1/proxies/p1", "")
+	_, body := f.do("GET", "/v1/proxies/"+p1, "")
 	_ = json.Unmarshal([]byte(body), &raw)
 	if _, ok := raw["history"]; !ok {
 		t.Errorf("no history key: %s", body)
@@ -162,8 +162,8 @@ func TestCommands(t *testing.T) {
 	}
 	for _, c := range []struct{ method, path, body, want string }{
 		{"POST", "/v1/proxies", `{"url":"10.0.0.8:8080"}`, `"status"`},
-		{"DELETE", "/v1/proxies/p1", "", `"status":"removed"`},
-		{"POST", "/v1/proxies/p1/revive", "", `"status":"revived"`},
+		{"DELETE", "/v1/proxies/" + p1, "", `"status":"removed"`},
+		{"POST", "/v1/proxies/" + p1 + "/revive", "", `"status":"revived"`},
 		{"POST", "/v1/pause", "", `"status":"paused"`},
 		{"POST", "/v1/pause?source=a", "", `"source":"a"`},
 		{"POST", "/v1/resume?source=a", "", `"status":"resumed"`},
@@ -174,7 +174,7 @@ func TestCommands(t *testing.T) {
 			t.Errorf("%s %s: %d %s", c.method, c.path, code, body)
 		}
 	}
-	want := []string{"add a http://bob:hunter2@10.0.0.9:3128", "add  10.0.0.8:8080", "remove p1", "revive p1", "pause ", "pause a", "resume a", "resume "}
+	want := []string{"add a http://bob:hunter2@10.0.0.9:3128", "add  10.0.0.8:8080", "remove " + p1, "revive " + p1, "pause ", "pause a", "resume a", "resume "}
 	if got := f.eng.calls(); !reflect.DeepEqual(got, want) {
 		t.Errorf("engine calls\n got %q\nwant %q", got, want)
 	}
@@ -186,7 +186,7 @@ func TestCommandErrors(t *testing.T) {
 		err  error
 		code int
 	}{
-		{fmt.Errorf("%w: %q", proxyhealth.ErrUnknownProxy, "p9"), http.StatusNotFound},
+		{fmt.Errorf("%w: %q", proxyhealth.ErrUnknownProxy, p9), http.StatusNotFound},
 		{fmt.Errorf("%w: %q", proxyhealth.ErrUnknownSource, "zz"), http.StatusNotFound},
 		{fmt.Errorf("%w: x", proxyhealth.ErrDuplicate), http.StatusConflict},
 		{fmt.Errorf("revive: %w", events.ErrNotRevivable), http.StatusConflict},
@@ -194,7 +194,7 @@ func TestCommandErrors(t *testing.T) {
 		{errors.New("disk on fire"), http.StatusInternalServerError},
 	} {
 		f.eng.err = c.err
-		code, body := f.do("POST", "/v1/proxies/p9/revive", "")
+		code, body := f.do("POST", "/v1/proxies/"+p9+"/revive", "")
 		wantError(t, c.err.Error(), code, body, c.code, c.err.Error())
 	}
 	f.eng.err = nil
@@ -238,7 +238,7 @@ func TestRouting(t *testing.T) {
 
 func TestAuth(t *testing.T) {
 	f := newFixture(t, httpapi.Options{Token: "s3cret"})
-	for _, p := range []string{"/v1/pool", "/v1/proxies", "/v1/proxies/p1", "/metrics", "/v1/events"} {
+	for _, p := range []string{"/v1/pool", "/v1/proxies", "/v1/proxies/" + p1, "/metrics", "/v1/events"} {
 		code, body := f.do("GET", p, "")
 		wantError(t, p+" without token", code, body, http.StatusUnauthorized, "Authorization: Bearer")
 		code, body = f.do("GET", p, "", "Authorization", "Bearer wrong")

@@ -13,9 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/journal"
-	"github.com/proxyhealth/proxyhealth/projections"
+	"github.com/proxyhealth/proxyhealth"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -27,10 +25,10 @@ const sseWriteTimeout = 30 * time.Second
 const sseBatch = 256
 
 // notificationTypes are the notification names /v1/events sends as SSE
-// event names (see projections.Notification).
+// event names (see proxyhealth.Notification).
 var notificationTypes = []string{
-	projections.NotifyProxyDown, projections.NotifyProxyRecovered,
-	projections.NotifyPoolDegraded, projections.NotifyPoolRecovered,
+	proxyhealth.NotifyProxyDown, proxyhealth.NotifyProxyRecovered,
+	proxyhealth.NotifyPoolDegraded, proxyhealth.NotifyPoolRecovered,
 }
 
 // maxPendingNotifications bounds the notifications an event stream holds
@@ -47,7 +45,7 @@ type eventFilter struct {
 }
 
 func (f eventFilter) match(env *pb.Envelope) bool {
-	if len(f.types) > 0 && !slices.Contains(f.types, events.TypeName(env)) {
+	if len(f.types) > 0 && !slices.Contains(f.types, proxyhealth.EventType(env)) {
 		return false
 	}
 	if f.source != "" && env.GetSource() != f.source {
@@ -58,7 +56,7 @@ func (f eventFilter) match(env *pb.Envelope) bool {
 
 // matchNote applies the source and proxy filters (pool notifications have
 // neither, like pool events) and ?notify= to a notification.
-func (f eventFilter) matchNote(n projections.Notification) bool {
+func (f eventFilter) matchNote(n proxyhealth.Notification) bool {
 	if !slices.Contains(f.notify, n.Type) {
 		return false
 	}
@@ -87,8 +85,8 @@ func parseEventQuery(r *http.Request, head uint64) (from uint64, f eventFilter, 
 	if t := q.Get("type"); t != "" {
 		for name := range strings.SplitSeq(t, ",") {
 			name = strings.TrimSpace(name)
-			if !slices.Contains(events.TypeNames, name) {
-				return 0, f, fmt.Errorf("type=%q is not an event type; use %s", limit(name), strings.Join(events.TypeNames, ", "))
+			if !slices.Contains(proxyhealth.EventTypes, name) {
+				return 0, f, fmt.Errorf("type=%q is not an event type; use %s", limit(name), strings.Join(proxyhealth.EventTypes, ", "))
 			}
 			f.types = append(f.types, name)
 		}
@@ -108,12 +106,14 @@ func parseEventQuery(r *http.Request, head uint64) (from uint64, f eventFilter, 
 	}
 	f.source = q.Get("source")
 	if p := q.Get("proxy"); p != "" {
-		f.proxy = resolveID(p)
+		if f.proxy, err = proxyhealth.ResolveProxyID(p); err != nil {
+			return 0, f, fmt.Errorf("proxy: %w", err) // not the raw value: it may hold credentials
+		}
 	}
 	return from, f, nil
 }
 
-// batchResult is one read of an event stream's journal subscription.
+// batchResult is one read of an event stream's journal tail.
 type batchResult struct {
 	batch []*pb.Envelope
 	err   error
@@ -122,8 +122,7 @@ type batchResult struct {
 // events streams committed journal events, and the notifications derived
 // from them, as Server-Sent Events.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
-	j := s.eng.Journal()
-	from, filter, err := parseEventQuery(r, j.Head())
+	from, filter, err := parseEventQuery(r, s.eng.JournalHead())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -142,16 +141,23 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 
 	// Notifications first: one caused by an event this stream reads is
 	// then not missed.
-	var notes <-chan projections.Notification
+	var notes <-chan proxyhealth.Notification
 	if s.notifications != nil && len(filter.notify) > 0 {
 		c, unsubscribe := s.notifications()
 		defer unsubscribe()
 		notes = c
 	}
 
-	sub := j.Subscribe(from)
+	// Events before from that retention deleted: said in the greeting.
+	first := from
+	if from <= s.eng.JournalHead() {
+		if first, err = journalFirst(ctx, s.eng); err != nil {
+			first = from // the tail reports what went wrong
+		}
+	}
+	sub := s.tail(from)
 	defer sub.Close()
-	// The reader goroutine reads the subscription one batch ahead, so the
+	// The reader goroutine reads the tail one batch ahead, so the
 	// handler can wait for events, notifications and the heartbeat at once.
 	batches := make(chan batchResult)
 	readerDone := make(chan struct{})
@@ -173,7 +179,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 
 	var buf bytes.Buffer
 	buf.WriteString("retry: 2000\n: proxyhealth event stream\n")
-	if first := j.First(); from < first {
+	if from < first {
 		fmt.Fprintf(&buf, ": events %d to %d were deleted by journal retention; continuing from %d\n", from, first-1, first)
 	}
 	buf.WriteString("\n")
@@ -183,7 +189,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	heartbeat := time.NewTimer(s.opts.Heartbeat)
 	defer heartbeat.Stop()
 	read := from - 1 // the last journal seq this stream has read
-	var pending []projections.Notification
+	var pending []proxyhealth.Notification
 	dropped := 0
 	for {
 		select {
@@ -206,7 +212,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		case res := <-batches:
 			switch {
 			case res.err == nil:
-			case ctx.Err() != nil, errors.Is(res.err, journal.ErrClosed):
+			case ctx.Err() != nil, errors.Is(res.err, proxyhealth.ErrJournalClosed):
 				return
 			default:
 				s.log.Warn("event stream: reading the journal failed", slog.Any("error", res.err))
@@ -219,7 +225,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 				if !filter.match(env) {
 					continue
 				}
-				data, err := json.Marshal(events.RecordOf(env))
+				data, err := json.Marshal(proxyhealth.RecordOf(env))
 				if err != nil {
 					continue
 				}

@@ -110,9 +110,9 @@ func TestEventsLiveAndResume(t *testing.T) {
 	if m := c.next(); !strings.Contains(m.comment, "event stream") {
 		t.Errorf("first block %+v, want the greeting comment", m)
 	}
-	f.append(okEnv("p1", "a", 5*time.Millisecond), changeEnv("p3", "b", healthy, degraded))
+	f.append(okEnv(p1, "a", 5*time.Millisecond), changeEnv(p3, "b", healthy, degraded))
 	id, r := c.nextEvent()
-	if id != 12 || r.Type != "check_succeeded" || r.ProxyID != "p1" || r.Source != "a" || r.LatencyMS == nil || *r.LatencyMS != 5 {
+	if id != 12 || r.Type != "check_succeeded" || r.ProxyID != p1 || r.Source != "a" || r.LatencyMS == nil || *r.LatencyMS != 5 {
 		t.Errorf("event 12: %+v", r)
 	}
 	id, r = c.nextEvent()
@@ -131,7 +131,7 @@ func TestEventsLiveAndResume(t *testing.T) {
 			t.Fatalf("resume: got seq %d, want %d", id, want)
 		}
 	}
-	f.append(failEnv("p1", "a", pb.FailureClass_FAILURE_CLASS_REFUSED))
+	f.append(failEnv(p1, "a", pb.FailureClass_FAILURE_CLASS_REFUSED))
 	if id, r := c.nextEvent(); id != 14 || r.ErrorClass != "refused" {
 		t.Errorf("live after resume: %d %+v", id, r)
 	}
@@ -158,8 +158,8 @@ func TestEventsFilter(t *testing.T) {
 	if got[0] != 3 || got[1] != 6 || got[2] != 8 {
 		t.Errorf("state changes of source a at seqs %v, want [3 6 8]", got)
 	}
-	c3 := f.stream("?proxy=p3", "Last-Event-ID", "0")
-	if _, r := c3.nextEvent(); r.ProxyID != "p3" || r.Type != "proxy_added" {
+	c3 := f.stream("?proxy="+p3, "Last-Event-ID", "0")
+	if _, r := c3.nextEvent(); r.ProxyID != p3 || r.Type != "proxy_added" {
 		t.Errorf("proxy filter: %+v", r)
 	}
 	for _, q := range []string{"?type=bogus", "?last_event_id=x"} {
@@ -193,7 +193,7 @@ func TestEventsHeartbeatAndClose(t *testing.T) {
 func TestEventsRetentionGap(t *testing.T) {
 	f := newFixture(t, httpapi.Options{})
 	f.seedPool()
-	for _, id := range []string{"p1", "p2", "p3"} {
+	for _, id := range []string{p1, p2, p3} {
 		snap := &pb.ProxySnapshot{ProxyId: id, StreamSeq: f.j.StreamHead(id)}
 		if err := f.j.SaveSnapshot(context.Background(), snap); err != nil {
 			t.Fatal(err)

@@ -4,7 +4,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth/projections"
+	"github.com/proxyhealth/proxyhealth"
 )
 
 // Counts are the counts of a set of proxies, in the order of the API.
@@ -101,15 +101,16 @@ type StateChange struct {
 // ProxyDetail is the body of GET /v1/proxies/{id}.
 type ProxyDetail struct {
 	Proxy
-	// History holds the check results of the last 24 h, newest first (at
-	// most projections.DefaultHistoryCap), read from the journal.
+	// History holds the check results of the last 24 h, newest first, as
+	// Engine.CheckHistory returns them (the engine keeps at most the last
+	// 64), read from the journal.
 	History []Check `json:"history"`
 	// StateChanges are the most recent transitions, newest first.
 	StateChanges []StateChange `json:"state_changes"`
 }
 
-// PoolOf converts a projections summary to the API's pool body.
-func PoolOf(s projections.Summary) Pool {
+// PoolOf converts the live status summary to the API's pool body.
+func PoolOf(s proxyhealth.Summary) Pool {
 	p := Pool{Counts: countsOf(s.Counts), Sources: make(map[string]SourceCounts, len(s.Sources)), JournalSeq: s.Seq, UpdatedAt: timePtr(s.UpdatedAt)}
 	for _, src := range s.Sources {
 		p.Sources[src.Name] = SourceCounts{Counts: countsOf(src.Counts), AvgLatencyMS: ms(src.AvgLatency)}
@@ -117,7 +118,7 @@ func PoolOf(s projections.Summary) Pool {
 	return p
 }
 
-func countsOf(c projections.Counts) Counts {
+func countsOf(c proxyhealth.Counts) Counts {
 	return Counts{
 		Total: c.Total, Healthy: c.Healthy, Degraded: c.Degraded, Unhealthy: c.Unhealthy,
 		Recovering: c.Recovering, Failed: c.Failed, Unknown: c.Unknown, Checking: c.Checking,
@@ -125,8 +126,8 @@ func countsOf(c projections.Counts) Counts {
 	}
 }
 
-// ProxyOf converts a projections view to the API's proxy.
-func ProxyOf(v projections.ProxyView) Proxy {
+// ProxyOf converts a proxy's live status to the API's proxy.
+func ProxyOf(v proxyhealth.ProxyView) Proxy {
 	return Proxy{
 		ID: v.ID, URL: v.URLRedacted, Source: v.Source, State: v.State,
 		ConsecutiveFailures: v.ConsecutiveFailures, ConsecutiveSuccesses: v.ConsecutiveSuccesses,
@@ -136,11 +137,11 @@ func ProxyOf(v projections.ProxyView) Proxy {
 	}
 }
 
-func checkOf(c projections.CheckRecord) Check {
+func checkOf(c proxyhealth.CheckRecord) Check {
 	return Check{At: c.At, OK: c.OK, ErrorClass: c.Class, StatusCode: c.StatusCode, LatencyMS: ms(c.Latency)}
 }
 
-func stateChangeOf(c projections.StateChange) StateChange {
+func stateChangeOf(c proxyhealth.StateChange) StateChange {
 	return StateChange{Seq: c.Seq, At: c.At, From: c.From, To: c.To, Reason: c.Reason, RecoveryAttempt: c.RecoveryAttempt}
 }
 
