@@ -132,22 +132,11 @@ func TestHistoryMatchesTheStream(t *testing.T) {
 	// Retention: snapshots of every proxy at its head, then the oldest
 	// quarter of the events goes.
 	all := readAll(t, mem)
-	states := map[string]events.State{}
-	for _, e := range all {
-		if id := e.GetProxyId(); id != "" {
-			s, ok := states[id]
-			if !ok {
-				s = events.NewState(id)
-			}
-			states[id] = events.Evolve(s, e)
-		}
-	}
+	states := gen.States(all)
 	cut := time.Unix(0, all[len(all)/4].GetAtUnixNano())
 	for _, j := range []journal.Journal{mem, bolt} {
-		for _, s := range states {
-			if err := j.SaveSnapshot(ctx, events.ToSnapshot(s)); err != nil {
-				t.Fatal(err)
-			}
+		if err := gen.SaveSnapshots(ctx, j, states); err != nil {
+			t.Fatal(err)
 		}
 		if _, err := j.Retain(ctx, cut); err != nil {
 			t.Fatal(err)

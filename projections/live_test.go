@@ -390,20 +390,8 @@ func TestLiveAfterRetention(t *testing.T) {
 	full.Apply(envs...)
 	// Snapshot every proxy as of the 1500th event, then retain from there.
 	cut := envs[1500]
-	states := map[string]events.State{}
-	for _, e := range envs[:1500] {
-		if id := e.GetProxyId(); id != "" {
-			s, ok := states[id]
-			if !ok {
-				s = events.NewState(id)
-			}
-			states[id] = events.Evolve(s, e)
-		}
-	}
-	for _, s := range states {
-		if err := j.SaveSnapshot(ctx, events.ToSnapshot(s)); err != nil {
-			t.Fatal(err)
-		}
+	if err := gen.SaveSnapshots(ctx, j, gen.States(envs[:1500])); err != nil {
+		t.Fatal(err)
 	}
 	if n, err := j.Retain(ctx, events.At(cut)); err != nil || n == 0 {
 		t.Fatalf("retain: %d, %v", n, err)

@@ -229,3 +229,32 @@ func Realistic(ctx context.Context, j journal.Journal, seed uint64, proxies, n i
 	}
 	return total, flush()
 }
+
+// States folds envs in order into the state of every proxy they name
+// (events.Evolve from events.NewState): what each proxy's actor holds
+// after them. Pool events name no proxy and are skipped.
+func States(envs []*pb.Envelope) map[string]events.State {
+	states := map[string]events.State{}
+	for _, e := range envs {
+		if id := e.GetProxyId(); id != "" {
+			s, ok := states[id]
+			if !ok {
+				s = events.NewState(id)
+			}
+			states[id] = events.Evolve(s, e)
+		}
+	}
+	return states
+}
+
+// SaveSnapshots saves a snapshot (events.ToSnapshot) of every state to j,
+// as the actors do, so that journal.Retain may delete the events behind
+// them. It stops at the first error.
+func SaveSnapshots(ctx context.Context, j journal.Journal, states map[string]events.State) error {
+	for _, s := range states {
+		if err := j.SaveSnapshot(ctx, events.ToSnapshot(s)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
