@@ -8,17 +8,13 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
-	"github.com/proxyhealth/proxyhealth/probe"
-	"github.com/proxyhealth/proxyhealth/projections"
 )
 
 // TestRealEngine serves a real engine checking a fake proxy farm, with the
@@ -33,33 +29,21 @@ func TestRealEngine(t *testing.T) {
 	if err := farm.Set(3, fakeproxy.Refuse()); err != nil {
 		t.Fatal(err)
 	}
-	health := events.DefaultConfig()
+	health := proxyhealth.DefaultHealthConfig()
 	health.Interval, health.SuspectInterval, health.RecoveryCooldown = 200*time.Millisecond, 100*time.Millisecond, time.Hour
 	health.UnhealthyThreshold = 2
 	src := proxyhealth.SourceConfig{
 		Name: "farm", Health: health,
-		Probe:   probe.Config{TargetURL: "http://target.proxyhealth.test/", Timeout: 2 * time.Second},
+		Probe:   proxyhealth.ProbeConfig{TargetURL: "http://target.proxyhealth.test/", Timeout: 2 * time.Second},
 		Proxies: []string{farm.URL(0), farm.URL(1), farm.URL(3)},
 	}
 	eng, err := proxyhealth.Open(ctx, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{src}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	live := projections.NewLive(projections.LiveOptions{})
-	var feeder sync.WaitGroup
-	sub := eng.Journal().Subscribe(1)
-	feeder.Add(1)
-	go func() {
-		defer feeder.Done()
-		for {
-			batch, err := sub.NextBatch(context.Background(), 512)
-			if err != nil {
-				return
-			}
-			live.Apply(batch...)
-		}
-	}()
-	srv, err := httpapi.New(eng, httpapi.Options{Status: live})
+	// No Options.Status: the server serves the engine's own live status
+	// (Engine.Status), as the daemon does.
+	srv, err := httpapi.New(eng, httpapi.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,8 +54,6 @@ func TestRealEngine(t *testing.T) {
 		if err := eng.Close(context.Background()); err != nil {
 			t.Error(err)
 		}
-		sub.Close()
-		feeder.Wait()
 	}()
 	f := &fixture{t: t, http: hs, srv: srv}
 
@@ -101,7 +83,7 @@ func TestRealEngine(t *testing.T) {
 			t.Errorf("projection %+v is not running", pr)
 		}
 	}
-	f.scrapeUntil(`proxyhealth_journal_failing 0`, `proxyhealth_journal_commit_failures_total 0`,
+	f.scrapeUntil(`proxyhealth_journal_failing 0`, `proxyhealth_journal_commit_failures_total 0`, `proxyhealth_journal_first_seq 1`,
 		fmt.Sprintf(`proxyhealth_projection_up{projection=%q} 1`, p.Projections[0].Name))
 
 	code, body := f.do("POST", "/v1/proxies", `{"url":"`+farm.URLWith(2, "socks5h", "", "")+`","source":"farm"}`)
@@ -114,12 +96,12 @@ func TestRealEngine(t *testing.T) {
 	wantError(t, "unknown source", code, body, http.StatusNotFound, "nope")
 	waitPool("3 healthy", func(p httpapi.Pool) bool { return p.Healthy == 3 && p.Total == 4 })
 
-	dead := probe.MustParseProxyURL(farm.URL(3)).ID()
+	dead := proxyID(t, farm.URL(3))
 	code, body = f.do("POST", "/v1/proxies/"+dead+"/revive", "")
 	if code != http.StatusOK {
 		t.Fatalf("revive: %d %s", code, body)
 	}
-	healthyID := probe.MustParseProxyURL(farm.URL(0)).ID()
+	healthyID := proxyID(t, farm.URL(0))
 	code, body = f.do("POST", "/v1/proxies/"+healthyID+"/revive", "")
 	wantError(t, "revive a healthy proxy", code, body, http.StatusConflict, "nothing to revive")
 
@@ -140,7 +122,7 @@ func TestRealEngine(t *testing.T) {
 	wantError(t, "delete twice", code, body, http.StatusNotFound, healthyID)
 
 	var d httpapi.ProxyDetail
-	id2 := probe.MustParseProxyURL(farm.URL(1)).ID()
+	id2 := proxyID(t, farm.URL(1))
 	f.getJSON("/v1/proxies/"+id2, &d)
 	if d.State != "healthy" || len(d.History) == 0 || len(d.StateChanges) == 0 || d.LatencyMS <= 0 {
 		t.Errorf("proxy detail %+v", d)
@@ -152,7 +134,7 @@ func TestRealEngine(t *testing.T) {
 
 	// One proxy paused and resumed: journaled for that proxy only, and
 	// read back through GET /v1/journal like `journal replay` prints it.
-	head := eng.Journal().Head()
+	head := eng.JournalHead()
 	if code, body := f.do("POST", "/v1/proxies/"+id2+"/pause", ""); code != http.StatusOK {
 		t.Fatalf("pause one: %d %s", code, body)
 	}
@@ -188,7 +170,7 @@ func TestRealEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, last := c.nextNamed()
-	var n projections.Notification
+	var n proxyhealth.Notification
 	if err := json.Unmarshal([]byte(m.data), &n); err != nil || m.event != "proxy_down" || n.ProxyID != id2 || last < n.Seq {
 		t.Errorf("notification %+v (%v), after event %d", m, err, last)
 	}
@@ -197,4 +179,14 @@ func TestRealEngine(t *testing.T) {
 // url0 is the farm's proxy 0 URL, path-escaped.
 func url0(farm *fakeproxy.Farm) string {
 	return strings.ReplaceAll(strings.ReplaceAll(farm.URL(0), ":", "%3A"), "/", "%2F")
+}
+
+// proxyID is the ID of the proxy at rawURL.
+func proxyID(t *testing.T, rawURL string) string {
+	t.Helper()
+	p, err := proxyhealth.ParseProxy(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.ID
 }

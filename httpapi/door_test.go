@@ -1,0 +1,116 @@
+package httpapi_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// The live status of the engine is a Status.
+var _ httpapi.Status = proxyhealth.StatusReader(nil)
+
+// TestUnresolvableProxyID: a path {id} that is neither a proxy ID nor a
+// proxy URL names no proxy: 404 naming it, and the engine is not asked.
+// A URL is resolved to its ID like the engine does (credentials ignored).
+func TestUnresolvableProxyID(t *testing.T) {
+	f := newFixture(t, httpapi.Options{})
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/v1/proxies/nope"},
+		{"DELETE", "/v1/proxies/nope"},
+		{"POST", "/v1/proxies/nope/revive"},
+		{"POST", "/v1/proxies/nope/pause"},
+		{"POST", "/v1/proxies/nope/resume"},
+	} {
+		code, body := f.do(c.method, c.path, "")
+		wantError(t, c.method+" "+c.path, code, body, http.StatusNotFound, `no proxy "nope": it is neither a proxy ID (16 hex digits) nor a proxy URL`)
+	}
+	if calls := f.eng.calls(); len(calls) != 0 {
+		t.Errorf("unresolvable IDs reached the engine: %q", calls)
+	}
+
+	// Something with user info that is not a proxy URL either: not echoed.
+	code, body := f.do("DELETE", "/v1/proxies/"+url.PathEscape("ftp://bob:hunter2@10.0.0.1:21"), "")
+	wantError(t, "a non-proxy URL with credentials", code, body, http.StatusNotFound, "not shown")
+	if strings.Contains(body, "hunter2") {
+		t.Errorf("the answer shows the password: %s", body)
+	}
+
+	// A proxy URL (with credentials) is its ID.
+	u, err := proxyhealth.ParseProxy("http://bob:hunter2@10.0.0.1:3128")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := f.do("DELETE", "/v1/proxies/"+url.PathEscape("http://bob:hunter2@10.0.0.1:3128"), ""); code != http.StatusOK || strings.Contains(body, "hunter2") {
+		t.Errorf("delete by URL: %d %s", code, body)
+	}
+	if calls := f.eng.calls(); len(calls) != 1 || calls[0] != "remove "+u.ID {
+		t.Errorf("engine calls %q, want [remove %s]", calls, u.ID)
+	}
+}
+
+// TestEventsProxyByURL: ?proxy= of the event stream takes a proxy URL
+// (resolved to the proxy's ID) and refuses what is neither an ID nor a
+// proxy URL.
+func TestEventsProxyByURL(t *testing.T) {
+	f := newFixture(t, httpapi.Options{})
+	f.seedPool()
+	u, err := proxyhealth.ParseProxy("http://10.9.9.9:3128")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.append(addedEnv(u.ID, "a", u.Redacted)) // 12
+	c := f.stream("?proxy="+url.QueryEscape("http://10.9.9.9:3128"), "Last-Event-ID", "0")
+	if id, r := c.nextEvent(); id != 12 || r.ProxyID != u.ID || r.Type != "proxy_added" {
+		t.Errorf("proxy filter by URL: %d %+v", id, r)
+	}
+	code, body := f.do("GET", "/v1/events?proxy="+url.QueryEscape("ftp://bob:hunter2@x y"), "")
+	wantError(t, "proxy=garbage", code, body, http.StatusBadRequest, "proxy")
+	if strings.Contains(body, "hunter2") {
+		t.Errorf("the answer shows the password: %s", body)
+	}
+}
+
+// TestMetricsJournalFirst: proxyhealth_journal_first_seq is the oldest
+// event retention kept.
+func TestMetricsJournalFirst(t *testing.T) {
+	f := newFixture(t, httpapi.Options{})
+	f.scrapeUntil(`proxyhealth_journal_first_seq 1`, `proxyhealth_journal_head_seq 0`)
+	f.seedPool()
+	f.scrapeUntil(`proxyhealth_journal_first_seq 1`, `proxyhealth_journal_head_seq 11`)
+	for _, id := range []string{p1, p2, p3} {
+		snap := &pb.ProxySnapshot{ProxyId: id, StreamSeq: f.j.StreamHead(id)}
+		if err := f.j.SaveSnapshot(context.Background(), snap); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.j.Retain(context.Background(), t0.Add(5*time.Second+time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if first := f.j.First(); first != 6 {
+		t.Fatalf("retention left first = %d, want 6", first)
+	}
+	f.scrapeUntil(`proxyhealth_journal_first_seq 6`, `proxyhealth_journal_head_seq 11`)
+}
+
+// noTail is an engine without a Tail method.
+type noTail struct{ httpapi.Engine }
+
+// TestNewNeedsATail: an engine that cannot follow its journal is refused.
+func TestNewNeedsATail(t *testing.T) {
+	j := journal.NewMem()
+	defer j.Close()
+	_, err := httpapi.New(noTail{&fakeEngine{j: j}}, httpapi.Options{Status: projections.NewLive(projections.LiveOptions{})})
+	if !errors.Is(err, httpapi.ErrBadOptions) || !strings.Contains(err.Error(), "Tail(from uint64)") {
+		t.Errorf("engine without Tail: %v", err)
+	}
+}
