@@ -15,9 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
-	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -128,17 +126,9 @@ func caughtUp(t *testing.T, r *running, v *sqlview.View, j journal.Journal) {
 // back the view catches up by itself and equals a rebuild.
 func TestRunSurvivesDiskFull(t *testing.T) {
 	dir := mountTmpfs(t, "16m")
-	j := journal.NewMem()
-	defer j.Close()
-	fill(t, j, 51, 20, 300)
+	j := filled(t, 51, 300)
 	path := filepath.Join(dir, "view.db")
-	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{BatchSize: 50, Linger: -1, Logger: testLogger(t), RetryMin: time.Millisecond, RetryMax: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	r := startRun(t, v)
-	caughtUp(t, r, v, j)
+	v, r := tailing(t, path, j, sqlview.Options{BatchSize: 50, Linger: -1, Logger: testLogger(t), RetryMin: time.Millisecond, RetryMax: 20 * time.Millisecond})
 	if st := v.Status(); st.State != sqlview.StateRunning || st.Err != "" || st.Failures != 0 || !st.Since.IsZero() || st.Offset != j.Head() {
 		t.Fatalf("status before the fault: %+v", st)
 	}
@@ -160,31 +150,20 @@ func TestRunSurvivesDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	caughtUp(t, r, v, j)
-	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
+	statusRunning(t, v)
 	if end := v.Status(); end.Err != "" || !end.Since.IsZero() || end.Failures < st.Failures || end.Offset != j.Head() {
 		t.Fatalf("status after recovery: %+v", end)
 	}
-	if err := r.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
-		t.Fatal(err)
-	}
+	stopEqualsRebuild(t, r, path, j)
 }
 
 // TestRunRetriesFailedBatches: batches that fail before their commit (an
 // injected fault) are retried from the durable offset; nothing is lost or
 // applied twice.
 func TestRunRetriesFailedBatches(t *testing.T) {
-	j := journal.NewMem()
-	defer j.Close()
-	fill(t, j, 61, 20, 300)
+	j := filled(t, 61, 300)
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{BatchSize: 40, Linger: -1, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v := openView(t, path, j, sqlview.Options{BatchSize: 40, Linger: -1, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
 	var mu sync.Mutex
 	failures := 3
 	sqlview.SetBeforeCommitHook(v, func() error {
@@ -199,16 +178,11 @@ func TestRunRetriesFailedBatches(t *testing.T) {
 	r := startRun(t, v)
 	fill(t, j, 62, 20, 1000)
 	caughtUp(t, r, v, j)
-	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
+	statusRunning(t, v)
 	if st := v.Status(); st.Failures != 3 || st.Err != "" || st.Journal || st.Rebuilds != 0 || st.Offset != j.Head() {
 		t.Fatalf("status after recovery: %+v", st)
 	}
-	if err := r.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
-		t.Fatal(err)
-	}
+	stopEqualsRebuild(t, r, path, j)
 }
 
 // corruptTable overwrites the root page of table (and nothing else) of the
@@ -302,9 +276,7 @@ func crashImage(t *testing.T, path string, j journal.Journal) {
 // first batch that reads it, and the next attempt rebuilds the file.
 func TestCorruptClosedViewIsRebuilt(t *testing.T) {
 	ctx := context.Background()
-	j := journal.NewMem()
-	defer j.Close()
-	fill(t, j, 71, 20, 3000)
+	j := filled(t, 71, 3000)
 	check := func(t *testing.T, v *sqlview.View, path string) {
 		t.Helper()
 		if err := v.CatchUp(ctx); err != nil {
@@ -313,9 +285,7 @@ func TestCorruptClosedViewIsRebuilt(t *testing.T) {
 		if bad := badFiles(t, path); len(bad) != 1 {
 			t.Fatalf("moved-aside files: %v", bad)
 		}
-		if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
-			t.Fatal(err)
-		}
+		equalsRebuild(t, path, j)
 	}
 	t.Run("at open after a crash", func(t *testing.T) {
 		refused := filepath.Join(t.TempDir(), "view.db")
@@ -328,25 +298,16 @@ func TestCorruptClosedViewIsRebuilt(t *testing.T) {
 		crashImage(t, path, j)
 		corruptTable(t, path, "check_history")
 		var logged strings.Builder
-		v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer v.Close()
+		v := openView(t, path, j, sqlview.Options{RebuildIfInvalid: true, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 		if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "integrity check") {
 			t.Errorf("log: %s", logged.String())
 		}
 		check(t, v, path)
 	})
 	t.Run("at open always", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "view.db")
-		rebuildAt(t, path, j)
+		path := viewOf(t, j)
 		corruptTable(t, path, "check_history")
-		v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true, IntegrityCheck: sqlview.CheckAlways})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer v.Close()
+		v := openView(t, path, j, sqlview.Options{RebuildIfInvalid: true, IntegrityCheck: sqlview.CheckAlways})
 		if bad := badFiles(t, path); len(bad) != 1 {
 			t.Fatalf("moved-aside files after OpenView: %v", bad)
 		}
@@ -354,15 +315,10 @@ func TestCorruptClosedViewIsRebuilt(t *testing.T) {
 		check(t, v, path)
 	})
 	t.Run("by a batch", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "view.db")
-		rebuildAt(t, path, j)
+		path := viewOf(t, j)
 		corruptTable(t, path, "check_history")
 		fill(t, j, 73, 20, 300)
-		v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer v.Close()
+		v := openView(t, path, j, sqlview.Options{RebuildIfInvalid: true})
 		if err := v.CatchUp(ctx); !errors.Is(err, sqlview.ErrViewCorrupt) {
 			t.Fatalf("first CatchUp: %v", err)
 		}
@@ -380,17 +336,9 @@ func TestCorruptClosedViewIsRebuilt(t *testing.T) {
 // tails the journal makes the next batch fail with SQLITE_CORRUPT; the
 // view moves the file aside, rebuilds it and carries on.
 func TestCorruptionWhileRunning(t *testing.T) {
-	j := journal.NewMem()
-	defer j.Close()
-	fill(t, j, 81, 20, 3000)
+	j := filled(t, 81, 3000)
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	r := startRun(t, v)
-	caughtUp(t, r, v, j)
+	v, r := tailing(t, path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1})
 	checkpoint(t, path)
 	corruptTable(t, path, "check_history")
 	fill(t, j, 82, 20, 500)
@@ -398,24 +346,17 @@ func TestCorruptionWhileRunning(t *testing.T) {
 	if bad := badFiles(t, path); len(bad) != 1 {
 		t.Fatalf("moved-aside files: %v", bad)
 	}
-	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
+	statusRunning(t, v)
 	if st := v.Status(); st.Rebuilds != 1 || st.Failures == 0 {
 		t.Fatalf("status after the rebuild: %+v", st)
 	}
-	if err := r.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
-		t.Fatal(err)
-	}
+	stopEqualsRebuild(t, r, path, j)
 }
 
 // TestFileDeletedWhileRunning: view.db removed while Run holds it open is
 // noticed and rebuilt at its path.
 func TestFileDeletedWhileRunning(t *testing.T) {
-	j := journal.NewMem()
-	defer j.Close()
-	fill(t, j, 91, 20, 500)
+	j := filled(t, 91, 500)
 	path := filepath.Join(t.TempDir(), "view.db")
 	var vp atomic.Pointer[sqlview.View]
 	var seen atomic.Value
@@ -424,11 +365,7 @@ func TestFileDeletedWhileRunning(t *testing.T) {
 			seen.Store(v.Status())
 		}
 	}
-	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1, Progress: progress})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v := openView(t, path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1, Progress: progress})
 	vp.Store(v)
 	r := startRun(t, v)
 	caughtUp(t, r, v, j)
@@ -445,33 +382,20 @@ func TestFileDeletedWhileRunning(t *testing.T) {
 	if during.State != sqlview.StateRebuilding || !strings.Contains(during.Err, "missing") || during.Since.IsZero() {
 		t.Errorf("status during the rebuild: %+v", during)
 	}
-	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
+	statusRunning(t, v)
 	if st := v.Status(); st.Rebuilds != 1 || st.Failures != 1 || st.Offset != j.Head() {
 		t.Errorf("status after the rebuild: %+v", st)
 	}
-	if err := r.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
-		t.Fatal(err)
-	}
+	stopEqualsRebuild(t, r, path, j)
 }
 
 // TestFileReplacedWhileRunning: another file renamed over view.db while
 // Run holds the old one open is moved aside and the view rebuilt.
 func TestFileReplacedWhileRunning(t *testing.T) {
-	j := journal.NewMem()
-	defer j.Close()
-	fill(t, j, 93, 20, 500)
+	j := filled(t, 93, 500)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "view.db")
-	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	r := startRun(t, v)
-	caughtUp(t, r, v, j)
+	v, r := tailing(t, path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1})
 	other := filepath.Join(dir, "other.db")
 	if err := os.WriteFile(other, []byte("not the view"), 0o600); err != nil {
 		t.Fatal(err)
@@ -485,12 +409,7 @@ func TestFileReplacedWhileRunning(t *testing.T) {
 	if b, err := os.ReadFile(badFiles(t, path)[0]); err != nil || string(b) != "not the view" {
 		t.Fatalf("moved-aside file: %q, %v", b, err)
 	}
-	if err := r.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
-		t.Fatal(err)
-	}
+	stopEqualsRebuild(t, r, path, j)
 }
 
 // TestOpenReadOnlyFileSystem: a view on a read-only file system opens in
@@ -498,18 +417,12 @@ func TestFileReplacedWhileRunning(t *testing.T) {
 // Run catches up as soon as the file system is writable again.
 func TestOpenReadOnlyFileSystem(t *testing.T) {
 	dir := mountTmpfs(t, "8m")
-	j := journal.NewMem()
-	defer j.Close()
-	fill(t, j, 101, 20, 300)
+	j := filled(t, 101, 300)
 	path := filepath.Join(dir, "view.db")
 	rebuildAt(t, path, j)
 	fill(t, j, 102, 20, 300)
 	remount(t, dir, true)
-	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v := openView(t, path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
 	if st := v.Status(); st.State != sqlview.StateFailing || !strings.Contains(st.Err, path) || st.Failures != 1 || st.Since.IsZero() {
 		t.Fatalf("status on the read-only file system: %+v", st)
 	}
@@ -519,12 +432,7 @@ func TestOpenReadOnlyFileSystem(t *testing.T) {
 	r := startRun(t, v)
 	remount(t, dir, false)
 	caughtUp(t, r, v, j)
-	if err := r.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
-		t.Fatal(err)
-	}
+	stopEqualsRebuild(t, r, path, j)
 }
 
 // TestFileModes: view.db, its WAL and shared memory, and the rebuild's
@@ -532,21 +440,15 @@ func TestOpenReadOnlyFileSystem(t *testing.T) {
 func TestFileModes(t *testing.T) {
 	old := syscall.Umask(0o022)
 	defer syscall.Umask(old)
-	j := journal.NewMem()
-	defer j.Close()
-	fill(t, j, 111, 20, 300)
+	j := filled(t, 111, 300)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "view.db")
 	var tmpMode os.FileMode
-	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{Progress: func(done, total uint64) {
+	v := openView(t, path, j, sqlview.Options{Progress: func(done, total uint64) {
 		if fi, err := os.Stat(path + ".tmp"); err == nil {
 			tmpMode = fi.Mode().Perm()
 		}
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
 	fill(t, j, 112, 20, 300)
 	if err := v.CatchUp(context.Background()); err != nil {
 		t.Fatal(err)
@@ -579,11 +481,8 @@ func (w tlog) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p)
 // returns the view failing; Run catches up once the lock is gone.
 func TestOpenProbesWrites(t *testing.T) {
 	ctx := context.Background()
-	j := journal.NewMem()
-	defer j.Close()
-	fill(t, j, 121, 20, 300)
-	path := filepath.Join(t.TempDir(), "view.db")
-	rebuildAt(t, path, j)
+	j := filled(t, 121, 300)
+	path := viewOf(t, j)
 	fill(t, j, 122, 20, 300)
 	other, err := sql.Open("sqlite3", "file:"+path)
 	if err != nil {
@@ -598,11 +497,7 @@ func TestOpenProbesWrites(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		t.Fatal(err)
 	}
-	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{IntegrityCheck: sqlview.CheckNever, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v := openView(t, path, j, sqlview.Options{IntegrityCheck: sqlview.CheckNever, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
 	st := v.Status()
 	if st.State != sqlview.StateFailing || !strings.Contains(st.Err, path) || !strings.Contains(st.Err, "write test") || !strings.Contains(st.Err, "locked") {
 		t.Fatalf("status with the lock held elsewhere: %+v", st)
@@ -612,30 +507,16 @@ func TestOpenProbesWrites(t *testing.T) {
 	}
 	r := startRun(t, v)
 	caughtUp(t, r, v, j)
-	if err := r.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
-		t.Fatal(err)
-	}
+	stopEqualsRebuild(t, r, path, j)
 }
 
 // TestValidReplacementIsAdopted: a valid view renamed over view.db while
 // Run holds the old file (what `proxyhealth rebuild` does) is opened and
 // caught up, not moved aside.
 func TestValidReplacementIsAdopted(t *testing.T) {
-	j := journal.NewMem()
-	defer j.Close()
-	fill(t, j, 131, 20, 500)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "view.db")
-	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	r := startRun(t, v)
-	caughtUp(t, r, v, j)
+	j := filled(t, 131, 500)
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, r := tailing(t, path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: 50, Linger: -1})
 	fill(t, j, 132, 20, 200)
 	caughtUp(t, r, v, j)
 	if err := sqlview.RebuildFile(context.Background(), path, j, sqlview.Options{}); err != nil {
@@ -649,28 +530,15 @@ func TestValidReplacementIsAdopted(t *testing.T) {
 	if st := v.Status(); st.Rebuilds != 0 || st.Failures != 1 {
 		t.Fatalf("status: %+v", st)
 	}
-	if err := r.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
-		t.Fatal(err)
-	}
+	stopEqualsRebuild(t, r, path, j)
 }
 
 // TestIdleViewNoticesDeletion: with no events arriving, Run still notices
 // within CheckInterval that view.db was deleted, and rebuilds it.
 func TestIdleViewNoticesDeletion(t *testing.T) {
-	j := journal.NewMem()
-	defer j.Close()
-	fill(t, j, 141, 20, 300)
+	j := filled(t, 141, 300)
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := sqlview.OpenView(context.Background(), path, j, sqlview.Options{RebuildIfInvalid: true, CheckInterval: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	r := startRun(t, v)
-	caughtUp(t, r, v, j)
+	v, r := tailing(t, path, j, sqlview.Options{RebuildIfInvalid: true, CheckInterval: 5 * time.Millisecond})
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
@@ -678,12 +546,7 @@ func TestIdleViewNoticesDeletion(t *testing.T) {
 		_, err := os.Stat(path)
 		return err == nil && v.Status().State == sqlview.StateRunning && v.Status().Rebuilds == 1
 	})
-	if err := r.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
-		t.Fatal(err)
-	}
+	stopEqualsRebuild(t, r, path, j)
 }
 
 // flakyJournal fails Read while fail is set.
@@ -708,11 +571,7 @@ func TestJournalErrorsAreTheJournals(t *testing.T) {
 	j := &flakyJournal{Journal: mem}
 	fill(t, j, 151, 20, 300)
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v := openView(t, path, j, sqlview.Options{RebuildIfInvalid: true, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
 	fill(t, j, 152, 20, 300)
 	j.fail.Store(true)
 	if err := v.CatchUp(ctx); !errors.Is(err, sqlview.ErrJournal) || !strings.Contains(err.Error(), "injected") {
@@ -725,16 +584,11 @@ func TestJournalErrorsAreTheJournals(t *testing.T) {
 	waitFor(t, "Run to retry", func() bool { return v.Status().Failures >= 3 })
 	j.fail.Store(false)
 	caughtUp(t, r, v, j)
-	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
+	statusRunning(t, v)
 	if st := v.Status(); st.Journal || st.Rebuilds != 0 || len(badFiles(t, path)) != 0 {
 		t.Fatalf("status: %+v", st)
 	}
-	if err := r.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
-		t.Fatal(err)
-	}
+	stopEqualsRebuild(t, r, path, j)
 }
 
 // TestRunRebuildsWhenLeftBehind: while the view was failing, retention
@@ -742,19 +596,10 @@ func TestJournalErrorsAreTheJournals(t *testing.T) {
 // the gap (ErrViewBehind) and rebuilds instead of failing for ever.
 func TestRunRebuildsWhenLeftBehind(t *testing.T) {
 	ctx := context.Background()
-	j := journal.NewMem()
-	defer j.Close()
-	sim := gen.NewSim(181, 10)
-	sim.JumpProb = 0
-	if _, err := j.Append(ctx, sim.Events(300)); err != nil {
-		t.Fatal(err)
-	}
+	j, sim := steadySim(t, 181)
+	appendSim(t, j, sim, 300)
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true, Linger: -1, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v := openView(t, path, j, sqlview.Options{RebuildIfInvalid: true, Linger: -1, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
 	var broken atomic.Bool
 	broken.Store(true)
 	sqlview.SetBeforeCommitHook(v, func() error {
@@ -765,34 +610,11 @@ func TestRunRebuildsWhenLeftBehind(t *testing.T) {
 	})
 	r := startRun(t, v)
 	sim.Now = sim.Now.Add(time.Hour)
-	if _, err := j.Append(ctx, sim.Events(600)); err != nil {
-		t.Fatal(err)
-	}
+	appendSim(t, j, sim, 600)
 	waitFor(t, "the view to fail", func() bool { return v.Status().Failures >= 2 })
 	// Snapshot every proxy at the head, then retain away what the view
 	// has not applied.
-	states := map[string]events.State{}
-	var cut time.Time
-	for e, err := range j.Read(ctx, 1) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.GetSeq() == 500 {
-			cut = events.At(e)
-		}
-		if id := e.GetProxyId(); id != "" {
-			s, ok := states[id]
-			if !ok {
-				s = events.NewState(id)
-			}
-			states[id] = events.Evolve(s, e)
-		}
-	}
-	for _, s := range states {
-		if err := j.SaveSnapshot(ctx, events.ToSnapshot(s)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	_, cut := snapshotHead(t, j, 500)
 	if n, err := j.Retain(ctx, cut); err != nil || uint64(n) <= v.Offset() {
 		t.Fatalf("retained %d (view at %d): %v", n, v.Offset(), err)
 	}
@@ -805,14 +627,9 @@ func TestRunRebuildsWhenLeftBehind(t *testing.T) {
 	})
 	broken.Store(false)
 	caughtUp(t, r, v, j)
-	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
+	statusRunning(t, v)
 	if st := v.Status(); st.Rebuilds != 1 || len(badFiles(t, path)) != 1 {
 		t.Fatalf("status %+v, moved aside %v", st, badFiles(t, path))
 	}
-	if err := r.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
-		t.Fatal(err)
-	}
+	stopEqualsRebuild(t, r, path, j)
 }

@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
 // dumpTables are compared between views, in full.
@@ -117,4 +119,114 @@ func emptyView(t testing.TB, path string) {
 		t.Fatal(err)
 	}
 	v.Close()
+}
+
+// filled returns a new in-memory journal, closed when the test ends,
+// holding n simulated events of 20 proxies (seed picks them).
+func filled(t *testing.T, seed uint64, n int) *journal.Mem {
+	t.Helper()
+	j := journal.NewMem()
+	t.Cleanup(func() { j.Close() })
+	fill(t, j, seed, 20, n)
+	return j
+}
+
+// openView opens the view of j at path with opts and closes it when the
+// test ends.
+func openView(t *testing.T, path string, j journal.Journal, opts sqlview.Options) *sqlview.View {
+	t.Helper()
+	v, err := sqlview.OpenView(context.Background(), path, j, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v
+}
+
+// tailing opens the view of j at path with opts, starts Run and waits
+// until the view has caught up with j's head.
+func tailing(t *testing.T, path string, j journal.Journal, opts sqlview.Options) (*sqlview.View, *running) {
+	t.Helper()
+	v := openView(t, path, j, opts)
+	r := startRun(t, v)
+	caughtUp(t, r, v, j)
+	return v, r
+}
+
+// equalsRebuild fails the test unless the view file at path equals, table
+// by table, a view of j rebuilt from scratch.
+func equalsRebuild(t *testing.T, path string, j journal.Journal) {
+	t.Helper()
+	if err := sameViews(t, path, rebuilt(t, j, t.TempDir())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stopEqualsRebuild stops Run, fails the test if Run returned an error,
+// and then checks that the view file at path equals a rebuild of j.
+func stopEqualsRebuild(t *testing.T, r *running, path string, j journal.Journal) {
+	t.Helper()
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	equalsRebuild(t, path, j)
+}
+
+// statusRunning waits until the view's status says running.
+func statusRunning(t *testing.T, v *sqlview.View) {
+	t.Helper()
+	waitFor(t, "the status to say running", func() bool { return v.Status().State == sqlview.StateRunning })
+}
+
+// appendSim appends n events of sim to j in one batch.
+func appendSim(t *testing.T, j journal.Journal, sim *gen.Sim, n int) {
+	t.Helper()
+	if _, err := j.Append(context.Background(), sim.Events(n)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// snapshotHead saves a snapshot of every proxy as of j's head (what the
+// engine does before retention) and returns their states and the time of
+// event seq, from which to retain (zero if j has no event seq).
+func snapshotHead(t *testing.T, j journal.Journal, seq uint64) (map[string]events.State, time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	var all []*pb.Envelope
+	var cut time.Time
+	for e, err := range j.Read(ctx, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.GetSeq() == seq {
+			cut = events.At(e)
+		}
+		all = append(all, e)
+	}
+	states := gen.States(all)
+	if err := gen.SaveSnapshots(ctx, j, states); err != nil {
+		t.Fatal(err)
+	}
+	return states, cut
+}
+
+// steadySim returns a new in-memory journal, closed when the test ends,
+// and a simulation of 10 proxies whose clock never jumps (so that a
+// retention cut falls where the test puts it). Nothing is appended yet.
+func steadySim(t *testing.T, seed uint64) (*journal.Mem, *gen.Sim) {
+	t.Helper()
+	j := journal.NewMem()
+	t.Cleanup(func() { j.Close() })
+	sim := gen.NewSim(seed, 10)
+	sim.JumpProb = 0
+	return j, sim
+}
+
+// viewOf rebuilds a view of j at view.db in a fresh directory and returns
+// its path.
+func viewOf(t *testing.T, j journal.Journal) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "view.db")
+	rebuildAt(t, path, j)
+	return path
 }
