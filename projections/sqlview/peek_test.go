@@ -27,9 +27,7 @@ func readAll(t *testing.T, path string) []byte {
 // an empty one and a foreign one apart.
 func TestPeekOffset(t *testing.T) {
 	ctx := context.Background()
-	j := journal.NewMem()
-	defer j.Close()
-	fill(t, j, 161, 20, 500)
+	j := filled(t, 161, 500)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "view.db")
 
@@ -40,11 +38,7 @@ func TestPeekOffset(t *testing.T) {
 	rebuildAt(t, path, j)
 	built := j.Head()
 	fill(t, j, 162, 20, 500)
-	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v := openView(t, path, j, sqlview.Options{})
 	if err := v.CatchUp(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -85,8 +79,7 @@ func TestPeekOffset(t *testing.T) {
 	if _, ok, err := sqlview.PeekOffset(ctx, junk); !ok || !errors.Is(err, sqlview.ErrViewCorrupt) {
 		t.Fatalf("junk: %v %v", ok, err)
 	}
-	newer := filepath.Join(t.TempDir(), "view.db")
-	rebuildAt(t, newer, j)
+	newer := viewOf(t, j)
 	setUserVersion(t, newer, sqlview.SchemaVersion+1)
 	if _, ok, err := sqlview.PeekOffset(ctx, newer); !ok || !errors.Is(err, sqlview.ErrViewVersion) {
 		t.Fatalf("newer schema: %v %v", ok, err)
@@ -97,11 +90,8 @@ func TestPeekOffset(t *testing.T) {
 // view ahead of a truncated journal — and OpenView's own sentinel for it.
 func TestPeekOffsetSeesAViewAhead(t *testing.T) {
 	ctx := context.Background()
-	j := journal.NewMem()
-	defer j.Close()
-	fill(t, j, 171, 20, 500)
-	path := filepath.Join(t.TempDir(), "view.db")
-	rebuildAt(t, path, j)
+	j := filled(t, 171, 500)
+	path := viewOf(t, j)
 	short := journal.NewMem()
 	defer short.Close()
 	seq, ok, err := sqlview.PeekOffset(ctx, path)

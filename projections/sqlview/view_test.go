@@ -142,8 +142,7 @@ func TestOpenViewRejectsBadFiles(t *testing.T) {
 	fill(t, j, 3, 10, 300)
 
 	t.Run("newer schema version", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "view.db")
-		rebuildAt(t, path, j)
+		path := viewOf(t, j)
 		setUserVersion(t, path, 7)
 		_, err := sqlview.OpenView(ctx, path, j, sqlview.Options{})
 		if !errors.Is(err, sqlview.ErrViewVersion) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "version 7") ||
@@ -166,11 +165,7 @@ func TestOpenViewRejectsBadFiles(t *testing.T) {
 	t.Run("empty file becomes a view", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "view.db")
 		os.WriteFile(path, nil, 0o644)
-		v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer v.Close()
+		v := openView(t, path, j, sqlview.Options{})
 		if err := v.CatchUp(ctx); err != nil || v.Offset() != j.Head() {
 			t.Fatalf("catch up: %v, offset %d", err, v.Offset())
 		}
@@ -188,8 +183,7 @@ func TestOpenViewRejectsBadFiles(t *testing.T) {
 		}
 	})
 	t.Run("damaged state blob", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "view.db")
-		rebuildAt(t, path, j)
+		path := viewOf(t, j)
 		db, _ := sql.Open("sqlite3", path)
 		if _, err := db.Exec("UPDATE proxies SET state_pb = x'ffffffff' WHERE id = (SELECT MIN(id) FROM proxies)"); err != nil {
 			t.Fatal(err)
@@ -201,8 +195,7 @@ func TestOpenViewRejectsBadFiles(t *testing.T) {
 		}
 	})
 	t.Run("ahead of the journal", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "view.db")
-		rebuildAt(t, path, j)
+		path := viewOf(t, j)
 		short := journal.NewMem()
 		defer short.Close()
 		fill(t, short, 3, 10, 50)
@@ -283,55 +276,21 @@ func TestRebuildIfInvalid(t *testing.T) {
 // away; the view cannot catch up and says so, or rebuilds.
 func TestViewBehindRetention(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	j := journal.NewMem()
-	defer j.Close()
-	sim := gen.NewSim(11, 10)
-	sim.JumpProb = 0
-	if _, err := j.Append(ctx, sim.Events(500)); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "view.db")
-	rebuildAt(t, path, j)
+	j, sim := steadySim(t, 11)
+	appendSim(t, j, sim, 500)
+	path := viewOf(t, j)
 	sim.Now = sim.Now.Add(time.Hour)
-	if _, err := j.Append(ctx, sim.Events(500)); err != nil {
-		t.Fatal(err)
-	}
+	appendSim(t, j, sim, 500)
 	// Snapshot every proxy at the head and drop everything older than the
 	// second half.
-	states := map[string]events.State{}
-	var cut time.Time
-	for e, err := range j.Read(ctx, 1) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.GetSeq() == 600 {
-			cut = events.At(e)
-		}
-		if id := e.GetProxyId(); id != "" {
-			s, ok := states[id]
-			if !ok {
-				s = events.NewState(id)
-			}
-			states[id] = events.Evolve(s, e)
-		}
-	}
-	for _, s := range states {
-		if err := j.SaveSnapshot(ctx, events.ToSnapshot(s)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	states, cut := snapshotHead(t, j, 600)
 	if n, err := j.Retain(ctx, cut); err != nil || n < 500 {
 		t.Fatalf("retained %d: %v", n, err)
 	}
 	if _, err := sqlview.OpenView(ctx, path, j, sqlview.Options{}); !errors.Is(err, sqlview.ErrViewBehind) {
 		t.Fatalf("error %v", err)
 	}
-	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v := openView(t, path, j, sqlview.Options{RebuildIfInvalid: true})
 	// Proxies come back from their snapshots: the rows equal the fold.
 	var n int
 	rows, err := v.DB().Query("SELECT id, state, total_checks, updated_seq FROM proxies")
