@@ -178,16 +178,7 @@ func TestLiveIdempotentAndBatchingIndependent(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The views agree with a plain fold of each proxy's stream.
-	states := map[string]events.State{}
-	for _, e := range envs {
-		if id := e.GetProxyId(); id != "" {
-			s, ok := states[id]
-			if !ok {
-				s = events.NewState(id)
-			}
-			states[id] = events.Evolve(s, e)
-		}
-	}
+	states := gen.States(envs)
 	live := 0
 	for id, s := range states {
 		v, found := a.Proxy(id)
