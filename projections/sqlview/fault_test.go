@@ -567,7 +567,7 @@ func (f *flakyJournal) Read(ctx context.Context, from uint64) iter.Seq2[*pb.Enve
 func TestJournalErrorsAreTheJournals(t *testing.T) {
 	ctx := context.Background()
 	mem := journal.NewMem()
-	defer mem.Close()
+	t.Cleanup(func() { mem.Close() }) // after the view's (openView) and Run's (startRun) cleanups
 	j := &flakyJournal{Journal: mem}
 	fill(t, j, 151, 20, 300)
 	path := filepath.Join(t.TempDir(), "view.db")
