@@ -8,11 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/probe"
+	"github.com/proxyhealth/proxyhealth"
 )
 
 const checkUsage = `Usage: proxyhealth check URL [flags]
@@ -46,8 +44,8 @@ type checkOutput struct {
 
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("check", checkUsage, checkExamples, stdout, stderr)
-	checkURL := fs.String("check-url", probe.DefaultTargetURL, "`URL` fetched through the proxy (http or https)")
-	timeout := probe.DefaultTimeout
+	checkURL := fs.String("check-url", proxyhealth.DefaultTargetURL, "`URL` fetched through the proxy (http or https)")
+	timeout := proxyhealth.DefaultTimeout
 	fs.Var(durationFlag{&timeout}, "timeout", "`DURATION` of the whole check")
 	method := fs.String("method", "", "HEAD or GET (default HEAD, GET with --body-pattern)")
 	expected := fs.String("expected-status", "200-299", "status `CODES` that pass, e.g. 200-299,301")
@@ -69,15 +67,16 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return fs.fail("want one proxy URL, got %d arguments", len(pos))
 	}
-	u, err := probe.ParseProxyURL(pos[0])
-	if err != nil {
-		return fs.fail("%s", strings.TrimPrefix(err.Error(), "probe: "))
+	// The URL first: its error is the one to show when both are wrong.
+	if _, err := proxyhealth.ParseProxy(pos[0]); err != nil {
+		return fs.fail("%s", proxyURLError(err))
 	}
-	cfg := probe.Config{TargetURL: *checkURL, Method: *method, BodyPattern: *bodyPattern, LatencyCeiling: ceiling, Timeout: timeout}
-	if cfg.ExpectedStatus, err = probe.ParseStatusRanges(*expected); err != nil {
+	cfg := proxyhealth.ProbeConfig{TargetURL: *checkURL, Method: *method, BodyPattern: *bodyPattern, LatencyCeiling: ceiling, Timeout: timeout}
+	var err error
+	if cfg.ExpectedStatus, err = proxyhealth.ParseStatusRanges(*expected); err != nil {
 		return fs.fail("--expected-status: %v", err)
 	}
-	if cfg.Mode, err = probe.ParseMode(*mode); err != nil {
+	if cfg.Mode, err = proxyhealth.ParseProbeMode(*mode); err != nil {
 		return fs.fail("--mode: %v", err)
 	}
 	if *caFile != "" || *insecure {
@@ -94,19 +93,17 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		cfg.TLSConfig = tc
 	}
-	checker, err := probe.NewChecker(cfg)
+	r, err := proxyhealth.CheckProxy(ctx, pos[0], cfg)
 	if err != nil {
-		return fs.fail("%s", strings.TrimPrefix(err.Error(), "probe: "))
+		return fs.fail("%s", proxyURLError(err))
 	}
-	eff := checker.Config()
-	r := checker.Check(ctx, u)
 	if r.Canceled {
 		fmt.Fprintln(stderr, "proxyhealth check: interrupted")
 		return exitFailure
 	}
 	out := checkOutput{
-		Proxy: u.Redacted(), ID: u.ID(), Target: eff.TargetURL, Method: eff.Method, OK: r.OK(),
-		ErrorClass: events.ClassName(r.Class), Message: r.Message, StatusCode: r.StatusCode,
+		Proxy: r.Proxy.Redacted, ID: r.Proxy.ID, Target: r.Config.TargetURL, Method: r.Config.Method, OK: r.OK,
+		ErrorClass: r.Class, Message: r.Message, StatusCode: r.StatusCode,
 		ConnectMS: msOf(r.Connect), FirstByteMS: msOf(r.FirstByte), LatencyMS: msOf(r.Total),
 	}
 	if format.value == "json" {

@@ -20,8 +20,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/probe"
 )
 
 // Defaults of the daemon (the engine's defaults are documented in
@@ -139,7 +137,7 @@ func (l settingsLayer) errorf(field string, value any, rule string) error {
 }
 
 // validate checks every field the layer sets against its accepted range
-// (what events.Config.Validate and probe.Config.Validate accept, without
+// (what HealthConfig.Validate and ProbeConfig.Validate accept, without
 // the engine's silent defaults for zero values). Settings that depend on
 // each other are checked once the layers are merged (checkMerged).
 func (l settingsLayer) validate() error {
@@ -150,8 +148,8 @@ func (l settingsLayer) validate() error {
 		min   time.Duration
 		rule  string
 	}{
-		{"interval", s.Interval, events.MinInterval, "must be at least " + duration(events.MinInterval).String()},
-		{"suspect_interval", s.SuspectInterval, events.MinInterval, "must be at least " + duration(events.MinInterval).String()},
+		{"interval", s.Interval, proxyhealth.MinInterval, "must be at least " + duration(proxyhealth.MinInterval).String()},
+		{"suspect_interval", s.SuspectInterval, proxyhealth.MinInterval, "must be at least " + duration(proxyhealth.MinInterval).String()},
 		{"timeout", s.Timeout, time.Nanosecond, "must be more than 0s (e.g. 5s)"},
 		{"latency_ceiling", s.LatencyCeiling, 0, "must be 0s (no ceiling) or more"},
 		{"recovery_cooldown", s.RecoveryCooldown, time.Nanosecond, "must be more than 0s (e.g. 1m)"},
@@ -182,7 +180,7 @@ func (l settingsLayer) validate() error {
 	}
 	if s.CheckURL != nil && (*s.CheckURL == "" || (proxyhealth.ProbeConfig{TargetURL: *s.CheckURL}).Validate() != nil) {
 		// The URL is not shown: it may carry credentials.
-		return l.errorf("check_url", "(not shown)", "want an absolute http or https URL without credentials or fragment, e.g. "+probe.DefaultTargetURL)
+		return l.errorf("check_url", "(not shown)", "want an absolute http or https URL without credentials or fragment, e.g. "+proxyhealth.DefaultTargetURL)
 	}
 	if s.Method != nil {
 		if m := strings.ToUpper(strings.TrimSpace(*s.Method)); m != "HEAD" && m != "GET" {
@@ -190,12 +188,12 @@ func (l settingsLayer) validate() error {
 		}
 	}
 	if s.ExpectedStatus != nil {
-		if _, err := probe.ParseStatusRanges(*s.ExpectedStatus); err != nil {
+		if _, err := proxyhealth.ParseStatusRanges(*s.ExpectedStatus); err != nil {
 			return l.errorf("expected_status", short(*s.ExpectedStatus), "want status codes or inclusive ranges from 100 to 599, like 200-299,301")
 		}
 	}
 	if s.Mode != nil {
-		if _, err := probe.ParseMode(*s.Mode); err != nil || strings.TrimSpace(*s.Mode) == "" {
+		if _, err := proxyhealth.ParseProbeMode(*s.Mode); err != nil || strings.TrimSpace(*s.Mode) == "" {
 			return l.errorf("mode", short(*s.Mode), "want auto or tcp-connect")
 		}
 	}
@@ -208,7 +206,7 @@ func (l settingsLayer) validate() error {
 		var p proxyhealth.ProbeConfig
 		s.applyHeaders(&p)
 		if err := p.Validate(); err != nil {
-			return l.errorf("headers", nil, strings.TrimPrefix(err.Error(), probe.ErrBadConfig.Error()+": Headers "))
+			return l.errorf("headers", nil, strings.TrimPrefix(err.Error(), proxyhealth.ErrBadProbeConfig.Error()+": Headers "))
 		}
 	}
 	if s.CAFile != nil && *s.CAFile == "" {
@@ -235,7 +233,7 @@ func (s *checkSettings) applyHeaders(p *proxyhealth.ProbeConfig) {
 	slices.Sort(names)
 	p.Headers = nil
 	for _, n := range names {
-		p.Headers = append(p.Headers, probe.Header{Name: n, Value: s.Headers[n]})
+		p.Headers = append(p.Headers, proxyhealth.ProbeHeader{Name: n, Value: s.Headers[n]})
 	}
 }
 
@@ -279,14 +277,14 @@ func (s *checkSettings) apply(h *proxyhealth.HealthConfig, p *proxyhealth.ProbeC
 		p.BodyPattern = *s.BodyPattern
 	}
 	if s.ExpectedStatus != nil {
-		r, err := probe.ParseStatusRanges(*s.ExpectedStatus)
+		r, err := proxyhealth.ParseStatusRanges(*s.ExpectedStatus)
 		if err != nil {
 			return fmt.Errorf("expected_status: %w", err)
 		}
 		p.ExpectedStatus = r
 	}
 	if s.Mode != nil {
-		m, err := probe.ParseMode(*s.Mode)
+		m, err := proxyhealth.ParseProbeMode(*s.Mode)
 		if err != nil {
 			return fmt.Errorf("mode: %w", err)
 		}

@@ -369,12 +369,8 @@ func TestConfigWebhookErrors(t *testing.T) {
 }
 
 // TestDefaultsAreTheEngines: the flag defaults are the engine's, not
-// restated numbers (the root package does not export the concurrency
-// default, so this test holds the two together).
+// restated numbers.
 func TestDefaultsAreTheEngines(t *testing.T) {
-	if defaultConcurrency != actors.DefaultConcurrency {
-		t.Errorf("defaultConcurrency %d, the engine's %d", defaultConcurrency, actors.DefaultConcurrency)
-	}
 	dc, err := loadArgs(t, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
-	"github.com/proxyhealth/proxyhealth/projections"
 	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
@@ -21,8 +20,8 @@ import (
 // by run and demo).
 type daemon struct {
 	eng    *proxyhealth.Engine
-	api    *proxyhealth.Engine // the engine as the API sees it
-	status *projections.Live   // the engine's live status
+	api    *proxyhealth.Engine      // the engine as the API sees it
+	status proxyhealth.StatusReader // the engine's live status (read-only)
 	srv    *httpapi.Server
 	hs     *http.Server
 	url    string
@@ -82,7 +81,7 @@ func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options
 		d.settings, d.getenv, d.cur = rl.settings, rl.getenv, rl.running
 		api.Reload = d.reloadConfig
 	}
-	d.status = eng.Live()
+	d.status = eng.Status()
 	api.Status, api.Version, api.Logger = d.status, version, log
 	if d.srv, err = httpapi.New(d.api, api); err != nil {
 		return nil, errors.Join(fmt.Errorf("start the HTTP API: %w", err), eng.Close(ctx))

@@ -13,10 +13,6 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/journal"
-	"github.com/proxyhealth/proxyhealth/probe"
-	"github.com/proxyhealth/proxyhealth/projections"
 )
 
 // runSettings are the command-line settings of `proxyhealth run`. Check
@@ -53,13 +49,13 @@ func (r *runSettings) register(fs *flagSet) {
 	r.logFormat = newChoice("text", "text", "json")
 	fs.Var(r.logFormat, "log-format", "log `FORMAT` on stderr: text or json")
 	fs.StringVar(&r.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
-	fs.IntVar(&r.concurrency, "concurrency", defaultConcurrency, "maximum checks in flight")
-	r.retention = journal.DefaultRetention
+	fs.IntVar(&r.concurrency, "concurrency", proxyhealth.DefaultConcurrency, "maximum checks in flight")
+	r.retention = proxyhealth.DefaultRetention
 	fs.Var(durationFlag{&r.retention}, "retention", "how long journal events are kept (`DURATION`); the per-proxy history of the live status covers 24h")
-	r.interval, r.timeout, r.recoveryCooldown = d.Interval, probe.DefaultTimeout, d.RecoveryCooldown
-	fs.Var(durationFlag{&r.interval}, "interval", "`DURATION` between checks of a healthy proxy (at least "+duration(events.MinInterval).String()+")")
+	r.interval, r.timeout, r.recoveryCooldown = d.Interval, proxyhealth.DefaultTimeout, d.RecoveryCooldown
+	fs.Var(durationFlag{&r.interval}, "interval", "`DURATION` between checks of a healthy proxy (at least "+duration(proxyhealth.MinInterval).String()+")")
 	fs.Var(durationFlag{&r.timeout}, "timeout", "`DURATION` of one check")
-	fs.StringVar(&r.checkURL, "check-url", probe.DefaultTargetURL, "`URL` fetched through each proxy (http or https)")
+	fs.StringVar(&r.checkURL, "check-url", proxyhealth.DefaultTargetURL, "`URL` fetched through each proxy (http or https)")
 	fs.UintVar(&r.unhealthy, "unhealthy-threshold", uint(d.UnhealthyThreshold), "consecutive failures that make a proxy unhealthy")
 	fs.UintVar(&r.healthy, "healthy-threshold", uint(d.HealthyThreshold), "consecutive successes that make a proxy healthy again")
 	fs.Var(durationFlag{&r.recoveryCooldown}, "recovery-cooldown", "base wait (`DURATION`) of an unhealthy proxy before a recovery probe, doubled per attempt")
@@ -108,11 +104,6 @@ type daemonConfig struct {
 	// allowHosts are the extra Host names the API answers to.
 	allowHosts []string
 }
-
-// defaultConcurrency is the engine's default Config.Concurrency
-// (actors.DefaultConcurrency, which the root package does not export;
-// TestDefaultsAreTheEngines checks that they agree).
-const defaultConcurrency = 1000
 
 // checkSourceName applies the engine's rule for source names (the one
 // proxyhealth.Config.Validate applies) and returns the rule when name
@@ -190,7 +181,7 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 	if _, _, err := net.SplitHostPort(dc.listen); err != nil {
 		return dc, bad("listen", "listen", short(dc.listen), "want HOST:PORT, e.g. "+defaultListen)
 	}
-	dc.engine.Concurrency = defaultConcurrency
+	dc.engine.Concurrency = proxyhealth.DefaultConcurrency
 	switch {
 	case r.fs.isSet("concurrency"):
 		dc.engine.Concurrency = r.concurrency
@@ -464,7 +455,7 @@ func (fc *fileConfig) webhooks(getenv func(string) string) ([]proxyhealth.Webhoo
 		}
 		if w.Timeout != nil {
 			if d := time.Duration(*w.Timeout); d <= 0 || d > maxWebhookTimeout {
-				return nil, errorf("timeout", "%v: must be more than 0s and at most %v (default %v)", *w.Timeout, duration(maxWebhookTimeout), duration(projections.DefaultWebhookTimeout))
+				return nil, errorf("timeout", "%v: must be more than 0s and at most %v (default %v)", *w.Timeout, duration(maxWebhookTimeout), duration(proxyhealth.DefaultWebhookTimeout))
 			}
 			o.Timeout = time.Duration(*w.Timeout)
 		}
@@ -510,14 +501,14 @@ var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 // none).
 func poolThreshold(t float64) float64 {
 	if t == 0 {
-		return projections.DefaultPoolThreshold
+		return proxyhealth.DefaultPoolThreshold
 	}
 	return t
 }
 
 func poolMargin(m float64) float64 {
 	if m == 0 {
-		return projections.DefaultPoolMargin
+		return proxyhealth.DefaultPoolMargin
 	}
 	return max(m, 0)
 }
@@ -530,14 +521,14 @@ func (fc *fileConfig) pool() (threshold, margin float64, err error) {
 	if t := p.DegradedThreshold; t != nil {
 		if !(*t > 0 && *t <= 100) {
 			return 0, 0, &configError{fc.where("pool.degraded_threshold"),
-				fmt.Sprintf("pool.degraded_threshold %v: must be more than 0 and at most 100 (healthy percentage; default %v)", *t, projections.DefaultPoolThreshold)}
+				fmt.Sprintf("pool.degraded_threshold %v: must be more than 0 and at most 100 (healthy percentage; default %v)", *t, proxyhealth.DefaultPoolThreshold)}
 		}
 		threshold = *t
 	}
 	if m := p.RecoveryMargin; m != nil {
 		if !(*m >= 0 && *m <= 100) {
 			return 0, 0, &configError{fc.where("pool.recovery_margin"),
-				fmt.Sprintf("pool.recovery_margin %v: must be between 0 and 100 (percentage points; default %v)", *m, projections.DefaultPoolMargin)}
+				fmt.Sprintf("pool.recovery_margin %v: must be between 0 and 100 (percentage points; default %v)", *m, proxyhealth.DefaultPoolMargin)}
 		}
 		margin = *m
 		if margin == 0 {

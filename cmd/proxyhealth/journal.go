@@ -18,8 +18,6 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/journal"
-	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
 const journalUsage = `Usage: proxyhealth journal replay|verify|stats|salvage --data DIR [flags]
@@ -79,29 +77,33 @@ func runJournal(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	return exitUsage
 }
 
-// openJournalRO opens DIR/journal.db read-only, with errors that say what
-// to do.
-func openJournalRO(dir string) (*journal.Bolt, error) {
+// journalLockWait is how long the offline commands wait for the journal's
+// lock before deciding that a daemon holds it.
+const journalLockWait = 500 * time.Millisecond
+
+// openArchive opens the data directory DIR read-only, with errors that say
+// what to do.
+func openArchive(ctx context.Context, dir string) (*proxyhealth.Archive, error) {
 	path := journalPath(dir)
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+	a, err := proxyhealth.OpenArchive(ctx, dir, proxyhealth.ArchiveOptions{LockTimeout: journalLockWait})
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("no journal at %s: is --data the daemon's data directory?", path)
-	}
-	j, err := journal.OpenBolt(path, journal.WithReadOnly(), journal.WithLockTimeout(500*time.Millisecond))
-	if errors.Is(err, journal.ErrLocked) {
+	case errors.Is(err, proxyhealth.ErrJournalLocked):
 		return nil, fmt.Errorf("%s is locked by a running proxyhealth (bbolt allows no reader beside the writer): replay and stats can ask the daemon instead (--server URL, default listen %s); verify, salvage and rebuild need it stopped", path, defaultListen)
 	}
-	return j, err
+	return a, err
 }
 
-// openJournalFor opens the journal for command cmd, printing the reason on
-// stderr when it cannot.
-func openJournalFor(cmd, dir string, stderr io.Writer) (*journal.Bolt, bool) {
-	j, err := openJournalRO(dir)
+// openArchiveFor opens the data directory for command cmd, printing the
+// reason on stderr when it cannot.
+func openArchiveFor(ctx context.Context, cmd, dir string, stderr io.Writer) (*proxyhealth.Archive, bool) {
+	a, err := openArchive(ctx, dir)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
 		return nil, false
 	}
-	return j, true
+	return a, true
 }
 
 // journalFlags are the flags replay and stats share: where the journal
@@ -151,45 +153,18 @@ func (jf journalFlags) records(ctx context.Context, server *url.URL, f proxyheal
 		return serverJournal(ctx, server, *jf.token, f)
 	}
 	return func(yield func(proxyhealth.Record, error) bool) {
-		j, err := openJournalRO(*jf.data)
+		a, err := openArchive(ctx, *jf.data)
 		if err != nil {
 			yield(proxyhealth.Record{}, err)
 			return
 		}
-		defer j.Close()
-		for env, err := range readFiltered(ctx, j, f) {
+		defer a.Close()
+		for env, err := range a.ReadJournal(ctx, f) {
 			if err != nil {
 				yield(proxyhealth.Record{}, err)
 				return
 			}
 			if !yield(proxyhealth.RecordOf(env), nil) {
-				return
-			}
-		}
-	}
-}
-
-// readFiltered yields the events of j that f selects (f.Proxy is an ID),
-// like Engine.ReadJournal.
-func readFiltered(ctx context.Context, j journal.Journal, f proxyhealth.JournalFilter) iter.Seq2[*pb.Envelope, error] {
-	return func(yield func(*pb.Envelope, error) bool) {
-		var seq iter.Seq2[*pb.Envelope, error]
-		if f.Proxy != "" {
-			seq = j.ReadStream(ctx, f.Proxy, 1)
-		} else {
-			seq = j.Read(ctx, max(j.First(), f.After+1))
-		}
-		for env, err := range seq {
-			if err != nil {
-				yield(nil, err)
-				return
-			}
-			at := proxyhealth.EventTime(env)
-			if env.GetSeq() <= f.After || (!f.Since.IsZero() && at.Before(f.Since)) || (!f.Until.IsZero() && !at.Before(f.Until)) ||
-				(f.Source != "" && env.GetSource() != f.Source) || (len(f.Types) > 0 && !slices.Contains(f.Types, proxyhealth.EventType(env))) {
-				continue
-			}
-			if !yield(env, nil) {
 				return
 			}
 		}
@@ -329,23 +304,23 @@ func journalVerify(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(pos) > 0 {
 		return fs.fail("unexpected argument %q", pos[0])
 	}
-	j, ok := openJournalFor("proxyhealth journal verify", *data, stderr)
+	a, ok := openArchiveFor(ctx, "proxyhealth journal verify", *data, stderr)
 	if !ok {
 		return exitFailure
 	}
-	defer j.Close()
-	if err := j.Check(ctx); err != nil {
-		fmt.Fprintf(stderr, "proxyhealth journal verify: %s is damaged: %v\n", j.Path(), err)
-		if errors.Is(err, journal.ErrCorrupt) {
+	defer a.Close()
+	if err := a.Verify(ctx); err != nil {
+		fmt.Fprintf(stderr, "proxyhealth journal verify: %s is damaged: %v\n", a.Path(), err)
+		if errors.Is(err, proxyhealth.ErrJournalCorrupt) {
 			fmt.Fprintf(stderr, "To copy every intact event into a new journal: proxyhealth journal salvage --data %s\n", *data)
 		}
 		return exitFailure
 	}
 	n := uint64(0)
-	if j.Head() >= j.First() {
-		n = j.Head() - j.First() + 1
+	if a.Head() >= a.First() {
+		n = a.Head() - a.First() + 1
 	}
-	fmt.Fprintf(stdout, "journal OK: %s, %d events (seq %d to %d)\n", j.Path(), n, j.First(), j.Head())
+	fmt.Fprintf(stdout, "journal OK: %s, %d events (seq %d to %d)\n", a.Path(), n, a.First(), a.Head())
 	return exitOK
 }
 
@@ -389,16 +364,16 @@ func journalStats(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	} else {
 		// The file's numbers, before the events are counted (the file
 		// is closed meanwhile: records opens it again).
-		j, ok := openJournalFor("proxyhealth journal stats", *jf.data, stderr)
+		a, ok := openArchiveFor(ctx, "proxyhealth journal stats", *jf.data, stderr)
 		if !ok {
 			return exitFailure
 		}
-		out.Path, out.FirstSeq, out.HeadSeq = j.Path(), j.First(), j.Head()
-		if st, err := os.Stat(j.Path()); err == nil {
+		out.Path, out.FirstSeq, out.HeadSeq = a.Path(), a.First(), a.Head()
+		if st, err := os.Stat(a.Path()); err == nil {
 			size := st.Size()
 			out.SizeBytes = &size
 		}
-		_ = j.Close()
+		_ = a.Close()
 	}
 	proxies, sources := map[string]bool{}, map[string]bool{}
 	var first, last time.Time
@@ -501,10 +476,10 @@ func journalSalvage(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "proxyhealth journal salvage: no journal at %s: is --data the daemon's data directory?\n", src)
 		return exitFailure
 	}
-	rep, err := journal.Salvage(ctx, src, dst)
+	rep, err := proxyhealth.SalvageJournal(ctx, *data, dst)
 	if err != nil {
 		fmt.Fprintf(stderr, "proxyhealth journal salvage: %v\n", err)
-		if errors.Is(err, journal.ErrLocked) {
+		if errors.Is(err, proxyhealth.ErrJournalLocked) {
 			fmt.Fprintln(stderr, "Stop the daemon that uses this data directory first.")
 		}
 		return exitFailure

@@ -7,10 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 
-	"github.com/proxyhealth/proxyhealth/probe"
+	"github.com/proxyhealth/proxyhealth"
 )
 
 // errConfig marks configuration errors (bad files, bad values): the command
@@ -35,13 +34,13 @@ func (e *configError) Unwrap() error { return errConfig }
 // maxProxyLine bounds one line of a proxy list.
 const maxProxyLine = 64 << 10
 
-// shortURL is the redacted form of u for an error, cut to
-// probe.MaxErrorExcerpt characters.
-func shortURL(u probe.ProxyURL) string {
-	if r := []rune(u.Redacted()); len(r) > probe.MaxErrorExcerpt {
-		return string(r[:probe.MaxErrorExcerpt-1]) + "…"
+// shortURL is the redacted form of a proxy URL for an error, cut to
+// proxyhealth.MaxErrorExcerpt characters.
+func shortURL(u proxyhealth.ProxyInfo) string {
+	if r := []rune(u.Redacted); len(r) > proxyhealth.MaxErrorExcerpt {
+		return string(r[:proxyhealth.MaxErrorExcerpt-1]) + "…"
 	}
-	return u.Redacted()
+	return u.Redacted
 }
 
 // parseProxyList reads a proxy list: one URL a line (http://, https://,
@@ -49,7 +48,7 @@ func shortURL(u probe.ProxyURL) string {
 // host:port means http://), '#' comments (whole lines, or after a space),
 // blank lines ignored. Errors are "NAME:LINE: reason" and never show
 // credentials, nor more of a line than a short redacted excerpt of what
-// looks like a proxy URL (see probe.ParseProxyURL): a file that is not a
+// looks like a proxy URL (see proxyhealth.ParseProxy): a file that is not a
 // proxy list is not echoed.
 func parseProxyList(name string, r io.Reader) ([]string, error) {
 	sc := bufio.NewScanner(r)
@@ -74,14 +73,14 @@ func parseProxyList(name string, r io.Reader) ([]string, error) {
 		if strings.ContainsAny(text, " \t") {
 			return nil, &configError{fmt.Sprintf("%s:%d", name, line), "one proxy URL per line; found spaces inside the URL"}
 		}
-		u, err := probe.ParseProxyURL(text)
+		u, err := proxyhealth.ParseProxy(text)
 		if err != nil {
-			return nil, &configError{fmt.Sprintf("%s:%d", name, line), strings.TrimPrefix(err.Error(), "probe: ")}
+			return nil, &configError{fmt.Sprintf("%s:%d", name, line), proxyURLError(err)}
 		}
-		if prev, dup := seen[u.ID()]; dup {
+		if prev, dup := seen[u.ID]; dup {
 			return nil, &configError{fmt.Sprintf("%s:%d", name, line), fmt.Sprintf("%s is already listed on line %d", shortURL(u), prev)}
 		}
-		seen[u.ID()] = line
+		seen[u.ID] = line
 		out = append(out, text)
 	}
 	if err := sc.Err(); err != nil {
@@ -111,8 +110,6 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-var sourceNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
 // proxiesArg is one --proxies value: FILE (the source is named after the
 // file without its extension) or NAME=FILE.
 type proxiesArg struct {
@@ -121,7 +118,7 @@ type proxiesArg struct {
 }
 
 func parseProxiesArg(v string) (proxiesArg, error) {
-	if name, path, ok := strings.Cut(v, "="); ok && sourceNameRE.MatchString(name) {
+	if name, path, ok := strings.Cut(v, "="); ok && checkSourceName(name) == nil {
 		if path == "" {
 			return proxiesArg{}, &configError{"--proxies " + v, "missing file after " + name + "="}
 		}
@@ -129,7 +126,7 @@ func parseProxiesArg(v string) (proxiesArg, error) {
 	}
 	base := filepath.Base(v)
 	name := strings.TrimSuffix(base, filepath.Ext(base))
-	if !sourceNameRE.MatchString(name) {
+	if checkSourceName(name) != nil {
 		return proxiesArg{}, &configError{"--proxies " + v, fmt.Sprintf("the file name gives the source name %q, which is not allowed (1-64 letters, digits, '.', '_' or '-'); use --proxies NAME=%s", name, v)}
 	}
 	return proxiesArg{source: name, path: v}, nil

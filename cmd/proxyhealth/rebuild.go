@@ -34,25 +34,25 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if len(pos) > 0 {
 		return fs.fail("unexpected argument %q", pos[0])
 	}
-	j, ok := openJournalFor("proxyhealth rebuild", *data, stderr)
+	a, ok := openArchiveFor(ctx, "proxyhealth rebuild", *data, stderr)
 	if !ok {
 		return exitFailure
 	}
-	defer j.Close()
+	defer a.Close()
 	path := filepath.Join(*data, sqliteview.File)
 	bar := newProgress(stderr, isTerminal(stderr) && !*quiet)
 	start := time.Now()
-	err := sqliteview.Rebuild(ctx, *data, j, bar.update)
+	err := sqliteview.Rebuild(ctx, *data, a.Journal(), bar.update)
 	bar.done()
 	if err != nil {
 		fmt.Fprintf(stderr, "proxyhealth rebuild: %v\n", err)
 		return exitFailure
 	}
 	n := uint64(0)
-	if j.Head() >= j.First() {
-		n = j.Head() - j.First() + 1
+	if a.Head() >= a.First() {
+		n = a.Head() - a.First() + 1
 	}
-	fmt.Fprintf(stdout, "rebuilt %s from %d events (seq %d to %d) in %s\n", path, n, j.First(), j.Head(), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "rebuilt %s from %d events (seq %d to %d) in %s\n", path, n, a.First(), a.Head(), time.Since(start).Round(time.Millisecond))
 	return exitOK
 }
 

@@ -88,7 +88,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	// /healthz finds the line already logged.
 	log.Info("proxyhealth started", slog.String("version", version), slog.String("api", "http://"+ln.Addr().String()+"/"),
 		slog.String("data", dc.engine.DataDir), slog.Int("sources", len(dc.engine.Sources)),
-		slog.Int("proxies", len(d.eng.ProxyIDs())), slog.Uint64("journal_seq", d.eng.Journal().Head()))
+		slog.Int("proxies", len(d.eng.ProxyIDs())), slog.Uint64("journal_seq", d.eng.JournalHead()))
 	d.serve(ln)
 
 	failed := false
@@ -113,7 +113,7 @@ loop:
 	err = d.stop(sctx)
 	// The head after the journal's last commit (read before the stop, it
 	// missed what the stop flushed).
-	head := d.eng.Journal().Head()
+	head := d.eng.JournalHead()
 	if err != nil {
 		log.Error("stopped with errors", slog.Uint64("journal_seq", head), slog.Any("error", err))
 		return exitFailure

@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"maps"
-	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -22,10 +20,6 @@ import (
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
-	"github.com/proxyhealth/proxyhealth/journal"
-	"github.com/proxyhealth/proxyhealth/projections"
-	"github.com/proxyhealth/proxyhealth/projections/sqlview"
-	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
@@ -70,13 +64,22 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		*token = os.Getenv("PROXYHEALTH_TOKEN")
 	}
 	// get returns the pool, and with --data what was found of the journal
-	// beside the view; paused lists the paused proxies (at most
+	// and the view; paused lists the paused proxies (at most
 	// maxPausedShown+1) when the pool has any.
 	var get func(context.Context) (httpapi.Pool, *dataCheck, error)
 	var paused func(context.Context, httpapi.Pool) ([]httpapi.Proxy, error)
 	if *data != "" {
-		get = func(ctx context.Context) (httpapi.Pool, *dataCheck, error) { return poolFromData(ctx, *data) }
-		paused = func(ctx context.Context, _ httpapi.Pool) ([]httpapi.Proxy, error) { return pausedFromData(ctx, *data) }
+		// One read of the journal gives the pool and the paused list.
+		var lastPaused []httpapi.Proxy
+		get = func(ctx context.Context) (httpapi.Pool, *dataCheck, error) {
+			p, dc, err := poolFromData(ctx, *data)
+			lastPaused = nil
+			if dc != nil {
+				lastPaused = dc.paused
+			}
+			return p, dc, err
+		}
+		paused = func(context.Context, httpapi.Pool) ([]httpapi.Proxy, error) { return lastPaused, nil }
 	} else {
 		u, err := url.Parse(*server)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -116,13 +119,20 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			} else if *watch && !first {
 				fmt.Fprintln(stdout)
 			}
-			if format.value == "json" {
+			// Without a readable journal (--data) there is no pool to
+			// show: the table says why, JSON gets nothing.
+			noPool := dc != nil && dc.noPool
+			switch {
+			case format.value == "json" && !noPool:
 				enc := json.NewEncoder(stdout)
 				if !*watch {
 					enc.SetIndent("", "  ")
 				}
 				_ = enc.Encode(p)
-			} else {
+			case format.value == "json":
+			case noPool:
+				fmt.Fprintf(stdout, "data     %s\n", dc.summary)
+			default:
 				printPoolTable(stdout, p, time.Now())
 				if p.Paused > 0 {
 					list, err := paused(ctx, p)
@@ -244,75 +254,25 @@ func getAPI(ctx context.Context, client *http.Client, u *url.URL, token string, 
 	return nil
 }
 
-// pausedFromData lists the paused proxies of a data directory (at most
-// maxPausedShown+1): from view.db, or by folding the journal.
-func pausedFromData(ctx context.Context, dir string) ([]httpapi.Proxy, error) {
-	path := filepath.Join(dir, sqliteview.File)
-	if _, err := os.Stat(path); err == nil {
-		return pausedFromView(ctx, path)
-	}
-	j, err := openJournalRO(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer j.Close()
-	live, err := foldJournal(ctx, j)
-	if err != nil {
-		return nil, err
-	}
+// pausedOf lists the paused proxies of a status (at most
+// maxPausedShown+1), walking it in pages.
+func pausedOf(s proxyhealth.StatusReader) []httpapi.Proxy {
 	var out []httpapi.Proxy
 	for offset := 0; ; offset += listPage {
-		_, views := live.List(proxyhealth.ListFilter{}, offset, listPage)
+		_, views := s.List(proxyhealth.ListFilter{}, offset, listPage)
 		for _, v := range views {
 			if v.Paused {
 				out = append(out, httpapi.ProxyOf(v))
 			}
 		}
 		if len(out) > maxPausedShown || len(views) < listPage {
-			return out, nil
+			return out
 		}
 	}
 }
 
-// listPage is the page size of pausedFromData's walk of the live status.
+// listPage is the page size of pausedOf's walk of the status.
 const listPage = 4096
-
-// pausedFromView queries view.db (read-only) for the paused proxies.
-func pausedFromView(ctx context.Context, path string) ([]httpapi.Proxy, error) {
-	db, err := openViewRO(path)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	rows, err := db.QueryContext(ctx, "SELECT id, url_redacted, source, state FROM proxies WHERE paused ORDER BY id LIMIT ?", maxPausedShown+1)
-	if err != nil {
-		return nil, fmt.Errorf("query %s: %w", path, err)
-	}
-	defer rows.Close()
-	var out []httpapi.Proxy
-	for rows.Next() {
-		var p httpapi.Proxy
-		if err := rows.Scan(&p.ID, &p.URL, &p.Source, &p.State); err != nil {
-			return out, fmt.Errorf("query %s: %w", path, err)
-		}
-		p.Paused = true
-		out = append(out, p)
-	}
-	return out, rows.Err()
-}
-
-// openViewRO opens view.db read-only.
-func openViewRO(path string) (*sql.DB, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, err
-	}
-	db, err := sql.Open("sqlite3", (&url.URL{Scheme: "file", Path: abs}).String()+"?mode=ro&_busy_timeout=5000")
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	return db, nil
-}
 
 // poolFromServer asks a daemon for GET /v1/pool.
 func poolFromServer(ctx context.Context, client *http.Client, base *url.URL, token string) (httpapi.Pool, error) {
@@ -362,19 +322,21 @@ type dataCheck struct {
 	// warning, if set, is printed on stderr: the journal is locked,
 	// missing, empty, damaged or behind the view.
 	warning string
-	// fatal is set when the journal cannot back the view (the numbers
-	// shown have no journal behind them): status exits non-zero.
+	// fatal is set when the journal cannot back the view: status exits
+	// non-zero.
 	fatal bool
+	// noPool is set when there is no pool to show: the journal could not
+	// be read (the numbers are a fold of the journal, and only the
+	// journal's).
+	noPool bool
+	// paused lists the paused proxies (at most maxPausedShown+1).
+	paused []httpapi.Proxy
 }
-
-// journalLockWait is how long status waits for the journal's lock before
-// deciding that a daemon holds it.
-const journalLockWait = 500 * time.Millisecond
 
 // journalFound is the state of DIR/journal.db as status --data found it.
 type journalFound struct {
 	path        string
-	j           *journal.Bolt // open read-only when readable; the caller closes it
+	status      proxyhealth.StatusReader // the fold of the journal, when it was readable
 	missing     bool
 	zeroBytes   bool
 	locked      bool
@@ -383,10 +345,11 @@ type journalFound struct {
 	head, first uint64
 }
 
-// inspectJournal opens DIR/journal.db read-only, if it can, and reports
-// its head.
+// inspectJournal opens DIR/journal.db read-only (proxyhealth.OpenArchive),
+// if it can, and folds it into the pool's status: the code a restarted
+// engine uses.
 func inspectJournal(ctx context.Context, dir string) journalFound {
-	f := journalFound{path: filepath.Join(dir, proxyhealth.JournalFile)}
+	f := journalFound{path: journalPath(dir)}
 	fi, err := os.Stat(f.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -399,32 +362,34 @@ func inspectJournal(ctx context.Context, dir string) journalFound {
 		f.zeroBytes = true
 		return f
 	}
-	j, err := journal.OpenBolt(f.path, journal.WithReadOnly(), journal.WithLockTimeout(journalLockWait))
+	a, err := proxyhealth.OpenArchive(ctx, dir, proxyhealth.ArchiveOptions{LockTimeout: journalLockWait})
 	switch {
-	case errors.Is(err, journal.ErrLocked):
+	case errors.Is(err, fs.ErrNotExist): // removed meanwhile
+		f.missing = true
+		return f
+	case errors.Is(err, proxyhealth.ErrJournalEmpty):
+		f.zeroBytes = true
+		return f
+	case errors.Is(err, proxyhealth.ErrJournalLocked):
 		f.locked = true
 		return f
-	case errors.Is(err, journal.ErrCorrupt), errors.Is(err, journal.ErrNotJournal):
+	case errors.Is(err, proxyhealth.ErrJournalCorrupt), errors.Is(err, proxyhealth.ErrNotAJournal):
 		f.err, f.damaged = err, true
 		return f
 	case err != nil:
 		f.err = err
 		return f
 	}
-	f.head, f.first = j.Head(), j.First()
-	if f.head > 0 {
-		// The newest event must be readable: a cheap sign that the file
-		// was not cut short.
-		for _, err := range j.Read(ctx, f.head) {
-			if err != nil && ctx.Err() == nil {
-				_ = j.Close()
-				f.err, f.damaged = err, true
-				return f
-			}
-			break
-		}
+	defer a.Close()
+	f.head, f.first = a.Head(), a.First()
+	st, err := a.Status(ctx)
+	if err != nil {
+		// Reading every event failed somewhere: the file is damaged
+		// (unless the command was interrupted).
+		f.err, f.damaged = err, ctx.Err() == nil
+		return f
 	}
-	f.j = j
+	f.status = st
 	return f
 }
 
@@ -437,8 +402,9 @@ func (f journalFound) judge(dir string, viewSeq uint64) *dataCheck {
 	switch {
 	case f.locked:
 		d.summary = view + " · journal.db locked by a running daemon"
-		d.warning = fmt.Sprintf("%s is locked: a proxyhealth daemon is running on %s, so these numbers come from view.db alone (seq %d, kept up to date by the daemon). For the daemon's live status use 'proxyhealth status --server URL' (default %s)",
-			f.path, dir, viewSeq, "http://"+defaultListen)
+		d.warning = fmt.Sprintf("%s is locked: a proxyhealth daemon is running on %s, and the journal (which the pool is read from) cannot be read beside it. Ask the daemon with 'proxyhealth status --server URL' (default %s)",
+			f.path, dir, "http://"+defaultListen)
+		d.fatal = true
 	case f.zeroBytes:
 		d.summary = view + " · journal.db empty (0 bytes)"
 		d.warning = fmt.Sprintf("%s is empty (0 bytes): the events behind the view (seq %d) are gone, the file was truncated or replaced, and proxyhealth run refuses to start on it. Restore journal.db from a backup, or start over deliberately with 'proxyhealth run --start-fresh'",
@@ -458,7 +424,8 @@ func (f journalFound) judge(dir string, viewSeq uint64) *dataCheck {
 		d.fatal = true
 	case f.err != nil:
 		d.summary = view + " · journal.db unreadable"
-		d.warning = fmt.Sprintf("the journal could not be checked against the view (seq %d): %v", viewSeq, f.err)
+		d.warning = fmt.Sprintf("the journal could not be read, nor checked against the view (seq %d): %v", viewSeq, f.err)
+		d.fatal = true
 	case f.head < viewSeq:
 		d.summary = fmt.Sprintf("%s · journal.db head seq %d, behind the view", view, f.head)
 		what := fmt.Sprintf("ends at seq %d", f.head)
@@ -481,23 +448,32 @@ func (f journalFound) judge(dir string, viewSeq uint64) *dataCheck {
 	return d
 }
 
-// poolFromData reads the pool summary from a data directory: from view.db
-// (readable while a daemon runs), checked against the journal's head; or,
-// without a view, by folding the journal.
+// poolFromData reads the pool from a data directory without a daemon: a
+// fold of the journal (proxyhealth.OpenArchive), and, when there is a
+// view.db, the view's offset (sqliteview.Offset) checked against the
+// journal. With a dataCheck whose noPool is set, there is no pool to
+// show (the journal could not be read).
 func poolFromData(ctx context.Context, dir string) (httpapi.Pool, *dataCheck, error) {
-	path := filepath.Join(dir, sqliteview.File)
-	if _, err := os.Stat(path); err == nil {
-		p, err := poolFromView(ctx, path)
-		if err != nil {
-			return p, nil, err
-		}
-		f := inspectJournal(ctx, dir)
-		if f.j != nil {
-			_ = f.j.Close()
-		}
-		return p, f.judge(dir, p.JournalSeq), nil
+	viewSeq, viewExists, err := sqliteview.Offset(ctx, dir)
+	if err != nil {
+		return httpapi.Pool{}, nil, fmt.Errorf("%s is not a readable proxyhealth view (%v); rebuild it with 'proxyhealth rebuild --data %s'", filepath.Join(dir, sqliteview.File), err, dir)
 	}
 	f := inspectJournal(ctx, dir)
+	if viewExists {
+		d := f.judge(dir, viewSeq)
+		switch {
+		case f.status != nil:
+			d.paused = pausedOf(f.status)
+			return httpapi.PoolOf(f.status.Summary()), d, nil
+		case f.missing && viewSeq == 0:
+			// Nothing happened yet: the empty pool.
+			return httpapi.PoolOf(proxyhealth.Summary{}), d, nil
+		case f.err != nil && !f.damaged && ctx.Err() != nil:
+			return httpapi.Pool{}, d, f.err // interrupted
+		}
+		d.noPool, d.fatal = true, true
+		return httpapi.Pool{}, d, nil
+	}
 	switch {
 	case f.missing:
 		return httpapi.Pool{}, nil, fmt.Errorf("no journal at %s and no view: is --data the daemon's data directory?", f.path)
@@ -510,90 +486,7 @@ func poolFromData(ctx context.Context, dir string) (httpapi.Pool, *dataCheck, er
 	case f.err != nil:
 		return httpapi.Pool{}, nil, fmt.Errorf("cannot read the journal: %w", f.err)
 	}
-	defer f.j.Close()
-	p, err := poolFromJournal(ctx, f.j)
-	if err != nil {
-		return p, nil, err
-	}
-	return p, &dataCheck{summary: fmt.Sprintf("no view.db · folded journal.db up to seq %d", f.head)}, nil
-}
-
-// poolFromView queries view.db (read-only).
-func poolFromView(ctx context.Context, path string) (httpapi.Pool, error) {
-	db, err := openViewRO(path)
-	if err != nil {
-		return httpapi.Pool{}, err
-	}
-	defer db.Close()
-	p := httpapi.Pool{Sources: map[string]httpapi.SourceCounts{}}
-	var newest int64
-	err = db.QueryRowContext(ctx, "SELECT seq, newest_at_unix_nano FROM projection_offsets WHERE name = ?", sqlview.OffsetName).Scan(&p.JournalSeq, &newest)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return httpapi.Pool{}, fmt.Errorf("%s is not a readable proxyhealth view (%v); rebuild it with 'proxyhealth rebuild --data %s'", path, err, filepath.Dir(path))
-	}
-	if newest > 0 {
-		t := time.Unix(0, newest).UTC()
-		p.UpdatedAt = &t
-	}
-	rows, err := db.QueryContext(ctx, `SELECT source, total, unknown, healthy, degraded, unhealthy, recovering, failed, paused,
-		health_percentage, avg_latency_ms FROM sources ORDER BY source`)
-	if err != nil {
-		return httpapi.Pool{}, fmt.Errorf("query %s: %w", path, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var name string
-		var c httpapi.Counts
-		var pct, lat sql.NullFloat64
-		if err := rows.Scan(&name, &c.Total, &c.Unknown, &c.Healthy, &c.Degraded, &c.Unhealthy, &c.Recovering, &c.Failed, &c.Paused, &pct, &lat); err != nil {
-			return httpapi.Pool{}, fmt.Errorf("query %s: %w", path, err)
-		}
-		c.HealthPercentage = pct.Float64
-		p.Sources[name] = httpapi.SourceCounts{Counts: c, AvgLatencyMS: math.Round(lat.Float64*1000) / 1000}
-		p.Total += c.Total
-		p.Unknown += c.Unknown
-		p.Healthy += c.Healthy
-		p.Degraded += c.Degraded
-		p.Unhealthy += c.Unhealthy
-		p.Recovering += c.Recovering
-		p.Failed += c.Failed
-		p.Paused += c.Paused
-	}
-	if err := rows.Err(); err != nil {
-		return httpapi.Pool{}, fmt.Errorf("query %s: %w", path, err)
-	}
-	if p.Total > 0 {
-		p.HealthPercentage = math.Round(float64(p.Healthy)*10000/float64(p.Total)) / 100
-	}
-	return p, nil
-}
-
-// poolFromJournal computes the pool summary by folding the journal (open
-// read-only).
-func poolFromJournal(ctx context.Context, j *journal.Bolt) (httpapi.Pool, error) {
-	live, err := foldJournal(ctx, j)
-	if err != nil {
-		return httpapi.Pool{}, err
-	}
-	return httpapi.PoolOf(live.Summary()), nil
-}
-
-// foldJournal folds the journal (open read-only) into a live status.
-func foldJournal(ctx context.Context, j *journal.Bolt) (*projections.Live, error) {
-	live := projections.NewLive(projections.LiveOptions{Snapshots: j.LoadSnapshot})
-	batch := make([]*pb.Envelope, 0, 1024)
-	for env, err := range j.Read(ctx, 1) {
-		if err != nil {
-			return nil, err
-		}
-		batch = append(batch, env)
-		if len(batch) == cap(batch) {
-			live.Apply(batch...)
-			batch = batch[:0]
-		}
-	}
-	live.Apply(batch...)
-	return live, nil
+	return httpapi.PoolOf(f.status.Summary()), &dataCheck{summary: fmt.Sprintf("no view.db · folded journal.db up to seq %d", f.head), paused: pausedOf(f.status)}, nil
 }
 
 // printPoolTable prints the summary and the per-source table.
