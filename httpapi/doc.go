@@ -1,11 +1,11 @@
 // Package httpapi serves proxyhealth's HTTP API, Prometheus metrics, the
 // live event stream and the dashboard.
 //
-// New builds the handler from an engine (anything with the Engine methods,
-// e.g. *proxyhealth.Engine) and a live status (Options.Status, e.g.
-// *projections.Live):
+// New builds the handler from an engine (anything with the Engine methods
+// and a Tail, e.g. *proxyhealth.Engine); the live status it serves is the
+// engine's Status() unless Options.Status gives another:
 //
-//	srv, err := httpapi.New(eng, httpapi.Options{Status: live, Token: token})
+//	srv, err := httpapi.New(eng, httpapi.Options{Token: token})
 //	if err != nil {
 //		return err // wraps ErrBadOptions
 //	}
@@ -41,6 +41,12 @@
 //	GET    /healthz              the engine's condition, never authenticated
 //
 // Endpoints() lists them with the query parameters each accepts.
+//
+// A proxy's {id} in a path, and ?proxy= of /v1/events and /v1/journal, is
+// its ID (16 hex digits) or its URL (path- or query-escaped; credentials in
+// it are ignored), resolved like the engine does (proxyhealth.ResolveProxyID).
+// An {id} that is neither names no proxy: 404 before the engine is asked
+// (the answer quotes it, unless it has user info); such a ?proxy= is 400.
 //
 // Every proxy in /v1/proxies and /v1/proxies/{id} has "paused": true while
 // it is paused (not checked, keeping its last state until resumed), by
@@ -173,7 +179,7 @@
 //
 // GET /v1/events sends each committed journal event as one SSE message
 // whose id is the event's global seq and whose data is the same JSON object
-// as `proxyhealth journal replay --format json` (events.RecordOf). A client
+// as `proxyhealth journal replay --format json` (proxyhealth.RecordOf). A client
 // that reconnects with "Last-Event-ID: N" (or ?last_event_id=N) first gets
 // every retained event after N from the journal and then the live ones,
 // without gaps or duplicates. ?type=state_changed,pool_degraded,... and
@@ -184,7 +190,7 @@
 // # Notifications on the event stream
 //
 // Besides the journal events, /v1/events sends the engine's
-// once-per-episode notifications (projections.Notification) as SSE events
+// once-per-episode notifications (proxyhealth.Notification) as SSE events
 // named after their type, with the notification's JSON as data and no id:
 //
 //	event: proxy_down

@@ -16,9 +16,6 @@ import (
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
-// The live status of the engine is a Status.
-var _ httpapi.Status = proxyhealth.StatusReader(nil)
-
 // TestUnresolvableProxyID: a path {id} that is neither a proxy ID nor a
 // proxy URL names no proxy: 404 naming it, and the engine is not asked.
 // A URL is resolved to its ID like the engine does (credentials ignored).
@@ -80,26 +77,57 @@ func TestEventsProxyByURL(t *testing.T) {
 	}
 }
 
-// TestMetricsJournalFirst: proxyhealth_journal_first_seq is the oldest
-// event retention kept.
-func TestMetricsJournalFirst(t *testing.T) {
-	f := newFixture(t, httpapi.Options{})
-	f.scrapeUntil(`proxyhealth_journal_first_seq 1`, `proxyhealth_journal_head_seq 0`)
-	f.seedPool()
-	f.scrapeUntil(`proxyhealth_journal_first_seq 1`, `proxyhealth_journal_head_seq 11`)
+// firstEngine is a fake engine that tells its oldest retained seq
+// (JournalFirst) instead of the server reading it from the journal.
+type firstEngine struct{ *fakeEngine }
+
+func (e firstEngine) JournalFirst() uint64 { return e.j.First() }
+
+// retainFirstFive snapshots the seeded proxies and lets retention delete
+// events 1 to 5.
+func (f *fixture) retainFirstFive() {
+	f.t.Helper()
 	for _, id := range []string{p1, p2, p3} {
 		snap := &pb.ProxySnapshot{ProxyId: id, StreamSeq: f.j.StreamHead(id)}
 		if err := f.j.SaveSnapshot(context.Background(), snap); err != nil {
-			t.Fatal(err)
+			f.t.Fatal(err)
 		}
 	}
 	if _, err := f.j.Retain(context.Background(), t0.Add(5*time.Second+time.Millisecond)); err != nil {
-		t.Fatal(err)
+		f.t.Fatal(err)
 	}
 	if first := f.j.First(); first != 6 {
-		t.Fatalf("retention left first = %d, want 6", first)
+		f.t.Fatalf("retention left first = %d, want 6", first)
 	}
-	f.scrapeUntil(`proxyhealth_journal_first_seq 6`, `proxyhealth_journal_head_seq 11`)
+}
+
+// TestJournalFirst: proxyhealth_journal_first_seq and the event stream's
+// retention notice give the oldest event retention kept, whether the
+// engine tells it (JournalFirst) or the server reads it (ReadJournal).
+func TestJournalFirst(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		wrap func(*fakeEngine) httpapi.Engine
+	}{
+		{"read from the journal", func(e *fakeEngine) httpapi.Engine { return e }},
+		{"JournalFirst", func(e *fakeEngine) httpapi.Engine { return firstEngine{e} }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixtureWith(t, httpapi.Options{}, c.wrap)
+			f.scrapeUntil(`proxyhealth_journal_first_seq 1`, `proxyhealth_journal_head_seq 0`)
+			f.seedPool()
+			f.scrapeUntil(`proxyhealth_journal_first_seq 1`, `proxyhealth_journal_head_seq 11`)
+			f.retainFirstFive()
+			f.scrapeUntil(`proxyhealth_journal_first_seq 6`, `proxyhealth_journal_head_seq 11`)
+			s := f.stream("", "Last-Event-ID", "2")
+			if m := s.next(); !strings.Contains(m.comment, "events 3 to 5 were deleted by journal retention; continuing from 6") {
+				t.Errorf("no retention notice in %+v", m)
+			}
+			if id, _ := s.nextEvent(); id != 6 {
+				t.Errorf("first event %d, want 6", id)
+			}
+		})
+	}
 }
 
 // noTail is an engine without a Tail method.

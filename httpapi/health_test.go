@@ -11,7 +11,6 @@ import (
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
-	"github.com/proxyhealth/proxyhealth/probe"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -206,7 +205,7 @@ func TestJournalErrors(t *testing.T) {
 	}
 
 	for _, c := range []struct{ method, path, body, hint string }{
-		{"POST", "/v1/proxies", `{"url":"10.0.0.9:3128"}`, "GET /v1/proxies/" + probe.MustParseProxyURL("10.0.0.9:3128").ID()},
+		{"POST", "/v1/proxies", `{"url":"10.0.0.9:3128"}`, "GET /v1/proxies/" + proxyID(t, "10.0.0.9:3128")},
 		{"DELETE", "/v1/proxies/" + p1, "", "GET /v1/proxies/" + p1},
 		{"POST", "/v1/proxies/" + p1 + "/revive", "", "GET /v1/proxies/" + p1},
 		{"POST", "/v1/pause?source=a", "", "GET /v1/proxies?source=a"},

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
@@ -32,10 +31,12 @@ var _ interface{ Health() proxyhealth.Health } = (*proxyhealth.Engine)(nil)
 // *proxyhealth.Engine has notifications, which /v1/events sends as named
 // events (the server finds them by this method).
 var _ interface {
-	Notifications() (<-chan projections.Notification, func())
+	Notifications() (<-chan proxyhealth.Notification, func())
 } = (*proxyhealth.Engine)(nil)
 
-// *projections.Live is what the daemon passes as Options.Status.
+// The engine's live status (Engine.Status) is what the server serves
+// without Options.Status; the fixtures feed a *projections.Live.
+var _ httpapi.Status = proxyhealth.StatusReader(nil)
 var _ httpapi.Status = (*projections.Live)(nil)
 
 var t0 = time.Date(2025, 3, 4, 5, 0, 0, 0, time.UTC)
@@ -103,7 +104,7 @@ func (f *fakeEngine) ReadJournal(ctx context.Context, flt proxyhealth.JournalFil
 				yield(nil, err)
 				return
 			}
-			if len(flt.Types) > 0 && !slices.Contains(flt.Types, events.TypeName(env)) {
+			if len(flt.Types) > 0 && !slices.Contains(flt.Types, proxyhealth.EventType(env)) {
 				continue
 			}
 			if !yield(env, nil) {

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
@@ -185,7 +184,7 @@ func (f *fixture) journalPage(query string) (lines []string, next string) {
 }
 
 // replayLines is what `proxyhealth journal replay --format json` prints
-// for the events after seq after: one JSON-encoded events.Record a line.
+// for the events after seq after: one JSON-encoded proxyhealth.Record a line.
 func replayLines(t *testing.T, j journal.Journal, after uint64) []string {
 	t.Helper()
 	var buf bytes.Buffer
@@ -194,7 +193,7 @@ func replayLines(t *testing.T, j journal.Journal, after uint64) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := enc.Encode(events.RecordOf(env)); err != nil {
+		if err := enc.Encode(proxyhealth.RecordOf(env)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -224,7 +223,7 @@ func TestJournalPages(t *testing.T) {
 			t.Errorf("page after %s: %d lines, next %q (set only on full pages)", after, len(lines), next)
 		}
 		if next != "" {
-			var r events.Record
+			var r proxyhealth.Record
 			if err := json.Unmarshal([]byte(lines[4]), &r); err != nil || strconv.FormatUint(r.Seq, 10) != next {
 				t.Errorf("next %q is not the last seq of the page (%s)", next, lines[4])
 			}
@@ -258,7 +257,7 @@ func TestJournalFilters(t *testing.T) {
 	}
 	// (The fake engine applies After, Types and Limit.)
 	for _, l := range lines {
-		var r events.Record
+		var r proxyhealth.Record
 		if err := json.Unmarshal([]byte(l), &r); err != nil || r.Seq <= 2 || (r.Type != "state_changed" && r.Type != "proxy_added") {
 			t.Errorf("line %s", l)
 		}
@@ -409,7 +408,7 @@ func TestJournalReadError(t *testing.T) {
 	f := newFixture(t, httpapi.Options{})
 	f.seedPool()
 	f.eng.mu.Lock()
-	f.eng.readErr = &readFailure{after: 0, err: fmt.Errorf("read: %w", journal.ErrClosed)}
+	f.eng.readErr = &readFailure{after: 0, err: fmt.Errorf("read: %w", proxyhealth.ErrJournalClosed)}
 	f.eng.mu.Unlock()
 	code, body := f.do("GET", "/v1/journal", "")
 	wantError(t, "closed journal", code, body, http.StatusServiceUnavailable, "closed")
@@ -466,10 +465,10 @@ func TestReload(t *testing.T) {
 // notifyEngine is a fake engine with a real notifier on its journal.
 type notifyEngine struct {
 	*fakeEngine
-	notifications func() (<-chan projections.Notification, func())
+	notifications func() (<-chan proxyhealth.Notification, func())
 }
 
-func (n *notifyEngine) Notifications() (<-chan projections.Notification, func()) {
+func (n *notifyEngine) Notifications() (<-chan proxyhealth.Notification, func()) {
 	return n.notifications()
 }
 

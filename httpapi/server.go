@@ -452,10 +452,20 @@ func decodeJSON(r io.Reader, v any) error {
 	return nil
 }
 
-// journalFirst is the seq of the oldest event journal retention kept: the
-// first one ReadJournal yields, or the head + 1 when the journal holds
-// none.
+// firstProvider is an engine that knows the oldest retained journal seq
+// without reading the journal.
+type firstProvider interface {
+	JournalFirst() uint64
+}
+
+// journalFirst is the seq of the oldest event journal retention kept (the
+// head + 1 when the journal holds none): the engine's JournalFirst() when
+// it has one, else the first event ReadJournal yields (which reads a chunk
+// of the journal).
 func journalFirst(ctx context.Context, eng Engine) (uint64, error) {
+	if fp, ok := eng.(firstProvider); ok {
+		return fp.JournalFirst(), nil
+	}
 	head := eng.JournalHead()
 	for env, err := range eng.ReadJournal(ctx, proxyhealth.JournalFilter{Limit: 1}) {
 		if err != nil {

@@ -14,9 +14,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/httpapi"
-	"github.com/proxyhealth/proxyhealth/probe"
 )
 
 func TestPool(t *testing.T) {
@@ -136,15 +134,18 @@ func TestGetProxy(t *testing.T) {
 
 func TestGetProxyByURL(t *testing.T) {
 	f := newFixture(t, httpapi.Options{})
-	u := probe.MustParseProxyURL("http://user:secret@10.9.9.9:3128")
-	f.append(addedEnv(u.ID(), "a", u.Redacted()))
+	u, err := proxyhealth.ParseProxy("http://user:secret@10.9.9.9:3128")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.append(addedEnv(u.ID, "a", u.Redacted))
 	var d httpapi.ProxyDetail
 	f.getJSON("/v1/proxies/"+url.PathEscape("http://10.9.9.9:3128"), &d)
-	if d.ID != u.ID() || d.URL != "http://10.9.9.9:3128" {
+	if d.ID != u.ID || d.URL != "http://10.9.9.9:3128" {
 		t.Errorf("by URL: %+v", d)
 	}
 	f.getJSON("/v1/proxies/10.9.9.9:3128", &d)
-	if d.ID != u.ID() {
+	if d.ID != u.ID {
 		t.Errorf("by bare host:port: %+v", d)
 	}
 }
@@ -189,7 +190,7 @@ func TestCommandErrors(t *testing.T) {
 		{fmt.Errorf("%w: %q", proxyhealth.ErrUnknownProxy, p9), http.StatusNotFound},
 		{fmt.Errorf("%w: %q", proxyhealth.ErrUnknownSource, "zz"), http.StatusNotFound},
 		{fmt.Errorf("%w: x", proxyhealth.ErrDuplicate), http.StatusConflict},
-		{fmt.Errorf("revive: %w", events.ErrNotRevivable), http.StatusConflict},
+		{fmt.Errorf("revive: %w", proxyhealth.ErrNotRevivable), http.StatusConflict},
 		{proxyhealth.ErrClosed, http.StatusServiceUnavailable},
 		{errors.New("disk on fire"), http.StatusInternalServerError},
 	} {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -85,14 +85,14 @@ func (c *sseClient) next() sseMsg {
 }
 
 // nextEvent skips comments and returns the next event's record.
-func (c *sseClient) nextEvent() (uint64, events.Record) {
+func (c *sseClient) nextEvent() (uint64, proxyhealth.Record) {
 	c.t.Helper()
 	for {
 		m := c.next()
 		if m.data == "" || m.event != "" {
 			continue
 		}
-		var r events.Record
+		var r proxyhealth.Record
 		if err := json.Unmarshal([]byte(m.data), &r); err != nil {
 			c.t.Fatalf("data %q: %v", m.data, err)
 		}
