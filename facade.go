@@ -81,6 +81,10 @@ func (t *Tail) Close() { t.s.Close() }
 // JournalHead is the seq of the journal's last committed event.
 func (e *Engine) JournalHead() uint64 { return e.journal.Head() }
 
+// JournalFirst is the seq of the oldest event retention kept
+// (JournalHead()+1 when the journal holds none).
+func (e *Engine) JournalFirst() uint64 { return e.journal.First() }
+
 // ErrJournalClosed is returned by journal reads after the engine closed.
 var ErrJournalClosed = journal.ErrClosed
 
