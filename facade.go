@@ -57,26 +57,21 @@ func DefaultHealthConfig() HealthConfig { return events.DefaultConfig() }
 // in the journal, then new ones as they commit, each exactly once and in
 // order (what /v1/events streams, resuming from Last-Event-ID). A slow
 // reader never slows the engine: it reads the journal at its own pace.
-type Tail struct{ s *journal.Subscription }
+type Tail interface {
+	// Next waits for the next event (or ctx); after the engine closed it
+	// returns an error wrapping ErrJournalClosed.
+	Next(ctx context.Context) (*pb.Envelope, error)
+	// NextBatch waits for at least one event and returns up to max.
+	NextBatch(ctx context.Context, max int) ([]*pb.Envelope, error)
+	// Position is the seq of the next event Next returns.
+	Position() uint64
+	// Close ends the tail.
+	Close()
+}
 
 // Tail returns a Tail that starts at seq from (1: the whole retained
 // journal). Close it when done.
-func (e *Engine) Tail(from uint64) *Tail { return &Tail{e.journal.Subscribe(from)} }
-
-// Next waits for the next event (or ctx); after the engine closed it
-// returns an error wrapping ErrJournalClosed.
-func (t *Tail) Next(ctx context.Context) (*pb.Envelope, error) { return t.s.Next(ctx) }
-
-// NextBatch waits for at least one event and returns up to max.
-func (t *Tail) NextBatch(ctx context.Context, max int) ([]*pb.Envelope, error) {
-	return t.s.NextBatch(ctx, max)
-}
-
-// Position is the seq of the next event Next returns.
-func (t *Tail) Position() uint64 { return t.s.Position() }
-
-// Close ends the tail.
-func (t *Tail) Close() { t.s.Close() }
+func (e *Engine) Tail(from uint64) Tail { return e.journal.Subscribe(from) }
 
 // JournalHead is the seq of the journal's last committed event.
 func (e *Engine) JournalHead() uint64 { return e.journal.Head() }

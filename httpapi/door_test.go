@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -11,8 +10,6 @@ import (
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
-	"github.com/proxyhealth/proxyhealth/journal"
-	"github.com/proxyhealth/proxyhealth/projections"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -127,18 +124,5 @@ func TestJournalFirst(t *testing.T) {
 				t.Errorf("first event %d, want 6", id)
 			}
 		})
-	}
-}
-
-// noTail is an engine without a Tail method.
-type noTail struct{ httpapi.Engine }
-
-// TestNewNeedsATail: an engine that cannot follow its journal is refused.
-func TestNewNeedsATail(t *testing.T) {
-	j := journal.NewMem()
-	defer j.Close()
-	_, err := httpapi.New(noTail{&fakeEngine{j: j}}, httpapi.Options{Status: projections.NewLive(projections.LiveOptions{})})
-	if !errors.Is(err, httpapi.ErrBadOptions) || !strings.Contains(err.Error(), "Tail(from uint64)") {
-		t.Errorf("engine without Tail: %v", err)
 	}
 }

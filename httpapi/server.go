@@ -34,8 +34,7 @@ const (
 )
 
 // Engine is what the API needs from the engine; *proxyhealth.Engine
-// implements it. Besides these methods the engine must follow its journal
-// with a Tail method (see EventTail); New checks it.
+// implements it.
 type Engine interface {
 	AddProxy(ctx context.Context, source, rawURL string) (string, error)
 	RemoveProxy(ctx context.Context, id string) error
@@ -55,38 +54,13 @@ type Engine interface {
 	// CheckHistory returns a proxy's check results since a time, newest
 	// first (GET /v1/proxies/{id}).
 	CheckHistory(ctx context.Context, id string, since time.Time) ([]proxyhealth.CheckRecord, error)
+	// Tail follows the committed journal from a seq (the event stream and
+	// the metrics read it).
+	Tail(from uint64) proxyhealth.Tail
 }
 
-// EventTail follows the committed journal from a seq: the events already
-// committed, then new ones as they commit, each once and in order (the
-// event stream and the metrics read it). *proxyhealth.Tail is one.
-//
-// The engine passed to New provides it with a method
-// Tail(from uint64) *proxyhealth.Tail (*proxyhealth.Engine has it) or
-// Tail(from uint64) EventTail (for engines of one's own, e.g. test fakes);
-// New refuses an engine with neither (ErrBadOptions).
-type EventTail interface {
-	// NextBatch waits for at least one event (or ctx) and returns up to
-	// max; after the engine closed it returns an error wrapping
-	// proxyhealth.ErrJournalClosed.
-	NextBatch(ctx context.Context, max int) ([]*pb.Envelope, error)
-	// Close ends the tail.
-	Close()
-}
-
-// tailOf returns the engine's Tail method as a function returning an
-// EventTail; false when it has none.
-func tailOf(eng Engine) (func(from uint64) EventTail, bool) {
-	switch e := eng.(type) {
-	case interface {
-		Tail(from uint64) *proxyhealth.Tail
-	}:
-		return func(from uint64) EventTail { return e.Tail(from) }, true
-	case interface{ Tail(from uint64) EventTail }:
-		return e.Tail, true
-	}
-	return nil, false
-}
+// EventTail is the journal tail the API reads (proxyhealth.Tail).
+type EventTail = proxyhealth.Tail
 
 // Status is the live pool status the read endpoints serve;
 // proxyhealth.StatusReader (what Engine.Status returns) is one.
@@ -194,10 +168,7 @@ func New(eng Engine, opts Options) (*Server, error) {
 	if eng == nil {
 		return nil, fmt.Errorf("%w: the engine is nil", ErrBadOptions)
 	}
-	tail, ok := tailOf(eng)
-	if !ok {
-		return nil, fmt.Errorf("%w: the engine has no Tail(from uint64) *proxyhealth.Tail (or Tail(from uint64) httpapi.EventTail) to follow its journal with", ErrBadOptions)
-	}
+	tail := eng.Tail
 	if opts.Status == nil {
 		sp, ok := eng.(statusProvider)
 		if !ok {
