@@ -6,11 +6,6 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/actors"
-	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/journal"
-	"github.com/proxyhealth/proxyhealth/probe"
-	"github.com/proxyhealth/proxyhealth/projections"
 )
 
 // loadArgs parses run's flags and loads the configuration.
@@ -47,11 +42,11 @@ func TestExampleConfig(t *testing.T) {
 	}
 	// The example documents the defaults: the default source equals the
 	// built-in defaults.
-	want := events.DefaultConfig()
+	want := proxyhealth.DefaultHealthConfig()
 	if def.Name != "default" || def.Health != want {
 		t.Errorf("default source health %+v\nwant %+v", def.Health, want)
 	}
-	if def.Probe.TargetURL != probe.DefaultTargetURL || def.Probe.Timeout != probe.DefaultTimeout || def.Probe.Method != "HEAD" {
+	if def.Probe.TargetURL != proxyhealth.DefaultTargetURL || def.Probe.Timeout != proxyhealth.DefaultTimeout || def.Probe.Method != "HEAD" {
 		t.Errorf("default source probe %+v", def.Probe)
 	}
 }
@@ -322,7 +317,7 @@ pool:
 	}
 	// The example documents the defaults.
 	dc, err = loadArgs(t, nil, "--config", "testdata/example.yaml")
-	if err != nil || dc.engine.PoolThreshold != projections.DefaultPoolThreshold || dc.engine.PoolMargin != projections.DefaultPoolMargin || len(dc.engine.Webhooks) != 0 {
+	if err != nil || dc.engine.PoolThreshold != proxyhealth.DefaultPoolThreshold || dc.engine.PoolMargin != proxyhealth.DefaultPoolMargin || len(dc.engine.Webhooks) != 0 {
 		t.Errorf("example pool: %v %v %v", dc.engine.PoolThreshold, dc.engine.PoolMargin, err)
 	}
 }
@@ -375,11 +370,11 @@ func TestDefaultsAreTheEngines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dc.engine.Retention != journal.DefaultRetention || dc.engine.Concurrency != actors.DefaultConcurrency {
+	if dc.engine.Retention != proxyhealth.DefaultRetention || dc.engine.Concurrency != proxyhealth.DefaultConcurrency {
 		t.Errorf("retention %v, concurrency %d", dc.engine.Retention, dc.engine.Concurrency)
 	}
 	sc := dc.engine.Sources[0]
-	if p := sc.Probe.WithDefaults(); sc.Health != proxyhealth.DefaultHealthConfig() || p.Timeout != probe.DefaultTimeout || p.TargetURL != probe.DefaultTargetURL {
+	if p := sc.Probe.WithDefaults(); sc.Health != proxyhealth.DefaultHealthConfig() || p.Timeout != proxyhealth.DefaultTimeout || p.TargetURL != proxyhealth.DefaultTargetURL {
 		t.Errorf("default source %+v", sc)
 	}
 	// The source-name rule is the engine's.

@@ -11,12 +11,10 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/journal/journaltest"
-	"github.com/proxyhealth/proxyhealth/probe"
 )
 
 // testData is a data directory written by a real engine: sources "a" (two
@@ -39,9 +37,9 @@ func makeData(t *testing.T) testData {
 		t.Fatal(err)
 	}
 	td := testData{dir: t.TempDir(), healthy1: farm.URL(0), healthy2: farm.URLWith(1, "socks5h", "user", "pw"), dead: farm.URL(2)}
-	h := events.DefaultConfig()
+	h := proxyhealth.DefaultHealthConfig()
 	h.Interval, h.SuspectInterval, h.UnhealthyThreshold, h.RecoveryCooldown = 100*time.Millisecond, 100*time.Millisecond, 2, time.Hour
-	pc := probe.Config{TargetURL: testTarget, Timeout: time.Second}
+	pc := proxyhealth.ProbeConfig{TargetURL: testTarget, Timeout: time.Second}
 	eng, err := proxyhealth.Open(ctx, proxyhealth.Config{DataDir: td.dir, Sources: []proxyhealth.SourceConfig{
 		{Name: "a", Health: h, Probe: pc, Proxies: []string{td.healthy1, td.healthy2}},
 		{Name: "b", Health: h, Probe: pc, Proxies: []string{td.dead}},
@@ -102,7 +100,7 @@ func TestJournalReplay(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	sawChange := false
 	for _, l := range lines {
-		var rec events.Record
+		var rec proxyhealth.Record
 		if err := json.Unmarshal([]byte(l), &rec); err != nil {
 			t.Fatalf("%q: %v", l, err)
 		}

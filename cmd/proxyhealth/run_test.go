@@ -13,11 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
-	"github.com/proxyhealth/proxyhealth/probe"
 )
 
 const testTarget = "http://target.proxyhealth.test/"
@@ -39,7 +38,13 @@ func proxyIDs(t *testing.T, base, query string) map[string]httpapi.Proxy {
 	return out
 }
 
-func id(raw string) string { return probe.MustParseProxyURL(raw).ID() }
+func id(raw string) string {
+	id, err := proxyhealth.ResolveProxyID(raw)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
 
 func TestRunBadProxyLineStartsNothing(t *testing.T) {
 	dir := t.TempDir()
@@ -126,7 +131,7 @@ func TestRunLifecycle(t *testing.T) {
 		t.Fatalf("journal verify after SIGTERM: %d %q %q", r.code, r.stdout, r.stderr)
 	}
 	r = runBin(t, "journal", "replay", "--data", data, "--type", "proxy_removed", "--format", "json")
-	var rec events.Record
+	var rec proxyhealth.Record
 	if r.code != 0 || json.Unmarshal([]byte(strings.TrimSpace(r.stdout)), &rec) != nil || rec.ProxyID != id(farm.URL(0)) || rec.Source != "pool" {
 		t.Errorf("replay of the removal: %d %q %q", r.code, r.stdout, r.stderr)
 	}
