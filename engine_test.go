@@ -146,7 +146,7 @@ func TestEngineDetectsDeadProxiesAndResumesAfterRestart(t *testing.T) {
 	}
 	// The dead proxy's history, read back from the journal: its newest
 	// results are the refusals, and it holds every check since it was added.
-	hist, err := e2.History().Checks(context.Background(), dead, time.Time{})
+	hist, err := e2.CheckHistory(context.Background(), dead, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,7 +490,7 @@ func TestRetentionWithQuietProxiesAndRestart(t *testing.T) {
 			st.State.StreamSeq != before[id].StreamSeq || st.State.Paused != before[id].Paused {
 			t.Fatalf("proxy %s after restart %+v\nbefore %+v", id, st.State, before[id])
 		}
-		if v, ok := e2.Live().Proxy(id); !ok || v.State != events.StateName(before[id].Health) {
+		if v, ok := e2.Status().Proxy(id); !ok || v.State != events.StateName(before[id].Health) {
 			t.Fatalf("live status of %s after retention and restart: %+v %v", id, v, ok)
 		}
 	}

@@ -140,14 +140,14 @@ func TestNextCheckAtIsTheActorsDueTime(t *testing.T) {
 	ctx := context.Background()
 	for _, id := range e.ProxyIDs() {
 		poll(t, "the first check", func() bool {
-			v, _ := e.Live().Proxy(id)
+			v, _ := e.Status().Proxy(id)
 			return v.TotalChecks > 0 && !v.NextCheckAt.IsZero()
 		})
 		st, err := e.Proxy(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, _ := e.Live().Proxy(id)
+		v, _ := e.Status().Proxy(id)
 		if !v.NextCheckAt.Equal(st.NextCheckAt) {
 			t.Errorf("proxy %s: live status says next check at %v, its actor %v", id, v.NextCheckAt, st.NextCheckAt)
 		}
@@ -157,7 +157,7 @@ func TestNextCheckAtIsTheActorsDueTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range e.ProxyIDs() {
-		poll(t, "a paused proxy to show no next check", func() bool { v, _ := e.Live().Proxy(id); return v.NextCheckAt.IsZero() })
+		poll(t, "a paused proxy to show no next check", func() bool { v, _ := e.Status().Proxy(id); return v.NextCheckAt.IsZero() })
 	}
 }
 

@@ -37,7 +37,7 @@ func checkedSince(e *proxyhealth.Engine, t time.Time) (int, []string) {
 	n := 0
 	var stale []string
 	for _, id := range e.ProxyIDs() {
-		v, ok := e.Live().Proxy(id)
+		v, ok := e.Status().Proxy(id)
 		if ok && v.LastCheckAt.After(t) {
 			n++
 		} else {
@@ -143,7 +143,7 @@ func caughtUp(t *testing.T, e *proxyhealth.Engine, names ...string) {
 }
 
 func listAll(e *proxyhealth.Engine) []projections.ProxyView {
-	_, all := e.Live().List(projections.ListFilter{}, 0, 1<<30)
+	_, all := e.Status().List(projections.ListFilter{}, 0, 1<<30)
 	return all
 }
 

@@ -275,19 +275,11 @@ func (p *projected) stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Live returns the live pool status: counts per state and source, per-proxy
-// views and recent transitions. Its queries never block the engine.
-func (e *Engine) Live() *projections.Live { return e.proj.live }
-
-// History returns the reader of the proxies' check histories (the last 64
-// results within 24 h), which reads them from the journal.
-func (e *Engine) History() *projections.History { return e.proj.history }
-
 // PoolShare returns the pool monitor's view of the pool (healthy share,
 // degraded or not); ok is false when the monitor is disabled.
-func (e *Engine) PoolShare() (projections.PoolShare, bool) {
+func (e *Engine) PoolShare() (PoolShare, bool) {
 	if e.proj.monitor == nil {
-		return projections.PoolShare{}, false
+		return PoolShare{}, false
 	}
 	return e.proj.monitor.Share(), true
 }
@@ -295,6 +287,6 @@ func (e *Engine) PoolShare() (projections.PoolShare, bool) {
 // Notifications subscribes to proxy_down, proxy_recovered, pool_degraded and
 // pool_recovered notifications. The channel drops its oldest notification
 // when the subscriber falls behind; call cancel to unsubscribe.
-func (e *Engine) Notifications() (<-chan projections.Notification, func()) {
+func (e *Engine) Notifications() (<-chan Notification, func()) {
 	return e.proj.notifier.Subscribe()
 }

@@ -83,7 +83,7 @@ func TestPauseRightAfterOpenReachesResumedProxies(t *testing.T) {
 			t.Fatalf("proxy %s resumed at start-up missed the pause", id)
 		}
 	}
-	poll(t, "the live status to show every proxy paused", func() bool { return e2.Live().Summary().Paused == n })
+	poll(t, "the live status to show every proxy paused", func() bool { return e2.Status().Summary().Paused == n })
 }
 
 // TestRunTimeProxyWithCredentialsIsCheckedAfterARestart: a proxy added at
@@ -129,7 +129,7 @@ func TestRunTimeProxyWithCredentialsIsCheckedAfterARestart(t *testing.T) {
 	e2 := open(t, cfg)
 	before := farm.Checks(0)
 	poll(t, "the proxy checked again after the restart", func() bool {
-		v, ok := e2.Live().Proxy(id)
+		v, ok := e2.Status().Proxy(id)
 		return farm.Checks(0) > before && ok && v.State == "healthy" && v.ConsecutiveFailures == 0
 	})
 	closeEngine(t, e2)
@@ -140,7 +140,7 @@ func TestRunTimeProxyWithCredentialsIsCheckedAfterARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	e3 := open(t, cfg)
-	if _, ok := e3.Live().Proxy(id); ok {
+	if _, ok := e3.Status().Proxy(id); ok {
 		t.Fatal("a proxy nobody checks is still shown in the live status")
 	}
 	if _, err := e3.Proxy(ctx, id); !errors.Is(err, proxyhealth.ErrUnknownProxy) {
@@ -171,7 +171,7 @@ func TestConfiguredProxyDroppedFromTheConfigIsRemovedAtStart(t *testing.T) {
 	if got := len(e2.ProxyIDs()); got != 1 {
 		t.Fatalf("%d proxies after the restart, want 1", got)
 	}
-	if s := e2.Live().Summary(); s.Total != 1 {
+	if s := e2.Status().Summary(); s.Total != 1 {
 		t.Fatalf("live status counts %d proxies, want 1", s.Total)
 	}
 	reasons := removalReasons(t, e2)
