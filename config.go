@@ -186,7 +186,6 @@ func (s SourceConfig) withDefaults() SourceConfig {
 		s.Health = events.DefaultConfig()
 	}
 	s.Probe = s.Probe.WithDefaults()
-	s.Health.Timeout = s.Probe.Timeout
 	return s
 }
 

@@ -102,6 +102,9 @@ var (
 	fail = events.CheckResult{Class: pb.FailureClass_FAILURE_CLASS_REFUSED, Message: "connection refused"}
 )
 
+// checkTimeout is the check timeout of the harness's proxies.
+const checkTimeout = 5 * time.Second
+
 func noJitter() events.Config {
 	c := events.DefaultConfig()
 	c.Jitter = 0
@@ -110,7 +113,7 @@ func noJitter() events.Config {
 
 func (h *harness) spawn(id string, cfg events.Config, s *script) *actor.PID {
 	h.t.Helper()
-	spec := ProxySpec{ID: id, Source: "default", URLRedacted: "http://127.0.0.1:1/" + id, Health: cfg, Timeout: cfg.Timeout, Check: s.check}
+	spec := ProxySpec{ID: id, Source: "default", URLRedacted: "http://127.0.0.1:1/" + id, Health: cfg, Timeout: checkTimeout, Check: s.check}
 	res, err := h.sys.Root.RequestFuture(h.src, &SpawnProxy{Spec: spec}, 5*time.Second).Result()
 	if err != nil {
 		h.t.Fatal(err)

@@ -220,7 +220,7 @@ func TestRestartKeepsTheReconfiguredSpec(t *testing.T) {
 			panic("probe exploded")
 		}
 	}
-	spec := ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Health: cfg2, Timeout: cfg2.Timeout, Check: repl.check}
+	spec := ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Health: cfg2, Timeout: checkTimeout, Check: repl.check}
 	if r := h.request(pid, &Reconfigure{Spec: spec}).(*Reply); r.Err != nil {
 		t.Fatal(r.Err)
 	}
@@ -341,7 +341,6 @@ func TestQueriesAnsweredWhileAppendInFlightAndCommandsDecidedInOrder(t *testing.
 func TestZombieCheckIsCancelledAndRecordedAsTimeout(t *testing.T) {
 	h := newHarness(t, nil)
 	cfg := noJitter()
-	cfg.Timeout = 5 * time.Second
 	release := make(chan struct{})
 	s := &script{}
 	s.hook = func(ctx context.Context, n int64) {
@@ -357,7 +356,7 @@ func TestZombieCheckIsCancelledAndRecordedAsTimeout(t *testing.T) {
 	if h.env.Limiter.InFlight() != 1 {
 		t.Fatalf("in flight %d", h.env.Limiter.InFlight())
 	}
-	h.clk.Advance(2 * cfg.Timeout)
+	h.clk.Advance(2 * checkTimeout)
 	st = h.idle(pid)
 	if st.State.LastErrorClass != pb.FailureClass_FAILURE_CLASS_TIMEOUT || !strings.Contains(st.State.LastError, "twice its timeout") {
 		t.Fatalf("last error %v %q", st.State.LastErrorClass, st.State.LastError)

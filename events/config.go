@@ -21,9 +21,6 @@ type Config struct {
 	// SuspectInterval is the fast re-probe interval while a proxy is
 	// degraded by failures, unknown, or recovering. Default 1s.
 	SuspectInterval time.Duration
-	// Timeout of one check. Default 5s. The state machine only uses it for
-	// DetectionBound; the probe enforces it.
-	Timeout time.Duration
 	// HealthyThreshold is the number of consecutive successes that make a
 	// degraded, unknown or recovering proxy healthy. Default 2.
 	HealthyThreshold uint32
@@ -53,7 +50,6 @@ func DefaultConfig() Config {
 		Interval:                30 * time.Second,
 		Jitter:                  0.1,
 		SuspectInterval:         time.Second,
-		Timeout:                 5 * time.Second,
 		HealthyThreshold:        2,
 		UnhealthyThreshold:      3,
 		FirstSuccessHealthy:     true,
@@ -82,8 +78,6 @@ func (c Config) Validate() error {
 		return bad("suspect_interval", c.SuspectInterval, "must be at least 100ms")
 	case c.SuspectInterval > c.Interval:
 		return bad("suspect_interval", c.SuspectInterval, fmt.Sprintf("must not exceed interval (%v)", c.Interval))
-	case c.Timeout <= 0:
-		return bad("timeout", c.Timeout, "must be positive")
 	case c.HealthyThreshold < 1:
 		return bad("healthy_threshold", c.HealthyThreshold, "must be at least 1")
 	case c.UnhealthyThreshold < 1:
@@ -113,12 +107,14 @@ func (c Config) Cooldown(attempt uint32) time.Duration {
 }
 
 // DetectionBound is the worst-case time from a healthy proxy dying (just
-// after a passed check) to it being marked unhealthy:
+// after a passed check) to it being marked unhealthy, when one check takes
+// at most timeout (the probe's, which the state machine never sees):
 //
 //	interval·(1+jitter) + unhealthy_threshold·timeout + (unhealthy_threshold−1)·suspect_interval·(1+jitter)
 //
-// With the defaults: 33s + 15s + 2.2s = 50.2s, within the spec's 60s.
-func (c Config) DetectionBound() time.Duration {
+// With the defaults (5 s timeout): 33s + 15s + 2.2s = 50.2s, within the
+// spec's 60s.
+func (c Config) DetectionBound(timeout time.Duration) time.Duration {
 	n := time.Duration(c.UnhealthyThreshold)
-	return jittered(c.Interval, c.Jitter, 1) + n*c.Timeout + (n-1)*jittered(c.SuspectInterval, c.Jitter, 1)
+	return jittered(c.Interval, c.Jitter, 1) + n*timeout + (n-1)*jittered(c.SuspectInterval, c.Jitter, 1)
 }

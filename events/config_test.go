@@ -13,7 +13,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("DefaultConfig().Validate() = %v", err)
 	}
-	want := Config{Interval: 30 * time.Second, Jitter: 0.1, SuspectInterval: time.Second, Timeout: 5 * time.Second,
+	want := Config{Interval: 30 * time.Second, Jitter: 0.1, SuspectInterval: time.Second,
 		HealthyThreshold: 2, UnhealthyThreshold: 3, FirstSuccessHealthy: true, RecoveryCooldown: time.Minute,
 		MaxRecoveryCooldown: time.Hour, MaxRecoveryAttempts: 5, PassiveFailureThreshold: 3}
 	if c != want {
@@ -37,8 +37,6 @@ func TestValidate(t *testing.T) {
 		{"jitter", func(c *Config) { c.Jitter = math.Inf(1) }},
 		{"suspect_interval", func(c *Config) { c.SuspectInterval = MinInterval - 1 }},
 		{"suspect_interval", func(c *Config) { c.SuspectInterval = c.Interval + 1 }},
-		{"timeout", func(c *Config) { c.Timeout = 0 }},
-		{"timeout", func(c *Config) { c.Timeout = -1 }},
 		{"healthy_threshold", func(c *Config) { c.HealthyThreshold = 0 }},
 		{"unhealthy_threshold", func(c *Config) { c.UnhealthyThreshold = 0 }},
 		{"recovery_cooldown", func(c *Config) { c.RecoveryCooldown = 0 }},

@@ -134,22 +134,22 @@ func TestNextCheckAtEveryState(t *testing.T) {
 // timeout and the schedule always picks the longest jittered delay.
 func TestDetectionBound(t *testing.T) {
 	cfg := DefaultConfig()
-	if b := cfg.DetectionBound(); b > 60*time.Second || b != 50200*time.Millisecond {
+	if b := cfg.DetectionBound(checkTimeout); b > 60*time.Second || b != 50200*time.Millisecond {
 		t.Errorf("DetectionBound() = %v, want 50.2s (≤ 60s)", b)
 	}
 	for _, u := range []uint32{1, 2, 3, 5} {
 		t.Run(fmt.Sprint("unhealthy_threshold=", u), func(t *testing.T) {
 			c := cfg
 			c.UnhealthyThreshold = u
-			if got, bound := worstDetection(t, c, sHealthy2), c.DetectionBound(); got > bound || got < bound-time.Millisecond {
+			if got, bound := worstDetection(t, c, sHealthy2), c.DetectionBound(checkTimeout); got > bound || got < bound-time.Millisecond {
 				t.Errorf("simulated worst case %v, DetectionBound %v", got, bound)
 			}
 		})
 	}
 	// Dying right after the very first check (whose follow-up is spread
 	// over the interval) must stay within the bound too.
-	if got := worstDetection(t, cfg, sHealthy); got > cfg.DetectionBound() {
-		t.Errorf("after the first check: simulated worst case %v, DetectionBound %v", got, cfg.DetectionBound())
+	if got := worstDetection(t, cfg, sHealthy); got > cfg.DetectionBound(checkTimeout) {
+		t.Errorf("after the first check: simulated worst case %v, DetectionBound %v", got, cfg.DetectionBound(checkTimeout))
 	}
 }
 
@@ -172,6 +172,10 @@ func TestReviveIsCheckedAtOnce(t *testing.T) {
 	}
 }
 
+// checkTimeout is the probe's default timeout (the probe package is not
+// imported by events).
+const checkTimeout = 5 * time.Second
+
 // worstDetection plays setup, then fails every check (each taking the full
 // timeout, scheduled at the latest jittered time) until unhealthy, and
 // returns the time from the last passed check to unhealthy.
@@ -184,7 +188,7 @@ func worstDetection(t *testing.T, cfg Config, setup []Command) time.Duration {
 		if !ok || next.IsZero() {
 			t.Fatalf("unexpected schedule %v %v", next, ok)
 		}
-		h.do(CheckCompleted{At: next.Add(cfg.Timeout), Result: CheckResult{Class: 3, Latency: Latency{Total: cfg.Timeout}}})
+		h.do(CheckCompleted{At: next.Add(checkTimeout), Result: CheckResult{Class: 3, Latency: Latency{Total: checkTimeout}}})
 	}
 	return h.s.LastCheckAt.Sub(died)
 }

@@ -267,9 +267,7 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 		}
 		// What the engine checks, for what the layers could not check
 		// alone (e.g. body_pattern with method HEAD).
-		h := sc.Health
-		h.Timeout = sc.Probe.WithDefaults().Timeout
-		if err := h.Validate(); err != nil {
+		if err := sc.Health.Validate(); err != nil {
 			return sc, &configError{where, label + ": " + err.Error()}
 		}
 		if err := sc.Probe.Validate(); err != nil {
