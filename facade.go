@@ -37,6 +37,8 @@ type (
 	Summary = projections.Summary
 	// Counts are the numbers of proxies per state.
 	Counts = projections.Counts
+	// SourceSummary is one source's part of a Summary.
+	SourceSummary = projections.SourceSummary
 	// ListFilter selects proxies of the live status.
 	ListFilter = projections.ListFilter
 	// StateChange is one transition of a proxy's state.

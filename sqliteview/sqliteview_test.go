@@ -82,3 +82,41 @@ func TestTheViewFollowsTheEngine(t *testing.T) {
 		t.Fatalf("Offset without a view: %v", err)
 	}
 }
+
+// TestReadSnapshotBesideARunningEngine: the view is readable while an
+// engine holds the journal, and says what the engine's status says.
+func TestReadSnapshotBesideARunningEngine(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	e, err := proxyhealth.Open(ctx, proxyhealth.Config{DataDir: dir, Projections: []proxyhealth.ProjectionSpec{sqliteview.New()},
+		Sources: []proxyhealth.SourceConfig{{Name: "a", Proxies: []string{"127.0.0.1:9", "127.0.0.1:7"}}, {Name: "b", Proxies: []string{"127.0.0.1:5"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close(ctx)
+	id, _ := proxyhealth.ResolveProxyID("127.0.0.1:7")
+	if err := e.PauseProxy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	head := e.JournalHead()
+	var snap sqliteview.Snapshot
+	for {
+		if snap, err = sqliteview.ReadSnapshot(ctx, dir, 10); err == nil && snap.Summary.Seq >= head {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the view never reached seq %d: %+v %v", head, snap.Summary, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if snap.Summary.Total != 3 || snap.Summary.Paused != 1 || len(snap.Summary.Sources) != 2 || snap.Summary.Sources[0].Name != "a" || snap.Summary.Sources[0].Total != 2 {
+		t.Errorf("snapshot %+v", snap.Summary)
+	}
+	if len(snap.Paused) != 1 || snap.Paused[0].ID != id || snap.Paused[0].Source != "a" {
+		t.Errorf("paused %+v", snap.Paused)
+	}
+	if _, err := sqliteview.ReadSnapshot(ctx, t.TempDir(), 0); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("no view: %v", err)
+	}
+}
