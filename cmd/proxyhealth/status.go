@@ -348,7 +348,10 @@ type journalFound struct {
 // inspectJournal opens DIR/journal.db read-only (proxyhealth.OpenArchive),
 // if it can, and folds it into the pool's status: the code a restarted
 // engine uses.
-func inspectJournal(ctx context.Context, dir string) journalFound {
+//
+// With fold false it only opens the journal (for its head and first seq):
+// the pool then comes from the view.
+func inspectJournal(ctx context.Context, dir string, fold bool) journalFound {
 	f := journalFound{path: journalPath(dir)}
 	fi, err := os.Stat(f.path)
 	switch {
@@ -382,6 +385,9 @@ func inspectJournal(ctx context.Context, dir string) journalFound {
 	}
 	defer a.Close()
 	f.head, f.first = a.Head(), a.First()
+	if !fold {
+		return f
+	}
 	st, err := a.Status(ctx)
 	if err != nil {
 		// Reading every event failed somewhere: the file is damaged
@@ -402,9 +408,8 @@ func (f journalFound) judge(dir string, viewSeq uint64) *dataCheck {
 	switch {
 	case f.locked:
 		d.summary = view + " · journal.db locked by a running daemon"
-		d.warning = fmt.Sprintf("%s is locked: a proxyhealth daemon is running on %s, and the journal (which the pool is read from) cannot be read beside it. Ask the daemon with 'proxyhealth status --server URL' (default %s)",
-			f.path, dir, "http://"+defaultListen)
-		d.fatal = true
+		d.warning = fmt.Sprintf("%s is locked: a proxyhealth daemon is running on %s; the figures are the view's (seq %d), and the journal is not checked against them. For the daemon's live status use 'proxyhealth status --server URL' (default %s)",
+			f.path, dir, viewSeq, "http://"+defaultListen)
 	case f.zeroBytes:
 		d.summary = view + " · journal.db empty (0 bytes)"
 		d.warning = fmt.Sprintf("%s is empty (0 bytes): the events behind the view (seq %d) are gone, the file was truncated or replaced, and proxyhealth run refuses to start on it. Restore journal.db from a backup, or start over deliberately with 'proxyhealth run --start-fresh'",
@@ -448,31 +453,30 @@ func (f journalFound) judge(dir string, viewSeq uint64) *dataCheck {
 	return d
 }
 
-// poolFromData reads the pool from a data directory without a daemon: a
-// fold of the journal (proxyhealth.OpenArchive), and, when there is a
-// view.db, the view's offset (sqliteview.Offset) checked against the
-// journal. With a dataCheck whose noPool is set, there is no pool to
-// show (the journal could not be read).
+// poolFromData reads the pool from a data directory without asking a
+// daemon: from view.db when there is one (sqliteview.ReadSnapshot: fast,
+// and readable beside a running daemon), checked against the journal's
+// head; otherwise a fold of the journal (proxyhealth.OpenArchive, the code
+// a restarted engine uses).
 func poolFromData(ctx context.Context, dir string) (httpapi.Pool, *dataCheck, error) {
 	viewSeq, viewExists, err := sqliteview.Offset(ctx, dir)
 	if err != nil {
 		return httpapi.Pool{}, nil, fmt.Errorf("%s is not a readable proxyhealth view (%v); rebuild it with 'proxyhealth rebuild --data %s'", filepath.Join(dir, sqliteview.File), err, dir)
 	}
-	f := inspectJournal(ctx, dir)
+	f := inspectJournal(ctx, dir, !viewExists)
 	if viewExists {
 		d := f.judge(dir, viewSeq)
-		switch {
-		case f.status != nil:
-			d.paused = pausedOf(f.status)
-			return httpapi.PoolOf(f.status.Summary()), d, nil
-		case f.missing && viewSeq == 0:
-			// Nothing happened yet: the empty pool.
-			return httpapi.PoolOf(proxyhealth.Summary{}), d, nil
-		case f.err != nil && !f.damaged && ctx.Err() != nil:
+		if f.err != nil && !f.damaged && ctx.Err() != nil {
 			return httpapi.Pool{}, d, f.err // interrupted
 		}
-		d.noPool, d.fatal = true, true
-		return httpapi.Pool{}, d, nil
+		snap, err := sqliteview.ReadSnapshot(ctx, dir, maxPausedShown+1)
+		if err != nil {
+			return httpapi.Pool{}, nil, err
+		}
+		for _, v := range snap.Paused {
+			d.paused = append(d.paused, httpapi.ProxyOf(v))
+		}
+		return httpapi.PoolOf(snap.Summary), d, nil
 	}
 	switch {
 	case f.missing:
