@@ -79,8 +79,10 @@ type ArchiveOptions struct {
 // one ErrJournalEmpty, one held by a running daemon ErrJournalLocked.
 func OpenArchive(ctx context.Context, dir string, opts ArchiveOptions) (*Archive, error) {
 	path := filepath.Join(dir, JournalFile)
-	if _, err := os.Stat(path); err != nil {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("proxyhealth: no journal at %s: %w", path, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("proxyhealth: cannot read %s: %w", path, err)
 	}
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = 500 * time.Millisecond

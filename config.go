@@ -250,9 +250,21 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// SourceNameRule says which source names are accepted.
+const SourceNameRule = "use 1-64 letters, digits, '.', '_' or '-'"
+
+// ValidateSourceName reports a source name the engine would refuse
+// (SourceNameRule); the error wraps ErrBadConfig.
+func ValidateSourceName(name string) error {
+	if !sourceName.MatchString(name) {
+		return fmt.Errorf("%w: source name %q; %s", ErrBadConfig, name, SourceNameRule)
+	}
+	return nil
+}
+
 func (s SourceConfig) validate() error {
-	if !sourceName.MatchString(s.Name) {
-		return fmt.Errorf("%w: source name %q; use 1-64 letters, digits, '.', '_' or '-'", ErrBadConfig, s.Name)
+	if err := ValidateSourceName(s.Name); err != nil {
+		return err
 	}
 	if err := s.Health.Validate(); err != nil {
 		return fmt.Errorf("%w: source %q: %w", ErrBadConfig, s.Name, err)

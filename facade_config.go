@@ -2,6 +2,7 @@ package proxyhealth
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/actors"
@@ -87,7 +88,7 @@ type CheckResult struct {
 func CheckProxy(ctx context.Context, rawURL string, cfg ProbeConfig) (CheckResult, error) {
 	u, err := probe.ParseProxyURL(rawURL)
 	if err != nil {
-		return CheckResult{}, err
+		return CheckResult{}, fmt.Errorf("%w: %w", ErrBadConfig, err)
 	}
 	checker, err := probe.NewChecker(cfg)
 	if err != nil {

@@ -112,16 +112,10 @@ func checkSourceName(name string) error {
 	if name == "" {
 		return errors.New("a name is required")
 	}
-	err := proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: name}}}.Validate()
-	if err == nil {
-		return nil
+	if proxyhealth.ValidateSourceName(name) != nil {
+		return errors.New(proxyhealth.SourceNameRule)
 	}
-	// "...: source name "x y"; use 1-64 letters, ...": the rule.
-	msg := err.Error()
-	if i := strings.LastIndex(msg, "; "); i >= 0 {
-		msg = msg[i+2:]
-	}
-	return errors.New(msg)
+	return nil
 }
 
 // proxyURLError is the reason of a proxyhealth.ParseProxy error, without
