@@ -431,8 +431,16 @@ func TestManyProxies(t *testing.T) {
 			t.Fatalf("proxy %d: %q", i, got)
 		}
 	}
-	if f.TotalChecks() != 3 {
-		t.Fatalf("TotalChecks = %d", f.TotalChecks())
+	// Per proxy, not TotalChecks: tests of other packages running at the
+	// same time may dial a loopback port they believe closed that one of
+	// these 2,000 proxies now holds.
+	for _, i := range []int{0, n / 2, n - 1} {
+		if c := f.Checks(i); c != 1 {
+			t.Fatalf("proxy %d counted %d checks, want 1", i, c)
+		}
+	}
+	if f.TotalChecks() < 3 {
+		t.Fatalf("TotalChecks = %d, want at least the 3 made", f.TotalChecks())
 	}
 }
 
