@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -156,28 +155,6 @@ func slicesContain(s []string, v string) bool {
 	return false
 }
 
-// mountTmpfs mounts a tmpfs of the given size on a new directory, or skips
-// the test where that is impossible (not root, no mount), unless
-// PROXYHEALTH_REQUIRE_ALL=1 (CI), where it fails.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		msg := fmt.Sprintf("cannot mount a tmpfs (needs root and mount): %v: %s", err, strings.TrimSpace(string(out)))
-		if os.Getenv("PROXYHEALTH_REQUIRE_ALL") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
 // fill writes a file until the filesystem is full.
 func fill(t *testing.T, path string) {
 	t.Helper()
@@ -203,7 +180,7 @@ func fill(t *testing.T, path string) {
 // every proxy recorded again, the SQLite view caught up and equal to a
 // rebuild.
 func TestDiskFullEpisodeOnARealFilesystem(t *testing.T) {
-	dir := mountTmpfs(t, "8m")
+	dir := testutil.MountTmpfs(t, "8m")
 	const n = 40
 	farm := startFarm(t, n)
 	var urls []string

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -16,22 +15,6 @@ import (
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
-
-// chromium finds Debian's headless Chromium; without it the test skips,
-// unless PROXYHEALTH_REQUIRE_ALL=1 (CI), where it fails.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("PROXYHEALTH_REQUIRE_ALL") == "1" {
-		t.Fatal("chromium is not installed (apt-get install chromium) and PROXYHEALTH_REQUIRE_ALL=1")
-	}
-	t.Skip("chromium is not installed (apt-get install chromium): the dashboard is not checked in a browser")
-	return ""
-}
 
 // dumpDOM loads url in headless Chromium for budget (virtual time) and
 // returns the DOM.
@@ -57,7 +40,7 @@ func dumpDOM(t *testing.T, chrome, url string, budget time.Duration) []byte {
 // server's recent samples (GET /v1/pool/history) instead of empty. In 2 s
 // of the page's time it samples the pool itself at most 3 times.
 func TestDashboardHistoryInBrowser(t *testing.T) {
-	chrome := chromium(t)
+	chrome := testutil.Chromium(t, "the dashboard is not checked in a browser")
 	f := newFixture(t, httpapi.Options{Now: time.Now, PoolHistoryInterval: 5 * time.Millisecond})
 	f.seedPool()
 	var h httpapi.PoolHistory
@@ -81,13 +64,7 @@ func TestDashboardHistoryInBrowser(t *testing.T) {
 // oldest first, only those before the first live point and within the
 // hour.
 func TestDashboardHistorySamples(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("PROXYHEALTH_REQUIRE_ALL") == "1" {
-			t.Fatal("node is not installed and PROXYHEALTH_REQUIRE_ALL=1")
-		}
-		t.Skip("node is not installed: the dashboard's history code is not run")
-	}
+	node := testutil.Program(t, "the dashboard's history code is not run", "node")
 	f := newFixture(t, httpapi.Options{})
 	code, page := f.do("GET", "/", "")
 	if code != 200 {

@@ -9,38 +9,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/journal/journaltest"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
-
-// mountTmpfs mounts a tmpfs of size bytes on a new directory and unmounts
-// it at the end of the test; it skips the test (or fails it with
-// PROXYHEALTH_REQUIRE_ALL=1) where it cannot (not root, no tmpfs).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		msg := "this test fills a real filesystem and needs to mount a small tmpfs (root, mount -t tmpfs): " + err.Error()
-		if os.Getenv("PROXYHEALTH_REQUIRE_ALL") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // TestBoltFullDisk fills a real filesystem under the journal: Append fails
 // with ENOSPC, nothing acknowledged is lost, and once there is space again
 // the journal appends and checks clean, also after a reopen.
 func TestBoltFullDisk(t *testing.T) {
 	ctx := context.Background()
-	dir := mountTmpfs(t, "8m")
+	dir := testutil.MountTmpfs(t, "8m")
 	path := filepath.Join(dir, "journal.db")
 	j := openBolt(t, path)
 	defer j.Close()

@@ -14,23 +14,8 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
-
-// chromium finds Debian's headless Chromium; without it the test skips,
-// unless PROXYHEALTH_REQUIRE_ALL=1 (CI), where it fails.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("PROXYHEALTH_REQUIRE_ALL") == "1" {
-		t.Fatal("chromium is not installed (apt-get install chromium) and PROXYHEALTH_REQUIRE_ALL=1")
-	}
-	t.Skip("chromium is not installed (apt-get install chromium): the dashboard is not checked in a browser")
-	return ""
-}
 
 // runChromium runs headless Chromium with args and returns its stdout.
 func runChromium(t *testing.T, chrome string, args ...string) []byte {
@@ -62,7 +47,7 @@ var countRE = regexp.MustCompile(`id="count-(\w+)">(\d+)<`)
 // headless Chromium, checks that it shows live numbers and state changes,
 // and saves a screenshot (copied to $PROXYHEALTH_SCREENSHOT_DIR if set).
 func TestDashboardInBrowser(t *testing.T) {
-	chrome := chromium(t)
+	chrome := testutil.Chromium(t, "the dashboard is not checked in a browser")
 	p, base := startDemo(t, "--proxies", "120", "--quiet")
 	waitPool(t, base, "live", func(p httpapi.Pool) bool { return p.Healthy > 0 && p.Unhealthy+p.Degraded > 0 })
 

@@ -15,33 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
-
-// mountTmpfs mounts a tmpfs of the given size (e.g. "4m") on a fresh
-// directory and unmounts it when the test ends. It skips the test when
-// mounting is not possible (not root), unless PROXYHEALTH_REQUIRE_ALL=1.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "tmpfs")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
-		if os.Getenv("PROXYHEALTH_REQUIRE_ALL") == "1" {
-			t.Fatalf("mount a tmpfs on %s (needs root): %v", dir, err)
-		}
-		t.Skipf("cannot mount a tmpfs on %s (needs root; set PROXYHEALTH_REQUIRE_ALL=1 to fail instead): %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // remount makes the tmpfs at dir read-only or read-write.
 func remount(t *testing.T, dir string, readOnly bool) {
@@ -125,7 +103,7 @@ func caughtUp(t *testing.T, r *running, v *sqlview.View, j journal.Journal) {
 // keeps retrying (Status says failing, with the cause), and once space is
 // back the view catches up by itself and equals a rebuild.
 func TestRunSurvivesDiskFull(t *testing.T) {
-	dir := mountTmpfs(t, "16m")
+	dir := testutil.MountTmpfs(t, "16m")
 	j := filled(t, 51, 300)
 	path := filepath.Join(dir, "view.db")
 	v, r := tailing(t, path, j, sqlview.Options{BatchSize: 50, Linger: -1, Logger: testLogger(t), RetryMin: time.Millisecond, RetryMax: 20 * time.Millisecond})
@@ -416,7 +394,7 @@ func TestFileReplacedWhileRunning(t *testing.T) {
 // a failing state (the write probe fails) instead of pretending to work;
 // Run catches up as soon as the file system is writable again.
 func TestOpenReadOnlyFileSystem(t *testing.T) {
-	dir := mountTmpfs(t, "8m")
+	dir := testutil.MountTmpfs(t, "8m")
 	j := filled(t, 101, 300)
 	path := filepath.Join(dir, "view.db")
 	rebuildAt(t, path, j)
