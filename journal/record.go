@@ -114,5 +114,10 @@ func unmarshalSnapshot(v, proxyID []byte, s *pb.ProxySnapshot) error {
 	if err := proto.Unmarshal(p, s); err != nil {
 		return fmt.Errorf("snapshot of proxy %q cannot be decoded: %v", proxyID, err)
 	}
+	if len(v) > 0 && v[0] != recordFramed && len(s.ProtoReflect().GetUnknown()) > 0 {
+		// A framed record whose framing byte was damaged: its header
+		// decodes as an unknown field.
+		return fmt.Errorf("snapshot of proxy %q has no checksum and fields this version does not know: the record is damaged", proxyID)
+	}
 	return nil
 }

@@ -162,6 +162,7 @@ type scanner struct {
 	snaps    map[string][]*pb.ProxySnapshot
 	first    uint64 // the highest "first" found in a meta bucket
 	sawMeta  bool   // a meta bucket's schema key was found
+	crcFrom  uint64 // the lowest "crc_from" found in a meta bucket (0: none)
 }
 
 func (sc *scanner) scan(ctx context.Context) error {
@@ -249,26 +250,26 @@ func (sc *scanner) element(k, v []byte) {
 		payload = slices.Clone(payload) // h.proxyID aliases it
 		h, err := decodeHeader(payload)
 		var e pb.Envelope
-		if err != nil || h.seq != seq || proto.Unmarshal(payload, &e) != nil || e.GetEvent() == nil {
+		// An unframed record with fields this version does not know is a
+		// framed one whose first byte was damaged: its header then decodes
+		// as an unknown field.
+		if err != nil || h.seq != seq || proto.Unmarshal(payload, &e) != nil || e.GetEvent() == nil ||
+			(!framed && len(e.ProtoReflect().GetUnknown()) > 0) {
 			sc.damaged[seq] = true
 			return
 		}
 		sc.events[seq] = salvaged{payload: payload, framed: framed, h: h}
 	case string(k) == string(metaFirst) && len(v) == 8:
 		sc.first = max(sc.first, binary.BigEndian.Uint64(v))
+	case string(k) == string(metaCRCFrom) && len(v) == 8:
+		if c := binary.BigEndian.Uint64(v); sc.crcFrom == 0 || c < sc.crcFrom {
+			sc.crcFrom = c
+		}
 	case string(k) == string(metaSchema) && len(v) == 8:
 		sc.sawMeta = true
 	case len(k) > 0 && len(k) <= MaxProxyIDLen && len(v) > 0:
-		payload := v
-		if v[0] == recordFramed {
-			p, err := checkRecord(v, "snapshot", 0)
-			if err != nil {
-				return
-			}
-			payload = p
-		}
 		s := new(pb.ProxySnapshot)
-		if proto.Unmarshal(payload, s) != nil || s.GetProxyId() != string(k) || s.GetStreamSeq() == 0 {
+		if unmarshalSnapshot(v, k, s) != nil || s.GetProxyId() != string(k) || s.GetStreamSeq() == 0 {
 			return
 		}
 		sc.snaps[string(k)] = append(sc.snaps[string(k)], s)
@@ -286,6 +287,16 @@ type salvagePlan struct {
 // plan picks the longest gap-free, chain-consistent run of intact events
 // from the first retained seq, and the snapshots consistent with it.
 func (sc *scanner) plan(rep *SalvageReport) *salvagePlan {
+	// From crc_from on every event is framed: an unframed one there is
+	// damaged (its framing byte), whatever it decodes to.
+	if sc.crcFrom > 0 {
+		for s, ev := range sc.events {
+			if !ev.framed && s >= sc.crcFrom {
+				delete(sc.events, s)
+				sc.damaged[s] = true
+			}
+		}
+	}
 	seqs := make([]uint64, 0, len(sc.events))
 	for s := range sc.events {
 		seqs = append(seqs, s)

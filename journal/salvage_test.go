@@ -207,3 +207,40 @@ func TestSalvageAfterRetention(t *testing.T) {
 		}
 	}
 }
+
+// TestSalvageRefusesAFramingByteFlip: a checksummed record whose first
+// byte (the framing byte) is damaged must not pass as an old record
+// without a checksum: for some values its header decodes as an unknown
+// field and the event was copied with it (seen once in 100 damaged
+// copies, depending on where the group commits had put the records). Every
+// value of that byte is tried.
+func TestSalvageRefusesAFramingByteFlip(t *testing.T) {
+	data, orig := originalEvents(t)
+	const victim = 458
+	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(orig[victim-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, payload)
+	if i < 5 || data[i-5] != 0x00 {
+		t.Fatalf("event %d's record not found in the file (at %d)", victim, i)
+	}
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "journal.db"), filepath.Join(dir, "salvaged.db")
+	for b := 1; b < 256; b++ {
+		damaged := bytes.Clone(data)
+		damaged[i-5] = byte(b)
+		if err := os.WriteFile(src, damaged, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Remove(dst)
+		rep, err := journal.Salvage(context.Background(), src, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Last != victim-1 {
+			t.Fatalf("framing byte %#02x: the salvage copied through seq %d, want it to stop before the damaged event %d", b, rep.Last, victim)
+		}
+	}
+	checkSalvaged(t, dst, &journal.SalvageReport{First: 1, Last: victim - 1}, orig)
+}
