@@ -334,6 +334,7 @@ func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []strin
 		}
 	}
 	e.mu.Unlock()
+	e.settle(ctx)
 	return ids, errors.Join(errs...)
 }
 
@@ -442,6 +443,7 @@ func (e *Engine) RemoveProxy(ctx context.Context, id string) error {
 			e.log.Warn("the proxy was removed, but its credentials could not be dropped from the credentials file", slog.String("proxy_id", id), slog.Any("error", err))
 		}
 	}
+	e.settle(ctx)
 	return nil
 }
 
@@ -452,7 +454,7 @@ func (e *Engine) Revive(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	return e.command(ctx, p.pid, &actors.Revive{Reason: "revived by operator"})
+	return e.settled(ctx, e.command(ctx, p.pid, &actors.Revive{Reason: "revived by operator"}))
 }
 
 // PauseProxy stops one proxy's checks (journaled as ProxyPaused); a check
@@ -462,7 +464,7 @@ func (e *Engine) PauseProxy(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	return e.command(ctx, p.pid, &actors.Pause{Reason: "paused by operator"})
+	return e.settled(ctx, e.command(ctx, p.pid, &actors.Pause{Reason: "paused by operator"}))
 }
 
 // ResumeProxy restarts one proxy's checks (journaled as ProxyResumed); an
@@ -472,7 +474,7 @@ func (e *Engine) ResumeProxy(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	return e.command(ctx, p.pid, &actors.Resume{Reason: "resumed by operator"})
+	return e.settled(ctx, e.command(ctx, p.pid, &actors.Resume{Reason: "resumed by operator"}))
 }
 
 // Pause stops the checks of every proxy of a source ("" means all
@@ -504,7 +506,28 @@ func (e *Engine) broadcast(ctx context.Context, sourceName string, msg func() an
 		}
 	}
 	e.mu.Unlock()
-	return errors.Join(slices.Collect(maps.Values(e.requestAll(ctx, reqs)))...)
+	return e.settled(ctx, errors.Join(slices.Collect(maps.Values(e.requestAll(ctx, reqs)))...))
+}
+
+// settleTimeout bounds how long a command waits for the live status to
+// show what it journaled.
+const settleTimeout = 5 * time.Second
+
+// settle waits until the live status has applied everything committed so
+// far, so that a command's effect shows in Status() when it returns (read
+// your writes: an API client that adds a proxy and lists the proxies sees
+// it). The wait is normally a few microseconds; it ends with ctx, or after
+// settleTimeout should the live status be failing (Health says so).
+func (e *Engine) settle(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	_ = e.proj.waitLive(ctx, e.journal.Head())
+}
+
+// settled settles and passes err through.
+func (e *Engine) settled(ctx context.Context, err error) error {
+	e.settle(ctx)
+	return err
 }
 
 // ReportOutcome feeds a passive signal from real traffic: ok=false with a

@@ -3,6 +3,7 @@ package proxyhealth_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -200,5 +201,34 @@ func TestCheckProxyOnce(t *testing.T) {
 	}
 	if _, err := proxyhealth.CheckProxy(context.Background(), "gopher://u:secret@127.0.0.1:1", farmProbe()); err == nil || strings.Contains(err.Error(), "secret") {
 		t.Fatalf("bad URL: %v", err)
+	}
+}
+
+// TestCommandsReadYourWrites: when a command returns, the live status
+// shows its effect (the demo's API test listed the proxy it had just added
+// and found nothing, now and then).
+func TestCommandsReadYourWrites(t *testing.T) {
+	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe()}}})
+	ctx := context.Background()
+	for i := range 50 {
+		id, err := e.AddProxy(ctx, "a", fmt.Sprintf("http://127.0.0.%d:9", i+2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := e.Status().Proxy(id); !ok {
+			t.Fatalf("proxy %d: AddProxy returned, but the status does not show it", i)
+		}
+		if err := e.PauseProxy(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := e.Status().Proxy(id); !v.Paused {
+			t.Fatalf("proxy %d: PauseProxy returned, but the status does not show it paused", i)
+		}
+		if err := e.RemoveProxy(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := e.Status().Proxy(id); ok {
+			t.Fatalf("proxy %d: RemoveProxy returned, but the status still shows it", i)
+		}
 	}
 }
