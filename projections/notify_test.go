@@ -291,6 +291,9 @@ func TestWebhookDelivery(t *testing.T) {
 	if h.Get("Content-Type") != "application/json" || h.Get("Authorization") != "Bearer x" || h.Get("X-Proxyhealth-Event") != "proxy_down" || h.Get("X-Proxyhealth-Seq") == "" {
 		t.Errorf("headers %v", h)
 	}
+	// The server records a delivery before it answers; the notifier counts
+	// it once it has read the answer.
+	poll(t, "the notifier to count 20 deliveries", func() bool { return n.Stats().Webhooks[0].Delivered == 20 })
 	if s := n.Stats().Webhooks[0]; s.Delivered != 20 || s.Failed != 0 || s.Target != srv.URL {
 		t.Errorf("stats %+v", s)
 	}
