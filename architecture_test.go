@@ -74,9 +74,6 @@ func TestTheFacadeIsTheOneDoor(t *testing.T) {
 // is an opt-in projection in package sqliteview), so an embedding program
 // builds with CGO_ENABLED=0.
 func TestTheEngineNeedsNoCgo(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the go command")
-	}
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	out, err := exec.Command(goBin, "list", "-deps", "-f", "{{.ImportPath}} {{len .CgoFiles}}", ".").CombinedOutput()
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
 
 // dashboardScript returns the dashboard's health banner code (between
@@ -34,13 +35,7 @@ func dashboardScript(t *testing.T, f *fixture) string {
 // projection stops, with the error texts escaped. It skips without node,
 // unless PROXYHEALTH_REQUIRE_ALL=1.
 func TestDashboardHealthBanner(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("PROXYHEALTH_REQUIRE_ALL") == "1" {
-			t.Fatal("node is not installed and PROXYHEALTH_REQUIRE_ALL=1")
-		}
-		t.Skip("node is not installed: the dashboard's banner code is not run")
-	}
+	node := testutil.Program(t, "the dashboard's banner code is not run", "node")
 	f, he := newHealthFixture(t, httpapi.Options{})
 	script := dashboardScript(t, f)
 

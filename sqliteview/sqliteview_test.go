@@ -3,6 +3,7 @@ package sqliteview_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
@@ -101,15 +103,10 @@ func TestReadSnapshotBesideARunningEngine(t *testing.T) {
 	}
 	head := e.JournalHead()
 	var snap sqliteview.Snapshot
-	for {
-		if snap, err = sqliteview.ReadSnapshot(ctx, dir, 10); err == nil && snap.Summary.Seq >= head {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the view never reached seq %d: %+v %v", head, snap.Summary, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.EventuallyExplain(t, 20*time.Second, func() bool {
+		snap, err = sqliteview.ReadSnapshot(ctx, dir, 10)
+		return err == nil && snap.Summary.Seq >= head
+	}, func() string { return fmt.Sprintf("the view to reach seq %d: %+v %v", head, snap.Summary, err) })
 	if snap.Summary.Total != 3 || snap.Summary.Paused != 1 || len(snap.Summary.Sources) != 2 || snap.Summary.Sources[0].Name != "a" || snap.Summary.Sources[0].Total != 2 {
 		t.Errorf("snapshot %+v", snap.Summary)
 	}
