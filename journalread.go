@@ -66,6 +66,26 @@ func (f JournalFilter) Validate() error {
 	return nil
 }
 
+// ParseTime reads a time bound of a JournalFilter as people write it (the
+// CLI's --since/--until, GET /v1/journal's since/until): RFC 3339, a date
+// and time without zone (2006-01-02T15:04:05, "2006-01-02 15:04:05") or a
+// date (2006-01-02), both in the local time zone, or a duration meaning
+// that long before now (90m, 24h; not negative).
+func ParseTime(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("%w: %q: a duration means that long ago and must not be negative", ErrBadConfig, s)
+		}
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%w: %q is neither a time (RFC 3339 like 2006-01-02T15:04:05Z, or a date 2006-01-02) nor a duration meaning that long ago (90m, 24h)", ErrBadConfig, s)
+}
+
 // ResolveProxyID returns the ID of a proxy given by its ID (16 hex digits)
 // or its URL (credentials are ignored and never appear in the error).
 func ResolveProxyID(s string) (string, error) {

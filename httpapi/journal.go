@@ -35,23 +35,15 @@ const (
 // most this many encoded events.
 const journalFlushEvery = 256
 
-// parseTime reads a time parameter like the CLI's --since and --until:
-// RFC 3339, a local date and time (2006-01-02T15:04:05, "2006-01-02
-// 15:04:05", 2006-01-02, in the server's time zone), or a duration meaning
-// that long before now (90m, 24h).
+// parseTime reads the time parameter name (proxyhealth.ParseTime, as the
+// CLI's --since and --until); the error names the parameter.
 func parseTime(name, s string, now time.Time) (time.Time, error) {
-	if d, err := time.ParseDuration(s); err == nil {
-		if d < 0 {
-			return time.Time{}, fmt.Errorf("%s=%q: a duration means that long ago and must not be negative", name, limit(s))
-		}
-		return now.Add(-d), nil
+	t, err := proxyhealth.ParseTime(s, now)
+	if err != nil {
+		msg := strings.TrimPrefix(err.Error(), proxyhealth.ErrBadConfig.Error()+": ")
+		return t, fmt.Errorf("%s=%s", name, strings.Replace(msg, strconv.Quote(s), strconv.Quote(limit(s)), 1))
 	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
-		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%s=%q is neither a time (RFC 3339 like 2006-01-02T15:04:05Z, or a date 2006-01-02) nor a duration meaning that long ago (90m, 24h)", name, limit(s))
+	return t, nil
 }
 
 // journalFilter reads the query of GET /v1/journal.

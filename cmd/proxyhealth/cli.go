@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/proxyhealth/proxyhealth"
 )
 
 // Exit codes.
@@ -209,13 +211,9 @@ func isTerminal(w io.Writer) bool {
 // parseTimeArg parses an absolute time (RFC 3339, or a date) or a duration
 // meaning "that long ago".
 func parseTimeArg(s string, now time.Time) (time.Time, error) {
-	if d, err := time.ParseDuration(s); err == nil {
-		return now.Add(-d), nil
+	t, err := proxyhealth.ParseTime(s, now)
+	if err != nil {
+		return t, errors.New(strings.TrimPrefix(err.Error(), proxyhealth.ErrBadConfig.Error()+": "))
 	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
-		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%q is neither a time (2006-01-02T15:04:05Z07:00, 2006-01-02) nor a duration (90m, 24h)", s)
+	return t, nil
 }
