@@ -115,18 +115,10 @@ func (a *Archive) First() uint64 { return a.j.First() }
 func (a *Archive) Status(ctx context.Context) (StatusReader, error) {
 	a.once.Do(func() {
 		live := projections.NewLive(projections.LiveOptions{Snapshots: a.j.LoadSnapshot})
-		batch := make([]*pb.Envelope, 0, 4096)
-		for env, err := range a.j.Read(ctx, a.j.First()) {
-			if err != nil {
-				a.err = fmt.Errorf("proxyhealth: fold %s: %w", a.path, err)
-				return
-			}
-			if batch = append(batch, env); len(batch) == cap(batch) {
-				live.Apply(batch...)
-				batch = batch[:0]
-			}
+		if err := foldLive(ctx, live, a.j, a.j.Head()); err != nil {
+			a.err = fmt.Errorf("proxyhealth: fold %s: %w", a.path, err)
+			return
 		}
-		live.Apply(batch...)
 		a.live = live
 	})
 	if a.err != nil {

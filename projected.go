@@ -48,6 +48,27 @@ type namedProjection struct {
 	p    Projection
 }
 
+// foldLive applies the journal's retained events up to seq head to live,
+// in batches (Open's catch-up, and an Archive's status).
+func foldLive(ctx context.Context, live *projections.Live, j journal.Journal, head uint64) error {
+	batch := make([]*pb.Envelope, 0, 4096)
+	for env, err := range j.Read(ctx, j.First()) {
+		if err != nil {
+			return err
+		}
+		batch = append(batch, env)
+		if len(batch) == cap(batch) {
+			live.Apply(batch...)
+			batch = batch[:0]
+		}
+		if env.GetSeq() >= head {
+			break
+		}
+	}
+	live.Apply(batch...)
+	return nil
+}
+
 // startProjections builds every projection before any actor runs, so that
 // nothing committed later is missed: the live status is caught up with the
 // journal synchronously, then all of them tail it.
@@ -59,21 +80,9 @@ func (e *Engine) startProjections(ctx context.Context) error {
 	p.history = projections.NewHistory(j, projections.HistoryOptions{Clock: cfg.Clock.Now})
 	// Catch up synchronously: Open returns with the status of every proxy.
 	head := j.Head()
-	batch := make([]*pb.Envelope, 0, 4096)
-	for env, err := range j.Read(ctx, j.First()) {
-		if err != nil {
-			return fmt.Errorf("proxyhealth: load live status from the journal: %w", err)
-		}
-		batch = append(batch, env)
-		if len(batch) == cap(batch) {
-			p.live.Apply(batch...)
-			batch = batch[:0]
-		}
-		if env.GetSeq() >= head {
-			break
-		}
+	if err := foldLive(ctx, p.live, j, head); err != nil {
+		return fmt.Errorf("proxyhealth: load live status from the journal: %w", err)
 	}
-	p.live.Apply(batch...)
 	// Proxies quiet for longer than the retention period have no events
 	// left, only their snapshot.
 	for _, sc := range cfg.Sources {
