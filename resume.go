@@ -64,7 +64,7 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 	resume := map[string][]string{} // source → URLs
 	var errs []error
 	for _, v := range idle {
-		st, err := e.foldStream(ctx, v.ID)
+		st, _, err := journal.LoadState(ctx, e.journal, v.ID)
 		if err != nil {
 			return fmt.Errorf("proxyhealth: read the journal of proxy %s: %w", v.ID, err)
 		}
@@ -117,26 +117,6 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// foldStream is a proxy's state as its journal tells it: its latest
-// snapshot and the rest of its stream.
-func (e *Engine) foldStream(ctx context.Context, id string) (events.State, error) {
-	st := events.NewState(id)
-	snap, err := e.journal.LoadSnapshot(ctx, id)
-	switch {
-	case err == nil:
-		st = events.FromSnapshot(snap)
-	case !errors.Is(err, journal.ErrNoSnapshot):
-		return st, err
-	}
-	for env, err := range e.journal.ReadStream(ctx, id, st.StreamSeq+1) {
-		if err != nil {
-			return st, err
-		}
-		st = events.Evolve(st, env)
-	}
-	return st, nil
 }
 
 // removeIdle journals the removal of a proxy that has no actor (the pure

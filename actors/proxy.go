@@ -164,31 +164,15 @@ func proxyIDOf(pid *actor.PID) string {
 // A journal that cannot be read panics, so the supervisor retries with
 // backoff.
 func (a *proxyActor) recover(ctx actor.Context) {
-	j := a.env.Journal
-	rctx := a.env.ctx
-	st := events.NewState(a.spec.ID)
-	snap, err := j.LoadSnapshot(rctx, a.spec.ID)
-	switch {
-	case err == nil:
-		st = events.FromSnapshot(snap)
-		a.lastSnap = st.StreamSeq
-	case errors.Is(err, journal.ErrNoSnapshot):
-	case errors.Is(err, journal.ErrClosed), a.env.stopping():
-		a.stopped = true
-		return
-	default:
-		panic(fmt.Errorf("actors: load snapshot of proxy %s: %w", a.spec.ID, err))
-	}
-	for env, err := range j.ReadStream(rctx, a.spec.ID, st.StreamSeq+1) {
-		if err != nil {
-			if errors.Is(err, journal.ErrClosed) || a.env.stopping() {
-				a.stopped = true
-				return
-			}
-			panic(fmt.Errorf("actors: replay stream of proxy %s: %w", a.spec.ID, err))
+	st, snapSeq, err := journal.LoadState(a.env.ctx, a.env.Journal, a.spec.ID)
+	if err != nil {
+		if errors.Is(err, journal.ErrClosed) || a.env.stopping() {
+			a.stopped = true
+			return
 		}
-		st = events.Evolve(st, env)
+		panic(fmt.Errorf("actors: recover proxy %s: %w", a.spec.ID, err))
 	}
+	a.lastSnap = snapSeq
 	a.state = st
 	if !st.Added || st.Removed {
 		a.submit(ctx, pending{cmd: events.Add{
