@@ -51,17 +51,13 @@ func moduleImports(t *testing.T, dir string) []string {
 // TestTheFacadeIsTheOneDoor: the daemon, the CLI, the HTTP API and the
 // examples use the engine through the root package only (plus the event
 // vocabulary in proto; the daemon also wires the API and, for the demo, the
-// fake proxy farm). Test files may use the layers below for fakes. One
-// exception is still open: cmd registers the SQLite view through package
-// sqliteview, until projections/sqlview needs only database/sql and the
-// view can move behind the root package.
+// fake proxy farm). Test files may use the layers below for fakes.
 func TestTheFacadeIsTheOneDoor(t *testing.T) {
 	proto := module + "/proto/proxyhealth/v1"
 	allowed := map[string][]string{
-		"cmd/proxyhealth": {module, proto, module + "/httpapi", module + "/sqliteview", module + "/internal/fakeproxy"},
+		"cmd/proxyhealth": {module, proto, module + "/httpapi", module + "/internal/fakeproxy"},
 		"httpapi":         {module, proto},
 		"examples/embed":  {module, proto},
-		"sqliteview":      {module, module + "/projections/sqlview", module + "/journal"},
 	}
 	for dir, ok := range allowed {
 		for _, imp := range moduleImports(t, dir) {
@@ -73,8 +69,8 @@ func TestTheFacadeIsTheOneDoor(t *testing.T) {
 }
 
 // TestTheEngineNeedsNoCgo: the root package links no cgo (the SQLite view
-// is an opt-in projection in package sqliteview), so an embedding program
-// builds with CGO_ENABLED=0.
+// speaks database/sql; the program that keeps one registers the driver), so
+// an embedding program builds with CGO_ENABLED=0.
 func TestTheEngineNeedsNoCgo(t *testing.T) {
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	out, err := exec.Command(goBin, "list", "-deps", "-f", "{{.ImportPath}} {{len .CgoFiles}}", ".").CombinedOutput()

@@ -101,7 +101,7 @@ func (a *Archive) Path() string { return a.path }
 func (a *Archive) Head() uint64 { return a.j.Head() }
 
 // Journal is a read-only view of the archive's journal (to rebuild a
-// projection from it, as sqliteview.Rebuild does). Close the Archive, not
+// projection from it, as RebuildView does). Close the Archive, not
 // the view.
 func (a *Archive) Journal() journal.Journal { return journal.ReadOnly(a.j) }
 

@@ -21,7 +21,6 @@ import (
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
 	"github.com/proxyhealth/proxyhealth/journal"
-	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
 // The end-to-end benchmarks run the fake proxy farm in a child process (this
@@ -220,7 +219,7 @@ func steadyState(b *testing.B, farm *farmProc, window time.Duration, view bool) 
 	for range b.N {
 		cfg := e2eConfig(b, farm.urls, 10*time.Second)
 		if view {
-			cfg.Projections = append(cfg.Projections, sqliteview.New())
+			cfg.Projections = append(cfg.Projections, proxyhealth.SQLiteView())
 		}
 		var commits, committed atomic.Int64
 		cfg.OnJournalCommit = func(c journal.CommitStats) { commits.Add(1); committed.Add(int64(c.Events)) }

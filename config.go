@@ -78,8 +78,8 @@ type Config struct {
 
 	// Projections are folds of the journal kept outside the engine's
 	// memory, opened and run by the engine (see Projection): the SQLite
-	// view is one (sqliteview.New, which the daemon registers). None by
-	// default, so that an embedding program links no SQLite.
+	// view is one (SQLiteView, which the daemon registers). None by
+	// default.
 	Projections []ProjectionSpec
 	// PoolThreshold is the healthy percentage below which a PoolDegraded
 	// event is journaled (default 50); PoolMargin the hysteresis in points
@@ -219,6 +219,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: projections[%d] (%q): a projection needs a unique name and an Open function", ErrBadConfig, i, p.Name)
 		}
 		seenProj[p.Name] = true
+		if p.Validate != nil {
+			if err := p.Validate(); err != nil {
+				return fmt.Errorf("%w: projections[%d] (%q): %w", ErrBadConfig, i, p.Name, err)
+			}
+		}
 	}
 	for i, w := range c.Webhooks {
 		if err := projections.ValidateWebhook(i, w); err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/mattn/go-sqlite3" // the SQLite view's driver, for the tests that keep a view
 	"go.uber.org/goleak"
 
 	"github.com/proxyhealth/proxyhealth"

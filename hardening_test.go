@@ -16,7 +16,6 @@ import (
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
-	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
 // outage is a journal fault switched on and off by the test: while on,
@@ -188,7 +187,7 @@ func TestDiskFullEpisodeOnARealFilesystem(t *testing.T) {
 		urls = append(urls, farm.URL(i))
 	}
 	e := open(t, proxyhealth.Config{
-		DataDir: filepath.Join(dir, "data"), Projections: []proxyhealth.ProjectionSpec{sqliteview.New()},
+		DataDir: filepath.Join(dir, "data"), Projections: []proxyhealth.ProjectionSpec{proxyhealth.SQLiteView()},
 		Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe(), Proxies: urls}},
 	})
 	poll(t, "every proxy checked", func() bool { c, _ := checkedSince(e, time.Time{}); return c == n })

@@ -10,7 +10,7 @@ import (
 
 // Projection is a fold of the journal that a program registers in
 // Config.Projections, kept outside the engine's memory: the SQLite view
-// (package sqliteview, which the daemon registers) is one. The engine opens
+// (SQLiteView, which the daemon registers) is one. The engine opens
 // it after the live status is loaded and before any proxy runs, so it
 // misses nothing; runs it; reports it in Health; and at Close catches it up
 // and closes it while the journal is still open. A projection must be able
@@ -43,6 +43,10 @@ type ProjectionSpec struct {
 	// it has nothing to do for this engine (say, no data directory). An
 	// error stops the engine's Open (nothing is left running).
 	Open func(ctx context.Context, env ProjectionEnv) (Projection, error)
+	// Validate, if not nil, is called by Config.Validate: an error it
+	// returns is one Open would return whatever the journal holds (say, a
+	// missing driver).
+	Validate func() error
 }
 
 // ProjectionEnv is what a projection may use.

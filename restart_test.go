@@ -13,7 +13,6 @@ import (
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
-	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
 func closeEngine(t *testing.T, e *proxyhealth.Engine) {
@@ -95,7 +94,7 @@ func TestRunTimeProxyWithCredentialsIsCheckedAfterARestart(t *testing.T) {
 	farm := startFarm(t, 1, fakeproxy.WithCredentials("alice", "hunter2-secret"), fakeproxy.WithBehavior(fakeproxy.AuthRequired()))
 	dir := t.TempDir()
 	cfg := proxyhealth.Config{
-		DataDir: dir, ResumeAddedProxies: true, Projections: []proxyhealth.ProjectionSpec{sqliteview.New()},
+		DataDir: dir, ResumeAddedProxies: true, Projections: []proxyhealth.ProjectionSpec{proxyhealth.SQLiteView()},
 		Sources: []proxyhealth.SourceConfig{{Health: fastHealth(), Probe: farmProbe()}},
 	}
 	e := open(t, cfg)
@@ -115,7 +114,7 @@ func TestRunTimeProxyWithCredentialsIsCheckedAfterARestart(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Fatalf("%s has mode %v, want 0600", credPath, fi.Mode().Perm())
 	}
-	for _, f := range []string{proxyhealth.JournalFile, sqliteview.File} {
+	for _, f := range []string{proxyhealth.JournalFile, proxyhealth.SQLiteViewFile} {
 		raw, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
@@ -229,7 +228,7 @@ func TestDataDirectoryIsPrivate(t *testing.T) {
 	old := syscall.Umask(0o022)
 	defer syscall.Umask(old)
 	dir := filepath.Join(t.TempDir(), "data")
-	e := open(t, proxyhealth.Config{DataDir: dir, Projections: []proxyhealth.ProjectionSpec{sqliteview.New()}, Sources: []proxyhealth.SourceConfig{{Health: fastHealth(), Probe: farmProbe()}}})
+	e := open(t, proxyhealth.Config{DataDir: dir, Projections: []proxyhealth.ProjectionSpec{proxyhealth.SQLiteView()}, Sources: []proxyhealth.SourceConfig{{Health: fastHealth(), Probe: farmProbe()}}})
 	ctx := context.Background()
 	if _, err := e.AddProxy(ctx, "", "http://u:p@127.0.0.1:9"); err != nil {
 		t.Fatal(err)
@@ -265,7 +264,7 @@ func TestViewAheadOfTheJournalIsRefusedUnlessStartingFresh(t *testing.T) {
 	farm := startFarm(t, 2)
 	dir := t.TempDir()
 	cfg := proxyhealth.Config{
-		DataDir: dir, Projections: []proxyhealth.ProjectionSpec{sqliteview.New()},
+		DataDir: dir, Projections: []proxyhealth.ProjectionSpec{proxyhealth.SQLiteView()},
 		Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe(), Proxies: []string{farm.URL(0), farm.URL(1)}}},
 	}
 	e := open(t, cfg)
@@ -286,7 +285,7 @@ func TestViewAheadOfTheJournalIsRefusedUnlessStartingFresh(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_, err = proxyhealth.Open(ctx, cfg)
-	if !errors.Is(err, proxyhealth.ErrHistoryLost) || !strings.Contains(err.Error(), sqliteview.File) || !strings.Contains(err.Error(), "--start-fresh") {
+	if !errors.Is(err, proxyhealth.ErrHistoryLost) || !strings.Contains(err.Error(), proxyhealth.SQLiteViewFile) || !strings.Contains(err.Error(), "--start-fresh") {
 		t.Fatalf("Open with the view ahead of the journal: %v; want ErrHistoryLost naming the view and --start-fresh", err)
 	}
 	cfg.StartFresh = true

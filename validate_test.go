@@ -15,7 +15,6 @@ import (
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
-	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
 // noLeak fails the test when a goroutine outlives a failed Open (the
@@ -110,7 +109,7 @@ func TestFailedOpenLeavesNothingRunning(t *testing.T) {
 		},
 		"view ahead of the journal": func(t *testing.T) proxyhealth.Config {
 			dir := t.TempDir()
-			cfg := proxyhealth.Config{DataDir: dir, Sources: src, Projections: []proxyhealth.ProjectionSpec{sqliteview.New()}}
+			cfg := proxyhealth.Config{DataDir: dir, Sources: src, Projections: []proxyhealth.ProjectionSpec{proxyhealth.SQLiteView()}}
 			e := open(t, cfg)
 			closeEngine(t, e)
 			if err := os.Remove(filepath.Join(dir, proxyhealth.JournalFile)); err != nil {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
-	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
 // daemon is a running engine with its live status and HTTP server (shared
@@ -64,7 +63,7 @@ func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, t
 // POST /v1/reload with 501.
 func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options, log *slog.Logger, rl *reloadable) (*daemon, error) {
 	cfg.ResumeAddedProxies = true
-	cfg.Projections = append(cfg.Projections, sqliteview.New()) // the daemon keeps the SQLite view
+	cfg.Projections = append(cfg.Projections, proxyhealth.SQLiteView()) // the daemon keeps the SQLite view
 	// The journal reports each group commit to the metrics, once they exist.
 	var metrics atomic.Pointer[httpapi.Server]
 	cfg.OnJournalCommit = func(c proxyhealth.CommitStats) {

@@ -11,6 +11,8 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	_ "github.com/mattn/go-sqlite3" // the SQLite view's driver (proxyhealth.SQLiteView); the engine itself needs no cgo
+
 	"github.com/proxyhealth/proxyhealth"
 )
 

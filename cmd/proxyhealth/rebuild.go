@@ -4,12 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
 const rebuildUsage = `Usage: proxyhealth rebuild --data DIR
@@ -39,10 +36,9 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitFailure
 	}
 	defer a.Close()
-	path := filepath.Join(*data, sqliteview.File)
 	bar := newProgress(stderr, isTerminal(stderr) && !*quiet)
 	start := time.Now()
-	err := sqliteview.Rebuild(ctx, *data, a.Journal(), bar.update)
+	path, err := a.RebuildView(ctx, bar.update)
 	bar.done()
 	if err != nil {
 		fmt.Fprintf(stderr, "proxyhealth rebuild: %v\n", err)

@@ -2,7 +2,7 @@ package main
 
 import (
 	"database/sql"
-	"github.com/proxyhealth/proxyhealth/sqliteview"
+	"github.com/proxyhealth/proxyhealth"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,8 +11,8 @@ import (
 
 func TestRebuild(t *testing.T) {
 	td := makeData(t)
-	view := filepath.Join(td.dir, sqliteview.File)
-	writeFile(t, td.dir, sqliteview.File, "garbage: not a SQLite file")
+	view := filepath.Join(td.dir, proxyhealth.SQLiteViewFile)
+	writeFile(t, td.dir, proxyhealth.SQLiteViewFile, "garbage: not a SQLite file")
 	r := runBin(t, "rebuild", "--data", td.dir)
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "rebuilt "+view+" from ") {
 		t.Fatalf("rebuild: %d %q %q", r.code, r.stdout, r.stderr)

@@ -20,7 +20,6 @@ import (
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
-	"github.com/proxyhealth/proxyhealth/sqliteview"
 )
 
 const statusUsage = `Usage: proxyhealth status [--server URL | --data DIR] [--watch] [--format table|json]
@@ -454,14 +453,14 @@ func (f journalFound) judge(dir string, viewSeq uint64) *dataCheck {
 }
 
 // poolFromData reads the pool from a data directory without asking a
-// daemon: from view.db when there is one (sqliteview.ReadSnapshot: fast,
+// daemon: from view.db when there is one (proxyhealth.ReadView: fast,
 // and readable beside a running daemon), checked against the journal's
 // head; otherwise a fold of the journal (proxyhealth.OpenArchive, the code
 // a restarted engine uses).
 func poolFromData(ctx context.Context, dir string) (httpapi.Pool, *dataCheck, error) {
-	viewSeq, viewExists, err := sqliteview.Offset(ctx, dir)
+	viewSeq, viewExists, err := proxyhealth.ViewOffset(ctx, dir)
 	if err != nil {
-		return httpapi.Pool{}, nil, fmt.Errorf("%s is not a readable proxyhealth view (%v); rebuild it with 'proxyhealth rebuild --data %s'", filepath.Join(dir, sqliteview.File), err, dir)
+		return httpapi.Pool{}, nil, fmt.Errorf("%s is not a readable proxyhealth view (%v); rebuild it with 'proxyhealth rebuild --data %s'", filepath.Join(dir, proxyhealth.SQLiteViewFile), err, dir)
 	}
 	f := inspectJournal(ctx, dir, !viewExists)
 	if viewExists {
@@ -469,7 +468,7 @@ func poolFromData(ctx context.Context, dir string) (httpapi.Pool, *dataCheck, er
 		if f.err != nil && !f.damaged && ctx.Err() != nil {
 			return httpapi.Pool{}, d, f.err // interrupted
 		}
-		snap, err := sqliteview.ReadSnapshot(ctx, dir, maxPausedShown+1)
+		snap, err := proxyhealth.ReadView(ctx, dir, maxPausedShown+1)
 		if err != nil {
 			return httpapi.Pool{}, nil, err
 		}

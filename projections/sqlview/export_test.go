@@ -1,5 +1,7 @@
 package sqlview
 
+import "database/sql"
+
 // SetBeforeCommitHook installs a hook run before each batch commit; an error
 // aborts the batch (tests simulate crashes with it). The hook survives
 // reopening.
@@ -11,3 +13,7 @@ func SetBeforeCommitHook(v *View, f func() error) {
 		v.a.testHookBeforeCommit = f
 	}
 }
+
+// OpenViewDB opens path the way the incremental view does (its connector
+// and pragmas).
+var OpenViewDB = func(path string) (*sql.DB, error) { return openDB("", path, "mode=rwc", viewPragmas...) }

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-
-	"github.com/mattn/go-sqlite3"
 )
 
 // PeekOffset reads the journal offset of the view file at path (the seq of
@@ -36,7 +34,7 @@ func PeekOffset(ctx context.Context, path string) (seq uint64, exists bool, err 
 	case fi.Size() == 0:
 		return 0, true, nil
 	}
-	db, err := sql.Open("sqlite3", dsn(abs, "mode=ro&_busy_timeout=5000"))
+	db, err := openDB("", abs, "mode=ro", "PRAGMA busy_timeout = 5000")
 	if err != nil {
 		return 0, true, fmt.Errorf("sqlview: open %s read-only: %w", abs, err)
 	}
@@ -79,8 +77,7 @@ func PeekOffset(ctx context.Context, path string) (seq uint64, exists bool, err 
 // peekErr names the file, and wraps ErrViewCorrupt for SQLite's "not a
 // database", "malformed" and SQL errors (a missing table).
 func peekErr(path, what string, err error) error {
-	var se sqlite3.Error
-	if errors.As(err, &se) && (se.Code == sqlite3.ErrNotADB || se.Code == sqlite3.ErrCorrupt || se.Code == sqlite3.ErrError) {
+	if code, _, ok := sqliteCodes(err); ok && (code == codeNotADB || code == codeCorrupt || code == codeError) {
 		return fmt.Errorf("%w: %s: %s: %v", ErrViewCorrupt, path, what, err)
 	}
 	return fmt.Errorf("sqlview: %s: %s: %w", path, what, err)

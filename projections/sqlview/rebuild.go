@@ -2,7 +2,6 @@ package sqlview
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -22,6 +21,9 @@ func RebuildFile(ctx context.Context, path string, j journal.Journal, opts Optio
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return fmt.Errorf("sqlview: view path %s: %w", path, err)
+	}
+	if err := CheckDriver(opts.Driver); err != nil {
+		return err
 	}
 	o := opts.withDefaults()
 	tmp := abs + ".tmp"
@@ -85,7 +87,7 @@ func build(ctx context.Context, tmp string, j journal.Journal, o Options) error 
 	if err := createPrivate(tmp); err != nil {
 		return err
 	}
-	db, err := sql.Open("sqlite3", dsn(tmp, "_journal_mode=OFF&_synchronous=OFF&_busy_timeout=5000"))
+	db, err := openDB(o.Driver, tmp, "", "PRAGMA busy_timeout = 5000", "PRAGMA journal_mode = OFF", "PRAGMA synchronous = OFF")
 	if err != nil {
 		return fmt.Errorf("sqlview: create %s: %w", tmp, err)
 	}

@@ -22,15 +22,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/mattn/go-sqlite3"
 
 	"github.com/proxyhealth/proxyhealth/journal"
 )
@@ -111,6 +108,9 @@ type Options struct {
 	// the view's path still names the file it has open (default 5 s; it
 	// also checks before every batch).
 	CheckInterval time.Duration
+	// Driver is the database/sql driver name the view opens its files with
+	// (default DriverName, "sqlite3"); it must be registered (ErrNoDriver).
+	Driver string
 }
 
 // IntegrityCheck says when the view runs PRAGMA quick_check on a file it
@@ -194,32 +194,24 @@ type View struct {
 	status Status
 }
 
-// driverName is mattn/go-sqlite3 with a connect hook that sets the
-// pragmas DSN parameters cannot: a WAL checkpoint every 16,384 pages
-// (64 MiB) instead of 1,000. Batches dirty thousands of pages (random
-// positions in the proxies table and the (proxy_id, at) index); with the
-// default, nearly every commit would also checkpoint, copying pages that
-// the next commits rewrite anyway. This alone takes incremental application
-// from about 40,000 to about 58,000 events/s.
-const driverName = "sqlite3_proxyhealth_view"
-
-func init() {
-	sql.Register(driverName, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
-		_, err := c.Exec("PRAGMA wal_autocheckpoint = 16384", nil)
-		return err
-	}})
+// viewPragmas set up each connection of the incremental view. An 8 MiB
+// page cache holds its working set (the proxies table and the tail of the
+// history) at 10,000 proxies; 64 MiB cost about 12 MiB more RSS there for
+// no measurable speed (rebuilds set their own, larger cache). A WAL
+// checkpoint every 16,384 pages (64 MiB) instead of 1,000: batches dirty
+// thousands of pages (random positions in the proxies table and the
+// (proxy_id, at) index), and with the default nearly every commit would
+// also checkpoint, copying pages the next commits rewrite anyway. This
+// alone takes incremental application from about 40,000 to about 58,000
+// events/s.
+var viewPragmas = []string{
+	"PRAGMA busy_timeout = 5000",
+	"PRAGMA journal_mode = WAL",
+	"PRAGMA synchronous = NORMAL",
+	"PRAGMA foreign_keys = OFF",
+	"PRAGMA cache_size = -8192",
+	"PRAGMA wal_autocheckpoint = 16384",
 }
-
-// dsn returns the mattn/go-sqlite3 DSN of path with params.
-func dsn(path, params string) string {
-	return (&url.URL{Scheme: "file", Path: path}).String() + "?" + params
-}
-
-// viewParams: an 8 MiB page cache holds the incremental view's working set
-// (the proxies table and the tail of the history) at 10,000 proxies; 64 MiB
-// cost about 12 MiB more RSS there for no measurable speed (rebuilds set
-// their own, larger cache).
-const viewParams = "_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=5000&_foreign_keys=off&_cache_size=-8192&mode=rw"
 
 // OpenView opens (or creates) the view file at path for journal j and
 // checks it: schema version, structure, PRAGMA quick_check (see
@@ -241,6 +233,9 @@ func OpenView(ctx context.Context, path string, j journal.Journal, opts Options)
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("sqlview: view path %s: %w", path, err)
+	}
+	if err := CheckDriver(opts.Driver); err != nil {
+		return nil, err
 	}
 	v := &View{path: abs, j: j, opts: opts.withDefaults(), status: Status{State: StateRunning}}
 	err = v.reopen(ctx)
@@ -351,7 +346,7 @@ func (v *View) open(ctx context.Context, built bool) error {
 			verify = err == nil && wal.Size() > 0
 		}
 	}
-	db, err := sql.Open(driverName, dsn(v.path, viewParams))
+	db, err := openDB(v.opts.Driver, v.path, "mode=rw", viewPragmas...)
 	if err != nil {
 		return fmt.Errorf("sqlview: open %s: %w", v.path, err)
 	}
@@ -412,23 +407,23 @@ func (v *View) probeWrite(ctx context.Context, db *sql.DB) error {
 // what to do about it: "not a database" and "malformed" become
 // ErrViewCorrupt, "database moved" ErrViewReplaced.
 func (v *View) classify(what string, err error) error {
-	var se sqlite3.Error
-	if !errors.As(err, &se) {
+	code, extended, ok := sqliteCodes(err)
+	if !ok {
 		return fmt.Errorf("sqlview: %s: %s: %w", v.path, what, err)
 	}
 	var hint string
 	switch {
-	case se.Code == sqlite3.ErrNotADB || se.Code == sqlite3.ErrCorrupt:
+	case code == codeNotADB || code == codeCorrupt:
 		return fmt.Errorf("%w: %s: %s: %v; run `proxyhealth rebuild` to rebuild it from the journal", ErrViewCorrupt, v.path, what, err)
-	case se.ExtendedCode == sqlite3.ErrReadonlyDbMoved:
+	case extended == codeReadonlyDBMoved:
 		return fmt.Errorf("%w: %s: %s: %v", ErrViewReplaced, v.path, what, err)
-	case se.Code == sqlite3.ErrFull:
+	case code == codeFull:
 		hint = "free space on its file system"
-	case se.Code == sqlite3.ErrReadonly || se.Code == sqlite3.ErrPerm || se.Code == sqlite3.ErrCantOpen || se.Code == sqlite3.ErrAuth:
+	case code == codeReadonly || code == codePerm || code == codeCantOpen || code == codeAuth:
 		hint = "make the file and its directory writable by this process"
-	case se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked:
+	case code == codeBusy || code == codeLocked:
 		hint = "another process holds a lock on it; stop it"
-	case se.Code == sqlite3.ErrIoErr:
+	case code == codeIOErr:
 		hint = "check the disk"
 	default:
 		return fmt.Errorf("sqlview: %s: %s: %w", v.path, what, err)
@@ -483,16 +478,14 @@ func (v *View) validate(ctx context.Context, db *sql.DB, a *applier, verify bool
 	}
 	if verify {
 		if err := quickCheck(ctx, db); err != nil {
-			var se sqlite3.Error
-			if errors.As(err, &se) {
+			if _, _, ok := sqliteCodes(err); ok {
 				return v.classify("integrity check", err)
 			}
 			return v.corrupt("integrity check: %v", err)
 		}
 	}
 	if err := a.loadCache(ctx); err != nil {
-		var se sqlite3.Error
-		if errors.As(err, &se) {
+		if _, _, ok := sqliteCodes(err); ok {
 			return v.classify("load the proxies", err)
 		}
 		return v.corrupt("load the proxies: %v", err)
