@@ -1,0 +1,637 @@
+package rotation
+
+import (
+	"cmp"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A member's class as the picker sees it.
+const (
+	clsUsable   uint32 = iota // handed out normally
+	clsEligible               // not usable, but may be handed out in panic mode
+	clsFailed                 // a candidate (counts in the usable share), never handed out
+	clsPaused                 // not a candidate, never handed out
+	clsRemoved                // gone (an older snapshot may still list it)
+)
+
+// slot is one member. Its Member never changes (Set with a changed Member
+// makes a new slot); its published class and statistics are atomics
+// updated in place, so statistics changes need no new snapshot.
+type slot struct {
+	m Member
+
+	// Read by pickers.
+	class atomic.Uint32 // as of the last Publish
+	state atomic.Uint32 // as of the last Publish
+	ewma  atomic.Int64  // latency EWMA, ns; 0 unknown (live)
+	rate  atomic.Uint64 // math.Float64bits(SuccessRate) (live)
+	check atomic.Uint32 // Checks (live)
+	cf    atomic.Uint32 // ConsecutiveFailures (live)
+	ls    atomic.Int64  // LastSuccess (live)
+
+	// Writer only.
+	st        Status
+	pubClass  uint32 // class in the current snapshot
+	published bool   // on its groups in the current snapshot
+	removed   bool
+	pending   bool // in Pool.pending
+	dirty     bool // in Pool.dirty (statistics)
+	groups    []*wgroup
+}
+
+// rankKey orders members for panic mode: fewest consecutive failures
+// first, then the most recent success.
+type rankKey struct {
+	cf uint32
+	ls int64
+}
+
+func (s *slot) key() rankKey { return rankKey{s.cf.Load(), s.ls.Load()} }
+
+// worse reports whether a ranks after b.
+func (a rankKey) worse(b rankKey) bool {
+	return a.cf > b.cf || (a.cf == b.cf && a.ls < b.ls)
+}
+
+// group is the immutable picking state of the whole pool or of the members
+// sharing one source, scheme or tag, as of one Publish. Only stats is
+// replaced (atomically) by a refresh.
+type group struct {
+	members []*slot // every member, paused ones included
+	usable  []*slot
+	// ring is the consistent-hash ring over members: hashes sorted, with
+	// the owner of each point.
+	ringH []uint64
+	ringS []*slot
+	cands int // members not paused
+	panic bool
+	rr    *atomic.Uint64
+	stats atomic.Pointer[groupStats]
+}
+
+// groupStats is what a group derives from its members' statistics.
+type groupStats struct {
+	// prefix[i] is the sum of the weights of usable[0..i].
+	prefix []float64
+	// median is the median latency EWMA (ns) of the usable members that
+	// have one; members without count as it.
+	median int64
+	// In panic mode: the panic set is the usable members plus the eligible
+	// ones ranking no worse than cut (cutOK false: none).
+	cut      rankKey
+	cutOK    bool
+	panicSet []*slot
+}
+
+// wgroup is the writer's handle on one group.
+type wgroup struct {
+	kind, name string
+	cur        *group
+	added      []*slot
+	removed    bool // a member left since the last rebuild
+	dirty      bool // needs a rebuild
+	stale      bool // needs a statistics refresh
+	rr         atomic.Uint64
+}
+
+// snapshot is what pickers read: immutable, swapped atomically.
+type snapshot struct {
+	all      *group
+	bySource map[string]*group
+	byScheme map[string]*group
+	byTag    map[string]*group
+	thr      float64
+	def      Strategy
+}
+
+const (
+	kindAll    = ""
+	kindSource = "source"
+	kindScheme = "scheme"
+	kindTag    = "tag"
+)
+
+type groupID struct{ kind, name string }
+
+// PanicState is the pool-wide panic mode as of the last Publish: whether it
+// is on and the counts it was decided from.
+type PanicState struct {
+	// Active: fewer than PanicThreshold of the candidates are usable.
+	Active bool
+	// Usable and Candidates are the pool's usable members and its members
+	// that are not paused.
+	Usable, Candidates int
+}
+
+// Pool is the picker. One goroutine (the engine's feeder) calls Set, Remove
+// and Publish; any number call Pick and PickN, which never lock and never
+// allocate: they read the snapshot the last Publish made.
+type Pool struct {
+	opt      Options
+	replicas int
+	snap     atomic.Pointer[snapshot]
+
+	mu          sync.Mutex // the writer's; held by Set, Remove, Publish
+	slots       map[string]*slot
+	groups      map[groupID]*wgroup
+	pending     []*slot // structural changes since the last Publish
+	dirty       []*slot // statistics changes not yet refreshed
+	lastRefresh time.Time
+	panicState  PanicState
+	scratchK    []ranked
+	scratchL    []int64
+}
+
+// NewPool returns an empty pool (Pick fails with ErrNoProxy until members
+// are Set and Published).
+func NewPool(opt Options) (*Pool, error) {
+	if err := opt.Validate(); err != nil {
+		return nil, err
+	}
+	if opt.Strategy == "" {
+		opt.Strategy = RoundRobin
+	}
+	p := &Pool{opt: opt, replicas: opt.StickyReplicas, slots: map[string]*slot{}, groups: map[groupID]*wgroup{}}
+	if p.replicas == 0 {
+		p.replicas = DefaultStickyReplicas
+	}
+	p.snap.Store(&snapshot{all: &group{rr: new(atomic.Uint64)}, thr: opt.PanicThreshold, def: opt.Strategy})
+	p.snap.Load().all.stats.Store(&groupStats{})
+	return p, nil
+}
+
+// Options returns the pool's options (Strategy filled in).
+func (p *Pool) Options() Options { return p.opt }
+
+// Len returns the number of members as of the last Publish, paused ones
+// included.
+func (p *Pool) Len() int { return len(p.snap.Load().all.members) }
+
+func (p *Pool) classOf(st Status) uint32 {
+	switch {
+	case st.Paused:
+		return clsPaused
+	case st.State == StateFailed:
+		return clsFailed
+	case st.Ejected:
+		return clsEligible
+	case st.State == StateHealthy, st.State == StateDegraded && p.opt.IncludeDegraded:
+		return clsUsable
+	}
+	return clsEligible
+}
+
+func sameMember(a, b Member) bool {
+	if a.ID != b.ID || a.Scheme != b.Scheme || a.Host != b.Host || a.Port != b.Port || a.Source != b.Source || !slices.Equal(a.Tags, b.Tags) {
+		return false
+	}
+	if a.URL == nil || b.URL == nil {
+		return a.URL == b.URL
+	}
+	return a.URL == b.URL || a.URL.String() == b.URL.String()
+}
+
+// Set adds the member or updates its status. A change of State, Paused or
+// Ejected that changes whether the member can be handed out, or a changed
+// Member, takes effect at the next Publish; statistics (LatencyEWMA,
+// SuccessRate, Checks, ConsecutiveFailures, LastSuccess) are visible to
+// pickers at once, and what is derived from them (weights, panic set) is
+// refreshed by Publish as Options.StatsRefresh allows. Writer side: call
+// from one goroutine.
+func (p *Pool) Set(m Member, st Status) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.slots[m.ID]
+	if s != nil && !sameMember(s.m, m) {
+		p.removeLocked(s)
+		s = nil
+	}
+	if s == nil {
+		m.Tags = slices.Clone(m.Tags)
+		s = &slot{m: m, pubClass: clsRemoved}
+		s.class.Store(clsRemoved)
+		p.slots[m.ID] = s
+		for _, id := range memberGroups(m) {
+			g := p.groups[id]
+			if g == nil {
+				g = &wgroup{kind: id.kind, name: id.name}
+				p.groups[id] = g
+			}
+			s.groups = append(s.groups, g)
+		}
+	}
+	s.st = st
+	s.ewma.Store(int64(st.LatencyEWMA))
+	s.rate.Store(math.Float64bits(st.SuccessRate))
+	s.check.Store(st.Checks)
+	s.cf.Store(st.ConsecutiveFailures)
+	s.ls.Store(st.LastSuccess)
+	if !s.published || p.classOf(st) != s.pubClass || State(s.state.Load()) != st.State {
+		p.markPending(s)
+	}
+	if !s.dirty {
+		s.dirty = true
+		p.dirty = append(p.dirty, s)
+	}
+}
+
+// memberGroups lists the groups a member is on: the whole pool, its source,
+// its scheme and each of its tags (once).
+func memberGroups(m Member) []groupID {
+	ids := []groupID{{kindAll, ""}, {kindSource, m.Source}, {kindScheme, m.Scheme}}
+	for i, t := range m.Tags {
+		if !slices.Contains(m.Tags[:i], t) {
+			ids = append(ids, groupID{kindTag, t})
+		}
+	}
+	return ids
+}
+
+func (p *Pool) markPending(s *slot) {
+	if !s.pending {
+		s.pending = true
+		p.pending = append(p.pending, s)
+	}
+}
+
+// Remove takes the member out at the next Publish. Removing an unknown ID
+// does nothing. Writer side.
+func (p *Pool) Remove(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s := p.slots[id]; s != nil {
+		p.removeLocked(s)
+	}
+}
+
+func (p *Pool) removeLocked(s *slot) {
+	delete(p.slots, s.m.ID)
+	s.removed = true
+	p.markPending(s)
+}
+
+// Panic returns the pool-wide panic state as of the last Publish.
+func (p *Pool) Panic() PanicState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.panicState
+}
+
+// Publish makes the changes Set and Remove made since the last Publish
+// visible to pickers, and reports whether the pool-wide panic mode turned
+// on or off (see Panic). It rebuilds only the groups whose membership or
+// usability changed; when only statistics changed it costs O(1) unless a
+// statistics refresh is due (Options.StatsRefresh), which recomputes the
+// groups holding the changed members. Writer side.
+func (p *Pool) Publish() (panicChanged bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Time{}
+	refresh := false
+	if len(p.dirty) > 0 {
+		if p.opt.StatsRefresh == 0 {
+			refresh = true
+		} else if now = time.Now(); now.Sub(p.lastRefresh) >= p.opt.StatsRefresh {
+			refresh = true
+		}
+	}
+	if len(p.pending) == 0 && !refresh {
+		return false
+	}
+	if refresh {
+		for _, s := range p.dirty {
+			s.dirty = false
+			for _, g := range s.groups {
+				g.stale = true
+			}
+		}
+		p.dirty = p.dirty[:0]
+		if !now.IsZero() {
+			p.lastRefresh = now
+		}
+	}
+	structural := len(p.pending) > 0
+	for _, s := range p.pending {
+		s.pending = false
+		cls := clsRemoved
+		if !s.removed {
+			cls = p.classOf(s.st)
+		}
+		s.class.Store(cls)
+		s.state.Store(uint32(s.st.State))
+		if cls == s.pubClass && s.published {
+			continue
+		}
+		for _, g := range s.groups {
+			g.dirty = true
+			switch {
+			case !s.published && !s.removed:
+				g.added = append(g.added, s)
+			case s.published && s.removed:
+				g.removed = true
+			}
+		}
+		s.pubClass = cls
+		s.published = !s.removed
+	}
+	p.pending = p.pending[:0]
+	for id, g := range p.groups {
+		if g.dirty {
+			g.rebuild(p)
+			if len(g.cur.members) == 0 {
+				delete(p.groups, id)
+			}
+		} else if g.stale {
+			g.stale = false
+			g.cur.stats.Store(p.computeStats(g.cur))
+		}
+	}
+	if structural {
+		p.buildSnapshot()
+	}
+	all := p.snap.Load().all
+	ps := PanicState{Active: all.panic, Usable: len(all.usable), Candidates: all.cands}
+	changed := ps.Active != p.panicState.Active
+	p.panicState = ps
+	return changed
+}
+
+func (p *Pool) buildSnapshot() {
+	sn := &snapshot{
+		bySource: map[string]*group{},
+		byScheme: map[string]*group{},
+		byTag:    map[string]*group{},
+		thr:      p.opt.PanicThreshold,
+		def:      p.opt.Strategy,
+	}
+	for id, g := range p.groups {
+		switch id.kind {
+		case kindAll:
+			sn.all = g.cur
+		case kindSource:
+			sn.bySource[id.name] = g.cur
+		case kindScheme:
+			sn.byScheme[id.name] = g.cur
+		case kindTag:
+			sn.byTag[id.name] = g.cur
+		}
+	}
+	if sn.all == nil {
+		sn.all = &group{rr: new(atomic.Uint64)}
+		sn.all.stats.Store(&groupStats{})
+	}
+	p.snap.Store(sn)
+}
+
+// rebuild makes g a new immutable group from the members' classes: the
+// member list and the ring change only when members joined or left; the
+// usable list, counts, panic flag and statistics are recomputed.
+func (g *wgroup) rebuild(p *Pool) {
+	old := g.cur
+	if old == nil {
+		old = &group{}
+	}
+	ng := &group{rr: &g.rr}
+	if len(g.added) > 0 || g.removed {
+		ng.members = make([]*slot, 0, len(old.members)+len(g.added))
+		for _, s := range old.members {
+			if !s.removed {
+				ng.members = append(ng.members, s)
+			}
+		}
+		ng.members = append(ng.members, g.added...)
+		ng.ringH, ng.ringS = p.mergeRing(old, g.added, g.removed)
+	} else {
+		ng.members, ng.ringH, ng.ringS = old.members, old.ringH, old.ringS
+	}
+	n := 0
+	for _, s := range ng.members {
+		if s.pubClass == clsUsable {
+			n++
+		}
+		if s.pubClass != clsPaused {
+			ng.cands++
+		}
+	}
+	ng.usable = make([]*slot, 0, n)
+	for _, s := range ng.members {
+		if s.pubClass == clsUsable {
+			ng.usable = append(ng.usable, s)
+		}
+	}
+	ng.panic = inPanic(len(ng.usable), ng.cands, p.opt.PanicThreshold)
+	ng.stats.Store(p.computeStats(ng))
+	clear(g.added)
+	g.added, g.removed, g.dirty, g.stale = g.added[:0], false, false, false
+	g.cur = ng
+}
+
+func inPanic(usable, cands int, thr float64) bool {
+	return thr > 0 && cands > 0 && float64(usable) < thr*float64(cands)
+}
+
+// panicNeed is how many members the panic set should hold: the best
+// ceil(threshold × candidates).
+func panicNeed(cands int, thr float64) int {
+	return int(math.Ceil(thr * float64(cands)))
+}
+
+// computeStats derives weights, the median latency and, in panic mode, the
+// panic set from the members' current statistics.
+func (p *Pool) computeStats(g *group) *groupStats {
+	st := &groupStats{prefix: make([]float64, len(g.usable))}
+	// Weights: the success rate; members without checks get the mean of
+	// those with (1 when none has any); a floor keeps every usable member
+	// reachable.
+	sum, known := 0.0, 0
+	for _, s := range g.usable {
+		if s.check.Load() > 0 {
+			sum += math.Float64frombits(s.rate.Load())
+			known++
+		}
+	}
+	neutral := 1.0
+	if known > 0 {
+		neutral = sum / float64(known)
+	}
+	total := 0.0
+	lat := p.scratchL[:0]
+	for i, s := range g.usable {
+		w := neutral
+		if s.check.Load() > 0 {
+			w = math.Float64frombits(s.rate.Load())
+		}
+		total += weightOf(w)
+		st.prefix[i] = total
+		if e := s.ewma.Load(); e > 0 {
+			lat = append(lat, e)
+		}
+	}
+	if len(lat) > 0 {
+		k := len(lat) / 2
+		st.median = quickselect(lat, k)
+	}
+	p.scratchL = lat[:0]
+	if g.panic {
+		var ok bool
+		p.scratchK, st.cut, ok = panicCut(g.members, len(g.usable), panicNeed(g.cands, p.opt.PanicThreshold), nil, p.scratchK)
+		st.cutOK = ok
+		for _, s := range g.members {
+			switch s.class.Load() {
+			case clsUsable:
+				st.panicSet = append(st.panicSet, s)
+			case clsEligible:
+				if ok && !s.key().worse(st.cut) {
+					st.panicSet = append(st.panicSet, s)
+				}
+			}
+		}
+	}
+	return st
+}
+
+// minWeight keeps members with a success rate of 0 reachable.
+const minWeight = 0.01
+
+func weightOf(rate float64) float64 {
+	if !(rate >= minWeight) { // also NaN
+		return minWeight
+	}
+	return min(rate, 1)
+}
+
+type ranked struct {
+	k rankKey
+}
+
+// panicCut returns the rank of the worst eligible member the panic set
+// takes: usable members count first, then the eligible (not usable, not
+// failed, not paused) ones by rank, until need members are in. Members
+// tied with the last one taken are in too. Only members f accepts count
+// (f nil: all). ok is false when no eligible member is needed or there is
+// none.
+func panicCut(members []*slot, usable, need int, f *filter, scratch []ranked) ([]ranked, rankKey, bool) {
+	k := need - usable
+	if k <= 0 {
+		return scratch, rankKey{}, false
+	}
+	buf := scratch[:0]
+	for _, s := range members {
+		if s.class.Load() == clsEligible && (f == nil || f.matches(s)) {
+			buf = append(buf, ranked{s.key()})
+		}
+	}
+	if len(buf) == 0 {
+		return buf, rankKey{}, false
+	}
+	slices.SortFunc(buf, func(a, b ranked) int {
+		if c := cmp.Compare(a.k.cf, b.k.cf); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.k.ls, a.k.ls)
+	})
+	return buf, buf[min(k, len(buf))-1].k, true
+}
+
+// quickselect returns the k-th smallest of a (reordering a).
+func quickselect(a []int64, k int) int64 {
+	lo, hi := 0, len(a)-1
+	for lo < hi {
+		pv := a[lo+(hi-lo)/2]
+		i, j := lo, hi
+		for i <= j {
+			for a[i] < pv {
+				i++
+			}
+			for a[j] > pv {
+				j--
+			}
+			if i <= j {
+				a[i], a[j] = a[j], a[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return a[k]
+		}
+	}
+	return a[k]
+}
+
+type ringPoint struct {
+	h uint64
+	s *slot
+}
+
+func comparePoints(a, b ringPoint) int {
+	if c := cmp.Compare(a.h, b.h); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.s.m.ID, b.s.m.ID)
+}
+
+// mergeRing returns old's ring without the removed members' points and
+// with the added members' points, sorted, in time linear in the ring's
+// size (plus sorting the new points).
+func (p *Pool) mergeRing(old *group, added []*slot, removed bool) ([]uint64, []*slot) {
+	fresh := make([]ringPoint, 0, len(added)*p.replicas)
+	for _, s := range added {
+		base := hashString(s.m.ID)
+		for i := range p.replicas {
+			fresh = append(fresh, ringPoint{pointHash(base, i), s})
+		}
+	}
+	slices.SortFunc(fresh, comparePoints)
+	n := len(old.ringH) + len(fresh)
+	hs, ss := make([]uint64, 0, n), make([]*slot, 0, n)
+	i, j := 0, 0
+	for i < len(old.ringH) || j < len(fresh) {
+		if i < len(old.ringH) && old.ringS[i].removed && removed {
+			i++
+			continue
+		}
+		if j >= len(fresh) || i < len(old.ringH) && comparePoints(ringPoint{old.ringH[i], old.ringS[i]}, fresh[j]) <= 0 {
+			hs, ss = append(hs, old.ringH[i]), append(ss, old.ringS[i])
+			i++
+		} else {
+			hs, ss = append(hs, fresh[j].h), append(ss, fresh[j].s)
+			j++
+		}
+	}
+	return slices.Clip(hs), slices.Clip(ss)
+}
+
+// hashString is 64-bit FNV-1a, allocation-free.
+func hashString(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return mix(h)
+}
+
+// pointHash is the i-th ring point of a member whose ID hashes to base.
+func pointHash(base uint64, i int) uint64 {
+	return mix(base + uint64(i+1)*0x9e3779b97f4a7c15)
+}
+
+// mix is splitmix64's finalizer: FNV's low bits are weak.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
