@@ -186,7 +186,11 @@ func TestPassiveOutcomes(t *testing.T) {
 	}
 	for i := uint32(1); i <= 4; i++ {
 		envs := h.do(passiveFail())
-		if describe(envs) != "passive_failure" || envs[0].GetPassiveFailureReported().GetConsecutive() != i || h.s.PassiveFailures != i {
+		want := "passive_failure"
+		if i == cfg.PassiveFailureThreshold {
+			want = "passive_failure proxy_ejected"
+		}
+		if describe(envs) != want || envs[0].GetPassiveFailureReported().GetConsecutive() != i || h.s.PassiveFailures != i {
 			t.Fatalf("passive failure %d: %v, state %d", i, envs, h.s.PassiveFailures)
 		}
 		at, ok := NextCheckAt(h.s, cfg, 0.5)

@@ -39,9 +39,18 @@ type Config struct {
 	// MaxRecoveryAttempts is how many failed recoveries a proxy gets before
 	// it is marked failed. 0 means never give up. Default 5.
 	MaxRecoveryAttempts uint32
-	// PassiveFailureThreshold is the number of consecutive failures reported
-	// from real traffic that trigger an immediate re-probe. Default 3.
+	// PassiveFailureThreshold is the number of consecutive local-origin
+	// failures reported from real traffic (the proxy refused, timed out,
+	// reset, asked for auth, answered 5xx itself) that eject the proxy from
+	// rotation and trigger an immediate re-probe. Default 3.
 	PassiveFailureThreshold uint32
+	// EjectionTime is the base time an ejected proxy stays out of rotation;
+	// a repeat ejection lasts EjectionTime × its multiplier (1, 2, 3, …,
+	// decaying by one for each EjectionTime spent in rotation), capped at
+	// MaxEjectionTime. Default 30s, like Envoy's base_ejection_time.
+	EjectionTime time.Duration
+	// MaxEjectionTime caps an ejection. Default 300s.
+	MaxEjectionTime time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -57,6 +66,8 @@ func DefaultConfig() Config {
 		MaxRecoveryCooldown:     time.Hour,
 		MaxRecoveryAttempts:     5,
 		PassiveFailureThreshold: 3,
+		EjectionTime:            30 * time.Second,
+		MaxEjectionTime:         300 * time.Second,
 	}
 }
 
@@ -88,6 +99,10 @@ func (c Config) Validate() error {
 		return bad("max_recovery_cooldown", c.MaxRecoveryCooldown, fmt.Sprintf("must be at least recovery_cooldown (%v)", c.RecoveryCooldown))
 	case c.PassiveFailureThreshold < 1:
 		return bad("passive_failure_threshold", c.PassiveFailureThreshold, "must be at least 1")
+	case c.EjectionTime < MinInterval:
+		return bad("ejection_time", c.EjectionTime, "must be at least 100ms")
+	case c.MaxEjectionTime < c.EjectionTime:
+		return bad("max_ejection_time", c.MaxEjectionTime, fmt.Sprintf("must be at least ejection_time (%v)", c.EjectionTime))
 	}
 	return nil
 }
@@ -104,6 +119,32 @@ func (c Config) Cooldown(attempt uint32) time.Duration {
 		d *= 2
 	}
 	return min(d, c.MaxRecoveryCooldown)
+}
+
+// Ejection returns the multiplier and the duration of an ejection at now,
+// for a proxy whose last multiplier was last and who last returned to
+// rotation at lastReturn (zero: never ejected): the multiplier decays by
+// one per EjectionTime spent in rotation since, then grows by one; the
+// duration is EjectionTime × multiplier, capped at MaxEjectionTime.
+func (c Config) Ejection(last uint32, lastReturn, now time.Time) (uint32, time.Duration) {
+	m := last
+	if !lastReturn.IsZero() && c.EjectionTime > 0 {
+		if spent := now.Sub(lastReturn) / c.EjectionTime; spent > 0 {
+			if uint64(spent) >= uint64(m) {
+				m = 0
+			} else {
+				m -= uint32(spent)
+			}
+		}
+	}
+	if m < 1<<20 {
+		m++
+	}
+	d := c.MaxEjectionTime
+	if time.Duration(m) <= c.MaxEjectionTime/max(c.EjectionTime, 1) {
+		d = min(c.EjectionTime*time.Duration(m), c.MaxEjectionTime)
+	}
+	return m, d
 }
 
 // DetectionBound is the worst-case time from a healthy proxy dying (just

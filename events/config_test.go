@@ -15,7 +15,8 @@ func TestDefaultConfig(t *testing.T) {
 	}
 	want := Config{Interval: 30 * time.Second, Jitter: 0.1, SuspectInterval: time.Second,
 		HealthyThreshold: 2, UnhealthyThreshold: 3, FirstSuccessHealthy: true, RecoveryCooldown: time.Minute,
-		MaxRecoveryCooldown: time.Hour, MaxRecoveryAttempts: 5, PassiveFailureThreshold: 3}
+		MaxRecoveryCooldown: time.Hour, MaxRecoveryAttempts: 5, PassiveFailureThreshold: 3,
+		EjectionTime: 30 * time.Second, MaxEjectionTime: 300 * time.Second}
 	if c != want {
 		t.Errorf("DefaultConfig() = %+v, want %+v", c, want)
 	}

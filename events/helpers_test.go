@@ -33,6 +33,7 @@ func remove() Command      { return Remove{Reason: "op"} }
 func cfgChanged() Command  { return ConfigChanged{} }
 func passiveFail() Command { return PassiveOutcome{Class: pb.FailureClass_FAILURE_CLASS_RESET} }
 func passiveOK() Command   { return PassiveOutcome{OK: true} }
+func expired() Command     { return EjectionExpired{} }
 func failC(c pb.FailureClass) Command {
 	return CheckCompleted{Result: CheckResult{Class: c, Message: "boom"}}
 }
@@ -75,6 +76,9 @@ func withAt(cmd Command, at time.Time) Command {
 		c.At = at
 		return c
 	case ConfigChanged:
+		c.At = at
+		return c
+	case EjectionExpired:
 		c.At = at
 		return c
 	}

@@ -62,10 +62,22 @@ type CheckCompleted struct {
 type CooldownExpired struct{ At time.Time }
 
 // PassiveOutcome reports the outcome of real traffic through the proxy.
+// Failures (OK false) are local-origin ones, the proxy's own; a target's
+// error through a working proxy is an OK outcome.
 type PassiveOutcome struct {
 	At    time.Time
 	OK    bool
 	Class pb.FailureClass
+	// NoEjection forbids ejecting the proxy for this failure: the pool's
+	// maximum ejection share is reached (the shell knows the pool; the
+	// state machine knows one proxy).
+	NoEjection bool
+}
+
+// EjectionExpired tells an ejected proxy that its ejection time has come
+// (the shell's timer, armed at State.EjectedUntil).
+type EjectionExpired struct {
+	At time.Time
 }
 
 // Pause stops checks until Resume.
@@ -101,6 +113,7 @@ func (c Add) at() time.Time             { return c.At }
 func (c CheckCompleted) at() time.Time  { return c.At }
 func (c CooldownExpired) at() time.Time { return c.At }
 func (c PassiveOutcome) at() time.Time  { return c.At }
+func (c EjectionExpired) at() time.Time { return c.At }
 func (c Pause) at() time.Time           { return c.At }
 func (c Resume) at() time.Time          { return c.At }
 func (c Revive) at() time.Time          { return c.At }
@@ -178,11 +191,24 @@ func Decide(s State, cmd Command, cfg Config) ([]*pb.Envelope, error) {
 			break // already out of rotation; passive signals only confirm it
 		}
 		if !c.OK {
+			n := s.PassiveFailures + 1
 			d.emit(&pb.Envelope{Event: &pb.Envelope_PassiveFailureReported{PassiveFailureReported: &pb.PassiveFailureReported{
-				Class: c.Class, Consecutive: s.PassiveFailures + 1,
+				Class: c.Class, Consecutive: n,
 			}}})
+			if n >= cfg.PassiveFailureThreshold && !s.Ejected() && !c.NoEjection {
+				m, dur := cfg.Ejection(s.EjectionMultiplier, s.LastReturnAt, c.At)
+				d.emit(&pb.Envelope{Event: &pb.Envelope_ProxyEjected{ProxyEjected: &pb.ProxyEjected{
+					Class: c.Class, Consecutive: n, UntilUnixNano: c.At.Add(dur).UnixNano(), Multiplier: m,
+				}}})
+			}
 		} else if s.PassiveFailures > 0 {
 			d.emit(&pb.Envelope{Event: &pb.Envelope_PassiveSuccessReported{PassiveSuccessReported: &pb.PassiveSuccessReported{}}})
+		}
+	case EjectionExpired:
+		if s.Ejected() && !c.At.Before(s.EjectedUntil) {
+			d.emit(&pb.Envelope{Event: &pb.Envelope_ProxyReturned{ProxyReturned: &pb.ProxyReturned{
+				Reason: fmt.Sprintf("ejection of %v ended", s.EjectedUntil.Sub(s.LastEjectedAt).Round(time.Millisecond)),
+			}}})
 		}
 	case Pause:
 		if !s.Paused {
@@ -400,6 +426,13 @@ func evolve(s State, env *pb.Envelope, seqs bool) State {
 		s.ConsecutiveSuccesses = 0
 		s.ConsecutiveFailures = 0
 		s.PassiveFailures = 0
+	case *pb.Envelope_ProxyEjected:
+		s.EjectedUntil = fromUnixNano(e.ProxyEjected.GetUntilUnixNano())
+		s.EjectionMultiplier = e.ProxyEjected.GetMultiplier()
+		s.LastEjectedAt = at
+	case *pb.Envelope_ProxyReturned:
+		s.EjectedUntil = time.Time{}
+		s.LastReturnAt = at
 	}
 	return s
 }

@@ -40,6 +40,14 @@ type State struct {
 	LastStatusCode uint32
 	LastLatency    Latency
 
+	// Passive outlier detection: EjectedUntil is when the proxy's ejection
+	// from rotation ends (zero: in rotation); EjectionMultiplier the
+	// multiplier of its last ejection; LastReturnAt when it last returned.
+	EjectedUntil       time.Time
+	EjectionMultiplier uint32
+	LastEjectedAt      time.Time
+	LastReturnAt       time.Time
+
 	// StreamSeq and Seq are the stream and global sequence numbers of the
 	// last envelope applied.
 	StreamSeq uint64
@@ -64,11 +72,16 @@ func LatencyFromPB(l *pb.Latency) Latency {
 func NewState(proxyID string) State { return State{ProxyID: proxyID} }
 
 // Usable reports whether the proxy should carry traffic: healthy or
-// degraded, and not removed. Pausing stops checks, not traffic: a paused
-// proxy keeps its last known health.
+// degraded, not removed and not ejected by passive outlier detection.
+// Pausing stops checks, not this: a paused proxy keeps its last known
+// health (pickers skip paused proxies).
 func (s State) Usable() bool {
-	return !s.Removed && (s.Health == pb.HealthState_HEALTH_STATE_HEALTHY || s.Health == pb.HealthState_HEALTH_STATE_DEGRADED)
+	return !s.Removed && !s.Ejected() && (s.Health == pb.HealthState_HEALTH_STATE_HEALTHY || s.Health == pb.HealthState_HEALTH_STATE_DEGRADED)
 }
+
+// Ejected reports whether passive outlier detection has the proxy out of
+// rotation (until a ProxyReturned event).
+func (s State) Ejected() bool { return !s.EjectedUntil.IsZero() }
 
 // ToSnapshot captures the state for fast recovery.
 func ToSnapshot(s State) *pb.ProxySnapshot {
@@ -96,6 +109,10 @@ func ToSnapshot(s State) *pb.ProxySnapshot {
 		LastError:            s.LastError,
 		LastStatusCode:       s.LastStatusCode,
 		LastLatency:          s.LastLatency.toPB(),
+		EjectedUntilUnixNano: unixNano(s.EjectedUntil),
+		EjectionMultiplier:   s.EjectionMultiplier,
+		LastEjectedUnixNano:  unixNano(s.LastEjectedAt),
+		LastReturnUnixNano:   unixNano(s.LastReturnAt),
 	}
 }
 
@@ -126,6 +143,10 @@ func FromSnapshot(p *pb.ProxySnapshot) State {
 		LastError:            p.GetLastError(),
 		LastStatusCode:       p.GetLastStatusCode(),
 		LastLatency:          LatencyFromPB(p.GetLastLatency()),
+		EjectedUntil:         fromUnixNano(p.GetEjectedUntilUnixNano()),
+		EjectionMultiplier:   p.GetEjectionMultiplier(),
+		LastEjectedAt:        fromUnixNano(p.GetLastEjectedUnixNano()),
+		LastReturnAt:         fromUnixNano(p.GetLastReturnUnixNano()),
 	}
 }
 
@@ -194,7 +215,8 @@ func ParseClass(name string) (pb.FailureClass, bool) {
 // TypeName is the audit name of an envelope's event: proxy_added,
 // proxy_removed, check_succeeded, check_failed, state_changed, proxy_paused,
 // proxy_resumed, passive_failure, passive_success, proxy_revived,
-// pool_degraded, pool_recovered; "unknown" for an event this version does not
+// pool_degraded, pool_recovered, proxy_ejected, proxy_returned,
+// pool_panic_entered, pool_panic_left; "unknown" for an event this version does not
 // know.
 func TypeName(env *pb.Envelope) string {
 	switch env.GetEvent().(type) {
@@ -222,6 +244,14 @@ func TypeName(env *pb.Envelope) string {
 		return "pool_degraded"
 	case *pb.Envelope_PoolRecovered:
 		return "pool_recovered"
+	case *pb.Envelope_ProxyEjected:
+		return "proxy_ejected"
+	case *pb.Envelope_ProxyReturned:
+		return "proxy_returned"
+	case *pb.Envelope_PoolPanicEntered:
+		return "pool_panic_entered"
+	case *pb.Envelope_PoolPanicLeft:
+		return "pool_panic_left"
 	}
 	return "unknown"
 }
@@ -230,7 +260,7 @@ func TypeName(env *pb.Envelope) string {
 var TypeNames = []string{
 	"proxy_added", "proxy_removed", "check_succeeded", "check_failed", "state_changed",
 	"proxy_paused", "proxy_resumed", "passive_failure", "passive_success", "proxy_revived",
-	"pool_degraded", "pool_recovered",
+	"pool_degraded", "pool_recovered", "proxy_ejected", "proxy_returned", "pool_panic_entered", "pool_panic_left",
 }
 
 // Clone deep-copies an envelope (envelopes are shared by pointer between the

@@ -82,6 +82,10 @@ func oneOfEach() []*pb.Envelope {
 		{Event: &pb.Envelope_ProxyRevived{ProxyRevived: &pb.ProxyRevived{}}},
 		{Event: &pb.Envelope_PoolDegraded{PoolDegraded: &pb.PoolDegraded{}}},
 		{Event: &pb.Envelope_PoolRecovered{PoolRecovered: &pb.PoolRecovered{}}},
+		{Event: &pb.Envelope_ProxyEjected{ProxyEjected: &pb.ProxyEjected{}}},
+		{Event: &pb.Envelope_ProxyReturned{ProxyReturned: &pb.ProxyReturned{}}},
+		{Event: &pb.Envelope_PoolPanicEntered{PoolPanicEntered: &pb.PoolPanicEntered{}}},
+		{Event: &pb.Envelope_PoolPanicLeft{PoolPanicLeft: &pb.PoolPanicLeft{}}},
 	}
 }
 

@@ -33,6 +33,12 @@ func TestGeneratorCoverage(t *testing.T) {
 				if e.GetProxyAdded() != nil && st.Before.Removed {
 					edges["removed>re-added"]++
 				}
+				if e.GetProxyEjected() != nil {
+					edges["ejected"]++
+				}
+				if e.GetProxyReturned() != nil {
+					edges["returned"]++
+				}
 				if sc := e.GetStateChanged(); sc != nil {
 					edges[events.StateName(sc.GetFrom())+">"+events.StateName(sc.GetTo())]++
 				}
@@ -45,7 +51,7 @@ func TestGeneratorCoverage(t *testing.T) {
 		"degraded>healthy", "degraded>unhealthy",
 		"unhealthy>recovering", "unhealthy>unknown",
 		"recovering>healthy", "recovering>unhealthy", "recovering>failed", "recovering>unknown",
-		"failed>unknown", "removed>re-added",
+		"failed>unknown", "removed>re-added", "ejected", "returned",
 	}
 	const minimum = 5
 	for _, e := range want {

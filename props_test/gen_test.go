@@ -38,12 +38,13 @@ const (
 	kConfig
 	kRemove
 	kAdd // a re-add: valid only after a remove
+	kEjectionExpired
 )
 
-var kindNames = []string{"ok", "fail", "slow", "invalid", "passive_fail", "passive_ok", "pause", "resume", "revive", "cooldown", "config", "remove", "add"}
+var kindNames = []string{"ok", "fail", "slow", "invalid", "passive_fail", "passive_ok", "pause", "resume", "revive", "cooldown", "config", "remove", "add", "ejection_expired"}
 
 // weights per mille, indexed by kind.
-var weights = []int{280, 220, 70, 10, 80, 40, 30, 30, 50, 90, 75, 10, 15}
+var weights = []int{250, 220, 70, 10, 90, 40, 30, 30, 50, 90, 75, 10, 15, 20}
 
 func kindOf(pick int) kind {
 	for k, w := range weights {
@@ -220,6 +221,8 @@ func play(sc Scenario) *run {
 			cmd = events.ConfigChanged{At: now}
 		case kRemove:
 			cmd = events.Remove{At: now, Reason: "gone"}
+		case kEjectionExpired:
+			cmd = events.EjectionExpired{At: now}
 		case kAdd:
 			cmd = events.Add{At: now, URLRedacted: "http://10.1.2.3:3128", Source: fmt.Sprint("pool", o.Class), HasCredentials: o.FSH}
 		}

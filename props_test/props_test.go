@@ -438,3 +438,54 @@ func checkSchedule(s events.State, cfg events.Config, r float64) string {
 	}
 	return ""
 }
+
+// (i) Passive outlier detection: a proxy is ejected only when its passive
+// failure streak reaches the threshold in force, never twice at once, and
+// not when it is unhealthy or failed; an ejection lasts EjectionTime ×
+// multiplier, capped; an ejected proxy is never Usable; it returns only
+// once its time has come, and every ejection that ends ends with a
+// ProxyReturned.
+func TestPropEjection(t *testing.T) {
+	checkRuns(t, func(r *run) string {
+		for i, st := range r.Steps {
+			for _, e := range st.Envs {
+				at := events.At(e)
+				switch {
+				case e.GetProxyEjected() != nil:
+					ej := e.GetProxyEjected()
+					switch {
+					case st.Before.Ejected():
+						return fmt.Sprintf("step %d: ejected while ejected", i)
+					case st.Kind != kPassiveFail:
+						return fmt.Sprintf("step %d: ejected by %s", i, kindName(st.Kind))
+					case ej.GetConsecutive() < st.Cfg.PassiveFailureThreshold:
+						return fmt.Sprintf("step %d: ejected after %d passive failures, threshold %d", i, ej.GetConsecutive(), st.Cfg.PassiveFailureThreshold)
+					case st.Before.Health == unhealthy || st.Before.Health == failed:
+						return fmt.Sprintf("step %d: %s proxy ejected", i, events.StateName(st.Before.Health))
+					case ej.GetMultiplier() < 1:
+						return fmt.Sprintf("step %d: multiplier %d", i, ej.GetMultiplier())
+					}
+					d := time.Duration(ej.GetUntilUnixNano() - e.GetAtUnixNano())
+					if want := min(st.Cfg.EjectionTime*time.Duration(ej.GetMultiplier()), st.Cfg.MaxEjectionTime); d != want {
+						return fmt.Sprintf("step %d: ejection of %v, multiplier %d: want %v", i, d, ej.GetMultiplier(), want)
+					}
+				case e.GetProxyReturned() != nil:
+					if !st.Before.Ejected() || at.Before(st.Before.EjectedUntil) {
+						return fmt.Sprintf("step %d: returned at %v, ejected until %v", i, at, st.Before.EjectedUntil)
+					}
+				}
+			}
+			a := st.After
+			if a.Ejected() && a.Usable() {
+				return fmt.Sprintf("step %d: an ejected proxy is usable", i)
+			}
+			if st.Kind == kEjectionExpired && st.Err == nil && st.Before.Ejected() && !st.Before.Removed {
+				at := st.Cmd.(events.EjectionExpired).At
+				if !at.Before(st.Before.EjectedUntil) && a.Ejected() {
+					return fmt.Sprintf("step %d: still ejected after its time", i)
+				}
+			}
+		}
+		return ""
+	})
+}

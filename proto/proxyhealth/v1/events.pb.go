@@ -260,6 +260,10 @@ type Envelope struct {
 	//	*Envelope_PoolDegraded
 	//	*Envelope_PoolRecovered
 	//	*Envelope_PassiveSuccessReported
+	//	*Envelope_ProxyEjected
+	//	*Envelope_ProxyReturned
+	//	*Envelope_PoolPanicEntered
+	//	*Envelope_PoolPanicLeft
 	Event         isEnvelope_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -452,6 +456,42 @@ func (x *Envelope) GetPassiveSuccessReported() *PassiveSuccessReported {
 	return nil
 }
 
+func (x *Envelope) GetProxyEjected() *ProxyEjected {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_ProxyEjected); ok {
+			return x.ProxyEjected
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetProxyReturned() *ProxyReturned {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_ProxyReturned); ok {
+			return x.ProxyReturned
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetPoolPanicEntered() *PoolPanicEntered {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_PoolPanicEntered); ok {
+			return x.PoolPanicEntered
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetPoolPanicLeft() *PoolPanicLeft {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_PoolPanicLeft); ok {
+			return x.PoolPanicLeft
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Event interface {
 	isEnvelope_Event()
 }
@@ -504,6 +544,22 @@ type Envelope_PassiveSuccessReported struct {
 	PassiveSuccessReported *PassiveSuccessReported `protobuf:"bytes,21,opt,name=passive_success_reported,json=passiveSuccessReported,proto3,oneof"`
 }
 
+type Envelope_ProxyEjected struct {
+	ProxyEjected *ProxyEjected `protobuf:"bytes,22,opt,name=proxy_ejected,json=proxyEjected,proto3,oneof"`
+}
+
+type Envelope_ProxyReturned struct {
+	ProxyReturned *ProxyReturned `protobuf:"bytes,23,opt,name=proxy_returned,json=proxyReturned,proto3,oneof"`
+}
+
+type Envelope_PoolPanicEntered struct {
+	PoolPanicEntered *PoolPanicEntered `protobuf:"bytes,24,opt,name=pool_panic_entered,json=poolPanicEntered,proto3,oneof"`
+}
+
+type Envelope_PoolPanicLeft struct {
+	PoolPanicLeft *PoolPanicLeft `protobuf:"bytes,25,opt,name=pool_panic_left,json=poolPanicLeft,proto3,oneof"`
+}
+
 func (*Envelope_ProxyAdded) isEnvelope_Event() {}
 
 func (*Envelope_ProxyRemoved) isEnvelope_Event() {}
@@ -527,6 +583,14 @@ func (*Envelope_PoolDegraded) isEnvelope_Event() {}
 func (*Envelope_PoolRecovered) isEnvelope_Event() {}
 
 func (*Envelope_PassiveSuccessReported) isEnvelope_Event() {}
+
+func (*Envelope_ProxyEjected) isEnvelope_Event() {}
+
+func (*Envelope_ProxyReturned) isEnvelope_Event() {}
+
+func (*Envelope_PoolPanicEntered) isEnvelope_Event() {}
+
+func (*Envelope_PoolPanicLeft) isEnvelope_Event() {}
 
 // ProxyAdded starts a proxy's stream.
 type ProxyAdded struct {
@@ -1099,6 +1163,131 @@ func (*PassiveSuccessReported) Descriptor() ([]byte, []int) {
 	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
+// ProxyEjected: passive outlier detection took the proxy out of rotation
+// (Envoy's model): real traffic through it failed `consecutive` times in a
+// row for reasons of the proxy's own (refused, timeout, reset, 407, a 5xx
+// from the proxy). Pickers skip it until `until_unix_nano`; its checks go
+// on, the first at once.
+type ProxyEjected struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The class of the failure that tipped it.
+	Class FailureClass `protobuf:"varint,1,opt,name=class,proto3,enum=proxyhealth.v1.FailureClass" json:"class,omitempty"`
+	// Consecutive passive failures, this one included.
+	Consecutive uint32 `protobuf:"varint,2,opt,name=consecutive,proto3" json:"consecutive,omitempty"`
+	// When the ejection ends, Unix nanoseconds.
+	UntilUnixNano int64 `protobuf:"varint,3,opt,name=until_unix_nano,json=untilUnixNano,proto3" json:"until_unix_nano,omitempty"`
+	// The ejection's multiplier: 1 for a first ejection, more for repeat
+	// ejections (the ejection time is base x multiplier, capped). It decays
+	// by one for each base ejection time the proxy spends in rotation.
+	Multiplier    uint32 `protobuf:"varint,4,opt,name=multiplier,proto3" json:"multiplier,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyEjected) Reset() {
+	*x = ProxyEjected{}
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyEjected) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyEjected) ProtoMessage() {}
+
+func (x *ProxyEjected) ProtoReflect() protoreflect.Message {
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyEjected.ProtoReflect.Descriptor instead.
+func (*ProxyEjected) Descriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ProxyEjected) GetClass() FailureClass {
+	if x != nil {
+		return x.Class
+	}
+	return FailureClass_FAILURE_CLASS_UNSPECIFIED
+}
+
+func (x *ProxyEjected) GetConsecutive() uint32 {
+	if x != nil {
+		return x.Consecutive
+	}
+	return 0
+}
+
+func (x *ProxyEjected) GetUntilUnixNano() int64 {
+	if x != nil {
+		return x.UntilUnixNano
+	}
+	return 0
+}
+
+func (x *ProxyEjected) GetMultiplier() uint32 {
+	if x != nil {
+		return x.Multiplier
+	}
+	return 0
+}
+
+// ProxyReturned: the proxy's ejection ended; it is back in rotation if its
+// health state allows.
+type ProxyReturned struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyReturned) Reset() {
+	*x = ProxyReturned{}
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyReturned) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyReturned) ProtoMessage() {}
+
+func (x *ProxyReturned) ProtoReflect() protoreflect.Message {
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyReturned.ProtoReflect.Descriptor instead.
+func (*ProxyReturned) Descriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ProxyReturned) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // ProxyRevived: an operator brought a failed (or unhealthy) proxy back; it
 // returns to unknown and is checked at once.
 type ProxyRevived struct {
@@ -1110,7 +1299,7 @@ type ProxyRevived struct {
 
 func (x *ProxyRevived) Reset() {
 	*x = ProxyRevived{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[11]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1311,7 @@ func (x *ProxyRevived) String() string {
 func (*ProxyRevived) ProtoMessage() {}
 
 func (x *ProxyRevived) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[11]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1324,7 @@ func (x *ProxyRevived) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyRevived.ProtoReflect.Descriptor instead.
 func (*ProxyRevived) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ProxyRevived) GetReason() string {
@@ -1158,7 +1347,7 @@ type PoolDegraded struct {
 
 func (x *PoolDegraded) Reset() {
 	*x = PoolDegraded{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[12]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1359,7 @@ func (x *PoolDegraded) String() string {
 func (*PoolDegraded) ProtoMessage() {}
 
 func (x *PoolDegraded) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[12]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1372,7 @@ func (x *PoolDegraded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolDegraded.ProtoReflect.Descriptor instead.
 func (*PoolDegraded) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PoolDegraded) GetHealthyPercentage() float64 {
@@ -1227,7 +1416,7 @@ type PoolRecovered struct {
 
 func (x *PoolRecovered) Reset() {
 	*x = PoolRecovered{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[13]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1428,7 @@ func (x *PoolRecovered) String() string {
 func (*PoolRecovered) ProtoMessage() {}
 
 func (x *PoolRecovered) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[13]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1441,7 @@ func (x *PoolRecovered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolRecovered.ProtoReflect.Descriptor instead.
 func (*PoolRecovered) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PoolRecovered) GetHealthyPercentage() float64 {
@@ -1279,6 +1468,131 @@ func (x *PoolRecovered) GetHealthy() uint32 {
 func (x *PoolRecovered) GetTotal() uint32 {
 	if x != nil {
 		return x.Total
+	}
+	return 0
+}
+
+// PoolPanicEntered: too few proxies are usable (healthy, not ejected, not
+// paused): the usable share of the unpaused proxies fell below the panic
+// threshold, so pickers hand out the least-bad proxies instead of failing
+// (Envoy's panic mode).
+type PoolPanicEntered struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Usable              uint32                 `protobuf:"varint,1,opt,name=usable,proto3" json:"usable,omitempty"`
+	Candidates          uint32                 `protobuf:"varint,2,opt,name=candidates,proto3" json:"candidates,omitempty"`
+	ThresholdPercentage float64                `protobuf:"fixed64,3,opt,name=threshold_percentage,json=thresholdPercentage,proto3" json:"threshold_percentage,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *PoolPanicEntered) Reset() {
+	*x = PoolPanicEntered{}
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolPanicEntered) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolPanicEntered) ProtoMessage() {}
+
+func (x *PoolPanicEntered) ProtoReflect() protoreflect.Message {
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolPanicEntered.ProtoReflect.Descriptor instead.
+func (*PoolPanicEntered) Descriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PoolPanicEntered) GetUsable() uint32 {
+	if x != nil {
+		return x.Usable
+	}
+	return 0
+}
+
+func (x *PoolPanicEntered) GetCandidates() uint32 {
+	if x != nil {
+		return x.Candidates
+	}
+	return 0
+}
+
+func (x *PoolPanicEntered) GetThresholdPercentage() float64 {
+	if x != nil {
+		return x.ThresholdPercentage
+	}
+	return 0
+}
+
+// PoolPanicLeft: the usable share is back at or above the panic threshold.
+type PoolPanicLeft struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Usable              uint32                 `protobuf:"varint,1,opt,name=usable,proto3" json:"usable,omitempty"`
+	Candidates          uint32                 `protobuf:"varint,2,opt,name=candidates,proto3" json:"candidates,omitempty"`
+	ThresholdPercentage float64                `protobuf:"fixed64,3,opt,name=threshold_percentage,json=thresholdPercentage,proto3" json:"threshold_percentage,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *PoolPanicLeft) Reset() {
+	*x = PoolPanicLeft{}
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolPanicLeft) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolPanicLeft) ProtoMessage() {}
+
+func (x *PoolPanicLeft) ProtoReflect() protoreflect.Message {
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolPanicLeft.ProtoReflect.Descriptor instead.
+func (*PoolPanicLeft) Descriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PoolPanicLeft) GetUsable() uint32 {
+	if x != nil {
+		return x.Usable
+	}
+	return 0
+}
+
+func (x *PoolPanicLeft) GetCandidates() uint32 {
+	if x != nil {
+		return x.Candidates
+	}
+	return 0
+}
+
+func (x *PoolPanicLeft) GetThresholdPercentage() float64 {
+	if x != nil {
+		return x.ThresholdPercentage
 	}
 	return 0
 }
@@ -1312,13 +1626,20 @@ type ProxySnapshot struct {
 	AddedUnixNano        int64        `protobuf:"varint,21,opt,name=added_unix_nano,json=addedUnixNano,proto3" json:"added_unix_nano,omitempty"`
 	HasCredentials       bool         `protobuf:"varint,22,opt,name=has_credentials,json=hasCredentials,proto3" json:"has_credentials,omitempty"`
 	Origin               ProxyOrigin  `protobuf:"varint,23,opt,name=origin,proto3,enum=proxyhealth.v1.ProxyOrigin" json:"origin,omitempty"`
+	// Passive outlier detection: out of rotation until ejected_until (0: in
+	// rotation), the current multiplier, when it was last ejected and when it
+	// last returned.
+	EjectedUntilUnixNano int64  `protobuf:"varint,24,opt,name=ejected_until_unix_nano,json=ejectedUntilUnixNano,proto3" json:"ejected_until_unix_nano,omitempty"`
+	EjectionMultiplier   uint32 `protobuf:"varint,25,opt,name=ejection_multiplier,json=ejectionMultiplier,proto3" json:"ejection_multiplier,omitempty"`
+	LastReturnUnixNano   int64  `protobuf:"varint,26,opt,name=last_return_unix_nano,json=lastReturnUnixNano,proto3" json:"last_return_unix_nano,omitempty"`
+	LastEjectedUnixNano  int64  `protobuf:"varint,27,opt,name=last_ejected_unix_nano,json=lastEjectedUnixNano,proto3" json:"last_ejected_unix_nano,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ProxySnapshot) Reset() {
 	*x = ProxySnapshot{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[14]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1651,7 @@ func (x *ProxySnapshot) String() string {
 func (*ProxySnapshot) ProtoMessage() {}
 
 func (x *ProxySnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[14]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1664,7 @@ func (x *ProxySnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxySnapshot.ProtoReflect.Descriptor instead.
 func (*ProxySnapshot) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{14}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ProxySnapshot) GetProxyId() string {
@@ -1507,11 +1828,40 @@ func (x *ProxySnapshot) GetOrigin() ProxyOrigin {
 	return ProxyOrigin_PROXY_ORIGIN_UNSPECIFIED
 }
 
+func (x *ProxySnapshot) GetEjectedUntilUnixNano() int64 {
+	if x != nil {
+		return x.EjectedUntilUnixNano
+	}
+	return 0
+}
+
+func (x *ProxySnapshot) GetEjectionMultiplier() uint32 {
+	if x != nil {
+		return x.EjectionMultiplier
+	}
+	return 0
+}
+
+func (x *ProxySnapshot) GetLastReturnUnixNano() int64 {
+	if x != nil {
+		return x.LastReturnUnixNano
+	}
+	return 0
+}
+
+func (x *ProxySnapshot) GetLastEjectedUnixNano() int64 {
+	if x != nil {
+		return x.LastEjectedUnixNano
+	}
+	return 0
+}
+
 var File_proxyhealth_v1_events_proto protoreflect.FileDescriptor
 
 const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1bproxyhealth/v1/events.proto\x12\x0eproxyhealth.v1\"\xab\b\n" +
+	"\x1bproxyhealth/v1/events.proto\x12\x0eproxyhealth.v1\"\xd3\n" +
+	"\n" +
 	"\bEnvelope\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1d\n" +
 	"\n" +
@@ -1534,7 +1884,11 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\rproxy_revived\x18\x12 \x01(\v2\x1c.proxyhealth.v1.ProxyRevivedH\x00R\fproxyRevived\x12C\n" +
 	"\rpool_degraded\x18\x13 \x01(\v2\x1c.proxyhealth.v1.PoolDegradedH\x00R\fpoolDegraded\x12F\n" +
 	"\x0epool_recovered\x18\x14 \x01(\v2\x1d.proxyhealth.v1.PoolRecoveredH\x00R\rpoolRecovered\x12b\n" +
-	"\x18passive_success_reported\x18\x15 \x01(\v2&.proxyhealth.v1.PassiveSuccessReportedH\x00R\x16passiveSuccessReportedB\a\n" +
+	"\x18passive_success_reported\x18\x15 \x01(\v2&.proxyhealth.v1.PassiveSuccessReportedH\x00R\x16passiveSuccessReported\x12C\n" +
+	"\rproxy_ejected\x18\x16 \x01(\v2\x1c.proxyhealth.v1.ProxyEjectedH\x00R\fproxyEjected\x12F\n" +
+	"\x0eproxy_returned\x18\x17 \x01(\v2\x1d.proxyhealth.v1.ProxyReturnedH\x00R\rproxyReturned\x12P\n" +
+	"\x12pool_panic_entered\x18\x18 \x01(\v2 .proxyhealth.v1.PoolPanicEnteredH\x00R\x10poolPanicEntered\x12G\n" +
+	"\x0fpool_panic_left\x18\x19 \x01(\v2\x1d.proxyhealth.v1.PoolPanicLeftH\x00R\rpoolPanicLeftB\a\n" +
 	"\x05event\"\xcf\x01\n" +
 	"\n" +
 	"ProxyAdded\x12!\n" +
@@ -1572,7 +1926,16 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\x16PassiveFailureReported\x122\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x1c.proxyhealth.v1.FailureClassR\x05class\x12 \n" +
 	"\vconsecutive\x18\x02 \x01(\rR\vconsecutive\"\x18\n" +
-	"\x16PassiveSuccessReported\"&\n" +
+	"\x16PassiveSuccessReported\"\xac\x01\n" +
+	"\fProxyEjected\x122\n" +
+	"\x05class\x18\x01 \x01(\x0e2\x1c.proxyhealth.v1.FailureClassR\x05class\x12 \n" +
+	"\vconsecutive\x18\x02 \x01(\rR\vconsecutive\x12&\n" +
+	"\x0funtil_unix_nano\x18\x03 \x01(\x03R\runtilUnixNano\x12\x1e\n" +
+	"\n" +
+	"multiplier\x18\x04 \x01(\rR\n" +
+	"multiplier\"'\n" +
+	"\rProxyReturned\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"&\n" +
 	"\fProxyRevived\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xa0\x01\n" +
 	"\fPoolDegraded\x12-\n" +
@@ -1584,7 +1947,19 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\x12healthy_percentage\x18\x01 \x01(\x01R\x11healthyPercentage\x121\n" +
 	"\x14threshold_percentage\x18\x02 \x01(\x01R\x13thresholdPercentage\x12\x18\n" +
 	"\ahealthy\x18\x03 \x01(\rR\ahealthy\x12\x14\n" +
-	"\x05total\x18\x04 \x01(\rR\x05total\"\xba\a\n" +
+	"\x05total\x18\x04 \x01(\rR\x05total\"}\n" +
+	"\x10PoolPanicEntered\x12\x16\n" +
+	"\x06usable\x18\x01 \x01(\rR\x06usable\x12\x1e\n" +
+	"\n" +
+	"candidates\x18\x02 \x01(\rR\n" +
+	"candidates\x121\n" +
+	"\x14threshold_percentage\x18\x03 \x01(\x01R\x13thresholdPercentage\"z\n" +
+	"\rPoolPanicLeft\x12\x16\n" +
+	"\x06usable\x18\x01 \x01(\rR\x06usable\x12\x1e\n" +
+	"\n" +
+	"candidates\x18\x02 \x01(\rR\n" +
+	"candidates\x121\n" +
+	"\x14threshold_percentage\x18\x03 \x01(\x01R\x13thresholdPercentage\"\x8a\t\n" +
 	"\rProxySnapshot\x12\x19\n" +
 	"\bproxy_id\x18\x01 \x01(\tR\aproxyId\x12\x1d\n" +
 	"\n" +
@@ -1611,7 +1986,11 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\x10last_status_code\x18\x14 \x01(\rR\x0elastStatusCode\x12&\n" +
 	"\x0fadded_unix_nano\x18\x15 \x01(\x03R\raddedUnixNano\x12'\n" +
 	"\x0fhas_credentials\x18\x16 \x01(\bR\x0ehasCredentials\x123\n" +
-	"\x06origin\x18\x17 \x01(\x0e2\x1b.proxyhealth.v1.ProxyOriginR\x06origin*\xae\x01\n" +
+	"\x06origin\x18\x17 \x01(\x0e2\x1b.proxyhealth.v1.ProxyOriginR\x06origin\x125\n" +
+	"\x17ejected_until_unix_nano\x18\x18 \x01(\x03R\x14ejectedUntilUnixNano\x12/\n" +
+	"\x13ejection_multiplier\x18\x19 \x01(\rR\x12ejectionMultiplier\x121\n" +
+	"\x15last_return_unix_nano\x18\x1a \x01(\x03R\x12lastReturnUnixNano\x123\n" +
+	"\x16last_ejected_unix_nano\x18\x1b \x01(\x03R\x13lastEjectedUnixNano*\xae\x01\n" +
 	"\vHealthState\x12\x18\n" +
 	"\x14HEALTH_STATE_UNKNOWN\x10\x00\x12\x18\n" +
 	"\x14HEALTH_STATE_HEALTHY\x10\x01\x12\x19\n" +
@@ -1651,7 +2030,7 @@ func file_proxyhealth_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_proxyhealth_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_proxyhealth_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_proxyhealth_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_proxyhealth_v1_events_proto_goTypes = []any{
 	(HealthState)(0),               // 0: proxyhealth.v1.HealthState
 	(FailureClass)(0),              // 1: proxyhealth.v1.FailureClass
@@ -1667,10 +2046,14 @@ var file_proxyhealth_v1_events_proto_goTypes = []any{
 	(*ProxyResumed)(nil),           // 11: proxyhealth.v1.ProxyResumed
 	(*PassiveFailureReported)(nil), // 12: proxyhealth.v1.PassiveFailureReported
 	(*PassiveSuccessReported)(nil), // 13: proxyhealth.v1.PassiveSuccessReported
-	(*ProxyRevived)(nil),           // 14: proxyhealth.v1.ProxyRevived
-	(*PoolDegraded)(nil),           // 15: proxyhealth.v1.PoolDegraded
-	(*PoolRecovered)(nil),          // 16: proxyhealth.v1.PoolRecovered
-	(*ProxySnapshot)(nil),          // 17: proxyhealth.v1.ProxySnapshot
+	(*ProxyEjected)(nil),           // 14: proxyhealth.v1.ProxyEjected
+	(*ProxyReturned)(nil),          // 15: proxyhealth.v1.ProxyReturned
+	(*ProxyRevived)(nil),           // 16: proxyhealth.v1.ProxyRevived
+	(*PoolDegraded)(nil),           // 17: proxyhealth.v1.PoolDegraded
+	(*PoolRecovered)(nil),          // 18: proxyhealth.v1.PoolRecovered
+	(*PoolPanicEntered)(nil),       // 19: proxyhealth.v1.PoolPanicEntered
+	(*PoolPanicLeft)(nil),          // 20: proxyhealth.v1.PoolPanicLeft
+	(*ProxySnapshot)(nil),          // 21: proxyhealth.v1.ProxySnapshot
 }
 var file_proxyhealth_v1_events_proto_depIdxs = []int32{
 	4,  // 0: proxyhealth.v1.Envelope.proxy_added:type_name -> proxyhealth.v1.ProxyAdded
@@ -1681,26 +2064,31 @@ var file_proxyhealth_v1_events_proto_depIdxs = []int32{
 	10, // 5: proxyhealth.v1.Envelope.proxy_paused:type_name -> proxyhealth.v1.ProxyPaused
 	11, // 6: proxyhealth.v1.Envelope.proxy_resumed:type_name -> proxyhealth.v1.ProxyResumed
 	12, // 7: proxyhealth.v1.Envelope.passive_failure_reported:type_name -> proxyhealth.v1.PassiveFailureReported
-	14, // 8: proxyhealth.v1.Envelope.proxy_revived:type_name -> proxyhealth.v1.ProxyRevived
-	15, // 9: proxyhealth.v1.Envelope.pool_degraded:type_name -> proxyhealth.v1.PoolDegraded
-	16, // 10: proxyhealth.v1.Envelope.pool_recovered:type_name -> proxyhealth.v1.PoolRecovered
+	16, // 8: proxyhealth.v1.Envelope.proxy_revived:type_name -> proxyhealth.v1.ProxyRevived
+	17, // 9: proxyhealth.v1.Envelope.pool_degraded:type_name -> proxyhealth.v1.PoolDegraded
+	18, // 10: proxyhealth.v1.Envelope.pool_recovered:type_name -> proxyhealth.v1.PoolRecovered
 	13, // 11: proxyhealth.v1.Envelope.passive_success_reported:type_name -> proxyhealth.v1.PassiveSuccessReported
-	2,  // 12: proxyhealth.v1.ProxyAdded.origin:type_name -> proxyhealth.v1.ProxyOrigin
-	6,  // 13: proxyhealth.v1.CheckSucceeded.latency:type_name -> proxyhealth.v1.Latency
-	1,  // 14: proxyhealth.v1.CheckFailed.class:type_name -> proxyhealth.v1.FailureClass
-	6,  // 15: proxyhealth.v1.CheckFailed.latency:type_name -> proxyhealth.v1.Latency
-	0,  // 16: proxyhealth.v1.StateChanged.from:type_name -> proxyhealth.v1.HealthState
-	0,  // 17: proxyhealth.v1.StateChanged.to:type_name -> proxyhealth.v1.HealthState
-	1,  // 18: proxyhealth.v1.PassiveFailureReported.class:type_name -> proxyhealth.v1.FailureClass
-	0,  // 19: proxyhealth.v1.ProxySnapshot.state:type_name -> proxyhealth.v1.HealthState
-	1,  // 20: proxyhealth.v1.ProxySnapshot.last_error_class:type_name -> proxyhealth.v1.FailureClass
-	6,  // 21: proxyhealth.v1.ProxySnapshot.last_latency:type_name -> proxyhealth.v1.Latency
-	2,  // 22: proxyhealth.v1.ProxySnapshot.origin:type_name -> proxyhealth.v1.ProxyOrigin
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	14, // 12: proxyhealth.v1.Envelope.proxy_ejected:type_name -> proxyhealth.v1.ProxyEjected
+	15, // 13: proxyhealth.v1.Envelope.proxy_returned:type_name -> proxyhealth.v1.ProxyReturned
+	19, // 14: proxyhealth.v1.Envelope.pool_panic_entered:type_name -> proxyhealth.v1.PoolPanicEntered
+	20, // 15: proxyhealth.v1.Envelope.pool_panic_left:type_name -> proxyhealth.v1.PoolPanicLeft
+	2,  // 16: proxyhealth.v1.ProxyAdded.origin:type_name -> proxyhealth.v1.ProxyOrigin
+	6,  // 17: proxyhealth.v1.CheckSucceeded.latency:type_name -> proxyhealth.v1.Latency
+	1,  // 18: proxyhealth.v1.CheckFailed.class:type_name -> proxyhealth.v1.FailureClass
+	6,  // 19: proxyhealth.v1.CheckFailed.latency:type_name -> proxyhealth.v1.Latency
+	0,  // 20: proxyhealth.v1.StateChanged.from:type_name -> proxyhealth.v1.HealthState
+	0,  // 21: proxyhealth.v1.StateChanged.to:type_name -> proxyhealth.v1.HealthState
+	1,  // 22: proxyhealth.v1.PassiveFailureReported.class:type_name -> proxyhealth.v1.FailureClass
+	1,  // 23: proxyhealth.v1.ProxyEjected.class:type_name -> proxyhealth.v1.FailureClass
+	0,  // 24: proxyhealth.v1.ProxySnapshot.state:type_name -> proxyhealth.v1.HealthState
+	1,  // 25: proxyhealth.v1.ProxySnapshot.last_error_class:type_name -> proxyhealth.v1.FailureClass
+	6,  // 26: proxyhealth.v1.ProxySnapshot.last_latency:type_name -> proxyhealth.v1.Latency
+	2,  // 27: proxyhealth.v1.ProxySnapshot.origin:type_name -> proxyhealth.v1.ProxyOrigin
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_proxyhealth_v1_events_proto_init() }
@@ -1721,6 +2109,10 @@ func file_proxyhealth_v1_events_proto_init() {
 		(*Envelope_PoolDegraded)(nil),
 		(*Envelope_PoolRecovered)(nil),
 		(*Envelope_PassiveSuccessReported)(nil),
+		(*Envelope_ProxyEjected)(nil),
+		(*Envelope_ProxyReturned)(nil),
+		(*Envelope_PoolPanicEntered)(nil),
+		(*Envelope_PoolPanicLeft)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1728,7 +2120,7 @@ func file_proxyhealth_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proxyhealth_v1_events_proto_rawDesc), len(file_proxyhealth_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   15,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
