@@ -75,6 +75,9 @@ type Env struct {
 	// changes (zero: no check scheduled, as when paused or failed). It
 	// must not block.
 	Scheduled func(proxyID string, due time.Time)
+	// Ejections, if set, bounds the share of the pool that passive outlier
+	// detection holds ejected at once; nil: no bound.
+	Ejections *EjectionBudget
 	// Abandoned, if set, is told when a proxy actor stops because the
 	// journal did not take its ProxyAdded (so the proxy was never added;
 	// pid is the actor that stopped). It must not block.

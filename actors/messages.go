@@ -100,6 +100,7 @@ type StateReply struct {
 // internal messages
 type (
 	checkDue    struct{ gen uint64 }
+	ejectionDue struct{ gen uint64 }
 	slotGranted struct{ gen uint64 }
 	probeDone   struct {
 		gen    uint64

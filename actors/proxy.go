@@ -47,6 +47,11 @@ type proxyActor struct {
 	persisting bool
 	queue      []pending
 
+	// the end of an ejection from rotation
+	ejectTimer clock.Timer
+	ejectGen   uint64
+	ejectArmed time.Time // the EjectedUntil ejectTimer is armed for
+
 	// schedule
 	timer    clock.Timer
 	due      time.Time
@@ -86,6 +91,11 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 		a.halt()
 	case *checkDue:
 		a.onCheckDue(ctx, m)
+	case *ejectionDue:
+		if m.gen == a.ejectGen {
+			a.ejectTimer, a.ejectArmed = nil, time.Time{}
+			a.submit(ctx, pending{cmd: events.EjectionExpired{At: a.now()}})
+		}
 	case *slotGranted:
 		a.onSlotGranted(ctx, m)
 	case *probeDone:
@@ -174,6 +184,9 @@ func (a *proxyActor) recover(ctx actor.Context) {
 	}
 	a.lastSnap = snapSeq
 	a.state = st
+	if st.Ejected() && !st.Removed && a.env.Ejections != nil {
+		a.env.Ejections.Hold(a.spec.ID) // journaled: it stands
+	}
 	if !st.Added || st.Removed {
 		a.submit(ctx, pending{cmd: events.Add{
 			At: a.now(), URLRedacted: a.spec.URLRedacted, Source: a.spec.Source,
@@ -193,6 +206,7 @@ func (a *proxyActor) halt() {
 		a.timer.Stop()
 		a.timer = nil
 	}
+	a.disarmEjection()
 	if a.checking {
 		a.endCheck()
 	}
@@ -251,6 +265,15 @@ func (a *proxyActor) decide(ctx actor.Context, p pending) {
 		return
 	}
 	evs, err := events.Decide(a.state, p.cmd, a.spec.Health)
+	if err == nil && ejects(evs) && a.env.Ejections != nil && !a.env.Ejections.TryEject(a.spec.ID) {
+		// The pool's maximum ejection share is reached: record the
+		// failure, keep the proxy in rotation.
+		if po, ok := p.cmd.(events.PassiveOutcome); ok {
+			po.NoEjection = true
+			p.cmd = po
+			evs, err = events.Decide(a.state, p.cmd, a.spec.Health)
+		}
+	}
 	if err != nil && p.reply == nil {
 		a.log().Warn("command rejected", slog.String("command", fmt.Sprintf("%T", p.cmd)), slog.Any("error", err))
 	}
@@ -356,7 +379,11 @@ func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending,
 	for i, e := range evs {
 		e.Seq = out.seqs[i]
 	}
+	wasEjected := a.state.Ejected()
 	a.state = events.Fold(a.state, evs...)
+	if wasEjected && (!a.state.Ejected() || a.state.Removed) && a.env.Ejections != nil {
+		a.env.Ejections.Release(a.spec.ID)
+	}
 	if a.state.StreamSeq-a.lastSnap >= a.env.SnapshotEvery {
 		a.saveSnapshot(ctx, nil)
 	}
@@ -380,6 +407,9 @@ func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending,
 // the journal taking writes again. The actor does not restart: a full disk
 // is the engine's condition (Engine.Health), not this proxy's fault.
 func (a *proxyActor) appendFailed(ctx actor.Context, p pending, err error) {
+	if !a.state.Ejected() && a.env.Ejections != nil {
+		a.env.Ejections.Release(a.spec.ID) // an ejection that was not journaled
+	}
 	err = fmt.Errorf("%w: proxy %s: %w", ErrJournalFailing, a.spec.ID, err)
 	a.respond(ctx, p.reply, &Reply{Err: err})
 	a.failQueue(ctx, err)
@@ -438,6 +468,7 @@ func (a *proxyActor) retire(ctx actor.Context) {
 		a.timer.Stop()
 		a.timer = nil
 	}
+	a.disarmEjection()
 	for _, q := range a.queue {
 		if q.sync {
 			a.respond(ctx, q.reply, &Reply{})
@@ -476,7 +507,13 @@ func (a *proxyActor) schedule(ctx actor.Context) {
 		a.timer = nil
 	}
 	a.due = time.Time{}
-	if a.checking || a.persisting || a.stopped || a.env.stopping() {
+	if a.stopped || a.env.stopping() {
+		return
+	}
+	if !a.persisting {
+		a.armEjection(ctx)
+	}
+	if a.checking || a.persisting {
 		return
 	}
 	at, ok := events.NextCheckAt(a.state, a.spec.Health, events.JitterSample(a.spec.ID, a.state.TotalChecks))
@@ -496,6 +533,43 @@ func (a *proxyActor) schedule(ctx actor.Context) {
 	a.gen++
 	gen, self, sys := a.gen, ctx.Self(), ctx.ActorSystem()
 	a.timer = a.env.after(at.Sub(now), func() { sys.Root.Send(self, &checkDue{gen: gen}) })
+}
+
+// armEjection arms the timer that ends the proxy's ejection at
+// State.EjectedUntil (at once if that has passed, as after a restart), or
+// disarms it when the proxy is not ejected.
+func (a *proxyActor) armEjection(ctx actor.Context) {
+	until := a.state.EjectedUntil
+	if until.Equal(a.ejectArmed) && (a.ejectTimer != nil || until.IsZero()) {
+		return
+	}
+	a.disarmEjection()
+	if until.IsZero() {
+		return
+	}
+	a.ejectArmed = until
+	gen, self, sys := a.ejectGen, ctx.Self(), ctx.ActorSystem()
+	a.ejectTimer = a.env.after(max(until.Sub(a.now()), 0), func() { sys.Root.Send(self, &ejectionDue{gen: gen}) })
+}
+
+// disarmEjection stops the ejection timer and invalidates its late message.
+func (a *proxyActor) disarmEjection() {
+	a.ejectGen++
+	a.ejectArmed = time.Time{}
+	if a.ejectTimer != nil {
+		a.ejectTimer.Stop()
+		a.ejectTimer = nil
+	}
+}
+
+// ejects reports whether evs eject the proxy.
+func ejects(evs []*pb.Envelope) bool {
+	for _, e := range evs {
+		if e.GetProxyEjected() != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // report tells the engine the proxy's next due time when it changed (the
