@@ -1,0 +1,362 @@
+package endpoint
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth"
+)
+
+// fakeRotator hands out a fixed list of upstreams: round-robin, or by a
+// hash of the key for sticky, skipping Exclude; it records every pick
+// request and outcome.
+type fakeRotator struct {
+	mu       sync.Mutex
+	ups      []proxyhealth.Picked
+	next     int
+	picks    []proxyhealth.PickRequest
+	outcomes []proxyhealth.Outcome
+	noProxy  bool
+}
+
+func newRotator(t testing.TB, urls ...string) *fakeRotator {
+	t.Helper()
+	r := &fakeRotator{}
+	for i, s := range urls {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p proxyhealth.Picked
+		p.ID, p.URL, p.Scheme = fmt.Sprintf("p%d", i), u, u.Scheme
+		r.ups = append(r.ups, p)
+	}
+	return r
+}
+
+func (r *fakeRotator) Pick(req proxyhealth.PickRequest) (proxyhealth.Picked, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	req.Exclude = slices.Clone(req.Exclude)
+	r.picks = append(r.picks, req)
+	if r.noProxy || len(r.ups) == 0 {
+		return proxyhealth.Picked{}, proxyhealth.ErrNoProxy
+	}
+	start := 0
+	if req.Strategy == proxyhealth.Sticky {
+		h := fnv.New32a()
+		h.Write([]byte(req.Key))
+		start = int(h.Sum32() % uint32(len(r.ups)))
+	} else {
+		start = r.next
+		r.next = (r.next + 1) % len(r.ups)
+	}
+	for i := range r.ups {
+		p := r.ups[(start+i)%len(r.ups)]
+		if !slices.Contains(req.Exclude, p.ID) {
+			return p, nil
+		}
+	}
+	return proxyhealth.Picked{}, proxyhealth.ErrNoProxy
+}
+
+func (r *fakeRotator) ReportOutcome(o proxyhealth.Outcome) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.outcomes = append(r.outcomes, o)
+	return nil
+}
+
+func (r *fakeRotator) Outcomes() []proxyhealth.Outcome {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.outcomes)
+}
+
+func (r *fakeRotator) Picks() []proxyhealth.PickRequest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.picks)
+}
+
+// startServer serves r on a fresh 127.0.0.1 port and closes it when the
+// test ends, checking that Serve returned nil.
+func startServer(t testing.TB, r Rotator, cfg Config) (*Server, string) {
+	t.Helper()
+	s, err := New(r, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background(), ln) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	return s, ln.Addr().String()
+}
+
+// origin is an httptest server recording the requests it gets.
+type origin struct {
+	*httptest.Server
+	mu   sync.Mutex
+	reqs []*http.Request
+}
+
+func newOrigin(t testing.TB, tlsOn bool) *origin {
+	o := &origin{}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.mu.Lock()
+		o.reqs = append(o.reqs, r.Clone(context.Background()))
+		o.mu.Unlock()
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Origin", "yes")
+		switch r.URL.Path {
+		case "/404":
+			w.WriteHeader(http.StatusNotFound)
+		}
+		fmt.Fprintf(w, "origin says hi to %s %s (body %q)", r.Method, r.URL.Path, body)
+	})
+	if tlsOn {
+		o.Server = httptest.NewTLSServer(h)
+	} else {
+		o.Server = httptest.NewServer(h)
+	}
+	t.Cleanup(o.Close)
+	return o
+}
+
+func (o *origin) Requests() []*http.Request {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.reqs)
+}
+
+// fwdProxy is a real forwarding upstream proxy (absolute-form and CONNECT)
+// for tests where requests must reach an origin; it may demand
+// credentials and records the Proxy-Authorization values it saw.
+type fwdProxy struct {
+	srv       *httptest.Server
+	user      string
+	pass      string
+	rt        *http.Transport
+	requests  atomic.Int64
+	connects  atomic.Int64
+	mu        sync.Mutex
+	authSeen  []string
+	tunnels   sync.WaitGroup
+	tunnelsMu sync.Mutex
+	open      map[net.Conn]struct{}
+}
+
+func newFwdProxy(t testing.TB, user, pass string) *fwdProxy {
+	p := &fwdProxy{user: user, pass: pass, rt: &http.Transport{}, open: map[net.Conn]struct{}{}}
+	p.srv = httptest.NewServer(p)
+	t.Cleanup(func() {
+		p.srv.Close()
+		p.tunnelsMu.Lock()
+		for c := range p.open {
+			c.Close()
+		}
+		p.tunnelsMu.Unlock()
+		p.tunnels.Wait()
+		p.rt.CloseIdleConnections()
+	})
+	return p
+}
+
+// URL is the proxy's http:// URL with its credentials.
+func (p *fwdProxy) URL() string {
+	u := "http://" + p.srv.Listener.Addr().String()
+	if p.user != "" {
+		u = "http://" + url.UserPassword(p.user, p.pass).String() + "@" + p.srv.Listener.Addr().String()
+	}
+	return u
+}
+
+func (p *fwdProxy) AuthSeen() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.authSeen)
+}
+
+func (p *fwdProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.requests.Add(1)
+	a := r.Header.Get("Proxy-Authorization")
+	p.mu.Lock()
+	p.authSeen = append(p.authSeen, a)
+	p.mu.Unlock()
+	if p.user != "" && a != "Basic "+base64.StdEncoding.EncodeToString([]byte(p.user+":"+p.pass)) {
+		w.Header().Set("Proxy-Authenticate", `Basic realm="upstream secret-realm"`)
+		w.WriteHeader(http.StatusProxyAuthRequired)
+		return
+	}
+	if r.Method == http.MethodConnect {
+		p.connects.Add(1)
+		up, err := net.Dial("tcp", r.Host)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			up.Close()
+			return
+		}
+		p.tunnelsMu.Lock()
+		p.open[c], p.open[up] = struct{}{}, struct{}{}
+		p.tunnels.Add(1)
+		p.tunnelsMu.Unlock()
+		defer p.tunnels.Done()
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n")
+		done := make(chan struct{})
+		go func() {
+			io.Copy(c, up)
+			c.Close()
+			close(done)
+		}()
+		io.Copy(up, io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), c))
+		up.Close()
+		<-done
+		p.tunnelsMu.Lock()
+		delete(p.open, c)
+		delete(p.open, up)
+		p.tunnelsMu.Unlock()
+		return
+	}
+	out := r.Clone(r.Context())
+	out.RequestURI = ""
+	out.Header.Del("Proxy-Authorization")
+	out.Header.Del("Proxy-Connection")
+	resp, err := p.rt.RoundTrip(out)
+	if err != nil {
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
+}
+
+// proxyClient is an http.Client sending everything through proxyURL.
+func proxyClient(t testing.TB, proxyURL string, roots *tls.Config) *http.Client {
+	u, err := url.Parse(proxyURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{Proxy: http.ProxyURL(u), TLSClientConfig: roots}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
+}
+
+func get(t testing.TB, c *http.Client, target string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", target, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: body: %v", target, err)
+	}
+	return resp, string(b)
+}
+
+// dumpResponse renders everything a client received (status, headers,
+// body), for credential checks.
+func dumpResponse(resp *http.Response, body string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n", resp.Status)
+	resp.Header.Write(&b)
+	b.WriteString(body)
+	return b.String()
+}
+
+// socks5Dial is a minimal SOCKS5 client: it offers user/pass when user is
+// set (else no auth), CONNECTs to host:port by name and returns the
+// connection and the reply code (or the auth failure as an error).
+func socks5Dial(addr, user, pass, target string) (net.Conn, byte, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, 0, err
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fail := func(err error) (net.Conn, byte, error) { c.Close(); return nil, 0, err }
+	method := byte(0)
+	if user != "" {
+		method = 2
+	}
+	if _, err := c.Write([]byte{5, 1, method}); err != nil {
+		return fail(err)
+	}
+	br := bufio.NewReader(c)
+	var rep [2]byte
+	if _, err := io.ReadFull(br, rep[:]); err != nil {
+		return fail(err)
+	}
+	if rep[1] != method {
+		return fail(fmt.Errorf("socks5: server chose method %#x", rep[1]))
+	}
+	if method == 2 {
+		msg := append([]byte{1, byte(len(user))}, user...)
+		msg = append(append(msg, byte(len(pass))), pass...)
+		if _, err := c.Write(msg); err != nil {
+			return fail(err)
+		}
+		if _, err := io.ReadFull(br, rep[:]); err != nil {
+			return fail(err)
+		}
+		if rep[1] != 0 {
+			return fail(errSocksAuth)
+		}
+	}
+	host, port, _ := net.SplitHostPort(target)
+	var pn int
+	fmt.Sscan(port, &pn)
+	msg := append([]byte{5, 1, 0, 3, byte(len(host))}, host...)
+	msg = append(msg, byte(pn>>8), byte(pn))
+	if _, err := c.Write(msg); err != nil {
+		return fail(err)
+	}
+	var r [10]byte
+	if _, err := io.ReadFull(br, r[:]); err != nil {
+		return fail(err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, r[1], nil
+}
+
+var errSocksAuth = errors.New("socks5: authentication failed")
