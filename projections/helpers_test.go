@@ -69,6 +69,9 @@ func recount(l *projections.Live) (projections.Counts, map[string]projections.Co
 			if v.Paused {
 				p.Paused++
 			}
+			if v.Ejected {
+				p.Ejected++
+			}
 			if p.Total > 0 {
 				p.HealthPercentage = float64(p.Healthy) * 100 / float64(p.Total)
 			}

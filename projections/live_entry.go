@@ -155,6 +155,7 @@ type agg struct {
 	states    [numStates]int
 	checking  int
 	paused    int
+	ejected   int
 	total     int
 	latSum    time.Duration
 	latN      int
@@ -171,6 +172,9 @@ func (a *agg) add(e *entry, sign int) {
 	if e.st.Paused {
 		a.paused += sign
 	}
+	if e.st.Ejected() {
+		a.ejected += sign
+	}
 	if e.hasEWMA {
 		a.latSum += time.Duration(sign) * e.ewma
 		a.latN += sign
@@ -181,7 +185,7 @@ func (a *agg) counts() Counts {
 	c := Counts{
 		Unknown: a.states[0], Healthy: a.states[1], Degraded: a.states[2],
 		Unhealthy: a.states[3], Recovering: a.states[4], Failed: a.states[5],
-		Checking: a.checking, Paused: a.paused, Total: a.total,
+		Checking: a.checking, Paused: a.paused, Ejected: a.ejected, Total: a.total,
 	}
 	if a.total > 0 {
 		c.HealthPercentage = float64(a.states[1]) * 100 / float64(a.total)

@@ -20,6 +20,10 @@ type ProxyView struct {
 	// Checking is true while a check is in flight (reported by the engine).
 	Checking bool `json:"checking"`
 	Paused   bool `json:"paused"`
+	// Ejected is true while passive outlier detection holds the proxy out
+	// of rotation (real traffic through it failed), until EjectedUntil.
+	Ejected      bool      `json:"ejected"`
+	EjectedUntil time.Time `json:"ejected_until,omitzero"`
 
 	ConsecutiveSuccesses uint32 `json:"consecutive_successes"`
 	ConsecutiveFailures  uint32 `json:"consecutive_failures"`
@@ -61,7 +65,8 @@ type ProxyView struct {
 }
 
 // Counts are the counts of a set of proxies. Total is always the sum of the
-// six state counts; Checking and Paused are flags that overlap them.
+// six state counts; Checking, Paused and Ejected are flags that overlap
+// them.
 type Counts struct {
 	Unknown    int `json:"unknown"`
 	Healthy    int `json:"healthy"`
@@ -71,7 +76,10 @@ type Counts struct {
 	Failed     int `json:"failed"`
 	Checking   int `json:"checking"`
 	Paused     int `json:"paused"`
-	Total      int `json:"total"`
+	// Ejected counts the proxies passive outlier detection holds out of
+	// rotation.
+	Ejected int `json:"ejected"`
+	Total   int `json:"total"`
 	// HealthPercentage is Healthy / Total × 100, 0 when Total is 0.
 	HealthPercentage float64 `json:"health_percentage"`
 }
@@ -140,7 +148,7 @@ func (l *Live) view(e *entry, now int64) ProxyView {
 	s := &e.st
 	v := ProxyView{
 		ID: e.id, URLRedacted: s.URLRedacted, Source: s.Source, State: events.StateName(s.Health),
-		Checking: e.checking, Paused: s.Paused,
+		Checking: e.checking, Paused: s.Paused, Ejected: s.Ejected(), EjectedUntil: s.EjectedUntil,
 		ConsecutiveSuccesses: s.ConsecutiveSuccesses, ConsecutiveFailures: s.ConsecutiveFailures,
 		RecoveryAttempt: s.RecoveryAttempt, TotalChecks: s.TotalChecks, TotalFailures: s.TotalFailures,
 		AddedAt: s.AddedAt, LastCheckAt: s.LastCheckAt, LastChangeAt: s.LastChangeAt,

@@ -292,6 +292,12 @@ func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*p
 	case *pb.Envelope_PoolRecovered:
 		p := e.PoolRecovered
 		_, err = st.pool.ExecContext(ctx, seq, at, "pool_recovered", p.GetHealthyPercentage(), p.GetThresholdPercentage(), int64(p.GetHealthy()), int64(p.GetTotal()))
+	case *pb.Envelope_PoolPanicEntered:
+		p := e.PoolPanicEntered
+		_, err = st.pool.ExecContext(ctx, seq, at, "pool_panic_entered", share(p.GetUsable(), p.GetCandidates()), p.GetThresholdPercentage(), int64(p.GetUsable()), int64(p.GetCandidates()))
+	case *pb.Envelope_PoolPanicLeft:
+		p := e.PoolPanicLeft
+		_, err = st.pool.ExecContext(ctx, seq, at, "pool_panic_left", share(p.GetUsable(), p.GetCandidates()), p.GetThresholdPercentage(), int64(p.GetUsable()), int64(p.GetCandidates()))
 	}
 	if err != nil {
 		return fmt.Errorf("sqlview: write %s seq %d: %w", events.TypeName(env), seq, err)
@@ -452,4 +458,12 @@ func (a *applier) loadCache(ctx context.Context) error {
 		a.cache[id] = &proxyRow{st: events.FromSnapshot(&snap), ewma: ewma.Float64, hasEWMA: ewma.Valid}
 	}
 	return rows.Err()
+}
+
+// share is n of total in percent (0 when total is 0).
+func share(n, total uint32) float64 {
+	if total == 0 {
+		return 0
+	}
+	return float64(n) * 100 / float64(total)
 }
