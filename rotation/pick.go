@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -52,40 +53,61 @@ func (p *Pool) PickN(req Request, dst []Pick) (int, error) {
 			return 0, fmt.Errorf("%w: strategy %s needs a key; set Request.Key (GET /v1/pick?key=)", ErrBadRequest, Sticky)
 		}
 	default:
-		return 0, fmt.Errorf("%w: unknown strategy %q; use one of %v", ErrBadRequest, strat, Strategies)
+		return 0, fmt.Errorf("%w: unknown strategy %q; use one of %v", ErrBadRequest, strings.Clone(string(strat)), Strategies) // a clone: req must not escape
 	}
 	if len(dst) == 0 {
 		return 0, nil
 	}
-	var v view
-	if !v.init(sn, &req) {
-		v.release()
+	var scratch *[]ranked
+	v, ok := newView(sn, filter{req.Source, req.Scheme, req.Tag}, &scratch)
+	if scratch != nil {
+		defer release(scratch)
+	}
+	if !ok {
 		return 0, ErrNoProxy
 	}
 	n := 0
 	for n < len(dst) {
-		v.f.chosen = dst[:n]
-		s := v.pick(strat, req.Key)
+		sk := skip{exclude: req.Exclude, chosen: dst[:n]}
+		s := v.pick(strat, req.Key, &sk)
 		if s == nil {
 			break
 		}
 		dst[n] = Pick{Member: s.m, State: State(s.state.Load()), Panic: v.panic}
 		n++
 	}
-	v.release()
 	if n == 0 {
 		return 0, ErrNoProxy
 	}
 	return n, nil
 }
 
-// filter is what a member must pass beyond being in the group picked
-// from: the request's other filters, its exclusions, and not being picked
-// already (PickN).
+// filter is the request's filters beyond the group picked from.
 type filter struct {
 	source, scheme, tag string // "": not checked
-	exclude             []string
-	chosen              []Pick
+}
+
+// skip is what a pick must not hand out: the request's exclusions and the
+// proxies picked already (PickN). It is kept out of view, and passed down
+// separately, so that escape analysis keeps dst and Exclude on the
+// caller's stack.
+type skip struct {
+	exclude []string
+	chosen  []Pick
+}
+
+func (k *skip) allows(s *slot) bool {
+	for _, id := range k.exclude {
+		if id == s.m.ID {
+			return false
+		}
+	}
+	for i := range k.chosen {
+		if k.chosen[i].ID == s.m.ID {
+			return false
+		}
+	}
+	return true
 }
 
 func (f *filter) matches(s *slot) bool {
@@ -93,23 +115,6 @@ func (f *filter) matches(s *slot) bool {
 		return false
 	}
 	return f.tag == "" || slices.Contains(s.m.Tags, f.tag)
-}
-
-func (f *filter) accept(s *slot) bool {
-	if !f.matches(s) {
-		return false
-	}
-	for _, id := range f.exclude {
-		if id == s.m.ID {
-			return false
-		}
-	}
-	for i := range f.chosen {
-		if f.chosen[i].ID == s.m.ID {
-			return false
-		}
-	}
-	return true
 }
 
 // view is one request's reading of a snapshot.
@@ -126,49 +131,49 @@ type view struct {
 	list    []*slot
 	qualify bool
 	multi   bool // several filters: members are checked against the others
-	scratch *[]ranked
 }
 
 var scratchPool = sync.Pool{New: func() any { s := make([]ranked, 0, 64); return &s }}
 
-// init picks the group and decides panic mode; false means nothing can be
-// handed out.
-func (v *view) init(sn *snapshot, req *Request) bool {
-	v.f.exclude = req.Exclude
-	v.g = sn.all
+// newView picks the group and decides panic mode; false means nothing can
+// be handed out. A scratch buffer it takes from scratchPool is left in
+// *scratch for the caller to release. It returns the view by value: a
+// view stored through a pointer would make escape analysis move the
+// caller's request (its Exclude) to the heap.
+func newView(sn *snapshot, want filter, scratch **[]ranked) (v view, _ bool) {
+	g := sn.all
 	nf := 0
 	for _, c := range [...]struct {
 		m    map[string]*group
 		name string
-	}{{sn.bySource, req.Source}, {sn.byScheme, req.Scheme}, {sn.byTag, req.Tag}} {
+	}{{sn.bySource, want.source}, {sn.byScheme, want.scheme}, {sn.byTag, want.tag}} {
 		if c.name == "" {
 			continue
 		}
-		g := c.m[c.name]
-		if g == nil {
-			return false
+		cg := c.m[c.name]
+		if cg == nil {
+			return v, false
 		}
-		if nf == 0 || len(g.members) < len(v.g.members) {
-			v.g = g
+		if nf == 0 || len(cg.members) < len(g.members) {
+			g = cg
 		}
 		nf++
 	}
-	v.st = v.g.stats.Load()
+	st := g.stats.Load()
+	v.g, v.st, v.list = g, st, g.usable
 	if nf <= 1 {
-		v.panic = v.g.panic
-		v.list = v.g.usable
-		if v.panic {
-			v.list, v.cut, v.cutOK = v.st.panicSet, v.st.cut, v.st.cutOK
+		v.panic = g.panic
+		if g.panic {
+			v.list, v.cut, v.cutOK = st.panicSet, st.cut, st.cutOK
 		}
-		return len(v.list) > 0
+		return v, len(v.list) > 0
 	}
 	// Several filters: check them all per member (the group's own one
 	// passes anyway) and count the intersection for panic mode.
-	v.multi = true
-	v.f.source, v.f.scheme, v.f.tag = req.Source, req.Scheme, req.Tag
+	v.multi, v.f = true, want
 	usable, cands := 0, 0
-	for _, s := range v.g.members {
-		if !v.f.matches(s) {
+	for _, s := range g.members {
+		if !want.matches(s) {
 			continue
 		}
 		switch s.class.Load() {
@@ -179,22 +184,22 @@ func (v *view) init(sn *snapshot, req *Request) bool {
 			cands++
 		}
 	}
-	v.list = v.g.usable
 	if !inPanic(usable, cands, sn.thr) {
-		return usable > 0
+		return v, usable > 0
 	}
-	v.panic, v.qualify, v.list = true, true, v.g.members
-	v.scratch = scratchPool.Get().(*[]ranked)
-	*v.scratch, v.cut, v.cutOK = panicCut(v.g.members, usable, panicNeed(cands, sn.thr), &v.f, *v.scratch)
-	return usable > 0 || v.cutOK
+	v.panic, v.qualify, v.list = true, true, g.members
+	buf := scratchPool.Get().(*[]ranked)
+	*scratch = buf
+	var cut rankKey
+	var ok bool
+	*buf, cut, ok = panicCut(g.members, usable, panicNeed(cands, sn.thr), &want, *buf)
+	v.cut, v.cutOK = cut, ok
+	return v, usable > 0 || ok
 }
 
-func (v *view) release() {
-	if v.scratch != nil {
-		*v.scratch = (*v.scratch)[:0]
-		scratchPool.Put(v.scratch)
-		v.scratch = nil
-	}
+func release(buf *[]ranked) {
+	*buf = (*buf)[:0]
+	scratchPool.Put(buf)
 }
 
 // handOut reports whether s may be handed out in this view's mode.
@@ -209,38 +214,38 @@ func (v *view) handOut(s *slot) bool {
 }
 
 // ok reports whether s, drawn from v.list, may be handed out.
-func (v *view) ok(s *slot) bool {
+func (v *view) ok(s *slot, sk *skip) bool {
 	if v.qualify && !v.handOut(s) {
 		return false
 	}
-	return v.f.accept(s)
+	return v.f.matches(s) && sk.allows(s)
 }
 
-func (v *view) pick(strat Strategy, key string) *slot {
+func (v *view) pick(strat Strategy, key string, sk *skip) *slot {
 	switch strat {
 	case RoundRobin:
-		return v.roundRobin()
+		return v.roundRobin(sk)
 	case LeastLatency:
-		return v.leastLatency()
+		return v.leastLatency(sk)
 	case Weighted:
-		return v.weighted()
+		return v.weighted(sk)
 	case Sticky:
-		return v.sticky(key)
+		return v.sticky(key, sk)
 	}
-	return v.random()
+	return v.random(sk)
 }
 
 // roundRobin cycles through the list. With several filters it draws at
 // random instead: stepping one by one through a list where matches are
 // sparse would hand out the member after each gap again and again.
-func (v *view) roundRobin() *slot {
+func (v *view) roundRobin(sk *skip) *slot {
 	if v.multi {
-		return v.random()
+		return v.random(sk)
 	}
 	n := uint64(len(v.list))
 	start := v.g.rr.Add(1) - 1
 	for i := range n {
-		if s := v.list[(start+i)%n]; v.ok(s) {
+		if s := v.list[(start+i)%n]; v.ok(s, sk) {
 			return s
 		}
 	}
@@ -249,23 +254,23 @@ func (v *view) roundRobin() *slot {
 
 // random draws uniformly; after tries misses it scans from a random start,
 // so it fails only when nothing in the list passes.
-func (v *view) random() *slot {
+func (v *view) random(sk *skip) *slot {
 	n := len(v.list)
 	if n == 0 {
 		return nil
 	}
 	for range tries {
-		if s := v.list[rand.IntN(n)]; v.ok(s) {
+		if s := v.list[rand.IntN(n)]; v.ok(s, sk) {
 			return s
 		}
 	}
-	return v.scan(rand.IntN(n))
+	return v.scan(rand.IntN(n), sk)
 }
 
-func (v *view) scan(start int) *slot {
+func (v *view) scan(start int, sk *skip) *slot {
 	n := len(v.list)
 	for i := range n {
-		if s := v.list[(start+i)%n]; v.ok(s) {
+		if s := v.list[(start+i)%n]; v.ok(s, sk) {
 			return s
 		}
 	}
@@ -275,15 +280,15 @@ func (v *view) scan(start int) *slot {
 // leastLatency is the power of two choices: two random members, the one
 // with the lower latency EWMA wins (members without one count as the
 // group's median).
-func (v *view) leastLatency() *slot {
-	a := v.random()
+func (v *view) leastLatency(sk *skip) *slot {
+	a := v.random(sk)
 	if a == nil {
 		return nil
 	}
 	n := len(v.list)
 	for range tries {
 		b := v.list[rand.IntN(n)]
-		if b == a || !v.ok(b) {
+		if b == a || !v.ok(b, sk) {
 			continue
 		}
 		if v.latency(b) < v.latency(a) {
@@ -303,10 +308,10 @@ func (v *view) latency(s *slot) int64 {
 
 // weighted draws by success rate (prefix sums, binary search); in panic
 // mode it draws uniformly from the panic set.
-func (v *view) weighted() *slot {
+func (v *view) weighted(sk *skip) *slot {
 	pre := v.st.prefix
 	if v.panic || len(pre) != len(v.list) || len(pre) == 0 {
-		return v.random()
+		return v.random(sk)
 	}
 	total := pre[len(pre)-1]
 	for range tries {
@@ -320,18 +325,18 @@ func (v *view) weighted() *slot {
 				lo = mid + 1
 			}
 		}
-		if s := v.list[lo]; v.ok(s) {
+		if s := v.list[lo]; v.ok(s, sk) {
 			return s
 		}
 	}
-	return v.scan(rand.IntN(len(v.list)))
+	return v.scan(rand.IntN(len(v.list)), sk)
 }
 
 // sticky walks the group's ring clockwise from the key's hash to the first
 // member that may be handed out. The ring holds every member of the group,
 // usable or not, so a member turning unusable hands only its own keys to
 // the next ones, and gets them back when it returns.
-func (v *view) sticky(key string) *slot {
+func (v *view) sticky(key string, sk *skip) *slot {
 	hs, ss := v.g.ringH, v.g.ringS
 	n := len(hs)
 	if n == 0 {
@@ -339,7 +344,7 @@ func (v *view) sticky(key string) *slot {
 	}
 	i, _ := slices.BinarySearch(hs, hashString(key))
 	for j := range n {
-		if s := ss[(i+j)%n]; v.handOut(s) && v.f.accept(s) {
+		if s := ss[(i+j)%n]; v.handOut(s) && v.f.matches(s) && sk.allows(s) {
 			return s
 		}
 	}
