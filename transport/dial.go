@@ -50,8 +50,10 @@ type DialError struct {
 	Class string
 	// Proxy is the proxy as scheme://host:port, never with credentials.
 	Proxy string
-	// Op is the step that failed ("dial proxy", "CONNECT", "SOCKS5
-	// handshake", …).
+	// Op is the step that failed ("dial proxy", "CONNECT host:port",
+	// "SOCKS5 authentication", …). "resolve target" is a failure to
+	// resolve the target's name locally (socks5://, socks4://), which is
+	// not the proxy's.
 	Op string
 	// Err is the cause.
 	Err error
@@ -97,7 +99,8 @@ func classifyNet(err error) string {
 	case errors.As(err, &recErr), errors.As(err, &certErr), errors.As(err, &alert):
 		return ClassTLS
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNABORTED),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, net.ErrClosed): // net/http closed it after the peer hung up
 		return ClassReset
 	}
 	return ClassOther
@@ -392,7 +395,7 @@ func (d *Dialer) resolve(ctx context.Context, p *proxySpec, host string, v4only 
 	}
 	ips, err := r.LookupNetIP(ctx, "ip", host)
 	if err != nil {
-		return netip.Addr{}, p.fail(ClassDNS, "resolve target "+host, err)
+		return netip.Addr{}, p.fail(ClassDNS, opResolveTarget, err)
 	}
 	for _, ip := range ips {
 		if ip = ip.Unmap(); ip.Is4() {
@@ -400,10 +403,14 @@ func (d *Dialer) resolve(ctx context.Context, p *proxySpec, host string, v4only 
 		}
 	}
 	if v4only || len(ips) == 0 {
-		return netip.Addr{}, p.fail(ClassDNS, "resolve target "+host, errors.New("no IPv4 address"))
+		return netip.Addr{}, p.fail(ClassDNS, opResolveTarget, errors.New(host+" has no IPv4 address"))
 	}
 	return ips[0], nil
 }
+
+// opResolveTarget is the Op of a DialError from resolving the target's
+// name locally (socks5, socks4): a failure that is not the proxy's.
+const opResolveTarget = "resolve target"
 
 var socks5Replies = [...]string{
 	1: "general SOCKS server failure",

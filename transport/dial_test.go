@@ -143,7 +143,6 @@ func TestDialThroughFailureClasses(t *testing.T) {
 		{"407 with wrong credentials", fakeproxy.AuthRequired(), "https", true, true, 0, ClassProxyAuthRequired},
 		{"socks5 wrong credentials", fakeproxy.AuthRequired(), "socks5h", true, true, 0, ClassProxyAuthRequired},
 		{"socks5 auth without credentials", fakeproxy.AuthRequired(), "socks5h", false, true, 0, ClassProxyAuthRequired},
-		{"502 on CONNECT", fakeproxy.Flaky(1), "http", true, true, 0, ClassBadStatus},
 		{"garbage http", fakeproxy.Garbage(), "http", true, true, 0, ClassProtocol},
 		{"garbage socks5", fakeproxy.Garbage(), "socks5", true, true, 0, ClassProtocol},
 		{"untrusted proxy certificate", fakeproxy.OK(), "https", true, false, 0, ClassTLS},
@@ -189,6 +188,20 @@ func TestDialThroughFailureClasses(t *testing.T) {
 				t.Fatalf("DialError.Proxy = %q, want %q", de.Proxy, want)
 			}
 		})
+	}
+}
+
+// TestDialThroughCONNECTRefused: a proxy's own 502 to CONNECT is
+// bad_status.
+func TestDialThroughCONNECTRefused(t *testing.T) {
+	p := startTestProxy(t, "p", false, testUser, testPass)
+	p.refuseConnect.Store(true)
+	_, err := DialThrough(context.Background(), mustURL(t, p.URL(testUser, testPass)), "tcp", "127.0.0.1:443")
+	if got := Classify(err); got != ClassBadStatus {
+		t.Fatalf("Classify(%v) = %q, want %q", err, got, ClassBadStatus)
+	}
+	if strings.Contains(err.Error(), testUser) || strings.Contains(err.Error(), testPass) {
+		t.Fatalf("error message carries the credentials: %v", err)
 	}
 }
 
