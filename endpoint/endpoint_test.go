@@ -71,7 +71,7 @@ func TestHTTPForwardThroughPickedUpstream(t *testing.T) {
 	if a.requests.Load() != 2 || b.requests.Load() != 2 {
 		t.Errorf("upstream requests a=%d b=%d, want 2 each (round-robin)", a.requests.Load(), b.requests.Load())
 	}
-	wantAuth := "Basic " + basic("user", upstreamSecret)
+	wantAuth := "Basic " + encodeBasic("user", upstreamSecret)
 	for _, v := range b.AuthSeen() {
 		if v != wantAuth {
 			t.Errorf("upstream b saw Proxy-Authorization %q, want its own credentials", v)
@@ -106,10 +106,6 @@ func TestHTTPForwardThroughPickedUpstream(t *testing.T) {
 	if strings.Contains(logs.String(), upstreamSecret) {
 		t.Errorf("log contains the upstream password:\n%s", logs)
 	}
-}
-
-func basic(u, p string) string {
-	return strings.TrimPrefix((&http.Request{Header: http.Header{}}).Header.Get("x")+encodeBasic(u, p), "")
 }
 
 func encodeBasic(u, p string) string {
@@ -223,8 +219,14 @@ func TestDeadUpstreamRetried(t *testing.T) {
 		{"CONNECT", "https://127.0.0.1/", http.MethodGet},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newRotator(t, farm.URL(0), farm.URL(1))
-			srv, addr := startServer(t, r, Config{})
+			r := newRotator(t, farm.URLWith(0, "http", "u", upstreamSecret), farm.URL(1))
+			logger, logs := debugLogger()
+			srv, addr := startServer(t, r, Config{Logger: logger})
+			defer func() {
+				if strings.Contains(logs.String(), upstreamSecret) {
+					t.Errorf("log contains the upstream password:\n%s", logs)
+				}
+			}()
 			c := proxyClient(t, "http://"+addr, farm.ClientTLSConfig())
 			req, _ := http.NewRequest(tc.method, tc.target, strings.NewReader("payload"))
 			resp, err := c.Do(req)

@@ -1,0 +1,101 @@
+package endpoint
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+)
+
+// benchSetup starts one fake proxy and, for the endpoint case, an endpoint
+// in front of it; it returns a client and the target to GET. The farm
+// closes its connection after each response, so both cases open one
+// connection to the fake proxy per request; the endpoint case also keeps
+// a connection to the endpoint.
+func benchSetup(b *testing.B, viaEndpoint bool) (*http.Client, string) {
+	farm, err := fakeproxy.Start(context.Background(), 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(farm.Close)
+	proxy := farm.URL(0)
+	if viaEndpoint {
+		r := newRotator(b, farm.URL(0))
+		_, addr := startServer(b, benchRotator{r.ups[0]}, Config{})
+		proxy = "http://" + addr
+	}
+	u, _ := url.Parse(proxy)
+	tr := &http.Transport{Proxy: http.ProxyURL(u), MaxIdleConnsPerHost: 256, DisableCompression: true}
+	b.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}, "http://target.proxyhealth.test/"
+}
+
+// benchRotator always picks the one upstream and records nothing, so a
+// long benchmark does not grow a slice.
+type benchRotator struct{ p proxyhealth.Picked }
+
+func (r benchRotator) Pick(proxyhealth.PickRequest) (proxyhealth.Picked, error) { return r.p, nil }
+func (benchRotator) ReportOutcome(proxyhealth.Outcome) error                    { return nil }
+
+func fetch(b *testing.B, c *http.Client, target string) {
+	resp, err := c.Get(target)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b.Fatalf("status %s", resp.Status)
+	}
+}
+
+// BenchmarkThroughput: parallel GETs through one fake proxy, directly and
+// through the endpoint; req/s is the figure to compare.
+func BenchmarkThroughput(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		via  bool
+	}{{"direct", false}, {"endpoint", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c, target := benchSetup(b, tc.via)
+			b.SetParallelism(4)
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					fetch(b, c, target)
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+		})
+	}
+}
+
+// BenchmarkLatency: sequential GETs; p50 and p99 of single requests.
+func BenchmarkLatency(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		via  bool
+	}{{"direct", false}, {"endpoint", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c, target := benchSetup(b, tc.via)
+			fetch(b, c, target) // warm up the connection to the endpoint
+			samples := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for b.Loop() {
+				t0 := time.Now()
+				fetch(b, c, target)
+				samples = append(samples, time.Since(t0))
+			}
+			slices.Sort(samples)
+			b.ReportMetric(float64(samples[len(samples)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(samples[len(samples)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
