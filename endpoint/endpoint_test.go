@@ -672,3 +672,33 @@ func mustListen(t testing.TB) net.Listener {
 	}
 	return ln
 }
+
+// A tunnel idle for IdleTimeout is closed by the server.
+func TestTunnelIdleTimeout(t *testing.T) {
+	o := newOrigin(t, false)
+	up := newFwdProxy(t, "", "")
+	r := newRotator(t, up.URL())
+	srv, addr := startServer(t, r, Config{IdleTimeout: 300 * time.Millisecond})
+	c, code, err := socks5Dial(addr, "", "", o.Listener.Addr().String())
+	if err != nil || code != 0 {
+		t.Fatalf("SOCKS5: %d %v", code, err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	// The tunnel works: three requests through it.
+	for i := range 3 {
+		fmt.Fprintf(c, "GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d in the tunnel: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	// Idle: the server closes it (read returns EOF before our deadline).
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle tunnel: read %v, want EOF from the server closing it", err)
+	}
+	testutil.Eventually(t, 5*time.Second, "no active connection", func() bool { return srv.Stats().ActiveConns == 0 })
+}

@@ -132,8 +132,12 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request, key string) {
 func (s *Server) splice(client net.Conn, fromClient io.Reader, up net.Conn, p proxyhealth.Picked) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
+	var ended atomic.Bool
 	var idle *time.Timer
 	idle = time.AfterFunc(s.cfg.IdleTimeout, func() {
+		if ended.Load() {
+			return
+		}
 		since := time.Since(time.Unix(0, last.Load()))
 		if since >= s.cfg.IdleTimeout {
 			client.Close()
@@ -142,7 +146,10 @@ func (s *Server) splice(client net.Conn, fromClient io.Reader, up net.Conn, p pr
 		}
 		idle.Reset(s.cfg.IdleTimeout - since)
 	})
-	defer idle.Stop()
+	defer func() {
+		ended.Store(true)
+		idle.Stop()
+	}()
 
 	downDone := make(chan struct{})
 	var downN int64
