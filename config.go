@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/proxyhealth/proxyhealth/actors"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/clock"
@@ -120,6 +122,14 @@ type Config struct {
 	// once). Proxy actors do not wait on it: they keep answering while their
 	// append is in flight.
 	JournalCommitDelay time.Duration
+	// Rotation configures Engine.Pick and passive outlier detection's
+	// pool-wide bound (the per-source ejection times are in HealthConfig).
+	Rotation RotationConfig
+	// ActorSystem, if set, is the host application's protoactor system:
+	// the engine spawns its actors in it (named "proxyhealth-N/…") instead
+	// of starting a system of its own, and Close stops only what the engine
+	// spawned.
+	ActorSystem *actor.ActorSystem
 
 	// journalOptions are extra options of the bbolt journal (tests inject
 	// faults with them; see export_test.go).
@@ -175,6 +185,7 @@ func (c Config) withDefaults() Config {
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
 	}
+	c.Rotation = c.Rotation.withDefaults()
 	return c
 }
 
@@ -184,6 +195,14 @@ func (s SourceConfig) withDefaults() SourceConfig {
 	}
 	if s.Health == (events.Config{}) {
 		s.Health = events.DefaultConfig()
+	}
+	// Ejection times left zero (a HealthConfig written before they
+	// existed) take the defaults.
+	if s.Health.EjectionTime == 0 {
+		s.Health.EjectionTime = events.DefaultConfig().EjectionTime
+	}
+	if s.Health.MaxEjectionTime == 0 {
+		s.Health.MaxEjectionTime = max(events.DefaultConfig().MaxEjectionTime, s.Health.EjectionTime)
 	}
 	s.Probe = s.Probe.WithDefaults()
 	return s
@@ -212,6 +231,9 @@ func (c Config) Validate() error {
 		if err := (projections.PoolMonitorOptions{Threshold: c.PoolThreshold, Margin: c.PoolMargin}).Validate(); err != nil {
 			return fmt.Errorf("%w: %w", ErrBadConfig, err)
 		}
+	}
+	if err := c.Rotation.Validate(); err != nil {
+		return err
 	}
 	seenProj := map[string]bool{}
 	for i, p := range c.Projections {

@@ -19,7 +19,8 @@
 //	if err != nil { ... }
 //	defer eng.Close(context.Background())
 //	sub := eng.Subscribe()            // committed events, never blocking the engine
-//	eng.ReportOutcome(id, false, pb.FailureClass_FAILURE_CLASS_TIMEOUT) // passive signal
+//	p, err := eng.Pick(proxyhealth.PickRequest{})  // a healthy proxy for real traffic
+//	eng.ReportOutcome(proxyhealth.Outcome{ProxyID: p.ID, Class: "timeout"}) // what it saw
 //
 // The pure health state machine is in package events, the journal in
 // package journal, the checkers in package probe and the actor shell in

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -21,6 +22,7 @@ import (
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+	"github.com/proxyhealth/proxyhealth/rotation"
 )
 
 // JournalFile is the journal's file name inside Config.DataDir.
@@ -42,7 +44,12 @@ type Engine struct {
 	proxies map[string]*proxy
 
 	proj     *projected
+	rot      *rotator
 	jhealth  journalHealth
+	// hostSystem: sys is the host application's (Config.ActorSystem); the
+	// engine's actors are named with actorPrefix and Close stops only them.
+	hostSystem  bool
+	actorPrefix string
 	creds    *credentials // nil without a data directory
 	subs     *fanout
 	bg       sync.WaitGroup
@@ -113,9 +120,15 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		j = journal.NewMem()
 	}
 	e.journal = j
-	e.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With(slog.String("component", "protoactor"))
-	}))
+	if cfg.ActorSystem != nil {
+		e.sys, e.hostSystem = cfg.ActorSystem, true
+		e.actorPrefix = fmt.Sprintf("proxyhealth-%d-", engineSeq.Add(1))
+	} else {
+		e.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+			return slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With(slog.String("component", "protoactor"))
+		}))
+	}
+	budget := actors.NewEjectionBudget(cfg.Rotation.MaxEjectionShare)
 	e.env = &actors.Env{
 		Journal:       j,
 		Clock:         cfg.Clock,
@@ -125,16 +138,27 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		Checking:      e.setChecking,
 		Scheduled:     e.setNextCheck,
 		Abandoned:     e.abandoned,
+		Ejections:     budget,
 	}
 	if err := e.env.Init(); err != nil {
 		_ = j.Close()
-		e.sys.Shutdown()
+		e.shutdownSystem()
 		return nil, err
 	}
+	pool, err := rotation.NewPool(cfg.Rotation.poolOptions())
+	if err != nil { // Validate checked the config
+		_ = j.Close()
+		e.shutdownSystem()
+		e.env.Close()
+		return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	e.rot = &rotator{pool: pool, budget: budget, member: e.runningMember, journal: j, log: cfg.Logger,
+		now: func() int64 { return cfg.Clock.Now().UnixNano() }, threshold: cfg.Rotation.PanicThreshold * 100, touched: map[string]struct{}{}}
 	if err := e.startProjections(ctx); err != nil {
 		_ = e.proj.stop(context.WithoutCancel(ctx))
+		e.rot.wait()
 		_ = j.Close()
-		e.sys.Shutdown()
+		e.shutdownSystem()
 		e.env.Close()
 		return nil, err
 	}
@@ -187,7 +211,7 @@ func (e *Engine) AddSource(ctx context.Context, sc SourceConfig) error {
 	}
 	strategy := actors.DefaultRestartBackoff(e.log)
 	strategy.AfterFunc = func(d time.Duration, f func()) { e.cfg.Clock.AfterFunc(d, f) }
-	pid, err := e.sys.Root.SpawnNamed(actors.SourceProps(e.env, sc.Name, strategy), "source-"+sc.Name)
+	pid, err := e.sys.Root.SpawnNamed(actors.SourceProps(e.env, sc.Name, strategy), e.actorPrefix+"source-"+sc.Name)
 	if err != nil {
 		e.mu.Unlock()
 		return fmt.Errorf("proxyhealth: start source %q: %w", sc.Name, err)
@@ -335,6 +359,7 @@ func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []strin
 	}
 	e.mu.Unlock()
 	e.settle(ctx)
+	e.rot.refresh(ids) // a resumed proxy journals nothing at start
 	return ids, errors.Join(errs...)
 }
 
@@ -530,20 +555,40 @@ func (e *Engine) settled(ctx context.Context, err error) error {
 	return err
 }
 
-// ReportOutcome feeds a passive signal from real traffic: ok=false with a
-// failure class counts towards an immediate re-probe (after
-// PassiveFailureThreshold consecutive failures, default 3). It never blocks.
-func (e *Engine) ReportOutcome(id string, ok bool, class pb.FailureClass) error {
-	p, err := e.lookup(id)
+// ReportOutcome feeds what real traffic saw through a proxy into passive
+// outlier detection. Report failures of the proxy's own (Outcome.Class
+// refused, timeout, reset, tls, dns, proxy_auth_required, bad_status for a
+// 5xx from the proxy itself, protocol, other); a target's error through a
+// working proxy is OK. PassiveFailureThreshold consecutive failures
+// (default 3) eject the proxy from rotation for its ejection time (within
+// the pool's maximum ejection share) and re-probe it at once; the ejection
+// and its end are journaled. It never blocks.
+func (e *Engine) ReportOutcome(o Outcome) error {
+	p, err := e.lookup(o.ProxyID)
 	if err != nil {
 		return err
 	}
-	if !ok && class == pb.FailureClass_FAILURE_CLASS_UNSPECIFIED {
+	class := pb.FailureClass_FAILURE_CLASS_UNSPECIFIED
+	if !o.OK {
 		class = pb.FailureClass_FAILURE_CLASS_OTHER
+		if o.Class != "" {
+			c, ok := events.ParseClass(o.Class)
+			if !ok || c == pb.FailureClass_FAILURE_CLASS_TOO_SLOW || c == pb.FailureClass_FAILURE_CLASS_CONTENT_MISMATCH {
+				return fmt.Errorf("%w: error_class %q; use one of %v", ErrBadOutcome, o.Class, OutcomeClasses)
+			}
+			class = c
+		}
 	}
-	e.sys.Root.Send(p.pid, &actors.Passive{OK: ok, Class: class})
+	e.sys.Root.Send(p.pid, &actors.Passive{OK: o.OK, Class: class})
 	return nil
 }
+
+// OutcomeClasses are the failure classes an Outcome may name: the proxy's
+// own failures.
+var OutcomeClasses = []string{"refused", "timeout", "reset", "tls", "dns", "proxy_auth_required", "bad_status", "protocol", "other"}
+
+// ErrBadOutcome: ReportOutcome was given an outcome it cannot take.
+var ErrBadOutcome = errors.New("proxyhealth: bad outcome")
 
 // ProxyStatus is one proxy's live state, straight from its actor.
 type ProxyStatus struct {
@@ -688,10 +733,12 @@ func (e *Engine) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("proxyhealth: close: stop source %s: %w", pid.GetId(), err))
 		}
 	}
-	// 4. Stop the projections (the view's offset is durable per batch).
+	// 4. Stop the projections (the view's offset is durable per batch),
+	// and the rotator's last panic event.
 	if err := e.proj.stop(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("proxyhealth: close projections: %w", err))
 	}
+	e.rot.wait()
 	// 5. Flush and close the journal; the fan-out ends with it.
 	if err := e.journal.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("proxyhealth: close journal: %w", err))
@@ -699,9 +746,20 @@ func (e *Engine) Close(ctx context.Context) error {
 	e.bgCancel()
 	e.bg.Wait()
 	e.subs.closeAll()
-	e.sys.Shutdown()
+	e.shutdownSystem()
 	e.env.Close()
 	return errors.Join(errs...)
+}
+
+// engineSeq numbers the engines sharing a host actor system.
+var engineSeq atomic.Uint64
+
+// shutdownSystem stops the actor system, unless it is the host's (whose
+// actors of this engine Close stopped already).
+func (e *Engine) shutdownSystem() {
+	if !e.hostSystem {
+		e.sys.Shutdown()
+	}
 }
 
 // requestTimeout is the actor-request timeout derived from ctx.

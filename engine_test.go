@@ -323,7 +323,7 @@ func TestPassiveFailuresTriggerAnImmediateReprobe(t *testing.T) {
 	waitState(t, e, id, pb.HealthState_HEALTH_STATE_HEALTHY)
 	n := farm.Checks(0)
 	for range 3 {
-		if err := e.ReportOutcome(id, false, pb.FailureClass_FAILURE_CLASS_TIMEOUT); err != nil {
+		if err := e.ReportOutcome(proxyhealth.Outcome{ProxyID: id, Class: "timeout"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -23,6 +23,9 @@ type projected struct {
 	extra    []namedProjection // Config.Projections, opened
 	monitor  *projections.PoolMonitor
 	notifier *projections.Notifier
+	// after, if set, follows each batch the live status applied (the
+	// rotator), on the feeder goroutine.
+	after func([]*pb.Envelope)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -99,6 +102,9 @@ func (e *Engine) startProjections(ctx context.Context) error {
 			}
 		}
 	}
+
+	e.rot.follow(p.live)
+	p.after = e.rot.apply
 
 	for _, spec := range cfg.Projections {
 		x, err := spec.Open(ctx, ProjectionEnv{DataDir: cfg.DataDir, Journal: journal.ReadOnly(j), Logger: cfg.Logger, StartFresh: cfg.StartFresh})
@@ -237,6 +243,9 @@ func (p *projected) feedLive(ctx context.Context, j journal.Journal, from uint64
 			return err
 		}
 		p.live.Apply(batch...)
+		if p.after != nil {
+			p.after(batch)
+		}
 	}
 }
 

@@ -64,6 +64,7 @@ type Live struct {
 	lastAt   int64 // time of the last applied event
 	newestAt int64 // newest event time applied
 	pool     poolStatus
+	panic    bool // the last PoolPanicEntered/Left said panic
 
 	sorted   atomic.Pointer[sortedIndex]
 	nSources atomic.Int64 // len(names), readable without mu
@@ -132,6 +133,12 @@ func (l *Live) apply(env *pb.Envelope) {
 	case *pb.Envelope_PoolRecovered:
 		l.pool = poolStatus{degraded: false, at: at, pct: e.PoolRecovered.GetHealthyPercentage(), thres: e.PoolRecovered.GetThresholdPercentage()}
 		return
+	case *pb.Envelope_PoolPanicEntered:
+		l.panic = true
+		return
+	case *pb.Envelope_PoolPanicLeft:
+		l.panic = false
+		return
 	}
 	if id == "" {
 		return
@@ -197,6 +204,7 @@ func (l *Live) record(e *entry, env *pb.Envelope, covered bool) {
 	case *pb.Envelope_CheckSucceeded:
 		lat := time.Duration(ev.CheckSucceeded.GetLatency().GetTotalNs())
 		l.check(e, at, true)
+		e.lastOK = max(e.lastOK, at)
 		if !covered {
 			if e.hasEWMA {
 				e.ewma = time.Duration(EWMAAlpha*float64(lat) + (1-EWMAAlpha)*float64(e.ewma))
@@ -215,6 +223,7 @@ func (l *Live) record(e *entry, env *pb.Envelope, covered bool) {
 			e.changes = ring[stateChange]{}
 			e.hourLast, e.fineLast = noBucket, noBucket
 			e.hasEWMA, e.ewma = false, 0
+			e.lastOK = 0
 		}
 	}
 	if !covered {

@@ -32,6 +32,7 @@ type entry struct {
 	next     int64 // the next check's due time (unix ns) as the engine reported it; 0: none
 	hasEWMA  bool
 	ewma     time.Duration
+	lastOK   int64 // the last passed check (unix ns); 0: none seen
 
 	changes ring[stateChange]
 

@@ -34,6 +34,9 @@ type ProxyView struct {
 	AddedAt      time.Time `json:"added_at,omitzero"`
 	LastCheckAt  time.Time `json:"last_check_at,omitzero"`
 	LastChangeAt time.Time `json:"last_change_at,omitzero"`
+	// LastSuccessAt is the time of the last passed check this status has
+	// seen (zero: none since it was added or since retention).
+	LastSuccessAt time.Time `json:"last_success_at,omitzero"`
 	// LastErrorClass and LastError describe the last failed check (they are
 	// kept after later successes).
 	LastErrorClass string `json:"last_error_class,omitempty"`
@@ -105,6 +108,9 @@ type Summary struct {
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	// PoolDegraded reflects the last PoolDegraded/PoolRecovered event.
 	PoolDegraded bool `json:"pool_degraded"`
+	// PanicMode reflects the last PoolPanicEntered/PoolPanicLeft event:
+	// too few proxies are usable, so pickers hand out the least-bad ones.
+	PanicMode bool `json:"panic_mode"`
 	// Sources lists the sources with at least one proxy, by name.
 	Sources []SourceSummary `json:"sources"`
 }
@@ -121,6 +127,7 @@ func (l *Live) Summary() Summary {
 		Seq:          l.seq,
 		UpdatedAt:    timeOrZero(l.lastAt),
 		PoolDegraded: l.pool.degraded,
+		PanicMode:    l.panic,
 	}
 	for _, n := range l.names {
 		if a := l.sources[n]; a.total > 0 {
@@ -157,6 +164,9 @@ func (l *Live) view(e *entry, now int64) ProxyView {
 	}
 	if e.hasEWMA {
 		v.LatencyEWMA = e.ewma
+	}
+	if e.lastOK != 0 {
+		v.LastSuccessAt = time.Unix(0, e.lastOK).UTC()
 	}
 	var ok uint32
 	ok, v.Checks1h = sumRate(e.fine[:], e.fineLast, fineWidth, now)

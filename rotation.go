@@ -1,0 +1,286 @@
+package proxyhealth
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+
+	"github.com/proxyhealth/proxyhealth/actors"
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+	"github.com/proxyhealth/proxyhealth/rotation"
+)
+
+// Defaults of RotationConfig.
+const (
+	// DefaultPanicThreshold is the usable share of the candidates below
+	// which picks are made in panic mode (Envoy's panic threshold).
+	DefaultPanicThreshold = rotation.DefaultPanicThreshold
+	// DefaultMaxEjectionShare is the share of the pool passive outlier
+	// detection may hold ejected at once (at least one proxy).
+	DefaultMaxEjectionShare = actors.DefaultMaxEjectionShare
+)
+
+// RotationConfig configures how the engine hands proxies out (Pick) and
+// how far real traffic may take them out of rotation. The zero value means
+// the defaults.
+type RotationConfig struct {
+	// Strategy is the strategy of picks that name none. Default
+	// round-robin.
+	Strategy Strategy
+	// IncludeDegraded makes degraded proxies usable (picked like healthy
+	// ones). Default false: only healthy proxies are handed out.
+	IncludeDegraded bool
+	// PanicThreshold (0..1): when fewer than this share of a pick's
+	// candidates (its matching, unpaused proxies) are usable, the pick is
+	// made among the least-bad candidates instead of failing: fewest recent
+	// failures, then most recent success. Default 0.5; DisablePanic turns
+	// panic mode off.
+	PanicThreshold float64
+	// DisablePanic turns panic mode off: picks fail with ErrNoProxy when
+	// nothing is usable.
+	DisablePanic bool
+	// MaxEjectionShare (0..1] bounds the share of the pool that passive
+	// outlier detection holds ejected at once (at least one proxy), so a
+	// bad target cannot empty the pool. Default 0.5.
+	MaxEjectionShare float64
+}
+
+func (r RotationConfig) withDefaults() RotationConfig {
+	if r.Strategy == "" {
+		r.Strategy = RoundRobin
+	}
+	if r.PanicThreshold == 0 {
+		r.PanicThreshold = DefaultPanicThreshold
+	}
+	if r.MaxEjectionShare == 0 {
+		r.MaxEjectionShare = DefaultMaxEjectionShare
+	}
+	return r
+}
+
+// Validate reports the first invalid field of the rotation config.
+func (r RotationConfig) Validate() error {
+	r = r.withDefaults()
+	switch {
+	case !validStrategy(r.Strategy):
+		return fmt.Errorf("%w: rotation.strategy = %q; must be one of %v", ErrBadConfig, r.Strategy, Strategies)
+	case !(r.PanicThreshold > 0 && r.PanicThreshold <= 1):
+		return fmt.Errorf("%w: rotation.panic_threshold = %v; must be in (0, 1] (a share; disable panic mode with disable_panic)", ErrBadConfig, r.PanicThreshold)
+	case !(r.MaxEjectionShare > 0 && r.MaxEjectionShare <= 1):
+		return fmt.Errorf("%w: rotation.max_ejection_share = %v; must be in (0, 1]", ErrBadConfig, r.MaxEjectionShare)
+	}
+	return nil
+}
+
+func validStrategy(s Strategy) bool {
+	for _, v := range Strategies {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// poolOptions are the picker's options for this config.
+func (r RotationConfig) poolOptions() rotation.Options {
+	o := rotation.DefaultOptions()
+	o.Strategy = r.Strategy
+	o.IncludeDegraded = r.IncludeDegraded
+	o.PanicThreshold = r.PanicThreshold
+	if r.DisablePanic {
+		o.PanicThreshold = 0
+	}
+	return o
+}
+
+// rotator keeps the picker's pool in step with the live status: after each
+// batch the live status applied, it updates the members the batch touched
+// and publishes, then journals panic mode turning on or off. It runs on
+// the live status's feeder goroutine.
+type rotator struct {
+	pool      *rotation.Pool
+	budget    *actors.EjectionBudget
+	live      *projections.Live
+	member    func(id string) (rotation.Member, bool)
+	journal   journal.Journal
+	now       func() int64
+	log       *slog.Logger
+	threshold float64 // panic threshold, in percent for the events
+	touched   map[string]struct{}
+	wmu       sync.Mutex // serializes the pool's writers: the feeder, refresh
+
+	mu        sync.Mutex
+	journaled bool // the panic state the journal holds (or will)
+	appending bool
+	wg        sync.WaitGroup
+}
+
+// apply follows one batch of the live status.
+func (r *rotator) apply(batch []*pb.Envelope) {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	for _, env := range batch {
+		if id := env.GetProxyId(); id != "" {
+			r.touched[id] = struct{}{}
+		}
+	}
+	for id := range r.touched {
+		r.update(id)
+	}
+	clear(r.touched)
+	r.publish()
+}
+
+// follow makes the rotator follow live, caught up with the journal: the
+// panic state the journal holds is the last one live applied.
+func (r *rotator) follow(live *projections.Live) {
+	r.live = live
+	r.mu.Lock()
+	r.journaled = live.Summary().PanicMode
+	r.mu.Unlock()
+}
+
+// refresh updates the given proxies (just started: a proxy resumed from the
+// journal journals nothing until its next check).
+func (r *rotator) refresh(ids []string) {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	for _, id := range ids {
+		r.update(id)
+	}
+	r.publish()
+}
+
+// update refreshes one proxy's member and status.
+func (r *rotator) update(id string) {
+	v, ok := r.live.Proxy(id)
+	if !ok {
+		r.pool.Remove(id)
+		return
+	}
+	r.set(v)
+}
+
+func (r *rotator) set(v ProxyView) {
+	m, ok := r.member(v.ID)
+	if !ok { // known to the journal, not run by this engine
+		r.pool.Remove(v.ID)
+		return
+	}
+	r.pool.Set(m, statusOf(v))
+}
+
+// statusOf is what the picker needs of a proxy's live status.
+func statusOf(v ProxyView) rotation.Status {
+	st, _ := events.ParseState(v.State)
+	s := rotation.Status{
+		State: rotation.State(st), Paused: v.Paused, Ejected: v.Ejected,
+		LatencyEWMA: v.LatencyEWMA, SuccessRate: v.SuccessRate1h, Checks: v.Checks1h,
+		ConsecutiveFailures: v.ConsecutiveFailures,
+	}
+	if !v.LastSuccessAt.IsZero() {
+		s.LastSuccess = v.LastSuccessAt.UnixNano()
+	}
+	return s
+}
+
+// publish makes the changes visible to pickers and journals a change of
+// the pool-wide panic mode (once per episode).
+func (r *rotator) publish() {
+	r.pool.Publish()
+	r.budget.SetTotal(r.pool.Len())
+	ps := r.pool.Panic()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.appending || ps.Active == r.journaled {
+		return
+	}
+	// While most proxies have not been checked yet (start-up, a large
+	// addition) the pool is "in panic" only because nothing is known:
+	// picks still fall back to the least-bad proxies, but an episode is
+	// journaled only once the verdict rests on checks.
+	if sum := r.live.Summary(); (sum.Total-sum.Unknown)*2 < sum.Total {
+		return
+	}
+	env := &pb.Envelope{AtUnixNano: r.now()}
+	if ps.Active {
+		env.Event = &pb.Envelope_PoolPanicEntered{PoolPanicEntered: &pb.PoolPanicEntered{
+			Usable: uint32(ps.Usable), Candidates: uint32(ps.Candidates), ThresholdPercentage: r.threshold}}
+	} else {
+		env.Event = &pb.Envelope_PoolPanicLeft{PoolPanicLeft: &pb.PoolPanicLeft{
+			Usable: uint32(ps.Usable), Candidates: uint32(ps.Candidates), ThresholdPercentage: r.threshold}}
+	}
+	r.appending = true
+	r.wg.Add(1)
+	go func() { // the feeder never waits for the journal
+		defer r.wg.Done()
+		_, err := r.journal.Append(context.Background(), []*pb.Envelope{env})
+		r.mu.Lock()
+		r.appending = false
+		if err == nil {
+			r.journaled = ps.Active
+		}
+		r.mu.Unlock()
+		if err != nil {
+			r.log.Warn("could not journal the pool's panic mode; retrying with the next change", slog.Bool("panic", ps.Active), slog.Any("error", err))
+		}
+	}()
+}
+
+// wait waits for a panic event being appended (Close, before the journal
+// closes).
+func (r *rotator) wait() { r.wg.Wait() }
+
+// memberOf builds the picker's member of a running proxy: its full URL
+// (credentials included: the picker hands it to the process's own
+// transport, never to logs or the API).
+func memberOf(id string, p *proxy) rotation.Member {
+	u := &url.URL{Scheme: p.url.Scheme(), Host: p.url.HostPort()}
+	if p.url.HasCredentials() {
+		user, pass := p.url.RevealCredentials()
+		u.User = url.UserPassword(user, pass)
+	}
+	port := 0
+	fmt.Sscanf(p.url.Port(), "%d", &port)
+	return rotation.Member{ID: id, URL: u, Scheme: p.url.Scheme(), Host: p.url.Host(), Port: port, Source: p.source}
+}
+
+// runningMember is the rotator's member lookup: the engine's proxies.
+func (e *Engine) runningMember(id string) (rotation.Member, bool) {
+	e.mu.Lock()
+	p, ok := e.proxies[id]
+	e.mu.Unlock()
+	if !ok {
+		return rotation.Member{}, false
+	}
+	return memberOf(id, p), true
+}
+
+// Pick hands out a usable proxy, chosen by the request's strategy among the
+// proxies matching its filters: never blocking, never allocating, from a
+// snapshot of the live status that follows each projection step. In panic
+// mode (too few usable candidates) it picks among the least-bad ones
+// (Picked.Panic). It fails with ErrNoProxy when nothing at all can be
+// handed out. The Picked URL carries the proxy's credentials, for the
+// program's own traffic: never log or print it.
+func (e *Engine) Pick(req PickRequest) (Picked, error) { return e.rot.pool.Pick(req) }
+
+// PickN fills dst with up to len(dst) distinct proxies, as Pick would
+// choose them, and returns how many it picked.
+func (e *Engine) PickN(req PickRequest, dst []Picked) (int, error) { return e.rot.pool.PickN(req, dst) }
+
+// PanicState is the pool-wide panic mode as the picker last computed it.
+type PanicState = rotation.PanicState
+
+// Panic returns the pool-wide panic state (panic mode on or off, and the
+// usable and candidate counts it was decided from).
+func (e *Engine) Panic() PanicState { return e.rot.pool.Panic() }
+
+// Ejections returns how many proxies passive outlier detection holds out
+// of rotation, and how many it may (the maximum ejection share).
+func (e *Engine) Ejections() (ejected, limit int) { return e.rot.budget.Ejected() }
