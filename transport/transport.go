@@ -418,10 +418,13 @@ func (b *rwcBody) Close() error {
 
 // proxyPool is one proxy's connections.
 type proxyPool struct {
-	id    string
-	url   string // the full URL, to notice a changed member
-	elem  *list.Element
-	plain *http.Transport // http:// targets through http(s) proxies, absolute form; nil for SOCKS
+	id  string
+	url string // the full URL, to notice a changed member
+	// urlPtr is the last URL pointer seen for the member (never
+	// dereferenced after the pool is created; only compared).
+	urlPtr *url.URL
+	elem   *list.Element
+	plain  *http.Transport // http:// targets through http(s) proxies, absolute form; nil for SOCKS
 	// tunnel: https:// targets through http(s) proxies (CONNECT), every
 	// target through SOCKS.
 	tunnel *http.Transport
@@ -433,16 +436,21 @@ func (t *Transport) poolFor(picked proxyhealth.Picked) (*proxyPool, error) {
 	if picked.URL == nil {
 		return nil, fmt.Errorf("%w: proxy %s was picked without a URL", ErrBadProxyURL, picked.ID)
 	}
-	full := picked.URL.String()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, ErrClosed
 	}
 	p := t.pools[picked.ID]
-	if p != nil && p.url != full {
-		t.dropLocked(p)
-		p = nil
+	// The engine hands out a member's URL by pointer: the same pointer is
+	// the same URL, without formatting it.
+	if p != nil && p.urlPtr != picked.URL {
+		if full := picked.URL.String(); full != p.url {
+			t.dropLocked(p)
+			p = nil
+		} else {
+			p.urlPtr = picked.URL
+		}
 	}
 	if p != nil {
 		t.lru.MoveToFront(p.elem)
@@ -452,7 +460,7 @@ func (t *Transport) poolFor(picked proxyhealth.Picked) (*proxyPool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.url = full
+	p.url, p.urlPtr = picked.URL.String(), picked.URL
 	t.pools[picked.ID] = p
 	p.elem = t.lru.PushFront(p)
 	for len(t.pools) > t.o.MaxProxies {

@@ -507,3 +507,25 @@ func TestOptionsValidate(t *testing.T) {
 		t.Errorf("New(bad strategy) = %v, want ErrBadOptions", err)
 	}
 }
+
+// TestChangedMemberGetsANewPool: when the engine hands out a proxy ID with
+// a different URL (new credentials), the old pool is not reused.
+func TestChangedMemberGetsANewPool(t *testing.T) {
+	o := startOrigin(t, false)
+	p := startTestProxy(t, "p", false, testUser, testPass)
+	r := newRotator(t, p.URL(testUser, "wrong"))
+	tr := newTransport(t, r, Options{MaxAttempts: 1})
+	if code, _ := get(t, tr, o.srv.URL+"/"); code != http.StatusProxyAuthRequired {
+		t.Fatalf("with the wrong password: status %d, want 407", code)
+	}
+	r.mu.Lock()
+	r.members[0].URL = mustURL(t, p.URL(testUser, testPass))
+	r.mu.Unlock()
+	if code, body := get(t, tr, o.srv.URL+"/"); code != 200 || body != "hello" {
+		t.Fatalf("with the right password: %d %q, want 200 \"hello\"", code, body)
+	}
+	outs := r.Outcomes()
+	if len(outs) != 2 || outs[0].Class != ClassProxyAuthRequired || !outs[1].OK {
+		t.Fatalf("outcomes %+v, want proxy_auth_required then OK", outs)
+	}
+}
