@@ -391,3 +391,113 @@ func startHangupProxy(t testing.TB) *hangupProxy {
 }
 
 func (h *hangupProxy) URL() string { return "http://" + h.ln.Addr().String() }
+
+// socksForwarder is a real SOCKS5 proxy (no authentication, CONNECT to an
+// IPv4 address or a name) that counts the connections clients open to it.
+type socksForwarder struct {
+	ln       net.Listener
+	newConns atomic.Int64
+	mu       sync.Mutex
+	conns    map[net.Conn]bool
+	wg       sync.WaitGroup
+}
+
+func startSOCKSForwarder(t testing.TB) *socksForwarder {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &socksForwarder{ln: ln, conns: map[net.Conn]bool{}}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.newConns.Add(1)
+			s.track(c)
+			s.wg.Add(1)
+			go func() { defer s.wg.Done(); s.serve(c) }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *socksForwarder) track(c net.Conn) {
+	s.mu.Lock()
+	s.conns[c] = true
+	s.mu.Unlock()
+}
+
+func (s *socksForwarder) serve(c net.Conn) {
+	defer c.Close()
+	b := make([]byte, 262)
+	if _, err := io.ReadFull(c, b[:2]); err != nil {
+		return
+	}
+	if _, err := io.ReadFull(c, b[:b[1]]); err != nil {
+		return
+	}
+	if _, err := c.Write([]byte{5, 0}); err != nil {
+		return
+	}
+	if _, err := io.ReadFull(c, b[:4]); err != nil {
+		return
+	}
+	var host string
+	switch b[3] {
+	case 1:
+		if _, err := io.ReadFull(c, b[:4]); err != nil {
+			return
+		}
+		host = net.IP(b[:4]).String()
+	case 3:
+		if _, err := io.ReadFull(c, b[:1]); err != nil {
+			return
+		}
+		n := int(b[0])
+		if _, err := io.ReadFull(c, b[:n]); err != nil {
+			return
+		}
+		host = string(b[:n])
+	default:
+		return
+	}
+	if _, err := io.ReadFull(c, b[:2]); err != nil {
+		return
+	}
+	port := int(b[0])<<8 | int(b[1])
+	up, err := net.DialTimeout("tcp", net.JoinHostPort(host, strconv.Itoa(port)), 5*time.Second)
+	if err != nil {
+		_, _ = c.Write([]byte{5, 5, 0, 1, 0, 0, 0, 0, 0, 0})
+		return
+	}
+	s.track(up)
+	defer up.Close()
+	if _, err := c.Write([]byte{5, 0, 0, 1, 0, 0, 0, 0, 0, 0}); err != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(up, c)
+		up.Close()
+		close(done)
+	}()
+	_, _ = io.Copy(c, up)
+	c.Close()
+	<-done
+}
+
+func (s *socksForwarder) URL(scheme string) string { return scheme + "://" + s.ln.Addr().String() }

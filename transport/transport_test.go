@@ -529,3 +529,86 @@ func TestChangedMemberGetsANewPool(t *testing.T) {
 		t.Fatalf("outcomes %+v, want proxy_auth_required then OK", outs)
 	}
 }
+
+// TestSOCKSConnectionsAreReused: sequential requests to one target through
+// a forwarding SOCKS5 proxy use one tunnel.
+func TestSOCKSConnectionsAreReused(t *testing.T) {
+	pool := testCertPool(t)
+	for _, useTLS := range []bool{false, true} {
+		o := startOrigin(t, useTLS)
+		s := startSOCKSForwarder(t)
+		for _, scheme := range []string{"socks5", "socks5h"} {
+			r := newRotator(t, s.URL(scheme))
+			tr := newTransport(t, r, Options{TLSClientConfig: &tls.Config{RootCAs: pool}})
+			before, originBefore := s.newConns.Load(), o.newConns.Load()
+			for range 10 {
+				if code, body := get(t, tr, o.srv.URL+"/"); code != 200 || body != "hello" {
+					t.Fatalf("%s: %d %q", scheme, code, body)
+				}
+			}
+			if got := s.newConns.Load() - before; got != 1 {
+				t.Errorf("%s, TLS origin %v: 10 requests opened %d connections to the proxy, want 1", scheme, useTLS, got)
+			}
+			if got := o.newConns.Load() - originBefore; got != 1 {
+				t.Errorf("%s, TLS origin %v: the origin saw %d connections, want 1", scheme, useTLS, got)
+			}
+			tr.Close()
+		}
+	}
+}
+
+// TestFailuresThatAreNotTheProxys are neither reported nor retried: the
+// caller's context ends, the request body fails, the target's certificate
+// is refused.
+func TestFailuresThatAreNotTheProxys(t *testing.T) {
+	tlsOrigin := startOrigin(t, true)
+	o := startOrigin(t, false)
+	f := startFarm(t, 1, fakeproxy.WithBehavior(fakeproxy.Blackhole()))
+	good := startTestProxy(t, "good", false, "", "")
+
+	t.Run("caller's deadline", func(t *testing.T) {
+		r := newRotator(t, f.URL(0), good.URL("", ""))
+		tr := newTransport(t, r, Options{PerAttemptTimeout: time.Minute})
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, o.srv.URL+"/", nil)
+		if resp, err := tr.RoundTrip(req); err == nil {
+			resp.Body.Close()
+			t.Fatal("RoundTrip succeeded after the caller's deadline")
+		}
+		if outs, picks := r.Outcomes(), r.Picks(); len(outs) != 0 || len(picks) != 1 {
+			t.Fatalf("outcomes %+v, picks %d: want none reported and no retry", outs, len(picks))
+		}
+	})
+	t.Run("request body fails", func(t *testing.T) {
+		r := newRotator(t, good.URL("", ""), good.URL("", ""))
+		tr := newTransport(t, r, Options{})
+		req, _ := http.NewRequest(http.MethodPut, o.srv.URL+"/", io.MultiReader(strings.NewReader("part"), failingReader{}))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(failingReader{}), nil }
+		req.ContentLength = 100
+		if resp, err := tr.RoundTrip(req); err == nil {
+			resp.Body.Close()
+			t.Fatal("RoundTrip succeeded with a failing body")
+		}
+		if outs, picks := r.Outcomes(), r.Picks(); len(outs) != 0 || len(picks) != 1 {
+			t.Fatalf("outcomes %+v, picks %d: want none reported and no retry", outs, len(picks))
+		}
+	})
+	t.Run("target certificate refused", func(t *testing.T) {
+		r := newRotator(t, good.URL("", ""), good.URL("", ""))
+		tr := newTransport(t, r, Options{}) // the system roots do not trust httptest's certificate
+		req, _ := http.NewRequest(http.MethodGet, tlsOrigin.srv.URL+"/", nil)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatal("RoundTrip trusted an unknown certificate")
+		}
+		if outs, picks := r.Outcomes(), r.Picks(); len(outs) != 0 || len(picks) != 1 {
+			t.Fatalf("outcomes %+v, picks %d: want none reported and no retry (error %v)", outs, len(picks), err)
+		}
+	})
+}
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, errors.New("disk on fire") }
