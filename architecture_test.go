@@ -48,15 +48,18 @@ func moduleImports(t *testing.T, dir string) []string {
 	return out
 }
 
-// TestTheFacadeIsTheOneDoor: the daemon, the CLI, the HTTP API and the
-// examples use the engine through the root package only (plus the event
-// vocabulary in proto; the daemon also wires the API and, for the demo, the
-// fake proxy farm). Test files may use the layers below for fakes.
+// TestTheFacadeIsTheOneDoor: the daemon, the CLI, the HTTP API, the
+// transport, the rotating endpoint and the examples use the engine through
+// the root package only (plus the event vocabulary in proto; the daemon
+// also wires the API and the endpoint, which builds on the transport, and,
+// for the demo, the fake proxy farm). Test files may use the layers below for fakes.
 func TestTheFacadeIsTheOneDoor(t *testing.T) {
 	proto := module + "/proto/proxyhealth/v1"
 	allowed := map[string][]string{
-		"cmd/proxyhealth": {module, proto, module + "/httpapi", module + "/internal/fakeproxy"},
+		"cmd/proxyhealth": {module, proto, module + "/httpapi", module + "/endpoint", module + "/internal/fakeproxy"},
 		"httpapi":         {module, proto},
+		"transport":       {module},
+		"endpoint":        {module, module + "/transport"},
 		"examples/embed":  {module, proto},
 	}
 	for dir, ok := range allowed {

@@ -42,6 +42,7 @@ type fileConfig struct {
 	Sources     []sourceFile  `yaml:"sources"`
 	Webhooks    []webhookFile `yaml:"webhooks"`
 	Pool        poolFile      `yaml:"pool"`
+	Serve       serveFile     `yaml:"serve"`
 
 	// path is the file's name; lines maps the path of every key and list
 	// item ("retention", "sources[1].interval", "sources[1].proxies[0]")
@@ -79,6 +80,31 @@ type webhookFile struct {
 }
 
 // poolFile is the pool monitor's section of the config file.
+// serveFile is the rotating endpoint's section of the config file.
+type serveFile struct {
+	// Listen is the endpoint's address (--serve); none: no endpoint.
+	Listen *string `yaml:"listen"`
+	// Strategy picks the upstream of each request (--strategy).
+	Strategy *string `yaml:"strategy"`
+	// IncludeDegraded, PanicThreshold, DisablePanic, MaxEjectionShare:
+	// proxyhealth.RotationConfig.
+	IncludeDegraded  *bool    `yaml:"include_degraded"`
+	PanicThreshold   *float64 `yaml:"panic_threshold"`
+	DisablePanic     *bool    `yaml:"disable_panic"`
+	MaxEjectionShare *float64 `yaml:"max_ejection_share"`
+	// Users may use the endpoint (Proxy-Authorization, SOCKS5 user/pass);
+	// required when listen is not a loopback address.
+	Users []serveUser `yaml:"users"`
+}
+
+// serveUser is one user of the rotating endpoint. The password comes from
+// the environment (password_env) or the file (password).
+type serveUser struct {
+	Name        string  `yaml:"name"`
+	Password    *string `yaml:"password"`
+	PasswordEnv *string `yaml:"password_env"`
+}
+
 type poolFile struct {
 	DegradedThreshold *float64 `yaml:"degraded_threshold"`
 	RecoveryMargin    *float64 `yaml:"recovery_margin"`
@@ -107,6 +133,8 @@ type checkSettings struct {
 	MaxRecoveryCooldown     *duration         `yaml:"max_recovery_cooldown"`
 	MaxRecoveryAttempts     *int              `yaml:"max_recovery_attempts"`
 	PassiveFailureThreshold *int              `yaml:"passive_failure_threshold"`
+	EjectionTime            *duration         `yaml:"ejection_time"`
+	MaxEjectionTime         *duration         `yaml:"max_ejection_time"`
 }
 
 // maxCount bounds the thresholds and max_recovery_attempts.
@@ -154,6 +182,8 @@ func (l settingsLayer) validate() error {
 		{"latency_ceiling", s.LatencyCeiling, 0, "must be 0s (no ceiling) or more"},
 		{"recovery_cooldown", s.RecoveryCooldown, time.Nanosecond, "must be more than 0s (e.g. 1m)"},
 		{"max_recovery_cooldown", s.MaxRecoveryCooldown, time.Nanosecond, "must be more than 0s (e.g. 1h)"},
+		{"ejection_time", s.EjectionTime, proxyhealth.MinInterval, "must be at least " + duration(proxyhealth.MinInterval).String() + " (e.g. 30s)"},
+		{"max_ejection_time", s.MaxEjectionTime, proxyhealth.MinInterval, "must be at least " + duration(proxyhealth.MinInterval).String() + " (e.g. 5m)"},
 	} {
 		if d.v != nil && time.Duration(*d.v) < d.min {
 			return l.errorf(d.field, *d.v, d.rule)
@@ -252,6 +282,8 @@ func (s *checkSettings) apply(h *proxyhealth.HealthConfig, p *proxyhealth.ProbeC
 	set(&p.LatencyCeiling, s.LatencyCeiling)
 	set(&h.RecoveryCooldown, s.RecoveryCooldown)
 	set(&h.MaxRecoveryCooldown, s.MaxRecoveryCooldown)
+	set(&h.EjectionTime, s.EjectionTime)
+	set(&h.MaxEjectionTime, s.MaxEjectionTime)
 	if s.Jitter != nil {
 		h.Jitter = *s.Jitter
 	}

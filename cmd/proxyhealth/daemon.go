@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/endpoint"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 )
 
@@ -26,6 +27,11 @@ type daemon struct {
 	url    string
 	log    *slog.Logger
 	served chan error // the HTTP server's end
+
+	// ep is the rotating endpoint (nil without --serve); epDone its end.
+	ep     *endpoint.Server
+	epAddr string
+	epDone chan error
 
 	// reloadMu serialises reloads (SIGHUP and POST /v1/reload) and guards
 	// cur. settings is nil in the demo, which has no config to reload.
@@ -101,13 +107,43 @@ func (d *daemon) serve(ln net.Listener) {
 	go func() { d.served <- d.hs.Serve(ln) }()
 }
 
-// stop shuts the HTTP server down, then closes the engine (checks in
-// flight are cancelled, appends finish, the journal is flushed).
+// serveEndpoint starts the rotating endpoint on ln: each request goes
+// through a proxy the engine picks, and what it saw is reported back. On
+// error ln is closed.
+func (d *daemon) serveEndpoint(ctx context.Context, ln net.Listener, strategy proxyhealth.Strategy, users map[string]string) error {
+	if strategy == proxyhealth.Sticky {
+		// Requests with a session key always keep their proxy; the
+		// others have no key to stick to.
+		strategy = proxyhealth.RoundRobin
+	}
+	ep, err := endpoint.New(d.eng, endpoint.Config{Addr: ln.Addr().String(), Strategy: strategy, Users: users, Logger: d.log})
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("start the rotating endpoint: %w", err)
+	}
+	d.ep, d.epAddr, d.epDone = ep, ln.Addr().String(), make(chan error, 1)
+	go func() { d.epDone <- ep.Serve(context.WithoutCancel(ctx), ln) }()
+	return nil
+}
+
+// stop shuts the rotating endpoint and the HTTP server down, then closes
+// the engine (checks in flight are cancelled, appends finish, the journal
+// is flushed).
 func (d *daemon) stop(ctx context.Context) error {
+	var errs []error
+	if d.ep != nil {
+		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := d.ep.Shutdown(ectx); err != nil {
+			_ = d.ep.Close()
+		}
+		cancel()
+		if err := <-d.epDone; err != nil {
+			errs = append(errs, fmt.Errorf("the rotating endpoint: %w", err))
+		}
+	}
 	d.srv.Close() // ends event streams so that Shutdown can finish
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var errs []error
 	if err := d.hs.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("stop the HTTP server: %w", err))
 		_ = d.hs.Close()

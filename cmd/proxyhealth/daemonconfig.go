@@ -30,6 +30,8 @@ type runSettings struct {
 	retention   time.Duration
 	startFresh  bool
 	allowHosts  stringsFlag
+	serve       string
+	strategy    string
 
 	interval, timeout, recoveryCooldown time.Duration
 	checkURL                            string
@@ -45,6 +47,8 @@ func (r *runSettings) register(fs *flagSet) {
 	fs.StringVar(&r.listen, "listen", defaultListen, "`ADDR` of the HTTP API, metrics and dashboard")
 	fs.StringVar(&r.token, "token", "", "bearer `TOKEN` required by the API (default $PROXYHEALTH_TOKEN); required on a non-loopback --listen")
 	fs.Var(&r.allowHosts, "allow-host", "also answer API requests whose Host is `NAME` (repeatable; NAME matches any port, .example.net a domain and its subdomains); loopback names and the listen address are always allowed, other names get 421 (protection against DNS rebinding)")
+	fs.StringVar(&r.serve, "serve", "", "also serve the rotating endpoint on `ADDR`: an HTTP forward proxy (absolute-form and CONNECT) and a SOCKS5 proxy on the same port, forwarding each request through a healthy proxy; off loopback it requires users (config file serve.users)")
+	fs.StringVar(&r.strategy, "strategy", string(proxyhealth.RoundRobin), "how the rotating endpoint picks a proxy: `NAME` = "+strategyNames()+" (sticky needs a session key: header X-Proxyhealth-Session or user NAME-session-KEY; without one it picks round-robin)")
 	fs.BoolVar(&r.startFresh, "start-fresh", false, "start even though journal.db is empty or behind view.db (history was lost): a new journal replaces the empty file and the view is rebuilt; without it such a start is refused")
 	r.logFormat = newChoice("text", "text", "json")
 	fs.Var(r.logFormat, "log-format", "log `FORMAT` on stderr: text or json")
@@ -103,6 +107,11 @@ type daemonConfig struct {
 	token     string
 	// allowHosts are the extra Host names the API answers to.
 	allowHosts []string
+	// serve is the rotating endpoint's address ("": none), strategy its
+	// default strategy, users its users (name → password).
+	serve    string
+	strategy proxyhealth.Strategy
+	users    map[string]string
 }
 
 // checkSourceName applies the engine's rule for source names (the one
@@ -220,6 +229,9 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 		return dc, err
 	}
 	if dc.engine.PoolThreshold, dc.engine.PoolMargin, err = fc.pool(); err != nil {
+		return dc, err
+	}
+	if err := r.loadServe(fc, getenv, &dc); err != nil {
 		return dc, err
 	}
 
@@ -379,6 +391,102 @@ func checkMerged(layers []settingsLayer, sc *proxyhealth.SourceConfig) error {
 			return layers[mi].errorf("max_recovery_cooldown", duration(h.MaxRecoveryCooldown), fmt.Sprintf("must be at least recovery_cooldown (%v)", duration(h.RecoveryCooldown)))
 		}
 		return layers[ri].errorf("recovery_cooldown", duration(h.RecoveryCooldown), fmt.Sprintf("must not exceed max_recovery_cooldown (%v); raise that too", duration(h.MaxRecoveryCooldown)))
+	}
+	return nil
+}
+
+// strategyNames lists the pick strategies for usage texts.
+func strategyNames() string {
+	var names []string
+	for _, s := range proxyhealth.Strategies {
+		names = append(names, string(s))
+	}
+	return strings.Join(names, ", ")
+}
+
+// loadServe reads the rotating endpoint's settings: --serve and --strategy
+// over the file's serve section, the rotation settings, the users.
+func (r *runSettings) loadServe(fc *fileConfig, getenv func(string) string, dc *daemonConfig) error {
+	sf := fc.Serve
+	bad := func(key string, value any, rule string) error {
+		return &configError{fc.where("serve." + key), fmt.Sprintf("serve.%s %v: %s", key, value, rule)}
+	}
+	switch {
+	case r.fs.isSet("serve"):
+		dc.serve = r.serve
+	case sf.Listen != nil:
+		dc.serve = *sf.Listen
+	}
+	if dc.serve != "" {
+		if _, _, err := net.SplitHostPort(dc.serve); err != nil {
+			if r.fs.isSet("serve") {
+				return &configError{"--serve", fmt.Sprintf("%s: want HOST:PORT, e.g. 127.0.0.1:8899", short(dc.serve))}
+			}
+			return bad("listen", short(dc.serve), "want HOST:PORT, e.g. 127.0.0.1:8899")
+		}
+	}
+	dc.strategy = proxyhealth.RoundRobin
+	switch {
+	case r.fs.isSet("strategy"):
+		dc.strategy = proxyhealth.Strategy(r.strategy)
+		if !slices.Contains(proxyhealth.Strategies, dc.strategy) {
+			return &configError{"--strategy", fmt.Sprintf("%s: want one of %s", short(r.strategy), strategyNames())}
+		}
+	case sf.Strategy != nil:
+		dc.strategy = proxyhealth.Strategy(*sf.Strategy)
+		if !slices.Contains(proxyhealth.Strategies, dc.strategy) {
+			return bad("strategy", short(*sf.Strategy), "want one of "+strategyNames())
+		}
+	}
+	rc := &dc.engine.Rotation
+	if sf.IncludeDegraded != nil {
+		rc.IncludeDegraded = *sf.IncludeDegraded
+	}
+	if sf.DisablePanic != nil {
+		rc.DisablePanic = *sf.DisablePanic
+	}
+	if v := sf.PanicThreshold; v != nil {
+		if !(*v > 0 && *v <= 1) {
+			return bad("panic_threshold", *v, "want a share in (0, 1], e.g. 0.5 (turn panic mode off with disable_panic: true)")
+		}
+		rc.PanicThreshold = *v
+	}
+	if v := sf.MaxEjectionShare; v != nil {
+		if !(*v > 0 && *v <= 1) {
+			return bad("max_ejection_share", *v, "want a share in (0, 1], e.g. 0.5")
+		}
+		rc.MaxEjectionShare = *v
+	}
+	for i, u := range sf.Users {
+		key := fmt.Sprintf("users[%d]", i)
+		if u.Name == "" || strings.ContainsAny(u.Name, ":") {
+			return &configError{fc.where("serve." + key), fmt.Sprintf("serve.%s.name %s: want a user name without ':'", key, short(u.Name))}
+		}
+		if dc.users == nil {
+			dc.users = map[string]string{}
+		}
+		if _, dup := dc.users[u.Name]; dup {
+			return &configError{fc.where("serve." + key), fmt.Sprintf("serve.%s.name %s: listed twice", key, short(u.Name))}
+		}
+		switch {
+		case u.PasswordEnv != nil:
+			pw := getenv(*u.PasswordEnv)
+			if pw == "" {
+				return &configError{fc.where("serve." + key), fmt.Sprintf("serve.%s.password_env: $%s is empty or not set", key, *u.PasswordEnv)}
+			}
+			dc.users[u.Name] = pw
+		case u.Password != nil && *u.Password != "":
+			dc.users[u.Name] = *u.Password
+		default:
+			return &configError{fc.where("serve." + key), fmt.Sprintf("serve.%s: set password_env (the name of an environment variable holding the password) or password", key)}
+		}
+	}
+	if dc.serve != "" && !isLoopback(dc.serve) && len(dc.users) == 0 {
+		where := "--serve " + dc.serve
+		if !r.fs.isSet("serve") {
+			where = fc.where("serve.listen")
+		}
+		return &configError{where, "not a loopback address: the rotating endpoint would be an open proxy; list its users in the config file (serve.users, with password_env)"}
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -41,6 +43,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Var(durationFlag{&duration}, "duration", "stop after `DURATION` (default: run until interrupted)")
 	seed := fs.Uint64("seed", 1, "seed of the behaviour scripts")
 	quiet := fs.Bool("quiet", false, "no summary line")
+	serve := fs.String("serve", "127.0.0.1:0", "`ADDR` of the rotating endpoint (HTTP forward proxy and SOCKS5; port 0: any free port, printed); \"off\" for none")
+	traffic := fs.Int("traffic", 10, "requests per second the demo sends through its rotating endpoint (0: none), so that the dashboard's traffic panel has something to show")
 	logFormat := newChoice("text", "text", "json")
 	fs.Var(logFormat, "log-format", "log `FORMAT` on stderr: text or json")
 	pos, code, ok := fs.parse(args)
@@ -55,6 +59,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if !isLoopback(*listen) {
 		return fs.fail("--listen %s: the demo only listens on loopback", *listen)
+	}
+	if *serve != "off" && !isLoopback(*serve) {
+		return fs.fail("--serve %s: the demo only listens on loopback", *serve)
+	}
+	if *traffic < 0 || *traffic > 1000 {
+		return fs.fail("--traffic %d: want 0 to 1000 requests per second", *traffic)
 	}
 	log := newLogger(logFormat.value, slog.LevelWarn, stderr)
 	if duration > 0 {
@@ -101,9 +111,28 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "proxyhealth demo: %v\n", err)
 		return exitFailure
 	}
+	var gen *demoTraffic
+	if *serve != "off" {
+		eln, err := net.Listen("tcp", *serve)
+		if err == nil {
+			err = d.serveEndpoint(ctx, eln, proxyhealth.RoundRobin, nil)
+		}
+		if err != nil {
+			_ = d.stop(context.WithoutCancel(ctx))
+			fmt.Fprintf(stderr, "proxyhealth demo: the rotating endpoint: %v\n", unwrapOpError(err))
+			return exitFailure
+		}
+		if *traffic > 0 {
+			gen = startDemoTraffic(d.epAddr, *traffic)
+		}
+	}
 	sc.start()
 	fmt.Fprintf(stdout, "proxyhealth demo: %d fake proxies on 127.0.0.1 in %d sources, checked every second; data in %s\n", *n, len(cfg.Sources), dir)
 	fmt.Fprintf(stdout, "dashboard: %s\n", d.url)
+	if d.ep != nil {
+		a := d.epAddr
+		fmt.Fprintf(stdout, "rotating endpoint: %s (HTTP proxy and SOCKS5): curl -x http://%s %s  or  curl --socks5-hostname %s %s\n", a, a, demoTarget, a, demoTarget)
+	}
 	fmt.Fprintln(stdout, "press Ctrl-C to stop")
 
 	term := isTerminal(stdout)
@@ -133,6 +162,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout)
 	}
 	sc.stop()
+	if gen != nil {
+		gen.stop()
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), runShutdownTimeout)
 	defer cancel()
 	if err := d.stop(sctx); err != nil {
@@ -330,4 +362,59 @@ func (s *demoScripts) reviveFixed(ctx context.Context, d *daemon) {
 			_ = d.eng.Revive(ctx, v.ID)
 		}
 	}
+}
+
+// demoTraffic sends requests through the demo's rotating endpoint at a
+// steady rate, as a client of the endpoint would.
+type demoTraffic struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startDemoTraffic(endpointAddr string, perSecond int) *demoTraffic {
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &demoTraffic{cancel: cancel, done: make(chan struct{})}
+	proxyURL := &url.URL{Scheme: "http", Host: endpointAddr}
+	tr := &http.Transport{Proxy: http.ProxyURL(proxyURL), MaxIdleConnsPerHost: 4}
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	go func() {
+		defer close(g.done)
+		defer tr.CloseIdleConnections()
+		tick := time.NewTicker(time.Second / time.Duration(perSecond))
+		defer tick.Stop()
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		sem := make(chan struct{}, 16) // at most 16 requests in flight
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			select {
+			case sem <- struct{}{}:
+			default:
+				continue // the endpoint is slower than the rate: skip
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, demoTarget, nil)
+				if err != nil {
+					return
+				}
+				if resp, err := client.Do(req); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}()
+		}
+	}()
+	return g
+}
+
+func (g *demoTraffic) stop() {
+	g.cancel()
+	<-g.done
 }

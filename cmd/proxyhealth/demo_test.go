@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"syscall"
@@ -10,9 +11,12 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
 
 var dashboardRE = regexp.MustCompile(`dashboard: (http://127\.0\.0\.1:\d+)/\n`)
+
+var endpointRE = regexp.MustCompile(`rotating endpoint: (127\.0\.0\.1:\d+) `)
 
 // startDemo runs `proxyhealth demo` and returns it with its base URL.
 func startDemo(t *testing.T, args ...string) (*proc, string) {
@@ -49,6 +53,24 @@ func TestDemo(t *testing.T) {
 	if added := proxyIDs(t, base, "source=default"); len(added) != 1 || added[id("http://127.0.0.1:1")].Source != "default" {
 		t.Errorf("the default source holds %v", added)
 	}
+	// The rotating endpoint is printed and forwards through the farm.
+	addr := p.waitOutput("endpoint line", false, func(s string) (string, bool) {
+		m := endpointRE.FindStringSubmatch(s)
+		if m == nil {
+			return "", false
+		}
+		return m[1], true
+	})
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: addr})}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	testutil.Eventually(t, 15*time.Second, "a request through the demo's rotating endpoint", func() bool {
+		resp, err := client.Get(demoTarget)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 	// The demo has no configuration to reload.
 	if code, body := postReload(t, base); code != http.StatusNotImplemented {
 		t.Errorf("POST /v1/reload in the demo: %d %s", code, body)

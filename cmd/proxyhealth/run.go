@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
@@ -24,6 +25,15 @@ Runs the monitoring daemon: every proxy is checked on its own schedule, every
 result is journaled in DIR/journal.db, and the HTTP API, Prometheus metrics
 and the dashboard are served on --listen.
 
+With --serve ADDR it is also the rotating endpoint: an HTTP forward proxy
+(absolute-form and CONNECT) and a SOCKS5 proxy on the same port that sends
+each request through a healthy proxy picked by --strategy, retries
+idempotent requests on another one after a connection failure, and feeds
+what traffic sees back into the health state (three failures of a proxy's
+own eject it from rotation for a while). A session key keeps its proxy:
+header X-Proxyhealth-Session, or proxy user NAME-session-KEY. Upstream
+credentials never reach clients.
+
 Proxy lists have one URL a line (http://, https://, socks5://, socks5h://,
 socks4://, socks4a://, optional user:pass@; a bare host:port means http://),
 '#' comments and blank lines. A bad line stops start-up with FILE:LINE and
@@ -34,12 +44,15 @@ Signals: SIGHUP (or POST /v1/reload, which answers the diff) reloads the
 config file and proxy lists: sources and proxies added, removed, moved or
 changed without a restart, proxies added through the API kept; a bad file
 is logged (POST /v1/reload: 400 naming FILE:LINE) and the running
-configuration kept. listen, data, concurrency, retention, log_format, pool
-and webhooks apply after a restart. SIGINT/SIGTERM stop gracefully (checks in
+configuration kept. listen, data, concurrency, retention, log_format, pool,
+webhooks and serve apply after a restart. SIGINT/SIGTERM stop gracefully (checks in
 flight are cancelled, the journal is flushed, exit 0). A restart with the
 same --data resumes every proxy's state from the journal.`
 
-const runExamples = `  proxyhealth run --proxies residential.txt --proxies dc=datacenter.txt
+const runExamples = `  proxyhealth run --proxies list.txt --serve 127.0.0.1:8899 --strategy least-latency
+      curl -x http://127.0.0.1:8899 https://example.com/
+      curl --socks5-hostname 127.0.0.1:8899 https://example.com/
+  proxyhealth run --proxies residential.txt --proxies dc=datacenter.txt
   proxyhealth run --config proxyhealth.yaml --listen 127.0.0.1:9480
   PROXYHEALTH_TOKEN=s3cret proxyhealth run --config proxyhealth.yaml --listen 0.0.0.0:9480
   proxyhealth run --proxies list.txt --interval 10s --timeout 3s --check-url https://example.com/ --log-format json`
@@ -71,6 +84,14 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "proxyhealth run: cannot listen on %s: %v (is another proxyhealth running? use --listen)\n", dc.listen, unwrapOpError(err))
 		return exitFailure
 	}
+	var epLn net.Listener
+	if dc.serve != "" {
+		if epLn, err = net.Listen("tcp", dc.serve); err != nil {
+			_ = ln.Close()
+			fmt.Fprintf(stderr, "proxyhealth run: cannot listen on %s for the rotating endpoint: %v (use --serve)\n", dc.serve, unwrapOpError(err))
+			return exitFailure
+		}
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -81,8 +102,21 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		&reloadable{settings: &rs, getenv: os.Getenv, running: dc})
 	if err != nil {
 		_ = ln.Close()
+		if epLn != nil {
+			_ = epLn.Close()
+		}
 		fmt.Fprintf(stderr, "proxyhealth run: %v\n", err)
 		return exitFailure
+	}
+	if epLn != nil {
+		if err := d.serveEndpoint(ctx, epLn, dc.strategy, dc.users); err != nil {
+			_ = ln.Close()
+			fmt.Fprintf(stderr, "proxyhealth run: %v\n", err)
+			_ = d.eng.Close(context.WithoutCancel(ctx))
+			return exitFailure
+		}
+		log.Info("rotating endpoint", slog.String("listen", epLn.Addr().String()), slog.String("strategy", string(dc.strategy)),
+			slog.String("http_proxy", "http://"+epLn.Addr().String()), slog.String("socks5", "socks5h://"+epLn.Addr().String()))
 	}
 	// "started" comes before the API answers: a client that reaches
 	// /healthz finds the line already logged.
@@ -96,6 +130,11 @@ loop:
 	for {
 		select {
 		case <-ctx.Done():
+			break loop
+		case err := <-d.epDone: // nil channel without --serve
+			log.Error("the rotating endpoint stopped", slog.Any("error", err))
+			d.epDone <- err
+			failed = true
 			break loop
 		case <-hup:
 			// Logged by reloadConfig.
@@ -212,6 +251,13 @@ func restartSettings(cur, next daemonConfig) [][]any {
 	if !reflect.DeepEqual(cur.engine.Webhooks, next.engine.Webhooks) {
 		out = append(out, []any{slog.String("setting", "webhooks"), slog.Int("running", len(cur.engine.Webhooks)), slog.Int("configured", len(next.engine.Webhooks))})
 	}
+	if cur.serve != next.serve || cur.strategy != next.strategy || cur.engine.Rotation != next.engine.Rotation {
+		out = append(out, []any{slog.String("setting", "serve"), slog.String("running", cur.serve+" "+string(cur.strategy)), slog.String("configured", next.serve+" "+string(next.strategy))})
+	}
+	if !maps.Equal(cur.users, next.users) {
+		// Named, never shown: they are passwords.
+		out = append(out, []any{slog.String("setting", "serve.users"), slog.Int("running", len(cur.users)), slog.Int("configured", len(next.users))})
+	}
 	return out
 }
 
@@ -222,6 +268,7 @@ func (dc *daemonConfig) keepStartupSettings(running daemonConfig) {
 		running.engine.DataDir, running.listen, running.engine.Concurrency, running.engine.Retention, running.logFormat
 	dc.engine.PoolThreshold, dc.engine.PoolMargin, dc.engine.Webhooks =
 		running.engine.PoolThreshold, running.engine.PoolMargin, running.engine.Webhooks
+	dc.serve, dc.strategy, dc.users, dc.engine.Rotation = running.serve, running.strategy, running.users, running.engine.Rotation
 }
 
 func unwrapOpError(err error) error {
