@@ -56,11 +56,12 @@ func moduleImports(t *testing.T, dir string) []string {
 func TestTheFacadeIsTheOneDoor(t *testing.T) {
 	proto := module + "/proto/proxyhealth/v1"
 	allowed := map[string][]string{
-		"cmd/proxyhealth": {module, proto, module + "/httpapi", module + "/endpoint", module + "/internal/fakeproxy"},
-		"httpapi":         {module, proto},
-		"transport":       {module},
-		"endpoint":        {module, module + "/transport"},
-		"examples/embed":  {module, proto},
+		"cmd/proxyhealth":    {module, proto, module + "/httpapi", module + "/endpoint", module + "/internal/fakeproxy"},
+		"httpapi":            {module, proto},
+		"transport":          {module},
+		"endpoint":           {module, module + "/transport"},
+		"examples/embed":     {module, proto},
+		"examples/transport": {module, module + "/transport"},
 	}
 	for dir, ok := range allowed {
 		for _, imp := range moduleImports(t, dir) {
