@@ -79,6 +79,21 @@ func (f *fakeEngine) Tail(from uint64) httpapi.EventTail { return f.j.Subscribe(
 func (f *fakeEngine) CheckHistory(ctx context.Context, id string, since time.Time) ([]proxyhealth.CheckRecord, error) {
 	return projections.NewHistory(f.j, projections.HistoryOptions{Clock: f.now}).Checks(ctx, id, since)
 }
+
+// The fake hands nothing out (the rotation tests use a real engine) and
+// records outcomes.
+func (f *fakeEngine) Pick(proxyhealth.PickRequest) (proxyhealth.Picked, error) {
+	return proxyhealth.Picked{}, proxyhealth.ErrNoProxy
+}
+func (f *fakeEngine) PickN(proxyhealth.PickRequest, []proxyhealth.Picked) (int, error) {
+	return 0, proxyhealth.ErrNoProxy
+}
+func (f *fakeEngine) ReportOutcome(o proxyhealth.Outcome) error {
+	return f.record(fmt.Sprintf("outcome %s %v %s", o.ProxyID, o.OK, o.Class))
+}
+func (f *fakeEngine) Panic() proxyhealth.PanicState { return proxyhealth.PanicState{} }
+func (f *fakeEngine) Ejections() (int, int)         { return 0, 0 }
+
 func (f *fakeEngine) PauseProxy(_ context.Context, id string) error {
 	return f.record("pause-proxy " + id)
 }

@@ -33,9 +33,25 @@ type metrics struct {
 	appendLatency prometheus.Histogram
 	batchSize     prometheus.Histogram
 	followedSeq   prometheus.Gauge
+	ejections     prometheus.Counter
+	returns       prometheus.Counter
+	panics        prometheus.Counter
+	picks         *prometheus.CounterVec
+	outcomes      *prometheus.CounterVec
+	// pickCounters are the picks counters by strategy label and result
+	// (pickOK, pickPanic, pickNoProxy), resolved once: a pick costs no
+	// label lookup.
+	pickCounters map[proxyhealth.Strategy]*[3]prometheus.Counter
 }
 
-func newMetrics(ctx context.Context, eng Engine, tail func(from uint64) EventTail, status Status, health func() (proxyhealth.Health, bool)) *metrics {
+// The results of proxyhealth_api_picks_total.
+const (
+	pickOK = iota
+	pickPanic
+	pickNoProxy
+)
+
+func newMetrics(ctx context.Context, eng Engine, tail func(from uint64) EventTail, status Status, health func() (proxyhealth.Health, bool), traffic func() TrafficStats) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(), ctx: ctx, eng: eng, status: status, health: health, now: time.Now, tail: tail(eng.JournalHead() + 1),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -74,11 +90,66 @@ func newMetrics(ctx context.Context, eng Engine, tail func(from uint64) EventTai
 			Name: "proxyhealth_metrics_seq",
 			Help: "Journal seq of the last event counted by these metrics.",
 		}),
+		ejections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "proxyhealth_ejections_total",
+			Help: "Proxies ejected from rotation by passive outlier detection (proxy_ejected events) since this process started.",
+		}),
+		returns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "proxyhealth_ejection_returns_total",
+			Help: "Ejections that ended (proxy_returned events) since this process started.",
+		}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "proxyhealth_panic_episodes_total",
+			Help: "Panic mode episodes journaled (pool_panic_entered events) since this process started.",
+		}),
+		picks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyhealth_api_picks_total",
+			Help: "GET /v1/pick requests served, by strategy (\"default\" when the request named none) and result (ok, panic: made in panic mode, no_proxy: answered 503).",
+		}, []string{"strategy", "result"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyhealth_api_outcomes_total",
+			Help: "Outcomes reported through POST /v1/proxies/{id}/outcome and accepted, by ok (true, false) and failure class (empty for ok).",
+		}, []string{"ok", "class"}),
+		pickCounters: map[proxyhealth.Strategy]*[3]prometheus.Counter{},
+	}
+	for _, st := range append([]proxyhealth.Strategy{""}, proxyhealth.Strategies...) {
+		label := string(st)
+		if label == "" {
+			label = "default"
+		}
+		m.pickCounters[st] = &[3]prometheus.Counter{
+			m.picks.WithLabelValues(label, "ok"), m.picks.WithLabelValues(label, "panic"), m.picks.WithLabelValues(label, "no_proxy"),
+		}
 	}
 	m.reg.MustRegister(m.checks, m.checkLatency, m.eventsTotal, m.transitions, m.delivery,
-		m.appendLatency, m.batchSize, m.followedSeq, statusCollector{m},
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.appendLatency, m.batchSize, m.followedSeq, m.ejections, m.returns, m.panics, m.picks, m.outcomes,
+		statusCollector{m}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if traffic != nil {
+		m.reg.MustRegister(trafficCollector(traffic))
+	}
 	return m
+}
+
+// countPick counts a served pick (strategy "" is the default).
+func (m *metrics) countPick(st proxyhealth.Strategy, panicked bool) {
+	c := m.pickCounters[st] // known: the handler checked the strategy
+	if panicked {
+		c[pickPanic].Inc()
+		return
+	}
+	c[pickOK].Inc()
+}
+
+// countNoProxy counts a pick answered 503.
+func (m *metrics) countNoProxy(st proxyhealth.Strategy) { m.pickCounters[st][pickNoProxy].Inc() }
+
+// countOutcome counts an accepted outcome report.
+func (m *metrics) countOutcome(ok bool, class string) {
+	if ok {
+		m.outcomes.WithLabelValues("true", "").Inc()
+		return
+	}
+	m.outcomes.WithLabelValues("false", class).Inc()
 }
 
 func (m *metrics) handler() http.Handler {
@@ -116,6 +187,12 @@ func (m *metrics) count(env *pb.Envelope, now time.Time) {
 		m.checkLatency.WithLabelValues("failure").Observe(seconds(e.CheckFailed.GetLatency()))
 	case *pb.Envelope_StateChanged:
 		m.transitions.WithLabelValues(proxyhealth.StateName(e.StateChanged.GetFrom()), proxyhealth.StateName(e.StateChanged.GetTo())).Inc()
+	case *pb.Envelope_ProxyEjected:
+		m.ejections.Inc()
+	case *pb.Envelope_ProxyReturned:
+		m.returns.Inc()
+	case *pb.Envelope_PoolPanicEntered:
+		m.panics.Inc()
 	}
 }
 
@@ -150,6 +227,16 @@ var (
 		"1 from a failed journal commit until the next successful one (check results are not recorded meanwhile), else 0.", nil, nil)
 	descCommitFailures = prometheus.NewDesc("proxyhealth_journal_commit_failures_total",
 		"Journal commits that failed since the engine started.", nil, nil)
+	descPanicMode = prometheus.NewDesc("proxyhealth_panic_mode",
+		"1 while picks are made in panic mode (too few of the pool's unpaused proxies are usable: the least-bad ones are handed out), else 0.", nil, nil)
+	descUsable = prometheus.NewDesc("proxyhealth_rotation_usable",
+		"Proxies the picker may hand out (usable: healthy, not paused, not ejected).", nil, nil)
+	descCandidates = prometheus.NewDesc("proxyhealth_rotation_candidates",
+		"Proxies in rotation that are not paused (panic mode compares usable to these).", nil, nil)
+	descEjected = prometheus.NewDesc("proxyhealth_proxies_ejected",
+		"Proxies passive outlier detection holds out of rotation now.", nil, nil)
+	descEjectionLimit = prometheus.NewDesc("proxyhealth_ejection_limit",
+		"How many proxies passive outlier detection may hold out of rotation at once (the maximum ejection share of the pool, at least one).", nil, nil)
 )
 
 // liveStatusProjection names the live status in proxyhealth_projection_lag_events
@@ -158,7 +245,8 @@ const liveStatusProjection = "live status"
 
 func (statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descProxies, descChecking, descPaused, descSourceLatency, descHealthPct, descHead, descFirst,
-		descLiveSeq, descLag, descUp, descJournalFailing, descCommitFailures} {
+		descLiveSeq, descLag, descUp, descJournalFailing, descCommitFailures, descPanicMode, descUsable, descCandidates,
+		descEjected, descEjectionLimit} {
 		ch <- d
 	}
 }
@@ -187,6 +275,13 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descFirst, float64(first))
 	}
 	gauge(descLiveSeq, float64(s.Seq))
+	ps := c.m.eng.Panic()
+	gauge(descPanicMode, b2f(ps.Active))
+	gauge(descUsable, float64(ps.Usable))
+	gauge(descCandidates, float64(ps.Candidates))
+	ej, lim := c.m.eng.Ejections()
+	gauge(descEjected, float64(ej))
+	gauge(descEjectionLimit, float64(lim))
 	h, ok := c.m.health()
 	if !ok {
 		// An engine without health: the lag of the live status served.
@@ -205,10 +300,53 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descUp, up, p.Name)
 	}
-	failing := 0.0
-	if h.Journal.Failing {
-		failing = 1
-	}
-	gauge(descJournalFailing, failing)
+	gauge(descJournalFailing, b2f(h.Journal.Failing))
 	ch <- prometheus.MustNewConstMetric(descCommitFailures, prometheus.CounterValue, float64(h.Journal.FailedCommits))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// trafficCollector reports the rotating endpoint's counters at scrape
+// time.
+type trafficCollector func() TrafficStats
+
+var (
+	descTrafficRequests = prometheus.NewDesc("proxyhealth_endpoint_requests_total",
+		"Client requests through the rotating endpoint (HTTP requests, CONNECT and SOCKS tunnels) by outcome: ok, failed (every upstream tried failed: 502), no_proxy (503), auth_failed, bad_request.", []string{"outcome"}, nil)
+	descTrafficRetries = prometheus.NewDesc("proxyhealth_endpoint_retries_total",
+		"Attempts on another upstream after a failed one, through the rotating endpoint.", nil, nil)
+	descTrafficActive = prometheus.NewDesc("proxyhealth_endpoint_active_connections",
+		"Client connections open to the rotating endpoint now.", nil, nil)
+	descTrafficConns = prometheus.NewDesc("proxyhealth_endpoint_connections_total",
+		"Client connections accepted by the rotating endpoint.", nil, nil)
+	descTrafficBytes = prometheus.NewDesc("proxyhealth_endpoint_bytes_total",
+		"Bytes through the rotating endpoint (bodies and tunnel traffic, not heads) by direction: up (client to upstream), down (back).", []string{"direction"}, nil)
+)
+
+func (trafficCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descTrafficRequests, descTrafficRetries, descTrafficActive, descTrafficConns, descTrafficBytes} {
+		ch <- d
+	}
+}
+
+func (c trafficCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(descTrafficRequests, st.OK, "ok")
+	counter(descTrafficRequests, st.Failed, "failed")
+	counter(descTrafficRequests, st.NoProxy, "no_proxy")
+	counter(descTrafficRequests, st.AuthFailed, "auth_failed")
+	counter(descTrafficRequests, st.BadRequest, "bad_request")
+	counter(descTrafficRetries, st.Retries)
+	counter(descTrafficConns, st.Conns)
+	counter(descTrafficBytes, st.BytesUp, "up")
+	counter(descTrafficBytes, st.BytesDown, "down")
+	ch <- prometheus.MustNewConstMetric(descTrafficActive, prometheus.GaugeValue, float64(st.ActiveConns))
 }

@@ -57,6 +57,19 @@ type Engine interface {
 	// Tail follows the committed journal from a seq (the event stream and
 	// the metrics read it).
 	Tail(from uint64) proxyhealth.Tail
+	// Pick and PickN hand proxies out (GET /v1/pick); the Picked URL
+	// carries credentials, which the API shows only when asked with a
+	// token (see the package documentation).
+	Pick(req proxyhealth.PickRequest) (proxyhealth.Picked, error)
+	PickN(req proxyhealth.PickRequest, dst []proxyhealth.Picked) (int, error)
+	// ReportOutcome feeds what real traffic saw through a proxy into
+	// passive outlier detection (POST /v1/proxies/{id}/outcome).
+	ReportOutcome(o proxyhealth.Outcome) error
+	// Panic is the pool-wide panic state the picker last computed, and
+	// Ejections how many proxies passive outlier detection holds out of
+	// rotation and may hold (/metrics, GET /v1/traffic).
+	Panic() proxyhealth.PanicState
+	Ejections() (ejected, limit int)
 }
 
 // EventTail is the journal tail the API reads (proxyhealth.Tail).
@@ -134,6 +147,11 @@ type Options struct {
 	// samples are kept.
 	PoolHistoryInterval time.Duration
 	PoolHistoryWindow   time.Duration
+	// Traffic reports the counters of the rotating forward-proxy endpoint
+	// (the daemon wires endpoint.Server.Stats into it), for /metrics, GET
+	// /v1/traffic and the dashboard's traffic panel. Nil: no rotating
+	// endpoint runs, and none of these report traffic.
+	Traffic func() TrafficStats
 }
 
 // Server is the API's http.Handler. Close it to end event streams and
@@ -208,7 +226,7 @@ func New(eng Engine, opts Options) (*Server, error) {
 	}
 	s.poolHist = newPoolHistory(opts.PoolHistoryInterval, opts.PoolHistoryWindow)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.metrics = newMetrics(s.ctx, eng, tail, opts.Status, s.health)
+	s.metrics = newMetrics(s.ctx, eng, tail, opts.Status, s.health, opts.Traffic)
 	s.metricsH = s.metrics.handler()
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.metrics.follow(s.ctx) }()

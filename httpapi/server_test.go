@@ -32,7 +32,7 @@ func TestPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := []string{"total", "healthy", "degraded", "unhealthy", "recovering", "failed", "unknown", "checking",
-		"health_percentage", "paused", "sources", "journal_seq", "updated_at"}
+		"health_percentage", "paused", "ejected", "sources", "journal_seq", "updated_at", "panic_mode"}
 	if got := sortedKeys(raw); !reflect.DeepEqual(got, sorted(keys)) {
 		t.Errorf("pool keys %v, want %v", got, sorted(keys))
 	}
@@ -46,7 +46,7 @@ func TestPool(t *testing.T) {
 		t.Errorf("source a %+v (avg latency of 10 ms and 30 ms is 20 ms)", a)
 	}
 	srcKeys := sortedKeys(raw["sources"].(map[string]any)["b"].(map[string]any))
-	wantSrc := sorted(append(slices.Clone(keys[:10]), "avg_latency_ms"))
+	wantSrc := sorted(append(slices.Clone(keys[:11]), "avg_latency_ms"))
 	if !reflect.DeepEqual(srcKeys, wantSrc) {
 		t.Errorf("source keys %v, want %v", srcKeys, wantSrc)
 	}
@@ -65,7 +65,8 @@ func TestListProxies(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := sorted([]string{"id", "url", "source", "state", "consecutive_failures", "consecutive_successes",
-		"last_check_at", "last_error_class", "latency_ms", "success_rate_1h", "next_check_at", "paused"})
+		"last_check_at", "last_error_class", "latency_ms", "success_rate_1h", "next_check_at", "paused",
+		"ejected", "ejected_until", "last_success_at"})
 	if raw.Total != 3 || len(raw.Proxies) != 3 || !reflect.DeepEqual(sortedKeys(raw.Proxies[0]), want) {
 		t.Fatalf("list: %s", body)
 	}

@@ -20,6 +20,9 @@ type Counts struct {
 	Checking         int     `json:"checking"`
 	HealthPercentage float64 `json:"health_percentage"`
 	Paused           int     `json:"paused"`
+	// Ejected counts the proxies passive outlier detection holds out of
+	// rotation (a flag, like Paused).
+	Ejected int `json:"ejected"`
 }
 
 // SourceCounts are one source's counts and the mean latency of its proxies.
@@ -43,6 +46,10 @@ type Pool struct {
 	// absent when the engine does not report its health.
 	Journal     *JournalStatus     `json:"journal,omitempty"`
 	Projections []ProjectionStatus `json:"projections,omitempty"`
+	// PanicMode is true from a journaled pool_panic_entered to the next
+	// pool_panic_left (GET /v1/traffic has the picker's own view, which
+	// also covers start-up, before checks back a verdict).
+	PanicMode bool `json:"panic_mode"`
 }
 
 // Proxy is one proxy in GET /v1/proxies.
@@ -70,6 +77,13 @@ type Proxy struct {
 	// /v1/proxies/{id}/pause, or POST /v1/pause for its source): it is not
 	// checked and keeps its last state until resumed.
 	Paused bool `json:"paused"`
+	// Ejected is true while passive outlier detection holds the proxy out
+	// of rotation (real traffic through it failed), until EjectedUntil
+	// (null when not ejected).
+	Ejected      bool       `json:"ejected"`
+	EjectedUntil *time.Time `json:"ejected_until"`
+	// LastSuccessAt is the time of the last passed check; null for never.
+	LastSuccessAt *time.Time `json:"last_success_at"`
 }
 
 // ProxyList is the body of GET /v1/proxies.
@@ -111,7 +125,8 @@ type ProxyDetail struct {
 
 // PoolOf converts the live status summary to the API's pool body.
 func PoolOf(s proxyhealth.Summary) Pool {
-	p := Pool{Counts: countsOf(s.Counts), Sources: make(map[string]SourceCounts, len(s.Sources)), JournalSeq: s.Seq, UpdatedAt: timePtr(s.UpdatedAt)}
+	p := Pool{Counts: countsOf(s.Counts), Sources: make(map[string]SourceCounts, len(s.Sources)), JournalSeq: s.Seq, UpdatedAt: timePtr(s.UpdatedAt),
+		PanicMode: s.PanicMode}
 	for _, src := range s.Sources {
 		p.Sources[src.Name] = SourceCounts{Counts: countsOf(src.Counts), AvgLatencyMS: ms(src.AvgLatency)}
 	}
@@ -122,7 +137,7 @@ func countsOf(c proxyhealth.Counts) Counts {
 	return Counts{
 		Total: c.Total, Healthy: c.Healthy, Degraded: c.Degraded, Unhealthy: c.Unhealthy,
 		Recovering: c.Recovering, Failed: c.Failed, Unknown: c.Unknown, Checking: c.Checking,
-		HealthPercentage: round(c.HealthPercentage, 2), Paused: c.Paused,
+		HealthPercentage: round(c.HealthPercentage, 2), Paused: c.Paused, Ejected: c.Ejected,
 	}
 }
 
@@ -133,7 +148,7 @@ func ProxyOf(v proxyhealth.ProxyView) Proxy {
 		ConsecutiveFailures: v.ConsecutiveFailures, ConsecutiveSuccesses: v.ConsecutiveSuccesses,
 		LastCheckAt: timePtr(v.LastCheckAt), LastErrorClass: v.LastErrorClass,
 		LatencyMS: ms(v.LatencyEWMA), SuccessRate1h: round(v.SuccessRate1h, 4), NextCheckAt: timePtr(v.NextCheckAt),
-		Paused: v.Paused,
+		Paused: v.Paused, Ejected: v.Ejected, EjectedUntil: timePtr(v.EjectedUntil), LastSuccessAt: timePtr(v.LastSuccessAt),
 	}
 }
 
