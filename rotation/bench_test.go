@@ -277,8 +277,8 @@ func BenchmarkPickParallel(b *testing.B) {
 // DefaultStatsRefresh); "stats-refresh" the same with StatsRefresh 0, so
 // every Publish recomputes the weights of the groups touched;
 // "structural" turns 10 members unusable or usable again and publishes
-// (usable lists and panic data of their groups rebuilt); "add-remove"
-// adds one member and removes another (rings merged too).
+// (usable lists, weights and panic data of their groups rebuilt);
+// "add-remove" removes one member or adds it back (rings spliced too).
 func BenchmarkPublish(b *testing.B) {
 	for _, kind := range []string{"stats", "stats-refresh", "structural", "add-remove"} {
 		for _, n := range sizes {
@@ -288,8 +288,14 @@ func BenchmarkPublish(b *testing.B) {
 					o.StatsRefresh = 0
 				}
 				p := newPool(b, o)
+				// Members are built once (as the engine holds them), and
+				// a few thousand spares for add-remove.
+				ms := make([]rotation.Member, n+4096)
+				for i := range ms {
+					ms[i] = bigMember(i)
+				}
 				for i := range n {
-					p.Set(bigMember(i), bigStatus(i, 0))
+					p.Set(ms[i], bigStatus(i, 0))
 				}
 				p.Publish()
 				b.ReportAllocs()
@@ -300,7 +306,8 @@ func BenchmarkPublish(b *testing.B) {
 						for j := range 100 {
 							i := (round*100 + j) % n
 							st := bigStatus(i, round)
-							p.Set(bigMember(i), st)
+							st.State = bigStatus(i, 0).State
+							p.Set(ms[i], st)
 						}
 					case "structural":
 						for j := range 10 {
@@ -309,11 +316,16 @@ func BenchmarkPublish(b *testing.B) {
 							if round&1 == 1 {
 								st.State = rotation.StateUnhealthy
 							}
-							p.Set(bigMember(i), st)
+							p.Set(ms[i], st)
 						}
 					case "add-remove":
-						p.Set(bigMember(n+round), bigStatus(n+round, 0))
-						p.Remove(id(round))
+						// Remove member r, add it back next round.
+						r := round / 2 % n
+						if round&1 == 1 {
+							p.Remove(ms[r].ID)
+						} else {
+							p.Set(ms[r], bigStatus(r, 0))
+						}
 					}
 					p.Publish()
 				}

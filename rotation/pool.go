@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"math"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,9 +93,9 @@ type wgroup struct {
 	kind, name string
 	cur        *group
 	added      []*slot
-	removed    bool // a member left since the last rebuild
-	dirty      bool // needs a rebuild
-	stale      bool // needs a statistics refresh
+	gone       []*slot // members that left since the last rebuild
+	dirty      bool    // needs a rebuild
+	stale      bool    // needs a statistics refresh
 	rr         atomic.Uint64
 }
 
@@ -189,10 +190,20 @@ func sameMember(a, b Member) bool {
 	if a.ID != b.ID || a.Scheme != b.Scheme || a.Host != b.Host || a.Port != b.Port || a.Source != b.Source || !slices.Equal(a.Tags, b.Tags) {
 		return false
 	}
-	if a.URL == nil || b.URL == nil {
+	if a.URL == nil || b.URL == nil || a.URL == b.URL {
 		return a.URL == b.URL
 	}
-	return a.URL == b.URL || a.URL.String() == b.URL.String()
+	ua, ub := *a.URL, *b.URL
+	ua.User, ub.User = nil, nil
+	if ua != ub || (a.URL.User == nil) != (b.URL.User == nil) {
+		return false
+	}
+	if a.URL.User == nil {
+		return true
+	}
+	pa, oka := a.URL.User.Password()
+	pb, okb := b.URL.User.Password()
+	return a.URL.User.Username() == b.URL.User.Username() && pa == pb && oka == okb
 }
 
 // Set adds the member or updates its status. A change of State, Paused or
@@ -332,7 +343,7 @@ func (p *Pool) Publish() (panicChanged bool) {
 			case !s.published && !s.removed:
 				g.added = append(g.added, s)
 			case s.published && s.removed:
-				g.removed = true
+				g.gone = append(g.gone, s)
 			}
 		}
 		s.pubClass = cls
@@ -396,7 +407,7 @@ func (g *wgroup) rebuild(p *Pool) {
 		old = &group{}
 	}
 	ng := &group{rr: &g.rr}
-	if len(g.added) > 0 || g.removed {
+	if len(g.added) > 0 || len(g.gone) > 0 {
 		ng.members = make([]*slot, 0, len(old.members)+len(g.added))
 		for _, s := range old.members {
 			if !s.removed {
@@ -404,7 +415,7 @@ func (g *wgroup) rebuild(p *Pool) {
 			}
 		}
 		ng.members = append(ng.members, g.added...)
-		ng.ringH, ng.ringS = p.mergeRing(old, g.added, g.removed)
+		ng.ringH, ng.ringS = p.mergeRing(old, g.added, g.gone)
 	} else {
 		ng.members, ng.ringH, ng.ringS = old.members, old.ringH, old.ringS
 	}
@@ -426,7 +437,8 @@ func (g *wgroup) rebuild(p *Pool) {
 	ng.panic = inPanic(len(ng.usable), ng.cands, p.opt.PanicThreshold)
 	ng.stats.Store(p.computeStats(ng))
 	clear(g.added)
-	g.added, g.removed, g.dirty, g.stale = g.added[:0], false, false, false
+	clear(g.gone)
+	g.added, g.gone, g.dirty, g.stale = g.added[:0], g.gone[:0], false, false
 	g.cur = ng
 }
 
@@ -580,10 +592,26 @@ func comparePoints(a, b ringPoint) int {
 	return cmp.Compare(a.s.m.ID, b.s.m.ID)
 }
 
-// mergeRing returns old's ring without the removed members' points and
-// with the added members' points, sorted, in time linear in the ring's
-// size (plus sorting the new points).
-func (p *Pool) mergeRing(old *group, added []*slot, removed bool) ([]uint64, []*slot) {
+// mergeRing returns old's ring without the points of the members gone and
+// with the points of the members added. It finds the points to drop and
+// the places to insert by binary search and copies the runs between them
+// in bulk: linear in the ring's size, but a memory copy, not a walk over
+// the members.
+func (p *Pool) mergeRing(old *group, added, gone []*slot) ([]uint64, []*slot) {
+	hs, ss := old.ringH, old.ringS
+	var drop []int
+	for _, s := range gone {
+		base := hashString(s.m.ID)
+		for i := range p.replicas {
+			h := pointHash(base, i)
+			for j, _ := slices.BinarySearch(hs, h); j < len(hs) && hs[j] == h; j++ {
+				if ss[j] == s {
+					drop = append(drop, j)
+				}
+			}
+		}
+	}
+	slices.Sort(drop)
 	fresh := make([]ringPoint, 0, len(added)*p.replicas)
 	for _, s := range added {
 		base := hashString(s.m.ID)
@@ -592,23 +620,32 @@ func (p *Pool) mergeRing(old *group, added []*slot, removed bool) ([]uint64, []*
 		}
 	}
 	slices.SortFunc(fresh, comparePoints)
-	n := len(old.ringH) + len(fresh)
-	hs, ss := make([]uint64, 0, n), make([]*slot, 0, n)
-	i, j := 0, 0
-	for i < len(old.ringH) || j < len(fresh) {
-		if i < len(old.ringH) && old.ringS[i].removed && removed {
-			i++
+	n := len(hs) - len(drop) + len(fresh)
+	nh, ns := make([]uint64, 0, n), make([]*slot, 0, n)
+	i, d, f := 0, 0, 0 // cursors: old ring, drop, fresh
+	for d < len(drop) || f < len(fresh) {
+		// The next place something happens in the old ring.
+		at, ins := len(hs), len(hs)
+		if f < len(fresh) {
+			x := fresh[f]
+			ins = i + sort.Search(len(hs)-i, func(k int) bool { return comparePoints(ringPoint{hs[i+k], ss[i+k]}, x) > 0 })
+			at = ins
+		}
+		if d < len(drop) && drop[d] < at {
+			at = drop[d]
+		}
+		nh, ns = append(nh, hs[i:at]...), append(ns, ss[i:at]...)
+		i = at
+		if f < len(fresh) && ins == at {
+			nh, ns = append(nh, fresh[f].h), append(ns, fresh[f].s)
+			f++
 			continue
 		}
-		if j >= len(fresh) || i < len(old.ringH) && comparePoints(ringPoint{old.ringH[i], old.ringS[i]}, fresh[j]) <= 0 {
-			hs, ss = append(hs, old.ringH[i]), append(ss, old.ringS[i])
-			i++
-		} else {
-			hs, ss = append(hs, fresh[j].h), append(ss, fresh[j].s)
-			j++
-		}
+		i++ // drop hs[at]
+		d++
 	}
-	return slices.Clip(hs), slices.Clip(ss)
+	nh, ns = append(nh, hs[i:]...), append(ns, ss[i:]...)
+	return nh, ns
 }
 
 // hashString is 64-bit FNV-1a, allocation-free.
