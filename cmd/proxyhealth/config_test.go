@@ -49,6 +49,12 @@ func TestExampleConfig(t *testing.T) {
 	if def.Probe.TargetURL != proxyhealth.DefaultTargetURL || def.Probe.Timeout != proxyhealth.DefaultTimeout || def.Probe.Method != "HEAD" {
 		t.Errorf("default source probe %+v", def.Probe)
 	}
+	// The serve section documents the rotation defaults.
+	rc := dc.engine.Rotation
+	if dc.serve != "" || dc.strategy != proxyhealth.RoundRobin || rc.IncludeDegraded || rc.DisablePanic ||
+		rc.PanicThreshold != proxyhealth.DefaultPanicThreshold || rc.MaxEjectionShare != proxyhealth.DefaultMaxEjectionShare {
+		t.Errorf("serve: %q %q %+v", dc.serve, dc.strategy, rc)
+	}
 }
 
 func TestFlagsOverrideConfig(t *testing.T) {
