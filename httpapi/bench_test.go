@@ -104,3 +104,18 @@ func BenchmarkEventsReplay(b *testing.B) {
 	}
 	b.ReportMetric(float64(head)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
+
+// BenchmarkPick measures GET /v1/pick (one proxy by the default
+// strategy, round-robin; ten; sticky) on a real engine checking a fake farm
+// of 200 proxies every 30 s, through the handler (no network).
+func BenchmarkPick(b *testing.B) {
+	r := newRotationEngineEvery(b, 200, 30*time.Second)
+	srv, err := httpapi.New(r.eng, httpapi.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(srv.Close)
+	for _, q := range []string{"", "?n=10", "?strategy=sticky&key=session-1"} {
+		b.Run("q="+q, func(b *testing.B) { benchGET(b, srv, "/v1/pick"+q) })
+	}
+}

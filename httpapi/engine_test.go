@@ -182,7 +182,7 @@ func url0(farm *fakeproxy.Farm) string {
 }
 
 // proxyID is the ID of the proxy at rawURL.
-func proxyID(t *testing.T, rawURL string) string {
+func proxyID(t testing.TB, rawURL string) string {
 	t.Helper()
 	p, err := proxyhealth.ParseProxy(rawURL)
 	if err != nil {

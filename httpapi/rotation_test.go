@@ -32,13 +32,19 @@ const (
 // (n >= 2): proxy 0, with credentials, in source "secret", the others in
 // source "farm". It waits until every proxy is healthy.
 type rotationEngine struct {
-	t    *testing.T
+	t    testing.TB
 	farm *fakeproxy.Farm
 	eng  *proxyhealth.Engine
 	ids  []string // by farm index
 }
 
-func newRotationEngine(t *testing.T, n int) *rotationEngine {
+func newRotationEngine(t testing.TB, n int) *rotationEngine {
+	t.Helper()
+	return newRotationEngineEvery(t, n, 200*time.Millisecond)
+}
+
+// newRotationEngineEvery is newRotationEngine checking every interval.
+func newRotationEngineEvery(t testing.TB, n int, interval time.Duration) *rotationEngine {
 	t.Helper()
 	farm, err := fakeproxy.Start(t.Context(), n)
 	if err != nil {
@@ -46,7 +52,7 @@ func newRotationEngine(t *testing.T, n int) *rotationEngine {
 	}
 	t.Cleanup(farm.Close)
 	health := proxyhealth.DefaultHealthConfig()
-	health.Interval, health.SuspectInterval, health.RecoveryCooldown = 200*time.Millisecond, 100*time.Millisecond, time.Hour
+	health.Interval, health.SuspectInterval, health.RecoveryCooldown = interval, 100*time.Millisecond, time.Hour
 	health.UnhealthyThreshold = 2
 	probe := proxyhealth.ProbeConfig{TargetURL: "http://target.proxyhealth.test/", Timeout: 2 * time.Second}
 	secret := proxyhealth.SourceConfig{Name: "secret", Health: health, Probe: probe,
@@ -86,7 +92,7 @@ func (r *rotationEngine) serve(opts httpapi.Options) *fixture {
 	}
 	hs := httptest.NewServer(srv)
 	r.t.Cleanup(func() { srv.Close(); hs.Close() })
-	return &fixture{t: r.t, http: hs, srv: srv}
+	return &fixture{t: r.t.(*testing.T), http: hs, srv: srv}
 }
 
 // leaksSecret reports whether an answer carries proxy 0's credentials in
