@@ -421,3 +421,47 @@ func trafficOf(s endpoint.Stats) httpapi.TrafficStats {
 	return httpapi.TrafficStats{OK: s.OK, Failed: s.UpstreamFailed, NoProxy: s.NoProxy, AuthFailed: s.AuthFailed, BadRequest: s.BadRequest,
 		Retries: s.Retries, ActiveConns: s.ActiveConns, Conns: s.Conns, BytesUp: s.BytesUp, BytesDown: s.BytesDown}
 }
+
+// TestStory: a proxy's story in sentences (its ejection among them),
+// without credentials; ?limit= keeps the newest lines.
+func TestStory(t *testing.T) {
+	r := newRotationEngine(t, 2)
+	f := r.serve(httpapi.Options{})
+	id := r.ids[0] // the proxy with credentials
+	for range 3 {
+		if code, body := f.do("POST", "/v1/proxies/"+id+"/outcome", `{"ok": false, "error_class": "timeout"}`); code != http.StatusAccepted {
+			t.Fatalf("report: %d %s", code, body)
+		}
+	}
+	var st httpapi.Story
+	var body string
+	testutil.EventuallyExplain(t, 10*time.Second, func() bool {
+		var code int
+		code, body = f.do("GET", "/v1/proxies/"+id+"/story", "")
+		st = httpapi.Story{}
+		return code == http.StatusOK && json.Unmarshal([]byte(body), &st) == nil && st.Ejected
+	}, func() string { return "a story that ends ejected: " + body })
+	text := ""
+	for _, l := range st.Lines {
+		text += l.Text + "\n"
+		if l.Seq == 0 || l.At.IsZero() {
+			t.Errorf("line without seq or time: %+v", l)
+		}
+	}
+	if st.ID != id || st.Source != "secret" || st.URL != r.farm.URL(0) || st.State != "healthy" || st.LinesTotal != len(st.Lines) ||
+		!strings.Contains(text, "eject") || !strings.Contains(st.Now, "ejected") {
+		t.Errorf("story %+v\n%s", st, text)
+	}
+	if leaksSecret(body) {
+		t.Errorf("the story carries credentials: %s", body)
+	}
+	var one httpapi.Story
+	f.getJSON("/v1/proxies/"+id+"/story?limit=1", &one)
+	if len(one.Lines) != 1 || one.LinesTotal != st.LinesTotal || one.Lines[0] != st.Lines[len(st.Lines)-1] {
+		t.Errorf("limit=1: %+v, want the newest of %d lines", one, st.LinesTotal)
+	}
+	code, body := f.do("GET", "/v1/proxies/0000000000000000/story", "")
+	wantError(t, "story of an unknown proxy", code, body, http.StatusNotFound, "0000000000000000")
+	code, body = f.do("GET", "/v1/proxies/"+id+"/story?limit=0", "")
+	wantError(t, "limit=0", code, body, http.StatusBadRequest, "limit")
+}

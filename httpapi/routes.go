@@ -51,6 +51,7 @@ func (s *Server) routes() []route {
 		{Endpoint: ep("GET", "/v1/pool/history"), h: s.poolHistory},
 		{Endpoint: ep("GET", "/v1/proxies", "state", "source", "limit", "offset"), h: s.listProxies},
 		{Endpoint: ep("GET", "/v1/proxies/{id}"), h: s.getProxy},
+		{Endpoint: ep("GET", "/v1/proxies/{id}/story", "limit"), h: s.story},
 		{Endpoint: Endpoint{Method: "POST", Path: "/v1/proxies", Body: true}, h: s.addProxy},
 		{Endpoint: ep("DELETE", "/v1/proxies/{id}"), h: s.removeProxy},
 		{Endpoint: ep("POST", "/v1/proxies/{id}/revive"), h: s.revive},
