@@ -28,8 +28,9 @@ type daemon struct {
 	log    *slog.Logger
 	served chan error // the HTTP server's end
 
-	// ep is the rotating endpoint (nil without --serve); epDone its end.
-	ep     *endpoint.Server
+	// ep is the rotating endpoint (nil without --serve, or until it
+	// serves; the API reads it for its traffic counters); epDone its end.
+	ep     atomic.Pointer[endpoint.Server]
 	epAddr string
 	epDone chan error
 
@@ -50,8 +51,8 @@ type reloadable struct {
 
 // startDaemon opens the engine and serves the API on ln. On error, ln is
 // closed and nothing is left running.
-func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, token string, log *slog.Logger) (*daemon, error) {
-	d, err := openDaemon(ctx, cfg, httpapi.Options{Token: token}, log, nil)
+func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, token string, log *slog.Logger, serving bool) (*daemon, error) {
+	d, err := openDaemon(ctx, cfg, httpapi.Options{Token: token}, log, nil, serving)
 	if err != nil {
 		_ = ln.Close()
 		return nil, err
@@ -66,8 +67,9 @@ func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, t
 // api gives the API's token and allowed host names; the rest is filled in.
 // With rl, SIGHUP and POST /v1/reload re-read the configuration rl names;
 // without it (the demo) there is nothing to reload and the API answers
-// POST /v1/reload with 501.
-func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options, log *slog.Logger, rl *reloadable) (*daemon, error) {
+// POST /v1/reload with 501. serving says whether the daemon will serve the
+// rotating endpoint (serveEndpoint): the API then reports its traffic.
+func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options, log *slog.Logger, rl *reloadable, serving bool) (*daemon, error) {
 	cfg.ResumeAddedProxies = true
 	cfg.Projections = append(cfg.Projections, proxyhealth.SQLiteView()) // the daemon keeps the SQLite view
 	// The journal reports each group commit to the metrics, once they exist.
@@ -88,6 +90,9 @@ func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options
 	}
 	d.status = eng.Status()
 	api.Status, api.Version, api.Logger = d.status, version, log
+	if serving {
+		api.Traffic = d.traffic
+	}
 	if d.srv, err = httpapi.New(d.api, api); err != nil {
 		return nil, errors.Join(fmt.Errorf("start the HTTP API: %w", err), eng.Close(ctx))
 	}
@@ -121,9 +126,22 @@ func (d *daemon) serveEndpoint(ctx context.Context, ln net.Listener, strategy pr
 		_ = ln.Close()
 		return fmt.Errorf("start the rotating endpoint: %w", err)
 	}
-	d.ep, d.epAddr, d.epDone = ep, ln.Addr().String(), make(chan error, 1)
+	d.ep.Store(ep)
+	d.epAddr, d.epDone = ln.Addr().String(), make(chan error, 1)
 	go func() { d.epDone <- ep.Serve(context.WithoutCancel(ctx), ln) }()
 	return nil
+}
+
+// traffic is the rotating endpoint's counters, for the API (zero until it
+// serves).
+func (d *daemon) traffic() httpapi.TrafficStats {
+	ep := d.ep.Load()
+	if ep == nil {
+		return httpapi.TrafficStats{}
+	}
+	s := ep.Stats()
+	return httpapi.TrafficStats{OK: s.OK, Failed: s.UpstreamFailed, NoProxy: s.NoProxy, AuthFailed: s.AuthFailed, BadRequest: s.BadRequest,
+		Retries: s.Retries, ActiveConns: s.ActiveConns, Conns: s.Conns, BytesUp: s.BytesUp, BytesDown: s.BytesDown}
 }
 
 // stop shuts the rotating endpoint and the HTTP server down, then closes
@@ -131,10 +149,10 @@ func (d *daemon) serveEndpoint(ctx context.Context, ln net.Listener, strategy pr
 // is flushed).
 func (d *daemon) stop(ctx context.Context) error {
 	var errs []error
-	if d.ep != nil {
+	if ep := d.ep.Load(); ep != nil {
 		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := d.ep.Shutdown(ectx); err != nil {
-			_ = d.ep.Close()
+		if err := ep.Shutdown(ectx); err != nil {
+			_ = ep.Close()
 		}
 		cancel()
 		if err := <-d.epDone; err != nil {

@@ -43,7 +43,7 @@ func startTestDaemon(t *testing.T, logs *syncBuffer, env map[string]string, args
 	}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	dc.engine.Logger = log
-	d, err = openDaemon(t.Context(), dc.engine, httpapi.Options{}, log, &reloadable{settings: rs, getenv: getenv, running: dc})
+	d, err = openDaemon(t.Context(), dc.engine, httpapi.Options{}, log, &reloadable{settings: rs, getenv: getenv, running: dc}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestReloadConfigReconciles(t *testing.T) {
 func TestReloadConfigWithoutConfig(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	d, err := openDaemon(t.Context(), proxyhealth.Config{DataDir: filepath.Join(t.TempDir(), "data")}, httpapi.Options{}, log, nil)
+	d, err := openDaemon(t.Context(), proxyhealth.Config{DataDir: filepath.Join(t.TempDir(), "data")}, httpapi.Options{}, log, nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}

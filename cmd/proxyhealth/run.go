@@ -99,7 +99,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	log.Info("proxyhealth starting", slog.String("version", version), slog.String("listen", ln.Addr().String()),
 		slog.String("data", dc.engine.DataDir), slog.Int("sources", len(dc.engine.Sources)))
 	d, err := openDaemon(ctx, dc.engine, httpapi.Options{Token: dc.token, AllowedHosts: dc.allowHosts}, log,
-		&reloadable{settings: &rs, getenv: os.Getenv, running: dc})
+		&reloadable{settings: &rs, getenv: os.Getenv, running: dc}, dc.serve != "")
 	if err != nil {
 		_ = ln.Close()
 		if epLn != nil {

@@ -92,6 +92,12 @@ func TestRunServe(t *testing.T) {
 	if farm.Checks(3) != before[3] {
 		t.Errorf("the dead proxy got traffic")
 	}
+	// The API reports the endpoint's traffic.
+	var tr httpapi.Traffic
+	getJSON(t, base+"/v1/traffic", &tr)
+	if tr.Endpoint == nil || tr.Endpoint.OK < 32 {
+		t.Errorf("GET /v1/traffic: %+v, want the endpoint's 32 requests", tr.Endpoint)
+	}
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(30 * time.Second); code != 0 {
 		t.Fatalf("SIGTERM: exit %d\n%s", code, p.stderr)

@@ -63,7 +63,7 @@ func TestStatusFromServer(t *testing.T) {
 	// configuration no longer lists is removed at start-up).
 	d, err := startDaemon(t.Context(), proxyhealth.Config{DataDir: td.dir, Sources: []proxyhealth.SourceConfig{
 		{Name: "a", Proxies: []string{td.healthy1, td.healthy2}}, {Name: "b", Proxies: []string{td.dead}}}},
-		ln, "tok", slog.New(slog.DiscardHandler))
+		ln, "tok", slog.New(slog.DiscardHandler), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestStatusListsPausedProxies(t *testing.T) {
 	}
 	d, err := startDaemon(t.Context(), proxyhealth.Config{DataDir: td.dir, Sources: []proxyhealth.SourceConfig{
 		{Name: "a", Proxies: []string{td.healthy1, td.healthy2}}, {Name: "b", Proxies: []string{td.dead}}}},
-		ln, "", slog.New(slog.DiscardHandler))
+		ln, "", slog.New(slog.DiscardHandler), false)
 	if err != nil {
 		t.Fatal(err)
 	}
