@@ -43,18 +43,18 @@ type Engine struct {
 	sources map[string]*source
 	proxies map[string]*proxy
 
-	proj     *projected
-	rot      *rotator
-	jhealth  journalHealth
+	proj    *projected
+	rot     *rotator
+	jhealth journalHealth
 	// hostSystem: sys is the host application's (Config.ActorSystem); the
 	// engine's actors are named with actorPrefix and Close stops only them.
 	hostSystem  bool
 	actorPrefix string
-	creds    *credentials // nil without a data directory
-	subs     *fanout
-	bg       sync.WaitGroup
-	bgCancel context.CancelFunc
-	retain   *retainer
+	creds       *credentials // nil without a data directory
+	subs        *fanout
+	bg          sync.WaitGroup
+	bgCancel    context.CancelFunc
+	retain      *retainer
 }
 
 type source struct {
@@ -145,7 +145,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		e.shutdownSystem()
 		return nil, err
 	}
-	pool, err := rotation.NewPool(cfg.Rotation.poolOptions())
+	pool, err := rotation.NewPool(cfg.Rotation.poolOptions(cfg.Clock.Now))
 	if err != nil { // Validate checked the config
 		_ = j.Close()
 		e.shutdownSystem()

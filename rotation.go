@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"sync"
+	"time"
 
 	"github.com/proxyhealth/proxyhealth/actors"
 	"github.com/proxyhealth/proxyhealth/events"
@@ -86,9 +87,11 @@ func validStrategy(s Strategy) bool {
 	return false
 }
 
-// poolOptions are the picker's options for this config.
-func (r RotationConfig) poolOptions() rotation.Options {
+// poolOptions are the picker's options for this config, on the engine's
+// clock.
+func (r RotationConfig) poolOptions(now func() time.Time) rotation.Options {
 	o := rotation.DefaultOptions()
+	o.Now = now
 	o.Strategy = r.Strategy
 	o.IncludeDegraded = r.IncludeDegraded
 	o.PanicThreshold = r.PanicThreshold

@@ -54,6 +54,9 @@ type Options struct {
 	// per scheme and per tag). More points balance keys more evenly and
 	// cost 16 bytes each per ring. 0 means DefaultStickyReplicas.
 	StickyReplicas int
+	// Now is the clock of the StatsRefresh throttle (default time.Now);
+	// tests and the engine inject theirs.
+	Now func() time.Time
 }
 
 // DefaultOptions returns the documented defaults.

@@ -165,6 +165,14 @@ func NewPool(opt Options) (*Pool, error) {
 	return p, nil
 }
 
+// now is the pool's clock (Options.Now, default time.Now).
+func (p *Pool) now() time.Time {
+	if p.opt.Now != nil {
+		return p.opt.Now()
+	}
+	return time.Now()
+}
+
 // Options returns the pool's options (Strategy filled in).
 func (p *Pool) Options() Options { return p.opt }
 
@@ -306,7 +314,7 @@ func (p *Pool) Publish() (panicChanged bool) {
 	if len(p.dirty) > 0 {
 		if p.opt.StatsRefresh == 0 {
 			refresh = true
-		} else if now = time.Now(); now.Sub(p.lastRefresh) >= p.opt.StatsRefresh {
+		} else if now = p.now(); now.Sub(p.lastRefresh) >= p.opt.StatsRefresh {
 			refresh = true
 		}
 	}

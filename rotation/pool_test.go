@@ -492,3 +492,30 @@ func TestStickyPickNStartsWithTheKeysProxy(t *testing.T) {
 		t.Fatalf("retry went to %s, PickN's second is %s", retry.ID, dst[1].ID)
 	}
 }
+
+// TestStatsRefreshFollowsTheInjectedClock: the throttle reads Options.Now,
+// so a statistics-only change shows once that clock has moved past
+// StatsRefresh (the engine passes its own clock).
+func TestStatsRefreshFollowsTheInjectedClock(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	o := opts(0)
+	o.StatsRefresh = time.Second
+	o.Now = func() time.Time { return now }
+	p := newPool(t, o)
+	p.Set(member(0, "s", "http"), healthy())
+	p.Set(member(1, "s", "http"), healthy())
+	p.Publish()
+	bad := healthy()
+	bad.SuccessRate, bad.Checks = 0, 100
+	p.Set(member(0, "s", "http"), bad)
+	p.Publish()
+	if c := counts(t, p, rotation.Request{Strategy: rotation.Weighted}, 4000); c[id(0)] < 1500 {
+		t.Fatalf("refreshed before the clock moved: member 0 picked %d of 4000", c[id(0)])
+	}
+	now = now.Add(2 * time.Second)
+	p.Set(member(0, "s", "http"), bad)
+	p.Publish()
+	if c := counts(t, p, rotation.Request{Strategy: rotation.Weighted}, 4000); c[id(0)] > 100 {
+		t.Fatalf("not refreshed after the clock moved past StatsRefresh: member 0 (rate 0) picked %d of 4000", c[id(0)])
+	}
+}
