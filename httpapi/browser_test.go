@@ -5,13 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
@@ -102,4 +108,89 @@ process.stdout.write(JSON.stringify(historySamples(%s, %d, %d)));`, body, now.Ad
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("historySamples gave %+v, want %+v", got, want)
 	}
+}
+
+// TestDashboardProxyPageInBrowser clicks a proxy in the dashboard's
+// proxies table (the page's own code: the test serves it with a script
+// that clicks the row once it is listed) and checks the proxy page (its
+// checks chart, transitions, ejection and story) and the traffic panel (panic
+// mode, ejections, request rates from Options.Traffic). A server without
+// Options.Traffic says it has no rotating endpoint.
+func TestDashboardProxyPageInBrowser(t *testing.T) {
+	chrome := testutil.Chromium(t, "the dashboard is not checked in a browser")
+	r := newRotationEngine(t, 3)
+	var calls atomic.Uint64
+	srv, err := httpapi.New(r.eng, httpapi.Options{Traffic: func() httpapi.TrafficStats {
+		n := calls.Add(1) // every poll sees 10 more requests
+		return httpapi.TrafficStats{OK: 10 * n, Failed: n, ActiveConns: 2, Conns: n, BytesDown: 4096 * n}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.ids[1]
+	for range 3 {
+		if err := r.eng.ReportOutcome(proxyhealth.Outcome{ProxyID: id, Class: "refused"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "the proxy to be ejected", func() bool { v, _ := r.eng.Status().Proxy(id); return v.Ejected })
+
+	page := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Host = "127.0.0.1"
+	srv.ServeHTTP(page, req)
+	clicker := strings.Replace(page.Body.String(), "</body>", `<script>
+(function clickWhenListed() {
+  const cell = document.querySelector('#proxies-body tr.proxy-row[data-id="`+id+`"] td');
+  if (cell) { cell.click(); return; }
+  setTimeout(clickWhenListed, 50);
+})();
+</script>
+</body>`, 1)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path != "/click-proxy" {
+			srv.ServeHTTP(w, req)
+			return
+		}
+		for k, v := range page.Header() {
+			w.Header()[k] = v
+		}
+		_, _ = io.WriteString(w, clicker)
+	}))
+	defer func() { hs.Close(); srv.Close() }()
+
+	dom := string(dumpDOM(t, chrome, hs.URL+"/click-proxy", 4*time.Second))
+	find := func(what, re string) string {
+		t.Helper()
+		m := regexp.MustCompile(re).FindStringSubmatch(dom)
+		if m == nil {
+			t.Errorf("%s: no %s in the page", what, re)
+			return ""
+		}
+		return m[len(m)-1]
+	}
+	find("the proxy page is shown", `<body[^>]* data-view="proxy"`)
+	find("the proxy page is not hidden", `<section class="panel" id="proxy-page">`)
+	find("the title is the proxy's URL", `<h2 id="proxy-title">`+regexp.QuoteMeta(r.farm.URL(1))+`</h2>`)
+	if n, _ := strconv.Atoi(find("the checks chart", `<canvas id="chart-proxy"[^>]* data-points="(\d+)"`)); n < 1 {
+		t.Errorf("the checks chart drew %d checks", n)
+	}
+	find("a transition", `(?s)<ul class="changes" id="proxy-transitions"><li data-seq="\d+">.*?unknown</span> → <span class="st healthy">healthy`)
+	find("the ejection", `(?s)id="proxy-ejections"><li data-seq="\d+">.*?ejected from rotation: real traffic through it failed`)
+	find("the story", `(?s)id="proxy-story"><li data-seq="\d+">.*?eject.*?<b>Now: healthy since [^<]*, ejected from rotation</b>`)
+	find("the traffic panel has an endpoint", `id="traffic-panel" data-endpoint="1"`)
+	find("the ok rate", `id="traffic-ok">\d+(\.\d)?<`)
+	find("rates were computed", `id="traffic-rates" class="traffic"[^>]* data-rated="1"`)
+	find("panic mode", `id="panic-mode">off<`)
+	find("the ejected count", `id="ejected-count">1 / \d+<`)
+	find("the no-endpoint note is hidden", `<p id="traffic-none" class="empty" hidden="">`)
+	if leaksSecret(dom) {
+		t.Errorf("the page shows credentials")
+	}
+
+	bare := r.serve(httpapi.Options{})
+	dom = string(dumpDOM(t, chrome, bare.http.URL+"/", 2*time.Second))
+	find("no endpoint", `id="traffic-panel" data-endpoint="0"`)
+	find("the no-endpoint note is shown", `<p id="traffic-none" class="empty">no rotating endpoint`)
+	find("no rates", `<div id="traffic-rates" class="traffic" style="[^"]*" hidden="">`)
 }

@@ -282,7 +282,8 @@ func TestDashboardPage(t *testing.T) {
 	}
 	for _, id := range []string{"count-total", "count-healthy", "count-degraded", "count-unhealthy", "count-recovering",
 		"count-failed", "count-unknown", "count-checking", "count-paused", "health-percentage", "chart-health",
-		"chart-latency", "changes-list", "sources-body", "journal-seq", "health-banner"} {
+		"chart-latency", "changes-list", "sources-body", "journal-seq", "health-banner", "traffic-panel", "panic-mode", "ejected-count",
+		"traffic-none", "traffic-rates", "proxies-body", "proxy-page", "chart-proxy", "proxy-transitions", "proxy-ejections", "proxy-story"} {
 		if !strings.Contains(page, `id="`+id+`"`) {
 			t.Errorf("dashboard has no element id=%q", id)
 		}
@@ -292,7 +293,7 @@ func TestDashboardPage(t *testing.T) {
 			t.Errorf("dashboard references an external asset (%q)", ext)
 		}
 	}
-	for _, api := range []string{"/v1/pool", "/v1/events", "/v1/proxies"} {
+	for _, api := range []string{"/v1/pool", "/v1/events", "/v1/proxies", "/v1/traffic", "/story", "/v1/journal?proxy="} {
 		if !strings.Contains(page, api) {
 			t.Errorf("dashboard does not use %s", api)
 		}
