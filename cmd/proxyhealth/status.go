@@ -499,7 +499,11 @@ func printPoolTable(w io.Writer, p httpapi.Pool, now time.Time) {
 		updated = fmt.Sprintf("%s (%s ago)", p.UpdatedAt.Local().Format("15:04:05"), now.Sub(*p.UpdatedAt).Round(time.Second))
 	}
 	fmt.Fprintf(w, "pool     %d proxies · %.1f%% healthy · journal seq %d · updated %s\n", p.Total, p.HealthPercentage, p.JournalSeq, updated)
-	fmt.Fprintf(w, "         %s\n\n", countsLine(p.Counts))
+	fmt.Fprintf(w, "         %s\n", countsLine(p.Counts))
+	if p.PanicMode {
+		fmt.Fprintln(w, "         PANIC MODE: too few proxies are usable; picks go to the least-bad ones")
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SOURCE\tTOTAL\tHEALTHY\tDEGRADED\tUNHEALTHY\tRECOVERING\tFAILED\tUNKNOWN\tCHECKING\tPAUSED\tHEALTH\tAVG LATENCY")
 	names := make([]string, 0, len(p.Sources))
@@ -525,6 +529,7 @@ func countsLine(c httpapi.Counts) string {
 		fmt.Sprintf("unhealthy %d", c.Unhealthy), fmt.Sprintf("recovering %d", c.Recovering),
 		fmt.Sprintf("failed %d", c.Failed), fmt.Sprintf("unknown %d", c.Unknown),
 		fmt.Sprintf("checking %d", c.Checking), fmt.Sprintf("paused %d", c.Paused),
+		fmt.Sprintf("ejected %d", c.Ejected),
 	}
 	return strings.Join(parts, " · ")
 }

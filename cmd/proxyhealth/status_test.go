@@ -355,3 +355,20 @@ func TestStatusDataWithALaggingView(t *testing.T) {
 		t.Errorf("table: %d %q, want %q", r.code, r.stdout, line)
 	}
 }
+
+// TestStatusShowsEjectionsAndPanicMode: the pool table counts ejected
+// proxies and says when picks are in panic mode.
+func TestStatusShowsEjectionsAndPanicMode(t *testing.T) {
+	var b strings.Builder
+	p := httpapi.Pool{Counts: httpapi.Counts{Total: 4, Healthy: 1, Unhealthy: 3, Ejected: 1}, PanicMode: true}
+	printPoolTable(&b, p, time.Now())
+	if !strings.Contains(b.String(), "ejected 1") || !strings.Contains(b.String(), "PANIC MODE") {
+		t.Errorf("pool table:\n%s", b.String())
+	}
+	b.Reset()
+	p.PanicMode = false
+	printPoolTable(&b, p, time.Now())
+	if strings.Contains(b.String(), "PANIC") {
+		t.Errorf("panic mode shown while off:\n%s", b.String())
+	}
+}
