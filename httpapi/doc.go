@@ -26,6 +26,7 @@
 //	GET    /v1/pool/history      the pool's counts over the last hour (see Pool history)
 //	GET    /v1/proxies           ?state=&source=&limit=&offset= (limit default 100, max 10000)
 //	GET    /v1/proxies/{id}      one proxy (id, or its URL, path-escaped) with history and state changes
+//	GET    /v1/proxies/{id}/story  ?limit= the proxy's history in plain sentences (see Story)
 //	POST   /v1/proxies           {"url": "...", "source": "..."} adds a proxy (201); without
 //	                             "source" to the source "default", created on first use
 //	DELETE /v1/proxies/{id}      removes a proxy
@@ -33,6 +34,11 @@
 //	POST   /v1/proxies/{id}/pause, /v1/proxies/{id}/resume
 //	                             pauses or resumes one proxy (journaled as its proxy_paused,
 //	                             proxy_resumed): {"status": "paused", "id": "..."}
+//	POST   /v1/proxies/{id}/outcome  {"ok": false, "error_class": "timeout", "latency_ms": 812}
+//	                             reports what real traffic saw through the proxy (202; see Rotation)
+//	GET    /v1/pick              ?strategy=&source=&scheme=&key=&n=&credentials= hands proxies out
+//	                             (see Rotation)
+//	GET    /v1/traffic           the rotating endpoint's counters, panic mode, ejections (see Rotation)
 //	POST   /v1/pause, /v1/resume ?source= (all sources when absent): every proxy of the source
 //	POST   /v1/reload            re-reads the configuration (see Reload)
 //	GET    /v1/events            Server-Sent Events of committed journal events and notifications
@@ -74,12 +80,14 @@
 // # Status codes
 //
 //	200, 201  done (201: a proxy was added)
+//	202       an outcome was reported (passive health acts on it asynchronously)
 //	400       invalid request: unknown, repeated or invalid query parameter, unknown
 //	          JSON field or trailing data, proxy URL; POST /v1/reload: the new
 //	          configuration is invalid (the error names file:line; the running
 //	          configuration stays)
 //	401       missing or wrong bearer token
-//	403       cross-origin command from a web page (see Browsers below)
+//	403       cross-origin command from a web page (see Browsers below); GET /v1/pick
+//	          ?credentials=true on a server without a token
 //	404       no such endpoint, proxy or source
 //	405       wrong method (the Allow header lists the right ones)
 //	409       conflict: the proxy is already monitored, removed, or not revivable
@@ -89,7 +97,7 @@
 //	500       unexpected engine error (logged to Options.Logger); POST /v1/reload:
 //	          the configuration could not be read or applied
 //	501       POST /v1/reload on a server without Options.Reload (the demo)
-//	503       the engine is closing; or the journal cannot write: nothing of the
+//	503       GET /v1/pick: no usable proxy matches; the engine is closing; or the journal cannot write: nothing of the
 //	          command was applied (for pause and resume: to the proxies the error
 //	          names; the others took it), retry after the Retry-After seconds
 //	          (GET /healthz tells when the journal takes writes again); or
@@ -101,6 +109,74 @@
 //
 // GET /v1/journal answers 200 once its first line is ready; an error
 // after that cuts the response off (no final chunk), see Journal.
+//
+// # Rotation
+//
+// GET /v1/pick hands out a usable proxy, chosen by ?strategy= (round-robin,
+// random, least-latency, weighted, sticky; default: the engine's
+// Config.Rotation.Strategy) among those matching ?source= and ?scheme=
+// (http, https, socks4, socks4a, socks5, socks5h). sticky needs ?key=,
+// the session key that keeps its proxy while it stays usable. The answer
+// is one JSON object for n=1 (the default):
+//
+//	{"id": "…", "scheme": "http", "host": "10.0.0.7", "port": 3128, "state": "healthy", "source": "main", "panic": false}
+//
+// and for ?n=2…100 a JSON array of up to n distinct such objects, in the
+// order the strategy prefers them (fewer when fewer match; an array even
+// when it holds one). "panic" is true when too few of the matching
+// proxies are usable and the least-bad one was handed out (panic mode).
+// Nothing to hand out at all answers 503 {"error"}; an unknown strategy
+// or scheme, sticky without key, n outside 1..100 answer 400.
+//
+// The answer carries no credentials. The proxy's full URL, user:password
+// included, is added as "url" only when the server has a token
+// (Options.Token, --token) and the request asks with ?credentials=true;
+// on a server without a token ?credentials=true answers 403 (anyone who
+// reaches such a server could read the passwords). The answers are never
+// cached (Cache-Control: no-store) and never logged.
+//
+// POST /v1/proxies/{id}/outcome reports what real traffic saw through a
+// proxy, for passive outlier detection (Engine.ReportOutcome): {"ok":
+// true} when the proxy did its job (also when the target answered with an
+// error through it), {"ok": false, "error_class": "…"} for a failure of
+// the proxy's own, the class one of refused, timeout, reset, tls, dns,
+// proxy_auth_required, bad_status, protocol, other
+// (proxyhealth.OutcomeClasses; empty means other); "latency_ms" is
+// optional. It answers 202 {"status": "reported", "id": "…"}; 400 for a
+// missing "ok", a class with "ok": true, an unknown class (the answer
+// lists the valid ones), an unknown field; 404 for an unknown proxy.
+// PassiveFailureThreshold failures in a row (default 3) eject the proxy
+// from rotation: "ejected": true and "ejected_until" in GET
+// /v1/proxies/{id}, a proxy_ejected event in the journal.
+//
+// GET /v1/traffic answers
+//
+//	{"at": "…", "endpoint": {"ok", "failed", "no_proxy", "auth_failed", "bad_request", "retries",
+//	 "active_conns", "conns", "bytes_up", "bytes_down"} | null,
+//	 "panic_mode": false, "usable": 9, "candidates": 10, "ejected": 1, "ejection_limit": 5}
+//
+// "endpoint" holds the counters of the rotating forward-proxy endpoint
+// since it started (Options.Traffic; the daemon passes its endpoint's
+// Stats), null when the server has none. Rates are the difference of two
+// answers over the difference of their "at"; the dashboard polls it every
+// second. "panic_mode", "usable" and "candidates" are the picker's current
+// view (it also covers start-up, before checks back a verdict, which the
+// journaled pool_panic_entered/left and GET /v1/pool's "panic_mode" do
+// not); "ejected" and "ejection_limit" are the proxies passive outlier
+// detection holds out of rotation and may hold at once.
+//
+// # Story
+//
+// GET /v1/proxies/{id}/story tells the proxy's history from its journal
+// stream in plain sentences (proxyhealth.Explain: runs of alike checks
+// folded, recovery attempts, ejections): {"id", "url", "source", "state",
+// "since", "now", "paused", "ejected", "removed", "events", "first_seq",
+// "last_seq", "truncated", "lines_total", "lines": [{"at", "seq",
+// "text"}, …]}, the newest ?limit= lines (default 200, at most 10000),
+// oldest first. "seq" is the journal seq each sentence starts at. The
+// dashboard's proxy page (click a proxy) shows it with the checks chart,
+// the transitions and the ejections (GET /v1/journal?proxy=ID&type=
+// proxy_ejected,proxy_returned).
 //
 // # Engine health
 //
@@ -284,6 +360,26 @@
 //	proxyhealth_projection_up{projection="..."}           1 while the projection runs, else 0
 //	proxyhealth_projection_lag_events{projection="..."}   journal head minus the projection's seq
 //	proxyhealth_projection_seq                            seq applied by the live status the API serves
+//
+// Rotation and the rotating endpoint:
+//
+//	proxyhealth_panic_mode                               1 while picks are made in panic mode, else 0
+//	proxyhealth_rotation_usable, _candidates             usable proxies; unpaused proxies in rotation
+//	proxyhealth_proxies_ejected, proxyhealth_ejection_limit  ejected now; how many may be at once
+//	proxyhealth_ejections_total, _ejection_returns_total     proxy_ejected, proxy_returned events
+//	proxyhealth_panic_episodes_total                     pool_panic_entered events
+//	proxyhealth_api_picks_total{strategy,result}         GET /v1/pick answers: result ok, panic, no_proxy;
+//	                                                     strategy "default" when none was named
+//	proxyhealth_api_outcomes_total{ok,class}             outcomes accepted by POST /v1/proxies/{id}/outcome
+//	proxyhealth_endpoint_requests_total{outcome}         through the endpoint: ok, failed, no_proxy,
+//	                                                     auth_failed, bad_request (with Options.Traffic)
+//	proxyhealth_endpoint_retries_total                   attempts on another upstream after a failure
+//	proxyhealth_endpoint_active_connections, _connections_total
+//	proxyhealth_endpoint_bytes_total{direction}          up (client to upstream), down
+//
+// The event counters count from this process's start (the journal tail
+// from the head at New); the endpoint series are absent without
+// Options.Traffic.
 //
 // proxyhealth_projection_lag_events used to be one unlabelled series for
 // the live status; it now has one series per projection (as the engine
