@@ -305,10 +305,15 @@ func TestReportOutcome(t *testing.T) {
 	if d.EjectedUntil == nil || !d.EjectedUntil.After(time.Now()) || d.LastSuccessAt == nil {
 		t.Errorf("ejected proxy %+v: want ejected_until in the future and last_success_at", d.Proxy)
 	}
+	// The picker follows the live status a moment later.
 	var tr httpapi.Traffic
-	f.getJSON("/v1/traffic", &tr)
-	if tr.Ejected != 1 || tr.EjectionLimit < 1 || tr.Endpoint != nil || tr.PanicMode || tr.Usable != 2 || tr.Candidates != 3 {
-		t.Errorf("traffic %+v: want 1 ejected, no endpoint, 2 of 3 usable", tr)
+	testutil.EventuallyExplain(t, 10*time.Second, func() bool {
+		tr = httpapi.Traffic{}
+		f.getJSON("/v1/traffic", &tr)
+		return tr.Ejected == 1 && tr.Usable == 2
+	}, func() string { return fmt.Sprintf("traffic %+v: want 1 ejected, 2 usable", tr) })
+	if tr.EjectionLimit < 1 || tr.Endpoint != nil || tr.PanicMode || tr.Candidates != 3 {
+		t.Errorf("traffic %+v: want an ejection limit, no endpoint, 3 candidates", tr)
 	}
 	var p httpapi.Pool
 	f.getJSON("/v1/pool", &p)
