@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -109,4 +111,53 @@ func BenchmarkLatency(b *testing.B) {
 			b.ReportMetric(float64(samples[len(samples)*99/100].Microseconds()), "p99-µs")
 		})
 	}
+}
+
+// BenchmarkThroughputInterleaved measures direct and endpoint throughput
+// in alternating slices of 400 parallel requests (one slice each per
+// iteration: run it with -benchtime 20x or so), so that the load of a
+// shared machine weighs on both alike; it reports both rates, the ratio
+// in percent and each side's CPU per request.
+func BenchmarkThroughputInterleaved(b *testing.B) {
+	direct, target := benchSetup(b, false)
+	via, _ := benchSetup(b, true)
+	const slice, workers = 400, 8
+	var dur [2]time.Duration
+	var cpu [2]time.Duration
+	run := func(c *http.Client) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= slice {
+					fetch(b, c, target)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	run(direct) // warm up both
+	run(via)
+	b.ResetTimer()
+	clients := [2]*http.Client{direct, via}
+	for i := 0; b.Loop(); i++ {
+		order := [2]int{0, 1}
+		if i%2 == 1 { // alternate which goes first
+			order = [2]int{1, 0}
+		}
+		for _, j := range order {
+			start, cpu0 := time.Now(), cpuTime()
+			run(clients[j])
+			dur[j] += time.Since(start)
+			cpu[j] += cpuTime() - cpu0
+		}
+	}
+	n := float64(b.N * slice)
+	b.ReportMetric(n/dur[0].Seconds(), "direct-req/s")
+	b.ReportMetric(n/dur[1].Seconds(), "endpoint-req/s")
+	b.ReportMetric(100*dur[0].Seconds()/dur[1].Seconds(), "ratio-%")
+	b.ReportMetric(float64(cpu[0].Microseconds())/n, "direct-cpu-µs/op")
+	b.ReportMetric(float64(cpu[1].Microseconds())/n, "endpoint-cpu-µs/op")
 }

@@ -209,6 +209,29 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, key string) {
 // reached tells whether a connection to the upstream was obtained (the
 // request may have been sent).
 func (s *Server) roundTrip(out *http.Request, p proxyhealth.Picked) (*http.Response, bool, error) {
+	start := time.Now()
+	resp, reached, err := s.send(out, p)
+	lat := time.Since(start)
+	if out.Context().Err() != nil {
+		return resp, reached, err
+	}
+	switch {
+	case err != nil:
+		s.report(proxyhealth.Outcome{ProxyID: p.ID, Class: transport.Classify(err), Latency: lat})
+	case resp.StatusCode == http.StatusProxyAuthRequired:
+		s.report(proxyhealth.Outcome{ProxyID: p.ID, Class: transport.ClassProxyAuthRequired, Latency: lat})
+	default:
+		s.report(proxyhealth.Outcome{ProxyID: p.ID, OK: true, Latency: lat})
+	}
+	return resp, reached, err
+}
+
+// send sends out through p once: on the lean path when it may take it
+// (see leanEligible), else by http.Transport.
+func (s *Server) send(out *http.Request, p proxyhealth.Picked) (*http.Response, bool, error) {
+	if leanEligible(out, p.URL, out.Body != nil) {
+		return s.leanRoundTrip(out.Context(), out, p.URL)
+	}
 	var reached atomic.Bool
 	ctx := context.WithValue(out.Context(), upstreamKey{}, p.URL)
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
@@ -219,20 +242,7 @@ func (s *Server) roundTrip(out *http.Request, p proxyhealth.Picked) (*http.Respo
 	case "socks4", "socks4a":
 		rt = s.rtNoKA
 	}
-	start := time.Now()
 	resp, err := rt.RoundTrip(out.WithContext(ctx))
-	lat := time.Since(start)
-	if out.Context().Err() != nil {
-		return resp, reached.Load(), err
-	}
-	switch {
-	case err != nil:
-		s.report(proxyhealth.Outcome{ProxyID: p.ID, Class: transport.Classify(err), Latency: lat})
-	case resp.StatusCode == http.StatusProxyAuthRequired:
-		s.report(proxyhealth.Outcome{ProxyID: p.ID, Class: transport.ClassProxyAuthRequired, Latency: lat})
-	default:
-		s.report(proxyhealth.Outcome{ProxyID: p.ID, OK: true, Latency: lat})
-	}
 	return resp, reached.Load(), err
 }
 

@@ -77,6 +77,7 @@ type Server struct {
 	httpLn  *chanListener
 	rt      *http.Transport // http, https, socks5 and socks5h upstreams
 	rtNoKA  *http.Transport // socks4 and socks4a upstreams, dialed per request
+	upPool  *upstreamPool   // the lean path's connections to http upstreams
 
 	mu        sync.Mutex
 	ln        net.Listener
@@ -118,6 +119,10 @@ func New(r Rotator, cfg Config) (*Server, error) {
 		MaxHeaderBytes:    64 << 10,
 	}
 	netDialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	// The lean path's connections live at most upstreamIdleTime idle and
+	// a dead one is replaced on use: no TCP keep-alive probes (which cost
+	// four setsockopt calls per connection).
+	s.upPool = newUpstreamPool(&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1})
 	var tlsCfg = cfg.UpstreamTLS
 	if tlsCfg != nil {
 		tlsCfg = tlsCfg.Clone()
@@ -281,6 +286,7 @@ func (s *Server) Close() error {
 		s.closeConns() // none expected; for certainty
 		s.rt.CloseIdleConnections()
 		s.rtNoKA.CloseIdleConnections()
+		s.upPool.close()
 	})
 	return nil
 }
