@@ -40,13 +40,28 @@ func leanEligible(out *http.Request, up *url.URL, hasBody bool) bool {
 	return false
 }
 
-// upConn is a connection to an upstream proxy with its buffers.
+// upConn is a connection to an upstream proxy. It holds a read buffer
+// only during an exchange (an idle connection has nothing buffered), so
+// that the buffers, from pools, are not allocated per connection.
 type upConn struct {
 	net.Conn
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	key    string    // the upstream's host:port
-	idleAt time.Time // when it went back to the pool
+	br     *bufio.Reader // during an exchange
+	key    string        // the upstream's host:port
+	idleAt time.Time     // when it went back to the pool
+}
+
+var (
+	upReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	upWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+// releaseReader returns c's read buffer to its pool.
+func (c *upConn) releaseReader() {
+	if c.br != nil {
+		c.br.Reset(nil)
+		upReaders.Put(c.br)
+		c.br = nil
+	}
 }
 
 // upstreamPool keeps idle connections to upstream proxies, newest first
@@ -91,7 +106,7 @@ func (p *upstreamPool) dial(ctx context.Context, key string) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &upConn{Conn: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10), key: key}, nil
+	return &upConn{Conn: c, key: key}, nil
 }
 
 // put keeps c for reuse, or closes it when the pool is full or closed.
@@ -181,6 +196,7 @@ func (s *Server) leanRoundTrip(ctx context.Context, out *http.Request, u *url.UR
 		if err == nil {
 			return resp, true, nil
 		}
+		c.releaseReader()
 		c.Close()
 		if reused && ctx.Err() == nil && staleConnError(err) {
 			continue // the upstream closed it while idle: nothing was answered
@@ -212,15 +228,21 @@ func (s *Server) exchange(ctx context.Context, c *upConn, out *http.Request, aut
 		out.Header["Proxy-Authorization"] = []string{auth}
 		defer delete(out.Header, "Proxy-Authorization")
 	}
-	if err := out.WriteProxy(c.bw); err != nil {
+	bw := upWriters.Get().(*bufio.Writer)
+	bw.Reset(c.Conn)
+	err := out.WriteProxy(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	upWriters.Put(bw)
+	if err != nil {
 		return nil, err
 	}
-	if err := c.bw.Flush(); err != nil {
-		return nil, err
-	}
+	c.br = upReaders.Get().(*bufio.Reader)
+	c.br.Reset(c.Conn)
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	var resp *http.Response
-	var err error
 	for {
 		resp, err = http.ReadResponse(c.br, out)
 		if err != nil {
@@ -274,10 +296,14 @@ func (b *leanBody) Close() error {
 	if !b.eof || !b.reuse || !live {
 		b.c.Close()
 		_ = b.rc.Close()
+		b.c.releaseReader()
 		return nil
 	}
-	if err := b.rc.Close(); err != nil || b.c.br.Buffered() > 0 {
-		b.c.Close() // the upstream sent more than the response
+	err := b.rc.Close()
+	extra := b.c.br.Buffered() > 0 // the upstream sent more than the response
+	b.c.releaseReader()
+	if err != nil || extra {
+		b.c.Close()
 		return nil
 	}
 	b.s.upPool.put(b.c)
