@@ -47,9 +47,16 @@
 //     tunnel is then spliced; a reset later in a tunnel is ambiguous (the
 //     target's or the proxy's) and is reported as a failure only when the
 //     upstream side ends with an error before sending a single byte.
-//   - Absolute-form requests are sent through the upstream by an
-//     http.Transport (keep-alive per upstream; SOCKS4 upstreams dial per
-//     request). A failure before a connection to the upstream was obtained,
+//   - Absolute-form requests: an idempotent request without a body (GET,
+//     HEAD, OPTIONS, TRACE) to an http:// target through an http://
+//     upstream, most of a forward proxy's traffic, takes the lean path:
+//     the endpoint writes it in absolute form over a kept-alive
+//     connection to the upstream (at most 64 idle per upstream, 90 s) and
+//     reads the response on the handler's goroutine; a kept-alive
+//     connection the upstream closed meanwhile is replaced once, not
+//     counted as a failure. The others are sent by an http.Transport
+//     (keep-alive per upstream; SOCKS4 upstreams dial per request). A
+//     failure before a connection to the upstream was obtained,
 //     or a 407 from the upstream, is retried when the request body was not
 //     read yet; a connection failure after that only for idempotent
 //     requests without a body (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or
