@@ -53,8 +53,8 @@
 //     the endpoint writes it in absolute form over a kept-alive
 //     connection to the upstream (at most 64 idle per upstream, 90 s) and
 //     reads the response on the handler's goroutine; a kept-alive
-//     connection the upstream closed meanwhile is replaced once, not
-//     counted as a failure. The others are sent by an http.Transport
+//     connection the upstream closed meanwhile is dropped and the request
+//     sent on another, which is not counted as a failure. The others are sent by an http.Transport
 //     (keep-alive per upstream; SOCKS4 upstreams dial per request). A
 //     failure before a connection to the upstream was obtained,
 //     or a 407 from the upstream, is retried when the request body was not

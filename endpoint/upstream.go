@@ -166,11 +166,12 @@ var errUnexpected1xx = errors.New("endpoint: upstream answered 101 Switching Pro
 
 // leanRoundTrip sends out (idempotent, no body, http:// target) through
 // the http:// upstream u and returns the response head; its body returns
-// the connection to the pool when read to the end and closed. A reused
-// connection that turns out closed by the upstream (its keep-alive timed
-// out) is replaced by a fresh one once, the request not having been
-// answered. reached tells whether a connection to the upstream was
-// obtained.
+// the connection to the pool when read to the end and closed. A kept-alive
+// connection that turns out closed by the upstream (end of stream or
+// reset, typically its keep-alive timeout) is dropped and the request
+// sent on the next idle one or a new one: the request is idempotent and
+// such a failure is not the upstream's. reached tells whether a
+// connection to the upstream was obtained.
 func (s *Server) leanRoundTrip(ctx context.Context, out *http.Request, u *url.URL) (*http.Response, bool, error) {
 	key := u.Host
 	if u.Port() == "" {
