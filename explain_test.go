@@ -101,17 +101,17 @@ func (b *storyBuilder) records() iter.Seq2[proxyhealth.Record, error] {
 }
 
 const (
-	unknown    = pb.HealthState_HEALTH_STATE_UNKNOWN
-	healthy    = pb.HealthState_HEALTH_STATE_HEALTHY
-	degraded   = pb.HealthState_HEALTH_STATE_DEGRADED
-	unhealthy  = pb.HealthState_HEALTH_STATE_UNHEALTHY
-	recovering = pb.HealthState_HEALTH_STATE_RECOVERING
-	failedSt   = pb.HealthState_HEALTH_STATE_FAILED
-	refused    = pb.FailureClass_FAILURE_CLASS_REFUSED
-	timeout    = pb.FailureClass_FAILURE_CLASS_TIMEOUT
+	stUnknown    = pb.HealthState_HEALTH_STATE_UNKNOWN
+	stHealthy    = pb.HealthState_HEALTH_STATE_HEALTHY
+	stDegraded   = pb.HealthState_HEALTH_STATE_DEGRADED
+	stUnhealthy  = pb.HealthState_HEALTH_STATE_UNHEALTHY
+	stRecovering = pb.HealthState_HEALTH_STATE_RECOVERING
+	stFailed     = pb.HealthState_HEALTH_STATE_FAILED
+	clRefused    = pb.FailureClass_FAILURE_CLASS_REFUSED
+	clTimeout    = pb.FailureClass_FAILURE_CLASS_TIMEOUT
 )
 
-func texts(s proxyhealth.Story) []string {
+func storyTexts(s proxyhealth.Story) []string {
 	var out []string
 	for _, l := range s.Lines {
 		out = append(out, l.Text)
@@ -132,7 +132,7 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 	}{{
 		name: "a run of passed checks folds into one sentence with the latency range",
 		b: func() *storyBuilder {
-			b := newStory().added(0, "socks5://10.0.0.7:1080", true).ok(0, 40).change(0, unknown, healthy, 0, "first check succeeded")
+			b := newStory().added(0, "socks5://10.0.0.7:1080", true).ok(0, 40).change(0, stUnknown, stHealthy, 0, "first check succeeded")
 			for i := 1; i < 12; i++ {
 				b.ok(time.Duration(i)*30*s, 40+i+i/3)
 			}
@@ -147,10 +147,10 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 		now:   "healthy since 2026-03-04T10:00:00Z",
 	}, {
 		name: "failures fold by class, then unhealthy after the threshold",
-		b: newStory().added(0, "http://10.0.0.8:3128", false).ok(0, 42).change(0, unknown, healthy, 0, "first check succeeded").
-			fail(6*m+10*s, refused, "connection refused").change(6*m+10*s, healthy, degraded, 0, "check failed: refused").
-			fail(6*m+11*s, refused, "connection refused").fail(6*m+12*s, refused, "connection refused").
-			change(6*m+12*s, degraded, unhealthy, 0, "3 consecutive failures (threshold 3), last: refused"),
+		b: newStory().added(0, "http://10.0.0.8:3128", false).ok(0, 42).change(0, stUnknown, stHealthy, 0, "first check succeeded").
+			fail(6*m+10*s, clRefused, "connection refused").change(6*m+10*s, stHealthy, stDegraded, 0, "check failed: refused").
+			fail(6*m+11*s, clRefused, "connection refused").fail(6*m+12*s, clRefused, "connection refused").
+			change(6*m+12*s, stDegraded, stUnhealthy, 0, "3 consecutive failures (threshold 3), last: refused"),
 		want: []string{
 			`added: http://10.0.0.8:3128 in source "lab"`,
 			"1 check passed at 10:00:00, latency 42 ms",
@@ -162,8 +162,8 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 		state: "unhealthy",
 	}, {
 		name: "mixed failure classes are counted each",
-		b: newStory().added(0, "http://10.0.0.8:3128", false).fail(0, timeout, "i/o timeout").fail(s, refused, "connection refused").
-			fail(2*s, timeout, "i/o timeout (again)"),
+		b: newStory().added(0, "http://10.0.0.8:3128", false).fail(0, clTimeout, "i/o timeout").fail(s, clRefused, "connection refused").
+			fail(2*s, clTimeout, "i/o timeout (again)"),
 		want: []string{
 			`added: http://10.0.0.8:3128 in source "lab"`,
 			"3 checks failed between 10:00:00 and 10:00:02: timeout ×2 (i/o timeout (again)), refused (connection refused)",
@@ -172,13 +172,13 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 	}, {
 		name: "recovery attempts: the cooldown measured, failed, then succeeded",
 		b: newStory().added(0, "http://10.0.0.9:80", false).
-			fail(0, refused, "connection refused").change(0, unknown, degraded, 0, "check failed: refused").
-			fail(s, refused, "connection refused").fail(2*s, refused, "connection refused").
-			change(2*s, degraded, unhealthy, 0, "3 consecutive failures (threshold 3), last: refused").
-			change(m+2*s, unhealthy, recovering, 1, "cooldown expired, recovery attempt 1").
-			fail(m+3*s, timeout, "i/o timeout").change(m+3*s, recovering, unhealthy, 1, "recovery attempt 1 failed: timeout").
-			change(3*m+3*s, unhealthy, recovering, 2, "cooldown expired, recovery attempt 2").
-			ok(3*m+4*s, 50).ok(3*m+5*s, 60).change(3*m+5*s, recovering, healthy, 0, "2 consecutive successes (threshold 2)").
+			fail(0, clRefused, "connection refused").change(0, stUnknown, stDegraded, 0, "check failed: refused").
+			fail(s, clRefused, "connection refused").fail(2*s, clRefused, "connection refused").
+			change(2*s, stDegraded, stUnhealthy, 0, "3 consecutive failures (threshold 3), last: refused").
+			change(m+2*s, stUnhealthy, stRecovering, 1, "cooldown expired, recovery attempt 1").
+			fail(m+3*s, clTimeout, "i/o timeout").change(m+3*s, stRecovering, stUnhealthy, 1, "recovery attempt 1 failed: timeout").
+			change(3*m+3*s, stUnhealthy, stRecovering, 2, "cooldown expired, recovery attempt 2").
+			ok(3*m+4*s, 50).ok(3*m+5*s, 60).change(3*m+5*s, stRecovering, stHealthy, 0, "2 consecutive successes (threshold 2)").
 			ok(4*m, 45),
 		want: []string{
 			`added: http://10.0.0.9:80 in source "lab"`,
@@ -193,10 +193,10 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 	}, {
 		name: "the last recovery attempt fails: gave up",
 		b: newStory().added(0, "http://10.0.0.9:80", false).
-			change(0, recovering, unhealthy, 4, "recovery attempt 4 failed: refused").
-			change(16*m, unhealthy, recovering, 5, "cooldown expired, recovery attempt 5").
-			ok(16*m+s, 30).fail(16*m+2*s, refused, "connection refused").
-			change(16*m+2*s, recovering, failedSt, 5, "recovery attempt 5 of 5 failed: refused; giving up until revived"),
+			change(0, stRecovering, stUnhealthy, 4, "recovery attempt 4 failed: refused").
+			change(16*m, stUnhealthy, stRecovering, 5, "cooldown expired, recovery attempt 5").
+			ok(16*m+s, 30).fail(16*m+2*s, clRefused, "connection refused").
+			change(16*m+2*s, stRecovering, stFailed, 5, "recovery attempt 5 of 5 failed: refused; giving up until revived"),
 		want: []string{
 			`added: http://10.0.0.9:80 in source "lab"`,
 			"went unhealthy (out of rotation): recovery attempt 4 failed: refused",
@@ -206,8 +206,8 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 		state: "failed",
 	}, {
 		name: "a recovery attempt under way when the story ends",
-		b: newStory().added(0, "http://10.0.0.9:80", false).change(0, degraded, unhealthy, 0, "3 consecutive failures (threshold 3), last: refused").
-			change(30*s, unhealthy, recovering, 1, "cooldown expired, recovery attempt 1").ok(31*s, 30),
+		b: newStory().added(0, "http://10.0.0.9:80", false).change(0, stDegraded, stUnhealthy, 0, "3 consecutive failures (threshold 3), last: refused").
+			change(30*s, stUnhealthy, stRecovering, 1, "cooldown expired, recovery attempt 1").ok(31*s, 30),
 		want: []string{
 			`added: http://10.0.0.9:80 in source "lab"`,
 			"went unhealthy (out of rotation) after 3 consecutive failures (threshold 3), last: refused",
@@ -216,10 +216,10 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 		state: "recovering",
 	}, {
 		name: "passive failures eject it; the ejection's sentence tells how long traffic avoided it",
-		b: newStory().added(0, "http://10.0.0.7:8080", false).ok(0, 40).change(0, unknown, healthy, 0, "first check succeeded").
-			passive(7*m, refused, 1).passive(7*m+5*s, refused, 2).passive(7*m+10*s, refused, 3).
-			eject(7*m+10*s, refused, 3, 30*s, 1).ok(7*m+10*s, 41).returned(7*m+40*s).
-			passive(9*m, timeout, 1).add(9*m+s, &pb.Envelope{Event: &pb.Envelope_PassiveSuccessReported{PassiveSuccessReported: &pb.PassiveSuccessReported{}}}),
+		b: newStory().added(0, "http://10.0.0.7:8080", false).ok(0, 40).change(0, stUnknown, stHealthy, 0, "first check succeeded").
+			passive(7*m, clRefused, 1).passive(7*m+5*s, clRefused, 2).passive(7*m+10*s, clRefused, 3).
+			eject(7*m+10*s, clRefused, 3, 30*s, 1).ok(7*m+10*s, 41).returned(7*m+40*s).
+			passive(9*m, clTimeout, 1).add(9*m+s, &pb.Envelope{Event: &pb.Envelope_PassiveSuccessReported{PassiveSuccessReported: &pb.PassiveSuccessReported{}}}),
 		want: []string{
 			`added: http://10.0.0.7:8080 in source "lab"`,
 			"1 check passed at 10:00:00, latency 40 ms",
@@ -233,8 +233,8 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 		state: "healthy",
 	}, {
 		name: "a repeat ejection still under way, while unhealthy it stays out on return",
-		b: newStory().added(0, "http://10.0.0.7:8080", false).passive(0, refused, 3).eject(0, refused, 3, 2*m, 2).
-			change(30*s, degraded, unhealthy, 0, "3 consecutive failures (threshold 3), last: refused").returned(2 * m),
+		b: newStory().added(0, "http://10.0.0.7:8080", false).passive(0, clRefused, 3).eject(0, clRefused, 3, 2*m, 2).
+			change(30*s, stDegraded, stUnhealthy, 0, "3 consecutive failures (threshold 3), last: refused").returned(2 * m),
 		want: []string{
 			`added: http://10.0.0.7:8080 in source "lab"`,
 			"ejected from rotation for 2m0s (repeat ejection, ×2) after 3 failures of real traffic (refused); traffic avoided it until 10:02:00",
@@ -244,7 +244,7 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 		state: "unhealthy",
 	}, {
 		name: "an ejection not over when the story ends",
-		b:    newStory().added(0, "http://10.0.0.7:8080", false).passive(0, refused, 3).eject(0, refused, 3, 30*s, 1),
+		b:    newStory().added(0, "http://10.0.0.7:8080", false).passive(0, clRefused, 3).eject(0, clRefused, 3, 30*s, 1),
 		want: []string{
 			`added: http://10.0.0.7:8080 in source "lab"`,
 			"ejected from rotation for 30s after 3 failures of real traffic (refused); traffic avoids it until 10:00:30",
@@ -256,10 +256,10 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 		b: newStory().added(0, "http://10.0.0.7:8080", false).pool(s).
 			add(2*s, &pb.Envelope{Event: &pb.Envelope_ProxyPaused{ProxyPaused: &pb.ProxyPaused{Reason: "paused by operator"}}}).
 			add(3*s, &pb.Envelope{Event: &pb.Envelope_ProxyResumed{ProxyResumed: &pb.ProxyResumed{Reason: "resumed by operator"}}}).
-			change(4*s, degraded, unhealthy, 0, "3 consecutive failures (threshold 3), last: refused").
-			change(5*s, unhealthy, recovering, 1, "cooldown expired, recovery attempt 1").
+			change(4*s, stDegraded, stUnhealthy, 0, "3 consecutive failures (threshold 3), last: refused").
+			change(5*s, stUnhealthy, stRecovering, 1, "cooldown expired, recovery attempt 1").
 			add(6*s, &pb.Envelope{Event: &pb.Envelope_ProxyRevived{ProxyRevived: &pb.ProxyRevived{Reason: "revived by operator"}}}).
-			change(6*s, recovering, unknown, 0, "revived: revived by operator").
+			change(6*s, stRecovering, stUnknown, 0, "revived: revived by operator").
 			add(7*s, &pb.Envelope{Event: &pb.Envelope_ProxyPaused{ProxyPaused: &pb.ProxyPaused{}}}).
 			add(8*s, &pb.Envelope{Event: &pb.Envelope_ProxyRemoved{ProxyRemoved: &pb.ProxyRemoved{Reason: "its source is no longer configured"}}}),
 		want: []string{
@@ -293,7 +293,7 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := texts(st); !slices.Equal(got, tc.want) {
+			if got := storyTexts(st); !slices.Equal(got, tc.want) {
 				t.Errorf("story:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
 			if st.ProxyID != storyProxy || st.Source != "lab" || st.State != tc.state || st.URL == "" {
@@ -316,7 +316,7 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i, want := range texts(st) {
+			for i, want := range storyTexts(st) {
 				if i >= len(rs.Lines) {
 					t.Errorf("the records' story ends at line %d", i)
 					break
@@ -338,7 +338,7 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 
 // TestStoryString: the rendering is UTC whatever the local zone.
 func TestStoryString(t *testing.T) {
-	st, err := proxyhealth.Explain(newStory().added(0, "http://10.0.0.7:8080", false).ok(0, 40).change(0, unknown, healthy, 0, "first check succeeded").all())
+	st, err := proxyhealth.Explain(newStory().added(0, "http://10.0.0.7:8080", false).ok(0, 40).change(0, stUnknown, stHealthy, 0, "first check succeeded").all())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +368,7 @@ func TestExplainErrors(t *testing.T) {
 	if !errors.Is(err, boom) {
 		t.Errorf("read error: %v", err)
 	}
-	b = newStory().added(0, "http://10.0.0.7:8080", false).ok(0, 1).ok(s1, 2)
+	b = newStory().added(0, "http://10.0.0.7:8080", false).ok(0, 1).ok(time.Second, 2)
 	b.envs = b.envs[1:]
 	st, err := proxyhealth.Explain(b.all())
 	if err != nil || !st.Truncated || !strings.Contains(st.Lines[0].Text, "retention deleted the older ones") || st.URL != "" {
@@ -381,8 +381,6 @@ func TestExplainErrors(t *testing.T) {
 	}
 }
 
-const s1 = time.Second
-
 // TestExplainAnyHistoryOfTheStateMachine: whatever the state machine
 // writes (random commands through events.Decide), the story has a
 // sentence for it in journal order, never an empty one and never a
@@ -390,7 +388,7 @@ const s1 = time.Second
 func TestExplainAnyHistoryOfTheStateMachine(t *testing.T) {
 	cfg := events.DefaultConfig()
 	cfg.MaxRecoveryAttempts = 3
-	classes := []pb.FailureClass{refused, timeout, pb.FailureClass_FAILURE_CLASS_TOO_SLOW, pb.FailureClass_FAILURE_CLASS_RESET}
+	classes := []pb.FailureClass{clRefused, clTimeout, pb.FailureClass_FAILURE_CLASS_TOO_SLOW, pb.FailureClass_FAILURE_CLASS_RESET}
 	for seed := range uint64(200) {
 		r := rand.New(rand.NewPCG(seed, 7))
 		st := events.NewState(storyProxy)
@@ -408,7 +406,7 @@ func TestExplainAnyHistoryOfTheStateMachine(t *testing.T) {
 			case n < 78:
 				c = events.CooldownExpired{At: at}
 			case n < 88:
-				c = events.PassiveOutcome{At: at, OK: r.IntN(3) == 0, Class: refused}
+				c = events.PassiveOutcome{At: at, OK: r.IntN(3) == 0, Class: clRefused}
 			case n < 92:
 				c = events.EjectionExpired{At: at.Add(time.Hour)}
 			case n < 94:
@@ -436,7 +434,7 @@ func TestExplainAnyHistoryOfTheStateMachine(t *testing.T) {
 				envs = append(envs, env)
 			}
 		}
-		story, err := proxyhealth.Explain(slicesAll(envs))
+		story, err := proxyhealth.Explain(envSeq(envs))
 		if err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
@@ -454,7 +452,7 @@ func TestExplainAnyHistoryOfTheStateMachine(t *testing.T) {
 	}
 }
 
-func slicesAll(envs []*pb.Envelope) iter.Seq2[*pb.Envelope, error] {
+func envSeq(envs []*pb.Envelope) iter.Seq2[*pb.Envelope, error] {
 	return func(yield func(*pb.Envelope, error) bool) {
 		for _, env := range envs {
 			if !yield(env, nil) {
@@ -476,15 +474,15 @@ func TestEngineExplain(t *testing.T) {
 	h.EjectionTime, h.MaxEjectionTime = 300*time.Millisecond, time.Second
 	e := open(t, proxyhealth.Config{DataDir: dir, Sources: []proxyhealth.SourceConfig{{Name: "farm", Health: h, Probe: farmProbe(), Proxies: []string{farm.URL(0), farm.URLWith(1, "http", "user", "s3cret")}}}})
 	id, _ := proxyhealth.ResolveProxyID(farm.URL(0))
-	waitState(t, e, id, healthy)
+	waitState(t, e, id, stHealthy)
 	if err := farm.Set(0, fakeproxy.Refuse()); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, e, id, unhealthy)
+	waitState(t, e, id, stUnhealthy)
 	if err := farm.Set(0, fakeproxy.OK()); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, e, id, healthy)
+	waitState(t, e, id, stHealthy)
 	for range 3 {
 		if err := e.ReportOutcome(proxyhealth.Outcome{ProxyID: id, Class: "reset"}); err != nil {
 			t.Fatal(err)
@@ -613,14 +611,14 @@ func longHistory(n int) *storyBuilder {
 		at += 30 * time.Second
 		switch i % 200 {
 		case 197:
-			b.fail(at, refused, "connection refused").change(at, healthy, degraded, 0, "check failed: refused")
+			b.fail(at, clRefused, "connection refused").change(at, stHealthy, stDegraded, 0, "check failed: refused")
 		case 198:
-			b.fail(at, refused, "connection refused")
+			b.fail(at, clRefused, "connection refused")
 		case 199:
-			b.fail(at, refused, "connection refused").change(at, degraded, unhealthy, 0, "3 consecutive failures (threshold 3), last: refused")
+			b.fail(at, clRefused, "connection refused").change(at, stDegraded, stUnhealthy, 0, "3 consecutive failures (threshold 3), last: refused")
 			at += time.Minute
-			b.change(at, unhealthy, recovering, 1, "cooldown expired, recovery attempt 1").ok(at, 40).ok(at+time.Second, 41).
-				change(at+time.Second, recovering, healthy, 0, "2 consecutive successes (threshold 2)")
+			b.change(at, stUnhealthy, stRecovering, 1, "cooldown expired, recovery attempt 1").ok(at, 40).ok(at+time.Second, 41).
+				change(at+time.Second, stRecovering, stHealthy, 0, "2 consecutive successes (threshold 2)")
 		default:
 			b.ok(at, 40+i%17)
 		}
