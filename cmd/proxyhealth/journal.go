@@ -22,6 +22,7 @@ import (
 
 const journalUsage = `Usage: proxyhealth journal replay|verify|stats|salvage --data DIR [flags]
        proxyhealth journal replay|stats --server URL [--token TOKEN] [flags]
+       proxyhealth journal explain PROXY --data DIR | --server URL [flags]
 
 The journal (DIR/journal.db) is the audit trail: every check, decision and
 operator action, in order, with a global sequence number.
@@ -32,6 +33,9 @@ operator action, in order, with a global sequence number.
            checksum, gap-free sequences and streams); exit 0 only if it
            is clean
   stats    counts by type, size and time span
+  explain  tells one proxy's story (ID or URL) in plain sentences: checks
+           passed and failed, unhealthy, recovery attempts, ejections,
+           operator actions
   salvage  copies every intact event of a damaged journal into a new
            journal file (--out, default DIR/journal.salvaged.db): the
            longest gap-free run from the first retained event, with the
@@ -56,7 +60,7 @@ const journalExamples = `  proxyhealth journal replay --data ./proxyhealth-data 
 
 func runJournal(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "proxyhealth journal: missing subcommand: replay, verify, stats or salvage (see 'proxyhealth journal --help')")
+		fmt.Fprintln(stderr, "proxyhealth journal: missing subcommand: replay, verify, stats, salvage or explain (see 'proxyhealth journal --help')")
 		return exitUsage
 	}
 	switch args[0] {
@@ -68,12 +72,14 @@ func runJournal(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return journalStats(ctx, args[1:], stdout, stderr)
 	case "salvage":
 		return journalSalvage(ctx, args[1:], stdout, stderr)
+	case "explain":
+		return journalExplain(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fs := newFlagSet("journal", journalUsage, journalExamples, stdout, stderr)
 		fs.printUsage()
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "proxyhealth journal: unknown subcommand %q: use replay, verify, stats or salvage (see 'proxyhealth journal --help')\n", args[0])
+	fmt.Fprintf(stderr, "proxyhealth journal: unknown subcommand %q: use replay, verify, stats, salvage or explain (see 'proxyhealth journal --help')\n", args[0])
 	return exitUsage
 }
 
