@@ -251,6 +251,9 @@ func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []strin
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
 		}
+		if u.IsRedactedForm() {
+			return nil, fmt.Errorf("%w: %s is a redacted URL (the user name shown as a tag): it names a proxy but has no credentials to reach it; give the proxy's URL with its user name and password", ErrBadConfig, u.Redacted())
+		}
 		urls[i] = u
 	}
 	e.mu.Lock()
@@ -363,6 +366,14 @@ func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []strin
 	return ids, errors.Join(errs...)
 }
 
+// sameCredentials reports whether a and b carry the same user name and
+// password.
+func sameCredentials(a, b probe.ProxyURL) bool {
+	au, ap := a.RevealCredentials()
+	bu, bp := b.RevealCredentials()
+	return au == bu && ap == bp
+}
+
 // spec builds a proxy actor's spec. Credentials stay inside the check
 // closure, which shares the proxy's parsed URL (it never changes) instead of
 // copying it.
@@ -420,21 +431,34 @@ func (e *Engine) ReconfigureSource(ctx context.Context, sc SourceConfig) error {
 	src.configRef = fmt.Sprintf("%s@v%d", sc.Name, src.version)
 	var remove []string
 	var reconf []request
+	var recredentialed []string
 	for id, p := range e.proxies {
 		if p.source != sc.Name {
 			continue
 		}
-		if _, keep := want[id]; !keep {
+		raw, keep := want[id]
+		if !keep {
 			remove = append(remove, id)
 			continue
 		}
 		delete(want, id)
+		if u := probe.MustParseProxyURL(raw); u.HasCredentials() && !u.IsRedactedForm() && !sameCredentials(u, p.url) {
+			// Same user, new password: the same proxy with changed
+			// credentials. The running check shares p.url, so p is
+			// replaced, not changed.
+			np := &proxy{url: u, source: p.source, origin: p.origin, pid: p.pid}
+			e.proxies[id], p = np, np
+			recredentialed = append(recredentialed, id)
+		}
 		if p.pid != nil {
 			reconf = append(reconf, request{id: id, pid: p.pid, msg: &actors.Reconfigure{Spec: e.spec(src, p)}})
 		}
 	}
 	e.mu.Unlock()
 	errs := slices.Collect(maps.Values(e.requestAll(ctx, reconf)))
+	if len(recredentialed) > 0 {
+		e.rot.refresh(recredentialed) // the picker hands out the new URL
+	}
 	for _, id := range remove {
 		errs = append(errs, e.RemoveProxy(ctx, id))
 	}

@@ -187,8 +187,16 @@ func TestEngineRejectsBadInputNamingTheValue(t *testing.T) {
 	if _, err := e.AddProxy(ctx, "a", "http://127.0.0.1:8080"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.AddProxy(ctx, "a", "http://u:p@127.0.0.1:8080/"); !errors.Is(err, proxyhealth.ErrDuplicate) {
-		t.Fatalf("duplicate (same proxy with credentials) = %v", err)
+	// The user name is part of a proxy's identity (a gateway's sessions
+	// are different proxies), the password is not.
+	if _, err := e.AddProxy(ctx, "a", "http://u:p@127.0.0.1:8080/"); err != nil {
+		t.Fatalf("the same host and port with a user name is another proxy: %v", err)
+	}
+	if _, err := e.AddProxy(ctx, "a", "http://u:other@127.0.0.1:8080/"); !errors.Is(err, proxyhealth.ErrDuplicate) {
+		t.Fatalf("duplicate (same user, another password) = %v", err)
+	}
+	if _, err := e.AddProxy(ctx, "a", "http://u-session-2:p@127.0.0.1:8080/"); err != nil {
+		t.Fatalf("another session of a gateway: %v", err)
 	}
 	if err := e.Revive(ctx, "0000000000000000"); !errors.Is(err, proxyhealth.ErrUnknownProxy) {
 		t.Fatalf("unknown proxy = %v", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/probe"
 	"github.com/proxyhealth/proxyhealth/projections"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -62,6 +63,7 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 	e.mu.Unlock()
 
 	resume := map[string][]string{} // source → URLs
+	var moved []string               // run-time proxies resumed under a new ID
 	var errs []error
 	for _, v := range idle {
 		st, _, err := journal.LoadState(ctx, e.journal, v.ID)
@@ -75,6 +77,8 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 		switch {
 		case !configured[st.Source]:
 			reason = fmt.Sprintf("not resumed at start-up: its source %q is not configured", st.Source)
+		case st.Origin == pb.ProxyOrigin_PROXY_ORIGIN_CONFIG && oldIdentity(st):
+			reason = identityMoved
 		case st.Origin == pb.ProxyOrigin_PROXY_ORIGIN_CONFIG:
 			reason = "not resumed at start-up: the configuration no longer lists it"
 		case st.HasCredentials:
@@ -88,12 +92,25 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 				break
 			}
 			raw = u
+			if pu, err := probe.ParseProxyURL(u); err == nil && pu.ID() != v.ID {
+				// Resumed under its new identity; the old stream ends.
+				reason = identityMoved
+				moved = append(moved, v.ID)
+			}
 		default:
 			raw = st.URLRedacted
+		}
+		if reason == identityMoved && raw != "" {
+			resume[st.Source] = append(resume[st.Source], raw)
 		}
 		if reason != "" {
 			if err := e.removeIdle(ctx, st, reason); err != nil {
 				errs = append(errs, err)
+			}
+			if reason == identityMoved {
+				e.log.Info("a proxy's ID changed: the user name is part of its identity now; its old stream ends", slog.String("old_proxy_id", v.ID),
+					slog.String("url", st.URLRedacted), slog.String("source", st.Source))
+				continue
 			}
 			e.log.Warn("a proxy of the journal is no longer monitored", slog.String("proxy_id", v.ID),
 				slog.String("url", st.URLRedacted), slog.String("source", st.Source), slog.String("reason", reason))
@@ -112,11 +129,31 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 	if n > 0 {
 		e.log.Info("resumed proxies added at run time before the restart", slog.Int("proxies", n))
 	}
+	if len(moved) > 0 && e.creds != nil {
+		if err := e.creds.drop(moved...); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	// The live status shows the removals before Open returns.
 	if err := e.proj.waitLive(ctx, e.journal.Head()); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// identityMoved is the reason journaled for a proxy whose ID changed when
+// the user name became part of a proxy's identity.
+const identityMoved = "its identity now includes the user name: it goes on under a new proxy ID (journals written before this change identified proxies by scheme, host and port only)"
+
+// oldIdentity reports whether a journaled proxy with credentials has the
+// ID of the old identity (scheme, host and port, without the user name):
+// its redacted URL carries no user tag.
+func oldIdentity(st events.State) bool {
+	if !st.HasCredentials {
+		return false
+	}
+	u, err := probe.ParseProxyURL(st.URLRedacted)
+	return err == nil && !u.IsRedactedForm()
 }
 
 // removeIdle journals the removal of a proxy that has no actor (the pure

@@ -400,9 +400,10 @@ func TestClientAuthentication(t *testing.T) {
 	if _, err := io.ReadFull(c4, rep[:]); err != nil || rep[1] != 0x5b {
 		t.Errorf("SOCKS4 with Users: reply %v err %v, want 0x5b", rep, err)
 	}
-	if st := srv.Stats(); st.AuthFailed != 6 {
-		t.Errorf("AuthFailed = %d, want 6 (3 HTTP, 2 SOCKS5, 1 SOCKS4)", st.AuthFailed)
-	}
+	// The server counts a refusal after answering it: wait for the count.
+	testutil.EventuallyExplain(t, 5*time.Second, func() bool { return srv.Stats().AuthFailed == 6 }, func() string {
+		return fmt.Sprintf("AuthFailed = %d, want 6 (3 HTTP, 2 SOCKS5, 1 SOCKS4)", srv.Stats().AuthFailed)
+	})
 }
 
 // Off loopback, proxy authentication is required: by Validate for Addr,

@@ -141,12 +141,22 @@ func TestGetProxyByURL(t *testing.T) {
 	}
 	f.append(addedEnv(u.ID, "a", u.Redacted))
 	var d httpapi.ProxyDetail
-	f.getJSON("/v1/proxies/"+url.PathEscape("http://10.9.9.9:3128"), &d)
-	if d.ID != u.ID || d.URL != "http://10.9.9.9:3128" {
+	f.getJSON("/v1/proxies/"+url.PathEscape("http://user:secret@10.9.9.9:3128"), &d)
+	if d.ID != u.ID || d.URL != u.Redacted || strings.Contains(d.URL, "user") {
 		t.Errorf("by URL: %+v", d)
 	}
-	f.getJSON("/v1/proxies/10.9.9.9:3128", &d)
+	// The redacted URL, as the API shows it, names the proxy too.
+	f.getJSON("/v1/proxies/"+url.PathEscape(u.Redacted), &d)
 	if d.ID != u.ID {
+		t.Errorf("by redacted URL: %+v", d)
+	}
+	v, err := proxyhealth.ParseProxy("10.9.9.8:3128")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.append(addedEnv(v.ID, "a", v.Redacted))
+	f.getJSON("/v1/proxies/10.9.9.8:3128", &d)
+	if d.ID != v.ID {
 		t.Errorf("by bare host:port: %+v", d)
 	}
 }
@@ -159,7 +169,7 @@ func TestCommands(t *testing.T) {
 	}
 	var added httpapi.AddResponse
 	_ = json.Unmarshal([]byte(body), &added)
-	if added.ID != "0123456789abcdef" || added.URL != "http://10.0.0.9:3128" || added.Source != "a" {
+	if added.ID != "0123456789abcdef" || !strings.HasSuffix(added.URL, "@10.0.0.9:3128") || strings.Contains(added.URL, "bob") || added.Source != "a" {
 		t.Errorf("add response %+v", added)
 	}
 	for _, c := range []struct{ method, path, body, want string }{

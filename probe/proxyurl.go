@@ -56,6 +56,9 @@ type ProxyURL struct {
 	user     string // decoded
 	pass     string // decoded
 	hasCreds bool
+	// display: parsed from a redacted form ("http://~1a2b3c4d@host:port"):
+	// it names a proxy (its ID) but carries no credentials to use.
+	display bool
 	// basicAuth is "Basic base64(user:pass)" for HTTP proxies with
 	// credentials, computed once at parse time.
 	basicAuth string
@@ -132,6 +135,12 @@ func ParseProxyURL(s string) (ProxyURL, error) {
 	}
 	p := ProxyURL{scheme: scheme, host: host, port: port, hostPort: net.JoinHostPort(host, port)}
 	p.redacted = scheme + "://" + p.hostPort
+	if hasUserinfo && userTagRE.MatchString(userinfo) {
+		// A redacted URL, as the API and the logs show it: it names the
+		// proxy, it cannot be used to reach it.
+		p.redacted, p.display = scheme+"://"+userinfo+"@"+p.hostPort, true
+		return p, nil
+	}
 	if hasUserinfo {
 		rawUser, rawPass, hasPass := strings.Cut(userinfo, ":")
 		user, err1 := url.PathUnescape(rawUser)
@@ -150,6 +159,7 @@ func ParseProxyURL(s string) (ProxyURL, error) {
 			return bad("socks4 user ID must not contain NUL")
 		}
 		p.user, p.pass, p.hasCreds = user, pass, true
+		p.redacted = scheme + "://" + UserTag(user) + "@" + p.hostPort
 		if scheme == SchemeHTTP || scheme == SchemeHTTPS {
 			p.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 		}
@@ -316,7 +326,10 @@ func (p ProxyURL) LogValue() slog.Value { return slog.StringValue(p.redacted) }
 func (p ProxyURL) MarshalText() ([]byte, error) { return []byte(p.redacted), nil }
 
 // ID returns the proxy's stable ID: the first 16 hex digits of the SHA-256
-// of Redacted(). Two URLs differing only in credentials have the same ID.
+// of Redacted(). The user name is part of the identity (a gateway's
+// "user-session-1" and "user-session-2" are two proxies), the password is
+// not: two URLs differing only in the password are the same proxy with
+// changed credentials. A URL without a user name has the ID it always had.
 func (p ProxyURL) ID() string {
 	sum := sha256.Sum256([]byte(p.redacted))
 	return hex.EncodeToString(sum[:8])
@@ -325,6 +338,25 @@ func (p ProxyURL) ID() string {
 // HasCredentials reports whether the URL carries a user name (and maybe a
 // password).
 func (p ProxyURL) HasCredentials() bool { return p.hasCreds }
+
+// IsRedactedForm reports whether the URL was parsed from a redacted form
+// (scheme://~TAG@host:port, as Redacted returns it): it names a proxy that
+// has credentials but carries none, so it can be used to find the proxy,
+// not to reach it.
+func (p ProxyURL) IsRedactedForm() bool { return p.display }
+
+// userTagRE matches a user tag as UserTag makes it.
+var userTagRE = regexp.MustCompile(`^~[0-9a-f]{8}$`)
+
+// UserTag is how a redacted URL shows a user name: "~" and 8 hex digits of
+// its SHA-256, so that two proxies that differ only in the user name (a
+// rotating gateway's sessions) are told apart without showing the name.
+// (User names are not secrets the way passwords are, but they often carry
+// an account ID; a guessable one can be recovered from its tag.)
+func UserTag(user string) string {
+	sum := sha256.Sum256([]byte("proxyhealth user\x00" + user))
+	return "~" + hex.EncodeToString(sum[:4])
+}
 
 // Scheme returns the lowercase scheme, one of the Scheme* constants.
 func (p ProxyURL) Scheme() string { return p.scheme }

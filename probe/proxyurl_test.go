@@ -20,12 +20,12 @@ func TestParseProxyURLValid(t *testing.T) {
 		{"http://Proxy.Example.COM:8080/", "http://proxy.example.com:8080", "http", "proxy.example.com:8080", "", ""},
 		{"HTTP://proxy.example.com", "http://proxy.example.com:80", "http", "proxy.example.com:80", "", ""},
 		{"https://p.example", "https://p.example:443", "https", "p.example:443", "", ""},
-		{"socks5://u:p@127.0.0.1:1080", "socks5://127.0.0.1:1080", "socks5", "127.0.0.1:1080", "u", "p"},
+		{"socks5://u:p@127.0.0.1:1080", "socks5://" + UserTag("u") + "@127.0.0.1:1080", "socks5", "127.0.0.1:1080", "u", "p"},
 		{"socks5h://h", "socks5h://h:1080", "socks5h", "h:1080", "", ""},
-		{"socks4://uid@[::1]:1080", "socks4://[::1]:1080", "socks4", "[::1]:1080", "uid", ""},
+		{"socks4://uid@[::1]:1080", "socks4://" + UserTag("uid") + "@[::1]:1080", "socks4", "[::1]:1080", "uid", ""},
 		{"socks4a://[2001:DB8::1]", "socks4a://[2001:db8::1]:1080", "socks4a", "[2001:db8::1]:1080", "", ""},
-		{"http://us%40er:p%3Ass@h:08080", "http://h:8080", "http", "h:8080", "us@er", "p:ss"},
-		{"http://user:p@ss/w#rd?@h:1", "http://h:1", "http", "h:1", "user", "p@ss/w#rd?"},
+		{"http://us%40er:p%3Ass@h:08080", "http://" + UserTag("us@er") + "@h:8080", "http", "h:8080", "us@er", "p:ss"},
+		{"http://user:p@ss/w#rd?@h:1", "http://" + UserTag("user") + "@h:1", "http", "h:1", "user", "p@ss/w#rd?"},
 		{"  http://h:1  ", "http://h:1", "http", "h:1", "", ""},
 	}
 	for _, tc := range cases {
@@ -96,14 +96,14 @@ func TestProxyURLNeverLeaks(t *testing.T) {
 		if strings.Contains(s, "hunter2") || strings.Contains(s, "alice") {
 			t.Errorf("credentials leaked: %s", s)
 		}
-		if !strings.Contains(s, "socks5://proxy.example:1080") {
+		if !strings.Contains(s, "socks5://"+UserTag("alice")+"@proxy.example:1080") {
 			t.Errorf("redacted URL missing: %s", s)
 		}
 	}
 }
 
 func TestProxyURLID(t *testing.T) {
-	a := MustParseProxyURL("http://u:p@H:8080/")
+	a := MustParseProxyURL("http://H:8080/")
 	b := MustParseProxyURL("http://h:8080")
 	c := MustParseProxyURL("socks5://h:8080")
 	if a.ID() != b.ID() || a.ID() == c.ID() {
@@ -112,12 +112,42 @@ func TestProxyURLID(t *testing.T) {
 	if !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(a.ID()) {
 		t.Errorf("ID %q is not 16 hex digits", a.ID())
 	}
+	// A URL without a user name keeps the ID journals written before the
+	// user name became part of the identity hold.
 	if a.ID() != "09ac6ec9effef083" { // sha256("http://h:8080")[:8] in hex
 		t.Errorf("ID = %s", a.ID())
 	}
 	var zero ProxyURL
 	if !zero.IsZero() || a.IsZero() {
 		t.Error("IsZero")
+	}
+}
+
+// TestTheUserNameIsPartOfTheIdentity: a rotating gateway's sessions
+// (same host and port, different user names) are different proxies; the
+// same user with another password is the same proxy with changed
+// credentials; the redacted form tells them apart without showing the
+// name, and parses back to the same ID without credentials.
+func TestTheUserNameIsPartOfTheIdentity(t *testing.T) {
+	s1 := MustParseProxyURL("http://user-session-1:pw@gw.example:7777")
+	s2 := MustParseProxyURL("http://user-session-2:pw@gw.example:7777")
+	s1b := MustParseProxyURL("http://user-session-1:other@gw.example:7777")
+	bare := MustParseProxyURL("http://gw.example:7777")
+	if s1.ID() == s2.ID() || s1.ID() == bare.ID() || s2.ID() == bare.ID() {
+		t.Errorf("sessions share an ID: %s %s %s", s1.ID(), s2.ID(), bare.ID())
+	}
+	if s1.ID() != s1b.ID() || s1.Redacted() != s1b.Redacted() {
+		t.Errorf("a new password made another proxy: %s %s", s1.Redacted(), s1b.Redacted())
+	}
+	if s1.Redacted() == s2.Redacted() || strings.Contains(s1.Redacted(), "session") || strings.Contains(s1.Redacted(), "pw") {
+		t.Errorf("redacted forms %q %q: want distinct, without the user name or password", s1.Redacted(), s2.Redacted())
+	}
+	r, err := ParseProxyURL(s1.Redacted())
+	if err != nil || r.ID() != s1.ID() || !r.IsRedactedForm() || r.HasCredentials() || r.Redacted() != s1.Redacted() {
+		t.Errorf("the redacted form parses to %v (%v): ID %s, redacted form %v, credentials %v; want ID %s", r, err, r.ID(), r.IsRedactedForm(), r.HasCredentials(), s1.ID())
+	}
+	if s1.IsRedactedForm() {
+		t.Error("a URL with credentials is not a redacted form")
 	}
 }
 

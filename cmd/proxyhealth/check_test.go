@@ -34,7 +34,7 @@ func TestCheck(t *testing.T) {
 	// never printed.
 	r = runBin(t, "check", farm.URLWith(2, "socks5h", "alice", "s3cr3t"), "--check-url", testTarget, "--format", "json")
 	var out checkOutput
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &out) != nil || !out.OK || out.LatencyMS <= 0 || out.Proxy != farm.URLWith(2, "socks5h", "", "") {
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &out) != nil || !out.OK || out.LatencyMS <= 0 || out.Proxy != redacted(farm.URLWith(2, "socks5h", "alice", "s3cr3t")) {
 		t.Errorf("socks5h with credentials: %d %q %q", r.code, r.stdout, r.stderr)
 	}
 	if strings.Contains(r.stdout+r.stderr, "s3cr3t") {

@@ -121,7 +121,7 @@ func TestJournalReplay(t *testing.T) {
 		t.Errorf("no change to unhealthy in %q", r.stdout)
 	}
 	r = runBin(t, "journal", "replay", "--data", td.dir, "--source", "a", "--type", "proxy_added")
-	if r.code != 0 || strings.Count(r.stdout, "\n") != 2 || !strings.Contains(r.stdout, "socks5h://127.0.0.1") || !strings.Contains(r.stdout, "(with credentials)") {
+	if r.code != 0 || strings.Count(r.stdout, "\n") != 2 || !strings.Contains(r.stdout, "socks5h://~") || !strings.Contains(r.stdout, "@127.0.0.1") || !strings.Contains(r.stdout, "(with credentials)") {
 		t.Errorf("text replay of source a: %q", r.stdout)
 	}
 	// A window that ends before it starts is a mistake, said as such

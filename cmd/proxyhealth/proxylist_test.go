@@ -23,7 +23,7 @@ func TestParseProxyListErrors(t *testing.T) {
 	for _, c := range []struct{ in, where, substr string }{
 		{"http://10.0.0.1:3128\nftp://user:hunter2@10.0.0.2:21\n", "list.txt:2", "scheme"},
 		{"# c\n\n10.0.0.1\n", "list.txt:3", "port"},
-		{"10.0.0.1:80\nhttp://a:b@10.0.0.1:80\n", "list.txt:2", "line 1"},
+		{"http://a:b@10.0.0.1:80\nhttp://a:c@10.0.0.1:80\n", "list.txt:2", "line 1"},
 		{"http://10.0.0.1:80 http://10.0.0.2:80\n", "list.txt:1", "one proxy URL per line"},
 		{"http://10.0.0.1:80/?x=1\n", "list.txt:1", ""},
 		{strings.Repeat("a", maxProxyLine+10) + "\n", "list.txt:1", "longer"},
@@ -85,8 +85,8 @@ func TestParseProxyListDoesNotEchoOtherFiles(t *testing.T) {
 		}
 	}
 	host := strings.Repeat("h", 200) + ".example:80"
-	_, err = parseProxyList("list.txt", strings.NewReader(host+"\nhttp://u:pw@"+host+"\n"))
-	if err == nil || !strings.HasPrefix(err.Error(), "list.txt:2: http://hhh") || !strings.Contains(err.Error(), "… is already listed on line 1") {
+	_, err = parseProxyList("list.txt", strings.NewReader("http://u:pw@"+host+"\nhttp://u:pw2@"+host+"\n"))
+	if err == nil || !strings.HasPrefix(err.Error(), "list.txt:2: http://") || !strings.Contains(err.Error(), "… is already listed on line 1") {
 		t.Errorf("duplicate: %v", err)
 	}
 	if err != nil && strings.Count(err.Error(), "h") > 80 {

@@ -39,6 +39,16 @@ func proxyIDs(t *testing.T, base, query string) map[string]httpapi.Proxy {
 	return out
 }
 
+// redacted is how proxyhealth shows a proxy URL (credentials never shown,
+// the user name as a tag).
+func redacted(raw string) string {
+	u, err := proxyhealth.ParseProxy(raw)
+	if err != nil {
+		panic(err)
+	}
+	return u.Redacted
+}
+
 func id(raw string) string {
 	id, err := proxyhealth.ResolveProxyID(raw)
 	if err != nil {

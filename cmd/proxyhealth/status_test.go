@@ -294,7 +294,7 @@ func TestStatusListsPausedProxies(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s: no paused section:\n%s", how, r.stdout)
 		}
-		for _, want := range []string{id(td.dead) + "  b       unhealthy  " + td.dead, id(td.healthy2) + "  a       healthy    socks5h://127.0.0.1:"} {
+		for _, want := range []string{id(td.dead) + "  b       unhealthy  " + td.dead, id(td.healthy2) + "  a       healthy    " + redacted(td.healthy2)} {
 			if !strings.Contains(list, want) {
 				t.Errorf("%s: no line %q in\n%s", how, want, list)
 			}
