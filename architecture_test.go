@@ -62,6 +62,7 @@ func TestTheFacadeIsTheOneDoor(t *testing.T) {
 		"endpoint":           {module, module + "/transport"},
 		"examples/embed":     {module, proto},
 		"examples/transport": {module, module + "/transport"},
+		"examples/replay":    {module, proto},
 	}
 	for dir, ok := range allowed {
 		for _, imp := range moduleImports(t, dir) {

@@ -35,6 +35,13 @@ type Record struct {
 	ThresholdPct   *float64 `json:"threshold_percentage,omitempty"`
 	Healthy        *uint32  `json:"healthy,omitempty"`
 	Total          *uint32  `json:"total,omitempty"`
+	// Until (RFC 3339, UTC) and Multiplier: a proxy_ejected's end and
+	// multiplier.
+	Until      string `json:"until,omitempty"`
+	Multiplier uint32 `json:"multiplier,omitempty"`
+	// Usable and Candidates: a pool_panic_entered/left's counts.
+	Usable     *uint32 `json:"usable,omitempty"`
+	Candidates *uint32 `json:"candidates,omitempty"`
 }
 
 // RecordOf flattens an envelope.
@@ -91,6 +98,20 @@ func RecordOf(env *pb.Envelope) Record {
 		p := e.PoolRecovered
 		h, t, hp, tp := p.GetHealthy(), p.GetTotal(), p.GetHealthyPercentage(), p.GetThresholdPercentage()
 		r.Healthy, r.Total, r.HealthyPct, r.ThresholdPct = &h, &t, &hp, &tp
+	case *pb.Envelope_ProxyEjected:
+		p := e.ProxyEjected
+		r.ErrorClass, r.Consecutive, r.Multiplier = ClassName(p.GetClass()), p.GetConsecutive(), p.GetMultiplier()
+		r.Until = time.Unix(0, p.GetUntilUnixNano()).UTC().Format(time.RFC3339Nano)
+	case *pb.Envelope_ProxyReturned:
+		r.Reason = e.ProxyReturned.GetReason()
+	case *pb.Envelope_PoolPanicEntered:
+		p := e.PoolPanicEntered
+		u, c, tp := p.GetUsable(), p.GetCandidates(), p.GetThresholdPercentage()
+		r.Usable, r.Candidates, r.ThresholdPct = &u, &c, &tp
+	case *pb.Envelope_PoolPanicLeft:
+		p := e.PoolPanicLeft
+		u, c, tp := p.GetUsable(), p.GetCandidates(), p.GetThresholdPercentage()
+		r.Usable, r.Candidates, r.ThresholdPct = &u, &c, &tp
 	}
 	return r
 }
