@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -115,13 +116,15 @@ func (d *daemon) serve(ln net.Listener) {
 // serveEndpoint starts the rotating endpoint on ln: each request goes
 // through a proxy the engine picks, and what it saw is reported back. On
 // error ln is closed.
-func (d *daemon) serveEndpoint(ctx context.Context, ln net.Listener, strategy proxyhealth.Strategy, users map[string]string) error {
+// upstreamTLS, if not nil, is what the endpoint trusts of https upstream
+// proxies (nil: the system's roots).
+func (d *daemon) serveEndpoint(ctx context.Context, ln net.Listener, strategy proxyhealth.Strategy, users map[string]string, upstreamTLS *tls.Config) error {
 	if strategy == proxyhealth.Sticky {
 		// Requests with a session key always keep their proxy; the
 		// others have no key to stick to.
 		strategy = proxyhealth.RoundRobin
 	}
-	ep, err := endpoint.New(d.eng, endpoint.Config{Addr: ln.Addr().String(), Strategy: strategy, Users: users, Logger: d.log})
+	ep, err := endpoint.New(d.eng, endpoint.Config{Addr: ln.Addr().String(), Strategy: strategy, Users: users, Logger: d.log, UpstreamTLS: upstreamTLS})
 	if err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("start the rotating endpoint: %w", err)

@@ -115,7 +115,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *serve != "off" {
 		eln, err := net.Listen("tcp", *serve)
 		if err == nil {
-			err = d.serveEndpoint(ctx, eln, proxyhealth.RoundRobin, nil)
+			err = d.serveEndpoint(ctx, eln, proxyhealth.RoundRobin, nil, farm.ClientTLSConfig()) // the farm's https proxies have a test certificate
 		}
 		if err != nil {
 			_ = d.stop(context.WithoutCancel(ctx))

@@ -109,7 +109,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitFailure
 	}
 	if epLn != nil {
-		if err := d.serveEndpoint(ctx, epLn, dc.strategy, dc.users); err != nil {
+		if err := d.serveEndpoint(ctx, epLn, dc.strategy, dc.users, nil); err != nil {
 			_ = ln.Close()
 			fmt.Fprintf(stderr, "proxyhealth run: %v\n", err)
 			_ = d.eng.Close(context.WithoutCancel(ctx))
