@@ -81,6 +81,9 @@ func withAt(cmd Command, at time.Time) Command {
 	case EjectionExpired:
 		c.At = at
 		return c
+	case SetMetadata:
+		c.At = at
+		return c
 	}
 	panic(fmt.Sprintf("withAt: unknown command %T", cmd))
 }

@@ -3,6 +3,8 @@ package events
 import (
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -32,6 +34,18 @@ type Add struct {
 	HasCredentials bool
 	// Origin is how the proxy came in (configuration or run time).
 	Origin pb.ProxyOrigin
+	// Tags and Weight are the proxy's metadata from its list or the
+	// configuration (NormalizeTags; weight 0 means unset).
+	Tags   []string
+	Weight float64
+}
+
+// SetMetadata gives the proxy new tags or a new weight (its list or the
+// configuration changed).
+type SetMetadata struct {
+	At     time.Time
+	Tags   []string
+	Weight float64
 }
 
 // CheckResult is the outcome of one active check. Class
@@ -43,6 +57,10 @@ type CheckResult struct {
 	// credentials (Decide truncates it to MaxMessageLen bytes).
 	Message string
 	Latency Latency
+	// ExitIP and Anonymity are what an echo target saw of a passed check
+	// (empty and unspecified without an echo target).
+	ExitIP    string
+	Anonymity pb.Anonymity
 }
 
 // OK reports whether the check passed.
@@ -114,6 +132,7 @@ func (c CheckCompleted) at() time.Time  { return c.At }
 func (c CooldownExpired) at() time.Time { return c.At }
 func (c PassiveOutcome) at() time.Time  { return c.At }
 func (c EjectionExpired) at() time.Time { return c.At }
+func (c SetMetadata) at() time.Time     { return c.At }
 func (c Pause) at() time.Time           { return c.At }
 func (c Resume) at() time.Time          { return c.At }
 func (c Revive) at() time.Time          { return c.At }
@@ -167,7 +186,7 @@ func Decide(s State, cmd Command, cfg Config) ([]*pb.Envelope, error) {
 		d.s.Source = add.Source
 		d.emit(&pb.Envelope{Event: &pb.Envelope_ProxyAdded{ProxyAdded: &pb.ProxyAdded{
 			UrlRedacted: add.URLRedacted, Source: add.Source, CheckConfigRef: add.ConfigRef, HasCredentials: add.HasCredentials,
-			Origin: add.Origin,
+			Origin: add.Origin, Tags: NormalizeTags(add.Tags), Weight: add.Weight,
 		}}})
 		return d.out, nil
 	}
@@ -203,6 +222,11 @@ func Decide(s State, cmd Command, cfg Config) ([]*pb.Envelope, error) {
 			}
 		} else if s.PassiveFailures > 0 {
 			d.emit(&pb.Envelope{Event: &pb.Envelope_PassiveSuccessReported{PassiveSuccessReported: &pb.PassiveSuccessReported{}}})
+		}
+	case SetMetadata:
+		tags := NormalizeTags(c.Tags)
+		if strings.Join(tags, ",") != s.Tags || c.Weight != s.Weight {
+			d.emit(&pb.Envelope{Event: &pb.Envelope_ProxyMetadataChanged{ProxyMetadataChanged: &pb.ProxyMetadataChanged{Tags: tags, Weight: c.Weight}}})
 		}
 	case EjectionExpired:
 		if s.Ejected() && !c.At.Before(s.EjectedUntil) {
@@ -250,6 +274,10 @@ func (d *decider) checkCompleted(r CheckResult, cfg Config) error {
 	lat := r.Latency.toPB()
 	if r.OK() {
 		d.emit(&pb.Envelope{Event: &pb.Envelope_CheckSucceeded{CheckSucceeded: &pb.CheckSucceeded{Latency: lat, StatusCode: r.StatusCode}}})
+		if ip := truncateUTF8(r.ExitIP, MaxExitIPLen); ip != "" && (ip != d.s.ExitIP || r.Anonymity != d.s.Anonymity) {
+			d.emit(&pb.Envelope{Event: &pb.Envelope_ExitObserved{ExitObserved: &pb.ExitObserved{
+				ExitIp: ip, Anonymity: r.Anonymity, PreviousExitIp: d.s.ExitIP, PreviousAnonymity: d.s.Anonymity}}})
+		}
 		n := d.s.ConsecutiveSuccesses
 		switch d.s.Health {
 		case unknown:
@@ -308,6 +336,10 @@ func sanitize(cmd Command) Command {
 	switch c := cmd.(type) {
 	case Add:
 		c.URLRedacted, c.Source, c.ConfigRef = t(c.URLRedacted), t(c.Source), t(c.ConfigRef)
+		c.Weight = saneWeight(c.Weight)
+		return c
+	case SetMetadata:
+		c.Weight = saneWeight(c.Weight)
 		return c
 	case Pause:
 		c.Reason = t(c.Reason)
@@ -323,6 +355,42 @@ func sanitize(cmd Command) Command {
 		return c
 	}
 	return cmd
+}
+
+// MaxExitIPLen bounds ExitObserved.exit_ip (an echo target's "origin").
+const MaxExitIPLen = 64
+
+// MaxTags and MaxTagLen bound a proxy's tags.
+const (
+	MaxTags   = 32
+	MaxTagLen = 64
+)
+
+// NormalizeTags returns tags trimmed, deduplicated and sorted, without
+// empty ones, at most MaxTags of at most MaxTagLen bytes each (commas, which
+// separate tags in State.Tags, become '_').
+func NormalizeTags(tags []string) []string {
+	var out []string
+	for _, t := range tags {
+		t = strings.ReplaceAll(truncateUTF8(strings.TrimSpace(t), MaxTagLen), ",", "_")
+		if t != "" && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	slices.Sort(out)
+	if len(out) > MaxTags {
+		out = out[:MaxTags]
+	}
+	return out
+}
+
+// saneWeight maps a weight that is not a positive finite number to 0
+// (unset).
+func saneWeight(w float64) float64 {
+	if !(w > 0) || math.IsInf(w, 0) {
+		return 0
+	}
+	return w
 }
 
 // truncateUTF8 makes s valid UTF-8 (invalid bytes become U+FFFD) and cuts it
@@ -382,6 +450,8 @@ func evolve(s State, env *pb.Envelope, seqs bool) State {
 		s.URLRedacted = e.ProxyAdded.GetUrlRedacted()
 		s.HasCredentials = e.ProxyAdded.GetHasCredentials()
 		s.Origin = e.ProxyAdded.GetOrigin()
+		s.Tags = strings.Join(e.ProxyAdded.GetTags(), ",")
+		s.Weight = e.ProxyAdded.GetWeight()
 		s.AddedAt = at
 		s.Health = unknown
 	case *pb.Envelope_ProxyRemoved:
@@ -433,6 +503,12 @@ func evolve(s State, env *pb.Envelope, seqs bool) State {
 	case *pb.Envelope_ProxyReturned:
 		s.EjectedUntil = time.Time{}
 		s.LastReturnAt = at
+	case *pb.Envelope_ProxyMetadataChanged:
+		s.Tags = strings.Join(e.ProxyMetadataChanged.GetTags(), ",")
+		s.Weight = e.ProxyMetadataChanged.GetWeight()
+	case *pb.Envelope_ExitObserved:
+		s.ExitIP = e.ExitObserved.GetExitIp()
+		s.Anonymity = e.ExitObserved.GetAnonymity()
 	}
 	return s
 }

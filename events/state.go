@@ -40,6 +40,14 @@ type State struct {
 	LastStatusCode uint32
 	LastLatency    Latency
 
+	// Tags are the proxy's tags, sorted and comma-separated (a string, so
+	// that State stays comparable); Weight its weight (0: unset).
+	Tags   string
+	Weight float64
+	// ExitIP and Anonymity are the last ones an echo target saw.
+	ExitIP    string
+	Anonymity pb.Anonymity
+
 	// Passive outlier detection: EjectedUntil is when the proxy's ejection
 	// from rotation ends (zero: in rotation); EjectionMultiplier the
 	// multiplier of its last ejection; LastReturnAt when it last returned.
@@ -79,6 +87,36 @@ func (s State) Usable() bool {
 	return !s.Removed && !s.Ejected() && (s.Health == pb.HealthState_HEALTH_STATE_HEALTHY || s.Health == pb.HealthState_HEALTH_STATE_DEGRADED)
 }
 
+// TagList returns the proxy's tags (nil when it has none).
+func (s State) TagList() []string {
+	if s.Tags == "" {
+		return nil
+	}
+	return strings.Split(s.Tags, ",")
+}
+
+// AnonymityName is the lowercase API name of an anonymity level:
+// "transparent", "anonymous", "elite"; "" when unknown.
+func AnonymityName(a pb.Anonymity) string {
+	if a == pb.Anonymity_ANONYMITY_UNSPECIFIED {
+		return ""
+	}
+	n, ok := pb.Anonymity_name[int32(a)]
+	if !ok {
+		return fmt.Sprintf("anonymity_%d", int32(a))
+	}
+	return strings.ToLower(strings.TrimPrefix(n, "ANONYMITY_"))
+}
+
+// ParseAnonymity is the inverse of AnonymityName.
+func ParseAnonymity(name string) (pb.Anonymity, bool) {
+	v, ok := pb.Anonymity_value["ANONYMITY_"+strings.ToUpper(name)]
+	if !ok || v == 0 {
+		return pb.Anonymity_ANONYMITY_UNSPECIFIED, false
+	}
+	return pb.Anonymity(v), true
+}
+
 // Ejected reports whether passive outlier detection has the proxy out of
 // rotation (until a ProxyReturned event).
 func (s State) Ejected() bool { return !s.EjectedUntil.IsZero() }
@@ -110,6 +148,10 @@ func ToSnapshot(s State) *pb.ProxySnapshot {
 		LastStatusCode:       s.LastStatusCode,
 		LastLatency:          s.LastLatency.toPB(),
 		EjectedUntilUnixNano: unixNano(s.EjectedUntil),
+		Tags:                 s.TagList(),
+		Weight:               s.Weight,
+		ExitIp:               s.ExitIP,
+		Anonymity:            s.Anonymity,
 		EjectionMultiplier:   s.EjectionMultiplier,
 		LastEjectedUnixNano:  unixNano(s.LastEjectedAt),
 		LastReturnUnixNano:   unixNano(s.LastReturnAt),
@@ -144,6 +186,10 @@ func FromSnapshot(p *pb.ProxySnapshot) State {
 		LastStatusCode:       p.GetLastStatusCode(),
 		LastLatency:          LatencyFromPB(p.GetLastLatency()),
 		EjectedUntil:         fromUnixNano(p.GetEjectedUntilUnixNano()),
+		Tags:                 strings.Join(p.GetTags(), ","),
+		Weight:               p.GetWeight(),
+		ExitIP:               p.GetExitIp(),
+		Anonymity:            p.GetAnonymity(),
 		EjectionMultiplier:   p.GetEjectionMultiplier(),
 		LastEjectedAt:        fromUnixNano(p.GetLastEjectedUnixNano()),
 		LastReturnAt:         fromUnixNano(p.GetLastReturnUnixNano()),
@@ -216,7 +262,9 @@ func ParseClass(name string) (pb.FailureClass, bool) {
 // proxy_removed, check_succeeded, check_failed, state_changed, proxy_paused,
 // proxy_resumed, passive_failure, passive_success, proxy_revived,
 // pool_degraded, pool_recovered, proxy_ejected, proxy_returned,
-// pool_panic_entered, pool_panic_left; "unknown" for an event this version does not
+// pool_panic_entered, pool_panic_left, proxy_metadata_changed,
+// exit_observed, source_refreshed, source_refresh_failed,
+// source_shrink_held; "unknown" for an event this version does not
 // know.
 func TypeName(env *pb.Envelope) string {
 	switch env.GetEvent().(type) {
@@ -252,6 +300,16 @@ func TypeName(env *pb.Envelope) string {
 		return "pool_panic_entered"
 	case *pb.Envelope_PoolPanicLeft:
 		return "pool_panic_left"
+	case *pb.Envelope_ProxyMetadataChanged:
+		return "proxy_metadata_changed"
+	case *pb.Envelope_ExitObserved:
+		return "exit_observed"
+	case *pb.Envelope_SourceRefreshed:
+		return "source_refreshed"
+	case *pb.Envelope_SourceRefreshFailed:
+		return "source_refresh_failed"
+	case *pb.Envelope_SourceShrinkHeld:
+		return "source_shrink_held"
 	}
 	return "unknown"
 }
@@ -261,6 +319,7 @@ var TypeNames = []string{
 	"proxy_added", "proxy_removed", "check_succeeded", "check_failed", "state_changed",
 	"proxy_paused", "proxy_resumed", "passive_failure", "passive_success", "proxy_revived",
 	"pool_degraded", "pool_recovered", "proxy_ejected", "proxy_returned", "pool_panic_entered", "pool_panic_left",
+	"proxy_metadata_changed", "exit_observed", "source_refreshed", "source_refresh_failed", "source_shrink_held",
 }
 
 // Clone deep-copies an envelope (envelopes are shared by pointer between the

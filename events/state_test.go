@@ -86,6 +86,11 @@ func oneOfEach() []*pb.Envelope {
 		{Event: &pb.Envelope_ProxyReturned{ProxyReturned: &pb.ProxyReturned{}}},
 		{Event: &pb.Envelope_PoolPanicEntered{PoolPanicEntered: &pb.PoolPanicEntered{}}},
 		{Event: &pb.Envelope_PoolPanicLeft{PoolPanicLeft: &pb.PoolPanicLeft{}}},
+		{Event: &pb.Envelope_ProxyMetadataChanged{ProxyMetadataChanged: &pb.ProxyMetadataChanged{}}},
+		{Event: &pb.Envelope_ExitObserved{ExitObserved: &pb.ExitObserved{}}},
+		{Event: &pb.Envelope_SourceRefreshed{SourceRefreshed: &pb.SourceRefreshed{}}},
+		{Event: &pb.Envelope_SourceRefreshFailed{SourceRefreshFailed: &pb.SourceRefreshFailed{}}},
+		{Event: &pb.Envelope_SourceShrinkHeld{SourceShrinkHeld: &pb.SourceShrinkHeld{}}},
 	}
 }
 

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -132,6 +133,21 @@ func (l *Live) apply(env *pb.Envelope) {
 		return
 	case *pb.Envelope_PoolRecovered:
 		l.pool = poolStatus{degraded: false, at: at, pct: e.PoolRecovered.GetHealthyPercentage(), thres: e.PoolRecovered.GetThresholdPercentage()}
+		return
+	case *pb.Envelope_SourceRefreshed:
+		a := l.sourceAgg(env.GetSource())
+		a.refresh.last, a.refresh.err, a.refresh.held = at, "", false
+		return
+	case *pb.Envelope_SourceRefreshFailed:
+		a := l.sourceAgg(env.GetSource())
+		a.refresh.errAt, a.refresh.err = at, e.SourceRefreshFailed.GetError()
+		return
+	case *pb.Envelope_SourceShrinkHeld:
+		a := l.sourceAgg(env.GetSource())
+		a.refresh.held = true
+		a.refresh.errAt = at
+		a.refresh.err = fmt.Sprintf("the list shrank from %d to %d proxies (more than the shrink guard, %g%%): held until confirmed (POST /v1/sources/%s/confirm) or seen again",
+			e.SourceShrinkHeld.GetPrevious(), e.SourceShrinkHeld.GetOffered(), e.SourceShrinkHeld.GetShrinkGuard()*100, env.GetSource())
 		return
 	case *pb.Envelope_PoolPanicEntered:
 		l.panic = true

@@ -161,6 +161,14 @@ type agg struct {
 	latSum    time.Duration
 	latN      int
 	lastCheck int64
+	refresh   sourceRefresh
+}
+
+// sourceRefresh is what the last source events said of a source's list.
+type sourceRefresh struct {
+	last, errAt int64 // unix ns of the last good refresh and of the last failure
+	err         string
+	held        bool // a shrunk list is held, waiting for confirmation
 }
 
 // add adds (sign 1) or removes (sign -1) one proxy's contribution.

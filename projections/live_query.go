@@ -20,6 +20,14 @@ type ProxyView struct {
 	// Checking is true while a check is in flight (reported by the engine).
 	Checking bool `json:"checking"`
 	Paused   bool `json:"paused"`
+	// Tags and Weight are the proxy's metadata from its list or the
+	// configuration (weight 0: unset, counts as 1).
+	Tags   []string `json:"tags,omitempty"`
+	Weight float64  `json:"weight,omitempty"`
+	// ExitIP and Anonymity (transparent, anonymous, elite) are what the
+	// source's echo target last saw through the proxy; empty without one.
+	ExitIP    string `json:"exit_ip,omitempty"`
+	Anonymity string `json:"anonymity,omitempty"`
 	// Ejected is true while passive outlier detection holds the proxy out
 	// of rotation (real traffic through it failed), until EjectedUntil.
 	Ejected      bool      `json:"ejected"`
@@ -96,6 +104,15 @@ type SourceSummary struct {
 	AvgLatency time.Duration `json:"avg_latency_ns"`
 	// LastCheckAt is the time of the newest check in the source.
 	LastCheckAt time.Time `json:"last_check_at,omitzero"`
+	// LastRefresh is when the source's list (a URL or a watched file) was
+	// last read and applied; LastError and LastErrorAt the last failure to
+	// read it (cleared by the next good refresh; the last good list stays
+	// in force); HeldList is true while a list that shrank by more than the
+	// shrink guard is held, waiting for confirmation.
+	LastRefresh time.Time `json:"last_refresh,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	HeldList    bool      `json:"held_list,omitempty"`
 }
 
 // Summary is the status of the whole pool.
@@ -130,8 +147,10 @@ func (l *Live) Summary() Summary {
 		PanicMode:    l.panic,
 	}
 	for _, n := range l.names {
-		if a := l.sources[n]; a.total > 0 {
-			src = append(src, SourceSummary{Name: n, Counts: a.counts(), AvgLatency: a.avgLatency(), LastCheckAt: timeOrZero(a.lastCheck)})
+		if a := l.sources[n]; a.total > 0 || a.refresh != (sourceRefresh{}) {
+			src = append(src, SourceSummary{Name: n, Counts: a.counts(), AvgLatency: a.avgLatency(), LastCheckAt: timeOrZero(a.lastCheck),
+				LastRefresh: timeOrZero(a.refresh.last), LastError: a.refresh.err, LastErrorAt: timeOrZero(a.refresh.errAt),
+				HeldList: a.refresh.held})
 		}
 	}
 	l.mu.RUnlock()
@@ -156,6 +175,7 @@ func (l *Live) view(e *entry, now int64) ProxyView {
 	v := ProxyView{
 		ID: e.id, URLRedacted: s.URLRedacted, Source: s.Source, State: events.StateName(s.Health),
 		Checking: e.checking, Paused: s.Paused, Ejected: s.Ejected(), EjectedUntil: s.EjectedUntil,
+		Tags: s.TagList(), Weight: s.Weight, ExitIP: s.ExitIP, Anonymity: events.AnonymityName(s.Anonymity),
 		ConsecutiveSuccesses: s.ConsecutiveSuccesses, ConsecutiveFailures: s.ConsecutiveFailures,
 		RecoveryAttempt: s.RecoveryAttempt, TotalChecks: s.TotalChecks, TotalFailures: s.TotalFailures,
 		AddedAt: s.AddedAt, LastCheckAt: s.LastCheckAt, LastChangeAt: s.LastChangeAt,
@@ -193,6 +213,9 @@ type ListFilter struct {
 	State string
 	// Source is a source name.
 	Source string
+	// Tag selects the proxies carrying it; Anonymity those whose last
+	// echo check saw that level (transparent, anonymous, elite).
+	Tag, Anonymity string
 }
 
 // listChunk bounds how many entries List examines per read-lock hold.
@@ -204,6 +227,9 @@ const listChunk = 2048
 // taken while events are applied may mix states from consecutive events;
 // total comes from the incremental counts.
 func (l *Live) List(f ListFilter, offset, limit int) (int, []ProxyView) {
+	if f.Tag != "" || f.Anonymity != "" {
+		return l.listScan(f, offset, limit)
+	}
 	want := -1
 	if f.State != "" {
 		h, ok := events.ParseState(f.State)
@@ -256,6 +282,38 @@ func (l *Live) List(f ListFilter, offset, limit int) (int, []ProxyView) {
 
 // countLocked returns the number of proxies in source (any if "") in state
 // index want (any if < 0); mu must be held.
+// listScan is List for the filters no aggregate counts: it walks the
+// sorted index.
+func (l *Live) listScan(f ListFilter, offset, limit int) (int, []ProxyView) {
+	want := -1
+	if f.State != "" {
+		h, ok := events.ParseState(f.State)
+		if !ok {
+			return 0, nil
+		}
+		want = stateIndex(h)
+	}
+	offset = max(offset, 0)
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	all := slices.Clone(l.all)
+	slices.SortFunc(all, func(a, b *entry) int { return cmp.Compare(a.id, b.id) })
+	now := l.now()
+	total := 0
+	var out []ProxyView
+	for _, e := range all {
+		if e.removed || (want >= 0 && stateIndex(e.st.Health) != want) || (f.Source != "" && e.st.Source != f.Source) ||
+			(f.Tag != "" && !slices.Contains(e.st.TagList(), f.Tag)) || (f.Anonymity != "" && events.AnonymityName(e.st.Anonymity) != f.Anonymity) {
+			continue
+		}
+		if total >= offset && len(out) < limit {
+			out = append(out, l.view(e, now))
+		}
+		total++
+	}
+	return total, out
+}
+
 func (l *Live) countLocked(source string, want int) int {
 	a := &l.global
 	if source != "" {

@@ -94,7 +94,7 @@ var marshalOpts = proto.MarshalOptions{Deterministic: true}
 
 // stmts are the statements of one batch, prepared on its transaction.
 type stmts struct {
-	check, change, pool, upsert, update, del, offset *sql.Stmt
+	check, change, pool, upsert, update, del, offset, source *sql.Stmt
 }
 
 const (
@@ -103,8 +103,9 @@ const (
 	sqlInsertPool   = `INSERT INTO pool_events (seq, at, type, healthy_pct, threshold, healthy, total) VALUES (?,?,?,?,?,?,?)`
 	sqlUpsertProxy  = `INSERT INTO proxies (id, url_redacted, source, state, paused, has_credentials, consecutive_successes,
 	consecutive_failures, passive_failures, recovery_attempt, total_checks, total_failures, last_check_at, last_check_unix_ms,
-	last_change_at, last_error_class, last_error, last_status_code, last_latency_ms, latency_ewma_ms, added_at, updated_seq, state_pb)
-	VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+	last_change_at, last_error_class, last_error, last_status_code, last_latency_ms, latency_ewma_ms, added_at,
+	tags, weight, exit_ip, anonymity, ejected_until, updated_seq, state_pb)
+	VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 	ON CONFLICT(id) DO UPDATE SET url_redacted=excluded.url_redacted, source=excluded.source, state=excluded.state,
 	paused=excluded.paused, has_credentials=excluded.has_credentials, consecutive_successes=excluded.consecutive_successes,
 	consecutive_failures=excluded.consecutive_failures, passive_failures=excluded.passive_failures,
@@ -112,14 +113,20 @@ const (
 	last_check_at=excluded.last_check_at, last_check_unix_ms=excluded.last_check_unix_ms, last_change_at=excluded.last_change_at,
 	last_error_class=excluded.last_error_class, last_error=excluded.last_error, last_status_code=excluded.last_status_code,
 	last_latency_ms=excluded.last_latency_ms, latency_ewma_ms=excluded.latency_ewma_ms, added_at=excluded.added_at,
-	updated_seq=excluded.updated_seq, state_pb=excluded.state_pb`
+	tags=excluded.tags, weight=excluded.weight, exit_ip=excluded.exit_ip, anonymity=excluded.anonymity,
+	ejected_until=excluded.ejected_until, updated_seq=excluded.updated_seq, state_pb=excluded.state_pb`
 	// sqlUpdateProxy leaves the indexed columns (state, source) alone, so
 	// that SQLite does not rewrite the index entries.
 	sqlUpdateProxy = `UPDATE proxies SET url_redacted=?, paused=?, has_credentials=?, consecutive_successes=?,
 	consecutive_failures=?, passive_failures=?, recovery_attempt=?, total_checks=?, total_failures=?, last_check_at=?,
 	last_check_unix_ms=?, last_change_at=?, last_error_class=?, last_error=?, last_status_code=?, last_latency_ms=?,
-	latency_ewma_ms=?, added_at=?, updated_seq=?, state_pb=? WHERE id=?`
+	latency_ewma_ms=?, added_at=?, tags=?, weight=?, exit_ip=?, anonymity=?, ejected_until=?, updated_seq=?, state_pb=? WHERE id=?`
 	sqlDeleteProxy = `DELETE FROM proxies WHERE id = ?`
+	// sqlSourceEvent records a source's refresh events: a NULL argument
+	// leaves its column as it was.
+	sqlSourceEvent = `INSERT INTO source_refreshes (source, last_refresh, last_error, last_error_at, held) VALUES (?1, ?2, COALESCE(?3, ''), ?4, COALESCE(?5, 0))
+	ON CONFLICT(source) DO UPDATE SET last_refresh=COALESCE(?2, last_refresh), last_error=COALESCE(?3, last_error),
+	last_error_at=COALESCE(?4, last_error_at), held=COALESCE(?5, held)`
 	sqlSetOffset   = `INSERT INTO projection_offsets (name, seq, newest_at_unix_nano) VALUES (?,?,?)
 	ON CONFLICT(name) DO UPDATE SET seq=excluded.seq, newest_at_unix_nano=excluded.newest_at_unix_nano`
 	sqlPruneChecks  = `DELETE FROM check_history WHERE at < ?`
@@ -132,7 +139,7 @@ type stmtTarget struct {
 }
 
 func (s *stmts) targets() []stmtTarget {
-	return []stmtTarget{{&s.check, sqlInsertCheck}, {&s.change, sqlInsertChange}, {&s.pool, sqlInsertPool}, {&s.upsert, sqlUpsertProxy}, {&s.update, sqlUpdateProxy}, {&s.del, sqlDeleteProxy}, {&s.offset, sqlSetOffset}}
+	return []stmtTarget{{&s.check, sqlInsertCheck}, {&s.change, sqlInsertChange}, {&s.pool, sqlInsertPool}, {&s.upsert, sqlUpsertProxy}, {&s.update, sqlUpdateProxy}, {&s.del, sqlDeleteProxy}, {&s.offset, sqlSetOffset}, {&s.source, sqlSourceEvent}}
 }
 
 func (s *stmts) close() {
@@ -298,6 +305,13 @@ func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*p
 	case *pb.Envelope_PoolPanicLeft:
 		p := e.PoolPanicLeft
 		_, err = st.pool.ExecContext(ctx, seq, at, "pool_panic_left", share(p.GetUsable(), p.GetCandidates()), p.GetThresholdPercentage(), int64(p.GetUsable()), int64(p.GetCandidates()))
+	case *pb.Envelope_SourceRefreshed:
+		_, err = st.source.ExecContext(ctx, env.GetSource(), at, "", nil, int64(0))
+	case *pb.Envelope_SourceRefreshFailed:
+		_, err = st.source.ExecContext(ctx, env.GetSource(), nil, e.SourceRefreshFailed.GetError(), at, nil)
+	case *pb.Envelope_SourceShrinkHeld:
+		h := e.SourceShrinkHeld
+		_, err = st.source.ExecContext(ctx, env.GetSource(), nil, fmt.Sprintf("the list shrank from %d to %d proxies (more than the shrink guard): held until confirmed", h.GetPrevious(), h.GetOffered()), at, int64(1))
 	}
 	if err != nil {
 		return fmt.Errorf("sqlview: write %s seq %d: %w", events.TypeName(env), seq, err)
@@ -363,11 +377,16 @@ func rowValues(r *proxyRow) ([]any, error) {
 	if r.hasEWMA {
 		ewma = sql.NullFloat64{Float64: r.ewma, Valid: true}
 	}
+	var weight sql.NullFloat64
+	if s.Weight > 0 {
+		weight = sql.NullFloat64{Float64: s.Weight, Valid: true}
+	}
 	return []any{s.ProxyID, s.URLRedacted, s.Source, events.StateName(s.Health), boolInt(s.Paused), boolInt(s.HasCredentials),
 		int64(s.ConsecutiveSuccesses), int64(s.ConsecutiveFailures), int64(s.PassiveFailures), int64(s.RecoveryAttempt),
 		int64(s.TotalChecks), int64(s.TotalFailures), nullTime(unixNano(s.LastCheckAt)), lastCheckMS,
 		r.times.get(1, unixNano(s.LastChangeAt)), events.ClassName(s.LastErrorClass), s.LastError,
-		int64(s.LastStatusCode), lastLatency, ewma, r.times.get(0, unixNano(s.AddedAt)), int64(s.Seq), blob}, nil
+		int64(s.LastStatusCode), lastLatency, ewma, r.times.get(0, unixNano(s.AddedAt)),
+		s.Tags, weight, s.ExitIP, events.AnonymityName(s.Anonymity), nullTime(unixNano(s.EjectedUntil)), int64(s.Seq), blob}, nil
 }
 
 func boolInt(b bool) int64 {

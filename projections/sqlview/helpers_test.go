@@ -22,7 +22,7 @@ import (
 // dumpTables are compared between views, in full.
 var dumpTables = []struct{ name, order string }{
 	{"proxies", "id"}, {"check_history", "seq"}, {"state_changes", "seq"},
-	{"pool_events", "seq"}, {"projection_offsets", "name"}, {"sources", "source"},
+	{"pool_events", "seq"}, {"source_refreshes", "source"}, {"projection_offsets", "name"}, {"sources", "source"},
 }
 
 // dump reads every row and column of every table of a view file.

@@ -9,7 +9,7 @@ import (
 
 // SchemaVersion is the view schema this package writes, stored in
 // PRAGMA user_version.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // OffsetName is the projection_offsets row of this view.
 const OffsetName = "sqlview"
@@ -54,6 +54,11 @@ var tables = []string{
 	last_latency_ms       REAL,
 	latency_ewma_ms       REAL,
 	added_at              TEXT,
+	tags                  TEXT NOT NULL,
+	weight                REAL,
+	exit_ip               TEXT NOT NULL,
+	anonymity             TEXT NOT NULL,
+	ejected_until         TEXT,
 	updated_seq           INTEGER NOT NULL,
 	state_pb              BLOB NOT NULL
 ) WITHOUT ROWID`,
@@ -87,6 +92,13 @@ var tables = []string{
 	healthy     INTEGER NOT NULL,
 	total       INTEGER NOT NULL
 )`,
+	`CREATE TABLE source_refreshes (
+	source        TEXT PRIMARY KEY,
+	last_refresh  TEXT,
+	last_error    TEXT NOT NULL,
+	last_error_at TEXT,
+	held          INTEGER NOT NULL
+) WITHOUT ROWID`,
 	`CREATE TABLE projection_offsets (
 	name                TEXT PRIMARY KEY,
 	seq                 INTEGER NOT NULL,
@@ -119,7 +131,7 @@ var indexes = []string{
 }
 
 // requiredObjects must exist in a valid view.
-var requiredObjects = []string{"proxies", "check_history", "state_changes", "pool_events", "projection_offsets", "sources"}
+var requiredObjects = []string{"proxies", "check_history", "state_changes", "pool_events", "source_refreshes", "projection_offsets", "sources"}
 
 // execAll runs statements in order.
 func execAll(ctx context.Context, db execer, stmts ...string) error {

@@ -444,6 +444,10 @@ func (v *View) validate(ctx context.Context, db *sql.DB, a *applier, verify bool
 		return fmt.Errorf("%w: %s has view schema version %d but this proxyhealth supports version %d; run `proxyhealth rebuild` to rebuild it from the journal (or upgrade proxyhealth)",
 			ErrViewVersion, v.path, version, SchemaVersion)
 	}
+	if version > 0 && version < SchemaVersion {
+		return fmt.Errorf("%w: %s has view schema version %d, older than this proxyhealth's %d; it is rebuilt from the journal (run `proxyhealth rebuild`, or let the daemon do it)",
+			ErrViewVersion, v.path, version, SchemaVersion)
+	}
 	objects := map[string]bool{}
 	rows, err := db.QueryContext(ctx, "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
 	if err != nil {

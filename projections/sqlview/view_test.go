@@ -146,7 +146,7 @@ func TestOpenViewRejectsBadFiles(t *testing.T) {
 		setUserVersion(t, path, 7)
 		_, err := sqlview.OpenView(ctx, path, j, sqlview.Options{})
 		if !errors.Is(err, sqlview.ErrViewVersion) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "version 7") ||
-			!strings.Contains(err.Error(), "version 1") || !strings.Contains(err.Error(), "proxyhealth rebuild") {
+			!strings.Contains(err.Error(), fmt.Sprintf("version %d", sqlview.SchemaVersion)) || !strings.Contains(err.Error(), "proxyhealth rebuild") {
 			t.Fatalf("error %v", err)
 		}
 	})
@@ -233,7 +233,16 @@ func TestRebuildIfInvalid(t *testing.T) {
 	fill(t, j, 5, 10, 400)
 	ref := rebuilt(t, j, t.TempDir())
 	for name, spoil := range map[string]func(t *testing.T, path string){
-		"newer version": func(t *testing.T, path string) { rebuildAt(t, path, j); setUserVersion(t, path, 2) },
+		"newer version": func(t *testing.T, path string) {
+			rebuildAt(t, path, j)
+			setUserVersion(t, path, sqlview.SchemaVersion+1)
+		},
+		// A view of an older schema (version 1 had no tags, weight, exit
+		// or source refresh columns) is rebuilt, not written to.
+		"older version": func(t *testing.T, path string) {
+			rebuildAt(t, path, j)
+			setUserVersion(t, path, sqlview.SchemaVersion-1)
+		},
 		"junk": func(t *testing.T, path string) {
 			os.WriteFile(path, []byte(strings.Repeat("not a database ", 500)), 0o644)
 		},

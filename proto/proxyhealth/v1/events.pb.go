@@ -174,6 +174,64 @@ func (FailureClass) EnumDescriptor() ([]byte, []int) {
 	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{1}
 }
 
+// Anonymity is what a proxy reveals of its client, as seen by an echo
+// target (a URL that answers the caller's IP and request headers).
+type Anonymity int32
+
+const (
+	Anonymity_ANONYMITY_UNSPECIFIED Anonymity = 0
+	// The client's own IP address reaches the target in a header.
+	Anonymity_ANONYMITY_TRANSPARENT Anonymity = 1
+	// A proxy header (Via, X-Forwarded-For, Forwarded, ...) reaches the
+	// target, without the client's IP.
+	Anonymity_ANONYMITY_ANONYMOUS Anonymity = 2
+	// Neither.
+	Anonymity_ANONYMITY_ELITE Anonymity = 3
+)
+
+// Enum value maps for Anonymity.
+var (
+	Anonymity_name = map[int32]string{
+		0: "ANONYMITY_UNSPECIFIED",
+		1: "ANONYMITY_TRANSPARENT",
+		2: "ANONYMITY_ANONYMOUS",
+		3: "ANONYMITY_ELITE",
+	}
+	Anonymity_value = map[string]int32{
+		"ANONYMITY_UNSPECIFIED": 0,
+		"ANONYMITY_TRANSPARENT": 1,
+		"ANONYMITY_ANONYMOUS":   2,
+		"ANONYMITY_ELITE":       3,
+	}
+)
+
+func (x Anonymity) Enum() *Anonymity {
+	p := new(Anonymity)
+	*p = x
+	return p
+}
+
+func (x Anonymity) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Anonymity) Descriptor() protoreflect.EnumDescriptor {
+	return file_proxyhealth_v1_events_proto_enumTypes[2].Descriptor()
+}
+
+func (Anonymity) Type() protoreflect.EnumType {
+	return &file_proxyhealth_v1_events_proto_enumTypes[2]
+}
+
+func (x Anonymity) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Anonymity.Descriptor instead.
+func (Anonymity) EnumDescriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
 // ProxyOrigin is how a proxy came to be monitored. A restarted engine
 // resumes the proxies added at run time (the configuration lists the
 // others).
@@ -210,11 +268,11 @@ func (x ProxyOrigin) String() string {
 }
 
 func (ProxyOrigin) Descriptor() protoreflect.EnumDescriptor {
-	return file_proxyhealth_v1_events_proto_enumTypes[2].Descriptor()
+	return file_proxyhealth_v1_events_proto_enumTypes[3].Descriptor()
 }
 
 func (ProxyOrigin) Type() protoreflect.EnumType {
-	return &file_proxyhealth_v1_events_proto_enumTypes[2]
+	return &file_proxyhealth_v1_events_proto_enumTypes[3]
 }
 
 func (x ProxyOrigin) Number() protoreflect.EnumNumber {
@@ -223,7 +281,7 @@ func (x ProxyOrigin) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ProxyOrigin.Descriptor instead.
 func (ProxyOrigin) EnumDescriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{2}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{3}
 }
 
 // Envelope is one journal record.
@@ -264,6 +322,11 @@ type Envelope struct {
 	//	*Envelope_ProxyReturned
 	//	*Envelope_PoolPanicEntered
 	//	*Envelope_PoolPanicLeft
+	//	*Envelope_ProxyMetadataChanged
+	//	*Envelope_ExitObserved
+	//	*Envelope_SourceRefreshed
+	//	*Envelope_SourceRefreshFailed
+	//	*Envelope_SourceShrinkHeld
 	Event         isEnvelope_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -492,6 +555,51 @@ func (x *Envelope) GetPoolPanicLeft() *PoolPanicLeft {
 	return nil
 }
 
+func (x *Envelope) GetProxyMetadataChanged() *ProxyMetadataChanged {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_ProxyMetadataChanged); ok {
+			return x.ProxyMetadataChanged
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetExitObserved() *ExitObserved {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_ExitObserved); ok {
+			return x.ExitObserved
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetSourceRefreshed() *SourceRefreshed {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_SourceRefreshed); ok {
+			return x.SourceRefreshed
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetSourceRefreshFailed() *SourceRefreshFailed {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_SourceRefreshFailed); ok {
+			return x.SourceRefreshFailed
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetSourceShrinkHeld() *SourceShrinkHeld {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_SourceShrinkHeld); ok {
+			return x.SourceShrinkHeld
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Event interface {
 	isEnvelope_Event()
 }
@@ -560,6 +668,26 @@ type Envelope_PoolPanicLeft struct {
 	PoolPanicLeft *PoolPanicLeft `protobuf:"bytes,25,opt,name=pool_panic_left,json=poolPanicLeft,proto3,oneof"`
 }
 
+type Envelope_ProxyMetadataChanged struct {
+	ProxyMetadataChanged *ProxyMetadataChanged `protobuf:"bytes,26,opt,name=proxy_metadata_changed,json=proxyMetadataChanged,proto3,oneof"`
+}
+
+type Envelope_ExitObserved struct {
+	ExitObserved *ExitObserved `protobuf:"bytes,27,opt,name=exit_observed,json=exitObserved,proto3,oneof"`
+}
+
+type Envelope_SourceRefreshed struct {
+	SourceRefreshed *SourceRefreshed `protobuf:"bytes,28,opt,name=source_refreshed,json=sourceRefreshed,proto3,oneof"`
+}
+
+type Envelope_SourceRefreshFailed struct {
+	SourceRefreshFailed *SourceRefreshFailed `protobuf:"bytes,29,opt,name=source_refresh_failed,json=sourceRefreshFailed,proto3,oneof"`
+}
+
+type Envelope_SourceShrinkHeld struct {
+	SourceShrinkHeld *SourceShrinkHeld `protobuf:"bytes,30,opt,name=source_shrink_held,json=sourceShrinkHeld,proto3,oneof"`
+}
+
 func (*Envelope_ProxyAdded) isEnvelope_Event() {}
 
 func (*Envelope_ProxyRemoved) isEnvelope_Event() {}
@@ -592,6 +720,16 @@ func (*Envelope_PoolPanicEntered) isEnvelope_Event() {}
 
 func (*Envelope_PoolPanicLeft) isEnvelope_Event() {}
 
+func (*Envelope_ProxyMetadataChanged) isEnvelope_Event() {}
+
+func (*Envelope_ExitObserved) isEnvelope_Event() {}
+
+func (*Envelope_SourceRefreshed) isEnvelope_Event() {}
+
+func (*Envelope_SourceRefreshFailed) isEnvelope_Event() {}
+
+func (*Envelope_SourceShrinkHeld) isEnvelope_Event() {}
+
 // ProxyAdded starts a proxy's stream.
 type ProxyAdded struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -607,7 +745,11 @@ type ProxyAdded struct {
 	// How the proxy came in: listed in the configuration, or added at run
 	// time (API, Engine.AddProxy). Unspecified in journals written before
 	// the field existed.
-	Origin        ProxyOrigin `protobuf:"varint,5,opt,name=origin,proto3,enum=proxyhealth.v1.ProxyOrigin" json:"origin,omitempty"`
+	Origin ProxyOrigin `protobuf:"varint,5,opt,name=origin,proto3,enum=proxyhealth.v1.ProxyOrigin" json:"origin,omitempty"`
+	// Free labels and a weight from the proxy list or the configuration
+	// (weight 0: unset, counts as 1).
+	Tags          []string `protobuf:"bytes,6,rep,name=tags,proto3" json:"tags,omitempty"`
+	Weight        float64  `protobuf:"fixed64,7,opt,name=weight,proto3" json:"weight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -677,6 +819,144 @@ func (x *ProxyAdded) GetOrigin() ProxyOrigin {
 	return ProxyOrigin_PROXY_ORIGIN_UNSPECIFIED
 }
 
+func (x *ProxyAdded) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *ProxyAdded) GetWeight() float64 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+// ProxyMetadataChanged: the proxy's tags or weight changed (its list or
+// configuration says so now).
+type ProxyMetadataChanged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tags          []string               `protobuf:"bytes,1,rep,name=tags,proto3" json:"tags,omitempty"`
+	Weight        float64                `protobuf:"fixed64,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyMetadataChanged) Reset() {
+	*x = ProxyMetadataChanged{}
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyMetadataChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyMetadataChanged) ProtoMessage() {}
+
+func (x *ProxyMetadataChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyMetadataChanged.ProtoReflect.Descriptor instead.
+func (*ProxyMetadataChanged) Descriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ProxyMetadataChanged) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *ProxyMetadataChanged) GetWeight() float64 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+// ExitObserved: a check through the proxy saw a new exit IP or anonymity
+// level (journaled when either changes, not on every check).
+type ExitObserved struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	ExitIp            string                 `protobuf:"bytes,1,opt,name=exit_ip,json=exitIp,proto3" json:"exit_ip,omitempty"`
+	Anonymity         Anonymity              `protobuf:"varint,2,opt,name=anonymity,proto3,enum=proxyhealth.v1.Anonymity" json:"anonymity,omitempty"`
+	PreviousExitIp    string                 `protobuf:"bytes,3,opt,name=previous_exit_ip,json=previousExitIp,proto3" json:"previous_exit_ip,omitempty"`
+	PreviousAnonymity Anonymity              `protobuf:"varint,4,opt,name=previous_anonymity,json=previousAnonymity,proto3,enum=proxyhealth.v1.Anonymity" json:"previous_anonymity,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ExitObserved) Reset() {
+	*x = ExitObserved{}
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExitObserved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExitObserved) ProtoMessage() {}
+
+func (x *ExitObserved) ProtoReflect() protoreflect.Message {
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExitObserved.ProtoReflect.Descriptor instead.
+func (*ExitObserved) Descriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ExitObserved) GetExitIp() string {
+	if x != nil {
+		return x.ExitIp
+	}
+	return ""
+}
+
+func (x *ExitObserved) GetAnonymity() Anonymity {
+	if x != nil {
+		return x.Anonymity
+	}
+	return Anonymity_ANONYMITY_UNSPECIFIED
+}
+
+func (x *ExitObserved) GetPreviousExitIp() string {
+	if x != nil {
+		return x.PreviousExitIp
+	}
+	return ""
+}
+
+func (x *ExitObserved) GetPreviousAnonymity() Anonymity {
+	if x != nil {
+		return x.PreviousAnonymity
+	}
+	return Anonymity_ANONYMITY_UNSPECIFIED
+}
+
 // ProxyRemoved ends a proxy's stream.
 type ProxyRemoved struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -687,7 +967,7 @@ type ProxyRemoved struct {
 
 func (x *ProxyRemoved) Reset() {
 	*x = ProxyRemoved{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[2]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +979,7 @@ func (x *ProxyRemoved) String() string {
 func (*ProxyRemoved) ProtoMessage() {}
 
 func (x *ProxyRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[2]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +992,7 @@ func (x *ProxyRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyRemoved.ProtoReflect.Descriptor instead.
 func (*ProxyRemoved) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{2}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ProxyRemoved) GetReason() string {
@@ -737,7 +1017,7 @@ type Latency struct {
 
 func (x *Latency) Reset() {
 	*x = Latency{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[3]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +1029,7 @@ func (x *Latency) String() string {
 func (*Latency) ProtoMessage() {}
 
 func (x *Latency) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[3]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +1042,7 @@ func (x *Latency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Latency.ProtoReflect.Descriptor instead.
 func (*Latency) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{3}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Latency) GetConnectNs() int64 {
@@ -797,7 +1077,7 @@ type CheckSucceeded struct {
 
 func (x *CheckSucceeded) Reset() {
 	*x = CheckSucceeded{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[4]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +1089,7 @@ func (x *CheckSucceeded) String() string {
 func (*CheckSucceeded) ProtoMessage() {}
 
 func (x *CheckSucceeded) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[4]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +1102,7 @@ func (x *CheckSucceeded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckSucceeded.ProtoReflect.Descriptor instead.
 func (*CheckSucceeded) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{4}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CheckSucceeded) GetLatency() *Latency {
@@ -854,7 +1134,7 @@ type CheckFailed struct {
 
 func (x *CheckFailed) Reset() {
 	*x = CheckFailed{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[5]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +1146,7 @@ func (x *CheckFailed) String() string {
 func (*CheckFailed) ProtoMessage() {}
 
 func (x *CheckFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[5]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +1159,7 @@ func (x *CheckFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckFailed.ProtoReflect.Descriptor instead.
 func (*CheckFailed) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CheckFailed) GetClass() FailureClass {
@@ -925,7 +1205,7 @@ type StateChanged struct {
 
 func (x *StateChanged) Reset() {
 	*x = StateChanged{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[6]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1217,7 @@ func (x *StateChanged) String() string {
 func (*StateChanged) ProtoMessage() {}
 
 func (x *StateChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[6]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1230,7 @@ func (x *StateChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChanged.ProtoReflect.Descriptor instead.
 func (*StateChanged) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{6}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StateChanged) GetFrom() HealthState {
@@ -991,7 +1271,7 @@ type ProxyPaused struct {
 
 func (x *ProxyPaused) Reset() {
 	*x = ProxyPaused{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[7]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1283,7 @@ func (x *ProxyPaused) String() string {
 func (*ProxyPaused) ProtoMessage() {}
 
 func (x *ProxyPaused) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[7]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1296,7 @@ func (x *ProxyPaused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyPaused.ProtoReflect.Descriptor instead.
 func (*ProxyPaused) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{7}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ProxyPaused) GetReason() string {
@@ -1036,7 +1316,7 @@ type ProxyResumed struct {
 
 func (x *ProxyResumed) Reset() {
 	*x = ProxyResumed{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[8]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1328,7 @@ func (x *ProxyResumed) String() string {
 func (*ProxyResumed) ProtoMessage() {}
 
 func (x *ProxyResumed) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[8]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1341,7 @@ func (x *ProxyResumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyResumed.ProtoReflect.Descriptor instead.
 func (*ProxyResumed) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{8}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ProxyResumed) GetReason() string {
@@ -1083,7 +1363,7 @@ type PassiveFailureReported struct {
 
 func (x *PassiveFailureReported) Reset() {
 	*x = PassiveFailureReported{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[9]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1375,7 @@ func (x *PassiveFailureReported) String() string {
 func (*PassiveFailureReported) ProtoMessage() {}
 
 func (x *PassiveFailureReported) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[9]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1388,7 @@ func (x *PassiveFailureReported) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PassiveFailureReported.ProtoReflect.Descriptor instead.
 func (*PassiveFailureReported) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{9}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PassiveFailureReported) GetClass() FailureClass {
@@ -1135,7 +1415,7 @@ type PassiveSuccessReported struct {
 
 func (x *PassiveSuccessReported) Reset() {
 	*x = PassiveSuccessReported{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[10]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1427,7 @@ func (x *PassiveSuccessReported) String() string {
 func (*PassiveSuccessReported) ProtoMessage() {}
 
 func (x *PassiveSuccessReported) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[10]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1440,7 @@ func (x *PassiveSuccessReported) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PassiveSuccessReported.ProtoReflect.Descriptor instead.
 func (*PassiveSuccessReported) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 // ProxyEjected: passive outlier detection took the proxy out of rotation
@@ -1186,7 +1466,7 @@ type ProxyEjected struct {
 
 func (x *ProxyEjected) Reset() {
 	*x = ProxyEjected{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[11]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1478,7 @@ func (x *ProxyEjected) String() string {
 func (*ProxyEjected) ProtoMessage() {}
 
 func (x *ProxyEjected) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[11]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1491,7 @@ func (x *ProxyEjected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyEjected.ProtoReflect.Descriptor instead.
 func (*ProxyEjected) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ProxyEjected) GetClass() FailureClass {
@@ -1253,7 +1533,7 @@ type ProxyReturned struct {
 
 func (x *ProxyReturned) Reset() {
 	*x = ProxyReturned{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[12]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1545,7 @@ func (x *ProxyReturned) String() string {
 func (*ProxyReturned) ProtoMessage() {}
 
 func (x *ProxyReturned) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[12]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1558,7 @@ func (x *ProxyReturned) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyReturned.ProtoReflect.Descriptor instead.
 func (*ProxyReturned) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ProxyReturned) GetReason() string {
@@ -1299,7 +1579,7 @@ type ProxyRevived struct {
 
 func (x *ProxyRevived) Reset() {
 	*x = ProxyRevived{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[13]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1591,7 @@ func (x *ProxyRevived) String() string {
 func (*ProxyRevived) ProtoMessage() {}
 
 func (x *ProxyRevived) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[13]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1604,7 @@ func (x *ProxyRevived) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyRevived.ProtoReflect.Descriptor instead.
 func (*ProxyRevived) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ProxyRevived) GetReason() string {
@@ -1347,7 +1627,7 @@ type PoolDegraded struct {
 
 func (x *PoolDegraded) Reset() {
 	*x = PoolDegraded{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[14]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1639,7 @@ func (x *PoolDegraded) String() string {
 func (*PoolDegraded) ProtoMessage() {}
 
 func (x *PoolDegraded) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[14]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1652,7 @@ func (x *PoolDegraded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolDegraded.ProtoReflect.Descriptor instead.
 func (*PoolDegraded) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{14}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PoolDegraded) GetHealthyPercentage() float64 {
@@ -1416,7 +1696,7 @@ type PoolRecovered struct {
 
 func (x *PoolRecovered) Reset() {
 	*x = PoolRecovered{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[15]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1708,7 @@ func (x *PoolRecovered) String() string {
 func (*PoolRecovered) ProtoMessage() {}
 
 func (x *PoolRecovered) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[15]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1721,7 @@ func (x *PoolRecovered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolRecovered.ProtoReflect.Descriptor instead.
 func (*PoolRecovered) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{15}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PoolRecovered) GetHealthyPercentage() float64 {
@@ -1487,7 +1767,7 @@ type PoolPanicEntered struct {
 
 func (x *PoolPanicEntered) Reset() {
 	*x = PoolPanicEntered{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[16]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1779,7 @@ func (x *PoolPanicEntered) String() string {
 func (*PoolPanicEntered) ProtoMessage() {}
 
 func (x *PoolPanicEntered) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[16]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1792,7 @@ func (x *PoolPanicEntered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolPanicEntered.ProtoReflect.Descriptor instead.
 func (*PoolPanicEntered) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{16}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PoolPanicEntered) GetUsable() uint32 {
@@ -1548,7 +1828,7 @@ type PoolPanicLeft struct {
 
 func (x *PoolPanicLeft) Reset() {
 	*x = PoolPanicLeft{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[17]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1840,7 @@ func (x *PoolPanicLeft) String() string {
 func (*PoolPanicLeft) ProtoMessage() {}
 
 func (x *PoolPanicLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[17]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1853,7 @@ func (x *PoolPanicLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolPanicLeft.ProtoReflect.Descriptor instead.
 func (*PoolPanicLeft) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{17}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PoolPanicLeft) GetUsable() uint32 {
@@ -1595,6 +1875,233 @@ func (x *PoolPanicLeft) GetThresholdPercentage() float64 {
 		return x.ThresholdPercentage
 	}
 	return 0
+}
+
+// SourceRefreshed: a source's list (a URL or a file) was read again and
+// its diff applied. Pool-level: proxy_id is empty, envelope.source names
+// the source.
+type SourceRefreshed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Proxies added, removed (after their grace period) and listed now.
+	Added   uint32 `protobuf:"varint,1,opt,name=added,proto3" json:"added,omitempty"`
+	Removed uint32 `protobuf:"varint,2,opt,name=removed,proto3" json:"removed,omitempty"`
+	Total   uint32 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	// Not modified: the provider answered 304 (ETag / If-Modified-Since).
+	NotModified bool `protobuf:"varint,4,opt,name=not_modified,json=notModified,proto3" json:"not_modified,omitempty"`
+	// Where the list came from: the URL without credentials or query, or
+	// the file name.
+	Origin        string `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SourceRefreshed) Reset() {
+	*x = SourceRefreshed{}
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SourceRefreshed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SourceRefreshed) ProtoMessage() {}
+
+func (x *SourceRefreshed) ProtoReflect() protoreflect.Message {
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SourceRefreshed.ProtoReflect.Descriptor instead.
+func (*SourceRefreshed) Descriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SourceRefreshed) GetAdded() uint32 {
+	if x != nil {
+		return x.Added
+	}
+	return 0
+}
+
+func (x *SourceRefreshed) GetRemoved() uint32 {
+	if x != nil {
+		return x.Removed
+	}
+	return 0
+}
+
+func (x *SourceRefreshed) GetTotal() uint32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *SourceRefreshed) GetNotModified() bool {
+	if x != nil {
+		return x.NotModified
+	}
+	return false
+}
+
+func (x *SourceRefreshed) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+// SourceRefreshFailed: reading a source's list failed; the last good list
+// stays in force.
+type SourceRefreshFailed struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Error  string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Origin string                 `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	// Proxies of the last good list, kept.
+	Kept          uint32 `protobuf:"varint,3,opt,name=kept,proto3" json:"kept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SourceRefreshFailed) Reset() {
+	*x = SourceRefreshFailed{}
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SourceRefreshFailed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SourceRefreshFailed) ProtoMessage() {}
+
+func (x *SourceRefreshFailed) ProtoReflect() protoreflect.Message {
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SourceRefreshFailed.ProtoReflect.Descriptor instead.
+func (*SourceRefreshFailed) Descriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SourceRefreshFailed) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *SourceRefreshFailed) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *SourceRefreshFailed) GetKept() uint32 {
+	if x != nil {
+		return x.Kept
+	}
+	return 0
+}
+
+// SourceShrinkHeld: a source's list shrank by more than its shrink guard;
+// the new list is held, not applied, until confirmed (POST
+// /v1/sources/{name}/confirm) or seen confirm_after times in a row.
+type SourceShrinkHeld struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Previous uint32                 `protobuf:"varint,1,opt,name=previous,proto3" json:"previous,omitempty"`
+	Offered  uint32                 `protobuf:"varint,2,opt,name=offered,proto3" json:"offered,omitempty"`
+	// The guard, a share (0.5 = 50 %).
+	ShrinkGuard float64 `protobuf:"fixed64,3,opt,name=shrink_guard,json=shrinkGuard,proto3" json:"shrink_guard,omitempty"`
+	// How many refreshes in a row offered this list.
+	Seen          uint32 `protobuf:"varint,4,opt,name=seen,proto3" json:"seen,omitempty"`
+	Origin        string `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SourceShrinkHeld) Reset() {
+	*x = SourceShrinkHeld{}
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SourceShrinkHeld) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SourceShrinkHeld) ProtoMessage() {}
+
+func (x *SourceShrinkHeld) ProtoReflect() protoreflect.Message {
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SourceShrinkHeld.ProtoReflect.Descriptor instead.
+func (*SourceShrinkHeld) Descriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SourceShrinkHeld) GetPrevious() uint32 {
+	if x != nil {
+		return x.Previous
+	}
+	return 0
+}
+
+func (x *SourceShrinkHeld) GetOffered() uint32 {
+	if x != nil {
+		return x.Offered
+	}
+	return 0
+}
+
+func (x *SourceShrinkHeld) GetShrinkGuard() float64 {
+	if x != nil {
+		return x.ShrinkGuard
+	}
+	return 0
+}
+
+func (x *SourceShrinkHeld) GetSeen() uint32 {
+	if x != nil {
+		return x.Seen
+	}
+	return 0
+}
+
+func (x *SourceShrinkHeld) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
 }
 
 // ProxySnapshot is the whole health state of one proxy after applying its
@@ -1629,17 +2136,21 @@ type ProxySnapshot struct {
 	// Passive outlier detection: out of rotation until ejected_until (0: in
 	// rotation), the current multiplier, when it was last ejected and when it
 	// last returned.
-	EjectedUntilUnixNano int64  `protobuf:"varint,24,opt,name=ejected_until_unix_nano,json=ejectedUntilUnixNano,proto3" json:"ejected_until_unix_nano,omitempty"`
-	EjectionMultiplier   uint32 `protobuf:"varint,25,opt,name=ejection_multiplier,json=ejectionMultiplier,proto3" json:"ejection_multiplier,omitempty"`
-	LastReturnUnixNano   int64  `protobuf:"varint,26,opt,name=last_return_unix_nano,json=lastReturnUnixNano,proto3" json:"last_return_unix_nano,omitempty"`
-	LastEjectedUnixNano  int64  `protobuf:"varint,27,opt,name=last_ejected_unix_nano,json=lastEjectedUnixNano,proto3" json:"last_ejected_unix_nano,omitempty"`
+	EjectedUntilUnixNano int64     `protobuf:"varint,24,opt,name=ejected_until_unix_nano,json=ejectedUntilUnixNano,proto3" json:"ejected_until_unix_nano,omitempty"`
+	EjectionMultiplier   uint32    `protobuf:"varint,25,opt,name=ejection_multiplier,json=ejectionMultiplier,proto3" json:"ejection_multiplier,omitempty"`
+	LastReturnUnixNano   int64     `protobuf:"varint,26,opt,name=last_return_unix_nano,json=lastReturnUnixNano,proto3" json:"last_return_unix_nano,omitempty"`
+	LastEjectedUnixNano  int64     `protobuf:"varint,27,opt,name=last_ejected_unix_nano,json=lastEjectedUnixNano,proto3" json:"last_ejected_unix_nano,omitempty"`
+	Tags                 []string  `protobuf:"bytes,28,rep,name=tags,proto3" json:"tags,omitempty"`
+	Weight               float64   `protobuf:"fixed64,29,opt,name=weight,proto3" json:"weight,omitempty"`
+	ExitIp               string    `protobuf:"bytes,30,opt,name=exit_ip,json=exitIp,proto3" json:"exit_ip,omitempty"`
+	Anonymity            Anonymity `protobuf:"varint,31,opt,name=anonymity,proto3,enum=proxyhealth.v1.Anonymity" json:"anonymity,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ProxySnapshot) Reset() {
 	*x = ProxySnapshot{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[18]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +2162,7 @@ func (x *ProxySnapshot) String() string {
 func (*ProxySnapshot) ProtoMessage() {}
 
 func (x *ProxySnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[18]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +2175,7 @@ func (x *ProxySnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxySnapshot.ProtoReflect.Descriptor instead.
 func (*ProxySnapshot) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{18}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ProxySnapshot) GetProxyId() string {
@@ -1856,12 +2367,39 @@ func (x *ProxySnapshot) GetLastEjectedUnixNano() int64 {
 	return 0
 }
 
+func (x *ProxySnapshot) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *ProxySnapshot) GetWeight() float64 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *ProxySnapshot) GetExitIp() string {
+	if x != nil {
+		return x.ExitIp
+	}
+	return ""
+}
+
+func (x *ProxySnapshot) GetAnonymity() Anonymity {
+	if x != nil {
+		return x.Anonymity
+	}
+	return Anonymity_ANONYMITY_UNSPECIFIED
+}
+
 var File_proxyhealth_v1_events_proto protoreflect.FileDescriptor
 
 const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1bproxyhealth/v1/events.proto\x12\x0eproxyhealth.v1\"\xd3\n" +
-	"\n" +
+	"\x1bproxyhealth/v1/events.proto\x12\x0eproxyhealth.v1\"\xf1\r\n" +
 	"\bEnvelope\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1d\n" +
 	"\n" +
@@ -1888,15 +2426,30 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\rproxy_ejected\x18\x16 \x01(\v2\x1c.proxyhealth.v1.ProxyEjectedH\x00R\fproxyEjected\x12F\n" +
 	"\x0eproxy_returned\x18\x17 \x01(\v2\x1d.proxyhealth.v1.ProxyReturnedH\x00R\rproxyReturned\x12P\n" +
 	"\x12pool_panic_entered\x18\x18 \x01(\v2 .proxyhealth.v1.PoolPanicEnteredH\x00R\x10poolPanicEntered\x12G\n" +
-	"\x0fpool_panic_left\x18\x19 \x01(\v2\x1d.proxyhealth.v1.PoolPanicLeftH\x00R\rpoolPanicLeftB\a\n" +
-	"\x05event\"\xcf\x01\n" +
+	"\x0fpool_panic_left\x18\x19 \x01(\v2\x1d.proxyhealth.v1.PoolPanicLeftH\x00R\rpoolPanicLeft\x12\\\n" +
+	"\x16proxy_metadata_changed\x18\x1a \x01(\v2$.proxyhealth.v1.ProxyMetadataChangedH\x00R\x14proxyMetadataChanged\x12C\n" +
+	"\rexit_observed\x18\x1b \x01(\v2\x1c.proxyhealth.v1.ExitObservedH\x00R\fexitObserved\x12L\n" +
+	"\x10source_refreshed\x18\x1c \x01(\v2\x1f.proxyhealth.v1.SourceRefreshedH\x00R\x0fsourceRefreshed\x12Y\n" +
+	"\x15source_refresh_failed\x18\x1d \x01(\v2#.proxyhealth.v1.SourceRefreshFailedH\x00R\x13sourceRefreshFailed\x12P\n" +
+	"\x12source_shrink_held\x18\x1e \x01(\v2 .proxyhealth.v1.SourceShrinkHeldH\x00R\x10sourceShrinkHeldB\a\n" +
+	"\x05event\"\xfb\x01\n" +
 	"\n" +
 	"ProxyAdded\x12!\n" +
 	"\furl_redacted\x18\x01 \x01(\tR\vurlRedacted\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12(\n" +
 	"\x10check_config_ref\x18\x03 \x01(\tR\x0echeckConfigRef\x12'\n" +
 	"\x0fhas_credentials\x18\x04 \x01(\bR\x0ehasCredentials\x123\n" +
-	"\x06origin\x18\x05 \x01(\x0e2\x1b.proxyhealth.v1.ProxyOriginR\x06origin\"&\n" +
+	"\x06origin\x18\x05 \x01(\x0e2\x1b.proxyhealth.v1.ProxyOriginR\x06origin\x12\x12\n" +
+	"\x04tags\x18\x06 \x03(\tR\x04tags\x12\x16\n" +
+	"\x06weight\x18\a \x01(\x01R\x06weight\"B\n" +
+	"\x14ProxyMetadataChanged\x12\x12\n" +
+	"\x04tags\x18\x01 \x03(\tR\x04tags\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\x01R\x06weight\"\xd4\x01\n" +
+	"\fExitObserved\x12\x17\n" +
+	"\aexit_ip\x18\x01 \x01(\tR\x06exitIp\x127\n" +
+	"\tanonymity\x18\x02 \x01(\x0e2\x19.proxyhealth.v1.AnonymityR\tanonymity\x12(\n" +
+	"\x10previous_exit_ip\x18\x03 \x01(\tR\x0epreviousExitIp\x12H\n" +
+	"\x12previous_anonymity\x18\x04 \x01(\x0e2\x19.proxyhealth.v1.AnonymityR\x11previousAnonymity\"&\n" +
 	"\fProxyRemoved\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"g\n" +
 	"\aLatency\x12\x1d\n" +
@@ -1959,7 +2512,24 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"candidates\x18\x02 \x01(\rR\n" +
 	"candidates\x121\n" +
-	"\x14threshold_percentage\x18\x03 \x01(\x01R\x13thresholdPercentage\"\x8a\t\n" +
+	"\x14threshold_percentage\x18\x03 \x01(\x01R\x13thresholdPercentage\"\x92\x01\n" +
+	"\x0fSourceRefreshed\x12\x14\n" +
+	"\x05added\x18\x01 \x01(\rR\x05added\x12\x18\n" +
+	"\aremoved\x18\x02 \x01(\rR\aremoved\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\rR\x05total\x12!\n" +
+	"\fnot_modified\x18\x04 \x01(\bR\vnotModified\x12\x16\n" +
+	"\x06origin\x18\x05 \x01(\tR\x06origin\"W\n" +
+	"\x13SourceRefreshFailed\x12\x14\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x12\n" +
+	"\x04kept\x18\x03 \x01(\rR\x04kept\"\x97\x01\n" +
+	"\x10SourceShrinkHeld\x12\x1a\n" +
+	"\bprevious\x18\x01 \x01(\rR\bprevious\x12\x18\n" +
+	"\aoffered\x18\x02 \x01(\rR\aoffered\x12!\n" +
+	"\fshrink_guard\x18\x03 \x01(\x01R\vshrinkGuard\x12\x12\n" +
+	"\x04seen\x18\x04 \x01(\rR\x04seen\x12\x16\n" +
+	"\x06origin\x18\x05 \x01(\tR\x06origin\"\x88\n" +
+	"\n" +
 	"\rProxySnapshot\x12\x19\n" +
 	"\bproxy_id\x18\x01 \x01(\tR\aproxyId\x12\x1d\n" +
 	"\n" +
@@ -1990,7 +2560,11 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\x17ejected_until_unix_nano\x18\x18 \x01(\x03R\x14ejectedUntilUnixNano\x12/\n" +
 	"\x13ejection_multiplier\x18\x19 \x01(\rR\x12ejectionMultiplier\x121\n" +
 	"\x15last_return_unix_nano\x18\x1a \x01(\x03R\x12lastReturnUnixNano\x123\n" +
-	"\x16last_ejected_unix_nano\x18\x1b \x01(\x03R\x13lastEjectedUnixNano*\xae\x01\n" +
+	"\x16last_ejected_unix_nano\x18\x1b \x01(\x03R\x13lastEjectedUnixNano\x12\x12\n" +
+	"\x04tags\x18\x1c \x03(\tR\x04tags\x12\x16\n" +
+	"\x06weight\x18\x1d \x01(\x01R\x06weight\x12\x17\n" +
+	"\aexit_ip\x18\x1e \x01(\tR\x06exitIp\x127\n" +
+	"\tanonymity\x18\x1f \x01(\x0e2\x19.proxyhealth.v1.AnonymityR\tanonymity*\xae\x01\n" +
 	"\vHealthState\x12\x18\n" +
 	"\x14HEALTH_STATE_UNKNOWN\x10\x00\x12\x18\n" +
 	"\x14HEALTH_STATE_HEALTHY\x10\x01\x12\x19\n" +
@@ -2011,7 +2585,12 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\x16FAILURE_CLASS_PROTOCOL\x10\t\x12\x1a\n" +
 	"\x16FAILURE_CLASS_TOO_SLOW\x10\n" +
 	"\x12\x17\n" +
-	"\x13FAILURE_CLASS_OTHER\x10\v*Z\n" +
+	"\x13FAILURE_CLASS_OTHER\x10\v*o\n" +
+	"\tAnonymity\x12\x19\n" +
+	"\x15ANONYMITY_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ANONYMITY_TRANSPARENT\x10\x01\x12\x17\n" +
+	"\x13ANONYMITY_ANONYMOUS\x10\x02\x12\x13\n" +
+	"\x0fANONYMITY_ELITE\x10\x03*Z\n" +
 	"\vProxyOrigin\x12\x1c\n" +
 	"\x18PROXY_ORIGIN_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13PROXY_ORIGIN_CONFIG\x10\x01\x12\x14\n" +
@@ -2029,66 +2608,80 @@ func file_proxyhealth_v1_events_proto_rawDescGZIP() []byte {
 	return file_proxyhealth_v1_events_proto_rawDescData
 }
 
-var file_proxyhealth_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_proxyhealth_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_proxyhealth_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_proxyhealth_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_proxyhealth_v1_events_proto_goTypes = []any{
 	(HealthState)(0),               // 0: proxyhealth.v1.HealthState
 	(FailureClass)(0),              // 1: proxyhealth.v1.FailureClass
-	(ProxyOrigin)(0),               // 2: proxyhealth.v1.ProxyOrigin
-	(*Envelope)(nil),               // 3: proxyhealth.v1.Envelope
-	(*ProxyAdded)(nil),             // 4: proxyhealth.v1.ProxyAdded
-	(*ProxyRemoved)(nil),           // 5: proxyhealth.v1.ProxyRemoved
-	(*Latency)(nil),                // 6: proxyhealth.v1.Latency
-	(*CheckSucceeded)(nil),         // 7: proxyhealth.v1.CheckSucceeded
-	(*CheckFailed)(nil),            // 8: proxyhealth.v1.CheckFailed
-	(*StateChanged)(nil),           // 9: proxyhealth.v1.StateChanged
-	(*ProxyPaused)(nil),            // 10: proxyhealth.v1.ProxyPaused
-	(*ProxyResumed)(nil),           // 11: proxyhealth.v1.ProxyResumed
-	(*PassiveFailureReported)(nil), // 12: proxyhealth.v1.PassiveFailureReported
-	(*PassiveSuccessReported)(nil), // 13: proxyhealth.v1.PassiveSuccessReported
-	(*ProxyEjected)(nil),           // 14: proxyhealth.v1.ProxyEjected
-	(*ProxyReturned)(nil),          // 15: proxyhealth.v1.ProxyReturned
-	(*ProxyRevived)(nil),           // 16: proxyhealth.v1.ProxyRevived
-	(*PoolDegraded)(nil),           // 17: proxyhealth.v1.PoolDegraded
-	(*PoolRecovered)(nil),          // 18: proxyhealth.v1.PoolRecovered
-	(*PoolPanicEntered)(nil),       // 19: proxyhealth.v1.PoolPanicEntered
-	(*PoolPanicLeft)(nil),          // 20: proxyhealth.v1.PoolPanicLeft
-	(*ProxySnapshot)(nil),          // 21: proxyhealth.v1.ProxySnapshot
+	(Anonymity)(0),                 // 2: proxyhealth.v1.Anonymity
+	(ProxyOrigin)(0),               // 3: proxyhealth.v1.ProxyOrigin
+	(*Envelope)(nil),               // 4: proxyhealth.v1.Envelope
+	(*ProxyAdded)(nil),             // 5: proxyhealth.v1.ProxyAdded
+	(*ProxyMetadataChanged)(nil),   // 6: proxyhealth.v1.ProxyMetadataChanged
+	(*ExitObserved)(nil),           // 7: proxyhealth.v1.ExitObserved
+	(*ProxyRemoved)(nil),           // 8: proxyhealth.v1.ProxyRemoved
+	(*Latency)(nil),                // 9: proxyhealth.v1.Latency
+	(*CheckSucceeded)(nil),         // 10: proxyhealth.v1.CheckSucceeded
+	(*CheckFailed)(nil),            // 11: proxyhealth.v1.CheckFailed
+	(*StateChanged)(nil),           // 12: proxyhealth.v1.StateChanged
+	(*ProxyPaused)(nil),            // 13: proxyhealth.v1.ProxyPaused
+	(*ProxyResumed)(nil),           // 14: proxyhealth.v1.ProxyResumed
+	(*PassiveFailureReported)(nil), // 15: proxyhealth.v1.PassiveFailureReported
+	(*PassiveSuccessReported)(nil), // 16: proxyhealth.v1.PassiveSuccessReported
+	(*ProxyEjected)(nil),           // 17: proxyhealth.v1.ProxyEjected
+	(*ProxyReturned)(nil),          // 18: proxyhealth.v1.ProxyReturned
+	(*ProxyRevived)(nil),           // 19: proxyhealth.v1.ProxyRevived
+	(*PoolDegraded)(nil),           // 20: proxyhealth.v1.PoolDegraded
+	(*PoolRecovered)(nil),          // 21: proxyhealth.v1.PoolRecovered
+	(*PoolPanicEntered)(nil),       // 22: proxyhealth.v1.PoolPanicEntered
+	(*PoolPanicLeft)(nil),          // 23: proxyhealth.v1.PoolPanicLeft
+	(*SourceRefreshed)(nil),        // 24: proxyhealth.v1.SourceRefreshed
+	(*SourceRefreshFailed)(nil),    // 25: proxyhealth.v1.SourceRefreshFailed
+	(*SourceShrinkHeld)(nil),       // 26: proxyhealth.v1.SourceShrinkHeld
+	(*ProxySnapshot)(nil),          // 27: proxyhealth.v1.ProxySnapshot
 }
 var file_proxyhealth_v1_events_proto_depIdxs = []int32{
-	4,  // 0: proxyhealth.v1.Envelope.proxy_added:type_name -> proxyhealth.v1.ProxyAdded
-	5,  // 1: proxyhealth.v1.Envelope.proxy_removed:type_name -> proxyhealth.v1.ProxyRemoved
-	7,  // 2: proxyhealth.v1.Envelope.check_succeeded:type_name -> proxyhealth.v1.CheckSucceeded
-	8,  // 3: proxyhealth.v1.Envelope.check_failed:type_name -> proxyhealth.v1.CheckFailed
-	9,  // 4: proxyhealth.v1.Envelope.state_changed:type_name -> proxyhealth.v1.StateChanged
-	10, // 5: proxyhealth.v1.Envelope.proxy_paused:type_name -> proxyhealth.v1.ProxyPaused
-	11, // 6: proxyhealth.v1.Envelope.proxy_resumed:type_name -> proxyhealth.v1.ProxyResumed
-	12, // 7: proxyhealth.v1.Envelope.passive_failure_reported:type_name -> proxyhealth.v1.PassiveFailureReported
-	16, // 8: proxyhealth.v1.Envelope.proxy_revived:type_name -> proxyhealth.v1.ProxyRevived
-	17, // 9: proxyhealth.v1.Envelope.pool_degraded:type_name -> proxyhealth.v1.PoolDegraded
-	18, // 10: proxyhealth.v1.Envelope.pool_recovered:type_name -> proxyhealth.v1.PoolRecovered
-	13, // 11: proxyhealth.v1.Envelope.passive_success_reported:type_name -> proxyhealth.v1.PassiveSuccessReported
-	14, // 12: proxyhealth.v1.Envelope.proxy_ejected:type_name -> proxyhealth.v1.ProxyEjected
-	15, // 13: proxyhealth.v1.Envelope.proxy_returned:type_name -> proxyhealth.v1.ProxyReturned
-	19, // 14: proxyhealth.v1.Envelope.pool_panic_entered:type_name -> proxyhealth.v1.PoolPanicEntered
-	20, // 15: proxyhealth.v1.Envelope.pool_panic_left:type_name -> proxyhealth.v1.PoolPanicLeft
-	2,  // 16: proxyhealth.v1.ProxyAdded.origin:type_name -> proxyhealth.v1.ProxyOrigin
-	6,  // 17: proxyhealth.v1.CheckSucceeded.latency:type_name -> proxyhealth.v1.Latency
-	1,  // 18: proxyhealth.v1.CheckFailed.class:type_name -> proxyhealth.v1.FailureClass
-	6,  // 19: proxyhealth.v1.CheckFailed.latency:type_name -> proxyhealth.v1.Latency
-	0,  // 20: proxyhealth.v1.StateChanged.from:type_name -> proxyhealth.v1.HealthState
-	0,  // 21: proxyhealth.v1.StateChanged.to:type_name -> proxyhealth.v1.HealthState
-	1,  // 22: proxyhealth.v1.PassiveFailureReported.class:type_name -> proxyhealth.v1.FailureClass
-	1,  // 23: proxyhealth.v1.ProxyEjected.class:type_name -> proxyhealth.v1.FailureClass
-	0,  // 24: proxyhealth.v1.ProxySnapshot.state:type_name -> proxyhealth.v1.HealthState
-	1,  // 25: proxyhealth.v1.ProxySnapshot.last_error_class:type_name -> proxyhealth.v1.FailureClass
-	6,  // 26: proxyhealth.v1.ProxySnapshot.last_latency:type_name -> proxyhealth.v1.Latency
-	2,  // 27: proxyhealth.v1.ProxySnapshot.origin:type_name -> proxyhealth.v1.ProxyOrigin
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	5,  // 0: proxyhealth.v1.Envelope.proxy_added:type_name -> proxyhealth.v1.ProxyAdded
+	8,  // 1: proxyhealth.v1.Envelope.proxy_removed:type_name -> proxyhealth.v1.ProxyRemoved
+	10, // 2: proxyhealth.v1.Envelope.check_succeeded:type_name -> proxyhealth.v1.CheckSucceeded
+	11, // 3: proxyhealth.v1.Envelope.check_failed:type_name -> proxyhealth.v1.CheckFailed
+	12, // 4: proxyhealth.v1.Envelope.state_changed:type_name -> proxyhealth.v1.StateChanged
+	13, // 5: proxyhealth.v1.Envelope.proxy_paused:type_name -> proxyhealth.v1.ProxyPaused
+	14, // 6: proxyhealth.v1.Envelope.proxy_resumed:type_name -> proxyhealth.v1.ProxyResumed
+	15, // 7: proxyhealth.v1.Envelope.passive_failure_reported:type_name -> proxyhealth.v1.PassiveFailureReported
+	19, // 8: proxyhealth.v1.Envelope.proxy_revived:type_name -> proxyhealth.v1.ProxyRevived
+	20, // 9: proxyhealth.v1.Envelope.pool_degraded:type_name -> proxyhealth.v1.PoolDegraded
+	21, // 10: proxyhealth.v1.Envelope.pool_recovered:type_name -> proxyhealth.v1.PoolRecovered
+	16, // 11: proxyhealth.v1.Envelope.passive_success_reported:type_name -> proxyhealth.v1.PassiveSuccessReported
+	17, // 12: proxyhealth.v1.Envelope.proxy_ejected:type_name -> proxyhealth.v1.ProxyEjected
+	18, // 13: proxyhealth.v1.Envelope.proxy_returned:type_name -> proxyhealth.v1.ProxyReturned
+	22, // 14: proxyhealth.v1.Envelope.pool_panic_entered:type_name -> proxyhealth.v1.PoolPanicEntered
+	23, // 15: proxyhealth.v1.Envelope.pool_panic_left:type_name -> proxyhealth.v1.PoolPanicLeft
+	6,  // 16: proxyhealth.v1.Envelope.proxy_metadata_changed:type_name -> proxyhealth.v1.ProxyMetadataChanged
+	7,  // 17: proxyhealth.v1.Envelope.exit_observed:type_name -> proxyhealth.v1.ExitObserved
+	24, // 18: proxyhealth.v1.Envelope.source_refreshed:type_name -> proxyhealth.v1.SourceRefreshed
+	25, // 19: proxyhealth.v1.Envelope.source_refresh_failed:type_name -> proxyhealth.v1.SourceRefreshFailed
+	26, // 20: proxyhealth.v1.Envelope.source_shrink_held:type_name -> proxyhealth.v1.SourceShrinkHeld
+	3,  // 21: proxyhealth.v1.ProxyAdded.origin:type_name -> proxyhealth.v1.ProxyOrigin
+	2,  // 22: proxyhealth.v1.ExitObserved.anonymity:type_name -> proxyhealth.v1.Anonymity
+	2,  // 23: proxyhealth.v1.ExitObserved.previous_anonymity:type_name -> proxyhealth.v1.Anonymity
+	9,  // 24: proxyhealth.v1.CheckSucceeded.latency:type_name -> proxyhealth.v1.Latency
+	1,  // 25: proxyhealth.v1.CheckFailed.class:type_name -> proxyhealth.v1.FailureClass
+	9,  // 26: proxyhealth.v1.CheckFailed.latency:type_name -> proxyhealth.v1.Latency
+	0,  // 27: proxyhealth.v1.StateChanged.from:type_name -> proxyhealth.v1.HealthState
+	0,  // 28: proxyhealth.v1.StateChanged.to:type_name -> proxyhealth.v1.HealthState
+	1,  // 29: proxyhealth.v1.PassiveFailureReported.class:type_name -> proxyhealth.v1.FailureClass
+	1,  // 30: proxyhealth.v1.ProxyEjected.class:type_name -> proxyhealth.v1.FailureClass
+	0,  // 31: proxyhealth.v1.ProxySnapshot.state:type_name -> proxyhealth.v1.HealthState
+	1,  // 32: proxyhealth.v1.ProxySnapshot.last_error_class:type_name -> proxyhealth.v1.FailureClass
+	9,  // 33: proxyhealth.v1.ProxySnapshot.last_latency:type_name -> proxyhealth.v1.Latency
+	3,  // 34: proxyhealth.v1.ProxySnapshot.origin:type_name -> proxyhealth.v1.ProxyOrigin
+	2,  // 35: proxyhealth.v1.ProxySnapshot.anonymity:type_name -> proxyhealth.v1.Anonymity
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_proxyhealth_v1_events_proto_init() }
@@ -2113,14 +2706,19 @@ func file_proxyhealth_v1_events_proto_init() {
 		(*Envelope_ProxyReturned)(nil),
 		(*Envelope_PoolPanicEntered)(nil),
 		(*Envelope_PoolPanicLeft)(nil),
+		(*Envelope_ProxyMetadataChanged)(nil),
+		(*Envelope_ExitObserved)(nil),
+		(*Envelope_SourceRefreshed)(nil),
+		(*Envelope_SourceRefreshFailed)(nil),
+		(*Envelope_SourceShrinkHeld)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proxyhealth_v1_events_proto_rawDesc), len(file_proxyhealth_v1_events_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   19,
+			NumEnums:      4,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
