@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -150,6 +152,44 @@ type SourceConfig struct {
 	// Proxies are proxy URLs (http, https, socks4, socks4a, socks5,
 	// socks5h; bare host:port means http), optionally with user:pass@.
 	Proxies []string
+	// Entries are more proxies, each with its own tags and weight (a
+	// proxy list's " #tags=a,b weight=2").
+	Entries []ProxyEntry
+	// Tags are given to every proxy of the source (besides an entry's
+	// own); Weight is the weight of the proxies that have none (0: unset,
+	// counts as 1). Tags filter /v1/proxies, the picker and status; the
+	// weight scales a proxy's share under the weighted strategy.
+	Tags   []string
+	Weight float64
+}
+
+// ProxyEntry is a proxy with its metadata.
+type ProxyEntry struct {
+	// URL is the proxy URL, as in SourceConfig.Proxies.
+	URL string
+	// Tags are the proxy's own tags; Weight its weight (0: the source's).
+	Tags   []string
+	Weight float64
+}
+
+// entries returns every proxy of the source with its own metadata (the
+// Proxies have none).
+func (s SourceConfig) entries() []ProxyEntry {
+	out := make([]ProxyEntry, 0, len(s.Proxies)+len(s.Entries))
+	for _, raw := range s.Proxies {
+		out = append(out, ProxyEntry{URL: raw})
+	}
+	return append(out, s.Entries...)
+}
+
+// metadata is a proxy's effective metadata in the source: the source's
+// tags and its own, its own weight or else the source's.
+func (s SourceConfig) metadata(pe ProxyEntry) ([]string, float64) {
+	w := pe.Weight
+	if w == 0 {
+		w = s.Weight
+	}
+	return events.NormalizeTags(append(slices.Clone(s.Tags), pe.Tags...)), w
 }
 
 // Errors of the engine. Match with errors.Is.
@@ -263,10 +303,17 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: sources[%d]: source %q defined twice", ErrBadConfig, i, s.Name)
 		}
 		seenSource[s.Name] = true
-		for j, raw := range s.Proxies {
-			u, err := probe.ParseProxyURL(raw)
+		for j, pe := range s.entries() {
+			field := fmt.Sprintf("proxies[%d]", j)
+			if j >= len(s.Proxies) {
+				field = fmt.Sprintf("entries[%d]", j-len(s.Proxies))
+			}
+			u, err := probe.ParseProxyURL(pe.URL)
 			if err != nil {
-				return fmt.Errorf("%w: source %q proxies[%d]: %w", ErrBadConfig, s.Name, j, err)
+				return fmt.Errorf("%w: source %q %s: %w", ErrBadConfig, s.Name, field, err)
+			}
+			if _, w := s.metadata(pe); !(w >= 0) || math.IsInf(w, 0) {
+				return fmt.Errorf("%w: source %q %s (%s): weight %v; want a positive number (0: unset)", ErrBadConfig, s.Name, field, u.Redacted(), pe.Weight)
 			}
 			if prev, dup := seenProxy[u.ID()]; dup {
 				return fmt.Errorf("%w: %s appears twice (source %q and %q)", ErrDuplicate, u.Redacted(), prev, s.Name)
@@ -298,6 +345,9 @@ func (s SourceConfig) validate() error {
 	}
 	if err := s.Probe.Validate(); err != nil {
 		return fmt.Errorf("%w: source %q: %w", ErrBadConfig, s.Name, err)
+	}
+	if !(s.Weight >= 0) || math.IsInf(s.Weight, 0) {
+		return fmt.Errorf("%w: source %q: weight %v; want a positive number (0: unset)", ErrBadConfig, s.Name, s.Weight)
 	}
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,6 +69,9 @@ type proxy struct {
 	source string
 	origin pb.ProxyOrigin
 	pid    *actor.PID
+	// tags (normalized) and weight, from the configuration or the list.
+	tags   []string
+	weight float64
 }
 
 // Open starts an engine: it opens (or creates) the journal, starts the
@@ -219,7 +221,7 @@ func (e *Engine) AddSource(ctx context.Context, sc SourceConfig) error {
 	src := &source{cfg: sc, checker: checker, pid: pid, version: 1, configRef: sc.Name + "@v1"}
 	e.sources[sc.Name] = src
 	e.mu.Unlock()
-	_, err = e.addProxies(ctx, sc.Name, sc.Proxies, pb.ProxyOrigin_PROXY_ORIGIN_CONFIG)
+	_, err = e.addProxies(ctx, sc.Name, sc.entries(), pb.ProxyOrigin_PROXY_ORIGIN_CONFIG)
 	return err
 }
 
@@ -234,16 +236,20 @@ func (e *Engine) AddSource(ctx context.Context, sc SourceConfig) error {
 // ErrJournalFailing means nothing was added; one wrapping
 // ErrOutcomeUnknown means ctx ended before the journal said.
 func (e *Engine) AddProxy(ctx context.Context, sourceName, rawURL string) (string, error) {
-	ids, err := e.addProxies(ctx, sourceName, []string{rawURL}, pb.ProxyOrigin_PROXY_ORIGIN_API)
+	ids, err := e.addProxies(ctx, sourceName, []ProxyEntry{{URL: rawURL}}, pb.ProxyOrigin_PROXY_ORIGIN_API)
 	if err != nil {
 		return "", err
 	}
 	return ids[0], nil
 }
 
-func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []string, origin pb.ProxyOrigin) ([]string, error) {
+func (e *Engine) addProxies(ctx context.Context, sourceName string, entries []ProxyEntry, origin pb.ProxyOrigin) ([]string, error) {
 	if sourceName == "" {
 		sourceName = DefaultSource
+	}
+	raws := make([]string, len(entries))
+	for i, pe := range entries {
+		raws[i] = pe.URL
 	}
 	urls := make([]probe.ProxyURL, len(raws))
 	for i, raw := range raws {
@@ -285,7 +291,8 @@ func (e *Engine) addProxies(ctx context.Context, sourceName string, raws []strin
 			e.mu.Unlock()
 			return nil, fmt.Errorf("%w: %s is already monitored in source %q", ErrDuplicate, u.Redacted(), p.source)
 		}
-		added[i] = &proxy{url: u, source: sourceName, origin: origin}
+		tags, weight := src.cfg.metadata(entries[i])
+		added[i] = &proxy{url: u, source: sourceName, origin: origin, tags: tags, weight: weight}
 		e.proxies[u.ID()] = added[i]
 	}
 	specs := make([]actors.ProxySpec, len(urls))
@@ -385,6 +392,8 @@ func (e *Engine) spec(src *source, p *proxy) actors.ProxySpec {
 		URLRedacted:    u.Redacted(),
 		HasCredentials: u.HasCredentials(),
 		Origin:         p.origin,
+		Tags:           p.tags,
+		Weight:         p.weight,
 		ConfigRef:      src.configRef,
 		Health:         src.cfg.Health,
 		Timeout:        src.cfg.Probe.Timeout,
@@ -412,13 +421,13 @@ func (e *Engine) ReconfigureSource(ctx context.Context, sc SourceConfig) error {
 	if err != nil {
 		return fmt.Errorf("%w: source %q: %w", ErrBadConfig, sc.Name, err)
 	}
-	want := map[string]string{}
-	for i, raw := range sc.Proxies {
-		u, err := probe.ParseProxyURL(raw)
+	want := map[string]ProxyEntry{}
+	for i, pe := range sc.entries() {
+		u, err := probe.ParseProxyURL(pe.URL)
 		if err != nil {
 			return fmt.Errorf("%w: source %q proxies[%d]: %w", ErrBadConfig, sc.Name, i, err)
 		}
-		want[u.ID()] = raw
+		want[u.ID()] = pe
 	}
 	e.mu.Lock()
 	src, ok := e.sources[sc.Name]
@@ -436,19 +445,26 @@ func (e *Engine) ReconfigureSource(ctx context.Context, sc SourceConfig) error {
 		if p.source != sc.Name {
 			continue
 		}
-		raw, keep := want[id]
+		pe, keep := want[id]
 		if !keep {
 			remove = append(remove, id)
 			continue
 		}
 		delete(want, id)
-		if u := probe.MustParseProxyURL(raw); u.HasCredentials() && !u.IsRedactedForm() && !sameCredentials(u, p.url) {
-			// Same user, new password: the same proxy with changed
-			// credentials. The running check shares p.url, so p is
-			// replaced, not changed.
-			np := &proxy{url: u, source: p.source, origin: p.origin, pid: p.pid}
+		u := probe.MustParseProxyURL(pe.URL)
+		tags, weight := sc.metadata(pe)
+		newCreds := u.HasCredentials() && !u.IsRedactedForm() && !sameCredentials(u, p.url)
+		if newCreds || !slices.Equal(tags, p.tags) || weight != p.weight {
+			// The running check shares p.url, so p is replaced, not
+			// changed.
+			np := &proxy{url: p.url, source: p.source, origin: p.origin, pid: p.pid, tags: tags, weight: weight}
+			if newCreds {
+				// Same user, new password: the same proxy with changed
+				// credentials.
+				np.url = u
+				recredentialed = append(recredentialed, id)
+			}
 			e.proxies[id], p = np, np
-			recredentialed = append(recredentialed, id)
 		}
 		if p.pid != nil {
 			reconf = append(reconf, request{id: id, pid: p.pid, msg: &actors.Reconfigure{Spec: e.spec(src, p)}})
@@ -462,11 +478,11 @@ func (e *Engine) ReconfigureSource(ctx context.Context, sc SourceConfig) error {
 	for _, id := range remove {
 		errs = append(errs, e.RemoveProxy(ctx, id))
 	}
-	add := make([]string, 0, len(want))
-	for _, raw := range want {
-		add = append(add, raw)
+	add := make([]ProxyEntry, 0, len(want))
+	for _, pe := range want {
+		add = append(add, pe)
 	}
-	sort.Strings(add)
+	slices.SortFunc(add, func(a, b ProxyEntry) int { return strings.Compare(a.URL, b.URL) })
 	if len(add) > 0 {
 		_, err := e.addProxies(ctx, sc.Name, add, pb.ProxyOrigin_PROXY_ORIGIN_CONFIG)
 		errs = append(errs, err)

@@ -42,8 +42,8 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 	for _, sc := range sources {
 		sc = sc.withDefaults()
 		byName[sc.Name] = sc
-		for _, raw := range sc.Proxies {
-			wanted[probe.MustParseProxyURL(raw).ID()] = want{sc.Name, raw}
+		for _, pe := range sc.entries() {
+			wanted[probe.MustParseProxyURL(pe.URL).ID()] = want{sc.Name, pe.URL}
 		}
 	}
 
@@ -57,11 +57,13 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 		source   string
 		origin   pb.ProxyOrigin
 		redacted string
+		tags     []string
+		weight   float64
 	}
 	now := map[string]running{}
 	for id, p := range e.proxies {
 		if p.pid != nil {
-			now[id] = running{p.source, p.origin, p.url.Redacted()}
+			now[id] = running{p.source, p.origin, p.url.Redacted(), p.tags, p.weight}
 		}
 	}
 	oldSettings := map[string]SourceConfig{}
@@ -107,7 +109,8 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 				continue
 			}
 			if w, ok := wanted[id]; ok && w.source == name {
-				keep.Proxies = append(keep.Proxies, r.redacted)
+				// As it runs: its metadata changes in pass 2, if at all.
+				keep.Entries = append(keep.Entries, ProxyEntry{URL: r.redacted, Tags: r.tags, Weight: r.weight})
 			} else {
 				shrink = true
 				diff.Removed = append(diff.Removed, id)

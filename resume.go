@@ -62,7 +62,7 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 	}
 	e.mu.Unlock()
 
-	resume := map[string][]string{} // source → URLs
+	resume := map[string][]ProxyEntry{} // source → proxies
 	var moved []string              // run-time proxies resumed under a new ID
 	var errs []error
 	for _, v := range idle {
@@ -101,7 +101,7 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 			raw = st.URLRedacted
 		}
 		if reason == identityMoved && raw != "" {
-			resume[st.Source] = append(resume[st.Source], raw)
+			resume[st.Source] = append(resume[st.Source], ProxyEntry{URL: raw, Tags: st.TagList(), Weight: st.Weight})
 		}
 		if reason != "" {
 			if err := e.removeIdle(ctx, st, reason); err != nil {
@@ -116,7 +116,7 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 				slog.String("url", st.URLRedacted), slog.String("source", st.Source), slog.String("reason", reason))
 			continue
 		}
-		resume[st.Source] = append(resume[st.Source], raw)
+		resume[st.Source] = append(resume[st.Source], ProxyEntry{URL: raw, Tags: st.TagList(), Weight: st.Weight})
 	}
 	n := 0
 	for _, src := range slices.Sorted(maps.Keys(resume)) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -175,7 +176,31 @@ func (r *rotator) set(v ProxyView) {
 		r.pool.Remove(v.ID)
 		return
 	}
+	m.Tags, m.Weight = memberTags(v), v.Weight
 	r.pool.Set(m, statusOf(v))
+}
+
+// Derived tags: what an echo target saw of a proxy is filterable like its
+// own tags (PickRequest.Tag "anonymity:elite", "exit_ip:203.0.113.7").
+const (
+	AnonymityTagPrefix = "anonymity:"
+	ExitIPTagPrefix    = "exit_ip:"
+)
+
+// memberTags are a proxy's tags for the picker: its own, and the derived
+// ones.
+func memberTags(v ProxyView) []string {
+	if v.Anonymity == "" && v.ExitIP == "" {
+		return v.Tags
+	}
+	tags := slices.Clone(v.Tags)
+	if v.Anonymity != "" {
+		tags = append(tags, AnonymityTagPrefix+v.Anonymity)
+	}
+	if v.ExitIP != "" {
+		tags = append(tags, ExitIPTagPrefix+v.ExitIP)
+	}
+	return tags
 }
 
 // statusOf is what the picker needs of a proxy's live status.

@@ -28,6 +28,10 @@ type ProxySpec struct {
 	// Origin is how the proxy came in (configuration or run time); it is
 	// journaled with its ProxyAdded.
 	Origin pb.ProxyOrigin
+	// Tags and Weight are the proxy's metadata (journaled with its
+	// ProxyAdded; a Reconfigure with others journals the change).
+	Tags   []string
+	Weight float64
 	// Health drives the state machine.
 	Health events.Config
 	// Timeout of one check; a check running longer than 2× it is a zombie:

@@ -142,6 +142,9 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 		spec := m.Spec
 		a.spec = &spec
 		a.env.specs.put(a.spec) // a restart starts from this spec
+		// The metadata first (journaled if it changed), answered with
+		// the config change.
+		a.submit(ctx, pending{cmd: events.SetMetadata{At: a.now(), Tags: spec.Tags, Weight: spec.Weight}})
 		a.command(ctx, events.ConfigChanged{At: a.now()})
 	}
 }
@@ -191,6 +194,7 @@ func (a *proxyActor) recover(ctx actor.Context) {
 		a.submit(ctx, pending{cmd: events.Add{
 			At: a.now(), URLRedacted: a.spec.URLRedacted, Source: a.spec.Source,
 			ConfigRef: a.spec.ConfigRef, HasCredentials: a.spec.HasCredentials, Origin: a.spec.Origin,
+			Tags: a.spec.Tags, Weight: a.spec.Weight,
 		}})
 		return
 	}

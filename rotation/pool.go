@@ -195,7 +195,7 @@ func (p *Pool) classOf(st Status) uint32 {
 }
 
 func sameMember(a, b Member) bool {
-	if a.ID != b.ID || a.Scheme != b.Scheme || a.Host != b.Host || a.Port != b.Port || a.Source != b.Source || !slices.Equal(a.Tags, b.Tags) {
+	if a.ID != b.ID || a.Scheme != b.Scheme || a.Host != b.Host || a.Port != b.Port || a.Source != b.Source || a.Weight != b.Weight || !slices.Equal(a.Tags, b.Tags) {
 		return false
 	}
 	if a.URL == nil || b.URL == nil || a.URL == b.URL {
@@ -485,7 +485,7 @@ func (p *Pool) computeStats(g *group) *groupStats {
 		if s.check.Load() > 0 {
 			w = math.Float64frombits(s.rate.Load())
 		}
-		total += weightOf(w)
+		total += weightOf(w) * memberWeight(s.m.Weight)
 		st.prefix[i] = total
 		if e := s.ewma.Load(); e > 0 {
 			lat = append(lat, e)
@@ -516,6 +516,15 @@ func (p *Pool) computeStats(g *group) *groupStats {
 
 // minWeight keeps members with a success rate of 0 reachable.
 const minWeight = 0.01
+
+// memberWeight is a member's own weight: 0 (unset), negative or not a
+// number count as 1.
+func memberWeight(w float64) float64 {
+	if !(w > 0) || math.IsInf(w, 0) {
+		return 1
+	}
+	return w
+}
 
 func weightOf(rate float64) float64 {
 	if !(rate >= minWeight) { // also NaN

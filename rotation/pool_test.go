@@ -519,3 +519,28 @@ func TestStatsRefreshFollowsTheInjectedClock(t *testing.T) {
 		t.Fatalf("not refreshed after the clock moved past StatsRefresh: member 0 (rate 0) picked %d of 4000", c[id(0)])
 	}
 }
+
+// TestMemberWeightScalesItsShare: under the weighted strategy a member's
+// share is its success rate times its own weight (from its list or the
+// configuration; unset counts as 1), and a weight change applies at the
+// next Publish.
+func TestMemberWeightScalesItsShare(t *testing.T) {
+	p := newPool(t, opts(0))
+	heavy := member(0, "s", "http")
+	heavy.Weight = 3
+	p.Set(heavy, healthy())
+	p.Set(member(1, "s", "http"), healthy()) // weight unset: 1
+	p.Publish()
+	const n = 40000
+	c := counts(t, p, rotation.Request{Strategy: rotation.Weighted}, n)
+	if got, want := float64(c[id(0)]), n*0.75; math.Abs(got-want) > 0.05*want {
+		t.Errorf("weight 3 picked %v of %d, want about %.0f", got, n, want)
+	}
+	heavy.Weight = 1
+	p.Set(heavy, healthy())
+	p.Publish()
+	c = counts(t, p, rotation.Request{Strategy: rotation.Weighted}, n)
+	if got, want := float64(c[id(0)]), n*0.5; math.Abs(got-want) > 0.05*want {
+		t.Errorf("after the change, picked %v of %d, want about %.0f", got, n, want)
+	}
+}

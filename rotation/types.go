@@ -95,6 +95,9 @@ type Member struct {
 	Source string
 	// Tags are free labels a request can filter on (from the sources).
 	Tags []string
+	// Weight scales the member's share under the weighted strategy (its
+	// recent success rate × Weight); 0 means 1.
+	Weight float64
 }
 
 // Status is what the picker knows of a member's health, as of the last
