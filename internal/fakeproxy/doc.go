@@ -36,6 +36,24 @@
 // response: Chunked, Trickle (one byte per write, for partial reads),
 // Interim (a 100 Continue first), Delay and RequireAuth.
 //
+// # Echo target
+//
+// A request for EchoPath ("/get", any host, query ignored) is answered like
+// httpbin's /get: {"args": {}, "headers": {...}, "origin": "...", "url":
+// "..."}, with the request's headers as the target received them (never
+// Proxy-Authorization). Each proxy has an exit IP (DefaultExit(i), in
+// 198.18.0.0/15) and an anonymity mode (WithAnonymity, SetExit): Elite adds
+// nothing, Anonymous adds "Via: 1.1 fakeproxy", Transparent adds Via and
+// "X-Forwarded-For: CLIENT" and reports origin "CLIENT, EXIT" as httpbin
+// does. The mode applies through every protocol, tunnels included (a real
+// proxy cannot add headers inside a CONNECT or SOCKS tunnel; the farm does,
+// so that clients can be tested on every path). The behavior still applies:
+// Status sets the echo's status, WrongContent replaces it, Delay, Chunked,
+// Trickle and Interim shape it. EchoURL is a direct (no proxy) echo server
+// on loopback, http or https on one port, answering origin 127.0.0.1: a
+// checker's way to learn its own address. Stats(i).Echoes and EchoAnswers
+// count echo answers; the direct server's connections are not checks.
+//
 // # Counting
 //
 // Every accepted connection counts as a check: Checks(i), Stats(i) (first

@@ -36,8 +36,9 @@ type options struct {
 	seeded   bool
 	user     string
 	pass     string
-	scheme   string
-	behavior Behavior
+	scheme    string
+	behavior  Behavior
+	anonymity Anonymity
 }
 
 // WithBody sets the body served by OK responses (default "ok").
@@ -70,6 +71,8 @@ type Stats struct {
 	// MinInterval is the shortest time between two consecutive checks
 	// (zero with fewer than two checks).
 	MinInterval time.Duration
+	// Echoes is the number of echo answers (requests for EchoPath) sent.
+	Echoes uint64
 }
 
 // Farm is a set of fake proxies listening on 127.0.0.1. All methods are
@@ -88,11 +91,14 @@ type Farm struct {
 
 	okBody, wrongBody []byte
 	tlsServer         *tls.Config
+
+	echo *proxy // the direct echo server (EchoURL)
 }
 
 type proxy struct {
-	f    *Farm
-	addr string // "127.0.0.1:port", fixed for the farm's lifetime
+	f      *Farm
+	addr   string // "127.0.0.1:port", fixed for the farm's lifetime
+	direct bool   // the direct echo server, not a proxy
 
 	mu        sync.Mutex
 	ln        net.Listener // nil while refusing or closed
@@ -103,6 +109,8 @@ type proxy struct {
 	hasCreds  bool
 	conns     map[net.Conn]struct{}
 	stats     Stats
+	exit      string // exit IP reported in echo answers
+	anonymity Anonymity
 }
 
 // Start opens n fake proxies on 127.0.0.1 random ports. ctx bounds the
@@ -137,13 +145,20 @@ func Start(ctx context.Context, n int, opts ...Option) (*Farm, error) {
 		tlsServer: tc,
 		proxies:   make([]*proxy, n),
 	}
+	ln, err := listen(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("fakeproxy: open the direct echo server's listener: %w", err)
+	}
+	f.echo = &proxy{f: f, addr: ln.Addr().String(), direct: true, ln: ln}
+	f.wg.Add(1)
+	go f.echo.acceptLoop(ln)
 	for i := range f.proxies {
 		ln, err := listen(ctx)
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("fakeproxy: open listener %d of %d: %w", i+1, n, err)
 		}
-		p := &proxy{f: f, addr: ln.Addr().String(), behavior: o.behavior}
+		p := &proxy{f: f, addr: ln.Addr().String(), behavior: o.behavior, exit: DefaultExit(i), anonymity: o.anonymity}
 		p.setCreds(o.user, o.pass, o.user != "" || o.pass != "")
 		f.proxies[i] = p
 		if o.behavior.kind == kindRefuse {
@@ -298,7 +313,7 @@ func (f *Farm) Close() {
 	f.closeOnce.Do(func() {
 		f.closed.Store(true)
 		close(f.done)
-		for _, p := range f.proxies {
+		for _, p := range append([]*proxy{f.echo}, f.proxies...) {
 			if p == nil {
 				continue
 			}
@@ -365,7 +380,9 @@ func (p *proxy) acceptLoop(ln net.Listener) {
 			continue
 		}
 		now := time.Now()
-		p.f.total.Add(1)
+		if !p.direct {
+			p.f.total.Add(1)
+		}
 		p.mu.Lock()
 		if p.f.closed.Load() {
 			p.mu.Unlock()
@@ -387,7 +404,8 @@ func (p *proxy) acceptLoop(ln net.Listener) {
 			p.conns = make(map[net.Conn]struct{})
 		}
 		p.conns[c] = struct{}{}
-		sess := session{f: p.f, b: b, authValue: p.authValue, user: p.user, pass: p.pass, hasCreds: p.hasCreds}
+		sess := session{f: p.f, p: p, b: b, authValue: p.authValue, user: p.user, pass: p.pass, hasCreds: p.hasCreds,
+			exit: p.exit, anonymity: p.anonymity}
 		p.mu.Unlock()
 		p.f.wg.Add(1)
 		go p.serve(c, sess)
@@ -402,6 +420,10 @@ func (p *proxy) serve(c net.Conn, s session) {
 		delete(p.conns, c)
 		p.mu.Unlock()
 	}()
+	if p.direct {
+		s.runDirect(c)
+		return
+	}
 	s.run(c)
 }
 

@@ -21,11 +21,14 @@ var errTooBig = errors.New("fakeproxy: request head too big")
 // session is one accepted connection.
 type session struct {
 	f         *Farm
+	p         *proxy
 	b         Behavior
 	authValue string
 	user      string
 	pass      string
 	hasCreds  bool
+	exit      string
+	anonymity Anonymity
 
 	conn    net.Conn // current connection (TLS-wrapped after a handshake)
 	buf     *[bufSize]byte
@@ -239,7 +242,7 @@ func (s *session) httpProxy() {
 		return
 	}
 	if !isConnect {
-		s.respond(string(method) == "HEAD")
+		s.respond(string(method) == "HEAD", s.echoFor(head, target))
 		return
 	}
 	if s.write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")) {
@@ -262,22 +265,52 @@ func (s *session) serveTarget() {
 	if err != nil {
 		return
 	}
-	method, _, ok := requestLine(head)
+	method, target, ok := requestLine(head)
 	if !ok {
 		s.write([]byte("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
 		return
 	}
-	s.respond(string(method) == "HEAD")
+	s.respond(string(method) == "HEAD", s.echoFor(head, target))
 }
 
-// respond writes the final (target) response.
-func (s *session) respond(head bool) {
+// runDirect serves one request on the direct echo server: optional TLS,
+// then an echo answer for EchoPath or the farm's body otherwise.
+func (s *session) runDirect(c net.Conn) {
+	s.conn = c
+	s.buf = bufPool.Get().(*[bufSize]byte)
+	defer bufPool.Put(s.buf)
+	s.serveTarget()
+}
+
+// echoFor returns the echo answer for a request to target, or nil when
+// the target is not EchoPath. It counts the answer in the proxy's stats.
+func (s *session) echoFor(head, target []byte) []byte {
+	if !isEchoTarget(target) {
+		return nil
+	}
+	exit := s.exit
+	if s.p.direct {
+		exit = ""
+	}
+	s.p.mu.Lock()
+	s.p.stats.Echoes++
+	s.p.mu.Unlock()
+	return echoBody(head, target, s.conn.RemoteAddr(), exit, s.anonymity)
+}
+
+// respond writes the final (target) response; echo, if not nil, replaces
+// the farm's body (WrongContent still sends its wrong body).
+func (s *session) respond(head bool, echo []byte) {
 	code, reason, body := 200, "OK", s.f.okBody
+	ctype := "text/plain"
+	if echo != nil {
+		body, ctype = echo, "application/json"
+	}
 	switch s.b.kind {
 	case kindStatus:
 		code, reason = s.b.code, "Fake Status"
 	case kindWrongContent:
-		body = s.f.wrongBody
+		body, ctype = s.f.wrongBody, "text/plain"
 	}
 	out := s.out[:0]
 	if s.b.interim {
@@ -287,7 +320,9 @@ func (s *session) respond(head bool) {
 	out = strconv.AppendInt(out, int64(code), 10)
 	out = append(out, ' ')
 	out = append(out, reason...)
-	out = append(out, "\r\nContent-Type: text/plain\r\nConnection: close\r\n"...)
+	out = append(out, "\r\nContent-Type: "...)
+	out = append(out, ctype...)
+	out = append(out, "\r\nConnection: close\r\n"...)
 	if s.b.chunked {
 		out = append(out, "Transfer-Encoding: chunked\r\n\r\n"...)
 		if !head {
