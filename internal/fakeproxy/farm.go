@@ -31,11 +31,11 @@ var (
 type Option func(*options)
 
 type options struct {
-	body     string
-	seed     uint64
-	seeded   bool
-	user     string
-	pass     string
+	body      string
+	seed      uint64
+	seeded    bool
+	user      string
+	pass      string
 	scheme    string
 	behavior  Behavior
 	anonymity Anonymity
