@@ -22,7 +22,11 @@ func (s *Server) pool(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := proxyhealth.ListFilter{State: q.Get("state"), Source: q.Get("source")}
+	f := proxyhealth.ListFilter{State: q.Get("state"), Source: q.Get("source"), Tag: q.Get("tag"), Anonymity: q.Get("anonymity")}
+	if f.Anonymity != "" && !validAnonymity(f.Anonymity) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("anonymity=%q is not a level; use transparent, anonymous or elite", f.Anonymity))
+		return
+	}
 	if f.State != "" {
 		if _, ok := proxyhealth.ParseState(f.State); !ok {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("state=%q is not a state; use unknown, healthy, degraded, unhealthy, recovering or failed", f.State))
@@ -266,4 +270,9 @@ func sourceCheck(src string) commandTarget {
 		return commandTarget{check: `GET /v1/proxies (each proxy's "paused")`, many: true}
 	}
 	return commandTarget{check: "GET /v1/proxies?source=" + url.QueryEscape(src) + ` (each proxy's "paused")`, many: true}
+}
+
+// validAnonymity reports whether name is an anonymity level.
+func validAnonymity(name string) bool {
+	return name == "transparent" || name == "anonymous" || name == "elite"
 }

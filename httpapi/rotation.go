@@ -53,7 +53,18 @@ func pickedOf(p proxyhealth.Picked, creds bool) PickedProxy {
 func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	req := proxyhealth.PickRequest{Strategy: proxyhealth.Strategy(q.Get("strategy")), Key: q.Get("key"),
-		Source: q.Get("source"), Scheme: q.Get("scheme")}
+		Source: q.Get("source"), Scheme: q.Get("scheme"), Tag: q.Get("tag")}
+	if a := q.Get("anonymity"); a != "" {
+		if !validAnonymity(a) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("anonymity=%q is not a level; use transparent, anonymous or elite", limit(a)))
+			return
+		}
+		if req.Tag != "" {
+			writeError(w, http.StatusBadRequest, "give tag= or anonymity=, not both: a pick filters on one of them")
+			return
+		}
+		req.Tag = proxyhealth.AnonymityTagPrefix + a
+	}
 	if req.Strategy != "" && !slices.Contains(proxyhealth.Strategies, req.Strategy) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("strategy=%q is not a strategy; use one of %s (or none for the server's default)",
 			limit(string(req.Strategy)), strategyList()))

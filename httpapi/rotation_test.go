@@ -210,7 +210,10 @@ func TestPick(t *testing.T) {
 		{"?credentials=true", 403, "without a bearer token"},
 		{"?source=nope", 503, "no usable proxy"},
 		{"?source=nope&n=5", 503, "no usable proxy"},
-		{"?tag=x", 400, `"tag"`},
+		{"?tag=x", 503, "no usable proxy"},
+		{"?anonymity=sneaky", 400, "transparent, anonymous or elite"},
+		{"?anonymity=elite&tag=x", 400, "not both"},
+		{"?color=red", 400, `"color"`},
 	} {
 		code, body := f.do("GET", "/v1/pick"+c.query, "")
 		wantError(t, "GET /v1/pick"+c.query, code, body, c.code, c.msg)
@@ -218,7 +221,7 @@ func TestPick(t *testing.T) {
 			t.Errorf("GET /v1/pick%s leaks credentials: %s", c.query, body)
 		}
 	}
-	f.scrapeUntil(`proxyhealth_api_picks_total{result="no_proxy",strategy="default"} 2`,
+	f.scrapeUntil(`proxyhealth_api_picks_total{result="no_proxy",strategy="default"} 3`,
 		`proxyhealth_api_picks_total{result="ok",strategy="sticky"} 3`,
 		`proxyhealth_api_picks_total{result="panic",strategy="default"} 0`,
 		`proxyhealth_panic_mode 0`, fmt.Sprintf(`proxyhealth_rotation_usable %d`, len(r.ids)))

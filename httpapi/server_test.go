@@ -15,6 +15,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
 func TestPool(t *testing.T) {
@@ -46,7 +47,7 @@ func TestPool(t *testing.T) {
 		t.Errorf("source a %+v (avg latency of 10 ms and 30 ms is 20 ms)", a)
 	}
 	srcKeys := sortedKeys(raw["sources"].(map[string]any)["b"].(map[string]any))
-	wantSrc := sorted(append(slices.Clone(keys[:11]), "avg_latency_ms"))
+	wantSrc := sorted(append(slices.Clone(keys[:11]), "avg_latency_ms", "last_refresh", "last_error"))
 	if !reflect.DeepEqual(srcKeys, wantSrc) {
 		t.Errorf("source keys %v, want %v", srcKeys, wantSrc)
 	}
@@ -66,7 +67,7 @@ func TestListProxies(t *testing.T) {
 	}
 	want := sorted([]string{"id", "url", "source", "state", "consecutive_failures", "consecutive_successes",
 		"last_check_at", "last_error_class", "latency_ms", "success_rate_1h", "next_check_at", "paused",
-		"ejected", "ejected_until", "last_success_at"})
+		"ejected", "ejected_until", "last_success_at", "tags", "weight", "exit_ip", "anonymity"})
 	if raw.Total != 3 || len(raw.Proxies) != 3 || !reflect.DeepEqual(sortedKeys(raw.Proxies[0]), want) {
 		t.Fatalf("list: %s", body)
 	}
@@ -323,4 +324,40 @@ func sorted(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
+}
+
+// TestProxiesByTagAndAnonymity: /v1/proxies shows tags, weight, exit IP
+// and anonymity, and filters by tag and anonymity; /v1/pool's sources show
+// their last refresh and error.
+func TestProxiesByTagAndAnonymity(t *testing.T) {
+	f := newFixture(t, httpapi.Options{})
+	a := addedEnv("00000000000000b1", "gw", "http://~1a2b3c4d@10.0.0.9:7777")
+	a.GetProxyAdded().Tags, a.GetProxyAdded().Weight = []string{"de", "res"}, 2
+	b := addedEnv("00000000000000b2", "gw", "http://10.0.0.8:7777")
+	x := env("00000000000000b1", "gw")
+	x.Event = &pb.Envelope_ExitObserved{ExitObserved: &pb.ExitObserved{ExitIp: "203.0.113.7", Anonymity: pb.Anonymity_ANONYMITY_ELITE}}
+	fail := env("", "gw")
+	fail.Event = &pb.Envelope_SourceRefreshFailed{SourceRefreshFailed: &pb.SourceRefreshFailed{Error: "the provider answered 503"}}
+	f.append(a, b, x, fail)
+	var l httpapi.ProxyList
+	f.getJSON("/v1/proxies?tag=de", &l)
+	if l.Total != 1 || l.Proxies[0].ID != "00000000000000b1" || strings.Join(l.Proxies[0].Tags, ",") != "de,res" || l.Proxies[0].Weight != 2 ||
+		l.Proxies[0].ExitIP != "203.0.113.7" || l.Proxies[0].Anonymity != "elite" {
+		t.Errorf("tag=de: %+v", l)
+	}
+	f.getJSON("/v1/proxies?anonymity=elite", &l)
+	if l.Total != 1 {
+		t.Errorf("anonymity=elite: %+v", l)
+	}
+	f.getJSON("/v1/proxies?source=gw&tag=nope", &l)
+	if l.Total != 0 {
+		t.Errorf("tag=nope: %+v", l)
+	}
+	code, body := f.do("GET", "/v1/proxies?anonymity=sneaky", "")
+	wantError(t, "anonymity=sneaky", code, body, http.StatusBadRequest, "transparent, anonymous or elite")
+	var p httpapi.Pool
+	f.getJSON("/v1/pool", &p)
+	if gw := p.Sources["gw"]; gw.LastError != "the provider answered 503" || gw.LastRefresh != nil {
+		t.Errorf("source gw: %+v", gw)
+	}
 }

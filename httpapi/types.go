@@ -31,6 +31,15 @@ type SourceCounts struct {
 	// AvgLatencyMS is the mean of the source's proxies' latency averages
 	// (passed checks only); 0 when none has passed a check.
 	AvgLatencyMS float64 `json:"avg_latency_ms"`
+	// LastRefresh is when the source's list (a URL or a watched file) was
+	// last read and applied (null: never, or not such a source);
+	// LastError the last failure to read it ("" since a good refresh; the
+	// last good list stays in force meanwhile); HeldList is true while a
+	// list that shrank by more than the shrink guard waits for
+	// confirmation (POST /v1/sources/{name}/confirm).
+	LastRefresh *time.Time `json:"last_refresh"`
+	LastError   string     `json:"last_error"`
+	HeldList    bool       `json:"held_list,omitempty"`
 }
 
 // Pool is the body of GET /v1/pool.
@@ -84,6 +93,14 @@ type Proxy struct {
 	EjectedUntil *time.Time `json:"ejected_until"`
 	// LastSuccessAt is the time of the last passed check; null for never.
 	LastSuccessAt *time.Time `json:"last_success_at"`
+	// Tags are the proxy's tags (from its list or the configuration);
+	// Weight its weight under the weighted strategy (1 when unset).
+	Tags   []string `json:"tags"`
+	Weight float64  `json:"weight"`
+	// ExitIP and Anonymity (transparent, anonymous or elite) are what the
+	// source's echo target last saw through the proxy; "" without one.
+	ExitIP    string `json:"exit_ip"`
+	Anonymity string `json:"anonymity"`
 }
 
 // ProxyList is the body of GET /v1/proxies.
@@ -128,7 +145,8 @@ func PoolOf(s proxyhealth.Summary) Pool {
 	p := Pool{Counts: countsOf(s.Counts), Sources: make(map[string]SourceCounts, len(s.Sources)), JournalSeq: s.Seq, UpdatedAt: timePtr(s.UpdatedAt),
 		PanicMode: s.PanicMode}
 	for _, src := range s.Sources {
-		p.Sources[src.Name] = SourceCounts{Counts: countsOf(src.Counts), AvgLatencyMS: ms(src.AvgLatency)}
+		p.Sources[src.Name] = SourceCounts{Counts: countsOf(src.Counts), AvgLatencyMS: ms(src.AvgLatency),
+			LastRefresh: timePtr(src.LastRefresh), LastError: src.LastError, HeldList: src.HeldList}
 	}
 	return p
 }
@@ -143,13 +161,21 @@ func countsOf(c proxyhealth.Counts) Counts {
 
 // ProxyOf converts a proxy's live status to the API's proxy.
 func ProxyOf(v proxyhealth.ProxyView) Proxy {
-	return Proxy{
+	p := Proxy{
 		ID: v.ID, URL: v.URLRedacted, Source: v.Source, State: v.State,
 		ConsecutiveFailures: v.ConsecutiveFailures, ConsecutiveSuccesses: v.ConsecutiveSuccesses,
 		LastCheckAt: timePtr(v.LastCheckAt), LastErrorClass: v.LastErrorClass,
 		LatencyMS: ms(v.LatencyEWMA), SuccessRate1h: round(v.SuccessRate1h, 4), NextCheckAt: timePtr(v.NextCheckAt),
 		Paused: v.Paused, Ejected: v.Ejected, EjectedUntil: timePtr(v.EjectedUntil), LastSuccessAt: timePtr(v.LastSuccessAt),
+		Tags: v.Tags, Weight: v.Weight, ExitIP: v.ExitIP, Anonymity: v.Anonymity,
 	}
+	if p.Tags == nil {
+		p.Tags = []string{}
+	}
+	if p.Weight == 0 {
+		p.Weight = 1
+	}
+	return p
 }
 
 func checkOf(c proxyhealth.CheckRecord) Check {
