@@ -66,6 +66,10 @@ type sourceFile struct {
 	checkSettings `yaml:",inline"`
 	Proxies       []lineString `yaml:"proxies"`
 	ProxyFiles    []string     `yaml:"proxy_files"`
+	// Tags are given to every proxy of the source; Weight is the weight of
+	// those whose list line gives none.
+	Tags   []string `yaml:"tags"`
+	Weight *float64 `yaml:"weight"`
 }
 
 // webhookFile is one webhook of the config file. The URL and the secret

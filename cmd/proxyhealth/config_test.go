@@ -392,3 +392,27 @@ func TestDefaultsAreTheEngines(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceTagsAndWeight: a source's tags and weight in the YAML reach the
+// engine's config; bad ones are named with FILE:LINE.
+func TestSourceTagsAndWeight(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "c.yaml", "sources:\n  - name: res\n    tags: [residential, de]\n    weight: 2.5\n    proxies: [\"10.0.0.1:3128\"]\n")
+	dc, err := loadArgs(t, nil, "--config", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := dc.engine.Sources[0]
+	if res.Name != "res" || strings.Join(res.Tags, ",") != "residential,de" || res.Weight != 2.5 {
+		t.Errorf("source %+v", res)
+	}
+	for body, want := range map[string]string{
+		"sources:\n  - name: res\n    weight: -1\n":       "c.yaml:3: sources[0].weight -1",
+		"sources:\n  - name: res\n    tags: [\"a,b\"]\n": "sources[0].tags[0]",
+	} {
+		cfg := writeFile(t, dir, "c.yaml", body)
+		if _, err := loadArgs(t, nil, "--config", cfg); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", body, err, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -297,6 +298,18 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 		sc, err := newSource(sf.Name, &own, label, where)
 		if err != nil {
 			return dc, err
+		}
+		sc.Tags = sf.Tags
+		for i, tag := range sf.Tags {
+			if strings.TrimSpace(tag) == "" || strings.ContainsAny(tag, ",") {
+				return dc, &configError{fc.where(fmt.Sprintf("%s.tags", label)), fmt.Sprintf("%s.tags[%d] %s: want a non-empty tag without ','", label, i, short(tag))}
+			}
+		}
+		if sf.Weight != nil {
+			if !(*sf.Weight > 0) || math.IsInf(*sf.Weight, 0) {
+				return dc, &configError{fc.where(label + ".weight"), fmt.Sprintf("%s.weight %v: want a positive number (the share under the weighted strategy; default 1)", label, *sf.Weight)}
+			}
+			sc.Weight = *sf.Weight
 		}
 		for j, p := range sf.Proxies {
 			if _, err := proxyhealth.ParseProxy(p.value); err != nil {
