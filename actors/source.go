@@ -102,6 +102,11 @@ func (s *sourceActor) Receive(ctx actor.Context) {
 			out.Results[i] = s.spawn(ctx, spec)
 		}
 		ctx.Respond(out)
+	case *SpawnRefresher:
+		spec := m.Spec
+		pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &refresher{env: s.env, spec: spec} },
+			actor.WithDispatcher(s.env.Dispatcher())), refresherName)
+		ctx.Respond(&Spawned{PID: pid, Err: err})
 	case *actor.Terminated:
 		if _, alive := ctx.ActorSystem().ProcessRegistry.GetLocal(m.Who.GetId()); alive {
 			return // a late notice about a previous actor of a re-added proxy
