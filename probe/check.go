@@ -46,6 +46,21 @@ type Result struct {
 	// canceled (not timed out); the result then says nothing about the
 	// proxy and Class is OTHER.
 	Canceled bool
+	// ExitIP is the proxy's exit address as Config.EchoURL saw it (the last
+	// entry of its "origin"), set only when the check passed and the echo
+	// answered well; else empty.
+	ExitIP string
+	// Anonymity is the proxy's anonymity level from the echo answer
+	// (TRANSPARENT, ANONYMOUS or ELITE); UNSPECIFIED without ExitIP, or
+	// when the echo answer has no headers object.
+	Anonymity pb.Anonymity
+	// Echo is the time the echo took (zero without one); it is not part of
+	// Total.
+	Echo time.Duration
+	// EchoMessage says why an attempted echo gave no ExitIP or only a
+	// partial answer (at most MaxMessageBytes, no credentials); empty
+	// when it worked or was not attempted.
+	EchoMessage string
 }
 
 // OK reports whether the check succeeded.
@@ -103,6 +118,8 @@ type Checker struct {
 	tlsTarget *tls.Config // for https targets
 
 	resolved atomic.Pointer[resolvedTarget]
+
+	echo *echoer // nil without Config.EchoURL
 }
 
 type resolvedTarget struct {
@@ -165,6 +182,11 @@ func NewChecker(cfg Config, opts ...Option) (*Checker, error) {
 	}
 	c.tlsTarget = c.tlsBase.Clone()
 	c.tlsTarget.ServerName = c.t.host
+	if c.cfg.EchoURL != "" {
+		if c.echo, err = newEchoer(c, cp, opts); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -179,6 +201,8 @@ type state struct {
 	rbuf     [readBufSize]byte
 	wbuf     []byte
 	body     []byte
+	// local is the local address of the last connection to a proxy.
+	local netip.Addr
 }
 
 var statePool = sync.Pool{New: func() any { return &state{wbuf: make([]byte, 0, 512)} }}
@@ -210,6 +234,8 @@ func failuref(class pb.FailureClass, format string, args ...any) *failure {
 // Check checks proxy once and returns the result; it never panics on
 // network input and always returns within the configured Timeout (or the
 // context's deadline, if earlier). Canceling ctx aborts the check at once.
+// With Config.EchoURL, a passed check is followed by the echo request,
+// within the same deadline.
 func (c *Checker) Check(ctx context.Context, proxy ProxyURL) Result {
 	start := time.Now()
 	if proxy.IsZero() {
@@ -219,11 +245,28 @@ func (c *Checker) Check(ctx context.Context, proxy ProxyURL) Result {
 		return c.finish(ctx, proxy, start, Result{}, &failure{class: pb.FailureClass_FAILURE_CLASS_OTHER, msg: "context done before the check"})
 	}
 	deadline := start.Add(c.cfg.Timeout)
-	dctx := ctx
-	cancel := context.CancelFunc(nil)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
-	} else {
+	}
+	st := getState()
+	defer putState(st)
+	var r Result
+	f := c.attempt(ctx, st, proxy, start, deadline, &r)
+	r = c.finish(ctx, proxy, start, r, f)
+	if c.echo != nil && r.OK() {
+		c.echo.run(ctx, st, proxy, deadline, &r)
+	}
+	return r
+}
+
+// attempt dials the proxy and, unless the mode is ModeTCPConnect, runs the
+// exchange on the connection, which it closes before returning.
+func (c *Checker) attempt(ctx context.Context, st *state, proxy ProxyURL, start, deadline time.Time, r *Result) *failure {
+	st.rd = reader{buf: st.rbuf[:]}
+	st.local = netip.Addr{}
+	dctx := ctx
+	cancel := context.CancelFunc(nil)
+	if d, ok := ctx.Deadline(); !ok || !d.Equal(deadline) {
 		dctx, cancel = context.WithDeadline(ctx, deadline)
 	}
 	raw, err := c.dial(dctx, "tcp", proxy.hostPort)
@@ -231,23 +274,23 @@ func (c *Checker) Check(ctx context.Context, proxy ProxyURL) Result {
 		cancel()
 	}
 	if err != nil {
-		return c.finish(ctx, proxy, start, Result{}, netFailure("connect to proxy", err))
+		return netFailure("connect to proxy", err)
 	}
 	defer raw.Close()
 	if c.cfg.Mode == ModeTCPConnect {
-		return c.finish(ctx, proxy, start, Result{Connect: time.Since(start)}, nil)
+		r.Connect = time.Since(start)
+		return nil
+	}
+	if ta, ok := raw.LocalAddr().(*net.TCPAddr); ok {
+		st.local = ta.AddrPort().Addr().Unmap()
 	}
 	_ = raw.SetDeadline(deadline)
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() { raw.Close() })
 		defer stop()
 	}
-	st := getState()
-	defer putState(st)
 	st.deadline = deadline
-	var r Result
-	f := c.exchange(ctx, st, raw, proxy, start, &r)
-	return c.finish(ctx, proxy, start, r, f)
+	return c.exchange(ctx, st, raw, proxy, start, r)
 }
 
 // finish fills Total, applies the latency ceiling and turns f into the

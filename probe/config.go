@@ -146,6 +146,14 @@ type Config struct {
 	ReuseConnections bool
 	// Mode selects the kind of check. Default ModeAuto.
 	Mode Mode
+	// EchoURL, if set, is an echo target (http or https, no credentials or
+	// fragment) answering like httpbin's /get: {"origin": "IP", "headers":
+	// {...}}. After a check passes, the checker GETs EchoURL through the
+	// same proxy on a second connection, within what is left of the
+	// check's Timeout, and fills Result.ExitIP and Result.Anonymity. The
+	// echo never changes the check's verdict or timings. Empty (the
+	// default) means no echo. Requires ModeAuto. See the package doc.
+	EchoURL string
 	// TLSConfig is the base TLS configuration used both to verify https
 	// targets and to reach https:// (TLS-wrapped) proxies; ServerName is set
 	// per connection. Nil means the system roots. Tests set RootCAs (or, for
@@ -260,6 +268,18 @@ func (c Config) compile() (*compiled, error) {
 	}
 	if c.Mode != ModeAuto && c.Mode != ModeTCPConnect {
 		return nil, bad("Mode", c.Mode, "want ModeAuto or ModeTCPConnect")
+	}
+	if c.EchoURL != "" {
+		shown := c.EchoURL
+		if u, err := url.Parse(c.EchoURL); err == nil {
+			shown = u.Redacted()
+		}
+		if _, err := parseTarget(c.EchoURL); err != nil {
+			return nil, bad("EchoURL", strconv.Quote(shown), err.Error())
+		}
+		if c.Mode != ModeAuto {
+			return nil, bad("EchoURL", strconv.Quote(shown), "needs Mode auto (a tcp-connect check sends no request); remove EchoURL or the Mode")
+		}
 	}
 	return out, nil
 }
