@@ -198,6 +198,15 @@ func benchPick(b *testing.B, which []string) {
 					p := cachedPool(b, n)
 					req := v.req
 					req.Strategy = s
+					if s == rotation.Sticky {
+						// The steady state: the first sticky pick asked
+						// for the group's ring, a Publish built it.
+						req.Key = "warm-up"
+						if _, err := p.Pick(req); err != nil {
+							b.Fatal(err)
+						}
+						p.Publish()
+					}
 					keys := make([]string, 1024)
 					for i := range keys {
 						keys[i] = fmt.Sprint("session-", i)
@@ -255,6 +264,12 @@ func BenchmarkPickParallel(b *testing.B) {
 		for _, n := range sizes {
 			b.Run(fmt.Sprintf("%s/n=%d", s, n), func(b *testing.B) {
 				p := cachedPool(b, n)
+				if s == rotation.Sticky { // the ring, as in BenchmarkPick
+					if _, err := p.Pick(rotation.Request{Strategy: s, Key: "warm-up"}); err != nil {
+						b.Fatal(err)
+					}
+					p.Publish()
+				}
 				var ctr atomic.Int64
 				b.ReportAllocs()
 				b.ResetTimer()
@@ -336,28 +351,83 @@ func BenchmarkPublish(b *testing.B) {
 
 // BenchmarkMemoryPerProxy reports the heap a pool holds per member (each
 // member on 5 groups: the pool, a source, a scheme and two tags), the
-// Members themselves included.
+// Members themselves included (their strings are the caller's, shared;
+// the picker clones the Tags slice). sticky=none: no sticky pick, so no
+// ring; sticky=all: sticky picks on the whole pool (one ring); sticky=every:
+// sticky picks filtered by each source, scheme and tag too (every group a
+// ring, the most a pool can hold).
 func BenchmarkMemoryPerProxy(b *testing.B) {
-	for _, n := range sizes {
-		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
-			members := make([]rotation.Member, n)
-			for i := range members {
-				members[i] = bigMember(i)
-			}
-			for b.Loop() {
-				var m0, m1 runtime.MemStats
-				runtime.GC()
-				runtime.ReadMemStats(&m0)
-				p := newPool(b, rotation.DefaultOptions())
-				for i, m := range members {
-					p.Set(m, bigStatus(i, 0))
+	for _, sticky := range []string{"none", "all", "every"} {
+		for _, n := range sizes {
+			b.Run(fmt.Sprintf("sticky=%s/n=%d", sticky, n), func(b *testing.B) {
+				members := make([]rotation.Member, n)
+				for i := range members {
+					members[i] = bigMember(i)
 				}
-				p.Publish()
-				runtime.GC()
-				runtime.ReadMemStats(&m1)
-				b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/float64(n), "B/proxy")
-				runtime.KeepAlive(p)
-			}
-		})
+				for b.Loop() {
+					b.ReportMetric(float64(poolHeap(b, members, sticky))/float64(n), "B/proxy")
+				}
+			})
+		}
+	}
+}
+
+// poolHeap builds a pool of members, makes the sticky picks the variant
+// says and publishes; it returns the heap the pool holds.
+func poolHeap(tb testing.TB, members []rotation.Member, sticky string) uint64 {
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	p := newPool(tb, rotation.DefaultOptions())
+	for i, m := range members {
+		p.Set(m, bigStatus(i, 0))
+	}
+	p.Publish()
+	var reqs []rotation.Request
+	switch sticky {
+	case "all":
+		reqs = []rotation.Request{{}}
+	case "every":
+		reqs = []rotation.Request{{}, {Scheme: "http"}, {Scheme: "socks5"}}
+		for i := range 10 {
+			reqs = append(reqs, rotation.Request{Source: fmt.Sprint("src", i)})
+		}
+		for i := range 27 {
+			reqs = append(reqs, rotation.Request{Tag: fmt.Sprint("t", i)})
+		}
+	}
+	for _, req := range reqs {
+		req.Strategy, req.Key = rotation.Sticky, "k"
+		if _, err := p.Pick(req); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	p.Publish()
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	runtime.KeepAlive(p)
+	return m1.HeapAlloc - m0.HeapAlloc
+}
+
+// Without sticky picks a pool holds no consistent-hash ring: under 1,000 B
+// per member at 10,000 members (with a ring on each of its 5 groups, 16
+// points each, a member cost about 1,850 B), and a sticky pick on the
+// whole pool adds one ring only (16 points × 16 B).
+func TestPoolMemoryWithoutStickyPicks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a pool of 10,000")
+	}
+	members := make([]rotation.Member, 10000)
+	for i := range members {
+		members[i] = bigMember(i)
+	}
+	none := float64(poolHeap(t, members, "none")) / float64(len(members))
+	all := float64(poolHeap(t, members, "all")) / float64(len(members))
+	t.Logf("%.0f B per member without sticky picks, %.0f with sticky picks on the whole pool", none, all)
+	if none > 1000 {
+		t.Errorf("a pool without sticky picks holds %.0f B per member, want < 1000", none)
+	}
+	if ring := 16 * 16.0; all-none > 1.5*ring {
+		t.Errorf("sticky picks on the whole pool cost %.0f B per member more, want about %.0f (one ring)", all-none, ring)
 	}
 }

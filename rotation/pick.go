@@ -66,6 +66,12 @@ func (p *Pool) PickN(req Request, dst []Pick) (int, error) {
 	if !ok {
 		return 0, ErrNoProxy
 	}
+	if strat == Sticky && v.g.ringH == nil && !v.g.sh.wantRing.Load() {
+		// The next Publish builds this group's ring; until then sticky
+		// picks scan (stickyScan).
+		v.g.sh.wantRing.Store(true)
+		p.ringWanted.Store(true)
+	}
 	n := 0
 	for n < len(dst) {
 		sk := skip{exclude: req.Exclude, chosen: dst[:n]}
@@ -121,6 +127,7 @@ func (f *filter) matches(s *slot) bool {
 type view struct {
 	g     *group
 	st    *groupStats
+	reps  int // ring points per member (stickyScan)
 	f     filter
 	panic bool
 	cut   rankKey
@@ -160,7 +167,7 @@ func newView(sn *snapshot, want filter, scratch **[]ranked) (v view, _ bool) {
 		nf++
 	}
 	st := g.stats.Load()
-	v.g, v.st, v.list = g, st, g.usable
+	v.g, v.st, v.list, v.reps = g, st, g.usable, sn.replicas
 	if nf <= 1 {
 		v.panic = g.panic
 		if g.panic {
@@ -243,7 +250,7 @@ func (v *view) roundRobin(sk *skip) *slot {
 		return v.random(sk)
 	}
 	n := uint64(len(v.list))
-	start := v.g.rr.Add(1) - 1
+	start := v.g.sh.rr.Add(1) - 1
 	for i := range n {
 		if s := v.list[(start+i)%n]; v.ok(s, sk) {
 			return s
@@ -335,9 +342,14 @@ func (v *view) weighted(sk *skip) *slot {
 // sticky walks the group's ring clockwise from the key's hash to the first
 // member that may be handed out. The ring holds every member of the group,
 // usable or not, so a member turning unusable hands only its own keys to
-// the next ones, and gets them back when it returns.
+// the next ones, and gets them back when it returns. A group has no ring
+// until a Publish after its first sticky pick: until then stickyScan finds
+// the same member without one.
 func (v *view) sticky(key string, sk *skip) *slot {
 	hs, ss := v.g.ringH, v.g.ringS
+	if hs == nil {
+		return v.stickyScan(key, sk)
+	}
 	n := len(hs)
 	if n == 0 {
 		return nil
@@ -349,4 +361,31 @@ func (v *view) sticky(key string, sk *skip) *slot {
 		}
 	}
 	return nil
+}
+
+// stickyScan is sticky without a ring: it computes the ring points of every
+// member that may be handed out and returns the owner of the first point
+// clockwise from the key's hash, that is the one at the smallest distance
+// (point − hash, modulo 2⁶⁴), ties going to the lower ID as on the ring
+// (comparePoints). That is the member the ring walk finds, since the walk
+// passes over exactly the members that may not be handed out. O(members ×
+// replicas): it serves a group's sticky picks only until the next Publish
+// builds the group's ring.
+func (v *view) stickyScan(key string, sk *skip) *slot {
+	h := hashString(key)
+	var best *slot
+	var bestD uint64
+	for _, s := range v.g.members {
+		if !v.handOut(s) || !v.f.matches(s) || !sk.allows(s) {
+			continue
+		}
+		base := hashString(s.m.ID)
+		for i := range v.reps {
+			d := pointHash(base, i) - h
+			if best == nil || d < bestD || d == bestD && s.m.ID < best.m.ID {
+				best, bestD = s, d
+			}
+		}
+	}
+	return best
 }

@@ -65,13 +65,22 @@ type group struct {
 	members []*slot // every member, paused ones included
 	usable  []*slot
 	// ring is the consistent-hash ring over members: hashes sorted, with
-	// the owner of each point.
+	// the owner of each point. Built only for groups a sticky pick asked
+	// for (shared.wantRing), at the next Publish; nil until then, and
+	// sticky picks use stickyScan, which picks the same member.
 	ringH []uint64
 	ringS []*slot
 	cands int // members not paused
 	panic bool
-	rr    *atomic.Uint64
+	sh    *shared
 	stats atomic.Pointer[groupStats]
+}
+
+// shared is what pickers write: it outlives each Publish's group.
+type shared struct {
+	rr       atomic.Uint64 // round-robin cursor
+	wantRing atomic.Bool   // a sticky pick found no ring
+	_        [48]byte      // keep groups' cursors off each other's cache line
 }
 
 // groupStats is what a group derives from its members' statistics.
@@ -96,7 +105,7 @@ type wgroup struct {
 	gone       []*slot // members that left since the last rebuild
 	dirty      bool    // needs a rebuild
 	stale      bool    // needs a statistics refresh
-	rr         atomic.Uint64
+	sh         shared
 }
 
 // snapshot is what pickers read: immutable, swapped atomically.
@@ -107,6 +116,7 @@ type snapshot struct {
 	byTag    map[string]*group
 	thr      float64
 	def      Strategy
+	replicas int
 }
 
 const (
@@ -135,6 +145,9 @@ type Pool struct {
 	opt      Options
 	replicas int
 	snap     atomic.Pointer[snapshot]
+	// ringWanted: a sticky pick set some group's wantRing since the last
+	// Publish looked.
+	ringWanted atomic.Bool
 
 	mu          sync.Mutex // the writer's; held by Set, Remove, Publish
 	slots       map[string]*slot
@@ -160,8 +173,7 @@ func NewPool(opt Options) (*Pool, error) {
 	if p.replicas == 0 {
 		p.replicas = DefaultStickyReplicas
 	}
-	p.snap.Store(&snapshot{all: &group{rr: new(atomic.Uint64)}, thr: opt.PanicThreshold, def: opt.Strategy})
-	p.snap.Load().all.stats.Store(&groupStats{})
+	p.snap.Store(&snapshot{all: emptyGroup(), thr: opt.PanicThreshold, def: opt.Strategy, replicas: p.replicas})
 	return p, nil
 }
 
@@ -318,7 +330,8 @@ func (p *Pool) Publish() (panicChanged bool) {
 			refresh = true
 		}
 	}
-	if len(p.pending) == 0 && !refresh {
+	rings := p.ringWanted.Swap(false)
+	if len(p.pending) == 0 && !refresh && !rings {
 		return false
 	}
 	if refresh {
@@ -363,10 +376,15 @@ func (p *Pool) Publish() (panicChanged bool) {
 			g.rebuild(p)
 			if len(g.cur.members) == 0 {
 				delete(p.groups, id)
+				continue
 			}
 		} else if g.stale {
 			g.stale = false
 			g.cur.stats.Store(p.computeStats(g.cur))
+		}
+		if rings && g.cur.ringH == nil && g.sh.wantRing.Load() {
+			g.addRing(p)
+			structural = true
 		}
 	}
 	if structural {
@@ -386,6 +404,7 @@ func (p *Pool) buildSnapshot() {
 		byTag:    map[string]*group{},
 		thr:      p.opt.PanicThreshold,
 		def:      p.opt.Strategy,
+		replicas: p.replicas,
 	}
 	for id, g := range p.groups {
 		switch id.kind {
@@ -400,10 +419,25 @@ func (p *Pool) buildSnapshot() {
 		}
 	}
 	if sn.all == nil {
-		sn.all = &group{rr: new(atomic.Uint64)}
-		sn.all.stats.Store(&groupStats{})
+		sn.all = emptyGroup()
 	}
 	p.snap.Store(sn)
+}
+
+func emptyGroup() *group {
+	g := &group{sh: new(shared)}
+	g.stats.Store(&groupStats{})
+	return g
+}
+
+// addRing replaces g's group with one that has a ring (a sticky pick asked
+// for it). The group is otherwise the same, its statistics included.
+func (g *wgroup) addRing(p *Pool) {
+	old := g.cur
+	ng := &group{members: old.members, usable: old.usable, cands: old.cands, panic: old.panic, sh: old.sh}
+	ng.ringH, ng.ringS = p.mergeRing(&group{}, old.members, nil)
+	ng.stats.Store(old.stats.Load())
+	g.cur = ng
 }
 
 // rebuild makes g a new immutable group from the members' classes: the
@@ -414,7 +448,7 @@ func (g *wgroup) rebuild(p *Pool) {
 	if old == nil {
 		old = &group{}
 	}
-	ng := &group{rr: &g.rr}
+	ng := &group{sh: &g.sh}
 	if len(g.added) > 0 || len(g.gone) > 0 {
 		ng.members = make([]*slot, 0, len(old.members)+len(g.added))
 		for _, s := range old.members {
@@ -423,7 +457,9 @@ func (g *wgroup) rebuild(p *Pool) {
 			}
 		}
 		ng.members = append(ng.members, g.added...)
-		ng.ringH, ng.ringS = p.mergeRing(old, g.added, g.gone)
+		if old.ringH != nil { // rings are kept up to date once built
+			ng.ringH, ng.ringS = p.mergeRing(old, g.added, g.gone)
+		}
 	} else {
 		ng.members, ng.ringH, ng.ringS = old.members, old.ringH, old.ringS
 	}

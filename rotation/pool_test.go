@@ -294,6 +294,7 @@ func TestStickyKeepsKeys(t *testing.T) {
 	}
 	p.Publish()
 	owners := map[string]bool{}
+	firsts := map[string]string{}
 	for k := range 500 {
 		req := rotation.Request{Strategy: rotation.Sticky, Key: fmt.Sprint("user-", k)}
 		first, err := p.Pick(req)
@@ -306,9 +307,19 @@ func TestStickyKeepsKeys(t *testing.T) {
 			}
 		}
 		owners[first.ID] = true
+		firsts[req.Key] = first.ID
 	}
 	if len(owners) < 40 {
 		t.Errorf("500 keys went to only %d of 50 proxies", len(owners))
+	}
+	// Those picks were made before the pool had a ring (the first sticky
+	// pick asks for one, the next Publish builds it): with the ring, every
+	// key stays where it was.
+	p.Publish()
+	for key, was := range firsts {
+		if pk, err := p.Pick(rotation.Request{Strategy: rotation.Sticky, Key: key}); err != nil || pk.ID != was {
+			t.Fatalf("key %s: %s before the ring, %s %v with it", key, was, pk.ID, err)
+		}
 	}
 }
 
