@@ -35,7 +35,7 @@ type slot struct {
 	ls    atomic.Int64  // LastSuccess (live)
 
 	// Writer only.
-	st        Status
+	st        health // of the last Set
 	pubClass  uint32 // class in the current snapshot
 	published bool   // on its groups in the current snapshot
 	removed   bool
@@ -43,6 +43,15 @@ type slot struct {
 	dirty     bool // in Pool.dirty (statistics)
 	groups    []*wgroup
 }
+
+// health is what the writer keeps of a Status (the statistics live in the
+// slot's atomics).
+type health struct {
+	state           State
+	paused, ejected bool
+}
+
+func healthOf(st Status) health { return health{st.State, st.Paused, st.Ejected} }
 
 // rankKey orders members for panic mode: fewest consecutive failures
 // first, then the most recent success.
@@ -192,15 +201,15 @@ func (p *Pool) Options() Options { return p.opt }
 // included.
 func (p *Pool) Len() int { return len(p.snap.Load().all.members) }
 
-func (p *Pool) classOf(st Status) uint32 {
+func (p *Pool) classOf(st health) uint32 {
 	switch {
-	case st.Paused:
+	case st.paused:
 		return clsPaused
-	case st.State == StateFailed:
+	case st.state == StateFailed:
 		return clsFailed
-	case st.Ejected:
+	case st.ejected:
 		return clsEligible
-	case st.State == StateHealthy, st.State == StateDegraded && p.opt.IncludeDegraded:
+	case st.state == StateHealthy, st.state == StateDegraded && p.opt.IncludeDegraded:
 		return clsUsable
 	}
 	return clsEligible
@@ -246,7 +255,9 @@ func (p *Pool) Set(m Member, st Status) {
 		s = &slot{m: m, pubClass: clsRemoved}
 		s.class.Store(clsRemoved)
 		p.slots[m.ID] = s
-		for _, id := range memberGroups(m) {
+		ids := memberGroups(m)
+		s.groups = make([]*wgroup, 0, len(ids))
+		for _, id := range ids {
 			g := p.groups[id]
 			if g == nil {
 				g = &wgroup{kind: id.kind, name: id.name}
@@ -255,13 +266,13 @@ func (p *Pool) Set(m Member, st Status) {
 			s.groups = append(s.groups, g)
 		}
 	}
-	s.st = st
+	s.st = healthOf(st)
 	s.ewma.Store(int64(st.LatencyEWMA))
 	s.rate.Store(math.Float64bits(st.SuccessRate))
 	s.check.Store(st.Checks)
 	s.cf.Store(st.ConsecutiveFailures)
 	s.ls.Store(st.LastSuccess)
-	if !s.published || p.classOf(st) != s.pubClass || State(s.state.Load()) != st.State {
+	if !s.published || p.classOf(s.st) != s.pubClass || State(s.state.Load()) != st.State {
 		p.markPending(s)
 	}
 	if !s.dirty {
@@ -341,7 +352,7 @@ func (p *Pool) Publish() (panicChanged bool) {
 				g.stale = true
 			}
 		}
-		p.dirty = p.dirty[:0]
+		p.dirty = trim(p.dirty)
 		if !now.IsZero() {
 			p.lastRefresh = now
 		}
@@ -354,7 +365,7 @@ func (p *Pool) Publish() (panicChanged bool) {
 			cls = p.classOf(s.st)
 		}
 		s.class.Store(cls)
-		s.state.Store(uint32(s.st.State))
+		s.state.Store(uint32(s.st.state))
 		if cls == s.pubClass && s.published {
 			continue
 		}
@@ -370,7 +381,7 @@ func (p *Pool) Publish() (panicChanged bool) {
 		s.pubClass = cls
 		s.published = !s.removed
 	}
-	p.pending = p.pending[:0]
+	p.pending = trim(p.pending)
 	for id, g := range p.groups {
 		if g.dirty {
 			g.rebuild(p)
@@ -480,10 +491,22 @@ func (g *wgroup) rebuild(p *Pool) {
 	}
 	ng.panic = inPanic(len(ng.usable), ng.cands, p.opt.PanicThreshold)
 	ng.stats.Store(p.computeStats(ng))
-	clear(g.added)
-	clear(g.gone)
-	g.added, g.gone, g.dirty, g.stale = g.added[:0], g.gone[:0], false, false
+	g.added, g.gone, g.dirty, g.stale = trim(g.added), trim(g.gone), false, false
 	g.cur = ng
+}
+
+// keepScratch is the capacity up to which a writer's work list is kept
+// for the next Publish: a larger one (a pool's first Publish, a large
+// addition) is dropped rather than held for good.
+const keepScratch = 1024
+
+// trim empties a work list of slots for reuse, or drops it when large.
+func trim[T any](l []*T) []*T {
+	if cap(l) > keepScratch {
+		return nil
+	}
+	clear(l)
+	return l[:0]
 }
 
 func inPanic(usable, cands int, thr float64) bool {
