@@ -65,6 +65,49 @@
 // tests pass a config with the test CA in RootCAs. A small client session
 // cache is added so repeated checks of the same target can resume sessions.
 //
+// # Exit IP and anonymity (Config.EchoURL)
+//
+// With Config.EchoURL set (an httpbin-like /get: {"origin": "IP[, IP...]",
+// "headers": {"Name": "value" or ["value", ...]}}), a check that passed
+// (not TOO_SLOW, not failed) is followed by "GET EchoURL" through the same
+// proxy on a second connection (the check's is closed first), in the same
+// protocol path as a check of that URL, within what is left of the check's
+// deadline. It sends only Host, the User-Agent, "Accept:
+// application/json" and "Connection: close" (not Config.Headers, which are
+// meant for the target). Up to MaxBodyBytes of the answer are parsed;
+// anything else (not JSON, no origin, an origin entry that is not an IP,
+// headers of the wrong shape, a truncated body, a non-2xx status, a
+// timeout, a reset) leaves ExitIP empty, says why in Result.EchoMessage
+// and never changes the check's class, Message or timings: the echo's
+// time is Result.Echo, outside Total and the latency ceiling.
+//
+// Result.ExitIP is the origin's last entry (httpbin lists the
+// X-Forwarded-For chain first and its peer, the exit, last). The checker's
+// own addresses are the origin of a direct (no proxy) GET of EchoURL,
+// shared by all checks of a Checker, refreshed every OwnIPRefresh (one
+// check fetches, the others use the last known value, or wait for the
+// first fetch within their deadline; a failure is retried after
+// OwnIPRetry), plus the local address of the echo's connection to the
+// proxy (what a proxy on the same network sees). Result.Anonymity:
+//
+//	TRANSPARENT  an own address appears in the origin or in any header value
+//	             (tokens that parse as IP or IP:port; the headers the echo
+//	             request sent itself are skipped)
+//	ANONYMOUS    the origin lists more than one address, or a proxy header is
+//	             present: Via, Proxy-Connection, X-Proxy-Id, X-Bluecoat-Via, or an
+//	             address header (X-Forwarded-For, Forwarded, X-Real-Ip, Client-Ip,
+//	             True-Client-Ip, ...) naming something other than the exit
+//	             (an echo's own front end records its peer, the exit, there)
+//	ELITE        neither
+//	UNSPECIFIED  no ExitIP, or the answer has no "headers" object
+//
+// When the own address is unknown (the direct GET failed), only the local
+// address can reveal a transparent proxy; the others are judged anonymous
+// or elite and EchoMessage says so. Through CONNECT and SOCKS tunnels a
+// real proxy cannot add headers, so use an http:// EchoURL to judge HTTP
+// proxies' headers. An echo that adds proxy headers of its own makes every
+// proxy look anonymous: a direct request to it should show none.
+//
 // # Latency
 //
 // Result.Connect covers the dial and all handshakes up to the point where
