@@ -155,6 +155,9 @@ type SourceConfig struct {
 	// Entries are more proxies, each with its own tags and weight (a
 	// proxy list's " #tags=a,b weight=2").
 	Entries []ProxyEntry
+	// List, if set, is a proxy list (a URL or a file) the source also
+	// takes its proxies from, refreshed on its own schedule.
+	List SourceList
 	// Tags are given to every proxy of the source (besides an entry's
 	// own); Weight is the weight of the proxies that have none (0: unset,
 	// counts as 1). Tags filter /v1/proxies, the picker and status; the
@@ -245,6 +248,7 @@ func (s SourceConfig) withDefaults() SourceConfig {
 		s.Health.MaxEjectionTime = max(events.DefaultConfig().MaxEjectionTime, s.Health.EjectionTime)
 	}
 	s.Probe = s.Probe.WithDefaults()
+	s.List = s.List.withDefaults()
 	return s
 }
 
@@ -349,5 +353,5 @@ func (s SourceConfig) validate() error {
 	if !(s.Weight >= 0) || math.IsInf(s.Weight, 0) {
 		return fmt.Errorf("%w: source %q: weight %v; want a positive number (0: unset)", ErrBadConfig, s.Name, s.Weight)
 	}
-	return nil
+	return s.List.validate(s.Name)
 }

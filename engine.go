@@ -45,6 +45,9 @@ type Engine struct {
 	proj    *projected
 	rot     *rotator
 	jhealth journalHealth
+	// reconfMu serializes source reconfigurations (reloads, list
+	// refreshes).
+	reconfMu sync.Mutex
 	// hostSystem: sys is the host application's (Config.ActorSystem); the
 	// engine's actors are named with actorPrefix and Close stops only them.
 	hostSystem  bool
@@ -57,7 +60,11 @@ type Engine struct {
 }
 
 type source struct {
-	cfg       SourceConfig
+	cfg SourceConfig
+	// list is the source's proxy list (nil without one) and refresher the
+	// actor that refreshes it.
+	list      *listState
+	refresher *actor.PID
 	checker   *probe.Checker
 	pid       *actor.PID
 	version   int
@@ -219,10 +226,27 @@ func (e *Engine) AddSource(ctx context.Context, sc SourceConfig) error {
 		return fmt.Errorf("proxyhealth: start source %q: %w", sc.Name, err)
 	}
 	src := &source{cfg: sc, checker: checker, pid: pid, version: 1, configRef: sc.Name + "@v1"}
+	if sc.List.set() {
+		src.list = newListState(sc.List)
+	}
 	e.sources[sc.Name] = src
 	e.mu.Unlock()
-	_, err = e.addProxies(ctx, sc.Name, sc.entries(), pb.ProxyOrigin_PROXY_ORIGIN_CONFIG)
+	if src.list != nil {
+		e.loadList(sc.Name, src.list)
+	}
+	_, err = e.addProxies(ctx, sc.Name, append(sc.entries(), src.listProxies()...), pb.ProxyOrigin_PROXY_ORIGIN_CONFIG)
+	if src.list != nil {
+		err = errors.Join(err, e.startList(ctx, src))
+	}
 	return err
+}
+
+// listProxies returns the proxies of the source's list (none without one).
+func (s *source) listProxies() []ProxyEntry {
+	if s.list == nil {
+		return nil
+	}
+	return s.list.proxies()
 }
 
 // AddProxy adds a proxy to a source ("" means "default") and returns its
@@ -413,19 +437,44 @@ func (e *Engine) spec(src *source, p *proxy) actors.ProxySpec {
 // reload) and adds/removes proxies so that the source holds exactly
 // sc.Proxies. Proxies keep their state; new thresholds apply at once.
 func (e *Engine) ReconfigureSource(ctx context.Context, sc SourceConfig) error {
+	e.reconfMu.Lock()
+	cur, startList, err := e.reconfigure(ctx, sc)
+	e.reconfMu.Unlock()
+	if startList {
+		err = errors.Join(err, e.startList(ctx, cur))
+	}
+	return err
+}
+
+// reconfigure is ReconfigureSource, with e.reconfMu held; startList says
+// that the source got a list whose refresher must start.
+func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source, startList bool, err error) {
 	sc = sc.withDefaults()
 	if err := sc.validate(); err != nil {
-		return err
+		return cur, startList, err
 	}
 	checker, err := probe.NewChecker(sc.Probe, e.cfg.ProbeOptions...)
 	if err != nil {
-		return fmt.Errorf("%w: source %q: %w", ErrBadConfig, sc.Name, err)
+		return cur, startList, fmt.Errorf("%w: source %q: %w", ErrBadConfig, sc.Name, err)
+	}
+	e.mu.Lock()
+	cur, ok := e.sources[sc.Name]
+	e.mu.Unlock()
+	if !ok {
+		return cur, startList, fmt.Errorf("%w: %q", ErrUnknownSource, sc.Name)
+	}
+	if cur.list != nil && !sameList(cur.list.cfg, sc.List) {
+		e.stopList(cur) // another list, or none: the new one starts afresh
+	}
+	if cur.list == nil && sc.List.set() {
+		cur.list, startList = newListState(sc.List), true
+		e.loadList(sc.Name, cur.list)
 	}
 	want := map[string]ProxyEntry{}
-	for i, pe := range sc.entries() {
+	for i, pe := range append(sc.entries(), cur.listProxies()...) {
 		u, err := probe.ParseProxyURL(pe.URL)
 		if err != nil {
-			return fmt.Errorf("%w: source %q proxies[%d]: %w", ErrBadConfig, sc.Name, i, err)
+			return cur, startList, fmt.Errorf("%w: source %q proxies[%d]: %w", ErrBadConfig, sc.Name, i, err)
 		}
 		want[u.ID()] = pe
 	}
@@ -433,7 +482,11 @@ func (e *Engine) ReconfigureSource(ctx context.Context, sc SourceConfig) error {
 	src, ok := e.sources[sc.Name]
 	if !ok {
 		e.mu.Unlock()
-		return fmt.Errorf("%w: %q", ErrUnknownSource, sc.Name)
+		return cur, startList, fmt.Errorf("%w: %q", ErrUnknownSource, sc.Name)
+	}
+	if src != cur {
+		e.mu.Unlock()
+		return cur, startList, fmt.Errorf("%w: %q was replaced while being reconfigured", ErrUnknownSource, sc.Name)
 	}
 	src.cfg, src.checker = sc, checker
 	src.version++
@@ -487,7 +540,7 @@ func (e *Engine) ReconfigureSource(ctx context.Context, sc SourceConfig) error {
 		_, err := e.addProxies(ctx, sc.Name, add, pb.ProxyOrigin_PROXY_ORIGIN_CONFIG)
 		errs = append(errs, err)
 	}
-	return errors.Join(errs...)
+	return cur, startList, errors.Join(errs...)
 }
 
 // RemoveProxy journals the proxy's removal and stops its actor.

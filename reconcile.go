@@ -67,10 +67,29 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 		}
 	}
 	oldSettings := map[string]SourceConfig{}
+	var withList []*source // sources with a list
 	for name, s := range e.sources {
 		oldSettings[name] = s.cfg
+		if s.list != nil {
+			withList = append(withList, s)
+		}
 	}
 	e.mu.Unlock()
+	// A list's proxies stay while its source keeps that list; a source that
+	// loses its list (or is gone) stops refreshing it.
+	for _, s := range withList {
+		if sc, ok := byName[s.cfg.Name]; ok && sameList(s.list.cfg, sc.List) {
+			for _, pe := range s.list.proxies() {
+				if id, err := ResolveProxyID(pe.URL); err == nil {
+					wanted[id] = want{s.cfg.Name, pe.URL}
+				}
+			}
+			continue
+		}
+		e.reconfMu.Lock()
+		e.stopList(s)
+		e.reconfMu.Unlock()
+	}
 
 	// The run-time proxies that stay: their source is still configured (or
 	// is the default source) and the configuration does not list them.

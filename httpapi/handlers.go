@@ -276,3 +276,24 @@ func sourceCheck(src string) commandTarget {
 func validAnonymity(name string) bool {
 	return name == "transparent" || name == "anonymous" || name == "elite"
 }
+
+// confirmSource applies the list a source holds because it shrank by more
+// than its shrink guard (GET /v1/pool shows held_list).
+func (s *Server) confirmSource(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := s.eng.ConfirmSource(r.Context(), name); err != nil {
+		s.engineError(w, r, err, commandTarget{check: "GET /v1/pool (sources." + name + ".held_list)"})
+		return
+	}
+	writeJSON(w, http.StatusOK, ActionResponse{Status: "confirmed", Source: name})
+}
+
+// refreshSource reads a source's list now and answers once it is applied.
+func (s *Server) refreshSource(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := s.eng.RefreshSource(r.Context(), name); err != nil {
+		s.engineError(w, r, err, commandTarget{check: "GET /v1/pool (sources." + name + ".last_refresh)"})
+		return
+	}
+	writeJSON(w, http.StatusOK, ActionResponse{Status: "refreshed", Source: name})
+}

@@ -69,9 +69,15 @@ func (f *fakeEngine) AddProxy(_ context.Context, source, raw string) (string, er
 	return "0123456789abcdef", f.record("add " + source + " " + raw)
 }
 func (f *fakeEngine) RemoveProxy(_ context.Context, id string) error { return f.record("remove " + id) }
-func (f *fakeEngine) Revive(_ context.Context, id string) error      { return f.record("revive " + id) }
-func (f *fakeEngine) Pause(_ context.Context, src string) error      { return f.record("pause " + src) }
-func (f *fakeEngine) Resume(_ context.Context, src string) error     { return f.record("resume " + src) }
+func (f *fakeEngine) ConfirmSource(_ context.Context, name string) error {
+	return f.record("confirm " + name)
+}
+func (f *fakeEngine) RefreshSource(_ context.Context, name string) error {
+	return f.record("refresh " + name)
+}
+func (f *fakeEngine) Revive(_ context.Context, id string) error  { return f.record("revive " + id) }
+func (f *fakeEngine) Pause(_ context.Context, src string) error  { return f.record("pause " + src) }
+func (f *fakeEngine) Resume(_ context.Context, src string) error { return f.record("resume " + src) }
 
 // JournalHead, Tail and CheckHistory read the fake's journal.
 func (f *fakeEngine) JournalHead() uint64                { return f.j.Head() }

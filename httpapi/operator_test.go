@@ -32,7 +32,8 @@ var everyEndpoint = []struct{ method, path string }{
 	{"GET", "/v1/proxies"}, {"GET", "/v1/proxies/{id}"}, {"GET", "/v1/proxies/{id}/story"}, {"POST", "/v1/proxies"}, {"DELETE", "/v1/proxies/{id}"},
 	{"POST", "/v1/proxies/{id}/revive"}, {"POST", "/v1/proxies/{id}/pause"}, {"POST", "/v1/proxies/{id}/resume"},
 	{"POST", "/v1/proxies/{id}/outcome"}, {"GET", "/v1/pick"}, {"GET", "/v1/traffic"},
-	{"POST", "/v1/pause"}, {"POST", "/v1/resume"}, {"POST", "/v1/reload"}, {"GET", "/v1/events"}, {"GET", "/v1/journal"},
+	{"POST", "/v1/pause"}, {"POST", "/v1/resume"}, {"POST", "/v1/reload"},
+	{"POST", "/v1/sources/{name}/confirm"}, {"POST", "/v1/sources/{name}/refresh"}, {"GET", "/v1/events"}, {"GET", "/v1/journal"},
 }
 
 func TestEndpointsList(t *testing.T) {

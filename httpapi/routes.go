@@ -63,6 +63,8 @@ func (s *Server) routes() []route {
 		{Endpoint: ep("POST", "/v1/pause", "source"), h: s.pause, hint: pauseHint},
 		{Endpoint: ep("POST", "/v1/resume", "source"), h: s.resume, hint: pauseHint},
 		{Endpoint: ep("POST", "/v1/reload"), h: s.reload},
+		{Endpoint: ep("POST", "/v1/sources/{name}/confirm"), h: s.confirmSource},
+		{Endpoint: ep("POST", "/v1/sources/{name}/refresh"), h: s.refreshSource},
 		{Endpoint: ep("GET", "/v1/events", "last_event_id", "type", "source", "proxy", "notify"), h: s.events},
 		{Endpoint: ep("GET", "/v1/journal", "proxy", "type", "source", "since", "until", "after", "limit"), h: s.journal},
 	}

@@ -44,6 +44,10 @@ type Engine interface {
 	// PauseProxy and ResumeProxy pause and resume one proxy (journaled
 	// per proxy).
 	PauseProxy(ctx context.Context, id string) error
+	// ConfirmSource applies the list a source holds because it shrank by
+	// more than its shrink guard; RefreshSource reads a source's list now.
+	ConfirmSource(ctx context.Context, name string) error
+	RefreshSource(ctx context.Context, name string) error
 	ResumeProxy(ctx context.Context, id string) error
 	// ReadJournal yields the journal events f selects, in seq order, at
 	// the reader's pace (GET /v1/journal streams them; the event stream
@@ -378,7 +382,7 @@ func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error, 
 	case errors.Is(err, proxyhealth.ErrUnknownProxy), errors.Is(err, proxyhealth.ErrUnknownSource):
 		code = http.StatusNotFound
 	case errors.Is(err, proxyhealth.ErrDuplicate), errors.Is(err, proxyhealth.ErrNotRevivable),
-		errors.Is(err, proxyhealth.ErrRemoved):
+		errors.Is(err, proxyhealth.ErrRemoved), errors.Is(err, proxyhealth.ErrNothingHeld):
 		code = http.StatusConflict
 	case errors.Is(err, proxyhealth.ErrBadConfig):
 		code = http.StatusBadRequest

@@ -361,3 +361,27 @@ func TestProxiesByTagAndAnonymity(t *testing.T) {
 		t.Errorf("source gw: %+v", gw)
 	}
 }
+
+// TestSourceCommands: POST /v1/sources/{name}/confirm applies a held list
+// (409 when none is held, 404 for an unknown source); /refresh reads a
+// source's list now.
+func TestSourceCommands(t *testing.T) {
+	f := newFixture(t, httpapi.Options{})
+	for _, c := range []struct {
+		path, status string
+	}{{"/v1/sources/gw/confirm", "confirmed"}, {"/v1/sources/gw/refresh", "refreshed"}} {
+		code, body := f.do("POST", c.path, "")
+		if code != http.StatusOK || !strings.Contains(body, `"status":"`+c.status+`"`) || !strings.Contains(body, `"source":"gw"`) {
+			t.Errorf("POST %s: %d %s", c.path, code, body)
+		}
+	}
+	if got := f.eng.calls(); !slices.Equal(got, []string{"confirm gw", "refresh gw"}) {
+		t.Errorf("engine calls %v", got)
+	}
+	f.eng.err = fmt.Errorf("%w: source %q", proxyhealth.ErrNothingHeld, "gw")
+	code, body := f.do("POST", "/v1/sources/gw/confirm", "")
+	wantError(t, "confirm with nothing held", code, body, http.StatusConflict, "no shrunk list")
+	f.eng.err = fmt.Errorf("%w: %q", proxyhealth.ErrUnknownSource, "nope")
+	code, body = f.do("POST", "/v1/sources/nope/refresh", "")
+	wantError(t, "refresh of an unknown source", code, body, http.StatusNotFound, "nope")
+}
