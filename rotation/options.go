@@ -50,9 +50,13 @@ type Options struct {
 	// EWMA itself (least-latency) is read live, never stale.
 	StatsRefresh time.Duration
 	// StickyReplicas is the number of points each member has on each
-	// consistent-hash ring (one ring for the whole pool, one per source,
-	// per scheme and per tag). More points balance keys more evenly and
-	// cost 16 bytes each per ring. 0 means DefaultStickyReplicas.
+	// consistent-hash ring. A ring exists only for a group sticky picks
+	// are made in (the whole pool, or the members of one source, scheme
+	// or tag a sticky request filters by): the first sticky pick in a
+	// group asks for it and the next Publish builds it; until then the
+	// group's sticky picks compute the same answer without it, in
+	// O(members × StickyReplicas). More points balance keys more evenly
+	// and cost 16 bytes each per ring. 0 means DefaultStickyReplicas.
 	StickyReplicas int
 	// Now is the clock of the StatsRefresh throttle (default time.Now);
 	// tests and the engine inject theirs.

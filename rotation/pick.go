@@ -22,7 +22,10 @@ const tries = 8
 //
 // Cost: O(1) for round-robin and random, O(1) expected for least-latency
 // (power of two choices), O(log n) for weighted and sticky (binary
-// search), n the size of the group picked from. Several filters at once
+// search), n the size of the group picked from; but a group's sticky
+// picks are O(n × Options.StickyReplicas), the same answers computed
+// without a ring, from its first sticky pick until the next Publish builds
+// its ring. Several filters at once
 // (say Source and Tag) pick from the smallest of their groups, checking
 // the others per member, and count that group once to decide panic mode:
 // O(size of that group).
