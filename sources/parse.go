@@ -262,7 +262,7 @@ func (b *builder) add(raw string, line int, where string, tags []string, weight 
 	}
 	u, err := probe.ParseProxyURL(raw)
 	if err != nil {
-		return b.errorf(line, err, where+strings.TrimPrefix(err.Error(), "probe: "))
+		return b.errorf(line, err, where+urlReason(raw, err))
 	}
 	if u.IsRedactedForm() {
 		return b.errorf(line, probe.ErrBadProxyURL, fmt.Sprintf("%s%s is a redacted URL (as the API and the logs show it): it names a proxy but carries no credentials; write the proxy's real user:pass@ instead", where, cut(u.Redacted(), probe.MaxErrorExcerpt)))
@@ -274,6 +274,24 @@ func (b *builder) add(raw string, line int, where string, tags []string, weight 
 	b.seen[id] = line
 	b.list.Entries = append(b.list.Entries, Entry{URL: strings.TrimSpace(raw), ID: id, Redacted: u.Redacted(), Tags: tags, Weight: weight, Line: line})
 	return nil
+}
+
+// urlReason is the reason of a probe.ParseProxyURL error for raw. probe
+// shows a short excerpt of what looks like host:port; a single word
+// without ':' (a token, a key in a file that is not a proxy list) is not
+// shown either.
+func urlReason(raw string, err error) string {
+	msg := strings.TrimPrefix(err.Error(), "probe: ")
+	const shown = `bad proxy URL "`
+	if !strings.Contains(raw, ":") && strings.HasPrefix(msg, shown) {
+		if i := strings.Index(msg[len(shown):], `": `); i >= 0 {
+			return "bad proxy URL (input not shown: it does not look like a proxy URL): " + msg[len(shown)+i+3:]
+		}
+	}
+	if t := strings.TrimSpace(raw); len(t) > 2 && !strings.Contains(raw, ":") && strings.Contains(msg, t) {
+		return "bad proxy URL (input not shown: it does not look like a proxy URL)"
+	}
+	return msg
 }
 
 // checkTags validates and deduplicates tags; it returns a reason, "" when
@@ -376,7 +394,7 @@ func (b *builder) plainLine(text string, line int) error {
 	var weight float64
 	if attrs := strings.TrimPrefix(rest, "#"); strings.HasPrefix(attrs, "tags=") || strings.HasPrefix(attrs, "weight=") {
 		if _, err := probe.ParseProxyURL(url); err != nil {
-			return b.errorf(line, err, strings.TrimPrefix(err.Error(), "probe: "))
+			return b.errorf(line, err, urlReason(url, err))
 		}
 		var reason string
 		if tags, weight, reason = parseAttrs(attrs); reason != "" {
@@ -551,7 +569,7 @@ func (b *builder) jsonElement(raw json.RawMessage, line int, where string) error
 	// Check the URL before the attributes: its error shows nothing of an
 	// input that is no proxy URL.
 	if _, err := probe.ParseProxyURL(url); err != nil {
-		return b.errorf(line, err, where+strings.TrimPrefix(err.Error(), "probe: "))
+		return b.errorf(line, err, where+urlReason(url, err))
 	}
 	var tags []string
 	if v, ok := obj["tags"]; ok && string(v) != "null" {

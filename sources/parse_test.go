@@ -116,16 +116,19 @@ func TestEntryNeverPrintsCredentials(t *testing.T) {
 // secretLine is a line of a file that is not a proxy list.
 const secretLine = "root:$6$Zq8bN1xZ$hashhashhash:19000:0:99999:7:::"
 
-func TestParseRefuses(t *testing.T) {
+// refuseCase is an input Parse refuses.
+type refuseCase struct {
+	name   string
+	in     string
+	lim    Limits
+	kinds  []error
+	line   int
+	reason string // a substring of the reason
+}
+
+func refuseCases() []refuseCase {
 	long := strings.Repeat("a", 70<<10)
-	tests := []struct {
-		name   string
-		in     string
-		lim    Limits
-		kinds  []error
-		line   int
-		reason string // a substring of the reason
-	}{
+	return []refuseCase{
 		{"duplicate", "http://10.0.0.1:80\n#\nhttp://10.0.0.1\n", Limits{}, []error{ErrDuplicate}, 3, "http://10.0.0.1:80 is already listed on line 1"},
 		{"duplicate with another password", "http://u:s3cret@10.0.0.1:80\nhttp://u:0ther@10.0.0.1:80\n", Limits{}, []error{ErrDuplicate}, 2, "already listed on line 1"},
 		{"duplicate in JSON", `["http://10.0.0.1:80",` + "\n" + `{"url": "HTTP://10.0.0.1"}]`, Limits{}, []error{ErrDuplicate}, 2, "element 2: http://10.0.0.1:80 is already listed on line 1"},
@@ -141,6 +144,8 @@ func TestParseRefuses(t *testing.T) {
 		{"too many proxies in JSON", `["10.0.0.1:1","10.0.0.2:1","10.0.0.3:1"]`, Limits{MaxEntries: 2}, []error{ErrTooLarge}, 1, "element 3: more than 2 proxies"},
 		{"too many bytes", strings.Repeat("10.0.0.1:1 # padding\n", 10), Limits{MaxBytes: 100}, []error{ErrTooLarge}, 0, "larger than 100 bytes"},
 		{"secret file line", "http://10.0.0.1:80\n" + secretLine + "\n", Limits{}, []error{probe.ErrBadProxyURL}, 2, "input not shown"},
+		{"a bare word", "http://10.0.0.1:80\nAKIAsecretsecret0123\n", Limits{}, []error{probe.ErrBadProxyURL}, 2, "input not shown"},
+		{"a bare word in JSON", `["http://10.0.0.1:80", "AKIAsecretsecret0123"]`, Limits{}, []error{probe.ErrBadProxyURL}, 1, "element 2: bad proxy URL (input not shown"},
 		{"spaces inside", "http://u:pass word@10.0.0.1:80\n", Limits{}, nil, 1, "found spaces inside the URL"},
 		{"attributes without #", "http://10.0.0.1:80 tags=a weight=2\n", Limits{}, nil, 1, "attributes must follow '#'"},
 		{"bad weight", "http://10.0.0.1:80 #weight=heavy\n", Limits{}, nil, 1, "weight must be a positive number"},
@@ -169,7 +174,10 @@ func TestParseRefuses(t *testing.T) {
 		{"JSON element too long", `["http://10.0.0.1:80", "` + long + `"]`, Limits{}, []error{ErrTooLarge}, 1, "longer than 65536 bytes"},
 		{"JSON long whitespace", "[" + strings.Repeat(" ", 1<<20) + "]", Limits{}, []error{ErrTooLarge}, 1, "a JSON element longer than 65536 bytes"},
 	}
-	for _, tt := range tests {
+}
+
+func TestParseRefuses(t *testing.T) {
+	for _, tt := range refuseCases() {
 		t.Run(tt.name, func(t *testing.T) {
 			l, err := Parse("list.txt", strings.NewReader(tt.in), tt.lim)
 			if err == nil {
