@@ -90,6 +90,14 @@ func TestPickDoesNotAllocate(t *testing.T) {
 				if pk, err := p.Pick(req); err != nil || pk.Panic != wantPanic {
 					t.Fatalf("threshold %v %s/%s: panic %v (want %v), %v", thr, v.name, s, pk.Panic, wantPanic, err)
 				}
+				if s == rotation.Sticky {
+					// The group has no ring yet: its picks scan (a few
+					// runs, each O(members)); then Publish builds it.
+					if a := testing.AllocsPerRun(5, func() { _, _ = p.PickN(req, dst) }); a != 0 {
+						t.Errorf("threshold %v %s/%s: PickN without a ring allocates %v times", thr, v.name, s, a)
+					}
+					p.Publish()
+				}
 				if a := testing.AllocsPerRun(200, func() { _, _ = p.Pick(req) }); a != 0 {
 					t.Errorf("threshold %v %s/%s: Pick allocates %v times", thr, v.name, s, a)
 				}
