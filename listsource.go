@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -68,9 +69,10 @@ type SourceList struct {
 	// ConfirmAfter is how many refreshes in a row must offer a held list
 	// before it applies on its own (default 3).
 	ConfirmAfter int
-	// Grace is how many refreshes in a row a proxy must be absent from
-	// the list before it is removed (default 2), so that a flapping
-	// provider does not churn the journal.
+	// Grace is how many refreshes in a row (a 304 Not Modified counts) a
+	// proxy must be absent from a list URL before it is removed (default
+	// 2), so that a flapping provider does not churn the journal. A file's
+	// removals apply at once (editing it is deliberate).
 	Grace int
 	// Timeout bounds one fetch (default 30 s).
 	Timeout time.Duration
@@ -325,8 +327,9 @@ func (e *Engine) refreshList(ctx context.Context, name string) {
 		return // a file that did not change: nothing to say
 	}
 	if notModified {
-		e.journalSource(ctx, name, &pb.Envelope{Event: &pb.Envelope_SourceRefreshed{SourceRefreshed: &pb.SourceRefreshed{
-			NotModified: true, Total: uint32(len(ls.proxies())), Origin: ls.origin}}})
+		// The list as last applied: proxies that had vanished from it
+		// spend another refresh of their grace.
+		e.applyList(ctx, src, ls, nil, false)
 		return
 	}
 	e.applyList(ctx, src, ls, list.Entries, false)
@@ -342,6 +345,14 @@ func (e *Engine) applyList(ctx context.Context, src *source, ls *listState, offe
 	}
 	name := src.cfg.Name
 	ls.mu.Lock()
+	notModified := offered == nil
+	if notModified {
+		for id, le := range ls.entries {
+			if le.missing == 0 {
+				offered = append(offered, sources.Entry{ID: id, URL: le.e.URL, Tags: le.e.Tags, Weight: le.e.Weight})
+			}
+		}
+	}
 	previous := 0
 	for _, le := range ls.entries {
 		if le.missing == 0 {
@@ -387,13 +398,21 @@ func (e *Engine) applyList(ctx context.Context, src *source, ls *listState, offe
 			continue
 		}
 		le.missing++
-		if le.missing >= ls.cfg.Grace || wasHeld {
+		// A file is edited on purpose: what it no longer lists goes at
+		// once. A provider's list flaps: a proxy goes after Grace
+		// refreshes without it.
+		if le.missing >= ls.cfg.Grace || wasHeld || ls.file != nil {
 			delete(ls.entries, id)
 			removed++
 		}
 	}
 	total := len(ls.entries)
 	ls.mu.Unlock()
+	if notModified && removed == 0 {
+		e.journalSource(ctx, name, &pb.Envelope{Event: &pb.Envelope_SourceRefreshed{SourceRefreshed: &pb.SourceRefreshed{
+			Total: uint32(total), Origin: ls.origin, NotModified: true}}})
+		return
+	}
 
 	e.mu.Lock()
 	sc := src.cfg
@@ -406,7 +425,7 @@ func (e *Engine) applyList(ctx context.Context, src *source, ls *listState, offe
 		e.log.Warn("could not keep a copy of the source's list in the data directory", slog.String("source", name), slog.Any("error", err))
 	}
 	e.journalSource(ctx, name, &pb.Envelope{Event: &pb.Envelope_SourceRefreshed{SourceRefreshed: &pb.SourceRefreshed{
-		Added: uint32(added), Removed: uint32(removed), Total: uint32(total), Origin: ls.origin}}})
+		Added: uint32(added), Removed: uint32(removed), Total: uint32(total), Origin: ls.origin, NotModified: notModified}}})
 }
 
 // sameEntries reports whether two lists hold the same proxies.
@@ -506,4 +525,28 @@ func (e *Engine) stopList(src *source) {
 func sameList(a, b SourceList) bool {
 	return a.URL == b.URL && a.File == b.File && a.Refresh == b.Refresh && a.ShrinkGuard == b.ShrinkGuard &&
 		a.ConfirmAfter == b.ConfirmAfter && a.Grace == b.Grace && a.Timeout == b.Timeout && maps.Equal(a.Headers, b.Headers)
+}
+
+// ParseProxyList reads a proxy list (plain lines with optional
+// " #tags=a,b weight=N", or JSON; see package sources) as the engine reads
+// a source's list: errors are "NAME:LINE: reason" and never show
+// credentials or a line that is not a proxy URL.
+func ParseProxyList(name string, r io.Reader) ([]ProxyEntry, error) {
+	l, err := sources.Parse(name, r, sources.Limits{})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ProxyEntry, len(l.Entries))
+	for i, e := range l.Entries {
+		out[i] = ProxyEntry{URL: e.URL, Tags: e.Tags, Weight: e.Weight}
+	}
+	return out, nil
+}
+
+// ResolveListHeaders builds a list URL's headers from a configuration: a
+// key NAME_env takes the value of the environment variable it names, any
+// other is sent as written. Errors name the header and the variable, never
+// a value.
+func ResolveListHeaders(spec map[string]string, getenv func(string) string) (map[string]string, error) {
+	return sources.ResolveHeaders(spec, getenv)
 }

@@ -70,6 +70,16 @@ type sourceFile struct {
 	// those whose list line gives none.
 	Tags   []string `yaml:"tags"`
 	Weight *float64 `yaml:"weight"`
+	// URL is a provider's proxy list, File a watched list file; Refresh,
+	// ShrinkGuard, Grace, ConfirmAfter and Headers (NAME_env: from the
+	// environment) how it is followed (proxyhealth.SourceList).
+	URL          *string           `yaml:"url"`
+	File         *string           `yaml:"file"`
+	Refresh      *duration         `yaml:"refresh"`
+	ShrinkGuard  *float64          `yaml:"shrink_guard"`
+	Grace        *int              `yaml:"grace"`
+	ConfirmAfter *int              `yaml:"confirm_after"`
+	ListHeaders  map[string]string `yaml:"list_headers"`
 }
 
 // webhookFile is one webhook of the config file. The URL and the secret

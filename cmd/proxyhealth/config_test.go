@@ -33,11 +33,11 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatalf("%d sources, want residential, datacenter and default", len(dc.engine.Sources))
 	}
 	res, dcs, def := dc.engine.Sources[0], dc.engine.Sources[1], dc.engine.Sources[2]
-	if res.Name != "residential" || len(res.Proxies) != 4 || res.Health.Interval != time.Minute ||
+	if res.Name != "residential" || len(res.Proxies)+len(res.Entries) != 4 || res.Health.Interval != time.Minute ||
 		res.Probe.TargetURL != "https://example.com/" || res.Probe.LatencyCeiling != 2*time.Second {
 		t.Errorf("residential: %+v", res)
 	}
-	if dcs.Probe.Timeout != 3*time.Second || dcs.Health.UnhealthyThreshold != 2 || len(dcs.Probe.ExpectedStatus) != 2 || len(dcs.Proxies) != 2 {
+	if dcs.Probe.Timeout != 3*time.Second || dcs.Health.UnhealthyThreshold != 2 || len(dcs.Probe.ExpectedStatus) != 2 || len(dcs.Entries) != 2 {
 		t.Errorf("datacenter: %+v", dcs)
 	}
 	// The example documents the defaults: the default source equals the

@@ -322,7 +322,10 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 			if err != nil {
 				return dc, err
 			}
-			sc.Proxies = append(sc.Proxies, list...)
+			sc.Entries = append(sc.Entries, list...)
+		}
+		if err := sf.listSettings(fc, label, rel, getenv, &sc); err != nil {
+			return dc, err
 		}
 		byName[sf.Name] = len(dc.engine.Sources)
 		dc.engine.Sources = append(dc.engine.Sources, sc)
@@ -332,19 +335,28 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 		if err != nil {
 			return dc, err
 		}
-		list, err := readProxyFile(pa.path)
-		if err != nil {
+		// Read now so that a bad file stops start-up (and a reload) with
+		// FILE:LINE; the engine then watches it and applies its changes.
+		if _, err := readProxyFile(pa.path); err != nil {
 			return dc, err
 		}
+		abs, err := filepath.Abs(pa.path)
+		if err != nil {
+			return dc, &configError{"--proxies " + v, err.Error()}
+		}
+		watched := proxyhealth.SourceList{File: abs}
 		if i, ok := byName[pa.source]; ok {
-			dc.engine.Sources[i].Proxies = append(dc.engine.Sources[i].Proxies, list...)
+			if l := dc.engine.Sources[i].List; l.URL != "" || l.File != "" {
+				return dc, &configError{"--proxies " + v, fmt.Sprintf("source %q already takes its proxies from a list (%s); a source follows one list: give this file another source name with --proxies NAME=FILE", pa.source, listOrigin(l))}
+			}
+			dc.engine.Sources[i].List = watched
 			continue
 		}
 		sc, err := newSource(pa.source, nil, "source "+pa.source, "--proxies "+v)
 		if err != nil {
 			return dc, err
 		}
-		sc.Proxies = list
+		sc.List = watched
 		byName[pa.source] = len(dc.engine.Sources)
 		dc.engine.Sources = append(dc.engine.Sources, sc)
 	}
@@ -649,4 +661,86 @@ func (fc *fileConfig) pool() (threshold, margin float64, err error) {
 		}
 	}
 	return threshold, margin, nil
+}
+
+// listOrigin names where a source's list comes from, for an error.
+func listOrigin(l proxyhealth.SourceList) string {
+	if l.File != "" {
+		return l.File
+	}
+	return "a list URL"
+}
+
+// listSettings reads a source's list fields (url or file, refresh,
+// shrink_guard, confirm_after, grace, headers).
+func (sf *sourceFile) listSettings(fc *fileConfig, label string, rel func(string) string, getenv func(string) string, sc *proxyhealth.SourceConfig) error {
+	bad := func(key string, v any, rule string) error {
+		return &configError{fc.where(label + "." + key), fmt.Sprintf("%s.%s %v: %s", label, key, v, rule)}
+	}
+	l := &sc.List
+	switch {
+	case sf.URL != nil && sf.File != nil:
+		return bad("file", short(*sf.File), "give url (a provider's list) or file (a watched list), not both")
+	case sf.URL != nil:
+		u := *sf.URL
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return bad("url", "(not shown)", "want an http:// or https:// URL of a proxy list")
+		}
+		l.URL = u
+	case sf.File != nil:
+		if *sf.File == "" {
+			return bad("file", `""`, "want the path of a proxy list file")
+		}
+		abs, err := filepath.Abs(rel(*sf.File))
+		if err != nil {
+			return bad("file", short(*sf.File), err.Error())
+		}
+		if _, err := readProxyFile(abs); err != nil {
+			return err
+		}
+		l.File = abs
+	case sf.Refresh != nil || sf.ShrinkGuard != nil || len(sf.ListHeaders) > 0 || sf.Grace != nil || sf.ConfirmAfter != nil:
+		return bad("url", "(none)", "refresh, shrink_guard, grace, confirm_after and list_headers apply to a list: set url or file")
+	default:
+		return nil
+	}
+	if sf.Refresh != nil {
+		l.Refresh = time.Duration(*sf.Refresh)
+		if min := time.Second; l.URL == "" {
+			if l.Refresh < 100*time.Millisecond {
+				return bad("refresh", duration(l.Refresh), "want at least 100ms")
+			}
+		} else if l.Refresh < min {
+			return bad("refresh", duration(l.Refresh), "want at least 1s (the default is 10m; providers rate-limit)")
+		}
+	}
+	if sf.ShrinkGuard != nil {
+		if g := *sf.ShrinkGuard; !(g > 0 && g <= 1) {
+			return bad("shrink_guard", g, "want a share in (0, 1], e.g. 0.5 (1: never hold a shrunk list)")
+		}
+		l.ShrinkGuard = *sf.ShrinkGuard
+	}
+	if sf.Grace != nil {
+		if *sf.Grace < 1 || *sf.Grace > 1000 {
+			return bad("grace", *sf.Grace, "want 1 to 1000 refreshes")
+		}
+		l.Grace = *sf.Grace
+	}
+	if sf.ConfirmAfter != nil {
+		if *sf.ConfirmAfter < 1 || *sf.ConfirmAfter > 1000 {
+			return bad("confirm_after", *sf.ConfirmAfter, "want 1 to 1000 refreshes")
+		}
+		l.ConfirmAfter = *sf.ConfirmAfter
+	}
+	if len(sf.ListHeaders) > 0 {
+		if l.URL == "" {
+			return bad("list_headers", "(not shown)", "list_headers apply to a list URL")
+		}
+		h, err := proxyhealth.ResolveListHeaders(sf.ListHeaders, getenv)
+		if err != nil {
+			return &configError{fc.where(label + ".list_headers"), label + ".list_headers: " + err.Error()}
+		}
+		l.Headers = h
+	}
+	return nil
 }

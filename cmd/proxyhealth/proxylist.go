@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -43,57 +42,25 @@ func shortURL(u proxyhealth.ProxyInfo) string {
 	return u.Redacted
 }
 
-// parseProxyList reads a proxy list: one URL a line (http://, https://,
-// socks5://, socks5h://, socks4://, socks4a://, optional user:pass@; a bare
-// host:port means http://), '#' comments (whole lines, or after a space),
-// blank lines ignored. Errors are "NAME:LINE: reason" and never show
-// credentials, nor more of a line than a short redacted excerpt of what
-// looks like a proxy URL (see proxyhealth.ParseProxy): a file that is not a
-// proxy list is not echoed.
-func parseProxyList(name string, r io.Reader) ([]string, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 4096), maxProxyLine)
-	var out []string
-	seen := map[string]int{}
-	line := 0
-	for sc.Scan() {
-		line++
-		text := strings.TrimSpace(sc.Text())
-		if line == 1 {
-			text = strings.TrimPrefix(text, "\ufeff")
+// parseProxyList reads a proxy list as the engine does
+// (proxyhealth.ParseProxyList: one URL a line with optional
+// " #tags=a,b weight=N", '#' comments, blank lines, or JSON). Errors are
+// "NAME:LINE: reason" and never show credentials, nor a line of a file
+// that is not a proxy list.
+func parseProxyList(name string, r io.Reader) ([]proxyhealth.ProxyEntry, error) {
+	list, err := proxyhealth.ParseProxyList(name, r)
+	if err != nil {
+		where, reason, ok := strings.Cut(err.Error(), ": ")
+		if !ok || !strings.HasPrefix(where, name) {
+			return nil, &configError{name, err.Error()}
 		}
-		if i := strings.Index(text, " #"); i >= 0 {
-			text = strings.TrimSpace(text[:i])
-		} else if i := strings.Index(text, "\t#"); i >= 0 {
-			text = strings.TrimSpace(text[:i])
-		}
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		if strings.ContainsAny(text, " \t") {
-			return nil, &configError{fmt.Sprintf("%s:%d", name, line), "one proxy URL per line; found spaces inside the URL"}
-		}
-		u, err := proxyhealth.ParseProxy(text)
-		if err != nil {
-			return nil, &configError{fmt.Sprintf("%s:%d", name, line), proxyURLError(err)}
-		}
-		if prev, dup := seen[u.ID]; dup {
-			return nil, &configError{fmt.Sprintf("%s:%d", name, line), fmt.Sprintf("%s is already listed on line %d", shortURL(u), prev)}
-		}
-		seen[u.ID] = line
-		out = append(out, text)
+		return nil, &configError{where, reason}
 	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, &configError{fmt.Sprintf("%s:%d", name, line+1), fmt.Sprintf("line longer than %d bytes", maxProxyLine)}
-		}
-		return nil, &configError{name, err.Error()}
-	}
-	return out, nil
+	return list, nil
 }
 
 // readProxyFile reads and parses a proxy list file.
-func readProxyFile(path string) ([]string, error) {
+func readProxyFile(path string) ([]proxyhealth.ProxyEntry, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, &configError{path, fmt.Sprintf("cannot read the proxy list: %v", unwrapPathError(err))}

@@ -8,14 +8,21 @@ import (
 )
 
 func TestParseProxyList(t *testing.T) {
-	in := "\ufeff# comment\n\nhttp://10.0.0.1:3128\n  socks5://u:p@10.0.0.2:1080   # inline comment\n10.0.0.3:8080\nhttps://10.0.0.4\nsocks4://10.0.0.5:1080\n\t# indented comment\n"
+	in := "\ufeff# comment\n\nhttp://10.0.0.1:3128\n  socks5://u:p@10.0.0.2:1080   # inline comment\n10.0.0.3:8080 #tags=de,res weight=2\nhttps://10.0.0.4\nsocks4://10.0.0.5:1080\n\t# indented comment\n"
 	got, err := parseProxyList("list.txt", strings.NewReader(in))
 	if err != nil {
 		t.Fatal(err)
 	}
+	var urls []string
+	for _, e := range got {
+		urls = append(urls, e.URL)
+	}
 	want := []string{"http://10.0.0.1:3128", "socks5://u:p@10.0.0.2:1080", "10.0.0.3:8080", "https://10.0.0.4", "socks4://10.0.0.5:1080"}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("got %q\nwant %q", got, want)
+	if !reflect.DeepEqual(urls, want) {
+		t.Errorf("got %q\nwant %q", urls, want)
+	}
+	if e := got[2]; strings.Join(e.Tags, ",") != "de,res" || e.Weight != 2 {
+		t.Errorf("a line's tags and weight: %+v", e)
 	}
 }
 
