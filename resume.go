@@ -63,7 +63,7 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 	e.mu.Unlock()
 
 	resume := map[string][]ProxyEntry{} // source → proxies
-	var moved []string              // run-time proxies resumed under a new ID
+	var moved []string                  // run-time proxies resumed under a new ID
 	var errs []error
 	for _, v := range idle {
 		st, _, err := journal.LoadState(ctx, e.journal, v.ID)

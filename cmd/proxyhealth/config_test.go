@@ -407,7 +407,7 @@ func TestSourceTagsAndWeight(t *testing.T) {
 		t.Errorf("source %+v", res)
 	}
 	for body, want := range map[string]string{
-		"sources:\n  - name: res\n    weight: -1\n":       "c.yaml:3: sources[0].weight -1",
+		"sources:\n  - name: res\n    weight: -1\n":      "c.yaml:3: sources[0].weight -1",
 		"sources:\n  - name: res\n    tags: [\"a,b\"]\n": "sources[0].tags[0]",
 	} {
 		cfg := writeFile(t, dir, "c.yaml", body)

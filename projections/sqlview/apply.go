@@ -127,7 +127,7 @@ const (
 	sqlSourceEvent = `INSERT INTO source_refreshes (source, last_refresh, last_error, last_error_at, held) VALUES (?1, ?2, COALESCE(?3, ''), ?4, COALESCE(?5, 0))
 	ON CONFLICT(source) DO UPDATE SET last_refresh=COALESCE(?2, last_refresh), last_error=COALESCE(?3, last_error),
 	last_error_at=COALESCE(?4, last_error_at), held=COALESCE(?5, held)`
-	sqlSetOffset   = `INSERT INTO projection_offsets (name, seq, newest_at_unix_nano) VALUES (?,?,?)
+	sqlSetOffset = `INSERT INTO projection_offsets (name, seq, newest_at_unix_nano) VALUES (?,?,?)
 	ON CONFLICT(name) DO UPDATE SET seq=excluded.seq, newest_at_unix_nano=excluded.newest_at_unix_nano`
 	sqlPruneChecks  = `DELETE FROM check_history WHERE at < ?`
 	sqlPruneChanges = `DELETE FROM state_changes WHERE at < ?`
