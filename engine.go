@@ -428,6 +428,8 @@ func (e *Engine) spec(src *source, p *proxy) actors.ProxySpec {
 				StatusCode: uint32(max(r.StatusCode, 0)),
 				Message:    r.Message,
 				Latency:    events.Latency{Connect: r.Connect, FirstByte: r.FirstByte, Total: r.Total},
+				ExitIP:     r.ExitIP,
+				Anonymity:  r.Anonymity,
 			}
 		},
 	}

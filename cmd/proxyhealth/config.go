@@ -132,6 +132,7 @@ type checkSettings struct {
 	SuspectInterval         *duration         `yaml:"suspect_interval"`
 	Timeout                 *duration         `yaml:"timeout"`
 	CheckURL                *string           `yaml:"check_url"`
+	EchoURL                 *string           `yaml:"echo_url"`
 	Method                  *string           `yaml:"method"`
 	ExpectedStatus          *string           `yaml:"expected_status"`
 	BodyPattern             *string           `yaml:"body_pattern"`
@@ -226,6 +227,10 @@ func (l settingsLayer) validate() error {
 		// The URL is not shown: it may carry credentials.
 		return l.errorf("check_url", "(not shown)", "want an absolute http or https URL without credentials or fragment, e.g. "+proxyhealth.DefaultTargetURL)
 	}
+	if s.EchoURL != nil && *s.EchoURL != "" && (proxyhealth.ProbeConfig{TargetURL: proxyhealth.DefaultTargetURL, EchoURL: *s.EchoURL}).Validate() != nil {
+		// The URL is not shown: it may carry credentials.
+		return l.errorf("echo_url", "(not shown)", `want an absolute http or https URL without credentials of an echo target answering like httpbin's /get ({"origin": IP, "headers": {...}}), or "" for none`)
+	}
 	if s.Method != nil {
 		if m := strings.ToUpper(strings.TrimSpace(*s.Method)); m != "HEAD" && m != "GET" {
 			return l.errorf("method", short(*s.Method), "want HEAD or GET")
@@ -315,6 +320,9 @@ func (s *checkSettings) apply(h *proxyhealth.HealthConfig, p *proxyhealth.ProbeC
 	}
 	if s.CheckURL != nil {
 		p.TargetURL = *s.CheckURL
+	}
+	if s.EchoURL != nil {
+		p.EchoURL = *s.EchoURL
 	}
 	if s.Method != nil {
 		p.Method = *s.Method

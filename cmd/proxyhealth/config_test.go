@@ -416,3 +416,27 @@ func TestSourceTagsAndWeight(t *testing.T) {
 		}
 	}
 }
+
+// TestEchoURLSetting: echo_url reaches the probe config; a bad one is
+// refused without showing it.
+func TestEchoURLSetting(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "c.yaml", "defaults:\n  echo_url: http://echo.example/get\nsources:\n  - name: s\n    echo_url: \"\"\n")
+	dc, err := loadArgs(t, nil, "--config", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range dc.engine.Sources {
+		want := "http://echo.example/get"
+		if sc.Name == "s" {
+			want = ""
+		}
+		if sc.Probe.EchoURL != want {
+			t.Errorf("source %s: echo_url %q, want %q", sc.Name, sc.Probe.EchoURL, want)
+		}
+	}
+	cfg = writeFile(t, dir, "c.yaml", "defaults:\n  echo_url: ftp://u:secretpw@echo.example/get\n")
+	if _, err := loadArgs(t, nil, "--config", cfg); err == nil || !strings.Contains(err.Error(), "c.yaml:2") || strings.Contains(err.Error(), "secretpw") {
+		t.Errorf("bad echo_url: %v", err)
+	}
+}
