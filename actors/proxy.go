@@ -198,6 +198,9 @@ func (a *proxyActor) recover(ctx actor.Context) {
 		}})
 		return
 	}
+	// Metadata changed while the engine was down (a new configuration or
+	// list): journaled now, if it did.
+	a.submit(ctx, pending{cmd: events.SetMetadata{At: a.now(), Tags: a.spec.Tags, Weight: a.spec.Weight}})
 	a.schedule(ctx)
 }
 

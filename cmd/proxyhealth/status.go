@@ -22,16 +22,19 @@ import (
 	"github.com/proxyhealth/proxyhealth/httpapi"
 )
 
-const statusUsage = `Usage: proxyhealth status [--server URL | --data DIR] [--watch] [--format table|json]
+const statusUsage = `Usage: proxyhealth status [--server URL | --data DIR] [--tag TAG] [--anonymity LEVEL] [--watch] [--format table|json]
 
 Shows the pool summary (counts by state) and a table per source, either from
 a running daemon (--server, default http://127.0.0.1:9480) or straight from
 a data directory (--data) without a daemon. --format json prints the same
-object as GET /v1/pool.`
+object as GET /v1/pool. With --tag or --anonymity (transparent, anonymous,
+elite; from a daemon), it also lists the matching proxies with their state,
+tags, exit IP and anonymity.`
 
 const statusExamples = `  proxyhealth status
   proxyhealth status --server http://10.0.0.2:9480 --token "$PROXYHEALTH_TOKEN" --watch
-  proxyhealth status --data ./proxyhealth-data --format json`
+  proxyhealth status --data ./proxyhealth-data --format json
+  proxyhealth status --tag residential --anonymity elite`
 
 // statusHTTPTimeout bounds one request to the daemon.
 const statusHTTPTimeout = 10 * time.Second
@@ -46,12 +49,20 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.Var(durationFlag{&interval}, "interval", "refresh `DURATION` with --watch")
 	format := newChoice("table", "table", "json")
 	fs.Var(format, "format", "output `FORMAT`: table or json")
+	tag := fs.String("tag", "", "also list the proxies carrying `TAG` (from a daemon)")
+	anonymity := fs.String("anonymity", "", "also list the proxies of anonymity `LEVEL`: transparent, anonymous or elite (from a daemon)")
 	pos, code, ok := fs.parse(args)
 	if !ok {
 		return code
 	}
 	if len(pos) > 0 {
 		return fs.fail("unexpected argument %q", pos[0])
+	}
+	if (*tag != "" || *anonymity != "") && *data != "" {
+		return fs.fail("--tag and --anonymity list proxies from a daemon (--server), not from --data")
+	}
+	if a := *anonymity; a != "" && a != "transparent" && a != "anonymous" && a != "elite" {
+		return fs.fail("--anonymity %q: want transparent, anonymous or elite", a)
 	}
 	if fs.isSet("server") && *data != "" {
 		return fs.fail("use --server or --data, not both")
@@ -67,6 +78,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	// maxPausedShown+1) when the pool has any.
 	var get func(context.Context) (httpapi.Pool, *dataCheck, error)
 	var paused func(context.Context, httpapi.Pool) ([]httpapi.Proxy, error)
+	var matching func(context.Context) (httpapi.ProxyList, error)
 	if *data != "" {
 		// One read of the journal gives the pool and the paused list.
 		var lastPaused []httpapi.Proxy
@@ -91,6 +103,22 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		paused = func(ctx context.Context, p httpapi.Pool) ([]httpapi.Proxy, error) {
 			return pausedFromServer(ctx, client, u, *token, p)
+		}
+		if *tag != "" || *anonymity != "" {
+			matching = func(ctx context.Context) (httpapi.ProxyList, error) {
+				q := u.JoinPath("/v1/proxies")
+				v := url.Values{"limit": {strconv.Itoa(maxMatchingShown)}}
+				if *tag != "" {
+					v.Set("tag", *tag)
+				}
+				if *anonymity != "" {
+					v.Set("anonymity", *anonymity)
+				}
+				q.RawQuery = v.Encode()
+				var l httpapi.ProxyList
+				err := getAPI(ctx, client, q, *token, &l)
+				return l, err
+			}
 		}
 	}
 	term := isTerminal(stdout)
@@ -140,6 +168,14 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 					}
 					printPaused(stdout, p.Paused, list)
 				}
+				if matching != nil {
+					l, err := matching(ctx)
+					if err != nil {
+						fmt.Fprintf(stderr, "proxyhealth status: listing the matching proxies: %v\n", err)
+					} else {
+						printMatching(stdout, filterLabel(*tag, *anonymity), l)
+					}
+				}
 				if dc != nil {
 					fmt.Fprintf(stdout, "\ndata     %s\n", dc.summary)
 				}
@@ -180,6 +216,44 @@ func printPaused(w io.Writer, n int, list []httpapi.Proxy) {
 	_ = tw.Flush()
 	if n > maxPausedShown {
 		fmt.Fprintf(w, "(and %d more; --format json and GET /v1/proxies show each proxy's \"paused\")\n", n-maxPausedShown)
+	}
+}
+
+// maxMatchingShown bounds the proxies status --tag/--anonymity lists.
+const maxMatchingShown = 50
+
+func filterLabel(tag, anonymity string) string {
+	var parts []string
+	if tag != "" {
+		parts = append(parts, "tag "+tag)
+	}
+	if anonymity != "" {
+		parts = append(parts, "anonymity "+anonymity)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// printMatching lists the proxies matching status's filters.
+func printMatching(w io.Writer, label string, l httpapi.ProxyList) {
+	fmt.Fprintf(w, "\n%s: %d %s\n", label, l.Total, plural(l.Total, "proxy", "proxies"))
+	if len(l.Proxies) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSOURCE\tSTATE\tTAGS\tWEIGHT\tEXIT IP\tANONYMITY\tURL")
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	for _, p := range l.Proxies {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%s\t%s\t%s\n", p.ID, p.Source, p.State, dash(strings.Join(p.Tags, ",")), p.Weight,
+			dash(p.ExitIP), dash(p.Anonymity), p.URL)
+	}
+	_ = tw.Flush()
+	if l.Total > len(l.Proxies) {
+		fmt.Fprintf(w, "(and %d more; GET /v1/proxies pages through them)\n", l.Total-len(l.Proxies))
 	}
 }
 

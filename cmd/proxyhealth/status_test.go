@@ -372,3 +372,32 @@ func TestStatusShowsEjectionsAndPanicMode(t *testing.T) {
 		t.Errorf("panic mode shown while off:\n%s", b.String())
 	}
 }
+
+// TestStatusByTag: status --tag lists the proxies carrying the tag with
+// their state, tags and weight; --tag needs a daemon.
+func TestStatusByTag(t *testing.T) {
+	td := makeData(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := startDaemon(t.Context(), proxyhealth.Config{DataDir: td.dir, Sources: []proxyhealth.SourceConfig{
+		{Name: "a", Proxies: []string{td.healthy1, td.healthy2}, Tags: []string{"res"}, Weight: 2}, {Name: "b", Proxies: []string{td.dead}}}},
+		ln, "", slog.New(slog.DiscardHandler), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := d.stop(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	r := runBin(t, "status", "--server", strings.TrimSuffix(d.url, "/"), "--tag", "res")
+	if r.code != 0 || !strings.Contains(r.stdout, "tag res: 2 proxies") || !strings.Contains(r.stdout, id(td.healthy1)) ||
+		strings.Contains(r.stdout, id(td.dead)) || !strings.Contains(r.stdout, "res   2") {
+		t.Errorf("status --tag res: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runBin(t, "status", "--data", td.dir, "--tag", "res"); r.code != 2 || !strings.Contains(r.stderr, "--server") {
+		t.Errorf("status --data --tag: %d %q", r.code, r.stderr)
+	}
+}
