@@ -239,9 +239,15 @@ type builder struct {
 	lim  Limits
 	seen map[string]int // ID → line
 	list List
+	elem int // the JSON element being read (1-based), 0 in a plain list
 }
 
+// errorf returns a *ParseError; in a JSON element, the reason starts with
+// "element N: ".
 func (b *builder) errorf(line int, kind error, reason string) error {
+	if b.elem > 0 {
+		reason = fmt.Sprintf("element %d: %s", b.elem, reason)
+	}
 	return &ParseError{Name: b.name, Line: line, Reason: reason, Err: kind}
 }
 
@@ -254,22 +260,21 @@ func (b *builder) lineOfFirstByte(br *bufio.Reader) int {
 	return bytes.Count(buf[:i], []byte{'\n'}) + 1
 }
 
-// add checks one proxy URL with its attributes and appends it. where
-// prefixes the reasons ("element 3: " in JSON).
-func (b *builder) add(raw string, line int, where string, tags []string, weight float64) error {
+// add checks one proxy URL with its attributes and appends it.
+func (b *builder) add(raw string, line int, tags []string, weight float64) error {
 	if len(b.list.Entries) >= b.lim.MaxEntries {
-		return b.errorf(line, ErrTooLarge, fmt.Sprintf("%smore than %d proxies (the limit): refused; split the list", where, b.lim.MaxEntries))
+		return b.errorf(line, ErrTooLarge, fmt.Sprintf("more than %d proxies (the limit): refused; split the list", b.lim.MaxEntries))
 	}
 	u, err := probe.ParseProxyURL(raw)
 	if err != nil {
-		return b.errorf(line, err, where+urlReason(raw, err))
+		return b.errorf(line, err, urlReason(raw, err))
 	}
 	if u.IsRedactedForm() {
-		return b.errorf(line, probe.ErrBadProxyURL, fmt.Sprintf("%s%s is a redacted URL (as the API and the logs show it): it names a proxy but carries no credentials; write the proxy's real user:pass@ instead", where, cut(u.Redacted(), probe.MaxErrorExcerpt)))
+		return b.errorf(line, probe.ErrBadProxyURL, fmt.Sprintf("%s is a redacted URL (as the API and the logs show it): it names a proxy but carries no credentials; write the proxy's real user:pass@ instead", cut(u.Redacted(), probe.MaxErrorExcerpt)))
 	}
 	id := u.ID()
 	if prev, dup := b.seen[id]; dup {
-		return b.errorf(line, ErrDuplicate, fmt.Sprintf("%s%s is already listed on line %d: each proxy once (the same host, port and user name is the same proxy)", where, cut(u.Redacted(), probe.MaxErrorExcerpt), prev))
+		return b.errorf(line, ErrDuplicate, fmt.Sprintf("%s is already listed on line %d: each proxy once (the same host, port and user name is the same proxy)", cut(u.Redacted(), probe.MaxErrorExcerpt), prev))
 	}
 	b.seen[id] = line
 	b.list.Entries = append(b.list.Entries, Entry{URL: strings.TrimSpace(raw), ID: id, Redacted: u.Redacted(), Tags: tags, Weight: weight, Line: line})
@@ -401,7 +406,7 @@ func (b *builder) plainLine(text string, line int) error {
 			return b.errorf(line, nil, reason)
 		}
 	}
-	return b.add(url, line, "", tags, weight)
+	return b.add(url, line, tags, weight)
 }
 
 // parseAttrs parses "tags=a,b weight=2 [# comment]".
@@ -512,13 +517,14 @@ func (b *builder) parseJSON(r io.Reader) error {
 		end := dec.InputOffset()
 		line := t.lineAt(end - int64(len(raw)))
 		t.lineAt(end)
-		where := fmt.Sprintf("element %d: ", n)
+		b.elem = n
 		if len(raw) > b.lim.MaxLineBytes {
-			return b.errorf(line, ErrTooLarge, fmt.Sprintf("%slonger than %d bytes (the limit)", where, b.lim.MaxLineBytes))
+			return b.errorf(line, ErrTooLarge, fmt.Sprintf("longer than %d bytes (the limit)", b.lim.MaxLineBytes))
 		}
-		if err := b.jsonElement(raw, line, where); err != nil {
+		if err := b.jsonElement(raw, line); err != nil {
 			return err
 		}
+		b.elem = 0
 	}
 	if _, err := dec.Token(); err != nil { // ']'
 		return syntax(err)
@@ -534,21 +540,21 @@ func (b *builder) parseJSON(r io.Reader) error {
 }
 
 // jsonElement handles one element of a JSON list.
-func (b *builder) jsonElement(raw json.RawMessage, line int, where string) error {
+func (b *builder) jsonElement(raw json.RawMessage, line int) error {
 	switch raw[0] {
 	case '"':
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return b.errorf(line, nil, where+"invalid JSON string")
+			return b.errorf(line, nil, "invalid JSON string")
 		}
-		return b.add(s, line, where, nil, 0)
+		return b.add(s, line, nil, 0)
 	case '{':
 	default:
-		return b.errorf(line, nil, where+"neither a URL string nor an object: "+jsonShape)
+		return b.errorf(line, nil, "neither a URL string nor an object: "+jsonShape)
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil {
-		return b.errorf(line, nil, where+"invalid JSON object")
+		return b.errorf(line, nil, "invalid JSON object")
 	}
 	for k := range obj {
 		if k != "url" && k != "tags" && k != "weight" {
@@ -556,40 +562,40 @@ func (b *builder) jsonElement(raw json.RawMessage, line int, where string) error
 			// file), except near misses of the known ones.
 			for _, known := range []string{"url", "tags", "weight", "tag"} {
 				if strings.EqualFold(k, known) {
-					return b.errorf(line, nil, fmt.Sprintf("%sunknown field %q: the fields are url, tags and weight, in lower case", where, k))
+					return b.errorf(line, nil, fmt.Sprintf("unknown field %q: the fields are url, tags and weight, in lower case", k))
 				}
 			}
-			return b.errorf(line, nil, where+"an unknown field (the fields are url, tags and weight)")
+			return b.errorf(line, nil, "an unknown field (the fields are url, tags and weight)")
 		}
 	}
 	var url string
 	if v, ok := obj["url"]; !ok || json.Unmarshal(v, &url) != nil || url == "" {
-		return b.errorf(line, nil, where+`"url" is missing or not a non-empty string`)
+		return b.errorf(line, nil, `"url" is missing or not a non-empty string`)
 	}
 	// Check the URL before the attributes: its error shows nothing of an
 	// input that is no proxy URL.
 	if _, err := probe.ParseProxyURL(url); err != nil {
-		return b.errorf(line, err, where+urlReason(url, err))
+		return b.errorf(line, err, urlReason(url, err))
 	}
 	var tags []string
 	if v, ok := obj["tags"]; ok && string(v) != "null" {
 		var in []string
 		if err := json.Unmarshal(v, &in); err != nil {
-			return b.errorf(line, nil, where+`"tags" must be an array of strings`)
+			return b.errorf(line, nil, `"tags" must be an array of strings`)
 		}
 		var reason string
 		if tags, reason = checkTags(in); reason != "" {
-			return b.errorf(line, nil, where+reason)
+			return b.errorf(line, nil, reason)
 		}
 	}
 	var weight float64
 	if v, ok := obj["weight"]; ok && string(v) != "null" {
 		if err := json.Unmarshal(v, &weight); err != nil {
-			return b.errorf(line, nil, where+`"weight" must be a number`)
+			return b.errorf(line, nil, `"weight" must be a number`)
 		}
 		if reason := checkWeight(weight); reason != "" {
-			return b.errorf(line, nil, where+reason)
+			return b.errorf(line, nil, reason)
 		}
 	}
-	return b.add(url, line, where, tags, weight)
+	return b.add(url, line, tags, weight)
 }
