@@ -36,6 +36,7 @@ type metrics struct {
 	ejections     prometheus.Counter
 	returns       prometheus.Counter
 	panics        prometheus.Counter
+	refreshes     *prometheus.CounterVec
 	picks         *prometheus.CounterVec
 	outcomes      *prometheus.CounterVec
 	// pickCounters are the picks counters by strategy label and result
@@ -102,6 +103,10 @@ func newMetrics(ctx context.Context, eng Engine, tail func(from uint64) EventTai
 			Name: "proxyhealth_panic_episodes_total",
 			Help: "Panic mode episodes journaled (pool_panic_entered events) since this process started.",
 		}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyhealth_source_refreshes_total",
+			Help: "Reads of the sources' proxy lists since this process started, by source and result: applied, not_modified, failed (the last good list stays), held (it shrank by more than the shrink guard).",
+		}, []string{"source", "result"}),
 		picks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "proxyhealth_api_picks_total",
 			Help: "GET /v1/pick requests served, by strategy (\"default\" when the request named none) and result (ok, panic: made in panic mode, no_proxy: answered 503).",
@@ -122,7 +127,7 @@ func newMetrics(ctx context.Context, eng Engine, tail func(from uint64) EventTai
 		}
 	}
 	m.reg.MustRegister(m.checks, m.checkLatency, m.eventsTotal, m.transitions, m.delivery,
-		m.appendLatency, m.batchSize, m.followedSeq, m.ejections, m.returns, m.panics, m.picks, m.outcomes,
+		m.appendLatency, m.batchSize, m.followedSeq, m.ejections, m.returns, m.panics, m.refreshes, m.picks, m.outcomes,
 		statusCollector{m}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if traffic != nil {
 		m.reg.MustRegister(trafficCollector(traffic))
@@ -193,6 +198,16 @@ func (m *metrics) count(env *pb.Envelope, now time.Time) {
 		m.returns.Inc()
 	case *pb.Envelope_PoolPanicEntered:
 		m.panics.Inc()
+	case *pb.Envelope_SourceRefreshed:
+		result := "applied"
+		if e.SourceRefreshed.GetNotModified() {
+			result = "not_modified"
+		}
+		m.refreshes.WithLabelValues(env.GetSource(), result).Inc()
+	case *pb.Envelope_SourceRefreshFailed:
+		m.refreshes.WithLabelValues(env.GetSource(), "failed").Inc()
+	case *pb.Envelope_SourceShrinkHeld:
+		m.refreshes.WithLabelValues(env.GetSource(), "held").Inc()
 	}
 }
 

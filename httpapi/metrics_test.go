@@ -77,3 +77,19 @@ func TestMetrics(t *testing.T) {
 	f.srv.ObserveJournalCommit(40, 3*time.Millisecond)
 	f.scrapeUntil(`proxyhealth_journal_batch_events_count 1`, `proxyhealth_journal_append_seconds_count 1`)
 }
+
+// TestSourceRefreshMetrics: each read of a source's list is counted by
+// source and result.
+func TestSourceRefreshMetrics(t *testing.T) {
+	f := newFixture(t, httpapi.Options{})
+	ok, nm, failed, held := env("", "gw"), env("", "gw"), env("", "gw"), env("", "gw")
+	ok.Event = &pb.Envelope_SourceRefreshed{SourceRefreshed: &pb.SourceRefreshed{Added: 3, Total: 3}}
+	nm.Event = &pb.Envelope_SourceRefreshed{SourceRefreshed: &pb.SourceRefreshed{NotModified: true, Total: 3}}
+	failed.Event = &pb.Envelope_SourceRefreshFailed{SourceRefreshFailed: &pb.SourceRefreshFailed{Error: "503"}}
+	held.Event = &pb.Envelope_SourceShrinkHeld{SourceShrinkHeld: &pb.SourceShrinkHeld{Previous: 3, Offered: 1, ShrinkGuard: 0.5, Seen: 1}}
+	f.append(ok, nm, failed, held)
+	f.scrapeUntil(`proxyhealth_source_refreshes_total{result="applied",source="gw"} 1`,
+		`proxyhealth_source_refreshes_total{result="not_modified",source="gw"} 1`,
+		`proxyhealth_source_refreshes_total{result="failed",source="gw"} 1`,
+		`proxyhealth_source_refreshes_total{result="held",source="gw"} 1`)
+}
