@@ -259,9 +259,15 @@ func (e *Engine) startList(ctx context.Context, src *source) error {
 	e.loadList(src.cfg.Name, ls)
 	first := ls.cfg.Refresh
 	if len(ls.entries) == 0 {
-		// Nothing saved: read it now, so that the source starts with its
-		// proxies (a failure is journaled and retried on schedule).
-		e.refreshList(ctx, src.cfg.Name)
+		// Nothing saved: a file is read now, so that the source starts
+		// with its proxies; a provider's list right after start-up, by the
+		// refresher, so that a slow provider never holds up Open (a
+		// failure is journaled and retried on schedule).
+		if ls.file != nil {
+			e.refreshList(ctx, src.cfg.Name)
+		} else {
+			first = 0
+		}
 	}
 	res, err := await(ctx, e.sys.Root.RequestFuture(src.pid, &actors.SpawnRefresher{Spec: actors.RefresherSpec{
 		First: first,

@@ -72,6 +72,48 @@ func runningSet(e *proxyhealth.Engine) string {
 	return strings.Join(ids, ",")
 }
 
+// TestASlowProviderNeverHoldsUpTheEngine: Open returns while the
+// provider hangs, the configured proxies are checked meanwhile, and the
+// list's proxies arrive once the provider answers.
+func TestASlowProviderNeverHoldsUpTheEngine(t *testing.T) {
+	farm := startFarm(t, 2)
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprintln(w, farm.URL(1))
+	}))
+	defer srv.Close()
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e, err := proxyhealth.Open(ctx, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "s", Health: fastHealth(), Probe: farmProbe(),
+		Proxies: []string{farm.URL(0)}, List: proxyhealth.SourceList{URL: srv.URL, Refresh: time.Hour}}}})
+	if err != nil {
+		t.Fatalf("Open while the provider hangs: %v", err)
+	}
+	defer closeEngine(t, e)
+	id0, _ := proxyhealth.ResolveProxyID(farm.URL(0))
+	id1, _ := proxyhealth.ResolveProxyID(farm.URL(1))
+	before := farm.Checks(0)
+	poll(t, "checks of the configured proxy while the provider hangs", func() bool { return farm.Checks(0) >= before+3 })
+	if _, ok := e.Status().Proxy(id1); ok {
+		t.Fatal("the list's proxy is there before the provider answered")
+	}
+	close(release)
+	poll(t, "the list's proxy once the provider answers", func() bool { _, ok := e.Status().Proxy(id1); return ok })
+	_ = id0
+}
+
 // TestAListSourceFollowsItsProvider: a source whose proxies come from a
 // provider's list URL (with an API key): the list's proxies are monitored
 // with their tags; a vanished proxy stays for its grace period; a failed
@@ -100,12 +142,13 @@ func TestAListSourceFollowsItsProvider(t *testing.T) {
 		slices.Sort(ids)
 		return strings.Join(ids, ",")
 	}
-	if got := runningSet(e); got != want(0, 1, 2, 3) {
-		t.Fatalf("after Open: %s, want the list's 4", got)
-	}
-	if v, _ := e.Status().Proxy(id(1)); strings.Join(v.Tags, ",") != "us" || v.Weight != 2 {
-		t.Errorf("list metadata: %+v", v)
-	}
+	// Open does not wait for the provider: the refresher reads the list
+	// right after.
+	poll(t, "the list's 4 proxies", func() bool { return runningSet(e) == want(0, 1, 2, 3) })
+	poll(t, "the list's metadata in the status", func() bool {
+		v, _ := e.Status().Proxy(id(1))
+		return strings.Join(v.Tags, ",") == "us" && v.Weight == 2
+	})
 
 	// Proxy 2 vanishes, proxy 4 appears: 4 is added at once, 2 stays for
 	// its grace (two refreshes).
