@@ -170,7 +170,9 @@ func (f *Fetcher) Fetch(ctx context.Context, req Request) (Result, error) {
 		}
 		hreq.Header.Set(k, v)
 	}
-	hreq.Header.Set("Accept", "text/plain, application/json;q=0.9, */*;q=0.5")
+	if hreq.Header.Get("Accept") == "" {
+		hreq.Header.Set("Accept", "text/plain, application/json;q=0.9, */*;q=0.5")
+	}
 	hreq.Header.Set("Accept-Encoding", "gzip")
 	if hreq.Header.Get("User-Agent") == "" {
 		hreq.Header.Set("User-Agent", userAgent)

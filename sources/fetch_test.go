@@ -276,6 +276,11 @@ func TestFetchRefuses(t *testing.T) {
 		io.WriteString(w, "xx")
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	mux.HandleFunc("/slow-body", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "10.0.0.1:80\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
 	mux.HandleFunc("/cut", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "1000")
 		io.WriteString(w, "10.0.0.1:80\n10.0.0.2:80\n10.0.")
@@ -322,6 +327,7 @@ func TestFetchRefuses(t *testing.T) {
 		{"corrupt gzip", plain.secretURL("/bad-gzip"), Fetcher{}, []error{ErrParse, ErrNotList}, "corrupt"},
 		{"unsupported encoding", plain.secretURL("/brotli"), Fetcher{}, []error{ErrFetch}, "unsupported Content-Encoding"},
 		{"timeout", plain.secretURL("/slow"), Fetcher{Timeout: 200 * time.Millisecond}, []error{ErrFetch, context.DeadlineExceeded}, "no complete answer within 200ms (timeout)"},
+		{"slow body", plain.secretURL("/slow-body"), Fetcher{Timeout: 200 * time.Millisecond}, []error{ErrFetch, context.DeadlineExceeded}, "reading the body: no complete answer within 200ms (timeout)"},
 		{"connection cut", plain.secretURL("/cut"), Fetcher{}, []error{ErrFetch}, "reading the body"},
 		{"connection refused", refusedURL + "?token=" + querySecr, Fetcher{}, []error{ErrFetch}, "connection refused"},
 		{"not http", "ftp://user:" + userSecr + "@example.com/list?token=" + querySecr, Fetcher{}, []error{ErrFetch}, "not an http:// or https:// URL"},

@@ -141,6 +141,10 @@ func (f *FileSource) read(ctx context.Context, before fileStamp) (List, fileStam
 	if before.info.IsDir() {
 		return List{}, before, &fileError{f.Path, "cannot read the proxy list: it is a directory", nil}
 	}
+	if !before.info.Mode().IsRegular() {
+		// A FIFO would block the read; a device may never end.
+		return List{}, before, &fileError{f.Path, "cannot read the proxy list: not a regular file (a device, a pipe or a socket)", nil}
+	}
 	if before.info.Size() > lim.MaxBytes {
 		return List{}, before, &ParseError{Name: f.Path, Reason: fmt.Sprintf("the file is %d bytes, over the %s limit: refused", before.info.Size(), sizeString(lim.MaxBytes)), Err: ErrTooLarge}
 	}
