@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/proxyhealth/proxyhealth/actors"
 	"github.com/proxyhealth/proxyhealth/events"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
@@ -458,15 +460,10 @@ var ErrNothingHeld = errors.New("proxyhealth: the source holds no shrunk list to
 // than its shrink guard (GET /v1/pool shows held_list; POST
 // /v1/sources/{name}/confirm calls this).
 func (e *Engine) ConfirmSource(ctx context.Context, name string) error {
-	e.mu.Lock()
-	src, ok := e.sources[name]
-	e.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("%w: %q", ErrUnknownSource, name)
+	src, ls, _, err := e.sourceList(name)
+	if err != nil {
+		return err
 	}
-	e.reconfMu.Lock()
-	ls := src.list
-	e.reconfMu.Unlock()
 	if ls == nil {
 		return fmt.Errorf("%w: source %q has no list", ErrNothingHeld, name)
 	}
@@ -480,22 +477,31 @@ func (e *Engine) ConfirmSource(ctx context.Context, name string) error {
 	return e.settled(ctx, nil)
 }
 
-// RefreshSource reads a source's list now (instead of at its next
-// refresh) and returns once it is applied.
-func (e *Engine) RefreshSource(ctx context.Context, name string) error {
+// sourceList returns a source with its list and refresher (nil without a
+// list), or ErrUnknownSource.
+func (e *Engine) sourceList(name string) (*source, *listState, *actor.PID, error) {
 	e.mu.Lock()
 	src, ok := e.sources[name]
 	e.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("%w: %q", ErrUnknownSource, name)
+		return nil, nil, nil, fmt.Errorf("%w: %q", ErrUnknownSource, name)
 	}
 	e.reconfMu.Lock()
-	ref := src.refresher
-	e.reconfMu.Unlock()
+	defer e.reconfMu.Unlock()
+	return src, src.list, src.refresher, nil
+}
+
+// RefreshSource reads a source's list now (instead of at its next
+// refresh) and returns once it is applied.
+func (e *Engine) RefreshSource(ctx context.Context, name string) error {
+	_, _, ref, err := e.sourceList(name)
+	if err != nil {
+		return err
+	}
 	if ref == nil {
 		return fmt.Errorf("%w: source %q has no list to refresh", ErrBadConfig, name)
 	}
-	_, err := await(ctx, e.sys.Root.RequestFuture(ref, &actors.RefreshNow{}, requestTimeout(ctx)))
+	_, err = await(ctx, e.sys.Root.RequestFuture(ref, &actors.RefreshNow{}, requestTimeout(ctx)))
 	return e.settled(ctx, err)
 }
 
