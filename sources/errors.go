@@ -56,7 +56,7 @@ type ParseError struct {
 	// Reason says what is wrong and what to do.
 	Reason string
 	// Err is a more precise cause (ErrTooLarge, ErrNotList, ErrDuplicate,
-	// probe.ErrBadProxyURL) or nil.
+	// probe.ErrBadProxyURL, the reader's error) or nil.
 	Err error
 }
 

@@ -251,9 +251,8 @@ func (f *Fetcher) Fetch(ctx context.Context, req Request) (Result, error) {
 		var pe *ParseError
 		if errors.As(err, &pe) {
 			pe.Reason = sec.scrub(pe.Reason)
-			return Result{}, pe
 		}
-		return Result{}, fmt.Errorf("%w: %s", ErrParse, sec.scrub(strings.TrimPrefix(err.Error(), ErrParse.Error()+": ")))
+		return Result{}, err
 	}
 	return Result{List: list, ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, nil
 }

@@ -178,10 +178,10 @@ var utf8BOM = []byte("\ufeff")
 //
 // The list is refused as a whole at the first problem: a bad URL, bad
 // attributes, a duplicate proxy (the same ID; the error names both lines),
-// binary data, a limit of limits exceeded. Errors are *ParseError values
+// binary data, a limit exceeded. Errors are *ParseError values
 // ("NAME:LINE: reason") wrapping ErrParse and, as the case may be,
 // ErrTooLarge, ErrNotList, ErrDuplicate or probe.ErrBadProxyURL; a read
-// error of r is returned wrapped (also with ErrParse). Errors never show
+// error of r is a *ParseError too ("NAME: reading: …"), wrapping it. Errors never show
 // credentials, nor the content of a line that does not look like a proxy
 // URL. Memory stays bounded by the limits, whatever r yields.
 func Parse(name string, r io.Reader, limits Limits) (List, error) {
@@ -215,7 +215,7 @@ func Parse(name string, r io.Reader, limits Limits) (List, error) {
 		}
 		if cr.err != nil {
 			// A read error of r (a file system or network error).
-			return List{}, fmt.Errorf("%w: %s: reading: %w", ErrParse, name, cr.err)
+			return List{}, &ParseError{Name: name, Reason: "reading: " + cr.err.Error(), Err: cr.err}
 		}
 		return List{}, err
 	}
