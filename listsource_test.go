@@ -228,3 +228,44 @@ func TestAListSourceFollowsItsProvider(t *testing.T) {
 		t.Fatalf("after a restart with the provider down: %s", got)
 	}
 }
+
+// TestAShrunkListAppliesWhenOfferedAgain: a list that shrank too much is
+// applied on its own once offered ConfirmAfter times in a row; one offered
+// only once in between is not.
+func TestAShrunkListAppliesWhenOfferedAgain(t *testing.T) {
+	farm := startFarm(t, 4)
+	prov := &provider{}
+	all := farm.URL(0) + "\n" + farm.URL(1) + "\n" + farm.URL(2) + "\n" + farm.URL(3) + "\n"
+	prov.set(200, all, "")
+	srv := httptest.NewServer(prov)
+	defer srv.Close()
+	ctx := context.Background()
+	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "p", Health: fastHealth(), Probe: farmProbe(),
+		List: proxyhealth.SourceList{URL: srv.URL, Refresh: time.Hour, ConfirmAfter: 2}}}})
+	poll(t, "the 4 proxies", func() bool { return len(e.ProxyIDs()) == 4 })
+	prov.set(200, farm.URL(0)+"\n", "")
+	if err := e.RefreshSource(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.ProxyIDs()); n != 4 {
+		t.Fatalf("the shrunk list applied at once: %d proxies", n)
+	}
+	// Back to normal, then shrunk again: the count starts over.
+	prov.set(200, all, "")
+	if err := e.RefreshSource(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	prov.set(200, farm.URL(0)+"\n", "")
+	if err := e.RefreshSource(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.ProxyIDs()); n != 4 {
+		t.Fatalf("held list applied after one offer: %d proxies", n)
+	}
+	if err := e.RefreshSource(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.ProxyIDs()); n != 1 {
+		t.Fatalf("offered twice in a row (confirm_after 2): %d proxies, want 1", n)
+	}
+}
