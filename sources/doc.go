@@ -76,7 +76,7 @@
 // headers (an API key: ResolveHeaders reads them from the environment; they
 // are dropped when a redirect leaves the host), gzip (Content-Encoding or a
 // gzip body), and the limits checked while reading (ErrTooLarge). An HTML
-// answer (Content-Type text/html), a status other than 200 (401/403 hint at
+// answer (Content-Type text/html), a status other than 200 or 203 (401/403 hint at
 // the headers) and TLS errors (ErrTLS) are reported as such. Errors show
 // the URL as scheme://host/path (DisplayURL): no user info, query or
 // fragment, and no header value. NextRefresh spreads refreshes
