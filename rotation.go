@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -110,7 +110,8 @@ type rotator struct {
 	pool      *rotation.Pool
 	budget    *actors.EjectionBudget
 	live      *projections.Live
-	member    func(id string) (rotation.Member, bool)
+	proxy     func(id string) (*proxy, bool) // the running proxy
+	members   map[string]*cachedMember
 	journal   journal.Journal
 	now       func() int64
 	log       *slog.Logger
@@ -162,22 +163,51 @@ func (r *rotator) refresh(ids []string) {
 
 // update refreshes one proxy's member and status.
 func (r *rotator) update(id string) {
-	v, ok := r.live.Proxy(id)
+	b, ok := r.live.Brief(id)
 	if !ok {
-		r.pool.Remove(id)
+		r.remove(id)
 		return
 	}
-	r.set(v)
+	m, ok := r.memberFor(id, b)
+	if !ok { // known to the journal, not run by this engine
+		r.remove(id)
+		return
+	}
+	r.pool.Set(m, statusOf(b))
 }
 
-func (r *rotator) set(v ProxyView) {
-	m, ok := r.member(v.ID)
-	if !ok { // known to the journal, not run by this engine
-		r.pool.Remove(v.ID)
-		return
+func (r *rotator) remove(id string) {
+	delete(r.members, id)
+	r.pool.Remove(id)
+}
+
+// cachedMember is a proxy's member as last built, and what it was built
+// from: most updates (a check result) change none of it, and cost no
+// allocation.
+type cachedMember struct {
+	p      *proxy
+	tags   string
+	weight float64
+	exit   string
+	anon   pb.Anonymity
+	m      rotation.Member
+}
+
+// memberFor returns the proxy's member, rebuilt only when the running
+// proxy (its URL, credentials) or its metadata changed.
+func (r *rotator) memberFor(id string, b projections.Brief) (rotation.Member, bool) {
+	p, ok := r.proxy(id)
+	if !ok {
+		return rotation.Member{}, false
 	}
-	m.Tags, m.Weight = memberTags(v), v.Weight
-	r.pool.Set(m, statusOf(v))
+	c := r.members[id]
+	if c != nil && c.p == p && c.tags == b.Tags && c.weight == b.Weight && c.exit == b.ExitIP && c.anon == b.Anonymity {
+		return c.m, true
+	}
+	m := memberOf(id, p)
+	m.Tags, m.Weight = memberTags(b), b.Weight
+	r.members[id] = &cachedMember{p: p, tags: b.Tags, weight: b.Weight, exit: b.ExitIP, anon: b.Anonymity, m: m}
+	return m, true
 }
 
 // Derived tags: what an echo target saw of a proxy is filterable like its
@@ -189,32 +219,27 @@ const (
 
 // memberTags are a proxy's tags for the picker: its own, and the derived
 // ones.
-func memberTags(v ProxyView) []string {
-	if v.Anonymity == "" && v.ExitIP == "" {
-		return v.Tags
+func memberTags(b projections.Brief) []string {
+	var tags []string
+	if b.Tags != "" {
+		tags = strings.Split(b.Tags, ",")
 	}
-	tags := slices.Clone(v.Tags)
-	if v.Anonymity != "" {
-		tags = append(tags, AnonymityTagPrefix+v.Anonymity)
+	if b.Anonymity != pb.Anonymity_ANONYMITY_UNSPECIFIED {
+		tags = append(tags, AnonymityTagPrefix+events.AnonymityName(b.Anonymity))
 	}
-	if v.ExitIP != "" {
-		tags = append(tags, ExitIPTagPrefix+v.ExitIP)
+	if b.ExitIP != "" {
+		tags = append(tags, ExitIPTagPrefix+b.ExitIP)
 	}
 	return tags
 }
 
 // statusOf is what the picker needs of a proxy's live status.
-func statusOf(v ProxyView) rotation.Status {
-	st, _ := events.ParseState(v.State)
-	s := rotation.Status{
-		State: rotation.State(st), Paused: v.Paused, Ejected: v.Ejected,
-		LatencyEWMA: v.LatencyEWMA, SuccessRate: v.SuccessRate1h, Checks: v.Checks1h,
-		ConsecutiveFailures: v.ConsecutiveFailures,
+func statusOf(b projections.Brief) rotation.Status {
+	return rotation.Status{
+		State: rotation.State(b.State), Paused: b.Paused, Ejected: b.Ejected,
+		LatencyEWMA: b.LatencyEWMA, SuccessRate: b.SuccessRate1h, Checks: b.Checks1h,
+		ConsecutiveFailures: b.ConsecutiveFailures, LastSuccess: b.LastSuccess,
 	}
-	if !v.LastSuccessAt.IsZero() {
-		s.LastSuccess = v.LastSuccessAt.UnixNano()
-	}
-	return s
 }
 
 // publish makes the changes visible to pickers and journals a change of
@@ -278,15 +303,12 @@ func memberOf(id string, p *proxy) rotation.Member {
 	return rotation.Member{ID: id, URL: u, Scheme: p.url.Scheme(), Host: p.url.Host(), Port: port, Source: p.source}
 }
 
-// runningMember is the rotator's member lookup: the engine's proxies.
-func (e *Engine) runningMember(id string) (rotation.Member, bool) {
+// runningProxy is the rotator's lookup of a running proxy.
+func (e *Engine) runningProxy(id string) (*proxy, bool) {
 	e.mu.Lock()
 	p, ok := e.proxies[id]
 	e.mu.Unlock()
-	if !ok {
-		return rotation.Member{}, false
-	}
-	return memberOf(id, p), true
+	return p, ok
 }
 
 // Pick hands out a usable proxy, chosen by the request's strategy among the

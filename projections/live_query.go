@@ -360,3 +360,42 @@ func (l *Live) StateChanges(id string, n int) []StateChange {
 	}
 	return out
 }
+
+// Brief is what a picker needs of a proxy's live status, read without
+// building a ProxyView (no strings formatted, nothing allocated).
+type Brief struct {
+	State               pb.HealthState
+	Paused, Ejected     bool
+	LatencyEWMA         time.Duration // 0: none yet
+	SuccessRate1h       float64
+	Checks1h            uint32
+	ConsecutiveFailures uint32
+	LastSuccess         int64 // unix ns; 0: none seen
+	// Tags are the proxy's tags, sorted and comma-separated; Weight its
+	// weight (0: unset).
+	Tags      string
+	Weight    float64
+	ExitIP    string
+	Anonymity pb.Anonymity
+}
+
+// Brief returns the picker's view of a proxy; false if it is unknown or
+// removed.
+func (l *Live) Brief(id string) (Brief, bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	e := l.entries[id]
+	if e == nil {
+		return Brief{}, false
+	}
+	s := &e.st
+	b := Brief{State: s.Health, Paused: s.Paused, Ejected: s.Ejected(), ConsecutiveFailures: s.ConsecutiveFailures,
+		LastSuccess: e.lastOK, Tags: s.Tags, Weight: s.Weight, ExitIP: s.ExitIP, Anonymity: s.Anonymity}
+	if e.hasEWMA {
+		b.LatencyEWMA = e.ewma
+	}
+	var ok uint32
+	ok, b.Checks1h = sumRate(e.fine[:], e.fineLast, fineWidth, l.now())
+	b.SuccessRate1h = ratio(ok, b.Checks1h)
+	return b, true
+}
