@@ -219,7 +219,7 @@ func (c Config) compile() (*compiled, error) {
 	out := &compiled{cfg: c}
 	t, err := parseTarget(c.TargetURL)
 	if err != nil {
-		return nil, bad("TargetURL", strconv.Quote(c.TargetURL), err.Error())
+		return nil, bad("TargetURL", strconv.Quote(shownURL(c.TargetURL)), err.Error())
 	}
 	out.target = t
 	switch c.Method {
@@ -270,10 +270,7 @@ func (c Config) compile() (*compiled, error) {
 		return nil, bad("Mode", c.Mode, "want ModeAuto or ModeTCPConnect")
 	}
 	if c.EchoURL != "" {
-		shown := c.EchoURL
-		if u, err := url.Parse(c.EchoURL); err == nil {
-			shown = u.Redacted()
-		}
+		shown := shownURL(c.EchoURL)
 		if _, err := parseTarget(c.EchoURL); err != nil {
 			return nil, bad("EchoURL", strconv.Quote(shown), err.Error())
 		}
@@ -363,4 +360,17 @@ func tokenChar(c byte) bool {
 		return true
 	}
 	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+// shownURL is a URL as an error may show it: its user info replaced by
+// REDACTED. A URL that does not parse is not shown.
+func shownURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(not shown: it does not parse)"
+	}
+	if u.User != nil {
+		u.User = url.User("REDACTED")
+	}
+	return u.String()
 }

@@ -85,6 +85,23 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
+// TestConfigErrorsNeverShowCredentials: a target or echo URL refused for
+// carrying credentials is named without them.
+func TestConfigErrorsNeverShowCredentials(t *testing.T) {
+	for _, c := range []Config{
+		{TargetURL: "http://alice:hunter2@target.example/"},
+		{EchoURL: "http://alice:hunter2@echo.example/get"},
+	} {
+		_, err := NewChecker(c)
+		if err == nil || !strings.Contains(err.Error(), "credentials") {
+			t.Fatalf("%+v: %v", c, err)
+		}
+		if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "alice") {
+			t.Errorf("the error shows credentials: %v", err)
+		}
+	}
+}
+
 func TestRequestBytes(t *testing.T) {
 	c, err := NewChecker(Config{
 		TargetURL: "http://Example.COM:8080/a%20b?x=1",
