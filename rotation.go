@@ -111,7 +111,7 @@ type rotator struct {
 	budget    *actors.EjectionBudget
 	live      *projections.Live
 	proxy     func(id string) (*proxy, bool) // the running proxy
-	members   map[string]*cachedMember
+	members   map[string]memberKey
 	journal   journal.Journal
 	now       func() int64
 	log       *slog.Logger
@@ -168,11 +168,18 @@ func (r *rotator) update(id string) {
 		r.remove(id)
 		return
 	}
-	m, ok := r.memberFor(id, b)
+	p, ok := r.proxy(id)
 	if !ok { // known to the journal, not run by this engine
 		r.remove(id)
 		return
 	}
+	k := memberKey{p: p, tags: b.Tags, weight: b.Weight, exit: b.ExitIP, anon: b.Anonymity}
+	if r.members[id] == k && r.pool.SetStatus(id, statusOf(b)) {
+		return // the usual case, a check result: no member to build
+	}
+	m := memberOf(id, p)
+	m.Tags, m.Weight = memberTags(b), b.Weight
+	r.members[id] = k
 	r.pool.Set(m, statusOf(b))
 }
 
@@ -181,33 +188,14 @@ func (r *rotator) remove(id string) {
 	r.pool.Remove(id)
 }
 
-// cachedMember is a proxy's member as last built, and what it was built
-// from: most updates (a check result) change none of it, and cost no
-// allocation.
-type cachedMember struct {
+// memberKey is what a proxy's member was last built from: while it stays
+// the same (most updates are check results), only the status changes.
+type memberKey struct {
 	p      *proxy
 	tags   string
 	weight float64
 	exit   string
 	anon   pb.Anonymity
-	m      rotation.Member
-}
-
-// memberFor returns the proxy's member, rebuilt only when the running
-// proxy (its URL, credentials) or its metadata changed.
-func (r *rotator) memberFor(id string, b projections.Brief) (rotation.Member, bool) {
-	p, ok := r.proxy(id)
-	if !ok {
-		return rotation.Member{}, false
-	}
-	c := r.members[id]
-	if c != nil && c.p == p && c.tags == b.Tags && c.weight == b.Weight && c.exit == b.ExitIP && c.anon == b.Anonymity {
-		return c.m, true
-	}
-	m := memberOf(id, p)
-	m.Tags, m.Weight = memberTags(b), b.Weight
-	r.members[id] = &cachedMember{p: p, tags: b.Tags, weight: b.Weight, exit: b.ExitIP, anon: b.Anonymity, m: m}
-	return m, true
 }
 
 // Derived tags: what an echo target saw of a proxy is filterable like its

@@ -266,6 +266,25 @@ func (p *Pool) Set(m Member, st Status) {
 			s.groups = append(s.groups, g)
 		}
 	}
+	p.setStatus(s, st)
+}
+
+// SetStatus updates the status of a member already Set, keeping its
+// Member (no copy, no comparison); it reports false for an unknown ID.
+// Writer side.
+func (p *Pool) SetStatus(id string, st Status) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.slots[id]
+	if s == nil {
+		return false
+	}
+	p.setStatus(s, st)
+	return true
+}
+
+// setStatus stores a member's status; call with p.mu held.
+func (p *Pool) setStatus(s *slot, st Status) {
 	s.st = healthOf(st)
 	s.ewma.Store(int64(st.LatencyEWMA))
 	s.rate.Store(math.Float64bits(st.SuccessRate))

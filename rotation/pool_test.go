@@ -555,3 +555,30 @@ func TestMemberWeightScalesItsShare(t *testing.T) {
 		t.Errorf("after the change, picked %v of %d, want about %.0f", got, n, want)
 	}
 }
+
+// TestSetStatusKeepsTheMember: SetStatus changes a known member's status
+// (usability at the next Publish) and refuses an unknown one.
+func TestSetStatusKeepsTheMember(t *testing.T) {
+	p := newPool(t, opts(0))
+	if p.SetStatus(id(0), healthy()) {
+		t.Fatal("SetStatus of an unknown member succeeded")
+	}
+	p.Set(member(0, "s", "http"), healthy())
+	p.Publish()
+	down := healthy()
+	down.State = rotation.StateUnhealthy
+	if !p.SetStatus(id(0), down) {
+		t.Fatal("SetStatus of a known member failed")
+	}
+	p.Publish()
+	if _, err := p.Pick(rotation.Request{}); err == nil {
+		t.Fatal("an unhealthy member was picked after SetStatus")
+	}
+	if !p.SetStatus(id(0), healthy()) {
+		t.Fatal("SetStatus failed")
+	}
+	p.Publish()
+	if got, err := p.Pick(rotation.Request{}); err != nil || got.ID != id(0) || got.URL == nil {
+		t.Fatalf("after SetStatus back to healthy: %+v %v", got, err)
+	}
+}
