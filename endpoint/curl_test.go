@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/internal/fwdproxy"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
 
@@ -25,7 +26,7 @@ func TestCurl(t *testing.T) {
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: secure.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	up := newFwdProxy(t, "user", upstreamSecret)
+	up := fwdproxy.Start(t, fwdproxy.Options{User: "user", Pass: upstreamSecret})
 	r := newRotator(t, up.URL())
 	_, addr := startServer(t, r, Config{})
 	_, authAddr := startServer(t, r, Config{Users: map[string]string{"alice": "pw1"}})

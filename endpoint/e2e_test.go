@@ -22,6 +22,7 @@ import (
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/fwdproxy"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/probe"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
@@ -566,7 +567,7 @@ func TestE2EABadTargetEjectsAtMostHalfThePool(t *testing.T) {
 	o := newOrigin(t, false)
 	var urls []string
 	for range 4 {
-		urls = append(urls, newFwdProxy(t, "", "").URL())
+		urls = append(urls, fwdproxy.Start(t, fwdproxy.Options{}).URL())
 	}
 	e, _ := e2eEngine(t, urls, o.URL+"/probe", proxyhealth.RotationConfig{})
 	_, addr := startServer(t, e, e2eConfig())

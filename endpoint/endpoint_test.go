@@ -18,6 +18,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/fwdproxy"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/transport"
 	"go.uber.org/goleak"
@@ -53,8 +54,8 @@ func debugLogger() (*slog.Logger, *syncBuffer) {
 // never see them, and each request is reported OK.
 func TestHTTPForwardThroughPickedUpstream(t *testing.T) {
 	o := newOrigin(t, false)
-	a := newFwdProxy(t, "", "")
-	b := newFwdProxy(t, "user", upstreamSecret)
+	a := fwdproxy.Start(t, fwdproxy.Options{})
+	b := fwdproxy.Start(t, fwdproxy.Options{User: "user", Pass: upstreamSecret})
 	r := newRotator(t, a.URL(), b.URL())
 	logger, logs := debugLogger()
 	srv, addr := startServer(t, r, Config{Logger: logger})
@@ -68,8 +69,8 @@ func TestHTTPForwardThroughPickedUpstream(t *testing.T) {
 			t.Fatalf("the client received the upstream's password: %s", dumpResponse(resp, body))
 		}
 	}
-	if a.requests.Load() != 2 || b.requests.Load() != 2 {
-		t.Errorf("upstream requests a=%d b=%d, want 2 each (round-robin)", a.requests.Load(), b.requests.Load())
+	if a.Requests() != 2 || b.Requests() != 2 {
+		t.Errorf("upstream requests a=%d b=%d, want 2 each (round-robin)", a.Requests(), b.Requests())
 	}
 	wantAuth := "Basic " + encodeBasic("user", upstreamSecret)
 	for _, v := range b.AuthSeen() {
@@ -117,7 +118,7 @@ func encodeBasic(u, p string) string {
 // A target's 404 passes through and reports the upstream OK.
 func TestTargetErrorIsNotTheProxys(t *testing.T) {
 	o := newOrigin(t, false)
-	a := newFwdProxy(t, "", "")
+	a := fwdproxy.Start(t, fwdproxy.Options{})
 	r := newRotator(t, a.URL())
 	_, addr := startServer(t, r, Config{})
 	resp, _ := get(t, proxyClient(t, "http://"+addr, nil), o.URL+"/404")
@@ -134,7 +135,7 @@ func TestTargetErrorIsNotTheProxys(t *testing.T) {
 func TestConnectAndSOCKS5ReachOrigin(t *testing.T) {
 	plain := newOrigin(t, false)
 	secure := newOrigin(t, true)
-	up := newFwdProxy(t, "user", upstreamSecret)
+	up := fwdproxy.Start(t, fwdproxy.Options{User: "user", Pass: upstreamSecret})
 	r := newRotator(t, up.URL())
 	_, addr := startServer(t, r, Config{})
 	roots := secure.Client().Transport.(*http.Transport).TLSClientConfig
@@ -150,7 +151,7 @@ func TestConnectAndSOCKS5ReachOrigin(t *testing.T) {
 			}
 		}
 	}
-	if n := up.connects.Load(); n < 5 { // https via http, and all four SOCKS requests
+	if n := up.Connects(); n < 5 { // https via http, and all four SOCKS requests
 		t.Errorf("upstream tunnels = %d, want at least 5", n)
 	}
 	if len(secure.Requests()) != 3 || len(plain.Requests()) != 3 {
@@ -349,7 +350,7 @@ func TestUpstream407Becomes502(t *testing.T) {
 // refused; the right credentials work for both.
 func TestClientAuthentication(t *testing.T) {
 	o := newOrigin(t, false)
-	up := newFwdProxy(t, "", "")
+	up := fwdproxy.Start(t, fwdproxy.Options{})
 	r := newRotator(t, up.URL())
 	srv, addr := startServer(t, r, Config{Users: map[string]string{"alice": "pw1"}})
 
@@ -489,13 +490,13 @@ func TestValidateNamesFields(t *testing.T) {
 // sticky strategy and keeps its upstream; the header is not forwarded.
 func TestStickyKey(t *testing.T) {
 	o := newOrigin(t, false)
-	ups := []*fwdProxy{newFwdProxy(t, "", ""), newFwdProxy(t, "", ""), newFwdProxy(t, "", "")}
+	ups := []*fwdproxy.Proxy{fwdproxy.Start(t, fwdproxy.Options{}), fwdproxy.Start(t, fwdproxy.Options{}), fwdproxy.Start(t, fwdproxy.Options{})}
 	r := newRotator(t, ups[0].URL(), ups[1].URL(), ups[2].URL())
 	_, addr := startServer(t, r, Config{})
 	plain := proxyClient(t, "http://"+addr, nil)
 	byUser := proxyClient(t, "http://anyone-session-abc:x@"+addr, nil)
 	counts := func() [3]int64 {
-		return [3]int64{ups[0].requests.Load(), ups[1].requests.Load(), ups[2].requests.Load()}
+		return [3]int64{ups[0].Requests(), ups[1].Requests(), ups[2].Requests()}
 	}
 	for i := range 6 {
 		get(t, plain, o.URL+"/", DefaultStickyHeader, "abc")
@@ -576,7 +577,7 @@ func TestShutdownLeavesNoGoroutine(t *testing.T) {
 	for _, graceful := range []bool{false, true} {
 		t.Run(fmt.Sprintf("graceful=%v", graceful), func(t *testing.T) {
 			o := newOrigin(t, false)
-			up := newFwdProxy(t, "", "")
+			up := fwdproxy.Start(t, fwdproxy.Options{})
 			r := newRotator(t, up.URL())
 			before := goleak.IgnoreCurrent()
 			s, err := New(r, Config{})
@@ -640,7 +641,7 @@ func TestShutdownLeavesNoGoroutine(t *testing.T) {
 				t.Errorf("tunnel read after close: %v", err)
 			}
 			c.CloseIdleConnections()
-			up.rt.CloseIdleConnections() // the fixture's own keep-alive to the origin
+			up.CloseIdleConnections() // the fixture's own keep-alive to the origin
 			if err := goleak.Find(before); err != nil {
 				t.Error(err)
 			}
@@ -654,7 +655,7 @@ func TestShutdownLeavesNoGoroutine(t *testing.T) {
 // Shutdown waits for an idle server and returns nil.
 func TestShutdownIdle(t *testing.T) {
 	o := newOrigin(t, false)
-	up := newFwdProxy(t, "", "")
+	up := fwdproxy.Start(t, fwdproxy.Options{})
 	r := newRotator(t, up.URL())
 	s, addr := startServer(t, r, Config{})
 	c := proxyClient(t, "http://"+addr, nil)
@@ -677,7 +678,7 @@ func mustListen(t testing.TB) net.Listener {
 // A tunnel idle for IdleTimeout is closed by the server.
 func TestTunnelIdleTimeout(t *testing.T) {
 	o := newOrigin(t, false)
-	up := newFwdProxy(t, "", "")
+	up := fwdproxy.Start(t, fwdproxy.Options{})
 	r := newRotator(t, up.URL())
 	srv, addr := startServer(t, r, Config{IdleTimeout: 300 * time.Millisecond})
 	c, code, err := socks5Dial(addr, "", "", o.Listener.Addr().String())

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -16,7 +15,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,115 +150,6 @@ func (o *origin) Requests() []*http.Request {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return slices.Clone(o.reqs)
-}
-
-// fwdProxy is a real forwarding upstream proxy (absolute-form and CONNECT)
-// for tests where requests must reach an origin; it may demand
-// credentials and records the Proxy-Authorization values it saw.
-type fwdProxy struct {
-	srv       *httptest.Server
-	user      string
-	pass      string
-	rt        *http.Transport
-	requests  atomic.Int64
-	connects  atomic.Int64
-	mu        sync.Mutex
-	authSeen  []string
-	tunnels   sync.WaitGroup
-	tunnelsMu sync.Mutex
-	open      map[net.Conn]struct{}
-}
-
-func newFwdProxy(t testing.TB, user, pass string) *fwdProxy {
-	p := &fwdProxy{user: user, pass: pass, rt: &http.Transport{}, open: map[net.Conn]struct{}{}}
-	p.srv = httptest.NewServer(p)
-	t.Cleanup(func() {
-		p.srv.Close()
-		p.tunnelsMu.Lock()
-		for c := range p.open {
-			c.Close()
-		}
-		p.tunnelsMu.Unlock()
-		p.tunnels.Wait()
-		p.rt.CloseIdleConnections()
-	})
-	return p
-}
-
-// URL is the proxy's http:// URL with its credentials.
-func (p *fwdProxy) URL() string {
-	u := "http://" + p.srv.Listener.Addr().String()
-	if p.user != "" {
-		u = "http://" + url.UserPassword(p.user, p.pass).String() + "@" + p.srv.Listener.Addr().String()
-	}
-	return u
-}
-
-func (p *fwdProxy) AuthSeen() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.authSeen)
-}
-
-func (p *fwdProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p.requests.Add(1)
-	a := r.Header.Get("Proxy-Authorization")
-	p.mu.Lock()
-	p.authSeen = append(p.authSeen, a)
-	p.mu.Unlock()
-	if p.user != "" && a != "Basic "+base64.StdEncoding.EncodeToString([]byte(p.user+":"+p.pass)) {
-		w.Header().Set("Proxy-Authenticate", `Basic realm="upstream secret-realm"`)
-		w.WriteHeader(http.StatusProxyAuthRequired)
-		return
-	}
-	if r.Method == http.MethodConnect {
-		p.connects.Add(1)
-		up, err := net.Dial("tcp", r.Host)
-		if err != nil {
-			w.WriteHeader(http.StatusBadGateway)
-			return
-		}
-		c, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			up.Close()
-			return
-		}
-		p.tunnelsMu.Lock()
-		p.open[c], p.open[up] = struct{}{}, struct{}{}
-		p.tunnels.Add(1)
-		p.tunnelsMu.Unlock()
-		defer p.tunnels.Done()
-		io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n")
-		done := make(chan struct{})
-		go func() {
-			io.Copy(c, up)
-			c.Close()
-			close(done)
-		}()
-		io.Copy(up, io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), c))
-		up.Close()
-		<-done
-		p.tunnelsMu.Lock()
-		delete(p.open, c)
-		delete(p.open, up)
-		p.tunnelsMu.Unlock()
-		return
-	}
-	out := r.Clone(r.Context())
-	out.RequestURI = ""
-	out.Header.Del("Proxy-Authorization")
-	out.Header.Del("Proxy-Connection")
-	resp, err := p.rt.RoundTrip(out)
-	if err != nil {
-		w.WriteHeader(http.StatusBadGateway)
-		return
-	}
-	defer resp.Body.Close()
-	for k, v := range resp.Header {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, resp.Body)
 }
 
 // proxyClient is an http.Client sending everything through proxyURL.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/internal/fwdproxy"
 )
 
 // benchRotator hands out one proxy without locking and counts outcomes,
@@ -64,15 +65,15 @@ func BenchmarkRoundTrip(b *testing.B) {
 		_, _ = io.WriteString(w, "hello")
 	}))
 	defer self.Close()
-	tunnelProxy := startTestProxy(b, "p", false, "", "")
+	tunnelProxy := fwdproxy.Start(b, fwdproxy.Options{Name: "p"})
 	tlsOrigin := startOrigin(b, true)
-	pool := testCertPool(b)
+	pool := fwdproxy.CertPool(b)
 
 	for _, c := range []struct {
 		name, proxy, target string
 	}{
 		{"http", self.URL, "http://origin.invalid/"},
-		{"https", tunnelProxy.srv.URL, tlsOrigin.srv.URL + "/"},
+		{"https", tunnelProxy.URL(), tlsOrigin.srv.URL + "/"},
 	} {
 		proxyURL, _ := url.Parse(c.proxy)
 		direct := &http.Transport{Proxy: http.ProxyURL(proxyURL), MaxIdleConnsPerHost: 64,

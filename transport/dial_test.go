@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/fwdproxy"
 )
 
 // Test credentials: distinctive, so that a leak into an error message is
@@ -194,9 +195,9 @@ func TestDialThroughFailureClasses(t *testing.T) {
 // TestDialThroughCONNECTRefused: a proxy's own 502 to CONNECT is
 // bad_status.
 func TestDialThroughCONNECTRefused(t *testing.T) {
-	p := startTestProxy(t, "p", false, testUser, testPass)
-	p.refuseConnect.Store(true)
-	_, err := DialThrough(context.Background(), mustURL(t, p.URL(testUser, testPass)), "tcp", "127.0.0.1:443")
+	p := fwdproxy.Start(t, fwdproxy.Options{Name: "p", User: testUser, Pass: testPass})
+	p.RefuseConnect(true)
+	_, err := DialThrough(context.Background(), mustURL(t, p.URL()), "tcp", "127.0.0.1:443")
 	if got := Classify(err); got != ClassBadStatus {
 		t.Fatalf("Classify(%v) = %q, want %q", err, got, ClassBadStatus)
 	}

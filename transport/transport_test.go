@@ -14,6 +14,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/fwdproxy"
 )
 
 // TestRequestsGoThroughThePickedProxy: each request reaches the origin
@@ -21,9 +22,9 @@ import (
 // credentials), and every attempt is reported as OK with a latency.
 func TestRequestsGoThroughThePickedProxy(t *testing.T) {
 	o := startOrigin(t, false)
-	a := startTestProxy(t, "proxy-a", false, "", "")
-	b := startTestProxy(t, "proxy-b", false, testUser, testPass)
-	r := newRotator(t, a.URL("", ""), b.URL(testUser, testPass))
+	a := fwdproxy.Start(t, fwdproxy.Options{Name: "proxy-a"})
+	b := fwdproxy.Start(t, fwdproxy.Options{Name: "proxy-b", User: testUser, Pass: testPass})
+	r := newRotator(t, a.URL(), b.URL())
 	tr := newTransport(t, r, Options{})
 	for i := range 4 {
 		if code, body := get(t, tr, o.srv.URL+"/x?i=1"); code != 200 || body != "hello" {
@@ -66,7 +67,7 @@ func TestRequestsGoThroughThePickedProxy(t *testing.T) {
 // proxy, then CONNECT), with credentials; and an http:// target through
 // an https:// proxy in absolute form.
 func TestHTTPSGoesThroughCONNECT(t *testing.T) {
-	pool := testCertPool(t)
+	pool := fwdproxy.CertPool(t)
 	tlsOrigin := startOrigin(t, true)
 	plainOrigin := startOrigin(t, false)
 	for _, proxyTLS := range []bool{false, true} {
@@ -75,13 +76,13 @@ func TestHTTPSGoesThroughCONNECT(t *testing.T) {
 			name = "https proxy"
 		}
 		t.Run(name, func(t *testing.T) {
-			p := startTestProxy(t, "proxy", proxyTLS, testUser, testPass)
-			r := newRotator(t, p.URL(testUser, testPass))
+			p := fwdproxy.Start(t, fwdproxy.Options{Name: "proxy", TLS: proxyTLS, User: testUser, Pass: testPass})
+			r := newRotator(t, p.URL())
 			tr := newTransport(t, r, Options{TLSClientConfig: &tls.Config{RootCAs: pool}, ProxyTLSConfig: &tls.Config{RootCAs: pool}})
 			if code, body := get(t, tr, tlsOrigin.srv.URL+"/"); code != 200 || body != "hello" {
 				t.Fatalf("https target: %d %q, want 200 \"hello\"", code, body)
 			}
-			if got := p.connects.Load(); got != 1 {
+			if got := p.Connects(); got != 1 {
 				t.Fatalf("proxy saw %d CONNECTs, want 1", got)
 			}
 			seen := tlsOrigin.Seen()
@@ -148,10 +149,10 @@ func TestSOCKSProxies(t *testing.T) {
 // failing proxy is reported with the failure's class and retried on
 // another proxy, where it succeeds.
 func TestDeadProxyIsReportedAndTheRequestSucceedsElsewhere(t *testing.T) {
-	pool := testCertPool(t)
+	pool := fwdproxy.CertPool(t)
 	o := startOrigin(t, false)
 	tlsOrigin := startOrigin(t, true)
-	good := startTestProxy(t, "good", false, "", "")
+	good := fwdproxy.Start(t, fwdproxy.Options{Name: "good"})
 	f := startFarm(t, 1)
 	cases := []struct {
 		name   string
@@ -177,7 +178,7 @@ func TestDeadProxyIsReportedAndTheRequestSucceedsElsewhere(t *testing.T) {
 			if err := f.Set(0, c.b); err != nil {
 				t.Fatal(err)
 			}
-			r := newRotator(t, f.URLWith(0, c.scheme, testUser, testPass), good.URL("", ""))
+			r := newRotator(t, f.URLWith(0, c.scheme, testUser, testPass), good.URL())
 			tr := newTransport(t, r, Options{PerAttemptTimeout: 300 * time.Millisecond, TLSClientConfig: &tls.Config{RootCAs: pool}})
 			if code, body := get(t, tr, c.target+"/"); code != 200 || body != "hello" {
 				t.Fatalf("%d %q, want 200 \"hello\" from the second proxy", code, body)
@@ -198,10 +199,10 @@ func TestDeadProxyIsReportedAndTheRequestSucceedsElsewhere(t *testing.T) {
 		})
 	}
 	t.Run("502 on CONNECT", func(t *testing.T) {
-		bad := startTestProxy(t, "bad", false, "", "")
-		bad.refuseConnect.Store(true)
-		good := startTestProxy(t, "good", false, "", "")
-		r := newRotator(t, bad.URL("", ""), good.URL("", ""))
+		bad := fwdproxy.Start(t, fwdproxy.Options{Name: "bad"})
+		bad.RefuseConnect(true)
+		good := fwdproxy.Start(t, fwdproxy.Options{Name: "good"})
+		r := newRotator(t, bad.URL(), good.URL())
 		tr := newTransport(t, r, Options{TLSClientConfig: &tls.Config{RootCAs: pool}})
 		if code, body := get(t, tr, tlsOrigin.srv.URL+"/"); code != 200 || body != "hello" {
 			t.Fatalf("%d %q, want 200 \"hello\" from the second proxy", code, body)
@@ -261,7 +262,7 @@ func TestAllProxiesFailing(t *testing.T) {
 // Idempotency-Key is.
 func TestNonIdempotentRequests(t *testing.T) {
 	o := startOrigin(t, false)
-	good := startTestProxy(t, "good", false, "", "")
+	good := fwdproxy.Start(t, fwdproxy.Options{Name: "good"})
 	hangup := startHangupProxy(t)
 	f := startFarm(t, 2)
 	if err := f.Set(1, fakeproxy.Refuse()); err != nil {
@@ -279,15 +280,15 @@ func TestNonIdempotentRequests(t *testing.T) {
 	}
 
 	t.Run("hung up after the request: not retried", func(t *testing.T) {
-		r := newRotator(t, hangup.URL(), good.URL("", ""))
+		r := newRotator(t, hangup.URL(), good.URL())
 		tr := newTransport(t, r, Options{})
-		before := good.requests.Load()
+		before := good.Requests()
 		resp, err := post(tr, "")
 		if err == nil {
 			resp.Body.Close()
 			t.Fatalf("POST succeeded; want the reset proxy's error, not a retry; outcomes %+v", r.Outcomes())
 		}
-		if got := good.requests.Load() - before; got != 0 {
+		if got := good.Requests() - before; got != 0 {
 			t.Fatalf("the second proxy got %d requests: the POST was retried", got)
 		}
 		if hangup.heads.Load() == 0 {
@@ -298,7 +299,7 @@ func TestNonIdempotentRequests(t *testing.T) {
 		}
 	})
 	t.Run("refused: retried", func(t *testing.T) {
-		r := newRotator(t, f.URL(1), good.URL("", ""))
+		r := newRotator(t, f.URL(1), good.URL())
 		tr := newTransport(t, r, Options{})
 		resp, err := post(tr, "")
 		if err != nil {
@@ -310,7 +311,7 @@ func TestNonIdempotentRequests(t *testing.T) {
 		}
 	})
 	t.Run("idempotency key: retried after a hang-up", func(t *testing.T) {
-		r := newRotator(t, hangup.URL(), good.URL("", ""))
+		r := newRotator(t, hangup.URL(), good.URL())
 		tr := newTransport(t, r, Options{})
 		resp, err := post(tr, "k-1")
 		if err != nil {
@@ -322,7 +323,7 @@ func TestNonIdempotentRequests(t *testing.T) {
 		}
 	})
 	t.Run("body without GetBody: not retried even when refused", func(t *testing.T) {
-		r := newRotator(t, f.URL(1), good.URL("", ""))
+		r := newRotator(t, f.URL(1), good.URL())
 		tr := newTransport(t, r, Options{})
 		req, err := http.NewRequest(http.MethodPut, o.srv.URL+"/", io.NopCloser(strings.NewReader("x")))
 		if err != nil {
@@ -344,13 +345,13 @@ func TestNonIdempotentRequests(t *testing.T) {
 // a working proxy is OK; a 502 the proxy marks as its own is not, and a
 // GET is then retried elsewhere.
 func TestTargetErrorsAreNotTheProxys(t *testing.T) {
-	pool := testCertPool(t)
+	pool := fwdproxy.CertPool(t)
 	o := startOrigin(t, false)
 	tlsOrigin := startOrigin(t, true)
-	p := startTestProxy(t, "p", false, "", "")
+	p := fwdproxy.Start(t, fwdproxy.Options{Name: "p"})
 	for _, target := range []string{o.srv.URL, tlsOrigin.srv.URL} {
 		for _, code := range []int{404, 500, 502} {
-			r := newRotator(t, p.URL("", ""))
+			r := newRotator(t, p.URL())
 			tr := newTransport(t, r, Options{TLSClientConfig: &tls.Config{RootCAs: pool}})
 			got, _ := get(t, tr, target+"/status/"+strconv.Itoa(code))
 			if got != code {
@@ -362,9 +363,9 @@ func TestTargetErrorsAreNotTheProxys(t *testing.T) {
 		}
 	}
 
-	bad := startTestProxy(t, "bad", false, "", "")
-	bad.answer502.Store(true)
-	r := newRotator(t, bad.URL("", ""), p.URL("", ""))
+	bad := fwdproxy.Start(t, fwdproxy.Options{Name: "bad"})
+	bad.Answer502(true)
+	r := newRotator(t, bad.URL(), p.URL())
 	tr := newTransport(t, r, Options{})
 	if code, body := get(t, tr, o.srv.URL+"/"); code != 200 || body != "hello" {
 		t.Fatalf("after the proxy's own 502: %d %q, want 200 \"hello\" from the next proxy", code, body)
@@ -373,7 +374,7 @@ func TestTargetErrorsAreNotTheProxys(t *testing.T) {
 		t.Fatalf("outcomes %+v, want bad_status then OK", outs)
 	}
 	// With no other proxy, the caller gets the proxy's 502.
-	r = newRotator(t, bad.URL("", ""))
+	r = newRotator(t, bad.URL())
 	tr = newTransport(t, r, Options{})
 	if code, _ := get(t, tr, o.srv.URL+"/"); code != http.StatusBadGateway {
 		t.Fatalf("status %d, want the proxy's 502", code)
@@ -383,18 +384,18 @@ func TestTargetErrorsAreNotTheProxys(t *testing.T) {
 // TestConnectionsAreReused: sequential requests through one proxy use one
 // connection to it, in absolute form and through a CONNECT tunnel.
 func TestConnectionsAreReused(t *testing.T) {
-	pool := testCertPool(t)
+	pool := fwdproxy.CertPool(t)
 	for _, useTLS := range []bool{false, true} {
 		o := startOrigin(t, useTLS)
-		p := startTestProxy(t, "p", false, "", "")
-		r := newRotator(t, p.URL("", ""))
+		p := fwdproxy.Start(t, fwdproxy.Options{Name: "p"})
+		r := newRotator(t, p.URL())
 		tr := newTransport(t, r, Options{TLSClientConfig: &tls.Config{RootCAs: pool}})
 		for range 20 {
 			if code, _ := get(t, tr, o.srv.URL+"/"); code != 200 {
 				t.Fatalf("status %d", code)
 			}
 		}
-		if got := p.newConns.Load(); got != 1 {
+		if got := p.NewConns(); got != 1 {
 			t.Errorf("TLS origin %v: 20 requests opened %d connections to the proxy, want 1", useTLS, got)
 		}
 		if got := o.newConns.Load(); got != 1 {
@@ -430,8 +431,8 @@ func (c *closeRecorder) Close() error { c.closed = true; return nil }
 // the rotator.
 func TestPickRequestCarriesTheOptions(t *testing.T) {
 	o := startOrigin(t, false)
-	p := startTestProxy(t, "p", false, "", "")
-	r := newRotator(t, p.URL("", ""))
+	p := fwdproxy.Start(t, fwdproxy.Options{Name: "p"})
+	r := newRotator(t, p.URL())
 	tr := newTransport(t, r, Options{
 		Strategy: proxyhealth.Sticky, Key: func(req *http.Request) string { return req.URL.Host },
 		Source: "src", Scheme: "http", Tag: "eu",
@@ -450,9 +451,9 @@ func TestPickRequestCarriesTheOptions(t *testing.T) {
 // fail with ErrClosed.
 func TestCloseAndEviction(t *testing.T) {
 	o := startOrigin(t, false)
-	a := startTestProxy(t, "a", false, "", "")
-	b := startTestProxy(t, "b", false, "", "")
-	r := newRotator(t, a.URL("", ""), b.URL("", ""))
+	a := fwdproxy.Start(t, fwdproxy.Options{Name: "a"})
+	b := fwdproxy.Start(t, fwdproxy.Options{Name: "b"})
+	r := newRotator(t, a.URL(), b.URL())
 	tr := newTransport(t, r, Options{MaxProxies: 1})
 	get(t, tr, o.srv.URL+"/") // a
 	get(t, tr, o.srv.URL+"/") // b: a's pool is dropped
@@ -463,7 +464,7 @@ func TestCloseAndEviction(t *testing.T) {
 		t.Fatalf("%d pools kept, want MaxProxies = 1", n)
 	}
 	get(t, tr, o.srv.URL+"/") // a again: a new connection
-	if got := a.newConns.Load(); got != 2 {
+	if got := a.NewConns(); got != 2 {
 		t.Fatalf("proxy a saw %d connections, want 2 (its pool was dropped in between)", got)
 	}
 	if err := tr.Close(); err != nil {
@@ -512,14 +513,14 @@ func TestOptionsValidate(t *testing.T) {
 // a different URL (new credentials), the old pool is not reused.
 func TestChangedMemberGetsANewPool(t *testing.T) {
 	o := startOrigin(t, false)
-	p := startTestProxy(t, "p", false, testUser, testPass)
-	r := newRotator(t, p.URL(testUser, "wrong"))
+	p := fwdproxy.Start(t, fwdproxy.Options{Name: "p", User: testUser, Pass: testPass})
+	r := newRotator(t, p.URLWith(testUser, "wrong"))
 	tr := newTransport(t, r, Options{MaxAttempts: 1})
 	if code, _ := get(t, tr, o.srv.URL+"/"); code != http.StatusProxyAuthRequired {
 		t.Fatalf("with the wrong password: status %d, want 407", code)
 	}
 	r.mu.Lock()
-	r.members[0].URL = mustURL(t, p.URL(testUser, testPass))
+	r.members[0].URL = mustURL(t, p.URL())
 	r.mu.Unlock()
 	if code, body := get(t, tr, o.srv.URL+"/"); code != 200 || body != "hello" {
 		t.Fatalf("with the right password: %d %q, want 200 \"hello\"", code, body)
@@ -533,20 +534,20 @@ func TestChangedMemberGetsANewPool(t *testing.T) {
 // TestSOCKSConnectionsAreReused: sequential requests to one target through
 // a forwarding SOCKS5 proxy use one tunnel.
 func TestSOCKSConnectionsAreReused(t *testing.T) {
-	pool := testCertPool(t)
+	pool := fwdproxy.CertPool(t)
 	for _, useTLS := range []bool{false, true} {
 		o := startOrigin(t, useTLS)
-		s := startSOCKSForwarder(t)
+		s := fwdproxy.StartSOCKS5(t)
 		for _, scheme := range []string{"socks5", "socks5h"} {
 			r := newRotator(t, s.URL(scheme))
 			tr := newTransport(t, r, Options{TLSClientConfig: &tls.Config{RootCAs: pool}})
-			before, originBefore := s.newConns.Load(), o.newConns.Load()
+			before, originBefore := s.NewConns(), o.newConns.Load()
 			for range 10 {
 				if code, body := get(t, tr, o.srv.URL+"/"); code != 200 || body != "hello" {
 					t.Fatalf("%s: %d %q", scheme, code, body)
 				}
 			}
-			if got := s.newConns.Load() - before; got != 1 {
+			if got := s.NewConns() - before; got != 1 {
 				t.Errorf("%s, TLS origin %v: 10 requests opened %d connections to the proxy, want 1", scheme, useTLS, got)
 			}
 			if got := o.newConns.Load() - originBefore; got != 1 {
@@ -564,10 +565,10 @@ func TestFailuresThatAreNotTheProxys(t *testing.T) {
 	tlsOrigin := startOrigin(t, true)
 	o := startOrigin(t, false)
 	f := startFarm(t, 1, fakeproxy.WithBehavior(fakeproxy.Blackhole()))
-	good := startTestProxy(t, "good", false, "", "")
+	good := fwdproxy.Start(t, fwdproxy.Options{Name: "good"})
 
 	t.Run("caller's deadline", func(t *testing.T) {
-		r := newRotator(t, f.URL(0), good.URL("", ""))
+		r := newRotator(t, f.URL(0), good.URL())
 		tr := newTransport(t, r, Options{PerAttemptTimeout: time.Minute})
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
@@ -581,7 +582,7 @@ func TestFailuresThatAreNotTheProxys(t *testing.T) {
 		}
 	})
 	t.Run("request body fails", func(t *testing.T) {
-		r := newRotator(t, good.URL("", ""), good.URL("", ""))
+		r := newRotator(t, good.URL(), good.URL())
 		tr := newTransport(t, r, Options{})
 		req, _ := http.NewRequest(http.MethodPut, o.srv.URL+"/", io.MultiReader(strings.NewReader("part"), failingReader{}))
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(failingReader{}), nil }
@@ -595,7 +596,7 @@ func TestFailuresThatAreNotTheProxys(t *testing.T) {
 		}
 	})
 	t.Run("target certificate refused", func(t *testing.T) {
-		r := newRotator(t, good.URL("", ""), good.URL("", ""))
+		r := newRotator(t, good.URL(), good.URL())
 		tr := newTransport(t, r, Options{}) // the system roots do not trust httptest's certificate
 		req, _ := http.NewRequest(http.MethodGet, tlsOrigin.srv.URL+"/", nil)
 		resp, err := tr.RoundTrip(req)
