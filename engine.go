@@ -201,29 +201,39 @@ func (e *Engine) Journal() journal.Journal { return journal.ReadOnly(e.journal) 
 
 // AddSource starts a new source and its proxies.
 func (e *Engine) AddSource(ctx context.Context, sc SourceConfig) error {
+	src, err := e.addSource(ctx, sc)
+	if src != nil && src.list != nil {
+		err = errors.Join(err, e.startList(ctx, src))
+	}
+	return err
+}
+
+// addSource is AddSource without starting the source's list refresher
+// (the caller does, once it holds no lock the refresher takes).
+func (e *Engine) addSource(ctx context.Context, sc SourceConfig) (*source, error) {
 	sc = sc.withDefaults()
 	if err := sc.validate(); err != nil {
-		return err
+		return nil, err
 	}
 	checker, err := probe.NewChecker(sc.Probe, e.cfg.ProbeOptions...)
 	if err != nil {
-		return fmt.Errorf("%w: source %q: %w", ErrBadConfig, sc.Name, err)
+		return nil, fmt.Errorf("%w: source %q: %w", ErrBadConfig, sc.Name, err)
 	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	if _, ok := e.sources[sc.Name]; ok {
 		e.mu.Unlock()
-		return fmt.Errorf("%w: source %q already exists", ErrBadConfig, sc.Name)
+		return nil, fmt.Errorf("%w: source %q already exists", ErrBadConfig, sc.Name)
 	}
 	strategy := actors.DefaultRestartBackoff(e.log)
 	strategy.AfterFunc = func(d time.Duration, f func()) { e.cfg.Clock.AfterFunc(d, f) }
 	pid, err := e.sys.Root.SpawnNamed(actors.SourceProps(e.env, sc.Name, strategy), e.actorPrefix+"source-"+sc.Name)
 	if err != nil {
 		e.mu.Unlock()
-		return fmt.Errorf("proxyhealth: start source %q: %w", sc.Name, err)
+		return nil, fmt.Errorf("proxyhealth: start source %q: %w", sc.Name, err)
 	}
 	src := &source{cfg: sc, checker: checker, pid: pid, version: 1, configRef: sc.Name + "@v1"}
 	if sc.List.set() {
@@ -235,10 +245,7 @@ func (e *Engine) AddSource(ctx context.Context, sc SourceConfig) error {
 		e.loadList(sc.Name, src.list)
 	}
 	_, err = e.addProxies(ctx, sc.Name, append(sc.entries(), src.listProxies()...), pb.ProxyOrigin_PROXY_ORIGIN_CONFIG)
-	if src.list != nil {
-		err = errors.Join(err, e.startList(ctx, src))
-	}
-	return err
+	return src, err
 }
 
 // listProxies returns the proxies of the source's list (none without one).

@@ -47,6 +47,18 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 		}
 	}
 
+	// One reconfiguration at a time: a list refresh waits until the reload
+	// is applied (and would otherwise race its two passes). The refreshers
+	// of sources that get a list start after.
+	var toStart []*source
+	e.reconfMu.Lock()
+	defer func() {
+		for _, src := range toStart {
+			_ = e.startList(ctx, src)
+		}
+	}()
+	defer e.reconfMu.Unlock()
+
 	// What runs now.
 	e.mu.Lock()
 	if e.closed {
@@ -86,9 +98,7 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 			}
 			continue
 		}
-		e.reconfMu.Lock()
 		e.stopList(s)
-		e.reconfMu.Unlock()
 	}
 
 	// The run-time proxies that stay: their source is still configured (or
@@ -136,7 +146,8 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 			}
 		}
 		if shrink {
-			errs = append(errs, e.ReconfigureSource(ctx, keep))
+			_, _, err := e.reconfigure(ctx, keep)
+			errs = append(errs, err)
 		}
 	}
 	// Pass 2: every configured source gets its settings and proxies.
@@ -156,9 +167,17 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 			}
 		}
 		if running {
-			errs = append(errs, e.ReconfigureSource(ctx, sc))
+			cur, start, err := e.reconfigure(ctx, sc)
+			errs = append(errs, err)
+			if start {
+				toStart = append(toStart, cur)
+			}
 		} else {
-			errs = append(errs, e.AddSource(ctx, sc))
+			src, err := e.addSource(ctx, sc)
+			errs = append(errs, err)
+			if src != nil && src.list != nil {
+				toStart = append(toStart, src)
+			}
 		}
 	}
 	// Run-time proxies that the configuration now lists are configured
