@@ -24,7 +24,8 @@
 //	GET    /v1/pool              pool summary: counts by state, per source, journal seq,
 //	                             the journal's write condition and each projection's
 //	GET    /v1/pool/history      the pool's counts over the last hour (see Pool history)
-//	GET    /v1/proxies           ?state=&source=&limit=&offset= (limit default 100, max 10000)
+//	GET    /v1/proxies           ?state=&source=&tag=&anonymity=&limit=&offset= (limit default 100,
+//	                             max 10000); each proxy has its tags, weight, exit_ip, anonymity
 //	GET    /v1/proxies/{id}      one proxy (id, or its URL, path-escaped) with history and state changes
 //	GET    /v1/proxies/{id}/story  ?limit= the proxy's history in plain sentences (see Story)
 //	POST   /v1/proxies           {"url": "...", "source": "..."} adds a proxy (201); without
@@ -36,11 +37,14 @@
 //	                             proxy_resumed): {"status": "paused", "id": "..."}
 //	POST   /v1/proxies/{id}/outcome  {"ok": false, "error_class": "timeout", "latency_ms": 812}
 //	                             reports what real traffic saw through the proxy (202; see Rotation)
-//	GET    /v1/pick              ?strategy=&source=&scheme=&key=&n=&credentials= hands proxies out
+//	GET    /v1/pick              ?strategy=&source=&scheme=&tag=&anonymity=&key=&n=&credentials= hands proxies out
 //	                             (see Rotation)
 //	GET    /v1/traffic           the rotating endpoint's counters, panic mode, ejections (see Rotation)
 //	POST   /v1/pause, /v1/resume ?source= (all sources when absent): every proxy of the source
 //	POST   /v1/reload            re-reads the configuration (see Reload)
+//	POST   /v1/sources/{name}/confirm  applies the list a source holds because it shrank by more
+//	                             than its shrink guard (409 when none is held)
+//	POST   /v1/sources/{name}/refresh  reads a source's list now (a provider's URL or a file)
 //	GET    /v1/events            Server-Sent Events of committed journal events and notifications
 //	GET    /v1/journal           the journal as JSON lines, a page at a time (see Journal)
 //	GET    /metrics              Prometheus metrics (names prefixed proxyhealth_)
@@ -53,6 +57,11 @@
 // it are ignored), resolved like the engine does (proxyhealth.ResolveProxyID).
 // An {id} that is neither names no proxy: 404 before the engine is asked
 // (the answer quotes it, unless it has user info); such a ?proxy= is 400.
+//
+// GET /v1/pool's sources each have "last_refresh" and "last_error" (the
+// last good read of the source's list, and the last failure to read it; the
+// last good list stays in force meanwhile), and "held_list" while a list
+// that shrank too much waits for confirmation.
 //
 // Every proxy in /v1/proxies and /v1/proxies/{id} has "paused": true while
 // it is paused (not checked, keeping its last state until resumed), by
