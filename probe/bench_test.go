@@ -214,3 +214,43 @@ func BenchmarkCheckHTTPParallel(b *testing.B) {
 	b.ReportMetric(float64((s1-s0).Nanoseconds())/n/1e3, "sys-µs/op")
 	b.ReportMetric(float64((u1-u0+s1-s0).Nanoseconds())/n/1e3, "cpu-µs/op")
 }
+
+// BenchmarkCheckClose compares closing the check's connection with a FIN
+// (close=fin) and with a RST (close=reset, SO_LINGER 0) against a
+// child-process farm: cpu-µs/op is the checker's CPU per check, and
+// client-tw/op and proxy-tw/op are the TIME_WAIT sockets the checks left on
+// the checker's and the proxy's side (from /proc/net/tcp, per check). Run
+// it with a fixed count below the ephemeral port range (e.g.
+// -benchtime=5000x): each sub-benchmark gets a new farm port, and only
+// TIME_WAIT sockets that were not there before the run are counted.
+func BenchmarkCheckClose(b *testing.B) {
+	cases := []struct {
+		name, scheme, target string
+		mode                 Mode
+	}{
+		{"http", "http", "http://bench.proxyhealth.test/", ModeAuto},
+		{"connect", "http", "https://bench.proxyhealth.test/", ModeAuto},
+		{"socks5h", "socks5h", "http://bench.proxyhealth.test/", ModeAuto},
+		{"tcp-connect", "http", "", ModeTCPConnect},
+	}
+	for _, tc := range cases {
+		for _, cm := range []CloseMode{CloseFIN, CloseReset} {
+			b.Run(tc.name+"/close="+cm.String(), func(b *testing.B) {
+				f := startBenchFarm(b, true)
+				c := newChecker(b, Config{TargetURL: tc.target, Mode: tc.mode, TLSConfig: f.tls, Close: cm})
+				p := MustParseProxyURL(tc.scheme + "://" + f.addr)
+				tw0 := timeWaitSet(b)
+				runBench(b, func() error {
+					if r := c.Check(context.Background(), p); !r.OK() {
+						return fmt.Errorf("check failed: %+v", r)
+					}
+					return nil
+				})
+				b.StopTimer()
+				ctw, ptw := newTimeWaits(b, tw0, f.addr)
+				b.ReportMetric(float64(ctw)/float64(b.N), "client-tw/op")
+				b.ReportMetric(float64(ptw)/float64(b.N), "proxy-tw/op")
+			})
+		}
+	}
+}

@@ -104,6 +104,7 @@ type Checker struct {
 	expected []StatusRange
 	noBody   bool
 	wantBody bool
+	reset    bool // close connections with a RST (Config.Close)
 
 	dial     DialFunc
 	resolver *net.Resolver
@@ -146,7 +147,8 @@ func NewChecker(cfg Config, opts ...Option) (*Checker, error) {
 	c := &Checker{
 		cfg: cp.cfg, t: cp.target, re: cp.re, expected: cp.cfg.ExpectedStatus,
 		noBody: cp.cfg.Method == "HEAD", wantBody: cp.re != nil,
-		dial: o.dial, resolver: o.resolver,
+		reset: cp.cfg.Close.resets(cp.cfg.Mode),
+		dial:  o.dial, resolver: o.resolver,
 	}
 	if ip, err := netip.ParseAddr(c.t.host); err == nil {
 		c.targetIP = ip.Unmap()
@@ -275,6 +277,9 @@ func (c *Checker) attempt(ctx context.Context, st *state, proxy ProxyURL, start,
 	}
 	if err != nil {
 		return netFailure("connect to proxy", err)
+	}
+	if c.reset {
+		setResetOnClose(raw)
 	}
 	defer raw.Close()
 	if c.cfg.Mode == ModeTCPConnect {

@@ -38,6 +38,30 @@ func TestParseMode(t *testing.T) {
 	}
 }
 
+func TestParseCloseMode(t *testing.T) {
+	for in, want := range map[string]CloseMode{"": CloseAuto, "auto": CloseAuto, "FIN": CloseFIN, "reset": CloseReset, " rst ": CloseReset} {
+		if got, err := ParseCloseMode(in); err != nil || got != want {
+			t.Errorf("ParseCloseMode(%q) = %v, %v", in, got, err)
+		}
+	}
+	if _, err := ParseCloseMode("linger"); !errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), "Close") {
+		t.Errorf("ParseCloseMode(linger): %v", err)
+	}
+	for _, m := range []CloseMode{CloseAuto, CloseFIN, CloseReset} {
+		if got, err := ParseCloseMode(m.String()); err != nil || got != m {
+			t.Errorf("ParseCloseMode(%v.String()) = %v, %v", m, got, err)
+		}
+	}
+	if CloseMode(9).String() != "CloseMode(9)" {
+		t.Error("CloseMode.String")
+	}
+	for _, bad := range []CloseMode{-1, 3} {
+		if err := (Config{Close: bad}).Validate(); !errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), "Close") {
+			t.Errorf("Validate(Close %d) = %v, want ErrBadConfig naming Close", bad, err)
+		}
+	}
+}
+
 func TestConfigDefaults(t *testing.T) {
 	c := Config{}.WithDefaults()
 	if c.TargetURL != DefaultTargetURL || c.Method != "HEAD" || c.Timeout != DefaultTimeout ||

@@ -38,7 +38,7 @@ type echoer struct {
 // application/json", the same dialer, resolver and TLS configuration (and
 // session cache) as the check.
 func newEchoer(parent *Checker, cp *compiled, opts []Option) (*echoer, error) {
-	ecfg := Config{TargetURL: cp.cfg.EchoURL, Method: "GET", Timeout: cp.cfg.Timeout, TLSConfig: cp.cfg.TLSConfig}
+	ecfg := Config{TargetURL: cp.cfg.EchoURL, Method: "GET", Timeout: cp.cfg.Timeout, TLSConfig: cp.cfg.TLSConfig, Close: cp.cfg.Close}
 	for _, h := range cp.headers {
 		if strings.EqualFold(h.Name, "user-agent") {
 			ecfg.Headers = append(ecfg.Headers, h)
@@ -170,6 +170,9 @@ func (e *echoer) fetchOwnIPs(ctx context.Context, st *state, deadline time.Time)
 	raw, err := c.dial(dctx, "tcp", c.t.hostPort)
 	if err != nil {
 		return nil, errors.New("direct GET of the echo URL: connect: " + err.Error())
+	}
+	if c.reset {
+		setResetOnClose(raw)
 	}
 	defer raw.Close()
 	_ = raw.SetDeadline(deadline)
