@@ -63,6 +63,14 @@ func ParseStatusRanges(s string) ([]StatusRange, error) { return probe.ParseStat
 // ParseProbeMode parses "auto" or "tcp-connect".
 func ParseProbeMode(s string) (ProbeMode, error) { return probe.ParseMode(s) }
 
+// ProbeClose is how check connections are closed (ProbeConfig.Close):
+// auto (the default: with a RST for tcp-connect checks, a FIN otherwise),
+// fin, or reset.
+type ProbeClose = probe.CloseMode
+
+// ParseProbeClose parses a close mode: "auto", "fin", "reset" ("" is auto).
+func ParseProbeClose(s string) (ProbeClose, error) { return probe.ParseCloseMode(s) }
+
 // CheckResult is the outcome of one check of a proxy.
 type CheckResult struct {
 	// Proxy is what the proxy URL says (without credentials).

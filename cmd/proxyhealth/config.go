@@ -138,6 +138,7 @@ type checkSettings struct {
 	BodyPattern             *string           `yaml:"body_pattern"`
 	LatencyCeiling          *duration         `yaml:"latency_ceiling"`
 	Mode                    *string           `yaml:"mode"`
+	Close                   *string           `yaml:"close"`
 	Headers                 map[string]string `yaml:"headers"`
 	CAFile                  *string           `yaml:"ca_file"`
 	InsecureSkipVerify      *bool             `yaml:"insecure_skip_verify"`
@@ -246,6 +247,11 @@ func (l settingsLayer) validate() error {
 			return l.errorf("mode", short(*s.Mode), "want auto or tcp-connect")
 		}
 	}
+	if s.Close != nil {
+		if _, err := proxyhealth.ParseProbeClose(*s.Close); err != nil || strings.TrimSpace(*s.Close) == "" {
+			return l.errorf("close", short(*s.Close), "want auto, fin or reset")
+		}
+	}
 	if s.BodyPattern != nil {
 		if _, err := regexp.Compile(*s.BodyPattern); err != nil {
 			return l.errorf("body_pattern", short(*s.BodyPattern), "not a valid regular expression (Go syntax): "+strings.TrimPrefix(err.Error(), "error parsing regexp: "))
@@ -343,6 +349,13 @@ func (s *checkSettings) apply(h *proxyhealth.HealthConfig, p *proxyhealth.ProbeC
 			return fmt.Errorf("mode: %w", err)
 		}
 		p.Mode = m
+	}
+	if s.Close != nil {
+		c, err := proxyhealth.ParseProbeClose(*s.Close)
+		if err != nil {
+			return fmt.Errorf("close: %w", err)
+		}
+		p.Close = c
 	}
 	if len(s.Headers) > 0 {
 		s.applyHeaders(p)

@@ -440,3 +440,26 @@ func TestEchoURLSetting(t *testing.T) {
 		t.Errorf("bad echo_url: %v", err)
 	}
 }
+
+// TestCloseSetting: close: reaches the probe config; a bad value is named.
+func TestCloseSetting(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "c.yaml", "defaults:\n  close: reset\nsources:\n  - name: s\n    close: fin\n")
+	dc, err := loadArgs(t, nil, "--config", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range dc.engine.Sources {
+		want := "reset"
+		if sc.Name == "s" {
+			want = "fin"
+		}
+		if sc.Probe.Close.String() != want {
+			t.Errorf("source %s: close %v, want %s", sc.Name, sc.Probe.Close, want)
+		}
+	}
+	cfg = writeFile(t, dir, "c.yaml", "defaults:\n  close: slam\n")
+	if _, err := loadArgs(t, nil, "--config", cfg); err == nil || !strings.Contains(err.Error(), "c.yaml:2") || !strings.Contains(err.Error(), "auto, fin or reset") {
+		t.Errorf("bad close: %v", err)
+	}
+}
