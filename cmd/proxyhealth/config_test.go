@@ -463,3 +463,22 @@ func TestCloseSetting(t *testing.T) {
 		t.Errorf("bad close: %v", err)
 	}
 }
+
+// TestYAMLProxiesWithTags: a YAML proxy may carry " #tags=a,b weight=N"
+// like a list line; a bad attribute is named with FILE:LINE.
+func TestYAMLProxiesWithTags(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "c.yaml", "sources:\n  - name: s\n    proxies:\n      - \"10.0.0.1:3128 #tags=de,res weight=2\"\n      - 10.0.0.2:3128\n")
+	dc, err := loadArgs(t, nil, "--config", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := dc.engine.Sources[0]
+	if len(sc.Proxies) != 1 || len(sc.Entries) != 1 || strings.Join(sc.Entries[0].Tags, ",") != "de,res" || sc.Entries[0].Weight != 2 {
+		t.Errorf("source %+v", sc)
+	}
+	cfg = writeFile(t, dir, "c.yaml", "sources:\n  - name: s\n    proxies:\n      - \"10.0.0.1:3128 #weight=-2\"\n")
+	if _, err := loadArgs(t, nil, "--config", cfg); err == nil || !strings.Contains(err.Error(), "c.yaml:4") || !strings.Contains(err.Error(), "weight") {
+		t.Errorf("bad weight: %v", err)
+	}
+}

@@ -312,10 +312,24 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 			sc.Weight = *sf.Weight
 		}
 		for j, p := range sf.Proxies {
-			if _, err := proxyhealth.ParseProxy(p.value); err != nil {
+			_, err := proxyhealth.ParseProxy(p.value)
+			if err == nil {
+				sc.Proxies = append(sc.Proxies, p.value)
+				continue
+			}
+			if !strings.Contains(p.value, " #") {
 				return dc, &configError{fmt.Sprintf("%s:%d", r.config, p.line), fmt.Sprintf("%s.proxies[%d]: %s", label, j, proxyURLError(err))}
 			}
-			sc.Proxies = append(sc.Proxies, p.value)
+			// "URL #tags=a,b weight=2", as in a list file.
+			entries, err := proxyhealth.ParseProxyList(label+".proxies", strings.NewReader(p.value))
+			if err != nil || len(entries) != 1 {
+				reason := "want URL [#tags=a,b] [weight=N]"
+				if err != nil {
+					_, reason, _ = strings.Cut(err.Error(), ": ")
+				}
+				return dc, &configError{fmt.Sprintf("%s:%d", r.config, p.line), fmt.Sprintf("%s.proxies[%d]: %s", label, j, reason)}
+			}
+			sc.Entries = append(sc.Entries, entries...)
 		}
 		for _, pf := range sf.ProxyFiles {
 			list, err := readProxyFile(rel(pf))
