@@ -25,11 +25,12 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Micro-benchmarks (journal, probe, state machine, projections, API), the
+# Micro-benchmarks (journal, probe, state machine, projections, API, list
+# parsing with the 1,000,000-proxy list), the
 # view rebuild from 1,000,000 events, and the end-to-end runs against 10,000
 # fake proxies (see the issue notes for the figures and their targets).
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=2s -count=1 ./journal/ ./probe/ ./events/ ./projections/ ./httpapi/
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=2s -count=1 ./journal/ ./probe/ ./events/ ./projections/ ./httpapi/ ./sources/
 	$(GO) test -run='^$$' -bench='Rebuild|Incremental' -benchtime=1x -count=1 -timeout 20m ./projections/sqlview/
 	$(MAKE) bench-e2e
 
