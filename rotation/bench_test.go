@@ -70,12 +70,6 @@ var variants = []struct {
 // Pick and PickN allocate nothing, for every strategy, filtered or not, in
 // and out of panic mode.
 func TestPickDoesNotAllocate(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds pools of 10,000")
-	}
-	if raceEnabled {
-		t.Skip("allocation counts mean nothing under the race detector (sync.Pool drops items on purpose)")
-	}
 	for _, thr := range []float64{0.5, 0.99} { // 0.99: the pool and its groups are in panic mode
 		p := bigPool(t, 10000, thr)
 		if want := thr == 0.99; p.Panic().Active != want {
@@ -422,9 +416,6 @@ func poolHeap(tb testing.TB, members []rotation.Member, sticky string) uint64 {
 // points each, a member cost about 1,850 B), and a sticky pick on the
 // whole pool adds one ring only (16 points × 16 B).
 func TestPoolMemoryWithoutStickyPicks(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds a pool of 10,000")
-	}
 	members := make([]rotation.Member, 10000)
 	for i := range members {
 		members[i] = bigMember(i)

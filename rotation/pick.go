@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 )
 
 // tries is how many random draws a pick makes before it scans: a draw can
@@ -143,10 +142,26 @@ type view struct {
 	multi   bool // several filters: members are checked against the others
 }
 
-var scratchPool = sync.Pool{New: func() any { s := make([]ranked, 0, 64); return &s }}
+// scratchFree holds the scratch buffers of panic-mode picks with several
+// filters (the only picks that need one) between uses. A bounded free list
+// rather than a sync.Pool: a sync.Pool drops items at random under the race
+// detector, a channel never does, so Pick's "allocates nothing" holds (and
+// is tested) with -race too. Full: the buffer is dropped; empty: one is
+// made.
+var scratchFree = make(chan *[]ranked, 64)
+
+func takeScratch() *[]ranked {
+	select {
+	case buf := <-scratchFree:
+		return buf
+	default:
+		s := make([]ranked, 0, 64)
+		return &s
+	}
+}
 
 // newView picks the group and decides panic mode; false means nothing can
-// be handed out. A scratch buffer it takes from scratchPool is left in
+// be handed out. A scratch buffer it takes (takeScratch) is left in
 // *scratch for the caller to release. It returns the view by value: a
 // view stored through a pointer would make escape analysis move the
 // caller's request (its Exclude) to the heap.
@@ -198,7 +213,7 @@ func newView(sn *snapshot, want filter, scratch **[]ranked) (v view, _ bool) {
 		return v, usable > 0
 	}
 	v.panic, v.qualify, v.list = true, true, g.members
-	buf := scratchPool.Get().(*[]ranked)
+	buf := takeScratch()
 	*scratch = buf
 	var cut rankKey
 	var ok bool
@@ -209,7 +224,10 @@ func newView(sn *snapshot, want filter, scratch **[]ranked) (v view, _ bool) {
 
 func release(buf *[]ranked) {
 	*buf = (*buf)[:0]
-	scratchPool.Put(buf)
+	select {
+	case scratchFree <- buf:
+	default:
+	}
 }
 
 // handOut reports whether s may be handed out in this view's mode.
