@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/rotation"
 )
 
 // benchSetup starts one fake proxy and, for the endpoint case, an endpoint
@@ -41,10 +41,10 @@ func benchSetup(b *testing.B, viaEndpoint bool) (*http.Client, string) {
 
 // benchRotator always picks the one upstream and records nothing, so a
 // long benchmark does not grow a slice.
-type benchRotator struct{ p proxyhealth.Picked }
+type benchRotator struct{ p rotation.Pick }
 
-func (r benchRotator) Pick(proxyhealth.PickRequest) (proxyhealth.Picked, error) { return r.p, nil }
-func (benchRotator) ReportOutcome(proxyhealth.Outcome) error                    { return nil }
+func (r benchRotator) Pick(rotation.Request) (rotation.Pick, error) { return r.p, nil }
+func (benchRotator) ReportOutcome(rotation.Outcome) error           { return nil }
 
 func fetch(b *testing.B, c *http.Client, target string) {
 	resp, err := c.Get(target)

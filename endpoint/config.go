@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/rotation"
 	"github.com/proxyhealth/proxyhealth/transport"
 )
 
@@ -65,9 +65,9 @@ type Config struct {
 	// Serve uses its listener's address instead.
 	Addr string
 	// Strategy picks the upstream for requests without a sticky key (""
-	// = proxyhealth.RoundRobin). A request with a key always uses
-	// proxyhealth.Sticky.
-	Strategy proxyhealth.Strategy
+	// = rotation.RoundRobin). A request with a key always uses
+	// rotation.Sticky.
+	Strategy rotation.Strategy
 	// Source, Scheme and Tag filter the upstream proxies ("" = any).
 	Source, Scheme, Tag string
 	// Users are the accepted proxy credentials, username → password, for
@@ -101,16 +101,13 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// strategies are the pick strategies a Config may name.
-var strategies = []proxyhealth.Strategy{proxyhealth.RoundRobin, proxyhealth.Random, proxyhealth.LeastLatency, proxyhealth.Weighted, proxyhealth.Sticky}
-
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
 	if c.Addr == "" {
 		c.Addr = DefaultAddr
 	}
 	if c.Strategy == "" {
-		c.Strategy = proxyhealth.RoundRobin
+		c.Strategy = rotation.RoundRobin
 	}
 	if c.StickyHeader == "" {
 		c.StickyHeader = DefaultStickyHeader
@@ -140,10 +137,10 @@ func (c Config) withDefaults() Config {
 // to do about it. An Addr off loopback requires Users.
 func (c Config) Validate() error {
 	d := c.withDefaults()
-	if !slices.Contains(strategies, d.Strategy) {
-		return fmt.Errorf("%w: strategy %q is unknown; use one of %v", ErrBadConfig, c.Strategy, strategies)
+	if !slices.Contains(rotation.Strategies, d.Strategy) {
+		return fmt.Errorf("%w: strategy %q is unknown; use one of %v", ErrBadConfig, c.Strategy, rotation.Strategies)
 	}
-	if d.Strategy == proxyhealth.Sticky {
+	if d.Strategy == rotation.Sticky {
 		return fmt.Errorf("%w: strategy sticky needs a key per request; choose another default strategy and send keys with the %s header or a %q username suffix", ErrBadConfig, d.StickyHeader, SessionSeparator)
 	}
 	if d.MaxAttempts < 1 {

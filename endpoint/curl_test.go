@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/internal/fwdproxy"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
+	"github.com/proxyhealth/proxyhealth/rotation"
 )
 
 // curl, a real client, through the endpoint: absolute-form, SOCKS5 with
@@ -71,7 +71,7 @@ func TestCurl(t *testing.T) {
 	}
 	keys := map[string]int{}
 	for _, p := range r.Picks() {
-		if p.Strategy == proxyhealth.Sticky {
+		if p.Strategy == rotation.Sticky {
 			keys[p.Key]++
 		}
 	}

@@ -3,12 +3,13 @@
 // CONNECT) and a SOCKS5 proxy (SOCKS4/4a too), sending each request or
 // tunnel through an upstream proxy picked by the engine (a Rotator:
 // *proxyhealth.Engine), retrying on another upstream, and reporting every
-// attempt's outcome back (passive health).
+// attempt's outcome back (passive health). Programs reach it through
+// the facade (proxyhealth.NewEndpoint, proxyhealth.EndpointConfig).
 //
 // The protocol is told by a connection's first byte, like glider's mixed
 // listener: 0x05 SOCKS5, 0x04 SOCKS4, anything else HTTP.
 //
-//	srv, err := endpoint.New(engine, endpoint.Config{Addr: "127.0.0.1:8899"})
+//	srv, err := proxyhealth.NewEndpoint(engine, proxyhealth.EndpointConfig{Addr: "127.0.0.1:8899"})
 //	...
 //	go srv.ListenAndServe(ctx)      // curl -x http://127.0.0.1:8899 http://example.com/
 //	...                             // curl --socks5-hostname 127.0.0.1:8899 https://example.com/

@@ -1,4 +1,4 @@
-package endpoint
+package endpoint_test
 
 // End-to-end tests of issue 12's list: the endpoint in front of a real
 // engine (proxyhealth.Open, fast health checks) over the fake proxy farm
@@ -20,12 +20,20 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/endpoint"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
 	"github.com/proxyhealth/proxyhealth/internal/fwdproxy"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/probe"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// The package's own test helpers (export_test.go).
+var (
+	startServer = endpoint.StartServerForTest
+	newOrigin   = endpoint.NewOriginForTest
+	get         = endpoint.GetForTest
 )
 
 // e2eHealth is a fast health config: checks every 200 ms, suspects
@@ -111,15 +119,15 @@ func waitHealth(t *testing.T, e *proxyhealth.Engine, id string, want pb.HealthSt
 
 // e2eConfig: the endpoint's timeouts shortened so that a blackholed
 // upstream costs a request half a second, not 30.
-func e2eConfig() Config {
-	return Config{DialTimeout: time.Second, ResponseHeaderTimeout: 500 * time.Millisecond}
+func e2eConfig() endpoint.Config {
+	return endpoint.Config{DialTimeout: time.Second, ResponseHeaderTimeout: 500 * time.Millisecond}
 }
 
 // recorder wraps the engine to see what the endpoint does with it: every
 // pick (when, which proxy, for which key, in panic mode or not) and the
 // first failed outcome reported per proxy.
 type recorder struct {
-	Rotator
+	endpoint.Rotator
 	mu        sync.Mutex
 	picks     []pickRecord
 	firstFail map[string]time.Time
@@ -133,7 +141,7 @@ type pickRecord struct {
 	panic bool
 }
 
-func newRecorder(r Rotator) *recorder {
+func newRecorder(r endpoint.Rotator) *recorder {
 	return &recorder{Rotator: r, firstFail: map[string]time.Time{}, fails: map[string]int{}}
 }
 
@@ -200,7 +208,7 @@ func try(c *http.Client, target string, hdr ...string) error {
 	case err != nil:
 		return fmt.Errorf("body: %w", err)
 	case resp.StatusCode != http.StatusOK || string(body) != "ok":
-		return fmt.Errorf("%s (%s: %s): %q", resp.Status, ErrorHeader, resp.Header.Get(ErrorHeader), body)
+		return fmt.Errorf("%s (%s: %s): %q", resp.Status, endpoint.ErrorHeader, resp.Header.Get(endpoint.ErrorHeader), body)
 	}
 	return nil
 }
@@ -484,7 +492,7 @@ func TestE2EStickyKeysMoveOnlyWhenTheirProxyIsEjected(t *testing.T) {
 		owner := map[string]string{}
 		for _, k := range keys {
 			before := len(rec.Picks())
-			if err := try(c, "http://target.proxyhealth.test/"+k, DefaultStickyHeader, k); err != nil {
+			if err := try(c, "http://target.proxyhealth.test/"+k, endpoint.DefaultStickyHeader, k); err != nil {
 				t.Fatalf("key %s: %v", k, err)
 			}
 			picks := rec.Picks()[before:]
@@ -521,7 +529,7 @@ func TestE2EStickyKeysMoveOnlyWhenTheirProxyIsEjected(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, "the failing proxy to be ejected", func() bool {
 		for _, k := range victimKeys {
-			if err := try(c, "http://target.proxyhealth.test/"+k, DefaultStickyHeader, k); err != nil {
+			if err := try(c, "http://target.proxyhealth.test/"+k, endpoint.DefaultStickyHeader, k); err != nil {
 				t.Fatalf("key %s while its proxy fails: %v", k, err)
 			}
 		}

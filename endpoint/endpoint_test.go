@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
 	"github.com/proxyhealth/proxyhealth/internal/fwdproxy"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
+	"github.com/proxyhealth/proxyhealth/rotation"
 	"github.com/proxyhealth/proxyhealth/transport"
 	"go.uber.org/goleak"
 )
@@ -159,7 +159,7 @@ func TestConnectAndSOCKS5ReachOrigin(t *testing.T) {
 	}
 	var sticky int
 	for _, p := range r.Picks() {
-		if p.Strategy == proxyhealth.Sticky && p.Key == "k1" {
+		if p.Strategy == rotation.Sticky && p.Key == "k1" {
 			sticky++
 		}
 	}
@@ -488,7 +488,7 @@ func TestValidateNamesFields(t *testing.T) {
 		want string
 	}{
 		{Config{Strategy: "fastest"}, "strategy"},
-		{Config{Strategy: proxyhealth.Sticky}, "strategy sticky"},
+		{Config{Strategy: rotation.Sticky}, "strategy sticky"},
 		{Config{MaxAttempts: -1}, "max_attempts"},
 		{Config{DialTimeout: -time.Second}, "dial_timeout"},
 		{Config{StickyHeader: "bad header"}, "sticky_header"},
@@ -539,7 +539,7 @@ func TestStickyKey(t *testing.T) {
 		t.Errorf("upstream counts %v, want all 12 requests on one upstream", c)
 	}
 	for _, p := range r.Picks() {
-		if p.Strategy != proxyhealth.Sticky || p.Key != "abc" {
+		if p.Strategy != rotation.Sticky || p.Key != "abc" {
 			t.Errorf("pick %+v, want sticky with key abc", p)
 		}
 	}
@@ -550,7 +550,7 @@ func TestStickyKey(t *testing.T) {
 	}
 	// Without a key: the configured strategy.
 	get(t, plain, o.URL+"/")
-	if p := r.Picks(); p[len(p)-1].Strategy != proxyhealth.RoundRobin || p[len(p)-1].Key != "" {
+	if p := r.Picks(); p[len(p)-1].Strategy != rotation.RoundRobin || p[len(p)-1].Key != "" {
 		t.Errorf("pick without a key: %+v", p[len(p)-1])
 	}
 	// CONNECT carries the header too.

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/rotation"
 )
 
 // fakeRotator hands out a fixed list of upstreams: round-robin, or by a
@@ -26,10 +26,10 @@ import (
 // request and outcome.
 type fakeRotator struct {
 	mu       sync.Mutex
-	ups      []proxyhealth.Picked
+	ups      []rotation.Pick
 	next     int
-	picks    []proxyhealth.PickRequest
-	outcomes []proxyhealth.Outcome
+	picks    []rotation.Request
+	outcomes []rotation.Outcome
 	noProxy  bool
 }
 
@@ -41,23 +41,23 @@ func newRotator(t testing.TB, urls ...string) *fakeRotator {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var p proxyhealth.Picked
+		var p rotation.Pick
 		p.ID, p.URL, p.Scheme = fmt.Sprintf("p%d", i), u, u.Scheme
 		r.ups = append(r.ups, p)
 	}
 	return r
 }
 
-func (r *fakeRotator) Pick(req proxyhealth.PickRequest) (proxyhealth.Picked, error) {
+func (r *fakeRotator) Pick(req rotation.Request) (rotation.Pick, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	req.Exclude = slices.Clone(req.Exclude)
 	r.picks = append(r.picks, req)
 	if r.noProxy || len(r.ups) == 0 {
-		return proxyhealth.Picked{}, proxyhealth.ErrNoProxy
+		return rotation.Pick{}, rotation.ErrNoProxy
 	}
 	start := 0
-	if req.Strategy == proxyhealth.Sticky {
+	if req.Strategy == rotation.Sticky {
 		h := fnv.New32a()
 		h.Write([]byte(req.Key))
 		start = int(h.Sum32() % uint32(len(r.ups)))
@@ -71,23 +71,23 @@ func (r *fakeRotator) Pick(req proxyhealth.PickRequest) (proxyhealth.Picked, err
 			return p, nil
 		}
 	}
-	return proxyhealth.Picked{}, proxyhealth.ErrNoProxy
+	return rotation.Pick{}, rotation.ErrNoProxy
 }
 
-func (r *fakeRotator) ReportOutcome(o proxyhealth.Outcome) error {
+func (r *fakeRotator) ReportOutcome(o rotation.Outcome) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.outcomes = append(r.outcomes, o)
 	return nil
 }
 
-func (r *fakeRotator) Outcomes() []proxyhealth.Outcome {
+func (r *fakeRotator) Outcomes() []rotation.Outcome {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.outcomes)
 }
 
-func (r *fakeRotator) Picks() []proxyhealth.PickRequest {
+func (r *fakeRotator) Picks() []rotation.Request {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.picks)

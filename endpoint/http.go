@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/rotation"
 	"github.com/proxyhealth/proxyhealth/transport"
 )
 
@@ -76,19 +76,19 @@ func (s *Server) fail(w http.ResponseWriter, code int, class, msg string) {
 }
 
 // pickRequest is the pick for a request with the given sticky key.
-func (s *Server) pickRequest(key string, exclude []string) proxyhealth.PickRequest {
-	req := proxyhealth.PickRequest{
+func (s *Server) pickRequest(key string, exclude []string) rotation.Request {
+	req := rotation.Request{
 		Strategy: s.cfg.Strategy, Source: s.cfg.Source, Scheme: s.cfg.Scheme, Tag: s.cfg.Tag,
 		Exclude: exclude,
 	}
 	if key != "" {
-		req.Strategy, req.Key = proxyhealth.Sticky, key
+		req.Strategy, req.Key = rotation.Sticky, key
 	}
 	return req
 }
 
 // pick picks an upstream; a Picked without a URL is an error.
-func (s *Server) pick(key string, exclude []string) (proxyhealth.Picked, error) {
+func (s *Server) pick(key string, exclude []string) (rotation.Pick, error) {
 	p, err := s.r.Pick(s.pickRequest(key, exclude))
 	if err == nil && p.URL == nil {
 		err = errors.New("endpoint: the rotator picked " + p.ID + " without a URL")
@@ -96,7 +96,7 @@ func (s *Server) pick(key string, exclude []string) (proxyhealth.Picked, error) 
 	return p, err
 }
 
-func (s *Server) report(o proxyhealth.Outcome) {
+func (s *Server) report(o rotation.Outcome) {
 	if err := s.r.ReportOutcome(o); err != nil {
 		s.log.Debug("endpoint: report outcome", "proxy", o.ProxyID, "err", err)
 	}
@@ -208,7 +208,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, key string) {
 // an error counts against p, any other response is p doing its job.
 // reached tells whether a connection to the upstream was obtained (the
 // request may have been sent).
-func (s *Server) roundTrip(out *http.Request, p proxyhealth.Picked) (*http.Response, bool, error) {
+func (s *Server) roundTrip(out *http.Request, p rotation.Pick) (*http.Response, bool, error) {
 	start := time.Now()
 	resp, reached, err := s.send(out, p)
 	lat := time.Since(start)
@@ -217,18 +217,18 @@ func (s *Server) roundTrip(out *http.Request, p proxyhealth.Picked) (*http.Respo
 	}
 	switch {
 	case err != nil:
-		s.report(proxyhealth.Outcome{ProxyID: p.ID, Class: transport.Classify(err), Latency: lat})
+		s.report(rotation.Outcome{ProxyID: p.ID, Class: transport.Classify(err), Latency: lat})
 	case resp.StatusCode == http.StatusProxyAuthRequired:
-		s.report(proxyhealth.Outcome{ProxyID: p.ID, Class: transport.ClassProxyAuthRequired, Latency: lat})
+		s.report(rotation.Outcome{ProxyID: p.ID, Class: transport.ClassProxyAuthRequired, Latency: lat})
 	default:
-		s.report(proxyhealth.Outcome{ProxyID: p.ID, OK: true, Latency: lat})
+		s.report(rotation.Outcome{ProxyID: p.ID, OK: true, Latency: lat})
 	}
 	return resp, reached, err
 }
 
 // send sends out through p once: on the lean path when it may take it
 // (see leanEligible), else by http.Transport.
-func (s *Server) send(out *http.Request, p proxyhealth.Picked) (*http.Response, bool, error) {
+func (s *Server) send(out *http.Request, p rotation.Pick) (*http.Response, bool, error) {
 	if leanEligible(out, p.URL, out.Body != nil) {
 		return s.leanRoundTrip(out.Context(), out, p.URL)
 	}

@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/rotation"
 	"github.com/proxyhealth/proxyhealth/transport"
 )
 
@@ -20,8 +20,8 @@ import (
 // or tunnel, and the outcome of each attempt. *proxyhealth.Engine
 // implements it. Both methods must not block.
 type Rotator interface {
-	Pick(req proxyhealth.PickRequest) (proxyhealth.Picked, error)
-	ReportOutcome(o proxyhealth.Outcome) error
+	Pick(req rotation.Request) (rotation.Pick, error)
+	ReportOutcome(o rotation.Outcome) error
 }
 
 // Stats are a server's counters since New. Every client request (an

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/rotation"
 	"github.com/proxyhealth/proxyhealth/transport"
 )
 
@@ -28,7 +28,7 @@ const (
 // another after each failure (nothing was sent yet, so any request may be
 // retried), and reports every attempt. On failure it returns the last
 // failure class.
-func (s *Server) dialTunnel(ctx context.Context, key, addr string) (net.Conn, proxyhealth.Picked, dialResult, string) {
+func (s *Server) dialTunnel(ctx context.Context, key, addr string) (net.Conn, rotation.Pick, dialResult, string) {
 	var exclude []string
 	lastClass := ""
 	for attempt := 0; attempt < s.cfg.MaxAttempts; attempt++ {
@@ -50,7 +50,7 @@ func (s *Server) dialTunnel(ctx context.Context, key, addr string) (net.Conn, pr
 		lat := time.Since(start)
 		cancel()
 		if err == nil {
-			s.report(proxyhealth.Outcome{ProxyID: p.ID, OK: true, Latency: lat})
+			s.report(rotation.Outcome{ProxyID: p.ID, OK: true, Latency: lat})
 			return c, p, dialOK, ""
 		}
 		switch {
@@ -61,9 +61,9 @@ func (s *Server) dialTunnel(ctx context.Context, key, addr string) (net.Conn, pr
 		}
 		lastClass = transport.Classify(err)
 		s.log.Debug("endpoint: tunnel dial failed", "proxy", p.ID, "class", lastClass, "err", err)
-		s.report(proxyhealth.Outcome{ProxyID: p.ID, Class: lastClass, Latency: lat})
+		s.report(rotation.Outcome{ProxyID: p.ID, Class: lastClass, Latency: lat})
 	}
-	return nil, proxyhealth.Picked{}, dialFailed, lastClass
+	return nil, rotation.Pick{}, dialFailed, lastClass
 }
 
 // connect serves a CONNECT: open the tunnel first (so that a failure is
@@ -129,7 +129,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request, key string) {
 // side ends with an error before sending a single byte: a reset later in
 // a tunnel may be the target's as well as the proxy's, and is not
 // reported.
-func (s *Server) splice(client net.Conn, fromClient io.Reader, up net.Conn, p proxyhealth.Picked) {
+func (s *Server) splice(client net.Conn, fromClient io.Reader, up net.Conn, p rotation.Pick) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	var ended atomic.Bool
@@ -178,7 +178,7 @@ func (s *Server) splice(client net.Conn, fromClient io.Reader, up net.Conn, p pr
 	if downReadErr && downN == 0 && !errors.Is(downErr, net.ErrClosed) && s.ctx.Err() == nil {
 		class := transport.Classify(downErr)
 		s.log.Debug("endpoint: upstream ended a tunnel before any data", "proxy", p.ID, "class", class)
-		s.report(proxyhealth.Outcome{ProxyID: p.ID, Class: class})
+		s.report(rotation.Outcome{ProxyID: p.ID, Class: class})
 	}
 }
 

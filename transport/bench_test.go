@@ -13,19 +13,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/internal/fwdproxy"
+	"github.com/proxyhealth/proxyhealth/rotation"
 )
 
 // benchRotator hands out one proxy without locking and counts outcomes,
 // like the engine's lock-free picker.
 type benchRotator struct {
-	p        proxyhealth.Picked
+	p        rotation.Pick
 	outcomes atomic.Int64
 }
 
-func (r *benchRotator) Pick(proxyhealth.PickRequest) (proxyhealth.Picked, error) { return r.p, nil }
-func (r *benchRotator) ReportOutcome(proxyhealth.Outcome) error {
+func (r *benchRotator) Pick(rotation.Request) (rotation.Pick, error) { return r.p, nil }
+func (r *benchRotator) ReportOutcome(rotation.Outcome) error {
 	r.outcomes.Add(1)
 	return nil
 }

@@ -1,5 +1,6 @@
 // Package transport sends HTTP traffic through the proxies the engine
-// hands out.
+// hands out. Programs reach it through the facade (proxyhealth.NewTransport,
+// proxyhealth.TransportOptions); it sees only the pool's types (rotation).
 //
 // Transport is an http.RoundTripper: each request goes through a proxy the
 // engine picks (Engine.Pick, with the strategy and filters of Options),
@@ -8,7 +9,7 @@
 // (idempotent, or nothing was sent), and every attempt's outcome goes back
 // to the engine (Engine.ReportOutcome) for passive outlier detection:
 //
-//	tr, err := transport.New(engine, transport.Options{Strategy: proxyhealth.LeastLatency})
+//	tr, err := proxyhealth.NewTransport(engine, proxyhealth.TransportOptions{Strategy: proxyhealth.LeastLatency})
 //	if err != nil {
 //		return err
 //	}

@@ -1,4 +1,4 @@
-package transport
+package transport_test
 
 import (
 	"context"
@@ -10,15 +10,22 @@ import (
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
+	"github.com/proxyhealth/proxyhealth/transport"
 )
 
 // The engine is a Rotator.
-var _ Rotator = (*proxyhealth.Engine)(nil)
+var _ transport.Rotator = (*proxyhealth.Engine)(nil)
+
+var (
+	newTransport = transport.NewTransportForTest
+	get          = transport.GetForTest
+	startFarm    = transport.StartFarmForTest
+)
 
 // TestClassesAreTheEnginesOutcomeClasses: every class the transport
 // reports is one ReportOutcome accepts.
 func TestClassesAreTheEnginesOutcomeClasses(t *testing.T) {
-	ours := []string{ClassRefused, ClassTimeout, ClassReset, ClassTLS, ClassDNS, ClassProxyAuthRequired, ClassBadStatus, ClassProtocol, ClassOther}
+	ours := []string{transport.ClassRefused, transport.ClassTimeout, transport.ClassReset, transport.ClassTLS, transport.ClassDNS, transport.ClassProxyAuthRequired, transport.ClassBadStatus, transport.ClassProtocol, transport.ClassOther}
 	for _, c := range ours {
 		if !slices.Contains(proxyhealth.OutcomeClasses, c) {
 			t.Errorf("class %q is not in proxyhealth.OutcomeClasses %v", c, proxyhealth.OutcomeClasses)
@@ -58,7 +65,7 @@ func TestThroughTheEngine(t *testing.T) {
 		b, errB := eng.Pick(proxyhealth.PickRequest{Exclude: []string{a.ID}})
 		return errA == nil && errB == nil && a.State.String() == "healthy" && b.State.String() == "healthy"
 	})
-	tr := newTransport(t, eng, Options{Strategy: proxyhealth.RoundRobin})
+	tr := newTransport(t, eng, transport.Options{Strategy: proxyhealth.RoundRobin})
 	if code, body := get(t, tr, "http://target.proxyhealth.test/"); code != 200 || body != "via the engine" {
 		t.Fatalf("through the engine's pick: %d %q, want 200 \"via the engine\"", code, body)
 	}

@@ -14,18 +14,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/internal/fwdproxy"
+	"github.com/proxyhealth/proxyhealth/rotation"
 )
 
 // fakeRotator hands out its members round-robin, honouring Exclude, and
 // records every pick request and every outcome.
 type fakeRotator struct {
 	mu       sync.Mutex
-	members  []proxyhealth.Picked
+	members  []rotation.Pick
 	next     int
-	picks    []proxyhealth.PickRequest
-	outcomes []proxyhealth.Outcome
+	picks    []rotation.Request
+	outcomes []rotation.Outcome
 }
 
 func newRotator(t testing.TB, urls ...string) *fakeRotator {
@@ -33,7 +33,7 @@ func newRotator(t testing.TB, urls ...string) *fakeRotator {
 	r := &fakeRotator{}
 	for i, s := range urls {
 		u := mustURL(t, s)
-		p := proxyhealth.Picked{}
+		p := rotation.Pick{}
 		p.ID = "p" + strconv.Itoa(i)
 		p.URL = u
 		p.Scheme = u.Scheme
@@ -42,7 +42,7 @@ func newRotator(t testing.TB, urls ...string) *fakeRotator {
 	return r
 }
 
-func (r *fakeRotator) Pick(req proxyhealth.PickRequest) (proxyhealth.Picked, error) {
+func (r *fakeRotator) Pick(req rotation.Request) (rotation.Pick, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	req.Exclude = slices.Clone(req.Exclude)
@@ -54,23 +54,23 @@ func (r *fakeRotator) Pick(req proxyhealth.PickRequest) (proxyhealth.Picked, err
 			return m, nil
 		}
 	}
-	return proxyhealth.Picked{}, proxyhealth.ErrNoProxy
+	return rotation.Pick{}, rotation.ErrNoProxy
 }
 
-func (r *fakeRotator) ReportOutcome(o proxyhealth.Outcome) error {
+func (r *fakeRotator) ReportOutcome(o rotation.Outcome) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.outcomes = append(r.outcomes, o)
 	return nil
 }
 
-func (r *fakeRotator) Outcomes() []proxyhealth.Outcome {
+func (r *fakeRotator) Outcomes() []rotation.Outcome {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.outcomes)
 }
 
-func (r *fakeRotator) Picks() []proxyhealth.PickRequest {
+func (r *fakeRotator) Picks() []rotation.Request {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.picks)

@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/rotation"
 )
 
 // ErrBadOptions is wrapped by Options.Validate's (and New's) errors.
@@ -34,9 +35,9 @@ const (
 // field means its default.
 type Options struct {
 	// Strategy picks among the usable proxies; "" means the engine's
-	// default. proxyhealth.Sticky needs Key.
-	Strategy proxyhealth.Strategy
-	// Key returns a request's sticky key (proxyhealth.Sticky: requests
+	// default. rotation.Sticky needs Key.
+	Strategy rotation.Strategy
+	// Key returns a request's sticky key (rotation.Sticky: requests
 	// with the same key keep their proxy while it stays usable), e.g. the
 	// target host or a session cookie. Required with Sticky, ignored
 	// otherwise.
@@ -76,23 +77,15 @@ type Options struct {
 	ProxyTLSConfig *tls.Config
 }
 
-// strategies are the strategies Validate accepts.
-var strategies = []proxyhealth.Strategy{proxyhealth.RoundRobin, proxyhealth.Random, proxyhealth.LeastLatency,
-	proxyhealth.Weighted, proxyhealth.Sticky}
-
 // Validate reports the first field that cannot work, wrapping
 // ErrBadOptions.
 func (o Options) Validate() error {
 	if o.Strategy != "" {
-		known := false
-		for _, s := range strategies {
-			known = known || s == o.Strategy
-		}
-		if !known {
-			return fmt.Errorf("%w: Strategy %q is unknown: want one of %v or empty for the engine's default", ErrBadOptions, o.Strategy, strategies)
+		if !slices.Contains(rotation.Strategies, o.Strategy) {
+			return fmt.Errorf("%w: Strategy %q is unknown: want one of %v or empty for the engine's default", ErrBadOptions, o.Strategy, rotation.Strategies)
 		}
 	}
-	if o.Strategy == proxyhealth.Sticky && o.Key == nil {
+	if o.Strategy == rotation.Sticky && o.Key == nil {
 		return fmt.Errorf("%w: Strategy %q needs Key, the function that returns a request's sticky key", ErrBadOptions, o.Strategy)
 	}
 	for _, f := range []struct {

@@ -17,14 +17,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/rotation"
 )
 
 // Rotator is what the transport needs from the engine; *proxyhealth.Engine
 // implements it. Both methods must not block.
 type Rotator interface {
-	Pick(req proxyhealth.PickRequest) (proxyhealth.Picked, error)
-	ReportOutcome(o proxyhealth.Outcome) error
+	Pick(req rotation.Request) (rotation.Pick, error)
+	ReportOutcome(o rotation.Outcome) error
 }
 
 var (
@@ -158,7 +158,7 @@ func (t *Transport) Close() error {
 // RoundTrip sends req through a picked proxy, retrying on other proxies
 // as the type's documentation says. Errors name the method, the target
 // (scheme and host only) and the proxy without credentials; a Pick
-// failure wraps proxyhealth.ErrNoProxy when no proxy is usable.
+// failure wraps rotation.ErrNoProxy when no proxy is usable.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL == nil || (req.URL.Scheme != "http" && req.URL.Scheme != "https") || req.URL.Host == "" {
 		closeBody(req)
@@ -170,7 +170,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	rewindable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	idempotent := rewindable && isIdempotent(req)
-	pr := proxyhealth.PickRequest{Strategy: t.o.Strategy, Source: t.o.Source, Scheme: t.o.Scheme, Tag: t.o.Tag}
+	pr := rotation.Request{Strategy: t.o.Strategy, Source: t.o.Source, Scheme: t.o.Scheme, Tag: t.o.Tag}
 	if t.o.Key != nil {
 		pr.Key = t.o.Key(req)
 	}
@@ -231,7 +231,7 @@ type result struct {
 	err  error
 	// report: out is a verdict on the proxy, to report.
 	report bool
-	out    proxyhealth.Outcome
+	out    rotation.Outcome
 	// sent: a connection was obtained, so the request may have been sent.
 	sent bool
 	// connFailure: the proxy failed at the connection level; another
@@ -239,7 +239,7 @@ type result struct {
 	connFailure bool
 }
 
-func (t *Transport) attempt(req *http.Request, picked proxyhealth.Picked) result {
+func (t *Transport) attempt(req *http.Request, picked rotation.Pick) result {
 	pool, err := t.poolFor(picked)
 	if err != nil {
 		closeBody(req)
@@ -264,7 +264,7 @@ func (t *Transport) attempt(req *http.Request, picked proxyhealth.Picked) result
 	}
 	start := time.Now()
 	resp, err := rt.RoundTrip(areq)
-	r := result{sent: sent.Load(), out: proxyhealth.Outcome{ProxyID: picked.ID, Latency: time.Since(start)}}
+	r := result{sent: sent.Load(), out: rotation.Outcome{ProxyID: picked.ID, Latency: time.Since(start)}}
 	if fired := !timer.Stop(); fired && err == nil {
 		resp.Body.Close()
 		resp, err = nil, ErrAttemptTimeout
@@ -432,7 +432,7 @@ type proxyPool struct {
 
 // poolFor returns the picked proxy's pool, creating it at first use and
 // dropping the least recently used one beyond MaxProxies.
-func (t *Transport) poolFor(picked proxyhealth.Picked) (*proxyPool, error) {
+func (t *Transport) poolFor(picked rotation.Pick) (*proxyPool, error) {
 	if picked.URL == nil {
 		return nil, fmt.Errorf("%w: proxy %s was picked without a URL", ErrBadProxyURL, picked.ID)
 	}

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
 	"github.com/proxyhealth/proxyhealth/internal/fwdproxy"
+	"github.com/proxyhealth/proxyhealth/rotation"
 )
 
 // TestRequestsGoThroughThePickedProxy: each request reaches the origin
@@ -412,7 +412,7 @@ func TestNoUsableProxy(t *testing.T) {
 	body := &closeRecorder{Reader: strings.NewReader("x")}
 	req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:1/", body)
 	_, err := tr.RoundTrip(req)
-	if !errors.Is(err, proxyhealth.ErrNoProxy) {
+	if !errors.Is(err, rotation.ErrNoProxy) {
 		t.Fatalf("RoundTrip = %v, want ErrNoProxy", err)
 	}
 	if !body.closed {
@@ -434,12 +434,12 @@ func TestPickRequestCarriesTheOptions(t *testing.T) {
 	p := fwdproxy.Start(t, fwdproxy.Options{Name: "p"})
 	r := newRotator(t, p.URL())
 	tr := newTransport(t, r, Options{
-		Strategy: proxyhealth.Sticky, Key: func(req *http.Request) string { return req.URL.Host },
+		Strategy: rotation.Sticky, Key: func(req *http.Request) string { return req.URL.Host },
 		Source: "src", Scheme: "http", Tag: "eu",
 	})
 	get(t, tr, o.srv.URL+"/")
 	picks := r.Picks()
-	want := proxyhealth.PickRequest{Strategy: proxyhealth.Sticky, Key: o.srv.Listener.Addr().String(), Source: "src", Scheme: "http", Tag: "eu"}
+	want := rotation.Request{Strategy: rotation.Sticky, Key: o.srv.Listener.Addr().String(), Source: "src", Scheme: "http", Tag: "eu"}
 	if len(picks) != 1 || picks[0].Strategy != want.Strategy || picks[0].Key != want.Key || picks[0].Source != want.Source ||
 		picks[0].Scheme != want.Scheme || picks[0].Tag != want.Tag || len(picks[0].Exclude) != 0 {
 		t.Fatalf("pick requests %+v, want [%+v]", picks, want)
@@ -485,7 +485,7 @@ func TestCloseAndEviction(t *testing.T) {
 func TestOptionsValidate(t *testing.T) {
 	bad := []Options{
 		{Strategy: "fastest"},
-		{Strategy: proxyhealth.Sticky},
+		{Strategy: rotation.Sticky},
 		{MaxAttempts: -1},
 		{PerAttemptTimeout: -time.Second},
 		{MaxIdleConnsPerProxy: -1},
