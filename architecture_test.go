@@ -48,21 +48,24 @@ func moduleImports(t *testing.T, dir string) []string {
 	return out
 }
 
-// TestTheFacadeIsTheOneDoor: the daemon, the CLI, the HTTP API, the
-// transport, the rotating endpoint and the examples use the engine through
-// the root package only (plus the event vocabulary in proto; the daemon
-// also wires the API and the endpoint, which builds on the transport, and,
-// for the demo, the fake proxy farm). Test files may use the layers below for fakes.
+// TestTheFacadeIsTheOneDoor: the daemon, the CLI, the HTTP API and the
+// examples use the engine through the root package only (plus the event
+// vocabulary in proto; the daemon also wires the API and, for the demo,
+// the fake proxy farm). The transport and the rotating endpoint are below
+// the door: they see the pool's types (rotation) only, and the root hands
+// them out (NewTransport, NewEndpoint). Test files may use the layers
+// below for fakes.
 func TestTheFacadeIsTheOneDoor(t *testing.T) {
 	proto := module + "/proto/proxyhealth/v1"
 	allowed := map[string][]string{
-		"cmd/proxyhealth":    {module, proto, module + "/httpapi", module + "/endpoint", module + "/internal/fakeproxy"},
+		"cmd/proxyhealth":    {module, proto, module + "/httpapi", module + "/internal/fakeproxy"},
 		"httpapi":            {module, proto},
-		"transport":          {module},
-		"endpoint":           {module, module + "/transport"},
 		"examples/embed":     {module, proto},
-		"examples/transport": {module, module + "/transport"},
+		"examples/transport": {module},
 		"examples/replay":    {module, proto},
+		// Below the door.
+		"transport": {module + "/rotation"},
+		"endpoint":  {module + "/rotation", module + "/transport"},
 	}
 	for dir, ok := range allowed {
 		for _, imp := range moduleImports(t, dir) {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/endpoint"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 )
 
@@ -31,7 +30,7 @@ type daemon struct {
 
 	// ep is the rotating endpoint (nil without --serve, or until it
 	// serves; the API reads it for its traffic counters); epDone its end.
-	ep     atomic.Pointer[endpoint.Server]
+	ep     atomic.Pointer[proxyhealth.Endpoint]
 	epAddr string
 	epDone chan error
 
@@ -124,7 +123,7 @@ func (d *daemon) serveEndpoint(ctx context.Context, ln net.Listener, strategy pr
 		// others have no key to stick to.
 		strategy = proxyhealth.RoundRobin
 	}
-	ep, err := endpoint.New(d.eng, endpoint.Config{Addr: ln.Addr().String(), Strategy: strategy, Users: users, Logger: d.log, UpstreamTLS: upstreamTLS})
+	ep, err := proxyhealth.NewEndpoint(d.eng, proxyhealth.EndpointConfig{Addr: ln.Addr().String(), Strategy: strategy, Users: users, Logger: d.log, UpstreamTLS: upstreamTLS})
 	if err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("start the rotating endpoint: %w", err)

@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
-	"github.com/proxyhealth/proxyhealth/transport"
 )
 
 type proxies []string
@@ -77,7 +76,7 @@ func run(ctx context.Context, list []string, strategy proxyhealth.Strategy, n in
 		}
 	}
 
-	tr, err := transport.New(eng, transport.Options{Strategy: strategy})
+	tr, err := proxyhealth.NewTransport(eng, proxyhealth.TransportOptions{Strategy: strategy})
 	if err != nil {
 		return err
 	}
