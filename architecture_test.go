@@ -52,9 +52,9 @@ func moduleImports(t *testing.T, dir string) []string {
 // examples use the engine through the root package only (plus the event
 // vocabulary in proto; the daemon also wires the API and, for the demo,
 // the fake proxy farm). The transport and the rotating endpoint are below
-// the door: they see the pool's types (rotation) only, and the root hands
-// them out (NewTransport, NewEndpoint). Test files may use the layers
-// below for fakes.
+// the door: they see the pool's types (rotation; the transport also the
+// probe's SOCKS reply texts), and the root hands them out (NewTransport,
+// NewEndpoint). Test files may use the layers below for fakes.
 func TestTheFacadeIsTheOneDoor(t *testing.T) {
 	proto := module + "/proto/proxyhealth/v1"
 	allowed := map[string][]string{
@@ -64,7 +64,7 @@ func TestTheFacadeIsTheOneDoor(t *testing.T) {
 		"examples/transport": {module},
 		"examples/replay":    {module, proto},
 		// Below the door.
-		"transport": {module + "/rotation"},
+		"transport": {module + "/rotation", module + "/probe"},
 		"endpoint":  {module + "/rotation", module + "/transport"},
 	}
 	for dir, ok := range allowed {

@@ -13,6 +13,16 @@ import (
 // connection deadline already set; replies are read through the pooled
 // reader, exactly as many bytes as the protocol defines.
 
+// SOCKS5ReplyText names a SOCKS5 reply code (RFC 1928 §6): "connection
+// refused" for 5, "unknown reply code" for codes the RFC does not define.
+// The transport's dialer uses it too.
+func SOCKS5ReplyText(rep byte) string {
+	if int(rep) < len(socks5Replies) && socks5Replies[rep] != "" {
+		return socks5Replies[rep]
+	}
+	return "unknown reply code"
+}
+
 var socks5Replies = [...]string{
 	1: "general SOCKS server failure",
 	2: "connection not allowed by ruleset",
@@ -116,11 +126,7 @@ func (c *Checker) socks5(ctx context.Context, st *state, conn net.Conn, p ProxyU
 		return protocolf("not a SOCKS5 reply (version byte %#x)", b[0])
 	}
 	if rep := b[1]; rep != 0 {
-		text := "unknown reply code"
-		if int(rep) < len(socks5Replies) {
-			text = socks5Replies[rep]
-		}
-		return failuref(pb.FailureClass_FAILURE_CLASS_BAD_STATUS, "SOCKS5 proxy could not connect to %s: %s (reply %d)", c.t.hostPort, text, rep)
+		return failuref(pb.FailureClass_FAILURE_CLASS_BAD_STATUS, "SOCKS5 proxy could not connect to %s: %s (reply %d)", c.t.hostPort, SOCKS5ReplyText(rep), rep)
 	}
 	var rest int // BND.ADDR + BND.PORT
 	switch b[3] {

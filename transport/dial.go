@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/proxyhealth/proxyhealth/probe"
 )
 
 // The failure classes a DialError (and an Outcome) carries: the names of
@@ -412,17 +414,6 @@ func (d *Dialer) resolve(ctx context.Context, p *proxySpec, host string, v4only 
 // name locally (socks5, socks4): a failure that is not the proxy's.
 const opResolveTarget = "resolve target"
 
-var socks5Replies = [...]string{
-	1: "general SOCKS server failure",
-	2: "connection not allowed by ruleset",
-	3: "network unreachable",
-	4: "host unreachable",
-	5: "connection refused",
-	6: "TTL expired",
-	7: "command not supported",
-	8: "address type not supported",
-}
-
 func socksRead(conn net.Conn, p *proxySpec, what string, buf []byte) error {
 	if _, err := io.ReadFull(conn, buf); err != nil {
 		return p.fail(classifyNet(err), "read "+what, err)
@@ -527,11 +518,7 @@ func (d *Dialer) socks5(ctx context.Context, conn net.Conn, p *proxySpec, t targ
 		return protocolError(p, "SOCKS5 request", "not a SOCKS5 reply (version byte 0x"+strconv.FormatUint(uint64(b[0]), 16)+")")
 	}
 	if rep := b[1]; rep != 0 {
-		text := "unknown reply code"
-		if int(rep) < len(socks5Replies) {
-			text = socks5Replies[rep]
-		}
-		return p.fail(ClassBadStatus, "SOCKS5 CONNECT "+t.hostPort, errors.New("proxy could not connect: "+text+" (reply "+strconv.Itoa(int(rep))+")"))
+		return p.fail(ClassBadStatus, "SOCKS5 CONNECT "+t.hostPort, errors.New("proxy could not connect: "+probe.SOCKS5ReplyText(rep)+" (reply "+strconv.Itoa(int(rep))+")"))
 	}
 	var rest int // BND.ADDR + BND.PORT
 	switch b[3] {
