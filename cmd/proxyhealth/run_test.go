@@ -113,7 +113,15 @@ func TestRunLifecycle(t *testing.T) {
 		_, has0 := ids[id(farm.URL(0))]
 		_, has3 := ids[id(farm.URL(3))]
 		_, has4 := ids[id(farm.URL(4))]
-		return !has0 && has3 && has4 && pl.Total == 4 && pl.Healthy == 4
+		// The states from the same read as the IDs: pl was read before
+		// them, when proxy 0 could still be there and proxy 3 not yet.
+		healthy := 0
+		for _, p := range ids {
+			if p.State == "healthy" {
+				healthy++
+			}
+		}
+		return !has0 && has3 && has4 && len(ids) == 4 && healthy == 4 && pl.Total == 4 && pl.Healthy == 4
 	})
 
 	// A bad file on reload is logged and the running config kept.
