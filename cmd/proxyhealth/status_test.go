@@ -55,18 +55,7 @@ func TestStatusFromData(t *testing.T) {
 
 func TestStatusFromServer(t *testing.T) {
 	td := makeData(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The daemon's configuration lists the journal's proxies (a proxy the
-	// configuration no longer lists is removed at start-up).
-	d, err := startDaemon(t.Context(), proxyhealth.Config{DataDir: td.dir, Sources: []proxyhealth.SourceConfig{
-		{Name: "a", Proxies: []string{td.healthy1, td.healthy2}}, {Name: "b", Proxies: []string{td.dead}}}},
-		ln, "tok", slog.New(slog.DiscardHandler), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := startDataDaemon(t, td, "tok", nil)
 	defer func() {
 		if err := d.stop(context.Background()); err != nil {
 			t.Error(err)
@@ -263,16 +252,7 @@ func TestStatusDataChecksJournal(t *testing.T) {
 // the journal alone.
 func TestStatusListsPausedProxies(t *testing.T) {
 	td := makeData(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := startDaemon(t.Context(), proxyhealth.Config{DataDir: td.dir, Sources: []proxyhealth.SourceConfig{
-		{Name: "a", Proxies: []string{td.healthy1, td.healthy2}}, {Name: "b", Proxies: []string{td.dead}}}},
-		ln, "", slog.New(slog.DiscardHandler), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := startDataDaemon(t, td, "", nil)
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -377,16 +357,7 @@ func TestStatusShowsEjectionsAndPanicMode(t *testing.T) {
 // their state, tags and weight; --tag needs a daemon.
 func TestStatusByTag(t *testing.T) {
 	td := makeData(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := startDaemon(t.Context(), proxyhealth.Config{DataDir: td.dir, Sources: []proxyhealth.SourceConfig{
-		{Name: "a", Proxies: []string{td.healthy1, td.healthy2}, Tags: []string{"res"}, Weight: 2}, {Name: "b", Proxies: []string{td.dead}}}},
-		ln, "", slog.New(slog.DiscardHandler), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := startDataDaemon(t, td, "", func(a *proxyhealth.SourceConfig) { a.Tags, a.Weight = []string{"res"}, 2 })
 	defer func() {
 		if err := d.stop(context.Background()); err != nil {
 			t.Error(err)
@@ -400,4 +371,28 @@ func TestStatusByTag(t *testing.T) {
 	if r := runBin(t, "status", "--data", td.dir, "--tag", "res"); r.code != 2 || !strings.Contains(r.stderr, "--server") {
 		t.Errorf("status --data --tag: %d %q", r.code, r.stderr)
 	}
+}
+
+// startDataDaemon starts a daemon (API token token, "" for none) over td's
+// data directory. Its configuration lists the journal's proxies, as
+// sources "a" (the two healthy ones; edit changes it) and "b" (the dead
+// one): a proxy the configuration no longer lists is removed at start-up.
+// The caller stops it.
+func startDataDaemon(t *testing.T, td testData, token string, edit func(a *proxyhealth.SourceConfig)) *daemon {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := proxyhealth.SourceConfig{Name: "a", Proxies: []string{td.healthy1, td.healthy2}}
+	if edit != nil {
+		edit(&a)
+	}
+	d, err := startDaemon(t.Context(), proxyhealth.Config{DataDir: td.dir, Sources: []proxyhealth.SourceConfig{
+		a, {Name: "b", Proxies: []string{td.dead}}}},
+		ln, token, slog.New(slog.DiscardHandler), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
