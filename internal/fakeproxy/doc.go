@@ -1,5 +1,5 @@
-// Package fakeproxy runs a farm of fake proxies on 127.0.0.1 for tests,
-// benchmarks and demos.
+// Package fakeproxy runs a farm of fake proxies on 127.0.0.1 (or another
+// loopback address: WithHost) for tests, benchmarks and demos.
 //
 // Start(ctx, n, opts...) opens n listeners on random loopback ports. Every
 // proxy speaks all protocols on its one port and tells them apart by the

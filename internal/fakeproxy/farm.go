@@ -39,6 +39,7 @@ type options struct {
 	scheme    string
 	behavior  Behavior
 	anonymity Anonymity
+	host      string
 }
 
 // WithBody sets the body served by OK responses (default "ok").
@@ -56,6 +57,12 @@ func WithCredentials(user, pass string) Option {
 // WithScheme sets the scheme URL reports (default "http"). Every proxy
 // speaks all protocols whatever the scheme.
 func WithScheme(scheme string) Option { return func(o *options) { o.scheme = scheme } }
+
+// WithHost sets the local address the farm listens on (default
+// "127.0.0.1"); any loopback address works on Linux (all of 127.0.0.0/8),
+// which lets several farms of tens of thousands of proxies share one
+// machine, each with its own ~22,000 ports. The host must be an IP literal.
+func WithHost(host string) Option { return func(o *options) { o.host = host } }
 
 // WithBehavior sets every proxy's initial behavior (default OK).
 func WithBehavior(b Behavior) Option { return func(o *options) { o.behavior = b } }
@@ -75,7 +82,8 @@ type Stats struct {
 	Echoes uint64
 }
 
-// Farm is a set of fake proxies listening on 127.0.0.1. All methods are
+// Farm is a set of fake proxies listening on 127.0.0.1 (or the address of
+// WithHost). All methods are
 // safe for concurrent use.
 type Farm struct {
 	opts      options
@@ -97,7 +105,7 @@ type Farm struct {
 
 type proxy struct {
 	f      *Farm
-	addr   string // "127.0.0.1:port", fixed for the farm's lifetime
+	addr   string // "host:port", fixed for the farm's lifetime
 	direct bool   // the direct echo server, not a proxy
 
 	mu        sync.Mutex
@@ -113,7 +121,8 @@ type proxy struct {
 	anonymity Anonymity
 }
 
-// Start opens n fake proxies on 127.0.0.1 random ports. ctx bounds the
+// Start opens n fake proxies on random ports of 127.0.0.1 (or the address
+// of WithHost). ctx bounds the
 // start-up only; the farm runs until Close. It raises the soft
 // RLIMIT_NOFILE towards the hard limit if n listeners (plus headroom for
 // connections) would not fit, and fails with ErrFDLimit if they cannot.
@@ -121,9 +130,12 @@ func Start(ctx context.Context, n int, opts ...Option) (*Farm, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("fakeproxy: Start: n = %d, want >= 0", n)
 	}
-	o := options{body: "ok", scheme: "http"}
+	o := options{body: "ok", scheme: "http", host: "127.0.0.1"}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if net.ParseIP(o.host) == nil {
+		return nil, fmt.Errorf("fakeproxy: Start: WithHost(%q): want an IP address such as 127.0.0.2", o.host)
 	}
 	if err := ensureFDs(uint64(n) + 512); err != nil {
 		return nil, err
@@ -145,7 +157,7 @@ func Start(ctx context.Context, n int, opts ...Option) (*Farm, error) {
 		tlsServer: tc,
 		proxies:   make([]*proxy, n),
 	}
-	ln, err := listen(ctx)
+	ln, err := listen(ctx, o.host)
 	if err != nil {
 		return nil, fmt.Errorf("fakeproxy: open the direct echo server's listener: %w", err)
 	}
@@ -153,7 +165,7 @@ func Start(ctx context.Context, n int, opts ...Option) (*Farm, error) {
 	f.wg.Add(1)
 	go f.echo.acceptLoop(ln)
 	for i := range f.proxies {
-		ln, err := listen(ctx)
+		ln, err := listen(ctx, o.host)
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("fakeproxy: open listener %d of %d: %w", i+1, n, err)
@@ -175,7 +187,7 @@ func Start(ctx context.Context, n int, opts ...Option) (*Farm, error) {
 // Len returns the number of proxies.
 func (f *Farm) Len() int { return len(f.proxies) }
 
-// Addr returns proxy i's "127.0.0.1:port".
+// Addr returns proxy i's "host:port" ("127.0.0.1:port" by default).
 func (f *Farm) Addr(i int) string { return f.proxies[i].addr }
 
 // URL returns proxy i's URL with the farm's scheme (WithScheme), e.g.
@@ -344,11 +356,11 @@ var portCursor atomic.Uint32
 
 func init() { portCursor.Store(uint32(rand.IntN(portHi - portLo))) }
 
-func listen(ctx context.Context) (net.Listener, error) {
+func listen(ctx context.Context, host string) (net.Listener, error) {
 	var lc net.ListenConfig
 	for range portHi - portLo {
 		port := portLo + int(portCursor.Add(1)%(portHi-portLo))
-		ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+		ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err == nil {
 			return ln, nil
 		}
@@ -356,7 +368,7 @@ func listen(ctx context.Context) (net.Listener, error) {
 			return nil, err
 		}
 	}
-	return lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	return lc.Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
 }
 
 func (p *proxy) acceptLoop(ln net.Listener) {
