@@ -109,9 +109,15 @@ func (p *farmProc) checks(b *testing.B) uint64 {
 }
 
 func cpuTime() time.Duration {
+	u, s := cpuSplit()
+	return u + s
+}
+
+// cpuSplit returns the process's user and system CPU time so far.
+func cpuSplit() (user, sys time.Duration) {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
 }
 
 func rssMiB() float64 {
@@ -228,6 +234,7 @@ func steadyState(b *testing.B, farm *farmProc, window time.Duration, view bool) 
 			b.Fatal(err)
 		}
 		time.Sleep(12 * time.Second) // first sweep, then settle onto the schedule
+		u0, s0 := cpuSplit()
 		c0, cpu0, k0, n0 := farm.checks(b), cpuTime(), commits.Load(), committed.Load()
 		if path := os.Getenv("PROXYHEALTH_BENCH_ALLOCPROFILE"); path != "" {
 			runtime.MemProfileRate = 64 << 10
@@ -248,12 +255,15 @@ func steadyState(b *testing.B, farm *farmProc, window time.Duration, view bool) 
 		time.Sleep(window)
 		pprof.StopCPUProfile()
 		c1, cpu1, k1, n1 := farm.checks(b), cpuTime(), commits.Load(), committed.Load()
+		u1, s1 := cpuSplit()
 		b.ReportMetric(float64(k1-k0)/window.Seconds(), "commits/s")
 		b.ReportMetric(float64(n1-n0)/float64(max(k1-k0, 1)), "events/commit")
 		checks := c1 - c0
 		cpu := cpu1 - cpu0
 		b.ReportMetric(float64(checks)/window.Seconds(), "checks/s")
 		b.ReportMetric(float64(cpu.Milliseconds())/(float64(checks)/1000), "cpu-ms/1k-checks")
+		b.ReportMetric(float64((u1-u0).Microseconds())/float64(max(checks, 1)), "user-us/check")
+		b.ReportMetric(float64((s1-s0).Microseconds())/float64(max(checks, 1)), "sys-us/check")
 		b.ReportMetric(rssMiB(), "rss-MiB")
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)

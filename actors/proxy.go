@@ -384,7 +384,9 @@ func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending,
 	}
 	a.appendFailures, a.retryAt = 0, time.Time{}
 	for i, e := range evs {
-		e.Seq = out.seqs[i]
+		if e.Seq != out.seqs[i] { // a journal that did not fill it in
+			e.Seq = out.seqs[i]
+		}
 	}
 	wasEjected := a.state.Ejected()
 	a.state = events.Fold(a.state, evs...)

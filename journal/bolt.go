@@ -230,6 +230,7 @@ type Bolt struct {
 	closeOnce  sync.Once
 	closeErr   error
 	note       *notifier
+	recent     recent // the latest committed envelopes, for subscriptions
 }
 
 // OpenBolt opens or creates the journal file at path (a missing file is
@@ -290,6 +291,7 @@ func OpenBolt(path string, opts ...BoltOption) (*Bolt, error) {
 		stop:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 		note:       newNotifier(),
+		recent:     recent{first: 1},
 	}
 	if err := b.load(); err != nil {
 		_ = db.Close()

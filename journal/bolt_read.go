@@ -31,7 +31,13 @@ func (b *Bolt) Read(ctx context.Context, from uint64) iter.Seq2[*pb.Envelope, er
 
 // readCommitted implements feed.
 func (b *Bolt) readCommitted(from uint64, n int, dst []*pb.Envelope) ([]*pb.Envelope, error) {
-	return b.readRange(from, b.Head(), n, dst)
+	end := b.Head()
+	if from >= b.First() {
+		if out, ok := b.recent.get(from, end, n, dst); ok {
+			return out, nil
+		}
+	}
+	return b.readRange(from, end, n, dst)
 }
 
 // readRange decodes up to n envelopes with from <= seq <= end in one read

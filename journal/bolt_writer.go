@@ -255,6 +255,7 @@ func (w *writer) commit(batch []*request) {
 				}
 				b.headsMu.Unlock()
 			}
+			b.recent.add(w.undo)
 			b.head.Store(next - 1)
 			if ckpt {
 				clear(w.dirty)

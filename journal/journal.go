@@ -73,7 +73,8 @@ type Journal interface {
 	// stream head + 1 (counting the envelopes before it in the same call),
 	// otherwise nothing of the call is written and the error wraps
 	// ErrStreamConflict. The envelopes must not be modified by the caller
-	// until Append returns.
+	// once Append is called, also after it returned: a journal may hand
+	// the same envelopes to its subscriptions.
 	// When ctx ends before the commit, Append returns ctx.Err() and the
 	// events may or may not have been committed.
 	Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error)
@@ -99,7 +100,8 @@ type Journal interface {
 	// envelope with seq >= from exactly once and in order: first those
 	// already in the journal, then new ones as they commit. A slow
 	// subscriber never slows down Append; it reads from the journal at its
-	// own pace.
+	// own pace. The envelopes it delivers may be shared with other
+	// subscriptions and with the appender: read them, never modify them.
 	Subscribe(from uint64) *Subscription
 
 	// SaveSnapshot stores a proxy's snapshot, replacing any older one.
