@@ -201,7 +201,11 @@ func (v *View) catchUp(ctx context.Context) error {
 		if from > v.j.Head() {
 			return nil
 		}
+		// One read of the journal for all the batches up to its head: a
+		// new Read per batch would decode a whole read chunk (4,096
+		// envelopes) each time and drop what is beyond the batch.
 		batch := make([]*pb.Envelope, 0, v.opts.BatchSize)
+		read := 0
 		for e, err := range v.j.Read(ctx, from) {
 			if err != nil {
 				err = fmt.Errorf("%w: read from seq %d for %s: %w", ErrJournal, from, v.path, err)
@@ -211,15 +215,21 @@ func (v *View) catchUp(ctx context.Context) error {
 				return err
 			}
 			batch = append(batch, e)
+			read++
 			if len(batch) == v.opts.BatchSize {
-				break
+				if err := v.apply(ctx, batch); err != nil {
+					return err
+				}
+				batch = make([]*pb.Envelope, 0, v.opts.BatchSize)
 			}
 		}
-		if len(batch) == 0 {
+		if read == 0 {
 			return nil
 		}
-		if err := v.apply(ctx, batch); err != nil {
-			return err
+		if len(batch) > 0 {
+			if err := v.apply(ctx, batch); err != nil {
+				return err
+			}
 		}
 	}
 }
