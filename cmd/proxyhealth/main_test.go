@@ -26,6 +26,9 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
+	if code, ok := benchChild(); ok { // a child process of BenchmarkDaemon
+		os.Exit(code)
+	}
 	dir, err := os.MkdirTemp("", "proxyhealth-cmd-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

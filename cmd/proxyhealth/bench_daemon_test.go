@@ -1,0 +1,704 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+)
+
+// BenchmarkDaemon measures the daemon as shipped (`proxyhealth run`, the
+// binary TestMain builds: journal fsync'd, SQLite view, metrics and API on)
+// against fake proxies served by child processes (this test binary
+// re-executed, see benchChild), each with at most benchFarmMax proxies on
+// its own loopback address (127.0.0.2, 127.0.0.3, …), and, in the same
+// run, against the same farm and for a window of the same length, a plain
+// goroutine-per-proxy net/http monitor in its own child process as the
+// baseline. Run each size alone with -benchtime 1x:
+//
+//	go test -run '^$' -bench 'BenchmarkDaemon/proxies=10000$' -benchtime 1x -timeout 30m ./cmd/proxyhealth/
+//	go test -run '^$' -bench 'BenchmarkDaemon/proxies=100000$' -benchtime 1x -timeout 30m ./cmd/proxyhealth/
+//
+// The measuring window is PROXYHEALTH_BENCH_WINDOW (a Go duration, default
+// 30s). Per size, in order:
+//   - first-sweep-s: from the daemon's exec until GET /v1/pool counts every
+//     proxy and none unknown;
+//   - one interval of settling, then the window: the daemon's CPU
+//     (/proc/PID/stat utime and stime) over the checks the farm accepted
+//     (cpu-ms/1k-checks, user-us/check, sys-us/check, checks/s);
+//   - a second window of the same length, checks still running: one client
+//     alternating GET /v1/pool and GET /v1/proxies?state=healthy&limit=100
+//     over HTTP, one request at a time (at least benchAPIMin each), p99
+//     measured client-side (pool-p99-ms, proxies-p99-ms); apart from the
+//     CPU window, so that serving the API is not counted as checking;
+//   - peak-rss-MiB: the daemon's VmHWM, read just before SIGTERM (the high
+//     water mark of the whole run, start-up included);
+//     peak-rss-before-api-MiB the same read before the API window;
+//   - SIGTERM (stop-s: until the process exited), then the daemon started
+//     again on the same data directory: restart-open-s from its exec until
+//     it logs "proxyhealth started" (journal open, state recovered, API
+//     about to be served), restart-s from its exec until the farm accepts
+//     its first check (the two are polled together, every 5 ms);
+//   - the baseline: started once the daemon is gone, one interval of
+//     settling (its start is spread over the interval), the same window:
+//     baseline-cpu-ms/1k-checks, baseline-peak-rss-MiB (VmHWM of its whole
+//     run), and the ratios proxyhealth/baseline (cpu-ratio, rss-ratio).
+//
+// Nothing is asserted against a target: the figures are reported.
+func BenchmarkDaemon(b *testing.B) {
+	for _, size := range []struct {
+		n        int
+		interval time.Duration
+	}{{10_000, 10 * time.Second}, {100_000, 60 * time.Second}} {
+		b.Run(fmt.Sprintf("proxies=%d", size.n), func(b *testing.B) { benchDaemon(b, size.n, size.interval) })
+	}
+}
+
+const (
+	// benchFarmEnv makes the test binary a farm child: "HOST/N" serves N
+	// fake proxies on HOST.
+	benchFarmEnv = "PROXYHEALTH_BENCH_FARM"
+	// benchBaselineEnv makes the test binary the baseline monitor: the path
+	// of a proxy list, one URL a line; benchBaselineIntervalEnv is its
+	// interval.
+	benchBaselineEnv         = "PROXYHEALTH_BENCH_BASELINE"
+	benchBaselineIntervalEnv = "PROXYHEALTH_BENCH_BASELINE_INTERVAL"
+	// benchFarmMax is the most proxies one farm child serves (one process
+	// may hold 20,000 descriptors on the benchmark machine).
+	benchFarmMax = 15_000
+	// benchFDHeadroom is what a farm child needs beyond its listeners
+	// (connections in progress, the runtime's own).
+	benchFDHeadroom = 2_000
+	// benchAPIMin is the fewest requests per endpoint behind an API p99.
+	benchAPIMin = 2_000
+	// benchCheckTimeout is the check timeout of the daemon (its default)
+	// and of the baseline.
+	benchCheckTimeout = 5 * time.Second
+)
+
+// benchChild runs this process as one of BenchmarkDaemon's children when
+// the environment says so (the hook at the top of TestMain), and returns
+// its exit code and true; otherwise it returns false at once.
+func benchChild() (int, bool) {
+	if spec := os.Getenv(benchFarmEnv); spec != "" {
+		return runBenchFarm(spec), true
+	}
+	if list := os.Getenv(benchBaselineEnv); list != "" {
+		return runBaseline(list, os.Getenv(benchBaselineIntervalEnv)), true
+	}
+	return 0, false
+}
+
+// runBenchFarm serves the fake proxies of spec ("HOST/N") until stdin
+// closes: it prints their URLs, then READY, then answers each "count" line
+// with the number of checks (accepted connections) served so far.
+func runBenchFarm(spec string) int {
+	host, ns, _ := strings.Cut(spec, "/")
+	n, err := strconv.Atoi(ns)
+	if err != nil || n <= 0 {
+		fmt.Printf("ERR %s=%q: want HOST/N with N > 0\n", benchFarmEnv, spec)
+		return 2
+	}
+	farm, err := fakeproxy.Start(context.Background(), n, fakeproxy.WithHost(host))
+	if err != nil {
+		fmt.Printf("ERR farm of %d proxies on %s: %v\n", n, host, err)
+		return 1
+	}
+	defer farm.Close()
+	out := bufio.NewWriterSize(os.Stdout, 1<<16)
+	for i := range n {
+		fmt.Fprintln(out, farm.URL(i))
+	}
+	fmt.Fprintln(out, "READY")
+	_ = out.Flush()
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		if in.Text() == "count" {
+			fmt.Fprintln(out, farm.TotalChecks())
+			_ = out.Flush()
+		}
+	}
+	return 0
+}
+
+// runBaseline is the baseline monitor: one goroutine per proxy of the list,
+// each with its own http.Client (Proxy: the proxy, keep-alives off) and a
+// ticker at the interval, the starts spread evenly over one interval; each
+// tick HEADs testTarget through the proxy. Nothing is kept. It prints READY
+// once every goroutine runs and exits when stdin closes.
+func runBaseline(list, every string) int {
+	interval, err := time.ParseDuration(every)
+	if err != nil || interval <= 0 {
+		fmt.Printf("ERR %s=%q: want a duration\n", benchBaselineIntervalEnv, every)
+		return 2
+	}
+	raw, err := os.ReadFile(list)
+	if err != nil {
+		fmt.Println("ERR", err)
+		return 1
+	}
+	urls := strings.Fields(string(raw))
+	start := time.Now()
+	for i, u := range urls {
+		pu, err := url.Parse(u)
+		if err != nil {
+			fmt.Println("ERR", err)
+			return 1
+		}
+		go baselineMonitor(pu, start.Add(time.Duration(i)*interval/time.Duration(len(urls))), interval)
+	}
+	fmt.Println("READY")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+func baselineMonitor(proxy *url.URL, first time.Time, interval time.Duration) {
+	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxy), DisableKeepAlives: true}, Timeout: benchCheckTimeout}
+	time.Sleep(time.Until(first))
+	t := time.NewTicker(interval)
+	for {
+		if resp, err := c.Head(testTarget); err == nil {
+			_ = resp.Body.Close()
+		}
+		<-t.C
+	}
+}
+
+// benchDaemon is one size of BenchmarkDaemon.
+func benchDaemon(b *testing.B, n int, interval time.Duration) {
+	window := benchWindow(b)
+	b.Cleanup(benchHTTP.CloseIdleConnections)
+	b.Logf("load before: %s", loadAvg())
+	farms := startBenchFarms(b, n)
+	var urls []string
+	for _, f := range farms {
+		urls = append(urls, f.urls...)
+	}
+	if len(urls) != n {
+		b.Fatalf("the farm children report %d proxy URLs, want %d", len(urls), n)
+	}
+	dir := b.TempDir()
+	list := filepath.Join(dir, "proxies.txt")
+	if err := os.WriteFile(list, []byte(strings.Join(urls, "\n")+"\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "proxyhealth.yaml")
+	yaml := fmt.Sprintf("data: %s\nlisten: 127.0.0.1:0\nlog_format: json\ndefaults:\n  interval: %s\n  check_url: %s\nsources:\n  - name: farm\n    proxy_files: [%s]\n",
+		filepath.Join(dir, "data"), interval, testTarget, list)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	checks := func() uint64 {
+		var sum uint64
+		for _, f := range farms {
+			sum += f.count(b)
+		}
+		return sum
+	}
+
+	// The daemon: first sweep, settling, the CPU window.
+	started := time.Now()
+	d := startBenchDaemon(b, cfg)
+	api := d.apiURL(b, 2*time.Minute)
+	pollUntil(b, 5*time.Minute, 100*time.Millisecond, func() (bool, string) {
+		p, err := fetchPool(api)
+		if err != nil {
+			return false, err.Error()
+		}
+		return p.Total == n && p.Unknown == 0, fmt.Sprintf("first sweep: %+v", p.Counts)
+	}, d.exited)
+	firstSweep := time.Since(started)
+	time.Sleep(interval)
+	cpu := measure(b, d.pid(), window, checks)
+	b.Logf("daemon: %d checks in %v, user %v, sys %v", cpu.checks, cpu.elapsed, cpu.user, cpu.sys)
+	if cpu.checks == 0 {
+		b.Fatalf("the farm saw no check in the window\n%s", d.stderr.tail())
+	}
+
+	// The peak so far, before the API window adds its garbage.
+	peakChecks := vmHWM(b, d.pid())
+
+	// The API, checks running.
+	poolP99, proxiesP99 := measureAPI(b, api, window)
+	peak := vmHWM(b, d.pid())
+
+	// Stop and restart on the same data directory.
+	stopped := time.Now()
+	d.stop(b, 2*time.Minute)
+	stop := time.Since(stopped)
+	c0 := checks()
+	restarted := time.Now()
+	d2 := startBenchDaemon(b, cfg)
+	var restartOpen, restart time.Duration // 0: not yet
+	pollUntil(b, interval+2*time.Minute, 5*time.Millisecond, func() (bool, string) {
+		if restartOpen == 0 && d2.stderr.started() != "" {
+			restartOpen = time.Since(restarted)
+		}
+		if restart == 0 && checks() > c0 {
+			restart = time.Since(restarted)
+		}
+		return restartOpen > 0 && restart > 0, fmt.Sprintf("the restarted daemon's start-up line (after %v) and its first check at the farm (after %v)", restartOpen, restart)
+	}, d2.exited)
+	d2.stop(b, 2*time.Minute)
+
+	// The baseline, alone with the farm.
+	base := startBenchChild(b, benchBaselineEnv+"="+list, benchBaselineIntervalEnv+"="+interval.String())
+	time.Sleep(interval)
+	bcpu := measure(b, base.cmd.Process.Pid, window, checks)
+	b.Logf("baseline: %d checks in %v, user %v, sys %v", bcpu.checks, bcpu.elapsed, bcpu.user, bcpu.sys)
+	if bcpu.checks == 0 {
+		b.Fatal("the farm saw no check of the baseline in the window")
+	}
+	basePeak := vmHWM(b, base.cmd.Process.Pid)
+	base.close(b)
+	b.Logf("load after: %s", loadAvg())
+
+	b.ReportMetric(cpu.perK(), "cpu-ms/1k-checks")
+	b.ReportMetric(float64(cpu.user.Microseconds())/float64(cpu.checks), "user-us/check")
+	b.ReportMetric(float64(cpu.sys.Microseconds())/float64(cpu.checks), "sys-us/check")
+	b.ReportMetric(peak, "peak-rss-MiB")
+	b.ReportMetric(peakChecks, "peak-rss-before-api-MiB")
+	b.ReportMetric(firstSweep.Seconds(), "first-sweep-s")
+	b.ReportMetric(cpu.rate(), "checks/s")
+	b.ReportMetric(poolP99, "pool-p99-ms")
+	b.ReportMetric(proxiesP99, "proxies-p99-ms")
+	b.ReportMetric(stop.Seconds(), "stop-s")
+	b.ReportMetric(restartOpen.Seconds(), "restart-open-s")
+	b.ReportMetric(restart.Seconds(), "restart-s")
+	b.ReportMetric(bcpu.perK(), "baseline-cpu-ms/1k-checks")
+	b.ReportMetric(bcpu.rate(), "baseline-checks/s")
+	b.ReportMetric(basePeak, "baseline-peak-rss-MiB")
+	b.ReportMetric(cpu.perK()/bcpu.perK(), "cpu-ratio")
+	b.ReportMetric(peak/basePeak, "rss-ratio")
+}
+
+// benchWindow is PROXYHEALTH_BENCH_WINDOW, default 30 s.
+func benchWindow(b *testing.B) time.Duration {
+	s := os.Getenv("PROXYHEALTH_BENCH_WINDOW")
+	if s == "" {
+		return 30 * time.Second
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		b.Fatalf("PROXYHEALTH_BENCH_WINDOW=%q: want a positive Go duration such as 30s", s)
+	}
+	return d
+}
+
+// startBenchFarms starts the farm children for n proxies, at most
+// benchFarmMax each, child k on 127.0.0.(k+2). It fails, naming the cause,
+// if the descriptor limit or a loopback address does not allow it.
+func startBenchFarms(b *testing.B, n int) []*benchChildProc {
+	k := (n + benchFarmMax - 1) / benchFarmMax
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatalf("read RLIMIT_NOFILE: %v", err)
+	}
+	if need := uint64((n+k-1)/k + benchFDHeadroom); lim.Max < need {
+		b.Fatalf("BenchmarkDaemon needs %d file descriptors per farm child (%d proxies each), the hard limit (ulimit -Hn) is %d: raise it", need, (n+k-1)/k, lim.Max)
+	}
+	farms := make([]*benchChildProc, k)
+	for i := range k {
+		host := fmt.Sprintf("127.0.0.%d", i+2)
+		ln, err := net.Listen("tcp", host+":0")
+		if err != nil {
+			b.Fatalf("BenchmarkDaemon needs the loopback address %s for farm child %d of %d (Linux routes all of 127.0.0.0/8 to lo): %v", host, i+1, k, err)
+		}
+		_ = ln.Close()
+		size := n/k + btoi(i < n%k)
+		farms[i] = startBenchChild(b, benchFarmEnv+"="+host+"/"+strconv.Itoa(size))
+	}
+	for _, f := range farms {
+		f.readURLs(b)
+	}
+	return farms
+}
+
+func btoi(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// benchChildProc is a child of BenchmarkDaemon: this test binary with a
+// role in its environment, speaking lines over stdin/stdout.
+type benchChildProc struct {
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Scanner
+	urls []string
+	done chan struct{}
+}
+
+// startBenchChild starts this test binary with env added; the benchmark's
+// cleanup closes its stdin and waits for it (killing it after 10 s).
+func startBenchChild(b *testing.B, env ...string) *benchChildProc {
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	out := bufio.NewScanner(stdout)
+	out.Buffer(make([]byte, 64<<10), 1<<20)
+	p := &benchChildProc{cmd: cmd, in: in, out: out, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	b.Cleanup(func() { p.close(b) })
+	return p
+}
+
+// readURLs reads the child's lines up to READY, keeping the URLs.
+func (p *benchChildProc) readURLs(b *testing.B) {
+	for p.out.Scan() {
+		line := p.out.Text()
+		switch {
+		case line == "READY":
+			return
+		case strings.HasPrefix(line, "ERR"):
+			b.Fatalf("%s: %s", p.cmd.Env[len(p.cmd.Env)-1], line)
+		default:
+			p.urls = append(p.urls, line)
+		}
+	}
+	b.Fatalf("%s: the child ended before READY: %v", p.cmd.Env[len(p.cmd.Env)-1], p.out.Err())
+}
+
+// count asks a farm child for the checks it served.
+func (p *benchChildProc) count(b *testing.B) uint64 {
+	if _, err := fmt.Fprintln(p.in, "count"); err != nil {
+		b.Fatalf("farm child: %v", err)
+	}
+	if !p.out.Scan() {
+		b.Fatalf("farm child did not answer: %v", p.out.Err())
+	}
+	n, err := strconv.ParseUint(p.out.Text(), 10, 64)
+	if err != nil {
+		b.Fatalf("farm child answered %q", p.out.Text())
+	}
+	return n
+}
+
+// close closes the child's stdin (it exits) and waits for it; it kills it
+// if it is still running after 10 s. It may be called more than once.
+func (p *benchChildProc) close(b *testing.B) {
+	_ = p.in.Close()
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		b.Logf("%s: still running 10 s after its stdin closed; killing it", p.cmd.Env[len(p.cmd.Env)-1])
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// benchDaemonProc is a running `proxyhealth run`.
+type benchDaemonProc struct {
+	cmd    *exec.Cmd
+	stderr *tailBuffer
+	done   chan struct{}
+	err    error
+}
+
+// startBenchDaemon starts `proxyhealth run --config cfg`; the benchmark's
+// cleanup kills it if still running.
+func startBenchDaemon(b *testing.B, cfg string) *benchDaemonProc {
+	cmd := exec.Command(bin, "run", "--config", cfg)
+	d := &benchDaemonProc{cmd: cmd, stderr: &tailBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = d.stderr, d.stderr
+	cmd.Env = append(os.Environ(), "PROXYHEALTH_TOKEN=")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	go func() { d.err = cmd.Wait(); close(d.done) }()
+	b.Cleanup(func() {
+		select {
+		case <-d.done:
+		default:
+			_ = cmd.Process.Kill()
+			<-d.done
+		}
+	})
+	return d
+}
+
+func (d *benchDaemonProc) pid() int { return d.cmd.Process.Pid }
+
+// exited reports, once the daemon has exited, why, with its last output.
+func (d *benchDaemonProc) exited() string {
+	select {
+	case <-d.done:
+		return fmt.Sprintf("the daemon exited (%v)\n%s", d.err, d.stderr.tail())
+	default:
+		return ""
+	}
+}
+
+// apiURL waits for the "proxyhealth started" log line and returns the API
+// base URL it names.
+func (d *benchDaemonProc) apiURL(b *testing.B, timeout time.Duration) string {
+	var api string
+	pollUntil(b, timeout, 10*time.Millisecond, func() (bool, string) {
+		api = d.stderr.started()
+		return api != "", "the daemon's \"proxyhealth started\" log line"
+	}, d.exited)
+	return api
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *benchDaemonProc) stop(b *testing.B, timeout time.Duration) {
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		b.Fatal(err)
+	}
+	select {
+	case <-d.done:
+		if d.err != nil {
+			b.Fatalf("the daemon stopped with %v\n%s", d.err, d.stderr.tail())
+		}
+	case <-time.After(timeout):
+		b.Fatalf("the daemon still runs %v after SIGTERM\n%s", timeout, d.stderr.tail())
+	}
+}
+
+// tailBuffer keeps a process's output: the API URL of its start-up line
+// and its last 64 KiB.
+type tailBuffer struct {
+	buf atomic.Pointer[[]byte] // swapped whole: writes come from one goroutine
+	api atomic.Pointer[string]
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	var cur []byte
+	if old := t.buf.Load(); old != nil {
+		cur = *old
+	}
+	next := append(slices.Clip(cur), p...)
+	if t.api.Load() == nil {
+		for line := range bytes.SplitSeq(next, []byte("\n")) {
+			var rec struct {
+				Msg string `json:"msg"`
+				API string `json:"api"`
+			}
+			if json.Unmarshal(line, &rec) == nil && rec.Msg == "proxyhealth started" {
+				api := strings.TrimSuffix(rec.API, "/")
+				t.api.Store(&api)
+			}
+		}
+	}
+	if len(next) > 64<<10 {
+		next = next[len(next)-64<<10:]
+	}
+	t.buf.Store(&next)
+	return len(p), nil
+}
+
+func (t *tailBuffer) started() string {
+	if p := t.api.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+func (t *tailBuffer) tail() string {
+	if p := t.buf.Load(); p != nil {
+		return string(*p)
+	}
+	return ""
+}
+
+// pollUntil calls cond every step until it holds; it fails with cond's
+// explanation after timeout, or at once when dead reports a reason.
+func pollUntil(b *testing.B, timeout, step time.Duration, cond func() (bool, string), dead func() string) {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, what := cond()
+		if ok {
+			return
+		}
+		if why := dead(); why != "" {
+			b.Fatalf("waiting for %s: %s", what, why)
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("still waiting after %v for %s", timeout, what)
+		}
+		time.Sleep(step)
+	}
+}
+
+var benchHTTP = &http.Client{Timeout: 10 * time.Second}
+
+func fetchPool(api string) (httpapi.Pool, error) {
+	var p httpapi.Pool
+	resp, err := benchHTTP.Get(api + "/v1/pool")
+	if err != nil {
+		return p, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return p, fmt.Errorf("GET /v1/pool: %s", resp.Status)
+	}
+	return p, json.NewDecoder(resp.Body).Decode(&p)
+}
+
+// cpuWindow is a process's CPU time over a window and the checks the farm
+// accepted meanwhile.
+type cpuWindow struct {
+	user, sys time.Duration
+	checks    uint64
+	elapsed   time.Duration
+}
+
+func (w cpuWindow) perK() float64 {
+	return float64((w.user + w.sys).Microseconds()) / 1000 / (float64(w.checks) / 1000)
+}
+
+func (w cpuWindow) rate() float64 { return float64(w.checks) / w.elapsed.Seconds() }
+
+// measure samples pid's CPU time and the farm's checks over window.
+func measure(b *testing.B, pid int, window time.Duration, checks func() uint64) cpuWindow {
+	u0, s0 := procCPU(b, pid)
+	c0, t0 := checks(), time.Now()
+	time.Sleep(window)
+	u1, s1 := procCPU(b, pid)
+	c1, t1 := checks(), time.Now()
+	return cpuWindow{user: u1 - u0, sys: s1 - s0, checks: c1 - c0, elapsed: t1.Sub(t0)}
+}
+
+// measureAPI alternates GET /v1/pool and GET
+// /v1/proxies?state=healthy&limit=100, one request at a time over one
+// kept-alive connection, for window and at least benchAPIMin requests
+// each; it returns both p99 latencies in milliseconds (status, headers and
+// the whole body read).
+func measureAPI(b *testing.B, api string, window time.Duration) (poolP99, proxiesP99 float64) {
+	tr := &http.Transport{MaxIdleConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	get := func(path string) time.Duration {
+		t0 := time.Now()
+		resp, err := c.Get(api + path)
+		if err != nil {
+			b.Fatalf("GET %s: %v", path, err)
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		d := time.Since(t0)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("GET %s: %s %v", path, resp.Status, err)
+		}
+		return d
+	}
+	var pool, proxies []time.Duration
+	end := time.Now().Add(window)
+	for time.Now().Before(end) || len(pool) < benchAPIMin {
+		pool = append(pool, get("/v1/pool"))
+		proxies = append(proxies, get("/v1/proxies?state=healthy&limit=100"))
+	}
+	b.Logf("API: %d requests each endpoint; /v1/pool p50 %v p99 %v max %v; /v1/proxies p50 %v p99 %v max %v", len(pool),
+		quantile(pool, 0.5), quantile(pool, 0.99), quantile(pool, 1), quantile(proxies, 0.5), quantile(proxies, 0.99), quantile(proxies, 1))
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return ms(quantile(pool, 0.99)), ms(quantile(proxies, 0.99))
+}
+
+// quantile returns the q quantile of ds (nearest rank); it sorts ds.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	slices.Sort(ds)
+	i := int(q*float64(len(ds))+0.999999) - 1
+	return ds[min(max(i, 0), len(ds)-1)]
+}
+
+// procCPU reads pid's user and system CPU time from /proc/PID/stat.
+func procCPU(b *testing.B, pid int) (user, sys time.Duration) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatalf("read the CPU time of process %d: %v", pid, err)
+	}
+	// The fields after the command's closing parenthesis start at the
+	// state (field 3); utime and stime are fields 14 and 15.
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	if len(f) < 13 {
+		b.Fatalf("/proc/%d/stat: %d fields after the command, want at least 13", pid, len(f))
+	}
+	tick := clockTick(b)
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		b.Fatalf("/proc/%d/stat: utime/stime: %v", pid, err)
+	}
+	return time.Duration(ut) * tick, time.Duration(st) * tick
+}
+
+// clockTick is the length of a clock tick (1/sysconf(_SC_CLK_TCK)), read
+// from the kernel's auxiliary vector (AT_CLKTCK) as libc does.
+func clockTick(b *testing.B) time.Duration {
+	const atClkTck = 17
+	raw, err := os.ReadFile("/proc/self/auxv")
+	if err != nil {
+		b.Fatalf("read the clock tick rate: %v", err)
+	}
+	for i := 0; i+16 <= len(raw); i += 16 {
+		if binary.NativeEndian.Uint64(raw[i:]) == atClkTck {
+			if hz := binary.NativeEndian.Uint64(raw[i+8:]); hz > 0 {
+				return time.Second / time.Duration(hz)
+			}
+		}
+	}
+	b.Fatal("/proc/self/auxv has no AT_CLKTCK")
+	return 0
+}
+
+// vmHWM is pid's peak resident set size (VmHWM) in MiB.
+func vmHWM(b *testing.B, pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatalf("read the peak RSS of process %d: %v", pid, err)
+	}
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(rest)
+			if len(f) != 2 || f[1] != "kB" {
+				b.Fatalf("/proc/%d/status: %q, want VmHWM: N kB", pid, line)
+			}
+			kb, err := strconv.ParseFloat(f[0], 64)
+			if err != nil {
+				b.Fatalf("/proc/%d/status: %q: %v", pid, line, err)
+			}
+			return kb / 1024
+		}
+	}
+	b.Fatalf("/proc/%d/status has no VmHWM", pid)
+	return 0
+}
+
+// loadAvg is /proc/loadavg, for the log beside the figures.
+func loadAvg() string {
+	raw, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(raw))
+}
