@@ -111,9 +111,25 @@ func noJitter() events.Config {
 	return c
 }
 
+// checkAsync runs the script like an event-loop checker: the check goes
+// on elsewhere and its result comes back through done.
+func (s *script) checkAsync(ctx context.Context, done func(events.CheckResult)) {
+	go func() { done(s.check(ctx)) }()
+}
+
 func (h *harness) spawn(id string, cfg events.Config, s *script) *actor.PID {
 	h.t.Helper()
-	spec := ProxySpec{ID: id, Source: "default", URLRedacted: "http://127.0.0.1:1/" + id, Health: cfg, Timeout: checkTimeout, Check: s.check}
+	return h.spawnSpec(ProxySpec{ID: id, Source: "default", URLRedacted: "http://127.0.0.1:1/" + id, Health: cfg, Timeout: checkTimeout, Check: s.check})
+}
+
+// spawnAsync spawns a proxy whose checks run through CheckAsync.
+func (h *harness) spawnAsync(id string, cfg events.Config, s *script) *actor.PID {
+	h.t.Helper()
+	return h.spawnSpec(ProxySpec{ID: id, Source: "default", URLRedacted: "http://127.0.0.1:1/" + id, Health: cfg, Timeout: checkTimeout, CheckAsync: s.checkAsync})
+}
+
+func (h *harness) spawnSpec(spec ProxySpec) *actor.PID {
+	h.t.Helper()
 	res, err := h.sys.Root.RequestFuture(h.src, &SpawnProxy{Spec: spec}, 5*time.Second).Result()
 	if err != nil {
 		h.t.Fatal(err)

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"github.com/asynkron/protoactor-go/actor"
 
 	"time"
@@ -39,7 +40,17 @@ type ProxySpec struct {
 	Timeout time.Duration
 	// Check runs one check.
 	Check CheckFunc
+	// CheckAsync, when set, is used instead of Check: it starts one check
+	// and calls done exactly once with its result, from any goroutine,
+	// without blocking. A checker that needs no goroutine per check (the
+	// probe's event loop) saves the actor a hand-off to the work pool.
+	CheckAsync AsyncCheckFunc
 }
+
+// AsyncCheckFunc starts one active check of a proxy and calls done exactly
+// once with the result, on any goroutine; done does not block (it sends a
+// message). It must honour ctx like CheckFunc.
+type AsyncCheckFunc func(ctx context.Context, done func(events.CheckResult))
 
 // Commands accepted by a proxy actor. Each is answered with a *Reply once
 // its events (if any) are durable and applied. Send them with RequestFuture.

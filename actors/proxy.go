@@ -630,8 +630,9 @@ func (a *proxyActor) onSlotGranted(ctx actor.Context, m *slotGranted) {
 	a.startProbe(ctx)
 }
 
-// startProbe runs the check on a pooled goroutine; its result comes back as
-// a probeDone message (or probePanicked), and a zombie timer bounds it.
+// startProbe starts the check (through the spec's CheckAsync, or Check on a
+// pooled goroutine); its result comes back as a probeDone message (or
+// probePanicked), and a zombie timer bounds it.
 func (a *proxyActor) startProbe(ctx actor.Context) {
 	if !a.env.begin() {
 		a.endCheck()
@@ -640,15 +641,35 @@ func (a *proxyActor) startProbe(ctx actor.Context) {
 	pctx, cancel := context.WithCancel(a.env.ctx)
 	a.cancelProbe = cancel
 	gen, self, sys, check := a.checkGen, ctx.Self(), ctx.ActorSystem(), a.spec.Check
-	a.env.pool.run(func() {
-		defer a.env.work.Done()
-		defer func() {
-			if v := recover(); v != nil {
-				sys.Root.Send(self, &probePanicked{gen: gen, value: v})
-			}
+	if async := a.spec.CheckAsync; async != nil {
+		var once atomic.Bool
+		func() {
+			defer func() {
+				if v := recover(); v != nil { // the actor restarts; the check is over
+					if once.CompareAndSwap(false, true) {
+						a.env.work.Done()
+					}
+					panic(v)
+				}
+			}()
+			async(pctx, func(r events.CheckResult) {
+				if once.CompareAndSwap(false, true) {
+					sys.Root.Send(self, &probeDone{gen: gen, result: r})
+					a.env.work.Done()
+				}
+			})
 		}()
-		sys.Root.Send(self, &probeDone{gen: gen, result: check(pctx)})
-	})
+	} else {
+		a.env.pool.run(func() {
+			defer a.env.work.Done()
+			defer func() {
+				if v := recover(); v != nil {
+					sys.Root.Send(self, &probePanicked{gen: gen, value: v})
+				}
+			}()
+			sys.Root.Send(self, &probeDone{gen: gen, result: check(pctx)})
+		})
+	}
 	if a.spec.Timeout > 0 {
 		a.zombieTimer = a.env.after(2*a.spec.Timeout, func() { sys.Root.Send(self, &zombie{gen: gen}) })
 	}

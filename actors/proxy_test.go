@@ -631,3 +631,50 @@ func TestSpecRegistryKeepsAMovedProxysSpec(t *testing.T) {
 		t.Fatal("spec still registered after its own source dropped it")
 	}
 }
+
+// TestAsyncChecksFollowTheSameStory: a proxy checked through CheckAsync
+// (no pooled goroutine per check) goes through the same transitions as one
+// checked through Check, and a check that never answers is still a zombie:
+// recorded as a timeout, its slot freed, its late answer ignored.
+func TestAsyncChecksFollowTheSameStory(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := noJitter()
+	cfg.UnhealthyThreshold = 2
+	s := &script{}
+	pid := h.spawnAsync("p1", cfg, s)
+	h.step(pid)
+	s.set(fail)
+	h.step(pid)
+	h.step(pid)
+	if want, got := []string{"unknown>healthy", "healthy>degraded", "degraded>unhealthy"}, transitions(h.stream("p1")); !reflect.DeepEqual(got, want) {
+		t.Fatalf("transitions %v, want %v", got, want)
+	}
+	if got := s.calls.Load(); got != 3 {
+		t.Fatalf("%d checks, want 3", got)
+	}
+
+	release := make(chan struct{})
+	z := &script{}
+	z.hook = func(ctx context.Context, n int64) {
+		if n == 2 {
+			<-release // ignores ctx: a misbehaving checker
+		}
+	}
+	zp := h.spawnAsync("p2", noJitter(), z)
+	h.step(zp)
+	h.clk.Set(h.idle(zp).NextCheckAt)
+	poll(t, "check in flight", func() bool { return z.calls.Load() == 2 })
+	h.clk.Advance(2 * checkTimeout)
+	st := h.idle(zp)
+	if st.State.LastErrorClass != pb.FailureClass_FAILURE_CLASS_TIMEOUT || !strings.Contains(st.State.LastError, "twice its timeout") {
+		t.Fatalf("last error %v %q", st.State.LastErrorClass, st.State.LastError)
+	}
+	if h.env.Limiter.InFlight() != 0 {
+		t.Fatal("zombie kept its limiter slot")
+	}
+	close(release)
+	h.step(zp)
+	if got := h.idle(zp).State.TotalChecks; got != 3 {
+		t.Fatalf("total checks %d, want 3", got)
+	}
+}
