@@ -3,8 +3,11 @@ package sqlview
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -27,6 +30,13 @@ type proxyRow struct {
 // applier folds envelopes into the view's tables. It owns the per-proxy
 // state cache; a batch works on a copy-on-write overlay that is merged into
 // the cache only when its transaction commits.
+//
+// Batches are written through a connection of its own (w), held from the
+// first batch until closeStatements, with its statements prepared once
+// and executed on the driver's connection directly: database/sql's
+// per-statement work (argument conversion by reflection, locking, a
+// goroutine per statement from the driver when the context can end) cost
+// more CPU than SQLite's own.
 type applier struct {
 	db     *sql.DB
 	load   fold.Loader
@@ -43,62 +53,166 @@ type applier struct {
 	// aborts the batch (tests use it to simulate a crash).
 	testHookBeforeCommit func() error
 
-	// prepared caches the statements prepared on db, so that a small batch
-	// does not pay for parsing seven statements again.
-	prepared   *stmts
-	preparedDB *sql.DB
+	w *writer
+
+	// Buffers reused from batch to batch.
+	checks  []driver.NamedValue // check_history rows waiting for a multi-row INSERT, checkCols values each
+	args    []driver.NamedValue // the arguments of one statement
+	row     [proxyCols]driver.Value
+	blob    []byte   // state_pb, marshalled
+	ids     []string // pending proxies, sorted
+	pending map[string]*proxyRow
 }
 
-// prepareOnce prepares the statements on the database once (again after
-// Rebuild replaced the handle). Call it before BeginTx: the view's database
-// has a single connection, which a transaction holds.
-func (a *applier) prepareOnce(ctx context.Context) error {
-	if a.prepared == nil || a.preparedDB != a.db {
-		if a.prepared != nil {
-			a.prepared.close()
-			a.prepared = nil
-		}
-		var s stmts
-		for _, p := range s.targets() {
-			st, err := a.db.PrepareContext(ctx, p.text)
-			if err != nil {
-				s.close()
-				return fmt.Errorf("sqlview: prepare: %w", err)
-			}
-			*p.dst = st
-		}
-		a.prepared, a.preparedDB = &s, a.db
+// writer is the applier's connection and its prepared statements.
+type writer struct {
+	conn *sql.Conn
+	st   stmts
+	// checks holds the multi-row check_history INSERTs by rows per
+	// statement (powers of two up to maxCheckRows), prepared when first
+	// needed.
+	checks map[int]driver.Stmt
+}
+
+// maxCheckRows is the most check_history rows one INSERT writes: a batch
+// binds its rows in statements of 64, 32, ..., 1 rows (640 parameters at
+// most, far below SQLite's 32,766).
+const maxCheckRows = 64
+
+const (
+	checkCols = 10 // columns of a check_history row
+	proxyCols = 28 // columns of a proxies row
+)
+
+// connect takes the applier's connection from the pool and prepares its
+// statements, unless done already.
+func (a *applier) connect(ctx context.Context) error {
+	if a.w != nil {
+		return nil
 	}
+	conn, err := a.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("sqlview: connect: %w", err)
+	}
+	w := &writer{conn: conn, checks: map[int]driver.Stmt{}}
+	err = conn.Raw(func(dc any) error {
+		c := dc.(driver.Conn)
+		for _, t := range w.st.targets() {
+			st, err := prepare(ctx, c, t.text)
+			if err != nil {
+				return err
+			}
+			*t.dst = st
+		}
+		return nil
+	})
+	if err != nil {
+		w.close()
+		return fmt.Errorf("sqlview: prepare: %w", err)
+	}
+	a.w = w
 	return nil
 }
 
-// statements binds the prepared statements to tx.
-func (a *applier) statements(ctx context.Context, tx *sql.Tx) (*stmts, error) {
-	var bound stmts
-	src, dst := a.prepared.targets(), bound.targets()
-	for i := range src {
-		*dst[i].dst = tx.StmtContext(ctx, *src[i].dst)
+// checkStmt returns the INSERT of n check_history rows.
+func (w *writer) checkStmt(ctx context.Context, c driver.Conn, n int) (driver.Stmt, error) {
+	if st := w.checks[n]; st != nil {
+		return st, nil
 	}
-	return &bound, nil
+	var b strings.Builder
+	b.WriteString(sqlInsertChecks)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?)")
+	}
+	st, err := prepare(ctx, c, b.String())
+	if err != nil {
+		return nil, fmt.Errorf("sqlview: prepare: %w", err)
+	}
+	w.checks[n] = st
+	return st, nil
 }
 
-// closeStatements releases the cached statements (before closing db).
+// close finalizes the statements and returns the connection to the pool.
+func (w *writer) close() {
+	w.conn.Raw(func(any) error {
+		for _, t := range w.st.targets() {
+			if *t.dst != nil {
+				(*t.dst).Close()
+				*t.dst = nil
+			}
+		}
+		for n, st := range w.checks {
+			st.Close()
+			delete(w.checks, n)
+		}
+		return nil
+	})
+	w.conn.Close()
+}
+
+// closeStatements releases the applier's connection and statements
+// (before closing db). Idempotent.
 func (a *applier) closeStatements() {
-	if a.prepared != nil {
-		a.prepared.close()
-		a.prepared, a.preparedDB = nil, nil
+	if a.w != nil {
+		a.w.close()
+		a.w = nil
 	}
+}
+
+// prepare prepares query on the driver connection c.
+func prepare(ctx context.Context, c driver.Conn, query string) (driver.Stmt, error) {
+	if p, ok := c.(driver.ConnPrepareContext); ok {
+		return p.PrepareContext(ctx, query)
+	}
+	return c.Prepare(query)
+}
+
+// exec runs st with args (ordinals 1…n); ctx must not be cancellable (see
+// applyRaw).
+func exec(ctx context.Context, st driver.Stmt, args []driver.NamedValue) error {
+	if x, ok := st.(driver.StmtExecContext); ok {
+		_, err := x.ExecContext(ctx, args)
+		return err
+	}
+	vals := make([]driver.Value, len(args))
+	for i := range args {
+		vals[i] = args[i].Value
+	}
+	//nolint:staticcheck // the fallback for drivers without StmtExecContext
+	_, err := st.Exec(vals)
+	return err
+}
+
+// begin starts a transaction on the driver connection c.
+func begin(ctx context.Context, c driver.Conn) (driver.Tx, error) {
+	if b, ok := c.(driver.ConnBeginTx); ok {
+		return b.BeginTx(ctx, driver.TxOptions{})
+	}
+	//nolint:staticcheck // the fallback for drivers without ConnBeginTx
+	return c.Begin()
+}
+
+// bind sets the statement arguments a.args to vals, ordinals 1…n.
+func (a *applier) bind(vals ...driver.Value) []driver.NamedValue {
+	a.args = a.args[:0]
+	for i, v := range vals {
+		a.args = append(a.args, driver.NamedValue{Ordinal: i + 1, Value: v})
+	}
+	return a.args
 }
 
 var marshalOpts = proto.MarshalOptions{Deterministic: true}
 
-// stmts are the statements of one batch, prepared on its transaction.
+// stmts are the applier's prepared statements.
 type stmts struct {
-	check, change, pool, upsert, update, del, offset, source *sql.Stmt
+	change, pool, upsert, update, del, offset, source, pruneChecks, pruneChanges driver.Stmt
 }
 
 const (
-	sqlInsertCheck  = `INSERT INTO check_history (seq, proxy_id, at, ok, class, status_code, connect_ms, first_byte_ms, total_ms, message) VALUES (?,?,?,?,?,?,?,?,?,?)`
+	sqlInsertChecks = `INSERT INTO check_history (seq, proxy_id, at, ok, class, status_code, connect_ms, first_byte_ms, total_ms, message) VALUES `
 	sqlInsertChange = `INSERT INTO state_changes (seq, proxy_id, at, from_state, to_state, reason, recovery_attempt) VALUES (?,?,?,?,?,?,?)`
 	sqlInsertPool   = `INSERT INTO pool_events (seq, at, type, healthy_pct, threshold, healthy, total) VALUES (?,?,?,?,?,?,?)`
 	sqlUpsertProxy  = `INSERT INTO proxies (id, url_redacted, source, state, paused, has_credentials, consecutive_successes,
@@ -134,20 +248,13 @@ const (
 )
 
 type stmtTarget struct {
-	dst  **sql.Stmt
+	dst  *driver.Stmt
 	text string
 }
 
 func (s *stmts) targets() []stmtTarget {
-	return []stmtTarget{{&s.check, sqlInsertCheck}, {&s.change, sqlInsertChange}, {&s.pool, sqlInsertPool}, {&s.upsert, sqlUpsertProxy}, {&s.update, sqlUpdateProxy}, {&s.del, sqlDeleteProxy}, {&s.offset, sqlSetOffset}, {&s.source, sqlSourceEvent}}
-}
-
-func (s *stmts) close() {
-	for _, st := range []*sql.Stmt{s.check, s.change, s.pool, s.upsert, s.update, s.del, s.offset} {
-		if st != nil {
-			st.Close()
-		}
-	}
+	return []stmtTarget{{&s.change, sqlInsertChange}, {&s.pool, sqlInsertPool}, {&s.upsert, sqlUpsertProxy}, {&s.update, sqlUpdateProxy},
+		{&s.del, sqlDeleteProxy}, {&s.offset, sqlSetOffset}, {&s.source, sqlSourceEvent}, {&s.pruneChecks, sqlPruneChecks}, {&s.pruneChanges, sqlPruneChanges}}
 }
 
 func ms(ns int64) float64 { return float64(ns) / 1e6 }
@@ -155,7 +262,7 @@ func ms(ns int64) float64 { return float64(ns) / 1e6 }
 // applyBatch applies the envelopes with seq > offset in one transaction that
 // also stores the new offset (exactly once: either all of it commits or
 // none). prune also deletes the history rows that fell out of retention.
-func (a *applier) applyBatch(ctx context.Context, envs []*pb.Envelope, prune bool) (err error) {
+func (a *applier) applyBatch(ctx context.Context, envs []*pb.Envelope, prune bool) error {
 	var todo []*pb.Envelope
 	for i, e := range envs {
 		if e.GetSeq() > a.offset {
@@ -166,10 +273,20 @@ func (a *applier) applyBatch(ctx context.Context, envs []*pb.Envelope, prune boo
 	if len(todo) == 0 {
 		return nil
 	}
-	if err := a.prepareOnce(ctx); err != nil {
+	if err := a.connect(ctx); err != nil {
 		return err
 	}
-	tx, err := a.db.BeginTx(ctx, nil)
+	return a.w.conn.Raw(func(dc any) error { return a.applyRaw(ctx, dc.(driver.Conn), todo, prune) })
+}
+
+// applyRaw is applyBatch on the driver connection c.
+func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelope, prune bool) (err error) {
+	// The statements run under a context that cannot end: under one that
+	// can, the driver runs each statement in a goroutine of its own to
+	// watch it. The batch checks ctx itself, between events and before
+	// its commit, and rolls back when it ended.
+	xctx := context.WithoutCancel(ctx)
+	tx, err := begin(xctx, c)
 	if err != nil {
 		return fmt.Errorf("sqlview: begin: %w", err)
 	}
@@ -178,15 +295,21 @@ func (a *applier) applyBatch(ctx context.Context, envs []*pb.Envelope, prune boo
 			tx.Rollback()
 		}
 	}()
-	st, err := a.statements(ctx, tx)
-	if err != nil {
-		return err
+	st := &a.w.st
+	if a.pending == nil {
+		a.pending = make(map[string]*proxyRow)
 	}
-	defer st.close()
-
-	pending := make(map[string]*proxyRow)
+	pending := a.pending
+	clear(pending)
+	defer clear(pending)
+	a.checks = a.checks[:0]
 	offset, newest := a.offset, a.newest
-	for _, env := range todo {
+	for i, env := range todo {
+		if i%64 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
 		seq := env.GetSeq()
 		if seq <= offset {
 			continue
@@ -196,38 +319,58 @@ func (a *applier) applyBatch(ctx context.Context, envs []*pb.Envelope, prune boo
 		}
 		offset = seq
 		newest = max(newest, env.GetAtUnixNano())
-		if err := a.applyOne(ctx, st, pending, env); err != nil {
+		if err := a.applyOne(xctx, st, pending, env); err != nil {
 			return err
 		}
-	}
-	for id, r := range pending {
-		if a.deferProxies {
-			break
-		}
-		switch old := a.cache[id]; {
-		case r.st.Removed:
-			_, err = st.del.ExecContext(ctx, id)
-		case old != nil && old.st.Health == r.st.Health && old.st.Source == r.st.Source:
-			err = a.update(ctx, st.update, r)
-		default:
-			err = a.upsert(ctx, st.upsert, r)
-		}
-		if err != nil {
-			return fmt.Errorf("sqlview: write proxy %s: %w", id, err)
+		if len(a.checks) == maxCheckRows*checkCols {
+			if err := a.flushChecks(xctx, c); err != nil {
+				return err
+			}
 		}
 	}
-	if _, err = st.offset.ExecContext(ctx, OffsetName, int64(offset), newest); err != nil {
+	if err := a.flushChecks(xctx, c); err != nil {
+		return err
+	}
+	if !a.deferProxies {
+		// In id order: the rows lie in id order in the table.
+		a.ids = a.ids[:0]
+		for id := range pending {
+			a.ids = append(a.ids, id)
+		}
+		slices.Sort(a.ids)
+		for _, id := range a.ids {
+			r := pending[id]
+			switch old := a.cache[id]; {
+			case r.st.Removed:
+				err = exec(xctx, st.del, a.bind(id))
+			case old != nil && old.st.Health == r.st.Health && old.st.Source == r.st.Source:
+				err = a.update(xctx, st.update, r)
+			default:
+				err = a.upsert(xctx, st.upsert, r)
+			}
+			if err != nil {
+				return fmt.Errorf("sqlview: write proxy %s: %w", id, err)
+			}
+		}
+	}
+	if err = exec(xctx, st.offset, a.bind(OffsetName, int64(offset), newest)); err != nil {
 		return fmt.Errorf("sqlview: store offset: %w", err)
 	}
 	if prune {
-		if err = a.prune(ctx, tx, newest); err != nil {
-			return err
+		if err = exec(xctx, st.pruneChecks, a.bind(formatTime(newest-int64(a.opts.HistoryRetention)))); err != nil {
+			return fmt.Errorf("sqlview: prune check_history: %w", err)
+		}
+		if err = exec(xctx, st.pruneChanges, a.bind(formatTime(newest-int64(a.opts.StateChangeRetention)))); err != nil {
+			return fmt.Errorf("sqlview: prune state_changes: %w", err)
 		}
 	}
 	if a.testHookBeforeCommit != nil {
 		if err = a.testHookBeforeCommit(); err != nil {
 			return err
 		}
+	}
+	if err = ctx.Err(); err != nil {
+		return err
 	}
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("sqlview: commit: %w", err)
@@ -243,25 +386,70 @@ func (a *applier) applyBatch(ctx context.Context, envs []*pb.Envelope, prune boo
 	return nil
 }
 
-// flushProxies writes the proxies row of every cached proxy (rebuilds,
-// into an empty table).
-func (a *applier) flushProxies(ctx context.Context) error {
-	tx, err := a.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlview: begin: %w", err)
-	}
-	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, sqlUpsertProxy)
-	if err != nil {
-		return fmt.Errorf("sqlview: prepare: %w", err)
-	}
-	defer stmt.Close()
-	for id, r := range a.cache {
-		if err := a.upsert(ctx, stmt, r); err != nil {
-			return fmt.Errorf("sqlview: write proxy %s: %w", id, err)
+// flushChecks writes the check_history rows collected in a.checks, in
+// INSERTs of 64, 32, …, 1 rows.
+func (a *applier) flushChecks(ctx context.Context, c driver.Conn) error {
+	rows := a.checks
+	for len(rows) > 0 {
+		n := maxCheckRows
+		for n*checkCols > len(rows) {
+			n /= 2
 		}
+		st, err := a.w.checkStmt(ctx, c, n)
+		if err != nil {
+			return err
+		}
+		args := rows[:n*checkCols]
+		for i := range args {
+			args[i].Ordinal = i + 1
+		}
+		if err := exec(ctx, st, args); err != nil {
+			return fmt.Errorf("sqlview: write the check results seq %d to %d: %w", args[0].Value, args[len(args)-checkCols].Value, err)
+		}
+		rows = rows[n*checkCols:]
 	}
-	return tx.Commit()
+	clear(a.checks) // drop the references to strings
+	a.checks = a.checks[:0]
+	return nil
+}
+
+// flushProxies writes the proxies row of every cached proxy (rebuilds,
+// into an empty table), in id order.
+func (a *applier) flushProxies(ctx context.Context) error {
+	if err := a.connect(ctx); err != nil {
+		return err
+	}
+	return a.w.conn.Raw(func(dc any) (err error) {
+		xctx := context.WithoutCancel(ctx) // as in applyRaw
+		tx, err := begin(xctx, dc.(driver.Conn))
+		if err != nil {
+			return fmt.Errorf("sqlview: begin: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				tx.Rollback()
+			}
+		}()
+		a.ids = a.ids[:0]
+		for id := range a.cache {
+			a.ids = append(a.ids, id)
+		}
+		slices.Sort(a.ids)
+		for i, id := range a.ids {
+			if i%256 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			if err := a.upsert(xctx, a.w.st.upsert, a.cache[id]); err != nil {
+				return fmt.Errorf("sqlview: write proxy %s: %w", id, err)
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return tx.Commit()
+	})
 }
 
 // prune deletes history rows older than the retention before newest.
@@ -275,43 +463,51 @@ func (a *applier) prune(ctx context.Context, tx execer, newest int64) error {
 	return nil
 }
 
-// applyOne writes env's history rows and folds it into its proxy's pending
-// state.
+// addCheck queues a check_history row for flushChecks.
+func (a *applier) addCheck(seq int64, id, at string, ok int64, class string, status int64, l *pb.Latency, message string) {
+	a.checks = append(a.checks,
+		driver.NamedValue{Value: seq}, driver.NamedValue{Value: id}, driver.NamedValue{Value: at},
+		driver.NamedValue{Value: ok}, driver.NamedValue{Value: class}, driver.NamedValue{Value: status},
+		driver.NamedValue{Value: ms(l.GetConnectNs())}, driver.NamedValue{Value: ms(l.GetFirstByteNs())},
+		driver.NamedValue{Value: ms(l.GetTotalNs())}, driver.NamedValue{Value: message})
+}
+
+// applyOne queues or writes env's history rows and folds it into its
+// proxy's pending state.
 func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*proxyRow, env *pb.Envelope) error {
 	seq := int64(env.GetSeq())
-	at := formatTime(env.GetAtUnixNano())
+	atNano := env.GetAtUnixNano()
+	at := formatTime(atNano)
 	id := env.GetProxyId()
 	var err error
 	switch e := env.GetEvent().(type) {
 	case *pb.Envelope_CheckSucceeded:
-		l := e.CheckSucceeded.GetLatency()
-		_, err = st.check.ExecContext(ctx, seq, id, at, int64(1), "", int64(e.CheckSucceeded.GetStatusCode()), ms(l.GetConnectNs()), ms(l.GetFirstByteNs()), ms(l.GetTotalNs()), "")
+		a.addCheck(seq, id, at, 1, "", int64(e.CheckSucceeded.GetStatusCode()), e.CheckSucceeded.GetLatency(), "")
 	case *pb.Envelope_CheckFailed:
 		f := e.CheckFailed
-		l := f.GetLatency()
-		_, err = st.check.ExecContext(ctx, seq, id, at, int64(0), events.ClassName(f.GetClass()), int64(f.GetStatusCode()), ms(l.GetConnectNs()), ms(l.GetFirstByteNs()), ms(l.GetTotalNs()), f.GetMessage())
+		a.addCheck(seq, id, at, 0, events.ClassName(f.GetClass()), int64(f.GetStatusCode()), f.GetLatency(), f.GetMessage())
 	case *pb.Envelope_StateChanged:
 		c := e.StateChanged
-		_, err = st.change.ExecContext(ctx, seq, id, at, events.StateName(c.GetFrom()), events.StateName(c.GetTo()), c.GetReason(), int64(c.GetRecoveryAttempt()))
+		err = exec(ctx, st.change, a.bind(seq, id, at, events.StateName(c.GetFrom()), events.StateName(c.GetTo()), c.GetReason(), int64(c.GetRecoveryAttempt())))
 	case *pb.Envelope_PoolDegraded:
 		p := e.PoolDegraded
-		_, err = st.pool.ExecContext(ctx, seq, at, "pool_degraded", p.GetHealthyPercentage(), p.GetThresholdPercentage(), int64(p.GetHealthy()), int64(p.GetTotal()))
+		err = exec(ctx, st.pool, a.bind(seq, at, "pool_degraded", p.GetHealthyPercentage(), p.GetThresholdPercentage(), int64(p.GetHealthy()), int64(p.GetTotal())))
 	case *pb.Envelope_PoolRecovered:
 		p := e.PoolRecovered
-		_, err = st.pool.ExecContext(ctx, seq, at, "pool_recovered", p.GetHealthyPercentage(), p.GetThresholdPercentage(), int64(p.GetHealthy()), int64(p.GetTotal()))
+		err = exec(ctx, st.pool, a.bind(seq, at, "pool_recovered", p.GetHealthyPercentage(), p.GetThresholdPercentage(), int64(p.GetHealthy()), int64(p.GetTotal())))
 	case *pb.Envelope_PoolPanicEntered:
 		p := e.PoolPanicEntered
-		_, err = st.pool.ExecContext(ctx, seq, at, "pool_panic_entered", share(p.GetUsable(), p.GetCandidates()), p.GetThresholdPercentage(), int64(p.GetUsable()), int64(p.GetCandidates()))
+		err = exec(ctx, st.pool, a.bind(seq, at, "pool_panic_entered", share(p.GetUsable(), p.GetCandidates()), p.GetThresholdPercentage(), int64(p.GetUsable()), int64(p.GetCandidates())))
 	case *pb.Envelope_PoolPanicLeft:
 		p := e.PoolPanicLeft
-		_, err = st.pool.ExecContext(ctx, seq, at, "pool_panic_left", share(p.GetUsable(), p.GetCandidates()), p.GetThresholdPercentage(), int64(p.GetUsable()), int64(p.GetCandidates()))
+		err = exec(ctx, st.pool, a.bind(seq, at, "pool_panic_left", share(p.GetUsable(), p.GetCandidates()), p.GetThresholdPercentage(), int64(p.GetUsable()), int64(p.GetCandidates())))
 	case *pb.Envelope_SourceRefreshed:
-		_, err = st.source.ExecContext(ctx, env.GetSource(), at, "", nil, int64(0))
+		err = exec(ctx, st.source, a.bind(env.GetSource(), at, "", nil, int64(0)))
 	case *pb.Envelope_SourceRefreshFailed:
-		_, err = st.source.ExecContext(ctx, env.GetSource(), nil, e.SourceRefreshFailed.GetError(), at, nil)
+		err = exec(ctx, st.source, a.bind(env.GetSource(), nil, e.SourceRefreshFailed.GetError(), at, nil))
 	case *pb.Envelope_SourceShrinkHeld:
 		h := e.SourceShrinkHeld
-		_, err = st.source.ExecContext(ctx, env.GetSource(), nil, fmt.Sprintf("the list shrank from %d to %d proxies (more than the shrink guard): held until confirmed", h.GetPrevious(), h.GetOffered()), at, int64(1))
+		err = exec(ctx, st.source, a.bind(env.GetSource(), nil, fmt.Sprintf("the list shrank from %d to %d proxies (more than the shrink guard): held until confirmed", h.GetPrevious(), h.GetOffered()), at, int64(1)))
 	}
 	if err != nil {
 		return fmt.Errorf("sqlview: write %s seq %d: %w", events.TypeName(env), seq, err)
@@ -352,6 +548,7 @@ func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*p
 		}
 	}
 	next.st = events.Evolve(next.st, env)
+	next.times.set(timeLastCheck, atNano, at) // the check's time is usually the row's last_check_at
 	pending[id] = &next
 	return nil
 }
@@ -359,34 +556,35 @@ func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*p
 // ewmaAlpha is the weight of the newest latency in latency_ewma_ms.
 const ewmaAlpha = 0.2
 
-// rowValues returns the values of r's proxies row, in column order. Every
-// integer is passed as int64 (database/sql converts other types by
-// reflection).
-func rowValues(r *proxyRow) ([]any, error) {
+// fillRow sets a.row to the values of r's proxies row, in column order:
+// int64, float64, string, []byte or nil (NULL), as the driver takes them.
+// state_pb is marshalled into a.blob, which the row holds until the next
+// fillRow.
+func (a *applier) fillRow(r *proxyRow) error {
 	s := &r.st
-	blob, err := marshalOpts.Marshal(events.ToSnapshot(*s))
+	var err error
+	a.blob, err = marshalOpts.MarshalAppend(a.blob[:0], events.ToSnapshot(*s))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var lastCheckMS sql.NullInt64
-	var lastLatency, ewma sql.NullFloat64
+	var lastCheckMS, lastLatency, ewma, weight driver.Value
 	if !s.LastCheckAt.IsZero() {
-		lastCheckMS = sql.NullInt64{Int64: s.LastCheckAt.UnixMilli(), Valid: true}
-		lastLatency = sql.NullFloat64{Float64: ms(int64(s.LastLatency.Total)), Valid: true}
+		lastCheckMS = s.LastCheckAt.UnixMilli()
+		lastLatency = ms(int64(s.LastLatency.Total))
 	}
 	if r.hasEWMA {
-		ewma = sql.NullFloat64{Float64: r.ewma, Valid: true}
+		ewma = r.ewma
 	}
-	var weight sql.NullFloat64
 	if s.Weight > 0 {
-		weight = sql.NullFloat64{Float64: s.Weight, Valid: true}
+		weight = s.Weight
 	}
-	return []any{s.ProxyID, s.URLRedacted, s.Source, events.StateName(s.Health), boolInt(s.Paused), boolInt(s.HasCredentials),
+	a.row = [proxyCols]driver.Value{s.ProxyID, s.URLRedacted, s.Source, events.StateName(s.Health), boolInt(s.Paused), boolInt(s.HasCredentials),
 		int64(s.ConsecutiveSuccesses), int64(s.ConsecutiveFailures), int64(s.PassiveFailures), int64(s.RecoveryAttempt),
-		int64(s.TotalChecks), int64(s.TotalFailures), nullTime(unixNano(s.LastCheckAt)), lastCheckMS,
-		r.times.get(1, unixNano(s.LastChangeAt)), events.ClassName(s.LastErrorClass), s.LastError,
-		int64(s.LastStatusCode), lastLatency, ewma, r.times.get(0, unixNano(s.AddedAt)),
-		s.Tags, weight, s.ExitIP, events.AnonymityName(s.Anonymity), nullTime(unixNano(s.EjectedUntil)), int64(s.Seq), blob}, nil
+		int64(s.TotalChecks), int64(s.TotalFailures), r.times.get(timeLastCheck, unixNano(s.LastCheckAt)), lastCheckMS,
+		r.times.get(timeLastChange, unixNano(s.LastChangeAt)), events.ClassName(s.LastErrorClass), s.LastError,
+		int64(s.LastStatusCode), lastLatency, ewma, r.times.get(timeAdded, unixNano(s.AddedAt)),
+		s.Tags, weight, s.ExitIP, events.AnonymityName(s.Anonymity), nullTime(unixNano(s.EjectedUntil)), int64(s.Seq), a.blob}
+	return nil
 }
 
 func boolInt(b bool) int64 {
@@ -396,40 +594,58 @@ func boolInt(b bool) int64 {
 	return 0
 }
 
-// timeTexts caches the rendering of a proxy's rarely changing times
-// (added_at, last_change_at).
+// The times of a proxies row whose rendering timeTexts keeps.
+const (
+	timeAdded = iota
+	timeLastChange
+	timeLastCheck
+	numTimes
+)
+
+// timeTexts caches the rendering of a proxy's times (added_at and
+// last_change_at change rarely; last_check_at is the time of the check
+// event, rendered for check_history already).
 type timeTexts struct {
-	n    [2]int64
-	text [2]sql.NullString
+	n    [numTimes]int64
+	text [numTimes]string
 }
 
-func (t *timeTexts) get(i int, n int64) sql.NullString {
-	if t.n[i] != n || (n != 0 && !t.text[i].Valid) {
-		t.n[i], t.text[i] = n, nullTime(n)
+// get returns the rendering of the time n (unix ns; nil, NULL, for 0).
+func (t *timeTexts) get(i int, n int64) driver.Value {
+	if n == 0 {
+		return nil
+	}
+	if t.n[i] != n || t.text[i] == "" {
+		t.set(i, n, formatTime(n))
 	}
 	return t.text[i]
 }
 
+// set records text as the rendering of the time n.
+func (t *timeTexts) set(i int, n int64, text string) { t.n[i], t.text[i] = n, text }
+
 // upsert writes r's whole proxies row.
-func (a *applier) upsert(ctx context.Context, stmt *sql.Stmt, r *proxyRow) error {
-	v, err := rowValues(r)
-	if err != nil {
+func (a *applier) upsert(ctx context.Context, stmt driver.Stmt, r *proxyRow) error {
+	if err := a.fillRow(r); err != nil {
 		return err
 	}
-	_, err = stmt.ExecContext(ctx, v...)
-	return err
+	return exec(ctx, stmt, a.bind(a.row[:]...))
 }
 
 // update rewrites the columns of r's row other than id, source and state.
-func (a *applier) update(ctx context.Context, stmt *sql.Stmt, r *proxyRow) error {
-	v, err := rowValues(r)
-	if err != nil {
+func (a *applier) update(ctx context.Context, stmt driver.Stmt, r *proxyRow) error {
+	if err := a.fillRow(r); err != nil {
 		return err
 	}
 	// Drop id (0), source (2) and state (3); id goes last, for WHERE.
-	args := append(append([]any{v[1]}, v[4:]...), v[0])
-	_, err = stmt.ExecContext(ctx, args...)
-	return err
+	a.args = a.args[:0]
+	add := func(v driver.Value) { a.args = append(a.args, driver.NamedValue{Ordinal: len(a.args) + 1, Value: v}) }
+	add(a.row[1])
+	for _, v := range a.row[4:] {
+		add(v)
+	}
+	add(a.row[0])
+	return exec(ctx, stmt, a.args)
 }
 
 func unixNano(t time.Time) int64 {

@@ -17,3 +17,6 @@ func SetBeforeCommitHook(v *View, f func() error) {
 // OpenViewDB opens path the way the incremental view does (its connector
 // and pragmas).
 var OpenViewDB = func(path string) (*sql.DB, error) { return openDB("", path, "mode=rwc", viewPragmas...) }
+
+// FormatTime renders unix nanoseconds as the view stores times.
+var FormatTime = formatTime

@@ -2,10 +2,14 @@ package sqlview_test
 
 import (
 	"context"
+	"errors"
 	"iter"
+	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
@@ -43,4 +47,67 @@ func TestCatchUpReadsTheJournalOnce(t *testing.T) {
 		t.Errorf("CatchUp of %d events in batches of 100 read the journal %d times, want 1", j.Head(), n)
 	}
 	equalsRebuild(t, path, j)
+}
+
+// TestFormatTimeIsTimeFormat: the view's own time rendering gives the text
+// of time.Format with TimeLayout, for random times over the whole range of
+// unix nanoseconds and for the edges.
+func TestFormatTimeIsTimeFormat(t *testing.T) {
+	r := rand.New(rand.NewPCG(14, 14))
+	cases := []int64{0, 1, -1, 999_999_999, 1_000_000_000, math.MaxInt64, math.MinInt64, 951_782_400_000_000_000 /* 2000-02-29 */, 4_107_542_399_999_999_999}
+	for range 100_000 {
+		cases = append(cases, int64(r.Uint64()), r.Int64N(5_000_000_000_000_000_000))
+	}
+	for _, n := range cases {
+		want := time.Unix(0, n).UTC().Format(sqlview.TimeLayout)
+		if got := sqlview.FormatTime(n); got != want {
+			t.Fatalf("FormatTime(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+// TestCancelledBatchRollsBack: the batch's statements run under a context
+// that cannot end, so the batch checks its own: a context that ends
+// before the commit rolls the batch back (offset and tables as they were),
+// and the next CatchUp applies it.
+func TestCancelledBatchRollsBack(t *testing.T) {
+	j := filled(t, 5, 400)
+	path := filepath.Join(t.TempDir(), "view.db")
+	emptyView(t, path)
+	v := openView(t, path, j, sqlview.Options{BatchSize: 150})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	commits := 0
+	sqlview.SetBeforeCommitHook(v, func() error {
+		if commits++; commits == 2 {
+			cancel()
+		}
+		return nil
+	})
+	if err := v.CatchUp(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("CatchUp with a context cancelled before its second commit: %v, want context.Canceled", err)
+	}
+	if got := v.Offset(); got != 150 {
+		t.Fatalf("offset %d after the cancelled second batch, want 150 (the first batch only)", got)
+	}
+	if got := storedOffset(t, path); got != 150 {
+		t.Fatalf("stored offset %d after the cancelled second batch, want 150", got)
+	}
+	if err := v.CatchUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Offset(); got != j.Head() {
+		t.Fatalf("offset %d after catching up, journal head %d", got, j.Head())
+	}
+	equalsRebuild(t, path, j)
+}
+
+// storedOffset reads the view file's durable offset.
+func storedOffset(t *testing.T, path string) uint64 {
+	t.Helper()
+	seq, _, err := sqlview.PeekOffset(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
 }

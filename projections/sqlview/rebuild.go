@@ -100,6 +100,7 @@ func build(ctx context.Context, tmp string, j journal.Journal, o Options) error 
 		return err
 	}
 	a := &applier{db: db, load: j.LoadSnapshot, opts: o, cache: map[string]*proxyRow{}, deferProxies: true}
+	defer a.closeStatements() // before db.Close
 	first, head := j.First(), j.Head()
 	var total, done uint64
 	if head >= first {
@@ -146,6 +147,9 @@ func build(ctx context.Context, tmp string, j journal.Journal, o Options) error 
 	if err := a.flushProxies(ctx); err != nil {
 		return err
 	}
+	// The applier holds the only connection (SetMaxOpenConns(1)) until
+	// now.
+	a.closeStatements()
 	if err := a.prune(ctx, db, a.newest); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package sqlview
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"time"
 )
@@ -20,14 +21,53 @@ const OffsetName = "sqlview"
 const TimeLayout = "2006-01-02T15:04:05.000000000Z"
 
 // formatTime renders unix nanoseconds with TimeLayout.
-func formatTime(n int64) string { return time.Unix(0, n).UTC().Format(TimeLayout) }
+func formatTime(n int64) string {
+	var buf [len(TimeLayout)]byte
+	return string(appendTime(buf[:0], n))
+}
 
-// nullTime is formatTime, or NULL for 0.
-func nullTime(n int64) sql.NullString {
-	if n == 0 {
-		return sql.NullString{}
+// appendTime appends the rendering of unix nanoseconds n with TimeLayout to
+// b: the text time.Format gives, at a tenth of its cost.
+func appendTime(b []byte, n int64) []byte {
+	t := time.Unix(0, n).UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, TimeLayout)
 	}
-	return sql.NullString{String: formatTime(n), Valid: true}
+	hour, minute, sec := t.Clock()
+	b = appendDigits(b, year, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(month), 2)
+	b = append(b, '-')
+	b = appendDigits(b, day, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, hour, 2)
+	b = append(b, ':')
+	b = appendDigits(b, minute, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sec, 2)
+	b = append(b, '.')
+	b = appendDigits(b, t.Nanosecond(), 9)
+	return append(b, 'Z')
+}
+
+// appendDigits appends the width last decimal digits of v (≥ 0), with
+// leading zeros.
+func appendDigits(b []byte, v, width int) []byte {
+	b = append(b, make([]byte, width)...)
+	for i := len(b) - 1; i >= len(b)-width; i-- {
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return b
+}
+
+// nullTime is formatTime, or nil (NULL) for 0.
+func nullTime(n int64) driver.Value {
+	if n == 0 {
+		return nil
+	}
+	return formatTime(n)
 }
 
 // tables are created before the data is written.
