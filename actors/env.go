@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -215,8 +216,14 @@ func (e *Env) Wait(ctx context.Context) error {
 // dispatchWorkers bounds the goroutines that run mailboxes. Without a
 // bound, spawning 10,000 actors ran 10,000 mailboxes at once, and the
 // runtime keeps every goroutine descriptor it ever made (7 MB of live heap
-// at 10,000 proxies).
-const dispatchWorkers = 64
+// at 10,000 proxies). No Receive blocks on another actor (probes, appends
+// and snapshots run elsewhere and answer with messages), so about one
+// worker per CPU keeps every CPU busy; more only add hand-offs, since a
+// mailbox scheduled on an idle worker is a goroutine wake-up, while a busy
+// worker takes the next mailbox from the queue without one (64 workers:
+// 151–175 CPU-ms per 1,000 checks, 4: 147–158, in interleaved runs of
+// BenchmarkE2ESteadyState/view=false on a loaded machine).
+var dispatchWorkers = max(4, runtime.GOMAXPROCS(0))
 
 // Dispatcher is the dispatcher of the engine's actors: it runs their
 // mailboxes on the Env's pooled goroutines. ProxyProps and SourceProps use
