@@ -59,6 +59,7 @@ import (
 //     it logs "proxyhealth started" (journal open, state recovered, API
 //     about to be served), restart-s from its exec until the farm accepts
 //     its first check (the two are polled together, every 5 ms);
+//     restart-peak-rss-MiB the restarted daemon's VmHWM;
 //   - the baseline: started once the daemon is gone, one interval of
 //     settling (its start is spread over the interval), the same window:
 //     baseline-cpu-ms/1k-checks, baseline-peak-rss-MiB (VmHWM of its whole
@@ -144,8 +145,10 @@ func runBenchFarm(spec string) int {
 // runBaseline is the baseline monitor: one goroutine per proxy of the list,
 // each with its own http.Client (Proxy: the proxy, keep-alives off) and a
 // ticker at the interval, the starts spread evenly over one interval; each
-// tick HEADs testTarget through the proxy. Nothing is kept. It prints READY
-// once every goroutine runs and exits when stdin closes.
+// tick HEADs testTarget through the proxy. Nothing is kept but two
+// counters. It prints READY once every goroutine runs, answers each
+// "count" line with "OK FAILED" (checks that got a 2xx answer, checks that
+// did not) and exits when stdin closes.
 func runBaseline(list, every string) int {
 	interval, err := time.ParseDuration(every)
 	if err != nil || interval <= 0 {
@@ -168,17 +171,31 @@ func runBaseline(list, every string) int {
 		go baselineMonitor(pu, start.Add(time.Duration(i)*interval/time.Duration(len(urls))), interval)
 	}
 	fmt.Println("READY")
-	_, _ = io.Copy(io.Discard, os.Stdin)
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		if in.Text() == "count" {
+			fmt.Println(baselineOK.Load(), baselineFailed.Load())
+		}
+	}
 	return 0
 }
+
+// baselineOK and baselineFailed count the baseline's checks.
+var baselineOK, baselineFailed atomic.Uint64
 
 func baselineMonitor(proxy *url.URL, first time.Time, interval time.Duration) {
 	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxy), DisableKeepAlives: true}, Timeout: benchCheckTimeout}
 	time.Sleep(time.Until(first))
 	t := time.NewTicker(interval)
 	for {
-		if resp, err := c.Head(testTarget); err == nil {
+		resp, err := c.Head(testTarget)
+		if err == nil {
 			_ = resp.Body.Close()
+		}
+		if err == nil && resp.StatusCode/100 == 2 {
+			baselineOK.Add(1)
+		} else {
+			baselineFailed.Add(1)
 		}
 		<-t.C
 	}
@@ -188,7 +205,7 @@ func baselineMonitor(proxy *url.URL, first time.Time, interval time.Duration) {
 func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	window := benchWindow(b)
 	b.Cleanup(benchHTTP.CloseIdleConnections)
-	b.Logf("load before: %s", loadAvg())
+	b.Logf("load before: %s; GOGC=%q", loadAvg(), os.Getenv("GOGC"))
 	farms := startBenchFarms(b, n)
 	var urls []string
 	for _, f := range farms {
@@ -234,6 +251,9 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	if cpu.checks == 0 {
 		b.Fatalf("the farm saw no check in the window\n%s", d.stderr.tail())
 	}
+	if p, err := fetchPool(api); err == nil {
+		b.Logf("daemon: pool after the window: %+v", p.Counts)
+	}
 
 	// The peak so far, before the API window adds its garbage.
 	peakChecks := vmHWM(b, d.pid())
@@ -259,13 +279,15 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 		}
 		return restartOpen > 0 && restart > 0, fmt.Sprintf("the restarted daemon's start-up line (after %v) and its first check at the farm (after %v)", restartOpen, restart)
 	}, d2.exited)
+	restartPeak := vmHWM(b, d2.pid())
 	d2.stop(b, 2*time.Minute)
 
 	// The baseline, alone with the farm.
 	base := startBenchChild(b, benchBaselineEnv+"="+list, benchBaselineIntervalEnv+"="+interval.String())
+	base.readURLs(b) // none: up to READY
 	time.Sleep(interval)
 	bcpu := measure(b, base.cmd.Process.Pid, window, checks)
-	b.Logf("baseline: %d checks in %v, user %v, sys %v", bcpu.checks, bcpu.elapsed, bcpu.user, bcpu.sys)
+	b.Logf("baseline: %d checks in %v, user %v, sys %v; since its start: %s (OK FAILED)", bcpu.checks, bcpu.elapsed, bcpu.user, bcpu.sys, base.ask(b, "count"))
 	if bcpu.checks == 0 {
 		b.Fatal("the farm saw no check of the baseline in the window")
 	}
@@ -285,6 +307,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	b.ReportMetric(stop.Seconds(), "stop-s")
 	b.ReportMetric(restartOpen.Seconds(), "restart-open-s")
 	b.ReportMetric(restart.Seconds(), "restart-s")
+	b.ReportMetric(restartPeak, "restart-peak-rss-MiB")
 	b.ReportMetric(bcpu.perK(), "baseline-cpu-ms/1k-checks")
 	b.ReportMetric(bcpu.rate(), "baseline-checks/s")
 	b.ReportMetric(basePeak, "baseline-peak-rss-MiB")
@@ -376,7 +399,8 @@ func startBenchChild(b *testing.B, env ...string) *benchChildProc {
 	return p
 }
 
-// readURLs reads the child's lines up to READY, keeping the URLs.
+// readURLs reads the child's lines up to READY, keeping the URLs (a farm
+// child prints them, the baseline none).
 func (p *benchChildProc) readURLs(b *testing.B) {
 	for p.out.Scan() {
 		line := p.out.Text()
@@ -392,17 +416,22 @@ func (p *benchChildProc) readURLs(b *testing.B) {
 	b.Fatalf("%s: the child ended before READY: %v", p.cmd.Env[len(p.cmd.Env)-1], p.out.Err())
 }
 
-// count asks a farm child for the checks it served.
-func (p *benchChildProc) count(b *testing.B) uint64 {
-	if _, err := fmt.Fprintln(p.in, "count"); err != nil {
-		b.Fatalf("farm child: %v", err)
+// ask sends a request line to the child and returns its answer line.
+func (p *benchChildProc) ask(b *testing.B, req string) string {
+	if _, err := fmt.Fprintln(p.in, req); err != nil {
+		b.Fatalf("%s: %v", p.cmd.Env[len(p.cmd.Env)-1], err)
 	}
 	if !p.out.Scan() {
-		b.Fatalf("farm child did not answer: %v", p.out.Err())
+		b.Fatalf("%s did not answer %q: %v", p.cmd.Env[len(p.cmd.Env)-1], req, p.out.Err())
 	}
-	n, err := strconv.ParseUint(p.out.Text(), 10, 64)
+	return p.out.Text()
+}
+
+// count asks a farm child for the checks it served.
+func (p *benchChildProc) count(b *testing.B) uint64 {
+	n, err := strconv.ParseUint(p.ask(b, "count"), 10, 64)
 	if err != nil {
-		b.Fatalf("farm child answered %q", p.out.Text())
+		b.Fatalf("farm child answered %q to count: %v", p.out.Text(), err)
 	}
 	return n
 }
