@@ -90,7 +90,7 @@ func TestRowsShowFiguresTargetsAndCommands(t *testing.T) {
 		{"10,000 proxies: CPU per 1,000 checks", "120 ms", "≤ 100 (issue 14): **missed**", "`go test -run '^$' -bench '^BenchmarkDaemon$/^proxies=10000$' -benchtime 1x -timeout 30m ./cmd/proxyhealth/`"},
 		{"10,000 proxies: user CPU per check", "25 µs", "≤ 30 (issue 14): met", "`go test -run '^$' -bench '^BenchmarkDaemon$/^proxies=10000$' -benchtime 1x -timeout 30m ./cmd/proxyhealth/`"},
 		{"10,000 proxies: peak RSS", "48 MiB", "≤ 64 (issue 14): met", "`go test -run '^$' -bench '^BenchmarkDaemon$/^proxies=10000$' -benchtime 1x -timeout 30m ./cmd/proxyhealth/`"},
-		{"10,000 proxies: CPU ratio to the baseline (cpu-ratio)", "3 ×", "—", "`go test -run '^$' -bench '^BenchmarkDaemon$/^proxies=10000$' -benchtime 1x -timeout 30m ./cmd/proxyhealth/`"},
+		{"10,000 proxies: CPU per check, proxyhealth ÷ baseline", "3 ×", "—", "`go test -run '^$' -bench '^BenchmarkDaemon$/^proxies=10000$' -benchtime 1x -timeout 30m ./cmd/proxyhealth/`"},
 		{"100,000 proxies: first sweep", "not run", "≤ 15 (issue 14)", "`go test -run '^$' -bench '^BenchmarkDaemon$/^proxies=100000$' -benchtime 1x -timeout 30m ./cmd/proxyhealth/`"},
 		{"100,000 proxies: CPU per 1,000 checks", "not run", "≤ 120 (issue 14: no worse than at 10,000)", "`go test -run '^$' -bench '^BenchmarkDaemon$/^proxies=100000$' -benchtime 1x -timeout 30m ./cmd/proxyhealth/`"},
 		{"journal append, fsync'd, 100 events per call, 8 appenders", "1,200,000 events/s", "≥ 1,000,000 (issue 14): met", "`go test -run '^$' -bench '^BenchmarkAppend$/^batch=100$/^appenders=8$' -benchtime=2s -count=3 ./journal/`"},
@@ -117,7 +117,7 @@ func TestRowsShowFiguresTargetsAndCommands(t *testing.T) {
 	for _, absent := range []string{
 		"10,000 proxies: system CPU per check",
 		"10,000 proxies: baseline peak RSS",
-		"100,000 proxies: RSS ratio to the baseline (rss-ratio)",
+		"100,000 proxies: peak RSS, proxyhealth ÷ baseline",
 		"detection latency p99, killed by refusing connections",
 	} {
 		if _, ok := got[absent]; ok {
