@@ -21,7 +21,7 @@ import (
 )
 
 // DefaultJournalCommitDelay is the default Config.JournalCommitDelay.
-const DefaultJournalCommitDelay = 10 * time.Millisecond
+const DefaultJournalCommitDelay = 50 * time.Millisecond
 
 // RecommendedGCPercent is the GOGC the proxyhealth daemon runs with (unless
 // GOGC is set in its environment), and what a program whose main job is
@@ -120,7 +120,7 @@ type Config struct {
 	// would hide it.
 	StartFresh bool
 	// JournalCommitDelay is how long the journal lingers for more appends
-	// before committing a small batch (default 10 ms; negative commits at
+	// before committing a small batch (default 50 ms; negative commits at
 	// once). Proxy actors do not wait on it: they keep answering while their
 	// append is in flight.
 	JournalCommitDelay time.Duration

@@ -106,7 +106,7 @@ type boltOptions struct {
 }
 
 // DefaultCommitDelay is the writer's default linger: none. The engine,
-// whose appends come from many independent actors and can wait, sets 10 ms
+// whose appends come from many independent actors and can wait, sets 50 ms
 // (proxyhealth.Config.JournalCommitDelay).
 const DefaultCommitDelay = 0
 
