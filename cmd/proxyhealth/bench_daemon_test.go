@@ -246,7 +246,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	}, d.exited)
 	firstSweep := time.Since(started)
 	time.Sleep(interval)
-	cpu := measure(b, d.pid(), window, checks)
+	cpu := measure(b, d.pid(), d.exited, window, checks)
 	b.Logf("daemon: %d checks in %v, user %v, sys %v", cpu.checks, cpu.elapsed, cpu.user, cpu.sys)
 	if cpu.checks == 0 {
 		b.Fatalf("the farm saw no check in the window\n%s", d.stderr.tail())
@@ -256,11 +256,11 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	}
 
 	// The peak so far, before the API window adds its garbage.
-	peakChecks := vmHWM(b, d.pid())
+	peakChecks := vmHWM(b, d.pid(), d.exited)
 
 	// The API, checks running.
 	poolP99, proxiesP99 := measureAPI(b, api, window)
-	peak := vmHWM(b, d.pid())
+	peak := vmHWM(b, d.pid(), d.exited)
 
 	// Stop and restart on the same data directory.
 	stopped := time.Now()
@@ -279,19 +279,19 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 		}
 		return restartOpen > 0 && restart > 0, fmt.Sprintf("the restarted daemon's start-up line (after %v) and its first check at the farm (after %v)", restartOpen, restart)
 	}, d2.exited)
-	restartPeak := vmHWM(b, d2.pid())
+	restartPeak := vmHWM(b, d2.pid(), d2.exited)
 	d2.stop(b, 2*time.Minute)
 
 	// The baseline, alone with the farm.
 	base := startBenchChild(b, benchBaselineEnv+"="+list, benchBaselineIntervalEnv+"="+interval.String())
 	base.readURLs(b) // none: up to READY
 	time.Sleep(interval)
-	bcpu := measure(b, base.cmd.Process.Pid, window, checks)
+	bcpu := measure(b, base.cmd.Process.Pid, base.exited, window, checks)
 	b.Logf("baseline: %d checks in %v, user %v, sys %v; since its start: %s (OK FAILED)", bcpu.checks, bcpu.elapsed, bcpu.user, bcpu.sys, base.ask(b, "count"))
 	if bcpu.checks == 0 {
 		b.Fatal("the farm saw no check of the baseline in the window")
 	}
-	basePeak := vmHWM(b, base.cmd.Process.Pid)
+	basePeak := vmHWM(b, base.cmd.Process.Pid, base.exited)
 	base.close(b)
 	b.Logf("load after: %s", loadAvg())
 
@@ -434,6 +434,16 @@ func (p *benchChildProc) count(b *testing.B) uint64 {
 		b.Fatalf("farm child answered %q to count: %v", p.out.Text(), err)
 	}
 	return n
+}
+
+// exited reports, once the child has exited, that it did.
+func (p *benchChildProc) exited() string {
+	select {
+	case <-p.done:
+		return fmt.Sprintf("%s exited: %v", p.cmd.Env[len(p.cmd.Env)-1], p.cmd.ProcessState)
+	default:
+		return ""
+	}
 }
 
 // close closes the child's stdin (it exits) and waits for it; it kills it
@@ -611,12 +621,13 @@ func (w cpuWindow) perK() float64 {
 
 func (w cpuWindow) rate() float64 { return float64(w.checks) / w.elapsed.Seconds() }
 
-// measure samples pid's CPU time and the farm's checks over window.
-func measure(b *testing.B, pid int, window time.Duration, checks func() uint64) cpuWindow {
-	u0, s0 := procCPU(b, pid)
+// measure samples pid's CPU time and the farm's checks over window; dead
+// explains why the process is gone.
+func measure(b *testing.B, pid int, dead func() string, window time.Duration, checks func() uint64) cpuWindow {
+	u0, s0 := procCPU(b, pid, dead)
 	c0, t0 := checks(), time.Now()
 	time.Sleep(window)
-	u1, s1 := procCPU(b, pid)
+	u1, s1 := procCPU(b, pid, dead)
 	c1, t1 := checks(), time.Now()
 	return cpuWindow{user: u1 - u0, sys: s1 - s0, checks: c1 - c0, elapsed: t1.Sub(t0)}
 }
@@ -663,11 +674,12 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 	return ds[min(max(i, 0), len(ds)-1)]
 }
 
-// procCPU reads pid's user and system CPU time from /proc/PID/stat.
-func procCPU(b *testing.B, pid int) (user, sys time.Duration) {
+// procCPU reads pid's user and system CPU time from /proc/PID/stat; dead
+// explains why the process is gone.
+func procCPU(b *testing.B, pid int, dead func() string) (user, sys time.Duration) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		b.Fatalf("read the CPU time of process %d: %v", pid, err)
+		b.Fatalf("read the CPU time of process %d: %v; %s", pid, err, dead())
 	}
 	// The fields after the command's closing parenthesis start at the
 	// state (field 3); utime and stime are fields 14 and 15.
@@ -703,11 +715,12 @@ func clockTick(b *testing.B) time.Duration {
 	return 0
 }
 
-// vmHWM is pid's peak resident set size (VmHWM) in MiB.
-func vmHWM(b *testing.B, pid int) float64 {
+// vmHWM is pid's peak resident set size (VmHWM) in MiB; dead explains why
+// the process is gone.
+func vmHWM(b *testing.B, pid int, dead func() string) float64 {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		b.Fatalf("read the peak RSS of process %d: %v", pid, err)
+		b.Fatalf("read the peak RSS of process %d: %v; %s", pid, err, dead())
 	}
 	for line := range strings.SplitSeq(string(raw), "\n") {
 		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
