@@ -4,7 +4,10 @@
 package clock
 
 import (
+	"cmp"
 	"container/heap"
+	"math"
+	"slices"
 	"sync"
 	"time"
 )
@@ -128,12 +131,19 @@ type fakeTimer struct {
 	when  time.Time
 	f     func()
 	seq   uint64
-	index int
+	index int // in the heap, or in the wheel's bucket; -1: fired or stopped
+	// wheel is set while the timer is in a Scheduler's wheel, in the
+	// bucket of tick.
+	wheel *Scheduler
+	tick  int64
 }
 
 func (t *fakeTimer) Stop() bool {
 	t.q.mu.Lock()
 	defer t.q.mu.Unlock()
+	if t.wheel != nil {
+		return t.wheel.removeLocked(t)
+	}
 	if t.index < 0 {
 		return false
 	}
@@ -185,46 +195,147 @@ func (h *timerHeap) Pop() any {
 // once per timer is what makes many evenly spread timers cheap: each
 // wake-up of an idle thread costs more CPU than the work a health check's
 // timer starts.
+//
+// With a slack the timers live in a timing wheel of wheelSize ticks (a
+// bucket per tick: arming and stopping a timer is O(1), where the heap
+// costs O(log n) comparisons of times for each; about 700 ns for an arm
+// and a stop among 10,000 pending timers on the heap, the cost of every
+// check's zombie timer); timers due beyond the wheel wait in the heap and
+// move into it as it turns. Within a tick they fire in due order.
 type Scheduler struct {
-	timerQueue
-	due    []*fakeTimer
-	slack  time.Duration
-	epoch  time.Time // start of the first tick
-	wake   chan struct{}
-	done   chan struct{}
-	exited chan struct{}
+	timerQueue // without a slack: every timer; with one: those beyond the wheel
+	due        []*fakeTimer
+	slack      time.Duration
+	epoch      time.Time // start of the first tick
+	wake       chan struct{}
+	done       chan struct{}
+	exited     chan struct{}
 	// wakeups counts the batches fired (for tests).
 	wakeups uint64
+
+	// The wheel (slack > 0): the timer of tick k is in wheel[k%wheelSize]
+	// for cur <= k < cur+wheelSize; every tick before cur has fired.
+	wheel   [][]*fakeTimer // wheelSize buckets (fewer in tests)
+	cur     int64
+	inWheel int
+	// overdue holds timers armed for a tick that has already ended (due
+	// in the past): they fire at the goroutine's next turn.
+	overdue []*fakeTimer
+	// sleepTick is the tick the goroutine sleeps until (math.MaxInt64:
+	// none); an earlier timer wakes it.
+	sleepTick int64
 }
+
+// wheelSize is the number of ticks in the wheel: 4,096 ticks of the
+// engine's 25 ms slack are 102 s, longer than the usual check interval.
+const wheelSize = 4096
 
 // NewScheduler starts a scheduler whose timers fire at most slack late so
 // that timers due close together fire in one wake-up; slack <= 0 fires
 // every timer as soon as it is due.
-func NewScheduler(slack time.Duration) *Scheduler {
+func NewScheduler(slack time.Duration) *Scheduler { return newScheduler(slack, wheelSize) }
+
+func newScheduler(slack time.Duration, size int) *Scheduler {
 	s := &Scheduler{slack: max(slack, 0), epoch: time.Now(),
-		wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
-	go s.run()
+		wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{}),
+		sleepTick: math.MaxInt64}
+	if s.slack > 0 {
+		s.wheel = make([][]*fakeTimer, size)
+		go s.runWheel()
+	} else {
+		go s.run()
+	}
 	return s
 }
 
 // Now returns time.Now().
 func (s *Scheduler) Now() time.Time { return time.Now() }
 
+// Pending returns the number of timers not yet fired or stopped.
+func (s *Scheduler) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.timers) + s.inWheel
+}
+
 // AfterFunc runs f on the scheduler's goroutine after d (at the end of the
 // tick d falls in, when the scheduler has a slack). After Close, f never
 // runs.
 func (s *Scheduler) AfterFunc(d time.Duration, f func()) Timer {
+	when := time.Now().Add(d)
 	s.mu.Lock()
-	t := s.add(time.Now().Add(d), f)
-	first := t.index == 0
+	var t *fakeTimer
+	wake := false
+	if s.slack > 0 {
+		s.seq++
+		t = &fakeTimer{q: &s.timerQueue, when: when, f: f, seq: s.seq, index: -1}
+		tick := s.tickOf(when)
+		if tick < s.cur+int64(len(s.wheel)) {
+			s.toWheel(t, tick)
+		} else {
+			heap.Push(&s.timers, t)
+		}
+		wake = tick < s.sleepTick
+	} else {
+		t = s.add(when, f)
+		wake = t.index == 0
+	}
 	s.mu.Unlock()
-	if first {
+	if wake {
 		select {
 		case s.wake <- struct{}{}:
 		default:
 		}
 	}
 	return t
+}
+
+// tickOf returns the tick a timer due at when fires at the end of.
+func (s *Scheduler) tickOf(when time.Time) int64 {
+	d := when.Sub(s.epoch) // monotonic
+	k := int64(d / s.slack)
+	if d%s.slack > 0 {
+		k++
+	}
+	return k
+}
+
+// overdueTick marks a timer in Scheduler.overdue.
+const overdueTick = math.MinInt64
+
+// toWheel puts t in the bucket of tick, or with the overdue timers when
+// that tick has ended; call with s.mu held.
+func (s *Scheduler) toWheel(t *fakeTimer, tick int64) {
+	b := &s.overdue
+	if tick >= s.cur {
+		b = &s.wheel[tick%int64(len(s.wheel))]
+	} else {
+		tick = overdueTick
+	}
+	t.wheel, t.tick, t.index = s, tick, len(*b)
+	*b = append(*b, t)
+	s.inWheel++
+}
+
+// removeLocked takes a wheel timer out of its bucket; call with s.mu held.
+func (s *Scheduler) removeLocked(t *fakeTimer) bool {
+	if t.index < 0 {
+		return false
+	}
+	b := &s.overdue
+	if t.tick != overdueTick {
+		b = &s.wheel[t.tick%int64(len(s.wheel))]
+	}
+	last := len(*b) - 1
+	if t.index != last {
+		(*b)[t.index] = (*b)[last]
+		(*b)[t.index].index = t.index
+	}
+	(*b)[last] = nil
+	*b = (*b)[:last]
+	t.index = -1
+	s.inWheel--
+	return true
 }
 
 // fireAt returns when a timer due at when fires: the end of its tick.
@@ -242,6 +353,7 @@ func (s *Scheduler) fireAt(when time.Time) time.Time {
 	return s.epoch.Add(d)
 }
 
+// run is the goroutine of a scheduler without a slack: a heap of timers.
 func (s *Scheduler) run() {
 	defer close(s.exited)
 	timer := time.NewTimer(time.Hour)
@@ -249,12 +361,12 @@ func (s *Scheduler) run() {
 	for {
 		s.mu.Lock()
 		now := time.Now()
-		for len(s.timers) > 0 && !s.fireAt(s.timers[0].when).After(now) {
+		for len(s.timers) > 0 && !s.timers[0].when.After(now) {
 			s.due = append(s.due, heap.Pop(&s.timers).(*fakeTimer))
 		}
 		wait := time.Hour
 		if len(s.timers) > 0 {
-			wait = s.fireAt(s.timers[0].when).Sub(now)
+			wait = s.timers[0].when.Sub(now)
 		}
 		due := s.due
 		if len(due) > 0 {
@@ -262,13 +374,7 @@ func (s *Scheduler) run() {
 		}
 		s.mu.Unlock()
 		if len(due) > 0 {
-			for i, t := range due {
-				due[i] = nil
-				t.f()
-			}
-			s.mu.Lock()
-			s.due = due[:0]
-			s.mu.Unlock()
+			s.fire(due)
 			continue
 		}
 		timer.Reset(wait)
@@ -279,6 +385,129 @@ func (s *Scheduler) run() {
 			return
 		}
 	}
+}
+
+// fire runs the due timers' callbacks, in order, without the lock.
+func (s *Scheduler) fire(due []*fakeTimer) {
+	for i, t := range due {
+		due[i] = nil
+		t.f()
+	}
+	s.mu.Lock()
+	s.due = due[:0]
+	s.mu.Unlock()
+}
+
+// runWheel is the goroutine of a scheduler with a slack: it turns the
+// wheel tick by tick up to now, firing each bucket, and sleeps until the
+// next tick with a timer.
+func (s *Scheduler) runWheel() {
+	defer close(s.exited)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		now := time.Now()
+		nowTick := int64(now.Sub(s.epoch) / s.slack) // the last tick that has ended
+		s.takeBucket(&s.overdue)
+		for s.cur <= nowTick {
+			if s.inWheel == 0 && len(s.timers) > 0 {
+				// Nothing in the wheel: jump to the next timer's tick.
+				s.cur = min(max(s.cur, s.tickOf(s.timers[0].when)), nowTick)
+			}
+			s.refill()
+			s.takeBucket(&s.wheel[s.cur%int64(len(s.wheel))])
+			if s.inWheel == 0 && len(s.timers) == 0 {
+				s.cur = nowTick + 1
+				break
+			}
+			s.cur++
+		}
+		s.refill()
+		due := s.due
+		if len(due) > 0 {
+			s.wakeups++
+			s.sleepTick = math.MinInt64 // awake: no need to be woken
+		} else {
+			s.sleepTick = s.nextTick()
+		}
+		sleep := s.sleepTick
+		s.mu.Unlock()
+		if len(due) > 0 {
+			s.fire(due)
+			continue
+		}
+		wait := time.Hour
+		switch {
+		case sleep <= s.cur-1: // overdue timers (none expected here)
+			wait = 0
+		case sleep != math.MaxInt64:
+			wait = s.epoch.Add(time.Duration(sleep) * s.slack).Sub(time.Now())
+		}
+		timer.Reset(wait)
+		select {
+		case <-timer.C:
+		case <-s.wake:
+		case <-s.done:
+			return
+		}
+	}
+}
+
+// takeBucket moves a bucket's timers to s.due, in due order; call with
+// s.mu held.
+func (s *Scheduler) takeBucket(b *[]*fakeTimer) {
+	n := len(*b)
+	if n == 0 {
+		return
+	}
+	start := len(s.due)
+	for i, t := range *b {
+		t.index, t.wheel = -1, nil
+		s.due = append(s.due, t)
+		(*b)[i] = nil
+	}
+	*b = (*b)[:0]
+	s.inWheel -= n
+	slices.SortFunc(s.due[start:], func(a, b *fakeTimer) int {
+		if c := a.when.Compare(b.when); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.seq, b.seq)
+	})
+}
+
+// refill moves the heap's timers that fall within the wheel into it; call
+// with s.mu held.
+func (s *Scheduler) refill() {
+	for len(s.timers) > 0 {
+		t := s.timers[0]
+		tick := s.tickOf(t.when)
+		if tick >= s.cur+int64(len(s.wheel)) {
+			return
+		}
+		heap.Pop(&s.timers)
+		s.toWheel(t, tick)
+	}
+}
+
+// nextTick returns the first tick from cur with a timer (math.MaxInt64:
+// none); call with s.mu held.
+func (s *Scheduler) nextTick() int64 {
+	if len(s.overdue) > 0 {
+		return math.MinInt64
+	}
+	if s.inWheel > 0 {
+		for k := s.cur; k < s.cur+int64(len(s.wheel)); k++ {
+			if len(s.wheel[k%int64(len(s.wheel))]) > 0 {
+				return k
+			}
+		}
+	}
+	if len(s.timers) > 0 {
+		return max(s.tickOf(s.timers[0].when), s.cur)
+	}
+	return math.MaxInt64
 }
 
 // Close stops the scheduler's goroutine; pending timers never fire.

@@ -1,6 +1,7 @@
 package clock
 
 import (
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -129,5 +130,80 @@ func TestSchedulerFireAt(t *testing.T) {
 	s.slack = 0
 	if at := s.epoch.Add(7); !s.fireAt(at).Equal(at) {
 		t.Error("without slack a timer fires when due")
+	}
+}
+
+// BenchmarkSchedulerArmStop: a timer armed and stopped before it fires (a
+// check's zombie timer) among 10,000 pending ones (the pool's check timers),
+// with the engine's slack.
+func BenchmarkSchedulerArmStop(b *testing.B) {
+	s := NewScheduler(25 * time.Millisecond)
+	defer s.Close()
+	for i := range 10000 {
+		s.AfterFunc(time.Duration(i)*time.Millisecond+time.Minute, func() {})
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.AfterFunc(10*time.Second+time.Duration(i%1000)*time.Millisecond, func() {}).Stop()
+	}
+}
+
+// TestSchedulerWheel: with a slack, timers within the wheel and beyond it
+// (waiting in the heap until the wheel turns to them) all fire, never
+// early, in due order; stopped ones never fire, wherever they wait; a
+// timer armed from a callback for the current tick fires too.
+func TestSchedulerWheel(t *testing.T) {
+	const slack = 2 * time.Millisecond
+	s := newScheduler(slack, 8) // the wheel spans 16 ms
+	defer s.Close()
+	var mu sync.Mutex
+	var order []int
+	var wg sync.WaitGroup
+	start := time.Now()
+	type arm struct {
+		d    time.Duration
+		stop bool
+	}
+	var arms []arm
+	for i := range 60 {
+		arms = append(arms, arm{d: time.Duration(i) * 700 * time.Microsecond, stop: i%7 == 3})
+	}
+	timers := make([]Timer, len(arms))
+	for i, a := range arms {
+		due := start.Add(a.d)
+		if !a.stop {
+			wg.Add(1)
+		}
+		timers[i] = s.AfterFunc(a.d, func() {
+			if a.stop {
+				t.Errorf("stopped timer %d fired", i)
+				return
+			}
+			if now := time.Now(); now.Before(due) {
+				t.Errorf("timer %d fired %v early", i, due.Sub(now))
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			if i == 0 {
+				wg.Add(1)
+				s.AfterFunc(0, wg.Done) // armed from a callback, due at once
+			}
+			wg.Done()
+		})
+	}
+	for i, a := range arms {
+		if a.stop && !timers[i].Stop() {
+			t.Errorf("Stop of pending timer %d returned false", i)
+		}
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.IsSorted(order) {
+		t.Errorf("fired out of due order: %v", order)
+	}
+	if s.Pending() != 0 {
+		t.Errorf("%d timers still pending", s.Pending())
 	}
 }
