@@ -222,6 +222,11 @@ func BenchmarkE2ESteadyState(b *testing.B) {
 
 func steadyState(b *testing.B, farm *farmProc, window time.Duration, view bool) {
 	daemonGC(b)
+	if os.Getenv("PROXYHEALTH_BENCH_HEAPPROFILE") != "" {
+		old := runtime.MemProfileRate
+		runtime.MemProfileRate = 4096 // every allocation of the run, finely
+		b.Cleanup(func() { runtime.MemProfileRate = old })
+	}
 	for range b.N {
 		cfg := e2eConfig(b, farm.urls, 10*time.Second)
 		if view {
