@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -64,6 +65,11 @@ import (
 //     settling (its start is spread over the interval), the same window:
 //     baseline-cpu-ms/1k-checks, baseline-peak-rss-MiB (VmHWM of its whole
 //     run), and the ratios proxyhealth/baseline (cpu-ratio, rss-ratio).
+//
+// With PROXYHEALTH_BENCH_PERF=FILE, `perf record -g` samples the daemon
+// during its CPU window (FILE, with the CPU perf itself costs the daemon
+// counted in the window's figures) and `perf report` writes the flat
+// profile, children and self, to FILE.txt while the binary still exists.
 //
 // Nothing is asserted against a target: the figures are reported.
 func BenchmarkDaemon(b *testing.B) {
@@ -246,7 +252,9 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	}, d.exited)
 	firstSweep := time.Since(started)
 	time.Sleep(interval)
+	stopPerf := startPerf(b, d.pid())
 	cpu := measure(b, d.pid(), d.exited, window, checks)
+	stopPerf()
 	b.Logf("daemon: %d checks in %v, user %v, sys %v", cpu.checks, cpu.elapsed, cpu.user, cpu.sys)
 	if cpu.checks == 0 {
 		b.Fatalf("the farm saw no check in the window\n%s", d.stderr.tail())
@@ -743,4 +751,56 @@ func vmHWM(b *testing.B, pid int, dead func() string) float64 {
 func loadAvg() string {
 	raw, _ := os.ReadFile("/proc/loadavg")
 	return strings.TrimSpace(string(raw))
+}
+
+// startPerf starts `perf record` on pid when PROXYHEALTH_BENCH_PERF names a
+// file, and returns what stops it and writes the report; without the
+// variable it does nothing. The benchmark's cleanup stops it too.
+func startPerf(b *testing.B, pid int) (stop func()) {
+	path := os.Getenv("PROXYHEALTH_BENCH_PERF")
+	if path == "" {
+		return func() {}
+	}
+	perf, err := exec.LookPath("perf")
+	if err != nil {
+		b.Fatalf("PROXYHEALTH_BENCH_PERF is set but perf is not installed: %v", err)
+	}
+	rec := exec.Command(perf, "record", "-F", "999", "-g", "-p", strconv.Itoa(pid), "-o", path)
+	rec.Stdout, rec.Stderr = os.Stderr, os.Stderr
+	if err := rec.Start(); err != nil {
+		b.Fatalf("perf record: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- rec.Wait() }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = rec.Process.Signal(os.Interrupt)
+			select {
+			case err := <-done:
+				// perf record ends with the SIGINT's status.
+				if _, serr := os.Stat(path); err != nil && serr != nil {
+					b.Logf("perf record: %v, and no %s: %v", err, path, serr)
+					return
+				}
+			case <-time.After(30 * time.Second):
+				_ = rec.Process.Kill()
+				<-done
+				b.Logf("perf record still ran 30 s after SIGINT; killed")
+				return
+			}
+			out, err := exec.Command(perf, "report", "-i", path, "--stdio", "--children", "--sort", "symbol", "-g", "none", "--percent-limit", "0.5").Output()
+			if err != nil {
+				b.Logf("perf report: %v", err)
+				return
+			}
+			if err := os.WriteFile(path+".txt", out, 0o644); err != nil {
+				b.Logf("perf report: %v", err)
+				return
+			}
+			b.Logf("perf: %s, report %s.txt", path, path)
+		})
+	}
+	b.Cleanup(stop)
+	return stop
 }
