@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -54,6 +55,11 @@ type applier struct {
 	testHookBeforeCommit func() error
 
 	w *writer
+
+	// pruned are the cutoffs (unix ns) of the last committed deletes from
+	// check_history and state_changes (0: none since the view was opened);
+	// oldest are the times of the oldest rows the batch wrote to them.
+	pruned, oldest [2]int64
 
 	// Buffers reused from batch to batch.
 	checks  []driver.NamedValue // check_history rows waiting for a multi-row INSERT, checkCols values each
@@ -303,6 +309,7 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 	clear(pending)
 	defer clear(pending)
 	a.checks = a.checks[:0]
+	a.oldest = [2]int64{math.MaxInt64, math.MaxInt64}
 	offset, newest := a.offset, a.newest
 	for i, env := range todo {
 		if i%64 == 0 {
@@ -356,12 +363,23 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 	if err = exec(xctx, st.offset, a.bind(OffsetName, int64(offset), newest)); err != nil {
 		return fmt.Errorf("sqlview: store offset: %w", err)
 	}
+	pruned := a.pruned
 	if prune {
-		if err = exec(xctx, st.pruneChecks, a.bind(formatTime(newest-int64(a.opts.HistoryRetention)))); err != nil {
-			return fmt.Errorf("sqlview: prune check_history: %w", err)
-		}
-		if err = exec(xctx, st.pruneChanges, a.bind(formatTime(newest-int64(a.opts.StateChangeRetention)))); err != nil {
-			return fmt.Errorf("sqlview: prune state_changes: %w", err)
+		// A DELETE runs only when its cutoff moved on (once per
+		// PruneStep) or the batch wrote a row older than it.
+		for i, p := range []struct {
+			stmt      driver.Stmt
+			retention time.Duration
+			what      string
+		}{{st.pruneChecks, a.opts.HistoryRetention, "check_history"}, {st.pruneChanges, a.opts.StateChangeRetention, "state_changes"}} {
+			cutoff := pruneCutoff(newest, p.retention)
+			if cutoff == a.pruned[i] && a.oldest[i] >= cutoff {
+				continue
+			}
+			if err = exec(xctx, p.stmt, a.bind(formatTime(cutoff))); err != nil {
+				return fmt.Errorf("sqlview: prune %s: %w", p.what, err)
+			}
+			pruned[i] = cutoff
 		}
 	}
 	if a.testHookBeforeCommit != nil {
@@ -382,8 +400,30 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 			a.cache[id] = r
 		}
 	}
-	a.offset, a.newest = offset, newest
+	a.offset, a.newest, a.pruned = offset, newest, pruned
 	return nil
+}
+
+// PruneStep is how far apart the cutoffs of pruning lie: check_history
+// and state_changes rows are deleted a minute at a time (or a retention at
+// a time, if shorter), so a row stays up to that much longer than its
+// retention. Deleting a minute of rows at once costs far fewer page writes
+// than deleting a batch's worth at every batch: a batch has about one
+// check per proxy, each in another page of check_history_proxy_at, while
+// a proxy's checks of a minute lie side by side in one.
+const PruneStep = time.Minute
+
+// pruneCutoff is the time (unix ns) before which rows kept for retention
+// are deleted when newest (unix ns) is the newest applied event: newest -
+// retention, rounded down to a multiple of the step.
+func pruneCutoff(newest int64, retention time.Duration) int64 {
+	step := int64(min(PruneStep, retention))
+	c := newest - int64(retention)
+	q := c / step
+	if c%step < 0 {
+		q--
+	}
+	return q * step
 }
 
 // flushChecks writes the check_history rows collected in a.checks, in
@@ -452,12 +492,13 @@ func (a *applier) flushProxies(ctx context.Context) error {
 	})
 }
 
-// prune deletes history rows older than the retention before newest.
+// prune deletes history rows older than the retention before newest (as
+// pruneCutoff rounds it).
 func (a *applier) prune(ctx context.Context, tx execer, newest int64) error {
-	if _, err := tx.ExecContext(ctx, sqlPruneChecks, formatTime(newest-int64(a.opts.HistoryRetention))); err != nil {
+	if _, err := tx.ExecContext(ctx, sqlPruneChecks, formatTime(pruneCutoff(newest, a.opts.HistoryRetention))); err != nil {
 		return fmt.Errorf("sqlview: prune check_history: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, sqlPruneChanges, formatTime(newest-int64(a.opts.StateChangeRetention))); err != nil {
+	if _, err := tx.ExecContext(ctx, sqlPruneChanges, formatTime(pruneCutoff(newest, a.opts.StateChangeRetention))); err != nil {
 		return fmt.Errorf("sqlview: prune state_changes: %w", err)
 	}
 	return nil
@@ -482,12 +523,15 @@ func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*p
 	var err error
 	switch e := env.GetEvent().(type) {
 	case *pb.Envelope_CheckSucceeded:
+		a.oldest[0] = min(a.oldest[0], atNano)
 		a.addCheck(seq, id, at, 1, "", int64(e.CheckSucceeded.GetStatusCode()), e.CheckSucceeded.GetLatency(), "")
 	case *pb.Envelope_CheckFailed:
 		f := e.CheckFailed
+		a.oldest[0] = min(a.oldest[0], atNano)
 		a.addCheck(seq, id, at, 0, events.ClassName(f.GetClass()), int64(f.GetStatusCode()), f.GetLatency(), f.GetMessage())
 	case *pb.Envelope_StateChanged:
 		c := e.StateChanged
+		a.oldest[1] = min(a.oldest[1], atNano)
 		err = exec(ctx, st.change, a.bind(seq, id, at, events.StateName(c.GetFrom()), events.StateName(c.GetTo()), c.GetReason(), int64(c.GetRecoveryAttempt())))
 	case *pb.Envelope_PoolDegraded:
 		p := e.PoolDegraded

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -11,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
 const (
@@ -80,10 +83,10 @@ func benchRebuild(b *testing.B, j journal.Journal) {
 // system, all threads) per applied event, with batches of 500 events (what
 // the daemon applies at 1,000 checks/s: what arrives within the 500 ms
 // linger), the default 2,000, the daemon's cap of 4,000, and 10,000. The
-// prune variant keeps only 60 s of history (of event time; the journal
-// spans about 10 minutes), so that every batch also deletes about as many
-// check_history rows as it adds, as a daemon does once it has run for a
-// day.
+// prune variant keeps only 2 minutes of history (of event time; the
+// journal spans about 10 minutes), so that after the first 2 minutes the
+// view also deletes about as many check_history rows as it adds, as a
+// daemon does once it has run for a day.
 func BenchmarkIncremental(b *testing.B) {
 	j := journal.NewMem()
 	defer j.Close()
@@ -98,7 +101,7 @@ func BenchmarkIncremental(b *testing.B) {
 	for _, batch := range []int{500, sqlview.DefaultBatchSize, 4000, 10_000} {
 		variants = append(variants, variant{fmt.Sprintf("batch-%d", batch), sqlview.Options{BatchSize: batch}})
 	}
-	variants = append(variants, variant{"batch-500-prune", sqlview.Options{BatchSize: 500, HistoryRetention: time.Minute}})
+	variants = append(variants, variant{"batch-500-prune", sqlview.Options{BatchSize: 500, HistoryRetention: 2 * time.Minute}})
 	// What reading the journal alone costs (CatchUp reads it; the in-memory
 	// journal clones every envelope): subtract it from the variants'
 	// cpu-us/event for the view's own share.
@@ -212,4 +215,124 @@ func BenchmarkOpenView(b *testing.B) {
 			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/open")
 		})
 	}
+}
+
+// steady generates the journal of a pool in steady state: proxies checked
+// every interval, their phases spread evenly, 3 % of checks failing.
+type steady struct {
+	cfg      events.Config
+	states   []events.State
+	interval time.Duration
+	now      time.Time
+	next     int // the next proxy to check
+	r        *rand.Rand
+}
+
+// newSteady adds the proxies to j.
+func newSteady(b *testing.B, j journal.Journal, proxies int, interval time.Duration) *steady {
+	s := &steady{cfg: events.DefaultConfig(), states: make([]events.State, proxies), interval: interval, now: gen.T0, r: rand.New(rand.NewPCG(14, 1))}
+	var batch []*pb.Envelope
+	for i := range proxies {
+		s.states[i] = events.NewState(gen.ID(i))
+		batch = append(batch, s.decide(b, i, events.Add{At: s.now, URLRedacted: gen.URL(i), Source: fmt.Sprintf("source-%d", i%10), ConfigRef: "v1"})...)
+	}
+	if _, err := j.Append(context.Background(), batch); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func (s *steady) decide(b *testing.B, i int, cmd events.Command) []*pb.Envelope {
+	envs, err := events.Decide(s.states[i], cmd, s.cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, e := range envs {
+		s.states[i] = events.Evolve(s.states[i], e)
+	}
+	return envs
+}
+
+// run appends the checks of the next span of time to j.
+func (s *steady) run(b *testing.B, j journal.Journal, span time.Duration) {
+	step := s.interval / time.Duration(len(s.states))
+	end := s.now.Add(span)
+	var batch []*pb.Envelope
+	for s.now.Before(end) {
+		s.now = s.now.Add(step)
+		lat := time.Duration(20+s.r.IntN(400)) * time.Millisecond
+		res := events.CheckResult{StatusCode: 204, Latency: events.Latency{Connect: lat / 4, FirstByte: lat / 2, Total: lat}}
+		if s.r.IntN(100) < 3 {
+			res = events.CheckResult{Class: pb.FailureClass_FAILURE_CLASS_REFUSED, Message: "check failed: connection refused", Latency: events.Latency{Total: lat}}
+		}
+		batch = append(batch, s.decide(b, s.next, events.CheckCompleted{At: s.now, Result: res})...)
+		s.next = (s.next + 1) % len(s.states)
+		if len(batch) >= 1000 {
+			if _, err := j.Append(context.Background(), batch); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	if _, err := j.Append(context.Background(), batch); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkSteadyState applies events to a view that already holds a full
+// retention of history, the way the daemon does after its first day, at a
+// tenth of its scale: 1,000 proxies checked every 10 s (100 checks/s of
+// event time), 20 minutes of check history kept, batches of 50 events
+// (what 500 ms bring). Every batch adds check_history rows and pruning
+// deletes as many old ones, spread over every proxy's range of
+// check_history_proxy_at. It reports the process's CPU time per applied
+// event.
+func BenchmarkSteadyState(b *testing.B) {
+	const (
+		proxies   = 1000
+		interval  = 10 * time.Second
+		retention = 20 * time.Minute
+		measured  = 5 * time.Minute
+	)
+	j := journal.NewMem()
+	defer j.Close()
+	s := newSteady(b, j, proxies, interval)
+	s.run(b, j, retention+time.Minute)
+	full := filepath.Join(b.TempDir(), "full.db")
+	opts := sqlview.Options{BatchSize: 50, HistoryRetention: retention}
+	if err := sqlview.RebuildFile(context.Background(), full, j, opts); err != nil {
+		b.Fatal(err)
+	}
+	from := j.Head()
+	s.run(b, j, measured)
+	n := float64(j.Head() - from)
+	var cpu time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		path := filepath.Join(b.TempDir(), "view.db")
+		data, err := os.ReadFile(full)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		v, err := sqlview.OpenView(context.Background(), path, j, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		b.StartTimer()
+		cpu0 := cpuTime(b)
+		if err := v.CatchUp(ctx); err != nil {
+			b.Fatal(err)
+		}
+		cpu += cpuTime(b) - cpu0
+		b.StopTimer()
+		cancel()
+		v.Close()
+	}
+	b.ReportMetric(n*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(cpu.Microseconds())/(n*float64(b.N)), "cpu-us/event")
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -110,4 +111,59 @@ func storedOffset(t *testing.T, path string) uint64 {
 		t.Fatal(err)
 	}
 	return seq
+}
+
+// TestPruningAMinuteAtATime: check_history and state_changes rows are
+// deleted a minute (PruneStep) at a time: after a batch, no row is older
+// than newest - retention rounded down to the minute, rows up to a minute
+// older than the retention are still there, and the incremental view,
+// pruned batch after batch, equals a rebuild pruned once.
+func TestPruningAMinuteAtATime(t *testing.T) {
+	j := journal.NewMem()
+	t.Cleanup(func() { j.Close() })
+	// 20 proxies, a check every 1.5 s: 2,000 events span 50 minutes.
+	if _, err := gen.Realistic(context.Background(), j, 9, 20, 2000); err != nil {
+		t.Fatal(err)
+	}
+	const retention = 10 * time.Minute
+	opts := sqlview.Options{BatchSize: 37, HistoryRetention: retention, StateChangeRetention: 2 * retention}
+	path := filepath.Join(t.TempDir(), "view.db")
+	emptyView(t, path)
+	v := openView(t, path, j, opts)
+	if err := v.CatchUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var newest int64
+	for e, err := range j.Read(context.Background(), 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		newest = max(newest, e.GetAtUnixNano())
+	}
+	floor := func(n int64) int64 { return n - n%int64(time.Minute) }
+	db := v.DB()
+	for _, tb := range []struct {
+		name      string
+		retention time.Duration
+	}{{"check_history", retention}, {"state_changes", 2 * retention}} {
+		cutoff := floor(newest - int64(tb.retention))
+		var oldest string
+		var older int
+		if err := db.QueryRow("SELECT MIN(at), COUNT(*) FILTER (WHERE at < ?) FROM "+tb.name, sqlview.FormatTime(newest-int64(tb.retention))).Scan(&oldest, &older); err != nil {
+			t.Fatal(err)
+		}
+		if oldest < sqlview.FormatTime(cutoff) {
+			t.Errorf("%s: oldest row at %s, before the cutoff %s", tb.name, oldest, sqlview.FormatTime(cutoff))
+		}
+		if tb.name == "check_history" && older == 0 {
+			t.Errorf("%s: no row older than the retention (before %s) is left: pruning does not round down to the minute", tb.name, sqlview.FormatTime(newest-int64(tb.retention)))
+		}
+	}
+	full := filepath.Join(t.TempDir(), "rebuilt.db")
+	if err := sqlview.RebuildFile(context.Background(), full, j, opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameViews(t, path, full); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -84,7 +84,8 @@ type Options struct {
 	// (default 2000).
 	BatchSize int
 	// HistoryRetention is how long check_history rows are kept, counted back
-	// from the newest applied event (default 24 h).
+	// from the newest applied event (default 24 h). Rows are deleted a
+	// PruneStep at a time, so a row stays up to a minute longer.
 	HistoryRetention time.Duration
 	// StateChangeRetention is the same for state_changes (default 7 days).
 	StateChangeRetention time.Duration
