@@ -144,7 +144,7 @@ func TestReportPrintsTheMachineThenOneTable(t *testing.T) {
 		"Machine: AMD EPYC 7B13, 2 cores, 23.5 GiB memory; go",
 		"2026-12-05 03:04 UTC",
 		"Load average (uptime) when the table was made: 0.96, 1.13, 1.69",
-		"- before a run: 03:10:00 up  4:53,  0 user,  load average: 1.50, 1.20, 1.00",
+		"- 03:10:00 up  4:53,  0 user,  load average: 1.50, 1.20, 1.00",
 		"| figure | value | target | command |\n|---|---|---|---|\n| 10,000 proxies: CPU per 1,000 checks | 120 ms |",
 	} {
 		if !strings.Contains(text, want) {
@@ -177,5 +177,16 @@ func TestRunReadsStdinOrFiles(t *testing.T) {
 	}
 	if err := run([]string{"testdata/missing.txt"}, nil, &fromFile); err == nil || !strings.Contains(err.Error(), "missing.txt") {
 		t.Errorf("missing file: err = %v; want one naming it", err)
+	}
+}
+
+func TestFormatNumber(t *testing.T) {
+	for v, want := range map[float64]string{
+		5634: "5,634", 1_000_000: "1,000,000", 138845.4: "138,845", 759.2: "759",
+		48: "48", 12.41: "12.4", 0.03783: "0.0378", -2500: "-2,500",
+	} {
+		if got := formatNumber(v); got != want {
+			t.Errorf("formatNumber(%v) = %q; want %q", v, got, want)
+		}
 	}
 }

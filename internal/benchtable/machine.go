@@ -77,7 +77,7 @@ func writeMachine(w io.Writer, m Machine, loads []string) error {
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %s memory; %s; %s\n\n", m.CPU, m.Cores, m.MemTotal, m.GoVersion, m.Date.Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "Load average (uptime) when the table was made: %s\n", m.Load)
 	for _, l := range loads {
-		fmt.Fprintf(&b, "- before a run: %s\n", l)
+		fmt.Fprintf(&b, "- %s\n", l)
 	}
 	b.WriteString("\n")
 	_, err := io.WriteString(w, b.String())
