@@ -68,6 +68,7 @@ type applier struct {
 	blob    []byte   // state_pb, marshalled
 	ids     []string // pending proxies, sorted
 	pending map[string]*proxyRow
+	free    []*proxyRow // rows to reuse (newRow)
 }
 
 // writer is the applier's connection and its prepared statements.
@@ -394,8 +395,12 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 		return fmt.Errorf("sqlview: commit: %w", err)
 	}
 	for id, r := range pending {
+		if old := a.cache[id]; old != nil && old != r {
+			a.release(old)
+		}
 		if r.st.Removed {
 			delete(a.cache, id)
+			a.release(r)
 		} else {
 			a.cache[id] = r
 		}
@@ -563,22 +568,26 @@ func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*p
 	if cur == nil {
 		cur = a.cache[id]
 	}
-	var next proxyRow
-	if cur == nil {
+	var next *proxyRow
+	switch {
+	case cur == nil:
 		base, skip, err := fold.Base(ctx, a.load, env)
 		if err != nil {
 			return fmt.Errorf("%w: load the snapshot of proxy %s: %w", ErrJournal, id, err)
 		}
-		next.st = base
+		next = a.newRow()
+		*next = proxyRow{st: base}
 		if skip {
-			pending[id] = &next
+			pending[id] = next
 			return nil
 		}
-	} else {
-		if fold.Covered(cur.st, env) {
-			return nil
-		}
-		next = *cur
+	case fold.Covered(cur.st, env):
+		return nil
+	case pending[id] == cur:
+		next = cur // the batch's own copy
+	default:
+		next = a.newRow() // copy on write: the cache holds what is committed
+		*next = *cur
 	}
 	switch e := env.GetEvent().(type) {
 	case *pb.Envelope_ProxyAdded:
@@ -593,8 +602,29 @@ func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*p
 	}
 	next.st = events.Evolve(next.st, env)
 	next.times.set(timeLastCheck, atNano, at) // the check's time is usually the row's last_check_at
-	pending[id] = &next
+	pending[id] = next
 	return nil
+}
+
+// maxFreeRows caps the rows kept for reuse.
+const maxFreeRows = 4096
+
+// newRow returns a proxyRow to overwrite: one the cache let go of, or a
+// new one. A row per event was the largest allocation of a batch.
+func (a *applier) newRow() *proxyRow {
+	if n := len(a.free); n > 0 {
+		r := a.free[n-1]
+		a.free = a.free[:n-1]
+		return r
+	}
+	return new(proxyRow)
+}
+
+// release keeps r, which nothing refers to any more, for newRow.
+func (a *applier) release(r *proxyRow) {
+	if len(a.free) < maxFreeRows {
+		a.free = append(a.free, r)
+	}
 }
 
 // ewmaAlpha is the weight of the newest latency in latency_ewma_ms.

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -126,6 +127,7 @@ func BenchmarkIncremental(b *testing.B) {
 	for _, vr := range variants {
 		b.Run(vr.name, func(b *testing.B) {
 			var total, cpu time.Duration
+			var mem uint64
 			for range b.N {
 				path := filepath.Join(b.TempDir(), "view.db")
 				emptyView(b, path)
@@ -136,11 +138,12 @@ func BenchmarkIncremental(b *testing.B) {
 				// A context that can end, as the daemon's: the driver
 				// watches such a context around each statement.
 				ctx, cancel := context.WithCancel(context.Background())
-				start, cpu0 := time.Now(), cpuTime(b)
+				start, cpu0, mem0 := time.Now(), cpuTime(b), allocated()
 				if err := v.CatchUp(ctx); err != nil {
 					b.Fatal(err)
 				}
 				cpu += cpuTime(b) - cpu0
+				mem += allocated() - mem0
 				cancel()
 				total += time.Since(start)
 				v.Close()
@@ -148,8 +151,18 @@ func BenchmarkIncremental(b *testing.B) {
 			n := float64(j.Head()) * float64(b.N)
 			b.ReportMetric(n/total.Seconds(), "events/s")
 			b.ReportMetric(float64(cpu.Microseconds())/n, "cpu-us/event")
+			b.ReportMetric(float64(mem)/n, "alloc-B/event")
 		})
 	}
+}
+
+// allocated is how many bytes the process has allocated on the heap so
+// far (reading the journal included: the in-memory journal clones every
+// envelope).
+func allocated() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.TotalAlloc
 }
 
 // cpuTime is the CPU time (user + system) the process has used so far.
@@ -307,6 +320,7 @@ func BenchmarkSteadyState(b *testing.B) {
 	s.run(b, j, measured)
 	n := float64(j.Head() - from)
 	var cpu time.Duration
+	var mem uint64
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
@@ -324,15 +338,17 @@ func BenchmarkSteadyState(b *testing.B) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		b.StartTimer()
-		cpu0 := cpuTime(b)
+		cpu0, mem0 := cpuTime(b), allocated()
 		if err := v.CatchUp(ctx); err != nil {
 			b.Fatal(err)
 		}
 		cpu += cpuTime(b) - cpu0
+		mem += allocated() - mem0
 		b.StopTimer()
 		cancel()
 		v.Close()
 	}
 	b.ReportMetric(n*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(float64(cpu.Microseconds())/(n*float64(b.N)), "cpu-us/event")
+	b.ReportMetric(float64(mem)/(n*float64(b.N)), "alloc-B/event")
 }
