@@ -108,6 +108,7 @@ type Checker struct {
 
 	dial     DialFunc
 	resolver *net.Resolver
+	ownDial  bool // dial is the checker's own net.Dialer (no WithDialContext)
 
 	absPrefix     []byte // absolute-form request without the final CRLF
 	absReq        []byte // absPrefix + CRLF
@@ -140,7 +141,8 @@ func NewChecker(cfg Config, opts ...Option) (*Checker, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.dial == nil {
+	ownDial := o.dial == nil
+	if ownDial {
 		d := &net.Dialer{KeepAlive: -1} // short-lived connections: no keep-alive probes
 		o.dial = d.DialContext
 	}
@@ -148,7 +150,7 @@ func NewChecker(cfg Config, opts ...Option) (*Checker, error) {
 		cfg: cp.cfg, t: cp.target, re: cp.re, expected: cp.cfg.ExpectedStatus,
 		noBody: cp.cfg.Method == "HEAD", wantBody: cp.re != nil,
 		reset: cp.cfg.Close.resets(cp.cfg.Mode),
-		dial:  o.dial, resolver: o.resolver,
+		dial:  o.dial, resolver: o.resolver, ownDial: ownDial,
 	}
 	if ip, err := netip.ParseAddr(c.t.host); err == nil {
 		c.targetIP = ip.Unmap()

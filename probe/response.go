@@ -323,9 +323,20 @@ func readN(rd *reader, buf []byte, n int) ([]byte, *failure) {
 	return buf, nil
 }
 
+// errNeedMore is what CheckAsync's replay reader returns at the end of the
+// bytes received so far (the replay is then dropped until more arrive); it
+// never reaches a Result.
+var errNeedMore = errors.New("probe: need more bytes")
+
+// needMore is the failure a replay ends with at errNeedMore: shared, so that
+// an incomplete replay allocates nothing.
+var needMore = &failure{class: pb.FailureClass_FAILURE_CLASS_OTHER, msg: "need more bytes"}
+
 // readFailure classifies an error from reading a response.
 func readFailure(what string, err error, beforeStatus bool) *failure {
 	switch err {
+	case errNeedMore:
+		return needMore
 	case errHeaderTooBig:
 		return protocolf("response headers larger than %d bytes", MaxHeaderBytes)
 	case errLineTooLong:

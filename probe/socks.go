@@ -3,7 +3,6 @@ package probe
 import (
 	"context"
 	"io"
-	"net"
 
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -35,13 +34,16 @@ var socks5Replies = [...]string{
 }
 
 func socksReadFailure(what string, err error) *failure {
+	if err == errNeedMore {
+		return needMore
+	}
 	if err == io.ErrUnexpectedEOF || err == io.EOF {
 		return &failure{class: pb.FailureClass_FAILURE_CLASS_RESET, msg: "proxy closed the connection during the " + what}
 	}
 	return netFailure("read "+what, err)
 }
 
-func (c *Checker) socks5(ctx context.Context, st *state, conn net.Conn, p ProxyURL) *failure {
+func (c *Checker) socks5(ctx context.Context, st *state, conn io.Writer, p ProxyURL) *failure {
 	w := st.wbuf[:0]
 	if p.hasCreds {
 		w = append(w, 5, 2, 0, 2) // offer "no auth" and "username/password"
@@ -149,7 +151,7 @@ func (c *Checker) socks5(ctx context.Context, st *state, conn net.Conn, p ProxyU
 	return nil
 }
 
-func (c *Checker) socks4(ctx context.Context, st *state, conn net.Conn, p ProxyURL) *failure {
+func (c *Checker) socks4(ctx context.Context, st *state, conn io.Writer, p ProxyURL) *failure {
 	w := append(st.wbuf[:0], 4, 1, byte(c.t.port>>8), byte(c.t.port))
 	remoteName := false
 	switch {

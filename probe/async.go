@@ -1,0 +1,87 @@
+package probe
+
+import (
+	"context"
+	"net/netip"
+	"time"
+)
+
+// CheckAsync runs the same check as Check and calls done exactly once with
+// the Result that Check would have returned for the same network
+// behaviour: same Class, StatusCode, Message, Canceled and the same
+// meaning of Connect, FirstByte and Total. It returns at once; it never
+// blocks on the network and never calls done before it returns.
+//
+// done runs on an internal goroutine (on Linux, usually the event loop
+// that serves many checks at once), so it must not block, must be cheap
+// and must not call back into the Checker synchronously: hand the Result
+// on (an actor message, a buffered channel send that cannot block) and
+// return.
+//
+// On Linux, the common checks (an IP-literal proxy; http, socks4, socks4a,
+// socks5 or socks5h with an http:// target and no BodyPattern; or
+// ModeTCPConnect; no EchoURL; no WithDialContext) run as state machines on
+// a shared epoll event loop, without a goroutine of their own, and close
+// their connection as Check does (Config.Close). Everything else runs Check
+// on a goroutine, transparently. The event loop starts with the first check
+// and stops by itself shortly after the last check in flight ended, so a
+// Checker needs no Close.
+//
+// Canceling ctx aborts the check promptly (Canceled is set, as Check does);
+// its deadline, if earlier than Config.Timeout, bounds the check.
+func (c *Checker) CheckAsync(ctx context.Context, proxy ProxyURL, done func(Result)) {
+	if c.fastPath(proxy) && ctx.Err() == nil && startAsync(c, ctx, proxy, done) {
+		return
+	}
+	go func() { done(c.Check(ctx, proxy)) }()
+}
+
+// fastPath reports whether a check of proxy can run on the event loop: its
+// result is then computed by the same parsing and judging code as Check's,
+// without TLS, host name resolution or a custom dialer.
+func (c *Checker) fastPath(proxy ProxyURL) bool {
+	if proxy.IsZero() || c.echo != nil || !c.ownDial {
+		return false
+	}
+	if _, ok := proxyAddr(proxy); !ok {
+		return false
+	}
+	if c.cfg.Mode == ModeTCPConnect {
+		return true
+	}
+	if c.t.https || c.wantBody {
+		return false
+	}
+	switch proxy.scheme {
+	case SchemeHTTP, SchemeSOCKS5H, SchemeSOCKS4A:
+		return true
+	case SchemeSOCKS5, SchemeSOCKS4:
+		if c.targetIP.IsValid() {
+			return true
+		}
+		// The target is resolved locally: only when the cache holds it
+		// for longer than the check can take (the loop must not block on
+		// a lookup). Check fills the cache.
+		rt := c.resolved.Load()
+		return rt != nil && time.Now().Add(c.cfg.Timeout+time.Second).Before(rt.expires)
+	}
+	return false
+}
+
+// proxyAddr returns the proxy's address when its host is an IP literal
+// that the event loop dials exactly as net.Dialer would (no zone, no
+// IPv4-mapped IPv6 form).
+func proxyAddr(p ProxyURL) (netip.AddrPort, bool) {
+	ip, err := netip.ParseAddr(p.host)
+	if err != nil || ip.Zone() != "" || ip.Is4In6() {
+		return netip.AddrPort{}, false
+	}
+	port := 0
+	for i := 0; i < len(p.port); i++ {
+		port = port*10 + int(p.port[i]-'0')
+	}
+	if port < 1 || port > 65535 {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ip, uint16(port)), true
+}

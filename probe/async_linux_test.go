@@ -1,0 +1,133 @@
+//go:build linux
+
+package probe
+
+import (
+	"context"
+	"net"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// openFDs counts the process's open file descriptors.
+func openFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	return len(ents)
+}
+
+// TestCheckAsyncCancel cancels checks in flight (the proxy has read the
+// request or the SOCKS greeting and does not answer): each must answer
+// promptly with Check's canceled result, and no descriptor may stay open.
+func TestCheckAsyncCancel(t *testing.T) {
+	const n = 50
+	var got atomic.Int64 // requests (greetings) the silent proxy received
+	addr := scripted(t, func(c net.Conn) {
+		buf := make([]byte, 512)
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+		got.Add(1)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return // until the client closes
+			}
+		}
+	})
+	for _, scheme := range []string{"http", "socks5h"} {
+		c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/", Timeout: time.Hour})
+		p := MustParseProxyURL(scheme + "://" + addr)
+		// Check's result for the same cancellation, as the reference.
+		ctx, cancel := context.WithCancel(context.Background())
+		before := got.Load()
+		ref := make(chan Result, 1)
+		go func() { ref <- c.Check(ctx, p) }()
+		waitFor(t, func() bool { return got.Load() == before+1 })
+		cancel()
+		want := outcomeOf(<-ref)
+		if !want.Canceled || want.Class != cOther {
+			t.Fatalf("Check's canceled result: %v", want)
+		}
+
+		fds := openFDs(t)
+		ctx, cancel = context.WithCancel(context.Background())
+		results := make(chan Result, n)
+		before = got.Load()
+		for range n {
+			c.CheckAsync(ctx, p, func(r Result) { results <- r })
+		}
+		waitFor(t, func() bool { return got.Load() == before+n })
+		start := time.Now()
+		cancel()
+		for range n {
+			select {
+			case r := <-results:
+				if o := outcomeOf(r); o != want {
+					t.Errorf("%s: canceled async check: %v, want %v", scheme, o, want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s: canceled checks not answered within 5s", scheme)
+			}
+		}
+		t.Logf("%s: %d canceled checks answered %v after cancel", scheme, n, time.Since(start))
+		waitFor(t, func() bool { return openFDs(t) <= fds })
+	}
+}
+
+// TestCheckAsyncMany runs 2,000 checks at once against a farm of 2,000
+// (a mix of schemes and behaviours): every check is answered exactly once,
+// with the class its proxy's behaviour calls for, and no descriptor stays
+// open.
+func TestCheckAsyncMany(t *testing.T) {
+	const n = 2000
+	f := startFarm(t, n)
+	kinds := []struct {
+		b     fakeproxy.Behavior
+		class pb.FailureClass
+	}{
+		{fakeproxy.OK(), cOK},
+		{fakeproxy.Status(503), cStatus},
+		{fakeproxy.Reset(), cReset}, // (not Refuse: another process's farm may take a closed port)
+		{fakeproxy.Garbage(), cProtocol},
+	}
+	for i := range n {
+		if err := f.Set(i, kinds[i%len(kinds)].b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/"})
+	schemes := []string{"http", "socks5h", "socks4a"}
+	fds := openFDs(t)
+	calls := make([]atomic.Int32, n)
+	results := make([]Result, n)
+	var answered atomic.Int32
+	for i := range n {
+		p := MustParseProxyURL(f.URLWith(i, schemes[i/len(kinds)%len(schemes)], "", ""))
+		c.CheckAsync(context.Background(), p, func(r Result) {
+			if calls[i].Add(1) == 1 {
+				results[i] = r
+			}
+			answered.Add(1)
+		})
+	}
+	waitFor(t, func() bool { return answered.Load() >= n })
+	// Once the loop has exited (idle), no further call can come.
+	waitFor(t, func() bool { loopMu.Lock(); defer loopMu.Unlock(); return curLoop == nil })
+	for i := range n {
+		if k := calls[i].Load(); k != 1 {
+			t.Fatalf("check %d: done called %d times", i, k)
+		}
+		if results[i].Class != kinds[i%len(kinds)].class {
+			t.Errorf("check %d (%v): %+v", i, kinds[i%len(kinds)].b, results[i])
+		}
+	}
+	waitFor(t, func() bool { return openFDs(t) <= fds })
+}
