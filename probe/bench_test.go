@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,23 +27,36 @@ import (
 
 const childFarmEnv = "PROBE_BENCH_CHILD_FARM"
 
-// runChildFarm serves a one-proxy farm until stdin closes; it prints the
-// proxy address and the CA certificate (PEM) on stdout.
+// childFarmSizeEnv sets the number of proxies of a child farm (default 1).
+const childFarmSizeEnv = "PROBE_BENCH_CHILD_FARM_SIZE"
+
+// runChildFarm serves a farm until stdin closes: one proxy, or as many as
+// childFarmSizeEnv says. It prints the first proxy's address and the CA
+// certificate (PEM) on stdout, then, for a larger farm, a line "ADDRS" and
+// every proxy's address, one a line.
 func runChildFarm() {
-	f, err := fakeproxy.Start(context.Background(), 1)
+	n, _ := strconv.Atoi(os.Getenv(childFarmSizeEnv))
+	f, err := fakeproxy.Start(context.Background(), max(n, 1))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	fmt.Printf("%s\n%s", f.Addr(0), f.CACertPEM())
+	if n > 1 {
+		fmt.Println("ADDRS")
+		for i := range n {
+			fmt.Println(f.Addr(i))
+		}
+	}
 	fmt.Println("END")
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	f.Close()
 }
 
 type benchFarm struct {
-	addr string
-	tls  *tls.Config
+	addr  string
+	addrs []string // every proxy's address (startChildFarm with n > 1)
+	tls   *tls.Config
 }
 
 func startBenchFarm(b *testing.B, child bool) benchFarm {
@@ -51,8 +65,15 @@ func startBenchFarm(b *testing.B, child bool) benchFarm {
 		f := startFarm(b, 1)
 		return benchFarm{addr: f.Addr(0), tls: f.ClientTLSConfig()}
 	}
+	return startChildFarm(b, 1)
+}
+
+// startChildFarm starts a farm of n proxies in a child process (this test
+// binary, re-executed); it stops when the benchmark ends.
+func startChildFarm(b *testing.B, n int) benchFarm {
+	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
-	cmd.Env = append(os.Environ(), childFarmEnv+"=1")
+	cmd.Env = append(os.Environ(), childFarmEnv+"=1", childFarmSizeEnv+"="+strconv.Itoa(n))
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -67,18 +88,29 @@ func startBenchFarm(b *testing.B, child bool) benchFarm {
 	}
 	b.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
 	sc := bufio.NewScanner(stdout)
-	var lines []string
+	var lines, addrs []string
+	inAddrs := false
 	for sc.Scan() && sc.Text() != "END" {
-		lines = append(lines, sc.Text())
+		switch {
+		case sc.Text() == "ADDRS":
+			inAddrs = true
+		case inAddrs:
+			addrs = append(addrs, sc.Text())
+		default:
+			lines = append(lines, sc.Text())
+		}
 	}
-	if len(lines) < 2 {
-		b.Fatalf("child farm printed %q", lines)
+	if len(lines) < 2 || n > 1 && len(addrs) != n {
+		b.Fatalf("child farm printed %d lines and %d addresses", len(lines), len(addrs))
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM([]byte(strings.Join(lines[1:], "\n"))) {
 		b.Fatal("child farm CA not parsable")
 	}
-	return benchFarm{addr: lines[0], tls: &tls.Config{RootCAs: pool}}
+	if n == 1 {
+		addrs = lines[:1]
+	}
+	return benchFarm{addr: lines[0], addrs: addrs, tls: &tls.Config{RootCAs: pool}}
 }
 
 // cpuTimes returns the process's user and system CPU time.
