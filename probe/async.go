@@ -33,7 +33,14 @@ func (c *Checker) CheckAsync(ctx context.Context, proxy ProxyURL, done func(Resu
 	if c.fastPath(proxy) && ctx.Err() == nil && startAsync(c, ctx, proxy, done) {
 		return
 	}
-	go func() { done(c.Check(ctx, proxy)) }()
+	go c.checkTo(ctx, proxy, done)
+}
+
+// checkTo is CheckAsync's fallback: Check on the caller's goroutine (a new
+// one), then done. (A function of its own, so that CheckAsync's arguments
+// stay on the stack on the fast path.)
+func (c *Checker) checkTo(ctx context.Context, proxy ProxyURL, done func(Result)) {
+	done(c.Check(ctx, proxy))
 }
 
 // fastPath reports whether a check of proxy can run on the event loop: its

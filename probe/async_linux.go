@@ -100,6 +100,8 @@ type evloop struct {
 	src            replaySrc
 	w              replayWriter
 	bufs           [][]byte // free stream buffers
+	sa4            syscall.SockaddrInet4
+	sa6            syscall.SockaddrInet6
 }
 
 var (
@@ -272,10 +274,12 @@ func (l *evloop) begin(a *acheck) {
 	var sa syscall.Sockaddr
 	ip := a.addr.Addr()
 	if ip.Is4() {
-		sa = &syscall.SockaddrInet4{Port: int(a.addr.Port()), Addr: ip.As4()}
+		l.sa4 = syscall.SockaddrInet4{Port: int(a.addr.Port()), Addr: ip.As4()}
+		sa = &l.sa4
 	} else {
 		family = syscall.AF_INET6
-		sa = &syscall.SockaddrInet6{Port: int(a.addr.Port()), Addr: ip.As16()}
+		l.sa6 = syscall.SockaddrInet6{Port: int(a.addr.Port()), Addr: ip.As16()}
+		sa = &l.sa6
 	}
 	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -349,7 +353,12 @@ func (l *evloop) event(a *acheck, events uint32) {
 		if events&(syscall.EPOLLOUT|syscall.EPOLLERR|syscall.EPOLLHUP) == 0 {
 			return
 		}
-		soerr, err := syscall.GetsockoptInt(a.fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
+		// A clean EPOLLOUT means connected; a failed or reset connect
+		// also sets EPOLLERR, and SO_ERROR says why.
+		soerr, err := 0, error(nil)
+		if events&(syscall.EPOLLERR|syscall.EPOLLHUP) != 0 {
+			soerr, err = syscall.GetsockoptInt(a.fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
+		}
 		if err != nil {
 			l.finish(a, netFailure("connect to proxy", a.dialErr(os.NewSyscallError("getsockopt", err))))
 			return
@@ -387,8 +396,12 @@ func (l *evloop) event(a *acheck, events uint32) {
 		return
 	}
 	if events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-		l.readAll(a)
-		l.advance(a)
+		// Edge-triggered: read until EAGAIN, unless the check concludes
+		// first (a whole response usually comes in one read, and the
+		// socket is closed then).
+		for a.phase != phDone && l.readSome(a) {
+			l.advance(a)
+		}
 	}
 }
 
@@ -408,8 +421,10 @@ func (l *evloop) connected(a *acheck) {
 	l.advance(a)
 }
 
-// readAll reads what the socket holds (edge-triggered: until EAGAIN).
-func (l *evloop) readAll(a *acheck) {
+// readSome reads once from the socket; it reports whether the check's
+// stream changed (bytes, end of stream or a read error), false when the
+// socket has nothing more (EAGAIN) or the stream already ended.
+func (l *evloop) readSome(a *acheck) bool {
 	for !a.eof && a.rerr == nil && len(a.in) < maxStream {
 		n, err := syscall.Read(a.fd, l.rbuf)
 		switch {
@@ -421,15 +436,19 @@ func (l *evloop) readAll(a *acheck) {
 				a.firstAt = time.Now()
 			}
 			a.in = append(a.in, l.rbuf[:n]...)
+			return true
 		case err == nil:
 			a.eof = true
+			return true
 		case err == syscall.EAGAIN:
-			return
+			return false
 		case err == syscall.EINTR:
 		default:
 			a.rerr = a.opErr("read", os.NewSyscallError("read", err))
+			return true
 		}
 	}
+	return false
 }
 
 // advance replays the current phase over the bytes received; it moves on
