@@ -211,8 +211,13 @@ func baselineMonitor(proxy *url.URL, first time.Time, interval time.Duration) {
 func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	window := benchWindow(b)
 	b.Cleanup(benchHTTP.CloseIdleConnections)
-	b.Logf("load before: %s; GOGC=%q", loadAvg(), os.Getenv("GOGC"))
+	// At most 10 lines of a benchmark's log are shown: few, long ones.
+	loadBefore := loadAvg()
+	t0 := time.Now()
+	var phases []string
+	phase := func(what string) { phases = append(phases, fmt.Sprintf("%.1fs %s", time.Since(t0).Seconds(), what)) }
 	farms := startBenchFarms(b, n)
+	phase(fmt.Sprintf("%d farm children ready", len(farms)))
 	var urls []string
 	for _, f := range farms {
 		urls = append(urls, f.urls...)
@@ -251,23 +256,27 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 		return p.Total == n && p.Unknown == 0, fmt.Sprintf("first sweep: %+v", p.Counts)
 	}, d.exited)
 	firstSweep := time.Since(started)
+	phase("first sweep done")
 	time.Sleep(interval)
 	stopPerf := startPerf(b, d.pid())
 	cpu := measure(b, d.pid(), d.exited, window, checks)
 	stopPerf()
-	b.Logf("daemon: %d checks in %v, user %v, sys %v", cpu.checks, cpu.elapsed, cpu.user, cpu.sys)
 	if cpu.checks == 0 {
 		b.Fatalf("the farm saw no check in the window\n%s", d.stderr.tail())
 	}
-	if p, err := fetchPool(api); err == nil {
-		b.Logf("daemon: pool after the window: %+v", p.Counts)
+	p, err := fetchPool(api)
+	if err != nil {
+		b.Fatal(err)
 	}
+	b.Logf("daemon: %d checks in %v, user %v, sys %v; pool after the window %+v", cpu.checks, cpu.elapsed, cpu.user, cpu.sys, p.Counts)
 
 	// The peak so far, before the API window adds its garbage.
 	peakChecks := vmHWM(b, d.pid(), d.exited)
 
 	// The API, checks running.
+	phase("CPU window done")
 	poolP99, proxiesP99 := measureAPI(b, api, window)
+	phase("API window done")
 	peak := vmHWM(b, d.pid(), d.exited)
 
 	// Stop and restart on the same data directory.
@@ -275,6 +284,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	d.stop(b, 2*time.Minute)
 	stop := time.Since(stopped)
 	c0 := checks()
+	phase("daemon stopped")
 	restarted := time.Now()
 	d2 := startBenchDaemon(b, cfg)
 	var restartOpen, restart time.Duration // 0: not yet
@@ -292,7 +302,9 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 
 	// The baseline, alone with the farm.
 	base := startBenchChild(b, benchBaselineEnv+"="+list, benchBaselineIntervalEnv+"="+interval.String())
+	phase("restarted daemon stopped")
 	base.readURLs(b) // none: up to READY
+	phase("baseline ready")
 	time.Sleep(interval)
 	bcpu := measure(b, base.cmd.Process.Pid, base.exited, window, checks)
 	b.Logf("baseline: %d checks in %v, user %v, sys %v; since its start: %s (OK FAILED)", bcpu.checks, bcpu.elapsed, bcpu.user, bcpu.sys, base.ask(b, "count"))
@@ -301,7 +313,9 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	}
 	basePeak := vmHWM(b, base.cmd.Process.Pid, base.exited)
 	base.close(b)
-	b.Logf("load after: %s", loadAvg())
+	phase("baseline stopped")
+	b.Logf("phases: %s", strings.Join(phases, ", "))
+	b.Logf("load (/proc/loadavg) before: %s, after: %s; GOGC=%q", loadBefore, loadAvg(), os.Getenv("GOGC"))
 
 	b.ReportMetric(cpu.perK(), "cpu-ms/1k-checks")
 	b.ReportMetric(float64(cpu.user.Microseconds())/float64(cpu.checks), "user-us/check")
