@@ -182,7 +182,7 @@ func TestRunReadsStdinOrFiles(t *testing.T) {
 
 func TestFormatNumber(t *testing.T) {
 	for v, want := range map[float64]string{
-		5634: "5,634", 1_000_000: "1,000,000", 138845.4: "138,845", 759.2: "759",
+		5634: "5,634", 999.9: "1,000", 999.4: "999", 1_000_000: "1,000,000", 138845.4: "138,845", 759.2: "759",
 		48: "48", 12.41: "12.4", 0.03783: "0.0378", -2500: "-2,500",
 	} {
 		if got := formatNumber(v); got != want {

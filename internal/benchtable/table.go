@@ -225,7 +225,7 @@ func formatNumber(v float64) string {
 	switch {
 	case math.IsNaN(v) || math.IsInf(v, 0):
 		return strconv.FormatFloat(v, 'g', -1, 64)
-	case math.Abs(v) >= 1000:
+	case math.Abs(math.Round(v)) >= 1000:
 		return group(strconv.FormatFloat(math.Round(v), 'f', 0, 64))
 	case math.Abs(v) >= 100:
 		return strconv.FormatFloat(v, 'f', 0, 64)
