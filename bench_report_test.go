@@ -71,11 +71,10 @@ func BenchmarkDetection(b *testing.B) {
 		run.waitAllHealthy(b, 2*time.Minute)
 
 		type kill struct {
-			i    int
-			off  time.Duration
-			how  string
-			at   time.Time
-			took time.Duration
+			i   int
+			off time.Duration
+			how string
+			at  time.Time
 		}
 		plan := make([]kill, kills)
 		for k, i := range rng.Perm(n)[:kills] {
