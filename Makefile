@@ -25,14 +25,28 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Micro-benchmarks (journal, probe, state machine, projections, API, list
-# parsing with the 1,000,000-proxy list), the
-# view rebuild from 1,000,000 events, and the end-to-end runs against 10,000
-# fake proxies (see the issue notes for the figures and their targets).
+# make bench: every benchmark (micro-benchmarks, the view, the in-process
+# end-to-end runs, the spec's SC-001/005/007 runs, the daemon as shipped at
+# 10,000 and 100,000 proxies with the net/http baseline), each run's output
+# tee'd into $(BENCH_OUT) after a "command:" line and the uptime before it,
+# then the report table of BENCHMARKS.md (go run ./internal/benchtable). A
+# failing run does not stop the others; make bench fails at the end if one
+# did.
+BENCH_OUT ?= $(or $(TMPDIR),/tmp)/proxyhealth-bench
+# $(call bench_run,NAME,COMMAND)
+bench_run = { echo "command: $(2)"; echo "uptime before $(1): $$(uptime)"; } > $(BENCH_OUT)/$(1).txt; \
+	{ $(2) 2>&1; echo $$? > $(BENCH_OUT)/$(1).rc; } | tee -a $(BENCH_OUT)/$(1).txt
+
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=2s -count=1 ./journal/ ./probe/ ./events/ ./projections/ ./httpapi/ ./sources/
-	$(GO) test -run='^$$' -bench='Rebuild|Incremental' -benchtime=1x -count=1 -timeout 20m ./projections/sqlview/
-	$(MAKE) bench-e2e
+	mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/*.txt $(BENCH_OUT)/*.rc $(BENCH_OUT)/table.md
+	$(call bench_run,micro,$(GO) test -run='^$$' -bench=. -benchmem -benchtime=2s -count=1 ./journal/ ./probe/ ./events/ ./projections/ ./httpapi/ ./sources/ ./internal/clock/)
+	$(call bench_run,sqlview,$(GO) test -run='^$$' -bench='Rebuild|Incremental' -benchtime=1x -count=1 -timeout 20m ./projections/sqlview/)
+	$(call bench_run,e2e,$(GO) test -run='^$$' -bench=E2E -benchtime=1x -count=1 -timeout 20m .)
+	$(call bench_run,report,$(GO) test -run='^$$' -bench='^Benchmark(Detection|FalsePositives|RecoveryShare)$$' -benchtime=1x -count=1 -timeout 20m .)
+	$(call bench_run,daemon10k,$(GO) test -run='^$$' -bench='^BenchmarkDaemon$$/^proxies=10000$$' -benchtime=1x -count=1 -timeout 30m ./cmd/proxyhealth/)
+	$(call bench_run,daemon100k,$(GO) test -run='^$$' -bench='^BenchmarkDaemon$$/^proxies=100000$$' -benchtime=1x -count=1 -timeout 30m ./cmd/proxyhealth/)
+	$(GO) run ./internal/benchtable $(BENCH_OUT)/*.txt | tee $(BENCH_OUT)/table.md
+	@if grep -qv '^0$$' $(BENCH_OUT)/*.rc; then echo "make bench: a run failed: $$(grep -lv '^0$$' $(BENCH_OUT)/*.rc)"; exit 1; fi
 
 bench-e2e:
 	$(GO) test -run='^$$' -bench=E2E -benchtime=1x -count=1 -timeout 20m .

@@ -120,10 +120,14 @@ func cpuSplit() (user, sys time.Duration) {
 	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
 }
 
-func rssMiB() float64 {
+func rssMiB() float64 { return procStatusMiB("VmRSS:") }
+
+// procStatusMiB reads one of /proc/self/status's kB fields in MiB
+// (VmRSS: now; VmHWM: the peak since the process started).
+func procStatusMiB(field string) float64 {
 	raw, _ := os.ReadFile("/proc/self/status")
 	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
+		if strings.HasPrefix(line, field) {
 			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
 			return kb / 1024
 		}
@@ -270,6 +274,7 @@ func steadyState(b *testing.B, farm *farmProc, window time.Duration, view bool) 
 		b.ReportMetric(float64((u1-u0).Microseconds())/float64(max(checks, 1)), "user-us/check")
 		b.ReportMetric(float64((s1-s0).Microseconds())/float64(max(checks, 1)), "sys-us/check")
 		b.ReportMetric(rssMiB(), "rss-MiB")
+		b.ReportMetric(procStatusMiB("VmHWM:"), "peak-rss-MiB") // since the test binary started
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
