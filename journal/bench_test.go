@@ -79,11 +79,10 @@ func benchAppend(b *testing.B, appenders, batch int, spread bool) {
 	start, cpu0 := time.Now(), cpuTime()
 	for g := range appenders {
 		wg.Go(func() {
-			// The appender's envelopes, reused after each Append returns.
+			// Fresh envelopes for every call, as actors make them: a
+			// journal may keep appended envelopes for its subscriptions,
+			// so they are never modified after Append.
 			envs := make([]*pb.Envelope, batch)
-			for i := range envs {
-				envs[i] = journaltest.Succeeded("", time.Duration(i)*time.Second)
-			}
 			proxy := g
 			nextProxy := func() string {
 				p := ids[proxy]
@@ -102,8 +101,9 @@ func benchAppend(b *testing.B, appenders, batch int, spread bool) {
 					call = envs[:batch+int(n)]
 				}
 				p := nextProxy()
-				for _, e := range call {
-					e.Seq, e.StreamSeq = 0, 0
+				for i := range call {
+					e := journaltest.Succeeded("", time.Duration(i)*time.Second)
+					call[i] = e
 					e.ProxyId = p
 					if spread {
 						p = nextProxy()
