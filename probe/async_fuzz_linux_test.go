@@ -102,3 +102,59 @@ func FuzzReplay(f *testing.F) {
 		}
 	})
 }
+
+// TestReplayTrickleBounded feeds responses to the loop's state machine one
+// byte per arrival, the worst a proxy can trickle: the replays stay
+// bounded (cheapReplays, then one per response head and one at the end)
+// instead of one per byte, and the outcome is still Check's on the same
+// bytes.
+func TestReplayTrickleBounded(t *testing.T) {
+	lines := func(n int) string { return strings.Repeat("X-A: b\r\n", n) }
+	cases := []struct {
+		name  string
+		in    string
+		heads int
+	}{
+		{"head too big", "HTTP/1.1 200 OK\r\n" + lines(3000) + "\r\n", 1},
+		{"interim heads", strings.Repeat("HTTP/1.1 100 Continue\r\n"+lines(100)+"\r\n", 3) + "HTTP/1.1 503 Busy\r\n" + lines(100) + "\r\n", 4},
+		{"endless line", "HTTP/1.1 200 OK\r\nX-A: " + strings.Repeat("b", 20000), 1},
+		{"ok", "HTTP/1.1 204 No Content\r\n" + lines(1000) + "\r\n", 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/"},
+				WithDialContext(func(ctx context.Context, network, addr string) (net.Conn, error) {
+					return &replayConn{r: bytes.NewReader([]byte(tc.in))}, nil
+				}))
+			p := MustParseProxyURL("http://127.0.0.1:3128")
+			want := outcomeOf(c.Check(context.Background(), p))
+
+			l := &evloop{st: getState(), rbuf: make([]byte, 512)}
+			defer putState(l.st)
+			var got *Result
+			a := &acheck{c: c, ctx: context.Background(), p: p, fd: -1, heapIdx: -1, dead: true,
+				start: time.Now(), done: func(r Result) { got = &r }}
+			a.deadline = a.start.Add(time.Hour)
+			l.sendRequest(a)
+			for i := 0; i < len(tc.in) && got == nil; i++ {
+				prev := len(a.in)
+				a.in = append(a.in, tc.in[i])
+				l.arrived(a, prev)
+			}
+			if got == nil {
+				a.eof = true
+				l.arrived(a, len(a.in))
+			}
+			if got == nil {
+				t.Fatal("no result at EOF")
+			}
+			if o := outcomeOf(*got); o != want {
+				t.Errorf("trickled: %v\nCheck:    %v", o, want)
+			}
+			if max := cheapReplays + tc.heads + 1; a.replays > max || a.replays*50 > len(tc.in) {
+				t.Errorf("%d replays for %d bytes, want at most %d and far fewer than bytes", a.replays, len(tc.in), max)
+			}
+			t.Logf("%d bytes, %d replays: %v", len(tc.in), a.replays, want)
+		})
+	}
+}

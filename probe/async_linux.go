@@ -3,6 +3,7 @@
 package probe
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -76,6 +77,7 @@ type acheck struct {
 	hsEnd   int      // offset in in where the HTTP response starts
 	dead    bool     // reset seen at connect or write: writes are dropped, reads see the reset
 	local   net.Addr // cached local address, for error messages
+	replays int      // replays of the response so far
 	wrote   time.Time
 	firstAt time.Time
 }
@@ -399,8 +401,12 @@ func (l *evloop) event(a *acheck, events uint32) {
 		// Edge-triggered: read until EAGAIN, unless the check concludes
 		// first (a whole response usually comes in one read, and the
 		// socket is closed then).
-		for a.phase != phDone && l.readSome(a) {
-			l.advance(a)
+		for a.phase != phDone {
+			prev := len(a.in)
+			if !l.readSome(a) {
+				break
+			}
+			l.arrived(a, prev)
 		}
 	}
 }
@@ -451,6 +457,45 @@ func (l *evloop) readSome(a *acheck) bool {
 	return false
 }
 
+// cheapReplays is how many replays of the response a check gets for any
+// bytes that arrive; after that, only bytes that end a response head, the
+// end of the stream, a read error, the deadline or a cancellation replay it.
+// Each replay parses every byte received so far, so a proxy that trickles a
+// long head in tiny segments would otherwise cost time quadratic in its
+// length. The outcome is the same (the final replay sees every byte: a head
+// too big or malformed fails as it would have), only a failure may be
+// reported later, at the latest at the deadline.
+const cheapReplays = 32
+
+// arrived runs the replay after bytes arrived (prev is the stream's length
+// before), unless the replay cannot conclude differently than it last did
+// (see cheapReplays).
+func (l *evloop) arrived(a *acheck, prev int) {
+	if a.phase == phResponse && a.replays >= cheapReplays && !a.eof && a.rerr == nil &&
+		!endsHead(a.in, max(prev, a.hsEnd), a.hsEnd) {
+		return
+	}
+	l.advance(a)
+}
+
+// endsHead reports whether a byte of in from from on completes the blank
+// line that ends a response head ("\n\n" or "\n\r\n"), looking no further
+// back than start.
+func endsHead(in []byte, from, start int) bool {
+	for from < len(in) {
+		k := bytes.IndexByte(in[from:], '\n')
+		if k < 0 {
+			return false
+		}
+		j := from + k
+		if j-1 >= start && in[j-1] == '\n' || j-2 >= start && in[j-1] == '\r' && in[j-2] == '\n' {
+			return true
+		}
+		from = j + 1
+	}
+	return false
+}
+
 // advance replays the current phase over the bytes received; it moves on
 // when the phase concluded.
 func (l *evloop) advance(a *acheck) {
@@ -484,6 +529,7 @@ func (l *evloop) advance(a *acheck) {
 	if a.phase != phResponse {
 		return
 	}
+	a.replays++
 	l.src = replaySrc{a: a, off: a.hsEnd}
 	st.rd = reader{buf: st.rbuf[:], src: &l.src}
 	resp, f := readResponse(&st.rd, a.c.noBody, false, &st.body)
