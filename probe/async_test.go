@@ -354,3 +354,35 @@ func TestCheckAsyncFallback(t *testing.T) {
 	want(t, "socks5 cached", checkAsync(t, c, context.Background(), p), cOK, 200)
 	want(t, "zero proxy", checkAsync(t, c, context.Background(), ProxyURL{}), cOther, 0)
 }
+
+// TestCheckAsyncIPv6 runs the differential check against a farm on ::1
+// (an AF_INET6 socket on the event loop): OK, an HTTP status and a reset,
+// through http and socks5h.
+func TestCheckAsyncIPv6(t *testing.T) {
+	f, err := fakeproxy.Start(context.Background(), 3, fakeproxy.WithHost("::1"))
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	t.Cleanup(f.Close)
+	behaviors := []fakeproxy.Behavior{fakeproxy.OK(), fakeproxy.Status(502), fakeproxy.Garbage()}
+	for i, b := range behaviors {
+		if err := f.Set(i, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/"})
+	for i, b := range behaviors {
+		for _, scheme := range []string{"http", "socks5h"} {
+			p := MustParseProxyURL(f.URLWith(i, scheme, "", ""))
+			if !c.fastPath(p) {
+				t.Fatalf("%s: not on the fast path", p)
+			}
+			rs := c.Check(context.Background(), p)
+			ra := checkAsync(t, c, context.Background(), p)
+			verifyResult(t, ra)
+			if outcomeOf(rs) != outcomeOf(ra) {
+				t.Errorf("%v %s: async %v\nsync %v", b, p, outcomeOf(ra), outcomeOf(rs))
+			}
+		}
+	}
+}

@@ -114,4 +114,22 @@
 // the request can be written (TLS to the proxy, CONNECT or SOCKS, TLS to the
 // target); FirstByte is from the request written to the first response byte;
 // Total is the whole check.
+//
+// # Checks without a goroutine each (CheckAsync)
+//
+// CheckAsync(ctx, proxy, done) gives the Result Check would give and calls
+// done once, on an internal goroutine. On Linux the common checks (an
+// IP-literal proxy; http, socks4, socks4a, socks5 or socks5h with an
+// http:// target and no BodyPattern; ModeTCPConnect; no EchoURL or
+// WithDialContext) run as state machines on one shared epoll event loop:
+// socket, non-blocking connect, handshake, request, reads, close, with a
+// deadline heap and cancellation posted through an eventfd. The loop judges
+// the bytes with Check's own code (the SOCKS handshakes, readResponse,
+// judge, finish), replayed over everything received so far each time bytes
+// arrive, through a reader that reports "need more" at their end; writes
+// are deduplicated. Classes and messages are therefore Check's: the tests
+// run every fakeproxy behaviour through both, and FuzzReplay checks that
+// a replay concluding on a prefix gives the whole stream's result. The
+// loop goroutine stops 100 ms after its last check and restarts on demand;
+// a Checker needs no Close. Everything else runs Check on a goroutine.
 package probe
