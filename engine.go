@@ -429,16 +429,25 @@ func (e *Engine) spec(src *source, p *proxy) actors.ProxySpec {
 		Health:         src.cfg.Health,
 		Timeout:        src.cfg.Probe.Timeout,
 		Check: func(ctx context.Context) events.CheckResult {
-			r := checker.Check(ctx, *u)
-			return events.CheckResult{
-				Class:      r.Class,
-				StatusCode: uint32(max(r.StatusCode, 0)),
-				Message:    r.Message,
-				Latency:    events.Latency{Connect: r.Connect, FirstByte: r.FirstByte, Total: r.Total},
-				ExitIP:     r.ExitIP,
-				Anonymity:  r.Anonymity,
-			}
+			return checkResult(checker.Check(ctx, *u))
 		},
+		// The probe's event loop runs the common checks without a
+		// goroutine each (and the others on one of their own).
+		CheckAsync: func(ctx context.Context, done func(events.CheckResult)) {
+			checker.CheckAsync(ctx, *u, func(r probe.Result) { done(checkResult(r)) })
+		},
+	}
+}
+
+// checkResult is a probe's result as the state machine takes it.
+func checkResult(r probe.Result) events.CheckResult {
+	return events.CheckResult{
+		Class:      r.Class,
+		StatusCode: uint32(max(r.StatusCode, 0)),
+		Message:    r.Message,
+		Latency:    events.Latency{Connect: r.Connect, FirstByte: r.FirstByte, Total: r.Total},
+		ExitIP:     r.ExitIP,
+		Anonymity:  r.Anonymity,
 	}
 }
 
