@@ -139,8 +139,9 @@ func prepare(ctx context.Context, c driver.Conn, query string) (driver.Stmt, err
 	return c.Prepare(query)
 }
 
-// exec runs st with args (ordinals 1…n); ctx must not be cancellable (see
-// applyRaw).
+// exec runs st with args (ordinals 1…n). Under a context that can end,
+// mattn/go-sqlite3 runs the statement in a goroutine of its own, to
+// interrupt it (see applyRaw).
 func exec(ctx context.Context, st driver.Stmt, args []driver.NamedValue) error {
 	if x, ok := st.(driver.StmtExecContext); ok {
 		_, err := x.ExecContext(ctx, args)
@@ -333,7 +334,10 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 			if cutoff == a.pruned[i] && a.oldest[i] >= cutoff {
 				continue
 			}
-			if err = exec(xctx, p.stmt, a.bind(formatTime(cutoff))); err != nil {
+			// Under ctx: a DELETE may take long (the first after a
+			// long stop deletes hours of rows), and the driver
+			// interrupts it when ctx ends. It runs once a minute.
+			if err = exec(ctx, p.stmt, a.bind(formatTime(cutoff))); err != nil {
 				return fmt.Errorf("sqlview: prune %s: %w", p.what, err)
 			}
 			pruned[i] = cutoff
