@@ -377,14 +377,22 @@ func (s *Scheduler) run() {
 			s.fire(due)
 			continue
 		}
-		timer.Reset(wait)
-		select {
-		case <-timer.C:
-		case <-s.wake:
-		case <-s.done:
+		if !s.sleep(timer, wait) {
 			return
 		}
 	}
+}
+
+// sleep waits for wait to pass, a wake-up or Close; false after Close.
+func (s *Scheduler) sleep(timer *time.Timer, wait time.Duration) bool {
+	timer.Reset(wait)
+	select {
+	case <-timer.C:
+	case <-s.wake:
+	case <-s.done:
+		return false
+	}
+	return true
 }
 
 // fire runs the due timers' callbacks, in order, without the lock.
@@ -444,11 +452,7 @@ func (s *Scheduler) runWheel() {
 		case sleep != math.MaxInt64:
 			wait = s.epoch.Add(time.Duration(sleep) * s.slack).Sub(time.Now())
 		}
-		timer.Reset(wait)
-		select {
-		case <-timer.C:
-		case <-s.wake:
-		case <-s.done:
+		if !s.sleep(timer, wait) {
 			return
 		}
 	}
