@@ -50,12 +50,14 @@
 //	  state_pb BLOB (the proxy's events.ToSnapshot, protobuf: the exact
 //	  state, reloaded on open)
 //	  indexes (state, source), (source, state)
-//	check_history — one row per check, kept 24 h before the newest applied
+//	check_history — one row per check, kept 24 h (up to a minute more:
+//	    rows are deleted a minute at a time) before the newest applied
 //	    event (deterministic pruning: a rebuild equals incremental):
 //	  seq INTEGER PRIMARY KEY, proxy_id, at, ok, class ('' when ok),
 //	  status_code, connect_ms, first_byte_ms, total_ms, message
 //	  indexes (proxy_id, at), (at)
-//	state_changes — kept 7 days before the newest applied event:
+//	state_changes — kept 7 days (up to a minute more) before the newest
+//	    applied event:
 //	  seq INTEGER PRIMARY KEY, proxy_id, at, from_state, to_state, reason,
 //	  recovery_attempt; indexes (proxy_id, at), (at)
 //	pool_events — never pruned:
