@@ -165,6 +165,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		now: func() int64 { return cfg.Clock.Now().UnixNano() }, threshold: cfg.Rotation.PanicThreshold * 100, touched: map[string]struct{}{}}
 	if err := e.startProjections(ctx); err != nil {
 		_ = e.proj.stop(context.WithoutCancel(ctx))
+		e.rot.close()
 		e.rot.wait()
 		_ = j.Close()
 		e.shutdownSystem()
@@ -849,6 +850,7 @@ func (e *Engine) Close(ctx context.Context) error {
 	if err := e.proj.stop(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("proxyhealth: close projections: %w", err))
 	}
+	e.rot.close()
 	e.rot.wait()
 	// 5. Flush and close the journal; the fan-out ends with it.
 	if err := e.journal.Close(); err != nil {
