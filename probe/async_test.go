@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -361,7 +362,7 @@ func TestCheckAsyncFallback(t *testing.T) {
 func TestCheckAsyncIPv6(t *testing.T) {
 	f, err := fakeproxy.Start(context.Background(), 3, fakeproxy.WithHost("::1"))
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testutil.Unavailable(t, "no IPv6 loopback (::1), so the event loop's AF_INET6 path is not checked: %v", err)
 	}
 	t.Cleanup(f.Close)
 	behaviors := []fakeproxy.Behavior{fakeproxy.OK(), fakeproxy.Status(502), fakeproxy.Garbage()}
