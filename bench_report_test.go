@@ -17,6 +17,7 @@ import (
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/probe"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -106,9 +107,8 @@ func BenchmarkDetection(b *testing.B) {
 			}
 			return left
 		}
-		for pending() > 0 && time.Since(lastKill) < 2*bound {
-			time.Sleep(200 * time.Millisecond)
-		}
+		// Kills still undetected after twice the bound are counted below.
+		testutil.Within(time.Until(lastKill.Add(2*bound)), 200*time.Millisecond, func() bool { return pending() == 0 })
 
 		var all, refuse, blackhole []float64
 		undetected, lost := 0, 0
@@ -192,7 +192,7 @@ func BenchmarkFalsePositives(b *testing.B) {
 		run.waitAllHealthy(b, 2*time.Minute)
 		time.Sleep(health.Interval) // settle onto the schedule (the scenario, not a wait for a result)
 		w0 := time.Now()
-		time.Sleep(window)
+		time.Sleep(window) // the measurement window
 		w1 := time.Now()
 		run.waitSeen(b, w1, 30*time.Second)
 		st := run.windowStats(w0, w1)
@@ -306,10 +306,8 @@ func BenchmarkRecoveryShare(b *testing.B) {
 			}
 			return true
 		}
-		deadline := time.Now().Add(settle + 30*time.Second)
-		for !allSettled() && time.Now().Before(deadline) {
-			time.Sleep(200 * time.Millisecond)
-		}
+		// Proxies still unsettled then are counted below.
+		testutil.Within(settle+30*time.Second, 200*time.Millisecond, allSettled)
 
 		var recovered, failed, undetected, unsettled, lostN int
 		var backToHealthy []float64
@@ -367,12 +365,7 @@ func repPortTaken(addr string) bool {
 // for a moment.
 func repSet(farm *fakeproxy.Farm, i int, behavior fakeproxy.Behavior) error {
 	var err error
-	for try := range 10 {
-		if err = farm.Set(i, behavior); err == nil {
-			return nil
-		}
-		time.Sleep(time.Duration(try+1) * 20 * time.Millisecond)
-	}
+	testutil.Within(time.Second, 20*time.Millisecond, func() bool { err = farm.Set(i, behavior); return err == nil })
 	return err
 }
 
@@ -491,26 +484,23 @@ func (r *repRun) close(b *testing.B) {
 	r.e = nil
 }
 
-// waitAllHealthy polls until every proxy has been journaled healthy once.
+// waitAllHealthy polls (every 100 ms: it walks every proxy's transitions)
+// until every proxy has been journaled healthy once.
 func (r *repRun) waitAllHealthy(b *testing.B, timeout time.Duration) {
 	b.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	left := 0
+	if !testutil.Within(timeout, 100*time.Millisecond, func() bool {
 		r.mu.Lock()
-		left := 0
+		defer r.mu.Unlock()
+		left = 0
 		for _, id := range r.ids {
 			if !slices.ContainsFunc(r.trans[id], func(t repTransition) bool { return t.to == pb.HealthState_HEALTH_STATE_HEALTHY }) {
 				left++
 			}
 		}
-		r.mu.Unlock()
-		if left == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d proxies not healthy after %v", left, len(r.ids), timeout)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return left == 0
+	}) {
+		b.Fatalf("%d of %d proxies not healthy after %v", left, len(r.ids), timeout)
 	}
 }
 
@@ -518,19 +508,11 @@ func (r *repRun) waitAllHealthy(b *testing.B, timeout time.Duration) {
 // so that every event up to t has been counted.
 func (r *repRun) waitSeen(b *testing.B, t time.Time, timeout time.Duration) {
 	b.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	testutil.Eventually(b, timeout, fmt.Sprintf("an event journaled after %v", t), func() bool {
 		r.mu.Lock()
-		seen := r.lastAt.After(t)
-		r.mu.Unlock()
-		if seen {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("no event journaled after %v within %v", t, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		defer r.mu.Unlock()
+		return r.lastAt.After(t)
+	})
 }
 
 // firstTo returns the time of the proxy's first transition to state at or

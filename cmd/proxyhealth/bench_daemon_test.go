@@ -26,6 +26,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
 
 // BenchmarkDaemon measures the daemon as shipped (`proxyhealth run`, the
@@ -191,7 +192,7 @@ var baselineOK, baselineFailed atomic.Uint64
 
 func baselineMonitor(proxy *url.URL, first time.Time, interval time.Duration) {
 	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxy), DisableKeepAlives: true}, Timeout: benchCheckTimeout}
-	time.Sleep(time.Until(first))
+	time.Sleep(time.Until(first)) // the baseline's spread start (its schedule, not a wait for a result)
 	t := time.NewTicker(interval)
 	for {
 		resp, err := c.Head(testTarget)
@@ -257,7 +258,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	}, d.exited)
 	firstSweep := time.Since(started)
 	phase("first sweep done")
-	time.Sleep(interval)
+	time.Sleep(interval) // settle onto the schedule (not a wait for a result)
 	stopPerf := startPerf(b, d.pid())
 	cpu := measure(b, d.pid(), d.exited, window, checks)
 	stopPerf()
@@ -305,7 +306,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	phase("restarted daemon stopped")
 	base.readURLs(b) // none: up to READY
 	phase("baseline ready")
-	time.Sleep(interval)
+	time.Sleep(interval) // settle onto the schedule (not a wait for a result)
 	bcpu := measure(b, base.cmd.Process.Pid, base.exited, window, checks)
 	b.Logf("baseline: %d checks in %v, user %v, sys %v; since its start: %s (OK FAILED)", bcpu.checks, bcpu.elapsed, bcpu.user, bcpu.sys, base.ask(b, "count"))
 	if bcpu.checks == 0 {
@@ -598,19 +599,20 @@ func (t *tailBuffer) tail() string {
 // pollUntil calls cond every step until it holds; it fails with cond's
 // explanation after timeout, or at once when dead reports a reason.
 func pollUntil(b *testing.B, timeout, step time.Duration, cond func() (bool, string), dead func() string) {
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, what := cond()
-		if ok {
-			return
-		}
-		if why := dead(); why != "" {
-			b.Fatalf("waiting for %s: %s", what, why)
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("still waiting after %v for %s", timeout, what)
-		}
-		time.Sleep(step)
+	b.Helper()
+	var what, why string
+	var ok bool
+	testutil.Within(timeout, step, func() bool {
+		ok, what = cond()
+		why = dead()
+		return ok || why != ""
+	})
+	switch {
+	case ok:
+	case why != "":
+		b.Fatalf("waiting for %s: %s", what, why)
+	default:
+		b.Fatalf("still waiting after %v for %s", timeout, what)
 	}
 }
 
@@ -648,7 +650,7 @@ func (w cpuWindow) rate() float64 { return float64(w.checks) / w.elapsed.Seconds
 func measure(b *testing.B, pid int, dead func() string, window time.Duration, checks func() uint64) cpuWindow {
 	u0, s0 := procCPU(b, pid, dead)
 	c0, t0 := checks(), time.Now()
-	time.Sleep(window)
+	time.Sleep(window) // the measurement window
 	u1, s1 := procCPU(b, pid, dead)
 	c1, t1 := checks(), time.Now()
 	return cpuWindow{user: u1 - u0, sys: s1 - s0, checks: c1 - c0, elapsed: t1.Sub(t0)}

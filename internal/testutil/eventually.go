@@ -24,25 +24,32 @@ func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() b
 // time of failure (the last value seen, a process's output).
 func EventuallyExplain(tb testing.TB, timeout time.Duration, cond func() bool, explain func() string) {
 	tb.Helper()
-	if cond() {
-		return
+	if !Within(timeout, Interval, cond) {
+		tb.Fatalf("timed out after %v waiting for %s", timeout, explain())
 	}
-	deadline := time.NewTimer(timeout)
+}
+
+// Within re-evaluates cond every interval until it holds or timeout has
+// passed (once more then), and reports whether it held. It is Eventually
+// for waits whose outcome is itself a result, such as a benchmark counting
+// what did not happen in time, or one that polls something costly less
+// often than every Interval.
+func Within(timeout, interval time.Duration, cond func() bool) bool {
+	if cond() {
+		return true
+	}
+	deadline := time.NewTimer(max(timeout, 0))
 	defer deadline.Stop()
-	tick := time.NewTicker(Interval)
+	tick := time.NewTicker(max(interval, time.Microsecond))
 	defer tick.Stop()
 	for {
 		select {
 		case <-tick.C:
 			if cond() {
-				return
+				return true
 			}
 		case <-deadline.C:
-			if cond() {
-				return
-			}
-			tb.Fatalf("timed out after %v waiting for %s", timeout, explain())
-			return
+			return cond()
 		}
 	}
 }

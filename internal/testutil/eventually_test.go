@@ -40,3 +40,23 @@ func TestEventuallyFailsAfterTheTimeout(t *testing.T) {
 		t.Fatalf("fatal %q after %d evaluations", r.msg, calls)
 	}
 }
+
+func TestWithinReportsWhetherTheConditionHeld(t *testing.T) {
+	var n atomic.Int32
+	go func() {
+		for n.Load() < 5 {
+			n.Add(1)
+		}
+	}()
+	if !Within(5*time.Second, time.Millisecond, func() bool { return n.Load() >= 5 }) {
+		t.Fatal("Within returned false for a condition that came to hold")
+	}
+	calls := 0
+	start := time.Now()
+	if Within(30*time.Millisecond, 10*time.Millisecond, func() bool { calls++; return false }) {
+		t.Fatal("Within returned true for a condition that never held")
+	}
+	if time.Since(start) < 30*time.Millisecond || calls < 2 {
+		t.Fatalf("gave up after %v and %d evaluations", time.Since(start), calls)
+	}
+}
