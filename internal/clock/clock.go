@@ -446,10 +446,7 @@ func (s *Scheduler) runWheel() {
 			continue
 		}
 		wait := time.Hour
-		switch {
-		case sleep <= s.cur-1: // overdue timers (none expected here)
-			wait = 0
-		case sleep != math.MaxInt64:
+		if sleep != math.MaxInt64 {
 			wait = s.epoch.Add(time.Duration(sleep) * s.slack).Sub(time.Now())
 		}
 		if !s.sleep(timer, wait) {
@@ -496,11 +493,9 @@ func (s *Scheduler) refill() {
 }
 
 // nextTick returns the first tick from cur with a timer (math.MaxInt64:
-// none); call with s.mu held.
+// none); call with s.mu held, after the overdue timers were taken (an
+// overdue timer armed later wakes the goroutine).
 func (s *Scheduler) nextTick() int64 {
-	if len(s.overdue) > 0 {
-		return math.MinInt64
-	}
 	if s.inWheel > 0 {
 		for k := s.cur; k < s.cur+int64(len(s.wheel)); k++ {
 			if len(s.wheel[k%int64(len(s.wheel))]) > 0 {
