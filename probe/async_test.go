@@ -204,46 +204,29 @@ func TestCheckAsyncSameAsCheck(t *testing.T) {
 }
 
 // TestCheckAsyncScriptedReplies runs TestScriptedProxyReplies' malformed
-// and unusual replies (those of fast-path schemes) through both paths.
+// and unusual replies (those of fast-path schemes: an http target) and a
+// few more through both paths.
 func TestCheckAsyncScriptedReplies(t *testing.T) {
-	cases := []struct {
+	type replyCase struct {
 		name, scheme string
 		reply        []byte
-	}{
-		{"close before status", "http", nil},
-		{"407 absolute", "http", []byte("HTTP/1.1 407 Auth\r\n\r\n")},
+	}
+	cases := []replyCase{
 		{"bad status line", "http", []byte("HTTP/1.1 2x0 OK\r\n\r\n")},
 		{"folded header", "http", []byte("HTTP/1.1 200 OK\r\nA: b\r\n c\r\n\r\n")},
 		{"huge header", "http", []byte("HTTP/1.1 200 OK\r\nA: " + strings.Repeat("b", 20000) + "\r\n\r\n")},
 		{"truncated headers", "http", []byte("HTTP/1.1 200 OK\r\nA: b\r\n")},
 		{"bad content-length", "http", []byte("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")},
-		{"socks5 rep 5", "socks5h", []byte{5, 0, 5, 5, 0, 1, 0, 0, 0, 0, 0, 0}},
-		{"socks5 no method", "socks5h", []byte{5, 0xff}},
-		{"socks5 odd method", "socks5h", []byte{5, 9}},
-		{"socks5 unasked auth", "socks5h", []byte{5, 2}},
-		{"socks5 bad atyp", "socks5h", []byte{5, 0, 5, 0, 0, 9}},
-		{"socks5 short", "socks5h", []byte{5}},
-		{"socks5 domain bnd", "socks5h", append([]byte{5, 0, 5, 0, 0, 3, 3, 'a', 'b', 'c', 0, 80}, "HTTP/1.1 200 OK\r\n\r\n"...)},
-		{"socks4 0x5b", "socks4a", []byte{0, 0x5b, 0, 0, 0, 0, 0, 0}},
-		{"socks4 bad version", "socks4a", []byte{9, 0x5a, 0, 0, 0, 0, 0, 0}},
-		{"socks4 bad status", "socks4a", []byte{0, 0x11, 0, 0, 0, 0, 0, 0}},
 		{"socks4 ok then 200", "socks4a", append([]byte{0, 0x5a, 0, 0, 0, 0, 0, 0}, "HTTP/1.0 200 OK\r\n\r\n"...)},
+	}
+	for _, sc := range scriptedReplies {
+		if strings.HasPrefix(sc.target, "http://") {
+			cases = append(cases, replyCase{sc.name, sc.scheme, sc.reply})
+		}
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := scripted(t, func(c net.Conn) {
-				buf := make([]byte, 512)
-				c.Read(buf) // the first request
-				c.Write(tc.reply)
-				if len(tc.reply) > 1 {
-					buf := make([]byte, 512)
-					for {
-						if _, err := c.Read(buf); err != nil {
-							return // until the client closes
-						}
-					}
-				}
-			})
+			addr := scripted(t, replyOnce(tc.reply))
 			c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/", Timeout: time.Second})
 			p := MustParseProxyURL(tc.scheme + "://" + addr)
 			if !c.fastPath(p) {

@@ -369,40 +369,51 @@ func TestWireFormat(t *testing.T) {
 	}
 }
 
-func TestScriptedProxyReplies(t *testing.T) {
-	cases := []struct {
-		name, scheme, target string
-		reply                []byte
-		class                pb.FailureClass
-		status               int
-	}{
-		{"CONNECT 502", "http", "https://t.proxyhealth.test/", []byte("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"), cStatus, 502},
-		{"CONNECT 407", "http", "https://t.proxyhealth.test/", []byte("HTTP/1.1 407 Auth\r\n\r\n"), cAuth, 407},
-		{"CONNECT then junk", "http", "https://t.proxyhealth.test/", []byte("HTTP/1.1 200 OK\r\n\r\nJUNK"), cProtocol, 0},
-		{"CONNECT garbage", "http", "https://t.proxyhealth.test/", []byte("garbage\r\n\r\n"), cProtocol, 0},
-		{"close before status", "http", "http://t.proxyhealth.test/", nil, cReset, 0},
-		{"407 absolute", "http", "http://t.proxyhealth.test/", []byte("HTTP/1.1 407 Auth\r\n\r\n"), cAuth, 407},
-		{"socks5 rep 5", "socks5h", "http://t.proxyhealth.test/", []byte{5, 0, 5, 5, 0, 1, 0, 0, 0, 0, 0, 0}, cStatus, 0},
-		{"socks5 no method", "socks5h", "http://t.proxyhealth.test/", []byte{5, 0xff}, cAuth, 0},
-		{"socks5 odd method", "socks5h", "http://t.proxyhealth.test/", []byte{5, 9}, cProtocol, 0},
-		{"socks5 unasked auth", "socks5h", "http://t.proxyhealth.test/", []byte{5, 2}, cProtocol, 0},
-		{"socks5 bad atyp", "socks5h", "http://t.proxyhealth.test/", []byte{5, 0, 5, 0, 0, 9}, cProtocol, 0},
-		{"socks5 short", "socks5h", "http://t.proxyhealth.test/", []byte{5}, cReset, 0},
-		{"socks5 domain bnd", "socks5h", "http://t.proxyhealth.test/", append([]byte{5, 0, 5, 0, 0, 3, 3, 'a', 'b', 'c', 0, 80}, "HTTP/1.1 200 OK\r\n\r\n"...), cOK, 200},
-		{"socks4 0x5b", "socks4a", "http://t.proxyhealth.test/", []byte{0, 0x5b, 0, 0, 0, 0, 0, 0}, cStatus, 0},
-		{"socks4 bad version", "socks4a", "http://t.proxyhealth.test/", []byte{9, 0x5a, 0, 0, 0, 0, 0, 0}, cProtocol, 0},
-		{"socks4 bad status", "socks4a", "http://t.proxyhealth.test/", []byte{0, 0x11, 0, 0, 0, 0, 0, 0}, cProtocol, 0},
+// scriptedReplies are malformed and unusual proxy replies with the class
+// and status Check gives them (TestScriptedProxyReplies); the event loop's
+// differential test replays those of fast-path schemes too.
+var scriptedReplies = []struct {
+	name, scheme, target string
+	reply                []byte
+	class                pb.FailureClass
+	status               int
+}{
+	{"CONNECT 502", "http", "https://t.proxyhealth.test/", []byte("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"), cStatus, 502},
+	{"CONNECT 407", "http", "https://t.proxyhealth.test/", []byte("HTTP/1.1 407 Auth\r\n\r\n"), cAuth, 407},
+	{"CONNECT then junk", "http", "https://t.proxyhealth.test/", []byte("HTTP/1.1 200 OK\r\n\r\nJUNK"), cProtocol, 0},
+	{"CONNECT garbage", "http", "https://t.proxyhealth.test/", []byte("garbage\r\n\r\n"), cProtocol, 0},
+	{"close before status", "http", "http://t.proxyhealth.test/", nil, cReset, 0},
+	{"407 absolute", "http", "http://t.proxyhealth.test/", []byte("HTTP/1.1 407 Auth\r\n\r\n"), cAuth, 407},
+	{"socks5 rep 5", "socks5h", "http://t.proxyhealth.test/", []byte{5, 0, 5, 5, 0, 1, 0, 0, 0, 0, 0, 0}, cStatus, 0},
+	{"socks5 no method", "socks5h", "http://t.proxyhealth.test/", []byte{5, 0xff}, cAuth, 0},
+	{"socks5 odd method", "socks5h", "http://t.proxyhealth.test/", []byte{5, 9}, cProtocol, 0},
+	{"socks5 unasked auth", "socks5h", "http://t.proxyhealth.test/", []byte{5, 2}, cProtocol, 0},
+	{"socks5 bad atyp", "socks5h", "http://t.proxyhealth.test/", []byte{5, 0, 5, 0, 0, 9}, cProtocol, 0},
+	{"socks5 short", "socks5h", "http://t.proxyhealth.test/", []byte{5}, cReset, 0},
+	{"socks5 domain bnd", "socks5h", "http://t.proxyhealth.test/", append([]byte{5, 0, 5, 0, 0, 3, 3, 'a', 'b', 'c', 0, 80}, "HTTP/1.1 200 OK\r\n\r\n"...), cOK, 200},
+	{"socks4 0x5b", "socks4a", "http://t.proxyhealth.test/", []byte{0, 0x5b, 0, 0, 0, 0, 0, 0}, cStatus, 0},
+	{"socks4 bad version", "socks4a", "http://t.proxyhealth.test/", []byte{9, 0x5a, 0, 0, 0, 0, 0, 0}, cProtocol, 0},
+	{"socks4 bad status", "socks4a", "http://t.proxyhealth.test/", []byte{0, 0x11, 0, 0, 0, 0, 0, 0}, cProtocol, 0},
+}
+
+// replyOnce is a scripted proxy that reads the first request, writes
+// reply and, unless the reply is a single byte or none, reads until the
+// client closes.
+func replyOnce(reply []byte) func(net.Conn) {
+	return func(c net.Conn) {
+		buf := make([]byte, 512)
+		c.Read(buf) // the first request
+		c.Write(reply)
+		if len(reply) > 1 {
+			io.Copy(io.Discard, c) // until the client closes
+		}
 	}
-	for _, tc := range cases {
+}
+
+func TestScriptedProxyReplies(t *testing.T) {
+	for _, tc := range scriptedReplies {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := scripted(t, func(c net.Conn) {
-				buf := make([]byte, 512)
-				c.Read(buf) // the first request
-				c.Write(tc.reply)
-				if len(tc.reply) > 1 {
-					io.Copy(io.Discard, c) // until the client closes
-				}
-			})
+			addr := scripted(t, replyOnce(tc.reply))
 			c := newChecker(t, Config{TargetURL: tc.target})
 			want(t, tc.name, checkURL(t, c, tc.scheme+"://"+addr), tc.class, tc.status)
 		})
