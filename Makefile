@@ -3,7 +3,7 @@ GO       ?= go
 PROTOC   ?= protoc
 BIN      := bin/proxyhealth
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-PROTO_SRC := proto/proxyhealth/v1/events.proto
+PROTO_SRC := proto/proxyhealth/v1/events.proto proto/proxyhealth/v1/cluster.proto
 # Packages whose tests run under the race detector: all of them today.
 # (protoactor's cluster/remote code races inside the library; tests that use
 # it will live in packages listed in NORACE_PKGS.)

@@ -327,6 +327,7 @@ type Envelope struct {
 	//	*Envelope_SourceRefreshed
 	//	*Envelope_SourceRefreshFailed
 	//	*Envelope_SourceShrinkHeld
+	//	*Envelope_ProxyAdopted
 	Event         isEnvelope_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -600,6 +601,15 @@ func (x *Envelope) GetSourceShrinkHeld() *SourceShrinkHeld {
 	return nil
 }
 
+func (x *Envelope) GetProxyAdopted() *ProxyAdopted {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_ProxyAdopted); ok {
+			return x.ProxyAdopted
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Event interface {
 	isEnvelope_Event()
 }
@@ -688,6 +698,10 @@ type Envelope_SourceShrinkHeld struct {
 	SourceShrinkHeld *SourceShrinkHeld `protobuf:"bytes,30,opt,name=source_shrink_held,json=sourceShrinkHeld,proto3,oneof"`
 }
 
+type Envelope_ProxyAdopted struct {
+	ProxyAdopted *ProxyAdopted `protobuf:"bytes,31,opt,name=proxy_adopted,json=proxyAdopted,proto3,oneof"`
+}
+
 func (*Envelope_ProxyAdded) isEnvelope_Event() {}
 
 func (*Envelope_ProxyRemoved) isEnvelope_Event() {}
@@ -730,6 +744,84 @@ func (*Envelope_SourceRefreshFailed) isEnvelope_Event() {}
 
 func (*Envelope_SourceShrinkHeld) isEnvelope_Event() {}
 
+func (*Envelope_ProxyAdopted) isEnvelope_Event() {}
+
+// ProxyAdopted: in a cluster, this member took the proxy over (its owner
+// died or left, or the member list changed) and goes on from the state the
+// proxy had there, instead of from unknown. The health fields of `state`
+// replace this stream's (its counters of checks and its ejection stay
+// this member's own); the proxy is checked at once.
+type ProxyAdopted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member whose state was adopted (its advertised host:port).
+	FromMember string `protobuf:"bytes,1,opt,name=from_member,json=fromMember,proto3" json:"from_member,omitempty"`
+	// This stream's health before the adoption.
+	Previous HealthState `protobuf:"varint,2,opt,name=previous,proto3,enum=proxyhealth.v1.HealthState" json:"previous,omitempty"`
+	// The adopted state, as that member last replicated it.
+	State         *ProxySnapshot `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Reason        string         `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyAdopted) Reset() {
+	*x = ProxyAdopted{}
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyAdopted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyAdopted) ProtoMessage() {}
+
+func (x *ProxyAdopted) ProtoReflect() protoreflect.Message {
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyAdopted.ProtoReflect.Descriptor instead.
+func (*ProxyAdopted) Descriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ProxyAdopted) GetFromMember() string {
+	if x != nil {
+		return x.FromMember
+	}
+	return ""
+}
+
+func (x *ProxyAdopted) GetPrevious() HealthState {
+	if x != nil {
+		return x.Previous
+	}
+	return HealthState_HEALTH_STATE_UNKNOWN
+}
+
+func (x *ProxyAdopted) GetState() *ProxySnapshot {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *ProxyAdopted) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // ProxyAdded starts a proxy's stream.
 type ProxyAdded struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -756,7 +848,7 @@ type ProxyAdded struct {
 
 func (x *ProxyAdded) Reset() {
 	*x = ProxyAdded{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[1]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +860,7 @@ func (x *ProxyAdded) String() string {
 func (*ProxyAdded) ProtoMessage() {}
 
 func (x *ProxyAdded) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[1]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +873,7 @@ func (x *ProxyAdded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyAdded.ProtoReflect.Descriptor instead.
 func (*ProxyAdded) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{1}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ProxyAdded) GetUrlRedacted() string {
@@ -845,7 +937,7 @@ type ProxyMetadataChanged struct {
 
 func (x *ProxyMetadataChanged) Reset() {
 	*x = ProxyMetadataChanged{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[2]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +949,7 @@ func (x *ProxyMetadataChanged) String() string {
 func (*ProxyMetadataChanged) ProtoMessage() {}
 
 func (x *ProxyMetadataChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[2]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +962,7 @@ func (x *ProxyMetadataChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyMetadataChanged.ProtoReflect.Descriptor instead.
 func (*ProxyMetadataChanged) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{2}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ProxyMetadataChanged) GetTags() []string {
@@ -901,7 +993,7 @@ type ExitObserved struct {
 
 func (x *ExitObserved) Reset() {
 	*x = ExitObserved{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[3]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1005,7 @@ func (x *ExitObserved) String() string {
 func (*ExitObserved) ProtoMessage() {}
 
 func (x *ExitObserved) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[3]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1018,7 @@ func (x *ExitObserved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExitObserved.ProtoReflect.Descriptor instead.
 func (*ExitObserved) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{3}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ExitObserved) GetExitIp() string {
@@ -967,7 +1059,7 @@ type ProxyRemoved struct {
 
 func (x *ProxyRemoved) Reset() {
 	*x = ProxyRemoved{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[4]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1071,7 @@ func (x *ProxyRemoved) String() string {
 func (*ProxyRemoved) ProtoMessage() {}
 
 func (x *ProxyRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[4]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1084,7 @@ func (x *ProxyRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyRemoved.ProtoReflect.Descriptor instead.
 func (*ProxyRemoved) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{4}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ProxyRemoved) GetReason() string {
@@ -1017,7 +1109,7 @@ type Latency struct {
 
 func (x *Latency) Reset() {
 	*x = Latency{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[5]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1121,7 @@ func (x *Latency) String() string {
 func (*Latency) ProtoMessage() {}
 
 func (x *Latency) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[5]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1134,7 @@ func (x *Latency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Latency.ProtoReflect.Descriptor instead.
 func (*Latency) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Latency) GetConnectNs() int64 {
@@ -1077,7 +1169,7 @@ type CheckSucceeded struct {
 
 func (x *CheckSucceeded) Reset() {
 	*x = CheckSucceeded{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[6]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1181,7 @@ func (x *CheckSucceeded) String() string {
 func (*CheckSucceeded) ProtoMessage() {}
 
 func (x *CheckSucceeded) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[6]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1194,7 @@ func (x *CheckSucceeded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckSucceeded.ProtoReflect.Descriptor instead.
 func (*CheckSucceeded) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{6}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CheckSucceeded) GetLatency() *Latency {
@@ -1134,7 +1226,7 @@ type CheckFailed struct {
 
 func (x *CheckFailed) Reset() {
 	*x = CheckFailed{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[7]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1238,7 @@ func (x *CheckFailed) String() string {
 func (*CheckFailed) ProtoMessage() {}
 
 func (x *CheckFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[7]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1251,7 @@ func (x *CheckFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckFailed.ProtoReflect.Descriptor instead.
 func (*CheckFailed) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{7}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CheckFailed) GetClass() FailureClass {
@@ -1205,7 +1297,7 @@ type StateChanged struct {
 
 func (x *StateChanged) Reset() {
 	*x = StateChanged{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[8]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1309,7 @@ func (x *StateChanged) String() string {
 func (*StateChanged) ProtoMessage() {}
 
 func (x *StateChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[8]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1322,7 @@ func (x *StateChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChanged.ProtoReflect.Descriptor instead.
 func (*StateChanged) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{8}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StateChanged) GetFrom() HealthState {
@@ -1271,7 +1363,7 @@ type ProxyPaused struct {
 
 func (x *ProxyPaused) Reset() {
 	*x = ProxyPaused{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[9]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1375,7 @@ func (x *ProxyPaused) String() string {
 func (*ProxyPaused) ProtoMessage() {}
 
 func (x *ProxyPaused) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[9]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1388,7 @@ func (x *ProxyPaused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyPaused.ProtoReflect.Descriptor instead.
 func (*ProxyPaused) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{9}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ProxyPaused) GetReason() string {
@@ -1316,7 +1408,7 @@ type ProxyResumed struct {
 
 func (x *ProxyResumed) Reset() {
 	*x = ProxyResumed{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[10]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1420,7 @@ func (x *ProxyResumed) String() string {
 func (*ProxyResumed) ProtoMessage() {}
 
 func (x *ProxyResumed) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[10]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1433,7 @@ func (x *ProxyResumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyResumed.ProtoReflect.Descriptor instead.
 func (*ProxyResumed) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ProxyResumed) GetReason() string {
@@ -1363,7 +1455,7 @@ type PassiveFailureReported struct {
 
 func (x *PassiveFailureReported) Reset() {
 	*x = PassiveFailureReported{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[11]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1467,7 @@ func (x *PassiveFailureReported) String() string {
 func (*PassiveFailureReported) ProtoMessage() {}
 
 func (x *PassiveFailureReported) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[11]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1480,7 @@ func (x *PassiveFailureReported) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PassiveFailureReported.ProtoReflect.Descriptor instead.
 func (*PassiveFailureReported) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PassiveFailureReported) GetClass() FailureClass {
@@ -1415,7 +1507,7 @@ type PassiveSuccessReported struct {
 
 func (x *PassiveSuccessReported) Reset() {
 	*x = PassiveSuccessReported{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[12]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1427,7 +1519,7 @@ func (x *PassiveSuccessReported) String() string {
 func (*PassiveSuccessReported) ProtoMessage() {}
 
 func (x *PassiveSuccessReported) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[12]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1440,7 +1532,7 @@ func (x *PassiveSuccessReported) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PassiveSuccessReported.ProtoReflect.Descriptor instead.
 func (*PassiveSuccessReported) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 // ProxyEjected: passive outlier detection took the proxy out of rotation
@@ -1466,7 +1558,7 @@ type ProxyEjected struct {
 
 func (x *ProxyEjected) Reset() {
 	*x = ProxyEjected{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[13]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1478,7 +1570,7 @@ func (x *ProxyEjected) String() string {
 func (*ProxyEjected) ProtoMessage() {}
 
 func (x *ProxyEjected) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[13]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1491,7 +1583,7 @@ func (x *ProxyEjected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyEjected.ProtoReflect.Descriptor instead.
 func (*ProxyEjected) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ProxyEjected) GetClass() FailureClass {
@@ -1533,7 +1625,7 @@ type ProxyReturned struct {
 
 func (x *ProxyReturned) Reset() {
 	*x = ProxyReturned{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[14]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1637,7 @@ func (x *ProxyReturned) String() string {
 func (*ProxyReturned) ProtoMessage() {}
 
 func (x *ProxyReturned) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[14]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1650,7 @@ func (x *ProxyReturned) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyReturned.ProtoReflect.Descriptor instead.
 func (*ProxyReturned) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{14}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ProxyReturned) GetReason() string {
@@ -1579,7 +1671,7 @@ type ProxyRevived struct {
 
 func (x *ProxyRevived) Reset() {
 	*x = ProxyRevived{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[15]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1683,7 @@ func (x *ProxyRevived) String() string {
 func (*ProxyRevived) ProtoMessage() {}
 
 func (x *ProxyRevived) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[15]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1696,7 @@ func (x *ProxyRevived) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyRevived.ProtoReflect.Descriptor instead.
 func (*ProxyRevived) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{15}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ProxyRevived) GetReason() string {
@@ -1627,7 +1719,7 @@ type PoolDegraded struct {
 
 func (x *PoolDegraded) Reset() {
 	*x = PoolDegraded{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[16]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1731,7 @@ func (x *PoolDegraded) String() string {
 func (*PoolDegraded) ProtoMessage() {}
 
 func (x *PoolDegraded) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[16]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1744,7 @@ func (x *PoolDegraded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolDegraded.ProtoReflect.Descriptor instead.
 func (*PoolDegraded) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{16}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PoolDegraded) GetHealthyPercentage() float64 {
@@ -1696,7 +1788,7 @@ type PoolRecovered struct {
 
 func (x *PoolRecovered) Reset() {
 	*x = PoolRecovered{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[17]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1800,7 @@ func (x *PoolRecovered) String() string {
 func (*PoolRecovered) ProtoMessage() {}
 
 func (x *PoolRecovered) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[17]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1813,7 @@ func (x *PoolRecovered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolRecovered.ProtoReflect.Descriptor instead.
 func (*PoolRecovered) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{17}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PoolRecovered) GetHealthyPercentage() float64 {
@@ -1767,7 +1859,7 @@ type PoolPanicEntered struct {
 
 func (x *PoolPanicEntered) Reset() {
 	*x = PoolPanicEntered{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[18]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1871,7 @@ func (x *PoolPanicEntered) String() string {
 func (*PoolPanicEntered) ProtoMessage() {}
 
 func (x *PoolPanicEntered) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[18]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1884,7 @@ func (x *PoolPanicEntered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolPanicEntered.ProtoReflect.Descriptor instead.
 func (*PoolPanicEntered) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{18}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PoolPanicEntered) GetUsable() uint32 {
@@ -1828,7 +1920,7 @@ type PoolPanicLeft struct {
 
 func (x *PoolPanicLeft) Reset() {
 	*x = PoolPanicLeft{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[19]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +1932,7 @@ func (x *PoolPanicLeft) String() string {
 func (*PoolPanicLeft) ProtoMessage() {}
 
 func (x *PoolPanicLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[19]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +1945,7 @@ func (x *PoolPanicLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolPanicLeft.ProtoReflect.Descriptor instead.
 func (*PoolPanicLeft) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{19}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PoolPanicLeft) GetUsable() uint32 {
@@ -1897,7 +1989,7 @@ type SourceRefreshed struct {
 
 func (x *SourceRefreshed) Reset() {
 	*x = SourceRefreshed{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[20]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2001,7 @@ func (x *SourceRefreshed) String() string {
 func (*SourceRefreshed) ProtoMessage() {}
 
 func (x *SourceRefreshed) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[20]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2014,7 @@ func (x *SourceRefreshed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceRefreshed.ProtoReflect.Descriptor instead.
 func (*SourceRefreshed) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{20}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SourceRefreshed) GetAdded() uint32 {
@@ -1974,7 +2066,7 @@ type SourceRefreshFailed struct {
 
 func (x *SourceRefreshFailed) Reset() {
 	*x = SourceRefreshFailed{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[21]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2078,7 @@ func (x *SourceRefreshFailed) String() string {
 func (*SourceRefreshFailed) ProtoMessage() {}
 
 func (x *SourceRefreshFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[21]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2091,7 @@ func (x *SourceRefreshFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceRefreshFailed.ProtoReflect.Descriptor instead.
 func (*SourceRefreshFailed) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{21}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SourceRefreshFailed) GetError() string {
@@ -2041,7 +2133,7 @@ type SourceShrinkHeld struct {
 
 func (x *SourceShrinkHeld) Reset() {
 	*x = SourceShrinkHeld{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[22]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2145,7 @@ func (x *SourceShrinkHeld) String() string {
 func (*SourceShrinkHeld) ProtoMessage() {}
 
 func (x *SourceShrinkHeld) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[22]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2158,7 @@ func (x *SourceShrinkHeld) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceShrinkHeld.ProtoReflect.Descriptor instead.
 func (*SourceShrinkHeld) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{22}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SourceShrinkHeld) GetPrevious() uint32 {
@@ -2144,13 +2236,15 @@ type ProxySnapshot struct {
 	Weight               float64   `protobuf:"fixed64,29,opt,name=weight,proto3" json:"weight,omitempty"`
 	ExitIp               string    `protobuf:"bytes,30,opt,name=exit_ip,json=exitIp,proto3" json:"exit_ip,omitempty"`
 	Anonymity            Anonymity `protobuf:"varint,31,opt,name=anonymity,proto3,enum=proxyhealth.v1.Anonymity" json:"anonymity,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// When this member last adopted the proxy from another (0: never).
+	AdoptedUnixNano int64 `protobuf:"varint,32,opt,name=adopted_unix_nano,json=adoptedUnixNano,proto3" json:"adopted_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ProxySnapshot) Reset() {
 	*x = ProxySnapshot{}
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[23]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2256,7 @@ func (x *ProxySnapshot) String() string {
 func (*ProxySnapshot) ProtoMessage() {}
 
 func (x *ProxySnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_events_proto_msgTypes[23]
+	mi := &file_proxyhealth_v1_events_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2269,7 @@ func (x *ProxySnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxySnapshot.ProtoReflect.Descriptor instead.
 func (*ProxySnapshot) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{23}
+	return file_proxyhealth_v1_events_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ProxySnapshot) GetProxyId() string {
@@ -2395,11 +2489,18 @@ func (x *ProxySnapshot) GetAnonymity() Anonymity {
 	return Anonymity_ANONYMITY_UNSPECIFIED
 }
 
+func (x *ProxySnapshot) GetAdoptedUnixNano() int64 {
+	if x != nil {
+		return x.AdoptedUnixNano
+	}
+	return 0
+}
+
 var File_proxyhealth_v1_events_proto protoreflect.FileDescriptor
 
 const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1bproxyhealth/v1/events.proto\x12\x0eproxyhealth.v1\"\xf1\r\n" +
+	"\x1bproxyhealth/v1/events.proto\x12\x0eproxyhealth.v1\"\xb6\x0e\n" +
 	"\bEnvelope\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1d\n" +
 	"\n" +
@@ -2431,8 +2532,15 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\rexit_observed\x18\x1b \x01(\v2\x1c.proxyhealth.v1.ExitObservedH\x00R\fexitObserved\x12L\n" +
 	"\x10source_refreshed\x18\x1c \x01(\v2\x1f.proxyhealth.v1.SourceRefreshedH\x00R\x0fsourceRefreshed\x12Y\n" +
 	"\x15source_refresh_failed\x18\x1d \x01(\v2#.proxyhealth.v1.SourceRefreshFailedH\x00R\x13sourceRefreshFailed\x12P\n" +
-	"\x12source_shrink_held\x18\x1e \x01(\v2 .proxyhealth.v1.SourceShrinkHeldH\x00R\x10sourceShrinkHeldB\a\n" +
-	"\x05event\"\xfb\x01\n" +
+	"\x12source_shrink_held\x18\x1e \x01(\v2 .proxyhealth.v1.SourceShrinkHeldH\x00R\x10sourceShrinkHeld\x12C\n" +
+	"\rproxy_adopted\x18\x1f \x01(\v2\x1c.proxyhealth.v1.ProxyAdoptedH\x00R\fproxyAdoptedB\a\n" +
+	"\x05event\"\xb5\x01\n" +
+	"\fProxyAdopted\x12\x1f\n" +
+	"\vfrom_member\x18\x01 \x01(\tR\n" +
+	"fromMember\x127\n" +
+	"\bprevious\x18\x02 \x01(\x0e2\x1b.proxyhealth.v1.HealthStateR\bprevious\x123\n" +
+	"\x05state\x18\x03 \x01(\v2\x1d.proxyhealth.v1.ProxySnapshotR\x05state\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xfb\x01\n" +
 	"\n" +
 	"ProxyAdded\x12!\n" +
 	"\furl_redacted\x18\x01 \x01(\tR\vurlRedacted\x12\x16\n" +
@@ -2528,7 +2636,7 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\aoffered\x18\x02 \x01(\rR\aoffered\x12!\n" +
 	"\fshrink_guard\x18\x03 \x01(\x01R\vshrinkGuard\x12\x12\n" +
 	"\x04seen\x18\x04 \x01(\rR\x04seen\x12\x16\n" +
-	"\x06origin\x18\x05 \x01(\tR\x06origin\"\x88\n" +
+	"\x06origin\x18\x05 \x01(\tR\x06origin\"\xb4\n" +
 	"\n" +
 	"\rProxySnapshot\x12\x19\n" +
 	"\bproxy_id\x18\x01 \x01(\tR\aproxyId\x12\x1d\n" +
@@ -2564,7 +2672,8 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\x04tags\x18\x1c \x03(\tR\x04tags\x12\x16\n" +
 	"\x06weight\x18\x1d \x01(\x01R\x06weight\x12\x17\n" +
 	"\aexit_ip\x18\x1e \x01(\tR\x06exitIp\x127\n" +
-	"\tanonymity\x18\x1f \x01(\x0e2\x19.proxyhealth.v1.AnonymityR\tanonymity*\xae\x01\n" +
+	"\tanonymity\x18\x1f \x01(\x0e2\x19.proxyhealth.v1.AnonymityR\tanonymity\x12*\n" +
+	"\x11adopted_unix_nano\x18  \x01(\x03R\x0fadoptedUnixNano*\xae\x01\n" +
 	"\vHealthState\x12\x18\n" +
 	"\x14HEALTH_STATE_UNKNOWN\x10\x00\x12\x18\n" +
 	"\x14HEALTH_STATE_HEALTHY\x10\x01\x12\x19\n" +
@@ -2609,79 +2718,83 @@ func file_proxyhealth_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_proxyhealth_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_proxyhealth_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_proxyhealth_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_proxyhealth_v1_events_proto_goTypes = []any{
 	(HealthState)(0),               // 0: proxyhealth.v1.HealthState
 	(FailureClass)(0),              // 1: proxyhealth.v1.FailureClass
 	(Anonymity)(0),                 // 2: proxyhealth.v1.Anonymity
 	(ProxyOrigin)(0),               // 3: proxyhealth.v1.ProxyOrigin
 	(*Envelope)(nil),               // 4: proxyhealth.v1.Envelope
-	(*ProxyAdded)(nil),             // 5: proxyhealth.v1.ProxyAdded
-	(*ProxyMetadataChanged)(nil),   // 6: proxyhealth.v1.ProxyMetadataChanged
-	(*ExitObserved)(nil),           // 7: proxyhealth.v1.ExitObserved
-	(*ProxyRemoved)(nil),           // 8: proxyhealth.v1.ProxyRemoved
-	(*Latency)(nil),                // 9: proxyhealth.v1.Latency
-	(*CheckSucceeded)(nil),         // 10: proxyhealth.v1.CheckSucceeded
-	(*CheckFailed)(nil),            // 11: proxyhealth.v1.CheckFailed
-	(*StateChanged)(nil),           // 12: proxyhealth.v1.StateChanged
-	(*ProxyPaused)(nil),            // 13: proxyhealth.v1.ProxyPaused
-	(*ProxyResumed)(nil),           // 14: proxyhealth.v1.ProxyResumed
-	(*PassiveFailureReported)(nil), // 15: proxyhealth.v1.PassiveFailureReported
-	(*PassiveSuccessReported)(nil), // 16: proxyhealth.v1.PassiveSuccessReported
-	(*ProxyEjected)(nil),           // 17: proxyhealth.v1.ProxyEjected
-	(*ProxyReturned)(nil),          // 18: proxyhealth.v1.ProxyReturned
-	(*ProxyRevived)(nil),           // 19: proxyhealth.v1.ProxyRevived
-	(*PoolDegraded)(nil),           // 20: proxyhealth.v1.PoolDegraded
-	(*PoolRecovered)(nil),          // 21: proxyhealth.v1.PoolRecovered
-	(*PoolPanicEntered)(nil),       // 22: proxyhealth.v1.PoolPanicEntered
-	(*PoolPanicLeft)(nil),          // 23: proxyhealth.v1.PoolPanicLeft
-	(*SourceRefreshed)(nil),        // 24: proxyhealth.v1.SourceRefreshed
-	(*SourceRefreshFailed)(nil),    // 25: proxyhealth.v1.SourceRefreshFailed
-	(*SourceShrinkHeld)(nil),       // 26: proxyhealth.v1.SourceShrinkHeld
-	(*ProxySnapshot)(nil),          // 27: proxyhealth.v1.ProxySnapshot
+	(*ProxyAdopted)(nil),           // 5: proxyhealth.v1.ProxyAdopted
+	(*ProxyAdded)(nil),             // 6: proxyhealth.v1.ProxyAdded
+	(*ProxyMetadataChanged)(nil),   // 7: proxyhealth.v1.ProxyMetadataChanged
+	(*ExitObserved)(nil),           // 8: proxyhealth.v1.ExitObserved
+	(*ProxyRemoved)(nil),           // 9: proxyhealth.v1.ProxyRemoved
+	(*Latency)(nil),                // 10: proxyhealth.v1.Latency
+	(*CheckSucceeded)(nil),         // 11: proxyhealth.v1.CheckSucceeded
+	(*CheckFailed)(nil),            // 12: proxyhealth.v1.CheckFailed
+	(*StateChanged)(nil),           // 13: proxyhealth.v1.StateChanged
+	(*ProxyPaused)(nil),            // 14: proxyhealth.v1.ProxyPaused
+	(*ProxyResumed)(nil),           // 15: proxyhealth.v1.ProxyResumed
+	(*PassiveFailureReported)(nil), // 16: proxyhealth.v1.PassiveFailureReported
+	(*PassiveSuccessReported)(nil), // 17: proxyhealth.v1.PassiveSuccessReported
+	(*ProxyEjected)(nil),           // 18: proxyhealth.v1.ProxyEjected
+	(*ProxyReturned)(nil),          // 19: proxyhealth.v1.ProxyReturned
+	(*ProxyRevived)(nil),           // 20: proxyhealth.v1.ProxyRevived
+	(*PoolDegraded)(nil),           // 21: proxyhealth.v1.PoolDegraded
+	(*PoolRecovered)(nil),          // 22: proxyhealth.v1.PoolRecovered
+	(*PoolPanicEntered)(nil),       // 23: proxyhealth.v1.PoolPanicEntered
+	(*PoolPanicLeft)(nil),          // 24: proxyhealth.v1.PoolPanicLeft
+	(*SourceRefreshed)(nil),        // 25: proxyhealth.v1.SourceRefreshed
+	(*SourceRefreshFailed)(nil),    // 26: proxyhealth.v1.SourceRefreshFailed
+	(*SourceShrinkHeld)(nil),       // 27: proxyhealth.v1.SourceShrinkHeld
+	(*ProxySnapshot)(nil),          // 28: proxyhealth.v1.ProxySnapshot
 }
 var file_proxyhealth_v1_events_proto_depIdxs = []int32{
-	5,  // 0: proxyhealth.v1.Envelope.proxy_added:type_name -> proxyhealth.v1.ProxyAdded
-	8,  // 1: proxyhealth.v1.Envelope.proxy_removed:type_name -> proxyhealth.v1.ProxyRemoved
-	10, // 2: proxyhealth.v1.Envelope.check_succeeded:type_name -> proxyhealth.v1.CheckSucceeded
-	11, // 3: proxyhealth.v1.Envelope.check_failed:type_name -> proxyhealth.v1.CheckFailed
-	12, // 4: proxyhealth.v1.Envelope.state_changed:type_name -> proxyhealth.v1.StateChanged
-	13, // 5: proxyhealth.v1.Envelope.proxy_paused:type_name -> proxyhealth.v1.ProxyPaused
-	14, // 6: proxyhealth.v1.Envelope.proxy_resumed:type_name -> proxyhealth.v1.ProxyResumed
-	15, // 7: proxyhealth.v1.Envelope.passive_failure_reported:type_name -> proxyhealth.v1.PassiveFailureReported
-	19, // 8: proxyhealth.v1.Envelope.proxy_revived:type_name -> proxyhealth.v1.ProxyRevived
-	20, // 9: proxyhealth.v1.Envelope.pool_degraded:type_name -> proxyhealth.v1.PoolDegraded
-	21, // 10: proxyhealth.v1.Envelope.pool_recovered:type_name -> proxyhealth.v1.PoolRecovered
-	16, // 11: proxyhealth.v1.Envelope.passive_success_reported:type_name -> proxyhealth.v1.PassiveSuccessReported
-	17, // 12: proxyhealth.v1.Envelope.proxy_ejected:type_name -> proxyhealth.v1.ProxyEjected
-	18, // 13: proxyhealth.v1.Envelope.proxy_returned:type_name -> proxyhealth.v1.ProxyReturned
-	22, // 14: proxyhealth.v1.Envelope.pool_panic_entered:type_name -> proxyhealth.v1.PoolPanicEntered
-	23, // 15: proxyhealth.v1.Envelope.pool_panic_left:type_name -> proxyhealth.v1.PoolPanicLeft
-	6,  // 16: proxyhealth.v1.Envelope.proxy_metadata_changed:type_name -> proxyhealth.v1.ProxyMetadataChanged
-	7,  // 17: proxyhealth.v1.Envelope.exit_observed:type_name -> proxyhealth.v1.ExitObserved
-	24, // 18: proxyhealth.v1.Envelope.source_refreshed:type_name -> proxyhealth.v1.SourceRefreshed
-	25, // 19: proxyhealth.v1.Envelope.source_refresh_failed:type_name -> proxyhealth.v1.SourceRefreshFailed
-	26, // 20: proxyhealth.v1.Envelope.source_shrink_held:type_name -> proxyhealth.v1.SourceShrinkHeld
-	3,  // 21: proxyhealth.v1.ProxyAdded.origin:type_name -> proxyhealth.v1.ProxyOrigin
-	2,  // 22: proxyhealth.v1.ExitObserved.anonymity:type_name -> proxyhealth.v1.Anonymity
-	2,  // 23: proxyhealth.v1.ExitObserved.previous_anonymity:type_name -> proxyhealth.v1.Anonymity
-	9,  // 24: proxyhealth.v1.CheckSucceeded.latency:type_name -> proxyhealth.v1.Latency
-	1,  // 25: proxyhealth.v1.CheckFailed.class:type_name -> proxyhealth.v1.FailureClass
-	9,  // 26: proxyhealth.v1.CheckFailed.latency:type_name -> proxyhealth.v1.Latency
-	0,  // 27: proxyhealth.v1.StateChanged.from:type_name -> proxyhealth.v1.HealthState
-	0,  // 28: proxyhealth.v1.StateChanged.to:type_name -> proxyhealth.v1.HealthState
-	1,  // 29: proxyhealth.v1.PassiveFailureReported.class:type_name -> proxyhealth.v1.FailureClass
-	1,  // 30: proxyhealth.v1.ProxyEjected.class:type_name -> proxyhealth.v1.FailureClass
-	0,  // 31: proxyhealth.v1.ProxySnapshot.state:type_name -> proxyhealth.v1.HealthState
-	1,  // 32: proxyhealth.v1.ProxySnapshot.last_error_class:type_name -> proxyhealth.v1.FailureClass
-	9,  // 33: proxyhealth.v1.ProxySnapshot.last_latency:type_name -> proxyhealth.v1.Latency
-	3,  // 34: proxyhealth.v1.ProxySnapshot.origin:type_name -> proxyhealth.v1.ProxyOrigin
-	2,  // 35: proxyhealth.v1.ProxySnapshot.anonymity:type_name -> proxyhealth.v1.Anonymity
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	6,  // 0: proxyhealth.v1.Envelope.proxy_added:type_name -> proxyhealth.v1.ProxyAdded
+	9,  // 1: proxyhealth.v1.Envelope.proxy_removed:type_name -> proxyhealth.v1.ProxyRemoved
+	11, // 2: proxyhealth.v1.Envelope.check_succeeded:type_name -> proxyhealth.v1.CheckSucceeded
+	12, // 3: proxyhealth.v1.Envelope.check_failed:type_name -> proxyhealth.v1.CheckFailed
+	13, // 4: proxyhealth.v1.Envelope.state_changed:type_name -> proxyhealth.v1.StateChanged
+	14, // 5: proxyhealth.v1.Envelope.proxy_paused:type_name -> proxyhealth.v1.ProxyPaused
+	15, // 6: proxyhealth.v1.Envelope.proxy_resumed:type_name -> proxyhealth.v1.ProxyResumed
+	16, // 7: proxyhealth.v1.Envelope.passive_failure_reported:type_name -> proxyhealth.v1.PassiveFailureReported
+	20, // 8: proxyhealth.v1.Envelope.proxy_revived:type_name -> proxyhealth.v1.ProxyRevived
+	21, // 9: proxyhealth.v1.Envelope.pool_degraded:type_name -> proxyhealth.v1.PoolDegraded
+	22, // 10: proxyhealth.v1.Envelope.pool_recovered:type_name -> proxyhealth.v1.PoolRecovered
+	17, // 11: proxyhealth.v1.Envelope.passive_success_reported:type_name -> proxyhealth.v1.PassiveSuccessReported
+	18, // 12: proxyhealth.v1.Envelope.proxy_ejected:type_name -> proxyhealth.v1.ProxyEjected
+	19, // 13: proxyhealth.v1.Envelope.proxy_returned:type_name -> proxyhealth.v1.ProxyReturned
+	23, // 14: proxyhealth.v1.Envelope.pool_panic_entered:type_name -> proxyhealth.v1.PoolPanicEntered
+	24, // 15: proxyhealth.v1.Envelope.pool_panic_left:type_name -> proxyhealth.v1.PoolPanicLeft
+	7,  // 16: proxyhealth.v1.Envelope.proxy_metadata_changed:type_name -> proxyhealth.v1.ProxyMetadataChanged
+	8,  // 17: proxyhealth.v1.Envelope.exit_observed:type_name -> proxyhealth.v1.ExitObserved
+	25, // 18: proxyhealth.v1.Envelope.source_refreshed:type_name -> proxyhealth.v1.SourceRefreshed
+	26, // 19: proxyhealth.v1.Envelope.source_refresh_failed:type_name -> proxyhealth.v1.SourceRefreshFailed
+	27, // 20: proxyhealth.v1.Envelope.source_shrink_held:type_name -> proxyhealth.v1.SourceShrinkHeld
+	5,  // 21: proxyhealth.v1.Envelope.proxy_adopted:type_name -> proxyhealth.v1.ProxyAdopted
+	0,  // 22: proxyhealth.v1.ProxyAdopted.previous:type_name -> proxyhealth.v1.HealthState
+	28, // 23: proxyhealth.v1.ProxyAdopted.state:type_name -> proxyhealth.v1.ProxySnapshot
+	3,  // 24: proxyhealth.v1.ProxyAdded.origin:type_name -> proxyhealth.v1.ProxyOrigin
+	2,  // 25: proxyhealth.v1.ExitObserved.anonymity:type_name -> proxyhealth.v1.Anonymity
+	2,  // 26: proxyhealth.v1.ExitObserved.previous_anonymity:type_name -> proxyhealth.v1.Anonymity
+	10, // 27: proxyhealth.v1.CheckSucceeded.latency:type_name -> proxyhealth.v1.Latency
+	1,  // 28: proxyhealth.v1.CheckFailed.class:type_name -> proxyhealth.v1.FailureClass
+	10, // 29: proxyhealth.v1.CheckFailed.latency:type_name -> proxyhealth.v1.Latency
+	0,  // 30: proxyhealth.v1.StateChanged.from:type_name -> proxyhealth.v1.HealthState
+	0,  // 31: proxyhealth.v1.StateChanged.to:type_name -> proxyhealth.v1.HealthState
+	1,  // 32: proxyhealth.v1.PassiveFailureReported.class:type_name -> proxyhealth.v1.FailureClass
+	1,  // 33: proxyhealth.v1.ProxyEjected.class:type_name -> proxyhealth.v1.FailureClass
+	0,  // 34: proxyhealth.v1.ProxySnapshot.state:type_name -> proxyhealth.v1.HealthState
+	1,  // 35: proxyhealth.v1.ProxySnapshot.last_error_class:type_name -> proxyhealth.v1.FailureClass
+	10, // 36: proxyhealth.v1.ProxySnapshot.last_latency:type_name -> proxyhealth.v1.Latency
+	3,  // 37: proxyhealth.v1.ProxySnapshot.origin:type_name -> proxyhealth.v1.ProxyOrigin
+	2,  // 38: proxyhealth.v1.ProxySnapshot.anonymity:type_name -> proxyhealth.v1.Anonymity
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_proxyhealth_v1_events_proto_init() }
@@ -2711,6 +2824,7 @@ func file_proxyhealth_v1_events_proto_init() {
 		(*Envelope_SourceRefreshed)(nil),
 		(*Envelope_SourceRefreshFailed)(nil),
 		(*Envelope_SourceShrinkHeld)(nil),
+		(*Envelope_ProxyAdopted)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2718,7 +2832,7 @@ func file_proxyhealth_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proxyhealth_v1_events_proto_rawDesc), len(file_proxyhealth_v1_events_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
