@@ -38,6 +38,26 @@ type Add struct {
 	// configuration (NormalizeTags; weight 0 means unset).
 	Tags   []string
 	Weight float64
+	// Adopt, when set, continues the new stream from another cluster
+	// member's state (an Adopt decided right after the ProxyAdded, in the
+	// same append: the proxy is never seen as unknown in between).
+	Adopt *Adopt
+}
+
+// Adopt takes over a proxy's state from another cluster member: the
+// proxy's new owner goes on from what its previous owner last replicated
+// (health, streaks, recovery attempt, last check and error, exit, pause),
+// not from unknown. It applies only if the record is newer than what this
+// stream knows (its last check is later), so it is idempotent and a stale
+// record never overwrites fresh results.
+type Adopt struct {
+	At time.Time
+	// From is the member the record came from (its host:port; "" when
+	// unknown).
+	From string
+	// Record is the adopted state; nil adopts nothing.
+	Record *pb.ProxySnapshot
+	Reason string
 }
 
 // SetMetadata gives the proxy new tags or a new weight (its list or the
@@ -128,6 +148,7 @@ type Remove struct {
 type ConfigChanged struct{ At time.Time }
 
 func (c Add) at() time.Time             { return c.At }
+func (c Adopt) at() time.Time           { return c.At }
 func (c CheckCompleted) at() time.Time  { return c.At }
 func (c CooldownExpired) at() time.Time { return c.At }
 func (c PassiveOutcome) at() time.Time  { return c.At }
@@ -188,6 +209,12 @@ func Decide(s State, cmd Command, cfg Config) ([]*pb.Envelope, error) {
 			UrlRedacted: add.URLRedacted, Source: add.Source, CheckConfigRef: add.ConfigRef, HasCredentials: add.HasCredentials,
 			Origin: add.Origin, Tags: NormalizeTags(add.Tags), Weight: add.Weight,
 		}}})
+		if add.Adopt != nil {
+			fresh := s
+			fresh.Added, fresh.Removed, fresh.Health = true, false, unknown
+			fresh.LastCheckAt = time.Time{} // the re-added stream starts afresh (Evolve)
+			d.adopt(fresh, *add.Adopt)
+		}
 		return d.out, nil
 	}
 	if !s.Added {
@@ -250,6 +277,8 @@ func Decide(s State, cmd Command, cfg Config) ([]*pb.Envelope, error) {
 		}
 		d.emit(&pb.Envelope{Event: &pb.Envelope_ProxyRevived{ProxyRevived: &pb.ProxyRevived{Reason: c.Reason}}})
 		d.change(unknown, 0, "revived: "+c.Reason)
+	case Adopt:
+		d.adopt(s, c)
 	case Remove:
 		d.emit(&pb.Envelope{Event: &pb.Envelope_ProxyRemoved{ProxyRemoved: &pb.ProxyRemoved{Reason: c.Reason}}})
 	case ConfigChanged:
@@ -418,6 +447,27 @@ func (d *decider) reconsider(cfg Config) {
 	}
 }
 
+// adopt emits ProxyAdopted when c's record is newer than s (its last
+// check is later than s's).
+func (d *decider) adopt(s State, c Adopt) {
+	r := c.Record
+	if r == nil || r.GetLastCheckUnixNano() <= unixNano(s.LastCheckAt) {
+		return
+	}
+	kept := &pb.ProxySnapshot{
+		State: r.GetState(), Paused: r.GetPaused(),
+		ConsecutiveSuccesses: r.GetConsecutiveSuccesses(), ConsecutiveFailures: r.GetConsecutiveFailures(),
+		RecoveryAttempt: r.GetRecoveryAttempt(), PassiveFailures: r.GetPassiveFailures(),
+		LastCheckUnixNano: r.GetLastCheckUnixNano(), LastChangeUnixNano: r.GetLastChangeUnixNano(),
+		LastErrorClass: r.GetLastErrorClass(), LastError: truncateUTF8(r.GetLastError(), MaxMessageLen),
+		LastLatency: r.GetLastLatency(), LastStatusCode: r.GetLastStatusCode(),
+		ExitIp: r.GetExitIp(), Anonymity: r.GetAnonymity(),
+	}
+	d.emit(&pb.Envelope{Event: &pb.Envelope_ProxyAdopted{ProxyAdopted: &pb.ProxyAdopted{
+		FromMember: c.From, Previous: s.Health, State: kept, Reason: c.Reason,
+	}}})
+}
+
 // Evolve folds one event into the state. It never fails: an event this
 // version does not know only advances the sequence numbers.
 func Evolve(s State, env *pb.Envelope) State { return evolve(s, env, true) }
@@ -509,6 +559,23 @@ func evolve(s State, env *pb.Envelope, seqs bool) State {
 	case *pb.Envelope_ExitObserved:
 		s.ExitIP = e.ExitObserved.GetExitIp()
 		s.Anonymity = e.ExitObserved.GetAnonymity()
+	case *pb.Envelope_ProxyAdopted:
+		r := e.ProxyAdopted.GetState()
+		s.Health = r.GetState()
+		s.Paused = r.GetPaused()
+		s.ConsecutiveSuccesses = r.GetConsecutiveSuccesses()
+		s.ConsecutiveFailures = r.GetConsecutiveFailures()
+		s.RecoveryAttempt = r.GetRecoveryAttempt()
+		s.PassiveFailures = r.GetPassiveFailures()
+		s.LastCheckAt = fromUnixNano(r.GetLastCheckUnixNano())
+		s.LastChangeAt = fromUnixNano(r.GetLastChangeUnixNano())
+		s.LastErrorClass = r.GetLastErrorClass()
+		s.LastError = r.GetLastError()
+		s.LastStatusCode = r.GetLastStatusCode()
+		s.LastLatency = LatencyFromPB(r.GetLastLatency())
+		s.ExitIP = r.GetExitIp()
+		s.Anonymity = r.GetAnonymity()
+		s.AdoptedAt = at
 	}
 	return s
 }
@@ -536,6 +603,11 @@ func NextCheckAt(s State, cfg Config, r float64) (time.Time, bool) {
 		return time.Time{}, true
 	}
 	if s.LastCheckAt.IsZero() {
+		return time.Time{}, true
+	}
+	if s.AdoptedAt.After(s.LastCheckAt) && s.Health != unhealthy {
+		// Adopted from another member: checked by its new owner at once
+		// (an unhealthy one keeps its cooldown).
 		return time.Time{}, true
 	}
 	var d time.Duration

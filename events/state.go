@@ -55,6 +55,9 @@ type State struct {
 	EjectionMultiplier uint32
 	LastEjectedAt      time.Time
 	LastReturnAt       time.Time
+	// AdoptedAt is when this cluster member last adopted the proxy's state
+	// from another (zero: never); the proxy is checked at once after it.
+	AdoptedAt time.Time
 
 	// StreamSeq and Seq are the stream and global sequence numbers of the
 	// last envelope applied.
@@ -155,6 +158,7 @@ func ToSnapshot(s State) *pb.ProxySnapshot {
 		EjectionMultiplier:   s.EjectionMultiplier,
 		LastEjectedUnixNano:  unixNano(s.LastEjectedAt),
 		LastReturnUnixNano:   unixNano(s.LastReturnAt),
+		AdoptedUnixNano:      unixNano(s.AdoptedAt),
 	}
 }
 
@@ -193,6 +197,7 @@ func FromSnapshot(p *pb.ProxySnapshot) State {
 		EjectionMultiplier:   p.GetEjectionMultiplier(),
 		LastEjectedAt:        fromUnixNano(p.GetLastEjectedUnixNano()),
 		LastReturnAt:         fromUnixNano(p.GetLastReturnUnixNano()),
+		AdoptedAt:            fromUnixNano(p.GetAdoptedUnixNano()),
 	}
 }
 
@@ -310,6 +315,8 @@ func TypeName(env *pb.Envelope) string {
 		return "source_refresh_failed"
 	case *pb.Envelope_SourceShrinkHeld:
 		return "source_shrink_held"
+	case *pb.Envelope_ProxyAdopted:
+		return "proxy_adopted"
 	}
 	return "unknown"
 }
@@ -320,6 +327,7 @@ var TypeNames = []string{
 	"proxy_paused", "proxy_resumed", "passive_failure", "passive_success", "proxy_revived",
 	"pool_degraded", "pool_recovered", "proxy_ejected", "proxy_returned", "pool_panic_entered", "pool_panic_left",
 	"proxy_metadata_changed", "exit_observed", "source_refreshed", "source_refresh_failed", "source_shrink_held",
+	"proxy_adopted",
 }
 
 // Clone deep-copies an envelope (envelopes are shared by pointer between the

@@ -91,6 +91,7 @@ func oneOfEach() []*pb.Envelope {
 		{Event: &pb.Envelope_SourceRefreshed{SourceRefreshed: &pb.SourceRefreshed{}}},
 		{Event: &pb.Envelope_SourceRefreshFailed{SourceRefreshFailed: &pb.SourceRefreshFailed{}}},
 		{Event: &pb.Envelope_SourceShrinkHeld{SourceShrinkHeld: &pb.SourceShrinkHeld{}}},
+		{Event: &pb.Envelope_ProxyAdopted{ProxyAdopted: &pb.ProxyAdopted{}}},
 	}
 }
 
