@@ -31,6 +31,9 @@ const (
 	// check from 215 to 126 CPU-ms per 1,000 checks (BenchmarkE2ESteadyState).
 	// Checks are seconds apart: 25 ms late is lost in their jitter.
 	TimerSlack = 25 * time.Millisecond
+	// FenceRetry is how soon a check held back by Env.MayCheck is asked
+	// again.
+	FenceRetry = 100 * time.Millisecond
 )
 
 // ErrStopping is returned to commands that reach a proxy actor after the
@@ -79,6 +82,12 @@ type Env struct {
 	// Ejections, if set, bounds the share of the pool that passive outlier
 	// detection holds ejected at once; nil: no bound.
 	Ejections *EjectionBudget
+	// MayCheck, if set, is asked before every check; while it says false
+	// no check starts (the check is asked again every FenceRetry) and
+	// nothing is journaled for it. A cluster member's fence: it checks
+	// only while its membership is confirmed. It must be cheap and must
+	// not block.
+	MayCheck func() bool
 	// Abandoned, if set, is told when a proxy actor stops because the
 	// journal did not take its ProxyAdded (so the proxy was never added;
 	// pid is the actor that stopped). It must not block.

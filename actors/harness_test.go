@@ -38,11 +38,20 @@ func quietSystem() *actor.ActorSystem {
 
 func newHarness(t *testing.T, j journal.Journal) *harness {
 	t.Helper()
+	return newHarnessWith(t, j, nil)
+}
+
+// newHarnessWith is newHarness with a chance to set Env fields before Init.
+func newHarnessWith(t *testing.T, j journal.Journal, set func(*Env)) *harness {
+	t.Helper()
 	if j == nil {
 		j = journal.NewMem()
 	}
 	h := &harness{t: t, sys: quietSystem(), clk: clock.NewFake(t0), j: j}
 	h.env = &Env{Journal: j, Clock: h.clk, Limiter: NewLimiter(10)}
+	if set != nil {
+		set(h.env)
+	}
 	if err := h.env.Init(); err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,11 @@ type ProxySpec struct {
 	// Timeout of one check; a check running longer than 2× it is a zombie:
 	// cancelled and recorded as a timeout.
 	Timeout time.Duration
+	// Adopt, when set, is the state this cluster member takes the proxy
+	// over with (see events.Adopt): decided with the ProxyAdded of a new
+	// stream, or right after recovery of a known one. Its At is ignored
+	// (the actor's clock decides).
+	Adopt *events.Adopt
 	// Check runs one check.
 	Check CheckFunc
 	// CheckAsync, when set, is used instead of Check: it starts one check
@@ -63,6 +68,13 @@ type (
 	Revive struct{ Reason string }
 	// Remove ends the proxy's stream and stops the actor.
 	Remove struct{ Reason string }
+	// Adopt takes over the state another cluster member replicated, if it
+	// is newer than the proxy's own (events.Adopt).
+	Adopt struct {
+		From   string
+		Record *pb.ProxySnapshot
+		Reason string
+	}
 	// Passive reports the outcome of real traffic through the proxy.
 	Passive struct {
 		OK    bool

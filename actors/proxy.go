@@ -132,6 +132,8 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 		a.command(ctx, events.Revive{At: a.now(), Reason: m.Reason})
 	case *Remove:
 		a.command(ctx, events.Remove{At: a.now(), Reason: m.Reason})
+	case *Adopt:
+		a.command(ctx, events.Adopt{At: a.now(), From: m.From, Record: m.Record, Reason: m.Reason})
 	case *Passive:
 		a.command(ctx, events.PassiveOutcome{At: a.now(), OK: m.OK, Class: m.Class})
 	case *Reconfigure:
@@ -190,13 +192,22 @@ func (a *proxyActor) recover(ctx actor.Context) {
 	if st.Ejected() && !st.Removed && a.env.Ejections != nil {
 		a.env.Ejections.Hold(a.spec.ID) // journaled: it stands
 	}
+	var adopt *events.Adopt
+	if a.spec.Adopt != nil {
+		c := *a.spec.Adopt
+		c.At = a.now()
+		adopt = &c
+	}
 	if !st.Added || st.Removed {
 		a.submit(ctx, pending{cmd: events.Add{
 			At: a.now(), URLRedacted: a.spec.URLRedacted, Source: a.spec.Source,
 			ConfigRef: a.spec.ConfigRef, HasCredentials: a.spec.HasCredentials, Origin: a.spec.Origin,
-			Tags: a.spec.Tags, Weight: a.spec.Weight,
+			Tags: a.spec.Tags, Weight: a.spec.Weight, Adopt: adopt,
 		}})
 		return
+	}
+	if adopt != nil {
+		a.submit(ctx, pending{cmd: *adopt}) // a no-op when the journal knows better
 	}
 	// Metadata changed while the engine was down (a new configuration or
 	// list): journaled now, if it did.
@@ -596,6 +607,13 @@ func (a *proxyActor) onCheckDue(ctx actor.Context, m *checkDue) {
 		return // stale, or schedule() runs again after the append
 	}
 	a.timer = nil
+	if a.env.MayCheck != nil && !a.env.MayCheck() {
+		// Fenced (a cluster member whose membership is not confirmed):
+		// no check, no event; asked again shortly.
+		gen, self, sys := a.gen, ctx.Self(), ctx.ActorSystem()
+		a.timer = a.env.after(FenceRetry, func() { sys.Root.Send(self, &checkDue{gen: gen}) })
+		return
+	}
 	if a.state.Health == pb.HealthState_HEALTH_STATE_UNHEALTHY {
 		// Journal the move to recovering first; the probe follows at once.
 		a.submit(ctx, pending{cmd: events.CooldownExpired{At: a.now()}})
