@@ -20,9 +20,11 @@ import (
 //
 // On Linux, the common checks (an IP-literal proxy; http, socks4, socks4a,
 // socks5 or socks5h with an http:// target and no BodyPattern; or
-// ModeTCPConnect; no EchoURL; no WithDialContext) run as state machines on
-// a shared epoll event loop, without a goroutine of their own, and close
-// their connection as Check does (Config.Close). Everything else runs Check
+// ModeTCPConnect; no EchoURL; no WithDialContext; a Config.SourceIP, if
+// any, of the proxy's family and without a zone) run as state machines on
+// a shared epoll event loop, without a goroutine of their own, bind their
+// socket to Config.SourceIP and close their connection as Check does
+// (Config.Close). Everything else runs Check
 // on a goroutine, transparently. The event loop starts with the first check
 // and stops by itself shortly after the last check in flight ended, so a
 // Checker needs no Close.
@@ -50,7 +52,13 @@ func (c *Checker) fastPath(proxy ProxyURL) bool {
 	if proxy.IsZero() || c.echo != nil || !c.ownDial {
 		return false
 	}
-	if _, ok := proxyAddr(proxy); !ok {
+	addr, ok := proxyAddr(proxy)
+	if !ok {
+		return false
+	}
+	if src := c.source; src.IsValid() && (src.Zone() != "" || src.Is4() != addr.Addr().Is4()) {
+		// A zoned source needs an interface index, and a proxy of the
+		// other family fails in net.Dialer's own words: Check's.
 		return false
 	}
 	if c.cfg.Mode == ModeTCPConnect {

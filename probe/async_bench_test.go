@@ -20,6 +20,8 @@ var benchCheckCases = []benchCheckCase{
 	{"http", "http", Config{TargetURL: "http://bench.proxyhealth.test/"}},
 	{"socks5h", "socks5h", Config{TargetURL: "http://bench.proxyhealth.test/"}},
 	{"tcp-connect", "http", Config{Mode: ModeTCPConnect}},
+	// http from Config.SourceIP: what the bind(2) before connect(2) costs.
+	{"http-source", "http", Config{TargetURL: "http://bench.proxyhealth.test/", SourceIP: source7}},
 }
 
 // runInFlight runs b.N checks, at most benchInFlight at once, over the

@@ -109,6 +109,8 @@ type evloop struct {
 	bufs           [][]byte // free stream buffers
 	sa4            syscall.SockaddrInet4
 	sa6            syscall.SockaddrInet6
+	src4           syscall.SockaddrInet4 // Config.SourceIP, for bind
+	src6           syscall.SockaddrInet6
 }
 
 var (
@@ -340,6 +342,12 @@ func (l *evloop) begin(a *acheck) {
 	if a.c.reset {
 		_ = syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
 	}
+	if src := a.c.source; src.IsValid() {
+		if err := bindSource(fd, src, &l.src4, &l.src6); err != nil {
+			l.finish(a, netFailure("connect to proxy", a.dialErr(os.NewSyscallError("bind", err))))
+			return
+		}
+	}
 	if err := syscall.Connect(fd, sa); err != nil && err != syscall.EINPROGRESS && err != syscall.EINTR {
 		l.finish(a, netFailure("connect to proxy", a.dialErr(os.NewSyscallError("connect", err))))
 		return
@@ -367,9 +375,10 @@ func ctxDialErr(err error) error {
 	return errCanceled
 }
 
-// dialErr is err as net.Dialer reports it.
+// dialErr is err as net.Dialer reports it (with its LocalAddr as the
+// Source when the checker has a SourceIP).
 func (a *acheck) dialErr(err error) error {
-	return &net.OpError{Op: "dial", Net: "tcp", Addr: a.remote(), Err: err}
+	return &net.OpError{Op: "dial", Net: "tcp", Source: a.c.sourceAddr, Addr: a.remote(), Err: err}
 }
 
 // opErr is err as a *net.TCPConn's Read or Write reports it.

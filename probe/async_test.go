@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strings"
@@ -133,7 +134,15 @@ func diffCases() []diffCase {
 // TestCheckAsyncSameAsCheck checks every fakeproxy behaviour with every
 // fast-path scheme and tcp-connect, once with Check and once with
 // CheckAsync, and requires the same class, status, message and Canceled.
-func TestCheckAsyncSameAsCheck(t *testing.T) {
+func TestCheckAsyncSameAsCheck(t *testing.T) { sameAsCheck(t, netip.Addr{}) }
+
+// TestCheckAsyncSameAsCheckFromSourceIP is TestCheckAsyncSameAsCheck with
+// Config.SourceIP: the event loop's bound sockets behave as Check's.
+func TestCheckAsyncSameAsCheckFromSourceIP(t *testing.T) { sameAsCheck(t, source7) }
+
+// sameAsCheck runs every diffCase through Check and CheckAsync, from src
+// (none: the kernel's choice).
+func sameAsCheck(t *testing.T, src netip.Addr) {
 	cases := diffCases()
 	f := startFarm(t, len(cases), fakeproxy.WithCredentials("user", secretPass))
 	for i, tc := range cases {
@@ -153,6 +162,7 @@ func TestCheckAsyncSameAsCheck(t *testing.T) {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			name := fmt.Sprintf("%s %s %s", tc.name, tc.scheme, tc.cfg.TargetURL)
+			tc.cfg.SourceIP = src
 			c, err := NewChecker(tc.cfg)
 			if err != nil {
 				t.Errorf("%s: %v", name, err)
@@ -341,7 +351,7 @@ func TestCheckAsyncFallback(t *testing.T) {
 
 // TestCheckAsyncIPv6 runs the differential check against a farm on ::1
 // (an AF_INET6 socket on the event loop): OK, an HTTP status and a reset,
-// through http and socks5h.
+// through http and socks5h, without and with SourceIP ::1.
 func TestCheckAsyncIPv6(t *testing.T) {
 	f, err := fakeproxy.Start(context.Background(), 3, fakeproxy.WithHost("::1"))
 	if err != nil {
@@ -354,18 +364,21 @@ func TestCheckAsyncIPv6(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/"})
-	for i, b := range behaviors {
-		for _, scheme := range []string{"http", "socks5h"} {
-			p := MustParseProxyURL(f.URLWith(i, scheme, "", ""))
-			if !c.fastPath(p) {
-				t.Fatalf("%s: not on the fast path", p)
-			}
-			rs := c.Check(context.Background(), p)
-			ra := checkAsync(t, c, context.Background(), p)
-			verifyResult(t, ra)
-			if outcomeOf(rs) != outcomeOf(ra) {
-				t.Errorf("%v %s: async %v\nsync %v", b, p, outcomeOf(ra), outcomeOf(rs))
+	// Also from SourceIP ::1: the event loop binds an AF_INET6 socket.
+	for _, src := range []netip.Addr{{}, netip.IPv6Loopback()} {
+		c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/", SourceIP: src})
+		for i, b := range behaviors {
+			for _, scheme := range []string{"http", "socks5h"} {
+				p := MustParseProxyURL(f.URLWith(i, scheme, "", ""))
+				if !c.fastPath(p) {
+					t.Fatalf("%s from %v: not on the fast path", p, src)
+				}
+				rs := c.Check(context.Background(), p)
+				ra := checkAsync(t, c, context.Background(), p)
+				verifyResult(t, ra)
+				if outcomeOf(rs) != outcomeOf(ra) {
+					t.Errorf("%v %s from %v: async %v\nsync %v", b, p, src, outcomeOf(ra), outcomeOf(rs))
+				}
 			}
 		}
 	}

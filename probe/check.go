@@ -109,6 +109,10 @@ type Checker struct {
 	dial     DialFunc
 	resolver *net.Resolver
 	ownDial  bool // dial is the checker's own net.Dialer (no WithDialContext)
+	// source is Config.SourceIP (unmapped); sourceAddr is it as the
+	// dialer's LocalAddr, nil without one (the Source of dial errors).
+	source     netip.Addr
+	sourceAddr net.Addr
 
 	absPrefix     []byte // absolute-form request without the final CRLF
 	absReq        []byte // absPrefix + CRLF
@@ -130,8 +134,9 @@ type resolvedTarget struct {
 }
 
 // NewChecker validates cfg, applies defaults and prepares everything that
-// does not depend on the proxy (request bytes, regexp, TLS config). Errors
-// wrap ErrBadConfig.
+// does not depend on the proxy (request bytes, regexp, TLS config). With
+// Config.SourceIP it makes sure the address is one of this host's (it
+// binds a UDP socket to it once). Errors wrap ErrBadConfig.
 func NewChecker(cfg Config, opts ...Option) (*Checker, error) {
 	cp, err := cfg.compile()
 	if err != nil {
@@ -142,15 +147,27 @@ func NewChecker(cfg Config, opts ...Option) (*Checker, error) {
 		opt(&o)
 	}
 	ownDial := o.dial == nil
+	src := cp.cfg.SourceIP
+	if src.IsValid() {
+		if !ownDial {
+			return nil, fmt.Errorf("%w: SourceIP %v with WithDialContext: that dialer replaces the one that binds SourceIP; bind in it (net.Dialer.LocalAddr) and leave SourceIP empty, or drop WithDialContext", ErrBadConfig, src)
+		}
+		if err := checkSourceIP(src); err != nil {
+			return nil, err
+		}
+	}
 	if ownDial {
-		d := &net.Dialer{KeepAlive: -1} // short-lived connections: no keep-alive probes
-		o.dial = d.DialContext
+		o.dial = sourceDialer(src).DialContext
 	}
 	c := &Checker{
 		cfg: cp.cfg, t: cp.target, re: cp.re, expected: cp.cfg.ExpectedStatus,
 		noBody: cp.cfg.Method == "HEAD", wantBody: cp.re != nil,
 		reset: cp.cfg.Close.resets(cp.cfg.Mode),
 		dial:  o.dial, resolver: o.resolver, ownDial: ownDial,
+		source: src,
+	}
+	if src.IsValid() {
+		c.sourceAddr = sourceTCPAddr(src)
 	}
 	if ip, err := netip.ParseAddr(c.t.host); err == nil {
 		c.targetIP = ip.Unmap()

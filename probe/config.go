@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -233,10 +234,29 @@ type Config struct {
 	// conn with a NetConn method (as crypto/tls.Conn has); other
 	// connections close as they do. See CloseMode for the figures.
 	Close CloseMode
+	// SourceIP, if set, is the local address every connection of a check
+	// (and of its echo) is bound to, so that checks leave this host from
+	// it: a multi-homed host's egress interface, or one loopback address
+	// per checker in tests. The local port stays the kernel's choice: on
+	// Linux the socket is bound with IP_BIND_ADDRESS_NO_PORT, so the port
+	// is picked at connect(2) per destination, as without a bind, and a
+	// busy source address does not run out of ports at bind(2) time. Both
+	// Check and CheckAsync (its event loop and its fallback) honour it.
+	//
+	// The zero value leaves the choice to the kernel (the default). It
+	// must be an address of this host (NewChecker binds it once to make
+	// sure) and not unspecified (0.0.0.0, ::), multicast or the IPv4
+	// broadcast address; an IPv4-mapped IPv6 address means its IPv4
+	// address. A proxy of the other address family cannot be reached from
+	// it: such a check fails when it dials, and a proxy host name only
+	// resolves to addresses of SourceIP's family. It cannot be combined
+	// with WithDialContext (that dialer decides the local address).
+	SourceIP netip.Addr
 }
 
-// WithDefaults returns a copy of c with every zero field set to its default
-// and Method upper-cased. It does not validate.
+// WithDefaults returns a copy of c with every zero field set to its default,
+// Method upper-cased and SourceIP unmapped (an IPv4-mapped IPv6 address
+// becomes the IPv4 address). It does not validate.
 func (c Config) WithDefaults() Config {
 	if c.TargetURL == "" {
 		c.TargetURL = DefaultTargetURL
@@ -254,6 +274,7 @@ func (c Config) WithDefaults() Config {
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
 	}
+	c.SourceIP = c.SourceIP.Unmap()
 	return c
 }
 
@@ -343,6 +364,16 @@ func (c Config) compile() (*compiled, error) {
 	}
 	if c.Close < CloseAuto || c.Close > CloseReset {
 		return nil, bad("Close", c.Close, "want CloseAuto, CloseFIN or CloseReset")
+	}
+	if ip := c.SourceIP; ip.IsValid() {
+		switch {
+		case ip.IsUnspecified():
+			return nil, bad("SourceIP", ip, "means any address: leave SourceIP empty for the kernel's choice, or give one of this host's addresses")
+		case ip.IsMulticast():
+			return nil, bad("SourceIP", ip, "is a multicast address: give one of this host's unicast addresses, or leave SourceIP empty")
+		case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			return nil, bad("SourceIP", ip, "is the broadcast address: give one of this host's unicast addresses, or leave SourceIP empty")
+		}
 	}
 	if c.EchoURL != "" {
 		shown := shownURL(c.EchoURL)

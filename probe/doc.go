@@ -115,6 +115,20 @@
 // target); FirstByte is from the request written to the first response byte;
 // Total is the whole check.
 //
+// # Source address
+//
+// Config.SourceIP binds every connection of a check (and of its echo) to
+// one local address, port 0: checks leave a multi-homed host through the
+// interface of that address, and on loopback each checker can have its
+// own 127.0.0.x, which a farm counts apart. On Linux the bind uses
+// IP_BIND_ADDRESS_NO_PORT, so the port is still picked per destination at
+// connect(2) and bound sockets do not drain the ephemeral range. Check
+// sets it through net.Dialer (LocalAddr and Control), the event loop with
+// bind(2) before connect(2); dial errors name the source as net.Dialer
+// does ("dial tcp 127.0.0.7:0->127.0.0.1:8080: ..."). NewChecker refuses
+// an address that is not one of the host's, and SourceIP together with
+// WithDialContext.
+//
 // # Checks without a goroutine each (CheckAsync)
 //
 // CheckAsync(ctx, proxy, done) gives the Result Check would give and calls

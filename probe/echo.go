@@ -38,7 +38,8 @@ type echoer struct {
 // application/json", the same dialer, resolver and TLS configuration (and
 // session cache) as the check.
 func newEchoer(parent *Checker, cp *compiled, opts []Option) (*echoer, error) {
-	ecfg := Config{TargetURL: cp.cfg.EchoURL, Method: "GET", Timeout: cp.cfg.Timeout, TLSConfig: cp.cfg.TLSConfig, Close: cp.cfg.Close}
+	ecfg := Config{TargetURL: cp.cfg.EchoURL, Method: "GET", Timeout: cp.cfg.Timeout, TLSConfig: cp.cfg.TLSConfig, Close: cp.cfg.Close,
+		SourceIP: cp.cfg.SourceIP}
 	for _, h := range cp.headers {
 		if strings.EqualFold(h.Name, "user-agent") {
 			ecfg.Headers = append(ecfg.Headers, h)
