@@ -61,6 +61,24 @@
 // politeness assertions) and TotalChecks. Connections refused while a proxy
 // is in Refuse never reach the farm and are not counted.
 //
+// Checks are also counted per source address, the client's IP: several
+// checkers on one machine, each bound to its own loopback address
+// (probe.Config.SourceIP: 127.0.0.2, 127.0.0.3, ...), are told apart.
+// Stats(i).Sources has, per address, the checks and the first and last
+// accept time; ChecksFrom(i, ip) and Sources (the whole farm) sum them.
+// With WithOverlapWindow the farm also counts overlaps, the signature of
+// two checkers both checking one proxy: a check from another address than
+// the proxy's previous check, within the window of it; Stats(i).Overlaps,
+// MaxOverlap (the longest run of them) and LastOverlap. The per-source
+// counts are a small slice per proxy under the proxy's lock (no map, no
+// allocation per check once an address has been seen).
+//
+// A farm in another process (a child serving WithHost addresses, as the
+// daemon benchmarks run them) is read through ServeControl on the child's
+// stdin and stdout: "count", "report" (one line of JSON: WriteReport, read
+// back with ParseReport into a Report with every proxy's Stats) and
+// "reset".
+//
 // # Cost and limits
 //
 // Each proxy costs one listening socket, one accept goroutine and a small

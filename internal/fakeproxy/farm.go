@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,6 +42,7 @@ type options struct {
 	behavior  Behavior
 	anonymity Anonymity
 	host      string
+	overlap   time.Duration
 }
 
 // WithBody sets the body served by OK responses (default "ok").
@@ -64,6 +67,18 @@ func WithScheme(scheme string) Option { return func(o *options) { o.scheme = sch
 // machine, each with its own ~22,000 ports. The host must be an IP literal.
 func WithHost(host string) Option { return func(o *options) { o.host = host } }
 
+// WithOverlapWindow makes the farm count overlaps, the signature of two
+// checkers that both believe they own a proxy: an overlap is a check of a
+// proxy from another source address than its previous check, less than
+// window after it. Two owners alternate and overlap again and again, for
+// as long as both check (Stats.MaxOverlap); a hand-over from one checker
+// to another overlaps once at most (when the new owner's first check comes
+// within the window). Give it about twice the check interval. Zero (the
+// default) counts none.
+func WithOverlapWindow(window time.Duration) Option {
+	return func(o *options) { o.overlap = window }
+}
+
 // WithBehavior sets every proxy's initial behavior (default OK).
 func WithBehavior(b Behavior) Option { return func(o *options) { o.behavior = b } }
 
@@ -80,6 +95,42 @@ type Stats struct {
 	MinInterval time.Duration
 	// Echoes is the number of echo answers (requests for EchoPath) sent.
 	Echoes uint64
+	// Sources are the checks per source address (the client's IP, e.g. one
+	// 127.0.0.x per checker on loopback), ordered by address.
+	Sources []SourceStats
+	// Overlaps is the number of checks from another source than the
+	// check before, within the overlap window of it (WithOverlapWindow);
+	// always zero without a window.
+	Overlaps uint64
+	// MaxOverlap is the longest run of overlaps, from its first
+	// overlapping check to its last, each within the window of the one
+	// before: about how long two sources checked the proxy at once. A
+	// single overlap (a hand-over) is a run of zero length.
+	MaxOverlap time.Duration
+	// LastOverlap is the time of the latest overlapping check (zero
+	// without one).
+	LastOverlap time.Time
+}
+
+// SourceStats are the checks one proxy received from one source address.
+type SourceStats struct {
+	// IP is the source address (IPv4-mapped IPv6 addresses unmapped).
+	IP netip.Addr
+	// Checks is the number of connections accepted from IP.
+	Checks uint64
+	// First and Last are the accept times of the first and last of them.
+	First, Last time.Time
+}
+
+// From returns the checks from ip (zero when none came from it).
+func (s Stats) From(ip netip.Addr) SourceStats {
+	ip = ip.Unmap()
+	for _, src := range s.Sources {
+		if src.IP == ip {
+			return src
+		}
+	}
+	return SourceStats{IP: ip}
 }
 
 // Farm is a set of fake proxies listening on 127.0.0.1 (or the address of
@@ -116,9 +167,14 @@ type proxy struct {
 	pass      string
 	hasCreds  bool
 	conns     map[net.Conn]struct{}
-	stats     Stats
-	exit      string // exit IP reported in echo answers
-	anonymity Anonymity
+	stats     Stats // stats.Sources is unused: sources holds them
+	// sources are the checks per source address, in the order of their
+	// first check; a handful per proxy, scanned linearly.
+	sources      []SourceStats
+	lastIP       netip.Addr // the source of the latest check
+	overlapStart time.Time  // the first check of the current run of overlaps
+	exit         string     // exit IP reported in echo answers
+	anonymity    Anonymity
 }
 
 // Start opens n fake proxies on random ports of 127.0.0.1 (or the address
@@ -283,14 +339,37 @@ func (p *proxy) setCreds(user, pass string, has bool) {
 
 // Checks returns the number of checks (accepted connections) proxy i
 // received.
-func (f *Farm) Checks(i int) uint64 { return f.Stats(i).Checks }
-
-// Stats returns proxy i's check statistics.
-func (f *Farm) Stats(i int) Stats {
+func (f *Farm) Checks(i int) uint64 {
 	p := f.proxies[i]
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.stats
+	return p.stats.Checks
+}
+
+// ChecksFrom returns the number of checks proxy i received from source
+// address ip.
+func (f *Farm) ChecksFrom(i int, ip netip.Addr) uint64 {
+	ip = ip.Unmap()
+	p := f.proxies[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, src := range p.sources {
+		if src.IP == ip {
+			return src.Checks
+		}
+	}
+	return 0
+}
+
+// Stats returns proxy i's check statistics (a copy).
+func (f *Farm) Stats(i int) Stats {
+	p := f.proxies[i]
+	p.mu.Lock()
+	st := p.stats
+	st.Sources = slices.Clone(p.sources)
+	p.mu.Unlock()
+	sortSources(st.Sources)
+	return st
 }
 
 // ResetStats clears every proxy's statistics (not TotalChecks).
@@ -298,8 +377,90 @@ func (f *Farm) ResetStats() {
 	for _, p := range f.proxies {
 		p.mu.Lock()
 		p.stats = Stats{}
+		p.sources = p.sources[:0]
+		p.lastIP, p.overlapStart = netip.Addr{}, time.Time{}
 		p.mu.Unlock()
 	}
+}
+
+// Sources returns the checks of the whole farm per source address, ordered
+// by address: for each, the checks of every proxy from it, the earliest
+// First and the latest Last. It locks each proxy in turn (about 50 ns
+// each), so the figures of different proxies may be a few checks apart.
+func (f *Farm) Sources() []SourceStats {
+	var out []SourceStats
+	for _, p := range f.proxies {
+		p.mu.Lock()
+		out = mergeSources(out, p.sources)
+		p.mu.Unlock()
+	}
+	sortSources(out)
+	return out
+}
+
+// mergeSources adds the checks of srcs to those of out, per address.
+func mergeSources(out, srcs []SourceStats) []SourceStats {
+	for _, src := range srcs {
+		j := slices.IndexFunc(out, func(o SourceStats) bool { return o.IP == src.IP })
+		if j < 0 {
+			out = append(out, src)
+			continue
+		}
+		o := &out[j]
+		o.Checks += src.Checks
+		if src.First.Before(o.First) {
+			o.First = src.First
+		}
+		if src.Last.After(o.Last) {
+			o.Last = src.Last
+		}
+	}
+	return out
+}
+
+// sortSources orders srcs by address.
+func sortSources(srcs []SourceStats) {
+	slices.SortFunc(srcs, func(a, b SourceStats) int { return a.IP.Compare(b.IP) })
+}
+
+// record counts a check accepted at now from ip; p.mu is held.
+func (p *proxy) record(ip netip.Addr, now time.Time) {
+	st := &p.stats
+	window := p.f.opts.overlap
+	overlap := false
+	if st.Checks > 0 {
+		d := now.Sub(st.Last)
+		if st.MinInterval == 0 || d < st.MinInterval {
+			st.MinInterval = d
+		}
+		overlap = window > 0 && ip != p.lastIP && d < window
+	} else {
+		st.First = now
+	}
+	st.Checks++
+	st.Last = now
+	p.lastIP = ip
+	found := false
+	for k := range p.sources {
+		if src := &p.sources[k]; src.IP == ip {
+			src.Checks++
+			src.Last = now
+			found = true
+			break
+		}
+	}
+	if !found {
+		p.sources = append(p.sources, SourceStats{IP: ip, Checks: 1, First: now, Last: now})
+	}
+	if !overlap {
+		return
+	}
+	st.Overlaps++
+	if st.LastOverlap.IsZero() || now.Sub(st.LastOverlap) >= window {
+		p.overlapStart = now // a new run
+	}
+	st.LastOverlap = now
+	st.MaxOverlap = max(st.MaxOverlap, now.Sub(p.overlapStart))
 }
 
 // TotalChecks returns the number of checks all proxies received since
@@ -401,16 +562,7 @@ func (p *proxy) acceptLoop(ln net.Listener) {
 			c.Close()
 			return
 		}
-		st := &p.stats
-		if st.Checks > 0 {
-			if d := now.Sub(st.Last); st.MinInterval == 0 || d < st.MinInterval {
-				st.MinInterval = d
-			}
-		} else {
-			st.First = now
-		}
-		st.Checks++
-		st.Last = now
+		p.record(peerIP(c), now)
 		b := p.behavior
 		if p.conns == nil {
 			p.conns = make(map[net.Conn]struct{})
@@ -437,6 +589,15 @@ func (p *proxy) serve(c net.Conn, s session) {
 		return
 	}
 	s.run(c)
+}
+
+// peerIP is the connection's remote address (unmapped), or the zero
+// Addr for a connection that is not TCP.
+func peerIP(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // flip returns true with probability prob.
