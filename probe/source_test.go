@@ -3,11 +3,14 @@ package probe
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
 )
 
 // source7 is the source address of these tests: Linux routes all of
@@ -194,5 +197,45 @@ func TestSourceIPEcho(t *testing.T) {
 	c.echo.own.mu.Unlock()
 	if len(own) != 1 || own[0] != source7 {
 		t.Errorf("the direct echo server saw the checker at %v, want [127.0.0.7]", own)
+	}
+}
+
+// TestSourceIPFarmCountsPerChecker is issue 15's measurement in small:
+// three checkers on one machine, each from its own loopback address,
+// check one fake farm through CheckAsync; the farm tells them apart: each
+// proxy was checked by its owner alone, and two checkers that both check
+// one proxy show up as overlaps.
+func TestSourceIPFarmCountsPerChecker(t *testing.T) {
+	const n = 9
+	f := startFarm(t, n, fakeproxy.WithOverlapWindow(time.Hour))
+	srcs := []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.4")}
+	checkers := make([]*Checker, len(srcs))
+	for k, src := range srcs {
+		checkers[k] = newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/", SourceIP: src})
+	}
+	for round := range 2 {
+		for i := range n {
+			owner := checkers[i%len(srcs)]
+			r := checkAsync(t, owner, context.Background(), MustParseProxyURL(f.URL(i)))
+			want(t, fmt.Sprintf("round %d proxy %d", round, i), r, cOK, 200)
+		}
+	}
+	for i := range n {
+		st := f.Stats(i)
+		if len(st.Sources) != 1 || st.Sources[0].IP != srcs[i%len(srcs)] || st.Sources[0].Checks != 2 || st.Overlaps != 0 {
+			t.Errorf("proxy %d: sources %+v, %d overlaps; want 2 checks from %v alone", i, st.Sources, st.Overlaps, srcs[i%len(srcs)])
+		}
+	}
+	for _, s := range f.Sources() {
+		if s.Checks != 2*n/uint64(len(srcs)) {
+			t.Errorf("farm: %v checked %d times, want %d", s.IP, s.Checks, 2*n/len(srcs))
+		}
+	}
+	// Proxy 0's owner is 127.0.0.2; 127.0.0.3 checks it too, in turn.
+	for _, k := range []int{1, 0, 1} {
+		want(t, "double owner", checkAsync(t, checkers[k], context.Background(), MustParseProxyURL(f.URL(0))), cOK, 200)
+	}
+	if st := f.Stats(0); st.Overlaps != 3 || st.From(srcs[1]).Checks != 2 {
+		t.Errorf("proxy 0 checked by .2 and .3 in turn: %+v, want 3 overlaps and 2 checks from .3", st)
 	}
 }
