@@ -108,7 +108,7 @@ func (f *Farm) EchoURL() string { return "http://" + f.echo.addr + EchoPath }
 func (f *Farm) EchoAnswers() uint64 {
 	f.echo.mu.Lock()
 	defer f.echo.mu.Unlock()
-	return f.echo.stats.Echoes
+	return f.echo.stats.echoes
 }
 
 // isEchoTarget reports whether a request target (absolute or origin form)

@@ -167,14 +167,30 @@ type proxy struct {
 	pass      string
 	hasCreds  bool
 	conns     map[net.Conn]struct{}
-	stats     Stats // stats.Sources is unused: sources holds them
+	stats     counters
 	// sources are the checks per source address, in the order of their
 	// first check; a handful per proxy, scanned linearly.
-	sources      []SourceStats
-	lastIP       netip.Addr // the source of the latest check
-	overlapStart time.Time  // the first check of the current run of overlaps
-	exit         string     // exit IP reported in echo answers
-	anonymity    Anonymity
+	sources   []SourceStats
+	ov        *overlaps // with WithOverlapWindow, from the first check on
+	exit      string    // exit IP reported in echo answers
+	anonymity Anonymity
+}
+
+// counters are a proxy's Stats but Sources and the overlaps.
+type counters struct {
+	checks      uint64
+	first, last time.Time
+	minInterval time.Duration
+	echoes      uint64
+}
+
+// overlaps are a proxy's overlap counts (WithOverlapWindow); kept apart,
+// so that a farm without a window does not carry them in every proxy.
+type overlaps struct {
+	lastIP      netip.Addr // the source of the latest check
+	count       uint64
+	max         time.Duration
+	last, start time.Time // the latest overlap and the first of its run
 }
 
 // Start opens n fake proxies on random ports of 127.0.0.1 (or the address
@@ -343,7 +359,7 @@ func (f *Farm) Checks(i int) uint64 {
 	p := f.proxies[i]
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.stats.Checks
+	return p.stats.checks
 }
 
 // ChecksFrom returns the number of checks proxy i received from source
@@ -365,8 +381,12 @@ func (f *Farm) ChecksFrom(i int, ip netip.Addr) uint64 {
 func (f *Farm) Stats(i int) Stats {
 	p := f.proxies[i]
 	p.mu.Lock()
-	st := p.stats
-	st.Sources = slices.Clone(p.sources)
+	c := p.stats
+	st := Stats{Checks: c.checks, First: c.first, Last: c.last, MinInterval: c.minInterval, Echoes: c.echoes,
+		Sources: slices.Clone(p.sources)}
+	if ov := p.ov; ov != nil {
+		st.Overlaps, st.MaxOverlap, st.LastOverlap = ov.count, ov.max, ov.last
+	}
 	p.mu.Unlock()
 	sortSources(st.Sources)
 	return st
@@ -376,9 +396,9 @@ func (f *Farm) Stats(i int) Stats {
 func (f *Farm) ResetStats() {
 	for _, p := range f.proxies {
 		p.mu.Lock()
-		p.stats = Stats{}
+		p.stats = counters{}
 		p.sources = p.sources[:0]
-		p.lastIP, p.overlapStart = netip.Addr{}, time.Time{}
+		p.ov = nil
 		p.mu.Unlock()
 	}
 }
@@ -426,20 +446,17 @@ func sortSources(srcs []SourceStats) {
 // record counts a check accepted at now from ip; p.mu is held.
 func (p *proxy) record(ip netip.Addr, now time.Time) {
 	st := &p.stats
-	window := p.f.opts.overlap
-	overlap := false
-	if st.Checks > 0 {
-		d := now.Sub(st.Last)
-		if st.MinInterval == 0 || d < st.MinInterval {
-			st.MinInterval = d
+	gap := time.Duration(-1) // since the previous check, if any
+	if st.checks > 0 {
+		gap = now.Sub(st.last)
+		if st.minInterval == 0 || gap < st.minInterval {
+			st.minInterval = gap
 		}
-		overlap = window > 0 && ip != p.lastIP && d < window
 	} else {
-		st.First = now
+		st.first = now
 	}
-	st.Checks++
-	st.Last = now
-	p.lastIP = ip
+	st.checks++
+	st.last = now
 	found := false
 	for k := range p.sources {
 		if src := &p.sources[k]; src.IP == ip {
@@ -452,15 +469,31 @@ func (p *proxy) record(ip netip.Addr, now time.Time) {
 	if !found {
 		p.sources = append(p.sources, SourceStats{IP: ip, Checks: 1, First: now, Last: now})
 	}
-	if !overlap {
+	if window := p.f.opts.overlap; window > 0 {
+		p.overlap(ip, now, gap, window)
+	}
+}
+
+// overlap counts the check from ip at now as an overlap if the previous
+// check, gap before (negative: none), came from another address within
+// window; p.mu is held.
+func (p *proxy) overlap(ip netip.Addr, now time.Time, gap, window time.Duration) {
+	ov := p.ov
+	if ov == nil {
+		ov = &overlaps{}
+		p.ov = ov
+	}
+	prev := ov.lastIP
+	ov.lastIP = ip
+	if gap < 0 || prev == ip || gap >= window {
 		return
 	}
-	st.Overlaps++
-	if st.LastOverlap.IsZero() || now.Sub(st.LastOverlap) >= window {
-		p.overlapStart = now // a new run
+	ov.count++
+	if ov.last.IsZero() || now.Sub(ov.last) >= window {
+		ov.start = now // a new run
 	}
-	st.LastOverlap = now
-	st.MaxOverlap = max(st.MaxOverlap, now.Sub(p.overlapStart))
+	ov.last = now
+	ov.max = max(ov.max, now.Sub(ov.start))
 }
 
 // TotalChecks returns the number of checks all proxies received since

@@ -293,7 +293,7 @@ func (s *session) echoFor(head, target []byte) []byte {
 		exit = ""
 	}
 	s.p.mu.Lock()
-	s.p.stats.Echoes++
+	s.p.stats.echoes++
 	s.p.mu.Unlock()
 	return echoBody(head, target, s.conn.RemoteAddr(), exit, s.anonymity)
 }
