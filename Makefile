@@ -22,6 +22,14 @@ test:
 	$(if $(NORACE_PKGS),$(GO) test -count=1 -timeout 10m $(NORACE_PKGS))
 	$(GO) build -o /dev/null ./examples/...
 
+# make soak: the long versions of the crash suites: TestKillNineRounds kills
+# the real daemon with SIGKILL $(SOAK_ROUNDS) times under load (make test runs
+# 20 rounds); a failing run prints PROXYHEALTH_CRASH_SEED=... to replay it.
+SOAK_ROUNDS ?= 100
+.PHONY: soak
+soak:
+	PROXYHEALTH_CRASH_ROUNDS=$(SOAK_ROUNDS) $(GO) test -race -count=1 -timeout 60m -v -run '^TestKillNineRounds$$' ./cmd/proxyhealth/
+
 test-short:
 	$(GO) test -short -count=1 ./...
 
