@@ -95,7 +95,7 @@ func TestJournalExplainErrors(t *testing.T) {
 		{"journal", "explain", "not a url"},
 		{"journal", "explain", "http://user:s3cret@10.0.0.1:99999"},
 		{"journal", "explain", "0123456789abcdef", "--format", "yaml"},
-		{"journal", "explain", "0123456789abcdef", "--server", "http://127.0.0.1:1", "--data", "x"},
+		{"journal", "explain", "0123456789abcdef", "--data", "x", "--data", "./x"},
 		{"journal", "explain", "0123456789abcdef", "--token", "t"},
 	} {
 		r := cli(t, args...)

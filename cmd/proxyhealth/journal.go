@@ -18,11 +18,13 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
 const journalUsage = `Usage: proxyhealth journal replay|verify|stats|salvage --data DIR [flags]
        proxyhealth journal replay|stats --server URL [--token TOKEN] [flags]
        proxyhealth journal explain PROXY --data DIR | --server URL [flags]
+       proxyhealth journal replay|explain --data DIR1 --data DIR2 ... --server URL1 ... [flags]
 
 The journal (DIR/journal.db) is the audit trail: every check, decision and
 operator action, in order, with a global sequence number.
@@ -47,7 +49,17 @@ The journal is opened read-only. While a daemon runs on the same data
 directory the file is locked (bbolt allows no reader beside its writer):
 replay and stats then read it from the daemon with --server URL (GET
 /v1/journal, page by page; same output), verify and salvage need the
-daemon stopped.`
+daemon stopped.
+
+In a cluster each member journals what its own actors decide in its own
+data directory. replay and explain take several --data and --server (one
+journal a member, mixed as you like) and merge them by event time, ties
+broken by the order given, then by seq; a member's own events keep their
+order. Each record names its member: a column after the time in text, a
+"member" field in JSON; explain names the member of each sentence.
+Filters apply to every member. If a member cannot be read at all nothing
+is printed; if one fails part-way the others are printed to their end and
+the failure is named last (exit 1). One --token serves every --server.`
 
 const journalExamples = `  proxyhealth journal replay --data ./proxyhealth-data --type state_changed --since 1h
   proxyhealth journal replay --data ./proxyhealth-data --proxy socks5://10.0.0.7:1080 --format json
@@ -56,7 +68,9 @@ const journalExamples = `  proxyhealth journal replay --data ./proxyhealth-data 
   proxyhealth journal stats --data ./proxyhealth-data --format json
   proxyhealth journal replay --server http://127.0.0.1:9480 --type proxy_paused,proxy_resumed --since 24h
   PROXYHEALTH_TOKEN=s3cret proxyhealth journal stats --server http://10.0.0.2:9480
-  proxyhealth journal salvage --data ./proxyhealth-data --out ./journal.salvaged.db`
+  proxyhealth journal salvage --data ./proxyhealth-data --out ./journal.salvaged.db
+  proxyhealth journal replay --data /srv/a/data --data /srv/b/data --proxy socks5://10.0.0.7:1080
+  proxyhealth journal replay --server http://10.0.0.2:9480 --server http://10.0.0.3:9480 --type state_changed --since 1h`
 
 func runJournal(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -112,60 +126,114 @@ func openArchiveFor(ctx context.Context, cmd, dir string, stderr io.Writer) (*pr
 	return a, true
 }
 
-// journalFlags are the flags replay and stats share: where the journal
-// is (--data, or --server with --token).
+// journalFlags are the flags replay, stats and explain share: where the
+// journals are (--data DIR and --server URL, each repeatable: one
+// journal a member) and --token.
 type journalFlags struct {
-	fs     *flagSet
-	data   *string
-	server *string
-	token  *string
+	fs    *flagSet
+	srcs  *[]journalSource // in command-line order
+	token *string
+}
+
+// journalSource is one journal to read: a data directory, or the daemon
+// at server.
+type journalSource struct {
+	// name is what the merged output calls this member: the directory or
+	// the URL as given (the URL without a password).
+	name   string
+	dir    string
+	server *url.URL
+}
+
+// sourceFlag is --data or --server: each use adds a journal to the list
+// both share, so their order is the command line's.
+type sourceFlag struct {
+	server bool
+	list   *[]journalSource
+}
+
+func (f *sourceFlag) String() string {
+	if f == nil || f.list == nil {
+		return ""
+	}
+	var names []string
+	for _, s := range *f.list {
+		if (s.server != nil) == f.server {
+			names = append(names, s.name)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+func (f *sourceFlag) Set(v string) error {
+	if !f.server {
+		*f.list = append(*f.list, journalSource{name: v, dir: v})
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s: want a URL like http://%s", short(v), defaultListen)
+	}
+	*f.list = append(*f.list, journalSource{name: u.Redacted(), server: u})
+	return nil
 }
 
 func addJournalFlags(fs *flagSet) journalFlags {
+	srcs := new([]journalSource)
+	fs.Var(&sourceFlag{list: srcs}, "data", "data `DIR` holding journal.db (default "+defaultData+"); repeat it (or add --server) to merge several cluster members' journals by time")
+	fs.Var(&sourceFlag{server: true, list: srcs}, "server", "read the journal of the daemon at `URL` (GET /v1/journal, page by page) instead of a data directory; works while the daemon runs; repeatable like --data")
 	return journalFlags{
-		fs:     fs,
-		data:   fs.String("data", defaultData, "data `DIR` holding journal.db"),
-		server: fs.String("server", "", "read the journal of the daemon at `URL` (GET /v1/journal, page by page) instead of --data; works while the daemon runs"),
-		token:  fs.String("token", "", "bearer `TOKEN` of the daemon, with --server (default $PROXYHEALTH_TOKEN)"),
+		fs:    fs,
+		srcs:  srcs,
+		token: fs.String("token", "", "bearer `TOKEN` of the daemons, with --server (default $PROXYHEALTH_TOKEN)"),
 	}
 }
 
-// source returns the daemon's base URL (nil: read --data), or a usage
-// error.
-func (jf journalFlags) source() (*url.URL, error) {
-	if *jf.server == "" {
+// sources returns the journals to read, in command-line order (the
+// default data directory when none is named), or a usage error.
+func (jf journalFlags) sources() ([]journalSource, error) {
+	srcs := *jf.srcs
+	servers := 0
+	seen := map[string]bool{}
+	for _, s := range srcs {
+		if s.server != nil {
+			servers++
+		}
+		key := filepath.Clean(s.dir)
+		if s.server != nil {
+			key = strings.TrimSuffix(s.server.String(), "/")
+		}
+		if seen[key] {
+			return nil, fmt.Errorf("%s is named twice: each --data or --server is one member's journal", s.name)
+		}
+		seen[key] = true
+	}
+	if servers == 0 {
 		if jf.fs.isSet("token") {
 			return nil, errors.New("--token goes with --server")
 		}
-		return nil, nil
-	}
-	if jf.fs.isSet("data") {
-		return nil, errors.New("use --server or --data, not both")
-	}
-	u, err := url.Parse(*jf.server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("--server %s: want a URL like http://%s", short(*jf.server), defaultListen)
+		if len(srcs) == 0 {
+			srcs = []journalSource{{name: defaultData, dir: defaultData}}
+		}
+		return srcs, nil
 	}
 	if *jf.token == "" {
 		*jf.token = os.Getenv("PROXYHEALTH_TOKEN")
 	}
-	return u, nil
+	return srcs, nil
 }
 
-// records yields the journal's records that f selects, in seq order, from
-// the daemon at server or (server nil) from the data directory.
-func (jf journalFlags) records(ctx context.Context, server *url.URL, f proxyhealth.JournalFilter) iter.Seq2[proxyhealth.Record, error] {
-	if server != nil {
-		return serverJournal(ctx, server, *jf.token, f)
+// records yields the records of src's journal that f selects, in seq
+// order. merged is true when it is one of several journals being merged:
+// a daemon's page that breaks off after some events is then asked again
+// from the last one (while the merge reads other members, an answer can
+// wait longer than the daemon's write timeout).
+func (jf journalFlags) records(ctx context.Context, src journalSource, f proxyhealth.JournalFilter, merged bool) iter.Seq2[proxyhealth.Record, error] {
+	if src.server != nil {
+		return serverJournal(ctx, src.server, *jf.token, f, merged)
 	}
 	return func(yield func(proxyhealth.Record, error) bool) {
-		a, err := openArchive(ctx, *jf.data)
-		if err != nil {
-			yield(proxyhealth.Record{}, err)
-			return
-		}
-		defer a.Close()
-		for env, err := range a.ReadJournal(ctx, f) {
+		for env, err := range archiveEvents(ctx, src.dir, f) {
 			if err != nil {
 				yield(proxyhealth.Record{}, err)
 				return
@@ -175,6 +243,39 @@ func (jf journalFlags) records(ctx context.Context, server *url.URL, f proxyheal
 			}
 		}
 	}
+}
+
+// archiveEvents yields the events of dir's journal that f selects, in seq
+// order, opening the archive when it is first read.
+func archiveEvents(ctx context.Context, dir string, f proxyhealth.JournalFilter) iter.Seq2[*pb.Envelope, error] {
+	return func(yield func(*pb.Envelope, error) bool) {
+		a, err := openArchive(ctx, dir)
+		if err != nil {
+			yield(nil, err)
+			return
+		}
+		defer a.Close()
+		for env, err := range a.ReadJournal(ctx, f) {
+			if !yield(env, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// members are the journals of srcs as the merge reads them, each
+// filtered by f.
+func (jf journalFlags) members(ctx context.Context, srcs []journalSource, f proxyhealth.JournalFilter) []proxyhealth.MemberJournal {
+	ms := make([]proxyhealth.MemberJournal, len(srcs))
+	for i, src := range srcs {
+		ms[i] = proxyhealth.MemberJournal{Member: src.name}
+		if src.server != nil {
+			ms[i].Records = jf.records(ctx, src, f, true)
+		} else {
+			ms[i].Events = archiveEvents(ctx, src.dir, f)
+		}
+	}
+	return ms
 }
 
 func journalReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -194,7 +295,7 @@ func journalReplay(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(pos) > 0 {
 		return fs.fail("unexpected argument %q", pos[0])
 	}
-	server, err := jf.source()
+	srcs, err := jf.sources()
 	if err != nil {
 		return fs.fail("%v", err)
 	}
@@ -230,8 +331,11 @@ func journalReplay(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 	w := bufio.NewWriterSize(stdout, 64<<10)
 	defer w.Flush()
+	if len(srcs) > 1 {
+		return replayMerged(ctx, jf, srcs, f, format.value == "json", w, stderr)
+	}
 	enc := json.NewEncoder(w)
-	for r, err := range jf.records(ctx, server, f) {
+	for r, err := range jf.records(ctx, srcs[0], f, false) {
 		if err != nil {
 			w.Flush()
 			fmt.Fprintf(stderr, "proxyhealth journal replay: %v\n", err)
@@ -248,6 +352,65 @@ func journalReplay(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 	}
 	return exitOK
+}
+
+// replayMerged prints the journals of several members merged by time
+// (proxyhealth.MergeJournals), each record naming its member: a column
+// after the time in text, a "member" field in JSON. A member that cannot
+// be read at all stops it before anything is printed; one that fails
+// part-way is named at the end (exit 1) after the other members' events
+// were printed to their end.
+func replayMerged(ctx context.Context, jf journalFlags, srcs []journalSource, f proxyhealth.JournalFilter, asJSON bool, w *bufio.Writer, stderr io.Writer) int {
+	width := 0
+	for _, s := range srcs {
+		width = max(width, len(s.name))
+	}
+	enc := json.NewEncoder(w)
+	var (
+		errs    []error
+		printed int
+	)
+	for r, err := range proxyhealth.MergeJournals(ctx, jf.members(ctx, srcs, f)) {
+		if err != nil {
+			errs = append(errs, err)
+			if !errors.Is(err, proxyhealth.ErrMemberJournal) {
+				break // canceled
+			}
+			continue
+		}
+		if printed == 0 && len(errs) > 0 {
+			break // a member could not be read at all
+		}
+		printed++
+		if asJSON {
+			if err := enc.Encode(r); err != nil {
+				return exitFailure // stdout closed (e.g. | head)
+			}
+			continue
+		}
+		if _, err := fmt.Fprintln(w, textMemberRecord(r, width)); err != nil {
+			return exitFailure
+		}
+	}
+	if len(errs) == 0 {
+		return exitOK
+	}
+	w.Flush()
+	for _, err := range errs {
+		fmt.Fprintf(stderr, "proxyhealth journal replay: %v\n", err)
+	}
+	if printed == 0 {
+		fmt.Fprintln(stderr, "Nothing was printed: a merge needs every member's journal; leave out the members that cannot be read, or read them alone.")
+	} else {
+		fmt.Fprintln(stderr, "The other members' events were printed to their end; the events of the members above after the point named are missing.")
+	}
+	return exitFailure
+}
+
+// textMemberRecord is textRecord with the member after the time, padded
+// to width.
+func textMemberRecord(r proxyhealth.MemberRecord, width int) string {
+	return r.At + "  " + fmt.Sprintf("%-*s", width, r.Member) + strings.TrimPrefix(textRecord(r.Record), r.At)
 }
 
 // textRecord formats an event for people, one line.
@@ -360,17 +523,21 @@ func journalStats(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if len(pos) > 0 {
 		return fs.fail("unexpected argument %q", pos[0])
 	}
-	server, err := jf.source()
+	srcs, err := jf.sources()
 	if err != nil {
 		return fs.fail("%v", err)
 	}
+	if len(srcs) > 1 {
+		return fs.fail("stats counts one journal: run it once for each --data or --server")
+	}
+	src, server := srcs[0], srcs[0].server
 	out := journalStatsOut{ByType: map[string]int{}}
 	if server != nil {
 		out.Path = server.JoinPath("/v1/journal").String()
 	} else {
 		// The file's numbers, before the events are counted (the file
 		// is closed meanwhile: records opens it again).
-		a, ok := openArchiveFor(ctx, "proxyhealth journal stats", *jf.data, stderr)
+		a, ok := openArchiveFor(ctx, "proxyhealth journal stats", src.dir, stderr)
 		if !ok {
 			return exitFailure
 		}
@@ -383,7 +550,7 @@ func journalStats(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	proxies, sources := map[string]bool{}, map[string]bool{}
 	var first, last time.Time
-	for r, err := range jf.records(ctx, server, proxyhealth.JournalFilter{}) {
+	for r, err := range jf.records(ctx, src, proxyhealth.JournalFilter{}, false) {
 		if err != nil {
 			fmt.Fprintf(stderr, "proxyhealth journal stats: %v\n", err)
 			return exitFailure

@@ -33,7 +33,14 @@ const maxJournalLine = 1 << 20
 // reading GET /v1/journal one page at a time: memory holds one line, not a
 // page. Times are sent as absolute RFC 3339 times, computed once, so every
 // page selects the same window.
-func serverJournal(ctx context.Context, base *url.URL, token string, f proxyhealth.JournalFilter) iter.Seq2[proxyhealth.Record, error] {
+//
+// With resume, a page whose answer breaks off after at least one event is
+// asked for again from the last event read (after=), as often as each
+// attempt brings new events: in a merge an answer waits while the other
+// members are read, and the daemon ends a response its client does not
+// read for 30 s. An answer that breaks off before any new event is an
+// error, as without resume.
+func serverJournal(ctx context.Context, base *url.URL, token string, f proxyhealth.JournalFilter, resume bool) iter.Seq2[proxyhealth.Record, error] {
 	return func(yield func(proxyhealth.Record, error) bool) {
 		client := &http.Client{Timeout: journalPageTimeout}
 		q := url.Values{}
@@ -57,6 +64,10 @@ func serverJournal(ctx context.Context, base *url.URL, token string, f proxyheal
 		for {
 			q.Set("after", strconv.FormatUint(after, 10))
 			n, last, stop, err := journalPage(ctx, client, base, token, q, after, yield)
+			if errors.Is(err, errBrokeOff) && resume && n > 0 && ctx.Err() == nil {
+				after = last
+				continue
+			}
 			if err != nil {
 				yield(proxyhealth.Record{}, err)
 				return
@@ -68,6 +79,18 @@ func serverJournal(ctx context.Context, base *url.URL, token string, f proxyheal
 		}
 	}
 }
+
+// errBrokeOff marks an answer of GET /v1/journal that ended before its
+// end (the connection broke, the daemon cut it off, the page timed out).
+var errBrokeOff = errors.New("proxyhealth: the journal's answer broke off")
+
+// brokeOff is the cause of a broken answer, marked as errBrokeOff; its
+// text is the cause's.
+type brokeOff struct{ err error }
+
+func (b brokeOff) Error() string        { return b.err.Error() }
+func (b brokeOff) Unwrap() error        { return b.err }
+func (b brokeOff) Is(target error) bool { return target == errBrokeOff }
 
 // journalPage reads one page and yields its records. It returns how many
 // there were, the last seq, and stop when yield asked to stop.
@@ -128,7 +151,7 @@ func journalPage(ctx context.Context, client *http.Client, base *url.URL, token 
 		}
 		// A page cut off (the daemon failed to read its journal, or the
 		// connection broke) must not pass for the end of the journal.
-		return n, last, false, fmt.Errorf("%s: the answer broke off after %d events (seq %d): %w", u.Redacted(), n, last, err)
+		return n, last, false, fmt.Errorf("%s: the answer broke off after %d events (seq %d): %w", u.Redacted(), n, last, brokeOff{err})
 	}
 	return n, last, false, nil
 }

@@ -26,6 +26,9 @@ type fakeJournalAPI struct {
 	token string
 	// cutAfter, when > 0, breaks every answer off after that many lines.
 	cutAfter int
+	// cutAt, when > 0, breaks every answer off before the event of that
+	// seq.
+	cutAt uint64
 
 	mu      sync.Mutex
 	queries []string
@@ -34,6 +37,7 @@ type fakeJournalAPI struct {
 func (f *fakeJournalAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.queries = append(f.queries, r.URL.RawQuery)
+	cutAfter, cutAt := f.cutAfter, f.cutAt
 	f.mu.Unlock()
 	fail := func(code int, msg string) {
 		w.Header().Set("Content-Type", "application/json")
@@ -88,7 +92,11 @@ func (f *fakeJournalAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			(len(types) > 0 && !slices.Contains(types, rec.Type)) || (!since.IsZero() && at.Before(since)) || (!until.IsZero() && !at.Before(until)) {
 			continue
 		}
-		if f.cutAfter > 0 && n == f.cutAfter {
+		if cutAt > 0 && rec.Seq == cutAt {
+			w.(http.Flusher).Flush()    // the status line, if no event was sent
+			panic(http.ErrAbortHandler) // the answer breaks off before this event
+		}
+		if cutAfter > 0 && n == cutAfter {
 			panic(http.ErrAbortHandler) // the connection breaks mid-page
 		}
 		_ = enc.Encode(rec)
@@ -217,7 +225,8 @@ func TestJournalFromServerErrors(t *testing.T) {
 		t.Errorf("no daemon: %+v", r)
 	}
 	for _, args := range [][]string{
-		{"journal", "replay", "--server", srv.URL, "--data", "x"},
+		{"journal", "stats", "--server", srv.URL, "--data", "x"},
+		{"journal", "replay", "--server", srv.URL, "--server", srv.URL + "/"},
 		{"journal", "stats", "--server", "ftp://x"},
 		{"journal", "replay", "--token", "t"},
 	} {
