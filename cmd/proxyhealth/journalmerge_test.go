@@ -442,3 +442,62 @@ func marshal(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+// TestJournalMergedFromRealDaemons: replay --server A --server B against
+// two running daemons (their own GET /v1/journal, in small pages, while
+// they append): the merge is in time order and holds each member's
+// events in its own order; after they stopped, each member's part is the
+// beginning of its offline replay (its journal only grew).
+func TestJournalMergedFromRealDaemons(t *testing.T) {
+	farm, err := fakeproxy.Start(t.Context(), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(farm.Close)
+	if err := farm.Set(3, fakeproxy.Refuse()); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	type member struct {
+		data, url string
+		stop      func()
+	}
+	var members []member
+	for i, proxies := range []string{farm.URL(0) + "\n" + farm.URLWith(1, "socks5h", "user", "pw") + "\n", farm.URL(2) + "\n" + farm.URL(3) + "\n"} {
+		list := writeFile(t, dir, fmt.Sprintf("pool-%d.txt", i), proxies)
+		data := filepath.Join(dir, fmt.Sprintf("data-%d", i))
+		var logs syncBuffer
+		d, stop := startTestDaemon(t, &logs, nil, "--data", data, "--proxies", list, "--interval", "100ms", "--timeout", "1s",
+			"--check-url", testTarget, "--unhealthy-threshold", "2")
+		testutil.Eventually(t, 20*time.Second, "some history", func() bool { return d.status.Summary().Seq > 30 })
+		members = append(members, member{data: data, url: strings.TrimSuffix(d.url, "/"), stop: stop})
+	}
+	defer func(n int) { journalPageSize = n }(journalPageSize)
+	journalPageSize = 7
+	r := cli(t, "journal", "replay", "--format", "json", "--server", members[0].url, "--server", members[1].url)
+	online := decodeLines[proxyhealth.MemberRecord](t, mustSucceed(t, r, "merged --server"))
+	for _, m := range members {
+		m.stop()
+	}
+	names := []string{members[0].url, members[1].url}
+	own := map[string][]proxyhealth.Record{}
+	for _, m := range members {
+		off := decodeLines[proxyhealth.Record](t, mustSucceed(t, cli(t, "journal", "replay", "--format", "json", "--data", m.data), "offline"))
+		n := 0
+		for _, rec := range online {
+			if rec.Member == m.url {
+				n++
+			}
+		}
+		if n < 30 || n > len(off) {
+			t.Fatalf("member %s: %d records online, %d offline", m.url, n, len(off))
+		}
+		own[m.url] = off[:n]
+	}
+	if switches := checkMergedReplay(t, "real daemons", online, names, own); switches < 4 {
+		t.Errorf("the members' events do not interleave: %d switches in %d records", switches, len(online))
+	}
+	if strings.Contains(r.stdout, "pw") {
+		t.Error("credentials in the merged replay")
+	}
+}
