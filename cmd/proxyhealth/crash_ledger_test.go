@@ -434,6 +434,7 @@ func (l *ledger) checkView(ctx context.Context, rr *roundRecord, j journal.Journ
 	if err := sqlview.RebuildFile(ctx, rebuilt, throughJournal{j, offset}, sqlview.Options{}); err != nil {
 		t.Fatalf("round %d: rebuilding the view through seq %d: %v", rr.round, offset, err)
 	}
+	l.checkStatusData(rr, rebuilt, offset)
 	rebuiltDump, _ := dumpView(t, rebuilt)
 	names := sortedKeys(rebuiltDump)
 	if kn := sortedKeys(keptDump); !slices.Equal(kn, names) {
@@ -447,6 +448,67 @@ func (l *ledger) checkView(ctx context.Context, rr *roundRecord, j journal.Journ
 		}
 		l.stats.viewTables++
 		l.stats.viewRows += len(a)
+	}
+}
+
+// checkStatusData runs proxyhealth status --data on the directory the
+// daemon left (its view read with what its -wal holds) and compares the
+// figures with a rebuild of the journal through the view's offset.
+func (l *ledger) checkStatusData(rr *roundRecord, rebuilt string, offset uint64) {
+	l.t.Helper()
+	t := l.t
+	r := runBin(t, "status", "--data", l.data, "--format", "json")
+	var got httpapi.Pool
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &got) != nil {
+		l.mismatch("round %d: status --data: exit %d\n%s%s", rr.round, r.code, r.stdout, r.stderr)
+		return
+	}
+	db, err := sql.Open("sqlite3", "file:"+rebuilt+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var want httpapi.Counts
+	rows, err := db.Query(`SELECT state, paused, COUNT(*) FROM proxies GROUP BY state, paused`)
+	if err != nil {
+		t.Fatalf("%s: %v", rebuilt, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var state string
+		var paused bool
+		var n int
+		if err := rows.Scan(&state, &paused, &n); err != nil {
+			t.Fatal(err)
+		}
+		want.Total += n
+		if paused {
+			want.Paused += n
+		}
+		switch state {
+		case "healthy":
+			want.Healthy += n
+		case "degraded":
+			want.Degraded += n
+		case "unhealthy":
+			want.Unhealthy += n
+		case "recovering":
+			want.Recovering += n
+		case "failed":
+			want.Failed += n
+		case "unknown":
+			want.Unknown += n
+		default:
+			t.Fatalf("%s: state %q", rebuilt, state)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	g := got.Counts
+	g.Checking, g.HealthPercentage, g.Ejected = 0, 0, 0
+	if got.JournalSeq != offset || g != want {
+		l.mismatch("round %d: status --data says seq %d %+v; the view the daemon kept is at seq %d, and a rebuild through it has %+v", rr.round, got.JournalSeq, g, offset, want)
 	}
 }
 
@@ -515,7 +577,7 @@ func dumpView(t *testing.T, path string) (map[string][]string, uint64) {
 		out[name] = dump
 	}
 	var offset uint64
-	if err := db.QueryRow(`SELECT MAX(seq) FROM projection_offsets`).Scan(&offset); err != nil {
+	if err := db.QueryRow(`SELECT COALESCE(MAX(seq), 0) FROM projection_offsets`).Scan(&offset); err != nil {
 		t.Fatalf("%s: offset: %v", path, err)
 	}
 	return out, offset
