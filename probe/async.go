@@ -24,10 +24,10 @@ import (
 // any, of the proxy's family and without a zone) run as state machines on
 // a shared epoll event loop, without a goroutine of their own, bind their
 // socket to Config.SourceIP and close their connection as Check does
-// (Config.Close). Everything else runs Check
-// on a goroutine, transparently. The event loop starts with the first check
-// and stops by itself shortly after the last check in flight ended, so a
-// Checker needs no Close.
+// (Config.Close). Everything else runs Check on a goroutine,
+// transparently. The event loop starts with the first check and stops by
+// itself shortly after the last check in flight ended, so a Checker needs
+// no Close.
 //
 // Canceling ctx aborts the check promptly (Canceled is set, as Check does);
 // its deadline, if earlier than Config.Timeout, bounds the check.

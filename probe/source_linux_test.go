@@ -106,3 +106,31 @@ func TestSourceDialerSetsNoPort(t *testing.T) {
 		t.Errorf("the dial came from %v, want %v", got, source7)
 	}
 }
+
+// TestSourceIPBindFails: when the bind to SourceIP fails at check time
+// (the address left the host after NewChecker), the event loop reports it
+// as Check's net.Dialer does. 192.0.2.1 (TEST-NET-1) stands for the
+// address that left: NewChecker would refuse it, so the test swaps it in
+// afterwards, in the checker (for the loop) and in its dialer (for Check).
+func TestSourceIPBindFails(t *testing.T) {
+	rec := recordPeers(t)
+	gone := netip.MustParseAddr("192.0.2.1")
+	c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/", SourceIP: source7})
+	c.source, c.sourceAddr, c.dial = gone, sourceTCPAddr(gone), sourceDialer(gone).DialContext
+	p := MustParseProxyURL("http://" + rec.addr)
+	if !c.fastPath(p) {
+		t.Fatal("not on the fast path")
+	}
+	rs := c.Check(context.Background(), p)
+	ra := checkAsync(t, c, context.Background(), p)
+	want(t, "Check", rs, cOther, 0)
+	wantMsg := "connect to proxy: dial tcp 192.0.2.1:0->" + rec.addr + ": bind: cannot assign requested address"
+	if rs.Message != wantMsg || ra.Message != wantMsg || ra.Class != rs.Class {
+		t.Errorf("bind failure:\n Check      %v %q\n CheckAsync %v %q\n want       %q", rs.Class, rs.Message, ra.Class, ra.Message, wantMsg)
+	}
+	select {
+	case ip := <-rec.peers:
+		t.Errorf("a connection from %v reached the proxy", ip)
+	default:
+	}
+}
