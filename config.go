@@ -132,7 +132,13 @@ type Config struct {
 	// of starting a system of its own, and Close stops only what the engine
 	// spawned.
 	ActorSystem *actor.ActorSystem
+	// Cluster makes the engine one member of a cluster that shares the
+	// pool (see ClusterConfig); off by default.
+	Cluster ClusterConfig
 
+	// clusterJoin replaces joining through etcd (tests join an in-process
+	// fake membership; see export_test.go).
+	clusterJoin clusterJoin
 	// journalOptions are extra options of the bbolt journal (tests inject
 	// faults with them; see export_test.go).
 	journalOptions []journal.BoltOption
@@ -207,6 +213,7 @@ var (
 var sourceName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 func (c Config) withDefaults() Config {
+	c.Cluster = c.Cluster.withDefaults()
 	if c.Concurrency == 0 {
 		c.Concurrency = actors.DefaultConcurrency
 	}
@@ -257,6 +264,9 @@ func (s SourceConfig) withDefaults() SourceConfig {
 // appear in the error).
 func (c Config) Validate() error {
 	c = c.withDefaults()
+	if err := c.Cluster.validate(c); err != nil {
+		return err
+	}
 	if c.Concurrency < 1 {
 		return fmt.Errorf("%w: concurrency = %d; must be at least 1", ErrBadConfig, c.Concurrency)
 	}

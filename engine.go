@@ -57,6 +57,8 @@ type Engine struct {
 	bg          sync.WaitGroup
 	bgCancel    context.CancelFunc
 	retain      *retainer
+	// cl is the engine's side of a cluster (nil outside one).
+	cl *clusterNode
 }
 
 type source struct {
@@ -137,6 +139,13 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 			return slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With(slog.String("component", "protoactor"))
 		}))
 	}
+	if cfg.Cluster.enabled() {
+		if err := e.joinCluster(ctx); err != nil {
+			_ = j.Close()
+			e.shutdownSystem()
+			return nil, err
+		}
+	}
 	budget := actors.NewEjectionBudget(cfg.Rotation.MaxEjectionShare)
 	e.env = &actors.Env{
 		Journal:       j,
@@ -149,14 +158,19 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		Abandoned:     e.abandoned,
 		Ejections:     budget,
 	}
+	if e.cl != nil {
+		e.env.MayCheck = e.cl.mayCheck
+	}
 	if err := e.env.Init(); err != nil {
 		_ = j.Close()
+		e.leaveEarly(ctx)
 		e.shutdownSystem()
 		return nil, err
 	}
 	pool, err := rotation.NewPool(cfg.Rotation.poolOptions(cfg.Clock.Now))
 	if err != nil { // Validate checked the config
 		_ = j.Close()
+		e.leaveEarly(ctx)
 		e.shutdownSystem()
 		e.env.Close()
 		return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
@@ -168,6 +182,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		e.rot.close()
 		e.rot.wait()
 		_ = j.Close()
+		e.leaveEarly(ctx)
 		e.shutdownSystem()
 		e.env.Close()
 		return nil, err
@@ -191,6 +206,9 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 			_ = e.Close(context.WithoutCancel(ctx))
 			return nil, err
 		}
+	}
+	if e.cl != nil {
+		e.cl.start()
 	}
 	return e, nil
 }
@@ -268,6 +286,9 @@ func (s *source) listProxies() []ProxyEntry {
 // ErrJournalFailing means nothing was added; one wrapping
 // ErrOutcomeUnknown means ctx ended before the journal said.
 func (e *Engine) AddProxy(ctx context.Context, sourceName, rawURL string) (string, error) {
+	if e.cl != nil {
+		return "", fmt.Errorf("%w: add the proxy to the shared configuration and reload every member", ErrClusterManaged)
+	}
 	ids, err := e.addProxies(ctx, sourceName, []ProxyEntry{{URL: rawURL}}, pb.ProxyOrigin_PROXY_ORIGIN_API)
 	if err != nil {
 		return "", err
@@ -276,6 +297,20 @@ func (e *Engine) AddProxy(ctx context.Context, sourceName, rawURL string) (strin
 }
 
 func (e *Engine) addProxies(ctx context.Context, sourceName string, entries []ProxyEntry, origin pb.ProxyOrigin) ([]string, error) {
+	return e.addProxiesWith(ctx, sourceName, entries, origin, addOptions{})
+}
+
+// addOptions are the cluster's additions to addProxies.
+type addOptions struct {
+	// placed: the entries are this member's already (placement chose
+	// them); otherwise, in a cluster, only the entries this member owns
+	// are started (all are recorded as configured).
+	placed bool
+	// adopt, if set, gives a proxy's adoption record (nil: none).
+	adopt func(id, reason string) *events.Adopt
+}
+
+func (e *Engine) addProxiesWith(ctx context.Context, sourceName string, entries []ProxyEntry, origin pb.ProxyOrigin, opt addOptions) ([]string, error) {
 	if sourceName == "" {
 		sourceName = DefaultSource
 	}
@@ -293,6 +328,27 @@ func (e *Engine) addProxies(ctx context.Context, sourceName string, entries []Pr
 			return nil, fmt.Errorf("%w: %s is a redacted URL (the user name shown as a tag): it names a proxy but has no credentials to reach it; give the proxy's URL with its user name and password", ErrBadConfig, u.Redacted())
 		}
 		urls[i] = u
+	}
+	if e.cl != nil && !opt.placed {
+		// Every member knows every configured proxy; each starts its own.
+		ids := make([]string, len(urls))
+		for i, u := range urls {
+			ids[i] = u.ID()
+		}
+		mine := e.cl.place(sourceName, ids, entries)
+		if len(mine) < len(urls) {
+			var fu []probe.ProxyURL
+			var fe []ProxyEntry
+			var fr []string
+			for _, i := range mine {
+				fu, fe, fr = append(fu, urls[i]), append(fe, entries[i]), append(fr, raws[i])
+			}
+			urls, entries, raws = fu, fe, fr
+			if len(urls) == 0 {
+				return nil, nil
+			}
+		}
+		opt.adopt = e.cl.adoption
 	}
 	e.mu.Lock()
 	if e.closed {
@@ -332,6 +388,9 @@ func (e *Engine) addProxies(ctx context.Context, sourceName string, entries []Pr
 	for i, p := range added {
 		specs[i] = e.spec(src, p)
 		ids[i] = specs[i].ID
+		if opt.adopt != nil {
+			specs[i].Adopt = opt.adopt(ids[i], "taken over by cluster placement")
+		}
 	}
 	srcPID := src.pid
 	e.mu.Unlock()
@@ -497,6 +556,9 @@ func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source,
 		}
 		want[u.ID()] = pe
 	}
+	if e.cl != nil {
+		e.cl.keepOnly(sc.Name, want)
+	}
 	e.mu.Lock()
 	src, ok := e.sources[sc.Name]
 	if !ok {
@@ -548,7 +610,7 @@ func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source,
 		e.rot.refresh(recredentialed) // the picker hands out the new URL
 	}
 	for _, id := range remove {
-		errs = append(errs, e.RemoveProxy(ctx, id))
+		errs = append(errs, e.removeProxy(ctx, id))
 	}
 	add := make([]ProxyEntry, 0, len(want))
 	for _, pe := range want {
@@ -564,6 +626,15 @@ func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source,
 
 // RemoveProxy journals the proxy's removal and stops its actor.
 func (e *Engine) RemoveProxy(ctx context.Context, id string) error {
+	if e.cl != nil {
+		return fmt.Errorf("%w: remove the proxy from the shared configuration and reload every member", ErrClusterManaged)
+	}
+	return e.removeProxy(ctx, id)
+}
+
+// removeProxy is RemoveProxy without the cluster's refusal (a reload
+// removes proxies the configuration dropped).
+func (e *Engine) removeProxy(ctx context.Context, id string) error {
 	p, err := e.lookup(id)
 	if err != nil {
 		return err
@@ -786,6 +857,11 @@ func (e *Engine) lookup(id string) (*proxy, error) {
 	}
 	p, ok := e.proxies[id]
 	if !ok || p.pid == nil {
+		if e.cl != nil {
+			if o, elsewhere := e.cl.checkedBy(id); elsewhere {
+				return nil, fmt.Errorf("%w: proxy %s is checked by member %s; send the request there", ErrNotOwner, id, o)
+			}
+		}
 		return nil, fmt.Errorf("%w: %q", ErrUnknownProxy, id)
 	}
 	return p, nil
@@ -828,13 +904,21 @@ func (e *Engine) Close(ctx context.Context) error {
 	}
 	e.mu.Unlock()
 
+	var errs []error
+	if e.cl != nil {
+		// Hand every proxy over and leave first: the others take over at
+		// once (not after the lease TTL) while this member stops.
+		if err := e.cl.leave(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("proxyhealth: close: leave the cluster: %w", err))
+		}
+	}
+
 	if e.retain != nil {
 		e.retain.stop()
 	}
 	// 1. No new checks; cancel probes in flight. 2. Wait for every probe
 	// and append goroutine, so their results reach live mailboxes.
 	e.env.CancelChecks()
-	var errs []error
 	if err := e.env.Wait(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("proxyhealth: close: waiting for checks and appends: %w", err))
 	}
@@ -870,7 +954,7 @@ var engineSeq atomic.Uint64
 // shutdownSystem stops the actor system, unless it is the host's (whose
 // actors of this engine Close stopped already).
 func (e *Engine) shutdownSystem() {
-	if !e.hostSystem {
+	if !e.hostSystem && !e.sys.IsStopped() { // leaving a cluster stops it
 		e.sys.Shutdown()
 	}
 }

@@ -39,6 +39,10 @@ type Health struct {
 	Journal JournalHealth
 	// Projections are the folds of the journal, sorted by name.
 	Projections []ProjectionHealth
+	// Cluster is this member's cluster membership (nil outside a
+	// cluster): not OK while its lease is unconfirmed (checks are held
+	// back) or once it was lost.
+	Cluster *ClusterStatus
 }
 
 // Causes lists, one line each, what makes the engine unhealthy (empty
@@ -48,6 +52,11 @@ func (h Health) Causes() []string {
 	if h.Journal.Failing {
 		out = append(out, fmt.Sprintf("journal: %d commits failed since %s: %s",
 			h.Journal.FailedCommits-h.Journal.failedBefore, h.Journal.Since.UTC().Format(time.RFC3339), h.Journal.Error))
+	}
+	if c := h.Cluster; c != nil && c.Lost {
+		out = append(out, "cluster: membership lost ("+c.Error+"): checks stopped; restart this member so that it rejoins")
+	} else if c != nil && !c.Fresh {
+		out = append(out, "cluster: membership not confirmed (is etcd reachable?): checks are held back until it is")
 	}
 	for _, p := range h.Projections {
 		if p.State != ProjectionRunning {
@@ -155,6 +164,10 @@ func (e *Engine) Health() Health {
 	h.OK = !h.Journal.Failing
 	for _, p := range h.Projections {
 		h.OK = h.OK && p.State == ProjectionRunning
+	}
+	if c, ok := e.Cluster(); ok {
+		h.Cluster = &c
+		h.OK = h.OK && c.Fresh && !c.Lost
 	}
 	return h
 }

@@ -74,7 +74,13 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 			continue
 		}
 		var reason, raw string
+		var elsewhere string
+		if e.cl != nil {
+			elsewhere, _ = e.cl.checkedBy(v.ID)
+		}
 		switch {
+		case elsewhere != "":
+			reason = "handed over to cluster member " + elsewhere
 		case !configured[st.Source]:
 			reason = fmt.Sprintf("not resumed at start-up: its source %q is not configured", st.Source)
 		case st.Origin == pb.ProxyOrigin_PROXY_ORIGIN_CONFIG && oldIdentity(st):

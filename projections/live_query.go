@@ -169,6 +169,18 @@ func (l *Live) Proxy(id string) (ProxyView, bool) {
 	return l.view(e, l.now()), true
 }
 
+// State returns the folded state of one proxy; false if it is unknown or
+// removed.
+func (l *Live) State(id string) (events.State, bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	e := l.entries[id]
+	if e == nil {
+		return events.State{}, false
+	}
+	return e.st, true
+}
+
 // view builds e's ProxyView; mu must be held.
 func (l *Live) view(e *entry, now int64) ProxyView {
 	s := &e.st

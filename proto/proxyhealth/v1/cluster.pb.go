@@ -33,8 +33,12 @@ const (
 type StateRecords struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The sender's advertised host:port.
-	FromMember    string           `protobuf:"bytes,1,opt,name=from_member,json=fromMember,proto3" json:"from_member,omitempty"`
-	Records       []*ProxySnapshot `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	FromMember string           `protobuf:"bytes,1,opt,name=from_member,json=fromMember,proto3" json:"from_member,omitempty"`
+	Records    []*ProxySnapshot `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// Set on the last message of the records a member sends to one that
+	// joined (all of its proxies): the newcomer waits for it from every
+	// member before it starts checking, so that it starts from their states.
+	EndOfDump     bool `protobuf:"varint,3,opt,name=end_of_dump,json=endOfDump,proto3" json:"end_of_dump,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -83,15 +87,23 @@ func (x *StateRecords) GetRecords() []*ProxySnapshot {
 	return nil
 }
 
+func (x *StateRecords) GetEndOfDump() bool {
+	if x != nil {
+		return x.EndOfDump
+	}
+	return false
+}
+
 var File_proxyhealth_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_proxyhealth_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x1cproxyhealth/v1/cluster.proto\x12\x0eproxyhealth.v1\x1a\x1bproxyhealth/v1/events.proto\"h\n" +
+	"\x1cproxyhealth/v1/cluster.proto\x12\x0eproxyhealth.v1\x1a\x1bproxyhealth/v1/events.proto\"\x88\x01\n" +
 	"\fStateRecords\x12\x1f\n" +
 	"\vfrom_member\x18\x01 \x01(\tR\n" +
 	"fromMember\x127\n" +
-	"\arecords\x18\x02 \x03(\v2\x1d.proxyhealth.v1.ProxySnapshotR\arecordsBGZEgithub.com/proxyhealth/proxyhealth/proto/proxyhealth/v1;proxyhealthv1b\x06proto3"
+	"\arecords\x18\x02 \x03(\v2\x1d.proxyhealth.v1.ProxySnapshotR\arecords\x12\x1e\n" +
+	"\vend_of_dump\x18\x03 \x01(\bR\tendOfDumpBGZEgithub.com/proxyhealth/proxyhealth/proto/proxyhealth/v1;proxyhealthv1b\x06proto3"
 
 var (
 	file_proxyhealth_v1_cluster_proto_rawDescOnce sync.Once

@@ -1,0 +1,356 @@
+package proxyhealth_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
+	"github.com/proxyhealth/proxyhealth/probe"
+	"github.com/proxyhealth/proxyhealth/projections"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// clusterOf opens one engine per address, members of one fake cluster,
+// all with the same configuration: one source listing every farm proxy.
+type testCluster struct {
+	t       *testing.T
+	fc      *proxyhealth.FakeCluster
+	farm    *fakeproxy.Farm
+	urls    []string
+	engines map[string]*proxyhealth.Engine
+	dirs    map[string]string
+}
+
+func newTestCluster(t *testing.T, n int, addrs ...string) *testCluster {
+	t.Helper()
+	tc := &testCluster{t: t, fc: proxyhealth.NewFakeCluster(), farm: startFarm(t, n), engines: map[string]*proxyhealth.Engine{}, dirs: map[string]string{}}
+	for i := range n {
+		tc.urls = append(tc.urls, tc.farm.URL(i))
+	}
+	for _, a := range addrs {
+		tc.start(a)
+	}
+	t.Cleanup(func() {
+		for _, a := range slices.Sorted(mapsKeys(tc.engines)) {
+			tc.close(a)
+		}
+	})
+	return tc
+}
+
+func mapsKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func (tc *testCluster) start(addr string) *proxyhealth.Engine {
+	tc.t.Helper()
+	if tc.dirs[addr] == "" {
+		tc.dirs[addr] = tc.t.TempDir()
+	}
+	cfg := proxyhealth.Config{DataDir: tc.dirs[addr], ResumeAddedProxies: true, Sources: []proxyhealth.SourceConfig{{
+		Name: "farm", Proxies: tc.urls, Health: fastHealth(), Probe: farmProbe(),
+	}}}
+	e := open(tc.t, tc.fc.Config(cfg, addr))
+	tc.engines[addr] = e
+	return e
+}
+
+func (tc *testCluster) close(addr string) {
+	tc.t.Helper()
+	e := tc.engines[addr]
+	delete(tc.engines, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.Close(ctx); err != nil {
+		tc.t.Errorf("close %s: %v", addr, err)
+	}
+}
+
+// owners maps each proxy to the members whose status lists it, with the
+// state each shows.
+func (tc *testCluster) owners() map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for a, e := range tc.engines {
+		_, views := e.Status().List(projections.ListFilter{}, 0, 1<<20)
+		for _, v := range views {
+			if out[v.ID] == nil {
+				out[v.ID] = map[string]string{}
+			}
+			out[v.ID][a] = v.State
+		}
+	}
+	return out
+}
+
+// settled waits until every proxy is shown by exactly one of members
+// (and by no other engine), checked and in a known state.
+func (tc *testCluster) settled(what string, members ...string) map[string]string {
+	tc.t.Helper()
+	var owner map[string]string
+	var last string
+	if !testutil.Within(20*time.Second, 20*time.Millisecond, func() bool {
+		own := tc.owners()
+		owner = map[string]string{}
+		for _, u := range tc.urls {
+			id := proxyID(tc.t, u)
+			if len(own[id]) != 1 {
+				last = fmt.Sprintf("proxy %s shown by %v", id, own[id])
+				return false
+			}
+			for a, st := range own[id] {
+				if !slices.Contains(members, a) || st == "unknown" {
+					last = fmt.Sprintf("proxy %s: %s on %s", id, st, a)
+					return false
+				}
+				owner[id] = a
+			}
+		}
+		return true
+	}) {
+		tc.t.Fatalf("%s: not settled: %s", what, last)
+	}
+	return owner
+}
+
+func proxyID(t testing.TB, raw string) string {
+	t.Helper()
+	return probe.MustParseProxyURL(raw).ID()
+}
+
+// Each proxy is checked by exactly one member, the one placement names,
+// and every member's share is a real share.
+func TestClusterChecksEachProxyOnOneMember(t *testing.T) {
+	tc := newTestCluster(t, 60, "m1:1", "m2:1", "m3:1")
+	owner := tc.settled("three members", "m1:1", "m2:1", "m3:1")
+	count := map[string]int{}
+	for _, a := range owner {
+		count[a]++
+	}
+	if len(count) != 3 {
+		t.Errorf("shares %v: a member checks nothing", count)
+	}
+	for a, e := range tc.engines {
+		st, ok := e.Cluster()
+		if !ok || st.Self != a || len(st.Members) != 3 || st.Configured != 60 || st.Checked != count[a] || !st.Fresh {
+			t.Errorf("%s: cluster status %+v (share %d)", a, st, count[a])
+		}
+	}
+	// Commands about a proxy another member checks name that member.
+	for id, a := range owner {
+		for b, e := range tc.engines {
+			if b == a {
+				continue
+			}
+			err := e.PauseProxy(context.Background(), id)
+			if !errors.Is(err, proxyhealth.ErrNotOwner) || !strings.Contains(err.Error(), a) {
+				t.Errorf("pause %s on %s (owner %s): %v", id, b, a, err)
+			}
+			break
+		}
+		break
+	}
+	if _, err := tc.engines["m1:1"].AddProxy(context.Background(), "farm", "http://127.0.0.1:9"); !errors.Is(err, proxyhealth.ErrClusterManaged) {
+		t.Errorf("AddProxy in a cluster: %v", err)
+	}
+}
+
+// A killed member's proxies are taken over by the survivors from their
+// last replicated state (never unknown), journaled as adopted, and
+// checked again at once.
+func TestClusterKilledMembersProxiesAreAdoptedWithoutRelapse(t *testing.T) {
+	tc := newTestCluster(t, 60, "m1:1", "m2:1", "m3:1")
+	// Some proxies fail, so that the adopted states are not all healthy.
+	for i := range 10 {
+		if err := tc.farm.Set(i, fakeproxy.Refuse()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner := tc.settled("three members", "m1:1", "m2:1", "m3:1")
+	testutil.Eventually(t, 20*time.Second, "the refusing proxies are unhealthy or further", func() bool {
+		own := tc.owners()
+		for i := range 10 {
+			for _, st := range own[proxyID(t, tc.urls[i])] {
+				if st == "healthy" || st == "unknown" || st == "degraded" {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	before := tc.owners()
+	killedAt := time.Now()
+	tc.fc.Kill("m2:1")
+	dead := tc.engines["m2:1"]
+	delete(tc.engines, "m2:1")
+	t.Cleanup(func() { _ = dead.Close(context.Background()) })
+
+	after := tc.settled("after the kill", "m1:1", "m3:1")
+	for id, a := range owner {
+		if a != "m2:1" {
+			if after[id] != a {
+				t.Errorf("proxy %s moved from %s to %s though its owner lives", id, a, after[id])
+			}
+			continue
+		}
+		e := tc.engines[after[id]]
+		story := streamOf(t, e, id)
+		var adopted *pb.ProxyAdopted
+		for _, env := range story {
+			if a := env.GetProxyAdopted(); a != nil {
+				adopted = a
+			}
+		}
+		if adopted == nil || adopted.GetFromMember() != "m2:1" {
+			t.Errorf("proxy %s taken by %s without an adoption from m2:1: %v", id, after[id], story)
+			continue
+		}
+		if want := before[id]["m2:1"]; events.StateName(adopted.GetState().GetState()) != want && want != "recovering" && want != "unhealthy" {
+			t.Errorf("proxy %s adopted as %s, was %s on m2:1", id, events.StateName(adopted.GetState().GetState()), want)
+		}
+	}
+	// Checked again by the survivors soon after the kill.
+	testutil.Eventually(t, 10*time.Second, "the killed member's healthy proxies are checked again by a survivor", func() bool {
+		for id, a := range owner {
+			if a != "m2:1" || before[id]["m2:1"] != "healthy" {
+				continue
+			}
+			v, ok := tc.engines[after[id]].Status().Proxy(id)
+			if !ok || !v.LastCheckAt.After(killedAt) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// A member that comes back on its address takes its share back; the
+// members that held it hand it over (journaled as removed, "handed over"),
+// and no proxy shows unknown anywhere meanwhile.
+func TestClusterRestartedMemberTakesItsShareBack(t *testing.T) {
+	tc := newTestCluster(t, 60, "m1:1", "m2:1", "m3:1")
+	owner := tc.settled("three members", "m1:1", "m2:1", "m3:1")
+	tc.close("m2:1") // graceful: hands over at once
+	tc.settled("after m2 left", "m1:1", "m3:1")
+	tc.start("m2:1")
+	again := tc.settled("after m2 came back", "m1:1", "m2:1", "m3:1")
+	for id, a := range owner {
+		if again[id] != a {
+			t.Errorf("proxy %s: owner %s before, %s after the restart", id, a, again[id])
+		}
+	}
+	// The stories of m2's proxies on the survivors end with the hand-over.
+	n := 0
+	for id, a := range owner {
+		if a != "m2:1" {
+			continue
+		}
+		for b, e := range tc.engines {
+			if b == "m2:1" {
+				continue
+			}
+			story := streamOf(t, e, id)
+			if len(story) == 0 {
+				continue
+			}
+			last := story[len(story)-1]
+			if r := last.GetProxyRemoved(); r == nil || r.GetReason() != "handed over to cluster member m2:1" {
+				t.Errorf("proxy %s on %s ends with %v", id, b, last)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		t.Error("no proxy of m2 was held by a survivor meanwhile")
+	}
+}
+
+// A member whose membership is lost stops checking at once and says so.
+func TestClusterLostMemberStopsChecking(t *testing.T) {
+	tc := newTestCluster(t, 30, "m1:1", "m2:1")
+	tc.settled("two members", "m1:1", "m2:1")
+	e := tc.engines["m1:1"]
+	tc.fc.Expel("m1:1")
+	select {
+	case <-e.ClusterLost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("ClusterLost not closed")
+	}
+	h := e.Health()
+	if h.OK || h.Cluster == nil || !h.Cluster.Lost {
+		t.Errorf("health of a lost member: %+v", h)
+	}
+	// m2 takes everything over; m1 checks nothing more (a check in flight
+	// when the membership was lost may still end).
+	m2 := tc.engines["m2:1"]
+	testutil.Eventually(t, 20*time.Second, "m2 checks every proxy", func() bool {
+		s := m2.Status().Summary()
+		return s.Total == 30 && s.Unknown == 0
+	})
+	checks := func(e *proxyhealth.Engine) uint64 {
+		var n uint64
+		_, views := e.Status().List(projections.ListFilter{}, 0, 1<<20)
+		for _, v := range views {
+			n += v.TotalChecks
+		}
+		return n
+	}
+	m1Before, m2Before := checks(e), checks(m2)
+	testutil.Eventually(t, 20*time.Second, "m2 checks every proxy once more", func() bool { return checks(m2) >= m2Before+30 })
+	if got := checks(e); got != m1Before {
+		t.Errorf("the lost member checked %d more times", got-m1Before)
+	}
+}
+
+func streamOf(t *testing.T, e *proxyhealth.Engine, id string) []*pb.Envelope {
+	t.Helper()
+	var out []*pb.Envelope
+	for env, err := range e.Journal().ReadStream(context.Background(), id, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, env)
+	}
+	return out
+}
+
+// A member that joins a running cluster starts the proxies it takes from
+// the states the others sent it: each stream begins with ProxyAdded and
+// ProxyAdopted in one append, never unknown in between.
+func TestClusterNewMemberStartsFromTheOthersStates(t *testing.T) {
+	tc := newTestCluster(t, 60, "m1:1", "m2:1")
+	before := tc.settled("two members", "m1:1", "m2:1")
+	tc.start("m3:1")
+	after := tc.settled("three members", "m1:1", "m2:1", "m3:1")
+	taken := 0
+	for id, a := range after {
+		if a != "m3:1" {
+			continue
+		}
+		taken++
+		story := streamOf(t, tc.engines["m3:1"], id)
+		if len(story) < 2 || story[0].GetProxyAdded() == nil || story[1].GetProxyAdopted() == nil || story[1].GetSeq() != story[0].GetSeq()+1 {
+			t.Errorf("proxy %s on the new member: %v", id, story)
+			continue
+		}
+		if from := story[1].GetProxyAdopted().GetFromMember(); from != before[id] {
+			t.Errorf("proxy %s adopted from %q, its owner was %s", id, from, before[id])
+		}
+	}
+	if taken == 0 {
+		t.Fatal("the new member took nothing")
+	}
+}
