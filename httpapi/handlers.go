@@ -16,6 +16,7 @@ func (s *Server) pool(w http.ResponseWriter, _ *http.Request) {
 	p := PoolOf(s.status.Summary())
 	if h, ok := s.health(); ok {
 		p.Journal, p.Projections = healthOf(h)
+		p.Cluster = h.Cluster
 	}
 	writeJSON(w, http.StatusOK, p)
 }

@@ -61,6 +61,8 @@ type Healthz struct {
 	// the engine does not report its health).
 	Journal     *JournalStatus     `json:"journal,omitempty"`
 	Projections []ProjectionStatus `json:"projections,omitempty"`
+	// Cluster is this member's view of its cluster (absent outside one).
+	Cluster *proxyhealth.ClusterStatus `json:"cluster,omitempty"`
 }
 
 // healthOf converts the engine's health to the API's journal and
@@ -104,6 +106,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	body.Journal, body.Projections = healthOf(h)
+	body.Cluster = h.Cluster
 	code := http.StatusOK
 	if !h.OK {
 		body.Status, body.Causes, code = "failing", h.Causes(), http.StatusServiceUnavailable

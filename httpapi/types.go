@@ -59,6 +59,10 @@ type Pool struct {
 	// pool_panic_left (GET /v1/traffic has the picker's own view, which
 	// also covers start-up, before checks back a verdict).
 	PanicMode bool `json:"panic_mode"`
+	// Cluster is this member's view of its cluster: the members, whether
+	// its membership is confirmed, how many proxies it checks (absent
+	// outside a cluster). The counts above are this member's proxies.
+	Cluster *proxyhealth.ClusterStatus `json:"cluster,omitempty"`
 }
 
 // Proxy is one proxy in GET /v1/proxies.
