@@ -43,6 +43,9 @@ type fileConfig struct {
 	Webhooks    []webhookFile `yaml:"webhooks"`
 	Pool        poolFile      `yaml:"pool"`
 	Serve       serveFile     `yaml:"serve"`
+	Cluster     clusterFile   `yaml:"cluster"`
+	// CheckSourceIP is the local address every check connects from.
+	CheckSourceIP *string `yaml:"check_source_ip"`
 
 	// path is the file's name; lines maps the path of every key and list
 	// item ("retention", "sources[1].interval", "sources[1].proxies[0]")

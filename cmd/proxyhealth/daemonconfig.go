@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -33,6 +34,12 @@ type runSettings struct {
 	allowHosts  stringsFlag
 	serve       string
 	strategy    string
+	// sourceIP binds every check connection (probe.Config.SourceIP).
+	sourceIP string
+	// cluster membership (see proxyhealth.ClusterConfig)
+	cluster, advertise string
+	etcd               stringsFlag
+	leaseTTL           time.Duration
 
 	interval, timeout, recoveryCooldown time.Duration
 	checkURL                            string
@@ -50,6 +57,12 @@ func (r *runSettings) register(fs *flagSet) {
 	fs.Var(&r.allowHosts, "allow-host", "also answer API requests whose Host is `NAME` (repeatable; NAME matches any port, .example.net a domain and its subdomains); loopback names and the listen address are always allowed, other names get 421 (protection against DNS rebinding)")
 	fs.StringVar(&r.serve, "serve", "", "also serve the rotating endpoint on `ADDR`: an HTTP forward proxy (absolute-form and CONNECT) and a SOCKS5 proxy on the same port, forwarding each request through a healthy proxy; off loopback it requires users (config file serve.users)")
 	fs.StringVar(&r.strategy, "strategy", string(proxyhealth.RoundRobin), "how the rotating endpoint picks a proxy: `NAME` = "+strategyNames()+" (sticky needs a session key: header X-Proxyhealth-Session or user NAME-session-KEY; without one it picks round-robin)")
+	fs.StringVar(&r.sourceIP, "check-source-ip", "", "local `IP` every check connects from (a multi-homed host's egress address); default: the kernel's choice")
+	fs.StringVar(&r.cluster, "cluster", "", "join the cluster `NAME`: every member loads the same configuration and checks its share of the proxies (needs --etcd and --advertise)")
+	fs.Var(&r.etcd, "etcd", "etcd `ENDPOINTS` holding the cluster's membership (comma-separated host:port or URLs; repeatable)")
+	fs.StringVar(&r.advertise, "advertise", "", "`HOST:PORT` this cluster member listens on for the other members and advertises to them")
+	r.leaseTTL = proxyhealth.DefaultLeaseTTL
+	fs.Var(durationFlag{&r.leaseTTL}, "lease-ttl", "the cluster member's etcd lease (`DURATION`): a member that stops renewing it is dropped after it and its proxies go to the others")
 	fs.BoolVar(&r.startFresh, "start-fresh", false, "start even though journal.db is empty or behind view.db (history was lost): a new journal replaces the empty file and the view is rebuilt; without it such a start is refused")
 	r.logFormat = newChoice("text", "text", "json")
 	fs.Var(r.logFormat, "log-format", "log `FORMAT` on stderr: text or json")
@@ -235,6 +248,9 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 	if err := r.loadServe(fc, getenv, &dc); err != nil {
 		return dc, err
 	}
+	if err := r.loadCluster(fc, &dc); err != nil {
+		return dc, err
+	}
 
 	over, err := r.overrides()
 	if err != nil {
@@ -386,6 +402,9 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 			return dc, err
 		}
 		dc.engine.Sources = append(dc.engine.Sources, sc)
+	}
+	if err := r.loadSourceIP(fc, &dc); err != nil {
+		return dc, err
 	}
 	if err := dc.engine.Validate(); err != nil {
 		where := r.config
@@ -755,6 +774,93 @@ func (sf *sourceFile) listSettings(fc *fileConfig, label string, rel func(string
 			return &configError{fc.where(label + ".list_headers"), label + ".list_headers: " + err.Error()}
 		}
 		l.Headers = h
+	}
+	return nil
+}
+
+// clusterFile is the cluster section of the config file.
+type clusterFile struct {
+	Name      *string   `yaml:"name"`
+	Etcd      []string  `yaml:"etcd"`
+	Advertise *string   `yaml:"advertise"`
+	LeaseTTL  *duration `yaml:"lease_ttl"`
+}
+
+// loadCluster reads the cluster membership from the flags and the file
+// (flags win).
+func (r *runSettings) loadCluster(fc *fileConfig, dc *daemonConfig) error {
+	c := &dc.engine.Cluster
+	if fc.Cluster.Name != nil {
+		c.Name = *fc.Cluster.Name
+	}
+	if r.fs.isSet("cluster") {
+		c.Name = r.cluster
+	}
+	c.Etcd = fc.Cluster.Etcd
+	if r.fs.isSet("etcd") {
+		c.Etcd = nil
+		for _, v := range r.etcd {
+			for _, ep := range strings.Split(v, ",") {
+				if ep = strings.TrimSpace(ep); ep != "" {
+					c.Etcd = append(c.Etcd, ep)
+				}
+			}
+		}
+	}
+	if fc.Cluster.Advertise != nil {
+		c.Advertise = *fc.Cluster.Advertise
+	}
+	if r.fs.isSet("advertise") {
+		c.Advertise = r.advertise
+	}
+	if c.Name == "" {
+		c.Etcd, c.Advertise = nil, ""
+		if r.fs.isSet("etcd") || r.fs.isSet("advertise") {
+			return &configError{"--etcd/--advertise", "given without --cluster NAME"}
+		}
+		return nil
+	}
+	c.LeaseTTL = proxyhealth.DefaultLeaseTTL
+	switch {
+	case r.fs.isSet("lease-ttl"):
+		c.LeaseTTL = r.leaseTTL
+	case fc.Cluster.LeaseTTL != nil:
+		c.LeaseTTL = time.Duration(*fc.Cluster.LeaseTTL)
+	}
+	if len(c.Etcd) == 0 {
+		return &configError{"--cluster " + c.Name, "needs the etcd endpoints: --etcd HOST:PORT[,HOST:PORT…] (or cluster.etcd in the config file)"}
+	}
+	if c.Advertise == "" {
+		return &configError{"--cluster " + c.Name, "needs this member's address: --advertise HOST:PORT (or cluster.advertise), which the other members reach"}
+	}
+	if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+		return &configError{"--advertise", fmt.Sprintf("%s: want HOST:PORT", short(c.Advertise))}
+	}
+	if c.LeaseTTL < time.Second {
+		return &configError{"--lease-ttl", fmt.Sprintf("%v: must be at least 1s", c.LeaseTTL)}
+	}
+	return nil
+}
+
+// loadSourceIP applies --check-source-ip (or check_source_ip in the file)
+// to every source's checks.
+func (r *runSettings) loadSourceIP(fc *fileConfig, dc *daemonConfig) error {
+	raw, where := "", ""
+	switch {
+	case r.fs.isSet("check-source-ip"):
+		raw, where = r.sourceIP, "--check-source-ip"
+	case fc.CheckSourceIP != nil:
+		raw, where = *fc.CheckSourceIP, fc.where("check_source_ip")
+	}
+	if raw == "" {
+		return nil
+	}
+	ip, err := netip.ParseAddr(raw)
+	if err != nil {
+		return &configError{where, fmt.Sprintf("%s: not an IP address", short(raw))}
+	}
+	for i := range dc.engine.Sources {
+		dc.engine.Sources[i].Probe.SourceIP = ip
 	}
 	return nil
 }

@@ -125,11 +125,21 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		slog.Int("proxies", len(d.eng.ProxyIDs())), slog.Uint64("journal_seq", d.eng.JournalHead()))
 	d.serve(ln)
 
-	failed := false
+	failed, code := false, exitFailure
+	if c, ok := d.eng.Cluster(); ok {
+		log.Info("cluster member", slog.String("cluster", c.Name), slog.String("self", c.Self), slog.Any("members", c.Members),
+			slog.Int("checked", c.Checked), slog.Int("configured", c.Configured))
+	}
 loop:
 	for {
 		select {
 		case <-ctx.Done():
+			break loop
+		case <-d.eng.ClusterLost(): // nil outside a cluster
+			c, _ := d.eng.Cluster()
+			log.Error("cluster membership lost: checks stopped; exiting so that the supervisor restarts this member and it rejoins as a new one",
+				slog.String("error", c.Error), slog.Int("exit_code", exitRejoin))
+			failed, code = true, exitRejoin
 			break loop
 		case err := <-d.epDone: // nil channel without --serve
 			log.Error("the rotating endpoint stopped", slog.Any("error", err))
@@ -159,10 +169,16 @@ loop:
 	}
 	log.Info("stopped", slog.Uint64("journal_seq", head))
 	if failed {
-		return exitFailure
+		return code
 	}
 	return exitOK
 }
+
+// exitRejoin is run's exit code when the member lost its cluster
+// membership (its lease expired: paused or cut off from etcd too long):
+// it stopped checking, and its supervisor (systemd Restart=on-failure, a
+// container's restart policy) starts it again as a new member.
+const exitRejoin = 3
 
 // errNoConfig is the error of a reload in a daemon started without a
 // configuration to re-read (the demo).
@@ -241,6 +257,7 @@ func restartSettings(cur, next daemonConfig) [][]any {
 		{"concurrency", fmt.Sprint(cur.engine.Concurrency), fmt.Sprint(next.engine.Concurrency)},
 		{"retention", fmt.Sprint(cur.engine.Retention), fmt.Sprint(next.engine.Retention)},
 		{"log_format", cur.logFormat, next.logFormat},
+		{"cluster", fmt.Sprint(cur.engine.Cluster), fmt.Sprint(next.engine.Cluster)},
 		{"pool.degraded_threshold", fmt.Sprint(poolThreshold(cur.engine.PoolThreshold)), fmt.Sprint(poolThreshold(next.engine.PoolThreshold))},
 		{"pool.recovery_margin", fmt.Sprint(poolMargin(cur.engine.PoolMargin)), fmt.Sprint(poolMargin(next.engine.PoolMargin))},
 	} {
@@ -269,6 +286,7 @@ func (dc *daemonConfig) keepStartupSettings(running daemonConfig) {
 	dc.engine.PoolThreshold, dc.engine.PoolMargin, dc.engine.Webhooks =
 		running.engine.PoolThreshold, running.engine.PoolMargin, running.engine.Webhooks
 	dc.serve, dc.strategy, dc.users, dc.engine.Rotation = running.serve, running.strategy, running.users, running.engine.Rotation
+	dc.engine.Cluster = running.engine.Cluster
 }
 
 func unwrapOpError(err error) error {
