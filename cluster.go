@@ -109,6 +109,7 @@ type clusterMember interface {
 // clusterTransport delivers messages to other members' engines.
 type clusterTransport interface {
 	Send(member string, msg proto.Message)
+	Ask(ctx context.Context, member string, q *pb.QueryRequest, timeout time.Duration) (*pb.QueryResponse, error)
 }
 
 // clusterJoin joins the cluster; the default is joinEtcd.
@@ -291,6 +292,8 @@ func (c *clusterNode) receiver(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *pb.StateRecords:
 		c.receive(m)
+	case *pb.QueryRequest:
+		ctx.Respond(c.answerQuery(m))
 	}
 }
 

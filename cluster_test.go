@@ -354,3 +354,70 @@ func TestClusterNewMemberStartsFromTheOthersStates(t *testing.T) {
 		t.Fatal("the new member took nothing")
 	}
 }
+
+// Any member answers for the whole cluster: the summary adds the members
+// up, a list pages through every member's proxies in ID order, a pick
+// finds a usable proxy on another member; a member that does not answer is
+// named, not silently dropped.
+func TestClusterQueriesAnswerForTheWholeCluster(t *testing.T) {
+	tc := newTestCluster(t, 60, "m1:1", "m2:1", "m3:1")
+	owner := tc.settled("three members", "m1:1", "m2:1", "m3:1")
+	ctx := context.Background()
+	e := tc.engines["m1:1"]
+
+	s, ans, err := e.ClusterSummary(ctx)
+	if err != nil || s.Total != 60 || s.Healthy != 60 || len(ans.Members) != 3 || len(ans.Missing) != 0 {
+		t.Fatalf("summary: total %d healthy %d, %+v, %v", s.Total, s.Healthy, ans, err)
+	}
+	if len(s.Sources) != 1 || s.Sources[0].Name != "farm" || s.Sources[0].Total != 60 || s.HealthPercentage != 100 {
+		t.Errorf("summary sources: %+v, %.1f%%", s.Sources, s.HealthPercentage)
+	}
+
+	var ids []string
+	for id := range owner {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	total, page, ans, err := e.ClusterList(ctx, proxyhealth.ListFilter{State: "healthy"}, 25, 10)
+	if err != nil || total != 60 || len(page) != 10 || len(ans.Missing) != 0 {
+		t.Fatalf("list: total %d, %d views, %+v, %v", total, len(page), ans, err)
+	}
+	for i, v := range page {
+		if v.ID != ids[25+i] {
+			t.Errorf("page[%d] = %s, want %s", i, v.ID, ids[25+i])
+		}
+	}
+
+	// m1 pauses every proxy it checks: a pick comes from another member,
+	// with the URL of the shared configuration.
+	for id, a := range owner {
+		if a == "m1:1" {
+			if err := e.PauseProxy(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := e.Pick(proxyhealth.PickRequest{}); !errors.Is(err, proxyhealth.ErrNoProxy) {
+		t.Fatalf("local pick with every local proxy paused: %v", err)
+	}
+	p, ans, err := e.ClusterPick(ctx, proxyhealth.PickRequest{})
+	if err != nil || owner[p.ID] == "m1:1" || owner[p.ID] == "" || p.URL == nil || proxyID(t, p.URL.String()) != p.ID {
+		t.Fatalf("cluster pick: %+v (owner %s), %+v, %v", p, owner[p.ID], ans, err)
+	}
+
+	// A member that does not answer is named, and its proxies are missing.
+	tc.fc.Mute("m3:1", true)
+	s, ans, err = e.ClusterSummary(ctx)
+	n3 := 0
+	for _, a := range owner {
+		if a == "m3:1" {
+			n3++
+		}
+	}
+	if err != nil || s.Total != 60-n3 || len(ans.Missing) != 1 || ans.Missing[0].Member != "m3:1" || slices.Contains(ans.Members, "m3:1") {
+		t.Errorf("summary with m3 mute: total %d (want %d), %+v, %v", s.Total, 60-n3, ans, err)
+	}
+	if _, _, _, err := e.ClusterList(ctx, proxyhealth.ListFilter{}, 19990, 20); !errors.Is(err, proxyhealth.ErrClusterQuery) {
+		t.Errorf("a list page too deep: %v", err)
+	}
+}

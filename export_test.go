@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -93,6 +94,13 @@ func (fc *FakeCluster) Expel(addr string) {
 	close(m.lost)
 }
 
+// Mute makes a member stop answering queries (it stays a member).
+func (fc *FakeCluster) Mute(addr string, on bool) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	fc.members[addr].mute.Store(on)
+}
+
 // SetFresh sets whether a member's lease is confirmed.
 func (fc *FakeCluster) SetFresh(addr string, ok bool) {
 	fc.mu.Lock()
@@ -117,6 +125,7 @@ func (fc *FakeCluster) publish() {
 }
 
 type fakeMember struct {
+	mute     atomic.Bool // answers no query
 	fc       *FakeCluster
 	self     string
 	e        *Engine
@@ -166,4 +175,16 @@ func (m *fakeMember) Send(to string, msg proto.Message) {
 			dst.e.cl.receive(proto.Clone(rs).(*pb.StateRecords))
 		}
 	}
+}
+
+// Ask answers q from another member's engine, unless either is dead.
+func (m *fakeMember) Ask(_ context.Context, to string, q *pb.QueryRequest, _ time.Duration) (*pb.QueryResponse, error) {
+	m.fc.mu.Lock()
+	dst := m.fc.members[to]
+	ok := dst != nil && !dst.dead && !m.dead && !dst.mute.Load()
+	m.fc.mu.Unlock()
+	if !ok {
+		return nil, errors.New("fake cluster: the member does not answer")
+	}
+	return dst.e.cl.answerQuery(q), nil
 }

@@ -94,6 +94,185 @@ func (x *StateRecords) GetEndOfDump() bool {
 	return false
 }
 
+// QueryRequest asks another member for its part of a cluster-wide answer
+// (GET /v1/pool, /v1/proxies, /v1/pick on any member). The answer is a
+// QueryResponse.
+type QueryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "summary", "list" or "pick".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// list: the filter, and how many of the first matches (sorted by ID) to
+	// return: the merged page's offset + limit.
+	State     string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Source    string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Tag       string `protobuf:"bytes,4,opt,name=tag,proto3" json:"tag,omitempty"`
+	Anonymity string `protobuf:"bytes,5,opt,name=anonymity,proto3" json:"anonymity,omitempty"`
+	First     int32  `protobuf:"varint,6,opt,name=first,proto3" json:"first,omitempty"`
+	// pick: the request (strategy, sticky key, filters).
+	Strategy      string `protobuf:"bytes,7,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	Key           string `protobuf:"bytes,8,opt,name=key,proto3" json:"key,omitempty"`
+	Scheme        string `protobuf:"bytes,9,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryRequest) Reset() {
+	*x = QueryRequest{}
+	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryRequest) ProtoMessage() {}
+
+func (x *QueryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
+func (*QueryRequest) Descriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *QueryRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *QueryRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *QueryRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *QueryRequest) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *QueryRequest) GetAnonymity() string {
+	if x != nil {
+		return x.Anonymity
+	}
+	return ""
+}
+
+func (x *QueryRequest) GetFirst() int32 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *QueryRequest) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *QueryRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *QueryRequest) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+// QueryResponse is a member's part of a cluster-wide answer, as the JSON
+// of the facade's types (proxyhealth.Summary; a list's total and views; a
+// pick's proxy ID and state: never a credential).
+type QueryResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Member string                 `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	Json   []byte                 `protobuf:"bytes,2,opt,name=json,proto3" json:"json,omitempty"`
+	// error: the member could not answer (e.g. no usable proxy to pick).
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryResponse) Reset() {
+	*x = QueryResponse{}
+	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryResponse) ProtoMessage() {}
+
+func (x *QueryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
+func (*QueryResponse) Descriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *QueryResponse) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *QueryResponse) GetJson() []byte {
+	if x != nil {
+		return x.Json
+	}
+	return nil
+}
+
+func (x *QueryResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_proxyhealth_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_proxyhealth_v1_cluster_proto_rawDesc = "" +
@@ -103,7 +282,21 @@ const file_proxyhealth_v1_cluster_proto_rawDesc = "" +
 	"\vfrom_member\x18\x01 \x01(\tR\n" +
 	"fromMember\x127\n" +
 	"\arecords\x18\x02 \x03(\v2\x1d.proxyhealth.v1.ProxySnapshotR\arecords\x12\x1e\n" +
-	"\vend_of_dump\x18\x03 \x01(\bR\tendOfDumpBGZEgithub.com/proxyhealth/proxyhealth/proto/proxyhealth/v1;proxyhealthv1b\x06proto3"
+	"\vend_of_dump\x18\x03 \x01(\bR\tendOfDump\"\xdc\x01\n" +
+	"\fQueryRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12\x10\n" +
+	"\x03tag\x18\x04 \x01(\tR\x03tag\x12\x1c\n" +
+	"\tanonymity\x18\x05 \x01(\tR\tanonymity\x12\x14\n" +
+	"\x05first\x18\x06 \x01(\x05R\x05first\x12\x1a\n" +
+	"\bstrategy\x18\a \x01(\tR\bstrategy\x12\x10\n" +
+	"\x03key\x18\b \x01(\tR\x03key\x12\x16\n" +
+	"\x06scheme\x18\t \x01(\tR\x06scheme\"Q\n" +
+	"\rQueryResponse\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12\x12\n" +
+	"\x04json\x18\x02 \x01(\fR\x04json\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05errorBGZEgithub.com/proxyhealth/proxyhealth/proto/proxyhealth/v1;proxyhealthv1b\x06proto3"
 
 var (
 	file_proxyhealth_v1_cluster_proto_rawDescOnce sync.Once
@@ -117,13 +310,15 @@ func file_proxyhealth_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_proxyhealth_v1_cluster_proto_rawDescData
 }
 
-var file_proxyhealth_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_proxyhealth_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_proxyhealth_v1_cluster_proto_goTypes = []any{
 	(*StateRecords)(nil),  // 0: proxyhealth.v1.StateRecords
-	(*ProxySnapshot)(nil), // 1: proxyhealth.v1.ProxySnapshot
+	(*QueryRequest)(nil),  // 1: proxyhealth.v1.QueryRequest
+	(*QueryResponse)(nil), // 2: proxyhealth.v1.QueryResponse
+	(*ProxySnapshot)(nil), // 3: proxyhealth.v1.ProxySnapshot
 }
 var file_proxyhealth_v1_cluster_proto_depIdxs = []int32{
-	1, // 0: proxyhealth.v1.StateRecords.records:type_name -> proxyhealth.v1.ProxySnapshot
+	3, // 0: proxyhealth.v1.StateRecords.records:type_name -> proxyhealth.v1.ProxySnapshot
 	1, // [1:1] is the sub-list for method output_type
 	1, // [1:1] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
@@ -143,7 +338,7 @@ func file_proxyhealth_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proxyhealth_v1_cluster_proto_rawDesc), len(file_proxyhealth_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
