@@ -201,6 +201,7 @@ type storyEvent struct {
 	until        time.Time // ejection's planned end (envelopes only)
 	multiplier   uint32    // ejection's multiplier (envelopes only)
 	hasEjectInfo bool
+	fromMember   string // proxy_adopted
 }
 
 func eventOfEnvelope(env *pb.Envelope) storyEvent {
@@ -208,7 +209,7 @@ func eventOfEnvelope(env *pb.Envelope) storyEvent {
 	ev := storyEvent{
 		seq: r.Seq, streamSeq: r.StreamSeq, at: EventTime(env), proxyID: r.ProxyID, source: r.Source, typ: r.Type,
 		url: r.URL, hasCreds: r.HasCredentials, from: r.From, to: r.To, reason: r.Reason, attempt: r.Attempt,
-		class: r.ErrorClass, message: r.Message, status: r.StatusCode, consecutive: r.Consecutive,
+		class: r.ErrorClass, message: r.Message, status: r.StatusCode, consecutive: r.Consecutive, fromMember: r.FromMember,
 	}
 	if r.LatencyMS != nil {
 		ev.latencyMS, ev.hasLatency = *r.LatencyMS, true
@@ -235,7 +236,7 @@ func eventOfRecord(r Record) (storyEvent, error) {
 	ev := storyEvent{
 		seq: r.Seq, streamSeq: r.StreamSeq, at: at.UTC(), proxyID: r.ProxyID, source: r.Source, typ: r.Type,
 		url: r.URL, hasCreds: r.HasCredentials, from: r.From, to: r.To, reason: r.Reason, attempt: r.Attempt,
-		class: r.ErrorClass, message: r.Message, status: r.StatusCode, consecutive: r.Consecutive,
+		class: r.ErrorClass, message: r.Message, status: r.StatusCode, consecutive: r.Consecutive, fromMember: r.FromMember,
 	}
 	if r.LatencyMS != nil {
 		ev.latencyMS, ev.hasLatency = *r.LatencyMS, true
@@ -608,6 +609,18 @@ func (x *explainer) other(ev storyEvent) {
 		x.endRecovery("cut short by the revive")
 		x.revived = true
 		x.line(ev, said("revived", ev.reason)+": back to unknown, checked at once")
+	case "proxy_adopted":
+		x.endRecovery("handed over to another member")
+		x.s.State, x.s.Since = ev.to, ev.at
+		from := "another cluster member"
+		if ev.fromMember != "" {
+			from = "cluster member " + ev.fromMember
+		}
+		text := fmt.Sprintf("taken over from %s in state %s (was %s here)", from, ev.to, ev.from)
+		if ev.attempt > 0 {
+			text += fmt.Sprintf(", recovery attempt %d", ev.attempt)
+		}
+		x.line(ev, said(text, ev.reason)+": checked here from now on")
 	default:
 		x.line(ev, fmt.Sprintf("an event this version does not know (%s)", ev.typ))
 	}

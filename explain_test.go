@@ -146,6 +146,17 @@ func TestExplainTellsEachKindOfSentence(t *testing.T) {
 		state: "healthy",
 		now:   "healthy since 2026-03-04T10:00:00Z",
 	}, {
+		name: "a cluster member takes the proxy over from another",
+		b: newStory().added(0, "http://10.0.0.8:3128", false).add(0, &pb.Envelope{Event: &pb.Envelope_ProxyAdopted{ProxyAdopted: &pb.ProxyAdopted{
+			FromMember: "10.1.0.2:7000", Previous: stUnknown, Reason: "taken over by cluster placement",
+			State: &pb.ProxySnapshot{State: stRecovering, RecoveryAttempt: 2, LastCheckUnixNano: 1}}}}).ok(s, 40),
+		want: []string{
+			`added: http://10.0.0.8:3128 in source "lab"`,
+			"taken over from cluster member 10.1.0.2:7000 in state recovering (was unknown here), recovery attempt 2: taken over by cluster placement: checked here from now on",
+			"1 check passed at 10:00:01, latency 40 ms",
+		},
+		state: "recovering",
+	}, {
 		name: "failures fold by class, then unhealthy after the threshold",
 		b: newStory().added(0, "http://10.0.0.8:3128", false).ok(0, 42).change(0, stUnknown, stHealthy, 0, "first check succeeded").
 			fail(6*m+10*s, clRefused, "connection refused").change(6*m+10*s, stHealthy, stDegraded, 0, "check failed: refused").

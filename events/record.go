@@ -42,6 +42,9 @@ type Record struct {
 	// Usable and Candidates: a pool_panic_entered/left's counts.
 	Usable     *uint32 `json:"usable,omitempty"`
 	Candidates *uint32 `json:"candidates,omitempty"`
+	// FromMember: a proxy_adopted's previous owner (a cluster member's
+	// address); From is the state here before, To the adopted state.
+	FromMember string `json:"from_member,omitempty"`
 }
 
 // RecordOf flattens an envelope.
@@ -112,6 +115,14 @@ func RecordOf(env *pb.Envelope) Record {
 		p := e.PoolPanicLeft
 		u, c, tp := p.GetUsable(), p.GetCandidates(), p.GetThresholdPercentage()
 		r.Usable, r.Candidates, r.ThresholdPct = &u, &c, &tp
+	case *pb.Envelope_ProxyAdopted:
+		a := e.ProxyAdopted
+		r.FromMember, r.Reason = a.GetFromMember(), a.GetReason()
+		r.From, r.To = StateName(a.GetPrevious()), StateName(a.GetState().GetState())
+		r.Attempt, r.Consecutive = a.GetState().GetRecoveryAttempt(), a.GetState().GetConsecutiveFailures()
+		if c := a.GetState().GetLastErrorClass(); c != pb.FailureClass_FAILURE_CLASS_UNSPECIFIED {
+			r.ErrorClass = ClassName(c)
+		}
 	}
 	return r
 }

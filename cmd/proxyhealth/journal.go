@@ -451,6 +451,11 @@ func textRecord(r proxyhealth.Record) string {
 		if r.Reason != "" {
 			b.WriteString(" (" + r.Reason + ")")
 		}
+	case "proxy_adopted":
+		fmt.Fprintf(&b, "%s -> %s from %s", r.From, r.To, r.FromMember)
+		if r.Reason != "" {
+			b.WriteString(" (" + r.Reason + ")")
+		}
 	case "passive_failure":
 		fmt.Fprintf(&b, "%s, %d in a row", r.ErrorClass, r.Consecutive)
 	case "pool_degraded", "pool_recovered":
