@@ -120,6 +120,15 @@ func (c *sseClient) seen() ([]sseEvent, []sseNote) {
 	return append([]sseEvent(nil), c.events...), append([]sseNote(nil), c.notes...)
 }
 
+// count returns how many events the client received (0 for none).
+func (c *sseClient) count() int {
+	if c == nil {
+		return 0
+	}
+	evs, _ := c.seen()
+	return len(evs)
+}
+
 // apiWrite is one API write of a round and its answer.
 type apiWrite struct {
 	kind   string // pause, resume, add, remove, fail (a failed outcome), ok (a good one)

@@ -30,6 +30,7 @@ import (
 // crashStats are the figures the test reports.
 type crashStats struct {
 	rounds        int
+	startupKills  int    // rounds killed during start-up
 	events        int    // journal events read and folded
 	sseEvents     int    // events received over /v1/events and found in the journal
 	sseNotes      int    // notifications received and matched to their event

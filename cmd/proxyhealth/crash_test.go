@@ -146,74 +146,90 @@ func TestKillNineRounds(t *testing.T) {
 		}
 		rr := &roundRecord{round: round, final: final}
 		p := startBin(t, nil, crashArgs(data, list)...)
-		base := p.apiURL()
-		want := len(l.present())
-		if round == 1 {
-			want = crashListed
-		}
-		waitPool(t, base, fmt.Sprintf("showing the %d proxies of the journal", want), func(pl httpapi.Pool) bool { return pl.Total == want })
-		if round > 1 {
-			var pl httpapi.ProxyList
-			getJSON(t, base+"/v1/proxies?limit="+strconv.Itoa(httpapi.MaxListLimit), &pl)
-			rr.resume = &resumeSnapshot{proxies: pl.Proxies, through: getPool(t, base).JournalSeq}
-		}
-		rr.writesFrom = getPool(t, base).JournalSeq
-
-		sctx, scancel := context.WithCancel(ctx)
-		fresh, err := startSSE(sctx, hc, base, "fresh", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resumed, err := startSSE(sctx, hc, base, "resumed", lastResumed)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rr.sse = []*sseClient{fresh, resumed}
-
 		var delay time.Duration
 		log := &writeLog{}
-		if !final {
-			w := &writers{hc: hc, base: base, farm: farm, log: log}
-			paused := map[string]bool{}
-			for _, pid := range pauseIDs {
-				paused[pid] = l.states[pid].Paused
-			}
-			present := map[int]bool{}
-			for i := crashListed; i < farm.Len(); i++ {
-				s := l.states[id(farm.URL(i))]
-				present[i] = s.Added && !s.Removed
-			}
-			seeds := [3]uint64{rng.Uint64(), rng.Uint64(), rng.Uint64()}
-			delay = 150*time.Millisecond + time.Duration(rng.IntN(1200))*time.Millisecond
-			wctx, wcancel := context.WithCancel(ctx)
-			var wg sync.WaitGroup
-			wg.Go(func() { w.pauser(wctx, rand.New(rand.NewPCG(seeds[0], 1)), paused) })
-			wg.Go(func() { w.adder(wctx, rand.New(rand.NewPCG(seeds[1], 2)), present) })
-			wg.Go(func() { w.reporter(wctx, rand.New(rand.NewPCG(seeds[2], 3)), outcomeIDs) })
-			// The kill's random moment: the scenario's schedule, not a
-			// wait for something.
-			time.Sleep(delay)
-			p.signal(syscall.SIGKILL)
-			p.wait(30 * time.Second)
-			wcancel()
-			wg.Wait()
-		} else {
-			testutil.Eventually(t, 30*time.Second, "the fresh stream to receive an event", func() bool {
-				evs, _ := fresh.seen()
-				return len(evs) > 0
-			})
-			p.signal(syscall.SIGTERM)
-			if code := p.wait(30 * time.Second); code != 0 {
-				t.Fatalf("SIGTERM: exit %d\n%s", code, p.stderr)
-			}
+		var fresh, resumed *sseClient
+		what := "SIGKILL"
+		if final {
+			what = "SIGTERM"
 		}
-		scancel()
-		<-fresh.done
-		<-resumed.done
-		hc.CloseIdleConnections()
-		rr.writes = log.all()
-		if evs, _ := resumed.seen(); len(evs) > 0 {
-			lastResumed = evs[len(evs)-1].seq
+		if !final && round > 1 && rng.IntN(5) == 0 {
+			// A kill during start-up (recovery, the view's catch-up, the
+			// first checks), before the API answers or just after. Start-up
+			// journals no pause, resume, add or remove of its own.
+			what = "SIGKILL during start-up"
+			rr.writesFrom = l.head
+			delay = time.Duration(rng.IntN(400)) * time.Millisecond
+			time.Sleep(delay) // the kill's random moment
+			kill9(t, p)
+			l.stats.startupKills++
+		} else {
+			base := p.apiURL()
+			want := len(l.present())
+			if round == 1 {
+				want = crashListed
+			}
+			waitPool(t, base, fmt.Sprintf("showing the %d proxies of the journal", want), func(pl httpapi.Pool) bool { return pl.Total == want })
+			if round > 1 {
+				var pl httpapi.ProxyList
+				getJSON(t, base+"/v1/proxies?limit="+strconv.Itoa(httpapi.MaxListLimit), &pl)
+				rr.resume = &resumeSnapshot{proxies: pl.Proxies, through: getPool(t, base).JournalSeq}
+			}
+			rr.writesFrom = getPool(t, base).JournalSeq
+
+			sctx, scancel := context.WithCancel(ctx)
+			fresh, err = startSSE(sctx, hc, base, "fresh", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resumed, err = startSSE(sctx, hc, base, "resumed", lastResumed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rr.sse = []*sseClient{fresh, resumed}
+
+			if !final {
+				w := &writers{hc: hc, base: base, farm: farm, log: log}
+				paused := map[string]bool{}
+				for _, pid := range pauseIDs {
+					paused[pid] = l.states[pid].Paused
+				}
+				present := map[int]bool{}
+				for i := crashListed; i < farm.Len(); i++ {
+					s := l.states[id(farm.URL(i))]
+					present[i] = s.Added && !s.Removed
+				}
+				seeds := [3]uint64{rng.Uint64(), rng.Uint64(), rng.Uint64()}
+				delay = 150*time.Millisecond + time.Duration(rng.IntN(1200))*time.Millisecond
+				wctx, wcancel := context.WithCancel(ctx)
+				var wg sync.WaitGroup
+				wg.Go(func() { w.pauser(wctx, rand.New(rand.NewPCG(seeds[0], 1)), paused) })
+				wg.Go(func() { w.adder(wctx, rand.New(rand.NewPCG(seeds[1], 2)), present) })
+				wg.Go(func() { w.reporter(wctx, rand.New(rand.NewPCG(seeds[2], 3)), outcomeIDs) })
+				// The kill's random moment: the scenario's schedule, not a
+				// wait for something.
+				time.Sleep(delay)
+				kill9(t, p)
+				wcancel()
+				wg.Wait()
+			} else {
+				testutil.Eventually(t, 30*time.Second, "the fresh stream to receive an event", func() bool {
+					evs, _ := fresh.seen()
+					return len(evs) > 0
+				})
+				p.signal(syscall.SIGTERM)
+				if code := p.wait(30 * time.Second); code != 0 {
+					t.Fatalf("SIGTERM: exit %d\n%s", code, p.stderr)
+				}
+			}
+			scancel()
+			<-fresh.done
+			<-resumed.done
+			hc.CloseIdleConnections()
+			rr.writes = log.all()
+			if evs, _ := resumed.seen(); len(evs) > 0 {
+				lastResumed = evs[len(evs)-1].seq
+			}
 		}
 		before := l.stats
 		cctx, ccancel := ctxTimeout(ctx)
@@ -222,16 +238,27 @@ func TestKillNineRounds(t *testing.T) {
 		if !final {
 			l.stats.rounds++
 		}
-		fe, _ := fresh.seen()
-		re, _ := resumed.seen()
 		t.Logf("round %d: %s after %v; journal head %d (+%d events); streams %d+%d events; writes %d (%d answered 2xx, found); view at %d, tables %d equal a rebuild; %.1fs so far",
-			round, map[bool]string{true: "SIGTERM", false: "SIGKILL"}[final], delay, l.head, l.stats.events-before.events,
-			len(fe), len(re), len(rr.writes), l.stats.writes2xx-before.writes2xx, l.stats.viewOffset, l.stats.viewTables-before.viewTables, time.Since(start).Seconds())
+			round, what, delay, l.head, l.stats.events-before.events,
+			fresh.count(), resumed.count(), len(rr.writes), l.stats.writes2xx-before.writes2xx, l.stats.viewOffset, l.stats.viewTables-before.viewTables, time.Since(start).Seconds())
 		if t.Failed() {
 			t.Fatalf("round %d failed: replay with %s=%d", round, crashSeedEnv, seed)
 		}
 	}
 	s := l.stats
-	t.Logf("kill -9 rounds %d (+1 SIGTERM), %.1fs: journal events folded %d; stream events checked %d, notifications %d; writes answered 2xx found %d, unanswered %d, outcomes accepted %d; proxies compared after restarts %d; view tables compared %d (%d rows); losses %d, mismatches %d",
-		s.rounds, time.Since(start).Seconds(), s.events, s.sseEvents, s.sseNotes, s.writes2xx, s.writesUnknown, s.outcomes, s.resumed, s.viewTables, s.viewRows, s.losses, s.mismatches)
+	t.Logf("kill -9 rounds %d (%d during start-up; +1 SIGTERM), %.1fs: journal events folded %d; stream events checked %d, notifications %d; writes answered 2xx found %d, unanswered %d, outcomes accepted %d; proxies compared after restarts %d; view tables compared %d (%d rows); losses %d, mismatches %d",
+		s.rounds, s.startupKills, time.Since(start).Seconds(), s.events, s.sseEvents, s.sseNotes, s.writes2xx, s.writesUnknown, s.outcomes, s.resumed, s.viewTables, s.viewRows, s.losses, s.mismatches)
+}
+
+// kill9 kills the daemon with SIGKILL and waits for it to be gone; a
+// daemon that already exited on its own fails the test.
+func kill9(t *testing.T, p *proc) {
+	t.Helper()
+	select {
+	case <-p.done:
+		t.Fatalf("the daemon exited by itself (%d) before the kill\nstderr:\n%s", p.code, p.stderr)
+	default:
+	}
+	p.signal(syscall.SIGKILL)
+	p.wait(30 * time.Second)
 }
