@@ -359,6 +359,59 @@
 // a restarted daemon starts a new series). The dashboard draws it on open,
 // then adds its own sample every second.
 //
+// # Cluster
+//
+// On a cluster member (an engine whose Cluster() reports true: proxyhealth
+// run --cluster), GET /v1/pool, GET /v1/proxies and GET /v1/pick answer
+// for the whole cluster: the engine asks every other member with a
+// deadline (1 s, or the request's own if sooner) and merges the parts.
+// ?scope=local answers for this member only; ?scope=cluster says the
+// default explicitly. Any other value is 400 naming the two; outside a
+// cluster scope=cluster is 400 ("not a cluster member") and scope=local is
+// accepted and changes nothing. Every answer of the three says which
+// scope it covers in the X-Proxyhealth-Scope header (cluster or local).
+//
+// A cluster-wide answer carries who answered, beside the unchanged fields:
+//
+//	"cluster_answer": {"members": ["10.0.0.1:7946", "10.0.0.2:7946"],
+//	                   "missing": [{"member": "10.0.0.3:7946", "error": "…"}]}
+//
+// A member that did not answer in time is never dropped silently: it is in
+// "missing" (the answer is still 200, without its proxies), and the header
+// X-Proxyhealth-Missing-Members lists the missing members comma-separated
+// (absent when every member answered). Members are advertised cluster
+// addresses (--advertise), not API addresses. In GET /v1/pool the counts
+// and sources are the cluster's; journal_seq, updated_at, journal,
+// projections and the "cluster" object stay this member's own view. GET
+// /v1/proxies pages through the proxies of every member sorted by ID, at
+// most 20,000 deep (offset + limit; beyond, 400: filter, or ask each
+// member with scope=local). GET /v1/pick with n=1 picks from this
+// member's proxies if one is usable, else from another member's (its URL
+// comes from the shared configuration; credentials=true works as usual);
+// when nothing is usable, the 503 names the members that did not answer.
+// ?n=2…100 picks from this member only (X-Proxyhealth-Scope: local), and
+// n>1 with an explicit scope=cluster is 400. GET /v1/proxies/{id} and
+// /story answer for this member's proxies only.
+//
+// A command about a proxy another member checks (POST
+// /v1/proxies/{id}/pause, /resume, /revive, /outcome) answers 421
+// Misdirected Request with {"error": "…", "owner": "ADDR"}: the owner's
+// advertised cluster address; send the command to that member's API. POST
+// /v1/proxies and DELETE /v1/proxies/{id} answer 409 in a cluster: every
+// member loads the same sources, so proxies are added and removed in the
+// shared configuration (then reload every member).
+//
+// /metrics is per member: the pool, proxy and journal series are this
+// member's own proxies and journal (scrape every member and sum). A member
+// adds its view of the cluster (absent outside one):
+//
+//	proxyhealth_cluster_members                 live members this member sees (itself included)
+//	proxyhealth_cluster_membership_fresh        1 while its lease is confirmed (it checks only then)
+//	proxyhealth_cluster_membership_lost         1 once its membership is lost (restart it)
+//	proxyhealth_cluster_checked_proxies         proxies this member checks (its share)
+//	proxyhealth_cluster_configured_proxies      proxies the shared configuration lists
+//	proxyhealth_cluster_replicas                other members' proxy states held for a takeover
+//
 // # Metrics
 //
 // Besides the counters of the committed event stream and the pool gauges,

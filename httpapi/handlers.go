@@ -12,8 +12,24 @@ import (
 	"github.com/proxyhealth/proxyhealth"
 )
 
-func (s *Server) pool(w http.ResponseWriter, _ *http.Request) {
-	p := PoolOf(s.status.Summary())
+func (s *Server) pool(w http.ResponseWriter, r *http.Request) {
+	clustered, ok := s.scope(w, r)
+	if !ok {
+		return
+	}
+	sum := s.status.Summary()
+	var ans *ClusterAnswer
+	if clustered {
+		cs, a, err := s.cluster.ClusterSummary(r.Context())
+		if err != nil {
+			s.clusterQueryError(w, r, err, commandTarget{check: "GET /v1/pool?scope=local"})
+			return
+		}
+		sum, ans = cs, clusterAnswerOf(a)
+		setMissing(w, ans)
+	}
+	p := PoolOf(sum)
+	p.ClusterAnswer = ans
 	if h, ok := s.health(); ok {
 		p.Journal, p.Projections = healthOf(h)
 		p.Cluster = h.Cluster
@@ -42,8 +58,27 @@ func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	total, views := s.status.List(f, offset, limit)
-	out := ProxyList{Total: total, Proxies: make([]Proxy, len(views))}
+	clustered, ok := s.scope(w, r)
+	if !ok {
+		return
+	}
+	var total int
+	var views []proxyhealth.ProxyView
+	var ans *ClusterAnswer
+	if clustered {
+		var a proxyhealth.ClusterAnswer
+		var err error
+		total, views, a, err = s.cluster.ClusterList(r.Context(), f, offset, limit)
+		if err != nil {
+			s.clusterQueryError(w, r, err, commandTarget{check: "GET /v1/proxies?scope=local"})
+			return
+		}
+		ans = clusterAnswerOf(a)
+		setMissing(w, ans)
+	} else {
+		total, views = s.status.List(f, offset, limit)
+	}
+	out := ProxyList{Total: total, Proxies: make([]Proxy, len(views)), ClusterAnswer: ans}
 	for i, v := range views {
 		out.Proxies[i] = ProxyOf(v)
 	}

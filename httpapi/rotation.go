@@ -38,6 +38,10 @@ type PickedProxy struct {
 	// only when the server has a token (Options.Token) and the request
 	// asked for it with ?credentials=true.
 	URL string `json:"url,omitempty"`
+	// ClusterAnswer is set on a cluster-wide pick (n=1 on a cluster
+	// member without scope=local): the members asked, and those that did
+	// not answer.
+	ClusterAnswer *ClusterAnswer `json:"cluster_answer,omitempty"`
 }
 
 // pickedOf converts a pick; the URL (with credentials) only when creds.
@@ -97,7 +101,43 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	clustered, ok := s.scope(w, r)
+	if !ok {
+		return
+	}
+	if clustered && n > 1 {
+		if q.Get("scope") == ScopeCluster {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("n=%d with scope=cluster: several proxies are picked from this member only; use n=1 for a cluster-wide pick, or scope=local", n))
+			return
+		}
+		clustered = false
+		w.Header().Set(ScopeHeader, ScopeLocal)
+	}
+
 	strat := req.Strategy
+	if n == 1 && clustered {
+		p, a, err := s.cluster.ClusterPick(r.Context(), req)
+		ans := clusterAnswerOf(a)
+		setMissing(w, ans)
+		if err != nil {
+			if errors.Is(err, proxyhealth.ErrNoProxy) {
+				s.metrics.countNoProxy(strat)
+				writeError(w, http.StatusServiceUnavailable, "no usable proxy in the cluster: no proxy matches the filters, or every match is paused or failed; GET /v1/pool and GET /v1/proxies show the pool"+missingText(ans))
+				return
+			}
+			if errors.Is(err, proxyhealth.ErrClusterQuery) {
+				s.clusterQueryError(w, r, err, commandTarget{check: "GET /v1/pool"})
+				return
+			}
+			s.pickError(w, strat, err)
+			return
+		}
+		s.metrics.countPick(strat, p.Panic)
+		out := pickedOf(p, creds)
+		out.ClusterAnswer = ans
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
 	if n == 1 {
 		p, err := s.eng.Pick(req)
 		if err != nil {

@@ -176,6 +176,8 @@ type Server struct {
 	// the engine has none.
 	notifications func() (<-chan proxyhealth.Notification, func())
 	poolHist      *poolHistory
+	// cluster is the engine's cluster side; nil when the engine has none.
+	cluster clusterProvider
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -228,9 +230,15 @@ func New(eng Engine, opts Options) (*Server, error) {
 	if np, ok := eng.(notificationProvider); ok {
 		s.notifications = np.Notifications
 	}
+	if cp, ok := eng.(clusterProvider); ok {
+		s.cluster = cp
+	}
 	s.poolHist = newPoolHistory(opts.PoolHistoryInterval, opts.PoolHistoryWindow)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s.ctx, eng, tail, opts.Status, s.health, opts.Traffic)
+	if s.cluster != nil {
+		s.metrics.reg.MustRegister(clusterCollector{s.cluster})
+	}
 	s.metricsH = s.metrics.handler()
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.metrics.follow(s.ctx) }()
@@ -365,6 +373,12 @@ func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error, 
 	code := http.StatusInternalServerError
 	msg := err.Error()
 	switch {
+	case errors.Is(err, proxyhealth.ErrNotOwner):
+		// Another cluster member checks the proxy: send the command there.
+		writeJSON(w, http.StatusMisdirectedRequest, NotOwnerBody{Error: msg, Owner: ownerOf(err)})
+		return
+	case errors.Is(err, proxyhealth.ErrClusterManaged):
+		code = http.StatusConflict
 	case errors.Is(err, proxyhealth.ErrOutcomeUnknown):
 		// Before the context cases: it usually wraps a context error.
 		code = http.StatusGatewayTimeout

@@ -61,8 +61,14 @@ type Pool struct {
 	PanicMode bool `json:"panic_mode"`
 	// Cluster is this member's view of its cluster: the members, whether
 	// its membership is confirmed, how many proxies it checks (absent
-	// outside a cluster). The counts above are this member's proxies.
+	// outside a cluster). It is this member's own view in either scope.
 	Cluster *proxyhealth.ClusterStatus `json:"cluster,omitempty"`
+	// ClusterAnswer is set when the counts above are the whole cluster's
+	// (a cluster member, without scope=local): the members whose proxies
+	// they count, and the members that did not answer. Absent when the
+	// counts are this server's own proxies. The journal_seq, updated_at,
+	// journal and projections stay this member's.
+	ClusterAnswer *ClusterAnswer `json:"cluster_answer,omitempty"`
 }
 
 // Proxy is one proxy in GET /v1/proxies.
@@ -112,6 +118,10 @@ type ProxyList struct {
 	// Total is the number of proxies matching the filter (all pages).
 	Total   int     `json:"total"`
 	Proxies []Proxy `json:"proxies"`
+	// ClusterAnswer is set when the list is the whole cluster's (see
+	// Pool.ClusterAnswer): the missing members' proxies are neither in
+	// Total nor in Proxies.
+	ClusterAnswer *ClusterAnswer `json:"cluster_answer,omitempty"`
 }
 
 // Check is one check result in a proxy's history.
