@@ -9,8 +9,8 @@ PROTO_SRC := proto/proxyhealth/v1/events.proto proto/proxyhealth/v1/cluster.prot
 # races inside itself: ../shared/notes/protoactor-go.md §8). The cluster's
 # engine tests use an in-process fake membership and keep -race; the
 # three-daemon test runs the members as processes.
-NORACE_PKGS := ./membership
-RACE_PKGS := $(shell $(GO) list ./... $(foreach p,$(NORACE_PKGS),| grep -v /$(notdir $(p))$$))
+NORACE_PKGS := ./membership ./examples/cluster
+RACE_PKGS := $(shell $(GO) list ./... $(foreach p,$(NORACE_PKGS),| grep -v '$(patsubst ./%,/%,$(p))$$'))
 
 .PHONY: all build test test-short bench bench-e2e proto verify demo fuzz clean
 

@@ -63,6 +63,8 @@ func TestTheFacadeIsTheOneDoor(t *testing.T) {
 		"examples/embed":     {module, proto},
 		"examples/transport": {module},
 		"examples/replay":    {module, proto},
+		"examples/cluster":   {module, module + "/internal/etcdtest", module + "/internal/fakeproxy"},
+		"membership":         {},
 		// Below the door.
 		"transport": {module + "/rotation", module + "/probe"},
 		"endpoint":  {module + "/rotation", module + "/transport"},
