@@ -1,12 +1,18 @@
 package membership
 
 import (
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, protoactorLeaks...) }
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(childMember())
+	}
+	goleak.VerifyTestMain(m, protoactorLeaks...)
+}
 
 // protoactorLeaks are the goroutines protoactor-go leaves behind after a
 // graceful cluster shutdown (notes/protoactor-go.md §5): throttles that
