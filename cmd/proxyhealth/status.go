@@ -29,7 +29,9 @@ a running daemon (--server, default http://127.0.0.1:9480) or straight from
 a data directory (--data) without a daemon. --format json prints the same
 object as GET /v1/pool. With --tag or --anonymity (transparent, anonymous,
 elite; from a daemon), it also lists the matching proxies with their state,
-tags, exit IP and anonymity.`
+tags, exit IP and anonymity. A daemon that is a cluster member (run
+--cluster) answers for the whole cluster: status then first lists the
+members, this member's share and which members answered.`
 
 const statusExamples = `  proxyhealth status
   proxyhealth status --server http://10.0.0.2:9480 --token "$PROXYHEALTH_TOKEN" --watch
@@ -160,6 +162,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			case noPool:
 				fmt.Fprintf(stdout, "data     %s\n", dc.summary)
 			default:
+				if p.Cluster != nil {
+					printCluster(stdout, p)
+				}
 				printPoolTable(stdout, p, time.Now())
 				if p.Paused > 0 {
 					list, err := paused(ctx, p)
@@ -564,6 +569,92 @@ func poolFromData(ctx context.Context, dir string) (httpapi.Pool, *dataCheck, er
 		return httpapi.Pool{}, nil, fmt.Errorf("cannot read the journal: %w", f.err)
 	}
 	return httpapi.PoolOf(f.status.Summary()), &dataCheck{summary: fmt.Sprintf("no view.db · folded journal.db up to seq %d", f.head), paused: pausedOf(f.status)}, nil
+}
+
+// printCluster prints a cluster member's view of its cluster (from GET
+// /v1/pool's "cluster" and "cluster_answer"): the name, this member's
+// membership, and each member with its share and whether it answered.
+// Only this member's share is known per member (ClusterStatus.Checked); the
+// others' is shown together: the cluster-wide total minus this member's.
+func printCluster(w io.Writer, p httpapi.Pool) {
+	c := p.Cluster
+	membership := "fresh"
+	switch {
+	case c.Lost:
+		membership = "LOST: it checks nothing and must be restarted to rejoin"
+		if c.Error != "" {
+			membership += " (" + c.Error + ")"
+		}
+	case !c.Fresh:
+		membership = "lease unconfirmed: not checking until etcd confirms it"
+	}
+	fmt.Fprintf(w, "cluster  %s · %d %s · this member %s: %s\n", c.Name, len(c.Members), plural(len(c.Members), "member", "members"), c.Self, membership)
+	a := p.ClusterAnswer
+	if a == nil {
+		fmt.Fprintf(w, "         the counts below are this member's proxies only\n")
+	} else {
+		n := len(a.Members) + len(a.Missing)
+		line := fmt.Sprintf("         the counts below are the cluster's: %d of %d %s answered", len(a.Members), n, plural(n, "member", "members"))
+		if len(a.Missing) > 0 {
+			line += "; the proxies of the members that did not answer are not counted"
+		}
+		fmt.Fprintln(w, line)
+	}
+	fmt.Fprintln(w)
+	answered := map[string]string{}
+	if a != nil {
+		for _, m := range a.Members {
+			answered[m] = "answered"
+		}
+		for _, m := range a.Missing {
+			answered[m.Member] = "did not answer: " + m.Error
+		}
+	}
+	members := slices.Clone(c.Members)
+	for m := range answered {
+		if !slices.Contains(members, m) {
+			members = append(members, m)
+		}
+	}
+	slices.Sort(members)
+	share := func(n int) string {
+		if c.Configured == 0 {
+			return strconv.Itoa(n)
+		}
+		return fmt.Sprintf("%d (%.1f%%)", n, float64(n)/float64(c.Configured)*100)
+	}
+	// The other members that answered check the cluster-wide total minus
+	// this member's share together: one such member's share is exact.
+	others := 0
+	for _, m := range members {
+		if m != c.Self && answered[m] == "answered" {
+			others++
+		}
+	}
+	rest := max(p.Total-c.Checked, 0)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tCHECKS\tANSWER")
+	for _, m := range members {
+		checks, ans := "-", answered[m]
+		if ans == "" {
+			ans = "-"
+		}
+		switch {
+		case m == c.Self:
+			checks, ans = share(c.Checked), "this member"
+		case ans == "answered" && others == 1:
+			checks = share(rest)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", m, checks, ans)
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(w, "configured %d %s in the shared configuration; this member holds %d other members' proxy states for a takeover\n",
+		c.Configured, plural(c.Configured, "proxy", "proxies"), c.Replicas)
+	if others > 1 {
+		fmt.Fprintf(w, "the %d other members that answered check %s together (each one's share: proxyhealth_cluster_checked_proxies in its /metrics)\n",
+			others, share(rest))
+	}
+	fmt.Fprintln(w)
 }
 
 // printPoolTable prints the summary and the per-source table.

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -395,4 +398,116 @@ func startDataDaemon(t *testing.T, td testData, token string, edit func(a *proxy
 		t.Fatal(err)
 	}
 	return d
+}
+
+// statusPoolServer is a daemon's API on loopback that answers GET /v1/pool with
+// p (the JSON contract status reads) and records the queries it got.
+func statusPoolServer(t *testing.T, p httpapi.Pool) (*httptest.Server, *[]string) {
+	t.Helper()
+	var queries []string
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/pool" {
+			http.NotFound(w, r)
+			return
+		}
+		queries = append(queries, r.URL.RawQuery)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(p)
+	}))
+	t.Cleanup(hs.Close)
+	return hs, &queries
+}
+
+func runStatusAt(t *testing.T, url string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if code := runStatus(ctx, []string{"--server", url}, &out, &errOut); code != exitOK {
+		t.Fatalf("status --server %s: exit %d, stderr %q", url, code, errOut.String())
+	}
+	return out.String()
+}
+
+// statusClusterPool is a member's cluster-wide GET /v1/pool: this member checks
+// 3 of 10 proxies, m2 answered, m3 did not.
+func statusClusterPool() httpapi.Pool {
+	st := proxyhealth.ClusterStatus{Name: "prod", Self: "10.0.0.1:7946", Members: []string{"10.0.0.1:7946", "10.0.0.2:7946", "10.0.0.3:7946"},
+		Fresh: true, Checked: 3, Configured: 10, Replicas: 7}
+	return httpapi.Pool{Counts: httpapi.Counts{Total: 7, Healthy: 7, HealthPercentage: 100},
+		Sources: map[string]httpapi.SourceCounts{"a": {Counts: httpapi.Counts{Total: 7, Healthy: 7, HealthPercentage: 100}}},
+		Cluster: &st,
+		ClusterAnswer: &httpapi.ClusterAnswer{Members: []string{"10.0.0.1:7946", "10.0.0.2:7946"},
+			Missing: []httpapi.MissingMember{{Member: "10.0.0.3:7946", Error: "timeout after 1s"}}}}
+}
+
+// TestStatusCluster: status --server on a cluster member names the
+// cluster and this member's membership, lists every member with what is
+// known of its share and whether it answered, then the cluster's pool.
+func TestStatusCluster(t *testing.T) {
+	hs, queries := statusPoolServer(t, statusClusterPool())
+	out := runStatusAt(t, hs.URL)
+	for _, want := range []string{
+		"cluster  prod · 3 members · this member 10.0.0.1:7946: fresh\n",
+		"the counts below are the cluster's: 2 of 3 members answered; the proxies of the members that did not answer are not counted\n",
+		"MEMBER         CHECKS     ANSWER\n",
+		"10.0.0.1:7946  3 (30.0%)  this member\n",
+		// The only other member that answered checks the rest it counted.
+		"10.0.0.2:7946  4 (40.0%)  answered\n",
+		"10.0.0.3:7946  -          did not answer: timeout after 1s\n",
+		"configured 10 proxies in the shared configuration; this member holds 7 other members' proxy states for a takeover\n",
+		"pool     7 proxies · 100.0% healthy",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status has no %q:\n%s", want, out)
+		}
+	}
+	if strings.Index(out, "cluster  prod") > strings.Index(out, "pool     ") {
+		t.Errorf("the cluster is not listed first:\n%s", out)
+	}
+	if len(*queries) != 1 || (*queries)[0] != "" {
+		t.Errorf("status asked /v1/pool with %q; want the API's default scope (the cluster)", *queries)
+	}
+
+	// Three members answered: the two others' shares only together; a
+	// lost membership says so.
+	p := statusClusterPool()
+	p.ClusterAnswer.Members, p.ClusterAnswer.Missing = p.Cluster.Members, nil
+	p.Total = 10
+	p.Cluster.Fresh, p.Cluster.Lost, p.Cluster.Error = false, true, "lease 42 expired"
+	hs, _ = statusPoolServer(t, p)
+	out = runStatusAt(t, hs.URL)
+	for _, want := range []string{
+		"this member 10.0.0.1:7946: LOST: it checks nothing and must be restarted to rejoin (lease 42 expired)\n",
+		"the counts below are the cluster's: 3 of 3 members answered\n",
+		"10.0.0.2:7946  -          answered\n",
+		"the 2 other members that answered check 7 (70.0%) together",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("all answered, lost: status has no %q:\n%s", want, out)
+		}
+	}
+
+	// scope=local answers (no cluster_answer): the counts are this
+	// member's.
+	p = statusClusterPool()
+	p.ClusterAnswer = nil
+	hs, _ = statusPoolServer(t, p)
+	if out := runStatusAt(t, hs.URL); !strings.Contains(out, "the counts below are this member's proxies only\n") ||
+		!strings.Contains(out, "10.0.0.2:7946  -          -\n") {
+		t.Errorf("without a cluster answer:\n%s", out)
+	}
+}
+
+// TestStatusNotClusterUnchanged: outside a cluster status prints the pool
+// table and nothing else, byte for byte.
+func TestStatusNotClusterUnchanged(t *testing.T) {
+	p := statusClusterPool()
+	p.Cluster, p.ClusterAnswer = nil, nil
+	hs, _ := statusPoolServer(t, p)
+	var want bytes.Buffer
+	printPoolTable(&want, p, time.Now()) // UpdatedAt is nil: no clock in the output
+	if got := runStatusAt(t, hs.URL); got != want.String() {
+		t.Errorf("status outside a cluster:\n%q\nwant\n%q", got, want.String())
+	}
 }
