@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -42,7 +43,8 @@ type Config struct {
 	// Cluster names the cluster; members of one cluster use the same
 	// name, and several clusters may share one etcd. No "/".
 	Cluster string
-	// Endpoints are the etcd client URLs, e.g. http://127.0.0.1:2379.
+	// Endpoints are the etcd client URLs, e.g. http://127.0.0.1:2379,
+	// without credentials (etcd authentication is not supported).
 	Endpoints []string
 	// Advertise is the host:port the member binds and advertises to the
 	// others (remote messages reach it there); port 0 binds any free
@@ -75,9 +77,13 @@ func (c Config) Validate() error {
 	if len(c.Endpoints) == 0 {
 		return fmt.Errorf("%w: Endpoints is empty: give the etcd client URLs (e.g. http://127.0.0.1:2379)", ErrConfig)
 	}
-	for _, e := range c.Endpoints {
+	for i, e := range c.Endpoints {
 		if strings.TrimSpace(e) == "" {
 			return fmt.Errorf("%w: Endpoints has an empty entry: give the etcd client URLs (e.g. http://127.0.0.1:2379)", ErrConfig)
+		}
+		if u, err := url.Parse(e); err == nil && u.User != nil {
+			u.User = nil
+			return fmt.Errorf("%w: Endpoints[%d] (%s) carries credentials: etcd authentication is not supported; give the URL without them", ErrConfig, i, u.Redacted())
 		}
 	}
 	host, port, err := net.SplitHostPort(c.Advertise)

@@ -21,6 +21,7 @@ func TestConfigValidate(t *testing.T) {
 		{"slash in cluster", func(c *Config) { c.Cluster = "a/b" }, `"a/b"`},
 		{"no endpoints", func(c *Config) { c.Endpoints = nil }, "Endpoints is empty"},
 		{"empty endpoint", func(c *Config) { c.Endpoints = []string{" "} }, "empty entry"},
+		{"credentials in an endpoint", func(c *Config) { c.Endpoints = []string{"http://root:s3cret@127.0.0.1:2379"} }, "carries credentials"},
 		{"advertise not host:port", func(c *Config) { c.Advertise = "127.0.0.1" }, "not host:port"},
 		{"advertise without host", func(c *Config) { c.Advertise = ":7000" }, "no host"},
 		{"advertise unspecified", func(c *Config) { c.Advertise = "0.0.0.0:7000" }, "unspecified"},
@@ -39,6 +40,9 @@ func TestConfigValidate(t *testing.T) {
 			}
 			if !strings.HasPrefix(err.Error(), "membership: ") || !strings.Contains(err.Error(), tc.says) {
 				t.Errorf("message %q does not say %q", err, tc.says)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("message %q shows a password", err)
 			}
 		})
 	}
