@@ -405,8 +405,8 @@ func (f *Farm) ResetStats() {
 
 // Sources returns the checks of the whole farm per source address, ordered
 // by address: for each, the checks of every proxy from it, the earliest
-// First and the latest Last. It locks each proxy in turn (about 50 ns
-// each), so the figures of different proxies may be a few checks apart.
+// First and the latest Last. It locks each proxy in turn, so the figures
+// of different proxies may be a few checks apart.
 func (f *Farm) Sources() []SourceStats {
 	var out []SourceStats
 	for _, p := range f.proxies {
