@@ -383,7 +383,7 @@ func (l *ledger) checkWrites(rr *roundRecord, effects map[string][]string, passi
 		}
 	}
 	for pid, got := range effects {
-		if _, ok := byProxy[pid]; !ok && !rr.final {
+		if _, ok := byProxy[pid]; !ok {
 			l.mismatch("round %d: proxy %s has journaled %v after seq %d, no write asked for it", rr.round, pid, got, rr.writesFrom)
 		}
 	}
