@@ -10,9 +10,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/rotation"
 )
 
@@ -67,16 +69,22 @@ func (c *clusterEngine) set(fn func(c *clusterEngine)) {
 
 func (c *clusterEngine) ClusterSummary(context.Context) (proxyhealth.Summary, proxyhealth.ClusterAnswer, error) {
 	a, err := c.query("summary")
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
 	return c.sum, a, err
 }
 
 func (c *clusterEngine) ClusterList(_ context.Context, f proxyhealth.ListFilter, offset, limit int) (int, []proxyhealth.ProxyView, proxyhealth.ClusterAnswer, error) {
 	a, err := c.query(fmt.Sprintf("list state=%s source=%s tag=%s anonymity=%s offset=%d limit=%d", f.State, f.Source, f.Tag, f.Anonymity, offset, limit))
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
 	return c.total, c.views, a, err
 }
 
 func (c *clusterEngine) ClusterPick(_ context.Context, req proxyhealth.PickRequest) (proxyhealth.Picked, proxyhealth.ClusterAnswer, error) {
 	a, err := c.query(fmt.Sprintf("pick strategy=%s source=%s", req.Strategy, req.Source))
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
 	return c.picked, a, err
 }
 
@@ -108,6 +116,10 @@ func newClusterFixture(t *testing.T, opts httpapi.Options) (*fixture, *clusterEn
 		c.ans = proxyhealth.ClusterAnswer{Members: []string{self, m2}, Missing: []proxyhealth.MissingMember{{Member: m3, Error: "timeout after 1s"}}}
 	})
 	f.seedPool()
+	// The pool history's first sample (at New) is a cluster summary:
+	// wait for it, then start the record afresh.
+	testutil.Eventually(t, 10*time.Second, "the first pool history sample", func() bool { return len(ce.calls()) > 0 })
+	ce.set(func(c *clusterEngine) { c.queries = nil })
 	return f, ce
 }
 
@@ -388,4 +400,46 @@ func TestClusterMetrics(t *testing.T) {
 	if !strings.Contains(body, "proxyhealth_pool_health_percentage") {
 		t.Errorf("/metrics lost its pool gauges")
 	}
+}
+
+// TestClusterPoolHistory: a member samples the cluster's counts for GET
+// /v1/pool/history (as GET /v1/pool answers), naming the missing members;
+// a failed cluster query leaves no sample; outside a cluster the samples
+// are the local counts.
+func TestClusterPoolHistory(t *testing.T) {
+	f, ce := newClusterFixture(t, httpapi.Options{PoolHistoryInterval: 10 * time.Millisecond})
+	last := func() httpapi.PoolSample {
+		var h httpapi.PoolHistory
+		f.getJSON("/v1/pool/history", &h)
+		if len(h.Samples) == 0 {
+			return httpapi.PoolSample{}
+		}
+		return h.Samples[len(h.Samples)-1]
+	}
+	testutil.EventuallyExplain(t, 10*time.Second, func() bool {
+		s := last()
+		return s.Total == 10 && reflect.DeepEqual(s.MissingMembers, []string{m3})
+	}, func() string {
+		return fmt.Sprintf("last sample %+v, want the cluster's 10 proxies, m3 missing", last())
+	})
+
+	// A failing query adds no sample (not this member's 3 as the
+	// cluster's). The sampler is sequential: once a query that began
+	// after the failure was set has been made, every earlier sample is in.
+	ce.set(func(c *clusterEngine) { c.err = context.DeadlineExceeded })
+	n := len(ce.calls())
+	testutil.Eventually(t, 10*time.Second, "a failed sample", func() bool { return len(ce.calls()) >= n+1 })
+	var before, after httpapi.PoolHistory
+	f.getJSON("/v1/pool/history", &before)
+	testutil.Eventually(t, 10*time.Second, "two more failed samples", func() bool { return len(ce.calls()) >= n+3 })
+	f.getJSON("/v1/pool/history", &after)
+	if len(after.Samples) != len(before.Samples) {
+		t.Errorf("%d samples added while the cluster query failed: %+v", len(after.Samples)-len(before.Samples), after.Samples[len(before.Samples):])
+	}
+
+	ce.set(func(c *clusterEngine) { c.member = false })
+	testutil.EventuallyExplain(t, 10*time.Second, func() bool {
+		s := last()
+		return s.Total == 3 && s.MissingMembers == nil
+	}, func() string { return fmt.Sprintf("last sample %+v, want the local 3 proxies", last()) })
 }

@@ -383,6 +383,8 @@
 // addresses (--advertise), not API addresses. In GET /v1/pool the counts
 // and sources are the cluster's; journal_seq, updated_at, journal,
 // projections and the "cluster" object stay this member's own view. GET
+// /v1/pool/history samples the cluster's counts too (a sample names its
+// "missing_members"; a failed query leaves no sample). GET
 // /v1/proxies pages through the proxies of every member sorted by ID, at
 // most 20,000 deep (offset + limit; beyond, 400: filter, or ask each
 // member with scope=local). GET /v1/pick with n=1 picks from this

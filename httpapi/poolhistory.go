@@ -24,6 +24,9 @@ type PoolSample struct {
 	Counts
 	// JournalSeq is the journal seq the counts reflect.
 	JournalSeq uint64 `json:"journal_seq"`
+	// MissingMembers, on a cluster member, are the members that did not
+	// answer for this sample: their proxies are not in its counts.
+	MissingMembers []string `json:"missing_members,omitempty"`
 }
 
 // PoolHistory is the body of GET /v1/pool/history.
@@ -85,14 +88,39 @@ func (s *Server) samplePool(ctx context.Context) {
 	t := time.NewTicker(s.poolHist.interval)
 	defer t.Stop()
 	for {
-		sum := s.status.Summary()
-		s.poolHist.add(PoolSample{At: s.opts.Now().UTC(), Counts: countsOf(sum.Counts), JournalSeq: sum.Seq})
+		if p, ok := s.poolSample(ctx); ok {
+			s.poolHist.add(p)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// poolSample is the pool's counts now: on a cluster member the whole
+// cluster's (as GET /v1/pool answers by default), asked within one
+// interval; false when that query failed (no sample rather than one
+// member's counts passed off as the cluster's).
+func (s *Server) poolSample(ctx context.Context) (PoolSample, bool) {
+	if s.cluster != nil {
+		if _, member := s.cluster.Cluster(); member {
+			qctx, cancel := context.WithTimeout(ctx, s.poolHist.interval)
+			sum, a, err := s.cluster.ClusterSummary(qctx)
+			cancel()
+			if err != nil {
+				return PoolSample{}, false
+			}
+			p := PoolSample{At: s.opts.Now().UTC(), Counts: countsOf(sum.Counts), JournalSeq: sum.Seq}
+			for _, m := range a.Missing {
+				p.MissingMembers = append(p.MissingMembers, m.Member)
+			}
+			return p, true
+		}
+	}
+	sum := s.status.Summary()
+	return PoolSample{At: s.opts.Now().UTC(), Counts: countsOf(sum.Counts), JournalSeq: sum.Seq}, true
 }
 
 func (s *Server) poolHistory(w http.ResponseWriter, _ *http.Request) {
