@@ -22,10 +22,12 @@
 //
 //	GET    /                     the dashboard (one embedded page, no external assets)
 //	GET    /v1/pool              pool summary: counts by state, per source, journal seq,
-//	                             the journal's write condition and each projection's
+//	                             the journal's write condition and each projection's;
+//	                             ?scope=cluster|local on a cluster member (see Cluster)
 //	GET    /v1/pool/history      the pool's counts over the last hour (see Pool history)
 //	GET    /v1/proxies           ?state=&source=&tag=&anonymity=&limit=&offset= (limit default 100,
-//	                             max 10000); each proxy has its tags, weight, exit_ip, anonymity
+//	                             max 10000); each proxy has its tags, weight, exit_ip, anonymity;
+//	                             ?scope= (see Cluster)
 //	GET    /v1/proxies/{id}      one proxy (id, or its URL, path-escaped) with history and state changes
 //	GET    /v1/proxies/{id}/story  ?limit= the proxy's history in plain sentences (see Story)
 //	POST   /v1/proxies           {"url": "...", "source": "..."} adds a proxy (201); without
@@ -37,8 +39,8 @@
 //	                             proxy_resumed): {"status": "paused", "id": "..."}
 //	POST   /v1/proxies/{id}/outcome  {"ok": false, "error_class": "timeout", "latency_ms": 812}
 //	                             reports what real traffic saw through the proxy (202; see Rotation)
-//	GET    /v1/pick              ?strategy=&source=&scheme=&tag=&anonymity=&key=&n=&credentials= hands proxies out
-//	                             (see Rotation)
+//	GET    /v1/pick              ?strategy=&source=&scheme=&tag=&anonymity=&key=&n=&credentials=&scope= hands
+//	                             proxies out (see Rotation, Cluster)
 //	GET    /v1/traffic           the rotating endpoint's counters, panic mode, ejections (see Rotation)
 //	POST   /v1/pause, /v1/resume ?source= (all sources when absent): every proxy of the source
 //	POST   /v1/reload            re-reads the configuration (see Reload)
