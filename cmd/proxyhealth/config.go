@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -44,8 +45,6 @@ type fileConfig struct {
 	Pool        poolFile      `yaml:"pool"`
 	Serve       serveFile     `yaml:"serve"`
 	Cluster     clusterFile   `yaml:"cluster"`
-	// CheckSourceIP is the local address every check connects from.
-	CheckSourceIP *string `yaml:"check_source_ip"`
 
 	// path is the file's name; lines maps the path of every key and list
 	// item ("retention", "sources[1].interval", "sources[1].proxies[0]")
@@ -142,6 +141,7 @@ type checkSettings struct {
 	LatencyCeiling          *duration         `yaml:"latency_ceiling"`
 	Mode                    *string           `yaml:"mode"`
 	Close                   *string           `yaml:"close"`
+	SourceIP                *string           `yaml:"source_ip"`
 	Headers                 map[string]string `yaml:"headers"`
 	CAFile                  *string           `yaml:"ca_file"`
 	InsecureSkipVerify      *bool             `yaml:"insecure_skip_verify"`
@@ -255,6 +255,15 @@ func (l settingsLayer) validate() error {
 			return l.errorf("close", short(*s.Close), "want auto, fin or reset")
 		}
 	}
+	if s.SourceIP != nil && strings.TrimSpace(*s.SourceIP) != "" {
+		ip, err := netip.ParseAddr(strings.TrimSpace(*s.SourceIP))
+		if err == nil {
+			err = proxyhealth.ProbeConfig{SourceIP: ip}.Validate()
+		}
+		if err != nil {
+			return l.errorf("source_ip", short(*s.SourceIP), `want one IP address of this host (e.g. 127.0.0.2), not 0.0.0.0, :: or multicast, or "" for the kernel's choice`)
+		}
+	}
 	if s.BodyPattern != nil {
 		if _, err := regexp.Compile(*s.BodyPattern); err != nil {
 			return l.errorf("body_pattern", short(*s.BodyPattern), "not a valid regular expression (Go syntax): "+strings.TrimPrefix(err.Error(), "error parsing regexp: "))
@@ -359,6 +368,9 @@ func (s *checkSettings) apply(h *proxyhealth.HealthConfig, p *proxyhealth.ProbeC
 			return fmt.Errorf("close: %w", err)
 		}
 		p.Close = c
+	}
+	if s.SourceIP != nil {
+		p.SourceIP, _ = netip.ParseAddr(strings.TrimSpace(*s.SourceIP)) // validated; "" = the kernel's choice
 	}
 	if len(s.Headers) > 0 {
 		s.applyHeaders(p)

@@ -482,3 +482,73 @@ func TestYAMLProxiesWithTags(t *testing.T) {
 		t.Errorf("bad weight: %v", err)
 	}
 }
+
+// TestSourceIPSetting: source_ip reaches the probe config per source, the
+// flag overrides it for every source, and a bad address is named.
+func TestSourceIPSetting(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "c.yaml", "defaults:\n  source_ip: 127.0.0.2\nsources:\n  - name: s\n    source_ip: 127.0.0.3\n")
+	dc, err := loadArgs(t, nil, "--config", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range dc.engine.Sources {
+		want := "127.0.0.2"
+		if sc.Name == "s" {
+			want = "127.0.0.3"
+		}
+		if sc.Probe.SourceIP.String() != want {
+			t.Errorf("source %s: source_ip %v, want %s", sc.Name, sc.Probe.SourceIP, want)
+		}
+	}
+	dc, err = loadArgs(t, nil, "--config", cfg, "--check-source-ip", "127.0.0.4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range dc.engine.Sources {
+		if sc.Probe.SourceIP.String() != "127.0.0.4" {
+			t.Errorf("source %s with --check-source-ip: %v", sc.Name, sc.Probe.SourceIP)
+		}
+	}
+	for _, bad := range []string{"0.0.0.0", "not-an-ip", "224.0.0.1"} {
+		cfg = writeFile(t, dir, "c.yaml", "defaults:\n  source_ip: "+bad+"\n")
+		if _, err := loadArgs(t, nil, "--config", cfg); err == nil || !strings.Contains(err.Error(), "c.yaml:2") || !strings.Contains(err.Error(), "source_ip") {
+			t.Errorf("source_ip %s: %v", bad, err)
+		}
+	}
+}
+
+// TestClusterSettings: the cluster comes from the flags or the file's
+// cluster section; incomplete settings are refused before anything starts.
+func TestClusterSettings(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "c.yaml", "cluster:\n  name: pool-a\n  etcd: [127.0.0.1:2379]\n  advertise: 127.0.0.1:7070\n  lease_ttl: 3s\n")
+	dc, err := loadArgs(t, nil, "--config", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := dc.engine.Cluster; c.Name != "pool-a" || len(c.Etcd) != 1 || c.Advertise != "127.0.0.1:7070" || c.LeaseTTL != 3*time.Second {
+		t.Errorf("cluster from the file: %+v", c)
+	}
+	dc, err = loadArgs(t, nil, "--config", cfg, "--cluster", "pool-b", "--etcd", "10.0.0.1:2379,10.0.0.2:2379", "--advertise", "127.0.0.1:7071")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := dc.engine.Cluster; c.Name != "pool-b" || len(c.Etcd) != 2 || c.Advertise != "127.0.0.1:7071" {
+		t.Errorf("cluster from the flags: %+v", c)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--cluster", "x"}, "--etcd"},
+		{[]string{"--cluster", "x", "--etcd", "127.0.0.1:2379"}, "--advertise"},
+		{[]string{"--etcd", "127.0.0.1:2379"}, "without --cluster"},
+		{[]string{"--cluster", "x", "--etcd", "127.0.0.1:2379", "--advertise", "nope"}, "HOST:PORT"},
+		{[]string{"--cluster", "x", "--etcd", "127.0.0.1:2379", "--advertise", "127.0.0.1:1", "--lease-ttl", "100ms"}, "at least 1s"},
+	} {
+		if _, err := loadArgs(t, nil, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v (want %q)", tc.args, err, tc.want)
+		}
+	}
+}

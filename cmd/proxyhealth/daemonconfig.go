@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"net/netip"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -57,7 +56,7 @@ func (r *runSettings) register(fs *flagSet) {
 	fs.Var(&r.allowHosts, "allow-host", "also answer API requests whose Host is `NAME` (repeatable; NAME matches any port, .example.net a domain and its subdomains); loopback names and the listen address are always allowed, other names get 421 (protection against DNS rebinding)")
 	fs.StringVar(&r.serve, "serve", "", "also serve the rotating endpoint on `ADDR`: an HTTP forward proxy (absolute-form and CONNECT) and a SOCKS5 proxy on the same port, forwarding each request through a healthy proxy; off loopback it requires users (config file serve.users)")
 	fs.StringVar(&r.strategy, "strategy", string(proxyhealth.RoundRobin), "how the rotating endpoint picks a proxy: `NAME` = "+strategyNames()+" (sticky needs a session key: header X-Proxyhealth-Session or user NAME-session-KEY; without one it picks round-robin)")
-	fs.StringVar(&r.sourceIP, "check-source-ip", "", "local `IP` every check connects from (a multi-homed host's egress address); default: the kernel's choice")
+	fs.StringVar(&r.sourceIP, "check-source-ip", "", "local `IP` every check connection is bound to (one of this host's addresses; the port stays the kernel's choice): egress through one interface, or one loopback address per cluster member")
 	fs.StringVar(&r.cluster, "cluster", "", "join the cluster `NAME`: every member loads the same configuration and checks its share of the proxies (needs --etcd and --advertise)")
 	fs.Var(&r.etcd, "etcd", "etcd `ENDPOINTS` holding the cluster's membership (comma-separated host:port or URLs; repeatable)")
 	fs.StringVar(&r.advertise, "advertise", "", "`HOST:PORT` this cluster member listens on for the other members and advertises to them")
@@ -93,6 +92,9 @@ func (r *runSettings) overrides() (checkSettings, error) {
 	o.Interval, o.Timeout, o.RecoveryCooldown = dur("interval", r.interval), dur("timeout", r.timeout), dur("recovery-cooldown", r.recoveryCooldown)
 	if r.fs.isSet("check-url") {
 		o.CheckURL = &r.checkURL
+	}
+	if r.fs.isSet("check-source-ip") {
+		o.SourceIP = &r.sourceIP
 	}
 	for _, u := range []struct {
 		name string
@@ -402,9 +404,6 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 			return dc, err
 		}
 		dc.engine.Sources = append(dc.engine.Sources, sc)
-	}
-	if err := r.loadSourceIP(fc, &dc); err != nil {
-		return dc, err
 	}
 	if err := dc.engine.Validate(); err != nil {
 		where := r.config
@@ -838,29 +837,6 @@ func (r *runSettings) loadCluster(fc *fileConfig, dc *daemonConfig) error {
 	}
 	if c.LeaseTTL < time.Second {
 		return &configError{"--lease-ttl", fmt.Sprintf("%v: must be at least 1s", c.LeaseTTL)}
-	}
-	return nil
-}
-
-// loadSourceIP applies --check-source-ip (or check_source_ip in the file)
-// to every source's checks.
-func (r *runSettings) loadSourceIP(fc *fileConfig, dc *daemonConfig) error {
-	raw, where := "", ""
-	switch {
-	case r.fs.isSet("check-source-ip"):
-		raw, where = r.sourceIP, "--check-source-ip"
-	case fc.CheckSourceIP != nil:
-		raw, where = *fc.CheckSourceIP, fc.where("check_source_ip")
-	}
-	if raw == "" {
-		return nil
-	}
-	ip, err := netip.ParseAddr(raw)
-	if err != nil {
-		return &configError{where, fmt.Sprintf("%s: not an IP address", short(raw))}
-	}
-	for i := range dc.engine.Sources {
-		dc.engine.Sources[i].Probe.SourceIP = ip
 	}
 	return nil
 }
