@@ -133,6 +133,18 @@ func missingText(a *ClusterAnswer) string {
 	return "; these members did not answer, so their proxies were not considered: " + strings.Join(parts, ", ")
 }
 
+// elsewhereHint is added to a 404 for a proxy this server does not know:
+// on a cluster member, another member may check it ("" otherwise).
+func (s *Server) elsewhereHint() string {
+	if s.cluster == nil {
+		return ""
+	}
+	if _, member := s.cluster.Cluster(); !member {
+		return ""
+	}
+	return "; on a cluster member this shows only the proxies it checks itself and their journal: another member may check this one (its journal tells; GET /v1/proxies lists the whole cluster's)"
+}
+
 // clusterQueryError answers a failed cluster-wide query: 400 for a query
 // the engine refused (ErrClusterQuery: a list page too deep), else as any
 // engine error.

@@ -354,10 +354,15 @@ func TestClusterCommands(t *testing.T) {
 		}
 	}
 
+	// Reads of one proxy answer for this member's: a 404 says another
+	// member may check it.
+	code, body := f.do("GET", "/v1/proxies/"+p9, "")
+	wantError(t, "GET of another member's proxy", code, body, http.StatusNotFound, "another member may check this one")
+
 	ce.mu.Lock()
 	ce.fakeEngine.err = fmt.Errorf("%w: add the proxy to the shared configuration and reload every member", proxyhealth.ErrClusterManaged)
 	ce.mu.Unlock()
-	code, body := f.do("POST", "/v1/proxies", `{"url":"http://10.9.9.9:3128"}`)
+	code, body = f.do("POST", "/v1/proxies", `{"url":"http://10.9.9.9:3128"}`)
 	wantError(t, "add in a cluster", code, body, http.StatusConflict, "shared configuration")
 	code, body = f.do("DELETE", "/v1/proxies/"+p1, "")
 	wantError(t, "remove in a cluster", code, body, http.StatusConflict, "shared configuration")

@@ -123,7 +123,7 @@ func (s *Server) getProxy(w http.ResponseWriter, r *http.Request) {
 	}
 	v, ok := s.status.Proxy(id)
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no proxy %q; list them with GET /v1/proxies", id))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no proxy %q; list them with GET /v1/proxies%s", id, s.elsewhereHint()))
 		return
 	}
 	checks, err := s.eng.CheckHistory(r.Context(), id, time.Time{})

@@ -65,7 +65,7 @@ func (s *Server) story(w http.ResponseWriter, r *http.Request) {
 	}
 	st, err := proxyhealth.Explain(s.eng.ReadJournal(r.Context(), proxyhealth.JournalFilter{Proxy: id}))
 	if errors.Is(err, proxyhealth.ErrUnknownProxy) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no proxy %q: the journal holds no event of it; list the proxies with GET /v1/proxies", id))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no proxy %q: the journal holds no event of it; list the proxies with GET /v1/proxies%s", id, s.elsewhereHint()))
 		return
 	}
 	if err != nil {
