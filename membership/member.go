@@ -63,7 +63,9 @@ type Member struct {
 // cluster (disthash as the required identity lookup; no grains are used)
 // with this package's etcd provider, and returns once the member sees
 // itself in the member list (about 1 s: protoactor's StartMember sleeps
-// 1 s). Create sys with ActorSystemOptions to keep protoactor quiet. A sys
+// 1 s). ctx bounds the requests to etcd of the start (each also bounded
+// by cfg.DialTimeout). Create sys with ActorSystemOptions to keep
+// protoactor quiet. A sys
 // whose Join failed is not to be reused; after a failure past the
 // connection to etcd it has been shut down.
 func Join(ctx context.Context, sys *actor.ActorSystem, cfg Config) (*Member, error) {
@@ -210,5 +212,21 @@ func (m *Member) shutdown(graceful bool) {
 	}
 	c.IdentityLookup.Shutdown()
 	c.Gossip.Shutdown()
-	c.Remote.Shutdown(true)
+	m.stopRemote()
+}
+
+// stopRemote stops protoactor's remote gracefully. Its endpoint manager
+// tells every connected peer's reader to disconnect by a send on a channel
+// that the reader closes when the peer's stream ends; when a peer leaves
+// at the same moment, the send panics ("send on closed channel", seen
+// when three members left at once under -race). The writers are stopped
+// by then, so the server is stopped hard instead.
+func (m *Member) stopRemote() {
+	defer func() {
+		if r := recover(); r != nil {
+			m.p.log.Debug("membership: protoactor's remote panicked while stopping (a peer disconnected at the same time); stopping its server hard", "panic", fmt.Sprint(r))
+			m.c.Remote.Shutdown(false)
+		}
+	}()
+	m.c.Remote.Shutdown(true)
 }

@@ -67,6 +67,7 @@ type provider struct {
 	startErr error
 
 	shutdownOnce sync.Once
+	startCtx     context.Context // Join's, for StartMember's requests
 }
 
 // newProvider connects to etcd (waiting at most cfg.DialTimeout) and
@@ -107,8 +108,9 @@ func newProvider(ctx context.Context, cfg Config) (*provider, error) {
 		lease: g.ID,
 		lost:  make(chan struct{}),
 		ctx:   pctx, cancel: pcancel,
-		members: map[string]*cluster.Member{},
-		subs:    map[*subscriber]struct{}{},
+		members:  map[string]*cluster.Member{},
+		subs:     map[*subscriber]struct{}{},
+		startCtx: ctx,
 	}
 	// The lease lives from now for the TTL it was granted.
 	p.freshUntil.Store(int64(mono() + time.Duration(g.TTL)*time.Second))
@@ -149,8 +151,10 @@ func (p *provider) startMember(c *cluster.Cluster) error {
 	if err != nil {
 		return fmt.Errorf("membership: encode the member: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(p.startCtx, p.cfg.DialTimeout)
 	defer cancel()
+	stop := context.AfterFunc(p.ctx, cancel)
+	defer stop()
 	if _, err := p.client.Put(ctx, p.key, string(val), clientv3.WithLease(p.lease)); err != nil {
 		return fmt.Errorf("%w: register %s: %v", ErrEtcd, p.key, err)
 	}
@@ -340,7 +344,8 @@ func (p *provider) decode(key, val []byte) *cluster.Member {
 func (p *provider) watch(rev int64) {
 	defer p.wg.Done()
 	for {
-		wch := p.client.Watch(p.ctx, p.dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		wctx, wcancel := context.WithCancel(p.ctx)
+		wch := p.client.Watch(wctx, p.dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 		for resp := range wch {
 			if err := resp.Err(); err != nil {
 				p.log.Debug("membership: watch ended; reloading the member list", "error", err)
@@ -349,10 +354,11 @@ func (p *provider) watch(rev int64) {
 			p.apply(resp.Events)
 			rev = resp.Header.Revision
 		}
+		// end this watch and drain what the client still sends
+		wcancel()
+		for range wch {
+		}
 		if p.ctx.Err() != nil {
-			// drain what the client still sends before it closes the channel
-			for range wch {
-			}
 			return
 		}
 		for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
@@ -365,12 +371,8 @@ func (p *provider) watch(rev int64) {
 			}
 			p.log.Debug("membership: reloading the member list failed; retrying", "error", err)
 			if !p.sleep(delay) {
-				for range wch {
-				}
 				return
 			}
-		}
-		for range wch {
 		}
 	}
 }
