@@ -34,7 +34,7 @@ var (
 	// ErrKeyDeleted is wrapped by Err when the member's own key vanished
 	// from etcd (deleted by someone, or with its lease).
 	ErrKeyDeleted = errors.New("membership: own key deleted")
-	// ErrLeft is returned by calls after Leave.
+	// ErrLeft is returned by Leave on a member stopped by Crash.
 	ErrLeft = errors.New("membership: member has left")
 )
 
