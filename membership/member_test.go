@@ -338,3 +338,31 @@ func TestJoinFailsWhenTheAddressIsTaken(t *testing.T) {
 		t.Errorf("%d leases in etcd after a failed Join, want 1 (the member's)", len(resp.Leases))
 	}
 }
+
+// A member that crashed and comes back on the same host:port (a new actor
+// system: a new member id) is admitted by the others, in their lists and
+// in protoactor's member list (which blocks the old id for good).
+func TestRestartedMemberOnTheSameAddressIsAdmitted(t *testing.T) {
+	e := etcdtest.Start(t)
+	ms := joinN(t, e, "restart", 3)
+	allSee(t, ms, selves(ms), 5*time.Second)
+	addr := ms[2].Self()
+	ms[2].Crash()
+	allSee(t, ms[:2], selves(ms[:2]), testTTL+time.Second)
+	cfg := testConfig(e, "restart")
+	cfg.Advertise = addr
+	back := join(t, e, cfg)
+	if back.Self() != addr {
+		t.Fatalf("rejoined as %s, not %s", back.Self(), addr)
+	}
+	all := []*Member{ms[0], ms[1], back}
+	allSee(t, all, selves(all), 5*time.Second)
+	testutil.Eventually(t, 5*time.Second, "protoactor's member lists to hold the three", func() bool {
+		for _, m := range all {
+			if m.Cluster().MemberList.Length() != 3 {
+				return false
+			}
+		}
+		return true
+	})
+}
