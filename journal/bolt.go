@@ -268,6 +268,13 @@ func OpenBolt(path string, opts ...BoltOption) (*Bolt, error) {
 	if err := precheck(path, depth, o); err != nil {
 		return nil, err
 	}
+	if !o.readOnly {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			if err := createJournal(path, o); err != nil {
+				return nil, err
+			}
+		}
+	}
 	db, err := openDB(path, &bolt.Options{
 		Timeout:  o.lockTimeout,
 		ReadOnly: o.readOnly,
@@ -420,18 +427,7 @@ func (b *Bolt) load() error {
 		return err
 	}
 	if fresh {
-		err := b.update(func(tx *bolt.Tx) error {
-			for _, name := range allBuckets {
-				if _, err := tx.CreateBucket(name); err != nil {
-					return err
-				}
-			}
-			meta := tx.Bucket(bucketMeta)
-			if err := meta.Put(metaCRCFrom, appendSeqKey(nil, 1)); err != nil {
-				return err
-			}
-			return meta.Put(metaSchema, binary.BigEndian.AppendUint64(nil, SchemaVersion))
-		})
+		err := b.update(initJournal)
 		if err != nil {
 			return fmt.Errorf("journal: initialise new journal %s: %w", b.path, err)
 		}

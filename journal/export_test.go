@@ -12,3 +12,7 @@ var (
 		return v
 	}
 )
+
+// SetCreateHook sets the hook that runs between a new journal's
+// initialisation under its temporary name and its link into place.
+func SetCreateHook(f func(tmp string)) { createHook = f }
