@@ -63,6 +63,21 @@ var (
 	ErrClusterManaged = errors.New("proxyhealth: in a cluster, proxies come from the shared configuration")
 )
 
+// NotOwnerError is the error of a command about a proxy another cluster
+// member checks; it matches ErrNotOwner (errors.Is) and names the member
+// (its advertised address) to send the command to.
+type NotOwnerError struct {
+	ProxyID string
+	Member  string
+}
+
+func (e *NotOwnerError) Error() string {
+	return fmt.Sprintf("%v: proxy %s is checked by member %s; send the request there", ErrNotOwner, e.ProxyID, e.Member)
+}
+
+// Is makes errors.Is(err, ErrNotOwner) true.
+func (e *NotOwnerError) Is(target error) bool { return target == ErrNotOwner }
+
 func (c ClusterConfig) enabled() bool { return c.Name != "" }
 
 func (c ClusterConfig) withDefaults() ClusterConfig {

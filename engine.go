@@ -859,7 +859,7 @@ func (e *Engine) lookup(id string) (*proxy, error) {
 	if !ok || p.pid == nil {
 		if e.cl != nil {
 			if o, elsewhere := e.cl.checkedBy(id); elsewhere {
-				return nil, fmt.Errorf("%w: proxy %s is checked by member %s; send the request there", ErrNotOwner, id, o)
+				return nil, &NotOwnerError{ProxyID: id, Member: o}
 			}
 		}
 		return nil, fmt.Errorf("%w: %q", ErrUnknownProxy, id)

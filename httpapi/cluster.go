@@ -170,17 +170,11 @@ type NotOwnerBody struct {
 // ownerOf reads the owner's address from an ErrNotOwner error's message
 // ("… is checked by member ADDR; …"); "" when it names none.
 func ownerOf(err error) string {
-	const marker = "checked by member "
-	msg := err.Error()
-	i := strings.LastIndex(msg, marker)
-	if i < 0 {
-		return ""
+	var no *proxyhealth.NotOwnerError
+	if errors.As(err, &no) {
+		return no.Member
 	}
-	rest := msg[i+len(marker):]
-	if j := strings.IndexAny(rest, "; "); j >= 0 {
-		rest = rest[:j]
-	}
-	return rest
+	return ""
 }
 
 // cluster gauges, per member (absent outside a cluster).

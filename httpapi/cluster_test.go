@@ -337,7 +337,7 @@ func TestClusterPick(t *testing.T) {
 // answers 409 with the engine's advice.
 func TestClusterCommands(t *testing.T) {
 	f, ce := newClusterFixture(t, httpapi.Options{})
-	notOwner := fmt.Errorf("%w: proxy %s is checked by member %s; send the request there", proxyhealth.ErrNotOwner, p9, m2)
+	notOwner := fmt.Errorf("pause: %w", &proxyhealth.NotOwnerError{ProxyID: p9, Member: m2})
 	ce.mu.Lock()
 	ce.fakeEngine.err = notOwner
 	ce.mu.Unlock()

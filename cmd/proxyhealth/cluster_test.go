@@ -204,7 +204,7 @@ func (r *clusterRig) watchUnknown(stop <-chan struct{}) {
 			if m.api == "" {
 				continue
 			}
-			resp, err := http.Get(m.api + "/v1/proxies?state=unknown&limit=10")
+			resp, err := http.Get(m.api + "/v1/proxies?state=unknown&limit=10&scope=local")
 			if err != nil {
 				continue
 			}
@@ -308,7 +308,7 @@ func TestClusterThreeProcesses(t *testing.T) {
 		r.seeAll("m3 paused past its lease", m1, m2)
 		resumed := time.Now()
 		m3.p.signal(syscall.SIGCONT)
-		if code := m3.p.wait(15 * time.Second); code != exitRejoin {
+		if code := m3.p.wait(40 * time.Second); code != exitRejoin {
 			t.Errorf("the paused member exited with %d, want %d (rejoin)\n%s", code, exitRejoin, m3.p.stderr)
 		}
 		m3.api = ""
