@@ -83,6 +83,7 @@ type childReply struct {
 	Head       uint64
 	Now        time.Time
 	Violations []string
+	Edges      []string // the transitions in the journal (coverage)
 }
 
 var sources = [2]string{"a", "b"}
@@ -285,7 +286,8 @@ func (c *child) do(req childReq) (rep childReply) {
 		}
 		head := e.JournalHead()
 		after := views(e)
-		v := verify(ctx, e, c.dir, req.Verify || req.Op == "open", c.strict)
+		v, edges := verify(ctx, e, c.dir, req.Verify || req.Op == "open", c.strict)
+		rep.Edges = edges
 		if e.JournalHead() != head && try < 5 {
 			continue
 		}
@@ -344,7 +346,7 @@ func quiesce(ctx context.Context, e *proxyhealth.Engine, timeout time.Duration) 
 			stable = 0
 		}
 		last = head
-		time.Sleep(5 * time.Millisecond) // the poll's period
+		time.Sleep(time.Millisecond) // the poll's period
 	}
 	return "the engine did not settle within " + timeout.String() + ": " + why
 }
@@ -363,8 +365,13 @@ var allowed = map[string]bool{
 
 // verify checks the invariants on a quiescent engine; with view, also the
 // SQLite view against a rebuild.
-func verify(ctx context.Context, e *proxyhealth.Engine, dir string, view, strict bool) []string {
-	var bad []string
+func verify(ctx context.Context, e *proxyhealth.Engine, dir string, view, strict bool) (bad, edges []string) {
+	edgeSet := map[string]bool{}
+	defer func() {
+		for edge := range edgeSet {
+			edges = append(edges, edge)
+		}
+	}()
 	add := func(f string, a ...any) { bad = append(bad, fmt.Sprintf(f, a...)) }
 	j := e.Journal()
 	first, head := j.First(), j.Head()
@@ -418,6 +425,7 @@ func verify(ctx context.Context, e *proxyhealth.Engine, dir string, view, strict
 		}
 		if sc := env.GetStateChanged(); sc != nil {
 			edge := events.StateName(sc.GetFrom()) + ">" + events.StateName(sc.GetTo())
+			edgeSet[edge] = true
 			if !allowed[edge] {
 				add("proxy %s: transition %s at seq %d is not in the state machine's table", id, edge, env.GetSeq())
 			}
@@ -535,7 +543,7 @@ func verify(ctx context.Context, e *proxyhealth.Engine, dir string, view, strict
 		}
 		bad = append(bad, verifyView(ctx, j, dir, head, strict, trimmed, retained)...)
 	}
-	return bad
+	return bad, edges
 }
 
 // verifyView compares view.db with a rebuild from the journal, table by

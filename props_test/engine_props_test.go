@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"os"
 	"os/exec"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -88,6 +89,12 @@ func TestEngineProps(t *testing.T) {
 	props.TestingRun(t)
 	t.Logf("ran %d sequences, %d steps, %d crashes (%d at a commit), %d clean restarts, %d view comparisons",
 		h.stats.seqs, h.stats.steps, h.stats.crashes, h.stats.commitCrashes, h.stats.restarts, h.stats.views)
+	var edges []string
+	for e, n := range h.edges {
+		edges = append(edges, fmt.Sprintf("%s=%d", e, n))
+	}
+	sort.Strings(edges)
+	t.Logf("sequences per transition: %s", strings.Join(edges, " "))
 }
 
 var (
@@ -208,6 +215,7 @@ type sut struct {
 	// not see the model).
 	now    time.Time
 	health [2]Thresholds
+	edges  map[string]bool // transitions seen in the journal
 }
 
 type harness struct {
@@ -217,6 +225,7 @@ type harness struct {
 	n     int
 	live  []*sut
 	stats struct{ seqs, steps, crashes, commitCrashes, restarts, views int }
+	edges map[string]int // sequences that made each transition
 }
 
 func (h *harness) stopAll() {
@@ -258,6 +267,9 @@ func (s *sut) call(req childReq) (*childReply, error) {
 	if err := s.out.Decode(&rep); err != nil {
 		return nil, err
 	}
+	for _, e := range rep.Edges {
+		s.edges[e] = true
+	}
 	return &rep, nil
 }
 
@@ -296,7 +308,7 @@ func (h *harness) commands() *commands.ProtoCommands {
 					h.t.Fatal(err)
 				}
 			}
-			s := &sut{h: h, dir: dir, now: m.Now, health: m.Health}
+			s := &sut{h: h, dir: dir, now: m.Now, health: m.Health, edges: map[string]bool{}}
 			h.live = append(h.live, s)
 			if _, err := s.start(m); err != nil {
 				h.t.Fatalf("start the engine's child process: %v", err)
@@ -318,6 +330,12 @@ func (h *harness) commands() *commands.ProtoCommands {
 				s.proc = nil
 			}
 			_ = os.RemoveAll(s.dir)
+			if h.edges == nil {
+				h.edges = map[string]int{}
+			}
+			for e := range s.edges {
+				h.edges[e]++
+			}
 		},
 		InitialStateGen: func(p *gopter.GenParameters) *gopter.GenResult {
 			r := p.Rng
@@ -326,7 +344,9 @@ func (h *harness) commands() *commands.ProtoCommands {
 				m.Health[i] = genThresholds(r)
 			}
 			for i := range m.Beh {
-				m.Beh[i] = 0
+				if r.Intn(2) == 0 {
+					m.Beh[i] = r.Intn(len(behaviours))
+				}
 			}
 			return gopter.NewGenResult(m, gopter.NoShrinker)
 		},
@@ -340,10 +360,10 @@ func (h *harness) commands() *commands.ProtoCommands {
 }
 
 func genThresholds(r *rand.Rand) Thresholds {
-	return Thresholds{H: 1 + uint32(r.Intn(3)), U: 1 + uint32(r.Intn(3)), MaxRec: uint32(r.Intn(3)), PFT: 1 + uint32(r.Intn(3)), FSH: r.Intn(2) == 0}
+	return Thresholds{H: 1 + uint32(r.Intn(3)), U: 1 + uint32(r.Intn(5)), MaxRec: uint32(r.Intn(3)), PFT: 1 + uint32(r.Intn(3)), FSH: r.Intn(2) == 0}
 }
 
-var ticks = []time.Duration{0, time.Second, 5 * time.Second, 40 * time.Second, 2 * time.Minute, 6 * time.Minute, 35 * time.Minute}
+var ticks = []time.Duration{0, 5 * time.Second, 5 * time.Second, 40 * time.Second, 2 * time.Minute, 6 * time.Minute, 35 * time.Minute}
 
 // genCmd draws a command valid in m.
 func (h *harness) genCmd(r *rand.Rand, m *emodel) *cmd {
@@ -355,48 +375,51 @@ func (h *harness) genCmd(r *rand.Rand, m *emodel) *cmd {
 		}
 	}
 	pick := r.Intn(100)
-	if len(present) == 0 && pick >= 15 {
+	if len(present) == 0 && pick >= 14 {
 		pick = 0 // add first
 	}
 	if len(present) > 0 {
 		c.Idx = present[r.Intn(len(present))]
 	}
 	switch {
-	case pick < 12:
+	case pick < 11:
 		c.Op, c.Idx = "add", r.Intn(farmSize) // may be a duplicate
-	case pick < 15:
+	case pick < 14:
 		c.Op = "reconcile"
 		c.Health = m.Health
 		c.Health[r.Intn(2)] = genThresholds(r)
-	case pick < 19:
+	case pick < 17:
 		c.Op = "remove"
-	case pick < 30:
-		c.Op, c.Beh = "behaviour", r.Intn(len(behaviours))
-	case pick < 52:
+	case pick < 32:
+		c.Op, c.Beh = "behaviour", 0 // half of the flips make a proxy work again
+		if r.Intn(2) == 0 {
+			c.Beh = 1 + r.Intn(len(behaviours)-1)
+		}
+	case pick < 56:
 		c.Op, c.D = "tick", ticks[r.Intn(len(ticks))]
-	case pick < 58:
+	case pick < 62:
 		c.Op = "outcome"
 		c.Class = outcomeClasses[r.Intn(len(outcomeClasses))]
 		c.OK = c.Class == ""
-	case pick < 63:
+	case pick < 66:
 		c.Op = "pause"
-	case pick < 68:
+	case pick < 70:
 		c.Op = "resume"
-	case pick < 71:
+	case pick < 73:
 		c.Op = "pause_source"
-	case pick < 74:
-		c.Op = "resume_source"
 	case pick < 76:
-		c.Op = "pause_pool"
+		c.Op = "resume_source"
 	case pick < 78:
+		c.Op = "pause_pool"
+	case pick < 80:
 		c.Op = "resume_pool"
-	case pick < 84:
+	case pick < 86:
 		c.Op = "revive"
-	case pick < 87 && *engineRetention:
+	case pick < 89 && *engineRetention:
 		c.Op = "retention"
-	case pick < 90:
+	case pick < 92:
 		c.Op = "restart"
-	case pick < 94:
+	case pick < 97:
 		c.Op, c.D, c.Crash = "tick", ticks[2+r.Intn(len(ticks)-2)], 2
 	default:
 		c.Op = "verify"
