@@ -38,6 +38,9 @@ type ClusterAnswer struct {
 	// Missing are the members that did not answer in time: their proxies
 	// are not in the answer. Never silently dropped.
 	Missing []MissingMember `json:"missing,omitempty"`
+	// Shares is how many proxies each member that answered checks (set by
+	// ClusterSummary).
+	Shares map[string]int `json:"shares,omitempty"`
 }
 
 // MissingMember is a member whose part a cluster-wide answer lacks.
@@ -55,6 +58,7 @@ func (e *Engine) ClusterSummary(ctx context.Context) (Summary, ClusterAnswer, er
 	}
 	parts, ans := c.ask(ctx, &pb.QueryRequest{Kind: "summary"})
 	sums := []Summary{e.proj.live.Summary()}
+	shares := map[string]int{c.self: sums[0].Total}
 	for _, p := range parts {
 		var s Summary
 		if err := json.Unmarshal(p.GetJson(), &s); err != nil {
@@ -62,8 +66,11 @@ func (e *Engine) ClusterSummary(ctx context.Context) (Summary, ClusterAnswer, er
 			continue
 		}
 		sums = append(sums, s)
+		shares[p.GetMember()] = s.Total
 	}
-	return mergeSummaries(sums), ans.done(), nil
+	out := ans.done()
+	out.Shares = shares
+	return mergeSummaries(sums), out, nil
 }
 
 // clusterPage is a member's part of a cluster-wide list.

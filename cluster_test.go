@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -371,6 +372,13 @@ func TestClusterQueriesAnswerForTheWholeCluster(t *testing.T) {
 	}
 	if len(s.Sources) != 1 || s.Sources[0].Name != "farm" || s.Sources[0].Total != 60 || s.HealthPercentage != 100 {
 		t.Errorf("summary sources: %+v, %.1f%%", s.Sources, s.HealthPercentage)
+	}
+	shares := map[string]int{}
+	for _, a := range owner {
+		shares[a]++
+	}
+	if !maps.Equal(ans.Shares, shares) {
+		t.Errorf("shares %v, want %v", ans.Shares, shares)
 	}
 
 	var ids []string

@@ -58,6 +58,9 @@ type ClusterAnswer struct {
 	// Missing are the members that did not answer in time, with why:
 	// their proxies are not in the answer.
 	Missing []MissingMember `json:"missing"`
+	// Shares is how many proxies each member that answered checks
+	// (GET /v1/pool only).
+	Shares map[string]int `json:"shares,omitempty"`
 }
 
 // MissingMember is a member whose part a cluster-wide answer lacks.
@@ -71,7 +74,7 @@ type MissingMember struct {
 // clusterAnswerOf converts the engine's answer (never nil slices, so the
 // JSON always has both lists).
 func clusterAnswerOf(a proxyhealth.ClusterAnswer) *ClusterAnswer {
-	out := &ClusterAnswer{Members: append([]string{}, a.Members...), Missing: []MissingMember{}}
+	out := &ClusterAnswer{Members: append([]string{}, a.Members...), Missing: []MissingMember{}, Shares: a.Shares}
 	for _, m := range a.Missing {
 		out.Missing = append(out.Missing, MissingMember{Member: m.Member, Error: m.Error})
 	}

@@ -56,6 +56,20 @@ type clusterRig struct {
 	phase       string
 }
 
+// apiOf and setAPI guard a member's API URL, which the unknown-state
+// watcher reads while the test restarts members.
+func (r *clusterRig) apiOf(m *clusterMember) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return m.api
+}
+
+func (r *clusterRig) setAPI(m *clusterMember, api string) {
+	r.mu.Lock()
+	m.api = api
+	r.mu.Unlock()
+}
+
 func (r *clusterRig) setPhase(p string) {
 	r.mu.Lock()
 	r.phase = p
@@ -98,7 +112,7 @@ func newClusterRig(t *testing.T) *clusterRig {
 
 // start starts a member's process (not waiting for it).
 func (r *clusterRig) start(m *clusterMember) {
-	m.api = ""
+	r.setAPI(m, "")
 	m.p = startBin(r.t, nil, "run", "--data", m.data, "--listen", "127.0.0.1:0", "--log-format", "json",
 		"--interval", clusterInterval.String(), "--timeout", "1s", "--check-url", testTarget, "--proxies", "farm="+r.list,
 		"--cluster", "itest", "--etcd", strings.Join(r.etcd.Endpoints(), ","), "--advertise", m.advertise,
@@ -111,12 +125,12 @@ func (r *clusterRig) startAll(ms ...*clusterMember) {
 		r.start(m)
 	}
 	for _, m := range ms {
-		m.api = m.p.apiURL()
+		r.setAPI(m, m.p.apiURL())
 	}
 }
 
 func (r *clusterRig) pool(m *clusterMember) (httpapi.Pool, bool) {
-	resp, err := http.Get(m.api + "/v1/pool")
+	resp, err := http.Get(r.apiOf(m) + "/v1/pool")
 	if err != nil {
 		return httpapi.Pool{}, false
 	}
@@ -201,10 +215,11 @@ func (r *clusterRig) watchUnknown(stop <-chan struct{}) {
 		case <-time.After(100 * time.Millisecond): // the sampling period
 		}
 		for _, m := range r.members {
-			if m.api == "" {
+			api := r.apiOf(m)
+			if api == "" {
 				continue
 			}
-			resp, err := http.Get(m.api + "/v1/proxies?state=unknown&limit=10&scope=local")
+			resp, err := http.Get(api + "/v1/proxies?state=unknown&limit=10&scope=local")
 			if err != nil {
 				continue
 			}
@@ -265,7 +280,7 @@ func TestClusterThreeProcesses(t *testing.T) {
 		killed := time.Now()
 		m2.p.signal(syscall.SIGKILL)
 		m2.p.wait(10 * time.Second)
-		m2.api = ""
+		r.setAPI(m2, "")
 		var worst time.Duration
 		if !testutil.Within(15*time.Second, 50*time.Millisecond, func() bool {
 			worst = 0
@@ -311,7 +326,7 @@ func TestClusterThreeProcesses(t *testing.T) {
 		if code := m3.p.wait(40 * time.Second); code != exitRejoin {
 			t.Errorf("the paused member exited with %d, want %d (rejoin)\n%s", code, exitRejoin, m3.p.stderr)
 		}
-		m3.api = ""
+		r.setAPI(m3, "")
 		for i := range clusterProxies {
 			if s := r.farm.Stats(i).From(m3.ip); s.Last.After(resumed) {
 				t.Errorf("proxy %d checked by the paused member after SIGCONT (%s)", i, s.Last.Sub(resumed))
@@ -349,7 +364,7 @@ func TestClusterThreeProcesses(t *testing.T) {
 		if code := m1.p.wait(20 * time.Second); code != 0 {
 			t.Errorf("graceful stop exited %d\n%s", code, m1.p.stderr)
 		}
-		m1.api = ""
+		r.setAPI(m1, "")
 		r.seeAll("after m1 left", m2, m3)
 		r.everyProxyOnce("after m1 left", time.Now().Add(clusterInterval), m2, m3)
 	})

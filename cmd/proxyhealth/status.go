@@ -639,9 +639,15 @@ func printCluster(w io.Writer, p httpapi.Pool) {
 		if ans == "" {
 			ans = "-"
 		}
+		n, known := 0, false
+		if a != nil {
+			n, known = a.Shares[m]
+		}
 		switch {
 		case m == c.Self:
 			checks, ans = share(c.Checked), "this member"
+		case known:
+			checks = share(n)
 		case ans == "answered" && others == 1:
 			checks = share(rest)
 		}
@@ -650,7 +656,7 @@ func printCluster(w io.Writer, p httpapi.Pool) {
 	_ = tw.Flush()
 	fmt.Fprintf(w, "configured %d %s in the shared configuration; this member holds %d other members' proxy states for a takeover\n",
 		c.Configured, plural(c.Configured, "proxy", "proxies"), c.Replicas)
-	if others > 1 {
+	if others > 1 && (a == nil || len(a.Shares) == 0) {
 		fmt.Fprintf(w, "the %d other members that answered check %s together (each one's share: proxyhealth_cluster_checked_proxies in its /metrics)\n",
 			others, share(rest))
 	}
