@@ -101,7 +101,7 @@ var (
 	engineCount     = flag.Int("props.engine.count", 12, "sequences TestEngineProps runs (also PROPS_ENGINE_COUNT)")
 	engineRetention = flag.Bool("props.engine.retention", false, "journal retention of 30 min and retention steps in TestEngineProps (they fail today: see the report of issue 16)")
 	engineStrict    = flag.Bool("props.engine.strict", false, "compare the latency EWMA and success rates of proxies whose history retention trimmed too (they differ from a rebuild today: see TestEngineProps)")
-	engineSteps     = flag.Int("props.engine.steps", 25, "maximum commands per sequence of TestEngineProps")
+	engineSteps     = flag.Int("props.engine.steps", 40, "maximum commands per sequence of TestEngineProps")
 )
 
 const farmSize = 6
