@@ -273,6 +273,27 @@ func (s *sut) call(req childReq) (*childReply, error) {
 	return &rep, nil
 }
 
+// close closes the engine cleanly and waits for the child to exit; it
+// returns what went wrong: Close's error, or the child's failure (its
+// TestMain runs goleak after Close; its stderr is the test's).
+func (s *sut) close() string {
+	rep, err := s.call(childReq{Op: "close"})
+	msg := ""
+	switch {
+	case err != nil:
+		msg = "close: the child died: " + err.Error()
+	case rep.Err != "":
+		msg = "Engine.Close: " + rep.Err
+	}
+	s.wIn.Close()
+	if err := s.proc.Wait(); err != nil && msg == "" {
+		msg = "the child failed after a clean Close (leaked goroutines or a failed test: see its output above): " + err.Error()
+	}
+	s.rOut.Close()
+	s.proc = nil
+	return msg
+}
+
 // kill SIGKILLs the child and reaps it.
 func (s *sut) kill() {
 	if s.proc == nil {
@@ -323,11 +344,9 @@ func (h *harness) commands() *commands.ProtoCommands {
 					h.t.Errorf("at the end of sequence %s: %s", s.dir, strings.Join(rep.Violations, "\n"))
 				}
 				h.stats.views++
-				_, _ = s.call(childReq{Op: "close"})
-				_ = s.proc.Wait()
-				s.wIn.Close()
-				s.rOut.Close()
-				s.proc = nil
+				if msg := s.close(); msg != "" {
+					h.t.Errorf("at the end of sequence %s: %s", s.dir, msg)
+				}
 			}
 			_ = os.RemoveAll(s.dir)
 			if h.edges == nil {
@@ -505,14 +524,10 @@ func (c *cmd) Run(x commands.SystemUnderTest) commands.Result {
 		s.health = c.Health
 	case "restart":
 		h.stats.restarts++
-		if _, err := s.call(childReq{Op: "close"}); err != nil {
-			res.err = "close: " + err.Error()
+		if msg := s.close(); msg != "" {
+			res.err = msg
 			return res
 		}
-		_ = s.proc.Wait()
-		s.wIn.Close()
-		s.rOut.Close()
-		s.proc = nil
 		return c.reopen(s, res, req)
 	}
 	if c.Crash == 2 {
