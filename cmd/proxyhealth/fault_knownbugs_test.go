@@ -1,0 +1,98 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/httpapi"
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
+)
+
+// knownBugsEnv runs the tests of faults the fault matrix found and that
+// are not fixed yet: each fails on the code as it is; the fix removes the
+// skip.
+const knownBugsEnv = "PROXYHEALTH_KNOWN_BUGS"
+
+func skipKnownBug(t *testing.T, what string) {
+	t.Helper()
+	if os.Getenv(knownBugsEnv) != "1" {
+		t.Skipf("known bug, not fixed yet: %s (run with %s=1 to reproduce)", what, knownBugsEnv)
+	}
+}
+
+// TestKnownBugStopWithADeadWebhook: a webhook target that never answers
+// must not change how the daemon stops. Today SIGTERM waits the whole stop
+// timeout (30 s) for the webhook's request in flight (its timeout may be
+// up to 5 min), then the SQLite view's last
+// catch-up runs on the expired context: the daemon exits 1 ("stopped with
+// errors ... notifier closed before delivering N webhook notification(s)
+// ... catch up the sqlite view: ... context deadline exceeded") and leaves
+// view.db behind the journal. (projected.stop closes the notifier with the
+// stop's context before it catches the view up.)
+func TestKnownBugStopWithADeadWebhook(t *testing.T) {
+	skipKnownBug(t, "SIGTERM with a webhook target that never answers takes the whole stop timeout, exits 1 and leaves view.db behind")
+	const n = 20
+	farm := startFaultFarm(t, n)
+	for i := range n {
+		if i%4 == 0 {
+			if err := farm.Set(i, fakeproxy.Flaky(0.5)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dir := t.TempDir()
+	silent := startSilentServer(t)
+	cfg := writeFile(t, dir, "hooks.yaml", "webhooks:\n  - url: http://"+silent.addr()+"/slow\n    timeout: 5m\n")
+	data := filepath.Join(dir, "data")
+	r := newFaultRig(t, data, runArgs(data, "--config", cfg, "--proxies", farmList(t, dir, "a.txt", farm, 0, n),
+		"--recovery-cooldown", "1s", "--max-recovery-attempts", "0")...)
+	waitPool(t, r.base, "a proxy down (a notification for the webhook)", func(p httpapi.Pool) bool { return p.Unhealthy > 0 })
+	testutil.Eventually(t, faultWait, "the webhook's request in flight", func() bool { return silent.accepted() > 0 })
+	began := time.Now()
+	r.p.signal(syscall.SIGTERM)
+	code := r.p.wait(faultWait)
+	took := time.Since(began)
+	r.stop()
+	t.Logf("SIGTERM with a dead webhook: exit %d after %v", code, took.Round(time.Millisecond))
+	if code != 0 {
+		t.Errorf("exit %d after SIGTERM:\n%s", code, r.p.stderr)
+	}
+	r.viewEqualsRebuild()
+}
+
+// TestKnownBugDamagedJournalRefusalNamesLastGoodSeq: issue 16 asks that a
+// damaged journal be refused with an error naming the file and the last
+// good seq. The daemon names the file and salvage, but not the seq: a
+// writable open reads only the meta pages, branch pages and leaf headers
+// (journal/inspect.go, walkBranches), which learns no event seq, and a
+// truncated file fails at the meta page before anything is read. `journal
+// salvage` reports the seq ("salvaged N events (seq 1 to N)").
+func TestKnownBugDamagedJournalRefusalNamesLastGoodSeq(t *testing.T) {
+	skipKnownBug(t, "the daemon's refusal of a damaged journal does not name the last good seq")
+	for name, damage := range map[string]func(*testing.T, string){"truncated": truncateHalf, "page overwritten": smashLastPages} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeJournal(t, dir, 3000)
+			damage(t, journalPath(dir))
+			list := writeFile(t, t.TempDir(), "pool.txt", "127.0.0.1:1\n")
+			res := runBinTimeout(t, faultWait, runArgs(dir, "--proxies", list)...)
+			sal := runBin(t, "journal", "salvage", "--data", dir)
+			var events, first, last uint64
+			if _, err := fmt.Sscanf(sal.stdout, "salvaged %d events (seq %d to %d)", &events, &first, &last); err != nil || last == 0 {
+				t.Fatalf("journal salvage: exit %d (%v)\n%s%s", sal.code, err, sal.stdout, sal.stderr)
+			}
+			if res.code == 0 || !strings.Contains(res.stderr, journalPath(dir)) {
+				t.Fatalf("the daemon on a damaged journal: exit %d\n%s", res.code, res.stderr)
+			}
+			if want := fmt.Sprintf("seq %d", last); !strings.Contains(res.stderr, want) {
+				t.Errorf("the daemon's refusal does not name the last good seq (%q):\n%s", want, res.stderr)
+			}
+		})
+	}
+}
