@@ -439,6 +439,14 @@ func verify(ctx context.Context, e *proxyhealth.Engine, dir string, view, strict
 		add("journal read ended at %d, head %d", want-1, head)
 	}
 
+	// No byte of the journal or the view holds the password
+	// (credentials.json alone may).
+	for _, name := range []string{proxyhealth.JournalFile, proxyhealth.SQLiteViewFile, proxyhealth.SQLiteViewFile + "-wal"} {
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil && strings.Contains(string(b), secret) {
+			add("%s holds the proxy password", name)
+		}
+	}
+
 	// The live status equals the fold of the journal.
 	fresh := projections.NewLive(projections.LiveOptions{Snapshots: j.LoadSnapshot})
 	fresh.Apply(all...)

@@ -327,8 +327,12 @@ func (h *harness) commands() *commands.ProtoCommands {
 			}
 			s := &sut{h: h, dir: dir, now: m.Now, health: m.Health, edges: map[string]bool{}}
 			h.live = append(h.live, s)
-			if _, err := s.start(m); err != nil {
+			rep, err := s.start(m)
+			if err != nil {
 				h.t.Fatalf("start the engine's child process: %v", err)
+			}
+			if rep.Err != "" || len(rep.Violations) > 0 {
+				h.t.Errorf("opening a new engine in %s: %s %s", dir, rep.Err, strings.Join(rep.Violations, "\n"))
 			}
 			return s
 		},
