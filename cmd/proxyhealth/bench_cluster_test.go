@@ -41,8 +41,11 @@ import (
 //
 // N is PROXYHEALTH_BENCH_CLUSTER_PROXIES (default 100,000); the interval
 // PROXYHEALTH_BENCH_CLUSTER_INTERVAL (default 10 s up to 10,000 proxies,
-// 60 s above, as BenchmarkDaemon's sizes); the windows
-// PROXYHEALTH_BENCH_WINDOW (default 30 s). In order:
+// 60 s above, as BenchmarkDaemon's sizes); the members' lease TTL
+// PROXYHEALTH_BENCH_CLUSTER_TTL (default 2 s); the windows
+// PROXYHEALTH_BENCH_WINDOW (default 30 s). A member that loses its lease
+// (starved of CPU longer than the TTL) exits 3 and fails the benchmark,
+// naming it. In order:
 //   - the three members started at once: members-s until each lists the
 //     three; first-sweep-s until every proxy was checked by a member, from
 //     the farms' per-source first-check times (exact, whatever the polling);
@@ -98,7 +101,15 @@ func BenchmarkCluster(b *testing.B) {
 		}
 		interval = d
 	}
-	b.Run(fmt.Sprintf("proxies=%d", n), func(b *testing.B) { benchCluster(b, n, interval) })
+	ttl := 2 * time.Second
+	if s := os.Getenv(benchClusterTTLEnv); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < time.Second {
+			b.Fatalf("%s=%q: want a Go duration of at least 1s such as 2s", benchClusterTTLEnv, s)
+		}
+		ttl = d
+	}
+	b.Run(fmt.Sprintf("proxies=%d", n), func(b *testing.B) { benchCluster(b, n, interval, ttl) })
 }
 
 const (
@@ -111,8 +122,9 @@ const (
 	// their URLs and READY, then serves fakeproxy's ServeControl on stdin
 	// and stdout ("count", "report").
 	benchClusterFarmEnv = "PROXYHEALTH_BENCH_CLUSTER_FARM"
-	// benchClusterTTL is the members' lease TTL (the default).
-	benchClusterTTL = 2 * time.Second
+	// benchClusterTTLEnv is the members' lease TTL (default 2 s, the
+	// daemon's default).
+	benchClusterTTLEnv = "PROXYHEALTH_BENCH_CLUSTER_TTL"
 	// benchClusterReportMax bounds one farm child's report line
 	// (fakeproxy.WriteReport: about 250 bytes per proxy and source).
 	benchClusterReportMax = 256 << 20
@@ -511,7 +523,7 @@ func startClusterMember(b *testing.B, cfg string, ip netip.Addr) *benchDaemonPro
 }
 
 // benchCluster is one size of BenchmarkCluster.
-func benchCluster(b *testing.B, n int, interval time.Duration) {
+func benchCluster(b *testing.B, n int, interval, ttl time.Duration) {
 	window := benchWindow(b)
 	etcd := etcdtest.Start(b)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}, Timeout: 10 * time.Second}
@@ -559,7 +571,7 @@ func benchCluster(b *testing.B, n int, interval time.Duration) {
 		adv = append(adv, a)
 		advOf = append(advOf, a)
 		cfgs = append(cfgs, clusterBenchConfig(b, dir, fmt.Sprintf("m%d", i+1), interval, list,
-			fmt.Sprintf("cluster:\n  name: bench\n  etcd: [%s]\n  advertise: %s\n  lease_ttl: %s\n", etcd.ClientURL(), a, benchClusterTTL)))
+			fmt.Sprintf("cluster:\n  name: bench\n  etcd: [%s]\n  advertise: %s\n  lease_ttl: %s\n", etcd.ClientURL(), a, ttl)))
 	}
 	slices.Sort(adv)
 	started := time.Now()
@@ -607,7 +619,12 @@ func benchCluster(b *testing.B, n int, interval time.Duration) {
 		}
 		out := make([]cpuAt, len(members))
 		for _, i := range which {
-			out[i].user, out[i].sys = procCPU(b, members[i].pid(), members[i].exited)
+			out[i].user, out[i].sys = procCPU(b, members[i].pid(), func() string {
+				if why := members[i].exited(); why != "" {
+					return fmt.Sprintf("member m%d: %s", i+1, why)
+				}
+				return ""
+			})
 		}
 		return out
 	}
@@ -718,7 +735,7 @@ func benchCluster(b *testing.B, n int, interval time.Duration) {
 	}
 	phase("survivors stopped")
 	clusterLine := fmt.Sprintf("cluster of 3, %d proxies, interval %v, lease TTL %v: members list each other %.2fs, first sweep %.2fs; CPU window %v: %d checks (%.0f/s), all members %.3f ms/1k checks [%s]; etcd steady %.1f req/s (grpc_server_msg_received_total; %s), %.2f proposals/s, %.1f ms CPU/s; %s; peak RSS %v MiB; kill -9 m%d (checked %d proxies last): all rechecked by a survivor %.2fs after (%d of them by a survivor that had never checked them: exact first checks; the others' last checks), survivors list 2 members %.2fs after; %s; etcd failover window %.1fs: %.1f req/s (%s), %.2f proposals/s",
-		n, interval, benchClusterTTL, membersUp.Seconds(), firstSweep.Seconds(), all.elapsed.Round(time.Millisecond), all.checks, all.rate(), all.perK(), strings.Join(per, "; "),
+		n, interval, ttl, membersUp.Seconds(), firstSweep.Seconds(), all.elapsed.Round(time.Millisecond), all.checks, all.rate(), all.perK(), strings.Join(per, "; "),
 		steadyEtcd.reqPerS, steadyEtcd.top, steadyEtcd.proposalsPerS, steadyEtcd.cpuMsPerS, apiNote, peaks, victim+1, len(mine), recheck.Seconds(), exact, seen2.Seconds(), failNote,
 		eFail.at.Sub(eKill.at).Seconds(), failEtcd.reqPerS, failEtcd.top, failEtcd.proposalsPerS)
 	b.Log(clusterLine)
