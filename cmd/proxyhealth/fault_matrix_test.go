@@ -42,7 +42,7 @@ func TestFaultMatrix(t *testing.T) {
 		{"webhook down and slow", faultWebhooks},
 		{"check target hangs", faultHangingTargets},
 		{"journal truncated", func(t *testing.T) { faultDamagedJournal(t, truncateHalf) }},
-		{"journal page overwritten", func(t *testing.T) { faultDamagedJournal(t, smashLastPages) }},
+		{"journal page overwritten", func(t *testing.T) { faultDamagedJournal(t, smashMiddlePages) }},
 	}
 	start := time.Now()
 	ran, passed := 0, 0
@@ -497,9 +497,9 @@ func truncateHalf(t *testing.T, path string) {
 	}
 }
 
-// smashLastPages overwrites the journal's last used pages with garbage,
-// keeping its size.
-func smashLastPages(t *testing.T, path string) {
+// smashMiddlePages overwrites four pages in the middle of the journal
+// file with garbage, keeping its size.
+func smashMiddlePages(t *testing.T, path string) {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {
