@@ -29,10 +29,16 @@ type projected struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	log    *slog.Logger
 
 	mu     sync.Mutex
 	states map[string]*projState // by name, for Engine.Health
 }
+
+// webhookDrain bounds how long a stopping engine waits for webhook
+// notifications still queued or in flight: a webhook target that does not
+// answer must not hold the stop (nor be the reason it fails).
+const webhookDrain = 5 * time.Second
 
 // projState is one projection's condition, kept by run.
 type projState struct {
@@ -77,7 +83,7 @@ func foldLive(ctx context.Context, live *projections.Live, j journal.Journal, he
 // journal synchronously, then all of them tail it.
 func (e *Engine) startProjections(ctx context.Context) error {
 	cfg, j := e.cfg, e.journal
-	p := &projected{}
+	p := &projected{log: e.log}
 	e.proj = p
 	p.live = projections.NewLive(projections.LiveOptions{Snapshots: j.LoadSnapshot})
 	p.history = projections.NewHistory(j, projections.HistoryOptions{Clock: cfg.Clock.Now})
@@ -275,16 +281,22 @@ func (p *projected) stop(ctx context.Context) error {
 	if p.cancel != nil {
 		p.cancel()
 		p.wg.Wait()
-		if p.notifier != nil {
-			errs = append(errs, p.notifier.Close(ctx))
-		}
 		// The journal is still open: bring the registered projections up
-		// to date, so that a cleanly stopped engine leaves a current
-		// view.db behind.
+		// to date first, so that a cleanly stopped engine leaves a current
+		// view.db behind whatever the webhooks do.
 		for _, x := range p.extra {
 			if err := x.p.CatchUp(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("catch up the %s: %w", x.name, err))
 			}
+		}
+		if p.notifier != nil {
+			// Webhooks get what is left of the stop, at most webhookDrain;
+			// what they could not deliver by then is dropped and logged.
+			dctx, cancel := context.WithTimeout(ctx, webhookDrain)
+			if err := p.notifier.Close(dctx); err != nil {
+				p.log.Warn("stopping: webhook notifications were not delivered", slog.Any("error", err))
+			}
+			cancel()
 		}
 	}
 	for _, x := range p.extra { // opened, perhaps never started
