@@ -726,8 +726,12 @@ func benchCluster(b *testing.B, n int, interval, ttl time.Duration) {
 		used := survCPU1[i].user + survCPU1[i].sys - survCPU0[i].user - survCPU0[i].sys
 		survCores = append(survCores, fmt.Sprintf("m%d %.2f", i+1, used.Seconds()/failEnd.Sub(killed).Seconds()))
 	}
-	failNote := fmt.Sprintf("rechecks after the kill p50 %.2fs p90 %.2fs p99 %.2fs max %.2fs; survivors' CPU from the kill to the last report (cores): %s; one report of the whole farm took %v",
-		quantile(rechecks, 0.5).Seconds(), quantile(rechecks, 0.9).Seconds(), quantile(rechecks, 0.99).Seconds(), quantile(rechecks, 1).Seconds(), strings.Join(survCores, ", "), reportTook.Round(time.Millisecond))
+	var placed []string
+	for _, i := range []int{0, 2} {
+		placed = append(placed, fmt.Sprintf("m%d %s", i+1, placementsAfter(members[i].stderr.tail(), killed)))
+	}
+	failNote := fmt.Sprintf("rechecks after the kill p50 %.2fs p90 %.2fs p99 %.2fs max %.2fs; survivors' \"cluster placement changed\" log lines after the kill (logged once the proxies are taken): %s; survivors' CPU from the kill to the last report (cores): %s; one report of the whole farm took %v",
+		quantile(rechecks, 0.5).Seconds(), quantile(rechecks, 0.9).Seconds(), quantile(rechecks, 0.99).Seconds(), quantile(rechecks, 1).Seconds(), strings.Join(placed, ", "), strings.Join(survCores, ", "), reportTook.Round(time.Millisecond))
 	failEtcd := etcdBetween(eKill, eFail)
 	phase("failover done")
 	for _, i := range []int{0, 2} {
@@ -863,4 +867,25 @@ func memAvailable() string {
 		}
 	}
 	return "?"
+}
+
+// placementsAfter lists a member's "cluster placement changed" log lines
+// (JSON) after t: when each was logged, relative to t, and how many
+// proxies it took; "none" when its kept output has none.
+func placementsAfter(out string, t time.Time) string {
+	var got []string
+	for line := range strings.SplitSeq(out, "\n") {
+		var rec struct {
+			Time  time.Time `json:"time"`
+			Msg   string    `json:"msg"`
+			Taken int       `json:"taken"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "cluster placement changed" && rec.Time.After(t) {
+			got = append(got, fmt.Sprintf("+%.2fs taken %d", rec.Time.Sub(t).Seconds(), rec.Taken))
+		}
+	}
+	if len(got) == 0 {
+		return "none"
+	}
+	return strings.Join(got, " ")
 }
