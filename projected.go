@@ -78,6 +78,41 @@ func foldLive(ctx context.Context, live *projections.Live, j journal.Journal, he
 	return nil
 }
 
+// seedSnapshots seeds the live status with the proxies that have a
+// snapshot but no retained event: all of them when the journal can list
+// its snapshots, else the configured ones.
+func seedSnapshots(ctx context.Context, live *projections.Live, j journal.Journal, sources []SourceConfig) error {
+	var ids []string
+	if l, ok := j.(journal.SnapshotLister); ok {
+		var err error
+		if ids, err = l.SnapshotIDs(ctx); err != nil {
+			return err
+		}
+	} else {
+		for _, sc := range sources {
+			for _, raw := range sc.Proxies {
+				if u, err := probe.ParseProxyURL(raw); err == nil { // Validate refused the others
+					ids = append(ids, u.ID())
+				}
+			}
+		}
+	}
+	for _, id := range ids {
+		if _, known := live.Proxy(id); known {
+			continue
+		}
+		snap, err := j.LoadSnapshot(ctx, id)
+		if err != nil || j.StreamHead(id) > snap.GetStreamSeq() {
+			// Events after the snapshot were folded (retention keeps
+			// every event a snapshot does not cover): the fold is the
+			// truth, e.g. a removal.
+			continue
+		}
+		live.Seed(snap)
+	}
+	return nil
+}
+
 // startProjections builds every projection before any actor runs, so that
 // nothing committed later is missed: the live status is caught up with the
 // journal synchronously, then all of them tail it.
@@ -93,20 +128,14 @@ func (e *Engine) startProjections(ctx context.Context) error {
 		return fmt.Errorf("proxyhealth: load live status from the journal: %w", err)
 	}
 	// Proxies quiet for longer than the retention period have no events
-	// left, only their snapshot.
-	for _, sc := range cfg.Sources {
-		for _, raw := range sc.Proxies {
-			u, err := probe.ParseProxyURL(raw)
-			if err != nil {
-				continue // Validate already refused it
-			}
-			if _, known := p.live.Proxy(u.ID()); known {
-				continue
-			}
-			if snap, err := j.LoadSnapshot(ctx, u.ID()); err == nil {
-				p.live.Seed(snap)
-			}
-		}
+	// left, only their snapshot: every one of them is seeded (a run-time
+	// proxy too, so that ResumeAddedProxies resumes it or journals why not),
+	// and the status counts as caught up with what retention deleted.
+	if err := seedSnapshots(ctx, p.live, j, cfg.Sources); err != nil {
+		return fmt.Errorf("proxyhealth: load live status from the journal: %w", err)
+	}
+	if first := j.First(); first > 1 {
+		p.live.SkipTo(first - 1)
 	}
 
 	e.rot.follow(p.live)

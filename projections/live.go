@@ -105,6 +105,17 @@ func (l *Live) Apply(envs ...*pb.Envelope) {
 	}
 }
 
+// SkipTo records that every event up to seq is accounted for without
+// being applied: retention deleted them, and the proxies' snapshots cover
+// them (Seed). The live status then counts as caught up with seq, so that
+// nothing waits for events that are gone. It never moves back. Call it
+// from the goroutine that applies (or before it starts).
+func (l *Live) SkipTo(seq uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seq = max(l.seq, seq)
+}
+
 func (l *Live) apply(env *pb.Envelope) {
 	seq := env.GetSeq()
 	if seq == 0 || seq <= l.seq { // l.seq is written only by the feeder

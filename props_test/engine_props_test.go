@@ -99,7 +99,7 @@ func TestEngineProps(t *testing.T) {
 
 var (
 	engineCount     = flag.Int("props.engine.count", 12, "sequences TestEngineProps runs (also PROPS_ENGINE_COUNT)")
-	engineRetention = flag.Bool("props.engine.retention", false, "journal retention of 30 min and retention steps in TestEngineProps (they fail today: see the report of issue 16)")
+	engineRetention = flag.Bool("props.engine.retention", true, "journal retention of 30 min and retention steps in TestEngineProps (=false leaves retention out)")
 	engineStrict    = flag.Bool("props.engine.strict", false, "compare the latency EWMA and success rates of proxies whose history retention trimmed too (they differ from a rebuild today: see TestEngineProps)")
 	engineSteps     = flag.Int("props.engine.steps", 40, "maximum commands per sequence of TestEngineProps")
 )
@@ -702,15 +702,13 @@ func runFixed(t *testing.T, h *harness, m *emodel, seq []*cmd) {
 }
 
 // TestEngineRetentionRepros are the smallest sequences TestEngineProps
-// found with -props.engine.retention, replayed deterministically (clean
-// restarts, no kill): both fail on the engine as it is (see the report of
-// issue 16), so they run only with -props.engine.retention.
+// found with retention, replayed deterministically (clean restarts, no
+// kill): both failed before the fixes (a start-up that waited for events
+// retention had deleted; a run-time proxy with only a snapshot forgotten
+// at a restart).
 func TestEngineRetentionRepros(t *testing.T) {
 	if os.Getenv(childEnv) != "" {
 		t.Skip("in the child")
-	}
-	if !*engineRetention {
-		t.Skip("reproductions of known retention bugs; run with -props.engine.retention")
 	}
 	farm, err := fakeproxy.Start(context.Background(), farmSize, fakeproxy.WithCredentials("u", secret))
 	if err != nil {

@@ -2,6 +2,7 @@ package journaltest
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -190,5 +191,21 @@ func (s *suite) snapshots(t *testing.T) {
 	wantErr(t, "snapshot without proxy_id", err, journal.ErrInvalidSnapshot)
 	_, err = j.LoadSnapshot(ctx, ProxyID(2))
 	wantErr(t, "LoadSnapshot of another proxy", err, journal.ErrNoSnapshot)
+	if l, ok := j.(journal.SnapshotLister); ok {
+		b := ProxyID(0)
+		Append(t, j, Succeeded(b, 0))
+		if err := j.SaveSnapshot(ctx, Snapshot(b, 1, 4)); err != nil {
+			t.Fatal(err)
+		}
+		ids, err := l.SnapshotIDs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{a, b}
+		slices.Sort(want)
+		if !slices.Equal(ids, want) {
+			t.Errorf("SnapshotIDs = %v, want %v", ids, want)
+		}
+	}
 	check(t, j)
 }
