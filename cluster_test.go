@@ -405,9 +405,11 @@ func TestClusterQueriesAnswerForTheWholeCluster(t *testing.T) {
 			}
 		}
 	}
-	if _, err := e.Pick(proxyhealth.PickRequest{}); !errors.Is(err, proxyhealth.ErrNoProxy) {
-		t.Fatalf("local pick with every local proxy paused: %v", err)
-	}
+	// The picker follows the live status right after each batch.
+	testutil.Eventually(t, 10*time.Second, "no local pick with every local proxy paused", func() bool {
+		_, err := e.Pick(proxyhealth.PickRequest{})
+		return errors.Is(err, proxyhealth.ErrNoProxy)
+	})
 	p, ans, err := e.ClusterPick(ctx, proxyhealth.PickRequest{})
 	if err != nil || owner[p.ID] == "m1:1" || owner[p.ID] == "" || p.URL == nil || proxyID(t, p.URL.String()) != p.ID {
 		t.Fatalf("cluster pick: %+v (owner %s), %+v, %v", p, owner[p.ID], ans, err)
