@@ -266,7 +266,7 @@ func OpenBolt(path string, opts ...BoltOption) (*Bolt, error) {
 		depth = walkFull
 	}
 	if err := precheck(path, depth, o); err != nil {
-		return nil, err
+		return nil, withIntact(path, err)
 	}
 	if !o.readOnly {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
@@ -287,7 +287,7 @@ func OpenBolt(path string, opts ...BoltOption) (*Bolt, error) {
 		NoStatistics: true,
 	})
 	if err != nil {
-		return nil, openError(path, o, err)
+		return nil, withIntact(path, openError(path, o, err))
 	}
 	b := &Bolt{
 		db:         db,
@@ -302,7 +302,7 @@ func OpenBolt(path string, opts ...BoltOption) (*Bolt, error) {
 	}
 	if err := b.load(); err != nil {
 		_ = db.Close()
-		return nil, err
+		return nil, withIntact(path, err)
 	}
 	if o.readOnly {
 		close(b.writerDone)

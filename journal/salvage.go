@@ -490,3 +490,50 @@ func writeSalvaged(ctx context.Context, dst string, p *salvagePlan) error {
 	}
 	return nil
 }
+
+// Intact scans a journal file like Salvage, without writing anything, and
+// returns the run of intact events Salvage would copy: first to last
+// (last = first-1 when there is none). A damaged journal's error names
+// it, so that an operator knows what `proxyhealth journal salvage` keeps.
+func Intact(ctx context.Context, src string) (first, last uint64, err error) {
+	f, err := os.Open(src)
+	if err != nil {
+		return 0, 0, fmt.Errorf("journal: scan %s: %w", src, err)
+	}
+	defer f.Close()
+	if !sharedLock(f, DefaultLockTimeout) {
+		return 0, 0, fmt.Errorf("%w: %s", ErrLocked, src)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return 0, 0, fmt.Errorf("journal: scan %s: %w", src, err)
+	}
+	if st.Size() == 0 {
+		return 0, 0, emptyError(src)
+	}
+	sc := &scanner{r: f, size: st.Size(), events: make(map[uint64]salvaged), damaged: make(map[uint64]bool),
+		snaps: make(map[string][]*pb.ProxySnapshot)}
+	sc.pageSize = salvagePageSize(f, st.Size())
+	if err := sc.scan(ctx); err != nil {
+		return 0, 0, err
+	}
+	rep := &SalvageReport{Source: src, RetainedFrom: sc.first}
+	sc.plan(rep)
+	return rep.First, rep.Last, nil
+}
+
+// withIntact adds to a damaged journal's error the intact run of events
+// and how to keep it.
+func withIntact(path string, err error) error {
+	if !errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	first, last, ierr := Intact(context.Background(), path)
+	switch {
+	case ierr != nil:
+		return err
+	case last < first || last == 0:
+		return fmt.Errorf("%w (no intact event was found in it)", err)
+	}
+	return fmt.Errorf("%w; the last good event is seq %d (seq %d to %d are intact: 'proxyhealth journal salvage' copies them into a new journal)", err, last, first, last)
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,17 +13,8 @@ import (
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
 
-// knownBugsEnv runs the tests of faults the fault matrix found and that
-// are not fixed yet: each fails on the code as it is; the fix removes the
-// skip.
-const knownBugsEnv = "PROXYHEALTH_KNOWN_BUGS"
-
-func skipKnownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv(knownBugsEnv) != "1" {
-		t.Skipf("known bug, not fixed yet: %s (run with %s=1 to reproduce)", what, knownBugsEnv)
-	}
-}
+// The faults the fault matrix found, each with the test that failed before
+// its fix.
 
 // TestStopWithADeadWebhook: a webhook target that never answers must not
 // change how the daemon stops. It did: SIGTERM waited the whole stop
@@ -64,15 +54,13 @@ func TestStopWithADeadWebhook(t *testing.T) {
 	r.viewEqualsRebuild()
 }
 
-// TestKnownBugDamagedJournalRefusalNamesLastGoodSeq: issue 16 asks that a
-// damaged journal be refused with an error naming the file and the last
-// good seq. The daemon names the file and salvage, but not the seq: a
-// writable open reads only the meta pages, branch pages and leaf headers
-// (journal/inspect.go, walkBranches), which learns no event seq, and a
-// truncated file fails at the meta page before anything is read. `journal
-// salvage` reports the seq ("salvaged N events (seq 1 to N)").
-func TestKnownBugDamagedJournalRefusalNamesLastGoodSeq(t *testing.T) {
-	skipKnownBug(t, "the daemon's refusal of a damaged journal does not name the last good seq")
+// TestDamagedJournalRefusalNamesLastGoodSeq: issue 16 asks that a damaged
+// journal be refused with an error naming the file and the last good seq.
+// The refusal named the file and salvage but no seq (a writable open reads
+// only the meta, branch and leaf headers, which learn no event seq); now
+// the journal scans the file as salvage would and names the intact run,
+// the same seqs `journal salvage` copies.
+func TestDamagedJournalRefusalNamesLastGoodSeq(t *testing.T) {
 	for name, damage := range map[string]func(*testing.T, string){"truncated": truncateHalf, "page overwritten": smashMiddlePages} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
