@@ -27,10 +27,14 @@ test:
 # make soak: the long versions of the crash suites: TestKillNineRounds kills
 # the real daemon with SIGKILL $(SOAK_ROUNDS) times under load (make test runs
 # 20 rounds); a failing run prints PROXYHEALTH_CRASH_SEED=... to replay it.
+# TestEngineProps runs $(SOAK_SEQUENCES) sequences of 60 steps (make test: 12
+# of 40) with a fresh seed; a failure prints -props.seed=N to replay it.
 SOAK_ROUNDS ?= 100
 .PHONY: soak
+SOAK_SEQUENCES ?= 200
 soak:
 	PROXYHEALTH_CRASH_ROUNDS=$(SOAK_ROUNDS) $(GO) test -race -count=1 -timeout 60m -v -run '^TestKillNineRounds$$' ./cmd/proxyhealth/
+	PROPS_ENGINE_COUNT=$(SOAK_SEQUENCES) $(GO) test -race -count=1 -timeout 2h -v -run '^TestEngineProps$$' ./props_test/ -args -props.seed=0 -props.engine.steps=60
 
 test-short:
 	$(GO) test -short -count=1 ./...
