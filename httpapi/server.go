@@ -31,6 +31,15 @@ const (
 	// MaxStateChanges is how many recent transitions GET /v1/proxies/{id}
 	// returns.
 	MaxStateChanges = 16
+	// DefaultMaxRequests bounds the requests served at once (event streams
+	// and journal reads aside); DefaultMaxStreams bounds the open event
+	// streams and journal reads. Past either, requests answer 503 with
+	// Retry-After.
+	DefaultMaxRequests = 256
+	DefaultMaxStreams  = 64
+	// DefaultBodyReadTimeout bounds reading a request's body, so that a
+	// client that sends it slowly cannot hold a request slot.
+	DefaultBodyReadTimeout = 10 * time.Second
 )
 
 // Engine is what the API needs from the engine; *proxyhealth.Engine
@@ -151,6 +160,16 @@ type Options struct {
 	// samples are kept.
 	PoolHistoryInterval time.Duration
 	PoolHistoryWindow   time.Duration
+	// MaxRequests bounds the requests served at once, event streams and
+	// journal reads aside (default DefaultMaxRequests); MaxStreams bounds
+	// the open event streams (/v1/events) and journal reads (/v1/journal)
+	// (default DefaultMaxStreams). Past either, a request answers 503 with
+	// Retry-After: 1.
+	MaxRequests, MaxStreams int
+	// BodyReadTimeout bounds reading a request body (default
+	// DefaultBodyReadTimeout): a client that sends its body slower is cut
+	// off.
+	BodyReadTimeout time.Duration
 	// Traffic reports the counters of the rotating forward-proxy endpoint
 	// (the daemon wires endpoint.Server.Stats into it), for /metrics, GET
 	// /v1/traffic and the dashboard's traffic panel. Nil: no rotating
@@ -178,6 +197,9 @@ type Server struct {
 	poolHist      *poolHistory
 	// cluster is the engine's cluster side; nil when the engine has none.
 	cluster clusterProvider
+	// requests and streams are the slots of requests served at once and
+	// of open event streams and journal reads.
+	requests, streams chan struct{}
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -200,8 +222,18 @@ func New(eng Engine, opts Options) (*Server, error) {
 		}
 		opts.Status = sp.Status()
 	}
-	if opts.MaxBodyBytes < 0 || opts.Heartbeat < 0 || opts.PoolHistoryInterval < 0 || opts.PoolHistoryWindow < 0 {
-		return nil, fmt.Errorf("%w: MaxBodyBytes, Heartbeat, PoolHistoryInterval and PoolHistoryWindow must not be negative (0 means the default)", ErrBadOptions)
+	if opts.MaxBodyBytes < 0 || opts.Heartbeat < 0 || opts.PoolHistoryInterval < 0 || opts.PoolHistoryWindow < 0 ||
+		opts.MaxRequests < 0 || opts.MaxStreams < 0 || opts.BodyReadTimeout < 0 {
+		return nil, fmt.Errorf("%w: MaxBodyBytes, Heartbeat, PoolHistoryInterval, PoolHistoryWindow, MaxRequests, MaxStreams and BodyReadTimeout must not be negative (0 means the default)", ErrBadOptions)
+	}
+	if opts.MaxRequests == 0 {
+		opts.MaxRequests = DefaultMaxRequests
+	}
+	if opts.MaxStreams == 0 {
+		opts.MaxStreams = DefaultMaxStreams
+	}
+	if opts.BodyReadTimeout == 0 {
+		opts.BodyReadTimeout = DefaultBodyReadTimeout
 	}
 	if opts.MaxBodyBytes == 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
@@ -222,7 +254,8 @@ func New(eng Engine, opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{eng: eng, tail: tail, status: opts.Status, opts: opts, log: log, hosts: newHostPolicy(opts.AllowedHosts)}
+	s := &Server{eng: eng, tail: tail, status: opts.Status, opts: opts, log: log, hosts: newHostPolicy(opts.AllowedHosts),
+		requests: make(chan struct{}, opts.MaxRequests), streams: make(chan struct{}, opts.MaxStreams)}
 	s.health = func() (proxyhealth.Health, bool) { return proxyhealth.Health{}, false }
 	if hp, ok := eng.(healthProvider); ok {
 		s.health = func() (proxyhealth.Health, bool) { return hp.Health(), true }
@@ -265,8 +298,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.checkHost(w, r) || !s.checkCrossOrigin(w, r) {
 		return
 	}
-	if r.Body != nil {
-		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+	slots, what := s.requests, "requests"
+	if r.URL.Path == "/v1/events" || r.URL.Path == "/v1/journal" {
+		slots, what = s.streams, "event streams and journal reads"
+	}
+	select {
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many %s at once (at most %d); retry in a second", what, cap(slots)))
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		// A slow body cannot hold the slot: reading it has a deadline,
+		// lifted once it is read (the server's own read that watches for
+		// the client going away must not time out meanwhile).
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(s.opts.BodyReadTimeout))
+		r.Body = &deadlineBody{ReadCloser: http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes), lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
 	}
 	// Wrong method on a known path: the mux answers 405 in plain text;
 	// catch it to answer JSON.
@@ -484,4 +534,24 @@ func journalFirst(ctx context.Context, eng Engine) (uint64, error) {
 		return 0, err
 	}
 	return head + 1, nil
+}
+
+// deadlineBody lifts the body's read deadline once the body was read to
+// its end. After any other error the deadline stays: the server then
+// fails at once to drain the rest of the body (which it does before it
+// writes the response) and closes the connection instead of waiting for
+// bytes that do not come.
+type deadlineBody struct {
+	io.ReadCloser
+	lift func()
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.done {
+		b.done = true
+		b.lift()
+	}
+	return n, err
 }

@@ -100,6 +100,7 @@ func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options
 	d.hs = &http.Server{
 		Handler:           d.srv,
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10, // no API request needs more
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
