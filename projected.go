@@ -299,6 +299,15 @@ func (p *projected) waitLive(ctx context.Context, seq uint64) error {
 	return nil
 }
 
+// halt stops the projections' goroutines (the feeder, and with it the
+// rotator's batches), without the final catch-up; idempotent.
+func (p *projected) halt() {
+	if p != nil && p.cancel != nil {
+		p.cancel()
+		p.wg.Wait()
+	}
+}
+
 // stop ends the projections (the journal must still be open). The view
 // catches up first; had it not (a crash), its offset, durable with each
 // batch, would let it catch up at the next start.
@@ -308,8 +317,7 @@ func (p *projected) stop(ctx context.Context) error {
 	}
 	var errs []error
 	if p.cancel != nil {
-		p.cancel()
-		p.wg.Wait()
+		p.halt()
 		// The journal is still open: bring the registered projections up
 		// to date first, so that a cleanly stopped engine leaves a current
 		// view.db behind whatever the webhooks do.

@@ -272,7 +272,10 @@ func (m *PoolMonitor) evaluate(ctx context.Context, at int64) error {
 	default:
 		return nil
 	}
-	if _, err := m.j.Append(ctx, []*pb.Envelope{env}); err != nil {
+	// Committed even if the engine is stopping meanwhile (the journal's
+	// writer always answers): an append cut short by ctx may still commit
+	// later, after the last catch-up of the view at a clean stop.
+	if _, err := m.j.Append(context.WithoutCancel(ctx), []*pb.Envelope{env}); err != nil {
 		return err
 	}
 	m.mu.Lock()
