@@ -49,3 +49,12 @@ func (r readOnly) Check(ctx context.Context) error { return r.j.Check(ctx) }
 
 // Close does nothing: the journal belongs to whoever opened it.
 func (r readOnly) Close() error { return nil }
+
+// SnapshotIDs lists j's snapshots when j can (SnapshotLister); otherwise
+// none.
+func (r readOnly) SnapshotIDs(ctx context.Context) ([]string, error) {
+	if l, ok := r.j.(SnapshotLister); ok {
+		return l.SnapshotIDs(ctx)
+	}
+	return nil, nil
+}

@@ -21,6 +21,7 @@ type SnapshotLister interface {
 var (
 	_ SnapshotLister = (*Bolt)(nil)
 	_ SnapshotLister = (*Mem)(nil)
+	_ SnapshotLister = readOnly{}
 )
 
 // SnapshotIDs implements SnapshotLister.

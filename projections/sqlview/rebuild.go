@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -144,6 +145,9 @@ func build(ctx context.Context, tmp string, j journal.Journal, o Options) error 
 	if readErr != nil {
 		return fmt.Errorf("%w: rebuild %s: %w", ErrJournal, tmp, readErr)
 	}
+	if err := a.seedSnapshots(ctx, j); err != nil {
+		return err
+	}
 	if err := a.flushProxies(ctx); err != nil {
 		return err
 	}
@@ -245,6 +249,34 @@ func createPrivate(path string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("sqlview: create %s: %w", path, err)
+	}
+	return nil
+}
+
+// seedSnapshots adds the proxies retention left with a snapshot and no
+// event (the incrementally built view has their rows): a rebuild must
+// equal it. A proxy with events after its snapshot was folded already.
+func (a *applier) seedSnapshots(ctx context.Context, j journal.Journal) error {
+	l, ok := j.(journal.SnapshotLister)
+	if !ok {
+		return nil
+	}
+	ids, err := l.SnapshotIDs(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: list the snapshots: %w", ErrJournal, err)
+	}
+	for _, id := range ids {
+		if _, ok := a.cache[id]; ok {
+			continue
+		}
+		snap, err := j.LoadSnapshot(ctx, id)
+		if err != nil {
+			return fmt.Errorf("%w: load the snapshot of proxy %s: %w", ErrJournal, id, err)
+		}
+		if snap.GetRemoved() || j.StreamHead(id) > snap.GetStreamSeq() {
+			continue
+		}
+		a.cache[id] = &proxyRow{st: events.FromSnapshot(snap)}
 	}
 	return nil
 }
