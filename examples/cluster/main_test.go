@@ -28,20 +28,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m, protoactorLeaks...)
-}
-
-// protoactorLeaks are the goroutines protoactor-go leaves behind after a
-// graceful cluster shutdown (notes/protoactor-go.md §5; the list package
-// membership's tests use): throttles that end by themselves after their
-// interval (1 s for dead letters, 60 s for gossip, not configurable). The
-// names differ with inlining (-l).
-var protoactorLeaks = []goleak.Option{
-	goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"),
-	goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/cluster.(*Gossiper).StartGossiping.NewThrottle.func3.1"),
-	goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/cluster.NewGossipActor.NewThrottleWithLogger.func2.1"),
-	goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewThrottle.func1.1"),
-	goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewThrottleWithLogger.func1.1"),
+	goleak.VerifyTestMain(m, testutil.ProtoactorLeaks()...)
 }
 
 const testProxies = 150
