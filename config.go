@@ -99,7 +99,8 @@ type Config struct {
 	// order; they must return quickly.
 	OnNotification []func(projections.Notification)
 	// OnJournalCommit, if set, is called after every group commit of the
-	// bbolt journal (for metrics); it must return quickly.
+	// bbolt journal (for metrics), before the commands it made durable are
+	// answered; it must return quickly.
 	OnJournalCommit func(journal.CommitStats)
 	// ResumeAddedProxies makes Open check again the proxies that were
 	// added at run time (AddProxy, the API) before a restart, with their

@@ -139,8 +139,9 @@ func WithCommitDelay(d time.Duration) BoltOption {
 	}
 }
 
-// WithCommitObserver calls f after every commit, on the writer goroutine:
-// it must return quickly (update a metric).
+// WithCommitObserver calls f after every commit (or failed commit), on the
+// writer goroutine, before the appenders of the commit are answered: it
+// must return quickly (update a metric).
 func WithCommitObserver(f func(CommitStats)) BoltOption {
 	return func(o *boltOptions) { o.observer = f }
 }

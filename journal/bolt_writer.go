@@ -238,15 +238,11 @@ func (w *writer) commit(batch []*request) {
 		w.prepareCheckpoint(next - 1)
 	}
 	var err error
+	var start time.Time
 	if len(w.puts) > 0 {
-		start := time.Now()
+		start = time.Now()
 		b.commitMu.Lock()
 		err = b.update(w.write)
-		if w.observer != nil {
-			defer func(events, reqs int) {
-				w.observer(CommitStats{Events: events, Requests: reqs, Duration: time.Since(start), Err: err})
-			}(len(w.undo), len(taken))
-		}
 		if err == nil {
 			if len(w.overlay) > 0 {
 				b.headsMu.Lock()
@@ -274,6 +270,13 @@ func (w *writer) commit(batch []*request) {
 		for _, u := range w.undo {
 			u.env.Seq, u.env.StreamSeq, u.env.PrevSeq = 0, u.streamSeq, u.prevSeq
 		}
+	}
+	if w.observer != nil && len(w.puts) > 0 {
+		// Before the appenders are answered: whoever watches the commits
+		// (the engine's journal health) knows of a failure before a
+		// command fails with it, and a test can stop the process exactly
+		// between a commit and its acknowledgement.
+		w.observer(CommitStats{Events: len(w.undo), Requests: len(taken), Duration: time.Since(start), Err: err})
 	}
 	for _, r := range taken {
 		if err != nil && r.err == nil {

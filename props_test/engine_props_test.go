@@ -24,11 +24,12 @@ import (
 // against a simple model. It runs random sequences of: add/remove proxy,
 // farm behaviour changes (so checks succeed or fail with each class),
 // passive outcomes, pause/resume of a proxy, a source and the pool, revive,
-// config change (Reconcile), retention (with -props.engine.retention: it
-// fails today), time moving on the fake clock, clean restarts and crashes
-// (SIGKILL of the child process running the engine, at a random moment of
-// a tick, or from Config.OnJournalCommit right after an operator's command
-// was committed, before the engine answered it). After every step the
+// config change (Reconcile), retention (on by default;
+// -props.engine.retention=false leaves it out), time moving on the fake
+// clock, clean restarts and crashes (SIGKILL of the child process running
+// the engine, at a random moment of a tick, or from Config.OnJournalCommit,
+// which runs after the commit and before the appenders are answered: so
+// exactly between an operator's command's commit and its acknowledgement). After every step the
 // child checks that the live status equals a fold of the journal, that the
 // counts add up, that seqs are gap-free globally and per proxy, that every
 // transition is in the state machine's table and that no password leaked;
