@@ -468,6 +468,10 @@ func (d *decider) adopt(s State, c Adopt) {
 	}}})
 }
 
+// EWMAAlpha is the weight of the newest successful check's latency in
+// State.LatencyEWMA.
+const EWMAAlpha = 0.2
+
 // Evolve folds one event into the state. It never fails: an event this
 // version does not know only advances the sequence numbers.
 func Evolve(s State, env *pb.Envelope) State { return evolve(s, env, true) }
@@ -514,6 +518,11 @@ func evolve(s State, env *pb.Envelope, seqs bool) State {
 		s.LastCheckAt = at
 		s.LastStatusCode = e.CheckSucceeded.GetStatusCode()
 		s.LastLatency = LatencyFromPB(e.CheckSucceeded.GetLatency())
+		if lat := s.LastLatency.Total; s.HasLatencyEWMA {
+			s.LatencyEWMA = time.Duration(EWMAAlpha*float64(lat) + (1-EWMAAlpha)*float64(s.LatencyEWMA))
+		} else {
+			s.LatencyEWMA, s.HasLatencyEWMA = lat, true
+		}
 	case *pb.Envelope_CheckFailed:
 		f := e.CheckFailed
 		s.ConsecutiveSuccesses = 0

@@ -58,6 +58,10 @@ type State struct {
 	// AdoptedAt is when this cluster member last adopted the proxy's state
 	// from another (zero: never); the proxy is checked at once after it.
 	AdoptedAt time.Time
+	// LatencyEWMA is the exponentially weighted moving average (EWMAAlpha)
+	// of the successful checks' total latency, when HasLatencyEWMA.
+	LatencyEWMA    time.Duration
+	HasLatencyEWMA bool
 
 	// StreamSeq and Seq are the stream and global sequence numbers of the
 	// last envelope applied.
@@ -159,6 +163,8 @@ func ToSnapshot(s State) *pb.ProxySnapshot {
 		LastEjectedUnixNano:  unixNano(s.LastEjectedAt),
 		LastReturnUnixNano:   unixNano(s.LastReturnAt),
 		AdoptedUnixNano:      unixNano(s.AdoptedAt),
+		LatencyEwmaNs:        int64(s.LatencyEWMA),
+		HasLatencyEwma:       s.HasLatencyEWMA,
 	}
 }
 
@@ -198,6 +204,8 @@ func FromSnapshot(p *pb.ProxySnapshot) State {
 		LastEjectedAt:        fromUnixNano(p.GetLastEjectedUnixNano()),
 		LastReturnAt:         fromUnixNano(p.GetLastReturnUnixNano()),
 		AdoptedAt:            fromUnixNano(p.GetAdoptedUnixNano()),
+		LatencyEWMA:          time.Duration(p.GetLatencyEwmaNs()),
+		HasLatencyEWMA:       p.GetHasLatencyEwma(),
 	}
 }
 

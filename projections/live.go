@@ -17,8 +17,9 @@ import (
 const (
 	// DefaultStateChangeCap is how many transitions are kept per proxy.
 	DefaultStateChangeCap = 16
-	// EWMAAlpha is the weight of the newest sample in the latency EWMA.
-	EWMAAlpha = 0.2
+	// EWMAAlpha is the weight of the newest sample in the latency EWMA
+	// (events.EWMAAlpha: the EWMA is part of a proxy's folded state).
+	EWMAAlpha = events.EWMAAlpha
 )
 
 // LiveOptions configures NewLive. The zero value is valid.
@@ -229,16 +230,8 @@ func (l *Live) record(e *entry, env *pb.Envelope, covered bool) {
 	at := env.GetAtUnixNano()
 	switch ev := env.GetEvent().(type) {
 	case *pb.Envelope_CheckSucceeded:
-		lat := time.Duration(ev.CheckSucceeded.GetLatency().GetTotalNs())
 		l.check(e, at, true)
 		e.lastOK = max(e.lastOK, at)
-		if !covered {
-			if e.hasEWMA {
-				e.ewma = time.Duration(EWMAAlpha*float64(lat) + (1-EWMAAlpha)*float64(e.ewma))
-			} else {
-				e.ewma, e.hasEWMA = lat, true
-			}
-		}
 	case *pb.Envelope_CheckFailed:
 		l.check(e, at, false)
 	case *pb.Envelope_StateChanged:
@@ -249,7 +242,6 @@ func (l *Live) record(e *entry, env *pb.Envelope, covered bool) {
 		if !covered { // a re-added proxy starts afresh
 			e.changes = ring[stateChange]{}
 			e.hourLast, e.fineLast = noBucket, noBucket
-			e.hasEWMA, e.ewma = false, 0
 			e.lastOK = 0
 		}
 	}

@@ -30,8 +30,6 @@ type entry struct {
 	checking bool
 	removed  bool
 	next     int64 // the next check's due time (unix ns) as the engine reported it; 0: none
-	hasEWMA  bool
-	ewma     time.Duration
 	lastOK   int64 // the last passed check (unix ns); 0: none seen
 
 	changes ring[stateChange]
@@ -184,8 +182,8 @@ func (a *agg) add(e *entry, sign int) {
 	if e.st.Ejected() {
 		a.ejected += sign
 	}
-	if e.hasEWMA {
-		a.latSum += time.Duration(sign) * e.ewma
+	if e.st.HasLatencyEWMA {
+		a.latSum += time.Duration(sign) * e.st.LatencyEWMA
 		a.latN += sign
 	}
 }

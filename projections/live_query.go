@@ -194,8 +194,8 @@ func (l *Live) view(e *entry, now int64) ProxyView {
 		LastErrorClass: events.ClassName(s.LastErrorClass), LastError: s.LastError, LastStatusCode: s.LastStatusCode,
 		LastLatency: s.LastLatency.Total, Seq: s.Seq,
 	}
-	if e.hasEWMA {
-		v.LatencyEWMA = e.ewma
+	if e.st.HasLatencyEWMA {
+		v.LatencyEWMA = e.st.LatencyEWMA
 	}
 	if e.lastOK != 0 {
 		v.LastSuccessAt = time.Unix(0, e.lastOK).UTC()
@@ -403,8 +403,8 @@ func (l *Live) Brief(id string) (Brief, bool) {
 	s := &e.st
 	b := Brief{State: s.Health, Paused: s.Paused, Ejected: s.Ejected(), ConsecutiveFailures: s.ConsecutiveFailures,
 		LastSuccess: e.lastOK, Tags: s.Tags, Weight: s.Weight, ExitIP: s.ExitIP, Anonymity: s.Anonymity}
-	if e.hasEWMA {
-		b.LatencyEWMA = e.ewma
+	if e.st.HasLatencyEWMA {
+		b.LatencyEWMA = e.st.LatencyEWMA
 	}
 	var ok uint32
 	ok, b.Checks1h = sumRate(e.fine[:], e.fineLast, fineWidth, l.now())

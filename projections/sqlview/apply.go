@@ -17,14 +17,11 @@ import (
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
-// proxyRow is the cached fold of one proxy: its events.State plus the
-// latency EWMA (in ms, exactly as stored, so that a reopened view continues
-// with the same float).
+// proxyRow is the cached fold of one proxy: its events.State (which
+// carries the latency EWMA, stored in ms).
 type proxyRow struct {
-	st      events.State
-	ewma    float64
-	hasEWMA bool
-	times   timeTexts
+	st    events.State
+	times timeTexts
 }
 
 // applier folds envelopes into the view's tables. It owns the per-proxy
@@ -515,17 +512,6 @@ func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*p
 		next = a.newRow() // copy on write: the cache holds what is committed
 		*next = *cur
 	}
-	switch e := env.GetEvent().(type) {
-	case *pb.Envelope_ProxyAdded:
-		next.ewma, next.hasEWMA = 0, false // a re-added proxy starts afresh
-	case *pb.Envelope_CheckSucceeded:
-		lat := ms(e.CheckSucceeded.GetLatency().GetTotalNs())
-		if next.hasEWMA {
-			next.ewma = ewmaAlpha*lat + (1-ewmaAlpha)*next.ewma
-		} else {
-			next.ewma, next.hasEWMA = lat, true
-		}
-	}
 	next.st = events.Evolve(next.st, env)
 	next.times.set(timeLastCheck, atNano, at) // the check's time is usually the row's last_check_at
 	pending[id] = next
@@ -553,8 +539,6 @@ func (a *applier) release(r *proxyRow) {
 	}
 }
 
-// ewmaAlpha is the weight of the newest latency in latency_ewma_ms.
-const ewmaAlpha = 0.2
 
 // fillRow sets a.row to the values of r's proxies row, in column order:
 // int64, float64, string, []byte or nil (NULL), as the driver takes them.
@@ -572,8 +556,8 @@ func (a *applier) fillRow(r *proxyRow) error {
 		lastCheckMS = s.LastCheckAt.UnixMilli()
 		lastLatency = ms(int64(s.LastLatency.Total))
 	}
-	if r.hasEWMA {
-		ewma = r.ewma
+	if s.HasLatencyEWMA {
+		ewma = ms(int64(s.LatencyEWMA))
 	}
 	if s.Weight > 0 {
 		weight = s.Weight
@@ -690,7 +674,13 @@ func (a *applier) loadCache(ctx context.Context) error {
 		if snap.GetProxyId() != id {
 			return fmt.Errorf("proxy %s: state_pb is for proxy %q", id, snap.GetProxyId())
 		}
-		a.cache[id] = &proxyRow{st: events.FromSnapshot(&snap), ewma: ewma.Float64, hasEWMA: ewma.Valid}
+		st := events.FromSnapshot(&snap)
+		if !st.HasLatencyEWMA && ewma.Valid {
+			// A row written before the state carried the EWMA goes on
+			// from the stored value.
+			st.LatencyEWMA, st.HasLatencyEWMA = time.Duration(ewma.Float64*1e6), true
+		}
+		a.cache[id] = &proxyRow{st: st}
 	}
 	return rows.Err()
 }

@@ -2238,8 +2238,13 @@ type ProxySnapshot struct {
 	Anonymity            Anonymity `protobuf:"varint,31,opt,name=anonymity,proto3,enum=proxyhealth.v1.Anonymity" json:"anonymity,omitempty"`
 	// When this member last adopted the proxy from another (0: never).
 	AdoptedUnixNano int64 `protobuf:"varint,32,opt,name=adopted_unix_nano,json=adoptedUnixNano,proto3" json:"adopted_unix_nano,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The latency EWMA (alpha events.EWMAAlpha) of the successful checks
+	// folded so far, so that a proxy whose early events retention deleted
+	// keeps it through a restart or a rebuild.
+	LatencyEwmaNs  int64 `protobuf:"varint,33,opt,name=latency_ewma_ns,json=latencyEwmaNs,proto3" json:"latency_ewma_ns,omitempty"`
+	HasLatencyEwma bool  `protobuf:"varint,34,opt,name=has_latency_ewma,json=hasLatencyEwma,proto3" json:"has_latency_ewma,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ProxySnapshot) Reset() {
@@ -2496,6 +2501,20 @@ func (x *ProxySnapshot) GetAdoptedUnixNano() int64 {
 	return 0
 }
 
+func (x *ProxySnapshot) GetLatencyEwmaNs() int64 {
+	if x != nil {
+		return x.LatencyEwmaNs
+	}
+	return 0
+}
+
+func (x *ProxySnapshot) GetHasLatencyEwma() bool {
+	if x != nil {
+		return x.HasLatencyEwma
+	}
+	return false
+}
+
 var File_proxyhealth_v1_events_proto protoreflect.FileDescriptor
 
 const file_proxyhealth_v1_events_proto_rawDesc = "" +
@@ -2636,8 +2655,7 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\aoffered\x18\x02 \x01(\rR\aoffered\x12!\n" +
 	"\fshrink_guard\x18\x03 \x01(\x01R\vshrinkGuard\x12\x12\n" +
 	"\x04seen\x18\x04 \x01(\rR\x04seen\x12\x16\n" +
-	"\x06origin\x18\x05 \x01(\tR\x06origin\"\xb4\n" +
-	"\n" +
+	"\x06origin\x18\x05 \x01(\tR\x06origin\"\x86\v\n" +
 	"\rProxySnapshot\x12\x19\n" +
 	"\bproxy_id\x18\x01 \x01(\tR\aproxyId\x12\x1d\n" +
 	"\n" +
@@ -2673,7 +2691,9 @@ const file_proxyhealth_v1_events_proto_rawDesc = "" +
 	"\x06weight\x18\x1d \x01(\x01R\x06weight\x12\x17\n" +
 	"\aexit_ip\x18\x1e \x01(\tR\x06exitIp\x127\n" +
 	"\tanonymity\x18\x1f \x01(\x0e2\x19.proxyhealth.v1.AnonymityR\tanonymity\x12*\n" +
-	"\x11adopted_unix_nano\x18  \x01(\x03R\x0fadoptedUnixNano*\xae\x01\n" +
+	"\x11adopted_unix_nano\x18  \x01(\x03R\x0fadoptedUnixNano\x12&\n" +
+	"\x0flatency_ewma_ns\x18! \x01(\x03R\rlatencyEwmaNs\x12(\n" +
+	"\x10has_latency_ewma\x18\" \x01(\bR\x0ehasLatencyEwma*\xae\x01\n" +
 	"\vHealthState\x12\x18\n" +
 	"\x14HEALTH_STATE_UNKNOWN\x10\x00\x12\x18\n" +
 	"\x14HEALTH_STATE_HEALTHY\x10\x01\x12\x19\n" +
