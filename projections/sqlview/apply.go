@@ -539,7 +539,6 @@ func (a *applier) release(r *proxyRow) {
 	}
 }
 
-
 // fillRow sets a.row to the values of r's proxies row, in column order:
 // int64, float64, string, []byte or nil (NULL), as the driver takes them.
 // state_pb is marshalled into a.blob, which the row holds until the next
