@@ -67,7 +67,11 @@ type Config struct {
 	// Default 100.
 	SnapshotEvery int
 	// Retention is how long journal events are kept. Default 7 days.
-	// Negative disables retention.
+	// Negative disables retention. Below 24 hours the journal no longer
+	// holds everything the SQLite view keeps (check results for 24 h,
+	// transitions for 7 days) nor the live status's 24 h success rates,
+	// so a rebuild of either has less than the running one had; a
+	// proxy's state itself always survives (snapshots).
 	Retention time.Duration
 	// Logger receives the engine's warnings. Default: silent.
 	Logger *slog.Logger
