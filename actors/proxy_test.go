@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -138,9 +138,7 @@ func TestRecoveringProxyComesBack(t *testing.T) {
 // A proxy failing 5 % of its checks at random must almost never be marked
 // unhealthy: over 10,000 checks, less than 1 % of them may find it so.
 func TestFlakyProxyStaysOutOfUnhealthy(t *testing.T) {
-	if testing.Short() && os.Getenv("PROXYHEALTH_REQUIRE_ALL") != "1" {
-		t.Skip("-short: this test runs 10,000 checks through the actor (about 10 s); run without -short")
-	}
+	testutil.Long(t, "this test runs 10,000 checks through the actor (about 10 s)")
 	h := newHarness(t, nil)
 	rng := rand.New(rand.NewPCG(42, 6))
 	s := &script{}

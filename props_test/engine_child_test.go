@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
-	"testing"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the view's driver
@@ -137,13 +136,11 @@ type child struct {
 	strict bool
 }
 
-// TestEngineChild is the child process of TestEngineProps; it is skipped
-// unless started by it.
-func TestEngineChild(t *testing.T) {
-	dir := os.Getenv(childEnv)
-	if dir == "" {
-		t.Skip("the child process of TestEngineProps (started by it)")
-	}
+// runEngineChild is the child process of TestEngineProps (TestMain runs it
+// instead of the tests when childEnv names its data directory): it serves
+// the parent's requests until the pipe closes or a "close", and returns
+// the process's exit code.
+func runEngineChild(dir string) int {
 	in, out := os.NewFile(3, "requests"), os.NewFile(4, "replies")
 	dec, enc := json.NewDecoder(in), json.NewEncoder(out)
 	c := &child{dir: dir}
@@ -153,14 +150,15 @@ func TestEngineChild(t *testing.T) {
 			if c.e != nil {
 				_ = c.e.Close(context.Background())
 			}
-			return
+			return 0
 		}
 		rep := c.do(req)
 		if err := enc.Encode(rep); err != nil {
-			t.Fatal(err)
+			fmt.Fprintln(os.Stderr, "engine child: reply:", err)
+			return 1
 		}
 		if req.Op == "close" {
-			return
+			return 0
 		}
 	}
 }

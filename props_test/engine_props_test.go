@@ -45,9 +45,6 @@ import (
 // More sequences (make soak): -props.engine.count=N or
 // PROPS_ENGINE_COUNT=N; longer ones: -props.engine.steps=N.
 func TestEngineProps(t *testing.T) {
-	if os.Getenv(childEnv) != "" {
-		t.Skip("in the child")
-	}
 	count := *engineCount
 	if s := os.Getenv("PROPS_ENGINE_COUNT"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -241,7 +238,7 @@ func (s *sut) start(m *emodel) (*childReply, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := exec.Command(os.Args[0], "-test.run=^TestEngineChild$")
+	c := exec.Command(os.Args[0], "-test.run=^$")
 	c.Env = append(os.Environ(), childEnv+"="+s.dir)
 	c.Stderr = os.Stderr
 	c.ExtraFiles = []*os.File{inR, outW}
@@ -708,9 +705,6 @@ func runFixed(t *testing.T, h *harness, m *emodel, seq []*cmd) {
 // retention had deleted; a run-time proxy with only a snapshot forgotten
 // at a restart).
 func TestEngineRetentionRepros(t *testing.T) {
-	if os.Getenv(childEnv) != "" {
-		t.Skip("in the child")
-	}
 	farm, err := fakeproxy.Start(context.Background(), farmSize, fakeproxy.WithCredentials("u", secret))
 	if err != nil {
 		t.Fatal(err)

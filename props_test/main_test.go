@@ -12,6 +12,8 @@ package props_test
 
 import (
 	"flag"
+	"fmt"
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -22,4 +24,14 @@ var (
 	countFlag = flag.Int("props.count", 500, "minimum successful tests per property")
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(childEnv); dir != "" { // the engine child of TestEngineProps
+		code := runEngineChild(dir)
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "engine child:", err)
+			code = 1
+		}
+		os.Exit(code)
+	}
+	goleak.VerifyTestMain(m)
+}

@@ -241,9 +241,7 @@ func (r *clusterRig) relapses() []string {
 }
 
 func TestClusterThreeProcesses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("three daemons, etcd and 1,000 proxies: not in -short")
-	}
+	testutil.Long(t, "three daemons, etcd and 1,000 proxies for about 35 s")
 	r := newClusterRig(t)
 	m1, m2, m3 := r.members[0], r.members[1], r.members[2]
 
@@ -386,9 +384,7 @@ func TestClusterThreeProcesses(t *testing.T) {
 // Three members started at once see each other, ten times over (the
 // stock etcd provider's start-up race lost a member 2 times in 36).
 func TestClusterStartRace(t *testing.T) {
-	if testing.Short() {
-		t.Skip("ten starts of three daemons: not in -short")
-	}
+	testutil.Long(t, "ten starts of three daemons, about 30 s")
 	r := newClusterRig(t)
 	for round := range 10 {
 		r.startAll(r.members...)

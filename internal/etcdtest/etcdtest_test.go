@@ -84,7 +84,7 @@ func TestStartProcessAndClose(t *testing.T) {
 	e, err := StartProcess(ctx, "")
 	if err != nil {
 		if errors.Is(err, ErrNotInstalled) {
-			t.Skip(err)
+			testutil.Unavailable(t, "%v", err)
 		}
 		t.Fatal(err)
 	}

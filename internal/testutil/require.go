@@ -62,3 +62,12 @@ func MountTmpfs(tb testing.TB, size string) string {
 	})
 	return dir
 }
+
+// Long ends a long test under -short, saying why it is long; with
+// RequireAll=1 (CI) it runs anyway, so that no test is left out there.
+func Long(tb testing.TB, why string) {
+	tb.Helper()
+	if testing.Short() && os.Getenv(RequireAll) != "1" {
+		tb.Skipf("-short: %s; run without -short", why)
+	}
+}
