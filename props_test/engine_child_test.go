@@ -19,6 +19,7 @@ import (
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/clock"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
 	"github.com/proxyhealth/proxyhealth/projections"
@@ -312,11 +313,10 @@ func views(e *proxyhealth.Engine) map[string]pview {
 // the journal's head, twice in a row with the same head. It returns a
 // violation when that does not happen within timeout.
 func quiesce(ctx context.Context, e *proxyhealth.Engine, timeout time.Duration) string {
-	deadline := time.Now().Add(timeout)
 	var last uint64
 	stable := 0
 	why := ""
-	for time.Now().Before(deadline) {
+	if testutil.Within(timeout, time.Millisecond, func() bool {
 		why = ""
 		for _, id := range e.ProxyIDs() {
 			st, err := e.Proxy(ctx, id)
@@ -337,14 +337,13 @@ func quiesce(ctx context.Context, e *proxyhealth.Engine, timeout time.Duration) 
 		}
 		if why == "" && head == last {
 			stable++
-			if stable >= 3 {
-				return ""
-			}
 		} else {
 			stable = 0
 		}
 		last = head
-		time.Sleep(time.Millisecond) // the poll's period
+		return stable >= 3
+	}) {
+		return ""
 	}
 	return "the engine did not settle within " + timeout.String() + ": " + why
 }

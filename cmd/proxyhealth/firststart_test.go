@@ -24,7 +24,8 @@ func TestKillDuringFirstStartLeavesAStartableDirectory(t *testing.T) {
 	for i := range rounds {
 		dir := filepath.Join(t.TempDir(), "data")
 		p := startBin(t, nil, "run", "--data", dir, "--listen", "127.0.0.1:0", "--log-format", "json")
-		// The kill's moment, drawn over the first start's critical window.
+		// The kill's moment, drawn over the first start's critical window:
+		// the scenario's schedule, not a wait for something.
 		time.Sleep(time.Duration(5+rng.IntN(85)) * time.Millisecond)
 		p.signal(syscall.SIGKILL)
 		p.wait(10 * time.Second)
