@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,7 +29,7 @@ import (
 // view, metrics, API) against one etcd (internal/etcdtest, skipped without
 // etcd installed unless PROXYHEALTH_REQUIRE_ALL=1) and a farm of N fake
 // proxies served by child processes (this test binary re-executed, see
-// runClusterFarm), at most benchFarmMax proxies each on 127.0.0.2,
+// runBenchFarm), at most benchFarmMax proxies each on 127.0.0.2,
 // 127.0.0.3, …; each member checks from its own source address
 // (--check-source-ip 127.0.0.21–23; the lone member of the comparison
 // 127.0.0.24), so the farm counts every proxy's checks per member. Run it
@@ -117,17 +116,9 @@ const (
 	// BenchmarkCluster.
 	benchClusterProxiesEnv  = "PROXYHEALTH_BENCH_CLUSTER_PROXIES"
 	benchClusterIntervalEnv = "PROXYHEALTH_BENCH_CLUSTER_INTERVAL"
-	// benchClusterFarmEnv makes the test binary a farm child of
-	// BenchmarkCluster: "HOST/N" serves N fake proxies on HOST, prints
-	// their URLs and READY, then serves fakeproxy's ServeControl on stdin
-	// and stdout ("count", "report").
-	benchClusterFarmEnv = "PROXYHEALTH_BENCH_CLUSTER_FARM"
 	// benchClusterTTLEnv is the members' lease TTL (default 2 s, the
 	// daemon's default).
 	benchClusterTTLEnv = "PROXYHEALTH_BENCH_CLUSTER_TTL"
-	// benchClusterReportMax bounds one farm child's report line
-	// (fakeproxy.WriteReport: about 250 bytes per proxy and source).
-	benchClusterReportMax = 256 << 20
 )
 
 // benchClusterMemberIPs are the members' check source addresses (the farm
@@ -138,72 +129,15 @@ var (
 	benchClusterSingleIP  = netip.MustParseAddr("127.0.0.24")
 )
 
-// The farm child runs before TestMain (which builds the daemon binary,
-// nothing a farm needs): main_test.go's hook knows only BenchmarkDaemon's
-// children.
-func init() {
-	if spec := os.Getenv(benchClusterFarmEnv); spec != "" {
-		os.Exit(runClusterFarm(spec))
-	}
-}
-
-// runClusterFarm serves the fake proxies of spec ("HOST/N") until stdin
-// closes: it prints their URLs, then READY, then answers fakeproxy's
-// ServeControl commands.
-func runClusterFarm(spec string) int {
-	host, ns, _ := strings.Cut(spec, "/")
-	n, err := strconv.Atoi(ns)
-	if err != nil || n <= 0 {
-		fmt.Printf("ERR %s=%q: want HOST/N with N > 0\n", benchClusterFarmEnv, spec)
-		return 2
-	}
-	farm, err := fakeproxy.Start(context.Background(), n, fakeproxy.WithHost(host))
-	if err != nil {
-		fmt.Printf("ERR farm of %d proxies on %s: %v\n", n, host, err)
-		return 1
-	}
-	defer farm.Close()
-	out := bufio.NewWriterSize(os.Stdout, 1<<16)
-	for i := range n {
-		fmt.Fprintln(out, farm.URL(i))
-	}
-	fmt.Fprintln(out, "READY")
-	if err := out.Flush(); err != nil {
-		return 1
-	}
-	if err := farm.ServeControl(context.Background(), os.Stdin, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "farm child:", err)
-		return 1
-	}
-	return 0
-}
-
-// startClusterFarms starts the farm children for n proxies, at most
-// benchFarmMax each, child k on 127.0.0.(k+2), as startBenchFarms does but
-// with children that answer "report".
+// startClusterFarms starts BenchmarkDaemon's farm children for n proxies
+// (child k on 127.0.0.(k+2); they answer "report" too), making sure they
+// stay below the members' source addresses.
 func startClusterFarms(b *testing.B, n int) []*benchChildProc {
 	k := (n + benchFarmMax - 1) / benchFarmMax
 	if k+1 >= int(benchClusterMemberIPs[0].As4()[3]) {
 		b.Fatalf("%d farm children would reach the members' source address %v: at most %d proxies", k, benchClusterMemberIPs[0], (int(benchClusterMemberIPs[0].As4()[3])-2)*benchFarmMax)
 	}
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		b.Fatalf("read RLIMIT_NOFILE: %v", err)
-	}
-	if need := uint64((n+k-1)/k + benchFDHeadroom); lim.Max < need {
-		b.Fatalf("BenchmarkCluster needs %d file descriptors per farm child (%d proxies each), the hard limit (ulimit -Hn) is %d: raise it", need, (n+k-1)/k, lim.Max)
-	}
-	farms := make([]*benchChildProc, k)
-	for i := range k {
-		host := fmt.Sprintf("127.0.0.%d", i+2)
-		checkLoopback(b, host, fmt.Sprintf("farm child %d of %d", i+1, k))
-		size := n/k + btoi(i < n%k)
-		farms[i] = startClusterChild(b, benchClusterFarmEnv+"="+host+"/"+strconv.Itoa(size))
-	}
-	for _, f := range farms {
-		f.readURLs(b)
-	}
-	return farms
+	return startBenchFarms(b, n)
 }
 
 // checkLoopback fails the benchmark, naming what needs it, when host is
@@ -214,30 +148,6 @@ func checkLoopback(b *testing.B, host, what string) {
 		b.Fatalf("BenchmarkCluster needs the loopback address %s for %s (Linux routes all of 127.0.0.0/8 to lo): %v", host, what, err)
 	}
 	_ = ln.Close()
-}
-
-// startClusterChild is startBenchChild with room for a report line.
-func startClusterChild(b *testing.B, env ...string) *benchChildProc {
-	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	out := bufio.NewScanner(stdout)
-	out.Buffer(make([]byte, 1<<20), benchClusterReportMax)
-	p := &benchChildProc{cmd: cmd, in: in, out: out, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	b.Cleanup(func() { p.close(b) })
-	return p
 }
 
 // farmReport asks one farm child for its report. It may run on any

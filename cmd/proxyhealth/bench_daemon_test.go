@@ -118,8 +118,10 @@ func benchChild() (int, bool) {
 }
 
 // runBenchFarm serves the fake proxies of spec ("HOST/N") until stdin
-// closes: it prints their URLs, then READY, then answers each "count" line
-// with the number of checks (accepted connections) served so far.
+// closes: it prints their URLs, then READY, then answers fakeproxy's
+// ServeControl commands on stdin and stdout: "count" (the checks, accepted
+// connections, served so far), "report" (every proxy's counts, per source
+// address: BenchmarkCluster) and "reset".
 func runBenchFarm(spec string) int {
 	host, ns, _ := strings.Cut(spec, "/")
 	n, err := strconv.Atoi(ns)
@@ -138,13 +140,12 @@ func runBenchFarm(spec string) int {
 		fmt.Fprintln(out, farm.URL(i))
 	}
 	fmt.Fprintln(out, "READY")
-	_ = out.Flush()
-	in := bufio.NewScanner(os.Stdin)
-	for in.Scan() {
-		if in.Text() == "count" {
-			fmt.Fprintln(out, farm.TotalChecks())
-			_ = out.Flush()
-		}
+	if err := out.Flush(); err != nil {
+		return 1
+	}
+	if err := farm.ServeControl(context.Background(), os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "farm child:", err)
+		return 1
 	}
 	return 0
 }
@@ -354,6 +355,10 @@ func benchWindow(b *testing.B) time.Duration {
 // startBenchFarms starts the farm children for n proxies, at most
 // benchFarmMax each, child k on 127.0.0.(k+2). It fails, naming the cause,
 // if the descriptor limit or a loopback address does not allow it.
+// benchReportMax bounds one line from a child: a farm's report
+// (fakeproxy.WriteReport: about 250 bytes per proxy and source).
+const benchReportMax = 256 << 20
+
 func startBenchFarms(b *testing.B, n int) []*benchChildProc {
 	k := (n + benchFarmMax - 1) / benchFarmMax
 	var lim syscall.Rlimit
@@ -361,14 +366,14 @@ func startBenchFarms(b *testing.B, n int) []*benchChildProc {
 		b.Fatalf("read RLIMIT_NOFILE: %v", err)
 	}
 	if need := uint64((n+k-1)/k + benchFDHeadroom); lim.Max < need {
-		b.Fatalf("BenchmarkDaemon needs %d file descriptors per farm child (%d proxies each), the hard limit (ulimit -Hn) is %d: raise it", need, (n+k-1)/k, lim.Max)
+		b.Fatalf("the benchmark needs %d file descriptors per farm child (%d proxies each), the hard limit (ulimit -Hn) is %d: raise it", need, (n+k-1)/k, lim.Max)
 	}
 	farms := make([]*benchChildProc, k)
 	for i := range k {
 		host := fmt.Sprintf("127.0.0.%d", i+2)
 		ln, err := net.Listen("tcp", host+":0")
 		if err != nil {
-			b.Fatalf("BenchmarkDaemon needs the loopback address %s for farm child %d of %d (Linux routes all of 127.0.0.0/8 to lo): %v", host, i+1, k, err)
+			b.Fatalf("the benchmark needs the loopback address %s for farm child %d of %d (Linux routes all of 127.0.0.0/8 to lo): %v", host, i+1, k, err)
 		}
 		_ = ln.Close()
 		size := n/k + btoi(i < n%k)
@@ -415,7 +420,7 @@ func startBenchChild(b *testing.B, env ...string) *benchChildProc {
 		b.Fatal(err)
 	}
 	out := bufio.NewScanner(stdout)
-	out.Buffer(make([]byte, 64<<10), 1<<20)
+	out.Buffer(make([]byte, 64<<10), benchReportMax)
 	p := &benchChildProc{cmd: cmd, in: in, out: out, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	b.Cleanup(func() { p.close(b) })
