@@ -358,13 +358,6 @@ func (c *clusterNode) mayCheck() bool {
 	return !c.lost.Load() && !c.closing.Load() && c.m.Fresh()
 }
 
-// owner is the member that checks id under the current member list.
-func (c *clusterNode) owner(id string) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return membership.Owner(id, c.members)
-}
-
 // place records the configured entries of a source and returns those this
 // member checks.
 func (c *clusterNode) place(source string, ids []string, entries []ProxyEntry) (mine []int) {

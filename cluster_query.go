@@ -304,7 +304,7 @@ func mergeSummaries(sums []Summary) Summary {
 		if i == 0 {
 			out.Seq, out.UpdatedAt = s.Seq, s.UpdatedAt // this member's journal
 		}
-		addCounts(&out.Counts, s.Counts)
+		out.Counts.Add(s.Counts)
 		lat += float64(s.AvgLatency) * float64(s.Total)
 		if s.LastCheckAt.After(out.LastCheckAt) {
 			out.LastCheckAt = s.LastCheckAt
@@ -317,7 +317,7 @@ func mergeSummaries(sums []Summary) Summary {
 				m = &SourceSummary{Name: ss.Name}
 				bySource[ss.Name] = m
 			}
-			addCounts(&m.Counts, ss.Counts)
+			m.Counts.Add(ss.Counts)
 			srcLat[ss.Name] += float64(ss.AvgLatency) * float64(ss.Total)
 			if ss.LastCheckAt.After(m.LastCheckAt) {
 				m.LastCheckAt = ss.LastCheckAt
@@ -333,30 +333,15 @@ func mergeSummaries(sums []Summary) Summary {
 	}
 	if out.Total > 0 {
 		out.AvgLatency = time.Duration(lat / float64(out.Total))
-		out.HealthPercentage = float64(out.Healthy) / float64(out.Total) * 100
 	}
 	for name, m := range bySource {
 		if m.Total > 0 {
 			m.AvgLatency = time.Duration(srcLat[name] / float64(m.Total))
-			m.HealthPercentage = float64(m.Healthy) / float64(m.Total) * 100
 		}
 		out.Sources = append(out.Sources, *m)
 	}
 	slices.SortFunc(out.Sources, func(a, b SourceSummary) int { return cmp.Compare(a.Name, b.Name) })
 	return out
-}
-
-func addCounts(dst *Counts, c Counts) {
-	dst.Unknown += c.Unknown
-	dst.Healthy += c.Healthy
-	dst.Degraded += c.Degraded
-	dst.Unhealthy += c.Unhealthy
-	dst.Recovering += c.Recovering
-	dst.Failed += c.Failed
-	dst.Checking += c.Checking
-	dst.Paused += c.Paused
-	dst.Ejected += c.Ejected
-	dst.Total += c.Total
 }
 
 // Ask sends a query to another member's receiver and waits for its

@@ -95,6 +95,25 @@ type Counts struct {
 	HealthPercentage float64 `json:"health_percentage"`
 }
 
+// Add adds o's counts to c (not the percentage: it is recomputed from
+// the sums).
+func (c *Counts) Add(o Counts) {
+	c.Unknown += o.Unknown
+	c.Healthy += o.Healthy
+	c.Degraded += o.Degraded
+	c.Unhealthy += o.Unhealthy
+	c.Recovering += o.Recovering
+	c.Failed += o.Failed
+	c.Checking += o.Checking
+	c.Paused += o.Paused
+	c.Ejected += o.Ejected
+	c.Total += o.Total
+	c.HealthPercentage = 0
+	if c.Total > 0 {
+		c.HealthPercentage = float64(c.Healthy) / float64(c.Total) * 100
+	}
+}
+
 // SourceSummary is the status of one source.
 type SourceSummary struct {
 	Name string `json:"name"`

@@ -81,15 +81,7 @@ func ReadSnapshot(ctx context.Context, path string, pausedLimit int) (Snapshot, 
 			latN++
 		}
 		s.Summary.Sources = append(s.Summary.Sources, src)
-		t := &s.Summary.Counts
-		t.Total += c.Total
-		t.Unknown += c.Unknown
-		t.Healthy += c.Healthy
-		t.Degraded += c.Degraded
-		t.Unhealthy += c.Unhealthy
-		t.Recovering += c.Recovering
-		t.Failed += c.Failed
-		t.Paused += c.Paused
+		s.Summary.Counts.Add(*c)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
