@@ -155,23 +155,7 @@ func slicesContain(s []string, v string) bool {
 }
 
 // fill writes a file until the filesystem is full.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			return
-		}
-	}
-}
+func fill(t *testing.T, path string) { testutil.FillDisk(t, path) }
 
 // TestDiskFullEpisodeOnARealFilesystem replays the reported episode on a
 // small tmpfs: the disk fills up while the engine runs, and space comes

@@ -41,20 +41,7 @@ func TestBoltFullDisk(t *testing.T) {
 	}
 	// Fill the filesystem.
 	filler := filepath.Join(dir, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chunk := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling the disk: %v", err)
-			}
-			break
-		}
-	}
-	f.Close()
+	testutil.FillDisk(t, filler)
 	var full error
 	for range 1000 {
 		if full = appendBatch(500); full != nil {

@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -271,23 +269,7 @@ func countLog(log, msg string) int {
 }
 
 // fillDisk writes path until its filesystem is full.
-func fillDisk(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling %s: %v", path, err)
-			}
-			return
-		}
-	}
-}
+func fillDisk(t *testing.T, path string) { testutil.FillDisk(t, path) }
 
 // farmIDs returns the proxy IDs of farm indexes [from, to).
 func farmIDs(farm *fakeproxy.Farm, from, to int) []string {

@@ -1,10 +1,12 @@
 package testutil
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -69,5 +71,29 @@ func Long(tb testing.TB, why string) {
 	tb.Helper()
 	if testing.Short() && os.Getenv(RequireAll) != "1" {
 		tb.Skipf("-short: %s; run without -short", why)
+	}
+}
+
+// FillDisk writes the file path until its file system is full (ENOSPC),
+// in large chunks and then small ones, so that little room is left.
+func FillDisk(tb testing.TB, path string) {
+	tb.Helper()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	for _, size := range []int{64 << 10, 4 << 10} {
+		chunk := make([]byte, size)
+		for {
+			_, err := f.Write(chunk)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, syscall.ENOSPC) {
+				tb.Fatalf("fill the disk of %s: %v", path, err)
+			}
+			break
+		}
 	}
 }

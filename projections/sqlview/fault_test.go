@@ -38,20 +38,8 @@ func remount(t *testing.T, dir string, readOnly bool) {
 func fillDisk(t *testing.T, dir string) string {
 	t.Helper()
 	p := filepath.Join(dir, "filler")
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill %s: %v", dir, err)
-			}
-			return p
-		}
-	}
+	testutil.FillDisk(t, p)
+	return p
 }
 
 // running is a View.Run in the background.
