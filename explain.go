@@ -62,6 +62,21 @@ type StoryLine struct {
 	Text string
 }
 
+// writeHeader writes the story's first line: the proxy, its URL and
+// source, and its state after the last event.
+func (s Story) writeHeader(b *strings.Builder) {
+	fmt.Fprintf(b, "proxy %s", s.ProxyID)
+	if s.URL != "" {
+		fmt.Fprintf(b, " %s", s.URL)
+	}
+	if s.Source != "" {
+		fmt.Fprintf(b, " (source %q)", s.Source)
+	}
+	b.WriteString(": ")
+	b.WriteString(s.Now())
+	b.WriteByte('\n')
+}
+
 // lineTime is the layout of a line's time in Story.String.
 const lineTime = "2006-01-02T15:04:05Z"
 
@@ -70,16 +85,7 @@ const lineTime = "2006-01-02T15:04:05Z"
 // output depends on the events only (no local time zone, no clock).
 func (s Story) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "proxy %s", s.ProxyID)
-	if s.URL != "" {
-		fmt.Fprintf(&b, " %s", s.URL)
-	}
-	if s.Source != "" {
-		fmt.Fprintf(&b, " (source %q)", s.Source)
-	}
-	b.WriteString(": ")
-	b.WriteString(s.Now())
-	b.WriteByte('\n')
+	s.writeHeader(&b)
 	for _, l := range s.Lines {
 		fmt.Fprintf(&b, "%s  %s\n", l.At.UTC().Format(lineTime), l.Text)
 	}

@@ -393,16 +393,7 @@ func ExplainMembers(ctx context.Context, proxy string, members []MemberJournal) 
 // members after the header and each sentence's member after its time.
 func (s MemberStory) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "proxy %s", s.ProxyID)
-	if s.URL != "" {
-		fmt.Fprintf(&b, " %s", s.URL)
-	}
-	if s.Source != "" {
-		fmt.Fprintf(&b, " (source %q)", s.Source)
-	}
-	b.WriteString(": ")
-	b.WriteString(s.Now())
-	b.WriteByte('\n')
+	s.writeHeader(&b)
 	width := 0
 	b.WriteString("told from ")
 	for i, m := range s.Members {
