@@ -737,20 +737,7 @@ func measureClusterPool(b *testing.B, api string, n int, window time.Duration) (
 	default:
 		note += "the same answer (no scope in this API)"
 	}
-	get := func(path string) time.Duration {
-		t0 := time.Now()
-		resp, err := c.Get(api + path)
-		if err != nil {
-			b.Fatalf("GET %s: %v", path, err)
-		}
-		_, err = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		d := time.Since(t0)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			b.Fatalf("GET %s: %s %v", path, resp.Status, err)
-		}
-		return d
-	}
+	get := func(path string) time.Duration { return timedGET(b, c, api+path) }
 	var pool, local []time.Duration
 	end := time.Now().Add(window)
 	for time.Now().Before(end) || len(pool) < benchAPIMin {

@@ -661,6 +661,23 @@ func measure(b *testing.B, pid int, dead func() string, window time.Duration, ch
 	return cpuWindow{user: u1 - u0, sys: s1 - s0, checks: c1 - c0, elapsed: t1.Sub(t0)}
 }
 
+// timedGET GETs url, reads the whole body and returns how long that took;
+// anything but 200 fails the benchmark.
+func timedGET(b *testing.B, c *http.Client, url string) time.Duration {
+	t0 := time.Now()
+	resp, err := c.Get(url)
+	if err != nil {
+		b.Fatalf("GET %s: %v", url, err)
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	d := time.Since(t0)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return d
+}
+
 // measureAPI alternates GET /v1/pool and GET
 // /v1/proxies?state=healthy&limit=100, one request at a time over one
 // kept-alive connection, for window and at least benchAPIMin requests
@@ -670,20 +687,7 @@ func measureAPI(b *testing.B, api string, window time.Duration) (poolP99, proxie
 	tr := &http.Transport{MaxIdleConnsPerHost: 1}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	get := func(path string) time.Duration {
-		t0 := time.Now()
-		resp, err := c.Get(api + path)
-		if err != nil {
-			b.Fatalf("GET %s: %v", path, err)
-		}
-		_, err = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		d := time.Since(t0)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			b.Fatalf("GET %s: %s %v", path, resp.Status, err)
-		}
-		return d
-	}
+	get := func(path string) time.Duration { return timedGET(b, c, api+path) }
 	var pool, proxies []time.Duration
 	end := time.Now().Add(window)
 	for time.Now().Before(end) || len(pool) < benchAPIMin {
