@@ -32,6 +32,12 @@ func rotationEngine(t *testing.T, n int, rc proxyhealth.RotationConfig) (*proxyh
 		ids[i], _ = proxyhealth.ResolveProxyID(u)
 		waitState(t, e, ids[i], pb.HealthState_HEALTH_STATE_HEALTHY)
 	}
+	// The picker follows the live status a moment after it (after each
+	// batch the live status applied): wait for it too, or the first picks
+	// may still be panic picks among proxies it has as unknown.
+	testutil.Eventually(t, 5*time.Second, "the picker to count every proxy usable", func() bool {
+		return e.Panic().Usable == n
+	})
 	return e, farm, ids
 }
 
@@ -138,7 +144,9 @@ func TestTheMaximumEjectionShareKeepsThePoolUp(t *testing.T) {
 			}
 		}
 	}
-	testutil.Eventually(t, 5*time.Second, "two proxies ejected", func() bool { return e.Status().Summary().Ejected == 2 })
+	testutil.Eventually(t, 5*time.Second, "two proxies ejected, in the picker too", func() bool {
+		return e.Status().Summary().Ejected == 2 && e.Panic().Usable == 2
+	})
 	if n, limit := e.Ejections(); n != 2 || limit != 2 {
 		t.Fatalf("Ejections = %d of %d, want 2 of 2", n, limit)
 	}
