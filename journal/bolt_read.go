@@ -102,11 +102,14 @@ const parallelDecodeMin = 1024
 // decodeAll decodes vals[i] into a new out[i], which must hold seq first+i.
 func decodeAll(out []*pb.Envelope, vals [][]byte, first, crcFrom uint64) error {
 	decode := func(lo, hi int) error {
+		in := interners.Get().(*interner)
+		defer interners.Put(in)
 		for i := lo; i < hi; i++ {
-			out[i] = new(pb.Envelope)
-			if err := unmarshalEnvelope(vals[i], out[i], first+uint64(i), crcFrom); err != nil {
+			e, err := decodeEnvelope(vals[i], first+uint64(i), crcFrom, in)
+			if err != nil {
 				return err
 			}
+			out[i] = e
 		}
 		return nil
 	}
@@ -130,6 +133,10 @@ func decodeAll(out []*pb.Envelope, vals [][]byte, first, crcFrom uint64) error {
 	return err2
 }
 
+// interners recycles the interners of decodeAll, so that a replay
+// allocates each proxy ID and source about once.
+var interners = sync.Pool{New: func() any { return new(interner) }}
+
 // missing reports a gap found while reading: want was expected but the
 // cursor is at k (nil at the end).
 func (b *Bolt) missing(want uint64, k []byte) error {
@@ -150,6 +157,28 @@ func unmarshalEnvelope(v []byte, e *pb.Envelope, seq, crcFrom uint64) error {
 	if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(p, e); err != nil {
 		return fmt.Errorf("event %d cannot be decoded: %v", seq, err)
 	}
+	return checkSeq(e, seq)
+}
+
+// decodeEnvelope is unmarshalEnvelope into a new envelope, with the direct
+// codec when it handles the record (see codec.go); in interns its strings.
+func decodeEnvelope(v []byte, seq, crcFrom uint64, in *interner) (*pb.Envelope, error) {
+	p, err := eventPayload(v, seq, crcFrom)
+	if err != nil {
+		return nil, err
+	}
+	e := decodeEnvelopeFast(p, in)
+	if e == nil {
+		e = new(pb.Envelope)
+		if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(p, e); err != nil {
+			return nil, fmt.Errorf("event %d cannot be decoded: %v", seq, err)
+		}
+	}
+	return e, checkSeq(e, seq)
+}
+
+// checkSeq verifies that the envelope stored under seq holds seq.
+func checkSeq(e *pb.Envelope, seq uint64) error {
 	if e.GetSeq() != seq {
 		return fmt.Errorf("event stored under seq %d holds seq %d", seq, e.GetSeq())
 	}
@@ -245,6 +274,7 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 func (b *Bolt) readSeqs(proxyID string, seqs []uint64, dst []*pb.Envelope) ([]*pb.Envelope, error) {
 	err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
 		var key [8]byte
+		var in interner
 		for _, seq := range seqs {
 			if seq < first {
 				continue
@@ -253,8 +283,8 @@ func (b *Bolt) readSeqs(proxyID string, seqs []uint64, dst []*pb.Envelope) ([]*p
 			if v == nil {
 				return fmt.Errorf("%w: %s: proxy %s: event %d is missing; run a check", ErrCorrupt, b.path, proxyID, seq)
 			}
-			e := new(pb.Envelope)
-			if err := unmarshalEnvelope(v, e, seq, b.crcFrom); err != nil {
+			e, err := decodeEnvelope(v, seq, b.crcFrom, &in)
+			if err != nil {
 				return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 			}
 			dst = append(dst, e)

@@ -359,7 +359,7 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 		k := w.bytes(func(a []byte) []byte { return appendSeqKey(a, seq) })
 		var merr error
 		v := w.bytes(func(a []byte) []byte {
-			a, merr = w.marshal.MarshalAppend(beginRecord(a), e)
+			a, merr = w.appendEnvelope(beginRecord(a), e)
 			return a
 		})
 		finishRecord(v)
@@ -382,6 +382,15 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 		r.seqs = append(r.seqs, s)
 	}
 	return seq
+}
+
+// appendEnvelope appends e marshalled, with the direct codec when it
+// handles e (see codec.go).
+func (w *writer) appendEnvelope(dst []byte, e *pb.Envelope) ([]byte, error) {
+	if b, ok := appendEnvelopeFast(dst, e); ok {
+		return b, nil
+	}
+	return w.marshal.MarshalAppend(dst, e)
 }
 
 // prepareSnapshot validates r's snapshot against the batch so far and
