@@ -58,6 +58,7 @@ func (b *Bolt) retainOnce(limit int64) (n int, more bool, err error) {
 			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 		}
 		covered := make(map[string]uint64) // proxy -> snapshot stream_seq
+		carried := make(map[string][]byte) // see Carrier
 		var keys [][]byte
 		c := events.Cursor()
 		k, v := c.First()
@@ -84,6 +85,11 @@ func (b *Bolt) retainOnce(limit int64) (n int, more bool, err error) {
 				if h.streamSeq > cov {
 					break // the proxy could not be recovered without it
 				}
+			} else {
+				p, _ := eventPayload(v, h.seq, b.crcFrom) // verified by eventHeader
+				if err := carryDeleted(carried, p, h.seq); err != nil {
+					return fmt.Errorf("%w: %s: %v; run a check", ErrCorrupt, b.path, err)
+				}
 			}
 			keys = append(keys, append([]byte(nil), k...))
 		}
@@ -95,6 +101,9 @@ func (b *Bolt) retainOnce(limit int64) (n int, more bool, err error) {
 			if err := events.Delete(key); err != nil {
 				return err
 			}
+		}
+		if err := putCarried(tx, carried); err != nil {
+			return err
 		}
 		newFirst = binary.BigEndian.Uint64(keys[len(keys)-1]) + 1
 		n = len(keys)
@@ -253,6 +262,7 @@ func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
 		p.add("the stream heads are checkpointed through event %d, beyond the last event %d", through, next-1)
 	}
 	b.checkHeads(tx, p, stats, first)
+	checkCarried(tx, p, first)
 	return tx.Bucket(bucketSnapshots).ForEach(func(k, v []byte) error {
 		var s pb.ProxySnapshot
 		if err := unmarshalSnapshot(v, k, &s); err != nil {

@@ -28,6 +28,7 @@ type Mem struct {
 	streams map[string]*memStream
 	heads   map[string]uint64
 	snaps   map[string]*pb.ProxySnapshot
+	carried map[string]*pb.Envelope // see Carrier
 	closed  bool
 	closeCh chan struct{}
 	note    *notifier
@@ -269,6 +270,8 @@ func (m *Mem) Retain(ctx context.Context, cutoff time.Time) (int, error) {
 			st := m.streams[p]
 			st.seqs = st.seqs[1:]
 			st.first++
+		} else {
+			m.carry(e)
 		}
 		n++
 	}

@@ -160,9 +160,10 @@ type scanner struct {
 	events   map[uint64]salvaged
 	damaged  map[uint64]bool // seqs with a damaged record
 	snaps    map[string][]*pb.ProxySnapshot
-	first    uint64 // the highest "first" found in a meta bucket
-	sawMeta  bool   // a meta bucket's schema key was found
-	crcFrom  uint64 // the lowest "crc_from" found in a meta bucket (0: none)
+	first    uint64                  // the highest "first" found in a meta bucket
+	sawMeta  bool                    // a meta bucket's schema key was found
+	crcFrom  uint64                  // the lowest "crc_from" found in a meta bucket (0: none)
+	carried  map[string]*pb.Envelope // the newest intact carried event per key
 }
 
 func (sc *scanner) scan(ctx context.Context) error {
@@ -229,6 +230,9 @@ func (sc *scanner) leaf(page []byte, depth int) {
 // holds that seq), a snapshot (a proxy ID key, a snapshot of that proxy),
 // or the meta bucket's first retained seq.
 func (sc *scanner) element(k, v []byte) {
+	if sc.carriedElement(k, v) {
+		return
+	}
 	switch {
 	case len(k) == 8:
 		seq := binary.BigEndian.Uint64(k)
@@ -276,12 +280,32 @@ func (sc *scanner) element(k, v []byte) {
 	}
 }
 
+// carriedElement keeps k/v when it is an intact carried event (see
+// Carrier) and not an event under its seq.
+func (sc *scanner) carriedElement(k, v []byte) bool {
+	if !isCarriedKey(k) || len(v) == 0 || v[0] != recordFramed {
+		return false
+	}
+	env, err := decodeCarried(k, v)
+	if err != nil || (len(k) == 8 && env.GetSeq() == binary.BigEndian.Uint64(k)) {
+		return false
+	}
+	if old := sc.carried[string(k)]; old == nil || old.GetSeq() < env.GetSeq() {
+		if sc.carried == nil {
+			sc.carried = make(map[string]*pb.Envelope)
+		}
+		sc.carried[string(k)] = env
+	}
+	return true
+}
+
 // salvagePlan is what goes into the new file.
 type salvagePlan struct {
 	first, last uint64
 	events      []salvaged
 	heads       map[string]streamHead
 	snaps       []*pb.ProxySnapshot
+	carried     map[string]*pb.Envelope
 }
 
 // plan picks the longest gap-free, chain-consistent run of intact events
@@ -320,7 +344,7 @@ func (sc *scanner) plan(rep *SalvageReport) *salvagePlan {
 			start = seqs[i]
 		}
 	}
-	p := &salvagePlan{first: start, last: start - 1, heads: make(map[string]streamHead)}
+	p := &salvagePlan{first: start, last: start - 1, heads: make(map[string]streamHead), carried: sc.carried}
 	seq := start
 	for ; ; seq++ {
 		r, ok := sc.events[seq]
@@ -466,6 +490,19 @@ func writeSalvaged(ctx context.Context, dst string, p *salvagePlan) error {
 				if err := tx.Bucket(bucketHeads).Put([]byte(id), appendHead(nil, h)); err != nil {
 					return err
 				}
+			}
+			carried := make(map[string][]byte)
+			for k, env := range p.carried {
+				if env.GetSeq() < p.first {
+					v, err := proto.Marshal(env)
+					if err != nil {
+						return err
+					}
+					carried[k] = frameRecord(v)
+				}
+			}
+			if err := putCarried(tx, carried); err != nil {
+				return err
 			}
 			meta := tx.Bucket(bucketMeta)
 			for _, kv := range []struct {

@@ -208,6 +208,40 @@ func TestSalvageAfterRetention(t *testing.T) {
 	}
 }
 
+// TestSalvageKeepsCarriedEvents: the pool-wide events retention carries
+// (journal.Carrier) are part of the state salvage copies.
+func TestSalvageKeepsCarriedEvents(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "journal.db")
+	j := openBolt(t, src, journal.WithUnsafeNoSync())
+	a := journaltest.ProxyID(0)
+	journaltest.Append(t, j, journaltest.PoolDegraded(0), journaltest.Succeeded(a, time.Second), journaltest.Succeeded(a, 100*time.Second))
+	if err := j.SaveSnapshot(ctx, journaltest.Snapshot(a, 2, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := j.Retain(ctx, journaltest.BaseTime.Add(50*time.Second)); err != nil || n != 2 {
+		t.Fatalf("Retain = %d, %v; want 2 deleted", n, err)
+	}
+	want, err := journal.Carried(ctx, j)
+	if err != nil || len(want) != 1 || want[0].GetSeq() != 1 {
+		t.Fatalf("carried before salvage: %v, %v", want, err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "salvaged.db")
+	if _, err := journal.Salvage(ctx, src, dst); err != nil {
+		t.Fatal(err)
+	}
+	s := openBolt(t, dst, journal.WithReadOnly())
+	defer s.Close()
+	got, err := journal.Carried(ctx, s)
+	if err != nil || len(got) != 1 || !proto.Equal(got[0], want[0]) {
+		t.Fatalf("carried after salvage: %v, %v; want %v", got, err, want)
+	}
+}
+
 // TestSalvageRefusesAFramingByteFlip: a checksummed record whose first
 // byte (the framing byte) is damaged must not pass as an old record
 // without a checksum: for some values its header decodes as an unknown

@@ -49,6 +49,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Retention", s.retention)
 	t.Run("RetentionDurable", s.retentionDurable)
 	t.Run("RetentionConcurrent", s.retentionConcurrent)
+	t.Run("RetentionCarriesPoolState", s.retentionCarries)
 	t.Run("CheckDetectsDamage", s.checkDetectsDamage)
 	t.Run("Closed", s.closed)
 	t.Run("ContextCancelled", s.contextCancelled)

@@ -2,6 +2,7 @@ package journaltest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -204,4 +205,79 @@ func (s *suite) retentionConcurrent(t *testing.T) {
 	check(t, j)
 	wantSeqs(t, ReadAll(t, j, 1), j.First(), total)
 	t.Logf("retention deleted seqs 1..%d while appending", j.First()-1)
+}
+
+// retentionCarries: the pool-wide events retention deletes are carried,
+// the newest of each type and source, in seq order; an event still
+// retained is not; a later retention replaces what it carried; a durable
+// journal keeps them across a reopen and its check verifies them.
+func (s *suite) retentionCarries(t *testing.T) {
+	j := s.open(t)
+	ctx := context.Background()
+	pool := func(at time.Duration, ev any, source string) *pb.Envelope {
+		e := &pb.Envelope{AtUnixNano: BaseTime.Add(at).UnixNano(), Source: source}
+		switch ev := ev.(type) {
+		case *pb.PoolDegraded:
+			e.Event = &pb.Envelope_PoolDegraded{PoolDegraded: ev}
+		case *pb.PoolRecovered:
+			e.Event = &pb.Envelope_PoolRecovered{PoolRecovered: ev}
+		case *pb.PoolPanicEntered:
+			e.Event = &pb.Envelope_PoolPanicEntered{PoolPanicEntered: ev}
+		case *pb.SourceRefreshed:
+			e.Event = &pb.Envelope_SourceRefreshed{SourceRefreshed: ev}
+		}
+		return e
+	}
+	a := ProxyID(0)
+	Append(t, j,
+		pool(1*time.Second, &pb.PoolDegraded{Healthy: 1}, ""),    // 1
+		Succeeded(a, 2*time.Second),                              // 2
+		pool(3*time.Second, &pb.PoolRecovered{Healthy: 2}, ""),   // 3
+		pool(4*time.Second, &pb.PoolDegraded{Healthy: 3}, ""),    // 4
+		pool(5*time.Second, &pb.SourceRefreshed{Total: 1}, "s1"), // 5
+		pool(6*time.Second, &pb.SourceRefreshed{Total: 2}, "s2"), // 6
+		pool(7*time.Second, &pb.SourceRefreshed{Total: 3}, "s1"), // 7
+		pool(8*time.Second, &pb.PoolPanicEntered{Usable: 1}, ""), // 8, stays
+		Succeeded(a, 100*time.Second),                            // 9
+	)
+	saveSnapshot(t, j, a)
+	carried := func(want ...uint64) {
+		t.Helper()
+		got, err := journal.Carried(ctx, j)
+		if err != nil {
+			t.Fatalf("Carried: %v", err)
+		}
+		var seqs []uint64
+		for _, e := range got {
+			seqs = append(seqs, e.GetSeq())
+			if e.GetEvent() == nil || e.GetProxyId() != "" {
+				t.Fatalf("carried %v", e)
+			}
+		}
+		if fmt.Sprint(seqs) != fmt.Sprint(want) {
+			t.Fatalf("carried seqs %v, want %v", seqs, want)
+		}
+	}
+	carried()
+	retain(t, j, 7500*time.Millisecond, 7, 8)
+	// The newest PoolDegraded (4, not 1), PoolRecovered 3, s1's newest
+	// refresh (7, not 5), s2's (6); panic 8 is still retained.
+	carried(3, 4, 6, 7)
+	got, _ := journal.Carried(ctx, j)
+	if got[1].GetPoolDegraded().GetHealthy() != 3 || got[3].GetSource() != "s1" || got[3].GetSourceRefreshed().GetTotal() != 3 {
+		t.Fatalf("carried events are not the newest of their type and source: %v", got)
+	}
+	Append(t, j, pool(101*time.Second, &pb.PoolRecovered{Healthy: 4}, "")) // 10
+	saveSnapshot(t, j, a)
+	retain(t, j, 200*time.Second, 3, 11)
+	carried(4, 6, 7, 8, 10)
+	if s.h.Reopen == nil {
+		return
+	}
+	j = s.reopen(t, j)
+	carried(4, 6, 7, 8, 10)
+	check(t, j)
+	if got, err := journal.Carried(ctx, journal.ReadOnly(j)); err != nil || len(got) != 5 {
+		t.Fatalf("Carried through ReadOnly: %d events, %v", len(got), err)
+	}
 }
