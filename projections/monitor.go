@@ -154,6 +154,9 @@ func (m *PoolMonitor) Share() PoolShare {
 // evaluating after each, until ctx ends (nil) or the journal closes (an
 // error). Run one at a time.
 func (m *PoolMonitor) Run(ctx context.Context) error {
+	if err := m.restore(ctx); err != nil {
+		return fmt.Errorf("projections: pool monitor: %w", err)
+	}
 	head := m.head
 	live := head == 0
 	sub := m.j.Subscribe(1)
@@ -181,6 +184,29 @@ func (m *PoolMonitor) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// restore folds what retention left outside the events: the pool events
+// it carried (whether the pool is degraded) and the proxies known only
+// from their snapshot.
+func (m *PoolMonitor) restore(ctx context.Context) error {
+	carried, err := journal.Carried(ctx, m.j)
+	if err != nil {
+		return err
+	}
+	for _, env := range carried {
+		m.apply(ctx, env)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return journal.QuietSnapshots(ctx, m.j, nil, func(snap *pb.ProxySnapshot) {
+		if id := snap.GetProxyId(); m.proxies[id] == nil && !snap.GetRemoved() {
+			st := events.FromSnapshot(snap)
+			p := &monProxy{health: st.Health, streamSeq: st.StreamSeq}
+			m.proxies[id] = p
+			m.count(p.health, 1)
+		}
+	})
 }
 
 // apply folds one envelope into the counts.

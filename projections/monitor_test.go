@@ -11,6 +11,7 @@ import (
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
+	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -210,6 +211,42 @@ func TestPoolMonitorRestartDoesNotRefire(t *testing.T) {
 	settle()
 	if got := poolEvents(t, j); fmt.Sprint(got) != "[degraded@40 recovered@60]" {
 		t.Fatalf("events %v", got)
+	}
+}
+
+// TestPoolMonitorAfterRetention: retention deleted every event, the
+// degraded one too; a restarted monitor still knows the pool is degraded
+// (the journal carried the event) and counts every proxy (from their
+// snapshots), so it neither fires again nor misses the recovery.
+func TestPoolMonitorAfterRetention(t *testing.T) {
+	ctx := context.Background()
+	j := journal.NewMem()
+	t.Cleanup(func() { j.Close() })
+	p := newPool(t, j, 10)
+	p.healthy(10, 10)
+	_, settle, stop := runMonitor(t, j, projections.PoolMonitorOptions{})
+	settle()
+	p.healthy(2, 10)
+	settle()
+	stop()
+	if err := gen.SaveSnapshots(ctx, j, gen.States(readAll(t, j))); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := j.Retain(ctx, p.now.Add(time.Hour)); err != nil || uint64(n) != j.Head() {
+		t.Fatalf("Retain = %d, %v; want every one of %d events deleted", n, err, j.Head())
+	}
+	m, settle, stop := runMonitor(t, j, projections.PoolMonitorOptions{})
+	defer stop()
+	settle()
+	if s := m.Share(); !s.Degraded || s.Total != 10 || s.Known != 10 || s.Healthy != 2 {
+		t.Fatalf("share after retention %+v, want degraded, 2 of 10 healthy", s)
+	}
+	p.healthy(3, 10)
+	settle()
+	p.healthy(7, 10)
+	settle()
+	if got := poolEvents(t, j); fmt.Sprint(got) != "[recovered@60]" {
+		t.Fatalf("events after retention %v, want only the recovery", got)
 	}
 }
 

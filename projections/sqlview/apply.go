@@ -40,7 +40,11 @@ type applier struct {
 	opts   Options
 	cache  map[string]*proxyRow
 	offset uint64 // last applied seq
-	newest int64  // newest applied event time, unix ns
+	// carrying: applyRaw applies the events retention carried (a rebuild,
+	// before the journal's first event; see journal.Carrier), whose seqs
+	// have gaps and lie before the offset's: no gap check, no offset.
+	carrying bool
+	newest   int64 // newest applied event time, unix ns
 
 	// deferProxies (rebuilds only) leaves the proxies table alone in
 	// applyBatch: flushProxies writes every cached row once at the end.
@@ -281,14 +285,16 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 			}
 		}
 		seq := env.GetSeq()
-		if seq <= offset {
-			continue
+		if !a.carrying {
+			if seq <= offset {
+				continue
+			}
+			if offset != 0 && seq != offset+1 {
+				return fmt.Errorf("%w: the view has applied up to seq %d but the journal continues at %d: events were deleted by retention before the view applied them; run `proxyhealth rebuild`", ErrViewBehind, offset, seq)
+			}
+			offset = seq
+			newest = max(newest, env.GetAtUnixNano())
 		}
-		if offset != 0 && seq != offset+1 {
-			return fmt.Errorf("%w: the view has applied up to seq %d but the journal continues at %d: events were deleted by retention before the view applied them; run `proxyhealth rebuild`", ErrViewBehind, offset, seq)
-		}
-		offset = seq
-		newest = max(newest, env.GetAtUnixNano())
 		if err := a.applyOne(xctx, st, pending, env); err != nil {
 			return err
 		}
@@ -315,7 +321,10 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 			}
 		}
 	}
-	if err = exec(xctx, st.offset, a.bind(OffsetName, int64(offset), newest)); err != nil {
+	if a.carrying {
+		// Not applied events but what retention carried from before the
+		// first one: the offset stays.
+	} else if err = exec(xctx, st.offset, a.bind(OffsetName, int64(offset), newest)); err != nil {
 		return fmt.Errorf("sqlview: store offset: %w", err)
 	}
 	pruned := a.pruned

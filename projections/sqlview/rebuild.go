@@ -2,6 +2,7 @@ package sqlview
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -113,6 +114,9 @@ func build(ctx context.Context, tmp string, j journal.Journal, o Options) error 
 		}
 	}
 	progress()
+	if err := a.applyCarried(ctx, j); err != nil {
+		return err
+	}
 	// Read and decode the journal in one goroutine while SQLite writes in
 	// this one.
 	rctx, cancel := context.WithCancel(ctx)
@@ -253,30 +257,36 @@ func createPrivate(path string) error {
 	return nil
 }
 
+// applyCarried applies the pool-wide events retention carried (the pool's
+// and the sources' state, see journal.Carrier) before the journal's first
+// event: the incrementally built view applied them when they were new.
+func (a *applier) applyCarried(ctx context.Context, j journal.Journal) error {
+	carried, err := journal.Carried(ctx, j)
+	if err != nil {
+		return fmt.Errorf("%w: read the carried pool events: %w", ErrJournal, err)
+	}
+	if len(carried) == 0 {
+		return nil
+	}
+	if err := a.connect(ctx); err != nil {
+		return err
+	}
+	a.carrying = true
+	defer func() { a.carrying = false }()
+	return a.w.conn.Raw(func(dc any) error { return a.applyRaw(ctx, dc.(driver.Conn), carried, false) })
+}
+
 // seedSnapshots adds the proxies retention left with a snapshot and no
 // event (the incrementally built view has their rows): a rebuild must
 // equal it. A proxy with events after its snapshot was folded already.
 func (a *applier) seedSnapshots(ctx context.Context, j journal.Journal) error {
-	l, ok := j.(journal.SnapshotLister)
-	if !ok {
-		return nil
-	}
-	ids, err := l.SnapshotIDs(ctx)
+	err := journal.QuietSnapshots(ctx, j, nil, func(snap *pb.ProxySnapshot) {
+		if _, ok := a.cache[snap.GetProxyId()]; !ok && !snap.GetRemoved() {
+			a.cache[snap.GetProxyId()] = &proxyRow{st: events.FromSnapshot(snap)}
+		}
+	})
 	if err != nil {
-		return fmt.Errorf("%w: list the snapshots: %w", ErrJournal, err)
-	}
-	for _, id := range ids {
-		if _, ok := a.cache[id]; ok {
-			continue
-		}
-		snap, err := j.LoadSnapshot(ctx, id)
-		if err != nil {
-			return fmt.Errorf("%w: load the snapshot of proxy %s: %w", ErrJournal, id, err)
-		}
-		if snap.GetRemoved() || j.StreamHead(id) > snap.GetStreamSeq() {
-			continue
-		}
-		a.cache[id] = &proxyRow{st: events.FromSnapshot(snap)}
+		return fmt.Errorf("%w: %w", ErrJournal, err)
 	}
 	return nil
 }

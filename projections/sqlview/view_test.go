@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -450,5 +452,51 @@ func TestWithBoltJournal(t *testing.T) {
 	}
 	if err := sameViews(t, path, rebuilt(t, j, dir)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRebuildKeepsCarriedPoolState: after retention deleted the pool and
+// source events, a rebuild still has each source's last refresh and error
+// and the newest pool event of each type (the journal carries them, see
+// journal.Carrier), as a view built before the retention does.
+func TestRebuildKeepsCarriedPoolState(t *testing.T) {
+	ctx := context.Background()
+	j, sim := steadySim(t, 12)
+	appendSim(t, j, sim, 300)
+	at := sim.Now.UnixNano()
+	if _, err := j.Append(ctx, []*pb.Envelope{
+		{AtUnixNano: at, Event: &pb.Envelope_PoolDegraded{PoolDegraded: &pb.PoolDegraded{HealthyPercentage: 40, ThresholdPercentage: 50, Healthy: 4, Total: 10}}},
+		{AtUnixNano: at + 1, Source: "s1", Event: &pb.Envelope_SourceRefreshed{SourceRefreshed: &pb.SourceRefreshed{Added: 2, Total: 10}}},
+		{AtUnixNano: at + 2, Source: "s1", Event: &pb.Envelope_SourceRefreshFailed{SourceRefreshFailed: &pb.SourceRefreshFailed{Error: "HTTP 503"}}},
+		{AtUnixNano: at + 3, Event: &pb.Envelope_PoolPanicEntered{PoolPanicEntered: &pb.PoolPanicEntered{Usable: 1, Candidates: 10, ThresholdPercentage: 50}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := dump(t, rebuilt(t, j, t.TempDir())) // what the running view holds
+	first := j.Head() + 1
+	sim.Now = sim.Now.Add(time.Hour)
+	appendSim(t, j, sim, 300)
+	_, cut := snapshotHead(t, j, first)
+	if n, err := j.Retain(ctx, cut); err != nil || uint64(n) != first-1 {
+		t.Fatalf("retained %d (want %d): %v", n, first-1, err)
+	}
+	after := dump(t, rebuilt(t, j, t.TempDir()))
+	if !reflect.DeepEqual(after["source_refreshes"], before["source_refreshes"]) || len(before["source_refreshes"]) != 1 {
+		t.Errorf("source_refreshes after retention and a rebuild:\n got  %q\n want %q", after["source_refreshes"], before["source_refreshes"])
+	}
+	// The newest pool event of each type before the retention is in the
+	// rebuilt view.
+	newest := map[string]string{}
+	for _, row := range before["pool_events"] {
+		typ := row[strings.Index(row, "type="):]
+		newest[typ[:strings.Index(typ, " ")]] = row
+	}
+	for typ, row := range newest {
+		if !slices.Contains(after["pool_events"], row) {
+			t.Errorf("the newest %s before the retention is missing after a rebuild: %s\n rebuilt %q", typ, row, after["pool_events"])
+		}
+	}
+	if len(newest) < 3 {
+		t.Errorf("pool event types before the retention: %v, want at least degraded, recovered (the simulation's) and panic", newest)
 	}
 }
