@@ -115,7 +115,7 @@ func (a *Archive) First() uint64 { return a.j.First() }
 func (a *Archive) Status(ctx context.Context) (StatusReader, error) {
 	a.once.Do(func() {
 		live := projections.NewLive(projections.LiveOptions{Snapshots: a.j.LoadSnapshot})
-		if err := foldLive(ctx, live, a.j, a.j.Head()); err != nil {
+		if err := foldLive(ctx, live, a.j, a.j.Head(), nil); err != nil {
 			a.err = fmt.Errorf("proxyhealth: fold %s: %w", a.path, err)
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -502,5 +503,112 @@ func TestRetentionWithQuietProxiesAndRestart(t *testing.T) {
 		if v, ok := e2.Status().Proxy(id); !ok || v.State != events.StateName(before[id].Health) {
 			t.Fatalf("live status of %s after retention and restart: %+v %v", id, v, ok)
 		}
+	}
+}
+
+// TestPoolStateSurvivesRetention: the pool's degraded and panic flags are
+// known from pool events; once retention deleted those events, the
+// running engine, an archive's status and a restarted engine still know
+// the pool is degraded and in panic (the journal carries the newest
+// pool-wide events it deleted), and neither the pool monitor nor the
+// picker journals (and notifies) the same episode a second time.
+func TestPoolStateSurvivesRetention(t *testing.T) {
+	farm := startFarm(t, 4, fakeproxy.WithBehavior(fakeproxy.Reset()))
+	dir := t.TempDir()
+	clk := clock.NewFake(time.Now())
+	var urls []string
+	for i := range 4 {
+		urls = append(urls, farm.URL(i))
+	}
+	cfg := proxyhealth.Config{
+		DataDir: dir, Clock: clk, Retention: 7 * 24 * time.Hour,
+		Sources: []proxyhealth.SourceConfig{{Name: "farm", Health: fastHealth(), Probe: farmProbe(), Proxies: urls}},
+	}
+	e := open(t, cfg)
+	ctx := context.Background()
+	poll(t, "the pool degraded and in panic", func() bool {
+		clk.Advance(50 * time.Millisecond) // the fake clock fires due checks
+		s := e.Status().Summary()
+		return s.PoolDegraded && s.PanicMode
+	})
+	type reader interface {
+		ReadJournal(context.Context, proxyhealth.JournalFilter) iter.Seq2[*pb.Envelope, error]
+	}
+	episode := func(r reader) (n int) {
+		for _, err := range r.ReadJournal(ctx, proxyhealth.JournalFilter{Types: []string{"pool_degraded", "pool_recovered", "pool_panic_entered", "pool_panic_left"}}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		return n
+	}
+	if n := episode(e); n != 2 {
+		t.Fatalf("%d pool events, want pool_degraded and pool_panic_entered", n)
+	}
+	// A week and a day later the proxies are checked again (still
+	// failing); retention deletes the episode's events.
+	head := e.Journal().Head()
+	clk.Advance(8 * 24 * time.Hour)
+	poll(t, "checks after the clock jump", func() bool {
+		clk.Advance(50 * time.Millisecond)
+		return e.Journal().Head() > head+4
+	})
+	if _, err := e.ApplyRetention(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if first := e.Journal().First(); first <= head || episode(e) != 0 {
+		t.Fatalf("first retained seq %d (head was %d), %d pool events left: retention did not delete the episode", first, head, episode(e))
+	}
+	if s := e.Status().Summary(); !s.PoolDegraded || !s.PanicMode {
+		t.Fatalf("running engine after retention: degraded %v, panic %v", s.PoolDegraded, s.PanicMode)
+	}
+	if err := e.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	a, err := proxyhealth.OpenArchive(ctx, dir, proxyhealth.ArchiveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := a.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := st.Summary(); !s.PoolDegraded || !s.PanicMode || s.Total != 4 {
+		t.Errorf("archive status after retention: degraded %v, panic %v, %d proxies; want true, true, 4", s.PoolDegraded, s.PanicMode, s.Total)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	e2 := open(t, cfg)
+	if s := e2.Status().Summary(); !s.PoolDegraded || !s.PanicMode {
+		t.Fatalf("restarted engine: degraded %v, panic %v; want both still true", s.PoolDegraded, s.PanicMode)
+	}
+	// The same episode goes on: every proxy (failed by now) is revived,
+	// checked again and fails.
+	resumed := e2.Journal().Head()
+	for _, id := range e2.ProxyIDs() {
+		if err := e2.Revive(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll(t, "every proxy failing again, as the pool monitor sees it", func() bool {
+		clk.Advance(50 * time.Millisecond)
+		share, _ := e2.PoolShare()
+		return e2.Journal().Head() >= resumed+8 && share.Known == 4
+	})
+	if share, _ := e2.PoolShare(); !share.Degraded || share.Healthy != 0 {
+		t.Errorf("pool monitor after the restart: %+v, want degraded, none healthy", share)
+	}
+	if err := e2.Pause(ctx, ""); err != nil { // waits for pending appends
+		t.Fatal(err)
+	}
+	for env, err := range e2.ReadJournal(ctx, proxyhealth.JournalFilter{Types: []string{"pool_degraded", "pool_panic_entered"}}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Errorf("the episode journaled again after the restart: %s at seq %d", proxyhealth.EventType(env), env.GetSeq())
 	}
 }

@@ -57,9 +57,18 @@ type namedProjection struct {
 	p    Projection
 }
 
-// foldLive applies the journal's retained events up to seq head to live,
-// in batches (Open's catch-up, and an Archive's status).
-func foldLive(ctx context.Context, live *projections.Live, j journal.Journal, head uint64) error {
+// foldLive folds the journal up to seq head into live: the pool-wide
+// events retention carried (journal.Carrier: the pool's degraded and panic
+// flags, the sources' refreshes, whose events retention deleted), then the
+// retained events in batches, then the proxies known only from a snapshot
+// (seedSnapshots); the status then counts as caught up with what retention
+// deleted. Open's catch-up, and an Archive's status.
+func foldLive(ctx context.Context, live *projections.Live, j journal.Journal, head uint64, sources []SourceConfig) error {
+	carried, err := journal.Carried(ctx, j)
+	if err != nil {
+		return err
+	}
+	live.Apply(carried...)
 	batch := make([]*pb.Envelope, 0, 4096)
 	for env, err := range j.Read(ctx, j.First()) {
 		if err != nil {
@@ -75,6 +84,15 @@ func foldLive(ctx context.Context, live *projections.Live, j journal.Journal, he
 		}
 	}
 	live.Apply(batch...)
+	// Proxies quiet for longer than the retention period have no events
+	// left, only their snapshot: every one of them is seeded (a run-time
+	// proxy too, so that ResumeAddedProxies resumes it or journals why not).
+	if err := seedSnapshots(ctx, live, j, sources); err != nil {
+		return err
+	}
+	if first := j.First(); first > 1 {
+		live.SkipTo(first - 1)
+	}
 	return nil
 }
 
@@ -83,12 +101,8 @@ func foldLive(ctx context.Context, live *projections.Live, j journal.Journal, he
 // its snapshots, else the configured ones.
 func seedSnapshots(ctx context.Context, live *projections.Live, j journal.Journal, sources []SourceConfig) error {
 	var ids []string
-	if l, ok := j.(journal.SnapshotLister); ok {
-		var err error
-		if ids, err = l.SnapshotIDs(ctx); err != nil {
-			return err
-		}
-	} else {
+	if _, ok := j.(journal.SnapshotLister); !ok {
+		ids = []string{}
 		for _, sc := range sources {
 			for _, raw := range sc.Proxies {
 				if u, err := probe.ParseProxyURL(raw); err == nil { // Validate refused the others
@@ -97,20 +111,11 @@ func seedSnapshots(ctx context.Context, live *projections.Live, j journal.Journa
 			}
 		}
 	}
-	for _, id := range ids {
-		if _, known := live.Proxy(id); known {
-			continue
+	return journal.QuietSnapshots(ctx, j, ids, func(snap *pb.ProxySnapshot) {
+		if _, known := live.Proxy(snap.GetProxyId()); !known {
+			live.Seed(snap)
 		}
-		snap, err := j.LoadSnapshot(ctx, id)
-		if err != nil || j.StreamHead(id) > snap.GetStreamSeq() {
-			// Events after the snapshot were folded (retention keeps
-			// every event a snapshot does not cover): the fold is the
-			// truth, e.g. a removal.
-			continue
-		}
-		live.Seed(snap)
-	}
-	return nil
+	})
 }
 
 // startProjections builds every projection before any actor runs, so that
@@ -124,18 +129,8 @@ func (e *Engine) startProjections(ctx context.Context) error {
 	p.history = projections.NewHistory(j, projections.HistoryOptions{Clock: cfg.Clock.Now})
 	// Catch up synchronously: Open returns with the status of every proxy.
 	head := j.Head()
-	if err := foldLive(ctx, p.live, j, head); err != nil {
+	if err := foldLive(ctx, p.live, j, head, cfg.Sources); err != nil {
 		return fmt.Errorf("proxyhealth: load live status from the journal: %w", err)
-	}
-	// Proxies quiet for longer than the retention period have no events
-	// left, only their snapshot: every one of them is seeded (a run-time
-	// proxy too, so that ResumeAddedProxies resumes it or journals why not),
-	// and the status counts as caught up with what retention deleted.
-	if err := seedSnapshots(ctx, p.live, j, cfg.Sources); err != nil {
-		return fmt.Errorf("proxyhealth: load live status from the journal: %w", err)
-	}
-	if first := j.First(); first > 1 {
-		p.live.SkipTo(first - 1)
 	}
 
 	e.rot.follow(p.live)
