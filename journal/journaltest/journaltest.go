@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/proxyhealth/proxyhealth/journal"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
@@ -222,4 +223,20 @@ func equal(t *testing.T, what string, got, want proto.Message) {
 	if !proto.Equal(got, want) {
 		t.Fatalf("%s:\n got  %v\n want %v", what, got, want)
 	}
+}
+
+// Wrap returns an envelope at BaseTime + at, of the source, holding ev (any
+// event message of the envelope's oneof, e.g. *pb.PoolRecovered), without
+// a proxy ID: a pool-wide event.
+func Wrap(at time.Duration, source string, ev proto.Message) *pb.Envelope {
+	e := &pb.Envelope{AtUnixNano: BaseTime.Add(at).UnixNano(), Source: source}
+	m := e.ProtoReflect()
+	fields := m.Descriptor().Oneofs().ByName("event").Fields()
+	for i := range fields.Len() {
+		if fd := fields.Get(i); fd.Message() != nil && fd.Message().FullName() == ev.ProtoReflect().Descriptor().FullName() {
+			m.Set(fd, protoreflect.ValueOfMessage(ev.ProtoReflect()))
+			return e
+		}
+	}
+	panic(fmt.Sprintf("journaltest.Wrap: %T is not an event of the envelope", ev))
 }

@@ -214,30 +214,16 @@ func (s *suite) retentionConcurrent(t *testing.T) {
 func (s *suite) retentionCarries(t *testing.T) {
 	j := s.open(t)
 	ctx := context.Background()
-	pool := func(at time.Duration, ev any, source string) *pb.Envelope {
-		e := &pb.Envelope{AtUnixNano: BaseTime.Add(at).UnixNano(), Source: source}
-		switch ev := ev.(type) {
-		case *pb.PoolDegraded:
-			e.Event = &pb.Envelope_PoolDegraded{PoolDegraded: ev}
-		case *pb.PoolRecovered:
-			e.Event = &pb.Envelope_PoolRecovered{PoolRecovered: ev}
-		case *pb.PoolPanicEntered:
-			e.Event = &pb.Envelope_PoolPanicEntered{PoolPanicEntered: ev}
-		case *pb.SourceRefreshed:
-			e.Event = &pb.Envelope_SourceRefreshed{SourceRefreshed: ev}
-		}
-		return e
-	}
 	a := ProxyID(0)
 	Append(t, j,
-		pool(1*time.Second, &pb.PoolDegraded{Healthy: 1}, ""),    // 1
+		Wrap(1*time.Second, "", &pb.PoolDegraded{Healthy: 1}),    // 1
 		Succeeded(a, 2*time.Second),                              // 2
-		pool(3*time.Second, &pb.PoolRecovered{Healthy: 2}, ""),   // 3
-		pool(4*time.Second, &pb.PoolDegraded{Healthy: 3}, ""),    // 4
-		pool(5*time.Second, &pb.SourceRefreshed{Total: 1}, "s1"), // 5
-		pool(6*time.Second, &pb.SourceRefreshed{Total: 2}, "s2"), // 6
-		pool(7*time.Second, &pb.SourceRefreshed{Total: 3}, "s1"), // 7
-		pool(8*time.Second, &pb.PoolPanicEntered{Usable: 1}, ""), // 8, stays
+		Wrap(3*time.Second, "", &pb.PoolRecovered{Healthy: 2}),   // 3
+		Wrap(4*time.Second, "", &pb.PoolDegraded{Healthy: 3}),    // 4
+		Wrap(5*time.Second, "s1", &pb.SourceRefreshed{Total: 1}), // 5
+		Wrap(6*time.Second, "s2", &pb.SourceRefreshed{Total: 2}), // 6
+		Wrap(7*time.Second, "s1", &pb.SourceRefreshed{Total: 3}), // 7
+		Wrap(8*time.Second, "", &pb.PoolPanicEntered{Usable: 1}), // 8, stays
 		Succeeded(a, 100*time.Second),                            // 9
 	)
 	saveSnapshot(t, j, a)
@@ -267,7 +253,7 @@ func (s *suite) retentionCarries(t *testing.T) {
 	if got[1].GetPoolDegraded().GetHealthy() != 3 || got[3].GetSource() != "s1" || got[3].GetSourceRefreshed().GetTotal() != 3 {
 		t.Fatalf("carried events are not the newest of their type and source: %v", got)
 	}
-	Append(t, j, pool(101*time.Second, &pb.PoolRecovered{Healthy: 4}, "")) // 10
+	Append(t, j, Wrap(101*time.Second, "", &pb.PoolRecovered{Healthy: 4})) // 10
 	saveSnapshot(t, j, a)
 	retain(t, j, 200*time.Second, 3, 11)
 	carried(4, 6, 7, 8, 10)
