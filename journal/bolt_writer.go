@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,10 +18,14 @@ import (
 // Request states: the writer takes a pending request (reqPending ->
 // reqTaken); a caller whose context ends abandons a pending one
 // (reqPending -> reqAbandoned), which the writer then skips untouched.
+// While the encoder reads a request's envelopes it is reqEncoding, and
+// pending again after: a caller cannot abandon it in that moment, and
+// waits for its commit instead.
 const (
 	reqPending uint32 = iota
 	reqTaken
 	reqAbandoned
+	reqEncoding
 )
 
 // request is one Append, SaveSnapshot or heads checkpoint waiting for the
@@ -35,6 +40,7 @@ type request struct {
 	seqs  []uint64
 	seq1  [1]uint64 // backing for seqs of single-event appends
 	err   error
+	pre   *preEncoded // the envelopes' bodies, encoded ahead (nil: none)
 }
 
 func (r *request) size() int {
@@ -129,24 +135,44 @@ func newWriter(b *Bolt, maxBatch int) *writer {
 	return w
 }
 
-// run is the writer goroutine. On stop it commits everything queued, then
-// exits.
+// run is the writer goroutine. It commits the requests its encoder passes
+// on; when the encoder stops (after Close, once it has passed on
+// everything queued), run commits the rest and exits.
 func (w *writer) run() {
 	defer close(w.b.writerDone)
+	encoded := make(chan *request, cap(w.b.reqs))
+	encoderDone := make(chan struct{})
+	go w.encode(encoded, encoderDone)
+	defer func() { <-encoderDone }()
+	for r := range encoded {
+		w.collect(r, encoded)
+	}
+	// A last checkpoint, so that the next open scans nothing.
+	if len(w.dirty) > 0 {
+		w.commit([]*request{{ckpt: true, done: make(chan struct{})}})
+	}
+}
+
+// encode is the writer's first stage, on a goroutine of its own: it
+// marshals the envelopes of queued appends (all but the seqs the writer
+// assigns, see preEncode) while the writer commits earlier ones, and
+// passes every request on to out, in order. On stop it passes on what is
+// queued, then closes out.
+func (w *writer) encode(out chan<- *request, done chan<- struct{}) {
+	defer close(done)
+	defer close(out)
 	for {
 		select {
 		case r := <-w.b.reqs:
-			w.collect(r)
+			preEncode(r)
+			out <- r
 		case <-w.b.stop:
 			for {
 				select {
 				case r := <-w.b.reqs:
-					w.collect(r)
+					preEncode(r)
+					out <- r
 				default:
-					// A last checkpoint, so that the next open scans nothing.
-					if len(w.dirty) > 0 {
-						w.commit([]*request{{ckpt: true, done: make(chan struct{})}})
-					}
 					return
 				}
 			}
@@ -154,9 +180,65 @@ func (w *writer) run() {
 	}
 }
 
-// collect gathers r and whatever else is queued, up to the batch cap, and
-// commits them.
-func (w *writer) collect(r *request) {
+// preEncoded holds the bodies (appendBodyFast) of a request's envelopes.
+type preEncoded struct {
+	buf   []byte
+	spans []preSpan // one per envelope
+}
+
+// preSpan is where an envelope's body is in buf, with its event at mid;
+// end is 0 for an envelope the writer marshals itself.
+type preSpan struct{ start, mid, end int }
+
+// body returns the body of envelope i and where its event starts.
+func (p *preEncoded) body(i int) (body []byte, mid int, ok bool) {
+	if p == nil || p.spans[i].end == 0 {
+		return nil, 0, false
+	}
+	sp := p.spans[i]
+	return p.buf[sp.start:sp.end], sp.mid - sp.start, true
+}
+
+var preEncodedPool = sync.Pool{New: func() any { return new(preEncoded) }}
+
+// maxPooledPre: larger buffers are not recycled.
+const maxPooledPre = 1 << 20
+
+// preEncode encodes the bodies of r's envelopes (that the direct codec
+// handles) into r.pre, unless r is no longer pending.
+func preEncode(r *request) {
+	if len(r.envs) == 0 || !fastCodec || !r.state.CompareAndSwap(reqPending, reqEncoding) {
+		return
+	}
+	p := preEncodedPool.Get().(*preEncoded)
+	p.buf, p.spans = p.buf[:0], p.spans[:0]
+	for _, e := range r.envs {
+		start := len(p.buf)
+		var mid int
+		var ok bool
+		if p.buf, mid, ok = appendBodyFast(p.buf, e); ok {
+			p.spans = append(p.spans, preSpan{start, mid, len(p.buf)})
+		} else {
+			p.spans = append(p.spans, preSpan{})
+		}
+	}
+	r.pre = p
+	r.state.Store(reqPending) // only the encoder leaves reqEncoding
+}
+
+// releasePre recycles r's pre-encoded bodies.
+func releasePre(r *request) {
+	if p := r.pre; p != nil {
+		r.pre = nil
+		if cap(p.buf) <= maxPooledPre {
+			preEncodedPool.Put(p)
+		}
+	}
+}
+
+// collect gathers r and whatever else is queued in in, up to the batch
+// cap, and commits them.
+func (w *writer) collect(r *request, in <-chan *request) {
 	w.batch = append(w.batch[:0], r)
 	n := r.size()
 	// Let the appenders just woken by the previous commit queue their next
@@ -166,7 +248,10 @@ func (w *writer) collect(r *request) {
 gather:
 	for n < w.maxBatch {
 		select {
-		case r := <-w.b.reqs:
+		case r, ok := <-in:
+			if !ok {
+				break gather
+			}
 			w.batch = append(w.batch, r)
 			n += r.size()
 		default:
@@ -187,7 +272,11 @@ gather:
 	linger:
 		for n < w.maxBatch {
 			select {
-			case r := <-w.b.reqs:
+			case r, ok := <-in:
+				if !ok {
+					w.timer.Stop()
+					break linger
+				}
 				w.batch = append(w.batch, r)
 				n += r.size()
 			case <-w.timer.C:
@@ -312,6 +401,9 @@ func (w *writer) reset(taken []*request) {
 	w.peakEntries = max(w.peakEntries, len(w.puts), len(taken))
 	w.peakOverlay = max(w.peakOverlay, len(w.overlay))
 	w.overlaySize = max(w.overlaySize, len(w.overlay))
+	for _, r := range taken {
+		releasePre(r)
+	}
 	clear(taken)
 	w.taken = taken[:0]
 	clear(w.undo)
@@ -359,7 +451,11 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 		k := w.bytes(func(a []byte) []byte { return appendSeqKey(a, seq) })
 		var merr error
 		v := w.bytes(func(a []byte) []byte {
-			a, merr = w.appendEnvelope(beginRecord(a), e)
+			a = beginRecord(a)
+			if body, mid, ok := r.pre.body(i); ok {
+				return appendSpliced(a, body, mid, e.Seq, e.StreamSeq, e.PrevSeq)
+			}
+			a, merr = w.appendEnvelope(a, e)
 			return a
 		})
 		finishRecord(v)
@@ -447,6 +543,14 @@ func (w *writer) bytes(f func([]byte) []byte) []byte {
 	return w.arena[start:len(w.arena):len(w.arena)]
 }
 
+// comparePuts orders puts by bucket, and a checkpoint's heads by key.
+func comparePuts(a, b put) int {
+	if a.bucket != b.bucket || a.bucket != putHead {
+		return int(a.bucket) - int(b.bucket)
+	}
+	return bytes.Compare(a.k, b.k)
+}
+
 // write is the transaction body of a commit.
 func (w *writer) write(tx *bolt.Tx) error {
 	buckets := [4]*bolt.Bucket{
@@ -457,13 +561,11 @@ func (w *writer) write(tx *bolt.Tx) error {
 	}
 	buckets[putEvent].FillPercent = 1.0 // keys are appended in order
 	// Events are queued in key order; a checkpoint's heads are sorted so
-	// that bbolt visits each page once.
-	slices.SortStableFunc(w.puts, func(a, b put) int {
-		if a.bucket != b.bucket || a.bucket != putHead {
-			return int(a.bucket) - int(b.bucket)
-		}
-		return bytes.Compare(a.k, b.k)
-	})
+	// that bbolt visits each page once. Most commits hold events only,
+	// already in order.
+	if !slices.IsSortedFunc(w.puts, comparePuts) {
+		slices.SortStableFunc(w.puts, comparePuts)
+	}
 	for _, p := range w.puts {
 		if err := buckets[p.bucket].Put(p.k, p.v); err != nil {
 			return fmt.Errorf("put into %s: %w", [...]string{"events", "heads", "snapshots", "meta"}[p.bucket], err)
