@@ -42,6 +42,8 @@ func (b *Bolt) readCommitted(from uint64, n int, dst []*pb.Envelope) ([]*pb.Enve
 
 // readRange decodes up to n envelopes with from <= seq <= end in one read
 // transaction, starting at the first retained seq if from was deleted.
+// A large chunk is decoded in two halves, the first on a second goroutine
+// while the cursor walks the second half.
 func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Envelope, error) {
 	err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
 		next := max(from, first)
@@ -59,20 +61,53 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Env
 		var key [8]byte
 		c := events.Cursor()
 		k, v := c.Seek(appendSeqKey(key[:0], next))
-		for i := range vals {
-			if k == nil || binary.BigEndian.Uint64(k) != next+uint64(i) {
-				return b.missing(next+uint64(i), k)
+		walk := func(lo, hi int) error {
+			for i := lo; i < hi; i++ {
+				if k == nil || binary.BigEndian.Uint64(k) != next+uint64(i) {
+					return b.missing(next+uint64(i), k)
+				}
+				vals[i] = v
+				k, v = c.Next()
 			}
-			vals[i] = v
-			k, v = c.Next()
+			return nil
 		}
 		start := len(dst)
 		dst = slices.Grow(dst, count)[:start+count]
-		if err := decodeAll(dst[start:], vals, next, b.crcFrom); err != nil {
-			dst = dst[:start]
-			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
+		out := dst[start:]
+		split := 0
+		var wg sync.WaitGroup
+		var err1 error
+		if count >= parallelDecodeMin && runtime.GOMAXPROCS(0) >= 2 {
+			split = count / 2
+			if err := walk(0, split); err != nil {
+				dst = dst[:start]
+				return err
+			}
+			wg.Go(func() {
+				// vals point into bbolt's mmap: a fault here must not
+				// kill the process (see guard).
+				defer guard(&err1, func(r any) error { return fmt.Errorf("decoding faulted: %v", r) })()
+				err1 = decodeRange(out, vals, 0, split, next, b.crcFrom)
+			})
+			// Also when a fault below unwinds: vals go back to their
+			// pool, and the transaction ends, only after the helper.
+			defer wg.Wait()
 		}
-		return nil
+		err := walk(split, count)
+		if err == nil {
+			if err = decodeRange(out, vals, split, count, next, b.crcFrom); err != nil {
+				err = fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
+			}
+		}
+		wg.Wait()
+		if err == nil && err1 != nil {
+			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err1)
+		}
+		if err != nil {
+			clear(out)
+			dst = dst[:start]
+		}
+		return err
 	})
 	return dst, err
 }
@@ -99,38 +134,19 @@ var valsPool = sync.Pool{New: func() any { return new([][]byte) }}
 // two goroutines: decoding dominates replay.
 const parallelDecodeMin = 1024
 
-// decodeAll decodes vals[i] into a new out[i], which must hold seq first+i.
-func decodeAll(out []*pb.Envelope, vals [][]byte, first, crcFrom uint64) error {
-	decode := func(lo, hi int) error {
-		in := interners.Get().(*interner)
-		defer interners.Put(in)
-		for i := lo; i < hi; i++ {
-			e, err := decodeEnvelope(vals[i], first+uint64(i), crcFrom, in)
-			if err != nil {
-				return err
-			}
-			out[i] = e
+// decodeRange decodes vals[i] into a new out[i] for lo <= i < hi; out[i]
+// must hold seq first+i.
+func decodeRange(out []*pb.Envelope, vals [][]byte, lo, hi int, first, crcFrom uint64) error {
+	in := interners.Get().(*interner)
+	defer interners.Put(in)
+	for i := lo; i < hi; i++ {
+		e, err := decodeEnvelope(vals[i], first+uint64(i), crcFrom, in)
+		if err != nil {
+			return err
 		}
-		return nil
+		out[i] = e
 	}
-	if len(out) < parallelDecodeMin || runtime.GOMAXPROCS(0) < 2 {
-		return decode(0, len(out))
-	}
-	half := len(out) / 2
-	var wg sync.WaitGroup
-	var err1 error
-	wg.Go(func() {
-		// vals point into bbolt's mmap: a fault here must not kill the
-		// process (see guard).
-		defer guard(&err1, func(r any) error { return fmt.Errorf("decoding faulted: %v", r) })()
-		err1 = decode(0, half)
-	})
-	err2 := decode(half, len(out))
-	wg.Wait()
-	if err1 != nil {
-		return err1
-	}
-	return err2
+	return nil
 }
 
 // interners recycles the interners of decodeAll, so that a replay
