@@ -290,7 +290,8 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 func (b *Bolt) readSeqs(proxyID string, seqs []uint64, dst []*pb.Envelope) ([]*pb.Envelope, error) {
 	err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
 		var key [8]byte
-		var in interner
+		in := interners.Get().(*interner)
+		defer interners.Put(in)
 		for _, seq := range seqs {
 			if seq < first {
 				continue
@@ -299,7 +300,7 @@ func (b *Bolt) readSeqs(proxyID string, seqs []uint64, dst []*pb.Envelope) ([]*p
 			if v == nil {
 				return fmt.Errorf("%w: %s: proxy %s: event %d is missing; run a check", ErrCorrupt, b.path, proxyID, seq)
 			}
-			e, err := decodeEnvelope(v, seq, b.crcFrom, &in)
+			e, err := decodeEnvelope(v, seq, b.crcFrom, in)
 			if err != nil {
 				return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 			}
