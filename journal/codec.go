@@ -1,7 +1,8 @@
 package journal
 
 import (
-	"hash/maphash"
+	"encoding/binary"
+	"math/bits"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -523,7 +524,6 @@ func decodeLatency(p []byte, lat *pb.Latency) bool {
 // strings last seen. A nil interner copies every string. Only valid UTF-8
 // is ever stored: a hit needs no validation.
 type interner struct {
-	seed  maphash.Seed
 	table *[internSlots]string
 }
 
@@ -540,9 +540,9 @@ func (in *interner) str(b []byte) (string, bool) {
 		return string(b), utf8.Valid(b)
 	}
 	if in.table == nil {
-		in.seed, in.table = maphash.MakeSeed(), new([internSlots]string)
+		in.table = new([internSlots]string)
 	}
-	slot := &in.table[maphash.Bytes(in.seed, b)%internSlots]
+	slot := &in.table[internHash(b)%internSlots]
 	if *slot == string(b) {
 		return *slot, true
 	}
@@ -551,4 +551,21 @@ func (in *interner) str(b []byte) (string, bool) {
 	}
 	*slot = string(b)
 	return *slot, true
+}
+
+// internHash is a cheap hash of b for the interner's table (a collision
+// only costs a copy): proxy IDs are 16 hex digits, so their first and last
+// 8 bytes mixed.
+func internHash(b []byte) uint64 {
+	var h uint64
+	if len(b) >= 8 {
+		h = binary.LittleEndian.Uint64(b) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(b[len(b)-8:]), 31)
+	} else {
+		for _, c := range b {
+			h = h<<8 | uint64(c)
+		}
+	}
+	h ^= uint64(len(b))
+	h *= 0x9e3779b97f4a7c15
+	return h ^ h>>29
 }
