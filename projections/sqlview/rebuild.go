@@ -11,6 +11,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections/internal/packed"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -101,7 +102,7 @@ func build(ctx context.Context, tmp string, j journal.Journal, o Options) error 
 	if err := execAll(ctx, db, tables...); err != nil {
 		return err
 	}
-	a := &applier{db: db, load: j.LoadSnapshot, opts: o, cache: map[string]*proxyRow{}, deferProxies: true}
+	a := &applier{db: db, load: j.LoadSnapshot, opts: o, cache: map[string]*packed.State{}, deferProxies: true}
 	defer a.closeStatements() // before db.Close
 	first, head := j.First(), j.Head()
 	var total, done uint64
@@ -282,7 +283,8 @@ func (a *applier) applyCarried(ctx context.Context, j journal.Journal) error {
 func (a *applier) seedSnapshots(ctx context.Context, j journal.Journal) error {
 	err := journal.QuietSnapshots(ctx, j, nil, func(snap *pb.ProxySnapshot) {
 		if _, ok := a.cache[snap.GetProxyId()]; !ok && !snap.GetRemoved() {
-			a.cache[snap.GetProxyId()] = &proxyRow{st: events.FromSnapshot(snap)}
+			p := packed.Pack(events.FromSnapshot(snap), snap.GetProxyId())
+			a.cache[snap.GetProxyId()] = &p
 		}
 	})
 	if err != nil {

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections/internal/packed"
 )
 
 // Sentinel errors; the returned errors wrap them with the file and detail.
@@ -473,7 +474,7 @@ func (v *View) validate(ctx context.Context, db *sql.DB, a *applier, verify bool
 		if err := createSchema(ctx, db); err != nil {
 			return v.classify("create the schema", err)
 		}
-		a.cache = map[string]*proxyRow{}
+		a.cache = map[string]*packed.State{}
 		return nil
 	}
 	for _, name := range requiredObjects {

@@ -1,0 +1,187 @@
+// Package packed holds a proxy's events.State in fewer bytes, for the
+// projections that keep one state per proxy in memory (the live status and
+// the SQLite view's row cache).
+//
+// An events.State is 408 bytes: eight time.Time of 24 bytes each, int32
+// enums, and the proxy's ID, which the projections already hold as their
+// key. A State keeps the times as unix nanoseconds, the enums in a byte
+// each and no ID: 248 bytes. Unpack gives back exactly the events.State
+// that Pack was given (==): a state whose values the compact form cannot
+// hold (a time that is not what events makes of unix nanoseconds, an enum
+// value above 255, another ID) is kept whole beside it.
+package packed
+
+import (
+	"time"
+
+	"github.com/proxyhealth/proxyhealth/events"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// The flag bits of State.flags.
+const (
+	fHasCredentials = 1 << iota
+	fAdded
+	fRemoved
+	fPaused
+	fHasLatencyEWMA
+	fEjected // EjectedUntil is not zero
+)
+
+// The times of a state, indexes of State.times.
+const (
+	tAdded = iota
+	tLastCheck
+	tLastChange
+	tEjectedUntil
+	tLastEjected
+	tLastReturn
+	tAdopted
+	numTimes
+)
+
+// State is an events.State without its ProxyID, in fewer bytes. The zero
+// value is events.State{} (with ID ""). Its accessors answer from the
+// compact fields even when the whole state is kept (whole != nil): the
+// fields they read always hold exactly.
+type State struct {
+	source, urlRedacted, lastError, tags, exitIP string
+
+	totalChecks, totalFailures, streamSeq, seq uint64
+	weight                                     float64
+	latencyEWMA                                time.Duration
+	lastLatency                                events.Latency
+	times                                      [numTimes]int64 // unix ns; 0: the zero time
+
+	consecutiveSuccesses, consecutiveFailures, recoveryAttempt, passiveFailures uint32
+	lastStatusCode, ejectionMultiplier                                          uint32
+
+	origin, health, lastErrorClass, anonymity uint8
+	flags                                     uint8
+
+	// whole is the state itself when the compact fields cannot hold it.
+	whole *events.State
+}
+
+// Pack returns s in compact form; id is the ID the caller will give Unpack
+// (s.ProxyID, normally).
+func Pack(s events.State, id string) State {
+	p := State{
+		source: s.Source, urlRedacted: s.URLRedacted, lastError: s.LastError, tags: s.Tags, exitIP: s.ExitIP,
+		totalChecks: s.TotalChecks, totalFailures: s.TotalFailures, streamSeq: s.StreamSeq, seq: s.Seq,
+		weight: s.Weight, latencyEWMA: s.LatencyEWMA, lastLatency: s.LastLatency,
+		consecutiveSuccesses: s.ConsecutiveSuccesses, consecutiveFailures: s.ConsecutiveFailures,
+		recoveryAttempt: s.RecoveryAttempt, passiveFailures: s.PassiveFailures,
+		lastStatusCode: s.LastStatusCode, ejectionMultiplier: s.EjectionMultiplier,
+		origin: uint8(s.Origin), health: uint8(s.Health), lastErrorClass: uint8(s.LastErrorClass), anonymity: uint8(s.Anonymity),
+	}
+	exact := s.ProxyID == id && fits(int32(s.Origin)) && fits(int32(s.Health)) && fits(int32(s.LastErrorClass)) && fits(int32(s.Anonymity))
+	for i, t := range [numTimes]time.Time{s.AddedAt, s.LastCheckAt, s.LastChangeAt, s.EjectedUntil, s.LastEjectedAt, s.LastReturnAt, s.AdoptedAt} {
+		n := unixNano(t)
+		p.times[i] = n
+		if fromUnixNano(n) != t {
+			exact = false
+		}
+	}
+	for _, f := range []struct {
+		on  bool
+		bit uint8
+	}{{s.HasCredentials, fHasCredentials}, {s.Added, fAdded}, {s.Removed, fRemoved}, {s.Paused, fPaused},
+		{s.HasLatencyEWMA, fHasLatencyEWMA}, {!s.EjectedUntil.IsZero(), fEjected}} {
+		if f.on {
+			p.flags |= f.bit
+		}
+	}
+	if !exact {
+		w := s
+		p.whole = &w
+	}
+	return p
+}
+
+// Unpack returns the events.State that Pack was given; id must be the id
+// Pack was given.
+func (p *State) Unpack(id string) events.State {
+	if p.whole != nil {
+		return *p.whole
+	}
+	t := &p.times
+	return events.State{
+		ProxyID: id, Source: p.source, URLRedacted: p.urlRedacted, HasCredentials: p.has(fHasCredentials),
+		Origin: pb.ProxyOrigin(p.origin), Added: p.has(fAdded), Removed: p.has(fRemoved), Paused: p.has(fPaused),
+		Health: pb.HealthState(p.health), ConsecutiveSuccesses: p.consecutiveSuccesses, ConsecutiveFailures: p.consecutiveFailures,
+		RecoveryAttempt: p.recoveryAttempt, PassiveFailures: p.passiveFailures, TotalChecks: p.totalChecks, TotalFailures: p.totalFailures,
+		AddedAt: fromUnixNano(t[tAdded]), LastCheckAt: fromUnixNano(t[tLastCheck]), LastChangeAt: fromUnixNano(t[tLastChange]),
+		LastErrorClass: pb.FailureClass(p.lastErrorClass), LastError: p.lastError, LastStatusCode: p.lastStatusCode, LastLatency: p.lastLatency,
+		Tags: p.tags, Weight: p.weight, ExitIP: p.exitIP, Anonymity: pb.Anonymity(p.anonymity),
+		EjectedUntil: fromUnixNano(t[tEjectedUntil]), EjectionMultiplier: p.ejectionMultiplier,
+		LastEjectedAt: fromUnixNano(t[tLastEjected]), LastReturnAt: fromUnixNano(t[tLastReturn]), AdoptedAt: fromUnixNano(t[tAdopted]),
+		LatencyEWMA: p.latencyEWMA, HasLatencyEWMA: p.has(fHasLatencyEWMA), StreamSeq: p.streamSeq, Seq: p.seq,
+	}
+}
+
+func (p *State) has(bit uint8) bool { return p.flags&bit != 0 }
+
+// Health is the state's Health.
+func (p *State) Health() pb.HealthState {
+	if p.whole != nil {
+		return p.whole.Health
+	}
+	return pb.HealthState(p.health)
+}
+
+// Anonymity is the state's Anonymity.
+func (p *State) Anonymity() pb.Anonymity {
+	if p.whole != nil {
+		return p.whole.Anonymity
+	}
+	return pb.Anonymity(p.anonymity)
+}
+
+// Source is the state's Source.
+func (p *State) Source() string { return p.source }
+
+// Tags is the state's Tags.
+func (p *State) Tags() string { return p.tags }
+
+// Removed is the state's Removed.
+func (p *State) Removed() bool { return p.has(fRemoved) }
+
+// Paused is the state's Paused.
+func (p *State) Paused() bool { return p.has(fPaused) }
+
+// Ejected is the state's Ejected().
+func (p *State) Ejected() bool { return p.has(fEjected) }
+
+// LatencyEWMA is the state's LatencyEWMA and HasLatencyEWMA.
+func (p *State) LatencyEWMA() (time.Duration, bool) { return p.latencyEWMA, p.has(fHasLatencyEWMA) }
+
+// StreamSeq is the state's StreamSeq.
+func (p *State) StreamSeq() uint64 { return p.streamSeq }
+
+func fits(v int32) bool { return v >= 0 && v <= 255 }
+
+// unixNano and fromUnixNano map times as events.ToSnapshot and
+// events.FromSnapshot do: the zero time is 0, any other time is UTC.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// ConsecutiveFailures is the state's ConsecutiveFailures.
+func (p *State) ConsecutiveFailures() uint32 { return p.consecutiveFailures }
+
+// Weight is the state's Weight.
+func (p *State) Weight() float64 { return p.weight }
+
+// ExitIP is the state's ExitIP.
+func (p *State) ExitIP() string { return p.exitIP }
