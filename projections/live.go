@@ -10,6 +10,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/projections/internal/fold"
+	"github.com/proxyhealth/proxyhealth/projections/internal/packed"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -174,14 +175,17 @@ func (l *Live) apply(env *pb.Envelope) {
 	e := l.entries[id]
 	isNew := e == nil
 	covered := skip
+	var st events.State
 	if isNew {
-		e = &entry{id: id, st: base, hourLast: noBucket, fineLast: noBucket}
+		e = &entry{id: id, rates: newRates()}
+		st = base
 	} else {
-		covered = fold.Covered(e.st, env)
+		st = e.st.Unpack(e.id)
+		covered = fold.Covered(st, env)
 		l.contribute(e, -1)
 	}
-	l.record(e, env, covered)
-	if e.st.Removed {
+	l.record(e, &st, env, covered)
+	if st.Removed {
 		if !isNew {
 			l.drop(e)
 		}
@@ -218,15 +222,16 @@ func (l *Live) Seed(snaps ...*pb.ProxySnapshot) {
 		if id == "" || l.entries[id] != nil || snap.GetRemoved() {
 			continue
 		}
-		e := &entry{id: id, st: events.FromSnapshot(snap), hourLast: noBucket, fineLast: noBucket}
-		e.src = l.sourceAgg(e.st.Source)
+		e := &entry{id: id, st: packed.Pack(events.FromSnapshot(snap), id), rates: newRates()}
+		e.src = l.sourceAgg(e.st.Source())
 		l.insert(e)
 		l.contribute(e, 1)
 	}
 }
 
-// record folds env into e (unless covered) and keeps its history.
-func (l *Live) record(e *entry, env *pb.Envelope, covered bool) {
+// record folds env into e (unless covered) and keeps its history; st is
+// e's state unpacked, which record updates and packs into e.
+func (l *Live) record(e *entry, st *events.State, env *pb.Envelope, covered bool) {
 	at := env.GetAtUnixNano()
 	switch ev := env.GetEvent().(type) {
 	case *pb.Envelope_CheckSucceeded:
@@ -241,15 +246,16 @@ func (l *Live) record(e *entry, env *pb.Envelope, covered bool) {
 	case *pb.Envelope_ProxyAdded:
 		if !covered { // a re-added proxy starts afresh
 			e.changes = ring[stateChange]{}
-			e.hourLast, e.fineLast = noBucket, noBucket
+			e.rates = newRates()
 			e.lastOK = 0
 		}
 	}
 	if !covered {
-		e.st = events.Evolve(e.st, env)
+		*st = events.Evolve(*st, env)
 	}
-	if e.src == nil || e.src.name != e.st.Source {
-		e.src = l.sourceAgg(e.st.Source)
+	e.st = packed.Pack(*st, e.id)
+	if e.src == nil || e.src.name != st.Source {
+		e.src = l.sourceAgg(st.Source)
 	}
 	switch env.GetEvent().(type) {
 	case *pb.Envelope_CheckSucceeded, *pb.Envelope_CheckFailed:
@@ -260,8 +266,7 @@ func (l *Live) record(e *entry, env *pb.Envelope, covered bool) {
 
 // check counts one check result in the success-rate buckets.
 func (l *Live) check(e *entry, at int64, ok bool) {
-	addRate(e.hourly[:], &e.hourLast, hourWidth, at, ok)
-	addRate(e.fine[:], &e.fineLast, fineWidth, at, ok)
+	e.rates.add(at, ok)
 }
 
 // contribute adds (1) or removes (-1) e from the pool and source counts.

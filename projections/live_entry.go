@@ -4,7 +4,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/projections/internal/packed"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -21,10 +21,11 @@ func stateIndex(h pb.HealthState) int {
 }
 
 // entry is one proxy in the live projection. Every field except id, idx and
-// src is guarded by Live.mu; id never changes.
+// src is guarded by Live.mu; id never changes. It takes 504 bytes (the
+// allocation: 512), and its changes.
 type entry struct {
 	id       string
-	st       events.State
+	st       packed.State // the folded state (its ProxyID is id)
 	src      *agg
 	idx      int // position in Live.all
 	checking bool
@@ -34,9 +35,7 @@ type entry struct {
 
 	changes ring[stateChange]
 
-	hourLast, fineLast int64 // bucket numbers of the newest slots
-	hourly             [hourlySlots]rateSlot
-	fine               [fineSlots]rateSlot
+	rates rates
 }
 
 // stateChange is one compact transition.
@@ -89,7 +88,71 @@ const (
 )
 
 // rateSlot counts the checks of one bucket.
-type rateSlot struct{ ok, total uint32 }
+type rateSlot[T counter] struct{ ok, total T }
+
+// counter is the type of a bucket's counts.
+type counter interface{ ~uint16 | ~uint32 }
+
+// numSlots is the number of buckets of both windows: the hourly ones
+// first, then the five-minute ones.
+const numSlots = hourlySlots + fineSlots
+
+// rates are a proxy's success-rate buckets. The counts are kept in 16 bits
+// (checks are at least MinInterval, 100 ms, apart: 3,000 in five minutes,
+// 36,000 in an hour), and in 32 bits (wide) from the first check that
+// would take a bucket past 65,535 (checks run at once, besides the
+// schedule, or events from elsewhere).
+type rates struct {
+	hourLast, fineLast int64 // bucket numbers of the newest slots
+	narrow             [numSlots]rateSlot[uint16]
+	wide               *[numSlots]rateSlot[uint32] // nil until needed; then narrow is unused
+}
+
+// newRates returns empty buckets.
+func newRates() rates { return rates{hourLast: noBucket, fineLast: noBucket} }
+
+// add counts one check at time at.
+func (r *rates) add(at int64, ok bool) {
+	if r.wide == nil && (full(r.narrow[:hourlySlots], r.hourLast, hourWidth, at) || full(r.narrow[hourlySlots:], r.fineLast, fineWidth, at)) {
+		w := new([numSlots]rateSlot[uint32])
+		for i, s := range r.narrow {
+			w[i] = rateSlot[uint32]{ok: uint32(s.ok), total: uint32(s.total)}
+		}
+		r.wide, r.narrow = w, [numSlots]rateSlot[uint16]{}
+	}
+	if w := r.wide; w != nil {
+		addRate(w[:hourlySlots], &r.hourLast, hourWidth, at, ok)
+		addRate(w[hourlySlots:], &r.fineLast, fineWidth, at, ok)
+		return
+	}
+	addRate(r.narrow[:hourlySlots], &r.hourLast, hourWidth, at, ok)
+	addRate(r.narrow[hourlySlots:], &r.fineLast, fineWidth, at, ok)
+}
+
+// hour and fine sum the windows ending with the bucket that holds now.
+func (r *rates) hour(now int64) (ok, total uint32) {
+	if w := r.wide; w != nil {
+		return sumRate(w[:hourlySlots], r.hourLast, hourWidth, now)
+	}
+	return sumRate(r.narrow[:hourlySlots], r.hourLast, hourWidth, now)
+}
+
+func (r *rates) fine(now int64) (ok, total uint32) {
+	if w := r.wide; w != nil {
+		return sumRate(w[hourlySlots:], r.fineLast, fineWidth, now)
+	}
+	return sumRate(r.narrow[hourlySlots:], r.fineLast, fineWidth, now)
+}
+
+// full reports whether counting a check at time at (addRate) would take
+// its bucket past 65,535.
+func full(slots []rateSlot[uint16], last, width, at int64) bool {
+	b := floorDiv(at, width)
+	if last == noBucket || b > last || b <= last-int64(len(slots)) {
+		return false // a fresh bucket, or one too old to count
+	}
+	return slots[slotOf(b, len(slots))].total == math.MaxUint16
+}
 
 func floorDiv(a, b int64) int64 {
 	q := a / b
@@ -109,7 +172,7 @@ func slotOf(bucket int64, n int) int {
 
 // addRate counts one check at time at into the ring of buckets whose newest
 // bucket number is *last. Checks older than the ring are ignored.
-func addRate(slots []rateSlot, last *int64, width, at int64, ok bool) {
+func addRate[T counter](slots []rateSlot[T], last *int64, width, at int64, ok bool) {
 	b := floorDiv(at, width)
 	n := int64(len(slots))
 	switch {
@@ -118,7 +181,7 @@ func addRate(slots []rateSlot, last *int64, width, at int64, ok bool) {
 		*last = b
 	case b > *last:
 		for k := *last + 1; k <= b; k++ {
-			slots[slotOf(k, len(slots))] = rateSlot{}
+			slots[slotOf(k, len(slots))] = rateSlot[T]{}
 		}
 		*last = b
 	case b <= *last-n:
@@ -133,7 +196,7 @@ func addRate(slots []rateSlot, last *int64, width, at int64, ok bool) {
 
 // sumRate adds up the buckets of the window of len(slots) buckets ending
 // with the bucket that holds now.
-func sumRate(slots []rateSlot, last, width, now int64) (ok, total uint32) {
+func sumRate[T counter](slots []rateSlot[T], last, width, now int64) (ok, total uint32) {
 	if last == noBucket {
 		return 0, 0
 	}
@@ -141,8 +204,8 @@ func sumRate(slots []rateSlot, last, width, now int64) (ok, total uint32) {
 	n := int64(len(slots))
 	for k := max(last-n+1, nb-n+1); k <= min(last, nb); k++ {
 		s := slots[slotOf(k, len(slots))]
-		ok += s.ok
-		total += s.total
+		ok += uint32(s.ok)
+		total += uint32(s.total)
 	}
 	return ok, total
 }
@@ -172,18 +235,18 @@ type sourceRefresh struct {
 // add adds (sign 1) or removes (sign -1) one proxy's contribution.
 func (a *agg) add(e *entry, sign int) {
 	a.total += sign
-	a.states[stateIndex(e.st.Health)] += sign
+	a.states[stateIndex(e.st.Health())] += sign
 	if e.checking {
 		a.checking += sign
 	}
-	if e.st.Paused {
+	if e.st.Paused() {
 		a.paused += sign
 	}
 	if e.st.Ejected() {
 		a.ejected += sign
 	}
-	if e.st.HasLatencyEWMA {
-		a.latSum += time.Duration(sign) * e.st.LatencyEWMA
+	if ewma, ok := e.st.LatencyEWMA(); ok {
+		a.latSum += time.Duration(sign) * ewma
 		a.latN += sign
 	}
 }

@@ -197,12 +197,13 @@ func (l *Live) State(id string) (events.State, bool) {
 	if e == nil {
 		return events.State{}, false
 	}
-	return e.st, true
+	return e.st.Unpack(e.id), true
 }
 
 // view builds e's ProxyView; mu must be held.
 func (l *Live) view(e *entry, now int64) ProxyView {
-	s := &e.st
+	st := e.st.Unpack(e.id)
+	s := &st
 	v := ProxyView{
 		ID: e.id, URLRedacted: s.URLRedacted, Source: s.Source, State: events.StateName(s.Health),
 		Checking: e.checking, Paused: s.Paused, Ejected: s.Ejected(), EjectedUntil: s.EjectedUntil,
@@ -213,16 +214,16 @@ func (l *Live) view(e *entry, now int64) ProxyView {
 		LastErrorClass: events.ClassName(s.LastErrorClass), LastError: s.LastError, LastStatusCode: s.LastStatusCode,
 		LastLatency: s.LastLatency.Total, Seq: s.Seq,
 	}
-	if e.st.HasLatencyEWMA {
-		v.LatencyEWMA = e.st.LatencyEWMA
+	if s.HasLatencyEWMA {
+		v.LatencyEWMA = s.LatencyEWMA
 	}
 	if e.lastOK != 0 {
 		v.LastSuccessAt = time.Unix(0, e.lastOK).UTC()
 	}
 	var ok uint32
-	ok, v.Checks1h = sumRate(e.fine[:], e.fineLast, fineWidth, now)
+	ok, v.Checks1h = e.rates.fine(now)
 	v.SuccessRate1h = ratio(ok, v.Checks1h)
-	ok, v.Checks24h = sumRate(e.hourly[:], e.hourLast, hourWidth, now)
+	ok, v.Checks24h = e.rates.hour(now)
 	v.SuccessRate24h = ratio(ok, v.Checks24h)
 	if e.next != 0 {
 		v.NextCheckAt = time.Unix(0, e.next).UTC()
@@ -295,7 +296,7 @@ func (l *Live) List(f ListFilter, offset, limit int) (int, []ProxyView) {
 		l.mu.RLock()
 		now := l.now()
 		for _, e := range idx.entries[i:min(i+listChunk, len(idx.entries))] {
-			if e.removed || (want >= 0 && stateIndex(e.st.Health) != want) || (f.Source != "" && e.st.Source != f.Source) {
+			if e.removed || (want >= 0 && stateIndex(e.st.Health()) != want) || (f.Source != "" && e.st.Source() != f.Source) {
 				continue
 			}
 			if matched >= offset {
@@ -333,8 +334,9 @@ func (l *Live) listScan(f ListFilter, offset, limit int) (int, []ProxyView) {
 	total := 0
 	var out []ProxyView
 	for _, e := range all {
-		if e.removed || (want >= 0 && stateIndex(e.st.Health) != want) || (f.Source != "" && e.st.Source != f.Source) ||
-			(f.Tag != "" && !slices.Contains(e.st.TagList(), f.Tag)) || (f.Anonymity != "" && events.AnonymityName(e.st.Anonymity) != f.Anonymity) {
+		if e.removed || (want >= 0 && stateIndex(e.st.Health()) != want) || (f.Source != "" && e.st.Source() != f.Source) ||
+			(f.Tag != "" && !slices.Contains(events.State{Tags: e.st.Tags()}.TagList(), f.Tag)) ||
+			(f.Anonymity != "" && events.AnonymityName(e.st.Anonymity()) != f.Anonymity) {
 			continue
 		}
 		if total >= offset && len(out) < limit {
@@ -420,13 +422,13 @@ func (l *Live) Brief(id string) (Brief, bool) {
 		return Brief{}, false
 	}
 	s := &e.st
-	b := Brief{State: s.Health, Paused: s.Paused, Ejected: s.Ejected(), ConsecutiveFailures: s.ConsecutiveFailures,
-		LastSuccess: e.lastOK, Tags: s.Tags, Weight: s.Weight, ExitIP: s.ExitIP, Anonymity: s.Anonymity}
-	if e.st.HasLatencyEWMA {
-		b.LatencyEWMA = e.st.LatencyEWMA
+	b := Brief{State: s.Health(), Paused: s.Paused(), Ejected: s.Ejected(), ConsecutiveFailures: s.ConsecutiveFailures(),
+		LastSuccess: e.lastOK, Tags: s.Tags(), Weight: s.Weight(), ExitIP: s.ExitIP(), Anonymity: s.Anonymity()}
+	if ewma, ok := s.LatencyEWMA(); ok {
+		b.LatencyEWMA = ewma
 	}
 	var ok uint32
-	ok, b.Checks1h = sumRate(e.fine[:], e.fineLast, fineWidth, l.now())
+	ok, b.Checks1h = e.rates.fine(l.now())
 	b.SuccessRate1h = ratio(ok, b.Checks1h)
 	return b, true
 }
