@@ -265,8 +265,8 @@ func (r *rotator) update(id string) {
 		r.remove(id)
 		return
 	}
-	k := memberKey{p: p, tags: b.Tags, weight: b.Weight, exit: b.ExitIP, anon: b.Anonymity}
-	if r.members[id] == k && r.pool.SetStatus(id, statusOf(b)) {
+	k := memberKey{p: p}
+	if r.members[id] == k && r.pool.SetStatusIf(id, statusOf(b), func(m *rotation.Member) bool { return m.Weight == b.Weight && sameTags(m.Tags, b) }) {
 		return // the usual case, a check result: no member to build
 	}
 	m := memberOf(id, p)
@@ -280,15 +280,12 @@ func (r *rotator) remove(id string) {
 	r.pool.Remove(id)
 }
 
-// memberKey is what a proxy's member was last built from: while it stays
-// the same (most updates are check results), only the status changes.
-type memberKey struct {
-	p      *proxy
-	tags   string
-	weight float64
-	exit   string
-	anon   pb.Anonymity
-}
+// memberKey is the running proxy a proxy's member was last built from.
+// While it stays the same and the pool's member has the tags and weight
+// the live status gives (most updates are check results), only the status
+// changes. The rest of what the member was built from is compared with
+// the pool's own copy rather than kept here (56 bytes a proxy).
+type memberKey struct{ p *proxy }
 
 // Derived tags: what an echo target saw of a proxy is filterable like its
 // own tags (PickRequest.Tag "anonymity:elite", "exit_ip:203.0.113.7").
@@ -311,6 +308,57 @@ func memberTags(b projections.Brief) []string {
 		tags = append(tags, ExitIPTagPrefix+b.ExitIP)
 	}
 	return tags
+}
+
+// sameTags reports whether tags are memberTags(b), without building them.
+func sameTags(tags []string, b projections.Brief) bool {
+	i := 0
+	if b.Tags != "" {
+		for rest, more := b.Tags, true; more; i++ {
+			var t string
+			t, rest, more = strings.Cut(rest, ",")
+			if i >= len(tags) || tags[i] != t {
+				return false
+			}
+		}
+	}
+	if b.Anonymity != pb.Anonymity_ANONYMITY_UNSPECIFIED {
+		if i >= len(tags) || !isTag(tags[i], AnonymityTagPrefix, anonymityName(b.Anonymity)) {
+			return false
+		}
+		i++
+	}
+	if b.ExitIP != "" {
+		if i >= len(tags) || !isTag(tags[i], ExitIPTagPrefix, b.ExitIP) {
+			return false
+		}
+		i++
+	}
+	return i == len(tags)
+}
+
+// isTag reports whether tag is prefix+value.
+func isTag(tag, prefix, value string) bool {
+	return len(tag) == len(prefix)+len(value) && strings.HasPrefix(tag, prefix) && tag[len(prefix):] == value
+}
+
+// anonymityNames are events.AnonymityName of the known levels, which it
+// builds anew at each call.
+var anonymityNames = func() map[pb.Anonymity]string {
+	m := map[pb.Anonymity]string{}
+	for v := range pb.Anonymity_name {
+		m[pb.Anonymity(v)] = events.AnonymityName(pb.Anonymity(v))
+	}
+	return m
+}()
+
+// anonymityName is events.AnonymityName without an allocation for the
+// known levels.
+func anonymityName(a pb.Anonymity) string {
+	if n, ok := anonymityNames[a]; ok {
+		return n
+	}
+	return events.AnonymityName(a)
 }
 
 // statusOf is what the picker needs of a proxy's live status.

@@ -283,6 +283,22 @@ func (p *Pool) SetStatus(id string, st Status) bool {
 	return true
 }
 
+// SetStatusIf is SetStatus for a member whose Member same accepts: it
+// reports false, changing nothing, for an unknown ID or when same returns
+// false. same is called with the pool's lock held and must not keep m or
+// call the pool. It lets a caller check its member is still up to date
+// against the pool's own copy instead of keeping one. Writer side.
+func (p *Pool) SetStatusIf(id string, st Status, same func(m *Member) bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.slots[id]
+	if s == nil || !same(&s.m) {
+		return false
+	}
+	p.setStatus(s, st)
+	return true
+}
+
 // setStatus stores a member's status; call with p.mu held.
 func (p *Pool) setStatus(s *slot, st Status) {
 	s.st = healthOf(st)
