@@ -171,9 +171,9 @@ type Notifier struct {
 
 type notifyProxy struct {
 	url, source string
-	health      pb.HealthState
 	streamSeq   uint64
-	down        bool
+	health      pb.HealthState
+	down        bool // 48 bytes, where health before streamSeq took 56 (64 allocated)
 }
 
 type subscriber struct{ c chan Notification }
