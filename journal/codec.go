@@ -531,7 +531,8 @@ type interner struct {
 // headers).
 const internSlots = 4096
 
-// str returns b as a string, or nil if b is not valid UTF-8.
+// str returns b as a string (a copy: it never aliases b); ok is false if b
+// is not valid UTF-8.
 func (in *interner) str(b []byte) (string, bool) {
 	if len(b) == 0 {
 		return "", true
