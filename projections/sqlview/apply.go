@@ -14,23 +14,25 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/projections/internal/fold"
-	"github.com/proxyhealth/proxyhealth/projections/internal/packed"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
 // proxyRow is one proxy's fold while a batch works on it: its whole
-// events.State (which carries the latency EWMA, stored in ms) and the
-// renderings of its times. Between batches the cache keeps the state
-// packed, without the renderings: about 250 bytes a proxy instead of 560
-// and its time texts.
+// events.State (which carries the latency EWMA, stored in ms), the
+// renderings of its times, and the state and source of its committed row
+// (cached: it has one). Between batches the cache keeps only the state,
+// encoded: about 110 bytes a proxy instead of 560 and its time texts.
 type proxyRow struct {
-	st    events.State
-	times timeTexts
+	st        events.State
+	times     timeTexts
+	cached    bool
+	wasHealth pb.HealthState
+	wasSource string
 }
 
 // applier folds envelopes into the view's tables. It owns the per-proxy
 // state cache; a batch works on an overlay of whole states (pending) that
-// is packed into the cache only when its transaction commits.
+// is encoded into the cache only when its transaction commits.
 //
 // Batches are written through a connection of its own (w), held from the
 // first batch until closeStatements, with its statements prepared once
@@ -42,8 +44,8 @@ type applier struct {
 	db     *sql.DB
 	load   fold.Loader
 	opts   Options
-	cache  map[string]*packed.State // the committed state of every proxy
-	offset uint64                   // last applied seq
+	cache  *stateCache // the committed state of every proxy
+	offset uint64      // last applied seq
 	// carrying: applyRaw applies the events retention carried (a rebuild,
 	// before the journal's first event; see journal.Carrier), whose seqs
 	// have gaps and lie before the offset's: no gap check, no offset.
@@ -313,10 +315,10 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 		slices.Sort(a.ids)
 		for _, id := range a.ids {
 			r := pending[id]
-			switch old := a.cache[id]; {
+			switch {
 			case r.st.Removed:
 				err = exec(xctx, st.del, a.bind(id))
-			case old != nil && old.Health() == r.st.Health && old.Source() == r.st.Source:
+			case r.cached && r.wasHealth == r.st.Health && r.wasSource == r.st.Source:
 				err = a.update(xctx, st.update, r)
 			default:
 				err = a.upsert(xctx, st.upsert, r)
@@ -366,14 +368,10 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 		return fmt.Errorf("sqlview: commit: %w", err)
 	}
 	for id, r := range pending {
-		switch c := a.cache[id]; {
-		case r.st.Removed:
-			delete(a.cache, id)
-		case c != nil:
-			*c = packed.Pack(r.st, id)
-		default:
-			p := packed.Pack(r.st, id)
-			a.cache[id] = &p
+		if r.st.Removed {
+			a.cache.del(id)
+		} else {
+			a.cache.put(id, &r.st)
 		}
 		a.release(r)
 	}
@@ -420,10 +418,7 @@ func (a *applier) flushProxies(ctx context.Context) error {
 				tx.Rollback()
 			}
 		}()
-		a.ids = a.ids[:0]
-		for id := range a.cache {
-			a.ids = append(a.ids, id)
-		}
+		a.ids = a.cache.ids(a.ids[:0])
 		slices.Sort(a.ids)
 		for i, id := range a.ids {
 			if i%256 == 0 {
@@ -431,8 +426,11 @@ func (a *applier) flushProxies(ctx context.Context) error {
 					return err
 				}
 			}
-			a.scratch.st = a.cache[id].Unpack(id)
-			a.scratch.times = timeTexts{}
+			s, _, err := a.cache.get(id)
+			if err != nil {
+				return err
+			}
+			a.scratch = proxyRow{st: s}
 			if err := a.upsert(xctx, a.w.st.upsert, &a.scratch); err != nil {
 				return fmt.Errorf("sqlview: write proxy %s: %w", id, err)
 			}
@@ -505,17 +503,25 @@ func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*p
 		return nil
 	}
 	next := pending[id]
-	switch c := a.cache[id]; {
+	var committed events.State
+	var cached bool
+	if next == nil {
+		var err error
+		if committed, cached, err = a.cache.get(id); err != nil {
+			return err
+		}
+	}
+	switch {
 	case next != nil:
 		if fold.Covered(next.st, env) {
 			return nil
 		}
-	case c != nil:
-		if covered(c.StreamSeq(), env) {
+	case cached:
+		if fold.Covered(committed, env) {
 			return nil
 		}
 		next = a.newRow() // the cache holds what is committed
-		*next = proxyRow{st: c.Unpack(id)}
+		*next = proxyRow{st: committed, cached: true, wasHealth: committed.Health, wasSource: committed.Source}
 	default:
 		base, skip, err := fold.Base(ctx, a.load, env)
 		if err != nil {
@@ -661,7 +667,7 @@ func unixNano(t time.Time) int64 {
 // loadCache reads the proxies rows back into the state cache, and the
 // offset.
 func (a *applier) loadCache(ctx context.Context) error {
-	a.cache = make(map[string]*packed.State)
+	a.cache = newStateCache()
 	row := a.db.QueryRowContext(ctx, `SELECT seq, newest_at_unix_nano FROM projection_offsets WHERE name = ?`, OffsetName)
 	var seq, newest int64
 	switch err := row.Scan(&seq, &newest); {
@@ -699,15 +705,9 @@ func (a *applier) loadCache(ctx context.Context) error {
 			// from the stored value.
 			st.LatencyEWMA, st.HasLatencyEWMA = time.Duration(ewma.Float64*1e6), true
 		}
-		p := packed.Pack(st, id)
-		a.cache[id] = &p
+		a.cache.put(id, &st)
 	}
 	return rows.Err()
-}
-
-// covered is fold.Covered for a state whose StreamSeq is streamSeq.
-func covered(streamSeq uint64, env *pb.Envelope) bool {
-	return env.GetStreamSeq() != 0 && env.GetStreamSeq() <= streamSeq
 }
 
 // share is n of total in percent (0 when total is 0).

@@ -11,7 +11,6 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
-	"github.com/proxyhealth/proxyhealth/projections/internal/packed"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -102,7 +101,7 @@ func build(ctx context.Context, tmp string, j journal.Journal, o Options) error 
 	if err := execAll(ctx, db, tables...); err != nil {
 		return err
 	}
-	a := &applier{db: db, load: j.LoadSnapshot, opts: o, cache: map[string]*packed.State{}, deferProxies: true}
+	a := &applier{db: db, load: j.LoadSnapshot, opts: o, cache: newStateCache(), deferProxies: true}
 	defer a.closeStatements() // before db.Close
 	first, head := j.First(), j.Head()
 	var total, done uint64
@@ -282,9 +281,9 @@ func (a *applier) applyCarried(ctx context.Context, j journal.Journal) error {
 // equal it. A proxy with events after its snapshot was folded already.
 func (a *applier) seedSnapshots(ctx context.Context, j journal.Journal) error {
 	err := journal.QuietSnapshots(ctx, j, nil, func(snap *pb.ProxySnapshot) {
-		if _, ok := a.cache[snap.GetProxyId()]; !ok && !snap.GetRemoved() {
-			p := packed.Pack(events.FromSnapshot(snap), snap.GetProxyId())
-			a.cache[snap.GetProxyId()] = &p
+		if !a.cache.has(snap.GetProxyId()) && !snap.GetRemoved() {
+			s := events.FromSnapshot(snap)
+			a.cache.put(snap.GetProxyId(), &s)
 		}
 	})
 	if err != nil {

@@ -30,7 +30,6 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/journal"
-	"github.com/proxyhealth/proxyhealth/projections/internal/packed"
 )
 
 // Sentinel errors; the returned errors wrap them with the file and detail.
@@ -474,7 +473,7 @@ func (v *View) validate(ctx context.Context, db *sql.DB, a *applier, verify bool
 		if err := createSchema(ctx, db); err != nil {
 			return v.classify("create the schema", err)
 		}
-		a.cache = map[string]*packed.State{}
+		a.cache = newStateCache()
 		return nil
 	}
 	for _, name := range requiredObjects {
