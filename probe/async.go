@@ -85,18 +85,21 @@ func (c *Checker) fastPath(proxy ProxyURL) bool {
 
 // proxyAddr returns the proxy's address when its host is an IP literal
 // that the event loop dials exactly as net.Dialer would (no zone, no
-// IPv4-mapped IPv6 form).
-func proxyAddr(p ProxyURL) (netip.AddrPort, bool) {
-	ip, err := netip.ParseAddr(p.host)
+// IPv4-mapped IPv6 form): parsed once, by ParseProxyURL.
+func proxyAddr(p ProxyURL) (netip.AddrPort, bool) { return p.addr, p.addrOK }
+
+// parseProxyAddr is proxyAddr's parse of host and port.
+func parseProxyAddr(host, port string) (netip.AddrPort, bool) {
+	ip, err := netip.ParseAddr(host)
 	if err != nil || ip.Zone() != "" || ip.Is4In6() {
 		return netip.AddrPort{}, false
 	}
-	port := 0
-	for i := 0; i < len(p.port); i++ {
-		port = port*10 + int(p.port[i]-'0')
+	n := 0
+	for i := 0; i < len(port); i++ {
+		n = n*10 + int(port[i]-'0')
 	}
-	if port < 1 || port > 65535 {
+	if n < 1 || n > 65535 {
 		return netip.AddrPort{}, false
 	}
-	return netip.AddrPortFrom(ip, uint16(port)), true
+	return netip.AddrPortFrom(ip, uint16(n)), true
 }

@@ -62,6 +62,10 @@ type ProxyURL struct {
 	// basicAuth is "Basic base64(user:pass)" for HTTP proxies with
 	// credentials, computed once at parse time.
 	basicAuth string
+	// addr is the host's IP literal and the port, for the event loop
+	// (proxyAddr; addrOK false: not an IP literal it dials)
+	addr   netip.AddrPort
+	addrOK bool
 }
 
 // ParseProxyURL parses and validates a proxy URL such as
@@ -134,6 +138,7 @@ func ParseProxyURL(s string) (ProxyURL, error) {
 		port = defaultPort(scheme)
 	}
 	p := ProxyURL{scheme: scheme, host: host, port: port, hostPort: net.JoinHostPort(host, port)}
+	p.addr, p.addrOK = parseProxyAddr(host, port)
 	p.redacted = scheme + "://" + p.hostPort
 	if hasUserinfo && userTagRE.MatchString(userinfo) {
 		// A redacted URL, as the API and the logs show it: it names the
