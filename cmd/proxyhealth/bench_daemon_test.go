@@ -70,7 +70,9 @@ import (
 // With PROXYHEALTH_BENCH_PERF=FILE, `perf record -g` samples the daemon
 // during its CPU window (FILE, with the CPU perf itself costs the daemon
 // counted in the window's figures) and `perf report` writes the flat
-// profile, children and self, to FILE.txt while the binary still exists.
+// profile, children and self, to FILE.txt while the binary still exists,
+// and `perf script` every sample's stack to FILE.script (for a breakdown
+// by subsystem, user and kernel apart).
 //
 // Nothing is asserted against a target: the figures are reported.
 func BenchmarkDaemon(b *testing.B) {
@@ -823,7 +825,19 @@ func startPerf(b *testing.B, pid int) (stop func()) {
 				b.Logf("perf report: %v", err)
 				return
 			}
-			b.Logf("perf: %s, report %s.txt", path, path)
+			// Every sample's stack with its symbols, while the binary
+			// still exists: for breakdowns by subsystem and by user and
+			// kernel time (a kernel frame's address is in the upper half).
+			script, err := exec.Command(perf, "script", "-i", path, "-F", "ip,sym").Output()
+			if err != nil {
+				b.Logf("perf script: %v", err)
+				return
+			}
+			if err := os.WriteFile(path+".script", script, 0o644); err != nil {
+				b.Logf("perf script: %v", err)
+				return
+			}
+			b.Logf("perf: %s, report %s.txt, stacks %s.script", path, path, path)
 		})
 	}
 	b.Cleanup(stop)
