@@ -199,7 +199,7 @@ func (l *Live) apply(env *pb.Envelope) {
 
 // insert registers a new entry (with l.mu held).
 func (l *Live) insert(e *entry) {
-	e.idx = len(l.all)
+	e.idx = int32(len(l.all))
 	l.all = append(l.all, e)
 	l.entries[e.id] = e
 	l.members++
@@ -223,7 +223,6 @@ func (l *Live) Seed(snaps ...*pb.ProxySnapshot) {
 			continue
 		}
 		e := &entry{id: id, st: packed.Pack(events.FromSnapshot(snap), id), rates: newRates()}
-		e.src = l.sourceAgg(e.st.Source())
 		l.insert(e)
 		l.contribute(e, 1)
 	}
@@ -254,13 +253,11 @@ func (l *Live) record(e *entry, st *events.State, env *pb.Envelope, covered bool
 		*st = events.Evolve(*st, env)
 	}
 	e.st = packed.Pack(*st, e.id)
-	if e.src == nil || e.src.name != st.Source {
-		e.src = l.sourceAgg(st.Source)
-	}
+	src := l.sourceAgg(st.Source)
 	switch env.GetEvent().(type) {
 	case *pb.Envelope_CheckSucceeded, *pb.Envelope_CheckFailed:
 		l.global.lastCheck = max(l.global.lastCheck, at)
-		e.src.lastCheck = max(e.src.lastCheck, at)
+		src.lastCheck = max(src.lastCheck, at)
 	}
 }
 
@@ -272,7 +269,7 @@ func (l *Live) check(e *entry, at int64, ok bool) {
 // contribute adds (1) or removes (-1) e from the pool and source counts.
 func (l *Live) contribute(e *entry, sign int) {
 	l.global.add(e, sign)
-	e.src.add(e, sign)
+	l.sourceAgg(e.st.Source()).add(e, sign)
 }
 
 // drop forgets a removed proxy.

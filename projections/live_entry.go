@@ -20,14 +20,14 @@ func stateIndex(h pb.HealthState) int {
 	return int(h)
 }
 
-// entry is one proxy in the live projection. Every field except id, idx and
-// src is guarded by Live.mu; id never changes. It takes 504 bytes (the
-// allocation: 512), and its changes.
+// entry is one proxy in the live projection. Every field except id and
+// idx is guarded by Live.mu; id never changes. It takes 480 bytes (a size
+// class: a byte more would take 512), and its changes. Its source's counts
+// are looked up by name (Live.sourceAgg), not pointed to.
 type entry struct {
 	id       string
 	st       packed.State // the folded state (its ProxyID is id)
-	src      *agg
-	idx      int // position in Live.all
+	idx      int32        // position in Live.all
 	checking bool
 	removed  bool
 	next     int64 // the next check's due time (unix ns) as the engine reported it; 0: none
@@ -102,18 +102,32 @@ const numSlots = hourlySlots + fineSlots
 // 36,000 in an hour), and in 32 bits (wide) from the first check that
 // would take a bucket past 65,535 (checks run at once, besides the
 // schedule, or events from elsewhere).
+//
+// Both rings' newest bucket is the one holding the newest check counted
+// since they were last emptied (addRate moves it only forward, to the
+// bucket of the check it counts, and ignores only checks older than its
+// ring, so older than that check), so one time, lastAt, gives both.
 type rates struct {
-	hourLast, fineLast int64 // bucket numbers of the newest slots
-	narrow             [numSlots]rateSlot[uint16]
-	wide               *[numSlots]rateSlot[uint32] // nil until needed; then narrow is unused
+	lastAt int64 // the newest check counted (unix ns); noBucket: none
+	narrow [numSlots]rateSlot[uint16]
+	wide   *[numSlots]rateSlot[uint32] // nil until needed; then narrow is unused
 }
 
 // newRates returns empty buckets.
-func newRates() rates { return rates{hourLast: noBucket, fineLast: noBucket} }
+func newRates() rates { return rates{lastAt: noBucket} }
+
+// last returns the bucket number of the newest bucket of a ring of width.
+func (r *rates) last(width int64) int64 {
+	if r.lastAt == noBucket {
+		return noBucket
+	}
+	return floorDiv(r.lastAt, width)
+}
 
 // add counts one check at time at.
 func (r *rates) add(at int64, ok bool) {
-	if r.wide == nil && (full(r.narrow[:hourlySlots], r.hourLast, hourWidth, at) || full(r.narrow[hourlySlots:], r.fineLast, fineWidth, at)) {
+	hl, fl := r.last(hourWidth), r.last(fineWidth)
+	if r.wide == nil && (full(r.narrow[:hourlySlots], hl, hourWidth, at) || full(r.narrow[hourlySlots:], fl, fineWidth, at)) {
 		w := new([numSlots]rateSlot[uint32])
 		for i, s := range r.narrow {
 			w[i] = rateSlot[uint32]{ok: uint32(s.ok), total: uint32(s.total)}
@@ -121,27 +135,30 @@ func (r *rates) add(at int64, ok bool) {
 		r.wide, r.narrow = w, [numSlots]rateSlot[uint16]{}
 	}
 	if w := r.wide; w != nil {
-		addRate(w[:hourlySlots], &r.hourLast, hourWidth, at, ok)
-		addRate(w[hourlySlots:], &r.fineLast, fineWidth, at, ok)
-		return
+		addRate(w[:hourlySlots], &hl, hourWidth, at, ok)
+		addRate(w[hourlySlots:], &fl, fineWidth, at, ok)
+	} else {
+		addRate(r.narrow[:hourlySlots], &hl, hourWidth, at, ok)
+		addRate(r.narrow[hourlySlots:], &fl, fineWidth, at, ok)
 	}
-	addRate(r.narrow[:hourlySlots], &r.hourLast, hourWidth, at, ok)
-	addRate(r.narrow[hourlySlots:], &r.fineLast, fineWidth, at, ok)
+	if r.lastAt == noBucket || at > r.lastAt {
+		r.lastAt = at
+	}
 }
 
 // hour and fine sum the windows ending with the bucket that holds now.
 func (r *rates) hour(now int64) (ok, total uint32) {
 	if w := r.wide; w != nil {
-		return sumRate(w[:hourlySlots], r.hourLast, hourWidth, now)
+		return sumRate(w[:hourlySlots], r.last(hourWidth), hourWidth, now)
 	}
-	return sumRate(r.narrow[:hourlySlots], r.hourLast, hourWidth, now)
+	return sumRate(r.narrow[:hourlySlots], r.last(hourWidth), hourWidth, now)
 }
 
 func (r *rates) fine(now int64) (ok, total uint32) {
 	if w := r.wide; w != nil {
-		return sumRate(w[hourlySlots:], r.fineLast, fineWidth, now)
+		return sumRate(w[hourlySlots:], r.last(fineWidth), fineWidth, now)
 	}
-	return sumRate(r.narrow[hourlySlots:], r.fineLast, fineWidth, now)
+	return sumRate(r.narrow[hourlySlots:], r.last(fineWidth), fineWidth, now)
 }
 
 // full reports whether counting a check at time at (addRate) would take
