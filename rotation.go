@@ -302,12 +302,30 @@ func memberTags(b projections.Brief) []string {
 		tags = strings.Split(b.Tags, ",")
 	}
 	if b.Anonymity != pb.Anonymity_ANONYMITY_UNSPECIFIED {
-		tags = append(tags, AnonymityTagPrefix+events.AnonymityName(b.Anonymity))
+		tags = append(tags, anonymityTag(b.Anonymity))
 	}
 	if b.ExitIP != "" {
 		tags = append(tags, ExitIPTagPrefix+b.ExitIP)
 	}
 	return tags
+}
+
+// anonymityTags are the derived tags of the known anonymity levels, which
+// every member of a level shares.
+var anonymityTags = func() map[pb.Anonymity]string {
+	m := map[pb.Anonymity]string{}
+	for v := range pb.Anonymity_name {
+		m[pb.Anonymity(v)] = AnonymityTagPrefix + events.AnonymityName(pb.Anonymity(v))
+	}
+	return m
+}()
+
+// anonymityTag is a's derived tag.
+func anonymityTag(a pb.Anonymity) string {
+	if t, ok := anonymityTags[a]; ok {
+		return t
+	}
+	return AnonymityTagPrefix + events.AnonymityName(a)
 }
 
 // sameTags reports whether tags are memberTags(b), without building them.
