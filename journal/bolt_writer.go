@@ -93,6 +93,11 @@ type writer struct {
 	observer  func(CommitStats) // optional metrics hook
 	fault     func() error      // WithCommitFault
 	lastReqs  int               // requests in the previous commit
+	// the encoder, if started; the requests it took, in order, not yet
+	// committed; encodeFromEvents and encodePerRequest
+	enc                   *encoder
+	pending               []*request
+	encodeFrom, encodePer int
 	// commits since the mapped pages were last released and the buffers
 	// trimmed, and how many commits that happens after (releaseEvery; tests
 	// lower it); the largest arena, batch and overlay used since; the
@@ -126,6 +131,8 @@ func newWriter(b *Bolt, maxBatch int) *writer {
 		arena:     make([]byte, 0, initialArena),
 
 		releaseEvery: releaseEvery,
+		encodeFrom:   encodeFromEvents,
+		encodePer:    encodePerRequest,
 	}
 	b.unckpt = nil
 	if w.dirty == nil {
@@ -135,48 +142,121 @@ func newWriter(b *Bolt, maxBatch int) *writer {
 	return w
 }
 
-// run is the writer goroutine. It commits the requests its encoder passes
-// on; when the encoder stops (after Close, once it has passed on
-// everything queued), run commits the rest and exits.
+// run is the writer goroutine. On stop it commits everything queued, then
+// exits.
 func (w *writer) run() {
 	defer close(w.b.writerDone)
-	encoded := make(chan *request, cap(w.b.reqs))
-	encoderDone := make(chan struct{})
-	go w.encode(encoded, encoderDone)
-	defer func() { <-encoderDone }()
-	for r := range encoded {
-		w.collect(r, encoded)
-	}
-	// A last checkpoint, so that the next open scans nothing.
-	if len(w.dirty) > 0 {
-		w.commit([]*request{{ckpt: true, done: make(chan struct{})}})
-	}
-}
-
-// encode is the writer's first stage, on a goroutine of its own: it
-// marshals the envelopes of queued appends (all but the seqs the writer
-// assigns, see preEncode) while the writer commits earlier ones, and
-// passes every request on to out, in order. On stop it passes on what is
-// queued, then closes out.
-func (w *writer) encode(out chan<- *request, done chan<- struct{}) {
-	defer close(done)
-	defer close(out)
+	defer w.stopEncoder()
 	for {
+		if r := w.popPending(); r != nil {
+			w.collect(r)
+			continue
+		}
 		select {
 		case r := <-w.b.reqs:
-			preEncode(r)
-			out <- r
+			w.collect(r)
 		case <-w.b.stop:
 			for {
+				if r := w.popPending(); r != nil {
+					w.collect(r)
+					continue
+				}
 				select {
 				case r := <-w.b.reqs:
-					preEncode(r)
-					out <- r
+					w.collect(r)
 				default:
+					// A last checkpoint, so that the next open scans nothing.
+					if len(w.dirty) > 0 {
+						w.commit([]*request{{ckpt: true, done: make(chan struct{})}})
+					}
 					return
 				}
 			}
 		}
+	}
+}
+
+// popPending returns the oldest request the encoder took, or nil.
+func (w *writer) popPending() *request {
+	if len(w.pending) == 0 {
+		return nil
+	}
+	r := w.pending[0]
+	w.pending[0] = nil
+	w.pending = w.pending[1:]
+	return r
+}
+
+// The encoder works while the writer is in a bbolt transaction: it takes
+// the requests queued meanwhile, in order, and marshals their envelopes
+// (all but the seqs the writer assigns, see preEncode), so that the next
+// commit only splices the seqs in. It runs only for commits of at least
+// encodeFromEvents events from requests of encodePerRequest events or
+// more on average: then appends keep coming while a commit runs and carry
+// enough events to pay for waking it; small or lone appends go straight
+// to the writer as before.
+var (
+	encodeFromEvents = 1024
+	encodePerRequest = 16
+)
+
+// encoder is the goroutine of the writer's encoding, started at its first
+// use.
+type encoder struct {
+	start, stop, quit chan struct{}
+	taken             chan []*request
+	done              chan struct{}
+}
+
+// startEncoder lets the encoder take queued requests until endEncoder.
+func (w *writer) startEncoder() {
+	if w.enc == nil {
+		w.enc = &encoder{
+			start: make(chan struct{}, 1), stop: make(chan struct{}, 1), quit: make(chan struct{}),
+			taken: make(chan []*request), done: make(chan struct{}),
+		}
+		go w.encode(w.enc)
+	}
+	w.enc.start <- struct{}{}
+}
+
+// endEncoder stops the encoder taking requests and queues what it took.
+func (w *writer) endEncoder() {
+	w.enc.stop <- struct{}{}
+	w.pending = append(w.pending, <-w.enc.taken...)
+}
+
+// stopEncoder ends the encoder goroutine, if it was started.
+func (w *writer) stopEncoder() {
+	if w.enc != nil {
+		close(w.enc.quit)
+		<-w.enc.done
+	}
+}
+
+// encode is the encoder goroutine.
+func (w *writer) encode(e *encoder) {
+	defer close(e.done)
+	var taken []*request
+	for {
+		select {
+		case <-e.start:
+		case <-e.quit:
+			return
+		}
+		clear(taken)
+		taken = taken[:0]
+	take:
+		for {
+			select {
+			case r := <-w.b.reqs:
+				preEncode(r)
+				taken = append(taken, r)
+			case <-e.stop:
+				break take
+			}
+		}
+		e.taken <- taken
 	}
 }
 
@@ -224,7 +304,11 @@ func preEncode(r *request) {
 	}
 	r.pre = p
 	r.state.Store(reqPending) // only the encoder leaves reqEncoding
+	encodedRequests.Add(1)
 }
+
+// encodedRequests counts the requests preEncode encoded (for tests).
+var encodedRequests atomic.Uint64
 
 // releasePre recycles r's pre-encoded bodies.
 func releasePre(r *request) {
@@ -236,9 +320,9 @@ func releasePre(r *request) {
 	}
 }
 
-// collect gathers r and whatever else is queued in in, up to the batch
-// cap, and commits them.
-func (w *writer) collect(r *request, in <-chan *request) {
+// collect gathers r and whatever else is queued (what the encoder took
+// first), up to the batch cap, and commits them.
+func (w *writer) collect(r *request) {
 	w.batch = append(w.batch[:0], r)
 	n := r.size()
 	// Let the appenders just woken by the previous commit queue their next
@@ -247,11 +331,13 @@ func (w *writer) collect(r *request, in <-chan *request) {
 	runtime.Gosched()
 gather:
 	for n < w.maxBatch {
+		if r := w.popPending(); r != nil {
+			w.batch = append(w.batch, r)
+			n += r.size()
+			continue
+		}
 		select {
-		case r, ok := <-in:
-			if !ok {
-				break gather
-			}
+		case r := <-w.b.reqs:
 			w.batch = append(w.batch, r)
 			n += r.size()
 		default:
@@ -272,11 +358,7 @@ gather:
 	linger:
 		for n < w.maxBatch {
 			select {
-			case r, ok := <-in:
-				if !ok {
-					w.timer.Stop()
-					break linger
-				}
+			case r := <-w.b.reqs:
 				w.batch = append(w.batch, r)
 				n += r.size()
 			case <-w.timer.C:
@@ -330,6 +412,10 @@ func (w *writer) commit(batch []*request) {
 	var start time.Time
 	if len(w.puts) > 0 {
 		start = time.Now()
+		encode := len(w.undo) >= w.encodeFrom && len(w.undo) >= w.encodePer*len(taken)
+		if encode {
+			w.startEncoder()
+		}
 		b.commitMu.Lock()
 		err = b.update(w.write)
 		if err == nil {
@@ -353,6 +439,9 @@ func (w *writer) commit(batch []*request) {
 			}
 		}
 		b.commitMu.Unlock()
+		if encode {
+			w.endEncoder()
+		}
 	}
 	if err != nil {
 		err = fmt.Errorf("journal: commit to %s failed, nothing of it was written: %w", b.path, b.dbErr(err))

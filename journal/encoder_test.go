@@ -38,12 +38,22 @@ func storedPayloads(t *testing.T, b *Bolt) map[uint64][]byte {
 	return out
 }
 
+// encodeEveryCommit makes the writers of the journals the test opens use
+// their encoder for every commit.
+func encodeEveryCommit(t *testing.T) {
+	from, per := encodeFromEvents, encodePerRequest
+	encodeFromEvents, encodePerRequest = 1, 1
+	t.Cleanup(func() { encodeFromEvents, encodePerRequest = from, per })
+}
+
 // TestEncodedAheadIsWhatProtoMarshals: the records the writer builds from
 // bodies its encoder marshalled ahead (and spliced with the seqs it
 // assigned) are byte for byte what proto.Marshal makes of the committed
 // envelopes, next to envelopes the codec leaves to protobuf-go and to
 // requests that fail in the same commits.
 func TestEncodedAheadIsWhatProtoMarshals(t *testing.T) {
+	encodeEveryCommit(t)
+	encoded := encodedRequests.Load()
 	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +97,9 @@ func TestEncodedAheadIsWhatProtoMarshals(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	if encodedRequests.Load() == encoded {
+		t.Fatal("the encoder encoded no request")
+	}
 	stored := storedPayloads(t, b)
 	if len(stored) != len(committed) || uint64(len(stored)) != b.Head() {
 		t.Fatalf("%d events stored, %d committed, head %d", len(stored), len(committed), b.Head())
@@ -134,5 +147,51 @@ func TestEncodedRequestCanBeAbandoned(t *testing.T) {
 	}
 	if kept.pre != nil {
 		t.Error("the committed request still holds its encoded bodies")
+	}
+}
+
+// TestEncoderKeepsOrder: requests the encoder takes during a commit are
+// committed before those queued after them: asynchronous appends to one
+// stream, each with the next explicit stream_seq, all succeed in order.
+func TestEncoderKeepsOrder(t *testing.T) {
+	encodeEveryCommit(t)
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	const calls, per = 500, 20
+	type result struct {
+		seqs []uint64
+		err  error
+	}
+	results := make([]result, calls)
+	var wg sync.WaitGroup
+	wg.Add(calls)
+	for c := range calls {
+		envs := make([]*pb.Envelope, per)
+		for i := range envs {
+			envs[i] = testEnvelope("p", uint64(c*per+i+1))
+		}
+		b.AppendAsync(envs, func(seqs []uint64, err error) {
+			results[c] = result{seqs, err}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	last := uint64(0)
+	for c, r := range results {
+		if r.err != nil {
+			t.Fatalf("call %d: %v", c, r.err)
+		}
+		for _, s := range r.seqs {
+			if s != last+1 {
+				t.Fatalf("call %d got seq %d after %d", c, s, last)
+			}
+			last = s
+		}
+	}
+	if b.StreamHead("p") != calls*per {
+		t.Fatalf("stream head %d, want %d", b.StreamHead("p"), calls*per)
 	}
 }
