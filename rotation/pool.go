@@ -2,6 +2,7 @@ package rotation
 
 import (
 	"cmp"
+	"iter"
 	"math"
 	"slices"
 	"sort"
@@ -21,7 +22,10 @@ const (
 
 // slot is one member. Its Member never changes (Set with a changed Member
 // makes a new slot); its published class and statistics are atomics
-// updated in place, so statistics changes need no new snapshot.
+// updated in place, so statistics changes need no new snapshot. Its
+// groups are looked up from its Member (Pool.groupsOf), not kept: a slot
+// takes 168 bytes (176 allocated), where a list of its groups took 56
+// more.
 type slot struct {
 	m Member
 
@@ -41,7 +45,6 @@ type slot struct {
 	removed   bool
 	pending   bool // in Pool.pending
 	dirty     bool // in Pool.dirty (statistics)
-	groups    []*wgroup
 }
 
 // health is what the writer keeps of a Status (the statistics live in the
@@ -255,15 +258,10 @@ func (p *Pool) Set(m Member, st Status) {
 		s = &slot{m: m, pubClass: clsRemoved}
 		s.class.Store(clsRemoved)
 		p.slots[m.ID] = s
-		ids := memberGroups(m)
-		s.groups = make([]*wgroup, 0, len(ids))
-		for _, id := range ids {
-			g := p.groups[id]
-			if g == nil {
-				g = &wgroup{kind: id.kind, name: id.name}
-				p.groups[id] = g
+		for _, id := range memberGroups(m) {
+			if p.groups[id] == nil {
+				p.groups[id] = &wgroup{kind: id.kind, name: id.name}
 			}
-			s.groups = append(s.groups, g)
 		}
 	}
 	p.setStatus(s, st)
@@ -328,6 +326,28 @@ func memberGroups(m Member) []groupID {
 	return ids
 }
 
+// groupsOf yields the groups a member is on (memberGroups), as p.groups
+// holds them. Set made them; a group is deleted only once no member is on
+// it, so every group of a member that was not removed is there, and a
+// removed member's are there until the Publish that takes it out.
+func (p *Pool) groupsOf(m *Member) iter.Seq[*wgroup] {
+	return func(yield func(*wgroup) bool) {
+		for _, id := range [...]groupID{{kindAll, ""}, {kindSource, m.Source}, {kindScheme, m.Scheme}} {
+			if g := p.groups[id]; g != nil && !yield(g) {
+				return
+			}
+		}
+		for i, t := range m.Tags {
+			if slices.Contains(m.Tags[:i], t) {
+				continue
+			}
+			if g := p.groups[groupID{kindTag, t}]; g != nil && !yield(g) {
+				return
+			}
+		}
+	}
+}
+
 func (p *Pool) markPending(s *slot) {
 	if !s.pending {
 		s.pending = true
@@ -383,7 +403,7 @@ func (p *Pool) Publish() (panicChanged bool) {
 	if refresh {
 		for _, s := range p.dirty {
 			s.dirty = false
-			for _, g := range s.groups {
+			for g := range p.groupsOf(&s.m) {
 				g.stale = true
 			}
 		}
@@ -404,7 +424,7 @@ func (p *Pool) Publish() (panicChanged bool) {
 		if cls == s.pubClass && s.published {
 			continue
 		}
-		for _, g := range s.groups {
+		for g := range p.groupsOf(&s.m) {
 			g.dirty = true
 			switch {
 			case !s.published && !s.removed:
