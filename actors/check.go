@@ -38,7 +38,9 @@ type checkRun struct {
 
 	mu    sync.Mutex
 	state runState
-	// set while started (under mu)
+	// set while started (under mu): the limiter slot (slot: taken by
+	// TryAcquire; else ticket), the probe's cancel, the zombie timer
+	slot   bool
 	ticket *Ticket
 	cancel context.CancelFunc
 	zombie clock.Timer
@@ -99,6 +101,11 @@ func (c *checkRun) fire() {
 func (c *checkRun) beginLocked() {
 	c.state = runStarted
 	c.env.checking(c.spec.ID, true)
+	if c.env.Limiter.TryAcquire() { // a free slot: no ticket
+		c.slot = true
+		c.startLocked()
+		return
+	}
 	var inline atomic.Bool // read by a later grant on another goroutine
 	inline.Store(true)
 	grantedNow := false
@@ -135,10 +142,7 @@ func (c *checkRun) startLocked() {
 		// Stopping: no probe, the run is over.
 		c.state = runEnded
 		c.env.checking(c.spec.ID, false)
-		if t := c.ticket; t != nil {
-			c.ticket = nil
-			t.Release()
-		}
+		c.releaseSlotLocked()
 		return
 	}
 	pctx, cancel := context.WithCancel(env.ctx)
@@ -219,8 +223,8 @@ func (c *checkRun) end() bool {
 		return false
 	}
 	c.state = runEnded
-	t, cancel, z := c.ticket, c.cancel, c.zombie
-	c.ticket, c.cancel, c.zombie = nil, nil, nil
+	slot, t, cancel, z := c.slot, c.ticket, c.cancel, c.zombie
+	c.slot, c.ticket, c.cancel, c.zombie = false, nil, nil, nil
 	c.env.checking(c.spec.ID, false)
 	c.mu.Unlock()
 	if z != nil {
@@ -229,10 +233,27 @@ func (c *checkRun) end() bool {
 	if cancel != nil {
 		cancel()
 	}
+	// Either may start a waiting run's probe, on this goroutine.
+	if slot {
+		c.env.Limiter.ReleaseSlot()
+	}
 	if t != nil {
-		t.Release() // may start a waiting run's probe, on this goroutine
+		t.Release()
 	}
 	return true
+}
+
+// releaseSlotLocked frees the run's limiter slot or ticket; called with mu
+// held.
+func (c *checkRun) releaseSlotLocked() {
+	if c.slot {
+		c.slot = false
+		c.env.Limiter.ReleaseSlot()
+	}
+	if t := c.ticket; t != nil {
+		c.ticket = nil
+		t.Release()
+	}
 }
 
 // cancelProbe cancels the run's probe, if it started, without ending the

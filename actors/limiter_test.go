@@ -99,3 +99,45 @@ func TestLimiterConcurrentUseNeverExceedsMax(t *testing.T) {
 		t.Fatalf("in flight %d waiting %d", l.InFlight(), l.Waiting())
 	}
 }
+
+// TestLimiterTryAcquire: a free slot is taken without a ticket (and
+// without allocating), a full limiter refuses, and ReleaseSlot hands the
+// slot to the oldest waiter, in due order like Release.
+func TestLimiterTryAcquire(t *testing.T) {
+	l := NewLimiter(1)
+	if allocs := testing.AllocsPerRun(100, func() {
+		if !l.TryAcquire() {
+			t.Fatal("no free slot")
+		}
+		l.ReleaseSlot()
+	}); allocs != 0 {
+		t.Fatalf("TryAcquire+ReleaseSlot allocate %v times", allocs)
+	}
+	if !l.TryAcquire() {
+		t.Fatal("TryAcquire refused a free slot")
+	}
+	if l.TryAcquire() {
+		t.Fatal("TryAcquire took a second slot of one")
+	}
+	var granted bool
+	w := l.Acquire(time.Unix(1000, 0), func(*Ticket) { granted = true })
+	l.ReleaseSlot()
+	if !granted || l.InFlight() != 1 {
+		t.Fatalf("ReleaseSlot did not hand the slot to the waiter (granted %v, in flight %d)", granted, l.InFlight())
+	}
+	if l.TryAcquire() {
+		t.Fatal("TryAcquire took a slot the waiter holds")
+	}
+	var order []int
+	w3 := l.Acquire(time.Unix(1003, 0), func(*Ticket) { order = append(order, 3) })
+	w2 := l.Acquire(time.Unix(1002, 0), func(*Ticket) { order = append(order, 2) })
+	w.Release()
+	w2.Release()
+	w3.Release()
+	if !slices.Equal(order, []int{2, 3}) {
+		t.Fatalf("grant order %v, want [2 3]", order)
+	}
+	if l.InFlight() != 0 || l.Waiting() != 0 {
+		t.Fatalf("in flight %d waiting %d", l.InFlight(), l.Waiting())
+	}
+}

@@ -66,6 +66,9 @@ type proxyActor struct {
 	stopped  bool
 	snapping int // snapshot saves in flight
 
+	// appendMsg is the appendDone message of the actor's appends, reused
+	appendMsg *appendDone
+
 	// appends the journal refused in a row, and when the next check may
 	// run (zero: on schedule); see appendFailed.
 	appendFailures int
@@ -345,13 +348,17 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 	a.settleArmed()
 
 	sys, self, j := ctx.ActorSystem(), ctx.Self(), a.env.Journal
-	done := &appendDone{owner: a, evs: evs, p: p}
+	// One append is in flight at a time: its message (and the journal's
+	// callback) are the actor's, reused from one append to the next.
+	done := a.appendMsg
+	if done == nil {
+		done = &appendDone{owner: a, sys: sys, self: self}
+		done.callback = done.deliver
+		a.appendMsg = done
+	}
+	done.evs, done.p, done.seqs, done.err = evs, p, nil, nil
 	if aj, ok := j.(journal.AsyncAppender); ok {
-		aj.AppendAsync(evs, func(seqs []uint64, err error) {
-			done.seqs, done.err = seqs, err
-			sys.Root.Send(self, done)
-			a.env.work.Done()
-		})
+		aj.AppendAsync(evs, done.callback)
 		return
 	}
 	timeout := a.env.AppendTimeout
@@ -393,7 +400,17 @@ func (a *proxyActor) onAppendDone(ctx actor.Context, m *appendDone) {
 	if m.owner != a {
 		return
 	}
-	a.committed(ctx, m.evs, m.p, m, nil)
+	evs, p := m.evs, m.p
+	m.evs, m.p = nil, pending{} // free for the next append; keep nothing alive
+	a.committed(ctx, evs, p, m, nil)
+}
+
+// deliver is the journal's AppendAsync callback of an actor's appends: it
+// sends the commit to the actor.
+func (m *appendDone) deliver(seqs []uint64, err error) {
+	m.seqs, m.err = seqs, err
+	m.sys.Root.Send(m.self, m)
+	m.owner.env.work.Done()
 }
 
 func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending, out *appendDone, err error) {
