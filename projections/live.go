@@ -222,7 +222,9 @@ func (l *Live) Seed(snaps ...*pb.ProxySnapshot) {
 		if id == "" || l.entries[id] != nil || snap.GetRemoved() {
 			continue
 		}
-		e := &entry{id: id, st: packed.Pack(events.FromSnapshot(snap), id), rates: newRates()}
+		st := events.FromSnapshot(snap)
+		e := &entry{id: id, st: packed.Pack(&st, id), rates: newRates()}
+		e.src = l.sourceAgg(e.st.Source())
 		l.insert(e)
 		l.contribute(e, 1)
 	}
@@ -252,8 +254,11 @@ func (l *Live) record(e *entry, st *events.State, env *pb.Envelope, covered bool
 	if !covered {
 		*st = events.Evolve(*st, env)
 	}
-	e.st = packed.Pack(*st, e.id)
-	src := l.sourceAgg(st.Source)
+	e.st = packed.Pack(st, e.id)
+	if e.src == nil || e.src.name != st.Source {
+		e.src = l.sourceAgg(st.Source)
+	}
+	src := e.src
 	switch env.GetEvent().(type) {
 	case *pb.Envelope_CheckSucceeded, *pb.Envelope_CheckFailed:
 		l.global.lastCheck = max(l.global.lastCheck, at)
@@ -269,7 +274,7 @@ func (l *Live) check(e *entry, at int64, ok bool) {
 // contribute adds (1) or removes (-1) e from the pool and source counts.
 func (l *Live) contribute(e *entry, sign int) {
 	l.global.add(e, sign)
-	l.sourceAgg(e.st.Source()).add(e, sign)
+	e.src.add(e, sign)
 }
 
 // drop forgets a removed proxy.

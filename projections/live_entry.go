@@ -20,14 +20,14 @@ func stateIndex(h pb.HealthState) int {
 	return int(h)
 }
 
-// entry is one proxy in the live projection. Every field except id and
-// idx is guarded by Live.mu; id never changes. It takes 480 bytes (a size
-// class: a byte more would take 512), and its changes. Its source's counts
-// are looked up by name (Live.sourceAgg), not pointed to.
+// entry is one proxy in the live projection. Every field except id, idx
+// and src is guarded by Live.mu; id never changes. It takes 480 bytes (a
+// size class: a byte more would take 512), and its changes.
 type entry struct {
 	id       string
 	st       packed.State // the folded state (its ProxyID is id)
-	idx      int32        // position in Live.all
+	src      *agg
+	idx      int32 // position in Live.all
 	checking bool
 	removed  bool
 	next     int64 // the next check's due time (unix ns) as the engine reported it; 0: none
@@ -47,10 +47,11 @@ type stateChange struct {
 	from, to uint8
 }
 
-// ring is a bounded buffer that overwrites its oldest element.
+// ring is a bounded buffer that drops its oldest element, oldest first.
+// It keeps no start index (8 bytes an entry): a push into a full ring
+// moves the others down one, which state changes, rare, can afford.
 type ring[T any] struct {
-	buf   []T
-	start int
+	buf []T
 }
 
 // push appends v, dropping the oldest element when limit are held.
@@ -67,15 +68,15 @@ func (r *ring[T]) push(v T, limit int) {
 		r.buf = append(r.buf, v)
 		return
 	}
-	r.buf[r.start] = v
-	r.start = (r.start + 1) % len(r.buf)
+	copy(r.buf, r.buf[1:])
+	r.buf[len(r.buf)-1] = v
 }
 
 // len returns the number of elements held.
 func (r *ring[T]) len() int { return len(r.buf) }
 
 // at returns the i-th newest element (0 = newest).
-func (r *ring[T]) at(i int) T { return r.buf[(r.start+len(r.buf)-1-i)%len(r.buf)] }
+func (r *ring[T]) at(i int) T { return r.buf[len(r.buf)-1-i] }
 
 // Success-rate buckets: the last 24 hours in hourly buckets and the last hour
 // in five-minute buckets.

@@ -155,7 +155,7 @@ func BenchmarkCodec(b *testing.B) {
 	b.Run("pack-unpack", func(b *testing.B) {
 		b.ReportAllocs()
 		for range b.N {
-			p := Pack(s, s.ProxyID)
+			p := Pack(&s, s.ProxyID)
 			_ = p.Unpack(s.ProxyID)
 		}
 	})

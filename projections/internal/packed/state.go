@@ -63,9 +63,9 @@ type State struct {
 	whole *events.State
 }
 
-// Pack returns s in compact form; id is the ID the caller will give Unpack
-// (s.ProxyID, normally).
-func Pack(s events.State, id string) State {
+// Pack returns *s in compact form; id is the ID the caller will give
+// Unpack (s.ProxyID, normally).
+func Pack(s *events.State, id string) State {
 	p := State{
 		source: s.Source, urlRedacted: s.URLRedacted, lastError: s.LastError, tags: s.Tags, exitIP: s.ExitIP,
 		totalChecks: s.TotalChecks, totalFailures: s.TotalFailures, streamSeq: s.StreamSeq, seq: s.Seq,
@@ -76,27 +76,38 @@ func Pack(s events.State, id string) State {
 		origin: uint8(s.Origin), health: uint8(s.Health), lastErrorClass: uint8(s.LastErrorClass), anonymity: uint8(s.Anonymity),
 	}
 	exact := s.ProxyID == id && fits(int32(s.Origin)) && fits(int32(s.Health)) && fits(int32(s.LastErrorClass)) && fits(int32(s.Anonymity))
-	for i, t := range [numTimes]time.Time{s.AddedAt, s.LastCheckAt, s.LastChangeAt, s.EjectedUntil, s.LastEjectedAt, s.LastReturnAt, s.AdoptedAt} {
-		n := unixNano(t)
-		p.times[i] = n
-		if fromUnixNano(n) != t {
-			exact = false
-		}
-	}
-	for _, f := range []struct {
-		on  bool
-		bit uint8
-	}{{s.HasCredentials, fHasCredentials}, {s.Added, fAdded}, {s.Removed, fRemoved}, {s.Paused, fPaused},
-		{s.HasLatencyEWMA, fHasLatencyEWMA}, {!s.EjectedUntil.IsZero(), fEjected}} {
-		if f.on {
-			p.flags |= f.bit
-		}
-	}
+	exact = packTime(&p.times[tAdded], &s.AddedAt) && exact
+	exact = packTime(&p.times[tLastCheck], &s.LastCheckAt) && exact
+	exact = packTime(&p.times[tLastChange], &s.LastChangeAt) && exact
+	exact = packTime(&p.times[tEjectedUntil], &s.EjectedUntil) && exact
+	exact = packTime(&p.times[tLastEjected], &s.LastEjectedAt) && exact
+	exact = packTime(&p.times[tLastReturn], &s.LastReturnAt) && exact
+	exact = packTime(&p.times[tAdopted], &s.AdoptedAt) && exact
+	p.flags = flag(s.HasCredentials, fHasCredentials) | flag(s.Added, fAdded) | flag(s.Removed, fRemoved) | flag(s.Paused, fPaused) |
+		flag(s.HasLatencyEWMA, fHasLatencyEWMA) | flag(!s.EjectedUntil.IsZero(), fEjected)
 	if !exact {
-		w := s
+		w := *s
 		p.whole = &w
 	}
 	return p
+}
+
+// packTime sets *n to *t as unix nanoseconds (0: the zero time) and
+// reports whether fromUnixNano gives *t back.
+func packTime(n *int64, t *time.Time) bool {
+	if *t == (time.Time{}) {
+		*n = 0
+		return true
+	}
+	*n = unixNano(*t)
+	return *n != 0 && time.Unix(0, *n).UTC() == *t
+}
+
+func flag(on bool, bit uint8) uint8 {
+	if on {
+		return bit
+	}
+	return 0
 }
 
 // Unpack returns the events.State that Pack was given; id must be the id

@@ -18,7 +18,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // accessors agree with s, and reports whether the compact fields held it.
 func check(t *testing.T, s events.State) bool {
 	t.Helper()
-	p := Pack(s, s.ProxyID)
+	p := Pack(&s, s.ProxyID)
 	if got := p.Unpack(s.ProxyID); got != s {
 		t.Fatalf("Unpack(Pack(s)) differs:\n got %+v\nwant %+v", got, s)
 	}
@@ -82,7 +82,7 @@ func TestRoundTripOddValues(t *testing.T) {
 		}
 	}
 	// Another ID than the state's is kept whole too.
-	p := Pack(base, "other")
+	p := Pack(&base, "other")
 	if got := p.Unpack("other"); got != base {
 		t.Fatalf("another id: got %+v", got)
 	}
