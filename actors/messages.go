@@ -138,13 +138,10 @@ type (
 		reply *actor.PID
 	}
 	appendDone struct {
-		owner    *proxyActor // the incarnation that appended
-		sys      *actor.ActorSystem
-		self     *actor.PID
-		callback func(seqs []uint64, err error) // deliver, made once
-		evs      []*pb.Envelope
-		p        pending
-		seqs     []uint64
-		err      error
+		owner *proxyActor // the incarnation that appended
+		evs   []*pb.Envelope
+		p     pending
+		seqs  []uint64
+		err   error
 	}
 )

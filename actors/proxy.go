@@ -66,8 +66,11 @@ type proxyActor struct {
 	stopped  bool
 	snapping int // snapshot saves in flight
 
-	// appendMsg is the appendDone message of the actor's appends, reused
-	appendMsg *appendDone
+	// sys and self are the actor's system and PID, set before its first
+	// check is armed and never changed: runs read them on other
+	// goroutines to send their messages.
+	sys  *actor.ActorSystem
+	self *actor.PID
 
 	// appends the journal refused in a row, and when the next check may
 	// run (zero: on schedule); see appendFailed.
@@ -348,17 +351,13 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 	a.settleArmed()
 
 	sys, self, j := ctx.ActorSystem(), ctx.Self(), a.env.Journal
-	// One append is in flight at a time: its message (and the journal's
-	// callback) are the actor's, reused from one append to the next.
-	done := a.appendMsg
-	if done == nil {
-		done = &appendDone{owner: a, sys: sys, self: self}
-		done.callback = done.deliver
-		a.appendMsg = done
-	}
-	done.evs, done.p, done.seqs, done.err = evs, p, nil, nil
+	done := &appendDone{owner: a, evs: evs, p: p}
 	if aj, ok := j.(journal.AsyncAppender); ok {
-		aj.AppendAsync(evs, done.callback)
+		aj.AppendAsync(evs, func(seqs []uint64, err error) {
+			done.seqs, done.err = seqs, err
+			sys.Root.Send(self, done)
+			a.env.work.Done()
+		})
 		return
 	}
 	timeout := a.env.AppendTimeout
@@ -400,17 +399,7 @@ func (a *proxyActor) onAppendDone(ctx actor.Context, m *appendDone) {
 	if m.owner != a {
 		return
 	}
-	evs, p := m.evs, m.p
-	m.evs, m.p = nil, pending{} // free for the next append; keep nothing alive
-	a.committed(ctx, evs, p, m, nil)
-}
-
-// deliver is the journal's AppendAsync callback of an actor's appends: it
-// sends the commit to the actor.
-func (m *appendDone) deliver(seqs []uint64, err error) {
-	m.seqs, m.err = seqs, err
-	m.sys.Root.Send(m.self, m)
-	m.owner.env.work.Done()
+	a.committed(ctx, m.evs, m.p, m, nil)
 }
 
 func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending, out *appendDone, err error) {
@@ -682,7 +671,7 @@ func (a *proxyActor) onProbeDone(ctx actor.Context, m *probeDone) {
 	if a.stopped || a.env.stopping() {
 		return // shutting down: a cancelled probe is not an observation
 	}
-	a.submit(ctx, pending{cmd: events.CheckCompleted{At: a.now(), Result: m.result}})
+	a.submit(ctx, pending{cmd: events.CheckCompleted{At: a.now(), Result: m.result()}})
 }
 
 // onZombie records a check that outlived twice its timeout as a timeout and
