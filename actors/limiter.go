@@ -61,28 +61,6 @@ func (l *Limiter) Acquire(due time.Time, grant func(*Ticket)) *Ticket {
 	return t
 }
 
-// TryAcquire takes a slot if one is free now and no check waits for one,
-// without allocating (a Ticket is what waiting costs); release it with
-// ReleaseSlot. A check takes its slot this way in the common case.
-func (l *Limiter) TryAcquire() bool {
-	l.mu.Lock()
-	if l.inflight < l.max && len(l.waiting) == 0 {
-		l.inflight++
-		l.mu.Unlock()
-		return true
-	}
-	l.mu.Unlock()
-	return false
-}
-
-// ReleaseSlot frees a slot TryAcquire took (call it exactly once per
-// slot); the oldest waiter gets it.
-func (l *Limiter) ReleaseSlot() {
-	l.mu.Lock()
-	l.inflight--
-	l.grantWaiters()
-}
-
 // Release frees the ticket's slot, or withdraws it if still waiting. It is
 // idempotent.
 func (t *Ticket) Release() {

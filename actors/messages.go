@@ -126,11 +126,18 @@ type StateReply struct {
 
 // internal messages
 type (
-	// checkDue is the check timer's message when the actor decides at
-	// fire time (a cooldown, a fence); otherwise the timer starts its
-	// checkRun itself.
-	checkDue     struct{ gen uint64 }
-	ejectionDue  struct{ gen uint64 }
+	checkDue    struct{ gen uint64 }
+	ejectionDue struct{ gen uint64 }
+	slotGranted struct{ gen uint64 }
+	probeDone   struct {
+		gen    uint64
+		result events.CheckResult
+	}
+	probePanicked struct {
+		gen   uint64
+		value any
+	}
+	zombie       struct{ gen uint64 }
 	snapshotDone struct {
 		owner *proxyActor
 		seq   uint64

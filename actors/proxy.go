@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -57,20 +58,16 @@ type proxyActor struct {
 	reported time.Time // the due time last told to Env.Scheduled
 	gen      uint64    // invalidates stale timers
 
-	// the check: armed is the run the check timer (timer) will start,
-	// run the check in flight the actor knows of (see checkRun).
-	armed *checkRun
-	run   *checkRun
+	// the check in flight
+	checking    bool
+	checkGen    uint64
+	ticket      *Ticket
+	cancelProbe context.CancelFunc
+	zombieTimer clock.Timer
 
 	retiring bool // removed: stop once nothing is in flight
 	stopped  bool
 	snapping int // snapshot saves in flight
-
-	// sys and self are the actor's system and PID, set before its first
-	// check is armed and never changed: runs read them on other
-	// goroutines to send their messages.
-	sys  *actor.ActorSystem
-	self *actor.PID
 
 	// appends the journal refused in a row, and when the next check may
 	// run (zero: on schedule); see appendFailed.
@@ -99,15 +96,17 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 			a.ejectTimer, a.ejectArmed = nil, time.Time{}
 			a.submit(ctx, pending{cmd: events.EjectionExpired{At: a.now()}})
 		}
+	case *slotGranted:
+		a.onSlotGranted(ctx, m)
 	case *probeDone:
 		a.onProbeDone(ctx, m)
-	case *runPanicked:
-		if a.current(m.run) {
+	case *probePanicked:
+		if m.gen == a.checkGen && a.checking {
 			a.endCheck()
 			panic(fmt.Errorf("actors: probe of proxy %s panicked: %v", a.spec.ID, m.value))
 		}
-	case *runZombie:
-		a.onZombie(ctx, m.run)
+	case *zombie:
+		a.onZombie(ctx, m)
 	case *appendDone:
 		a.onAppendDone(ctx, m)
 	case *SnapshotNow:
@@ -122,8 +121,7 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 		a.respond(ctx, m.reply, &Reply{Err: m.err})
 		a.stopWhenIdle(ctx)
 	case *GetState:
-		checking := a.run != nil || a.armed != nil && a.armed.startedNow()
-		ctx.Respond(&StateReply{State: a.state, Checking: checking, NextCheckAt: a.due, Busy: a.persisting || len(a.queue) > 0 || a.snapping > 0, Stopped: a.stopped})
+		ctx.Respond(&StateReply{State: a.state, Checking: a.checking, NextCheckAt: a.due, Busy: a.persisting || len(a.queue) > 0 || a.snapping > 0, Stopped: a.stopped})
 	case *Sync:
 		a.submit(ctx, pending{reply: ctx.Sender(), sync: true})
 	case *Pause:
@@ -222,53 +220,34 @@ func (a *proxyActor) recover(ctx actor.Context) {
 // place they die.
 func (a *proxyActor) halt() {
 	a.stopped = true
-	a.settleArmed()
 	if a.timer != nil {
 		a.timer.Stop()
 		a.timer = nil
 	}
 	a.disarmEjection()
-	a.endCheck()
+	if a.checking {
+		a.endCheck()
+	}
 }
 
-// endCheck releases everything held by the check in flight (if any) and
-// invalidates its late messages.
+// endCheck releases everything held by the check in flight and invalidates
+// its late messages.
 func (a *proxyActor) endCheck() {
-	if a.run != nil {
-		a.run.end()
-		a.run = nil
+	a.checking = false
+	a.checkGen++
+	if a.ticket != nil {
+		a.ticket.Release()
+		a.ticket = nil
 	}
-}
-
-// settleArmed takes the armed run back, or, when its timer fired first,
-// adopts it as the check in flight. Call it before deciding anything on
-// whether a check is in flight.
-func (a *proxyActor) settleArmed() {
-	c := a.armed
-	if c == nil {
-		return
+	if a.cancelProbe != nil {
+		a.cancelProbe()
+		a.cancelProbe = nil
 	}
-	a.armed = nil
-	if c.withdraw() {
-		if a.timer != nil {
-			a.timer.Stop()
-		}
-		a.timer = nil
-		return
+	if a.zombieTimer != nil {
+		a.zombieTimer.Stop()
+		a.zombieTimer = nil
 	}
-	a.timer = nil // fired
-	if c.startedNow() {
-		a.run = c
-	}
-}
-
-// current reports whether c is the check in flight, adopting it if it is
-// the armed run whose timer fired; messages of any other run are late.
-func (a *proxyActor) current(c *checkRun) bool {
-	if c == a.armed {
-		a.settleArmed()
-	}
-	return c == a.run
+	a.env.checking(a.spec.ID, false)
 }
 
 func (a *proxyActor) command(ctx actor.Context, cmd events.Command) {
@@ -346,9 +325,6 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 		return
 	}
 	a.persisting = true
-	// No check starts while the append is in flight (schedule arms the
-	// next after the commit), as when a timer's message waited behind it.
-	a.settleArmed()
 
 	sys, self, j := ctx.ActorSystem(), ctx.Self(), a.env.Journal
 	done := &appendDone{owner: a, evs: evs, p: p}
@@ -508,7 +484,6 @@ func (a *proxyActor) drain(ctx actor.Context) {
 
 // retire stops a removed proxy once nothing of it is in flight.
 func (a *proxyActor) retire(ctx actor.Context) {
-	a.settleArmed()
 	if a.timer != nil {
 		a.timer.Stop()
 		a.timer = nil
@@ -522,8 +497,8 @@ func (a *proxyActor) retire(ctx actor.Context) {
 		}
 	}
 	a.queue = nil
-	if a.run != nil {
-		a.run.cancelProbe()
+	if a.checking {
+		a.cancelProbe()
 	}
 	a.retiring = true
 	a.stopWhenIdle(ctx)
@@ -536,7 +511,7 @@ func (a *proxyActor) stopWhenIdle(ctx actor.Context) bool {
 	if !a.retiring {
 		return false
 	}
-	if a.run == nil && a.snapping == 0 && !a.stopped {
+	if !a.checking && a.snapping == 0 && !a.stopped {
 		a.stopped = true
 		ctx.Stop(ctx.Self())
 	}
@@ -547,7 +522,6 @@ func (a *proxyActor) stopWhenIdle(ctx actor.Context) bool {
 // NextCheckAt, with a jitter sample derived from the proxy's ID and stream
 // position (deterministic across restarts).
 func (a *proxyActor) schedule(ctx actor.Context) {
-	a.settleArmed()
 	if a.timer != nil {
 		a.timer.Stop()
 		a.timer = nil
@@ -559,7 +533,7 @@ func (a *proxyActor) schedule(ctx actor.Context) {
 	if !a.persisting {
 		a.armEjection(ctx)
 	}
-	if a.run != nil || a.persisting {
+	if a.checking || a.persisting {
 		return
 	}
 	at, ok := events.NextCheckAt(a.state, a.spec.Health, events.JitterSample(a.spec.ID, a.state.TotalChecks))
@@ -577,14 +551,6 @@ func (a *proxyActor) schedule(ctx actor.Context) {
 	a.due = at
 	a.report(at)
 	a.gen++
-	if a.env.MayCheck == nil && a.state.Health != pb.HealthState_HEALTH_STATE_UNHEALTHY {
-		// The common case: the timer starts the probe itself (checkRun).
-		a.armed = a.newRun(ctx, at)
-		a.timer = a.env.after(at.Sub(now), a.armed.fire)
-		return
-	}
-	// A cooldown to journal first, or a fence to ask: the actor decides
-	// when the timer's message arrives.
 	gen, self, sys := a.gen, ctx.Self(), ctx.ActorSystem()
 	a.timer = a.env.after(at.Sub(now), func() { sys.Root.Send(self, &checkDue{gen: gen}) })
 }
@@ -637,7 +603,7 @@ func (a *proxyActor) report(due time.Time) {
 }
 
 func (a *proxyActor) onCheckDue(ctx actor.Context, m *checkDue) {
-	if m.gen != a.gen || a.armed != nil || a.run != nil || a.persisting || a.stopped || a.env.stopping() {
+	if m.gen != a.gen || a.checking || a.persisting || a.stopped || a.env.stopping() {
 		return // stale, or schedule() runs again after the append
 	}
 	a.timer = nil
@@ -653,15 +619,82 @@ func (a *proxyActor) onCheckDue(ctx actor.Context, m *checkDue) {
 		a.submit(ctx, pending{cmd: events.CooldownExpired{At: a.now()}})
 		return
 	}
-	c := a.newRun(ctx, a.due)
-	a.run = c
-	c.mu.Lock()
-	c.beginLocked()
-	c.mu.Unlock()
+	a.checking = true
+	a.checkGen++
+	a.env.checking(a.spec.ID, true)
+	gen, self, sys := a.checkGen, ctx.Self(), ctx.ActorSystem()
+	// A slot granted at once (inside Acquire, on this goroutine) starts the
+	// probe directly; one granted later arrives as a message.
+	var inline atomic.Bool
+	inline.Store(true)
+	grantedNow := false
+	a.ticket = a.env.Limiter.Acquire(a.due, func(*Ticket) {
+		if inline.Load() {
+			grantedNow = true
+			return
+		}
+		sys.Root.Send(self, &slotGranted{gen: gen})
+	})
+	inline.Store(false)
+	if grantedNow {
+		a.startProbe(ctx)
+	}
+}
+
+func (a *proxyActor) onSlotGranted(ctx actor.Context, m *slotGranted) {
+	if m.gen != a.checkGen || !a.checking {
+		return
+	}
+	a.startProbe(ctx)
+}
+
+// startProbe starts the check (through the spec's CheckAsync, or Check on a
+// pooled goroutine); its result comes back as a probeDone message (or
+// probePanicked), and a zombie timer bounds it.
+func (a *proxyActor) startProbe(ctx actor.Context) {
+	if !a.env.begin() {
+		a.endCheck()
+		return
+	}
+	pctx, cancel := context.WithCancel(a.env.ctx)
+	a.cancelProbe = cancel
+	gen, self, sys, check := a.checkGen, ctx.Self(), ctx.ActorSystem(), a.spec.Check
+	if async := a.spec.CheckAsync; async != nil {
+		var once atomic.Bool
+		func() {
+			defer func() {
+				if v := recover(); v != nil { // the actor restarts; the check is over
+					if once.CompareAndSwap(false, true) {
+						a.env.work.Done()
+					}
+					panic(v)
+				}
+			}()
+			async(pctx, func(r events.CheckResult) {
+				if once.CompareAndSwap(false, true) {
+					sys.Root.Send(self, &probeDone{gen: gen, result: r})
+					a.env.work.Done()
+				}
+			})
+		}()
+	} else {
+		a.env.pool.run(func() {
+			defer a.env.work.Done()
+			defer func() {
+				if v := recover(); v != nil {
+					sys.Root.Send(self, &probePanicked{gen: gen, value: v})
+				}
+			}()
+			sys.Root.Send(self, &probeDone{gen: gen, result: check(pctx)})
+		})
+	}
+	if a.spec.Timeout > 0 {
+		a.zombieTimer = a.env.after(2*a.spec.Timeout, func() { sys.Root.Send(self, &zombie{gen: gen}) })
+	}
 }
 
 func (a *proxyActor) onProbeDone(ctx actor.Context, m *probeDone) {
-	if !a.current(m) {
+	if m.gen != a.checkGen || !a.checking {
 		return
 	}
 	a.endCheck()
@@ -671,13 +704,13 @@ func (a *proxyActor) onProbeDone(ctx actor.Context, m *probeDone) {
 	if a.stopped || a.env.stopping() {
 		return // shutting down: a cancelled probe is not an observation
 	}
-	a.submit(ctx, pending{cmd: events.CheckCompleted{At: a.now(), Result: m.result()}})
+	a.submit(ctx, pending{cmd: events.CheckCompleted{At: a.now(), Result: m.result}})
 }
 
 // onZombie records a check that outlived twice its timeout as a timeout and
 // frees its limiter slot; the probe goroutine's late result is ignored.
-func (a *proxyActor) onZombie(ctx actor.Context, c *checkRun) {
-	if !a.current(c) {
+func (a *proxyActor) onZombie(ctx actor.Context, m *zombie) {
+	if m.gen != a.checkGen || !a.checking {
 		return
 	}
 	a.log().Warn("check outlived twice its timeout; cancelled", slog.Duration("timeout", a.spec.Timeout))
