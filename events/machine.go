@@ -198,7 +198,7 @@ func (d *decider) change(to pb.HealthState, attempt uint32, reason string) {
 // (pausing a paused proxy) returns no events and no error. Commands that do
 // not apply return an error wrapping one of the Err* values.
 func Decide(s State, cmd Command, cfg Config) ([]*pb.Envelope, error) {
-	d := &decider{s: s, at: unixNano(cmd.at())}
+	d := &decider{s: s, at: UnixNano(cmd.at())}
 	cmd = sanitize(cmd)
 	if add, ok := cmd.(Add); ok {
 		if s.Added && !s.Removed {
@@ -451,7 +451,7 @@ func (d *decider) reconsider(cfg Config) {
 // check is later than s's).
 func (d *decider) adopt(s State, c Adopt) {
 	r := c.Record
-	if r == nil || r.GetLastCheckUnixNano() <= unixNano(s.LastCheckAt) {
+	if r == nil || r.GetLastCheckUnixNano() <= UnixNano(s.LastCheckAt) {
 		return
 	}
 	kept := &pb.ProxySnapshot{
@@ -556,7 +556,7 @@ func evolve(s State, env *pb.Envelope, seqs bool) State {
 		s.ConsecutiveFailures = 0
 		s.PassiveFailures = 0
 	case *pb.Envelope_ProxyEjected:
-		s.EjectedUntil = fromUnixNano(e.ProxyEjected.GetUntilUnixNano())
+		s.EjectedUntil = FromUnixNano(e.ProxyEjected.GetUntilUnixNano())
 		s.EjectionMultiplier = e.ProxyEjected.GetMultiplier()
 		s.LastEjectedAt = at
 	case *pb.Envelope_ProxyReturned:
@@ -576,8 +576,8 @@ func evolve(s State, env *pb.Envelope, seqs bool) State {
 		s.ConsecutiveFailures = r.GetConsecutiveFailures()
 		s.RecoveryAttempt = r.GetRecoveryAttempt()
 		s.PassiveFailures = r.GetPassiveFailures()
-		s.LastCheckAt = fromUnixNano(r.GetLastCheckUnixNano())
-		s.LastChangeAt = fromUnixNano(r.GetLastChangeUnixNano())
+		s.LastCheckAt = FromUnixNano(r.GetLastCheckUnixNano())
+		s.LastChangeAt = FromUnixNano(r.GetLastChangeUnixNano())
 		s.LastErrorClass = r.GetLastErrorClass()
 		s.LastError = r.GetLastError()
 		s.LastStatusCode = r.GetLastStatusCode()

@@ -147,22 +147,22 @@ func ToSnapshot(s State) *pb.ProxySnapshot {
 		PassiveFailures:      s.PassiveFailures,
 		TotalChecks:          s.TotalChecks,
 		TotalFailures:        s.TotalFailures,
-		AddedUnixNano:        unixNano(s.AddedAt),
-		LastCheckUnixNano:    unixNano(s.LastCheckAt),
-		LastChangeUnixNano:   unixNano(s.LastChangeAt),
+		AddedUnixNano:        UnixNano(s.AddedAt),
+		LastCheckUnixNano:    UnixNano(s.LastCheckAt),
+		LastChangeUnixNano:   UnixNano(s.LastChangeAt),
 		LastErrorClass:       s.LastErrorClass,
 		LastError:            s.LastError,
 		LastStatusCode:       s.LastStatusCode,
 		LastLatency:          s.LastLatency.toPB(),
-		EjectedUntilUnixNano: unixNano(s.EjectedUntil),
+		EjectedUntilUnixNano: UnixNano(s.EjectedUntil),
 		Tags:                 s.TagList(),
 		Weight:               s.Weight,
 		ExitIp:               s.ExitIP,
 		Anonymity:            s.Anonymity,
 		EjectionMultiplier:   s.EjectionMultiplier,
-		LastEjectedUnixNano:  unixNano(s.LastEjectedAt),
-		LastReturnUnixNano:   unixNano(s.LastReturnAt),
-		AdoptedUnixNano:      unixNano(s.AdoptedAt),
+		LastEjectedUnixNano:  UnixNano(s.LastEjectedAt),
+		LastReturnUnixNano:   UnixNano(s.LastReturnAt),
+		AdoptedUnixNano:      UnixNano(s.AdoptedAt),
 		LatencyEwmaNs:        int64(s.LatencyEWMA),
 		HasLatencyEwma:       s.HasLatencyEWMA,
 	}
@@ -188,35 +188,38 @@ func FromSnapshot(p *pb.ProxySnapshot) State {
 		PassiveFailures:      p.GetPassiveFailures(),
 		TotalChecks:          p.GetTotalChecks(),
 		TotalFailures:        p.GetTotalFailures(),
-		AddedAt:              fromUnixNano(p.GetAddedUnixNano()),
-		LastCheckAt:          fromUnixNano(p.GetLastCheckUnixNano()),
-		LastChangeAt:         fromUnixNano(p.GetLastChangeUnixNano()),
+		AddedAt:              FromUnixNano(p.GetAddedUnixNano()),
+		LastCheckAt:          FromUnixNano(p.GetLastCheckUnixNano()),
+		LastChangeAt:         FromUnixNano(p.GetLastChangeUnixNano()),
 		LastErrorClass:       p.GetLastErrorClass(),
 		LastError:            p.GetLastError(),
 		LastStatusCode:       p.GetLastStatusCode(),
 		LastLatency:          LatencyFromPB(p.GetLastLatency()),
-		EjectedUntil:         fromUnixNano(p.GetEjectedUntilUnixNano()),
+		EjectedUntil:         FromUnixNano(p.GetEjectedUntilUnixNano()),
 		Tags:                 strings.Join(p.GetTags(), ","),
 		Weight:               p.GetWeight(),
 		ExitIP:               p.GetExitIp(),
 		Anonymity:            p.GetAnonymity(),
 		EjectionMultiplier:   p.GetEjectionMultiplier(),
-		LastEjectedAt:        fromUnixNano(p.GetLastEjectedUnixNano()),
-		LastReturnAt:         fromUnixNano(p.GetLastReturnUnixNano()),
-		AdoptedAt:            fromUnixNano(p.GetAdoptedUnixNano()),
+		LastEjectedAt:        FromUnixNano(p.GetLastEjectedUnixNano()),
+		LastReturnAt:         FromUnixNano(p.GetLastReturnUnixNano()),
+		AdoptedAt:            FromUnixNano(p.GetAdoptedUnixNano()),
 		LatencyEWMA:          time.Duration(p.GetLatencyEwmaNs()),
 		HasLatencyEWMA:       p.GetHasLatencyEwma(),
 	}
 }
 
-func unixNano(t time.Time) int64 {
+// UnixNano is how the journal and snapshots store a time: 0 for the zero
+// time, else t.UnixNano(). FromUnixNano is its inverse (a UTC time).
+func UnixNano(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
 	return t.UnixNano()
 }
 
-func fromUnixNano(n int64) time.Time {
+// FromUnixNano returns the time UnixNano stored as n (the zero time for 0).
+func FromUnixNano(n int64) time.Time {
 	if n == 0 {
 		return time.Time{}
 	}
@@ -224,7 +227,7 @@ func fromUnixNano(n int64) time.Time {
 }
 
 // At returns an envelope's timestamp.
-func At(env *pb.Envelope) time.Time { return fromUnixNano(env.GetAtUnixNano()) }
+func At(env *pb.Envelope) time.Time { return FromUnixNano(env.GetAtUnixNano()) }
 
 // StateName is the lowercase API name of a health state: "unknown",
 // "healthy", "degraded", "unhealthy", "recovering", "failed".

@@ -174,19 +174,10 @@ func fits(v int32) bool { return v >= 0 && v <= 255 }
 
 // unixNano and fromUnixNano map times as events.ToSnapshot and
 // events.FromSnapshot do: the zero time is 0, any other time is UTC.
-func unixNano(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-func fromUnixNano(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
-}
+var (
+	unixNano     = events.UnixNano
+	fromUnixNano = events.FromUnixNano
+)
 
 // ConsecutiveFailures is the state's ConsecutiveFailures.
 func (p *State) ConsecutiveFailures() uint32 { return p.consecutiveFailures }
