@@ -6,19 +6,11 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 )
-
-// heapInUse returns the bytes of live heap objects after a full collection.
-func heapInUse() int64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapAlloc)
-}
 
 // BenchmarkViewBytesPerProxy reports the Go heap an open view keeps per
 // proxy (its state cache, mostly) once it has caught up with a journal of
@@ -34,7 +26,7 @@ func BenchmarkViewBytesPerProxy(b *testing.B) {
 	var perProxy float64
 	for range b.N {
 		path := filepath.Join(b.TempDir(), "view.db")
-		before := heapInUse()
+		before := testutil.HeapInUse()
 		v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{})
 		if err != nil {
 			b.Fatal(err)
@@ -45,7 +37,7 @@ func BenchmarkViewBytesPerProxy(b *testing.B) {
 		if v.Offset() != j.Head() {
 			b.Fatalf("view at %d, journal at %d", v.Offset(), j.Head())
 		}
-		perProxy = float64(heapInUse()-before) / proxies
+		perProxy = float64(testutil.HeapInUse()-before) / proxies
 		runtime.KeepAlive(v)
 		if err := v.Close(); err != nil {
 			b.Fatal(err)
