@@ -98,7 +98,7 @@ func TestEngineProps(t *testing.T) {
 var (
 	engineCount     = flag.Int("props.engine.count", 12, "sequences TestEngineProps runs (also PROPS_ENGINE_COUNT)")
 	engineRetention = flag.Bool("props.engine.retention", true, "journal retention of 30 min and retention steps in TestEngineProps (=false leaves retention out)")
-	engineStrict    = flag.Bool("props.engine.strict", false, "compare the latency EWMA and success rates of proxies whose history retention trimmed too (they differ from a rebuild today: see TestEngineProps)")
+	engineStrict    = flag.Bool("props.engine.strict", false, "compare, for proxies whose history retention trimmed, their success-rate windows and last success and the view's history rows too (history retention deleted: they differ from a rebuild by design, see Config.Retention)")
 	engineSteps     = flag.Int("props.engine.steps", 40, "maximum commands per sequence of TestEngineProps")
 )
 
