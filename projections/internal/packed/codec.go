@@ -160,15 +160,8 @@ func (d *decoder) uvarint() uint64 {
 	return v
 }
 
-func (d *decoder) varint() int64 {
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.bad, d.b = true, nil
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
+// varint reads what binary.AppendVarint wrote: a zigzag uvarint.
+func (d *decoder) varint() int64 { return unzigzag(d.uvarint()) }
 
 func (d *decoder) str() string {
 	n := d.uvarint()

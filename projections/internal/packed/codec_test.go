@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -33,32 +32,18 @@ func roundTrip(t *testing.T, s events.State) bool {
 // values the simulation leaves alone set too.
 func TestCodecSim(t *testing.T) {
 	size, n := 0, 0
-	for seed := range uint64(5) {
-		sim := gen.NewSim(seed, 20)
-		states := map[string]events.State{}
-		for i, env := range sim.Events(5000) {
-			id := env.GetProxyId()
-			if id == "" {
-				continue
-			}
-			s, ok := states[id]
-			if !ok {
-				s = events.NewState(id)
-			}
-			s = events.Evolve(s, env)
-			states[id] = s
-			if i%3 == 0 {
-				s.Tags, s.ExitIP, s.Weight, s.Anonymity = "a,b", "192.0.2.1", 2.5, pb.Anonymity_ANONYMITY_ELITE
-				s.Origin, s.HasCredentials = pb.ProxyOrigin(2), true
-			}
-			if !roundTrip(t, s) {
-				t.Fatalf("a state from events is refused: %+v", s)
-			}
-			b, _ := Encode(nil, s, id)
-			size += len(b)
-			n++
+	simStates(func(i int, id string, s events.State) {
+		if i%3 == 0 {
+			s.Tags, s.ExitIP, s.Weight, s.Anonymity = "a,b", "192.0.2.1", 2.5, pb.Anonymity_ANONYMITY_ELITE
+			s.Origin, s.HasCredentials = pb.ProxyOrigin(2), true
 		}
-	}
+		if !roundTrip(t, s) {
+			t.Fatalf("a state from events is refused: %+v", s)
+		}
+		b, _ := Encode(nil, s, id)
+		size += len(b)
+		n++
+	})
 	t.Logf("%d states, %.0f bytes on average", n, float64(size)/float64(n))
 }
 
