@@ -86,6 +86,7 @@ type writer struct {
 	undo      []undo
 	taken     []*request
 	puts      []put
+	unsorted  bool // puts are not in the order write needs (see addPut)
 	arena     []byte
 	marshal   proto.MarshalOptions
 	delay     time.Duration     // linger for small batches
@@ -287,9 +288,17 @@ const maxPooledPre = 1 << 20
 // preEncode encodes the bodies of r's envelopes (that the direct codec
 // handles) into r.pre, unless r is no longer pending.
 func preEncode(r *request) {
-	if len(r.envs) == 0 || !fastCodec || !r.state.CompareAndSwap(reqPending, reqEncoding) {
+	if r.pre != nil || len(r.envs) == 0 || !fastCodec || !r.state.CompareAndSwap(reqPending, reqEncoding) {
 		return
 	}
+	encodeBodies(r)
+	r.state.Store(reqPending) // only the encoder leaves reqEncoding
+	encodedRequests.Add(1)
+}
+
+// encodeBodies sets r.pre to the bodies of r's envelopes, as preEncode
+// does, for a request nobody else sees yet or one in reqEncoding.
+func encodeBodies(r *request) {
 	p := preEncodedPool.Get().(*preEncoded)
 	p.buf, p.spans = p.buf[:0], p.spans[:0]
 	for _, e := range r.envs {
@@ -303,12 +312,12 @@ func preEncode(r *request) {
 		}
 	}
 	r.pre = p
-	r.state.Store(reqPending) // only the encoder leaves reqEncoding
-	encodedRequests.Add(1)
 }
 
-// encodedRequests counts the requests preEncode encoded (for tests).
-var encodedRequests atomic.Uint64
+// encodedRequests counts the requests preEncode encoded, and
+// callerEncodedRequests those Append encoded on its caller's goroutine
+// (for tests).
+var encodedRequests, callerEncodedRequests atomic.Uint64
 
 // releasePre recycles r's pre-encoded bodies.
 func releasePre(r *request) {
@@ -387,6 +396,7 @@ func (w *writer) commit(batch []*request) {
 	b := w.b
 	clear(w.overlay)
 	w.puts, w.undo, w.arena = w.puts[:0], w.undo[:0], w.arena[:0]
+	w.unsorted = false
 	next := b.head.Load() + 1
 	taken := w.taken[:0]
 	ckpt := false
@@ -557,7 +567,7 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 			r.err = fmt.Errorf("%w: envelope %d (proxy_id %q) cannot be encoded: %v", ErrInvalidEvent, i, p, merr)
 			return next
 		}
-		w.puts = append(w.puts, put{putEvent, k, v})
+		w.addPut(put{putEvent, k, v})
 		seq++
 	}
 	for p, h := range w.local {
@@ -597,7 +607,7 @@ func (w *writer) prepareSnapshot(r *request) {
 		return
 	}
 	k := w.bytes(func(a []byte) []byte { return append(a, p...) })
-	w.puts = append(w.puts, put{putSnapshot, k, v})
+	w.addPut(put{putSnapshot, k, v})
 }
 
 // prepareCheckpoint queues the puts of a heads checkpoint as of seq
@@ -614,13 +624,22 @@ func (w *writer) prepareCheckpoint(through uint64) {
 	}
 	k := w.bytes(func(a []byte) []byte { return append(a, metaHeadsThrough...) })
 	v := w.bytes(func(a []byte) []byte { return appendSeqKey(a, through) })
-	w.puts = append(w.puts, put{putMeta, k, v})
+	w.addPut(put{putMeta, k, v})
 }
 
 func (w *writer) putHead(p string, h streamHead) {
 	k := w.bytes(func(a []byte) []byte { return append(a, p...) })
 	v := w.bytes(func(a []byte) []byte { return appendHead(a, h) })
-	w.puts = append(w.puts, put{putHead, k, v})
+	w.addPut(put{putHead, k, v})
+}
+
+// addPut queues p, noting whether the puts are still in write's order:
+// buckets in order, and no heads (a checkpoint's come from a map).
+func (w *writer) addPut(p put) {
+	if n := len(w.puts); p.bucket == putHead || n > 0 && p.bucket < w.puts[n-1].bucket {
+		w.unsorted = true
+	}
+	w.puts = append(w.puts, p)
 }
 
 // bytes appends to the arena with f and returns what f added, capped so
@@ -652,7 +671,7 @@ func (w *writer) write(tx *bolt.Tx) error {
 	// Events are queued in key order; a checkpoint's heads are sorted so
 	// that bbolt visits each page once. Most commits hold events only,
 	// already in order.
-	if !slices.IsSortedFunc(w.puts, comparePuts) {
+	if w.unsorted {
 		slices.SortStableFunc(w.puts, comparePuts)
 	}
 	for _, p := range w.puts {
