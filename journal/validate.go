@@ -78,23 +78,37 @@ type streamPos struct{ streamSeq, prevSeq uint64 }
 // receives the call's new heads when it succeeds. One position per
 // envelope is appended to out (zero for pool-level events).
 func assignStreams(envs []*pb.Envelope, first uint64, head func(string) streamHead, local map[string]streamHead, out []streamPos) ([]streamPos, error) {
+	// A call usually carries a run of envelopes of one proxy (an actor's
+	// events): the head of the current run's proxy is kept in cur/h and
+	// goes into local only when another proxy comes, or at the end.
+	var cur string
+	var h streamHead
 	for i, e := range envs {
 		p := e.GetProxyId()
 		if p == "" {
 			out = append(out, streamPos{})
 			continue
 		}
-		h, ok := local[p]
-		if !ok {
-			h = head(p)
+		if p != cur {
+			if cur != "" {
+				local[cur] = h
+			}
+			var ok bool
+			if h, ok = local[p]; !ok {
+				h = head(p)
+			}
+			cur = p
 		}
 		want := h.seq + 1
 		if s := e.GetStreamSeq(); s != 0 && s != want {
 			return out, fmt.Errorf("%w: proxy %s: envelope %d has stream_seq %d but the next stream_seq is %d (stream head %d); another writer appended to this stream, reload it and decide again",
 				ErrStreamConflict, p, i, s, want, h.seq)
 		}
-		local[p] = streamHead{seq: want, last: first + uint64(i)}
 		out = append(out, streamPos{streamSeq: want, prevSeq: h.last})
+		h = streamHead{seq: want, last: first + uint64(i)}
+	}
+	if cur != "" {
+		local[cur] = h
 	}
 	return out, nil
 }
