@@ -27,6 +27,28 @@ type Clock interface {
 // satisfy proxyhealth.Clock without the facade naming this package.
 type Timer = interface{ Stop() bool }
 
+// Rearmable is a timer armed again and again with one callback, which it
+// calls with the token of the arming that fired: a proxy's next check and
+// its zombie deadline re-arm one timer instead of allocating a timer and a
+// closure every time. Arm replaces the pending arming, if any; an arming
+// that was already due and is firing still fires, with its own token (the
+// callback tells a stale firing by its token).
+type Rearmable interface {
+	// Arm (re)arms the timer to call its function with token after d.
+	Arm(d time.Duration, token uint64)
+	// Stop disarms it and reports whether an arming was pending.
+	Stop() bool
+}
+
+// RearmableClock is a Clock that makes Rearmable timers (Fake and
+// Scheduler).
+type RearmableClock interface {
+	Clock
+	// NewTimer returns a disarmed timer that calls f, like AfterFunc's
+	// functions, when an arming fires.
+	NewTimer(f func(token uint64)) Rearmable
+}
+
 // Real is the system clock.
 type Real struct{}
 
@@ -62,6 +84,12 @@ func (c *Fake) AfterFunc(d time.Duration, f func()) Timer {
 	return c.add(c.now.Add(d), f)
 }
 
+// NewTimer returns a disarmed timer of the fake clock; its armings fire
+// like AfterFunc's timers.
+func (c *Fake) NewTimer(f func(token uint64)) Rearmable {
+	return &fakeTimer{q: &c.timerQueue, rf: f, fake: c, index: -1}
+}
+
 // Advance moves the time forward by d, firing every timer that falls due,
 // in order, with Now() equal to each timer's due time while it runs.
 func (c *Fake) Advance(d time.Duration) {
@@ -88,8 +116,9 @@ func (c *Fake) runUntil(end time.Time) {
 		if t.when.After(c.now) {
 			c.now = t.when
 		}
+		d := dueTimer{t: t, token: t.token}
 		c.mu.Unlock()
-		t.f()
+		d.call()
 	}
 }
 
@@ -130,6 +159,10 @@ type fakeTimer struct {
 	q     *timerQueue
 	when  time.Time
 	f     func()
+	rf    func(uint64) // a Rearmable's function (f is nil)
+	token uint64       // a Rearmable's current arming
+	sched *Scheduler   // a Rearmable's scheduler, or
+	fake  *Fake        // its fake clock
 	seq   uint64
 	index int // in the heap, or in the wheel's bucket; -1: fired or stopped
 	// wheel is set while the timer is in a Scheduler's wheel, in the
@@ -141,6 +174,10 @@ type fakeTimer struct {
 func (t *fakeTimer) Stop() bool {
 	t.q.mu.Lock()
 	defer t.q.mu.Unlock()
+	return t.stopLocked()
+}
+
+func (t *fakeTimer) stopLocked() bool {
 	if t.wheel != nil {
 		return t.wheel.removeLocked(t)
 	}
@@ -149,6 +186,36 @@ func (t *fakeTimer) Stop() bool {
 	}
 	heap.Remove(&t.q.timers, t.index)
 	return true
+}
+
+// Arm implements Rearmable.
+func (t *fakeTimer) Arm(d time.Duration, token uint64) {
+	if s := t.sched; s != nil {
+		s.arm(t, time.Now().Add(d), token)
+		return
+	}
+	q := t.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t.stopLocked()
+	t.when, t.token = t.fake.now.Add(d), token
+	q.seq++
+	t.seq = q.seq
+	heap.Push(&q.timers, t)
+}
+
+// dueTimer is a timer taken to fire, with the token of its arming then.
+type dueTimer struct {
+	t     *fakeTimer
+	token uint64
+}
+
+func (d dueTimer) call() {
+	if d.t.rf != nil {
+		d.t.rf(d.token)
+		return
+	}
+	d.t.f()
 }
 
 type timerHeap []*fakeTimer
@@ -204,7 +271,7 @@ func (h *timerHeap) Pop() any {
 // move into it as it turns. Within a tick they fire in due order.
 type Scheduler struct {
 	timerQueue // without a slack: every timer; with one: those beyond the wheel
-	due        []*fakeTimer
+	due        []dueTimer
 	slack      time.Duration
 	epoch      time.Time // start of the first tick
 	wake       chan struct{}
@@ -264,30 +331,56 @@ func (s *Scheduler) Pending() int {
 func (s *Scheduler) AfterFunc(d time.Duration, f func()) Timer {
 	when := time.Now().Add(d)
 	s.mu.Lock()
-	var t *fakeTimer
-	wake := false
+	t := &fakeTimer{q: &s.timerQueue, f: f, index: -1}
+	wake := s.insertLocked(t, when)
+	s.mu.Unlock()
+	if wake {
+		s.wakeUp()
+	}
+	return t
+}
+
+// NewTimer returns a disarmed timer whose armings fire on the scheduler's
+// goroutine, like AfterFunc's functions.
+func (s *Scheduler) NewTimer(f func(token uint64)) Rearmable {
+	return &fakeTimer{q: &s.timerQueue, rf: f, sched: s, index: -1}
+}
+
+// arm (re)arms a Rearmable of s for when.
+func (s *Scheduler) arm(t *fakeTimer, when time.Time, token uint64) {
+	s.mu.Lock()
+	t.stopLocked()
+	t.token = token
+	wake := s.insertLocked(t, when)
+	s.mu.Unlock()
+	if wake {
+		s.wakeUp()
+	}
+}
+
+// insertLocked queues t (not queued) to fire at when and reports whether
+// the goroutine must be woken for it; call with s.mu held.
+func (s *Scheduler) insertLocked(t *fakeTimer, when time.Time) bool {
+	s.seq++
+	t.when, t.seq = when, s.seq
 	if s.slack > 0 {
-		s.seq++
-		t = &fakeTimer{q: &s.timerQueue, when: when, f: f, seq: s.seq, index: -1}
 		tick := s.tickOf(when)
 		if tick < s.cur+int64(len(s.wheel)) {
 			s.toWheel(t, tick)
 		} else {
 			heap.Push(&s.timers, t)
 		}
-		wake = tick < s.sleepTick
-	} else {
-		t = s.add(when, f)
-		wake = t.index == 0
+		return tick < s.sleepTick
 	}
-	s.mu.Unlock()
-	if wake {
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
+	heap.Push(&s.timers, t)
+	return t.index == 0
+}
+
+func (s *Scheduler) wakeUp() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
-	return t
 }
 
 // tickOf returns the tick a timer due at when fires at the end of.
@@ -362,7 +455,8 @@ func (s *Scheduler) run() {
 		s.mu.Lock()
 		now := time.Now()
 		for len(s.timers) > 0 && !s.timers[0].when.After(now) {
-			s.due = append(s.due, heap.Pop(&s.timers).(*fakeTimer))
+			t := heap.Pop(&s.timers).(*fakeTimer)
+			s.due = append(s.due, dueTimer{t: t, token: t.token})
 		}
 		wait := time.Hour
 		if len(s.timers) > 0 {
@@ -396,10 +490,10 @@ func (s *Scheduler) sleep(timer *time.Timer, wait time.Duration) bool {
 }
 
 // fire runs the due timers' callbacks, in order, without the lock.
-func (s *Scheduler) fire(due []*fakeTimer) {
-	for i, t := range due {
-		due[i] = nil
-		t.f()
+func (s *Scheduler) fire(due []dueTimer) {
+	for i, d := range due {
+		due[i] = dueTimer{}
+		d.call()
 	}
 	s.mu.Lock()
 	s.due = due[:0]
@@ -465,16 +559,16 @@ func (s *Scheduler) takeBucket(b *[]*fakeTimer) {
 	start := len(s.due)
 	for i, t := range *b {
 		t.index, t.wheel = -1, nil
-		s.due = append(s.due, t)
+		s.due = append(s.due, dueTimer{t: t, token: t.token})
 		(*b)[i] = nil
 	}
 	*b = (*b)[:0]
 	s.inWheel -= n
-	slices.SortFunc(s.due[start:], func(a, b *fakeTimer) int {
-		if c := a.when.Compare(b.when); c != 0 {
+	slices.SortFunc(s.due[start:], func(a, b dueTimer) int {
+		if c := a.t.when.Compare(b.t.when); c != 0 {
 			return c
 		}
-		return cmp.Compare(a.seq, b.seq)
+		return cmp.Compare(a.t.seq, b.t.seq)
 	})
 }
 

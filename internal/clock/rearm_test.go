@@ -1,0 +1,94 @@
+package clock
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestFakeRearmable: a re-arming replaces the pending one (one firing, with
+// the new token, at the new time); Stop disarms; a fired timer arms again.
+func TestFakeRearmable(t *testing.T) {
+	c := NewFake(time.Unix(0, 0))
+	type firing struct {
+		token uint64
+		at    time.Time
+	}
+	var got []firing
+	tm := c.NewTimer(func(tok uint64) { got = append(got, firing{tok, c.Now()}) })
+	tm.Arm(10*time.Second, 1)
+	tm.Arm(20*time.Second, 2) // replaces the first
+	c.Advance(30 * time.Second)
+	if len(got) != 1 || got[0].token != 2 || got[0].at != time.Unix(20, 0) {
+		t.Fatalf("firings %v, want token 2 at 20 s", got)
+	}
+	tm.Arm(time.Second, 3)
+	if !tm.Stop() || tm.Stop() {
+		t.Fatal("Stop of an armed timer, then of a disarmed one")
+	}
+	c.Advance(time.Minute)
+	tm.Arm(time.Second, 4)
+	c.Advance(time.Second)
+	if len(got) != 2 || got[1].token != 4 {
+		t.Fatalf("firings %v, want token 4 last", got)
+	}
+	if c.Pending() != 0 {
+		t.Fatalf("%d pending", c.Pending())
+	}
+}
+
+// TestSchedulerRearmable: on the scheduler (with and without a slack, and
+// beyond its wheel), a re-arming replaces the pending one and a stopped
+// timer never fires.
+func TestSchedulerRearmable(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		s     *Scheduler
+		far   time.Duration // an arming that starts beyond the wheel
+		slack time.Duration
+	}{
+		{"no slack", NewScheduler(0), time.Hour, 0},
+		{"wheel", newScheduler(5*time.Millisecond, 8), time.Second, 5 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.s
+			defer s.Close()
+			var mu sync.Mutex
+			var got []uint64
+			fired := make(chan struct{}, 10)
+			tm := s.NewTimer(func(tok uint64) {
+				mu.Lock()
+				got = append(got, tok)
+				mu.Unlock()
+				fired <- struct{}{}
+			})
+			tm.Arm(tc.far, 1)
+			tm.Arm(10*time.Millisecond, 2) // replaces it
+			other := s.NewTimer(func(uint64) { t.Error("a stopped timer fired") })
+			other.Arm(5*time.Millisecond, 9)
+			if !other.Stop() {
+				t.Fatal("Stop of an armed timer returned false")
+			}
+			select {
+			case <-fired:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the re-armed timer did not fire")
+			}
+			tm.Arm(time.Millisecond, 3)
+			select {
+			case <-fired:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the timer armed after firing did not fire")
+			}
+			time.Sleep(3 * tc.slack) // (a stray late firing would show up here; nothing is awaited)
+			mu.Lock()
+			defer mu.Unlock()
+			if len(got) != 2 || got[0] != 2 || got[1] != 3 {
+				t.Fatalf("firings %v, want [2 3]", got)
+			}
+			if s.Pending() != 0 {
+				t.Fatalf("%d pending", s.Pending())
+			}
+		})
+	}
+}
