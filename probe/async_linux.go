@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"sync"
 	"syscall"
 	"time"
@@ -60,7 +61,8 @@ type acheck struct {
 	p        ProxyURL
 	addr     netip.AddrPort
 	done     func(Result)
-	stop     func() bool // stops the context.AfterFunc
+	stop     func() bool // stops the check's own context.AfterFunc
+	watch    *ctxWatch   // or the shared one it counts in
 	loop     *evloop
 	start    time.Time
 	deadline time.Time
@@ -94,6 +96,7 @@ type evloop struct {
 
 	// Guarded by loopMu.
 	queue, cancels []*acheck
+	cancelW        []*ctxWatch // shared watches whose context is done
 	sleeping       bool
 	stopped        bool
 
@@ -101,6 +104,7 @@ type evloop struct {
 	spareQ, spareC []*acheck
 	byFD           []*acheck
 	timers         []*acheck // min-heap by deadline
+	shared         *ctxWatch // the context.AfterFunc of the context checks share
 	inflight       int
 	st             *state
 	rbuf           []byte
@@ -224,6 +228,64 @@ func (l *evloop) wakeLocked() {
 	}
 }
 
+// ctxWatch is one context.AfterFunc shared by the checks in flight with
+// one context: a caller that starts every check with the same long-lived
+// context (the engine's, cancelled when it stops) costs the loop one
+// registration instead of one per check (an allocation and an insert into,
+// then a delete from, the context's children under its lock). Owned by
+// the loop goroutine.
+type ctxWatch struct {
+	ctx  context.Context // a pointer (comparable)
+	n    int             // checks in flight counted in it
+	stop func() bool
+}
+
+// watch registers a's context for cancellation: in the shared watch when a
+// has its context, or when the shared watch is unused; otherwise with an
+// AfterFunc of its own.
+func (l *evloop) watch(a *acheck) {
+	if w := l.shared; w != nil && w.ctx == a.ctx { // w.ctx is a pointer: never panics
+		w.n++
+		a.watch = w
+		return
+	}
+	if (l.shared == nil || l.shared.n == 0) && reflect.TypeOf(a.ctx).Kind() == reflect.Pointer {
+		if l.shared != nil {
+			l.shared.stop()
+		}
+		w := &ctxWatch{ctx: a.ctx, n: 1}
+		w.stop = context.AfterFunc(a.ctx, func() { l.postWatch(w) })
+		l.shared = w
+		a.watch = w
+		return
+	}
+	a.stop = context.AfterFunc(a.ctx, a.postCancel)
+}
+
+// postWatch is a shared watch's AfterFunc: it asks the loop to abort every
+// check counted in it.
+func (l *evloop) postWatch(w *ctxWatch) {
+	loopMu.Lock()
+	if !l.stopped {
+		l.cancelW = append(l.cancelW, w)
+		l.wakeLocked()
+	}
+	loopMu.Unlock()
+}
+
+// cancelWatch aborts the checks in flight counted in w, whose context is
+// done.
+func (l *evloop) cancelWatch(w *ctxWatch) {
+	if l.shared == w {
+		l.shared = nil
+	}
+	for _, a := range l.byFD {
+		if a != nil && a.watch == w {
+			l.cancel(a)
+		}
+	}
+}
+
 // postCancel is the context.AfterFunc of a check: it asks the loop to
 // abort it.
 func (a *acheck) postCancel() {
@@ -241,9 +303,12 @@ func (l *evloop) run() {
 	for {
 		loopMu.Lock()
 		l.sleeping = false
-		q, cs := l.queue, l.cancels
-		l.queue, l.cancels = l.spareQ[:0], l.spareC[:0]
+		q, cs, ws := l.queue, l.cancels, l.cancelW
+		l.queue, l.cancels, l.cancelW = l.spareQ[:0], l.spareC[:0], nil
 		loopMu.Unlock()
+		for _, w := range ws {
+			l.cancelWatch(w)
+		}
 		for i, a := range q {
 			l.begin(a)
 			q[i] = nil
@@ -269,6 +334,10 @@ func (l *evloop) run() {
 			if left <= 0 {
 				loopMu.Lock()
 				if len(l.queue) == 0 && len(l.cancels) == 0 {
+					if l.shared != nil {
+						l.shared.stop()
+						l.shared = nil
+					}
 					l.stopped = true
 					curLoop = nil
 					syscall.Close(l.evfd)
@@ -288,7 +357,7 @@ func (l *evloop) run() {
 			}
 		}
 		loopMu.Lock()
-		if len(l.queue) > 0 || len(l.cancels) > 0 {
+		if len(l.queue) > 0 || len(l.cancels) > 0 || len(l.cancelW) > 0 {
 			loopMu.Unlock()
 			continue
 		}
@@ -364,7 +433,7 @@ func (l *evloop) begin(a *acheck) {
 	l.inflight++
 	l.heapPush(a)
 	if a.ctx.Done() != nil {
-		a.stop = context.AfterFunc(a.ctx, a.postCancel)
+		l.watch(a)
 	}
 }
 
@@ -723,6 +792,10 @@ func (l *evloop) finish(a *acheck, f *failure) {
 	a.phase = phDone
 	if a.stop != nil {
 		a.stop()
+	}
+	if w := a.watch; w != nil {
+		a.watch = nil
+		w.n--
 	}
 	if a.fd >= 0 {
 		if a.fd < len(l.byFD) && l.byFD[a.fd] == a {

@@ -131,3 +131,66 @@ func TestCheckAsyncMany(t *testing.T) {
 	}
 	waitFor(t, func() bool { return openFDs(t) <= fds })
 }
+
+// TestCheckAsyncSharedContext: checks in flight with one context share one
+// cancellation watch on the loop; checks with another context at the same
+// time are watched on their own; cancelling either context aborts its
+// checks only, each answered once with Check's canceled result.
+func TestCheckAsyncSharedContext(t *testing.T) {
+	const n = 20
+	var got atomic.Int64
+	addr := scripted(t, func(c net.Conn) {
+		buf := make([]byte, 512)
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+		got.Add(1)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+		}
+	})
+	c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/", Timeout: time.Hour})
+	p := MustParseProxyURL("http://" + addr)
+	ctxA, cancelA := context.WithCancel(context.Background())
+	defer cancelA()
+	ctxB, cancelB := context.WithCancel(context.Background())
+	defer cancelB()
+	resA, resB := make(chan Result, n), make(chan Result, n)
+	for range n {
+		c.CheckAsync(ctxA, p, func(r Result) { resA <- r })
+	}
+	waitFor(t, func() bool { return got.Load() == n })
+	for range n {
+		c.CheckAsync(ctxB, p, func(r Result) { resB <- r })
+	}
+	waitFor(t, func() bool { return got.Load() == 2*n })
+	cancelB()
+	for range n {
+		select {
+		case r := <-resB:
+			if !r.Canceled {
+				t.Fatalf("a check of the cancelled context: %+v", r)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("checks of the cancelled context not answered within 5s")
+		}
+	}
+	select {
+	case r := <-resA:
+		t.Fatalf("a check of the other context ended: %+v", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	cancelA()
+	for range n {
+		select {
+		case r := <-resA:
+			if !r.Canceled {
+				t.Fatalf("a check of the shared context: %+v", r)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("checks of the shared context not answered within 5s")
+		}
+	}
+}
