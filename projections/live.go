@@ -61,8 +61,8 @@ type Live struct {
 	members  uint64            // bumped whenever a proxy appears or disappears
 	global   agg
 	sources  map[string]*agg
-	names    []string                // sorted source names
-	pending  map[string]pendingFlags // flags reported before the proxy's ProxyAdded was applied
+	names    []string            // sorted source names
+	loose    map[string]*Tracker // trackers of proxies without an entry (not added yet, or removed while an actor holds them)
 	seq      uint64
 	lastAt   int64 // time of the last applied event
 	newestAt int64 // newest event time applied
@@ -93,7 +93,7 @@ func NewLive(opts LiveOptions) *Live {
 		opts:    opts.withDefaults(),
 		entries: make(map[string]*entry),
 		sources: make(map[string]*agg),
-		pending: make(map[string]pendingFlags),
+		loose:   make(map[string]*Tracker),
 	}
 }
 
@@ -203,9 +203,9 @@ func (l *Live) insert(e *entry) {
 	l.all = append(l.all, e)
 	l.entries[e.id] = e
 	l.members++
-	if p, ok := l.pending[e.id]; ok {
-		e.checking, e.next = p.checking, p.next
-		delete(l.pending, e.id)
+	if t := l.loose[e.id]; t != nil {
+		delete(l.loose, e.id)
+		t.attach(e)
 	}
 }
 
@@ -256,7 +256,12 @@ func (l *Live) record(e *entry, st *events.State, env *pb.Envelope, covered bool
 	}
 	e.st = packed.Pack(st, e.id)
 	if e.src == nil || e.src.name != st.Source {
-		e.src = l.sourceAgg(st.Source)
+		src := l.sourceAgg(st.Source)
+		if t := e.fl; t != nil {
+			t.moveTo(e, src)
+		} else {
+			e.src = src
+		}
 	}
 	src := e.src
 	switch env.GetEvent().(type) {
@@ -286,8 +291,13 @@ func (l *Live) drop(e *entry) {
 	l.all[len(l.all)-1] = nil
 	l.all = l.all[:len(l.all)-1]
 	delete(l.entries, e.id)
-	delete(l.pending, e.id)
 	l.members++
+	if t := e.fl; t != nil {
+		t.detach()
+		if t.holders > 0 { // its actor goes on (a re-added proxy's new one, or the old one retiring)
+			l.loose[e.id] = t
+		}
+	}
 }
 
 func (l *Live) sourceAgg(name string) *agg {
@@ -303,59 +313,163 @@ func (l *Live) sourceAgg(name string) *agg {
 }
 
 // SetChecking sets a proxy's "checking" flag (a check in flight), which is
-// not journaled: the engine reports it. A flag set for a proxy the
-// projection has not seen yet is applied when its ProxyAdded arrives.
+// not journaled: the engine reports it. A flag reported before the proxy's
+// ProxyAdded is applied is kept until it is. It looks the proxy up by ID;
+// an actor that reports often holds a Tracker instead (Track).
 func (l *Live) SetChecking(proxyID string, on bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	e := l.entries[proxyID]
-	if e == nil {
-		p := l.pending[proxyID]
-		p.checking = on
-		l.setPending(proxyID, p)
-		return
-	}
-	if e.checking == on {
-		return
-	}
-	l.contribute(e, -1)
-	e.checking = on
-	l.contribute(e, 1)
-}
-
-// pendingFlags are the flags the engine reported for a proxy whose
-// ProxyAdded the feeder has not applied yet.
-type pendingFlags struct {
-	checking bool
-	next     int64 // unix ns; 0: none
-}
-
-func (l *Live) setPending(id string, p pendingFlags) {
-	if p == (pendingFlags{}) {
-		delete(l.pending, id)
-	} else {
-		l.pending[id] = p
-	}
+	t := l.trackerLocked(proxyID)
+	t.SetChecking(on)
+	l.forgetLocked(t)
 }
 
 // SetNextCheck records when the proxy's actor will check it next (its real
-// due time; zero when none is scheduled: paused, failed, or a check in
+// schedule; zero when none is scheduled, as while paused or a check is in
 // flight). Like the checking flag it is reported by the engine, not
-// journaled, and shows as ProxyView.NextCheckAt.
+// journaled, and looked up by ID (see Track).
 func (l *Live) SetNextCheck(proxyID string, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t := l.trackerLocked(proxyID)
+	t.SetNextCheck(at)
+	l.forgetLocked(t)
+}
+
+// Track returns the tracker of a proxy's engine-reported flags (checking,
+// next check), for its actor to report through without looking the proxy
+// up under the projection's lock three times a check. The caller holds
+// the tracker until it calls Release; every proxy has at most one tracker
+// at a time, shared by its holders (an actor and its restarted
+// incarnation; a removed proxy's retiring actor and its re-added one).
+func (l *Live) Track(proxyID string) *Tracker {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t := l.trackerLocked(proxyID)
+	t.holders++
+	return t
+}
+
+// trackerLocked returns proxyID's tracker, making one if it has none; mu
+// must be held for writing.
+func (l *Live) trackerLocked(id string) *Tracker {
+	if e := l.entries[id]; e != nil {
+		if e.fl == nil {
+			t := &Tracker{l: l, id: id}
+			t.attach(e)
+		}
+		return e.fl
+	}
+	t := l.loose[id]
+	if t == nil {
+		t = &Tracker{l: l, id: id}
+		l.loose[id] = t
+	}
+	return t
+}
+
+// forgetLocked drops a loose tracker that no actor holds and that reports
+// nothing (the flags a proxy without an entry had are cleared); mu must be
+// held for writing.
+func (l *Live) forgetLocked(t *Tracker) {
+	if t.holders == 0 && t.e == nil && !t.checking.Load() && t.next.Load() == 0 && l.loose[t.id] == t {
+		delete(l.loose, t.id)
+	}
+}
+
+// Tracker carries one proxy's flags that the engine reports and the journal
+// does not hold: whether a check is in flight, and when the next one is
+// due. Its setters take neither the projection's lock nor a lookup by ID,
+// so that an actor reports them at the cost of an uncontended mutex; the
+// live status reads them with its queries. Get one with Live.Track.
+type Tracker struct {
+	l  *Live
+	id string
+	// mu orders the checking flag's changes with the entry's attachment,
+	// so that the checking counts of the pool and of the entry's source
+	// count exactly the attached entries whose flag is on.
+	mu       sync.Mutex
+	e        *entry // the proxy's entry (guarded by mu and Live.mu: written under both)
+	checking atomic.Bool
+	next     atomic.Int64 // unix ns; 0: none
+	holders  int32        // Track calls not yet released; guarded by Live.mu
+}
+
+// SetChecking sets the flag of a check in flight.
+func (t *Tracker) SetChecking(on bool) {
+	t.mu.Lock()
+	if t.checking.Load() != on {
+		t.checking.Store(on)
+		if e := t.e; e != nil {
+			d := int64(-1)
+			if on {
+				d = 1
+			}
+			t.l.global.checking.Add(d)
+			e.src.checking.Add(d)
+		}
+	}
+	t.mu.Unlock()
+}
+
+// SetNextCheck records the next check's due time (zero: none scheduled).
+func (t *Tracker) SetNextCheck(at time.Time) {
 	var n int64
 	if !at.IsZero() {
 		n = at.UnixNano()
 	}
+	t.next.Store(n)
+}
+
+// Release ends the caller's hold (one per Track). A released tracker's
+// flags stay on its proxy's entry; a proxy without one forgets them once
+// nothing holds them.
+func (t *Tracker) Release() {
+	l := t.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if e := l.entries[proxyID]; e != nil {
-		e.next = n
-		return
+	if t.holders > 0 {
+		t.holders--
 	}
-	p := l.pending[proxyID]
-	p.next = n
-	l.setPending(proxyID, p)
+	if t.holders == 0 && t.e == nil && l.loose[t.id] == t {
+		delete(l.loose, t.id)
+	}
+}
+
+// attach makes t the tracker of the new entry e, counting its flag; Live.mu
+// must be held for writing.
+func (t *Tracker) attach(e *entry) {
+	t.mu.Lock()
+	t.e, e.fl = e, t
+	if t.checking.Load() {
+		t.l.global.checking.Add(1)
+		e.src.checking.Add(1)
+	}
+	t.mu.Unlock()
+}
+
+// detach parts t from its entry (the proxy was removed), uncounting its
+// flag; Live.mu must be held for writing.
+func (t *Tracker) detach() {
+	t.mu.Lock()
+	if e := t.e; e != nil && t.checking.Load() {
+		t.l.global.checking.Add(-1)
+		e.src.checking.Add(-1)
+	}
+	t.e = nil
+	t.mu.Unlock()
+}
+
+// moveTo moves t's entry e to the source src, its flag's count with it;
+// Live.mu must be held for writing.
+func (t *Tracker) moveTo(e *entry, src *agg) {
+	t.mu.Lock()
+	if e.src != nil && t.e == e && t.checking.Load() {
+		e.src.checking.Add(-1)
+		src.checking.Add(1)
+	}
+	e.src = src
+	t.mu.Unlock()
 }
 
 // Seq returns the seq of the last applied envelope.

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/projections/internal/packed"
@@ -24,14 +25,13 @@ func stateIndex(h pb.HealthState) int {
 // and src is guarded by Live.mu; id never changes. It takes 480 bytes (a
 // size class: a byte more would take 512), and its changes.
 type entry struct {
-	id       string
-	st       packed.State // the folded state (its ProxyID is id)
-	src      *agg
-	idx      int32 // position in Live.all
-	checking bool
-	removed  bool
-	next     int64 // the next check's due time (unix ns) as the engine reported it; 0: none
-	lastOK   int64 // the last passed check (unix ns); 0: none seen
+	id      string
+	st      packed.State // the folded state (its ProxyID is id)
+	src     *agg
+	idx     int32 // position in Live.all
+	removed bool
+	fl      *Tracker // the flags the engine reports (checking, next check); nil: none reported
+	lastOK  int64    // the last passed check (unix ns); 0: none seen
 
 	changes ring[stateChange]
 
@@ -233,7 +233,7 @@ func sumRate[T counter](slots []rateSlot[T], last, width, now int64) (ok, total 
 type agg struct {
 	name      string
 	states    [numStates]int
-	checking  int
+	checking  atomic.Int64 // entries whose Tracker says checking (counted by the Tracker, not by add)
 	paused    int
 	ejected   int
 	total     int
@@ -254,9 +254,6 @@ type sourceRefresh struct {
 func (a *agg) add(e *entry, sign int) {
 	a.total += sign
 	a.states[stateIndex(e.st.Health())] += sign
-	if e.checking {
-		a.checking += sign
-	}
 	if e.st.Paused() {
 		a.paused += sign
 	}
@@ -273,7 +270,7 @@ func (a *agg) counts() Counts {
 	c := Counts{
 		Unknown: a.states[0], Healthy: a.states[1], Degraded: a.states[2],
 		Unhealthy: a.states[3], Recovering: a.states[4], Failed: a.states[5],
-		Checking: a.checking, Paused: a.paused, Ejected: a.ejected, Total: a.total,
+		Checking: int(a.checking.Load()), Paused: a.paused, Ejected: a.ejected, Total: a.total,
 	}
 	if a.total > 0 {
 		c.HealthPercentage = float64(a.states[1]) * 100 / float64(a.total)

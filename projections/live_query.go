@@ -206,7 +206,7 @@ func (l *Live) view(e *entry, now int64) ProxyView {
 	s := &st
 	v := ProxyView{
 		ID: e.id, URLRedacted: s.URLRedacted, Source: s.Source, State: events.StateName(s.Health),
-		Checking: e.checking, Paused: s.Paused, Ejected: s.Ejected(), EjectedUntil: s.EjectedUntil,
+		Checking: e.fl != nil && e.fl.checking.Load(), Paused: s.Paused, Ejected: s.Ejected(), EjectedUntil: s.EjectedUntil,
 		Tags: s.TagList(), Weight: s.Weight, ExitIP: s.ExitIP, Anonymity: events.AnonymityName(s.Anonymity),
 		ConsecutiveSuccesses: s.ConsecutiveSuccesses, ConsecutiveFailures: s.ConsecutiveFailures,
 		RecoveryAttempt: s.RecoveryAttempt, TotalChecks: s.TotalChecks, TotalFailures: s.TotalFailures,
@@ -225,8 +225,10 @@ func (l *Live) view(e *entry, now int64) ProxyView {
 	v.SuccessRate1h = ratio(ok, v.Checks1h)
 	ok, v.Checks24h = e.rates.hour(now)
 	v.SuccessRate24h = ratio(ok, v.Checks24h)
-	if e.next != 0 {
-		v.NextCheckAt = time.Unix(0, e.next).UTC()
+	if e.fl != nil {
+		if next := e.fl.next.Load(); next != 0 {
+			v.NextCheckAt = time.Unix(0, next).UTC()
+		}
 	}
 	return v
 }
