@@ -19,15 +19,16 @@ import (
 
 // proxyRow is one proxy's fold while a batch works on it: its whole
 // events.State (which carries the latency EWMA, stored in ms), the
-// renderings of its times, and the state and source of its committed row
-// (cached: it has one). Between batches the cache keeps only the state,
-// encoded: about 110 bytes a proxy instead of 560 and its time texts.
+// renderings of its times, and, when its committed row exists (cached),
+// the columns the batch's events may have changed in it (changed: the
+// batch writes only those). Between batches the cache keeps only the
+// state, encoded: about 110 bytes a proxy instead of 560 and its time
+// texts.
 type proxyRow struct {
-	st        events.State
-	times     timeTexts
-	cached    bool
-	wasHealth pb.HealthState
-	wasSource string
+	st      events.State
+	times   timeTexts
+	cached  bool
+	changed colMask
 }
 
 // applier folds envelopes into the view's tables. It owns the per-proxy
@@ -81,10 +82,10 @@ type applier struct {
 type writer struct {
 	conn *sql.Conn
 	st   stmts
+	// upd are the UPDATEs of proxies rows by the columns they set
+	// (updateStmt).
+	upd map[colMask]driver.Stmt
 }
-
-// proxyCols is the number of columns of a proxies row.
-const proxyCols = 28
 
 // connect takes the applier's connection from the pool and prepares its
 // statements, unless done already.
@@ -125,6 +126,10 @@ func (w *writer) close() {
 				*t.dst = nil
 			}
 		}
+		for _, st := range w.upd {
+			st.Close()
+		}
+		w.upd = nil
 		return nil
 	})
 	w.conn.Close()
@@ -186,7 +191,7 @@ var marshalOpts = proto.MarshalOptions{Deterministic: true}
 
 // stmts are the applier's prepared statements.
 type stmts struct {
-	check, change, pool, upsert, update, del, offset, source, pruneChecks, pruneChanges driver.Stmt
+	check, change, pool, insert, del, offset, source, pruneChecks, pruneChanges driver.Stmt
 }
 
 const (
@@ -196,27 +201,7 @@ const (
 	sqlInsertCheck  = `INSERT INTO check_history (seq, proxy_id, at, ok, class, status_code, connect_ms, first_byte_ms, total_ms, message) VALUES (?,?,?,?,?,?,?,?,?,?)`
 	sqlInsertChange = `INSERT INTO state_changes (seq, proxy_id, at, from_state, to_state, reason, recovery_attempt) VALUES (?,?,?,?,?,?,?)`
 	sqlInsertPool   = `INSERT INTO pool_events (seq, at, type, healthy_pct, threshold, healthy, total) VALUES (?,?,?,?,?,?,?)`
-	sqlUpsertProxy  = `INSERT INTO proxies (id, url_redacted, source, state, paused, has_credentials, consecutive_successes,
-	consecutive_failures, passive_failures, recovery_attempt, total_checks, total_failures, last_check_at, last_check_unix_ms,
-	last_change_at, last_error_class, last_error, last_status_code, last_latency_ms, latency_ewma_ms, added_at,
-	tags, weight, exit_ip, anonymity, ejected_until, updated_seq, state_pb)
-	VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-	ON CONFLICT(id) DO UPDATE SET url_redacted=excluded.url_redacted, source=excluded.source, state=excluded.state,
-	paused=excluded.paused, has_credentials=excluded.has_credentials, consecutive_successes=excluded.consecutive_successes,
-	consecutive_failures=excluded.consecutive_failures, passive_failures=excluded.passive_failures,
-	recovery_attempt=excluded.recovery_attempt, total_checks=excluded.total_checks, total_failures=excluded.total_failures,
-	last_check_at=excluded.last_check_at, last_check_unix_ms=excluded.last_check_unix_ms, last_change_at=excluded.last_change_at,
-	last_error_class=excluded.last_error_class, last_error=excluded.last_error, last_status_code=excluded.last_status_code,
-	last_latency_ms=excluded.last_latency_ms, latency_ewma_ms=excluded.latency_ewma_ms, added_at=excluded.added_at,
-	tags=excluded.tags, weight=excluded.weight, exit_ip=excluded.exit_ip, anonymity=excluded.anonymity,
-	ejected_until=excluded.ejected_until, updated_seq=excluded.updated_seq, state_pb=excluded.state_pb`
-	// sqlUpdateProxy leaves the indexed columns (state, source) alone, so
-	// that SQLite does not rewrite the index entries.
-	sqlUpdateProxy = `UPDATE proxies SET url_redacted=?, paused=?, has_credentials=?, consecutive_successes=?,
-	consecutive_failures=?, passive_failures=?, recovery_attempt=?, total_checks=?, total_failures=?, last_check_at=?,
-	last_check_unix_ms=?, last_change_at=?, last_error_class=?, last_error=?, last_status_code=?, last_latency_ms=?,
-	latency_ewma_ms=?, added_at=?, tags=?, weight=?, exit_ip=?, anonymity=?, ejected_until=?, updated_seq=?, state_pb=? WHERE id=?`
-	sqlDeleteProxy = `DELETE FROM proxies WHERE id = ?`
+	sqlDeleteProxy  = `DELETE FROM proxies WHERE id = ?`
 	// sqlSourceEvent records a source's refresh events: a NULL argument
 	// leaves its column as it was.
 	sqlSourceEvent = `INSERT INTO source_refreshes (source, last_refresh, last_error, last_error_at, held) VALUES (?1, ?2, COALESCE(?3, ''), ?4, COALESCE(?5, 0))
@@ -234,7 +219,7 @@ type stmtTarget struct {
 }
 
 func (s *stmts) targets() []stmtTarget {
-	return []stmtTarget{{&s.check, sqlInsertCheck}, {&s.change, sqlInsertChange}, {&s.pool, sqlInsertPool}, {&s.upsert, sqlUpsertProxy}, {&s.update, sqlUpdateProxy},
+	return []stmtTarget{{&s.check, sqlInsertCheck}, {&s.change, sqlInsertChange}, {&s.pool, sqlInsertPool}, {&s.insert, insertSQL},
 		{&s.del, sqlDeleteProxy}, {&s.offset, sqlSetOffset}, {&s.source, sqlSourceEvent}, {&s.pruneChecks, sqlPruneChecks}, {&s.pruneChanges, sqlPruneChanges}}
 }
 
@@ -318,10 +303,10 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 			switch {
 			case r.st.Removed:
 				err = exec(xctx, st.del, a.bind(id))
-			case r.cached && r.wasHealth == r.st.Health && r.wasSource == r.st.Source:
-				err = a.update(xctx, st.update, r)
+			case r.cached:
+				err = a.update(xctx, c, r)
 			default:
-				err = a.upsert(xctx, st.upsert, r)
+				err = a.insert(xctx, r)
 			}
 			if err != nil {
 				return fmt.Errorf("sqlview: write proxy %s: %w", id, err)
@@ -431,7 +416,7 @@ func (a *applier) flushProxies(ctx context.Context) error {
 				return err
 			}
 			a.scratch = proxyRow{st: s}
-			if err := a.upsert(xctx, a.w.st.upsert, &a.scratch); err != nil {
+			if err := a.insert(xctx, &a.scratch); err != nil {
 				return fmt.Errorf("sqlview: write proxy %s: %w", id, err)
 			}
 		}
@@ -521,7 +506,7 @@ func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*p
 			return nil
 		}
 		next = a.newRow() // the cache holds what is committed
-		*next = proxyRow{st: committed, cached: true, wasHealth: committed.Health, wasSource: committed.Source}
+		*next = proxyRow{st: committed, cached: true}
 	default:
 		base, skip, err := fold.Base(ctx, a.load, env)
 		if err != nil {
@@ -534,7 +519,11 @@ func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*p
 			return nil
 		}
 	}
+	before := next.st
 	next.st = events.Evolve(next.st, env)
+	if next.cached {
+		next.changed |= changedCols(&before, &next.st)
+	}
 	next.times.set(timeLastCheck, atNano, at) // the check's time is usually the row's last_check_at
 	pending[id] = next
 	return nil
@@ -563,37 +552,6 @@ func (a *applier) release(r *proxyRow) {
 		*r = proxyRow{}
 		a.free = append(a.free, r)
 	}
-}
-
-// fillRow sets a.row to the values of r's proxies row, in column order:
-// int64, float64, string, []byte or nil (NULL), as the driver takes them.
-// state_pb is marshalled into a.blob, which the row holds until the next
-// fillRow.
-func (a *applier) fillRow(r *proxyRow) error {
-	s := &r.st
-	var err error
-	a.blob, err = marshalOpts.MarshalAppend(a.blob[:0], events.ToSnapshot(*s))
-	if err != nil {
-		return err
-	}
-	var lastCheckMS, lastLatency, ewma, weight driver.Value
-	if !s.LastCheckAt.IsZero() {
-		lastCheckMS = s.LastCheckAt.UnixMilli()
-		lastLatency = ms(int64(s.LastLatency.Total))
-	}
-	if s.HasLatencyEWMA {
-		ewma = ms(int64(s.LatencyEWMA))
-	}
-	if s.Weight > 0 {
-		weight = s.Weight
-	}
-	a.row = [proxyCols]driver.Value{s.ProxyID, s.URLRedacted, s.Source, events.StateName(s.Health), boolInt(s.Paused), boolInt(s.HasCredentials),
-		int64(s.ConsecutiveSuccesses), int64(s.ConsecutiveFailures), int64(s.PassiveFailures), int64(s.RecoveryAttempt),
-		int64(s.TotalChecks), int64(s.TotalFailures), r.times.get(timeLastCheck, unixNano(s.LastCheckAt)), lastCheckMS,
-		r.times.get(timeLastChange, unixNano(s.LastChangeAt)), events.ClassName(s.LastErrorClass), s.LastError,
-		int64(s.LastStatusCode), lastLatency, ewma, r.times.get(timeAdded, unixNano(s.AddedAt)),
-		s.Tags, weight, s.ExitIP, events.AnonymityName(s.Anonymity), nullTime(unixNano(s.EjectedUntil)), int64(s.Seq), a.blob}
-	return nil
 }
 
 func boolInt(b bool) int64 {
@@ -632,30 +590,6 @@ func (t *timeTexts) get(i int, n int64) driver.Value {
 
 // set records text as the rendering of the time n.
 func (t *timeTexts) set(i int, n int64, text string) { t.n[i], t.text[i] = n, text }
-
-// upsert writes r's whole proxies row.
-func (a *applier) upsert(ctx context.Context, stmt driver.Stmt, r *proxyRow) error {
-	if err := a.fillRow(r); err != nil {
-		return err
-	}
-	return exec(ctx, stmt, a.bind(a.row[:]...))
-}
-
-// update rewrites the columns of r's row other than id, source and state.
-func (a *applier) update(ctx context.Context, stmt driver.Stmt, r *proxyRow) error {
-	if err := a.fillRow(r); err != nil {
-		return err
-	}
-	// Drop id (0), source (2) and state (3); id goes last, for WHERE.
-	a.args = a.args[:0]
-	add := func(v driver.Value) { a.args = append(a.args, driver.NamedValue{Ordinal: len(a.args) + 1, Value: v}) }
-	add(a.row[1])
-	for _, v := range a.row[4:] {
-		add(v)
-	}
-	add(a.row[0])
-	return exec(ctx, stmt, a.args)
-}
 
 func unixNano(t time.Time) int64 {
 	if t.IsZero() {

@@ -97,7 +97,7 @@ type Options struct {
 	// Now names moved-aside files and dates failures (default time.Now).
 	Now func() time.Time
 	// Linger is how long Run waits to fill up a small batch before
-	// applying it (default 500 ms; negative applies at once). The view then
+	// applying it (default 1 s; negative applies at once). The view then
 	// trails the journal by at most about that much.
 	Linger time.Duration
 	// RetryMin is how long Run waits before its first retry after a failure
@@ -134,8 +134,13 @@ const (
 	CheckNever
 )
 
-// DefaultLinger is the default Options.Linger.
-const DefaultLinger = 500 * time.Millisecond
+// DefaultLinger is the default Options.Linger. A batch's cost is mostly
+// the pages it writes: one in the proxies table and one in
+// check_history_proxy_at per check, fewer when checks of one batch share a
+// page. At 10,000 proxies checked every 10 s, 1 s batches (1,000 checks)
+// write about a quarter fewer bytes per event than 500 ms ones and cost
+// about 8 % less CPU (BenchmarkSteadyState/proxies=10000/batch=*/fresh).
+const DefaultLinger = time.Second
 
 func (o Options) withDefaults() Options {
 	if o.BatchSize <= 0 {
