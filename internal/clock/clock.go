@@ -426,7 +426,7 @@ func (s *Scheduler) removeLocked(t *fakeTimer) bool {
 	}
 	(*b)[last] = nil
 	*b = (*b)[:last]
-	t.index = -1
+	t.index, t.wheel = -1, nil // (a Rearmable may go to the heap next)
 	s.inWheel--
 	return true
 }

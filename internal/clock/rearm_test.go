@@ -63,6 +63,10 @@ func TestSchedulerRearmable(t *testing.T) {
 				fired <- struct{}{}
 			})
 			tm.Arm(tc.far, 1)
+			tm.Arm(time.Millisecond, 7) // in the wheel, stopped, then in the heap and stopped
+			tm.Stop()
+			tm.Arm(tc.far, 8)
+			tm.Stop()
 			tm.Arm(10*time.Millisecond, 2) // replaces it
 			other := s.NewTimer(func(uint64) { t.Error("a stopped timer fired") })
 			other.Arm(5*time.Millisecond, 9)
