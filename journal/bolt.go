@@ -615,13 +615,6 @@ func (b *Bolt) Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error
 	}
 	r := newAppendRequest(envs)
 	r.done = make(chan struct{})
-	if fastCodec {
-		// The caller waits for the commit anyway: its goroutine marshals
-		// the envelopes' bodies, so that the writer, which every append
-		// goes through, only splices the seqs in (see preEncode).
-		encodeBodies(r)
-		callerEncodedRequests.Add(1)
-	}
 	if err := b.submit(ctx, r); err != nil {
 		return nil, err
 	}

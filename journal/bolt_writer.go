@@ -81,19 +81,20 @@ type writer struct {
 	pos      []streamPos             // stream positions of the current request
 	head     func(string) streamHead // headOf, for assignStreams
 	// heads changed since the last checkpoint, and the events since
-	dirty     map[string]struct{}
-	sinceCkpt int
-	undo      []undo
-	taken     []*request
-	puts      []put
-	unsorted  bool // puts are not in the order write needs (see addPut)
-	arena     []byte
-	marshal   proto.MarshalOptions
-	delay     time.Duration     // linger for small batches
-	timer     *time.Timer       // reused linger timer
-	observer  func(CommitStats) // optional metrics hook
-	fault     func() error      // WithCommitFault
-	lastReqs  int               // requests in the previous commit
+	dirty      map[string]struct{}
+	sinceCkpt  int
+	undo       []undo
+	taken      []*request
+	puts       []put
+	unsorted   bool // puts are not in the order write needs (see addPut)
+	arena      []byte
+	marshal    proto.MarshalOptions
+	delay      time.Duration     // linger for small batches
+	timer      *time.Timer       // reused linger timer
+	observer   func(CommitStats) // optional metrics hook
+	fault      func() error      // WithCommitFault
+	lastReqs   int               // requests in the previous commit
+	lastEvents int               // and their events (snapshots count 1)
 	// the encoder, if started; the requests it took, in order, not yet
 	// committed; encodeFromEvents and encodePerRequest
 	enc                   *encoder
@@ -288,17 +289,9 @@ const maxPooledPre = 1 << 20
 // preEncode encodes the bodies of r's envelopes (that the direct codec
 // handles) into r.pre, unless r is no longer pending.
 func preEncode(r *request) {
-	if r.pre != nil || len(r.envs) == 0 || !fastCodec || !r.state.CompareAndSwap(reqPending, reqEncoding) {
+	if len(r.envs) == 0 || !fastCodec || !r.state.CompareAndSwap(reqPending, reqEncoding) {
 		return
 	}
-	encodeBodies(r)
-	r.state.Store(reqPending) // only the encoder leaves reqEncoding
-	encodedRequests.Add(1)
-}
-
-// encodeBodies sets r.pre to the bodies of r's envelopes, as preEncode
-// does, for a request nobody else sees yet or one in reqEncoding.
-func encodeBodies(r *request) {
 	p := preEncodedPool.Get().(*preEncoded)
 	p.buf, p.spans = p.buf[:0], p.spans[:0]
 	for _, e := range r.envs {
@@ -312,12 +305,14 @@ func encodeBodies(r *request) {
 		}
 	}
 	r.pre = p
+	r.state.Store(reqPending) // only the encoder leaves reqEncoding
+	encodedRequests.Add(1)
 }
 
 // encodedRequests counts the requests preEncode encoded, and
-// callerEncodedRequests those Append encoded on its caller's goroutine
-// (for tests).
-var encodedRequests, callerEncodedRequests atomic.Uint64
+// writerYields how often the writer yielded before gathering a batch (for
+// tests).
+var encodedRequests, writerYields atomic.Uint64
 
 // releasePre recycles r's pre-encoded bodies.
 func releasePre(r *request) {
@@ -336,8 +331,15 @@ func (w *writer) collect(r *request) {
 	n := r.size()
 	// Let the appenders just woken by the previous commit queue their next
 	// requests, so that they join this commit instead of waiting a whole
-	// fsync for the next: a yield, not a wait.
-	runtime.Gosched()
+	// fsync for the next: a yield, not a wait. Not after a commit of large
+	// requests (encodePerRequest events or more on average): their
+	// appenders take long to make the next ones, the writer would wait for
+	// them instead of committing what is queued, and what they queue while
+	// this commit runs is marshalled meanwhile by the encoder.
+	if w.lastEvents < encodePerRequest*w.lastReqs {
+		writerYields.Add(1)
+		runtime.Gosched()
+	}
 gather:
 	for n < w.maxBatch {
 		if r := w.popPending(); r != nil {
@@ -378,7 +380,7 @@ gather:
 			}
 		}
 	}
-	w.lastReqs = len(w.batch)
+	w.lastReqs, w.lastEvents = len(w.batch), n
 	w.commit(w.batch)
 	clear(w.batch)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -246,5 +247,47 @@ func TestWriterTrimsBurstBuffers(t *testing.T) {
 	}
 	if err := b.Check(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWriterYieldsOnlyAfterSmallRequests: after a commit of small requests
+// the writer yields before it gathers the next batch, so that the
+// appenders it just acknowledged join that batch; after a commit of large
+// ones (encodePerRequest events or more on average) it gathers at once:
+// those appenders take long to make their next requests, and what they
+// queue during the next commit is marshalled by the encoder meanwhile.
+func TestWriterYieldsOnlyAfterSmallRequests(t *testing.T) {
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	commits := func(events int) (yields uint64) {
+		t.Helper()
+		before := writerYields.Load()
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Go(func() {
+				for range 20 {
+					envs := make([]*pb.Envelope, events)
+					for i := range envs {
+						envs[i] = testEnvelope(fmt.Sprintf("%016x", g), 0)
+					}
+					if _, err := b.Append(ctx, envs); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return writerYields.Load() - before
+	}
+	if n := commits(encodePerRequest); n != 0 {
+		t.Errorf("the writer yielded %d times between commits of %d-event requests, want 0", n, encodePerRequest)
+	}
+	if n := commits(1); n == 0 {
+		t.Error("the writer never yielded between commits of 1-event requests")
 	}
 }
