@@ -153,8 +153,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		Limiter:       actors.NewLimiter(cfg.Concurrency),
 		Logger:        cfg.Logger,
 		SnapshotEvery: uint64(cfg.SnapshotEvery),
-		Checking:      e.setChecking,
-		Scheduled:     e.setNextCheck,
+		Track:         e.track,
 		Abandoned:     e.abandoned,
 		Ejections:     budget,
 	}
@@ -843,10 +842,12 @@ func (e *Engine) abandoned(id string, pid *actor.PID) {
 	e.mu.Unlock()
 }
 
-// setNextCheck is the actors' Env.Scheduled hook.
-func (e *Engine) setNextCheck(id string, due time.Time) { e.proj.live.SetNextCheck(id, due) }
+// track is the actors' Env.Track hook: the live status's tracker of the
+// proxy (its checking flag and next check, reported by its actor).
+func (e *Engine) track(id string) actors.Tracker { return e.proj.live.Track(id) }
 
-// setChecking is the actors' Env.Checking hook.
+// setChecking sets a proxy's checking flag in the live status by ID (a
+// removed proxy's is cleared).
 func (e *Engine) setChecking(id string, on bool) { e.proj.live.SetChecking(id, on) }
 
 func (e *Engine) lookup(id string) (*proxy, error) {

@@ -74,13 +74,12 @@ type Env struct {
 	// implement journal.AsyncAppender (an async append is answered by the
 	// journal's writer, which always answers). Default 1 minute.
 	AppendTimeout time.Duration
-	// Checking, if set, is told when a proxy's check starts and ends (the
-	// "checking" flag is not journaled). It must not block.
-	Checking func(proxyID string, checking bool)
-	// Scheduled, if set, is told a proxy's next due time whenever it
-	// changes (zero: no check scheduled, as when paused or failed). It
-	// must not block.
-	Scheduled func(proxyID string, due time.Time)
+	// Track, if set, gives a proxy actor, when it starts, the Tracker
+	// through which it reports its flags that are not journaled: a check
+	// in flight, and its next check's due time. The actor releases it when
+	// it stops or restarts. Track may block briefly (it runs once per
+	// actor start); the Tracker's setters must not block.
+	Track func(proxyID string) Tracker
 	// Ejections, if set, bounds the share of the pool that passive outlier
 	// detection holds ejected at once; nil: no bound.
 	Ejections *EjectionBudget
@@ -261,8 +260,31 @@ func (e *Env) after(d time.Duration, f func()) clock.Timer { return e.timers.Aft
 
 func (e *Env) stopping() bool { return e.ctx.Err() != nil }
 
-func (e *Env) checking(id string, on bool) {
-	if e.Checking != nil {
-		e.Checking(id, on)
+// track returns the Tracker of a starting proxy actor.
+func (e *Env) track(id string) Tracker {
+	if e.Track == nil {
+		return noTracker{}
 	}
+	return e.Track(id)
 }
+
+// Tracker receives a proxy's flags that are not journaled, from its actor
+// (projections.Tracker is one). Its setters are called from the actor's
+// mailbox, three times a check: they must be cheap and must not block.
+type Tracker interface {
+	// SetChecking is told when a check starts (true: it may wait for a
+	// limiter slot) and ends.
+	SetChecking(on bool)
+	// SetNextCheck is told the next check's due time whenever it changes
+	// (zero: none scheduled, as while paused, failed or checking).
+	SetNextCheck(due time.Time)
+	// Release ends the actor's hold: it stopped or restarts.
+	Release()
+}
+
+// noTracker is the Tracker of an Env without Track.
+type noTracker struct{}
+
+func (noTracker) SetChecking(bool)       {}
+func (noTracker) SetNextCheck(time.Time) {}
+func (noTracker) Release()               {}

@@ -129,11 +129,16 @@ type (
 	checkDue    struct{ gen uint64 }
 	ejectionDue struct{ gen uint64 }
 	slotGranted struct{ gen uint64 }
-	probeDone   struct {
+	// probeDone and probePanicked name the incarnation that started the
+	// probe: a probe is not cancelled when its actor restarts, and the new
+	// incarnation's check generations start again from zero.
+	probeDone struct {
+		owner  *proxyActor
 		gen    uint64
 		result events.CheckResult
 	}
 	probePanicked struct {
+		owner *proxyActor
 		gen   uint64
 		value any
 	}

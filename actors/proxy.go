@@ -36,8 +36,9 @@ type pending struct {
 // plus the rest of its stream; a new proxy journals ProxyAdded. All fields
 // are owned by the actor's mailbox; goroutines it starts only send messages.
 type proxyActor struct {
-	env  *Env
-	spec *ProxySpec // registered in env.specs; replaced, never changed
+	env   *Env
+	spec  *ProxySpec // registered in env.specs; replaced, never changed
+	track Tracker    // from env.Track, held from lookup to halt
 
 	state    events.State
 	lastSnap uint64 // stream seq of the latest snapshot
@@ -52,17 +53,20 @@ type proxyActor struct {
 	ejectGen   uint64
 	ejectArmed time.Time // the EjectedUntil ejectTimer is armed for
 
-	// schedule
+	// schedule; the check timer and the zombie deadline are armings of one
+	// re-armable timer (rt) when the clock makes them: the check's is
+	// armed only while no check runs, the zombie's only while one does
+	rt       clock.Rearmable
 	timer    clock.Timer
 	due      time.Time
 	reported time.Time // the due time last told to Env.Scheduled
 	gen      uint64    // invalidates stale timers
 
-	// the check in flight
+	// the check in flight (its probe runs with the Env's context: it is
+	// not cancelled on its own, see endCheck)
 	checking    bool
 	checkGen    uint64
 	ticket      *Ticket
-	cancelProbe context.CancelFunc
 	zombieTimer clock.Timer
 
 	retiring bool // removed: stop once nothing is in flight
@@ -101,7 +105,7 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 	case *probeDone:
 		a.onProbeDone(ctx, m)
 	case *probePanicked:
-		if m.gen == a.checkGen && a.checking {
+		if m.owner == a && m.gen == a.checkGen && a.checking {
 			a.endCheck()
 			panic(fmt.Errorf("actors: probe of proxy %s panicked: %v", a.spec.ID, m.value))
 		}
@@ -165,6 +169,7 @@ func (a *proxyActor) lookup(ctx actor.Context) bool {
 		return false
 	}
 	a.spec = spec
+	a.track = a.env.track(spec.ID)
 	return true
 }
 
@@ -228,10 +233,22 @@ func (a *proxyActor) halt() {
 	if a.checking {
 		a.endCheck()
 	}
+	if a.rt != nil {
+		a.rt.Stop()
+	}
+	if a.track != nil {
+		a.track.Release()
+	}
+	a.track = noTracker{} // a late message reports nothing
 }
 
 // endCheck releases everything held by the check in flight and invalidates
-// its late messages.
+// its late messages. The probe itself is not cancelled: it runs with the
+// Env's context (cancelled when the engine stops) and ends by its own
+// timeout; its late result is ignored. A context of its own per check cost
+// about seven allocations and two registrations in contexts' child maps,
+// for what only a zombie, a removal or a restart in the middle of a check
+// would use.
 func (a *proxyActor) endCheck() {
 	a.checking = false
 	a.checkGen++
@@ -239,15 +256,11 @@ func (a *proxyActor) endCheck() {
 		a.ticket.Release()
 		a.ticket = nil
 	}
-	if a.cancelProbe != nil {
-		a.cancelProbe()
-		a.cancelProbe = nil
-	}
 	if a.zombieTimer != nil {
 		a.zombieTimer.Stop()
 		a.zombieTimer = nil
 	}
-	a.env.checking(a.spec.ID, false)
+	a.track.SetChecking(false)
 }
 
 func (a *proxyActor) command(ctx actor.Context, cmd events.Command) {
@@ -498,7 +511,7 @@ func (a *proxyActor) retire(ctx actor.Context) {
 	}
 	a.queue = nil
 	if a.checking {
-		a.cancelProbe()
+		a.endCheck() // its late result goes to the dead letters
 	}
 	a.retiring = true
 	a.stopWhenIdle(ctx)
@@ -552,7 +565,35 @@ func (a *proxyActor) schedule(ctx actor.Context) {
 	a.report(at)
 	a.gen++
 	gen, self, sys := a.gen, ctx.Self(), ctx.ActorSystem()
-	a.timer = a.env.after(at.Sub(now), func() { sys.Root.Send(self, &checkDue{gen: gen}) })
+	a.timer = a.arm(sys, self, at.Sub(now), gen, false)
+}
+
+// arm arms the check timer (a checkDue of gen after d) or the zombie
+// deadline (a zombie of check gen): an arming of the actor's re-armable
+// timer, or, with a clock that cannot make one, a timer of its own.
+func (a *proxyActor) arm(sys *actor.ActorSystem, self *actor.PID, d time.Duration, gen uint64, isZombie bool) clock.Timer {
+	tok := gen << 1
+	if isZombie {
+		tok |= 1
+	}
+	if a.rt == nil {
+		rc, ok := a.env.timers.(clock.RearmableClock)
+		if !ok {
+			return a.env.after(d, func() { sys.Root.Send(self, timerMessage(tok)) })
+		}
+		a.rt = rc.NewTimer(func(tok uint64) { sys.Root.Send(self, timerMessage(tok)) })
+	}
+	a.rt.Arm(d, tok)
+	return a.rt
+}
+
+// timerMessage is the message of a check timer's or zombie deadline's
+// firing (see arm).
+func timerMessage(tok uint64) any {
+	if tok&1 == 1 {
+		return &zombie{gen: tok >> 1}
+	}
+	return &checkDue{gen: tok >> 1}
 }
 
 // armEjection arms the timer that ends the proxy's ejection at
@@ -592,14 +633,14 @@ func ejects(evs []*pb.Envelope) bool {
 	return false
 }
 
-// report tells the engine the proxy's next due time when it changed (the
+// report tells the tracker the proxy's next due time when it changed (the
 // live status shows it; nothing is journaled).
 func (a *proxyActor) report(due time.Time) {
-	if due.Equal(a.reported) || a.env.Scheduled == nil {
+	if due.Equal(a.reported) {
 		return
 	}
 	a.reported = due
-	a.env.Scheduled(a.spec.ID, due)
+	a.track.SetNextCheck(due)
 }
 
 func (a *proxyActor) onCheckDue(ctx actor.Context, m *checkDue) {
@@ -610,8 +651,7 @@ func (a *proxyActor) onCheckDue(ctx actor.Context, m *checkDue) {
 	if a.env.MayCheck != nil && !a.env.MayCheck() {
 		// Fenced (a cluster member whose membership is not confirmed):
 		// no check, no event; asked again shortly.
-		gen, self, sys := a.gen, ctx.Self(), ctx.ActorSystem()
-		a.timer = a.env.after(FenceRetry, func() { sys.Root.Send(self, &checkDue{gen: gen}) })
+		a.timer = a.arm(ctx.ActorSystem(), ctx.Self(), FenceRetry, a.gen, false)
 		return
 	}
 	if a.state.Health == pb.HealthState_HEALTH_STATE_UNHEALTHY {
@@ -621,7 +661,7 @@ func (a *proxyActor) onCheckDue(ctx actor.Context, m *checkDue) {
 	}
 	a.checking = true
 	a.checkGen++
-	a.env.checking(a.spec.ID, true)
+	a.track.SetChecking(true)
 	gen, self, sys := a.checkGen, ctx.Self(), ctx.ActorSystem()
 	// A slot granted at once (inside Acquire, on this goroutine) starts the
 	// probe directly; one granted later arrives as a message.
@@ -656,9 +696,8 @@ func (a *proxyActor) startProbe(ctx actor.Context) {
 		a.endCheck()
 		return
 	}
-	pctx, cancel := context.WithCancel(a.env.ctx)
-	a.cancelProbe = cancel
-	gen, self, sys, check := a.checkGen, ctx.Self(), ctx.ActorSystem(), a.spec.Check
+	pctx := a.env.ctx
+	gen, self, sys, check, owner := a.checkGen, ctx.Self(), ctx.ActorSystem(), a.spec.Check, a
 	if async := a.spec.CheckAsync; async != nil {
 		var once atomic.Bool
 		func() {
@@ -672,7 +711,7 @@ func (a *proxyActor) startProbe(ctx actor.Context) {
 			}()
 			async(pctx, func(r events.CheckResult) {
 				if once.CompareAndSwap(false, true) {
-					sys.Root.Send(self, &probeDone{gen: gen, result: r})
+					sys.Root.Send(self, &probeDone{owner: owner, gen: gen, result: r})
 					a.env.work.Done()
 				}
 			})
@@ -682,19 +721,19 @@ func (a *proxyActor) startProbe(ctx actor.Context) {
 			defer a.env.work.Done()
 			defer func() {
 				if v := recover(); v != nil {
-					sys.Root.Send(self, &probePanicked{gen: gen, value: v})
+					sys.Root.Send(self, &probePanicked{owner: owner, gen: gen, value: v})
 				}
 			}()
-			sys.Root.Send(self, &probeDone{gen: gen, result: check(pctx)})
+			sys.Root.Send(self, &probeDone{owner: owner, gen: gen, result: check(pctx)})
 		})
 	}
 	if a.spec.Timeout > 0 {
-		a.zombieTimer = a.env.after(2*a.spec.Timeout, func() { sys.Root.Send(self, &zombie{gen: gen}) })
+		a.zombieTimer = a.arm(sys, self, 2*a.spec.Timeout, gen, true)
 	}
 }
 
 func (a *proxyActor) onProbeDone(ctx actor.Context, m *probeDone) {
-	if m.gen != a.checkGen || !a.checking {
+	if m.owner != a || m.gen != a.checkGen || !a.checking {
 		return
 	}
 	a.endCheck()
