@@ -2,7 +2,9 @@ package sqlview
 
 import (
 	"bytes"
+	"database/sql/driver"
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -175,5 +177,44 @@ func TestUpdateSQL(t *testing.T) {
 	want := "UPDATE proxies SET state=?, total_checks=?, updated_seq=?, state_pb=? WHERE id=?"
 	if got != want {
 		t.Fatalf("updateSQL = %q, want %q", got, want)
+	}
+}
+
+// TestUpdateStmtCap: past maxUpdateStmts prepared UPDATEs, a new set of
+// columns is written by the statement for every column (prepared once).
+func TestUpdateStmtCap(t *testing.T) {
+	ctx := t.Context()
+	db, err := openDB("", filepath.Join(t.TempDir(), "view.db"), "mode=rwc", viewPragmas...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := createSchema(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	a := &applier{db: db}
+	if err := a.connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer a.closeStatements()
+	err = a.w.conn.Raw(func(dc any) error {
+		c := dc.(driver.Conn)
+		for i := range maxUpdateStmts + 5 {
+			want := alwaysCols | colMask(i)<<colPaused
+			_, got, err := a.w.updateStmt(ctx, c, want)
+			if err != nil {
+				return err
+			}
+			if i < maxUpdateStmts && got != want || i >= maxUpdateStmts && got != allCols {
+				t.Errorf("set %d: the statement sets %b, want %b", i, got, want)
+			}
+		}
+		if len(a.w.upd) > maxUpdateStmts+1 {
+			t.Errorf("%d UPDATE statements prepared, the cap is %d (+ the one for every column)", len(a.w.upd), maxUpdateStmts)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
