@@ -13,7 +13,6 @@ import (
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
-	"github.com/proxyhealth/proxyhealth/projections"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -48,14 +47,15 @@ func checkJournalFile(cfg Config) error {
 // reason. It runs inside Open, before any command can arrive, so a pause
 // or resume right after Open reaches every proxy.
 func (e *Engine) resumeAdded(ctx context.Context) error {
-	_, all := e.proj.live.List(projections.ListFilter{}, 0, 1<<30)
+	all := e.proj.live.IDs() // (not List: a view per proxy, 0.3 s of start-up at 100,000)
 	e.mu.Lock()
-	var idle []projections.ProxyView
-	for _, v := range all {
-		if _, running := e.proxies[v.ID]; !running {
-			idle = append(idle, v)
+	var idle []string
+	for _, id := range all {
+		if _, running := e.proxies[id]; !running {
+			idle = append(idle, id)
 		}
 	}
+	slices.Sort(idle) // in ID order, as before
 	configured := map[string]bool{}
 	for name := range e.sources {
 		configured[name] = true
@@ -65,10 +65,10 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 	resume := map[string][]ProxyEntry{} // source → proxies
 	var moved []string                  // run-time proxies resumed under a new ID
 	var errs []error
-	for _, v := range idle {
-		st, _, err := journal.LoadState(ctx, e.journal, v.ID)
+	for _, id := range idle {
+		st, _, err := journal.LoadState(ctx, e.journal, id)
 		if err != nil {
-			return fmt.Errorf("proxyhealth: read the journal of proxy %s: %w", v.ID, err)
+			return fmt.Errorf("proxyhealth: read the journal of proxy %s: %w", id, err)
 		}
 		if !st.Added || st.Removed {
 			continue
@@ -76,7 +76,7 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 		var reason, raw string
 		var elsewhere string
 		if e.cl != nil {
-			elsewhere, _ = e.cl.checkedBy(v.ID)
+			elsewhere, _ = e.cl.checkedBy(id)
 		}
 		switch {
 		case elsewhere != "":
@@ -91,17 +91,17 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 			var u string
 			ok := e.creds != nil
 			if ok {
-				u, ok = e.creds.get(v.ID)
+				u, ok = e.creds.get(id)
 			}
 			if !ok {
 				reason = fmt.Sprintf("not resumed at start-up: it was added at run time with credentials, which %s does not hold; add it again", CredentialsFile)
 				break
 			}
 			raw = u
-			if pu, err := probe.ParseProxyURL(u); err == nil && pu.ID() != v.ID {
+			if pu, err := probe.ParseProxyURL(u); err == nil && pu.ID() != id {
 				// Resumed under its new identity; the old stream ends.
 				reason = identityMoved
-				moved = append(moved, v.ID)
+				moved = append(moved, id)
 			}
 		default:
 			raw = st.URLRedacted
@@ -114,11 +114,11 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 				errs = append(errs, err)
 			}
 			if reason == identityMoved {
-				e.log.Info("a proxy's ID changed: the user name is part of its identity now; its old stream ends", slog.String("old_proxy_id", v.ID),
+				e.log.Info("a proxy's ID changed: the user name is part of its identity now; its old stream ends", slog.String("old_proxy_id", id),
 					slog.String("url", st.URLRedacted), slog.String("source", st.Source))
 				continue
 			}
-			e.log.Warn("a proxy of the journal is no longer monitored", slog.String("proxy_id", v.ID),
+			e.log.Warn("a proxy of the journal is no longer monitored", slog.String("proxy_id", id),
 				slog.String("url", st.URLRedacted), slog.String("source", st.Source), slog.String("reason", reason))
 			continue
 		}

@@ -231,9 +231,15 @@ func sumRate[T counter](slots []rateSlot[T], last, width, now int64) (ok, total 
 // agg holds the incrementally maintained counts of a set of proxies (the
 // whole pool, or one source).
 type agg struct {
-	name      string
-	states    [numStates]int
-	checking  atomic.Int64 // entries whose Tracker says checking (counted by the Tracker, not by add)
+	name   string
+	states [numStates]int
+	// checking counts the entries whose Tracker says checking (counted by
+	// the Trackers, not by add), on a cache line of its own: the actors
+	// change it twice a check while the feeder writes the fields around
+	// it.
+	_         [64]byte
+	checking  atomic.Int64
+	_         [56]byte
 	paused    int
 	ejected   int
 	total     int

@@ -1,6 +1,7 @@
 package projections_test
 
 import (
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -144,5 +145,28 @@ func TestLiveTrackerRacesTheFeeder(t *testing.T) {
 	}
 	for _, tr := range trs {
 		tr.Release()
+	}
+}
+
+// TestLiveIDs: IDs holds exactly the proxies List shows, removed ones gone.
+func TestLiveIDs(t *testing.T) {
+	l := projections.NewLive(projections.LiveOptions{})
+	if ids := l.IDs(); len(ids) != 0 {
+		t.Fatalf("empty status: %v", ids)
+	}
+	s := newScript("a", t0).add(added("x"))
+	s.as("b").add(added("x"))
+	s.as("c").add(added("y"))
+	s.as("b").add(&pb.ProxyRemoved{Reason: "gone"})
+	l.Apply(s.out...)
+	ids := l.IDs()
+	slices.Sort(ids)
+	_, views := l.List(projections.ListFilter{}, 0, 100)
+	var want []string
+	for _, v := range views {
+		want = append(want, v.ID)
+	}
+	if !slices.Equal(ids, want) || len(ids) != 2 {
+		t.Fatalf("IDs %v, List %v", ids, want)
 	}
 }
