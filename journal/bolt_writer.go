@@ -331,12 +331,12 @@ func (w *writer) collect(r *request) {
 	n := r.size()
 	// Let the appenders just woken by the previous commit queue their next
 	// requests, so that they join this commit instead of waiting a whole
-	// fsync for the next: a yield, not a wait. Not after a commit of large
-	// requests (encodePerRequest events or more on average): their
-	// appenders take long to make the next ones, the writer would wait for
-	// them instead of committing what is queued, and what they queue while
-	// this commit runs is marshalled meanwhile by the encoder.
-	if w.lastEvents < encodePerRequest*w.lastReqs {
+	// fsync for the next: a yield, not a wait. Not after a commit large
+	// enough for the encoder (see encodeFromEvents): its appenders take
+	// long to make their next requests, the writer would wait for them
+	// instead of committing what is queued, and what they queue while this
+	// commit runs is marshalled meanwhile by the encoder.
+	if w.lastEvents < w.encodeFrom || w.lastEvents < w.encodePer*w.lastReqs {
 		writerYields.Add(1)
 		runtime.Gosched()
 	}

@@ -250,26 +250,27 @@ func TestWriterTrimsBurstBuffers(t *testing.T) {
 	}
 }
 
-// TestWriterYieldsOnlyAfterSmallRequests: after a commit of small requests
-// the writer yields before it gathers the next batch, so that the
-// appenders it just acknowledged join that batch; after a commit of large
-// ones (encodePerRequest events or more on average) it gathers at once:
-// those appenders take long to make their next requests, and what they
-// queue during the next commit is marshalled by the encoder meanwhile.
-func TestWriterYieldsOnlyAfterSmallRequests(t *testing.T) {
+// TestWriterYieldsOnlyAfterSmallCommits: after a commit large enough for
+// the encoder (encodeFromEvents events or more, from requests of
+// encodePerRequest events or more on average) the writer gathers the next
+// batch at once: those appenders take long to make their next requests,
+// and what they queue during the next commit is marshalled by the encoder
+// meanwhile. After a smaller commit it yields first, so that the
+// appenders it just acknowledged join the next batch.
+func TestWriterYieldsOnlyAfterSmallCommits(t *testing.T) {
 	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	ctx := context.Background()
-	commits := func(events int) (yields uint64) {
+	appends := func(events, calls int) (yields uint64) {
 		t.Helper()
 		before := writerYields.Load()
 		var wg sync.WaitGroup
 		for g := range 4 {
 			wg.Go(func() {
-				for range 20 {
+				for range calls {
 					envs := make([]*pb.Envelope, events)
 					for i := range envs {
 						envs[i] = testEnvelope(fmt.Sprintf("%016x", g), 0)
@@ -284,10 +285,18 @@ func TestWriterYieldsOnlyAfterSmallRequests(t *testing.T) {
 		wg.Wait()
 		return writerYields.Load() - before
 	}
-	if n := commits(encodePerRequest); n != 0 {
-		t.Errorf("the writer yielded %d times between commits of %d-event requests, want 0", n, encodePerRequest)
+	// Every commit holds at least one request of encodeFromEvents events
+	// (at most 8 of them: DefaultMaxBatchEvents), so there are 3 or more;
+	// only the first follows no commit and yields.
+	if n := appends(encodeFromEvents, 5); n > 1 {
+		t.Errorf("the writer yielded %d times between commits of %d-event requests, want at most once, before the first", n, encodeFromEvents)
 	}
-	if n := commits(1); n == 0 {
+	// Commits of at most 4 requests of encodePerRequest events: too small
+	// for the encoder.
+	if n := appends(encodePerRequest, 20); n == 0 {
+		t.Errorf("the writer never yielded between commits of %d-event requests", encodePerRequest)
+	}
+	if n := appends(1, 20); n == 0 {
 		t.Error("the writer never yielded between commits of 1-event requests")
 	}
 }
