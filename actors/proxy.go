@@ -59,7 +59,7 @@ type proxyActor struct {
 	rt       clock.Rearmable
 	timer    clock.Timer
 	due      time.Time
-	reported time.Time // the due time last told to Env.Scheduled
+	reported time.Time // the due time last told to the tracker
 	gen      uint64    // invalidates stale timers
 
 	// the check in flight (its probe runs with the Env's context: it is
