@@ -199,6 +199,12 @@ func (m *PoolMonitor) restore(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if first := m.j.First(); first > 1 {
+		// Everything before first was accounted for by retention (the
+		// carried events and the snapshots): the monitor has processed it,
+		// even when none of it is read again.
+		m.applied = max(m.applied, first-1)
+	}
 	return journal.QuietSnapshots(ctx, m.j, nil, func(snap *pb.ProxySnapshot) {
 		if id := snap.GetProxyId(); m.proxies[id] == nil && !snap.GetRemoved() {
 			st := events.FromSnapshot(snap)
