@@ -119,7 +119,8 @@ type rotator struct {
 	touched   map[string]struct{}
 	wmu       sync.Mutex // serializes the pool's writers: the feeder, refresh
 
-	// Deferred publishing (large pools, batches of check results only),
+	// Deferred publishing (large pools, batches of check results and
+	// additions only),
 	// guarded by wmu: when the last publish was made, whether one is
 	// owed, its timer, and whether the engine is closing.
 	lastPublish time.Time
@@ -150,12 +151,14 @@ func (r *rotator) apply(batch []*pb.Envelope) {
 	if r.closed {
 		return
 	}
-	if d := publishDelay(r.pool.Len()); d > 0 && checksOnly(batch) {
+	if d := publishDelay(r.pool.Len()); d > 0 && deferrable(batch) {
 		// A publish rebuilds the picker's groups, O(pool size): with
 		// thousands of check results a second (a first sweep of 100,000
 		// proxies, about a quarter of the engine's CPU), results wait up
-		// to d and go out together. Operators' commands, removals and
-		// ejections go out at once.
+		// to d and go out together, and so do new proxies (unchecked,
+		// they are picked only in panic mode, as the least bad; while a
+		// large pool is added, batches mix additions and first checks).
+		// Operators' commands, removals and ejections go out at once.
 		if wait := d - r.monoNow().Sub(r.lastPublish); wait > 0 {
 			if !r.owed {
 				r.owed = true
@@ -178,12 +181,13 @@ func publishDelay(n int) time.Duration {
 	return min(time.Duration(n)*10*time.Microsecond, time.Second)
 }
 
-// checksOnly reports whether a batch holds nothing but the outcomes of
-// checks (and the state changes and exit observations they cause).
-func checksOnly(batch []*pb.Envelope) bool {
+// deferrable reports whether a batch holds nothing but the outcomes of
+// checks (and the state changes and exit observations they cause) and
+// proxies added.
+func deferrable(batch []*pb.Envelope) bool {
 	for _, env := range batch {
 		switch env.GetEvent().(type) {
-		case *pb.Envelope_CheckSucceeded, *pb.Envelope_CheckFailed, *pb.Envelope_StateChanged, *pb.Envelope_ExitObserved:
+		case *pb.Envelope_CheckSucceeded, *pb.Envelope_CheckFailed, *pb.Envelope_StateChanged, *pb.Envelope_ExitObserved, *pb.Envelope_ProxyAdded:
 		default:
 			return false
 		}

@@ -15,10 +15,11 @@ import (
 )
 
 // TestLargePoolsPublishCheckResultsTogether: in a pool of 6,000 proxies,
-// a batch of check results reaches the picker within publishDelay (not
-// with every batch, which cost a first sweep of 100,000 proxies a quarter
-// of the engine's CPU in rebuilding the picker's groups), while a batch
-// with an operator's command goes out at once, with the results owed.
+// a batch of check results, or of proxies added, reaches the picker within
+// publishDelay (not with every batch, which cost a first sweep of 100,000
+// proxies a quarter of the engine's CPU in rebuilding the picker's
+// groups), while a batch with an operator's command goes out at once, with
+// the results owed.
 func TestLargePoolsPublishCheckResultsTogether(t *testing.T) {
 	const n = 6000
 	if publishDelay(n) == 0 || publishDelay(4999) != 0 || publishDelay(10_000) != 100*time.Millisecond || publishDelay(1_000_000) != time.Second {
@@ -49,7 +50,7 @@ func TestLargePoolsPublishCheckResultsTogether(t *testing.T) {
 		return ev
 	}
 	var added, checked []*pb.Envelope
-	ids := make([]string, n)
+	ids := make([]string, n+10)
 	for i := range ids {
 		u, err := probe.ParseProxyURL(fmt.Sprintf("http://10.%d.%d.%d:3128", i>>16, (i>>8)&255, i&255))
 		if err != nil {
@@ -59,7 +60,7 @@ func TestLargePoolsPublishCheckResultsTogether(t *testing.T) {
 		running[ids[i]] = &proxy{url: u, source: "s"}
 		added = append(added, env(ids[i], &pb.Envelope{Event: &pb.Envelope_ProxyAdded{ProxyAdded: &pb.ProxyAdded{UrlRedacted: u.Redacted(), Source: "s"}}}))
 	}
-	for i := range ids {
+	for i := range ids[:n] {
 		checked = append(checked,
 			env(ids[i], &pb.Envelope{Event: &pb.Envelope_CheckSucceeded{CheckSucceeded: &pb.CheckSucceeded{StatusCode: 204, Latency: &pb.Latency{TotalNs: 1e6}}}}),
 			env(ids[i], &pb.Envelope{Event: &pb.Envelope_StateChanged{StateChanged: &pb.StateChanged{
@@ -69,10 +70,15 @@ func TestLargePoolsPublishCheckResultsTogether(t *testing.T) {
 		live.Apply(batch...)
 		r.apply(batch)
 	}
-	feed(added) // not check results: published at once
+	feed(added[:n]) // into a small pool (none yet): published at once
 	if got := pool.Len(); got != n {
 		t.Fatalf("pool has %d members after the additions, want %d", got, n)
 	}
+	feed(added[n:]) // ten more, right after a publish: owed
+	if got := pool.Len(); got != n {
+		t.Fatalf("pool has %d members right after ten more were added, want them held back (%d)", got, n)
+	}
+	testutil.Eventually(t, 10*time.Second, "the owed publish of the additions", func() bool { return pool.Len() == n+10 })
 	feed(checked[:n]) // half the pool checked, right after a publish: owed
 	if got := pool.Panic().Usable; got != 0 {
 		t.Fatalf("%d usable right after the check results, want them held back (0)", got)
