@@ -30,18 +30,7 @@ func openFDs(t testing.TB) int {
 func TestCheckAsyncCancel(t *testing.T) {
 	const n = 50
 	var got atomic.Int64 // requests (greetings) the silent proxy received
-	addr := scripted(t, func(c net.Conn) {
-		buf := make([]byte, 512)
-		if _, err := c.Read(buf); err != nil {
-			return
-		}
-		got.Add(1)
-		for {
-			if _, err := c.Read(buf); err != nil {
-				return // until the client closes
-			}
-		}
-	})
+	addr := silentProxy(t, &got)
 	for _, scheme := range []string{"http", "socks5h"} {
 		c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/", Timeout: time.Hour})
 		p := MustParseProxyURL(scheme + "://" + addr)
@@ -139,18 +128,7 @@ func TestCheckAsyncMany(t *testing.T) {
 func TestCheckAsyncSharedContext(t *testing.T) {
 	const n = 20
 	var got atomic.Int64
-	addr := scripted(t, func(c net.Conn) {
-		buf := make([]byte, 512)
-		if _, err := c.Read(buf); err != nil {
-			return
-		}
-		got.Add(1)
-		for {
-			if _, err := c.Read(buf); err != nil {
-				return
-			}
-		}
-	})
+	addr := silentProxy(t, &got)
 	c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/", Timeout: time.Hour})
 	p := MustParseProxyURL("http://" + addr)
 	ctxA, cancelA := context.WithCancel(context.Background())
@@ -175,6 +153,24 @@ func TestCheckAsyncSharedContext(t *testing.T) {
 	}
 	cancelA()
 	allCanceled(t, resA, n, "the shared context")
+}
+
+// silentProxy serves a proxy that reads a request (or a SOCKS greeting),
+// counts it in got and never answers, until the client closes.
+func silentProxy(t *testing.T, got *atomic.Int64) string {
+	t.Helper()
+	return scripted(t, func(c net.Conn) {
+		buf := make([]byte, 512)
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+		got.Add(1)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return // until the client closes
+			}
+		}
+	})
 }
 
 // allCanceled reads n results from res, each of which must say the check
