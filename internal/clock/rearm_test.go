@@ -84,7 +84,16 @@ func TestSchedulerRearmable(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("the timer armed after firing did not fire")
 			}
-			time.Sleep(3 * tc.slack) // (a stray late firing would show up here; nothing is awaited)
+			// A stray late firing of a stopped or replaced arming would come
+			// before a sentinel armed three ticks later (the scheduler fires
+			// in time order): wait for the sentinel, then look.
+			sentinel := make(chan struct{})
+			s.NewTimer(func(uint64) { close(sentinel) }).Arm(3*tc.slack+time.Millisecond, 0)
+			select {
+			case <-sentinel:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the sentinel timer did not fire")
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if len(got) != 2 || got[0] != 2 || got[1] != 3 {
