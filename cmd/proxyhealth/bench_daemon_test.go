@@ -816,28 +816,25 @@ func startPerf(b *testing.B, pid int) (stop func()) {
 				b.Logf("perf record still ran 30 s after SIGINT; killed")
 				return
 			}
-			out, err := exec.Command(perf, "report", "-i", path, "--stdio", "--children", "--sort", "symbol", "-g", "none", "--percent-limit", "0.5").Output()
-			if err != nil {
-				b.Logf("perf report: %v", err)
-				return
+			// perfTo writes what `perf ARGS -i path` prints to path+ext.
+			perfTo := func(ext string, args ...string) bool {
+				out, err := exec.Command(perf, append(args, "-i", path)...).Output()
+				if err == nil {
+					err = os.WriteFile(path+ext, out, 0o644)
+				}
+				if err != nil {
+					b.Logf("perf %s: %v", args[0], err)
+				}
+				return err == nil
 			}
-			if err := os.WriteFile(path+".txt", out, 0o644); err != nil {
-				b.Logf("perf report: %v", err)
-				return
+			// The flat profile; then every sample's stack with its
+			// symbols, while the binary still exists: for breakdowns by
+			// subsystem and by user and kernel time (a kernel frame's
+			// address is in the upper half).
+			if perfTo(".txt", "report", "--stdio", "--children", "--sort", "symbol", "-g", "none", "--percent-limit", "0.5") &&
+				perfTo(".script", "script", "-F", "ip,sym") {
+				b.Logf("perf: %s, report %s.txt, stacks %s.script", path, path, path)
 			}
-			// Every sample's stack with its symbols, while the binary
-			// still exists: for breakdowns by subsystem and by user and
-			// kernel time (a kernel frame's address is in the upper half).
-			script, err := exec.Command(perf, "script", "-i", path, "-F", "ip,sym").Output()
-			if err != nil {
-				b.Logf("perf script: %v", err)
-				return
-			}
-			if err := os.WriteFile(path+".script", script, 0o644); err != nil {
-				b.Logf("perf script: %v", err)
-				return
-			}
-			b.Logf("perf: %s, report %s.txt, stacks %s.script", path, path, path)
 		})
 	}
 	b.Cleanup(stop)
