@@ -162,11 +162,7 @@ func TestFastDecodeDeclines(t *testing.T) {
 // proxy IDs and sources are interned, where protobuf-go allocated six
 // (envelope, oneof wrapper, event, latency, two strings).
 func TestReadAllocatesOncePerCheckEvent(t *testing.T) {
-	j, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
+	j := openNoSync(t)
 	const n = 3000
 	envs := make([]*pb.Envelope, n)
 	for i := range envs {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 
@@ -54,11 +53,7 @@ func encodeEveryCommit(t *testing.T) {
 func TestEncodedAheadIsWhatProtoMarshals(t *testing.T) {
 	encodeEveryCommit(t)
 	encoded := encodedRequests.Load()
-	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openNoSync(t)
 	ctx := context.Background()
 	failed := func(p string) *pb.Envelope {
 		return &pb.Envelope{AtUnixNano: 5, ProxyId: p, Source: "s", Event: &pb.Envelope_CheckFailed{CheckFailed: &pb.CheckFailed{
@@ -122,11 +117,7 @@ func TestEncodedAheadIsWhatProtoMarshals(t *testing.T) {
 // is pending again, so its caller can still abandon it, and the writer
 // then skips it; one encoded and not abandoned commits.
 func TestEncodedRequestCanBeAbandoned(t *testing.T) {
-	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openNoSync(t)
 	gone, kept := newRequest(testEnvelope("a", 0)), newRequest(testEnvelope("b", 0))
 	preEncode(gone)
 	preEncode(kept)
@@ -155,11 +146,7 @@ func TestEncodedRequestCanBeAbandoned(t *testing.T) {
 // stream, each with the next explicit stream_seq, all succeed in order.
 func TestEncoderKeepsOrder(t *testing.T) {
 	encodeEveryCommit(t)
-	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openNoSync(t)
 	const calls, per = 500, 20
 	type result struct {
 		seqs []uint64

@@ -3,7 +3,6 @@ package journal
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -16,11 +15,7 @@ import (
 // starts behind the in-memory window reads the store, and both deliver the
 // same story, gap-free.
 func TestSubscriptionsShareTheLatestEnvelopes(t *testing.T) {
-	j, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
+	j := openNoSync(t)
 	ctx := context.Background()
 	live := j.Subscribe(1)
 	defer live.Close()

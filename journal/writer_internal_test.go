@@ -32,11 +32,7 @@ func newRequest(envs ...*pb.Envelope) *request {
 // TestGroupCommitIsolatesFailures commits one crafted batch: the requests
 // that fail validation fail alone, the others commit together.
 func TestGroupCommitIsolatesFailures(t *testing.T) {
-	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openNoSync(t)
 	const a, c = "00000000000000aa", "00000000000000cc"
 	good1 := newRequest(testEnvelope(a, 0), testEnvelope(c, 0))
 	conflict := newRequest(testEnvelope(c, 0), testEnvelope(a, 1)) // a/1 is taken by good1
@@ -168,11 +164,7 @@ func TestHeadsCheckpoint(t *testing.T) {
 // TestReleaseMapped: dropping the mapped pages loses nothing; reads fault
 // them back in.
 func TestReleaseMapped(t *testing.T) {
-	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openNoSync(t)
 	envs := make([]*pb.Envelope, 5000)
 	for i := range envs {
 		envs[i] = testEnvelope("00000000000000aa", 0)
@@ -205,11 +197,7 @@ func TestReleaseMapped(t *testing.T) {
 // TestWriterTrimsBurstBuffers: the buffers a burst grew are dropped after
 // releaseEvery small commits, and kept while the batches stay large.
 func TestWriterTrimsBurstBuffers(t *testing.T) {
-	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openNoSync(t)
 	w := newWriter(b, 100_000)
 	w.releaseEvery = 4
 	burst := func(n int) {
@@ -258,11 +246,7 @@ func TestWriterTrimsBurstBuffers(t *testing.T) {
 // meanwhile. After a smaller commit it yields first, so that the
 // appenders it just acknowledged join the next batch.
 func TestWriterYieldsOnlyAfterSmallCommits(t *testing.T) {
-	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openNoSync(t)
 	ctx := context.Background()
 	appends := func(events, calls int) (yields uint64) {
 		t.Helper()
@@ -299,4 +283,16 @@ func TestWriterYieldsOnlyAfterSmallCommits(t *testing.T) {
 	if n := appends(1, 20); n == 0 {
 		t.Error("the writer never yielded between commits of 1-event requests")
 	}
+}
+
+// openNoSync opens a new bbolt journal in a temporary directory without
+// fsync (the tests of the writer's mechanics), closed when the test ends.
+func openNoSync(t *testing.T) *Bolt {
+	t.Helper()
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "journal.db"), WithUnsafeNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
 }
