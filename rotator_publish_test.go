@@ -2,6 +2,7 @@ package proxyhealth
 
 import (
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -33,13 +34,16 @@ func TestLargePoolsPublishCheckResultsTogether(t *testing.T) {
 	j := journal.NewMem()
 	defer j.Close()
 	running := map[string]*proxy{}
-	r := &rotator{pool: pool, budget: actors.NewEjectionBudget(0.5), members: map[string]memberKey{}, journal: j,
+	r := &rotator{pool: pool, budget: actors.NewEjectionBudget(0.5), members: map[string]memberKey{}, journal: j, log: slog.New(slog.DiscardHandler),
 		now: func() int64 { return time.Now().UnixNano() }, threshold: 50, touched: map[string]struct{}{},
 		proxy: func(id string) (*proxy, bool) { p, ok := running[id]; return p, ok }}
 	frozen := time.Now()
 	r.mono = func() time.Time { return frozen } // applying a batch under -race takes longer than the delay
 	r.follow(live)
-	defer r.close()
+	defer func() { // before the journal closes: a panic-mode event may still be on its way to it
+		r.close()
+		r.wait()
+	}()
 	at := time.Now()
 	var seq uint64
 	streams := map[string]uint64{}
