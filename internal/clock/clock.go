@@ -294,7 +294,7 @@ type Scheduler struct {
 }
 
 // wheelSize is the number of ticks in the wheel: 4,096 ticks of the
-// engine's 25 ms slack are 102 s, longer than the usual check interval.
+// engine's 100 ms slack are 409.6 s, longer than the usual check interval.
 const wheelSize = 4096
 
 // NewScheduler starts a scheduler whose timers fire at most slack late so
