@@ -260,7 +260,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 		return p.Total == n && p.Unknown == 0, fmt.Sprintf("first sweep: %+v", p.Counts)
 	}, d.exited)
 	firstSweep := time.Since(started)
-	phase("first sweep done")
+	phase(fmt.Sprintf("first sweep done (VmHWM %.0f MiB)", vmHWM(b, d.pid(), d.exited)))
 	time.Sleep(interval) // settle onto the schedule (not a wait for a result)
 	stopPerf := startPerf(b, d.pid())
 	cpu := measure(b, d.pid(), d.exited, window, checks)
@@ -276,6 +276,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 
 	// The peak so far, before the API window adds its garbage.
 	peakChecks := vmHWM(b, d.pid(), d.exited)
+	b.Logf("daemon memory after the CPU window: %s", memoryBreakdown(api, d.pid()))
 
 	// The API, checks running.
 	phase("CPU window done")
@@ -772,6 +773,45 @@ func vmHWM(b *testing.B, pid int, dead func() string) float64 {
 	}
 	b.Fatalf("/proc/%d/status has no VmHWM", pid)
 	return 0
+}
+
+// memoryBreakdown says where pid's resident set is now (the kernel keeps
+// no breakdown of the peak): anonymous and file-backed pages (the journal's
+// mmap) from /proc/PID/status, and the Go heap from the daemon's /metrics.
+// A figure it cannot read is left out; it is for the log, not a metric.
+func memoryBreakdown(api string, pid int) string {
+	var parts []string
+	if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for line := range strings.SplitSeq(string(raw), "\n") {
+			for _, key := range []string{"VmRSS:", "RssAnon:", "RssFile:", "VmHWM:"} {
+				if rest, ok := strings.CutPrefix(line, key); ok {
+					parts = append(parts, key+" "+strings.Join(strings.Fields(rest), " "))
+				}
+			}
+		}
+	}
+	resp, err := benchHTTP.Get(api + "/metrics")
+	if err != nil {
+		return strings.Join(parts, ", ")
+	}
+	defer resp.Body.Close()
+	in := bufio.NewScanner(resp.Body)
+	in.Buffer(make([]byte, 1<<16), 1<<20)
+	for in.Scan() {
+		name, value, ok := strings.Cut(in.Text(), " ")
+		switch name {
+		case "go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes",
+			"go_memstats_next_gc_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes", "go_goroutines":
+			if f, err := strconv.ParseFloat(value, 64); ok && err == nil {
+				if name == "go_goroutines" {
+					parts = append(parts, fmt.Sprintf("%s %.0f", name, f))
+				} else {
+					parts = append(parts, fmt.Sprintf("%s %.1f MiB", strings.TrimPrefix(name, "go_memstats_"), f/(1<<20)))
+				}
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // loadAvg is /proc/loadavg, for the log beside the figures.
