@@ -19,8 +19,9 @@ import (
 )
 
 var (
-	_ Journal       = (*Bolt)(nil)
-	_ AsyncAppender = (*Bolt)(nil)
+	_ Journal          = (*Bolt)(nil)
+	_ AsyncAppender    = (*Bolt)(nil)
+	_ AsyncSnapshotter = (*Bolt)(nil)
 )
 
 // SchemaVersion is the journal file layout version this package writes and
@@ -648,10 +649,30 @@ func (b *Bolt) AppendAsync(envs []*pb.Envelope, done func([]uint64, error)) {
 	}
 	r := newAppendRequest(envs)
 	r.cb = done
+	b.sendAsync(r)
+}
+
+// SaveSnapshotAsync implements AsyncSnapshotter. done runs on the writer
+// goroutine after the commit.
+func (b *Bolt) SaveSnapshotAsync(s *pb.ProxySnapshot, done func(error)) {
+	if err := b.writable(context.Background()); err != nil {
+		done(err)
+		return
+	}
+	if err := validateSnapshot(s, ^uint64(0)); err != nil {
+		done(err)
+		return
+	}
+	b.sendAsync(&request{snap: s, cb: func(_ []uint64, err error) { done(err) }})
+}
+
+// sendAsync hands the writer a request with a callback, or calls it with
+// ErrClosed once Close has begun.
+func (b *Bolt) sendAsync(r *request) {
 	b.sendMu.RLock()
 	if b.closed.Load() {
 		b.sendMu.RUnlock()
-		done(nil, ErrClosed)
+		r.cb(nil, ErrClosed)
 		return
 	}
 	b.reqs <- r // the writer drains it even while Close waits for sendMu

@@ -139,3 +139,17 @@ type AsyncAppender interface {
 	// must not call the journal.
 	AppendAsync(envs []*pb.Envelope, done func(seqs []uint64, err error))
 }
+
+// AsyncSnapshotter is implemented by journals that can acknowledge a
+// snapshot save through a callback, so that many saves in flight (every
+// proxy actor answering SnapshotNow before retention) do not park a
+// goroutine each. Bolt and Mem implement it.
+type AsyncSnapshotter interface {
+	// SaveSnapshotAsync is SaveSnapshot without a context: done is called
+	// exactly once with what SaveSnapshot would return, after the commit
+	// (or at once, on the caller's goroutine, when the snapshot is invalid
+	// or the journal is closed). It may block while the writer's queue is
+	// full. done may run on the journal's writer goroutine: it must return
+	// quickly and must not call the journal.
+	SaveSnapshotAsync(s *pb.ProxySnapshot, done func(error))
+}

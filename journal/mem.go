@@ -13,8 +13,9 @@ import (
 )
 
 var (
-	_ Journal       = (*Mem)(nil)
-	_ AsyncAppender = (*Mem)(nil)
+	_ Journal          = (*Mem)(nil)
+	_ AsyncAppender    = (*Mem)(nil)
+	_ AsyncSnapshotter = (*Mem)(nil)
 )
 
 // Mem is an in-memory Journal with the same semantics as Bolt, minus
@@ -116,6 +117,12 @@ func (m *Mem) Append(ctx context.Context, envs []*pb.Envelope) ([]uint64, error)
 // once, so done runs before AppendAsync returns.
 func (m *Mem) AppendAsync(envs []*pb.Envelope, done func([]uint64, error)) {
 	done(m.Append(context.Background(), envs))
+}
+
+// SaveSnapshotAsync implements AsyncSnapshotter: done runs before it
+// returns.
+func (m *Mem) SaveSnapshotAsync(s *pb.ProxySnapshot, done func(error)) {
+	done(m.SaveSnapshot(context.Background(), s))
 }
 
 // Read implements Journal.

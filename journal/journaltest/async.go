@@ -1,6 +1,7 @@
 package journaltest
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -68,4 +69,61 @@ func (s *suite) appendAsync(t *testing.T) {
 	got = nil
 	aj.AppendAsync([]*pb.Envelope{Succeeded(ProxyID(1), 0)}, func(_ []uint64, err error) { got = err })
 	wantErr(t, "AppendAsync after Close", got, journal.ErrClosed)
+}
+
+// snapshotAsync: a journal that implements journal.AsyncSnapshotter calls
+// done exactly once per call, with what SaveSnapshot would return, from
+// many concurrent callers; the snapshots load back; an invalid snapshot
+// and a save after Close fail through done.
+func (s *suite) snapshotAsync(t *testing.T) {
+	j := s.open(t)
+	sj, ok := j.(journal.AsyncSnapshotter)
+	if !ok {
+		t.Skip("this journal does not implement journal.AsyncSnapshotter")
+	}
+	const proxies = 64
+	for p := range proxies {
+		Append(t, j, Succeeded(ProxyID(p), 0), Succeeded(ProxyID(p), time.Second))
+	}
+	errs := make([]error, proxies)
+	calls := make([]int, proxies)
+	var wg sync.WaitGroup
+	wg.Add(proxies)
+	for p := range proxies {
+		go func() {
+			sj.SaveSnapshotAsync(Snapshot(ProxyID(p), 2, 0), func(err error) {
+				errs[p] = err
+				calls[p]++
+				wg.Done()
+			})
+		}()
+	}
+	wg.Wait()
+	for p := range proxies {
+		if errs[p] != nil || calls[p] != 1 {
+			t.Fatalf("proxy %d: done called %d times, last with %v; want once with nil", p, calls[p], errs[p])
+		}
+		got, err := j.LoadSnapshot(context.Background(), ProxyID(p))
+		if err != nil {
+			t.Fatalf("proxy %d: LoadSnapshot after SaveSnapshotAsync: %v", p, err)
+		}
+		if got.GetStreamSeq() != 2 {
+			t.Fatalf("proxy %d: loaded a snapshot at stream seq %d, want 2", p, got.GetStreamSeq())
+		}
+	}
+
+	var got error
+	done := make(chan struct{})
+	sj.SaveSnapshotAsync(Snapshot(ProxyID(1), 9, 0), func(err error) { got = err; close(done) })
+	<-done
+	wantErr(t, "SaveSnapshotAsync beyond the stream head", got, journal.ErrInvalidSnapshot)
+	got = nil
+	sj.SaveSnapshotAsync(Snapshot("", 0, 0), func(err error) { got = err })
+	wantErr(t, "SaveSnapshotAsync without proxy_id", got, journal.ErrInvalidSnapshot)
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	sj.SaveSnapshotAsync(Snapshot(ProxyID(1), 2, 0), func(err error) { got = err })
+	wantErr(t, "SaveSnapshotAsync after Close", got, journal.ErrClosed)
 }

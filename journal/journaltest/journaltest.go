@@ -38,6 +38,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("ConcurrentAppendsGapFree", s.concurrentAppends)
 	t.Run("StreamSeqs", s.streamSeqs)
 	t.Run("AppendAsync", s.appendAsync)
+	t.Run("SaveSnapshotAsync", s.snapshotAsync)
 	t.Run("StreamConflict", s.streamConflict)
 	t.Run("InvalidEvents", s.invalidEvents)
 	t.Run("ReadFromMiddle", s.readFromMiddle)
