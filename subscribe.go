@@ -136,10 +136,32 @@ func (e *Engine) ApplyRetention(ctx context.Context) (int, error) {
 	if e.cfg.Retention <= 0 {
 		return 0, nil
 	}
+	cutoff := e.cfg.Clock.Now().Add(-e.cfg.Retention)
+	if old, err := oldestBefore(ctx, e.journal, cutoff); err != nil || !old {
+		// Nothing to delete (the usual case at start and in a young
+		// journal): no proxy needs a snapshot first.
+		return 0, err
+	}
 	if err := e.broadcast(ctx, "", func() any { return &actors.SnapshotNow{} }); err != nil {
 		return 0, fmt.Errorf("proxyhealth: snapshot proxies before retention: %w", err)
 	}
-	return e.journal.Retain(ctx, e.cfg.Clock.Now().Add(-e.cfg.Retention))
+	return e.journal.Retain(ctx, cutoff)
+}
+
+// oldestBefore reports whether j's oldest retained event is older than
+// cutoff. Retain deletes a prefix of the events older than the cutoff, so
+// without such an event it deletes nothing.
+func oldestBefore(ctx context.Context, j journal.Journal, cutoff time.Time) (bool, error) {
+	if j.First() > j.Head() {
+		return false, nil
+	}
+	for env, err := range j.Read(ctx, j.First()) {
+		if err != nil {
+			return false, fmt.Errorf("proxyhealth: read the oldest journal event before retention: %w", err)
+		}
+		return env.GetAtUnixNano() < cutoff.UnixNano(), nil
+	}
+	return false, nil
 }
 
 // retainer deletes journal events older than the retention period, once an
