@@ -16,7 +16,10 @@ const workerIdle = 2 * time.Second
 // reusing goroutines saves both. Idle workers are kept last-in first-out, so the pool shrinks
 // to what the load needs: after the first sweep of a large pool, the
 // workers that are not needed any more go stale at the bottom of the stack
-// and exit.
+// and exit: one with each later job and, in an unbounded pool, each by
+// itself once idle for workerIdle, even when no job comes (a burst that is
+// never repeated, 64,000 snapshot saves at once, otherwise kept its
+// goroutines and their stacks for good).
 type workers struct {
 	mu     sync.Mutex
 	idle   []*worker // most recently idle last
@@ -27,11 +30,16 @@ type workers struct {
 	max   int
 	count int
 	queue []func()
+	// idleAfter is how long a worker stays idle before it retires the
+	// stale ones (0: workerIdle; tests set it shorter).
+	idleAfter time.Duration
 }
 
 type worker struct {
-	jobs  chan func() // buffered 1; nil job: exit
-	since time.Time   // when it became idle
+	jobs   chan func() // buffered 1; nil job: exit
+	since  time.Time   // when it became idle
+	inIdle bool        // in p.idle (p.mu)
+	timer  *time.Timer // an idle worker's retirement (unbounded pools)
 }
 
 // run runs f on an idle worker, or on a new one. It never blocks. After
@@ -48,6 +56,7 @@ func (p *workers) run(f func()) {
 		w := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
+		w.inIdle = false
 		p.retireStale()
 		p.mu.Unlock()
 		w.jobs <- f
@@ -72,11 +81,49 @@ func (p *workers) retireStale() {
 	if len(p.idle) == 0 || time.Since(p.idle[0].since) < workerIdle {
 		return
 	}
+	p.retireOldest()
+}
+
+// retireOldest tells the worker idle the longest to exit (p.mu held, idle
+// not empty).
+func (p *workers) retireOldest() *worker {
 	w := p.idle[0]
 	p.idle[0] = nil
 	p.idle = p.idle[1:]
+	w.inIdle = false
 	p.count--
 	w.jobs <- nil
+	return w
+}
+
+// next waits for w's next job (nil: exit). In an unbounded pool, once w has
+// been idle for idleAfter it retires itself and every worker idle longer
+// (those below it in the stack), unless a job reached it meanwhile.
+func (w *worker) next(p *workers) func() {
+	if p.max > 0 { // a few workers, busy: no timer on the hot path
+		return <-w.jobs
+	}
+	after := p.idleAfter
+	if after <= 0 {
+		after = workerIdle
+	}
+	if w.timer == nil {
+		w.timer = time.NewTimer(after)
+	} else {
+		w.timer.Reset(after)
+	}
+	select {
+	case f := <-w.jobs:
+		w.timer.Stop()
+		return f
+	case <-w.timer.C:
+	}
+	p.mu.Lock()
+	for w.inIdle {
+		p.retireOldest()
+	}
+	p.mu.Unlock()
+	return <-w.jobs // the job run handed it, or the nil that retired it
 }
 
 func (w *worker) loop(p *workers, f func()) {
@@ -98,9 +145,10 @@ func (w *worker) loop(p *workers, f func()) {
 			return
 		}
 		w.since = time.Now()
+		w.inIdle = true
 		p.idle = append(p.idle, w)
 		p.mu.Unlock()
-		f = <-w.jobs
+		f = w.next(p)
 	}
 }
 
@@ -110,6 +158,7 @@ func (p *workers) close() {
 	p.mu.Lock()
 	p.closed = true
 	for _, w := range p.idle {
+		w.inIdle = false
 		w.jobs <- nil
 	}
 	p.count -= len(p.idle)

@@ -138,3 +138,46 @@ func TestWorkersBounded(t *testing.T) {
 	}
 	one.close()
 }
+
+// TestWorkersRetireWithoutJobs: after a burst that is not repeated, the
+// idle workers of an unbounded pool exit by themselves once idle for
+// idleAfter, with no further job to retire them; the workers of a bounded
+// pool (the dispatcher: a few, busy) arm no timer to do so.
+func TestWorkersRetireWithoutJobs(t *testing.T) {
+	p := workers{idleAfter: 20 * time.Millisecond}
+	release := make(chan struct{})
+	var started sync.WaitGroup
+	const burst = 50
+	started.Add(burst)
+	for range burst {
+		p.run(func() { started.Done(); <-release })
+	}
+	started.Wait()
+	close(release)
+	testutil.Eventually(t, 10*time.Second, "the burst's workers to retire without a job", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.count == 0 && len(p.idle) == 0
+	})
+	// The pool still works: a new job gets a new worker.
+	done := make(chan struct{})
+	p.run(func() { close(done) })
+	<-done
+	p.close()
+
+	b := workers{max: 2, idleAfter: time.Millisecond}
+	var ran sync.WaitGroup
+	ran.Add(2)
+	b.run(func() { ran.Done() })
+	b.run(func() { ran.Done() })
+	ran.Wait()
+	testutil.Eventually(t, 5*time.Second, "the bounded pool's workers to go idle", func() bool { return idleWorkers(&b) > 0 })
+	b.mu.Lock()
+	for _, w := range b.idle {
+		if w.timer != nil {
+			t.Errorf("an idle worker of a bounded pool armed a retirement timer")
+		}
+	}
+	b.mu.Unlock()
+	b.close()
+}
