@@ -283,6 +283,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	poolP99, proxiesP99 := measureAPI(b, api, window)
 	phase("API window done")
 	peak := vmHWM(b, d.pid(), d.exited)
+	b.Logf("daemon memory after the API window: %s", memoryBreakdown(api, d.pid()))
 
 	// Stop and restart on the same data directory.
 	stopped := time.Now()
