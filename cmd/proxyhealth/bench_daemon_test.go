@@ -68,7 +68,8 @@ import (
 //     run), and the ratios proxyhealth/baseline (cpu-ratio, rss-ratio).
 //
 // With PROXYHEALTH_BENCH_PERF=FILE, `perf record -g` samples the daemon
-// during its CPU window (FILE, with the CPU perf itself costs the daemon
+// during its CPU window (PROXYHEALTH_BENCH_PERF_SWEEP=FILE: during its first
+// sweep) (FILE, with the CPU perf itself costs the daemon
 // counted in the window's figures) and `perf report` writes the flat
 // profile, children and self, to FILE.txt while the binary still exists,
 // and `perf script` every sample's stack to FILE.script (for a breakdown
@@ -251,6 +252,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	// The daemon: first sweep, settling, the CPU window.
 	started := time.Now()
 	d := startBenchDaemon(b, cfg)
+	stopSweepPerf := startPerfTo(b, d.pid(), os.Getenv("PROXYHEALTH_BENCH_PERF_SWEEP"))
 	api := d.apiURL(b, 2*time.Minute)
 	pollUntil(b, 5*time.Minute, 100*time.Millisecond, func() (bool, string) {
 		p, err := fetchPool(api)
@@ -260,6 +262,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 		return p.Total == n && p.Unknown == 0, fmt.Sprintf("first sweep: %+v", p.Counts)
 	}, d.exited)
 	firstSweep := time.Since(started)
+	stopSweepPerf()
 	phase(fmt.Sprintf("first sweep done (VmHWM %.0f MiB)", vmHWM(b, d.pid(), d.exited)))
 	time.Sleep(interval) // settle onto the schedule (not a wait for a result)
 	stopPerf := startPerf(b, d.pid())
@@ -825,7 +828,11 @@ func loadAvg() string {
 // file, and returns what stops it and writes the report; without the
 // variable it does nothing. The benchmark's cleanup stops it too.
 func startPerf(b *testing.B, pid int) (stop func()) {
-	path := os.Getenv("PROXYHEALTH_BENCH_PERF")
+	return startPerfTo(b, pid, os.Getenv("PROXYHEALTH_BENCH_PERF"))
+}
+
+// startPerfTo is startPerf writing to path ("": nothing recorded).
+func startPerfTo(b *testing.B, pid int, path string) (stop func()) {
 	if path == "" {
 		return func() {}
 	}
