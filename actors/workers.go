@@ -30,8 +30,8 @@ type workers struct {
 	max   int
 	count int
 	queue []func()
-	// idleAfter is how long a worker stays idle before it retires the
-	// stale ones (0: workerIdle; tests set it shorter).
+	// idleAfter is how long a worker may stay idle before it exits (0:
+	// workerIdle; tests set it shorter).
 	idleAfter time.Duration
 }
 
@@ -78,7 +78,7 @@ func (p *workers) run(f func()) {
 // for more than workerIdle. Called with p.mu held, once per job: the pool
 // shrinks as fast as it is used, without a timer or a sweeper goroutine.
 func (p *workers) retireStale() {
-	if len(p.idle) == 0 || time.Since(p.idle[0].since) < workerIdle {
+	if len(p.idle) == 0 || time.Since(p.idle[0].since) < p.idleFor() {
 		return
 	}
 	p.retireOldest()
@@ -86,14 +86,21 @@ func (p *workers) retireStale() {
 
 // retireOldest tells the worker idle the longest to exit (p.mu held, idle
 // not empty).
-func (p *workers) retireOldest() *worker {
+func (p *workers) retireOldest() {
 	w := p.idle[0]
 	p.idle[0] = nil
 	p.idle = p.idle[1:]
 	w.inIdle = false
 	p.count--
 	w.jobs <- nil
-	return w
+}
+
+// idleFor is how long a worker may stay idle: idleAfter, or workerIdle.
+func (p *workers) idleFor() time.Duration {
+	if p.idleAfter > 0 {
+		return p.idleAfter
+	}
+	return workerIdle
 }
 
 // next waits for w's next job (nil: exit). In an unbounded pool, once w has
@@ -103,10 +110,7 @@ func (w *worker) next(p *workers) func() {
 	if p.max > 0 { // a few workers, busy: no timer on the hot path
 		return <-w.jobs
 	}
-	after := p.idleAfter
-	if after <= 0 {
-		after = workerIdle
-	}
+	after := p.idleFor()
 	if w.timer == nil {
 		w.timer = time.NewTimer(after)
 	} else {
