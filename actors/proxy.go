@@ -377,9 +377,9 @@ func (a *proxyActor) saveSnapshot(ctx actor.Context, reply *actor.PID) {
 	sys, self, j, owner := ctx.ActorSystem(), ctx.Self(), a.env.Journal, a
 	if sj, ok := j.(journal.AsyncSnapshotter); ok {
 		// No goroutine per save: a broadcast of SnapshotNow (retention)
-		// reaches every proxy at once, and 100,000 saves waiting for
-		// their commit each on a goroutine held 64,000 of them, 140 MiB
-		// of stacks, long after (the pool retires idle ones slowly).
+		// reaches every proxy at once, and at 100,000 proxies saves that
+		// each waited for their commit on a goroutine had 64,000
+		// goroutines (140 MiB of stacks) up at once.
 		sj.SaveSnapshotAsync(snap, func(err error) {
 			sys.Root.Send(self, &snapshotDone{owner: owner, seq: seq, err: err, reply: reply})
 			a.env.work.Done()
