@@ -17,7 +17,8 @@ const (
 	DefaultPanicThreshold = 0.5
 	// DefaultStatsRefresh is how stale the statistics derived from many
 	// members (weights, median latency, the panic set) may get when only
-	// statistics changed.
+	// statistics changed, in a group of up to 10,000 members (see
+	// Options.StatsRefresh).
 	DefaultStatsRefresh = time.Second
 	// DefaultStickyReplicas is how many points each member has on each
 	// consistent-hash ring it is on.
@@ -46,8 +47,12 @@ type Options struct {
 	// is derived from them: the weighted strategy's weights, the median
 	// latency given to members without an EWMA, and the panic set. A
 	// structural change (membership, usability, pause) always rebuilds at
-	// once. 0 recomputes at every such Publish. Default 1 s. The latency
-	// EWMA itself (least-latency) is read live, never stale.
+	// once. 0 recomputes at every such Publish. Default 1 s. A group of
+	// more than 10,000 members (the pool, or the members of one source,
+	// scheme or tag) is recomputed in proportion less often: every
+	// StatsRefresh × members / 10,000 (10 s at 100,000 with the default),
+	// so the refreshes cost the same CPU at any size. The latency EWMA
+	// itself (least-latency) is read live, never stale.
 	StatsRefresh time.Duration
 	// StickyReplicas is the number of points each member has on each
 	// consistent-hash ring. A ring exists only for a group sticky picks

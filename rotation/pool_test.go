@@ -582,3 +582,57 @@ func TestSetStatusKeepsTheMember(t *testing.T) {
 		t.Fatalf("after SetStatus back to healthy: %+v %v", got, err)
 	}
 }
+
+// TestLargeGroupsRefreshInProportion: a group of more than 10,000 members
+// has its statistics recomputed every StatsRefresh × members / 10,000; a
+// small group of the same pool keeps StatsRefresh, and the large group's
+// turn comes without a further change.
+func TestLargeGroupsRefreshInProportion(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	o := opts(0)
+	o.StatsRefresh = time.Second
+	o.Now = func() time.Time { return now }
+	p := newPool(t, o)
+	const n = 20_000 // the pool's group: its turn every 2 s
+	tagged := func(i int) rotation.Member {
+		if i < 2 {
+			return member(i, "s", "http", "t") // the tag's group: 2 members
+		}
+		return member(i, "s", "http")
+	}
+	for i := range n {
+		p.Set(tagged(i), healthy())
+	}
+	p.Publish()
+	bad := healthy()
+	bad.SuccessRate, bad.Checks = 0, 100
+	badShare := func(req rotation.Request) float64 {
+		t.Helper()
+		c := counts(t, p, req, 4000)
+		picked := 0
+		for i := 0; i < n/2; i++ {
+			if i != 1 {
+				picked += c[id(i)]
+			}
+		}
+		return float64(picked) / 4000
+	}
+	now = now.Add(1500 * time.Millisecond)
+	for i := range n / 2 { // members 0 and 2..9999 fail every check
+		if i != 1 {
+			p.Set(tagged(i), bad)
+		}
+	}
+	p.Publish()
+	if c := counts(t, p, rotation.Request{Strategy: rotation.Weighted, Tag: "t"}, 4000); c[id(0)] > 100 {
+		t.Fatalf("the 2-member group was not refreshed after StatsRefresh: member 0 (rate 0) picked %d of 4000", c[id(0)])
+	}
+	if s := badShare(rotation.Request{Strategy: rotation.Weighted}); s < 0.4 {
+		t.Fatalf("the %d-member group was refreshed after 1.5 s (its turn is every 2 s): failing members got %.3f of the picks", n, s)
+	}
+	now = now.Add(time.Second) // 2.5 s after the group's last computation
+	p.Publish()                // no new change: the group left stale has its turn
+	if s := badShare(rotation.Request{Strategy: rotation.Weighted}); s > 0.05 {
+		t.Fatalf("the %d-member group was not refreshed 2.5 s after its last computation: failing members got %.3f of the picks", n, s)
+	}
+}
