@@ -352,28 +352,31 @@ func (s *steady) run(b *testing.B, j journal.Journal, span time.Duration) {
 // in a page of its own, as with the daemon's 24 h).
 func BenchmarkSteadyState(b *testing.B) {
 	for _, c := range []struct {
-		name                      string
-		proxies, batch            int
-		retention, past, measured time.Duration
+		name                                string
+		proxies, batch                      int
+		retention, past, measured, interval time.Duration
 	}{
-		{"", 1000, 50, 20 * time.Minute, 21 * time.Minute, 5 * time.Minute},
-		{"", 10_000, 500, 5 * time.Minute, 6 * time.Minute, 2 * time.Minute},
-		{"", 10_000, 1000, 5 * time.Minute, 6 * time.Minute, 2 * time.Minute},
+		{"", 1000, 50, 20 * time.Minute, 21 * time.Minute, 5 * time.Minute, 10 * time.Second},
+		{"", 10_000, 500, 5 * time.Minute, 6 * time.Minute, 2 * time.Minute, 10 * time.Second},
+		{"", 10_000, 1000, 5 * time.Minute, 6 * time.Minute, 2 * time.Minute, 10 * time.Second},
 		// The first minute of a daemon (what BenchmarkE2ESteadyState
 		// measures): a view with 12 s of history, the default retention.
-		{"/fresh", 10_000, 500, 0, 12 * time.Second, 30 * time.Second},
-		{"/fresh", 10_000, 1000, 0, 12 * time.Second, 30 * time.Second},
+		{"/fresh", 10_000, 500, 0, 12 * time.Second, 30 * time.Second, 10 * time.Second},
+		{"/fresh", 10_000, 1000, 0, 12 * time.Second, 30 * time.Second, 10 * time.Second},
+		// The second minute of a daemon of 100,000 proxies checked every
+		// 60 s (BenchmarkDaemon's larger size).
+		{"/fresh", 100_000, 2000, 0, 62 * time.Second, 60 * time.Second, 60 * time.Second},
+		{"/fresh", 100_000, 20000, 0, 62 * time.Second, 60 * time.Second, 60 * time.Second},
 	} {
 		b.Run(fmt.Sprintf("proxies=%d/batch=%d%s", c.proxies, c.batch, c.name), func(b *testing.B) {
-			benchSteady(b, c.proxies, c.batch, c.retention, c.past, c.measured)
+			benchSteady(b, c.proxies, c.batch, c.retention, c.past, c.measured, c.interval)
 		})
 	}
 }
 
 // benchSteady measures the application of measured (of event time) of
 // checks to a view built from the past's.
-func benchSteady(b *testing.B, proxies, batch int, retention, past, measured time.Duration) {
-	const interval = 10 * time.Second
+func benchSteady(b *testing.B, proxies, batch int, retention, past, measured, interval time.Duration) {
 	j := journal.NewMem()
 	defer j.Close()
 	s := newSteady(b, j, proxies, interval)

@@ -63,6 +63,9 @@ func (c *stateCache) put(id string, s *events.State) {
 	c.whole[id] = &w
 }
 
+// len is the number of proxies cached.
+func (c *stateCache) len() int { return len(c.enc) + len(c.whole) }
+
 // del forgets proxy id.
 func (c *stateCache) del(id string) {
 	delete(c.enc, id)

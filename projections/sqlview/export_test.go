@@ -1,6 +1,9 @@
 package sqlview
 
-import "database/sql"
+import (
+	"database/sql"
+	"time"
+)
 
 // SetBeforeCommitHook installs a hook run before each batch commit; an error
 // aborts the batch (tests simulate crashes with it). The hook survives
@@ -20,3 +23,11 @@ var OpenViewDB = func(path string) (*sql.DB, error) { return openDB("", path, "m
 
 // FormatTime renders unix nanoseconds as the view stores times.
 var FormatTime = formatTime
+
+// ShapeFor returns the batch size and linger v's Run would use if it held
+// the given number of proxies.
+func ShapeFor(v *View, proxies int64) (int, time.Duration) {
+	old := v.proxies.Swap(proxies)
+	defer v.proxies.Store(old)
+	return v.shape()
+}
