@@ -296,8 +296,11 @@ func BenchmarkPickParallel(b *testing.B) {
 // "structural" turns 10 members unusable or usable again and publishes
 // (usable lists, weights and panic data of their groups rebuilt);
 // "add-remove" removes one member or adds it back (rings spliced too).
+// Members are spread over 10 sources, 2 schemes and 27 tags, except in
+// "structural-one-source": one source, one scheme, no tags (the daemon
+// benchmark's pool), whose source and scheme groups are the pool's.
 func BenchmarkPublish(b *testing.B) {
-	for _, kind := range []string{"stats", "stats-refresh", "structural", "add-remove"} {
+	for _, kind := range []string{"stats", "stats-refresh", "structural", "structural-one-source", "add-remove"} {
 		for _, n := range sizes {
 			b.Run(fmt.Sprintf("%s/n=%d", kind, n), func(b *testing.B) {
 				o := rotation.DefaultOptions()
@@ -310,6 +313,9 @@ func BenchmarkPublish(b *testing.B) {
 				ms := make([]rotation.Member, n+4096)
 				for i := range ms {
 					ms[i] = bigMember(i)
+					if kind == "structural-one-source" {
+						ms[i] = member(i, "src", "http")
+					}
 				}
 				for i := range n {
 					p.Set(ms[i], bigStatus(i, 0))
@@ -326,7 +332,7 @@ func BenchmarkPublish(b *testing.B) {
 							st.State = bigStatus(i, 0).State
 							p.Set(ms[i], st)
 						}
-					case "structural":
+					case "structural", "structural-one-source":
 						for j := range 10 {
 							i := (round*10 + j) % n
 							st := bigStatus(i, 0)
@@ -357,14 +363,19 @@ func BenchmarkPublish(b *testing.B) {
 // the picker clones the Tags slice). sticky=none: no sticky pick, so no
 // ring; sticky=all: sticky picks on the whole pool (one ring); sticky=every:
 // sticky picks filtered by each source, scheme and tag too (every group a
-// ring, the most a pool can hold).
+// ring, the most a pool can hold); one-source: no sticky pick, every
+// member in one source and one scheme, without tags (the pool's source and
+// scheme groups are the pool's own).
 func BenchmarkMemoryPerProxy(b *testing.B) {
-	for _, sticky := range []string{"none", "all", "every"} {
+	for _, sticky := range []string{"none", "all", "every", "one-source"} {
 		for _, n := range sizes {
 			b.Run(fmt.Sprintf("sticky=%s/n=%d", sticky, n), func(b *testing.B) {
 				members := make([]rotation.Member, n)
 				for i := range members {
 					members[i] = bigMember(i)
+					if sticky == "one-source" {
+						members[i] = member(i, "src", "http")
+					}
 				}
 				for b.Loop() {
 					b.ReportMetric(float64(poolHeap(b, members, sticky))/float64(n), "B/proxy")

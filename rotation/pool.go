@@ -118,7 +118,13 @@ type wgroup struct {
 	dirty      bool      // needs a rebuild
 	stale      bool      // needs a statistics refresh
 	statsAt    time.Time // when its statistics were last computed (Options.Now)
-	sh         shared
+	// n is the number of its members as of the last Publish, kept for
+	// every group; alias: n is the whole pool's, so its members are the
+	// pool's: it keeps no lists or statistics of its own, and the snapshot
+	// gives the pool's group under its name (see aliases).
+	n     int
+	alias bool
+	sh    shared
 }
 
 // snapshot is what pickers read: immutable, swapped atomically.
@@ -429,22 +435,34 @@ func (p *Pool) Publish() (panicChanged bool) {
 			continue
 		}
 		for g := range p.groupsOf(&s.m) {
-			g.dirty = true
 			switch {
 			case !s.published && !s.removed:
-				g.added = append(g.added, s)
+				g.n++
+				if !g.alias {
+					g.added = append(g.added, s)
+				}
 			case s.published && s.removed:
-				g.gone = append(g.gone, s)
+				g.n--
+				if !g.alias {
+					g.gone = append(g.gone, s)
+				}
 			}
+			g.dirty = g.dirty || !g.alias
 		}
 		s.pubClass = cls
 		s.published = !s.removed
 	}
 	p.pending = trim(p.pending)
+	if structural {
+		p.aliases()
+	}
 	if refresh {
 		p.staleLeft = false
 	}
 	for id, g := range p.groups {
+		if g.alias {
+			continue // the pool's group is its group
+		}
 		if g.dirty {
 			if now.IsZero() && p.opt.StatsRefresh > 0 {
 				now = p.now()
@@ -477,6 +495,53 @@ func (p *Pool) Publish() (panicChanged bool) {
 	return changed
 }
 
+// aliases makes every group whose members are the whole pool's an alias
+// of the pool's group, and gives a group that stops being one its own
+// lists again (built from the members, at the rebuild that follows). Most
+// pools have one source and one scheme, often tags every member has: at
+// 100,000 members their groups would each cost what the pool's does at
+// every Publish that rebuilds (a member's usability changed) and at every
+// statistics refresh, and memory for their lists. The groups' member
+// counts (n) are up to date (the pending changes were counted). Writer
+// side, p.mu held.
+func (p *Pool) aliases() {
+	all := p.groups[groupID{kindAll, ""}]
+	for id, g := range p.groups {
+		if id.kind == kindAll {
+			continue
+		}
+		same := all != nil && g.n > 0 && g.n == all.n
+		switch {
+		case same && !g.alias:
+			g.alias, g.cur, g.dirty, g.stale = true, nil, false, false
+			g.added, g.gone = trim(g.added), trim(g.gone)
+		case !same && g.alias:
+			// Its own lists again: every member, as added to an empty group.
+			g.alias, g.cur, g.dirty = false, nil, true
+			g.added, g.gone = trim(g.added), trim(g.gone)
+			for _, s := range p.slots {
+				if s.published && memberOf(&s.m, id) {
+					g.added = append(g.added, s)
+				}
+			}
+		}
+	}
+}
+
+// memberOf reports whether a member with m is on group id.
+func memberOf(m *Member, id groupID) bool {
+	switch id.kind {
+	case kindAll:
+		return true
+	case kindSource:
+		return m.Source == id.name
+	case kindScheme:
+		return m.Scheme == id.name
+	default:
+		return slices.Contains(m.Tags, id.name)
+	}
+}
+
 func (p *Pool) buildSnapshot() {
 	sn := &snapshot{
 		bySource: map[string]*group{},
@@ -486,20 +551,24 @@ func (p *Pool) buildSnapshot() {
 		def:      p.opt.Strategy,
 		replicas: p.replicas,
 	}
-	for id, g := range p.groups {
-		switch id.kind {
-		case kindAll:
-			sn.all = g.cur
-		case kindSource:
-			sn.bySource[id.name] = g.cur
-		case kindScheme:
-			sn.byScheme[id.name] = g.cur
-		case kindTag:
-			sn.byTag[id.name] = g.cur
-		}
-	}
-	if sn.all == nil {
+	if all := p.groups[groupID{kindAll, ""}]; all != nil {
+		sn.all = all.cur
+	} else {
 		sn.all = emptyGroup()
+	}
+	for id, g := range p.groups {
+		cur := g.cur
+		if g.alias {
+			cur = sn.all
+		}
+		switch id.kind {
+		case kindSource:
+			sn.bySource[id.name] = cur
+		case kindScheme:
+			sn.byScheme[id.name] = cur
+		case kindTag:
+			sn.byTag[id.name] = cur
+		}
 	}
 	p.snap.Store(sn)
 }
