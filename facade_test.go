@@ -140,9 +140,12 @@ func TestNextCheckAtIsTheActorsDueTime(t *testing.T) {
 	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a", Health: h, Probe: farmProbe(), Proxies: []string{farm.URL(0), farm.URL(1), farm.URL(2)}}}})
 	ctx := context.Background()
 	for _, id := range e.ProxyIDs() {
-		poll(t, "the first check", func() bool {
+		// Until the proxy is healthy its checks follow each other closely
+		// (an unknown proxy is re-probed at SuspectInterval): the actor may
+		// run one between the two reads below. Healthy, it waits an hour.
+		poll(t, "the proxy healthy and its long wait scheduled", func() bool {
 			v, _ := e.Status().Proxy(id)
-			return v.TotalChecks > 0 && !v.NextCheckAt.IsZero()
+			return v.State == "healthy" && v.NextCheckAt.After(time.Now().Add(time.Minute))
 		})
 		st, err := e.Proxy(ctx, id)
 		if err != nil {
