@@ -655,11 +655,7 @@ func (b *Bolt) AppendAsync(envs []*pb.Envelope, done func([]uint64, error)) {
 // SaveSnapshotAsync implements AsyncSnapshotter. done runs on the writer
 // goroutine after the commit.
 func (b *Bolt) SaveSnapshotAsync(s *pb.ProxySnapshot, done func(error)) {
-	if err := b.writable(context.Background()); err != nil {
-		done(err)
-		return
-	}
-	if err := validateSnapshot(s, ^uint64(0)); err != nil {
+	if err := b.snapshotWritable(context.Background(), s); err != nil {
 		done(err)
 		return
 	}
@@ -682,13 +678,20 @@ func (b *Bolt) sendAsync(r *request) {
 // SaveSnapshot implements Journal. Snapshots are group-committed with
 // appends.
 func (b *Bolt) SaveSnapshot(ctx context.Context, s *pb.ProxySnapshot) error {
-	if err := b.writable(ctx); err != nil {
-		return err
-	}
-	if err := validateSnapshot(s, ^uint64(0)); err != nil {
+	if err := b.snapshotWritable(ctx, s); err != nil {
 		return err
 	}
 	return b.submit(ctx, &request{snap: s, done: make(chan struct{})})
+}
+
+// snapshotWritable reports why s cannot be saved now: the journal cannot
+// be written, or s is not a valid snapshot (the writer checks it against
+// the proxy's stream head).
+func (b *Bolt) snapshotWritable(ctx context.Context, s *pb.ProxySnapshot) error {
+	if err := b.writable(ctx); err != nil {
+		return err
+	}
+	return validateSnapshot(s, ^uint64(0))
 }
 
 // writable reports why a write cannot start.
