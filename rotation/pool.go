@@ -414,7 +414,7 @@ func (p *Pool) Publish() (panicChanged bool) {
 		for _, s := range p.dirty {
 			s.dirty = false
 			for g := range p.groupsOf(&s.m) {
-				g.stale = true
+				g.stale = !g.alias // an alias's statistics are the pool's
 			}
 		}
 		p.dirty = trim(p.dirty)
