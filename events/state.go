@@ -130,41 +130,74 @@ func (s State) Ejected() bool { return !s.EjectedUntil.IsZero() }
 
 // ToSnapshot captures the state for fast recovery.
 func ToSnapshot(s State) *pb.ProxySnapshot {
-	return &pb.ProxySnapshot{
-		ProxyId:              s.ProxyID,
-		StreamSeq:            s.StreamSeq,
-		Seq:                  s.Seq,
-		Source:               s.Source,
-		UrlRedacted:          s.URLRedacted,
-		HasCredentials:       s.HasCredentials,
-		Origin:               s.Origin,
-		State:                s.Health,
-		Paused:               s.Paused,
-		Removed:              s.Removed,
-		ConsecutiveSuccesses: s.ConsecutiveSuccesses,
-		ConsecutiveFailures:  s.ConsecutiveFailures,
-		RecoveryAttempt:      s.RecoveryAttempt,
-		PassiveFailures:      s.PassiveFailures,
-		TotalChecks:          s.TotalChecks,
-		TotalFailures:        s.TotalFailures,
-		AddedUnixNano:        UnixNano(s.AddedAt),
-		LastCheckUnixNano:    UnixNano(s.LastCheckAt),
-		LastChangeUnixNano:   UnixNano(s.LastChangeAt),
-		LastErrorClass:       s.LastErrorClass,
-		LastError:            s.LastError,
-		LastStatusCode:       s.LastStatusCode,
-		LastLatency:          s.LastLatency.toPB(),
-		EjectedUntilUnixNano: UnixNano(s.EjectedUntil),
-		Tags:                 s.TagList(),
-		Weight:               s.Weight,
-		ExitIp:               s.ExitIP,
-		Anonymity:            s.Anonymity,
-		EjectionMultiplier:   s.EjectionMultiplier,
-		LastEjectedUnixNano:  UnixNano(s.LastEjectedAt),
-		LastReturnUnixNano:   UnixNano(s.LastReturnAt),
-		AdoptedUnixNano:      UnixNano(s.AdoptedAt),
-		LatencyEwmaNs:        int64(s.LatencyEWMA),
-		HasLatencyEwma:       s.HasLatencyEWMA,
+	return SnapshotInto(new(pb.ProxySnapshot), s)
+}
+
+// SnapshotInto is ToSnapshot into dst, which it overwrites and returns:
+// for a caller that marshals one snapshot after another (the SQLite view's
+// state_pb) and can reuse the message and its latency instead of
+// allocating them for each. dst must not be shared with another goroutine.
+func SnapshotInto(dst *pb.ProxySnapshot, s State) *pb.ProxySnapshot {
+	lat := dst.GetLastLatency()
+	if lat == nil {
+		lat = new(pb.Latency)
+	}
+	lat.Reset()
+	lat.ConnectNs, lat.FirstByteNs, lat.TotalNs = int64(s.LastLatency.Connect), int64(s.LastLatency.FirstByte), int64(s.LastLatency.Total)
+	tags := dst.GetTags()[:0]
+	if s.Tags != "" {
+		tags = appendSplit(tags, s.Tags)
+	} else {
+		tags = nil
+	}
+	dst.Reset()
+	dst.ProxyId = s.ProxyID
+	dst.StreamSeq = s.StreamSeq
+	dst.Seq = s.Seq
+	dst.Source = s.Source
+	dst.UrlRedacted = s.URLRedacted
+	dst.HasCredentials = s.HasCredentials
+	dst.Origin = s.Origin
+	dst.State = s.Health
+	dst.Paused = s.Paused
+	dst.Removed = s.Removed
+	dst.ConsecutiveSuccesses = s.ConsecutiveSuccesses
+	dst.ConsecutiveFailures = s.ConsecutiveFailures
+	dst.RecoveryAttempt = s.RecoveryAttempt
+	dst.PassiveFailures = s.PassiveFailures
+	dst.TotalChecks = s.TotalChecks
+	dst.TotalFailures = s.TotalFailures
+	dst.AddedUnixNano = UnixNano(s.AddedAt)
+	dst.LastCheckUnixNano = UnixNano(s.LastCheckAt)
+	dst.LastChangeUnixNano = UnixNano(s.LastChangeAt)
+	dst.LastErrorClass = s.LastErrorClass
+	dst.LastError = s.LastError
+	dst.LastStatusCode = s.LastStatusCode
+	dst.LastLatency = lat
+	dst.EjectedUntilUnixNano = UnixNano(s.EjectedUntil)
+	dst.Tags = tags
+	dst.Weight = s.Weight
+	dst.ExitIp = s.ExitIP
+	dst.Anonymity = s.Anonymity
+	dst.EjectionMultiplier = s.EjectionMultiplier
+	dst.LastEjectedUnixNano = UnixNano(s.LastEjectedAt)
+	dst.LastReturnUnixNano = UnixNano(s.LastReturnAt)
+	dst.AdoptedUnixNano = UnixNano(s.AdoptedAt)
+	dst.LatencyEwmaNs = int64(s.LatencyEWMA)
+	dst.HasLatencyEwma = s.HasLatencyEWMA
+	return dst
+}
+
+// appendSplit appends the comma-separated parts of s to dst (as
+// strings.Split, into a slice it reuses).
+func appendSplit(dst []string, s string) []string {
+	for {
+		i := strings.IndexByte(s, ',')
+		if i < 0 {
+			return append(dst, s)
+		}
+		dst = append(dst, s[:i])
+		s = s[i+1:]
 	}
 }
 

@@ -1,9 +1,11 @@
 package events
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,6 +244,39 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		}
 		if got := Fold(NewState(testID), h.all...); !reflect.DeepEqual(got, s) {
 			t.Fatalf("seed %d: full replay differs from the live state", seed)
+		}
+	}
+}
+
+// TestSnapshotIntoReuses: one message reused for a run of states (with and
+// without tags and latencies, in turn) gives each state's own snapshot,
+// byte for byte, and keeps nothing of the state before.
+func TestSnapshotIntoReuses(t *testing.T) {
+	det := proto.MarshalOptions{Deterministic: true}
+	dst := new(pb.ProxySnapshot)
+	tags := []string{"eu,fast,x", "", "solo", ",", "a,,b", ""}
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 11))
+		s := randomScript(t, rng, rng.IntN(60)).s
+		s.Tags = tags[seed%uint64(len(tags))]
+		want, err := det.Marshal(ToSnapshot(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := det.Marshal(SnapshotInto(dst, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("seed %d (tags %q): SnapshotInto into a used message differs from ToSnapshot", seed, s.Tags)
+		}
+		if back := FromSnapshot(dst); !reflect.DeepEqual(back, s) {
+			t.Fatalf("seed %d: FromSnapshot(SnapshotInto(dst, s)) =\n%+v\nwant\n%+v", seed, back, s)
+		}
+	}
+	for _, s := range []string{"a", "a,b", ",", "a,,b", "a,"} {
+		if got, want := appendSplit([]string{"keep"}, s), append([]string{"keep"}, strings.Split(s, ",")...); !slices.Equal(got, want) {
+			t.Errorf("appendSplit(%q) = %q, want %q", s, got, want)
 		}
 	}
 }

@@ -76,6 +76,7 @@ type applier struct {
 	pending map[string]*proxyRow // the proxies the batch touched
 	scratch proxyRow             // flushProxies' row
 	free    []*proxyRow          // rows to reuse (newRow)
+	snap    *pb.ProxySnapshot    // marshalState's message, reused
 }
 
 // writer is the applier's connection and its prepared statements.

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/proxyhealth/proxyhealth/events"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
 // The columns of a proxies row, in table order (see tables).
@@ -184,7 +185,10 @@ func (a *applier) value(r *proxyRow, c int) driver.Value {
 // protobuf snapshot. The row's values hold it until the next call.
 func (a *applier) marshalState(r *proxyRow) error {
 	var err error
-	a.blob, err = marshalOpts.MarshalAppend(a.blob[:0], events.ToSnapshot(r.st))
+	if a.snap == nil {
+		a.snap = new(pb.ProxySnapshot)
+	}
+	a.blob, err = marshalOpts.MarshalAppend(a.blob[:0], events.SnapshotInto(a.snap, r.st))
 	return err
 }
 
