@@ -293,14 +293,16 @@ func (m *PoolMonitor) evaluate(ctx context.Context, at int64) error {
 	healthy, degraded := uint32(m.healthy), m.degraded
 	m.mu.Unlock()
 
-	env := &pb.Envelope{AtUnixNano: at}
+	// The envelope is made only when it is journaled: evaluate runs for
+	// every check, and a pool rarely crosses its threshold.
+	var env *pb.Envelope
 	switch {
 	case !degraded && pct < m.opts.Threshold:
-		env.Event = &pb.Envelope_PoolDegraded{PoolDegraded: &pb.PoolDegraded{
-			HealthyPercentage: pct, ThresholdPercentage: m.opts.Threshold, Healthy: healthy, Total: uint32(known)}}
+		env = &pb.Envelope{AtUnixNano: at, Event: &pb.Envelope_PoolDegraded{PoolDegraded: &pb.PoolDegraded{
+			HealthyPercentage: pct, ThresholdPercentage: m.opts.Threshold, Healthy: healthy, Total: uint32(known)}}}
 	case degraded && pct >= min(m.opts.Threshold+m.opts.Margin, 100):
-		env.Event = &pb.Envelope_PoolRecovered{PoolRecovered: &pb.PoolRecovered{
-			HealthyPercentage: pct, ThresholdPercentage: m.opts.Threshold, Healthy: healthy, Total: uint32(known)}}
+		env = &pb.Envelope{AtUnixNano: at, Event: &pb.Envelope_PoolRecovered{PoolRecovered: &pb.PoolRecovered{
+			HealthyPercentage: pct, ThresholdPercentage: m.opts.Threshold, Healthy: healthy, Total: uint32(known)}}}
 	default:
 		return nil
 	}
