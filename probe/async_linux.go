@@ -96,25 +96,30 @@ type evloop struct {
 
 	// Guarded by loopMu.
 	queue, cancels []*acheck
+	free           []*acheck   // finished checks to reuse (startAsync)
 	cancelW        []*ctxWatch // shared watches whose context is done
 	sleeping       bool
 	stopped        bool
 
 	// Owned by the loop goroutine.
 	spareQ, spareC []*acheck
-	byFD           []*acheck
-	timers         []*acheck // min-heap by deadline
-	shared         *ctxWatch // the context.AfterFunc of the context checks share
-	inflight       int
-	st             *state
-	rbuf           []byte
-	src            replaySrc
-	w              replayWriter
-	bufs           [][]byte // free stream buffers
-	sa4            syscall.SockaddrInet4
-	sa6            syscall.SockaddrInet6
-	src4           syscall.SockaddrInet4 // Config.SourceIP, for bind
-	src6           syscall.SockaddrInet6
+	// finished are the checks finished since the loop last took loopMu,
+	// which nothing refers to any more but the loop's own code until the
+	// events at hand are handled (it reads a check's phase after finish).
+	finished []*acheck
+	byFD     []*acheck
+	timers   []*acheck // min-heap by deadline
+	shared   *ctxWatch // the context.AfterFunc of the context checks share
+	inflight int
+	st       *state
+	rbuf     []byte
+	src      replaySrc
+	w        replayWriter
+	bufs     [][]byte // free stream buffers
+	sa4      syscall.SockaddrInet4
+	sa6      syscall.SockaddrInet6
+	src4     syscall.SockaddrInet4 // Config.SourceIP, for bind
+	src6     syscall.SockaddrInet6
 }
 
 var (
@@ -126,10 +131,10 @@ var (
 // false means the loop could not be started and the caller falls back.
 func startAsync(c *Checker, ctx context.Context, p ProxyURL, done func(Result)) bool {
 	addr, _ := proxyAddr(p)
-	a := &acheck{c: c, ctx: ctx, p: p, addr: addr, done: done, start: time.Now(), fd: -1, heapIdx: -1}
-	a.deadline = a.start.Add(c.cfg.Timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(a.deadline) {
-		a.deadline = d
+	start := time.Now()
+	deadline := start.Add(c.cfg.Timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	}
 	loopMu.Lock()
 	defer loopMu.Unlock()
@@ -142,11 +147,22 @@ func startAsync(c *Checker, ctx context.Context, p ProxyURL, done func(Result)) 
 		curLoop = l
 		go l.run()
 	}
-	a.loop = l
+	var a *acheck
+	if n := len(l.free); n > 0 {
+		a, l.free[n-1] = l.free[n-1], nil
+		l.free = l.free[:n-1]
+	} else {
+		a = new(acheck)
+	}
+	*a = acheck{c: c, ctx: ctx, p: p, addr: addr, done: done, start: start, deadline: deadline, fd: -1, heapIdx: -1, loop: l}
 	l.queue = append(l.queue, a)
 	l.wakeLocked()
 	return true
 }
+
+// maxFreeChecks caps the finished checks a loop keeps for reuse (about
+// 400 bytes each): a check was the largest allocation of the probe.
+const maxFreeChecks = 1024
 
 func newLoop() (*evloop, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
@@ -301,11 +317,21 @@ func (l *evloop) run() {
 	events := make([]syscall.EpollEvent, 256)
 	var idleSince time.Time
 	for {
+		for _, a := range l.finished {
+			*a = acheck{} // holds nothing alive, neither the caller's done nor its context
+		}
 		loopMu.Lock()
 		l.sleeping = false
 		q, cs, ws := l.queue, l.cancels, l.cancelW
 		l.queue, l.cancels, l.cancelW = l.spareQ[:0], l.spareC[:0], nil
+		for i, a := range l.finished {
+			if len(l.free) < maxFreeChecks {
+				l.free = append(l.free, a)
+			}
+			l.finished[i] = nil
+		}
 		loopMu.Unlock()
+		l.finished = l.finished[:0]
 		for _, w := range ws {
 			l.cancelWatch(w)
 		}
@@ -790,8 +816,11 @@ func (l *evloop) finish(a *acheck, f *failure) {
 		return
 	}
 	a.phase = phDone
+	// Reusable once done unless its own context.AfterFunc could not be
+	// stopped: that one may still queue it for cancellation.
+	reusable := true
 	if a.stop != nil {
-		a.stop()
+		reusable = a.stop()
 	}
 	if w := a.watch; w != nil {
 		a.watch = nil
@@ -813,6 +842,9 @@ func (l *evloop) finish(a *acheck, f *failure) {
 	clear(a.pending)
 	r := a.c.finish(a.ctx, a.p, a.start, a.r, f)
 	a.done(r)
+	if reusable {
+		l.finished = append(l.finished, a)
+	}
 }
 
 func (l *evloop) getBuf() []byte {

@@ -188,3 +188,90 @@ func allCanceled(t *testing.T, res <-chan Result, n int, what string) {
 		}
 	}
 }
+
+// TestCheckAsyncReusesFinishedChecks: the loop reuses the checks it
+// finished for later ones. Over rounds of checks with every kind of
+// context (none, one shared, one each, some cancelled as they start), each
+// check is answered once, with its own proxy's outcome, and the loop keeps
+// finished checks to reuse.
+func TestCheckAsyncReusesFinishedChecks(t *testing.T) {
+	const n, rounds = 240, 5
+	f := startFarm(t, n)
+	kinds := []struct {
+		b     fakeproxy.Behavior
+		class pb.FailureClass
+	}{
+		{fakeproxy.OK(), cOK},
+		{fakeproxy.Status(503), cStatus},
+		{fakeproxy.Garbage(), cProtocol},
+		{fakeproxy.Status(404), cStatus},
+	}
+	for i := range n {
+		if err := f.Set(i, kinds[i%len(kinds)].b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/"})
+	// A check that stays in flight keeps the loop (and its free list) from
+	// exiting idle between rounds.
+	var got atomic.Int64
+	hold, release := context.WithCancel(context.Background())
+	held := make(chan Result, 1)
+	newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/", Timeout: time.Hour}).
+		CheckAsync(hold, MustParseProxyURL("http://"+silentProxy(t, &got)), func(r Result) { held <- r })
+	waitFor(t, func() bool { return got.Load() == 1 })
+	fds := openFDs(t)
+	for round := range rounds {
+		shared, cancelShared := context.WithCancel(context.Background())
+		calls := make([]atomic.Int32, n)
+		results := make([]Result, n)
+		var answered atomic.Int32
+		for i := range n {
+			p := MustParseProxyURL(f.URLWith(i, []string{"http", "socks5h"}[i/len(kinds)%2], "", ""))
+			ctx, cancel := context.Background(), context.CancelFunc(func() {})
+			switch i % 3 {
+			case 1:
+				ctx = shared
+			case 2:
+				ctx, cancel = context.WithCancel(context.Background())
+			}
+			c.CheckAsync(ctx, p, func(r Result) {
+				if calls[i].Add(1) == 1 {
+					results[i] = r
+				}
+				answered.Add(1)
+			})
+			if i%6 == 5 {
+				cancel() // as the check starts: cancelled, or done first
+			}
+			defer cancel()
+		}
+		waitFor(t, func() bool { return answered.Load() >= n })
+		cancelShared()
+		for i := range n {
+			if k := calls[i].Load(); k != 1 {
+				t.Fatalf("round %d, check %d: done called %d times", round, i, k)
+			}
+			r, want := results[i], kinds[i%len(kinds)]
+			if r.Class != want.class && !(i%6 == 5 && r.Canceled) {
+				t.Errorf("round %d, check %d (%v): %+v", round, i, want.b, r)
+			}
+		}
+		loopMu.Lock()
+		free := 0
+		if curLoop != nil {
+			free = len(curLoop.free)
+		}
+		loopMu.Unlock()
+		if round == 0 && free == 0 {
+			// The loop moves finished checks to its free list when it next
+			// wakes; after n answers it has woken many times.
+			t.Errorf("after %d checks the loop keeps no finished check to reuse", n)
+		}
+	}
+	release()
+	if r := <-held; !r.Canceled {
+		t.Errorf("the held check: %+v, want cancelled", r)
+	}
+	waitFor(t, func() bool { return openFDs(t) <= fds })
+}
