@@ -231,6 +231,11 @@ func steadyState(b *testing.B, farm *farmProc, window time.Duration, view bool) 
 		runtime.MemProfileRate = 4096 // every allocation of the run, finely
 		b.Cleanup(func() { runtime.MemProfileRate = old })
 	}
+	if os.Getenv("PROXYHEALTH_BENCH_ALLOCPROFILE") != "" {
+		old := runtime.MemProfileRate
+		runtime.MemProfileRate = 64 << 10 // one rate for the base and the end
+		b.Cleanup(func() { runtime.MemProfileRate = old })
+	}
 	for range b.N {
 		cfg := e2eConfig(b, farm.urls, 10*time.Second)
 		if view {
@@ -246,7 +251,12 @@ func steadyState(b *testing.B, farm *farmProc, window time.Duration, view bool) 
 		u0, s0 := cpuSplit()
 		c0, cpu0, k0, n0 := farm.checks(b), cpuTime(), commits.Load(), committed.Load()
 		if path := os.Getenv("PROXYHEALTH_BENCH_ALLOCPROFILE"); path != "" {
-			runtime.MemProfileRate = 64 << 10
+			// The window's allocations: pprof -base PATH.base PATH.
+			runtime.GC()
+			if f, err := os.Create(path + ".base"); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
 			defer func() {
 				f, _ := os.Create(path)
 				_ = pprof.Lookup("allocs").WriteTo(f, 0)
