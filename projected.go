@@ -267,8 +267,10 @@ func (p *projected) health(head uint64) []ProjectionHealth {
 func (p *projected) feedLive(ctx context.Context, j journal.Journal, from uint64) error {
 	sub := j.Subscribe(from)
 	defer sub.Close()
+	var batch []*pb.Envelope // reused: Apply and after keep envelopes, not the slice
 	for {
-		batch, err := sub.NextBatch(ctx, 4096)
+		var err error
+		batch, err = sub.NextBatchInto(ctx, batch, 4096)
 		if err != nil {
 			return err
 		}

@@ -105,8 +105,10 @@ func (f *fanout) closeAll() {
 func (f *fanout) run(ctx context.Context) {
 	sub := f.j.Subscribe(f.from)
 	defer sub.Close()
+	var batch []*pb.Envelope // reused: the subscribers get envelopes, not the slice
 	for {
-		batch, err := sub.NextBatch(ctx, 1024)
+		var err error
+		batch, err = sub.NextBatchInto(ctx, batch, 1024)
 		if err != nil {
 			return
 		}

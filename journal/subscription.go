@@ -116,18 +116,26 @@ func (s *Subscription) Next(ctx context.Context) (*pb.Envelope, error) {
 // waiting like Next until at least one is available. The returned slice
 // belongs to the caller.
 func (s *Subscription) NextBatch(ctx context.Context, max int) ([]*pb.Envelope, error) {
+	return s.NextBatchInto(ctx, nil, max)
+}
+
+// NextBatchInto is NextBatch returning the envelopes in dst[:0], grown if
+// needed: a tail that is done with each batch before it asks for the next
+// one reuses one slice instead of allocating one per batch. The envelopes
+// themselves are the caller's to keep.
+func (s *Subscription) NextBatchInto(ctx context.Context, dst []*pb.Envelope, max int) ([]*pb.Envelope, error) {
 	if max <= 0 {
 		max = subscriptionBatch
 	}
+	clear(dst) // drops what the caller's last batch held
 	if s.pos < len(s.buf) {
 		n := min(max, len(s.buf)-s.pos)
-		out := make([]*pb.Envelope, n)
-		copy(out, s.buf[s.pos:s.pos+n])
+		out := append(dst[:0], s.buf[s.pos:s.pos+n]...)
 		clear(s.buf[s.pos : s.pos+n])
 		s.pos += n
 		return out, nil
 	}
-	return s.fetch(ctx, max, nil)
+	return s.fetch(ctx, max, dst[:0])
 }
 
 // Close ends the subscription; a blocked Next returns ErrClosed. It is

@@ -161,8 +161,10 @@ func (m *PoolMonitor) Run(ctx context.Context) error {
 	live := head == 0
 	sub := m.j.Subscribe(1)
 	defer sub.Close()
+	var batch []*pb.Envelope // reused: nothing keeps the slice
 	for {
-		batch, err := sub.NextBatch(ctx, 1024)
+		var err error
+		batch, err = sub.NextBatchInto(ctx, batch, 1024)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

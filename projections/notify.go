@@ -242,8 +242,10 @@ func (n *Notifier) Run(ctx context.Context) error {
 	head := n.head
 	sub := n.j.Subscribe(1)
 	defer sub.Close()
+	var batch []*pb.Envelope // reused: nothing keeps the slice
 	for {
-		batch, err := sub.NextBatch(ctx, 1024)
+		var err error
+		batch, err = sub.NextBatchInto(ctx, batch, 1024)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

@@ -14,22 +14,25 @@ import (
 // waitTimeout bounds every wait of the suite; nothing should come close.
 const waitTimeout = 30 * time.Second
 
-// collect reads n envelopes from sub, alternating Next and NextBatch, and
+// collect reads n envelopes from sub, taking turns with Next, NextBatch
+// and NextBatchInto (one slice reused throughout), and
 // fails unless they are the seqs from..from+n-1 in order.
 func collect(t *testing.T, sub *journal.Subscription, from uint64, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	want := from
+	var reused []*pb.Envelope // NextBatchInto's slice, batch after batch
 	for got := 0; got < n; {
 		var envs []*pb.Envelope
-		if got%2 == 0 {
+		switch got % 3 {
+		case 0:
 			e, err := sub.Next(ctx)
 			if err != nil {
 				t.Fatalf("Next after %d of %d envelopes: %v", got, n, err)
 			}
 			envs = []*pb.Envelope{e}
-		} else {
+		case 1:
 			var err error
 			envs, err = sub.NextBatch(ctx, 1+got%97)
 			if err != nil {
@@ -38,6 +41,16 @@ func collect(t *testing.T, sub *journal.Subscription, from uint64, n int) {
 			if len(envs) == 0 || len(envs) > 1+got%97 {
 				t.Fatalf("NextBatch(%d) returned %d envelopes", 1+got%97, len(envs))
 			}
+		default:
+			var err error
+			reused, err = sub.NextBatchInto(ctx, reused, 1+got%89)
+			if err != nil {
+				t.Fatalf("NextBatchInto after %d of %d envelopes: %v", got, n, err)
+			}
+			if len(reused) == 0 || len(reused) > 1+got%89 {
+				t.Fatalf("NextBatchInto(%d) returned %d envelopes", 1+got%89, len(reused))
+			}
+			envs = reused
 		}
 		for _, e := range envs {
 			if e.GetSeq() != want {
