@@ -258,6 +258,7 @@ func steadyState(b *testing.B, farm *farmProc, window time.Duration, view bool) 
 				f.Close()
 			}
 			defer func() {
+				runtime.GC() // the profile holds allocations as of the last GC
 				f, _ := os.Create(path)
 				_ = pprof.Lookup("allocs").WriteTo(f, 0)
 				f.Close()
