@@ -227,6 +227,17 @@ func (p *provider) revoke(ctx context.Context) error {
 	return nil
 }
 
+// confirm records that the lease is confirmed until (a mono() time),
+// unless the member is leaving: a keep-alive answered while Leave revokes
+// the lease must not make the member fresh again after revoke cleared it.
+func (p *provider) confirm(until time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.leaving {
+		p.freshUntil.Store(int64(until))
+	}
+}
+
 // fresh reports whether the lease is confirmed alive now.
 func (p *provider) fresh() bool {
 	return !p.lostFlag.Load() && int64(mono()) < p.freshUntil.Load()
@@ -274,7 +285,7 @@ func (p *provider) keepAlive() {
 		var wait time.Duration
 		switch {
 		case err == nil:
-			p.freshUntil.Store(int64(sent + time.Duration(resp.TTL)*time.Second))
+			p.confirm(sent + time.Duration(resp.TTL)*time.Second)
 			wait = sent + interval - mono()
 		case errors.Is(err, rpctypes.ErrLeaseNotFound):
 			p.setLost(fmt.Errorf("%w: etcd no longer knows lease %x of %s (paused or cut off from etcd longer than the TTL %v, or revoked)", ErrLeaseExpired, int64(p.lease), p.key, p.cfg.TTL))
