@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"regexp"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,12 @@ import (
 // metrics holds the Prometheus registry. Counters and histograms are
 // derived from the committed event stream (follow); gauges are read from
 // the live status and the engine's health at scrape time.
+// schedLatencies adds the Go runtime's scheduling latencies to the default
+// Go metrics, as go_sched_latencies_seconds: how long goroutines (a
+// check's actor, an API request) waited runnable for a thread. A long tail
+// there and in API latencies says the process is short of CPU, not slow.
+var schedLatencies = collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/latencies:seconds$`)}
+
 type metrics struct {
 	reg    *prometheus.Registry
 	ctx    context.Context // the server's: ends with Server.Close
@@ -128,7 +135,7 @@ func newMetrics(ctx context.Context, eng Engine, tail func(from uint64) EventTai
 	}
 	m.reg.MustRegister(m.checks, m.checkLatency, m.eventsTotal, m.transitions, m.delivery,
 		m.appendLatency, m.batchSize, m.followedSeq, m.ejections, m.returns, m.panics, m.refreshes, m.picks, m.outcomes,
-		statusCollector{m}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		statusCollector{m}, collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(schedLatencies)), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if traffic != nil {
 		m.reg.MustRegister(trafficCollector(traffic))
 	}

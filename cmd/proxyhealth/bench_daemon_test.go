@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -283,7 +284,9 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 
 	// The API, checks running.
 	phase("CPU window done")
+	sched0 := schedLatencies(api)
 	poolP99, proxiesP99 := measureAPI(b, api, window)
+	b.Logf("daemon scheduling latency over the API window: %s", schedQuantiles(sched0, schedLatencies(api)))
 	phase("API window done")
 	peak := vmHWM(b, d.pid(), d.exited)
 	b.Logf("daemon memory after the API window: %s", memoryBreakdown(api, d.pid()))
@@ -816,6 +819,56 @@ func memoryBreakdown(api string, pid int) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// schedLatencies reads the daemon's go_sched_latencies_seconds histogram
+// (how long its goroutines waited runnable for a thread): cumulative counts
+// by upper bound, nil if it cannot be read.
+func schedLatencies(api string) map[float64]float64 {
+	resp, err := benchHTTP.Get(api + "/metrics")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	in := bufio.NewScanner(resp.Body)
+	in.Buffer(make([]byte, 1<<16), 1<<20)
+	h := map[float64]float64{}
+	for in.Scan() {
+		rest, ok := strings.CutPrefix(in.Text(), `go_sched_latencies_seconds_bucket{le="`)
+		if !ok {
+			continue
+		}
+		le, count, ok := strings.Cut(rest, `"} `)
+		bound, err1 := strconv.ParseFloat(le, 64)
+		n, err2 := strconv.ParseFloat(count, 64)
+		if ok && err1 == nil && err2 == nil {
+			h[bound] = n
+		}
+	}
+	return h
+}
+
+// schedQuantiles says the p50, p99 and p99.9 of the scheduling latencies
+// between two readings of schedLatencies, as the histogram's upper bounds.
+func schedQuantiles(before, after map[float64]float64) string {
+	if len(after) == 0 {
+		return "not read"
+	}
+	bounds := slices.Sorted(maps.Keys(after))
+	total := after[bounds[len(bounds)-1]] - before[bounds[len(bounds)-1]]
+	if total <= 0 {
+		return "no goroutine scheduled"
+	}
+	var parts []string
+	for _, q := range []float64{0.5, 0.99, 0.999} {
+		for _, le := range bounds {
+			if after[le]-before[le] >= q*total {
+				parts = append(parts, fmt.Sprintf("p%g ≤ %v", q*100, time.Duration(le*float64(time.Second)).Round(time.Microsecond)))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%s (%.0f goroutines scheduled)", strings.Join(parts, ", "), total)
 }
 
 // loadAvg is /proc/loadavg, for the log beside the figures.
