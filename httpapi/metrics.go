@@ -14,15 +14,15 @@ import (
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
-// metrics holds the Prometheus registry. Counters and histograms are
-// derived from the committed event stream (follow); gauges are read from
-// the live status and the engine's health at scrape time.
 // schedLatencies adds the Go runtime's scheduling latencies to the default
 // Go metrics, as go_sched_latencies_seconds: how long goroutines (a
 // check's actor, an API request) waited runnable for a thread. A long tail
 // there and in API latencies says the process is short of CPU, not slow.
 var schedLatencies = collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/latencies:seconds$`)}
 
+// metrics holds the Prometheus registry. Counters and histograms are
+// derived from the committed event stream (follow); gauges are read from
+// the live status and the engine's health at scrape time.
 type metrics struct {
 	reg    *prometheus.Registry
 	ctx    context.Context // the server's: ends with Server.Close

@@ -528,18 +528,10 @@ func (p *Pool) aliases() {
 	}
 }
 
-// memberOf reports whether a member with m is on group id.
+// memberOf reports whether a member with m is on group id (memberGroups
+// says which groups those are).
 func memberOf(m *Member, id groupID) bool {
-	switch id.kind {
-	case kindAll:
-		return true
-	case kindSource:
-		return m.Source == id.name
-	case kindScheme:
-		return m.Scheme == id.name
-	default:
-		return slices.Contains(m.Tags, id.name)
-	}
+	return slices.Contains(memberGroups(*m), id)
 }
 
 func (p *Pool) buildSnapshot() {
