@@ -30,6 +30,7 @@ type projected struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	log    *slog.Logger
+	j      journal.Journal // what the live status follows (set by start)
 
 	mu     sync.Mutex
 	states map[string]*projState // by name, for Engine.Health
@@ -163,7 +164,7 @@ func (e *Engine) startProjections(ctx context.Context) error {
 	p.notifier = n
 
 	rctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
+	p.cancel, p.j = cancel, j
 	// The live status resumes after a failed read from where it stopped.
 	p.run(rctx, "live status", p.live.Seq, cfg.Logger, func() error { return p.feedLive(rctx, j, p.live.Seq()+1) }, cfg.Clock)
 	for _, x := range p.extra {
@@ -281,6 +282,18 @@ func (p *projected) feedLive(ctx context.Context, j journal.Journal, from uint64
 	}
 }
 
+// catchUpLive applies to the live status what the journal holds beyond it;
+// its feeder must have stopped (halt).
+func (p *projected) catchUpLive(ctx context.Context) error {
+	for env, err := range p.j.Read(ctx, p.live.Seq()+1) {
+		if err != nil {
+			return err
+		}
+		p.live.Apply(env)
+	}
+	return nil
+}
+
 // waitLive waits until the live status has applied the journal up to seq
 // (or ctx ends).
 func (p *projected) waitLive(ctx context.Context, seq uint64) error {
@@ -315,6 +328,12 @@ func (p *projected) stop(ctx context.Context) error {
 	var errs []error
 	if p.cancel != nil {
 		p.halt()
+		// What committed after the live feeder stopped (the last checks'
+		// events, the rotator's last panic event) goes to the live status
+		// too: a stopped engine's Status is its journal's.
+		if err := p.catchUpLive(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("catch up the live status: %w", err))
+		}
 		// The journal is still open: bring the registered projections up
 		// to date first, so that a cleanly stopped engine leaves a current
 		// view.db behind whatever the webhooks do.
