@@ -55,6 +55,7 @@ bench:
 	mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/*.txt $(BENCH_OUT)/*.rc $(BENCH_OUT)/table.md
 	$(call bench_run,micro,$(GO) test -run='^$$' -bench=. -benchmem -benchtime=2s -count=1 ./journal/ ./probe/ ./events/ ./projections/ ./httpapi/ ./sources/ ./internal/clock/)
 	$(call bench_run,sqlview,$(GO) test -run='^$$' -bench='Rebuild|Incremental' -benchtime=1x -count=1 -timeout 20m ./projections/sqlview/)
+	$(call bench_run,sqlviewaged,$(GO) test -run='^$$' -bench='^BenchmarkSteadyState$$/^proxies=10000$$/^batch=1000$$/^(fresh|history=30m)$$' -benchtime=1x -count=1 -timeout 20m ./projections/sqlview/)
 	$(call bench_run,e2e,$(GO) test -run='^$$' -bench=E2E -benchtime=1x -count=1 -timeout 20m .)
 	$(call bench_run,report,$(GO) test -run='^$$' -bench='^Benchmark(Detection|FalsePositives|RecoveryShare)$$' -benchtime=1x -count=1 -timeout 20m .)
 	$(call bench_run,daemon10k,$(GO) test -run='^$$' -bench='^BenchmarkDaemon$$/^proxies=10000$$' -benchtime=1x -count=1 -timeout 30m ./cmd/proxyhealth/)

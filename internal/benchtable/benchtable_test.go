@@ -47,8 +47,8 @@ func TestParseReadsResultsPackagesCommandsAndMedians(t *testing.T) {
 	if d := in.Get("BenchmarkDaemon/proxies=10000"); d == nil || d.Pkg != module+"/cmd/proxyhealth" {
 		t.Errorf("daemon result %+v", d)
 	}
-	if in.Get("BenchmarkDetection-2") != nil || len(in.Results) != 9 {
-		t.Errorf("%d results (want 9, names without -GOMAXPROCS): %v", len(in.Results), names(in))
+	if in.Get("BenchmarkDetection-2") != nil || len(in.Results) != 11 {
+		t.Errorf("%d results (want 11, names without -GOMAXPROCS): %v", len(in.Results), names(in))
 	}
 	if len(in.Loads) != 1 || !strings.Contains(in.Loads[0], "load average: 1.50") {
 		t.Errorf("loads %q", in.Loads)
@@ -99,6 +99,7 @@ func TestRowsShowFiguresTargetsAndCommands(t *testing.T) {
 		{"journal replay (read and decode from seq 1)", "2,500,000 events/s", "≥ 3,000,000 (issue 14): **missed**", "`go test -run '^$' -bench '^BenchmarkReplay$' -benchtime=2s -count=3 ./journal/`"},
 		{"SQLite view rebuild from a bbolt journal", "8 s per 1M events", "≤ 10 (sqlview's own): met", "`go test -run '^$' -bench '^BenchmarkRebuild$/^bolt$' -benchtime=1x -timeout 20m ./projections/sqlview/`"},
 		{"SQLite view rebuild from the in-memory journal", "5 s per 1M events", "—", "`go test -run '^$' -bench '^BenchmarkRebuild$/^mem$' -benchtime=1x -timeout 20m ./projections/sqlview/`"},
+		{"SQLite view, CPU per check applied, 10,000 proxies, 30 min of history", "43 µs", "—", "`go test -run '^$' -bench '^BenchmarkSteadyState$/^proxies=10000$/^batch=1000$/^history=30m$' -benchtime=1x -count=1 -timeout 20m ./projections/sqlview/`"},
 		{"detection latency p99, proxies killed mid-run (default config)", "41.2 s", "≤ 60 (spec SC-001): met", "`PROXYHEALTH_BENCH_SCALE=10 go test -run '^$' -bench '^BenchmarkDetection$' -benchtime 1x -timeout 30m .`"},
 		{"detection bound of the config (events.Config.DetectionBound)", "30 s", "—", "`PROXYHEALTH_BENCH_SCALE=10 go test -run '^$' -bench '^BenchmarkDetection$' -benchtime 1x -timeout 30m .`"},
 		{"false positives, proxies dropping 5 % of checks (share of proxy-time out of rotation)", "0.03 %", "< 1 (spec SC-007): met", "`PROXYHEALTH_BENCH_SCALE=10 go test -run '^$' -bench '^BenchmarkFalsePositives$' -benchtime 1x -timeout 30m .`"},
@@ -125,8 +126,8 @@ func TestRowsShowFiguresTargetsAndCommands(t *testing.T) {
 		}
 	}
 	// Every row is one the input has, or a targeted "not run" one.
-	if len(order) != 23 {
-		t.Errorf("%d rows; want 23 (15 measured, 8 targets not run): %q", len(order), order)
+	if len(order) != 25 {
+		t.Errorf("%d rows; want 25 (17 measured, 8 targets not run): %q", len(order), order)
 	}
 }
 

@@ -94,6 +94,8 @@ var figures = func() []*figure {
 		&figure{label: "journal replay (read and decode from seq 1)", bench: "BenchmarkReplay", unit: "events/s", target: ge(3e6, issue), flags: "-benchtime 2s"},
 		&figure{label: "SQLite view rebuild from a bbolt journal", bench: "BenchmarkRebuild/bolt", unit: "events/s", show: perMillion, target: le(10, "sqlview's own"), flags: longArgs},
 		&figure{label: "SQLite view rebuild from the in-memory journal", bench: "BenchmarkRebuild/mem", unit: "events/s", show: perMillion, flags: longArgs},
+		&figure{label: "SQLite view, CPU per check applied, 10,000 proxies, a fresh view (12 s of history, as in the first minute of BenchmarkE2ESteadyState and BenchmarkDaemon)", bench: "BenchmarkSteadyState/proxies=10000/batch=1000/fresh", unit: "cpu-us/event", flags: longArgs},
+		&figure{label: "SQLite view, CPU per check applied, 10,000 proxies, 30 min of history", bench: "BenchmarkSteadyState/proxies=10000/batch=1000/history=30m", unit: "cpu-us/event", flags: longArgs},
 		&figure{label: "detection latency p50, proxies killed mid-run (default config)", bench: "BenchmarkDetection", unit: "detect-p50-s", flags: "-benchtime 1x"},
 		&figure{label: "detection latency p99, proxies killed mid-run (default config)", bench: "BenchmarkDetection", unit: "detect-p99-s", target: le(60, "spec SC-001"), flags: "-benchtime 1x"},
 		&figure{label: "detection latency p99, killed by refusing connections", bench: "BenchmarkDetection", unit: "refuse-p99-s", flags: "-benchtime 1x"},
@@ -125,6 +127,7 @@ var unitSuffix = map[string]string{
 	"events/s":                  "events/s",
 	"cpu-ratio":                 "×",
 	"rss-ratio":                 "×",
+	"cpu-us/event":              "µs",
 	"detect-p50-s":              "s",
 	"detect-p99-s":              "s",
 	"refuse-p99-s":              "s",
@@ -319,7 +322,7 @@ func defaultPkg(bench string) string {
 		return "./cmd/proxyhealth/"
 	case strings.HasPrefix(bench, "BenchmarkAppend"), bench == "BenchmarkReplay":
 		return "./journal/"
-	case strings.HasPrefix(bench, "BenchmarkRebuild"):
+	case strings.HasPrefix(bench, "BenchmarkRebuild"), strings.HasPrefix(bench, "BenchmarkSteadyState"):
 		return "./projections/sqlview/"
 	}
 	return "."
