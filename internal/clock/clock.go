@@ -288,6 +288,11 @@ type Scheduler struct {
 	// overdue holds timers armed for a tick that has already ended (due
 	// in the past): they fire at the goroutine's next turn.
 	overdue []*fakeTimer
+	// spare holds the arrays of emptied buckets for the next bucket that
+	// gets a timer (see takeBucket): the wheel then holds arrays for the
+	// buckets with timers, not for each of its 4,096 buckets at the most
+	// it ever held.
+	spare [][]*fakeTimer
 	// sleepTick is the tick the goroutine sleeps until (math.MaxInt64:
 	// none); an earlier timer wakes it.
 	sleepTick int64
@@ -296,6 +301,13 @@ type Scheduler struct {
 // wheelSize is the number of ticks in the wheel: 4,096 ticks of the
 // engine's 100 ms slack are 409.6 s, longer than the usual check interval.
 const wheelSize = 4096
+
+// Bounds of Scheduler.spare: the arrays kept for reuse, and the largest
+// kept (a bigger one, from a burst, goes to the garbage collector).
+const (
+	maxSpareBuckets   = 64
+	maxSpareBucketCap = 1024
+)
 
 // NewScheduler starts a scheduler whose timers fire at most slack late so
 // that timers due close together fire in one wake-up; slack <= 0 fires
@@ -405,6 +417,13 @@ func (s *Scheduler) toWheel(t *fakeTimer, tick int64) {
 	} else {
 		tick = overdueTick
 	}
+	if *b == nil {
+		if n := len(s.spare); n > 0 {
+			*b = s.spare[n-1]
+			s.spare[n-1] = nil
+			s.spare = s.spare[:n-1]
+		}
+	}
 	t.wheel, t.tick, t.index = s, tick, len(*b)
 	*b = append(*b, t)
 	s.inWheel++
@@ -426,6 +445,9 @@ func (s *Scheduler) removeLocked(t *fakeTimer) bool {
 	}
 	(*b)[last] = nil
 	*b = (*b)[:last]
+	if last == 0 {
+		s.spareBucket(b)
+	}
 	t.index, t.wheel = -1, nil // (a Rearmable may go to the heap next)
 	s.inWheel--
 	return true
@@ -549,8 +571,8 @@ func (s *Scheduler) runWheel() {
 	}
 }
 
-// takeBucket moves a bucket's timers to s.due, in due order; call with
-// s.mu held.
+// takeBucket moves a bucket's timers to s.due, in due order, and gives its
+// array to s.spare; call with s.mu held.
 func (s *Scheduler) takeBucket(b *[]*fakeTimer) {
 	n := len(*b)
 	if n == 0 {
@@ -562,7 +584,7 @@ func (s *Scheduler) takeBucket(b *[]*fakeTimer) {
 		s.due = append(s.due, dueTimer{t: t, token: t.token})
 		(*b)[i] = nil
 	}
-	*b = (*b)[:0]
+	s.spareBucket(b)
 	s.inWheel -= n
 	slices.SortFunc(s.due[start:], func(a, b dueTimer) int {
 		if c := a.t.when.Compare(b.t.when); c != 0 {
@@ -570,6 +592,24 @@ func (s *Scheduler) takeBucket(b *[]*fakeTimer) {
 		}
 		return cmp.Compare(a.t.seq, b.t.seq)
 	})
+}
+
+// spareBucket takes the array of the bucket b, just emptied (its tick
+// fired, or its last timer was stopped), for reuse by the next bucket that
+// gets a timer, within the bounds of s.spare; call with s.mu held. A bucket
+// that kept its array would hold, once the wheel has turned, an array for
+// each of its 4,096 ticks sized for the most timers that tick ever had:
+// 8.8 MB of live heap after 10 minutes at 10,000 proxies checked every
+// 10 s (BenchmarkE2ESteadyState), against 160 KB for the pointers to their
+// pending check and zombie timers.
+func (s *Scheduler) spareBucket(b *[]*fakeTimer) {
+	if *b == nil {
+		return
+	}
+	if c := cap(*b); c <= maxSpareBucketCap && len(s.spare) < maxSpareBuckets {
+		s.spare = append(s.spare, (*b)[:0])
+	}
+	*b = nil
 }
 
 // refill moves the heap's timers that fall within the wheel into it; call
