@@ -289,9 +289,9 @@ type Scheduler struct {
 	// in the past): they fire at the goroutine's next turn.
 	overdue []*fakeTimer
 	// spare holds the arrays of emptied buckets for the next bucket that
-	// gets a timer (see takeBucket): the wheel then holds arrays for the
-	// buckets with timers, not for each of its 4,096 buckets at the most
-	// it ever held.
+	// gets a timer (see spareBucket): the wheel then holds arrays for the
+	// buckets with timers, not one for each of its 4,096 buckets sized for
+	// the most timers that bucket ever held.
 	spare [][]*fakeTimer
 	// sleepTick is the tick the goroutine sleeps until (math.MaxInt64:
 	// none); an earlier timer wakes it.

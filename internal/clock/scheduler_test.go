@@ -209,11 +209,11 @@ func TestSchedulerWheel(t *testing.T) {
 }
 
 // TestSchedulerWheelKeepsNoArrayForAnEmptyBucket: a bucket gives its array
-// up when its tick fires or its last timer is stopped, so
-// the wheel's memory follows its pending timers and not the most each of
-// its ticks ever had (it kept 8.8 MB at 10,000 proxies that way). Reused
-// arrays still fire every timer, in bursts larger than they are, and the
-// arrays kept for reuse stay within their bounds.
+// up when its tick fires or its last timer is stopped, so the wheel's
+// memory follows its pending timers and not the most each of its ticks
+// ever had (it kept 8.8 MB at 10,000 proxies that way). Reused arrays
+// still fire every timer, in bursts larger than they are, and the arrays
+// kept for reuse stay within their bounds.
 func TestSchedulerWheelKeepsNoArrayForAnEmptyBucket(t *testing.T) {
 	s := newScheduler(2*time.Millisecond, 256) // the wheel spans 512 ms
 	defer s.Close()

@@ -363,10 +363,11 @@ func BenchmarkSteadyState(b *testing.B) {
 		// in the (proxy_id, at) index fill a page of their own, about 40 MB
 		// for 10,000 proxies against SQLite's 8 MiB cache, so a check's
 		// insert mostly reads its page back from the file (25 KB read and
-		// 19 KB written per check). The view's cost per check keeps
-		// growing for the daemon's first half hour: 17 µs of CPU fresh, 32
-		// with 5 minutes of history, 43 with 30 (at 2e96dde; 40 with no
-		// pruning at all, so it is the inserts, not the deletes).
+		// 19 KB written per check). The view's cost per check grows with
+		// its history: 17 µs of CPU fresh, 32 with 5 minutes of history,
+		// 43 with 30 (at 2e96dde; 40 with no pruning at all, so it is the
+		// inserts, not the deletes). The whole daemon rose less over its
+		// first half hour (see BENCHMARKS.md).
 		{"/history=30m", 10_000, 1000, 30 * time.Minute, 31 * time.Minute, 2 * time.Minute, 10 * time.Second},
 		// The first minute of a daemon (what BenchmarkE2ESteadyState
 		// measures): a view with 12 s of history, the default retention.
