@@ -166,7 +166,7 @@ func (e *Engine) startProjections(ctx context.Context) error {
 	rctx, cancel := context.WithCancel(context.Background())
 	p.cancel, p.j = cancel, j
 	// The live status resumes after a failed read from where it stopped.
-	p.run(rctx, "live status", p.live.Seq, cfg.Logger, func() error { return p.feedLive(rctx, j, p.live.Seq()+1) }, cfg.Clock)
+	p.run(rctx, "live status", p.live.Seq, cfg.Logger, func() error { return p.feedLive(rctx, p.live.Seq()+1) }, cfg.Clock)
 	for _, x := range p.extra {
 		var status []func() (string, string, time.Time)
 		if r, ok := x.p.(ProjectionReporter); ok {
@@ -265,8 +265,10 @@ func (p *projected) health(head uint64) []ProjectionHealth {
 	return out
 }
 
-func (p *projected) feedLive(ctx context.Context, j journal.Journal, from uint64) error {
-	sub := j.Subscribe(from)
+// feedLive applies the journal from seq from to the live status, batch by
+// batch, and hands each batch to p.after, until ctx ends or a read fails.
+func (p *projected) feedLive(ctx context.Context, from uint64) error {
+	sub := p.j.Subscribe(from)
 	defer sub.Close()
 	var batch []*pb.Envelope // reused: Apply and after keep envelopes, not the slice
 	for {
@@ -283,7 +285,9 @@ func (p *projected) feedLive(ctx context.Context, j journal.Journal, from uint64
 }
 
 // catchUpLive applies to the live status what the journal holds beyond it;
-// its feeder must have stopped (halt).
+// its feeder must have stopped (halt). Unlike feedLive it does not hand
+// the events to p.after: the rotator has stopped journaling by then
+// (Engine.Close waits for it first) and must not start again.
 func (p *projected) catchUpLive(ctx context.Context) error {
 	for env, err := range p.j.Read(ctx, p.live.Seq()+1) {
 		if err != nil {
