@@ -797,15 +797,8 @@ func memoryBreakdown(api string, pid int) string {
 			}
 		}
 	}
-	resp, err := benchHTTP.Get(api + "/metrics")
-	if err != nil {
-		return strings.Join(parts, ", ")
-	}
-	defer resp.Body.Close()
-	in := bufio.NewScanner(resp.Body)
-	in.Buffer(make([]byte, 1<<16), 1<<20)
-	for in.Scan() {
-		name, value, ok := strings.Cut(in.Text(), " ")
+	for _, line := range scrapeMetrics(api) {
+		name, value, ok := strings.Cut(line, " ")
 		switch name {
 		case "go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes",
 			"go_memstats_next_gc_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes", "go_goroutines":
@@ -821,10 +814,9 @@ func memoryBreakdown(api string, pid int) string {
 	return strings.Join(parts, ", ")
 }
 
-// schedLatencies reads the daemon's go_sched_latencies_seconds histogram
-// (how long its goroutines waited runnable for a thread): cumulative counts
-// by upper bound, nil if it cannot be read.
-func schedLatencies(api string) map[float64]float64 {
+// scrapeMetrics returns the lines of the daemon's /metrics, nil if it
+// cannot be read.
+func scrapeMetrics(api string) []string {
 	resp, err := benchHTTP.Get(api + "/metrics")
 	if err != nil {
 		return nil
@@ -832,9 +824,24 @@ func schedLatencies(api string) map[float64]float64 {
 	defer resp.Body.Close()
 	in := bufio.NewScanner(resp.Body)
 	in.Buffer(make([]byte, 1<<16), 1<<20)
-	h := map[float64]float64{}
+	var lines []string
 	for in.Scan() {
-		rest, ok := strings.CutPrefix(in.Text(), `go_sched_latencies_seconds_bucket{le="`)
+		lines = append(lines, in.Text())
+	}
+	return lines
+}
+
+// schedLatencies reads the daemon's go_sched_latencies_seconds histogram
+// (how long its goroutines waited runnable for a thread): cumulative counts
+// by upper bound, nil if it cannot be read.
+func schedLatencies(api string) map[float64]float64 {
+	lines := scrapeMetrics(api)
+	if lines == nil {
+		return nil
+	}
+	h := map[float64]float64{}
+	for _, line := range lines {
+		rest, ok := strings.CutPrefix(line, `go_sched_latencies_seconds_bucket{le="`)
 		if !ok {
 			continue
 		}
