@@ -369,22 +369,22 @@ func (e *Engine) addProxiesWith(ctx context.Context, sourceName string, entries 
 		e.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrUnknownSource, sourceName)
 	}
+	// From here on each proxy's URL is read from its record: the parsed
+	// list (about 170 bytes a proxy) is garbage while the waves start.
 	added := make([]*proxy, len(urls))
+	ids := make([]string, len(urls))
 	for i, u := range urls {
-		if p, dup := e.proxies[u.ID()]; dup {
-			for _, v := range urls[:i] {
-				delete(e.proxies, v.ID())
+		ids[i] = u.ID()
+		if p, dup := e.proxies[ids[i]]; dup {
+			for _, id := range ids[:i] {
+				delete(e.proxies, id)
 			}
 			e.mu.Unlock()
 			return nil, fmt.Errorf("%w: %s is already monitored in source %q", ErrDuplicate, u.Redacted(), p.source)
 		}
 		tags, weight := src.cfg.metadata(entries[i])
 		added[i] = &proxy{url: u, source: sourceName, origin: origin, tags: tags, weight: weight}
-		e.proxies[u.ID()] = added[i]
-	}
-	ids := make([]string, len(urls))
-	for i, u := range urls {
-		ids[i] = u.ID()
+		e.proxies[ids[i]] = added[i]
 	}
 	srcPID := src.pid
 	e.mu.Unlock()
@@ -392,13 +392,13 @@ func (e *Engine) addProxiesWith(ctx context.Context, sourceName string, entries 
 	// A run-time proxy's credentials are durable before it is added.
 	var kept []string
 	if e.creds != nil && origin == pb.ProxyOrigin_PROXY_ORIGIN_API {
-		for i, u := range urls {
-			if !u.HasCredentials() {
+		for i, p := range added {
+			if !p.url.HasCredentials() {
 				continue
 			}
 			if err := e.creds.put(ids[i], raws[i]); err != nil {
 				e.forget(added, kept)
-				return nil, fmt.Errorf("proxyhealth: add %s: keep its credentials: %w", u.Redacted(), err)
+				return nil, fmt.Errorf("proxyhealth: add %s: keep its credentials: %w", p.url.Redacted(), err)
 			}
 			kept = append(kept, ids[i])
 		}
@@ -415,7 +415,7 @@ func (e *Engine) addProxiesWith(ctx context.Context, sourceName string, entries 
 		if err := e.spawnWave(ctx, src, srcPID, added[lo:hi], ids[lo:hi], spawnErrs[lo:hi], failed, opt); err != nil {
 			// The later waves were never asked for: they are not added.
 			e.forget(added[hi:], kept)
-			return ids, fmt.Errorf("add %d proxies to source %q: %w", len(urls), sourceName, err)
+			return ids, fmt.Errorf("add %d proxies to source %q: %w", len(ids), sourceName, err)
 		}
 	}
 	// A proxy whose ProxyAdded did not become durable is not added: its
@@ -431,7 +431,7 @@ func (e *Engine) addProxiesWith(ctx context.Context, sourceName string, entries 
 		if err == nil {
 			continue
 		}
-		errs = append(errs, fmt.Errorf("add %s: %w", urls[i].Redacted(), err))
+		errs = append(errs, fmt.Errorf("add %s: %w", added[i].url.Redacted(), err))
 		if !errors.Is(err, ErrOutcomeUnknown) {
 			gone = append(gone, added[i])
 		}
