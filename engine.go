@@ -369,8 +369,6 @@ func (e *Engine) addProxiesWith(ctx context.Context, sourceName string, entries 
 		e.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrUnknownSource, sourceName)
 	}
-	// From here on each proxy's URL is read from its record: the parsed
-	// list (about 170 bytes a proxy) is garbage while the waves start.
 	added := make([]*proxy, len(urls))
 	ids := make([]string, len(urls))
 	for i, u := range urls {
@@ -386,6 +384,8 @@ func (e *Engine) addProxiesWith(ctx context.Context, sourceName string, entries 
 		added[i] = &proxy{url: u, source: sourceName, origin: origin, tags: tags, weight: weight}
 		e.proxies[ids[i]] = added[i]
 	}
+	// From here on each proxy's URL is read from its record: the parsed
+	// list (about 170 bytes a proxy) is garbage while the waves start.
 	srcPID := src.pid
 	e.mu.Unlock()
 
@@ -412,7 +412,7 @@ func (e *Engine) addProxiesWith(ctx context.Context, sourceName string, entries 
 	failed := make(map[string]error)
 	for lo := 0; lo < len(ids); lo += spawnWave {
 		hi := min(lo+spawnWave, len(ids))
-		if err := e.spawnWave(ctx, src, srcPID, added[lo:hi], ids[lo:hi], spawnErrs[lo:hi], failed, opt); err != nil {
+		if err := e.startWave(ctx, src, srcPID, added[lo:hi], ids[lo:hi], spawnErrs[lo:hi], failed, opt); err != nil {
 			// The later waves were never asked for: they are not added.
 			e.forget(added[hi:], kept)
 			return ids, fmt.Errorf("add %d proxies to source %q: %w", len(ids), sourceName, err)
@@ -450,12 +450,12 @@ func (e *Engine) addProxiesWith(ctx context.Context, sourceName string, entries 
 // resident set with the GC's headroom).
 var spawnWave = 8192 // a variable for tests
 
-// spawnWave starts the proxies added (ids[i] is added[i]'s ID) with one
+// startWave starts the proxies added (ids[i] is added[i]'s ID) with one
 // SpawnProxies request to the source's actor and waits until each has
 // journaled its ProxyAdded. It records each proxy's spawn error in
 // spawnErrs and each failed Sync in failed; an error means the spawn
 // request itself got no answer.
-func (e *Engine) spawnWave(ctx context.Context, src *source, srcPID *actor.PID, added []*proxy, ids []string, spawnErrs []error, failed map[string]error, opt addOptions) error {
+func (e *Engine) startWave(ctx context.Context, src *source, srcPID *actor.PID, added []*proxy, ids []string, spawnErrs []error, failed map[string]error, opt addOptions) error {
 	specs := make([]actors.ProxySpec, len(added))
 	e.mu.Lock()
 	for i, p := range added {
