@@ -53,6 +53,7 @@ type ProxyURL struct {
 	port     string
 	hostPort string // net.JoinHostPort(host, port)
 	redacted string
+	id       string // ID(), computed by ParseProxyURL
 	user     string // decoded
 	pass     string // decoded
 	hasCreds bool
@@ -144,6 +145,7 @@ func ParseProxyURL(s string) (ProxyURL, error) {
 		// A redacted URL, as the API and the logs show it: it names the
 		// proxy, it cannot be used to reach it.
 		p.redacted, p.display = scheme+"://"+userinfo+"@"+p.hostPort, true
+		p.id = idOf(p.redacted)
 		return p, nil
 	}
 	if hasUserinfo {
@@ -169,6 +171,7 @@ func ParseProxyURL(s string) (ProxyURL, error) {
 			p.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 		}
 	}
+	p.id = idOf(p.redacted)
 	return p, nil
 }
 
@@ -336,7 +339,17 @@ func (p ProxyURL) MarshalText() ([]byte, error) { return []byte(p.redacted), nil
 // not: two URLs differing only in the password are the same proxy with
 // changed credentials. A URL without a user name has the ID it always had.
 func (p ProxyURL) ID() string {
-	sum := sha256.Sum256([]byte(p.redacted))
+	if p.id != "" {
+		return p.id
+	}
+	return idOf(p.redacted) // the zero ProxyURL
+}
+
+// idOf is the ID of the proxy whose redacted URL is redacted. ParseProxyURL
+// computes it once: the engine asks a proxy's ID at every add, reconfigure
+// and lookup by URL, and each call hashed and allocated anew.
+func idOf(redacted string) string {
+	sum := sha256.Sum256([]byte(redacted))
 	return hex.EncodeToString(sum[:8])
 }
 
