@@ -42,7 +42,7 @@ func BenchmarkAppend(b *testing.B) {
 	for _, batch := range []int{1, 100} {
 		for _, appenders := range []int{1, 8, 64} {
 			b.Run(fmt.Sprintf("batch=%d/appenders=%d", batch, appenders), func(b *testing.B) {
-				benchAppend(b, appenders, batch, false)
+				benchAppend(b, benchProxies, appenders, batch, false)
 			})
 		}
 	}
@@ -54,19 +54,33 @@ func BenchmarkAppend(b *testing.B) {
 func BenchmarkAppendSpread(b *testing.B) {
 	for _, appenders := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("batch=100/appenders=%d", appenders), func(b *testing.B) {
-			benchAppend(b, appenders, 100, true)
+			benchAppend(b, benchProxies, appenders, 100, true)
 		})
 	}
 }
 
-func benchAppend(b *testing.B, appenders, batch int, spread bool) {
+// BenchmarkAppendPool appends as a pool of proxies does: every call is one
+// proxy's one event (a check's outcome), 64 appenders take the proxies in
+// turn, and every proxy has its event before any has its next (a sweep).
+// With many proxies, the heads checkpoints touch pages all over the heads
+// bucket; run it with -benchtime of several times 4 × proxies events (for
+// example -benchtime 2000000x at 100,000) to include them.
+func BenchmarkAppendPool(b *testing.B) {
+	for _, proxies := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("proxies=%d", proxies), func(b *testing.B) {
+			benchAppend(b, proxies, 64, 1, false)
+		})
+	}
+}
+
+func benchAppend(b *testing.B, proxies, appenders, batch int, spread bool) {
 	j, err := journal.OpenBolt(filepath.Join(b.TempDir(), "journal.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer j.Close()
 	ctx := context.Background()
-	ids := make([]string, benchProxies)
+	ids := make([]string, proxies)
 	for i := range ids {
 		ids[i] = journaltest.ProxyID(i)
 	}
@@ -86,7 +100,7 @@ func benchAppend(b *testing.B, appenders, batch int, spread bool) {
 			proxy := g
 			nextProxy := func() string {
 				p := ids[proxy]
-				if proxy += appenders; proxy >= benchProxies {
+				if proxy += appenders; proxy >= proxies {
 					proxy = g
 				}
 				return p

@@ -417,7 +417,7 @@ func (w *writer) commit(batch []*request) {
 		}
 	}
 	defer w.reset(taken)
-	if ckpt = ckpt || w.sinceCkpt+len(w.undo) >= checkpointEvery; ckpt {
+	if ckpt = ckpt || w.sinceCkpt+len(w.undo) >= checkpointInterval(len(w.b.heads)); ckpt {
 		w.prepareCheckpoint(next - 1)
 	}
 	var err error

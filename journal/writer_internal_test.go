@@ -111,26 +111,7 @@ func TestHeadsCheckpoint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkpoint := func() (through uint64, heads map[string]streamHead) {
-		t.Helper()
-		heads = map[string]streamHead{}
-		err := b.view(func(tx *bolt.Tx) error {
-			var err error
-			if through, err = readSeq(tx, metaHeadsThrough, 0); err != nil {
-				return err
-			}
-			return tx.Bucket(bucketHeads).ForEach(func(k, v []byte) error {
-				h, _ := parseHead(v)
-				heads[string(k)] = h
-				return nil
-			})
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return through, heads
-	}
-	through, heads := checkpoint()
+	through, heads := checkpointOf(t, b)
 	if through < checkpointEvery || through > uint64(calls*perCall) || len(heads) != len(ids) {
 		t.Fatalf("checkpoint through %d with %d heads after %d events; want one past %d events, with %d heads", through, len(heads), calls*perCall, checkpointEvery, len(ids))
 	}
@@ -150,13 +131,75 @@ func TestHeadsCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	through, heads = checkpoint()
+	through, heads = checkpointOf(t, b)
 	if through != b.Head() {
 		t.Fatalf("after Close the heads are checkpointed through %d, want the head %d", through, b.Head())
 	}
 	for id, h := range heads {
 		if h != b.streamHead(id) {
 			t.Fatalf("checkpointed head of %s is %+v, want %+v", id, h, b.streamHead(id))
+		}
+	}
+}
+
+// checkpointOf returns the seq b's heads checkpoint is current through (0:
+// none yet) and the heads it holds.
+func checkpointOf(t *testing.T, b *Bolt) (through uint64, heads map[string]streamHead) {
+	t.Helper()
+	heads = map[string]streamHead{}
+	err := b.view(func(tx *bolt.Tx) error {
+		var err error
+		if through, err = readSeq(tx, metaHeadsThrough, 0); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketHeads).ForEach(func(k, v []byte) error {
+			h, _ := parseHead(v)
+			heads[string(k)] = h
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return through, heads
+}
+
+// TestHeadsCheckpointScalesWithStreams: with more streams than a quarter of
+// checkpointEvery, the writer checkpoints the heads every
+// checkpointPerStream events per stream, not every checkpointEvery.
+func TestHeadsCheckpointScalesWithStreams(t *testing.T) {
+	b := openNoSync(t)
+	const streams, perCall = 10_000, 1000
+	interval := checkpointInterval(streams)
+	if interval <= checkpointEvery {
+		t.Fatalf("checkpointInterval(%d) = %d, want more than checkpointEvery (%d) for this test", streams, interval, checkpointEvery)
+	}
+	appended := 0
+	appendUpTo := func(n int) {
+		t.Helper()
+		for appended+perCall <= n {
+			envs := make([]*pb.Envelope, perCall)
+			for k := range envs {
+				envs[k] = testEnvelope(fmt.Sprintf("%016x", (appended+k)%streams), 0)
+			}
+			if _, err := b.Append(context.Background(), envs); err != nil {
+				t.Fatal(err)
+			}
+			appended += perCall
+		}
+	}
+	appendUpTo(interval - perCall)
+	if through, heads := checkpointOf(t, b); through != 0 || len(heads) != 0 {
+		t.Fatalf("after %d events over %d streams: heads checkpointed through %d (%d heads); want none before %d events", appended, streams, through, len(heads), interval)
+	}
+	appendUpTo(interval + perCall)
+	through, heads := checkpointOf(t, b)
+	if through < uint64(interval) || len(heads) != streams {
+		t.Fatalf("after %d events over %d streams: heads checkpointed through %d with %d heads; want through at least %d, with every stream's head", appended, streams, through, len(heads), interval)
+	}
+	for id, h := range heads {
+		if h.last > through || h.seq == 0 {
+			t.Fatalf("checkpointed head of %s is %+v, beyond the checkpoint %d or empty", id, h, through)
 		}
 	}
 }
