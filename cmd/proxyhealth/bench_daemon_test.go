@@ -69,12 +69,13 @@ import (
 //     run), and the ratios proxyhealth/baseline (cpu-ratio, rss-ratio).
 //
 // With PROXYHEALTH_BENCH_PERF=FILE, `perf record -g` samples the daemon
-// during its CPU window (PROXYHEALTH_BENCH_PERF_SWEEP=FILE: during its first
-// sweep) (FILE, with the CPU perf itself costs the daemon
-// counted in the window's figures) and `perf report` writes the flat
-// profile, children and self, to FILE.txt while the binary still exists,
-// and `perf script` every sample's stack to FILE.script (for a breakdown
-// by subsystem, user and kernel apart).
+// during its CPU window into FILE (the CPU perf itself costs the daemon is
+// counted in the window's figures); PROXYHEALTH_BENCH_PERF_SWEEP=FILE
+// samples its first sweep, and PROXYHEALTH_BENCH_PERF_RESTART=FILE the
+// restarted daemon until its start-up line and its first check. `perf
+// report` writes the flat profile, children and self, to FILE.txt while the
+// binary still exists, and `perf script` every sample's stack to
+// FILE.script (for a breakdown by subsystem, user and kernel apart).
 //
 // Nothing is asserted against a target: the figures are reported.
 func BenchmarkDaemon(b *testing.B) {
@@ -299,6 +300,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	phase("daemon stopped")
 	restarted := time.Now()
 	d2 := startBenchDaemon(b, cfg)
+	stopRestartPerf := startPerfTo(b, d2.pid(), os.Getenv("PROXYHEALTH_BENCH_PERF_RESTART"))
 	var restartOpen, restart time.Duration // 0: not yet
 	pollUntil(b, interval+2*time.Minute, 5*time.Millisecond, func() (bool, string) {
 		if restartOpen == 0 && d2.stderr.started() != "" {
@@ -309,6 +311,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 		}
 		return restartOpen > 0 && restart > 0, fmt.Sprintf("the restarted daemon's start-up line (after %v) and its first check at the farm (after %v)", restartOpen, restart)
 	}, d2.exited)
+	stopRestartPerf()
 	restartPeak := vmHWM(b, d2.pid(), d2.exited)
 	d2.stop(b, 2*time.Minute)
 
