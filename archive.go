@@ -50,6 +50,16 @@ type StatusReader interface {
 
 var _ StatusReader = (*projections.Live)(nil)
 
+// ListAppender is List appending the page to dst: the StatusReaders of
+// Engine.Status and Archive.Status implement it, so that a caller serving
+// pages over and over (the HTTP API) reuses one slice instead of allocating
+// a page per call (about 37 KB for 100 proxies).
+type ListAppender interface {
+	AppendList(dst []ProxyView, f ListFilter, offset, limit int) (total int, page []ProxyView)
+}
+
+var _ ListAppender = (*projections.Live)(nil)
+
 // Archive is a data directory opened read-only, for audits and reports
 // while no engine runs on it (bbolt lets one process hold the journal: a
 // running daemon makes OpenArchive fail with ErrJournalLocked; ask its API

@@ -274,14 +274,22 @@ func (l *Live) IDs() []string {
 // taken while events are applied may mix states from consecutive events;
 // total comes from the incremental counts.
 func (l *Live) List(f ListFilter, offset, limit int) (int, []ProxyView) {
+	return l.AppendList(nil, f, offset, limit)
+}
+
+// AppendList is List appending the page to dst (nil when it is empty and
+// dst is nil): a caller that serves pages over and over (the HTTP API)
+// reuses one slice instead of allocating a page, about 37 KB for 100
+// proxies, per call.
+func (l *Live) AppendList(dst []ProxyView, f ListFilter, offset, limit int) (int, []ProxyView) {
 	if f.Tag != "" || f.Anonymity != "" {
-		return l.listScan(f, offset, limit)
+		return l.listScan(dst, f, offset, limit)
 	}
 	want := -1
 	if f.State != "" {
 		h, ok := events.ParseState(f.State)
 		if !ok {
-			return 0, nil
+			return 0, dst
 		}
 		want = stateIndex(h)
 	}
@@ -297,7 +305,7 @@ func (l *Live) List(f ListFilter, offset, limit int) (int, []ProxyView) {
 	}
 	l.mu.RUnlock()
 	if limit <= 0 || offset >= total {
-		return total, nil
+		return total, dst
 	}
 	if snap != nil {
 		slices.SortFunc(snap, func(a, b *entry) int { return cmp.Compare(a.id, b.id) })
@@ -305,9 +313,10 @@ func (l *Live) List(f ListFilter, offset, limit int) (int, []ProxyView) {
 		l.sorted.Store(idx)
 	}
 
-	out := make([]ProxyView, 0, min(limit, total-offset))
+	start := len(dst)
+	out := slices.Grow(dst, min(limit, total-offset))
 	matched := 0
-	for i := 0; i < len(idx.entries) && len(out) < limit; i += listChunk {
+	for i := 0; i < len(idx.entries) && len(out)-start < limit; i += listChunk {
 		l.mu.RLock()
 		now := l.now()
 		for _, e := range idx.entries[i:min(i+listChunk, len(idx.entries))] {
@@ -316,7 +325,7 @@ func (l *Live) List(f ListFilter, offset, limit int) (int, []ProxyView) {
 			}
 			if matched >= offset {
 				out = append(out, l.view(e, now))
-				if len(out) == limit {
+				if len(out)-start == limit {
 					break
 				}
 			}
@@ -331,12 +340,12 @@ func (l *Live) List(f ListFilter, offset, limit int) (int, []ProxyView) {
 // index want (any if < 0); mu must be held.
 // listScan is List for the filters no aggregate counts: it walks the
 // sorted index.
-func (l *Live) listScan(f ListFilter, offset, limit int) (int, []ProxyView) {
+func (l *Live) listScan(dst []ProxyView, f ListFilter, offset, limit int) (int, []ProxyView) {
 	want := -1
 	if f.State != "" {
 		h, ok := events.ParseState(f.State)
 		if !ok {
-			return 0, nil
+			return 0, dst
 		}
 		want = stateIndex(h)
 	}
@@ -347,14 +356,14 @@ func (l *Live) listScan(f ListFilter, offset, limit int) (int, []ProxyView) {
 	slices.SortFunc(all, func(a, b *entry) int { return cmp.Compare(a.id, b.id) })
 	now := l.now()
 	total := 0
-	var out []ProxyView
+	out, start := dst, len(dst)
 	for _, e := range all {
 		if e.removed || (want >= 0 && stateIndex(e.st.Health()) != want) || (f.Source != "" && e.st.Source() != f.Source) ||
 			(f.Tag != "" && !slices.Contains(events.State{Tags: e.st.Tags()}.TagList(), f.Tag)) ||
 			(f.Anonymity != "" && events.AnonymityName(e.st.Anonymity()) != f.Anonymity) {
 			continue
 		}
-		if total >= offset && len(out) < limit {
+		if total >= offset && len(out)-start < limit {
 			out = append(out, l.view(e, now))
 		}
 		total++

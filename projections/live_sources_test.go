@@ -1,6 +1,8 @@
 package projections
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,6 +62,35 @@ func TestLiveShowsMetadataExitAndSourceRefreshes(t *testing.T) {
 	for _, s := range l.Summary().Sources {
 		if s.Name == "provider" && (!s.HeldList || !strings.Contains(s.LastError, "from 100 to 10")) {
 			t.Errorf("held list: %+v", s)
+		}
+	}
+}
+
+// TestAppendList: AppendList appends to dst exactly the page List returns,
+// with the same total, for the indexed filters and for the scanned ones
+// (tag, anonymity), and leaves dst's own elements alone.
+func TestAppendList(t *testing.T) {
+	l := NewLive(LiveOptions{})
+	seq := uint64(0)
+	for i, tags := range [][]string{{"de"}, {"us"}, {"de", "res"}, nil, {"de"}} {
+		seq++
+		l.Apply(&pb.Envelope{Seq: seq, ProxyId: fmt.Sprintf("p%d", i), Source: "gw", AtUnixNano: int64(seq) * 1e9,
+			Event: &pb.Envelope_ProxyAdded{ProxyAdded: &pb.ProxyAdded{UrlRedacted: fmt.Sprintf("http://gw:%d", i), Source: "gw", Tags: tags}}})
+	}
+	prefix := []ProxyView{{ID: "mine"}}
+	for _, c := range []struct {
+		f             ListFilter
+		offset, limit int
+	}{
+		{ListFilter{}, 0, 10}, {ListFilter{}, 1, 2}, {ListFilter{}, 9, 2}, {ListFilter{}, 0, 0},
+		{ListFilter{State: "unknown"}, 2, 10}, {ListFilter{State: "healthy"}, 0, 10}, {ListFilter{State: "sick"}, 0, 10},
+		{ListFilter{Tag: "de"}, 1, 1}, {ListFilter{Tag: "de", Source: "other"}, 0, 10},
+	} {
+		total, page := l.List(c.f, c.offset, c.limit)
+		dst := slices.Clone(prefix)
+		gotTotal, got := l.AppendList(dst, c.f, c.offset, c.limit)
+		if gotTotal != total || len(got) != len(prefix)+len(page) || got[0].ID != "mine" || !slices.EqualFunc(got[len(prefix):], page, func(a, b ProxyView) bool { return a.ID == b.ID }) {
+			t.Errorf("%+v offset %d limit %d: AppendList gave %d %v, List %d %v", c.f, c.offset, c.limit, gotTotal, got, total, page)
 		}
 	}
 }
