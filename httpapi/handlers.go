@@ -65,6 +65,8 @@ func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
 	var total int
 	var views []proxyhealth.ProxyView
 	var ans *ClusterAnswer
+	page := listPages.Get().(*listPage)
+	defer page.release()
 	if clustered {
 		var a proxyhealth.ClusterAnswer
 		var err error
@@ -75,14 +77,13 @@ func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
 		}
 		ans = clusterAnswerOf(a)
 		setMissing(w, ans)
+	} else if la, ok := s.status.(proxyhealth.ListAppender); ok {
+		total, page.views = la.AppendList(page.views[:0], f, offset, limit)
+		views = page.views
 	} else {
 		total, views = s.status.List(f, offset, limit)
 	}
-	out := ProxyList{Total: total, Proxies: make([]Proxy, len(views)), ClusterAnswer: ans}
-	for i, v := range views {
-		out.Proxies[i] = ProxyOf(v)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, ProxyList{Total: total, Proxies: page.proxies(views), ClusterAnswer: ans})
 }
 
 // intParam parses an optional integer query parameter within [lo, hi].

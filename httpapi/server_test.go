@@ -9,7 +9,9 @@ import (
 	"net/url"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,6 +103,60 @@ func TestListProxies(t *testing.T) {
 		code, body := f.do("GET", "/v1/proxies?"+q, "")
 		wantError(t, q, code, body, http.StatusBadRequest, strings.Split(q, "=")[0])
 	}
+}
+
+// TestListProxiesPagesAreTheirOwn: the list reuses its page buffers from
+// request to request; every answer is exactly its own query's page, with
+// nothing left of a larger page before it, also with requests at once.
+func TestListProxiesPagesAreTheirOwn(t *testing.T) {
+	f := newFixture(t, httpapi.Options{})
+	f.seedPool()
+	queries := []string{"", "state=degraded", "source=a&limit=1&offset=1", "source=nope", "limit=0", "state=healthy", "source=b", "limit=2"}
+	want := map[string]string{}
+	for _, q := range queries {
+		vals, err := url.ParseQuery(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		limit := httpapi.DefaultListLimit
+		if v := vals.Get("limit"); v != "" {
+			limit, _ = strconv.Atoi(v)
+		}
+		offset, _ := strconv.Atoi(vals.Get("offset"))
+		total, views := f.live.List(proxyhealth.ListFilter{State: vals.Get("state"), Source: vals.Get("source")}, offset, limit)
+		l := httpapi.ProxyList{Total: total, Proxies: []httpapi.Proxy{}}
+		for _, v := range views {
+			l.Proxies = append(l.Proxies, httpapi.ProxyOf(v))
+		}
+		b, err := json.Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[q] = string(b) + "\n"
+	}
+	get := func(q string) (string, error) {
+		resp, err := http.Get(f.http.URL + "/v1/proxies?" + q)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 25 * len(queries) {
+				q := queries[(g+i)%len(queries)]
+				body, err := get(q)
+				if err != nil || body != want[q] {
+					t.Errorf("GET /v1/proxies?%s: %v\n%s\nwant\n%s", q, err, body, want[q])
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func TestGetProxy(t *testing.T) {
