@@ -85,7 +85,7 @@ const (
 // 100,000 proxies, 28,000 puts every 32,768 events, 0.85 per event, and all
 // of the bucket's pages read into nodes and written again. Scaled, that is
 // 100,000 puts every 400,000 events, 0.25 per event. BenchmarkAppendPool/
-// proxies=100000 went from 13.1 to 9.8 µs of CPU and from 3.4 to 1.8 KB
+// proxies=100000 went from 13.2 to 9.8 µs of CPU and from 3.4 to 1.8 KB
 // allocated per event. The scan at open is then at most 400,000 events:
 // 0.2–0.3 s on the machine of BENCHMARKS.md.
 func checkpointInterval(streams int) int {
