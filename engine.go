@@ -407,12 +407,10 @@ func (e *Engine) addProxiesWith(ctx context.Context, sourceName string, entries 
 	// The proxies start in waves of spawnWave: one request spawns a wave,
 	// one fan-out waits until each of its proxies has journaled its
 	// ProxyAdded (Sync), then the next wave starts.
-	var errs []error
-	spawnErrs := make([]error, len(ids))
-	failed := make(map[string]error)
+	outcomes := make([]error, len(ids)) // each proxy's failed spawn or Sync
 	for lo := 0; lo < len(ids); lo += spawnWave {
 		hi := min(lo+spawnWave, len(ids))
-		if err := e.startWave(ctx, src, srcPID, added[lo:hi], ids[lo:hi], spawnErrs[lo:hi], failed, opt); err != nil {
+		if err := e.startWave(ctx, src, srcPID, added[lo:hi], ids[lo:hi], outcomes[lo:hi], opt); err != nil {
 			// The later waves were never asked for: they are not added.
 			e.forget(added[hi:], kept)
 			return ids, fmt.Errorf("add %d proxies to source %q: %w", len(ids), sourceName, err)
@@ -422,12 +420,9 @@ func (e *Engine) addProxiesWith(ctx context.Context, sourceName string, entries 
 	// actor stopped (see actors.ErrJournalFailing), and nothing of it is
 	// applied later. One whose outcome is unknown (the caller stopped
 	// waiting) stays until its actor says (Env.Abandoned).
+	var errs []error
 	var gone []*proxy
-	for i, id := range ids {
-		err := spawnErrs[i]
-		if err == nil {
-			err = failed[id]
-		}
+	for i, err := range outcomes {
 		if err == nil {
 			continue
 		}
@@ -452,10 +447,9 @@ var spawnWave = 8192 // a variable for tests
 
 // startWave starts the proxies added (ids[i] is added[i]'s ID) with one
 // SpawnProxies request to the source's actor and waits until each has
-// journaled its ProxyAdded. It records each proxy's spawn error in
-// spawnErrs and each failed Sync in failed; an error means the spawn
-// request itself got no answer.
-func (e *Engine) startWave(ctx context.Context, src *source, srcPID *actor.PID, added []*proxy, ids []string, spawnErrs []error, failed map[string]error, opt addOptions) error {
+// journaled its ProxyAdded. It records in outcomes[i] added[i]'s failed
+// spawn or Sync; an error means the spawn request itself got no answer.
+func (e *Engine) startWave(ctx context.Context, src *source, srcPID *actor.PID, added []*proxy, ids []string, outcomes []error, opt addOptions) error {
 	specs := make([]actors.ProxySpec, len(added))
 	e.mu.Lock()
 	for i, p := range added {
@@ -472,7 +466,7 @@ func (e *Engine) startWave(ctx context.Context, src *source, srcPID *actor.PID, 
 	syncs := make([]request, 0, len(added))
 	for i, sp := range res.(*actors.SpawnedProxies).Results {
 		if sp.Err != nil {
-			spawnErrs[i] = sp.Err
+			outcomes[i] = sp.Err
 			continue
 		}
 		e.mu.Lock()
@@ -480,8 +474,12 @@ func (e *Engine) startWave(ctx context.Context, src *source, srcPID *actor.PID, 
 		e.mu.Unlock()
 		syncs = append(syncs, request{id: ids[i], pid: sp.PID, msg: &actors.Sync{}})
 	}
-	for id, err := range e.requestAll(ctx, syncs) {
-		failed[id] = err
+	if failed := e.requestAll(ctx, syncs); len(failed) > 0 {
+		for i, id := range ids {
+			if err := failed[id]; err != nil {
+				outcomes[i] = err
+			}
+		}
 	}
 	return nil
 }
