@@ -48,7 +48,11 @@ import (
 //     proxy and none unknown;
 //   - one interval of settling, then the window: the daemon's CPU
 //     (/proc/PID/stat utime and stime) over the checks the farm accepted
-//     (cpu-ms/1k-checks, user-us/check, sys-us/check, checks/s);
+//     (cpu-ms/1k-checks, user-us/check, sys-us/check, checks/s), and per
+//     check its context switches and read- and write-like system calls
+//     (ctxsw/check, read-syscalls/check, write-syscalls/check; see
+//     procCounts), which unlike CPU time do not vary with the machine's
+//     speed;
 //   - a second window of the same length, checks still running: one client
 //     alternating GET /v1/pool and GET /v1/proxies?state=healthy&limit=100
 //     over HTTP, one request at a time (at least benchAPIMin each), p99
@@ -277,7 +281,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("daemon: %d checks in %v, user %v, sys %v; pool after the window %+v", cpu.checks, cpu.elapsed, cpu.user, cpu.sys, p.Counts)
+	b.Logf("daemon: %d checks in %v, user %v, sys %v, %d context switches, %d read and %d write system calls; pool after the window %+v", cpu.checks, cpu.elapsed, cpu.user, cpu.sys, cpu.switches, cpu.reads, cpu.writes, p.Counts)
 
 	// The peak so far, before the API window adds its garbage.
 	peakChecks := vmHWM(b, d.pid(), d.exited)
@@ -322,7 +326,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	phase("baseline ready")
 	time.Sleep(interval) // settle onto the schedule (not a wait for a result)
 	bcpu := measure(b, base.cmd.Process.Pid, base.exited, window, checks)
-	b.Logf("baseline: %d checks in %v, user %v, sys %v; since its start: %s (OK FAILED)", bcpu.checks, bcpu.elapsed, bcpu.user, bcpu.sys, base.ask(b, "count"))
+	b.Logf("baseline: %d checks in %v, user %v, sys %v, %d context switches, %d read and %d write system calls; since its start: %s (OK FAILED)", bcpu.checks, bcpu.elapsed, bcpu.user, bcpu.sys, bcpu.switches, bcpu.reads, bcpu.writes, base.ask(b, "count"))
 	if bcpu.checks == 0 {
 		b.Fatal("the farm saw no check of the baseline in the window")
 	}
@@ -335,6 +339,9 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	b.ReportMetric(cpu.perK(), "cpu-ms/1k-checks")
 	b.ReportMetric(float64(cpu.user.Microseconds())/float64(cpu.checks), "user-us/check")
 	b.ReportMetric(float64(cpu.sys.Microseconds())/float64(cpu.checks), "sys-us/check")
+	b.ReportMetric(cpu.perCheck(cpu.switches), "ctxsw/check")
+	b.ReportMetric(cpu.perCheck(cpu.reads), "read-syscalls/check")
+	b.ReportMetric(cpu.perCheck(cpu.writes), "write-syscalls/check")
 	b.ReportMetric(peak, "peak-rss-MiB")
 	b.ReportMetric(peakChecks, "peak-rss-before-api-MiB")
 	b.ReportMetric(firstSweep.Seconds(), "first-sweep-s")
@@ -655,7 +662,13 @@ type cpuWindow struct {
 	user, sys time.Duration
 	checks    uint64
 	elapsed   time.Duration
+	// counts of the process over the window (procCounts): context
+	// switches, and read- and write-like system calls
+	switches, reads, writes uint64
 }
+
+// perCheck is n per check of the window.
+func (w cpuWindow) perCheck(n uint64) float64 { return float64(n) / float64(w.checks) }
 
 func (w cpuWindow) perK() float64 {
 	return float64((w.user + w.sys).Microseconds()) / 1000 / (float64(w.checks) / 1000)
@@ -667,11 +680,62 @@ func (w cpuWindow) rate() float64 { return float64(w.checks) / w.elapsed.Seconds
 // explains why the process is gone.
 func measure(b *testing.B, pid int, dead func() string, window time.Duration, checks func() uint64) cpuWindow {
 	u0, s0 := procCPU(b, pid, dead)
+	n0 := procCounts(b, pid, dead)
 	c0, t0 := checks(), time.Now()
 	time.Sleep(window) // the measurement window
 	u1, s1 := procCPU(b, pid, dead)
+	n1 := procCounts(b, pid, dead)
 	c1, t1 := checks(), time.Now()
-	return cpuWindow{user: u1 - u0, sys: s1 - s0, checks: c1 - c0, elapsed: t1.Sub(t0)}
+	return cpuWindow{user: u1 - u0, sys: s1 - s0, checks: c1 - c0, elapsed: t1.Sub(t0),
+		switches: n1.switches - n0.switches, reads: n1.reads - n0.reads, writes: n1.writes - n0.writes}
+}
+
+// counts are a process's cumulative counters (procCounts).
+type counts struct{ switches, reads, writes uint64 }
+
+// procCounts reads pid's context switches (voluntary and not, summed over
+// its threads in /proc/PID/task/*/status) and its read- and write-like
+// system calls (syscr and syscw of /proc/PID/io: read, pread, recv…;
+// write, pwrite, send…). Unlike CPU time they do not depend on how fast
+// the machine is at the moment, so they show what a change does to a
+// check's hand-offs and I/O even where the CPU figures drown in noise. A
+// thread that exits within a window takes its switches with it (Go's
+// threads seldom exit).
+func procCounts(b *testing.B, pid int, dead func() string) counts {
+	var c counts
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		b.Fatalf("read the I/O counters of process %d: %v; %s", pid, err, dead())
+	}
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		switch k {
+		case "syscr":
+			c.reads, _ = strconv.ParseUint(v, 10, 64)
+		case "syscw":
+			c.writes, _ = strconv.ParseUint(v, 10, 64)
+		}
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		b.Fatalf("list the threads of process %d: %v; %s", pid, err, dead())
+	}
+	for _, t := range tasks {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		for line := range strings.SplitSeq(string(raw), "\n") {
+			if rest, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				n, _ := strconv.ParseUint(strings.TrimSpace(rest), 10, 64)
+				c.switches += n
+			} else if rest, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
+				n, _ := strconv.ParseUint(strings.TrimSpace(rest), 10, 64)
+				c.switches += n
+			}
+		}
+	}
+	return c
 }
 
 // timedGET GETs url, reads the whole body and returns how long that took;
