@@ -726,11 +726,9 @@ func procCounts(b *testing.B, pid int, dead func() string) counts {
 			continue // the thread exited meanwhile
 		}
 		for line := range strings.SplitSeq(string(raw), "\n") {
-			if rest, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
-				n, _ := strconv.ParseUint(strings.TrimSpace(rest), 10, 64)
-				c.switches += n
-			} else if rest, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
-				n, _ := strconv.ParseUint(strings.TrimSpace(rest), 10, 64)
+			// voluntary_ctxt_switches and nonvoluntary_ctxt_switches
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "voluntary_ctxt_switches") {
+				n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
 				c.switches += n
 			}
 		}
