@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,14 +46,20 @@ import (
 // The measuring window is PROXYHEALTH_BENCH_WINDOW (a Go duration, default
 // 30s). Per size, in order:
 //   - first-sweep-s: from the daemon's exec until GET /v1/pool counts every
-//     proxy and none unknown;
+//     proxy and none unknown; first-sweep-daemon-cores and
+//     first-sweep-farm-cores the CPU the daemon and the farm children used
+//     meanwhile, in cores (the log adds the whole machine's: the farm
+//     shares the daemon's machine, so when the two fill it the sweep is as
+//     fast as both together allow);
 //   - one interval of settling, then the window: the daemon's CPU
 //     (/proc/PID/stat utime and stime) over the checks the farm accepted
 //     (cpu-ms/1k-checks, user-us/check, sys-us/check, checks/s), and per
 //     check its context switches and read- and write-like system calls
 //     (ctxsw/check, read-syscalls/check, write-syscalls/check; see
 //     procCounts), which unlike CPU time do not vary with the machine's
-//     speed;
+//     speed; farm-cpu-ms/1k-checks the farm children's CPU over the same
+//     window and checks (what answering a check costs the test's fake
+//     proxies, on the same cores);
 //   - a second window of the same length, checks still running: one client
 //     alternating GET /v1/pool and GET /v1/proxies?state=healthy&limit=100
 //     over HTTP, one request at a time (at least benchAPIMin each), p99
@@ -256,6 +263,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	}
 
 	// The daemon: first sweep, settling, the CPU window.
+	farm0, machine0 := farmCPU(b, farms), machineCPU(b)
 	started := time.Now()
 	d := startBenchDaemon(b, cfg)
 	stopSweepPerf := startPerfTo(b, d.pid(), os.Getenv("PROXYHEALTH_BENCH_PERF_SWEEP"))
@@ -269,10 +277,18 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	}, d.exited)
 	firstSweep := time.Since(started)
 	stopSweepPerf()
+	du, ds := procCPU(b, d.pid(), d.exited)
+	sweepDaemon := (du + ds).Seconds() / firstSweep.Seconds()
+	sweepFarm := (farmCPU(b, farms) - farm0).Seconds() / firstSweep.Seconds()
+	machine := machineCPU(b).since(machine0)
+	b.Logf("first sweep: %.2f s; CPU in cores: the daemon %.2f (from its exec), the farm children %.2f, the whole machine %.2f of %d (%.0f %% busy)",
+		firstSweep.Seconds(), sweepDaemon, sweepFarm, machine*float64(runtime.NumCPU()), runtime.NumCPU(), 100*machine)
 	phase(fmt.Sprintf("first sweep done (VmHWM %.0f MiB)", vmHWM(b, d.pid(), d.exited)))
 	time.Sleep(interval) // settle onto the schedule (not a wait for a result)
 	stopPerf := startPerf(b, d.pid())
+	farmW0 := farmCPU(b, farms)
 	cpu := measure(b, d.pid(), d.exited, window, checks)
+	farmWindow := farmCPU(b, farms) - farmW0
 	stopPerf()
 	if cpu.checks == 0 {
 		b.Fatalf("the farm saw no check in the window\n%s", d.stderr.tail())
@@ -281,7 +297,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("daemon: %d checks in %v, user %v, sys %v, %d context switches, %d read and %d write system calls; pool after the window %+v", cpu.checks, cpu.elapsed, cpu.user, cpu.sys, cpu.switches, cpu.reads, cpu.writes, p.Counts)
+	b.Logf("daemon: %d checks in %v, user %v, sys %v, %d context switches, %d read and %d write system calls; pool after the window %+v; the farm children used %v", cpu.checks, cpu.elapsed, cpu.user, cpu.sys, cpu.switches, cpu.reads, cpu.writes, p.Counts, farmWindow)
 
 	// The peak so far, before the API window adds its garbage.
 	peakChecks := vmHWM(b, d.pid(), d.exited)
@@ -345,6 +361,9 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	b.ReportMetric(peak, "peak-rss-MiB")
 	b.ReportMetric(peakChecks, "peak-rss-before-api-MiB")
 	b.ReportMetric(firstSweep.Seconds(), "first-sweep-s")
+	b.ReportMetric(sweepDaemon, "first-sweep-daemon-cores")
+	b.ReportMetric(sweepFarm, "first-sweep-farm-cores")
+	b.ReportMetric(float64(farmWindow.Microseconds())/float64(cpu.checks), "farm-cpu-ms/1k-checks")
 	b.ReportMetric(cpu.rate(), "checks/s")
 	b.ReportMetric(poolP99, "pool-p99-ms")
 	b.ReportMetric(proxiesP99, "proxies-p99-ms")
@@ -802,6 +821,56 @@ func procCPU(b *testing.B, pid int, dead func() string) (user, sys time.Duration
 		b.Fatalf("/proc/%d/stat: utime/stime: %v", pid, err)
 	}
 	return time.Duration(ut) * tick, time.Duration(st) * tick
+}
+
+// farmCPU is the CPU time (user and system) the farm children have used
+// since they started.
+func farmCPU(b *testing.B, farms []*benchChildProc) time.Duration {
+	var sum time.Duration
+	for _, f := range farms {
+		u, s := procCPU(b, f.cmd.Process.Pid, f.exited)
+		sum += u + s
+	}
+	return sum
+}
+
+// machineTicks are the machine's cumulative CPU ticks from /proc/stat:
+// busy (all but idle and iowait) and in all.
+type machineTicks struct{ busy, total uint64 }
+
+// since is the share of the machine's CPU time that was busy since m0.
+func (m machineTicks) since(m0 machineTicks) float64 {
+	if m.total == m0.total {
+		return 0
+	}
+	return float64(m.busy-m0.busy) / float64(m.total-m0.total)
+}
+
+// machineCPU reads the machine's CPU ticks (the first line of /proc/stat:
+// user nice system idle iowait irq softirq steal…; guest time is already
+// in user and nice).
+func machineCPU(b *testing.B) machineTicks {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatalf("read the machine's CPU time: %v", err)
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		b.Fatalf("/proc/stat starts with %q, want the cpu line with at least 8 counters", line)
+	}
+	var m machineTicks
+	for i, v := range f[1:9] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			b.Fatalf("/proc/stat: %q: %v", line, err)
+		}
+		m.total += n
+		if i != 3 && i != 4 { // idle, iowait
+			m.busy += n
+		}
+	}
+	return m
 }
 
 // clockTick is the length of a clock tick (1/sysconf(_SC_CLK_TCK)), read
