@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -281,8 +280,9 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	sweepDaemon := (du + ds).Seconds() / firstSweep.Seconds()
 	sweepFarm := (farmCPU(b, farms) - farm0).Seconds() / firstSweep.Seconds()
 	machine := machineCPU(b).since(machine0)
+	cpus := machine0.cpus
 	b.Logf("first sweep: %.2f s; CPU in cores: the daemon %.2f (from its exec), the farm children %.2f, the whole machine %.2f of %d (%.0f %% busy)",
-		firstSweep.Seconds(), sweepDaemon, sweepFarm, machine*float64(runtime.NumCPU()), runtime.NumCPU(), 100*machine)
+		firstSweep.Seconds(), sweepDaemon, sweepFarm, machine*float64(cpus), cpus, 100*machine)
 	phase(fmt.Sprintf("first sweep done (VmHWM %.0f MiB)", vmHWM(b, d.pid(), d.exited)))
 	time.Sleep(interval) // settle onto the schedule (not a wait for a result)
 	stopPerf := startPerf(b, d.pid())
@@ -835,8 +835,11 @@ func farmCPU(b *testing.B, farms []*benchChildProc) time.Duration {
 }
 
 // machineTicks are the machine's cumulative CPU ticks from /proc/stat:
-// busy (all but idle and iowait) and in all.
-type machineTicks struct{ busy, total uint64 }
+// busy (all but idle and iowait) and in all, over its cpus CPUs.
+type machineTicks struct {
+	busy, total uint64
+	cpus        int
+}
 
 // since is the share of the machine's CPU time that was busy since m0.
 func (m machineTicks) since(m0 machineTicks) float64 {
@@ -854,12 +857,17 @@ func machineCPU(b *testing.B) machineTicks {
 	if err != nil {
 		b.Fatalf("read the machine's CPU time: %v", err)
 	}
-	line, _, _ := strings.Cut(string(raw), "\n")
+	line, rest, _ := strings.Cut(string(raw), "\n")
 	f := strings.Fields(line)
 	if len(f) < 9 || f[0] != "cpu" {
 		b.Fatalf("/proc/stat starts with %q, want the cpu line with at least 8 counters", line)
 	}
 	var m machineTicks
+	for l := range strings.SplitSeq(rest, "\n") { // cpu0, cpu1…
+		if len(l) > 3 && strings.HasPrefix(l, "cpu") && l[3] >= '0' && l[3] <= '9' {
+			m.cpus++
+		}
+	}
 	for i, v := range f[1:9] {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
