@@ -56,7 +56,10 @@ import (
 //     check its context switches and read- and write-like system calls
 //     (ctxsw/check, read-syscalls/check, write-syscalls/check; see
 //     procCounts), which unlike CPU time do not vary with the machine's
-//     speed; farm-cpu-ms/1k-checks the farm children's CPU over the same
+//     speed; alloc-B/check and allocs/check the Go heap's allocation over
+//     the window (the daemon's /metrics, which allocates too: two scrapes a
+//     window), and the log adds the GC cycles; farm-cpu-ms/1k-checks the
+//     farm children's CPU over the same
 //     window and checks (what answering a check costs the test's fake
 //     proxies, on the same cores);
 //   - a second window of the same length, checks still running: one client
@@ -286,9 +289,9 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	phase(fmt.Sprintf("first sweep done (VmHWM %.0f MiB)", vmHWM(b, d.pid(), d.exited)))
 	time.Sleep(interval) // settle onto the schedule (not a wait for a result)
 	stopPerf := startPerf(b, d.pid())
-	farmW0 := farmCPU(b, farms)
+	farmW0, heap0 := farmCPU(b, farms), heapCounters(api)
 	cpu := measure(b, d.pid(), d.exited, window, checks)
-	farmWindow := farmCPU(b, farms) - farmW0
+	farmWindow, heapWindow := farmCPU(b, farms)-farmW0, heapCounters(api).since(heap0)
 	stopPerf()
 	if cpu.checks == 0 {
 		b.Fatalf("the farm saw no check in the window\n%s", d.stderr.tail())
@@ -297,7 +300,8 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("daemon: %d checks in %v, user %v, sys %v, %d context switches, %d read and %d write system calls; pool after the window %+v; the farm children used %v", cpu.checks, cpu.elapsed, cpu.user, cpu.sys, cpu.switches, cpu.reads, cpu.writes, p.Counts, farmWindow)
+	b.Logf("daemon: %d checks in %v, user %v, sys %v, %d context switches, %d read and %d write system calls, %.1f MiB allocated in %d allocations, %d GC cycles; pool after the window %+v; the farm children used %v",
+		cpu.checks, cpu.elapsed, cpu.user, cpu.sys, cpu.switches, cpu.reads, cpu.writes, float64(heapWindow.bytes)/(1<<20), heapWindow.allocs, heapWindow.cycles, p.Counts, farmWindow)
 
 	// The peak so far, before the API window adds its garbage.
 	peakChecks := vmHWM(b, d.pid(), d.exited)
@@ -358,6 +362,8 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	b.ReportMetric(cpu.perCheck(cpu.switches), "ctxsw/check")
 	b.ReportMetric(cpu.perCheck(cpu.reads), "read-syscalls/check")
 	b.ReportMetric(cpu.perCheck(cpu.writes), "write-syscalls/check")
+	b.ReportMetric(cpu.perCheck(heapWindow.bytes), "alloc-B/check")
+	b.ReportMetric(cpu.perCheck(heapWindow.allocs), "allocs/check")
 	b.ReportMetric(peak, "peak-rss-MiB")
 	b.ReportMetric(peakChecks, "peak-rss-before-api-MiB")
 	b.ReportMetric(firstSweep.Seconds(), "first-sweep-s")
@@ -954,6 +960,41 @@ func memoryBreakdown(api string, pid int) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// heapTotals are the daemon's cumulative Go allocation counters, from
+// its /metrics: bytes and objects allocated, and GC cycles completed.
+type heapTotals struct{ bytes, allocs, cycles uint64 }
+
+// since is what was allocated and collected since h0.
+func (h heapTotals) since(h0 heapTotals) heapTotals {
+	return heapTotals{h.bytes - h0.bytes, h.allocs - h0.allocs, h.cycles - h0.cycles}
+}
+
+// heapCounters reads the daemon's heapTotals (go_memstats_alloc_bytes_total,
+// go_memstats_mallocs_total, go_gc_duration_seconds_count); zero when
+// /metrics cannot be read (the figures built on them then read zero).
+func heapCounters(api string) heapTotals {
+	var h heapTotals
+	for _, line := range scrapeMetrics(api) {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		f, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "go_memstats_alloc_bytes_total":
+			h.bytes = uint64(f)
+		case "go_memstats_mallocs_total":
+			h.allocs = uint64(f)
+		case "go_gc_duration_seconds_count":
+			h.cycles = uint64(f)
+		}
+	}
+	return h
 }
 
 // scrapeMetrics returns the lines of the daemon's /metrics, nil if it
