@@ -59,9 +59,8 @@ import (
 //     speed; alloc-B/check and allocs/check the Go heap's allocation over
 //     the window (the daemon's /metrics, which allocates too: two scrapes a
 //     window), and the log adds the GC cycles; farm-cpu-ms/1k-checks the
-//     farm children's CPU over the same
-//     window and checks (what answering a check costs the test's fake
-//     proxies, on the same cores);
+//     farm children's CPU over the same window and checks (what answering
+//     a check costs the test's fake proxies, on the same cores);
 //   - a second window of the same length, checks still running: one client
 //     alternating GET /v1/pool and GET /v1/proxies?state=healthy&limit=100
 //     over HTTP, one request at a time (at least benchAPIMin each), p99
@@ -966,8 +965,12 @@ func memoryBreakdown(api string, pid int) string {
 // its /metrics: bytes and objects allocated, and GC cycles completed.
 type heapTotals struct{ bytes, allocs, cycles uint64 }
 
-// since is what was allocated and collected since h0.
+// since is what was allocated and collected since h0; zero if either
+// reading failed (a counter went back).
 func (h heapTotals) since(h0 heapTotals) heapTotals {
+	if h.bytes < h0.bytes || h.allocs < h0.allocs || h.cycles < h0.cycles || h0 == (heapTotals{}) {
+		return heapTotals{}
+	}
 	return heapTotals{h.bytes - h0.bytes, h.allocs - h0.allocs, h.cycles - h0.cycles}
 }
 
