@@ -944,18 +944,16 @@ func memoryBreakdown(api string, pid int) string {
 			}
 		}
 	}
-	for _, line := range scrapeMetrics(api) {
-		name, value, ok := strings.Cut(line, " ")
-		switch name {
-		case "go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes",
-			"go_memstats_next_gc_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes", "go_goroutines":
-			if f, err := strconv.ParseFloat(value, 64); ok && err == nil {
-				if name == "go_goroutines" {
-					parts = append(parts, fmt.Sprintf("%s %.0f", name, f))
-				} else {
-					parts = append(parts, fmt.Sprintf("%s %.1f MiB", strings.TrimPrefix(name, "go_memstats_"), f/(1<<20)))
-				}
-			}
+	values := scrapeValues(api)
+	for _, name := range []string{"go_goroutines", "go_memstats_heap_idle_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_heap_released_bytes",
+		"go_memstats_next_gc_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes"} {
+		f, ok := values[name]
+		switch {
+		case !ok:
+		case name == "go_goroutines":
+			parts = append(parts, fmt.Sprintf("%s %.0f", name, f))
+		default:
+			parts = append(parts, fmt.Sprintf("%s %.1f MiB", strings.TrimPrefix(name, "go_memstats_"), f/(1<<20)))
 		}
 	}
 	return strings.Join(parts, ", ")
@@ -978,26 +976,26 @@ func (h heapTotals) since(h0 heapTotals) heapTotals {
 // go_memstats_mallocs_total, go_gc_duration_seconds_count); zero when
 // /metrics cannot be read (the figures built on them then read zero).
 func heapCounters(api string) heapTotals {
-	var h heapTotals
+	v := scrapeValues(api)
+	return heapTotals{bytes: uint64(v["go_memstats_alloc_bytes_total"]), allocs: uint64(v["go_memstats_mallocs_total"]),
+		cycles: uint64(v["go_gc_duration_seconds_count"])}
+}
+
+// scrapeValues returns the daemon's unlabelled /metrics samples by name
+// (labelled ones, such as histogram buckets, are left out: schedLatencies
+// reads those); empty if /metrics cannot be read.
+func scrapeValues(api string) map[string]float64 {
+	values := map[string]float64{}
 	for _, line := range scrapeMetrics(api) {
 		name, value, ok := strings.Cut(line, " ")
-		if !ok {
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
 			continue
 		}
-		f, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case "go_memstats_alloc_bytes_total":
-			h.bytes = uint64(f)
-		case "go_memstats_mallocs_total":
-			h.allocs = uint64(f)
-		case "go_gc_duration_seconds_count":
-			h.cycles = uint64(f)
+		if f, err := strconv.ParseFloat(value, 64); err == nil {
+			values[name] = f
 		}
 	}
-	return h
+	return values
 }
 
 // scrapeMetrics returns the lines of the daemon's /metrics, nil if it
