@@ -11,7 +11,7 @@ import (
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
-	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
+	"github.com/proxyhealth/proxyhealth/internal/gen"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/projections/internal/fold"
-	"github.com/proxyhealth/proxyhealth/projections/internal/packed"
+	"github.com/proxyhealth/proxyhealth/events/packed"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 

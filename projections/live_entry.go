@@ -5,7 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth/projections/internal/packed"
+	"github.com/proxyhealth/proxyhealth/events/packed"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 

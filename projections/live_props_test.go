@@ -11,7 +11,7 @@ import (
 	"github.com/leanovate/gopter/prop"
 
 	"github.com/proxyhealth/proxyhealth/projections"
-	igen "github.com/proxyhealth/proxyhealth/projections/internal/gen"
+	igen "github.com/proxyhealth/proxyhealth/internal/gen"
 )
 
 var (

@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/projections/internal/packed"
+	"github.com/proxyhealth/proxyhealth/events/packed"
 )
 
 // stateCache is the committed state of every proxy in the view, encoded

@@ -8,7 +8,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
-	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
+	"github.com/proxyhealth/proxyhealth/internal/gen"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 )
 

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
+	"github.com/proxyhealth/proxyhealth/internal/gen"
 )
 
 // rowOf renders the whole proxies row of s (a copy: fillRow reuses its

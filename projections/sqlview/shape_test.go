@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/journal"
-	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
+	"github.com/proxyhealth/proxyhealth/internal/gen"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 )
 

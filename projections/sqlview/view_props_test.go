@@ -13,7 +13,7 @@ import (
 	"github.com/leanovate/gopter/prop"
 
 	"github.com/proxyhealth/proxyhealth/journal"
-	igen "github.com/proxyhealth/proxyhealth/projections/internal/gen"
+	igen "github.com/proxyhealth/proxyhealth/internal/gen"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 )
 

@@ -1,6 +1,6 @@
-// Package gen generates realistic journals for the projections' tests and
-// benchmarks by driving the real state machine (events.Decide and
-// events.Evolve) with random commands.
+// Package gen generates realistic journals for tests and benchmarks (the
+// projections', the packed state's) by driving the real state machine
+// (events.Decide and events.Evolve) with random commands.
 package gen
 
 import (

@@ -8,7 +8,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/projections/internal/gen"
+	"github.com/proxyhealth/proxyhealth/internal/gen"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -26,7 +26,8 @@ func check(t *testing.T, s events.State) bool {
 	if p.Health() != s.Health || p.Anonymity() != s.Anonymity || p.Source() != s.Source || p.Tags() != s.Tags ||
 		p.Removed() != s.Removed || p.Paused() != s.Paused || p.Ejected() != s.Ejected() ||
 		ewma != s.LatencyEWMA || has != s.HasLatencyEWMA || p.StreamSeq() != s.StreamSeq ||
-		p.ConsecutiveFailures() != s.ConsecutiveFailures || p.Weight() != s.Weight || p.ExitIP() != s.ExitIP {
+		p.ConsecutiveFailures() != s.ConsecutiveFailures || p.Weight() != s.Weight || p.ExitIP() != s.ExitIP ||
+		p.Added() != s.Added || p.TotalChecks() != s.TotalChecks || p.EjectedUntil() != s.EjectedUntil {
 		t.Fatalf("accessors differ from %+v", s)
 	}
 	return p.whole == nil

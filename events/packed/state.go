@@ -1,6 +1,6 @@
-// Package packed holds a proxy's events.State in fewer bytes, for the
-// projections that keep one state per proxy in memory (the live status and
-// the SQLite view's row cache).
+// Package packed holds a proxy's events.State in fewer bytes, for whatever
+// keeps one state per proxy in memory: the proxy's actor, the live status
+// and the SQLite view's row cache.
 //
 // An events.State is 408 bytes: eight time.Time of 24 bytes each, int32
 // enums, and the proxy's ID, which the projections already hold as their
@@ -155,6 +155,9 @@ func (p *State) Source() string { return p.source }
 // Tags is the state's Tags.
 func (p *State) Tags() string { return p.tags }
 
+// Added is the state's Added.
+func (p *State) Added() bool { return p.has(fAdded) }
+
 // Removed is the state's Removed.
 func (p *State) Removed() bool { return p.has(fRemoved) }
 
@@ -178,6 +181,17 @@ var (
 	unixNano     = events.UnixNano
 	fromUnixNano = events.FromUnixNano
 )
+
+// TotalChecks is the state's TotalChecks.
+func (p *State) TotalChecks() uint64 { return p.totalChecks }
+
+// EjectedUntil is the state's EjectedUntil.
+func (p *State) EjectedUntil() time.Time {
+	if p.whole != nil {
+		return p.whole.EjectedUntil
+	}
+	return fromUnixNano(p.times[tEjectedUntil])
+}
 
 // ConsecutiveFailures is the state's ConsecutiveFailures.
 func (p *State) ConsecutiveFailures() uint32 { return p.consecutiveFailures }
