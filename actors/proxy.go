@@ -12,6 +12,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/events/packed"
 	"github.com/proxyhealth/proxyhealth/internal/clock"
 	"github.com/proxyhealth/proxyhealth/journal"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
@@ -40,13 +41,17 @@ type proxyActor struct {
 	spec  *ProxySpec // registered in env.specs; replaced, never changed
 	track Tracker    // from env.Track, held from lookup to halt
 
-	state    events.State
+	// state is the committed state, packed (248 bytes instead of 408: an
+	// actor per proxy); stateID says its ProxyID is spec.ID (false: the
+	// zero state of a proxy the journal does not know yet). Read it with
+	// st, write it with setState.
+	state    packed.State
 	lastSnap uint64 // stream seq of the latest snapshot
 
-	// persistence: one append in flight at a time; commands that arrive
-	// meanwhile wait in queue and are decided after the commit, in order.
-	persisting bool
-	queue      []pending
+	// persistence: one append in flight at a time (persisting); commands
+	// that arrive meanwhile wait in queue and are decided after the
+	// commit, in order.
+	queue []pending
 
 	// the end of an ejection from rotation
 	ejectTimer clock.Timer
@@ -59,24 +64,47 @@ type proxyActor struct {
 	rt       clock.Rearmable
 	timer    clock.Timer
 	due      time.Time
-	reported time.Time // the due time last told to the tracker
-	gen      uint64    // invalidates stale timers
+	reported int64  // the due time last told to the tracker (unix ns; 0: none)
+	gen      uint64 // invalidates stale timers
 
-	// the check in flight (its probe runs with the Env's context: it is
-	// not cancelled on its own, see endCheck)
-	checking    bool
+	// the check in flight (checking; its probe runs with the Env's
+	// context: it is not cancelled on its own, see endCheck)
 	checkGen    uint64
 	ticket      *Ticket
 	zombieTimer clock.Timer
 
-	retiring bool // removed: stop once nothing is in flight
-	stopped  bool
-	snapping int // snapshot saves in flight
+	// when the next check may run after appends the journal refused
+	// (zero: on schedule); see appendFailed.
+	retryAt time.Time
 
-	// appends the journal refused in a row, and when the next check may
-	// run (zero: on schedule); see appendFailed.
-	appendFailures int
-	retryAt        time.Time
+	snapping       int32 // snapshot saves in flight
+	appendFailures int32 // appends the journal refused in a row
+
+	// The flags sit together: an actor per proxy, 8 bytes apiece apart.
+	stateID    bool
+	persisting bool
+	checking   bool
+	retiring   bool // removed: stop once nothing is in flight
+	stopped    bool
+}
+
+// st returns the committed state.
+func (a *proxyActor) st() events.State {
+	id := ""
+	if a.stateID {
+		id = a.spec.ID
+	}
+	return a.state.Unpack(id)
+}
+
+// setState makes s the committed state.
+func (a *proxyActor) setState(s *events.State) {
+	a.stateID = s.ProxyID != ""
+	id := ""
+	if a.stateID {
+		id = a.spec.ID
+	}
+	a.state = packed.Pack(s, id)
 }
 
 func (a *proxyActor) log() *slog.Logger {
@@ -125,7 +153,7 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 		a.respond(ctx, m.reply, &Reply{Err: m.err})
 		a.stopWhenIdle(ctx)
 	case *GetState:
-		ctx.Respond(&StateReply{State: a.state, Checking: a.checking, NextCheckAt: a.due, Busy: a.persisting || len(a.queue) > 0 || a.snapping > 0, Stopped: a.stopped})
+		ctx.Respond(&StateReply{State: a.st(), Checking: a.checking, NextCheckAt: a.due, Busy: a.persisting || len(a.queue) > 0 || a.snapping > 0, Stopped: a.stopped})
 	case *Sync:
 		a.submit(ctx, pending{reply: ctx.Sender(), sync: true})
 	case *Pause:
@@ -193,7 +221,7 @@ func (a *proxyActor) recover(ctx actor.Context) {
 		panic(fmt.Errorf("actors: recover proxy %s: %w", a.spec.ID, err))
 	}
 	a.lastSnap = snapSeq
-	a.state = st
+	a.setState(&st)
 	if st.Ejected() && !st.Removed && a.env.Ejections != nil {
 		a.env.Ejections.Hold(a.spec.ID) // journaled: it stands
 	}
@@ -295,14 +323,15 @@ func (a *proxyActor) decide(ctx actor.Context, p pending) {
 		a.respond(ctx, p.reply, &Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
 		return
 	}
-	evs, err := events.Decide(a.state, p.cmd, a.spec.Health)
+	st := a.st()
+	evs, err := events.Decide(st, p.cmd, a.spec.Health)
 	if err == nil && ejects(evs) && a.env.Ejections != nil && !a.env.Ejections.TryEject(a.spec.ID) {
 		// The pool's maximum ejection share is reached: record the
 		// failure, keep the proxy in rotation.
 		if po, ok := p.cmd.(events.PassiveOutcome); ok {
 			po.NoEjection = true
 			p.cmd = po
-			evs, err = events.Decide(a.state, p.cmd, a.spec.Health)
+			evs, err = events.Decide(st, p.cmd, a.spec.Health)
 		}
 	}
 	if err != nil && p.reply == nil {
@@ -329,7 +358,7 @@ func (a *proxyActor) decide(ctx actor.Context, p pending) {
 // landed.
 func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 	for i, e := range evs {
-		e.StreamSeq = a.state.StreamSeq + uint64(i) + 1
+		e.StreamSeq = a.state.StreamSeq() + uint64(i) + 1
 	}
 	if !a.env.begin() {
 		a.respond(ctx, p.reply, &Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
@@ -364,7 +393,7 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 // is durable. It runs every SnapshotEvery events and on SnapshotNow. A
 // failed snapshot only costs a longer replay next time.
 func (a *proxyActor) saveSnapshot(ctx actor.Context, reply *actor.PID) {
-	if a.state.StreamSeq == 0 || a.state.StreamSeq <= a.lastSnap {
+	if a.state.StreamSeq() == 0 || a.state.StreamSeq() <= a.lastSnap {
 		a.respond(ctx, reply, &Reply{})
 		return
 	}
@@ -373,7 +402,7 @@ func (a *proxyActor) saveSnapshot(ctx actor.Context, reply *actor.PID) {
 		return
 	}
 	a.snapping++
-	snap, seq := events.ToSnapshot(a.state), a.state.StreamSeq
+	snap, seq := events.ToSnapshot(a.st()), a.state.StreamSeq()
 	sys, self, j, owner := ctx.ActorSystem(), ctx.Self(), a.env.Journal, a
 	if sj, ok := j.(journal.AsyncSnapshotter); ok {
 		// No goroutine per save: a broadcast of SnapshotNow (retention)
@@ -424,15 +453,16 @@ func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending,
 		}
 	}
 	wasEjected := a.state.Ejected()
-	a.state = events.Fold(a.state, evs...)
-	if wasEjected && (!a.state.Ejected() || a.state.Removed) && a.env.Ejections != nil {
+	st := events.Fold(a.st(), evs...)
+	a.setState(&st)
+	if wasEjected && (!a.state.Ejected() || a.state.Removed()) && a.env.Ejections != nil {
 		a.env.Ejections.Release(a.spec.ID)
 	}
-	if a.state.StreamSeq-a.lastSnap >= a.env.SnapshotEvery {
+	if a.state.StreamSeq()-a.lastSnap >= a.env.SnapshotEvery {
 		a.saveSnapshot(ctx, nil)
 	}
 	a.respond(ctx, p.reply, &Reply{Events: len(evs)})
-	if a.state.Removed {
+	if a.state.Removed() {
 		a.retire(ctx)
 		return
 	}
@@ -458,7 +488,7 @@ func (a *proxyActor) appendFailed(ctx actor.Context, p pending, err error) {
 	a.respond(ctx, p.reply, &Reply{Err: err})
 	a.failQueue(ctx, err)
 	a.appendFailures++
-	if !a.state.Added || a.state.Removed {
+	if !a.state.Added() || a.state.Removed() {
 		a.log().Warn("the journal did not take the proxy's ProxyAdded; the proxy is not added", slog.Any("error", err))
 		a.stopped = true
 		if a.env.Abandoned != nil {
@@ -470,7 +500,7 @@ func (a *proxyActor) appendFailed(ctx actor.Context, p pending, err error) {
 	if a.appendFailures == 1 {
 		a.log().Warn("the journal did not take the proxy's events; checking goes on, results are recorded again once the journal takes writes", slog.Any("error", err))
 	}
-	a.retryAt = a.now().Add(appendRetryDelay(a.spec.Health, a.appendFailures, events.JitterSample(a.spec.ID, a.state.TotalChecks+uint64(a.appendFailures))))
+	a.retryAt = a.now().Add(appendRetryDelay(a.spec.Health, int(a.appendFailures), events.JitterSample(a.spec.ID, a.state.TotalChecks()+uint64(a.appendFailures))))
 	a.schedule(ctx)
 }
 
@@ -560,7 +590,7 @@ func (a *proxyActor) schedule(ctx actor.Context) {
 	if a.checking || a.persisting {
 		return
 	}
-	at, ok := events.NextCheckAt(a.state, a.spec.Health, events.JitterSample(a.spec.ID, a.state.TotalChecks))
+	at, ok := events.NextCheckAt(a.st(), a.spec.Health, events.JitterSample(a.spec.ID, a.state.TotalChecks()))
 	if !ok {
 		a.report(time.Time{})
 		return
@@ -611,7 +641,7 @@ func timerMessage(tok uint64) any {
 // State.EjectedUntil (at once if that has passed, as after a restart), or
 // disarms it when the proxy is not ejected.
 func (a *proxyActor) armEjection(ctx actor.Context) {
-	until := a.state.EjectedUntil
+	until := a.state.EjectedUntil()
 	if until.Equal(a.ejectArmed) && (a.ejectTimer != nil || until.IsZero()) {
 		return
 	}
@@ -647,10 +677,14 @@ func ejects(evs []*pb.Envelope) bool {
 // report tells the tracker the proxy's next due time when it changed (the
 // live status shows it; nothing is journaled).
 func (a *proxyActor) report(due time.Time) {
-	if due.Equal(a.reported) {
+	var n int64
+	if !due.IsZero() {
+		n = due.UnixNano()
+	}
+	if n == a.reported {
 		return
 	}
-	a.reported = due
+	a.reported = n
 	a.track.SetNextCheck(due)
 }
 
@@ -665,7 +699,7 @@ func (a *proxyActor) onCheckDue(ctx actor.Context, m *checkDue) {
 		a.timer = a.arm(ctx.ActorSystem(), ctx.Self(), FenceRetry, a.gen, false)
 		return
 	}
-	if a.state.Health == pb.HealthState_HEALTH_STATE_UNHEALTHY {
+	if a.state.Health() == pb.HealthState_HEALTH_STATE_UNHEALTHY {
 		// Journal the move to recovering first; the probe follows at once.
 		a.submit(ctx, pending{cmd: events.CooldownExpired{At: a.now()}})
 		return
