@@ -70,7 +70,14 @@ type source struct {
 	checker   *probe.Checker
 	pid       *actor.PID
 	version   int
-	configRef string // name@vVERSION, for auditors
+	// settings are the check settings its proxies' specs share (their
+	// ConfigRef is name@vVERSION, for auditors); replaced, never changed.
+	settings *actors.CheckSettings
+}
+
+// checkSettings returns a source's check settings at version v.
+func checkSettings(sc SourceConfig, v int) *actors.CheckSettings {
+	return &actors.CheckSettings{ConfigRef: fmt.Sprintf("%s@v%d", sc.Name, v), Health: sc.Health, Timeout: sc.Probe.Timeout}
 }
 
 type proxy struct {
@@ -253,7 +260,7 @@ func (e *Engine) addSource(ctx context.Context, sc SourceConfig) (*source, error
 		e.mu.Unlock()
 		return nil, fmt.Errorf("proxyhealth: start source %q: %w", sc.Name, err)
 	}
-	src := &source{cfg: sc, checker: checker, pid: pid, version: 1, configRef: sc.Name + "@v1"}
+	src := &source{cfg: sc, checker: checker, pid: pid, version: 1, settings: checkSettings(sc, 1)}
 	if sc.List.set() {
 		src.list = newListState(sc.List)
 	}
@@ -522,14 +529,10 @@ func (e *Engine) spec(src *source, p *proxy) actors.ProxySpec {
 		Origin:         p.origin,
 		Tags:           p.tags,
 		Weight:         p.weight,
-		ConfigRef:      src.configRef,
-		Health:         src.cfg.Health,
-		Timeout:        src.cfg.Probe.Timeout,
-		Check: func(ctx context.Context) events.CheckResult {
-			return checkResult(checker.Check(ctx, *u))
-		},
+		Settings:       src.settings,
 		// The probe's event loop runs the common checks without a
-		// goroutine each (and the others on one of their own).
+		// goroutine each (and the others on one of their own), so the
+		// actor needs no Check: one closure a proxy, not two.
 		CheckAsync: func(ctx context.Context, done func(events.CheckResult)) {
 			checker.CheckAsync(ctx, *u, func(r probe.Result) { done(checkResult(r)) })
 		},
@@ -608,7 +611,7 @@ func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source,
 	}
 	src.cfg, src.checker = sc, checker
 	src.version++
-	src.configRef = fmt.Sprintf("%s@v%d", sc.Name, src.version)
+	src.settings = checkSettings(sc, src.version)
 	var remove []string
 	var reconf []request
 	var recredentialed []string

@@ -44,8 +44,7 @@ func TestSpawnWithAdoptionStartsFromTheAdoptedState(t *testing.T) {
 	s := &script{}
 	rec := &pb.ProxySnapshot{State: pb.HealthState_HEALTH_STATE_DEGRADED, ConsecutiveFailures: 1,
 		LastCheckUnixNano: t0.Add(-time.Second).UnixNano(), LastErrorClass: pb.FailureClass_FAILURE_CLASS_TIMEOUT}
-	pid := h.spawnSpec(ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Health: noJitter(),
-		Timeout: checkTimeout, Check: s.check, Adopt: &events.Adopt{From: "127.0.0.1:7001", Record: rec, Reason: "owner died"}})
+	pid := h.spawnSpec(ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Settings: &CheckSettings{Health: noJitter(), Timeout: checkTimeout}, Check: s.check, Adopt: &events.Adopt{From: "127.0.0.1:7001", Record: rec, Reason: "owner died"}})
 	st := h.idle(pid)
 	if st.State.Health != pb.HealthState_HEALTH_STATE_DEGRADED || st.State.ConsecutiveFailures != 1 {
 		t.Fatalf("state after spawn = %s, %d failures", events.StateName(st.State.Health), st.State.ConsecutiveFailures)

@@ -128,13 +128,13 @@ func (s *script) checkAsync(ctx context.Context, done func(events.CheckResult)) 
 
 func (h *harness) spawn(id string, cfg events.Config, s *script) *actor.PID {
 	h.t.Helper()
-	return h.spawnSpec(ProxySpec{ID: id, Source: "default", URLRedacted: "http://127.0.0.1:1/" + id, Health: cfg, Timeout: checkTimeout, Check: s.check})
+	return h.spawnSpec(ProxySpec{ID: id, Source: "default", URLRedacted: "http://127.0.0.1:1/" + id, Settings: &CheckSettings{Health: cfg, Timeout: checkTimeout}, Check: s.check})
 }
 
 // spawnAsync spawns a proxy whose checks run through CheckAsync.
 func (h *harness) spawnAsync(id string, cfg events.Config, s *script) *actor.PID {
 	h.t.Helper()
-	return h.spawnSpec(ProxySpec{ID: id, Source: "default", URLRedacted: "http://127.0.0.1:1/" + id, Health: cfg, Timeout: checkTimeout, CheckAsync: s.checkAsync})
+	return h.spawnSpec(ProxySpec{ID: id, Source: "default", URLRedacted: "http://127.0.0.1:1/" + id, Settings: &CheckSettings{Health: cfg, Timeout: checkTimeout}, CheckAsync: s.checkAsync})
 }
 
 func (h *harness) spawnSpec(spec ProxySpec) *actor.PID {

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"fmt"
 	"github.com/asynkron/protoactor-go/actor"
 
 	"time"
@@ -24,8 +25,6 @@ type ProxySpec struct {
 	URLRedacted string
 	// HasCredentials is true when the real URL carries user:pass.
 	HasCredentials bool
-	// ConfigRef names the check configuration for auditors.
-	ConfigRef string
 	// Origin is how the proxy came in (configuration or run time); it is
 	// journaled with its ProxyAdded.
 	Origin pb.ProxyOrigin
@@ -33,23 +32,46 @@ type ProxySpec struct {
 	// ProxyAdded; a Reconfigure with others journals the change).
 	Tags   []string
 	Weight float64
-	// Health drives the state machine.
-	Health events.Config
-	// Timeout of one check; a check running longer than 2× it is a zombie:
-	// cancelled and recorded as a timeout.
-	Timeout time.Duration
+	// Settings are the check settings of the proxy's source (required),
+	// shared by its proxies' specs.
+	Settings *CheckSettings
 	// Adopt, when set, is the state this cluster member takes the proxy
 	// over with (see events.Adopt): decided with the ProxyAdded of a new
 	// stream, or right after recovery of a known one. Its At is ignored
 	// (the actor's clock decides).
 	Adopt *events.Adopt
-	// Check runs one check.
+	// Check runs one check (one of Check and CheckAsync is required).
 	Check CheckFunc
 	// CheckAsync, when set, is used instead of Check: it starts one check
 	// and calls done exactly once with its result, from any goroutine,
 	// without blocking. A checker that needs no goroutine per check (the
 	// probe's event loop) saves the actor a hand-off to the work pool.
 	CheckAsync AsyncCheckFunc
+}
+
+// validate reports what a spec lacks that its actor needs.
+func (s *ProxySpec) validate() error {
+	switch {
+	case s.Settings == nil:
+		return fmt.Errorf("proxy %s has no check settings (ProxySpec.Settings)", s.ID)
+	case s.Check == nil && s.CheckAsync == nil:
+		return fmt.Errorf("proxy %s has no check to run (ProxySpec.Check or CheckAsync)", s.ID)
+	}
+	return nil
+}
+
+// CheckSettings are a source's check settings. One value is shared by the
+// specs of all the source's proxies (a spec lives as long as its actor: a
+// copy per proxy would cost 10 MB at 100,000 proxies), so it must not be
+// changed once handed over: a reconfiguration makes new settings.
+type CheckSettings struct {
+	// ConfigRef names the check configuration for auditors.
+	ConfigRef string
+	// Health drives the state machine.
+	Health events.Config
+	// Timeout of one check; a check running longer than 2× it is a zombie:
+	// cancelled and recorded as a timeout.
+	Timeout time.Duration
 }
 
 // AsyncCheckFunc starts one active check of a proxy and calls done exactly

@@ -173,6 +173,10 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 			a.respond(ctx, ctx.Sender(), &Reply{Err: fmt.Errorf("actors: reconfigure of %s cannot change its ID or source", a.spec.ID)})
 			return
 		}
+		if err := m.Spec.validate(); err != nil {
+			a.respond(ctx, ctx.Sender(), &Reply{Err: fmt.Errorf("actors: reconfigure: %w", err)})
+			return
+		}
 		spec := m.Spec
 		a.spec = &spec
 		a.env.specs.put(a.spec) // a restart starts from this spec
@@ -234,7 +238,7 @@ func (a *proxyActor) recover(ctx actor.Context) {
 	if !st.Added || st.Removed {
 		a.submit(ctx, pending{cmd: events.Add{
 			At: a.now(), URLRedacted: a.spec.URLRedacted, Source: a.spec.Source,
-			ConfigRef: a.spec.ConfigRef, HasCredentials: a.spec.HasCredentials, Origin: a.spec.Origin,
+			ConfigRef: a.spec.Settings.ConfigRef, HasCredentials: a.spec.HasCredentials, Origin: a.spec.Origin,
 			Tags: a.spec.Tags, Weight: a.spec.Weight, Adopt: adopt,
 		}})
 		return
@@ -324,14 +328,14 @@ func (a *proxyActor) decide(ctx actor.Context, p pending) {
 		return
 	}
 	st := a.st()
-	evs, err := events.Decide(st, p.cmd, a.spec.Health)
+	evs, err := events.Decide(st, p.cmd, a.spec.Settings.Health)
 	if err == nil && ejects(evs) && a.env.Ejections != nil && !a.env.Ejections.TryEject(a.spec.ID) {
 		// The pool's maximum ejection share is reached: record the
 		// failure, keep the proxy in rotation.
 		if po, ok := p.cmd.(events.PassiveOutcome); ok {
 			po.NoEjection = true
 			p.cmd = po
-			evs, err = events.Decide(st, p.cmd, a.spec.Health)
+			evs, err = events.Decide(st, p.cmd, a.spec.Settings.Health)
 		}
 	}
 	if err != nil && p.reply == nil {
@@ -500,7 +504,7 @@ func (a *proxyActor) appendFailed(ctx actor.Context, p pending, err error) {
 	if a.appendFailures == 1 {
 		a.log().Warn("the journal did not take the proxy's events; checking goes on, results are recorded again once the journal takes writes", slog.Any("error", err))
 	}
-	a.retryAt = a.now().Add(appendRetryDelay(a.spec.Health, int(a.appendFailures), events.JitterSample(a.spec.ID, a.state.TotalChecks()+uint64(a.appendFailures))))
+	a.retryAt = a.now().Add(appendRetryDelay(a.spec.Settings.Health, int(a.appendFailures), events.JitterSample(a.spec.ID, a.state.TotalChecks()+uint64(a.appendFailures))))
 	a.schedule(ctx)
 }
 
@@ -590,7 +594,7 @@ func (a *proxyActor) schedule(ctx actor.Context) {
 	if a.checking || a.persisting {
 		return
 	}
-	at, ok := events.NextCheckAt(a.st(), a.spec.Health, events.JitterSample(a.spec.ID, a.state.TotalChecks()))
+	at, ok := events.NextCheckAt(a.st(), a.spec.Settings.Health, events.JitterSample(a.spec.ID, a.state.TotalChecks()))
 	if !ok {
 		a.report(time.Time{})
 		return
@@ -772,8 +776,8 @@ func (a *proxyActor) startProbe(ctx actor.Context) {
 			sys.Root.Send(self, &probeDone{owner: owner, gen: gen, result: check(pctx)})
 		})
 	}
-	if a.spec.Timeout > 0 {
-		a.zombieTimer = a.arm(sys, self, 2*a.spec.Timeout, gen, true)
+	if a.spec.Settings.Timeout > 0 {
+		a.zombieTimer = a.arm(sys, self, 2*a.spec.Settings.Timeout, gen, true)
 	}
 }
 
@@ -797,14 +801,14 @@ func (a *proxyActor) onZombie(ctx actor.Context, m *zombie) {
 	if m.gen != a.checkGen || !a.checking {
 		return
 	}
-	a.log().Warn("check outlived twice its timeout; cancelled", slog.Duration("timeout", a.spec.Timeout))
+	a.log().Warn("check outlived twice its timeout; cancelled", slog.Duration("timeout", a.spec.Settings.Timeout))
 	a.endCheck()
 	if a.stopWhenIdle(ctx) {
 		return
 	}
 	a.submit(ctx, pending{cmd: events.CheckCompleted{At: a.now(), Result: events.CheckResult{
 		Class:   pb.FailureClass_FAILURE_CLASS_TIMEOUT,
-		Message: fmt.Sprintf("check exceeded twice its timeout (%v) and was cancelled", a.spec.Timeout),
-		Latency: events.Latency{Total: 2 * a.spec.Timeout},
+		Message: fmt.Sprintf("check exceeded twice its timeout (%v) and was cancelled", a.spec.Settings.Timeout),
+		Latency: events.Latency{Total: 2 * a.spec.Settings.Timeout},
 	}}})
 }

@@ -225,7 +225,7 @@ func TestRestartKeepsTheReconfiguredSpec(t *testing.T) {
 			panic("probe exploded")
 		}
 	}
-	spec := ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Health: cfg2, Timeout: checkTimeout, Check: repl.check}
+	spec := ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Settings: &CheckSettings{Health: cfg2, Timeout: checkTimeout}, Check: repl.check}
 	if r := h.request(pid, &Reconfigure{Spec: spec}).(*Reply); r.Err != nil {
 		t.Fatal(r.Err)
 	}
@@ -578,7 +578,7 @@ func TestFailedAddIsNotAppliedLater(t *testing.T) {
 	h := newHarness(t, fj)
 	var abandoned atomic.Pointer[string]
 	h.env.Abandoned = func(id string, _ *actor.PID) { abandoned.Store(&id) }
-	spec := ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Health: noJitter(), Timeout: time.Second, Check: (&script{}).check}
+	spec := ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Settings: &CheckSettings{Health: noJitter(), Timeout: time.Second}, Check: (&script{}).check}
 	res := h.request(h.src, &SpawnProxy{Spec: spec}).(*Spawned)
 	if res.Err != nil {
 		t.Fatal(res.Err)
@@ -674,5 +674,29 @@ func TestAsyncChecksFollowTheSameStory(t *testing.T) {
 	h.step(zp)
 	if got := h.idle(zp).State.TotalChecks; got != 3 {
 		t.Fatalf("total checks %d, want 3", got)
+	}
+}
+
+// TestSpecWithoutSettingsIsRefused: a spec needs its source's check
+// settings and a check; spawning or reconfiguring a proxy without them is
+// an error that names the field, not a nil call in the actor.
+func TestSpecWithoutSettingsIsRefused(t *testing.T) {
+	h := newHarness(t, nil)
+	bare := ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Check: (&script{}).check}
+	res := h.request(h.src, &SpawnProxy{Spec: bare}).(*Spawned)
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "ProxySpec.Settings") {
+		t.Fatalf("spawn without settings: %v, want an error naming ProxySpec.Settings", res.Err)
+	}
+	pid := h.spawn("p1", noJitter(), &script{})
+	if r := h.request(pid, &Reconfigure{Spec: bare}).(*Reply); r.Err == nil || !strings.Contains(r.Err.Error(), "ProxySpec.Settings") {
+		t.Fatalf("reconfigure without settings: %v, want an error naming ProxySpec.Settings", r.Err)
+	}
+	if st := h.idle(pid); st.Stopped {
+		t.Fatal("a refused reconfigure stopped the proxy")
+	}
+	unchecked := ProxySpec{ID: "p2", Source: "default", URLRedacted: "http://127.0.0.1:1/p2", Settings: &CheckSettings{Health: noJitter()}}
+	res = h.request(h.src, &SpawnProxy{Spec: unchecked}).(*Spawned)
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "ProxySpec.Check") {
+		t.Fatalf("spawn without a check: %v, want an error naming ProxySpec.Check", res.Err)
 	}
 }

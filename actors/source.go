@@ -124,6 +124,9 @@ func (s *sourceActor) spawn(ctx actor.Context, spec ProxySpec) Spawned {
 	if spec.Source != s.name {
 		return Spawned{Err: fmt.Errorf("actors: proxy %s belongs to source %q, not %q", spec.ID, spec.Source, s.name)}
 	}
+	if err := spec.validate(); err != nil {
+		return Spawned{Err: fmt.Errorf("actors: %w", err)}
+	}
 	if pid, ok := s.children[spec.ID]; ok {
 		if _, alive := ctx.ActorSystem().ProcessRegistry.GetLocal(pid.GetId()); alive {
 			return Spawned{PID: pid, Err: fmt.Errorf("actors: proxy %s already running in source %q", spec.ID, s.name)}
