@@ -706,8 +706,8 @@ func (l *evloop) sendRequest(a *acheck) {
 	req := c.originReq
 	if a.p.scheme == SchemeHTTP {
 		req = c.absReq
-		if a.p.basicAuth != "" {
-			req = appendAuth(st.wbuf[:0], c.absPrefix, a.p.basicAuth)
+		if a.p.basicAuth() != "" {
+			req = appendAuth(st.wbuf[:0], c.absPrefix, a.p.basicAuth())
 			st.wbuf = req
 		}
 	}

@@ -346,12 +346,12 @@ func (c *Checker) finish(ctx context.Context, p ProxyURL, start time.Time, r Res
 // MaxMessageBytes. User names are not replaced: they are not secret in
 // most setups and replacing short ones would mangle ordinary words.
 func sanitize(msg string, p ProxyURL) string {
-	if p.hasCreds {
-		if p.pass != "" {
-			msg = strings.ReplaceAll(msg, p.pass, "REDACTED")
+	if p.HasCredentials() {
+		if p.pass() != "" {
+			msg = strings.ReplaceAll(msg, p.pass(), "REDACTED")
 		}
-		if p.basicAuth != "" {
-			msg = strings.ReplaceAll(msg, p.basicAuth, "REDACTED")
+		if p.basicAuth() != "" {
+			msg = strings.ReplaceAll(msg, p.basicAuth(), "REDACTED")
 		}
 	}
 	if len(msg) > MaxMessageBytes {
@@ -414,8 +414,8 @@ func (c *Checker) exchange(ctx context.Context, st *state, raw net.Conn, p Proxy
 	req := c.originReq
 	if absolute {
 		req = c.absReq
-		if p.basicAuth != "" {
-			req = appendAuth(st.wbuf[:0], c.absPrefix, p.basicAuth)
+		if p.basicAuth() != "" {
+			req = appendAuth(st.wbuf[:0], c.absPrefix, p.basicAuth())
 			st.wbuf = req
 		}
 	}
@@ -459,7 +459,7 @@ func (c *Checker) judge(resp response, p ProxyURL) *failure {
 }
 
 func authFailure(p ProxyURL, msg string) *failure {
-	if p.hasCreds {
+	if p.HasCredentials() {
 		msg += " (credentials rejected)"
 	} else {
 		msg += " (no credentials in the proxy URL)"
@@ -487,8 +487,8 @@ func rangesString(rs []StatusRange) string {
 // connect opens a CONNECT tunnel through an HTTP proxy.
 func (c *Checker) connect(st *state, conn net.Conn, p ProxyURL, r *Result) *failure {
 	req := c.connectReq
-	if p.basicAuth != "" {
-		req = appendAuth(st.wbuf[:0], c.connectPrefix, p.basicAuth)
+	if p.basicAuth() != "" {
+		req = appendAuth(st.wbuf[:0], c.connectPrefix, p.basicAuth())
 		st.wbuf = req
 	}
 	_, err := conn.Write(req)

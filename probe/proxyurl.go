@@ -54,19 +54,49 @@ type ProxyURL struct {
 	hostPort string // net.JoinHostPort(host, port)
 	redacted string
 	id       string // ID(), computed by ParseProxyURL
-	user     string // decoded
-	pass     string // decoded
-	hasCreds bool
-	// display: parsed from a redacted form ("http://~1a2b3c4d@host:port"):
-	// it names a proxy (its ID) but carries no credentials to use.
-	display bool
-	// basicAuth is "Basic base64(user:pass)" for HTTP proxies with
-	// credentials, computed once at parse time.
-	basicAuth string
+	// creds are the credentials; nil without (most proxies: 40 bytes
+	// less for each of them, and a ProxyURL is kept per proxy).
+	creds *proxyCreds
 	// addr is the host's IP literal and the port, for the event loop
 	// (proxyAddr; addrOK false: not an IP literal it dials)
 	addr   netip.AddrPort
 	addrOK bool
+	// display: parsed from a redacted form ("http://~1a2b3c4d@host:port"):
+	// it names a proxy (its ID) but carries no credentials to use.
+	display bool
+}
+
+// proxyCreds are a proxy URL's credentials.
+type proxyCreds struct {
+	user, pass string // decoded
+	// basicAuth is "Basic base64(user:pass)" for HTTP proxies, computed
+	// once at parse time.
+	basicAuth string
+}
+
+// user returns the decoded user name ("" without credentials).
+func (p *ProxyURL) user() string {
+	if p.creds == nil {
+		return ""
+	}
+	return p.creds.user
+}
+
+// pass returns the decoded password ("" without credentials).
+func (p *ProxyURL) pass() string {
+	if p.creds == nil {
+		return ""
+	}
+	return p.creds.pass
+}
+
+// basicAuth returns the Proxy-Authorization value of an HTTP proxy with
+// credentials ("" otherwise).
+func (p *ProxyURL) basicAuth() string {
+	if p.creds == nil {
+		return ""
+	}
+	return p.creds.basicAuth
 }
 
 // ParseProxyURL parses and validates a proxy URL such as
@@ -165,10 +195,10 @@ func ParseProxyURL(s string) (ProxyURL, error) {
 		case (scheme == SchemeSOCKS4 || scheme == SchemeSOCKS4A) && strings.IndexByte(user, 0) >= 0:
 			return bad("socks4 user ID must not contain NUL")
 		}
-		p.user, p.pass, p.hasCreds = user, pass, true
+		p.creds = &proxyCreds{user: user, pass: pass}
 		p.redacted = scheme + "://" + UserTag(user) + "@" + p.hostPort
 		if scheme == SchemeHTTP || scheme == SchemeHTTPS {
-			p.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+			p.creds.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 		}
 	}
 	p.id = idOf(p.redacted)
@@ -355,7 +385,7 @@ func idOf(redacted string) string {
 
 // HasCredentials reports whether the URL carries a user name (and maybe a
 // password).
-func (p ProxyURL) HasCredentials() bool { return p.hasCreds }
+func (p ProxyURL) HasCredentials() bool { return p.creds != nil }
 
 // IsRedactedForm reports whether the URL was parsed from a redacted form
 // (scheme://~TAG@host:port, as Redacted returns it): it names a proxy that
@@ -392,4 +422,4 @@ func (p ProxyURL) HostPort() string { return p.hostPort }
 // RevealCredentials returns the decoded user name and password. The name is
 // deliberately loud: whatever it returns must never be logged, journaled or
 // shown.
-func (p ProxyURL) RevealCredentials() (user, password string) { return p.user, p.pass }
+func (p ProxyURL) RevealCredentials() (user, password string) { return p.user(), p.pass() }

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestParseProxyURLValid(t *testing.T) {
@@ -158,4 +159,27 @@ func TestMustParseProxyURLPanics(t *testing.T) {
 		}
 	}()
 	MustParseProxyURL("ftp://x")
+}
+
+// TestProxyURLKeepsCredentialsAside: the engine keeps a ProxyURL per proxy
+// and the probe copies one per check; the credentials most proxies lack
+// live behind a pointer, so a URL is 144 bytes, not 192.
+func TestProxyURLKeepsCredentialsAside(t *testing.T) {
+	if n := unsafe.Sizeof(ProxyURL{}); n > 144 {
+		t.Fatalf("ProxyURL is %d bytes; keep the credentials behind their pointer", n)
+	}
+	p, err := ParseProxyURL("http://u:p@127.0.0.1:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, pw := p.RevealCredentials(); u != "u" || pw != "p" || p.basicAuth() != "Basic dTpw" || !p.HasCredentials() {
+		t.Fatalf("credentials %q %q, auth %q", u, pw, p.basicAuth())
+	}
+	q, err := ParseProxyURL("http://127.0.0.1:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, pw := q.RevealCredentials(); u != "" || pw != "" || q.basicAuth() != "" || q.HasCredentials() {
+		t.Fatalf("a URL without credentials reveals %q %q, auth %q", u, pw, q.basicAuth())
+	}
 }

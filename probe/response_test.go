@@ -117,8 +117,8 @@ func TestReadResponseBodyLimit(t *testing.T) {
 
 func TestSanitize(t *testing.T) {
 	p := MustParseProxyURL("http://user1:pw123@h:1")
-	got := sanitize("failed with pw123 and "+p.basicAuth, p)
-	if strings.Contains(got, "pw123") || strings.Contains(got, p.basicAuth) || got != "failed with REDACTED and REDACTED" {
+	got := sanitize("failed with pw123 and "+p.basicAuth(), p)
+	if strings.Contains(got, "pw123") || strings.Contains(got, p.basicAuth()) || got != "failed with REDACTED and REDACTED" {
 		t.Errorf("sanitize: %q", got)
 	}
 	long := sanitize(strings.Repeat("é", 300), ProxyURL{})

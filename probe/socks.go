@@ -45,7 +45,7 @@ func socksReadFailure(what string, err error) *failure {
 
 func (c *Checker) socks5(ctx context.Context, st *state, conn io.Writer, p ProxyURL) *failure {
 	w := st.wbuf[:0]
-	if p.hasCreds {
+	if p.HasCredentials() {
 		w = append(w, 5, 2, 0, 2) // offer "no auth" and "username/password"
 	} else {
 		w = append(w, 5, 1, 0)
@@ -63,13 +63,13 @@ func (c *Checker) socks5(ctx context.Context, st *state, conn io.Writer, p Proxy
 	switch b[1] {
 	case 0:
 	case 2:
-		if !p.hasCreds {
+		if !p.HasCredentials() {
 			return protocolf("SOCKS5 proxy chose username/password authentication, which was not offered")
 		}
-		w = append(w[:0], 1, byte(len(p.user)))
-		w = append(w, p.user...)
-		w = append(w, byte(len(p.pass)))
-		w = append(w, p.pass...)
+		w = append(w[:0], 1, byte(len(p.user())))
+		w = append(w, p.user()...)
+		w = append(w, byte(len(p.pass())))
+		w = append(w, p.pass()...)
 		_, err := conn.Write(w)
 		clear(w) // do not leave the password in the pooled buffer
 		if err != nil {
@@ -166,7 +166,7 @@ func (c *Checker) socks4(ctx context.Context, st *state, conn io.Writer, p Proxy
 		w = append(w, 0, 0, 0, 1)
 		remoteName = true
 	}
-	w = append(w, p.user...)
+	w = append(w, p.user()...)
 	w = append(w, 0)
 	if remoteName {
 		w = append(w, c.t.host...)
