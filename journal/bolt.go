@@ -236,7 +236,7 @@ type Bolt struct {
 	heads   map[string]streamHead // written only by the writer
 	// heads moved by events after the checkpoint, found at open: the
 	// writer's next checkpoint includes them
-	unckpt       map[string]struct{}
+	ckptThrough  uint64 // heads_through at open: the heads checkpoint is current through it
 	unckptEvents int
 
 	// commitMu is held around every write transaction together with the
@@ -502,11 +502,11 @@ func (b *Bolt) load() error {
 			}
 			b.head.Store(binary.BigEndian.Uint64(k))
 		}
-		heads, moved, scanned, err := loadHeads(tx, b.crcFrom)
+		heads, through, scanned, err := loadHeads(tx, b.crcFrom)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 		}
-		b.heads, b.unckpt, b.unckptEvents = heads, moved, scanned
+		b.heads, b.ckptThrough, b.unckptEvents = heads, through, scanned
 		return nil
 	})
 }
@@ -531,11 +531,11 @@ func (b *Bolt) schema() (ver uint64, err error) {
 }
 
 // loadHeads reads the heads checkpoint and brings it up to date with the
-// events committed after it; it also returns the proxies whose heads it
-// moved (not yet checkpointed) and how many events it scanned.
-func loadHeads(tx *bolt.Tx, crcFrom uint64) (heads map[string]streamHead, moved map[string]struct{}, scanned int, err error) {
+// events committed after it; it also returns the seq the checkpoint was
+// current through (the heads it moved have their last event after it) and
+// how many events it scanned.
+func loadHeads(tx *bolt.Tx, crcFrom uint64) (heads map[string]streamHead, through uint64, scanned int, err error) {
 	heads = make(map[string]streamHead)
-	moved = make(map[string]struct{})
 	err = tx.Bucket(bucketHeads).ForEach(func(k, v []byte) error {
 		h, ok := parseHead(v)
 		if !ok {
@@ -545,34 +545,33 @@ func loadHeads(tx *bolt.Tx, crcFrom uint64) (heads map[string]streamHead, moved 
 		return nil
 	})
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, 0, 0, err
 	}
-	through, err := readSeq(tx, metaHeadsThrough, 0)
+	through, err = readSeq(tx, metaHeadsThrough, 0)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, 0, 0, err
 	}
 	c := tx.Bucket(bucketEvents).Cursor()
 	for k, v := c.Seek(appendSeqKey(nil, through+1)); k != nil; k, v = c.Next() {
 		scanned++
 		if len(k) != 8 {
-			return nil, nil, 0, fmt.Errorf("event key %x is not 8 bytes", k)
+			return nil, 0, 0, fmt.Errorf("event key %x is not 8 bytes", k)
 		}
 		h, err := eventHeader(v, binary.BigEndian.Uint64(k), crcFrom)
 		if err != nil {
-			return nil, nil, 0, fmt.Errorf("event %d cannot be decoded (%v)", binary.BigEndian.Uint64(k), err)
+			return nil, 0, 0, fmt.Errorf("event %d cannot be decoded (%v)", binary.BigEndian.Uint64(k), err)
 		}
 		if len(h.proxyID) == 0 {
 			continue
 		}
 		old := heads[string(h.proxyID)]
 		if h.streamSeq != old.seq+1 || h.prevSeq != old.last {
-			return nil, nil, 0, fmt.Errorf("event %d of proxy %s has stream_seq %d and prev_seq %d, but the stream head was stream_seq %d at event %d",
+			return nil, 0, 0, fmt.Errorf("event %d of proxy %s has stream_seq %d and prev_seq %d, but the stream head was stream_seq %d at event %d",
 				h.seq, h.proxyID, h.streamSeq, h.prevSeq, old.seq, old.last)
 		}
 		heads[string(h.proxyID)] = streamHead{h.streamSeq, h.seq}
-		moved[string(h.proxyID)] = struct{}{}
 	}
-	return heads, moved, scanned, nil
+	return heads, through, scanned, nil
 }
 
 // readSeq reads a seq from meta (def when absent).

@@ -80,9 +80,11 @@ type writer struct {
 	local    map[string]streamHead   // one request's new stream heads
 	pos      []streamPos             // stream positions of the current request
 	head     func(string) streamHead // headOf, for assignStreams
-	// heads changed since the last checkpoint, and the events since
-	dirty      map[string]struct{}
-	sinceCkpt  int
+	// the seq the last heads checkpoint is current through (a head whose
+	// last event is after it changed since), and the events since
+	ckptThrough uint64
+	sinceCkpt   int
+
 	undo       []undo
 	taken      []*request
 	puts       []put
@@ -124,21 +126,17 @@ const (
 
 func newWriter(b *Bolt, maxBatch int) *writer {
 	w := &writer{
-		b:         b,
-		maxBatch:  maxBatch,
-		overlay:   make(map[string]streamHead),
-		local:     make(map[string]streamHead),
-		dirty:     b.unckpt,
-		sinceCkpt: b.unckptEvents,
-		arena:     make([]byte, 0, initialArena),
+		b:           b,
+		maxBatch:    maxBatch,
+		overlay:     make(map[string]streamHead),
+		local:       make(map[string]streamHead),
+		ckptThrough: b.ckptThrough,
+		sinceCkpt:   b.unckptEvents,
+		arena:       make([]byte, 0, initialArena),
 
 		releaseEvery: releaseEvery,
 		encodeFrom:   encodeFromEvents,
 		encodePer:    encodePerRequest,
-	}
-	b.unckpt = nil
-	if w.dirty == nil {
-		w.dirty = make(map[string]struct{})
 	}
 	w.head = w.headOf
 	return w
@@ -168,7 +166,7 @@ func (w *writer) run() {
 					w.collect(r)
 				default:
 					// A last checkpoint, so that the next open scans nothing.
-					if len(w.dirty) > 0 {
+					if w.sinceCkpt > 0 {
 						w.commit([]*request{{ckpt: true, done: make(chan struct{})}})
 					}
 					return
@@ -441,12 +439,8 @@ func (w *writer) commit(batch []*request) {
 			b.recent.add(w.undo)
 			b.head.Store(next - 1)
 			if ckpt {
-				clear(w.dirty)
-				w.sinceCkpt = 0
+				w.ckptThrough, w.sinceCkpt = next-1, 0
 			} else {
-				for p := range w.overlay {
-					w.dirty[p] = struct{}{}
-				}
 				w.sinceCkpt += len(w.undo)
 			}
 		}
@@ -614,11 +608,14 @@ func (w *writer) prepareSnapshot(r *request) {
 
 // prepareCheckpoint queues the puts of a heads checkpoint as of seq
 // through: every head changed since the last checkpoint, in this batch or
-// before.
+// before. A head changed before this batch is one whose last event came
+// after the last checkpoint, so no set of them is kept (at 100,000 proxies
+// one cost 6 MB); finding them walks the heads, about a millisecond at
+// 100,000 proxies, once every checkpointInterval events.
 func (w *writer) prepareCheckpoint(through uint64) {
-	for p := range w.dirty {
-		if _, ok := w.overlay[p]; !ok {
-			w.putHead(p, w.headOf(p))
+	for p, h := range w.b.heads { // only the writer writes heads
+		if _, ok := w.overlay[p]; !ok && h.last > w.ckptThrough {
+			w.putHead(p, h)
 		}
 	}
 	for p, h := range w.overlay {

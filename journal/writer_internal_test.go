@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -338,4 +340,67 @@ func openNoSync(t *testing.T) *Bolt {
 	}
 	t.Cleanup(func() { b.Close() })
 	return b
+}
+
+// TestCheckpointAfterACrashHoldsTheHeadsMovedBeforeIt: heads that moved
+// after the last checkpoint and before a crash are found again at open
+// (their last event is past the checkpoint), and the next checkpoint
+// writes them, with the heads moved since; a head that did not move is
+// left as it is.
+func TestCheckpointAfterACrashHoldsTheHeadsMovedBeforeIt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal.db")
+	ids := []string{"00000000000000aa", "00000000000000bb", "00000000000000cc"}
+	appendTo := func(b *Bolt, id string) {
+		t.Helper()
+		if _, err := b.Append(context.Background(), []*pb.Envelope{testEnvelope(id, 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := OpenBolt(path, WithUnsafeNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		appendTo(b, id) // seqs 1-3
+	}
+	appendTo(b, ids[0]) // seq 4
+	appendTo(b, ids[0]) // seq 5
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// As after a crash between the appends of seqs 4 and 5 and the
+	// checkpoint that would have followed them: the checkpoint is as of 3.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketHeads).Put([]byte(ids[0]), appendHead(nil, streamHead{seq: 1, last: 1})); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(metaHeadsThrough, appendSeqKey(nil, 3))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if b, err = OpenBolt(path, WithUnsafeNoSync()); err != nil {
+		t.Fatal(err)
+	}
+	appendTo(b, ids[1]) // seq 6
+	if err := b.Close(); err != nil { // checkpoints
+		t.Fatal(err)
+	}
+	if b, err = OpenBolt(path, WithReadOnly()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	through, heads := checkpointOf(t, b)
+	want := map[string]streamHead{ids[0]: {3, 5}, ids[1]: {2, 6}, ids[2]: {1, 3}}
+	if through != 6 || !maps.Equal(heads, want) {
+		t.Fatalf("checkpoint through %d with heads %v; want through 6 with %v", through, heads, want)
+	}
 }
