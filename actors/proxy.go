@@ -41,7 +41,7 @@ type proxyActor struct {
 	spec  *ProxySpec // registered in env.specs; replaced, never changed
 	track Tracker    // from env.Track, held from lookup to halt
 
-	// state is the committed state, packed (248 bytes instead of 408: an
+	// state is the committed state, packed (216 bytes instead of 408: an
 	// actor per proxy); stateID says its ProxyID is spec.ID (false: the
 	// zero state of a proxy the journal does not know yet). Read it with
 	// st, write it with setState.
@@ -104,7 +104,7 @@ func (a *proxyActor) setState(s *events.State) {
 	if a.stateID {
 		id = a.spec.ID
 	}
-	a.state = packed.Pack(s, id)
+	a.state.Repack(s, id)
 }
 
 func (a *proxyActor) log() *slog.Logger {

@@ -254,7 +254,7 @@ func (l *Live) record(e *entry, st *events.State, env *pb.Envelope, covered bool
 	if !covered {
 		*st = events.Evolve(*st, env)
 	}
-	e.st = packed.Pack(st, e.id)
+	e.st.Repack(st, e.id)
 	if e.src == nil || e.src.name != st.Source {
 		src := l.sourceAgg(st.Source)
 		if t := e.fl; t != nil {

@@ -22,8 +22,8 @@ func stateIndex(h pb.HealthState) int {
 }
 
 // entry is one proxy in the live projection. Every field except id, idx
-// and src is guarded by Live.mu; id never changes. It takes 480 bytes (a
-// size class: a byte more would take 512), and its changes.
+// and src is guarded by Live.mu; id never changes. It takes 448 bytes (a
+// size class: a byte more would take 480), and its changes.
 type entry struct {
 	id      string
 	st      packed.State // the folded state (its ProxyID is id)

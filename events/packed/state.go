@@ -5,7 +5,9 @@
 // An events.State is 408 bytes: eight time.Time of 24 bytes each, int32
 // enums, and the proxy's ID, which the projections already hold as their
 // key. A State keeps the times as unix nanoseconds, the enums in a byte
-// each and no ID: 248 bytes. Unpack gives back exactly the events.State
+// each, no ID, and what only ejections and cluster adoptions set (four
+// times, two counts) behind a pointer that most proxies leave nil: 216
+// bytes. Unpack gives back exactly the events.State
 // that Pack was given (==): a state whose values the compact form cannot
 // hold (a time that is not what events makes of unix nanoseconds, an enum
 // value above 255, another ID) is kept whole beside it.
@@ -28,7 +30,8 @@ const (
 	fEjected // EjectedUntil is not zero
 )
 
-// The times of a state, indexes of State.times.
+// The times of a state: the first numCommon are State.times, the others
+// rare.times (from numCommon on).
 const (
 	tAdded = iota
 	tLastCheck
@@ -38,6 +41,8 @@ const (
 	tLastReturn
 	tAdopted
 	numTimes
+
+	numCommon = tEjectedUntil
 )
 
 // State is an events.State without its ProxyID, in fewer bytes. The zero
@@ -51,45 +56,79 @@ type State struct {
 	weight                                     float64
 	latencyEWMA                                time.Duration
 	lastLatency                                events.Latency
-	times                                      [numTimes]int64 // unix ns; 0: the zero time
+	times                                      [numCommon]int64 // unix ns; 0: the zero time
 
-	consecutiveSuccesses, consecutiveFailures, recoveryAttempt, passiveFailures uint32
-	lastStatusCode, ejectionMultiplier                                          uint32
+	consecutiveSuccesses, consecutiveFailures, recoveryAttempt, lastStatusCode uint32
 
 	origin, health, lastErrorClass, anonymity uint8
 	flags                                     uint8
 
+	// rare holds what only ejections and cluster adoptions set; nil: all
+	// zero, as for most proxies (32 bytes less in every packed state).
+	rare *rare
 	// whole is the state itself when the compact fields cannot hold it.
 	whole *events.State
+}
+
+// rare are the fields of a State that most proxies never set. A rare is
+// never changed once made: Repack shares it between a state and the next.
+type rare struct {
+	times                               [numTimes - numCommon]int64 // unix ns; 0: the zero time
+	passiveFailures, ejectionMultiplier uint32
 }
 
 // Pack returns *s in compact form; id is the ID the caller will give
 // Unpack (s.ProxyID, normally).
 func Pack(s *events.State, id string) State {
-	p := State{
+	var p State
+	p.Repack(s, id)
+	return p
+}
+
+// Repack sets p to *s in compact form, as Pack does, sharing p's rare
+// fields when they did not change: a state that keeps them packs without
+// allocating.
+func (p *State) Repack(s *events.State, id string) {
+	prev := p.rare
+	*p = State{
 		source: s.Source, urlRedacted: s.URLRedacted, lastError: s.LastError, tags: s.Tags, exitIP: s.ExitIP,
 		totalChecks: s.TotalChecks, totalFailures: s.TotalFailures, streamSeq: s.StreamSeq, seq: s.Seq,
 		weight: s.Weight, latencyEWMA: s.LatencyEWMA, lastLatency: s.LastLatency,
 		consecutiveSuccesses: s.ConsecutiveSuccesses, consecutiveFailures: s.ConsecutiveFailures,
-		recoveryAttempt: s.RecoveryAttempt, passiveFailures: s.PassiveFailures,
-		lastStatusCode: s.LastStatusCode, ejectionMultiplier: s.EjectionMultiplier,
+		recoveryAttempt: s.RecoveryAttempt, lastStatusCode: s.LastStatusCode,
 		origin: uint8(s.Origin), health: uint8(s.Health), lastErrorClass: uint8(s.LastErrorClass), anonymity: uint8(s.Anonymity),
 	}
 	exact := s.ProxyID == id && fits(int32(s.Origin)) && fits(int32(s.Health)) && fits(int32(s.LastErrorClass)) && fits(int32(s.Anonymity))
 	exact = packTime(&p.times[tAdded], &s.AddedAt) && exact
 	exact = packTime(&p.times[tLastCheck], &s.LastCheckAt) && exact
 	exact = packTime(&p.times[tLastChange], &s.LastChangeAt) && exact
-	exact = packTime(&p.times[tEjectedUntil], &s.EjectedUntil) && exact
-	exact = packTime(&p.times[tLastEjected], &s.LastEjectedAt) && exact
-	exact = packTime(&p.times[tLastReturn], &s.LastReturnAt) && exact
-	exact = packTime(&p.times[tAdopted], &s.AdoptedAt) && exact
+	r := rare{passiveFailures: s.PassiveFailures, ejectionMultiplier: s.EjectionMultiplier}
+	exact = packTime(&r.times[tEjectedUntil-numCommon], &s.EjectedUntil) && exact
+	exact = packTime(&r.times[tLastEjected-numCommon], &s.LastEjectedAt) && exact
+	exact = packTime(&r.times[tLastReturn-numCommon], &s.LastReturnAt) && exact
+	exact = packTime(&r.times[tAdopted-numCommon], &s.AdoptedAt) && exact
+	switch {
+	case r == rare{}:
+	case prev != nil && *prev == r:
+		p.rare = prev
+	default:
+		p.rare = new(rare)
+		*p.rare = r
+	}
 	p.flags = flag(s.HasCredentials, fHasCredentials) | flag(s.Added, fAdded) | flag(s.Removed, fRemoved) | flag(s.Paused, fPaused) |
 		flag(s.HasLatencyEWMA, fHasLatencyEWMA) | flag(!s.EjectedUntil.IsZero(), fEjected)
 	if !exact {
 		w := *s
 		p.whole = &w
 	}
-	return p
+}
+
+// rareTime returns the rare time t (tEjectedUntil and after).
+func (p *State) rareTime(t int) time.Time {
+	if p.rare == nil {
+		return time.Time{}
+	}
+	return fromUnixNano(p.rare.times[t-numCommon])
 }
 
 // packTime sets *n to *t as unix nanoseconds (0: the zero time) and
@@ -117,17 +156,21 @@ func (p *State) Unpack(id string) events.State {
 		return *p.whole
 	}
 	t := &p.times
+	var r rare
+	if p.rare != nil {
+		r = *p.rare
+	}
 	return events.State{
 		ProxyID: id, Source: p.source, URLRedacted: p.urlRedacted, HasCredentials: p.has(fHasCredentials),
 		Origin: pb.ProxyOrigin(p.origin), Added: p.has(fAdded), Removed: p.has(fRemoved), Paused: p.has(fPaused),
 		Health: pb.HealthState(p.health), ConsecutiveSuccesses: p.consecutiveSuccesses, ConsecutiveFailures: p.consecutiveFailures,
-		RecoveryAttempt: p.recoveryAttempt, PassiveFailures: p.passiveFailures, TotalChecks: p.totalChecks, TotalFailures: p.totalFailures,
+		RecoveryAttempt: p.recoveryAttempt, PassiveFailures: r.passiveFailures, TotalChecks: p.totalChecks, TotalFailures: p.totalFailures,
 		AddedAt: fromUnixNano(t[tAdded]), LastCheckAt: fromUnixNano(t[tLastCheck]), LastChangeAt: fromUnixNano(t[tLastChange]),
 		LastErrorClass: pb.FailureClass(p.lastErrorClass), LastError: p.lastError, LastStatusCode: p.lastStatusCode, LastLatency: p.lastLatency,
 		Tags: p.tags, Weight: p.weight, ExitIP: p.exitIP, Anonymity: pb.Anonymity(p.anonymity),
-		EjectedUntil: fromUnixNano(t[tEjectedUntil]), EjectionMultiplier: p.ejectionMultiplier,
-		LastEjectedAt: fromUnixNano(t[tLastEjected]), LastReturnAt: fromUnixNano(t[tLastReturn]), AdoptedAt: fromUnixNano(t[tAdopted]),
-		LatencyEWMA: p.latencyEWMA, HasLatencyEWMA: p.has(fHasLatencyEWMA), StreamSeq: p.streamSeq, Seq: p.seq,
+		EjectedUntil: fromUnixNano(r.times[tEjectedUntil-numCommon]), EjectionMultiplier: r.ejectionMultiplier,
+		LastEjectedAt: fromUnixNano(r.times[tLastEjected-numCommon]), LastReturnAt: fromUnixNano(r.times[tLastReturn-numCommon]),
+		AdoptedAt: fromUnixNano(r.times[tAdopted-numCommon]), LatencyEWMA: p.latencyEWMA, HasLatencyEWMA: p.has(fHasLatencyEWMA), StreamSeq: p.streamSeq, Seq: p.seq,
 	}
 }
 
@@ -190,7 +233,7 @@ func (p *State) EjectedUntil() time.Time {
 	if p.whole != nil {
 		return p.whole.EjectedUntil
 	}
-	return fromUnixNano(p.times[tEjectedUntil])
+	return p.rareTime(tEjectedUntil)
 }
 
 // ConsecutiveFailures is the state's ConsecutiveFailures.

@@ -99,7 +99,50 @@ func TestRoundTripOddValues(t *testing.T) {
 
 // TestSize pins the compact size (it is the point of the package).
 func TestSize(t *testing.T) {
-	if n, full := unsafe.Sizeof(State{}), unsafe.Sizeof(events.State{}); n > 248 || n >= full {
-		t.Fatalf("packed.State is %d bytes (events.State %d): want at most 248", n, full)
+	if n, full := unsafe.Sizeof(State{}), unsafe.Sizeof(events.State{}); n > 216 || n >= full {
+		t.Fatalf("packed.State is %d bytes (events.State %d): want at most 216", n, full)
+	}
+}
+
+// TestRareFields: what only ejections and adoptions set lives behind a
+// pointer, nil when all of it is zero; a state that keeps it repacks
+// sharing it, without allocating, and one that clears it drops it.
+func TestRareFields(t *testing.T) {
+	at := func(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+	s := events.NewState("p1")
+	s.Added, s.AddedAt, s.LastCheckAt = true, at(1_700_000_000_000_000_001), at(1_700_000_000_000_000_002)
+	var p State
+	p.Repack(&s, "p1")
+	if p.rare != nil {
+		t.Fatal("a proxy never ejected nor adopted has rare fields")
+	}
+	s.EjectedUntil, s.LastEjectedAt, s.LastReturnAt, s.AdoptedAt = at(1_700_000_000_000_000_010), at(1_700_000_000_000_000_003), at(1_700_000_000_000_000_004), at(1_700_000_000_000_000_005)
+	s.PassiveFailures, s.EjectionMultiplier = 3, 2
+	if !check(t, s) {
+		t.Fatal("an ejected, adopted state is kept whole")
+	}
+	p.Repack(&s, "p1")
+	r := p.rare
+	if r == nil || p.EjectedUntil() != s.EjectedUntil || !p.Ejected() {
+		t.Fatalf("rare %v, EjectedUntil %v, Ejected %v", r, p.EjectedUntil(), p.Ejected())
+	}
+	s.TotalChecks++ // a check: the rare fields stay
+	if n := testing.AllocsPerRun(100, func() { p.Repack(&s, "p1") }); n != 0 || p.rare != r {
+		t.Fatalf("repacking with the same rare fields: %v allocations, rare shared %v", n, p.rare == r)
+	}
+	if got := p.Unpack("p1"); got != s {
+		t.Fatalf("Unpack after Repack:\n got %+v\nwant %+v", got, s)
+	}
+	s.EjectedUntil, s.LastReturnAt = time.Time{}, at(1_700_000_000_000_000_011) // returned
+	p.Repack(&s, "p1")
+	if p.rare == r || *r != (rare{times: [4]int64{1_700_000_000_000_000_010, 1_700_000_000_000_000_003, 1_700_000_000_000_000_004, 1_700_000_000_000_000_005}, passiveFailures: 3, ejectionMultiplier: 2}) {
+		t.Fatal("a change of the rare fields wrote into the shared ones")
+	}
+	if got := p.Unpack("p1"); got != s || p.Ejected() {
+		t.Fatalf("after the return: %+v, ejected %v", got, p.Ejected())
+	}
+	s.LastEjectedAt, s.LastReturnAt, s.AdoptedAt, s.PassiveFailures, s.EjectionMultiplier = time.Time{}, time.Time{}, time.Time{}, 0, 0
+	if p.Repack(&s, "p1"); p.rare != nil {
+		t.Fatal("rare fields all zero again, and still allocated")
 	}
 }
