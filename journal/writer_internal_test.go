@@ -391,7 +391,8 @@ func TestCheckpointAfterACrashHoldsTheHeadsMovedBeforeIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendTo(b, ids[1]) // seq 6
-	if err := b.Close(); err != nil { // checkpoints
+	// Close checkpoints the heads.
+	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if b, err = OpenBolt(path, WithReadOnly()); err != nil {

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/projections/internal/fold"
 	"github.com/proxyhealth/proxyhealth/events/packed"
+	"github.com/proxyhealth/proxyhealth/projections/internal/fold"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 

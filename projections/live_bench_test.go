@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/events"
-	"github.com/proxyhealth/proxyhealth/projections"
 	"github.com/proxyhealth/proxyhealth/internal/gen"
+	"github.com/proxyhealth/proxyhealth/projections"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 

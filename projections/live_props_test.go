@@ -10,8 +10,8 @@ import (
 	"github.com/leanovate/gopter/gen"
 	"github.com/leanovate/gopter/prop"
 
-	"github.com/proxyhealth/proxyhealth/projections"
 	igen "github.com/proxyhealth/proxyhealth/internal/gen"
+	"github.com/proxyhealth/proxyhealth/projections"
 )
 
 var (

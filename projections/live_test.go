@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/internal/gen"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
-	"github.com/proxyhealth/proxyhealth/internal/gen"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth/internal/gen"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
-	"github.com/proxyhealth/proxyhealth/internal/gen"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 

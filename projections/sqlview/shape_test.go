@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/internal/gen"
+	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 )
 

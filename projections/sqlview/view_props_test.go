@@ -12,8 +12,8 @@ import (
 	"github.com/leanovate/gopter/gen"
 	"github.com/leanovate/gopter/prop"
 
-	"github.com/proxyhealth/proxyhealth/journal"
 	igen "github.com/proxyhealth/proxyhealth/internal/gen"
+	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections/sqlview"
 )
 
