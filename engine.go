@@ -181,7 +181,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		e.env.Close()
 		return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
 	}
-	e.rot = &rotator{pool: pool, budget: budget, proxy: e.runningProxy, members: map[string]memberKey{}, journal: j, log: cfg.Logger,
+	e.rot = &rotator{pool: pool, budget: budget, proxy: e.runningProxy, journal: j, log: cfg.Logger,
 		now: func() int64 { return cfg.Clock.Now().UnixNano() }, threshold: cfg.Rotation.PanicThreshold * 100, touched: map[string]struct{}{}}
 	if err := e.startProjections(ctx); err != nil {
 		_ = e.proj.stop(context.WithoutCancel(ctx))

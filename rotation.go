@@ -111,7 +111,6 @@ type rotator struct {
 	budget    *actors.EjectionBudget
 	live      *projections.Live
 	proxy     func(id string) (*proxy, bool) // the running proxy
-	members   map[string]memberKey
 	journal   journal.Journal
 	now       func() int64
 	log       *slog.Logger
@@ -269,27 +268,37 @@ func (r *rotator) update(id string) {
 		r.remove(id)
 		return
 	}
-	k := memberKey{p: p}
-	if r.members[id] == k && r.pool.SetStatusIf(id, statusOf(b), func(m *rotation.Member) bool { return m.Weight == b.Weight && sameTags(m.Tags, b) }) {
+	// While the pool's member is what memberOf would build from p, with
+	// the tags and weight the live status gives (most updates are check
+	// results), only the status changes. The member is compared with the
+	// running proxy, not with a copy of what it was built from (a map of
+	// them cost about 50 bytes a proxy).
+	if r.pool.SetStatusIf(id, statusOf(b), func(m *rotation.Member) bool {
+		return builtFrom(m, p) && m.Weight == b.Weight && sameTags(m.Tags, b)
+	}) {
 		return // the usual case, a check result: no member to build
 	}
 	m := memberOf(id, p)
 	m.Tags, m.Weight = memberTags(b), b.Weight
-	r.members[id] = k
 	r.pool.Set(m, statusOf(b))
 }
 
-func (r *rotator) remove(id string) {
-	delete(r.members, id)
-	r.pool.Remove(id)
-}
+func (r *rotator) remove(id string) { r.pool.Remove(id) }
 
-// memberKey is the running proxy a proxy's member was last built from.
-// While it stays the same and the pool's member has the tags and weight
-// the live status gives (most updates are check results), only the status
-// changes. The rest of what the member was built from is compared with
-// the pool's own copy rather than kept here (56 bytes a proxy).
-type memberKey struct{ p *proxy }
+// builtFrom reports whether memberOf(m.ID, p) would give m's source and
+// URL (its scheme, host, port and credentials).
+func builtFrom(m *rotation.Member, p *proxy) bool {
+	u := m.URL
+	if u == nil || m.Source != p.source || u.Scheme != p.url.Scheme() || u.Host != p.url.HostPort() {
+		return false
+	}
+	if !p.url.HasCredentials() || u.User == nil {
+		return u.User == nil && !p.url.HasCredentials()
+	}
+	user, pass := p.url.RevealCredentials()
+	mp, _ := u.User.Password()
+	return u.User.Username() == user && mp == pass
+}
 
 // Derived tags: what an echo target saw of a proxy is filterable like its
 // own tags (PickRequest.Tag "anonymity:elite", "exit_ip:203.0.113.7").

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/proxyhealth/proxyhealth/probe"
 	"github.com/proxyhealth/proxyhealth/projections"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -45,5 +46,33 @@ func TestSameTags(t *testing.T) {
 	}
 	if equal == 0 {
 		t.Fatal("no equal pair drawn: the test compares nothing but differences")
+	}
+}
+
+// TestBuiltFrom: the rotator keeps a pool member while builtFrom says
+// memberOf would build the same one from the running proxy; any change of
+// source, scheme, address or credentials makes it rebuild the member.
+func TestBuiltFrom(t *testing.T) {
+	rec := func(raw, source string) *proxy {
+		u, err := probe.ParseProxyURL(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &proxy{url: u, source: source}
+	}
+	base := []*proxy{rec("http://127.0.0.1:8080", "a"), rec("socks5://u:p@127.0.0.1:1080", "a"), rec("http://u@127.0.0.1:8080", "a")}
+	for _, p := range base {
+		m := memberOf(p.url.ID(), p)
+		if !builtFrom(&m, p) {
+			t.Errorf("%s: a member is not built from the proxy it was built from", p.url.Redacted())
+		}
+		for _, q := range []*proxy{rec("http://127.0.0.1:8080", "b"), rec("https://127.0.0.1:8080", "a"), rec("http://127.0.0.1:8081", "a"),
+			rec("socks5://u:q@127.0.0.1:1080", "a"), rec("socks5://v:p@127.0.0.1:1080", "a"), rec("socks5://127.0.0.1:1080", "a"), rec("http://u:p@127.0.0.1:8080", "a")} {
+			want := memberOf(p.url.ID(), q)
+			same := m.Source == want.Source && m.URL.String() == want.URL.String()
+			if got := builtFrom(&m, q); got != same {
+				t.Errorf("member of %s, proxy %s (%s): builtFrom %v, want %v", p.url.Redacted(), q.url.Redacted(), q.source, got, same)
+			}
+		}
 	}
 }

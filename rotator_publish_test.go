@@ -34,7 +34,7 @@ func TestLargePoolsPublishCheckResultsTogether(t *testing.T) {
 	j := journal.NewMem()
 	defer j.Close()
 	running := map[string]*proxy{}
-	r := &rotator{pool: pool, budget: actors.NewEjectionBudget(0.5), members: map[string]memberKey{}, journal: j, log: slog.New(slog.DiscardHandler),
+	r := &rotator{pool: pool, budget: actors.NewEjectionBudget(0.5), journal: j, log: slog.New(slog.DiscardHandler),
 		now: func() int64 { return time.Now().UnixNano() }, threshold: 50, touched: map[string]struct{}{},
 		proxy: func(id string) (*proxy, bool) { p, ok := running[id]; return p, ok }}
 	frozen := time.Now()
