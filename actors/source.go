@@ -80,15 +80,24 @@ func (s *RestartBackoff) HandleFailure(sys *actor.ActorSystem, sup actor.Supervi
 // proxies' actors (one-for-one, restart with backoff).
 func SourceProps(env *Env, name string, strategy actor.SupervisorStrategy) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &sourceActor{env: env, name: name, children: map[string]*actor.PID{}}
+		return &sourceActor{env: env, name: name}
 	}, actor.WithSupervisor(strategy), actor.WithDispatcher(env.Dispatcher()))
 }
 
-// sourceActor owns the set of its proxies' actors.
+// sourceActor owns the set of its proxies' actors. A proxy's actor is its
+// child named by the proxy's ID, found in the process registry (a map of
+// its own cost about 50 bytes a proxy).
 type sourceActor struct {
-	env      *Env
-	name     string
-	children map[string]*actor.PID // proxy ID → PID; the PID's last path element is the ID
+	env  *Env
+	name string
+}
+
+// child returns the PID of the child named id, and whether it runs.
+func (s *sourceActor) child(ctx actor.Context, id string) (*actor.PID, bool) {
+	self := ctx.Self()
+	pid := actor.NewPID(self.GetAddress(), self.GetId()+"/"+id)
+	_, alive := ctx.ActorSystem().ProcessRegistry.GetLocal(pid.GetId())
+	return pid, alive
 }
 
 func (s *sourceActor) Receive(ctx actor.Context) {
@@ -111,9 +120,7 @@ func (s *sourceActor) Receive(ctx actor.Context) {
 		if _, alive := ctx.ActorSystem().ProcessRegistry.GetLocal(m.Who.GetId()); alive {
 			return // a late notice about a previous actor of a re-added proxy
 		}
-		id := proxyIDOf(m.Who)
-		if pid, ok := s.children[id]; ok && pid.GetId() == m.Who.GetId() {
-			delete(s.children, id)
+		if id := proxyIDOf(m.Who); id != refresherName {
 			s.env.specs.delete(id, s.name)
 		}
 	}
@@ -127,12 +134,10 @@ func (s *sourceActor) spawn(ctx actor.Context, spec ProxySpec) Spawned {
 	if err := spec.validate(); err != nil {
 		return Spawned{Err: fmt.Errorf("actors: %w", err)}
 	}
-	if pid, ok := s.children[spec.ID]; ok {
-		if _, alive := ctx.ActorSystem().ProcessRegistry.GetLocal(pid.GetId()); alive {
-			return Spawned{PID: pid, Err: fmt.Errorf("actors: proxy %s already running in source %q", spec.ID, s.name)}
-		}
-		// It stopped (removed) and its Terminated is still on its way.
-		delete(s.children, spec.ID)
+	// One that stopped (removed) may have its Terminated still on its way:
+	// it finds the new one running (see Receive).
+	if pid, alive := s.child(ctx, spec.ID); alive {
+		return Spawned{PID: pid, Err: fmt.Errorf("actors: proxy %s already running in source %q", spec.ID, s.name)}
 	}
 	s.env.specs.put(&spec)
 	pid, err := ctx.SpawnNamed(s.env.proxyProps, spec.ID)
@@ -142,6 +147,5 @@ func (s *sourceActor) spawn(ctx actor.Context, spec ProxySpec) Spawned {
 	}
 	// No Watch: a parent is told of its children's termination anyway, and
 	// watching costs every child a watcher set.
-	s.children[spec.ID] = pid
 	return Spawned{PID: pid}
 }
