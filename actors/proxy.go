@@ -80,7 +80,8 @@ type proxyActor struct {
 	snapping       int32 // snapshot saves in flight
 	appendFailures int32 // appends the journal refused in a row
 
-	// The flags sit together: an actor per proxy, 8 bytes apiece apart.
+	// The flags sit together: apart, padding gave each 8 bytes, in an
+	// actor per proxy.
 	stateID    bool
 	persisting bool
 	checking   bool
