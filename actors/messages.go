@@ -3,9 +3,9 @@ package actors
 import (
 	"context"
 	"fmt"
-	"github.com/asynkron/protoactor-go/actor"
-
 	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/proxyhealth/proxyhealth/events"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
