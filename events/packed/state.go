@@ -123,14 +123,6 @@ func (p *State) Repack(s *events.State, id string) {
 	}
 }
 
-// rareTime returns the rare time t (tEjectedUntil and after).
-func (p *State) rareTime(t int) time.Time {
-	if p.rare == nil {
-		return time.Time{}
-	}
-	return fromUnixNano(p.rare.times[t-numCommon])
-}
-
 // packTime sets *n to *t as unix nanoseconds (0: the zero time) and
 // reports whether fromUnixNano gives *t back.
 func packTime(n *int64, t *time.Time) bool {
@@ -230,10 +222,13 @@ func (p *State) TotalChecks() uint64 { return p.totalChecks }
 
 // EjectedUntil is the state's EjectedUntil.
 func (p *State) EjectedUntil() time.Time {
-	if p.whole != nil {
+	switch {
+	case p.whole != nil:
 		return p.whole.EjectedUntil
+	case p.rare == nil:
+		return time.Time{}
 	}
-	return p.rareTime(tEjectedUntil)
+	return fromUnixNano(p.rare.times[tEjectedUntil-numCommon])
 }
 
 // ConsecutiveFailures is the state's ConsecutiveFailures.
