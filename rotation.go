@@ -292,8 +292,11 @@ func builtFrom(m *rotation.Member, p *proxy) bool {
 	if u == nil || m.Source != p.source || u.Scheme != p.url.Scheme() || u.Host != p.url.HostPort() {
 		return false
 	}
-	if !p.url.HasCredentials() || u.User == nil {
-		return u.User == nil && !p.url.HasCredentials()
+	if p.url.HasCredentials() != (u.User != nil) {
+		return false
+	}
+	if u.User == nil {
+		return true
 	}
 	user, pass := p.url.RevealCredentials()
 	mp, _ := u.User.Password()
