@@ -20,6 +20,12 @@ import (
 // there and in API latencies says the process is short of CPU, not slow.
 var schedLatencies = collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/latencies:seconds$`)}
 
+// gcCPU adds the Go runtime's estimate of the CPU its garbage collector
+// used, as go_cpu_classes_gc_total_cpu_seconds_total: with the process's
+// CPU (process_cpu_seconds_total) it gives the GC's share, the price of
+// the GC setting (GOGC) the daemon runs with.
+var gcCPU = collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/cpu/classes/gc/total:cpu-seconds$`)}
+
 // metrics holds the Prometheus registry. Counters and histograms are
 // derived from the committed event stream (follow); gauges are read from
 // the live status and the engine's health at scrape time.
@@ -135,7 +141,7 @@ func newMetrics(ctx context.Context, eng Engine, tail func(from uint64) EventTai
 	}
 	m.reg.MustRegister(m.checks, m.checkLatency, m.eventsTotal, m.transitions, m.delivery,
 		m.appendLatency, m.batchSize, m.followedSeq, m.ejections, m.returns, m.panics, m.refreshes, m.picks, m.outcomes,
-		statusCollector{m}, collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(schedLatencies)), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		statusCollector{m}, collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(schedLatencies, gcCPU)), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if traffic != nil {
 		m.reg.MustRegister(trafficCollector(traffic))
 	}

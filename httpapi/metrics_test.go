@@ -50,7 +50,7 @@ func TestMetrics(t *testing.T) {
 	)
 	for _, name := range []string{"proxyhealth_event_delivery_seconds_bucket", "proxyhealth_journal_append_seconds_bucket",
 		"proxyhealth_journal_batch_events_bucket", "proxyhealth_source_latency_seconds", "proxyhealth_pool_health_percentage",
-		"go_goroutines", "go_sched_latencies_seconds_bucket", "process_"} {
+		"go_goroutines", "go_sched_latencies_seconds_bucket", "go_cpu_classes_gc_total_cpu_seconds_total", "process_"} {
 		if !strings.Contains(body, name) {
 			t.Errorf("no %s in the metrics", name)
 		}
