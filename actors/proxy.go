@@ -18,12 +18,6 @@ import (
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
-// proxyMailbox is protoactor's lock-free unbounded mailbox: an empty one is
-// two queue stubs, where the default mailbox preallocates a ring of ten
-// messages (about 200 bytes more per proxy, 2 MB at 10,000), and a proxy's
-// mailbox is empty nearly all the time.
-var proxyMailbox = actor.UnboundedLockfree()
-
 // pending is a command waiting for the append in flight.
 type pending struct {
 	cmd   events.Command

@@ -29,14 +29,23 @@ type workers struct {
 	// first in first out. Only for jobs that never wait on one another.
 	max   int
 	count int
-	queue []func()
+	queue []job
 	// idleAfter is how long a worker may stay idle before it exits (0:
 	// workerIdle; tests set it shorter).
 	idleAfter time.Duration
 }
 
+// job is what a worker runs: a func (run), or a proxy mailbox's turn
+// (submit), which as a job of its own needs no closure per turn.
+type job interface{ run() }
+
+// funcJob is a func as a job.
+type funcJob func()
+
+func (f funcJob) run() { f() }
+
 type worker struct {
-	jobs   chan func() // buffered 1; nil job: exit
+	jobs   chan job    // buffered 1; nil job: exit
 	since  time.Time   // when it became idle
 	inIdle bool        // in p.idle (p.mu)
 	timer  *time.Timer // an idle worker's retirement (unbounded pools)
@@ -45,11 +54,14 @@ type worker struct {
 // run runs f on an idle worker, or on a new one. It never blocks. After
 // close it runs f on a plain goroutine, so a late message still reaches its
 // mailbox.
-func (p *workers) run(f func()) {
+func (p *workers) run(f func()) { p.submit(funcJob(f)) }
+
+// submit runs j on an idle worker, or on a new one, as run does.
+func (p *workers) submit(j job) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		go f()
+		go j.run()
 		return
 	}
 	if n := len(p.idle); n > 0 {
@@ -59,19 +71,19 @@ func (p *workers) run(f func()) {
 		w.inIdle = false
 		p.retireStale()
 		p.mu.Unlock()
-		w.jobs <- f
+		w.jobs <- j
 		return
 	}
 	if p.max > 0 && p.count >= p.max {
-		p.queue = append(p.queue, f)
+		p.queue = append(p.queue, j)
 		p.mu.Unlock()
 		return
 	}
 	p.count++
 	p.live.Add(1)
 	p.mu.Unlock()
-	w := &worker{jobs: make(chan func(), 1)}
-	go w.loop(p, f)
+	w := &worker{jobs: make(chan job, 1)}
+	go w.loop(p, j)
 }
 
 // retireStale tells the worker idle the longest to exit if it has been idle
@@ -106,7 +118,7 @@ func (p *workers) idleFor() time.Duration {
 // next waits for w's next job (nil: exit). In an unbounded pool, once w has
 // been idle for idleAfter it retires itself and every worker idle longer
 // (those below it in the stack), unless a job reached it meanwhile.
-func (w *worker) next(p *workers) func() {
+func (w *worker) next(p *workers) job {
 	if p.max > 0 { // a few workers, busy: no timer on the hot path
 		return <-w.jobs
 	}
@@ -117,9 +129,9 @@ func (w *worker) next(p *workers) func() {
 		w.timer.Reset(after)
 	}
 	select {
-	case f := <-w.jobs:
+	case j := <-w.jobs:
 		w.timer.Stop()
-		return f
+		return j
 	case <-w.timer.C:
 	}
 	p.mu.Lock()
@@ -130,14 +142,14 @@ func (w *worker) next(p *workers) func() {
 	return <-w.jobs // the job run handed it, or the nil that retired it
 }
 
-func (w *worker) loop(p *workers, f func()) {
+func (w *worker) loop(p *workers, j job) {
 	defer p.live.Done()
-	for f != nil {
-		f()
-		f = nil // do not keep the job's closure alive while idle
+	for j != nil {
+		j.run()
+		j = nil // do not keep the job's closure alive while idle
 		p.mu.Lock()
 		if len(p.queue) > 0 {
-			f = p.queue[0]
+			j = p.queue[0]
 			p.queue[0] = nil
 			p.queue = p.queue[1:]
 			p.mu.Unlock()
@@ -152,7 +164,7 @@ func (w *worker) loop(p *workers, f func()) {
 		w.inIdle = true
 		p.idle = append(p.idle, w)
 		p.mu.Unlock()
-		f = w.next(p)
+		j = w.next(p)
 	}
 }
 
