@@ -145,6 +145,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		e.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 			return slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With(slog.String("component", "protoactor"))
 		}))
+		actors.CompactRegistry(e.sys)
 	}
 	if cfg.Cluster.enabled() {
 		if err := e.joinCluster(ctx); err != nil {

@@ -30,10 +30,14 @@ type harness struct {
 	src *actor.PID
 }
 
+// quietSystem is an actor system as the engine makes its own: quiet, with
+// a compacted registry.
 func quietSystem() *actor.ActorSystem {
-	return actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}))
+	CompactRegistry(sys)
+	return sys
 }
 
 func newHarness(t *testing.T, j journal.Journal) *harness {
