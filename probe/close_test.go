@@ -41,11 +41,19 @@ func TestCloseWithResetTimeWait(t *testing.T) {
 		for _, cm := range []CloseMode{CloseFIN, CloseReset, CloseAuto} {
 			rst := cm.resets(tc.mode)
 			t.Run(tc.name+"/close="+cm.String(), func(t *testing.T) {
-				f := startFarm(t, 1)
+				// One proxy a check: the kernel may recycle a TIME_WAIT
+				// socket for a new connection to the same address from
+				// the same port (loopback, tcp_tw_reuse), which would hide
+				// one from the count.
+				f := startFarm(t, n)
+				addrs := make([]string, n)
+				for i := range addrs {
+					addrs[i] = f.Addr(i)
+				}
 				c := newChecker(t, Config{TargetURL: tc.target, Mode: tc.mode, TLSConfig: f.ClientTLSConfig(), Close: cm})
 				before := timeWaitSet(t)
-				for range n {
-					r := checkURL(t, c, tc.scheme+"://"+f.Addr(0))
+				for i := range n {
+					r := checkURL(t, c, tc.scheme+"://"+f.Addr(i))
 					status := 200
 					if tc.mode == ModeTCPConnect {
 						status = 0
@@ -57,14 +65,14 @@ func TestCloseWithResetTimeWait(t *testing.T) {
 					// its peer, reset, never sends the FIN that would put
 					// either side into TIME_WAIT: the count cannot grow
 					// later, so there is nothing to wait for.
-					if client, proxy := newTimeWaits(t, before, f.Addr(0)); client != 0 || proxy != 0 {
+					if client, proxy := newTimeWaits(t, before, addrs...); client != 0 || proxy != 0 {
 						t.Errorf("%d checks left %d TIME_WAIT sockets on the checker's side and %d on the proxy's, want none", n, client, proxy)
 					}
 					return
 				}
 				var client, proxy int
 				testutil.EventuallyExplain(t, 5*time.Second, func() bool {
-					client, proxy = newTimeWaits(t, before, f.Addr(0))
+					client, proxy = newTimeWaits(t, before, addrs...)
 					return client+proxy >= n
 				}, func() string {
 					return fmt.Sprintf("%d checks closed with a FIN left %d TIME_WAIT sockets on the checker's side and %d on the proxy's, want %d in all", n, client, proxy, n)

@@ -91,27 +91,32 @@ func timeWaitSet(tb testing.TB) map[tcpSocket]bool {
 	return set
 }
 
-// newTimeWaits counts the TIME_WAIT sockets of connections to addr (a
-// "host:port" listener) that are listed now and were not in before: client
-// is the connecting side's (remote address addr), server the listener
-// side's (local address addr). Sockets that expired meanwhile do not make
-// the counts negative; a TIME_WAIT socket the kernel recycled for a new
-// connection (net.ipv4.tcp_tw_reuse) is not counted.
-func newTimeWaits(tb testing.TB, before map[tcpSocket]bool, addr string) (client, server int) {
+// newTimeWaits counts the TIME_WAIT sockets of connections to addrs
+// ("host:port" listeners) that are listed now and were not in before:
+// client is the connecting side's (remote address one of addrs), server the
+// listener side's (local address one of addrs). Sockets that expired
+// meanwhile do not make the counts negative; a TIME_WAIT socket the kernel
+// recycled for a new connection to the same listener from the same port
+// (net.ipv4.tcp_tw_reuse) is not counted, so a test that counts one socket
+// a connection connects each to a listener of its own.
+func newTimeWaits(tb testing.TB, before map[tcpSocket]bool, addrs ...string) (client, server int) {
 	tb.Helper()
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		tb.Fatalf("newTimeWaits: %q: %v", addr, err)
+	want := make(map[netip.AddrPort]bool, len(addrs))
+	for _, addr := range addrs {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			tb.Fatalf("newTimeWaits: %q: %v", addr, err)
+		}
+		want[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = true
 	}
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	for s := range timeWaitSet(tb) {
 		if before[s] {
 			continue
 		}
-		if s.remote == ap {
+		if want[s.remote] {
 			client++
 		}
-		if s.local == ap {
+		if want[s.local] {
 			server++
 		}
 	}
