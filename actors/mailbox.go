@@ -54,8 +54,7 @@ type mailbox struct {
 func (m *mailbox) PostUserMessage(msg any) {
 	m.mu.Lock()
 	m.q = append(m.q, msg)
-	run := !m.scheduled && !m.suspended
-	m.scheduled = m.scheduled || run
+	run := m.wake()
 	m.mu.Unlock()
 	if run {
 		m.schedule()
@@ -68,8 +67,7 @@ func (m *mailbox) PostSystemMessage(msg any) {
 	m.mu.Lock()
 	m.q = slices.Insert(m.q, int(m.head+m.nsys), msg)
 	m.nsys++
-	run := !m.scheduled
-	m.scheduled = true
+	run := m.wake()
 	m.mu.Unlock()
 	if run {
 		m.schedule()
@@ -89,6 +87,22 @@ func (m *mailbox) UserMessageCount() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.q) - int(m.head) - int(m.nsys)
+}
+
+// runnable reports whether a message can run: a system message, or a user
+// message while the mailbox is not suspended (m.mu held).
+func (m *mailbox) runnable() bool {
+	return m.nsys > 0 || (!m.suspended && int(m.head) < len(m.q))
+}
+
+// wake marks the mailbox scheduled if it is not and a message can run, and
+// reports whether the caller is to schedule that run (m.mu held).
+func (m *mailbox) wake() bool {
+	if m.scheduled || !m.runnable() {
+		return false
+	}
+	m.scheduled = true
+	return true
 }
 
 // schedule hands a run to the dispatcher: to the worker pool as a job,
@@ -119,7 +133,7 @@ func (m *mailbox) next() (msg any, system, ok bool) {
 			return msg, true, true
 		}
 	}
-	if m.suspended || int(m.head) == len(m.q) {
+	if !m.runnable() {
 		m.scheduled = false
 		return nil, false, false
 	}
@@ -175,8 +189,8 @@ func (m *mailbox) run() {
 // message can run (EscalateFailure has just posted the suspension).
 func (m *mailbox) rerun() {
 	m.mu.Lock()
-	run := m.nsys > 0 || (!m.suspended && int(m.head) < len(m.q))
-	m.scheduled = run
+	m.scheduled = false
+	run := m.wake()
 	m.mu.Unlock()
 	if run {
 		m.schedule()
