@@ -535,7 +535,7 @@ func (e *Engine) spec(src *source, p *proxy) actors.ProxySpec {
 		// goroutine each (and the others on one of their own), so the
 		// actor needs no Check: one closure a proxy, not two.
 		CheckAsync: func(ctx context.Context, done func(events.CheckResult)) {
-			checker.CheckAsync(ctx, *u, func(r probe.Result) { done(checkResult(r)) })
+			checker.CheckAsync(ctx, *u, probe.DoneFunc(func(r probe.Result) { done(checkResult(r)) }))
 		},
 	}
 }

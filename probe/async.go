@@ -6,13 +6,29 @@ import (
 	"time"
 )
 
-// CheckAsync runs the same check as Check and calls done exactly once with
-// the Result that Check would have returned for the same network
+// Done receives the Result of a check that CheckAsync started. A type
+// with a Done method lets a caller hand over, as done, the object it would
+// allocate for the check anyway (the message carrying the result on), so
+// that starting a check allocates no closure; DoneFunc adapts a function.
+type Done interface {
+	// Done is called exactly once with the check's Result; see CheckAsync
+	// for the goroutine it runs on and what it must not do.
+	Done(Result)
+}
+
+// DoneFunc is a function used as a Done.
+type DoneFunc func(Result)
+
+// Done calls f(r).
+func (f DoneFunc) Done(r Result) { f(r) }
+
+// CheckAsync runs the same check as Check and calls done.Done exactly once
+// with the Result that Check would have returned for the same network
 // behaviour: same Class, StatusCode, Message, Canceled and the same
 // meaning of Connect, FirstByte and Total. It returns at once; it never
 // blocks on the network and never calls done before it returns.
 //
-// done runs on an internal goroutine (on Linux, usually the event loop
+// done.Done runs on an internal goroutine (on Linux, usually the event loop
 // that serves many checks at once), so it must not block, must be cheap
 // and must not call back into the Checker synchronously: hand the Result
 // on (an actor message, a buffered channel send that cannot block) and
@@ -31,7 +47,7 @@ import (
 //
 // Canceling ctx aborts the check promptly (Canceled is set, as Check does);
 // its deadline, if earlier than Config.Timeout, bounds the check.
-func (c *Checker) CheckAsync(ctx context.Context, proxy ProxyURL, done func(Result)) {
+func (c *Checker) CheckAsync(ctx context.Context, proxy ProxyURL, done Done) {
 	if c.fastPath(proxy) && ctx.Err() == nil && startAsync(c, ctx, proxy, done) {
 		return
 	}
@@ -41,8 +57,8 @@ func (c *Checker) CheckAsync(ctx context.Context, proxy ProxyURL, done func(Resu
 // checkTo is CheckAsync's fallback: Check on the caller's goroutine (a new
 // one), then done. (A function of its own, so that CheckAsync's arguments
 // stay on the stack on the fast path.)
-func (c *Checker) checkTo(ctx context.Context, proxy ProxyURL, done func(Result)) {
-	done(c.Check(ctx, proxy))
+func (c *Checker) checkTo(ctx context.Context, proxy ProxyURL, done Done) {
+	done.Done(c.Check(ctx, proxy))
 }
 
 // fastPath reports whether a check of proxy can run on the event loop: its

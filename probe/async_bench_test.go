@@ -118,7 +118,7 @@ func BenchmarkCheckAsync(b *testing.B) {
 			}
 			ctx, cancel := context.WithCancel(context.Background()) // cancelable, as the actors' are
 			defer cancel()
-			runInFlight(b, f, tc.scheme, func(p ProxyURL, finish func(Result)) { c.CheckAsync(ctx, p, finish) })
+			runInFlight(b, f, tc.scheme, func(p ProxyURL, finish func(Result)) { c.CheckAsync(ctx, p, DoneFunc(finish)) })
 		})
 	}
 }

@@ -75,7 +75,7 @@ func FuzzReplay(f *testing.F) {
 			var got *Result
 			a := &acheck{c: k.c, ctx: context.Background(), p: k.p, fd: -1, heapIdx: -1, dead: true,
 				in: append([]byte(nil), b...), eof: eof, start: time.Now(),
-				done: func(r Result) { got = &r }}
+				done: DoneFunc(func(r Result) { got = &r })}
 			a.deadline = a.start.Add(time.Hour)
 			a.phase = phHandshake
 			if k.p.scheme == SchemeHTTP {
@@ -133,7 +133,7 @@ func TestReplayTrickleBounded(t *testing.T) {
 			defer putState(l.st)
 			var got *Result
 			a := &acheck{c: c, ctx: context.Background(), p: p, fd: -1, heapIdx: -1, dead: true,
-				start: time.Now(), done: func(r Result) { got = &r }}
+				start: time.Now(), done: DoneFunc(func(r Result) { got = &r })}
 			a.deadline = a.start.Add(time.Hour)
 			l.sendRequest(a)
 			for i := 0; i < len(tc.in) && got == nil; i++ {

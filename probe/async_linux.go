@@ -60,7 +60,7 @@ type acheck struct {
 	ctx      context.Context
 	p        ProxyURL
 	addr     netip.AddrPort
-	done     func(Result)
+	done     Done
 	stop     func() bool // stops the check's own context.AfterFunc
 	watch    *ctxWatch   // or the shared one it counts in
 	loop     *evloop
@@ -129,7 +129,7 @@ var (
 
 // startAsync queues the check on the event loop (starting it if needed);
 // false means the loop could not be started and the caller falls back.
-func startAsync(c *Checker, ctx context.Context, p ProxyURL, done func(Result)) bool {
+func startAsync(c *Checker, ctx context.Context, p ProxyURL, done Done) bool {
 	addr, _ := proxyAddr(p)
 	start := time.Now()
 	deadline := start.Add(c.cfg.Timeout)
@@ -842,7 +842,7 @@ func (l *evloop) finish(a *acheck, f *failure) {
 	}
 	clear(a.pending)
 	r := a.c.finish(a.ctx, a.p, a.start, a.r, f)
-	a.done(r)
+	a.done.Done(r)
 	if reusable {
 		l.finished = append(l.finished, a)
 	}

@@ -51,7 +51,7 @@ func TestCheckAsyncCancel(t *testing.T) {
 		results := make(chan Result, n)
 		before = got.Load()
 		for range n {
-			c.CheckAsync(ctx, p, func(r Result) { results <- r })
+			c.CheckAsync(ctx, p, DoneFunc(func(r Result) { results <- r }))
 		}
 		waitFor(t, func() bool { return got.Load() == before+n })
 		start := time.Now()
@@ -100,12 +100,12 @@ func TestCheckAsyncMany(t *testing.T) {
 	var answered atomic.Int32
 	for i := range n {
 		p := MustParseProxyURL(f.URLWith(i, schemes[i/len(kinds)%len(schemes)], "", ""))
-		c.CheckAsync(context.Background(), p, func(r Result) {
+		c.CheckAsync(context.Background(), p, DoneFunc(func(r Result) {
 			if calls[i].Add(1) == 1 {
 				results[i] = r
 			}
 			answered.Add(1)
-		})
+		}))
 	}
 	waitFor(t, func() bool { return answered.Load() >= n })
 	// Once the loop has exited (idle), no further call can come.
@@ -137,11 +137,11 @@ func TestCheckAsyncSharedContext(t *testing.T) {
 	defer cancelB()
 	resA, resB := make(chan Result, n), make(chan Result, n)
 	for range n {
-		c.CheckAsync(ctxA, p, func(r Result) { resA <- r })
+		c.CheckAsync(ctxA, p, DoneFunc(func(r Result) { resA <- r }))
 	}
 	waitFor(t, func() bool { return got.Load() == n })
 	for range n {
-		c.CheckAsync(ctxB, p, func(r Result) { resB <- r })
+		c.CheckAsync(ctxB, p, DoneFunc(func(r Result) { resB <- r }))
 	}
 	waitFor(t, func() bool { return got.Load() == 2*n })
 	cancelB()
@@ -218,7 +218,7 @@ func TestCheckAsyncReusesFinishedChecks(t *testing.T) {
 	hold, release := context.WithCancel(context.Background())
 	held := make(chan Result, 1)
 	newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/", Timeout: time.Hour}).
-		CheckAsync(hold, MustParseProxyURL("http://"+silentProxy(t, &got)), func(r Result) { held <- r })
+		CheckAsync(hold, MustParseProxyURL("http://"+silentProxy(t, &got)), DoneFunc(func(r Result) { held <- r }))
 	waitFor(t, func() bool { return got.Load() == 1 })
 	fds := openFDs(t)
 	for round := range rounds {
@@ -235,12 +235,12 @@ func TestCheckAsyncReusesFinishedChecks(t *testing.T) {
 			case 2:
 				ctx, cancel = context.WithCancel(context.Background())
 			}
-			c.CheckAsync(ctx, p, func(r Result) {
+			c.CheckAsync(ctx, p, DoneFunc(func(r Result) {
 				if calls[i].Add(1) == 1 {
 					results[i] = r
 				}
 				answered.Add(1)
-			})
+			}))
 			if i%6 == 5 {
 				cancel() // as the check starts: cancelled, or done first
 			}

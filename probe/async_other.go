@@ -6,4 +6,4 @@ import "context"
 
 // startAsync has no event loop outside Linux: CheckAsync runs Check on a
 // goroutine.
-func startAsync(*Checker, context.Context, ProxyURL, func(Result)) bool { return false }
+func startAsync(*Checker, context.Context, ProxyURL, Done) bool { return false }

@@ -23,7 +23,7 @@ import (
 func checkAsync(t testing.TB, c *Checker, ctx context.Context, p ProxyURL) Result {
 	t.Helper()
 	ch := make(chan Result, 2)
-	c.CheckAsync(ctx, p, func(r Result) { ch <- r })
+	c.CheckAsync(ctx, p, DoneFunc(func(r Result) { ch <- r }))
 	select {
 	case r := <-ch:
 		return r

@@ -132,9 +132,11 @@
 // # Checks without a goroutine each (CheckAsync)
 //
 // CheckAsync(ctx, proxy, done) gives the Result Check would give and calls
-// done once, on an internal goroutine. On Linux the common checks (an
-// IP-literal proxy; http, socks4, socks4a, socks5 or socks5h with an
-// http:// target and no BodyPattern; ModeTCPConnect; no EchoURL or
+// done.Done once, on an internal goroutine (done is an interface, Done, so
+// that a caller can pass the object it allocates for the check anyway
+// instead of a closure; DoneFunc adapts a function). On Linux the common
+// checks (an IP-literal proxy; http, socks4, socks4a, socks5 or socks5h
+// with an http:// target and no BodyPattern; ModeTCPConnect; no EchoURL or
 // WithDialContext) run as state machines on one shared epoll event loop:
 // socket, non-blocking connect, handshake, request, reads, close, with a
 // deadline heap and cancellation posted through an eventfd. The loop judges
