@@ -533,12 +533,21 @@ func (e *Engine) spec(src *source, p *proxy) actors.ProxySpec {
 		Settings:       src.settings,
 		// The probe's event loop runs the common checks without a
 		// goroutine each (and the others on one of their own), so the
-		// actor needs no Check: one closure a proxy, not two.
-		CheckAsync: func(ctx context.Context, done func(events.CheckResult)) {
-			checker.CheckAsync(ctx, *u, probe.DoneFunc(func(r probe.Result) { done(checkResult(r)) }))
+		// actor needs no Check: one closure a proxy, not two. The
+		// actor's completion goes to the probe as it is, converted: a
+		// check allocates no adapter.
+		CheckAsync: func(ctx context.Context, done *actors.CheckDone) {
+			checker.CheckAsync(ctx, *u, (*probeDone)(done))
 		},
 	}
 }
+
+// probeDone is a proxy actor's check completion as the probe calls it
+// (probe.Done): the same object, which takes a probe.Result.
+type probeDone actors.CheckDone
+
+// Done hands the probe's result to the actor as the state machine takes it.
+func (d *probeDone) Done(r probe.Result) { (*actors.CheckDone)(d).Done(checkResult(r)) }
 
 // checkResult is a probe's result as the state machine takes it.
 func checkResult(r probe.Result) events.CheckResult {

@@ -126,8 +126,8 @@ func noJitter() events.Config {
 
 // checkAsync runs the script like an event-loop checker: the check goes
 // on elsewhere and its result comes back through done.
-func (s *script) checkAsync(ctx context.Context, done func(events.CheckResult)) {
-	go func() { done(s.check(ctx)) }()
+func (s *script) checkAsync(ctx context.Context, done *CheckDone) {
+	go func() { done.Done(s.check(ctx)) }()
 }
 
 func (h *harness) spawn(id string, cfg events.Config, s *script) *actor.PID {

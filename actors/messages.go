@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -43,7 +44,7 @@ type ProxySpec struct {
 	// Check runs one check (one of Check and CheckAsync is required).
 	Check CheckFunc
 	// CheckAsync, when set, is used instead of Check: it starts one check
-	// and calls done exactly once with its result, from any goroutine,
+	// and calls done.Done exactly once with its result, from any goroutine,
 	// without blocking. A checker that needs no goroutine per check (the
 	// probe's event loop) saves the actor a hand-off to the work pool.
 	CheckAsync AsyncCheckFunc
@@ -74,10 +75,47 @@ type CheckSettings struct {
 	Timeout time.Duration
 }
 
-// AsyncCheckFunc starts one active check of a proxy and calls done exactly
-// once with the result, on any goroutine; done does not block (it sends a
-// message). It must honour ctx like CheckFunc.
-type AsyncCheckFunc func(ctx context.Context, done func(events.CheckResult))
+// AsyncCheckFunc starts one active check of a proxy and calls done.Done
+// exactly once with the result, on any goroutine; Done does not block (it
+// sends a message). It must honour ctx like CheckFunc.
+//
+// done is a pointer to a concrete type, not a function or an interface, so
+// that a checker whose completion takes another result type passes it on
+// without an adapter allocated per check: it defines its own type on
+// CheckDone (type myDone actors.CheckDone, whose method converts the result
+// and calls (*actors.CheckDone)(d).Done) and passes (*myDone)(done).
+type AsyncCheckFunc func(ctx context.Context, done *CheckDone)
+
+// CheckDone is the completion of one check started through an
+// AsyncCheckFunc, and the message that brings a check's result (of Check
+// too) to its actor: with CheckAsync, the one object the actor allocates
+// to start a check and take its result back. It names the actor
+// incarnation and check generation that started the check and guards
+// against a second completion. Only a proxy actor makes one.
+type CheckDone struct {
+	owner  *proxyActor // the incarnation that started the check
+	gen    uint64      // its check generation
+	sys    *actor.ActorSystem
+	self   *actor.PID
+	once   atomic.Bool // set by the first Done, or by a panic of the check's start
+	result events.CheckResult
+}
+
+// Done hands the check's result to the actor that started the check. Only
+// the first call counts (a later one does nothing, as does one after the
+// check's start panicked); it may be called from any goroutine, even before
+// the AsyncCheckFunc returns, and does not block. A result that arrives
+// after its check was given up (a zombie, a restart) is ignored by the
+// actor.
+func (d *CheckDone) Done(r events.CheckResult) {
+	if !d.once.CompareAndSwap(false, true) {
+		return
+	}
+	d.result = r
+	env := d.owner.env // read before the send: the message then belongs to the actor
+	d.sys.Root.Send(d.self, d)
+	env.work.Done()
+}
 
 // Commands accepted by a proxy actor. Each is answered with a *Reply once
 // its events (if any) are durable and applied. Send them with RequestFuture.
@@ -151,14 +189,10 @@ type (
 	checkDue    struct{ gen uint64 }
 	ejectionDue struct{ gen uint64 }
 	slotGranted struct{ gen uint64 }
-	// probeDone and probePanicked name the incarnation that started the
-	// probe: a probe is not cancelled when its actor restarts, and the new
-	// incarnation's check generations start again from zero.
-	probeDone struct {
-		owner  *proxyActor
-		gen    uint64
-		result events.CheckResult
-	}
+	// probePanicked, like CheckDone (the message of a probe's result),
+	// names the incarnation that started the probe: a probe is not
+	// cancelled when its actor restarts, and the new incarnation's check
+	// generations start again from zero.
 	probePanicked struct {
 		owner *proxyActor
 		gen   uint64

@@ -112,7 +112,7 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 		}
 	case *slotGranted:
 		a.onSlotGranted(ctx, m)
-	case *probeDone:
+	case *CheckDone:
 		a.onProbeDone(ctx, m)
 	case *probePanicked:
 		if m.owner == a && m.gen == a.checkGen && a.checking {
@@ -720,7 +720,7 @@ func (a *proxyActor) onSlotGranted(ctx actor.Context, m *slotGranted) {
 }
 
 // startProbe starts the check (through the spec's CheckAsync, or Check on a
-// pooled goroutine); its result comes back as a probeDone message (or
+// pooled goroutine); its result comes back as a *CheckDone message (or
 // probePanicked), and a zombie timer bounds it.
 func (a *proxyActor) startProbe(ctx actor.Context) {
 	if !a.env.begin() {
@@ -730,22 +730,18 @@ func (a *proxyActor) startProbe(ctx actor.Context) {
 	pctx := a.env.ctx
 	gen, self, sys, check, owner := a.checkGen, ctx.Self(), ctx.ActorSystem(), a.spec.Check, a
 	if async := a.spec.CheckAsync; async != nil {
-		var once atomic.Bool
+		// One allocation per check: the completion is the message.
+		done := &CheckDone{owner: owner, gen: gen, sys: sys, self: self}
 		func() {
 			defer func() {
 				if v := recover(); v != nil { // the actor restarts; the check is over
-					if once.CompareAndSwap(false, true) {
+					if done.once.CompareAndSwap(false, true) {
 						a.env.work.Done()
 					}
 					panic(v)
 				}
 			}()
-			async(pctx, func(r events.CheckResult) {
-				if once.CompareAndSwap(false, true) {
-					sys.Root.Send(self, &probeDone{owner: owner, gen: gen, result: r})
-					a.env.work.Done()
-				}
-			})
+			async(pctx, done)
 		}()
 	} else {
 		a.env.pool.run(func() {
@@ -755,7 +751,7 @@ func (a *proxyActor) startProbe(ctx actor.Context) {
 					sys.Root.Send(self, &probePanicked{owner: owner, gen: gen, value: v})
 				}
 			}()
-			sys.Root.Send(self, &probeDone{owner: owner, gen: gen, result: check(pctx)})
+			sys.Root.Send(self, &CheckDone{owner: owner, gen: gen, result: check(pctx)})
 		})
 	}
 	if a.spec.Settings.Timeout > 0 {
@@ -763,7 +759,7 @@ func (a *proxyActor) startProbe(ctx actor.Context) {
 	}
 }
 
-func (a *proxyActor) onProbeDone(ctx actor.Context, m *probeDone) {
+func (a *proxyActor) onProbeDone(ctx actor.Context, m *CheckDone) {
 	if m.owner != a || m.gen != a.checkGen || !a.checking {
 		return
 	}

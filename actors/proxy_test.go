@@ -677,6 +677,63 @@ func TestAsyncChecksFollowTheSameStory(t *testing.T) {
 	}
 }
 
+// TestAsyncCheckCompletesOnce: a checker that calls done twice, or panics
+// after or before calling it, gets at most one result per check recorded:
+// a second Done is dropped, a result sent before a panic reaches only the
+// restarted incarnation (which ignores it), and a Done after a panic does
+// nothing. The actor's work stays balanced: a second work.Done would panic,
+// a missing one would make Env.Wait time out.
+func TestAsyncCheckCompletesOnce(t *testing.T) {
+	h := newHarness(t, nil)
+	var calls atomic.Int64
+	late := make(chan *CheckDone, 1)
+	check := func(_ context.Context, done *CheckDone) {
+		switch calls.Add(1) {
+		case 1: // twice: the second result is dropped
+			done.Done(ok)
+			done.Done(fail)
+		case 2: // a result, then a panic: the actor restarts
+			done.Done(fail)
+			panic("checker exploded after its result")
+		case 3: // a panic before the result, which comes anyway, later
+			late <- done
+			panic("checker exploded before its result")
+		default:
+			go done.Done(ok)
+		}
+	}
+	pid := h.spawnSpec(ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1",
+		Settings: &CheckSettings{Health: noJitter(), Timeout: checkTimeout}, CheckAsync: check})
+	h.step(pid)
+	if st := h.idle(pid).State; st.TotalChecks != 1 || st.Health != pb.HealthState_HEALTH_STATE_HEALTHY {
+		t.Fatalf("after the check that called done twice: %d checks, %s; want 1, healthy", st.TotalChecks, events.StateName(st.Health))
+	}
+	h.step(pid) // checks 2 and 3 panic (two restarts), check 4 is recorded
+	if n := calls.Load(); n != 4 {
+		t.Fatalf("%d calls of the checker for 2 recorded checks, want 4", n)
+	}
+	// Nothing is in flight now (the clock stands still): the panics
+	// ended their checks' work.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.env.Wait(ctx); err != nil {
+		t.Fatalf("the panicking checks' work is still counted: %v", err)
+	}
+	(<-late).Done(fail)
+	h.sync(pid)
+	if st := h.idle(pid).State; st.TotalChecks != 2 || st.Health != pb.HealthState_HEALTH_STATE_HEALTHY {
+		t.Fatalf("after the panics and the late result: %d checks, %s; want 2, healthy", st.TotalChecks, events.StateName(st.Health))
+	}
+	for _, env := range h.stream("p1") {
+		if env.GetCheckFailed() != nil {
+			t.Fatalf("a dropped or stale result was journaled: %v", env)
+		}
+	}
+	if n := h.env.Limiter.InFlight(); n != 0 {
+		t.Fatalf("%d limiter slots held after the panics", n)
+	}
+}
+
 // TestSpecWithoutSettingsIsRefused: a spec needs its source's check
 // settings and a check; spawning or reconfiguring a proxy without them is
 // an error that names the field, not a nil call in the actor.
