@@ -50,12 +50,18 @@
 //	  state_pb BLOB (the proxy's events.ToSnapshot, protobuf: the exact
 //	  state, reloaded on open)
 //	  indexes (state, source), (source, state)
-//	check_history — one row per check, kept 24 h (up to a minute more:
-//	    rows are deleted a minute at a time) before the newest applied
-//	    event (deterministic pruning: a rebuild equals incremental):
-//	  seq INTEGER PRIMARY KEY, proxy_id, at, ok, class ('' when ok),
-//	  status_code, connect_ms, first_byte_ms, total_ms, message
-//	  indexes (proxy_id, at), (at)
+//	check_history — a view (UNION ALL) of check_history_archive and
+//	    check_history_recent: one row per check, kept 24 h (up to a minute
+//	    more: rows are deleted a minute at a time) before the newest
+//	    applied event (deterministic pruning: a rebuild equals
+//	    incremental):
+//	  seq, proxy_id, at, ok, class ('' when ok), status_code, connect_ms,
+//	  first_byte_ms, total_ms, message
+//	  check_history_recent: the latest checks, appended (seq INTEGER
+//	    PRIMARY KEY, no other index); once it holds 16 rows a proxy
+//	    (at least 4,096, at most 524,288) they move to the archive, sorted
+//	    by proxy and time
+//	  check_history_archive: the rest; indexes (proxy_id, at), (at)
 //	state_changes — kept 7 days (up to a minute more) before the newest
 //	    applied event:
 //	  seq INTEGER PRIMARY KEY, proxy_id, at, from_state, to_state, reason,

@@ -57,6 +57,16 @@ type applier struct {
 	// deferProxies (rebuilds only) leaves the proxies table alone in
 	// applyBatch: flushProxies writes every cached row once at the end.
 	deferProxies bool
+	// archive (rebuilds only) writes check rows straight into
+	// historyArchive, whose indexes a rebuild creates at the end; an
+	// incremental view appends them to historyRecent and merges.
+	archive bool
+	// recent is the number of rows in historyRecent as of the last commit,
+	// recentOldest the oldest at among them (unix ns; 0: none, or not
+	// known to be older than the first prune cutoff); added is the number
+	// the current batch wrote.
+	recent, recentOldest int64
+	added                int64
 
 	// testHookBeforeCommit, when set, runs before each commit; an error
 	// aborts the batch (tests use it to simulate a crash).
@@ -81,8 +91,9 @@ type applier struct {
 
 // writer is the applier's connection and its prepared statements.
 type writer struct {
-	conn *sql.Conn
-	st   stmts
+	conn    *sql.Conn
+	history string // the table st's check inserts write to
+	st      stmts
 	// upd are the UPDATEs of proxies rows by the columns they set
 	// (updateStmt).
 	upd map[colMask]driver.Stmt
@@ -98,10 +109,10 @@ func (a *applier) connect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sqlview: connect: %w", err)
 	}
-	w := &writer{conn: conn}
+	w := &writer{conn: conn, history: a.history()}
 	err = conn.Raw(func(dc any) error {
 		c := dc.(driver.Conn)
-		for _, t := range w.st.targets() {
+		for _, t := range w.st.targets(w.history) {
 			st, err := prepare(ctx, c, t.text)
 			if err != nil {
 				return err
@@ -121,7 +132,7 @@ func (a *applier) connect(ctx context.Context) error {
 // close finalizes the statements and returns the connection to the pool.
 func (w *writer) close() {
 	w.conn.Raw(func(any) error {
-		for _, t := range w.st.targets() {
+		for _, t := range w.st.targets(w.history) {
 			if *t.dst != nil {
 				(*t.dst).Close()
 				*t.dst = nil
@@ -170,6 +181,26 @@ func exec(ctx context.Context, st driver.Stmt, args []driver.NamedValue) error {
 	return err
 }
 
+// execCount is exec that returns the number of rows changed.
+func execCount(ctx context.Context, st driver.Stmt, args []driver.NamedValue) (int64, error) {
+	var res driver.Result
+	var err error
+	if x, ok := st.(driver.StmtExecContext); ok {
+		res, err = x.ExecContext(ctx, args)
+	} else {
+		vals := make([]driver.Value, len(args))
+		for i := range args {
+			vals[i] = args[i].Value
+		}
+		//nolint:staticcheck // the fallback for drivers without StmtExecContext
+		res, err = st.Exec(vals)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
 // begin starts a transaction on the driver connection c.
 func begin(ctx context.Context, c driver.Conn) (driver.Tx, error) {
 	if b, ok := c.(driver.ConnBeginTx); ok {
@@ -193,19 +224,31 @@ var marshalOpts = proto.MarshalOptions{Deterministic: true}
 // stmts are the applier's prepared statements.
 type stmts struct {
 	check, success, change, pool, insert, del, offset, source, pruneChecks, pruneChanges driver.Stmt
+	merge, clearRecent, pruneRecent                                                      driver.Stmt
 }
 
 const (
 	// sqlInsertCheck writes one row: multi-row INSERTs of 64 rows cost
 	// about a quarter more CPU per event (measured with BenchmarkIncremental
 	// and BenchmarkSteadyState).
-	sqlInsertCheck = `INSERT INTO check_history (seq, proxy_id, at, ok, class, status_code, connect_ms, first_byte_ms, total_ms, message) VALUES (?,?,?,?,?,?,?,?,?,?)`
+	// (Into the table named by %s: historyRecent, or historyArchive in a
+	// rebuild.)
+	sqlInsertCheck = `INSERT INTO %s (` + historyColumns + `) VALUES (?,?,?,?,?,?,?,?,?,?)`
 	// sqlInsertSuccess is sqlInsertCheck for a success (ok 1, class and
 	// message empty): three values fewer to bind, each a call into C.
-	sqlInsertSuccess = `INSERT INTO check_history (seq, proxy_id, at, ok, class, status_code, connect_ms, first_byte_ms, total_ms, message) VALUES (?,?,?,1,'',?,?,?,?,'')`
-	sqlInsertChange  = `INSERT INTO state_changes (seq, proxy_id, at, from_state, to_state, reason, recovery_attempt) VALUES (?,?,?,?,?,?,?)`
-	sqlInsertPool    = `INSERT INTO pool_events (seq, at, type, healthy_pct, threshold, healthy, total) VALUES (?,?,?,?,?,?,?)`
-	sqlDeleteProxy   = `DELETE FROM proxies WHERE id = ?`
+	sqlInsertSuccess = `INSERT INTO %s (` + historyColumns + `) VALUES (?,?,?,1,'',?,?,?,?,'')`
+	// sqlMerge moves the recent checks of the proxies from ?1 up to ?2
+	// (NULL: all the rest) into the archive in the order of its (proxy_id,
+	// at) index, so that each proxy's rows go into one place of it and the
+	// archive's table is appended to; sqlClearRecent then empties the
+	// recent table.
+	sqlMerge = `INSERT INTO ` + historyArchive + ` (` + historyColumns + `) SELECT ` + historyColumns + ` FROM ` + historyRecent +
+		` WHERE proxy_id >= ?1 AND (?2 IS NULL OR proxy_id < ?2) ORDER BY proxy_id, at`
+	sqlClearRecent  = `DELETE FROM ` + historyRecent
+	sqlPruneRecent  = `DELETE FROM ` + historyRecent + ` WHERE at < ?`
+	sqlInsertChange = `INSERT INTO state_changes (seq, proxy_id, at, from_state, to_state, reason, recovery_attempt) VALUES (?,?,?,?,?,?,?)`
+	sqlInsertPool   = `INSERT INTO pool_events (seq, at, type, healthy_pct, threshold, healthy, total) VALUES (?,?,?,?,?,?,?)`
+	sqlDeleteProxy  = `DELETE FROM proxies WHERE id = ?`
 	// sqlSourceEvent records a source's refresh events: a NULL argument
 	// leaves its column as it was.
 	sqlSourceEvent = `INSERT INTO source_refreshes (source, last_refresh, last_error, last_error_at, held) VALUES (?1, ?2, COALESCE(?3, ''), ?4, COALESCE(?5, 0))
@@ -213,7 +256,7 @@ const (
 	last_error_at=COALESCE(?4, last_error_at), held=COALESCE(?5, held)`
 	sqlSetOffset = `INSERT INTO projection_offsets (name, seq, newest_at_unix_nano) VALUES (?,?,?)
 	ON CONFLICT(name) DO UPDATE SET seq=excluded.seq, newest_at_unix_nano=excluded.newest_at_unix_nano`
-	sqlPruneChecks  = `DELETE FROM check_history WHERE at < ?`
+	sqlPruneChecks  = `DELETE FROM ` + historyArchive + ` WHERE at < ?`
 	sqlPruneChanges = `DELETE FROM state_changes WHERE at < ?`
 )
 
@@ -222,10 +265,74 @@ type stmtTarget struct {
 	text string
 }
 
-func (s *stmts) targets() []stmtTarget {
-	return []stmtTarget{{&s.check, sqlInsertCheck}, {&s.success, sqlInsertSuccess}, {&s.change, sqlInsertChange}, {&s.pool, sqlInsertPool}, {&s.insert, insertSQL},
-		{&s.del, sqlDeleteProxy}, {&s.offset, sqlSetOffset}, {&s.source, sqlSourceEvent}, {&s.pruneChecks, sqlPruneChecks}, {&s.pruneChanges, sqlPruneChanges}}
+// targets lists the statements and their texts; history is the table
+// check rows are written to.
+func (s *stmts) targets(history string) []stmtTarget {
+	return []stmtTarget{{&s.check, fmt.Sprintf(sqlInsertCheck, history)}, {&s.success, fmt.Sprintf(sqlInsertSuccess, history)}, {&s.change, sqlInsertChange}, {&s.pool, sqlInsertPool}, {&s.insert, insertSQL},
+		{&s.del, sqlDeleteProxy}, {&s.offset, sqlSetOffset}, {&s.source, sqlSourceEvent}, {&s.pruneChecks, sqlPruneChecks}, {&s.pruneChanges, sqlPruneChanges},
+		{&s.merge, sqlMerge}, {&s.clearRecent, sqlClearRecent}, {&s.pruneRecent, sqlPruneRecent}}
 }
+
+// history is the table the applier writes check rows to.
+func (a *applier) history() string {
+	if a.archive {
+		return historyArchive
+	}
+	return historyRecent
+}
+
+// mergeRows is how many rows historyRecent holds before a batch merges
+// them into historyArchive: mergeFactor a proxy (a merge then writes
+// about one page of the (proxy_id, at) index for every mergeFactor checks
+// it moves, where an insert at each check wrote one per check), within
+// [mergeMin, mergeMax]. A query of one proxy's recent checks reads the
+// whole recent table (it has no index): at most mergeMax rows, about 50
+// MB; at 10,000 proxies checked every 10 s, 160,000 rows, under three
+// minutes of checks.
+func (a *applier) mergeRows() int64 {
+	return min(max(mergeMin, mergeFactor*int64(a.cache.len())), mergeMax)
+}
+
+// mergeChunk is about how many rows a merge sorts at once. SQLite's
+// sorter keeps up to the page cache's size (8 MiB) in memory before it
+// spills to a temporary file, and that memory adds to the peak RSS; a
+// merge in chunks of proxies sorts about 1.5 MB at a time, for one scan
+// of the recent table per chunk. (A variable for tests.)
+var mergeChunk int64 = 16384
+
+// merge moves the rows of historyRecent (about rows) into historyArchive,
+// sorted by proxy and time, in chunks of about mergeChunk rows: ranges of
+// proxy IDs holding about as many of the view's proxies each.
+func (a *applier) merge(ctx context.Context, st *stmts, rows int64) error {
+	chunks := int((rows + mergeChunk - 1) / mergeChunk)
+	a.ids = a.cache.ids(a.ids[:0])
+	slices.Sort(a.ids)
+	from := driver.Value("")
+	for i := 1; i <= chunks; i++ {
+		var to driver.Value // nil: the rest
+		if k := i * len(a.ids) / chunks; i < chunks && k < len(a.ids) {
+			to = a.ids[k]
+		}
+		if to != nil && to.(string) <= from.(string) {
+			continue // an empty range
+		}
+		if err := exec(ctx, st.merge, a.bind(from, to)); err != nil {
+			return err
+		}
+		if to == nil {
+			break
+		}
+		from = to
+	}
+	return nil
+}
+
+// The bounds of mergeRows (variables for tests).
+var (
+	mergeFactor int64 = 16
+	mergeMin    int64 = 4096
+	mergeMax    int64 = 1 << 19
+)
 
 func ms(ns int64) float64 { return float64(ns) / 1e6 }
 
@@ -273,6 +380,7 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 	clear(pending)
 	defer clear(pending)
 	a.oldest = [2]int64{math.MaxInt64, math.MaxInt64}
+	a.added = 0
 	offset, newest := a.offset, a.newest
 	for i, env := range todo {
 		if i%64 == 0 {
@@ -323,6 +431,19 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 	} else if err = exec(xctx, st.offset, a.bind(OffsetName, int64(offset), newest)); err != nil {
 		return fmt.Errorf("sqlview: store offset: %w", err)
 	}
+	recent, recentOldest := a.recent+a.added, a.recentOldest
+	if a.added > 0 && (recentOldest == 0 || a.oldest[0] < recentOldest) {
+		recentOldest = a.oldest[0]
+	}
+	if !a.archive && recent >= a.mergeRows() {
+		if err = a.merge(xctx, st, recent); err == nil {
+			err = exec(xctx, st.clearRecent, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlview: merge the recent checks into %s: %w", historyArchive, err)
+		}
+		recent, recentOldest = 0, 0
+	}
 	pruned := a.pruned
 	if prune {
 		// A DELETE runs only when its cutoff moved on (once per
@@ -343,6 +464,16 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 				return fmt.Errorf("sqlview: prune %s: %w", p.what, err)
 			}
 			pruned[i] = cutoff
+		}
+		// The recent checks are minutes old unless the view lay idle
+		// while their retention passed.
+		if cutoff := pruneCutoff(newest, a.opts.HistoryRetention); recentOldest != 0 && recentOldest < cutoff {
+			n, err := execCount(ctx, st.pruneRecent, a.bind(formatTime(cutoff)))
+			if err != nil {
+				return fmt.Errorf("sqlview: prune %s: %w", historyRecent, err)
+			}
+			recent -= n
+			recentOldest = cutoff // a bound: the oldest left is not older
 		}
 	}
 	if a.testHookBeforeCommit != nil {
@@ -365,6 +496,7 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 		a.release(r)
 	}
 	a.offset, a.newest, a.pruned = offset, newest, pruned
+	a.recent, a.recentOldest = recent, recentOldest
 	return nil
 }
 
@@ -374,7 +506,9 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 // retention. Deleting a minute of rows at once costs far fewer page writes
 // than deleting a batch's worth at every batch: a batch has about one
 // check per proxy, each in another page of check_history_proxy_at, while
-// a proxy's checks of a minute lie side by side in one.
+// a proxy's checks of a minute lie side by side in one. (The recent checks
+// are not in that index: they are deleted from check_history_recent only
+// when the view lay idle past their retention.)
 const PruneStep = time.Minute
 
 // pruneCutoff is the time (unix ns) before which rows kept for retention
@@ -456,11 +590,13 @@ func (a *applier) applyOne(ctx context.Context, st *stmts, pending map[string]*p
 		a.oldest[0] = min(a.oldest[0], atNano)
 		l := e.CheckSucceeded.GetLatency()
 		err = exec(ctx, st.success, a.bind(seq, id, at, int64(e.CheckSucceeded.GetStatusCode()), ms(l.GetConnectNs()), ms(l.GetFirstByteNs()), ms(l.GetTotalNs())))
+		a.added++
 	case *pb.Envelope_CheckFailed:
 		f := e.CheckFailed
 		a.oldest[0] = min(a.oldest[0], atNano)
 		l := f.GetLatency()
 		err = exec(ctx, st.check, a.bind(seq, id, at, int64(0), events.ClassName(f.GetClass()), int64(f.GetStatusCode()), ms(l.GetConnectNs()), ms(l.GetFirstByteNs()), ms(l.GetTotalNs()), f.GetMessage()))
+		a.added++
 	case *pb.Envelope_StateChanged:
 		c := e.StateChanged
 		a.oldest[1] = min(a.oldest[1], atNano)
@@ -611,6 +747,19 @@ func (a *applier) loadCache(ctx context.Context) error {
 			return fmt.Errorf("negative offset %d", seq)
 		}
 		a.offset, a.newest = uint64(seq), newest
+	}
+	// A scan of the recent table: it holds at most mergeMax rows.
+	var oldest sql.NullString
+	if err := a.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(at) FROM `+historyRecent).Scan(&a.recent, &oldest); err != nil {
+		return err
+	}
+	a.recentOldest = 0
+	if oldest.Valid {
+		t, err := time.Parse(TimeLayout, oldest.String)
+		if err != nil {
+			return fmt.Errorf("%s: at %q: %w", historyRecent, oldest.String, err)
+		}
+		a.recentOldest = t.UnixNano()
 	}
 	rows, err := a.db.QueryContext(ctx, `SELECT id, state_pb, latency_ewma_ms FROM proxies`)
 	if err != nil {

@@ -31,3 +31,15 @@ func ShapeFor(v *View, proxies int64) (int, time.Duration) {
 	defer v.proxies.Store(old)
 	return v.shape()
 }
+
+// SetMergeRows makes views merge their recent checks into the archive
+// once they hold rows, whatever the number of proxies, in chunks of about
+// chunk rows (0: the default), until the test ends.
+func SetMergeRows(t interface{ Cleanup(func()) }, rows, chunk int64) {
+	f, lo, hi, c := mergeFactor, mergeMin, mergeMax, mergeChunk
+	mergeFactor, mergeMin, mergeMax = 0, rows, rows
+	if chunk > 0 {
+		mergeChunk = chunk
+	}
+	t.Cleanup(func() { mergeFactor, mergeMin, mergeMax, mergeChunk = f, lo, hi, c })
+}

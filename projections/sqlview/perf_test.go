@@ -119,6 +119,16 @@ func storedOffset(t *testing.T, path string) uint64 {
 // older than the retention are still there, and the incremental view,
 // pruned batch after batch, equals a rebuild pruned once.
 func TestPruningAMinuteAtATime(t *testing.T) {
+	// The rows stay in check_history_recent (fewer than a merge), or are
+	// merged into check_history_archive every 100.
+	t.Run("recent", testPruning)
+	t.Run("merged", func(t *testing.T) {
+		sqlview.SetMergeRows(t, 100, 30)
+		testPruning(t)
+	})
+}
+
+func testPruning(t *testing.T) {
 	j := journal.NewMem()
 	t.Cleanup(func() { j.Close() })
 	// 20 proxies, a check every 1.5 s: 2,000 events span 50 minutes.

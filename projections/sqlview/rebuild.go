@@ -101,7 +101,7 @@ func build(ctx context.Context, tmp string, j journal.Journal, o Options) error 
 	if err := execAll(ctx, db, tables...); err != nil {
 		return err
 	}
-	a := &applier{db: db, load: j.LoadSnapshot, opts: o, cache: newStateCache(), deferProxies: true}
+	a := &applier{db: db, load: j.LoadSnapshot, opts: o, cache: newStateCache(), deferProxies: true, archive: true}
 	defer a.closeStatements() // before db.Close
 	first, head := j.First(), j.Head()
 	var total, done uint64

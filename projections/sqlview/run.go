@@ -199,8 +199,8 @@ const (
 // larger).
 //
 // A batch's cost is mostly the pages it writes and reads: one of the
-// proxies table and one of the (proxy_id, at) index per check, fewer when
-// the checks of one batch share pages. Up to shapeScale proxies a batch of
+// proxies table per check (and, until schema version 3, one of the
+// (proxy_id, at) index), fewer when the checks of one batch share pages. Up to shapeScale proxies a batch of
 // a second's checks covers much of the proxies table; at 100,000 proxies a
 // batch of 2,000 checks touches nearly a page per check. There, batches of
 // 20,000 cost 25 µs of CPU per event instead of 36, and write 5.7 KB per

@@ -5,12 +5,15 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
+	"strings"
 	"time"
 )
 
 // SchemaVersion is the view schema this package writes, stored in
-// PRAGMA user_version.
-const SchemaVersion = 2
+// PRAGMA user_version. Version 3 splits check_history into two tables
+// behind a view of that name (see historyRecent); a version 2 file is
+// migrated in place when opened.
+const SchemaVersion = 3
 
 // OffsetName is the projection_offsets row of this view.
 const OffsetName = "sqlview"
@@ -70,6 +73,46 @@ func nullTime(n int64) driver.Value {
 	return formatTime(n)
 }
 
+// The check history is two tables with check_history's columns, and
+// check_history is the view of both (UNION ALL). Checks are appended to
+// historyRecent, which has no index but its rowid (seq): an insert lands
+// in the table's last page. Once it holds mergeRows rows, the batch that
+// passes that moves them all into historyArchive sorted by proxy and time,
+// which is where the (proxy_id, at) and (at) indexes are. An insert into
+// the (proxy_id, at) index at every check wrote a page of its own per
+// check (each proxy's newest entries lie apart), and read it back once
+// the index outgrew SQLite's cache; a merge writes about a page per proxy
+// for all the checks it moves.
+const (
+	historyArchive = "check_history_archive"
+	historyRecent  = "check_history_recent"
+	historyColumns = "seq, proxy_id, at, ok, class, status_code, connect_ms, first_byte_ms, total_ms, message"
+	historyTable   = `(
+	seq           INTEGER PRIMARY KEY,
+	proxy_id      TEXT NOT NULL,
+	at            TEXT NOT NULL,
+	ok            INTEGER NOT NULL,
+	class         TEXT NOT NULL,
+	status_code   INTEGER NOT NULL,
+	connect_ms    REAL NOT NULL,
+	first_byte_ms REAL NOT NULL,
+	total_ms      REAL NOT NULL,
+	message       TEXT NOT NULL
+)`
+	historyView = `CREATE VIEW check_history AS
+	SELECT ` + historyColumns + ` FROM ` + historyArchive + `
+	UNION ALL
+	SELECT ` + historyColumns + ` FROM ` + historyRecent
+)
+
+// migrateV2 turns a version 2 view (check_history a table) into version 3
+// in place: the table becomes the archive, with its indexes.
+var migrateV2 = []string{
+	`ALTER TABLE check_history RENAME TO ` + historyArchive,
+	`CREATE TABLE ` + historyRecent + ` ` + historyTable,
+	historyView,
+}
+
 // tables are created before the data is written.
 var tables = []string{
 	`CREATE TABLE proxies (
@@ -102,18 +145,9 @@ var tables = []string{
 	updated_seq           INTEGER NOT NULL,
 	state_pb              BLOB NOT NULL
 ) WITHOUT ROWID`,
-	`CREATE TABLE check_history (
-	seq           INTEGER PRIMARY KEY,
-	proxy_id      TEXT NOT NULL,
-	at            TEXT NOT NULL,
-	ok            INTEGER NOT NULL,
-	class         TEXT NOT NULL,
-	status_code   INTEGER NOT NULL,
-	connect_ms    REAL NOT NULL,
-	first_byte_ms REAL NOT NULL,
-	total_ms      REAL NOT NULL,
-	message       TEXT NOT NULL
-)`,
+	`CREATE TABLE ` + historyArchive + ` ` + strings.Replace(historyTable, "seq           INTEGER PRIMARY KEY", "seq           INTEGER NOT NULL", 1),
+	`CREATE TABLE ` + historyRecent + ` ` + historyTable,
+	historyView,
 	`CREATE TABLE state_changes (
 	seq              INTEGER PRIMARY KEY,
 	proxy_id         TEXT NOT NULL,
@@ -164,14 +198,14 @@ FROM proxies GROUP BY source`,
 var indexes = []string{
 	`CREATE INDEX proxies_state_source ON proxies(state, source)`,
 	`CREATE INDEX proxies_source_state ON proxies(source, state)`,
-	`CREATE INDEX check_history_proxy_at ON check_history(proxy_id, at)`,
-	`CREATE INDEX check_history_at ON check_history(at)`,
+	`CREATE INDEX check_history_proxy_at ON ` + historyArchive + `(proxy_id, at)`,
+	`CREATE INDEX check_history_at ON ` + historyArchive + `(at)`,
 	`CREATE INDEX state_changes_proxy_at ON state_changes(proxy_id, at)`,
 	`CREATE INDEX state_changes_at ON state_changes(at)`,
 }
 
 // requiredObjects must exist in a valid view.
-var requiredObjects = []string{"proxies", "check_history", "state_changes", "pool_events", "source_refreshes", "projection_offsets", "sources"}
+var requiredObjects = []string{"proxies", "check_history", historyArchive, historyRecent, "state_changes", "pool_events", "source_refreshes", "projection_offsets", "sources"}
 
 // execAll runs statements in order.
 func execAll(ctx context.Context, db execer, stmts ...string) error {
@@ -199,6 +233,23 @@ func createSchema(ctx context.Context, db *sql.DB) error {
 		return err
 	}
 	if err := execAll(ctx, tx, indexes...); err != nil {
+		return err
+	}
+	if err := execAll(ctx, tx, fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// migrate runs steps and sets the schema version to SchemaVersion, in one
+// transaction.
+func migrate(ctx context.Context, db *sql.DB, steps []string) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := execAll(ctx, tx, steps...); err != nil {
 		return err
 	}
 	if err := execAll(ctx, tx, fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion)); err != nil {

@@ -240,10 +240,11 @@ func TestRebuildIfInvalid(t *testing.T) {
 			setUserVersion(t, path, sqlview.SchemaVersion+1)
 		},
 		// A view of an older schema (version 1 had no tags, weight, exit
-		// or source refresh columns) is rebuilt, not written to.
+		// or source refresh columns) is rebuilt, not written to; version 2
+		// is migrated (TestMigrateFromVersion2).
 		"older version": func(t *testing.T, path string) {
 			rebuildAt(t, path, j)
-			setUserVersion(t, path, sqlview.SchemaVersion-1)
+			setUserVersion(t, path, 1)
 		},
 		"junk": func(t *testing.T, path string) {
 			os.WriteFile(path, []byte(strings.Repeat("not a database ", 500)), 0o644)
