@@ -168,37 +168,21 @@ func prepare(ctx context.Context, c driver.Conn, query string) (driver.Stmt, err
 // mattn/go-sqlite3 runs the statement in a goroutine of its own, to
 // interrupt it (see applyRaw).
 func exec(ctx context.Context, st driver.Stmt, args []driver.NamedValue) error {
+	_, err := execResult(ctx, st, args)
+	return err
+}
+
+// execResult is exec that returns the statement's result.
+func execResult(ctx context.Context, st driver.Stmt, args []driver.NamedValue) (driver.Result, error) {
 	if x, ok := st.(driver.StmtExecContext); ok {
-		_, err := x.ExecContext(ctx, args)
-		return err
+		return x.ExecContext(ctx, args)
 	}
 	vals := make([]driver.Value, len(args))
 	for i := range args {
 		vals[i] = args[i].Value
 	}
 	//nolint:staticcheck // the fallback for drivers without StmtExecContext
-	_, err := st.Exec(vals)
-	return err
-}
-
-// execCount is exec that returns the number of rows changed.
-func execCount(ctx context.Context, st driver.Stmt, args []driver.NamedValue) (int64, error) {
-	var res driver.Result
-	var err error
-	if x, ok := st.(driver.StmtExecContext); ok {
-		res, err = x.ExecContext(ctx, args)
-	} else {
-		vals := make([]driver.Value, len(args))
-		for i := range args {
-			vals[i] = args[i].Value
-		}
-		//nolint:staticcheck // the fallback for drivers without StmtExecContext
-		res, err = st.Exec(vals)
-	}
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
+	return st.Exec(vals)
 }
 
 // begin starts a transaction on the driver connection c.
@@ -468,7 +452,11 @@ func (a *applier) applyRaw(ctx context.Context, c driver.Conn, todo []*pb.Envelo
 		// The recent checks are minutes old unless the view lay idle
 		// while their retention passed.
 		if cutoff := pruneCutoff(newest, a.opts.HistoryRetention); recentOldest != 0 && recentOldest < cutoff {
-			n, err := execCount(ctx, st.pruneRecent, a.bind(formatTime(cutoff)))
+			res, err := execResult(ctx, st.pruneRecent, a.bind(formatTime(cutoff)))
+			var n int64
+			if err == nil {
+				n, err = res.RowsAffected()
+			}
 			if err != nil {
 				return fmt.Errorf("sqlview: prune %s: %w", historyRecent, err)
 			}
