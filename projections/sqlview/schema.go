@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -224,21 +225,7 @@ type execer interface {
 // createSchema creates the whole schema (tables, view, indexes) and sets
 // the schema version, in one transaction.
 func createSchema(ctx context.Context, db *sql.DB) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if err := execAll(ctx, tx, tables...); err != nil {
-		return err
-	}
-	if err := execAll(ctx, tx, indexes...); err != nil {
-		return err
-	}
-	if err := execAll(ctx, tx, fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion)); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return migrate(ctx, db, slices.Concat(tables, indexes))
 }
 
 // migrate runs steps and sets the schema version to SchemaVersion, in one
