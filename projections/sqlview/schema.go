@@ -6,7 +6,6 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -84,12 +83,22 @@ func nullTime(n int64) driver.Value {
 // check (each proxy's newest entries lie apart), and read it back once
 // the index outgrew SQLite's cache; a merge writes about a page per proxy
 // for all the checks it moves.
+//
+// In historyArchive seq is a column, not the rowid: a merge's rows come
+// sorted by proxy, so with seq as the rowid they went into pages all over
+// the table's tail (splitting them, and more of them than the page cache
+// holds); with a rowid of its own the table is appended to. At 10,000
+// proxies with 5 minutes of history (BenchmarkSteadyState, one run each
+// beside other work, merges in one piece) that took 37.4 µs of CPU and
+// 10.6 KB written per check to 30.8 µs and 8.8 KB. A version 2 view
+// migrated in place keeps seq as the archive's rowid.
 const (
 	historyArchive = "check_history_archive"
 	historyRecent  = "check_history_recent"
 	historyColumns = "seq, proxy_id, at, ok, class, status_code, connect_ms, first_byte_ms, total_ms, message"
-	historyTable   = `(
-	seq           INTEGER PRIMARY KEY,
+	// historyTable is the columns after seq (historyRecent's INTEGER
+	// PRIMARY KEY, historyArchive's INTEGER NOT NULL).
+	historyTable = `
 	proxy_id      TEXT NOT NULL,
 	at            TEXT NOT NULL,
 	ok            INTEGER NOT NULL,
@@ -110,7 +119,7 @@ const (
 // in place: the table becomes the archive, with its indexes.
 var migrateV2 = []string{
 	`ALTER TABLE check_history RENAME TO ` + historyArchive,
-	`CREATE TABLE ` + historyRecent + ` ` + historyTable,
+	`CREATE TABLE ` + historyRecent + ` (seq INTEGER PRIMARY KEY,` + historyTable,
 	historyView,
 }
 
@@ -146,8 +155,8 @@ var tables = []string{
 	updated_seq           INTEGER NOT NULL,
 	state_pb              BLOB NOT NULL
 ) WITHOUT ROWID`,
-	`CREATE TABLE ` + historyArchive + ` ` + strings.Replace(historyTable, "seq           INTEGER PRIMARY KEY", "seq           INTEGER NOT NULL", 1),
-	`CREATE TABLE ` + historyRecent + ` ` + historyTable,
+	`CREATE TABLE ` + historyArchive + ` (seq INTEGER NOT NULL,` + historyTable,
+	`CREATE TABLE ` + historyRecent + ` (seq INTEGER PRIMARY KEY,` + historyTable,
 	historyView,
 	`CREATE TABLE state_changes (
 	seq              INTEGER PRIMARY KEY,
