@@ -255,6 +255,9 @@ type Bolt struct {
 	closeErr   error
 	note       *notifier
 	recent     recent // the latest committed envelopes, for subscriptions
+	// mappedRead counts the bytes of records readRange read from the mmap
+	// since it last released them (releaseMapped, every releaseReadBytes).
+	mappedRead atomic.Int64
 }
 
 // OpenBolt opens or creates the journal file at path (a missing file is

@@ -95,6 +95,11 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Env
 		}
 		err := walk(split, count)
 		if err == nil {
+			read := 0
+			for _, v := range vals {
+				read += len(v)
+			}
+			b.mappedRead.Add(int64(read))
 			if err = decodeRange(out, vals, split, count, next, b.crcFrom); err != nil {
 				err = fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 			}
@@ -109,8 +114,19 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Env
 		}
 		return err
 	})
+	if b.mappedRead.Load() >= releaseReadBytes {
+		b.mappedRead.Store(0)
+		_ = b.releaseMapped() // only memory accounting is at stake
+	}
 	return dst, err
 }
+
+// releaseReadBytes is how many bytes of records readRange reads from the
+// mmap before it drops the journal file's pages from the process's page
+// tables (releaseMapped). A replay of the whole journal (a restart's
+// catch-up, a rebuild) would otherwise keep every page it read mapped:
+// reading 400,000 events (a 48 MiB file) added 41 MiB to the resident set.
+var releaseReadBytes int64 = 8 << 20 // a variable for tests
 
 // viewEvents runs fn in a read transaction with the events bucket and the
 // first retained seq; ErrClosed once the journal is closed.

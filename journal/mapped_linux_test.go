@@ -1,0 +1,96 @@
+package journal
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// mappedRSS returns the resident size of this process's mappings of the
+// file at path (/proc/self/smaps).
+func mappedRSS(t *testing.T, path string) int64 {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var rss int64
+	in := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		switch {
+		case len(fields) >= 5 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":"):
+			in = fields[len(fields)-1] == path // a mapping's header line
+		case in && len(fields) == 3 && fields[0] == "Rss:":
+			kb, err := strconv.ParseInt(fields[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rss += kb << 10
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return rss
+}
+
+// TestReplayReleasesMappedPages: a read of the whole journal keeps at most
+// about releaseReadBytes of the file's pages mapped (resident in the
+// process), not every page it read; with the release off, the same read
+// keeps the whole file.
+func TestReplayReleasesMappedPages(t *testing.T) {
+	b := openNoSync(t)
+	const size = 8 << 20
+	for i := 0; ; i++ {
+		envs := make([]*pb.Envelope, 2000)
+		for k := range envs {
+			envs[k] = testEnvelope(fmt.Sprintf("%016x", i*len(envs)+k), 0)
+		}
+		if _, err := b.Append(context.Background(), envs); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(b.path); err != nil {
+			t.Fatal(err)
+		} else if fi.Size() >= size {
+			break
+		}
+	}
+	readAll := func() {
+		t.Helper()
+		for _, err := range b.Read(context.Background(), 1) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	old := releaseReadBytes
+	t.Cleanup(func() { releaseReadBytes = old })
+
+	releaseReadBytes = 1 << 62
+	if err := b.releaseMapped(); err != nil {
+		t.Fatal(err)
+	}
+	readAll()
+	if got := mappedRSS(t, b.path); got < size/2 {
+		t.Fatalf("without the release, reading the %d MiB journal left %d KiB of it mapped: the measurement does not see the mapping", size>>20, got>>10)
+	}
+
+	releaseReadBytes = 1 << 20
+	b.mappedRead.Store(0)
+	if err := b.releaseMapped(); err != nil {
+		t.Fatal(err)
+	}
+	readAll()
+	if got, most := mappedRSS(t, b.path), 3*releaseReadBytes; got > most {
+		t.Fatalf("reading the %d MiB journal left %d KiB of it mapped, want at most %d KiB", size>>20, got>>10, most>>10)
+	}
+}
