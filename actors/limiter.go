@@ -11,8 +11,8 @@ const DefaultConcurrency = 1000
 
 // Limiter bounds the number of checks in flight across all proxies. Waiting
 // checks are served oldest-first: by the time they fell due, then by arrival.
-// Waiting costs no goroutine: a waiter is a heap entry whose grant function
-// is called (on the releasing goroutine, outside the lock) when a slot frees.
+// Waiting costs no goroutine: a waiter is a heap entry whose Granter is
+// told (on the releasing goroutine, outside the lock) when a slot frees.
 type Limiter struct {
 	mu       sync.Mutex
 	max      int
@@ -31,34 +31,68 @@ func NewLimiter(max int) *Limiter {
 
 // Ticket is one request for a slot. Release it exactly once after the check
 // (later calls are no-ops); releasing a ticket that is still waiting
-// withdraws it.
+// withdraws it. Its zero value is a ticket not yet used, to be passed to
+// AcquireTicket, so that a caller can keep it inside an object it
+// allocates anyway; a ticket serves one request only.
 type Ticket struct {
 	l       *Limiter
 	due     time.Time
 	seq     uint64
-	grant   func(*Ticket)
-	index   int // in the waiting heap, -1 when not waiting
+	grant   Granter
+	index   int32 // in the waiting heap, -1 when not waiting
 	granted bool
 	done    bool
 }
 
+// Granter is told when a ticket that had to wait is granted its slot.
+type Granter interface {
+	// Granted is called once, on the goroutine that freed the slot (a
+	// Release or a SetMax), outside the limiter's lock. It must not block.
+	Granted(t *Ticket)
+}
+
+// grantFunc adapts a function to a Granter (a func value is one pointer:
+// converting it to the interface allocates nothing).
+type grantFunc func(*Ticket)
+
+// Granted calls f.
+func (f grantFunc) Granted(t *Ticket) { f(t) }
+
 // Acquire asks for a slot for a check that fell due at due. grant is called
 // once when the slot is granted: synchronously if one is free now, else
-// later from a releasing goroutine. grant must not block.
+// later from a releasing goroutine. grant must not block. It allocates the
+// ticket; AcquireTicket takes one from the caller and needs no function.
 func (l *Limiter) Acquire(due time.Time, grant func(*Ticket)) *Ticket {
+	t := new(Ticket)
+	if l.AcquireTicket(t, due, grantFunc(grant)) {
+		grant(t)
+	}
+	return t
+}
+
+// AcquireTicket asks for a slot for t, a zero Ticket, for a check that fell
+// due at due. If a slot is free now (and nobody waits), t takes it and
+// AcquireTicket returns true; g is not called. Otherwise t waits, and
+// AcquireTicket returns false: g.Granted(t) is called once when t is
+// granted its slot (unless t is released first), on the goroutine that
+// freed it, possibly before AcquireTicket returns. Either way t is to be
+// released once. It panics if t was used before.
+func (l *Limiter) AcquireTicket(t *Ticket, due time.Time, g Granter) (now bool) {
+	if t.l != nil {
+		panic("actors: Limiter.AcquireTicket with a ticket that was used before")
+	}
 	l.mu.Lock()
 	l.seq++
-	t := &Ticket{l: l, due: due, seq: l.seq, grant: grant, index: -1}
+	t.l, t.due, t.seq, t.grant, t.index = l, due, l.seq, g, -1
 	if l.inflight < l.max && len(l.waiting) == 0 {
 		l.inflight++
 		t.granted = true
 		l.mu.Unlock()
-		grant(t)
-		return t
+		return true
 	}
 	heap.Push(&l.waiting, t)
 	l.mu.Unlock()
-	return t
+	return false
 }
 
 // Release frees the ticket's slot, or withdraws it if still waiting. It is
@@ -73,7 +107,7 @@ func (t *Ticket) Release() {
 	t.done = true
 	if !t.granted {
 		if t.index >= 0 {
-			heap.Remove(&l.waiting, t.index)
+			heap.Remove(&l.waiting, int(t.index))
 		}
 		l.mu.Unlock()
 		return
@@ -83,7 +117,7 @@ func (t *Ticket) Release() {
 }
 
 // grantWaiters hands free slots to the oldest waiters; it is called with
-// l.mu held and releases it before calling their grant functions.
+// l.mu held and releases it before telling their Granters.
 func (l *Limiter) grantWaiters() {
 	var next []*Ticket
 	for l.inflight < l.max && len(l.waiting) > 0 {
@@ -94,7 +128,7 @@ func (l *Limiter) grantWaiters() {
 	}
 	l.mu.Unlock()
 	for _, n := range next {
-		n.grant(n)
+		n.grant.Granted(n)
 	}
 }
 
@@ -134,12 +168,12 @@ func (h waitHeap) Less(i, j int) bool {
 }
 func (h waitHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].index = i
-	h[j].index = j
+	h[i].index = int32(i)
+	h[j].index = int32(j)
 }
 func (h *waitHeap) Push(x any) {
 	t := x.(*Ticket)
-	t.index = len(*h)
+	t.index = int32(len(*h))
 	*h = append(*h, t)
 }
 func (h *waitHeap) Pop() any {
