@@ -88,10 +88,13 @@ type AsyncCheckFunc func(ctx context.Context, done *CheckDone)
 
 // CheckDone is the completion of one check started through an
 // AsyncCheckFunc, and the message that brings a check's result (of Check
-// too) to its actor: with CheckAsync, the one object the actor allocates
-// to start a check and take its result back. It names the actor
-// incarnation and check generation that started the check and guards
-// against a second completion. Only a proxy actor makes one.
+// too) to its actor: the one object the actor allocates for a check. It
+// holds the check's limiter ticket and is told when a waiting ticket is
+// granted (the grant reaches the actor as the same object, converted to a
+// message type of its own), so a check allocates no ticket, no grant
+// closure and no grant message. It names the actor incarnation and check
+// generation that started the check and guards against a second
+// completion. Only a proxy actor makes one.
 type CheckDone struct {
 	owner  *proxyActor // the incarnation that started the check
 	gen    uint64      // its check generation
@@ -99,6 +102,7 @@ type CheckDone struct {
 	self   *actor.PID
 	once   atomic.Bool // set by the first Done, or by a panic of the check's start
 	result events.CheckResult
+	ticket Ticket // the check's limiter slot; released by the actor (endCheck)
 }
 
 // Done hands the check's result to the actor that started the check. Only
@@ -116,6 +120,17 @@ func (d *CheckDone) Done(r events.CheckResult) {
 	d.sys.Root.Send(d.self, d)
 	env.work.Done()
 }
+
+// slotGranted is a check's CheckDone as the message that its limiter
+// ticket, which had to wait, was granted: the Granter of the check's
+// ticket (a type of its own, so that a checker holding the CheckDone
+// cannot call Granted). A grant of a check that is over (its generation
+// passed, or its incarnation restarted) is ignored by the actor.
+type slotGranted CheckDone
+
+// Granted implements Granter: it sends the grant to the actor that
+// started the check.
+func (g *slotGranted) Granted(*Ticket) { g.sys.Root.Send(g.self, g) }
 
 // Commands accepted by a proxy actor. Each is answered with a *Reply once
 // its events (if any) are durable and applied. Send them with RequestFuture.
@@ -188,7 +203,6 @@ type StateReply struct {
 type (
 	checkDue    struct{ gen uint64 }
 	ejectionDue struct{ gen uint64 }
-	slotGranted struct{ gen uint64 }
 	// probePanicked, like CheckDone (the message of a probe's result),
 	// names the incarnation that started the probe: a probe is not
 	// cancelled when its actor restarts, and the new incarnation's check

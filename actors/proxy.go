@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -61,9 +60,10 @@ type proxyActor struct {
 	gen      uint64 // invalidates stale timers
 
 	// the check in flight (checking; its probe runs with the Env's
-	// context: it is not cancelled on its own, see endCheck)
+	// context: it is not cancelled on its own, see endCheck): check is
+	// its one object, which holds its limiter ticket
 	checkGen    uint64
-	ticket      *Ticket
+	check       *CheckDone
 	zombieTimer clock.Timer
 
 	// when the next check may run after appends the journal refused
@@ -111,7 +111,7 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 			a.submit(ctx, pending{cmd: events.EjectionExpired{At: a.now()}})
 		}
 	case *slotGranted:
-		a.onSlotGranted(ctx, m)
+		a.onSlotGranted(ctx, (*CheckDone)(m))
 	case *CheckDone:
 		a.onProbeDone(ctx, m)
 	case *probePanicked:
@@ -266,9 +266,9 @@ func (a *proxyActor) halt() {
 func (a *proxyActor) endCheck() {
 	a.checking = false
 	a.checkGen++
-	if a.ticket != nil {
-		a.ticket.Release()
-		a.ticket = nil
+	if a.check != nil {
+		a.check.ticket.Release()
+		a.check = nil
 	}
 	if a.zombieTimer != nil {
 		a.zombieTimer.Stop()
@@ -693,45 +693,39 @@ func (a *proxyActor) onCheckDue(ctx actor.Context, m *checkDue) {
 	a.checking = true
 	a.checkGen++
 	a.track.SetChecking(true)
-	gen, self, sys := a.checkGen, ctx.Self(), ctx.ActorSystem()
-	// A slot granted at once (inside Acquire, on this goroutine) starts the
-	// probe directly; one granted later arrives as a message.
-	var inline atomic.Bool
-	inline.Store(true)
-	grantedNow := false
-	a.ticket = a.env.Limiter.Acquire(a.due, func(*Ticket) {
-		if inline.Load() {
-			grantedNow = true
-			return
-		}
-		sys.Root.Send(self, &slotGranted{gen: gen})
-	})
-	inline.Store(false)
-	if grantedNow {
+	// One allocation per check: its CheckDone holds the limiter ticket, is
+	// the ticket's Granter and, converted, the grant's message, and is the
+	// check's completion and result message.
+	d := &CheckDone{owner: a, gen: a.checkGen, sys: ctx.ActorSystem(), self: ctx.Self()}
+	a.check = d
+	// A slot granted at once starts the probe directly, on this goroutine;
+	// one granted later arrives as a message (*slotGranted).
+	if a.env.Limiter.AcquireTicket(&d.ticket, a.due, (*slotGranted)(d)) {
 		a.startProbe(ctx)
 	}
 }
 
-func (a *proxyActor) onSlotGranted(ctx actor.Context, m *slotGranted) {
-	if m.gen != a.checkGen || !a.checking {
+// onSlotGranted starts the check whose ticket had to wait, unless the check
+// is over (a stale grant: its generation passed, or it is an earlier
+// incarnation's).
+func (a *proxyActor) onSlotGranted(ctx actor.Context, d *CheckDone) {
+	if d.owner != a || d.gen != a.checkGen || !a.checking {
 		return
 	}
 	a.startProbe(ctx)
 }
 
-// startProbe starts the check (through the spec's CheckAsync, or Check on a
-// pooled goroutine); its result comes back as a *CheckDone message (or
-// probePanicked), and a zombie timer bounds it.
+// startProbe starts the check in flight (a.check, granted its slot)
+// through the spec's CheckAsync, or Check on a pooled goroutine; its result
+// comes back as that *CheckDone (or a probePanicked), and a zombie timer
+// bounds it.
 func (a *proxyActor) startProbe(ctx actor.Context) {
 	if !a.env.begin() {
 		a.endCheck()
 		return
 	}
-	pctx := a.env.ctx
-	gen, self, sys, check, owner := a.checkGen, ctx.Self(), ctx.ActorSystem(), a.spec.Check, a
+	pctx, done := a.env.ctx, a.check
 	if async := a.spec.CheckAsync; async != nil {
-		// One allocation per check: the completion is the message.
-		done := &CheckDone{owner: owner, gen: gen, sys: sys, self: self}
 		func() {
 			defer func() {
 				if v := recover(); v != nil { // the actor restarts; the check is over
@@ -744,18 +738,20 @@ func (a *proxyActor) startProbe(ctx actor.Context) {
 			async(pctx, done)
 		}()
 	} else {
-		a.env.pool.run(func() {
-			defer a.env.work.Done()
+		check, env := a.spec.Check, a.env
+		env.pool.run(func() {
+			defer env.work.Done()
 			defer func() {
 				if v := recover(); v != nil {
-					sys.Root.Send(self, &probePanicked{owner: owner, gen: gen, value: v})
+					done.sys.Root.Send(done.self, &probePanicked{owner: done.owner, gen: done.gen, value: v})
 				}
 			}()
-			sys.Root.Send(self, &CheckDone{owner: owner, gen: gen, result: check(pctx)})
+			done.result = check(pctx)
+			done.sys.Root.Send(done.self, done) // the message then belongs to the actor
 		})
 	}
 	if a.spec.Settings.Timeout > 0 {
-		a.zombieTimer = a.arm(sys, self, 2*a.spec.Settings.Timeout, gen, true)
+		a.zombieTimer = a.arm(done.sys, done.self, 2*a.spec.Settings.Timeout, done.gen, true)
 	}
 }
 
