@@ -21,10 +21,18 @@ func TestWaitingCheckStartsOnItsGrantOnly(t *testing.T) {
 	h := newHarnessWith(t, nil, func(e *Env) { e.Limiter = NewLimiter(1) })
 	var calls atomic.Int64
 	dones := make(chan *CheckDone, 8)
+	// The test's ticket: asked for by check 2, so that the slot check 2
+	// frees goes to the test, and the restarted incarnation's first check
+	// (due at once) waits for it.
+	var hold Ticket
+	var holdGranted granterLog
 	check := func(_ context.Context, done *CheckDone) {
 		n := calls.Add(1)
 		dones <- done
 		if n == 2 {
+			if h.env.Limiter.AcquireTicket(&hold, t0, &holdGranted) {
+				t.Error("the test's ticket was granted while check 2 held the only slot")
+			}
 			panic("checker exploded") // the actor restarts
 		}
 		done.Done(ok)
@@ -39,22 +47,15 @@ func TestWaitingCheckStartsOnItsGrantOnly(t *testing.T) {
 		t.Fatalf("a stale grant while idle: checking %v, %d checker calls; want false, 1", st.Checking, calls.Load())
 	}
 
-	// Check 2 panics; the restarted incarnation's first check is due at
-	// once. The test holds the only slot, so that check waits.
-	h.clk.Set(h.idle(pid).NextCheckAt)
-	poll(t, "check 2", func() bool { return calls.Load() == 2 })
+	h.clk.Set(h.idle(pid).NextCheckAt) // check 2 panics: the actor restarts
+	poll(t, "the slot of check 2 granted to the test", func() bool { return len(holdGranted.tickets()) == 1 })
 	second := <-dones
-	var st *StateReply
-	poll(t, "the restarted actor's next check", func() bool {
-		st = h.state(pid)
-		return !st.Checking && !st.Busy && !st.NextCheckAt.IsZero()
+	poll(t, "the restarted incarnation's check waiting for a slot", func() bool {
+		if st := h.state(pid); !st.Checking && !st.NextCheckAt.IsZero() {
+			h.clk.Set(st.NextCheckAt)
+		}
+		return h.env.Limiter.Waiting() == 1
 	})
-	var hold Ticket
-	if !h.env.Limiter.AcquireTicket(&hold, t0, nopGranter{}) {
-		t.Fatal("the limiter's slot is not free")
-	}
-	h.clk.Set(st.NextCheckAt)
-	poll(t, "a check waiting for a slot", func() bool { return h.env.Limiter.Waiting() == 1 })
 
 	h.sys.Root.Send(pid, (*slotGranted)(first))
 	h.sys.Root.Send(pid, (*slotGranted)(second))
