@@ -11,15 +11,17 @@ import (
 // proxyMailbox makes the proxy actors' mailboxes.
 func proxyMailbox() actor.Mailbox { return new(mailbox) }
 
-// mailbox is the proxy actors' mailbox: one slice of queued messages under
-// a mutex. A proxy's mailbox is empty nearly all the time, and there is one
+// mailbox is the proxy actors' mailbox: its queue of messages under a
+// mutex. A proxy's mailbox is empty nearly all the time, and there is one
 // per proxy, so it is built to cost little when empty and nothing per
-// message. An empty one is 80 bytes and holds no buffer. protoactor's
-// lock-free mailbox takes about 170 bytes (two queues, each with a node
-// left over), allocates a node for every message, and a closure for every
-// run it schedules. This one allocates a one-message buffer when a message
-// finds it empty, and its runs go to the engine's worker pool as jobs of
-// their own (workers.submit).
+// message. It is 72 bytes (the 80-byte size class) and holds no buffer
+// while empty. protoactor's lock-free mailbox takes about 170 bytes (two
+// queues, each with a node left over), allocates a node for every message,
+// and a closure for every run it schedules. This one keeps a message that
+// finds it empty in itself (a proxy's messages nearly always come one at a
+// time: a timer, a check's result, an append's), allocates a buffer (a
+// spill) only while more than one waits, and its runs go to the engine's
+// worker pool as jobs of their own (workers.submit).
 //
 // It keeps what protoactor's defaultMailbox does, which supervision relies
 // on:
@@ -38,22 +40,58 @@ func proxyMailbox() actor.Mailbox { return new(mailbox) }
 // nothing sends batches to a proxy actor.
 type mailbox struct {
 	mu sync.Mutex
-	// q[head:] are the waiting messages: nsys system messages first, then
-	// the user messages. q is nil while nothing waits.
-	q         []any
-	head      int32
+	// The waiting messages, nsys system messages first, then the user
+	// messages: one, while it is the only one (has), else spill.q[spill.head:]
+	// (spill is nil while at most one waits).
+	one       any
+	spill     *spill
 	nsys      int32
+	has       bool // one holds the only waiting message
 	scheduled bool // a run is scheduled or running
 	suspended bool // user messages wait for ResumeMailbox
 	invoker   actor.MessageInvoker
 	dispatch  actor.Dispatcher
 }
 
+// spill holds a mailbox's messages while more than one waits: q[head:],
+// first in q's room in the spill itself (buf), so that a second message
+// costs one allocation.
+type spill struct {
+	q    []any
+	head int
+	buf  [2]any
+}
+
+// spillOf returns a spill holding a then b (m.mu held).
+func spillOf(a, b any) *spill {
+	s := &spill{buf: [2]any{a, b}}
+	s.q = s.buf[:]
+	return s
+}
+
+// waiting returns the number of waiting messages (m.mu held).
+func (m *mailbox) waiting() int {
+	switch {
+	case m.spill != nil:
+		return len(m.spill.q) - m.spill.head
+	case m.has:
+		return 1
+	}
+	return 0
+}
+
 // PostUserMessage queues msg and schedules a run unless one is scheduled
 // or the mailbox is suspended.
 func (m *mailbox) PostUserMessage(msg any) {
 	m.mu.Lock()
-	m.q = append(m.q, msg)
+	switch {
+	case m.spill != nil:
+		m.spill.q = append(m.spill.q, msg)
+	case !m.has:
+		m.one, m.has = msg, true
+	default:
+		m.spill, m.one, m.has = spillOf(m.one, msg), nil, false
+	}
 	run := m.wake()
 	m.mu.Unlock()
 	if run {
@@ -65,7 +103,16 @@ func (m *mailbox) PostUserMessage(msg any) {
 // before every user message, and schedules a run unless one is scheduled.
 func (m *mailbox) PostSystemMessage(msg any) {
 	m.mu.Lock()
-	m.q = slices.Insert(m.q, int(m.head+m.nsys), msg)
+	switch {
+	case m.spill != nil:
+		m.spill.q = slices.Insert(m.spill.q, m.spill.head+int(m.nsys), msg)
+	case !m.has:
+		m.one, m.has = msg, true
+	case m.nsys > 0: // the one waiting is a system message
+		m.spill, m.one, m.has = spillOf(m.one, msg), nil, false
+	default:
+		m.spill, m.one, m.has = spillOf(msg, m.one), nil, false
+	}
 	m.nsys++
 	run := m.wake()
 	m.mu.Unlock()
@@ -86,13 +133,13 @@ func (m *mailbox) Start() {}
 func (m *mailbox) UserMessageCount() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.q) - int(m.head) - int(m.nsys)
+	return m.waiting() - int(m.nsys)
 }
 
 // runnable reports whether a message can run: a system message, or a user
 // message while the mailbox is not suspended (m.mu held).
 func (m *mailbox) runnable() bool {
-	return m.nsys > 0 || (!m.suspended && int(m.head) < len(m.q))
+	return m.nsys > 0 || (!m.suspended && m.waiting() > 0)
 }
 
 // wake marks the mailbox scheduled if it is not and a message can run, and
@@ -141,20 +188,26 @@ func (m *mailbox) next() (msg any, system, ok bool) {
 }
 
 // take removes the oldest waiting message (m.mu held, one waiting). The
-// buffer is dropped once it is empty, so an idle mailbox holds none; a
+// spill is dropped once it is empty, so an idle mailbox holds none; a
 // mailbox that never empties moves its messages down once the taken ones
 // are the larger half, so its buffer stays within twice its longest queue.
 func (m *mailbox) take() any {
-	msg := m.q[m.head]
-	m.q[m.head] = nil
-	m.head++
-	switch h := int(m.head); {
-	case h == len(m.q):
-		m.q, m.head = nil, 0
-	case h >= 32 && 2*h >= len(m.q):
-		n := copy(m.q, m.q[h:])
-		clear(m.q[n:])
-		m.q, m.head = m.q[:n], 0
+	sp := m.spill
+	if sp == nil {
+		msg := m.one
+		m.one, m.has = nil, false
+		return msg
+	}
+	msg := sp.q[sp.head]
+	sp.q[sp.head] = nil
+	sp.head++
+	switch h := sp.head; {
+	case h == len(sp.q):
+		m.spill = nil
+	case h >= 32 && 2*h >= len(sp.q):
+		n := copy(sp.q, sp.q[h:])
+		clear(sp.q[n:])
+		sp.q, sp.head = sp.q[:n], 0
 	}
 	return msg
 }

@@ -121,12 +121,47 @@ func TestMailboxRunsSystemMessagesFirst(t *testing.T) {
 	if got := r.take(); !slices.Equal(got, want) {
 		t.Fatalf("ran %v, want %v", got, want)
 	}
-	if m.q != nil || m.head != 0 || m.nsys != 0 || m.scheduled {
-		t.Fatalf("an emptied mailbox keeps q %v (head %d, %d system), scheduled %v", m.q, m.head, m.nsys, m.scheduled)
+	if m.spill != nil || m.has || m.one != nil || m.nsys != 0 || m.scheduled {
+		t.Fatalf("an emptied mailbox keeps a spill %v, a message %v %v (%d system), scheduled %v", m.spill, m.has, m.one, m.nsys, m.scheduled)
 	}
 	m.PostUserMessage("u4")
 	if runs := d.runAll(); runs != 1 || !slices.Equal(r.take(), []string{"user:u4"}) {
 		t.Fatalf("a post to an idle mailbox: %d runs", runs)
+	}
+}
+
+// TestMailboxSpillKeepsTheOrder: the message that waits alone in the
+// mailbox and the one that arrives next, of either kind, move to a spill in
+// the order they run, and later posts keep it; the spill is dropped when
+// the mailbox empties.
+func TestMailboxSpillKeepsTheOrder(t *testing.T) {
+	for _, c := range []struct {
+		posts []string // "u…" user, "s…" system
+		want  []string
+	}{
+		{[]string{"u1", "u2"}, []string{"user:u1", "user:u2"}},
+		{[]string{"u1", "s1"}, []string{"sys:s1", "user:u1"}},
+		{[]string{"s1", "u1"}, []string{"sys:s1", "user:u1"}},
+		{[]string{"s1", "s2"}, []string{"sys:s1", "sys:s2"}},
+		{[]string{"u1", "s1", "u2", "s2"}, []string{"sys:s1", "sys:s2", "user:u1", "user:u2"}},
+		{[]string{"s1", "u1", "s2", "u2", "s3"}, []string{"sys:s1", "sys:s2", "sys:s3", "user:u1", "user:u2"}},
+	} {
+		d := &heldDispatcher{}
+		m, r := newTestMailbox(d)
+		for _, p := range c.posts {
+			if p[0] == 's' {
+				m.PostSystemMessage(p)
+			} else {
+				m.PostUserMessage(p)
+			}
+		}
+		d.runAll()
+		if got := r.take(); !slices.Equal(got, c.want) {
+			t.Errorf("posted %v: ran %v, want %v", c.posts, got, c.want)
+		}
+		if m.spill != nil || m.has || m.one != nil || m.nsys != 0 {
+			t.Errorf("posted %v: the emptied mailbox keeps a spill %v, a message %v %v, %d system", c.posts, m.spill, m.has, m.one, m.nsys)
+		}
 	}
 }
 
@@ -195,7 +230,9 @@ func TestMailboxNeverEmpty(t *testing.T) {
 	maxCap := 0
 	r.onMessage = func(any) {
 		n++
-		maxCap = max(maxCap, cap(m.q))
+		if m.spill != nil {
+			maxCap = max(maxCap, cap(m.spill.q))
+		}
 		if n+queued <= total {
 			m.PostUserMessage(n)
 		}
@@ -269,7 +306,7 @@ func TestMailboxConcurrentPosts(t *testing.T) {
 
 // TestMailboxIsSmall: there is one mailbox per proxy, empty nearly all the
 // time: 80 bytes and no buffer then (protoactor's lock-free one holds about
-// 170), and no allocation for a message beyond its one-slot buffer.
+// 170), and no allocation for a message that finds it empty.
 func TestMailboxIsSmall(t *testing.T) {
 	if n := unsafe.Sizeof(mailbox{}); n > 80 {
 		t.Fatalf("mailbox is %d bytes, past the 80-byte size class", n)
@@ -286,17 +323,16 @@ func TestMailboxIsSmall(t *testing.T) {
 		d.mu.Unlock()
 		fn()
 	})
-	// One for the buffer, one for the method value m.run that a dispatcher
-	// other than the worker pool takes.
-	if allocs > 2 {
-		t.Fatalf("a message costs %.1f allocations, want at most 2", allocs)
+	// One for the method value m.run that a dispatcher other than the
+	// worker pool takes.
+	if allocs > 1 {
+		t.Fatalf("a message costs %.1f allocations, want at most 1", allocs)
 	}
-	if m.q != nil {
-		t.Fatalf("an idle mailbox keeps a buffer of %d", cap(m.q))
+	if m.spill != nil || m.has || m.one != nil {
+		t.Fatalf("an idle mailbox keeps a spill %v, a message %v %v", m.spill, m.has, m.one)
 	}
 
-	// On the worker pool a run is a job of its own: the buffer is the only
-	// allocation.
+	// On the worker pool a run is a job of its own: nothing is allocated.
 	var p workers
 	defer p.close()
 	pm, pr := newTestMailbox(&p)
@@ -306,7 +342,33 @@ func TestMailboxIsSmall(t *testing.T) {
 		pm.PostUserMessage(msg)
 		<-ran
 	})
-	if allocs > 1 {
-		t.Fatalf("a message run on the worker pool costs %.1f allocations, want at most 1", allocs)
+	if allocs > 0 {
+		t.Fatalf("a message run on the worker pool costs %.1f allocations, want none", allocs)
+	}
+}
+
+// BenchmarkMailbox posts messages to an empty mailbox and runs them until
+// it is empty again: one (a proxy's usual message) or two at a time (the
+// second spills). The dispatcher is not the worker pool, so each run also
+// costs the method value m.run.
+func BenchmarkMailbox(b *testing.B) {
+	for _, n := range []int{1, 2} {
+		b.Run(fmt.Sprintf("waiting=%d", n), func(b *testing.B) {
+			d := &heldDispatcher{runs: make([]func(), 0, 1)}
+			m, r := newTestMailbox(d)
+			r.onMessage = func(any) {}
+			var msg any = &checkDue{}
+			b.ReportAllocs()
+			for range b.N {
+				for range n {
+					m.PostUserMessage(msg)
+				}
+				d.mu.Lock()
+				fn := d.runs[0]
+				d.runs = d.runs[:0]
+				d.mu.Unlock()
+				fn()
+			}
+		})
 	}
 }
