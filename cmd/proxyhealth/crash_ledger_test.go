@@ -524,7 +524,10 @@ func firstDiff(kept, rebuilt []string) string {
 }
 
 // dumpView reads every row of every table and view of a view file, each
-// table's rows sorted, and its offset.
+// table's rows sorted, and its offset. The check history's two tables are
+// left out: which of them holds a row depends on when merges ran (a
+// rebuild writes the archive only); check_history, the view of both, is
+// compared.
 func dumpView(t *testing.T, path string) (map[string][]string, uint64) {
 	t.Helper()
 	db, err := sql.Open("sqlite3", "file:"+path)
@@ -549,6 +552,9 @@ func dumpView(t *testing.T, path string) (map[string][]string, uint64) {
 	}
 	out := map[string][]string{}
 	for _, name := range names {
+		if name == "check_history_archive" || name == "check_history_recent" {
+			continue
+		}
 		rows, err := db.Query(`SELECT * FROM "` + name + `"`)
 		if err != nil {
 			t.Fatalf("%s: table %s: %v", path, name, err)
