@@ -45,7 +45,6 @@ func (b *Bolt) readCommitted(from uint64, n int, dst []*pb.Envelope) ([]*pb.Enve
 // A large chunk is decoded in two halves, the first on a second goroutine
 // while the cursor walks the second half.
 func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Envelope, error) {
-	read := 0 // bytes of records, for noteRead
 	err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
 		next := max(from, first)
 		if next > end {
@@ -96,9 +95,11 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Env
 		}
 		err := walk(split, count)
 		if err == nil {
+			read := 0
 			for _, v := range vals {
 				read += len(v)
 			}
+			b.mappedRead.Add(int64(read))
 			if err = decodeRange(out, vals, split, count, next, b.crcFrom); err != nil {
 				err = fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 			}
@@ -113,31 +114,19 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Env
 		}
 		return err
 	})
-	b.noteRead(read)
-	return dst, err
-}
-
-// releaseReadBytes is how much the reads count (noteRead) before they drop
-// the journal file's pages from the process's page tables (releaseMapped).
-// A replay of the whole journal (a restart's catch-up, a rebuild) would
-// otherwise keep every page it read mapped: reading 400,000 events (a 48
-// MiB file) added 41 MiB to the resident set.
-var releaseReadBytes int64 = 8 << 20 // a variable for tests
-
-// randomRead is what noteRead counts for a record read at random: the page
-// it lies in.
-const randomRead = 4096
-
-// noteRead counts n bytes read from the mmap (a page for each record read
-// at random, the records' size for a range), and releases the mapped pages
-// every releaseReadBytes. Call it outside any read transaction:
-// releaseMapped starts one.
-func (b *Bolt) noteRead(n int) {
-	if n > 0 && b.mappedRead.Add(int64(n)) >= releaseReadBytes {
+	if b.mappedRead.Load() >= releaseReadBytes {
 		b.mappedRead.Store(0)
 		_ = b.releaseMapped() // only memory accounting is at stake
 	}
+	return dst, err
 }
+
+// releaseReadBytes is how many bytes of records readRange reads from the
+// mmap before it drops the journal file's pages from the process's page
+// tables (releaseMapped). A replay of the whole journal (a restart's
+// catch-up, a rebuild) would otherwise keep every page it read mapped:
+// reading 400,000 events (a 48 MiB file) added 41 MiB to the resident set.
+var releaseReadBytes int64 = 8 << 20 // a variable for tests
 
 // viewEvents runs fn in a read transaction with the events bucket and the
 // first retained seq; ErrClosed once the journal is closed.
@@ -279,11 +268,9 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		walked := 0
 		err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
 			var key [8]byte
 			for n := 0; n < walkChunk && cur != 0 && want >= from; n++ {
-				walked++
 				if cur < first {
 					cur = 0 // the older events were deleted by retention
 					return nil
@@ -305,7 +292,6 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 			}
 			return nil
 		})
-		b.noteRead(walked * randomRead)
 		if err != nil {
 			return nil, err
 		}
@@ -338,7 +324,6 @@ func (b *Bolt) readSeqs(proxyID string, seqs []uint64, dst []*pb.Envelope) ([]*p
 		}
 		return nil
 	})
-	b.noteRead(len(seqs) * randomRead)
 	return dst, err
 }
 
@@ -362,7 +347,6 @@ func (b *Bolt) LoadSnapshot(ctx context.Context, proxyID string) (*pb.ProxySnaps
 		}
 		return nil
 	})
-	b.noteRead(randomRead)
 	if err != nil {
 		return nil, err
 	}
