@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
 
 // The benchmarks run each check against a fakeproxy farm, either in this
@@ -284,5 +286,35 @@ func BenchmarkCheckClose(b *testing.B) {
 				b.ReportMetric(float64(ptw)/float64(b.N), "proxy-tw/op")
 			})
 		}
+	}
+}
+
+// BenchmarkProxyURLBytesPerProxy reports the heap 10,000 parsed proxy URLs
+// keep (the engine holds one per proxy), their inputs dropped: the
+// struct and what it retains of its own, strings included.
+func BenchmarkProxyURLBytesPerProxy(b *testing.B) {
+	const proxies = 10_000
+	for _, form := range []struct{ name, format string }{
+		{"plain", "http://127.0.%d.%d:%d"},
+		{"credentials", "http://user-%d:secret-%d@127.0.0.1:%d"},
+	} {
+		b.Run(form.name, func(b *testing.B) {
+			var perProxy float64
+			for range b.N {
+				before := testutil.HeapInUse()
+				urls := make([]ProxyURL, proxies)
+				for i := range urls {
+					in := fmt.Sprintf(form.format, i/250, i%250, 10_000+i)
+					u, err := ParseProxyURL(in)
+					if err != nil {
+						b.Fatal(err)
+					}
+					urls[i] = u
+				}
+				perProxy = float64(testutil.HeapInUse()-before) / proxies
+				runtime.KeepAlive(urls)
+			}
+			b.ReportMetric(perProxy, "B/proxy")
+		})
 	}
 }

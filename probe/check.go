@@ -290,7 +290,7 @@ func (c *Checker) attempt(ctx context.Context, st *state, proxy ProxyURL, start,
 	if d, ok := ctx.Deadline(); !ok || !d.Equal(deadline) {
 		dctx, cancel = context.WithDeadline(ctx, deadline)
 	}
-	raw, err := c.dial(dctx, "tcp", proxy.hostPort)
+	raw, err := c.dial(dctx, "tcp", proxy.HostPort())
 	if cancel != nil {
 		cancel()
 	}
@@ -371,7 +371,7 @@ func (c *Checker) exchange(ctx context.Context, st *state, raw net.Conn, p Proxy
 	st.rd.src = conn
 	if p.scheme == SchemeHTTPS {
 		cfg := c.tlsBase.Clone()
-		cfg.ServerName = p.host
+		cfg.ServerName = p.Host()
 		tc := tls.Client(raw, cfg)
 		if err := tc.Handshake(); err != nil {
 			return tlsFailure("TLS handshake with proxy", err)

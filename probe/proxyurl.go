@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -48,10 +47,12 @@ const allowedProxyForm = "want [scheme://][user:pass@]host[:port] with scheme ht
 // return the redacted form, so formatting or logging a ProxyURL never leaks
 // its credentials. The zero value is an empty, unusable URL (IsZero).
 type ProxyURL struct {
-	scheme   string
-	host     string // lowercase; IPv6 without brackets
-	port     string
-	hostPort string // net.JoinHostPort(host, port)
+	scheme string // one of the Scheme* constants (never the input's bytes)
+	// redacted is the URL without credentials: scheme://[~tag@]host:port.
+	// host:port ends it, so Host, Port and HostPort are slices of it (hp:
+	// where host:port starts; pc: the colon before the port) rather than
+	// strings of their own: the engine keeps a ProxyURL per proxy, and
+	// three strings took 48 bytes of it, and an allocation, each.
 	redacted string
 	id       string // ID(), computed by ParseProxyURL
 	// creds are the credentials; nil without (most proxies: 40 bytes
@@ -60,6 +61,7 @@ type ProxyURL struct {
 	// addr is the host's IP literal and the port, for the event loop
 	// (proxyAddr; addrOK false: not an IP literal it dials)
 	addr   netip.AddrPort
+	hp, pc uint16 // see redacted (a host is at most maxHostLen bytes)
 	addrOK bool
 	// display: parsed from a redacted form ("http://~1a2b3c4d@host:port"):
 	// it names a proxy (its ID) but carries no credentials to use.
@@ -143,12 +145,11 @@ func ParseProxyURL(s string) (ProxyURL, error) {
 	if in == "" {
 		return bad("empty")
 	}
-	scheme = strings.ToLower(scheme)
-	switch scheme {
-	case SchemeHTTP, SchemeHTTPS, SchemeSOCKS5, SchemeSOCKS5H, SchemeSOCKS4, SchemeSOCKS4A:
-	default:
-		return bad("unsupported scheme %q", scheme)
+	known, ok := schemes[strings.ToLower(scheme)]
+	if !ok {
+		return bad("unsupported scheme %q", strings.ToLower(scheme))
 	}
+	scheme = known // the constant: a ProxyURL keeps none of the input's bytes
 	switch {
 	case tail == "", tail == "/":
 	case strings.ContainsRune(tail, '#'):
@@ -168,16 +169,17 @@ func ParseProxyURL(s string) (ProxyURL, error) {
 		}
 		port = defaultPort(scheme)
 	}
-	p := ProxyURL{scheme: scheme, host: host, port: port, hostPort: net.JoinHostPort(host, port)}
+	p := ProxyURL{scheme: scheme}
 	p.addr, p.addrOK = parseProxyAddr(host, port)
-	p.redacted = scheme + "://" + p.hostPort
 	if hasUserinfo && userTagRE.MatchString(userinfo) {
 		// A redacted URL, as the API and the logs show it: it names the
 		// proxy, it cannot be used to reach it.
-		p.redacted, p.display = scheme+"://"+userinfo+"@"+p.hostPort, true
+		p.setRedacted(scheme+"://"+userinfo+"@", host, port)
+		p.display = true
 		p.id = idOf(p.redacted)
 		return p, nil
 	}
+	prefix := scheme + "://"
 	if hasUserinfo {
 		rawUser, rawPass, hasPass := strings.Cut(userinfo, ":")
 		user, err1 := url.PathUnescape(rawUser)
@@ -196,11 +198,12 @@ func ParseProxyURL(s string) (ProxyURL, error) {
 			return bad("socks4 user ID must not contain NUL")
 		}
 		p.creds = &proxyCreds{user: user, pass: pass}
-		p.redacted = scheme + "://" + UserTag(user) + "@" + p.hostPort
+		prefix += UserTag(user) + "@"
 		if scheme == SchemeHTTP || scheme == SchemeHTTPS {
 			p.creds.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 		}
 	}
+	p.setRedacted(prefix, host, port)
 	p.id = idOf(p.redacted)
 	return p, nil
 }
@@ -214,6 +217,28 @@ func MustParseProxyURL(s string) ProxyURL {
 	}
 	return p
 }
+
+// schemes maps each scheme ParseProxyURL accepts to its constant.
+var schemes = map[string]string{
+	SchemeHTTP: SchemeHTTP, SchemeHTTPS: SchemeHTTPS, SchemeSOCKS5: SchemeSOCKS5,
+	SchemeSOCKS5H: SchemeSOCKS5H, SchemeSOCKS4: SchemeSOCKS4, SchemeSOCKS4A: SchemeSOCKS4A,
+}
+
+// setRedacted sets the redacted URL to prefix (scheme://, and the user's
+// tag) and host:port, IPv6 in brackets, in one string, and where its
+// host:port starts.
+func (p *ProxyURL) setRedacted(prefix, host, port string) {
+	if strings.IndexByte(host, ':') >= 0 {
+		p.redacted = prefix + "[" + host + "]:" + port
+	} else {
+		p.redacted = prefix + host + ":" + port
+	}
+	p.hp, p.pc = uint16(len(prefix)), uint16(len(p.redacted)-len(port)-1)
+}
+
+// maxHostLen is the longest host ParseProxyURL accepts: a DNS name's
+// limit (RFC 1035), which also keeps host:port's offsets in 16 bits.
+const maxHostLen = 253
 
 func defaultPort(scheme string) string {
 	switch scheme {
@@ -325,6 +350,9 @@ func splitHostPort(a string) (host, port string, err error) {
 		}
 		host = strings.ToLower(host)
 	}
+	if len(host) > maxHostLen {
+		return "", "", fmt.Errorf("host too long (at most %d characters)", maxHostLen)
+	}
 	if port != "" {
 		n, perr := strconv.Atoi(port)
 		if perr != nil || n < 1 || n > 65535 || !allDigits(port) {
@@ -411,13 +439,25 @@ func (p ProxyURL) Scheme() string { return p.scheme }
 
 // Host returns the lowercase host name or IP address (IPv6 without
 // brackets).
-func (p ProxyURL) Host() string { return p.host }
+func (p ProxyURL) Host() string {
+	h := p.redacted[p.hp:p.pc]
+	if len(h) > 0 && h[0] == '[' {
+		return h[1 : len(h)-1]
+	}
+	return h
+}
 
-// Port returns the port as a decimal string (always set).
-func (p ProxyURL) Port() string { return p.port }
+// Port returns the port as a decimal string (always set, except in the
+// zero ProxyURL).
+func (p ProxyURL) Port() string {
+	if p.redacted == "" {
+		return ""
+	}
+	return p.redacted[p.pc+1:]
+}
 
 // HostPort returns "host:port" (IPv6 in brackets), ready to dial.
-func (p ProxyURL) HostPort() string { return p.hostPort }
+func (p ProxyURL) HostPort() string { return p.redacted[p.hp:] }
 
 // RevealCredentials returns the decoded user name and password. The name is
 // deliberately loud: whatever it returns must never be logged, journaled or

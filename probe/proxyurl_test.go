@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"regexp"
 	"strings"
 	"testing"
@@ -28,6 +29,8 @@ func TestParseProxyURLValid(t *testing.T) {
 		{"http://us%40er:p%3Ass@h:08080", "http://" + UserTag("us@er") + "@h:8080", "http", "h:8080", "us@er", "p:ss"},
 		{"http://user:p@ss/w#rd?@h:1", "http://" + UserTag("user") + "@h:1", "http", "h:1", "user", "p@ss/w#rd?"},
 		{"  http://h:1  ", "http://h:1", "http", "h:1", "", ""},
+		{"socks5://" + UserTag("u") + "@[::1]:1080", "socks5://" + UserTag("u") + "@[::1]:1080", "socks5", "[::1]:1080", "", ""},
+		{"http://" + strings.Repeat("a", maxHostLen) + ":1", "http://" + strings.Repeat("a", maxHostLen) + ":1", "http", strings.Repeat("a", maxHostLen) + ":1", "", ""},
 	}
 	for _, tc := range cases {
 		p, err := ParseProxyURL(tc.in)
@@ -43,6 +46,19 @@ func TestParseProxyURLValid(t *testing.T) {
 		if p.HasCredentials() != (tc.user != "") {
 			t.Errorf("%q: HasCredentials = %v", tc.in, p.HasCredentials())
 		}
+		// Host and Port are slices of the redacted URL: IPv6 without its
+		// brackets, the port normalised.
+		host, port, err := net.SplitHostPort(tc.hostPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Host() != host || p.Port() != port {
+			t.Errorf("%q: Host %q Port %q, want %q %q", tc.in, p.Host(), p.Port(), host, port)
+		}
+	}
+	var zero ProxyURL
+	if zero.Host() != "" || zero.Port() != "" || zero.HostPort() != "" || zero.Redacted() != "" {
+		t.Errorf("the zero ProxyURL: Host %q Port %q HostPort %q Redacted %q", zero.Host(), zero.Port(), zero.HostPort(), zero.Redacted())
 	}
 }
 
@@ -56,6 +72,7 @@ func TestParseProxyURLInvalid(t *testing.T) {
 		{"http://h:+80", "bad port (want a number"},
 		{"http://h:", "empty port"},
 		{"http://:80", "empty host"},
+		{"http://" + strings.Repeat("a", maxHostLen+1) + ":80", "host too long (at most 253 characters)"},
 		{"http://h:80/path", "a path is not allowed"},
 		{"http://h:80/?q=1", "queries"},
 		{"http://h:80#f", "fragments"},
@@ -163,9 +180,10 @@ func TestMustParseProxyURLPanics(t *testing.T) {
 
 // TestProxyURLKeepsCredentialsAside: the engine keeps a ProxyURL per proxy
 // and the probe copies one per check; the credentials most proxies lack
-// live behind a pointer, so a URL is 144 bytes, not 192.
+// live behind a pointer, and host, port and host:port are slices of the
+// redacted URL, so a URL is 96 bytes, not 192.
 func TestProxyURLKeepsCredentialsAside(t *testing.T) {
-	if n := unsafe.Sizeof(ProxyURL{}); n > 144 {
+	if n := unsafe.Sizeof(ProxyURL{}); n > 96 {
 		t.Fatalf("ProxyURL is %d bytes; keep the credentials behind their pointer", n)
 	}
 	p, err := ParseProxyURL("http://u:p@127.0.0.1:8080")
