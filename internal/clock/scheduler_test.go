@@ -5,6 +5,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
+
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
 
 // TestScheduler: timers fire in due order on the scheduler's goroutine; a
@@ -146,6 +149,31 @@ func BenchmarkSchedulerArmStop(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		s.AfterFunc(10*time.Second+time.Duration(i%1000)*time.Millisecond, func() {}).Stop()
 	}
+}
+
+// BenchmarkSchedulerBytesPerTimer reports the heap a Rearmable of the
+// engine's scheduler costs armed (a proxy's check timer), with 10,000 of
+// them armed within the wheel, their function shared (the timer, not the
+// caller's closure, is counted).
+func BenchmarkSchedulerBytesPerTimer(b *testing.B) {
+	const timers = 10_000
+	f := func(uint64) {}
+	var perTimer float64
+	for range b.N {
+		s := NewScheduler(100 * time.Millisecond)
+		before := testutil.HeapInUse()
+		tms := make([]Rearmable, timers)
+		for i := range tms {
+			tms[i] = s.NewTimer(f)
+			tms[i].Arm(time.Minute+time.Duration(i)*time.Millisecond, uint64(i))
+		}
+		perTimer = float64(testutil.HeapInUse()-before-int64(timers*unsafe.Sizeof(Rearmable(nil)))) / timers
+		for _, tm := range tms {
+			tm.Stop()
+		}
+		s.Close()
+	}
+	b.ReportMetric(perTimer, "B/timer")
 }
 
 // TestSchedulerWheel: with a slack, timers within the wheel and beyond it
