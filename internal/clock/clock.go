@@ -49,6 +49,48 @@ type RearmableClock interface {
 	NewTimer(f func(token uint64)) Rearmable
 }
 
+// NewRearmable returns a disarmed Rearmable of c that calls f: c's own
+// (NewTimer) when c is a RearmableClock; with any other clock, each arming
+// is a timer of c.AfterFunc (a timer and a closure allocated per arming).
+func NewRearmable(c Clock, f func(token uint64)) Rearmable {
+	if rc, ok := c.(RearmableClock); ok {
+		return rc.NewTimer(f)
+	}
+	return &afterFuncTimer{c: c, f: f}
+}
+
+// afterFuncTimer is the Rearmable of a clock that makes none: an arming is
+// an AfterFunc timer of its own.
+type afterFuncTimer struct {
+	c  Clock
+	f  func(token uint64)
+	mu sync.Mutex
+	t  Timer // the pending arming's timer, if any
+}
+
+// Arm implements Rearmable.
+func (t *afterFuncTimer) Arm(d time.Duration, token uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.t != nil {
+		t.t.Stop()
+	}
+	f := t.f
+	t.t = t.c.AfterFunc(d, func() { f(token) })
+}
+
+// Stop implements Rearmable.
+func (t *afterFuncTimer) Stop() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.t == nil {
+		return false
+	}
+	stopped := t.t.Stop()
+	t.t = nil
+	return stopped
+}
+
 // Real is the system clock.
 type Real struct{}
 
@@ -67,7 +109,11 @@ type Fake struct {
 }
 
 // NewFake returns a fake clock set to start.
-func NewFake(start time.Time) *Fake { return &Fake{now: start} }
+func NewFake(start time.Time) *Fake {
+	c := &Fake{now: start}
+	c.epoch, c.fake = start, c
+	return c
+}
 
 // Now returns the fake time.
 func (c *Fake) Now() time.Time {
@@ -81,13 +127,13 @@ func (c *Fake) Now() time.Time {
 func (c *Fake) AfterFunc(d time.Duration, f func()) Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.add(c.now.Add(d), f)
+	return c.add(c.sinceEpoch(c.now, d), f)
 }
 
 // NewTimer returns a disarmed timer of the fake clock; its armings fire
 // like AfterFunc's timers.
 func (c *Fake) NewTimer(f func(token uint64)) Rearmable {
-	return &fakeTimer{q: &c.timerQueue, rf: f, fake: c, index: -1}
+	return &fakeTimer{q: &c.timerQueue, rf: f, index: -1, slot: inHeap}
 }
 
 // Advance moves the time forward by d, firing every timer that falls due,
@@ -105,7 +151,7 @@ func (c *Fake) Set(t time.Time) { c.runUntil(t) }
 func (c *Fake) runUntil(end time.Time) {
 	for {
 		c.mu.Lock()
-		if len(c.timers) == 0 || c.timers[0].when.After(end) {
+		if len(c.timers) == 0 || c.timers[0].when > c.sinceEpoch(end, 0) {
 			if end.After(c.now) {
 				c.now = end
 			}
@@ -113,8 +159,8 @@ func (c *Fake) runUntil(end time.Time) {
 			return
 		}
 		t := heap.Pop(&c.timers).(*fakeTimer)
-		if t.when.After(c.now) {
-			c.now = t.when
+		if when := c.timeOf(t.when); when.After(c.now) {
+			c.now = when
 		}
 		d := dueTimer{t: t, token: t.token}
 		c.mu.Unlock()
@@ -129,7 +175,7 @@ func (c *Fake) NextDue() (time.Time, bool) {
 	if len(c.timers) == 0 {
 		return time.Time{}, false
 	}
-	return c.timers[0].when, true
+	return c.timeOf(c.timers[0].when), true
 }
 
 // timerQueue holds the pending timers of a Fake or a Scheduler.
@@ -137,12 +183,34 @@ type timerQueue struct {
 	mu     sync.Mutex
 	timers timerHeap
 	seq    uint64 // orders timers due at the same time
+	// epoch is the time the timers' due times count from (see
+	// fakeTimer.when): the Fake's start, the Scheduler's creation.
+	epoch time.Time
+	// The clock whose queue it is: sched is nil for a Fake.
+	sched *Scheduler
+	fake  *Fake
 }
 
+// sinceEpoch returns the due time t+d as a fakeTimer's when: nanoseconds
+// since q.epoch (monotonic if both are), saturated.
+func (q *timerQueue) sinceEpoch(t time.Time, d time.Duration) int64 {
+	n := t.Sub(q.epoch) // saturates
+	if d > 0 && n > math.MaxInt64-d {
+		return math.MaxInt64
+	}
+	if d < 0 && n < math.MinInt64-d {
+		return math.MinInt64
+	}
+	return int64(n + d)
+}
+
+// timeOf returns a fakeTimer's when as a time.
+func (q *timerQueue) timeOf(when int64) time.Time { return q.epoch.Add(time.Duration(when)) }
+
 // add queues f to run at when; call it with q.mu held.
-func (q *timerQueue) add(when time.Time, f func()) *fakeTimer {
+func (q *timerQueue) add(when int64, f func()) *fakeTimer {
 	q.seq++
-	t := &fakeTimer{q: q, when: when, f: f, seq: q.seq, index: -1}
+	t := &fakeTimer{q: q, when: when, f: f, seq: q.seq, index: -1, slot: inHeap}
 	heap.Push(&q.timers, t)
 	return t
 }
@@ -155,21 +223,30 @@ func (q *timerQueue) Pending() int {
 }
 
 // fakeTimer is a timer of a Fake or a Scheduler: an entry in its queue.
+// There is one per proxy (its check timer, a Rearmable) and one per
+// AfterFunc, so it is kept to 56 bytes (the 64-byte size class; 112 with
+// its due time a time.Time and its clock and wheel position in fields of
+// their own): its clock is its queue's, its due time a count of
+// nanoseconds.
 type fakeTimer struct {
 	q     *timerQueue
-	when  time.Time
+	when  int64 // due: nanoseconds since q.epoch
 	f     func()
 	rf    func(uint64) // a Rearmable's function (f is nil)
 	token uint64       // a Rearmable's current arming
-	sched *Scheduler   // a Rearmable's scheduler, or
-	fake  *Fake        // its fake clock
 	seq   uint64
-	index int // in the heap, or in the wheel's bucket; -1: fired or stopped
-	// wheel is set while the timer is in a Scheduler's wheel, in the
-	// bucket of tick.
-	wheel *Scheduler
-	tick  int64
+	index int32 // in the heap, or in the wheel's bucket; -1: fired or stopped
+	// slot is the Scheduler wheel's bucket the timer is in (index is its
+	// place there), overdue, or inHeap: in the heap, or in nothing (index
+	// -1).
+	slot int32
 }
+
+// fakeTimer.slot of a timer in no bucket of a wheel.
+const (
+	inHeap  = -1
+	overdue = -2 // in Scheduler.overdue
+)
 
 func (t *fakeTimer) Stop() bool {
 	t.q.mu.Lock()
@@ -178,27 +255,27 @@ func (t *fakeTimer) Stop() bool {
 }
 
 func (t *fakeTimer) stopLocked() bool {
-	if t.wheel != nil {
-		return t.wheel.removeLocked(t)
+	if t.slot != inHeap {
+		return t.q.sched.removeLocked(t)
 	}
 	if t.index < 0 {
 		return false
 	}
-	heap.Remove(&t.q.timers, t.index)
+	heap.Remove(&t.q.timers, int(t.index))
 	return true
 }
 
 // Arm implements Rearmable.
 func (t *fakeTimer) Arm(d time.Duration, token uint64) {
-	if s := t.sched; s != nil {
-		s.arm(t, time.Now().Add(d), token)
+	if s := t.q.sched; s != nil {
+		s.arm(t, s.sinceEpoch(time.Now(), d), token)
 		return
 	}
 	q := t.q
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	t.stopLocked()
-	t.when, t.token = t.fake.now.Add(d), token
+	t.when, t.token = q.sinceEpoch(q.fake.now, d), token
 	q.seq++
 	t.seq = q.seq
 	heap.Push(&q.timers, t)
@@ -222,19 +299,19 @@ type timerHeap []*fakeTimer
 
 func (h timerHeap) Len() int { return len(h) }
 func (h timerHeap) Less(i, j int) bool {
-	if h[i].when.Equal(h[j].when) {
+	if h[i].when == h[j].when {
 		return h[i].seq < h[j].seq
 	}
-	return h[i].when.Before(h[j].when)
+	return h[i].when < h[j].when
 }
 func (h timerHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].index = i
-	h[j].index = j
+	h[i].index = int32(i)
+	h[j].index = int32(j)
 }
 func (h *timerHeap) Push(x any) {
 	t := x.(*fakeTimer)
-	t.index = len(*h)
+	t.index = int32(len(*h))
 	*h = append(*h, t)
 }
 func (h *timerHeap) Pop() any {
@@ -272,8 +349,7 @@ func (h *timerHeap) Pop() any {
 type Scheduler struct {
 	timerQueue // without a slack: every timer; with one: those beyond the wheel
 	due        []dueTimer
-	slack      time.Duration
-	epoch      time.Time // start of the first tick
+	slack      time.Duration // ticks start at epoch
 	wake       chan struct{}
 	done       chan struct{}
 	exited     chan struct{}
@@ -315,9 +391,10 @@ const (
 func NewScheduler(slack time.Duration) *Scheduler { return newScheduler(slack, wheelSize) }
 
 func newScheduler(slack time.Duration, size int) *Scheduler {
-	s := &Scheduler{slack: max(slack, 0), epoch: time.Now(),
+	s := &Scheduler{slack: max(slack, 0),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{}),
 		sleepTick: math.MaxInt64}
+	s.epoch, s.sched = time.Now(), s
 	if s.slack > 0 {
 		s.wheel = make([][]*fakeTimer, size)
 		go s.runWheel()
@@ -341,9 +418,9 @@ func (s *Scheduler) Pending() int {
 // tick d falls in, when the scheduler has a slack). After Close, f never
 // runs.
 func (s *Scheduler) AfterFunc(d time.Duration, f func()) Timer {
-	when := time.Now().Add(d)
+	when := s.sinceEpoch(time.Now(), d)
 	s.mu.Lock()
-	t := &fakeTimer{q: &s.timerQueue, f: f, index: -1}
+	t := &fakeTimer{q: &s.timerQueue, f: f, index: -1, slot: inHeap}
 	wake := s.insertLocked(t, when)
 	s.mu.Unlock()
 	if wake {
@@ -355,11 +432,11 @@ func (s *Scheduler) AfterFunc(d time.Duration, f func()) Timer {
 // NewTimer returns a disarmed timer whose armings fire on the scheduler's
 // goroutine, like AfterFunc's functions.
 func (s *Scheduler) NewTimer(f func(token uint64)) Rearmable {
-	return &fakeTimer{q: &s.timerQueue, rf: f, sched: s, index: -1}
+	return &fakeTimer{q: &s.timerQueue, rf: f, index: -1, slot: inHeap}
 }
 
-// arm (re)arms a Rearmable of s for when.
-func (s *Scheduler) arm(t *fakeTimer, when time.Time, token uint64) {
+// arm (re)arms a Rearmable of s for when (see fakeTimer.when).
+func (s *Scheduler) arm(t *fakeTimer, when int64, token uint64) {
 	s.mu.Lock()
 	t.stopLocked()
 	t.token = token
@@ -370,9 +447,10 @@ func (s *Scheduler) arm(t *fakeTimer, when time.Time, token uint64) {
 	}
 }
 
-// insertLocked queues t (not queued) to fire at when and reports whether
-// the goroutine must be woken for it; call with s.mu held.
-func (s *Scheduler) insertLocked(t *fakeTimer, when time.Time) bool {
+// insertLocked queues t (not queued) to fire at when (see fakeTimer.when)
+// and reports whether the goroutine must be woken for it; call with s.mu
+// held.
+func (s *Scheduler) insertLocked(t *fakeTimer, when int64) bool {
 	s.seq++
 	t.when, t.seq = when, s.seq
 	if s.slack > 0 {
@@ -395,9 +473,10 @@ func (s *Scheduler) wakeUp() {
 	}
 }
 
-// tickOf returns the tick a timer due at when fires at the end of.
-func (s *Scheduler) tickOf(when time.Time) int64 {
-	d := when.Sub(s.epoch) // monotonic
+// tickOf returns the tick a timer due at when (see fakeTimer.when) fires
+// at the end of.
+func (s *Scheduler) tickOf(when int64) int64 {
+	d := time.Duration(when) // since the epoch, monotonic
 	k := int64(d / s.slack)
 	if d%s.slack > 0 {
 		k++
@@ -405,17 +484,13 @@ func (s *Scheduler) tickOf(when time.Time) int64 {
 	return k
 }
 
-// overdueTick marks a timer in Scheduler.overdue.
-const overdueTick = math.MinInt64
-
 // toWheel puts t in the bucket of tick, or with the overdue timers when
 // that tick has ended; call with s.mu held.
 func (s *Scheduler) toWheel(t *fakeTimer, tick int64) {
-	b := &s.overdue
+	b, slot := &s.overdue, int32(overdue)
 	if tick >= s.cur {
-		b = &s.wheel[tick%int64(len(s.wheel))]
-	} else {
-		tick = overdueTick
+		slot = int32(tick % int64(len(s.wheel)))
+		b = &s.wheel[slot]
 	}
 	if *b == nil {
 		if n := len(s.spare); n > 0 {
@@ -424,7 +499,7 @@ func (s *Scheduler) toWheel(t *fakeTimer, tick int64) {
 			s.spare = s.spare[:n-1]
 		}
 	}
-	t.wheel, t.tick, t.index = s, tick, len(*b)
+	t.slot, t.index = slot, int32(len(*b))
 	*b = append(*b, t)
 	s.inWheel++
 }
@@ -435,10 +510,10 @@ func (s *Scheduler) removeLocked(t *fakeTimer) bool {
 		return false
 	}
 	b := &s.overdue
-	if t.tick != overdueTick {
-		b = &s.wheel[t.tick%int64(len(s.wheel))]
+	if t.slot != overdue {
+		b = &s.wheel[t.slot]
 	}
-	last := len(*b) - 1
+	last := int32(len(*b) - 1)
 	if t.index != last {
 		(*b)[t.index] = (*b)[last]
 		(*b)[t.index].index = t.index
@@ -448,7 +523,7 @@ func (s *Scheduler) removeLocked(t *fakeTimer) bool {
 	if last == 0 {
 		s.spareBucket(b)
 	}
-	t.index, t.wheel = -1, nil // (a Rearmable may go to the heap next)
+	t.index, t.slot = -1, inHeap // (a Rearmable may go to the heap next)
 	s.inWheel--
 	return true
 }
@@ -476,13 +551,14 @@ func (s *Scheduler) run() {
 	for {
 		s.mu.Lock()
 		now := time.Now()
-		for len(s.timers) > 0 && !s.timers[0].when.After(now) {
+		nowNs := s.sinceEpoch(now, 0)
+		for len(s.timers) > 0 && s.timers[0].when <= nowNs {
 			t := heap.Pop(&s.timers).(*fakeTimer)
 			s.due = append(s.due, dueTimer{t: t, token: t.token})
 		}
 		wait := time.Hour
 		if len(s.timers) > 0 {
-			wait = s.timers[0].when.Sub(now)
+			wait = time.Duration(s.timers[0].when - nowNs)
 		}
 		due := s.due
 		if len(due) > 0 {
@@ -580,14 +656,14 @@ func (s *Scheduler) takeBucket(b *[]*fakeTimer) {
 	}
 	start := len(s.due)
 	for i, t := range *b {
-		t.index, t.wheel = -1, nil
+		t.index, t.slot = -1, inHeap
 		s.due = append(s.due, dueTimer{t: t, token: t.token})
 		(*b)[i] = nil
 	}
 	s.spareBucket(b)
 	s.inWheel -= n
 	slices.SortFunc(s.due[start:], func(a, b dueTimer) int {
-		if c := a.t.when.Compare(b.t.when); c != 0 {
+		if c := cmp.Compare(a.t.when, b.t.when); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.t.seq, b.t.seq)

@@ -105,3 +105,51 @@ func TestSchedulerRearmable(t *testing.T) {
 		})
 	}
 }
+
+// onlyClock is a Clock that makes no Rearmable timers (a host's clock).
+type onlyClock struct{ f *Fake }
+
+func (c onlyClock) Now() time.Time                            { return c.f.Now() }
+func (c onlyClock) AfterFunc(d time.Duration, f func()) Timer { return c.f.AfterFunc(d, f) }
+
+// TestNewRearmableOnAClockWithout: on a clock that makes no Rearmable,
+// NewRearmable's timer behaves like one (a re-arming replaces the pending
+// one, Stop disarms and reports it), with an AfterFunc timer per arming;
+// on a clock that makes them, it is the clock's own.
+func TestNewRearmableOnAClockWithout(t *testing.T) {
+	f := NewFake(time.Unix(0, 0))
+	if _, own := NewRearmable(f, func(uint64) {}).(*fakeTimer); !own {
+		t.Fatal("NewRearmable of a Fake is not the Fake's own timer")
+	}
+	var got []uint64
+	tm := NewRearmable(onlyClock{f}, func(tok uint64) { got = append(got, tok) })
+	if tm.Stop() {
+		t.Fatal("Stop of a new timer reported an arming")
+	}
+	tm.Arm(10*time.Second, 1)
+	tm.Arm(20*time.Second, 2) // replaces the first
+	f.Advance(15 * time.Second)
+	if len(got) != 0 {
+		t.Fatalf("firings %v after 15 s, want none", got)
+	}
+	f.Advance(10 * time.Second)
+	if len(got) != 1 || got[0] != 2 {
+		t.Fatalf("firings %v, want token 2", got)
+	}
+	if tm.Stop() {
+		t.Fatal("Stop of a fired timer reported an arming")
+	}
+	tm.Arm(time.Second, 3)
+	if !tm.Stop() || tm.Stop() {
+		t.Fatal("Stop of an armed timer, then of a disarmed one")
+	}
+	f.Advance(time.Minute)
+	tm.Arm(time.Second, 4)
+	f.Advance(time.Second)
+	if len(got) != 2 || got[1] != 4 {
+		t.Fatalf("firings %v, want token 4 last", got)
+	}
+	if f.Pending() != 0 {
+		t.Fatalf("%d pending", f.Pending())
+	}
+}

@@ -120,7 +120,8 @@ func TestSchedulerSlack(t *testing.T) {
 
 // TestSchedulerFireAt: due times are rounded up to the end of their tick.
 func TestSchedulerFireAt(t *testing.T) {
-	s := &Scheduler{slack: 25 * time.Millisecond, epoch: time.Unix(1000, 0)}
+	s := &Scheduler{slack: 25 * time.Millisecond}
+	s.epoch = time.Unix(1000, 0)
 	for _, c := range []struct{ off, want time.Duration }{
 		{0, 0}, {1, 25 * time.Millisecond}, {25 * time.Millisecond, 25 * time.Millisecond},
 		{26 * time.Millisecond, 50 * time.Millisecond}, {-time.Millisecond, 0},
@@ -149,6 +150,25 @@ func BenchmarkSchedulerArmStop(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		s.AfterFunc(10*time.Second+time.Duration(i%1000)*time.Millisecond, func() {}).Stop()
 	}
+}
+
+// BenchmarkSchedulerRearm: a Rearmable (a proxy's check timer) armed and
+// re-armed (its zombie deadline, its next check) among 10,000 pending
+// ones, with the engine's slack.
+func BenchmarkSchedulerRearm(b *testing.B) {
+	s := NewScheduler(100 * time.Millisecond)
+	defer s.Close()
+	f := func(uint64) {}
+	for i := range 10000 {
+		s.NewTimer(f).Arm(time.Duration(i)*time.Millisecond+time.Minute, 0)
+	}
+	tm := s.NewTimer(f)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		tm.Arm(10*time.Second+time.Duration(i%1000)*time.Millisecond, uint64(i))
+	}
+	tm.Stop()
 }
 
 // BenchmarkSchedulerBytesPerTimer reports the heap a Rearmable of the
