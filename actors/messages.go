@@ -97,7 +97,7 @@ type AsyncCheckFunc func(ctx context.Context, done *CheckDone)
 // completion. Only a proxy actor makes one.
 type CheckDone struct {
 	owner  *proxyActor // the incarnation that started the check
-	gen    uint64      // its check generation
+	gen    uint32      // its check generation
 	sys    *actor.ActorSystem
 	self   *actor.PID
 	once   atomic.Bool // set by the first Done, or by a panic of the check's start
@@ -201,18 +201,19 @@ type StateReply struct {
 
 // internal messages
 type (
-	checkDue    struct{ gen uint64 }
-	ejectionDue struct{ gen uint64 }
+	checkDue struct{ gen uint32 }
+	// ejectionDue is the firing of the ejection it converts.
+	ejectionDue ejection
 	// probePanicked, like CheckDone (the message of a probe's result),
 	// names the incarnation that started the probe: a probe is not
 	// cancelled when its actor restarts, and the new incarnation's check
 	// generations start again from zero.
 	probePanicked struct {
 		owner *proxyActor
-		gen   uint64
+		gen   uint32
 		value any
 	}
-	zombie       struct{ gen uint64 }
+	zombie       struct{ gen uint32 }
 	snapshotDone struct {
 		owner *proxyActor
 		seq   uint64

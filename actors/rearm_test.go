@@ -1,8 +1,12 @@
 package actors
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/proxyhealth/proxyhealth/internal/clock"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
 // TestRealClockTimerRearmedAcrossWheelAndHeap: on the real clock (the
@@ -33,5 +37,56 @@ func TestRealClockTimerRearmedAcrossWheelAndHeap(t *testing.T) {
 	}
 	if n := h.env.sched.Pending(); n != 1 {
 		t.Fatalf("%d timers pending, want the one check timer", n)
+	}
+}
+
+// plainClock is a host's clock that makes no re-armable timers: only Now
+// and AfterFunc of the harness's fake clock.
+type plainClock struct{ f *clock.Fake }
+
+func (c plainClock) Now() time.Time                                  { return c.f.Now() }
+func (c plainClock) AfterFunc(d time.Duration, f func()) clock.Timer { return c.f.AfterFunc(d, f) }
+
+// TestClockWithoutRearmableTimers: with a clock that makes no re-armable
+// timers, each arming of the actor's timer is an AfterFunc timer of its
+// own, and it works as the re-armable one: checks run on schedule, a
+// zombie check is recorded as a timeout, a re-arming or a pause leaves no
+// earlier timer pending.
+func TestClockWithoutRearmableTimers(t *testing.T) {
+	h := newHarnessWith(t, nil, func(e *Env) { e.Clock = plainClock{e.Clock.(*clock.Fake)} })
+	release := make(chan struct{})
+	s := &script{}
+	s.hook = func(ctx context.Context, n int64) {
+		if n == 2 {
+			<-release // ignores ctx: a misbehaving prober
+		}
+	}
+	pid := h.spawn("p1", noJitter(), s)
+	h.step(pid)
+	st := h.idle(pid)
+	if n := h.clk.Pending(); n != 1 {
+		t.Fatalf("%d timers pending, want the next check's", n)
+	}
+	h.clk.Set(st.NextCheckAt)
+	poll(t, "check in flight", func() bool { return s.calls.Load() == 2 })
+	h.clk.Advance(2 * checkTimeout)
+	st = h.idle(pid)
+	if st.State.LastErrorClass != pb.FailureClass_FAILURE_CLASS_TIMEOUT {
+		t.Fatalf("last error %v %q, want the zombie's timeout", st.State.LastErrorClass, st.State.LastError)
+	}
+	close(release)
+	h.step(pid)
+	if got := h.idle(pid).State.TotalChecks; got != 3 {
+		t.Fatalf("total checks %d, want 3", got)
+	}
+	if n := h.clk.Pending(); n != 1 {
+		t.Fatalf("%d timers pending, want the next check's", n)
+	}
+	if r := h.request(pid, &Pause{}).(*Reply); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	h.idle(pid)
+	if n := h.clk.Pending(); n != 0 {
+		t.Fatalf("paused: %d timers pending, want none", n)
 	}
 }
