@@ -15,3 +15,15 @@ func TestProxyActorFitsItsSizeClass(t *testing.T) {
 		t.Fatalf("proxyActor is %d bytes, past the 352-byte size class: keep its state packed, its times unix ns, its rarely used state apart and its flags together", n)
 	}
 }
+
+// TestDrainedQueueKeepsNoArray: once the commands queued behind an append
+// are decided, the actor holds no array for them (every new proxy queues
+// the engine's Sync behind its ProxyAdded).
+func TestDrainedQueueKeepsNoArray(t *testing.T) {
+	a := &proxyActor{spec: &ProxySpec{ID: "p1"}}
+	a.queue = append(a.queue, pending{sync: true}, pending{sync: true}) // nobody waits for the replies
+	a.drain(nil)
+	if a.queue != nil {
+		t.Fatalf("drained queue: len %d, cap %d; want no array", len(a.queue), cap(a.queue))
+	}
+}
