@@ -14,8 +14,7 @@ func proxyMailbox() actor.Mailbox { return new(mailbox) }
 // mailbox is the proxy actors' mailbox: its queue of messages under a
 // mutex. A proxy's mailbox is empty nearly all the time, and there is one
 // per proxy, so it is built to cost little when empty and nothing per
-// message. It is 72 bytes (the 80-byte size class) and holds no buffer
-// while empty. protoactor's lock-free mailbox takes about 170 bytes (two
+// message. It is 64 bytes (a size class) and holds no buffer while empty. protoactor's lock-free mailbox takes about 170 bytes (two
 // queues, each with a node left over), allocates a node for every message,
 // and a closure for every run it schedules. This one keeps a message that
 // finds it empty in itself (a proxy's messages nearly always come one at a
@@ -40,18 +39,24 @@ func proxyMailbox() actor.Mailbox { return new(mailbox) }
 // nothing sends batches to a proxy actor.
 type mailbox struct {
 	mu sync.Mutex
-	// The waiting messages, nsys system messages first, then the user
-	// messages: one, while it is the only one (has), else spill.q[spill.head:]
-	// (spill is nil while at most one waits).
-	one       any
-	spill     *spill
+	// q holds the waiting messages, nsys system messages first, then the
+	// user messages: nil while none waits, the message while one does,
+	// else a *spill with them in spill.q[spill.head:]. No message is a
+	// *spill (the type is this package's own), and a nil message waits as
+	// nilMessage. One field for the three cases: with the message and the
+	// spill in fields of their own and a flag for a message that waits,
+	// the mailbox took the 80-byte size class.
+	q         any
 	nsys      int32
-	has       bool // one holds the only waiting message
 	scheduled bool // a run is scheduled or running
 	suspended bool // user messages wait for ResumeMailbox
 	invoker   actor.MessageInvoker
 	dispatch  actor.Dispatcher
 }
+
+// nilMessage stands for a nil message while it waits in a mailbox (a nil
+// q is an empty mailbox).
+type nilMessage struct{}
 
 // spill holds a mailbox's messages while more than one waits: q[head:],
 // first in q's room in the spill itself (buf), so that a second message
@@ -71,26 +76,29 @@ func spillOf(a, b any) *spill {
 
 // waiting returns the number of waiting messages (m.mu held).
 func (m *mailbox) waiting() int {
-	switch {
-	case m.spill != nil:
-		return len(m.spill.q) - m.spill.head
-	case m.has:
-		return 1
+	switch q := m.q.(type) {
+	case nil:
+		return 0
+	case *spill:
+		return len(q.q) - q.head
 	}
-	return 0
+	return 1
 }
 
 // PostUserMessage queues msg and schedules a run unless one is scheduled
 // or the mailbox is suspended.
 func (m *mailbox) PostUserMessage(msg any) {
+	if msg == nil {
+		msg = nilMessage{}
+	}
 	m.mu.Lock()
-	switch {
-	case m.spill != nil:
-		m.spill.q = append(m.spill.q, msg)
-	case !m.has:
-		m.one, m.has = msg, true
+	switch q := m.q.(type) {
+	case nil:
+		m.q = msg
+	case *spill:
+		q.q = append(q.q, msg)
 	default:
-		m.spill, m.one, m.has = spillOf(m.one, msg), nil, false
+		m.q = spillOf(q, msg)
 	}
 	run := m.wake()
 	m.mu.Unlock()
@@ -102,16 +110,21 @@ func (m *mailbox) PostUserMessage(msg any) {
 // PostSystemMessage queues msg after the system messages already waiting,
 // before every user message, and schedules a run unless one is scheduled.
 func (m *mailbox) PostSystemMessage(msg any) {
+	if msg == nil {
+		msg = nilMessage{}
+	}
 	m.mu.Lock()
-	switch {
-	case m.spill != nil:
-		m.spill.q = slices.Insert(m.spill.q, m.spill.head+int(m.nsys), msg)
-	case !m.has:
-		m.one, m.has = msg, true
-	case m.nsys > 0: // the one waiting is a system message
-		m.spill, m.one, m.has = spillOf(m.one, msg), nil, false
+	switch q := m.q.(type) {
+	case nil:
+		m.q = msg
+	case *spill:
+		q.q = slices.Insert(q.q, q.head+int(m.nsys), msg)
 	default:
-		m.spill, m.one, m.has = spillOf(msg, m.one), nil, false
+		if m.nsys > 0 { // the one waiting is a system message
+			m.q = spillOf(q, msg)
+		} else {
+			m.q = spillOf(msg, q)
+		}
 	}
 	m.nsys++
 	run := m.wake()
@@ -191,23 +204,24 @@ func (m *mailbox) next() (msg any, system, ok bool) {
 // spill is dropped once it is empty, so an idle mailbox holds none; a
 // mailbox that never empties moves its messages down once the taken ones
 // are the larger half, so its buffer stays within twice its longest queue.
-func (m *mailbox) take() any {
-	sp := m.spill
-	if sp == nil {
-		msg := m.one
-		m.one, m.has = nil, false
-		return msg
+func (m *mailbox) take() (msg any) {
+	if sp, ok := m.q.(*spill); ok {
+		msg = sp.q[sp.head]
+		sp.q[sp.head] = nil
+		sp.head++
+		switch h := sp.head; {
+		case h == len(sp.q):
+			m.q = nil
+		case h >= 32 && 2*h >= len(sp.q):
+			n := copy(sp.q, sp.q[h:])
+			clear(sp.q[n:])
+			sp.q, sp.head = sp.q[:n], 0
+		}
+	} else {
+		msg, m.q = m.q, nil
 	}
-	msg := sp.q[sp.head]
-	sp.q[sp.head] = nil
-	sp.head++
-	switch h := sp.head; {
-	case h == len(sp.q):
-		m.spill = nil
-	case h >= 32 && 2*h >= len(sp.q):
-		n := copy(sp.q, sp.q[h:])
-		clear(sp.q[n:])
-		sp.q, sp.head = sp.q[:n], 0
+	if _, ok := msg.(nilMessage); ok {
+		return nil
 	}
 	return msg
 }
