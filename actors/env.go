@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -117,6 +118,8 @@ type Env struct {
 	// sched then, Clock otherwise.
 	sched  *clock.Scheduler
 	timers clock.Clock
+	// fire is what the actors' re-armable timers call (see timerFunc).
+	fire atomic.Pointer[timerFire]
 
 	// specs holds the current spec of every proxy actor by proxy ID, and
 	// proxyProps is the one Props all proxy actors are spawned with: an
@@ -265,6 +268,28 @@ func (e *Env) Close() {
 func (e *Env) after(d time.Duration, f func()) clock.Timer { return e.timers.AfterFunc(d, f) }
 
 func (e *Env) stopping() bool { return e.ctx.Err() != nil }
+
+// timerFire is the function of the actors' re-armable timers for the
+// actors of sys.
+type timerFire struct {
+	sys *actor.ActorSystem
+	f   func(arg any, token uint64)
+}
+
+// timerFunc returns the function an actor of sys gives its re-armable
+// timer, with its PID as the timer's arg: one for all the Env's actors
+// (those of an engine share its actor system), so that a proxy's timer
+// needs no closure of its own (24 bytes a proxy). An Env shared by actors
+// of several systems keeps the first system's, and makes the others' each
+// time.
+func (e *Env) timerFunc(sys *actor.ActorSystem) func(arg any, token uint64) {
+	if tf := e.fire.Load(); tf != nil && tf.sys == sys {
+		return tf.f
+	}
+	tf := &timerFire{sys: sys, f: func(arg any, tok uint64) { sys.Root.Send(arg.(*actor.PID), timerMessage(tok)) }}
+	e.fire.CompareAndSwap(nil, tf)
+	return tf.f
+}
 
 // track returns the Tracker of a starting proxy actor.
 func (e *Env) track(id string) Tracker {

@@ -635,8 +635,7 @@ func (a *proxyActor) arm(ctx actor.Context, d time.Duration, gen uint32, isZombi
 		a.timerArmed = true
 	}
 	if a.rt == nil {
-		sys, self := ctx.ActorSystem(), ctx.Self()
-		a.rt = clock.NewRearmable(a.env.timers, func(tok uint64) { sys.Root.Send(self, timerMessage(tok)) })
+		a.rt = clock.NewRearmable(a.env.timers, a.env.timerFunc(ctx.ActorSystem()), ctx.Self())
 	}
 	a.rt.Arm(d, tok)
 }

@@ -44,28 +44,33 @@ type Rearmable interface {
 // Scheduler).
 type RearmableClock interface {
 	Clock
-	// NewTimer returns a disarmed timer that calls f, like AfterFunc's
-	// functions, when an arming fires.
-	NewTimer(f func(token uint64)) Rearmable
+	// NewTimer returns a disarmed timer that calls f(arg, token), like
+	// AfterFunc's functions, when an arming fires. Timers that share f and
+	// differ by arg (a pointer, which an interface holds without an
+	// allocation) cost no closure each: a proxy's check timer passes its
+	// actor's PID to one function of all the actors.
+	NewTimer(f func(arg any, token uint64), arg any) Rearmable
 }
 
-// NewRearmable returns a disarmed Rearmable of c that calls f: c's own
-// (NewTimer) when c is a RearmableClock; with any other clock, each arming
-// is a timer of c.AfterFunc (a timer and a closure allocated per arming).
-func NewRearmable(c Clock, f func(token uint64)) Rearmable {
+// NewRearmable returns a disarmed Rearmable of c that calls f(arg, token):
+// c's own (NewTimer) when c is a RearmableClock; with any other clock, each
+// arming is a timer of c.AfterFunc (a timer and a closure allocated per
+// arming).
+func NewRearmable(c Clock, f func(arg any, token uint64), arg any) Rearmable {
 	if rc, ok := c.(RearmableClock); ok {
-		return rc.NewTimer(f)
+		return rc.NewTimer(f, arg)
 	}
-	return &afterFuncTimer{c: c, f: f}
+	return &afterFuncTimer{c: c, f: f, arg: arg}
 }
 
 // afterFuncTimer is the Rearmable of a clock that makes none: an arming is
 // an AfterFunc timer of its own.
 type afterFuncTimer struct {
-	c  Clock
-	f  func(token uint64)
-	mu sync.Mutex
-	t  Timer // the pending arming's timer, if any
+	c   Clock
+	f   func(arg any, token uint64)
+	arg any
+	mu  sync.Mutex
+	t   Timer // the pending arming's timer, if any
 }
 
 // Arm implements Rearmable.
@@ -75,8 +80,8 @@ func (t *afterFuncTimer) Arm(d time.Duration, token uint64) {
 	if t.t != nil {
 		t.t.Stop()
 	}
-	f := t.f
-	t.t = t.c.AfterFunc(d, func() { f(token) })
+	f, arg := t.f, t.arg
+	t.t = t.c.AfterFunc(d, func() { f(arg, token) })
 }
 
 // Stop implements Rearmable.
@@ -132,8 +137,8 @@ func (c *Fake) AfterFunc(d time.Duration, f func()) Timer {
 
 // NewTimer returns a disarmed timer of the fake clock; its armings fire
 // like AfterFunc's timers.
-func (c *Fake) NewTimer(f func(token uint64)) Rearmable {
-	return &fakeTimer{q: &c.timerQueue, rf: f, index: -1, slot: inHeap}
+func (c *Fake) NewTimer(f func(arg any, token uint64), arg any) Rearmable {
+	return &fakeTimer{q: &c.timerQueue, f: f, arg: arg, index: -1, slot: inHeap}
 }
 
 // Advance moves the time forward by d, firing every timer that falls due,
@@ -210,7 +215,7 @@ func (q *timerQueue) timeOf(when int64) time.Time { return q.epoch.Add(time.Dura
 // add queues f to run at when; call it with q.mu held.
 func (q *timerQueue) add(when int64, f func()) *fakeTimer {
 	q.seq++
-	t := &fakeTimer{q: q, when: when, f: f, seq: q.seq, index: -1, slot: inHeap}
+	t := &fakeTimer{q: q, when: when, f: callFunc, arg: f, seq: q.seq, index: -1, slot: inHeap}
 	heap.Push(&q.timers, t)
 	return t
 }
@@ -224,16 +229,17 @@ func (q *timerQueue) Pending() int {
 
 // fakeTimer is a timer of a Fake or a Scheduler: an entry in its queue.
 // There is one per proxy (its check timer, a Rearmable) and one per
-// AfterFunc, so it is kept to 56 bytes (the 64-byte size class; 112 with
-// its due time a time.Time and its clock and wheel position in fields of
-// their own): its clock is its queue's, its due time a count of
-// nanoseconds.
+// AfterFunc, so it is kept to 64 bytes (a size class; 112 with its due
+// time a time.Time and its clock and wheel position in fields of their
+// own): its clock is its queue's, its due time a count of nanoseconds, and
+// it calls f(arg, token), so that a Rearmable's caller needs no closure of
+// its own and an AfterFunc's function is the arg of callFunc.
 type fakeTimer struct {
 	q     *timerQueue
 	when  int64 // due: nanoseconds since q.epoch
-	f     func()
-	rf    func(uint64) // a Rearmable's function (f is nil)
-	token uint64       // a Rearmable's current arming
+	f     func(arg any, token uint64)
+	arg   any
+	token uint64 // a Rearmable's current arming
 	seq   uint64
 	index int32 // in the heap, or in the wheel's bucket; -1: fired or stopped
 	// slot is the Scheduler wheel's bucket the timer is in (index is its
@@ -287,13 +293,10 @@ type dueTimer struct {
 	token uint64
 }
 
-func (d dueTimer) call() {
-	if d.t.rf != nil {
-		d.t.rf(d.token)
-		return
-	}
-	d.t.f()
-}
+func (d dueTimer) call() { d.t.f(d.t.arg, d.token) }
+
+// callFunc is the f of an AfterFunc timer, whose arg is its func().
+func callFunc(arg any, _ uint64) { arg.(func())() }
 
 type timerHeap []*fakeTimer
 
@@ -420,7 +423,7 @@ func (s *Scheduler) Pending() int {
 func (s *Scheduler) AfterFunc(d time.Duration, f func()) Timer {
 	when := s.sinceEpoch(time.Now(), d)
 	s.mu.Lock()
-	t := &fakeTimer{q: &s.timerQueue, f: f, index: -1, slot: inHeap}
+	t := &fakeTimer{q: &s.timerQueue, f: callFunc, arg: f, index: -1, slot: inHeap}
 	wake := s.insertLocked(t, when)
 	s.mu.Unlock()
 	if wake {
@@ -431,8 +434,8 @@ func (s *Scheduler) AfterFunc(d time.Duration, f func()) Timer {
 
 // NewTimer returns a disarmed timer whose armings fire on the scheduler's
 // goroutine, like AfterFunc's functions.
-func (s *Scheduler) NewTimer(f func(token uint64)) Rearmable {
-	return &fakeTimer{q: &s.timerQueue, rf: f, index: -1, slot: inHeap}
+func (s *Scheduler) NewTimer(f func(arg any, token uint64), arg any) Rearmable {
+	return &fakeTimer{q: &s.timerQueue, f: f, arg: arg, index: -1, slot: inHeap}
 }
 
 // arm (re)arms a Rearmable of s for when (see fakeTimer.when).

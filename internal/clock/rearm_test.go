@@ -15,7 +15,12 @@ func TestFakeRearmable(t *testing.T) {
 		at    time.Time
 	}
 	var got []firing
-	tm := c.NewTimer(func(tok uint64) { got = append(got, firing{tok, c.Now()}) })
+	tm := c.NewTimer(func(arg any, tok uint64) {
+		if arg != any(c) {
+			t.Errorf("called with %v, want the timer's arg", arg)
+		}
+		got = append(got, firing{tok, c.Now()})
+	}, c)
 	tm.Arm(10*time.Second, 1)
 	tm.Arm(20*time.Second, 2) // replaces the first
 	c.Advance(30 * time.Second)
@@ -56,19 +61,19 @@ func TestSchedulerRearmable(t *testing.T) {
 			var mu sync.Mutex
 			var got []uint64
 			fired := make(chan struct{}, 10)
-			tm := s.NewTimer(func(tok uint64) {
+			tm := s.NewTimer(func(_ any, tok uint64) {
 				mu.Lock()
 				got = append(got, tok)
 				mu.Unlock()
 				fired <- struct{}{}
-			})
+			}, nil)
 			tm.Arm(tc.far, 1)
 			tm.Arm(time.Millisecond, 7) // in the wheel, stopped, then in the heap and stopped
 			tm.Stop()
 			tm.Arm(tc.far, 8)
 			tm.Stop()
 			tm.Arm(10*time.Millisecond, 2) // replaces it
-			other := s.NewTimer(func(uint64) { t.Error("a stopped timer fired") })
+			other := s.NewTimer(func(any, uint64) { t.Error("a stopped timer fired") }, nil)
 			other.Arm(5*time.Millisecond, 9)
 			if !other.Stop() {
 				t.Fatal("Stop of an armed timer returned false")
@@ -88,7 +93,7 @@ func TestSchedulerRearmable(t *testing.T) {
 			// before a sentinel armed three ticks later (the scheduler fires
 			// in time order): wait for the sentinel, then look.
 			sentinel := make(chan struct{})
-			s.NewTimer(func(uint64) { close(sentinel) }).Arm(3*tc.slack+time.Millisecond, 0)
+			s.NewTimer(func(any, uint64) { close(sentinel) }, nil).Arm(3*tc.slack+time.Millisecond, 0)
 			select {
 			case <-sentinel:
 			case <-time.After(10 * time.Second):
@@ -118,11 +123,17 @@ func (c onlyClock) AfterFunc(d time.Duration, f func()) Timer { return c.f.After
 // on a clock that makes them, it is the clock's own.
 func TestNewRearmableOnAClockWithout(t *testing.T) {
 	f := NewFake(time.Unix(0, 0))
-	if _, own := NewRearmable(f, func(uint64) {}).(*fakeTimer); !own {
+	if _, own := NewRearmable(f, func(any, uint64) {}, nil).(*fakeTimer); !own {
 		t.Fatal("NewRearmable of a Fake is not the Fake's own timer")
 	}
 	var got []uint64
-	tm := NewRearmable(onlyClock{f}, func(tok uint64) { got = append(got, tok) })
+	arg := new(int)
+	tm := NewRearmable(onlyClock{f}, func(a any, tok uint64) {
+		if a != any(arg) {
+			t.Errorf("called with %v, want the timer's arg %v", a, arg)
+		}
+		got = append(got, tok)
+	}, arg)
 	if tm.Stop() {
 		t.Fatal("Stop of a new timer reported an arming")
 	}
