@@ -16,19 +16,20 @@ import (
 )
 
 // scheduledTracker counts the proxies that reported a next check due after
-// from: the proxies whose check timer is armed for one.
+// from: the proxies whose check timer is armed for one. All the proxies
+// share one (a pointer: a Tracker of its own would be counted).
 type scheduledTracker struct {
 	from time.Time
-	n    *atomic.Int64
+	n    atomic.Int64
 }
 
-func (t scheduledTracker) SetChecking(bool) {}
-func (t scheduledTracker) SetNextCheck(due time.Time) {
+func (t *scheduledTracker) SetChecking(bool) {}
+func (t *scheduledTracker) SetNextCheck(due time.Time) {
 	if due.After(t.from) {
 		t.n.Add(1)
 	}
 }
-func (t scheduledTracker) Release() {}
+func (t *scheduledTracker) Release() {}
 
 // memEngine is an Env, an actor system and a source actor on the real clock
 // (the Env's clock.Scheduler, as in the daemon), over a shared journal.
@@ -36,12 +37,12 @@ type memEngine struct {
 	env *Env
 	sys *actor.ActorSystem
 	src *actor.PID
-	n   atomic.Int64 // see scheduledTracker
+	tr  scheduledTracker
 }
 
 func startMemEngine(j journal.Journal, from time.Time) *memEngine {
-	e := &memEngine{}
-	e.env = &Env{Journal: j, Track: func(string) Tracker { return scheduledTracker{from: from, n: &e.n} }}
+	e := &memEngine{tr: scheduledTracker{from: from}}
+	e.env = &Env{Journal: j, Track: func(string) Tracker { return &e.tr }}
 	if err := e.env.Init(); err != nil {
 		panic(err)
 	}
@@ -64,7 +65,7 @@ func (e *memEngine) spawn(b *testing.B, specs []ProxySpec) {
 		}
 	}
 	testutil.Eventually(b, time.Minute, "every proxy's next check scheduled", func() bool {
-		return e.n.Load() >= int64(len(specs))
+		return e.tr.n.Load() >= int64(len(specs))
 	})
 }
 
