@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 
@@ -41,15 +42,15 @@ type proxyActor struct {
 	lastSnap uint64 // stream seq of the latest snapshot
 
 	// persistence: one append in flight at a time (persisting); commands
-	// that arrive meanwhile wait in queue and are decided after the
-	// commit, in order.
-	queue []pending
+	// that arrive meanwhile wait in queue (nil while none waits) and are
+	// decided after the commit, in order.
+	queue *cmdQueue
 
 	// schedule: the check timer and the zombie deadline are armings of
 	// one re-armable timer (rt, made at the first arming): the check's
-	// (timerArmed) only while no check runs, the zombie's (zombieArmed)
-	// only while one does. The next check is due at reported while dueSet:
-	// a due time is always told to the tracker, so it is not kept twice.
+	// (timerArmed) only while no check runs, the zombie's only while one
+	// does. The next check is due at reported while dueSet: a due time is
+	// always told to the tracker, so it is not kept twice.
 	rt       clock.Rearmable
 	reported int64  // the due time last told to the tracker (unix ns; 0: none)
 	gen      uint32 // invalidates stale timers (wraps after years of checks)
@@ -60,29 +61,69 @@ type proxyActor struct {
 	checkGen uint32
 	check    *CheckDone
 
-	// the end of an ejection from rotation: a timer only an ejected proxy
-	// has, kept apart (nil: none armed)
-	eject *ejection
+	// an ejection timer and appends the journal refused (nil: neither)
+	rare *proxyRare
 
-	// when the next check may run after appends the journal refused (unix
-	// ns; 0: on schedule), and how many were refused in a row; see
-	// appendFailed.
-	retryAt        int64
-	appendFailures int32
-
-	snapping int32 // snapshot saves in flight
+	// snapshot saves in flight: a handful at most (one per SnapshotEvery
+	// events or SnapshotNow, each ends with its commit), so 16 bits, and
+	// saveSnapshot refuses one more past them
+	snapping uint16
 
 	// The flags sit together: apart, padding gave each 8 bytes, in an
-	// actor per proxy. With the times kept as unix ns, the ejection apart
-	// and no timer fields besides rt, the actor fits the 352-byte size
-	// class (480 before): 12.8 MB less at 100,000 proxies.
-	persisting  bool
-	checking    bool
-	retiring    bool // removed: stop once nothing is in flight
-	stopped     bool
-	timerArmed  bool // rt is armed for the next check
-	zombieArmed bool // rt is armed for the check's zombie deadline
-	dueSet      bool // the next check is due at reported
+	// actor per proxy. With the times kept as unix ns, the ejection, the
+	// append failures and the command queue apart and no timer fields
+	// besides rt, the actor fits the 320-byte size class (480 before):
+	// 16 MB less at 100,000 proxies.
+	persisting bool
+	checking   bool
+	retiring   bool // removed: stop once nothing is in flight
+	stopped    bool
+	timerArmed bool // rt is armed for the next check
+	dueSet     bool // the next check is due at reported
+}
+
+// cmdQueue holds the commands waiting for the append in flight, in q,
+// first in its own room (buf): a queue of one command costs one
+// allocation, as a slice of one did.
+type cmdQueue struct {
+	q   []pending
+	buf [1]pending
+}
+
+// proxyRare is what few proxy actors hold at a time, kept apart from
+// proxyActor (12 bytes of it in every proxy); the actor drops it once
+// nothing of it is left (tidyRare).
+type proxyRare struct {
+	// the end of an ejection from rotation (nil: none armed)
+	eject *ejection
+	// when the next check may run after appends the journal refused (unix
+	// ns; 0: on schedule), and how many were refused in a row; see
+	// appendFailed
+	retryAt        int64
+	appendFailures int32
+}
+
+// rareState returns the actor's proxyRare, made if it has none.
+func (a *proxyActor) rareState() *proxyRare {
+	if a.rare == nil {
+		a.rare = &proxyRare{}
+	}
+	return a.rare
+}
+
+// tidyRare drops the actor's proxyRare once nothing of it is left.
+func (a *proxyActor) tidyRare() {
+	if r := a.rare; r != nil && r.eject == nil && r.retryAt == 0 && r.appendFailures == 0 {
+		a.rare = nil
+	}
+}
+
+// armedEjection returns the armed ejection timer, if any.
+func (a *proxyActor) armedEjection() *ejection {
+	if a.rare == nil {
+		return nil
+	}
+	return a.rare.eject
 }
 
 // ejection is an armed ejection timer: it fires, as its own ejectionDue
@@ -127,8 +168,9 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 	case *checkDue:
 		a.onCheckDue(ctx, m)
 	case *ejectionDue:
-		if (*ejection)(m) == a.eject {
-			a.eject = nil
+		if e := a.armedEjection(); e != nil && (*ejection)(m) == e {
+			a.rare.eject = nil
+			a.tidyRare()
 			a.submit(ctx, pending{cmd: events.EjectionExpired{At: a.now()}})
 		}
 	case *slotGranted:
@@ -156,7 +198,7 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 		a.respond(ctx, m.reply, &Reply{Err: m.err})
 		a.stopWhenIdle(ctx)
 	case *GetState:
-		ctx.Respond(&StateReply{State: a.st(), Checking: a.checking, NextCheckAt: a.due(), Busy: a.persisting || len(a.queue) > 0 || a.snapping > 0, Stopped: a.stopped})
+		ctx.Respond(&StateReply{State: a.st(), Checking: a.checking, NextCheckAt: a.due(), Busy: a.persisting || a.queue != nil || a.snapping > 0, Stopped: a.stopped})
 	case *Sync:
 		a.submit(ctx, pending{reply: ctx.Sender(), sync: true})
 	case *Pause:
@@ -288,9 +330,10 @@ func (a *proxyActor) endCheck() {
 		a.check.ticket.Release()
 		a.check = nil
 	}
-	if a.zombieArmed {
+	if a.rt != nil {
+		// While a check runs, rt is armed for nothing but its zombie
+		// deadline (if for anything).
 		a.rt.Stop()
-		a.zombieArmed = false
 	}
 	a.track.SetChecking(false)
 }
@@ -309,7 +352,11 @@ func (a *proxyActor) respond(ctx actor.Context, to *actor.PID, r *Reply) {
 // submit decides a command now, or queues it behind the append in flight.
 func (a *proxyActor) submit(ctx actor.Context, p pending) {
 	if a.persisting {
-		a.queue = append(a.queue, p)
+		if a.queue == nil {
+			a.queue = &cmdQueue{}
+			a.queue.q = a.queue.buf[:0]
+		}
+		a.queue.q = append(a.queue.q, p)
 		return
 	}
 	a.decide(ctx, p)
@@ -405,6 +452,10 @@ func (a *proxyActor) saveSnapshot(ctx actor.Context, reply *actor.PID) {
 		a.respond(ctx, reply, &Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
 		return
 	}
+	if a.snapping == math.MaxUint16 {
+		a.respond(ctx, reply, &Reply{Err: fmt.Errorf("actors: proxy %s has %d snapshot saves in flight", a.spec.ID, a.snapping)})
+		return
+	}
 	a.snapping++
 	snap, seq := events.ToSnapshot(a.st()), a.state.StreamSeq()
 	sys, self, j, owner := ctx.ActorSystem(), ctx.Self(), a.env.Journal, a
@@ -450,7 +501,10 @@ func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending,
 		a.appendFailed(ctx, p, err)
 		return
 	}
-	a.appendFailures, a.retryAt = 0, 0
+	if a.rare != nil {
+		a.rare.appendFailures, a.rare.retryAt = 0, 0
+		a.tidyRare()
+	}
 	for i, e := range evs {
 		if e.Seq != out.seqs[i] { // a journal that did not fill it in
 			e.Seq = out.seqs[i]
@@ -491,7 +545,8 @@ func (a *proxyActor) appendFailed(ctx actor.Context, p pending, err error) {
 	err = fmt.Errorf("%w: proxy %s: %w", ErrJournalFailing, a.spec.ID, err)
 	a.respond(ctx, p.reply, &Reply{Err: err})
 	a.failQueue(ctx, err)
-	a.appendFailures++
+	r := a.rareState()
+	r.appendFailures++
 	if !a.state.Added() || a.state.Removed() {
 		a.log().Warn("the journal did not take the proxy's ProxyAdded; the proxy is not added", slog.Any("error", err))
 		a.stopped = true
@@ -501,10 +556,10 @@ func (a *proxyActor) appendFailed(ctx actor.Context, p pending, err error) {
 		ctx.Stop(ctx.Self())
 		return
 	}
-	if a.appendFailures == 1 {
+	if r.appendFailures == 1 {
 		a.log().Warn("the journal did not take the proxy's events; checking goes on, results are recorded again once the journal takes writes", slog.Any("error", err))
 	}
-	a.retryAt = a.now().UnixNano() + int64(appendRetryDelay(a.spec.Settings.Health, int(a.appendFailures), events.JitterSample(a.spec.ID, a.state.TotalChecks()+uint64(a.appendFailures))))
+	r.retryAt = a.now().UnixNano() + int64(appendRetryDelay(a.spec.Settings.Health, int(r.appendFailures), events.JitterSample(a.spec.ID, a.state.TotalChecks()+uint64(r.appendFailures))))
 	a.schedule(ctx)
 }
 
@@ -525,7 +580,10 @@ func appendRetryDelay(cfg events.Config, n int, r float64) time.Duration {
 }
 
 func (a *proxyActor) failQueue(ctx actor.Context, err error) {
-	for _, q := range a.queue {
+	if a.queue == nil {
+		return
+	}
+	for _, q := range a.queue.q {
 		a.respond(ctx, q.reply, &Reply{Err: err})
 	}
 	a.queue = nil
@@ -533,15 +591,15 @@ func (a *proxyActor) failQueue(ctx actor.Context, err error) {
 
 // drain decides queued commands until one needs an append.
 func (a *proxyActor) drain(ctx actor.Context) {
-	for !a.persisting && len(a.queue) > 0 {
-		p := a.queue[0]
-		a.queue[0] = pending{}
-		a.queue = a.queue[1:]
-		if len(a.queue) == 0 {
-			// An emptied queue lets its array go: a slice of it, even
-			// of capacity 0, keeps it for the actor's life (32 bytes
-			// and up, in every proxy: the engine's Sync after a new
-			// proxy's spawn waits behind its ProxyAdded).
+	for !a.persisting && a.queue != nil {
+		q := a.queue
+		p := q.q[0]
+		q.q[0] = pending{}
+		q.q = q.q[1:]
+		if len(q.q) == 0 {
+			// An emptied queue goes: kept, it would stay for the
+			// actor's life (in every proxy: the engine's Sync after a
+			// new proxy's spawn waits behind its ProxyAdded).
 			a.queue = nil
 		}
 		a.decide(ctx, p)
@@ -552,14 +610,16 @@ func (a *proxyActor) drain(ctx actor.Context) {
 func (a *proxyActor) retire(ctx actor.Context) {
 	a.stopCheckTimer()
 	a.disarmEjection()
-	for _, q := range a.queue {
-		if q.sync {
-			a.respond(ctx, q.reply, &Reply{})
-		} else {
-			a.respond(ctx, q.reply, &Reply{Err: fmt.Errorf("%w: %s", events.ErrRemoved, a.spec.ID)})
+	if a.queue != nil {
+		for _, q := range a.queue.q {
+			if q.sync {
+				a.respond(ctx, q.reply, &Reply{})
+			} else {
+				a.respond(ctx, q.reply, &Reply{Err: fmt.Errorf("%w: %s", events.ErrRemoved, a.spec.ID)})
+			}
 		}
+		a.queue = nil
 	}
-	a.queue = nil
 	if a.checking {
 		a.endCheck() // its late result goes to the dead letters
 	}
@@ -602,8 +662,8 @@ func (a *proxyActor) schedule(ctx actor.Context) {
 		return
 	}
 	now := a.now()
-	if a.retryAt != 0 && at.UnixNano() < a.retryAt {
-		at = events.FromUnixNano(a.retryAt)
+	if r := a.rare; r != nil && r.retryAt != 0 && at.UnixNano() < r.retryAt {
+		at = events.FromUnixNano(r.retryAt)
 	}
 	if at.Before(now) {
 		at = now
@@ -630,7 +690,6 @@ func (a *proxyActor) arm(ctx actor.Context, d time.Duration, gen uint32, isZombi
 	tok := uint64(gen) << 1
 	if isZombie {
 		tok |= 1
-		a.zombieArmed = true
 	} else {
 		a.timerArmed = true
 	}
@@ -654,7 +713,7 @@ func timerMessage(tok uint64) any {
 // disarms it when the proxy is not ejected.
 func (a *proxyActor) armEjection(ctx actor.Context) {
 	until := a.state.EjectedUntil()
-	if a.eject != nil && until.Equal(a.eject.until) {
+	if e := a.armedEjection(); e != nil && until.Equal(e.until) {
 		return
 	}
 	a.disarmEjection()
@@ -663,14 +722,15 @@ func (a *proxyActor) armEjection(ctx actor.Context) {
 	}
 	e, self, sys := &ejection{until: until}, ctx.Self(), ctx.ActorSystem()
 	e.timer = a.env.after(max(until.Sub(a.now()), 0), func() { sys.Root.Send(self, (*ejectionDue)(e)) })
-	a.eject = e
+	a.rareState().eject = e
 }
 
 // disarmEjection stops the ejection timer and invalidates its late message.
 func (a *proxyActor) disarmEjection() {
-	if a.eject != nil {
-		a.eject.timer.Stop()
-		a.eject = nil
+	if e := a.armedEjection(); e != nil {
+		e.timer.Stop()
+		a.rare.eject = nil
+		a.tidyRare()
 	}
 }
 
