@@ -1,14 +1,19 @@
 package proxyhealth
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/probe"
 	"github.com/proxyhealth/proxyhealth/projections"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+	"github.com/proxyhealth/proxyhealth/rotation"
 )
 
 // TestSameTags checks that sameTags(tags, b) is slices.Equal(tags,
@@ -73,6 +78,55 @@ func TestBuiltFrom(t *testing.T) {
 			if got := builtFrom(&m, q); got != same {
 				t.Errorf("member of %s, proxy %s (%s): builtFrom %v, want %v", p.url.Redacted(), q.url.Redacted(), q.source, got, same)
 			}
+		}
+	}
+}
+
+// BenchmarkMemberHeap reports the heap the picker holds per proxy as the
+// rotator feeds it: the member memberOf builds (its URL included), with
+// the tags memberTags gives, Set into a pool and published. The running
+// proxies themselves are built before the measure (the engine holds them
+// anyway). creds: every proxy has credentials (user:pass@), as a rotating
+// gateway's sessions do; none: none has; tags: no credentials, an
+// anonymity tag (derived from checks) on every proxy.
+func BenchmarkMemberHeap(b *testing.B) {
+	for _, kind := range []string{"none", "creds", "tags"} {
+		for _, n := range []int{10_000, 100_000} {
+			b.Run(fmt.Sprintf("%s/n=%d", kind, n), func(b *testing.B) {
+				proxies := make([]*proxy, n)
+				briefs := make([]projections.Brief, n)
+				for i := range proxies {
+					raw := fmt.Sprintf("http://10.%d.%d.%d:3128", i>>16&255, i>>8&255, i&255)
+					if kind == "creds" {
+						raw = fmt.Sprintf("http://user-%d:s3cret@10.%d.%d.%d:3128", i, i>>16&255, i>>8&255, i&255)
+					}
+					u, err := probe.ParseProxyURL(raw)
+					if err != nil {
+						b.Fatal(err)
+					}
+					proxies[i] = &proxy{url: u, source: "list"}
+					if kind == "tags" {
+						briefs[i].Anonymity = pb.Anonymity_ANONYMITY_ELITE
+					}
+				}
+				st := rotation.Status{State: rotation.StateHealthy, LatencyEWMA: time.Millisecond, SuccessRate: 1, Checks: 3, LastSuccess: 1}
+				for b.Loop() {
+					before := testutil.HeapInUse()
+					pool, err := rotation.NewPool(rotation.DefaultOptions())
+					if err != nil {
+						b.Fatal(err)
+					}
+					for i, p := range proxies {
+						m := memberOf(p.url.ID(), p)
+						m.Tags = memberTags(briefs[i])
+						pool.Set(m, st)
+					}
+					pool.Publish()
+					after := testutil.HeapInUse()
+					runtime.KeepAlive(pool)
+					b.ReportMetric(float64(after-before)/float64(n), "B/proxy")
+				}
+			})
 		}
 	}
 }
