@@ -360,7 +360,7 @@ func BenchmarkPublish(b *testing.B) {
 // BenchmarkMemoryPerProxy reports the heap a pool holds per member (each
 // member on 5 groups: the pool, a source, a scheme and two tags), the
 // Members themselves included (their strings are the caller's, shared;
-// the picker clones the Tags slice). sticky=none: no sticky pick, so no
+// the picker keeps one copy of each distinct Tags list). sticky=none: no sticky pick, so no
 // ring; sticky=all: sticky picks on the whole pool (one ring); sticky=every:
 // sticky picks filtered by each source, scheme and tag too (every group a
 // ring, the most a pool can hold); one-source: no sticky pick, every

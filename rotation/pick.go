@@ -81,7 +81,7 @@ func (p *Pool) PickN(req Request, dst []Pick) (int, error) {
 		if s == nil {
 			break
 		}
-		dst[n] = Pick{Member: s.m, State: State(s.state.Load()), Panic: v.panic}
+		dst[n] = Pick{Member: s.member(), State: s.state(), Panic: v.panic}
 		n++
 	}
 	if n == 0 {
@@ -106,12 +106,12 @@ type skip struct {
 
 func (k *skip) allows(s *slot) bool {
 	for _, id := range k.exclude {
-		if id == s.m.ID {
+		if id == s.id {
 			return false
 		}
 	}
 	for i := range k.chosen {
-		if k.chosen[i].ID == s.m.ID {
+		if k.chosen[i].ID == s.id {
 			return false
 		}
 	}
@@ -119,10 +119,10 @@ func (k *skip) allows(s *slot) bool {
 }
 
 func (f *filter) matches(s *slot) bool {
-	if f.source != "" && s.m.Source != f.source || f.scheme != "" && s.m.Scheme != f.scheme {
+	if f.source != "" && s.a.source != f.source || f.scheme != "" && s.a.scheme != f.scheme {
 		return false
 	}
-	return f.tag == "" || slices.Contains(s.m.Tags, f.tag)
+	return f.tag == "" || slices.Contains(s.a.tags, f.tag)
 }
 
 // view is one request's reading of a snapshot.
@@ -201,7 +201,7 @@ func newView(sn *snapshot, want filter, scratch **[]ranked) (v view, _ bool) {
 		if !want.matches(s) {
 			continue
 		}
-		switch s.class.Load() {
+		switch s.class() {
 		case clsUsable:
 			usable++
 			cands++
@@ -232,7 +232,7 @@ func release(buf *[]ranked) {
 
 // handOut reports whether s may be handed out in this view's mode.
 func (v *view) handOut(s *slot) bool {
-	switch s.class.Load() {
+	switch s.class() {
 	case clsUsable:
 		return true
 	case clsEligible:
@@ -400,10 +400,10 @@ func (v *view) stickyScan(key string, sk *skip) *slot {
 		if !v.handOut(s) || !v.f.matches(s) || !sk.allows(s) {
 			continue
 		}
-		base := hashString(s.m.ID)
+		base := hashString(s.id)
 		for i := range v.reps {
 			d := pointHash(base, i) - h
-			if best == nil || d < bestD || d == bestD && s.m.ID < best.m.ID {
+			if best == nil || d < bestD || d == bestD && s.id < best.id {
 				best, bestD = s, d
 			}
 		}

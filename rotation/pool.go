@@ -2,8 +2,10 @@ package rotation
 
 import (
 	"cmp"
+	"encoding/binary"
 	"iter"
 	"math"
+	"net/url"
 	"slices"
 	"sort"
 	"sync"
@@ -13,38 +15,93 @@ import (
 
 // A member's class as the picker sees it.
 const (
-	clsUsable   uint32 = iota // handed out normally
-	clsEligible               // not usable, but may be handed out in panic mode
-	clsFailed                 // a candidate (counts in the usable share), never handed out
-	clsPaused                 // not a candidate, never handed out
-	clsRemoved                // gone (an older snapshot may still list it)
+	clsUsable   uint8 = iota // handed out normally
+	clsEligible              // not usable, but may be handed out in panic mode
+	clsFailed                // a candidate (counts in the usable share), never handed out
+	clsPaused                // not a candidate, never handed out
+	clsRemoved               // gone (an older snapshot may still list it)
 )
 
 // slot is one member. Its Member never changes (Set with a changed Member
 // makes a new slot); its published class and statistics are atomics
-// updated in place, so statistics changes need no new snapshot. Its
-// groups are looked up from its Member (Pool.groupsOf), not kept: a slot
-// takes 168 bytes (176 allocated), where a list of its groups took 56
-// more.
+// updated in place, so statistics changes need no new snapshot. It keeps
+// its Member in pieces (member puts them together): what is the member's
+// own (ID, URL, host, port) in the slot, what members share (source,
+// scheme, tags, weight) in the pool's attrs. Its groups are looked up
+// from its attrs (Pool.groupsOf), not kept. A slot takes 96 bytes, a size
+// class of its own: a whole Member in it, class and state in two atomics
+// and a 32-bit pubClass took 168 (176 allocated), and a copy of the tags
+// per member more.
+//
+// The order of the fields is the cache's: 96-byte objects start on a
+// 64-byte line or half-way through one, so bytes 32 to 63 are always on
+// one line. There go what a scan reads of every member it passes (the
+// class, the attrs the filters compare, the ID exclusions compare).
 type slot struct {
-	m Member
+	// Read by pickers: the statistics (live).
+	ewma  atomic.Int64  // latency EWMA, ns; 0 unknown
+	rate  atomic.Uint64 // math.Float64bits(SuccessRate)
+	ls    atomic.Int64  // LastSuccess
+	check atomic.Uint32 // Checks
+	cf    atomic.Uint32 // ConsecutiveFailures
 
-	// Read by pickers.
-	class atomic.Uint32 // as of the last Publish
-	state atomic.Uint32 // as of the last Publish
-	ewma  atomic.Int64  // latency EWMA, ns; 0 unknown (live)
-	rate  atomic.Uint64 // math.Float64bits(SuccessRate) (live)
-	check atomic.Uint32 // Checks (live)
-	cf    atomic.Uint32 // ConsecutiveFailures (live)
-	ls    atomic.Int64  // LastSuccess (live)
+	id string
+	a  *attrs
+	// cs is the class (low byte) and the state (the next one) as of the
+	// last Publish, stored together by it.
+	cs        atomic.Uint32
+	port      uint16 // Member.Port unless a.wide
+	pubClass  uint8  // class in the current snapshot (writer only)
+	published bool   // on its groups in the current snapshot (writer only)
+
+	url  *url.URL
+	host string
 
 	// Writer only.
-	st        health // of the last Set
-	pubClass  uint32 // class in the current snapshot
-	published bool   // on its groups in the current snapshot
-	removed   bool
-	pending   bool // in Pool.pending
-	dirty     bool // in Pool.dirty (statistics)
+	st      health // of the last Set
+	removed bool
+	pending bool // in Pool.pending
+	dirty   bool // in Pool.dirty (statistics)
+}
+
+// class is the slot's class as of the last Publish.
+func (s *slot) class() uint8 { return uint8(s.cs.Load()) }
+
+// state is the slot's state as of the last Publish.
+func (s *slot) state() State { return State(s.cs.Load() >> 8) }
+
+// publish stores the class and state the snapshot being built gives the
+// slot.
+func (s *slot) publish(cls uint8, st State) { s.cs.Store(uint32(st)<<8 | uint32(cls)) }
+
+// member returns the slot's Member: as Set was given it, but for Tags,
+// the pool's copy (shared with the members that have the same).
+func (s *slot) member() Member {
+	a := s.a
+	port := int(s.port)
+	if a.wide {
+		port = a.port
+	}
+	return Member{ID: s.id, URL: s.url, Scheme: a.scheme, Host: s.host, Port: port, Source: a.source, Tags: a.tags, Weight: a.weight}
+}
+
+// attrs is what a member may share with others: its source, scheme, tags
+// and weight. A pool's members have few distinct ones (often a single
+// one: one source, one scheme, the same tags or none), so the pool keeps
+// each once (Pool.attrs) and its slots point to it: 8 bytes a member
+// instead of 64, and a single copy of the tags. Immutable once made, but
+// for refs: pickers read it.
+type attrs struct {
+	source, scheme string
+	tags           []string
+	weight         float64
+	// port is the members' Port when it does not fit a slot's (wide):
+	// never for a real port, but Member.Port is an int. It is part of
+	// the key then, so such members share attrs only with their port.
+	port int
+	wide bool
+	key  string // in Pool.attrs
+	refs int    // slots not removed that point to it (writer only)
 }
 
 // health is what the writer keeps of a Status (the statistics live in the
@@ -170,6 +227,9 @@ type Pool struct {
 
 	mu          sync.Mutex // the writer's; held by Set, Remove, Publish
 	slots       map[string]*slot
+	attrs       map[string]*attrs // by attrsKey
+	keyBuf      []byte            // attrsKey's
+	scratchM    Member            // the Member SetStatusIf shows
 	groups      map[groupID]*wgroup
 	pending     []*slot // structural changes since the last Publish
 	dirty       []*slot // statistics changes not yet refreshed
@@ -191,7 +251,7 @@ func NewPool(opt Options) (*Pool, error) {
 	if opt.Strategy == "" {
 		opt.Strategy = RoundRobin
 	}
-	p := &Pool{opt: opt, replicas: opt.StickyReplicas, slots: map[string]*slot{}, groups: map[groupID]*wgroup{}}
+	p := &Pool{opt: opt, replicas: opt.StickyReplicas, slots: map[string]*slot{}, attrs: map[string]*attrs{}, groups: map[groupID]*wgroup{}}
 	if p.replicas == 0 {
 		p.replicas = DefaultStickyReplicas
 	}
@@ -214,7 +274,7 @@ func (p *Pool) Options() Options { return p.opt }
 // included.
 func (p *Pool) Len() int { return len(p.snap.Load().all.members) }
 
-func (p *Pool) classOf(st health) uint32 {
+func (p *Pool) classOf(st health) uint8 {
 	switch {
 	case st.paused:
 		return clsPaused
@@ -259,22 +319,68 @@ func (p *Pool) Set(m Member, st Status) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.slots[m.ID]
-	if s != nil && !sameMember(s.m, m) {
+	if s != nil && !sameMember(s.member(), m) {
 		p.removeLocked(s)
 		s = nil
 	}
 	if s == nil {
-		m.Tags = slices.Clone(m.Tags)
-		s = &slot{m: m, pubClass: clsRemoved}
-		s.class.Store(clsRemoved)
+		s = &slot{id: m.ID, url: m.URL, host: m.Host, port: uint16(m.Port), a: p.attrsOf(&m), pubClass: clsRemoved}
+		s.publish(clsRemoved, StateUnknown)
 		p.slots[m.ID] = s
-		for _, id := range memberGroups(m) {
+		for _, id := range memberGroups(s.a) {
 			if p.groups[id] == nil {
 				p.groups[id] = &wgroup{kind: id.kind, name: id.name}
 			}
 		}
 	}
 	p.setStatus(s, st)
+}
+
+// attrsOf returns the pool's attrs for m's, made (its Tags cloned) if no
+// member has them yet, and counts m's slot as using them. Writer side,
+// p.mu held.
+func (p *Pool) attrsOf(m *Member) *attrs {
+	wide := m.Port < 0 || m.Port > math.MaxUint16
+	p.keyBuf = attrsKey(p.keyBuf[:0], m, wide)
+	a := p.attrs[string(p.keyBuf)]
+	if a == nil {
+		a = &attrs{source: m.Source, scheme: m.Scheme, tags: slices.Clone(m.Tags), weight: m.Weight, wide: wide, key: string(p.keyBuf)}
+		if wide {
+			a.port = m.Port
+		}
+		p.attrs[a.key] = a
+	}
+	a.refs++
+	return a
+}
+
+// attrsKey appends the key of m's attrs to b: every field with its
+// length, so that no two differ only in where one string ends. Tags nil
+// and empty differ: each is handed out as it was Set.
+func attrsKey(b []byte, m *Member, wide bool) []byte {
+	str := func(b []byte, s string) []byte { return append(binary.AppendUvarint(b, uint64(len(s))), s...) }
+	b = str(str(b, m.Source), m.Scheme)
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(m.Weight))
+	if wide {
+		b = binary.AppendVarint(append(b, 'w'), int64(m.Port))
+	}
+	if m.Tags == nil {
+		return append(b, 'n')
+	}
+	b = append(b, 't')
+	for _, t := range m.Tags {
+		b = str(b, t)
+	}
+	return b
+}
+
+// releaseAttrs counts a removed slot out of its attrs, and forgets attrs
+// no member uses any more (pickers reading an older snapshot still hold
+// them). Writer side, p.mu held.
+func (p *Pool) releaseAttrs(a *attrs) {
+	if a.refs--; a.refs == 0 {
+		delete(p.attrs, a.key)
+	}
 }
 
 // SetStatus updates the status of a member already Set, keeping its
@@ -300,7 +406,16 @@ func (p *Pool) SetStatusIf(id string, st Status, same func(m *Member) bool) bool
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.slots[id]
-	if s == nil || !same(&s.m) {
+	if s == nil {
+		return false
+	}
+	// same is shown the pool's Member (not one on the stack, which a
+	// call through a func value would move to the heap at every call),
+	// and it is cleared after: it must not hold a removed member's URL.
+	p.scratchM = s.member()
+	ok := same(&p.scratchM)
+	p.scratchM = Member{}
+	if !ok {
 		return false
 	}
 	p.setStatus(s, st)
@@ -315,7 +430,7 @@ func (p *Pool) setStatus(s *slot, st Status) {
 	s.check.Store(st.Checks)
 	s.cf.Store(st.ConsecutiveFailures)
 	s.ls.Store(st.LastSuccess)
-	if !s.published || p.classOf(s.st) != s.pubClass || State(s.state.Load()) != st.State {
+	if !s.published || p.classOf(s.st) != s.pubClass || s.state() != st.State {
 		p.markPending(s)
 	}
 	if !s.dirty {
@@ -324,12 +439,12 @@ func (p *Pool) setStatus(s *slot, st Status) {
 	}
 }
 
-// memberGroups lists the groups a member is on: the whole pool, its source,
-// its scheme and each of its tags (once).
-func memberGroups(m Member) []groupID {
-	ids := []groupID{{kindAll, ""}, {kindSource, m.Source}, {kindScheme, m.Scheme}}
-	for i, t := range m.Tags {
-		if !slices.Contains(m.Tags[:i], t) {
+// memberGroups lists the groups a member with attrs a is on: the whole
+// pool, its source, its scheme and each of its tags (once).
+func memberGroups(a *attrs) []groupID {
+	ids := []groupID{{kindAll, ""}, {kindSource, a.source}, {kindScheme, a.scheme}}
+	for i, t := range a.tags {
+		if !slices.Contains(a.tags[:i], t) {
 			ids = append(ids, groupID{kindTag, t})
 		}
 	}
@@ -340,15 +455,15 @@ func memberGroups(m Member) []groupID {
 // holds them. Set made them; a group is deleted only once no member is on
 // it, so every group of a member that was not removed is there, and a
 // removed member's are there until the Publish that takes it out.
-func (p *Pool) groupsOf(m *Member) iter.Seq[*wgroup] {
+func (p *Pool) groupsOf(a *attrs) iter.Seq[*wgroup] {
 	return func(yield func(*wgroup) bool) {
-		for _, id := range [...]groupID{{kindAll, ""}, {kindSource, m.Source}, {kindScheme, m.Scheme}} {
+		for _, id := range [...]groupID{{kindAll, ""}, {kindSource, a.source}, {kindScheme, a.scheme}} {
 			if g := p.groups[id]; g != nil && !yield(g) {
 				return
 			}
 		}
-		for i, t := range m.Tags {
-			if slices.Contains(m.Tags[:i], t) {
+		for i, t := range a.tags {
+			if slices.Contains(a.tags[:i], t) {
 				continue
 			}
 			if g := p.groups[groupID{kindTag, t}]; g != nil && !yield(g) {
@@ -376,8 +491,9 @@ func (p *Pool) Remove(id string) {
 }
 
 func (p *Pool) removeLocked(s *slot) {
-	delete(p.slots, s.m.ID)
+	delete(p.slots, s.id)
 	s.removed = true
+	p.releaseAttrs(s.a)
 	p.markPending(s)
 }
 
@@ -413,7 +529,7 @@ func (p *Pool) Publish() (panicChanged bool) {
 	if refresh {
 		for _, s := range p.dirty {
 			s.dirty = false
-			for g := range p.groupsOf(&s.m) {
+			for g := range p.groupsOf(s.a) {
 				g.stale = !g.alias // an alias's statistics are the pool's
 			}
 		}
@@ -429,12 +545,11 @@ func (p *Pool) Publish() (panicChanged bool) {
 		if !s.removed {
 			cls = p.classOf(s.st)
 		}
-		s.class.Store(cls)
-		s.state.Store(uint32(s.st.state))
+		s.publish(cls, s.st.state)
 		if cls == s.pubClass && s.published {
 			continue
 		}
-		for g := range p.groupsOf(&s.m) {
+		for g := range p.groupsOf(s.a) {
 			switch {
 			case !s.published && !s.removed:
 				g.n++
@@ -520,7 +635,7 @@ func (p *Pool) aliases() {
 			g.alias, g.cur, g.dirty = false, nil, true
 			g.added, g.gone = trim(g.added), trim(g.gone)
 			for _, s := range p.slots {
-				if s.published && memberOf(&s.m, id) {
+				if s.published && onGroup(s.a, id) {
 					g.added = append(g.added, s)
 				}
 			}
@@ -528,10 +643,10 @@ func (p *Pool) aliases() {
 	}
 }
 
-// memberOf reports whether a member with m is on group id (memberGroups
-// says which groups those are).
-func memberOf(m *Member, id groupID) bool {
-	return slices.Contains(memberGroups(*m), id)
+// onGroup reports whether a member with attrs a is on group id
+// (memberGroups says which groups those are).
+func onGroup(a *attrs, id groupID) bool {
+	return slices.Contains(memberGroups(a), id)
 }
 
 func (p *Pool) buildSnapshot() {
@@ -696,7 +811,7 @@ func (p *Pool) computeStats(g *group) *groupStats {
 		if s.check.Load() > 0 {
 			w = math.Float64frombits(s.rate.Load())
 		}
-		total += weightOf(w) * memberWeight(s.m.Weight)
+		total += weightOf(w) * memberWeight(s.a.weight)
 		st.prefix[i] = total
 		if e := s.ewma.Load(); e > 0 {
 			lat = append(lat, e)
@@ -712,7 +827,7 @@ func (p *Pool) computeStats(g *group) *groupStats {
 		p.scratchK, st.cut, ok = panicCut(g.members, len(g.usable), panicNeed(g.cands, p.opt.PanicThreshold), nil, p.scratchK)
 		st.cutOK = ok
 		for _, s := range g.members {
-			switch s.class.Load() {
+			switch s.class() {
 			case clsUsable:
 				st.panicSet = append(st.panicSet, s)
 			case clsEligible:
@@ -761,7 +876,7 @@ func panicCut(members []*slot, usable, need int, f *filter, scratch []ranked) ([
 	}
 	buf := scratch[:0]
 	for _, s := range members {
-		if s.class.Load() == clsEligible && (f == nil || f.matches(s)) {
+		if s.class() == clsEligible && (f == nil || f.matches(s)) {
 			buf = append(buf, ranked{s.key()})
 		}
 	}
@@ -817,7 +932,7 @@ func comparePoints(a, b ringPoint) int {
 	if c := cmp.Compare(a.h, b.h); c != 0 {
 		return c
 	}
-	return cmp.Compare(a.s.m.ID, b.s.m.ID)
+	return cmp.Compare(a.s.id, b.s.id)
 }
 
 // mergeRing returns old's ring without the points of the members gone and
@@ -829,7 +944,7 @@ func (p *Pool) mergeRing(old *group, added, gone []*slot) ([]uint64, []*slot) {
 	hs, ss := old.ringH, old.ringS
 	var drop []int
 	for _, s := range gone {
-		base := hashString(s.m.ID)
+		base := hashString(s.id)
 		for i := range p.replicas {
 			h := pointHash(base, i)
 			for j, _ := slices.BinarySearch(hs, h); j < len(hs) && hs[j] == h; j++ {
@@ -842,7 +957,7 @@ func (p *Pool) mergeRing(old *group, added, gone []*slot) ([]uint64, []*slot) {
 	slices.Sort(drop)
 	fresh := make([]ringPoint, 0, len(added)*p.replicas)
 	for _, s := range added {
-		base := hashString(s.m.ID)
+		base := hashString(s.id)
 		for i := range p.replicas {
 			fresh = append(fresh, ringPoint{pointHash(base, i), s})
 		}

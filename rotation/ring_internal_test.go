@@ -54,7 +54,7 @@ func TestRingMatchesAFreshBuild(t *testing.T) {
 		for name, g := range groups {
 			var want []ringPoint
 			for _, s := range g.members {
-				base := hashString(s.m.ID)
+				base := hashString(s.id)
 				for i := range p.replicas {
 					want = append(want, ringPoint{pointHash(base, i), s})
 				}
@@ -65,7 +65,7 @@ func TestRingMatchesAFreshBuild(t *testing.T) {
 			}
 			for i, w := range want {
 				if g.ringH[i] != w.h || g.ringS[i] != w.s {
-					t.Fatalf("round %d %s: point %d is %x %s, want %x %s", round, name, i, g.ringH[i], g.ringS[i].m.ID, w.h, w.s.m.ID)
+					t.Fatalf("round %d %s: point %d is %x %s, want %x %s", round, name, i, g.ringH[i], g.ringS[i].id, w.h, w.s.id)
 				}
 			}
 		}
@@ -210,5 +210,5 @@ func idOf(s *slot) string {
 	if s == nil {
 		return "none"
 	}
-	return s.m.ID
+	return s.id
 }
