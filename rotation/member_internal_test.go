@@ -38,7 +38,7 @@ func TestPicksHandOutTheMemberSet(t *testing.T) {
 	if len(p.attrs) != 5 {
 		t.Errorf("%d attrs for 7 members, want 5 (a and b, d and g share theirs)", len(p.attrs))
 	}
-	if p.slots["a"].a != p.slots["b"].a || p.slots["d"].a != p.slots["g"].a || p.slots["d"].a == p.slots["f"].a {
+	if p.slots.get("a").a != p.slots.get("b").a || p.slots.get("d").a != p.slots.get("g").a || p.slots.get("d").a == p.slots.get("f").a {
 		t.Error("members with the same source, scheme, tags, weight and wide port do not share their attrs (or others do)")
 	}
 	for _, m := range members {
@@ -66,8 +66,8 @@ func TestPicksHandOutTheMemberSet(t *testing.T) {
 	c := members[0]
 	c.Tags = []string{"z"}
 	p.Set(c, Status{State: StateHealthy})
-	if len(p.attrs) != 6 || p.slots["b"].a.refs != 1 {
-		t.Errorf("after a's change: %d attrs (want 6), b's used by %d (want 1)", len(p.attrs), p.slots["b"].a.refs)
+	if len(p.attrs) != 6 || p.slots.get("b").a.refs != 1 {
+		t.Errorf("after a's change: %d attrs (want 6), b's used by %d (want 1)", len(p.attrs), p.slots.get("b").a.refs)
 	}
 	for _, m := range members {
 		p.Remove(m.ID)

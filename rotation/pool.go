@@ -226,7 +226,7 @@ type Pool struct {
 	ringWanted atomic.Bool
 
 	mu          sync.Mutex // the writer's; held by Set, Remove, Publish
-	slots       map[string]*slot
+	slots       slotIndex
 	attrs       map[string]*attrs // by attrsKey
 	keyBuf      []byte            // attrsKey's
 	scratchM    Member            // the Member SetStatusIf shows
@@ -251,7 +251,7 @@ func NewPool(opt Options) (*Pool, error) {
 	if opt.Strategy == "" {
 		opt.Strategy = RoundRobin
 	}
-	p := &Pool{opt: opt, replicas: opt.StickyReplicas, slots: map[string]*slot{}, attrs: map[string]*attrs{}, groups: map[groupID]*wgroup{}}
+	p := &Pool{opt: opt, replicas: opt.StickyReplicas, attrs: map[string]*attrs{}, groups: map[groupID]*wgroup{}}
 	if p.replicas == 0 {
 		p.replicas = DefaultStickyReplicas
 	}
@@ -318,7 +318,7 @@ func sameMember(a, b Member) bool {
 func (p *Pool) Set(m Member, st Status) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := p.slots[m.ID]
+	s := p.slots.get(m.ID)
 	if s != nil && !sameMember(s.member(), m) {
 		p.removeLocked(s)
 		s = nil
@@ -326,7 +326,7 @@ func (p *Pool) Set(m Member, st Status) {
 	if s == nil {
 		s = &slot{id: m.ID, url: m.URL, host: m.Host, port: uint16(m.Port), a: p.attrsOf(&m), pubClass: clsRemoved}
 		s.publish(clsRemoved, StateUnknown)
-		p.slots[m.ID] = s
+		p.slots.add(s)
 		for _, id := range memberGroups(s.a) {
 			if p.groups[id] == nil {
 				p.groups[id] = &wgroup{kind: id.kind, name: id.name}
@@ -389,7 +389,7 @@ func (p *Pool) releaseAttrs(a *attrs) {
 func (p *Pool) SetStatus(id string, st Status) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := p.slots[id]
+	s := p.slots.get(id)
 	if s == nil {
 		return false
 	}
@@ -405,7 +405,7 @@ func (p *Pool) SetStatus(id string, st Status) bool {
 func (p *Pool) SetStatusIf(id string, st Status, same func(m *Member) bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := p.slots[id]
+	s := p.slots.get(id)
 	if s == nil {
 		return false
 	}
@@ -485,13 +485,13 @@ func (p *Pool) markPending(s *slot) {
 func (p *Pool) Remove(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if s := p.slots[id]; s != nil {
+	if s := p.slots.get(id); s != nil {
 		p.removeLocked(s)
 	}
 }
 
 func (p *Pool) removeLocked(s *slot) {
-	delete(p.slots, s.id)
+	p.slots.remove(s.id)
 	s.removed = true
 	p.releaseAttrs(s.a)
 	p.markPending(s)
@@ -634,7 +634,7 @@ func (p *Pool) aliases() {
 			// Its own lists again: every member, as added to an empty group.
 			g.alias, g.cur, g.dirty = false, nil, true
 			g.added, g.gone = trim(g.added), trim(g.gone)
-			for _, s := range p.slots {
+			for s := range p.slots.all() {
 				if s.published && onGroup(s.a, id) {
 					g.added = append(g.added, s)
 				}
