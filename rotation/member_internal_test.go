@@ -61,8 +61,16 @@ func TestPicksHandOutTheMemberSet(t *testing.T) {
 			t.Errorf("%s was not picked", m.ID)
 		}
 	}
-	// A changed member moves to other attrs; the old ones stay while
-	// another member uses them.
+	// A member whose own fields changed keeps its attrs, even when no
+	// other member uses them; one whose attrs changed moves to others,
+	// and the old ones stay while another member uses them.
+	before := p.slots.get("c").a
+	moved := members[2]
+	moved.Host, moved.URL = "10.0.0.33", u(33)
+	p.Set(moved, Status{State: StateHealthy})
+	if got := p.slots.get("c"); got.host != moved.Host || got.a != before || len(p.attrs) != 5 {
+		t.Errorf("after c's host changed: host %q, attrs kept %v, %d attrs (want 5)", got.host, got.a == before, len(p.attrs))
+	}
 	c := members[0]
 	c.Tags = []string{"z"}
 	p.Set(c, Status{State: StateHealthy})

@@ -319,12 +319,15 @@ func (p *Pool) Set(m Member, st Status) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.slots.get(m.ID)
-	if s != nil && !sameMember(s.member(), m) {
-		p.removeLocked(s)
-		s = nil
-	}
-	if s == nil {
-		s = &slot{id: m.ID, url: m.URL, host: m.Host, port: uint16(m.Port), a: p.attrsOf(&m), pubClass: clsRemoved}
+	if s == nil || !sameMember(s.member(), m) {
+		// The new attrs first: a change of the member's own fields keeps
+		// its attrs, which the removal would otherwise drop if no other
+		// member used them.
+		a := p.attrsOf(&m)
+		if s != nil {
+			p.removeLocked(s)
+		}
+		s = &slot{id: m.ID, url: m.URL, host: m.Host, port: uint16(m.Port), a: a, pubClass: clsRemoved}
 		s.publish(clsRemoved, StateUnknown)
 		p.slots.add(s)
 		for _, id := range memberGroups(s.a) {

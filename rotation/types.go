@@ -142,7 +142,9 @@ type Request struct {
 	Exclude []string
 }
 
-// Pick is a proxy handed out.
+// Pick is a proxy handed out. Its Member is the one Set, but for Tags: the
+// pool's copy, which members with the same tags share and every pick hands
+// out, so it must not be modified.
 type Pick struct {
 	Member
 	// State is the member's state when it was picked.
