@@ -81,7 +81,9 @@ func (p *Pool) PickN(req Request, dst []Pick) (int, error) {
 		if s == nil {
 			break
 		}
-		dst[n] = Pick{Member: s.member(), State: s.state(), Panic: v.panic}
+		d := &dst[n]
+		s.fill(&d.Member)
+		d.State, d.Panic = s.state(), v.panic
 		n++
 	}
 	if n == 0 {

@@ -77,12 +77,21 @@ func (s *slot) publish(cls uint8, st State) { s.cs.Store(uint32(st)<<8 | uint32(
 // member returns the slot's Member: as Set was given it, but for Tags,
 // the pool's copy (shared with the members that have the same).
 func (s *slot) member() Member {
+	var m Member
+	s.fill(&m)
+	return m
+}
+
+// fill sets *m to the slot's Member (member), field by field: a picker
+// writes it straight into the caller's Pick.
+func (s *slot) fill(m *Member) {
 	a := s.a
-	port := int(s.port)
+	m.ID, m.URL, m.Host = s.id, s.url, s.host
+	m.Port = int(s.port)
 	if a.wide {
-		port = a.port
+		m.Port = a.port
 	}
-	return Member{ID: s.id, URL: s.url, Scheme: a.scheme, Host: s.host, Port: port, Source: a.source, Tags: a.tags, Weight: a.weight}
+	m.Scheme, m.Source, m.Tags, m.Weight = a.scheme, a.source, a.tags, a.weight
 }
 
 // attrs is what a member may share with others: its source, scheme, tags
