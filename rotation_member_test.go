@@ -88,9 +88,10 @@ func TestBuiltFrom(t *testing.T) {
 // proxies themselves are built before the measure (the engine holds them
 // anyway). creds: every proxy has credentials (user:pass@), as a rotating
 // gateway's sessions do; none: none has; tags: no credentials, an
-// anonymity tag (derived from checks) on every proxy.
+// anonymity tag (derived from checks) on every proxy; exit: that and its
+// exit IP's tag, one of its own (checks with an echo target).
 func BenchmarkMemberHeap(b *testing.B) {
-	for _, kind := range []string{"none", "creds", "tags"} {
+	for _, kind := range []string{"none", "creds", "tags", "exit"} {
 		for _, n := range []int{10_000, 100_000} {
 			b.Run(fmt.Sprintf("%s/n=%d", kind, n), func(b *testing.B) {
 				proxies := make([]*proxy, n)
@@ -105,8 +106,11 @@ func BenchmarkMemberHeap(b *testing.B) {
 						b.Fatal(err)
 					}
 					proxies[i] = &proxy{url: u, source: "list"}
-					if kind == "tags" {
+					if kind == "tags" || kind == "exit" {
 						briefs[i].Anonymity = pb.Anonymity_ANONYMITY_ELITE
+					}
+					if kind == "exit" {
+						briefs[i].ExitIP = fmt.Sprintf("203.%d.%d.%d", i>>16&255, i>>8&255, i&255)
 					}
 				}
 				st := rotation.Status{State: rotation.StateHealthy, LatencyEWMA: time.Millisecond, SuccessRate: 1, Checks: 3, LastSuccess: 1}

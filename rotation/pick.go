@@ -124,7 +124,7 @@ func (f *filter) matches(s *slot) bool {
 	if f.source != "" && s.a.source != f.source || f.scheme != "" && s.a.scheme != f.scheme {
 		return false
 	}
-	return f.tag == "" || slices.Contains(s.a.tags, f.tag)
+	return f.tag == "" || slices.Contains(s.tags, f.tag)
 }
 
 // view is one request's reading of a snapshot.

@@ -26,17 +26,17 @@ const (
 // makes a new slot); its published class and statistics are atomics
 // updated in place, so statistics changes need no new snapshot. It keeps
 // its Member in pieces (member puts them together): what is the member's
-// own (ID, URL, host, port) in the slot, what members share (source,
-// scheme, tags, weight) in the pool's attrs. Its groups are looked up
-// from its attrs (Pool.groupsOf), not kept. A slot takes 96 bytes, a size
-// class of its own: a whole Member in it, class and state in two atomics
-// and a 32-bit pubClass took 168 (176 allocated), and a copy of the tags
-// per member more.
+// own (ID, URL, host, port, tags) in the slot, what members share
+// (source, scheme, weight) in the pool's attrs. Its groups are looked up
+// from them (Pool.groupsOf), not kept. A slot takes 112 bytes; with a
+// whole Member, class and state in two atomics, a copy of the class for
+// the writer and a bool per flag it took 168 (176 allocated).
 //
-// The order of the fields is the cache's: 96-byte objects start on a
-// 64-byte line or half-way through one, so bytes 32 to 63 are always on
-// one line. There go what a scan reads of every member it passes (the
-// class, the attrs the filters compare, the ID exclusions compare).
+// The order of the fields is the cache's: 112-byte objects start on a
+// 64-byte line or 16, 32 or 48 bytes into one, so bytes 32 to 63 are on
+// one line but in the slots that start 16 bytes into one (one in four).
+// There go what a scan reads of every member it passes: the class (cs),
+// the attrs the filters compare, the ID exclusions compare.
 type slot struct {
 	// Read by pickers: the statistics (live).
 	ewma  atomic.Int64  // latency EWMA, ns; 0 unknown
@@ -49,19 +49,45 @@ type slot struct {
 	a  *attrs
 	// cs is the class (low byte) and the state (the next one) as of the
 	// last Publish, stored together by it.
-	cs        atomic.Uint32
-	port      uint16 // Member.Port unless a.wide
-	pubClass  uint8  // class in the current snapshot (writer only)
-	published bool   // on its groups in the current snapshot (writer only)
+	cs   atomic.Uint32
+	port uint16 // Member.Port unless a.wide
+
+	// Writer only: the state of the last Set, and flags.
+	stState State
+	flags   uint8
 
 	url  *url.URL
 	host string
+	// tags are the pool's copy (Pool.tagsOf), shared with other members
+	// when equal.
+	tags []string
+}
 
-	// Writer only.
-	st      health // of the last Set
-	removed bool
-	pending bool // in Pool.pending
-	dirty   bool // in Pool.dirty (statistics)
+// A slot's flags (writer only).
+const (
+	fPaused    uint8 = 1 << iota // of the last Set
+	fEjected                     // of the last Set
+	fPublished                   // on its groups in the current snapshot
+	fRemoved
+	fPending // in Pool.pending
+	fDirty   // in Pool.dirty (statistics)
+)
+
+// is reports whether flag f is set.
+func (s *slot) is(f uint8) bool { return s.flags&f != 0 }
+
+// set sets or clears flag f.
+func (s *slot) set(f uint8, on bool) {
+	if on {
+		s.flags |= f
+	} else {
+		s.flags &^= f
+	}
+}
+
+// health is the status of the last Set, as the writer keeps it.
+func (s *slot) health() health {
+	return health{s.stState, s.is(fPaused), s.is(fEjected)}
 }
 
 // class is the slot's class as of the last Publish.
@@ -86,23 +112,22 @@ func (s *slot) member() Member {
 // writes it straight into the caller's Pick.
 func (s *slot) fill(m *Member) {
 	a := s.a
-	m.ID, m.URL, m.Host = s.id, s.url, s.host
+	m.ID, m.URL, m.Host, m.Tags = s.id, s.url, s.host, s.tags
 	m.Port = int(s.port)
 	if a.wide {
 		m.Port = a.port
 	}
-	m.Scheme, m.Source, m.Tags, m.Weight = a.scheme, a.source, a.tags, a.weight
+	m.Scheme, m.Source, m.Weight = a.scheme, a.source, a.weight
 }
 
-// attrs is what a member may share with others: its source, scheme, tags
-// and weight. A pool's members have few distinct ones (often a single
-// one: one source, one scheme, the same tags or none), so the pool keeps
-// each once (Pool.attrs) and its slots point to it: 8 bytes a member
-// instead of 64, and a single copy of the tags. Immutable once made, but
-// for refs: pickers read it.
+// attrs is what a member shares with others: its source, scheme and
+// weight. A pool's members have few distinct ones (often a single one),
+// so the pool keeps each once (Pool.attrs) and its slots point to it: 8
+// bytes a member instead of 40. The tags are not in it: a member's own
+// tag (its exit IP's) would give it attrs of its own, costlier than the
+// fields they replace. Immutable once made, but for refs: pickers read it.
 type attrs struct {
 	source, scheme string
-	tags           []string
 	weight         float64
 	// port is the members' Port when it does not fit a slot's (wide):
 	// never for a real port, but Member.Port is an int. It is part of
@@ -114,7 +139,7 @@ type attrs struct {
 }
 
 // health is what the writer keeps of a Status (the statistics live in the
-// slot's atomics).
+// slot's atomics), in a slot's stState and flags.
 type health struct {
 	state           State
 	paused, ejected bool
@@ -238,6 +263,7 @@ type Pool struct {
 	slots       slotIndex
 	attrs       map[string]*attrs // by attrsKey
 	keyBuf      []byte            // attrsKey's
+	lastTags    []string          // tagsOf's
 	scratchM    Member            // the Member SetStatusIf shows
 	groups      map[groupID]*wgroup
 	pending     []*slot // structural changes since the last Publish
@@ -336,10 +362,10 @@ func (p *Pool) Set(m Member, st Status) {
 		if s != nil {
 			p.removeLocked(s)
 		}
-		s = &slot{id: m.ID, url: m.URL, host: m.Host, port: uint16(m.Port), a: a, pubClass: clsRemoved}
+		s = &slot{id: m.ID, url: m.URL, host: m.Host, port: uint16(m.Port), tags: p.tagsOf(m.Tags), a: a}
 		s.publish(clsRemoved, StateUnknown)
 		p.slots.add(s)
-		for _, id := range memberGroups(s.a) {
+		for _, id := range memberGroups(s) {
 			if p.groups[id] == nil {
 				p.groups[id] = &wgroup{kind: id.kind, name: id.name}
 			}
@@ -348,15 +374,14 @@ func (p *Pool) Set(m Member, st Status) {
 	p.setStatus(s, st)
 }
 
-// attrsOf returns the pool's attrs for m's, made (its Tags cloned) if no
-// member has them yet, and counts m's slot as using them. Writer side,
-// p.mu held.
+// attrsOf returns the pool's attrs for m's, made if no member has them
+// yet, and counts m's slot as using them. Writer side, p.mu held.
 func (p *Pool) attrsOf(m *Member) *attrs {
 	wide := m.Port < 0 || m.Port > math.MaxUint16
 	p.keyBuf = attrsKey(p.keyBuf[:0], m, wide)
 	a := p.attrs[string(p.keyBuf)]
 	if a == nil {
-		a = &attrs{source: m.Source, scheme: m.Scheme, tags: slices.Clone(m.Tags), weight: m.Weight, wide: wide, key: string(p.keyBuf)}
+		a = &attrs{source: m.Source, scheme: m.Scheme, weight: m.Weight, wide: wide, key: string(p.keyBuf)}
 		if wide {
 			a.port = m.Port
 		}
@@ -367,8 +392,7 @@ func (p *Pool) attrsOf(m *Member) *attrs {
 }
 
 // attrsKey appends the key of m's attrs to b: every field with its
-// length, so that no two differ only in where one string ends. Tags nil
-// and empty differ: each is handed out as it was Set.
+// length, so that no two differ only in where one string ends.
 func attrsKey(b []byte, m *Member, wide bool) []byte {
 	str := func(b []byte, s string) []byte { return append(binary.AppendUvarint(b, uint64(len(s))), s...) }
 	b = str(str(b, m.Source), m.Scheme)
@@ -376,14 +400,19 @@ func attrsKey(b []byte, m *Member, wide bool) []byte {
 	if wide {
 		b = binary.AppendVarint(append(b, 'w'), int64(m.Port))
 	}
-	if m.Tags == nil {
-		return append(b, 'n')
-	}
-	b = append(b, 't')
-	for _, t := range m.Tags {
-		b = str(b, t)
-	}
 	return b
+}
+
+// tagsOf returns the pool's copy of a new member's tags: the previous new
+// member's when they are equal (nil and empty differ: each is handed out
+// as it was Set), else a clone. Members come in runs that share their
+// tags (a source's, the anonymity level's), and a slice that no map keeps
+// costs nothing once its members are gone. Writer side, p.mu held.
+func (p *Pool) tagsOf(tags []string) []string {
+	if (tags == nil) != (p.lastTags == nil) || !slices.Equal(tags, p.lastTags) {
+		p.lastTags = slices.Clone(tags)
+	}
+	return p.lastTags
 }
 
 // releaseAttrs counts a removed slot out of its attrs, and forgets attrs
@@ -436,27 +465,30 @@ func (p *Pool) SetStatusIf(id string, st Status, same func(m *Member) bool) bool
 
 // setStatus stores a member's status; call with p.mu held.
 func (p *Pool) setStatus(s *slot, st Status) {
-	s.st = healthOf(st)
+	h := healthOf(st)
+	s.stState = h.state
+	s.set(fPaused, h.paused)
+	s.set(fEjected, h.ejected)
 	s.ewma.Store(int64(st.LatencyEWMA))
 	s.rate.Store(math.Float64bits(st.SuccessRate))
 	s.check.Store(st.Checks)
 	s.cf.Store(st.ConsecutiveFailures)
 	s.ls.Store(st.LastSuccess)
-	if !s.published || p.classOf(s.st) != s.pubClass || s.state() != st.State {
+	if !s.is(fPublished) || p.classOf(h) != s.class() || s.state() != st.State {
 		p.markPending(s)
 	}
-	if !s.dirty {
-		s.dirty = true
+	if !s.is(fDirty) {
+		s.set(fDirty, true)
 		p.dirty = append(p.dirty, s)
 	}
 }
 
-// memberGroups lists the groups a member with attrs a is on: the whole
-// pool, its source, its scheme and each of its tags (once).
-func memberGroups(a *attrs) []groupID {
-	ids := []groupID{{kindAll, ""}, {kindSource, a.source}, {kindScheme, a.scheme}}
-	for i, t := range a.tags {
-		if !slices.Contains(a.tags[:i], t) {
+// memberGroups lists the groups the member of s is on: the whole pool,
+// its source, its scheme and each of its tags (once).
+func memberGroups(s *slot) []groupID {
+	ids := []groupID{{kindAll, ""}, {kindSource, s.a.source}, {kindScheme, s.a.scheme}}
+	for i, t := range s.tags {
+		if !slices.Contains(s.tags[:i], t) {
 			ids = append(ids, groupID{kindTag, t})
 		}
 	}
@@ -467,15 +499,15 @@ func memberGroups(a *attrs) []groupID {
 // holds them. Set made them; a group is deleted only once no member is on
 // it, so every group of a member that was not removed is there, and a
 // removed member's are there until the Publish that takes it out.
-func (p *Pool) groupsOf(a *attrs) iter.Seq[*wgroup] {
+func (p *Pool) groupsOf(s *slot) iter.Seq[*wgroup] {
 	return func(yield func(*wgroup) bool) {
-		for _, id := range [...]groupID{{kindAll, ""}, {kindSource, a.source}, {kindScheme, a.scheme}} {
+		for _, id := range [...]groupID{{kindAll, ""}, {kindSource, s.a.source}, {kindScheme, s.a.scheme}} {
 			if g := p.groups[id]; g != nil && !yield(g) {
 				return
 			}
 		}
-		for i, t := range a.tags {
-			if slices.Contains(a.tags[:i], t) {
+		for i, t := range s.tags {
+			if slices.Contains(s.tags[:i], t) {
 				continue
 			}
 			if g := p.groups[groupID{kindTag, t}]; g != nil && !yield(g) {
@@ -486,8 +518,8 @@ func (p *Pool) groupsOf(a *attrs) iter.Seq[*wgroup] {
 }
 
 func (p *Pool) markPending(s *slot) {
-	if !s.pending {
-		s.pending = true
+	if !s.is(fPending) {
+		s.set(fPending, true)
 		p.pending = append(p.pending, s)
 	}
 }
@@ -504,7 +536,7 @@ func (p *Pool) Remove(id string) {
 
 func (p *Pool) removeLocked(s *slot) {
 	p.slots.remove(s.id)
-	s.removed = true
+	s.set(fRemoved, true)
 	p.releaseAttrs(s.a)
 	p.markPending(s)
 }
@@ -540,8 +572,8 @@ func (p *Pool) Publish() (panicChanged bool) {
 	}
 	if refresh {
 		for _, s := range p.dirty {
-			s.dirty = false
-			for g := range p.groupsOf(s.a) {
+			s.set(fDirty, false)
+			for g := range p.groupsOf(s) {
 				g.stale = !g.alias // an alias's statistics are the pool's
 			}
 		}
@@ -552,23 +584,25 @@ func (p *Pool) Publish() (panicChanged bool) {
 	}
 	structural := len(p.pending) > 0
 	for _, s := range p.pending {
-		s.pending = false
+		s.set(fPending, false)
+		removed, published := s.is(fRemoved), s.is(fPublished)
 		cls := clsRemoved
-		if !s.removed {
-			cls = p.classOf(s.st)
+		if !removed {
+			cls = p.classOf(s.health())
 		}
-		s.publish(cls, s.st.state)
-		if cls == s.pubClass && s.published {
+		old := s.class() // the class in the current snapshot
+		s.publish(cls, s.stState)
+		if cls == old && published {
 			continue
 		}
-		for g := range p.groupsOf(s.a) {
+		for g := range p.groupsOf(s) {
 			switch {
-			case !s.published && !s.removed:
+			case !published && !removed:
 				g.n++
 				if !g.alias {
 					g.added = append(g.added, s)
 				}
-			case s.published && s.removed:
+			case published && removed:
 				g.n--
 				if !g.alias {
 					g.gone = append(g.gone, s)
@@ -576,8 +610,7 @@ func (p *Pool) Publish() (panicChanged bool) {
 			}
 			g.dirty = g.dirty || !g.alias
 		}
-		s.pubClass = cls
-		s.published = !s.removed
+		s.set(fPublished, !removed)
 	}
 	p.pending = trim(p.pending)
 	if structural {
@@ -647,7 +680,7 @@ func (p *Pool) aliases() {
 			g.alias, g.cur, g.dirty = false, nil, true
 			g.added, g.gone = trim(g.added), trim(g.gone)
 			for s := range p.slots.all() {
-				if s.published && onGroup(s.a, id) {
+				if s.is(fPublished) && onGroup(s, id) {
 					g.added = append(g.added, s)
 				}
 			}
@@ -655,10 +688,10 @@ func (p *Pool) aliases() {
 	}
 }
 
-// onGroup reports whether a member with attrs a is on group id
-// (memberGroups says which groups those are).
-func onGroup(a *attrs, id groupID) bool {
-	return slices.Contains(memberGroups(a), id)
+// onGroup reports whether the member of s is on group id (memberGroups
+// says which groups those are).
+func onGroup(s *slot, id groupID) bool {
+	return slices.Contains(memberGroups(s), id)
 }
 
 func (p *Pool) buildSnapshot() {
@@ -720,7 +753,7 @@ func (g *wgroup) rebuild(p *Pool, now time.Time) {
 	if len(g.added) > 0 || len(g.gone) > 0 {
 		ng.members = make([]*slot, 0, len(old.members)+len(g.added))
 		for _, s := range old.members {
-			if !s.removed {
+			if !s.is(fRemoved) {
 				ng.members = append(ng.members, s)
 			}
 		}
@@ -733,16 +766,17 @@ func (g *wgroup) rebuild(p *Pool, now time.Time) {
 	}
 	n := 0
 	for _, s := range ng.members {
-		if s.pubClass == clsUsable {
+		cls := s.class()
+		if cls == clsUsable {
 			n++
 		}
-		if s.pubClass != clsPaused {
+		if cls != clsPaused {
 			ng.cands++
 		}
 	}
 	ng.usable = make([]*slot, 0, n)
 	for _, s := range ng.members {
-		if s.pubClass == clsUsable {
+		if s.class() == clsUsable {
 			ng.usable = append(ng.usable, s)
 		}
 	}
