@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/proxyhealth/proxyhealth/internal/gen"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/projections"
 )
@@ -24,6 +25,39 @@ func BenchmarkLiveBytesPerProxy(b *testing.B) {
 		if got := l.Summary().Total; got == 0 {
 			b.Fatal("no proxies")
 		}
+		runtime.KeepAlive(l)
+	}
+	b.ReportMetric(perProxy, "B/proxy")
+}
+
+// BenchmarkLiveTrackedBytesPerProxy is BenchmarkLiveBytesPerProxy with
+// every proxy tracked (Track), as the engine's actors do: the live status
+// and the trackers. The IDs given to Track, like the events, are made
+// outside the measurement: the actors hold them anyway.
+func BenchmarkLiveTrackedBytesPerProxy(b *testing.B) {
+	const proxies = 10_000
+	envs := committed(b, 1, proxies, 10*proxies)
+	ids := make([]string, proxies)
+	for i := range ids {
+		ids[i] = gen.ID(i)
+	}
+	trackers := make([]*projections.Tracker, proxies)
+	var perProxy float64
+	for range b.N {
+		before := testutil.HeapInUse()
+		l := projections.NewLive(projections.LiveOptions{})
+		l.Apply(envs...)
+		for i, id := range ids {
+			trackers[i] = l.Track(id)
+		}
+		perProxy = float64(testutil.HeapInUse()-before) / proxies
+		if got := l.Summary().Total; got == 0 {
+			b.Fatal("no proxies")
+		}
+		for _, t := range trackers {
+			t.Release()
+		}
+		clear(trackers) // they hold l
 		runtime.KeepAlive(l)
 	}
 	b.ReportMetric(perProxy, "B/proxy")

@@ -1,0 +1,134 @@
+package projections
+
+import (
+	"context"
+	"runtime"
+	"testing"
+
+	"github.com/proxyhealth/proxyhealth/internal/gen"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
+	"github.com/proxyhealth/proxyhealth/journal"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// memProxies is the pool of the bytes-per-proxy benchmarks below, which
+// fold 10 events a proxy, as BenchmarkLiveBytesPerProxy does.
+const memProxies = 10_000
+
+// memEvents returns 10 random events a proxy for memProxies proxies, as
+// committed to the journal it returns (seqs and stream seqs set; the
+// caller closes it).
+func memEvents(b *testing.B) (*journal.Mem, []*pb.Envelope) {
+	b.Helper()
+	j := journal.NewMem()
+	ctx := context.Background()
+	if _, err := j.Append(ctx, gen.NewSim(1, memProxies).Events(10*memProxies)); err != nil {
+		b.Fatal(err)
+	}
+	var envs []*pb.Envelope
+	for e, err := range j.Read(ctx, 1) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		envs = append(envs, e)
+	}
+	return j, envs
+}
+
+// BenchmarkNotifierBytesPerProxy reports the Go heap the notifier's
+// per-proxy episode state keeps per proxy after folding the events of
+// memEvents (through apply, what Run calls for each event; the events stay
+// alive outside the measurement, so strings shared with them are not
+// counted).
+func BenchmarkNotifierBytesPerProxy(b *testing.B) {
+	j, envs := memEvents(b)
+	defer j.Close()
+	ctx := context.Background()
+	var perProxy float64
+	for range b.N {
+		before := testutil.HeapInUse()
+		n, err := NewNotifier(j, NotifierOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, env := range envs {
+			n.apply(ctx, env)
+		}
+		perProxy = float64(testutil.HeapInUse()-before) / memProxies
+		if len(n.proxies) == 0 {
+			b.Fatal("no proxies")
+		}
+		runtime.KeepAlive(n)
+		n.Close(ctx)
+	}
+	b.ReportMetric(perProxy, "B/proxy")
+}
+
+// BenchmarkPoolMonitorBytesPerProxy is BenchmarkNotifierBytesPerProxy for
+// the pool monitor's counts.
+func BenchmarkPoolMonitorBytesPerProxy(b *testing.B) {
+	j, envs := memEvents(b)
+	defer j.Close()
+	ctx := context.Background()
+	var perProxy float64
+	for range b.N {
+		before := testutil.HeapInUse()
+		m, err := NewPoolMonitor(j, PoolMonitorOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, env := range envs {
+			m.apply(ctx, env)
+		}
+		perProxy = float64(testutil.HeapInUse()-before) / memProxies
+		if m.Share().Total == 0 {
+			b.Fatal("no proxies")
+		}
+		runtime.KeepAlive(m)
+	}
+	b.ReportMetric(perProxy, "B/proxy")
+}
+
+// again returns the i-th event of a benchmark's endless replay of envs:
+// each pass over them moves their stream seqs past the last pass's, so
+// that a fold does not take them for duplicates (fold.Covered).
+func again(envs []*pb.Envelope, i int) *pb.Envelope {
+	env := envs[i%len(envs)]
+	if i >= len(envs) && env.GetStreamSeq() != 0 {
+		env.StreamSeq += uint64(len(envs))
+	}
+	return env
+}
+
+// BenchmarkNotifierApply measures the notifier's fold of one event (apply,
+// what Run calls for each) on a pool of memProxies proxies.
+func BenchmarkNotifierApply(b *testing.B) {
+	j, envs := memEvents(b)
+	defer j.Close()
+	ctx := context.Background()
+	n, err := NewNotifier(j, NotifierOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close(ctx)
+	b.ResetTimer()
+	for i := range b.N {
+		n.apply(ctx, again(envs, i))
+	}
+}
+
+// BenchmarkPoolMonitorApply is BenchmarkNotifierApply for the pool
+// monitor's fold.
+func BenchmarkPoolMonitorApply(b *testing.B) {
+	j, envs := memEvents(b)
+	defer j.Close()
+	ctx := context.Background()
+	m, err := NewPoolMonitor(j, PoolMonitorOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		m.apply(ctx, again(envs, i))
+	}
+}
