@@ -355,14 +355,14 @@ func (l *Live) Track(proxyID string) *Tracker {
 func (l *Live) trackerLocked(id string) *Tracker {
 	if e := l.entries[id]; e != nil {
 		if e.fl == nil {
-			t := &Tracker{l: l, id: id}
+			t := &Tracker{l: l}
 			t.attach(e)
 		}
 		return e.fl
 	}
 	t := l.loose[id]
 	if t == nil {
-		t = &Tracker{l: l, id: id}
+		t = &Tracker{l: l, id: &id} // id escapes: a loose tracker holds it
 		l.loose[id] = t
 	}
 	return t
@@ -372,8 +372,8 @@ func (l *Live) trackerLocked(id string) *Tracker {
 // nothing (the flags a proxy without an entry had are cleared); mu must be
 // held for writing.
 func (l *Live) forgetLocked(t *Tracker) {
-	if t.holders == 0 && t.e == nil && !t.checking.Load() && t.next.Load() == 0 && l.loose[t.id] == t {
-		delete(l.loose, t.id)
+	if t.holders == 0 && t.e == nil && !t.checking.Load() && t.next.Load() == 0 && l.loose[*t.id] == t {
+		delete(l.loose, *t.id)
 	}
 }
 
@@ -383,16 +383,20 @@ func (l *Live) forgetLocked(t *Tracker) {
 // so that an actor reports them at the cost of an uncontended mutex; the
 // live status reads them with its queries. Get one with Live.Track.
 type Tracker struct {
-	l  *Live
-	id string
+	l *Live
+	// id is the proxy's ID, guarded by Live.mu. It points to the ID of the
+	// entry the tracker was last attached to (its own copy while it never
+	// was), not to a string of its own: 48 bytes instead of 64, a size
+	// class less for every tracked proxy.
+	id *string
 	// mu orders the checking flag's changes with the entry's attachment,
 	// so that the checking counts of the pool and of the entry's source
 	// count exactly the attached entries whose flag is on.
 	mu       sync.Mutex
-	e        *entry // the proxy's entry (guarded by mu and Live.mu: written under both)
-	checking atomic.Bool
+	e        *entry       // the proxy's entry (guarded by mu and Live.mu: written under both)
 	next     atomic.Int64 // unix ns; 0: none
-	holders  int32        // Track calls not yet released; guarded by Live.mu
+	checking atomic.Bool
+	holders  int32 // Track calls not yet released; guarded by Live.mu
 }
 
 // SetChecking sets the flag of a check in flight.
@@ -431,8 +435,8 @@ func (t *Tracker) Release() {
 	if t.holders > 0 {
 		t.holders--
 	}
-	if t.holders == 0 && t.e == nil && l.loose[t.id] == t {
-		delete(l.loose, t.id)
+	if t.holders == 0 && t.e == nil && l.loose[*t.id] == t {
+		delete(l.loose, *t.id)
 	}
 }
 
@@ -440,7 +444,9 @@ func (t *Tracker) Release() {
 // must be held for writing.
 func (t *Tracker) attach(e *entry) {
 	t.mu.Lock()
-	t.e, e.fl = e, t
+	// Pointing id to the new entry's ID lets go of the entry it was
+	// detached from (or of the tracker's own copy).
+	t.e, e.fl, t.id = e, t, &e.id
 	if t.checking.Load() {
 		t.l.global.checking.Add(1)
 		e.src.checking.Add(1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"testing"
+	"unsafe"
 
 	"github.com/proxyhealth/proxyhealth/internal/gen"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
@@ -130,5 +131,22 @@ func BenchmarkPoolMonitorApply(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		m.apply(ctx, again(envs, i))
+	}
+}
+
+// TestPerProxySizes pins the sizes of what the projections keep for every
+// proxy to the size classes their comments claim: a field added or moved
+// carelessly would take each of them up a class.
+func TestPerProxySizes(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"entry", unsafe.Sizeof(entry{}), 448},
+		{"Tracker", unsafe.Sizeof(Tracker{}), 48},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %d bytes, want %d", c.name, c.got, c.want)
+		}
 	}
 }
