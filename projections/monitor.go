@@ -89,8 +89,11 @@ type PoolMonitor struct {
 	j    journal.Journal
 	opts PoolMonitorOptions
 
-	mu       sync.Mutex
-	proxies  map[string]*monProxy
+	mu      sync.Mutex
+	proxies map[string]monProxy
+	// big holds the proxies whose stream seq does not fit a monProxy
+	// (from 2^61 on: never, in practice).
+	big      map[string]bigMon
 	healthy  int
 	unknown  int
 	total    int
@@ -102,9 +105,65 @@ type PoolMonitor struct {
 	head uint64
 }
 
-type monProxy struct {
-	health    pb.HealthState
+// monProxy is what the monitor keeps of a proxy: its stream seq and the
+// counter of its health state (stateIndex: what the counts look at), in one
+// word, which the map holds in its slot (24 bytes a proxy, where a pointer
+// to a struct took 24 and 16 more). Stream seqs from 2^61 on (never, in
+// practice) go to PoolMonitor.big instead.
+type monProxy uint64
+
+// monSeqLimit is the first stream seq a monProxy cannot hold.
+const monSeqLimit = 1 << 61
+
+func packMon(h pb.HealthState, streamSeq uint64) monProxy {
+	return monProxy(streamSeq<<3 | uint64(stateIndex(h)))
+}
+
+func (p monProxy) health() pb.HealthState { return pb.HealthState(p & 7) }
+func (p monProxy) streamSeq() uint64      { return uint64(p >> 3) }
+
+// bigMon is a monProxy whose stream seq is too large for it.
+type bigMon struct {
 	streamSeq uint64
+	health    pb.HealthState
+}
+
+// lookup returns what the monitor keeps of proxy id; ok is false when it
+// keeps nothing. Call it from the goroutine that applies, or with mu held.
+func (m *PoolMonitor) lookup(id string) (health pb.HealthState, streamSeq uint64, ok bool) {
+	if p, ok := m.proxies[id]; ok {
+		return p.health(), p.streamSeq(), true
+	}
+	if len(m.big) > 0 {
+		if b, ok := m.big[id]; ok {
+			return b.health, b.streamSeq, true
+		}
+	}
+	return 0, 0, false
+}
+
+// store records proxy id's state; mu must be held.
+func (m *PoolMonitor) store(id string, h pb.HealthState, streamSeq uint64) {
+	if streamSeq < monSeqLimit {
+		m.proxies[id] = packMon(h, streamSeq)
+		if len(m.big) > 0 {
+			delete(m.big, id)
+		}
+		return
+	}
+	if m.big == nil {
+		m.big = make(map[string]bigMon)
+	}
+	m.big[id] = bigMon{streamSeq: streamSeq, health: pb.HealthState(stateIndex(h))}
+	delete(m.proxies, id)
+}
+
+// forget drops proxy id's state; mu must be held.
+func (m *PoolMonitor) forget(id string) {
+	delete(m.proxies, id)
+	if len(m.big) > 0 {
+		delete(m.big, id)
+	}
 }
 
 // Validate reports what NewPoolMonitor would refuse.
@@ -119,7 +178,7 @@ func NewPoolMonitor(j journal.Journal, opts PoolMonitorOptions) (*PoolMonitor, e
 	if err != nil {
 		return nil, err
 	}
-	return &PoolMonitor{j: j, opts: o, proxies: make(map[string]*monProxy), head: j.Head()}, nil
+	return &PoolMonitor{j: j, opts: o, proxies: make(map[string]monProxy), head: j.Head()}, nil
 }
 
 // PoolShare is the monitor's view of the pool.
@@ -208,11 +267,12 @@ func (m *PoolMonitor) restore(ctx context.Context) error {
 		m.applied = max(m.applied, first-1)
 	}
 	return journal.QuietSnapshots(ctx, m.j, nil, func(snap *pb.ProxySnapshot) {
-		if id := snap.GetProxyId(); m.proxies[id] == nil && !snap.GetRemoved() {
-			st := events.FromSnapshot(snap)
-			p := &monProxy{health: st.Health, streamSeq: st.StreamSeq}
-			m.proxies[id] = p
-			m.count(p.health, 1)
+		if id := snap.GetProxyId(); !snap.GetRemoved() {
+			if _, _, known := m.lookup(id); !known {
+				st := events.FromSnapshot(snap)
+				m.store(id, st.Health, st.StreamSeq)
+				m.count(st.Health, 1)
+			}
 		}
 	})
 }
@@ -222,10 +282,10 @@ func (m *PoolMonitor) apply(ctx context.Context, env *pb.Envelope) {
 	var base events.State
 	var skip, fresh bool
 	id := env.GetProxyId()
-	m.mu.Lock()
-	p := m.proxies[id]
-	m.mu.Unlock()
-	if id != "" && p == nil {
+	// Only the goroutine that applies writes the proxies (Share reads
+	// only the counts), so it reads them without mu.
+	health, streamSeq, known := m.lookup(id)
+	if id != "" && !known {
 		var err error
 		if base, skip, err = fold.Base(ctx, m.j.LoadSnapshot, env); err != nil {
 			base, skip, _ = fold.Base(ctx, nil, env)
@@ -254,23 +314,19 @@ func (m *PoolMonitor) apply(ctx context.Context, env *pb.Envelope) {
 			s = events.Evolve(s, env)
 		}
 	} else {
-		s = events.State{ProxyID: id, Added: true, Health: p.health, StreamSeq: p.streamSeq}
+		s = events.State{ProxyID: id, Added: true, Health: health, StreamSeq: streamSeq}
 		if fold.Covered(s, env) {
 			return
 		}
-		m.count(p.health, -1)
+		m.count(health, -1)
 		s = events.Evolve(s, env)
 	}
 	if s.Removed {
-		delete(m.proxies, id)
+		m.forget(id)
 		return
 	}
-	if p == nil {
-		p = &monProxy{}
-		m.proxies[id] = p
-	}
-	p.health, p.streamSeq = s.Health, s.StreamSeq
-	m.count(p.health, 1)
+	m.store(id, s.Health, s.StreamSeq)
+	m.count(s.Health, 1)
 }
 
 func (m *PoolMonitor) count(h pb.HealthState, sign int) {
