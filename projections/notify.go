@@ -155,6 +155,11 @@ type Notifier struct {
 	hooks   []*webhook
 	tr      *http.Transport // owned; nil when the caller gave a Transport
 	proxies map[string]*notifyProxy
+	// sources are the names of the proxies' sources, which notifyProxy
+	// holds as an index (sourceIndex gives it): a proxy's state then fits
+	// 32 bytes.
+	sources     []string
+	sourceIndex map[string]uint32
 	// head is the journal head when the notifier was created: events up to
 	// it are history, replayed silently.
 	head uint64
@@ -169,11 +174,17 @@ type Notifier struct {
 	closeOnce sync.Once
 }
 
+// notifyProxy is what the notifier keeps of a proxy to tell its episodes
+// and describe them. It keeps no health state: none of the notifier's
+// decisions reads it (a new episode is told by the event's To, and
+// events.Evolve sets, never reads, the state's Health), and without it and
+// with the source an index into Notifier.sources it takes 32 bytes instead
+// of 48.
 type notifyProxy struct {
-	url, source string
-	streamSeq   uint64
-	health      pb.HealthState
-	down        bool // 48 bytes, where health before streamSeq took 56 (64 allocated)
+	url       string
+	streamSeq uint64
+	source    uint32 // index in Notifier.sources
+	down      bool
 }
 
 type subscriber struct{ c chan Notification }
@@ -185,7 +196,7 @@ func NewNotifier(j journal.Journal, opts NotifierOptions) (*Notifier, error) {
 	if opts.SubscriberBuffer <= 0 {
 		opts.SubscriberBuffer = DefaultSubscriberBuffer
 	}
-	n := &Notifier{j: j, opts: opts, log: opts.Logger, proxies: map[string]*notifyProxy{}, subs: map[*subscriber]struct{}{}, head: j.Head()}
+	n := &Notifier{j: j, opts: opts, log: opts.Logger, proxies: map[string]*notifyProxy{}, sourceIndex: map[string]uint32{}, subs: map[*subscriber]struct{}{}, head: j.Head()}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
@@ -284,8 +295,9 @@ func (n *Notifier) apply(ctx context.Context, env *pb.Envelope) (Notification, b
 		return note, false
 	}
 	p := n.proxies[id]
+	fresh := p == nil
 	var s events.State
-	if p == nil {
+	if fresh {
 		base, skip, err := fold.Base(ctx, n.j.LoadSnapshot, env)
 		if err != nil {
 			base, skip, _ = fold.Base(ctx, nil, env)
@@ -297,7 +309,7 @@ func (n *Notifier) apply(ctx context.Context, env *pb.Envelope) (Notification, b
 			s = events.Evolve(s, env)
 		}
 	} else {
-		s = events.State{ProxyID: id, Added: true, Health: p.health, StreamSeq: p.streamSeq, URLRedacted: p.url, Source: p.source}
+		s = events.State{ProxyID: id, Added: true, StreamSeq: p.streamSeq, URLRedacted: p.url, Source: n.sources[p.source]}
 		if fold.Covered(s, env) {
 			return note, false
 		}
@@ -307,13 +319,16 @@ func (n *Notifier) apply(ctx context.Context, env *pb.Envelope) (Notification, b
 		delete(n.proxies, id)
 		return note, false
 	}
-	p.url, p.source, p.health, p.streamSeq = s.URLRedacted, s.Source, s.Health, s.StreamSeq
+	p.url, p.streamSeq = s.URLRedacted, s.StreamSeq
+	if fresh || s.Source != n.sources[p.source] { // a (re-)added proxy's source
+		p.source = n.sourceOf(s.Source)
+	}
 	switch e := env.GetEvent().(type) {
 	case *pb.Envelope_ProxyAdded:
 		p.down = false
 	case *pb.Envelope_StateChanged:
 		c := e.StateChanged
-		note.ProxyID, note.URL, note.Source = id, p.url, p.source
+		note.ProxyID, note.URL, note.Source = id, p.url, s.Source
 		note.From, note.To, note.Reason = events.StateName(c.GetFrom()), events.StateName(c.GetTo()), c.GetReason()
 		switch to := c.GetTo(); {
 		case isDown(to) && !p.down:
@@ -327,6 +342,18 @@ func (n *Notifier) apply(ctx context.Context, env *pb.Envelope) (Notification, b
 		}
 	}
 	return note, false
+}
+
+// sourceOf returns the index of the source name in n.sources, adding it
+// if it is new.
+func (n *Notifier) sourceOf(name string) uint32 {
+	i, ok := n.sourceIndex[name]
+	if !ok {
+		i = uint32(len(n.sources))
+		n.sources = append(n.sources, name)
+		n.sourceIndex[name] = i
+	}
+	return i
 }
 
 // isDown reports whether a proxy in state h is in a down episode.
