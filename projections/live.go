@@ -56,9 +56,9 @@ type Live struct {
 	opts LiveOptions
 
 	mu       sync.RWMutex
-	entries  map[string]*entry // written only by the feeder, under mu
-	all      []*entry          // every entry, unsorted; entry.idx is the position
-	members  uint64            // bumped whenever a proxy appears or disappears
+	entries  entryIndex // written only by the feeder, under mu
+	all      []*entry   // every entry, unsorted; entry.idx is the position
+	members  uint64     // bumped whenever a proxy appears or disappears
 	global   agg
 	sources  map[string]*agg
 	names    []string            // sorted source names
@@ -91,7 +91,6 @@ type sortedIndex struct {
 func NewLive(opts LiveOptions) *Live {
 	return &Live{
 		opts:    opts.withDefaults(),
-		entries: make(map[string]*entry),
 		sources: make(map[string]*agg),
 		loose:   make(map[string]*Tracker),
 	}
@@ -124,9 +123,13 @@ func (l *Live) apply(env *pb.Envelope) {
 		return
 	}
 	id := env.GetProxyId()
+	var e *entry // the proxy's entry: the feeder is the only writer of entries, so it stays
+	if id != "" {
+		e = l.entries.get(id)
+	}
 	var base events.State
 	var skip bool
-	if id != "" && l.entries[id] == nil { // the feeder is the only writer of entries
+	if id != "" && e == nil {
 		var err error
 		base, skip, err = fold.Base(context.Background(), l.opts.Snapshots, env)
 		if err != nil {
@@ -140,12 +143,12 @@ func (l *Live) apply(env *pb.Envelope) {
 	at := env.GetAtUnixNano()
 	l.lastAt = at
 	l.newestAt = max(l.newestAt, at)
-	switch e := env.GetEvent().(type) {
+	switch ev := env.GetEvent().(type) {
 	case *pb.Envelope_PoolDegraded:
-		l.pool = poolStatus{degraded: true, at: at, pct: e.PoolDegraded.GetHealthyPercentage(), thres: e.PoolDegraded.GetThresholdPercentage()}
+		l.pool = poolStatus{degraded: true, at: at, pct: ev.PoolDegraded.GetHealthyPercentage(), thres: ev.PoolDegraded.GetThresholdPercentage()}
 		return
 	case *pb.Envelope_PoolRecovered:
-		l.pool = poolStatus{degraded: false, at: at, pct: e.PoolRecovered.GetHealthyPercentage(), thres: e.PoolRecovered.GetThresholdPercentage()}
+		l.pool = poolStatus{degraded: false, at: at, pct: ev.PoolRecovered.GetHealthyPercentage(), thres: ev.PoolRecovered.GetThresholdPercentage()}
 		return
 	case *pb.Envelope_SourceRefreshed:
 		a := l.sourceAgg(env.GetSource())
@@ -153,14 +156,14 @@ func (l *Live) apply(env *pb.Envelope) {
 		return
 	case *pb.Envelope_SourceRefreshFailed:
 		a := l.sourceAgg(env.GetSource())
-		a.refresh.errAt, a.refresh.err = at, e.SourceRefreshFailed.GetError()
+		a.refresh.errAt, a.refresh.err = at, ev.SourceRefreshFailed.GetError()
 		return
 	case *pb.Envelope_SourceShrinkHeld:
 		a := l.sourceAgg(env.GetSource())
 		a.refresh.held = true
 		a.refresh.errAt = at
 		a.refresh.err = fmt.Sprintf("the list shrank from %d to %d proxies (more than the shrink guard, %g%%): held until confirmed (POST /v1/sources/%s/confirm) or seen again",
-			e.SourceShrinkHeld.GetPrevious(), e.SourceShrinkHeld.GetOffered(), e.SourceShrinkHeld.GetShrinkGuard()*100, env.GetSource())
+			ev.SourceShrinkHeld.GetPrevious(), ev.SourceShrinkHeld.GetOffered(), ev.SourceShrinkHeld.GetShrinkGuard()*100, env.GetSource())
 		return
 	case *pb.Envelope_PoolPanicEntered:
 		l.panic = true
@@ -172,7 +175,6 @@ func (l *Live) apply(env *pb.Envelope) {
 	if id == "" {
 		return
 	}
-	e := l.entries[id]
 	isNew := e == nil
 	covered := skip
 	var st events.State
@@ -201,7 +203,7 @@ func (l *Live) apply(env *pb.Envelope) {
 func (l *Live) insert(e *entry) {
 	e.idx = int32(len(l.all))
 	l.all = append(l.all, e)
-	l.entries[e.id] = e
+	l.entries.put(e)
 	l.members++
 	if t := l.loose[e.id]; t != nil {
 		delete(l.loose, e.id)
@@ -219,7 +221,7 @@ func (l *Live) Seed(snaps ...*pb.ProxySnapshot) {
 	defer l.mu.Unlock()
 	for _, snap := range snaps {
 		id := snap.GetProxyId()
-		if id == "" || l.entries[id] != nil || snap.GetRemoved() {
+		if id == "" || l.entries.get(id) != nil || snap.GetRemoved() {
 			continue
 		}
 		st := events.FromSnapshot(snap)
@@ -290,7 +292,7 @@ func (l *Live) drop(e *entry) {
 	last.idx = e.idx
 	l.all[len(l.all)-1] = nil
 	l.all = l.all[:len(l.all)-1]
-	delete(l.entries, e.id)
+	l.entries.delete(e.id)
 	l.members++
 	if t := e.fl; t != nil {
 		t.detach()
@@ -353,7 +355,7 @@ func (l *Live) Track(proxyID string) *Tracker {
 // trackerLocked returns proxyID's tracker, making one if it has none; mu
 // must be held for writing.
 func (l *Live) trackerLocked(id string) *Tracker {
-	if e := l.entries[id]; e != nil {
+	if e := l.entries.get(id); e != nil {
 		if e.fl == nil {
 			t := &Tracker{l: l}
 			t.attach(e)
