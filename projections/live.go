@@ -225,8 +225,9 @@ func (l *Live) Seed(snaps ...*pb.ProxySnapshot) {
 			continue
 		}
 		st := events.FromSnapshot(snap)
-		e := &entry{id: id, st: packed.Pack(&st, id), rates: newRates()}
-		e.src = l.sourceAgg(e.st.Source())
+		src := l.sourceAgg(st.Source)
+		st.Source = src.name // as record does
+		e := &entry{id: id, st: packed.Pack(&st, id), rates: newRates(), src: src}
 		l.insert(e)
 		l.contribute(e, 1)
 	}
@@ -256,7 +257,6 @@ func (l *Live) record(e *entry, st *events.State, env *pb.Envelope, covered bool
 	if !covered {
 		*st = events.Evolve(*st, env)
 	}
-	e.st.Repack(st, e.id)
 	if e.src == nil || e.src.name != st.Source {
 		src := l.sourceAgg(st.Source)
 		if t := e.fl; t != nil {
@@ -266,6 +266,10 @@ func (l *Live) record(e *entry, st *events.State, env *pb.Envelope, covered bool
 		}
 	}
 	src := e.src
+	// The state keeps its source's name, not the event's copy of it: the
+	// events of a replayed journal are decoded one by one, each with its own.
+	st.Source = src.name
+	e.st.Repack(st, e.id)
 	switch env.GetEvent().(type) {
 	case *pb.Envelope_CheckSucceeded, *pb.Envelope_CheckFailed:
 		l.global.lastCheck = max(l.global.lastCheck, at)

@@ -7,6 +7,8 @@ import (
 	"github.com/proxyhealth/proxyhealth/internal/gen"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/projections"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // BenchmarkLiveBytesPerProxy reports the Go heap the live status keeps per
@@ -58,6 +60,40 @@ func BenchmarkLiveTrackedBytesPerProxy(b *testing.B) {
 			t.Release()
 		}
 		clear(trackers) // they hold l
+		runtime.KeepAlive(l)
+	}
+	b.ReportMetric(perProxy, "B/proxy")
+}
+
+// BenchmarkLiveReplayedBytesPerProxy is BenchmarkLiveBytesPerProxy with
+// each event decoded just before it is applied and dropped after, as a
+// restart's replay of the journal does: it counts, besides, the strings
+// the live status keeps of the events, which no one else then holds.
+func BenchmarkLiveReplayedBytesPerProxy(b *testing.B) {
+	const proxies = 10_000
+	var encoded [][]byte
+	for _, env := range committed(b, 1, proxies, 10*proxies) {
+		p, err := proto.Marshal(env)
+		if err != nil {
+			b.Fatal(err)
+		}
+		encoded = append(encoded, p)
+	}
+	var perProxy float64
+	for range b.N {
+		before := testutil.HeapInUse()
+		l := projections.NewLive(projections.LiveOptions{})
+		for _, p := range encoded {
+			env := new(pb.Envelope)
+			if err := proto.Unmarshal(p, env); err != nil {
+				b.Fatal(err)
+			}
+			l.Apply(env)
+		}
+		perProxy = float64(testutil.HeapInUse()-before) / proxies
+		if got := l.Summary().Total; got == 0 {
+			b.Fatal("no proxies")
+		}
 		runtime.KeepAlive(l)
 	}
 	b.ReportMetric(perProxy, "B/proxy")
