@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,8 @@ type Live struct {
 	pool     poolStatus
 	panic    bool // the last PoolPanicEntered/Left said panic
 
+	reasons reasonCache // written only by the feeder
+
 	sorted   atomic.Pointer[sortedIndex]
 	nSources atomic.Int64 // len(names), readable without mu
 }
@@ -93,6 +96,7 @@ func NewLive(opts LiveOptions) *Live {
 		opts:    opts.withDefaults(),
 		sources: make(map[string]*agg),
 		loose:   make(map[string]*Tracker),
+		reasons: reasonCache{seed: maphash.MakeSeed()},
 	}
 }
 
@@ -199,6 +203,40 @@ func (l *Live) apply(env *pb.Envelope) {
 	l.contribute(e, 1)
 }
 
+// reasonCache shares the reasons of state changes between the proxies,
+// and the transitions, that give the same one. Every event carries its
+// own copy of its reason (made by the proxy's actor, or decoded from the
+// journal), which a proxy's last transitions would keep; yet most reasons
+// are one of a few phrases ("2 consecutive successes (threshold 2)"). It
+// is direct-mapped and holds only short reasons, so that it stays small
+// (4 KB of slots; up to 16 KB of reasons) whatever reasons come; a reason
+// evicted from it stays shared by the transitions that took it.
+type reasonCache struct {
+	seed  maphash.Seed
+	slots [reasonSlots]string
+}
+
+// reasonSlots is the number of reasons the cache holds; maxSharedReason
+// the length of the longest.
+const (
+	reasonSlots     = 256
+	maxSharedReason = 64
+)
+
+// share returns the copy of reason r the cache holds, keeping r in its
+// place when it holds none.
+func (c *reasonCache) share(r string) string {
+	if r == "" || len(r) > maxSharedReason {
+		return r
+	}
+	slot := &c.slots[maphash.String(c.seed, r)%reasonSlots]
+	if *slot == r {
+		return *slot
+	}
+	*slot = r
+	return r
+}
+
 // insert registers a new entry (with l.mu held).
 func (l *Live) insert(e *entry) {
 	e.idx = int32(len(l.all))
@@ -245,7 +283,7 @@ func (l *Live) record(e *entry, st *events.State, env *pb.Envelope, covered bool
 		l.check(e, at, false)
 	case *pb.Envelope_StateChanged:
 		c := ev.StateChanged
-		e.changes.push(stateChange{at: at, seq: env.GetSeq(), reason: c.GetReason(), attempt: c.GetRecoveryAttempt(),
+		e.changes.push(stateChange{at: at, seq: env.GetSeq(), reason: l.reasons.share(c.GetReason()), attempt: c.GetRecoveryAttempt(),
 			from: uint8(stateIndex(c.GetFrom())), to: uint8(stateIndex(c.GetTo()))}, l.opts.StateChangeCap)
 	case *pb.Envelope_ProxyAdded:
 		if !covered { // a re-added proxy starts afresh

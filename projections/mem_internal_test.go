@@ -2,7 +2,10 @@ package projections
 
 import (
 	"context"
+	"fmt"
+	"hash/maphash"
 	"runtime"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -149,5 +152,34 @@ func TestPerProxySizes(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("%s: %d bytes, want %d", c.name, c.got, c.want)
 		}
+	}
+}
+
+// TestReasonCacheShares: a short reason seen before comes back as the copy
+// first seen; a long one is never held; either comes back equal.
+func TestReasonCacheShares(t *testing.T) {
+	c := reasonCache{seed: maphash.MakeSeed()}
+	fresh := func(s string) string { return string([]byte(s)) } // a copy of its own
+	first := fresh("2 consecutive successes (threshold 2)")
+	if got := c.share(first); unsafe.StringData(got) != unsafe.StringData(first) {
+		t.Fatal("the first copy of a reason was not kept")
+	}
+	again := fresh(first)
+	if got := c.share(again); got != first || unsafe.StringData(got) != unsafe.StringData(first) {
+		t.Fatalf("a reason seen before: got %q, not the first copy", got)
+	}
+	long := strings.Repeat("x", maxSharedReason+1)
+	c.share(long)
+	if got := c.share(fresh(long)); got != long || unsafe.StringData(got) == unsafe.StringData(long) {
+		t.Fatalf("a reason longer than %d bytes was shared", maxSharedReason)
+	}
+	for i := range 4 * reasonSlots { // evicts, and keeps answering right
+		r := fmt.Sprintf("recovery attempt %d failed: timeout", i)
+		if got := c.share(fresh(r)); got != r {
+			t.Fatalf("share(%q) = %q", r, got)
+		}
+	}
+	if got := c.share(""); got != "" {
+		t.Fatalf("share(\"\") = %q", got)
 	}
 }
