@@ -431,7 +431,9 @@ type Tracker struct {
 	// id is the proxy's ID, guarded by Live.mu. It points to the ID of the
 	// entry the tracker was last attached to (its own copy while it never
 	// was), not to a string of its own: 48 bytes instead of 64, a size
-	// class less for every tracked proxy.
+	// class less for every tracked proxy. A removed proxy's entry thus
+	// stays in memory while the tracker is held without another entry: a
+	// retiring actor's while, or until the proxy's re-added entry takes it.
 	id *string
 	// mu orders the checking flag's changes with the entry's attachment,
 	// so that the checking counts of the pool and of the entry's source
