@@ -147,7 +147,7 @@ func TestPerProxySizes(t *testing.T) {
 	}{
 		{"entry", unsafe.Sizeof(entry{}), 448},
 		{"Tracker", unsafe.Sizeof(Tracker{}), 48},
-		{"notifyProxy", unsafe.Sizeof(notifyProxy{}), 32},
+		{"notifyProxy", unsafe.Sizeof(notifyProxy{}), 24},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %d bytes, want %d", c.name, c.got, c.want)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -156,10 +157,11 @@ type Notifier struct {
 	tr      *http.Transport // owned; nil when the caller gave a Transport
 	proxies map[string]*notifyProxy
 	// sources are the names of the proxies' sources, which notifyProxy
-	// holds as an index (sourceIndex gives it): a proxy's state then fits
-	// 32 bytes.
+	// holds as an index (sourceIndex gives it).
 	sources     []string
 	sourceIndex map[string]uint32
+	// wide holds what the proxies whose word says wideKept keep.
+	wide map[*notifyProxy]notifyKept
 	// head is the journal head when the notifier was created: events up to
 	// it are history, replayed silently.
 	head uint64
@@ -175,13 +177,24 @@ type Notifier struct {
 }
 
 // notifyProxy is what the notifier keeps of a proxy to tell its episodes
-// and describe them. It keeps no health state: none of the notifier's
-// decisions reads it (a new episode is told by the event's To, and
-// events.Evolve sets, never reads, the state's Health), and without it and
-// with the source an index into Notifier.sources it takes 32 bytes instead
-// of 48.
+// and describe them: its URL, and in one word (w) its stream seq, its
+// source (an index into Notifier.sources) and whether it is down, 24
+// bytes in all instead of 48. It keeps no health state: none of the
+// notifier's decisions reads it (a new episode is told by the event's To,
+// and events.Evolve sets, never reads, the state's Health).
 type notifyProxy struct {
-	url       string
+	url string
+	// w is stream seq << 24 | source << 1 | down (1), or wideKept when
+	// the stream seq reaches 2^40 - 1 or the source 2^23 (never, in
+	// practice), which Notifier.wide then holds.
+	w uint64
+}
+
+// wideKept is the word of a notifyProxy whose fields Notifier.wide holds.
+const wideKept = math.MaxUint64
+
+// notifyKept are the fields a notifyProxy keeps in its word.
+type notifyKept struct {
 	streamSeq uint64
 	source    uint32 // index in Notifier.sources
 	down      bool
@@ -296,6 +309,7 @@ func (n *Notifier) apply(ctx context.Context, env *pb.Envelope) (Notification, b
 	}
 	p := n.proxies[id]
 	fresh := p == nil
+	var k notifyKept
 	var s events.State
 	if fresh {
 		base, skip, err := fold.Base(ctx, n.j.LoadSnapshot, env)
@@ -303,13 +317,15 @@ func (n *Notifier) apply(ctx context.Context, env *pb.Envelope) (Notification, b
 			base, skip, _ = fold.Base(ctx, nil, env)
 		}
 		s = base
-		p = &notifyProxy{down: isDown(base.Health)}
+		p = &notifyProxy{}
+		k.down = isDown(base.Health)
 		n.proxies[id] = p
 		if !skip {
 			s = events.Evolve(s, env)
 		}
 	} else {
-		s = events.State{ProxyID: id, Added: true, StreamSeq: p.streamSeq, URLRedacted: p.url, Source: n.sources[p.source]}
+		k = n.kept(p)
+		s = events.State{ProxyID: id, Added: true, StreamSeq: k.streamSeq, URLRedacted: p.url, Source: n.sources[k.source]}
 		if fold.Covered(s, env) {
 			return note, false
 		}
@@ -317,31 +333,58 @@ func (n *Notifier) apply(ctx context.Context, env *pb.Envelope) (Notification, b
 	}
 	if s.Removed {
 		delete(n.proxies, id)
+		if p.w == wideKept {
+			delete(n.wide, p)
+		}
 		return note, false
 	}
-	p.url, p.streamSeq = s.URLRedacted, s.StreamSeq
-	if fresh || s.Source != n.sources[p.source] { // a (re-)added proxy's source
-		p.source = n.sourceOf(s.Source)
+	p.url, k.streamSeq = s.URLRedacted, s.StreamSeq
+	if fresh || s.Source != n.sources[k.source] { // a (re-)added proxy's source
+		k.source = n.sourceOf(s.Source)
 	}
+	ok := false
 	switch e := env.GetEvent().(type) {
 	case *pb.Envelope_ProxyAdded:
-		p.down = false
+		k.down = false
 	case *pb.Envelope_StateChanged:
 		c := e.StateChanged
 		note.ProxyID, note.URL, note.Source = id, p.url, s.Source
 		note.From, note.To, note.Reason = events.StateName(c.GetFrom()), events.StateName(c.GetTo()), c.GetReason()
 		switch to := c.GetTo(); {
-		case isDown(to) && !p.down:
-			p.down = true
-			note.Type = NotifyProxyDown
-			return note, true
-		case to == pb.HealthState_HEALTH_STATE_HEALTHY && p.down:
-			p.down = false
-			note.Type = NotifyProxyRecovered
-			return note, true
+		case isDown(to) && !k.down:
+			k.down, note.Type, ok = true, NotifyProxyDown, true
+		case to == pb.HealthState_HEALTH_STATE_HEALTHY && k.down:
+			k.down, note.Type, ok = false, NotifyProxyRecovered, true
 		}
 	}
-	return note, false
+	n.keep(p, k)
+	return note, ok
+}
+
+// kept returns what p holds in its word (or n.wide).
+func (n *Notifier) kept(p *notifyProxy) notifyKept {
+	if p.w == wideKept {
+		return n.wide[p]
+	}
+	return notifyKept{streamSeq: p.w >> 24, source: uint32(p.w>>1) & (1<<23 - 1), down: p.w&1 != 0}
+}
+
+// keep stores k in p's word, or in n.wide when it does not fit.
+func (n *Notifier) keep(p *notifyProxy, k notifyKept) {
+	if k.streamSeq < 1<<40-1 && k.source < 1<<23 {
+		if p.w == wideKept {
+			delete(n.wide, p)
+		}
+		p.w = k.streamSeq<<24 | uint64(k.source)<<1
+		if k.down {
+			p.w |= 1
+		}
+		return
+	}
+	if n.wide == nil {
+		n.wide = make(map[*notifyProxy]notifyKept)
+	}
+	p.w, n.wide[p] = wideKept, k
 }
 
 // sourceOf returns the index of the source name in n.sources, adding it
