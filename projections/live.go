@@ -11,6 +11,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/events/packed"
+	"github.com/proxyhealth/proxyhealth/internal/idindex"
 	"github.com/proxyhealth/proxyhealth/projections/internal/fold"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -57,9 +58,9 @@ type Live struct {
 	opts LiveOptions
 
 	mu       sync.RWMutex
-	entries  entryIndex // written only by the feeder, under mu
-	all      []*entry   // every entry, unsorted; entry.idx is the position
-	members  uint64     // bumped whenever a proxy appears or disappears
+	entries  idindex.Index[entry, *entry] // written only by the feeder, under mu
+	all      []*entry                     // every entry, unsorted; entry.idx is the position
+	members  uint64                       // bumped whenever a proxy appears or disappears
 	global   agg
 	sources  map[string]*agg
 	names    []string            // sorted source names
@@ -129,7 +130,7 @@ func (l *Live) apply(env *pb.Envelope) {
 	id := env.GetProxyId()
 	var e *entry // the proxy's entry: the feeder is the only writer of entries, so it stays
 	if id != "" {
-		e = l.entries.get(id)
+		e = l.entries.Get(id)
 	}
 	var base events.State
 	var skip bool
@@ -241,7 +242,7 @@ func (c *reasonCache) share(r string) string {
 func (l *Live) insert(e *entry) {
 	e.idx = int32(len(l.all))
 	l.all = append(l.all, e)
-	l.entries.put(e)
+	l.entries.Put(e)
 	l.members++
 	if t := l.loose[e.id]; t != nil {
 		delete(l.loose, e.id)
@@ -259,7 +260,7 @@ func (l *Live) Seed(snaps ...*pb.ProxySnapshot) {
 	defer l.mu.Unlock()
 	for _, snap := range snaps {
 		id := snap.GetProxyId()
-		if id == "" || l.entries.get(id) != nil || snap.GetRemoved() {
+		if id == "" || l.entries.Get(id) != nil || snap.GetRemoved() {
 			continue
 		}
 		st := events.FromSnapshot(snap)
@@ -334,7 +335,7 @@ func (l *Live) drop(e *entry) {
 	last.idx = e.idx
 	l.all[len(l.all)-1] = nil
 	l.all = l.all[:len(l.all)-1]
-	l.entries.delete(e.id)
+	l.entries.Delete(e.id)
 	l.members++
 	if t := e.fl; t != nil {
 		t.detach()
@@ -397,7 +398,7 @@ func (l *Live) Track(proxyID string) *Tracker {
 // trackerLocked returns proxyID's tracker, making one if it has none; mu
 // must be held for writing.
 func (l *Live) trackerLocked(id string) *Tracker {
-	if e := l.entries.get(id); e != nil {
+	if e := l.entries.Get(id); e != nil {
 		if e.fl == nil {
 			t := &Tracker{l: l}
 			t.attach(e)

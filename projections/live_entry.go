@@ -38,6 +38,9 @@ type entry struct {
 	rates rates
 }
 
+// IndexID returns the entry's ID, by which Live.entries finds it.
+func (e *entry) IndexID() string { return e.id }
+
 // stateChange is one compact transition.
 type stateChange struct {
 	at       int64

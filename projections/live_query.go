@@ -181,7 +181,7 @@ func (l *Live) Summary() Summary {
 func (l *Live) Proxy(id string) (ProxyView, bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	e := l.entries.get(id)
+	e := l.entries.Get(id)
 	if e == nil {
 		return ProxyView{}, false
 	}
@@ -193,7 +193,7 @@ func (l *Live) Proxy(id string) (ProxyView, bool) {
 func (l *Live) State(id string) (events.State, bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	e := l.entries.get(id)
+	e := l.entries.Get(id)
 	if e == nil {
 		return events.State{}, false
 	}
@@ -399,7 +399,7 @@ type StateChange struct {
 func (l *Live) StateChanges(id string, n int) []StateChange {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	e := l.entries.get(id)
+	e := l.entries.Get(id)
 	if e == nil {
 		return nil
 	}
@@ -441,7 +441,7 @@ type Brief struct {
 func (l *Live) Brief(id string) (Brief, bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	e := l.entries.get(id)
+	e := l.entries.Get(id)
 	if e == nil {
 		return Brief{}, false
 	}

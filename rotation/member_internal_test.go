@@ -39,7 +39,7 @@ func TestPicksHandOutTheMemberSet(t *testing.T) {
 	if len(p.attrs) != 4 {
 		t.Errorf("%d attrs for 7 members, want 4 (a, b and c share theirs, d and g theirs)", len(p.attrs))
 	}
-	get := p.slots.get
+	get := p.slots.Get
 	if get("a").a != get("b").a || get("a").a != get("c").a || get("d").a != get("g").a || get("d").a == get("f").a {
 		t.Error("members with the same source, scheme, weight and wide port do not share their attrs (or others do)")
 	}

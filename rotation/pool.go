@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/proxyhealth/proxyhealth/internal/idindex"
 )
 
 // A member's class as the picker sees it.
@@ -72,6 +74,9 @@ const (
 	fPending // in Pool.pending
 	fDirty   // in Pool.dirty (statistics)
 )
+
+// IndexID returns the member's ID, by which Pool.slots finds the slot.
+func (s *slot) IndexID() string { return s.id }
 
 // is reports whether flag f is set.
 func (s *slot) is(f uint8) bool { return s.flags&f != 0 }
@@ -260,7 +265,7 @@ type Pool struct {
 	ringWanted atomic.Bool
 
 	mu          sync.Mutex // the writer's; held by Set, Remove, Publish
-	slots       slotIndex
+	slots       idindex.Index[slot, *slot]
 	attrs       map[string]*attrs // by attrsKey
 	keyBuf      []byte            // attrsKey's
 	lastTags    []string          // tagsOf's
@@ -353,7 +358,7 @@ func sameMember(a, b Member) bool {
 func (p *Pool) Set(m Member, st Status) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := p.slots.get(m.ID)
+	s := p.slots.Get(m.ID)
 	if s == nil || !sameMember(s.member(), m) {
 		// The new attrs first: a change of the member's own fields keeps
 		// its attrs, which the removal would otherwise drop if no other
@@ -364,7 +369,7 @@ func (p *Pool) Set(m Member, st Status) {
 		}
 		s = &slot{id: m.ID, url: m.URL, host: m.Host, port: uint16(m.Port), tags: p.tagsOf(m.Tags), a: a}
 		s.publish(clsRemoved, StateUnknown)
-		p.slots.add(s)
+		p.slots.Put(s)
 		for _, id := range memberGroups(s) {
 			if p.groups[id] == nil {
 				p.groups[id] = &wgroup{kind: id.kind, name: id.name}
@@ -430,7 +435,7 @@ func (p *Pool) releaseAttrs(a *attrs) {
 func (p *Pool) SetStatus(id string, st Status) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := p.slots.get(id)
+	s := p.slots.Get(id)
 	if s == nil {
 		return false
 	}
@@ -446,7 +451,7 @@ func (p *Pool) SetStatus(id string, st Status) bool {
 func (p *Pool) SetStatusIf(id string, st Status, same func(m *Member) bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := p.slots.get(id)
+	s := p.slots.Get(id)
 	if s == nil {
 		return false
 	}
@@ -529,13 +534,13 @@ func (p *Pool) markPending(s *slot) {
 func (p *Pool) Remove(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if s := p.slots.get(id); s != nil {
+	if s := p.slots.Get(id); s != nil {
 		p.removeLocked(s)
 	}
 }
 
 func (p *Pool) removeLocked(s *slot) {
-	p.slots.remove(s.id)
+	p.slots.Delete(s.id)
 	s.set(fRemoved, true)
 	p.releaseAttrs(s.a)
 	p.markPending(s)
@@ -679,7 +684,7 @@ func (p *Pool) aliases() {
 			// Its own lists again: every member, as added to an empty group.
 			g.alias, g.cur, g.dirty = false, nil, true
 			g.added, g.gone = trim(g.added), trim(g.gone)
-			for s := range p.slots.all() {
+			for s := range p.slots.All() {
 				if s.is(fPublished) && onGroup(s, id) {
 					g.added = append(g.added, s)
 				}
