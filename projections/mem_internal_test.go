@@ -39,18 +39,34 @@ func memEvents(b *testing.B) (*journal.Mem, []*pb.Envelope) {
 	return j, envs
 }
 
-// BenchmarkNotifierBytesPerProxy reports the Go heap the notifier's
-// per-proxy episode state keeps per proxy after folding the events of
-// memEvents (through apply, what Run calls for each event; the events stay
-// alive outside the measurement, so strings shared with them are not
-// counted).
-func BenchmarkNotifierBytesPerProxy(b *testing.B) {
+// foldBytesPerProxy reports the Go heap a projection keeps per proxy
+// after fold has folded the events of memEvents into a new one (the
+// events stay alive outside the measurement, so strings shared with them
+// are not counted). fold returns the projection, to be kept alive until
+// measured, and whether it holds proxies; stop closes it.
+func foldBytesPerProxy(b *testing.B, fold func(j journal.Journal, envs []*pb.Envelope) (p any, holds bool), stop func(p any)) {
 	j, envs := memEvents(b)
 	defer j.Close()
-	ctx := context.Background()
 	var perProxy float64
 	for range b.N {
 		before := testutil.HeapInUse()
+		p, holds := fold(j, envs)
+		perProxy = float64(testutil.HeapInUse()-before) / memProxies
+		if !holds {
+			b.Fatal("no proxies")
+		}
+		runtime.KeepAlive(p)
+		stop(p)
+	}
+	b.ReportMetric(perProxy, "B/proxy")
+}
+
+// BenchmarkNotifierBytesPerProxy reports the Go heap the notifier's
+// per-proxy episode state keeps per proxy after folding the events of
+// memEvents (through apply, what Run calls for each event).
+func BenchmarkNotifierBytesPerProxy(b *testing.B) {
+	ctx := context.Background()
+	foldBytesPerProxy(b, func(j journal.Journal, envs []*pb.Envelope) (any, bool) {
 		n, err := NewNotifier(j, NotifierOptions{})
 		if err != nil {
 			b.Fatal(err)
@@ -58,25 +74,15 @@ func BenchmarkNotifierBytesPerProxy(b *testing.B) {
 		for _, env := range envs {
 			n.apply(ctx, env)
 		}
-		perProxy = float64(testutil.HeapInUse()-before) / memProxies
-		if len(n.proxies) == 0 {
-			b.Fatal("no proxies")
-		}
-		runtime.KeepAlive(n)
-		n.Close(ctx)
-	}
-	b.ReportMetric(perProxy, "B/proxy")
+		return n, len(n.proxies) > 0
+	}, func(n any) { n.(*Notifier).Close(ctx) })
 }
 
 // BenchmarkPoolMonitorBytesPerProxy is BenchmarkNotifierBytesPerProxy for
 // the pool monitor's counts.
 func BenchmarkPoolMonitorBytesPerProxy(b *testing.B) {
-	j, envs := memEvents(b)
-	defer j.Close()
 	ctx := context.Background()
-	var perProxy float64
-	for range b.N {
-		before := testutil.HeapInUse()
+	foldBytesPerProxy(b, func(j journal.Journal, envs []*pb.Envelope) (any, bool) {
 		m, err := NewPoolMonitor(j, PoolMonitorOptions{})
 		if err != nil {
 			b.Fatal(err)
@@ -84,13 +90,8 @@ func BenchmarkPoolMonitorBytesPerProxy(b *testing.B) {
 		for _, env := range envs {
 			m.apply(ctx, env)
 		}
-		perProxy = float64(testutil.HeapInUse()-before) / memProxies
-		if m.Share().Total == 0 {
-			b.Fatal("no proxies")
-		}
-		runtime.KeepAlive(m)
-	}
-	b.ReportMetric(perProxy, "B/proxy")
+		return m, m.Share().Total > 0
+	}, func(any) {})
 }
 
 // again returns the i-th event of a benchmark's endless replay of envs:
