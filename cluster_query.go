@@ -13,6 +13,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/proxyhealth/proxyhealth/actors"
 	"github.com/proxyhealth/proxyhealth/probe"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 	"github.com/proxyhealth/proxyhealth/rotation"
@@ -177,7 +178,7 @@ func (c *clusterNode) pickedOf(cp clusterPick) (Picked, bool) {
 	if err != nil {
 		return Picked{}, false
 	}
-	m := memberOf(cp.ID, &proxy{url: pu, source: d.source})
+	m := memberOf(cp.ID, &proxy{url: pu, spec: actors.ProxySpec{Source: d.source}})
 	c.e.mu.Lock()
 	if src, ok := c.e.sources[d.source]; ok {
 		m.Tags, m.Weight = src.cfg.metadata(d.entry)

@@ -80,14 +80,64 @@ func checkSettings(sc SourceConfig, v int) *actors.CheckSettings {
 	return &actors.CheckSettings{ConfigRef: fmt.Sprintf("%s@v%d", sc.Name, v), Health: sc.Health, Timeout: sc.Probe.Timeout}
 }
 
+// proxy is the engine's record of a proxy and its actor's spec in one
+// object: the actors register &p.spec as it is, and the engine reads the
+// proxy's ID, source, origin, tags (normalized) and weight (from the
+// configuration or the list) there, so that they are not kept twice. The
+// record is its spec's checker (CheckAsync), which keeps the credentials
+// of url inside the engine without a closure a proxy.
+//
+// Once its spec is handed to the actors only pid changes (under e.mu): any
+// other change makes a new record (newProxy, renewed), since the actor
+// reads the spec without the engine's lock.
 type proxy struct {
-	url    probe.ProxyURL
-	source string
-	origin pb.ProxyOrigin
-	pid    *actor.PID
-	// tags (normalized) and weight, from the configuration or the list.
-	tags   []string
-	weight float64
+	spec    actors.ProxySpec
+	url     probe.ProxyURL
+	checker *probe.Checker // its source's when the record was made
+	pid     *actor.PID
+}
+
+// newProxy makes the record of the proxy at u in source src, its spec
+// built for the source's current check settings and checker.
+func newProxy(u probe.ProxyURL, src *source, origin pb.ProxyOrigin, tags []string, weight float64) *proxy {
+	p := &proxy{url: u, checker: src.checker}
+	p.spec = actors.ProxySpec{
+		ID:             u.ID(),
+		Source:         src.cfg.Name,
+		URLRedacted:    u.Redacted(),
+		HasCredentials: u.HasCredentials(),
+		Origin:         origin,
+		Tags:           tags,
+		Weight:         weight,
+		Settings:       src.settings,
+		// The probe's event loop runs the common checks without a
+		// goroutine each (and the others on one of their own), so the
+		// actor needs no Check.
+		CheckAsync: p,
+	}
+	return p
+}
+
+// renewed returns a copy of p to change before it is handed over: p's
+// spec may be in the actors' hands already.
+func (p *proxy) renewed() *proxy {
+	np := new(proxy)
+	*np = *p
+	np.spec.CheckAsync = np
+	return np
+}
+
+// source returns the name of the proxy's source.
+func (p *proxy) source() string { return p.spec.Source }
+
+// IndexID returns the proxy's ID (see idindex).
+func (p *proxy) IndexID() string { return p.spec.ID }
+
+// CheckAsync implements actors.AsyncChecker: it runs one check of the
+// proxy through its source's checker. The actor's completion goes to the
+// probe as it is, converted: a check allocates no adapter.
+func (p *proxy) CheckAsync(ctx context.Context, done *actors.CheckDone) {
+	p.checker.CheckAsync(ctx, p.url, (*probeDone)(done))
 }
 
 // Open starts an engine: it opens (or creates) the journal, starts the
@@ -386,10 +436,10 @@ func (e *Engine) addProxiesWith(ctx context.Context, sourceName string, entries 
 				delete(e.proxies, id)
 			}
 			e.mu.Unlock()
-			return nil, fmt.Errorf("%w: %s is already monitored in source %q", ErrDuplicate, u.Redacted(), p.source)
+			return nil, fmt.Errorf("%w: %s is already monitored in source %q", ErrDuplicate, u.Redacted(), p.source())
 		}
 		tags, weight := src.cfg.metadata(entries[i])
-		added[i] = &proxy{url: u, source: sourceName, origin: origin, tags: tags, weight: weight}
+		added[i] = newProxy(u, src, origin, tags, weight)
 		e.proxies[ids[i]] = added[i]
 	}
 	// From here on each proxy's URL is read from its record: the parsed
@@ -458,15 +508,13 @@ var spawnWave = 8192 // a variable for tests
 // journaled its ProxyAdded. It records in outcomes[i] added[i]'s failed
 // spawn or Sync; an error means the spawn request itself got no answer.
 func (e *Engine) startWave(ctx context.Context, src *source, srcPID *actor.PID, added []*proxy, ids []string, outcomes []error, opt addOptions) error {
-	specs := make([]actors.ProxySpec, len(added))
-	e.mu.Lock()
+	specs := make([]*actors.ProxySpec, len(added))
 	for i, p := range added {
-		specs[i] = e.spec(src, p)
-		if opt.adopt != nil {
-			specs[i].Adopt = opt.adopt(ids[i], "taken over by cluster placement")
+		if opt.adopt != nil { // before the spec is handed over
+			p.spec.Adopt = opt.adopt(ids[i], "taken over by cluster placement")
 		}
+		specs[i] = &p.spec
 	}
-	e.mu.Unlock()
 	res, err := await(ctx, e.sys.Root.RequestFuture(srcPID, &actors.SpawnProxies{Specs: specs}, requestTimeout(ctx)))
 	if err != nil {
 		return err
@@ -515,31 +563,6 @@ func sameCredentials(a, b probe.ProxyURL) bool {
 	au, ap := a.RevealCredentials()
 	bu, bp := b.RevealCredentials()
 	return au == bu && ap == bp
-}
-
-// spec builds a proxy actor's spec. Credentials stay inside the check
-// closure, which shares the proxy's parsed URL (it never changes) instead of
-// copying it.
-func (e *Engine) spec(src *source, p *proxy) actors.ProxySpec {
-	checker, u := src.checker, &p.url
-	return actors.ProxySpec{
-		ID:             u.ID(),
-		Source:         src.cfg.Name,
-		URLRedacted:    u.Redacted(),
-		HasCredentials: u.HasCredentials(),
-		Origin:         p.origin,
-		Tags:           p.tags,
-		Weight:         p.weight,
-		Settings:       src.settings,
-		// The probe's event loop runs the common checks without a
-		// goroutine each (and the others on one of their own), so the
-		// actor needs no Check: one closure a proxy, not two. The
-		// actor's completion goes to the probe as it is, converted: a
-		// check allocates no adapter.
-		CheckAsync: func(ctx context.Context, done *actors.CheckDone) {
-			checker.CheckAsync(ctx, *u, (*probeDone)(done))
-		},
-	}
 }
 
 // probeDone is a proxy actor's check completion as the probe calls it
@@ -626,7 +649,7 @@ func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source,
 	var reconf []request
 	var recredentialed []string
 	for id, p := range e.proxies {
-		if p.source != sc.Name {
+		if p.source() != sc.Name {
 			continue
 		}
 		pe, keep := want[id]
@@ -637,21 +660,24 @@ func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source,
 		delete(want, id)
 		u := probe.MustParseProxyURL(pe.URL)
 		tags, weight := sc.metadata(pe)
-		newCreds := u.HasCredentials() && !u.IsRedactedForm() && !sameCredentials(u, p.url)
-		if newCreds || !slices.Equal(tags, p.tags) || weight != p.weight {
-			// The running check shares p.url, so p is replaced, not
-			// changed.
-			np := &proxy{url: p.url, source: p.source, origin: p.origin, pid: p.pid, tags: tags, weight: weight}
-			if newCreds {
-				// Same user, new password: the same proxy with changed
-				// credentials.
-				np.url = u
-				recredentialed = append(recredentialed, id)
-			}
-			e.proxies[id], p = np, np
+		if slices.Equal(tags, p.spec.Tags) {
+			tags = p.spec.Tags // the new copy is garbage at once
 		}
-		if p.pid != nil {
-			reconf = append(reconf, request{id: id, pid: p.pid, msg: &actors.Reconfigure{Spec: e.spec(src, p)}})
+		url := p.url
+		if u.HasCredentials() && !u.IsRedactedForm() && !sameCredentials(u, p.url) {
+			// Same user, new password: the same proxy with changed
+			// credentials.
+			url = u
+			recredentialed = append(recredentialed, id)
+		}
+		// The source's settings and checker changed: every proxy gets a
+		// new record (its actor may read the old one until the
+		// Reconfigure).
+		np := newProxy(url, src, p.spec.Origin, tags, weight)
+		np.pid = p.pid
+		e.proxies[id] = np
+		if np.pid != nil {
+			reconf = append(reconf, request{id: id, pid: np.pid, msg: &actors.Reconfigure{Spec: &np.spec}})
 		}
 	}
 	e.mu.Unlock()
@@ -759,7 +785,7 @@ func (e *Engine) broadcast(ctx context.Context, sourceName string, msg func() an
 	}
 	var reqs []request
 	for id, p := range e.proxies {
-		if (sourceName == "" || p.source == sourceName) && p.pid != nil {
+		if (sourceName == "" || p.source() == sourceName) && p.pid != nil {
 			reqs = append(reqs, request{id: id, pid: p.pid, msg: msg()})
 		}
 	}
@@ -844,7 +870,7 @@ func (e *Engine) Proxy(ctx context.Context, id string) (ProxyStatus, error) {
 		return ProxyStatus{}, fmt.Errorf("proxyhealth: query proxy %s: %w", id, err)
 	}
 	r := res.(*actors.StateReply)
-	return ProxyStatus{ID: id, URL: p.url.Redacted(), Source: p.source, State: r.State, Checking: r.Checking, NextCheckAt: r.NextCheckAt}, nil
+	return ProxyStatus{ID: id, URL: p.url.Redacted(), Source: p.source(), State: r.State, Checking: r.Checking, NextCheckAt: r.NextCheckAt}, nil
 }
 
 // ProxyIDs lists the IDs of the monitored proxies, sorted.
@@ -861,8 +887,8 @@ func (e *Engine) RunTimeProxies() map[string]string {
 	defer e.mu.Unlock()
 	out := map[string]string{}
 	for id, p := range e.proxies {
-		if p.origin == pb.ProxyOrigin_PROXY_ORIGIN_API {
-			out[id] = p.source
+		if p.spec.Origin == pb.ProxyOrigin_PROXY_ORIGIN_API {
+			out[id] = p.source()
 		}
 	}
 	return out

@@ -75,7 +75,7 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 	now := map[string]running{}
 	for id, p := range e.proxies {
 		if p.pid != nil {
-			now[id] = running{p.source, p.origin, p.url.Redacted(), p.tags, p.weight}
+			now[id] = running{p.source(), p.spec.Origin, p.url.Redacted(), p.spec.Tags, p.spec.Weight}
 		}
 	}
 	oldSettings := map[string]SourceConfig{}
@@ -181,12 +181,17 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 		}
 	}
 	// Run-time proxies that the configuration now lists are configured
-	// ones from now on (the configuration has their URL).
+	// ones from now on (the configuration has their URL). The origin is in
+	// the spec the actor holds, so the record is replaced, not changed;
+	// one still starting (no pid yet: its start would set the pid on the
+	// old record) is left for the next reload.
 	e.mu.Lock()
 	var listed []string
 	for id, w := range wanted {
-		if p, ok := e.proxies[id]; ok && p.origin == pb.ProxyOrigin_PROXY_ORIGIN_API && p.source == w.source && !slices.Contains(keepRunTime[w.source], w.raw) {
-			p.origin = pb.ProxyOrigin_PROXY_ORIGIN_CONFIG
+		if p, ok := e.proxies[id]; ok && p.pid != nil && p.spec.Origin == pb.ProxyOrigin_PROXY_ORIGIN_API && p.source() == w.source && !slices.Contains(keepRunTime[w.source], w.raw) {
+			np := p.renewed()
+			np.spec.Origin = pb.ProxyOrigin_PROXY_ORIGIN_CONFIG
+			e.proxies[id] = np
 			listed = append(listed, id)
 		}
 	}

@@ -290,7 +290,7 @@ func (r *rotator) remove(id string) { r.pool.Remove(id) }
 // URL (its scheme, host, port and credentials).
 func builtFrom(m *rotation.Member, p *proxy) bool {
 	u := m.URL
-	if u == nil || m.Source != p.source || u.Scheme != p.url.Scheme() || u.Host != p.url.HostPort() {
+	if u == nil || m.Source != p.source() || u.Scheme != p.url.Scheme() || u.Host != p.url.HostPort() {
 		return false
 	}
 	if p.url.HasCredentials() != (u.User != nil) {
@@ -464,7 +464,7 @@ func memberOf(id string, p *proxy) rotation.Member {
 	// The port is a valid one's decimal string (ParseProxyURL checked
 	// it); fmt.Sscanf read it with four allocations.
 	port, _ := strconv.Atoi(p.url.Port())
-	return rotation.Member{ID: id, URL: u, Scheme: p.url.Scheme(), Host: p.url.Host(), Port: port, Source: p.source}
+	return rotation.Member{ID: id, URL: u, Scheme: p.url.Scheme(), Host: p.url.Host(), Port: port, Source: p.source()}
 }
 
 // runningProxy is the rotator's lookup of a running proxy.

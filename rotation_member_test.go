@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth/actors"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/probe"
 	"github.com/proxyhealth/proxyhealth/projections"
@@ -63,7 +64,7 @@ func TestBuiltFrom(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &proxy{url: u, source: source}
+		return &proxy{url: u, spec: actors.ProxySpec{Source: source}}
 	}
 	base := []*proxy{rec("http://127.0.0.1:8080", "a"), rec("socks5://u:p@127.0.0.1:1080", "a"), rec("http://u@127.0.0.1:8080", "a")}
 	for _, p := range base {
@@ -76,7 +77,7 @@ func TestBuiltFrom(t *testing.T) {
 			want := memberOf(p.url.ID(), q)
 			same := m.Source == want.Source && m.URL.String() == want.URL.String()
 			if got := builtFrom(&m, q); got != same {
-				t.Errorf("member of %s, proxy %s (%s): builtFrom %v, want %v", p.url.Redacted(), q.url.Redacted(), q.source, got, same)
+				t.Errorf("member of %s, proxy %s (%s): builtFrom %v, want %v", p.url.Redacted(), q.url.Redacted(), q.source(), got, same)
 			}
 		}
 	}
@@ -105,7 +106,7 @@ func BenchmarkMemberHeap(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					proxies[i] = &proxy{url: u, source: "list"}
+					proxies[i] = &proxy{url: u, spec: actors.ProxySpec{Source: "list"}}
 					if kind == "tags" || kind == "exit" {
 						briefs[i].Anonymity = pb.Anonymity_ANONYMITY_ELITE
 					}

@@ -61,7 +61,7 @@ func TestLargePoolsPublishCheckResultsTogether(t *testing.T) {
 			t.Fatal(err)
 		}
 		ids[i] = u.ID()
-		running[ids[i]] = &proxy{url: u, source: "s"}
+		running[ids[i]] = &proxy{url: u, spec: actors.ProxySpec{Source: "s"}}
 		added = append(added, env(ids[i], &pb.Envelope{Event: &pb.Envelope_ProxyAdded{ProxyAdded: &pb.ProxyAdded{UrlRedacted: u.Redacted(), Source: "s"}}}))
 	}
 	for i := range ids[:n] {

@@ -57,8 +57,8 @@ func BenchmarkAsyncCheck(b *testing.B) {
 	}()
 	spec := ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1",
 		Settings:   &CheckSettings{Health: noJitter(), Timeout: checkTimeout},
-		CheckAsync: func(_ context.Context, done *CheckDone) { done.Done(ok) }}
-	res, err := sys.Root.RequestFuture(src, &SpawnProxy{Spec: spec}, 5*time.Second).Result()
+		CheckAsync: AsyncCheckFunc(func(_ context.Context, done *CheckDone) { done.Done(ok) })}
+	res, err := sys.Root.RequestFuture(src, &SpawnProxy{Spec: &spec}, 5*time.Second).Result()
 	if err != nil {
 		b.Fatal(err)
 	}

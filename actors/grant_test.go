@@ -38,7 +38,7 @@ func TestWaitingCheckStartsOnItsGrantOnly(t *testing.T) {
 		done.Done(ok)
 	}
 	pid := h.spawnSpec(ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1",
-		Settings: &CheckSettings{Health: noJitter(), Timeout: checkTimeout}, CheckAsync: check})
+		Settings: &CheckSettings{Health: noJitter(), Timeout: checkTimeout}, CheckAsync: AsyncCheckFunc(check)})
 	h.step(pid) // check 1, granted at once
 	first := <-dones
 

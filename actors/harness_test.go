@@ -138,12 +138,12 @@ func (h *harness) spawn(id string, cfg events.Config, s *script) *actor.PID {
 // spawnAsync spawns a proxy whose checks run through CheckAsync.
 func (h *harness) spawnAsync(id string, cfg events.Config, s *script) *actor.PID {
 	h.t.Helper()
-	return h.spawnSpec(ProxySpec{ID: id, Source: "default", URLRedacted: "http://127.0.0.1:1/" + id, Settings: &CheckSettings{Health: cfg, Timeout: checkTimeout}, CheckAsync: s.checkAsync})
+	return h.spawnSpec(ProxySpec{ID: id, Source: "default", URLRedacted: "http://127.0.0.1:1/" + id, Settings: &CheckSettings{Health: cfg, Timeout: checkTimeout}, CheckAsync: AsyncCheckFunc(s.checkAsync)})
 }
 
 func (h *harness) spawnSpec(spec ProxySpec) *actor.PID {
 	h.t.Helper()
-	res, err := h.sys.Root.RequestFuture(h.src, &SpawnProxy{Spec: spec}, 5*time.Second).Result()
+	res, err := h.sys.Root.RequestFuture(h.src, &SpawnProxy{Spec: &spec}, 5*time.Second).Result()
 	if err != nil {
 		h.t.Fatal(err)
 	}

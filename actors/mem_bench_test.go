@@ -55,7 +55,14 @@ func startMemEngine(j journal.Journal, from time.Time) *memEngine {
 // scheduled.
 func (e *memEngine) spawn(b *testing.B, specs []ProxySpec) {
 	b.Helper()
-	res, err := e.sys.Root.RequestFuture(e.src, &SpawnProxies{Specs: specs}, time.Minute).Result()
+	// Each engine gets specs of its own, made here: a proxy's spec is
+	// part of what it costs (the engine makes one a proxy).
+	own := make([]*ProxySpec, len(specs))
+	for i := range specs {
+		s := specs[i]
+		own[i] = &s
+	}
+	res, err := e.sys.Root.RequestFuture(e.src, &SpawnProxies{Specs: own}, time.Minute).Result()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -105,7 +112,7 @@ func BenchmarkProxyActorBytesPerProxy(b *testing.B) {
 	for i := range specs {
 		id := fmt.Sprintf("%016x", uint64(i)*0x9e3779b97f4a7c15)
 		specs[i] = ProxySpec{ID: id, Source: "default", URLRedacted: "http://10.0.0.1:" + id[:4] + "/",
-			Settings: settings, CheckAsync: func(_ context.Context, done *CheckDone) { done.Done(ok) }}
+			Settings: settings, CheckAsync: AsyncCheckFunc(func(_ context.Context, done *CheckDone) { done.Done(ok) })}
 	}
 	var perProxy float64
 	for range b.N {

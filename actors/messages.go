@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,12 @@ import (
 // journal stream. It is rebuilt from configuration (never from a parent's
 // in-memory state), so the actor can run as a cluster virtual actor whose
 // identity is ID.
+//
+// A spec is handed over by pointer (SpawnProxy, SpawnProxies, Reconfigure)
+// and registered as it is, not copied: the caller may keep it as part of
+// its own record of the proxy (the engine does, so that a proxy has one
+// record, not two), and must not change it once handed over: a change
+// makes a new spec, sent with a Reconfigure.
 type ProxySpec struct {
 	// ID is the proxy's stable ID (16 hex digits of the redacted URL's
 	// sha256); the actor is spawned under this name.
@@ -46,13 +53,22 @@ type ProxySpec struct {
 	// CheckAsync, when set, is used instead of Check: it starts one check
 	// and calls done.Done exactly once with its result, from any goroutine,
 	// without blocking. A checker that needs no goroutine per check (the
-	// probe's event loop) saves the actor a hand-off to the work pool.
-	CheckAsync AsyncCheckFunc
+	// probe's event loop) saves the actor a hand-off to the work pool. It
+	// is an interface, not a function, so that a caller's record of the
+	// proxy can be its checker (the engine's is): a closure would cost an
+	// allocation a proxy.
+	CheckAsync AsyncChecker
 }
+
+// IndexID returns the spec's ID: what the actors' registry of specs
+// finds it by (see idindex).
+func (s *ProxySpec) IndexID() string { return s.ID }
 
 // validate reports what a spec lacks that its actor needs.
 func (s *ProxySpec) validate() error {
 	switch {
+	case s == nil:
+		return errors.New("no proxy spec")
 	case s.Settings == nil:
 		return fmt.Errorf("proxy %s has no check settings (ProxySpec.Settings)", s.ID)
 	case s.Check == nil && s.CheckAsync == nil:
@@ -85,6 +101,15 @@ type CheckSettings struct {
 // CheckDone (type myDone actors.CheckDone, whose method converts the result
 // and calls (*actors.CheckDone)(d).Done) and passes (*myDone)(done).
 type AsyncCheckFunc func(ctx context.Context, done *CheckDone)
+
+// AsyncChecker starts one active check of a proxy, as an AsyncCheckFunc
+// does: ProxySpec.CheckAsync. An AsyncCheckFunc is one.
+type AsyncChecker interface {
+	CheckAsync(ctx context.Context, done *CheckDone)
+}
+
+// CheckAsync implements AsyncChecker: it calls f.
+func (f AsyncCheckFunc) CheckAsync(ctx context.Context, done *CheckDone) { f(ctx, done) }
 
 // CheckDone is the completion of one check started through an
 // AsyncCheckFunc, and the message that brings a check's result (of Check
@@ -157,7 +182,8 @@ type (
 	}
 	// Reconfigure replaces the proxy's spec (hot reload): thresholds,
 	// intervals and the check function; the ID and source must not change.
-	Reconfigure struct{ Spec ProxySpec }
+	// Spec is registered as it is (see ProxySpec).
+	Reconfigure struct{ Spec *ProxySpec }
 	// Sync is answered when every command received before it is durable
 	// and applied.
 	Sync struct{}

@@ -214,17 +214,17 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 	case *Passive:
 		a.command(ctx, events.PassiveOutcome{At: a.now(), OK: m.OK, Class: m.Class})
 	case *Reconfigure:
-		if m.Spec.ID != a.spec.ID || m.Spec.Source != a.spec.Source {
-			a.respond(ctx, ctx.Sender(), &Reply{Err: fmt.Errorf("actors: reconfigure of %s cannot change its ID or source", a.spec.ID)})
-			return
-		}
 		if err := m.Spec.validate(); err != nil {
 			a.respond(ctx, ctx.Sender(), &Reply{Err: fmt.Errorf("actors: reconfigure: %w", err)})
 			return
 		}
+		if m.Spec.ID != a.spec.ID || m.Spec.Source != a.spec.Source {
+			a.respond(ctx, ctx.Sender(), &Reply{Err: fmt.Errorf("actors: reconfigure of %s cannot change its ID or source", a.spec.ID)})
+			return
+		}
 		spec := m.Spec
-		a.spec = &spec
-		a.env.specs.put(a.spec) // a restart starts from this spec
+		a.spec = spec
+		a.env.specs.put(spec) // a restart starts from this spec
 		// The metadata first (journaled if it changed), answered with
 		// the config change.
 		a.submit(ctx, pending{cmd: events.SetMetadata{At: a.now(), Tags: spec.Tags, Weight: spec.Weight}})
@@ -819,7 +819,7 @@ func (a *proxyActor) startProbe(ctx actor.Context) {
 					panic(v)
 				}
 			}()
-			async(pctx, done)
+			async.CheckAsync(pctx, done)
 		}()
 	} else {
 		check, env := a.spec.Check, a.env

@@ -226,7 +226,7 @@ func TestRestartKeepsTheReconfiguredSpec(t *testing.T) {
 		}
 	}
 	spec := ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Settings: &CheckSettings{Health: cfg2, Timeout: checkTimeout}, Check: repl.check}
-	if r := h.request(pid, &Reconfigure{Spec: spec}).(*Reply); r.Err != nil {
+	if r := h.request(pid, &Reconfigure{Spec: &spec}).(*Reply); r.Err != nil {
 		t.Fatal(r.Err)
 	}
 	oldCalls := old.calls.Load()
@@ -579,7 +579,7 @@ func TestFailedAddIsNotAppliedLater(t *testing.T) {
 	var abandoned atomic.Pointer[string]
 	h.env.Abandoned = func(id string, _ *actor.PID) { abandoned.Store(&id) }
 	spec := ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Settings: &CheckSettings{Health: noJitter(), Timeout: time.Second}, Check: (&script{}).check}
-	res := h.request(h.src, &SpawnProxy{Spec: spec}).(*Spawned)
+	res := h.request(h.src, &SpawnProxy{Spec: &spec}).(*Spawned)
 	if res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -703,7 +703,7 @@ func TestAsyncCheckCompletesOnce(t *testing.T) {
 		}
 	}
 	pid := h.spawnSpec(ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1",
-		Settings: &CheckSettings{Health: noJitter(), Timeout: checkTimeout}, CheckAsync: check})
+		Settings: &CheckSettings{Health: noJitter(), Timeout: checkTimeout}, CheckAsync: AsyncCheckFunc(check)})
 	h.step(pid)
 	if st := h.idle(pid).State; st.TotalChecks != 1 || st.Health != pb.HealthState_HEALTH_STATE_HEALTHY {
 		t.Fatalf("after the check that called done twice: %d checks, %s; want 1, healthy", st.TotalChecks, events.StateName(st.Health))
@@ -740,19 +740,19 @@ func TestAsyncCheckCompletesOnce(t *testing.T) {
 func TestSpecWithoutSettingsIsRefused(t *testing.T) {
 	h := newHarness(t, nil)
 	bare := ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1", Check: (&script{}).check}
-	res := h.request(h.src, &SpawnProxy{Spec: bare}).(*Spawned)
+	res := h.request(h.src, &SpawnProxy{Spec: &bare}).(*Spawned)
 	if res.Err == nil || !strings.Contains(res.Err.Error(), "ProxySpec.Settings") {
 		t.Fatalf("spawn without settings: %v, want an error naming ProxySpec.Settings", res.Err)
 	}
 	pid := h.spawn("p1", noJitter(), &script{})
-	if r := h.request(pid, &Reconfigure{Spec: bare}).(*Reply); r.Err == nil || !strings.Contains(r.Err.Error(), "ProxySpec.Settings") {
+	if r := h.request(pid, &Reconfigure{Spec: &bare}).(*Reply); r.Err == nil || !strings.Contains(r.Err.Error(), "ProxySpec.Settings") {
 		t.Fatalf("reconfigure without settings: %v, want an error naming ProxySpec.Settings", r.Err)
 	}
 	if st := h.idle(pid); st.Stopped {
 		t.Fatal("a refused reconfigure stopped the proxy")
 	}
 	unchecked := ProxySpec{ID: "p2", Source: "default", URLRedacted: "http://127.0.0.1:1/p2", Settings: &CheckSettings{Health: noJitter()}}
-	res = h.request(h.src, &SpawnProxy{Spec: unchecked}).(*Spawned)
+	res = h.request(h.src, &SpawnProxy{Spec: &unchecked}).(*Spawned)
 	if res.Err == nil || !strings.Contains(res.Err.Error(), "ProxySpec.Check") {
 		t.Fatalf("spawn without a check: %v, want an error naming ProxySpec.Check", res.Err)
 	}

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -11,8 +12,8 @@ import (
 // Source actor messages.
 type (
 	// SpawnProxy asks a source to start a proxy actor; answered with a
-	// *Spawned.
-	SpawnProxy struct{ Spec ProxySpec }
+	// *Spawned. Spec is registered as it is (see ProxySpec).
+	SpawnProxy struct{ Spec *ProxySpec }
 	// Spawned answers SpawnProxy.
 	Spawned struct {
 		PID *actor.PID
@@ -21,7 +22,7 @@ type (
 	// SpawnProxies asks a source to start many proxy actors; answered with
 	// a *SpawnedProxies. One request for a whole pool spares the engine a
 	// future (and a process registry entry) per proxy.
-	SpawnProxies struct{ Specs []ProxySpec }
+	SpawnProxies struct{ Specs []*ProxySpec }
 	// SpawnedProxies answers SpawnProxies: Results[i] is for Specs[i].
 	SpawnedProxies struct{ Results []Spawned }
 )
@@ -127,7 +128,10 @@ func (s *sourceActor) Receive(ctx actor.Context) {
 }
 
 // spawn starts one proxy actor named by its ID.
-func (s *sourceActor) spawn(ctx actor.Context, spec ProxySpec) Spawned {
+func (s *sourceActor) spawn(ctx actor.Context, spec *ProxySpec) Spawned {
+	if spec == nil {
+		return Spawned{Err: errors.New("actors: spawn: no proxy spec")}
+	}
 	if spec.Source != s.name {
 		return Spawned{Err: fmt.Errorf("actors: proxy %s belongs to source %q, not %q", spec.ID, spec.Source, s.name)}
 	}
@@ -139,7 +143,7 @@ func (s *sourceActor) spawn(ctx actor.Context, spec ProxySpec) Spawned {
 	if pid, alive := s.child(ctx, spec.ID); alive {
 		return Spawned{PID: pid, Err: fmt.Errorf("actors: proxy %s already running in source %q", spec.ID, s.name)}
 	}
-	s.env.specs.put(&spec)
+	s.env.specs.put(spec)
 	pid, err := ctx.SpawnNamed(s.env.proxyProps, spec.ID)
 	if err != nil {
 		s.env.specs.delete(spec.ID, s.name)
