@@ -64,7 +64,7 @@ func TestAddProxiesInWaves(t *testing.T) {
 	}
 	for _, id := range ids {
 		e.mu.Lock()
-		p := e.proxies[id]
+		p := e.proxies.Get(id)
 		e.mu.Unlock()
 		if p == nil || p.pid == nil {
 			t.Fatalf("proxy %s: %+v, want one with its actor", id, p)
@@ -96,7 +96,7 @@ func TestAddProxiesForgetsTheWavesItNeverStarted(t *testing.T) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, id := range ids[3:] {
-		if p, ok := e.proxies[id]; ok {
+		if p := e.proxies.Get(id); p != nil {
 			t.Errorf("proxy %s of a later wave is registered (%+v)", id, p)
 		}
 	}

@@ -458,7 +458,8 @@ func (c *clusterNode) rebalance(ctx context.Context) error {
 		return nil
 	}
 	lose := map[string]string{} // id → new owner
-	for id := range e.proxies {
+	for p := range e.proxies.All() {
+		id := p.spec.ID
 		if o := membership.Owner(id, members); o != c.self {
 			if _, configured := c.desired[id]; configured {
 				lose[id] = o
@@ -466,7 +467,7 @@ func (c *clusterNode) rebalance(ctx context.Context) error {
 		}
 	}
 	for id, d := range c.desired {
-		if _, running := e.proxies[id]; !running && membership.Owner(id, members) == c.self {
+		if e.proxies.Get(id) == nil && membership.Owner(id, members) == c.self {
 			gain[d.source] = append(gain[d.source], d.entry)
 			gainIDs = append(gainIDs, id)
 		}
@@ -497,7 +498,7 @@ func (c *clusterNode) handOver(ctx context.Context, lose map[string]string) erro
 	var reqs []request
 	e.mu.Lock()
 	for id, to := range lose {
-		p := e.proxies[id]
+		p := e.proxies.Get(id)
 		if p == nil || p.pid == nil {
 			continue
 		}
@@ -514,7 +515,7 @@ func (c *clusterNode) handOver(ctx context.Context, lose map[string]string) erro
 	e.mu.Lock()
 	for _, r := range reqs {
 		if failed[r.id] == nil {
-			delete(e.proxies, r.id)
+			e.proxies.Delete(r.id)
 		}
 	}
 	e.mu.Unlock()
@@ -555,7 +556,10 @@ func (c *clusterNode) sendAll(to string) {
 func (c *clusterNode) ownStates() []*pb.ProxySnapshot {
 	e := c.e
 	e.mu.Lock()
-	ids := slices.Collect(maps.Keys(e.proxies))
+	ids := make([]string, 0, e.proxies.Len())
+	for p := range e.proxies.All() {
+		ids = append(ids, p.spec.ID)
+	}
 	e.mu.Unlock()
 	recs := make([]*pb.ProxySnapshot, 0, len(ids))
 	for _, id := range ids {
@@ -659,7 +663,7 @@ func (c *clusterNode) receive(msg *pb.StateRecords) {
 	c.mu.Unlock()
 	e.mu.Lock()
 	for i := range adopt {
-		if p := e.proxies[adopt[i].id]; p != nil && p.pid != nil {
+		if p := e.proxies.Get(adopt[i].id); p != nil && p.pid != nil {
 			adopt[i].pid = p.pid
 		}
 	}
@@ -750,7 +754,7 @@ func (e *Engine) Cluster() (ClusterStatus, bool) {
 	st.Configured, st.Replicas = len(c.desired), len(c.replicas)
 	c.mu.Unlock()
 	e.mu.Lock()
-	st.Checked = len(e.proxies)
+	st.Checked = e.proxies.Len()
 	e.mu.Unlock()
 	return st, true
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/proxyhealth/proxyhealth/actors"
 	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/internal/idindex"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
@@ -40,7 +41,10 @@ type Engine struct {
 	mu      sync.Mutex
 	closed  bool
 	sources map[string]*source
-	proxies map[string]*proxy
+	// proxies finds the proxies' records by ID: an idindex.Index, as a
+	// record holds its ID (its spec's), which a map would keep again as
+	// its key.
+	proxies idindex.Index[proxy, *proxy]
 
 	proj    *projected
 	rot     *rotator
@@ -127,6 +131,13 @@ func (p *proxy) renewed() *proxy {
 	return np
 }
 
+// replaceProxy puts np in e.proxies in place of the record of its ID.
+// Call it with e.mu held, and not while ranging over e.proxies.
+func (e *Engine) replaceProxy(np *proxy) {
+	e.proxies.Delete(np.spec.ID)
+	e.proxies.Put(np)
+}
+
 // source returns the name of the proxy's source.
 func (p *proxy) source() string { return p.spec.Source }
 
@@ -153,7 +164,6 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		sources: map[string]*source{},
-		proxies: map[string]*proxy{},
 	}
 	var j journal.Journal
 	if cfg.DataDir != "" {
@@ -431,16 +441,16 @@ func (e *Engine) addProxiesWith(ctx context.Context, sourceName string, entries 
 	ids := make([]string, len(urls))
 	for i, u := range urls {
 		ids[i] = u.ID()
-		if p, dup := e.proxies[ids[i]]; dup {
+		if p := e.proxies.Get(ids[i]); p != nil {
 			for _, id := range ids[:i] {
-				delete(e.proxies, id)
+				e.proxies.Delete(id)
 			}
 			e.mu.Unlock()
 			return nil, fmt.Errorf("%w: %s is already monitored in source %q", ErrDuplicate, u.Redacted(), p.source())
 		}
 		tags, weight := src.cfg.metadata(entries[i])
 		added[i] = newProxy(u, src, origin, tags, weight)
-		e.proxies[ids[i]] = added[i]
+		e.proxies.Put(added[i])
 	}
 	// From here on each proxy's URL is read from its record: the parsed
 	// list (about 170 bytes a proxy) is garbage while the waves start.
@@ -547,10 +557,10 @@ func (e *Engine) forget(added []*proxy, kept []string) {
 	defer e.mu.Unlock()
 	for _, p := range added {
 		id := p.url.ID()
-		if e.proxies[id] != p {
+		if e.proxies.Get(id) != p {
 			continue
 		}
-		delete(e.proxies, id)
+		e.proxies.Delete(id)
 		if slices.Contains(kept, id) {
 			_ = e.creds.drop(id)
 		}
@@ -648,10 +658,14 @@ func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source,
 	var remove []string
 	var reconf []request
 	var recredentialed []string
-	for id, p := range e.proxies {
-		if p.source() != sc.Name {
-			continue
+	var ps []*proxy // the source's: replaced below, not while ranging
+	for p := range e.proxies.All() {
+		if p.source() == sc.Name {
+			ps = append(ps, p)
 		}
+	}
+	for _, p := range ps {
+		id := p.spec.ID
 		pe, keep := want[id]
 		if !keep {
 			remove = append(remove, id)
@@ -675,7 +689,7 @@ func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source,
 		// Reconfigure).
 		np := newProxy(url, src, p.spec.Origin, tags, weight)
 		np.pid = p.pid
-		e.proxies[id] = np
+		e.replaceProxy(np)
 		if np.pid != nil {
 			reconf = append(reconf, request{id: id, pid: np.pid, msg: &actors.Reconfigure{Spec: &np.spec}})
 		}
@@ -719,7 +733,7 @@ func (e *Engine) removeProxy(ctx context.Context, id string) error {
 		return err
 	}
 	e.mu.Lock()
-	delete(e.proxies, id)
+	e.proxies.Delete(id)
 	e.mu.Unlock()
 	e.setChecking(id, false)
 	if e.creds != nil {
@@ -784,9 +798,9 @@ func (e *Engine) broadcast(ctx context.Context, sourceName string, msg func() an
 		return fmt.Errorf("%w: %q", ErrUnknownSource, sourceName)
 	}
 	var reqs []request
-	for id, p := range e.proxies {
+	for p := range e.proxies.All() {
 		if (sourceName == "" || p.source() == sourceName) && p.pid != nil {
-			reqs = append(reqs, request{id: id, pid: p.pid, msg: msg()})
+			reqs = append(reqs, request{id: p.spec.ID, pid: p.pid, msg: msg()})
 		}
 	}
 	e.mu.Unlock()
@@ -877,7 +891,12 @@ func (e *Engine) Proxy(ctx context.Context, id string) (ProxyStatus, error) {
 func (e *Engine) ProxyIDs() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return slices.Sorted(maps.Keys(e.proxies))
+	ids := make([]string, 0, e.proxies.Len())
+	for p := range e.proxies.All() {
+		ids = append(ids, p.spec.ID)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // RunTimeProxies lists the proxies added at run time (AddProxy, or resumed
@@ -886,9 +905,9 @@ func (e *Engine) RunTimeProxies() map[string]string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out := map[string]string{}
-	for id, p := range e.proxies {
+	for p := range e.proxies.All() {
 		if p.spec.Origin == pb.ProxyOrigin_PROXY_ORIGIN_API {
-			out[id] = p.source()
+			out[p.spec.ID] = p.source()
 		}
 	}
 	return out
@@ -913,8 +932,8 @@ func (e *Engine) Checking(id string) (bool, int) {
 // because its ProxyAdded was never journaled, so the engine forgets it.
 func (e *Engine) abandoned(id string, pid *actor.PID) {
 	e.mu.Lock()
-	if p, ok := e.proxies[id]; ok && (p.pid == nil || p.pid.Equal(pid)) {
-		delete(e.proxies, id)
+	if p := e.proxies.Get(id); p != nil && (p.pid == nil || p.pid.Equal(pid)) {
+		e.proxies.Delete(id)
 	}
 	e.mu.Unlock()
 }
@@ -933,8 +952,8 @@ func (e *Engine) lookup(id string) (*proxy, error) {
 	if e.closed {
 		return nil, ErrClosed
 	}
-	p, ok := e.proxies[id]
-	if !ok || p.pid == nil {
+	p := e.proxies.Get(id)
+	if p == nil || p.pid == nil {
 		if e.cl != nil {
 			if o, elsewhere := e.cl.checkedBy(id); elsewhere {
 				return nil, &NotOwnerError{ProxyID: id, Member: o}

@@ -73,9 +73,9 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 		weight   float64
 	}
 	now := map[string]running{}
-	for id, p := range e.proxies {
+	for p := range e.proxies.All() {
 		if p.pid != nil {
-			now[id] = running{p.source(), p.spec.Origin, p.url.Redacted(), p.spec.Tags, p.spec.Weight}
+			now[p.spec.ID] = running{p.source(), p.spec.Origin, p.url.Redacted(), p.spec.Tags, p.spec.Weight}
 		}
 	}
 	oldSettings := map[string]SourceConfig{}
@@ -188,10 +188,10 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 	e.mu.Lock()
 	var listed []string
 	for id, w := range wanted {
-		if p, ok := e.proxies[id]; ok && p.pid != nil && p.spec.Origin == pb.ProxyOrigin_PROXY_ORIGIN_API && p.source() == w.source && !slices.Contains(keepRunTime[w.source], w.raw) {
+		if p := e.proxies.Get(id); p != nil && p.pid != nil && p.spec.Origin == pb.ProxyOrigin_PROXY_ORIGIN_API && p.source() == w.source && !slices.Contains(keepRunTime[w.source], w.raw) {
 			np := p.renewed()
 			np.spec.Origin = pb.ProxyOrigin_PROXY_ORIGIN_CONFIG
-			e.proxies[id] = np
+			e.replaceProxy(np)
 			listed = append(listed, id)
 		}
 	}

@@ -51,7 +51,7 @@ func (e *Engine) resumeAdded(ctx context.Context) error {
 	e.mu.Lock()
 	var idle []string
 	for _, id := range all {
-		if _, running := e.proxies[id]; !running {
+		if e.proxies.Get(id) == nil {
 			idle = append(idle, id)
 		}
 	}

@@ -470,9 +470,9 @@ func memberOf(id string, p *proxy) rotation.Member {
 // runningProxy is the rotator's lookup of a running proxy.
 func (e *Engine) runningProxy(id string) (*proxy, bool) {
 	e.mu.Lock()
-	p, ok := e.proxies[id]
+	p := e.proxies.Get(id)
 	e.mu.Unlock()
-	return p, ok
+	return p, p != nil
 }
 
 // Pick hands out a usable proxy, chosen by the request's strategy among the
