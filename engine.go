@@ -519,12 +519,14 @@ var spawnWave = 8192 // a variable for tests
 // spawn or Sync; an error means the spawn request itself got no answer.
 func (e *Engine) startWave(ctx context.Context, src *source, srcPID *actor.PID, added []*proxy, ids []string, outcomes []error, opt addOptions) error {
 	specs := make([]*actors.ProxySpec, len(added))
+	e.mu.Lock() // the records are in e.proxies already
 	for i, p := range added {
 		if opt.adopt != nil { // before the spec is handed over
 			p.spec.Adopt = opt.adopt(ids[i], "taken over by cluster placement")
 		}
 		specs[i] = &p.spec
 	}
+	e.mu.Unlock()
 	res, err := await(ctx, e.sys.Root.RequestFuture(srcPID, &actors.SpawnProxies{Specs: specs}, requestTimeout(ctx)))
 	if err != nil {
 		return err
@@ -672,6 +674,12 @@ func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source,
 			continue
 		}
 		delete(want, id)
+		if p.pid == nil {
+			// Still starting: its start sets the pid on this record
+			// (or forgets it), and its actor has this spec; it gets the
+			// new one at the next reload.
+			continue
+		}
 		u := probe.MustParseProxyURL(pe.URL)
 		tags, weight := sc.metadata(pe)
 		if slices.Equal(tags, p.spec.Tags) {
@@ -690,9 +698,7 @@ func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source,
 		np := newProxy(url, src, p.spec.Origin, tags, weight)
 		np.pid = p.pid
 		e.replaceProxy(np)
-		if np.pid != nil {
-			reconf = append(reconf, request{id: id, pid: np.pid, msg: &actors.Reconfigure{Spec: &np.spec}})
-		}
+		reconf = append(reconf, request{id: id, pid: np.pid, msg: &actors.Reconfigure{Spec: &np.spec}})
 	}
 	e.mu.Unlock()
 	errs := slices.Collect(maps.Values(e.requestAll(ctx, reconf)))
