@@ -131,13 +131,6 @@ func (p *proxy) renewed() *proxy {
 	return np
 }
 
-// replaceProxy puts np in e.proxies in place of the record of its ID.
-// Call it with e.mu held, and not while ranging over e.proxies.
-func (e *Engine) replaceProxy(np *proxy) {
-	e.proxies.Delete(np.spec.ID)
-	e.proxies.Put(np)
-}
-
 // source returns the name of the proxy's source.
 func (p *proxy) source() string { return p.spec.Source }
 
@@ -697,7 +690,7 @@ func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source,
 		// Reconfigure).
 		np := newProxy(url, src, p.spec.Origin, tags, weight)
 		np.pid = p.pid
-		e.replaceProxy(np)
+		e.proxies.Set(np) // in place of p
 		reconf = append(reconf, request{id: id, pid: np.pid, msg: &actors.Reconfigure{Spec: &np.spec}})
 	}
 	e.mu.Unlock()

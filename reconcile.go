@@ -191,7 +191,7 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 		if p := e.proxies.Get(id); p != nil && p.pid != nil && p.spec.Origin == pb.ProxyOrigin_PROXY_ORIGIN_API && p.source() == w.source && !slices.Contains(keepRunTime[w.source], w.raw) {
 			np := p.renewed()
 			np.spec.Origin = pb.ProxyOrigin_PROXY_ORIGIN_CONFIG
-			e.replaceProxy(np)
+			e.proxies.Set(np) // in place of p
 			listed = append(listed, id)
 		}
 	}

@@ -154,8 +154,7 @@ func (r *specRegistry) get(id string) (*ProxySpec, bool) {
 func (r *specRegistry) put(s *ProxySpec) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.x.Delete(s.ID)
-	r.x.Put(s)
+	r.x.Set(s)
 }
 
 // delete forgets a proxy's spec if it belongs to source: a proxy moved to

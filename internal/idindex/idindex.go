@@ -69,6 +69,23 @@ func (x *Index[T, P]) Put(v P) {
 	x.n++
 }
 
+// Set puts v in place of the value with v's ID, or adds v when the index
+// holds none: a record replaced by a new one keeps its slot.
+func (x *Index[T, P]) Set(v P) {
+	if x.n > 0 {
+		id := v.IndexID()
+		h := x.hash(id)
+		tag, mask := tagOf(h), uint64(len(x.slots)-1)
+		for i := h & mask; x.tags[i] != 0; i = (i + 1) & mask {
+			if x.tags[i] == tag && x.slots[i].IndexID() == id {
+				x.slots[i] = v
+				return
+			}
+		}
+	}
+	x.Put(v)
+}
+
 // place puts v, whose ID hashes to h, in the first free slot from its own.
 func (x *Index[T, P]) place(v P, h uint64) {
 	mask := uint64(len(x.slots) - 1)

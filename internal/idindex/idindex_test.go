@@ -18,7 +18,7 @@ type rec struct {
 
 func (r *rec) IndexID() string { return r.id }
 
-// TestIndexAgreesWithAMap: random puts and deletes (of IDs not held too),
+// TestIndexAgreesWithAMap: random puts, sets and deletes (of IDs not held too),
 // through the table's growths, shrinking and growing again, leave the
 // index holding what a map holds, every lookup answering as the map does
 // (for the IDs it holds and those it does not), whatever runs of probes
@@ -68,6 +68,11 @@ func TestIndexAgreesWithAMap(t *testing.T) {
 			}
 		} else if !add {
 			x.Delete(id + "x") // not held
+		}
+		if step%500 == 0 { // a new value for an ID held, or one more
+			v := &rec{id: id}
+			x.Set(v)
+			want[id] = v
 		}
 		if step%1000 == 0 {
 			check(step)
