@@ -25,35 +25,40 @@ var (
 )
 
 // SchemaVersion is the journal file layout version this package writes and
-// reads. OpenBolt refuses files with a newer version; it upgrades version 1
-// and 2 files when it opens them writable (see migrateV1 and migrateV2),
-// and reads version 2 files read-only as they are.
-const SchemaVersion = 3
+// reads. OpenBolt refuses files with a newer version; it upgrades version
+// 1, 2 and 3 files when it opens them writable (see migrateV1, migrateV2
+// and migrateV3), and reads version 2 and 3 files read-only as they are.
+const SchemaVersion = 4
 
-// Bucket and meta key names of the file layout (schema version 3):
+// Bucket and meta key names of the file layout (schema version 4):
 //
 //	events    big-endian uint64 seq -> record (see record.go: 0x00, CRC-32C,
 //	          marshalled Envelope with seq, stream_seq and prev_seq, the seq
 //	          of the stream's previous event)
 //	heads     proxy_id -> big-endian uint64 stream_seq + uint64 seq of the
-//	          proxy's last event, as of the checkpoint in meta
+//	          proxy's last event, as of heads_through in meta or later
+//	          (since version 4; see ckptRound)
 //	snapshots proxy_id -> record of the marshalled ProxySnapshot (the
 //	          latest only)
 //	meta      "schema" -> big-endian uint64 version; "first" -> first retained
 //	          seq; "heads_through" -> the seq up to which heads is current;
 //	          "crc_from" -> the first seq written with a checksum
 //
-// Version 2 was the same without checksums (records were the bare
-// marshalled messages, and there was no crc_from).
+// Version 3 was the same, except that every head in heads was as of
+// heads_through or older: version 4 writes a checkpoint over several
+// commits (see ckptRound), and a version 3 reader would take a file whose
+// round was cut short by a crash for a damaged one. Version 2 was version
+// 3 without checksums (records were the bare marshalled messages, and
+// there was no crc_from).
 //
 // There is no per-event stream index: a proxy's stream is the chain of
 // prev_seq links from its head, so an append writes only sequential keys.
 // (Version 1 kept a stream index keyed by proxy, and every event dirtied
 // one more randomly placed page of it: in the 10,000-proxy benchmark that
 // was about a tenth of the engine's CPU and most of its allocations.) The
-// heads are written in bulk every checkpointInterval events and at Close;
-// at open the events after the checkpoint are scanned to bring them up to
-// date.
+// heads are written in bulk every checkpointInterval events, a chunk per
+// commit (see ckptRound), and at Close; at open the events after the
+// checkpoint are scanned to bring them up to date.
 var (
 	bucketEvents    = []byte("events")
 	bucketHeads     = []byte("heads")
@@ -86,8 +91,9 @@ const (
 // of the bucket's pages read into nodes and written again. Scaled, that is
 // 100,000 puts every 400,000 events, 0.25 per event. BenchmarkAppendPool/
 // proxies=100000 went from 13.2 to 9.8 µs of CPU and from 3.4 to 1.8 KB
-// allocated per event. The scan at open is then at most 400,000 events:
-// 0.2–0.3 s on the machine of BENCHMARKS.md.
+// allocated per event. The scan at open is then at most 400,000 events
+// (and the few commits of a round, see ckptRound): 0.2–0.3 s on the
+// machine of BENCHMARKS.md.
 func checkpointInterval(streams int) int {
 	return max(checkpointEvery, checkpointPerStream*streams)
 }
@@ -479,6 +485,12 @@ func (b *Bolt) load() error {
 		}
 		ver = 3
 	}
+	if ver == 3 && !b.readOnly {
+		if err := b.migrateV3(); err != nil {
+			return err
+		}
+		ver = 4
+	}
 	b.schemaVer, b.crcFrom = ver, noCRC
 	return b.view(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
@@ -536,7 +548,9 @@ func (b *Bolt) schema() (ver uint64, err error) {
 // loadHeads reads the heads checkpoint and brings it up to date with the
 // events committed after it; it also returns the seq the checkpoint was
 // current through (the heads it moved have their last event after it) and
-// how many events it scanned.
+// how many events it scanned. A head in the file covers at least the
+// events through heads_through; one put by a checkpoint round (see
+// ckptRound) may cover later ones too, and those events are skipped.
 func loadHeads(tx *bolt.Tx, crcFrom uint64) (heads map[string]streamHead, through uint64, scanned int, err error) {
 	heads = make(map[string]streamHead)
 	err = tx.Bucket(bucketHeads).ForEach(func(k, v []byte) error {
@@ -568,6 +582,14 @@ func loadHeads(tx *bolt.Tx, crcFrom uint64) (heads map[string]streamHead, throug
 			continue
 		}
 		old := heads[string(h.proxyID)]
+		if h.seq <= old.last {
+			// Covered by the head in the file: an earlier event of its stream.
+			if h.streamSeq > old.seq || h.seq == old.last && h.streamSeq != old.seq {
+				return nil, 0, 0, fmt.Errorf("event %d of proxy %s has stream_seq %d, but the checkpointed stream head is stream_seq %d at event %d",
+					h.seq, h.proxyID, h.streamSeq, old.seq, old.last)
+			}
+			continue
+		}
 		if h.streamSeq != old.seq+1 || h.prevSeq != old.last {
 			return nil, 0, 0, fmt.Errorf("event %d of proxy %s has stream_seq %d and prev_seq %d, but the stream head was stream_seq %d at event %d",
 				h.seq, h.proxyID, h.streamSeq, h.prevSeq, old.seq, old.last)

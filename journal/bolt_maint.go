@@ -261,7 +261,7 @@ func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
 	if through > next-1 {
 		p.add("the stream heads are checkpointed through event %d, beyond the last event %d", through, next-1)
 	}
-	b.checkHeads(tx, p, stats, first)
+	b.checkHeads(tx, p, stats, first, through)
 	checkCarried(tx, p, first)
 	return tx.Bucket(bucketSnapshots).ForEach(func(k, v []byte) error {
 		var s pb.ProxySnapshot
@@ -280,8 +280,23 @@ func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
 }
 
 // checkHeads compares the stream heads in memory and in the checkpoint
-// with the streams seen in the events.
-func (b *Bolt) checkHeads(tx *bolt.Tx, p *problems, stats map[string]*streamStat, first uint64) {
+// with the streams seen in the events. A checkpointed head is the stream's
+// as of heads_through (through), or a later event of the stream that a
+// checkpoint round put (see ckptRound).
+func (b *Bolt) checkHeads(tx *bolt.Tx, p *problems, stats map[string]*streamStat, first, through uint64) {
+	events := tx.Bucket(bucketEvents)
+	// later reports whether h points at an event of proxy id after through.
+	later := func(id string, h streamHead) bool {
+		if h.last <= through {
+			return false
+		}
+		v := events.Get(appendSeqKey(nil, h.last))
+		if v == nil {
+			return false
+		}
+		e, err := eventHeader(v, h.last, b.crcFrom)
+		return err == nil && string(e.proxyID) == id && e.streamSeq == h.seq
+	}
 	b.headsMu.RLock()
 	defer b.headsMu.RUnlock()
 	for id, st := range stats {
@@ -305,6 +320,8 @@ func (b *Bolt) checkHeads(tx *bolt.Tx, p *problems, stats map[string]*streamStat
 		}
 		st := stats[id]
 		switch {
+		case later(id, h):
+			// put by a checkpoint round after through
 		case st != nil && st.ckptSeq != 0 && (h.seq != st.ckptStream || h.last != st.ckptSeq):
 			p.add("proxy %s: checkpointed stream head is stream_seq %d at event %d, but the events say stream_seq %d at event %d", id, h.seq, h.last, st.ckptStream, st.ckptSeq)
 		case (st == nil || st.ckptSeq == 0) && h.last >= first:

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"runtime"
 	"slices"
@@ -81,9 +82,11 @@ type writer struct {
 	pos      []streamPos             // stream positions of the current request
 	head     func(string) streamHead // headOf, for assignStreams
 	// the seq the last heads checkpoint is current through (a head whose
-	// last event is after it changed since), and the events since
+	// last event is after it changed since), the events since, and the
+	// checkpoint being written, if any
 	ckptThrough uint64
 	sinceCkpt   int
+	round       ckptRound
 
 	undo       []undo
 	taken      []*request
@@ -110,6 +113,29 @@ type writer struct {
 	peakArena, peakEntries     int
 	peakOverlay, overlaySize   int
 }
+
+// ckptRound is a heads checkpoint being written. A checkpoint at 100,000
+// proxies puts about 100,000 heads. In one transaction, that held about
+// 27 MB at once (the puts, and bbolt's nodes and dirty pages for every page
+// of the heads bucket) and set the daemon's peak RSS. So a checkpoint is a
+// round: the heads changed since the last checkpoint, sorted, are put
+// checkpointChunk at a time with the commits that follow, each as it is at
+// its commit, so that each commit touches a slice of the bucket's pages.
+// The commit of the last chunk moves heads_through to the seq the round
+// started at. Every head in the file thus covers the events through
+// heads_through, and some cover later events too (loadHeads takes both).
+type ckptRound struct {
+	active  bool
+	through uint64   // heads_through once the round is done
+	keys    []string // the heads to put, sorted
+	done    int      // keys[:done] are committed
+	queued  int      // and keys[done:queued] are in the current commit
+}
+
+// checkpointChunk is how many stream heads a commit puts while a heads
+// checkpoint is being written (see ckptRound): a round at 100,000 proxies
+// takes 25 commits.
+const checkpointChunk = 4096
 
 // The writer's arena for keys and values starts at initialArena bytes and
 // is dropped after a commit that grew it beyond maxArena. Every releaseEvery
@@ -415,13 +441,12 @@ func (w *writer) commit(batch []*request) {
 		}
 	}
 	defer w.reset(taken)
-	if ckpt = ckpt || w.sinceCkpt+len(w.undo) >= checkpointInterval(len(w.b.heads)); ckpt {
-		w.prepareCheckpoint(next - 1)
+	if !ckpt {
+		w.prepareChunk(next - 1)
 	}
 	var err error
-	var start time.Time
+	start := time.Now()
 	if len(w.puts) > 0 {
-		start = time.Now()
 		encode := len(w.undo) >= w.encodeFrom && len(w.undo) >= w.encodePer*len(taken)
 		if encode {
 			w.startEncoder()
@@ -438,33 +463,42 @@ func (w *writer) commit(batch []*request) {
 			}
 			b.recent.add(w.undo)
 			b.head.Store(next - 1)
-			if ckpt {
-				w.ckptThrough, w.sinceCkpt = next-1, 0
-			} else {
-				w.sinceCkpt += len(w.undo)
-			}
+			w.sinceCkpt += len(w.undo)
+			w.chunkCommitted(next - 1)
+		} else {
+			w.round = ckptRound{} // the next commit starts it again
 		}
 		b.commitMu.Unlock()
 		if encode {
 			w.endEncoder()
 		}
 	}
+	wrote := len(w.puts) > 0
+	var ckptErr error
 	if err != nil {
 		err = fmt.Errorf("journal: commit to %s failed, nothing of it was written: %w", b.path, b.dbErr(err))
 		for _, u := range w.undo {
 			u.env.Seq, u.env.StreamSeq, u.env.PrevSeq = 0, u.streamSeq, u.prevSeq
 		}
+	} else if ckpt {
+		wrote = true
+		if ckptErr = w.checkpointAll(next - 1); ckptErr != nil {
+			ckptErr = fmt.Errorf("journal: checkpoint of the stream heads in %s failed (the events are written; the next open scans them): %w", b.path, b.dbErr(ckptErr))
+		}
 	}
-	if w.observer != nil && len(w.puts) > 0 {
+	if w.observer != nil && wrote {
 		// Before the appenders are answered: whoever watches the commits
 		// (the engine's journal health) knows of a failure before a
 		// command fails with it, and a test can stop the process exactly
 		// between a commit and its acknowledgement.
-		w.observer(CommitStats{Events: len(w.undo), Requests: len(taken), Duration: time.Since(start), Err: err})
+		w.observer(CommitStats{Events: len(w.undo), Requests: len(taken), Duration: time.Since(start), Err: cmp.Or(err, ckptErr)})
 	}
 	for _, r := range taken {
 		if err != nil && r.err == nil {
 			r.err, r.seqs = err, nil
+		}
+		if r.ckpt && ckptErr != nil {
+			r.err = ckptErr
 		}
 		if r.cb != nil {
 			if r.err != nil {
@@ -606,24 +640,85 @@ func (w *writer) prepareSnapshot(r *request) {
 	w.addPut(put{putSnapshot, k, v})
 }
 
-// prepareCheckpoint queues the puts of a heads checkpoint as of seq
-// through: every head changed since the last checkpoint, in this batch or
-// before. A head changed before this batch is one whose last event came
-// after the last checkpoint, so no set of them is kept (at 100,000 proxies
-// one cost 6 MB); finding them walks the heads, about a millisecond at
-// 100,000 proxies, once every checkpointInterval events.
-func (w *writer) prepareCheckpoint(through uint64) {
+// prepareChunk queues the next chunk of the heads checkpoint being
+// written, after starting one as of seq through if checkpointInterval
+// events were committed since the last.
+func (w *writer) prepareChunk(through uint64) {
+	r := &w.round
+	if !r.active {
+		if w.sinceCkpt+len(w.undo) < checkpointInterval(len(w.b.heads)) {
+			return
+		}
+		w.startRound(through)
+	}
+	r.queued = min(r.done+checkpointChunk, len(r.keys))
+	for _, p := range r.keys[r.done:r.queued] {
+		w.putHead(p, w.headOf(p))
+	}
+	if r.queued == len(r.keys) {
+		k := w.bytes(func(a []byte) []byte { return append(a, metaHeadsThrough...) })
+		v := w.bytes(func(a []byte) []byte { return appendSeqKey(a, r.through) })
+		w.addPut(put{putMeta, k, v})
+	}
+}
+
+// startRound starts a heads checkpoint as of seq through (see ckptRound):
+// it lists the heads changed since the last checkpoint, in this commit or
+// before. A head changed before this commit is one whose last event came
+// after the last checkpoint, so no set of them is kept between rounds;
+// finding them walks the heads, about a millisecond at 100,000 proxies,
+// once every checkpointInterval events.
+func (w *writer) startRound(through uint64) {
+	var keys []string
 	for p, h := range w.b.heads { // only the writer writes heads
-		if _, ok := w.overlay[p]; !ok && h.last > w.ckptThrough {
-			w.putHead(p, h)
+		if h.last > w.ckptThrough {
+			keys = append(keys, p)
 		}
 	}
-	for p, h := range w.overlay {
-		w.putHead(p, h)
+	for p := range w.overlay {
+		if h, ok := w.b.heads[p]; !ok || h.last <= w.ckptThrough {
+			keys = append(keys, p)
+		}
 	}
-	k := w.bytes(func(a []byte) []byte { return append(a, metaHeadsThrough...) })
-	v := w.bytes(func(a []byte) []byte { return appendSeqKey(a, through) })
-	w.addPut(put{putMeta, k, v})
+	slices.Sort(keys)
+	w.round = ckptRound{active: true, through: through, keys: keys}
+}
+
+// chunkCommitted records that the commit with the chunk prepareChunk
+// queued is written; after the last chunk, the checkpoint is current
+// through its round's seq, and head is the seq of the commit.
+func (w *writer) chunkCommitted(head uint64) {
+	r := &w.round
+	if !r.active {
+		return
+	}
+	if r.done = r.queued; r.done == len(r.keys) {
+		w.ckptThrough, w.sinceCkpt = r.through, int(head-r.through)
+		w.round = ckptRound{}
+	}
+}
+
+// checkpointAll writes a whole heads checkpoint as of seq head, the last
+// committed, in transactions of its own (Close, and Retain before it
+// deletes): the round under way, if any, is dropped (the heads it put stay
+// valid) and a new one written to its end.
+func (w *writer) checkpointAll(head uint64) error {
+	w.startRound(head)
+	for w.round.active {
+		w.puts, w.arena, w.unsorted = w.puts[:0], w.arena[:0], false
+		w.prepareChunk(head)
+		w.b.commitMu.Lock()
+		err := w.b.update(w.write)
+		if err == nil {
+			w.chunkCommitted(head)
+		}
+		w.b.commitMu.Unlock()
+		if err != nil {
+			w.round = ckptRound{}
+			return err
+		}
+	}
+	return nil
 }
 
 func (w *writer) putHead(p string, h streamHead) {
@@ -632,10 +727,11 @@ func (w *writer) putHead(p string, h streamHead) {
 	w.addPut(put{putHead, k, v})
 }
 
-// addPut queues p, noting whether the puts are still in write's order:
-// buckets in order, and no heads (a checkpoint's come from a map).
+// addPut queues p, noting whether the puts are still in write's order
+// (see comparePuts): a commit's events come in order, and so do the heads
+// of a checkpoint's chunk, but snapshots may come before them.
 func (w *writer) addPut(p put) {
-	if n := len(w.puts); p.bucket == putHead || n > 0 && p.bucket < w.puts[n-1].bucket {
+	if n := len(w.puts); n > 0 && comparePuts(p, w.puts[n-1]) < 0 {
 		w.unsorted = true
 	}
 	w.puts = append(w.puts, p)
@@ -667,9 +763,8 @@ func (w *writer) write(tx *bolt.Tx) error {
 		putMeta:     tx.Bucket(bucketMeta),
 	}
 	buckets[putEvent].FillPercent = 1.0 // keys are appended in order
-	// Events are queued in key order; a checkpoint's heads are sorted so
-	// that bbolt visits each page once. Most commits hold events only,
-	// already in order.
+	// Puts are written in key order, so that bbolt visits each page once.
+	// Most commits hold events only, already in order.
 	if w.unsorted {
 		slices.SortStableFunc(w.puts, comparePuts)
 	}

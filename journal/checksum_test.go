@@ -119,7 +119,8 @@ func downgradeToV2(t *testing.T, j journal.Journal) string {
 }
 
 // TestBoltUpgradesSchemaV2: a version 2 journal (no checksums) reads
-// read-only as it is; a writable open upgrades it to version 3 in place:
+// read-only as it is; a writable open upgrades it to version 3 (and on
+// to 4) in place:
 // old records stay readable without a checksum, new ones carry one.
 func TestBoltUpgradesSchemaV2(t *testing.T) {
 	ctx := context.Background()
@@ -180,4 +181,61 @@ func TestBoltUpgradesSchemaV2(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestBoltUpgradesSchemaV3: a version 3 journal reads read-only as it is;
+// a writable open only moves it to version 4 (heads checkpointed in
+// rounds), and an older proxyhealth would then refuse it.
+func TestBoltUpgradesSchemaV3(t *testing.T) {
+	ctx := context.Background()
+	j := openBolt(t, filepath.Join(t.TempDir(), "journal.db"))
+	fillN(t, j, 20)
+	path := rawUpdate(t, j, func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("meta")).Put([]byte("schema"), seqKey(3))
+	})
+	schema := func() uint64 {
+		t.Helper()
+		db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var v uint64
+		_ = db.View(func(tx *bolt.Tx) error {
+			v = binary.BigEndian.Uint64(tx.Bucket([]byte("meta")).Get([]byte("schema")))
+			return nil
+		})
+		return v
+	}
+
+	ro := openBolt(t, path, journal.WithReadOnly())
+	if err := ro.Check(ctx); err != nil {
+		t.Fatalf("read-only Check of a version 3 journal: %v", err)
+	}
+	if n := len(journaltest.ReadAll(t, ro, 1)); n != 20 {
+		t.Fatalf("read %d events of the version 3 journal", n)
+	}
+	if err := ro.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v := schema(); v != 3 {
+		t.Fatalf("a read-only open changed the schema to %d", v)
+	}
+
+	j = openBolt(t, path)
+	p := journaltest.ProxyID(1)
+	before := j.StreamHead(p)
+	journaltest.Append(t, j, journaltest.Succeeded(p, time.Hour))
+	if got := j.StreamHead(p); got != before+1 {
+		t.Fatalf("stream head %d after an append to the upgraded journal, want %d", got, before+1)
+	}
+	if err := j.Check(ctx); err != nil {
+		t.Fatalf("Check after the upgrade: %v", err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v := schema(); v != 4 {
+		t.Fatalf("schema %d after the upgrade, want 4", v)
+	}
 }

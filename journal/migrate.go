@@ -19,7 +19,7 @@ var bucketStreamsV1 = []byte("streams")
 const migrateChunk = 4096
 
 // migrateV1 upgrades a schema version 1 journal to version 2 (then
-// migrateV2 takes it to 3) in one
+// migrateV2 and migrateV3 take it to 4) in one
 // transaction, so a crash leaves either the old or the new file: it sets
 // every event's prev_seq, writes the stream heads checkpoint (from the
 // events, and from the snapshots of proxies whose events retention
@@ -114,7 +114,8 @@ func (b *Bolt) migrateV1() error {
 	return nil
 }
 
-// migrateV2 upgrades a schema version 2 journal to version 3 in one small
+// migrateV2 upgrades a schema version 2 journal to version 3 (then
+// migrateV3 takes it to 4) in one small
 // transaction: the existing records stay as they are (without checksum),
 // and every event from the head + 1 on is written with one (meta
 // crc_from).
@@ -132,10 +133,25 @@ func (b *Bolt) migrateV2() error {
 		if err := meta.Put(metaCRCFrom, appendSeqKey(nil, from)); err != nil {
 			return err
 		}
-		return meta.Put(metaSchema, binary.BigEndian.AppendUint64(nil, SchemaVersion))
+		return meta.Put(metaSchema, binary.BigEndian.AppendUint64(nil, 3))
 	})
 	if err != nil {
-		return fmt.Errorf("journal: upgrade %s from schema version 2 to %d (nothing was changed): %w", b.path, SchemaVersion, err)
+		return fmt.Errorf("journal: upgrade %s from schema version 2 to 3 (nothing was changed): %w", b.path, err)
+	}
+	return nil
+}
+
+// migrateV3 upgrades a schema version 3 journal to version 4, which only
+// allows more (heads put by a checkpoint round may be newer than
+// heads_through, see ckptRound), so it only writes the new version: from
+// then on, an older proxyhealth refuses the file instead of taking a
+// checkpoint round cut short for damage.
+func (b *Bolt) migrateV3() error {
+	err := b.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(metaSchema, binary.BigEndian.AppendUint64(nil, SchemaVersion))
+	})
+	if err != nil {
+		return fmt.Errorf("journal: upgrade %s from schema version 3 to %d (nothing was changed): %w", b.path, SchemaVersion, err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,15 +195,96 @@ func TestHeadsCheckpointScalesWithStreams(t *testing.T) {
 	if through, heads := checkpointOf(t, b); through != 0 || len(heads) != 0 {
 		t.Fatalf("after %d events over %d streams: heads checkpointed through %d (%d heads); want none before %d events", appended, streams, through, len(heads), interval)
 	}
-	appendUpTo(interval + perCall)
+	// The checkpoint is a round over the commits that put its chunks.
+	rounds := (streams + checkpointChunk - 1) / checkpointChunk
+	appendUpTo(interval + (rounds-1)*perCall)
 	through, heads := checkpointOf(t, b)
 	if through < uint64(interval) || len(heads) != streams {
 		t.Fatalf("after %d events over %d streams: heads checkpointed through %d with %d heads; want through at least %d, with every stream's head", appended, streams, through, len(heads), interval)
 	}
 	for id, h := range heads {
-		if h.last > through || h.seq == 0 {
-			t.Fatalf("checkpointed head of %s is %+v, beyond the checkpoint %d or empty", id, h, through)
+		if h.last > b.Head() || h.seq == 0 {
+			t.Fatalf("checkpointed head of %s is %+v, beyond the head %d or empty", id, h, b.Head())
 		}
+	}
+	if err := b.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHeadsCheckpointRoundCutShort: a heads checkpoint is written a chunk
+// per commit, in key order, and heads_through moves with the last chunk. A
+// crash between two chunks leaves a file whose first chunk's heads are
+// newer than heads_through: it opens with every stream head right, passes
+// Check and takes appends; the round goes on to its end in the original.
+func TestHeadsCheckpointRoundCutShort(t *testing.T) {
+	b := openNoSync(t)
+	const streams, perCall = 10_000, 1000
+	interval := checkpointInterval(streams)
+	appended := 0
+	appendCall := func(j *Bolt) {
+		t.Helper()
+		envs := make([]*pb.Envelope, perCall)
+		for k := range envs {
+			envs[k] = testEnvelope(fmt.Sprintf("%016x", (appended+k)%streams), 0)
+		}
+		if _, err := j.Append(context.Background(), envs); err != nil {
+			t.Fatal(err)
+		}
+		appended += perCall
+	}
+	for appended < interval {
+		appendCall(b) // the last call's commit starts the round
+	}
+	through, heads := checkpointOf(t, b)
+	if through != 0 || len(heads) != checkpointChunk {
+		t.Fatalf("after the commit that starts the round: through %d with %d heads; want through 0 (the round is not done) with the first chunk of %d", through, len(heads), checkpointChunk)
+	}
+	for id, h := range heads {
+		if id >= fmt.Sprintf("%016x", checkpointChunk) || h.last <= through || h.last > b.Head() {
+			t.Fatalf("first chunk holds %s: %+v; want the %d smallest proxy IDs, put after the checkpoint and up to the head %d", id, h, checkpointChunk, b.Head())
+		}
+	}
+
+	// A crash now: a copy of the file as this commit left it.
+	crashed := filepath.Join(t.TempDir(), "crashed.db")
+	if err := b.view(func(tx *bolt.Tx) error { return tx.CopyFile(crashed, 0o600) }); err != nil {
+		t.Fatal(err)
+	}
+	c, err := OpenBolt(crashed, WithUnsafeNoSync())
+	if err != nil {
+		t.Fatalf("open after a round cut short: %v", err)
+	}
+	defer c.Close()
+	for i := range streams {
+		if id := fmt.Sprintf("%016x", i); c.StreamHead(id) != b.StreamHead(id) {
+			t.Fatalf("proxy %s: stream head %d after the crash, want %d", id, c.StreamHead(id), b.StreamHead(id))
+		}
+	}
+	if err := c.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	saved := appended
+	appendCall(c) // streams in the first chunk and after it
+	if err := c.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	appended = saved
+
+	// The original goes on: one chunk per commit until the last.
+	rounds := (streams + checkpointChunk - 1) / checkpointChunk
+	for range rounds - 1 {
+		if through, _ := checkpointOf(t, b); through != 0 {
+			t.Fatalf("heads checkpointed through %d before the round's last chunk", through)
+		}
+		appendCall(b)
+	}
+	through, heads = checkpointOf(t, b)
+	if through != uint64(interval) || len(heads) != streams {
+		t.Fatalf("after the round: through %d with %d heads; want %d with every stream's", through, len(heads), interval)
+	}
+	if err := b.Check(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -403,5 +485,81 @@ func TestCheckpointAfterACrashHoldsTheHeadsMovedBeforeIt(t *testing.T) {
 	want := map[string]streamHead{ids[0]: {3, 5}, ids[1]: {2, 6}, ids[2]: {1, 3}}
 	if through != 6 || !maps.Equal(heads, want) {
 		t.Fatalf("checkpoint through %d with heads %v; want through 6 with %v", through, heads, want)
+	}
+}
+
+// TestHeadsCheckpointRoundAfterAFailedCommit: a commit that fails in the
+// middle of a heads checkpoint round drops the round (the chunks put stay
+// valid); the next commit starts it again, and it still ends with every
+// stream's head and a journal that passes Check. Close writes a whole
+// round in transactions of its own.
+func TestHeadsCheckpointRoundAfterAFailedCommit(t *testing.T) {
+	var fail atomic.Bool
+	path := filepath.Join(t.TempDir(), "journal.db")
+	b, err := OpenBolt(path, WithUnsafeNoSync(), WithCommitFault(func() error {
+		if fail.Load() {
+			return errors.New("injected")
+		}
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const streams, perCall = 10_000, 1000
+	interval := checkpointInterval(streams)
+	appended := 0
+	appendCall := func() error {
+		envs := make([]*pb.Envelope, perCall)
+		for k := range envs {
+			envs[k] = testEnvelope(fmt.Sprintf("%016x", (appended+k)%streams), 0)
+		}
+		_, err := b.Append(context.Background(), envs)
+		if err == nil {
+			appended += perCall
+		}
+		return err
+	}
+	for appended < interval {
+		if err := appendCall(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fail.Store(true)
+	if err := appendCall(); err == nil {
+		t.Fatal("the injected commit fault did not fail the append")
+	}
+	fail.Store(false)
+	for range 5 {
+		if err := appendCall(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	through, heads := checkpointOf(t, b)
+	if through <= uint64(interval) || len(heads) != streams {
+		t.Fatalf("after a failed commit in the round: through %d with %d heads; want a round started again after %d, with every stream's head", through, len(heads), interval)
+	}
+	if err := b.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Events since the round, then Close: one round in several transactions.
+	for range 3 {
+		if err := appendCall(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head := b.Head()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = OpenBolt(path, WithReadOnly()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	through, heads = checkpointOf(t, b)
+	if through != head || len(heads) != streams || b.unckptEvents != 0 {
+		t.Fatalf("after Close: through %d with %d heads, %d events scanned at open; want through %d with every stream's head, none scanned", through, len(heads), b.unckptEvents, head)
+	}
+	if err := b.Check(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
