@@ -316,7 +316,11 @@ func (c Config) Validate() error {
 		}
 	}
 	seenSource := map[string]bool{}
-	seenProxy := map[string]string{}
+	total := 0
+	for _, s := range c.Sources {
+		total += len(s.Proxies) + len(s.Entries)
+	}
+	seenProxy := make(map[string]string, total)
 	for i, s := range c.Sources {
 		s = s.withDefaults()
 		if err := s.validate(); err != nil {
@@ -327,16 +331,20 @@ func (c Config) Validate() error {
 		}
 		seenSource[s.Name] = true
 		for j, pe := range s.entries() {
-			field := fmt.Sprintf("proxies[%d]", j)
-			if j >= len(s.Proxies) {
-				field = fmt.Sprintf("entries[%d]", j-len(s.Proxies))
+			// The field's name is formatted only for an error: a pool of
+			// 100,000 proxies is validated at every start and reload.
+			field := func() string {
+				if j >= len(s.Proxies) {
+					return fmt.Sprintf("entries[%d]", j-len(s.Proxies))
+				}
+				return fmt.Sprintf("proxies[%d]", j)
 			}
 			u, err := probe.ParseProxyURL(pe.URL)
 			if err != nil {
-				return fmt.Errorf("%w: source %q %s: %w", ErrBadConfig, s.Name, field, err)
+				return fmt.Errorf("%w: source %q %s: %w", ErrBadConfig, s.Name, field(), err)
 			}
 			if _, w := s.metadata(pe); !(w >= 0) || math.IsInf(w, 0) {
-				return fmt.Errorf("%w: source %q %s (%s): weight %v; want a positive number (0: unset)", ErrBadConfig, s.Name, field, u.Redacted(), pe.Weight)
+				return fmt.Errorf("%w: source %q %s (%s): weight %v; want a positive number (0: unset)", ErrBadConfig, s.Name, field(), u.Redacted(), pe.Weight)
 			}
 			if prev, dup := seenProxy[u.ID()]; dup {
 				return fmt.Errorf("%w: %s appears twice (source %q and %q)", ErrDuplicate, u.Redacted(), prev, s.Name)
