@@ -520,16 +520,33 @@ func decodeLatency(p []byte, lat *pb.Latency) bool {
 
 // interner hands out one string per distinct value among recent strings
 // (proxy IDs, sources and failure messages repeat from record to record),
-// so that decoding allocates each about once: a direct-mapped table of the
-// strings last seen. A nil interner copies every string. Only valid UTF-8
-// is ever stored: a hit needs no validation.
+// so that decoding allocates each about once: a table of the strings last
+// seen, in sets of internWays (a string's hash picks its set; a new string
+// takes a free place in it, else replaces one of its strings in turn). With one slot a string (direct
+// mapped), any two of the strings in use that hash to the same slot evict
+// each other every time: a quarter of the 1,000 proxy IDs of a replay did,
+// and were copied at every event. A nil interner copies every string. Only
+// valid UTF-8 is ever stored: a hit needs no validation.
 type interner struct {
-	table *[internSlots]string
+	table  *[internSets]internSet
+	victim uint32 // counts the misses in full sets: the way replaced
 }
 
-// internSlots is the size of an interner's table (64 KiB of string
-// headers).
-const internSlots = 4096
+// internSet is a set of an interner's table: strings, each with a tag (the
+// high bits of its hash, never 0) so that a lookup compares only the
+// strings whose tags match.
+type internSet struct {
+	tags [internWays]uint32
+	strs [internWays]string
+}
+
+// internSlots is the size of an interner's table (80 KiB with the tags),
+// in internSets sets of internWays.
+const (
+	internSlots = 4096
+	internWays  = 4
+	internSets  = internSlots / internWays
+)
 
 // str returns b as a string (a copy: it never aliases b); ok is false if b
 // is not valid UTF-8.
@@ -541,17 +558,29 @@ func (in *interner) str(b []byte) (string, bool) {
 		return string(b), utf8.Valid(b)
 	}
 	if in.table == nil {
-		in.table = new([internSlots]string)
+		in.table = new([internSets]internSet)
 	}
-	slot := &in.table[internHash(b)%internSlots]
-	if *slot == string(b) {
-		return *slot, true
+	h := internHash(b)
+	set, tag := &in.table[h%internSets], uint32(h>>32)|1
+	free := -1
+	for i, t := range set.tags {
+		if t == tag && set.strs[i] == string(b) {
+			return set.strs[i], true
+		}
+		if t == 0 && free < 0 {
+			free = i
+		}
 	}
 	if !utf8.Valid(b) {
 		return "", false
 	}
-	*slot = string(b)
-	return *slot, true
+	i := free
+	if i < 0 { // the set is full: replace its strings in turn
+		in.victim++
+		i = int(in.victim % internWays)
+	}
+	set.tags[i], set.strs[i] = tag, string(b)
+	return set.strs[i], true
 }
 
 // internHash is a cheap hash of b for the interner's table (a collision

@@ -3,6 +3,7 @@ package journal
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"path/filepath"
 	"testing"
@@ -246,5 +247,29 @@ func TestDecodedEnvelopesOutliveTheFile(t *testing.T) {
 			t.Errorf("stream event %d after close: %v, want %v", k+1, g, want[i])
 		}
 		k++
+	}
+}
+
+// TestInternerKeepsProxyIDs checks that the interner keeps a pool's proxy
+// IDs: after a first pass over 1,000 of them (those of BenchmarkReplay,
+// journaltest.ProxyID), a second copies hardly any (5 of them share a set
+// of the table, and evict each other; when the table was direct mapped,
+// 216 shared a slot).
+func TestInternerKeepsProxyIDs(t *testing.T) {
+	ids := make([][]byte, 1000)
+	for i := range ids {
+		ids[i] = fmt.Appendf(nil, "%016x", uint64(i)*0x9e3779b97f4a7c15)
+	}
+	var in interner
+	pass := func() {
+		for _, id := range ids {
+			if s, ok := in.str(id); !ok || s != string(id) {
+				t.Fatalf("str(%s) = %q, %v", id, s, ok)
+			}
+		}
+	}
+	pass()
+	if copies := testing.AllocsPerRun(3, pass); copies > 10 {
+		t.Errorf("a second pass over %d proxy IDs copied %v of them", len(ids), copies)
 	}
 }
