@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -24,9 +25,17 @@ const readChunk = 4096
 // events deleted by a concurrent Retain are skipped.
 func (b *Bolt) Read(ctx context.Context, from uint64) iter.Seq2[*pb.Envelope, error] {
 	end := b.Head()
-	return chunks(ctx, from, end, (*pb.Envelope).GetSeq, func(next uint64, dst []*pb.Envelope) ([]*pb.Envelope, error) {
-		return b.readRange(next, end, readChunk, dst)
-	})
+	return func(yield func(*pb.Envelope, error) bool) {
+		// The decoders' interners are held for the whole read: taken from
+		// their pool for each chunk, they would be emptied by every garbage
+		// collection (every few chunks at replay speed), and their strings
+		// copied anew.
+		ins := getInterners()
+		defer ins.put()
+		chunks(ctx, from, end, (*pb.Envelope).GetSeq, func(next uint64, dst []*pb.Envelope) ([]*pb.Envelope, error) {
+			return b.readRange(next, end, readChunk, dst, ins)
+		})(yield)
+	}
 }
 
 // readCommitted implements feed.
@@ -37,14 +46,19 @@ func (b *Bolt) readCommitted(from uint64, n int, dst []*pb.Envelope) ([]*pb.Enve
 			return out, nil
 		}
 	}
-	return b.readRange(from, end, n, dst)
+	ins := getInterners()
+	defer ins.put()
+	return b.readRange(from, end, n, dst, ins)
 }
 
 // readRange decodes up to n envelopes with from <= seq <= end in one read
-// transaction, starting at the first retained seq if from was deleted.
-// A large chunk is decoded in two halves, the first on a second goroutine
-// while the cursor walks the second half.
-func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Envelope, error) {
+// transaction, starting at the first retained seq if from was deleted; ins
+// are the interners of its decoders. A large chunk is decoded by two
+// goroutines: a helper decodes the records in blocks of decodeBlock as the
+// cursor walks past them, and once the walk is done this goroutine decodes
+// the blocks the helper has not taken yet (the cursor walk is cheaper than
+// decoding, so the helper rarely waits for it).
+func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope, ins *readInterners) ([]*pb.Envelope, error) {
 	err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
 		next := max(from, first)
 		if next > end {
@@ -58,67 +72,153 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope) ([]*pb.Env
 		}()
 		vals := slices.Grow((*vp)[:0], count)[:count] // point into the mmap: valid during tx
 		*vp = vals
-		var key [8]byte
-		c := events.Cursor()
-		k, v := c.Seek(appendSeqKey(key[:0], next))
-		walk := func(lo, hi int) error {
-			for i := lo; i < hi; i++ {
-				if k == nil || binary.BigEndian.Uint64(k) != next+uint64(i) {
-					return b.missing(next+uint64(i), k)
-				}
-				vals[i] = v
-				k, v = c.Next()
-			}
-			return nil
-		}
 		start := len(dst)
 		dst = slices.Grow(dst, count)[:start+count]
 		out := dst[start:]
-		split := 0
-		var wg sync.WaitGroup
-		var err1 error
+		blocks := decodeBlocks{out: out, vals: vals, count: count, first: next, crcFrom: b.crcFrom}
+		var helper *blockDecoder
 		if count >= parallelDecodeMin && runtime.GOMAXPROCS(0) >= 2 {
-			split = count / 2
-			if err := walk(0, split); err != nil {
-				dst = dst[:start]
-				return err
-			}
-			wg.Go(func() {
-				// vals point into bbolt's mmap: a fault here must not
-				// kill the process (see guard).
-				defer guard(&err1, func(r any) error { return fmt.Errorf("decoding faulted: %v", r) })()
-				err1 = decodeRange(out, vals, 0, split, next, b.crcFrom)
-			})
+			helper = blocks.startHelper(ins[1])
 			// Also when a fault below unwinds: vals go back to their
 			// pool, and the transaction ends, only after the helper.
-			defer wg.Wait()
+			defer func() {
+				blocks.abort()
+				blocks.finish()
+			}()
 		}
-		err := walk(split, count)
-		if err == nil {
-			read := 0
-			for _, v := range vals {
-				read += len(v)
+
+		var key [8]byte
+		c := events.Cursor()
+		k, v := c.Seek(appendSeqKey(key[:0], next))
+		read := 0
+		for i := range count {
+			if k == nil || binary.BigEndian.Uint64(k) != next+uint64(i) {
+				if helper != nil {
+					blocks.abort()
+					blocks.finish() // before out is cleared
+				}
+				clear(out)
+				dst = dst[:start]
+				return b.missing(next+uint64(i), k)
 			}
-			b.mappedRead.Add(int64(read))
-			if err = decodeRange(out, vals, split, count, next, b.crcFrom); err != nil {
-				err = fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
+			vals[i] = v
+			read += len(v)
+			if helper != nil && (i+1)%decodeBlock == 0 {
+				blocks.ready <- i + 1 - decodeBlock
+			}
+			k, v = c.Next()
+		}
+		b.mappedRead.Add(int64(read))
+
+		var own blockDecoder
+		if helper == nil {
+			own.decode(&blocks, 0, count, ins[0])
+		} else {
+			if rest := count % decodeBlock; rest != 0 {
+				blocks.ready <- count - rest
+			}
+			blocks.close()
+			own.drain(&blocks, ins[0])
+			blocks.finish()
+			if helper.err != nil && (own.err == nil || helper.at < own.at) {
+				own = *helper
 			}
 		}
-		wg.Wait()
-		if err == nil && err1 != nil {
-			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err1)
-		}
-		if err != nil {
+		if own.err != nil {
 			clear(out)
 			dst = dst[:start]
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, own.err)
 		}
-		return err
+		return nil
 	})
 	if b.mappedRead.Load() >= releaseReadBytes {
 		b.mappedRead.Store(0)
 		_ = b.releaseMapped() // only memory accounting is at stake
 	}
 	return dst, err
+}
+
+// decodeBlock is how many records readRange hands its decoding helper at
+// a time.
+const decodeBlock = 256
+
+// decodeBlocks is a chunk of records being decoded by two goroutines
+// (readRange): the walk sends the index of each block of decodeBlock
+// records walked to ready, and both decoders take blocks from it.
+type decodeBlocks struct {
+	out     []*pb.Envelope
+	vals    [][]byte
+	count   int
+	first   uint64 // the seq of vals[0]
+	crcFrom uint64
+	ready   chan int
+	closed  bool
+	stop    atomic.Bool // the chunk failed: skip the blocks left
+	wg      sync.WaitGroup
+}
+
+// startHelper starts the helper goroutine, which decodes with in; its
+// result is in the returned decoder once finish returned.
+func (d *decodeBlocks) startHelper(in *interner) *blockDecoder {
+	d.ready = make(chan int, (d.count+decodeBlock-1)/decodeBlock) // sends never block
+	h := new(blockDecoder)
+	d.wg.Go(func() {
+		// vals point into bbolt's mmap: a fault here must not kill the
+		// process (see guard).
+		defer guard(&h.err, func(r any) error {
+			h.at = d.count // after any decoding error
+			return fmt.Errorf("decoding faulted: %v", r)
+		})()
+		h.drain(d, in)
+	})
+	return h
+}
+
+// close tells the decoders that no more blocks come.
+func (d *decodeBlocks) close() {
+	if !d.closed {
+		d.closed = true
+		close(d.ready)
+	}
+}
+
+// abort makes the decoders skip the blocks left.
+func (d *decodeBlocks) abort() { d.stop.Store(true) }
+
+// finish closes ready and waits for the helper.
+func (d *decodeBlocks) finish() {
+	d.close()
+	d.wg.Wait()
+}
+
+// blockDecoder is one of the goroutines decoding a chunk's blocks: its
+// first failure and the index of the record that failed.
+type blockDecoder struct {
+	err error
+	at  int
+}
+
+// drain decodes the blocks from d.ready until it is closed; a decoder
+// gets its blocks in order, so its first failure is its lowest.
+func (b *blockDecoder) drain(d *decodeBlocks, in *interner) {
+	for lo := range d.ready {
+		if b.err == nil && !d.stop.Load() {
+			b.decode(d, lo, min(lo+decodeBlock, d.count), in)
+		}
+	}
+}
+
+// decode decodes d.vals[i] into a new d.out[i] for lo <= i < hi.
+func (b *blockDecoder) decode(d *decodeBlocks, lo, hi int, in *interner) {
+	for i := lo; i < hi; i++ {
+		e, err := decodeEnvelope(d.vals[i], d.first+uint64(i), d.crcFrom, in)
+		if err != nil {
+			b.err, b.at = err, i
+			d.abort()
+			return
+		}
+		d.out[i] = e
+	}
 }
 
 // releaseReadBytes is how many bytes of records readRange reads from the
@@ -150,22 +250,21 @@ var valsPool = sync.Pool{New: func() any { return new([][]byte) }}
 // two goroutines: decoding dominates replay.
 const parallelDecodeMin = 1024
 
-// decodeRange decodes vals[i] into a new out[i] for lo <= i < hi; out[i]
-// must hold seq first+i.
-func decodeRange(out []*pb.Envelope, vals [][]byte, lo, hi int, first, crcFrom uint64) error {
-	in := interners.Get().(*interner)
-	defer interners.Put(in)
-	for i := lo; i < hi; i++ {
-		e, err := decodeEnvelope(vals[i], first+uint64(i), crcFrom, in)
-		if err != nil {
-			return err
-		}
-		out[i] = e
-	}
-	return nil
+// readInterners are the interners of readRange's two decoders.
+type readInterners [2]*interner
+
+// getInterners takes two interners from their pool.
+func getInterners() *readInterners {
+	return &readInterners{interners.Get().(*interner), interners.Get().(*interner)}
 }
 
-// interners recycles the interners of decodeAll, so that a replay
+// put returns the interners to their pool.
+func (r *readInterners) put() {
+	interners.Put(r[0])
+	interners.Put(r[1])
+}
+
+// interners recycles the interners of the decoders, so that a replay
 // allocates each proxy ID and source about once.
 var interners = sync.Pool{New: func() any { return new(interner) }}
 

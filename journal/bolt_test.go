@@ -606,3 +606,58 @@ func TestReadOnlyView(t *testing.T) {
 		t.Fatalf("read %d events, stream head %d", n, ro.StreamHead(p1))
 	}
 }
+
+// TestBoltReadChunkDamage damages events in the middle of a chunk that Read
+// decodes on two goroutines (readRange): it reports the first damaged
+// event whichever goroutine decoded it, and a missing event, and yields
+// nothing of the chunk.
+func TestBoltReadChunkDamage(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(events *bolt.Bucket) error
+		want   string
+	}{
+		{"garbage", func(events *bolt.Bucket) error {
+			for _, seq := range []uint64{2000, 2600, 100} {
+				if err := events.Put(seqKey(seq), []byte{0xff, 0xff, 0xff, 0x01}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, "event 100 "},
+		{"missing", func(events *bolt.Bucket) error {
+			if err := events.Put(seqKey(300), []byte{0xff}); err != nil {
+				return err
+			}
+			return events.Delete(seqKey(1500))
+		}, "event 1500 is missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := openBolt(t, filepath.Join(t.TempDir(), "journal.db"), journal.WithUnsafeNoSync())
+			envs := make([]*pb.Envelope, 3000)
+			for i := range envs {
+				envs[i] = journaltest.Succeeded(journaltest.ProxyID(i%7), time.Duration(i)*time.Second)
+			}
+			if _, err := j.Append(context.Background(), envs); err != nil {
+				t.Fatal(err)
+			}
+			path := rawUpdate(t, j, func(tx *bolt.Tx) error { return tc.damage(tx.Bucket([]byte("events"))) })
+			j = openBolt(t, path, journal.WithReadOnly())
+			defer j.Close()
+			for range 3 {
+				n := 0
+				var readErr error
+				for _, err := range j.Read(context.Background(), 1) {
+					if err != nil {
+						readErr = err
+						break
+					}
+					n++
+				}
+				if n != 0 || !errors.Is(readErr, journal.ErrCorrupt) || !strings.Contains(readErr.Error(), tc.want) {
+					t.Fatalf("Read yielded %d envelopes, then %v; want none, then ErrCorrupt naming %q", n, readErr, tc.want)
+				}
+			}
+		})
+	}
+}
