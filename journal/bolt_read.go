@@ -76,9 +76,10 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope, ins *readI
 		dst = slices.Grow(dst, count)[:start+count]
 		out := dst[start:]
 		blocks := decodeBlocks{out: out, vals: vals, count: count, first: next, crcFrom: b.crcFrom}
-		var helper *blockDecoder
-		if count >= parallelDecodeMin && runtime.GOMAXPROCS(0) >= 2 {
-			helper = blocks.startHelper(ins[1])
+		parallel := count >= parallelDecodeMin && runtime.GOMAXPROCS(0) >= 2
+		var helper *blockDecoder // started with the first block walked (count > decodeBlock)
+		if parallel {
+			blocks.ready = make(chan int, (count+decodeBlock-1)/decodeBlock) // sends never block
 			// Also when a fault below unwinds: vals go back to their
 			// pool, and the transaction ends, only after the helper.
 			defer func() {
@@ -93,7 +94,7 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope, ins *readI
 		read := 0
 		for i := range count {
 			if k == nil || binary.BigEndian.Uint64(k) != next+uint64(i) {
-				if helper != nil {
+				if parallel {
 					blocks.abort()
 					blocks.finish() // before out is cleared
 				}
@@ -103,15 +104,18 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope, ins *readI
 			}
 			vals[i] = v
 			read += len(v)
-			if helper != nil && (i+1)%decodeBlock == 0 {
+			if parallel && (i+1)%decodeBlock == 0 {
 				blocks.ready <- i + 1 - decodeBlock
+				if helper == nil {
+					helper = blocks.startHelper(ins[1])
+				}
 			}
 			k, v = c.Next()
 		}
 		b.mappedRead.Add(int64(read))
 
 		var own blockDecoder
-		if helper == nil {
+		if !parallel {
 			own.decode(&blocks, 0, count, ins[0])
 		} else {
 			if rest := count % decodeBlock; rest != 0 {
@@ -158,9 +162,10 @@ type decodeBlocks struct {
 }
 
 // startHelper starts the helper goroutine, which decodes with in; its
-// result is in the returned decoder once finish returned.
+// result is in the returned decoder once finish returned. readRange starts
+// it once a block is ready: started before, it would park at once and have
+// to be woken again.
 func (d *decodeBlocks) startHelper(in *interner) *blockDecoder {
-	d.ready = make(chan int, (d.count+decodeBlock-1)/decodeBlock) // sends never block
 	h := new(blockDecoder)
 	d.wg.Go(func() {
 		// vals point into bbolt's mmap: a fault here must not kill the
