@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -436,12 +437,14 @@ func benchCatchUp(b *testing.B, j journal.Journal, full string, opts sqlview.Opt
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		b.StartTimer()
+		stopProfile := profileSpan(b)
 		mem0, io0 := allocated(), ioCounts(b)
 		user0, sys0 := cpuTimes(b)
 		if err := v.CatchUp(ctx); err != nil {
 			b.Fatal(err)
 		}
 		user1, sys1 := cpuTimes(b)
+		stopProfile()
 		cpu += user1 - user0 + sys1 - sys0
 		user += user1 - user0
 		mem += allocated() - mem0
@@ -461,6 +464,47 @@ func benchCatchUp(b *testing.B, j journal.Journal, full string, opts sqlview.Opt
 	b.ReportMetric(float64(cpu.Microseconds())/(n*float64(b.N)), "cpu-us/event")
 	b.ReportMetric(float64(user.Microseconds())/(n*float64(b.N)), "user-us/event")
 	b.ReportMetric(float64(mem)/(n*float64(b.N)), "alloc-B/event")
+}
+
+// profileSpan profiles what runs until the function it returns is called
+// (benchCatchUp's CatchUp alone, without building the journal and the
+// view): into $SQLVIEW_BENCH_CPUPROFILE.<benchmark name> with
+// runtime/pprof when that is set, and by writing "enable" and "disable" to
+// the perf control FIFO $SQLVIEW_BENCH_PERF_CTL (perf record
+// --control=fifo:CTL -D -1, to see SQLite's C functions) when that is.
+func profileSpan(b *testing.B) func() {
+	var stops []func()
+	if prefix := os.Getenv("SQLVIEW_BENCH_CPUPROFILE"); prefix != "" {
+		f, err := os.Create(prefix + "." + strings.NewReplacer("/", "_", "=", "-").Replace(b.Name()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+	}
+	if ctl := os.Getenv("SQLVIEW_BENCH_PERF_CTL"); ctl != "" {
+		perfCtl(b, ctl, "enable")
+		stops = append(stops, func() { perfCtl(b, ctl, "disable") })
+	}
+	return func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}
+}
+
+// perfCtl writes a command to perf's control FIFO.
+func perfCtl(b *testing.B, fifo, cmd string) {
+	f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(cmd + "\n"); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkFirstSweep applies the start of a daemon with 100,000 new
