@@ -83,7 +83,7 @@ func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
 	} else {
 		total, views = s.status.List(f, offset, limit)
 	}
-	writeJSON(w, http.StatusOK, ProxyList{Total: total, Proxies: page.proxies(views), ClusterAnswer: ans})
+	writeList(w, http.StatusOK, ProxyList{Total: total, Proxies: page.proxies(views), ClusterAnswer: ans})
 }
 
 // intParam parses an optional integer query parameter within [lo, hi].
