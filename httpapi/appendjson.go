@@ -3,21 +3,23 @@ package httpapi
 import (
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 )
 
-// The body of GET /v1/proxies is written by appendJSON below instead of
-// encoding/json: the same bytes (TestAppendJSONIsEncodingJSON compares
-// them), without reflection and without an allocation per time (which
-// time.Time.MarshalJSON makes, four a proxy). Under BenchmarkDaemon's API
-// load a page of 100 proxies took about 340 µs of CPU to encode, most of
-// the daemon's CPU for its API, and its garbage made the collector run
-// several times as often as the checks alone do; each of those cycles
-// holds a P for its mark workers, which is where the API's latency tail
-// waits. A value encoding/json would write differently, or refuse (a
-// NaN, a time outside years 0-9999, a string that needs escaping), sends
+// The bodies of GET /v1/proxies and GET /v1/pool are written by
+// appendJSON below instead of encoding/json: the same bytes
+// (TestAppendJSONIsEncodingJSON, TestPoolAppendJSONIsEncodingJSON and
+// FuzzAppendJSON compare them), without reflection and without an
+// allocation per time (which time.Time.MarshalJSON makes, four a proxy).
+// Under BenchmarkDaemon's API load a page of 100 proxies took about 340
+// µs of CPU to encode, most of the daemon's CPU for its API, and the
+// API's garbage made the collector run several times as often as the
+// checks alone do; the mark workers of each cycle take the Ps the API's
+// goroutine waits for. A value encoding/json would write differently, or
+// refuse (a NaN, a time outside years 0-9999, a string it escapes), sends
 // the whole body back to encoding/json.
 
 // jsonBufs holds the buffers of bodies written by writeAppended.
@@ -27,13 +29,19 @@ var jsonBufs = sync.Pool{New: func() any { return new([]byte) }}
 // is about 45 KB).
 const maxPooledBuf = 256 << 10
 
-// writeList answers with list as JSON, as writeJSON does.
-func writeList(w http.ResponseWriter, code int, list ProxyList) {
+// jsonAppender is a body appendJSON writes as json.Encoder.Encode does
+// (newline included), or reports false for encoding/json to write.
+type jsonAppender interface {
+	appendJSON(b []byte) ([]byte, bool)
+}
+
+// writeAppended answers with v as JSON, as writeJSON does.
+func writeAppended(w http.ResponseWriter, code int, v jsonAppender) {
 	bp := jsonBufs.Get().(*[]byte)
-	b, ok := list.appendJSON((*bp)[:0])
+	b, ok := v.appendJSON((*bp)[:0])
 	if !ok {
 		putBuf(bp, b)
-		writeJSON(w, code, list)
+		writeJSON(w, code, v)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -51,8 +59,7 @@ func putBuf(bp *[]byte, b []byte) {
 	jsonBufs.Put(bp)
 }
 
-// appendJSON appends l as json.Encoder.Encode writes it (newline
-// included); false when encoding/json must write it.
+// appendJSON implements jsonAppender.
 func (l ProxyList) appendJSON(b []byte) ([]byte, bool) {
 	if l.ClusterAnswer != nil {
 		return b, false
@@ -190,4 +197,153 @@ func appendJSONFloat(b []byte, f float64) ([]byte, bool) {
 		}
 	}
 	return b, true
+}
+
+// appendJSON implements jsonAppender.
+func (p Pool) appendJSON(b []byte) ([]byte, bool) {
+	if p.Cluster != nil || p.ClusterAnswer != nil {
+		return b, false
+	}
+	b, ok := p.Counts.appendFields(append(b, '{'))
+	b = append(b, `,"sources":`...)
+	if p.Sources == nil {
+		b = append(b, "null"...)
+	} else {
+		var small [8]string
+		names := small[:0]
+		for name := range p.Sources {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		b = append(b, '{')
+		for i, name := range names {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var good bool
+			b, good = appendJSONString(b, name)
+			b = append(b, ':')
+			ok = ok && good
+			if b, good = p.Sources[name].appendJSON(b); !good {
+				return b, false
+			}
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `,"journal_seq":`...)
+	b = strconv.AppendUint(b, p.JournalSeq, 10)
+	b = append(b, `,"updated_at":`...)
+	var good bool
+	b, good = appendJSONTime(b, p.UpdatedAt)
+	ok = ok && good
+	if p.Journal != nil {
+		b = append(b, `,"journal":`...)
+		if b, good = p.Journal.appendJSON(b); !good {
+			return b, false
+		}
+	}
+	if len(p.Projections) > 0 {
+		b = append(b, `,"projections":[`...)
+		for i := range p.Projections {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if b, good = p.Projections[i].appendJSON(b); !good {
+				return b, false
+			}
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"panic_mode":`...)
+	b = strconv.AppendBool(b, p.PanicMode)
+	return append(b, "}\n"...), ok
+}
+
+// appendFields appends c's fields, as encoding/json writes them in a
+// struct that embeds Counts first (no braces).
+func (c *Counts) appendFields(b []byte) ([]byte, bool) {
+	for _, f := range [...]struct {
+		key string
+		n   int
+	}{{`"total":`, c.Total}, {`,"healthy":`, c.Healthy}, {`,"degraded":`, c.Degraded}, {`,"unhealthy":`, c.Unhealthy},
+		{`,"recovering":`, c.Recovering}, {`,"failed":`, c.Failed}, {`,"unknown":`, c.Unknown}, {`,"checking":`, c.Checking}} {
+		b = append(b, f.key...)
+		b = strconv.AppendInt(b, int64(f.n), 10)
+	}
+	b = append(b, `,"health_percentage":`...)
+	b, ok := appendJSONFloat(b, c.HealthPercentage)
+	b = append(b, `,"paused":`...)
+	b = strconv.AppendInt(b, int64(c.Paused), 10)
+	b = append(b, `,"ejected":`...)
+	b = strconv.AppendInt(b, int64(c.Ejected), 10)
+	return b, ok
+}
+
+// appendJSON appends s as encoding/json marshals it; false when
+// encoding/json must.
+func (s SourceCounts) appendJSON(b []byte) ([]byte, bool) {
+	b = append(b, '{')
+	b, ok := s.Counts.appendFields(b)
+	var good bool
+	b = append(b, `,"avg_latency_ms":`...)
+	b, good = appendJSONFloat(b, s.AvgLatencyMS)
+	ok = ok && good
+	b = append(b, `,"last_refresh":`...)
+	b, good = appendJSONTime(b, s.LastRefresh)
+	ok = ok && good
+	b = append(b, `,"last_error":`...)
+	b, good = appendJSONString(b, s.LastError)
+	ok = ok && good
+	if s.HeldList {
+		b = append(b, `,"held_list":true`...)
+	}
+	return append(b, '}'), ok
+}
+
+// appendJSON appends j as encoding/json marshals it; false when
+// encoding/json must.
+func (j *JournalStatus) appendJSON(b []byte) ([]byte, bool) {
+	b = append(b, `{"status":`...)
+	b, ok := appendJSONString(b, j.Status)
+	var good bool
+	if j.Error != "" {
+		b = append(b, `,"error":`...)
+		b, good = appendJSONString(b, j.Error)
+		ok = ok && good
+	}
+	b = append(b, `,"since":`...)
+	b, good = appendJSONTime(b, j.Since)
+	ok = ok && good
+	b = append(b, `,"failed_commits":`...)
+	b = strconv.AppendUint(b, j.FailedCommits, 10)
+	b = append(b, `,"last_commit_at":`...)
+	b, good = appendJSONTime(b, j.LastCommitAt)
+	ok = ok && good
+	b = append(b, `,"head":`...)
+	b = strconv.AppendUint(b, j.Head, 10)
+	return append(b, '}'), ok
+}
+
+// appendJSON appends p as encoding/json marshals it; false when
+// encoding/json must.
+func (p *ProjectionStatus) appendJSON(b []byte) ([]byte, bool) {
+	b = append(b, `{"name":`...)
+	b, ok := appendJSONString(b, p.Name)
+	var good bool
+	b = append(b, `,"state":`...)
+	b, good = appendJSONString(b, p.State)
+	ok = ok && good
+	if p.Error != "" {
+		b = append(b, `,"error":`...)
+		b, good = appendJSONString(b, p.Error)
+		ok = ok && good
+	}
+	b = append(b, `,"since":`...)
+	b, good = appendJSONTime(b, p.Since)
+	ok = ok && good
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, p.Seq, 10)
+	b = append(b, `,"lag":`...)
+	b = strconv.AppendUint(b, p.Lag, 10)
+	return append(b, '}'), ok
 }

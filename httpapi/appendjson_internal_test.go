@@ -126,22 +126,22 @@ func TestAppendJSONRandomProxies(t *testing.T) {
 	}
 }
 
-// TestWriteListIsWriteJSON checks the whole response: status, headers
+// TestWriteAppendedIsWriteJSON checks the whole response: status, headers
 // and body, for a page appendJSON writes and for one it leaves to
 // encoding/json.
-func TestWriteListIsWriteJSON(t *testing.T) {
+func TestWriteAppendedIsWriteJSON(t *testing.T) {
 	at := time.Date(2026, 12, 6, 17, 45, 1, 5, time.UTC)
 	for _, url := range []string{"http://10.0.0.1:3128", "http://a<b"} {
 		list := ProxyList{Total: 2, Proxies: []Proxy{{ID: "x", URL: url, LastCheckAt: &at}}}
 		want, got := httptest.NewRecorder(), httptest.NewRecorder()
 		writeJSON(want, http.StatusOK, list)
-		writeList(got, http.StatusOK, list)
+		writeAppended(got, http.StatusOK, list)
 		if got.Code != want.Code || !bytes.Equal(got.Body.Bytes(), want.Body.Bytes()) {
-			t.Errorf("writeList: %d %s, writeJSON: %d %s", got.Code, got.Body, want.Code, want.Body)
+			t.Errorf("writeAppended: %d %s, writeJSON: %d %s", got.Code, got.Body, want.Code, want.Body)
 		}
 		for _, h := range []string{"Content-Type", "Cache-Control"} {
 			if got.Header().Get(h) != want.Header().Get(h) {
-				t.Errorf("%s: writeList %q, writeJSON %q", h, got.Header().Get(h), want.Header().Get(h))
+				t.Errorf("%s: writeAppended %q, writeJSON %q", h, got.Header().Get(h), want.Header().Get(h))
 			}
 		}
 	}
@@ -158,4 +158,69 @@ func FuzzAppendJSON(f *testing.F) {
 			LastCheckAt: &tm, Weight: rate * latency}}}
 		checkSameAsEncodingJSON(t, list)
 	})
+}
+
+// checkPoolSameAsEncodingJSON is checkSameAsEncodingJSON for a Pool.
+func checkPoolSameAsEncodingJSON(t *testing.T, p Pool) (fast bool) {
+	t.Helper()
+	want, encodes := encodingJSON(t, p)
+	got, ok := p.appendJSON([]byte("prefix"))
+	if !ok {
+		return false
+	}
+	if !encodes {
+		t.Fatalf("appendJSON wrote %s for a pool encoding/json refuses", got)
+	}
+	if !bytes.Equal(got, append([]byte("prefix"), want...)) {
+		t.Fatalf("appendJSON wrote\n%s\nencoding/json\n%s", got, want)
+	}
+	return true
+}
+
+func TestPoolAppendJSONIsEncodingJSON(t *testing.T) {
+	at := time.Date(2026, 12, 6, 17, 45, 1, 120000000, time.UTC)
+	counts := Counts{Total: 100000, Healthy: 99990, Degraded: 3, Unhealthy: 2, Recovering: 1, Failed: 4, Unknown: 0, Checking: 17,
+		HealthPercentage: 99.99, Paused: 5, Ejected: 6}
+	full := Pool{Counts: counts, Sources: map[string]SourceCounts{
+		"farm":  {Counts: counts, AvgLatencyMS: 1.234, LastRefresh: &at, LastError: "", HeldList: false},
+		"b-url": {Counts: Counts{Total: 1}, LastError: "read http://lists/x: timeout", HeldList: true},
+		"a":     {},
+	}, JournalSeq: 123456789, UpdatedAt: &at,
+		Journal: &JournalStatus{Status: "ok", Since: nil, FailedCommits: 2, LastCommitAt: &at, Head: 123456789},
+		Projections: []ProjectionStatus{{Name: "live status", State: "running", Seq: 123456789},
+			{Name: "sqlite view", State: "failing", Error: "disk full", Since: &at, Seq: 120000000, Lag: 3456789}},
+		PanicMode: true}
+	for name, tc := range map[string]struct {
+		pool Pool
+		fast bool
+	}{
+		"zero":              {Pool{}, true},
+		"empty sources":     {Pool{Sources: map[string]SourceCounts{}}, true},
+		"full":              {full, true},
+		"no health":         {func() Pool { p := full; p.Journal, p.Projections = nil, nil; return p }(), true},
+		"empty projections": {func() Pool { p := full; p.Projections = []ProjectionStatus{}; return p }(), true},
+		"failing journal": {func() Pool {
+			p := full
+			p.Journal = &JournalStatus{Status: "failing", Error: "fsync: EIO", Since: &at}
+			return p
+		}(), true},
+		"ten sources": {func() Pool {
+			p := full
+			p.Sources = map[string]SourceCounts{}
+			for i := range 10 {
+				p.Sources[string(rune('j'-i))+"src"] = SourceCounts{Counts: Counts{Total: i}}
+			}
+			return p
+		}(), true},
+		"html in an error": {func() Pool { p := full; p.Journal = &JournalStatus{Status: "failing", Error: "a <b> & c"}; return p }(), false},
+		"odd source name":  {func() Pool { p := full; p.Sources = map[string]SourceCounts{"é": {}}; return p }(), false},
+		"NaN":              {func() Pool { p := full; p.HealthPercentage = math.NaN(); return p }(), false},
+		"cluster":          {func() Pool { p := full; p.ClusterAnswer = &ClusterAnswer{}; return p }(), false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if fast := checkPoolSameAsEncodingJSON(t, tc.pool); fast != tc.fast {
+				t.Errorf("written by appendJSON: %v, want %v", fast, tc.fast)
+			}
+		})
+	}
 }

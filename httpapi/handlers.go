@@ -34,7 +34,7 @@ func (s *Server) pool(w http.ResponseWriter, r *http.Request) {
 		p.Journal, p.Projections = healthOf(h)
 		p.Cluster = h.Cluster
 	}
-	writeJSON(w, http.StatusOK, p)
+	writeAppended(w, http.StatusOK, p)
 }
 
 func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
@@ -83,7 +83,7 @@ func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
 	} else {
 		total, views = s.status.List(f, offset, limit)
 	}
-	writeList(w, http.StatusOK, ProxyList{Total: total, Proxies: page.proxies(views), ClusterAnswer: ans})
+	writeAppended(w, http.StatusOK, ProxyList{Total: total, Proxies: page.proxies(views), ClusterAnswer: ans})
 }
 
 // intParam parses an optional integer query parameter within [lo, hi].
