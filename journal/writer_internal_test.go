@@ -167,6 +167,16 @@ func checkpointOf(t *testing.T, b *Bolt) (through uint64, heads map[string]strea
 	return through, heads
 }
 
+// spreadEnvelopes returns n events, the k-th of the proxy whose ID is
+// (from+k) % streams in 16 hex digits: appends that go round a pool.
+func spreadEnvelopes(from, n, streams int) []*pb.Envelope {
+	envs := make([]*pb.Envelope, n)
+	for k := range envs {
+		envs[k] = testEnvelope(fmt.Sprintf("%016x", (from+k)%streams), 0)
+	}
+	return envs
+}
+
 // TestHeadsCheckpointScalesWithStreams: with more streams than a quarter of
 // checkpointEvery, the writer checkpoints the heads every
 // checkpointPerStream events per stream, not every checkpointEvery.
@@ -181,11 +191,7 @@ func TestHeadsCheckpointScalesWithStreams(t *testing.T) {
 	appendUpTo := func(n int) {
 		t.Helper()
 		for appended+perCall <= n {
-			envs := make([]*pb.Envelope, perCall)
-			for k := range envs {
-				envs[k] = testEnvelope(fmt.Sprintf("%016x", (appended+k)%streams), 0)
-			}
-			if _, err := b.Append(context.Background(), envs); err != nil {
+			if _, err := b.Append(context.Background(), spreadEnvelopes(appended, perCall, streams)); err != nil {
 				t.Fatal(err)
 			}
 			appended += perCall
@@ -224,11 +230,7 @@ func TestHeadsCheckpointRoundCutShort(t *testing.T) {
 	appended := 0
 	appendCall := func(j *Bolt) {
 		t.Helper()
-		envs := make([]*pb.Envelope, perCall)
-		for k := range envs {
-			envs[k] = testEnvelope(fmt.Sprintf("%016x", (appended+k)%streams), 0)
-		}
-		if _, err := j.Append(context.Background(), envs); err != nil {
+		if _, err := j.Append(context.Background(), spreadEnvelopes(appended, perCall, streams)); err != nil {
 			t.Fatal(err)
 		}
 		appended += perCall
@@ -509,11 +511,7 @@ func TestHeadsCheckpointRoundAfterAFailedCommit(t *testing.T) {
 	interval := checkpointInterval(streams)
 	appended := 0
 	appendCall := func() error {
-		envs := make([]*pb.Envelope, perCall)
-		for k := range envs {
-			envs[k] = testEnvelope(fmt.Sprintf("%016x", (appended+k)%streams), 0)
-		}
-		_, err := b.Append(context.Background(), envs)
+		_, err := b.Append(context.Background(), spreadEnvelopes(appended, perCall, streams))
 		if err == nil {
 			appended += perCall
 		}
