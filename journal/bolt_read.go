@@ -373,13 +373,13 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 			return nil, err
 		}
 		err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
-			var key [8]byte
+			g := newEventGetter(events)
 			for n := 0; n < walkChunk && cur != 0 && want >= from; n++ {
 				if cur < first {
 					cur = 0 // the older events were deleted by retention
 					return nil
 				}
-				v := events.Get(appendSeqKey(key[:0], cur))
+				v := g.get(cur)
 				if v == nil {
 					return fmt.Errorf("%w: %s: proxy %s: stream_seq %d should be event %d, which is missing; run a check", ErrCorrupt, b.path, proxyID, want, cur)
 				}
@@ -404,19 +404,39 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 	return seqs, nil
 }
 
+// eventGetter looks events up by seq through one cursor. bbolt's
+// Bucket.Get makes a cursor and grows its stack at every call: about 400
+// bytes an event when a proxy's stream is walked and read back (a
+// restarting actor's recovery, BenchmarkLoadState).
+type eventGetter struct {
+	c   *bolt.Cursor
+	key [8]byte
+}
+
+func newEventGetter(events *bolt.Bucket) eventGetter { return eventGetter{c: events.Cursor()} }
+
+// get returns the record of event seq, nil if there is none.
+func (g *eventGetter) get(seq uint64) []byte {
+	k, v := g.c.Seek(appendSeqKey(g.key[:0], seq))
+	if len(k) != 8 || binary.BigEndian.Uint64(k) != seq {
+		return nil
+	}
+	return v
+}
+
 // readSeqs decodes the events with the given seqs, which streamSeqs found
 // for proxyID, in one read transaction. Events deleted by a concurrent
 // Retain are skipped.
 func (b *Bolt) readSeqs(proxyID string, seqs []uint64, dst []*pb.Envelope) ([]*pb.Envelope, error) {
 	err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
-		var key [8]byte
+		g := newEventGetter(events)
 		in := interners.Get().(*interner)
 		defer interners.Put(in)
 		for _, seq := range seqs {
 			if seq < first {
 				continue
 			}
-			v := events.Get(appendSeqKey(key[:0], seq))
+			v := g.get(seq)
 			if v == nil {
 				return fmt.Errorf("%w: %s: proxy %s: event %d is missing; run a check", ErrCorrupt, b.path, proxyID, seq)
 			}
