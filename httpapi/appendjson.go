@@ -59,95 +59,95 @@ func putBuf(bp *[]byte, b []byte) {
 	jsonBufs.Put(bp)
 }
 
+// jsonOut is a body being appended: ok turns false at the first value
+// encoding/json would write otherwise (the caller then leaves the whole
+// body to it). Each method appends key, then the value.
+type jsonOut struct {
+	b  []byte
+	ok bool
+}
+
+func (o *jsonOut) raw(s string) { o.b = append(o.b, s...) }
+
+func (o *jsonOut) check(b []byte, good bool) {
+	o.b, o.ok = b, o.ok && good
+}
+
+func (o *jsonOut) str(key, s string) { o.raw(key); o.check(appendJSONString(o.b, s)) }
+
+func (o *jsonOut) time(key string, t *time.Time) { o.raw(key); o.check(appendJSONTime(o.b, t)) }
+
+func (o *jsonOut) num(key string, f float64) { o.raw(key); o.check(appendJSONFloat(o.b, f)) }
+
+func (o *jsonOut) int(key string, n int64) { o.raw(key); o.b = strconv.AppendInt(o.b, n, 10) }
+
+func (o *jsonOut) uint(key string, n uint64) { o.raw(key); o.b = strconv.AppendUint(o.b, n, 10) }
+
+func (o *jsonOut) bool(key string, v bool) { o.raw(key); o.b = strconv.AppendBool(o.b, v) }
+
+// strs appends key and ss as a JSON array (null for nil).
+func (o *jsonOut) strs(key string, ss []string) {
+	o.raw(key)
+	if ss == nil {
+		o.raw("null")
+		return
+	}
+	o.raw("[")
+	for i, s := range ss {
+		if i > 0 {
+			o.raw(",")
+		}
+		o.check(appendJSONString(o.b, s))
+	}
+	o.raw("]")
+}
+
 // appendJSON implements jsonAppender.
 func (l ProxyList) appendJSON(b []byte) ([]byte, bool) {
 	if l.ClusterAnswer != nil {
 		return b, false
 	}
-	b = append(b, `{"total":`...)
-	b = strconv.AppendInt(b, int64(l.Total), 10)
-	b = append(b, `,"proxies":`...)
+	o := jsonOut{b: b, ok: true}
+	o.int(`{"total":`, int64(l.Total))
+	o.raw(`,"proxies":`)
 	if l.Proxies == nil {
-		b = append(b, "null"...)
+		o.raw("null")
 	} else {
-		b = append(b, '[')
+		o.raw("[")
 		for i := range l.Proxies {
 			if i > 0 {
-				b = append(b, ',')
+				o.raw(",")
 			}
-			var ok bool
-			if b, ok = l.Proxies[i].appendJSON(b); !ok {
-				return b, false
-			}
+			l.Proxies[i].appendTo(&o)
 		}
-		b = append(b, ']')
+		o.raw("]")
 	}
-	return append(b, "}\n"...), true
+	o.raw("}\n")
+	return o.b, o.ok
 }
 
-// appendJSON appends p as encoding/json marshals it; false when
-// encoding/json must.
-func (p *Proxy) appendJSON(b []byte) ([]byte, bool) {
-	ok := true
-	str := func(b []byte, key, s string) []byte {
-		b = append(b, key...)
-		var good bool
-		b, good = appendJSONString(b, s)
-		ok = ok && good
-		return b
-	}
-	tm := func(b []byte, key string, t *time.Time) []byte {
-		b = append(b, key...)
-		var good bool
-		b, good = appendJSONTime(b, t)
-		ok = ok && good
-		return b
-	}
-	num := func(b []byte, key string, f float64) []byte {
-		b = append(b, key...)
-		var good bool
-		b, good = appendJSONFloat(b, f)
-		ok = ok && good
-		return b
-	}
-	b = str(b, `{"id":`, p.ID)
-	b = str(b, `,"url":`, p.URL)
-	b = str(b, `,"source":`, p.Source)
-	b = str(b, `,"state":`, p.State)
-	b = append(b, `,"consecutive_failures":`...)
-	b = strconv.AppendUint(b, uint64(p.ConsecutiveFailures), 10)
-	b = append(b, `,"consecutive_successes":`...)
-	b = strconv.AppendUint(b, uint64(p.ConsecutiveSuccesses), 10)
-	b = tm(b, `,"last_check_at":`, p.LastCheckAt)
-	b = str(b, `,"last_error_class":`, p.LastErrorClass)
-	b = num(b, `,"latency_ms":`, p.LatencyMS)
-	b = num(b, `,"success_rate_1h":`, p.SuccessRate1h)
-	b = tm(b, `,"next_check_at":`, p.NextCheckAt)
-	b = append(b, `,"paused":`...)
-	b = strconv.AppendBool(b, p.Paused)
-	b = append(b, `,"ejected":`...)
-	b = strconv.AppendBool(b, p.Ejected)
-	b = tm(b, `,"ejected_until":`, p.EjectedUntil)
-	b = tm(b, `,"last_success_at":`, p.LastSuccessAt)
-	b = append(b, `,"tags":`...)
-	if p.Tags == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i, t := range p.Tags {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			var good bool
-			b, good = appendJSONString(b, t)
-			ok = ok && good
-		}
-		b = append(b, ']')
-	}
-	b = num(b, `,"weight":`, p.Weight)
-	b = str(b, `,"exit_ip":`, p.ExitIP)
-	b = str(b, `,"anonymity":`, p.Anonymity)
-	return append(b, '}'), ok
+// appendTo appends p as encoding/json marshals it.
+func (p *Proxy) appendTo(o *jsonOut) {
+	o.str(`{"id":`, p.ID)
+	o.str(`,"url":`, p.URL)
+	o.str(`,"source":`, p.Source)
+	o.str(`,"state":`, p.State)
+	o.uint(`,"consecutive_failures":`, uint64(p.ConsecutiveFailures))
+	o.uint(`,"consecutive_successes":`, uint64(p.ConsecutiveSuccesses))
+	o.time(`,"last_check_at":`, p.LastCheckAt)
+	o.str(`,"last_error_class":`, p.LastErrorClass)
+	o.num(`,"latency_ms":`, p.LatencyMS)
+	o.num(`,"success_rate_1h":`, p.SuccessRate1h)
+	o.time(`,"next_check_at":`, p.NextCheckAt)
+	o.bool(`,"paused":`, p.Paused)
+	o.bool(`,"ejected":`, p.Ejected)
+	o.time(`,"ejected_until":`, p.EjectedUntil)
+	o.time(`,"last_success_at":`, p.LastSuccessAt)
+	o.strs(`,"tags":`, p.Tags)
+	o.num(`,"weight":`, p.Weight)
+	o.str(`,"exit_ip":`, p.ExitIP)
+	o.str(`,"anonymity":`, p.Anonymity)
+	o.raw("}")
 }
 
 // appendJSONString appends s quoted; false (s not appended) when
@@ -204,10 +204,12 @@ func (p Pool) appendJSON(b []byte) ([]byte, bool) {
 	if p.Cluster != nil || p.ClusterAnswer != nil {
 		return b, false
 	}
-	b, ok := p.Counts.appendFields(append(b, '{'))
-	b = append(b, `,"sources":`...)
+	o := jsonOut{b: b, ok: true}
+	o.raw("{")
+	p.Counts.appendFields(&o)
+	o.raw(`,"sources":`)
 	if p.Sources == nil {
-		b = append(b, "null"...)
+		o.raw("null")
 	} else {
 		var small [8]string
 		names := small[:0]
@@ -215,135 +217,89 @@ func (p Pool) appendJSON(b []byte) ([]byte, bool) {
 			names = append(names, name)
 		}
 		slices.Sort(names)
-		b = append(b, '{')
+		o.raw("{")
 		for i, name := range names {
 			if i > 0 {
-				b = append(b, ',')
+				o.raw(",")
 			}
-			var good bool
-			b, good = appendJSONString(b, name)
-			b = append(b, ':')
-			ok = ok && good
-			if b, good = p.Sources[name].appendJSON(b); !good {
-				return b, false
-			}
+			o.str("", name)
+			o.raw(":")
+			p.Sources[name].appendTo(&o)
 		}
-		b = append(b, '}')
+		o.raw("}")
 	}
-	b = append(b, `,"journal_seq":`...)
-	b = strconv.AppendUint(b, p.JournalSeq, 10)
-	b = append(b, `,"updated_at":`...)
-	var good bool
-	b, good = appendJSONTime(b, p.UpdatedAt)
-	ok = ok && good
+	o.uint(`,"journal_seq":`, p.JournalSeq)
+	o.time(`,"updated_at":`, p.UpdatedAt)
 	if p.Journal != nil {
-		b = append(b, `,"journal":`...)
-		if b, good = p.Journal.appendJSON(b); !good {
-			return b, false
-		}
+		o.raw(`,"journal":`)
+		p.Journal.appendTo(&o)
 	}
 	if len(p.Projections) > 0 {
-		b = append(b, `,"projections":[`...)
+		o.raw(`,"projections":[`)
 		for i := range p.Projections {
 			if i > 0 {
-				b = append(b, ',')
+				o.raw(",")
 			}
-			if b, good = p.Projections[i].appendJSON(b); !good {
-				return b, false
-			}
+			p.Projections[i].appendTo(&o)
 		}
-		b = append(b, ']')
+		o.raw("]")
 	}
-	b = append(b, `,"panic_mode":`...)
-	b = strconv.AppendBool(b, p.PanicMode)
-	return append(b, "}\n"...), ok
+	o.bool(`,"panic_mode":`, p.PanicMode)
+	o.raw("}\n")
+	return o.b, o.ok
 }
 
 // appendFields appends c's fields, as encoding/json writes them in a
 // struct that embeds Counts first (no braces).
-func (c *Counts) appendFields(b []byte) ([]byte, bool) {
-	for _, f := range [...]struct {
-		key string
-		n   int
-	}{{`"total":`, c.Total}, {`,"healthy":`, c.Healthy}, {`,"degraded":`, c.Degraded}, {`,"unhealthy":`, c.Unhealthy},
-		{`,"recovering":`, c.Recovering}, {`,"failed":`, c.Failed}, {`,"unknown":`, c.Unknown}, {`,"checking":`, c.Checking}} {
-		b = append(b, f.key...)
-		b = strconv.AppendInt(b, int64(f.n), 10)
-	}
-	b = append(b, `,"health_percentage":`...)
-	b, ok := appendJSONFloat(b, c.HealthPercentage)
-	b = append(b, `,"paused":`...)
-	b = strconv.AppendInt(b, int64(c.Paused), 10)
-	b = append(b, `,"ejected":`...)
-	b = strconv.AppendInt(b, int64(c.Ejected), 10)
-	return b, ok
+func (c *Counts) appendFields(o *jsonOut) {
+	o.int(`"total":`, int64(c.Total))
+	o.int(`,"healthy":`, int64(c.Healthy))
+	o.int(`,"degraded":`, int64(c.Degraded))
+	o.int(`,"unhealthy":`, int64(c.Unhealthy))
+	o.int(`,"recovering":`, int64(c.Recovering))
+	o.int(`,"failed":`, int64(c.Failed))
+	o.int(`,"unknown":`, int64(c.Unknown))
+	o.int(`,"checking":`, int64(c.Checking))
+	o.num(`,"health_percentage":`, c.HealthPercentage)
+	o.int(`,"paused":`, int64(c.Paused))
+	o.int(`,"ejected":`, int64(c.Ejected))
 }
 
-// appendJSON appends s as encoding/json marshals it; false when
-// encoding/json must.
-func (s SourceCounts) appendJSON(b []byte) ([]byte, bool) {
-	b = append(b, '{')
-	b, ok := s.Counts.appendFields(b)
-	var good bool
-	b = append(b, `,"avg_latency_ms":`...)
-	b, good = appendJSONFloat(b, s.AvgLatencyMS)
-	ok = ok && good
-	b = append(b, `,"last_refresh":`...)
-	b, good = appendJSONTime(b, s.LastRefresh)
-	ok = ok && good
-	b = append(b, `,"last_error":`...)
-	b, good = appendJSONString(b, s.LastError)
-	ok = ok && good
+// appendTo appends s as encoding/json marshals it.
+func (s SourceCounts) appendTo(o *jsonOut) {
+	o.raw("{")
+	s.Counts.appendFields(o)
+	o.num(`,"avg_latency_ms":`, s.AvgLatencyMS)
+	o.time(`,"last_refresh":`, s.LastRefresh)
+	o.str(`,"last_error":`, s.LastError)
 	if s.HeldList {
-		b = append(b, `,"held_list":true`...)
+		o.raw(`,"held_list":true`)
 	}
-	return append(b, '}'), ok
+	o.raw("}")
 }
 
-// appendJSON appends j as encoding/json marshals it; false when
-// encoding/json must.
-func (j *JournalStatus) appendJSON(b []byte) ([]byte, bool) {
-	b = append(b, `{"status":`...)
-	b, ok := appendJSONString(b, j.Status)
-	var good bool
+// appendTo appends j as encoding/json marshals it.
+func (j *JournalStatus) appendTo(o *jsonOut) {
+	o.str(`{"status":`, j.Status)
 	if j.Error != "" {
-		b = append(b, `,"error":`...)
-		b, good = appendJSONString(b, j.Error)
-		ok = ok && good
+		o.str(`,"error":`, j.Error)
 	}
-	b = append(b, `,"since":`...)
-	b, good = appendJSONTime(b, j.Since)
-	ok = ok && good
-	b = append(b, `,"failed_commits":`...)
-	b = strconv.AppendUint(b, j.FailedCommits, 10)
-	b = append(b, `,"last_commit_at":`...)
-	b, good = appendJSONTime(b, j.LastCommitAt)
-	ok = ok && good
-	b = append(b, `,"head":`...)
-	b = strconv.AppendUint(b, j.Head, 10)
-	return append(b, '}'), ok
+	o.time(`,"since":`, j.Since)
+	o.uint(`,"failed_commits":`, j.FailedCommits)
+	o.time(`,"last_commit_at":`, j.LastCommitAt)
+	o.uint(`,"head":`, j.Head)
+	o.raw("}")
 }
 
-// appendJSON appends p as encoding/json marshals it; false when
-// encoding/json must.
-func (p *ProjectionStatus) appendJSON(b []byte) ([]byte, bool) {
-	b = append(b, `{"name":`...)
-	b, ok := appendJSONString(b, p.Name)
-	var good bool
-	b = append(b, `,"state":`...)
-	b, good = appendJSONString(b, p.State)
-	ok = ok && good
+// appendTo appends p as encoding/json marshals it.
+func (p *ProjectionStatus) appendTo(o *jsonOut) {
+	o.str(`{"name":`, p.Name)
+	o.str(`,"state":`, p.State)
 	if p.Error != "" {
-		b = append(b, `,"error":`...)
-		b, good = appendJSONString(b, p.Error)
-		ok = ok && good
+		o.str(`,"error":`, p.Error)
 	}
-	b = append(b, `,"since":`...)
-	b, good = appendJSONTime(b, p.Since)
-	ok = ok && good
-	b = append(b, `,"seq":`...)
-	b = strconv.AppendUint(b, p.Seq, 10)
-	b = append(b, `,"lag":`...)
-	b = strconv.AppendUint(b, p.Lag, 10)
-	return append(b, '}'), ok
+	o.time(`,"since":`, p.Since)
+	o.uint(`,"seq":`, p.Seq)
+	o.uint(`,"lag":`, p.Lag)
+	o.raw("}")
 }
