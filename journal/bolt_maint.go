@@ -284,13 +284,13 @@ func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
 // as of heads_through (through), or a later event of the stream that a
 // checkpoint round put (see ckptRound).
 func (b *Bolt) checkHeads(tx *bolt.Tx, p *problems, stats map[string]*streamStat, first, through uint64) {
-	events := tx.Bucket(bucketEvents)
+	g := newEventGetter(tx.Bucket(bucketEvents))
 	// later reports whether h points at an event of proxy id after through.
 	later := func(id string, h streamHead) bool {
 		if h.last <= through {
 			return false
 		}
-		v := events.Get(appendSeqKey(nil, h.last))
+		v := g.get(h.last)
 		if v == nil {
 			return false
 		}
