@@ -19,17 +19,17 @@ func encodingJSON(t testing.TB, v any) ([]byte, bool) {
 	return buf.Bytes(), err == nil
 }
 
-// checkSameAsEncodingJSON fails unless appendJSON writes list as
-// encoding/json does, or leaves it to encoding/json.
-func checkSameAsEncodingJSON(t *testing.T, list ProxyList) (fast bool) {
+// checkSameAsEncodingJSON fails unless appendJSON writes v (a ProxyList
+// or a Pool) as encoding/json does, or leaves it to encoding/json.
+func checkSameAsEncodingJSON(t *testing.T, v jsonAppender) (fast bool) {
 	t.Helper()
-	want, encodes := encodingJSON(t, list)
-	got, ok := list.appendJSON([]byte("prefix"))
+	want, encodes := encodingJSON(t, v)
+	got, ok := v.appendJSON([]byte("prefix"))
 	if !ok {
 		return false
 	}
 	if !encodes {
-		t.Fatalf("appendJSON wrote %s for a list encoding/json refuses", got)
+		t.Fatalf("appendJSON wrote %s for a %T encoding/json refuses", got, v)
 	}
 	if !bytes.Equal(got, append([]byte("prefix"), want...)) {
 		t.Fatalf("appendJSON wrote\n%s\nencoding/json\n%s", got, want)
@@ -160,23 +160,6 @@ func FuzzAppendJSON(f *testing.F) {
 	})
 }
 
-// checkPoolSameAsEncodingJSON is checkSameAsEncodingJSON for a Pool.
-func checkPoolSameAsEncodingJSON(t *testing.T, p Pool) (fast bool) {
-	t.Helper()
-	want, encodes := encodingJSON(t, p)
-	got, ok := p.appendJSON([]byte("prefix"))
-	if !ok {
-		return false
-	}
-	if !encodes {
-		t.Fatalf("appendJSON wrote %s for a pool encoding/json refuses", got)
-	}
-	if !bytes.Equal(got, append([]byte("prefix"), want...)) {
-		t.Fatalf("appendJSON wrote\n%s\nencoding/json\n%s", got, want)
-	}
-	return true
-}
-
 func TestPoolAppendJSONIsEncodingJSON(t *testing.T) {
 	at := time.Date(2026, 12, 6, 17, 45, 1, 120000000, time.UTC)
 	counts := Counts{Total: 100000, Healthy: 99990, Degraded: 3, Unhealthy: 2, Recovering: 1, Failed: 4, Unknown: 0, Checking: 17,
@@ -218,7 +201,7 @@ func TestPoolAppendJSONIsEncodingJSON(t *testing.T) {
 		"cluster":          {func() Pool { p := full; p.ClusterAnswer = &ClusterAnswer{}; return p }(), false},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if fast := checkPoolSameAsEncodingJSON(t, tc.pool); fast != tc.fast {
+			if fast := checkSameAsEncodingJSON(t, tc.pool); fast != tc.fast {
 				t.Errorf("written by appendJSON: %v, want %v", fast, tc.fast)
 			}
 		})
