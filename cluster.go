@@ -154,6 +154,10 @@ const (
 	// dumpTimeout bounds how long a joining member waits for the others'
 	// states before it starts checking.
 	dumpTimeout = 3 * time.Second
+	// dumpRetry is how often a joining member asks the members whose
+	// states have not arrived for them again (DumpRequest): the remote
+	// drops messages while it replaces a connection.
+	dumpRetry = 500 * time.Millisecond
 )
 
 // clusterNode is the engine's side of the cluster: placement of the
@@ -271,9 +275,16 @@ func (c *clusterNode) dumpLoop(ctx context.Context) {
 
 // awaitDumps waits until every other member present at the join sent its
 // states (or the timeout), so that this member's proxies start from them.
+// Every dumpRetry it asks the members whose states are missing again: a
+// dump pushed when they saw this member join can be lost (the remote
+// drops what it queued for a connection it tears down, as when this
+// member restarted at the same address), or never sent (a member that did
+// not see this address leave before it came back).
 func (c *clusterNode) awaitDumps(ctx context.Context, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	retry := time.NewTicker(dumpRetry)
+	defer retry.Stop()
 	for {
 		c.mu.Lock()
 		var missing []string
@@ -289,6 +300,10 @@ func (c *clusterNode) awaitDumps(ctx context.Context, timeout time.Duration) {
 		}
 		select {
 		case <-ch:
+		case <-retry.C:
+			for _, m := range missing {
+				c.tr.Send(m, &pb.DumpRequest{FromMember: c.self})
+			}
 		case <-ctx.Done():
 			c.log.Warn("cluster: joined without the states of some members (they did not send them in time); their proxies start from this member's journal or unknown", slog.Any("members", missing))
 			return
@@ -307,9 +322,26 @@ func (c *clusterNode) receiver(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *pb.StateRecords:
 		c.receive(m)
+	case *pb.DumpRequest:
+		c.answerDump(m)
 	case *pb.QueryRequest:
 		ctx.Respond(c.answerQuery(m))
 	}
+}
+
+// answerDump sends all of this member's states to a member that asks for
+// them (it joined and its dump from here is missing). Nothing before
+// attach (there is no transport yet; the asker asks again) or while
+// leaving (leave hands the states over).
+func (c *clusterNode) answerDump(m *pb.DumpRequest) {
+	c.mu.Lock()
+	attached := c.tr != nil
+	c.mu.Unlock()
+	to := m.GetFromMember()
+	if !attached || to == "" || c.closing.Load() {
+		return
+	}
+	c.sendAll(to)
 }
 
 // remoteTransport sends to the receiver actor of another member.

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/proxyhealth/proxyhealth/probe"
 	"github.com/proxyhealth/proxyhealth/projections"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // clusterOf opens one engine per address, members of one fake cluster,
@@ -243,6 +245,68 @@ func TestClusterKilledMembersProxiesAreAdoptedWithoutRelapse(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// A member whose first dump from another is lost (the remote drops what it
+// queued for a connection it tears down) asks for it again while it
+// joins: it still holds that member's states when it takes the member's
+// proxies over after a kill, and adopts them instead of starting unknown.
+func TestClusterJoinAsksAgainForALostDump(t *testing.T) {
+	tc := newTestCluster(t, 60, "m1:1", "m2:1")
+	tc.settled("two members", "m1:1", "m2:1")
+	var mu sync.Mutex
+	var lost, asked int
+	tc.fc.Drop(func(from, to string, msg proto.Message) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if from == "m2:1" && to == "m3:1" {
+			if r, ok := msg.(*pb.StateRecords); ok && r.GetEndOfDump() && lost == 0 {
+				lost++
+				return true
+			}
+		}
+		if _, ok := msg.(*pb.DumpRequest); ok && from == "m3:1" && to == "m2:1" {
+			asked++
+		}
+		return false
+	})
+	tc.start("m3:1")
+	before := tc.settled("three members", "m1:1", "m2:1", "m3:1")
+	mu.Lock()
+	gone, again := lost, asked
+	mu.Unlock()
+	if gone != 1 || again == 0 {
+		t.Fatalf("m2's dump to m3 lost %d times, m3 asked m2 %d times; want 1 and at least 1", gone, again)
+	}
+	if st, _ := tc.engines["m3:1"].Cluster(); st.Replicas == 0 {
+		t.Fatalf("m3 holds no replica: %+v", st)
+	}
+
+	tc.fc.Kill("m2:1")
+	dead := tc.engines["m2:1"]
+	delete(tc.engines, "m2:1")
+	t.Cleanup(func() { _ = dead.Close(context.Background()) })
+	after := tc.settled("after the kill", "m1:1", "m3:1")
+	taken := 0
+	for id, a := range before {
+		if a != "m2:1" || after[id] != "m3:1" {
+			continue
+		}
+		taken++
+		story := streamOf(t, tc.engines["m3:1"], id)
+		var adopted *pb.ProxyAdopted
+		for _, env := range story {
+			if a := env.GetProxyAdopted(); a != nil {
+				adopted = a
+			}
+		}
+		if adopted == nil || adopted.GetFromMember() != "m2:1" {
+			t.Errorf("proxy %s taken by m3:1 without an adoption from m2:1: %v", id, story)
+		}
+	}
+	if taken == 0 {
+		t.Fatal("m3 took none of m2's proxies")
+	}
 }
 
 // A member that comes back on its address takes its share back; the

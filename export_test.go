@@ -28,6 +28,16 @@ func WithJournalOptions(cfg Config, opts ...journal.BoltOption) Config {
 type FakeCluster struct {
 	mu      sync.Mutex
 	members map[string]*fakeMember
+	drop    func(from, to string, msg proto.Message) bool
+}
+
+// Drop makes the cluster lose the messages for which drop returns true (nil:
+// none), as protoactor's remote loses what it queued for a connection it
+// tears down.
+func (fc *FakeCluster) Drop(drop func(from, to string, msg proto.Message) bool) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	fc.drop = drop
 }
 
 // NewFakeCluster returns an empty fake cluster.
@@ -164,16 +174,21 @@ func (m *fakeMember) Leave(context.Context) error {
 	return nil
 }
 
-// Send delivers msg to another member's engine, unless either is dead.
+// Send delivers msg to another member's engine, unless either is dead or
+// the cluster drops it.
 func (m *fakeMember) Send(to string, msg proto.Message) {
 	m.fc.mu.Lock()
 	dst := m.fc.members[to]
-	ok := dst != nil && !dst.dead && !m.dead
+	ok := dst != nil && !dst.dead && !m.dead && (m.fc.drop == nil || !m.fc.drop(m.self, to, msg))
 	m.fc.mu.Unlock()
-	if ok {
-		if rs, isRecords := msg.(*pb.StateRecords); isRecords {
-			dst.e.cl.receive(proto.Clone(rs).(*pb.StateRecords))
-		}
+	if !ok {
+		return
+	}
+	switch msg := msg.(type) {
+	case *pb.StateRecords:
+		dst.e.cl.receive(proto.Clone(msg).(*pb.StateRecords))
+	case *pb.DumpRequest:
+		dst.e.cl.answerDump(proto.Clone(msg).(*pb.DumpRequest))
 	}
 }
 

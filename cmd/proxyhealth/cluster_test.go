@@ -54,6 +54,15 @@ type clusterRig struct {
 	mu          sync.Mutex
 	unknownSeen []string
 	phase       string
+	// runs are every member process started, in order, for the warnings
+	// a failure prints.
+	runs []memberRun
+}
+
+// memberRun is one process of a member.
+type memberRun struct {
+	name string
+	p    *proc
 }
 
 // apiOf and setAPI guard a member's API URL, which the unknown-state
@@ -117,6 +126,26 @@ func (r *clusterRig) start(m *clusterMember) {
 		"--interval", clusterInterval.String(), "--timeout", "1s", "--check-url", testTarget, "--proxies", "farm="+r.list,
 		"--cluster", "itest", "--etcd", strings.Join(r.etcd.Endpoints(), ","), "--advertise", m.advertise,
 		"--lease-ttl", clusterTTL.String(), "--check-source-ip", m.ip.String())
+	r.mu.Lock()
+	r.runs = append(r.runs, memberRun{name: m.name, p: m.p})
+	r.mu.Unlock()
+}
+
+// warnings returns the warning and error lines every member process
+// logged, each prefixed with its member's name and run.
+func (r *clusterRig) warnings() string {
+	r.mu.Lock()
+	runs := slices.Clone(r.runs)
+	r.mu.Unlock()
+	var b strings.Builder
+	for i, run := range runs {
+		for line := range strings.Lines(run.p.stderr.String()) {
+			if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+				fmt.Fprintf(&b, "%s (process %d): %s", run.name, i+1, line)
+			}
+		}
+	}
+	return b.String()
 }
 
 // startAll starts the members at once and waits until each is up.
@@ -377,7 +406,7 @@ func TestClusterThreeProcesses(t *testing.T) {
 	}
 	t.Logf("longest double check: %v", worst)
 	if rel := r.relapses(); len(rel) > 0 {
-		t.Errorf("relapses to unknown after the first sweep: %d samples, e.g. %v", len(rel), rel[:min(3, len(rel))])
+		t.Errorf("relapses to unknown after the first sweep: %d samples, e.g. %v\nthe members' warnings:\n%s", len(rel), rel[:min(3, len(rel))], r.warnings())
 	}
 }
 

@@ -94,6 +94,57 @@ func (x *StateRecords) GetEndOfDump() bool {
 	return false
 }
 
+// DumpRequest asks a member for all of its states again (a StateRecords
+// dump ending with end_of_dump). A member that joined sends it to each
+// member whose dump has not arrived yet, every half second while it waits:
+// protoactor's remote delivers at most once, and drops what it had queued
+// for an address whose connection it is tearing down (a member restarted at
+// the same host:port).
+type DumpRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The asking member's advertised host:port: where the dump goes.
+	FromMember    string `protobuf:"bytes,1,opt,name=from_member,json=fromMember,proto3" json:"from_member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DumpRequest) Reset() {
+	*x = DumpRequest{}
+	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DumpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DumpRequest) ProtoMessage() {}
+
+func (x *DumpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DumpRequest.ProtoReflect.Descriptor instead.
+func (*DumpRequest) Descriptor() ([]byte, []int) {
+	return file_proxyhealth_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DumpRequest) GetFromMember() string {
+	if x != nil {
+		return x.FromMember
+	}
+	return ""
+}
+
 // QueryRequest asks another member for its part of a cluster-wide answer
 // (GET /v1/pool, /v1/proxies, /v1/pick on any member). The answer is a
 // QueryResponse.
@@ -118,7 +169,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[1]
+	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -130,7 +181,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[1]
+	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -143,7 +194,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_proxyhealth_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *QueryRequest) GetKind() string {
@@ -224,7 +275,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[2]
+	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -236,7 +287,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[2]
+	mi := &file_proxyhealth_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -249,7 +300,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_proxyhealth_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_proxyhealth_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *QueryResponse) GetMember() string {
@@ -282,7 +333,10 @@ const file_proxyhealth_v1_cluster_proto_rawDesc = "" +
 	"\vfrom_member\x18\x01 \x01(\tR\n" +
 	"fromMember\x127\n" +
 	"\arecords\x18\x02 \x03(\v2\x1d.proxyhealth.v1.ProxySnapshotR\arecords\x12\x1e\n" +
-	"\vend_of_dump\x18\x03 \x01(\bR\tendOfDump\"\xdc\x01\n" +
+	"\vend_of_dump\x18\x03 \x01(\bR\tendOfDump\".\n" +
+	"\vDumpRequest\x12\x1f\n" +
+	"\vfrom_member\x18\x01 \x01(\tR\n" +
+	"fromMember\"\xdc\x01\n" +
 	"\fQueryRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -310,15 +364,16 @@ func file_proxyhealth_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_proxyhealth_v1_cluster_proto_rawDescData
 }
 
-var file_proxyhealth_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_proxyhealth_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_proxyhealth_v1_cluster_proto_goTypes = []any{
 	(*StateRecords)(nil),  // 0: proxyhealth.v1.StateRecords
-	(*QueryRequest)(nil),  // 1: proxyhealth.v1.QueryRequest
-	(*QueryResponse)(nil), // 2: proxyhealth.v1.QueryResponse
-	(*ProxySnapshot)(nil), // 3: proxyhealth.v1.ProxySnapshot
+	(*DumpRequest)(nil),   // 1: proxyhealth.v1.DumpRequest
+	(*QueryRequest)(nil),  // 2: proxyhealth.v1.QueryRequest
+	(*QueryResponse)(nil), // 3: proxyhealth.v1.QueryResponse
+	(*ProxySnapshot)(nil), // 4: proxyhealth.v1.ProxySnapshot
 }
 var file_proxyhealth_v1_cluster_proto_depIdxs = []int32{
-	3, // 0: proxyhealth.v1.StateRecords.records:type_name -> proxyhealth.v1.ProxySnapshot
+	4, // 0: proxyhealth.v1.StateRecords.records:type_name -> proxyhealth.v1.ProxySnapshot
 	1, // [1:1] is the sub-list for method output_type
 	1, // [1:1] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
@@ -338,7 +393,7 @@ func file_proxyhealth_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proxyhealth_v1_cluster_proto_rawDesc), len(file_proxyhealth_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
