@@ -144,6 +144,8 @@ func env(seq, streamSeq uint64, at time.Time, id string, ev any) *pb.Envelope {
 		e.Event = &pb.Envelope_ProxyRemoved{ProxyRemoved: v}
 	case *pb.ProxyPaused:
 		e.Event = &pb.Envelope_ProxyPaused{ProxyPaused: v}
+	case *pb.ProxyAdopted:
+		e.Event = &pb.Envelope_ProxyAdopted{ProxyAdopted: v}
 	case *pb.PoolDegraded:
 		e.Event = &pb.Envelope_PoolDegraded{PoolDegraded: v}
 	case *pb.PoolRecovered:

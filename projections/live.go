@@ -105,9 +105,67 @@ func NewLive(opts LiveOptions) *Live {
 // Envelopes with a seq at or below the last applied one (and envelopes
 // without a seq, which were never committed) are ignored, so re-applying is
 // harmless. Apply must be called from one goroutine at a time.
+//
+// Consecutive envelopes of one proxy (the events of one decision, such as
+// ProxyAdded and the ProxyAdopted that continues another member's state)
+// are applied under one lock: a query never sees the proxy between them
+// (unknown for an instant in a takeover). Other proxies' envelopes
+// release the lock in between, so a big batch does not hold queries up.
 func (l *Live) Apply(envs ...*pb.Envelope) {
-	for _, env := range envs {
-		l.apply(env)
+	for len(envs) > 0 {
+		n := l.applyRun(envs)
+		envs = envs[n:]
+	}
+}
+
+// applyRun applies envs[0] and the envelopes of the same proxy that follow
+// it under one lock, and returns how many it applied. It stops early at
+// an envelope that needs its proxy's base state read first (the proxy has
+// no entry: it was removed within the run), which is read without the
+// lock.
+func (l *Live) applyRun(envs []*pb.Envelope) int {
+	var p prepared
+	l.prepare(envs[0], &p)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.applyLocked(envs[0], &p)
+	id := envs[0].GetProxyId()
+	n := 1
+	for ; id != "" && n < len(envs) && envs[n].GetProxyId() == id; n++ {
+		e := l.entries.Get(id)
+		if e == nil {
+			break
+		}
+		l.applyLocked(envs[n], &prepared{e: e})
+	}
+	return n
+}
+
+// prepared is what applying an envelope needs to look up before it takes
+// the lock: its proxy's entry and, for a proxy without one, the state its
+// stream starts from.
+type prepared struct {
+	e    *entry
+	base events.State
+	skip bool
+}
+
+// prepare fills p for env (the zero p for an envelope already applied).
+func (l *Live) prepare(env *pb.Envelope, p *prepared) {
+	seq := env.GetSeq()
+	if seq == 0 || seq <= l.seq { // l.seq is written only by the feeder
+		return
+	}
+	id := env.GetProxyId()
+	if id != "" { // the feeder is the only writer of entries, so it stays
+		p.e = l.entries.Get(id)
+	}
+	if id != "" && p.e == nil {
+		var err error
+		p.base, p.skip, err = fold.Base(context.Background(), l.opts.Snapshots, env)
+		if err != nil {
+			p.base, p.skip, _ = fold.Base(context.Background(), nil, env)
+		}
 	}
 }
 
@@ -122,28 +180,15 @@ func (l *Live) SkipTo(seq uint64) {
 	l.seq = max(l.seq, seq)
 }
 
-func (l *Live) apply(env *pb.Envelope) {
+// applyLocked applies one envelope with l.mu held; p is its prepare (for
+// a proxy with an entry, the entry is enough).
+func (l *Live) applyLocked(env *pb.Envelope, p *prepared) {
 	seq := env.GetSeq()
-	if seq == 0 || seq <= l.seq { // l.seq is written only by the feeder
+	if seq == 0 || seq <= l.seq {
 		return
 	}
 	id := env.GetProxyId()
-	var e *entry // the proxy's entry: the feeder is the only writer of entries, so it stays
-	if id != "" {
-		e = l.entries.Get(id)
-	}
-	var base events.State
-	var skip bool
-	if id != "" && e == nil {
-		var err error
-		base, skip, err = fold.Base(context.Background(), l.opts.Snapshots, env)
-		if err != nil {
-			base, skip, _ = fold.Base(context.Background(), nil, env)
-		}
-	}
-
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	e, skip := p.e, p.skip
 	l.seq = seq
 	at := env.GetAtUnixNano()
 	l.lastAt = at
@@ -185,7 +230,7 @@ func (l *Live) apply(env *pb.Envelope) {
 	var st events.State
 	if isNew {
 		e = &entry{id: id, rates: newRates()}
-		st = base
+		st = p.base
 	} else {
 		st = e.st.Unpack(e.id)
 		covered = fold.Covered(st, env)
