@@ -287,6 +287,18 @@ func (e *Engine) AddSource(ctx context.Context, sc SourceConfig) error {
 	return err
 }
 
+// probeOptions are the options of the sources' checkers: the
+// configuration's and, in a cluster, the fence as the checks' gate, so that
+// a check that passed the fence and then waited to start (for the event
+// loop, or in a process that was stopped past its lease) opens no
+// connection once the fence is down.
+func (e *Engine) probeOptions() []probe.Option {
+	if e.cl == nil {
+		return e.cfg.ProbeOptions
+	}
+	return append(slices.Clone(e.cfg.ProbeOptions), probe.WithGate(e.cl.mayCheck))
+}
+
 // addSource is AddSource without starting the source's list refresher
 // (the caller does, once it holds no lock the refresher takes).
 func (e *Engine) addSource(ctx context.Context, sc SourceConfig) (*source, error) {
@@ -294,7 +306,7 @@ func (e *Engine) addSource(ctx context.Context, sc SourceConfig) (*source, error
 	if err := sc.validate(); err != nil {
 		return nil, err
 	}
-	checker, err := probe.NewChecker(sc.Probe, e.cfg.ProbeOptions...)
+	checker, err := probe.NewChecker(sc.Probe, e.probeOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: source %q: %w", ErrBadConfig, sc.Name, err)
 	}
@@ -574,8 +586,15 @@ func sameCredentials(a, b probe.ProxyURL) bool {
 // (probe.Done): the same object, which takes a probe.Result.
 type probeDone actors.CheckDone
 
-// Done hands the probe's result to the actor as the state machine takes it.
-func (d *probeDone) Done(r probe.Result) { (*actors.CheckDone)(d).Done(checkResult(r)) }
+// Done hands the probe's result to the actor as the state machine takes it
+// (a check the cluster fence held back, r.Gated, as no result at all).
+func (d *probeDone) Done(r probe.Result) {
+	if r.Gated {
+		(*actors.CheckDone)(d).Abandon()
+		return
+	}
+	(*actors.CheckDone)(d).Done(checkResult(r))
+}
 
 // checkResult is a probe's result as the state machine takes it.
 func checkResult(r probe.Result) events.CheckResult {
@@ -609,7 +628,7 @@ func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source,
 	if err := sc.validate(); err != nil {
 		return cur, startList, err
 	}
-	checker, err := probe.NewChecker(sc.Probe, e.cfg.ProbeOptions...)
+	checker, err := probe.NewChecker(sc.Probe, e.probeOptions()...)
 	if err != nil {
 		return cur, startList, fmt.Errorf("%w: source %q: %w", ErrBadConfig, sc.Name, err)
 	}

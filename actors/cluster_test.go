@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -93,4 +94,39 @@ func TestAdoptMessageTakesOnlyNewerRecords(t *testing.T) {
 	if a.GetFromMember() != "m2" || a.GetPrevious() != pb.HealthState_HEALTH_STATE_HEALTHY || a.GetReason() != "handed over" {
 		t.Errorf("journaled adoption = %v", a)
 	}
+}
+
+// A check its checker abandons (the gate closed before it connected: the
+// fence went down after onCheckDue passed it) journals nothing and is
+// asked again after FenceRetry, like a fenced one.
+func TestAbandonedCheckIsNoObservation(t *testing.T) {
+	h := newHarness(t, nil)
+	s := &script{}
+	var abandon atomic.Bool
+	var calls atomic.Int32
+	check := func(ctx context.Context, done *CheckDone) {
+		calls.Add(1)
+		if abandon.Load() {
+			go done.Abandon()
+			return
+		}
+		go func() { done.Done(s.check(ctx)) }()
+	}
+	pid := h.spawnSpec(ProxySpec{ID: "p1", Source: "default", URLRedacted: "http://127.0.0.1:1/p1",
+		Settings: &CheckSettings{Health: noJitter(), Timeout: checkTimeout}, CheckAsync: AsyncCheckFunc(check)})
+	h.step(pid)
+	st := h.idle(pid)
+	checks, events0 := st.State.TotalChecks, len(h.stream("p1"))
+
+	abandon.Store(true)
+	before := calls.Load()
+	h.clk.Set(st.NextCheckAt)
+	poll(t, "the due check is started and abandoned", func() bool { return calls.Load() == before+1 && !h.state(pid).Checking })
+	st = h.idle(pid)
+	if st.State.TotalChecks != checks || len(h.stream("p1")) != events0 {
+		t.Fatalf("an abandoned check was recorded: %d checks (was %d), %d events (was %d)", st.State.TotalChecks, checks, len(h.stream("p1")), events0)
+	}
+	abandon.Store(false)
+	h.clk.Advance(FenceRetry)
+	poll(t, "the check is asked again after FenceRetry and recorded", func() bool { return h.state(pid).State.TotalChecks == checks+1 })
 }

@@ -121,13 +121,15 @@ func (f AsyncCheckFunc) CheckAsync(ctx context.Context, done *CheckDone) { f(ctx
 // generation that started the check and guards against a second
 // completion. Only a proxy actor makes one.
 type CheckDone struct {
-	owner  *proxyActor // the incarnation that started the check
-	gen    uint32      // its check generation
-	sys    *actor.ActorSystem
-	self   *actor.PID
-	once   atomic.Bool // set by the first Done, or by a panic of the check's start
-	result events.CheckResult
-	ticket Ticket // the check's limiter slot; released by the actor (endCheck)
+	owner *proxyActor // the incarnation that started the check
+	gen   uint32      // its check generation
+	sys   *actor.ActorSystem
+	self  *actor.PID
+	once  atomic.Bool // set by the first Done or Abandon, or by a panic of the check's start
+	// abandoned: the check did not take place (Abandon), result is empty
+	abandoned bool
+	result    events.CheckResult
+	ticket    Ticket // the check's limiter slot; released by the actor (endCheck)
 }
 
 // Done hands the check's result to the actor that started the check. Only
@@ -136,11 +138,20 @@ type CheckDone struct {
 // the AsyncCheckFunc returns, and does not block. A result that arrives
 // after its check was given up (a zombie, a restart) is ignored by the
 // actor.
-func (d *CheckDone) Done(r events.CheckResult) {
+func (d *CheckDone) Done(r events.CheckResult) { d.complete(r, false) }
+
+// Abandon tells the actor that the check did not take place: the checker
+// held it back before it connected (probe.WithGate: a cluster member's
+// fence closed while the check waited to start). It is no observation:
+// nothing is journaled, and the actor asks its fence again after
+// Env.FenceRetry. Like Done, only the first of Done and Abandon counts.
+func (d *CheckDone) Abandon() { d.complete(events.CheckResult{}, true) }
+
+func (d *CheckDone) complete(r events.CheckResult, abandoned bool) {
 	if !d.once.CompareAndSwap(false, true) {
 		return
 	}
-	d.result = r
+	d.result, d.abandoned = r, abandoned
 	env := d.owner.env // read before the send: the message then belongs to the actor
 	d.sys.Root.Send(d.self, d)
 	env.work.Done()

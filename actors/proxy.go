@@ -850,6 +850,13 @@ func (a *proxyActor) onProbeDone(ctx actor.Context, m *CheckDone) {
 	if a.stopped || a.env.stopping() {
 		return // shutting down: a cancelled probe is not an observation
 	}
+	if m.abandoned {
+		// Held back by the checker's gate before it connected (the
+		// fence closed after onCheckDue passed it): no observation;
+		// asked again shortly, as a fenced check is.
+		a.arm(ctx, FenceRetry, a.gen, false)
+		return
+	}
 	a.submit(ctx, pending{cmd: events.CheckCompleted{At: a.now(), Result: m.result}})
 }
 

@@ -418,6 +418,11 @@ func (l *evloop) begin(a *acheck) {
 		l.finish(a, netFailure("connect to proxy", a.dialErr(ctxDialErr(err))))
 		return
 	}
+	if g := a.c.gate; g != nil && !g() {
+		a.r.Gated = true
+		l.finish(a, errGated)
+		return
+	}
 	family := syscall.AF_INET
 	var sa syscall.Sockaddr
 	ip := a.addr.Addr()

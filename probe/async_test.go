@@ -272,6 +272,41 @@ func TestCheckAsyncCancelBeforeConnect(t *testing.T) {
 	}
 }
 
+// A closed gate (WithGate) ends a check before it connects, on the event
+// loop and in Check alike: Gated, Class OTHER, no connection; an open one
+// changes nothing.
+func TestGateHoldsChecksBackBeforeTheyConnect(t *testing.T) {
+	f := startFarm(t, 1)
+	var mu sync.Mutex
+	open := false
+	gate := func() bool { mu.Lock(); defer mu.Unlock(); return open }
+	c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/"}, WithGate(gate))
+	p := MustParseProxyURL(f.URL(0))
+	r := checkAsync(t, c, context.Background(), p)
+	if !r.Gated || r.Canceled || r.Class != cOther || r.OK() {
+		t.Errorf("async, gate closed: %+v", r)
+	}
+	rs := c.Check(context.Background(), p)
+	if !rs.Gated || outcomeOf(rs) != outcomeOf(r) {
+		t.Errorf("sync, gate closed: %+v; async %v", rs, outcomeOf(r))
+	}
+	if n := f.Checks(0); n != 0 {
+		t.Fatalf("the farm saw %d connections through a closed gate", n)
+	}
+	mu.Lock()
+	open = true
+	mu.Unlock()
+	if r := checkAsync(t, c, context.Background(), p); r.Gated || !r.OK() {
+		t.Errorf("async, gate open: %+v", r)
+	}
+	if r := c.Check(context.Background(), p); r.Gated || !r.OK() {
+		t.Errorf("sync, gate open: %+v", r)
+	}
+	if n := f.Checks(0); n != 2 {
+		t.Errorf("the farm saw %d connections through an open gate, want 2", n)
+	}
+}
+
 // TestCheckAsyncContextDeadline: a context deadline shorter than Timeout
 // ends the check with Check's timeout result.
 func TestCheckAsyncContextDeadline(t *testing.T) {

@@ -46,6 +46,10 @@ type Result struct {
 	// canceled (not timed out); the result then says nothing about the
 	// proxy and Class is OTHER.
 	Canceled bool
+	// Gated is set when the checker's gate (WithGate) was closed when the
+	// check was about to connect: no connection was made, the result
+	// says nothing about the proxy, and Class is OTHER.
+	Gated bool
 	// ExitIP is the proxy's exit address as Config.EchoURL saw it (the last
 	// entry of its "origin"), set only when the check passed and the echo
 	// answered well; else empty.
@@ -80,6 +84,7 @@ type Option func(*options)
 type options struct {
 	dial     DialFunc
 	resolver *net.Resolver
+	gate     func() bool
 }
 
 // WithDialContext replaces the dialer used to reach proxies (for tests, or
@@ -90,6 +95,15 @@ func WithDialContext(f DialFunc) Option { return func(o *options) { o.dial = f }
 // proxies (which resolve locally); default net.DefaultResolver. Results are
 // cached for resolveTTL.
 func WithResolver(r *net.Resolver) Option { return func(o *options) { o.resolver = r } }
+
+// WithGate makes every check ask gate right before it connects to the
+// proxy: false ends the check there, without a connection, with
+// Result.Gated set (Class OTHER). A cluster member passes its fence: a
+// check that passed it, then waited (for the event loop, or in a process
+// that was stopped) while the membership lapsed, opens no connection.
+// gate is called on the checking goroutine or the event loop; it must be
+// cheap and must not block.
+func WithGate(gate func() bool) Option { return func(o *options) { o.gate = gate } }
 
 // resolveTTL is how long a locally resolved target address is reused.
 const resolveTTL = 30 * time.Second
@@ -108,7 +122,8 @@ type Checker struct {
 
 	dial     DialFunc
 	resolver *net.Resolver
-	ownDial  bool // dial is the checker's own net.Dialer (no WithDialContext)
+	ownDial  bool        // dial is the checker's own net.Dialer (no WithDialContext)
+	gate     func() bool // WithGate; nil: none
 	// source is Config.SourceIP (unmapped); sourceAddr is it as the
 	// dialer's LocalAddr, nil without one (the Source of dial errors).
 	source     netip.Addr
@@ -163,7 +178,7 @@ func NewChecker(cfg Config, opts ...Option) (*Checker, error) {
 		cfg: cp.cfg, t: cp.target, re: cp.re, expected: cp.cfg.ExpectedStatus,
 		noBody: cp.cfg.Method == "HEAD", wantBody: cp.re != nil,
 		reset: cp.cfg.Close.resets(cp.cfg.Mode),
-		dial:  o.dial, resolver: o.resolver, ownDial: ownDial,
+		dial:  o.dial, resolver: o.resolver, ownDial: ownDial, gate: o.gate,
 		source: src,
 	}
 	if src.IsValid() {
@@ -248,6 +263,10 @@ type failure struct {
 	msg   string
 }
 
+// errGated ends a check whose gate (WithGate) was closed: it did not
+// connect.
+var errGated = &failure{class: pb.FailureClass_FAILURE_CLASS_OTHER, msg: "not checked: the checker's gate was closed (a cluster member no longer sure of its membership)"}
+
 func failuref(class pb.FailureClass, format string, args ...any) *failure {
 	return &failure{class: class, msg: fmt.Sprintf(format, args...)}
 }
@@ -289,6 +308,13 @@ func (c *Checker) attempt(ctx context.Context, st *state, proxy ProxyURL, start,
 	cancel := context.CancelFunc(nil)
 	if d, ok := ctx.Deadline(); !ok || !d.Equal(deadline) {
 		dctx, cancel = context.WithDeadline(ctx, deadline)
+	}
+	if c.gate != nil && !c.gate() {
+		if cancel != nil {
+			cancel()
+		}
+		r.Gated = true
+		return errGated
 	}
 	raw, err := c.dial(dctx, "tcp", proxy.HostPort())
 	if cancel != nil {
