@@ -118,6 +118,9 @@ func (e *Engine) Reconcile(ctx context.Context, sources []SourceConfig) (Reconci
 	}
 	if _, ok := byName[DefaultSource]; !ok && len(keepRunTime[DefaultSource]) > 0 {
 		if s, ok := oldSettings[DefaultSource]; ok {
+			// Its settings, for its run-time proxies only: what the old
+			// configuration listed (and its list) goes with it.
+			s.Proxies, s.Entries, s.List = nil, nil, SourceList{}
 			byName[DefaultSource] = s
 		}
 	}

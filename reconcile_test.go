@@ -86,3 +86,37 @@ func TestReconcile(t *testing.T) {
 		t.Error("a listed proxy is still a run-time one")
 	}
 }
+
+// TestReconcileDefaultSourceGoneKeepsOnlyRunTime: when the configuration
+// no longer lists the default source, the default source stays for its
+// run-time proxies only: its configured proxies go (and the diff says so),
+// its list stops.
+func TestReconcileDefaultSourceGoneKeepsOnlyRunTime(t *testing.T) {
+	farm := startFarm(t, 3)
+	ids := make([]string, 3)
+	for i := range ids {
+		ids[i], _ = proxyhealth.ResolveProxyID(farm.URL(i))
+	}
+	def := proxyhealth.SourceConfig{Name: proxyhealth.DefaultSource, Health: fastHealth(), Probe: farmProbe(), Proxies: []string{farm.URL(0)}}
+	a := proxyhealth.SourceConfig{Name: "a", Health: fastHealth(), Probe: farmProbe(), Proxies: []string{farm.URL(1)}}
+	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{def, a}})
+	ctx := context.Background()
+	if _, err := e.AddProxy(ctx, "", farm.URL(2)); err != nil {
+		t.Fatal(err)
+	}
+	diff, err := e.Reconcile(ctx, []proxyhealth.SourceConfig{a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diff.Added) != 0 || !slices.Equal(diff.Removed, []string{ids[0]}) {
+		t.Errorf("diff %+v, want only %s removed", diff, ids[0])
+	}
+	want := []string{ids[1], ids[2]}
+	slices.Sort(want)
+	if got := e.ProxyIDs(); !slices.Equal(got, want) {
+		t.Errorf("proxies %v, want %v (the default source's configured proxy is gone, its run-time one stays)", got, want)
+	}
+	if st, err := e.Proxy(ctx, ids[2]); err != nil || st.Source != proxyhealth.DefaultSource {
+		t.Errorf("run-time proxy: %+v %v, want it in the default source", st, err)
+	}
+}
