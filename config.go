@@ -200,6 +200,19 @@ func (s SourceConfig) entries() []ProxyEntry {
 	return append(out, s.Entries...)
 }
 
+// kept is what the engine keeps of a source's configuration once its
+// proxies are started: all of it for a source with a list, whose every
+// refresh applies the list together with the configured proxies; else
+// everything but its proxies, which nothing reads again (a
+// reconfiguration brings its own), so that a large configuration is not
+// kept alive besides the proxies' records.
+func (s SourceConfig) kept() SourceConfig {
+	if !s.List.set() {
+		s.Proxies, s.Entries = nil, nil
+	}
+	return s
+}
+
 // metadata is a proxy's effective metadata in the source: the source's
 // tags and its own, its own weight or else the source's.
 func (s SourceConfig) metadata(pe ProxyEntry) ([]string, float64) {

@@ -66,6 +66,8 @@ type Engine struct {
 }
 
 type source struct {
+	// cfg is the source's configuration, without its proxies unless it
+	// has a list (see SourceConfig.kept).
 	cfg SourceConfig
 	// list is the source's proxy list (nil without one) and refresher the
 	// actor that refreshes it.
@@ -153,6 +155,12 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// The engine keeps no copy of the configured proxies (at 100,000 of
+	// them, 7 MB of URLs and entries): they are started below, and each
+	// source keeps what it reads again (source.cfg). The engine's Config,
+	// and cfg, which the closures below capture, go without them.
+	configured := cfg.Sources
+	cfg.Sources = nil
 	e := &Engine{
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -237,7 +245,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	e.rot = &rotator{pool: pool, budget: budget, proxy: e.runningProxy, journal: j, log: cfg.Logger,
 		now: func() int64 { return cfg.Clock.Now().UnixNano() }, threshold: cfg.Rotation.PanicThreshold * 100, touched: map[string]struct{}{}}
-	if err := e.startProjections(ctx); err != nil {
+	if err := e.startProjections(ctx, configured); err != nil {
 		_ = e.proj.stop(context.WithoutCancel(ctx))
 		e.rot.close()
 		e.rot.wait()
@@ -255,7 +263,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Retention > 0 {
 		e.retain = newRetainer(e, cfg.Retention)
 	}
-	for _, sc := range cfg.Sources {
+	for _, sc := range configured {
 		if err := e.AddSource(ctx, sc); err != nil {
 			_ = e.Close(context.WithoutCancel(ctx))
 			return nil, err
@@ -326,7 +334,7 @@ func (e *Engine) addSource(ctx context.Context, sc SourceConfig) (*source, error
 		e.mu.Unlock()
 		return nil, fmt.Errorf("proxyhealth: start source %q: %w", sc.Name, err)
 	}
-	src := &source{cfg: sc, checker: checker, pid: pid, version: 1, settings: checkSettings(sc, 1)}
+	src := &source{cfg: sc.kept(), checker: checker, pid: pid, version: 1, settings: checkSettings(sc, 1)}
 	if sc.List.set() {
 		src.list = newListState(sc.List)
 	}
@@ -666,7 +674,7 @@ func (e *Engine) reconfigure(ctx context.Context, sc SourceConfig) (cur *source,
 		e.mu.Unlock()
 		return cur, startList, fmt.Errorf("%w: %q was replaced while being reconfigured", ErrUnknownSource, sc.Name)
 	}
-	src.cfg, src.checker = sc, checker
+	src.cfg, src.checker = sc.kept(), checker
 	src.version++
 	src.settings = checkSettings(sc, src.version)
 	var remove []string

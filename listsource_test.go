@@ -111,7 +111,10 @@ func TestASlowProviderNeverHoldsUpTheEngine(t *testing.T) {
 	}
 	close(release)
 	poll(t, "the list's proxy once the provider answers", func() bool { _, ok := e.Status().Proxy(id1); return ok })
-	_ = id0
+	// The list applies together with the configured proxy, which stays.
+	both := []string{id0, id1}
+	slices.Sort(both)
+	poll(t, "the configured proxy and the list's", func() bool { return runningSet(e) == strings.Join(both, ",") })
 }
 
 // TestAListSourceFollowsItsProvider: a source whose proxies come from a

@@ -121,8 +121,10 @@ func seedSnapshots(ctx context.Context, live *projections.Live, j journal.Journa
 
 // startProjections builds every projection before any actor runs, so that
 // nothing committed later is missed: the live status is caught up with the
-// journal synchronously, then all of them tail it.
-func (e *Engine) startProjections(ctx context.Context) error {
+// journal synchronously, then all of them tail it. sources are the
+// configured ones (their snapshots are seeded when the journal cannot list
+// its own).
+func (e *Engine) startProjections(ctx context.Context, sources []SourceConfig) error {
 	cfg, j := e.cfg, e.journal
 	p := &projected{log: e.log}
 	e.proj = p
@@ -130,7 +132,7 @@ func (e *Engine) startProjections(ctx context.Context) error {
 	p.history = projections.NewHistory(j, projections.HistoryOptions{Clock: cfg.Clock.Now})
 	// Catch up synchronously: Open returns with the status of every proxy.
 	head := j.Head()
-	if err := foldLive(ctx, p.live, j, head, cfg.Sources); err != nil {
+	if err := foldLive(ctx, p.live, j, head, sources); err != nil {
 		return fmt.Errorf("proxyhealth: load live status from the journal: %w", err)
 	}
 

@@ -3,11 +3,14 @@ package proxyhealth_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
 
 func TestReconcile(t *testing.T) {
@@ -119,4 +122,48 @@ func TestReconcileDefaultSourceGoneKeepsOnlyRunTime(t *testing.T) {
 	if st, err := e.Proxy(ctx, ids[2]); err != nil || st.Source != proxyhealth.DefaultSource {
 		t.Errorf("run-time proxy: %+v %v, want it in the default source", st, err)
 	}
+}
+
+// TestEngineKeepsNoReferenceToConfiguredProxies: once a source without a
+// list runs its proxies (Open, ReconfigureSource, Reconcile), the engine
+// keeps no reference to the configuration's Proxies and Entries: the
+// proxies' records have what they need, and a configuration of 100,000
+// proxies would otherwise cost 7 MB for the whole run
+// (BenchmarkDaemonRetainedPerProxy in cmd/proxyhealth).
+func TestEngineKeepsNoReferenceToConfiguredProxies(t *testing.T) {
+	farm := startFarm(t, 4)
+	released := make(chan string, 8)
+	// watched returns a source whose Proxies and Entries report on
+	// released once unreachable.
+	watched := func(name string, proxy, entry int) proxyhealth.SourceConfig {
+		sc := proxyhealth.SourceConfig{Name: name, Health: fastHealth(), Probe: farmProbe(),
+			Proxies: []string{farm.URL(proxy)}, Entries: []proxyhealth.ProxyEntry{{URL: farm.URL(entry), Tags: []string{"t"}}}}
+		runtime.AddCleanup(&sc.Proxies[0], func(s string) { released <- s }, name+" proxies")
+		runtime.AddCleanup(&sc.Entries[0], func(s string) { released <- s }, name+" entries")
+		return sc
+	}
+	e := open(t, proxyhealth.Config{Sources: []proxyhealth.SourceConfig{watched("a", 0, 1)}})
+	ctx := context.Background()
+	if err := e.ReconfigureSource(ctx, watched("a", 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Reconcile(ctx, []proxyhealth.SourceConfig{watched("a", 0, 1), watched("b", 2, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.ProxyIDs()); n != 4 {
+		t.Fatalf("%d proxies, want 4", n)
+	}
+	var got []string
+	testutil.EventuallyExplain(t, 15*time.Second, func() bool {
+		runtime.GC()
+		for {
+			select {
+			case s := <-released:
+				got = append(got, s)
+				continue
+			default:
+			}
+			return len(got) == cap(released)
+		}
+	}, func() string { return fmt.Sprintf("released: %q; the engine keeps the others", got) })
 }
