@@ -39,7 +39,10 @@ type daemon struct {
 	reloadMu sync.Mutex
 	settings *runSettings
 	getenv   func(string) string
-	cur      daemonConfig // the running configuration
+	// cur is the running configuration without its sources: a reload
+	// compares the settings that apply at start-up, and the engine has
+	// the sources (Engine.Reconcile applies the reloaded ones).
+	cur daemonConfig
 }
 
 // reloadable is where a daemon's configuration comes from.
@@ -85,7 +88,7 @@ func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options
 	}
 	d := &daemon{eng: eng, api: eng, log: log, served: make(chan error, 1)}
 	if rl != nil {
-		d.settings, d.getenv, d.cur = rl.settings, rl.getenv, rl.running
+		d.settings, d.getenv, d.cur = rl.settings, rl.getenv, rl.running.withoutSources()
 		api.Reload = d.reloadConfig
 	}
 	d.status = eng.Status()

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -240,5 +241,74 @@ func TestRunWebhooksFromYAML(t *testing.T) {
 		if strings.Contains(logs.String(), secret) {
 			t.Errorf("the log shows %q:\n%s", secret, logs.String())
 		}
+	}
+}
+
+// TestDaemonKeepsNoReferenceToConfiguredProxies: once the daemon is open,
+// neither it (the running configuration a reload compares with has no
+// sources) nor its engine keeps the proxies its configuration listed: the
+// proxies' records have what they need, and 100,000 of them would
+// otherwise cost 7 MB for the whole run (BenchmarkDaemonRetainedPerProxy).
+func TestDaemonKeepsNoReferenceToConfiguredProxies(t *testing.T) {
+	farm, err := fakeproxy.Start(t.Context(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(farm.Close)
+	dir := t.TempDir()
+	writeFile(t, dir, "list.txt", farm.URL(0)+"\n"+farm.URL(1)+"\n")
+	cfg := writeFile(t, dir, "ph.yaml", "data: data\nlisten: 127.0.0.1:0\ndefaults:\n  check_url: "+testTarget+"\nsources:\n  - name: a\n    proxy_files: [list.txt]\n")
+	fs := newFlagSet("run", runUsage, runExamples, nil, nil)
+	rs := &runSettings{}
+	rs.register(fs)
+	if _, code, ok := fs.parse([]string{"--config", cfg}); !ok {
+		t.Fatalf("parse: exit %d", code)
+	}
+	getenv := func(string) string { return "" }
+	released := make(chan struct{}, 1)
+	// open loads the configuration, watches its entries and opens the
+	// daemon, as runDaemon does; nothing of the configuration outlives it
+	// here.
+	open := func() *daemon {
+		dc, err := rs.load(getenv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.AddCleanup(&dc.engine.Sources[0].Entries[0], func(chan struct{}) { released <- struct{}{} }, released)
+		d, err := openDaemon(t.Context(), dc.engine, httpapi.Options{}, slog.New(slog.DiscardHandler), &reloadable{settings: rs, getenv: getenv, running: dc}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	d := open()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := d.stop(ctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	if n := len(d.eng.ProxyIDs()); n != 2 {
+		t.Fatalf("%d proxies, want 2", n)
+	}
+	testutil.Eventually(t, 15*time.Second, "the configuration's entries unreachable once the daemon is open", func() bool {
+		runtime.GC()
+		select {
+		case <-released:
+			return true
+		default:
+			return false
+		}
+	})
+	// A reload still finds the running settings to compare with.
+	diff, err := d.reloadConfig(t.Context())
+	if err != nil || len(diff.Added)+len(diff.Removed)+len(diff.Changed) != 0 || len(d.eng.ProxyIDs()) != 2 {
+		t.Errorf("reload of the same files: %+v %v, %d proxies", diff, err, len(d.eng.ProxyIDs()))
 	}
 }
