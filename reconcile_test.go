@@ -129,7 +129,7 @@ func TestReconcileDefaultSourceGoneKeepsOnlyRunTime(t *testing.T) {
 // keeps no reference to the configuration's Proxies and Entries: the
 // proxies' records have what they need, and a configuration of 100,000
 // proxies would otherwise cost 7 MB for the whole run
-// (BenchmarkDaemonRetainedPerProxy in cmd/proxyhealth).
+// (BenchmarkConfigRetainedPerProxy in cmd/proxyhealth).
 func TestEngineKeepsNoReferenceToConfiguredProxies(t *testing.T) {
 	farm := startFarm(t, 4)
 	released := make(chan string, 8)

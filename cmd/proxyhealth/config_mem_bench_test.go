@@ -18,14 +18,14 @@ import (
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
 
-// BenchmarkDaemonRetainedPerProxy reports what an opened daemon keeps per
+// BenchmarkConfigRetainedPerProxy reports what an opened daemon keeps per
 // configured proxy, as `proxyhealth run --config` opens it for the
 // configuration BenchmarkDaemon writes (one source whose proxy_files list
 // 100,000 proxies), but in this process, with a fake clock that never
 // moves (no check runs, no proxy is needed), after it opened and after a
 // reload of the same files:
 //
-//	go test -run '^$' -bench 'BenchmarkDaemonRetainedPerProxy' -benchtime 1x ./cmd/proxyhealth/
+//	go test -run '^$' -bench 'BenchmarkConfigRetainedPerProxy' -benchtime 1x ./cmd/proxyhealth/
 //
 // It reports:
 //
@@ -36,7 +36,7 @@ import (
 //   - open-B/proxy, reloaded-B/proxy: the whole live heap, less the heap
 //     before the configuration was read (everything a proxy costs; varies
 //     by about ±100 B/proxy from run to run).
-func BenchmarkDaemonRetainedPerProxy(b *testing.B) {
+func BenchmarkConfigRetainedPerProxy(b *testing.B) {
 	const proxies = 100_000
 	defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
 	runtime.MemProfileRate = 1
@@ -75,7 +75,7 @@ type retained struct {
 
 // retainedByDaemon opens the daemon of the config file cfg as runDaemon
 // does, reloads it once, and measures what it keeps after each (see
-// BenchmarkDaemonRetainedPerProxy).
+// BenchmarkConfigRetainedPerProxy).
 func retainedByDaemon(b *testing.B, cfg string, proxies int) retained {
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)

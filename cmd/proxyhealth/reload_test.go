@@ -248,7 +248,7 @@ func TestRunWebhooksFromYAML(t *testing.T) {
 // neither it (the running configuration a reload compares with has no
 // sources) nor its engine keeps the proxies its configuration listed: the
 // proxies' records have what they need, and 100,000 of them would
-// otherwise cost 7 MB for the whole run (BenchmarkDaemonRetainedPerProxy).
+// otherwise cost 7 MB for the whole run (BenchmarkConfigRetainedPerProxy).
 func TestDaemonKeepsNoReferenceToConfiguredProxies(t *testing.T) {
 	farm, err := fakeproxy.Start(t.Context(), 2)
 	if err != nil {
