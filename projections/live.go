@@ -132,11 +132,12 @@ func (l *Live) applyRun(envs []*pb.Envelope) int {
 	id := envs[0].GetProxyId()
 	n := 1
 	for ; id != "" && n < len(envs) && envs[n].GetProxyId() == id; n++ {
-		e := l.entries.Get(id)
-		if e == nil {
+		if p.e = l.entries.Get(id); p.e == nil {
 			break
 		}
-		l.applyLocked(envs[n], &prepared{e: e})
+		// With an entry, applyLocked reads neither base nor skip: p is
+		// reused as it is, not zeroed (its base is a whole State).
+		l.applyLocked(envs[n], &p)
 	}
 	return n
 }
