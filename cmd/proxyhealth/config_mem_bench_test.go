@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/internal/clock"
 	"github.com/proxyhealth/proxyhealth/internal/testutil"
 )
@@ -78,38 +76,17 @@ type retained struct {
 // BenchmarkConfigRetainedPerProxy).
 func retainedByDaemon(b *testing.B, cfg string, proxies int) retained {
 	ctx := context.Background()
-	log := slog.New(slog.DiscardHandler)
-	fs := newFlagSet("run", runUsage, runExamples, nil, nil)
-	rs := &runSettings{}
-	rs.register(fs)
-	if _, code, ok := fs.parse([]string{"--config", cfg}); !ok {
-		b.Fatalf("parse: exit %d", code)
-	}
+	rs := parseRunSettings(b, "--config", cfg)
 	getenv := func(string) string { return "" }
 	base := testutil.HeapInUse()
 	dc, err := rs.load(getenv)
 	if err != nil {
 		b.Fatal(err)
 	}
-	dc.engine.Logger = log
 	dc.engine.Clock = clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	// dc is not used after this, as in runDaemon.
-	d, err := openDaemon(ctx, dc.engine, httpapi.Options{}, log, &reloadable{settings: rs, getenv: getenv, running: dc}, false)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	d.serve(ln)
-	defer func() {
-		sctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		if err := d.stop(sctx); err != nil {
-			b.Error(err)
-		}
-	}()
+	d, stop := serveTestDaemon(b, rs, getenv, dc, slog.New(slog.DiscardHandler))
+	defer stop() // each run's daemon before the next one's measures
 	if n := len(d.eng.ProxyIDs()); n != proxies {
 		b.Fatalf("%d proxies monitored, want %d", n, proxies)
 	}

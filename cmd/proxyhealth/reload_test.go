@@ -31,39 +31,53 @@ import (
 // serves it on loopback; the test's cleanup stops it, unless stop did.
 func startTestDaemon(t *testing.T, logs *syncBuffer, env map[string]string, args ...string) (d *daemon, stop func()) {
 	t.Helper()
-	fs := newFlagSet("run", runUsage, runExamples, nil, nil)
-	rs := &runSettings{}
-	rs.register(fs)
-	if _, code, ok := fs.parse(args); !ok {
-		t.Fatalf("parse %q: exit %d", args, code)
-	}
+	rs := parseRunSettings(t, args...)
 	getenv := func(k string) string { return env[k] }
 	dc, err := rs.load(getenv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewJSONHandler(logs, nil))
+	return serveTestDaemon(t, rs, getenv, dc, slog.New(slog.NewJSONHandler(logs, nil)))
+}
+
+// parseRunSettings parses run's flags.
+func parseRunSettings(tb testing.TB, args ...string) *runSettings {
+	tb.Helper()
+	fs := newFlagSet("run", runUsage, runExamples, nil, nil)
+	rs := &runSettings{}
+	rs.register(fs)
+	if _, code, ok := fs.parse(args); !ok {
+		tb.Fatalf("parse %q: exit %d", args, code)
+	}
+	return rs
+}
+
+// serveTestDaemon opens the daemon of dc (loaded from rs with getenv), as
+// runDaemon does, logging to log, and serves it on loopback; the test's
+// cleanup stops it, unless stop did.
+func serveTestDaemon(tb testing.TB, rs *runSettings, getenv func(string) string, dc daemonConfig, log *slog.Logger) (d *daemon, stop func()) {
+	tb.Helper()
 	dc.engine.Logger = log
-	d, err = openDaemon(t.Context(), dc.engine, httpapi.Options{}, log, &reloadable{settings: rs, getenv: getenv, running: dc}, false)
+	d, err := openDaemon(tb.Context(), dc.engine, httpapi.Options{}, log, &reloadable{settings: rs, getenv: getenv, running: dc}, false)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	d.serve(ln)
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			if err := d.stop(ctx); err != nil {
-				t.Errorf("stop: %v", err)
+				tb.Errorf("stop: %v", err)
 			}
 		})
 	}
-	t.Cleanup(stop)
+	tb.Cleanup(stop)
 	return d, stop
 }
 
@@ -258,12 +272,7 @@ func TestDaemonKeepsNoReferenceToConfiguredProxies(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "list.txt", farm.URL(0)+"\n"+farm.URL(1)+"\n")
 	cfg := writeFile(t, dir, "ph.yaml", "data: data\nlisten: 127.0.0.1:0\ndefaults:\n  check_url: "+testTarget+"\nsources:\n  - name: a\n    proxy_files: [list.txt]\n")
-	fs := newFlagSet("run", runUsage, runExamples, nil, nil)
-	rs := &runSettings{}
-	rs.register(fs)
-	if _, code, ok := fs.parse([]string{"--config", cfg}); !ok {
-		t.Fatalf("parse: exit %d", code)
-	}
+	rs := parseRunSettings(t, "--config", cfg)
 	getenv := func(string) string { return "" }
 	released := make(chan struct{}, 1)
 	// open loads the configuration, watches its entries and opens the
@@ -275,25 +284,10 @@ func TestDaemonKeepsNoReferenceToConfiguredProxies(t *testing.T) {
 			t.Fatal(err)
 		}
 		runtime.AddCleanup(&dc.engine.Sources[0].Entries[0], func(chan struct{}) { released <- struct{}{} }, released)
-		d, err := openDaemon(t.Context(), dc.engine, httpapi.Options{}, slog.New(slog.DiscardHandler), &reloadable{settings: rs, getenv: getenv, running: dc}, false)
-		if err != nil {
-			t.Fatal(err)
-		}
+		d, _ := serveTestDaemon(t, rs, getenv, dc, slog.New(slog.DiscardHandler))
 		return d
 	}
 	d := open()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := d.stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
 	if n := len(d.eng.ProxyIDs()); n != 2 {
 		t.Fatalf("%d proxies, want 2", n)
 	}
