@@ -218,12 +218,7 @@ func TestClusterKilledMembersProxiesAreAdoptedWithoutRelapse(t *testing.T) {
 		}
 		e := tc.engines[after[id]]
 		story := streamOf(t, e, id)
-		var adopted *pb.ProxyAdopted
-		for _, env := range story {
-			if a := env.GetProxyAdopted(); a != nil {
-				adopted = a
-			}
-		}
+		adopted := lastAdoption(story)
 		if adopted == nil || adopted.GetFromMember() != "m2:1" {
 			t.Errorf("proxy %s taken by %s without an adoption from m2:1: %v", id, after[id], story)
 			continue
@@ -294,12 +289,7 @@ func TestClusterJoinAsksAgainForALostDump(t *testing.T) {
 		}
 		taken++
 		story := streamOf(t, tc.engines["m3:1"], id)
-		var adopted *pb.ProxyAdopted
-		for _, env := range story {
-			if a := env.GetProxyAdopted(); a != nil {
-				adopted = a
-			}
-		}
+		adopted := lastAdoption(story)
 		if adopted == nil || adopted.GetFromMember() != "m2:1" {
 			t.Errorf("proxy %s taken by m3:1 without an adoption from m2:1: %v", id, story)
 		}
@@ -386,6 +376,17 @@ func TestClusterLostMemberStopsChecking(t *testing.T) {
 	if got := checks("m1:1"); got != m1Before {
 		t.Errorf("the lost member checked %d more times", got-m1Before)
 	}
+}
+
+// lastAdoption is the last ProxyAdopted of a proxy's story (nil: none).
+func lastAdoption(story []*pb.Envelope) *pb.ProxyAdopted {
+	var adopted *pb.ProxyAdopted
+	for _, env := range story {
+		if a := env.GetProxyAdopted(); a != nil {
+			adopted = a
+		}
+	}
+	return adopted
 }
 
 func streamOf(t *testing.T, e *proxyhealth.Engine, id string) []*pb.Envelope {
