@@ -140,7 +140,7 @@ func (e *Engine) startProjections(ctx context.Context, sources []SourceConfig) e
 	p.after = e.rot.apply
 
 	for _, spec := range cfg.Projections {
-		x, err := spec.Open(ctx, ProjectionEnv{DataDir: cfg.DataDir, Journal: journal.ReadOnly(j), Logger: cfg.Logger, StartFresh: cfg.StartFresh})
+		x, err := spec.Open(ctx, ProjectionEnv{DataDir: cfg.DataDir, Journal: journal.ReadOnly(j), Logger: cfg.Logger, StartFresh: cfg.StartFresh, Sweeping: p.sweeping})
 		if err != nil {
 			return fmt.Errorf("proxyhealth: open the %s: %w", spec.Name, err)
 		}
@@ -182,6 +182,10 @@ func (e *Engine) startProjections(ctx context.Context, sources []SourceConfig) e
 	p.run(rctx, "notifier", nil, cfg.Logger, func() error { return p.notifier.Run(rctx) }, nil)
 	return nil
 }
+
+// sweeping implements ProjectionEnv.Sweeping: the live status has at least
+// SweepMin proxies in state unknown.
+func (p *projected) sweeping() bool { return p.live.Counts().Unknown >= SweepMin }
 
 // Retry delays of a projection that ended with an error (restartable ones
 // only: the live status).

@@ -62,4 +62,17 @@ type ProjectionEnv struct {
 	// was lost, so a projection ahead of the journal may be rebuilt instead
 	// of refusing to start (ErrHistoryLost).
 	StartFresh bool
+	// Sweeping reports whether a large sweep of new proxies is under way:
+	// at least SweepMin proxies in the pool await their first check (at
+	// start-up, or after a source brought many). A projection that may
+	// trail the journal can hold its work back meanwhile, so that the
+	// sweep's checks have the machine; the SQLite view does, for at most
+	// 30 s (sqlview.Options.Hold).
+	Sweeping func() bool
 }
+
+// SweepMin is how many proxies must await their first check for
+// ProjectionEnv.Sweeping to report a sweep. A smaller sweep is over in
+// about a second (10,000 proxies take about 2 s on two cores), too soon
+// for holding a projection back to matter.
+const SweepMin = 1000

@@ -37,7 +37,9 @@ var ErrNoSQLiteDriver = sqlview.ErrNoDriver
 // SQLiteView returns the projection spec of the SQLite view, for
 // Config.Projections: DataDir/view.db, caught up at Open and kept up to date
 // while the engine runs (it trails the journal by about a second; by up to
-// 10 s in a pool of 100,000 proxies, see sqlview.Options.Linger). A
+// 10 s in a pool of 100,000 proxies, see sqlview.Options.Linger; while a
+// sweep of at least SweepMin new proxies runs, by up to 30 s more, see
+// ProjectionEnv.Sweeping). A
 // view that is corrupt, from a newer schema, deleted or replaced is moved
 // aside and rebuilt; one ahead of its journal (the journal lost history)
 // stops Open with ErrHistoryLost unless Config.StartFresh. An engine
@@ -62,7 +64,7 @@ func openSQLiteView(ctx context.Context, env ProjectionEnv) (Projection, error) 
 		return nil, fmt.Errorf("%w: %s has applied events up to seq %d, but the journal ends at seq %d: the journal lost events (truncated, replaced or restored from an older copy). Restore the journal from a backup, or start over deliberately with --start-fresh (Config.StartFresh: the view is moved aside and rebuilt from the journal as it is)",
 			ErrHistoryLost, path, seq, j.Head())
 	}
-	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: SQLiteViewBatchSize, Logger: env.Logger})
+	v, err := sqlview.OpenView(ctx, path, j, sqlview.Options{RebuildIfInvalid: true, BatchSize: SQLiteViewBatchSize, Logger: env.Logger, Hold: env.Sweeping})
 	if err != nil {
 		return nil, err
 	}

@@ -177,6 +177,14 @@ func (l *Live) Summary() Summary {
 	return s
 }
 
+// Counts returns the pool-wide counts of Summary alone: no per-source
+// summaries, no allocation.
+func (l *Live) Counts() Counts {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.global.counts()
+}
+
 // Proxy returns the status of one proxy; false if it is unknown or removed.
 func (l *Live) Proxy(id string) (ProxyView, bool) {
 	l.mu.RLock()

@@ -346,8 +346,44 @@ func (v *View) runOnce(ctx context.Context) error {
 			return err
 		}
 		batch = v.linger(ctx, sub, batch, size, wait)
+		v.hold(ctx)
 		if err := v.apply(ctx, batch); err != nil {
 			return err
+		}
+	}
+}
+
+// holdPoll is how often a held view asks Options.Hold again.
+const holdPoll = 100 * time.Millisecond
+
+// hold waits while Options.Hold asks the view to hold back, for at most
+// Options.MaxHold in a row (see Options.Hold), or until ctx ends.
+func (v *View) hold(ctx context.Context) {
+	if v.opts.Hold == nil {
+		return
+	}
+	if !v.opts.Hold() {
+		v.heldOut = false
+		return
+	}
+	if v.heldOut {
+		return
+	}
+	start := v.opts.Now()
+	v.opts.Logger.Info("SQLite view holds back while a sweep of new proxies runs", "path", v.path, "offset", v.Offset(), "max_hold", v.opts.MaxHold)
+	for {
+		if !sleep(ctx, holdPoll) {
+			return
+		}
+		held := v.opts.Now().Sub(start)
+		if !v.opts.Hold() {
+			v.opts.Logger.Info("SQLite view catches up after the sweep", "path", v.path, "held_for", held.Round(time.Millisecond), "behind", v.j.Head()-v.Offset())
+			return
+		}
+		if held >= v.opts.MaxHold {
+			v.heldOut = true
+			v.opts.Logger.Info("SQLite view held back as long as it may; applying again while the sweep runs", "path", v.path, "held_for", held.Round(time.Millisecond), "behind", v.j.Head()-v.Offset())
+			return
 		}
 	}
 }

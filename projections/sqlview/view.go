@@ -117,7 +117,21 @@ type Options struct {
 	// Driver is the database/sql driver name the view opens its files with
 	// (default DriverName, "sqlite3"); it must be registered (ErrNoDriver).
 	Driver string
+	// Hold, if set, is asked by Run before each batch it takes from the
+	// journal's tail: while Hold returns true, Run leaves the events in
+	// the journal, for at most MaxHold in a row; then it applies them as
+	// usual, and asks again only once Hold has returned false. The engine
+	// holds its view while a large sweep of new proxies is under way (see
+	// proxyhealth.ProjectionEnv.Sweeping): the sweep's checks then have
+	// the machine, and the view catches up in large batches afterwards.
+	Hold func() bool
+	// MaxHold bounds how long Hold holds the view back in a row (default
+	// 30 s): the view trails the journal by at most about that much more.
+	MaxHold time.Duration
 }
+
+// DefaultMaxHold is the default Options.MaxHold.
+const DefaultMaxHold = 30 * time.Second
 
 // IntegrityCheck says when the view runs PRAGMA quick_check on a file it
 // opens. The check reads the whole file: about 0.25 s for a view of
@@ -177,6 +191,9 @@ func (o Options) withDefaults() Options {
 	if o.CheckInterval <= 0 {
 		o.CheckInterval = DefaultCheckInterval
 	}
+	if o.MaxHold <= 0 {
+		o.MaxHold = DefaultMaxHold
+	}
 	return o
 }
 
@@ -202,6 +219,9 @@ type View struct {
 	hook    func() error // run before each batch commit (tests)
 	offset  atomic.Uint64
 	proxies atomic.Int64 // in the proxies table after the last batch (shape)
+	// heldOut: Run held the view for MaxHold and Hold has not returned
+	// false since (Run's goroutine only).
+	heldOut bool
 
 	smu    sync.Mutex
 	status Status
