@@ -261,8 +261,8 @@ type Bolt struct {
 	closeErr   error
 	note       *notifier
 	recent     recent // the latest committed envelopes, for subscriptions
-	// mappedRead counts the bytes of records read from the mmap since the
-	// last release (noteMapped, every releaseReadBytes).
+	// mappedRead counts the bytes of records readRange read from the mmap
+	// since it last released them (releaseMapped, every releaseReadBytes).
 	mappedRead atomic.Int64
 }
 

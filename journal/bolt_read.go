@@ -59,7 +59,6 @@ func (b *Bolt) readCommitted(from uint64, n int, dst []*pb.Envelope) ([]*pb.Enve
 // the blocks the helper has not taken yet (the cursor walk is cheaper than
 // decoding, so the helper rarely waits for it).
 func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope, ins *readInterners) ([]*pb.Envelope, error) {
-	var mapped int64 // bytes of records read
 	err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
 		next := max(from, first)
 		if next > end {
@@ -113,7 +112,7 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope, ins *readI
 			}
 			k, v = c.Next()
 		}
-		mapped = int64(read)
+		b.mappedRead.Add(int64(read))
 
 		var own blockDecoder
 		if !parallel {
@@ -136,28 +135,12 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope, ins *readI
 		}
 		return nil
 	})
-	b.noteMapped(mapped)
-	return dst, err
-}
-
-// noteMapped counts n bytes read from the journal's mmap; once
-// releaseReadBytes have been read since the last release, it drops the
-// file's pages from the process's page tables (releaseMapped). Call it
-// outside read transactions: releaseMapped opens one.
-func (b *Bolt) noteMapped(n int64) {
-	if v := b.mappedRead.Add(n); v >= releaseReadBytes && b.mappedRead.CompareAndSwap(v, 0) {
+	if b.mappedRead.Load() >= releaseReadBytes {
+		b.mappedRead.Store(0)
 		_ = b.releaseMapped() // only memory accounting is at stake
 	}
+	return dst, err
 }
-
-// scatteredRead is what noteMapped counts for a record read at random (a
-// stream's events, a snapshot): whatever its size, the fault that reads
-// it maps the pages around it too, 64 KiB by default (the kernel's
-// fault_around_bytes), or a whole large folio of the page cache. A
-// restart's recovery reads every proxy's stream and snapshot: at 100,000
-// proxies that left about 50 MB of the journal file mapped in the
-// restarted daemon (BenchmarkDaemon's restart-peak-rss-MiB).
-const scatteredRead = 64 << 10
 
 // decodeBlock is how many records readRange hands its decoding helper at
 // a time.
@@ -243,9 +226,9 @@ func (b *blockDecoder) decode(d *decodeBlocks, lo, hi int, in *interner) {
 	}
 }
 
-// releaseReadBytes is how many bytes of records the readers read from the
-// mmap before noteMapped drops the journal file's pages from the
-// process's page tables (releaseMapped). A replay of the whole journal (a restart's
+// releaseReadBytes is how many bytes of records readRange reads from the
+// mmap before it drops the journal file's pages from the process's page
+// tables (releaseMapped). A replay of the whole journal (a restart's
 // catch-up, a rebuild) would otherwise keep every page it read mapped:
 // reading 400,000 events (a 48 MiB file) added 41 MiB to the resident set.
 var releaseReadBytes int64 = 8 << 20 // a variable for tests
@@ -389,11 +372,9 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		walked := 0
 		err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
 			g := newEventGetter(events)
 			for n := 0; n < walkChunk && cur != 0 && want >= from; n++ {
-				walked++
 				if cur < first {
 					cur = 0 // the older events were deleted by retention
 					return nil
@@ -415,7 +396,6 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 			}
 			return nil
 		})
-		b.noteMapped(int64(walked) * scatteredRead)
 		if err != nil {
 			return nil, err
 		}
@@ -448,7 +428,6 @@ func (g *eventGetter) get(seq uint64) []byte {
 // for proxyID, in one read transaction. Events deleted by a concurrent
 // Retain are skipped.
 func (b *Bolt) readSeqs(proxyID string, seqs []uint64, dst []*pb.Envelope) ([]*pb.Envelope, error) {
-	defer b.noteMapped(int64(len(seqs)) * scatteredRead)
 	err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
 		g := newEventGetter(events)
 		in := interners.Get().(*interner)
@@ -481,7 +460,6 @@ func (b *Bolt) LoadSnapshot(ctx context.Context, proxyID string) (*pb.ProxySnaps
 		return nil, err
 	}
 	var s *pb.ProxySnapshot
-	defer b.noteMapped(scatteredRead)
 	err := b.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketSnapshots).Get([]byte(proxyID))
 		if v == nil {
