@@ -30,7 +30,10 @@ func tailingHeld(t *testing.T, path string, j journal.Journal, sim *gen.Sim, h *
 	t.Helper()
 	opts.Hold = h.hold
 	v, r := tailing(t, path, j, opts)
-	for h.asked.Load() == 0 { // Hold is asked before a batch is applied
+	for i := 0; h.asked.Load() == 0; i++ { // Hold is asked before a batch is applied
+		if i == 100 {
+			t.Fatal("Run applied 100 batches without asking Hold")
+		}
 		appendSim(t, j, sim, 1)
 		waitFor(t, "the view to apply an event", func() bool { return v.Offset() == j.Head() })
 	}

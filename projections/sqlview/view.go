@@ -117,10 +117,11 @@ type Options struct {
 	// Driver is the database/sql driver name the view opens its files with
 	// (default DriverName, "sqlite3"); it must be registered (ErrNoDriver).
 	Driver string
-	// Hold, if set, is asked by Run before each batch it takes from the
-	// journal's tail: while Hold returns true, Run leaves the events in
-	// the journal, for at most MaxHold in a row; then it applies them as
-	// usual, and asks again only once Hold has returned false. The engine
+	// Hold, if set, is asked by Run before it applies each batch it took
+	// from the journal's tail: while Hold returns true, Run waits with
+	// that batch and leaves what follows in the journal, for at most
+	// MaxHold in a row; then it applies as usual, and holds again only
+	// once Hold has returned false. The engine
 	// holds its view while a large sweep of new proxies is under way (see
 	// proxyhealth.ProjectionEnv.Sweeping): the sweep's checks then have
 	// the machine, and the view catches up in large batches afterwards.
