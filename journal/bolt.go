@@ -264,6 +264,9 @@ type Bolt struct {
 	// mappedRead counts the bytes of records readRange read from the mmap
 	// since it last released them (releaseMapped, every releaseReadBytes).
 	mappedRead atomic.Int64
+	// scatteredAt is when reads at random places last released the
+	// mapped pages (unix ns; noteScattered).
+	scatteredAt atomic.Int64
 }
 
 // OpenBolt opens or creates the journal file at path (a missing file is

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -92,5 +93,65 @@ func TestReplayReleasesMappedPages(t *testing.T) {
 	readAll()
 	if got, most := mappedRSS(t, b.path), 3*releaseReadBytes; got > most {
 		t.Fatalf("reading the %d MiB journal left %d KiB of it mapped, want at most %d KiB", size>>20, got>>10, most>>10)
+	}
+}
+
+// TestStreamReadsReleaseMappedPages: reads at random places of the file
+// (streams and snapshots, what a restart's recovery reads for every proxy)
+// release the file's mapped pages every scatteredRelease; without the
+// release, the same reads keep most of the file mapped.
+func TestStreamReadsReleaseMappedPages(t *testing.T) {
+	b := openNoSync(t)
+	const size = 8 << 20
+	var ids []string // one event each
+	for i := 0; ; i++ {
+		envs := make([]*pb.Envelope, 2000)
+		for k := range envs {
+			id := fmt.Sprintf("%016x", i*len(envs)+k)
+			envs[k] = testEnvelope(id, 0)
+			ids = append(ids, id)
+		}
+		if _, err := b.Append(context.Background(), envs); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(b.path); err != nil {
+			t.Fatal(err)
+		} else if fi.Size() >= size {
+			break
+		}
+	}
+	// Every 20th proxy's stream: reads about every other page of the file.
+	readStreams := func() {
+		t.Helper()
+		for i := 0; i < len(ids); i += 20 {
+			n := 0
+			for _, err := range b.ReadStream(context.Background(), ids[i], 1) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				n++
+			}
+			if n != 1 {
+				t.Fatalf("proxy %s: %d events, want 1", ids[i], n)
+			}
+		}
+	}
+	old := scatteredRelease
+	t.Cleanup(func() { scatteredRelease = old })
+
+	scatteredRelease = time.Hour
+	b.scatteredAt.Store(time.Now().UnixNano())
+	if err := b.releaseMapped(); err != nil {
+		t.Fatal(err)
+	}
+	readStreams()
+	if got := mappedRSS(t, b.path); got < size/2 {
+		t.Fatalf("without the release, reading streams all over the %d MiB journal left %d KiB of it mapped: the measurement does not see the mapping", size>>20, got>>10)
+	}
+
+	scatteredRelease = 0 // every read releases: what the last one read stays
+	readStreams()
+	if got, most := mappedRSS(t, b.path), int64(1<<20); got > most {
+		t.Fatalf("reading streams all over the %d MiB journal left %d KiB of it mapped, want at most %d KiB", size>>20, got>>10, most>>10)
 	}
 }
