@@ -44,17 +44,18 @@ func mappedRSS(t *testing.T, path string) int64 {
 	return rss
 }
 
-// TestReplayReleasesMappedPages: a read of the whole journal keeps at most
-// about releaseReadBytes of the file's pages mapped (resident in the
-// process), not every page it read; with the release off, the same read
-// keeps the whole file.
-func TestReplayReleasesMappedPages(t *testing.T) {
-	b := openNoSync(t)
-	const size = 8 << 20
+// filledJournal returns a journal without fsync, its file at least size
+// bytes, in which every event is of a proxy of its own; ids are the
+// proxies, in order.
+func filledJournal(t *testing.T, size int64) (b *Bolt, ids []string) {
+	t.Helper()
+	b = openNoSync(t)
 	for i := 0; ; i++ {
 		envs := make([]*pb.Envelope, 2000)
 		for k := range envs {
-			envs[k] = testEnvelope(fmt.Sprintf("%016x", i*len(envs)+k), 0)
+			id := fmt.Sprintf("%016x", i*len(envs)+k)
+			envs[k] = testEnvelope(id, 0)
+			ids = append(ids, id)
 		}
 		if _, err := b.Append(context.Background(), envs); err != nil {
 			t.Fatal(err)
@@ -62,9 +63,18 @@ func TestReplayReleasesMappedPages(t *testing.T) {
 		if fi, err := os.Stat(b.path); err != nil {
 			t.Fatal(err)
 		} else if fi.Size() >= size {
-			break
+			return b, ids
 		}
 	}
+}
+
+// TestReplayReleasesMappedPages: a read of the whole journal keeps at most
+// about releaseReadBytes of the file's pages mapped (resident in the
+// process), not every page it read; with the release off, the same read
+// keeps the whole file.
+func TestReplayReleasesMappedPages(t *testing.T) {
+	const size = 8 << 20
+	b, _ := filledJournal(t, size)
 	readAll := func() {
 		t.Helper()
 		for _, err := range b.Read(context.Background(), 1) {
@@ -101,25 +111,8 @@ func TestReplayReleasesMappedPages(t *testing.T) {
 // release the file's mapped pages every scatteredRelease; without the
 // release, the same reads keep most of the file mapped.
 func TestStreamReadsReleaseMappedPages(t *testing.T) {
-	b := openNoSync(t)
 	const size = 8 << 20
-	var ids []string // one event each
-	for i := 0; ; i++ {
-		envs := make([]*pb.Envelope, 2000)
-		for k := range envs {
-			id := fmt.Sprintf("%016x", i*len(envs)+k)
-			envs[k] = testEnvelope(id, 0)
-			ids = append(ids, id)
-		}
-		if _, err := b.Append(context.Background(), envs); err != nil {
-			t.Fatal(err)
-		}
-		if fi, err := os.Stat(b.path); err != nil {
-			t.Fatal(err)
-		} else if fi.Size() >= size {
-			break
-		}
-	}
+	b, ids := filledJournal(t, size) // one event each
 	// Every 20th proxy's stream: reads about every other page of the file.
 	readStreams := func() {
 		t.Helper()
