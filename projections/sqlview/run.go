@@ -371,20 +371,18 @@ func (v *View) hold(ctx context.Context) {
 	}
 	start := v.opts.Now()
 	v.opts.Logger.Info("SQLite view holds back while a sweep of new proxies runs", "path", v.path, "offset", v.Offset(), "max_hold", v.opts.MaxHold)
-	for {
-		if !sleep(ctx, holdPoll) {
-			return
-		}
+	for sleep(ctx, holdPoll) {
 		held := v.opts.Now().Sub(start)
-		if !v.opts.Hold() {
-			v.opts.Logger.Info("SQLite view catches up after the sweep", "path", v.path, "held_for", held.Round(time.Millisecond), "behind", v.j.Head()-v.Offset())
-			return
-		}
-		if held >= v.opts.MaxHold {
+		msg := "SQLite view catches up after the sweep"
+		if v.opts.Hold() {
+			if held < v.opts.MaxHold {
+				continue
+			}
 			v.heldOut = true
-			v.opts.Logger.Info("SQLite view held back as long as it may; applying again while the sweep runs", "path", v.path, "held_for", held.Round(time.Millisecond), "behind", v.j.Head()-v.Offset())
-			return
+			msg = "SQLite view held back as long as it may; applying again while the sweep runs"
 		}
+		v.opts.Logger.Info(msg, "path", v.path, "held_for", held.Round(time.Millisecond), "behind", v.j.Head()-v.Offset())
+		return
 	}
 }
 

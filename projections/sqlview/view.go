@@ -121,8 +121,8 @@ type Options struct {
 	// from the journal's tail: while Hold returns true, Run waits with
 	// that batch and leaves what follows in the journal, for at most
 	// MaxHold in a row; then it applies as usual, and holds again only
-	// once Hold has returned false. The engine
-	// holds its view while a large sweep of new proxies is under way (see
+	// once Hold has returned false. The engine holds its view while a
+	// large sweep of new proxies is under way (see
 	// proxyhealth.ProjectionEnv.Sweeping): the sweep's checks then have
 	// the machine, and the view catches up in large batches afterwards.
 	Hold func() bool
