@@ -37,7 +37,8 @@ var ErrNoSQLiteDriver = sqlview.ErrNoDriver
 // SQLiteView returns the projection spec of the SQLite view, for
 // Config.Projections: DataDir/view.db, caught up at Open and kept up to date
 // while the engine runs (it trails the journal by about a second; by up to
-// 10 s in a pool of 100,000 proxies, see sqlview.Options.Linger; while a
+// 2 s in a pool of 10,000 proxies and 10 s from 50,000, see
+// sqlview.Options.Linger; while a
 // sweep of at least SweepMin new proxies runs, by up to 30 s more, see
 // ProjectionEnv.Sweeping). A
 // view that is corrupt, from a newer schema, deleted or replaced is moved

@@ -183,7 +183,7 @@ func (v *View) apply(ctx context.Context, envs []*pb.Envelope) error {
 
 // shapeScale is the number of proxies up to which Run and CatchUp apply
 // batches of Options.BatchSize and Run lingers Options.Linger; see shape.
-const shapeScale = 10_000
+const shapeScale = 5_000
 
 // Bounds of the scaled batches (shape): a batch's events are held decoded
 // in memory, and the view trails the journal by up to the linger.
@@ -194,20 +194,33 @@ const (
 
 // shape returns the batch size and the linger for the view as it is: those
 // of the Options up to shapeScale proxies; beyond, both in proportion to the
-// proxies (a linger of 10 s at 100,000 proxies with the default 1 s), up to
-// maxScaledBatch events and maxScaledLinger (or the Options' own, if
-// larger).
+// proxies (a linger of 2 s at 10,000 proxies and 10 s from 50,000 with the
+// default 1 s), up to maxScaledBatch events and maxScaledLinger (or the
+// Options' own, if larger).
 //
 // A batch's cost is mostly the pages it writes and reads: one of the
 // proxies table per check (and, until schema version 3, one of the
-// (proxy_id, at) index), fewer when the checks of one batch share pages. Up to shapeScale proxies a batch of
-// a second's checks covers much of the proxies table; at 100,000 proxies a
-// batch of 2,000 checks touches nearly a page per check. There, batches of
-// 20,000 cost 25 µs of CPU per event instead of 36, and write 5.7 KB per
-// event instead of 11.7 (BenchmarkSteadyState/proxies=100000/batch=2000/
-// fresh before this scaling, at 253c196, and with it).
-// The view then trails the journal by up to 10 s at 100,000 proxies: a
-// sixth of the 60 s those are checked every in BenchmarkDaemon.
+// (proxy_id, at) index), fewer when the checks of one batch share pages.
+// At 100,000 proxies a batch of 2,000 checks touches nearly a page per
+// check. There, batches of 20,000 cost 25 µs of CPU per event instead of
+// 36, and write 5.7 KB per event instead of 11.7
+// (BenchmarkSteadyState/proxies=100000/batch=2000/fresh before this
+// scaling, at 253c196, and with it). At 10,000 proxies checked every 10 s,
+// batches of 2 s (2,000 checks) instead of 1 s write 26 % fewer bytes per
+// event with 12 s of history (2,610 against 3,530) and 11 % fewer with 5
+// minutes (6,175 against 6,970), and cost less CPU: 25–29 µs per event
+// against 27–34 fresh, 36–38 against 34–46 with history
+// (BenchmarkSteadyState/proxies=10000/batch=1000/fresh and history=5m,
+// three to six runs each with shapeScale 10,000 and 5,000, 2026-12-07); the
+// daemon made 2.04 write-like system calls per check instead of 2.45
+// (BenchmarkDaemon/proxies=10000, two runs against three), with the same
+// peak RSS: the batch's envelopes are about the journal's window of recent
+// ones, which it shares. Batches of 5 s wrote a third of the bytes but
+// held 5,000 envelopes of their own, and the daemon's peak RSS grew by
+// 4.6 MiB.
+// The view trails the journal by up to 2 s at 10,000 proxies and 10 s at
+// 100,000: a fifth and a sixth of the 10 s and 60 s they are checked
+// every in BenchmarkDaemon.
 func (v *View) shape() (batch int, linger time.Duration) {
 	batch, linger = v.opts.BatchSize, v.opts.Linger
 	n := v.proxies.Load()

@@ -81,7 +81,7 @@ type Options struct {
 	// applied so far and the number to apply.
 	Progress func(done, total uint64)
 	// BatchSize caps the events applied per transaction by Run and CatchUp
-	// (default 2000). In a view of more than 10,000 proxies the cap grows
+	// (default 2000). In a view of more than 5,000 proxies the cap grows
 	// in proportion to the proxies, up to 20,000 (see Linger).
 	BatchSize int
 	// HistoryRetention is how long check_history rows are kept, counted back
@@ -100,10 +100,12 @@ type Options struct {
 	// Linger is how long Run waits to fill up a small batch before
 	// applying it (default 1 s; negative applies at once). The view then
 	// trails the journal by at most about that much. In a view of more
-	// than 10,000 proxies the linger grows in proportion to the proxies, up
-	// to 10 s (10 s at 100,000 proxies with the default): there a batch of
-	// a second's checks would write nearly a page per check, and batches of
-	// 20,000 cost a third less.
+	// than 5,000 proxies the linger grows in proportion to the proxies, up
+	// to 10 s (2 s at 10,000 proxies and 10 s from 50,000 with the
+	// default): the checks of one batch whose proxies share a page of the
+	// proxies table write it once, and at 100,000 proxies a batch of a
+	// second's checks would write nearly a page per check, where batches
+	// of 20,000 cost a third less.
 	Linger time.Duration
 	// RetryMin is how long Run waits before its first retry after a failure
 	// (default 1 s); each further failed attempt doubles the wait, up to
