@@ -38,14 +38,13 @@ var ErrNoSQLiteDriver = sqlview.ErrNoDriver
 // Config.Projections: DataDir/view.db, caught up at Open and kept up to date
 // while the engine runs (it trails the journal by about a second; by up to
 // 2 s in a pool of 10,000 proxies and 10 s from 50,000, see
-// sqlview.Options.Linger; while a
-// sweep of at least SweepMin new proxies runs, by up to 30 s more, see
-// ProjectionEnv.Sweeping). A
-// view that is corrupt, from a newer schema, deleted or replaced is moved
-// aside and rebuilt; one ahead of its journal (the journal lost history)
-// stops Open with ErrHistoryLost unless Config.StartFresh. An engine
-// without a data directory keeps no view. Config.Validate fails with
-// ErrNoSQLiteDriver when no SQLite driver is registered.
+// sqlview.Options.Linger; while a sweep of at least SweepMin new proxies
+// runs, by up to 30 s more, see ProjectionEnv.Sweeping). A view that is
+// corrupt, from a newer schema, deleted or replaced is moved aside and
+// rebuilt; one ahead of its journal (the journal lost history) stops Open
+// with ErrHistoryLost unless Config.StartFresh. An engine without a data
+// directory keeps no view. Config.Validate fails with ErrNoSQLiteDriver
+// when no SQLite driver is registered.
 func SQLiteView() ProjectionSpec {
 	return ProjectionSpec{Name: SQLiteViewName, Open: openSQLiteView, Validate: func() error {
 		return sqlview.CheckDriver("")

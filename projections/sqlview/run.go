@@ -212,12 +212,12 @@ const (
 // against 27–34 fresh, 36–38 against 34–46 with history
 // (BenchmarkSteadyState/proxies=10000/batch=1000/fresh and history=5m,
 // three to six runs each with shapeScale 10,000 and 5,000, 2026-12-07); the
-// daemon made 2.04 write-like system calls per check instead of 2.45
-// (BenchmarkDaemon/proxies=10000, two runs against three), with the same
-// peak RSS: the batch's envelopes are about the journal's window of recent
-// ones, which it shares. Batches of 5 s wrote a third of the bytes but
-// held 5,000 envelopes of their own, and the daemon's peak RSS grew by
-// 4.6 MiB.
+// daemon made 2.03–2.04 write-like system calls per check instead of
+// 2.42–2.47 (BenchmarkDaemon/proxies=10000, three runs against seven),
+// with the same peak RSS (83.8–84.0 MiB against 83.5–84.9): the batch's
+// envelopes are about the journal's window of recent ones, which it
+// shares. Batches of 5 s wrote a third of the bytes, but they held 5,000
+// envelopes of their own, and the daemon's peak RSS was 88.3 and 88.5 MiB.
 // The view trails the journal by up to 2 s at 10,000 proxies and 10 s at
 // 100,000: a fifth and a sixth of the 10 s and 60 s they are checked
 // every in BenchmarkDaemon.
