@@ -136,8 +136,8 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope, ins *readI
 		}
 		return nil
 	})
-	if b.mappedRead.Load() >= releaseReadBytes {
-		b.mappedRead.Store(0)
+	// A CompareAndSwap makes one of several concurrent readers release.
+	if v := b.mappedRead.Load(); v >= releaseReadBytes && b.mappedRead.CompareAndSwap(v, 0) {
 		_ = b.releaseMapped() // only memory accounting is at stake
 	}
 	return dst, err
