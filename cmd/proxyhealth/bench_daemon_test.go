@@ -70,6 +70,13 @@ import (
 //     over HTTP, one request at a time (at least benchAPIMin each), p99
 //     measured client-side (pool-p99-ms, proxies-p99-ms); apart from the
 //     CPU window, so that serving the API is not counted as checking;
+//   - a third window of the same length, checks still running: the API's
+//     floor. A child process (this test binary, see runFloor) serves the
+//     bodies the daemon has just given for the two requests from memory
+//     with a plain net/http server and does nothing else, and the same
+//     client measures it (pool-floor-p99-ms, proxies-floor-p99-ms). That
+//     is what any server gets on this machine while the daemon checks and
+//     the farm answers; the daemon's own share of its p99 is the rest;
 //   - peak-rss-MiB: the daemon's VmHWM, read just before SIGTERM (the high
 //     water mark of the whole run, start-up included);
 //     peak-rss-before-api-MiB the same read before the API window;
@@ -112,6 +119,9 @@ const (
 	// interval.
 	benchBaselineEnv         = "PROXYHEALTH_BENCH_BASELINE"
 	benchBaselineIntervalEnv = "PROXYHEALTH_BENCH_BASELINE_INTERVAL"
+	// benchFloorEnv makes the test binary the API's floor: a directory
+	// holding the bodies it serves (see runFloor).
+	benchFloorEnv = "PROXYHEALTH_BENCH_FLOOR"
 	// benchFarmMax is the most proxies one farm child serves (one process
 	// may hold 20,000 descriptors on the benchmark machine).
 	benchFarmMax = 15_000
@@ -134,6 +144,9 @@ func benchChild() (int, bool) {
 	}
 	if list := os.Getenv(benchBaselineEnv); list != "" {
 		return runBaseline(list, os.Getenv(benchBaselineIntervalEnv)), true
+	}
+	if dir := os.Getenv(benchFloorEnv); dir != "" {
+		return runFloor(dir), true
 	}
 	return 0, false
 }
@@ -207,6 +220,79 @@ func runBaseline(list, every string) int {
 		}
 	}
 	return 0
+}
+
+// Files of the floor's directory: the bodies it serves.
+const (
+	floorPoolFile    = "pool.json"
+	floorProxiesFile = "proxies.json"
+)
+
+// runFloor is the API's floor: a plain net/http server on a loopback port
+// that answers GET /v1/pool and GET /v1/proxies with fixed bodies (the
+// files floorPoolFile and floorProxiesFile in dir: what the daemon
+// answered) and does nothing else. It prints its base URL, then READY,
+// and exits when stdin closes.
+func runFloor(dir string) int {
+	pool, err1 := os.ReadFile(filepath.Join(dir, floorPoolFile))
+	proxies, err2 := os.ReadFile(filepath.Join(dir, floorProxiesFile))
+	if err := errors.Join(err1, err2); err != nil {
+		fmt.Println("ERR", err)
+		return 1
+	}
+	answer := func(body []byte) http.HandlerFunc {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(body)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/pool", answer(pool))
+	mux.Handle("GET /v1/proxies", answer(proxies))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println("ERR", err)
+		return 1
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	fmt.Println("http://" + l.Addr().String())
+	fmt.Println("READY")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	_ = srv.Close()
+	return 0
+}
+
+// measureFloor measures the API's floor for window in the conditions at
+// hand (the daemon checking, the farm answering): a floor child (runFloor)
+// serving the bodies the daemon gives now, queried as measureAPI queries
+// the daemon. It returns both p99 latencies in milliseconds.
+func measureFloor(b *testing.B, api, dir string, window time.Duration) (poolP99, proxiesP99 float64) {
+	dir = filepath.Join(dir, "floor")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	for file, path := range map[string]string{floorPoolFile: "/v1/pool", floorProxiesFile: "/v1/proxies?state=healthy&limit=100"} {
+		resp, err := benchHTTP.Get(api + path)
+		if err != nil {
+			b.Fatalf("GET %s: %v", path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("GET %s: %s %v", path, resp.Status, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, file), body, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	floor := startBenchChild(b, benchFloorEnv+"="+dir)
+	floor.readURLs(b)
+	if len(floor.urls) != 1 {
+		b.Fatalf("the floor child printed %d URLs, want 1", len(floor.urls))
+	}
+	defer floor.close(b)
+	return measureAPI(b, "API floor (a static server)", floor.urls[0], window)
 }
 
 // baselineOK and baselineFailed count the baseline's checks.
@@ -314,11 +400,15 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	// The API, checks running.
 	phase("CPU window done")
 	sched0 := schedLatencies(api)
-	poolP99, proxiesP99 := measureAPI(b, api, window)
+	poolP99, proxiesP99 := measureAPI(b, "API", api, window)
 	b.Logf("daemon scheduling latency over the API window: %s", schedQuantiles(sched0, schedLatencies(api)))
 	phase("API window done")
-	peak := vmHWM(b, d.pid(), d.exited)
 	b.Logf("daemon memory after the API window: %s", memoryBreakdown(api, d.pid()))
+
+	// The floor of the API's latency in the same conditions.
+	floorPoolP99, floorProxiesP99 := measureFloor(b, api, dir, window)
+	phase("API floor window done")
+	peak := vmHWM(b, d.pid(), d.exited)
 
 	// Stop and restart on the same data directory.
 	stopped := time.Now()
@@ -378,6 +468,8 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	b.ReportMetric(cpu.rate(), "checks/s")
 	b.ReportMetric(poolP99, "pool-p99-ms")
 	b.ReportMetric(proxiesP99, "proxies-p99-ms")
+	b.ReportMetric(floorPoolP99, "pool-floor-p99-ms")
+	b.ReportMetric(floorProxiesP99, "proxies-floor-p99-ms")
 	b.ReportMetric(stop.Seconds(), "stop-s")
 	b.ReportMetric(restartOpen.Seconds(), "restart-open-s")
 	b.ReportMetric(restart.Seconds(), "restart-s")
@@ -784,11 +876,11 @@ func timedGET(b *testing.B, c *http.Client, url string) time.Duration {
 }
 
 // measureAPI alternates GET /v1/pool and GET
-// /v1/proxies?state=healthy&limit=100, one request at a time over one
-// kept-alive connection, for window and at least benchAPIMin requests
-// each; it returns both p99 latencies in milliseconds (status, headers and
-// the whole body read).
-func measureAPI(b *testing.B, api string, window time.Duration) (poolP99, proxiesP99 float64) {
+// /v1/proxies?state=healthy&limit=100 on the server at api (who it is, for
+// the log), one request at a time over one kept-alive connection, for
+// window and at least benchAPIMin requests each; it returns both p99
+// latencies in milliseconds (status, headers and the whole body read).
+func measureAPI(b *testing.B, who, api string, window time.Duration) (poolP99, proxiesP99 float64) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 1}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
@@ -799,7 +891,7 @@ func measureAPI(b *testing.B, api string, window time.Duration) (poolP99, proxie
 		pool = append(pool, get("/v1/pool"))
 		proxies = append(proxies, get("/v1/proxies?state=healthy&limit=100"))
 	}
-	b.Logf("API: %d requests each endpoint; /v1/pool p50 %v p99 %v max %v; /v1/proxies p50 %v p99 %v max %v", len(pool),
+	b.Logf("%s: %d requests each endpoint; /v1/pool p50 %v p99 %v max %v; /v1/proxies p50 %v p99 %v max %v", who, len(pool),
 		quantile(pool, 0.5), quantile(pool, 0.99), quantile(pool, 1), quantile(proxies, 0.5), quantile(proxies, 0.99), quantile(proxies, 1))
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	return ms(quantile(pool, 0.99)), ms(quantile(proxies, 0.99))
