@@ -447,6 +447,15 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	basePeak := vmHWM(b, base.cmd.Process.Pid, base.exited)
 	base.close(b)
 	phase("baseline stopped")
+
+	// The reference of issue 14: HAProxy's checks, alone with the farm.
+	var hcpu cpuWindow
+	var hpeak float64
+	haproxy := n <= benchHAProxyMax
+	if haproxy {
+		hcpu, hpeak, haproxy = measureHAProxy(b, dir, urls, interval, window, checks)
+		phase("HAProxy stopped")
+	}
 	b.Logf("phases: %s", strings.Join(phases, ", "))
 	b.Logf("load (/proc/loadavg) before: %s, after: %s; GOGC=%q", loadBefore, loadAvg(), os.Getenv("GOGC"))
 
@@ -479,6 +488,95 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	b.ReportMetric(basePeak, "baseline-peak-rss-MiB")
 	b.ReportMetric(cpu.perK()/bcpu.perK(), "cpu-ratio")
 	b.ReportMetric(peak/basePeak, "rss-ratio")
+	if haproxy {
+		b.ReportMetric(hcpu.perK(), "haproxy-cpu-ms/1k-checks")
+		b.ReportMetric(float64(hcpu.user.Microseconds())/float64(hcpu.checks), "haproxy-user-us/check")
+		b.ReportMetric(float64(hcpu.sys.Microseconds())/float64(hcpu.checks), "haproxy-sys-us/check")
+		b.ReportMetric(hcpu.rate(), "haproxy-checks/s")
+		b.ReportMetric(hpeak, "haproxy-peak-rss-MiB")
+		b.ReportMetric(cpu.perK()/hcpu.perK(), "haproxy-cpu-ratio")
+	}
+}
+
+// benchHAProxyMax is the largest size measureHAProxy runs at: the issue's
+// comparison is at 10,000 proxies.
+const benchHAProxyMax = 10_000
+
+// measureHAProxy measures the reference of issue 14: HAProxy's own health
+// checks of the same proxies (option httpchk: a fresh connection to each
+// proxy and a HEAD of testTarget through it, the daemon's check, the
+// daemon's timeout; HAProxy closes a check's connection with a RST) at the
+// same interval, alone with the farm, one interval of settling (HAProxy
+// spreads its first checks over it), then the same window as the daemon's.
+// It returns HAProxy's CPU over the window and its peak RSS (VmHWM). ok is
+// false when HAProxy is not installed; with PROXYHEALTH_REQUIRE_ALL=1 that
+// fails the benchmark instead.
+func measureHAProxy(b *testing.B, dir string, urls []string, interval, window time.Duration, checks func() uint64) (w cpuWindow, peak float64, ok bool) {
+	path, err := exec.LookPath("haproxy")
+	if err != nil {
+		if os.Getenv(testutil.RequireAll) == "1" {
+			b.Fatalf("haproxy is not installed (apt-get install haproxy): the HAProxy reference cannot be measured (and %s=1)", testutil.RequireAll)
+		}
+		b.Logf("the HAProxy reference is not measured: haproxy is not installed (apt-get install haproxy)")
+		return w, 0, false
+	}
+	target, err := url.Parse(testTarget)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var cfg strings.Builder
+	timeout := benchCheckTimeout.Milliseconds()
+	// HAProxy runs only with a listener: an abstract unix socket nothing
+	// connects to.
+	fmt.Fprintf(&cfg, "global\n    maxconn 1000\n\ndefaults\n    mode http\n    timeout connect %[1]dms\n    timeout check %[1]dms\n    timeout client %[1]dms\n    timeout server %[1]dms\n\n", timeout)
+	fmt.Fprintf(&cfg, "frontend idle\n    bind abns@proxyhealth-bench-%d\n    default_backend farm\n\n", os.Getpid())
+	fmt.Fprintf(&cfg, "backend farm\n    option httpchk\n    http-check send meth HEAD uri %s ver HTTP/1.1 hdr Host %s\n    default-server check inter %dms fall 3 rise 2\n",
+		testTarget, target.Host, interval.Milliseconds())
+	for i, u := range urls {
+		pu, err := url.Parse(u)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(&cfg, "    server p%d %s\n", i, pu.Host)
+	}
+	file := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(file, []byte(cfg.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	out := &tailBuffer{}
+	cmd := exec.Command(path, "-db", "-f", file)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start haproxy: %v", err)
+	}
+	done := make(chan struct{})
+	var werr error
+	go func() { werr = cmd.Wait(); close(done) }()
+	stop := func() {
+		select {
+		case <-done:
+		default:
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	defer stop()
+	exited := func() string {
+		select {
+		case <-done:
+			return fmt.Sprintf("haproxy exited (%v)\n%s", werr, out.tail())
+		default:
+			return ""
+		}
+	}
+	time.Sleep(interval) // settle onto the schedule (not a wait for a result)
+	w = measure(b, cmd.Process.Pid, exited, window, checks)
+	if w.checks == 0 {
+		b.Fatalf("the farm saw no check of HAProxy in the window\n%s", out.tail())
+	}
+	peak = vmHWM(b, cmd.Process.Pid, exited)
+	b.Logf("HAProxy (%s): %d checks in %v, user %v, sys %v, %d context switches", path, w.checks, w.elapsed, w.user, w.sys, w.switches)
+	return w, peak, true
 }
 
 // benchWindow is PROXYHEALTH_BENCH_WINDOW, default 30 s.
