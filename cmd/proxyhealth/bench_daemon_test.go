@@ -89,7 +89,16 @@ import (
 //   - the baseline: started once the daemon is gone, one interval of
 //     settling (its start is spread over the interval), the same window:
 //     baseline-cpu-ms/1k-checks, baseline-peak-rss-MiB (VmHWM of its whole
-//     run), and the ratios proxyhealth/baseline (cpu-ratio, rss-ratio).
+//     run), and the ratios proxyhealth/baseline (cpu-ratio, rss-ratio);
+//   - the reference of issue 14, at 10,000 proxies (benchHAProxyMax): HAProxy
+//     (if installed; apt-get install haproxy) checking the same proxies
+//     with option httpchk, the same HEAD through each proxy at the same
+//     interval, alone with the farm, one interval of settling, the same
+//     window: haproxy-cpu-ms/1k-checks, haproxy-user-us/check,
+//     haproxy-sys-us/check, haproxy-checks/s, haproxy-peak-rss-MiB, and
+//     haproxy-cpu-ratio (proxyhealth ÷ HAProxy), so that "checks at
+//     HAProxy's cost" is judged against HAProxy on the same machine in the
+//     same run (see measureHAProxy).
 //
 // With PROXYHEALTH_BENCH_PERF=FILE, `perf record -g` samples the daemon
 // during its CPU window into FILE (the CPU perf itself costs the daemon is
