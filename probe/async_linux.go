@@ -103,10 +103,6 @@ type evloop struct {
 
 	// Owned by the loop goroutine.
 	spareQ, spareC []*acheck
-	// waiting are the queued checks not begun yet, from waitHead on, in
-	// the order they were queued (see beginBurst).
-	waiting  []*acheck
-	waitHead int
 	// finished are the checks finished since the loop last took loopMu,
 	// which nothing refers to any more but the loop's own code until the
 	// events at hand are handled (it reads a check's phase after finish).
@@ -135,6 +131,11 @@ var (
 // false means the loop could not be started and the caller falls back.
 func startAsync(c *Checker, ctx context.Context, p ProxyURL, done Done) bool {
 	addr, _ := proxyAddr(p)
+	start := time.Now()
+	deadline := start.Add(c.cfg.Timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
 	loopMu.Lock()
 	defer loopMu.Unlock()
 	l := curLoop
@@ -153,37 +154,11 @@ func startAsync(c *Checker, ctx context.Context, p ProxyURL, done Done) bool {
 	} else {
 		a = new(acheck)
 	}
-	*a = acheck{c: c, ctx: ctx, p: p, addr: addr, done: done, fd: -1, heapIdx: -1, loop: l}
+	*a = acheck{c: c, ctx: ctx, p: p, addr: addr, done: done, start: start, deadline: deadline, fd: -1, heapIdx: -1, loop: l}
 	l.queue = append(l.queue, a)
 	l.wakeLocked()
 	return true
 }
-
-// beginBurst is how many queued checks the loop begins (socket, connect)
-// between two polls of its sockets, and beginGap how long it waits for
-// them to answer before it begins more, when nothing wakes it sooner.
-//
-// The actors' timers fire in 100 ms ticks (actors.TimerSlack), so the
-// checks of a tick reach the loop together: about 100 at 10,000 proxies
-// checked every 10 s, 170 at 100,000 every 60 s. Begun all at once, their
-// connects keep one core in the kernel for several milliseconds (on
-// loopback the proxy's side of the handshake runs there too) while the
-// proxies accept them on the other, and whatever else the process has to
-// do waits: the API's slow requests spent 43 % of their time beside the
-// loop's system calls, against 23 % of all time. Interleaved, 16 at a
-// time with the answers of those in flight, the same checks start over a
-// few milliseconds. BenchmarkDaemon at 10,000 proxies, two alternating
-// pairs: /v1/pool p99 2.78 and 2.19 ms against 3.23 and 3.31, CPU per
-// 1,000 checks 199 and 187 ms against 210 and 214 (user 74 and 71 µs a
-// check against 84 and 84).
-//
-// A check's timeout counts from its begin, so waiting costs it none of
-// its time; a check whose context ends while it waits finishes at once,
-// without counting against the burst.
-const (
-	beginBurst = 16
-	beginGap   = 2 * time.Millisecond
-)
 
 // maxFreeChecks caps the finished checks a loop keeps for reuse (640
 // bytes each, 640 KB at most): a check was the largest allocation of the
@@ -361,9 +336,10 @@ func (l *evloop) run() {
 		for _, w := range ws {
 			l.cancelWatch(w)
 		}
-		l.waiting = append(l.waiting, q...)
-		clear(q)
-		l.beginWaiting()
+		for i, a := range q {
+			l.begin(a)
+			q[i] = nil
+		}
 		for i, a := range cs {
 			l.cancel(a)
 			cs[i] = nil
@@ -377,14 +353,7 @@ func (l *evloop) run() {
 			l.timeout(a)
 		}
 		timeout := -1
-		if l.waitHead < len(l.waiting) {
-			// Checks wait to begin: come back for them after beginGap.
-			idleSince = time.Time{}
-			timeout = msCeil(beginGap)
-			if len(l.timers) > 0 {
-				timeout = min(timeout, msCeil(l.timers[0].deadline.Sub(now)))
-			}
-		} else if l.inflight == 0 {
+		if l.inflight == 0 {
 			if idleSince.IsZero() {
 				idleSince = now
 			}
@@ -443,37 +412,8 @@ func msCeil(d time.Duration) int {
 	return int((d + time.Millisecond - 1) / time.Millisecond)
 }
 
-// beginWaiting begins up to beginBurst of the waiting checks, oldest
-// first, and finishes those whose context has ended on the way.
-func (l *evloop) beginWaiting() {
-	for n := 0; n < beginBurst && l.waitHead < len(l.waiting); {
-		a := l.waiting[l.waitHead]
-		l.waiting[l.waitHead] = nil
-		l.waitHead++
-		if a.ctx.Err() == nil {
-			n++
-		}
-		l.begin(a)
-	}
-	switch {
-	case l.waitHead == len(l.waiting):
-		l.waiting, l.waitHead = l.waiting[:0], 0
-	case l.waitHead > len(l.waiting)/2:
-		// Keep the array from growing with a backlog that never empties.
-		k := copy(l.waiting, l.waiting[l.waitHead:])
-		clear(l.waiting[k:])
-		l.waiting, l.waitHead = l.waiting[:k], 0
-	}
-}
-
-// begin opens the check's socket and starts the non-blocking connect; the
-// check's time starts now.
+// begin opens the check's socket and starts the non-blocking connect.
 func (l *evloop) begin(a *acheck) {
-	a.start = time.Now()
-	a.deadline = a.start.Add(a.c.cfg.Timeout)
-	if d, ok := a.ctx.Deadline(); ok && d.Before(a.deadline) {
-		a.deadline = d
-	}
 	if err := a.ctx.Err(); err != nil {
 		l.finish(a, netFailure("connect to proxy", a.dialErr(ctxDialErr(err))))
 		return

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -275,79 +274,4 @@ func TestCheckAsyncReusesFinishedChecks(t *testing.T) {
 		t.Errorf("the held check: %+v, want cancelled", r)
 	}
 	waitFor(t, func() bool { return openFDs(t) <= fds })
-}
-
-// TestBeginWaitingBurst: a turn of the loop begins at most beginBurst of
-// the checks waiting to begin, oldest first; checks whose context has
-// ended finish on the way, canceled and without a socket, and do not count
-// against the burst; a check's time (its start, its deadline) counts from
-// its begin, not from when it was queued.
-func TestBeginWaitingBurst(t *testing.T) {
-	var got atomic.Int64
-	addr := silentProxy(t, &got)
-	c := newChecker(t, Config{TargetURL: "http://t.proxyhealth.test/", Timeout: time.Hour})
-	p := MustParseProxyURL("http://" + addr)
-	ap, ok := proxyAddr(p)
-	if !ok {
-		t.Fatalf("%s: no IP literal address", p)
-	}
-	l, err := newLoop()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		syscall.Close(l.evfd)
-		l.poll.Close()
-		putState(l.st)
-	}()
-	ended, cancel := context.WithCancel(context.Background())
-	cancel()
-	var results []Result // done runs on this goroutine: beginWaiting and finish call it
-	check := func(ctx context.Context) *acheck {
-		return &acheck{c: c, ctx: ctx, p: p, addr: ap, done: DoneFunc(func(r Result) { results = append(results, r) }), fd: -1, heapIdx: -1, loop: l}
-	}
-	const live = beginBurst + 4
-	var lives []*acheck
-	for range 10 {
-		l.waiting = append(l.waiting, check(ended))
-	}
-	for range live {
-		a := check(context.Background())
-		lives = append(lives, a)
-		l.waiting = append(l.waiting, a)
-	}
-	for range 30 {
-		l.waiting = append(l.waiting, check(ended))
-	}
-	queued := time.Now()
-
-	l.beginWaiting() // the 10 ended, then beginBurst live ones
-	if len(results) != 10 || l.inflight != beginBurst || len(l.waiting)-l.waitHead != live-beginBurst+30 {
-		t.Fatalf("after one turn: %d finished, %d in flight, %d waiting; want 10, %d, %d", len(results), l.inflight, len(l.waiting)-l.waitHead, beginBurst, live-beginBurst+30)
-	}
-	for i, a := range lives {
-		begun := i < beginBurst
-		if (a.fd >= 0) != begun {
-			t.Errorf("live check %d: socket %d after one turn; begun: want %v", i, a.fd, begun)
-		}
-		if begun && (a.start.Before(queued) || !a.deadline.Equal(a.start.Add(time.Hour))) {
-			t.Errorf("live check %d: start %v (queued at %v), deadline %v: want its time to count from its begin", i, a.start, queued, a.deadline)
-		}
-	}
-
-	l.beginWaiting() // the other live ones, then the 30 ended: all of them
-	if len(results) != 40 || l.inflight != live || len(l.waiting) != 0 || l.waitHead != 0 {
-		t.Fatalf("after two turns: %d finished, %d in flight, %d waiting from %d; want 40, %d, none", len(results), l.inflight, len(l.waiting), l.waitHead, live)
-	}
-	for i, r := range results {
-		if !r.Canceled {
-			t.Errorf("ended check %d: %+v, want canceled", i, r)
-		}
-	}
-	for _, a := range lives {
-		l.finish(a, netFailure("connect to proxy", a.dialErr(errCanceled)))
-	}
-	if l.inflight != 0 {
-		t.Errorf("%d checks still in flight after finishing them", l.inflight)
-	}
 }
