@@ -414,22 +414,8 @@ func clusterBenchConfig(b *testing.B, dir, name string, interval time.Duration, 
 // startClusterMember is startBenchDaemon with --check-source-ip ip.
 func startClusterMember(b *testing.B, cfg string, ip netip.Addr) *benchDaemonProc {
 	cmd := exec.Command(bin, "run", "--config", cfg, "--check-source-ip", ip.String())
-	d := &benchDaemonProc{cmd: cmd, stderr: &tailBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = d.stderr, d.stderr
 	cmd.Env = append(os.Environ(), "PROXYHEALTH_TOKEN=")
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	go func() { d.err = cmd.Wait(); close(d.done) }()
-	b.Cleanup(func() {
-		select {
-		case <-d.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-d.done
-		}
-	})
-	return d
+	return startBenchProc(b, "the daemon", cmd)
 }
 
 // benchCluster is one size of BenchmarkCluster.

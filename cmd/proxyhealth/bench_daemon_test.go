@@ -552,38 +552,14 @@ func measureHAProxy(b *testing.B, dir string, urls []string, interval, window ti
 	if err := os.WriteFile(file, []byte(cfg.String()), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	out := &tailBuffer{}
-	cmd := exec.Command(path, "-db", "-f", file)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("start haproxy: %v", err)
-	}
-	done := make(chan struct{})
-	var werr error
-	go func() { werr = cmd.Wait(); close(done) }()
-	stop := func() {
-		select {
-		case <-done:
-		default:
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}
-	defer stop()
-	exited := func() string {
-		select {
-		case <-done:
-			return fmt.Sprintf("haproxy exited (%v)\n%s", werr, out.tail())
-		default:
-			return ""
-		}
-	}
-	time.Sleep(interval) // settle onto the schedule (not a wait for a result)
-	w = measure(b, cmd.Process.Pid, exited, window, checks)
+	h := startBenchProc(b, "haproxy", exec.Command(path, "-db", "-f", file))
+	defer h.kill()
+	time.Sleep(interval) // settle onto the schedule, as the daemon and the baseline do (not a wait for a result)
+	w = measure(b, h.pid(), h.exited, window, checks)
 	if w.checks == 0 {
-		b.Fatalf("the farm saw no check of HAProxy in the window\n%s", out.tail())
+		b.Fatalf("the farm saw no check of HAProxy in the window\n%s", h.stderr.tail())
 	}
-	peak = vmHWM(b, cmd.Process.Pid, exited)
+	peak = vmHWM(b, h.pid(), h.exited)
 	b.Logf("HAProxy (%s): %d checks in %v, user %v, sys %v, %d context switches", path, w.checks, w.elapsed, w.user, w.sys, w.switches)
 	return w, peak, true
 }
@@ -738,6 +714,7 @@ func (p *benchChildProc) close(b *testing.B) {
 
 // benchDaemonProc is a running `proxyhealth run`.
 type benchDaemonProc struct {
+	what   string // who it is, for messages ("the daemon")
 	cmd    *exec.Cmd
 	stderr *tailBuffer
 	done   chan struct{}
@@ -748,22 +725,31 @@ type benchDaemonProc struct {
 // cleanup kills it if still running.
 func startBenchDaemon(b *testing.B, cfg string) *benchDaemonProc {
 	cmd := exec.Command(bin, "run", "--config", cfg)
-	d := &benchDaemonProc{cmd: cmd, stderr: &tailBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = d.stderr, d.stderr
 	cmd.Env = append(os.Environ(), "PROXYHEALTH_TOKEN=")
+	return startBenchProc(b, "the daemon", cmd)
+}
+
+// startBenchProc starts cmd with its output kept (what names it in
+// messages); the benchmark's cleanup kills it if still running.
+func startBenchProc(b *testing.B, what string, cmd *exec.Cmd) *benchDaemonProc {
+	d := &benchDaemonProc{what: what, cmd: cmd, stderr: &tailBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = d.stderr, d.stderr
 	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+		b.Fatalf("start %s: %v", what, err)
 	}
 	go func() { d.err = cmd.Wait(); close(d.done) }()
-	b.Cleanup(func() {
-		select {
-		case <-d.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-d.done
-		}
-	})
+	b.Cleanup(d.kill)
 	return d
+}
+
+// kill kills the process if it still runs and waits for it.
+func (d *benchDaemonProc) kill() {
+	select {
+	case <-d.done:
+	default:
+		_ = d.cmd.Process.Kill()
+		<-d.done
+	}
 }
 
 func (d *benchDaemonProc) pid() int { return d.cmd.Process.Pid }
@@ -772,7 +758,7 @@ func (d *benchDaemonProc) pid() int { return d.cmd.Process.Pid }
 func (d *benchDaemonProc) exited() string {
 	select {
 	case <-d.done:
-		return fmt.Sprintf("the daemon exited (%v)\n%s", d.err, d.stderr.tail())
+		return fmt.Sprintf("%s exited (%v)\n%s", d.what, d.err, d.stderr.tail())
 	default:
 		return ""
 	}
@@ -797,10 +783,10 @@ func (d *benchDaemonProc) stop(b *testing.B, timeout time.Duration) {
 	select {
 	case <-d.done:
 		if d.err != nil {
-			b.Fatalf("the daemon stopped with %v\n%s", d.err, d.stderr.tail())
+			b.Fatalf("%s stopped with %v\n%s", d.what, d.err, d.stderr.tail())
 		}
 	case <-time.After(timeout):
-		b.Fatalf("the daemon still runs %v after SIGTERM\n%s", timeout, d.stderr.tail())
+		b.Fatalf("%s still runs %v after SIGTERM\n%s", d.what, timeout, d.stderr.tail())
 	}
 }
 
