@@ -3,6 +3,7 @@ package proxyhealth
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"math"
 	"os"
@@ -190,6 +191,23 @@ type ProxyEntry struct {
 	Weight float64
 }
 
+// allEntries yields what entries returns, without building the slice: a
+// pool of 100,000 proxies is validated twice at a daemon's start.
+func (s SourceConfig) allEntries() iter.Seq2[int, ProxyEntry] {
+	return func(yield func(int, ProxyEntry) bool) {
+		for i, raw := range s.Proxies {
+			if !yield(i, ProxyEntry{URL: raw}) {
+				return
+			}
+		}
+		for i, pe := range s.Entries {
+			if !yield(len(s.Proxies)+i, pe) {
+				return
+			}
+		}
+	}
+}
+
 // entries returns every proxy of the source with its own metadata (the
 // Proxies have none).
 func (s SourceConfig) entries() []ProxyEntry {
@@ -343,7 +361,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: sources[%d]: source %q defined twice", ErrBadConfig, i, s.Name)
 		}
 		seenSource[s.Name] = true
-		for j, pe := range s.entries() {
+		for j, pe := range s.allEntries() {
 			// The field's name is formatted only for an error: a pool of
 			// 100,000 proxies is validated at every start and reload.
 			field := func() string {

@@ -201,3 +201,32 @@ func TestProxyURLKeepsCredentialsAside(t *testing.T) {
 		t.Fatalf("a URL without credentials reveals %q %q, auth %q", u, pw, q.basicAuth())
 	}
 }
+
+// TestSchemeLike checks schemeLike against the expression it replaced
+// (RFC 3986's scheme, at most 16 bytes) on every string of up to three
+// bytes from an alphabet of each class, and on longer ones around the
+// length limit.
+func TestSchemeLike(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]{0,15}$`)
+	alphabet := []string{"a", "Z", "0", "9", "+", ".", "-", "_", ":", "/", " ", "é", "\x00"}
+	var words []string
+	var grow func(prefix string, n int)
+	grow = func(prefix string, n int) {
+		words = append(words, prefix)
+		if n == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			grow(prefix+c, n-1)
+		}
+	}
+	grow("", 3)
+	for _, n := range []int{15, 16, 17, 40} {
+		words = append(words, "h"+strings.Repeat("t", n-1), "h"+strings.Repeat("t", n-2)+"_", "9"+strings.Repeat("t", n-1))
+	}
+	for _, w := range words {
+		if got, want := schemeLike(w), re.MatchString(w); got != want {
+			t.Errorf("schemeLike(%q) = %v, want %v", w, got, want)
+		}
+	}
+}
