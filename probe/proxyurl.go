@@ -135,11 +135,12 @@ func ParseProxyURL(s string) (ProxyURL, error) {
 	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
 		authority, tail = rest[:i], rest[i:]
 	}
+	written := scheme // as written: scheme becomes its constant below
 	bad := func(format string, args ...any) (ProxyURL, error) {
 		// The excerpt only when there is an error: on the accepted path it
 		// was half of the parse (a list of 100,000 proxies is parsed three
 		// times at a daemon's start).
-		shown := excerpt(scheme, hasScheme, hasUserinfo, authority, tail)
+		shown := excerpt(written, hasScheme, hasUserinfo, authority, tail)
 		if shown == "" {
 			return ProxyURL{}, fmt.Errorf("%w (input not shown: it does not look like a proxy URL): %s; %s", ErrBadProxyURL, fmt.Sprintf(format, args...), allowedProxyForm)
 		}

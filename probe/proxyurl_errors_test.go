@@ -90,3 +90,12 @@ func TestParseProxyURLErrorExcerptIsShort(t *testing.T) {
 		t.Errorf("excerpt %q (%d characters): want at most %d, cut with …", ex, n, MaxErrorExcerpt)
 	}
 }
+
+// TestProxyURLErrorShowsTheSchemeAsWritten: the excerpt in an error keeps
+// the scheme's spelling from the input.
+func TestProxyURLErrorShowsTheSchemeAsWritten(t *testing.T) {
+	_, err := ParseProxyURL("HTTP://proxy.example:3128/path")
+	if err == nil || !strings.Contains(err.Error(), `"HTTP://proxy.example:3128/…"`) {
+		t.Fatalf("error %v, want the excerpt \"HTTP://proxy.example:3128/…\"", err)
+	}
+}
