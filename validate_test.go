@@ -52,6 +52,12 @@ func TestValidateRejectsWhatOpenRejects(t *testing.T) {
 		{"source health", proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a", Health: badHealth}}}, "interval"},
 		{"source probe", proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a", Probe: probe.Config{TargetURL: "ftp://x/"}}}}, "TargetURL"},
 		{"proxy URL", proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a", Proxies: []string{"gopher://127.0.0.1:1"}}}}, "proxies[0]"},
+		{"entry URL", proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a", Proxies: []string{"127.0.0.1:1", "127.0.0.1:2"},
+			Entries: []proxyhealth.ProxyEntry{{URL: "127.0.0.1:3"}, {URL: "gopher://127.0.0.1:4"}}}}}, `source "a" entries[1]`},
+		{"entry weight", proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a", Proxies: []string{"127.0.0.1:1"},
+			Entries: []proxyhealth.ProxyEntry{{URL: "127.0.0.1:3", Weight: -1}}}}}, "entries[0] (http://127.0.0.1:3)"},
+		{"duplicate entry", proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a", Proxies: []string{"127.0.0.1:1"},
+			Entries: []proxyhealth.ProxyEntry{{URL: "http://127.0.0.1:1"}}}}}, "twice"},
 		{"duplicate source", proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a"}, {Name: "a"}}}, "twice"},
 		{"duplicate proxy", proxyhealth.Config{Sources: []proxyhealth.SourceConfig{{Name: "a", Proxies: []string{"127.0.0.1:1"}}, {Name: "b", Proxies: []string{"http://127.0.0.1:1"}}}}, "twice"},
 	}
