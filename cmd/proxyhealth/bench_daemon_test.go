@@ -385,7 +385,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	b.Logf("first sweep: %.2f s; CPU in cores: the daemon %.2f (from its exec), the farm children %.2f, the whole machine %.2f of %d (%.0f %% busy)",
 		firstSweep.Seconds(), sweepDaemon, sweepFarm, machine*float64(cpus), cpus, 100*machine)
 	phase(fmt.Sprintf("first sweep done (VmHWM %.0f MiB)", vmHWM(b, d.pid(), d.exited)))
-	time.Sleep(interval) // settle onto the schedule (not a wait for a result)
+	settle(interval)
 	stopPerf := startPerf(b, d.pid())
 	farmW0, heap0 := farmCPU(b, farms), heapCounters(api)
 	cpu := measure(b, d.pid(), d.exited, window, checks)
@@ -447,7 +447,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	phase("restarted daemon stopped")
 	base.readURLs(b) // none: up to READY
 	phase("baseline ready")
-	time.Sleep(interval) // settle onto the schedule (not a wait for a result)
+	settle(interval)
 	bcpu := measure(b, base.cmd.Process.Pid, base.exited, window, checks)
 	b.Logf("baseline: %d checks in %v, user %v, sys %v, %d context switches, %d read and %d write system calls; since its start: %s (OK FAILED)", bcpu.checks, bcpu.elapsed, bcpu.user, bcpu.sys, bcpu.switches, bcpu.reads, bcpu.writes, base.ask(b, "count"))
 	if bcpu.checks == 0 {
@@ -554,7 +554,7 @@ func measureHAProxy(b *testing.B, dir string, urls []string, interval, window ti
 	}
 	h := startBenchProc(b, "haproxy", exec.Command(path, "-db", "-f", file))
 	defer h.kill()
-	time.Sleep(interval) // settle onto the schedule, as the daemon and the baseline do (not a wait for a result)
+	settle(interval)
 	w = measure(b, h.pid(), h.exited, window, checks)
 	if w.checks == 0 {
 		b.Fatalf("the farm saw no check of HAProxy in the window\n%s", h.stderr.tail())
@@ -1095,6 +1095,14 @@ func clockTick(b *testing.B) time.Duration {
 	b.Fatal("/proc/self/auxv has no AT_CLKTCK")
 	return 0
 }
+
+// settle lets a checker that just started (the daemon, the baseline,
+// HAProxy) run one check interval before its CPU window: its first sweep
+// is over and its checks are spread over the interval, as they are from
+// then on. This is a benchmark of real processes on the real clock, and
+// there is no event to wait for: a fake clock cannot drive another
+// process, and polling the farm's count would only wait as long.
+func settle(interval time.Duration) { time.Sleep(interval) }
 
 // vmHWM is pid's peak resident set size (VmHWM) in MiB; dead explains why
 // the process is gone.
