@@ -212,10 +212,10 @@ func (s SourceConfig) allEntries() iter.Seq2[int, ProxyEntry] {
 // Proxies have none).
 func (s SourceConfig) entries() []ProxyEntry {
 	out := make([]ProxyEntry, 0, len(s.Proxies)+len(s.Entries))
-	for _, raw := range s.Proxies {
-		out = append(out, ProxyEntry{URL: raw})
+	for _, pe := range s.allEntries() {
+		out = append(out, pe)
 	}
-	return append(out, s.Entries...)
+	return out
 }
 
 // kept is what the engine keeps of a source's configuration once its
