@@ -1063,6 +1063,12 @@ func (e *Engine) Close(ctx context.Context) error {
 	e.rot.wait()
 	if err := e.proj.stop(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("proxyhealth: close projections: %w", err))
+	} else if e.cfg.DataDir != "" && e.proj != nil {
+		// The live status is at the journal's head: the next Open folds
+		// from here. A failure costs that Open the whole fold, no more.
+		if err := saveLiveCheckpoint(e.cfg.DataDir, e.proj.live); err != nil {
+			e.log.Warn("stopping: the live status checkpoint was not saved; the next start folds the whole journal", slog.Any("error", err))
+		}
 	}
 	// 5. Flush and close the journal; the fan-out ends with it.
 	if err := e.journal.Close(); err != nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -63,7 +65,9 @@ type namedProjection struct {
 // flags, the sources' refreshes, whose events retention deleted), then the
 // retained events in batches, then the proxies known only from a snapshot
 // (seedSnapshots); the status then counts as caught up with what retention
-// deleted. Open's catch-up, and an Archive's status.
+// deleted. Open's catch-up, and an Archive's status. A live status
+// restored from a checkpoint (loadLiveCheckpoint) is folded on from the
+// event after it: everything up to it, carried events included, is in it.
 func foldLive(ctx context.Context, live *projections.Live, j journal.Journal, head uint64, sources []SourceConfig) error {
 	carried, err := journal.Carried(ctx, j)
 	if err != nil {
@@ -71,7 +75,7 @@ func foldLive(ctx context.Context, live *projections.Live, j journal.Journal, he
 	}
 	live.Apply(carried...)
 	batch := make([]*pb.Envelope, 0, 4096)
-	for env, err := range j.Read(ctx, j.First()) {
+	for env, err := range j.Read(ctx, max(j.First(), live.Seq()+1)) {
 		if err != nil {
 			return err
 		}
@@ -128,7 +132,7 @@ func (e *Engine) startProjections(ctx context.Context, sources []SourceConfig) e
 	cfg, j := e.cfg, e.journal
 	p := &projected{log: e.log}
 	e.proj = p
-	p.live = projections.NewLive(projections.LiveOptions{Snapshots: j.LoadSnapshot})
+	p.live = e.restoreLive(ctx)
 	p.history = projections.NewHistory(j, projections.HistoryOptions{Clock: cfg.Clock.Now})
 	// Catch up synchronously: Open returns with the status of every proxy.
 	head := j.Head()
@@ -181,6 +185,27 @@ func (e *Engine) startProjections(ctx context.Context, sources []SourceConfig) e
 	}
 	p.run(rctx, "notifier", nil, cfg.Logger, func() error { return p.notifier.Run(rctx) }, nil)
 	return nil
+}
+
+// restoreLive returns a new live status, restored from the data
+// directory's checkpoint (LiveCheckpointFile) when there is one that fits
+// the journal; a checkpoint that does not is logged and left for Close to
+// replace.
+func (e *Engine) restoreLive(ctx context.Context) *projections.Live {
+	opts := projections.LiveOptions{Snapshots: e.journal.LoadSnapshot}
+	live := projections.NewLive(opts)
+	if e.cfg.DataDir == "" {
+		return live
+	}
+	seq, err := loadLiveCheckpoint(ctx, e.cfg.DataDir, live, e.journal)
+	switch {
+	case err == nil:
+		e.log.Debug("live status restored from its checkpoint", slog.Uint64("seq", seq), slog.Uint64("journal_head", e.journal.Head()))
+		return live
+	case !errors.Is(err, fs.ErrNotExist):
+		e.log.Info("live status checkpoint not used; folding the whole journal", slog.String("file", filepath.Join(e.cfg.DataDir, LiveCheckpointFile)), slog.Any("reason", err))
+	}
+	return projections.NewLive(opts)
 }
 
 // sweeping implements ProjectionEnv.Sweeping: the live status has at least

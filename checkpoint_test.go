@@ -1,0 +1,204 @@
+package proxyhealth_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/internal/clock"
+	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/probe"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// logBuffer collects an engine's log records as text.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// sameStatus reports the first difference between two engines' live
+// status: the summary, every proxy's view and its transitions.
+func sameStatus(a, b proxyhealth.StatusReader) string {
+	if a.Seq() != b.Seq() {
+		return fmt.Sprintf("seq %d != %d", a.Seq(), b.Seq())
+	}
+	if sa, sb := a.Summary(), b.Summary(); !reflect.DeepEqual(sa, sb) {
+		return fmt.Sprintf("summary\n%+v\n!=\n%+v", sa, sb)
+	}
+	na, la := a.List(proxyhealth.ListFilter{}, 0, 1<<20)
+	nb, lb := b.List(proxyhealth.ListFilter{}, 0, 1<<20)
+	if na != nb || !reflect.DeepEqual(la, lb) {
+		return fmt.Sprintf("proxies\n%+v\n!=\n%+v", la, lb)
+	}
+	for _, v := range la {
+		if ca, cb := a.StateChanges(v.ID, 100), b.StateChanges(v.ID, 100); !reflect.DeepEqual(ca, cb) {
+			return fmt.Sprintf("transitions of %s\n%+v\n!=\n%+v", v.ID, ca, cb)
+		}
+	}
+	return ""
+}
+
+// copyDir copies the files of src into a new directory: the journal copied
+// is another file (another inode), as a journal restored from a backup is.
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ent := range ents {
+		if ent.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, ent.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, ent.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// checkpointRun runs an engine over dir until each proxy has passed a few
+// checks and one of them (dead) has gone down, then stops it cleanly.
+func checkpointRun(t *testing.T, cfg proxyhealth.Config, clk *clock.Fake, farm *fakeproxy.Farm, dead int) {
+	t.Helper()
+	e, err := proxyhealth.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := farm.Set(dead, fakeproxy.Refuse()); err != nil {
+		t.Fatal(err)
+	}
+	id := probe.MustParseProxyURL(farm.URL(dead)).ID()
+	head := e.JournalHead()
+	poll(t, "checks, and the refused proxy down", func() bool {
+		clk.Advance(50 * time.Millisecond)
+		st, err := e.Proxy(ctx, id)
+		return err == nil && st.State.Health == pb.HealthState_HEALTH_STATE_UNHEALTHY && e.JournalHead() > head+20
+	})
+	if err := farm.Set(dead, fakeproxy.OK()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRestartFoldsOnFromTheLiveCheckpoint: a clean stop saves the live
+// status's checkpoint, and the next Open restores it and folds only the
+// events after it, into the status a fold of the whole journal gives (an
+// engine opened on a copy of the directory, whose journal is another file,
+// folds it all). A checkpoint saved by an earlier stop (the engine
+// crashed after running on from it) is folded on from its own seq; a
+// damaged one is ignored, and so is one older than what retention kept.
+func TestRestartFoldsOnFromTheLiveCheckpoint(t *testing.T) {
+	farm := startFarm(t, 3)
+	dir := t.TempDir()
+	clk := clock.NewFake(time.Now())
+	var logs logBuffer
+	cfg := proxyhealth.Config{DataDir: dir, Clock: clk, Logger: logs.logger(), Retention: 7 * 24 * time.Hour,
+		Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe(),
+			Proxies: []string{farm.URL(0), farm.URL(1), farm.URL(2)}}}}
+	checkpointRun(t, cfg, clk, farm, 1)
+	ckpt := filepath.Join(dir, proxyhealth.LiveCheckpointFile)
+	earlier, err := os.ReadFile(ckpt)
+	if err != nil {
+		t.Fatalf("no checkpoint after a clean stop: %v", err)
+	}
+	checkpointRun(t, cfg, clk, farm, 2) // the second stop's checkpoint replaces the first's
+
+	// reopen opens dir with a frozen clock (nothing runs: the status is
+	// what was restored and folded) and a copy of it, and compares them.
+	reopen := func(what, wantLog string) {
+		t.Helper()
+		frozen := cfg
+		frozen.Clock = clock.NewFake(clk.Now())
+		from := len(logs.String())
+		e := open(t, frozen)
+		if got := logs.String()[from:]; !strings.Contains(got, wantLog) {
+			t.Fatalf("%s: the engine did not log %q:\n%s", what, wantLog, got)
+		}
+		copied := frozen
+		copied.DataDir, copied.Logger = copyDir(t, dir), nil
+		c := open(t, copied)
+		if diff := sameStatus(e.Status(), c.Status()); diff != "" {
+			t.Fatalf("%s: the status differs from a fold of the whole journal: %s", what, diff)
+		}
+		if e.Status().Summary().Counts.Total != 3 {
+			t.Fatalf("%s: %+v", what, e.Status().Summary())
+		}
+		closeEngine(t, e)
+		closeEngine(t, c)
+	}
+	reopen("after a clean stop", "live status restored from its checkpoint")
+	if err := os.WriteFile(ckpt, earlier, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reopen("from the first stop's checkpoint", "live status restored from its checkpoint")
+	b, err := os.ReadFile(ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x40
+	if err := os.WriteFile(ckpt, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reopen("with a damaged checkpoint", "live status checkpoint not used")
+	if _, err := os.Stat(ckpt); err != nil {
+		t.Fatalf("the clean stop after a damaged checkpoint saved none: %v", err)
+	}
+
+	// A week and a day later, retention deletes everything the first
+	// checkpoint stands for, and events after it: that checkpoint no
+	// longer fits.
+	e := open(t, cfg)
+	head := e.JournalHead()
+	clk.Advance(8 * 24 * time.Hour)
+	poll(t, "checks after the clock jump", func() bool {
+		clk.Advance(50 * time.Millisecond)
+		return e.JournalHead() > head+10
+	})
+	// The hourly retention has run during the jump; once more, to be sure.
+	if _, err := e.ApplyRetention(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if first := e.JournalFirst(); first <= head {
+		t.Fatalf("retention kept the events from %d on; the checkpoints stand for events up to %d", first, head)
+	}
+	closeEngine(t, e)
+	if err := os.WriteFile(ckpt, earlier, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reopen("from a checkpoint older than retention", "retention deleted the events after it")
+}

@@ -1,0 +1,202 @@
+package proxyhealth_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/events"
+	"github.com/proxyhealth/proxyhealth/internal/clock"
+	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/probe"
+	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
+)
+
+// BenchmarkRestartAged measures a restart of an engine whose journal holds
+// some history, after a clean stop (stop=clean: Close saved the live
+// status's checkpoint, LiveCheckpointFile) and after a crash (stop=crash:
+// no checkpoint, so the whole journal is folded): how long Open takes (the journal opened, the live status
+// folded, every proxy's actor recovered from its snapshot and stream), and
+// how much CPU the engine uses until it is idle again (the pool monitor
+// and the notifier fold the journal in the background after Open). The
+// journal is written beforehand as a daemon would have written it: each
+// proxy's ProxyAdded, then one passed check per proxy and interval (and
+// the state changes the state machine decides), each proxy's snapshot
+// every actors.DefaultSnapshotEvery events, through journal.Bolt. The
+// clock is a fake one that stays at the end of the history, so no check
+// runs during the measure. No SQLite view: it keeps its own offset.
+//
+// Reported: open-s (Open), settle-s (until the process uses no more CPU),
+// cpu-s (the process's CPU from Open's start until settled), journal-events
+// and, for comparison across histories, open-us/proxy.
+func BenchmarkRestartAged(b *testing.B) {
+	for _, c := range []struct {
+		proxies  int
+		interval time.Duration
+		history  time.Duration
+	}{
+		{10_000, 10 * time.Second, 2 * time.Minute},
+		{10_000, 10 * time.Second, 20 * time.Minute},
+		{10_000, 10 * time.Second, time.Hour},
+		{100_000, 60 * time.Second, 3 * time.Minute},
+		{100_000, 60 * time.Second, 30 * time.Minute},
+	} {
+		for _, stop := range []string{"clean", "crash"} {
+			b.Run(fmt.Sprintf("proxies=%d/history=%v/stop=%s", c.proxies, c.history, stop), func(b *testing.B) {
+				benchRestartAged(b, c.proxies, c.interval, c.history, stop == "clean")
+			})
+		}
+	}
+}
+
+func benchRestartAged(b *testing.B, proxies int, interval, history time.Duration, clean bool) {
+	dir := b.TempDir()
+	urls := benchProxyURLs(proxies)
+	h := events.DefaultConfig()
+	h.Interval = interval
+	end, n := writeAgedJournal(b, filepath.Join(dir, proxyhealth.JournalFile), "a", urls, h, history)
+	cfg := proxyhealth.Config{DataDir: dir, Clock: clock.NewFake(end),
+		Sources: []proxyhealth.SourceConfig{{Name: "a", Health: h, Probe: farmProbe(), Proxies: urls}}}
+	ctx := context.Background()
+	if clean {
+		// The run before: it stops cleanly, leaving its checkpoint.
+		e, err := proxyhealth.Open(ctx, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := e.Close(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	checkpoint := filepath.Join(dir, proxyhealth.LiveCheckpointFile)
+	var open, settle, cpu time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		if _, err := os.Stat(checkpoint); clean != (err == nil) {
+			if clean {
+				b.Fatalf("no checkpoint after a clean stop: %v", err)
+			}
+			if err := os.Remove(checkpoint); err != nil { // the crash: Close never ran
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		cpu0 := cpuTime()
+		start := time.Now()
+		e, err := proxyhealth.Open(ctx, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		open += time.Since(start)
+		settle += waitIdle(b, 10*time.Minute).Sub(start)
+		cpu += cpuTime() - cpu0
+		b.StopTimer()
+		if got := len(e.ProxyIDs()); got != proxies {
+			b.Fatalf("%d proxies after the restart, want %d", got, proxies)
+		}
+		if err := e.Close(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	per := float64(b.N)
+	b.ReportMetric(open.Seconds()/per, "open-s")
+	b.ReportMetric(settle.Seconds()/per, "settle-s")
+	b.ReportMetric(cpu.Seconds()/per, "cpu-s")
+	b.ReportMetric(float64(n), "journal-events")
+	b.ReportMetric(float64(open.Microseconds())/per/float64(proxies), "open-us/proxy")
+}
+
+// writeAgedJournal writes to path what a source named source of the
+// proxies urls, checked every h.Interval and passing every check, journals
+// over history, with each proxy's snapshot saved every
+// actors.DefaultSnapshotEvery of its events, and returns the time of the
+// last check and the number of events.
+func writeAgedJournal(b *testing.B, path, source string, urls []string, h events.Config, history time.Duration) (time.Time, uint64) {
+	b.Helper()
+	ctx := context.Background()
+	j, err := journal.OpenBolt(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := j.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}()
+	states := make([]events.State, len(urls))
+	snapped := make([]uint64, len(urls))
+	const chunk = 8192
+	batch := make([]*pb.Envelope, 0, 2*chunk)
+	owner := make([]int, 0, 2*chunk)
+	commit := func() {
+		if _, err := j.Append(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		for k, env := range batch {
+			i := owner[k]
+			states[i] = events.Evolve(states[i], env)
+			if states[i].StreamSeq-snapped[i] >= 100 {
+				if err := j.SaveSnapshot(ctx, events.ToSnapshot(states[i])); err != nil {
+					b.Fatal(err)
+				}
+				snapped[i] = states[i].StreamSeq
+			}
+		}
+		batch, owner = batch[:0], owner[:0]
+	}
+	decide := func(i int, cmd events.Command) {
+		envs, err := events.Decide(states[i], cmd, h)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, env := range envs {
+			batch, owner = append(batch, env), append(owner, i)
+		}
+		if len(batch) >= chunk {
+			commit()
+		}
+	}
+	at := t0
+	for i, raw := range urls {
+		u, err := probe.ParseProxyURL(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		states[i] = events.NewState(u.ID())
+		decide(i, events.Add{At: at, URLRedacted: u.Redacted(), Source: source, Origin: pb.ProxyOrigin_PROXY_ORIGIN_CONFIG})
+	}
+	commit()
+	ok := events.CheckResult{StatusCode: 200, Latency: events.Latency{Connect: time.Millisecond, FirstByte: 2 * time.Millisecond, Total: 3 * time.Millisecond}}
+	for end := t0.Add(history); at.Before(end); at = at.Add(h.Interval) {
+		for i := range urls {
+			// Spread over the interval, as the actors' jitter does.
+			decide(i, events.CheckCompleted{At: at.Add(time.Duration(i) * h.Interval / time.Duration(len(urls))), Result: ok})
+		}
+	}
+	commit()
+	return at, j.Head()
+}
+
+// waitIdle waits until the process uses less than 5 ms of CPU in 200 ms
+// (its background work done), for at most timeout, and returns when that
+// quiet span began.
+func waitIdle(b *testing.B, timeout time.Duration) time.Time {
+	b.Helper()
+	deadline := time.Now().Add(timeout)
+	for at, prev := time.Now(), cpuTime(); at.Before(deadline); {
+		time.Sleep(200 * time.Millisecond) // a span of wall time is what is measured
+		now, cur := time.Now(), cpuTime()
+		if cur-prev < 5*time.Millisecond {
+			return at
+		}
+		at, prev = now, cur
+	}
+	b.Fatalf("the engine still busy %v after Open", timeout)
+	return time.Time{}
+}
