@@ -159,6 +159,9 @@ func (e *Engine) startProjections(ctx context.Context, sources []SourceConfig) e
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrBadConfig, err)
 		}
+		// The live status holds the fold the monitor would make: it
+		// starts from there (before the live feeder runs).
+		m.StartFrom(p.live)
 		p.monitor = m
 	}
 	n, err := projections.NewNotifier(j, projections.NotifierOptions{
@@ -166,6 +169,9 @@ func (e *Engine) startProjections(ctx context.Context, sources []SourceConfig) e
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	if !n.StartFrom(p.live) { // as the monitor; else it replays the journal
+		e.log.Debug("the notifier replays the whole journal: the live status cannot tell every proxy's episode (an adopted proxy)")
 	}
 	p.notifier = n
 

@@ -103,6 +103,11 @@ type PoolMonitor struct {
 	// head is the journal head when the monitor was created: Run replays up
 	// to it without evaluating, then evaluates after every event.
 	head uint64
+	// from is where Run starts reading the journal when StartFrom seeded
+	// the monitor (0: from the first event, after restore), and the time
+	// of the event before it.
+	from   uint64
+	fromAt int64
 }
 
 // monProxy is what the monitor keeps of a proxy: its stream seq and the
@@ -211,14 +216,27 @@ func (m *PoolMonitor) Share() PoolShare {
 // the monitor was created (silently: this only restores the counts and the
 // degraded flag), evaluates the pool once there, then follows new events,
 // evaluating after each, until ctx ends (nil) or the journal closes (an
-// error). Run one at a time.
+// error). A monitor seeded with StartFrom reads from where its seed left
+// off instead. Run one at a time.
 func (m *PoolMonitor) Run(ctx context.Context) error {
-	if err := m.restore(ctx); err != nil {
-		return fmt.Errorf("projections: pool monitor: %w", err)
+	from := m.from
+	if from == 0 {
+		if err := m.restore(ctx); err != nil {
+			return fmt.Errorf("projections: pool monitor: %w", err)
+		}
+		from = 1
 	}
 	head := m.head
 	live := head == 0
-	sub := m.j.Subscribe(1)
+	if !live && from > head {
+		// Seeded at the head (StartFrom): the pool is evaluated there, as
+		// a replay that reached it would.
+		live = true
+		if err := m.evaluate(ctx, m.fromAt); err != nil && ctx.Err() == nil {
+			m.opts.Logger.Warn("pool monitor: cannot journal the pool event; will retry after the next event", "error", err)
+		}
+	}
+	sub := m.j.Subscribe(from)
 	defer sub.Close()
 	var batch []*pb.Envelope // reused: nothing keeps the slice
 	for {
@@ -245,6 +263,29 @@ func (m *PoolMonitor) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// StartFrom seeds the monitor with what l says of every proxy (its health
+// and stream seq) and of the pool (degraded or not), so that Run reads
+// the journal from the event after l.Seq() instead of from its first: l
+// holds what a fold up to there gives, what retention carried and the
+// proxies known only from their snapshot included. The engine's Open
+// folds the live status before it starts the monitor, so the monitor
+// folds the journal no second time. Call it before Run, with l not being
+// applied to.
+func (m *PoolMonitor) StartFrom(l *Live) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range l.all {
+		h := e.st.Health()
+		m.store(e.id, h, e.st.StreamSeq())
+		m.count(h, 1)
+	}
+	m.degraded = l.pool.degraded
+	m.applied = max(m.applied, l.seq)
+	m.from, m.fromAt = l.seq+1, l.lastAt
 }
 
 // restore folds what retention left outside the events: the pool events

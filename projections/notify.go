@@ -165,6 +165,9 @@ type Notifier struct {
 	// head is the journal head when the notifier was created: events up to
 	// it are history, replayed silently.
 	head uint64
+	// from is where Run starts reading when StartFrom seeded the notifier
+	// (0: from the first event).
+	from uint64
 
 	mu     sync.Mutex
 	subs   map[*subscriber]struct{}
@@ -261,10 +264,12 @@ func (n *Notifier) Subscribe() (<-chan Notification, func()) {
 
 // Run replays the journal silently up to the head it had when the notifier
 // was created, then notifies every event committed after that, until ctx
-// ends (nil) or the journal closes (an error). Run one at a time.
+// ends (nil) or the journal closes (an error). A notifier seeded with
+// StartFrom replays from where its seed left off instead. Run one at a
+// time.
 func (n *Notifier) Run(ctx context.Context) error {
 	head := n.head
-	sub := n.j.Subscribe(1)
+	sub := n.j.Subscribe(max(n.from, 1))
 	defer sub.Close()
 	var batch []*pb.Envelope // reused: nothing keeps the slice
 	for {
@@ -284,6 +289,76 @@ func (n *Notifier) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// StartFrom seeds the notifier with what l says of every proxy (URL,
+// source, stream seq, and whether it is in a down episode), so that Run
+// replays the journal from the event after l.Seq() instead of from its
+// first: the engine's Open folds the live status before it starts the
+// notifier. It reports false, seeding nothing, when l cannot tell a
+// proxy's episode as a replay would (a proxy adopted from another cluster
+// member: an adoption changes its health without a transition); Run then
+// replays the whole journal. Call it before Run, with l not being applied
+// to.
+func (n *Notifier) StartFrom(l *Live) bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	downs := make([]bool, len(l.all))
+	for i, e := range l.all {
+		var ok bool
+		if downs[i], ok = episodeOf(e, l.opts.StateChangeCap); !ok {
+			return false
+		}
+	}
+	n.proxies = make(map[string]*notifyProxy, len(l.all))
+	for i, e := range l.all {
+		st := e.st.Unpack(e.id)
+		p := &notifyProxy{url: st.URLRedacted}
+		n.proxies[e.id] = p
+		n.keep(p, notifyKept{streamSeq: st.StreamSeq, source: n.sourceOf(st.Source), down: downs[i]})
+	}
+	n.applied.Store(l.seq)
+	n.from = l.seq + 1
+	return true
+}
+
+// episodeOf tells whether e is in a down episode as the notifier's replay
+// would (apply): a transition into a down state starts one, one into
+// healthy ends it, and a proxy starts outside one when added, or in the
+// one its state says when it is known from a snapshot (its ProxyAdded
+// deleted by retention). Its newest transitions tell: the newest into a
+// down state or healthy, or else the newest from one (every other
+// transition is into degraded, or into unknown when revived, which leaves
+// the episode as it was). With none of those, the state before its oldest
+// transition tells if the live status kept every transition since it
+// started (fewer than keep, its cap), or its state now if there is none.
+// ok is false when nothing tells (the cap reached without a telling
+// transition), and for an adopted proxy (see StartFrom).
+func episodeOf(e *entry, keep int) (down, ok bool) {
+	st := e.st.Unpack(e.id)
+	if !st.AdoptedAt.IsZero() {
+		return false, false
+	}
+	health := st.Health
+	for i := range e.changes.len() {
+		c := e.changes.at(i) // newest first
+		switch to, from := pb.HealthState(c.to), pb.HealthState(c.from); {
+		case isDown(to):
+			return true, true
+		case to == pb.HealthState_HEALTH_STATE_HEALTHY:
+			return false, true
+		case isDown(from):
+			return true, true
+		case from == pb.HealthState_HEALTH_STATE_HEALTHY:
+			return false, true
+		default:
+			health = from
+		}
+	}
+	if e.changes.len() >= keep {
+		return false, false // older transitions were dropped: they would tell
+	}
+	return isDown(health), true
 }
 
 // Applied returns the last journal seq the notifier has processed.
