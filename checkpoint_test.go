@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/clock"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
@@ -201,4 +203,51 @@ func TestRestartFoldsOnFromTheLiveCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	reopen("from a checkpoint older than retention", "retention deleted the events after it")
+}
+
+// TestCleanStopSnapshotsEveryProxy: a clean stop has every proxy snapshot
+// what it journaled, so that the next start recovers each from its
+// snapshot alone (its stream after the snapshot is empty), and that start
+// gives every proxy the state it had.
+func TestCleanStopSnapshotsEveryProxy(t *testing.T) {
+	farm := startFarm(t, 4)
+	dir := t.TempDir()
+	clk := clock.NewFake(time.Now())
+	cfg := proxyhealth.Config{DataDir: dir, Clock: clk,
+		Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe(),
+			Proxies: []string{farm.URL(0), farm.URL(1), farm.URL(2), farm.URL(3)}}}}
+	checkpointRun(t, cfg, clk, farm, 3)
+	j, err := journal.OpenBolt(filepath.Join(dir, proxyhealth.JournalFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	want := map[string]events.State{}
+	for i := range 4 {
+		id := probe.MustParseProxyURL(farm.URL(i)).ID()
+		snap, err := j.LoadSnapshot(ctx, id)
+		if err != nil {
+			t.Fatalf("proxy %d: no snapshot after a clean stop: %v", i, err)
+		}
+		if got, head := snap.GetStreamSeq(), j.StreamHead(id); got != head || head < 3 {
+			t.Fatalf("proxy %d: its snapshot stands for stream seq %d, its stream ends at %d", i, got, head)
+		}
+		if want[id], _, err = journal.LoadState(ctx, j, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Clock = clock.NewFake(clk.Now()) // frozen: what shows is what was recovered
+	e := open(t, cfg)
+	for id, st := range want {
+		got, err := e.Proxy(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.State, st) {
+			t.Fatalf("proxy %s after the restart:\n%+v\nwant\n%+v", id, got.State, st)
+		}
+	}
 }

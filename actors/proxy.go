@@ -187,7 +187,7 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 	case *appendDone:
 		a.onAppendDone(ctx, m)
 	case *SnapshotNow:
-		a.saveSnapshot(ctx, ctx.Sender())
+		a.saveSnapshot(ctx, ctx.Sender(), m.Stopping)
 	case *snapshotDone:
 		if m.owner == a {
 			a.snapping--
@@ -441,19 +441,22 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 
 // saveSnapshot saves the committed state as the proxy's snapshot, unless
 // the latest snapshot already covers it, and answers reply (if any) once it
-// is durable. It runs every SnapshotEvery events and on SnapshotNow. A
-// failed snapshot only costs a longer replay next time.
-func (a *proxyActor) saveSnapshot(ctx actor.Context, reply *actor.PID) {
+// is durable. It runs every SnapshotEvery events and on SnapshotNow; while
+// the Env drains, only for the engine's last round (stopping). A failed
+// snapshot only costs a longer replay next time.
+func (a *proxyActor) saveSnapshot(ctx actor.Context, reply *actor.PID, stopping bool) {
 	if a.state.StreamSeq() == 0 || a.state.StreamSeq() <= a.lastSnap {
 		a.respond(ctx, reply, &Reply{})
 		return
 	}
-	if !a.env.begin() {
-		a.respond(ctx, reply, &Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
+	if a.snapping == math.MaxUint16 { // before begin: a refusal registers no work
+		a.respond(ctx, reply, &Reply{Err: fmt.Errorf("actors: proxy %s has %d snapshot saves in flight", a.spec.ID, a.snapping)})
 		return
 	}
-	if a.snapping == math.MaxUint16 {
-		a.respond(ctx, reply, &Reply{Err: fmt.Errorf("actors: proxy %s has %d snapshot saves in flight", a.spec.ID, a.snapping)})
+	if stopping {
+		a.env.work.Add(1) // after CancelChecks: begin would refuse
+	} else if !a.env.begin() {
+		a.respond(ctx, reply, &Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
 		return
 	}
 	a.snapping++
@@ -517,7 +520,7 @@ func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending,
 		a.env.Ejections.Release(a.spec.ID)
 	}
 	if a.state.StreamSeq()-a.lastSnap >= a.env.SnapshotEvery {
-		a.saveSnapshot(ctx, nil)
+		a.saveSnapshot(ctx, nil, false)
 	}
 	a.respond(ctx, p.reply, &Reply{Events: len(evs)})
 	if a.state.Removed() {
