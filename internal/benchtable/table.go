@@ -131,6 +131,18 @@ var figures = func() []*figure {
 		&figure{label: "false positives per 1,000 checks (transitions to unhealthy)", bench: "BenchmarkFalsePositives", unit: "fp/1k-checks", flags: "-benchtime 1x"},
 		&figure{label: "temporarily failed proxies (down 1–10 min) back to healthy, not failed", bench: "BenchmarkRecoveryShare", unit: "recovered-%", target: ge(80, "spec SC-005"), flags: "-benchtime 1x"},
 	)
+	for _, c := range []struct{ size, history, what string }{
+		{"10000", "1h", "10,000 proxies checked every 10 s, 1 h of history (3.6M events)"},
+		{"100000", "30m", "100,000 proxies checked every 60 s, 30 min of history (3.2M events)"},
+	} {
+		for _, stop := range []struct{ name, what string }{
+			{"clean", "after a clean stop (live status checkpoint, every proxy's snapshot)"},
+			{"crash", "after a crash (the whole journal folded)"},
+		} {
+			fs = append(fs, &figure{label: "engine restart (Open), " + c.what + ", " + stop.what,
+				bench: "BenchmarkRestartAged/proxies=" + c.size + "/history=" + c.history + "/stop=" + stop.name, unit: "open-s", flags: longArgs})
+		}
+	}
 	return fs
 }()
 
@@ -145,6 +157,7 @@ var unitSuffix = map[string]string{
 	"first-sweep-s":             "s",
 	"restart-s":                 "s",
 	"restart-open-s":            "s",
+	"open-s":                    "s",
 	"restart-peak-rss-MiB":      "MiB",
 	"baseline-checks/s":         "checks/s",
 	"pool-p99-ms":               "ms",
