@@ -57,7 +57,7 @@ bench:
 	$(call bench_run,sqlview,$(GO) test -run='^$$' -bench='Rebuild|Incremental' -benchtime=1x -count=1 -timeout 20m ./projections/sqlview/)
 	$(call bench_run,sqlviewaged,$(GO) test -run='^$$' -bench='^BenchmarkSteadyState$$/^proxies=10000$$/^batch=1000$$/^(fresh|history=30m)$$' -benchtime=1x -count=1 -timeout 20m ./projections/sqlview/)
 	$(call bench_run,e2e,$(GO) test -run='^$$' -bench=E2E -benchtime=1x -count=1 -timeout 20m .)
-	$(call bench_run,restart,$(GO) test -run='^$$' -bench='^BenchmarkRestartAged$$/^proxies=(10000/history=1h|100000/history=30m)$$' -benchtime=1x -count=1 -timeout 20m .)
+	$(call bench_run,restart,$(GO) test -run='^$$' -bench='^BenchmarkRestartAged$$/^proxies=(10000|100000)$$/^history=(1h|30m)$$' -benchtime=1x -count=1 -timeout 20m .)
 	$(call bench_run,report,$(GO) test -run='^$$' -bench='^Benchmark(Detection|FalsePositives|RecoveryShare)$$' -benchtime=1x -count=1 -timeout 20m .)
 	$(call bench_run,daemon10k,$(GO) test -run='^$$' -bench='^BenchmarkDaemon$$/^proxies=10000$$' -benchtime=1x -count=1 -timeout 30m ./cmd/proxyhealth/)
 	$(call bench_run,daemon100k,$(GO) test -run='^$$' -bench='^BenchmarkDaemon$$/^proxies=100000$$' -benchtime=1x -count=1 -timeout 30m ./cmd/proxyhealth/)
