@@ -27,39 +27,23 @@ const LiveCheckpointFile = "live.checkpoint"
 var errStaleCheckpoint = errors.New("proxyhealth: the live status checkpoint does not fit the journal")
 
 // saveLiveCheckpoint writes live's checkpoint to dir's LiveCheckpointFile
-// (a temporary file, synced, then renamed), headed by the identity of the
-// journal file it was folded from.
+// (writeFileAtomic), headed by the identity of the journal file it was
+// folded from.
 func saveLiveCheckpoint(dir string, live *projections.Live) error {
 	id, ok := journalFileID(filepath.Join(dir, JournalFile))
 	if !ok {
 		return nil // no identity to check it against: never trusted, so not written
 	}
 	path := filepath.Join(dir, LiveCheckpointFile)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	err := writeFileAtomic(path, func(w io.Writer) error {
+		if _, err := w.Write(binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, id.dev), id.ino)); err != nil {
+			return err
+		}
+		_, err := live.WriteCheckpoint(w)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("proxyhealth: save the live status checkpoint: %w", err)
-	}
-	_, err = f.Write(binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, id.dev), id.ino))
-	if err == nil {
-		_, err = live.WriteCheckpoint(f)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
 		return fmt.Errorf("proxyhealth: save the live status checkpoint %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return nil
 }

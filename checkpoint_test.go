@@ -1,7 +1,6 @@
 package proxyhealth_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,31 +15,15 @@ import (
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/clock"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
-// logBuffer collects an engine's log records as text.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+// debugLogger returns a logger of everything, as text into buf.
+func debugLogger(buf *testutil.SyncBuffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // sameStatus reports the first difference between two engines' live
@@ -128,8 +110,8 @@ func TestRestartFoldsOnFromTheLiveCheckpoint(t *testing.T) {
 	farm := startFarm(t, 3)
 	dir := t.TempDir()
 	clk := clock.NewFake(time.Now())
-	var logs logBuffer
-	cfg := proxyhealth.Config{DataDir: dir, Clock: clk, Logger: logs.logger(), Retention: 7 * 24 * time.Hour,
+	var logs testutil.SyncBuffer
+	cfg := proxyhealth.Config{DataDir: dir, Clock: clk, Logger: debugLogger(&logs), Retention: 7 * 24 * time.Hour,
 		Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe(),
 			Proxies: []string{farm.URL(0), farm.URL(1), farm.URL(2)}}}}
 	checkpointRun(t, cfg, clk, farm, 1)

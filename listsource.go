@@ -230,7 +230,7 @@ func (e *Engine) loadList(source string, ls *listState) {
 }
 
 // saveList keeps the source's list in the data directory (0600: the URLs
-// carry credentials), written aside and renamed into place.
+// carry credentials), written aside, synced and renamed into place.
 func (e *Engine) saveList(source string, ls *listState) error {
 	if e.cfg.DataDir == "" {
 		return nil
@@ -247,11 +247,7 @@ func (e *Engine) saveList(source string, ls *listState) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	tmp := e.listPath(source) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, e.listPath(source))
+	return writeFileAtomic(e.listPath(source), func(w io.Writer) error { _, err := w.Write(b); return err })
 }
 
 // startList reads a new source's list (its saved copy, or else the list

@@ -36,16 +36,7 @@ func TestPoolMonitorStartFromLive(t *testing.T) {
 			}
 			envs = append(envs[:k], append([]*pb.Envelope{ev}, envs[k:]...)...)
 		}
-		if _, err := j.Append(ctx, envs); err != nil {
-			t.Fatal(err)
-		}
-		var committed []*pb.Envelope
-		for env, err := range j.Read(ctx, 1) {
-			if err != nil {
-				t.Fatal(err)
-			}
-			committed = append(committed, env)
-		}
+		committed := commit(t, j, envs)
 		k := r.IntN(len(committed) + 1)
 		whole, err := NewPoolMonitor(j, PoolMonitorOptions{})
 		if err != nil {
@@ -98,16 +89,7 @@ func TestNotifierStartFromLive(t *testing.T) {
 		r := rand.New(rand.NewPCG(seed, 5))
 		proxies, n := 1+r.IntN(30), 1+r.IntN(600)
 		j := journal.NewMem()
-		if _, err := j.Append(ctx, gen.NewSim(seed, proxies).Events(n)); err != nil {
-			t.Fatal(err)
-		}
-		var committed []*pb.Envelope
-		for env, err := range j.Read(ctx, 1) {
-			if err != nil {
-				t.Fatal(err)
-			}
-			committed = append(committed, env)
-		}
+		committed := commit(t, j, gen.NewSim(seed, proxies).Events(n))
 		k := r.IntN(len(committed) + 1)
 		whole, err := NewNotifier(j, NotifierOptions{})
 		if err != nil {
@@ -174,4 +156,22 @@ func sameNotifier(a, b *Notifier) string {
 		}
 	}
 	return ""
+}
+
+// commit appends envs to j and returns them as committed (seqs filled in).
+func commit(t *testing.T, j journal.Journal, envs []*pb.Envelope) []*pb.Envelope {
+	t.Helper()
+	ctx := context.Background()
+	from := j.Head() + 1
+	if _, err := j.Append(ctx, envs); err != nil {
+		t.Fatal(err)
+	}
+	var committed []*pb.Envelope
+	for env, err := range j.Read(ctx, from) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		committed = append(committed, env)
+	}
+	return committed
 }
