@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -106,8 +107,12 @@ func foldLive(ctx context.Context, live *projections.Live, j journal.Journal, he
 // its snapshots, else the configured ones.
 func seedSnapshots(ctx context.Context, live *projections.Live, j journal.Journal, sources []SourceConfig) error {
 	var ids []string
-	if _, ok := j.(journal.SnapshotLister); !ok {
-		ids = []string{}
+	if l, ok := j.(journal.SnapshotLister); ok {
+		var err error
+		if ids, err = l.SnapshotIDs(ctx); err != nil {
+			return fmt.Errorf("journal: list the snapshots: %w", err)
+		}
+	} else {
 		for _, sc := range sources {
 			for _, raw := range sc.Proxies {
 				if u, err := probe.ParseProxyURL(raw); err == nil { // Validate refused the others
@@ -116,8 +121,15 @@ func seedSnapshots(ctx context.Context, live *projections.Live, j journal.Journa
 			}
 		}
 	}
+	// A proxy the fold knows has retained events, which are the truth:
+	// only the others' snapshots are read (after a clean stop every proxy
+	// has one: 100,000 reads for nothing).
+	ids = slices.DeleteFunc(ids, live.Knows)
+	if len(ids) == 0 {
+		return nil
+	}
 	return journal.QuietSnapshots(ctx, j, ids, func(snap *pb.ProxySnapshot) {
-		if _, known := live.Proxy(snap.GetProxyId()); !known {
+		if !live.Knows(snap.GetProxyId()) {
 			live.Seed(snap)
 		}
 	})
@@ -171,7 +183,7 @@ func (e *Engine) startProjections(ctx context.Context, sources []SourceConfig) e
 		return fmt.Errorf("%w: %w", ErrBadConfig, err)
 	}
 	if !n.StartFrom(p.live) { // as the monitor; else it replays the journal
-		e.log.Debug("the notifier replays the whole journal: the live status cannot tell every proxy's episode (an adopted proxy)")
+		e.log.Debug("the notifier replays the whole journal: the live status cannot tell every proxy's down episode (an adopted proxy, or a transition it no longer keeps)")
 	}
 	p.notifier = n
 

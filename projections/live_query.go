@@ -196,6 +196,14 @@ func (l *Live) Proxy(id string) (ProxyView, bool) {
 	return l.view(e, l.now()), true
 }
 
+// Knows reports whether the live status holds the proxy (known and not
+// removed): Proxy without building the view.
+func (l *Live) Knows(id string) bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.entries.Get(id) != nil
+}
+
 // State returns the folded state of one proxy; false if it is unknown or
 // removed.
 func (l *Live) State(id string) (events.State, bool) {
