@@ -187,7 +187,7 @@ func (l *Live) decodeCheckpoint(d *ckptDecoder) error {
 		a.refresh.held = d.bool()
 	}
 	n := d.count(1 << 30)
-	l.all = make([]*entry, 0, n)
+	l.all = make([]*entry, 0, min(n, 1<<16)) // n is not trusted before the checksum
 	var snap pb.ProxySnapshot
 	for range n {
 		id := d.string()
