@@ -6,12 +6,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/proxyhealth/proxyhealth"
+	"github.com/proxyhealth/proxyhealth/internal/clock"
 	"github.com/proxyhealth/proxyhealth/internal/fakeproxy"
+	"github.com/proxyhealth/proxyhealth/journal"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -291,4 +294,48 @@ func TestViewAheadOfTheJournalIsRefusedUnlessStartingFresh(t *testing.T) {
 	cfg.StartFresh = true
 	e2 := open(t, cfg)
 	caughtUp(t, e2, "sqlite view")
+}
+
+// TestDroppedProxiesAreRemovedInFewCommits: the proxies a restart no
+// longer monitors are journaled as removed many to an append, not one
+// commit each inside Open.
+func TestDroppedProxiesAreRemovedInFewCommits(t *testing.T) {
+	const n = 40
+	farm := startFarm(t, n)
+	dir := t.TempDir()
+	urls := make([]string, n)
+	for i := range urls {
+		urls[i] = farm.URL(i)
+	}
+	var commits atomic.Int64
+	cfg := proxyhealth.Config{
+		DataDir: dir, ResumeAddedProxies: true,
+		OnJournalCommit: func(c journal.CommitStats) {
+			if c.Events > 0 {
+				commits.Add(1)
+			}
+		},
+		Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe(), Proxies: urls}},
+	}
+	e := open(t, cfg)
+	closeEngine(t, e)
+
+	cfg.Sources[0].Proxies = urls[:1]
+	cfg.Clock = clock.NewFake(time.Now()) // no check commits anything meanwhile
+	commits.Store(0)
+	start := time.Now()
+	e2 := open(t, cfg)
+	t.Logf("Open with %d proxies dropped: %v, %d commits", n-1, time.Since(start), commits.Load())
+	if got := commits.Load(); got > 3 {
+		t.Fatalf("the removal of %d proxies took %d commits", n-1, got)
+	}
+	removed := 0
+	for _, r := range removalReasons(t, e2) {
+		if strings.Contains(r, "no longer lists") {
+			removed++
+		}
+	}
+	if removed != n-1 || e2.Status().Summary().Total != 1 {
+		t.Fatalf("%d removals journaled, %d proxies in the status; want %d and 1", removed, e2.Status().Summary().Total, n-1)
+	}
 }
