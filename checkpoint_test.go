@@ -48,30 +48,6 @@ func sameStatus(a, b proxyhealth.StatusReader) string {
 	return ""
 }
 
-// copyDir copies the files of src into a new directory: the journal copied
-// is another file (another inode), as a journal restored from a backup is.
-func copyDir(t *testing.T, src string) string {
-	t.Helper()
-	dst := t.TempDir()
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ent := range ents {
-		if ent.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(src, ent.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, ent.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dst
-}
-
 // checkpointRun runs an engine over dir until each proxy has passed a few
 // checks and one of them (dead) has gone down, then stops it cleanly.
 func checkpointRun(t *testing.T, cfg proxyhealth.Config, clk *clock.Fake, farm *fakeproxy.Farm, dead int) {
@@ -134,7 +110,7 @@ func TestRestartFoldsOnFromTheLiveCheckpoint(t *testing.T) {
 			t.Fatalf("%s: the engine did not log %q:\n%s", what, wantLog, got)
 		}
 		copied := frozen
-		copied.DataDir, copied.Logger = copyDir(t, dir), nil
+		copied.DataDir, copied.Logger = testutil.CopyDir(t, dir), nil
 		c := open(t, copied)
 		if diff := sameStatus(e.Status(), c.Status()); diff != "" {
 			t.Fatalf("%s: the status differs from a fold of the whole journal: %s", what, diff)

@@ -98,27 +98,7 @@ func TestStatusFromServer(t *testing.T) {
 }
 
 // copyData copies the files of a data directory into a new one.
-func copyData(t *testing.T, from string) string {
-	t.Helper()
-	to := t.TempDir()
-	ents, err := os.ReadDir(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(from, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return to
-}
+func copyData(t *testing.T, from string) string { return testutil.CopyDir(t, from) }
 
 // writeShortJournal replaces dir's journal.db by one holding only the
 // first n events of the original: a journal that lost history.
