@@ -11,6 +11,7 @@ import (
 	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/events"
 	"github.com/proxyhealth/proxyhealth/internal/clock"
+	"github.com/proxyhealth/proxyhealth/internal/testutil"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/probe"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
@@ -194,19 +195,23 @@ func writeAgedJournal(b *testing.B, path, source string, urls []string, h events
 }
 
 // waitIdle waits until the process uses less than 5 ms of CPU in 200 ms
-// (its background work done), for at most timeout, and returns when that
-// quiet span began.
+// (its background work done), for at most timeout (testutil.Within every
+// 200 ms), and returns when that quiet span began.
 func waitIdle(b *testing.B, timeout time.Duration) time.Time {
 	b.Helper()
-	deadline := time.Now().Add(timeout)
-	for at, prev := time.Now(), cpuTime(); at.Before(deadline); {
-		time.Sleep(200 * time.Millisecond) // a span of wall time is what is measured
+	var at, quietFrom time.Time
+	var prev time.Duration
+	idle := testutil.Within(timeout, 200*time.Millisecond, func() bool {
 		now, cur := time.Now(), cpuTime()
-		if cur-prev < 5*time.Millisecond {
-			return at
+		quiet := !at.IsZero() && cur-prev < 5*time.Millisecond
+		if quiet {
+			quietFrom = at
 		}
 		at, prev = now, cur
+		return quiet
+	})
+	if !idle {
+		b.Fatalf("the engine still busy %v after Open", timeout)
 	}
-	b.Fatalf("the engine still busy %v after Open", timeout)
-	return time.Time{}
+	return quietFrom
 }
