@@ -497,7 +497,10 @@ func (e *Engine) RefreshSource(ctx context.Context, name string) error {
 	if ref == nil {
 		return fmt.Errorf("%w: source %q has no list to refresh", ErrBadConfig, name)
 	}
-	_, err = await(ctx, e.sys.Root.RequestFuture(ref, &actors.RefreshNow{}, requestTimeout(ctx)))
+	res, err := await(ctx, e.sys.Root.RequestFuture(ref, &actors.RefreshNow{}, requestTimeout(ctx)))
+	if r, ok := res.(*actors.Reply); ok && err == nil && r.Err != nil {
+		err = fmt.Errorf("proxyhealth: source %q: %w", name, r.Err)
+	}
 	return e.settled(ctx, err)
 }
 

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -34,6 +35,11 @@ type (
 	RefreshNow struct{}
 )
 
+// ErrRefreshPanicked answers a RefreshNow whose run panicked (the
+// refresher restarts under its source's supervision and runs again at its
+// First wait). The panic is a bug in the list's provider or parser: report it.
+var ErrRefreshPanicked = errors.New("actors: list refresh panicked")
+
 // refresherName is the refresher's name under its source actor.
 const refresherName = "refresher"
 
@@ -46,7 +52,8 @@ type refresher struct {
 	gen     uint64
 	running bool
 	again   bool         // a RefreshNow arrived during a run
-	waiters []*actor.PID // RefreshNow callers, answered when a run ends
+	waiters []*actor.PID // RefreshNow callers answered when the run in flight ends
+	next    []*actor.PID // RefreshNow callers that arrived during a run: answered when the run after it ends
 	cancel  context.CancelFunc
 }
 
@@ -69,12 +76,17 @@ func (r *refresher) Receive(ctx actor.Context) {
 			r.start(ctx)
 		}
 	case *RefreshNow:
-		if ctx.Sender() != nil {
-			r.waiters = append(r.waiters, ctx.Sender())
-		}
 		if r.running {
+			// The run in flight may have read the list before the caller
+			// asked: the caller waits for the run after it.
+			if ctx.Sender() != nil {
+				r.next = append(r.next, ctx.Sender())
+			}
 			r.again = true
 			return
+		}
+		if ctx.Sender() != nil {
+			r.waiters = append(r.waiters, ctx.Sender())
 		}
 		r.start(ctx)
 	case *refreshDone:
@@ -83,19 +95,30 @@ func (r *refresher) Receive(ctx actor.Context) {
 		}
 		r.running = false
 		r.cancel = nil
-		for _, w := range r.waiters {
-			ctx.Send(w, &Reply{})
-		}
-		r.waiters = nil
 		if m.panic != nil {
-			panic(fmt.Errorf("actors: list refresh panicked: %v", m.panic))
+			// The restart drops this instance: every caller is answered,
+			// those waiting for the next run too (it will not happen).
+			err := fmt.Errorf("%w: %v", ErrRefreshPanicked, m.panic)
+			r.answer(ctx, r.waiters, err)
+			r.answer(ctx, r.next, err)
+			r.waiters, r.next = nil, nil
+			panic(err)
 		}
+		r.answer(ctx, r.waiters, nil)
+		r.waiters, r.next = r.next, nil
 		if r.again {
 			r.again = false
 			r.start(ctx)
 			return
 		}
 		r.arm(ctx, r.spec.Next())
+	}
+}
+
+// answer tells RefreshNow callers that their run ended.
+func (r *refresher) answer(ctx actor.Context, to []*actor.PID, err error) {
+	for _, w := range to {
+		ctx.Send(w, &Reply{Err: err})
 	}
 }
 
