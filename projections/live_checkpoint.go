@@ -93,10 +93,12 @@ func (l *Live) encodeCheckpoint(cw *crcWriter) {
 	b = binary.AppendUvarint(b, uint64(len(l.all)))
 	cw.write(b)
 	var snap pb.ProxySnapshot
+	var enc []byte // reused
 	for _, e := range l.all {
 		b = appendString(b[:0], e.id)
 		st := e.st.Unpack(e.id)
-		if enc, ok := packed.Encode(nil, st, e.id); ok {
+		var ok bool
+		if enc, ok = packed.Encode(enc[:0], st, e.id); ok {
 			b = append(b, stateCodec)
 			b = appendBytes(b, enc)
 		} else {
