@@ -6,18 +6,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/proxyhealth/proxyhealth/internal/clock"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
 )
 
-// LiveCheckpointFile is the file in Config.DataDir where Close saves the
-// live status (the pool's status and every proxy's, as of the journal's
-// head), so that the next Open folds only the events after it instead of
+// LiveCheckpointFile is the file in Config.DataDir where the engine saves
+// the live status (the pool's status and every proxy's, as of a journal
+// seq), so that the next Open folds only the events after it instead of
 // the whole retained journal: at 10,000 proxies checked every 10 s, an
-// hour of history is 3.6 million events. It is a cache: Open folds the
+// hour of history is 3.6 million events. Close saves it as of the
+// journal's head; a running engine saves it every Config.CheckpointEvery,
+// for the start after a crash. It is a cache: Open folds the
 // whole journal instead when the file is missing, damaged, from another
 // journal file (it names the journal's device and inode), or older than
 // what retention kept; deleting it is always safe.
@@ -46,6 +51,71 @@ func saveLiveCheckpoint(dir string, live *projections.Live) error {
 		return fmt.Errorf("proxyhealth: save the live status checkpoint %s: %w", path, err)
 	}
 	return nil
+}
+
+// liveSaver saves the live status's checkpoint from the live feeder's
+// goroutine while the engine runs (Config.CheckpointEvery). The feeder is
+// the only goroutine that applies events, so the checkpoint it takes is
+// of one seq; queries go on meanwhile (WriteCheckpoint holds the read
+// lock), only the fold waits, for the encoding and the file's sync.
+type liveSaver struct {
+	dir   string
+	every time.Duration
+	clk   clock.Clock
+	log   *slog.Logger
+	next  time.Time // when the next save is due
+	saved uint64    // the seq of the checkpoint saved (or restored) last
+	// failing: the last save failed (warned once, until one succeeds)
+	failing bool
+}
+
+// saveAtOnceAfter is how many events Open's fold must have applied for the
+// running engine to save a checkpoint at once rather than after
+// CheckpointEvery: a start that had to fold that much (after a crash,
+// without a checkpoint or from an old one) spares the next start the same.
+var saveAtOnceAfter uint64 = 100_000
+
+// newLiveSaver returns the saver of the engine's config (nil: none), for a
+// live status that Open restored at seq restored and folded on to its
+// current seq.
+func newLiveSaver(cfg Config, log *slog.Logger, live *projections.Live, restored uint64) *liveSaver {
+	if cfg.DataDir == "" || cfg.CheckpointEvery <= 0 {
+		return nil
+	}
+	s := &liveSaver{dir: cfg.DataDir, every: cfg.CheckpointEvery, clk: cfg.Clock, log: log, saved: restored}
+	s.next = s.clk.Now().Add(s.every)
+	if live.Seq()-restored >= saveAtOnceAfter {
+		s.next = time.Time{}
+	}
+	return s
+}
+
+// maybeSave saves live's checkpoint if one is due and live applied events
+// since the last; call it from the feeder, between batches.
+func (s *liveSaver) maybeSave(live *projections.Live) {
+	if s == nil || live.Seq() == s.saved {
+		return
+	}
+	now := s.clk.Now()
+	if now.Before(s.next) {
+		return
+	}
+	s.next = now.Add(s.every)
+	seq := live.Seq()
+	start := time.Now() // what the save cost, for the log: not a schedule
+	if err := saveLiveCheckpoint(s.dir, live); err != nil {
+		if !s.failing {
+			s.log.Warn("the live status checkpoint was not saved; a start after a crash folds the journal from the last one saved (retrying every checkpoint interval)",
+				slog.Duration("every", s.every), slog.Any("error", err))
+		}
+		s.failing = true
+		return
+	}
+	if s.failing {
+		s.log.Info("the live status checkpoint is saved again", slog.Uint64("seq", seq))
+	}
+	s.failing, s.saved = false, seq
+	s.log.Debug("live status checkpoint saved", slog.Uint64("seq", seq), slog.Duration("took", time.Since(start)))
 }
 
 // loadLiveCheckpoint restores live (new) from dir's LiveCheckpointFile and

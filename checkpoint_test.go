@@ -2,6 +2,7 @@ package proxyhealth_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"os"
@@ -75,6 +76,33 @@ func checkpointRun(t *testing.T, cfg proxyhealth.Config, clk *clock.Fake, farm *
 	}
 }
 
+// reopenAndCompare opens cfg's data directory with a clock frozen at now
+// (nothing runs: the status is what was restored and folded), checks that
+// it logged wantLog, and compares its status with an engine's on a copy of
+// the directory (whose journal is another file: it folds it all); the
+// pool must hold proxies proxies.
+func reopenAndCompare(t *testing.T, cfg proxyhealth.Config, now time.Time, logs *testutil.SyncBuffer, proxies int, what, wantLog string) {
+	t.Helper()
+	frozen := cfg
+	frozen.Clock = clock.NewFake(now)
+	from := len(logs.String())
+	e := open(t, frozen)
+	if got := logs.String()[from:]; !strings.Contains(got, wantLog) {
+		t.Fatalf("%s: the engine did not log %q:\n%s", what, wantLog, got)
+	}
+	copied := frozen
+	copied.DataDir, copied.Logger = testutil.CopyDir(t, cfg.DataDir), nil
+	c := open(t, copied)
+	if diff := sameStatus(e.Status(), c.Status()); diff != "" {
+		t.Fatalf("%s: the status differs from a fold of the whole journal: %s", what, diff)
+	}
+	if e.Status().Summary().Counts.Total != proxies {
+		t.Fatalf("%s: %+v", what, e.Status().Summary())
+	}
+	closeEngine(t, e)
+	closeEngine(t, c)
+}
+
 // TestRestartFoldsOnFromTheLiveCheckpoint: a clean stop saves the live
 // status's checkpoint, and the next Open restores it and folds only the
 // events after it, into the status a fold of the whole journal gives (an
@@ -98,28 +126,9 @@ func TestRestartFoldsOnFromTheLiveCheckpoint(t *testing.T) {
 	}
 	checkpointRun(t, cfg, clk, farm, 2) // the second stop's checkpoint replaces the first's
 
-	// reopen opens dir with a frozen clock (nothing runs: the status is
-	// what was restored and folded) and a copy of it, and compares them.
 	reopen := func(what, wantLog string) {
 		t.Helper()
-		frozen := cfg
-		frozen.Clock = clock.NewFake(clk.Now())
-		from := len(logs.String())
-		e := open(t, frozen)
-		if got := logs.String()[from:]; !strings.Contains(got, wantLog) {
-			t.Fatalf("%s: the engine did not log %q:\n%s", what, wantLog, got)
-		}
-		copied := frozen
-		copied.DataDir, copied.Logger = testutil.CopyDir(t, dir), nil
-		c := open(t, copied)
-		if diff := sameStatus(e.Status(), c.Status()); diff != "" {
-			t.Fatalf("%s: the status differs from a fold of the whole journal: %s", what, diff)
-		}
-		if e.Status().Summary().Counts.Total != 3 {
-			t.Fatalf("%s: %+v", what, e.Status().Summary())
-		}
-		closeEngine(t, e)
-		closeEngine(t, c)
+		reopenAndCompare(t, cfg, clk.Now(), &logs, 3, what, wantLog)
 	}
 	reopen("after a clean stop", "live status restored from its checkpoint")
 	if err := os.WriteFile(ckpt, earlier, 0o600); err != nil {
@@ -208,4 +217,97 @@ func TestCleanStopSnapshotsEveryProxy(t *testing.T) {
 			t.Fatalf("proxy %s after the restart:\n%+v\nwant\n%+v", id, got.State, st)
 		}
 	}
+}
+
+// checkpointSeq returns the seq a live status checkpoint file stands for
+// (after the journal file's identity, the magic and the version).
+func checkpointSeq(t *testing.T, b []byte) uint64 {
+	t.Helper()
+	const at = 16 + len("PHLIVE") + 1
+	seq, n := binary.Uvarint(b[min(at, len(b)):])
+	if n <= 0 {
+		t.Fatalf("not a checkpoint: %q", b[:min(len(b), 32)])
+	}
+	return seq
+}
+
+// TestRunningEngineSavesLiveCheckpoints: a running engine saves the live
+// status's checkpoint every CheckpointEvery while events flow, so that a
+// start after a crash restores it and folds only the events after it (the
+// crash is the checkpoint file of the running engine put back after its
+// clean stop). A start whose fold applied many events (a crash without a
+// checkpoint) saves one at once, not an interval later.
+func TestRunningEngineSavesLiveCheckpoints(t *testing.T) {
+	farm := startFarm(t, 3)
+	dir := t.TempDir()
+	clk := clock.NewFake(time.Now())
+	var logs testutil.SyncBuffer
+	cfg := proxyhealth.Config{DataDir: dir, Clock: clk, Logger: debugLogger(&logs), CheckpointEvery: time.Minute,
+		Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe(),
+			Proxies: []string{farm.URL(0), farm.URL(1), farm.URL(2)}}}}
+	ckpt := filepath.Join(dir, proxyhealth.LiveCheckpointFile)
+	e, err := proxyhealth.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := e.JournalHead()
+	poll(t, "checks", func() bool {
+		clk.Advance(50 * time.Millisecond)
+		return e.JournalHead() > head+20
+	})
+	if _, err := os.Stat(ckpt); err == nil {
+		t.Fatal("a checkpoint was saved before CheckpointEvery passed")
+	}
+	clk.Advance(time.Minute)
+	var first []byte
+	poll(t, "a checkpoint of the running engine", func() bool {
+		clk.Advance(50 * time.Millisecond)
+		first, err = os.ReadFile(ckpt)
+		return err == nil
+	})
+	seq1 := checkpointSeq(t, first)
+	// The next one an interval later, of the events since.
+	clk.Advance(time.Minute)
+	var second []byte
+	poll(t, "the next checkpoint", func() bool {
+		clk.Advance(50 * time.Millisecond)
+		b, err := os.ReadFile(ckpt)
+		if err == nil && checkpointSeq(t, b) > seq1 {
+			second = b
+			return true
+		}
+		return false
+	})
+	head = e.JournalHead()
+	poll(t, "checks after it", func() bool {
+		clk.Advance(50 * time.Millisecond)
+		return e.JournalHead() > head+20
+	})
+	closeEngine(t, e)
+	if err := os.WriteFile(ckpt, second, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reopenAndCompare(t, cfg, clk.Now(), &logs, 3, "from the running engine's checkpoint", "live status restored from its checkpoint")
+
+	// No checkpoint (a crash before the first), and a long fold: the
+	// start saves one at once.
+	defer proxyhealth.SetSaveAtOnceAfter(1)()
+	if err := os.Remove(ckpt); err != nil {
+		t.Fatal(err)
+	}
+	cfg.CheckpointEvery = time.Hour
+	e = open(t, cfg)
+	poll(t, "a checkpoint at once after the long fold", func() bool {
+		_, err := os.Stat(ckpt)
+		return err == nil
+	})
+	b, err := os.ReadFile(ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// It covers the fold: the events after the restored-from checkpoint.
+	if got, want := checkpointSeq(t, b), checkpointSeq(t, second)+20; got < want {
+		t.Fatalf("the checkpoint saved at once stands for seq %d; the fold reached %d at least", got, want)
+	}
+	closeEngine(t, e)
 }

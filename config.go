@@ -78,6 +78,15 @@ type Config struct {
 	// so a rebuild of either has less than the running one had; a
 	// proxy's state itself always survives (snapshots).
 	Retention time.Duration
+	// CheckpointEvery is how often the running engine saves the live
+	// status's checkpoint (LiveCheckpointFile in DataDir) while events
+	// flow, so that a start after a crash folds only the journal since the
+	// last one instead of all that retention kept (a week by default: at
+	// 10,000 proxies checked every 10 s, 3.6 million events an hour).
+	// Close always saves one. Default 5 minutes (DefaultCheckpointEvery);
+	// at least a second; negative: only Close saves it. Without DataDir
+	// nothing is saved.
+	CheckpointEvery time.Duration
 	// Logger receives the engine's warnings. Default: silent.
 	Logger *slog.Logger
 	// SubscriberBuffer is the channel size of each Subscribe; a subscriber
@@ -263,6 +272,9 @@ func (c Config) withDefaults() Config {
 	if c.Retention == 0 {
 		c.Retention = journal.DefaultRetention
 	}
+	if c.CheckpointEvery == 0 {
+		c.CheckpointEvery = DefaultCheckpointEvery
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -312,6 +324,9 @@ func (c Config) Validate() error {
 	}
 	if c.SnapshotEvery < 1 {
 		return fmt.Errorf("%w: snapshot_every = %d; must be at least 1", ErrBadConfig, c.SnapshotEvery)
+	}
+	if c.CheckpointEvery > 0 && c.CheckpointEvery < time.Second {
+		return fmt.Errorf("%w: checkpoint_every = %s; must be at least 1s (or negative: save the live status only at Close)", ErrBadConfig, c.CheckpointEvery)
 	}
 	if c.SubscriberBuffer < 1 {
 		return fmt.Errorf("%w: subscriber_buffer = %d; must be at least 1", ErrBadConfig, c.SubscriberBuffer)

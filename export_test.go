@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/proxyhealth/proxyhealth/journal"
+	"github.com/proxyhealth/proxyhealth/projections"
 	pb "github.com/proxyhealth/proxyhealth/proto/proxyhealth/v1"
 )
 
@@ -202,4 +204,32 @@ func (m *fakeMember) Ask(_ context.Context, to string, q *pb.QueryRequest, _ tim
 		return nil, errors.New("fake cluster: the member does not answer")
 	}
 	return dst.e.cl.answerQuery(q), nil
+}
+
+// SetSaveAtOnceAfter sets how many events Open's fold must apply for the
+// running engine to save the live status's checkpoint at once (tests);
+// the returned func restores it.
+func SetSaveAtOnceAfter(n uint64) (restore func()) {
+	old := saveAtOnceAfter
+	saveAtOnceAfter = n
+	return func() { saveAtOnceAfter = old }
+}
+
+// SaveLiveCheckpointAt saves dir's live status checkpoint as a running
+// engine would have saved it when its live status stood at seq (the
+// journal must not be open elsewhere).
+func SaveLiveCheckpointAt(ctx context.Context, dir string, seq uint64) error {
+	j, err := journal.OpenBolt(filepath.Join(dir, JournalFile))
+	if err != nil {
+		return err
+	}
+	live := projections.NewLive(projections.LiveOptions{Snapshots: j.LoadSnapshot})
+	err = foldLive(ctx, live, j, seq, nil)
+	if err == nil && live.Seq() != seq {
+		err = fmt.Errorf("folded to seq %d, not %d", live.Seq(), seq)
+	}
+	if err == nil {
+		err = saveLiveCheckpoint(dir, live)
+	}
+	return errors.Join(err, j.Close())
 }

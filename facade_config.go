@@ -29,6 +29,9 @@ const (
 	MinInterval = events.MinInterval
 	// DefaultRetention is how long journal events are kept by default.
 	DefaultRetention = journal.DefaultRetention
+	// DefaultCheckpointEvery is how often a running engine saves the live
+	// status's checkpoint by default (Config.CheckpointEvery).
+	DefaultCheckpointEvery = 5 * time.Minute
 	// DefaultPoolThreshold is the healthy percentage below which the pool
 	// is degraded; DefaultPoolMargin the hysteresis in points.
 	DefaultPoolThreshold = projections.DefaultPoolThreshold

@@ -30,6 +30,9 @@ type projected struct {
 	// rotator), on the feeder goroutine.
 	after func([]*pb.Envelope)
 
+	// saver saves the live status's checkpoint from the feeder (nil: none)
+	saver *liveSaver
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	log    *slog.Logger
@@ -145,12 +148,14 @@ func (e *Engine) startProjections(ctx context.Context, sources []SourceConfig) e
 	p := &projected{log: e.log}
 	e.proj = p
 	p.live = e.restoreLive(ctx)
+	restored := p.live.Seq()
 	p.history = projections.NewHistory(j, projections.HistoryOptions{Clock: cfg.Clock.Now})
 	// Catch up synchronously: Open returns with the status of every proxy.
 	head := j.Head()
 	if err := foldLive(ctx, p.live, j, head, sources); err != nil {
 		return fmt.Errorf("proxyhealth: load live status from the journal: %w", err)
 	}
+	p.saver = newLiveSaver(cfg, e.log, p.live, restored)
 
 	e.rot.follow(p.live)
 	p.after = e.rot.apply
@@ -218,7 +223,7 @@ func (e *Engine) restoreLive(ctx context.Context) *projections.Live {
 	seq, err := loadLiveCheckpoint(ctx, e.cfg.DataDir, live, e.journal)
 	switch {
 	case err == nil:
-		e.log.Debug("live status restored from its checkpoint", slog.Uint64("seq", seq), slog.Uint64("journal_head", e.journal.Head()))
+		e.log.Info("live status restored from its checkpoint", slog.Uint64("seq", seq), slog.Uint64("journal_head", e.journal.Head()))
 		return live
 	case !errors.Is(err, fs.ErrNotExist):
 		e.log.Info("live status checkpoint not used; folding the whole journal", slog.String("file", filepath.Join(e.cfg.DataDir, LiveCheckpointFile)), slog.Any("reason", err))
@@ -315,11 +320,13 @@ func (p *projected) health(head uint64) []ProjectionHealth {
 }
 
 // feedLive applies the journal from seq from to the live status, batch by
-// batch, and hands each batch to p.after, until ctx ends or a read fails.
+// batch, and hands each batch to p.after, until ctx ends or a read fails;
+// between batches it saves the live status's checkpoint when one is due.
 func (p *projected) feedLive(ctx context.Context, from uint64) error {
 	sub := p.j.Subscribe(from)
 	defer sub.Close()
-	var batch []*pb.Envelope // reused: Apply and after keep envelopes, not the slice
+	p.saver.maybeSave(p.live) // due at once after a long fold in Open
+	var batch []*pb.Envelope  // reused: Apply and after keep envelopes, not the slice
 	for {
 		var err error
 		batch, err = sub.NextBatchInto(ctx, batch, 4096)
@@ -330,6 +337,7 @@ func (p *projected) feedLive(ctx context.Context, from uint64) error {
 		if p.after != nil {
 			p.after(batch)
 		}
+		p.saver.maybeSave(p.live)
 	}
 }
 

@@ -42,6 +42,7 @@ func TestValidateRejectsWhatOpenRejects(t *testing.T) {
 	}{
 		{"concurrency", proxyhealth.Config{Concurrency: -1}, "concurrency"},
 		{"snapshot_every", proxyhealth.Config{SnapshotEvery: -5}, "snapshot_every"},
+		{"checkpoint_every", proxyhealth.Config{CheckpointEvery: 10_000_000}, "checkpoint_every = 10ms; must be at least 1s"},
 		{"subscriber_buffer", proxyhealth.Config{SubscriberBuffer: -1}, "subscriber_buffer"},
 		{"pool threshold", proxyhealth.Config{PoolThreshold: 150}, "threshold"},
 		{"pool margin", proxyhealth.Config{PoolMargin: 101}, "margin"},

@@ -34,17 +34,19 @@ const (
 // field, documented with its default). Pointers are nil when the file does
 // not set the field, so that an explicit zero can be refused.
 type fileConfig struct {
-	Data        *string       `yaml:"data"`
-	Listen      *string       `yaml:"listen"`
-	Concurrency *int          `yaml:"concurrency"`
-	Retention   *duration     `yaml:"retention"`
-	LogFormat   *string       `yaml:"log_format"`
-	Defaults    checkSettings `yaml:"defaults"`
-	Sources     []sourceFile  `yaml:"sources"`
-	Webhooks    []webhookFile `yaml:"webhooks"`
-	Pool        poolFile      `yaml:"pool"`
-	Serve       serveFile     `yaml:"serve"`
-	Cluster     clusterFile   `yaml:"cluster"`
+	Data        *string   `yaml:"data"`
+	Listen      *string   `yaml:"listen"`
+	Concurrency *int      `yaml:"concurrency"`
+	Retention   *duration `yaml:"retention"`
+	// CheckpointEvery: how often the live status is saved while checks run.
+	CheckpointEvery *duration     `yaml:"checkpoint_every"`
+	LogFormat       *string       `yaml:"log_format"`
+	Defaults        checkSettings `yaml:"defaults"`
+	Sources         []sourceFile  `yaml:"sources"`
+	Webhooks        []webhookFile `yaml:"webhooks"`
+	Pool            poolFile      `yaml:"pool"`
+	Serve           serveFile     `yaml:"serve"`
+	Cluster         clusterFile   `yaml:"cluster"`
 
 	// path is the file's name; lines maps the path of every key and list
 	// item ("retention", "sources[1].interval", "sources[1].proxies[0]")

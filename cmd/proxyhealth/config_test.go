@@ -26,7 +26,7 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if dc.listen != "127.0.0.1:9480" || dc.engine.DataDir != "testdata/proxyhealth-data" || dc.engine.Retention != 7*24*time.Hour ||
-		dc.engine.Concurrency != 1000 || dc.logFormat != "text" {
+		dc.engine.Concurrency != 1000 || dc.logFormat != "text" || dc.engine.CheckpointEvery != proxyhealth.DefaultCheckpointEvery {
 		t.Errorf("top level: %+v", dc)
 	}
 	if len(dc.engine.Sources) != 3 {
@@ -61,11 +61,12 @@ func TestFlagsOverrideConfig(t *testing.T) {
 	dc, err := loadArgs(t, nil, "--config", "testdata/example.yaml", "--interval", "100ms", "--timeout", "2s",
 		"--check-url", "http://t.proxyhealth.test/", "--unhealthy-threshold", "7", "--healthy-threshold", "4",
 		"--recovery-cooldown", "3s", "--max-recovery-attempts", "0", "--data", "/tmp/x", "--listen", "127.0.0.1:1",
-		"--retention", "2d", "--concurrency", "5", "--log-format", "json")
+		"--retention", "2d", "--concurrency", "5", "--log-format", "json", "--checkpoint-every", "0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dc.engine.DataDir != "/tmp/x" || dc.listen != "127.0.0.1:1" || dc.engine.Retention != 48*time.Hour || dc.engine.Concurrency != 5 || dc.logFormat != "json" {
+	if dc.engine.DataDir != "/tmp/x" || dc.listen != "127.0.0.1:1" || dc.engine.Retention != 48*time.Hour || dc.engine.Concurrency != 5 || dc.logFormat != "json" ||
+		dc.engine.CheckpointEvery >= 0 {
 		t.Errorf("top level %+v", dc)
 	}
 	for _, s := range dc.engine.Sources {
@@ -230,6 +231,7 @@ func TestConfigOutOfRange(t *testing.T) {
 		want string
 	}{
 		{[]string{"--retention", "0"}, "--retention: 0s: must be at least 1h"},
+		{[]string{"--checkpoint-every", "10ms"}, "--checkpoint-every: 10ms: must be at least 1s, or 0"},
 		{[]string{"--concurrency", "0"}, "--concurrency: 0: must be at least 1"},
 		{[]string{"--interval", "10ms"}, "--interval: 10ms: must be at least 100ms"},
 		{[]string{"--timeout", "0s"}, "--timeout: 0s: must be more than 0s"},

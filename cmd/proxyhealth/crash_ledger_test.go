@@ -31,6 +31,7 @@ import (
 type crashStats struct {
 	rounds        int
 	startupKills  int    // rounds killed during start-up
+	ckptRestores  int    // starts that restored the live status from its checkpoint
 	events        int    // journal events read and folded
 	sseEvents     int    // events received over /v1/events and found in the journal
 	sseNotes      int    // notifications received and matched to their event

@@ -33,11 +33,13 @@ const (
 
 // crashArgs are the daemon's flags in TestKillNineRounds: a few hundred
 // proxies checked twice a second, unhealthy after 2 failures, recovery
-// probes after 1 s, so that state changes flow.
+// probes after 1 s, so that state changes flow; the live status saved
+// every second, so that starts after a kill restore it (from the round's
+// run, or an earlier one's when the kill came first) and fold on.
 func crashArgs(data, list string) []string {
 	return []string{"run", "--data", data, "--listen", "127.0.0.1:0", "--log-format", "json",
 		"--interval", "500ms", "--timeout", "1s", "--check-url", testTarget,
-		"--unhealthy-threshold", "2", "--recovery-cooldown", "1s", "--proxies", list}
+		"--unhealthy-threshold", "2", "--recovery-cooldown", "1s", "--checkpoint-every", "1s", "--proxies", list}
 }
 
 // TestKillNineRounds kills the real daemon with SIGKILL at random moments
@@ -231,6 +233,9 @@ func TestKillNineRounds(t *testing.T) {
 				lastResumed = evs[len(evs)-1].seq
 			}
 		}
+		if strings.Contains(p.stderr.String(), "live status restored from its checkpoint") {
+			l.stats.ckptRestores++
+		}
 		before := l.stats
 		cctx, ccancel := ctxTimeout(ctx)
 		l.check(cctx, rr)
@@ -246,8 +251,13 @@ func TestKillNineRounds(t *testing.T) {
 		}
 	}
 	s := l.stats
-	t.Logf("kill -9 rounds %d (%d during start-up; +1 SIGTERM), %.1fs: journal events folded %d; stream events checked %d, notifications %d; writes answered 2xx found %d, unanswered %d, outcomes accepted %d; proxies compared after restarts %d; view tables compared %d (%d rows); losses %d, mismatches %d",
-		s.rounds, s.startupKills, time.Since(start).Seconds(), s.events, s.sseEvents, s.sseNotes, s.writes2xx, s.writesUnknown, s.outcomes, s.resumed, s.viewTables, s.viewRows, s.losses, s.mismatches)
+	t.Logf("kill -9 rounds %d (%d during start-up; +1 SIGTERM), %.1fs: starts from a live status checkpoint %d; journal events folded %d; stream events checked %d, notifications %d; writes answered 2xx found %d, unanswered %d, outcomes accepted %d; proxies compared after restarts %d; view tables compared %d (%d rows); losses %d, mismatches %d",
+		s.rounds, s.startupKills, time.Since(start).Seconds(), s.ckptRestores, s.events, s.sseEvents, s.sseNotes, s.writes2xx, s.writesUnknown, s.outcomes, s.resumed, s.viewTables, s.viewRows, s.losses, s.mismatches)
+	// Only the running daemon's periodic saves leave a checkpoint behind a
+	// kill: with that many rounds, some starts must have used one.
+	if s.rounds >= 10 && s.ckptRestores == 0 {
+		t.Errorf("no start after a kill restored the live status from a checkpoint the running daemon saved")
+	}
 }
 
 // kill9 kills the daemon with SIGKILL and waits for it to be gone; a

@@ -29,6 +29,7 @@ type runSettings struct {
 	logLevel    string
 	concurrency int
 	retention   time.Duration
+	ckptEvery   time.Duration
 	startFresh  bool
 	allowHosts  stringsFlag
 	serve       string
@@ -69,6 +70,8 @@ func (r *runSettings) register(fs *flagSet) {
 	fs.IntVar(&r.concurrency, "concurrency", proxyhealth.DefaultConcurrency, "maximum checks in flight")
 	r.retention = proxyhealth.DefaultRetention
 	fs.Var(durationFlag{&r.retention}, "retention", "how long journal events are kept (`DURATION`); the per-proxy history of the live status covers 24h")
+	r.ckptEvery = proxyhealth.DefaultCheckpointEvery
+	fs.Var(durationFlag{&r.ckptEvery}, "checkpoint-every", "how often the live status is saved to DATA/live.checkpoint while checks run (`DURATION`, at least 1s; 0 = only at a clean stop): a start after a crash folds the journal only from there")
 	r.interval, r.timeout, r.recoveryCooldown = d.Interval, proxyhealth.DefaultTimeout, d.RecoveryCooldown
 	fs.Var(durationFlag{&r.interval}, "interval", "`DURATION` between checks of a healthy proxy (at least "+duration(proxyhealth.MinInterval).String()+")")
 	fs.Var(durationFlag{&r.timeout}, "timeout", "`DURATION` of one check")
@@ -216,6 +219,18 @@ func (r *runSettings) load(getenv func(string) string) (daemonConfig, error) {
 	}
 	if dc.engine.Retention < minRetention {
 		return dc, bad("retention", "retention", duration(dc.engine.Retention), "must be at least "+duration(minRetention).String()+" (e.g. 7d; write 3650d to keep ten years)")
+	}
+	every := r.ckptEvery
+	if !r.fs.isSet("checkpoint-every") && fc.CheckpointEvery != nil {
+		every = time.Duration(*fc.CheckpointEvery)
+	}
+	switch {
+	case every == 0:
+		dc.engine.CheckpointEvery = -1 // only at a clean stop
+	case every < time.Second:
+		return dc, bad("checkpoint-every", "checkpoint_every", duration(every), "must be at least 1s, or 0 to save the live status only at a clean stop (e.g. 5m)")
+	default:
+		dc.engine.CheckpointEvery = every
 	}
 	switch {
 	case r.fs.isSet("log-format"):

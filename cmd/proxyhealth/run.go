@@ -44,9 +44,10 @@ Signals: SIGHUP (or POST /v1/reload, which answers the diff) reloads the
 config file and proxy lists: sources and proxies added, removed, moved or
 changed without a restart, proxies added through the API kept; a bad file
 is logged (POST /v1/reload: 400 naming FILE:LINE) and the running
-configuration kept. listen, data, concurrency, retention, log_format, pool,
-webhooks and serve apply after a restart. SIGINT/SIGTERM stop gracefully (checks in
-flight are cancelled, the journal is flushed, exit 0). A restart with the
+configuration kept. listen, data, concurrency, retention, checkpoint_every,
+log_format, pool, webhooks and serve apply after a restart. SIGINT/SIGTERM
+stop gracefully (checks in flight are cancelled, the journal is flushed, the
+live status saved, exit 0). A restart with the
 same --data resumes every proxy's state from the journal.`
 
 const runExamples = `  proxyhealth run --proxies list.txt --serve 127.0.0.1:8899 --strategy least-latency
@@ -256,6 +257,7 @@ func restartSettings(cur, next daemonConfig) [][]any {
 		{"data", cur.engine.DataDir, next.engine.DataDir}, {"listen", cur.listen, next.listen},
 		{"concurrency", fmt.Sprint(cur.engine.Concurrency), fmt.Sprint(next.engine.Concurrency)},
 		{"retention", fmt.Sprint(cur.engine.Retention), fmt.Sprint(next.engine.Retention)},
+		{"checkpoint_every", fmt.Sprint(cur.engine.CheckpointEvery), fmt.Sprint(next.engine.CheckpointEvery)},
 		{"log_format", cur.logFormat, next.logFormat},
 		{"cluster", fmt.Sprint(cur.engine.Cluster), fmt.Sprint(next.engine.Cluster)},
 		{"pool.degraded_threshold", fmt.Sprint(poolThreshold(cur.engine.PoolThreshold)), fmt.Sprint(poolThreshold(next.engine.PoolThreshold))},
@@ -294,7 +296,7 @@ func (dc *daemonConfig) keepStartupSettings(running daemonConfig) {
 	dc.engine.PoolThreshold, dc.engine.PoolMargin, dc.engine.Webhooks =
 		running.engine.PoolThreshold, running.engine.PoolMargin, running.engine.Webhooks
 	dc.serve, dc.strategy, dc.users, dc.engine.Rotation = running.serve, running.strategy, running.users, running.engine.Rotation
-	dc.engine.Cluster = running.engine.Cluster
+	dc.engine.Cluster, dc.engine.CheckpointEvery = running.engine.Cluster, running.engine.CheckpointEvery
 }
 
 func unwrapOpError(err error) error {
