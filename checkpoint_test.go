@@ -311,3 +311,71 @@ func TestRunningEngineSavesLiveCheckpoints(t *testing.T) {
 	}
 	closeEngine(t, e)
 }
+
+// TestActorsStartFromTheLiveStatus: at Open, each proxy actor takes its
+// state from the live status Open has just folded instead of replaying its
+// stream after its snapshot, and that state is exactly journal.LoadState's.
+// The journal is written as a daemon would write it (a snapshot every 100
+// events of a stream; proxies that fail for a while, one that stays down);
+// the live status folds it whole (a copy of the directory: its checkpoint
+// names another file) or from a checkpoint halfway (a crash some time after
+// a periodic save). The clock stays at the history's start, so no check runs.
+func TestActorsStartFromTheLiveStatus(t *testing.T) {
+	dir := t.TempDir()
+	urls := make([]string, 40)
+	for i := range urls {
+		urls[i] = fmt.Sprintf("http://127.0.0.1:%d", 20000+i) // never checked
+	}
+	h := fastHealth()
+	fails := func(i, round int) bool { return i%4 == 1 && round%37 < 9 || i == 2 && round > 150 }
+	_, head := writeAgedJournal(t, filepath.Join(dir, proxyhealth.JournalFile), "a", urls, h, 250*h.Interval, fails)
+	ctx := context.Background()
+	j, err := journal.OpenBolt(filepath.Join(dir, proxyhealth.JournalFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]events.State{}
+	for _, u := range urls {
+		id := probe.MustParseProxyURL(u).ID()
+		st, snapSeq, err := journal.LoadState(ctx, j, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.StreamSeq-snapSeq < 20 {
+			t.Fatalf("proxy %s: stream seq %d, snapshot at %d: nothing much to replay", id, st.StreamSeq, snapSeq)
+		}
+		want[id] = st
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := proxyhealth.SaveLiveCheckpointAt(ctx, dir, head/2); err != nil {
+		t.Fatal(err)
+	}
+	whole := testutil.CopyDir(t, dir)
+	for _, c := range []struct{ what, dir string }{{"folded whole", whole}, {"from a checkpoint halfway", dir}} {
+		var logs testutil.SyncBuffer
+		cfg := proxyhealth.Config{DataDir: c.dir, Clock: clock.NewFake(t0), Logger: debugLogger(&logs),
+			Sources: []proxyhealth.SourceConfig{{Name: "a", Health: h, Probe: farmProbe(), Proxies: urls}}}
+		e := open(t, cfg)
+		if restored := strings.Contains(logs.String(), "live status restored from its checkpoint"); restored != (c.dir == dir) {
+			t.Fatalf("%s: restored from the checkpoint: %v\n%s", c.what, restored, logs.String())
+		}
+		for id, st := range want {
+			got, err := e.Proxy(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got.State, st) {
+				t.Fatalf("%s: proxy %s started with\n%+v\nwant journal.LoadState's\n%+v", c.what, id, got.State, st)
+			}
+		}
+		if n := proxyhealth.ActorsStartedFromLive(e); n != int64(len(urls)) {
+			t.Fatalf("%s: %d of %d actors started from the live status", c.what, n, len(urls))
+		}
+		if now := e.JournalHead(); now != head {
+			t.Fatalf("%s: the engine journaled %d events: a check ran, the states compared may not be the ones started from", c.what, now-head)
+		}
+		closeEngine(t, e)
+	}
+}

@@ -38,6 +38,9 @@ type Engine struct {
 	sys     *actor.ActorSystem
 	env     *actors.Env
 	log     *slog.Logger
+	// startedFromLive counts the proxy actors that started from the live
+	// status's state instead of replaying their stream (Env.Current)
+	startedFromLive atomic.Int64
 
 	mu      sync.Mutex
 	closed  bool
@@ -226,6 +229,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		Track:         e.track,
 		Abandoned:     e.abandoned,
 		Ejections:     budget,
+		Current:       e.current,
 	}
 	if e.cl != nil {
 		e.env.MayCheck = e.cl.mayCheck
@@ -968,6 +972,19 @@ func (e *Engine) abandoned(id string, pid *actor.PID) {
 // track is the actors' Env.Track hook: the live status's tracker of the
 // proxy (its checking flag and next check, reported by its actor).
 func (e *Engine) track(id string) actors.Tracker { return e.proj.live.Track(id) }
+
+// current is the actors' Env.Current hook: the proxy's state in the live
+// status, when the live status has applied the proxy's stream through
+// streamHead (the same fold as journal.LoadState's: its snapshot, or the
+// live status's checkpoint, and the events after it).
+func (e *Engine) current(id string, streamHead uint64) (events.State, bool) {
+	st, ok := e.proj.live.State(id)
+	if !ok || st.StreamSeq != streamHead {
+		return events.State{}, false
+	}
+	e.startedFromLive.Add(1)
+	return st, true
+}
 
 // setChecking sets a proxy's checking flag in the live status by ID (a
 // removed proxy's is cleared).

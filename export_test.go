@@ -233,3 +233,7 @@ func SaveLiveCheckpointAt(ctx context.Context, dir string, seq uint64) error {
 	}
 	return errors.Join(err, j.Close())
 }
+
+// ActorsStartedFromLive returns how many of e's proxy actors started from
+// the live status's state instead of replaying their stream.
+func ActorsStartedFromLive(e *Engine) int64 { return e.startedFromLive.Load() }

@@ -20,10 +20,13 @@ import (
 // BenchmarkRestartAged measures a restart of an engine whose journal holds
 // some history, after a clean stop (stop=clean: Close had every proxy
 // snapshot its state and saved the live status's checkpoint,
-// LiveCheckpointFile) and after a crash (stop=crash: no checkpoint, and
+// LiveCheckpointFile), after a crash before any checkpoint (stop=crash:
 // each proxy's snapshot from every actors.DefaultSnapshotEvery events, so
 // the whole journal is folded and up to 100 events of each stream
-// replayed): how long Open takes (the journal opened, the live status
+// replayed), and after a crash just before the running engine's next
+// periodic checkpoint (stop=crash-checkpointed: the checkpoint stands for
+// the journal as it was DefaultCheckpointEvery before the crash, the
+// snapshots as after a crash): how long Open takes (the journal opened, the live status
 // folded, every proxy's actor recovered from its snapshot and stream), and
 // how much CPU the engine uses until it is idle again (work it does in the
 // background after Open: the pool monitor and the notifier folded the
@@ -56,24 +59,30 @@ func BenchmarkRestartAged(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		for _, stop := range []string{"clean", "crash"} {
+		for _, stop := range []string{"clean", "crash", "crash-checkpointed"} {
 			b.Run(fmt.Sprintf("proxies=%d/history=%s/stop=%s", c.proxies, c.history, stop), func(b *testing.B) {
-				benchRestartAged(b, c.proxies, c.interval, history, stop == "clean")
+				benchRestartAged(b, c.proxies, c.interval, history, stop)
 			})
 		}
 	}
 }
 
-func benchRestartAged(b *testing.B, proxies int, interval, history time.Duration, clean bool) {
+func benchRestartAged(b *testing.B, proxies int, interval, history time.Duration, stop string) {
+	if stop == "crash-checkpointed" && history <= proxyhealth.DefaultCheckpointEvery {
+		b.Skipf("a history of %v holds no checkpoint %v before its end", history, proxyhealth.DefaultCheckpointEvery)
+	}
 	dir := b.TempDir()
 	urls := benchProxyURLs(proxies)
 	h := events.DefaultConfig()
 	h.Interval = interval
-	end, n := writeAgedJournal(b, filepath.Join(dir, proxyhealth.JournalFile), "a", urls, h, history)
+	end, n := writeAgedJournal(b, filepath.Join(dir, proxyhealth.JournalFile), "a", urls, h, history, nil)
 	cfg := proxyhealth.Config{DataDir: dir, Clock: clock.NewFake(end),
 		Sources: []proxyhealth.SourceConfig{{Name: "a", Health: h, Probe: farmProbe(), Proxies: urls}}}
 	ctx := context.Background()
-	if clean {
+	checkpoint := filepath.Join(dir, proxyhealth.LiveCheckpointFile)
+	var periodic []byte
+	switch stop {
+	case "clean":
 		// The run before: it stops cleanly, leaving its checkpoint.
 		e, err := proxyhealth.Open(ctx, cfg)
 		if err != nil {
@@ -82,17 +91,34 @@ func benchRestartAged(b *testing.B, proxies int, interval, history time.Duration
 		if err := e.Close(ctx); err != nil {
 			b.Fatal(err)
 		}
+	case "crash-checkpointed":
+		// The events are spread evenly over the history.
+		since := uint64(float64(n) * float64(proxyhealth.DefaultCheckpointEvery) / float64(history))
+		if err := proxyhealth.SaveLiveCheckpointAt(ctx, dir, n-since); err != nil {
+			b.Fatal(err)
+		}
+		var err error
+		if periodic, err = os.ReadFile(checkpoint); err != nil {
+			b.Fatal(err)
+		}
 	}
-	checkpoint := filepath.Join(dir, proxyhealth.LiveCheckpointFile)
 	var open, settle, cpu time.Duration
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
-		if _, err := os.Stat(checkpoint); clean != (err == nil) {
-			if clean {
+		switch _, err := os.Stat(checkpoint); stop {
+		case "clean":
+			if err != nil {
 				b.Fatalf("no checkpoint after a clean stop: %v", err)
 			}
-			if err := os.Remove(checkpoint); err != nil { // the crash: Close never ran
+		case "crash":
+			if err == nil {
+				if err := os.Remove(checkpoint); err != nil { // the crash: Close never ran
+					b.Fatal(err)
+				}
+			}
+		default: // the crash came after the running engine's last checkpoint
+			if err := os.WriteFile(checkpoint, periodic, 0o600); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -124,11 +150,12 @@ func benchRestartAged(b *testing.B, proxies int, interval, history time.Duration
 }
 
 // writeAgedJournal writes to path what a source named source of the
-// proxies urls, checked every h.Interval and passing every check, journals
-// over history, with each proxy's snapshot saved every
-// actors.DefaultSnapshotEvery of its events, and returns the time of the
-// last check and the number of events.
-func writeAgedJournal(b *testing.B, path, source string, urls []string, h events.Config, history time.Duration) (time.Time, uint64) {
+// proxies urls, checked every h.Interval, journals over history, with each
+// proxy's snapshot saved every actors.DefaultSnapshotEvery of its events,
+// and returns the time of the last check and the number of events. Every
+// check passes, but those fails names (proxy i's check of round r; nil:
+// none), which are refused connections.
+func writeAgedJournal(b testing.TB, path, source string, urls []string, h events.Config, history time.Duration, fails func(i, round int) bool) (time.Time, uint64) {
 	b.Helper()
 	ctx := context.Background()
 	j, err := journal.OpenBolt(path)
@@ -184,10 +211,15 @@ func writeAgedJournal(b *testing.B, path, source string, urls []string, h events
 	}
 	commit()
 	ok := events.CheckResult{StatusCode: 200, Latency: events.Latency{Connect: time.Millisecond, FirstByte: 2 * time.Millisecond, Total: 3 * time.Millisecond}}
-	for end := t0.Add(history); at.Before(end); at = at.Add(h.Interval) {
+	failed := events.CheckResult{Class: pb.FailureClass_FAILURE_CLASS_REFUSED, Message: "connection refused", Latency: events.Latency{Total: time.Millisecond}}
+	for round, end := 0, t0.Add(history); at.Before(end); at, round = at.Add(h.Interval), round+1 {
 		for i := range urls {
+			res := ok
+			if fails != nil && fails(i, round) {
+				res = failed
+			}
 			// Spread over the interval, as the actors' jitter does.
-			decide(i, events.CheckCompleted{At: at.Add(time.Duration(i) * h.Interval / time.Duration(len(urls))), Result: ok})
+			decide(i, events.CheckCompleted{At: at.Add(time.Duration(i) * h.Interval / time.Duration(len(urls))), Result: res})
 		}
 	}
 	commit()

@@ -257,11 +257,11 @@ func proxyIDOf(pid *actor.PID) string {
 	return id[strings.LastIndexByte(id, '/')+1:]
 }
 
-// recover rebuilds the state from the journal: snapshot, then the stream.
-// A journal that cannot be read panics, so the supervisor retries with
-// backoff.
+// recover rebuilds the state from the journal: snapshot, then the stream
+// (or Env.Current's state and the snapshot's seq). A journal that cannot
+// be read panics, so the supervisor retries with backoff.
 func (a *proxyActor) recover(ctx actor.Context) {
-	st, snapSeq, err := journal.LoadState(a.env.ctx, a.env.Journal, a.spec.ID)
+	st, snapSeq, err := a.loadState()
 	if err != nil {
 		if errors.Is(err, journal.ErrClosed) || a.env.stopping() {
 			a.stopped = true
@@ -295,6 +295,29 @@ func (a *proxyActor) recover(ctx actor.Context) {
 	// list): journaled now, if it did.
 	a.submit(ctx, pending{cmd: events.SetMetadata{At: a.now(), Tags: a.spec.Tags, Weight: a.spec.Weight}})
 	a.schedule(ctx)
+}
+
+// loadState is journal.LoadState, unless Env.Current has the proxy's state
+// through its stream's head: then only the snapshot is read, for its seq
+// (from which the actor counts events until its next snapshot).
+func (a *proxyActor) loadState() (events.State, uint64, error) {
+	j, id := a.env.Journal, a.spec.ID
+	if a.env.Current != nil {
+		if head := j.StreamHead(id); head > 0 {
+			if st, ok := a.env.Current(id, head); ok {
+				snap, err := j.LoadSnapshot(a.env.ctx, id)
+				switch {
+				case err == nil:
+					return st, snap.GetStreamSeq(), nil
+				case errors.Is(err, journal.ErrNoSnapshot):
+					return st, 0, nil
+				default:
+					return st, 0, fmt.Errorf("load the snapshot of proxy %s: %w", id, err)
+				}
+			}
+		}
+	}
+	return journal.LoadState(a.env.ctx, j, id)
 }
 
 // halt cancels everything the actor started; used on Stopping and

@@ -137,7 +137,8 @@ var figures = func() []*figure {
 	} {
 		for _, stop := range []struct{ name, what string }{
 			{"clean", "after a clean stop (live status checkpoint, every proxy's snapshot)"},
-			{"crash", "after a crash (the whole journal folded)"},
+			{"crash", "after a crash before any checkpoint (the whole journal folded)"},
+			{"crash-checkpointed", "after a crash 5 min after the running engine's last checkpoint (Config.CheckpointEvery)"},
 		} {
 			fs = append(fs, &figure{label: "engine restart (Open), " + c.what + ", " + stop.what,
 				bench: "BenchmarkRestartAged/proxies=" + c.size + "/history=" + c.history + "/stop=" + stop.name, unit: "open-s", flags: longArgs})
