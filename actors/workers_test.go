@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -103,7 +104,7 @@ func TestWorkersBounded(t *testing.T) {
 		})
 	}
 	p.mu.Lock()
-	queued, count := len(p.queue), p.count
+	queued, count := p.queue.len(), p.count
 	p.mu.Unlock()
 	if queued != n-2 || count != 2 {
 		t.Fatalf("%d queued and %d workers, want %d and 2", queued, count, n-2)
@@ -180,4 +181,50 @@ func TestWorkersRetireWithoutJobs(t *testing.T) {
 	}
 	b.mu.Unlock()
 	b.close()
+}
+
+// TestJobQueue: first in, first out through interleaved pushes and pops
+// (the front is reused, what waits moved to it when the array is full), and
+// a queue that stays within its array allocates nothing.
+func TestJobQueue(t *testing.T) {
+	var q jobQueue
+	type num struct{ funcJob }
+	jobs := make([]job, 64)
+	for i := range jobs {
+		jobs[i] = &num{}
+	}
+	next, want := 0, 0
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 10_000 {
+		if q.len() < 40 && (q.len() == 0 || rng.IntN(2) == 0) {
+			q.push(jobs[next%len(jobs)])
+			next++
+			continue
+		}
+		if got := q.pop(); got != jobs[want%len(jobs)] {
+			t.Fatalf("pop %d: not the job pushed %d-th", want, want)
+		}
+		want++
+	}
+	for q.len() > 0 {
+		if got := q.pop(); got != jobs[want%len(jobs)] {
+			t.Fatalf("pop %d: not the job pushed %d-th", want, want)
+		}
+		want++
+	}
+	if q.pop() != nil || want != next {
+		t.Fatalf("popped %d of %d pushed", want, next)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		for i := range 30 {
+			q.push(jobs[i])
+			if i%3 == 2 {
+				q.pop()
+			}
+		}
+		for q.pop() != nil {
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations a run of a queue within its array", n)
+	}
 }
