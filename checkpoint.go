@@ -107,6 +107,8 @@ func (s *liveSaver) maybeSave(live *projections.Live) {
 		if !s.failing {
 			s.log.Warn("the live status checkpoint was not saved; a start after a crash folds the journal from the last one saved (retrying every checkpoint interval)",
 				slog.Duration("every", s.every), slog.Any("error", err))
+		} else {
+			s.log.Debug("the live status checkpoint is still not saved", slog.Any("error", err))
 		}
 		s.failing = true
 		return

@@ -379,3 +379,52 @@ func TestActorsStartFromTheLiveStatus(t *testing.T) {
 		closeEngine(t, e)
 	}
 }
+
+// TestRunningCheckpointFailureIsWarnedOnce: a periodic save that fails (here
+// the checkpoint's path is a directory, so the rename fails, as a full disk
+// fails the write) is warned once, not at every interval, the engine goes
+// on, and the next save after the cause is gone succeeds and says so.
+func TestRunningCheckpointFailureIsWarnedOnce(t *testing.T) {
+	farm := startFarm(t, 2)
+	dir := t.TempDir()
+	clk := clock.NewFake(time.Now())
+	var logs testutil.SyncBuffer
+	cfg := proxyhealth.Config{DataDir: dir, Clock: clk, Logger: debugLogger(&logs), CheckpointEvery: time.Minute,
+		Sources: []proxyhealth.SourceConfig{{Name: "a", Health: fastHealth(), Probe: farmProbe(),
+			Proxies: []string{farm.URL(0), farm.URL(1)}}}}
+	ckpt := filepath.Join(dir, proxyhealth.LiveCheckpointFile)
+	if err := os.MkdirAll(filepath.Join(ckpt, "in-the-way"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e := open(t, cfg)
+	const failed, again = "the live status checkpoint was not saved", "the live status checkpoint is still not saved"
+	for round := range 3 {
+		clk.Advance(time.Minute)
+		poll(t, "a save attempt", func() bool {
+			clk.Advance(50 * time.Millisecond)
+			return strings.Contains(logs.String(), failed) && strings.Count(logs.String(), again) == round
+		})
+		// Another interval of checks: another attempt, which fails too.
+		head := e.JournalHead()
+		poll(t, "checks", func() bool {
+			clk.Advance(50 * time.Millisecond)
+			return e.JournalHead() > head+10
+		})
+		if n := strings.Count(logs.String(), failed); n != 1 {
+			t.Fatalf("round %d: the failure was warned %d times, want once:\n%s", round, n, logs.String())
+		}
+	}
+	if err := os.RemoveAll(ckpt); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Minute)
+	poll(t, "a save after the cause is gone", func() bool {
+		clk.Advance(50 * time.Millisecond)
+		_, err := os.Stat(ckpt)
+		return err == nil && strings.Contains(logs.String(), "the live status checkpoint is saved again")
+	})
+	if _, err := os.Stat(ckpt + ".tmp"); err == nil {
+		t.Fatal("a failed save left its temporary file behind")
+	}
+	closeEngine(t, e)
+}
