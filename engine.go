@@ -1,7 +1,6 @@
 package proxyhealth
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -1062,8 +1061,6 @@ func (e *Engine) Close(ctx context.Context) error {
 	e.env.CancelChecks()
 	if err := e.env.Wait(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("proxyhealth: close: waiting for checks and appends: %w", err))
-	} else {
-		e.snapshotAll(ctx)
 	}
 	// 3. Stop the actors (children first, by their parents), cancelling
 	// their timers.
@@ -1104,48 +1101,6 @@ func (e *Engine) Close(ctx context.Context) error {
 
 // engineSeq numbers the engines sharing a host actor system.
 var engineSeq atomic.Uint64
-
-// stopSnapshotTimeout bounds the snapshots of a clean stop (snapshotAll):
-// a third of the daemon's graceful stop (30 s), so that the steps after
-// it keep their time. At 100,000 proxies it added about 1–4 s to the
-// daemon's stop (BenchmarkDaemon: 1.9–5.0 s against 1.1–1.3).
-const stopSnapshotTimeout = 10 * time.Second
-
-// snapshotAll has every proxy snapshot what it journaled, once nothing is
-// journaled any more (Close, after the checks and appends ended), so that
-// the next start recovers each proxy from its snapshot alone instead of
-// replaying up to Config.SnapshotEvery events of its stream (a proxy whose
-// snapshot covers its stream saves none). Those that do not make it
-// within stopSnapshotTimeout are replayed at the next start, as after a
-// crash. Nothing to do with an in-memory journal, gone with the engine.
-func (e *Engine) snapshotAll(ctx context.Context) {
-	if e.cfg.DataDir == "" {
-		return
-	}
-	e.mu.Lock()
-	reqs := make([]request, 0, e.proxies.Len())
-	for p := range e.proxies.All() {
-		if p.pid != nil {
-			reqs = append(reqs, request{id: p.spec.ID, pid: p.pid, msg: &actors.SnapshotNow{Stopping: true}})
-		}
-	}
-	e.mu.Unlock()
-	sctx, cancel := context.WithTimeout(ctx, stopSnapshotTimeout)
-	defer cancel()
-	var n int
-	var first error
-	for _, err := range e.requestAll(sctx, reqs) {
-		if !errors.Is(err, ErrUnknownProxy) { // an actor gone meanwhile has nothing to save
-			n, first = n+1, cmp.Or(first, err)
-		}
-	}
-	if n > 0 {
-		e.log.Warn("stopping: some proxies did not save their snapshot; the next start replays their streams",
-			slog.Int("proxies", n), slog.Any("error", first))
-	}
-	// Saves cut short by the timeout still end before the journal closes.
-	_ = e.env.Wait(ctx)
-}
 
 // shutdownSystem stops the actor system, unless it is the host's (whose
 // actors of this engine Close stopped already).

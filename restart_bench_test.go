@@ -18,16 +18,16 @@ import (
 )
 
 // BenchmarkRestartAged measures a restart of an engine whose journal holds
-// some history, after a clean stop (stop=clean: Close had every proxy
-// snapshot its state and saved the live status's checkpoint,
-// LiveCheckpointFile), after a crash before any checkpoint (stop=crash:
-// each proxy's snapshot from every actors.DefaultSnapshotEvery events, so
-// the whole journal is folded and up to 100 events of each stream
-// replayed), and after a crash just before the running engine's next
-// periodic checkpoint (stop=crash-checkpointed: the checkpoint stands for
-// the journal as it was DefaultCheckpointEvery before the crash, the
-// snapshots as after a crash): how long Open takes (the journal opened, the live status
-// folded, every proxy's actor recovered from its snapshot and stream), and
+// some history, after a clean stop (stop=clean: Close saved the live
+// status's checkpoint, LiveCheckpointFile), after a crash before any
+// checkpoint (stop=crash: each proxy's snapshot from every
+// actors.DefaultSnapshotEvery events, and the whole journal folded), and
+// after a crash just before the running engine's next periodic checkpoint
+// (stop=crash-checkpointed: the checkpoint stands for the journal as it
+// was DefaultCheckpointEvery before the crash, the snapshots as after a
+// crash): how long Open takes (the journal opened, the
+// live status folded, every proxy's actor recovered: from the live status
+// since e781422, before from its snapshot and stream), and
 // how much CPU the engine uses until it is idle again (work it does in the
 // background after Open: the pool monitor and the notifier folded the
 // whole journal there before they started from the live status). The

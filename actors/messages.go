@@ -204,15 +204,8 @@ type (
 	// SnapshotNow asks the proxy to snapshot its committed state if its
 	// latest snapshot is older; answered with a *Reply once it is durable.
 	// Retention runs it first, so that quiet proxies (failed, paused) do
-	// not hold back the deletion of old events; a clean stop runs it last
-	// (Stopping), so that the next start recovers every proxy from its
-	// snapshot alone.
-	SnapshotNow struct {
-		// Stopping marks the engine's last round, after Env.CancelChecks:
-		// the save runs although the Env is draining (nothing else is
-		// journaled any more), and Env.Wait covers it.
-		Stopping bool
-	}
+	// not hold back the deletion of old events.
+	SnapshotNow struct{}
 )
 
 // Reply answers a command.

@@ -187,7 +187,7 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 	case *appendDone:
 		a.onAppendDone(ctx, m)
 	case *SnapshotNow:
-		a.saveSnapshot(ctx, ctx.Sender(), m.Stopping)
+		a.saveSnapshot(ctx, ctx.Sender())
 	case *snapshotDone:
 		if m.owner == a {
 			a.snapping--
@@ -464,10 +464,10 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 
 // saveSnapshot saves the committed state as the proxy's snapshot, unless
 // the latest snapshot already covers it, and answers reply (if any) once it
-// is durable. It runs every SnapshotEvery events and on SnapshotNow; while
-// the Env drains, only for the engine's last round (stopping). A failed
-// snapshot only costs a longer replay next time.
-func (a *proxyActor) saveSnapshot(ctx actor.Context, reply *actor.PID, stopping bool) {
+// is durable. It runs every SnapshotEvery events and on SnapshotNow, not
+// while the Env drains. A failed snapshot only costs a longer replay next
+// time.
+func (a *proxyActor) saveSnapshot(ctx actor.Context, reply *actor.PID) {
 	if a.state.StreamSeq() == 0 || a.state.StreamSeq() <= a.lastSnap {
 		a.respond(ctx, reply, &Reply{})
 		return
@@ -476,9 +476,7 @@ func (a *proxyActor) saveSnapshot(ctx actor.Context, reply *actor.PID, stopping 
 		a.respond(ctx, reply, &Reply{Err: fmt.Errorf("actors: proxy %s has %d snapshot saves in flight", a.spec.ID, a.snapping)})
 		return
 	}
-	if stopping {
-		a.env.work.Add(1) // after CancelChecks: begin would refuse
-	} else if !a.env.begin() {
+	if !a.env.begin() {
 		a.respond(ctx, reply, &Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
 		return
 	}
@@ -543,7 +541,7 @@ func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending,
 		a.env.Ejections.Release(a.spec.ID)
 	}
 	if a.state.StreamSeq()-a.lastSnap >= a.env.SnapshotEvery {
-		a.saveSnapshot(ctx, nil, false)
+		a.saveSnapshot(ctx, nil)
 	}
 	a.respond(ctx, p.reply, &Reply{Events: len(evs)})
 	if a.state.Removed() {
