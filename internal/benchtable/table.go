@@ -136,7 +136,7 @@ var figures = func() []*figure {
 		{"100000", "30m", "100,000 proxies checked every 60 s, 30 min of history (3.2M events)"},
 	} {
 		for _, stop := range []struct{ name, what string }{
-			{"clean", "after a clean stop (live status checkpoint, every proxy's snapshot)"},
+			{"clean", "after a clean stop (the live status checkpoint)"},
 			{"crash", "after a crash before any checkpoint (the whole journal folded)"},
 			{"crash-checkpointed", "after a crash 5 min after the running engine's last checkpoint (Config.CheckpointEvery)"},
 		} {
