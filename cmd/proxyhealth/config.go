@@ -34,11 +34,10 @@ const (
 // field, documented with its default). Pointers are nil when the file does
 // not set the field, so that an explicit zero can be refused.
 type fileConfig struct {
-	Data        *string   `yaml:"data"`
-	Listen      *string   `yaml:"listen"`
-	Concurrency *int      `yaml:"concurrency"`
-	Retention   *duration `yaml:"retention"`
-	// CheckpointEvery: how often the live status is saved while checks run.
+	Data            *string       `yaml:"data"`
+	Listen          *string       `yaml:"listen"`
+	Concurrency     *int          `yaml:"concurrency"`
+	Retention       *duration     `yaml:"retention"`
 	CheckpointEvery *duration     `yaml:"checkpoint_every"`
 	LogFormat       *string       `yaml:"log_format"`
 	Defaults        checkSettings `yaml:"defaults"`
