@@ -75,6 +75,11 @@ type Archive struct {
 	once sync.Once
 	live *projections.Live
 	err  error
+	// restored is the seq of the live status checkpoint Status started
+	// from (0: it folded the whole journal)
+	restored uint64
+	// ignoreCheckpoint: ArchiveOptions.FoldWholeJournal
+	ignoreCheckpoint bool
 }
 
 // ArchiveOptions configures OpenArchive; the zero value is fine.
@@ -82,6 +87,12 @@ type ArchiveOptions struct {
 	// LockTimeout is how long to wait for a journal another process holds
 	// (default 500 ms).
 	LockTimeout time.Duration
+	// FoldWholeJournal makes Status fold every retained event instead of
+	// starting from the live status checkpoint the engine saved in the
+	// directory (LiveCheckpointFile, checked against the journal as Open
+	// checks it): the same status, from the journal alone, at the cost of
+	// reading all of it.
+	FoldWholeJournal bool
 }
 
 // OpenArchive opens dir's journal read-only. A missing journal is an error
@@ -101,7 +112,7 @@ func OpenArchive(ctx context.Context, dir string, opts ArchiveOptions) (*Archive
 	if err != nil {
 		return nil, err
 	}
-	return &Archive{dir: dir, path: path, j: b, history: projections.NewHistory(b, projections.HistoryOptions{})}, nil
+	return &Archive{dir: dir, path: path, j: b, history: projections.NewHistory(b, projections.HistoryOptions{}), ignoreCheckpoint: opts.FoldWholeJournal}, nil
 }
 
 // Path is the journal file's path.
@@ -119,12 +130,22 @@ func (a *Archive) Journal() journal.Journal { return journal.ReadOnly(a.j) }
 // journal has none).
 func (a *Archive) First() uint64 { return a.j.First() }
 
-// Status folds the journal into the pool's status (on first use; it reads
-// the whole journal once). Nothing is checking or scheduled in an archive:
+// Status folds the journal into the pool's status, on first use: from the
+// live status checkpoint the engine saved in the directory when it fits
+// the journal (as Open does; see ArchiveOptions.FoldWholeJournal), else
+// the whole journal. Nothing is checking or scheduled in an archive:
 // Checking and NextCheckAt stay zero.
 func (a *Archive) Status(ctx context.Context) (StatusReader, error) {
 	a.once.Do(func() {
-		live := projections.NewLive(projections.LiveOptions{Snapshots: a.j.LoadSnapshot})
+		opts := projections.LiveOptions{Snapshots: a.j.LoadSnapshot}
+		live := projections.NewLive(opts)
+		if !a.ignoreCheckpoint {
+			seq, err := loadLiveCheckpoint(ctx, a.dir, live, a.j)
+			if err != nil { // missing or not fitting: the whole journal
+				live, seq = projections.NewLive(opts), 0
+			}
+			a.restored = seq
+		}
 		if err := foldLive(ctx, live, a.j, a.j.Head(), nil); err != nil {
 			a.err = fmt.Errorf("proxyhealth: fold %s: %w", a.path, err)
 			return

@@ -443,3 +443,64 @@ func TestRunningCheckpointFailureIsWarnedOnce(t *testing.T) {
 	}
 	closeEngine(t, e)
 }
+
+// TestArchiveStatusStartsFromTheLiveCheckpoint: an archive's status starts
+// from the live status checkpoint the engine left (one from before the
+// journal's head, as a crash leaves it) and equals the whole journal's
+// fold, which FoldWholeJournal asks for; a checkpoint that does not fit
+// (damaged) is not used.
+func TestArchiveStatusStartsFromTheLiveCheckpoint(t *testing.T) {
+	farm := startFarm(t, 3)
+	var logs testutil.SyncBuffer
+	cfg, clk := checkpointConfig(t, farm, 3, &logs)
+	dir := cfg.DataDir
+	checkpointRun(t, cfg, clk, farm, 1)
+	ckpt := filepath.Join(dir, proxyhealth.LiveCheckpointFile)
+	earlier, err := os.ReadFile(ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkpointRun(t, cfg, clk, farm, 2)
+	if err := os.WriteFile(ckpt, earlier, 0o600); err != nil { // a crash after running on from it
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	status := func(opts proxyhealth.ArchiveOptions) (proxyhealth.StatusReader, uint64, func()) {
+		t.Helper()
+		a, err := proxyhealth.OpenArchive(ctx, dir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := a.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Seq() != a.Head() {
+			t.Fatalf("status at seq %d, journal head %d", st.Seq(), a.Head())
+		}
+		return st, proxyhealth.ArchiveRestoredAt(a), func() { a.Close() }
+	}
+	from, at, done := status(proxyhealth.ArchiveOptions{})
+	defer done()
+	whole, wholeAt, done2 := status(proxyhealth.ArchiveOptions{FoldWholeJournal: true})
+	defer done2()
+	if at != checkpointSeq(t, earlier) || wholeAt != 0 {
+		t.Fatalf("started from seq %d and %d; want the checkpoint's %d and 0", at, wholeAt, checkpointSeq(t, earlier))
+	}
+	if diff := sameStatus(from, whole); diff != "" {
+		t.Fatalf("the status from the checkpoint differs from the whole fold: %s", diff)
+	}
+	b := append([]byte(nil), earlier...)
+	b[len(b)/2] ^= 0x40
+	if err := os.WriteFile(ckpt, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	damaged, damagedAt, done3 := status(proxyhealth.ArchiveOptions{})
+	defer done3()
+	if damagedAt != 0 {
+		t.Fatalf("a damaged checkpoint was used (seq %d)", damagedAt)
+	}
+	if diff := sameStatus(damaged, whole); diff != "" {
+		t.Fatalf("with a damaged checkpoint: %s", diff)
+	}
+}

@@ -237,3 +237,7 @@ func SaveLiveCheckpointAt(ctx context.Context, dir string, seq uint64) error {
 // ActorsStartedFromLive returns how many of e's proxy actors started from
 // the live status's state instead of replaying their stream.
 func ActorsStartedFromLive(e *Engine) int64 { return e.startedFromLive.Load() }
+
+// ArchiveRestoredAt returns the seq of the live status checkpoint a's
+// Status started from (0: it folded the whole journal).
+func ArchiveRestoredAt(a *Archive) uint64 { return a.restored }
