@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/proxyhealth/proxyhealth/internal/clock"
@@ -67,6 +68,19 @@ type liveSaver struct {
 	saved uint64    // the seq of the checkpoint saved (or restored) last
 	// failing: the last save failed (warned once, until one succeeds)
 	failing bool
+
+	mu sync.Mutex
+	h  CheckpointHealth // for Engine.Health
+}
+
+// health returns the saver's condition (the zero one for a nil saver).
+func (s *liveSaver) health() CheckpointHealth {
+	if s == nil {
+		return CheckpointHealth{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.h
 }
 
 // saveAtOnceAfter is how many events Open's fold must have applied for the
@@ -83,6 +97,7 @@ func newLiveSaver(cfg Config, log *slog.Logger, live *projections.Live, restored
 		return nil
 	}
 	s := &liveSaver{dir: cfg.DataDir, every: cfg.CheckpointEvery, clk: cfg.Clock, log: log, saved: restored}
+	s.h.Seq = restored
 	s.next = s.clk.Now().Add(s.every)
 	if live.Seq()-restored >= saveAtOnceAfter {
 		s.next = time.Time{}
@@ -111,12 +126,19 @@ func (s *liveSaver) maybeSave(live *projections.Live) {
 			s.log.Debug("the live status checkpoint is still not saved", slog.Any("error", err))
 		}
 		s.failing = true
+		s.mu.Lock()
+		s.h.Failing, s.h.Error = true, err.Error()
+		s.h.Failures++
+		s.mu.Unlock()
 		return
 	}
 	if s.failing {
 		s.log.Info("the live status checkpoint is saved again", slog.Uint64("seq", seq))
 	}
 	s.failing, s.saved = false, seq
+	s.mu.Lock()
+	s.h.Seq, s.h.SavedAt, s.h.Failing, s.h.Error = seq, now, false, ""
+	s.mu.Unlock()
 	s.log.Debug("live status checkpoint saved", slog.Uint64("seq", seq), slog.Duration("took", time.Since(start)))
 }
 

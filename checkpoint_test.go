@@ -428,6 +428,10 @@ func TestRunningCheckpointFailureIsWarnedOnce(t *testing.T) {
 		if n := strings.Count(logs.String(), failed); n != 1 {
 			t.Fatalf("round %d: the failure was warned %d times, want once:\n%s", round, n, logs.String())
 		}
+		// Health reports it, without making the engine unhealthy (a cache).
+		if h := e.Health(); !h.Checkpoint.Failing || h.Checkpoint.Failures != uint64(round+1) || h.Checkpoint.Error == "" || !h.OK {
+			t.Fatalf("round %d: health %+v, checkpoint %+v", round, h.OK, h.Checkpoint)
+		}
 	}
 	if err := os.RemoveAll(ckpt); err != nil {
 		t.Fatal(err)
@@ -440,6 +444,13 @@ func TestRunningCheckpointFailureIsWarnedOnce(t *testing.T) {
 	})
 	if _, err := os.Stat(ckpt + ".tmp"); err == nil {
 		t.Fatal("a failed save left its temporary file behind")
+	}
+	b, err := os.ReadFile(ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := e.Health().Checkpoint; h.Failing || h.Error != "" || h.Failures != 3 || h.Seq != checkpointSeq(t, b) || h.SavedAt.IsZero() {
+		t.Fatalf("health after the save: %+v (the file's seq %d)", h, checkpointSeq(t, b))
 	}
 	closeEngine(t, e)
 }

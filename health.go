@@ -43,6 +43,28 @@ type Health struct {
 	// cluster): not OK while its lease is unconfirmed (checks are held
 	// back) or once it was lost.
 	Cluster *ClusterStatus
+	// Checkpoint is the condition of the live status checkpoint the
+	// running engine saves (zero without a data directory, or with
+	// Config.CheckpointEvery negative). It does not make the engine
+	// unhealthy: the checkpoint is a cache.
+	Checkpoint CheckpointHealth
+}
+
+// CheckpointHealth is the condition of the live status checkpoint
+// (LiveCheckpointFile) that the running engine saves every
+// Config.CheckpointEvery.
+type CheckpointHealth struct {
+	// Seq is the journal seq of the last checkpoint saved, or restored by
+	// Open (0: none): a start after a crash folds the journal after it.
+	Seq uint64
+	// SavedAt is when the running engine last saved one (zero: not yet).
+	SavedAt time.Time
+	// Failing is true from a failed save until the next one succeeds;
+	// Error is that failure ("" when not failing).
+	Failing bool
+	Error   string
+	// Failures counts the saves that failed since Open.
+	Failures uint64
 }
 
 // Causes lists, one line each, what makes the engine unhealthy (empty
@@ -169,5 +191,6 @@ func (e *Engine) Health() Health {
 		h.Cluster = &c
 		h.OK = h.OK && c.Fresh && !c.Lost
 	}
+	h.Checkpoint = e.proj.saver.health()
 	return h
 }

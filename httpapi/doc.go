@@ -426,6 +426,10 @@
 //	proxyhealth_projection_up{projection="..."}           1 while the projection runs, else 0
 //	proxyhealth_projection_lag_events{projection="..."}   journal head minus the projection's seq
 //	proxyhealth_projection_seq                            seq applied by the live status the API serves
+//	proxyhealth_live_checkpoint_seq                       seq of the live status checkpoint saved (or restored) last:
+//	                                                      a start after a crash folds the journal after it
+//	proxyhealth_live_checkpoint_failing                   1 while saves of that checkpoint fail, else 0
+//	proxyhealth_live_checkpoint_failures_total            failed saves since the engine started
 //
 // Rotation and the rotating endpoint:
 //

@@ -84,6 +84,7 @@ func TestRealEngine(t *testing.T) {
 		}
 	}
 	f.scrapeUntil(`proxyhealth_journal_failing 0`, `proxyhealth_journal_commit_failures_total 0`, `proxyhealth_journal_first_seq 1`,
+		`proxyhealth_live_checkpoint_failing 0`, `proxyhealth_live_checkpoint_failures_total 0`,
 		fmt.Sprintf(`proxyhealth_projection_up{projection=%q} 1`, p.Projections[0].Name))
 
 	code, body := f.do("POST", "/v1/proxies", `{"url":"`+farm.URLWith(2, "socks5h", "", "")+`","source":"farm"}`)

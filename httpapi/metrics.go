@@ -255,6 +255,12 @@ var (
 		"1 from a failed journal commit until the next successful one (check results are not recorded meanwhile), else 0.", nil, nil)
 	descCommitFailures = prometheus.NewDesc("proxyhealth_journal_commit_failures_total",
 		"Journal commits that failed since the engine started.", nil, nil)
+	descCkptSeq = prometheus.NewDesc("proxyhealth_live_checkpoint_seq",
+		"Journal seq of the live status checkpoint saved (or restored at start) last: a start after a crash folds the journal after it (0: none).", nil, nil)
+	descCkptFailing = prometheus.NewDesc("proxyhealth_live_checkpoint_failing",
+		"1 from a failed save of the live status checkpoint until the next one succeeds, else 0.", nil, nil)
+	descCkptFailures = prometheus.NewDesc("proxyhealth_live_checkpoint_failures_total",
+		"Saves of the live status checkpoint that failed since the engine started.", nil, nil)
 	descPanicMode = prometheus.NewDesc("proxyhealth_panic_mode",
 		"1 while picks are made in panic mode (too few of the pool's unpaused proxies are usable: the least-bad ones are handed out), else 0.", nil, nil)
 	descUsable = prometheus.NewDesc("proxyhealth_rotation_usable",
@@ -273,7 +279,8 @@ const liveStatusProjection = "live status"
 
 func (statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descProxies, descChecking, descPaused, descSourceLatency, descHealthPct, descHead, descFirst,
-		descLiveSeq, descLag, descUp, descJournalFailing, descCommitFailures, descPanicMode, descUsable, descCandidates,
+		descLiveSeq, descLag, descUp, descJournalFailing, descCommitFailures, descCkptSeq, descCkptFailing, descCkptFailures,
+		descPanicMode, descUsable, descCandidates,
 		descEjected, descEjectionLimit} {
 		ch <- d
 	}
@@ -330,6 +337,9 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descJournalFailing, b2f(h.Journal.Failing))
 	ch <- prometheus.MustNewConstMetric(descCommitFailures, prometheus.CounterValue, float64(h.Journal.FailedCommits))
+	gauge(descCkptSeq, float64(h.Checkpoint.Seq))
+	gauge(descCkptFailing, b2f(h.Checkpoint.Failing))
+	ch <- prometheus.MustNewConstMetric(descCkptFailures, prometheus.CounterValue, float64(h.Checkpoint.Failures))
 }
 
 func b2f(b bool) float64 {
