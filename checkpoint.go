@@ -65,12 +65,11 @@ type liveSaver struct {
 	clk   clock.Clock
 	log   *slog.Logger
 	next  time.Time // when the next save is due
-	saved uint64    // the seq of the checkpoint saved (or restored) last
-	// failing: the last save failed (warned once, until one succeeds)
-	failing bool
 
+	// h is the saver's condition: the feeder writes it under mu (and
+	// reads it without), Engine.Health reads it under mu.
 	mu sync.Mutex
-	h  CheckpointHealth // for Engine.Health
+	h  CheckpointHealth
 }
 
 // health returns the saver's condition (the zero one for a nil saver).
@@ -96,8 +95,7 @@ func newLiveSaver(cfg Config, log *slog.Logger, live *projections.Live, restored
 	if cfg.DataDir == "" || cfg.CheckpointEvery <= 0 {
 		return nil
 	}
-	s := &liveSaver{dir: cfg.DataDir, every: cfg.CheckpointEvery, clk: cfg.Clock, log: log, saved: restored}
-	s.h.Seq = restored
+	s := &liveSaver{dir: cfg.DataDir, every: cfg.CheckpointEvery, clk: cfg.Clock, log: log, h: CheckpointHealth{Seq: restored}}
 	s.next = s.clk.Now().Add(s.every)
 	if live.Seq()-restored >= saveAtOnceAfter {
 		s.next = time.Time{}
@@ -108,7 +106,7 @@ func newLiveSaver(cfg Config, log *slog.Logger, live *projections.Live, restored
 // maybeSave saves live's checkpoint if one is due and live applied events
 // since the last; call it from the feeder, between batches.
 func (s *liveSaver) maybeSave(live *projections.Live) {
-	if s == nil || live.Seq() == s.saved {
+	if s == nil || live.Seq() == s.h.Seq {
 		return
 	}
 	now := s.clk.Now()
@@ -119,23 +117,21 @@ func (s *liveSaver) maybeSave(live *projections.Live) {
 	seq := live.Seq()
 	start := time.Now() // what the save cost, for the log: not a schedule
 	if err := saveLiveCheckpoint(s.dir, live); err != nil {
-		if !s.failing {
+		if !s.h.Failing {
 			s.log.Warn("the live status checkpoint was not saved; a start after a crash folds the journal from the last one saved (retrying every checkpoint interval)",
 				slog.Duration("every", s.every), slog.Any("error", err))
 		} else {
 			s.log.Debug("the live status checkpoint is still not saved", slog.Any("error", err))
 		}
-		s.failing = true
 		s.mu.Lock()
 		s.h.Failing, s.h.Error = true, err.Error()
 		s.h.Failures++
 		s.mu.Unlock()
 		return
 	}
-	if s.failing {
+	if s.h.Failing {
 		s.log.Info("the live status checkpoint is saved again", slog.Uint64("seq", seq))
 	}
-	s.failing, s.saved = false, seq
 	s.mu.Lock()
 	s.h.Seq, s.h.SavedAt, s.h.Failing, s.h.Error = seq, now, false, ""
 	s.mu.Unlock()
