@@ -205,6 +205,12 @@
 // texts, which may name files and hosts (as Kubernetes' verbose health
 // checks do); with the token it gets them.
 //
+// While the engine opens, a daemon serves Starting on the API's address:
+// GET /healthz answers 503 {"status": "starting", "version"}, every other
+// request 503 with an error body, both with Retry-After: 1 (the daemon
+// answers from the moment it listens instead of leaving requests in the
+// listen queue for as long as a start takes).
+//
 // # Browsers: Host and cross-origin checks
 //
 // The API usually listens on loopback without a token, and the operator

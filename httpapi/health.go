@@ -50,7 +50,9 @@ type ProjectionStatus struct {
 
 // Healthz is the body of GET /healthz.
 type Healthz struct {
-	// Status is "ok" (answered with 200) or "failing" (503).
+	// Status is "ok" (answered with 200), "failing" (503), or "starting"
+	// (503, from Starting: the engine is not open yet; nothing else is
+	// set).
 	Status string `json:"status"`
 	// Version is Options.Version.
 	Version string `json:"version"`
