@@ -23,10 +23,8 @@ type daemon struct {
 	api    *proxyhealth.Engine      // the engine as the API sees it
 	status proxyhealth.StatusReader // the engine's live status (read-only)
 	srv    *httpapi.Server
-	hs     *http.Server
-	url    string
+	web    *apiServer // answers the API on its listener (set by attach)
 	log    *slog.Logger
-	served chan error // the HTTP server's end
 
 	// ep is the rotating endpoint (nil without --serve, or until it
 	// serves; the API reads it for its traffic counters); epDone its end.
@@ -52,15 +50,18 @@ type reloadable struct {
 	running  daemonConfig        // the configuration the daemon starts with
 }
 
-// startDaemon opens the engine and serves the API on ln. On error, ln is
-// closed and nothing is left running.
+// startDaemon answers on ln at once (httpapi.Starting), opens the engine
+// and then serves the API there. On error, ln is closed and nothing is
+// left running.
 func startDaemon(ctx context.Context, cfg proxyhealth.Config, ln net.Listener, token string, log *slog.Logger, serving bool) (*daemon, error) {
-	d, err := openDaemon(ctx, cfg, httpapi.Options{Token: token}, log, nil, serving)
+	api := httpapi.Options{Token: token}
+	web := serveStarting(ln, api, log)
+	d, err := openDaemon(ctx, cfg, api, log, nil, serving)
 	if err != nil {
-		_ = ln.Close()
+		web.close()
 		return nil, err
 	}
-	d.serve(ln)
+	d.attach(web)
 	return d, nil
 }
 
@@ -82,11 +83,11 @@ func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options
 			s.ObserveJournalCommit(c.Events, c.Duration)
 		}
 	}
-	eng, err := proxyhealth.Open(ctx, cfg)
+	eng, err := openEngine(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{eng: eng, api: eng, log: log, served: make(chan error, 1)}
+	d := &daemon{eng: eng, api: eng, log: log}
 	if rl != nil {
 		d.settings, d.getenv, d.cur = rl.settings, rl.getenv, rl.running.withoutSources()
 		api.Reload = d.reloadConfig
@@ -100,20 +101,93 @@ func openDaemon(ctx context.Context, cfg proxyhealth.Config, api httpapi.Options
 		return nil, errors.Join(fmt.Errorf("start the HTTP API: %w", err), eng.Close(ctx))
 	}
 	metrics.Store(d.srv)
-	d.hs = &http.Server{
-		Handler:           d.srv,
+	return d, nil
+}
+
+// openEngine is proxyhealth.Open; a test holds a start in it.
+var openEngine = proxyhealth.Open
+
+// apiServer is the daemon's HTTP server on the API's listener. It answers
+// from the moment the daemon listens: until the engine is open (a start
+// may fold a long journal), with httpapi.Starting's 503 "starting"
+// answers, so that a client or a health check gets an answer instead of
+// waiting in the listen queue; then with the API (handOver).
+type apiServer struct {
+	hs     *http.Server
+	url    string
+	served chan error // Serve's end
+	h      atomic.Pointer[http.Handler]
+}
+
+// serveAPI starts answering on ln with h.
+func serveAPI(ln net.Listener, h http.Handler, log *slog.Logger) *apiServer {
+	a := &apiServer{url: "http://" + ln.Addr().String() + "/", served: make(chan error, 1)}
+	a.h.Store(&h)
+	a.hs = &http.Server{
+		Handler:           a,
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10, // no API request needs more
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	return d, nil
+	go func() { a.served <- a.hs.Serve(ln) }()
+	return a
 }
 
-// serve starts answering on ln.
+// serveStarting starts answering on ln with the "starting" answers of an
+// API with opts, until handOver.
+func serveStarting(ln net.Listener, opts httpapi.Options, log *slog.Logger) *apiServer {
+	opts.Version = version
+	return serveAPI(ln, httpapi.Starting(opts), log)
+}
+
+// ServeHTTP answers with the handler of the moment.
+func (a *apiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*a.h.Load()).ServeHTTP(w, r)
+}
+
+// handOver answers every request from now on with h.
+func (a *apiServer) handOver(h http.Handler) { a.h.Store(&h) }
+
+// hold makes the requests that arrive from now on wait (the engine is
+// open, the API is not answering yet) until release, which hands over to
+// h: run logs "proxyhealth started" in between, so that a client that
+// reads the line is answered by the API, not "starting", and the API
+// answers nothing before the line. A request whose client leaves, or
+// whose server closes, meanwhile ends unanswered.
+func (a *apiServer) hold(h http.Handler) (release func()) {
+	ready := make(chan struct{})
+	a.handOver(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-ready:
+			h.ServeHTTP(w, r)
+		case <-r.Context().Done():
+		}
+	}))
+	return func() {
+		a.handOver(h)
+		close(ready)
+	}
+}
+
+// close stops a server whose engine never opened (it only gave "starting"
+// answers): the listener is closed at once.
+func (a *apiServer) close() {
+	_ = a.hs.Close()
+	<-a.served
+}
+
+// attach makes web answer with the daemon's API, which d.stop then shuts
+// down with it.
+func (d *daemon) attach(web *apiServer) {
+	d.web = web
+	web.handOver(d.srv)
+}
+
+// serve starts answering on ln with the API (tests that open the daemon
+// themselves).
 func (d *daemon) serve(ln net.Listener) {
-	d.url = "http://" + ln.Addr().String() + "/"
-	go func() { d.served <- d.hs.Serve(ln) }()
+	d.attach(serveAPI(ln, d.srv, d.log))
 }
 
 // serveEndpoint starts the rotating endpoint on ln: each request goes
@@ -168,14 +242,14 @@ func (d *daemon) stop(ctx context.Context) error {
 	d.srv.Close() // ends event streams so that Shutdown can finish
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := d.hs.Shutdown(sctx); err != nil {
+	if err := d.web.hs.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("stop the HTTP server: %w", err))
-		_ = d.hs.Close()
+		_ = d.web.hs.Close()
 	}
 	if err := d.eng.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	if err := <-d.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := <-d.web.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -128,7 +128,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	sc.start()
 	fmt.Fprintf(stdout, "proxyhealth demo: %d fake proxies on 127.0.0.1 in %d sources, checked every second; data in %s\n", *n, len(cfg.Sources), dir)
-	fmt.Fprintf(stdout, "dashboard: %s\n", d.url)
+	fmt.Fprintf(stdout, "dashboard: %s\n", d.web.url)
 	if d.epAddr != "" {
 		a := d.epAddr
 		fmt.Fprintf(stdout, "rotating endpoint: %s (HTTP proxy and SOCKS5): curl -x http://%s %s  or  curl --socks5-hostname %s %s\n", a, a, demoTarget, a, demoTarget)

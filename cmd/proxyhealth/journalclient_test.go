@@ -259,7 +259,7 @@ func TestJournalFromRealDaemon(t *testing.T) {
 		s := d.status.Summary()
 		return s.Seq > 60 && s.Unhealthy == 1
 	})
-	server := strings.TrimSuffix(d.url, "/")
+	server := strings.TrimSuffix(d.web.url, "/")
 	defer func(n int) { journalPageSize = n }(journalPageSize)
 	journalPageSize = 7
 	filters := [][]string{nil, {"--type", "state_changed,proxy_added"}, {"--proxy", farm.URLWith(1, "socks5h", "user", "pw")}, {"--source", "pool", "--type", "check_failed"}}

@@ -470,7 +470,7 @@ func TestJournalMergedFromRealDaemons(t *testing.T) {
 		d, stop := startTestDaemon(t, &logs, nil, "--data", data, "--proxies", list, "--interval", "100ms", "--timeout", "1s",
 			"--check-url", testTarget, "--unhealthy-threshold", "2")
 		testutil.Eventually(t, 20*time.Second, "some history", func() bool { return d.status.Summary().Seq > 30 })
-		members = append(members, member{data: data, url: strings.TrimSuffix(d.url, "/"), stop: stop})
+		members = append(members, member{data: data, url: strings.TrimSuffix(d.web.url, "/"), stop: stop})
 	}
 	defer func(n int) { journalPageSize = n }(journalPageSize)
 	journalPageSize = 7

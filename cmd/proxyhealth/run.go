@@ -99,19 +99,22 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
 	log.Info("proxyhealth starting", slog.String("version", version), slog.String("listen", ln.Addr().String()),
 		slog.String("data", dc.engine.DataDir), slog.Int("sources", len(dc.engine.Sources)))
-	d, err := openDaemon(ctx, dc.engine, httpapi.Options{Token: dc.token, AllowedHosts: dc.allowHosts}, log,
-		&reloadable{settings: &rs, getenv: os.Getenv, running: dc}, dc.serve != "")
+	// Until the engine is open, the API's address answers 503 "starting".
+	api := httpapi.Options{Token: dc.token, AllowedHosts: dc.allowHosts}
+	web := serveStarting(ln, api, log)
+	d, err := openDaemon(ctx, dc.engine, api, log, &reloadable{settings: &rs, getenv: os.Getenv, running: dc}, dc.serve != "")
 	if err != nil {
-		_ = ln.Close()
+		web.close()
 		if epLn != nil {
 			_ = epLn.Close()
 		}
 		fmt.Fprintf(stderr, "proxyhealth run: %v\n", err)
 		return exitFailure
 	}
+	release := web.hold(d.srv)
 	if epLn != nil {
 		if err := d.serveEndpoint(ctx, epLn, dc.strategy, dc.users, nil); err != nil {
-			_ = ln.Close()
+			web.close()
 			fmt.Fprintf(stderr, "proxyhealth run: %v\n", err)
 			_ = d.eng.Close(context.WithoutCancel(ctx))
 			return exitFailure
@@ -119,12 +122,15 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		log.Info("rotating endpoint", slog.String("listen", epLn.Addr().String()), slog.String("strategy", string(dc.strategy)),
 			slog.String("http_proxy", "http://"+epLn.Addr().String()), slog.String("socks5", "socks5h://"+epLn.Addr().String()))
 	}
-	// "started" comes before the API answers: a client that reaches
-	// /healthz finds the line already logged.
+	// "started" comes before the API answers (requests wait from the
+	// engine's open to here): a client that reaches /healthz and finds
+	// the engine healthy finds the line already logged, and one that read
+	// the line is answered by the API.
 	log.Info("proxyhealth started", slog.String("version", version), slog.String("api", "http://"+ln.Addr().String()+"/"),
 		slog.String("data", dc.engine.DataDir), slog.Int("sources", len(dc.engine.Sources)),
 		slog.Int("proxies", len(d.eng.ProxyIDs())), slog.Uint64("journal_seq", d.eng.JournalHead()))
-	d.serve(ln)
+	d.web = web
+	release()
 
 	failed, code := false, exitFailure
 	if c, ok := d.eng.Cluster(); ok {
@@ -150,9 +156,9 @@ loop:
 		case <-hup:
 			// Logged by reloadConfig.
 			_, _ = d.reloadConfig(ctx)
-		case err := <-d.served:
+		case err := <-d.web.served:
 			log.Error("the HTTP server stopped", slog.Any("error", err))
-			d.served <- err
+			d.web.served <- err
 			failed = true
 			break loop
 		}

@@ -410,17 +410,25 @@ func TestRunLogLinesTellTheTruth(t *testing.T) {
 	ln.Close()
 	args := append(runArgs(data, "--proxies", list), "--listen", addr, "--interval", "100ms")
 	p := startBin(t, nil, args...)
-	// The "started" line is logged before the first answer of /healthz
+	// The "started" line is logged before /healthz first answers 200
 	// (compared by time: the child's stderr reaches the test through a
-	// pipe, later than the HTTP answer may).
+	// pipe, later than the HTTP answer may); before, it answers 503
+	// "starting".
 	var answered time.Time
 	testutil.EventuallyExplain(t, 30*time.Second, func() bool {
 		res, err := http.Get("http://" + addr + "/healthz")
 		if err != nil {
 			return false
 		}
+		defer res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			var h httpapi.Healthz
+			if err := json.NewDecoder(res.Body).Decode(&h); err != nil || res.StatusCode != http.StatusServiceUnavailable || h.Status != "starting" {
+				t.Fatalf("/healthz before the API answers: %d %+v (%v), want 503 \"starting\"", res.StatusCode, h, err)
+			}
+			return false
+		}
 		answered = time.Now()
-		res.Body.Close()
 		return true
 	}, func() string { return "the API to answer" })
 	p.apiURL()

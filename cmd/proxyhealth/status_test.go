@@ -64,7 +64,7 @@ func TestStatusFromServer(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	server := strings.TrimSuffix(d.url, "/")
+	server := strings.TrimSuffix(d.web.url, "/")
 	var r result
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -266,7 +266,7 @@ func TestStatusListsPausedProxies(t *testing.T) {
 			t.Errorf("%s: lists a proxy that is not paused, or credentials:\n%s", how, list)
 		}
 	}
-	server := strings.TrimSuffix(d.url, "/")
+	server := strings.TrimSuffix(d.web.url, "/")
 	var r result
 	testutil.EventuallyExplain(t, 20*time.Second, func() bool {
 		r = runBin(t, "status", "--server", server)
@@ -346,7 +346,7 @@ func TestStatusByTag(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	r := runBin(t, "status", "--server", strings.TrimSuffix(d.url, "/"), "--tag", "res")
+	r := runBin(t, "status", "--server", strings.TrimSuffix(d.web.url, "/"), "--tag", "res")
 	if r.code != 0 || !strings.Contains(r.stdout, "tag res: 2 proxies") || !strings.Contains(r.stdout, id(td.healthy1)) ||
 		strings.Contains(r.stdout, id(td.dead)) || !strings.Contains(r.stdout, "res   2") {
 		t.Errorf("status --tag res: %d %q %q", r.code, r.stdout, r.stderr)
