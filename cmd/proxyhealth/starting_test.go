@@ -45,17 +45,12 @@ func holdOpen(t *testing.T) (opening <-chan struct{}, release func(error)) {
 // "proxyhealth starting" line.
 func startingAddr(t *testing.T, logs *testutil.SyncBuffer) string {
 	t.Helper()
-	for line := range strings.SplitSeq(logs.String(), "\n") {
-		var rec struct {
-			Msg    string `json:"msg"`
-			Listen string `json:"listen"`
-		}
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "proxyhealth starting" {
-			return rec.Listen
-		}
+	recs := logRecords(t, logs.String(), "proxyhealth starting")
+	if len(recs) == 0 {
+		t.Fatalf("no \"proxyhealth starting\" line in the logs:\n%s", logs.String())
 	}
-	t.Fatalf("no \"proxyhealth starting\" line in the logs:\n%s", logs.String())
-	return ""
+	addr, _ := recs[0]["listen"].(string)
+	return addr
 }
 
 // getStatus GETs url; a request that gets no answer within 10 s fails
