@@ -115,6 +115,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if epLn != nil {
 		if err := d.serveEndpoint(ctx, epLn, dc.strategy, dc.users, nil); err != nil {
 			web.close()
+			d.srv.Close()
 			fmt.Fprintf(stderr, "proxyhealth run: %v\n", err)
 			_ = d.eng.Close(context.WithoutCancel(ctx))
 			return exitFailure
