@@ -117,6 +117,7 @@ type apiServer struct {
 	url    string
 	served chan error // Serve's end
 	h      atomic.Pointer[http.Handler]
+	held   chan struct{} // closed by handOver; nil while nothing is held (see hold)
 }
 
 // serveAPI starts answering on ln with h.
@@ -146,16 +147,23 @@ func (a *apiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	(*a.h.Load()).ServeHTTP(w, r)
 }
 
-// handOver answers every request from now on with h.
-func (a *apiServer) handOver(h http.Handler) { a.h.Store(&h) }
+// handOver answers every request from now on with h, the requests held
+// meanwhile (hold) too. Call hold and handOver from one goroutine.
+func (a *apiServer) handOver(h http.Handler) {
+	a.h.Store(&h)
+	if a.held != nil {
+		close(a.held)
+		a.held = nil
+	}
+}
 
 // hold makes the requests that arrive from now on wait (the engine is
-// open, the API is not answering yet) until release, which hands over to
-// h: run logs "proxyhealth started" in between, so that a client that
-// reads the line is answered by the API, not "starting", and the API
+// open, the API is not answering yet) until handOver, which must hand
+// over to h: run logs "proxyhealth started" in between, so that a client
+// that reads the line is answered by the API, not "starting", and the API
 // answers nothing before the line. A request whose client leaves, or
 // whose server closes, meanwhile ends unanswered.
-func (a *apiServer) hold(h http.Handler) (release func()) {
+func (a *apiServer) hold(h http.Handler) {
 	ready := make(chan struct{})
 	a.handOver(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -164,10 +172,7 @@ func (a *apiServer) hold(h http.Handler) (release func()) {
 		case <-r.Context().Done():
 		}
 	}))
-	return func() {
-		a.handOver(h)
-		close(ready)
-	}
+	a.held = ready
 }
 
 // close stops a server whose engine never opened (it only gave "starting"

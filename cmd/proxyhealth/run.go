@@ -111,7 +111,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "proxyhealth run: %v\n", err)
 		return exitFailure
 	}
-	release := web.hold(d.srv)
+	web.hold(d.srv)
 	if epLn != nil {
 		if err := d.serveEndpoint(ctx, epLn, dc.strategy, dc.users, nil); err != nil {
 			web.close()
@@ -130,8 +130,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	log.Info("proxyhealth started", slog.String("version", version), slog.String("api", "http://"+ln.Addr().String()+"/"),
 		slog.String("data", dc.engine.DataDir), slog.Int("sources", len(dc.engine.Sources)),
 		slog.Int("proxies", len(d.eng.ProxyIDs())), slog.Uint64("journal_seq", d.eng.JournalHead()))
-	d.web = web
-	release()
+	d.attach(web)
 
 	failed, code := false, exitFailure
 	if c, ok := d.eng.Cluster(); ok {
