@@ -387,17 +387,6 @@ func etcdBetween(a, z etcdCounters) etcdRates {
 	}
 }
 
-// freeAdvertise returns a free loopback host:port for a member's cluster
-// endpoint.
-func freeAdvertise(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // clusterBenchConfig writes a member's configuration file and returns its
 // path; cluster is the YAML of its cluster section ("" for none). The
 // source address is a flag (startClusterMember).
@@ -463,7 +452,7 @@ func benchCluster(b *testing.B, n int, interval, ttl time.Duration) {
 	var members []*benchDaemonProc
 	var cfgs []string
 	for i := range benchClusterMemberIPs {
-		a := freeAdvertise(b)
+		a := memberAddr(b, i)
 		adv = append(adv, a)
 		advOf = append(advOf, a)
 		cfgs = append(cfgs, clusterBenchConfig(b, dir, fmt.Sprintf("m%d", i+1), interval, list,

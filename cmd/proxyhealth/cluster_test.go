@@ -85,14 +85,21 @@ func (r *clusterRig) setPhase(p string) {
 	r.mu.Unlock()
 }
 
-func freeLoopbackPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// memberAddr returns a free host:port for cluster member i's endpoint
+// (its --advertise address), on a loopback address of its own,
+// 127.0.1.(21+i). Nothing else binds there, so the port stays the
+// member's while its process is down or restarting; on 127.0.0.1 the
+// kernel handed it out again as another process's ephemeral port (CI
+// saw a restarted member's own API listener, --listen 127.0.0.1:0, take
+// it: "cannot listen ... address already in use").
+func memberAddr(tb testing.TB, i int) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.1.%d:0", 21+i))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().String()
 }
 
 func newClusterRig(t *testing.T) *clusterRig {
@@ -113,7 +120,7 @@ func newClusterRig(t *testing.T) *clusterRig {
 	for i := range 3 {
 		r.members = append(r.members, &clusterMember{
 			name: fmt.Sprintf("m%d", i+1), data: filepath.Join(dir, fmt.Sprintf("data%d", i+1)),
-			advertise: fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t)), ip: netip.AddrFrom4([4]byte{127, 0, 0, byte(21 + i)}),
+			advertise: memberAddr(t, i), ip: netip.AddrFrom4([4]byte{127, 0, 0, byte(21 + i)}),
 		})
 	}
 	return r

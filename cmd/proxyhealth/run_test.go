@@ -402,7 +402,10 @@ func TestRunLogLinesTellTheTruth(t *testing.T) {
 	}
 	list := writeFile(t, dir, "list.txt", lines.String())
 	data := filepath.Join(dir, "data")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// A port free on a loopback address of the test's own: on 127.0.0.1
+	// another connection could take it as its ephemeral port before the
+	// daemon listens (or the first poll connect to itself).
+	ln, err := net.Listen("tcp", "127.0.2.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
