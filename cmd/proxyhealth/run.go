@@ -131,6 +131,8 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		slog.String("data", dc.engine.DataDir), slog.Int("sources", len(dc.engine.Sources)),
 		slog.Int("proxies", len(d.eng.ProxyIDs())), slog.Uint64("journal_seq", d.eng.JournalHead()))
 	d.attach(web)
+	// Not before: what the start runs would be read a page at a time.
+	releaseBinary(log)
 
 	failed, code := false, exitFailure
 	if c, ok := d.eng.Cluster(); ok {
