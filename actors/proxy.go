@@ -195,7 +195,7 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 				a.lastSnap = m.seq
 			}
 		}
-		a.respond(ctx, m.reply, &Reply{Err: m.err})
+		a.respond(ctx, m.reply, Reply{Err: m.err})
 		a.stopWhenIdle(ctx)
 	case *GetState:
 		ctx.Respond(&StateReply{State: a.st(), Checking: a.checking, NextCheckAt: a.due(), Busy: a.persisting || a.queue != nil || a.snapping > 0, Stopped: a.stopped})
@@ -215,11 +215,11 @@ func (a *proxyActor) Receive(ctx actor.Context) {
 		a.command(ctx, events.PassiveOutcome{At: a.now(), OK: m.OK, Class: m.Class})
 	case *Reconfigure:
 		if err := m.Spec.validate(); err != nil {
-			a.respond(ctx, ctx.Sender(), &Reply{Err: fmt.Errorf("actors: reconfigure: %w", err)})
+			a.respond(ctx, ctx.Sender(), Reply{Err: fmt.Errorf("actors: reconfigure: %w", err)})
 			return
 		}
 		if m.Spec.ID != a.spec.ID || m.Spec.Source != a.spec.Source {
-			a.respond(ctx, ctx.Sender(), &Reply{Err: fmt.Errorf("actors: reconfigure of %s cannot change its ID or source", a.spec.ID)})
+			a.respond(ctx, ctx.Sender(), Reply{Err: fmt.Errorf("actors: reconfigure of %s cannot change its ID or source", a.spec.ID)})
 			return
 		}
 		spec := m.Spec
@@ -365,10 +365,13 @@ func (a *proxyActor) command(ctx actor.Context, cmd events.Command) {
 	a.submit(ctx, pending{cmd: cmd, reply: ctx.Sender()})
 }
 
-func (a *proxyActor) respond(ctx actor.Context, to *actor.PID, r *Reply) {
+// respond sends r, naming the proxy, to the actor that waits for it; to is
+// nil when none does.
+func (a *proxyActor) respond(ctx actor.Context, to *actor.PID, r Reply) {
 	if to != nil {
-		r.Proxy = a.spec.ID
-		ctx.Send(to, r)
+		sent := r // on the heap only when sent: most commands wait for no reply
+		sent.Proxy = a.spec.ID
+		ctx.Send(to, &sent)
 	}
 }
 
@@ -389,12 +392,12 @@ func (a *proxyActor) submit(ctx actor.Context, p pending) {
 // produce nothing are answered at once.
 func (a *proxyActor) decide(ctx actor.Context, p pending) {
 	if p.sync {
-		a.respond(ctx, p.reply, &Reply{})
+		a.respond(ctx, p.reply, Reply{})
 		a.drain(ctx)
 		return
 	}
 	if a.stopped {
-		a.respond(ctx, p.reply, &Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
+		a.respond(ctx, p.reply, Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
 		return
 	}
 	st := a.st()
@@ -412,7 +415,7 @@ func (a *proxyActor) decide(ctx actor.Context, p pending) {
 		a.log().Warn("command rejected", slog.String("command", fmt.Sprintf("%T", p.cmd)), slog.Any("error", err))
 	}
 	if err != nil || len(evs) == 0 {
-		a.respond(ctx, p.reply, &Reply{Err: err})
+		a.respond(ctx, p.reply, Reply{Err: err})
 		a.schedule(ctx)
 		a.drain(ctx)
 		return
@@ -435,7 +438,7 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 		e.StreamSeq = a.state.StreamSeq() + uint64(i) + 1
 	}
 	if !a.env.begin() {
-		a.respond(ctx, p.reply, &Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
+		a.respond(ctx, p.reply, Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
 		a.stopped = true
 		a.failQueue(ctx, ErrStopping)
 		return
@@ -469,15 +472,15 @@ func (a *proxyActor) persist(ctx actor.Context, evs []*pb.Envelope, p pending) {
 // time.
 func (a *proxyActor) saveSnapshot(ctx actor.Context, reply *actor.PID) {
 	if a.state.StreamSeq() == 0 || a.state.StreamSeq() <= a.lastSnap {
-		a.respond(ctx, reply, &Reply{})
+		a.respond(ctx, reply, Reply{})
 		return
 	}
 	if a.snapping == math.MaxUint16 { // before begin: a refusal registers no work
-		a.respond(ctx, reply, &Reply{Err: fmt.Errorf("actors: proxy %s has %d snapshot saves in flight", a.spec.ID, a.snapping)})
+		a.respond(ctx, reply, Reply{Err: fmt.Errorf("actors: proxy %s has %d snapshot saves in flight", a.spec.ID, a.snapping)})
 		return
 	}
 	if !a.env.begin() {
-		a.respond(ctx, reply, &Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
+		a.respond(ctx, reply, Reply{Err: fmt.Errorf("%w: proxy %s", ErrStopping, a.spec.ID)})
 		return
 	}
 	a.snapping++
@@ -517,7 +520,7 @@ func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending,
 	}
 	if err != nil {
 		if errors.Is(err, journal.ErrClosed) || a.env.stopping() {
-			a.respond(ctx, p.reply, &Reply{Err: err})
+			a.respond(ctx, p.reply, Reply{Err: err})
 			a.stopped = true
 			a.failQueue(ctx, err)
 			return
@@ -543,7 +546,7 @@ func (a *proxyActor) committed(ctx actor.Context, evs []*pb.Envelope, p pending,
 	if a.state.StreamSeq()-a.lastSnap >= a.env.SnapshotEvery {
 		a.saveSnapshot(ctx, nil)
 	}
-	a.respond(ctx, p.reply, &Reply{Events: len(evs)})
+	a.respond(ctx, p.reply, Reply{Events: len(evs)})
 	if a.state.Removed() {
 		a.retire(ctx)
 		return
@@ -567,7 +570,7 @@ func (a *proxyActor) appendFailed(ctx actor.Context, p pending, err error) {
 		a.env.Ejections.Release(a.spec.ID) // an ejection that was not journaled
 	}
 	err = fmt.Errorf("%w: proxy %s: %w", ErrJournalFailing, a.spec.ID, err)
-	a.respond(ctx, p.reply, &Reply{Err: err})
+	a.respond(ctx, p.reply, Reply{Err: err})
 	a.failQueue(ctx, err)
 	r := a.rareState()
 	r.appendFailures++
@@ -608,7 +611,7 @@ func (a *proxyActor) failQueue(ctx actor.Context, err error) {
 		return
 	}
 	for _, q := range a.queue.q {
-		a.respond(ctx, q.reply, &Reply{Err: err})
+		a.respond(ctx, q.reply, Reply{Err: err})
 	}
 	a.queue = nil
 }
@@ -637,9 +640,9 @@ func (a *proxyActor) retire(ctx actor.Context) {
 	if a.queue != nil {
 		for _, q := range a.queue.q {
 			if q.sync {
-				a.respond(ctx, q.reply, &Reply{})
+				a.respond(ctx, q.reply, Reply{})
 			} else {
-				a.respond(ctx, q.reply, &Reply{Err: fmt.Errorf("%w: %s", events.ErrRemoved, a.spec.ID)})
+				a.respond(ctx, q.reply, Reply{Err: fmt.Errorf("%w: %s", events.ErrRemoved, a.spec.ID)})
 			}
 		}
 		a.queue = nil
