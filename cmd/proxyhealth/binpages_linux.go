@@ -20,8 +20,8 @@ import (
 // much more of it than the daemon runs. With a large read-ahead and large
 // folios in the page cache (Linux 6.18 with read_ahead_kb 8192 maps a
 // whole folio on a fault), a daemon with no proxy at all had 24 MB of its
-// executable resident, a third of its peak RSS at 10,000 proxies; after
-// its start it runs about 10 MB of it.
+// executable resident, over a quarter of its peak RSS at 10,000 proxies;
+// after its start it runs about 10 MB of it.
 //
 // How: for every mapping of the executable that is not writable,
 // MADV_RANDOM (no read-ahead on later faults) and MADV_PAGEOUT (unmap and
@@ -30,8 +30,9 @@ import (
 // or a fault would map a whole cached folio again. Nothing is lost: the
 // pages are clean copies of the file, read again on the next touch (a
 // page fault reading 4 KiB from the file, or from the page cache when
-// another process keeps it there). MADV_PAGEOUT needs Linux 5.4; on an
-// older kernel the error says so and nothing else changed.
+// another process keeps it there). Pages of the file not yet written
+// back (a binary written moments ago) stay. MADV_PAGEOUT needs Linux 5.4;
+// on an older kernel the error says so, and the pages stay.
 func releaseBinaryPages() (int64, error) {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
