@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -38,15 +37,14 @@ func releaseBinaryPages() (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("find the executable: %w", err)
 	}
-	maps, err := os.Open("/proc/self/maps")
+	// Read whole before the first madvise, which may merge mappings.
+	maps, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
 		return 0, err
 	}
-	defer maps.Close()
 	var covered int64
-	sc := bufio.NewScanner(maps)
-	for sc.Scan() {
-		start, end, ok := executableMapping(sc.Bytes(), exe)
+	for line := range bytes.Lines(maps) {
+		start, end, ok := executableMapping(line, exe)
 		if !ok {
 			continue
 		}
@@ -59,9 +57,6 @@ func releaseBinaryPages() (int64, error) {
 			}
 		}
 		covered += int64(end - start)
-	}
-	if err := sc.Err(); err != nil {
-		return covered, fmt.Errorf("read /proc/self/maps: %w", err)
 	}
 	// /proc/self/exe opens the executable itself, even if its path now
 	// names another file (an upgrade renamed a new binary over it).
