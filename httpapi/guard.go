@@ -87,12 +87,6 @@ func (p hostPolicy) allows(host string, local net.Addr) bool {
 	return false
 }
 
-// checkHost answers 421 when the request is for a host the server does
-// not serve; false means the request was answered.
-func (s *Server) checkHost(w http.ResponseWriter, r *http.Request) bool {
-	return s.hosts.check(w, r)
-}
-
 // check answers 421 when the request is for a host p refuses; false means
 // the request was answered.
 func (p hostPolicy) check(w http.ResponseWriter, r *http.Request) bool {

@@ -295,7 +295,7 @@ func New(eng Engine, opts Options) (*Server, error) {
 // before anything else, the token included.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if !s.checkHost(w, r) || !s.checkCrossOrigin(w, r) {
+	if !s.hosts.check(w, r) || !s.checkCrossOrigin(w, r) {
 		return
 	}
 	slots, what := s.requests, "requests"
