@@ -264,9 +264,11 @@ type Bolt struct {
 	// mappedRead counts the bytes of records readRange read from the mmap
 	// since it last released them (releaseMapped, every releaseReadBytes).
 	mappedRead atomic.Int64
-	// scatteredAt is when reads at random places last released the
-	// mapped pages (unix ns; noteScattered).
-	scatteredAt atomic.Int64
+	// scatteredAt is when reads at random places or a commit last
+	// released the mapped pages (unix ns; noteScattered), at most every
+	// scatteredEvery ns (scatteredRelease; tests change it while the
+	// writer reads it).
+	scatteredAt, scatteredEvery atomic.Int64
 }
 
 // OpenBolt opens or creates the journal file at path (a missing file is
@@ -336,6 +338,7 @@ func OpenBolt(path string, opts ...BoltOption) (*Bolt, error) {
 		note:       newNotifier(),
 		recent:     recent{first: 1},
 	}
+	b.scatteredEvery.Store(int64(scatteredRelease))
 	if err := b.load(); err != nil {
 		_ = db.Close()
 		return nil, withIntact(path, err)

@@ -144,8 +144,9 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope, ins *readI
 }
 
 // noteScattered is called after reads at random places of the file (a
-// stream's events, a snapshot): at most every scatteredRelease, it drops
-// the file's pages from the process's page tables (releaseMapped). A
+// stream's events, a snapshot) and after every commit: at most every
+// scatteredRelease, it drops the file's pages from the process's page
+// tables (releaseMapped). A
 // restart's recovery reads every proxy's stream and snapshot, all over
 // the file: at 100,000 proxies that left about 50 MB of it mapped in the
 // restarted daemon. Counting such reads by size, as readRange does,
@@ -155,14 +156,14 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope, ins *readI
 // outside read transactions: releaseMapped opens one.
 func (b *Bolt) noteScattered() {
 	now := time.Now().UnixNano()
-	if last := b.scatteredAt.Load(); now-last >= int64(scatteredRelease) && b.scatteredAt.CompareAndSwap(last, now) {
+	if last := b.scatteredAt.Load(); now-last >= b.scatteredEvery.Load() && b.scatteredAt.CompareAndSwap(last, now) {
 		_ = b.releaseMapped() // only memory accounting is at stake
 	}
 }
 
-// scatteredRelease is how often reads at random places release the
-// mapped pages at most (noteScattered).
-var scatteredRelease = 500 * time.Millisecond // a variable for tests
+// scatteredRelease is how often reads at random places and commits release
+// the mapped pages at most (noteScattered; Bolt.scatteredEvery).
+const scatteredRelease = 500 * time.Millisecond
 
 // decodeBlock is how many records readRange hands its decoding helper at
 // a time.

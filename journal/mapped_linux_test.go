@@ -129,10 +129,8 @@ func TestStreamReadsReleaseMappedPages(t *testing.T) {
 			}
 		}
 	}
-	old := scatteredRelease
-	t.Cleanup(func() { scatteredRelease = old })
 
-	scatteredRelease = time.Hour
+	b.scatteredEvery.Store(int64(time.Hour))
 	b.scatteredAt.Store(time.Now().UnixNano())
 	if err := b.releaseMapped(); err != nil {
 		t.Fatal(err)
@@ -142,9 +140,51 @@ func TestStreamReadsReleaseMappedPages(t *testing.T) {
 		t.Fatalf("without the release, reading streams all over the %d MiB journal left %d KiB of it mapped: the measurement does not see the mapping", size>>20, got>>10)
 	}
 
-	scatteredRelease = 0 // every read releases: what the last one read stays
+	b.scatteredEvery.Store(0) // every read releases: what the last one read stays
 	readStreams()
 	if got, most := mappedRSS(t, b.path), int64(1<<20); got > most {
 		t.Fatalf("reading streams all over the %d MiB journal left %d KiB of it mapped, want at most %d KiB", size>>20, got>>10, most>>10)
+	}
+}
+
+// TestCommitsReleaseMappedPages: commits read pages all over the file
+// through the mmap (the path to each key they put, pages bbolt reuses from
+// anywhere in the file); at most every scatteredRelease the writer drops
+// them, so that a steady trickle of commits does not keep growing the
+// process's resident set. Without the release, the same commits keep
+// pages mapped.
+func TestCommitsReleaseMappedPages(t *testing.T) {
+	b, ids := filledJournal(t, 8<<20)
+	next := make(map[string]uint64, len(ids))
+	commit := func(rounds int) {
+		t.Helper()
+		for r := range rounds {
+			envs := make([]*pb.Envelope, 100)
+			for k := range envs {
+				id := ids[(r*7919+k*104729)%len(ids)]
+				next[id]++
+				envs[k] = testEnvelope(id, next[id]+1)
+			}
+			if _, err := b.Append(context.Background(), envs); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	b.scatteredEvery.Store(int64(time.Hour))
+	b.scatteredAt.Store(time.Now().UnixNano())
+	if err := b.releaseMapped(); err != nil {
+		t.Fatal(err)
+	}
+	commit(200)
+	without := mappedRSS(t, b.path)
+	if without < 256<<10 {
+		t.Fatalf("without the release, 200 commits left %d KiB of the journal mapped: the measurement does not see what commits map", without>>10)
+	}
+
+	b.scatteredEvery.Store(0) // every commit releases
+	commit(200)
+	if got := mappedRSS(t, b.path); got > without/4 {
+		t.Fatalf("200 commits left %d KiB of the journal mapped, the same commits without the release %d KiB: want at most a quarter", got>>10, without>>10)
 	}
 }
