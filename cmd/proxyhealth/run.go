@@ -102,6 +102,8 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	// Until the engine is open, the API's address answers 503 "starting".
 	api := httpapi.Options{Token: dc.token, AllowedHosts: dc.allowHosts}
 	web := serveStarting(ln, api, log)
+	binPages := newBinaryRelease(log)
+	binPages.release("starting")
 	d, err := openDaemon(ctx, dc.engine, api, log, &reloadable{settings: &rs, getenv: os.Getenv, running: dc}, dc.serve != "")
 	if err != nil {
 		web.close()
@@ -131,8 +133,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		slog.String("data", dc.engine.DataDir), slog.Int("sources", len(dc.engine.Sources)),
 		slog.Int("proxies", len(d.eng.ProxyIDs())), slog.Uint64("journal_seq", d.eng.JournalHead()))
 	d.attach(web)
-	// Not before: what the start runs would be read a page at a time.
-	releaseBinary(log)
+	binPages.release("started")
 
 	failed, code := false, exitFailure
 	if c, ok := d.eng.Cluster(); ok {
