@@ -278,7 +278,7 @@ func (a *applier) mergeRows() int64 {
 }
 
 // mergeChunk is about how many rows a merge sorts at once. SQLite's
-// sorter keeps up to the page cache's size (8 MiB) in memory before it
+// sorter keeps up to the page cache's size (4 MiB) in memory before it
 // spills to a temporary file, and that memory adds to the process's: over
 // a 6-minute daemon run at 10,000 proxies (two merges)
 // the peak RSS was 100.2 MiB (two runs) with chunks of 16,384 rows, about

@@ -68,7 +68,7 @@ func TestEveryConnectionGetsTheViewsPragmas(t *testing.T) {
 	}
 	defer c2.Close()
 	for i, c := range []*sql.Conn{c1, c2} {
-		for pragma, want := range map[string]string{"journal_mode": "wal", "wal_autocheckpoint": "16384", "busy_timeout": "5000", "synchronous": "1", "cache_size": "-8192"} {
+		for pragma, want := range map[string]string{"journal_mode": "wal", "wal_autocheckpoint": "16384", "busy_timeout": "5000", "synchronous": "1", "cache_size": "-4096"} {
 			var got string
 			if err := c.QueryRowContext(ctx, "PRAGMA "+pragma).Scan(&got); err != nil || got != want {
 				t.Errorf("connection %d: PRAGMA %s = %q (%v), want %q", i, pragma, got, err, want)
