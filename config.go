@@ -28,8 +28,12 @@ const DefaultJournalCommitDelay = 50 * time.Millisecond
 // GOGC is set in its environment), and what a program whose main job is
 // the engine may set with debug.SetGCPercent. The engine's heap is mostly
 // long-lived (actors, live status) and it allocates little per check, so
-// collecting at +25 % instead of Go's default +100 % keeps the resident
-// set much smaller for a few percent of CPU. Against +50 %, measured with
+// collecting at +20 % instead of Go's default +100 % keeps the resident
+// set much smaller for a few percent of CPU. Against +25 %, at 10,000
+// proxies: peak RSS 62.5, 62.7 and 63.2 MiB against 63.5, 64.2 (and
+// 63.5–65.6 in eight runs of the same code before), for about 1.5 more
+// CPU-ms of GC per 1,000 checks (10.4–10.7 → 11.6–12.7; BenchmarkDaemon,
+// 2026-12-07, alternated). +25 % against +50 %, measured with
 // BenchmarkDaemon (alternating runs; the GC's CPU is the runtime's own
 // estimate): at 10,000 proxies peak RSS 103 → 96 MiB for about 5 more
 // CPU-ms of GC per 1,000 checks (5 → 10); at 100,000 about 608 → 540 MiB
@@ -37,7 +41,7 @@ const DefaultJournalCommitDelay = 50 * time.Millisecond
 // 0.8 ms more on the API's p99 (a cycle's mark phase takes one of two
 // cores and comes about twice as often). The engine itself never changes
 // the process's GC settings.
-const RecommendedGCPercent = 25
+const RecommendedGCPercent = 20
 
 // Clock tells the time and runs functions later: the engine's only time
 // source (timers of checks, backoffs, retention). The default is the
