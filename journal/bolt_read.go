@@ -146,14 +146,14 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope, ins *readI
 // noteScattered is called after reads at random places of the file (a
 // stream's events, a snapshot) and after every commit: at most every
 // scatteredRelease, it drops the file's pages from the process's page
-// tables (releaseMapped). A
-// restart's recovery reads every proxy's stream and snapshot, all over
-// the file: at 100,000 proxies that left about 50 MB of it mapped in the
-// restarted daemon. Counting such reads by size, as readRange does,
-// released so often that every stream read became ten times slower
-// (each release is followed by page faults for what is read next); by
-// time, the faults are those of the first reads after a release. Call it
-// outside read transactions: releaseMapped opens one.
+// tables (releaseMapped). A restart's recovery reads every proxy's stream
+// and snapshot, all over the file: at 100,000 proxies that left about
+// 50 MB of it mapped in the restarted daemon. Counting such reads by
+// size, as readRange does, released so often that every stream read
+// became ten times slower (each release is followed by page faults for
+// what is read next); by time, the faults are those of the first reads
+// after a release. Call it outside read transactions: releaseMapped opens
+// one.
 func (b *Bolt) noteScattered() {
 	now := time.Now().UnixNano()
 	if last := b.scatteredAt.Load(); now-last >= b.scatteredEvery.Load() && b.scatteredAt.CompareAndSwap(last, now) {

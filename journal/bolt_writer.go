@@ -107,8 +107,8 @@ type writer struct {
 	encodeFrom, encodePer int
 	// commits since the buffers were last trimmed, and how many commits
 	// that happens after (releaseEvery; tests lower it); the largest
-	// arena, batch and overlay used since; the
-	// overlay's largest size since it was made
+	// arena, batch and overlay used since; the overlay's largest size
+	// since it was made
 	sinceRelease, releaseEvery int
 	peakArena, peakEntries     int
 	peakOverlay, overlaySize   int

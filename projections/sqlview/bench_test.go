@@ -365,7 +365,7 @@ func BenchmarkSteadyState(b *testing.B) {
 		{"", 10_000, 1000, 5 * time.Minute, 6 * time.Minute, 6 * time.Minute, 10 * time.Second},
 		// Half an hour of history (1.8M rows): each proxy's newest entries
 		// in the (proxy_id, at) index fill a page of their own, about 40 MB
-		// for 10,000 proxies against SQLite's 8 MiB cache, so a check's
+		// for 10,000 proxies against SQLite's cache (8 MiB then), so a check's
 		// insert mostly reads its page back from the file (25 KB read and
 		// 19 KB written per check). The view's cost per check grows with
 		// its history: 17 µs of CPU fresh, 32 with 5 minutes of history,
