@@ -106,12 +106,12 @@ type writer struct {
 	pending               []*request
 	encodeFrom, encodePer int
 	// commits since the buffers were last trimmed, and how many commits
-	// that happens after (releaseEvery; tests lower it); the largest
+	// that happens after (trimEvery; tests lower it); the largest
 	// arena, batch and overlay used since; the overlay's largest size
 	// since it was made
-	sinceRelease, releaseEvery int
-	peakArena, peakEntries     int
-	peakOverlay, overlaySize   int
+	sinceTrim, trimEvery     int
+	peakArena, peakEntries   int
+	peakOverlay, overlaySize int
 }
 
 // ckptRound is a heads checkpoint being written. A checkpoint at 100,000
@@ -138,7 +138,7 @@ type ckptRound struct {
 const checkpointChunk = 4096
 
 // The writer's arena for keys and values starts at initialArena bytes and
-// is dropped after a commit that grew it beyond maxArena. Every releaseEvery
+// is dropped after a commit that grew it beyond maxArena. Every trimEvery
 // commits, the per-batch buffers (arena, puts, undo records, the overlay
 // map) that are more than twice as large as the largest batch of that
 // period needed are dropped too: a steady pool commits a few dozen events
@@ -160,9 +160,9 @@ func newWriter(b *Bolt, maxBatch int) *writer {
 		sinceCkpt:   b.unckptEvents,
 		arena:       make([]byte, 0, initialArena),
 
-		releaseEvery: releaseEvery,
-		encodeFrom:   encodeFromEvents,
-		encodePer:    encodePerRequest,
+		trimEvery:  trimEvery,
+		encodeFrom: encodeFromEvents,
+		encodePer:  encodePerRequest,
 	}
 	w.head = w.headOf
 	return w
@@ -512,8 +512,8 @@ func (w *writer) commit(batch []*request) {
 	if err == nil && len(w.undo) > 0 {
 		b.note.broadcast()
 	}
-	if w.sinceRelease++; w.sinceRelease >= w.releaseEvery {
-		w.sinceRelease = 0
+	if w.sinceTrim++; w.sinceTrim >= w.trimEvery {
+		w.sinceTrim = 0
 		w.trim()
 	}
 	// A commit reads pages through the mmap (the path to each key it puts,
@@ -525,9 +525,9 @@ func (w *writer) commit(batch []*request) {
 	b.noteScattered()
 }
 
-// releaseEvery is how many commits the writer makes between two trim
+// trimEvery is how many commits the writer makes between two trim
 // calls (a few seconds at the engine's commit rate).
-const releaseEvery = 256
+const trimEvery = 256
 
 // reset drops the references of a finished commit, so that the envelopes
 // of callers and oversized buffers are not kept alive.
@@ -548,7 +548,7 @@ func (w *writer) reset(taken []*request) {
 	}
 }
 
-// trim drops the per-batch buffers that the last releaseEvery commits did not
+// trim drops the per-batch buffers that the last trimEvery commits did not
 // need (see initialArena).
 func (w *writer) trim() {
 	if cap(w.arena) > 2*max(w.peakArena, initialArena) {

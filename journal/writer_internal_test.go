@@ -324,11 +324,11 @@ func TestReleaseMapped(t *testing.T) {
 }
 
 // TestWriterTrimsBurstBuffers: the buffers a burst grew are dropped after
-// releaseEvery small commits, and kept while the batches stay large.
+// trimEvery small commits, and kept while the batches stay large.
 func TestWriterTrimsBurstBuffers(t *testing.T) {
 	b := openNoSync(t)
 	w := newWriter(b, 100_000)
-	w.releaseEvery = 4
+	w.trimEvery = 4
 	burst := func(n int) {
 		t.Helper()
 		reqs := make([]*request, n)
@@ -348,15 +348,15 @@ func TestWriterTrimsBurstBuffers(t *testing.T) {
 		t.Fatalf("the burst did not grow the buffers (arena %d, puts %d)", bigArena, bigPuts)
 	}
 	// A sustained burst keeps them.
-	for range w.releaseEvery {
+	for range w.trimEvery {
 		burst(5000)
 	}
 	if cap(w.arena) < bigArena/2 || cap(w.puts) < bigPuts/2 {
 		t.Errorf("buffers dropped during a sustained burst: arena %d, puts %d", cap(w.arena), cap(w.puts))
 	}
-	// Small commits only: dropped within releaseEvery commits, and the
+	// Small commits only: dropped within trimEvery commits, and the
 	// overlay map is replaced.
-	for range 2 * w.releaseEvery {
+	for range 2 * w.trimEvery {
 		burst(3)
 	}
 	if cap(w.arena) > initialArena || cap(w.puts) > 2*minEntries || cap(w.undo) > 2*minEntries || w.overlaySize > 2*minEntries {
