@@ -60,6 +60,16 @@ type ListAppender interface {
 
 var _ ListAppender = (*projections.Live)(nil)
 
+// SummaryAppender is Summary appending the sources' summaries to src[:0]:
+// the StatusReaders of Engine.Status and Archive.Status implement it, so
+// that a caller serving the pool over and over (the HTTP API's GET
+// /v1/pool) reuses one slice instead of allocating one per call.
+type SummaryAppender interface {
+	AppendSummary(src []SourceSummary) Summary
+}
+
+var _ SummaryAppender = (*projections.Live)(nil)
+
 // Archive is a data directory opened read-only, for audits and reports
 // while no engine runs on it (bbolt lets one process hold the journal: a
 // running daemon makes OpenArchive fail with ErrJournalLocked; ask its API

@@ -3,7 +3,8 @@ package proxyhealth
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -182,7 +183,7 @@ func (e *Engine) Health() Health {
 	h := Health{Journal: e.jhealth.get()}
 	h.Journal.Head = e.journal.Head()
 	h.Projections = e.proj.health(h.Journal.Head)
-	sort.Slice(h.Projections, func(i, k int) bool { return h.Projections[i].Name < h.Projections[k].Name })
+	slices.SortFunc(h.Projections, func(a, b ProjectionHealth) int { return strings.Compare(a.Name, b.Name) })
 	h.OK = !h.Journal.Failing
 	for _, p := range h.Projections {
 		h.OK = h.OK && p.State == ProjectionRunning

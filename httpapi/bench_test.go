@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/proxyhealth/proxyhealth"
 	"github.com/proxyhealth/proxyhealth/httpapi"
 	"github.com/proxyhealth/proxyhealth/journal"
 	"github.com/proxyhealth/proxyhealth/projections"
@@ -19,6 +20,13 @@ import (
 // benchServer is a server over n proxies in 4 sources, each with one
 // check and one state change.
 func benchServer(b *testing.B, n int) (*httpapi.Server, *journal.Mem) {
+	b.Helper()
+	return benchServerOf(b, n, func(f *fakeEngine) httpapi.Engine { return f })
+}
+
+// benchServerOf is benchServer serving the engine that eng makes of the
+// fake one.
+func benchServerOf(b *testing.B, n int, eng func(*fakeEngine) httpapi.Engine) (*httpapi.Server, *journal.Mem) {
 	b.Helper()
 	j := journal.NewMem()
 	live := projections.NewLive(projections.LiveOptions{})
@@ -37,7 +45,7 @@ func benchServer(b *testing.B, n int) (*httpapi.Server, *journal.Mem) {
 		b.Fatal(err)
 	}
 	live.Apply(envs...)
-	srv, err := httpapi.New(&fakeEngine{j: j}, httpapi.Options{Status: live})
+	srv, err := httpapi.New(eng(&fakeEngine{j: j}), httpapi.Options{Status: live})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -61,6 +69,20 @@ func benchGET(b *testing.B, h http.Handler, path string) {
 // BenchmarkPool measures GET /v1/pool over 10,000 proxies.
 func BenchmarkPool(b *testing.B) {
 	srv, _ := benchServer(b, 10000)
+	benchGET(b, srv, "/v1/pool")
+}
+
+// BenchmarkPoolHealth is BenchmarkPool with the engine's health in the
+// answer, as the daemon's GET /v1/pool has it.
+func BenchmarkPoolHealth(b *testing.B) {
+	at := t0.Add(time.Hour)
+	he := &healthEngine{h: proxyhealth.Health{OK: true, Journal: proxyhealth.JournalHealth{LastCommitAt: at, Head: 30_000},
+		Projections: []proxyhealth.ProjectionHealth{
+			{Name: "history", State: proxyhealth.ProjectionRunning, Seq: 30_000},
+			{Name: "live", State: proxyhealth.ProjectionRunning, Seq: 29_990, Lag: 10},
+			{Name: "sqlite", State: proxyhealth.ProjectionRunning, Since: at, Seq: 29_000, Lag: 1000},
+		}}}
+	srv, _ := benchServerOf(b, 10000, func(f *fakeEngine) httpapi.Engine { he.fakeEngine = f; return he })
 	benchGET(b, srv, "/v1/pool")
 }
 

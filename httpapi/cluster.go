@@ -85,11 +85,21 @@ func clusterAnswerOf(a proxyhealth.ClusterAnswer) *ClusterAnswer {
 // scope=cluster outside a cluster and unknown values answer 400; false
 // ok means the request was answered.
 func (s *Server) scope(w http.ResponseWriter, r *http.Request) (cluster, ok bool) {
+	var v string
+	if r.URL.RawQuery != "" { // no map of no parameters, for every GET /v1/pool
+		v = r.URL.Query().Get("scope")
+	}
+	return s.scopeOf(w, v)
+}
+
+// scopeOf is scope for a request whose scope parameter is v (for a
+// handler that has parsed the query already).
+func (s *Server) scopeOf(w http.ResponseWriter, v string) (cluster, ok bool) {
 	member := false
 	if s.cluster != nil {
 		_, member = s.cluster.Cluster()
 	}
-	switch v := r.URL.Query().Get("scope"); v {
+	switch v {
 	case "":
 		cluster = member
 	case ScopeLocal:

@@ -17,7 +17,9 @@ func (s *Server) pool(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	sum := s.status.Summary()
+	pa := poolAnswers.Get().(*poolAnswer)
+	defer pa.release()
+	sum := pa.summary(s.status)
 	var ans *ClusterAnswer
 	if clustered {
 		cs, a, err := s.cluster.ClusterSummary(r.Context())
@@ -28,12 +30,9 @@ func (s *Server) pool(w http.ResponseWriter, r *http.Request) {
 		sum, ans = cs, clusterAnswerOf(a)
 		setMissing(w, ans)
 	}
-	p := PoolOf(sum)
+	h, hasH := s.health()
+	p := pa.fill(sum, h, hasH)
 	p.ClusterAnswer = ans
-	if h, ok := s.health(); ok {
-		p.Journal, p.Projections = healthOf(h)
-		p.Cluster = h.Cluster
-	}
 	writeAppended(w, http.StatusOK, p)
 }
 
@@ -58,7 +57,7 @@ func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	clustered, ok := s.scope(w, r)
+	clustered, ok := s.scopeOf(w, q.Get("scope"))
 	if !ok {
 		return
 	}

@@ -70,16 +70,22 @@ type Healthz struct {
 // healthOf converts the engine's health to the API's journal and
 // projections.
 func healthOf(h proxyhealth.Health) (*JournalStatus, []ProjectionStatus) {
-	j := &JournalStatus{Status: "ok", Error: h.Journal.Error, Since: timePtr(h.Journal.Since),
-		FailedCommits: h.Journal.FailedCommits, LastCommitAt: timePtr(h.Journal.LastCommitAt), Head: h.Journal.Head}
+	j := new(JournalStatus)
+	return j, healthInto(j, make([]ProjectionStatus, 0, len(h.Projections)), h, timePtr)
+}
+
+// healthInto sets *j to h's journal and appends h's projections to ps,
+// taking the times' pointers from at.
+func healthInto(j *JournalStatus, ps []ProjectionStatus, h proxyhealth.Health, at func(time.Time) *time.Time) []ProjectionStatus {
+	*j = JournalStatus{Status: "ok", Error: h.Journal.Error, Since: at(h.Journal.Since),
+		FailedCommits: h.Journal.FailedCommits, LastCommitAt: at(h.Journal.LastCommitAt), Head: h.Journal.Head}
 	if h.Journal.Failing {
 		j.Status = "failing"
 	}
-	ps := make([]ProjectionStatus, len(h.Projections))
-	for i, p := range h.Projections {
-		ps[i] = ProjectionStatus{Name: p.Name, State: p.State, Error: p.Error, Since: timePtr(p.Since), Seq: p.Seq, Lag: p.Lag}
+	for _, p := range h.Projections {
+		ps = append(ps, ProjectionStatus{Name: p.Name, State: p.State, Error: p.Error, Since: at(p.Since), Seq: p.Seq, Lag: p.Lag})
 	}
-	return j, ps
+	return ps
 }
 
 // withheld replaces the error texts of an unauthenticated /healthz.

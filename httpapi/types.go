@@ -158,13 +158,19 @@ type ProxyDetail struct {
 
 // PoolOf converts the live status summary to the API's pool body.
 func PoolOf(s proxyhealth.Summary) Pool {
-	p := Pool{Counts: countsOf(s.Counts), Sources: make(map[string]SourceCounts, len(s.Sources)), JournalSeq: s.Seq, UpdatedAt: timePtr(s.UpdatedAt),
-		PanicMode: s.PanicMode}
+	p := Pool{Sources: make(map[string]SourceCounts, len(s.Sources))}
+	poolInto(&p, s, timePtr)
+	return p
+}
+
+// poolInto sets *p to s's pool, keeping p.Sources, which must be an empty
+// map; it takes the times' pointers from at.
+func poolInto(p *Pool, s proxyhealth.Summary, at func(time.Time) *time.Time) {
+	*p = Pool{Counts: countsOf(s.Counts), Sources: p.Sources, JournalSeq: s.Seq, UpdatedAt: at(s.UpdatedAt), PanicMode: s.PanicMode}
 	for _, src := range s.Sources {
 		p.Sources[src.Name] = SourceCounts{Counts: countsOf(src.Counts), AvgLatencyMS: ms(src.AvgLatency),
-			LastRefresh: timePtr(src.LastRefresh), LastError: src.LastError, HeldList: src.HeldList}
+			LastRefresh: at(src.LastRefresh), LastError: src.LastError, HeldList: src.HeldList}
 	}
-	return p
 }
 
 func countsOf(c proxyhealth.Counts) Counts {
@@ -269,6 +275,85 @@ func (p *listPage) release() {
 	clear(p.out)
 	p.views, p.out, p.times = p.views[:0], p.out[:0], p.times[:0]
 	listPages.Put(p)
+}
+
+// poolAnswer holds what one GET /v1/pool builds (the summary's sources,
+// the Pool and its map of sources, the journal's and the projections'
+// status, the times they point to), for the next request. While a client
+// asks over and over, the requests' garbage paces the garbage collector as
+// much as the checks' do, and at 100,000 proxies each cycle marks about
+// 300 MB and slows the requests it meets. BenchmarkPoolHealth: 5.7 KB and
+// 24 allocations a request before, 2.7 KB and 14 now (most of it the
+// recorder's and net/http's); BenchmarkDaemon at 100,000 proxies, the API
+// window: 3.7 KB of garbage a request before, 2.3–2.5 KB now, and a
+// quarter fewer GC cycles a request.
+type poolAnswer struct {
+	srcs    []proxyhealth.SourceSummary
+	pool    Pool
+	journal JournalStatus
+	projs   []ProjectionStatus
+	times   []time.Time
+}
+
+// maxPooledSources bounds the answers kept for reuse.
+const maxPooledSources = 1000
+
+var poolAnswers = sync.Pool{New: func() any { return &poolAnswer{pool: Pool{Sources: map[string]SourceCounts{}}} }}
+
+// summary returns st's summary, its sources in a's slice when st can
+// append them.
+func (a *poolAnswer) summary(st Status) proxyhealth.Summary {
+	sa, ok := st.(proxyhealth.SummaryAppender)
+	if !ok {
+		return st.Summary()
+	}
+	sum := sa.AppendSummary(a.srcs)
+	a.srcs = sum.Sources
+	return sum
+}
+
+// fill sets a's Pool to sum's pool, with the engine's health when hasH,
+// and returns it; it is valid until release.
+func (a *poolAnswer) fill(sum proxyhealth.Summary, h proxyhealth.Health, hasH bool) *Pool {
+	// Sized first: appends never move the times pointed to (three of the
+	// pool and the journal, one a source and a projection).
+	a.times = slices.Grow(a.times[:0], 3+len(sum.Sources)+len(h.Projections))
+	poolInto(&a.pool, sum, a.at)
+	if hasH {
+		a.projs = healthInto(&a.journal, a.projs[:0], h, a.at)
+		a.pool.Journal, a.pool.Projections, a.pool.Cluster = &a.journal, a.projs, h.Cluster
+	}
+	return &a.pool
+}
+
+// at is timePtr pointing into a.times.
+func (a *poolAnswer) at(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	a.times = append(a.times, t.UTC())
+	return &a.times[len(a.times)-1]
+}
+
+// release returns the answer to the pool, dropping what it points to.
+func (a *poolAnswer) release() {
+	if a.reset() {
+		poolAnswers.Put(a)
+	}
+}
+
+// reset drops what a points to and keeps its storage for the next fill;
+// false when a grew too large to keep.
+func (a *poolAnswer) reset() bool {
+	if cap(a.srcs) > maxPooledSources || len(a.pool.Sources) > maxPooledSources {
+		return false
+	}
+	clear(a.srcs)
+	clear(a.projs)
+	clear(a.pool.Sources)
+	a.pool, a.journal = Pool{Sources: a.pool.Sources}, JournalStatus{}
+	a.srcs, a.projs, a.times = a.srcs[:0], a.projs[:0], a.times[:0]
+	return true
 }
 
 func timePtr(t time.Time) *time.Time {

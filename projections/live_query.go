@@ -154,7 +154,15 @@ type Summary struct {
 // Summary returns the pool's aggregates in O(sources), with one
 // allocation made before taking the read lock.
 func (l *Live) Summary() Summary {
-	src := make([]SourceSummary, 0, l.nSources.Load()+1)
+	return l.AppendSummary(make([]SourceSummary, 0, l.nSources.Load()+1))
+}
+
+// AppendSummary is Summary with the sources' summaries appended to src[:0]
+// (grown if it is too short): a caller that serves summaries over and over
+// (the HTTP API's GET /v1/pool) reuses one slice instead of allocating one
+// per call. The returned Summary's Sources shares src's array.
+func (l *Live) AppendSummary(src []SourceSummary) Summary {
+	src = src[:0]
 	l.mu.RLock()
 	s := Summary{
 		Counts:       l.global.counts(),

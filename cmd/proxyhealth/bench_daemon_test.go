@@ -408,9 +408,14 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 
 	// The API, checks running.
 	phase("CPU window done")
-	sched0 := schedLatencies(api)
+	sched0, heapAPI0 := schedLatencies(api), heapCounters(api)
 	poolP99, proxiesP99 := measureAPI(b, "API", api, window)
 	b.Logf("daemon scheduling latency over the API window: %s", schedQuantiles(sched0, schedLatencies(api)))
+	// The requests' garbage paces the collector as much as the checks'
+	// (and a request that meets a cycle's mark phase waits longer).
+	heapAPI := heapCounters(api).since(heapAPI0)
+	b.Logf("daemon over the API window (checks and requests): %.1f MiB allocated in %d allocations, %d GC cycles using %.0f ms of CPU",
+		float64(heapAPI.bytes)/(1<<20), heapAPI.allocs, heapAPI.cycles, 1000*heapAPI.gcCPU)
 	phase("API window done")
 	b.Logf("daemon memory after the API window: %s", memoryBreakdown(api, d.pid()))
 
