@@ -106,6 +106,12 @@ func TestLiveSummary(t *testing.T) {
 	if len(sum.Sources) != 2 || sum.Sources[0].Name != "a" || sum.Sources[0].AvgLatency != 200*time.Millisecond || sum.Sources[1].AvgLatency != 0 {
 		t.Errorf("sources %+v", sum.Sources)
 	}
+	// AppendSummary is Summary in the caller's slice, whatever it held.
+	buf := make([]projections.SourceSummary, 5, 8)
+	buf[0].Name = "stale"
+	if got := l.AppendSummary(buf); !reflect.DeepEqual(got, sum) || &got.Sources[0] != &buf[0] {
+		t.Errorf("AppendSummary = %+v (in the given array: %v), want %+v", got, &got.Sources[0] == &buf[0], sum)
+	}
 	s.as("c1").add(added("c"))
 	l.Apply(s.out...)
 	if sum := l.Summary(); sum.Checking != 2 || sum.Total != 4 {
