@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -200,5 +201,21 @@ func TestDiskFullEpisodeOnARealFilesystem(t *testing.T) {
 	caughtUp(t, e, "sqlite view")
 	if err := e.Journal().Check(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAppendHealthIsHealth: AppendHealth is Health with the projections
+// written into the caller's array, whatever it held.
+func TestAppendHealthIsHealth(t *testing.T) {
+	e := open(t, proxyhealth.Config{DataDir: t.TempDir()})
+	buf := make([]proxyhealth.ProjectionHealth, 1, 8)
+	buf[0].Name = "stale"
+	var want, got proxyhealth.Health
+	poll(t, "AppendHealth to answer as Health does", func() bool {
+		want, got = e.Health(), e.AppendHealth(buf)
+		return reflect.DeepEqual(got, want)
+	})
+	if len(got.Projections) == 0 || &got.Projections[0] != &buf[0] {
+		t.Fatalf("AppendHealth's projections %+v are not in the given array", got.Projections)
 	}
 }

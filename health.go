@@ -179,10 +179,17 @@ func (t *journalHealth) get() JournalHealth {
 
 // Health reports whether the journal takes writes and whether every
 // projection keeps up. It is cheap (no I/O) and safe for concurrent use.
-func (e *Engine) Health() Health {
+func (e *Engine) Health() Health { return e.AppendHealth(nil) }
+
+// AppendHealth is Health with the projections' conditions appended to
+// projs[:0] (grown if it is too short): a caller that reports the health
+// over and over (the HTTP API's GET /v1/pool) reuses one slice instead of
+// allocating one per call. The returned Health's Projections shares
+// projs's array.
+func (e *Engine) AppendHealth(projs []ProjectionHealth) Health {
 	h := Health{Journal: e.jhealth.get()}
 	h.Journal.Head = e.journal.Head()
-	h.Projections = e.proj.health(h.Journal.Head)
+	h.Projections = e.proj.health(projs, h.Journal.Head)
 	slices.SortFunc(h.Projections, func(a, b ProjectionHealth) int { return strings.Compare(a.Name, b.Name) })
 	h.OK = !h.Journal.Failing
 	for _, p := range h.Projections {

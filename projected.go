@@ -298,11 +298,12 @@ func (p *projected) run(ctx context.Context, name string, seq func() uint64, log
 	}()
 }
 
-// health reports every projection's condition; head is the journal's.
-func (p *projected) health(head uint64) []ProjectionHealth {
+// health appends every projection's condition to out[:0]; head is the
+// journal's.
+func (p *projected) health(out []ProjectionHealth, head uint64) []ProjectionHealth {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]ProjectionHealth, 0, len(p.states))
+	out = slices.Grow(out[:0], len(p.states))
 	for name, st := range p.states {
 		h := ProjectionHealth{Name: name, State: st.state, Error: st.err, Since: st.since}
 		if st.status != nil && st.state == ProjectionRunning {

@@ -30,7 +30,7 @@ func (s *Server) pool(w http.ResponseWriter, r *http.Request) {
 		sum, ans = cs, clusterAnswerOf(a)
 		setMissing(w, ans)
 	}
-	h, hasH := s.health()
+	h, hasH := pa.health(s)
 	p := pa.fill(sum, h, hasH)
 	p.ClusterAnswer = ans
 	writeAppended(w, http.StatusOK, p)

@@ -356,6 +356,14 @@ func (e *healthEngine) Health() proxyhealth.Health {
 	return e.h
 }
 
+// AppendHealth is Health with the projections copied into projs, as the
+// engine's is.
+func (e *healthEngine) AppendHealth(projs []proxyhealth.ProjectionHealth) proxyhealth.Health {
+	h := e.Health()
+	h.Projections = append(projs[:0], h.Projections...)
+	return h
+}
+
 func (e *healthEngine) setHealth(h proxyhealth.Health) {
 	e.hmu.Lock()
 	defer e.hmu.Unlock()

@@ -110,6 +110,12 @@ type healthProvider interface {
 	Health() proxyhealth.Health
 }
 
+// healthAppender is a healthProvider that appends the projections'
+// conditions to the caller's slice; *proxyhealth.Engine is one.
+type healthAppender interface {
+	AppendHealth(projs []proxyhealth.ProjectionHealth) proxyhealth.Health
+}
+
 // notificationProvider is an engine that derives once-per-episode
 // notifications (proxy_down, proxy_recovered, pool_degraded,
 // pool_recovered); *proxyhealth.Engine is one. Without it /v1/events
@@ -180,14 +186,17 @@ type Options struct {
 // Server is the API's http.Handler. Close it to end event streams and
 // stop the metrics follower.
 type Server struct {
-	eng     Engine
-	tail    func(from uint64) EventTail
-	status  Status
-	health  func() (proxyhealth.Health, bool) // false: the engine does not report it
-	hosts   hostPolicy
-	opts    Options
-	mux     *http.ServeMux
-	metrics *metrics
+	eng    Engine
+	tail   func(from uint64) EventTail
+	status Status
+	health func() (proxyhealth.Health, bool) // false: the engine does not report it
+	// appendHealth is health with the projections in the given slice
+	// (nil when the engine cannot append them).
+	appendHealth func([]proxyhealth.ProjectionHealth) proxyhealth.Health
+	hosts        hostPolicy
+	opts         Options
+	mux          *http.ServeMux
+	metrics      *metrics
 	// metricsH serves the metrics registry.
 	metricsH http.Handler
 	log      *slog.Logger
@@ -259,6 +268,9 @@ func New(eng Engine, opts Options) (*Server, error) {
 	s.health = func() (proxyhealth.Health, bool) { return proxyhealth.Health{}, false }
 	if hp, ok := eng.(healthProvider); ok {
 		s.health = func() (proxyhealth.Health, bool) { return hp.Health(), true }
+	}
+	if ha, ok := eng.(healthAppender); ok {
+		s.appendHealth = ha.AppendHealth
 	}
 	if np, ok := eng.(notificationProvider); ok {
 		s.notifications = np.Notifications

@@ -289,6 +289,7 @@ func (p *listPage) release() {
 // quarter fewer GC cycles a request.
 type poolAnswer struct {
 	srcs    []proxyhealth.SourceSummary
+	ph      []proxyhealth.ProjectionHealth
 	pool    Pool
 	journal JournalStatus
 	projs   []ProjectionStatus
@@ -310,6 +311,17 @@ func (a *poolAnswer) summary(st Status) proxyhealth.Summary {
 	sum := sa.AppendSummary(a.srcs)
 	a.srcs = sum.Sources
 	return sum
+}
+
+// health returns the engine's health as s.health does, its projections
+// in a's slice when the engine can append them.
+func (a *poolAnswer) health(s *Server) (proxyhealth.Health, bool) {
+	if s.appendHealth == nil {
+		return s.health()
+	}
+	h := s.appendHealth(a.ph)
+	a.ph = h.Projections
+	return h, true
 }
 
 // fill sets a's Pool to sum's pool, with the engine's health when hasH,
@@ -349,10 +361,11 @@ func (a *poolAnswer) reset() bool {
 		return false
 	}
 	clear(a.srcs)
+	clear(a.ph)
 	clear(a.projs)
 	clear(a.pool.Sources)
 	a.pool, a.journal = Pool{Sources: a.pool.Sources}, JournalStatus{}
-	a.srcs, a.projs, a.times = a.srcs[:0], a.projs[:0], a.times[:0]
+	a.srcs, a.ph, a.projs, a.times = a.srcs[:0], a.ph[:0], a.projs[:0], a.times[:0]
 	return true
 }
 
