@@ -37,8 +37,8 @@ func (s *Server) pool(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	f := proxyhealth.ListFilter{State: q.Get("state"), Source: q.Get("source"), Tag: q.Get("tag"), Anonymity: q.Get("anonymity")}
+	q := rawQuery(r.URL.RawQuery)
+	f := proxyhealth.ListFilter{State: q.get("state"), Source: q.get("source"), Tag: q.get("tag"), Anonymity: q.get("anonymity")}
 	if f.Anonymity != "" && !validAnonymity(f.Anonymity) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("anonymity=%q is not a level; use transparent, anonymous or elite", f.Anonymity))
 		return
@@ -49,15 +49,15 @@ func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	limit, ok := intParam(w, q.Get("limit"), "limit", DefaultListLimit, 0, MaxListLimit)
+	limit, ok := intParam(w, q.get("limit"), "limit", DefaultListLimit, 0, MaxListLimit)
 	if !ok {
 		return
 	}
-	offset, ok := intParam(w, q.Get("offset"), "offset", 0, 0, 1<<31-1)
+	offset, ok := intParam(w, q.get("offset"), "offset", 0, 0, 1<<31-1)
 	if !ok {
 		return
 	}
-	clustered, ok := s.scopeOf(w, q.Get("scope"))
+	clustered, ok := s.scopeOf(w, q.get("scope"))
 	if !ok {
 		return
 	}
