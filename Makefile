@@ -91,6 +91,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzEnvelope -fuzztime=60s ./events/
 	$(GO) test -run='^$$' -fuzz=FuzzEnvelopeCodec -fuzztime=60s ./journal/
 	$(GO) test -run='^$$' -fuzz=FuzzAPIRequest -fuzztime=60s ./httpapi/
+	$(GO) test -run='^$$' -fuzz=FuzzRawQuery -fuzztime=60s ./httpapi/
 	$(GO) test -run='^$$' -fuzz=FuzzConfigFile -fuzztime=60s ./cmd/proxyhealth/
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=60s ./sources/
 	$(GO) test -run='^$$' -fuzz=FuzzParseEcho -fuzztime=60s ./probe/
