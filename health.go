@@ -196,6 +196,7 @@ func (e *Engine) AppendHealth(projs []ProjectionHealth) Health {
 		h.OK = h.OK && p.State == ProjectionRunning
 	}
 	if c, ok := e.Cluster(); ok {
+		c := c // to the heap only on a cluster member: every call moved the outer one
 		h.Cluster = &c
 		h.OK = h.OK && c.Fresh && !c.Lost
 	}
