@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -228,41 +227,4 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descClusterChecked, float64(st.Checked))
 	gauge(descClusterConfigured, float64(st.Configured))
 	gauge(descClusterReplicas, float64(st.Replicas))
-}
-
-// rawQuery is a request's raw query, read as url.Values.Get reads what
-// url.ParseQuery makes of it (the first valid pair with the key; pairs
-// with a semicolon or a bad escape skipped) without building the map:
-// GET /v1/proxies asks for seven parameters of a short query, and the map
-// was about 440 bytes of garbage a request.
-type rawQuery string
-
-// get returns the first value of key, "" if there is none.
-func (q rawQuery) get(key string) string {
-	for rest := string(q); rest != ""; {
-		var pair string
-		pair, rest, _ = strings.Cut(rest, "&")
-		if pair == "" || strings.Contains(pair, ";") {
-			continue
-		}
-		k, v, _ := strings.Cut(pair, "=")
-		if strings.ContainsAny(k, "%+") {
-			var err error
-			if k, err = url.QueryUnescape(k); err != nil {
-				continue
-			}
-		}
-		if k != key {
-			continue
-		}
-		if strings.ContainsAny(v, "%+") {
-			u, err := url.QueryUnescape(v)
-			if err != nil {
-				continue // ParseQuery drops the pair: a later one may count
-			}
-			return u
-		}
-		return v
-	}
-	return ""
 }

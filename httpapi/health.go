@@ -97,7 +97,7 @@ const withheld = "reason withheld: send the bearer token to see it"
 // error texts (which may name files and hosts).
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	body := Healthz{Status: "ok", Version: s.opts.Version}
-	h, ok := s.health()
+	h, ok := s.health(nil)
 	if !ok {
 		writeJSON(w, http.StatusOK, body)
 		return

@@ -34,7 +34,7 @@ type metrics struct {
 	ctx    context.Context // the server's: ends with Server.Close
 	eng    Engine
 	status Status
-	health func() (proxyhealth.Health, bool)
+	health func([]proxyhealth.ProjectionHealth) (proxyhealth.Health, bool)
 	now    func() time.Time
 	tail   EventTail // from the head at New
 
@@ -65,7 +65,7 @@ const (
 	pickNoProxy
 )
 
-func newMetrics(ctx context.Context, eng Engine, tail func(from uint64) EventTail, status Status, health func() (proxyhealth.Health, bool), traffic func() TrafficStats) *metrics {
+func newMetrics(ctx context.Context, eng Engine, tail func(from uint64) EventTail, status Status, health func([]proxyhealth.ProjectionHealth) (proxyhealth.Health, bool), traffic func() TrafficStats) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(), ctx: ctx, eng: eng, status: status, health: health, now: time.Now, tail: tail(eng.JournalHead() + 1),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -317,7 +317,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ej, lim := c.m.eng.Ejections()
 	gauge(descEjected, float64(ej))
 	gauge(descEjectionLimit, float64(lim))
-	h, ok := c.m.health()
+	h, ok := c.m.health(nil)
 	if !ok {
 		// An engine without health: the lag of the live status served.
 		lag := 0.0

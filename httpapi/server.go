@@ -189,14 +189,14 @@ type Server struct {
 	eng    Engine
 	tail   func(from uint64) EventTail
 	status Status
-	health func() (proxyhealth.Health, bool) // false: the engine does not report it
-	// appendHealth is health with the projections in the given slice
-	// (nil when the engine cannot append them).
-	appendHealth func([]proxyhealth.ProjectionHealth) proxyhealth.Health
-	hosts        hostPolicy
-	opts         Options
-	mux          *http.ServeMux
-	metrics      *metrics
+	// health is the engine's health, its projections appended to the
+	// given slice when the engine can (healthAppender); false: the
+	// engine does not report it.
+	health  func(projs []proxyhealth.ProjectionHealth) (proxyhealth.Health, bool)
+	hosts   hostPolicy
+	opts    Options
+	mux     *http.ServeMux
+	metrics *metrics
 	// metricsH serves the metrics registry.
 	metricsH http.Handler
 	log      *slog.Logger
@@ -265,12 +265,13 @@ func New(eng Engine, opts Options) (*Server, error) {
 	}
 	s := &Server{eng: eng, tail: tail, status: opts.Status, opts: opts, log: log, hosts: newHostPolicy(opts.AllowedHosts),
 		requests: make(chan struct{}, opts.MaxRequests), streams: make(chan struct{}, opts.MaxStreams)}
-	s.health = func() (proxyhealth.Health, bool) { return proxyhealth.Health{}, false }
-	if hp, ok := eng.(healthProvider); ok {
-		s.health = func() (proxyhealth.Health, bool) { return hp.Health(), true }
-	}
+	s.health = func([]proxyhealth.ProjectionHealth) (proxyhealth.Health, bool) { return proxyhealth.Health{}, false }
 	if ha, ok := eng.(healthAppender); ok {
-		s.appendHealth = ha.AppendHealth
+		s.health = func(projs []proxyhealth.ProjectionHealth) (proxyhealth.Health, bool) {
+			return ha.AppendHealth(projs), true
+		}
+	} else if hp, ok := eng.(healthProvider); ok {
+		s.health = func([]proxyhealth.ProjectionHealth) (proxyhealth.Health, bool) { return hp.Health(), true }
 	}
 	if np, ok := eng.(notificationProvider); ok {
 		s.notifications = np.Notifications

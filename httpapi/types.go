@@ -234,7 +234,7 @@ const proxyTimes = 4
 type listPage struct {
 	views []proxyhealth.ProxyView
 	out   []Proxy
-	times []time.Time
+	times timeSlab
 }
 
 // maxPooledPage bounds the pages kept for reuse: a rare page of thousands
@@ -251,17 +251,9 @@ func (p *listPage) proxies(views []proxyhealth.ProxyView) []Proxy {
 	} else {
 		p.out = p.out[:len(views)]
 	}
-	// Sized first: appends never move the times pointed to.
-	p.times = slices.Grow(p.times[:0], proxyTimes*len(views))
-	at := func(t time.Time) *time.Time {
-		if t.IsZero() {
-			return nil
-		}
-		p.times = append(p.times, t.UTC())
-		return &p.times[len(p.times)-1]
-	}
+	p.times.reserve(proxyTimes * len(views))
 	for i, v := range views {
-		p.out[i] = proxyOf(v, at)
+		p.out[i] = proxyOf(v, p.times.at)
 	}
 	return p.out
 }
@@ -273,7 +265,8 @@ func (p *listPage) release() {
 	}
 	clear(p.views)
 	clear(p.out)
-	p.views, p.out, p.times = p.views[:0], p.out[:0], p.times[:0]
+	p.views, p.out = p.views[:0], p.out[:0]
+	p.times.reset()
 	listPages.Put(p)
 }
 
@@ -293,7 +286,7 @@ type poolAnswer struct {
 	pool    Pool
 	journal JournalStatus
 	projs   []ProjectionStatus
-	times   []time.Time
+	times   timeSlab
 }
 
 // maxPooledSources bounds the answers kept for reuse.
@@ -313,38 +306,27 @@ func (a *poolAnswer) summary(st Status) proxyhealth.Summary {
 	return sum
 }
 
-// health returns the engine's health as s.health does, its projections
-// in a's slice when the engine can append them.
+// health returns s's engine's health, its projections in a's slice when
+// the engine can append them.
 func (a *poolAnswer) health(s *Server) (proxyhealth.Health, bool) {
-	if s.appendHealth == nil {
-		return s.health()
+	h, ok := s.health(a.ph)
+	if ok {
+		a.ph = h.Projections
 	}
-	h := s.appendHealth(a.ph)
-	a.ph = h.Projections
-	return h, true
+	return h, ok
 }
 
 // fill sets a's Pool to sum's pool, with the engine's health when hasH,
 // and returns it; it is valid until release.
 func (a *poolAnswer) fill(sum proxyhealth.Summary, h proxyhealth.Health, hasH bool) *Pool {
-	// Sized first: appends never move the times pointed to (three of the
-	// pool and the journal, one a source and a projection).
-	a.times = slices.Grow(a.times[:0], 3+len(sum.Sources)+len(h.Projections))
-	poolInto(&a.pool, sum, a.at)
+	// Three of the pool and the journal, one a source and a projection.
+	a.times.reserve(3 + len(sum.Sources) + len(h.Projections))
+	poolInto(&a.pool, sum, a.times.at)
 	if hasH {
-		a.projs = healthInto(&a.journal, a.projs[:0], h, a.at)
+		a.projs = healthInto(&a.journal, a.projs[:0], h, a.times.at)
 		a.pool.Journal, a.pool.Projections, a.pool.Cluster = &a.journal, a.projs, h.Cluster
 	}
 	return &a.pool
-}
-
-// at is timePtr pointing into a.times.
-func (a *poolAnswer) at(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	a.times = append(a.times, t.UTC())
-	return &a.times[len(a.times)-1]
 }
 
 // release returns the answer to the pool, dropping what it points to.
@@ -365,9 +347,30 @@ func (a *poolAnswer) reset() bool {
 	clear(a.projs)
 	clear(a.pool.Sources)
 	a.pool, a.journal = Pool{Sources: a.pool.Sources}, JournalStatus{}
-	a.srcs, a.ph, a.projs, a.times = a.srcs[:0], a.ph[:0], a.projs[:0], a.times[:0]
+	a.srcs, a.ph, a.projs = a.srcs[:0], a.ph[:0], a.projs[:0]
+	a.times.reset()
 	return true
 }
+
+// timeSlab holds the times that a reused answer's *time.Time fields point
+// to (timePtr without an allocation a time).
+type timeSlab struct{ ts []time.Time }
+
+// reserve empties s with room for n times: the at calls that follow,
+// up to n, never move the times already pointed to.
+func (s *timeSlab) reserve(n int) { s.ts = slices.Grow(s.ts[:0], n) }
+
+// at is timePtr pointing into s, valid until the next reserve.
+func (s *timeSlab) at(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	s.ts = append(s.ts, t.UTC())
+	return &s.ts[len(s.ts)-1]
+}
+
+// reset empties s, keeping its array.
+func (s *timeSlab) reset() { s.ts = s.ts[:0] }
 
 func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {
