@@ -26,15 +26,16 @@ var (
 
 // SchemaVersion is the journal file layout version this package writes and
 // reads. OpenBolt refuses files with a newer version; it upgrades version
-// 1, 2 and 3 files when it opens them writable (see migrateV1, migrateV2
-// and migrateV3), and reads version 2 and 3 files read-only as they are.
-const SchemaVersion = 4
+// 1 to 4 files when it opens them writable (see migrateV1 to migrateV4),
+// and reads version 2 to 4 files read-only as they are.
+const SchemaVersion = 5
 
-// Bucket and meta key names of the file layout (schema version 4):
+// Bucket and meta key names of the file layout (schema version 5):
 //
 //	events    big-endian uint64 seq -> record (see record.go: 0x00, CRC-32C,
 //	          marshalled Envelope with seq, stream_seq and prev_seq, the seq
-//	          of the stream's previous event)
+//	          of the stream's previous event), or a block of the records of
+//	          the events from seq on (see block.go)
 //	heads     proxy_id -> big-endian uint64 stream_seq + uint64 seq of the
 //	          proxy's last event, as of heads_through in meta or later
 //	          (since version 4; see ckptRound)
@@ -44,7 +45,8 @@ const SchemaVersion = 4
 //	          seq; "heads_through" -> the seq up to which heads is current;
 //	          "crc_from" -> the first seq written with a checksum
 //
-// Version 3 was the same, except that every head in heads was as of
+// Version 4 was the same without blocks: a record under every seq.
+// Version 3 was version 4, except that every head in heads was as of
 // heads_through or older: version 4 writes a checkpoint over several
 // commits (see ckptRound), and a version 3 reader would take a file whose
 // round was cut short by a crash for a damaged one. Version 2 was version
@@ -497,6 +499,12 @@ func (b *Bolt) load() error {
 		}
 		ver = 4
 	}
+	if ver == 4 && !b.readOnly {
+		if err := b.migrateV4(); err != nil {
+			return err
+		}
+		ver = 5
+	}
 	b.schemaVer, b.crcFrom = ver, noCRC
 	return b.view(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
@@ -517,11 +525,12 @@ func (b *Bolt) load() error {
 		}
 		b.first.Store(first)
 		b.head.Store(first - 1)
-		if k, _ := tx.Bucket(bucketEvents).Cursor().Last(); k != nil {
-			if len(k) != 8 {
-				return fmt.Errorf("%w: %s: event key %x is not 8 bytes", ErrCorrupt, b.path, k)
-			}
-			b.head.Store(binary.BigEndian.Uint64(k))
+		last, err := lastEvent(tx.Bucket(bucketEvents))
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v; run 'proxyhealth journal salvage'", ErrCorrupt, b.path, err)
+		}
+		if last != 0 {
+			b.head.Store(last)
 		}
 		heads, through, scanned, err := loadHeads(tx, b.crcFrom)
 		if err != nil {
@@ -574,15 +583,15 @@ func loadHeads(tx *bolt.Tx, crcFrom uint64) (heads map[string]streamHead, throug
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	c := tx.Bucket(bucketEvents).Cursor()
-	for k, v := c.Seek(appendSeqKey(nil, through+1)); k != nil; k, v = c.Next() {
-		scanned++
-		if len(k) != 8 {
-			return nil, 0, 0, fmt.Errorf("event key %x is not 8 bytes", k)
-		}
-		h, err := eventHeader(v, binary.BigEndian.Uint64(k), crcFrom)
+	ec := newEventCursor(tx.Bucket(bucketEvents))
+	for seq, v, err := ec.seek(through + 1); seq != 0 || err != nil; seq, v, err = ec.next() {
 		if err != nil {
-			return nil, 0, 0, fmt.Errorf("event %d cannot be decoded (%v)", binary.BigEndian.Uint64(k), err)
+			return nil, 0, 0, err
+		}
+		scanned++
+		h, err := eventHeader(v, seq, crcFrom)
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("event %d cannot be decoded (%v)", seq, err)
 		}
 		if len(h.proxyID) == 0 {
 			continue

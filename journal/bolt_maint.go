@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -59,54 +60,92 @@ func (b *Bolt) retainOnce(limit int64) (n int, more bool, err error) {
 		}
 		covered := make(map[string]uint64) // proxy -> snapshot stream_seq
 		carried := make(map[string][]byte) // see Carrier
-		var keys [][]byte
-		c := events.Cursor()
-		k, v := c.First()
-		for ; k != nil && len(keys) < retainChunk; k, v = c.Next() {
-			if len(k) != 8 {
-				return fmt.Errorf("%w: %s: event key %x is not 8 bytes; run a check", ErrCorrupt, b.path, k)
-			}
-			h, err := eventHeader(v, binary.BigEndian.Uint64(k), b.crcFrom)
+		// deletable reports whether event seq (record v) may go: before
+		// the cutoff, the heads checkpoint and its proxy's snapshot.
+		deletable := func(seq uint64, v []byte) (bool, error) {
+			h, err := eventHeader(v, seq, b.crcFrom)
 			if err != nil {
-				return fmt.Errorf("%w: %s: event %x cannot be decoded (%v); run a check", ErrCorrupt, b.path, k, err)
+				return false, fmt.Errorf("%w: %s: event %d cannot be decoded (%v); run a check", ErrCorrupt, b.path, seq, err)
 			}
 			if h.at >= limit || h.seq > through {
-				break
+				return false, nil
 			}
 			if len(h.proxyID) > 0 {
 				cov, ok := covered[string(h.proxyID)]
 				if !ok {
 					cov, err = snapshotCoverage(snaps, h.proxyID)
 					if err != nil {
-						return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
+						return false, fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
 					}
 					covered[string(h.proxyID)] = cov
 				}
-				if h.streamSeq > cov {
-					break // the proxy could not be recovered without it
-				}
-			} else {
-				p, _ := eventPayload(v, h.seq, b.crcFrom) // verified by eventHeader
-				if err := carryDeleted(carried, p, h.seq); err != nil {
+				return h.streamSeq <= cov, nil // else the proxy could not be recovered without it
+			}
+			p, _ := eventPayload(v, h.seq, b.crcFrom) // verified by eventHeader
+			if err := carryDeleted(carried, p, h.seq); err != nil {
+				return false, fmt.Errorf("%w: %s: %v; run a check", ErrCorrupt, b.path, err)
+			}
+			return true, nil
+		}
+		// The blocks whose events all go are deleted; one whose first
+		// events go is stored again from its first kept event (cut).
+		var keys [][]byte
+		var cut block
+		var cutKey []byte
+		var last uint64 // the last event deleted
+		c := events.Cursor()
+		k, v := c.First()
+	blocks:
+		for ; k != nil && n < retainChunk; k, v = c.Next() {
+			blk, err := openBlock(k, v)
+			if err != nil {
+				return fmt.Errorf("%w: %s: %v; run a check", ErrCorrupt, b.path, err)
+			}
+			for blk.n > 0 {
+				before := blk
+				seq, rec, err := blk.next()
+				if err != nil {
 					return fmt.Errorf("%w: %s: %v; run a check", ErrCorrupt, b.path, err)
 				}
+				ok, err := deletable(seq, rec)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					if before.seq != binary.BigEndian.Uint64(k) {
+						cut, cutKey = before, bytes.Clone(k)
+					}
+					break blocks
+				}
+				n, last = n+1, seq
 			}
-			keys = append(keys, append([]byte(nil), k...))
+			keys = append(keys, bytes.Clone(k))
 		}
-		if len(keys) == 0 {
+		if n == 0 {
 			return errNothing
 		}
-		more = len(keys) == retainChunk && k != nil
+		more = n >= retainChunk && k != nil
 		for _, key := range keys {
 			if err := events.Delete(key); err != nil {
 				return err
 			}
 		}
+		if cutKey != nil {
+			rest, err := cut.tail()
+			if err != nil {
+				return fmt.Errorf("%w: %s: %v; run a check", ErrCorrupt, b.path, err)
+			}
+			if err := events.Delete(cutKey); err != nil {
+				return err
+			}
+			if err := events.Put(appendSeqKey(nil, last+1), rest); err != nil {
+				return err
+			}
+		}
+		newFirst = last + 1
 		if err := putCarried(tx, carried); err != nil {
 			return err
 		}
-		newFirst = binary.BigEndian.Uint64(keys[len(keys)-1]) + 1
-		n = len(keys)
 		return tx.Bucket(bucketMeta).Put(metaFirst, binary.BigEndian.AppendUint64(nil, newFirst))
 	})
 	if errors.Is(err, errNothing) {
@@ -204,64 +243,39 @@ func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
 	if err != nil {
 		p.add("%v", err)
 	}
-	stats := make(map[string]*streamStat)
-	var e pb.Envelope
-	next, n := first, 0
+	ec := eventChecker{b: b, p: p, stats: make(map[string]*streamStat), first: first, through: through, next: first}
 	err = tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
-		if n++; n%4096 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		if len(k) != 8 {
-			p.add("event key %x is not 8 bytes", k)
-			return nil
-		}
-		seq := binary.BigEndian.Uint64(k)
-		switch {
-		case seq < next && n == 1:
-			p.add("event %d precedes the first retained seq %d", seq, first)
-		case seq < next:
-			p.add("event key %d out of order", seq)
-		case seq == next+1:
-			p.add("event %d is missing", next)
-		case seq > next:
-			p.add("events %d..%d are missing", next, seq-1)
-		}
-		next = seq + 1
-		e.Reset()
-		if err := unmarshalEnvelope(v, &e, seq, b.crcFrom); err != nil {
+		blk, err := openBlock(k, v)
+		if err != nil {
 			p.add("%v", err)
 			return nil
 		}
-		id := e.GetProxyId()
-		if id == "" {
-			if e.GetStreamSeq() != 0 {
-				p.add("pool-level event %d has stream_seq %d", seq, e.GetStreamSeq())
+		for blk.n > 0 {
+			if ec.n++; ec.n%4096 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 			}
-			return nil
-		}
-		st := stats[id]
-		if st == nil {
-			st = &streamStat{}
-			stats[id] = st
-		}
-		st.addEvent(p, id, seq, e.GetStreamSeq(), e.GetPrevSeq(), first)
-		if seq <= through {
-			st.ckptStream, st.ckptSeq = st.last, st.lastSeq
+			seq, rec, err := blk.next()
+			if err != nil {
+				p.add("%v", err)
+				return nil
+			}
+			ec.event(seq, rec)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	next := ec.next
 	if h := b.Head(); next-1 != h {
 		p.add("the last event is %d but the head is %d", next-1, h)
 	}
 	if through > next-1 {
 		p.add("the stream heads are checkpointed through event %d, beyond the last event %d", through, next-1)
 	}
-	b.checkHeads(tx, p, stats, first, through)
+	b.checkHeads(tx, p, ec.stats, first, through)
 	checkCarried(tx, p, first)
 	return tx.Bucket(bucketSnapshots).ForEach(func(k, v []byte) error {
 		var s pb.ProxySnapshot
@@ -279,19 +293,69 @@ func (b *Bolt) checkTx(ctx context.Context, tx *bolt.Tx, p *problems) error {
 	})
 }
 
+// eventChecker checks the events of a file in order (Check).
+type eventChecker struct {
+	b              *Bolt
+	p              *problems
+	stats          map[string]*streamStat
+	first, through uint64
+	next           uint64 // the seq expected next
+	n              int    // the events seen so far
+	e              pb.Envelope
+}
+
+// event checks event seq, whose record is v: its place after the one
+// before, its record and its stream.
+func (c *eventChecker) event(seq uint64, v []byte) {
+	p := c.p
+	switch {
+	case seq < c.next && c.n == 1:
+		p.add("event %d precedes the first retained seq %d", seq, c.first)
+	case seq < c.next:
+		p.add("event key %d out of order", seq)
+	case seq == c.next+1:
+		p.add("event %d is missing", c.next)
+	case seq > c.next:
+		p.add("events %d..%d are missing", c.next, seq-1)
+	}
+	c.next = seq + 1
+	e := &c.e
+	e.Reset()
+	if err := unmarshalEnvelope(v, e, seq, c.b.crcFrom); err != nil {
+		p.add("%v", err)
+		return
+	}
+	id := e.GetProxyId()
+	if id == "" {
+		if e.GetStreamSeq() != 0 {
+			p.add("pool-level event %d has stream_seq %d", seq, e.GetStreamSeq())
+		}
+		return
+	}
+	st := c.stats[id]
+	if st == nil {
+		st = &streamStat{}
+		c.stats[id] = st
+	}
+	st.addEvent(p, id, seq, e.GetStreamSeq(), e.GetPrevSeq(), c.first)
+	if seq <= c.through {
+		st.ckptStream, st.ckptSeq = st.last, st.lastSeq
+	}
+}
+
 // checkHeads compares the stream heads in memory and in the checkpoint
 // with the streams seen in the events. A checkpointed head is the stream's
 // as of heads_through (through), or a later event of the stream that a
 // checkpoint round put (see ckptRound).
 func (b *Bolt) checkHeads(tx *bolt.Tx, p *problems, stats map[string]*streamStat, first, through uint64) {
-	g := newEventGetter(tx.Bucket(bucketEvents))
+	g := newEventCursor(tx.Bucket(bucketEvents))
 	// later reports whether h points at an event of proxy id after through.
 	later := func(id string, h streamHead) bool {
 		if h.last <= through {
 			return false
 		}
-		v := g.get(h.last)
-		if v == nil {
+		v, err := g.get(h.last)
+		if v == nil || err != nil {
 			return false
 		}
 		e, err := eventHeader(v, h.last, b.crcFrom)

@@ -2,7 +2,6 @@ package journal
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"iter"
 	"runtime"
@@ -89,19 +88,21 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope, ins *readI
 			}()
 		}
 
-		var key [8]byte
-		c := events.Cursor()
-		k, v := c.Seek(appendSeqKey(key[:0], next))
+		ec := newEventCursor(events)
+		seq, v, err := ec.seek(next)
 		read := 0
 		for i := range count {
-			if k == nil || binary.BigEndian.Uint64(k) != next+uint64(i) {
+			if want := next + uint64(i); err != nil || seq != want {
 				if parallel {
 					blocks.abort()
 					blocks.finish() // before out is cleared
 				}
 				clear(out)
 				dst = dst[:start]
-				return b.missing(next+uint64(i), k)
+				if err != nil {
+					return fmt.Errorf("%w: %s: %v; run a check", ErrCorrupt, b.path, err)
+				}
+				return b.missing(want, seq)
 			}
 			vals[i] = v
 			read += len(v)
@@ -111,7 +112,9 @@ func (b *Bolt) readRange(from, end uint64, n int, dst []*pb.Envelope, ins *readI
 					helper = blocks.startHelper(ins[1])
 				}
 			}
-			k, v = c.Next()
+			if i+1 < count {
+				seq, v, err = ec.next()
+			}
 		}
 		b.mappedRead.Add(int64(read))
 
@@ -297,12 +300,12 @@ func (r *readInterners) put() {
 var interners = sync.Pool{New: func() any { return new(interner) }}
 
 // missing reports a gap found while reading: want was expected but the
-// cursor is at k (nil at the end).
-func (b *Bolt) missing(want uint64, k []byte) error {
-	if k == nil {
+// next event stored is got (0: none).
+func (b *Bolt) missing(want, got uint64) error {
+	if got == 0 {
 		return fmt.Errorf("%w: %s: event %d is missing (the events end before the head %d); run a check", ErrCorrupt, b.path, want, b.Head())
 	}
-	return fmt.Errorf("%w: %s: event %d is missing (the next stored key is %x); run a check", ErrCorrupt, b.path, want, k)
+	return fmt.Errorf("%w: %s: event %d is missing (the next stored event is %d); run a check", ErrCorrupt, b.path, want, got)
 }
 
 // unmarshalEnvelope verifies the record of event seq (its checksum, see
@@ -345,15 +348,31 @@ func checkSeq(e *pb.Envelope, seq uint64) error {
 }
 
 // ReadStream implements Journal. It follows the stream's prev_seq chain
-// back from the head to find its events (reading only their headers), then
-// decodes them in order, in chunks of short read transactions like Read.
-// If from was deleted by retention, it starts at the proxy's first retained
-// event.
+// back from the head. Fewer than readChunk events are decoded as the walk
+// finds them (readTail); more are found first (reading only their
+// headers), then decoded in order, in chunks of short read transactions
+// like Read. If from was deleted by retention, it starts at the proxy's
+// first retained event.
 func (b *Bolt) ReadStream(ctx context.Context, proxyID string, from uint64) iter.Seq2[*pb.Envelope, error] {
 	head := b.streamHead(proxyID)
 	return func(yield func(*pb.Envelope, error) bool) {
 		from := max(from, 1)
 		if from > head.seq {
+			return
+		}
+		if head.seq-from < readChunk {
+			// A stream's tail, as a restarting actor reads it: its events
+			// are decoded as the walk finds them, in one transaction.
+			envs, err := b.readTail(ctx, proxyID, head, from)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			for _, e := range envs {
+				if !yield(e, nil) {
+					return
+				}
+			}
 			return
 		}
 		seqs, err := b.streamSeqs(ctx, proxyID, head, from)
@@ -396,13 +415,16 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 			return nil, err
 		}
 		err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
-			g := newEventGetter(events)
+			g := newEventCursor(events)
 			for n := 0; n < walkChunk && cur != 0 && want >= from; n++ {
 				if cur < first {
 					cur = 0 // the older events were deleted by retention
 					return nil
 				}
-				v := g.get(cur)
+				v, err := g.get(cur)
+				if err != nil {
+					return fmt.Errorf("%w: %s: proxy %s: event %d: %v; run a check", ErrCorrupt, b.path, proxyID, cur, err)
+				}
 				if v == nil {
 					return fmt.Errorf("%w: %s: proxy %s: stream_seq %d should be event %d, which is missing; run a check", ErrCorrupt, b.path, proxyID, want, cur)
 				}
@@ -410,9 +432,8 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 				if err != nil {
 					return fmt.Errorf("%w: %s: event %d cannot be decoded: %v", ErrCorrupt, b.path, cur, err)
 				}
-				if string(h.proxyID) != proxyID || h.streamSeq != want || h.seq != cur {
-					return fmt.Errorf("%w: %s: proxy %s: stream_seq %d should be event %d, which holds proxy %q stream_seq %d; run a check",
-						ErrCorrupt, b.path, proxyID, want, cur, h.proxyID, h.streamSeq)
+				if err := b.checkLink(proxyID, want, cur, string(h.proxyID), h.streamSeq, h.seq); err != nil {
+					return err
 				}
 				seqs = append(seqs, cur)
 				cur, want = h.prevSeq, want-1
@@ -428,24 +449,58 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 	return seqs, nil
 }
 
-// eventGetter looks events up by seq through one cursor. bbolt's
-// Bucket.Get makes a cursor and grows its stack at every call: about 400
-// bytes an event when a proxy's stream is walked and read back (a
-// restarting actor's recovery, BenchmarkLoadState).
-type eventGetter struct {
-	c   *bolt.Cursor
-	key [8]byte
+// checkLink verifies that event cur, the link of proxyID's stream_seq
+// want, holds that: proxy id, stream_seq streamSeq and seq seq.
+func (b *Bolt) checkLink(proxyID string, want, cur uint64, id string, streamSeq, seq uint64) error {
+	if id != proxyID || streamSeq != want || seq != cur {
+		return fmt.Errorf("%w: %s: proxy %s: stream_seq %d should be event %d, which holds proxy %q stream_seq %d; run a check",
+			ErrCorrupt, b.path, proxyID, want, cur, id, streamSeq)
+	}
+	return nil
 }
 
-func newEventGetter(events *bolt.Bucket) eventGetter { return eventGetter{c: events.Cursor()} }
-
-// get returns the record of event seq, nil if there is none.
-func (g *eventGetter) get(seq uint64) []byte {
-	k, v := g.c.Seek(appendSeqKey(g.key[:0], seq))
-	if len(k) != 8 || binary.BigEndian.Uint64(k) != seq {
-		return nil
+// readTail returns the retained events of a proxy's stream with
+// stream_seq from..head.seq (fewer than readChunk), in stream order: it
+// walks the stream back from its head and decodes each event as it finds
+// it, in one read transaction (streamSeqs and readSeqs look every event
+// up twice).
+func (b *Bolt) readTail(ctx context.Context, proxyID string, head streamHead, from uint64) ([]*pb.Envelope, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	return v
+	envs := make([]*pb.Envelope, 0, head.seq-from+1) // newest first
+	err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
+		g := newEventCursor(events)
+		in := interners.Get().(*interner)
+		defer interners.Put(in)
+		for cur, want := head.last, head.seq; cur >= first && want >= from; want-- {
+			v, err := g.get(cur)
+			if err != nil {
+				return fmt.Errorf("%w: %s: proxy %s: event %d: %v; run a check", ErrCorrupt, b.path, proxyID, cur, err)
+			}
+			if v == nil {
+				return fmt.Errorf("%w: %s: proxy %s: stream_seq %d should be event %d, which is missing; run a check", ErrCorrupt, b.path, proxyID, want, cur)
+			}
+			e, err := decodeEnvelope(v, cur, b.crcFrom, in)
+			if err != nil {
+				return fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, err)
+			}
+			if err := b.checkLink(proxyID, want, cur, e.GetProxyId(), e.GetStreamSeq(), e.GetSeq()); err != nil {
+				return err
+			}
+			envs = append(envs, e)
+			if cur = e.GetPrevSeq(); cur == 0 {
+				break
+			}
+		}
+		return nil
+	})
+	b.noteScattered()
+	if err != nil {
+		return nil, err
+	}
+	slices.Reverse(envs)
+	return envs, nil
 }
 
 // readSeqs decodes the events with the given seqs, which streamSeqs found
@@ -453,14 +508,17 @@ func (g *eventGetter) get(seq uint64) []byte {
 // Retain are skipped.
 func (b *Bolt) readSeqs(proxyID string, seqs []uint64, dst []*pb.Envelope) ([]*pb.Envelope, error) {
 	err := b.viewEvents(func(events *bolt.Bucket, first uint64) error {
-		g := newEventGetter(events)
+		g := newEventCursor(events)
 		in := interners.Get().(*interner)
 		defer interners.Put(in)
 		for _, seq := range seqs {
 			if seq < first {
 				continue
 			}
-			v := g.get(seq)
+			v, err := g.get(seq)
+			if err != nil {
+				return fmt.Errorf("%w: %s: proxy %s: event %d: %v; run a check", ErrCorrupt, b.path, proxyID, seq, err)
+			}
 			if v == nil {
 				return fmt.Errorf("%w: %s: proxy %s: event %d is missing; run a check", ErrCorrupt, b.path, proxyID, seq)
 			}

@@ -73,9 +73,7 @@ func TestBoltContract(t *testing.T) {
 		},
 		Damage: func(t *testing.T, j journal.Journal) journal.Journal {
 			mid := j.Head()/2 + 1 // a proxy event: its stream index entry dangles
-			path := rawUpdate(t, j, func(tx *bolt.Tx) error {
-				return tx.Bucket([]byte("events")).Delete(seqKey(mid))
-			})
+			path := rawUpdate(t, j, func(tx *bolt.Tx) error { return deleteEvent(tx, mid) })
 			return openBolt(t, path, journal.WithUnsafeNoSync(), journal.WithCommitDelay(time.Millisecond))
 		},
 	})
@@ -136,7 +134,7 @@ func TestBoltGarbageValue(t *testing.T) {
 	j := openBolt(t, filepath.Join(t.TempDir(), "journal.db"))
 	fillN(t, j, 20)
 	path := rawUpdate(t, j, func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte("events")).Put(seqKey(10), []byte{0xff, 0xff, 0xff, 0x01})
+		return putEvent(tx, 10, []byte{0xff, 0xff, 0xff, 0x01})
 	})
 	j = openBolt(t, path)
 	defer j.Close()
@@ -153,9 +151,29 @@ func TestBoltGarbageValue(t *testing.T) {
 	}
 }
 
+// putEvent stores v as event seq's value (inside a raw transaction), the
+// event alone under its seq (journal.IsolateEvent).
+func putEvent(tx *bolt.Tx, seq uint64, v []byte) error {
+	if err := journal.IsolateEvent(tx, seq); err != nil {
+		return err
+	}
+	return tx.Bucket([]byte("events")).Put(seqKey(seq), v)
+}
+
+// deleteEvent deletes event seq (inside a raw transaction).
+func deleteEvent(tx *bolt.Tx, seq uint64) error {
+	if err := journal.IsolateEvent(tx, seq); err != nil {
+		return err
+	}
+	return tx.Bucket([]byte("events")).Delete(seqKey(seq))
+}
+
 // rewriteEvent changes one stored event with fn (inside a raw transaction).
 func rewriteEvent(t *testing.T, tx *bolt.Tx, seq uint64, fn func(*pb.Envelope)) error {
 	t.Helper()
+	if err := journal.IsolateEvent(tx, seq); err != nil {
+		return err
+	}
 	b := tx.Bucket([]byte("events"))
 	var e pb.Envelope
 	if err := proto.Unmarshal(journal.RecordPayload(b.Get(seqKey(seq))), &e); err != nil {
@@ -614,22 +632,22 @@ func TestReadOnlyView(t *testing.T) {
 func TestBoltReadChunkDamage(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		damage func(events *bolt.Bucket) error
+		damage func(tx *bolt.Tx) error
 		want   string
 	}{
-		{"garbage", func(events *bolt.Bucket) error {
+		{"garbage", func(tx *bolt.Tx) error {
 			for _, seq := range []uint64{2000, 2600, 100} {
-				if err := events.Put(seqKey(seq), []byte{0xff, 0xff, 0xff, 0x01}); err != nil {
+				if err := putEvent(tx, seq, []byte{0xff, 0xff, 0xff, 0x01}); err != nil {
 					return err
 				}
 			}
 			return nil
 		}, "event 100 "},
-		{"missing", func(events *bolt.Bucket) error {
-			if err := events.Put(seqKey(300), []byte{0xff}); err != nil {
+		{"missing", func(tx *bolt.Tx) error {
+			if err := putEvent(tx, 300, []byte{0xff}); err != nil {
 				return err
 			}
-			return events.Delete(seqKey(1500))
+			return deleteEvent(tx, 1500)
 		}, "event 1500 is missing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -641,7 +659,7 @@ func TestBoltReadChunkDamage(t *testing.T) {
 			if _, err := j.Append(context.Background(), envs); err != nil {
 				t.Fatal(err)
 			}
-			path := rawUpdate(t, j, func(tx *bolt.Tx) error { return tc.damage(tx.Bucket([]byte("events"))) })
+			path := rawUpdate(t, j, tc.damage)
 			j = openBolt(t, path, journal.WithReadOnly())
 			defer j.Close()
 			for range 3 {

@@ -90,6 +90,7 @@ type writer struct {
 
 	undo       []undo
 	taken      []*request
+	recs       [][]byte // the commit's event records, in seq order (see putBlocks)
 	puts       []put
 	unsorted   bool // puts are not in the order write needs (see addPut)
 	arena      []byte
@@ -421,7 +422,7 @@ func (w *writer) headOf(p string) streamHead {
 func (w *writer) commit(batch []*request) {
 	b := w.b
 	clear(w.overlay)
-	w.puts, w.undo, w.arena = w.puts[:0], w.undo[:0], w.arena[:0]
+	w.puts, w.undo, w.recs, w.arena = w.puts[:0], w.undo[:0], w.recs[:0], w.arena[:0]
 	w.unsorted = false
 	next := b.head.Load() + 1
 	taken := w.taken[:0]
@@ -441,6 +442,7 @@ func (w *writer) commit(batch []*request) {
 		}
 	}
 	defer w.reset(taken)
+	w.putBlocks(b.head.Load() + 1)
 	if !ckpt {
 		w.prepareChunk(next - 1)
 	}
@@ -533,7 +535,7 @@ const trimEvery = 256
 // of callers and oversized buffers are not kept alive.
 func (w *writer) reset(taken []*request) {
 	w.peakArena = max(w.peakArena, len(w.arena))
-	w.peakEntries = max(w.peakEntries, len(w.puts), len(taken))
+	w.peakEntries = max(w.peakEntries, len(w.puts), len(w.undo), len(taken))
 	w.peakOverlay = max(w.peakOverlay, len(w.overlay))
 	w.overlaySize = max(w.overlaySize, len(w.overlay))
 	for _, r := range taken {
@@ -542,6 +544,7 @@ func (w *writer) reset(taken []*request) {
 	clear(taken)
 	w.taken = taken[:0]
 	clear(w.undo)
+	clear(w.recs)
 	clear(w.puts)
 	if cap(w.arena) > maxArena {
 		w.arena = make([]byte, 0, initialArena)
@@ -554,8 +557,8 @@ func (w *writer) trim() {
 	if cap(w.arena) > 2*max(w.peakArena, initialArena) {
 		w.arena = make([]byte, 0, initialArena)
 	}
-	if n := 2 * max(w.peakEntries, minEntries); cap(w.puts) > n || cap(w.undo) > n || cap(w.taken) > n {
-		w.puts, w.undo, w.taken = nil, nil, nil
+	if n := 2 * max(w.peakEntries, minEntries); cap(w.puts) > n || cap(w.undo) > n || cap(w.recs) > n || cap(w.taken) > n {
+		w.puts, w.undo, w.recs, w.taken = nil, nil, nil, nil
 	}
 	if w.overlaySize > 2*max(w.peakOverlay, minEntries) { // a cleared map keeps its buckets
 		w.overlay, w.overlaySize = make(map[string]streamHead), w.peakOverlay
@@ -574,7 +577,7 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 		r.err = err
 		return next
 	}
-	putsMark, undoMark, arenaMark := len(w.puts), len(w.undo), len(w.arena)
+	undoMark, arenaMark := len(w.undo), len(w.arena)
 	seq := next
 	for i, e := range r.envs {
 		w.undo = append(w.undo, undo{e, e.StreamSeq, e.PrevSeq})
@@ -583,7 +586,6 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 		if p != "" {
 			e.StreamSeq, e.PrevSeq = w.pos[i].streamSeq, w.pos[i].prevSeq
 		}
-		k := w.bytes(func(a []byte) []byte { return appendSeqKey(a, seq) })
 		var merr error
 		v := w.bytes(func(a []byte) []byte {
 			a = beginRecord(a)
@@ -599,11 +601,11 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 			for _, u := range w.undo[undoMark:] {
 				u.env.Seq, u.env.StreamSeq, u.env.PrevSeq = 0, u.streamSeq, u.prevSeq
 			}
-			w.puts, w.undo, w.arena = w.puts[:putsMark], w.undo[:undoMark], w.arena[:arenaMark]
+			w.undo, w.recs, w.arena = w.undo[:undoMark], w.recs[:undoMark], w.arena[:arenaMark]
 			r.err = fmt.Errorf("%w: envelope %d (proxy_id %q) cannot be encoded: %v", ErrInvalidEvent, i, p, merr)
 			return next
 		}
-		w.addPut(put{putEvent, k, v})
+		w.recs = append(w.recs, v)
 		seq++
 	}
 	for p, h := range w.local {
@@ -613,6 +615,19 @@ func (w *writer) prepareAppend(r *request, next uint64) uint64 {
 		r.seqs = append(r.seqs, s)
 	}
 	return seq
+}
+
+// putBlocks queues the puts of the commit's event records, the events
+// from seq on, as blocks (see block.go).
+func (w *writer) putBlocks(seq uint64) {
+	for recs := w.recs; len(recs) > 0; {
+		n := blockLen(recs)
+		k := w.bytes(func(a []byte) []byte { return appendSeqKey(a, seq) })
+		v := w.bytes(func(a []byte) []byte { return appendBlock(a, recs[:n]) })
+		w.addPut(put{putEvent, k, v})
+		seq += uint64(n)
+		recs = recs[n:]
+	}
 }
 
 // appendEnvelope appends e marshalled, with the direct codec when it

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -97,6 +98,9 @@ func TestBoltRecordWithoutChecksumRefused(t *testing.T) {
 // checksum, no crc_from.
 func downgradeToV2(t *testing.T, j journal.Journal) string {
 	return rawUpdate(t, j, func(tx *bolt.Tx) error {
+		if err := journal.IsolateEvents(tx); err != nil {
+			return err
+		}
 		for _, name := range []string{"events", "snapshots"} {
 			b := tx.Bucket([]byte(name))
 			var keys, vals [][]byte
@@ -183,15 +187,26 @@ func TestBoltUpgradesSchemaV2(t *testing.T) {
 	})
 }
 
-// TestBoltUpgradesSchemaV3: a version 3 journal reads read-only as it is;
-// a writable open only moves it to version 4 (heads checkpointed in
-// rounds), and an older proxyhealth would then refuse it.
-func TestBoltUpgradesSchemaV3(t *testing.T) {
+// TestBoltUpgradesSchemaV3AndV4: a version 3 or 4 journal (a record
+// under every seq) reads read-only as it is; a writable open only moves it
+// to version 5 (4: heads checkpointed in rounds; 5: event blocks), so that
+// an older proxyhealth refuses it, and the journal then holds both its old
+// records and the new blocks.
+func TestBoltUpgradesSchemaV3AndV4(t *testing.T) {
+	for _, from := range []uint64{3, 4} {
+		t.Run(fmt.Sprintf("v%d", from), func(t *testing.T) { testUpgradeFrom(t, from) })
+	}
+}
+
+func testUpgradeFrom(t *testing.T, from uint64) {
 	ctx := context.Background()
 	j := openBolt(t, filepath.Join(t.TempDir(), "journal.db"))
 	fillN(t, j, 20)
 	path := rawUpdate(t, j, func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte("meta")).Put([]byte("schema"), seqKey(3))
+		if err := journal.IsolateEvents(tx); err != nil {
+			return err
+		}
+		return tx.Bucket([]byte("meta")).Put([]byte("schema"), seqKey(from))
 	})
 	schema := func() uint64 {
 		t.Helper()
@@ -210,32 +225,35 @@ func TestBoltUpgradesSchemaV3(t *testing.T) {
 
 	ro := openBolt(t, path, journal.WithReadOnly())
 	if err := ro.Check(ctx); err != nil {
-		t.Fatalf("read-only Check of a version 3 journal: %v", err)
+		t.Fatalf("read-only Check of a version %d journal: %v", from, err)
 	}
 	if n := len(journaltest.ReadAll(t, ro, 1)); n != 20 {
-		t.Fatalf("read %d events of the version 3 journal", n)
+		t.Fatalf("read %d events of the version %d journal", n, from)
 	}
 	if err := ro.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if v := schema(); v != 3 {
+	if v := schema(); v != from {
 		t.Fatalf("a read-only open changed the schema to %d", v)
 	}
 
 	j = openBolt(t, path)
 	p := journaltest.ProxyID(1)
 	before := j.StreamHead(p)
-	journaltest.Append(t, j, journaltest.Succeeded(p, time.Hour))
-	if got := j.StreamHead(p); got != before+1 {
-		t.Fatalf("stream head %d after an append to the upgraded journal, want %d", got, before+1)
+	journaltest.Append(t, j, journaltest.Succeeded(p, time.Hour), journaltest.Succeeded(p, 2*time.Hour), journaltest.Failed(p, 3*time.Hour))
+	if got := j.StreamHead(p); got != before+3 {
+		t.Fatalf("stream head %d after appends to the upgraded journal, want %d", got, before+3)
 	}
 	if err := j.Check(ctx); err != nil {
 		t.Fatalf("Check after the upgrade: %v", err)
 	}
+	if n := len(journaltest.ReadStreamAll(t, j, p, 1)); uint64(n) != before+3 {
+		t.Fatalf("stream of %s after the upgrade: %d events, want %d", p, n, before+3)
+	}
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if v := schema(); v != 4 {
-		t.Fatalf("schema %d after the upgrade, want 4", v)
+	if v := schema(); v != journal.SchemaVersion {
+		t.Fatalf("schema %d after the upgrade, want %d", v, journal.SchemaVersion)
 	}
 }

@@ -16,8 +16,8 @@ import (
 )
 
 // validJournal returns the bytes of a small valid journal: 2000 events of
-// 20 proxies (several pages of events under branch pages), pool-level
-// events, snapshots and a heads checkpoint.
+// 20 proxies (several pages of events under branch pages, alone and in
+// blocks), pool-level events, snapshots and a heads checkpoint.
 var validJournal = sync.OnceValues(func() ([]byte, error) {
 	dir, err := os.MkdirTemp("", "journal-valid-")
 	if err != nil {
@@ -30,6 +30,7 @@ var validJournal = sync.OnceValues(func() ([]byte, error) {
 		return nil, err
 	}
 	ctx := context.Background()
+	var batch []*pb.Envelope
 	for i := range 2000 {
 		p := journaltest.ProxyID(i % 20)
 		at := time.Duration(i) * time.Second
@@ -40,9 +41,15 @@ var validJournal = sync.OnceValues(func() ([]byte, error) {
 		case i%97 == 0:
 			e = journaltest.PoolDegraded(at)
 		}
-		if _, err := j.Append(ctx, []*pb.Envelope{e}); err != nil {
+		// Appends of 1 to 100 events: events alone and in blocks of
+		// every size.
+		if batch = append(batch, e); len(batch) < 1+i*37%100 && i%100 != 99 {
+			continue
+		}
+		if _, err := j.Append(ctx, batch); err != nil {
 			return nil, err
 		}
+		batch = nil
 		if i%100 == 99 {
 			q := journaltest.ProxyID(i / 100 % 20)
 			if err := j.SaveSnapshot(ctx, journaltest.Snapshot(q, j.StreamHead(q), j.Head())); err != nil {

@@ -18,18 +18,18 @@ func storedPayloads(t *testing.T, b *Bolt) map[uint64][]byte {
 	t.Helper()
 	out := make(map[uint64][]byte)
 	err := b.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
-			seq := uint64(0)
-			for _, c := range k {
-				seq = seq<<8 | uint64(c)
+		ec := newEventCursor(tx.Bucket(bucketEvents))
+		for seq, v, err := ec.first(); seq != 0 || err != nil; seq, v, err = ec.next() {
+			if err != nil {
+				return err
 			}
 			p, err := eventPayload(v, seq, b.crcFrom)
 			if err != nil {
 				return err
 			}
 			out[seq] = bytes.Clone(p)
-			return nil
-		})
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -121,9 +121,9 @@ func (b *Bolt) migrateV1() error {
 // crc_from).
 func (b *Bolt) migrateV2() error {
 	err := b.update(func(tx *bolt.Tx) error {
-		var head uint64
-		if k, _ := tx.Bucket(bucketEvents).Cursor().Last(); len(k) == 8 {
-			head = binary.BigEndian.Uint64(k)
+		head, err := lastEvent(tx.Bucket(bucketEvents))
+		if err != nil {
+			return err
 		}
 		from := head + 1
 		if first, err := readFirst(tx); err == nil {
@@ -141,17 +141,28 @@ func (b *Bolt) migrateV2() error {
 	return nil
 }
 
-// migrateV3 upgrades a schema version 3 journal to version 4, which only
-// allows more (heads put by a checkpoint round may be newer than
-// heads_through, see ckptRound), so it only writes the new version: from
-// then on, an older proxyhealth refuses the file instead of taking a
-// checkpoint round cut short for damage.
-func (b *Bolt) migrateV3() error {
+// migrateV3 upgrades a schema version 3 journal to version 4 (then
+// migrateV4 takes it to 5), which only allows more (heads put by a
+// checkpoint round may be newer than heads_through, see ckptRound), so it
+// only writes the new version: from then on, an older proxyhealth refuses
+// the file instead of taking a checkpoint round cut short for damage.
+func (b *Bolt) migrateV3() error { return b.bumpSchema(3) }
+
+// migrateV4 upgrades a schema version 4 journal to version 5, which only
+// allows more (event blocks, see block.go: every value of version 4 is a
+// valid lone record), so it only writes the new version: from then on, an
+// older proxyhealth refuses the file instead of taking its blocks for
+// damaged records.
+func (b *Bolt) migrateV4() error { return b.bumpSchema(4) }
+
+// bumpSchema moves a journal of schema version from to from+1 when the
+// newer version only allows more than the older.
+func (b *Bolt) bumpSchema(from uint64) error {
 	err := b.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(metaSchema, binary.BigEndian.AppendUint64(nil, SchemaVersion))
+		return tx.Bucket(bucketMeta).Put(metaSchema, binary.BigEndian.AppendUint64(nil, from+1))
 	})
 	if err != nil {
-		return fmt.Errorf("journal: upgrade %s from schema version 3 to %d (nothing was changed): %w", b.path, SchemaVersion, err)
+		return fmt.Errorf("journal: upgrade %s from schema version %d to %d (nothing was changed): %w", b.path, from, from+1, err)
 	}
 	return nil
 }

@@ -235,34 +235,23 @@ func (sc *scanner) element(k, v []byte) {
 	}
 	switch {
 	case len(k) == 8:
-		seq := binary.BigEndian.Uint64(k)
-		if seq == 0 {
+		blk, err := openBlock(k, v)
+		if err != nil {
 			return
 		}
-		payload, framed := v, false
-		if len(v) > 0 && v[0] == recordFramed {
-			p, err := checkRecord(v, "event", seq)
+		for blk.n > 0 {
+			left := uint64(min(blk.n, blockEvents))
+			seq, rec, err := blk.next()
 			if err != nil {
-				sc.damaged[seq] = true
+				// The block's framing is damaged: its records from here
+				// on cannot be told apart.
+				for s := seq; s < seq+left; s++ {
+					sc.damaged[s] = true
+				}
 				return
 			}
-			payload, framed = p, true
+			sc.event(seq, rec)
 		}
-		if old, ok := sc.events[seq]; ok && (old.framed || !framed) {
-			return
-		}
-		payload = slices.Clone(payload) // h.proxyID aliases it
-		h, err := decodeHeader(payload)
-		var e pb.Envelope
-		// An unframed record with fields this version does not know is a
-		// framed one whose first byte was damaged: its header then decodes
-		// as an unknown field.
-		if err != nil || h.seq != seq || proto.Unmarshal(payload, &e) != nil || e.GetEvent() == nil ||
-			(!framed && len(e.ProtoReflect().GetUnknown()) > 0) {
-			sc.damaged[seq] = true
-			return
-		}
-		sc.events[seq] = salvaged{payload: payload, framed: framed, h: h}
 	case string(k) == string(metaFirst) && len(v) == 8:
 		sc.first = max(sc.first, binary.BigEndian.Uint64(v))
 	case string(k) == string(metaCRCFrom) && len(v) == 8:
@@ -278,6 +267,34 @@ func (sc *scanner) element(k, v []byte) {
 		}
 		sc.snaps[string(k)] = append(sc.snaps[string(k)], s)
 	}
+}
+
+// event takes the record v of event seq when it is intact.
+func (sc *scanner) event(seq uint64, v []byte) {
+	payload, framed := v, false
+	if len(v) > 0 && v[0] == recordFramed {
+		p, err := checkRecord(v, "event", seq)
+		if err != nil {
+			sc.damaged[seq] = true
+			return
+		}
+		payload, framed = p, true
+	}
+	if old, ok := sc.events[seq]; ok && (old.framed || !framed) {
+		return
+	}
+	payload = slices.Clone(payload) // h.proxyID aliases it
+	h, err := decodeHeader(payload)
+	var e pb.Envelope
+	// An unframed record with fields this version does not know is a
+	// framed one whose first byte was damaged: its header then decodes
+	// as an unknown field.
+	if err != nil || h.seq != seq || proto.Unmarshal(payload, &e) != nil || e.GetEvent() == nil ||
+		(!framed && len(e.ProtoReflect().GetUnknown()) > 0) {
+		sc.damaged[seq] = true
+		return
+	}
+	sc.events[seq] = salvaged{payload: payload, framed: framed, h: h}
 }
 
 // carriedElement keeps k/v when it is an intact carried event (see

@@ -81,7 +81,7 @@ func TestSalvageDamagedRecord(t *testing.T) {
 	}
 	var rec []byte
 	_ = db.View(func(tx *bolt.Tx) error {
-		rec = bytes.Clone(tx.Bucket([]byte("events")).Get(seqKey(1000)))
+		rec = bytes.Clone(journal.EventRecord(tx, 1000))
 		return nil
 	})
 	db.Close()

@@ -91,6 +91,25 @@ func (s *suite) readFromMiddle(t *testing.T) {
 	if n := len(ReadStreamAll(t, j, p, head+1)); n != 0 {
 		t.Fatalf("ReadStream beyond the head yielded %d envelopes", n)
 	}
+
+	// A stream longer than a read chunk, read whole and by its tail.
+	long := ProxyID(9)
+	envs := make([]*pb.Envelope, 4500)
+	for i := range envs {
+		envs[i] = Succeeded(long, time.Duration(i)*time.Millisecond)
+	}
+	Append(t, j, envs...)
+	for _, from := range []uint64{1, 400, 4401, 4500} {
+		got := ReadStreamAll(t, j, long, from)
+		if len(got) != int(4500-from+1) {
+			t.Fatalf("ReadStream(%s, %d) of a stream of 4500 yielded %d envelopes", long, from, len(got))
+		}
+		for i, e := range got {
+			if e.GetProxyId() != long || e.GetStreamSeq() != from+uint64(i) {
+				t.Fatalf("ReadStream(%s, %d) envelope %d: proxy %q stream_seq %d", long, from, i, e.GetProxyId(), e.GetStreamSeq())
+			}
+		}
+	}
 }
 
 func (s *suite) heads(t *testing.T) {
