@@ -690,7 +690,11 @@ func (w *writer) prepareChunk(through uint64) {
 // finding them walks the heads, about a millisecond at 100,000 proxies,
 // once every checkpointInterval events.
 func (w *writer) startRound(through uint64) {
-	var keys []string
+	// At most every head: appended from nil, the keys left five times
+	// their final array as garbage (8 MB against 1.6 at 100,000 proxies
+	// in the daemon's allocation profile, whose first round puts every
+	// proxy's head).
+	keys := make([]string, 0, len(w.b.heads)+len(w.overlay))
 	for p, h := range w.b.heads { // only the writer writes heads
 		if h.last > w.ckptThrough {
 			keys = append(keys, p)
