@@ -325,20 +325,7 @@ func (c *eventChecker) event(seq uint64, v []byte) {
 		p.add("%v", err)
 		return
 	}
-	id := e.GetProxyId()
-	if id == "" {
-		if e.GetStreamSeq() != 0 {
-			p.add("pool-level event %d has stream_seq %d", seq, e.GetStreamSeq())
-		}
-		return
-	}
-	st := c.stats[id]
-	if st == nil {
-		st = &streamStat{}
-		c.stats[id] = st
-	}
-	st.addEvent(p, id, seq, e.GetStreamSeq(), e.GetPrevSeq(), c.first)
-	if seq <= c.through {
+	if st := addStreamEvent(p, c.stats, e, seq, c.first); st != nil && seq <= c.through {
 		st.ckptStream, st.ckptSeq = st.last, st.lastSeq
 	}
 }

@@ -306,19 +306,7 @@ func (m *Mem) Check(ctx context.Context) error {
 			p.add("record %d holds seq %d", want, e.GetSeq())
 			continue
 		}
-		id := e.GetProxyId()
-		if id == "" {
-			if e.GetStreamSeq() != 0 {
-				p.add("pool-level event seq %d has stream_seq %d", want, e.GetStreamSeq())
-			}
-			continue
-		}
-		st := stats[id]
-		if st == nil {
-			st = &streamStat{}
-			stats[id] = st
-		}
-		st.addEvent(&p, id, want, e.GetStreamSeq(), e.GetPrevSeq(), m.first)
+		addStreamEvent(&p, stats, e, want, m.first)
 	}
 	for id, ms := range m.streams {
 		ev := stats[id]

@@ -199,6 +199,26 @@ type streamStat struct {
 	ckptStream, ckptSeq uint64
 }
 
+// addStreamEvent records retained event seq, decoded into e, in the stats
+// of its stream and returns them; a pool-level event has no stream (nil),
+// and must have no stream_seq.
+func addStreamEvent(p *problems, stats map[string]*streamStat, e *pb.Envelope, seq, first uint64) *streamStat {
+	id := e.GetProxyId()
+	if id == "" {
+		if e.GetStreamSeq() != 0 {
+			p.add("pool-level event %d has stream_seq %d", seq, e.GetStreamSeq())
+		}
+		return nil
+	}
+	st := stats[id]
+	if st == nil {
+		st = &streamStat{}
+		stats[id] = st
+	}
+	st.addEvent(p, id, seq, e.GetStreamSeq(), e.GetPrevSeq(), first)
+	return st
+}
+
 // addEvent records the next retained event of the stream: its stream_seq
 // must follow the previous one and its prev_seq must point at it. The
 // stream's first retained event points at nothing (stream_seq 1) or at an
