@@ -42,7 +42,6 @@ const (
 
 // block reads the records of one value of the events bucket.
 type block struct {
-	first  uint64 // the seq of the block's first record
 	seq    uint64 // the seq of the next record
 	n      int    // the records left
 	i      int    // the index of the next record
@@ -71,7 +70,7 @@ func (b *block) open(k, v []byte) error {
 		return fmt.Errorf("event key 0: seqs start at 1")
 	}
 	if len(v) == 0 || v[0] != recordBlock {
-		b.first, b.seq, b.n, b.single, b.alone = seq, seq, 1, v, true
+		b.seq, b.n, b.single, b.alone = seq, 1, v, true
 		return nil
 	}
 	n, w := binary.Uvarint(v[1:])
@@ -82,7 +81,7 @@ func (b *block) open(k, v []byte) error {
 	if end := int(binary.BigEndian.Uint16(ends[len(ends)-2:])); end != len(data) {
 		return fmt.Errorf("event block at seq %d: its %d records end at byte %d of %d; the block is damaged", seq, n, end, len(data))
 	}
-	b.first, b.seq, b.n, b.ends, b.data = seq, seq, int(n), ends, data
+	b.seq, b.n, b.ends, b.data = seq, int(n), ends, data
 	return nil
 }
 
@@ -115,8 +114,8 @@ func (b *block) skipTo(seq uint64) {
 	b.i, b.n, b.seq = b.i+d, b.n-d, seq
 }
 
-// tail returns the value that stores b's remaining records: a new block
-// (a new array), or the lone record.
+// tail returns, in a new array, the value that stores b's remaining
+// records (a block, or the lone record).
 func (b *block) tail() ([]byte, error) {
 	var recs [][]byte
 	for b.n > 0 {
@@ -130,7 +129,8 @@ func (b *block) tail() ([]byte, error) {
 }
 
 // appendBlock appends the block of records (the events seq, seq+1, ...;
-// one alone is stored bare) to dst.
+// one alone is stored bare) to dst. Several must total at most 65,535
+// bytes (blockLen keeps them within blockBytes).
 func appendBlock(dst []byte, recs [][]byte) []byte {
 	if len(recs) == 1 {
 		return append(dst, recs[0]...)
