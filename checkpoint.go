@@ -129,12 +129,16 @@ func (s *liveSaver) maybeSave(live *projections.Live) {
 		s.mu.Unlock()
 		return
 	}
-	if s.h.Failing {
-		s.log.Info("the live status checkpoint is saved again", slog.Uint64("seq", seq))
-	}
+	// The health first, then the log: whoever reads the log line finds
+	// the health that says so (TestRunningCheckpointFailureIsWarnedOnce
+	// read the failure after the line in one run of CI).
 	s.mu.Lock()
+	recovered := s.h.Failing
 	s.h.Seq, s.h.SavedAt, s.h.Failing, s.h.Error = seq, now, false, ""
 	s.mu.Unlock()
+	if recovered {
+		s.log.Info("the live status checkpoint is saved again", slog.Uint64("seq", seq))
+	}
 	s.log.Debug("live status checkpoint saved", slog.Uint64("seq", seq), slog.Duration("took", time.Since(start)))
 }
 
