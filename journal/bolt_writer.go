@@ -623,7 +623,10 @@ func (w *writer) putBlocks(seq uint64) {
 	for recs := w.recs; len(recs) > 0; {
 		n := blockLen(recs)
 		k := w.bytes(func(a []byte) []byte { return appendSeqKey(a, seq) })
-		v := w.bytes(func(a []byte) []byte { return appendBlock(a, recs[:n]) })
+		v := recs[0] // an event alone is its record
+		if n > 1 {
+			v = w.bytes(func(a []byte) []byte { return appendBlock(a, recs[:n]) })
+		}
 		w.addPut(put{putEvent, k, v})
 		seq += uint64(n)
 		recs = recs[n:]
