@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -366,6 +367,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	farm0, machine0 := farmCPU(b, farms), machineCPU(b)
 	started := time.Now()
 	d := startBenchDaemon(b, cfg)
+	rss := watchRSS(b, d.pid(), t0)
 	stopSweepPerf := startPerfTo(b, d.pid(), os.Getenv("PROXYHEALTH_BENCH_PERF_SWEEP"))
 	api := d.apiURL(b, 2*time.Minute)
 	pollUntil(b, 5*time.Minute, 100*time.Millisecond, func() (bool, string) {
@@ -423,6 +425,7 @@ func benchDaemon(b *testing.B, n int, interval time.Duration) {
 	floorPoolP99, floorProxiesP99 := measureFloor(b, api, dir, window)
 	phase("API floor window done")
 	peak := vmHWM(b, d.pid(), d.exited)
+	b.Logf("daemon's highest resident set sampled (every %v; the peak is VmHWM): %s", rssWatchEvery, rss.stop())
 
 	// Stop and restart on the same data directory.
 	stopped := time.Now()
@@ -1131,6 +1134,122 @@ func vmHWM(b *testing.B, pid int, dead func() string) float64 {
 	}
 	b.Fatalf("/proc/%d/status has no VmHWM", pid)
 	return 0
+}
+
+// rssWatchEvery is how often watchRSS samples.
+const rssWatchEvery = 20 * time.Millisecond
+
+// rssWatch samples a process's resident set and keeps the sample with the
+// most: the kernel keeps the peak (VmHWM), not what it was made of.
+type rssWatch struct {
+	quit, done chan struct{}
+	once       sync.Once
+	top        rssSample
+}
+
+// rssSample is one read of /proc/PID/status, in kB, at a time since the
+// benchmark's start, and the files whose pages were resident then.
+type rssSample struct {
+	at              time.Duration
+	rss, anon, file int64
+	files           string
+}
+
+func (r rssSample) String() string {
+	if r.rss == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("VmRSS %.1f MiB %.1f s after the benchmark's start: RssAnon %.1f MiB, RssFile %.1f MiB (%s)",
+		float64(r.rss)/1024, r.at.Seconds(), float64(r.anon)/1024, float64(r.file)/1024, r.files)
+}
+
+// residentFiles sums the resident pages of pid's file mappings by file
+// (/proc/PID/smaps) and names the largest.
+func residentFiles(pid int) string {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return err.Error()
+	}
+	byFile := make(map[string]int64)
+	file := ""
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			file = "" // a mapping's header: address range, perms, offset, dev, inode[, path]
+			if len(f) >= 6 && strings.HasPrefix(f[5], "/") {
+				file = filepath.Base(f[5])
+			}
+		case len(f) == 3 && f[0] == "Rss:" && file != "":
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			byFile[file] += kb
+		}
+	}
+	names := slices.Collect(maps.Keys(byFile))
+	slices.SortFunc(names, func(a, b string) int { return cmp.Compare(byFile[b], byFile[a]) })
+	var parts []string
+	for _, n := range names[:min(len(names), 4)] {
+		parts = append(parts, fmt.Sprintf("%s %.1f MiB", n, float64(byFile[n])/1024))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// watchRSS samples pid's resident set every rssWatchEvery until stop (or
+// the benchmark's end).
+func watchRSS(b *testing.B, pid int, t0 time.Time) *rssWatch {
+	w := &rssWatch{quit: make(chan struct{}), done: make(chan struct{})}
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(rssWatchEvery)
+		defer tick.Stop()
+		for {
+			if s, ok := readRSS(path, time.Since(t0)); ok && s.rss > w.top.rss {
+				s.files = residentFiles(pid)
+				w.top = s
+			}
+			select {
+			case <-tick.C:
+			case <-w.quit:
+				return
+			}
+		}
+	}()
+	b.Cleanup(func() { w.stop() })
+	return w
+}
+
+// stop ends the sampling and returns the largest sample.
+func (w *rssWatch) stop() rssSample {
+	w.once.Do(func() { close(w.quit) })
+	<-w.done
+	return w.top
+}
+
+// readRSS reads the resident set's figures from a /proc/PID/status.
+func readRSS(path string, at time.Duration) (rssSample, bool) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return rssSample{}, false
+	}
+	s := rssSample{at: at}
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		var dst *int64
+		switch key, _, _ := strings.Cut(line, ":"); key {
+		case "VmRSS":
+			dst = &s.rss
+		case "RssAnon":
+			dst = &s.anon
+		case "RssFile":
+			dst = &s.file
+		default:
+			continue
+		}
+		if f := strings.Fields(line[strings.IndexByte(line, ':')+1:]); len(f) == 2 {
+			*dst, _ = strconv.ParseInt(f[0], 10, 64)
+		}
+	}
+	return s, s.rss > 0
 }
 
 // memoryBreakdown says where pid's resident set is now (the kernel keeps
