@@ -164,6 +164,18 @@ func (b *Bolt) noteScattered() {
 	}
 }
 
+// releaseChunk releases the mapped pages after a commit with a chunk of a
+// heads checkpoint (see ckptRound), without waiting for scatteredRelease:
+// a chunk's puts read pages all over the heads bucket, and the kernel maps
+// up to 16 pages around each page read (its fault-around), so a chunk left
+// about 0.6–0.85 MiB of the file resident at 10,000 proxies, and a round's
+// three chunks within the 500 ms made the daemon's peak RSS (3.8 MiB of
+// the journal file resident at the peak, against about 0.5 otherwise).
+func (b *Bolt) releaseChunk() {
+	_ = b.releaseMapped() // only memory accounting is at stake
+	b.scatteredAt.Store(time.Now().UnixNano())
+}
+
 // scatteredRelease is how often reads at random places and commits release
 // the mapped pages at most (noteScattered; Bolt.scatteredEvery).
 const scatteredRelease = 500 * time.Millisecond

@@ -446,6 +446,7 @@ func (w *writer) commit(batch []*request) {
 	if !ckpt {
 		w.prepareChunk(next - 1)
 	}
+	chunk := w.round.active && w.round.queued > w.round.done
 	var err error
 	start := time.Now()
 	if len(w.puts) > 0 {
@@ -523,8 +524,14 @@ func (w *writer) commit(batch []*request) {
 	// at 10,000 proxies and 10 commits a second, 1–5 MiB within the 25 s
 	// that 256 commits used to wait for a release (a sawtooth in the
 	// daemon's resident set). At most every scatteredRelease they go: what
-	// a commit reads next is faulted back from the page cache.
-	b.noteScattered()
+	// a commit reads next is faulted back from the page cache. A commit
+	// with a chunk of a heads checkpoint releases them at once (see
+	// releaseChunk).
+	if chunk {
+		b.releaseChunk()
+	} else {
+		b.noteScattered()
+	}
 }
 
 // trimEvery is how many commits the writer makes between two trim
@@ -745,6 +752,7 @@ func (w *writer) checkpointAll(head uint64) error {
 			w.round = ckptRound{}
 			return err
 		}
+		w.b.releaseChunk()
 	}
 	return nil
 }
