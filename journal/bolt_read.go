@@ -172,9 +172,16 @@ func (b *Bolt) noteScattered() {
 // three chunks within the 500 ms made the daemon's peak RSS (3.8 MiB of
 // the journal file resident at the peak, against about 0.5 otherwise).
 func (b *Bolt) releaseChunk() {
+	if !releaseChunks {
+		return
+	}
 	_ = b.releaseMapped() // only memory accounting is at stake
 	b.scatteredAt.Store(time.Now().UnixNano())
 }
+
+// releaseChunks is false only in a test that measures what the release
+// saves.
+var releaseChunks = true
 
 // scatteredRelease is how often reads at random places and commits release
 // the mapped pages at most (noteScattered; Bolt.scatteredEvery).

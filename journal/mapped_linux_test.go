@@ -188,3 +188,53 @@ func TestCommitsReleaseMappedPages(t *testing.T) {
 		t.Fatalf("200 commits left %d KiB of the journal mapped, the same commits without the release %d KiB: want at most a quarter", got>>10, without>>10)
 	}
 }
+
+// TestCheckpointChunksReleaseMappedPages: a heads checkpoint's chunks read
+// pages all over the heads bucket (and the kernel maps the pages around
+// each); the writer drops them after each chunk's commit, without waiting
+// for scatteredRelease, so that a round does not add the whole bucket to
+// the resident set at once.
+func TestCheckpointChunksReleaseMappedPages(t *testing.T) {
+	b, ids := filledJournal(t, 4<<20)
+	b.scatteredEvery.Store(int64(time.Hour)) // only the chunks release
+	dirty := func() { // every head changes, so a checkpoint puts them all
+		t.Helper()
+		for i := 0; i < len(ids); i += 2000 {
+			envs := make([]*pb.Envelope, 0, 2000)
+			for _, id := range ids[i:min(i+2000, len(ids))] {
+				envs = append(envs, testEnvelope(id, 0))
+			}
+			if _, err := b.Append(context.Background(), envs); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	checkpoint := func() int64 {
+		t.Helper()
+		if err := b.releaseMapped(); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.submit(context.Background(), &request{ckpt: true, done: make(chan struct{})}); err != nil {
+			t.Fatal(err)
+		}
+		return mappedRSS(t, b.path)
+	}
+	if len(ids) < 3*checkpointChunk {
+		t.Fatalf("%d streams: a checkpoint would take fewer than three chunks", len(ids))
+	}
+
+	releaseChunks = false
+	t.Cleanup(func() { releaseChunks = true })
+	dirty()
+	without := checkpoint()
+	if without < 256<<10 {
+		t.Fatalf("without the release, a checkpoint of %d heads left %d KiB of the journal mapped: the measurement does not see what chunks map", len(ids), without>>10)
+	}
+	releaseChunks = true
+	dirty()
+	got := checkpoint()
+	t.Logf("a checkpoint of %d heads in %d chunks: %d KiB of the journal mapped after it, %d KiB without the release after each chunk", len(ids), (len(ids)+checkpointChunk-1)/checkpointChunk, got>>10, without>>10)
+	if got > without/3 {
+		t.Fatalf("a checkpoint of %d heads left %d KiB of the journal mapped, the same without the release after each chunk %d KiB: want at most a third", len(ids), got>>10, without>>10)
+	}
+}
