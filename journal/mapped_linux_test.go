@@ -197,7 +197,8 @@ func TestCommitsReleaseMappedPages(t *testing.T) {
 func TestCheckpointChunksReleaseMappedPages(t *testing.T) {
 	b, ids := filledJournal(t, 4<<20)
 	b.scatteredEvery.Store(int64(time.Hour)) // only the chunks release
-	dirty := func() { // every head changes, so a checkpoint puts them all
+	// dirty changes every head, so that a checkpoint puts them all.
+	dirty := func() {
 		t.Helper()
 		for i := 0; i < len(ids); i += 2000 {
 			envs := make([]*pb.Envelope, 0, 2000)
