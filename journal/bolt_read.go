@@ -440,12 +440,9 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 					cur = 0 // the older events were deleted by retention
 					return nil
 				}
-				v, err := g.get(cur)
+				v, err := b.link(g, proxyID, want, cur)
 				if err != nil {
-					return fmt.Errorf("%w: %s: proxy %s: event %d: %v; run a check", ErrCorrupt, b.path, proxyID, cur, err)
-				}
-				if v == nil {
-					return fmt.Errorf("%w: %s: proxy %s: stream_seq %d should be event %d, which is missing; run a check", ErrCorrupt, b.path, proxyID, want, cur)
+					return err
 				}
 				h, err := eventHeader(v, cur, b.crcFrom)
 				if err != nil {
@@ -466,6 +463,19 @@ func (b *Bolt) streamSeqs(ctx context.Context, proxyID string, head streamHead, 
 	}
 	slices.Reverse(seqs)
 	return seqs, nil
+}
+
+// link returns the record of event cur, which proxyID's stream names as
+// its stream_seq want (walking back from its head).
+func (b *Bolt) link(g *eventCursor, proxyID string, want, cur uint64) ([]byte, error) {
+	v, err := g.get(cur)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: proxy %s: event %d: %v; run a check", ErrCorrupt, b.path, proxyID, cur, err)
+	}
+	if v == nil {
+		return nil, fmt.Errorf("%w: %s: proxy %s: stream_seq %d should be event %d, which is missing; run a check", ErrCorrupt, b.path, proxyID, want, cur)
+	}
+	return v, nil
 }
 
 // checkLink verifies that event cur, the link of proxyID's stream_seq
@@ -493,12 +503,9 @@ func (b *Bolt) readTail(ctx context.Context, proxyID string, head streamHead, fr
 		in := interners.Get().(*interner)
 		defer interners.Put(in)
 		for cur, want := head.last, head.seq; cur >= first && want >= from; want-- {
-			v, err := g.get(cur)
+			v, err := b.link(g, proxyID, want, cur)
 			if err != nil {
-				return fmt.Errorf("%w: %s: proxy %s: event %d: %v; run a check", ErrCorrupt, b.path, proxyID, cur, err)
-			}
-			if v == nil {
-				return fmt.Errorf("%w: %s: proxy %s: stream_seq %d should be event %d, which is missing; run a check", ErrCorrupt, b.path, proxyID, want, cur)
+				return err
 			}
 			e, err := decodeEnvelope(v, cur, b.crcFrom, in)
 			if err != nil {
