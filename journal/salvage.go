@@ -240,7 +240,7 @@ func (sc *scanner) element(k, v []byte) {
 			return
 		}
 		for blk.n > 0 {
-			left := uint64(min(blk.n, blockEvents))
+			left := uint64(blk.n) // openBlock bounds it by blockEvents
 			seq, rec, err := blk.next()
 			if err != nil {
 				// The block's framing is damaged: its records from here
